@@ -1,0 +1,24 @@
+/* log: levelled logging through one sink the program chooses.
+ * Libraries (engine, proto) only call LOG(); main() may log_set_sink() to redirect.
+ * The level is checked before the arguments are evaluated. */
+#pragma once
+#include <stdarg.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_LEVEL_COUNT };
+
+typedef void (*log_sink_fn)(enum log_level level, const char *msg, void *user);
+
+extern enum log_level log_min_level;
+
+void log_set_level(enum log_level level);
+/* Parse "debug|info|warn|error"; returns -1 when unknown. */
+int log_level_parse(const char *name);
+/* NULL restores the default sink (stderr, one line per message). */
+void log_set_sink(log_sink_fn sink, void *user);
+void log_msg(enum log_level level, const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define LOG(level, ...)                                                                            \
+    do {                                                                                           \
+        if ((level) >= log_min_level) log_msg((level), __func__, __VA_ARGS__);                     \
+    } while (0)

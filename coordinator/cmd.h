@@ -1,0 +1,9 @@
+/* cmd: the `caravan` subcommands. Each takes argv with argv[0] the subcommand name and
+ * returns the process exit status (0 ok, 1 failure, 2 usage error). */
+#pragma once
+
+int cmd_run(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);

@@ -1,0 +1,61 @@
+/* caravan: one large language model across several ordinary machines.
+ * main only dispatches to a subcommand (cmd_*.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+/* Weak while the subcommands land one by one; a missing one says so. */
+#pragma weak cmd_run
+#pragma weak cmd_inspect
+#pragma weak cmd_mkmodel
+#pragma weak cmd_tokenize
+#pragma weak cmd_keygen
+
+struct command {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"run", cmd_run, "generate text from a prompt with a GGUF model on this machine"},
+    {"inspect", cmd_inspect, "print a GGUF model's architecture, tensors and bytes per layer"},
+    {"tokenize", cmd_tokenize, "text to token ids and back with a model's tokenizer"},
+    {"mkmodel", cmd_mkmodel, "write a random-weight GGUF model at a real shape (benchmarks)"},
+    {"keygen", cmd_keygen, "create a node's long-term CURVE key pair"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: caravan COMMAND [options]   (caravan COMMAND --help for details)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("caravan 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0) continue;
+        if (!commands[i].fn) {
+            fprintf(stderr, "error: 'caravan %s' is not built in this version\n", argv[1]);
+            return 1;
+        }
+        return commands[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,37 @@
+/* matmul: the products of the forward pass, y = x · Wᵀ, for every weight type.
+ *
+ * W is a GGUF weight of shape (n_out rows, n_in columns) in any supported dtype; x is f32
+ * (n_rows × n_in), y is f32 (n_rows × n_out). Each x row is first converted to the weight's
+ * dot type (quant_dot_type: q8_0 for q4_0/q8_0, q8_k for k-quants, ...) and then
+ *     y[r][i] = quant_dot(W row i, x row r)
+ * computed by the SAME kernel with the SAME reduction order whatever n_rows is and however
+ * the work is split over threads or tiled. That makes every output bit-identical whether a
+ * sequence is alone, in a batch of 8, or in a 128-token prompt: batch invariance, which
+ * fail-over relies on. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "threadpool.h"
+
+struct matmul_weight {
+    enum dtype type;
+    int64_t n_in;      /* row length (GGUF ne[0]) */
+    int64_t n_out;     /* rows (GGUF ne[1]) */
+    const void *data;  /* n_out rows of dtype_row_bytes(type, n_in) */
+};
+
+/* Scratch bytes matmul needs for up to n_rows input rows (the converted x). */
+size_t matmul_scratch_bytes(enum dtype type, int64_t n_in, int64_t n_rows);
+
+/* y[r * n_out + i] = W_i · x_r for r < n_rows. Runs on every thread of tp; allocates nothing.
+ * scratch holds at least matmul_scratch_bytes(w->type, w->n_in, n_rows), 64-byte aligned. */
+void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int64_t n_rows,
+            float *y, void *scratch);
+
+/* Same, but called from inside a running threadpool job on thread ith of nth (so a caller can
+ * fuse several ops in one job; it must call threadpool_barrier itself between dependent ops).
+ * Performs its own barrier between converting x and the products. */
+void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
+                   const float *x, int64_t n_rows, float *y, void *scratch);

@@ -1,0 +1,93 @@
+/* model: a Llama-family transformer (llama, qwen2) loaded from GGUF for one contiguous range
+ * of layers, computed over batches of tokens from several sequences at once.
+ *
+ * A slice [layer_first, layer_end) of an n_layers model:
+ *   - starts at layer 0  -> it holds the token embedding and takes token ids;
+ *     otherwise it takes hidden states (n_embd floats per token) from the previous slice;
+ *   - ends at n_layers   -> it holds the output norm and head and returns logits;
+ *     otherwise it returns hidden states for the next slice.
+ * Each sequence lives in a KV slot (0 .. n_seq-1) with its own positions. All buffers are
+ * allocated by model_load; model_forward allocates nothing. Only the slice's tensors are read,
+ * so resident memory grows with the slice, not the file. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "gguf.h"
+#include "status.h"
+
+enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2, MODEL_ARCH_COUNT };
+enum model_rope { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX, MODEL_ROPE_COUNT };
+
+/* Hyperparameters, read from metadata only. */
+struct model_config {
+    enum model_arch arch;
+    enum model_rope rope;
+    int64_t n_vocab;
+    int64_t n_embd;
+    int64_t n_layers;
+    int64_t n_heads;
+    int64_t n_kv_heads;
+    int64_t head_dim;     /* n_embd / n_heads unless the file says otherwise */
+    int64_t n_ff;
+    int64_t n_ctx_train;
+    int64_t n_rot;        /* rotary dims per head (rope.dimension_count), <= head_dim */
+    float rope_theta;     /* rope.freq_base */
+    float rms_eps;
+    bool rope_freqs;      /* llama3 scaling: per-dimension frequency factors (rope_freqs.weight) */
+    bool tied_output;     /* no output.weight: the head reuses token_embd.weight */
+};
+
+struct model_params {
+    int32_t layer_first; /* default 0 */
+    int32_t layer_end;   /* exclusive; <= 0 means n_layers */
+    int32_t n_ctx;       /* KV positions per sequence; <= 0 means min(n_ctx_train, 4096) */
+    int32_t n_seq;       /* KV slots; <= 0 means 1 */
+    int32_t n_batch;     /* most tokens in one model_forward; <= 0 means 512 */
+    int32_t n_threads;   /* <= 0 means the number of online CPUs */
+};
+
+/* One forward step's input: n_tokens tokens, each of some sequence at some position.
+ * A sequence's tokens appear in increasing position order and every earlier position of that
+ * sequence is either in the KV cache or earlier in the same batch. */
+struct model_batch {
+    int32_t n_tokens;
+    const int32_t *tokens; /* [n_tokens] when the slice starts at layer 0, else NULL */
+    const float *hidden;   /* [n_tokens][n_embd] when it starts later, else NULL */
+    const int32_t *pos;    /* [n_tokens] */
+    const int32_t *seq;    /* [n_tokens] KV slot, < n_seq */
+    const uint8_t *want;   /* last slice: [n_tokens], nonzero where logits are wanted;
+                              NULL means every token */
+};
+
+typedef struct model model_t;
+
+CARAVAN_NODISCARD enum status model_load(const char *path, const struct model_params *params,
+                                         model_t **out);
+void model_free(model_t **self_p);
+
+const struct model_config *model_config(const model_t *m);
+const gguf_t *model_gguf(const model_t *m);  /* the file (for the tokenizer and fingerprints) */
+int32_t model_layer_first(const model_t *m);
+int32_t model_layer_end(const model_t *m);
+bool model_is_first(const model_t *m);       /* takes token ids */
+bool model_is_last(const model_t *m);        /* returns logits */
+int32_t model_n_ctx(const model_t *m);
+int32_t model_n_seq(const model_t *m);
+int32_t model_n_batch(const model_t *m);
+/* Floats per output row: n_vocab on the last slice, n_embd otherwise. */
+int64_t model_n_out(const model_t *m);
+/* Bytes of weights this slice reads (its tensors), and of its KV cache and buffers. */
+size_t model_weight_bytes(const model_t *m);
+size_t model_buffer_bytes(const model_t *m);
+
+/* Runs the slice over the batch. out receives model_n_out floats per output row: every token
+ * for a hidden-state slice, and on the last slice only the tokens with want[i] set, in batch
+ * order. Results for a token depend only on its sequence's tokens and positions: never on
+ * what else shares the batch, nor on how a prompt is split into batches. */
+CARAVAN_NODISCARD enum status model_forward(model_t *m, const struct model_batch *b, float *out);
+
+/* Forgets a sequence's KV cache so the slot can take a new sequence. */
+void model_seq_reset(model_t *m, int32_t seq);

@@ -1,0 +1,47 @@
+/* quant: block formats, conversions and dot-product kernels for every supported dtype.
+ *
+ * Block layouts are bit-compatible with GGUF/ggml (static_assert'ed in quant_internal.h).
+ * Each kernel has a plain scalar `_ref` version and, where the CPU has it, an AVX2/FMA/F16C
+ * variant with the same signature; quant_init() picks the best variant once at startup and
+ * quant_variants() lists all of them so tests can compare each against the reference. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+
+/* Half and bfloat16 conversions (round-to-nearest-even on the way down). */
+float quant_f16_to_f32(uint16_t h);
+uint16_t quant_f32_to_f16(float f);
+float quant_bf16_to_f32(uint16_t h);
+uint16_t quant_f32_to_bf16(float f);
+
+/* The dtype the activation row is converted to before a dot with a weight of type w:
+ * F32 -> F32, F16 -> F16 or F32, BF16 -> F32 or BF16, Q4_0/Q8_0 -> Q8_0, Q4_K/Q5_K/Q6_K -> Q8_K.
+ * (The exact choice is the kernel module's; callers only size buffers with it.) */
+enum dtype quant_dot_type(enum dtype w);
+
+/* Converts n floats (a multiple of the block size) to dtype t. Used for activations and by the
+ * model writer; for K-quants this is the reference quantizer (no importance matrix). */
+void quant_quantize_row(enum dtype t, const float *src, void *dst, int64_t n);
+/* Converts a row of dtype t back to n floats. */
+void quant_dequantize_row(enum dtype t, const void *src, float *dst, int64_t n);
+
+/* dot(w, x) over n elements: w a row of dtype w_type, x a row of quant_dot_type(w_type). */
+typedef float (*quant_dot_fn)(int64_t n, const void *w, const void *x);
+
+struct quant_variant {
+    const char *name;                 /* "ref", "avx2" */
+    bool (*available)(void);          /* does this CPU run it */
+    quant_dot_fn dot[DTYPE_COUNT];    /* NULL where the variant has no kernel for a type */
+};
+
+/* Picks the best variant available on this CPU (idempotent, thread-safe to call once from
+ * main before threads start). The environment variable CARAVAN_KERNELS=ref forces reference. */
+void quant_init(void);
+const char *quant_variant_name(void); /* the chosen one */
+/* Every compiled-in variant (available or not); *n receives the count. */
+const struct quant_variant *const *quant_variants(int *n);
+/* The chosen kernel for weight type w (after quant_init), NULL when unsupported. */
+quant_dot_fn quant_dot(enum dtype w);

@@ -1,0 +1,28 @@
+/* sampler: picks the next token from logits. Greedy when temp == 0; otherwise repetition
+ * penalty, top-k, top-p, min-p and temperature, then a draw.
+ * The draw is a pure function of (seed, draw index): a sequence's n-th sample always uses the
+ * same random number, so a request resumed elsewhere after fail-over produces the same tokens. */
+#pragma once
+#include <stdint.h>
+
+struct sampler_params {
+    float temp;           /* 0 = greedy (first maximum on ties) */
+    int32_t top_k;        /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int32_t repeat_last_n;
+    uint64_t seed;
+};
+
+void sampler_params_default(struct sampler_params *p);
+
+typedef struct sampler sampler_t;
+
+sampler_t *sampler_new(int64_t n_vocab); /* scratch for one vocabulary; aborts on OOM */
+void sampler_free(sampler_t **self_p);
+
+/* recent: the last n_recent tokens of the sequence (prompt and generated), for the penalty.
+ * draw: how many tokens this sequence has sampled before this one. */
+int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float *logits,
+                       const int32_t *recent, int32_t n_recent, uint64_t draw);
