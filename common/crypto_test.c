@@ -1,0 +1,148 @@
+/* crypto_test: key files (mode 0600, round trip, malformed/wrong-length keys rejected, a
+ * mismatched key.pub rejected) and BLAKE2b fingerprints of whole files and ranges. */
+#undef NDEBUG
+#include "crypto.h"
+
+#include <assert.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "log.h"
+
+static void write_text(const char *path, const char *text, mode_t mode) {
+    FILE *f = fopen(path, "w");
+    assert(f);
+    fputs(text, f);
+    fclose(f);
+    assert(chmod(path, mode) == 0);
+}
+
+static void path_in(char *out, size_t cap, const char *dir, const char *name) {
+    snprintf(out, cap, "%s/%s", dir, name);
+}
+
+int main(void) {
+    assert(crypto_init() == STATUS_OK);
+    log_set_level(LOG_ERROR);
+    char dir[] = "/tmp/caravan_crypto_test.XXXXXX";
+    assert(mkdtemp(dir));
+    char keydir[512], key[600], pub[600];
+    path_in(keydir, sizeof keydir, dir, "node");
+    path_in(key, sizeof key, keydir, "key");
+    path_in(pub, sizeof pub, keydir, "key.pub");
+
+    /* Generate, save: key is 0600, key.pub holds the public key; refuse to overwrite. */
+    crypto_keypair_t *kp = NULL;
+    assert(crypto_keypair_generate(&kp) == STATUS_OK);
+    assert(crypto_key_z85_valid(crypto_keypair_public_z85(kp)));
+    assert(crypto_key_z85_valid(crypto_keypair_secret_z85(kp)));
+    assert(crypto_keypair_save(kp, keydir, false) == STATUS_OK);
+    struct stat st;
+    assert(stat(key, &st) == 0);
+    assert((st.st_mode & 0777) == 0600);
+    assert(st.st_size == CRYPTO_KEY_Z85_LEN + 1);
+    assert(crypto_keypair_save(kp, keydir, false) != STATUS_OK);
+
+    /* Round trip: the loaded pair equals the saved one; the public half agrees with
+     * ZeroMQ's own derivation. */
+    crypto_keypair_t *back = NULL;
+    assert(crypto_keypair_load(keydir, &back) == STATUS_OK);
+    assert(strcmp(crypto_keypair_public_z85(back), crypto_keypair_public_z85(kp)) == 0);
+    assert(strcmp(crypto_keypair_secret_z85(back), crypto_keypair_secret_z85(kp)) == 0);
+    char zpub[41];
+    assert(zmq_curve_public(zpub, crypto_keypair_secret_z85(kp)) == 0);
+    assert(strcmp(zpub, crypto_keypair_public_z85(kp)) == 0);
+    char pk[41];
+    assert(crypto_pubkey_load(keydir, pk) == STATUS_OK);
+    assert(strcmp(pk, crypto_keypair_public_z85(kp)) == 0);
+    assert(crypto_pubkey_load(pub, pk) == STATUS_OK);
+    crypto_keypair_destroy(&back);
+    assert(back == NULL);
+    crypto_keypair_destroy(&back); /* NULL is fine */
+
+    /* Loading the key file path directly also works. */
+    assert(crypto_keypair_load(key, &back) == STATUS_OK);
+    crypto_keypair_destroy(&back);
+
+    /* Group-readable secret key: refused. */
+    assert(chmod(key, 0640) == 0);
+    assert(crypto_keypair_load(keydir, &back) == STATUS_FORMAT && back == NULL);
+    assert(chmod(key, 0600) == 0);
+
+    /* Wrong lengths and bad characters: refused. */
+    char bad[600];
+    path_in(bad, sizeof bad, dir, "bad");
+    assert(mkdir(bad, 0700) == 0);
+    char badkey[700];
+    path_in(badkey, sizeof badkey, bad, "key");
+    const char *bad_texts[] = {
+        "", "\n", "short\n",
+        "0123456789012345678901234567890123456789A\n",   /* 41 */
+        "012345678901234567890123456789012345678\n",     /* 39 */
+        "0123456789012345678901234567890123456789\n\n",  /* extra line */
+        "01234567890123456789012345678901234567~~\n",    /* '~' is not Z85 */
+    };
+    for (size_t i = 0; i < sizeof bad_texts / sizeof bad_texts[0]; i++) {
+        write_text(badkey, bad_texts[i], 0600);
+        assert(crypto_keypair_load(bad, &back) != STATUS_OK && back == NULL);
+        assert(crypto_pubkey_load(badkey, pk) != STATUS_OK);
+    }
+    /* A valid secret with a key.pub from another pair: refused. */
+    crypto_keypair_t *other = NULL;
+    assert(crypto_keypair_generate(&other) == STATUS_OK);
+    char badpub[700];
+    path_in(badpub, sizeof badpub, bad, "key.pub");
+    char line[64];
+    snprintf(line, sizeof line, "%s\n", crypto_keypair_secret_z85(kp));
+    write_text(badkey, line, 0600);
+    snprintf(line, sizeof line, "%s\n", crypto_keypair_public_z85(other));
+    write_text(badpub, line, 0644);
+    assert(crypto_keypair_load(bad, &back) == STATUS_FORMAT && back == NULL);
+    crypto_keypair_destroy(&other);
+    assert(crypto_keypair_load("/nonexistent/caravan/key", &back) == STATUS_IO);
+
+    /* Fingerprints: whole file and ranges match crypto_hash_buf; out-of-range refused. */
+    char data_path[600];
+    path_in(data_path, sizeof data_path, dir, "data");
+    size_t n = 200000; /* several read chunks, not a multiple of one */
+    uint8_t *data = malloc(n);
+    assert(data);
+    for (size_t i = 0; i < n; i++) data[i] = (uint8_t)(i * 131 + (i >> 8));
+    FILE *f = fopen(data_path, "wb");
+    assert(f && fwrite(data, 1, n, f) == n);
+    fclose(f);
+    uint8_t h1[CRYPTO_HASH_BYTES], h2[CRYPTO_HASH_BYTES];
+    assert(crypto_hash_file(data_path, 0, UINT64_MAX, h1) == STATUS_OK);
+    crypto_hash_buf(data, n, h2);
+    assert(crypto_equal(h1, h2, sizeof h1));
+    assert(crypto_hash_file(data_path, 12345, 100000, h1) == STATUS_OK);
+    crypto_hash_buf(data + 12345, 100000, h2);
+    assert(crypto_equal(h1, h2, sizeof h1));
+    assert(crypto_hash_file(data_path, 1, 100000, h1) == STATUS_OK);
+    assert(!crypto_equal(h1, h2, sizeof h1));
+    assert(crypto_hash_file(data_path, n - 10, 11, h1) == STATUS_FORMAT);
+    assert(crypto_hash_file(data_path, n + 1, UINT64_MAX, h1) == STATUS_FORMAT);
+    /* Known answer: BLAKE2b-256("abc"). */
+    crypto_hash_buf("abc", 3, h1);
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    assert(strcmp(crypto_hex(h1, sizeof h1, hex),
+                  "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319") == 0);
+    free(data);
+
+    crypto_keypair_destroy(&kp);
+    unlink(data_path);
+    unlink(badkey);
+    unlink(badpub);
+    rmdir(bad);
+    unlink(key);
+    unlink(pub);
+    rmdir(keydir);
+    rmdir(dir);
+    printf("crypto_test: ok\n");
+    return 0;
+}
