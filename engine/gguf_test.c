@@ -440,9 +440,78 @@ static void test_real_files(void) {
     CHECK(n_files > 0);
 }
 
+/* ==== Seed corpus ========================================================================== */
+
+static void write_seed(const char *dir, const char *name, gguf_writer_t *w) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    CHECK(gguf_writer_write_file(w, path, fill_pattern, NULL) == STATUS_OK);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && st.st_size < 64 * 1024);
+    printf("wrote %s (%lld bytes)\n", path, (long long)st.st_size);
+    gguf_writer_destroy(&w);
+}
+
+static void write_corpus(const char *dir) {
+    write_seed(dir, "round_trip_v3.gguf", build_writer(3, 0));
+    write_seed(dir, "round_trip_v2_align1.gguf", build_writer(2, 1));
+    write_seed(dir, "round_trip_align4096.gguf", build_writer(3, 4096));
+    write_seed(dir, "header_only.gguf", gguf_writer_new());
+
+    /* A vocabulary file the way llama.cpp writes one: tokenizer keys, no tensors. */
+    gguf_writer_t *w = gguf_writer_new();
+    enum { N_TOK = 48 };
+    char tok_buf[N_TOK][8];
+    const char *toks[N_TOK], *merges[N_TOK / 2];
+    float scores[N_TOK];
+    int32_t types[N_TOK];
+    for (int i = 0; i < N_TOK; i++) {
+        snprintf(tok_buf[i], sizeof tok_buf[i], i < 3 ? "<%d>" : "\xe2\x96\x81%c", i < 3 ? i : 'a' + i % 26);
+        toks[i] = tok_buf[i];
+        scores[i] = -(float)i;
+        types[i] = i < 3 ? 3 : 1;
+    }
+    for (int i = 0; i < N_TOK / 2; i++) merges[i] = "a b";
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, toks, N_TOK);
+    gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, scores, N_TOK);
+    gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_VTYPE_INT32, types, N_TOK);
+    gguf_writer_set_arr(w, "tokenizer.ggml.merges", GGUF_VTYPE_STRING, merges, N_TOK / 2);
+    gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true);
+    write_seed(dir, "vocab_like.gguf", w);
+
+    /* A one-layer llama-shaped model. */
+    w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_str(w, "general.name", "seed");
+    gguf_writer_set_u32(w, "general.file_type", 7);
+    gguf_writer_set_u32(w, "llama.block_count", 1);
+    gguf_writer_set_u32(w, "llama.embedding_length", 32);
+    gguf_writer_set_u32(w, "llama.context_length", 64);
+    gguf_writer_set_u32(w, "llama.feed_forward_length", 64);
+    gguf_writer_set_u32(w, "llama.attention.head_count", 4);
+    gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    gguf_writer_set_f32(w, "llama.rope.freq_base", 10000.0f);
+    gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, toks, N_TOK);
+    int64_t emb[2] = {32, N_TOK}, sq[2] = {32, 32}, up[2] = {32, 64}, down[2] = {64, 32}, v[1] = {32};
+    gguf_writer_add_tensor(w, "token_embd.weight", DTYPE_Q8_0, 2, emb);
+    gguf_writer_add_tensor(w, "blk.0.attn_norm.weight", DTYPE_F32, 1, v);
+    gguf_writer_add_tensor(w, "blk.0.attn_q.weight", DTYPE_Q8_0, 2, sq);
+    gguf_writer_add_tensor(w, "blk.0.attn_k.weight", DTYPE_Q4_0, 2, sq);
+    gguf_writer_add_tensor(w, "blk.0.attn_v.weight", DTYPE_F16, 2, sq);
+    gguf_writer_add_tensor(w, "blk.0.ffn_up.weight", DTYPE_Q8_0, 2, up);
+    gguf_writer_add_tensor(w, "blk.0.ffn_down.weight", DTYPE_Q8_0, 2, down);
+    gguf_writer_add_tensor(w, "output_norm.weight", DTYPE_F32, 1, v);
+    write_seed(dir, "tiny_llama.gguf", w);
+}
+
 int main(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0) {
+        write_corpus(argv[2]);
+        return 0;
+    }
     test_round_trip(3, 0);
     test_round_trip(2, 0);
     test_round_trip(3, 64);
