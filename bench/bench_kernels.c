@@ -1,0 +1,144 @@
+/* bench_kernels: times matmul for every weight type and kernel variant on tinyllama-1.1b
+ * shapes: GEMV (one x row, generation) 2048 -> 5632 and 5632 -> 2048 in GB/s of weights
+ * streamed, and GEMM with 128 x rows (prompt) 2048 -> 5632 in GFLOP/s, at 1 and 2 threads.
+ *
+ *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2] [--threads 1,2] [--time S]
+ *                 [--no-gemm] [--no-gemv]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "matmul.h"
+#include "quant.h"
+#include "quant_internal.h"
+#include "threadpool.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void *xaligned(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64)) abort();
+    return p;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static float rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)(rng >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+}
+
+/* A weight of n_out x n_in: 64 distinct quantized rows repeated (contents do not change speed). */
+static struct matmul_weight make_weight(enum dtype t, int64_t n_in, int64_t n_out) {
+    size_t rb = dtype_row_bytes(t, n_in);
+    char *data = xaligned(rb * n_out);
+    float *row = malloc(n_in * sizeof(float));
+    for (int64_t i = 0; i < n_out; i++) {
+        if (i < 64) {
+            for (int64_t k = 0; k < n_in; k++) row[k] = rnd() * 0.05f;
+            quant_quantize_row(t, row, data + i * rb, n_in);
+        } else {
+            memcpy(data + i * rb, data + (i % 64) * rb, rb);
+        }
+    }
+    free(row);
+    return (struct matmul_weight){.type = t, .n_in = n_in, .n_out = n_out, .data = data};
+}
+
+/* Seconds per call of matmul with n_rows rows, repeated for at least min_time. */
+static double time_matmul(threadpool_t *tp, const struct matmul_weight *w, int64_t n_rows,
+                          double min_time) {
+    float *x = xaligned(n_rows * w->n_in * sizeof(float));
+    float *y = xaligned(n_rows * w->n_out * sizeof(float));
+    void *scratch = xaligned(matmul_scratch_bytes(w->type, w->n_in, n_rows));
+    for (int64_t i = 0; i < n_rows * w->n_in; i++) x[i] = rnd();
+    matmul(tp, w, x, n_rows, y, scratch); /* warm up */
+    double best = 1e30, start = now();
+    int reps = 0;
+    do {
+        double t0 = now();
+        matmul(tp, w, x, n_rows, y, scratch);
+        double dt = now() - t0;
+        if (dt < best) best = dt;
+        reps++;
+    } while (now() - start < min_time || reps < 3);
+    free(x);
+    free(y);
+    free(scratch);
+    return best;
+}
+
+static int split(char *s, char **out, int max) {
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
+    return n;
+}
+
+int main(int argc, char **argv) {
+    char types_arg[256] = "f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k";
+    char variants_arg[64] = "ref,avx2";
+    char threads_arg[64] = "1,2";
+    double min_time = 0.3;
+    int do_gemm = 1, do_gemv = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--types") && i + 1 < argc) snprintf(types_arg, sizeof types_arg, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--variants") && i + 1 < argc) snprintf(variants_arg, sizeof variants_arg, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) snprintf(threads_arg, sizeof threads_arg, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--time") && i + 1 < argc) min_time = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--no-gemm")) do_gemm = 0;
+        else if (!strcmp(argv[i], "--no-gemv")) do_gemv = 0;
+        else {
+            fprintf(stderr, "usage: %s [--types a,b] [--variants ref,avx2] [--threads 1,2] [--time s] [--no-gemm] [--no-gemv]\n", argv[0]);
+            return 2;
+        }
+    }
+    char *types[16], *variants[4], *threads[8];
+    int nt = split(types_arg, types, 16), nv = split(variants_arg, variants, 4);
+    int nth = split(threads_arg, threads, 8);
+    quant_init();
+    printf("%-5s %-5s %3s %14s %14s %14s\n", "type", "var", "thr", "gemv2048x5632", "gemv5632x2048",
+           "gemm128");
+    printf("%-5s %-5s %3s %14s %14s %14s\n", "", "", "", "GB/s", "GB/s", "GFLOP/s");
+    for (int ti = 0; ti < nt; ti++) {
+        int t = dtype_parse(types[ti]);
+        if (t < 0 || !dtype_supported((uint32_t)t)) {
+            fprintf(stderr, "unsupported type %s\n", types[ti]);
+            return 2;
+        }
+        struct matmul_weight up = make_weight((enum dtype)t, 2048, 5632);
+        struct matmul_weight down = make_weight((enum dtype)t, 5632, 2048);
+        for (int vi = 0; vi < nv; vi++) {
+            if (!quant_force_variant(variants[vi])) continue;
+            for (int hi = 0; hi < nth; hi++) {
+                int n_threads = atoi(threads[hi]);
+                threadpool_t *tp = threadpool_new(n_threads);
+                if (!tp) return 1;
+                double gb_up = 0, gb_down = 0, gflops = 0;
+                if (do_gemv) {
+                    double s = time_matmul(tp, &up, 1, min_time);
+                    gb_up = dtype_row_bytes(t, 2048) * 5632.0 / s / 1e9;
+                    s = time_matmul(tp, &down, 1, min_time);
+                    gb_down = dtype_row_bytes(t, 5632) * 2048.0 / s / 1e9;
+                }
+                if (do_gemm) {
+                    double s = time_matmul(tp, &up, 128, strcmp(variants[vi], "ref") ? min_time : 0);
+                    gflops = 2.0 * 128 * 2048 * 5632 / s / 1e9;
+                }
+                printf("%-5s %-5s %3d %14.2f %14.2f %14.2f\n", dtype_name(t), variants[vi],
+                       n_threads, gb_up, gb_down, gflops);
+                fflush(stdout);
+                threadpool_destroy(&tp);
+            }
+        }
+        free((void *)up.data);
+        free((void *)down.data);
+    }
+    return 0;
+}

@@ -1,0 +1,116 @@
+/* matmul: y = x · Wᵀ over a threadpool, for every supported weight type (see matmul.h).
+ *
+ * Each x row is first converted to the weight's dot type (rows spread over threads), then:
+ *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
+ *    contiguous chunks and each is streamed once through the single-row dot;
+ *  - many rows (prompt): each thread takes a contiguous chunk of weight rows and walks it in
+ *    panels small enough to stay in L1, running every x row against a panel before moving on,
+ *    through the variant's tile kernel when it has one.
+ * Every (weight row, x row) pair goes through the same dot arithmetic either way, so results
+ * are bit-identical whatever the batch size, thread count or tiling. */
+#include "matmul.h"
+
+#include <stdlib.h>
+
+#include "quant.h"
+#include "quant_internal.h"
+
+#define PANEL_BYTES (16 * 1024) /* weight bytes per panel: L1-resident while x rows stream by */
+#define PANEL_MAX_ROWS 16
+#define X_GROUP 64              /* x rows per pass over a panel */
+
+static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+/* Bytes between converted x rows in scratch. */
+static size_t x_stride(enum dtype dot_type, int64_t n_in) {
+    return round_up(dtype_row_bytes(dot_type, n_in), 64);
+}
+
+size_t matmul_scratch_bytes(enum dtype type, int64_t n_in, int64_t n_rows) {
+    enum dtype dt = quant_dot_type(type);
+    if (dt == DTYPE_F32) return 64; /* x is used as it is */
+    return (size_t)n_rows * x_stride(dt, n_in);
+}
+
+/* Splits n items into nth contiguous chunks (multiples of `align` except the last). */
+static void chunk(int64_t n, int ith, int nth, int64_t align, int64_t *begin, int64_t *end) {
+    int64_t per = (n + nth - 1) / nth;
+    per = (per + align - 1) / align * align;
+    *begin = per * ith < n ? per * ith : n;
+    *end = *begin + per < n ? *begin + per : n;
+}
+
+void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
+                   const float *x, int64_t n_rows, float *y, void *scratch) {
+    const int64_t n_in = w->n_in, n_out = w->n_out;
+    const enum dtype dt = quant_dot_type(w->type);
+    const quant_dot_fn dot = quant_dot(w->type);
+    const size_t w_stride = dtype_row_bytes(w->type, n_in);
+    const char *wd = w->data;
+
+    const char *xq;
+    size_t xs;
+    if (dt == DTYPE_F32) {
+        xq = (const char *)x;
+        xs = (size_t)n_in * sizeof(float);
+    } else {
+        xs = x_stride(dt, n_in);
+        for (int64_t r = ith; r < n_rows; r += nth)
+            quant_quantize_row(dt, x + r * n_in, (char *)scratch + r * xs, n_in);
+        threadpool_barrier(tp);
+        xq = scratch;
+    }
+
+    if (n_rows == 1) {
+        int64_t i0, i1;
+        chunk(n_out, ith, nth, 8, &i0, &i1);
+        for (int64_t i = i0; i < i1; i++) y[i] = dot(n_in, wd + i * w_stride, xq);
+        return;
+    }
+
+    const quant_tile_fn tile = quant_tile(w->type);
+    int64_t panel = (int64_t)(PANEL_BYTES / (w_stride ? w_stride : 1));
+    if (panel < 1) panel = 1;
+    if (panel > PANEL_MAX_ROWS) panel = PANEL_MAX_ROWS;
+    int64_t i0, i1;
+    chunk(n_out, ith, nth, 4, &i0, &i1);
+    for (int64_t ib = i0; ib < i1; ib += panel) {
+        const int nw = (int)(i1 - ib < panel ? i1 - ib : panel);
+        for (int64_t r0 = 0; r0 < n_rows; r0 += X_GROUP) {
+            const int nx = (int)(n_rows - r0 < X_GROUP ? n_rows - r0 : X_GROUP);
+            if (tile) {
+                tile(n_in, wd + ib * w_stride, w_stride, nw, xq + r0 * xs, xs, nx,
+                     y + r0 * n_out + ib, (size_t)n_out);
+                continue;
+            }
+            for (int r = 0; r < nx; r++)
+                for (int i = 0; i < nw; i++)
+                    y[(r0 + r) * n_out + ib + i] =
+                        dot(n_in, wd + (ib + i) * w_stride, xq + (r0 + r) * xs);
+        }
+    }
+}
+
+struct job {
+    const struct matmul_weight *w;
+    const float *x;
+    int64_t n_rows;
+    float *y;
+    void *scratch;
+    threadpool_t *tp;
+};
+
+static void job_run(void *ctx, int ith, int nth) {
+    struct job *j = ctx;
+    matmul_thread(j->tp, ith, nth, j->w, j->x, j->n_rows, j->y, j->scratch);
+}
+
+void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int64_t n_rows,
+            float *y, void *scratch) {
+    struct job j = {w, x, n_rows, y, scratch, tp};
+    if (!tp) {
+        job_run(&j, 0, 1);
+        return;
+    }
+    threadpool_run(tp, job_run, &j);
+}

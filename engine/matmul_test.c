@@ -1,0 +1,139 @@
+/* matmul_test: for every weight type, a row's result is bit-identical whether it is computed
+ * alone, in a batch of 8 or of 128, on 1, 2 or 3 threads; and matmul agrees with a naive
+ * dequantize + double-precision product. */
+#undef NDEBUG
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "matmul.h"
+#include "quant.h"
+#include "threadpool.h"
+
+/* |matmul - naive| / sum_k |w_ik x_rk|: the x rows of quantized types are themselves 8-bit. */
+#define NAIVE_TOL_FLOAT 1e-5
+#define NAIVE_TOL_QUANT 5e-3
+
+static int failures;
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static float rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)(rng >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+}
+
+static void *xaligned(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64)) abort();
+    return p;
+}
+
+/* y for rows [r0, r0+n) of x, computed as one matmul call. */
+static void run(threadpool_t *tp, const struct matmul_weight *w, const float *x, int64_t r0,
+                int64_t n, float *y) {
+    void *scratch = xaligned(matmul_scratch_bytes(w->type, w->n_in, n));
+    matmul(tp, w, x + r0 * w->n_in, n, y + r0 * w->n_out, scratch);
+    free(scratch);
+}
+
+static void test_type(enum dtype t, int64_t n_in, int64_t n_out, threadpool_t *const *pools) {
+    const int64_t n_rows = 128;
+    float *wf = malloc(n_in * n_out * sizeof(float));
+    float *x = malloc(n_in * n_rows * sizeof(float));
+    for (int64_t i = 0; i < n_in * n_out; i++) wf[i] = rnd() * (1 + (i / 32) % 5);
+    for (int64_t i = 0; i < n_in * n_rows; i++) x[i] = rnd();
+    CHECK(x[0] != x[1] && wf[0] != wf[1], "inputs vary");
+    size_t row_bytes = dtype_row_bytes(t, n_in);
+    char *wq = malloc(row_bytes * n_out);
+    for (int64_t i = 0; i < n_out; i++) quant_quantize_row(t, wf + i * n_in, wq + i * row_bytes, n_in);
+    struct matmul_weight w = {.type = t, .n_in = n_in, .n_out = n_out, .data = wq};
+
+    size_t ybytes = n_rows * n_out * sizeof(float);
+    float *alone = malloc(ybytes), *y = malloc(ybytes);
+    for (int64_t r = 0; r < n_rows; r++) run(pools[0], &w, x, r, 1, alone);
+
+    for (int p = 0; p < 3; p++) {
+        const int batches[] = {1, 8, 128, 5};
+        for (int b = 0; b < 4; b++) {
+            memset(y, 0, ybytes);
+            for (int64_t r = 0; r < n_rows; r += batches[b])
+                run(pools[p], &w, x, r, n_rows - r < batches[b] ? n_rows - r : batches[b], y);
+            CHECK(memcmp(y, alone, ybytes) == 0, "%s: batch %d threads %d differs from alone",
+                  dtype_name(t), batches[b], threadpool_n_threads(pools[p]));
+        }
+    }
+
+    /* naive reference: dequantized w, original f32 x, double accumulation */
+    float *wd = malloc(n_in * sizeof(float));
+    double tol = quant_dot_type(t) == DTYPE_F32 ? NAIVE_TOL_FLOAT : NAIVE_TOL_QUANT;
+    double worst = 0;
+    for (int64_t i = 0; i < n_out; i++) {
+        quant_dequantize_row(t, wq + i * row_bytes, wd, n_in);
+        for (int64_t r = 0; r < n_rows; r++) {
+            double s = 0, mag = 0;
+            for (int64_t k = 0; k < n_in; k++) {
+                s += (double)wd[k] * x[r * n_in + k];
+                mag += fabs((double)wd[k] * x[r * n_in + k]);
+            }
+            double err = fabs(alone[r * n_out + i] - s) / mag;
+            if (err > worst) worst = err;
+        }
+    }
+    printf("%-5s n_in %ld n_out %ld: batch-invariant, worst error vs naive %.2e (tol %.0e)\n",
+           dtype_name(t), (long)n_in, (long)n_out, worst, tol);
+    CHECK(worst <= tol, "%s: error vs naive %g", dtype_name(t), worst);
+    free(wd);
+    free(alone);
+    free(y);
+    free(wq);
+    free(wf);
+    free(x);
+}
+
+int main(void) {
+    quant_init();
+    printf("variant %s\n", quant_variant_name());
+    threadpool_t *pools[3];
+    for (int i = 0; i < 3; i++) {
+        pools[i] = threadpool_new(i + 1);
+        if (!pools[i]) return 1;
+    }
+    const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0,
+                                DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        test_type(types[k], 512, 37, pools);
+        test_type(types[k], 768, 3, pools); /* fewer rows than some thread chunks */
+    }
+    /* odd f32 length (exercises the scalar tails) */
+    test_type(DTYPE_F32, 45, 19, pools);
+    test_type(DTYPE_F16, 45, 19, pools);
+    /* a NULL pool runs single-threaded */
+    {
+        float w[64], x[64], y[1];
+        for (int i = 0; i < 64; i++) w[i] = x[i] = 1;
+        struct matmul_weight mw = {DTYPE_F32, 64, 1, w};
+        void *scratch = xaligned(matmul_scratch_bytes(DTYPE_F32, 64, 1));
+        matmul(NULL, &mw, x, 1, y, scratch);
+        CHECK(y[0] == 64, "NULL pool: %g", y[0]);
+        free(scratch);
+    }
+    for (int i = 0; i < 3; i++) threadpool_destroy(&pools[i]);
+    if (failures) {
+        fprintf(stderr, "matmul_test: %d failures\n", failures);
+        return 1;
+    }
+    printf("matmul_test: ok\n");
+    return 0;
+}

@@ -1,0 +1,682 @@
+/* quant: f16/bf16 conversions, the reference (scalar) quantizers and dot kernels for every
+ * supported weight type, and the table that picks a kernel variant once at startup.
+ *
+ * The quantizers follow ggml's reference ones (quantize_row_*_ref) so files we write hold the
+ * same bytes llama.cpp's quantizer would produce without an importance matrix: q4_0/q8_0 from the
+ * block's absolute maximum, q4_K/q5_K from a weighted least-squares search for each 32-element
+ * sub-block's scale and min (make_qkx2_quants), q6_K from a signed scale search per 16
+ * (make_qx_quants); sub-block scales are then quantized to 6 (q4_K, q5_K) or 8 (q6_K) bits. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "quant.h"
+#include "quant_internal.h"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ==== Conversions ==== */
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float f32_from_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float quant_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t e = (h >> 10) & 0x1f;
+    uint32_t m = h & 0x3ff;
+    if (e == 0x1f) return f32_from_bits(sign | 0x7f800000 | (m << 13)); /* inf, nan (payload kept) */
+    if (e == 0) {
+        float v = (float)m * 0x1p-24f; /* zero or subnormal: exact in f32 */
+        return f32_from_bits(sign | f32_bits(v));
+    }
+    return f32_from_bits(sign | ((e + 112) << 23) | (m << 13));
+}
+
+uint16_t quant_f32_to_f16(float f) {
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffff;
+    if (ax >= 0x7f800000) /* inf stays inf; nan stays a (quiet) nan */
+        return sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 | ((ax >> 13) & 0x3ff) : 0);
+    if (ax >= 0x477ff000) return sign | 0x7c00; /* >= 65520 rounds to inf */
+    if (ax < 0x38800000) {                      /* below 2^-14: half subnormal or zero */
+        if (ax < 0x33000000) return sign;       /* <= 2^-25 rounds (to even) to zero */
+        uint32_t e = ax >> 23;
+        uint32_t m = (ax & 0x7fffff) | 0x800000;
+        int shift = 126 - (int)e; /* value in units of 2^-24 is m >> shift */
+        uint32_t q = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        return sign | (uint16_t)q;
+    }
+    uint32_t h = (ax >> 13) - (112u << 10);
+    uint32_t rem = ax & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* carry into the exponent is right */
+    return sign | (uint16_t)h;
+}
+
+float quant_bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+
+uint16_t quant_f32_to_bf16(float f) {
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
+    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+#define F16(h) quant_f16_to_f32(h)
+
+/* ==== Quantizers (reference) ==== */
+
+/* Round to nearest, ties to even, for |f| < 2^22 (as ggml's nearest_int). */
+static inline int nearest_int(float f) {
+    float v = f + 12582912.f;
+    int i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static void quantize_q4_0(const float *x, block_q4_0 *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK4_0; b++, x += QK4_0) {
+        float amax = 0, max = 0; /* max keeps the sign of the largest magnitude */
+        for (int j = 0; j < QK4_0; j++)
+            if (amax < fabsf(x[j])) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        const float d = max / -8;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[b].d = quant_f32_to_f16(d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            uint8_t lo = (uint8_t)MIN(15, (int8_t)(x[j] * id + 8.5f));
+            uint8_t hi = (uint8_t)MIN(15, (int8_t)(x[j + QK4_0 / 2] * id + 8.5f));
+            y[b].qs[j] = (uint8_t)(lo | (hi << 4));
+        }
+    }
+}
+
+void quant_quantize_q8_0(const float *x, block_q8_0 *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK8_0; b++, x += QK8_0) {
+        float amax = 0;
+        for (int j = 0; j < QK8_0; j++) amax = MAX(amax, fabsf(x[j]));
+        const float d = amax / 127;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[b].d = quant_f32_to_f16(d);
+        for (int j = 0; j < QK8_0; j++) y[b].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+void quant_quantize_q8_K(const float *x, block_q8_K *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < QK_K; j++)
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        if (!amax) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        const float iscale = -127.f / max;
+        for (int j = 0; j < QK_K; j++) y[b].qs[j] = (int8_t)MIN(127, nearest_int(iscale * x[j]));
+        for (int j = 0; j < QK_K / 16; j++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += y[b].qs[16 * j + l];
+            y[b].bsums[j] = (int16_t)sum;
+        }
+        y[b].d = 1 / iscale;
+    }
+}
+
+/* Signed scale for n values on levels -nmax..nmax-1, searched around -nmax/max to minimise the
+ * x^2-weighted squared error (ggml's make_qx_quants with rmse_type 1). L gets level + nmax. */
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        return 0.f;
+    }
+    float iscale = -nmax / max;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = MAX(-nmax, MIN(nmax - 1, nearest_int(iscale * x[i])));
+        L[i] = (int8_t)(l + nmax);
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        iscale = -(nmax + 0.1f * is) / max;
+        sumlx = suml2 = 0;
+        for (int i = 0; i < n; i++) {
+            int l = MAX(-nmax, MIN(nmax - 1, nearest_int(iscale * x[i])));
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; i++)
+                L[i] = (int8_t)(nmax + MAX(-nmax, MIN(nmax - 1, nearest_int(iscale * x[i]))));
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* Scale and min (x ~ scale * L + min, L in 0..nmax, min <= 0) for n values, searched over
+ * nstep+1 candidate ranges by weighted least squares (ggml's make_qkx2_quants, use_mad off).
+ * Returns the scale; *neg_min gets -min. */
+static float make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                              float *neg_min, float rmin, float rdelta, int nstep) {
+    uint8_t Laux[32];
+    float min = x[0], max = x[0];
+    float sum_w = weights[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += weights[i];
+        sum_x += weights[i] * x[i];
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        *neg_min = -min;
+        return 0.f;
+    }
+    float iscale = nmax / (max - min);
+    float scale = 1 / iscale;
+    float best_error = 0;
+    for (int i = 0; i < n; i++) {
+        int l = nearest_int(iscale * (x[i] - min));
+        L[i] = (uint8_t)MAX(0, MIN(nmax, l));
+        float diff = scale * L[i] + min - x[i];
+        best_error += weights[i] * diff * diff;
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = MAX(0, MIN(nmax, nearest_int(iscale * (x[i] - min))));
+            Laux[i] = (uint8_t)l;
+            float w = weights[i];
+            sum_l += w * l;
+            sum_l2 += w * l * l;
+            sum_xl += w * l * x[i];
+        }
+        float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float cur_error = 0;
+            for (int i = 0; i < n; i++) {
+                float diff = this_scale * Laux[i] + this_min - x[i];
+                cur_error += weights[i] * diff * diff;
+            }
+            if (cur_error < best_error) {
+                memcpy(L, Laux, (size_t)n);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *neg_min = -min;
+    return scale;
+}
+
+/* The shared part of q4_K and q5_K: per-32 scales/mins, packed into scales[12] with d and dmin,
+ * then every element re-quantized against its quantized scale into L (0..nmax). */
+static void quantize_k_scales(const float *x, int nmax, float rmin, int nstep, uint8_t *scales_out,
+                              quant_f16_t *d_out, quant_f16_t *dmin_out, uint8_t *L) {
+    float scales[QK_K / 32], mins[QK_K / 32], weights[32];
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < QK_K / 32; j++) {
+        const float *xs = x + 32 * j;
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; l++) sum_x2 += xs[l] * xs[l];
+        float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(xs[l]);
+        scales[j] = make_qkx2_quants(32, nmax, xs, weights, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    memset(scales_out, 0, K_SCALE_SIZE);
+    for (int j = 0; j < QK_K / 32; j++) {
+        uint8_t ls = (uint8_t)MIN(63, (uint8_t)nearest_int(inv_scale * scales[j]));
+        uint8_t lm = (uint8_t)MIN(63, (uint8_t)nearest_int(inv_min * mins[j]));
+        if (j < 4) {
+            scales_out[j] = ls;
+            scales_out[j + 4] = lm;
+        } else {
+            scales_out[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+            scales_out[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            scales_out[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    *d_out = quant_f32_to_f16(max_scale / 63.f);
+    *dmin_out = quant_f32_to_f16(max_min / 63.f);
+    for (int j = 0; j < QK_K / 32; j++) {
+        uint8_t sc, m;
+        quant_scale_min_k4(j, scales_out, &sc, &m);
+        const float d = F16(*d_out) * sc;
+        if (!d) continue;
+        const float dm = F16(*dmin_out) * m;
+        for (int l = 0; l < 32; l++)
+            L[32 * j + l] = (uint8_t)MAX(0, MIN(nmax, nearest_int((x[32 * j + l] + dm) / d)));
+    }
+}
+
+static void quantize_q4_K(const float *x, block_q4_K *y, int64_t n) {
+    uint8_t L[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
+        quantize_k_scales(x, 15, -1.f, 20, y[b].scales, &y[b].d, &y[b].dmin, L);
+        uint8_t *q = y[b].qs;
+        for (int j = 0; j < QK_K; j += 64, q += 32)
+            for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+    }
+}
+
+static void quantize_q5_K(const float *x, block_q5_K *y, int64_t n) {
+    uint8_t L[QK_K];
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
+        quantize_k_scales(x, 31, -0.5f, 15, y[b].scales, &y[b].d, &y[b].dmin, L);
+        uint8_t *qh = y[b].qh, *ql = y[b].qs;
+        memset(qh, 0, QK_K / 8);
+        uint8_t m1 = 1, m2 = 2;
+        for (int j = 0; j < QK_K; j += 64, ql += 32, m1 <<= 2, m2 <<= 2) {
+            for (int l = 0; l < 32; l++) {
+                int l1 = L[j + l], l2 = L[j + l + 32];
+                if (l1 > 15) {
+                    l1 -= 16;
+                    qh[l] |= m1;
+                }
+                if (l2 > 15) {
+                    l2 -= 16;
+                    qh[l] |= m2;
+                }
+                ql[l] = (uint8_t)(l1 | (l2 << 4));
+            }
+        }
+    }
+}
+
+static void quantize_q6_K(const float *x, block_q6_K *y, int64_t n) {
+    int8_t L[QK_K];
+    float scales[QK_K / 16];
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
+        float max_scale = 0, max_abs_scale = 0;
+        for (int j = 0; j < QK_K / 16; j++) {
+            scales[j] = make_qx_quants(16, 32, x + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > max_abs_scale) {
+                max_abs_scale = fabsf(scales[j]);
+                max_scale = scales[j];
+            }
+        }
+        memset(&y[b], 0, sizeof y[b]);
+        if (max_abs_scale < 1e-15f) continue;
+        const float iscale = -128.f / max_scale;
+        y[b].d = quant_f32_to_f16(1 / iscale);
+        for (int j = 0; j < QK_K / 16; j++)
+            y[b].scales[j] = (int8_t)MIN(127, nearest_int(iscale * scales[j]));
+        for (int j = 0; j < QK_K / 16; j++) {
+            const float d = F16(y[b].d) * y[b].scales[j];
+            if (!d) continue;
+            for (int l = 0; l < 16; l++) {
+                int q = MAX(-32, MIN(31, nearest_int(x[16 * j + l] / d)));
+                L[16 * j + l] = (int8_t)(q + 32);
+            }
+        }
+        uint8_t *ql = y[b].ql, *qh = y[b].qh;
+        for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
+            for (int l = 0; l < 32; l++) {
+                const uint8_t q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF;
+                const uint8_t q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
+                ql[l] = (uint8_t)(q1 | (q3 << 4));
+                ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
+                qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
+                                  ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
+            }
+        }
+    }
+}
+
+void quant_quantize_row(enum dtype t, const float *src, void *dst, int64_t n) {
+    switch (t) {
+    case DTYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    case DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = quant_f32_to_f16(src[i]);
+        break;
+    case DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = quant_f32_to_bf16(src[i]);
+        break;
+    case DTYPE_Q4_0: quantize_q4_0(src, dst, n); break;
+    case DTYPE_Q8_0: quant_quantize_q8_0(src, dst, n); break;
+    case DTYPE_Q8_K: quant_quantize_q8_K(src, dst, n); break;
+    case DTYPE_Q4_K: quantize_q4_K(src, dst, n); break;
+    case DTYPE_Q5_K: quantize_q5_K(src, dst, n); break;
+    case DTYPE_Q6_K: quantize_q6_K(src, dst, n); break;
+    default: LOG(LOG_ERROR, "cannot quantize to %s", dtype_name(t)); abort();
+    }
+}
+
+/* ==== Dequantizers ==== */
+
+static void dequantize_q4_K(const block_q4_K *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = F16(x[b].d), dmin = F16(x[b].dmin);
+        const uint8_t *q = x[b].qs;
+        for (int j = 0; j < QK_K / 64; j++, q += 32) {
+            uint8_t sc, m;
+            quant_scale_min_k4(2 * j, x[b].scales, &sc, &m);
+            const float d1 = d * sc, m1 = dmin * m;
+            quant_scale_min_k4(2 * j + 1, x[b].scales, &sc, &m);
+            const float d2 = d * sc, m2 = dmin * m;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (q[l] >> 4) - m2;
+        }
+    }
+}
+
+static void dequantize_q5_K(const block_q5_K *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = F16(x[b].d), dmin = F16(x[b].dmin);
+        const uint8_t *ql = x[b].qs, *qh = x[b].qh;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0; j < QK_K / 64; j++, ql += 32, u1 <<= 2, u2 <<= 2) {
+            uint8_t sc, m;
+            quant_scale_min_k4(2 * j, x[b].scales, &sc, &m);
+            const float d1 = d * sc, m1 = dmin * m;
+            quant_scale_min_k4(2 * j + 1, x[b].scales, &sc, &m);
+            const float d2 = d * sc, m2 = dmin * m;
+            for (int l = 0; l < 32; l++) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        }
+    }
+}
+
+/* q6_K element e of a block: which ql/qh bits hold it (shared by dequant and the ref dot). */
+static inline int q6_K_value(const block_q6_K *x, int e) {
+    const int half = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
+    const uint8_t *ql = x->ql + 64 * half, *qh = x->qh + 32 * half;
+    const int lo = quarter & 1 ? ql[l + 32] : ql[l];
+    const int low4 = quarter >= 2 ? lo >> 4 : lo & 0xF;
+    const int high2 = (qh[l] >> (2 * quarter)) & 3;
+    return (low4 | (high2 << 4)) - 32;
+}
+
+static void dequantize_q6_K(const block_q6_K *x, float *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = F16(x[b].d);
+        for (int e = 0; e < QK_K; e++) *y++ = d * x[b].scales[e / 16] * q6_K_value(&x[b], e);
+    }
+}
+
+void quant_dequantize_row(enum dtype t, const void *src, float *dst, int64_t n) {
+    switch (t) {
+    case DTYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    case DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) dst[i] = quant_f16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) dst[i] = quant_bf16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case DTYPE_Q4_0: {
+        const block_q4_0 *x = src;
+        for (int64_t b = 0; b < n / QK4_0; b++) {
+            const float d = F16(x[b].d);
+            for (int j = 0; j < QK4_0 / 2; j++) {
+                dst[b * QK4_0 + j] = d * ((x[b].qs[j] & 0xF) - 8);
+                dst[b * QK4_0 + j + QK4_0 / 2] = d * ((x[b].qs[j] >> 4) - 8);
+            }
+        }
+        break;
+    }
+    case DTYPE_Q8_0: {
+        const block_q8_0 *x = src;
+        for (int64_t b = 0; b < n / QK8_0; b++)
+            for (int j = 0; j < QK8_0; j++) dst[b * QK8_0 + j] = F16(x[b].d) * x[b].qs[j];
+        break;
+    }
+    case DTYPE_Q8_K: {
+        const block_q8_K *x = src;
+        for (int64_t b = 0; b < n / QK_K; b++)
+            for (int j = 0; j < QK_K; j++) dst[b * QK_K + j] = x[b].d * x[b].qs[j];
+        break;
+    }
+    case DTYPE_Q4_K: dequantize_q4_K(src, dst, n); break;
+    case DTYPE_Q5_K: dequantize_q5_K(src, dst, n); break;
+    case DTYPE_Q6_K: dequantize_q6_K(src, dst, n); break;
+    default: LOG(LOG_ERROR, "cannot dequantize %s", dtype_name(t)); abort();
+    }
+}
+
+enum dtype quant_dot_type(enum dtype w) {
+    switch (w) {
+    case DTYPE_F32:
+    case DTYPE_F16:
+    case DTYPE_BF16: return DTYPE_F32; /* f32 activations keep full precision for these */
+    case DTYPE_Q4_0:
+    case DTYPE_Q8_0: return DTYPE_Q8_0;
+    case DTYPE_Q4_K:
+    case DTYPE_Q5_K:
+    case DTYPE_Q6_K: return DTYPE_Q8_K;
+    default: return w;
+    }
+}
+
+/* ==== Reference dot kernels: plain loops, one block at a time ==== */
+
+float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x) {
+    const float *a = w, *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+float quant_dot_f16_f32_ref(int64_t n, const void *w, const void *x) {
+    const uint16_t *a = w;
+    const float *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += quant_f16_to_f32(a[i]) * b[i];
+    return sum;
+}
+
+float quant_dot_bf16_f32_ref(int64_t n, const void *w, const void *x) {
+    const uint16_t *a = w;
+    const float *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += quant_bf16_to_f32(a[i]) * b[i];
+    return sum;
+}
+
+float quant_dot_q8_0_q8_0_ref(int64_t n, const void *w, const void *x) {
+    const block_q8_0 *a = w, *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0; j++) sumi += a[i].qs[j] * b[i].qs[j];
+        sum += (float)sumi * (F16(a[i].d) * F16(b[i].d));
+    }
+    return sum;
+}
+
+float quant_dot_q4_0_q8_0_ref(int64_t n, const void *w, const void *x) {
+    const block_q4_0 *a = w;
+    const block_q8_0 *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            sumi += ((a[i].qs[j] & 0xF) - 8) * b[i].qs[j];
+            sumi += ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + QK4_0 / 2];
+        }
+        sum += (float)sumi * (F16(a[i].d) * F16(b[i].d));
+    }
+    return sum;
+}
+
+float quant_dot_q4_K_q8_K_ref(int64_t n, const void *w, const void *x) {
+    const block_q4_K *a = w;
+    const block_q8_K *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < QK_K / 32; j++) {
+            uint8_t sc, m;
+            quant_scale_min_k4(j, a[i].scales, &sc, &m);
+            const uint8_t *q = a[i].qs + 32 * (j / 2);
+            const int8_t *y = b[i].qs + 32 * j;
+            int s = 0;
+            for (int l = 0; l < 32; l++) s += (j & 1 ? q[l] >> 4 : q[l] & 0xF) * y[l];
+            sumi += sc * s;
+            summ += m * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+        }
+        sum += b[i].d * F16(a[i].d) * (float)sumi - b[i].d * F16(a[i].dmin) * (float)summ;
+    }
+    return sum;
+}
+
+float quant_dot_q5_K_q8_K_ref(int64_t n, const void *w, const void *x) {
+    const block_q5_K *a = w;
+    const block_q8_K *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < QK_K / 32; j++) {
+            uint8_t sc, m;
+            quant_scale_min_k4(j, a[i].scales, &sc, &m);
+            const uint8_t *q = a[i].qs + 32 * (j / 2);
+            const int8_t *y = b[i].qs + 32 * j;
+            int s = 0;
+            for (int l = 0; l < 32; l++) {
+                int v = (j & 1 ? q[l] >> 4 : q[l] & 0xF) + ((a[i].qh[l] >> j) & 1 ? 16 : 0);
+                s += v * y[l];
+            }
+            sumi += sc * s;
+            summ += m * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+        }
+        sum += b[i].d * F16(a[i].d) * (float)sumi - b[i].d * F16(a[i].dmin) * (float)summ;
+    }
+    return sum;
+}
+
+float quant_dot_q6_K_q8_K_ref(int64_t n, const void *w, const void *x) {
+    const block_q6_K *a = w;
+    const block_q8_K *b = x;
+    float sum = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK_K / 16; j++) {
+            int s = 0;
+            for (int l = 0; l < 16; l++) s += q6_K_value(&a[i], 16 * j + l) * b[i].qs[16 * j + l];
+            sumi += a[i].scales[j] * s;
+        }
+        sum += b[i].d * F16(a[i].d) * (float)sumi;
+    }
+    return sum;
+}
+
+/* ==== Variant selection ==== */
+
+static bool always(void) { return true; }
+
+const struct quant_variant quant_variant_ref = {
+    .name = "ref",
+    .available = always,
+    .dot =
+        {
+            [DTYPE_F32] = quant_dot_f32_f32_ref,
+            [DTYPE_F16] = quant_dot_f16_f32_ref,
+            [DTYPE_BF16] = quant_dot_bf16_f32_ref,
+            [DTYPE_Q8_0] = quant_dot_q8_0_q8_0_ref,
+            [DTYPE_Q4_0] = quant_dot_q4_0_q8_0_ref,
+            [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
+            [DTYPE_Q5_K] = quant_dot_q5_K_q8_K_ref,
+            [DTYPE_Q6_K] = quant_dot_q6_K_q8_K_ref,
+        },
+};
+
+static const struct quant_variant *const variants[] = {&quant_variant_ref, &quant_variant_avx2};
+#define N_VARIANTS ((int)(sizeof variants / sizeof variants[0]))
+
+static const struct quant_variant *chosen;
+static const quant_tile_fn *chosen_tiles;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void init(void) {
+    const char *env = getenv("CARAVAN_KERNELS");
+    chosen = &quant_variant_ref;
+    chosen_tiles = NULL;
+    if (env && strcmp(env, "ref") == 0) return;
+    if (quant_variant_avx2.available()) {
+        chosen = &quant_variant_avx2;
+        chosen_tiles = quant_tiles_avx2;
+    }
+}
+
+void quant_init(void) { pthread_once(&init_once, init); }
+
+bool quant_force_variant(const char *name) {
+    quant_init();
+    if (strcmp(name, "ref") == 0) {
+        chosen = &quant_variant_ref;
+        chosen_tiles = NULL;
+        return true;
+    }
+    if (strcmp(name, "avx2") == 0 && quant_variant_avx2.available()) {
+        chosen = &quant_variant_avx2;
+        chosen_tiles = quant_tiles_avx2;
+        return true;
+    }
+    return false;
+}
+
+const char *quant_variant_name(void) {
+    quant_init();
+    return chosen->name;
+}
+
+const struct quant_variant *const *quant_variants(int *n) {
+    *n = N_VARIANTS;
+    return variants;
+}
+
+quant_dot_fn quant_dot(enum dtype w) {
+    quant_init();
+    if ((unsigned)w >= DTYPE_COUNT) return NULL;
+    return chosen->dot[w] ? chosen->dot[w] : quant_variant_ref.dot[w];
+}
+
+quant_tile_fn quant_tile(enum dtype w) {
+    quant_init();
+    if ((unsigned)w >= DTYPE_COUNT || !chosen_tiles || !chosen->dot[w]) return NULL;
+    return chosen_tiles[w];
+}

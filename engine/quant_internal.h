@@ -1,0 +1,121 @@
+/* quant_internal: block layouts (bit-compatible with ggml/GGUF) and the kernel tables shared by
+ * quant.c (reference kernels, quantizers, variant selection), quant_avx2.c and matmul.c.
+ *
+ * A "block" holds QK elements with one or two f16 scales: q4_0/q8_0 are 32-element blocks,
+ * the K-quants are 256-element super-blocks of 8 (q4_K, q5_K) or 16 (q6_K) sub-blocks, and
+ * q8_K is the activation format the K-quants are dotted with (float scale + per-16 sums). */
+#pragma once
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quant.h"
+
+#define QK4_0 32
+#define QK8_0 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+typedef uint16_t quant_f16_t; /* IEEE half, stored as bits */
+
+typedef struct {
+    quant_f16_t d;        /* scale */
+    uint8_t qs[QK4_0 / 2]; /* element j in the low nibble of qs[j], j+16 in the high; value q-8 */
+} block_q4_0;
+static_assert(sizeof(block_q4_0) == 2 + QK4_0 / 2, "wrong q4_0 block size/padding");
+
+typedef struct {
+    quant_f16_t d;     /* scale */
+    int8_t qs[QK8_0];  /* values */
+} block_q8_0;
+static_assert(sizeof(block_q8_0) == 2 + QK8_0, "wrong q8_0 block size/padding");
+
+/* 8 sub-blocks of 32: x = d * scale[j] * q - dmin * min[j], q in 0..15.
+ * scales: 8 6-bit scales and 8 6-bit mins packed as get_scale_min_k4 reads them.
+ * qs: for each 64 elements, 32 bytes: low nibbles = sub-block 2k, high nibbles = 2k+1. */
+typedef struct {
+    quant_f16_t d;
+    quant_f16_t dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+static_assert(sizeof(block_q4_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 2, "wrong q4_K block size");
+
+/* As q4_K with a fifth bit per element: qh[l] bit 2k is element l of sub-block 2k,
+ * bit 2k+1 element l of sub-block 2k+1 (l < 32). q in 0..31. */
+typedef struct {
+    quant_f16_t d;
+    quant_f16_t dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+static_assert(sizeof(block_q5_K) == 2 * 2 + K_SCALE_SIZE + QK_K / 8 + QK_K / 2,
+              "wrong q5_K block size");
+
+/* 16 sub-blocks of 16: x = d * scales[j] * (q - 32), q in 0..63: low 4 bits in ql, high 2
+ * bits in qh (see quant_dequantize_row for the interleaving). */
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    quant_f16_t d;
+} block_q6_K;
+static_assert(sizeof(block_q6_K) == QK_K / 2 + QK_K / 4 + QK_K / 16 + 2, "wrong q6_K block size");
+
+/* Activations for K-quant dots: float scale, int8 values, sums of each 16 values. */
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} block_q8_K;
+static_assert(sizeof(block_q8_K) == 4 + QK_K + QK_K / 16 * 2, "wrong q8_K block size");
+
+/* 6-bit scale and min j (0..7) of a q4_K/q5_K block. */
+static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+    }
+}
+
+/* ==== Reference kernels (quant.c) ==== */
+
+float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x);
+float quant_dot_f16_f32_ref(int64_t n, const void *w, const void *x);
+float quant_dot_bf16_f32_ref(int64_t n, const void *w, const void *x);
+float quant_dot_q8_0_q8_0_ref(int64_t n, const void *w, const void *x);
+float quant_dot_q4_0_q8_0_ref(int64_t n, const void *w, const void *x);
+float quant_dot_q4_K_q8_K_ref(int64_t n, const void *w, const void *x);
+float quant_dot_q5_K_q8_K_ref(int64_t n, const void *w, const void *x);
+float quant_dot_q6_K_q8_K_ref(int64_t n, const void *w, const void *x);
+
+/* ==== Tiles: many dots at once, for the batched (prompt) path ====
+ * y[r * y_stride + i] = dot(w row i, x row r) for i < nw, r < nx, where row i of w starts at
+ * w + i * w_stride bytes and row r of x at x + r * x_stride bytes. A tile kernel must do, for
+ * every (i, r), exactly the float operations the variant's single dot does, in the same order,
+ * so matmul results stay bit-identical however rows are batched (batch invariance). */
+typedef void (*quant_tile_fn)(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                              size_t x_stride, int nx, float *y, size_t y_stride);
+
+/* The tile kernel for weight type w of the chosen variant, or NULL when it has none (then
+ * matmul loops over quant_dot(w), which is trivially batch-invariant). */
+quant_tile_fn quant_tile(enum dtype w);
+
+/* For tests and benchmarks: makes the variant called `name` the chosen one (false when there
+ * is no such variant or this CPU cannot run it). Not thread-safe; call with no matmul running. */
+bool quant_force_variant(const char *name);
+
+/* Quantizes activations for a dot with the chosen variant (same result for every variant:
+ * activation quantization is shared so variants only differ in the dot). */
+void quant_quantize_q8_0(const float *src, block_q8_0 *dst, int64_t n);
+void quant_quantize_q8_K(const float *src, block_q8_K *dst, int64_t n);
+
+/* ==== Variants ==== */
+extern const struct quant_variant quant_variant_ref;
+extern const struct quant_variant quant_variant_avx2;
+/* Tile kernels of the avx2 variant, NULL where it has none (index by dtype). */
+extern const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT];
