@@ -1,0 +1,388 @@
+/* tokenizer_test: llama.cpp's tokenizer test vectors, read straight from $CARAVAN_SHARED/vocab.
+ * Every ggml-vocab-*.gguf there with a .inp/.out pair beside it is checked: .inp holds texts
+ * separated by "\n__ggml_vocab_test__\n" (read exactly as llama.cpp's test-tokenizer-0 does),
+ * .out the expected ids of each, one line each. Each text must encode (no BOS/EOS, no special
+ * parsing) to exactly those ids, and decoding the ids must give the text back byte for byte
+ * unless the vocabulary cannot represent it (then re-encoding the decoded text must give the
+ * same ids). Also: stories260K's known prompt, special-token parsing, the streaming decoder,
+ * capacity handling, and timings. */
+#undef NDEBUG
+#include <assert.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gguf.h"
+#include "tokenizer.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    assert(buf);
+    size_t k;
+    while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            assert(buf);
+        }
+    }
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int64_t encode_all(const tokenizer_t *t, const char *s, size_t len, bool add_special,
+                          bool parse_special, int32_t **ids) {
+    int32_t probe[1];
+    int64_t n = tokenizer_encode(t, s, len, add_special, parse_special, probe, 0);
+    assert(n >= 0);
+    *ids = malloc(sizeof **ids * (size_t)(n + 1));
+    assert(*ids);
+    int64_t n2 = tokenizer_encode(t, s, len, add_special, parse_special, *ids, n);
+    assert(n2 == n);
+    return n;
+}
+
+static char *decode_all(const tokenizer_t *t, const int32_t *ids, int64_t n, bool special,
+                        size_t *len) {
+    size_t need = tokenizer_decode(t, ids, n, special, NULL, 0);
+    char *s = malloc(need + 1);
+    assert(s);
+    size_t got = tokenizer_decode(t, ids, n, special, s, need);
+    assert(got == need);
+    s[need] = 0;
+    *len = need;
+    return s;
+}
+
+static bool utf8_valid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t k = p[i] < 0x80 ? 1 : (p[i] & 0xE0) == 0xC0 ? 2 : (p[i] & 0xF0) == 0xE0 ? 3
+                 : (p[i] & 0xF8) == 0xF0 ? 4 : 0;
+        if (k == 0 || i + k > n) return false;
+        for (size_t j = 1; j < k; j++)
+            if ((p[i + j] & 0xC0) != 0x80) return false;
+        i += k;
+    }
+    return true;
+}
+
+/* Streams ids through a decoder: the chunks concatenate to the whole decode, and for a valid
+ * UTF-8 result every chunk is itself valid UTF-8 (no split characters). */
+static void check_stream(const tokenizer_t *t, const int32_t *ids, int64_t n, const char *whole,
+                         size_t whole_len, const char *what) {
+    tokenizer_decoder_t *d = tokenizer_decoder_new(t, true);
+    char *acc = malloc(whole_len + 1);
+    size_t acc_n = 0;
+    bool chunks_ok = true, fits = true;
+    bool valid = utf8_valid(whole, whole_len);
+    for (int64_t i = 0; i <= n; i++) {
+        const char *b;
+        size_t k = i < n ? tokenizer_decoder_feed(d, ids[i], &b) : tokenizer_decoder_flush(d, &b);
+        if (valid && !utf8_valid(b, k)) chunks_ok = false;
+        if (acc_n + k > whole_len) {
+            fits = false;
+            break;
+        }
+        memcpy(acc + acc_n, b, k);
+        acc_n += k;
+    }
+    CHECK(fits && acc_n == whole_len && memcmp(acc, whole, whole_len) == 0,
+          "%s: streamed bytes differ from the whole decode", what);
+    CHECK(chunks_ok, "%s: a streamed chunk split a UTF-8 character", what);
+    free(acc);
+    tokenizer_decoder_free(&d);
+}
+
+static void print_ids(const char *label, const int32_t *v, int64_t n) {
+    fprintf(stderr, "  %s:", label);
+    for (int64_t i = 0; i < n; i++) fprintf(stderr, " %d", v[i]);
+    fprintf(stderr, "\n");
+}
+
+/* One vocabulary file and its .inp/.out. Returns the number of cases, or -1 if skipped. */
+static int run_vocab(const char *gguf_path) {
+    char inp_path[4096], out_path[4096];
+    snprintf(inp_path, sizeof inp_path, "%s.inp", gguf_path);
+    snprintf(out_path, sizeof out_path, "%s.out", gguf_path);
+    size_t inp_len, out_len;
+    char *inp = read_all(inp_path, &inp_len);
+    char *outs = read_all(out_path, &out_len);
+    if (!inp || !outs) {
+        fprintf(stderr, "skip %s: no .inp/.out beside it\n", gguf_path);
+        free(inp);
+        free(outs);
+        return -1;
+    }
+
+    gguf_t *g = NULL;
+    tokenizer_t *t = NULL;
+    enum status rc = gguf_open(gguf_path, &g);
+    CHECK(rc == STATUS_OK, "%s: gguf_open: %s", gguf_path, status_str(rc));
+    if (rc != STATUS_OK) return 0;
+    double t0 = now_ms();
+    rc = tokenizer_load(g, &t);
+    double load_ms = now_ms() - t0;
+    gguf_close(&g);
+    CHECK(rc == STATUS_OK, "%s: tokenizer_load: %s", gguf_path, status_str(rc));
+    if (rc != STATUS_OK) return 0;
+
+    /* .out: one line per case (std::getline: a final newline ends the last line). */
+    size_t n_lines = 0, cap_lines = 64;
+    char **lines = malloc(sizeof *lines * cap_lines);
+    for (char *p = outs; p < outs + out_len;) {
+        char *e = memchr(p, '\n', (size_t)(outs + out_len - p));
+        if (!e) e = outs + out_len;
+        *e = 0;
+        if (n_lines == cap_lines) lines = realloc(lines, sizeof *lines * (cap_lines *= 2));
+        lines[n_lines++] = p;
+        p = e + 1;
+    }
+
+    /* .inp: split on the separator; the text after the last one (if any) is a case only when
+     * non-empty, as in llama.cpp's read_tests. */
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    const size_t sep_len = sizeof sep - 1;
+    size_t n_cases = 0, cap_cases = 64;
+    struct { const char *s; size_t n; } *cases = malloc(sizeof *cases * cap_cases);
+    for (size_t pos = 0; pos < inp_len;) {
+        const char *m = memmem(inp + pos, inp_len - pos, sep, sep_len);
+        size_t end = m ? (size_t)(m - inp) : inp_len;
+        if (n_cases == cap_cases) cases = realloc(cases, sizeof *cases * (cap_cases *= 2));
+        cases[n_cases].s = inp + pos;
+        cases[n_cases].n = end - pos;
+        n_cases++;
+        if (!m) break;
+        pos = end + sep_len;
+    }
+    CHECK(n_cases == n_lines, "%s: %zu texts but %zu expected lines", gguf_path, n_cases, n_lines);
+
+    int lossy = 0;
+    double enc_ms = 0;
+    for (size_t i = 0; i < n_cases && i < n_lines; i++) {
+        int32_t want[4096];
+        int64_t n_want = 0;
+        for (char *p = lines[i]; *p;) {
+            while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+            if (!*p) break;
+            char *e;
+            long v = strtol(p, &e, 10);
+            assert(e != p && n_want < 4096);
+            want[n_want++] = (int32_t)v;
+            p = e;
+        }
+        int32_t *got;
+        double e0 = now_ms();
+        int64_t n_got = encode_all(t, cases[i].s, cases[i].n, false, false, &got);
+        enc_ms += now_ms() - e0;
+        bool same = n_got == n_want && memcmp(got, want, sizeof *got * (size_t)n_got) == 0;
+        CHECK(same, "%s case %zu: ids differ for \"%.*s\"", gguf_path, i, (int)cases[i].n,
+              cases[i].s);
+        if (!same) {
+            print_ids("want", want, n_want);
+            print_ids("got ", got, n_got);
+        }
+
+        size_t dlen;
+        char *dec = decode_all(t, want, n_want, true, &dlen);
+        if (dlen != cases[i].n || memcmp(dec, cases[i].s, dlen) != 0) {
+            /* Allowed only when the vocabulary cannot tell the two texts apart. */
+            int32_t *again;
+            int64_t n_again = encode_all(t, dec, dlen, false, false, &again);
+            bool lossless_bug = !(n_again == n_want &&
+                                  memcmp(again, want, sizeof *again * (size_t)n_want) == 0);
+            CHECK(!lossless_bug, "%s case %zu: decode gives \"%.*s\" for \"%.*s\"", gguf_path, i,
+                  (int)dlen, dec, (int)cases[i].n, cases[i].s);
+            lossy++;
+            free(again);
+        }
+        check_stream(t, want, n_want, dec, dlen, gguf_path);
+        free(dec);
+        free(got);
+    }
+    fprintf(stderr, "%s: %zu cases, %d not representable exactly, load %.1f ms, encode %.2f ms\n",
+            gguf_path, n_cases, lossy, load_ms, enc_ms);
+    tokenizer_free(&t);
+    free(lines);
+    free(cases);
+    free(inp);
+    free(outs);
+    return (int)n_cases;
+}
+
+static tokenizer_t *load_path(const char *path) {
+    gguf_t *g = NULL;
+    tokenizer_t *t = NULL;
+    if (gguf_open(path, &g) != STATUS_OK) return NULL;
+    enum status rc = tokenizer_load(g, &t);
+    gguf_close(&g);
+    return rc == STATUS_OK ? t : NULL;
+}
+
+static void test_stories(const char *shared) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/stories260K.gguf", shared);
+    tokenizer_t *t = load_path(path);
+    CHECK(t, "cannot load %s", path);
+    if (!t) return;
+    CHECK(tokenizer_kind(t) == TOKENIZER_SPM, "stories260K is SentencePiece");
+    CHECK(tokenizer_n_tokens(t) == 512, "512 tokens");
+    CHECK(tokenizer_bos(t) == 1 && tokenizer_eos(t) == 2 && tokenizer_add_bos(t), "bos/eos");
+    CHECK(tokenizer_is_eog(t, 2) && !tokenizer_is_eog(t, 1), "eog");
+    const char *s = "Once upon a time";
+    int32_t ids[16];
+    int64_t n = tokenizer_encode(t, s, strlen(s), false, false, ids, 16);
+    int32_t want[] = {403, 407, 261, 378};
+    CHECK(n == 4 && memcmp(ids, want, sizeof want) == 0, "Once upon a time without BOS");
+    n = tokenizer_encode(t, s, strlen(s), true, false, ids, 16);
+    int32_t want_bos[] = {1, 403, 407, 261, 378};
+    CHECK(n == 5 && memcmp(ids, want_bos, sizeof want_bos) == 0, "Once upon a time with BOS");
+    /* Too small a buffer: the count comes back and only `capacity` ids are written. */
+    int32_t small[3] = {-7, -7, -7};
+    n = tokenizer_encode(t, s, strlen(s), true, false, small, 2);
+    CHECK(n == 5 && small[0] == 1 && small[1] == 403 && small[2] == -7, "capacity");
+    char out[64];
+    size_t k = tokenizer_decode(t, want_bos, 5, false, out, sizeof out);
+    CHECK(k == strlen(s) && memcmp(out, s, k) == 0, "decode after BOS drops the leading space");
+    k = tokenizer_decode(t, want_bos, 5, true, out, sizeof out);
+    CHECK(k == 3 + strlen(s) && memcmp(out, "<s>Once", 7) == 0, "rendered BOS: %.*s", (int)k, out);
+    size_t plen;
+    const char *piece = tokenizer_token_piece(t, 403, &plen);
+    CHECK(piece && plen == 5 && memcmp(piece, " Once", 5) == 0, "piece of 403");
+    size_t tlen;
+    const char *text = tokenizer_token_text(t, 403, &tlen);
+    CHECK(text && tlen == 7 && memcmp(text, "\xe2\x96\x81Once", 7) == 0, "text of 403");
+    CHECK(tokenizer_find(t, "\xe2\x96\x81Once", 7) == 403, "find");
+    CHECK(tokenizer_token_text(t, 512, NULL) == NULL && tokenizer_token_piece(t, -1, NULL) == NULL,
+          "out of range");
+    /* Invalid UTF-8 and NUL bytes go through byte fallback and come back exactly. */
+    const char bad[] = {'a', (char)0xff, 0, (char)0xc3, 'b'};
+    int32_t *bi;
+    int64_t bn = encode_all(t, bad, sizeof bad, false, false, &bi);
+    size_t dl;
+    char *dec = decode_all(t, bi, bn, false, &dl);
+    CHECK(dl == sizeof bad && memcmp(dec, bad, dl) == 0, "invalid UTF-8 round trip");
+    free(dec);
+    free(bi);
+    tokenizer_free(&t);
+}
+
+/* Special tokens: matched only with parse_special, never produced from ordinary text. */
+static void test_special(const char *shared) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/vocab/ggml-vocab-llama-spm.gguf", shared);
+    tokenizer_t *t = load_path(path);
+    if (t) {
+        const char *s = "<s>Hello</s>";
+        int32_t ids[32];
+        int64_t n = tokenizer_encode(t, s, strlen(s), false, true, ids, 32);
+        int32_t want[] = {1, 15043, 2};
+        CHECK(n == 3 && memcmp(ids, want, sizeof want) == 0, "spm parse_special");
+        n = tokenizer_encode(t, s, strlen(s), false, false, ids, 32);
+        bool clean = n > 3;
+        for (int64_t i = 0; i < n && i < 32; i++) clean = clean && ids[i] != 1 && ids[i] != 2;
+        CHECK(clean, "spm: <s> as text must not become a control token");
+        tokenizer_free(&t);
+    }
+    snprintf(path, sizeof path, "%s/vocab/ggml-vocab-gpt-2.gguf", shared);
+    t = load_path(path);
+    if (t) {
+        const char *s = "Hi<|endoftext|>";
+        int32_t ids[32];
+        int64_t n = tokenizer_encode(t, s, strlen(s), false, true, ids, 32);
+        CHECK(n == 2 && ids[1] == 50256, "bpe parse_special");
+        n = tokenizer_encode(t, s, strlen(s), false, false, ids, 32);
+        bool clean = n > 2;
+        for (int64_t i = 0; i < n && i < 32; i++) clean = clean && ids[i] != 50256;
+        CHECK(clean, "bpe: <|endoftext|> as text must not become a control token");
+        CHECK(tokenizer_is_eog(t, 50256), "gpt-2 eog");
+        char out[64];
+        int32_t seq[] = {17250, 50256};
+        size_t k = tokenizer_decode(t, seq, 2, false, out, sizeof out);
+        CHECK(k == 2 && memcmp(out, "Hi", 2) == 0, "control token hidden: %.*s", (int)k, out);
+        tokenizer_free(&t);
+    }
+}
+
+/* A few KB of mixed text must encode in milliseconds. */
+static void test_speed(const char *shared) {
+    static const char *const vocabs[] = {"llama-spm", "gpt-2", "deepseek-llm"};
+    char path[4096];
+    for (int v = 0; v < 3; v++) {
+        snprintf(path, sizeof path, "%s/vocab/ggml-vocab-%s.gguf", shared, vocabs[v]);
+        double t0 = now_ms();
+        tokenizer_t *t = load_path(path);
+        double load_ms = now_ms() - t0;
+        if (!t) continue;
+        snprintf(path, sizeof path, "%s/vocab/ggml-vocab-%s.gguf.inp", shared, vocabs[v]);
+        size_t len;
+        char *inp = read_all(path, &len);
+        if (!inp) {
+            tokenizer_free(&t);
+            continue;
+        }
+        char *big = malloc(len * 4);
+        for (int r = 0; r < 4; r++) memcpy(big + r * len, inp, len);
+        int32_t *ids;
+        t0 = now_ms();
+        int64_t n = encode_all(t, big, len * 4, false, false, &ids);
+        double ms = (now_ms() - t0) / 2; /* encode_all encodes twice */
+        fprintf(stderr, "speed %s: load %.1f ms; %zu bytes -> %lld tokens in %.2f ms\n",
+                vocabs[v], load_ms, len * 4, (long long)n, ms);
+        CHECK(ms < 200, "%s: encoding %zu bytes took %.1f ms", vocabs[v], len * 4, ms);
+        free(ids);
+        free(big);
+        free(inp);
+        tokenizer_free(&t);
+    }
+}
+
+int main(void) {
+    const char *shared = getenv("CARAVAN_SHARED");
+    if (!shared) shared = "../shared";
+    char pattern[4096];
+    snprintf(pattern, sizeof pattern, "%s/vocab/ggml-vocab-*.gguf", shared);
+    glob_t gl;
+    int vocabs = 0;
+    if (glob(pattern, 0, NULL, &gl) == 0) {
+        for (size_t i = 0; i < gl.gl_pathc; i++)
+            if (run_vocab(gl.gl_pathv[i]) > 0) vocabs++;
+        globfree(&gl);
+    }
+    CHECK(vocabs > 0, "no vocabulary test files under %s", pattern);
+    test_stories(shared);
+    test_special(shared);
+    test_speed(shared);
+    if (failures) {
+        fprintf(stderr, "%d failure(s)\n", failures);
+        return 1;
+    }
+    fprintf(stderr, "tokenizer_test: %d vocabularies ok\n", vocabs);
+    return 0;
+}
