@@ -22,7 +22,7 @@
 #include "log.h"
 
 /* Smallest encodings, used to bound counts by the bytes that remain. */
-#define KV_MIN_BYTES (8 + 4 + 1)                 /* empty key, type, one-byte value */
+#define KV_MIN_BYTES (8 + 4 + 1)                  /* empty key, type, one-byte value */
 #define TENSOR_INFO_MIN_BYTES (8 + 4 + 8 + 4 + 8) /* empty name, n_dims, ne[0], type, offset */
 #define ARENA_CHUNK_BYTES ((size_t)64 * 1024)
 
@@ -151,7 +151,9 @@ static enum status fail_nomem(struct parser *p, size_t bytes) {
     return STATUS_NOMEM;
 }
 
-static size_t remaining(const struct parser *p) { return p->size - p->pos; }
+static size_t remaining(const struct parser *p) {
+    return p->size - p->pos;
+}
 
 static uint32_t take_u32(struct parser *p) {
     uint32_t v;
@@ -193,8 +195,8 @@ static enum status read_name(struct parser *p, const char *ctx, const char *what
     if (rc) return rc;
     if (len == 0) return fail(p, "%s%s at offset %zu is empty", ctx, what, at);
     if (len > max_len)
-        return fail(p, "%s%s at offset %zu has length %" PRIu64 ", over the limit of %" PRIu64,
-                    ctx, what, at, len, max_len);
+        return fail(p, "%s%s at offset %zu has length %" PRIu64 ", over the limit of %" PRIu64, ctx,
+                    what, at, len, max_len);
     if (len > remaining(p))
         return fail(p,
                     "%s%s at offset %zu has length %" PRIu64
@@ -228,7 +230,8 @@ static enum status read_strings(struct parser *p, const struct gguf_kv *kv, uint
         uint64_t len = take_u64(p);
         if (len > remaining(p))
             return fail(p,
-                        "key '%s': string %" PRIu64 " of %" PRIu64 " at offset %zu has length %" PRIu64
+                        "key '%s': string %" PRIu64 " of %" PRIu64
+                        " at offset %zu has length %" PRIu64
                         ", which runs past the end of the file (%zu bytes)",
                         kv->key.ptr, i, n, at, len, p->size);
         p->pos += len;
@@ -258,8 +261,8 @@ static enum status parse_kv(struct parser *p, int64_t i, struct gguf_kv *kv) {
     snprintf(ctx, sizeof ctx, "metadata pair %" PRId64 " of %" PRId64 ": ", i, p->g->n_kv);
     enum status rc = read_name(p, ctx, "key", GGUF_MAX_KEY_LEN, &kv->key);
     if (rc) return rc;
-    int64_t dup = name_index_find(&p->g->kv_index, &p->g->kv[0].key, sizeof *kv, kv->key.ptr,
-                                  kv->key.len, i);
+    int64_t dup =
+        name_index_find(&p->g->kv_index, &p->g->kv[0].key, sizeof *kv, kv->key.ptr, kv->key.len, i);
     if (dup >= 0)
         return fail(p, "duplicate key '%s' (metadata pairs %" PRId64 " and %" PRId64 ")",
                     kv->key.ptr, dup, i);
@@ -268,7 +271,8 @@ static enum status parse_kv(struct parser *p, int64_t i, struct gguf_kv *kv) {
     snprintf(kctx, sizeof kctx, "key '%s': ", kv->key.ptr);
     uint32_t type = 0;
     if ((rc = read_u32(p, kctx, "value type", &type))) return rc;
-    if (type >= GGUF_VTYPE_COUNT) return fail(p, "key '%s': unknown value type %u", kv->key.ptr, type);
+    if (type >= GGUF_VTYPE_COUNT)
+        return fail(p, "key '%s': unknown value type %u", kv->key.ptr, type);
     kv->type = type;
     uint64_t n = 1;
     uint32_t arr_type = type;
@@ -282,13 +286,16 @@ static enum status parse_kv(struct parser *p, int64_t i, struct gguf_kv *kv) {
     }
     kv->arr_type = arr_type;
     size_t item = gguf_vtype_file_size(arr_type);
-    if (n > remaining(p) / item)
+    if (n > remaining(p) / item) {
+        if (type != GGUF_VTYPE_ARRAY)
+            return fail(
+                p, "key '%s': %s value at offset %zu is cut off by the end of the file (%zu bytes)",
+                kv->key.ptr, gguf_vtype_name(arr_type), p->pos, p->size);
         return fail(p,
-                    "key '%s': %s of %" PRIu64 " %s values at offset %zu needs at least %" PRIu64
-                    " bytes, but only %zu remain",
-                    kv->key.ptr, type == GGUF_VTYPE_ARRAY ? "array" : "scalar", n,
-                    gguf_vtype_name(arr_type), p->pos,
-                    n > UINT64_MAX / item ? UINT64_MAX : n * item, remaining(p));
+                    "key '%s': array of %" PRIu64 " %s values at offset %zu cannot fit: each takes "
+                    "at least %zu bytes and only %zu remain",
+                    kv->key.ptr, n, gguf_vtype_name(arr_type), p->pos, item, remaining(p));
+    }
     kv->n = n;
 
     if (arr_type == GGUF_VTYPE_STRING) {
@@ -368,12 +375,10 @@ static enum status parse_tensor_info(struct parser *p, int64_t i, struct gguf_te
                     " is not a multiple of the %s block size %" PRId64,
                     t->name.ptr, t->ne[0], info->name, info->block_size);
     if ((rc = read_u64(p, tctx, "offset", &t->offset))) return rc;
-    /* Bytes: row bytes * rows; rows * ne[0] fit in int64, but bytes per block can exceed
-     * elements per block (f64), so check again. */
-    size_t row = dtype_row_bytes(type, t->ne[0]);
-    uint64_t rows = 0;
-    if (t->ne[0] > 0) rows = (uint64_t)(n_elems / t->ne[0]); /* ne[1] * ne[2] * ne[3] */
-    if (__builtin_mul_overflow((uint64_t)row, rows, &t->nbytes))
+    /* The element count fits in int64, but a block can take more bytes than it has elements
+     * (f64, i64), so the byte size needs its own check. */
+    uint64_t blocks = (uint64_t)(n_elems / info->block_size);
+    if (__builtin_mul_overflow(blocks, (uint64_t)info->block_bytes, &t->nbytes))
         return fail(p, "tensor '%s': the byte size overflows 64 bits", t->name.ptr);
     return STATUS_OK;
 }
@@ -395,7 +400,11 @@ static enum status place_tensors(struct parser *p) {
         if (t->offset % g->alignment)
             return fail(p, "tensor '%s': offset %" PRIu64 " is not a multiple of the alignment %zu",
                         t->name.ptr, t->offset, g->alignment);
-        if (t->offset > room || t->nbytes > room - t->offset)
+        if (t->offset > room)
+            return fail(p,
+                        "tensor '%s': offset %" PRIu64 " is past the end of the file (%zu bytes)",
+                        t->name.ptr, t->offset, p->size);
+        if (t->nbytes > room - t->offset)
             return fail(p,
                         "tensor '%s': data [offset %" PRIu64 ", %zu bytes] runs past the end of "
                         "the file (%zu bytes)",
@@ -409,8 +418,8 @@ static enum status parse(struct parser *p) {
     gguf_t *g = p->g;
     if (p->size < 4 || memcmp(p->buf, GGUF_MAGIC, 4) != 0) {
         if (p->size < 4) return fail(p, "file too small to be GGUF (%zu bytes)", p->size);
-        return fail(p, "not a GGUF file (magic %02x %02x %02x %02x, expected \"GGUF\")",
-                    p->buf[0], p->buf[1], p->buf[2], p->buf[3]);
+        return fail(p, "not a GGUF file (magic %02x %02x %02x %02x, expected \"GGUF\")", p->buf[0],
+                    p->buf[1], p->buf[2], p->buf[3]);
     }
     p->pos = 4;
     enum status rc = read_u32(p, "header: ", "version", &g->version);
@@ -424,15 +433,11 @@ static enum status parse(struct parser *p) {
     uint64_t n_tensors = 0, n_kv = 0;
     if ((rc = read_u64(p, "header: ", "n_tensors", &n_tensors))) return rc;
     if ((rc = read_u64(p, "header: ", "n_kv", &n_kv))) return rc;
-    if (n_tensors > remaining(p) / TENSOR_INFO_MIN_BYTES)
-        return fail(p,
-                    "header: n_tensors = %" PRIu64 " cannot fit: a tensor info takes at least %d "
-                    "bytes and only %zu bytes follow the header",
-                    n_tensors, TENSOR_INFO_MIN_BYTES, remaining(p));
+    /* Each count is checked against the bytes left right before its table is allocated. */
     if (n_kv > remaining(p) / KV_MIN_BYTES)
         return fail(p,
                     "header: n_kv = %" PRIu64 " cannot fit: a metadata pair takes at least %d "
-                    "bytes and only %zu bytes follow the header",
+                    "bytes and only %zu bytes follow the header (truncated file or corrupt count)",
                     n_kv, KV_MIN_BYTES, remaining(p));
     g->n_kv = (int64_t)n_kv;
     g->n_tensors = (int64_t)n_tensors;
@@ -447,10 +452,11 @@ static enum status parse(struct parser *p) {
     if ((rc = parse_alignment(p))) return rc;
 
     if (n_tensors > remaining(p) / TENSOR_INFO_MIN_BYTES)
-        return fail(p,
-                    "header: n_tensors = %" PRIu64 " cannot fit: a tensor info takes at least %d "
-                    "bytes and only %zu bytes follow the metadata",
-                    n_tensors, TENSOR_INFO_MIN_BYTES, remaining(p));
+        return fail(
+            p,
+            "header: n_tensors = %" PRIu64 " cannot fit: a tensor info takes at least %d "
+            "bytes and only %zu bytes follow the metadata (truncated file or corrupt count)",
+            n_tensors, TENSOR_INFO_MIN_BYTES, remaining(p));
     if (n_tensors) {
         g->tensors = calloc(n_tensors, sizeof *g->tensors);
         if (!g->tensors) return fail_nomem(p, n_tensors * sizeof *g->tensors);
@@ -538,13 +544,25 @@ void gguf_close(gguf_t **self_p) {
     *self_p = NULL;
 }
 
-uint32_t gguf_version(const gguf_t *g) { return g->version; }
-size_t gguf_alignment(const gguf_t *g) { return g->alignment; }
-size_t gguf_file_size(const gguf_t *g) { return g->size; }
-const uint8_t *gguf_file_data(const gguf_t *g) { return g->base; }
-size_t gguf_data_offset(const gguf_t *g) { return g->data_offset; }
+uint32_t gguf_version(const gguf_t *g) {
+    return g->version;
+}
+size_t gguf_alignment(const gguf_t *g) {
+    return g->alignment;
+}
+size_t gguf_file_size(const gguf_t *g) {
+    return g->size;
+}
+const uint8_t *gguf_file_data(const gguf_t *g) {
+    return g->base;
+}
+size_t gguf_data_offset(const gguf_t *g) {
+    return g->data_offset;
+}
 
-int64_t gguf_n_kv(const gguf_t *g) { return g->n_kv; }
+int64_t gguf_n_kv(const gguf_t *g) {
+    return g->n_kv;
+}
 
 const struct gguf_kv *gguf_kv_at(const gguf_t *g, int64_t i) {
     return i >= 0 && i < g->n_kv ? &g->kv[i] : NULL;
@@ -556,7 +574,9 @@ const struct gguf_kv *gguf_find_kv(const gguf_t *g, const char *key) {
     return i >= 0 ? &g->kv[i] : NULL;
 }
 
-int64_t gguf_n_tensors(const gguf_t *g) { return g->n_tensors; }
+int64_t gguf_n_tensors(const gguf_t *g) {
+    return g->n_tensors;
+}
 
 const struct gguf_tensor *gguf_tensor_at(const gguf_t *g, int64_t i) {
     return i >= 0 && i < g->n_tensors ? &g->tensors[i] : NULL;
@@ -585,10 +605,22 @@ static bool scalar_int(const gguf_t *g, const char *key, bool *is_neg, int64_t *
     case GGUF_VTYPE_UINT16: uv = *(const uint16_t *)d; break;
     case GGUF_VTYPE_UINT32: uv = *(const uint32_t *)d; break;
     case GGUF_VTYPE_UINT64: uv = *(const uint64_t *)d; break;
-    case GGUF_VTYPE_INT8: sv = *(const int8_t *)d; neg = true; break;
-    case GGUF_VTYPE_INT16: sv = *(const int16_t *)d; neg = true; break;
-    case GGUF_VTYPE_INT32: sv = *(const int32_t *)d; neg = true; break;
-    case GGUF_VTYPE_INT64: sv = *(const int64_t *)d; neg = true; break;
+    case GGUF_VTYPE_INT8:
+        sv = *(const int8_t *)d;
+        neg = true;
+        break;
+    case GGUF_VTYPE_INT16:
+        sv = *(const int16_t *)d;
+        neg = true;
+        break;
+    case GGUF_VTYPE_INT32:
+        sv = *(const int32_t *)d;
+        neg = true;
+        break;
+    case GGUF_VTYPE_INT64:
+        sv = *(const int64_t *)d;
+        neg = true;
+        break;
     default: return false;
     }
     if (neg) {
@@ -668,10 +700,10 @@ const void *gguf_get_arr(const gguf_t *g, const char *key, enum gguf_vtype arr_t
 
 const char *gguf_vtype_name(enum gguf_vtype t) {
     static const char *const names[GGUF_VTYPE_COUNT] = {
-        [GGUF_VTYPE_UINT8] = "u8",    [GGUF_VTYPE_INT8] = "i8",     [GGUF_VTYPE_UINT16] = "u16",
-        [GGUF_VTYPE_INT16] = "i16",   [GGUF_VTYPE_UINT32] = "u32",  [GGUF_VTYPE_INT32] = "i32",
-        [GGUF_VTYPE_FLOAT32] = "f32", [GGUF_VTYPE_BOOL] = "bool",   [GGUF_VTYPE_STRING] = "str",
-        [GGUF_VTYPE_ARRAY] = "arr",   [GGUF_VTYPE_UINT64] = "u64",  [GGUF_VTYPE_INT64] = "i64",
+        [GGUF_VTYPE_UINT8] = "u8",    [GGUF_VTYPE_INT8] = "i8",    [GGUF_VTYPE_UINT16] = "u16",
+        [GGUF_VTYPE_INT16] = "i16",   [GGUF_VTYPE_UINT32] = "u32", [GGUF_VTYPE_INT32] = "i32",
+        [GGUF_VTYPE_FLOAT32] = "f32", [GGUF_VTYPE_BOOL] = "bool",  [GGUF_VTYPE_STRING] = "str",
+        [GGUF_VTYPE_ARRAY] = "arr",   [GGUF_VTYPE_UINT64] = "u64", [GGUF_VTYPE_INT64] = "i64",
         [GGUF_VTYPE_FLOAT64] = "f64",
     };
     return (unsigned)t < GGUF_VTYPE_COUNT ? names[t] : "unknown";

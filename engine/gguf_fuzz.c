@@ -63,7 +63,8 @@ static void walk(const gguf_t *g, const uint8_t *data, size_t size) {
         REQUIRE(t && strlen(t->name.ptr) == t->name.len);
         REQUIRE(gguf_find_tensor(g, t->name.ptr) == t);
         REQUIRE(t->n_dims >= 1 && t->n_dims <= GGUF_MAX_DIMS);
-        REQUIRE(t->data >= data && t->nbytes <= size && (size_t)(t->data - data) <= size - t->nbytes);
+        REQUIRE(t->data >= data && t->nbytes <= size &&
+                (size_t)(t->data - data) <= size - t->nbytes);
         REQUIRE(t->offset % gguf_alignment(g) == 0);
         if (t->nbytes) acc ^= t->data[0] ^ t->data[t->nbytes - 1];
     }

@@ -39,4 +39,6 @@ static inline uint64_t gguf_align_up(uint64_t x, uint64_t alignment) {
     return (x + alignment - 1) / alignment * alignment;
 }
 
-static inline int gguf_is_pow2(uint64_t x) { return x && (x & (x - 1)) == 0; }
+static inline int gguf_is_pow2(uint64_t x) {
+    return x && (x & (x - 1)) == 0;
+}

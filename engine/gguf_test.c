@@ -46,7 +46,9 @@ static void capture_begin(void) {
     log_set_sink(capture_sink, NULL);
 }
 
-static void capture_end(void) { log_set_sink(NULL, NULL); }
+static void capture_end(void) {
+    log_set_sink(NULL, NULL);
+}
 
 /* ==== Round trip =========================================================================== */
 
@@ -72,7 +74,10 @@ static const uint32_t v_u32[] = {0, 4000000000u, 7};
 static const int32_t v_i32[] = {INT32_MIN, INT32_MAX, -7};
 static const float v_f32[] = {1.5f, -0.0f, 3.0e38f};
 static const uint8_t v_bool[] = {1, 0, 1};
-static const char *const v_str[] = {"alpha", "", ("\xc3\xbcnic\xc3\xb6" "de"), "<0x0A>"};
+static const char *const v_str[] = {"alpha", "",
+                                    ("\xc3\xbcnic\xc3\xb6"
+                                     "de"),
+                                    "<0x0A>"};
 static const uint64_t v_u64[] = {0, UINT64_MAX, 1ull << 40};
 static const int64_t v_i64[] = {INT64_MIN, INT64_MAX, -3};
 static const double v_f64[] = {3.25, -1e300, 0.1};
@@ -86,13 +91,20 @@ struct arr_case {
 };
 
 static const struct arr_case arr_cases[] = {
-    {"arr.u8", GGUF_VTYPE_UINT8, v_u8, 3, 1},       {"arr.i8", GGUF_VTYPE_INT8, v_i8, 3, 1},
-    {"arr.u16", GGUF_VTYPE_UINT16, v_u16, 3, 2},    {"arr.i16", GGUF_VTYPE_INT16, v_i16, 3, 2},
-    {"arr.u32", GGUF_VTYPE_UINT32, v_u32, 3, 4},    {"arr.i32", GGUF_VTYPE_INT32, v_i32, 3, 4},
-    {"arr.f32", GGUF_VTYPE_FLOAT32, v_f32, 3, 4},   {"arr.bool", GGUF_VTYPE_BOOL, v_bool, 3, 1},
-    {"arr.str", GGUF_VTYPE_STRING, v_str, 4, 0},    {"arr.u64", GGUF_VTYPE_UINT64, v_u64, 3, 8},
-    {"arr.i64", GGUF_VTYPE_INT64, v_i64, 3, 8},     {"arr.f64", GGUF_VTYPE_FLOAT64, v_f64, 3, 8},
-    {"arr.empty", GGUF_VTYPE_UINT32, v_u32, 0, 4},  {"arr.empty_str", GGUF_VTYPE_STRING, v_str, 0, 0},
+    {"arr.u8", GGUF_VTYPE_UINT8, v_u8, 3, 1},
+    {"arr.i8", GGUF_VTYPE_INT8, v_i8, 3, 1},
+    {"arr.u16", GGUF_VTYPE_UINT16, v_u16, 3, 2},
+    {"arr.i16", GGUF_VTYPE_INT16, v_i16, 3, 2},
+    {"arr.u32", GGUF_VTYPE_UINT32, v_u32, 3, 4},
+    {"arr.i32", GGUF_VTYPE_INT32, v_i32, 3, 4},
+    {"arr.f32", GGUF_VTYPE_FLOAT32, v_f32, 3, 4},
+    {"arr.bool", GGUF_VTYPE_BOOL, v_bool, 3, 1},
+    {"arr.str", GGUF_VTYPE_STRING, v_str, 4, 0},
+    {"arr.u64", GGUF_VTYPE_UINT64, v_u64, 3, 8},
+    {"arr.i64", GGUF_VTYPE_INT64, v_i64, 3, 8},
+    {"arr.f64", GGUF_VTYPE_FLOAT64, v_f64, 3, 8},
+    {"arr.empty", GGUF_VTYPE_UINT32, v_u32, 0, 4},
+    {"arr.empty_str", GGUF_VTYPE_STRING, v_str, 0, 0},
 };
 #define N_ARR_CASES (sizeof arr_cases / sizeof arr_cases[0])
 
@@ -440,6 +452,380 @@ static void test_real_files(void) {
     CHECK(n_files > 0);
 }
 
+/* ==== Catalog of hand-made bad files ======================================================= */
+
+/* Each entry is the valid file craft() builds for HANDCRAFTED_VALID with one thing broken. */
+enum handcrafted {
+    HANDCRAFTED_VALID,
+    HANDCRAFTED_BAD_MAGIC,
+    HANDCRAFTED_VERSION_0,
+    HANDCRAFTED_VERSION_1,
+    HANDCRAFTED_VERSION_4,
+    HANDCRAFTED_VERSION_BIG_ENDIAN,
+    HANDCRAFTED_TRUNC_MAGIC,
+    HANDCRAFTED_TRUNC_VERSION,
+    HANDCRAFTED_TRUNC_N_TENSORS,
+    HANDCRAFTED_TRUNC_N_KV,
+    HANDCRAFTED_TRUNC_KEY_LEN,
+    HANDCRAFTED_TRUNC_KEY,
+    HANDCRAFTED_TRUNC_VALUE_TYPE,
+    HANDCRAFTED_TRUNC_ARRAY_STRING,
+    HANDCRAFTED_TRUNC_ARRAY_HEADER,
+    HANDCRAFTED_TRUNC_BOOL_VALUE,
+    HANDCRAFTED_TRUNC_TENSOR_INFO,
+    HANDCRAFTED_TRUNC_SHORT_COUNTS,
+    HANDCRAFTED_TRUNC_BEFORE_DATA,
+    HANDCRAFTED_TRUNC_DATA,
+    HANDCRAFTED_N_KV_HUGE,
+    HANDCRAFTED_N_TENSORS_HUGE,
+    HANDCRAFTED_KEY_LEN_HUGE,
+    HANDCRAFTED_KEY_LEN_OVER_LIMIT,
+    HANDCRAFTED_KEY_EMPTY,
+    HANDCRAFTED_KEY_WITH_NUL,
+    HANDCRAFTED_STRING_LEN_PAST_END,
+    HANDCRAFTED_ARRAY_STRING_LEN_PAST_END,
+    HANDCRAFTED_UNKNOWN_VALUE_TYPE,
+    HANDCRAFTED_UNKNOWN_ARRAY_TYPE,
+    HANDCRAFTED_ARRAY_COUNT_HUGE,
+    HANDCRAFTED_NESTED_ARRAY,
+    HANDCRAFTED_BOOL_VALUE_2,
+    HANDCRAFTED_ALIGNMENT_0,
+    HANDCRAFTED_ALIGNMENT_NOT_POW2,
+    HANDCRAFTED_ALIGNMENT_WRONG_TYPE,
+    HANDCRAFTED_DUPLICATE_KEY,
+    HANDCRAFTED_TENSOR_NAME_EMPTY,
+    HANDCRAFTED_TENSOR_NAME_TOO_LONG,
+    HANDCRAFTED_N_DIMS_0,
+    HANDCRAFTED_N_DIMS_5,
+    HANDCRAFTED_NE_NEGATIVE,
+    HANDCRAFTED_NE_PRODUCT_OVERFLOW,
+    HANDCRAFTED_NBYTES_OVERFLOW,
+    HANDCRAFTED_NE0_NOT_BLOCK_MULTIPLE,
+    HANDCRAFTED_DTYPE_REMOVED,
+    HANDCRAFTED_DTYPE_HUGE,
+    HANDCRAFTED_OFFSET_MISALIGNED,
+    HANDCRAFTED_OFFSET_PAST_EOF,
+    HANDCRAFTED_DATA_OVERLAPS_EOF,
+    HANDCRAFTED_OFFSET_WRAPS,
+    HANDCRAFTED_DUPLICATE_TENSOR_NAME,
+    HANDCRAFTED_COUNT,
+};
+
+/* What the one error line must mention. */
+static const char *const handcrafted_expect[HANDCRAFTED_COUNT] = {
+    [HANDCRAFTED_BAD_MAGIC] = "not a GGUF file",
+    [HANDCRAFTED_VERSION_0] = "unknown GGUF version 0",
+    [HANDCRAFTED_VERSION_1] = "version 1 is not supported",
+    [HANDCRAFTED_VERSION_4] = "unknown GGUF version 4",
+    [HANDCRAFTED_VERSION_BIG_ENDIAN] = "big-endian",
+    [HANDCRAFTED_TRUNC_MAGIC] = "too small",
+    [HANDCRAFTED_TRUNC_VERSION] = "version at offset 4 is cut off",
+    [HANDCRAFTED_TRUNC_N_TENSORS] = "n_tensors at offset 8 is cut off",
+    [HANDCRAFTED_TRUNC_N_KV] = "n_kv at offset 16 is cut off",
+    [HANDCRAFTED_TRUNC_KEY_LEN] = "metadata pair 3 of 4: key at offset 165 is cut off",
+    [HANDCRAFTED_TRUNC_KEY] = "key at offset 165 has length 6, which runs past the end",
+    [HANDCRAFTED_TRUNC_VALUE_TYPE] = "key 'x.flag': value type at offset 179 is cut off",
+    [HANDCRAFTED_TRUNC_ARRAY_STRING] = "key 'tokenizer.ggml.tokens': string 1 of 2",
+    [HANDCRAFTED_TRUNC_ARRAY_HEADER] = "key 'tokenizer.ggml.tokens': array element type",
+    [HANDCRAFTED_TRUNC_BOOL_VALUE] = "key 'x.flag': bool value at offset 183 is cut off",
+    [HANDCRAFTED_TRUNC_TENSOR_INFO] = "tensor 'b': offset at offset",
+    [HANDCRAFTED_TRUNC_SHORT_COUNTS] = "n_kv = 4 cannot fit",
+    [HANDCRAFTED_TRUNC_BEFORE_DATA] = "past the end of the file",
+    [HANDCRAFTED_TRUNC_DATA] = "tensor 'b': data [offset",
+    [HANDCRAFTED_N_KV_HUGE] = "n_kv = 1152921504606846976 cannot fit",
+    [HANDCRAFTED_N_TENSORS_HUGE] = "n_tensors = 1152921504606846976 cannot fit",
+    [HANDCRAFTED_KEY_LEN_HUGE] = "over the limit",
+    [HANDCRAFTED_KEY_LEN_OVER_LIMIT] = "has length 70000, over the limit of 65535",
+    [HANDCRAFTED_KEY_EMPTY] = "key at offset 24 is empty",
+    [HANDCRAFTED_KEY_WITH_NUL] = "contains a NUL byte",
+    [HANDCRAFTED_STRING_LEN_PAST_END] = "key 'general.architecture': string 0 of 1",
+    [HANDCRAFTED_ARRAY_STRING_LEN_PAST_END] = "key 'tokenizer.ggml.tokens': string 1 of 2",
+    [HANDCRAFTED_UNKNOWN_VALUE_TYPE] = "unknown value type 13",
+    [HANDCRAFTED_UNKNOWN_ARRAY_TYPE] = "unknown array element type 99",
+    [HANDCRAFTED_ARRAY_COUNT_HUGE] =
+        "array of 2305843009213693952 str values at offset 147 cannot fit",
+    [HANDCRAFTED_NESTED_ARRAY] = "nested arrays are not supported",
+    [HANDCRAFTED_BOOL_VALUE_2] = "bool value 2",
+    [HANDCRAFTED_ALIGNMENT_0] = "'general.alignment' is 0",
+    [HANDCRAFTED_ALIGNMENT_NOT_POW2] = "'general.alignment' is 48",
+    [HANDCRAFTED_ALIGNMENT_WRONG_TYPE] = "'general.alignment' has type u64",
+    [HANDCRAFTED_DUPLICATE_KEY] = "duplicate key 'general.architecture'",
+    [HANDCRAFTED_TENSOR_NAME_EMPTY] = "tensor info 0 of 2: name at offset",
+    [HANDCRAFTED_TENSOR_NAME_TOO_LONG] = "has length 256, over the limit of 255",
+    [HANDCRAFTED_N_DIMS_0] = "n_dims is 0",
+    [HANDCRAFTED_N_DIMS_5] = "n_dims is 5",
+    [HANDCRAFTED_NE_NEGATIVE] = "dimension 1 is negative (-1)",
+    [HANDCRAFTED_NE_PRODUCT_OVERFLOW] = "element count overflows",
+    [HANDCRAFTED_NBYTES_OVERFLOW] = "byte size overflows",
+    [HANDCRAFTED_NE0_NOT_BLOCK_MULTIPLE] = "ne[0] = 33 is not a multiple of the q8_0 block size 32",
+    [HANDCRAFTED_DTYPE_REMOVED] = "unknown tensor type 4",
+    [HANDCRAFTED_DTYPE_HUGE] = "unknown tensor type 1000",
+    [HANDCRAFTED_OFFSET_MISALIGNED] = "offset 257 is not a multiple of the alignment 32",
+    [HANDCRAFTED_OFFSET_PAST_EOF] = "tensor 'b': offset 1099511627776 is past the end",
+    [HANDCRAFTED_DATA_OVERLAPS_EOF] =
+        "tensor 'b': data [offset 576, 34 bytes] runs past the end of the file (578 bytes)",
+    [HANDCRAFTED_OFFSET_WRAPS] = "offset 18446744073709551584 is past the end",
+    [HANDCRAFTED_DUPLICATE_TENSOR_NAME] = "duplicate tensor name 'a'",
+};
+
+struct craft {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static void c_put(struct craft *c, const void *src, size_t n) {
+    if (c->len + n > c->cap) {
+        c->cap = (c->len + n) * 2;
+        c->p = realloc(c->p, c->cap);
+        CHECK(c->p);
+    }
+    memcpy(c->p + c->len, src, n);
+    c->len += n;
+}
+static void c_u8(struct craft *c, uint8_t v) {
+    c_put(c, &v, 1);
+}
+static void c_u32(struct craft *c, uint32_t v) {
+    c_put(c, &v, 4);
+}
+static void c_u64(struct craft *c, uint64_t v) {
+    c_put(c, &v, 8);
+}
+static void c_str(struct craft *c, const char *s) {
+    c_u64(c, strlen(s));
+    c_put(c, s, strlen(s));
+}
+
+#define CRAFT_DATA_BYTES (32 * 2 * 4 + 34) /* tensor a (f32 32x2) at 0, b (q8_0 32) at 256 */
+
+/* Builds the file for kind k into c (c->len is the file size). The valid file:
+ * 4 metadata pairs (architecture, alignment 32, a 2-token string array, a bool) and tensors
+ * a: f32 [32, 2] at 0 and b: q8_0 [32] at 256, whose data ends the file exactly. */
+static void craft(enum handcrafted k, struct craft *c) {
+    size_t cut = SIZE_MAX;
+    c->len = 0;
+    if (k == HANDCRAFTED_TRUNC_MAGIC) cut = 2;
+    c_put(c, k == HANDCRAFTED_BAD_MAGIC ? "GGML" : "GGUF", 4);
+    uint32_t version = k == HANDCRAFTED_VERSION_0            ? 0
+                       : k == HANDCRAFTED_VERSION_1          ? 1
+                       : k == HANDCRAFTED_VERSION_4          ? 4
+                       : k == HANDCRAFTED_VERSION_BIG_ENDIAN ? 0x03000000u
+                                                             : 3;
+    if (k == HANDCRAFTED_TRUNC_VERSION) cut = c->len + 2;
+    c_u32(c, version);
+    if (k == HANDCRAFTED_TRUNC_N_TENSORS) cut = c->len + 3;
+    c_u64(c, k == HANDCRAFTED_N_TENSORS_HUGE ? 1ull << 60 : 2);
+    if (k == HANDCRAFTED_TRUNC_N_KV) cut = c->len + 5;
+    c_u64(c, k == HANDCRAFTED_N_KV_HUGE ? 1ull << 60 : 4);
+
+    /* kv 0: general.architecture = "llama" */
+    if (k == HANDCRAFTED_TRUNC_SHORT_COUNTS) cut = c->len + 8 + 5; /* fewer bytes than 4 pairs */
+    if (k == HANDCRAFTED_KEY_LEN_HUGE) {
+        c_u64(c, 1ull << 62);
+        c_put(c, "general.architecture", 20);
+    } else if (k == HANDCRAFTED_KEY_LEN_OVER_LIMIT) {
+        c_u64(c, 70000);
+        c_put(c, "general.architecture", 20);
+    } else if (k == HANDCRAFTED_KEY_EMPTY) {
+        c_u64(c, 0);
+    } else if (k == HANDCRAFTED_KEY_WITH_NUL) {
+        c_u64(c, 20);
+        c_put(c, "general\0rchitecture", 20);
+    } else {
+        c_str(c, "general.architecture");
+    }
+    c_u32(c, k == HANDCRAFTED_UNKNOWN_VALUE_TYPE ? 13 : GGUF_VTYPE_STRING);
+    if (k == HANDCRAFTED_STRING_LEN_PAST_END) {
+        c_u64(c, 1000);
+        c_put(c, "llama", 5);
+    } else {
+        c_str(c, "llama");
+    }
+
+    /* kv 1: general.alignment = 32 */
+    c_str(c, "general.alignment");
+    if (k == HANDCRAFTED_ALIGNMENT_WRONG_TYPE) {
+        c_u32(c, GGUF_VTYPE_UINT64);
+        c_u64(c, 32);
+    } else {
+        c_u32(c, GGUF_VTYPE_UINT32);
+        c_u32(c, k == HANDCRAFTED_ALIGNMENT_0 ? 0 : k == HANDCRAFTED_ALIGNMENT_NOT_POW2 ? 48 : 32);
+    }
+
+    /* kv 2: tokenizer.ggml.tokens = ["a", "b"] */
+    c_str(c, "tokenizer.ggml.tokens");
+    c_u32(c, GGUF_VTYPE_ARRAY);
+    if (k == HANDCRAFTED_TRUNC_ARRAY_HEADER) cut = c->len + 3;
+    c_u32(c, k == HANDCRAFTED_NESTED_ARRAY         ? GGUF_VTYPE_ARRAY
+             : k == HANDCRAFTED_UNKNOWN_ARRAY_TYPE ? 99
+                                                   : GGUF_VTYPE_STRING);
+    c_u64(c, k == HANDCRAFTED_ARRAY_COUNT_HUGE ? 1ull << 61 : 2);
+    c_str(c, "a");
+    if (k == HANDCRAFTED_TRUNC_ARRAY_STRING) cut = c->len + 8;
+    if (k == HANDCRAFTED_ARRAY_STRING_LEN_PAST_END) {
+        c_u64(c, 5000);
+        c_put(c, "b", 1);
+    } else {
+        c_str(c, "b");
+    }
+
+    /* kv 3: x.flag = true (truncations here pass the up-front check of n_kv) */
+    if (k == HANDCRAFTED_TRUNC_KEY_LEN) cut = c->len + 4;
+    if (k == HANDCRAFTED_TRUNC_KEY) cut = c->len + 8 + 3;
+    c_str(c, k == HANDCRAFTED_DUPLICATE_KEY ? "general.architecture" : "x.flag");
+    if (k == HANDCRAFTED_TRUNC_VALUE_TYPE) cut = c->len + 2;
+    c_u32(c, GGUF_VTYPE_BOOL);
+    if (k == HANDCRAFTED_TRUNC_BOOL_VALUE) cut = c->len;
+    c_u8(c, k == HANDCRAFTED_BOOL_VALUE_2 ? 2 : 1);
+
+    /* tensor 0: a, f32 [32, 2] at 0 */
+    if (k == HANDCRAFTED_TENSOR_NAME_EMPTY) {
+        c_str(c, "");
+    } else if (k == HANDCRAFTED_TENSOR_NAME_TOO_LONG) {
+        char name[257];
+        memset(name, 'x', 256);
+        name[256] = '\0';
+        c_str(c, name);
+    } else {
+        c_str(c, "a");
+    }
+    uint32_t type = DTYPE_F32;
+    if (k == HANDCRAFTED_N_DIMS_0) {
+        c_u32(c, 0);
+    } else if (k == HANDCRAFTED_N_DIMS_5) {
+        c_u32(c, 5);
+        for (int d = 0; d < 5; d++) c_u64(c, d == 0 ? 32 : 1);
+    } else if (k == HANDCRAFTED_NE_PRODUCT_OVERFLOW) {
+        c_u32(c, 3);
+        c_u64(c, 32);
+        c_u64(c, 1ull << 40);
+        c_u64(c, 1ull << 40);
+    } else if (k == HANDCRAFTED_NBYTES_OVERFLOW) {
+        c_u32(c, 2);
+        c_u64(c, 1ull << 61);
+        c_u64(c, 2);
+        type = DTYPE_F64;
+    } else {
+        c_u32(c, 2);
+        c_u64(c, 32);
+        c_u64(c, k == HANDCRAFTED_NE_NEGATIVE ? (uint64_t)-1 : 2);
+    }
+    if (k == HANDCRAFTED_DTYPE_REMOVED) type = 4; /* q4_2, dropped from ggml long ago */
+    if (k == HANDCRAFTED_DTYPE_HUGE) type = 1000;
+    c_u32(c, type);
+    c_u64(c, 0);
+
+    /* tensor 1: b, q8_0 [32] at 256 */
+    c_str(c, k == HANDCRAFTED_DUPLICATE_TENSOR_NAME ? "a" : "b");
+    c_u32(c, 1);
+    c_u64(c, k == HANDCRAFTED_NE0_NOT_BLOCK_MULTIPLE ? 33 : 32);
+    c_u32(c, DTYPE_Q8_0);
+    if (k == HANDCRAFTED_TRUNC_TENSOR_INFO) cut = c->len + 5;
+    c_u64(c, k == HANDCRAFTED_OFFSET_MISALIGNED   ? 257
+             : k == HANDCRAFTED_OFFSET_PAST_EOF   ? 1ull << 40
+             : k == HANDCRAFTED_DATA_OVERLAPS_EOF ? 288
+             : k == HANDCRAFTED_OFFSET_WRAPS      ? UINT64_MAX - 31
+                                                  : 256);
+    if (k == HANDCRAFTED_TRUNC_BEFORE_DATA) cut = c->len;
+    while (c->len % 32) c_u8(c, 0);
+    for (int i = 0; i < CRAFT_DATA_BYTES; i++) c_u8(c, (uint8_t)i);
+    if (k == HANDCRAFTED_TRUNC_DATA) cut = c->len - 1;
+    if (cut < c->len) c->len = cut;
+}
+
+/* Opens a malloc'd copy of exactly len bytes, so that ASan sees any read past the end. */
+static enum status open_exact(const uint8_t *src, size_t len, gguf_t **g) {
+    uint8_t *copy = malloc(len ? len : 1);
+    CHECK(copy);
+    memcpy(copy, src, len);
+    enum status rc = gguf_open_buffer(copy, len, g);
+    if (*g) gguf_close(g);
+    free(copy);
+    return rc;
+}
+
+static void test_catalog(void) {
+    struct craft c = {0};
+    craft(HANDCRAFTED_VALID, &c);
+    gguf_t *g = NULL;
+    CHECK(gguf_open_buffer(c.p, c.len, &g) == STATUS_OK);
+    CHECK(gguf_n_kv(g) == 4 && gguf_n_tensors(g) == 2);
+    const struct gguf_tensor *b = gguf_find_tensor(g, "b");
+    CHECK(b && b->nbytes == 34 && b->data + b->nbytes == c.p + c.len);
+    gguf_close(&g);
+
+    char dir[] = "/tmp/gguf_catalog.XXXXXX";
+    CHECK(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/bad.gguf", dir);
+    int n_bad = 0;
+    for (int k = 1; k < HANDCRAFTED_COUNT; k++) {
+        craft((enum handcrafted)k, &c);
+        capture_begin();
+        enum status rc = open_exact(c.p, c.len, &g);
+        capture_end();
+        if (rc != STATUS_FORMAT || n_errors != 1 || strncmp(last_error, "<buffer>: ", 10) != 0 ||
+            !strstr(last_error, handcrafted_expect[k])) {
+            fprintf(stderr, "catalog entry %d: status %d, %d error lines, last: '%s' (want '%s')\n",
+                    k, rc, n_errors, last_error, handcrafted_expect[k]);
+            n_bad++;
+            continue;
+        }
+        printf("  rejected %2d: %s\n", k, last_error);
+        /* Through a file, the message names the path. */
+        FILE *f = fopen(path, "wb");
+        CHECK(f && fwrite(c.p, 1, c.len, f) == c.len && fclose(f) == 0);
+        capture_begin();
+        CHECK(gguf_open(path, &g) == STATUS_FORMAT && g == NULL);
+        capture_end();
+        CHECK(n_errors == 1 && strncmp(last_error, path, strlen(path)) == 0);
+    }
+    unlink(path);
+    rmdir(dir);
+    CHECK(n_bad == 0);
+
+    /* Every proper prefix of the valid file is rejected cleanly with one line. */
+    craft(HANDCRAFTED_VALID, &c);
+    for (size_t len = 0; len < c.len; len++) {
+        capture_begin();
+        CHECK(open_exact(c.p, len, &g) == STATUS_FORMAT);
+        capture_end();
+        CHECK(n_errors == 1);
+    }
+    free(c.p);
+}
+
+/* Every prefix of a writer file: rejected cleanly, or accepted only once all tensor data is
+ * present (the writer pads the last tensor, and that padding is optional). */
+static void test_truncations(uint32_t version, uint32_t alignment) {
+    gguf_writer_t *w = build_writer(version, alignment);
+    uint8_t *buf;
+    size_t len;
+    CHECK(gguf_writer_write_buffer(w, fill_pattern, NULL, &buf, &len) == STATUS_OK);
+    gguf_writer_destroy(&w);
+    gguf_t *g = NULL;
+    CHECK(gguf_open_buffer(buf, len, &g) == STATUS_OK);
+    size_t data_end = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        size_t end = gguf_data_offset(g) + t->offset + t->nbytes;
+        if (end > data_end) data_end = end;
+    }
+    gguf_close(&g);
+    for (size_t n = 0; n <= len; n++) {
+        capture_begin();
+        enum status rc = open_exact(buf, n, &g);
+        capture_end();
+        if (n >= data_end) {
+            CHECK(rc == STATUS_OK && n_errors == 0);
+        } else if (rc != STATUS_FORMAT || n_errors != 1) {
+            fprintf(stderr, "prefix %zu of %zu: status %d, %d error lines\n", n, len, rc, n_errors);
+            exit(1);
+        }
+    }
+    free(buf);
+}
+
 /* ==== Seed corpus ========================================================================== */
 
 static void write_seed(const char *dir, const char *name, gguf_writer_t *w) {
@@ -466,7 +852,8 @@ static void write_corpus(const char *dir) {
     float scores[N_TOK];
     int32_t types[N_TOK];
     for (int i = 0; i < N_TOK; i++) {
-        snprintf(tok_buf[i], sizeof tok_buf[i], i < 3 ? "<%d>" : "\xe2\x96\x81%c", i < 3 ? i : 'a' + i % 26);
+        snprintf(tok_buf[i], sizeof tok_buf[i], i < 3 ? "<%d>" : "\xe2\x96\x81%c",
+                 i < 3 ? i : 'a' + i % 26);
         toks[i] = tok_buf[i];
         scores[i] = -(float)i;
         types[i] = i < 3 ? 3 : 1;
@@ -495,7 +882,8 @@ static void write_corpus(const char *dir) {
     gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     gguf_writer_set_f32(w, "llama.rope.freq_base", 10000.0f);
     gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, toks, N_TOK);
-    int64_t emb[2] = {32, N_TOK}, sq[2] = {32, 32}, up[2] = {32, 64}, down[2] = {64, 32}, v[1] = {32};
+    int64_t emb[2] = {32, N_TOK}, sq[2] = {32, 32}, up[2] = {32, 64}, down[2] = {64, 32},
+            v[1] = {32};
     gguf_writer_add_tensor(w, "token_embd.weight", DTYPE_Q8_0, 2, emb);
     gguf_writer_add_tensor(w, "blk.0.attn_norm.weight", DTYPE_F32, 1, v);
     gguf_writer_add_tensor(w, "blk.0.attn_q.weight", DTYPE_Q8_0, 2, sq);
@@ -520,6 +908,11 @@ int main(int argc, char **argv) {
     printf("ok: round trip\n");
     test_write_file();
     printf("ok: write file\n");
+    test_catalog();
+    printf("ok: catalog of %d bad files\n", HANDCRAFTED_COUNT - 1);
+    test_truncations(3, 0);
+    test_truncations(2, 64);
+    printf("ok: truncations\n");
     test_real_files();
     printf("gguf_test: all passed\n");
     return 0;

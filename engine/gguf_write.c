@@ -54,7 +54,9 @@ static void *xrealloc(void *p, size_t n) {
     return q;
 }
 
-static void *xmalloc(size_t n) { return xrealloc(NULL, n); }
+static void *xmalloc(size_t n) {
+    return xrealloc(NULL, n);
+}
 
 static char *xstrndup(const char *s, size_t len) {
     char *d = xmalloc(len + 1);
@@ -79,8 +81,12 @@ static void put(struct bytes *b, const void *src, size_t n) {
     b->len += n;
 }
 
-static void put_u32(struct bytes *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(struct bytes *b, uint64_t v) { put(b, &v, 8); }
+static void put_u32(struct bytes *b, uint32_t v) {
+    put(b, &v, 4);
+}
+static void put_u64(struct bytes *b, uint64_t v) {
+    put(b, &v, 8);
+}
 static void put_str(struct bytes *b, const char *s, uint64_t len) {
     put_u64(b, len);
     put(b, s, len);
@@ -223,8 +229,8 @@ void gguf_writer_copy_kv(gguf_writer_t *w, const gguf_t *g, const char *prefix) 
     }
 }
 
-int64_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, enum dtype type,
-                               uint32_t n_dims, const int64_t *ne) {
+int64_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, enum dtype type, uint32_t n_dims,
+                               const int64_t *ne) {
     if (w->n_t == w->cap_t) {
         w->cap_t = w->cap_t ? w->cap_t * 2 : 64;
         w->t = xrealloc(w->t, w->cap_t * sizeof *w->t);
@@ -274,8 +280,8 @@ static enum status layout(gguf_writer_t *w, struct bytes *meta, size_t *alignmen
             return STATUS_FORMAT;
         }
         if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS || !info) {
-            LOG(LOG_ERROR, "gguf writer: tensor '%s': bad n_dims %u or type %d", t->name,
-                t->n_dims, (int)t->type);
+            LOG(LOG_ERROR, "gguf writer: tensor '%s': bad n_dims %u or type %d", t->name, t->n_dims,
+                (int)t->type);
             return STATUS_FORMAT;
         }
         int64_t n = 1;
@@ -285,8 +291,10 @@ static enum status layout(gguf_writer_t *w, struct bytes *meta, size_t *alignmen
                 return STATUS_FORMAT;
             }
         if (t->ne[0] % info->block_size) {
-            LOG(LOG_ERROR, "gguf writer: tensor '%s': ne[0] = %" PRId64 " is not a multiple of %"
-                PRId64 " (%s)", t->name, t->ne[0], info->block_size, info->name);
+            LOG(LOG_ERROR,
+                "gguf writer: tensor '%s': ne[0] = %" PRId64 " is not a multiple of %" PRId64
+                " (%s)",
+                t->name, t->ne[0], info->block_size, info->name);
             return STATUS_FORMAT;
         }
         t->nbytes = t->ne[0] ? dtype_row_bytes(t->type, t->ne[0]) * (size_t)(n / t->ne[0]) : 0;
@@ -424,8 +432,7 @@ enum status gguf_writer_write_file(gguf_writer_t *w, const char *path, gguf_fill
             memset(buf, 0, t->nbytes);
         }
         if ((rc = write_all(fd, tmp, buf, t->nbytes))) goto fail;
-        if ((rc = write_zeros(fd, tmp, gguf_align_up(t->nbytes, alignment) - t->nbytes)))
-            goto fail;
+        if ((rc = write_zeros(fd, tmp, gguf_align_up(t->nbytes, alignment) - t->nbytes))) goto fail;
     }
     if (fsync(fd) != 0) {
         LOG(LOG_ERROR, "%s: fsync failed: %s", tmp, strerror(errno));
@@ -459,8 +466,8 @@ fail:
     return rc;
 }
 
-enum status gguf_writer_write_buffer(gguf_writer_t *w, gguf_fill_fn fill, void *ctx,
-                                     uint8_t **out, size_t *len) {
+enum status gguf_writer_write_buffer(gguf_writer_t *w, gguf_fill_fn fill, void *ctx, uint8_t **out,
+                                     size_t *len) {
     *out = NULL;
     *len = 0;
     struct bytes meta = {0};
