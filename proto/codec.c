@@ -497,7 +497,7 @@ static enum status check_tensor(const struct vctx *v, const char *what, const Ca
 static enum status check_peer(const struct vctx *v, const char *what, const Caravan__Peer *p)
 {
     VCHECK(check_text(v, what, p->endpoint));
-    return check_blob(v, what, p->public_key, CODEC_PUBLIC_KEY_BYTES, true);
+    return check_blob(v, "peer.public_key", p->public_key, CODEC_PUBLIC_KEY_BYTES, true);
 }
 
 static enum status check_hops(const struct vctx *v, Caravan__Hop *const *hops, size_t n)
@@ -784,14 +784,16 @@ enum status codec_decode(const uint8_t *buf, size_t len, const struct codec_limi
                     lim->max_message_bytes);
     if (!buf && len) return fail(err, errlen, STATUS_FORMAT, "no buffer");
 
+    /* The version first: a peer of another version gets that answer even when the rest of
+     * its message means nothing to this schema (encoders write field 1 first). */
     struct codec_header h;
-    if (codec_peek(buf, len, &h) != STATUS_OK)
-        return fail(err, errlen, STATUS_FORMAT, "malformed envelope header");
-    if (h.version == 0) return fail(err, errlen, STATUS_FORMAT, "no protocol version");
-    if (h.version != CARAVAN_PROTOCOL_VERSION)
+    enum status ps = codec_peek(buf, len, &h);
+    if (h.version != 0 && h.version != CARAVAN_PROTOCOL_VERSION)
         return fail(err, errlen, STATUS_PROTOCOL,
                     "protocol version mismatch: peer speaks %u, this node speaks %u",
                     (unsigned)h.version, CARAVAN_PROTOCOL_VERSION);
+    if (ps != STATUS_OK) return fail(err, errlen, STATUS_FORMAT, "malformed envelope header");
+    if (h.version == 0) return fail(err, errlen, STATUS_FORMAT, "no protocol version");
 
     struct walk w = {.lim = lim, .err = err, .errlen = errlen};
     enum status s = wire_walk(&w, &caravan__envelope__descriptor, buf, len, 0);

@@ -57,7 +57,8 @@ void codec_free(Caravan__Envelope **msg_p);
 
 /* The header fields of an encoded envelope without decoding the body (cheap: walks only the
  * top level), e.g. to drop a stale epoch before decoding megabytes of activations.
- * Returns STATUS_FORMAT when the top level is not well-formed wire bytes. */
+ * Returns STATUS_FORMAT when the top level is not well-formed wire bytes; *h then holds the
+ * fields read before the malformed part (zero for the rest). Validates nothing else. */
 struct codec_header {
     uint32_t version;
     uint64_t epoch;
