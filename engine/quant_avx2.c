@@ -98,6 +98,144 @@ static float dot_q4_0(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+
+/* ==== K-quant weights (x is q8_K) ==== */
+
+/* The 8 6-bit scales and 8 6-bit mins of a q4_K/q5_K block (layout in quant_internal.h). */
+static inline void unpack_k_scales(const uint8_t *packed, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t q[3], s[2], m[2];
+    memcpy(q, packed, 12);
+    s[0] = q[0] & 0x3f3f3f3f;
+    s[1] = (q[2] & 0x0f0f0f0f) | ((q[0] >> 2) & 0x30303030);
+    m[0] = q[1] & 0x3f3f3f3f;
+    m[1] = ((q[2] >> 4) & 0x0f0f0f0f) | ((q[1] >> 2) & 0x30303030);
+    memcpy(sc, s, 8);
+    memcpy(mn, m, 8);
+}
+
+static inline int hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* sum_j mn[j] * (bsums[2j] + bsums[2j+1]): the min correction of q4_K/q5_K (exact). */
+static inline int k_min_dot(const uint8_t mn[8], const int16_t *bsums) {
+    const __m256i pairs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums),
+                                            _mm256_set1_epi16(1));
+    const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn));
+    return hsum_i32(_mm256_mullo_epi32(pairs, m));
+}
+
+/* Integer part of a q4_K block: sum_j sc[j] * sum_l q * y, as 8 int32 lanes. */
+static inline __m256i q4_K_block_sumi(const block_q4_K *a, const int8_t *y, const uint8_t sc[8]) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
+        const __m256i lo = _mm256_and_si256(q, m4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * j)));
+        const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * j + 32)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
+    }
+    return sumi;
+}
+
+static inline __m256i q5_K_block_sumi(const block_q5_K *a, const int8_t *y, const uint8_t sc[8]) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i b16 = _mm256_set1_epi8(16);
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)a->qh);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
+        const __m256i mlo = _mm256_set1_epi8((char)(1 << (2 * j)));
+        const __m256i mhi = _mm256_set1_epi8((char)(2 << (2 * j)));
+        const __m256i hlo = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mlo), mlo), b16);
+        const __m256i hhi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mhi), mhi), b16);
+        const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), hlo);
+        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), hhi);
+        const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * j)));
+        const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * j + 32)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
+    }
+    return sumi;
+}
+
+/* q4_K/q5_K: per block, lanes += (y.d * d) * sumi and a scalar += (y.d * dmin) * summ;
+ * the result is hsum(lanes) - scalar. */
+static float dot_q4_K(int64_t n, const void *w, const void *x) {
+    const block_q4_K *a = w;
+    const block_q8_K *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    float accm = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint8_t sc[8], mn[8];
+        unpack_k_scales(a[i].scales, sc, mn);
+        const __m256i sumi = q4_K_block_sumi(&a[i], b[i].qs, sc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+        accm += b[i].d * f16(a[i].dmin) * (float)k_min_dot(mn, b[i].bsums);
+    }
+    return hsum(acc) - accm;
+}
+
+static float dot_q5_K(int64_t n, const void *w, const void *x) {
+    const block_q5_K *a = w;
+    const block_q8_K *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    float accm = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint8_t sc[8], mn[8];
+        unpack_k_scales(a[i].scales, sc, mn);
+        const __m256i sumi = q5_K_block_sumi(&a[i], b[i].qs, sc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+        accm += b[i].d * f16(a[i].dmin) * (float)k_min_dot(mn, b[i].bsums);
+    }
+    return hsum(acc) - accm;
+}
+
+/* q6_K: sum_j sc[j] * sum_l (q - 32) * y = sum_j sc[j] * sum_l q * y - 32 * sum_j sc[j] * bsums[j]. */
+static inline __m256i q6_K_block_sumi(const block_q6_K *a, const block_q8_K *b) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i m2 = _mm256_set1_epi8(0x30);
+    const int8_t *y = b->qs;
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h));
+        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
+        __m256i q[4];
+        q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+        q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
+        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+        for (int k = 0; k < 4; k++) {
+            const int s = 8 * h + 2 * k;
+            const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k)));
+            const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(a->scales[s + 1]), _mm_set1_epi16(a->scales[s]));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
+        }
+    }
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a->scales));
+    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), sc16);
+    return _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+}
+
+static float dot_q6_K(int64_t n, const void *w, const void *x) {
+    const block_q6_K *a = w;
+    const block_q8_K *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const __m256i sumi = q6_K_block_sumi(&a[i], &b[i]);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum(acc);
+}
+
 /* ==== Tables ==== */
 
 const struct quant_variant quant_variant_avx2 = {
@@ -110,6 +248,9 @@ const struct quant_variant quant_variant_avx2 = {
             [DTYPE_BF16] = dot_bf16,
             [DTYPE_Q8_0] = dot_q8_0,
             [DTYPE_Q4_0] = dot_q4_0,
+            [DTYPE_Q4_K] = dot_q4_K,
+            [DTYPE_Q5_K] = dot_q5_K,
+            [DTYPE_Q6_K] = dot_q6_K,
         },
 };
 
