@@ -271,6 +271,8 @@ enum status codec_peek(const uint8_t *buf, size_t len, struct codec_header *h)
             uint64_t v;
             if (wtype != WIRE_VARINT) return STATUS_FORMAT;
             (void)wire_varint(buf, len, &vpos, &v);
+            /* protobuf-c would keep the low 32 bits: 2^32 + 1 must not pass for version 1 */
+            if ((id == 1 || id == 4) && v > UINT32_MAX) return STATUS_FORMAT;
             switch (id) {
             case 1: h->version = (uint32_t)v; break;
             case 2: h->epoch = v; break;

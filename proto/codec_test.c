@@ -643,6 +643,17 @@ static void test_version(void)
     w_varint(&w, 5);
     CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
     CHECK(decode_status(NULL, 0, NULL, err, sizeof(err)) == STATUS_FORMAT);
+    /* 2^32 + 1 is not version 1 (protobuf-c alone would truncate it to 1) */
+    w.n = 0;
+    w_tag(&w, 1, 0);
+    w_varint(&w, ((uint64_t)1 << 32) + CARAVAN_PROTOCOL_VERSION);
+    w_bytes(&w, CARAVAN__ENVELOPE__BODY_DRAIN, "", 0);
+    CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
+    w.n = 0;
+    w_tag(&w, 1, 0);
+    w_varint(&w, CARAVAN_PROTOCOL_VERSION);
+    w_bytes(&w, CARAVAN__ENVELOPE__BODY_DRAIN, "", 0);
+    CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_OK);
 }
 
 /* ---- the catalog of crafted bad messages ---- */
