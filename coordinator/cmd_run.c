@@ -1,0 +1,275 @@
+/* caravan run: generate text from a prompt with a GGUF model on this machine (the whole model,
+ * one sequence). Prints only the generated text on stdout, streamed as tokens arrive; load
+ * time and prompt/generation speed go to stderr. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "log.h"
+#include "model.h"
+#include "opts.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+#ifndef CARAVAN_DEFAULT_MODEL
+#define CARAVAN_DEFAULT_MODEL "../shared/models/stories260K.gguf"
+#endif
+
+const char *cmd_default_model(void) {
+    const char *env = getenv("CARAVAN_MODEL");
+    if (env && *env) return env;
+    static const char *const candidates[] = {"../shared/models/stories260K.gguf",
+                                             CARAVAN_DEFAULT_MODEL};
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
+        if (access(candidates[i], R_OK) == 0) return candidates[i];
+    fprintf(stderr,
+            "error: no --model given and the default model (%s) is not there.\n"
+            "       Point caravan at any llama or qwen2 GGUF file: --model PATH.gguf\n"
+            "       (or set CARAVAN_MODEL=PATH.gguf)\n",
+            CARAVAN_DEFAULT_MODEL);
+    return NULL;
+}
+
+struct run_cfg {
+    const char *model;
+    const char *prompt;
+    int n_predict;
+    double temp;
+    int top_k;
+    double top_p;
+    double min_p;
+    double repeat_penalty;
+    int repeat_last_n;
+    long long seed;
+    int threads;
+    int ctx;
+    int batch;
+    int ignore_eos;
+    const char *log_level;
+};
+
+static const struct opt run_opts[] = {
+    {"model", 'm', OPT_STRING, offsetof(struct run_cfg, model), NULL, 0, -1, "FILE",
+     "GGUF model (default: ../shared/models/stories260K.gguf or $CARAVAN_MODEL)"},
+    {"prompt", 'p', OPT_STRING, offsetof(struct run_cfg, prompt), "Once upon a time", 0, -1,
+     "TEXT", "prompt text"},
+    {"n-predict", 'n', OPT_INT, offsetof(struct run_cfg, n_predict), "64", 0, 1 << 20, "N",
+     "tokens to generate"},
+    {"temp", 0, OPT_FLOAT, offsetof(struct run_cfg, temp), "0.8", 0, 100, "T",
+     "temperature; 0 is greedy"},
+    {"top-k", 0, OPT_INT, offsetof(struct run_cfg, top_k), "40", 0, 1 << 24, "K",
+     "keep the K most likely tokens (0: off)"},
+    {"top-p", 0, OPT_FLOAT, offsetof(struct run_cfg, top_p), "0.95", 0, 1, "P",
+     "nucleus sampling (1: off)"},
+    {"min-p", 0, OPT_FLOAT, offsetof(struct run_cfg, min_p), "0.05", 0, 1, "P",
+     "drop tokens below P x the best token's probability (0: off)"},
+    {"repeat-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, repeat_penalty), "1.0", 0, 100,
+     "X", "divide the logits of recent tokens by X (1: off)"},
+    {"repeat-last-n", 0, OPT_INT, offsetof(struct run_cfg, repeat_last_n), "64", 0, 1 << 20,
+     "N", "how many recent tokens the penalty looks at"},
+    {"seed", 's', OPT_INT64, offsetof(struct run_cfg, seed), "-1", -1, 9.2e18, "S",
+     "random seed; -1 picks one (printed on stderr)"},
+    {"threads", 't', OPT_INT, offsetof(struct run_cfg, threads), "0", 0, 1024, "N",
+     "threads (0: all CPUs)"},
+    {"ctx", 'c', OPT_INT, offsetof(struct run_cfg, ctx), "0", 0, 1 << 20, "N",
+     "context length (0: the model's, at most 4096)"},
+    {"batch", 'b', OPT_INT, offsetof(struct run_cfg, batch), "512", 1, 1 << 16, "N",
+     "prompt tokens per forward step"},
+    {"ignore-eos", 0, OPT_FLAG, offsetof(struct run_cfg, ignore_eos), NULL, 0, -1, NULL,
+     "keep generating past end-of-generation tokens"},
+    {"log-level", 0, OPT_STRING, offsetof(struct run_cfg, log_level), "warn", 0, -1, "LEVEL",
+     "debug, info, warn or error"},
+    OPTS_END,
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int32_t *encode_prompt(const tokenizer_t *tok, const char *text, int64_t *n_out) {
+    size_t len = strlen(text);
+    int64_t cap = (int64_t)len + 8;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!ids) return NULL;
+    int64_t n = tokenizer_encode(tok, text, len, true, false, ids, cap);
+    if (n > cap) {
+        int32_t *more = realloc(ids, sizeof(int32_t) * (size_t)n);
+        if (!more) {
+            free(ids);
+            return NULL;
+        }
+        ids = more;
+        n = tokenizer_encode(tok, text, len, true, false, ids, n);
+    }
+    if (n < 0) {
+        free(ids);
+        return NULL;
+    }
+    *n_out = n;
+    return ids;
+}
+
+int cmd_run(int argc, char **argv) {
+    struct run_cfg cfg;
+    int n_pos = 0;
+    enum opts_result r = opts_parse(run_opts, &cfg, argc, argv,
+                                    "usage: caravan run [--model FILE.gguf] [--prompt TEXT] [-n N] "
+                                    "[--temp T] [--top-k K] [--top-p P] [--seed S] [--threads N]",
+                                    &n_pos);
+    if (r != OPTS_OK) return r == OPTS_HELP ? 0 : 2;
+    if (n_pos) {
+        fprintf(stderr, "error: unexpected argument '%s' (the prompt goes in --prompt)\n", argv[0]);
+        return 2;
+    }
+    int lvl = log_level_parse(cfg.log_level);
+    if (lvl < 0) {
+        fprintf(stderr, "error: --log-level must be debug, info, warn or error\n");
+        return 2;
+    }
+    log_set_level((enum log_level)lvl);
+    if (!cfg.model && !(cfg.model = cmd_default_model())) return 1;
+
+    int status = 1;
+    model_t *m = NULL;
+    tokenizer_t *tok = NULL;
+    sampler_t *smp = NULL;
+    tokenizer_decoder_t *dec = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+
+    double t0 = now_s();
+    struct model_params mp = {.n_ctx = cfg.ctx, .n_seq = 1, .n_batch = cfg.batch,
+                              .n_threads = cfg.threads};
+    enum status rc = model_load(cfg.model, &mp, &m);
+    if (rc != STATUS_OK) {
+        fprintf(stderr, "error: cannot load %s: %s\n", cfg.model, status_str(rc));
+        goto done;
+    }
+    if ((rc = tokenizer_load(model_gguf(m), &tok)) != STATUS_OK) {
+        fprintf(stderr, "error: %s: no usable tokenizer: %s\n", cfg.model, status_str(rc));
+        goto done;
+    }
+    const struct model_config *mc = model_config(m);
+    double t_load = now_s() - t0;
+
+    int64_t n_prompt = 0;
+    ids = encode_prompt(tok, cfg.prompt, &n_prompt);
+    if (!ids || n_prompt == 0) {
+        fprintf(stderr, "error: the prompt encodes to no tokens\n");
+        goto done;
+    }
+    int32_t n_ctx = model_n_ctx(m);
+    if (n_prompt >= n_ctx) {
+        fprintf(stderr, "error: the prompt has %lld tokens but the context holds %d (--ctx)\n",
+                (long long)n_prompt, n_ctx);
+        goto done;
+    }
+    int64_t total = n_prompt + cfg.n_predict;
+    if (total > n_ctx) {
+        fprintf(stderr, "warning: the context holds %d tokens: generating %lld, not %d\n", n_ctx,
+                (long long)(n_ctx - n_prompt), cfg.n_predict);
+        total = n_ctx;
+    }
+    int32_t *grown = realloc(ids, sizeof(int32_t) * (size_t)(total > 0 ? total : 1));
+    if (!grown) goto done;
+    ids = grown;
+
+    struct sampler_params sp;
+    sampler_params_default(&sp);
+    sp.temp = (float)cfg.temp;
+    sp.top_k = cfg.top_k;
+    sp.top_p = (float)cfg.top_p;
+    sp.min_p = (float)cfg.min_p;
+    sp.repeat_penalty = (float)cfg.repeat_penalty;
+    sp.repeat_last_n = cfg.repeat_last_n;
+    if (cfg.seed < 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sp.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
+        if (sp.temp > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)sp.seed);
+    } else {
+        sp.seed = (uint64_t)cfg.seed;
+    }
+    smp = sampler_new(mc->n_vocab);
+    dec = tokenizer_decoder_new(tok, false);
+    logits = malloc(sizeof(float) * (size_t)mc->n_vocab);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)model_n_batch(m));
+    int32_t *seq = calloc((size_t)model_n_batch(m), sizeof(int32_t));
+    uint8_t *want = calloc((size_t)model_n_batch(m), 1);
+    if (!logits || !pos || !seq || !want) {
+        free(pos);
+        free(seq);
+        free(want);
+        goto done;
+    }
+    /* The prompt primes the decoder (its leading-space state), but is not printed. */
+    const char *bytes;
+    for (int64_t i = 0; i < n_prompt; i++) tokenizer_decoder_feed(dec, ids[i], &bytes);
+
+    /* prompt, in chunks of n_batch; logits only for its last token */
+    double t1 = now_s();
+    for (int64_t at = 0; at < n_prompt;) {
+        int32_t n = (int32_t)(n_prompt - at < model_n_batch(m) ? n_prompt - at : model_n_batch(m));
+        for (int32_t i = 0; i < n; i++) pos[i] = (int32_t)(at + i), want[i] = 0;
+        want[n - 1] = at + n == n_prompt;
+        struct model_batch b = {n, ids + at, NULL, pos, seq, want};
+        if ((rc = model_forward(m, &b, logits)) != STATUS_OK) break;
+        at += n;
+    }
+    double t_prompt = now_s() - t1;
+
+    /* generation, one token at a time */
+    double t2 = now_s();
+    int64_t n_gen = 0, n = n_prompt;
+    while (rc == STATUS_OK && n < total) {
+        int64_t from = n > 1024 ? n - 1024 : 0;
+        int32_t next = sampler_sample(smp, &sp, logits, ids + from, (int32_t)(n - from),
+                                      (uint64_t)n_gen);
+        ids[n++] = next;
+        n_gen++;
+        if (!cfg.ignore_eos && tokenizer_is_eog(tok, next)) break;
+        size_t nb = tokenizer_decoder_feed(dec, next, &bytes);
+        fwrite(bytes, 1, nb, stdout);
+        fflush(stdout);
+        if (n >= total) break;
+        pos[0] = (int32_t)(n - 1);
+        want[0] = 1;
+        struct model_batch b = {1, &ids[n - 1], NULL, pos, seq, want};
+        rc = model_forward(m, &b, logits);
+    }
+    size_t nb = tokenizer_decoder_flush(dec, &bytes);
+    fwrite(bytes, 1, nb, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    double t_gen = now_s() - t2;
+    free(pos);
+    free(seq);
+    free(want);
+    if (rc != STATUS_OK) {
+        fprintf(stderr, "error: forward pass failed: %s\n", status_str(rc));
+        goto done;
+    }
+    fprintf(stderr, "load: %.2f s (%.1f MiB of weights, %.1f MiB of cache and buffers)\n", t_load,
+            (double)model_weight_bytes(m) / 1048576.0, (double)model_buffer_bytes(m) / 1048576.0);
+    fprintf(stderr, "prompt: %lld tokens in %.3f s, %.2f tokens/s\n", (long long)n_prompt,
+            t_prompt, (double)n_prompt / t_prompt);
+    /* the first generated token came from the prompt's logits: n_gen - 1 forward steps */
+    fprintf(stderr, "generation: %lld tokens in %.3f s, %.2f tokens/s\n", (long long)n_gen, t_gen,
+            n_gen > 1 ? (double)(n_gen - 1) / t_gen : 0.0);
+    status = 0;
+done:
+    free(logits);
+    free(ids);
+    tokenizer_decoder_free(&dec);
+    sampler_free(&smp);
+    tokenizer_free(&tok);
+    model_free(&m);
+    return status;
+}

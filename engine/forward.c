@@ -1,0 +1,207 @@
+/* forward: the transformer over one slice of layers, for a batch of tokens from several
+ * sequences. Reads top to bottom like the math; shapes in comments (T = tokens in the batch).
+ *
+ * Batch invariance: every value a token gets is computed by per-token code (norms, rope,
+ * attention over its own sequence's cache) or by matmul, whose per-(row, output) result does
+ * not depend on the batch. So a token's output is the same alone, in any batch, and whether
+ * its prompt was processed in one batch or token by token. */
+#include <math.h>
+#include <string.h>
+
+#include "log.h"
+#include "model_internal.h"
+#include "quant.h"
+
+/* ---- per-row helpers --------------------------------------------------------------------- */
+
+/* out = x / rms(x) * w, the sum of squares in double as ggml does. */
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+/* Rotates each head of vec (n_head heads of head_dim) at position pos. NORM pairs adjacent
+ * elements (2i, 2i+1); NEOX pairs i with i + n_rot/2. Dimensions past n_rot are left alone. */
+static void rope(float *vec, int64_t n_head, int64_t head_dim, int64_t n_rot,
+                 enum model_rope kind, const float *cos_p, const float *sin_p) {
+    int64_t half = n_rot / 2;
+    for (int64_t h = 0; h < n_head; h++) {
+        float *v = vec + h * head_dim;
+        for (int64_t i = 0; i < half; i++) {
+            int64_t a = kind == MODEL_ROPE_NEOX ? i : 2 * i;
+            int64_t b = kind == MODEL_ROPE_NEOX ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * cos_p[i] - x1 * sin_p[i];
+            v[b] = x0 * sin_p[i] + x1 * cos_p[i];
+        }
+    }
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ---- attention --------------------------------------------------------------------------- */
+
+struct attn_job {
+    model_t *m;
+    const struct model_batch *b;
+    int64_t layer; /* index within the slice */
+    quant_dot_fn dot;
+};
+
+/* Each (token, head) pair is one unit of work; thread ith takes every nth. The scores, softmax
+ * and weighted sum for a pair run the same code whatever else is in the batch. */
+static void attn_thread(void *ctx, int ith, int nth) {
+    struct attn_job *j = ctx;
+    model_t *m = j->m;
+    const struct model_config *c = &m->cfg;
+    int64_t hd = c->head_dim, kv_dim = c->n_kv_heads * hd, q_dim = c->n_heads * hd;
+    int64_t group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *att = m->att + (size_t)ith * (size_t)m->n_ctx;
+    int64_t units = (int64_t)j->b->n_tokens * c->n_heads;
+    for (int64_t u = ith; u < units; u += nth) {
+        int64_t t = u / c->n_heads, h = u % c->n_heads;
+        int32_t s = j->b->seq[t], pos = j->b->pos[t];
+        size_t base = (((size_t)j->layer * (size_t)m->n_seq + (size_t)s) * (size_t)m->n_ctx) *
+                      (size_t)kv_dim;
+        const float *kc = m->k_cache + base + (size_t)(h / group) * (size_t)hd;
+        const float *vc = m->v_cache + base + (size_t)(h / group) * (size_t)hd;
+        const float *q = m->q + t * q_dim + h * hd;
+        float mx = -INFINITY;
+        for (int32_t p = 0; p <= pos; p++) {
+            att[p] = j->dot(hd, kc + (size_t)p * (size_t)kv_dim, q) * scale;
+            if (att[p] > mx) mx = att[p];
+        }
+        float sum = 0.0f;
+        for (int32_t p = 0; p <= pos; p++) {
+            att[p] = expf(att[p] - mx);
+            sum += att[p];
+        }
+        float inv = 1.0f / sum;
+        float *out = m->xb + t * q_dim + h * hd;
+        memset(out, 0, sizeof(float) * (size_t)hd);
+        for (int32_t p = 0; p <= pos; p++) {
+            float w = att[p] * inv;
+            const float *v = vc + (size_t)p * (size_t)kv_dim;
+            for (int64_t i = 0; i < hd; i++) out[i] += w * v[i];
+        }
+    }
+}
+
+/* ---- the slice --------------------------------------------------------------------------- */
+
+static enum status check_batch(const model_t *m, const struct model_batch *b) {
+    if (b->n_tokens <= 0 || b->n_tokens > m->n_batch) {
+        LOG(LOG_ERROR, "batch of %d tokens (this model takes 1 to %d)", b->n_tokens, m->n_batch);
+        return STATUS_FORMAT;
+    }
+    if (model_is_first(m) ? !b->tokens : !b->hidden) {
+        LOG(LOG_ERROR, "slice [%d, %d) takes %s", m->layer_first, m->layer_end,
+            model_is_first(m) ? "token ids" : "hidden states");
+        return STATUS_FORMAT;
+    }
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        int32_t s = b->seq[t], p = b->pos[t];
+        if (s < 0 || s >= m->n_seq || p < 0 || p >= m->n_ctx) {
+            LOG(LOG_ERROR, "token %d: sequence %d position %d outside %d slots x %d positions", t,
+                s, p, m->n_seq, m->n_ctx);
+            return STATUS_FORMAT;
+        }
+        if (model_is_first(m) && (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.n_vocab)) {
+            LOG(LOG_ERROR, "token %d: id %d outside the vocabulary of %lld", t, b->tokens[t],
+                (long long)m->cfg.n_vocab);
+            return STATUS_FORMAT;
+        }
+    }
+    /* Positions of a sequence must continue its cache without gaps. */
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        int32_t s = b->seq[t], have = m->seq_len[s];
+        for (int32_t u = 0; u < t; u++)
+            if (b->seq[u] == s && b->pos[u] + 1 > have) have = b->pos[u] + 1;
+        if (b->pos[t] > have) {
+            LOG(LOG_ERROR, "token %d: sequence %d jumps to position %d but has only %d", t, s,
+                b->pos[t], have);
+            return STATUS_FORMAT;
+        }
+    }
+    return STATUS_OK;
+}
+
+enum status model_forward(model_t *m, const struct model_batch *b, float *out) {
+    enum status rc = check_batch(m, b);
+    if (rc != STATUS_OK) return rc;
+    const struct model_config *c = &m->cfg;
+    const int64_t T = b->n_tokens, E = c->n_embd, hd = c->head_dim;
+    const int64_t q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd, half = c->n_rot / 2;
+    threadpool_t *tp = m->tp;
+
+    /* x (T, E): token embeddings, or the previous slice's hidden states */
+    if (model_is_first(m)) {
+        const struct gguf_tensor *e = m->tok_embd;
+        size_t row = dtype_row_bytes(e->type, E);
+        for (int64_t t = 0; t < T; t++)
+            quant_dequantize_row(e->type, e->data + (size_t)b->tokens[t] * row, m->x + t * E, E);
+    } else {
+        memcpy(m->x, b->hidden, sizeof(float) * (size_t)(T * E));
+    }
+
+    for (int64_t l = 0; l < m->layer_end - m->layer_first; l++) {
+        const struct layer *L = &m->layers[l];
+
+        /* attention block: xb = norm(x); q, k, v = xb·Wq, xb·Wk, xb·Wv */
+        for (int64_t t = 0; t < T; t++)
+            rmsnorm(m->xb + t * E, m->x + t * E, L->attn_norm, E, c->rms_eps);
+        matmul(tp, &L->wq, m->xb, T, m->q, m->scratch);          /* (T, q_dim) */
+        matmul(tp, &L->wk, m->xb, T, m->k, m->scratch);          /* (T, kv_dim) */
+        matmul(tp, &L->wv, m->xb, T, m->v, m->scratch);          /* (T, kv_dim) */
+        for (int64_t t = 0; t < T; t++) {
+            float *q = m->q + t * q_dim, *k = m->k + t * kv_dim, *v = m->v + t * kv_dim;
+            if (L->bq) {
+                for (int64_t i = 0; i < q_dim; i++) q[i] += L->bq[i];
+                for (int64_t i = 0; i < kv_dim; i++) k[i] += L->bk[i];
+                for (int64_t i = 0; i < kv_dim; i++) v[i] += L->bv[i];
+            }
+            const float *cs = m->rope_cos + (size_t)b->pos[t] * (size_t)half;
+            const float *sn = m->rope_sin + (size_t)b->pos[t] * (size_t)half;
+            rope(q, c->n_heads, hd, c->n_rot, c->rope, cs, sn);
+            rope(k, c->n_kv_heads, hd, c->n_rot, c->rope, cs, sn);
+            /* append k, v to the sequence's cache at its position */
+            size_t at = ((((size_t)l * (size_t)m->n_seq + (size_t)b->seq[t]) * (size_t)m->n_ctx) +
+                         (size_t)b->pos[t]) * (size_t)kv_dim;
+            memcpy(m->k_cache + at, k, sizeof(float) * (size_t)kv_dim);
+            memcpy(m->v_cache + at, v, sizeof(float) * (size_t)kv_dim);
+        }
+        struct attn_job job = {m, b, l, quant_dot(DTYPE_F32)};
+        threadpool_run(tp, attn_thread, &job);                  /* xb (T, q_dim) */
+        matmul(tp, &L->wo, m->xb, T, m->hb, m->scratch);         /* (T, E) */
+        for (int64_t i = 0; i < T * E; i++) m->x[i] += m->hb[i];
+
+        /* feed-forward: x += (silu(xb·Wgate) * (xb·Wup))·Wdown */
+        for (int64_t t = 0; t < T; t++)
+            rmsnorm(m->xb + t * E, m->x + t * E, L->ffn_norm, E, c->rms_eps);
+        matmul(tp, &L->w_gate, m->xb, T, m->hb, m->scratch);     /* (T, n_ff) */
+        matmul(tp, &L->w_up, m->xb, T, m->hb2, m->scratch);      /* (T, n_ff) */
+        for (int64_t i = 0; i < T * c->n_ff; i++) m->hb[i] = silu(m->hb[i]) * m->hb2[i];
+        matmul(tp, &L->w_down, m->hb, T, m->xb, m->scratch);     /* (T, E) */
+        for (int64_t i = 0; i < T * E; i++) m->x[i] += m->xb[i];
+    }
+
+    for (int32_t t = 0; t < b->n_tokens; t++)
+        if (b->pos[t] + 1 > m->seq_len[b->seq[t]]) m->seq_len[b->seq[t]] = b->pos[t] + 1;
+
+    if (!model_is_last(m)) {
+        memcpy(out, m->x, sizeof(float) * (size_t)(T * E)); /* (T, E) for the next slice */
+        return STATUS_OK;
+    }
+    /* head: logits (n_wanted, n_vocab) = norm(x)·Wout for the wanted rows only */
+    int64_t n_out = 0;
+    for (int64_t t = 0; t < T; t++) {
+        if (b->want && !b->want[t]) continue;
+        rmsnorm(m->xb + n_out * E, m->x + t * E, m->output_norm, E, c->rms_eps);
+        n_out++;
+    }
+    if (n_out) matmul(tp, &m->output, m->xb, n_out, out, m->scratch);
+    return STATUS_OK;
+}

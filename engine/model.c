@@ -1,0 +1,388 @@
+/* model: loads one slice [layer_first, layer_end) of a llama/qwen2 GGUF model.
+ * Hyperparameters come only from metadata; every tensor the slice needs is checked for
+ * presence, shape and type before use. Weights stay in the file mapping (read-only views);
+ * the KV cache and activation buffers are allocated here, once. */
+#include "model_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "quant.h"
+
+static const char *const arch_names[MODEL_ARCH_COUNT] = {"llama", "qwen2"};
+
+static void *alloc_buf(size_t bytes, size_t *total) {
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (p) {
+        memset(p, 0, rounded ? rounded : 64);
+        *total += rounded;
+    }
+    return p;
+}
+
+/* ---- metadata ---------------------------------------------------------------------------- */
+
+static bool get_hparam(const gguf_t *g, const char *arch, const char *name, int64_t *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    return gguf_get_i64(g, key, out);
+}
+
+static bool get_hparam_f(const gguf_t *g, const char *arch, const char *name, float *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    return gguf_get_f32(g, key, out);
+}
+
+static enum status read_config(const gguf_t *g, const char *path, struct model_config *c) {
+    memset(c, 0, sizeof *c);
+    const char *arch = gguf_get_str(g, "general.architecture");
+    if (!arch) {
+        LOG(LOG_ERROR, "%s: no general.architecture key", path);
+        return STATUS_FORMAT;
+    }
+    int a = -1;
+    for (int i = 0; i < MODEL_ARCH_COUNT; i++)
+        if (strcmp(arch, arch_names[i]) == 0) a = i;
+    if (a < 0) {
+        LOG(LOG_ERROR, "%s: architecture '%s' is not supported (caravan runs llama and qwen2)",
+            path, arch);
+        return STATUS_UNSUPPORTED;
+    }
+    c->arch = (enum model_arch)a;
+    c->rope = c->arch == MODEL_ARCH_QWEN2 ? MODEL_ROPE_NEOX : MODEL_ROPE_NORM;
+
+    struct {
+        const char *name;
+        int64_t *dst;
+    } req[] = {
+        {"embedding_length", &c->n_embd},
+        {"block_count", &c->n_layers},
+        {"feed_forward_length", &c->n_ff},
+        {"attention.head_count", &c->n_heads},
+    };
+    for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
+        if (!get_hparam(g, arch, req[i].name, req[i].dst) || *req[i].dst <= 0) {
+            LOG(LOG_ERROR, "%s: missing or invalid %s.%s", path, arch, req[i].name);
+            return STATUS_FORMAT;
+        }
+    }
+    if (!get_hparam(g, arch, "attention.head_count_kv", &c->n_kv_heads)) c->n_kv_heads = c->n_heads;
+    if (!get_hparam(g, arch, "context_length", &c->n_ctx_train)) c->n_ctx_train = 2048;
+    if (!get_hparam(g, arch, "attention.key_length", &c->head_dim))
+        c->head_dim = c->n_embd / c->n_heads;
+    if (!get_hparam(g, arch, "rope.dimension_count", &c->n_rot)) c->n_rot = c->head_dim;
+    if (!get_hparam_f(g, arch, "rope.freq_base", &c->rope_theta)) c->rope_theta = 10000.0f;
+    if (!get_hparam_f(g, arch, "attention.layer_norm_rms_epsilon", &c->rms_eps))
+        c->rms_eps = 1e-5f;
+    int64_t v_len = c->head_dim;
+    get_hparam(g, arch, "attention.value_length", &v_len);
+
+    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads || c->head_dim <= 0 ||
+        c->head_dim % 2 || c->n_rot <= 0 || c->n_rot > c->head_dim || c->n_rot % 2 ||
+        v_len != c->head_dim || c->n_layers > 4096 || c->n_embd > (1 << 20) ||
+        c->n_heads > 4096 || c->n_ff > (1 << 22) || c->n_ctx_train <= 0 ||
+        !(c->rope_theta > 0) || !(c->rms_eps > 0)) {
+        LOG(LOG_ERROR,
+            "%s: inconsistent hyperparameters (n_embd %lld, n_heads %lld, n_kv_heads %lld, "
+            "head_dim %lld, n_rot %lld)",
+            path, (long long)c->n_embd, (long long)c->n_heads, (long long)c->n_kv_heads,
+            (long long)c->head_dim, (long long)c->n_rot);
+        return STATUS_FORMAT;
+    }
+
+    const struct gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
+    uint64_t n_tok = 0;
+    if (emb && emb->n_dims == 2) {
+        c->n_vocab = emb->ne[1];
+    } else if (gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, &n_tok) && n_tok) {
+        c->n_vocab = (int64_t)n_tok;
+    } else if (!get_hparam(g, arch, "vocab_size", &c->n_vocab)) {
+        LOG(LOG_ERROR, "%s: cannot tell the vocabulary size", path);
+        return STATUS_FORMAT;
+    }
+    c->tied_output = gguf_find_tensor(g, "output.weight") == NULL;
+    c->rope_freqs = gguf_find_tensor(g, "rope_freqs.weight") != NULL;
+    return STATUS_OK;
+}
+
+/* ---- tensors ----------------------------------------------------------------------------- */
+
+struct loader {
+    model_t *m;
+    const char *path;
+};
+
+static const struct gguf_tensor *need_tensor(struct loader *ld, const char *name, int64_t ne0,
+                                             int64_t ne1, bool f32_only) {
+    const struct gguf_tensor *t = gguf_find_tensor(ld->m->gguf, name);
+    if (!t) {
+        LOG(LOG_ERROR, "%s: tensor '%s' is missing", ld->path, name);
+        return NULL;
+    }
+    int64_t want_dims = ne1 > 0 ? 2 : 1;
+    if ((int64_t)t->n_dims != want_dims || t->ne[0] != ne0 || (ne1 > 0 && t->ne[1] != ne1)) {
+        LOG(LOG_ERROR, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", ld->path,
+            name, (long long)t->ne[0], (long long)t->ne[1], (long long)ne0,
+            (long long)(ne1 > 0 ? ne1 : 1));
+        return NULL;
+    }
+    if (f32_only ? t->type != DTYPE_F32 : !dtype_supported(t->type)) {
+        LOG(LOG_ERROR, "%s: tensor '%s' has type %s, which caravan cannot compute with%s",
+            ld->path, name, dtype_name(t->type), f32_only ? " (expected f32)" : "");
+        return NULL;
+    }
+    ld->m->weight_bytes += t->nbytes;
+    return t;
+}
+
+static bool need_f32(struct loader *ld, const char *name, int64_t n, const float **out) {
+    const struct gguf_tensor *t = need_tensor(ld, name, n, 0, true);
+    if (!t) return false;
+    if ((uintptr_t)t->data % sizeof(float)) {
+        LOG(LOG_ERROR, "%s: tensor '%s' is not 4-byte aligned", ld->path, name);
+        return false;
+    }
+    *out = (const float *)(const void *)t->data;
+    return true;
+}
+
+static bool need_matrix(struct loader *ld, const char *name, int64_t n_in, int64_t n_out,
+                        struct matmul_weight *w) {
+    const struct gguf_tensor *t = need_tensor(ld, name, n_in, n_out, false);
+    if (!t) return false;
+    w->type = t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->data = t->data;
+    return true;
+}
+
+static enum status load_layer(struct loader *ld, int il, struct layer *L) {
+    const struct model_config *c = &ld->m->cfg;
+    int64_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    char n[96];
+#define NAME(suffix) (snprintf(n, sizeof n, "blk.%d." suffix, il), n)
+    if (!need_f32(ld, NAME("attn_norm.weight"), c->n_embd, &L->attn_norm) ||
+        !need_matrix(ld, NAME("attn_q.weight"), c->n_embd, q_dim, &L->wq) ||
+        !need_matrix(ld, NAME("attn_k.weight"), c->n_embd, kv_dim, &L->wk) ||
+        !need_matrix(ld, NAME("attn_v.weight"), c->n_embd, kv_dim, &L->wv) ||
+        !need_matrix(ld, NAME("attn_output.weight"), q_dim, c->n_embd, &L->wo) ||
+        !need_f32(ld, NAME("ffn_norm.weight"), c->n_embd, &L->ffn_norm) ||
+        !need_matrix(ld, NAME("ffn_gate.weight"), c->n_embd, c->n_ff, &L->w_gate) ||
+        !need_matrix(ld, NAME("ffn_up.weight"), c->n_embd, c->n_ff, &L->w_up) ||
+        !need_matrix(ld, NAME("ffn_down.weight"), c->n_ff, c->n_embd, &L->w_down))
+        return STATUS_FORMAT;
+    if (c->arch == MODEL_ARCH_QWEN2 &&
+        (!need_f32(ld, NAME("attn_q.bias"), q_dim, &L->bq) ||
+         !need_f32(ld, NAME("attn_k.bias"), kv_dim, &L->bk) ||
+         !need_f32(ld, NAME("attn_v.bias"), kv_dim, &L->bv)))
+        return STATUS_FORMAT;
+#undef NAME
+    return STATUS_OK;
+}
+
+/* Reads one byte per page of every tensor of the slice, so the first request does not pay
+ * for page faults and resident memory reflects the slice (not the file). */
+static void touch_range(const void *data, size_t bytes) {
+    const volatile uint8_t *p = data;
+    long page = sysconf(_SC_PAGESIZE);
+    uint8_t acc = 0;
+    for (size_t off = 0; off < bytes; off += (size_t)page) acc ^= p[off];
+    if (bytes) acc ^= p[bytes - 1];
+    (void)acc;
+}
+
+static void touch_weight(const struct matmul_weight *w) {
+    touch_range(w->data, (size_t)w->n_out * dtype_row_bytes(w->type, w->n_in));
+}
+
+static void touch_slice(const model_t *m) {
+    for (int i = 0; i < m->layer_end - m->layer_first; i++) {
+        const struct layer *L = &m->layers[i];
+        const struct matmul_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo,
+                                            &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) touch_weight(ws[j]);
+    }
+    if (m->output.data) touch_weight(&m->output);
+}
+
+static void rope_tables(model_t *m) {
+    const struct model_config *c = &m->cfg;
+    int64_t half = c->n_rot / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double freq = pow((double)c->rope_theta, -2.0 * (double)i / (double)c->n_rot);
+        if (m->rope_freqs) freq /= m->rope_freqs[i];
+        for (int32_t p = 0; p < m->n_ctx; p++) {
+            double theta = (double)p * freq;
+            m->rope_cos[(size_t)p * half + i] = (float)cos(theta);
+            m->rope_sin[(size_t)p * half + i] = (float)sin(theta);
+        }
+    }
+}
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+static size_t scratch_for(const struct matmul_weight *w, int64_t rows) {
+    return w->data ? matmul_scratch_bytes(w->type, w->n_in, rows) : 0;
+}
+
+static enum status alloc_buffers(model_t *m) {
+    const struct model_config *c = &m->cfg;
+    int64_t B = m->n_batch, nl = m->layer_end - m->layer_first;
+    int64_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    size_t *tot = &m->buffer_bytes;
+    size_t kv = (size_t)nl * (size_t)m->n_seq * (size_t)m->n_ctx * (size_t)kv_dim * sizeof(float);
+    m->k_cache = alloc_buf(kv, tot);
+    m->v_cache = alloc_buf(kv, tot);
+    m->seq_len = alloc_buf(sizeof(int32_t) * (size_t)m->n_seq, tot);
+    m->x = alloc_buf(sizeof(float) * (size_t)(B * c->n_embd), tot);
+    m->xb = alloc_buf(sizeof(float) * (size_t)(B * (q_dim > c->n_embd ? q_dim : c->n_embd)), tot);
+    m->q = alloc_buf(sizeof(float) * (size_t)(B * q_dim), tot);
+    m->k = alloc_buf(sizeof(float) * (size_t)(B * kv_dim), tot);
+    m->v = alloc_buf(sizeof(float) * (size_t)(B * kv_dim), tot);
+    m->hb = alloc_buf(sizeof(float) * (size_t)(B * c->n_ff), tot);
+    m->hb2 = alloc_buf(sizeof(float) * (size_t)(B * c->n_ff), tot);
+    m->att = alloc_buf(sizeof(float) * (size_t)threadpool_n_threads(m->tp) * (size_t)m->n_ctx, tot);
+    m->rope_cos = alloc_buf(sizeof(float) * (size_t)m->n_ctx * (size_t)(c->n_rot / 2), tot);
+    m->rope_sin = alloc_buf(sizeof(float) * (size_t)m->n_ctx * (size_t)(c->n_rot / 2), tot);
+    m->out_rows = alloc_buf(sizeof(int32_t) * (size_t)B, tot);
+    size_t s = 0;
+    for (int64_t i = 0; i < nl; i++) {
+        const struct layer *L = &m->layers[i];
+        s = max_sz(s, scratch_for(&L->wq, B));
+        s = max_sz(s, scratch_for(&L->wk, B));
+        s = max_sz(s, scratch_for(&L->wv, B));
+        s = max_sz(s, scratch_for(&L->wo, B));
+        s = max_sz(s, scratch_for(&L->w_gate, B));
+        s = max_sz(s, scratch_for(&L->w_up, B));
+        s = max_sz(s, scratch_for(&L->w_down, B));
+    }
+    s = max_sz(s, scratch_for(&m->output, B));
+    m->scratch = alloc_buf(s, tot);
+    if (!m->k_cache || !m->v_cache || !m->seq_len || !m->x || !m->xb || !m->q || !m->k ||
+        !m->v || !m->hb || !m->hb2 || !m->att || !m->rope_cos || !m->rope_sin || !m->out_rows ||
+        !m->scratch) {
+        LOG(LOG_ERROR, "cannot allocate %zu bytes of KV cache and buffers (n_ctx %d, n_seq %d, "
+            "n_batch %d): lower --ctx or the number of sequences", *tot + kv, m->n_ctx,
+            m->n_seq, m->n_batch);
+        return STATUS_NOMEM;
+    }
+    return STATUS_OK;
+}
+
+enum status model_load(const char *path, const struct model_params *params, model_t **out) {
+    *out = NULL;
+    quant_init();
+    model_t *m = calloc(1, sizeof *m);
+    if (!m) return STATUS_NOMEM;
+    enum status rc = gguf_open(path, &m->gguf);
+    if (rc != STATUS_OK) goto fail;
+    if ((rc = read_config(m->gguf, path, &m->cfg)) != STATUS_OK) goto fail;
+    const struct model_config *c = &m->cfg;
+
+    m->layer_first = params->layer_first;
+    m->layer_end = params->layer_end > 0 ? params->layer_end : (int32_t)c->n_layers;
+    if (m->layer_first < 0 || m->layer_first >= m->layer_end || m->layer_end > c->n_layers) {
+        LOG(LOG_ERROR, "%s: layer range [%d, %d) is not within the model's %lld layers", path,
+            m->layer_first, m->layer_end, (long long)c->n_layers);
+        rc = STATUS_FORMAT;
+        goto fail;
+    }
+    m->n_ctx = params->n_ctx > 0 ? params->n_ctx
+                                 : (int32_t)(c->n_ctx_train < 4096 ? c->n_ctx_train : 4096);
+    m->n_seq = params->n_seq > 0 ? params->n_seq : 1;
+    m->n_batch = params->n_batch > 0 ? params->n_batch : 512;
+    int n_threads = params->n_threads > 0 ? params->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n_threads < 1) n_threads = 1;
+    m->tp = threadpool_new(n_threads);
+    if (!m->tp) {
+        rc = STATUS_NOMEM;
+        goto fail;
+    }
+
+    struct loader ld = {m, path};
+    int nl = m->layer_end - m->layer_first;
+    m->layers = calloc((size_t)nl, sizeof *m->layers);
+    if (!m->layers) {
+        rc = STATUS_NOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < nl; i++)
+        if ((rc = load_layer(&ld, m->layer_first + i, &m->layers[i])) != STATUS_OK) goto fail;
+    if (model_is_first(m)) {
+        m->tok_embd = need_tensor(&ld, "token_embd.weight", c->n_embd, c->n_vocab, false);
+        if (!m->tok_embd) {
+            rc = STATUS_FORMAT;
+            goto fail;
+        }
+    }
+    if (model_is_last(m)) {
+        const char *head = c->tied_output ? "token_embd.weight" : "output.weight";
+        if (!need_f32(&ld, "output_norm.weight", c->n_embd, &m->output_norm) ||
+            !need_matrix(&ld, head, c->n_embd, c->n_vocab, &m->output)) {
+            rc = STATUS_FORMAT;
+            goto fail;
+        }
+        if (c->tied_output && model_is_first(m)) m->weight_bytes -= m->tok_embd->nbytes;
+    }
+    if (c->rope_freqs && !need_f32(&ld, "rope_freqs.weight", c->n_rot / 2, &m->rope_freqs)) {
+        rc = STATUS_FORMAT;
+        goto fail;
+    }
+    if ((rc = alloc_buffers(m)) != STATUS_OK) goto fail;
+    rope_tables(m);
+    touch_slice(m);
+    *out = m;
+    return STATUS_OK;
+fail:
+    model_free(&m);
+    return rc;
+}
+
+void model_free(model_t **self_p) {
+    if (!self_p || !*self_p) return;
+    model_t *m = *self_p;
+    free(m->k_cache);
+    free(m->v_cache);
+    free(m->seq_len);
+    free(m->x);
+    free(m->xb);
+    free(m->q);
+    free(m->k);
+    free(m->v);
+    free(m->hb);
+    free(m->hb2);
+    free(m->att);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    free(m->out_rows);
+    free(m->scratch);
+    free(m->layers);
+    threadpool_destroy(&m->tp);
+    gguf_close(&m->gguf);
+    free(m);
+    *self_p = NULL;
+}
+
+const struct model_config *model_config(const model_t *m) { return &m->cfg; }
+const gguf_t *model_gguf(const model_t *m) { return m->gguf; }
+int32_t model_layer_first(const model_t *m) { return m->layer_first; }
+int32_t model_layer_end(const model_t *m) { return m->layer_end; }
+bool model_is_first(const model_t *m) { return m->layer_first == 0; }
+bool model_is_last(const model_t *m) { return m->layer_end == m->cfg.n_layers; }
+int32_t model_n_ctx(const model_t *m) { return m->n_ctx; }
+int32_t model_n_seq(const model_t *m) { return m->n_seq; }
+int32_t model_n_batch(const model_t *m) { return m->n_batch; }
+int64_t model_n_out(const model_t *m) { return model_is_last(m) ? m->cfg.n_vocab : m->cfg.n_embd; }
+size_t model_weight_bytes(const model_t *m) { return m->weight_bytes; }
+size_t model_buffer_bytes(const model_t *m) { return m->buffer_bytes; }
+
+void model_seq_reset(model_t *m, int32_t seq) {
+    if (seq >= 0 && seq < m->n_seq) m->seq_len[seq] = 0;
+}

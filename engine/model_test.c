@@ -1,0 +1,260 @@
+/* model_test: the forward pass against llama.cpp's own output for stories260K (golden ids
+ * and top logits from shared/models/REFERENCE.md), and batch invariance: a sequence's logits
+ * are the same whether its prompt is one batch or token by token, and alone or beside 7
+ * other sequences — bit-identical for quantized weights, within 1e-5 relative for float ones. */
+#undef NDEBUG
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model.h"
+#ifdef HAVE_MKMODEL
+#include "mkmodel.h"
+#endif
+
+static int failures;
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+static const int32_t ref_prompt[] = {1, 403, 407, 261, 378};
+static const int32_t ref_generated[64] = {
+    432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337,
+    410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394,
+    261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335, 312, 432,
+    398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438, 310, 439, 419, 357, 336};
+static const struct {
+    int32_t id;
+    float logit;
+} ref_top[] = {{432, 17.797935f}, {383, 14.282413f}, {322, 9.710257f}, {353, 9.586235f},
+               {323, 9.138143f},  {298, 8.933212f},  {387, 8.633780f}, {426, 8.625090f},
+               {335, 8.587719f},  {358, 8.555818f}};
+
+static int32_t argmax(const float *v, int64_t n) {
+    int32_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[b]) b = (int32_t)i;
+    return b;
+}
+
+static void test_golden(const char *path) {
+    struct model_params mp = {.n_ctx = 128, .n_seq = 1, .n_batch = 16, .n_threads = 2};
+    model_t *m = NULL;
+    enum status rc = model_load(path, &mp, &m);
+    assert(rc == STATUS_OK);
+    int64_t nv = model_config(m)->n_vocab;
+    float *logits = malloc(sizeof(float) * (size_t)nv);
+    int32_t pos[5] = {0, 1, 2, 3, 4}, seq[5] = {0};
+    uint8_t want[5] = {0, 0, 0, 0, 1};
+    struct model_batch b = {5, ref_prompt, NULL, pos, seq, want};
+    rc = model_forward(m, &b, logits);
+    assert(rc == STATUS_OK);
+    for (size_t i = 0; i < sizeof ref_top / sizeof ref_top[0]; i++) {
+        float got = logits[ref_top[i].id];
+        /* llama.cpp keeps K and V in f16; caravan in f32: allow that rounding. */
+        CHECK(fabsf(got - ref_top[i].logit) < 2e-3f * fabsf(ref_top[i].logit) + 1e-3f,
+              "logit of %d: %f, llama.cpp %f", ref_top[i].id, got, ref_top[i].logit);
+    }
+    int32_t tok = argmax(logits, nv), p = 5;
+    int n_ok = 0;
+    for (int i = 0; i < 64; i++) {
+        CHECK(tok == ref_generated[i], "generated token %d: %d, llama.cpp %d", i, tok,
+              ref_generated[i]);
+        if (tok != ref_generated[i]) break;
+        n_ok++;
+        struct model_batch d = {1, &tok, NULL, &p, seq, NULL};
+        rc = model_forward(m, &d, logits);
+        assert(rc == STATUS_OK);
+        tok = argmax(logits, nv);
+        p++;
+    }
+    printf("golden: %d/64 tokens equal llama.cpp's\n", n_ok);
+    free(logits);
+    model_free(&m);
+}
+
+/* Compares two logit rows: bit-identical, or within rel (relative to the row's max |x|). */
+static bool rows_match(const float *a, const float *b, int64_t n, float rel) {
+    if (rel == 0.0f) return memcmp(a, b, sizeof(float) * (size_t)n) == 0;
+    float scale = 0.0f;
+    for (int64_t i = 0; i < n; i++) scale = fmaxf(scale, fabsf(a[i]));
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(a[i] - b[i]) > rel * scale) return false;
+    return true;
+}
+
+#define N_SEQ 8
+#define LEN 12
+
+static void test_invariance(const char *path, float rel, const char *label) {
+    struct model_params mp = {.n_ctx = 64, .n_seq = N_SEQ, .n_batch = N_SEQ * LEN, .n_threads = 2};
+    model_t *m = NULL;
+    enum status rc = model_load(path, &mp, &m);
+    assert(rc == STATUS_OK);
+    int64_t nv = model_config(m)->n_vocab;
+    int32_t prompts[N_SEQ][LEN];
+    srand(7);
+    for (int s = 0; s < N_SEQ; s++)
+        for (int i = 0; i < LEN; i++) prompts[s][i] = 1 + rand() % (int)(nv - 1);
+    float *one = malloc(sizeof(float) * LEN * (size_t)nv);          /* seq 0, one batch */
+    float *step = malloc(sizeof(float) * LEN * (size_t)nv);         /* seq 0, token by token */
+    float *all = malloc(sizeof(float) * N_SEQ * LEN * (size_t)nv);  /* 8 seqs interleaved */
+    int32_t pos[N_SEQ * LEN], seq[N_SEQ * LEN], toks[N_SEQ * LEN];
+
+    /* seq 0 alone, whole prompt in one batch */
+    for (int i = 0; i < LEN; i++) pos[i] = i, seq[i] = 0;
+    struct model_batch b = {LEN, prompts[0], NULL, pos, seq, NULL};
+    rc = model_forward(m, &b, one);
+    assert(rc == STATUS_OK);
+
+    /* seq 0 again, one token at a time */
+    model_seq_reset(m, 0);
+    for (int i = 0; i < LEN; i++) {
+        struct model_batch d = {1, &prompts[0][i], NULL, &pos[i], &seq[i], NULL};
+        rc = model_forward(m, &d, step + (size_t)i * (size_t)nv);
+        assert(rc == STATUS_OK);
+    }
+    int bad = 0;
+    for (int i = 0; i < LEN; i++)
+        bad += !rows_match(one + (size_t)i * nv, step + (size_t)i * nv, nv, rel);
+    CHECK(bad == 0, "%s: %d of %d positions differ between batched prompt and token by token",
+          label, bad, LEN);
+
+    /* all 8 sequences interleaved (token i of every sequence, then token i+1 ...) */
+    for (int s = 0; s < N_SEQ; s++) model_seq_reset(m, s);
+    int n = 0;
+    for (int i = 0; i < LEN; i++)
+        for (int s = 0; s < N_SEQ; s++) toks[n] = prompts[s][i], pos[n] = i, seq[n] = s, n++;
+    struct model_batch ab = {n, toks, NULL, pos, seq, NULL};
+    rc = model_forward(m, &ab, all);
+    assert(rc == STATUS_OK);
+    bad = 0;
+    for (int i = 0; i < LEN; i++)
+        bad += !rows_match(one + (size_t)i * nv, all + (size_t)(i * N_SEQ) * nv, nv, rel);
+    CHECK(bad == 0, "%s: %d of %d positions of sequence 0 differ in a batch of %d sequences",
+          label, bad, LEN, N_SEQ);
+    /* same greedy tokens everywhere */
+    for (int i = 0; i < LEN; i++) {
+        int32_t a = argmax(one + (size_t)i * nv, nv);
+        CHECK(a == argmax(step + (size_t)i * nv, nv) &&
+                  a == argmax(all + (size_t)(i * N_SEQ) * nv, nv),
+              "%s: greedy token differs at position %d", label, i);
+    }
+    printf("invariance %s: ok=%s\n", label, failures ? "no" : "yes");
+    free(one);
+    free(step);
+    free(all);
+    model_free(&m);
+}
+
+static void test_bad_batches(const char *path) {
+    struct model_params mp = {.n_ctx = 16, .n_seq = 2, .n_batch = 4, .n_threads = 1};
+    model_t *m = NULL;
+    enum status rc = model_load(path, &mp, &m);
+    assert(rc == STATUS_OK);
+    float *out = malloc(sizeof(float) * 4 * (size_t)model_n_out(m));
+    int32_t tok[5] = {1, 2, 3, 4, 5}, pos[5] = {0, 1, 2, 3, 4}, seq[5] = {0};
+    struct model_batch too_big = {5, tok, NULL, pos, seq, NULL};
+    CHECK(model_forward(m, &too_big, out) == STATUS_FORMAT, "5 tokens in a 4-token batch");
+    int32_t gap_pos[1] = {3};
+    struct model_batch gap = {1, tok, NULL, gap_pos, seq, NULL};
+    CHECK(model_forward(m, &gap, out) == STATUS_FORMAT, "position gap accepted");
+    int32_t bad_seq[1] = {2};
+    struct model_batch bs = {1, tok, NULL, pos, bad_seq, NULL};
+    CHECK(model_forward(m, &bs, out) == STATUS_FORMAT, "sequence slot out of range accepted");
+    int32_t bad_tok[1] = {100000};
+    struct model_batch bt = {1, bad_tok, NULL, pos, seq, NULL};
+    CHECK(model_forward(m, &bt, out) == STATUS_FORMAT, "token id out of range accepted");
+    int32_t far[1] = {16};
+    struct model_batch fp = {1, tok, NULL, far, seq, NULL};
+    CHECK(model_forward(m, &fp, out) == STATUS_FORMAT, "position past n_ctx accepted");
+    struct model_params bad_range = {.layer_first = 3, .layer_end = 9};
+    model_t *m2 = NULL;
+    CHECK(model_load(path, &bad_range, &m2) != STATUS_OK && !m2, "layer range past the model");
+    free(out);
+    model_free(&m);
+}
+
+/* Two slices chained give exactly the logits of the whole model. */
+static void test_slices(const char *path) {
+    struct model_params whole = {.n_ctx = 32, .n_batch = 8, .n_threads = 2};
+    struct model_params a = whole, b = whole;
+    a.layer_end = 2;
+    b.layer_first = 2;
+    model_t *mw = NULL, *ma = NULL, *mb = NULL;
+    assert(model_load(path, &whole, &mw) == STATUS_OK);
+    assert(model_load(path, &a, &ma) == STATUS_OK);
+    assert(model_load(path, &b, &mb) == STATUS_OK);
+    CHECK(model_is_first(ma) && !model_is_last(ma) && !model_is_first(mb) && model_is_last(mb),
+          "slice roles");
+    CHECK(model_weight_bytes(ma) + model_weight_bytes(mb) >= model_weight_bytes(mw),
+          "slice weight bytes");
+    int64_t nv = model_n_out(mw), ne = model_n_out(ma);
+    float *lw = malloc(sizeof(float) * 5 * (size_t)nv), *lb = malloc(sizeof(float) * 5 * (size_t)nv);
+    float *h = malloc(sizeof(float) * 5 * (size_t)ne);
+    int32_t pos[5] = {0, 1, 2, 3, 4}, seq[5] = {0};
+    struct model_batch bw = {5, ref_prompt, NULL, pos, seq, NULL};
+    assert(model_forward(mw, &bw, lw) == STATUS_OK);
+    assert(model_forward(ma, &bw, h) == STATUS_OK);
+    struct model_batch bh = {5, NULL, h, pos, seq, NULL};
+    assert(model_forward(mb, &bh, lb) == STATUS_OK);
+    CHECK(memcmp(lw, lb, sizeof(float) * 5 * (size_t)nv) == 0,
+          "slices [0,2)+[2,n) differ from the whole model");
+    free(lw);
+    free(lb);
+    free(h);
+    model_free(&mw);
+    model_free(&ma);
+    model_free(&mb);
+}
+
+int main(void) {
+    const char *shared = getenv("CARAVAN_SHARED");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/stories260K.gguf", shared ? shared : "../shared");
+    if (access(path, R_OK) != 0) {
+        fprintf(stderr, "model_test: %s not found (set CARAVAN_SHARED)\n", path);
+        return 1;
+    }
+    test_golden(path);
+    test_invariance(path, 1e-5f, "stories260K f32");
+    test_bad_batches(path);
+    test_slices(path);
+#ifdef HAVE_MKMODEL
+    /* the tiny random model in every type mkmodel writes */
+    char dir[] = "/tmp/caravan-model-test-XXXXXX";
+    assert(mkdtemp(dir));
+    for (int t = 0; t < MKMODEL_TYPE_COUNT; t++) {
+        struct mkmodel_params p;
+        mkmodel_params_init(&p);
+        p.shape = "tiny";
+        p.type = (enum mkmodel_type)t;
+        p.legacy_fallback = false;
+        char f[256];
+        snprintf(f, sizeof f, "%s/tiny-%s.gguf", dir, mkmodel_type_name(p.type));
+        assert(mkmodel_write(&p, f) == STATUS_OK);
+        bool is_float = t == MKMODEL_TYPE_F32 || t == MKMODEL_TYPE_F16 || t == MKMODEL_TYPE_BF16;
+        char label[64];
+        snprintf(label, sizeof label, "tiny %s", mkmodel_type_name(p.type));
+        test_invariance(f, is_float ? 1e-5f : 0.0f, label);
+        test_slices(f);
+        unlink(f);
+    }
+    rmdir(dir);
+#endif
+    if (failures) {
+        fprintf(stderr, "model_test: %d failures\n", failures);
+        return 1;
+    }
+    printf("model_test: all passed\n");
+    return 0;
+}
