@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, then builds and runs ctest twice,
+# once optimised (build/) and once with AddressSanitizer + UndefinedBehaviorSanitizer
+# (build-asan/). Expects ../shared (models, vocabularies) beside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/install-deps.sh
+jobs=$(nproc)
+
+echo "== release build"
+cmake --preset release >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+echo "== ASan + UBSan build"
+cmake --preset asan >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs"
