@@ -1123,6 +1123,49 @@ static void test_helpers(void)
 
 /* ==== Seed corpus ==== */
 
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    uint8_t *buf = malloc(1 << 16);
+    *len = fread(buf, 1, 1 << 16, f);
+    fclose(f);
+    return buf;
+}
+
+/* The committed seeds are today's fixtures: a schema or fixture change that forgets to
+ * regenerate them (codec_test --write-seeds) fails here. Skipped outside ctest. */
+static void test_corpus(void)
+{
+    const char *src = getenv("CARAVAN_SOURCE");
+    if (!src) {
+        printf("corpus: CARAVAN_SOURCE not set, skipped\n");
+        return;
+    }
+    for (int k = 0; k < FX_COUNT; k++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/tests/corpus/codec/envelope/%s.bin", src, fx_names[k]);
+        size_t len = 0;
+        uint8_t *seed = read_file(path, &len);
+        if (!seed) {
+            fprintf(stderr, "%s: missing\n", path);
+            n_failed++;
+            continue;
+        }
+        struct fixture *fx = fixture_new((enum fx_kind)k);
+        size_t flen;
+        uint8_t *enc = fixture_pack(fx, &flen);
+        if (flen != len || memcmp(enc, seed, len) != 0) {
+            fprintf(stderr, "%s: stale, regenerate with codec_test --write-seeds\n", path);
+            n_failed++;
+        }
+        CHECK(decode_status(seed, len, NULL, NULL, 0) == STATUS_OK);
+        free(enc);
+        free(fx);
+        free(seed);
+    }
+}
+
 static int write_file(const char *path, const uint8_t *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -1180,6 +1223,7 @@ int main(int argc, char **argv)
     test_wire();
     test_truncation();
     test_helpers();
+    test_corpus();
     test_garbage();
     if (n_failed) {
         fprintf(stderr, "codec_test: %d checks failed\n", n_failed);
