@@ -10,3 +10,5 @@ int cmd_inspect(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_coordinator(int argc, char **argv);
+int cmd_worker(int argc, char **argv);

@@ -11,6 +11,8 @@
 #pragma weak cmd_mkmodel
 #pragma weak cmd_tokenize
 #pragma weak cmd_keygen
+#pragma weak cmd_coordinator
+#pragma weak cmd_worker
 
 struct command {
     const char *name;
@@ -24,6 +26,8 @@ static const struct command commands[] = {
     {"tokenize", cmd_tokenize, "text to token ids and back with a model's tokenizer"},
     {"mkmodel", cmd_mkmodel, "write a random-weight GGUF model at a real shape (benchmarks)"},
     {"keygen", cmd_keygen, "create a node's long-term CURVE key pair"},
+    {"coordinator", cmd_coordinator, "run the coordinator: admit workers, plan layers, route"},
+    {"worker", cmd_worker, "run a worker: join a coordinator, compute a layer range"},
 };
 
 static void usage(FILE *f) {

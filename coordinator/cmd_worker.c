@@ -1,0 +1,135 @@
+/* caravan worker: join a coordinator, take a layer range, compute activations.
+ * All traffic is CURVE-encrypted and authenticated unless --insecure (which warns). */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "cmd.h"
+#include "crypto.h"
+#include "gguf.h"
+#include "log.h"
+#include "opts.h"
+#include "transport.h"
+#include "worker_net.h"
+
+struct worker_cli {
+    const char *coordinator;
+    const char *coordinator_key;
+    const char *key;
+    const char *listen;
+    const char *advertise;
+    const char *name;
+    const char *model;
+    const char *log_level;
+    int insecure;
+    int join_timeout_ms;
+    int run_ms;
+    int threads;
+    long long max_message_bytes;
+    int protocol_version_override;
+};
+
+#define F(x) offsetof(struct worker_cli, x)
+static const struct opt worker_opts[] = {
+    {"coordinator", 'c', OPT_STRING, F(coordinator), NULL, 0, -1, "ENDPOINT",
+     "coordinator control endpoint, e.g. tcp://10.0.0.1:7000"},
+    {"coordinator-key", 0, OPT_STRING, F(coordinator_key), NULL, 0, -1, "KEY|FILE",
+     "coordinator's public key: 40 Z85 characters, a key.pub file or its key directory"},
+    {"key", 'k', OPT_STRING, F(key), NULL, 0, -1, "DIR", "this worker's key pair (caravan keygen)"},
+    {"listen", 'l', OPT_STRING, F(listen), "tcp://127.0.0.1:0", 0, -1, "ENDPOINT",
+     "activation socket (port 0 = any free port)"},
+    {"advertise", 0, OPT_STRING, F(advertise), NULL, 0, -1, "ENDPOINT",
+     "activation endpoint other nodes connect to (default: as bound)"},
+    {"name", 'n', OPT_STRING, F(name), NULL, 0, -1, "NAME", "name in logs (default: hostname)"},
+    {"model", 'm', OPT_STRING, F(model), NULL, 0, -1, "GGUF",
+     "local copy of the model (else weights are received and verified)"},
+    {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "N", "compute threads (0 = all cores)"},
+    {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
+     "plaintext, unauthenticated transport (every node must agree; for trusted test networks)"},
+    {"join-timeout-ms", 0, OPT_INT, F(join_timeout_ms), "10000", 100, 3600000, "MS",
+     "give up when the coordinator does not answer"},
+    {"run-ms", 0, OPT_INT, F(run_ms), "0", 0, 86400000, "MS", "exit after this long (0 = never)"},
+    {"max-message-bytes", 0, OPT_INT64, F(max_message_bytes), "67108864", 4096, 1073741824.0,
+     "BYTES", "largest message accepted"},
+    {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL", "debug|info|warn|error"},
+    {"protocol-version-override", 0, OPT_INT, F(protocol_version_override), "0", 0, 1000000,
+     "N", "testing only: claim this protocol version in the Join"},
+    OPTS_END,
+};
+#undef F
+
+/* A Z85 key given inline, or read from a file / key directory. */
+static int resolve_key(const char *arg, char out[CRYPTO_KEY_Z85_LEN + 1]) {
+    if (crypto_key_z85_valid(arg)) {
+        memcpy(out, arg, CRYPTO_KEY_Z85_LEN + 1);
+        return 0;
+    }
+    return crypto_pubkey_load(arg, out) == STATUS_OK ? 0 : -1;
+}
+
+int cmd_worker(int argc, char **argv) {
+    struct worker_cli cli;
+    int n_pos = 0;
+    enum opts_result r = opts_parse(worker_opts, &cli, argc, argv,
+                                    "usage: caravan worker --coordinator ENDPOINT "
+                                    "--coordinator-key KEY --key DIR [options]",
+                                    &n_pos);
+    if (r == OPTS_HELP) return 0;
+    if (r == OPTS_ERROR) return 2;
+    int lvl = log_level_parse(cli.log_level);
+    if (lvl < 0 || n_pos > 0 || !cli.coordinator) {
+        fprintf(stderr, "error: caravan worker needs --coordinator (see --help)\n");
+        return 2;
+    }
+    log_set_level((enum log_level)lvl);
+    if (!cli.insecure && (!cli.key || !cli.coordinator_key)) {
+        fprintf(stderr, "error: --key and --coordinator-key are required (or --insecure)\n");
+        return 2;
+    }
+    struct worker_config wcfg = {0};
+    char coord_key[CRYPTO_KEY_Z85_LEN + 1] = "";
+    crypto_keypair_t *kp = NULL;
+    gguf_t *model = NULL;
+    transport_t *t = NULL;
+    int rc = 1;
+    if (!cli.insecure) {
+        if (crypto_keypair_load(cli.key, &kp) != STATUS_OK) goto done;
+        if (resolve_key(cli.coordinator_key, coord_key) != 0) {
+            fprintf(stderr, "error: --coordinator-key: not a key, key file or key directory\n");
+            goto done;
+        }
+        zmq_z85_decode(wcfg.public_key, crypto_keypair_public_z85(kp));
+        zmq_z85_decode(wcfg.coordinator_key, coord_key);
+        LOG(LOG_INFO, "worker: public key %s", crypto_keypair_public_z85(kp));
+    }
+    if (cli.model) {
+        if (gguf_open(cli.model, &model) != STATUS_OK) goto done;
+        if (crypto_hash_file(cli.model, 0, UINT64_MAX, wcfg.model_fingerprint) != STATUS_OK)
+            goto done;
+        char hex[CRYPTO_HASH_HEX_LEN + 1];
+        LOG(LOG_INFO, "worker: model %s fingerprint %s", cli.model,
+            crypto_hex(wcfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
+    }
+    if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
+    wcfg.name = cli.name;
+    wcfg.insecure = cli.insecure;
+    wcfg.protocol_version = (uint32_t)cli.protocol_version_override;
+    wcfg.model = model;
+    wcfg.n_threads = (uint32_t)cli.threads;
+    wcfg.compute = worker_compute_identity;
+    struct worker_net_config ncfg = {
+        .coordinator = cli.coordinator,
+        .coordinator_key = coord_key,
+        .listen = cli.listen,
+        .advertise = cli.advertise,
+        .join_timeout_ms = cli.join_timeout_ms,
+        .run_ms = cli.run_ms,
+    };
+    rc = worker_net_run(t, &wcfg, &ncfg);
+done:
+    transport_destroy(&t);
+    gguf_close(&model);
+    crypto_keypair_destroy(&kp);
+    return rc;
+}

@@ -1,0 +1,640 @@
+/* coordinator: joins, the layer plan, weight shipping and test requests (see coordinator.h).
+ * Pure state machine: every effect is an action for coordinator_net.c. */
+#include "coordinator.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "codec.h"
+#include "log.h"
+#include "slice.h"
+
+#define MAX_CHUNK_BYTES (4u << 20)
+#define DEFAULT_CHUNK_BYTES (1u << 20)
+
+struct worker_rec {
+    uint32_t node_id;
+    uint8_t rid[256];
+    size_t rid_len;
+    uint8_t key[CRYPTO_KEY_BYTES];
+    char name[64];
+    char endpoint[256];
+    char address[64];
+    int32_t layer_first, layer_end;
+    struct slice slice; /* when there is a model */
+    bool has_slice;
+    bool ready;
+    uint64_t last_seen_ms;
+    bool silent_logged;
+};
+
+struct coordinator {
+    struct coordinator_config cfg;
+    enum coordinator_state state;
+    struct worker_rec workers[COORDINATOR_MAX_WORKERS];
+    int n_workers;
+    uint32_t next_node_id;
+    uint64_t next_msg_id;
+    uint64_t epoch;
+    int32_t n_layers;
+    int64_t n_embd, n_vocab;
+    uint64_t now_ms;
+    /* Test requests. */
+    int sent, answered;
+    uint64_t inflight_batch; /* 0 = none */
+    uint64_t inflight_since_ms, last_send_ms;
+    uint64_t next_batch;
+};
+
+static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning",
+                                                                  "ready"};
+
+coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
+    coordinator_t *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->cfg = *cfg;
+    if (c->cfg.n_workers < 1) c->cfg.n_workers = 1;
+    if (c->cfg.n_workers > COORDINATOR_MAX_WORKERS) c->cfg.n_workers = COORDINATOR_MAX_WORKERS;
+    if (!c->cfg.heartbeat_ms) c->cfg.heartbeat_ms = 1000;
+    if (!c->cfg.worker_timeout_ms) c->cfg.worker_timeout_ms = 5000;
+    if (!c->cfg.request_timeout_ms) c->cfg.request_timeout_ms = 10000;
+    c->next_node_id = 1;
+    c->next_msg_id = 1;
+    c->next_batch = 1;
+    c->n_layers = cfg->n_layers;
+    if (cfg->model) {
+        int32_t n = 0;
+        if (slice_n_layers(cfg->model, &n) == STATUS_OK) c->n_layers = n;
+        const char *arch = gguf_get_str(cfg->model, "general.architecture");
+        char key[128];
+        if (arch) {
+            snprintf(key, sizeof key, "%s.embedding_length", arch);
+            gguf_get_i64(cfg->model, key, &c->n_embd);
+        }
+        const struct gguf_tensor *emb = gguf_find_tensor(cfg->model, "token_embd.weight");
+        if (emb && emb->n_dims == 2) c->n_vocab = emb->ne[1];
+    }
+    return c;
+}
+
+void coordinator_destroy(coordinator_t **self_p) {
+    if (!self_p || !*self_p) return;
+    coordinator_t *c = *self_p;
+    for (int i = 0; i < c->n_workers; i++)
+        if (c->workers[i].has_slice) slice_free(&c->workers[i].slice);
+    free(c);
+    *self_p = NULL;
+}
+
+enum coordinator_state coordinator_state(const coordinator_t *c) { return c->state; }
+int coordinator_n_workers(const coordinator_t *c) { return c->n_workers; }
+uint64_t coordinator_epoch(const coordinator_t *c) { return c->epoch; }
+
+void coordinator_actions_clear(struct coordinator_actions *acts) {
+    for (int i = 0; i < acts->n; i++) free(acts->a[i].buf);
+    acts->n = 0;
+}
+
+static struct coordinator_action *push(struct coordinator_actions *acts,
+                                       enum coordinator_action_kind kind) {
+    if (acts->n == COORDINATOR_MAX_ACTIONS) {
+        LOG(LOG_ERROR, "coordinator: action list full (a bug)");
+        return NULL;
+    }
+    struct coordinator_action *a = &acts->a[acts->n++];
+    a->kind = kind;
+    a->rid_len = 0;
+    a->buf = NULL;
+    a->len = 0;
+    a->endpoint[0] = '\0';
+    a->text[0] = '\0';
+    a->exit_code = 0;
+    return a;
+}
+
+static void key_z85(const uint8_t *key, char out[CRYPTO_KEY_Z85_LEN + 1]) {
+    if (!key || !zmq_z85_encode(out, key, CRYPTO_KEY_BYTES))
+        snprintf(out, CRYPTO_KEY_Z85_LEN + 1, "(insecure)");
+}
+
+/* Encodes env to the worker with this routing id. */
+static void send_to(coordinator_t *c, struct coordinator_actions *acts, const uint8_t *rid,
+                    size_t rid_len, Caravan__Envelope *env) {
+    (void)c;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[CODEC_ERR_LEN];
+    if (codec_encode(env, &buf, &len, err, sizeof err) != STATUS_OK) {
+        LOG(LOG_ERROR, "coordinator: cannot encode %s: %s", codec_body_name(env->body_case), err);
+        return;
+    }
+    struct coordinator_action *a = push(acts, COORDINATOR_ACTION_SEND_WORKER);
+    if (!a || rid_len > sizeof a->rid) {
+        free(buf);
+        return;
+    }
+    memcpy(a->rid, rid, rid_len);
+    a->rid_len = rid_len;
+    a->buf = buf;
+    a->len = len;
+}
+
+static void envelope(coordinator_t *c, Caravan__Envelope *env) {
+    codec_envelope_init(env, c->epoch, c->next_msg_id++);
+    env->sender = 0;
+}
+
+static void send_error(coordinator_t *c, struct coordinator_actions *acts, const uint8_t *rid,
+                       size_t rid_len, Caravan__Error__Code code, const char *text,
+                       uint64_t ref) {
+    Caravan__Envelope env;
+    Caravan__Error e = CARAVAN__ERROR__INIT;
+    envelope(c, &env);
+    e.code = code;
+    e.text = (char *)text;
+    e.ref_msg_id = ref;
+    env.body_case = CARAVAN__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    send_to(c, acts, rid, rid_len, &env);
+}
+
+static struct worker_rec *find_by_rid(coordinator_t *c, const uint8_t *rid, size_t len) {
+    for (int i = 0; i < c->n_workers; i++)
+        if (c->workers[i].rid_len == len && memcmp(c->workers[i].rid, rid, len) == 0)
+            return &c->workers[i];
+    return NULL;
+}
+
+static struct worker_rec *find_by_key(coordinator_t *c, const uint8_t *key) {
+    for (int i = 0; i < c->n_workers; i++)
+        if (crypto_equal(c->workers[i].key, key, CRYPTO_KEY_BYTES)) return &c->workers[i];
+    return NULL;
+}
+
+/* ==== Plan ===================================================================================== */
+
+static void fill_peer(coordinator_t *c, Caravan__Peer *p, const struct worker_rec *w) {
+    caravan__peer__init(p);
+    p->node_id = w->node_id;
+    p->endpoint = (char *)w->endpoint;
+    if (!c->cfg.insecure) {
+        p->public_key.data = (uint8_t *)w->key;
+        p->public_key.len = CRYPTO_KEY_BYTES;
+    }
+}
+
+static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int i) {
+    struct worker_rec *w = &c->workers[i];
+    Caravan__Envelope env;
+    Caravan__Assign a = CARAVAN__ASSIGN__INIT;
+    Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
+    Caravan__Peer next, prev;
+    Caravan__Stage stages[COORDINATOR_MAX_WORKERS];
+    Caravan__Peer stage_peers[COORDINATOR_MAX_WORKERS];
+    Caravan__Stage *stage_ptrs[COORDINATOR_MAX_WORKERS];
+    envelope(c, &env);
+    m.name = (char *)(c->cfg.model_name ? c->cfg.model_name : "");
+    m.fingerprint.data = c->cfg.model_fingerprint;
+    m.fingerprint.len = CRYPTO_HASH_BYTES;
+    m.file_bytes = c->cfg.model_bytes;
+    m.n_layers = c->n_layers;
+    m.n_embd = c->n_embd;
+    m.n_vocab = c->n_vocab;
+    a.model = &m;
+    a.layer_first = w->layer_first;
+    a.layer_end = w->layer_end;
+    if (w->has_slice) {
+        a.slice_fingerprint.data = w->slice.fingerprint;
+        a.slice_fingerprint.len = CRYPTO_HASH_BYTES;
+        a.slice_bytes = w->slice.nbytes;
+    }
+    if (i + 1 < c->n_workers) {
+        fill_peer(c, &next, &c->workers[i + 1]);
+        a.next = &next;
+    }
+    if (i > 0) {
+        fill_peer(c, &prev, &c->workers[i - 1]);
+        a.prev = &prev;
+    }
+    a.n_ctx = 0;
+    a.n_seq = 1;
+    a.n_batch = 512;
+    a.act_dtype = CARAVAN__DTYPE__DTYPE_F32;
+    for (int s = 0; s < c->n_workers; s++) {
+        caravan__stage__init(&stages[s]);
+        fill_peer(c, &stage_peers[s], &c->workers[s]);
+        stages[s].peer = &stage_peers[s];
+        stages[s].layer_first = c->workers[s].layer_first;
+        stages[s].layer_end = c->workers[s].layer_end;
+        if (c->workers[s].has_slice) {
+            stages[s].slice_fingerprint.data = c->workers[s].slice.fingerprint;
+            stages[s].slice_fingerprint.len = CRYPTO_HASH_BYTES;
+        }
+        stage_ptrs[s] = &stages[s];
+    }
+    a.n_stages = (size_t)c->n_workers;
+    a.stages = stage_ptrs;
+    env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN;
+    env.assign = &a;
+    send_to(c, acts, w->rid, w->rid_len, &env);
+}
+
+static void plan(coordinator_t *c, struct coordinator_actions *acts) {
+    int n = c->n_workers;
+    if (c->n_layers < n) {
+        struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
+        if (a) {
+            a->exit_code = 1;
+            snprintf(a->text, sizeof a->text, "cannot split %d layers over %d workers",
+                     c->n_layers, n);
+        }
+        return;
+    }
+    c->epoch++;
+    for (int i = 0; i < n; i++) {
+        struct worker_rec *w = &c->workers[i];
+        w->layer_first = (int32_t)((int64_t)c->n_layers * i / n);
+        w->layer_end = (int32_t)((int64_t)c->n_layers * (i + 1) / n);
+        w->ready = false;
+        if (w->has_slice) slice_free(&w->slice);
+        w->has_slice = false;
+        if (c->cfg.model) {
+            if (slice_init(&w->slice, c->cfg.model, w->layer_first, w->layer_end) != STATUS_OK) {
+                struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
+                if (a) {
+                    a->exit_code = 1;
+                    snprintf(a->text, sizeof a->text, "cannot slice the model");
+                }
+                return;
+            }
+            w->has_slice = true;
+        }
+    }
+    c->state = COORDINATOR_STATE_ASSIGNING;
+    LOG(LOG_INFO, "coordinator: plan epoch %llu: %d layers over %d workers",
+        (unsigned long long)c->epoch, c->n_layers, n);
+    for (int i = 0; i < n; i++) {
+        struct worker_rec *w = &c->workers[i];
+        char hex[CRYPTO_HASH_HEX_LEN + 1] = "-";
+        if (w->has_slice) crypto_hex(w->slice.fingerprint, CRYPTO_HASH_BYTES, hex);
+        LOG(LOG_INFO, "coordinator:   stage %d: node %u (%s) layers [%d, %d) slice %s", i,
+            w->node_id, w->name, w->layer_first, w->layer_end, hex);
+        send_assign(c, acts, i);
+    }
+    /* The coordinator feeds the first stage. */
+    struct coordinator_action *a = push(acts, COORDINATOR_ACTION_CONNECT_FIRST);
+    if (a) {
+        snprintf(a->endpoint, sizeof a->endpoint, "%s", c->workers[0].endpoint);
+        memcpy(a->key, c->workers[0].key, CRYPTO_KEY_BYTES);
+    }
+}
+
+/* ==== Handlers ================================================================================= */
+
+static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
+                    const Caravan__Envelope *env, struct coordinator_actions *acts) {
+    const Caravan__Join *j = env->join;
+    char kz[CRYPTO_KEY_Z85_LEN + 1];
+    key_z85(peer->key, kz);
+    Caravan__Envelope reply;
+    Caravan__JoinAck ack = CARAVAN__JOIN_ACK__INIT;
+    envelope(c, &reply);
+    reply.body_case = CARAVAN__ENVELOPE__BODY_JOIN_ACK;
+    reply.join_ack = &ack;
+    ack.heartbeat_ms = c->cfg.heartbeat_ms;
+    ack.timeout_ms = c->cfg.worker_timeout_ms;
+
+    const char *refusal = NULL;
+    if (!c->cfg.insecure &&
+        (!peer->key || j->public_key.len != CRYPTO_KEY_BYTES ||
+         !crypto_equal(j->public_key.data, peer->key, CRYPTO_KEY_BYTES)))
+        refusal = "the Join's public key is not the key this connection authenticated with";
+    else if (!j->data_endpoint || !j->data_endpoint[0] ||
+             strlen(j->data_endpoint) >= sizeof c->workers[0].endpoint)
+        refusal = "no usable activation endpoint";
+    struct worker_rec *w = NULL;
+    if (!refusal && !c->cfg.insecure) w = find_by_key(c, peer->key);
+    if (!refusal && !w && c->n_workers >= c->cfg.n_workers) refusal = "the cluster is full";
+    if (refusal) {
+        LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz,
+            refusal);
+        ack.accepted = false;
+        ack.reason = (char *)refusal;
+        send_to(c, acts, peer->rid, peer->rid_len, &reply);
+        return;
+    }
+    bool rejoin = w != NULL;
+    if (!w) {
+        w = &c->workers[c->n_workers++];
+        memset(w, 0, sizeof *w);
+        w->node_id = c->next_node_id++;
+        if (peer->key) memcpy(w->key, peer->key, CRYPTO_KEY_BYTES);
+    }
+    memcpy(w->rid, peer->rid, peer->rid_len);
+    w->rid_len = peer->rid_len;
+    snprintf(w->name, sizeof w->name, "%s", j->node_name ? j->node_name : "");
+    snprintf(w->endpoint, sizeof w->endpoint, "%s", j->data_endpoint);
+    snprintf(w->address, sizeof w->address, "%s", peer->address);
+    w->last_seen_ms = c->now_ms;
+    ack.accepted = true;
+    ack.node_id = w->node_id;
+    LOG(LOG_INFO, "coordinator: worker '%s' %s as node %u from %s (key %s), activations at %s",
+        w->name, rejoin ? "re-joined" : "joined", w->node_id, peer->address, kz, w->endpoint);
+    send_to(c, acts, peer->rid, peer->rid_len, &reply);
+    if (rejoin && c->state != COORDINATOR_STATE_WAITING) {
+        send_assign(c, acts, (int)(w - c->workers));
+        return;
+    }
+    if (c->state == COORDINATOR_STATE_WAITING && c->n_workers == c->cfg.n_workers) plan(c, acts);
+}
+
+static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env) {
+    const Caravan__AssignAck *a = env->assign_ack;
+    if (env->epoch != c->epoch) return;
+    switch (a->state) {
+    case CARAVAN__ASSIGN_ACK__STATE__STATE_READY:
+        if (w->has_slice && (a->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
+                             !crypto_equal(a->slice_fingerprint.data, w->slice.fingerprint,
+                                           CRYPTO_HASH_BYTES))) {
+            LOG(LOG_ERROR, "coordinator: node %u reports ready with a different slice "
+                           "fingerprint; not using it", w->node_id);
+            return;
+        }
+        w->ready = true;
+        LOG(LOG_INFO, "coordinator: node %u ready for layers [%d, %d)", w->node_id,
+            w->layer_first, w->layer_end);
+        break;
+    case CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED:
+        LOG(LOG_ERROR, "coordinator: node %u failed its assignment: %s", w->node_id,
+            a->error ? a->error : "");
+        return;
+    default:
+        LOG(LOG_INFO, "coordinator: node %u is loading (state %d)", w->node_id, (int)a->state);
+        return;
+    }
+    for (int i = 0; i < c->n_workers; i++)
+        if (!c->workers[i].ready) return;
+    if (c->state == COORDINATOR_STATE_ASSIGNING) {
+        c->state = COORDINATOR_STATE_READY;
+        LOG(LOG_INFO, "coordinator: pipeline ready (epoch %llu, %d stages)",
+            (unsigned long long)c->epoch, c->n_workers);
+    }
+}
+
+static void on_weight_request(coordinator_t *c, struct worker_rec *w,
+                              const Caravan__Envelope *env, struct coordinator_actions *acts) {
+    const Caravan__WeightRequest *r = env->weight_request;
+    if (!w->has_slice || r->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
+        !crypto_equal(r->slice_fingerprint.data, w->slice.fingerprint, CRYPTO_HASH_BYTES) ||
+        r->offset > w->slice.nbytes) {
+        send_error(c, acts, w->rid, w->rid_len, CARAVAN__ERROR__CODE__CODE_NO_WEIGHTS,
+                   "no such slice or offset", env->msg_id);
+        return;
+    }
+    size_t chunk = r->max_chunk_bytes ? r->max_chunk_bytes : DEFAULT_CHUNK_BYTES;
+    if (chunk > MAX_CHUNK_BYTES) chunk = MAX_CHUNK_BYTES;
+    uint64_t left = w->slice.nbytes - r->offset;
+    if (chunk > left) chunk = (size_t)left;
+    uint8_t *data = malloc(chunk ? chunk : 1);
+    if (!data) return;
+    size_t got = slice_read(&w->slice, r->offset, data, chunk);
+    Caravan__Envelope out;
+    Caravan__WeightChunk wc = CARAVAN__WEIGHT_CHUNK__INIT;
+    envelope(c, &out);
+    wc.slice_fingerprint.data = w->slice.fingerprint;
+    wc.slice_fingerprint.len = CRYPTO_HASH_BYTES;
+    wc.offset = r->offset;
+    wc.total_bytes = w->slice.nbytes;
+    wc.data.data = data;
+    wc.data.len = got;
+    wc.last = r->offset + got == w->slice.nbytes;
+    out.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK;
+    out.weight_chunk = &wc;
+    if (r->offset == 0)
+        LOG(LOG_INFO, "coordinator: shipping %llu bytes of weights to node %u",
+            (unsigned long long)w->slice.nbytes, w->node_id);
+    send_to(c, acts, w->rid, w->rid_len, &out);
+    free(data);
+}
+
+static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
+                      struct coordinator_actions *acts) {
+    const Caravan__Result *r = env->result;
+    if (w != &c->workers[c->n_workers - 1] || env->epoch != c->epoch) {
+        LOG(LOG_WARN, "coordinator: Result from node %u, which is not the last stage of epoch "
+                      "%llu; dropped", w->node_id, (unsigned long long)c->epoch);
+        return;
+    }
+    if (r->batch_id != c->inflight_batch) {
+        LOG(LOG_WARN, "coordinator: Result for batch %llu, not in flight; dropped",
+            (unsigned long long)r->batch_id);
+        return;
+    }
+    c->inflight_batch = 0;
+    c->answered++;
+    struct coordinator_action *a = push(acts, COORDINATOR_ACTION_RESULT);
+    if (!a) return;
+    size_t len = r->logits ? r->logits->data.len : 0;
+    a->buf = malloc(len ? len : 1);
+    if (!a->buf) return;
+    if (len) memcpy(a->buf, r->logits->data.data, len);
+    a->len = len;
+    int hops = (int)r->n_hops;
+    if (c->cfg.payload) {
+        /* Identity pipeline: the bytes must come back exactly (zero padding aside). */
+        bool intact = len >= c->cfg.payload_len &&
+                      memcmp(a->buf, c->cfg.payload, c->cfg.payload_len) == 0;
+        for (size_t i = c->cfg.payload_len; intact && i < len; i++) intact = a->buf[i] == 0;
+        snprintf(a->text, sizeof a->text, "result %d/%d batch %llu: payload %s (%zu bytes, %d hops)",
+                 c->answered, c->cfg.repeat, (unsigned long long)r->batch_id,
+                 intact ? "intact" : "CORRUPTED", c->cfg.payload_len, hops);
+        if (!intact) a->exit_code = 1;
+    } else {
+        snprintf(a->text, sizeof a->text, "result %d/%d batch %llu: %d rows, %zu bytes, %d hops",
+                 c->answered, c->cfg.repeat, (unsigned long long)r->batch_id, (int)r->n_rows, len,
+                 hops);
+    }
+}
+
+void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
+                        const Caravan__Envelope *msg, uint64_t now_ms,
+                        struct coordinator_actions *acts) {
+    c->now_ms = now_ms;
+    if (msg->body_case == CARAVAN__ENVELOPE__BODY_JOIN) {
+        on_join(c, peer, msg, acts);
+        return;
+    }
+    struct worker_rec *w = find_by_rid(c, peer->rid, peer->rid_len);
+    if (!w || (!c->cfg.insecure &&
+               (!peer->key || !crypto_equal(peer->key, w->key, CRYPTO_KEY_BYTES)))) {
+        LOG(LOG_WARN, "coordinator: %s from %s, which has not joined; dropped",
+            codec_body_name(msg->body_case), peer->address);
+        send_error(c, acts, peer->rid, peer->rid_len, CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED,
+                   "join first", msg->msg_id);
+        return;
+    }
+    w->last_seen_ms = now_ms;
+    if (w->silent_logged) {
+        LOG(LOG_INFO, "coordinator: node %u is back", w->node_id);
+        w->silent_logged = false;
+    }
+    switch (msg->body_case) {
+    case CARAVAN__ENVELOPE__BODY_ASSIGN_ACK: on_assign_ack(c, w, msg); break;
+    case CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST: on_weight_request(c, w, msg, acts); break;
+    case CARAVAN__ENVELOPE__BODY_RESULT: on_result(c, w, msg, acts); break;
+    case CARAVAN__ENVELOPE__BODY_HEARTBEAT: break;
+    case CARAVAN__ENVELOPE__BODY_ERROR:
+        LOG(LOG_WARN, "coordinator: node %u reports error %d: %s", w->node_id,
+            (int)msg->error->code, msg->error->text ? msg->error->text : "");
+        break;
+    default:
+        LOG(LOG_WARN, "coordinator: unexpected %s from node %u; ignored",
+            codec_body_name(msg->body_case), w->node_id);
+    }
+}
+
+void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *peer,
+                            enum status rc, const char *err, struct coordinator_actions *acts) {
+    char kz[CRYPTO_KEY_Z85_LEN + 1];
+    key_z85(peer->key, kz);
+    if (rc == STATUS_PROTOCOL)
+        LOG(LOG_ERROR, "coordinator: refused a message from %s (key %s): %s", peer->address, kz,
+            err);
+    else
+        LOG(LOG_WARN, "coordinator: dropped a malformed message from %s (key %s): %s",
+            peer->address, kz, err);
+    if (peer->rid_len == 0) return;
+    char text[256];
+    snprintf(text, sizeof text, "coordinator refused the message: %s", err);
+    send_error(c, acts, peer->rid, peer->rid_len, codec_error_code(rc), text, 0);
+}
+
+/* ==== Ticks: heartbeats and test requests ====================================================== */
+
+static void send_request(coordinator_t *c, struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Forward f = CARAVAN__FORWARD__INIT;
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
+    envelope(c, &env);
+    uint64_t seq = 1;
+    int32_t zero = 0;
+    f.batch_id = c->next_batch++;
+    f.layer = 0;
+    int64_t shape[2];
+    uint8_t *padded = NULL;
+    int32_t *pos = NULL;
+    uint64_t *seqs = NULL;
+    int32_t *slots = NULL;
+    if (c->cfg.tokens) {
+        size_t n = c->cfg.n_tokens;
+        pos = malloc(n * sizeof *pos);
+        seqs = malloc(n * sizeof *seqs);
+        slots = calloc(n, sizeof *slots);
+        if (!pos || !seqs || !slots) goto done;
+        for (size_t i = 0; i < n; i++) {
+            pos[i] = (int32_t)i;
+            seqs[i] = seq;
+        }
+        f.n_tokens = (int32_t)n;
+        f.n_token = n;
+        f.token = (int32_t *)c->cfg.tokens;
+        f.n_seq_id = n;
+        f.seq_id = seqs;
+        f.n_kv_slot = n;
+        f.kv_slot = slots;
+        f.n_pos = n;
+        f.pos = pos;
+    } else {
+        /* One row of I32 carrying the payload bytes (zero-padded to 4). */
+        size_t words = (c->cfg.payload_len + 3) / 4;
+        if (words == 0) words = 1;
+        padded = calloc(words, 4);
+        if (!padded) goto done;
+        if (c->cfg.payload_len) memcpy(padded, c->cfg.payload, c->cfg.payload_len);
+        shape[0] = 1;
+        shape[1] = (int64_t)words;
+        t.dtype = CARAVAN__DTYPE__DTYPE_I32;
+        t.n_shape = 2;
+        t.shape = shape;
+        t.data.data = padded;
+        t.data.len = words * 4;
+        f.n_tokens = 1;
+        f.n_seq_id = 1;
+        f.seq_id = &seq;
+        f.n_kv_slot = 1;
+        f.kv_slot = &zero;
+        f.n_pos = 1;
+        f.pos = &zero;
+        f.hidden = &t;
+    }
+    env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
+    env.forward = &f;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[CODEC_ERR_LEN];
+    if (codec_encode(&env, &buf, &len, err, sizeof err) != STATUS_OK) {
+        LOG(LOG_ERROR, "coordinator: cannot encode the request: %s", err);
+        goto done;
+    }
+    struct coordinator_action *a = push(acts, COORDINATOR_ACTION_SEND_FIRST);
+    if (!a) {
+        free(buf);
+        goto done;
+    }
+    a->buf = buf;
+    a->len = len;
+    c->inflight_batch = f.batch_id;
+    c->inflight_since_ms = c->now_ms;
+    c->last_send_ms = c->now_ms;
+    c->sent++;
+    LOG(LOG_INFO, "coordinator: request %d/%d sent as batch %llu (%zu bytes)", c->sent,
+        c->cfg.repeat, (unsigned long long)f.batch_id, len);
+done:
+    free(padded);
+    free(pos);
+    free(seqs);
+    free(slots);
+}
+
+void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
+    c->now_ms = now_ms;
+    for (int i = 0; i < c->n_workers; i++) {
+        struct worker_rec *w = &c->workers[i];
+        if (!w->silent_logged && now_ms - w->last_seen_ms > c->cfg.worker_timeout_ms) {
+            w->silent_logged = true;
+            LOG(LOG_WARN, "coordinator: node %u (%s) silent for %u ms", w->node_id, w->name,
+                c->cfg.worker_timeout_ms);
+        }
+    }
+    if (c->state != COORDINATOR_STATE_READY) return;
+    if (c->inflight_batch && now_ms - c->inflight_since_ms > (uint64_t)c->cfg.request_timeout_ms) {
+        LOG(LOG_ERROR, "coordinator: batch %llu got no Result within %d ms",
+            (unsigned long long)c->inflight_batch, c->cfg.request_timeout_ms);
+        c->inflight_batch = 0;
+        if (c->cfg.exit_when_done) {
+            struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
+            if (a) {
+                a->exit_code = 1;
+                snprintf(a->text, sizeof a->text, "request timed out");
+            }
+        }
+        return;
+    }
+    if (c->inflight_batch) return;
+    bool has_request = c->cfg.payload || c->cfg.tokens;
+    if (has_request && c->sent < c->cfg.repeat) {
+        if (c->sent == 0 || now_ms - c->last_send_ms >= (uint64_t)c->cfg.interval_ms)
+            send_request(c, acts);
+        return;
+    }
+    if (c->cfg.exit_when_done && c->answered >= c->cfg.repeat) {
+        struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
+        if (a) snprintf(a->text, sizeof a->text, "all %d requests answered", c->answered);
+    }
+}
+
+const char *coordinator_state_name(enum coordinator_state s) {
+    return (unsigned)s < COORDINATOR_STATE_COUNT ? state_names[s] : "unknown";
+}

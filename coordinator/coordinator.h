@@ -1,0 +1,113 @@
+/* coordinator: the coordinator's protocol state machine. No sockets, no clock reads: the I/O
+ * layer (coordinator_net.c) feeds it decoded envelopes (with the CURVE key each sender's
+ * connection proved) and ticks, and carries out the actions it returns.
+ *
+ *   WAITING (joins until n_workers) --plan--> ASSIGNING (Assign sent, weights shipped on
+ *   request) --every AssignAck READY--> READY (test requests flow: Forward to the first
+ *   stage, Result back from the last) --requests done--> exit 0 (when asked to)
+ *
+ * A Join is accepted only when its public key is the key the connection authenticated with
+ * (ZAP already checked it against --allow); a version mismatch is answered with an Error
+ * naming both versions. The plan splits [0, n_layers) into contiguous ranges, one per worker
+ * in join order; each worker learns its upstream key (who may send it activations), its
+ * downstream endpoint and key, and the BLAKE2b fingerprints of the model and its slice. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caravan.pb-c.h"
+#include "crypto.h"
+#include "gguf.h"
+#include "status.h"
+
+#define COORDINATOR_MAX_WORKERS 64
+
+enum coordinator_state {
+    COORDINATOR_STATE_WAITING = 0, /* waiting for n_workers joins */
+    COORDINATOR_STATE_ASSIGNING,   /* Assign sent, waiting for every AssignAck READY */
+    COORDINATOR_STATE_READY,       /* pipeline up: requests flow */
+    COORDINATOR_STATE_COUNT
+};
+
+struct coordinator_config {
+    int n_workers;          /* plan once this many have joined */
+    int32_t n_layers;       /* layers to split when there is no model (identity pipelines) */
+    const gguf_t *model;    /* the model (mapped), or NULL */
+    const char *model_name;
+    uint8_t model_fingerprint[CRYPTO_HASH_BYTES];
+    uint64_t model_bytes;
+    bool insecure;
+    uint8_t public_key[CRYPTO_KEY_BYTES]; /* the coordinator's (first stage's upstream) */
+    /* Test request: sent once the pipeline is READY, `repeat` times, one at a time, at least
+     * interval_ms apart. The payload travels as a tensor through an identity pipeline, or as
+     * token ids when tokens is not NULL. */
+    const uint8_t *payload;
+    size_t payload_len;
+    const int32_t *tokens;
+    size_t n_tokens;
+    int repeat;
+    int interval_ms;
+    int request_timeout_ms;
+    bool exit_when_done;    /* exit 0 after the last answer */
+    uint32_t heartbeat_ms;
+    uint32_t worker_timeout_ms;
+};
+
+enum coordinator_action_kind {
+    COORDINATOR_ACTION_SEND_WORKER = 0, /* buf -> worker with routing id rid */
+    COORDINATOR_ACTION_CONNECT_FIRST,   /* (re)connect the activation PUSH to endpoint/key */
+    COORDINATOR_ACTION_SEND_FIRST,      /* buf -> first stage's activation socket */
+    COORDINATOR_ACTION_RESULT,          /* a test answer arrived: text, data/len */
+    COORDINATOR_ACTION_EXIT,            /* stop with exit_code; text says why */
+    COORDINATOR_ACTION_COUNT
+};
+
+struct coordinator_action {
+    enum coordinator_action_kind kind;
+    uint8_t rid[256];
+    size_t rid_len;
+    uint8_t *buf; /* encoded envelope or result bytes (malloc'd); the I/O layer takes it */
+    size_t len;
+    char endpoint[256];
+    uint8_t key[CRYPTO_KEY_BYTES];
+    int exit_code;
+    char text[512];
+};
+
+#define COORDINATOR_MAX_ACTIONS (2 * COORDINATOR_MAX_WORKERS + 8)
+
+struct coordinator_actions {
+    struct coordinator_action a[COORDINATOR_MAX_ACTIONS];
+    int n;
+};
+
+void coordinator_actions_clear(struct coordinator_actions *acts);
+
+/* A sender as the I/O layer saw it. */
+struct coordinator_peer {
+    const uint8_t *rid;
+    size_t rid_len;
+    const uint8_t *key; /* CURVE key the connection proved; NULL when insecure */
+    const char *address;
+};
+
+typedef struct coordinator coordinator_t;
+
+/* cfg is copied; its pointers are borrowed. Aborts on OOM. */
+coordinator_t *coordinator_new(const struct coordinator_config *cfg);
+void coordinator_destroy(coordinator_t **self_p);
+
+enum coordinator_state coordinator_state(const coordinator_t *c);
+const char *coordinator_state_name(enum coordinator_state s);
+int coordinator_n_workers(const coordinator_t *c);
+uint64_t coordinator_epoch(const coordinator_t *c);
+
+void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
+                        const Caravan__Envelope *msg, uint64_t now_ms,
+                        struct coordinator_actions *acts);
+/* A message that failed to decode: logged, and answered with an Error (for a version mismatch
+ * the text names both versions). */
+void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *peer,
+                            enum status rc, const char *err, struct coordinator_actions *acts);
+void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts);

@@ -1,0 +1,601 @@
+/* worker: join, take an Assign, verify weights, compute Forwards (see worker.h).
+ * Pure state machine: every effect is an action for worker_net.c. */
+#include "worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "codec.h"
+#include "log.h"
+#include "slice.h"
+
+#define WORKER_CHUNK_BYTES (1u << 20) /* WeightChunk size asked for */
+
+struct worker {
+    struct worker_config cfg;
+    enum worker_state state;
+    uint32_t node_id;
+    uint64_t next_msg_id;
+    uint32_t heartbeat_ms;
+    uint64_t last_heartbeat_ms;
+    uint64_t n_computed;
+    uint64_t start_ms;
+
+    /* Current Assign. */
+    struct worker_slice slice;
+    uint8_t upstream_key[CRYPTO_KEY_BYTES];
+    uint8_t slice_fingerprint[CRYPTO_HASH_BYTES];
+    bool have_slice_fingerprint;
+    uint64_t slice_bytes;
+
+    /* Weights received over the network. */
+    uint8_t *blob;
+    uint64_t blob_have;
+};
+
+const char *worker_state_name(enum worker_state s) {
+    static const char *const names[WORKER_STATE_COUNT] = {"joining", "joined", "loading",
+                                                          "ready"};
+    return (unsigned)s < WORKER_STATE_COUNT ? names[s] : "unknown";
+}
+
+worker_t *worker_new(const struct worker_config *cfg) {
+    worker_t *w = calloc(1, sizeof *w);
+    if (!w) abort();
+    w->cfg = *cfg;
+    if (!w->cfg.compute) w->cfg.compute = worker_compute_identity;
+    if (!w->cfg.max_weight_bytes) w->cfg.max_weight_bytes = (uint64_t)16 << 30;
+    w->next_msg_id = 1;
+    w->heartbeat_ms = 1000;
+    return w;
+}
+
+void worker_destroy(worker_t **self_p) {
+    if (!self_p || !*self_p) return;
+    worker_t *w = *self_p;
+    free(w->blob);
+    free(w);
+    *self_p = NULL;
+}
+
+enum worker_state worker_state(const worker_t *w) { return w->state; }
+uint64_t worker_n_computed(const worker_t *w) { return w->n_computed; }
+uint32_t worker_node_id(const worker_t *w) { return w->node_id; }
+
+void worker_actions_clear(struct worker_actions *acts) {
+    for (int i = 0; i < acts->n; i++) free(acts->a[i].buf);
+    memset(acts, 0, sizeof *acts);
+}
+
+static struct worker_action *push(struct worker_actions *acts, enum worker_action_kind kind) {
+    if (acts->n == WORKER_MAX_ACTIONS) {
+        LOG(LOG_ERROR, "worker: action list full (a bug)");
+        return NULL;
+    }
+    struct worker_action *a = &acts->a[acts->n++];
+    memset(a, 0, sizeof *a);
+    a->kind = kind;
+    return a;
+}
+
+static void exit_with(struct worker_actions *acts, int code, const char *text) {
+    struct worker_action *a = push(acts, WORKER_ACTION_EXIT);
+    if (!a) return;
+    a->exit_code = code;
+    snprintf(a->text, sizeof a->text, "%s", text);
+}
+
+/* Fills the envelope header for a message from this worker. */
+static void envelope(worker_t *w, Caravan__Envelope *env, uint64_t epoch) {
+    codec_envelope_init(env, epoch, w->next_msg_id++);
+    env->sender = w->node_id;
+}
+
+/* Encodes env into a send action. The test-only version override bypasses the codec (which
+ * would rightly refuse to encode a foreign version). */
+static void emit(worker_t *w, struct worker_actions *acts, enum worker_action_kind kind,
+                 Caravan__Envelope *env) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (w->cfg.protocol_version && w->cfg.protocol_version != CARAVAN_PROTOCOL_VERSION) {
+        env->version = w->cfg.protocol_version;
+        len = caravan__envelope__get_packed_size(env);
+        buf = malloc(len ? len : 1);
+        if (!buf) return;
+        caravan__envelope__pack(env, buf);
+    } else {
+        char err[CODEC_ERR_LEN];
+        if (codec_encode(env, &buf, &len, err, sizeof err) != STATUS_OK) {
+            LOG(LOG_ERROR, "worker: cannot encode %s: %s", codec_body_name(env->body_case), err);
+            return;
+        }
+    }
+    struct worker_action *a = push(acts, kind);
+    if (!a) {
+        free(buf);
+        return;
+    }
+    a->buf = buf;
+    a->len = len;
+}
+
+static void send_error(worker_t *w, struct worker_actions *acts, Caravan__Error__Code code,
+                       const char *text, uint64_t ref) {
+    Caravan__Envelope env;
+    Caravan__Error e = CARAVAN__ERROR__INIT;
+    envelope(w, &env, w->slice.epoch);
+    e.code = code;
+    e.text = (char *)text;
+    e.ref_msg_id = ref;
+    env.body_case = CARAVAN__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
+}
+
+static void send_assign_ack(worker_t *w, struct worker_actions *acts,
+                            Caravan__AssignAck__State state, const char *error) {
+    Caravan__Envelope env;
+    Caravan__AssignAck ack = CARAVAN__ASSIGN_ACK__INIT;
+    envelope(w, &env, w->slice.epoch);
+    ack.state = state;
+    ack.layer_first = w->slice.layer_first;
+    ack.layer_end = w->slice.layer_end;
+    if (w->have_slice_fingerprint && state == CARAVAN__ASSIGN_ACK__STATE__STATE_READY) {
+        ack.slice_fingerprint.data = w->slice_fingerprint;
+        ack.slice_fingerprint.len = CRYPTO_HASH_BYTES;
+    }
+    ack.error = (char *)error;
+    env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN_ACK;
+    env.assign_ack = &ack;
+    emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
+}
+
+static void send_weight_request(worker_t *w, struct worker_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__WeightRequest r = CARAVAN__WEIGHT_REQUEST__INIT;
+    envelope(w, &env, w->slice.epoch);
+    r.slice_fingerprint.data = w->slice_fingerprint;
+    r.slice_fingerprint.len = CRYPTO_HASH_BYTES;
+    r.layer_first = w->slice.layer_first;
+    r.layer_end = w->slice.layer_end;
+    r.offset = w->blob_have;
+    r.max_chunk_bytes = WORKER_CHUNK_BYTES;
+    env.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST;
+    env.weight_request = &r;
+    emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
+}
+
+/* ==== Join ==================================================================================== */
+
+void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
+    w->start_ms = now_ms;
+    w->state = WORKER_STATE_JOINING;
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    Caravan__Envelope env;
+    Caravan__Join j = CARAVAN__JOIN__INIT;
+    Caravan__Capabilities caps = CARAVAN__CAPABILITIES__INIT;
+    caps.hostname = host;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    caps.n_cores = cores > 0 ? (uint32_t)cores : 1;
+    caps.n_threads = w->cfg.n_threads ? w->cfg.n_threads : caps.n_cores;
+    envelope(w, &env, 0);
+    j.protocol_version = w->cfg.protocol_version ? w->cfg.protocol_version
+                                                 : CARAVAN_PROTOCOL_VERSION;
+    j.node_name = (char *)(w->cfg.name ? w->cfg.name : host);
+    j.caps = &caps;
+    j.data_endpoint = (char *)w->cfg.data_endpoint;
+    if (!w->cfg.insecure) {
+        j.public_key.data = w->cfg.public_key;
+        j.public_key.len = CRYPTO_KEY_BYTES;
+    }
+    ProtobufCBinaryData cached;
+    if (w->cfg.model) {
+        cached.data = w->cfg.model_fingerprint;
+        cached.len = CRYPTO_HASH_BYTES;
+        j.cached_models = &cached;
+        j.n_cached_models = 1;
+    }
+    j.software = "caravan 0.1.0";
+    env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
+    env.join = &j;
+    emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
+    LOG(LOG_INFO, "worker %s: joining (activation endpoint %s)", j.node_name,
+        w->cfg.data_endpoint);
+}
+
+static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_actions *acts) {
+    if (w->state != WORKER_STATE_JOINING) {
+        LOG(LOG_WARN, "worker: JoinAck while %s; ignored", worker_state_name(w->state));
+        return;
+    }
+    if (!a->accepted) {
+        char text[256];
+        snprintf(text, sizeof text, "coordinator refused to let this worker join: %s",
+                 a->reason && a->reason[0] ? a->reason : "(no reason given)");
+        exit_with(acts, 1, text);
+        return;
+    }
+    w->node_id = a->node_id;
+    if (a->heartbeat_ms >= 50 && a->heartbeat_ms <= 60000) w->heartbeat_ms = a->heartbeat_ms;
+    w->state = WORKER_STATE_JOINED;
+    LOG(LOG_INFO, "worker: joined as node %u; waiting for an assignment", w->node_id);
+}
+
+/* ==== Assign and weights ====================================================================== */
+
+static void become_ready(worker_t *w, struct worker_actions *acts) {
+    if (w->cfg.load) {
+        enum status rc = w->cfg.load(w->cfg.compute_ctx, &w->slice);
+        if (rc != STATUS_OK) {
+            char text[128];
+            snprintf(text, sizeof text, "cannot load layers [%d, %d): %s", w->slice.layer_first,
+                     w->slice.layer_end, status_str(rc));
+            LOG(LOG_ERROR, "worker: %s", text);
+            w->state = WORKER_STATE_JOINED;
+            send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
+            return;
+        }
+    }
+    w->state = WORKER_STATE_READY;
+    LOG(LOG_INFO, "worker: ready for layers [%d, %d) of %d (epoch %llu)", w->slice.layer_first,
+        w->slice.layer_end, w->slice.n_layers, (unsigned long long)w->slice.epoch);
+    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_READY, NULL);
+}
+
+static void refuse_weights(worker_t *w, struct worker_actions *acts, const char *why) {
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    char text[256];
+    snprintf(text, sizeof text, "weights for layers [%d, %d) differ from the coordinator's: %s "
+                                "(expected slice fingerprint %s); refusing to compute with them",
+             w->slice.layer_first, w->slice.layer_end, why,
+             crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex));
+    LOG(LOG_ERROR, "worker: %s", text);
+    w->state = WORKER_STATE_JOINED;
+    free(w->blob);
+    w->blob = NULL;
+    w->blob_have = 0;
+    w->slice.weights = NULL;
+    w->slice.weights_bytes = 0;
+    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_FINGERPRINT, text, 0);
+    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
+}
+
+static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_actions *acts) {
+    const Caravan__Assign *a = env->assign;
+    if (w->state == WORKER_STATE_JOINING) {
+        LOG(LOG_WARN, "worker: Assign before JoinAck; ignored");
+        return;
+    }
+    if (env->epoch < w->slice.epoch) {
+        LOG(LOG_WARN, "worker: stale Assign (epoch %llu < %llu); ignored",
+            (unsigned long long)env->epoch, (unsigned long long)w->slice.epoch);
+        return;
+    }
+    free(w->blob);
+    w->blob = NULL;
+    w->blob_have = 0;
+    memset(&w->slice, 0, sizeof w->slice);
+    w->slice.epoch = env->epoch;
+    w->slice.layer_first = a->layer_first;
+    w->slice.layer_end = a->layer_end;
+    w->slice.n_layers = a->model->n_layers > 0 ? a->model->n_layers : a->layer_end;
+    w->slice.is_first = a->prev == NULL;
+    w->slice.is_last = a->next == NULL;
+    w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
+    if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
+    w->slice_bytes = a->slice_bytes;
+
+    /* Who may send activations: the previous stage, or the coordinator for the first. */
+    if (!w->cfg.insecure) {
+        const uint8_t *key = w->cfg.coordinator_key;
+        if (a->prev) {
+            if (a->prev->public_key.len != CRYPTO_KEY_BYTES) {
+                LOG(LOG_ERROR, "worker: Assign names a previous stage without a key; refusing");
+                w->state = WORKER_STATE_JOINED;
+                send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED,
+                                "previous stage has no public key");
+                return;
+            }
+            key = a->prev->public_key.data;
+        }
+        memcpy(w->upstream_key, key, CRYPTO_KEY_BYTES);
+    }
+    struct worker_action *act = push(acts, WORKER_ACTION_ALLOW_UPSTREAM);
+    if (act) memcpy(act->key, w->upstream_key, CRYPTO_KEY_BYTES);
+    if (a->next) {
+        if (!a->next->endpoint || !a->next->endpoint[0] ||
+            (!w->cfg.insecure && a->next->public_key.len != CRYPTO_KEY_BYTES)) {
+            w->state = WORKER_STATE_JOINED;
+            send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED,
+                            "next stage has no endpoint or key");
+            return;
+        }
+        act = push(acts, WORKER_ACTION_CONNECT_NEXT);
+        if (act) {
+            snprintf(act->endpoint, sizeof act->endpoint, "%s", a->next->endpoint);
+            if (a->next->public_key.len == CRYPTO_KEY_BYTES)
+                memcpy(act->key, a->next->public_key.data, CRYPTO_KEY_BYTES);
+        }
+    } else {
+        push(acts, WORKER_ACTION_DISCONNECT_NEXT);
+    }
+    LOG(LOG_INFO, "worker: assigned layers [%d, %d) of %d, epoch %llu, %s stage%s%s",
+        a->layer_first, a->layer_end, w->slice.n_layers, (unsigned long long)env->epoch,
+        w->slice.is_first ? "first" : (w->slice.is_last ? "last" : "middle"),
+        a->next ? " -> " : "", a->next ? a->next->endpoint : "");
+
+    if (!w->have_slice_fingerprint) {
+        /* No weights in this plan (identity compute over activations). */
+        w->state = WORKER_STATE_LOADING;
+        become_ready(w, acts);
+        return;
+    }
+    w->state = WORKER_STATE_LOADING;
+    if (w->cfg.model) {
+        /* Local file: it must be the coordinator's model, and our slice of it must hash the same. */
+        if (!crypto_equal(w->cfg.model_fingerprint, a->model->fingerprint.data,
+                          CRYPTO_HASH_BYTES)) {
+            refuse_weights(w, acts, "the local model file's fingerprint differs");
+            return;
+        }
+        struct slice s;
+        if (slice_init(&s, w->cfg.model, a->layer_first, a->layer_end) != STATUS_OK) {
+            refuse_weights(w, acts, "the local model has no such slice");
+            return;
+        }
+        bool same = crypto_equal(s.fingerprint, w->slice_fingerprint, CRYPTO_HASH_BYTES);
+        slice_free(&s);
+        if (!same) {
+            refuse_weights(w, acts, "the local slice's fingerprint differs");
+            return;
+        }
+        become_ready(w, acts);
+        return;
+    }
+    if (w->slice_bytes == 0 || w->slice_bytes > w->cfg.max_weight_bytes) {
+        refuse_weights(w, acts, "slice size is zero or over --max-weight-bytes");
+        return;
+    }
+    w->blob = malloc(w->slice_bytes);
+    if (!w->blob) {
+        refuse_weights(w, acts, "out of memory for the slice");
+        return;
+    }
+    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_NEED_WEIGHTS, NULL);
+    send_weight_request(w, acts);
+}
+
+static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env,
+                            struct worker_actions *acts) {
+    const Caravan__WeightChunk *c = env->weight_chunk;
+    if (w->state != WORKER_STATE_LOADING || !w->blob || env->epoch != w->slice.epoch) {
+        LOG(LOG_WARN, "worker: unexpected WeightChunk (state %s, epoch %llu); ignored",
+            worker_state_name(w->state), (unsigned long long)env->epoch);
+        return;
+    }
+    if (!crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
+        c->total_bytes != w->slice_bytes || c->offset != w->blob_have) {
+        refuse_weights(w, acts, "a weight chunk does not continue the assigned slice");
+        return;
+    }
+    memcpy(w->blob + w->blob_have, c->data.data, c->data.len);
+    w->blob_have += c->data.len;
+    if (!c->last) {
+        send_weight_request(w, acts);
+        return;
+    }
+    uint8_t got[CRYPTO_HASH_BYTES];
+    crypto_hash_buf(w->blob, w->blob_have, got);
+    if (!crypto_equal(got, w->slice_fingerprint, CRYPTO_HASH_BYTES)) {
+        char hex[CRYPTO_HASH_HEX_LEN + 1], why[128];
+        snprintf(why, sizeof why, "received blob hashes to %s",
+                 crypto_hex(got, CRYPTO_HASH_BYTES, hex));
+        refuse_weights(w, acts, why);
+        return;
+    }
+    LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified",
+        (unsigned long long)w->blob_have);
+    w->slice.weights = w->blob;
+    w->slice.weights_bytes = w->blob_have;
+    become_ready(w, acts);
+}
+
+/* ==== Compute ================================================================================= */
+
+enum status worker_compute_identity(void *ctx, const struct worker_slice *slice,
+                                    const Caravan__Forward *in, struct worker_tensor *out) {
+    (void)ctx;
+    (void)slice;
+    memset(out, 0, sizeof *out);
+    if (in->hidden) {
+        out->dtype = (uint32_t)in->hidden->dtype;
+        out->n_dims = in->hidden->n_shape;
+        memcpy(out->shape, in->hidden->shape, in->hidden->n_shape * sizeof out->shape[0]);
+        out->nbytes = in->hidden->data.len;
+        out->data = malloc(out->nbytes ? out->nbytes : 1);
+        if (!out->data) return STATUS_NOMEM;
+        memcpy(out->data, in->hidden->data.data, out->nbytes);
+        return STATUS_OK;
+    }
+    out->dtype = CARAVAN__DTYPE__DTYPE_I32;
+    out->n_dims = 2;
+    out->shape[0] = (int64_t)in->n_token;
+    out->shape[1] = 1;
+    out->nbytes = in->n_token * sizeof(int32_t);
+    out->data = malloc(out->nbytes ? out->nbytes : 1);
+    if (!out->data) return STATUS_NOMEM;
+    memcpy(out->data, in->token, out->nbytes);
+    return STATUS_OK;
+}
+
+static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
+                       struct worker_actions *acts) {
+    const Caravan__Forward *f = env->forward;
+    if (w->state != WORKER_STATE_READY) {
+        LOG(LOG_WARN, "worker: Forward while %s; dropped", worker_state_name(w->state));
+        return;
+    }
+    if (env->epoch != w->slice.epoch) {
+        LOG(LOG_WARN, "worker: Forward of epoch %llu under epoch %llu; dropped",
+            (unsigned long long)env->epoch, (unsigned long long)w->slice.epoch);
+        return;
+    }
+    Caravan__Hop hop = CARAVAN__HOP__INIT;
+    hop.node_id = w->node_id;
+    hop.layer_first = w->slice.layer_first;
+    hop.layer_end = w->slice.layer_end;
+    hop.recv_us = now_us;
+    hop.start_us = now_us;
+    struct worker_tensor out;
+    enum status rc = w->cfg.compute(w->cfg.compute_ctx, &w->slice, f, &out);
+    if (rc != STATUS_OK) {
+        char text[128];
+        snprintf(text, sizeof text, "compute failed for batch %llu: %s",
+                 (unsigned long long)f->batch_id, status_str(rc));
+        LOG(LOG_ERROR, "worker: %s", text);
+        send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id);
+        return;
+    }
+    w->n_computed++;
+    hop.end_us = now_us;
+    hop.send_us = now_us;
+    Caravan__Hop **hops = malloc((f->n_hops + 1) * sizeof *hops);
+    if (!hops) {
+        free(out.data);
+        return;
+    }
+    memcpy(hops, f->hops, f->n_hops * sizeof *hops);
+    hops[f->n_hops] = &hop;
+
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
+    t.dtype = (Caravan__DType)out.dtype;
+    t.n_shape = out.n_dims;
+    t.shape = out.shape;
+    t.data.data = out.data;
+    t.data.len = out.nbytes;
+    Caravan__Envelope reply;
+    envelope(w, &reply, w->slice.epoch);
+    if (w->slice.is_last) {
+        Caravan__Result r = CARAVAN__RESULT__INIT;
+        r.batch_id = f->batch_id;
+        r.micro_batch = f->micro_batch;
+        r.n_rows = (int32_t)out.shape[0];
+        /* One row per token here (want[] selection belongs to the engine's compute). */
+        if ((size_t)r.n_rows == f->n_seq_id) {
+            r.n_seq_id = f->n_seq_id;
+            r.seq_id = f->seq_id;
+            r.n_pos = f->n_pos;
+            r.pos = f->pos;
+        }
+        r.logits = &t;
+        r.n_hops = f->n_hops + 1;
+        r.hops = hops;
+        reply.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
+        reply.result = &r;
+        emit(w, acts, WORKER_ACTION_SEND_CONTROL, &reply);
+    } else {
+        Caravan__Forward next = *f;
+        next.layer = w->slice.layer_end;
+        next.n_token = 0;
+        next.token = NULL;
+        next.hidden = &t;
+        next.n_hops = f->n_hops + 1;
+        next.hops = hops;
+        reply.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
+        reply.forward = &next;
+        emit(w, acts, WORKER_ACTION_SEND_NEXT, &reply);
+    }
+    free(hops);
+    free(out.data);
+}
+
+/* ==== Events ================================================================================== */
+
+void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_key,
+                   const char *sender_addr, const Caravan__Envelope *msg, uint64_t now_us,
+                   struct worker_actions *acts) {
+    if (src == WORKER_FROM_UPSTREAM) {
+        /* ZAP admitted the connection; check the sender of this very message too, since a
+         * connection admitted under an older Assign may still be open. */
+        if (!w->cfg.insecure &&
+            (!sender_key || w->state != WORKER_STATE_READY ||
+             !crypto_equal(sender_key, w->upstream_key, CRYPTO_KEY_BYTES))) {
+            char z85[CRYPTO_KEY_Z85_LEN + 1] = "(none)";
+            if (sender_key) zmq_z85_encode(z85, sender_key, CRYPTO_KEY_BYTES);
+            LOG(LOG_WARN, "worker: dropped %s from %s: sender is not this worker's assigned "
+                          "upstream peer (key %s)",
+                codec_body_name(msg->body_case), sender_addr, z85);
+            return;
+        }
+        if (msg->body_case != CARAVAN__ENVELOPE__BODY_FORWARD) {
+            LOG(LOG_WARN, "worker: dropped %s on the activation socket from %s",
+                codec_body_name(msg->body_case), sender_addr);
+            return;
+        }
+        on_forward(w, msg, now_us, acts);
+        return;
+    }
+    switch (msg->body_case) {
+    case CARAVAN__ENVELOPE__BODY_JOIN_ACK: on_join_ack(w, msg->join_ack, acts); break;
+    case CARAVAN__ENVELOPE__BODY_ASSIGN: on_assign(w, msg, acts); break;
+    case CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK: on_weight_chunk(w, msg, acts); break;
+    case CARAVAN__ENVELOPE__BODY_HEARTBEAT: break;
+    case CARAVAN__ENVELOPE__BODY_DRAIN: exit_with(acts, 0, "drained by the coordinator"); break;
+    case CARAVAN__ENVELOPE__BODY_ERROR: {
+        const Caravan__Error *e = msg->error;
+        char text[256];
+        snprintf(text, sizeof text, "coordinator error (code %d): %s", (int)e->code,
+                 e->text ? e->text : "");
+        if (w->state == WORKER_STATE_JOINING || e->code == CARAVAN__ERROR__CODE__CODE_VERSION ||
+            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED) {
+            exit_with(acts, 1, text);
+        } else {
+            LOG(LOG_WARN, "worker: %s", text);
+        }
+        break;
+    }
+    default:
+        LOG(LOG_WARN, "worker: unexpected %s from the coordinator; ignored",
+            codec_body_name(msg->body_case));
+    }
+}
+
+void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_addr,
+                       enum status rc, const char *err, struct worker_actions *acts) {
+    (void)w;
+    if (src == WORKER_FROM_CONTROL && rc == STATUS_PROTOCOL) {
+        char text[256];
+        snprintf(text, sizeof text, "coordinator speaks another protocol version: %s", err);
+        exit_with(acts, 1, text);
+        return;
+    }
+    LOG(LOG_WARN, "worker: dropped a malformed message on the %s socket from %s: %s (%s)",
+        src == WORKER_FROM_CONTROL ? "control" : "activation",
+        sender_addr && sender_addr[0] ? sender_addr : "?", err, status_str(rc));
+}
+
+void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
+    if (w->state == WORKER_STATE_JOINING) return;
+    if (now_ms - w->last_heartbeat_ms < w->heartbeat_ms) return;
+    w->last_heartbeat_ms = now_ms;
+    Caravan__Envelope env;
+    Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+    envelope(w, &env, w->slice.epoch);
+    static const Caravan__Heartbeat__State states[WORKER_STATE_COUNT] = {
+        CARAVAN__HEARTBEAT__STATE__STATE_JOINING, CARAVAN__HEARTBEAT__STATE__STATE_JOINING,
+        CARAVAN__HEARTBEAT__STATE__STATE_LOADING, CARAVAN__HEARTBEAT__STATE__STATE_READY};
+    hb.state = states[w->state];
+    hb.tokens_total = w->n_computed;
+    hb.uptime_ms = now_ms - w->start_ms;
+    if (w->state == WORKER_STATE_READY) {
+        hb.layer_first = w->slice.layer_first;
+        hb.layer_end = w->slice.layer_end;
+    }
+    env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
+}

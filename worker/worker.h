@@ -1,0 +1,133 @@
+/* worker: the worker's protocol state machine. No sockets, no clock reads, no threads: the
+ * I/O layer (worker_net.c) feeds it decoded envelopes and ticks, and carries out the actions
+ * it returns (send to the coordinator, send downstream, change who may connect upstream,
+ * connect downstream, exit).
+ *
+ *   JOINING --JoinAck--> JOINED --Assign--> LOADING --weights verified--> READY
+ *      |                                     (WeightRequest/WeightChunk     |  Forward in ->
+ *      +--Error/refusal--> exit 1             when no local model file)     |  compute -> out
+ *
+ * Activations are accepted only from the upstream peer of the current Assign (the
+ * coordinator's key for the first stage), only in READY and only for the current epoch.
+ * Weights are used only when their BLAKE2b fingerprint equals the Assign's. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caravan.pb-c.h"
+#include "crypto.h"
+#include "gguf.h"
+#include "status.h"
+
+enum worker_state {
+    WORKER_STATE_JOINING = 0, /* Join sent, waiting for JoinAck */
+    WORKER_STATE_JOINED,      /* accepted, waiting for an Assign */
+    WORKER_STATE_LOADING,     /* assigned, receiving or checking weights */
+    WORKER_STATE_READY,       /* computing Forwards */
+    WORKER_STATE_COUNT
+};
+
+/* The slice a worker computes under the current Assign. */
+struct worker_slice {
+    uint64_t epoch;
+    int32_t layer_first, layer_end, n_layers;
+    bool is_first, is_last;
+    const uint8_t *weights; /* received blob (WeightChunks) or NULL when read locally */
+    size_t weights_bytes;
+};
+
+/* An output tensor; data is malloc'd and owned by whoever holds the struct. */
+struct worker_tensor {
+    uint32_t dtype; /* Caravan__DType */
+    int64_t shape[4];
+    size_t n_dims;
+    uint8_t *data;
+    size_t nbytes;
+};
+
+/* The compute step: turns one Forward (token ids or hidden states) into the slice's output:
+ * hidden states for the next stage, or logits on the last one ([n_tokens or wanted rows, ...]).
+ * The engine's forward pass plugs in here; tests plug in an identity. */
+typedef enum status (*worker_compute_fn)(void *ctx, const struct worker_slice *slice,
+                                         const Caravan__Forward *in, struct worker_tensor *out);
+/* Called when an Assign is verified, before READY (e.g. to load the slice); may be NULL. */
+typedef enum status (*worker_load_fn)(void *ctx, const struct worker_slice *slice);
+
+/* The identity compute: the output is the input tensor (or the token ids as an I32 tensor
+ * [n_tokens, 1]) byte for byte. */
+enum status worker_compute_identity(void *ctx, const struct worker_slice *slice,
+                                    const Caravan__Forward *in, struct worker_tensor *out);
+
+struct worker_config {
+    const char *name;                        /* for logs and Join.node_name */
+    const char *data_endpoint;               /* advertised activation endpoint */
+    uint8_t public_key[CRYPTO_KEY_BYTES];    /* this worker's CURVE key (zero when insecure) */
+    uint8_t coordinator_key[CRYPTO_KEY_BYTES]; /* upstream of the first stage */
+    bool insecure;                           /* no keys to check */
+    uint32_t protocol_version;               /* 0 = CARAVAN_PROTOCOL_VERSION (tests override) */
+    const gguf_t *model;                     /* local model file (mapped), or NULL: receive
+                                                weights as WeightChunks */
+    uint8_t model_fingerprint[CRYPTO_HASH_BYTES]; /* BLAKE2b of that whole file */
+    uint64_t max_weight_bytes;               /* largest slice blob accepted over the network */
+    uint32_t n_threads;
+    worker_compute_fn compute;
+    worker_load_fn load;
+    void *compute_ctx;
+};
+
+enum worker_action_kind {
+    WORKER_ACTION_SEND_CONTROL = 0, /* buf -> coordinator */
+    WORKER_ACTION_SEND_NEXT,        /* buf -> downstream stage */
+    WORKER_ACTION_ALLOW_UPSTREAM,   /* only `key` may connect to / send on the activation socket */
+    WORKER_ACTION_CONNECT_NEXT,     /* (re)connect downstream to endpoint with key */
+    WORKER_ACTION_DISCONNECT_NEXT,  /* last stage: no downstream */
+    WORKER_ACTION_EXIT,             /* stop with exit_code; text says why */
+    WORKER_ACTION_COUNT
+};
+
+struct worker_action {
+    enum worker_action_kind kind;
+    uint8_t *buf; /* encoded envelope (malloc'd); the I/O layer takes it (sets NULL) */
+    size_t len;
+    char endpoint[256];
+    uint8_t key[CRYPTO_KEY_BYTES];
+    int exit_code;
+    char text[256];
+};
+
+#define WORKER_MAX_ACTIONS 8
+
+struct worker_actions {
+    struct worker_action a[WORKER_MAX_ACTIONS];
+    int n;
+};
+
+/* Frees what the I/O layer did not take and empties the list. */
+void worker_actions_clear(struct worker_actions *acts);
+
+enum worker_source { WORKER_FROM_CONTROL = 0, WORKER_FROM_UPSTREAM, WORKER_SOURCE_COUNT };
+
+typedef struct worker worker_t;
+
+/* cfg is copied (its strings are borrowed and must outlive the worker). Aborts on OOM. */
+worker_t *worker_new(const struct worker_config *cfg);
+void worker_destroy(worker_t **self_p);
+
+enum worker_state worker_state(const worker_t *w);
+const char *worker_state_name(enum worker_state s);
+uint64_t worker_n_computed(const worker_t *w);
+uint32_t worker_node_id(const worker_t *w);
+
+/* Emits the Join. now_ms is a monotonic clock. */
+void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts);
+/* One decoded envelope. sender_key is the CURVE key the connection proved (NULL when
+ * insecure); sender_addr is for logs; now_us (CLOCK_REALTIME) stamps the trace hop. */
+void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_key,
+                   const char *sender_addr, const Caravan__Envelope *msg, uint64_t now_us,
+                   struct worker_actions *acts);
+/* A message that failed to decode (status and the codec's reason). */
+void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_addr,
+                       enum status rc, const char *err, struct worker_actions *acts);
+/* Periodic: heartbeats. */
+void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts);

@@ -1,0 +1,220 @@
+/* worker_net: sockets, poll loop and actions of the worker daemon (see worker_net.h). */
+#include "worker_net.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "log.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+struct net {
+    transport_t *t;
+    worker_t *w;
+    const struct worker_net_config *cfg;
+    void *ctl, *ctl_mon, *act_in, *act_in_mon, *act_out, *act_out_mon;
+    bool done;
+    int exit_code;
+    char exit_text[600];
+};
+
+static void finish(struct net *n, int code, const char *text) {
+    if (n->done) return;
+    n->done = true;
+    n->exit_code = code;
+    snprintf(n->exit_text, sizeof n->exit_text, "%s", text);
+}
+
+static void close_next(struct net *n) {
+    transport_close(&n->act_out_mon);
+    transport_close(&n->act_out);
+}
+
+static void run_actions(struct net *n, struct worker_actions *acts) {
+    for (int i = 0; i < acts->n && !n->done; i++) {
+        struct worker_action *a = &acts->a[i];
+        switch (a->kind) {
+        case WORKER_ACTION_SEND_CONTROL: {
+            enum status rc = transport_send_bytes(n->ctl, NULL, 0, &a->buf, a->len, 0);
+            if (rc != STATUS_OK)
+                LOG(LOG_WARN, "worker: message to the coordinator not sent: %s", status_str(rc));
+            break;
+        }
+        case WORKER_ACTION_SEND_NEXT: {
+            if (!n->act_out) {
+                LOG(LOG_WARN, "worker: no next stage; output dropped");
+                break;
+            }
+            /* Blocks up to the send timeout when the next stage is slow: backpressure. */
+            enum status rc = transport_send_bytes(n->act_out, NULL, 0, &a->buf, a->len, 0);
+            if (rc != STATUS_OK)
+                LOG(LOG_WARN, "worker: output to the next stage not sent: %s", status_str(rc));
+            break;
+        }
+        case WORKER_ACTION_ALLOW_UPSTREAM:
+            if (!transport_insecure(n->t) &&
+                transport_allow_set(n->t, TRANSPORT_DOMAIN_ACTIVATION,
+                                    (const uint8_t(*)[CRYPTO_KEY_BYTES])a->key, 1) != STATUS_OK)
+                finish(n, 1, "cannot update the activation allow-list");
+            break;
+        case WORKER_ACTION_CONNECT_NEXT: {
+            close_next(n);
+            char key[CRYPTO_KEY_Z85_LEN + 1] = "";
+            if (!transport_insecure(n->t)) zmq_z85_encode(key, a->key, CRYPTO_KEY_BYTES);
+            n->act_out = transport_client(n->t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT, key,
+                                          a->endpoint, &n->act_out_mon);
+            if (!n->act_out) finish(n, 1, "cannot connect to the next stage");
+            break;
+        }
+        case WORKER_ACTION_DISCONNECT_NEXT: close_next(n); break;
+        case WORKER_ACTION_EXIT: finish(n, a->exit_code, a->text); break;
+        case WORKER_ACTION_COUNT: break;
+        }
+    }
+    worker_actions_clear(acts);
+}
+
+/* Reads every waiting message on sock and feeds the state machine. */
+static void drain(struct net *n, void *sock, enum worker_source src) {
+    for (int i = 0; i < 256 && !n->done; i++) {
+        Caravan__Envelope *msg = NULL;
+        struct transport_peer peer;
+        char err[CODEC_ERR_LEN];
+        enum status rc = transport_recv(n->t, sock, ZMQ_DONTWAIT, &msg, &peer, err, sizeof err);
+        if (rc == STATUS_TIMEOUT) return;
+        struct worker_actions acts = {0};
+        if (rc == STATUS_IO) return;
+        if (rc != STATUS_OK) {
+            worker_on_bad_msg(n->w, src, peer.address, rc, err, &acts);
+        } else {
+            const uint8_t *key = peer.key_z85[0] ? peer.key : NULL;
+            worker_on_msg(n->w, src, key, peer.address[0] ? peer.address : "?", msg,
+                          transport_now_us(), &acts);
+        }
+        codec_free(&msg);
+        run_actions(n, &acts);
+    }
+}
+
+static void on_monitor(struct net *n, void *mon, const char *what) {
+    struct transport_event ev;
+    while (transport_monitor_read(mon, &ev) == STATUS_OK) {
+        bool insecure = transport_insecure(n->t);
+        if (ev.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            LOG(LOG_DEBUG, "worker: %s: %s handshake with %s succeeded", what,
+                insecure ? "NULL" : "CURVE", ev.endpoint);
+            continue;
+        }
+        /* A refused key on our server socket was logged by the ZAP handler, with the key. */
+        if (ev.event == ZMQ_EVENT_DISCONNECTED ||
+            (mon == n->act_in_mon && ev.event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH))
+            continue;
+        const char *why = transport_event_explain(&ev, insecure);
+        if (mon == n->ctl_mon && worker_state(n->w) == WORKER_STATE_JOINING &&
+            (ev.event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+             ev.event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)) {
+            char text[512];
+            snprintf(text, sizeof text, "cannot join the coordinator at %s: %s", ev.endpoint, why);
+            finish(n, 1, text);
+            return;
+        }
+        LOG(LOG_WARN, "worker: %s (%s): %s", what, ev.endpoint, why);
+    }
+}
+
+int worker_net_run(transport_t *t, struct worker_config *wcfg,
+                   const struct worker_net_config *cfg) {
+    struct net n = {.t = t, .cfg = cfg};
+    char bound[256] = "";
+    stop_requested = 0;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    /* Nobody may send activations before an Assign names the upstream peer. */
+    if (!transport_insecure(t) &&
+        transport_allow_set(t, TRANSPORT_DOMAIN_ACTIVATION, NULL, 0) != STATUS_OK)
+        return 1;
+    n.act_in = transport_server(t, ZMQ_PULL, TRANSPORT_ROLE_ACTIVATION_IN,
+                                TRANSPORT_DOMAIN_ACTIVATION, cfg->listen, bound, sizeof bound,
+                                &n.act_in_mon);
+    if (!n.act_in) return 1;
+    wcfg->data_endpoint = cfg->advertise ? cfg->advertise : bound;
+    LOG(LOG_INFO, "worker: activation socket listening on %s (%s)", bound,
+        transport_insecure(t) ? "plaintext, --insecure" : "CURVE");
+    n.ctl = transport_client(t, ZMQ_DEALER, TRANSPORT_ROLE_CONTROL_CLIENT, cfg->coordinator_key,
+                             cfg->coordinator, &n.ctl_mon);
+    if (!n.ctl) {
+        transport_close(&n.act_in_mon);
+        transport_close(&n.act_in);
+        return 1;
+    }
+    n.w = worker_new(wcfg);
+    uint64_t start = transport_mono_ms();
+    struct worker_actions acts = {0};
+    worker_start(n.w, start, &acts);
+    run_actions(&n, &acts);
+
+    while (!n.done && !stop_requested) {
+        zmq_pollitem_t items[6] = {
+            {n.ctl, 0, ZMQ_POLLIN, 0},        {n.ctl_mon, 0, ZMQ_POLLIN, 0},
+            {n.act_in, 0, ZMQ_POLLIN, 0},     {n.act_in_mon, 0, ZMQ_POLLIN, 0},
+            {n.act_out_mon, 0, ZMQ_POLLIN, 0},
+        };
+        int n_items = n.act_out_mon ? 5 : 4;
+        int rc = zmq_poll(items, n_items, 50);
+        if (rc < 0 && zmq_errno() != EINTR) {
+            finish(&n, 1, "zmq_poll failed");
+            break;
+        }
+        if (rc > 0) {
+            if (items[1].revents & ZMQ_POLLIN) on_monitor(&n, n.ctl_mon, "control connection");
+            if (!n.done && (items[3].revents & ZMQ_POLLIN))
+                on_monitor(&n, n.act_in_mon, "activation socket");
+            if (!n.done && n_items > 4 && (items[4].revents & ZMQ_POLLIN))
+                on_monitor(&n, n.act_out_mon, "connection to the next stage");
+            if (!n.done && (items[0].revents & ZMQ_POLLIN))
+                drain(&n, n.ctl, WORKER_FROM_CONTROL);
+            if (!n.done && (items[2].revents & ZMQ_POLLIN))
+                drain(&n, n.act_in, WORKER_FROM_UPSTREAM);
+        }
+        uint64_t now = transport_mono_ms();
+        if (!n.done) {
+            worker_on_tick(n.w, now, &acts);
+            run_actions(&n, &acts);
+        }
+        if (!n.done && worker_state(n.w) == WORKER_STATE_JOINING && cfg->join_timeout_ms > 0 &&
+            now - start > (uint64_t)cfg->join_timeout_ms) {
+            char text[512];
+            snprintf(text, sizeof text,
+                     "no answer from the coordinator at %s within %d ms (is it running, with "
+                     "the same --insecure setting, and is --coordinator-key its key?)",
+                     cfg->coordinator, cfg->join_timeout_ms);
+            finish(&n, 1, text);
+        }
+        if (!n.done && cfg->run_ms > 0 && now - start > (uint64_t)cfg->run_ms)
+            finish(&n, 0, "run time over");
+    }
+    if (!n.done) finish(&n, 0, "stopped by a signal");
+    if (n.exit_code != 0)
+        LOG(LOG_ERROR, "worker: %s", n.exit_text);
+    else
+        LOG(LOG_INFO, "worker: exiting: %s (%llu batches computed)", n.exit_text,
+            (unsigned long long)worker_n_computed(n.w));
+    worker_destroy(&n.w);
+    close_next(&n);
+    transport_close(&n.ctl_mon);
+    transport_close(&n.ctl);
+    transport_close(&n.act_in_mon);
+    transport_close(&n.act_in);
+    return n.exit_code;
+}

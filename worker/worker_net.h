@@ -1,0 +1,24 @@
+/* worker_net: the worker daemon's I/O. Owns the ZeroMQ sockets and the zmq_poll loop:
+ *   control  DEALER -> coordinator ROUTER (CURVE client; trusts only the coordinator's key)
+ *   act_in   PULL bound on --listen (CURVE server, ZAP domain "activation": only the upstream
+ *            peer of the current Assign may connect)
+ *   act_out  PUSH -> next stage's act_in (CURVE client with the next stage's key), or none on
+ *            the last stage, which returns Results over `control`.
+ * Frames go through the codec, then worker.c; the actions come back here. */
+#pragma once
+#include "transport.h"
+#include "worker.h"
+
+struct worker_net_config {
+    const char *coordinator;     /* tcp://HOST:PORT of the coordinator's control socket */
+    const char *coordinator_key; /* its public key, Z85 (NULL when insecure) */
+    const char *listen;          /* activation bind endpoint, e.g. tcp://0.0.0.0:7001 or :0 */
+    const char *advertise;       /* activation endpoint others connect to; NULL = as bound */
+    int join_timeout_ms;         /* exit 1 when no JoinAck within this */
+    int run_ms;                  /* stop after this long (tests); 0 = until a signal */
+};
+
+/* Runs until SIGINT/SIGTERM, a Drain, or a fatal refusal. wcfg->data_endpoint is filled in
+ * here (from the bound socket). Returns the process exit status; logs the reason. */
+int worker_net_run(transport_t *t, struct worker_config *wcfg,
+                   const struct worker_net_config *ncfg);
