@@ -246,6 +246,7 @@ void mkmodel_params_init(struct mkmodel_params *p) {
     p->seed = MKMODEL_DEFAULT_SEED;
     p->n_threads = 2;
     p->legacy_fallback = true;
+    p->exact = false;
 }
 
 /* Resolves the shape and vocabulary size; opens the vocab file when there is one (the caller
@@ -427,12 +428,38 @@ static void llama3_rope_factors(const struct mkmodel_shape *s, float *out, int64
 
 #define WEIGHT_SD 0.02f
 
+/* Pre-quantized blocks of one type (see MKMODEL_POOL_BLOCKS). */
+struct pool {
+    uint8_t *blocks; /* n blocks */
+    int64_t n;
+    size_t block_bytes;
+};
+
 struct writer_ctx {
     const struct mkmodel_shape *s;
     const struct mkmodel_params *par;
     const struct plan *plan;
+    struct pool pools[DTYPE_COUNT]; /* blocks NULL where rows are quantized one by one */
     uint64_t bytes_total, bytes_done;
 };
+
+/* Quantizes n (a multiple of 64) blocks of N(0, WEIGHT_SD) values of type t. */
+static void pool_build(struct pool *p, enum dtype t, int64_t n, uint64_t seed) {
+    const struct dtype_info *info = dtype_info(t);
+    int64_t per_row = info->block_size * 64; /* quantize 64 blocks per call */
+    float *row = malloc((size_t)per_row * sizeof *row);
+    p->n = n;
+    p->block_bytes = info->block_bytes;
+    p->blocks = malloc((size_t)n * info->block_bytes);
+    if (!row || !p->blocks) abort();
+    for (int64_t b = 0; b < n; b += 64) {
+        uint64_t state = seed ^ ((uint64_t)(t + 1) << 56) ^ (uint64_t)b * 0x9E3779B97F4A7C15ull;
+        splitmix64(&state);
+        random_row(state, row, per_row, 0.0f, WEIGHT_SD);
+        quantize_row(t, row, p->blocks + (size_t)b * info->block_bytes, per_row);
+    }
+    free(row);
+}
 
 struct fill_job {
     const struct writer_ctx *wc;
@@ -452,13 +479,23 @@ static void *fill_rows(void *arg) {
         /* One generator per row keyed by (seed, tensor name, row): thread-count independent. */
         uint64_t state = j->seed ^ ((uint64_t)r * 0xD1B54A32D192ED03ull);
         splitmix64(&state);
+        uint8_t *dst = j->dst + (size_t)r * row_bytes;
+        const struct pool *pool = &j->wc->pools[t->type];
+        if (j->e->kind == FILL_WEIGHT && pool->blocks) {
+            /* a random sequence of pooled blocks */
+            for (size_t o = 0; o < row_bytes; o += pool->block_bytes) {
+                uint64_t k = splitmix64(&state) % (uint64_t)pool->n;
+                memcpy(dst + o, pool->blocks + k * pool->block_bytes, pool->block_bytes);
+            }
+            continue;
+        }
         switch (j->e->kind) {
         case FILL_WEIGHT: random_row(state, row, t->ne[0], 0.0f, WEIGHT_SD); break;
         case FILL_BIAS: random_row(state, row, t->ne[0], 0.0f, WEIGHT_SD); break;
         case FILL_NORM: random_row(state, row, t->ne[0], 1.0f, WEIGHT_SD); break;
         case FILL_ROPE_FREQS: llama3_rope_factors(j->wc->s, row, t->ne[0]); break;
         }
-        quantize_row(t->type, row, j->dst + (size_t)r * row_bytes, t->ne[0]);
+        quantize_row(t->type, row, dst, t->ne[0]);
     }
     free(row);
     return NULL;
@@ -614,17 +651,27 @@ enum status mkmodel_write(const struct mkmodel_params *par, const char *path) {
         set_synthetic_tokenizer(w, n_vocab);
 
     struct writer_ctx wc = {.s = s, .par = par, .plan = &plan};
+    quant_init();
+    int64_t n_blocks[DTYPE_COUNT] = {0}; /* weight blocks of each quantized type */
     for (int64_t i = 0; i < plan.n; i++) {
         const struct mkmodel_tensor *t = &plan.e[i].t;
         gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne);
         wc.bytes_total += tensor_bytes(t);
+        if (plan.e[i].kind == FILL_WEIGHT && block_size(t->type) > 1)
+            n_blocks[t->type] += t->ne[0] / block_size(t->type) * t->ne[1];
     }
-    quant_init();
+    for (int t = 0; t < DTYPE_COUNT && !par->exact; t++) {
+        /* a pool costs at most an eighth of quantizing every block */
+        int64_t n_pool = n_blocks[t] / 8 / 64 * 64;
+        if (n_pool > MKMODEL_POOL_BLOCKS) n_pool = MKMODEL_POOL_BLOCKS;
+        if (n_pool >= 64) pool_build(&wc.pools[t], (enum dtype)t, n_pool, par->seed);
+    }
     rc = gguf_writer_write_file(w, path, fill_tensor, &wc);
     if (rc != STATUS_OK) LOG(LOG_ERROR, "writing %s failed: %s", path, status_str(rc));
 
     gguf_writer_destroy(&w);
     gguf_close(&vocab);
+    for (int t = 0; t < DTYPE_COUNT; t++) free(wc.pools[t].blocks);
     free(plan.e);
     return rc;
 }

@@ -89,13 +89,21 @@ struct mkmodel_params {
     uint64_t seed;               /* MKMODEL_DEFAULT_SEED unless chosen */
     int n_threads;               /* quantizing threads; <= 0 means 2 */
     bool legacy_fallback;        /* true: exactly llama.cpp's fallbacks (q5_0/q5_1 included) */
+    bool exact;                  /* quantize every row (slow for k-quants: ~1 min per 1B
+                                    weights); false: see MKMODEL_POOL_BLOCKS */
     mkmodel_progress_fn progress;/* may be NULL */
     void *progress_user;
 };
 
 #define MKMODEL_DEFAULT_SEED 1234u
 
-/* Sets the defaults: seed MKMODEL_DEFAULT_SEED, 2 threads, legacy_fallback true. */
+/* Unless params.exact, each quantized type's rows are assembled from a pool of up to this
+ * many blocks (an eighth of the type's blocks in small models), quantized once from the same random distribution and picked at random per block:
+ * the same statistics (each block is a real quantization of N(0, 0.02) values) at memcpy
+ * speed, since the k-quant reference quantizers cost ~60 ns per weight. */
+#define MKMODEL_POOL_BLOCKS 8192
+
+/* Sets the defaults: seed MKMODEL_DEFAULT_SEED, 2 threads, legacy_fallback true, exact false. */
 void mkmodel_params_init(struct mkmodel_params *p);
 
 /* The tensor list for params (reads vocab_from for the vocabulary size). On success *out is a

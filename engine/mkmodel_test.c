@@ -29,6 +29,7 @@ static int failures;
     } while (0)
 
 static char dir[] = "/tmp/caravan-mkmodel-test-XXXXXX";
+static bool g_exact; /* params.exact for write_model */
 
 static void path_for(char *buf, size_t len, const char *shape, const char *type, const char *tag) {
     snprintf(buf, len, "%s/%s-%s%s.gguf", dir, shape, type, tag);
@@ -44,6 +45,7 @@ static enum status write_model(const char *shape, enum mkmodel_type type, bool l
     p.n_threads = n_threads;
     p.seed = seed;
     p.vocab_from = vocab;
+    p.exact = g_exact;
     return mkmodel_write(&p, path);
 }
 
@@ -114,11 +116,12 @@ static void tensor_stats(const struct gguf_tensor *t, double *mean, double *sd, 
     free(row);
 }
 
-static void test_tiny(enum mkmodel_type type) {
+static void test_tiny(enum mkmodel_type type, bool exact) {
+    g_exact = exact;
     const char *tn = mkmodel_type_name(type);
     char path[256], label[64];
     path_for(path, sizeof path, "tiny", tn, "");
-    snprintf(label, sizeof label, "tiny %s", tn);
+    snprintf(label, sizeof label, "tiny %s%s", tn, exact ? " (exact)" : "");
     enum status rc = write_model("tiny", type, true, 2, MKMODEL_DEFAULT_SEED, NULL, path);
     CHECK(rc == STATUS_OK, "%s: write: %s", label, status_str(rc));
     CHECK(access(path, F_OK) == 0, "%s: no file", label);
@@ -216,7 +219,8 @@ static void test_tiny(enum mkmodel_type type) {
 }
 
 /* Same seed: the same bytes, whatever the number of threads; another seed: other bytes. */
-static void test_determinism(void) {
+static void test_determinism(bool exact) {
+    g_exact = exact;
     char a[256], b[256], c[256];
     path_for(a, sizeof a, "tiny", "q4_k_m", "-t1");
     path_for(b, sizeof b, "tiny", "q4_k_m", "-t3");
@@ -497,12 +501,16 @@ int main(void) {
     }
     quant_init();
     for (int t = 0; t < MKMODEL_TYPE_COUNT; t++) {
-        test_tiny((enum mkmodel_type)t);
-        char path[256];
-        path_for(path, sizeof path, "tiny", mkmodel_type_name((enum mkmodel_type)t), "");
-        unlink(path);
+        for (int exact = 0; exact < 2; exact++) {
+            test_tiny((enum mkmodel_type)t, exact);
+            char path[256];
+            path_for(path, sizeof path, "tiny", mkmodel_type_name((enum mkmodel_type)t), "");
+            unlink(path);
+        }
     }
-    test_determinism();
+    g_exact = false;
+    test_determinism(true);
+    test_determinism(false);
     test_qwen2_fallbacks();
     test_llama3_rope();
     test_vocab_from();
