@@ -20,6 +20,7 @@ struct mkmodel_cfg {
     long long seed;
     int threads;
     int caravan_types;
+    int exact;
     int list;
     int dry_run;
     int quiet;
@@ -42,6 +43,9 @@ static const struct opt mkmodel_opts[] = {
     {"caravan-types", 0, OPT_FLAG, offsetof(struct mkmodel_cfg, caravan_types), NULL, 0, -1,
      NULL, "where llama.cpp falls back to q5_0/q5_1 (rows not a multiple of 256, e.g. "
      "qwen2.5-0.5b in k-quants), write q8_0, which caravan computes"},
+    {"exact", 0, OPT_FLAG, offsetof(struct mkmodel_cfg, exact), NULL, 0, -1, NULL,
+     "quantize every row of random values (k-quants: ~1 min of CPU per 1B weights) instead "
+     "of drawing pre-quantized blocks from a pool"},
     {"list", 'l', OPT_FLAG, offsetof(struct mkmodel_cfg, list), NULL, 0, -1, NULL,
      "list the shapes and exit"},
     {"dry-run", 'n', OPT_FLAG, offsetof(struct mkmodel_cfg, dry_run), NULL, 0, -1, NULL,
@@ -155,6 +159,7 @@ int cmd_mkmodel(int argc, char **argv) {
     p.seed = (uint64_t)cfg.seed;
     p.n_threads = cfg.threads;
     p.legacy_fallback = !cfg.caravan_types;
+    p.exact = cfg.exact;
 
     struct mkmodel_tensor *t = NULL;
     int64_t n = 0;
