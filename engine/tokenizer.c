@@ -268,7 +268,11 @@ static bool get_id(const gguf_t *g, const char *key, int32_t n, int32_t *id) {
     uint32_t v;
     if (!gguf_get_u32(g, key, &v)) return false;
     if (v >= (uint32_t)n) {
-        LOG(LOG_WARN, "%s = %u is out of range, keeping %d", key, v, *id);
+        /* UINT32_MAX is how converters write "none". */
+        if (v == UINT32_MAX)
+            LOG(LOG_DEBUG, "%s is unset (%u)", key, v);
+        else
+            LOG(LOG_WARN, "%s = %u is out of range, keeping %d", key, v, *id);
         return false;
     }
     *id = (int32_t)v;
