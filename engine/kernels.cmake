@@ -5,7 +5,7 @@ add_library(engine_kernels STATIC
   ${KERNELS_DIR}/quant.c ${KERNELS_DIR}/quant_avx2.c ${KERNELS_DIR}/matmul.c
   ${KERNELS_DIR}/threadpool.c)
 # Only this file may use AVX2: quant.c calls into it after checking the CPU.
-set_source_files_properties(${KERNELS_DIR}/quant_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+set_source_files_properties(${KERNELS_DIR}/quant_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-ffp-contract=off")
 target_include_directories(engine_kernels PUBLIC ${KERNELS_DIR})
 target_link_libraries(engine_kernels PUBLIC engine_gguf ${MATH_LIB})
 

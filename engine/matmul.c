@@ -18,6 +18,7 @@
 #define PANEL_BYTES (16 * 1024) /* weight bytes per panel: L1-resident while x rows stream by */
 #define PANEL_MAX_ROWS 16
 #define X_GROUP 64              /* x rows per pass over a panel */
+#define X_GROUP_BYTES (384 * 1024) /* converted x rows per tile call: L2-resident */
 
 static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
@@ -69,20 +70,27 @@ void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weigh
     }
 
     const quant_tile_fn tile = quant_tile(w->type);
+    int64_t i0, i1;
+    chunk(n_out, ith, nth, 8, &i0, &i1);
+    if (i0 >= i1) return;
+    if (tile) {
+        /* the tile panels the weight rows itself; x rows go in groups that stay in L2 */
+        int64_t group = (int64_t)(X_GROUP_BYTES / xs);
+        if (group < 4) group = 4;
+        for (int64_t r0 = 0; r0 < n_rows; r0 += group) {
+            const int nx = (int)(n_rows - r0 < group ? n_rows - r0 : group);
+            tile(n_in, wd + i0 * w_stride, w_stride, (int)(i1 - i0), xq + r0 * xs, xs, nx,
+                 y + r0 * n_out + i0, (size_t)n_out);
+        }
+        return;
+    }
     int64_t panel = (int64_t)(PANEL_BYTES / (w_stride ? w_stride : 1));
     if (panel < 1) panel = 1;
     if (panel > PANEL_MAX_ROWS) panel = PANEL_MAX_ROWS;
-    int64_t i0, i1;
-    chunk(n_out, ith, nth, 4, &i0, &i1);
     for (int64_t ib = i0; ib < i1; ib += panel) {
         const int nw = (int)(i1 - ib < panel ? i1 - ib : panel);
         for (int64_t r0 = 0; r0 < n_rows; r0 += X_GROUP) {
             const int nx = (int)(n_rows - r0 < X_GROUP ? n_rows - r0 : X_GROUP);
-            if (tile) {
-                tile(n_in, wd + ib * w_stride, w_stride, nw, xq + r0 * xs, xs, nx,
-                     y + r0 * n_out + ib, (size_t)n_out);
-                continue;
-            }
             for (int r = 0; r < nx; r++)
                 for (int i = 0; i < nw; i++)
                     y[(r0 + r) * n_out + ib + i] =

@@ -236,6 +236,219 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+
+/* ==== Tiles (prompt processing) ====
+ * A tile walks the weight rows in small groups ("panels"): each panel is unpacked once into a
+ * thread-local buffer (4-bit values widened to bytes, f16 scales to f32, f16/bf16 weights to
+ * f32), then every x row is run against it with one accumulator per (weight row, x row) pair
+ * held in registers. The per-pair float operations are those of the single dots above. */
+
+#define PANEL_BUF_BYTES (192 * 1024)
+static _Thread_local __m256i panel_buf[PANEL_BUF_BYTES / sizeof(__m256i)];
+
+static inline int min_int(int a, int b) { return a < b ? a : b; }
+
+/* Rows per panel so that nb blocks of bytes_per_block for each row fit the buffer. */
+static inline int panel_rows(int64_t nb, size_t bytes_per_block, int want) {
+    int64_t fit = (int64_t)(PANEL_BUF_BYTES / (nb * bytes_per_block));
+    return (int)(fit < want ? (fit < 1 ? 1 : fit) : want);
+}
+
+/* q4_0 values 0..15 (not minus 8) in element order; the -8 is applied through x's sums. */
+static inline __m256i unpack_q4_0_u(const uint8_t *qs) {
+    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i lo = _mm_and_si128(raw, _mm_set1_epi8(0xF));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0xF));
+    return _mm256_set_m128i(hi, lo);
+}
+
+/* M weight rows (prepacked: q[b * M + i], d[b * M + i]) against one q8_0 x row. The int32 lanes
+ * equal dot_i8x32(q - 8, y): sum (q - 8) y = sum q y - 8 sum y over each lane's 4 elements. */
+static inline __attribute__((always_inline)) void q4_0_panel_row(int M, int64_t nb, const __m256i *pq,
+                                                                 const float *pd, const block_q8_0 *bx,
+                                                                 float *out) {
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
+        const __m256i ys8 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), yv), ones);
+        const __m256 dx = _mm256_set1_ps(f16(bx[b].d));
+#pragma GCC unroll 8
+        for (int i = 0; i < M; i++) {
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(pq[b * M + i], yv), ones);
+            const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(&pd[b * M + i]), dx);
+            acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(p, ys8)), acc[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < M; i++) out[i] = hsum(acc[i]);
+}
+
+static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                      size_t x_stride, int nx, float *y, size_t y_stride) {
+    const int64_t nb = n / QK4_0;
+    const int mw = panel_rows(nb, 32 + 4, 8);
+    for (int i0 = 0; i0 < nw; i0 += mw) {
+        const int m = min_int(mw, nw - i0);
+        __m256i *pq = panel_buf;
+        float *pd = (float *)(pq + nb * m);
+        for (int i = 0; i < m; i++) {
+            const block_q4_0 *a = (const block_q4_0 *)((const char *)w + (i0 + i) * w_stride);
+            for (int64_t b = 0; b < nb; b++) {
+                pq[b * m + i] = unpack_q4_0_u(a[b].qs);
+                pd[b * m + i] = f16(a[b].d);
+            }
+        }
+        for (int r = 0; r < nx; r++) {
+            const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
+            float out[8];
+            if (m == 8) q4_0_panel_row(8, nb, pq, pd, bx, out);
+            else if (m == 4) q4_0_panel_row(4, nb, pq, pd, bx, out);
+            else q4_0_panel_row(m, nb, pq, pd, bx, out);
+            for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
+        }
+    }
+}
+
+/* q8_0: prepacked |w| and w per block (the sign trick of dot_i8x32 needs both). */
+static inline __attribute__((always_inline)) void q8_0_panel_row(int M, int64_t nb, const __m256i *pq,
+                                                                 const float *pd, const block_q8_0 *bx,
+                                                                 float *out) {
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
+        const __m256 dx = _mm256_set1_ps(f16(bx[b].d));
+#pragma GCC unroll 8
+        for (int i = 0; i < M; i++) {
+            const __m256i sy = _mm256_sign_epi8(yv, pq[2 * (b * M + i) + 1]);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(pq[2 * (b * M + i)], sy), ones);
+            const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(&pd[b * M + i]), dx);
+            acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < M; i++) out[i] = hsum(acc[i]);
+}
+
+static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                      size_t x_stride, int nx, float *y, size_t y_stride) {
+    const int64_t nb = n / QK8_0;
+    const int mw = panel_rows(nb, 64 + 4, 8);
+    for (int i0 = 0; i0 < nw; i0 += mw) {
+        const int m = min_int(mw, nw - i0);
+        __m256i *pq = panel_buf;
+        float *pd = (float *)(pq + 2 * nb * m);
+        for (int i = 0; i < m; i++) {
+            const block_q8_0 *a = (const block_q8_0 *)((const char *)w + (i0 + i) * w_stride);
+            for (int64_t b = 0; b < nb; b++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)a[b].qs);
+                pq[2 * (b * m + i)] = _mm256_sign_epi8(q, q);
+                pq[2 * (b * m + i) + 1] = q;
+                pd[b * m + i] = f16(a[b].d);
+            }
+        }
+        for (int r = 0; r < nx; r++) {
+            const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
+            float out[8];
+            if (m == 8) q8_0_panel_row(8, nb, pq, pd, bx, out);
+            else if (m == 4) q8_0_panel_row(4, nb, pq, pd, bx, out);
+            else q8_0_panel_row(m, nb, pq, pd, bx, out);
+            for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
+        }
+    }
+}
+
+/* Float weights: M rows of f32 (wf[i], n8 = n rounded down to 8) against MX x rows; the scalar
+ * tail after hsum reads the original weights (tail_w) exactly as the single dot does. */
+typedef float (*scalar_fn)(const void *w, int64_t k);
+static float scalar_f32(const void *w, int64_t k) { return ((const float *)w)[k]; }
+static float scalar_f16(const void *w, int64_t k) { return quant_f16_to_f32(((const uint16_t *)w)[k]); }
+static float scalar_bf16(const void *w, int64_t k) { return quant_bf16_to_f32(((const uint16_t *)w)[k]); }
+
+static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t n, const float *const *wf,
+                                                              const void *const *tail_w, scalar_fn sc,
+                                                              const float *const *xr, float *out /* [MX][M] */) {
+    __m256 acc[4][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < 2; r++) acc[i][r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 xv[2];
+#pragma GCC unroll 8
+        for (int r = 0; r < MX; r++) xv[r] = _mm256_loadu_ps(xr[r] + k);
+#pragma GCC unroll 8
+        for (int i = 0; i < M; i++) {
+            const __m256 wv = _mm256_loadu_ps(wf[i] + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < MX; r++) acc[i][r] = _mm256_fmadd_ps(wv, xv[r], acc[i][r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MX; r++)
+#pragma GCC unroll 8
+        for (int i = 0; i < M; i++) {
+            float s = hsum(acc[i][r]);
+            for (int64_t t = k; t < n; t++) s += sc(tail_w[i], t) * xr[r][t];
+            out[r * 4 + i] = s;
+        }
+}
+
+static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                       size_t x_stride, int nx, float *y, size_t y_stride) {
+    const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
+    const int64_t n8 = n / 8 * 8;
+    const int mw = t == DTYPE_F32 ? 4 : panel_rows(n8 ? n8 / 8 : 1, 32, 4);
+    for (int i0 = 0; i0 < nw; i0 += mw) {
+        const int m = min_int(mw, nw - i0);
+        const float *wf[4];
+        const void *tail_w[4];
+        for (int i = 0; i < m; i++) {
+            const char *row = (const char *)w + (i0 + i) * w_stride;
+            tail_w[i] = row;
+            if (t == DTYPE_F32) {
+                wf[i] = (const float *)row;
+                continue;
+            }
+            float *dst = (float *)panel_buf + i * n8;
+            wf[i] = dst;
+            for (int64_t k = 0; k < n8; k += 8)
+                _mm256_storeu_ps(dst + k, t == DTYPE_F16 ? load_f16x8((const uint16_t *)row + k)
+                                                         : load_bf16x8((const uint16_t *)row + k));
+        }
+        for (int r = 0; r < nx; r += 2) {
+            const int mx = min_int(2, nx - r);
+            const float *xr[2] = {(const float *)((const char *)x + r * x_stride),
+                                  (const float *)((const char *)x + (r + mx - 1) * x_stride)};
+            float out[8];
+            if (m == 4 && mx == 2) float_micro(4, 2, n, wf, tail_w, sc, xr, out);
+            else if (m == 4) float_micro(4, 1, n, wf, tail_w, sc, xr, out);
+            else float_micro(m, mx, n, wf, tail_w, sc, xr, out);
+            for (int rr = 0; rr < mx; rr++)
+                for (int i = 0; i < m; i++) y[(r + rr) * y_stride + i0 + i] = out[rr * 4 + i];
+        }
+    }
+}
+
+static void tile_f32(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                     float *y, size_t ys) {
+    tile_float(DTYPE_F32, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void tile_f16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                     float *y, size_t ys) {
+    tile_float(DTYPE_F16, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_float(DTYPE_BF16, n, w, ws, nw, x, xs, nx, y, ys);
+}
+
 /* ==== Tables ==== */
 
 const struct quant_variant quant_variant_avx2 = {
@@ -254,4 +467,10 @@ const struct quant_variant quant_variant_avx2 = {
         },
 };
 
-const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {0};
+const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
+    [DTYPE_F32] = tile_f32,
+    [DTYPE_F16] = tile_f16,
+    [DTYPE_BF16] = tile_bf16,
+    [DTYPE_Q8_0] = tile_q8_0,
+    [DTYPE_Q4_0] = tile_q4_0,
+};
