@@ -113,19 +113,18 @@ static inline void unpack_k_scales(const uint8_t *packed, uint8_t sc[8], uint8_t
     memcpy(mn, m, 8);
 }
 
-static inline int hsum_i32(__m256i v) {
+static inline __attribute__((unused)) int hsum_i32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
     return _mm_cvtsi128_si32(s);
 }
 
-/* sum_j mn[j] * (bsums[2j] + bsums[2j+1]): the min correction of q4_K/q5_K (exact). */
-static inline int k_min_dot(const uint8_t mn[8], const int16_t *bsums) {
-    const __m256i pairs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums),
-                                            _mm256_set1_epi16(1));
-    const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn));
-    return hsum_i32(_mm256_mullo_epi32(pairs, m));
+/* Lane k: mn[k] * (bsums[2k] + bsums[2k+1]), the min correction of sub-block k (exact). */
+static inline __m256i k_min_lanes(const uint8_t mn[8], const int16_t *bsums) {
+    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
+    const __m256i mdup = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), mdup);
 }
 
 /* Integer part of a q4_K block: sum_j sc[j] * sum_l q * y, as 8 int32 lanes. */
@@ -165,36 +164,36 @@ static inline __m256i q5_K_block_sumi(const block_q5_K *a, const int8_t *y, cons
     return sumi;
 }
 
-/* q4_K/q5_K: per block, lanes += (y.d * d) * sumi and a scalar += (y.d * dmin) * summ;
- * the result is hsum(lanes) - scalar. */
+/* q4_K/q5_K: per block, acc += (y.d * d) * sumi and accm += (y.d * dmin) * min lanes, both
+ * lane-wise; the result is hsum(acc) - hsum(accm). */
 static float dot_q4_K(int64_t n, const void *w, const void *x) {
     const block_q4_K *a = w;
     const block_q8_K *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    float accm = 0;
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         uint8_t sc[8], mn[8];
         unpack_k_scales(a[i].scales, sc, mn);
         const __m256i sumi = q4_K_block_sumi(&a[i], b[i].qs, sc);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-        accm += b[i].d * f16(a[i].dmin) * (float)k_min_dot(mn, b[i].bsums);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].dmin)),
+                               _mm256_cvtepi32_ps(k_min_lanes(mn, b[i].bsums)), accm);
     }
-    return hsum(acc) - accm;
+    return hsum(acc) - hsum(accm);
 }
 
 static float dot_q5_K(int64_t n, const void *w, const void *x) {
     const block_q5_K *a = w;
     const block_q8_K *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    float accm = 0;
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         uint8_t sc[8], mn[8];
         unpack_k_scales(a[i].scales, sc, mn);
         const __m256i sumi = q5_K_block_sumi(&a[i], b[i].qs, sc);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-        accm += b[i].d * f16(a[i].dmin) * (float)k_min_dot(mn, b[i].bsums);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].dmin)),
+                               _mm256_cvtepi32_ps(k_min_lanes(mn, b[i].bsums)), accm);
     }
-    return hsum(acc) - accm;
+    return hsum(acc) - hsum(accm);
 }
 
 /* q6_K: sum_j sc[j] * sum_l (q - 32) * y = sum_j sc[j] * sum_l q * y - 32 * sum_j sc[j] * bsums[j]. */
@@ -449,6 +448,157 @@ static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x
     tile_float(DTYPE_BF16, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
+
+/* K-quants: each block of each panel row is unpacked to 256 bytes of values (q4_K 0..15,
+ * q5_K 0..31, q6_K 0..63) in element order, 8 madd scale vectors (one per 32 elements), and
+ * the pieces of the correction: mins (q4_K/q5_K) or scales (q6_K) as 16 int16, and f32 d/dmin. */
+struct k_panel_block {
+    __m256i q[8];
+    __m256i scale[8];
+    __m256i corr; /* q4_K/q5_K: mins duplicated (m0 m0 m1 m1 ...); q6_K: the 16 scales */
+    float d, dmin;
+    float pad[6];
+};
+
+static void k_pack_q4_K(const block_q4_K *a, struct k_panel_block *p) {
+    uint8_t sc[8], mn[8];
+    unpack_k_scales(a->scales, sc, mn);
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
+        p->q[2 * j] = _mm256_and_si256(q, m4);
+        p->q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    }
+    for (int k = 0; k < 8; k++) p->scale[k] = _mm256_set1_epi16(sc[k]);
+    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
+    p->corr = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    p->d = f16(a->d);
+    p->dmin = f16(a->dmin);
+}
+
+static void k_pack_q5_K(const block_q5_K *a, struct k_panel_block *p) {
+    uint8_t sc[8], mn[8];
+    unpack_k_scales(a->scales, sc, mn);
+    const __m256i m4 = _mm256_set1_epi8(0xF), b16 = _mm256_set1_epi8(16);
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)a->qh);
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
+        const __m256i mlo = _mm256_set1_epi8((char)(1 << (2 * j)));
+        const __m256i mhi = _mm256_set1_epi8((char)(2 << (2 * j)));
+        p->q[2 * j] = _mm256_or_si256(_mm256_and_si256(q, m4),
+                                      _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mlo), mlo), b16));
+        p->q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mhi), mhi), b16));
+    }
+    for (int k = 0; k < 8; k++) p->scale[k] = _mm256_set1_epi16(sc[k]);
+    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
+    p->corr = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    p->d = f16(a->d);
+    p->dmin = f16(a->dmin);
+}
+
+static void k_pack_q6_K(const block_q6_K *a, struct k_panel_block *p) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(0x30);
+    for (int h = 0; h < 2; h++) {
+        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h));
+        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
+        p->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+        p->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+        p->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
+        p->q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                          _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+        for (int k = 0; k < 4; k++) {
+            const int sidx = 8 * h + 2 * k;
+            p->scale[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(a->scales[sidx + 1]), _mm_set1_epi16(a->scales[sidx]));
+        }
+    }
+    p->corr = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a->scales));
+    p->d = f16(a->d);
+    p->dmin = 0;
+}
+
+/* M prepacked rows (pk[b * M + i]) against one q8_K x row. q6 selects the q6_K correction
+ * (integer, -32 * sum sc * bsums) instead of the q4_K/q5_K min accumulator. */
+static inline __attribute__((always_inline)) void k_panel_row(int M, bool q6, int64_t nb,
+                                                              const struct k_panel_block *pk,
+                                                              const block_q8_K *bx, float *out) {
+    __m256 acc[4], accm[4];
+#pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) acc[i] = accm[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i s[4];
+#pragma GCC unroll 8
+        for (int i = 0; i < 4; i++) s[i] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            const __m256i yk = _mm256_loadu_si256((const __m256i *)(bx[b].qs + 32 * k));
+#pragma GCC unroll 8
+            for (int i = 0; i < M; i++) {
+                const struct k_panel_block *p = &pk[b * M + i];
+                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(_mm256_maddubs_epi16(p->q[k], yk), p->scale[k]));
+            }
+        }
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)bx[b].bsums);
+        const __m256 yd = _mm256_set1_ps(bx[b].d);
+#pragma GCC unroll 8
+        for (int i = 0; i < M; i++) {
+            const struct k_panel_block *p = &pk[b * M + i];
+            const __m256i c = _mm256_madd_epi16(bs, p->corr);
+            if (q6) {
+                const __m256i sumi = _mm256_sub_epi32(s[i], _mm256_slli_epi32(c, 5));
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)), _mm256_cvtepi32_ps(sumi), acc[i]);
+            } else {
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)), _mm256_cvtepi32_ps(s[i]), acc[i]);
+                accm[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->dmin)), _mm256_cvtepi32_ps(c), accm[i]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < M; i++) out[i] = q6 ? hsum(acc[i]) : hsum(acc[i]) - hsum(accm[i]);
+}
+
+static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                   size_t x_stride, int nx, float *y, size_t y_stride) {
+    const int64_t nb = n / QK_K;
+    const bool q6 = t == DTYPE_Q6_K;
+    const int mw = panel_rows(nb, sizeof(struct k_panel_block), 4);
+    struct k_panel_block *pk = (struct k_panel_block *)panel_buf;
+    for (int i0 = 0; i0 < nw; i0 += mw) {
+        const int m = min_int(mw, nw - i0);
+        for (int i = 0; i < m; i++) {
+            const char *row = (const char *)w + (i0 + i) * w_stride;
+            for (int64_t b = 0; b < nb; b++) {
+                if (t == DTYPE_Q4_K) k_pack_q4_K((const block_q4_K *)row + b, &pk[b * m + i]);
+                else if (t == DTYPE_Q5_K) k_pack_q5_K((const block_q5_K *)row + b, &pk[b * m + i]);
+                else k_pack_q6_K((const block_q6_K *)row + b, &pk[b * m + i]);
+            }
+        }
+        for (int r = 0; r < nx; r++) {
+            const block_q8_K *bx = (const block_q8_K *)((const char *)x + r * x_stride);
+            float out[4];
+            if (m == 4 && q6) k_panel_row(4, true, nb, pk, bx, out);
+            else if (m == 4) k_panel_row(4, false, nb, pk, bx, out);
+            else if (q6) k_panel_row(m, true, nb, pk, bx, out);
+            else k_panel_row(m, false, nb, pk, bx, out);
+            for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
+        }
+    }
+}
+
+static void tile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_k(DTYPE_Q4_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void tile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_k(DTYPE_Q5_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_k(DTYPE_Q6_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+
 /* ==== Tables ==== */
 
 const struct quant_variant quant_variant_avx2 = {
@@ -473,4 +623,7 @@ const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
     [DTYPE_BF16] = tile_bf16,
     [DTYPE_Q8_0] = tile_q8_0,
     [DTYPE_Q4_0] = tile_q4_0,
+    [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_Q5_K] = tile_q5_K,
+    [DTYPE_Q6_K] = tile_q6_K,
 };
