@@ -25,8 +25,12 @@ static long rss_kib(void) {
 
 static int measure(const char *path, int first, int end) {
     long before = rss_kib();
-    struct model_params mp = {.layer_first = first, .layer_end = end, .n_ctx = 512, .n_seq = 1,
-                              .n_batch = 32, .n_threads = 1};
+    struct model_params mp = {.layer_first = first,
+                              .layer_end = end,
+                              .n_ctx = 512,
+                              .n_seq = 1,
+                              .n_batch = 32,
+                              .n_threads = 1};
     model_t *m = NULL;
     if (model_load(path, &mp, &m) != STATUS_OK) return 1;
     long after = rss_kib();

@@ -56,8 +56,8 @@ struct run_cfg {
 static const struct opt run_opts[] = {
     {"model", 'm', OPT_STRING, offsetof(struct run_cfg, model), NULL, 0, -1, "FILE",
      "GGUF model (default: ../shared/models/stories260K.gguf or $CARAVAN_MODEL)"},
-    {"prompt", 'p', OPT_STRING, offsetof(struct run_cfg, prompt), "Once upon a time", 0, -1,
-     "TEXT", "prompt text"},
+    {"prompt", 'p', OPT_STRING, offsetof(struct run_cfg, prompt), "Once upon a time", 0, -1, "TEXT",
+     "prompt text"},
     {"n-predict", 'n', OPT_INT, offsetof(struct run_cfg, n_predict), "64", 0, 1 << 20, "N",
      "tokens to generate"},
     {"temp", 0, OPT_FLOAT, offsetof(struct run_cfg, temp), "0.8", 0, 100, "T",
@@ -68,10 +68,10 @@ static const struct opt run_opts[] = {
      "nucleus sampling (1: off)"},
     {"min-p", 0, OPT_FLOAT, offsetof(struct run_cfg, min_p), "0.05", 0, 1, "P",
      "drop tokens below P x the best token's probability (0: off)"},
-    {"repeat-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, repeat_penalty), "1.0", 0, 100,
-     "X", "divide the logits of recent tokens by X (1: off)"},
-    {"repeat-last-n", 0, OPT_INT, offsetof(struct run_cfg, repeat_last_n), "64", 0, 1 << 20,
-     "N", "how many recent tokens the penalty looks at"},
+    {"repeat-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, repeat_penalty), "1.0", 0, 100, "X",
+     "divide the logits of recent tokens by X (1: off)"},
+    {"repeat-last-n", 0, OPT_INT, offsetof(struct run_cfg, repeat_last_n), "64", 0, 1 << 20, "N",
+     "how many recent tokens the penalty looks at"},
     {"seed", 's', OPT_INT64, offsetof(struct run_cfg, seed), "-1", -1, 9.2e18, "S",
      "random seed; -1 picks one (printed on stderr)"},
     {"threads", 't', OPT_INT, offsetof(struct run_cfg, threads), "0", 0, 1024, "N",
@@ -145,8 +145,8 @@ int cmd_run(int argc, char **argv) {
     float *logits = NULL;
 
     double t0 = now_s();
-    struct model_params mp = {.n_ctx = cfg.ctx, .n_seq = 1, .n_batch = cfg.batch,
-                              .n_threads = cfg.threads};
+    struct model_params mp = {
+        .n_ctx = cfg.ctx, .n_seq = 1, .n_batch = cfg.batch, .n_threads = cfg.threads};
     enum status rc = model_load(cfg.model, &mp, &m);
     if (rc != STATUS_OK) {
         fprintf(stderr, "error: cannot load %s: %s\n", cfg.model, status_str(rc));
@@ -230,8 +230,8 @@ int cmd_run(int argc, char **argv) {
     int64_t n_gen = 0, n = n_prompt;
     while (rc == STATUS_OK && n < total) {
         int64_t from = n > 1024 ? n - 1024 : 0;
-        int32_t next = sampler_sample(smp, &sp, logits, ids + from, (int32_t)(n - from),
-                                      (uint64_t)n_gen);
+        int32_t next =
+            sampler_sample(smp, &sp, logits, ids + from, (int32_t)(n - from), (uint64_t)n_gen);
         ids[n++] = next;
         n_gen++;
         if (!cfg.ignore_eos && tokenizer_is_eog(tok, next)) break;
@@ -258,8 +258,8 @@ int cmd_run(int argc, char **argv) {
     }
     fprintf(stderr, "load: %.2f s (%.1f MiB of weights, %.1f MiB of cache and buffers)\n", t_load,
             (double)model_weight_bytes(m) / 1048576.0, (double)model_buffer_bytes(m) / 1048576.0);
-    fprintf(stderr, "prompt: %lld tokens in %.3f s, %.2f tokens/s\n", (long long)n_prompt,
-            t_prompt, (double)n_prompt / t_prompt);
+    fprintf(stderr, "prompt: %lld tokens in %.3f s, %.2f tokens/s\n", (long long)n_prompt, t_prompt,
+            (double)n_prompt / t_prompt);
     /* the first generated token came from the prompt's logits: n_gen - 1 forward steps */
     fprintf(stderr, "generation: %lld tokens in %.3f s, %.2f tokens/s\n", (long long)n_gen, t_gen,
             n_gen > 1 ? (double)(n_gen - 1) / t_gen : 0.0);

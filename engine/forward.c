@@ -24,8 +24,8 @@ static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float
 
 /* Rotates each head of vec (n_head heads of head_dim) at position pos. NORM pairs adjacent
  * elements (2i, 2i+1); NEOX pairs i with i + n_rot/2. Dimensions past n_rot are left alone. */
-static void rope(float *vec, int64_t n_head, int64_t head_dim, int64_t n_rot,
-                 enum model_rope kind, const float *cos_p, const float *sin_p) {
+static void rope(float *vec, int64_t n_head, int64_t head_dim, int64_t n_rot, enum model_rope kind,
+                 const float *cos_p, const float *sin_p) {
     int64_t half = n_rot / 2;
     for (int64_t h = 0; h < n_head; h++) {
         float *v = vec + h * head_dim;
@@ -39,7 +39,9 @@ static void rope(float *vec, int64_t n_head, int64_t head_dim, int64_t n_rot,
     }
 }
 
-static float silu(float x) { return x / (1.0f + expf(-x)); }
+static float silu(float x) {
+    return x / (1.0f + expf(-x));
+}
 
 /* ---- attention --------------------------------------------------------------------------- */
 
@@ -64,8 +66,8 @@ static void attn_thread(void *ctx, int ith, int nth) {
     for (int64_t u = ith; u < units; u += nth) {
         int64_t t = u / c->n_heads, h = u % c->n_heads;
         int32_t s = j->b->seq[t], pos = j->b->pos[t];
-        size_t base = (((size_t)j->layer * (size_t)m->n_seq + (size_t)s) * (size_t)m->n_ctx) *
-                      (size_t)kv_dim;
+        size_t base =
+            (((size_t)j->layer * (size_t)m->n_seq + (size_t)s) * (size_t)m->n_ctx) * (size_t)kv_dim;
         const float *kc = m->k_cache + base + (size_t)(h / group) * (size_t)hd;
         const float *vc = m->v_cache + base + (size_t)(h / group) * (size_t)hd;
         const float *q = m->q + t * q_dim + h * hd;
@@ -129,12 +131,92 @@ static enum status check_batch(const model_t *m, const struct model_batch *b) {
     return STATUS_OK;
 }
 
+/* Per-token steps of one layer, run over the batch's rows (in parallel for prompts). */
+enum row_step {
+    ROW_ATTN_NORM,
+    ROW_QKV_POST,
+    ROW_RESIDUAL_HB,
+    ROW_RESIDUAL_XB,
+    ROW_FFN_NORM,
+    ROW_SWIGLU
+};
+
+struct row_job {
+    model_t *m;
+    const struct model_batch *b;
+    const struct layer *L;
+    int64_t layer; /* index within the slice */
+    enum row_step step;
+};
+
+static void row_step(const struct row_job *j, int64_t t) {
+    model_t *m = j->m;
+    const struct model_config *c = &m->cfg;
+    const struct layer *L = j->L;
+    const int64_t E = c->n_embd, hd = c->head_dim, half = c->n_rot / 2;
+    const int64_t q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    switch (j->step) {
+    case ROW_ATTN_NORM: rmsnorm(m->xb + t * E, m->x + t * E, L->attn_norm, E, c->rms_eps); break;
+    case ROW_FFN_NORM: rmsnorm(m->xb + t * E, m->x + t * E, L->ffn_norm, E, c->rms_eps); break;
+    case ROW_QKV_POST: {
+        float *q = m->q + t * q_dim, *k = m->k + t * kv_dim, *v = m->v + t * kv_dim;
+        if (L->bq) {
+            for (int64_t i = 0; i < q_dim; i++) q[i] += L->bq[i];
+            for (int64_t i = 0; i < kv_dim; i++) k[i] += L->bk[i];
+            for (int64_t i = 0; i < kv_dim; i++) v[i] += L->bv[i];
+        }
+        int32_t pos = j->b->pos[t];
+        const float *cs = m->rope_cos + (size_t)pos * (size_t)half;
+        const float *sn = m->rope_sin + (size_t)pos * (size_t)half;
+        rope(q, c->n_heads, hd, c->n_rot, c->rope, cs, sn);
+        rope(k, c->n_kv_heads, hd, c->n_rot, c->rope, cs, sn);
+        /* append k, v to the sequence's cache at its position */
+        size_t at =
+            ((((size_t)j->layer * (size_t)m->n_seq + (size_t)j->b->seq[t]) * (size_t)m->n_ctx) +
+             (size_t)pos) *
+            (size_t)kv_dim;
+        memcpy(m->k_cache + at, k, sizeof(float) * (size_t)kv_dim);
+        memcpy(m->v_cache + at, v, sizeof(float) * (size_t)kv_dim);
+        break;
+    }
+    case ROW_RESIDUAL_HB:
+    case ROW_RESIDUAL_XB: {
+        float *x = m->x + t * E;
+        const float *d = (j->step == ROW_RESIDUAL_HB ? m->hb : m->xb) + t * E;
+        for (int64_t i = 0; i < E; i++) x[i] += d[i];
+        break;
+    }
+    case ROW_SWIGLU: {
+        float *g = m->hb + t * c->n_ff;
+        const float *u = m->hb2 + t * c->n_ff;
+        for (int64_t i = 0; i < c->n_ff; i++) g[i] = silu(g[i]) * u[i];
+        break;
+    }
+    }
+}
+
+static void row_thread(void *ctx, int ith, int nth) {
+    const struct row_job *j = ctx;
+    for (int64_t t = ith; t < j->b->n_tokens; t += nth) row_step(j, t);
+}
+
+/* Runs one per-token step over every row. Rows are independent and each is computed by the
+ * same code on whichever thread, so splitting never changes a result; a single token stays
+ * on the calling thread (waking the pool would cost more than the work). */
+static void for_rows(struct row_job *j, enum row_step step) {
+    j->step = step;
+    if (j->b->n_tokens < 4) {
+        for (int64_t t = 0; t < j->b->n_tokens; t++) row_step(j, t);
+        return;
+    }
+    threadpool_run(j->m->tp, row_thread, j);
+}
+
 enum status model_forward(model_t *m, const struct model_batch *b, float *out) {
     enum status rc = check_batch(m, b);
     if (rc != STATUS_OK) return rc;
     const struct model_config *c = &m->cfg;
-    const int64_t T = b->n_tokens, E = c->n_embd, hd = c->head_dim;
-    const int64_t q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd, half = c->n_rot / 2;
+    const int64_t T = b->n_tokens, E = c->n_embd;
     threadpool_t *tp = m->tp;
 
     /* x (T, E): token embeddings, or the previous slice's hidden states */
@@ -149,43 +231,26 @@ enum status model_forward(model_t *m, const struct model_batch *b, float *out) {
 
     for (int64_t l = 0; l < m->layer_end - m->layer_first; l++) {
         const struct layer *L = &m->layers[l];
+        struct row_job rows = {m, b, L, l, ROW_ATTN_NORM};
 
-        /* attention block: xb = norm(x); q, k, v = xb·Wq, xb·Wk, xb·Wv */
-        for (int64_t t = 0; t < T; t++)
-            rmsnorm(m->xb + t * E, m->x + t * E, L->attn_norm, E, c->rms_eps);
-        matmul(tp, &L->wq, m->xb, T, m->q, m->scratch);          /* (T, q_dim) */
-        matmul(tp, &L->wk, m->xb, T, m->k, m->scratch);          /* (T, kv_dim) */
-        matmul(tp, &L->wv, m->xb, T, m->v, m->scratch);          /* (T, kv_dim) */
-        for (int64_t t = 0; t < T; t++) {
-            float *q = m->q + t * q_dim, *k = m->k + t * kv_dim, *v = m->v + t * kv_dim;
-            if (L->bq) {
-                for (int64_t i = 0; i < q_dim; i++) q[i] += L->bq[i];
-                for (int64_t i = 0; i < kv_dim; i++) k[i] += L->bk[i];
-                for (int64_t i = 0; i < kv_dim; i++) v[i] += L->bv[i];
-            }
-            const float *cs = m->rope_cos + (size_t)b->pos[t] * (size_t)half;
-            const float *sn = m->rope_sin + (size_t)b->pos[t] * (size_t)half;
-            rope(q, c->n_heads, hd, c->n_rot, c->rope, cs, sn);
-            rope(k, c->n_kv_heads, hd, c->n_rot, c->rope, cs, sn);
-            /* append k, v to the sequence's cache at its position */
-            size_t at = ((((size_t)l * (size_t)m->n_seq + (size_t)b->seq[t]) * (size_t)m->n_ctx) +
-                         (size_t)b->pos[t]) * (size_t)kv_dim;
-            memcpy(m->k_cache + at, k, sizeof(float) * (size_t)kv_dim);
-            memcpy(m->v_cache + at, v, sizeof(float) * (size_t)kv_dim);
-        }
+        /* attention: xb = norm(x); q, k, v = xb·Wq, xb·Wk, xb·Wv; rope; cache k, v */
+        for_rows(&rows, ROW_ATTN_NORM);                 /* xb (T, E) */
+        matmul(tp, &L->wq, m->xb, T, m->q, m->scratch); /* (T, n_heads*hd) */
+        matmul(tp, &L->wk, m->xb, T, m->k, m->scratch); /* (T, n_kv*hd) */
+        matmul(tp, &L->wv, m->xb, T, m->v, m->scratch); /* (T, n_kv*hd) */
+        for_rows(&rows, ROW_QKV_POST);
         struct attn_job job = {m, b, l, quant_dot(DTYPE_F32)};
-        threadpool_run(tp, attn_thread, &job);                  /* xb (T, q_dim) */
-        matmul(tp, &L->wo, m->xb, T, m->hb, m->scratch);         /* (T, E) */
-        for (int64_t i = 0; i < T * E; i++) m->x[i] += m->hb[i];
+        threadpool_run(tp, attn_thread, &job);           /* xb (T, n_heads*hd) */
+        matmul(tp, &L->wo, m->xb, T, m->hb, m->scratch); /* (T, E) */
+        for_rows(&rows, ROW_RESIDUAL_HB);                /* x += attention */
 
         /* feed-forward: x += (silu(xb·Wgate) * (xb·Wup))·Wdown */
-        for (int64_t t = 0; t < T; t++)
-            rmsnorm(m->xb + t * E, m->x + t * E, L->ffn_norm, E, c->rms_eps);
-        matmul(tp, &L->w_gate, m->xb, T, m->hb, m->scratch);     /* (T, n_ff) */
-        matmul(tp, &L->w_up, m->xb, T, m->hb2, m->scratch);      /* (T, n_ff) */
-        for (int64_t i = 0; i < T * c->n_ff; i++) m->hb[i] = silu(m->hb[i]) * m->hb2[i];
-        matmul(tp, &L->w_down, m->hb, T, m->xb, m->scratch);     /* (T, E) */
-        for (int64_t i = 0; i < T * E; i++) m->x[i] += m->xb[i];
+        for_rows(&rows, ROW_FFN_NORM);
+        matmul(tp, &L->w_gate, m->xb, T, m->hb, m->scratch); /* (T, n_ff) */
+        matmul(tp, &L->w_up, m->xb, T, m->hb2, m->scratch);  /* (T, n_ff) */
+        for_rows(&rows, ROW_SWIGLU);
+        matmul(tp, &L->w_down, m->hb, T, m->xb, m->scratch); /* (T, E) */
+        for_rows(&rows, ROW_RESIDUAL_XB);                    /* x += ffn */
     }
 
     for (int32_t t = 0; t < b->n_tokens; t++)

@@ -78,16 +78,14 @@ static enum status read_config(const gguf_t *g, const char *path, struct model_c
         c->head_dim = c->n_embd / c->n_heads;
     if (!get_hparam(g, arch, "rope.dimension_count", &c->n_rot)) c->n_rot = c->head_dim;
     if (!get_hparam_f(g, arch, "rope.freq_base", &c->rope_theta)) c->rope_theta = 10000.0f;
-    if (!get_hparam_f(g, arch, "attention.layer_norm_rms_epsilon", &c->rms_eps))
-        c->rms_eps = 1e-5f;
+    if (!get_hparam_f(g, arch, "attention.layer_norm_rms_epsilon", &c->rms_eps)) c->rms_eps = 1e-5f;
     int64_t v_len = c->head_dim;
     get_hparam(g, arch, "attention.value_length", &v_len);
 
-    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads || c->head_dim <= 0 ||
-        c->head_dim % 2 || c->n_rot <= 0 || c->n_rot > c->head_dim || c->n_rot % 2 ||
-        v_len != c->head_dim || c->n_layers > 4096 || c->n_embd > (1 << 20) ||
-        c->n_heads > 4096 || c->n_ff > (1 << 22) || c->n_ctx_train <= 0 ||
-        !(c->rope_theta > 0) || !(c->rms_eps > 0)) {
+    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads || c->head_dim <= 0 || c->head_dim % 2 ||
+        c->n_rot <= 0 || c->n_rot > c->head_dim || c->n_rot % 2 || v_len != c->head_dim ||
+        c->n_layers > 4096 || c->n_embd > (1 << 20) || c->n_heads > 4096 || c->n_ff > (1 << 22) ||
+        c->n_ctx_train <= 0 || !(c->rope_theta > 0) || !(c->rms_eps > 0)) {
         LOG(LOG_ERROR,
             "%s: inconsistent hyperparameters (n_embd %lld, n_heads %lld, n_kv_heads %lld, "
             "head_dim %lld, n_rot %lld)",
@@ -133,8 +131,8 @@ static const struct gguf_tensor *need_tensor(struct loader *ld, const char *name
         return NULL;
     }
     if (f32_only ? t->type != DTYPE_F32 : !dtype_supported(t->type)) {
-        LOG(LOG_ERROR, "%s: tensor '%s' has type %s, which caravan cannot compute with%s",
-            ld->path, name, dtype_name(t->type), f32_only ? " (expected f32)" : "");
+        LOG(LOG_ERROR, "%s: tensor '%s' has type %s, which caravan cannot compute with%s", ld->path,
+            name, dtype_name(t->type), f32_only ? " (expected f32)" : "");
         return NULL;
     }
     ld->m->weight_bytes += t->nbytes;
@@ -178,10 +176,9 @@ static enum status load_layer(struct loader *ld, int il, struct layer *L) {
         !need_matrix(ld, NAME("ffn_up.weight"), c->n_embd, c->n_ff, &L->w_up) ||
         !need_matrix(ld, NAME("ffn_down.weight"), c->n_ff, c->n_embd, &L->w_down))
         return STATUS_FORMAT;
-    if (c->arch == MODEL_ARCH_QWEN2 &&
-        (!need_f32(ld, NAME("attn_q.bias"), q_dim, &L->bq) ||
-         !need_f32(ld, NAME("attn_k.bias"), kv_dim, &L->bk) ||
-         !need_f32(ld, NAME("attn_v.bias"), kv_dim, &L->bv)))
+    if (c->arch == MODEL_ARCH_QWEN2 && (!need_f32(ld, NAME("attn_q.bias"), q_dim, &L->bq) ||
+                                        !need_f32(ld, NAME("attn_k.bias"), kv_dim, &L->bk) ||
+                                        !need_f32(ld, NAME("attn_v.bias"), kv_dim, &L->bv)))
         return STATUS_FORMAT;
 #undef NAME
     return STATUS_OK;
@@ -205,7 +202,7 @@ static void touch_weight(const struct matmul_weight *w) {
 static void touch_slice(const model_t *m) {
     for (int i = 0; i < m->layer_end - m->layer_first; i++) {
         const struct layer *L = &m->layers[i];
-        const struct matmul_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo,
+        const struct matmul_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
                                             &L->w_gate, &L->w_up, &L->w_down};
         for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) touch_weight(ws[j]);
     }
@@ -226,7 +223,9 @@ static void rope_tables(model_t *m) {
     }
 }
 
-static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+static size_t max_sz(size_t a, size_t b) {
+    return a > b ? a : b;
+}
 
 static size_t scratch_for(const struct matmul_weight *w, int64_t rows) {
     return w->data ? matmul_scratch_bytes(w->type, w->n_in, rows) : 0;
@@ -265,12 +264,13 @@ static enum status alloc_buffers(model_t *m) {
     }
     s = max_sz(s, scratch_for(&m->output, B));
     m->scratch = alloc_buf(s, tot);
-    if (!m->k_cache || !m->v_cache || !m->seq_len || !m->x || !m->xb || !m->q || !m->k ||
-        !m->v || !m->hb || !m->hb2 || !m->att || !m->rope_cos || !m->rope_sin || !m->out_rows ||
+    if (!m->k_cache || !m->v_cache || !m->seq_len || !m->x || !m->xb || !m->q || !m->k || !m->v ||
+        !m->hb || !m->hb2 || !m->att || !m->rope_cos || !m->rope_sin || !m->out_rows ||
         !m->scratch) {
-        LOG(LOG_ERROR, "cannot allocate %zu bytes of KV cache and buffers (n_ctx %d, n_seq %d, "
-            "n_batch %d): lower --ctx or the number of sequences", *tot + kv, m->n_ctx,
-            m->n_seq, m->n_batch);
+        LOG(LOG_ERROR,
+            "cannot allocate %zu bytes of KV cache and buffers (n_ctx %d, n_seq %d, "
+            "n_batch %d): lower --ctx or the number of sequences",
+            *tot + kv, m->n_ctx, m->n_seq, m->n_batch);
         return STATUS_NOMEM;
     }
     return STATUS_OK;
@@ -370,18 +370,42 @@ void model_free(model_t **self_p) {
     *self_p = NULL;
 }
 
-const struct model_config *model_config(const model_t *m) { return &m->cfg; }
-const gguf_t *model_gguf(const model_t *m) { return m->gguf; }
-int32_t model_layer_first(const model_t *m) { return m->layer_first; }
-int32_t model_layer_end(const model_t *m) { return m->layer_end; }
-bool model_is_first(const model_t *m) { return m->layer_first == 0; }
-bool model_is_last(const model_t *m) { return m->layer_end == m->cfg.n_layers; }
-int32_t model_n_ctx(const model_t *m) { return m->n_ctx; }
-int32_t model_n_seq(const model_t *m) { return m->n_seq; }
-int32_t model_n_batch(const model_t *m) { return m->n_batch; }
-int64_t model_n_out(const model_t *m) { return model_is_last(m) ? m->cfg.n_vocab : m->cfg.n_embd; }
-size_t model_weight_bytes(const model_t *m) { return m->weight_bytes; }
-size_t model_buffer_bytes(const model_t *m) { return m->buffer_bytes; }
+const struct model_config *model_config(const model_t *m) {
+    return &m->cfg;
+}
+const gguf_t *model_gguf(const model_t *m) {
+    return m->gguf;
+}
+int32_t model_layer_first(const model_t *m) {
+    return m->layer_first;
+}
+int32_t model_layer_end(const model_t *m) {
+    return m->layer_end;
+}
+bool model_is_first(const model_t *m) {
+    return m->layer_first == 0;
+}
+bool model_is_last(const model_t *m) {
+    return m->layer_end == m->cfg.n_layers;
+}
+int32_t model_n_ctx(const model_t *m) {
+    return m->n_ctx;
+}
+int32_t model_n_seq(const model_t *m) {
+    return m->n_seq;
+}
+int32_t model_n_batch(const model_t *m) {
+    return m->n_batch;
+}
+int64_t model_n_out(const model_t *m) {
+    return model_is_last(m) ? m->cfg.n_vocab : m->cfg.n_embd;
+}
+size_t model_weight_bytes(const model_t *m) {
+    return m->weight_bytes;
+}
+size_t model_buffer_bytes(const model_t *m) {
+    return m->buffer_bytes;
+}
 
 void model_seq_reset(model_t *m, int32_t seq) {
     if (seq >= 0 && seq < m->n_seq) m->seq_len[seq] = 0;

@@ -105,9 +105,9 @@ static void test_invariance(const char *path, float rel, const char *label) {
     srand(7);
     for (int s = 0; s < N_SEQ; s++)
         for (int i = 0; i < LEN; i++) prompts[s][i] = 1 + rand() % (int)(nv - 1);
-    float *one = malloc(sizeof(float) * LEN * (size_t)nv);          /* seq 0, one batch */
-    float *step = malloc(sizeof(float) * LEN * (size_t)nv);         /* seq 0, token by token */
-    float *all = malloc(sizeof(float) * N_SEQ * LEN * (size_t)nv);  /* 8 seqs interleaved */
+    float *one = malloc(sizeof(float) * LEN * (size_t)nv);         /* seq 0, one batch */
+    float *step = malloc(sizeof(float) * LEN * (size_t)nv);        /* seq 0, token by token */
+    float *all = malloc(sizeof(float) * N_SEQ * LEN * (size_t)nv); /* 8 seqs interleaved */
     int32_t pos[N_SEQ * LEN], seq[N_SEQ * LEN], toks[N_SEQ * LEN];
 
     /* seq 0 alone, whole prompt in one batch */
@@ -140,8 +140,8 @@ static void test_invariance(const char *path, float rel, const char *label) {
     bad = 0;
     for (int i = 0; i < LEN; i++)
         bad += !rows_match(one + (size_t)i * nv, all + (size_t)(i * N_SEQ) * nv, nv, rel);
-    CHECK(bad == 0, "%s: %d of %d positions of sequence 0 differ in a batch of %d sequences",
-          label, bad, LEN, N_SEQ);
+    CHECK(bad == 0, "%s: %d of %d positions of sequence 0 differ in a batch of %d sequences", label,
+          bad, LEN, N_SEQ);
     /* same greedy tokens everywhere */
     for (int i = 0; i < LEN; i++) {
         int32_t a = argmax(one + (size_t)i * nv, nv);
@@ -199,7 +199,8 @@ static void test_slices(const char *path) {
     CHECK(model_weight_bytes(ma) + model_weight_bytes(mb) >= model_weight_bytes(mw),
           "slice weight bytes");
     int64_t nv = model_n_out(mw), ne = model_n_out(ma);
-    float *lw = malloc(sizeof(float) * 5 * (size_t)nv), *lb = malloc(sizeof(float) * 5 * (size_t)nv);
+    float *lw = malloc(sizeof(float) * 5 * (size_t)nv),
+          *lb = malloc(sizeof(float) * 5 * (size_t)nv);
     float *h = malloc(sizeof(float) * 5 * (size_t)ne);
     int32_t pos[5] = {0, 1, 2, 3, 4}, seq[5] = {0};
     struct model_batch bw = {5, ref_prompt, NULL, pos, seq, NULL};

@@ -85,9 +85,8 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
 
     /* repetition penalty over the last repeat_last_n tokens (each id penalised once) */
     if (p->repeat_penalty != 1.0f && recent && n_recent > 0) {
-        int32_t from = p->repeat_last_n > 0 && n_recent > p->repeat_last_n
-                           ? n_recent - p->repeat_last_n
-                           : 0;
+        int32_t from =
+            p->repeat_last_n > 0 && n_recent > p->repeat_last_n ? n_recent - p->repeat_last_n : 0;
         for (int32_t i = from; i < n_recent; i++) {
             int32_t id = recent[i];
             if (id < 0 || id >= nv) continue;
