@@ -32,6 +32,7 @@ enum {
 struct strmap_slot {
     const char *key; /* NULL = empty */
     uint32_t len;
+    uint32_t hash;   /* compared before the key, which is usually a cache miss away */
     int32_t val;
 };
 
@@ -61,14 +62,14 @@ static void strmap_free(struct strmap *m) {
 
 /* Inserts or overwrites (the last value for a key wins, like std::map operator[]). */
 static void strmap_put(struct strmap *m, const char *key, uint32_t len, int32_t val) {
-    size_t i = hash_bytes(key, len) & m->mask;
-    for (;; i = (i + 1) & m->mask) {
+    uint64_t h = hash_bytes(key, len);
+    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         struct strmap_slot *s = &m->slots[i];
         if (!s->key) {
-            *s = (struct strmap_slot){key, len, val};
+            *s = (struct strmap_slot){key, len, (uint32_t)(h >> 32), val};
             return;
         }
-        if (s->len == len && memcmp(s->key, key, len) == 0) {
+        if (s->hash == (uint32_t)(h >> 32) && s->len == len && memcmp(s->key, key, len) == 0) {
             s->val = val;
             return;
         }
@@ -76,11 +77,12 @@ static void strmap_put(struct strmap *m, const char *key, uint32_t len, int32_t 
 }
 
 static int32_t strmap_get(const struct strmap *m, const char *key, size_t len) {
-    size_t i = hash_bytes(key, len) & m->mask;
-    for (;; i = (i + 1) & m->mask) {
+    uint64_t h = hash_bytes(key, len);
+    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         const struct strmap_slot *s = &m->slots[i];
         if (!s->key) return -1;
-        if (s->len == len && memcmp(s->key, key, len) == 0) return s->val;
+        if (s->hash == (uint32_t)(h >> 32) && s->len == len && memcmp(s->key, key, len) == 0)
+            return s->val;
     }
 }
 
