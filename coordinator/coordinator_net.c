@@ -24,6 +24,11 @@ struct net {
     transport_t *t;
     coordinator_t *c;
     void *ctl, *ctl_mon, *first, *first_mon;
+    /* The first stage, connected at the first send (a handshake refused by ZAP is final in
+     * libzmq, so connect only once the stage is known to allow us). */
+    char first_endpoint[256];
+    char first_key[CRYPTO_KEY_Z85_LEN + 1];
+    bool has_first;
     bool done;
     int exit_code;
     char exit_text[600];
@@ -47,18 +52,23 @@ static void run_actions(struct net *n, struct coordinator_actions *acts) {
                 LOG(LOG_WARN, "coordinator: message to a worker not sent: %s", status_str(rc));
             break;
         }
-        case COORDINATOR_ACTION_CONNECT_FIRST: {
+        case COORDINATOR_ACTION_CONNECT_FIRST:
             transport_close(&n->first_mon);
             transport_close(&n->first);
-            char key[CRYPTO_KEY_Z85_LEN + 1] = "";
-            if (!transport_insecure(n->t)) zmq_z85_encode(key, a->key, CRYPTO_KEY_BYTES);
-            n->first = transport_client(n->t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT, key,
-                                        a->endpoint, &n->first_mon);
-            if (!n->first) finish(n, 1, "cannot connect to the first stage");
+            n->first_key[0] = '\0';
+            if (!transport_insecure(n->t))
+                zmq_z85_encode(n->first_key, a->key, CRYPTO_KEY_BYTES);
+            snprintf(n->first_endpoint, sizeof n->first_endpoint, "%s", a->endpoint);
+            n->has_first = true;
             break;
-        }
         case COORDINATOR_ACTION_SEND_FIRST: {
-            if (!n->first) break;
+            if (!n->first && n->has_first)
+                n->first = transport_client(n->t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT,
+                                            n->first_key, n->first_endpoint, &n->first_mon);
+            if (!n->first) {
+                LOG(LOG_WARN, "coordinator: no first stage to send to");
+                break;
+            }
             enum status rc = transport_send_bytes(n->first, NULL, 0, &a->buf, a->len, 0);
             if (rc != STATUS_OK)
                 LOG(LOG_WARN, "coordinator: request to the first stage not sent: %s",
@@ -109,6 +119,12 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
             continue;
         LOG(LOG_WARN, "coordinator: %s (%s): %s", what, ev.endpoint,
             transport_event_explain(&ev, transport_insecure(n->t)));
+        if (mon == n->first_mon) {
+            /* libzmq does not retry a refused handshake: start over at the next send. */
+            transport_close(&n->first_mon);
+            transport_close(&n->first);
+            return;
+        }
     }
 }
 

@@ -21,6 +21,11 @@ struct net {
     worker_t *w;
     const struct worker_net_config *cfg;
     void *ctl, *ctl_mon, *act_in, *act_in_mon, *act_out, *act_out_mon;
+    /* The next stage, connected at the first send: by then every stage has acknowledged
+     * its Assign (and allows its upstream), whereas a connection refused by ZAP is final. */
+    char next_endpoint[256];
+    char next_key[CRYPTO_KEY_Z85_LEN + 1];
+    bool has_next;
     bool done;
     int exit_code;
     char exit_text[600];
@@ -49,6 +54,9 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
             break;
         }
         case WORKER_ACTION_SEND_NEXT: {
+            if (!n->act_out && n->has_next)
+                n->act_out = transport_client(n->t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT,
+                                              n->next_key, n->next_endpoint, &n->act_out_mon);
             if (!n->act_out) {
                 LOG(LOG_WARN, "worker: no next stage; output dropped");
                 break;
@@ -65,16 +73,17 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
                                     (const uint8_t(*)[CRYPTO_KEY_BYTES])a->key, 1) != STATUS_OK)
                 finish(n, 1, "cannot update the activation allow-list");
             break;
-        case WORKER_ACTION_CONNECT_NEXT: {
+        case WORKER_ACTION_CONNECT_NEXT:
             close_next(n);
-            char key[CRYPTO_KEY_Z85_LEN + 1] = "";
-            if (!transport_insecure(n->t)) zmq_z85_encode(key, a->key, CRYPTO_KEY_BYTES);
-            n->act_out = transport_client(n->t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT, key,
-                                          a->endpoint, &n->act_out_mon);
-            if (!n->act_out) finish(n, 1, "cannot connect to the next stage");
+            n->next_key[0] = '\0';
+            if (!transport_insecure(n->t)) zmq_z85_encode(n->next_key, a->key, CRYPTO_KEY_BYTES);
+            snprintf(n->next_endpoint, sizeof n->next_endpoint, "%s", a->endpoint);
+            n->has_next = true;
             break;
-        }
-        case WORKER_ACTION_DISCONNECT_NEXT: close_next(n); break;
+        case WORKER_ACTION_DISCONNECT_NEXT:
+            close_next(n);
+            n->has_next = false;
+            break;
         case WORKER_ACTION_EXIT: finish(n, a->exit_code, a->text); break;
         case WORKER_ACTION_COUNT: break;
         }
@@ -127,6 +136,11 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
             return;
         }
         LOG(LOG_WARN, "worker: %s (%s): %s", what, ev.endpoint, why);
+        if (mon == n->act_out_mon) {
+            /* libzmq does not retry a refused handshake: start over at the next send. */
+            close_next(n);
+            return;
+        }
     }
 }
 
