@@ -57,7 +57,7 @@ void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weigh
     } else {
         xs = x_stride(dt, n_in);
         for (int64_t r = ith; r < n_rows; r += nth)
-            quant_quantize_row(dt, x + r * n_in, (char *)scratch + r * xs, n_in);
+            quant_quantize_activations(dt, x + r * n_in, (char *)scratch + r * xs, n_in);
         threadpool_barrier(tp);
         xq = scratch;
     }

@@ -669,6 +669,14 @@ const struct quant_variant *const *quant_variants(int *n) {
     return variants;
 }
 
+void quant_quantize_activations(enum dtype dot_type, const float *src, void *dst, int64_t n) {
+    quant_init();
+    const bool avx2 = chosen == &quant_variant_avx2;
+    if (dot_type == DTYPE_Q8_0 && avx2) quant_quantize_q8_0_avx2(src, dst, n);
+    else if (dot_type == DTYPE_Q8_K && avx2) quant_quantize_q8_K_avx2(src, dst, n);
+    else quant_quantize_row(dot_type, src, dst, n);
+}
+
 quant_dot_fn quant_dot(enum dtype w) {
     quant_init();
     if ((unsigned)w >= DTYPE_COUNT) return NULL;

@@ -599,6 +599,89 @@ static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x
     tile_k(DTYPE_Q6_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
+
+/* ==== Activation quantizers: byte-identical to quant_quantize_q8_0 / _q8_K in quant.c ==== */
+
+static inline float hmax(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* 32 int32 (four vectors, element order) to 32 int8 in element order. */
+static inline __m256i pack_i32x32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    const __m256i q = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+void quant_quantize_q8_0_avx2(const float *x, block_q8_0 *y, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    for (int64_t b = 0; b < n / QK8_0; b++, x += QK8_0) {
+        __m256 v[4];
+        for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                       _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        const float amax = hmax(m);
+        const float d = amax / 127;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[b].d = _cvtss_sh(d, 0);
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            /* roundf: round half away from zero, from truncation (v - trunc(v) is exact) */
+            const __m256 p = _mm256_mul_ps(v[k], idv);
+            const __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            const __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, t));
+            const __m256 adj = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ),
+                                             _mm256_or_ps(one, _mm256_and_ps(p, sign)));
+            q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, adj));
+        }
+        _mm256_storeu_si256((__m256i *)y[b].qs, pack_i32x32(q[0], q[1], q[2], q[3]));
+    }
+}
+
+void quant_quantize_q8_K_avx2(const float *x, block_q8_K *y, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int k = 0; k < QK_K / 8; k++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+        const float amax = hmax(m);
+        if (!amax) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        /* the first element of largest magnitude sets the sign of the scale */
+        const __m256 am = _mm256_set1_ps(amax);
+        int first = 0;
+        for (int k = 0; k < QK_K / 8; k++) {
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), am, _CMP_EQ_OQ));
+            if (mask) {
+                first = 8 * k + __builtin_ctz((unsigned)mask);
+                break;
+            }
+        }
+        const float iscale = -127.f / x[first];
+        const __m256 is = _mm256_set1_ps(iscale);
+        const __m256i lim = _mm256_set1_epi32(127);
+        for (int k = 0; k < QK_K / 32; k++) {
+            __m256i q[4];
+            for (int l = 0; l < 4; l++) {
+                const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * l), is);
+                q[l] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), lim);
+            }
+            const __m256i q8 = pack_i32x32(q[0], q[1], q[2], q[3]);
+            _mm256_storeu_si256((__m256i *)(y[b].qs + 32 * k), q8);
+            uint64_t sums[4];
+            _mm256_storeu_si256((__m256i *)sums, _mm256_sad_epu8(_mm256_xor_si256(q8, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256()));
+            y[b].bsums[2 * k] = (int16_t)((int)(sums[0] + sums[1]) - 16 * 128);
+            y[b].bsums[2 * k + 1] = (int16_t)((int)(sums[2] + sums[3]) - 16 * 128);
+        }
+        y[b].d = 1 / iscale;
+    }
+}
+
 /* ==== Tables ==== */
 
 const struct quant_variant quant_variant_avx2 = {

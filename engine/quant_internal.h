@@ -109,10 +109,16 @@ quant_tile_fn quant_tile(enum dtype w);
  * is no such variant or this CPU cannot run it). Not thread-safe; call with no matmul running. */
 bool quant_force_variant(const char *name);
 
-/* Quantizes activations for a dot with the chosen variant (same result for every variant:
- * activation quantization is shared so variants only differ in the dot). */
+/* The activation quantizers (scalar, in quant.c) and their AVX2 versions, which must produce
+ * the same bytes (quant_test checks): activations are quantized identically whatever the
+ * variant, so variants differ only in the dots. */
 void quant_quantize_q8_0(const float *src, block_q8_0 *dst, int64_t n);
 void quant_quantize_q8_K(const float *src, block_q8_K *dst, int64_t n);
+void quant_quantize_q8_0_avx2(const float *src, block_q8_0 *dst, int64_t n);
+void quant_quantize_q8_K_avx2(const float *src, block_q8_K *dst, int64_t n);
+
+/* Converts an activation row to quant_dot_type(w) with the fastest quantizer this CPU runs. */
+void quant_quantize_activations(enum dtype dot_type, const float *src, void *dst, int64_t n);
 
 /* ==== Variants ==== */
 extern const struct quant_variant quant_variant_ref;

@@ -331,6 +331,36 @@ static void test_dots(void) {
     free(xq);
 }
 
+/* The AVX2 activation quantizers must write the same bytes as the scalar ones. */
+static void test_activation_quantizers(void) {
+    int nv;
+    const struct quant_variant *const *vs = quant_variants(&nv);
+    bool have_avx2 = false;
+    for (int v = 0; v < nv; v++)
+        if (!strcmp(vs[v]->name, "avx2") && vs[v]->available()) have_avx2 = true;
+    if (!have_avx2) return;
+    const int64_t n = 256 * 9;
+    float *x = malloc(n * sizeof *x);
+    void *a = malloc(dtype_row_bytes(DTYPE_Q8_K, n)), *b = malloc(dtype_row_bytes(DTYPE_Q8_K, n));
+    for (int rep = 0; rep < 20; rep++) {
+        fill(x, n);
+        if (rep == 1) memset(x + 256, 0, 256 * sizeof *x); /* a zero block */
+        if (rep == 2)                                      /* a tie: +m and -m, first wins */
+            for (int i = 0; i < 256; i++) x[i] = i == 7 ? -3.0f : i == 3 ? 3.0f : x[i] * 0.1f;
+        if (rep == 3)
+            for (int i = 0; i < 64; i++) x[i] = (float)(i - 32) * 0.5f; /* exact .5 products */
+        quant_quantize_q8_0(x, a, n);
+        quant_quantize_q8_0_avx2(x, b, n);
+        CHECK(memcmp(a, b, dtype_row_bytes(DTYPE_Q8_0, n)) == 0, "q8_0 avx2 quantizer rep %d", rep);
+        quant_quantize_q8_K(x, a, n);
+        quant_quantize_q8_K_avx2(x, b, n);
+        CHECK(memcmp(a, b, dtype_row_bytes(DTYPE_Q8_K, n)) == 0, "q8_K avx2 quantizer rep %d", rep);
+    }
+    free(x);
+    free(a);
+    free(b);
+}
+
 int main(void) {
     quant_init();
     printf("chosen variant: %s\n", quant_variant_name());
@@ -341,6 +371,7 @@ int main(void) {
     test_known_q6_K();
     test_roundtrip();
     test_dots();
+    test_activation_quantizers();
     for (int t = 0; t < N_WEIGHT_TYPES; t++)
         CHECK(quant_dot(weight_types[t]) != NULL, "no kernel for %s", dtype_name(weight_types[t]));
     if (failures) {
