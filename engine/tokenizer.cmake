@@ -22,3 +22,8 @@ if(TARGET caravan OR EXISTS ${CMAKE_SOURCE_DIR}/coordinator/cmd_tokenize.c)
     echo ok" tokenize_cli $<TARGET_FILE:caravan> ${CARAVAN_SHARED_DIR})
   set_tests_properties(tokenize_cli PROPERTIES TIMEOUT 60)
 endif()
+
+add_fuzz_target(tokenizer_fuzz SOURCES tokenizer_fuzz.c LIBS engine_tokenizer)
+if(TARGET tokenizer_fuzz)
+  target_compile_definitions(tokenizer_fuzz PRIVATE CARAVAN_SHARED_DIR="${CARAVAN_SHARED_DIR}")
+endif()

@@ -16,6 +16,7 @@
 
 #include "gguf.h"
 #include "tokenizer.h"
+#include "tokenizer_internal.h"
 
 static int failures;
 
@@ -363,6 +364,51 @@ static void test_speed(const char *shared) {
     }
 }
 
+/* Pre-tokenizers with no vocabulary file here (Llama 3, Qwen2): their word splits. These
+ * agree with llama.cpp's hand-written llama3 splitter on all the .inp texts and on thousands
+ * of random strings (checked while writing this; see the report). */
+static void test_pretok_splits(void) {
+    static const char text[] = "Hello, y'ALL! 12345 apples\n\n  \tok  x \xe5\xa4\xa9\xef\xbd\x9e";
+    static const struct {
+        const char *pre;
+        const char *words[24];
+    } cases[] = {
+        {"llama-bpe", {"Hello", ",", " y", "'ALL", "!", " ", "123", "45", " apples", "\n\n", "  ",
+                       "\tok", " ", " x", " \xe5\xa4\xa9", "\xef\xbd\x9e", NULL}},
+        {"qwen2", {"Hello", ",", " y", "'ALL", "!", " ", "1", "2", "3", "4", "5", " apples", "\n\n",
+                   "  ", "\tok", " ", " x", " \xe5\xa4\xa9", "\xef\xbd\x9e", NULL}},
+        {"gpt-2", {"Hello", ",", " y", "'", "ALL", "!", " 12345", " apples", "\n\n  ", "\t", "ok",
+                   " ", " x", " \xe5\xa4\xa9", "\xef\xbd\x9e", NULL}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        struct tok_pretok *p = NULL;
+        bool ignore_merges, add_bos;
+        enum status rc = tok_pretok_new(cases[c].pre, &p, &ignore_merges, &add_bos);
+        CHECK(rc == STATUS_OK, "pre-tokenizer %s: %s", cases[c].pre, status_str(rc));
+        if (rc != STATUS_OK) continue;
+        struct tok_spans w = {0};
+        rc = tok_pretok_split(p, text, strlen(text), &w);
+        CHECK(rc == STATUS_OK, "split %s", cases[c].pre);
+        size_t n_want = 0;
+        while (cases[c].words[n_want]) n_want++;
+        bool same = w.n == n_want;
+        for (size_t i = 0; same && i < n_want; i++)
+            same = w.v[i].len == strlen(cases[c].words[i]) &&
+                   memcmp(text + w.v[i].off, cases[c].words[i], w.v[i].len) == 0;
+        CHECK(same, "%s: split differs (%zu words, want %zu)", cases[c].pre, w.n, n_want);
+        if (!same)
+            for (size_t i = 0; i < w.n; i++)
+                fprintf(stderr, "  [%.*s]\n", (int)w.v[i].len, text + w.v[i].off);
+        CHECK(ignore_merges == (strcmp(cases[c].pre, "llama-bpe") == 0), "ignore_merges %s",
+              cases[c].pre);
+        free(w.v);
+        tok_pretok_free(&p);
+    }
+    struct tok_pretok *p = NULL;
+    bool a, b;
+    CHECK(tok_pretok_new("no-such-pre", &p, &a, &b) == STATUS_UNSUPPORTED && !p, "unknown pre");
+}
+
 int main(void) {
     const char *shared = getenv("CARAVAN_SHARED");
     if (!shared) shared = "../shared";
@@ -376,6 +422,7 @@ int main(void) {
         globfree(&gl);
     }
     CHECK(vocabs > 0, "no vocabulary test files under %s", pattern);
+    test_pretok_splits();
     test_stories(shared);
     test_special(shared);
     test_speed(shared);
