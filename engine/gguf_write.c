@@ -297,7 +297,14 @@ static enum status layout(gguf_writer_t *w, struct bytes *meta, size_t *alignmen
                 t->name, t->ne[0], info->block_size, info->name);
             return STATUS_FORMAT;
         }
-        t->nbytes = t->ne[0] ? dtype_row_bytes(t->type, t->ne[0]) * (size_t)(n / t->ne[0]) : 0;
+        uint64_t nbytes;
+        if (__builtin_mul_overflow((uint64_t)(n / info->block_size), (uint64_t)info->block_bytes,
+                                   &nbytes) ||
+            nbytes > (uint64_t)INT64_MAX - offset - alignment) {
+            LOG(LOG_ERROR, "gguf writer: tensor '%s': the data size overflows", t->name);
+            return STATUS_FORMAT;
+        }
+        t->nbytes = nbytes;
         for (size_t j = 0; j < i; j++)
             if (strcmp(w->t[j].name, t->name) == 0) {
                 LOG(LOG_ERROR, "gguf writer: duplicate tensor name '%s'", t->name);
