@@ -362,55 +362,56 @@ static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const v
     }
 }
 
-/* Float weights: M rows of f32 (wf[i], n8 = n rounded down to 8) against MX x rows; the scalar
- * tail after hsum reads the original weights (tail_w) exactly as the single dot does. */
-typedef float (*scalar_fn)(const void *w, int64_t k);
-static float scalar_f32(const void *w, int64_t k) { return ((const float *)w)[k]; }
-static float scalar_f16(const void *w, int64_t k) { return quant_f16_to_f32(((const uint16_t *)w)[k]); }
-static float scalar_bf16(const void *w, int64_t k) { return quant_bf16_to_f32(((const uint16_t *)w)[k]); }
-
-static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t n, const float *const *wf,
-                                                              const void *const *tail_w, scalar_fn sc,
-                                                              const float *const *xr, float *out /* [MX][M] */) {
-    __m256 acc[4][2];
+/* Float weights: M rows of f32 (wf[i]) against MX x rows over elements [k0, k1); the
+ * accumulators live in acc between k-chunks (same register values, so the same float chain as
+ * the single dot), which keeps a panel chunk in L1 while many x rows stream by. */
+static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t k0, int64_t k1,
+                                                              const float *const *wf,
+                                                              const float *const *xr, __m256 *acc) {
+    __m256 a[4][3];
 #pragma GCC unroll 8
     for (int i = 0; i < 4; i++)
 #pragma GCC unroll 8
-        for (int r = 0; r < 2; r++) acc[i][r] = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-        __m256 xv[2];
+        for (int r = 0; r < 3; r++) a[i][r] = i < M && r < MX ? acc[i * 3 + r] : _mm256_setzero_ps();
+    for (int64_t k = k0; k < k1; k += 8) {
+        __m256 xv[3];
 #pragma GCC unroll 8
         for (int r = 0; r < MX; r++) xv[r] = _mm256_loadu_ps(xr[r] + k);
 #pragma GCC unroll 8
         for (int i = 0; i < M; i++) {
             const __m256 wv = _mm256_loadu_ps(wf[i] + k);
 #pragma GCC unroll 8
-            for (int r = 0; r < MX; r++) acc[i][r] = _mm256_fmadd_ps(wv, xv[r], acc[i][r]);
+            for (int r = 0; r < MX; r++) a[i][r] = _mm256_fmadd_ps(wv, xv[r], a[i][r]);
         }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < MX; r++)
+    for (int i = 0; i < M; i++)
 #pragma GCC unroll 8
-        for (int i = 0; i < M; i++) {
-            float s = hsum(acc[i][r]);
-            for (int64_t t = k; t < n; t++) s += sc(tail_w[i], t) * xr[r][t];
-            out[r * 4 + i] = s;
-        }
+        for (int r = 0; r < MX; r++) acc[i * 3 + r] = a[i][r];
 }
+
+/* The scalar tail after hsum reads the original weights exactly as the single dot does. */
+typedef float (*scalar_fn)(const void *w, int64_t k);
+static float scalar_f32(const void *w, int64_t k) { return ((const float *)w)[k]; }
+static float scalar_f16(const void *w, int64_t k) { return quant_f16_to_f32(((const uint16_t *)w)[k]); }
+static float scalar_bf16(const void *w, int64_t k) { return quant_bf16_to_f32(((const uint16_t *)w)[k]); }
+
+#define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
+#define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks */
 
 static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
                        size_t x_stride, int nx, float *y, size_t y_stride) {
     const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
     const int64_t n8 = n / 8 * 8;
     const int mw = t == DTYPE_F32 ? 4 : panel_rows(n8 ? n8 / 8 : 1, 32, 4);
+    __m256 acc[FLOAT_X_BATCH / 3 + 1][12];
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
         const float *wf[4];
-        const void *tail_w[4];
+        const char *rows[4];
         for (int i = 0; i < m; i++) {
             const char *row = (const char *)w + (i0 + i) * w_stride;
-            tail_w[i] = row;
+            rows[i] = row;
             if (t == DTYPE_F32) {
                 wf[i] = (const float *)row;
                 continue;
@@ -421,16 +422,29 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                 _mm256_storeu_ps(dst + k, t == DTYPE_F16 ? load_f16x8((const uint16_t *)row + k)
                                                          : load_bf16x8((const uint16_t *)row + k));
         }
-        for (int r = 0; r < nx; r += 2) {
-            const int mx = min_int(2, nx - r);
-            const float *xr[2] = {(const float *)((const char *)x + r * x_stride),
-                                  (const float *)((const char *)x + (r + mx - 1) * x_stride)};
-            float out[8];
-            if (m == 4 && mx == 2) float_micro(4, 2, n, wf, tail_w, sc, xr, out);
-            else if (m == 4) float_micro(4, 1, n, wf, tail_w, sc, xr, out);
-            else float_micro(m, mx, n, wf, tail_w, sc, xr, out);
-            for (int rr = 0; rr < mx; rr++)
-                for (int i = 0; i < m; i++) y[(r + rr) * y_stride + i0 + i] = out[rr * 4 + i];
+        for (int rb = 0; rb < nx; rb += FLOAT_X_BATCH) {
+            const int nxb = min_int(FLOAT_X_BATCH, nx - rb);
+            for (int p = 0; p < (nxb + 2) / 3; p++)
+                for (int q = 0; q < 12; q++) acc[p][q] = _mm256_setzero_ps();
+            for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK) {
+                const int64_t k1 = k0 + FLOAT_K_CHUNK < n8 ? k0 + FLOAT_K_CHUNK : n8;
+                for (int r = 0; r < nxb; r += 3) {
+                    const int mx = min_int(3, nxb - r);
+                    const float *xr[3];
+                    for (int q = 0; q < 3; q++)
+                        xr[q] = (const float *)((const char *)x + (rb + r + min_int(q, mx - 1)) * x_stride);
+                    if (m == 4 && mx == 3) float_micro(4, 3, k0, k1, wf, xr, acc[r / 3]);
+                    else float_micro(m, mx, k0, k1, wf, xr, acc[r / 3]);
+                }
+            }
+            for (int r = 0; r < nxb; r++) {
+                const float *xr = (const float *)((const char *)x + (rb + r) * x_stride);
+                for (int i = 0; i < m; i++) {
+                    float s = hsum(acc[r / 3][i * 3 + r % 3]);
+                    for (int64_t k = n8; k < n; k++) s += sc(rows[i], k) * xr[k];
+                    y[(rb + r) * y_stride + i0 + i] = s;
+                }
+            }
         }
     }
 }
