@@ -5,6 +5,8 @@
  *   net_probe inject  ENDPOINT SERVER_KEY KEYSPEC [COUNT]  valid Forwards on a PUSH
  *   net_probe garbage ENDPOINT SERVER_KEY KEYSPEC TYPE MAX  bad frames (TYPE dealer|push)
  *   net_probe null    ENDPOINT TYPE                         plaintext (NULL mechanism) frames
+ *   net_probe slice-hex GGUF FIRST END OFFSET LEN  hex of LEN bytes at OFFSET of a slice's blob
+ *   net_probe count FILE HEX                       occurrences of the bytes HEX in FILE
  *
  * KEYSPEC: a key directory (its real key pair), "random" (a fresh pair), or
  * "pub:DIR" (DIR's public key with a random secret: a peer that knows a key but not its
@@ -18,6 +20,8 @@
 
 #include "codec.h"
 #include "crypto.h"
+#include "gguf.h"
+#include "slice.h"
 
 static void *make_socket(void *ctx, int type, const char *server_key, const char *keyspec) {
     void *s = zmq_socket(ctx, type);
@@ -157,7 +161,57 @@ static int cmd_null(void *ctx, int argc, char **argv) {
     return 0;
 }
 
+/* The bytes the coordinator ships as WeightChunks for a slice (the capture test's needles). */
+static int cmd_slice_hex(int argc, char **argv) {
+    if (argc < 7) return 2;
+    gguf_t *g = NULL;
+    struct slice sl;
+    if (gguf_open(argv[2], &g) != STATUS_OK) return 1;
+    if (slice_init(&sl, g, atoi(argv[3]), atoi(argv[4])) != STATUS_OK) return 1;
+    size_t len = (size_t)strtoull(argv[6], NULL, 10);
+    uint8_t *buf = malloc(len);
+    size_t got = slice_read(&sl, strtoull(argv[5], NULL, 10), buf, len);
+    for (size_t i = 0; i < got; i++) printf("%02x", buf[i]);
+    printf("\n");
+    free(buf);
+    slice_free(&sl);
+    gguf_close(&g);
+    return got == len ? 0 : 1;
+}
+
+static int cmd_count(int argc, char **argv) {
+    if (argc < 4) return 2;
+    size_t n = strlen(argv[3]) / 2;
+    uint8_t *needle = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        if (sscanf(argv[3] + 2 * i, "%2x", &v) != 1) return 2;
+        needle[i] = (uint8_t)v;
+    }
+    FILE *f = fopen(argv[2], "rb");
+    if (!f || n == 0) return 2;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *hay = malloc((size_t)size + 1);
+    size_t got = fread(hay, 1, (size_t)size, f);
+    fclose(f);
+    long count = 0;
+    for (const uint8_t *p = hay, *end = hay + got; p + n <= end;) {
+        const uint8_t *hit = memmem(p, (size_t)(end - p), needle, n);
+        if (!hit) break;
+        count++;
+        p = hit + 1;
+    }
+    printf("%ld\n", count);
+    free(hay);
+    free(needle);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "slice-hex") == 0) return cmd_slice_hex(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "count") == 0) return cmd_count(argc, argv);
     if (argc < 3) {
         fprintf(stderr, "usage: net_probe inject|garbage|null ENDPOINT ...\n");
         return 2;
