@@ -1107,6 +1107,8 @@ void tokenizer_decoder_reset(tokenizer_decoder_t *d) {
     d->out.n = 0;
 }
 
+void tokenizer_decoder_set_midstream(tokenizer_decoder_t *d) { d->started = true; }
+
 /* Bytes at the end of s[0..n) that start a UTF-8 character still missing continuation bytes
  * (0 when the tail is complete or can never become valid). */
 static size_t incomplete_tail(const char *s, size_t n) {

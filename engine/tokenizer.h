@@ -55,8 +55,9 @@ int32_t tokenizer_find(const tokenizer_t *t, const char *text, size_t len);
  * parse_special: control tokens written in the text ("<|im_start|>") become their ids;
  * otherwise they are tokenized as ordinary text.
  * Returns the number of tokens n. When n <= capacity, out[0..n) holds them; when n > capacity,
- * out holds the first `capacity` and the caller may retry with n. A negative value is an
- * enum status (STATUS_NOMEM). Thread-safe: t is only read. */
+ * out holds the first `capacity` and the caller may retry with n (out may be NULL when
+ * capacity is 0, to count). A negative value is an enum status (STATUS_NOMEM, or
+ * STATUS_FORMAT if a pre-tokenizer regex fails at match time). Thread-safe: t is only read. */
 int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, bool add_special,
                          bool parse_special, int32_t *out, int64_t capacity);
 
@@ -79,6 +80,10 @@ tokenizer_decoder_t *tokenizer_decoder_new(const tokenizer_t *t, bool render_spe
 void tokenizer_decoder_free(tokenizer_decoder_t **self_p);
 /* Starts a new sequence (forgets held bytes and the leading-space state). */
 void tokenizer_decoder_reset(tokenizer_decoder_t *d);
+/* The ids that follow continue text that is already out (e.g. only the generated tokens after
+ * a prompt that was echoed separately): no leading space is removed. Alternatively feed the
+ * prompt ids first and discard their bytes. */
+void tokenizer_decoder_set_midstream(tokenizer_decoder_t *d);
 /* *bytes points at the complete bytes (valid until the next call on d); returns their count.
  * An out-of-range id decodes to nothing. */
 size_t tokenizer_decoder_feed(tokenizer_decoder_t *d, int32_t id, const char **bytes);

@@ -273,6 +273,17 @@ static void test_stories(const char *shared) {
     CHECK(k == strlen(s) && memcmp(out, s, k) == 0, "decode after BOS drops the leading space");
     k = tokenizer_decode(t, want_bos, 5, true, out, sizeof out);
     CHECK(k == 3 + strlen(s) && memcmp(out, "<s>Once", 7) == 0, "rendered BOS: %.*s", (int)k, out);
+    /* A continuation keeps its leading space. */
+    tokenizer_decoder_t *d = tokenizer_decoder_new(t, false);
+    tokenizer_decoder_set_midstream(d);
+    const char *b;
+    k = tokenizer_decoder_feed(d, 407, &b);
+    CHECK(k == 5 && memcmp(b, " upon", 5) == 0, "midstream keeps the space: %.*s", (int)k, b);
+    tokenizer_decoder_reset(d);
+    k = tokenizer_decoder_feed(d, 407, &b);
+    CHECK(k == 4 && memcmp(b, "upon", 4) == 0, "after reset the first space goes: %.*s", (int)k, b);
+    tokenizer_decoder_free(&d);
+    CHECK(d == NULL, "free clears the pointer");
     size_t plen;
     const char *piece = tokenizer_token_piece(t, 403, &plen);
     CHECK(piece && plen == 5 && memcmp(piece, " Once", 5) == 0, "piece of 403");
@@ -309,6 +320,30 @@ static void test_special(const char *shared) {
         bool clean = n > 3;
         for (int64_t i = 0; i < n && i < 32; i++) clean = clean && ids[i] != 1 && ids[i] != 2;
         CHECK(clean, "spm: <s> as text must not become a control token");
+
+        /* Byte tokens <0xF0><0x9F><0xA6><0x99> (U+1F999) come out only when complete. */
+        int32_t bytes_ids[] = {3 + 0xF0, 3 + 0x9F, 3 + 0xA6, 3 + 0x99};
+        size_t tl;
+        const char *txt = tokenizer_token_text(t, bytes_ids[0], &tl);
+        CHECK(txt && strcmp(txt, "<0xF0>") == 0, "byte token layout");
+        tokenizer_decoder_t *d = tokenizer_decoder_new(t, false);
+        tokenizer_decoder_set_midstream(d);
+        const char *b;
+        for (int i = 0; i < 3; i++)
+            CHECK(tokenizer_decoder_feed(d, bytes_ids[i], &b) == 0, "partial character held (%d)", i);
+        size_t k = tokenizer_decoder_feed(d, bytes_ids[3], &b);
+        CHECK(k == 4 && memcmp(b, "\xF0\x9F\xA6\x99", 4) == 0, "whole character released");
+        CHECK(tokenizer_decoder_flush(d, &b) == 0, "nothing left");
+        /* A stream that ends mid-character gives the held bytes at flush. */
+        CHECK(tokenizer_decoder_feed(d, bytes_ids[0], &b) == 0, "held again");
+        CHECK(tokenizer_decoder_feed(d, 15043, &b) == 7 && memcmp(b, "\xF0 Hello", 7) == 0,
+              "a broken character is passed through once it cannot complete");
+        CHECK(tokenizer_decoder_feed(d, bytes_ids[1], &b) == 1 && (unsigned char)b[0] == 0x9F,
+              "a stray continuation byte is passed through");
+        CHECK(tokenizer_decoder_feed(d, 3 + 0xC3, &b) == 0, "lead byte held");
+        k = tokenizer_decoder_flush(d, &b);
+        CHECK(k == 1 && (unsigned char)b[0] == 0xC3, "flush releases the held byte");
+        tokenizer_decoder_free(&d);
         tokenizer_free(&t);
     }
     snprintf(path, sizeof path, "%s/vocab/ggml-vocab-gpt-2.gguf", shared);
