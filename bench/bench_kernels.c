@@ -5,6 +5,7 @@
  *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2] [--threads 1,2] [--time S]
  *                 [--no-gemm] [--no-gemv]
  */
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,29 @@ static double time_matmul(threadpool_t *tp, const struct matmul_weight *ws, int 
     return best;
 }
 
+/* OpenBLAS sgemm on the same f32 GEMM shape, for choosing between it and our tiles. */
+static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_threads, double min_time) {
+    float *x = xaligned(n_rows * w->n_in * sizeof(float));
+    float *y = xaligned(n_rows * w->n_out * sizeof(float));
+    for (int64_t i = 0; i < n_rows * w->n_in; i++) x[i] = rnd();
+    openblas_set_num_threads(n_threads);
+    double best = 1e30, start = now();
+    int reps = 0;
+    best_cpu = 1e30;
+    do {
+        double t0 = now(), c0 = cpu_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)w->n_out, (int)w->n_in,
+                    1.0f, x, (int)w->n_in, w->data, (int)w->n_in, 0.0f, y, (int)w->n_out);
+        double dt = now() - t0, dc = (cpu_now() - c0) / n_threads;
+        if (dt < best) best = dt;
+        if (dc < best_cpu) best_cpu = dc;
+        reps++;
+    } while (now() - start < min_time || reps < 3);
+    free(x);
+    free(y);
+    return best;
+}
+
 static int split(char *s, char **out, int max) {
     int n = 0;
     for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
@@ -173,6 +197,12 @@ int main(int argc, char **argv) {
                 }
                 printf("%-5s %-5s %3d %14.2f %7.2f %14.2f %7.2f %10.2f %7.2f\n", dtype_name(t),
                        variants[vi], n_threads, gb_up, c_up, gb_down, c_down, gflops, c_gflops);
+                if (t == DTYPE_F32 && do_gemm && vi == nv - 1) {
+                    double sb = time_sgemm(&up, 128, n_threads, min_time);
+                    printf("%-5s %-5s %3d %14s %7s %14s %7s %10.2f %7.2f\n", "f32", "oblas", n_threads,
+                           "-", "-", "-", "-", 2.0 * 128 * 2048 * 5632 / sb / 1e9,
+                           2.0 * 128 * 2048 * 5632 / best_cpu / 1e9);
+                }
                 fflush(stdout);
                 threadpool_destroy(&tp);
             }
