@@ -29,16 +29,19 @@ enum {
 
 /* ==== String -> int32 map (open addressing; keys point into pools the tokenizer owns) ==== */
 
+/* 16 bytes a slot: keys are offsets into the map's pool, and the hash is compared before the
+ * key, which is usually a cache miss away. */
 struct strmap_slot {
-    const char *key; /* NULL = empty */
+    uint32_t off;  /* key = base + off */
     uint32_t len;
-    uint32_t hash;   /* compared before the key, which is usually a cache miss away */
-    int32_t val;
+    uint32_t hash;
+    int32_t val;   /* -1 = empty slot */
 };
 
 struct strmap {
     struct strmap_slot *slots;
     size_t mask;
+    const char *base; /* the pool every key lives in */
 };
 
 static uint64_t hash_bytes(const char *s, size_t n) {
@@ -47,12 +50,15 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h ^ (h >> 29);
 }
 
-static bool strmap_init(struct strmap *m, size_t expected) {
+static bool strmap_init(struct strmap *m, size_t expected, const char *base) {
     size_t cap = 64;
     while (cap < expected * 2) cap <<= 1;
-    m->slots = calloc(cap, sizeof *m->slots);
+    m->slots = malloc(cap * sizeof *m->slots);
+    if (!m->slots) return false;
+    for (size_t i = 0; i < cap; i++) m->slots[i].val = -1;
     m->mask = cap - 1;
-    return m->slots != NULL;
+    m->base = base;
+    return true;
 }
 
 static void strmap_free(struct strmap *m) {
@@ -60,16 +66,18 @@ static void strmap_free(struct strmap *m) {
     m->slots = NULL;
 }
 
-/* Inserts or overwrites (the last value for a key wins, like std::map operator[]). */
+/* Inserts key (which must lie in the pool) or overwrites its value: the last value for a key
+ * wins, like std::map operator[]. val must be >= 0. */
 static void strmap_put(struct strmap *m, const char *key, uint32_t len, int32_t val) {
     uint64_t h = hash_bytes(key, len);
+    uint32_t h32 = (uint32_t)(h >> 32);
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         struct strmap_slot *s = &m->slots[i];
-        if (!s->key) {
-            *s = (struct strmap_slot){key, len, (uint32_t)(h >> 32), val};
+        if (s->val < 0) {
+            *s = (struct strmap_slot){(uint32_t)(key - m->base), len, h32, val};
             return;
         }
-        if (s->hash == (uint32_t)(h >> 32) && s->len == len && memcmp(s->key, key, len) == 0) {
+        if (s->hash == h32 && s->len == len && memcmp(m->base + s->off, key, len) == 0) {
             s->val = val;
             return;
         }
@@ -78,10 +86,11 @@ static void strmap_put(struct strmap *m, const char *key, uint32_t len, int32_t 
 
 static int32_t strmap_get(const struct strmap *m, const char *key, size_t len) {
     uint64_t h = hash_bytes(key, len);
+    uint32_t h32 = (uint32_t)(h >> 32);
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         const struct strmap_slot *s = &m->slots[i];
-        if (!s->key) return -1;
-        if (s->hash == (uint32_t)(h >> 32) && s->len == len && memcmp(s->key, key, len) == 0)
+        if (s->val < 0) return -1;
+        if (s->hash == h32 && s->len == len && memcmp(m->base + s->off, key, len) == 0)
             return s->val;
     }
 }
@@ -474,8 +483,12 @@ static enum status load_merges(tokenizer_t *t, const gguf_t *g) {
     }
     size_t total = 0;
     for (uint64_t i = 0; i < n; i++) total += m[i].len + 1;
+    if (total > UINT32_MAX) {
+        LOG(LOG_ERROR, "tokenizer.ggml.merges holds %zu bytes, more than supported", total);
+        return STATUS_NOMEM;
+    }
     t->merge_pool = malloc(total ? total : 1);
-    if (!t->merge_pool || !strmap_init(&t->merges, n)) return STATUS_NOMEM;
+    if (!t->merge_pool || !strmap_init(&t->merges, n, t->merge_pool)) return STATUS_NOMEM;
     size_t off = 0;
     for (uint64_t i = 0; i < n; i++) {
         const char *s = m[i].ptr;
@@ -554,7 +567,10 @@ enum status tokenizer_load(const gguf_t *g, tokenizer_t **out) {
 
     size_t total = 0;
     for (uint64_t i = 0; i < n; i++) total += (toks[i].len ? toks[i].len : 24) + 1;
-    if (total > UINT32_MAX) goto fail;
+    if (total > UINT32_MAX) {
+        LOG(LOG_ERROR, "tokenizer.ggml.tokens holds %zu bytes, more than supported", total);
+        goto fail;
+    }
     t->text_pool = malloc(total);
     t->text_off = malloc(sizeof *t->text_off * n);
     t->text_len = malloc(sizeof *t->text_len * n);
@@ -562,7 +578,7 @@ enum status tokenizer_load(const gguf_t *g, tokenizer_t **out) {
     t->attr = malloc(sizeof *t->attr * n);
     t->eog = calloc(n, 1);
     if (!t->text_pool || !t->text_off || !t->text_len || !t->score || !t->attr || !t->eog ||
-        !strmap_init(&t->vocab, n))
+        !strmap_init(&t->vocab, n, t->text_pool))
         goto fail;
     size_t off = 0;
     for (int32_t i = 0; i < t->n; i++) {
