@@ -9,6 +9,7 @@
 
 #include "matmul.h"
 #include "quant.h"
+#include "quant_internal.h"
 #include "threadpool.h"
 
 /* |matmul - naive| / sum_k |w_ik x_rk|: the x rows of quantized types are themselves 8-bit. */
@@ -104,7 +105,6 @@ static void test_type(enum dtype t, int64_t n_in, int64_t n_out, threadpool_t *c
 
 int main(void) {
     quant_init();
-    printf("variant %s\n", quant_variant_name());
     threadpool_t *pools[3];
     for (int i = 0; i < 3; i++) {
         pools[i] = threadpool_new(i + 1);
@@ -112,13 +112,23 @@ int main(void) {
     }
     const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0,
                                 DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
-    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-        test_type(types[k], 512, 37, pools);
-        test_type(types[k], 768, 3, pools); /* fewer rows than some thread chunks */
+    /* every variant this CPU runs: each must be batch-invariant on its own */
+    const char *variants[] = {"ref", "avx2"};
+    for (int v = 0; v < 2; v++) {
+        if (!quant_force_variant(variants[v])) {
+            printf("variant %s: not on this CPU\n", variants[v]);
+            continue;
+        }
+        printf("variant %s\n", quant_variant_name());
+        for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+            test_type(types[k], 512, 37, pools);
+            test_type(types[k], 768, 3, pools); /* fewer rows than some thread chunks */
+        }
+        /* odd float lengths (exercise the scalar tails) */
+        test_type(DTYPE_F32, 45, 19, pools);
+        test_type(DTYPE_F16, 45, 19, pools);
+        test_type(DTYPE_BF16, 45, 19, pools);
     }
-    /* odd f32 length (exercises the scalar tails) */
-    test_type(DTYPE_F32, 45, 19, pools);
-    test_type(DTYPE_F16, 45, 19, pools);
     /* a NULL pool runs single-threaded */
     {
         float w[64], x[64], y[1];
