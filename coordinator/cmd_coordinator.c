@@ -13,6 +13,7 @@
 #include "gguf.h"
 #include "log.h"
 #include "opts.h"
+#include "tokenizer.h"
 #include "transport.h"
 
 struct coordinator_cli {
@@ -26,6 +27,7 @@ struct coordinator_cli {
     int workers;
     int layers;
     int repeat;
+    int generate;
     int interval_ms;
     int request_timeout_ms;
     int exit_when_done;
@@ -50,6 +52,9 @@ static const struct opt coordinator_opts[] = {
      "test request: send TEXT through the pipeline and check it comes back intact"},
     {"payload-file", 0, OPT_STRING, F(payload_file), NULL, 0, -1, "FILE",
      "test request: send these bytes instead of --prompt"},
+    {"generate", 'g', OPT_INT, F(generate), "0", 0, 4096, "N",
+     "test request: run --prompt through the model on the workers and generate N tokens "
+     "greedily (needs --model; 0 = send the prompt bytes through an identity pipeline)"},
     {"repeat", 0, OPT_INT, F(repeat), "1", 1, 1000000, "N", "send the test request N times"},
     {"interval-ms", 0, OPT_INT, F(interval_ms), "0", 0, 3600000, "MS",
      "pause between test requests"},
@@ -110,6 +115,8 @@ int cmd_coordinator(int argc, char **argv) {
     gguf_t *model = NULL;
     transport_t *t = NULL;
     uint8_t *payload = NULL;
+    tokenizer_t *tok = NULL;
+    int32_t *tokens = NULL;
     int rc = 1;
     if (!cli.insecure) {
         if (crypto_keypair_load(cli.key, &kp) != STATUS_OK) goto done;
@@ -131,7 +138,30 @@ int cmd_coordinator(int argc, char **argv) {
         crypto_hash_buf("", 0, ccfg.model_fingerprint);
     }
     size_t payload_len = 0;
-    if (cli.payload_file) {
+    if (cli.generate > 0) {
+        if (!model || !cli.prompt) {
+            fprintf(stderr, "error: --generate needs --model and --prompt\n");
+            rc = 2;
+            goto done;
+        }
+        if (tokenizer_load(model, &tok) != STATUS_OK) goto done;
+        int64_t n = tokenizer_encode(tok, cli.prompt, strlen(cli.prompt), true, false, NULL, 0);
+        if (n <= 0 || n > 4096) {
+            fprintf(stderr, "error: cannot tokenize --prompt\n");
+            goto done;
+        }
+        tokens = malloc((size_t)n * sizeof *tokens);
+        if (!tokens ||
+            tokenizer_encode(tok, cli.prompt, strlen(cli.prompt), true, false, tokens, n) != n)
+            goto done;
+        ccfg.tokens = tokens;
+        ccfg.n_tokens = (size_t)n;
+        ccfg.n_generate = cli.generate;
+        ccfg.tokenizer = tok;
+        ccfg.repeat = cli.repeat;
+        LOG(LOG_INFO, "coordinator: prompt is %lld tokens; generating %d", (long long)n,
+            cli.generate);
+    } else if (cli.payload_file) {
         payload = read_file(cli.payload_file, &payload_len);
         if (!payload) {
             fprintf(stderr, "error: cannot read --payload-file %s\n", cli.payload_file);
@@ -150,7 +180,7 @@ int cmd_coordinator(int argc, char **argv) {
     ccfg.insecure = cli.insecure;
     ccfg.payload = payload;
     ccfg.payload_len = payload_len;
-    ccfg.repeat = payload ? cli.repeat : 0;
+    if (!tokens) ccfg.repeat = payload ? cli.repeat : 0;
     ccfg.interval_ms = cli.interval_ms;
     ccfg.request_timeout_ms = cli.request_timeout_ms;
     ccfg.exit_when_done = cli.exit_when_done;
@@ -163,6 +193,8 @@ int cmd_coordinator(int argc, char **argv) {
 done:
     transport_destroy(&t);
     free(payload);
+    free(tokens);
+    tokenizer_free(&tok);
     gguf_close(&model);
     crypto_keypair_destroy(&kp);
     return rc;

@@ -6,6 +6,7 @@
 #include <zmq.h>
 
 #include "cmd.h"
+#include "compute_engine.h"
 #include "crypto.h"
 #include "gguf.h"
 #include "log.h"
@@ -22,6 +23,7 @@ struct worker_cli {
     const char *name;
     const char *model;
     const char *log_level;
+    const char *compute;
     int insecure;
     int join_timeout_ms;
     int run_ms;
@@ -44,6 +46,9 @@ static const struct opt worker_opts[] = {
     {"name", 'n', OPT_STRING, F(name), NULL, 0, -1, "NAME", "name in logs (default: hostname)"},
     {"model", 'm', OPT_STRING, F(model), NULL, 0, -1, "GGUF",
      "local copy of the model (else weights are received and verified)"},
+    {"compute", 0, OPT_STRING, F(compute), NULL, 0, -1, "engine|identity",
+     "the compute step: the model's forward pass (default with --model) or the identity over "
+     "the activation bytes (tests; default without --model)"},
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "N", "compute threads (0 = all cores)"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
      "plaintext, unauthenticated transport (every node must agree; for trusted test networks)"},
@@ -92,6 +97,7 @@ int cmd_worker(int argc, char **argv) {
     crypto_keypair_t *kp = NULL;
     gguf_t *model = NULL;
     transport_t *t = NULL;
+    struct compute_engine engine = {0};
     int rc = 1;
     if (!cli.insecure) {
         if (crypto_keypair_load(cli.key, &kp) != STATUS_OK) goto done;
@@ -117,7 +123,28 @@ int cmd_worker(int argc, char **argv) {
     wcfg.protocol_version = (uint32_t)cli.protocol_version_override;
     wcfg.model = model;
     wcfg.n_threads = (uint32_t)cli.threads;
-    wcfg.compute = worker_compute_identity;
+    bool use_engine = cli.compute ? strcmp(cli.compute, "engine") == 0 : cli.model != NULL;
+    if (cli.compute && !use_engine && strcmp(cli.compute, "identity") != 0) {
+        fprintf(stderr, "error: --compute must be engine or identity\n");
+        rc = 2;
+        goto done;
+    }
+    if (use_engine && !cli.model) {
+        fprintf(stderr, "error: --compute engine needs --model\n");
+        rc = 2;
+        goto done;
+    }
+    if (use_engine) {
+        engine.model_path = cli.model;
+        engine.n_threads = cli.threads;
+        wcfg.compute = compute_engine_forward;
+        wcfg.load = compute_engine_load;
+        wcfg.reset = compute_engine_reset;
+        wcfg.compute_ctx = &engine;
+    } else {
+        wcfg.compute = worker_compute_identity;
+        LOG(LOG_INFO, "worker: compute is the identity over activation bytes (testing)");
+    }
     struct worker_net_config ncfg = {
         .coordinator = cli.coordinator,
         .coordinator_key = coord_key,
@@ -129,6 +156,7 @@ int cmd_worker(int argc, char **argv) {
     rc = worker_net_run(t, &wcfg, &ncfg);
 done:
     transport_destroy(&t);
+    compute_engine_free(&engine);
     gguf_close(&model);
     crypto_keypair_destroy(&kp);
     return rc;

@@ -10,6 +10,7 @@
 #include "codec.h"
 #include "log.h"
 #include "slice.h"
+#include "tokenizer.h"
 
 #define MAX_CHUNK_BYTES (4u << 20)
 #define DEFAULT_CHUNK_BYTES (1u << 20)
@@ -46,6 +47,10 @@ struct coordinator {
     uint64_t inflight_batch; /* 0 = none */
     uint64_t inflight_since_ms, last_send_ms;
     uint64_t next_batch;
+    /* Generation (token mode): prompt + generated ids. */
+    int32_t *seq_tokens;
+    size_t n_seq_tokens;
+    int n_generated;
 };
 
 static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning",
@@ -63,6 +68,10 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     c->next_node_id = 1;
     c->next_msg_id = 1;
     c->next_batch = 1;
+    if (cfg->tokens) {
+        c->seq_tokens = calloc(cfg->n_tokens + (size_t)cfg->n_generate + 1, sizeof(int32_t));
+        if (!c->seq_tokens) abort();
+    }
     c->n_layers = cfg->n_layers;
     if (cfg->model) {
         int32_t n = 0;
@@ -84,6 +93,7 @@ void coordinator_destroy(coordinator_t **self_p) {
     coordinator_t *c = *self_p;
     for (int i = 0; i < c->n_workers; i++)
         if (c->workers[i].has_slice) slice_free(&c->workers[i].slice);
+    free(c->seq_tokens);
     free(c);
     *self_p = NULL;
 }
@@ -419,6 +429,56 @@ static void on_weight_request(coordinator_t *c, struct worker_rec *w,
     free(data);
 }
 
+static void send_tokens(coordinator_t *c, struct coordinator_actions *acts, size_t first,
+                        size_t count);
+
+/* Token mode: the last stage returned the logits of the last position; take the argmax
+ * (first maximum), and either feed it back or report the generation. */
+static void on_token_result(coordinator_t *c, const Caravan__Result *r,
+                            struct coordinator_actions *acts) {
+    const Caravan__Tensor *t = r->logits;
+    if (!t || t->dtype != CARAVAN__DTYPE__DTYPE_F32 || t->n_shape != 2 || t->shape[0] != 1 ||
+        t->shape[1] < 1) {
+        LOG(LOG_ERROR, "coordinator: Result without one F32 logits row (is every worker "
+                       "running --compute engine?)");
+        struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
+        if (a) {
+            a->exit_code = 1;
+            snprintf(a->text, sizeof a->text, "bad logits from the last stage");
+        }
+        return;
+    }
+    const float *logits = (const float *)t->data.data;
+    int64_t n_vocab = t->shape[1], best = 0;
+    for (int64_t i = 1; i < n_vocab; i++)
+        if (logits[i] > logits[best]) best = i;
+    c->seq_tokens[c->n_seq_tokens++] = (int32_t)best;
+    c->n_generated++;
+    if (c->n_generated < c->cfg.n_generate) {
+        send_tokens(c, acts, c->n_seq_tokens - 1, 1);
+        return;
+    }
+    c->answered++;
+    struct coordinator_action *a = push(acts, COORDINATOR_ACTION_RESULT);
+    if (!a) return;
+    const int32_t *gen = c->seq_tokens + c->cfg.n_tokens;
+    size_t n = 0;
+    n += (size_t)snprintf(a->text + n, sizeof a->text - n, "generated %d/%d:", c->answered,
+                          c->cfg.repeat);
+    for (int i = 0; i < c->n_generated && n < sizeof a->text; i++)
+        n += (size_t)snprintf(a->text + n, sizeof a->text - n, " %d", gen[i]);
+    if (c->cfg.tokenizer && n < sizeof a->text) {
+        char text[512];
+        size_t len = tokenizer_decode(c->cfg.tokenizer, gen, c->n_generated, false, text,
+                                      sizeof text - 1);
+        if (len > sizeof text - 1) len = sizeof text - 1;
+        text[len] = '\0';
+        for (size_t i = 0; i < len; i++)
+            if (text[i] == '\n') text[i] = ' ';
+        snprintf(a->text + n, sizeof a->text - n, " | text: %.400s", text);
+    }
+}
+
 static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
                       struct coordinator_actions *acts) {
     const Caravan__Result *r = env->result;
@@ -433,6 +493,10 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
         return;
     }
     c->inflight_batch = 0;
+    if (c->cfg.tokens) {
+        on_token_result(c, r, acts);
+        return;
+    }
     c->answered++;
     struct coordinator_action *a = push(acts, COORDINATOR_ACTION_RESULT);
     if (!a) return;
@@ -513,89 +577,111 @@ void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *pee
 
 /* ==== Ticks: heartbeats and test requests ====================================================== */
 
-static void send_request(coordinator_t *c, struct coordinator_actions *acts) {
+/* Encodes a Forward and hands it to the first stage; it becomes the batch in flight. */
+static void send_forward(coordinator_t *c, struct coordinator_actions *acts,
+                         Caravan__Forward *f) {
     Caravan__Envelope env;
-    Caravan__Forward f = CARAVAN__FORWARD__INIT;
-    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
     envelope(c, &env);
-    uint64_t seq = 1;
-    int32_t zero = 0;
-    f.batch_id = c->next_batch++;
-    f.layer = 0;
-    int64_t shape[2];
-    uint8_t *padded = NULL;
-    int32_t *pos = NULL;
-    uint64_t *seqs = NULL;
-    int32_t *slots = NULL;
-    if (c->cfg.tokens) {
-        size_t n = c->cfg.n_tokens;
-        pos = malloc(n * sizeof *pos);
-        seqs = malloc(n * sizeof *seqs);
-        slots = calloc(n, sizeof *slots);
-        if (!pos || !seqs || !slots) goto done;
-        for (size_t i = 0; i < n; i++) {
-            pos[i] = (int32_t)i;
-            seqs[i] = seq;
-        }
-        f.n_tokens = (int32_t)n;
-        f.n_token = n;
-        f.token = (int32_t *)c->cfg.tokens;
-        f.n_seq_id = n;
-        f.seq_id = seqs;
-        f.n_kv_slot = n;
-        f.kv_slot = slots;
-        f.n_pos = n;
-        f.pos = pos;
-    } else {
-        /* One row of I32 carrying the payload bytes (zero-padded to 4). */
-        size_t words = (c->cfg.payload_len + 3) / 4;
-        if (words == 0) words = 1;
-        padded = calloc(words, 4);
-        if (!padded) goto done;
-        if (c->cfg.payload_len) memcpy(padded, c->cfg.payload, c->cfg.payload_len);
-        shape[0] = 1;
-        shape[1] = (int64_t)words;
-        t.dtype = CARAVAN__DTYPE__DTYPE_I32;
-        t.n_shape = 2;
-        t.shape = shape;
-        t.data.data = padded;
-        t.data.len = words * 4;
-        f.n_tokens = 1;
-        f.n_seq_id = 1;
-        f.seq_id = &seq;
-        f.n_kv_slot = 1;
-        f.kv_slot = &zero;
-        f.n_pos = 1;
-        f.pos = &zero;
-        f.hidden = &t;
-    }
+    f->batch_id = c->next_batch++;
+    f->layer = 0;
     env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
-    env.forward = &f;
+    env.forward = f;
     uint8_t *buf = NULL;
     size_t len = 0;
     char err[CODEC_ERR_LEN];
     if (codec_encode(&env, &buf, &len, err, sizeof err) != STATUS_OK) {
         LOG(LOG_ERROR, "coordinator: cannot encode the request: %s", err);
-        goto done;
+        return;
     }
     struct coordinator_action *a = push(acts, COORDINATOR_ACTION_SEND_FIRST);
     if (!a) {
         free(buf);
-        goto done;
+        return;
     }
     a->buf = buf;
     a->len = len;
-    c->inflight_batch = f.batch_id;
+    c->inflight_batch = f->batch_id;
     c->inflight_since_ms = c->now_ms;
-    c->last_send_ms = c->now_ms;
-    c->sent++;
-    LOG(LOG_INFO, "coordinator: request %d/%d sent as batch %llu (%zu bytes)", c->sent,
-        c->cfg.repeat, (unsigned long long)f.batch_id, len);
-done:
-    free(padded);
+    LOG(LOG_DEBUG, "coordinator: batch %llu sent (%zu bytes)", (unsigned long long)f->batch_id,
+        len);
+}
+
+/* Token mode: seq_tokens[first, first + count) at their positions, logits wanted for the
+ * last one only. */
+static void send_tokens(coordinator_t *c, struct coordinator_actions *acts, size_t first,
+                        size_t count) {
+    Caravan__Forward f = CARAVAN__FORWARD__INIT;
+    int32_t *pos = malloc(count * sizeof *pos);
+    uint64_t *seqs = malloc(count * sizeof *seqs);
+    int32_t *slots = calloc(count, sizeof *slots);
+    protobuf_c_boolean *want = calloc(count, sizeof *want);
+    if (pos && seqs && slots && want) {
+        for (size_t i = 0; i < count; i++) {
+            pos[i] = (int32_t)(first + i);
+            seqs[i] = 1;
+        }
+        want[count - 1] = 1;
+        f.n_tokens = (int32_t)count;
+        f.n_token = count;
+        f.token = c->seq_tokens + first;
+        f.n_seq_id = count;
+        f.seq_id = seqs;
+        f.n_kv_slot = count;
+        f.kv_slot = slots;
+        f.n_pos = count;
+        f.pos = pos;
+        f.n_want = count;
+        f.want = want;
+        send_forward(c, acts, &f);
+    }
     free(pos);
     free(seqs);
     free(slots);
+    free(want);
+}
+
+/* Starts one test request. */
+static void send_request(coordinator_t *c, struct coordinator_actions *acts) {
+    c->sent++;
+    c->last_send_ms = c->now_ms;
+    LOG(LOG_INFO, "coordinator: request %d/%d", c->sent, c->cfg.repeat);
+    if (c->cfg.tokens) {
+        /* Positions restart at 0: a sequence's KV entries are overwritten in order, and
+         * attention never reads past the current position. */
+        memcpy(c->seq_tokens, c->cfg.tokens, c->cfg.n_tokens * sizeof *c->seq_tokens);
+        c->n_seq_tokens = c->cfg.n_tokens;
+        c->n_generated = 0;
+        send_tokens(c, acts, 0, c->cfg.n_tokens);
+        return;
+    }
+    /* One row of I32 carrying the payload bytes (zero-padded to 4). */
+    Caravan__Forward f = CARAVAN__FORWARD__INIT;
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
+    uint64_t seq = 1;
+    int32_t zero = 0;
+    int64_t shape[2];
+    size_t words = (c->cfg.payload_len + 3) / 4;
+    if (words == 0) words = 1;
+    uint8_t *padded = calloc(words, 4);
+    if (!padded) return;
+    if (c->cfg.payload_len) memcpy(padded, c->cfg.payload, c->cfg.payload_len);
+    shape[0] = 1;
+    shape[1] = (int64_t)words;
+    t.dtype = CARAVAN__DTYPE__DTYPE_I32;
+    t.n_shape = 2;
+    t.shape = shape;
+    t.data.data = padded;
+    t.data.len = words * 4;
+    f.n_tokens = 1;
+    f.n_seq_id = 1;
+    f.seq_id = &seq;
+    f.n_kv_slot = 1;
+    f.kv_slot = &zero;
+    f.n_pos = 1;
+    f.pos = &zero;
+    f.hidden = &t;
+    send_forward(c, acts, &f);
+    free(padded);
 }
 
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {

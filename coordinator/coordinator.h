@@ -40,12 +40,16 @@ struct coordinator_config {
     bool insecure;
     uint8_t public_key[CRYPTO_KEY_BYTES]; /* the coordinator's (first stage's upstream) */
     /* Test request: sent once the pipeline is READY, `repeat` times, one at a time, at least
-     * interval_ms apart. The payload travels as a tensor through an identity pipeline, or as
-     * token ids when tokens is not NULL. */
+     * interval_ms apart. Either a payload that travels as a tensor through an identity
+     * pipeline and must come back intact, or a prompt's token ids that the workers run
+     * through the model: n_generate tokens are generated greedily (argmax), one Forward per
+     * token, and printed (decoded with tokenizer when not NULL). */
     const uint8_t *payload;
     size_t payload_len;
     const int32_t *tokens;
     size_t n_tokens;
+    int n_generate;
+    const struct tokenizer *tokenizer;
     int repeat;
     int interval_ms;
     int request_timeout_ms;
@@ -72,7 +76,7 @@ struct coordinator_action {
     char endpoint[256];
     uint8_t key[CRYPTO_KEY_BYTES];
     int exit_code;
-    char text[512];
+    char text[1024];
 };
 
 #define COORDINATOR_MAX_ACTIONS (2 * COORDINATOR_MAX_WORKERS + 8)

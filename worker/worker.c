@@ -484,19 +484,26 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         r.batch_id = f->batch_id;
         r.micro_batch = f->micro_batch;
         r.n_rows = (int32_t)out.shape[0];
-        /* One row per token here (want[] selection belongs to the engine's compute). */
-        if ((size_t)r.n_rows == f->n_seq_id) {
-            r.n_seq_id = f->n_seq_id;
-            r.seq_id = f->seq_id;
-            r.n_pos = f->n_pos;
-            r.pos = f->pos;
+        /* Rows are the wanted tokens in batch order (every token when want is empty). */
+        uint64_t *row_seq = malloc(((size_t)r.n_rows + 1) * sizeof *row_seq);
+        int32_t *row_pos = malloc(((size_t)r.n_rows + 1) * sizeof *row_pos);
+        size_t k = 0;
+        for (size_t i = 0; row_seq && row_pos && i < f->n_seq_id && k < (size_t)r.n_rows; i++) {
+            if (f->n_want && !f->want[i]) continue;
+            row_seq[k] = f->seq_id[i];
+            row_pos[k++] = f->pos[i];
         }
+        r.n_seq_id = r.n_pos = k;
+        r.seq_id = row_seq;
+        r.pos = row_pos;
         r.logits = &t;
         r.n_hops = f->n_hops + 1;
         r.hops = hops;
         reply.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
         reply.result = &r;
         emit(w, acts, WORKER_ACTION_SEND_CONTROL, &reply);
+        free(row_seq);
+        free(row_pos);
     } else {
         Caravan__Forward next = *f;
         next.layer = w->slice.layer_end;
@@ -544,6 +551,14 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
     case CARAVAN__ENVELOPE__BODY_ASSIGN: on_assign(w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK: on_weight_chunk(w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: break;
+    case CARAVAN__ENVELOPE__BODY_RELEASE:
+        if (w->cfg.reset) {
+            const Caravan__Release *rel = msg->release;
+            if (rel->all) w->cfg.reset(w->cfg.compute_ctx, -1);
+            for (size_t i = 0; !rel->all && i < rel->n_seqs; i++)
+                w->cfg.reset(w->cfg.compute_ctx, rel->seqs[i]->kv_slot);
+        }
+        break;
     case CARAVAN__ENVELOPE__BODY_DRAIN: exit_with(acts, 0, "drained by the coordinator"); break;
     case CARAVAN__ENVELOPE__BODY_ERROR: {
         const Caravan__Error *e = msg->error;

@@ -53,6 +53,8 @@ typedef enum status (*worker_compute_fn)(void *ctx, const struct worker_slice *s
                                          const Caravan__Forward *in, struct worker_tensor *out);
 /* Called when an Assign is verified, before READY (e.g. to load the slice); may be NULL. */
 typedef enum status (*worker_load_fn)(void *ctx, const struct worker_slice *slice);
+/* Called for a Release: forget a KV slot (< 0: every slot); may be NULL. */
+typedef void (*worker_reset_fn)(void *ctx, int32_t kv_slot);
 
 /* The identity compute: the output is the input tensor (or the token ids as an I32 tensor
  * [n_tokens, 1]) byte for byte. */
@@ -73,6 +75,7 @@ struct worker_config {
     uint32_t n_threads;
     worker_compute_fn compute;
     worker_load_fn load;
+    worker_reset_fn reset;
     void *compute_ctx;
 };
 

@@ -11,6 +11,8 @@
 #                 bytes on every listening port leave the daemons serving
 #   version       a protocol version mismatch is refused with a message naming both versions
 #   insecure      --insecure on every node works and warns; mixing it with CURVE is refused
+#   generate      the real model split over three workers generates llama.cpp's tokens
+#   fingerprint   a worker with a tampered model refuses it; shipped weights are verified
 #
 # Needs CARAVAN_BIN (the bin/ directory with caravan and net_probe). Every process started
 # here is killed on exit, and each daemon also has a --run-ms bound.
@@ -278,6 +280,48 @@ insecure)
     expect_log "$WORK/w4.log" "mechanism mismatch"
     expect_log "$WORK/coord3.log" "control socket .*(handshake failed|mechanism mismatch)"
     expect_no_log "$WORK/coord3.log" "joined as node"
+    ;;
+
+generate)
+    # The real forward pass split over three workers (layers [0,1) [1,3) [3,5) of
+    # stories260K): greedy tokens must equal llama.cpp's reference (shared/models/REFERENCE.md).
+    [ -f "$MODEL" ] || fail "$MODEL missing"
+    secure_keys 3
+    start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 3 --model "$MODEL" \
+        --prompt "Once upon a time" --generate 20 --repeat 2 --exit-when-done
+    start_workers_in_order 3 --model "$MODEL" --threads 1
+    wait_exit "$COORD_PID" 60; rc=$RC
+    [ "$rc" = 0 ] || fail "coordinator exit status $rc, want 0"
+    WANT="432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292"
+    for i in 1 2; do
+        grep -qF "generated $i/2: $WANT | text: , there was a little girl named Lily." \
+            "$WORK/coord.out" || fail "generation $i differs from the reference"
+    done
+    expect_log "$WORK/w2.log" "loaded layers \\[1, 3\\)"
+    ;;
+
+fingerprint)
+    # A worker whose model file differs by one byte of tensor data refuses its Assign, and
+    # a worker that is shipped its slice verifies it before use.
+    [ -f "$MODEL" ] || fail "$MODEL missing"
+    secure_keys 2
+    cp "$MODEL" "$WORK/tampered.gguf"
+    size=$(stat -c %s "$WORK/tampered.gguf")
+    printf '\x42' | dd of="$WORK/tampered.gguf" bs=1 seek=$((size - 1000)) conv=notrunc 2>/dev/null
+    cmp -s "$MODEL" "$WORK/tampered.gguf" && fail "tampering did not change the file"
+    start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 2 --model "$MODEL"
+    start_worker w1 --coordinator-key "$WORK/c" --key "$WORK/w1" --compute identity
+    wait_for "$WORK/coord.log" "worker 'w1' joined" 15 || fail "w1 did not join"
+    start_worker w2 --coordinator-key "$WORK/c" --key "$WORK/w2" --model "$WORK/tampered.gguf"
+    wait_for "$WORK/coord.log" "node 2 failed its assignment: weights for layers \\[2, 5\\) differ" 20 ||
+        fail "the tampered worker was not refused"
+    expect_log "$WORK/coord.log" "node 2 reports error 5: weights for layers"
+    expect_log "$WORK/w2.log" "error .*the local model file's fingerprint differs"
+    expect_no_log "$WORK/w2.log" "ready for layers"
+    expect_no_log "$WORK/coord.log" "pipeline ready"
+    # w1 had no file: it was shipped [0, 2) and checked it.
+    wait_for "$WORK/w1.log" "received 494592 bytes of weights; fingerprint verified" 10 ||
+        fail "w1 did not verify its shipped weights"
     ;;
 
 *)

@@ -1,0 +1,113 @@
+/* compute_engine: model_load / model_forward behind the worker's compute interface. */
+#include "compute_engine.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
+    struct compute_engine *e = ctx;
+    model_free(&e->model);
+    struct model_params p = {
+        .layer_first = slice->layer_first,
+        .layer_end = slice->layer_end,
+        .n_seq = 4,
+        .n_threads = e->n_threads,
+    };
+    enum status rc = model_load(e->model_path, &p, &e->model);
+    if (rc != STATUS_OK) return rc;
+    LOG(LOG_INFO, "worker: loaded layers [%d, %d) of %s (%zu bytes of weights)",
+        slice->layer_first, slice->layer_end, e->model_path, model_weight_bytes(e->model));
+    return STATUS_OK;
+}
+
+enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
+                                   const Caravan__Forward *in, struct worker_tensor *out) {
+    struct compute_engine *e = ctx;
+    (void)slice;
+    memset(out, 0, sizeof *out);
+    model_t *m = e->model;
+    if (!m) return STATUS_PROTOCOL;
+    const struct model_config *cfg = model_config(m);
+    int32_t n = in->n_tokens;
+    if (n > model_n_batch(m)) {
+        LOG(LOG_ERROR, "worker: %d tokens in one Forward (n_batch %d)", n, model_n_batch(m));
+        return STATUS_NOMEM;
+    }
+    for (int32_t i = 0; i < n; i++)
+        if (in->kv_slot[i] >= model_n_seq(m) || in->pos[i] >= model_n_ctx(m)) {
+            LOG(LOG_ERROR, "worker: token %d has slot %d / position %d past the KV cache", i,
+                in->kv_slot[i], in->pos[i]);
+            return STATUS_NOMEM;
+        }
+    struct model_batch b = {.n_tokens = n, .pos = in->pos, .seq = in->kv_slot};
+    float *aligned = NULL;
+    if (model_is_first(m)) {
+        if (in->n_token != (size_t)n) {
+            LOG(LOG_ERROR, "worker: the first stage needs token ids");
+            return STATUS_FORMAT;
+        }
+        for (int32_t i = 0; i < n; i++)
+            if (in->token[i] >= cfg->n_vocab) return STATUS_FORMAT;
+        b.tokens = in->token;
+    } else {
+        const Caravan__Tensor *h = in->hidden;
+        if (!h || h->dtype != CARAVAN__DTYPE__DTYPE_F32 || h->n_shape != 2 ||
+            h->shape[0] != n || h->shape[1] != cfg->n_embd) {
+            LOG(LOG_ERROR, "worker: hidden states must be F32 [%d, %lld]", n,
+                (long long)cfg->n_embd);
+            return STATUS_FORMAT;
+        }
+        b.hidden = (const float *)h->data.data;
+        if ((uintptr_t)h->data.data % sizeof(float)) { /* never seen: the codec mallocs bytes */
+            aligned = malloc(h->data.len);
+            if (!aligned) return STATUS_NOMEM;
+            memcpy(aligned, h->data.data, h->data.len);
+            b.hidden = aligned;
+        }
+    }
+    uint8_t *want = NULL;
+    int32_t rows = n;
+    if (in->n_want > 0) {
+        want = malloc((size_t)n);
+        if (!want) {
+            free(aligned);
+            return STATUS_NOMEM;
+        }
+        rows = 0;
+        for (int32_t i = 0; i < n; i++) rows += (want[i] = in->want[i] ? 1 : 0);
+        b.want = want;
+    }
+    if (!model_is_last(m)) rows = n;
+    int64_t n_out = model_n_out(m);
+    out->dtype = CARAVAN__DTYPE__DTYPE_F32;
+    out->n_dims = 2;
+    out->shape[0] = rows;
+    out->shape[1] = n_out;
+    out->nbytes = (size_t)rows * (size_t)n_out * sizeof(float);
+    out->data = malloc(out->nbytes ? out->nbytes : 1);
+    if (!out->data) {
+        free(want);
+        free(aligned);
+        return STATUS_NOMEM;
+    }
+    enum status rc = model_forward(m, &b, (float *)out->data);
+    free(want);
+    free(aligned);
+    if (rc != STATUS_OK) {
+        free(out->data);
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}
+
+void compute_engine_reset(void *ctx, int32_t kv_slot) {
+    struct compute_engine *e = ctx;
+    if (!e->model) return;
+    for (int32_t s = 0; s < model_n_seq(e->model); s++)
+        if (kv_slot < 0 || s == kv_slot) model_seq_reset(e->model, s);
+}
+
+void compute_engine_free(struct compute_engine *e) { model_free(&e->model); }

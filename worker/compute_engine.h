@@ -1,0 +1,21 @@
+/* compute_engine: the worker's compute step on the real forward pass (engine/model.h).
+ * On each verified Assign it loads the layer range from the worker's local model file; each
+ * Forward becomes one model_forward: token ids on the first stage, F32 hidden states
+ * [n_tokens, n_embd] on later ones; the output is hidden states for the next stage, or on the
+ * last stage the logits [wanted rows, n_vocab]. Release resets KV slots. */
+#pragma once
+#include "model.h"
+#include "worker.h"
+
+struct compute_engine {
+    const char *model_path; /* the worker's local GGUF */
+    int32_t n_threads;      /* 0 = all cores */
+    model_t *model;         /* loaded slice, or NULL */
+};
+
+/* worker_load_fn / worker_compute_fn / worker_reset_fn with ctx = struct compute_engine *. */
+enum status compute_engine_load(void *ctx, const struct worker_slice *slice);
+enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
+                                   const Caravan__Forward *in, struct worker_tensor *out);
+void compute_engine_reset(void *ctx, int32_t kv_slot); /* < 0: every slot */
+void compute_engine_free(struct compute_engine *e);
