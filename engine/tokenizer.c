@@ -182,6 +182,13 @@ static int32_t lookup(const tokenizer_t *t, const char *s, size_t len) {
     return strmap_get(&t->vocab, s, len);
 }
 
+/* A token ordinary text may split into: never a control or unknown token, even when merging
+ * happens to spell one out (llama.cpp would emit it; the only way in is parse_special). */
+static int32_t lookup_text(const tokenizer_t *t, const char *s, size_t len) {
+    int32_t id = strmap_get(&t->vocab, s, len);
+    return id >= 0 && (t->attr[id] & (ATTR_CONTROL | ATTR_UNKNOWN)) ? -1 : id;
+}
+
 /* ---- GPT-2 byte <-> printable code point map ---- */
 
 static int utf8_put(char *dst, uint32_t cp) {
@@ -887,7 +894,7 @@ static void spm_try_bigram(const tokenizer_t *t, struct session *s, int32_t left
     if (left < 0 || right < 0) return;
     const struct sym *l = &s->syms.v[left], *r = &s->syms.v[right];
     size_t size = l->n + r->n;
-    int32_t id = lookup(t, s->buf.v + l->off, size);
+    int32_t id = lookup_text(t, s->buf.v + l->off, size);
     if (id < 0) return;
     if (!heap_push(&s->heap, (struct bigram){t->score[id], 0, left, right, size})) s->oom = true;
 }
@@ -935,7 +942,7 @@ static void spm_tokenize(const tokenizer_t *t, struct session *s, const char *te
     }
     for (int32_t i = 0; i != -1; i = s->syms.v[i].next) {
         const struct sym *y = &s->syms.v[i];
-        int32_t id = lookup(t, s->buf.v + y->off, y->n);
+        int32_t id = lookup_text(t, s->buf.v + y->off, y->n);
         if (id >= 0) {
             ids_push(out, id);
             continue;
@@ -986,7 +993,7 @@ static void bpe_word(const tokenizer_t *t, struct session *s, const char *word, 
     size_t n = s->buf.n;
     if (n == 0) return;
     if (t->ignore_merges) {
-        int32_t id = lookup(t, s->buf.v, n);
+        int32_t id = lookup_text(t, s->buf.v, n);
         if (id >= 0) {
             ids_push(out, id);
             return;
@@ -1022,13 +1029,13 @@ static void bpe_word(const tokenizer_t *t, struct session *s, const char *word, 
     for (int32_t i = 0; i != -1; i = s->syms.v[i].next) {
         const struct sym *y = &s->syms.v[i];
         if (y->n == 0) continue;
-        int32_t id = lookup(t, s->buf.v + y->off, y->n);
+        int32_t id = lookup_text(t, s->buf.v + y->off, y->n);
         if (id >= 0) {
             ids_push(out, id);
             continue;
         }
         for (size_t j = 0; j < y->n; j++) {
-            int32_t bt = lookup(t, s->buf.v + y->off + j, 1);
+            int32_t bt = lookup_text(t, s->buf.v + y->off + j, 1);
             if (bt >= 0) ids_push(out, bt);
         }
     }

@@ -1,6 +1,7 @@
 /* tokenizer_fuzz: libFuzzer target for tokenizer_encode on untrusted text (chat requests).
  * Besides not crashing, decode(encode(x)) == x must hold for valid UTF-8 x with both a
  * SentencePiece vocabulary with byte fallback (llama-spm) and byte-level BPE (gpt-2).
+ * Ordinary text (no parse_special) never yields a control token.
  * Invalid UTF-8 is lossy exactly where llama.cpp's is: BPE turns it into U+FFFD, and SPM's
  * character split (by the lead byte alone) can swallow a following escaped space.
  * Encoding with parse_special must not crash either. Vocabularies come from
@@ -57,6 +58,11 @@ static void round_trip(const tokenizer_t *t, const uint8_t *data, size_t size, i
     if (n < 0) abort();
     int32_t *ids = malloc(sizeof *ids * (size_t)(n + 1));
     if (!ids || tokenizer_encode(t, (const char *)data, size, 0, 0, ids, n) != n) abort();
+    for (int64_t i = 0; i < n; i++)
+        if (tokenizer_is_control(t, ids[i])) {
+            fprintf(stderr, "ordinary text produced control token %d\n", ids[i]);
+            abort();
+        }
     size_t len = tokenizer_decode(t, ids, n, 1, NULL, 0);
     char *out = malloc(len + 1);
     if (!out || tokenizer_decode(t, ids, n, 1, out, len) != len) abort();
