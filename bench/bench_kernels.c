@@ -3,7 +3,8 @@
  * streamed, and GEMM with 128 x rows (prompt) 2048 -> 5632 in GFLOP/s, at 1 and 2 threads.
  *
  *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2] [--threads 1,2] [--time S]
- *                 [--no-gemm] [--no-gemv]
+ *                 [--no-gemm] [--no-gemv] [--model]
+ * --model instead times all the matmuls of a tinyllama-1.1b forward pass (matmul-only t/s).
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -129,6 +130,52 @@ static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_th
     return best;
 }
 
+/* The matmuls of one forward pass of a tinyllama-1.1b-shaped model (22 layers: q, k, v, o,
+ * gate, up, down; then the 32000-row output) with weights of type t; the output is q6_K for
+ * q4_0/q4_K/q5_K as in llama.cpp's files of those types. Prints matmul-only tokens/s for
+ * generation (1 row) and for a 128-row prompt. */
+static void simulate_model(enum dtype t, int n_threads) {
+    const int n_layers = 22;
+    const int64_t shapes[7][2] = {{2048, 2048}, {2048, 256}, {2048, 256}, {2048, 2048},
+                                  {2048, 5632}, {2048, 5632}, {5632, 2048}};
+    struct matmul_weight ws[22 * 7 + 1];
+    int nw = 0;
+    size_t total = 0;
+    for (int l = 0; l < n_layers; l++)
+        for (int k = 0; k < 7; k++) {
+            ws[nw] = make_weight(t, shapes[k][0], shapes[k][1]);
+            total += dtype_row_bytes(t, shapes[k][0]) * shapes[k][1];
+            nw++;
+        }
+    enum dtype out_t = t == DTYPE_Q4_0 || t == DTYPE_Q4_K || t == DTYPE_Q5_K ? DTYPE_Q6_K : t;
+    ws[nw++] = make_weight(out_t, 2048, 32000);
+    total += dtype_row_bytes(out_t, 2048) * 32000;
+    threadpool_t *tp = threadpool_new(n_threads);
+    const int64_t max_rows = 128;
+    float *x = xaligned(max_rows * 5632 * sizeof(float)), *y = xaligned(max_rows * 32000 * sizeof(float));
+    void *scratch = xaligned(matmul_scratch_bytes(t, 5632, max_rows) + matmul_scratch_bytes(out_t, 5632, max_rows));
+    for (int64_t i = 0; i < max_rows * 5632; i++) x[i] = rnd();
+    double best[2] = {1e30, 1e30}, best_c[2] = {1e30, 1e30};
+    const int64_t rows[2] = {1, 128};
+    for (int m = 0; m < 2; m++)
+        for (int rep = 0; rep < (m ? 2 : 5); rep++) {
+            double t0 = now(), c0 = cpu_now();
+            for (int k = 0; k < nw; k++) matmul(tp, &ws[k], x, rows[m], y, scratch);
+            double dt = now() - t0, dc = (cpu_now() - c0) / n_threads;
+            if (dt < best[m]) best[m] = dt;
+            if (dc < best_c[m]) best_c[m] = dc;
+        }
+    printf("model %-5s thr %d (%.0f MB of weights): tg %.1f t/s (cpu %.1f), %.1f GB/s; pp128 %.1f t/s (cpu %.1f)\n",
+           dtype_name(t), n_threads, total / 1e6, 1 / best[0], 1 / best_c[0], total / best[0] / 1e9,
+           128 / best[1], 128 / best_c[1]);
+    fflush(stdout);
+    threadpool_destroy(&tp);
+    for (int k = 0; k < nw; k++) free((void *)ws[k].data);
+    free(x);
+    free(y);
+    free(scratch);
+}
+
 static int split(char *s, char **out, int max) {
     int n = 0;
     for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
@@ -140,7 +187,7 @@ int main(int argc, char **argv) {
     char variants_arg[64] = "ref,avx2";
     char threads_arg[64] = "1,2";
     double min_time = 0.3;
-    int do_gemm = 1, do_gemv = 1;
+    int do_gemm = 1, do_gemv = 1, do_model = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--types") && i + 1 < argc) snprintf(types_arg, sizeof types_arg, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--variants") && i + 1 < argc) snprintf(variants_arg, sizeof variants_arg, "%s", argv[++i]);
@@ -148,8 +195,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--time") && i + 1 < argc) min_time = atof(argv[++i]);
         else if (!strcmp(argv[i], "--no-gemm")) do_gemm = 0;
         else if (!strcmp(argv[i], "--no-gemv")) do_gemv = 0;
+        else if (!strcmp(argv[i], "--model")) do_model = 1;
         else {
-            fprintf(stderr, "usage: %s [--types a,b] [--variants ref,avx2] [--threads 1,2] [--time s] [--no-gemm] [--no-gemv]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--types a,b] [--variants ref,avx2] [--threads 1,2] [--time s] [--no-gemm] [--no-gemv] [--model]\n", argv[0]);
             return 2;
         }
     }
@@ -157,6 +205,15 @@ int main(int argc, char **argv) {
     int nt = split(types_arg, types, 16), nv = split(variants_arg, variants, 4);
     int nth = split(threads_arg, threads, 8);
     quant_init();
+    if (do_model) {
+        for (int vi = 0; vi < nv; vi++) {
+            if (!quant_force_variant(variants[vi])) continue;
+            for (int ti = 0; ti < nt; ti++)
+                for (int hi = 0; hi < nth; hi++)
+                    simulate_model((enum dtype)dtype_parse(types[ti]), atoi(threads[hi]));
+        }
+        return 0;
+    }
     printf("Best of repetitions; 'cpu' columns divide the work by process CPU time / threads\n"
            "(the rate had we not been preempted; spin-waiting counts as CPU time).\n");
     printf("%-5s %-5s %3s %14s %7s %14s %7s %10s %7s\n", "type", "var", "thr", "gemv2048x5632", "cpu",
