@@ -122,7 +122,9 @@ static void load_sink(enum log_level level, const char *msg, void *user) {
         fprintf(stderr, "warning: %s\n", msg);
 }
 
-static const char *load_detail(enum status st) { return last_error[0] ? last_error : status_str(st); }
+static const char *load_detail(enum status st) {
+    return last_error[0] ? last_error : status_str(st);
+}
 
 static int run_encode(const tokenizer_t *t, const char *text, size_t len, bool add_special,
                       bool parse_special) {

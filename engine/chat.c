@@ -113,8 +113,11 @@ enum chat_format chat_format_detect(const char *tmpl) {
     if (HAS("<|START_OF_TURN_TOKEN|>") && HAS("<|USER_TOKEN|>")) return CHAT_FORMAT_COMMAND_R;
     if (HAS("<|start_header_id|>") && HAS("<|end_header_id|>")) return CHAT_FORMAT_LLAMA3;
     if (HAS("'Assistant: ' + message['content'] + eos_token")) return CHAT_FORMAT_DEEPSEEK2;
-    if (HAS("<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>") && HAS("<\xef\xbd\x9cUser\xef\xbd\x9c>") &&
-        HAS("<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"))
+    if (HAS("<\xef\xbd\x9c"
+            "Assistant\xef\xbd\x9c>") &&
+        HAS("<\xef\xbd\x9cUser\xef\xbd\x9c>") &&
+        HAS("<\xef\xbd\x9c"
+            "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"))
         return CHAT_FORMAT_DEEPSEEK3;
 #undef HAS
     return CHAT_FORMAT_UNKNOWN;
@@ -221,8 +224,8 @@ static void render_mistral(struct sb *b, enum chat_format f, const struct chat_m
     }
 }
 
-static void render_llama2(struct sb *b, enum chat_format f, const struct chat_message *m,
-                          size_t n, const char *bos) {
+static void render_llama2(struct sb *b, enum chat_format f, const struct chat_message *m, size_t n,
+                          const char *bos) {
     bool sys = f != CHAT_FORMAT_LLAMA2;
     bool bos_inside = f == CHAT_FORMAT_LLAMA2_SYS_BOS;
     bool strip = f == CHAT_FORMAT_LLAMA2_SYS_STRIP;
@@ -298,15 +301,11 @@ enum status chat_render(enum chat_format f, const struct chat_message *m, size_t
     case CHAT_FORMAT_MISTRAL_V3:
     case CHAT_FORMAT_MISTRAL_V3_TEKKEN:
     case CHAT_FORMAT_MISTRAL_V7:
-    case CHAT_FORMAT_MISTRAL_V7_TEKKEN:
-        render_mistral(&b, f, m, n);
-        break;
+    case CHAT_FORMAT_MISTRAL_V7_TEKKEN: render_mistral(&b, f, m, n); break;
     case CHAT_FORMAT_LLAMA2:
     case CHAT_FORMAT_LLAMA2_SYS:
     case CHAT_FORMAT_LLAMA2_SYS_BOS:
-    case CHAT_FORMAT_LLAMA2_SYS_STRIP:
-        render_llama2(&b, f, m, n, bos);
-        break;
+    case CHAT_FORMAT_LLAMA2_SYS_STRIP: render_llama2(&b, f, m, n, bos); break;
     case CHAT_FORMAT_PHI3:
         for (size_t i = 0; i < n; i++)
             sb_add(&b, "<|", m[i].role, "|>\n", m[i].content, "<|end|>\n", NULL);
@@ -318,7 +317,8 @@ enum status chat_render(enum chat_format f, const struct chat_message *m, size_t
         if (gen) sb_add(&b, "<|im_start|>assistant<|im_sep|>", NULL);
         break;
     case CHAT_FORMAT_FALCON3:
-        for (size_t i = 0; i < n; i++) sb_add(&b, "<|", m[i].role, "|>\n", m[i].content, "\n", NULL);
+        for (size_t i = 0; i < n; i++)
+            sb_add(&b, "<|", m[i].role, "|>\n", m[i].content, "\n", NULL);
         if (gen) sb_add(&b, "<|assistant|>\n", NULL);
         break;
     case CHAT_FORMAT_ZEPHYR:
@@ -336,9 +336,7 @@ enum status chat_render(enum chat_format f, const struct chat_message *m, size_t
             sb_add(&b, i == 0 ? "" : bos, m[i].role, "\n", m[i].content, "</s>\n", NULL);
         if (gen) sb_add(&b, bos, "assistant\n", NULL);
         break;
-    case CHAT_FORMAT_GEMMA:
-        render_gemma(&b, m, n, gen);
-        break;
+    case CHAT_FORMAT_GEMMA: render_gemma(&b, m, n, gen); break;
     case CHAT_FORMAT_LLAMA3:
         for (size_t i = 0; i < n; i++) {
             sb_add(&b, "<|start_header_id|>", m[i].role, "<|end_header_id|>\n\n", NULL);
@@ -366,7 +364,9 @@ enum status chat_render(enum chat_format f, const struct chat_message *m, size_t
                 sb_add(&b, "User: ", m[i].content, "\n\n", NULL);
             else if (is_role(&m[i], "assistant"))
                 sb_add(&b, "Assistant: ", m[i].content,
-                       "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", NULL);
+                       "<\xef\xbd\x9c"
+                       "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                       NULL);
         }
         if (gen) sb_add(&b, "Assistant:", NULL);
         break;
@@ -377,10 +377,19 @@ enum status chat_render(enum chat_format f, const struct chat_message *m, size_t
             else if (is_role(&m[i], "user"))
                 sb_add(&b, "<\xef\xbd\x9cUser\xef\xbd\x9c>", m[i].content, NULL);
             else if (is_role(&m[i], "assistant"))
-                sb_add(&b, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>", m[i].content,
-                       "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", NULL);
+                sb_add(&b,
+                       "<\xef\xbd\x9c"
+                       "Assistant\xef\xbd\x9c>",
+                       m[i].content,
+                       "<\xef\xbd\x9c"
+                       "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                       NULL);
         }
-        if (gen) sb_add(&b, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>", NULL);
+        if (gen)
+            sb_add(&b,
+                   "<\xef\xbd\x9c"
+                   "Assistant\xef\xbd\x9c>",
+                   NULL);
         break;
     case CHAT_FORMAT_COMMAND_R:
         for (size_t i = 0; i < n; i++) {
@@ -423,8 +432,7 @@ enum status chat_render(enum chat_format f, const struct chat_message *m, size_t
         }
         if (gen) sb_add(&b, "GPT4 Correct Assistant:", NULL);
         break;
-    default:
-        break;
+    default: break;
     }
     if (b.oom) {
         free(b.v);

@@ -27,12 +27,12 @@ enum chat_format {
     CHAT_FORMAT_PHI3,
     CHAT_FORMAT_PHI4,
     CHAT_FORMAT_FALCON3,
-    CHAT_FORMAT_ZEPHYR,           /* <|user|>\n...<|endoftext|> (StableLM-Zephyr; llama.cpp's) */
-    CHAT_FORMAT_TINYLLAMA,        /* the same turns ended by EOS (TinyLlama-chat, zephyr-7b) */
+    CHAT_FORMAT_ZEPHYR,    /* <|user|>\n...<|endoftext|> (StableLM-Zephyr; llama.cpp's) */
+    CHAT_FORMAT_TINYLLAMA, /* the same turns ended by EOS (TinyLlama-chat, zephyr-7b) */
     CHAT_FORMAT_MONARCH,
     CHAT_FORMAT_GEMMA,
     CHAT_FORMAT_LLAMA3,
-    CHAT_FORMAT_DEEPSEEK,         /* deepseek-coder-instruct */
+    CHAT_FORMAT_DEEPSEEK, /* deepseek-coder-instruct */
     CHAT_FORMAT_DEEPSEEK2,
     CHAT_FORMAT_DEEPSEEK3,
     CHAT_FORMAT_COMMAND_R,
@@ -43,8 +43,8 @@ enum chat_format {
 };
 
 struct chat_message {
-    const char *role;    /* "system", "user", "assistant" (others pass through where the format
-                            writes the role name) */
+    const char *role; /* "system", "user", "assistant" (others pass through where the format
+                         writes the role name) */
     const char *content;
 };
 

@@ -38,7 +38,8 @@ static const struct {
     const char *want;
 } expected[] = {
     {CHAT_FORMAT_CHATML,
-     "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+     "<|im_start|>system\nYou are a helpful "
+     "assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
      "<|im_start|>assistant\n Hi there <|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n"
      "<|im_start|>assistant\n"},
     {CHAT_FORMAT_LLAMA2,
@@ -52,8 +53,8 @@ static const struct {
     {CHAT_FORMAT_LLAMA2_SYS_STRIP,
      "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s>"
      "[INST] Who are you [/INST]"},
-    {CHAT_FORMAT_MISTRAL_V1,
-     " [INST] You are a helpful assistant\n\nHello [/INST]  Hi there </s> [INST] Who are you [/INST]"},
+    {CHAT_FORMAT_MISTRAL_V1, " [INST] You are a helpful assistant\n\nHello [/INST]  Hi there </s> "
+                             "[INST] Who are you [/INST]"},
     {CHAT_FORMAT_MISTRAL_V3,
      "[INST] You are a helpful assistant\n\nHello[/INST] Hi there</s>[INST] Who are you[/INST]"},
     {CHAT_FORMAT_MISTRAL_V3_TEKKEN,
@@ -77,15 +78,16 @@ static const struct {
     {CHAT_FORMAT_ZEPHYR,
      "<|system|>\nYou are a helpful assistant<|endoftext|>\n<|user|>\nHello<|endoftext|>\n"
      "<|assistant|>\n Hi there <|endoftext|>\n<|user|>\nWho are you<|endoftext|>\n<|assistant|>\n"},
-    {CHAT_FORMAT_TINYLLAMA,
-     "<|system|>\nYou are a helpful assistant</s>\n<|user|>\nHello</s>\n<|assistant|>\n Hi there </s>\n"
-     "<|user|>\nWho are you</s>\n<|assistant|>\n"},
+    {CHAT_FORMAT_TINYLLAMA, "<|system|>\nYou are a helpful "
+                            "assistant</s>\n<|user|>\nHello</s>\n<|assistant|>\n Hi there </s>\n"
+                            "<|user|>\nWho are you</s>\n<|assistant|>\n"},
     {CHAT_FORMAT_MONARCH,
      "system\nYou are a helpful assistant</s>\n<s>user\nHello</s>\n<s>assistant\n Hi there </s>\n"
      "<s>user\nWho are you</s>\n<s>assistant\n"},
-    {CHAT_FORMAT_GEMMA,
-     "<start_of_turn>user\nYou are a helpful assistant\n\nHello<end_of_turn>\n<start_of_turn>model\n"
-     "Hi there<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n<start_of_turn>model\n"},
+    {CHAT_FORMAT_GEMMA, "<start_of_turn>user\nYou are a helpful "
+                        "assistant\n\nHello<end_of_turn>\n<start_of_turn>model\n"
+                        "Hi there<end_of_turn>\n<start_of_turn>user\nWho are "
+                        "you<end_of_turn>\n<start_of_turn>model\n"},
     {CHAT_FORMAT_LLAMA3,
      "<|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant<|eot_id|>"
      "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
@@ -151,16 +153,21 @@ static void test_render(void) {
     free(got);
     /* The vocabulary's own BOS/EOS text where the format repeats them. */
     CHECK(chat_render(CHAT_FORMAT_LLAMA2_SYS_BOS, conv, 4, true, "<BOS>", NULL, &got, &len) ==
-              STATUS_OK, "bos text");
+              STATUS_OK,
+          "bos text");
     CHECK(got && strstr(got, "</s><BOS>[INST] Who") != NULL, "bos text used: %s", got);
     free(got);
     CHECK(chat_render(CHAT_FORMAT_TINYLLAMA, conv, 2, true, NULL, "<|eos|>", &got, &len) ==
-              STATUS_OK, "eos text");
-    CHECK(got && strcmp(got, "<|system|>\nYou are a helpful assistant<|eos|>\n<|user|>\nHello<|eos|>\n"
-                             "<|assistant|>\n") == 0, "eos text used: %s", got);
+              STATUS_OK,
+          "eos text");
+    CHECK(got &&
+              strcmp(got, "<|system|>\nYou are a helpful assistant<|eos|>\n<|user|>\nHello<|eos|>\n"
+                          "<|assistant|>\n") == 0,
+          "eos text used: %s", got);
     free(got);
     CHECK(chat_render(CHAT_FORMAT_COUNT, conv, 4, true, NULL, NULL, &got, &len) == STATUS_FORMAT &&
-              got == NULL, "bad format rejected");
+              got == NULL,
+          "bad format rejected");
     CHECK(chat_render(CHAT_FORMAT_LLAMA3, conv, 0, true, NULL, NULL, &got, &len) == STATUS_OK &&
               got && strcmp(got, "<|start_header_id|>assistant<|end_header_id|>\n\n") == 0,
           "empty conversation");
@@ -175,24 +182,30 @@ static void test_detect(void) {
         /* Qwen2.5 (abridged) */
         {"{%- if tools %}{{- '<|im_start|>system\\n' }}{%- endif %}{%- for message in messages %}"
          "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
-         "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+         "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif "
+         "%}",
          CHAT_FORMAT_CHATML},
         /* Llama 3 / 3.1 (abridged) */
-        {"{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + "
+        {"{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + "
+         "message['role'] + "
          "'<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}{%- endfor %}",
          CHAT_FORMAT_LLAMA3},
         /* Llama 2 chat */
         {"{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set "
          "system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% "
-         "set system_message = false %}{% endif %}{% for message in loop_messages %}{% if loop.index0 "
+         "set system_message = false %}{% endif %}{% for message in loop_messages %}{% if "
+         "loop.index0 "
          "== 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
          "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] "
-         "%}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() "
-         "+ ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + "
+         "%}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + "
+         "content.strip() "
+         "+ ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' "
+         "+ "
          "eos_token }}{% endif %}{% endfor %}",
          CHAT_FORMAT_LLAMA2_SYS_STRIP},
         /* Mistral 7B Instruct v0.1/0.2 */
-        {"{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
+        {"{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] "
+         "' + "
          "message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ "
          "message['content'] + eos_token}}{% endif %}{% endfor %}",
          CHAT_FORMAT_LLAMA2},
@@ -200,8 +213,10 @@ static void test_detect(void) {
         {"{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\\n' + "
          "message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ "
          "'<|system|>\\n' + message['content'] + eos_token }}\n{% elif message['role'] == "
-         "'assistant' %}\n{{ '<|assistant|>\\n'  + message['content'] + eos_token }}\n{% endif %}\n{% "
-         "if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}",
+         "'assistant' %}\n{{ '<|assistant|>\\n'  + message['content'] + eos_token }}\n{% endif "
+         "%}\n{% "
+         "if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor "
+         "%}",
          CHAT_FORMAT_TINYLLAMA},
         {"{{ '<|user|>\\n' + message['content'] + '<|endoftext|>' }}", CHAT_FORMAT_ZEPHYR},
         {"{{ '[SYSTEM_PROMPT]' + system_message + '[/SYSTEM_PROMPT]' }}{{ '[INST]' }}",

@@ -32,10 +32,10 @@ enum {
 /* 16 bytes a slot: keys are offsets into the map's pool, and the hash is compared before the
  * key, which is usually a cache miss away. */
 struct strmap_slot {
-    uint32_t off;  /* key = base + off */
+    uint32_t off; /* key = base + off */
     uint32_t len;
     uint32_t hash;
-    int32_t val;   /* -1 = empty slot */
+    int32_t val; /* -1 = empty slot */
 };
 
 struct strmap {
@@ -158,25 +158,27 @@ struct tokenizer {
 
     /* BPE */
     char *merge_pool;
-    struct strmap merges;     /* "left right" -> rank */
+    struct strmap merges; /* "left right" -> rank */
     struct tok_pretok *pre;
     char pre_name[TOK_MAX_PRE_NAME];
     bool ignore_merges;
-    char byte_enc[256][3];    /* byte -> UTF-8 of its printable code point */
+    char byte_enc[256][3]; /* byte -> UTF-8 of its printable code point */
     uint8_t byte_enc_len[256];
 
     /* SPM */
-    int32_t byte_tok[256];    /* byte fallback id, or -1 */
+    int32_t byte_tok[256]; /* byte fallback id, or -1 */
     bool add_space_prefix;
 
-    int32_t *special;         /* ids matched in the text before the model runs, longest first */
+    int32_t *special; /* ids matched in the text before the model runs, longest first */
     int32_t n_special;
 
     int32_t bos, eos, eot, eom, unk, pad;
     bool add_bos, add_eos;
 };
 
-static const char *tok_text(const tokenizer_t *t, int32_t id) { return t->text_pool + t->text_off[id]; }
+static const char *tok_text(const tokenizer_t *t, int32_t id) {
+    return t->text_pool + t->text_off[id];
+}
 
 static int32_t lookup(const tokenizer_t *t, const char *s, size_t len) {
     return strmap_get(&t->vocab, s, len);
@@ -249,8 +251,7 @@ static int32_t utf8_next(const char *s, size_t len, size_t *off) {
         if (left < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
             goto bad;
         *off += 4;
-        return ((p[0] & 0x07) << 18) | ((p[1] & 0x3F) << 12) | ((p[2] & 0x3F) << 6) |
-               (p[3] & 0x3F);
+        return ((p[0] & 0x07) << 18) | ((p[1] & 0x3F) << 12) | ((p[2] & 0x3F) << 6) | (p[3] & 0x3F);
     }
 bad:
     *off += 1;
@@ -297,7 +298,9 @@ static bool get_id(const gguf_t *g, const char *key, int32_t n, int32_t *id) {
     return true;
 }
 
-static void set_control(tokenizer_t *t, int32_t id) { t->attr[id] = ATTR_CONTROL; }
+static void set_control(tokenizer_t *t, int32_t id) {
+    t->attr[id] = ATTR_CONTROL;
+}
 
 /* First token (lowest id) whose text is one of names, or -1. */
 static int32_t find_any(const tokenizer_t *t, const char *const *names) {
@@ -315,28 +318,56 @@ static bool is_named(const tokenizer_t *t, int32_t id, const char *const *names)
     return false;
 }
 
-static const char *const eot_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
-                                        "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
-                                        "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
-                                        "<end_of_utterance>", NULL};
-static const char *const eom_names[] = {"<|eom_id|>", NULL};
-static const char *const fim_pre_names[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>",
-                                            "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>",
-                                            "<PRE>", "\xe2\x96\x81<PRE>", "<|code_prefix|>", NULL};
-static const char *const fim_suf_names[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
-                                            "<\xef\xbd\x9c" "fim\xe2\x96\x81hole\xef\xbd\x9c>",
-                                            "<SUF>", "\xe2\x96\x81<SUF>", "<|code_suffix|>", NULL};
-static const char *const fim_mid_names[] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>",
-                                            "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>",
-                                            "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>", NULL};
-static const char *const fim_pad_names[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", NULL};
-static const char *const fim_rep_names[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>",
-                                            "<reponame>", NULL};
-static const char *const fim_sep_names[] = {"<|file_sep|>", NULL};
-static const char *const eog_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>",
-                                        "<|call|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
-                                        "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+static const char *const eot_names[] = {"<|eot_id|>",
+                                        "<|im_end|>",
+                                        "<|end|>",
+                                        "<end_of_turn>",
+                                        "<|endoftext|>",
+                                        "<|end_of_text|>",
+                                        "<EOT>",
+                                        "_<EOT>",
+                                        "<\xef\xbd\x9c"
+                                        "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                                        "<end_of_utterance>",
                                         NULL};
+static const char *const eom_names[] = {"<|eom_id|>", NULL};
+static const char *const fim_pre_names[] = {"<|fim_prefix|>",
+                                            "<fim-prefix>",
+                                            "<fim_prefix>",
+                                            "<\xef\xbd\x9c"
+                                            "fim\xe2\x96\x81"
+                                            "begin\xef\xbd\x9c>",
+                                            "<PRE>",
+                                            "\xe2\x96\x81<PRE>",
+                                            "<|code_prefix|>",
+                                            NULL};
+static const char *const fim_suf_names[] = {"<|fim_suffix|>",
+                                            "<fim-suffix>",
+                                            "<fim_suffix>",
+                                            "<\xef\xbd\x9c"
+                                            "fim\xe2\x96\x81hole\xef\xbd\x9c>",
+                                            "<SUF>",
+                                            "\xe2\x96\x81<SUF>",
+                                            "<|code_suffix|>",
+                                            NULL};
+static const char *const fim_mid_names[] = {"<|fim_middle|>",
+                                            "<fim-middle>",
+                                            "<fim_middle>",
+                                            "<\xef\xbd\x9c"
+                                            "fim\xe2\x96\x81"
+                                            "end\xef\xbd\x9c>",
+                                            "<MID>",
+                                            "\xe2\x96\x81<MID>",
+                                            "<|code_middle|>",
+                                            NULL};
+static const char *const fim_pad_names[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", NULL};
+static const char *const fim_rep_names[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
+                                            "<REPO>",       "<reponame>",    NULL};
+static const char *const fim_sep_names[] = {"<|file_sep|>", NULL};
+static const char *const eog_names[] = {
+    "<|eot_id|>",      "<|im_end|>",         "<|end|>",    "<|return|>", "<|call|>",
+    "<end_of_turn>",   "<|endoftext|>",      "<|eom_id|>", "<EOT>",      "_<EOT>",
+    "<|end_of_text|>", "<end_of_utterance>", NULL};
 
 /* Special ids, EOG set and the attribute fix-ups llama.cpp applies by token text. */
 static void load_specials(tokenizer_t *t, const gguf_t *g) {
@@ -358,8 +389,9 @@ static void load_specials(tokenizer_t *t, const gguf_t *g) {
     if (gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &b)) t->add_eos = b;
 
     /* Found by text when the metadata does not name them; such tokens become control. */
-    int32_t *slots[] = {&t->eot, &t->eom, &fim_pre, &fim_suf, &fim_mid, &fim_pad, &fim_rep, &fim_sep};
-    const char *const *lists[] = {eot_names, eom_names, fim_pre_names, fim_suf_names,
+    int32_t *slots[] = {&t->eot,  &t->eom,  &fim_pre, &fim_suf,
+                        &fim_mid, &fim_pad, &fim_rep, &fim_sep};
+    const char *const *lists[] = {eot_names,     eom_names,     fim_pre_names, fim_suf_names,
                                   fim_mid_names, fim_pad_names, fim_rep_names, fim_sep_names};
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
         if (*slots[i] >= 0) continue;
@@ -668,14 +700,30 @@ void tokenizer_free(tokenizer_t **self_p) {
 
 /* ==== Accessors ==== */
 
-enum tokenizer_kind tokenizer_kind(const tokenizer_t *t) { return t->kind; }
-const char *tokenizer_pre_name(const tokenizer_t *t) { return t->pre_name; }
-int32_t tokenizer_n_tokens(const tokenizer_t *t) { return t->n; }
-int32_t tokenizer_bos(const tokenizer_t *t) { return t->bos; }
-int32_t tokenizer_eos(const tokenizer_t *t) { return t->eos; }
-int32_t tokenizer_eot(const tokenizer_t *t) { return t->eot; }
-bool tokenizer_add_bos(const tokenizer_t *t) { return t->add_bos && t->bos >= 0; }
-bool tokenizer_add_eos(const tokenizer_t *t) { return t->add_eos && t->eos >= 0; }
+enum tokenizer_kind tokenizer_kind(const tokenizer_t *t) {
+    return t->kind;
+}
+const char *tokenizer_pre_name(const tokenizer_t *t) {
+    return t->pre_name;
+}
+int32_t tokenizer_n_tokens(const tokenizer_t *t) {
+    return t->n;
+}
+int32_t tokenizer_bos(const tokenizer_t *t) {
+    return t->bos;
+}
+int32_t tokenizer_eos(const tokenizer_t *t) {
+    return t->eos;
+}
+int32_t tokenizer_eot(const tokenizer_t *t) {
+    return t->eot;
+}
+bool tokenizer_add_bos(const tokenizer_t *t) {
+    return t->add_bos && t->bos >= 0;
+}
+bool tokenizer_add_eos(const tokenizer_t *t) {
+    return t->add_eos && t->eos >= 0;
+}
 
 bool tokenizer_is_eog(const tokenizer_t *t, int32_t id) {
     return id >= 0 && id < t->n && t->eog[id];
@@ -1086,7 +1134,8 @@ int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, boo
     if (s.oom || ids.oom) goto done;
 
     if (out && capacity > 0 && ids.n > 0)
-        memcpy(out, ids.v, sizeof *out * (size_t)((int64_t)ids.n < capacity ? (int64_t)ids.n : capacity));
+        memcpy(out, ids.v,
+               sizeof *out * (size_t)((int64_t)ids.n < capacity ? (int64_t)ids.n : capacity));
     result = (int64_t)ids.n;
 done:
     if (result == STATUS_NOMEM) LOG(LOG_ERROR, "out of memory");
@@ -1130,7 +1179,9 @@ void tokenizer_decoder_reset(tokenizer_decoder_t *d) {
     d->out.n = 0;
 }
 
-void tokenizer_decoder_set_midstream(tokenizer_decoder_t *d) { d->started = true; }
+void tokenizer_decoder_set_midstream(tokenizer_decoder_t *d) {
+    d->started = true;
+}
 
 /* Bytes at the end of s[0..n) that start a UTF-8 character still missing continuation bytes
  * (0 when the tail is complete or can never become valid). */

@@ -33,7 +33,7 @@ const char *tokenizer_pre_name(const tokenizer_t *t); /* "default", "llama-bpe",
 int32_t tokenizer_n_tokens(const tokenizer_t *t);
 int32_t tokenizer_bos(const tokenizer_t *t); /* -1 when the vocabulary has none */
 int32_t tokenizer_eos(const tokenizer_t *t);
-int32_t tokenizer_eot(const tokenizer_t *t); /* end of turn (<|eot_id|>, <|im_end|>, ...) or -1 */
+int32_t tokenizer_eot(const tokenizer_t *t);  /* end of turn (<|eot_id|>, <|im_end|>, ...) or -1 */
 bool tokenizer_add_bos(const tokenizer_t *t); /* encode(add_special) prepends BOS */
 bool tokenizer_add_eos(const tokenizer_t *t); /* encode(add_special) appends EOS */
 /* End of generation: EOS, EOT, EOM and the other tokens llama.cpp treats as stop tokens. */
@@ -76,7 +76,8 @@ size_t tokenizer_decode(const tokenizer_t *t, const int32_t *ids, int64_t n, boo
  * from the first piece after any leading control tokens (BOS), so decode(encode(s)) == s. */
 typedef struct tokenizer_decoder tokenizer_decoder_t;
 
-tokenizer_decoder_t *tokenizer_decoder_new(const tokenizer_t *t, bool render_special); /* aborts on OOM */
+tokenizer_decoder_t *tokenizer_decoder_new(const tokenizer_t *t,
+                                           bool render_special); /* aborts on OOM */
 void tokenizer_decoder_free(tokenizer_decoder_t **self_p);
 /* Starts a new sequence (forgets held bytes and the leading-space state). */
 void tokenizer_decoder_reset(tokenizer_decoder_t *d);

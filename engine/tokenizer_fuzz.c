@@ -37,8 +37,11 @@ static tokenizer_t *load(const char *name) {
 
 static int utf8_ok(const uint8_t *p, size_t n) {
     for (size_t i = 0; i < n;) {
-        size_t k = p[i] < 0x80 ? 1 : (p[i] & 0xE0) == 0xC0 ? 2 : (p[i] & 0xF0) == 0xE0 ? 3
-                 : (p[i] & 0xF8) == 0xF0 ? 4 : 0;
+        size_t k = p[i] < 0x80             ? 1
+                   : (p[i] & 0xE0) == 0xC0 ? 2
+                   : (p[i] & 0xF0) == 0xE0 ? 3
+                   : (p[i] & 0xF8) == 0xF0 ? 4
+                                           : 0;
         if (k == 0 || i + k > n) return 0;
         uint32_t cp = k == 1 ? p[i] : (uint32_t)(p[i] & (0x7F >> k));
         for (size_t j = 1; j < k; j++) {

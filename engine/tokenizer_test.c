@@ -84,8 +84,11 @@ static char *decode_all(const tokenizer_t *t, const int32_t *ids, int64_t n, boo
 static bool utf8_valid(const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t k = p[i] < 0x80 ? 1 : (p[i] & 0xE0) == 0xC0 ? 2 : (p[i] & 0xF0) == 0xE0 ? 3
-                 : (p[i] & 0xF8) == 0xF0 ? 4 : 0;
+        size_t k = p[i] < 0x80             ? 1
+                   : (p[i] & 0xE0) == 0xC0 ? 2
+                   : (p[i] & 0xF0) == 0xE0 ? 3
+                   : (p[i] & 0xF8) == 0xF0 ? 4
+                                           : 0;
         if (k == 0 || i + k > n) return false;
         for (size_t j = 1; j < k; j++)
             if ((p[i + j] & 0xC0) != 0x80) return false;
@@ -171,7 +174,10 @@ static int run_vocab(const char *gguf_path) {
     static const char sep[] = "\n__ggml_vocab_test__\n";
     const size_t sep_len = sizeof sep - 1;
     size_t n_cases = 0, cap_cases = 64;
-    struct { const char *s; size_t n; } *cases = malloc(sizeof *cases * cap_cases);
+    struct {
+        const char *s;
+        size_t n;
+    } *cases = malloc(sizeof *cases * cap_cases);
     for (size_t pos = 0; pos < inp_len;) {
         const char *m = memmem(inp + pos, inp_len - pos, sep, sep_len);
         size_t end = m ? (size_t)(m - inp) : inp_len;
@@ -216,8 +222,8 @@ static int run_vocab(const char *gguf_path) {
             /* Allowed only when the vocabulary cannot tell the two texts apart. */
             int32_t *again;
             int64_t n_again = encode_all(t, dec, dlen, false, false, &again);
-            bool lossless_bug = !(n_again == n_want &&
-                                  memcmp(again, want, sizeof *again * (size_t)n_want) == 0);
+            bool lossless_bug =
+                !(n_again == n_want && memcmp(again, want, sizeof *again * (size_t)n_want) == 0);
             CHECK(!lossless_bug, "%s case %zu: decode gives \"%.*s\" for \"%.*s\"", gguf_path, i,
                   (int)dlen, dec, (int)cases[i].n, cases[i].s);
             lossy++;
@@ -330,7 +336,8 @@ static void test_special(const char *shared) {
         tokenizer_decoder_set_midstream(d);
         const char *b;
         for (int i = 0; i < 3; i++)
-            CHECK(tokenizer_decoder_feed(d, bytes_ids[i], &b) == 0, "partial character held (%d)", i);
+            CHECK(tokenizer_decoder_feed(d, bytes_ids[i], &b) == 0, "partial character held (%d)",
+                  i);
         size_t k = tokenizer_decoder_feed(d, bytes_ids[3], &b);
         CHECK(k == 4 && memcmp(b, "\xF0\x9F\xA6\x99", 4) == 0, "whole character released");
         CHECK(tokenizer_decoder_flush(d, &b) == 0, "nothing left");
@@ -389,8 +396,8 @@ static void test_speed(const char *shared) {
         t0 = now_ms();
         int64_t n = encode_all(t, big, len * 4, false, false, &ids);
         double ms = (now_ms() - t0) / 2; /* encode_all encodes twice */
-        fprintf(stderr, "speed %s: load %.1f ms; %zu bytes -> %lld tokens in %.2f ms\n",
-                vocabs[v], load_ms, len * 4, (long long)n, ms);
+        fprintf(stderr, "speed %s: load %.1f ms; %zu bytes -> %lld tokens in %.2f ms\n", vocabs[v],
+                load_ms, len * 4, (long long)n, ms);
         CHECK(ms < 200, "%s: encoding %zu bytes took %.1f ms", vocabs[v], len * 4, ms);
         free(ids);
         free(big);
@@ -408,12 +415,33 @@ static void test_pretok_splits(void) {
         const char *pre;
         const char *words[24];
     } cases[] = {
-        {"llama-bpe", {"Hello", ",", " y", "'ALL", "!", " ", "123", "45", " apples", "\n\n", "  ",
-                       "\tok", " ", " x", " \xe5\xa4\xa9", "\xef\xbd\x9e", NULL}},
-        {"qwen2", {"Hello", ",", " y", "'ALL", "!", " ", "1", "2", "3", "4", "5", " apples", "\n\n",
-                   "  ", "\tok", " ", " x", " \xe5\xa4\xa9", "\xef\xbd\x9e", NULL}},
-        {"gpt-2", {"Hello", ",", " y", "'", "ALL", "!", " 12345", " apples", "\n\n  ", "\t", "ok",
-                   " ", " x", " \xe5\xa4\xa9", "\xef\xbd\x9e", NULL}},
+        {"llama-bpe",
+         {"Hello", ",", " y", "'ALL", "!", " ", "123", "45", " apples", "\n\n", "  ", "\tok", " ",
+          " x", " \xe5\xa4\xa9", "\xef\xbd\x9e", NULL}},
+        {"qwen2",
+         {"Hello",
+          ",",
+          " y",
+          "'ALL",
+          "!",
+          " ",
+          "1",
+          "2",
+          "3",
+          "4",
+          "5",
+          " apples",
+          "\n\n",
+          "  ",
+          "\tok",
+          " ",
+          " x",
+          " \xe5\xa4\xa9",
+          "\xef\xbd\x9e",
+          NULL}},
+        {"gpt-2",
+         {"Hello", ",", " y", "'", "ALL", "!", " 12345", " apples", "\n\n  ", "\t", "ok", " ", " x",
+          " \xe5\xa4\xa9", "\xef\xbd\x9e", NULL}},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         struct tok_pretok *p = NULL;
