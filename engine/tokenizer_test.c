@@ -149,13 +149,24 @@ static int run_vocab(const char *gguf_path) {
     tokenizer_t *t = NULL;
     enum status rc = gguf_open(gguf_path, &g);
     CHECK(rc == STATUS_OK, "%s: gguf_open: %s", gguf_path, status_str(rc));
-    if (rc != STATUS_OK) return 0;
+    if (rc != STATUS_OK) goto skip;
+    /* Tokenizer models caravan does not implement (WordPiece, Unigram, RWKV) are skipped;
+     * an unknown BPE pre-tokenizer is a failure. */
+    const char *model = gguf_get_str(g, "tokenizer.ggml.model");
+    if (!model || (strcmp(model, "llama") != 0 && strcmp(model, "gpt2") != 0)) {
+        fprintf(stderr, "skip %s: tokenizer model '%s' is not supported\n", gguf_path,
+                model ? model : "(none)");
+        gguf_close(&g);
+        free(inp);
+        free(outs);
+        return -1;
+    }
     double t0 = now_ms();
     rc = tokenizer_load(g, &t);
     double load_ms = now_ms() - t0;
     gguf_close(&g);
     CHECK(rc == STATUS_OK, "%s: tokenizer_load: %s", gguf_path, status_str(rc));
-    if (rc != STATUS_OK) return 0;
+    if (rc != STATUS_OK) goto skip;
 
     /* .out: one line per case (std::getline: a final newline ends the last line). */
     size_t n_lines = 0, cap_lines = 64;
@@ -241,6 +252,11 @@ static int run_vocab(const char *gguf_path) {
     free(inp);
     free(outs);
     return (int)n_cases;
+skip:
+    gguf_close(&g);
+    free(inp);
+    free(outs);
+    return 0;
 }
 
 static tokenizer_t *load_path(const char *path) {
