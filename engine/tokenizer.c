@@ -783,12 +783,31 @@ static bool partition(const tokenizer_t *t, const char *text, size_t len, bool p
     out->n = 0;
     if (len == 0) return true;
     if (!frags_push(out, (struct frag){-1, 0, len})) return false;
+    /* Which byte pairs occur in the text: most special tokens (DeepSeek has thousands) can be
+     * ruled out without searching. */
+    uint64_t *pairs = calloc(65536 / 64, sizeof *pairs);
+    uint64_t firsts[4] = {0};
+    if (!pairs) return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        firsts[c >> 6] |= 1ull << (c & 63);
+        if (i + 1 < len) {
+            unsigned p = (unsigned)c << 8 | (unsigned char)text[i + 1];
+            pairs[p >> 6] |= 1ull << (p & 63);
+        }
+    }
     for (int32_t k = 0; k < t->n_special; k++) {
         int32_t id = t->special[k];
         uint16_t a = t->attr[id];
         if (!parse_special && (a & (ATTR_CONTROL | ATTR_UNKNOWN))) continue;
         const char *tt = tok_text(t, id);
         size_t tl = t->text_len[id];
+        unsigned char c0 = (unsigned char)tt[0];
+        if (!(firsts[c0 >> 6] >> (c0 & 63) & 1)) continue;
+        if (tl >= 2) {
+            unsigned p = (unsigned)c0 << 8 | (unsigned char)tt[1];
+            if (!(pairs[p >> 6] >> (p & 63) & 1)) continue;
+        }
         bool found = false;
         for (size_t i = 0; i < out->n && !found; i++)
             found = out->v[i].tok < 0 && out->v[i].len >= tl &&
@@ -830,9 +849,11 @@ static bool partition(const tokenizer_t *t, const char *text, size_t len, bool p
         next = tmp;
     }
     free(next.v);
+    free(pairs);
     return true;
 oom:
     free(next.v);
+    free(pairs);
     return false;
 }
 

@@ -27,3 +27,7 @@ add_fuzz_target(tokenizer_fuzz SOURCES tokenizer_fuzz.c LIBS engine_tokenizer)
 if(TARGET tokenizer_fuzz)
   target_compile_definitions(tokenizer_fuzz PRIVATE CARAVAN_SHARED_DIR="${CARAVAN_SHARED_DIR}")
 endif()
+
+# Not a test: load and encode/decode timings per vocabulary (see the file's header).
+add_executable(tokenizer_bench tokenizer_bench.c)
+target_link_libraries(tokenizer_bench PRIVATE engine_tokenizer)
