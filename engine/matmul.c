@@ -2,7 +2,8 @@
  *
  * Each x row is first converted to the weight's dot type (rows spread over threads), then:
  *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
- *    contiguous chunks and each is streamed once through the single-row dot;
+ *    contiguous chunks and each is streamed once (through the variant's tile with one x row,
+ *    which may run several weight rows side by side, else the single-row dot);
  *  - many rows (prompt): each thread takes a contiguous chunk of weight rows and walks it in
  *    panels small enough to stay in L1, running every x row against a panel before moving on,
  *    through the variant's tile kernel when it has one.
@@ -62,14 +63,16 @@ void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weigh
         xq = scratch;
     }
 
+    const quant_tile_fn tile = quant_tile(w->type);
     if (n_rows == 1) {
         int64_t i0, i1;
         chunk(n_out, ith, nth, 8, &i0, &i1);
-        for (int64_t i = i0; i < i1; i++) y[i] = dot(n_in, wd + i * w_stride, xq);
+        if (tile && i1 > i0) tile(n_in, wd + i0 * w_stride, w_stride, (int)(i1 - i0), xq, xs, 1, y + i0, 1);
+        else
+            for (int64_t i = i0; i < i1; i++) y[i] = dot(n_in, wd + i * w_stride, xq);
         return;
     }
 
-    const quant_tile_fn tile = quant_tile(w->type);
     int64_t i0, i1;
     chunk(n_out, ith, nth, 8, &i0, &i1);
     if (i0 >= i1) return;

@@ -288,6 +288,10 @@ static inline __attribute__((always_inline)) void q4_0_panel_row(int M, int64_t 
 static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
                       size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK4_0;
+    if (nx == 1) { /* generation: one sequential stream through the rows prefetches best */
+        for (int i = 0; i < nw; i++) y[i] = dot_q4_0(n, (const char *)w + i * w_stride, x);
+        return;
+    }
     const int mw = panel_rows(nb, 32 + 4, 8);
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
@@ -337,6 +341,10 @@ static inline __attribute__((always_inline)) void q8_0_panel_row(int M, int64_t 
 static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
                       size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK8_0;
+    if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
+        for (int i = 0; i < nw; i++) y[i] = dot_q8_0(n, (const char *)w + i * w_stride, x);
+        return;
+    }
     const int mw = panel_rows(nb, 64 + 4, 8);
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
@@ -399,10 +407,53 @@ static float scalar_bf16(const void *w, int64_t k) { return quant_bf16_to_f32(((
 #define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
 #define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks */
 
+/* One x row: 4 weight rows at a time converted on the fly, each exactly as the single float
+ * dot does it (one chain, hsum, scalar tail); four chains keep the FMA units busy. */
+#define FLOAT_GEMV(NAME, WT, LOAD, SCALAR, SINGLE)                                                 \
+    static void NAME(int64_t n, const char *w, size_t w_stride, int nw, const float *xr, float *y) { \
+        int i0 = 0;                                                                                \
+        for (; i0 + 4 <= nw; i0 += 4) {                                                            \
+            const WT *a0 = (const WT *)(w + (i0 + 0) * w_stride);                                  \
+            const WT *a1 = (const WT *)(w + (i0 + 1) * w_stride);                                  \
+            const WT *a2 = (const WT *)(w + (i0 + 2) * w_stride);                                  \
+            const WT *a3 = (const WT *)(w + (i0 + 3) * w_stride);                                  \
+            __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
+            int64_t k = 0;                                                                         \
+            for (; k + 8 <= n; k += 8) {                                                           \
+                const __m256 xv = _mm256_loadu_ps(xr + k);                                         \
+                c0 = _mm256_fmadd_ps(LOAD(a0 + k), xv, c0);                                        \
+                c1 = _mm256_fmadd_ps(LOAD(a1 + k), xv, c1);                                        \
+                c2 = _mm256_fmadd_ps(LOAD(a2 + k), xv, c2);                                        \
+                c3 = _mm256_fmadd_ps(LOAD(a3 + k), xv, c3);                                        \
+            }                                                                                      \
+            float s0 = hsum(c0), s1 = hsum(c1), s2 = hsum(c2), s3 = hsum(c3);                      \
+            for (int64_t t = k; t < n; t++) {                                                      \
+                s0 += SCALAR(a0[t]) * xr[t];                                                       \
+                s1 += SCALAR(a1[t]) * xr[t];                                                       \
+                s2 += SCALAR(a2[t]) * xr[t];                                                       \
+                s3 += SCALAR(a3[t]) * xr[t];                                                       \
+            }                                                                                      \
+            y[i0] = s0;                                                                            \
+            y[i0 + 1] = s1;                                                                        \
+            y[i0 + 2] = s2;                                                                        \
+            y[i0 + 3] = s3;                                                                        \
+        }                                                                                          \
+        for (; i0 < nw; i0++) y[i0] = SINGLE(n, w + i0 * w_stride, xr);                            \
+    }
+FLOAT_GEMV(gemv_f32, float, _mm256_loadu_ps, f32_id, dot_f32)
+FLOAT_GEMV(gemv_f16, uint16_t, load_f16x8, quant_f16_to_f32, dot_f16)
+FLOAT_GEMV(gemv_bf16, uint16_t, load_bf16x8, quant_bf16_to_f32, dot_bf16)
+
 static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
                        size_t x_stride, int nx, float *y, size_t y_stride) {
     const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
     const int64_t n8 = n / 8 * 8;
+    if (nx == 1) {
+        if (t == DTYPE_F32) gemv_f32(n, w, w_stride, nw, x, y);
+        else if (t == DTYPE_F16) gemv_f16(n, w, w_stride, nw, x, y);
+        else gemv_bf16(n, w, w_stride, nw, x, y);
+        return;
+    }
     const int mw = t == DTYPE_F32 ? 4 : panel_rows(n8 ? n8 / 8 : 1, 32, 4);
     __m256 acc[FLOAT_X_BATCH / 3 + 1][12];
     for (int i0 = 0; i0 < nw; i0 += mw) {
@@ -576,6 +627,11 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
                    size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK_K;
     const bool q6 = t == DTYPE_Q6_K;
+    if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
+        const quant_dot_fn dot = t == DTYPE_Q4_K ? dot_q4_K : t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
+        for (int i = 0; i < nw; i++) y[i] = dot(n, (const char *)w + i * w_stride, x);
+        return;
+    }
     const int mw = panel_rows(nb, sizeof(struct k_panel_block), 4);
     struct k_panel_block *pk = (struct k_panel_block *)panel_buf;
     for (int i0 = 0; i0 < nw; i0 += mw) {
