@@ -597,6 +597,10 @@ enum status tokenizer_load(const gguf_t *g, tokenizer_t **out) {
     uint64_t ns = 0, nt = 0;
     const float *scores = gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, &ns);
     const int32_t *types = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_VTYPE_INT32, &nt);
+    if (!types) /* same values, unsigned (small values read identically) */
+        types = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_VTYPE_UINT32, &nt);
+    if (!types && gguf_find_kv(g, "tokenizer.ggml.token_type"))
+        LOG(LOG_WARN, "tokenizer.ggml.token_type is not an int32 array: every token is normal");
     if ((scores && ns != n) || (types && nt != n)) {
         LOG(LOG_ERROR, "tokenizer arrays disagree: %llu tokens, %llu scores, %llu types",
             (unsigned long long)n, (unsigned long long)ns, (unsigned long long)nt);
