@@ -6,6 +6,7 @@
  * per-pair float operations in the same order, so they are bit-identical to the single dot.
  * Integer parts (the int8 products inside a block) are exact, so they may be computed in any
  * order; only the float steps must match. */
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -13,8 +14,10 @@
 #include "quant_internal.h"
 
 static bool avx2_available(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d; /* clang has no "f16c" for __builtin_cpu_supports: ask cpuid */
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool f16c = (c >> 29) & 1;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 
 /* Horizontal sum in a fixed order: (lo128 + hi128), then pairs, then the last two. */
