@@ -422,6 +422,127 @@ static void test_speed(const char *shared) {
     }
 }
 
+/* ---- Synthetic vocabularies: a tiny BPE that works, and a catalogue of broken metadata ---- */
+
+enum bad_case {
+    BAD_NONE = 0,
+    BAD_NO_MODEL,
+    BAD_UNKNOWN_MODEL,
+    BAD_NO_MERGES,
+    BAD_UNKNOWN_PRE,
+    BAD_NO_TOKENS,
+    BAD_TOKENS_NOT_STRINGS,
+    BAD_SCORES_COUNT,
+    BAD_TYPES_COUNT,
+    BAD_BOS_OUT_OF_RANGE, /* tolerated: keeps the default */
+    BAD_EMPTY_TOKEN,      /* tolerated: becomes "[EMPTY_i]" */
+    BAD_CASE_COUNT
+};
+
+/* Byte-level BPE: the 256 byte symbols, then "he" "hel" "hell" "hello" "\xc4\xa0w" (" w"),
+ * then the control token <|end|>. */
+static enum status synth_load(enum bad_case bad, tokenizer_t **out) {
+    static char bytes_store[256][3];
+    const char *tokens[256 + 6];
+    int32_t types[256 + 6];
+    float scores[256 + 6];
+    int n = 0;
+    unsigned shifted = 0; /* GPT-2's map: unprintable bytes go to 256, 257, ... in order */
+    for (int b = 0; b < 256; b++) {
+        bool keep = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+        unsigned cp = keep ? (unsigned)b : 256u + shifted++;
+        char *d = bytes_store[b];
+        if (cp < 0x80) {
+            d[0] = (char)cp;
+            d[1] = 0;
+        } else {
+            d[0] = (char)(0xC0 | (cp >> 6));
+            d[1] = (char)(0x80 | (cp & 0x3F));
+            d[2] = 0;
+        }
+        tokens[n++] = d;
+    }
+    static const char *const extra[] = {"he", "hel", "hell", "hello", "\xc4\xa0w", "<|end|>"};
+    for (int i = 0; i < 6; i++) tokens[n++] = extra[i];
+    for (int i = 0; i < n; i++) {
+        types[i] = i == n - 1 ? 3 : 1;
+        scores[i] = 0;
+    }
+    if (bad == BAD_EMPTY_TOKEN) tokens[n - 2] = "";
+    static const char *const merges[] = {"h e", "he l", "hel l", "hell o", "\xc4\xa0 w"};
+
+    gguf_writer_t *w = gguf_writer_new();
+    if (bad != BAD_NO_MODEL)
+        gguf_writer_set_str(w, "tokenizer.ggml.model", bad == BAD_UNKNOWN_MODEL ? "bert" : "gpt2");
+    gguf_writer_set_str(w, "tokenizer.ggml.pre", bad == BAD_UNKNOWN_PRE ? "nonsense" : "gpt-2");
+    if (bad == BAD_TOKENS_NOT_STRINGS)
+        gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_VTYPE_INT32, types, (uint64_t)n);
+    else if (bad != BAD_NO_TOKENS)
+        gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, tokens, (uint64_t)n);
+    gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_VTYPE_INT32, types,
+                        (uint64_t)(bad == BAD_TYPES_COUNT ? n - 1 : n));
+    gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, scores,
+                        (uint64_t)(bad == BAD_SCORES_COUNT ? n - 1 : n));
+    if (bad != BAD_NO_MERGES)
+        gguf_writer_set_arr(w, "tokenizer.ggml.merges", GGUF_VTYPE_STRING, merges, 5);
+    gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
+                        bad == BAD_BOS_OUT_OF_RANGE ? 100000u : (uint32_t)(n - 1));
+    gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(n - 1));
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    enum status rc = gguf_writer_write_buffer(w, NULL, NULL, &buf, &len);
+    gguf_writer_destroy(&w);
+    assert(rc == STATUS_OK);
+    gguf_t *g = NULL;
+    rc = gguf_open_buffer(buf, len, &g);
+    assert(rc == STATUS_OK);
+    rc = tokenizer_load(g, out);
+    gguf_close(&g);
+    free(buf);
+    return rc;
+}
+
+static void test_synthetic(void) {
+    tokenizer_t *t = NULL;
+    CHECK(synth_load(BAD_NONE, &t) == STATUS_OK && t, "synthetic BPE loads");
+    if (t) {
+        const char *s = "hello world<|end|>";
+        int32_t ids[32];
+        int64_t n = tokenizer_encode(t, s, strlen(s), false, true, ids, 32);
+        /* hello, " w", o, r, l, d, <|end|> */
+        int32_t want[] = {259, 260, 'o', 'r', 'l', 'd', 261}; /* byte b is token b here */
+        bool same = n == 7;
+        for (int i = 0; i < 7 && same; i++) same = ids[i] == want[i];
+        CHECK(same, "synthetic BPE merges");
+        if (!same) print_ids("got", ids, n);
+        char out[64];
+        size_t k = tokenizer_decode(t, ids, n, false, out, sizeof out);
+        CHECK(k == 11 && memcmp(out, "hello world", 11) == 0, "synthetic decode");
+        CHECK(tokenizer_is_eog(t, 261) && tokenizer_is_control(t, 261), "synthetic eog");
+        tokenizer_free(&t);
+    }
+    static const enum status want[BAD_CASE_COUNT] = {
+        [BAD_NO_MODEL] = STATUS_FORMAT,     [BAD_UNKNOWN_MODEL] = STATUS_UNSUPPORTED,
+        [BAD_NO_MERGES] = STATUS_FORMAT,    [BAD_UNKNOWN_PRE] = STATUS_UNSUPPORTED,
+        [BAD_NO_TOKENS] = STATUS_FORMAT,    [BAD_TOKENS_NOT_STRINGS] = STATUS_FORMAT,
+        [BAD_SCORES_COUNT] = STATUS_FORMAT, [BAD_TYPES_COUNT] = STATUS_FORMAT,
+        [BAD_BOS_OUT_OF_RANGE] = STATUS_OK, [BAD_EMPTY_TOKEN] = STATUS_OK,
+    };
+    for (int c = 1; c < BAD_CASE_COUNT; c++) {
+        enum status rc = synth_load((enum bad_case)c, &t);
+        CHECK(rc == want[c], "bad case %d: got %s, want %s", c, status_str(rc),
+              status_str(want[c]));
+        CHECK((rc == STATUS_OK) == (t != NULL), "bad case %d: output set only on success", c);
+        if (c == BAD_BOS_OUT_OF_RANGE && t) CHECK(tokenizer_bos(t) == 11, "default BOS kept");
+        if (c == BAD_EMPTY_TOKEN && t) {
+            size_t len;
+            const char *txt = tokenizer_token_text(t, 260, &len);
+            CHECK(txt && strcmp(txt, "[EMPTY_260]") == 0, "empty token renamed: %s", txt);
+        }
+        tokenizer_free(&t);
+    }
+}
+
 /* Pre-tokenizers with no vocabulary file here (Llama 3, Qwen2): their word splits. These
  * agree with llama.cpp's hand-written llama3 splitter on all the .inp texts and on thousands
  * of random strings (checked while writing this; see the report). */
@@ -502,6 +623,7 @@ int main(void) {
     }
     CHECK(vocabs > 0, "no vocabulary test files under %s", pattern);
     test_pretok_splits();
+    test_synthetic();
     test_stories(shared);
     test_special(shared);
     test_speed(shared);
