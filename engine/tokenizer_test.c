@@ -441,7 +441,7 @@ enum bad_case {
 
 /* Byte-level BPE: the 256 byte symbols, then "he" "hel" "hell" "hello" "\xc4\xa0w" (" w"),
  * then the control token <|end|>. */
-static enum status synth_load(enum bad_case bad, tokenizer_t **out) {
+static enum status synth_load(enum bad_case bad, const char *pre, int n_merges, tokenizer_t **out) {
     static char bytes_store[256][3];
     const char *tokens[256 + 6];
     int32_t types[256 + 6];
@@ -474,7 +474,7 @@ static enum status synth_load(enum bad_case bad, tokenizer_t **out) {
     gguf_writer_t *w = gguf_writer_new();
     if (bad != BAD_NO_MODEL)
         gguf_writer_set_str(w, "tokenizer.ggml.model", bad == BAD_UNKNOWN_MODEL ? "bert" : "gpt2");
-    gguf_writer_set_str(w, "tokenizer.ggml.pre", bad == BAD_UNKNOWN_PRE ? "nonsense" : "gpt-2");
+    gguf_writer_set_str(w, "tokenizer.ggml.pre", bad == BAD_UNKNOWN_PRE ? "nonsense" : pre);
     if (bad == BAD_TOKENS_NOT_STRINGS)
         gguf_writer_set_arr(w, "tokenizer.ggml.tokens", GGUF_VTYPE_INT32, types, (uint64_t)n);
     else if (bad != BAD_NO_TOKENS)
@@ -484,7 +484,8 @@ static enum status synth_load(enum bad_case bad, tokenizer_t **out) {
     gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, scores,
                         (uint64_t)(bad == BAD_SCORES_COUNT ? n - 1 : n));
     if (bad != BAD_NO_MERGES)
-        gguf_writer_set_arr(w, "tokenizer.ggml.merges", GGUF_VTYPE_STRING, merges, 5);
+        gguf_writer_set_arr(w, "tokenizer.ggml.merges", GGUF_VTYPE_STRING, merges,
+                            (uint64_t)n_merges);
     gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
                         bad == BAD_BOS_OUT_OF_RANGE ? 100000u : (uint32_t)(n - 1));
     gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(n - 1));
@@ -504,7 +505,7 @@ static enum status synth_load(enum bad_case bad, tokenizer_t **out) {
 
 static void test_synthetic(void) {
     tokenizer_t *t = NULL;
-    CHECK(synth_load(BAD_NONE, &t) == STATUS_OK && t, "synthetic BPE loads");
+    CHECK(synth_load(BAD_NONE, "gpt-2", 5, &t) == STATUS_OK && t, "synthetic BPE loads");
     if (t) {
         const char *s = "hello world<|end|>";
         int32_t ids[32];
@@ -521,6 +522,20 @@ static void test_synthetic(void) {
         CHECK(tokenizer_is_eog(t, 261) && tokenizer_is_control(t, 261), "synthetic eog");
         tokenizer_free(&t);
     }
+    /* Llama 3 looks each word up whole before merging: "hello" is one token even with only the
+     * first merge present; the GPT-2 pre-tokenizer needs every merge. */
+    for (int llama3 = 0; llama3 < 2; llama3++) {
+        CHECK(synth_load(BAD_NONE, llama3 ? "llama-bpe" : "gpt-2", 1, &t) == STATUS_OK, "load");
+        if (!t) continue;
+        int32_t ids[16];
+        int64_t n = tokenizer_encode(t, "hello", 5, false, false, ids, 16);
+        if (llama3)
+            CHECK(n == 1 && ids[0] == 259, "llama3 whole-word lookup");
+        else
+            CHECK(n == 4 && ids[0] == 256 && ids[1] == 'l' && ids[3] == 'o', "gpt-2 merges only");
+        CHECK(tokenizer_add_bos(t) == (llama3 == 1), "llama3 adds BOS by default");
+        tokenizer_free(&t);
+    }
     static const enum status want[BAD_CASE_COUNT] = {
         [BAD_NO_MODEL] = STATUS_FORMAT,     [BAD_UNKNOWN_MODEL] = STATUS_UNSUPPORTED,
         [BAD_NO_MERGES] = STATUS_FORMAT,    [BAD_UNKNOWN_PRE] = STATUS_UNSUPPORTED,
@@ -529,7 +544,7 @@ static void test_synthetic(void) {
         [BAD_BOS_OUT_OF_RANGE] = STATUS_OK, [BAD_EMPTY_TOKEN] = STATUS_OK,
     };
     for (int c = 1; c < BAD_CASE_COUNT; c++) {
-        enum status rc = synth_load((enum bad_case)c, &t);
+        enum status rc = synth_load((enum bad_case)c, "gpt-2", 5, &t);
         CHECK(rc == want[c], "bad case %d: got %s, want %s", c, status_str(rc),
               status_str(want[c]));
         CHECK((rc == STATUS_OK) == (t != NULL), "bad case %d: output set only on success", c);
