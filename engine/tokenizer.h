@@ -7,9 +7,12 @@
  *           with PCRE2 (UTF + UCP) regexes, bytes map to printable code points, then merges
  *           apply by rank.
  * Special tokens (control, user-defined, unknown) are cut out of the text before either model
- * runs: user-defined ones always, control ones only with parse_special.
- * Decoding is byte-exact (no "clean up spaces" pass) and streaming-safe through
- * tokenizer_decoder_t, which holds back an incomplete UTF-8 character until it completes. */
+ * runs: user-defined ones always, control ones only with parse_special; ordinary text never
+ * splits into a control token (the one place this is stricter than llama.cpp).
+ * Decoding is byte-exact (no "clean up spaces" pass, unlike llama.cpp's detokenize for GPT-2
+ * style vocabularies) and streaming-safe through tokenizer_decoder_t, which holds back an
+ * incomplete UTF-8 character until it completes. A tokenizer_t is read-only after loading:
+ * any number of threads may encode and decode with it at once. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -73,7 +76,9 @@ size_t tokenizer_decode(const tokenizer_t *t, const int32_t *ids, int64_t n, boo
  * bytes that can never become valid UTF-8 are passed through unchanged, so the concatenation
  * of every output plus the flush is exactly the decoded byte string.
  * SentencePiece: the leading space that add_space_prefix put before the first word is removed
- * from the first piece after any leading control tokens (BOS), so decode(encode(s)) == s. */
+ * from the first piece after any leading control tokens (BOS), so decode(encode(s)) == s for
+ * valid UTF-8 s, with or without BOS. (llama.cpp's detokenize keeps that space when it renders
+ * the BOS as "<s>"; here [<s>, ▁Once] renders as "<s>Once", which encodes back the same.) */
 typedef struct tokenizer_decoder tokenizer_decoder_t;
 
 tokenizer_decoder_t *tokenizer_decoder_new(const tokenizer_t *t,
