@@ -11,6 +11,7 @@
  * are bit-identical whatever the batch size, thread count or tiling. */
 #include "matmul.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 #include "quant.h"
@@ -49,6 +50,7 @@ void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weigh
     const quant_dot_fn dot = quant_dot(w->type);
     const size_t w_stride = dtype_row_bytes(w->type, n_in);
     const char *wd = w->data;
+    assert(w_stride > 0 && dot); /* n_in a multiple of the block size, a supported type */
 
     const char *xq;
     size_t xs;

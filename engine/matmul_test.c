@@ -49,8 +49,8 @@ static void run(threadpool_t *tp, const struct matmul_weight *w, const float *x,
     free(scratch);
 }
 
-static void test_type(enum dtype t, int64_t n_in, int64_t n_out, threadpool_t *const *pools) {
-    const int64_t n_rows = 128;
+static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_rows,
+                           threadpool_t *const *pools) {
     float *wf = malloc(n_in * n_out * sizeof(float));
     float *x = malloc(n_in * n_rows * sizeof(float));
     for (int64_t i = 0; i < n_in * n_out; i++) wf[i] = rnd() * (1 + (i / 32) % 5);
@@ -103,6 +103,10 @@ static void test_type(enum dtype t, int64_t n_in, int64_t n_out, threadpool_t *c
     free(x);
 }
 
+static void test_type(enum dtype t, int64_t n_in, int64_t n_out, threadpool_t *const *pools) {
+    test_type_rows(t, n_in, n_out, 128, pools);
+}
+
 int main(void) {
     quant_init();
     threadpool_t *pools[3];
@@ -128,6 +132,11 @@ int main(void) {
         test_type(DTYPE_F32, 45, 19, pools);
         test_type(DTYPE_F16, 45, 19, pools);
         test_type(DTYPE_BF16, 45, 19, pools);
+        /* rows too long for the tiles' unpack buffer (they fall back to plain dots) */
+        test_type_rows(DTYPE_F16, 256 * 200 + 8, 5, 9, pools);
+        test_type_rows(DTYPE_Q4_K, 256 * 360, 5, 9, pools);
+        test_type_rows(DTYPE_Q8_0, 32 * 2900, 5, 9, pools);
+        test_type_rows(DTYPE_Q4_0, 32 * 5500, 5, 9, pools);
     }
     /* a NULL pool runs single-threaded */
     {

@@ -295,6 +295,12 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const v
         for (int i = 0; i < nw; i++) y[i] = dot_q4_0(n, (const char *)w + i * w_stride, x);
         return;
     }
+    if ((size_t)nb * (32 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * y_stride + i] = dot_q4_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+        return;
+    }
     const int mw = panel_rows(nb, 32 + 4, 8);
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
@@ -346,6 +352,12 @@ static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const v
     const int64_t nb = n / QK8_0;
     if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
         for (int i = 0; i < nw; i++) y[i] = dot_q8_0(n, (const char *)w + i * w_stride, x);
+        return;
+    }
+    if ((size_t)nb * (64 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * y_stride + i] = dot_q8_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int mw = panel_rows(nb, 64 + 4, 8);
@@ -455,6 +467,13 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         if (t == DTYPE_F32) gemv_f32(n, w, w_stride, nw, x, y);
         else if (t == DTYPE_F16) gemv_f16(n, w, w_stride, nw, x, y);
         else gemv_bf16(n, w, w_stride, nw, x, y);
+        return;
+    }
+    if (t != DTYPE_F32 && (size_t)n8 * sizeof(float) > PANEL_BUF_BYTES) { /* too long to convert */
+        const quant_dot_fn dot = t == DTYPE_F16 ? dot_f16 : dot_bf16;
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * y_stride + i] = dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int mw = t == DTYPE_F32 ? 4 : panel_rows(n8 ? n8 / 8 : 1, 32, 4);
@@ -633,6 +652,13 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
     if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
         const quant_dot_fn dot = t == DTYPE_Q4_K ? dot_q4_K : t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
         for (int i = 0; i < nw; i++) y[i] = dot(n, (const char *)w + i * w_stride, x);
+        return;
+    }
+    if ((size_t)nb * sizeof(struct k_panel_block) > PANEL_BUF_BYTES) { /* too long to unpack */
+        const quant_dot_fn dot = t == DTYPE_Q4_K ? dot_q4_K : t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * y_stride + i] = dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int mw = panel_rows(nb, sizeof(struct k_panel_block), 4);
