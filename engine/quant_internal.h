@@ -93,11 +93,13 @@ float quant_dot_q4_K_q8_K_ref(int64_t n, const void *w, const void *x);
 float quant_dot_q5_K_q8_K_ref(int64_t n, const void *w, const void *x);
 float quant_dot_q6_K_q8_K_ref(int64_t n, const void *w, const void *x);
 
-/* ==== Tiles: many dots at once, for the batched (prompt) path ====
+/* ==== Tiles: many dots at once ====
  * y[r * y_stride + i] = dot(w row i, x row r) for i < nw, r < nx, where row i of w starts at
  * w + i * w_stride bytes and row r of x at x + r * x_stride bytes. A tile kernel must do, for
  * every (i, r), exactly the float operations the variant's single dot does, in the same order,
- * so matmul results stay bit-identical however rows are batched (batch invariance). */
+ * so matmul results stay bit-identical however rows are batched (batch invariance).
+ * matmul calls it with nx == 1 for generation and with many x rows for prompts; the kernel
+ * picks its own strategy for each (and may run any number of weight rows at once). */
 typedef void (*quant_tile_fn)(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
                               size_t x_stride, int nx, float *y, size_t y_stride);
 
