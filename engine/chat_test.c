@@ -235,7 +235,16 @@ static void test_detect(void) {
     CHECK(chat_format_choose("llama2", "<|im_start|>") == CHAT_FORMAT_LLAMA2, "override wins");
     CHECK(chat_format_choose("no-such-format", NULL) == CHAT_FORMAT_UNKNOWN, "bad override");
     CHECK(chat_format_parse("qwen2") == CHAT_FORMAT_CHATML, "alias");
-    CHECK(strstr(chat_format_list(), "llama3") != NULL, "list");
+    for (int f = 0; f < CHAT_FORMAT_COUNT; f++) {
+        const char *name = chat_format_name((enum chat_format)f);
+        const char *at = strstr(chat_format_list(), name);
+        size_t n = strlen(name);
+        /* whole entries only ("llama2" must not be found inside "llama2-sys") */
+        bool whole = false;
+        for (; at && !whole; at = strstr(at + 1, name))
+            whole = (at == chat_format_list() || at[-1] == ' ') && (at[n] == ',' || at[n] == 0);
+        CHECK(whole, "chat_format_list lacks %s", name);
+    }
 
     /* The template stored in a real GGUF file. */
     const char *shared = getenv("CARAVAN_SHARED");
