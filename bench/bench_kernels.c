@@ -81,8 +81,8 @@ static int make_copies(const struct matmul_weight *w, struct matmul_weight *out,
 
 /* Seconds per call of matmul with n_rows rows (rotating over the n_w weights), repeated for
  * at least min_time. */
-static double time_matmul(threadpool_t *tp, const struct matmul_weight *ws, int n_w,
-                          int64_t n_rows, double min_time) {
+static double time_matmul(threadpool_t *tp, const struct matmul_weight *ws, int n_w, int64_t n_rows,
+                          double min_time) {
     const struct matmul_weight *w = &ws[0];
     float *x = xaligned(n_rows * w->n_in * sizeof(float));
     float *y = xaligned(n_rows * w->n_out * sizeof(float));
@@ -108,7 +108,8 @@ static double time_matmul(threadpool_t *tp, const struct matmul_weight *ws, int 
 }
 
 /* OpenBLAS sgemm on the same f32 GEMM shape, for choosing between it and our tiles. */
-static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_threads, double min_time) {
+static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_threads,
+                         double min_time) {
     float *x = xaligned(n_rows * w->n_in * sizeof(float));
     float *y = xaligned(n_rows * w->n_out * sizeof(float));
     for (int64_t i = 0; i < n_rows * w->n_in; i++) x[i] = rnd();
@@ -118,8 +119,9 @@ static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_th
     best_cpu = 1e30;
     do {
         double t0 = now(), c0 = cpu_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)w->n_out, (int)w->n_in,
-                    1.0f, x, (int)w->n_in, w->data, (int)w->n_in, 0.0f, y, (int)w->n_out);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)w->n_out,
+                    (int)w->n_in, 1.0f, x, (int)w->n_in, w->data, (int)w->n_in, 0.0f, y,
+                    (int)w->n_out);
         double dt = now() - t0, dc = (cpu_now() - c0) / n_threads;
         if (dt < best) best = dt;
         if (dc < best_cpu) best_cpu = dc;
@@ -136,7 +138,7 @@ static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_th
  * generation (1 row) and for a 128-row prompt. */
 static void simulate_model(enum dtype t, int n_threads) {
     const int n_layers = 22;
-    const int64_t shapes[7][2] = {{2048, 2048}, {2048, 256}, {2048, 256}, {2048, 2048},
+    const int64_t shapes[7][2] = {{2048, 2048}, {2048, 256},  {2048, 256}, {2048, 2048},
                                   {2048, 5632}, {2048, 5632}, {5632, 2048}};
     struct matmul_weight ws[22 * 7 + 1];
     int nw = 0;
@@ -152,8 +154,10 @@ static void simulate_model(enum dtype t, int n_threads) {
     total += dtype_row_bytes(out_t, 2048) * 32000;
     threadpool_t *tp = threadpool_new(n_threads);
     const int64_t max_rows = 128;
-    float *x = xaligned(max_rows * 5632 * sizeof(float)), *y = xaligned(max_rows * 32000 * sizeof(float));
-    void *scratch = xaligned(matmul_scratch_bytes(t, 5632, max_rows) + matmul_scratch_bytes(out_t, 5632, max_rows));
+    float *x = xaligned(max_rows * 5632 * sizeof(float)),
+          *y = xaligned(max_rows * 32000 * sizeof(float));
+    void *scratch = xaligned(matmul_scratch_bytes(t, 5632, max_rows) +
+                             matmul_scratch_bytes(out_t, 5632, max_rows));
     for (int64_t i = 0; i < max_rows * 5632; i++) x[i] = rnd();
     double best[2] = {1e30, 1e30}, best_c[2] = {1e30, 1e30};
     const int64_t rows[2] = {1, 128};
@@ -165,7 +169,8 @@ static void simulate_model(enum dtype t, int n_threads) {
             if (dt < best[m]) best[m] = dt;
             if (dc < best_c[m]) best_c[m] = dc;
         }
-    printf("model %-5s thr %d (%.0f MB of weights): tg %.1f t/s (cpu %.1f), %.1f GB/s; pp128 %.1f t/s (cpu %.1f)\n",
+    printf("model %-5s thr %d (%.0f MB of weights): tg %.1f t/s (cpu %.1f), %.1f GB/s; pp128 %.1f "
+           "t/s (cpu %.1f)\n",
            dtype_name(t), n_threads, total / 1e6, 1 / best[0], 1 / best_c[0], total / best[0] / 1e9,
            128 / best[1], 128 / best_c[1]);
     fflush(stdout);
@@ -189,15 +194,25 @@ int main(int argc, char **argv) {
     double min_time = 0.3;
     int do_gemm = 1, do_gemv = 1, do_model = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--types") && i + 1 < argc) snprintf(types_arg, sizeof types_arg, "%s", argv[++i]);
-        else if (!strcmp(argv[i], "--variants") && i + 1 < argc) snprintf(variants_arg, sizeof variants_arg, "%s", argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) snprintf(threads_arg, sizeof threads_arg, "%s", argv[++i]);
-        else if (!strcmp(argv[i], "--time") && i + 1 < argc) min_time = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--no-gemm")) do_gemm = 0;
-        else if (!strcmp(argv[i], "--no-gemv")) do_gemv = 0;
-        else if (!strcmp(argv[i], "--model")) do_model = 1;
+        if (!strcmp(argv[i], "--types") && i + 1 < argc)
+            snprintf(types_arg, sizeof types_arg, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--variants") && i + 1 < argc)
+            snprintf(variants_arg, sizeof variants_arg, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            snprintf(threads_arg, sizeof threads_arg, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--time") && i + 1 < argc)
+            min_time = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--no-gemm"))
+            do_gemm = 0;
+        else if (!strcmp(argv[i], "--no-gemv"))
+            do_gemv = 0;
+        else if (!strcmp(argv[i], "--model"))
+            do_model = 1;
         else {
-            fprintf(stderr, "usage: %s [--types a,b] [--variants ref,avx2] [--threads 1,2] [--time s] [--no-gemm] [--no-gemv] [--model]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--types a,b] [--variants ref,avx2] [--threads 1,2] [--time s] "
+                    "[--no-gemm] [--no-gemv] [--model]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -216,8 +231,8 @@ int main(int argc, char **argv) {
     }
     printf("Best of repetitions; 'cpu' columns divide the work by process CPU time / threads\n"
            "(the rate had we not been preempted; spin-waiting counts as CPU time).\n");
-    printf("%-5s %-5s %3s %14s %7s %14s %7s %10s %7s\n", "type", "var", "thr", "gemv2048x5632", "cpu",
-           "gemv5632x2048", "cpu", "gemm128", "cpu");
+    printf("%-5s %-5s %3s %14s %7s %14s %7s %10s %7s\n", "type", "var", "thr", "gemv2048x5632",
+           "cpu", "gemv5632x2048", "cpu", "gemm128", "cpu");
     printf("%-5s %-5s %3s %14s %7s %14s %7s %10s %7s\n", "", "", "", "GB/s", "GB/s", "GB/s", "GB/s",
            "GFLOP/s", "GFLOP/s");
     for (int ti = 0; ti < nt; ti++) {
@@ -248,7 +263,8 @@ int main(int argc, char **argv) {
                     c_down = bytes / best_cpu / 1e9;
                 }
                 if (do_gemm) {
-                    double s = time_matmul(tp, &up, 1, 128, strcmp(variants[vi], "ref") ? min_time : 0);
+                    double s =
+                        time_matmul(tp, &up, 1, 128, strcmp(variants[vi], "ref") ? min_time : 0);
                     gflops = 2.0 * 128 * 2048 * 5632 / s / 1e9;
                     c_gflops = 2.0 * 128 * 2048 * 5632 / best_cpu / 1e9;
                 }
@@ -256,8 +272,8 @@ int main(int argc, char **argv) {
                        variants[vi], n_threads, gb_up, c_up, gb_down, c_down, gflops, c_gflops);
                 if (t == DTYPE_F32 && do_gemm && vi == nv - 1) {
                     double sb = time_sgemm(&up, 128, n_threads, min_time);
-                    printf("%-5s %-5s %3d %14s %7s %14s %7s %10.2f %7.2f\n", "f32", "oblas", n_threads,
-                           "-", "-", "-", "-", 2.0 * 128 * 2048 * 5632 / sb / 1e9,
+                    printf("%-5s %-5s %3d %14s %7s %14s %7s %10.2f %7.2f\n", "f32", "oblas",
+                           n_threads, "-", "-", "-", "-", 2.0 * 128 * 2048 * 5632 / sb / 1e9,
                            2.0 * 128 * 2048 * 5632 / best_cpu / 1e9);
                 }
                 fflush(stdout);

@@ -19,10 +19,12 @@
 
 #define PANEL_BYTES (16 * 1024) /* weight bytes per panel: L1-resident while x rows stream by */
 #define PANEL_MAX_ROWS 16
-#define X_GROUP 64              /* x rows per pass over a panel */
+#define X_GROUP 64                 /* x rows per pass over a panel */
 #define X_GROUP_BYTES (384 * 1024) /* converted x rows per tile call: L2-resident */
 
-static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+static size_t round_up(size_t v, size_t a) {
+    return (v + a - 1) / a * a;
+}
 
 /* Bytes between converted x rows in scratch. */
 static size_t x_stride(enum dtype dot_type, int64_t n_in) {
@@ -69,7 +71,8 @@ void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weigh
     if (n_rows == 1) {
         int64_t i0, i1;
         chunk(n_out, ith, nth, 8, &i0, &i1);
-        if (tile && i1 > i0) tile(n_in, wd + i0 * w_stride, w_stride, (int)(i1 - i0), xq, xs, 1, y + i0, 1);
+        if (tile && i1 > i0)
+            tile(n_in, wd + i0 * w_stride, w_stride, (int)(i1 - i0), xq, xs, 1, y + i0, 1);
         else
             for (int64_t i = i0; i < i1; i++) y[i] = dot(n_in, wd + i * w_stride, xq);
         return;

@@ -58,7 +58,8 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
     CHECK(x[0] != x[1] && wf[0] != wf[1], "inputs vary");
     size_t row_bytes = dtype_row_bytes(t, n_in);
     char *wq = malloc(row_bytes * n_out);
-    for (int64_t i = 0; i < n_out; i++) quant_quantize_row(t, wf + i * n_in, wq + i * row_bytes, n_in);
+    for (int64_t i = 0; i < n_out; i++)
+        quant_quantize_row(t, wf + i * n_in, wq + i * row_bytes, n_in);
     struct matmul_weight w = {.type = t, .n_in = n_in, .n_out = n_out, .data = wq};
 
     size_t ybytes = n_rows * n_out * sizeof(float);

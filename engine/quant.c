@@ -36,7 +36,8 @@ float quant_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t e = (h >> 10) & 0x1f;
     uint32_t m = h & 0x3ff;
-    if (e == 0x1f) return f32_from_bits(sign | 0x7f800000 | (m << 13)); /* inf, nan (payload kept) */
+    if (e == 0x1f)
+        return f32_from_bits(sign | 0x7f800000 | (m << 13)); /* inf, nan (payload kept) */
     if (e == 0) {
         float v = (float)m * 0x1p-24f; /* zero or subnormal: exact in f32 */
         return f32_from_bits(sign | f32_bits(v));
@@ -68,7 +69,9 @@ uint16_t quant_f32_to_f16(float f) {
     return sign | (uint16_t)h;
 }
 
-float quant_bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+float quant_bf16_to_f32(uint16_t h) {
+    return f32_from_bits((uint32_t)h << 16);
+}
 
 uint16_t quant_f32_to_bf16(float f) {
     uint32_t x = f32_bits(f);
@@ -262,7 +265,8 @@ static void quantize_k_scales(const float *x, int nmax, float rmin, int nstep, u
         for (int l = 0; l < 32; l++) sum_x2 += xs[l] * xs[l];
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(xs[l]);
-        scales[j] = make_qkx2_quants(32, nmax, xs, weights, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
+        scales[j] =
+            make_qkx2_quants(32, nmax, xs, weights, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -606,7 +610,9 @@ float quant_dot_q6_K_q8_K_ref(int64_t n, const void *w, const void *x) {
 
 /* ==== Variant selection ==== */
 
-static bool always(void) { return true; }
+static bool always(void) {
+    return true;
+}
 
 const struct quant_variant quant_variant_ref = {
     .name = "ref",
@@ -642,7 +648,9 @@ static void init(void) {
     }
 }
 
-void quant_init(void) { pthread_once(&init_once, init); }
+void quant_init(void) {
+    pthread_once(&init_once, init);
+}
 
 bool quant_force_variant(const char *name) {
     quant_init();
@@ -672,9 +680,12 @@ const struct quant_variant *const *quant_variants(int *n) {
 void quant_quantize_activations(enum dtype dot_type, const float *src, void *dst, int64_t n) {
     quant_init();
     const bool avx2 = chosen == &quant_variant_avx2;
-    if (dot_type == DTYPE_Q8_0 && avx2) quant_quantize_q8_0_avx2(src, dst, n);
-    else if (dot_type == DTYPE_Q8_K && avx2) quant_quantize_q8_K_avx2(src, dst, n);
-    else quant_quantize_row(dot_type, src, dst, n);
+    if (dot_type == DTYPE_Q8_0 && avx2)
+        quant_quantize_q8_0_avx2(src, dst, n);
+    else if (dot_type == DTYPE_Q8_K && avx2)
+        quant_quantize_q8_K_avx2(src, dst, n);
+    else
+        quant_quantize_row(dot_type, src, dst, n);
 }
 
 quant_dot_fn quant_dot(enum dtype w) {

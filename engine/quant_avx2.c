@@ -28,7 +28,9 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline float f16(quant_f16_t h) { return _cvtsh_ss(h); }
+static inline float f16(quant_f16_t h) {
+    return _cvtsh_ss(h);
+}
 
 /* ==== Float weights (x is f32) ==== */
 
@@ -48,13 +50,16 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
         const float *b = x;                                                                        \
         __m256 acc = _mm256_setzero_ps();                                                          \
         int64_t i = 0;                                                                             \
-        for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(LOAD(a + i), _mm256_loadu_ps(b + i), acc); \
+        for (; i + 8 <= n; i += 8)                                                                 \
+            acc = _mm256_fmadd_ps(LOAD(a + i), _mm256_loadu_ps(b + i), acc);                       \
         float sum = hsum(acc);                                                                     \
         for (; i < n; i++) sum += SCALAR(a[i]) * b[i];                                             \
         return sum;                                                                                \
     }
 
-static inline float f32_id(float v) { return v; }
+static inline float f32_id(float v) {
+    return v;
+}
 FLOAT_DOT(dot_f32, float, _mm256_loadu_ps, f32_id)
 FLOAT_DOT(dot_f16, uint16_t, load_f16x8, quant_f16_to_f32)
 FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, quant_bf16_to_f32)
@@ -94,13 +99,13 @@ static float dot_q4_0(int64_t n, const void *w, const void *x) {
     const block_q8_0 *b = x;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK4_0; i++) {
-        const __m256i p = dot_i8x32(unpack_q4_0(a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
+        const __m256i p =
+            dot_i8x32(unpack_q4_0(a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
         const __m256 d = _mm256_set1_ps(f16(a[i].d) * f16(b[i].d));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
     }
     return hsum(acc);
 }
-
 
 /* ==== K-quant weights (x is q8_K) ==== */
 
@@ -138,8 +143,10 @@ static inline __m256i q4_K_block_sumi(const block_q4_K *a, const int8_t *y, cons
         const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
         const __m256i lo = _mm256_and_si256(q, m4);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * j)));
-        const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * j + 32)));
+        const __m256i plo =
+            _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * j)));
+        const __m256i phi =
+            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * j + 32)));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
     }
@@ -155,12 +162,16 @@ static inline __m256i q5_K_block_sumi(const block_q5_K *a, const int8_t *y, cons
         const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
         const __m256i mlo = _mm256_set1_epi8((char)(1 << (2 * j)));
         const __m256i mhi = _mm256_set1_epi8((char)(2 << (2 * j)));
-        const __m256i hlo = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mlo), mlo), b16);
-        const __m256i hhi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mhi), mhi), b16);
+        const __m256i hlo =
+            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mlo), mlo), b16);
+        const __m256i hhi =
+            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mhi), mhi), b16);
         const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), hlo);
         const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), hhi);
-        const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * j)));
-        const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * j + 32)));
+        const __m256i plo =
+            _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * j)));
+        const __m256i phi =
+            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * j + 32)));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
     }
@@ -199,7 +210,8 @@ static float dot_q5_K(int64_t n, const void *w, const void *x) {
     return hsum(acc) - hsum(accm);
 }
 
-/* q6_K: sum_j sc[j] * sum_l (q - 32) * y = sum_j sc[j] * sum_l q * y - 32 * sum_j sc[j] * bsums[j]. */
+/* q6_K: sum_j sc[j] * sum_l (q - 32) * y = sum_j sc[j] * sum_l q * y - 32 * sum_j sc[j] * bsums[j].
+ */
 static inline __m256i q6_K_block_sumi(const block_q6_K *a, const block_q8_K *b) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const __m256i m2 = _mm256_set1_epi8(0x30);
@@ -210,15 +222,20 @@ static inline __m256i q6_K_block_sumi(const block_q6_K *a, const block_q8_K *b) 
         const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h + 32));
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
         __m256i q[4];
-        q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
-        q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
-        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
+        q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                               _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+        q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                               _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                               _mm256_and_si256(qh, m2));
         q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
         for (int k = 0; k < 4; k++) {
             const int s = 8 * h + 2 * k;
-            const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k)));
-            const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(a->scales[s + 1]), _mm_set1_epi16(a->scales[s]));
+            const __m256i p = _mm256_maddubs_epi16(
+                q[k], _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k)));
+            const __m256i scale =
+                _mm256_set_m128i(_mm_set1_epi16(a->scales[s + 1]), _mm_set1_epi16(a->scales[s]));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
         }
     }
@@ -238,7 +255,6 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
-
 /* ==== Tiles (prompt processing) ====
  * A tile walks the weight rows in small groups ("panels"): each panel is unpacked once into a
  * thread-local buffer (4-bit values widened to bytes, f16 scales to f32, f16/bf16 weights to
@@ -248,7 +264,9 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
 #define PANEL_BUF_BYTES (192 * 1024)
 static _Thread_local __m256i panel_buf[PANEL_BUF_BYTES / sizeof(__m256i)];
 
-static inline int min_int(int a, int b) { return a < b ? a : b; }
+static inline int min_int(int a, int b) {
+    return a < b ? a : b;
+}
 
 /* Rows per panel so that nb blocks of bytes_per_block for each row fit the buffer. */
 static inline int panel_rows(int64_t nb, size_t bytes_per_block, int want) {
@@ -266,9 +284,9 @@ static inline __m256i unpack_q4_0_u(const uint8_t *qs) {
 
 /* M weight rows (prepacked: q[b * M + i], d[b * M + i]) against one q8_0 x row. The int32 lanes
  * equal dot_i8x32(q - 8, y): sum (q - 8) y = sum q y - 8 sum y over each lane's 4 elements. */
-static inline __attribute__((always_inline)) void q4_0_panel_row(int M, int64_t nb, const __m256i *pq,
-                                                                 const float *pd, const block_q8_0 *bx,
-                                                                 float *out) {
+static inline __attribute__((always_inline)) void q4_0_panel_row(int M, int64_t nb,
+                                                                 const __m256i *pq, const float *pd,
+                                                                 const block_q8_0 *bx, float *out) {
     __m256 acc[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
@@ -298,7 +316,8 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const v
     if ((size_t)nb * (32 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] = dot_q4_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+                y[r * y_stride + i] =
+                    dot_q4_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int mw = panel_rows(nb, 32 + 4, 8);
@@ -316,18 +335,21 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const v
         for (int r = 0; r < nx; r++) {
             const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
             float out[8];
-            if (m == 8) q4_0_panel_row(8, nb, pq, pd, bx, out);
-            else if (m == 4) q4_0_panel_row(4, nb, pq, pd, bx, out);
-            else q4_0_panel_row(m, nb, pq, pd, bx, out);
+            if (m == 8)
+                q4_0_panel_row(8, nb, pq, pd, bx, out);
+            else if (m == 4)
+                q4_0_panel_row(4, nb, pq, pd, bx, out);
+            else
+                q4_0_panel_row(m, nb, pq, pd, bx, out);
             for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
         }
     }
 }
 
 /* q8_0: prepacked |w| and w per block (the sign trick of dot_i8x32 needs both). */
-static inline __attribute__((always_inline)) void q8_0_panel_row(int M, int64_t nb, const __m256i *pq,
-                                                                 const float *pd, const block_q8_0 *bx,
-                                                                 float *out) {
+static inline __attribute__((always_inline)) void q8_0_panel_row(int M, int64_t nb,
+                                                                 const __m256i *pq, const float *pd,
+                                                                 const block_q8_0 *bx, float *out) {
     __m256 acc[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
@@ -338,7 +360,8 @@ static inline __attribute__((always_inline)) void q8_0_panel_row(int M, int64_t 
 #pragma GCC unroll 8
         for (int i = 0; i < M; i++) {
             const __m256i sy = _mm256_sign_epi8(yv, pq[2 * (b * M + i) + 1]);
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(pq[2 * (b * M + i)], sy), ones);
+            const __m256i p =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(pq[2 * (b * M + i)], sy), ones);
             const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(&pd[b * M + i]), dx);
             acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[i]);
         }
@@ -357,7 +380,8 @@ static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const v
     if ((size_t)nb * (64 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] = dot_q8_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+                y[r * y_stride + i] =
+                    dot_q8_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int mw = panel_rows(nb, 64 + 4, 8);
@@ -377,9 +401,12 @@ static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const v
         for (int r = 0; r < nx; r++) {
             const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
             float out[8];
-            if (m == 8) q8_0_panel_row(8, nb, pq, pd, bx, out);
-            else if (m == 4) q8_0_panel_row(4, nb, pq, pd, bx, out);
-            else q8_0_panel_row(m, nb, pq, pd, bx, out);
+            if (m == 8)
+                q8_0_panel_row(8, nb, pq, pd, bx, out);
+            else if (m == 4)
+                q8_0_panel_row(4, nb, pq, pd, bx, out);
+            else
+                q8_0_panel_row(m, nb, pq, pd, bx, out);
             for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
         }
     }
@@ -395,7 +422,8 @@ static inline __attribute__((always_inline)) void float_micro(int M, int MX, int
 #pragma GCC unroll 8
     for (int i = 0; i < 4; i++)
 #pragma GCC unroll 8
-        for (int r = 0; r < 3; r++) a[i][r] = i < M && r < MX ? acc[i * 3 + r] : _mm256_setzero_ps();
+        for (int r = 0; r < 3; r++)
+            a[i][r] = i < M && r < MX ? acc[i * 3 + r] : _mm256_setzero_ps();
     for (int64_t k = k0; k < k1; k += 8) {
         __m256 xv[3];
 #pragma GCC unroll 8
@@ -415,9 +443,15 @@ static inline __attribute__((always_inline)) void float_micro(int M, int MX, int
 
 /* The scalar tail after hsum reads the original weights exactly as the single dot does. */
 typedef float (*scalar_fn)(const void *w, int64_t k);
-static float scalar_f32(const void *w, int64_t k) { return ((const float *)w)[k]; }
-static float scalar_f16(const void *w, int64_t k) { return quant_f16_to_f32(((const uint16_t *)w)[k]); }
-static float scalar_bf16(const void *w, int64_t k) { return quant_bf16_to_f32(((const uint16_t *)w)[k]); }
+static float scalar_f32(const void *w, int64_t k) {
+    return ((const float *)w)[k];
+}
+static float scalar_f16(const void *w, int64_t k) {
+    return quant_f16_to_f32(((const uint16_t *)w)[k]);
+}
+static float scalar_bf16(const void *w, int64_t k) {
+    return quant_bf16_to_f32(((const uint16_t *)w)[k]);
+}
 
 #define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
 #define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks */
@@ -425,7 +459,8 @@ static float scalar_bf16(const void *w, int64_t k) { return quant_bf16_to_f32(((
 /* One x row: 4 weight rows at a time converted on the fly, each exactly as the single float
  * dot does it (one chain, hsum, scalar tail); four chains keep the FMA units busy. */
 #define FLOAT_GEMV(NAME, WT, LOAD, SCALAR, SINGLE)                                                 \
-    static void NAME(int64_t n, const char *w, size_t w_stride, int nw, const float *xr, float *y) { \
+    static void NAME(int64_t n, const char *w, size_t w_stride, int nw, const float *xr,           \
+                     float *y) {                                                                   \
         int i0 = 0;                                                                                \
         for (; i0 + 4 <= nw; i0 += 4) {                                                            \
             const WT *a0 = (const WT *)(w + (i0 + 0) * w_stride);                                  \
@@ -459,21 +494,25 @@ FLOAT_GEMV(gemv_f32, float, _mm256_loadu_ps, f32_id, dot_f32)
 FLOAT_GEMV(gemv_f16, uint16_t, load_f16x8, quant_f16_to_f32, dot_f16)
 FLOAT_GEMV(gemv_bf16, uint16_t, load_bf16x8, quant_bf16_to_f32, dot_bf16)
 
-static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                       size_t x_stride, int nx, float *y, size_t y_stride) {
+static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
+                       const void *x, size_t x_stride, int nx, float *y, size_t y_stride) {
     const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
     const int64_t n8 = n / 8 * 8;
     if (nx == 1) {
-        if (t == DTYPE_F32) gemv_f32(n, w, w_stride, nw, x, y);
-        else if (t == DTYPE_F16) gemv_f16(n, w, w_stride, nw, x, y);
-        else gemv_bf16(n, w, w_stride, nw, x, y);
+        if (t == DTYPE_F32)
+            gemv_f32(n, w, w_stride, nw, x, y);
+        else if (t == DTYPE_F16)
+            gemv_f16(n, w, w_stride, nw, x, y);
+        else
+            gemv_bf16(n, w, w_stride, nw, x, y);
         return;
     }
     if (t != DTYPE_F32 && (size_t)n8 * sizeof(float) > PANEL_BUF_BYTES) { /* too long to convert */
         const quant_dot_fn dot = t == DTYPE_F16 ? dot_f16 : dot_bf16;
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] = dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+                y[r * y_stride + i] =
+                    dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int mw = t == DTYPE_F32 ? 4 : panel_rows(n8 ? n8 / 8 : 1, 32, 4);
@@ -505,9 +544,12 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     const int mx = min_int(3, nxb - r);
                     const float *xr[3];
                     for (int q = 0; q < 3; q++)
-                        xr[q] = (const float *)((const char *)x + (rb + r + min_int(q, mx - 1)) * x_stride);
-                    if (m == 4 && mx == 3) float_micro(4, 3, k0, k1, wf, xr, acc[r / 3]);
-                    else float_micro(m, mx, k0, k1, wf, xr, acc[r / 3]);
+                        xr[q] = (const float *)((const char *)x +
+                                                (rb + r + min_int(q, mx - 1)) * x_stride);
+                    if (m == 4 && mx == 3)
+                        float_micro(4, 3, k0, k1, wf, xr, acc[r / 3]);
+                    else
+                        float_micro(m, mx, k0, k1, wf, xr, acc[r / 3]);
                 }
             }
             for (int r = 0; r < nxb; r++) {
@@ -534,7 +576,6 @@ static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x
                       float *y, size_t ys) {
     tile_float(DTYPE_BF16, n, w, ws, nw, x, xs, nx, y, ys);
 }
-
 
 /* K-quants: each block of each panel row is unpacked to 256 bytes of values (q4_K 0..15,
  * q5_K 0..31, q6_K 0..63) in element order, 8 madd scale vectors (one per 32 elements), and
@@ -572,10 +613,12 @@ static void k_pack_q5_K(const block_q5_K *a, struct k_panel_block *p) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
         const __m256i mlo = _mm256_set1_epi8((char)(1 << (2 * j)));
         const __m256i mhi = _mm256_set1_epi8((char)(2 << (2 * j)));
-        p->q[2 * j] = _mm256_or_si256(_mm256_and_si256(q, m4),
-                                      _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mlo), mlo), b16));
-        p->q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                                          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mhi), mhi), b16));
+        p->q[2 * j] = _mm256_or_si256(
+            _mm256_and_si256(q, m4),
+            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mlo), mlo), b16));
+        p->q[2 * j + 1] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mhi), mhi), b16));
     }
     for (int k = 0; k < 8; k++) p->scale[k] = _mm256_set1_epi16(sc[k]);
     const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
@@ -590,14 +633,18 @@ static void k_pack_q6_K(const block_q6_K *a, struct k_panel_block *p) {
         const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h));
         const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h + 32));
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
-        p->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
-        p->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
-        p->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
+        p->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                                          _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+        p->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                          _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+        p->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                          _mm256_and_si256(qh, m2));
         p->q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
         for (int k = 0; k < 4; k++) {
             const int sidx = 8 * h + 2 * k;
-            p->scale[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(a->scales[sidx + 1]), _mm_set1_epi16(a->scales[sidx]));
+            p->scale[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(a->scales[sidx + 1]),
+                                                   _mm_set1_epi16(a->scales[sidx]));
         }
     }
     p->corr = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a->scales));
@@ -623,7 +670,8 @@ static inline __attribute__((always_inline)) void k_panel_row(int M, bool q6, in
 #pragma GCC unroll 8
             for (int i = 0; i < M; i++) {
                 const struct k_panel_block *p = &pk[b * M + i];
-                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(_mm256_maddubs_epi16(p->q[k], yk), p->scale[k]));
+                s[i] = _mm256_add_epi32(
+                    s[i], _mm256_madd_epi16(_mm256_maddubs_epi16(p->q[k], yk), p->scale[k]));
             }
         }
         const __m256i bs = _mm256_loadu_si256((const __m256i *)bx[b].bsums);
@@ -634,10 +682,13 @@ static inline __attribute__((always_inline)) void k_panel_row(int M, bool q6, in
             const __m256i c = _mm256_madd_epi16(bs, p->corr);
             if (q6) {
                 const __m256i sumi = _mm256_sub_epi32(s[i], _mm256_slli_epi32(c, 5));
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)), _mm256_cvtepi32_ps(sumi), acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)),
+                                         _mm256_cvtepi32_ps(sumi), acc[i]);
             } else {
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)), _mm256_cvtepi32_ps(s[i]), acc[i]);
-                accm[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->dmin)), _mm256_cvtepi32_ps(c), accm[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)),
+                                         _mm256_cvtepi32_ps(s[i]), acc[i]);
+                accm[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->dmin)),
+                                          _mm256_cvtepi32_ps(c), accm[i]);
             }
         }
     }
@@ -658,7 +709,8 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
         const quant_dot_fn dot = t == DTYPE_Q4_K ? dot_q4_K : t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] = dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+                y[r * y_stride + i] =
+                    dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int mw = panel_rows(nb, sizeof(struct k_panel_block), 4);
@@ -668,18 +720,25 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
         for (int i = 0; i < m; i++) {
             const char *row = (const char *)w + (i0 + i) * w_stride;
             for (int64_t b = 0; b < nb; b++) {
-                if (t == DTYPE_Q4_K) k_pack_q4_K((const block_q4_K *)row + b, &pk[b * m + i]);
-                else if (t == DTYPE_Q5_K) k_pack_q5_K((const block_q5_K *)row + b, &pk[b * m + i]);
-                else k_pack_q6_K((const block_q6_K *)row + b, &pk[b * m + i]);
+                if (t == DTYPE_Q4_K)
+                    k_pack_q4_K((const block_q4_K *)row + b, &pk[b * m + i]);
+                else if (t == DTYPE_Q5_K)
+                    k_pack_q5_K((const block_q5_K *)row + b, &pk[b * m + i]);
+                else
+                    k_pack_q6_K((const block_q6_K *)row + b, &pk[b * m + i]);
             }
         }
         for (int r = 0; r < nx; r++) {
             const block_q8_K *bx = (const block_q8_K *)((const char *)x + r * x_stride);
             float out[4];
-            if (m == 4 && q6) k_panel_row(4, true, nb, pk, bx, out);
-            else if (m == 4) k_panel_row(4, false, nb, pk, bx, out);
-            else if (q6) k_panel_row(m, true, nb, pk, bx, out);
-            else k_panel_row(m, false, nb, pk, bx, out);
+            if (m == 4 && q6)
+                k_panel_row(4, true, nb, pk, bx, out);
+            else if (m == 4)
+                k_panel_row(4, false, nb, pk, bx, out);
+            else if (q6)
+                k_panel_row(m, true, nb, pk, bx, out);
+            else
+                k_panel_row(m, false, nb, pk, bx, out);
             for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
         }
     }
@@ -698,7 +757,6 @@ static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x
     tile_k(DTYPE_Q6_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
-
 /* ==== Activation quantizers: byte-identical to quant_quantize_q8_0 / _q8_K in quant.c ==== */
 
 static inline float hmax(__m256 v) {
@@ -716,12 +774,14 @@ static inline __m256i pack_i32x32(__m256i a, __m256i b, __m256i c, __m256i d) {
 }
 
 void quant_quantize_q8_0_avx2(const float *x, block_q8_0 *y, int64_t n) {
-    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f),
+                 one = _mm256_set1_ps(1.0f);
     for (int64_t b = 0; b < n / QK8_0; b++, x += QK8_0) {
         __m256 v[4];
         for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
-        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                       _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        const __m256 m = _mm256_max_ps(
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
         const float amax = hmax(m);
         const float d = amax / 127;
         const float id = d ? 1.0f / d : 0.0f;
@@ -745,7 +805,8 @@ void quant_quantize_q8_K_avx2(const float *x, block_q8_K *y, int64_t n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t b = 0; b < n / QK_K; b++, x += QK_K) {
         __m256 m = _mm256_setzero_ps();
-        for (int k = 0; k < QK_K / 8; k++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+        for (int k = 0; k < QK_K / 8; k++)
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
         const float amax = hmax(m);
         if (!amax) {
             memset(&y[b], 0, sizeof y[b]);
@@ -755,7 +816,8 @@ void quant_quantize_q8_K_avx2(const float *x, block_q8_K *y, int64_t n) {
         const __m256 am = _mm256_set1_ps(amax);
         int first = 0;
         for (int k = 0; k < QK_K / 8; k++) {
-            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), am, _CMP_EQ_OQ));
+            const int mask = _mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), am, _CMP_EQ_OQ));
             if (mask) {
                 first = 8 * k + __builtin_ctz((unsigned)mask);
                 break;
@@ -768,12 +830,16 @@ void quant_quantize_q8_K_avx2(const float *x, block_q8_K *y, int64_t n) {
             __m256i q[4];
             for (int l = 0; l < 4; l++) {
                 const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(x + 32 * k + 8 * l), is);
-                q[l] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), lim);
+                q[l] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_round_ps(
+                                            p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
+                                        lim);
             }
             const __m256i q8 = pack_i32x32(q[0], q[1], q[2], q[3]);
             _mm256_storeu_si256((__m256i *)(y[b].qs + 32 * k), q8);
             uint64_t sums[4];
-            _mm256_storeu_si256((__m256i *)sums, _mm256_sad_epu8(_mm256_xor_si256(q8, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256()));
+            _mm256_storeu_si256((__m256i *)sums,
+                                _mm256_sad_epu8(_mm256_xor_si256(q8, _mm256_set1_epi8((char)0x80)),
+                                                _mm256_setzero_si256()));
             y[b].bsums[2 * k] = (int16_t)((int)(sums[0] + sums[1]) - 16 * 128);
             y[b].bsums[2 * k + 1] = (int16_t)((int)(sums[2] + sums[3]) - 16 * 128);
         }
@@ -800,12 +866,7 @@ const struct quant_variant quant_variant_avx2 = {
 };
 
 const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
-    [DTYPE_F32] = tile_f32,
-    [DTYPE_F16] = tile_f16,
-    [DTYPE_BF16] = tile_bf16,
-    [DTYPE_Q8_0] = tile_q8_0,
-    [DTYPE_Q4_0] = tile_q4_0,
-    [DTYPE_Q4_K] = tile_q4_K,
-    [DTYPE_Q5_K] = tile_q5_K,
-    [DTYPE_Q6_K] = tile_q6_K,
+    [DTYPE_F32] = tile_f32,   [DTYPE_F16] = tile_f16,   [DTYPE_BF16] = tile_bf16,
+    [DTYPE_Q8_0] = tile_q8_0, [DTYPE_Q4_0] = tile_q4_0, [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_Q5_K] = tile_q5_K, [DTYPE_Q6_K] = tile_q6_K,
 };

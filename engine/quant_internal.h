@@ -19,14 +19,14 @@
 typedef uint16_t quant_f16_t; /* IEEE half, stored as bits */
 
 typedef struct {
-    quant_f16_t d;        /* scale */
+    quant_f16_t d;         /* scale */
     uint8_t qs[QK4_0 / 2]; /* element j in the low nibble of qs[j], j+16 in the high; value q-8 */
 } block_q4_0;
 static_assert(sizeof(block_q4_0) == 2 + QK4_0 / 2, "wrong q4_0 block size/padding");
 
 typedef struct {
-    quant_f16_t d;     /* scale */
-    int8_t qs[QK8_0];  /* values */
+    quant_f16_t d;    /* scale */
+    int8_t qs[QK8_0]; /* values */
 } block_q8_0;
 static_assert(sizeof(block_q8_0) == 2 + QK8_0, "wrong q8_0 block size/padding");
 

@@ -45,7 +45,9 @@ static uint32_t rnd_u32(void) {
     rng ^= rng << 17;
     return (uint32_t)(rng >> 32);
 }
-static float rnd_uniform(void) { return (float)rnd_u32() / 4294967296.0f * 2.0f - 1.0f; } /* [-1,1) */
+static float rnd_uniform(void) {
+    return (float)rnd_u32() / 4294967296.0f * 2.0f - 1.0f;
+} /* [-1,1) */
 static float rnd_normal(void) {
     float s = 0;
     for (int i = 0; i < 4; i++) s += rnd_uniform();
@@ -148,7 +150,8 @@ static void test_known_q4_0(void) {
     for (int j = 0; j < 32; j++) x[0].qs[j] = (int8_t)(j % 3 - 1);
     /* by hand: sum_j 0.5*(j-8)*(j%3-1) + 0.5*(7-j)*((j+16)%3-1) over j < 16 */
     double expect = 0;
-    for (int j = 0; j < 16; j++) expect += 0.5 * (j - 8) * (j % 3 - 1) + 0.5 * (7 - j) * ((j + 16) % 3 - 1);
+    for (int j = 0; j < 16; j++)
+        expect += 0.5 * (j - 8) * (j % 3 - 1) + 0.5 * (7 - j) * ((j + 16) % 3 - 1);
     int nv;
     const struct quant_variant *const *vs = quant_variants(&nv);
     for (int v = 0; v < nv; v++) {
@@ -315,8 +318,8 @@ static void test_dots(void) {
                     if (!vs[v]->available() || !vs[v]->dot[t]) continue;
                     float got = vs[v]->dot[t](n, wq, xq);
                     double tol = xt == DTYPE_F32 ? DOT_TOL_FLOAT : DOT_TOL_QUANT;
-                    CHECK(fabs(got - r) <= tol * mag, "%s %s n=%ld got %.9g ref %.9g",
-                          vs[v]->name, dtype_name(t), (long)n, got, r);
+                    CHECK(fabs(got - r) <= tol * mag, "%s %s n=%ld got %.9g ref %.9g", vs[v]->name,
+                          dtype_name(t), (long)n, got, r);
                 }
             }
         }

@@ -33,11 +33,11 @@ struct threadpool {
     struct worker *workers; /* n_threads - 1 of them; thread 0 is the caller */
     threadpool_fn fn;
     void *ctx;
-    _Atomic uint32_t gen;    /* job generation; also the futex word workers sleep on */
-    _Atomic int n_sleeping;  /* workers inside futex_wait (or about to be) */
-    _Atomic int n_done;      /* workers that finished the current job */
+    _Atomic uint32_t gen;   /* job generation; also the futex word workers sleep on */
+    _Atomic int n_sleeping; /* workers inside futex_wait (or about to be) */
+    _Atomic int n_done;     /* workers that finished the current job */
     _Atomic bool stop;
-    _Atomic int bar_count;   /* threads arrived at the current barrier */
+    _Atomic int bar_count;    /* threads arrived at the current barrier */
     _Atomic uint32_t bar_gen; /* barrier phase */
 };
 
@@ -51,8 +51,10 @@ static void futex_wake_all(_Atomic uint32_t *addr) {
 
 /* One spin step: pause, and past a limit yield so an oversubscribed machine still progresses. */
 static inline void spin_step(int *spins) {
-    if (++*spins < SPIN_BEFORE_YIELD) _mm_pause();
-    else sched_yield();
+    if (++*spins < SPIN_BEFORE_YIELD)
+        _mm_pause();
+    else
+        sched_yield();
 }
 
 static void *worker_main(void *arg) {
@@ -121,7 +123,9 @@ void threadpool_destroy(threadpool_t **self_p) {
     *self_p = NULL;
 }
 
-int threadpool_n_threads(const threadpool_t *tp) { return tp ? tp->n_threads : 1; }
+int threadpool_n_threads(const threadpool_t *tp) {
+    return tp ? tp->n_threads : 1;
+}
 
 void threadpool_run(threadpool_t *tp, threadpool_fn fn, void *ctx) {
     if (tp->n_threads == 1) {
