@@ -9,6 +9,7 @@
 #undef NDEBUG
 #include <assert.h>
 #include <glob.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,6 +390,56 @@ static void test_special(const char *shared) {
     }
 }
 
+/* One tokenizer, several threads encoding at once: same ids as a lone encode. */
+struct thread_job {
+    const tokenizer_t *t;
+    const char *text;
+    size_t len;
+    const int32_t *want;
+    int64_t n_want;
+    int ok;
+};
+
+static void *encode_job(void *arg) {
+    struct thread_job *j = arg;
+    j->ok = 1;
+    int32_t *ids = malloc(sizeof *ids * (size_t)(j->n_want + 1));
+    for (int r = 0; r < 20 && j->ok; r++) {
+        int64_t n = tokenizer_encode(j->t, j->text, j->len, true, true, ids, j->n_want + 1);
+        j->ok = n == j->n_want && memcmp(ids, j->want, sizeof *ids * (size_t)n) == 0;
+    }
+    free(ids);
+    return NULL;
+}
+
+static void test_threads(const char *shared) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/vocab/ggml-vocab-deepseek-coder.gguf", shared);
+    tokenizer_t *t = load_path(path);
+    if (!t) return;
+    char inp_path[4200];
+    snprintf(inp_path, sizeof inp_path, "%s.inp", path);
+    size_t len;
+    char *text = read_all(inp_path, &len);
+    if (text) {
+        int32_t *want;
+        int64_t n = encode_all(t, text, len, true, true, &want);
+        pthread_t th[4];
+        struct thread_job jobs[4];
+        for (int i = 0; i < 4; i++) {
+            jobs[i] = (struct thread_job){t, text, len, want, n, 0};
+            CHECK(pthread_create(&th[i], NULL, encode_job, &jobs[i]) == 0, "pthread_create");
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            CHECK(jobs[i].ok, "thread %d encoded differently", i);
+        }
+        free(want);
+        free(text);
+    }
+    tokenizer_free(&t);
+}
+
 /* A few KB of mixed text must encode in milliseconds. */
 static void test_speed(const char *shared) {
     static const char *const vocabs[] = {"llama-spm", "gpt-2", "deepseek-llm"};
@@ -641,6 +692,7 @@ int main(void) {
     test_synthetic();
     test_stories(shared);
     test_special(shared);
+    test_threads(shared);
     test_speed(shared);
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
