@@ -468,7 +468,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         free(out.data);
         return;
     }
-    memcpy(hops, f->hops, f->n_hops * sizeof *hops);
+    if (f->n_hops) memcpy(hops, f->hops, f->n_hops * sizeof *hops);
     hops[f->n_hops] = &hop;
 
     Caravan__Tensor t = CARAVAN__TENSOR__INIT;

@@ -116,7 +116,7 @@ run_cluster() {
     PIDS+=($!)
     wait_for "$WORK/coord_$mode.log" "worker 'w1' joined" 15 || fail "w1 did not join"
     "$CARAVAN" worker "${sec_w2[@]}" --coordinator "tcp://127.0.0.1:$cport" --name w2 \
-        --listen "tcp://127.0.0.1:$wport2" --model "$MODEL" --run-ms 60000 \
+        --listen "tcp://127.0.0.1:$wport2" --model "$MODEL" --compute identity --run-ms 60000 \
         2>"$WORK/w2_$mode.log" &
     PIDS+=($!)
     wait_exit "$coord" 30
