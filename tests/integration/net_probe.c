@@ -109,6 +109,8 @@ static int cmd_inject(void *ctx, int argc, char **argv) {
     return 0;
 }
 
+/* Without ZMQ_IMMEDIATE the pipe exists from connect, so DONTWAIT queues until the handshake;
+ * once a peer refused us there is no pipe and the send fails at once instead of blocking. */
 static void garbage_frames(void *s, size_t max) {
     uint8_t *junk = malloc(max + 1);
     for (size_t i = 0; i <= max; i++) junk[i] = (uint8_t)(i * 7919 + 13);
@@ -117,19 +119,19 @@ static void garbage_frames(void *s, size_t max) {
     uint8_t *v2 = NULL;
     size_t v2len;
     v2 = valid_forward(&v2len, CARAVAN_PROTOCOL_VERSION + 1);
-    send_frame(s, junk, 1000, 0, "random bytes");
-    send_frame(s, "", 0, 0, "empty frame");
-    send_frame(s, fwd, len / 2, 0, "truncated forward");
-    send_frame(s, fwd, len - 1, 0, "forward missing its last byte");
-    send_frame(s, v2, v2len, 0, "forward of the next protocol version");
-    send_frame(s, fwd, len, ZMQ_SNDMORE, "two frames (1/2)");
-    send_frame(s, fwd, len, 0, "two frames (2/2)");
+    send_frame(s, junk, 1000, ZMQ_DONTWAIT, "random bytes");
+    send_frame(s, "", 0, ZMQ_DONTWAIT, "empty frame");
+    send_frame(s, fwd, len / 2, ZMQ_DONTWAIT, "truncated forward");
+    send_frame(s, fwd, len - 1, ZMQ_DONTWAIT, "forward missing its last byte");
+    send_frame(s, v2, v2len, ZMQ_DONTWAIT, "forward of the next protocol version");
+    send_frame(s, fwd, len, ZMQ_SNDMORE | ZMQ_DONTWAIT, "two frames (1/2)");
+    send_frame(s, fwd, len, ZMQ_DONTWAIT, "two frames (2/2)");
     /* Huge declared lengths inside a small frame. */
     uint8_t lie[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
-    send_frame(s, lie, sizeof lie, 0, "length field claiming 4 GiB");
+    send_frame(s, lie, sizeof lie, ZMQ_DONTWAIT, "length field claiming 4 GiB");
     usleep(200 * 1000);
     /* Over ZMQ_MAXMSGSIZE: libzmq drops the connection before buffering it. */
-    send_frame(s, junk, max + 1, 0, "oversized frame");
+    send_frame(s, junk, max + 1, ZMQ_DONTWAIT, "oversized frame");
     usleep(300 * 1000);
     free(junk);
     free(fwd);
