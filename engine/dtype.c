@@ -70,5 +70,7 @@ bool dtype_supported(uint32_t t) {
 size_t dtype_row_bytes(uint32_t t, int64_t n) {
     const struct dtype_info *i = dtype_info(t);
     if (!i || n < 0 || n % i->block_size) return 0;
-    return (size_t)(n / i->block_size) * i->block_bytes;
+    uint64_t blocks = (uint64_t)(n / i->block_size);
+    if (blocks > SIZE_MAX / i->block_bytes) return 0; /* does not fit in memory anyway */
+    return (size_t)blocks * i->block_bytes;
 }

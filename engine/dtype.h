@@ -56,5 +56,6 @@ const char *dtype_name(uint32_t t);
 int dtype_parse(const char *name);
 /* True when the engine can compute with weights of this type. */
 bool dtype_supported(uint32_t t);
-/* Bytes of a row of n elements; 0 when n is not a multiple of the block size or t unknown. */
+/* Bytes of a row of n elements; 0 when n is not a multiple of the block size, t is unknown or
+ * the size overflows size_t. */
 size_t dtype_row_bytes(uint32_t t, int64_t n);
