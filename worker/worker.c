@@ -529,8 +529,7 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
         /* ZAP admitted the connection; check the sender of this very message too, since a
          * connection admitted under an older Assign may still be open. */
         if (!w->cfg.insecure &&
-            (!sender_key || w->state != WORKER_STATE_READY ||
-             !crypto_equal(sender_key, w->upstream_key, CRYPTO_KEY_BYTES))) {
+            (!sender_key || !crypto_equal(sender_key, w->upstream_key, CRYPTO_KEY_BYTES))) {
             char z85[CRYPTO_KEY_Z85_LEN + 1] = "(none)";
             if (sender_key) zmq_z85_encode(z85, sender_key, CRYPTO_KEY_BYTES);
             LOG(LOG_WARN, "worker: dropped %s from %s: sender is not this worker's assigned "

@@ -1,0 +1,271 @@
+/* worker_test: the worker state machine without sockets. Join -> JoinAck -> Assign -> READY;
+ * Forwards are computed only from the assigned upstream key, in READY, under the current
+ * epoch; a new Assign moves the upstream; shipped weights are used only when they hash to
+ * the Assign's fingerprint; a version refusal or a JoinAck refusal exits 1. */
+#undef NDEBUG
+#include "worker.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "crypto.h"
+#include "log.h"
+
+static const uint8_t KEY_SELF[32] = {1}, KEY_COORD[32] = {2}, KEY_PREV[32] = {3},
+                     KEY_NEXT[32] = {4}, KEY_ROGUE[32] = {5};
+
+/* Decodes the n-th action's buffer (it must be a send). */
+static Caravan__Envelope *decode_action(const struct worker_actions *acts, int i) {
+    assert(i < acts->n && acts->a[i].buf);
+    Caravan__Envelope *env = NULL;
+    char err[CODEC_ERR_LEN];
+    assert(codec_decode(acts->a[i].buf, acts->a[i].len, NULL, &env, err, sizeof err) ==
+           STATUS_OK);
+    return env;
+}
+
+static int count_kind(const struct worker_actions *acts, enum worker_action_kind k) {
+    int n = 0;
+    for (int i = 0; i < acts->n; i++) n += acts->a[i].kind == k;
+    return n;
+}
+
+static void join(worker_t *w, struct worker_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__JoinAck ack = CARAVAN__JOIN_ACK__INIT;
+    codec_envelope_init(&env, 0, 1);
+    ack.accepted = 1;
+    ack.node_id = 7;
+    env.body_case = CARAVAN__ENVELOPE__BODY_JOIN_ACK;
+    env.join_ack = &ack;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
+}
+
+/* Assign [first, end) of 8 under epoch, a middle stage unless prev/next are NULL. */
+static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const uint8_t *next_key,
+                   const uint8_t *fingerprint, uint64_t slice_bytes,
+                   struct worker_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Assign a = CARAVAN__ASSIGN__INIT;
+    Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
+    Caravan__Peer prev = CARAVAN__PEER__INIT, next = CARAVAN__PEER__INIT;
+    uint8_t model_fp[32] = {9};
+    codec_envelope_init(&env, epoch, 2);
+    m.fingerprint.data = model_fp;
+    m.fingerprint.len = 32;
+    m.n_layers = 8;
+    a.model = &m;
+    a.layer_first = 2;
+    a.layer_end = 4;
+    if (prev_key) {
+        prev.endpoint = "tcp://prev:1";
+        prev.public_key.data = (uint8_t *)prev_key;
+        prev.public_key.len = 32;
+        a.prev = &prev;
+    }
+    if (next_key) {
+        next.endpoint = "tcp://next:1";
+        next.public_key.data = (uint8_t *)next_key;
+        next.public_key.len = 32;
+        a.next = &next;
+    }
+    if (fingerprint) {
+        a.slice_fingerprint.data = (uint8_t *)fingerprint;
+        a.slice_fingerprint.len = 32;
+        a.slice_bytes = slice_bytes;
+    }
+    env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN;
+    env.assign = &a;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
+}
+
+static void forward(worker_t *w, uint64_t epoch, const uint8_t *sender,
+                    struct worker_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Forward f = CARAVAN__FORWARD__INIT;
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
+    uint64_t seq = 1;
+    int32_t zero = 0;
+    int64_t shape[2] = {1, 2};
+    float data[2] = {1.5f, -2.0f};
+    codec_envelope_init(&env, epoch, 3);
+    t.dtype = CARAVAN__DTYPE__DTYPE_F32;
+    t.n_shape = 2;
+    t.shape = shape;
+    t.data.data = (uint8_t *)data;
+    t.data.len = sizeof data;
+    f.batch_id = 11;
+    f.n_tokens = 1;
+    f.n_seq_id = f.n_kv_slot = f.n_pos = 1;
+    f.seq_id = &seq;
+    f.kv_slot = &zero;
+    f.pos = &zero;
+    f.hidden = &t;
+    env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
+    env.forward = &f;
+    worker_on_msg(w, WORKER_FROM_UPSTREAM, sender, "test", &env, 0, acts);
+}
+
+static void weight_chunk(worker_t *w, uint64_t epoch, const uint8_t *fp, const uint8_t *data,
+                         size_t len, uint64_t offset, uint64_t total,
+                         struct worker_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__WeightChunk c = CARAVAN__WEIGHT_CHUNK__INIT;
+    codec_envelope_init(&env, epoch, 4);
+    c.slice_fingerprint.data = (uint8_t *)fp;
+    c.slice_fingerprint.len = 32;
+    c.offset = offset;
+    c.total_bytes = total;
+    c.data.data = (uint8_t *)data;
+    c.data.len = len;
+    c.last = offset + len == total;
+    env.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK;
+    env.weight_chunk = &c;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
+}
+
+static worker_t *new_worker(void) {
+    struct worker_config cfg = {.name = "t", .data_endpoint = "tcp://self:1"};
+    memcpy(cfg.public_key, KEY_SELF, 32);
+    memcpy(cfg.coordinator_key, KEY_COORD, 32);
+    return worker_new(&cfg);
+}
+
+int main(void) {
+    log_set_level(LOG_ERROR);
+    assert(crypto_init() == STATUS_OK);
+    struct worker_actions acts = {0};
+
+    /* Join carries the key and endpoint; nothing is computed before an Assign. */
+    worker_t *w = new_worker();
+    worker_start(w, 0, &acts);
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+    Caravan__Envelope *env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_JOIN);
+    assert(env->join->public_key.len == 32 && memcmp(env->join->public_key.data, KEY_SELF, 32) == 0);
+    assert(strcmp(env->join->data_endpoint, "tcp://self:1") == 0);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    forward(w, 0, KEY_COORD, &acts);
+    assert(acts.n == 0 && worker_n_computed(w) == 0);
+    join(w, &acts);
+    assert(worker_state(w) == WORKER_STATE_JOINED && worker_node_id(w) == 7);
+
+    /* Middle stage: upstream is prev's key, output goes to next; ready without weights. */
+    assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
+    assert(worker_state(w) == WORKER_STATE_READY);
+    assert(acts.a[0].kind == WORKER_ACTION_ALLOW_UPSTREAM && memcmp(acts.a[0].key, KEY_PREV, 32) == 0);
+    assert(acts.a[1].kind == WORKER_ACTION_CONNECT_NEXT && memcmp(acts.a[1].key, KEY_NEXT, 32) == 0);
+    assert(strcmp(acts.a[1].endpoint, "tcp://next:1") == 0);
+    env = decode_action(&acts, 2);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN_ACK &&
+           env->assign_ack->state == CARAVAN__ASSIGN_ACK__STATE__STATE_READY);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+
+    /* Only the upstream key, only the current epoch. */
+    forward(w, 1, KEY_ROGUE, &acts);
+    forward(w, 1, KEY_COORD, &acts);
+    forward(w, 1, NULL, &acts);
+    forward(w, 0, KEY_PREV, &acts);
+    forward(w, 2, KEY_PREV, &acts);
+    assert(acts.n == 0 && worker_n_computed(w) == 0);
+    forward(w, 1, KEY_PREV, &acts);
+    assert(worker_n_computed(w) == 1 && acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_NEXT);
+    env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_FORWARD && env->forward->layer == 4);
+    assert(env->forward->hidden->data.len == 8 && env->forward->n_hops == 1);
+    float back[2];
+    memcpy(back, env->forward->hidden->data.data, 8);
+    assert(back[0] == 1.5f && back[1] == -2.0f);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+
+    /* A re-plan (epoch 2) makes this the first stage: now only the coordinator may send,
+     * and as the last stage too, the output is a Result on the control socket. */
+    assign(w, 2, NULL, NULL, NULL, 0, &acts);
+    assert(acts.a[0].kind == WORKER_ACTION_ALLOW_UPSTREAM && memcmp(acts.a[0].key, KEY_COORD, 32) == 0);
+    assert(count_kind(&acts, WORKER_ACTION_DISCONNECT_NEXT) == 1);
+    worker_actions_clear(&acts);
+    assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts); /* stale: ignored */
+    assert(acts.n == 0);
+    forward(w, 2, KEY_PREV, &acts);
+    forward(w, 1, KEY_COORD, &acts);
+    assert(acts.n == 0);
+    forward(w, 2, KEY_COORD, &acts);
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+    env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_RESULT && env->result->n_rows == 1);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+
+    /* Shipped weights: a blob that does not hash to the fingerprint is refused. */
+    uint8_t blob[100];
+    for (int i = 0; i < 100; i++) blob[i] = (uint8_t)(i * 3);
+    uint8_t fp[32];
+    crypto_hash_buf(blob, sizeof blob, fp);
+    assign(w, 3, KEY_PREV, NULL, fp, sizeof blob, &acts);
+    assert(worker_state(w) == WORKER_STATE_LOADING);
+    env = decode_action(&acts, acts.n - 1);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST && env->weight_request->offset == 0);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    forward(w, 3, KEY_PREV, &acts); /* not ready yet */
+    assert(acts.n == 0);
+    weight_chunk(w, 3, fp, blob, 60, 0, sizeof blob, &acts);
+    env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST && env->weight_request->offset == 60);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    uint8_t bad[40];
+    memcpy(bad, blob + 60, 40);
+    bad[39] ^= 1;
+    weight_chunk(w, 3, fp, bad, 40, 60, sizeof blob, &acts);
+    assert(worker_state(w) == WORKER_STATE_JOINED);
+    env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_ERROR &&
+           env->error->code == CARAVAN__ERROR__CODE__CODE_FINGERPRINT);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    /* The same slice intact: verified, READY. */
+    assign(w, 4, KEY_PREV, NULL, fp, sizeof blob, &acts);
+    worker_actions_clear(&acts);
+    weight_chunk(w, 4, fp, blob, 60, 0, sizeof blob, &acts);
+    worker_actions_clear(&acts);
+    weight_chunk(w, 4, fp, blob + 60, 40, 60, sizeof blob, &acts);
+    assert(worker_state(w) == WORKER_STATE_READY);
+    worker_actions_clear(&acts);
+
+    /* A version refusal from the coordinator ends the worker with status 1. */
+    worker_on_bad_msg(w, WORKER_FROM_CONTROL, "test", STATUS_PROTOCOL,
+                      "protocol version mismatch: peer speaks 2, this node speaks 1", &acts);
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_EXIT && acts.a[0].exit_code == 1);
+    assert(strstr(acts.a[0].text, "peer speaks 2, this node speaks 1"));
+    worker_actions_clear(&acts);
+    /* ... but garbage on the activation socket is only dropped. */
+    worker_on_bad_msg(w, WORKER_FROM_UPSTREAM, "test", STATUS_FORMAT, "bad", &acts);
+    assert(acts.n == 0);
+    worker_destroy(&w);
+    assert(w == NULL);
+
+    /* A refused join exits 1 with the coordinator's reason. */
+    w = new_worker();
+    worker_start(w, 0, &acts);
+    worker_actions_clear(&acts);
+    Caravan__Envelope e2;
+    Caravan__JoinAck no = CARAVAN__JOIN_ACK__INIT;
+    codec_envelope_init(&e2, 0, 1);
+    no.reason = "the cluster is full";
+    e2.body_case = CARAVAN__ENVELOPE__BODY_JOIN_ACK;
+    e2.join_ack = &no;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &e2, 0, &acts);
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_EXIT && acts.a[0].exit_code == 1);
+    assert(strstr(acts.a[0].text, "the cluster is full"));
+    worker_actions_clear(&acts);
+    worker_destroy(&w);
+    printf("worker_test: ok\n");
+    return 0;
+}
