@@ -67,9 +67,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 #ifdef CODEC_FUZZ_BODY
     if (size < 1) return 0;
-    uint32_t field = CARAVAN__ENVELOPE__BODY_JOIN +
-                     (data[0] - CARAVAN__ENVELOPE__BODY_JOIN + 256u) %
-                         (CARAVAN__ENVELOPE__BODY_ERROR - CARAVAN__ENVELOPE__BODY_JOIN + 1);
+    /* (data[0] - first) mod n, so that a seed's first byte (its field number) picks itself */
+    const uint32_t first = CARAVAN__ENVELOPE__BODY_JOIN;
+    const uint32_t n_kinds = CARAVAN__ENVELOPE__BODY_ERROR - first + 1;
+    uint32_t field = first + (data[0] % n_kinds + n_kinds - first % n_kinds) % n_kinds;
     size_t blen = size - 1;
     uint8_t *buf = malloc(blen + 16);
     if (!buf) return 0;
