@@ -8,7 +8,7 @@
  * Sender and receiver each have their own context (own I/O thread), as two machines would.
  *
  *   bench_crypto [--sizes 8192,1048576] [--seconds S]
- * Prints a Markdown table. */
+ * Each figure is the best of 3 runs of about S seconds. Prints a Markdown table. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,9 +183,18 @@ int main(int argc, char **argv) {
             n = (int)(n * seconds / (dt > 1e-6 ? dt : 1e-6));
             if (n < 16) n = 16;
             if (n > 2000000) n = 2000000;
-            dt = one_way(insecure, size, n);
+            /* Best of 3: the machine is shared, the minimum is the cost. */
+            dt = 1e30;
+            for (int rep = 0; rep < 3; rep++) {
+                double t = one_way(insecure, size, n);
+                if (t < dt) dt = t;
+            }
             int n_rt = n / 4 > 16 ? n / 4 : 16;
-            double rt = round_trip(insecure, size, n_rt);
+            double rt = 1e30;
+            for (int rep = 0; rep < 3; rep++) {
+                double t = round_trip(insecure, size, n_rt);
+                if (t < rt) rt = t;
+            }
             double us = dt * 1e6 / n, rt_us = rt * 1e6 / n_rt;
             printf("| %zu B | %s | %.1f | %.0f | %.1f | %.0f |\n", size,
                    insecure ? "NULL (--insecure)" : "CURVE", us, (double)size / us,
