@@ -206,6 +206,12 @@ static enum status wire_walk(struct walk *w, const ProtobufCMessageDescriptor *d
 
         /* Elements this occurrence adds. */
         size_t add = 1;
+        if (packed && n == 0) {
+            /* Encoders omit empty repeated fields; protobuf-c 1.4.1 would do arithmetic on the
+             * still-NULL array for one (UBSan: "applying zero offset to null pointer"). */
+            return fail(w->err, w->errlen, STATUS_FORMAT, "%s.%s: empty packed field",
+                        desc->short_name, f->name);
+        }
         if (packed) {
             unsigned fs = field_fixed_size(f->type);
             if (fs) {

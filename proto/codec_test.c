@@ -966,6 +966,17 @@ static void test_wire(void)
     CHECK(decode_status(field0, sizeof(field0), NULL, err, sizeof(err)) == STATUS_FORMAT);
     uint8_t group[] = {0x08, 0x01, 0x0b, 0x0c};
     CHECK(decode_status(group, sizeof(group), NULL, err, sizeof(err)) == STATUS_FORMAT);
+    /* an empty packed field (protobuf-c 1.4.1 computes NULL + 0 for it, which is UB) */
+    {
+        struct wbuf body = {.n = 0};
+        w_bytes(&body, 7, "", 0);
+        w.n = 0;
+        w_tag(&w, 1, 0);
+        w_varint(&w, 1);
+        w_bytes(&w, CARAVAN__ENVELOPE__BODY_FORWARD, body.b, body.n);
+        CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
+        CHECK(strstr(err, "empty packed") != NULL);
+    }
     /* a truncated packed varint inside forward.pos */
     {
         struct wbuf body = {.n = 0};
