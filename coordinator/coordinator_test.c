@@ -1,0 +1,230 @@
+/* coordinator_test: the coordinator state machine without sockets. Joins are accepted only
+ * with the key the connection proved and up to n_workers; the plan splits the layers and
+ * wires each stage's upstream key and downstream endpoint; a version mismatch is answered
+ * with CODE_VERSION; only the last stage's Result for the batch in flight counts. */
+#undef NDEBUG
+#include "coordinator.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "log.h"
+
+static const uint8_t K1[32] = {11}, K2[32] = {12}, K3[32] = {13}, KC[32] = {99};
+
+static Caravan__Envelope *decode(const struct coordinator_action *a) {
+    Caravan__Envelope *env = NULL;
+    char err[CODEC_ERR_LEN];
+    assert(a->buf);
+    assert(codec_decode(a->buf, a->len, NULL, &env, err, sizeof err) == STATUS_OK);
+    return env;
+}
+
+/* The n-th SEND_WORKER action to routing id rid, decoded (NULL when there is none). */
+static Caravan__Envelope *sent_to(const struct coordinator_actions *acts, uint8_t rid, int nth) {
+    for (int i = 0; i < acts->n; i++) {
+        const struct coordinator_action *a = &acts->a[i];
+        if (a->kind == COORDINATOR_ACTION_SEND_WORKER && a->rid_len == 1 && a->rid[0] == rid &&
+            nth-- == 0)
+            return decode(a);
+    }
+    return NULL;
+}
+
+static const struct coordinator_action *find(const struct coordinator_actions *acts,
+                                             enum coordinator_action_kind k) {
+    for (int i = 0; i < acts->n; i++)
+        if (acts->a[i].kind == k) return &acts->a[i];
+    return NULL;
+}
+
+static void join(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, const uint8_t *claimed,
+                 const char *endpoint, struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Join j = CARAVAN__JOIN__INIT;
+    Caravan__Capabilities caps = CARAVAN__CAPABILITIES__INIT;
+    codec_envelope_init(&env, 0, 1);
+    j.protocol_version = CARAVAN_PROTOCOL_VERSION;
+    j.node_name = "w";
+    j.caps = &caps;
+    j.data_endpoint = (char *)endpoint;
+    j.public_key.data = (uint8_t *)claimed;
+    j.public_key.len = 32;
+    env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
+    env.join = &j;
+    struct coordinator_peer p = {&rid, 1, conn_key, "127.0.0.1"};
+    coordinator_on_msg(c, &p, &env, 0, acts);
+}
+
+static void ack_ready(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t epoch,
+                      struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__AssignAck a = CARAVAN__ASSIGN_ACK__INIT;
+    codec_envelope_init(&env, epoch, 2);
+    a.state = CARAVAN__ASSIGN_ACK__STATE__STATE_READY;
+    env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN_ACK;
+    env.assign_ack = &a;
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1"};
+    coordinator_on_msg(c, &p, &env, 0, acts);
+}
+
+static void result(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t epoch,
+                   uint64_t batch, const uint8_t *data, size_t len,
+                   struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Result r = CARAVAN__RESULT__INIT;
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
+    uint64_t seq = 1;
+    int32_t zero = 0;
+    int64_t shape[2] = {1, (int64_t)(len / 4)};
+    codec_envelope_init(&env, epoch, 3);
+    t.dtype = CARAVAN__DTYPE__DTYPE_I32;
+    t.n_shape = 2;
+    t.shape = shape;
+    t.data.data = (uint8_t *)data;
+    t.data.len = len;
+    r.batch_id = batch;
+    r.n_rows = 1;
+    r.n_seq_id = r.n_pos = 1;
+    r.seq_id = &seq;
+    r.pos = &zero;
+    r.logits = &t;
+    env.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
+    env.result = &r;
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1"};
+    coordinator_on_msg(c, &p, &env, 0, acts);
+}
+
+int main(void) {
+    log_set_level(LOG_ERROR);
+    static struct coordinator_actions acts; /* large: keep it off the stack */
+    const char payload[] = "hello, pipeline"; /* 15 bytes -> 4 words, zero padded */
+    struct coordinator_config cfg = {
+        .n_workers = 2,
+        .n_layers = 8,
+        .payload = (const uint8_t *)payload,
+        .payload_len = strlen(payload),
+        .repeat = 1,
+    };
+    memcpy(cfg.public_key, KC, 32);
+    crypto_hash_buf("", 0, cfg.model_fingerprint);
+    coordinator_t *c = coordinator_new(&cfg);
+
+    /* A Join claiming a key the connection did not prove is refused. */
+    join(c, 1, K1, K2, "tcp://w1:1", &acts);
+    Caravan__Envelope *env = sent_to(&acts, 1, 0);
+    assert(env && env->body_case == CARAVAN__ENVELOPE__BODY_JOIN_ACK && !env->join_ack->accepted);
+    assert(strstr(env->join_ack->reason, "authenticated"));
+    codec_free(&env);
+    coordinator_actions_clear(&acts);
+    assert(coordinator_n_workers(c) == 0);
+
+    /* Two honest joins: node ids 1 and 2, then the plan. */
+    join(c, 1, K1, K1, "tcp://w1:1", &acts);
+    env = sent_to(&acts, 1, 0);
+    assert(env->join_ack->accepted && env->join_ack->node_id == 1);
+    codec_free(&env);
+    coordinator_actions_clear(&acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_WAITING);
+    join(c, 2, K2, K2, "tcp://w2:1", &acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_ASSIGNING && coordinator_epoch(c) == 1);
+    env = sent_to(&acts, 1, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN);
+    const Caravan__Assign *a = env->assign;
+    assert(a->layer_first == 0 && a->layer_end == 4 && !a->prev && a->next);
+    assert(strcmp(a->next->endpoint, "tcp://w2:1") == 0 &&
+           memcmp(a->next->public_key.data, K2, 32) == 0);
+    assert(a->n_stages == 2);
+    codec_free(&env);
+    env = sent_to(&acts, 2, 1); /* [0] is its JoinAck */
+    assert(env && env->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN);
+    a = env->assign;
+    assert(a->layer_first == 4 && a->layer_end == 8 && a->prev && !a->next);
+    assert(memcmp(a->prev->public_key.data, K1, 32) == 0);
+    codec_free(&env);
+    const struct coordinator_action *first = find(&acts, COORDINATOR_ACTION_CONNECT_FIRST);
+    assert(first && strcmp(first->endpoint, "tcp://w1:1") == 0 && memcmp(first->key, K1, 32) == 0);
+    coordinator_actions_clear(&acts);
+
+    /* A third worker: the cluster is full. */
+    join(c, 3, K3, K3, "tcp://w3:1", &acts);
+    env = sent_to(&acts, 3, 0);
+    assert(!env->join_ack->accepted && strstr(env->join_ack->reason, "full"));
+    codec_free(&env);
+    coordinator_actions_clear(&acts);
+
+    /* A peer speaking another version gets CODE_VERSION with the codec's text. */
+    uint8_t rid3 = 3;
+    struct coordinator_peer p3 = {&rid3, 1, K3, "10.0.0.3"};
+    coordinator_on_bad_msg(c, &p3, STATUS_PROTOCOL,
+                           "protocol version mismatch: peer speaks 2, this node speaks 1", &acts);
+    env = sent_to(&acts, 3, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_ERROR &&
+           env->error->code == CARAVAN__ERROR__CODE__CODE_VERSION);
+    assert(strstr(env->error->text, "peer speaks 2, this node speaks 1"));
+    codec_free(&env);
+    coordinator_actions_clear(&acts);
+
+    /* Messages from someone who has not joined: refused. */
+    ack_ready(c, 3, K3, 1, &acts);
+    env = sent_to(&acts, 3, 0);
+    assert(env->error->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED);
+    codec_free(&env);
+    coordinator_actions_clear(&acts);
+    /* A joined routing id with another key (a reconnect under a different identity): refused. */
+    ack_ready(c, 1, K3, 1, &acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_ASSIGNING);
+    coordinator_actions_clear(&acts);
+
+    /* Both ready: the test request goes to the first stage. */
+    ack_ready(c, 1, K1, 1, &acts);
+    ack_ready(c, 2, K2, 1, &acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_READY);
+    coordinator_on_tick(c, 10, &acts);
+    const struct coordinator_action *req = find(&acts, COORDINATOR_ACTION_SEND_FIRST);
+    assert(req);
+    env = decode(req);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_FORWARD && env->forward->hidden);
+    assert(env->forward->hidden->data.len == 16);
+    uint64_t batch = env->forward->batch_id;
+    uint8_t echo[16];
+    memcpy(echo, env->forward->hidden->data.data, 16);
+    codec_free(&env);
+    coordinator_actions_clear(&acts);
+
+    /* A Result from the first stage, or for another batch, does not count. */
+    result(c, 1, K1, 1, batch, echo, 16, &acts);
+    result(c, 2, K2, 1, batch + 1, echo, 16, &acts);
+    assert(!find(&acts, COORDINATOR_ACTION_RESULT));
+    /* The last stage's Result for the batch: intact. */
+    result(c, 2, K2, 1, batch, echo, 16, &acts);
+    const struct coordinator_action *res = find(&acts, COORDINATOR_ACTION_RESULT);
+    assert(res && res->exit_code == 0 && strstr(res->text, "payload intact"));
+    coordinator_actions_clear(&acts);
+    /* A corrupted echo is reported as such (and fails the run). */
+    coordinator_destroy(&c);
+    cfg.repeat = 2;
+    c = coordinator_new(&cfg);
+    join(c, 1, K1, K1, "tcp://w1:1", &acts);
+    join(c, 2, K2, K2, "tcp://w2:1", &acts);
+    ack_ready(c, 1, K1, 1, &acts);
+    ack_ready(c, 2, K2, 1, &acts);
+    coordinator_actions_clear(&acts);
+    coordinator_on_tick(c, 10, &acts);
+    env = decode(find(&acts, COORDINATOR_ACTION_SEND_FIRST));
+    batch = env->forward->batch_id;
+    codec_free(&env);
+    coordinator_actions_clear(&acts);
+    echo[3] ^= 0x20;
+    result(c, 2, K2, 1, batch, echo, 16, &acts);
+    res = find(&acts, COORDINATOR_ACTION_RESULT);
+    assert(res && res->exit_code == 1 && strstr(res->text, "CORRUPTED"));
+    coordinator_actions_clear(&acts);
+    coordinator_destroy(&c);
+    assert(c == NULL);
+    printf("coordinator_test: ok\n");
+    return 0;
+}
