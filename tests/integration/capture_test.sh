@@ -65,7 +65,7 @@ wait_exit() {
 # daemon would fail to bind and the test would fail loudly, not wrongly pass).
 free_port() {
     for _ in $(seq 1 50); do
-        local p=$((20000 + RANDOM % 40000))
+        local p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+)
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
     done
     return 1
