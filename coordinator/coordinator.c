@@ -46,6 +46,7 @@ struct coordinator {
     int sent, answered;
     uint64_t inflight_batch; /* 0 = none */
     uint64_t inflight_since_ms, last_send_ms;
+    uint64_t last_heartbeat_ms;
     uint64_t next_batch;
     /* Generation (token mode): prompt + generated ids. */
     int32_t *seq_tokens;
@@ -692,6 +693,18 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
             w->silent_logged = true;
             LOG(LOG_WARN, "coordinator: node %u (%s) silent for %u ms", w->node_id, w->name,
                 c->cfg.worker_timeout_ms);
+        }
+    }
+    if (now_ms - c->last_heartbeat_ms >= c->cfg.heartbeat_ms) {
+        c->last_heartbeat_ms = now_ms;
+        for (int i = 0; i < c->n_workers; i++) {
+            Caravan__Envelope env;
+            Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+            envelope(c, &env);
+            hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
+            env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+            env.heartbeat = &hb;
+            send_to(c, acts, c->workers[i].rid, c->workers[i].rid_len, &env);
         }
     }
     if (c->state != COORDINATOR_STATE_READY) return;

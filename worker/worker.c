@@ -20,6 +20,7 @@ struct worker {
     uint32_t node_id;
     uint64_t next_msg_id;
     uint32_t heartbeat_ms;
+    uint32_t timeout_ms; /* the coordinator counts as gone after this silence */
     uint64_t last_heartbeat_ms;
     uint64_t n_computed;
     uint64_t start_ms;
@@ -50,6 +51,7 @@ worker_t *worker_new(const struct worker_config *cfg) {
     if (!w->cfg.max_weight_bytes) w->cfg.max_weight_bytes = (uint64_t)16 << 30;
     w->next_msg_id = 1;
     w->heartbeat_ms = 1000;
+    w->timeout_ms = 5000;
     return w;
 }
 
@@ -64,6 +66,7 @@ void worker_destroy(worker_t **self_p) {
 enum worker_state worker_state(const worker_t *w) { return w->state; }
 uint64_t worker_n_computed(const worker_t *w) { return w->n_computed; }
 uint32_t worker_node_id(const worker_t *w) { return w->node_id; }
+uint32_t worker_timeout_ms(const worker_t *w) { return w->timeout_ms; }
 
 void worker_actions_clear(struct worker_actions *acts) {
     for (int i = 0; i < acts->n; i++) free(acts->a[i].buf);
@@ -221,6 +224,8 @@ static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_ac
     }
     w->node_id = a->node_id;
     if (a->heartbeat_ms >= 50 && a->heartbeat_ms <= 60000) w->heartbeat_ms = a->heartbeat_ms;
+    if (a->timeout_ms >= 3 * w->heartbeat_ms && a->timeout_ms <= 600000)
+        w->timeout_ms = a->timeout_ms;
     w->state = WORKER_STATE_JOINED;
     LOG(LOG_INFO, "worker: joined as node %u; waiting for an assignment", w->node_id);
 }

@@ -121,6 +121,8 @@ enum worker_state worker_state(const worker_t *w);
 const char *worker_state_name(enum worker_state s);
 uint64_t worker_n_computed(const worker_t *w);
 uint32_t worker_node_id(const worker_t *w);
+/* Silence after which the coordinator counts as gone (JoinAck.timeout_ms, default 5000). */
+uint32_t worker_timeout_ms(const worker_t *w);
 
 /* Emits the Join. now_ms is a monotonic clock. */
 void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts);

@@ -26,6 +26,7 @@ struct net {
     char next_endpoint[256];
     char next_key[CRYPTO_KEY_Z85_LEN + 1];
     bool has_next;
+    uint64_t last_control_ms; /* last message from the coordinator */
     bool done;
     int exit_code;
     char exit_text[600];
@@ -99,6 +100,7 @@ static void drain(struct net *n, void *sock, enum worker_source src) {
         char err[CODEC_ERR_LEN];
         enum status rc = transport_recv(n->t, sock, ZMQ_DONTWAIT, &msg, &peer, err, sizeof err);
         if (rc == STATUS_TIMEOUT) return;
+        if (src == WORKER_FROM_CONTROL) n->last_control_ms = transport_mono_ms();
         struct worker_actions acts = {0};
         if (rc == STATUS_IO) return;
         if (rc != STATUS_OK) {
@@ -213,6 +215,15 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                      "no answer from the coordinator at %s within %d ms (is it running, with "
                      "the same --insecure setting, and is --coordinator-key its key?)",
                      cfg->coordinator, cfg->join_timeout_ms);
+            finish(&n, 1, text);
+        }
+        /* The coordinator sends a Heartbeat every heartbeat interval: silence means it is
+         * gone (crash, partition). Exit so a supervisor restarts this worker to re-join. */
+        if (!n.done && worker_state(n.w) != WORKER_STATE_JOINING && n.last_control_ms &&
+            now - n.last_control_ms > worker_timeout_ms(n.w)) {
+            char text[512];
+            snprintf(text, sizeof text, "the coordinator at %s has been silent for %u ms",
+                     cfg->coordinator, worker_timeout_ms(n.w));
             finish(&n, 1, text);
         }
         if (!n.done && cfg->run_ms > 0 && now - start > (uint64_t)cfg->run_ms)

@@ -13,6 +13,7 @@
 #   insecure      --insecure on every node works and warns; mixing it with CURVE is refused
 #   generate      the real model split over three workers generates llama.cpp's tokens
 #   fingerprint   a worker with a tampered model refuses it; shipped weights are verified
+#   coordinator_lost  a worker exits 1 when its coordinator falls silent
 #
 # Needs CARAVAN_BIN (the bin/ directory with caravan and net_probe). Every process started
 # here is killed on exit, and each daemon also has a --run-ms bound.
@@ -322,6 +323,20 @@ fingerprint)
     # w1 had no file: it was shipped [0, 2) and checked it.
     wait_for "$WORK/w1.log" "received 494592 bytes of weights; fingerprint verified" 10 ||
         fail "w1 did not verify its shipped weights"
+    ;;
+
+coordinator_lost)
+    # A worker whose coordinator dies (no Heartbeat for the JoinAck timeout) exits 1.
+    secure_keys 1
+    start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 1
+    start_workers_in_order 1
+    wait_for "$WORK/coord.log" "pipeline ready" 15 || fail "pipeline did not come up"
+    sleep 1.5 # heartbeats flow: the worker must not give up while the coordinator lives
+    kill -0 "$W1PID" || fail "worker exited while the coordinator was alive"
+    kill -9 "$COORD_PID"
+    wait_exit "$W1PID" 15; rc=$RC
+    [ "$rc" = 1 ] || fail "worker exit status $rc, want 1"
+    expect_log "$WORK/w1.log" "error .*coordinator at tcp://.* has been silent for 5000 ms"
     ;;
 
 *)
