@@ -77,6 +77,24 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
         }
     }
 
+    /* matmul is the variant's single dot, bit for bit, whatever path it took */
+    {
+        enum dtype dt = quant_dot_type(t);
+        size_t xb = dtype_row_bytes(dt, n_in);
+        char *xq = malloc(xb);
+        quant_dot_fn dot = quant_dot(t);
+        int mismatches = 0;
+        for (int64_t r = 0; r < n_rows; r++) {
+            quant_quantize_activations(dt, x + r * n_in, xq, n_in);
+            for (int64_t i = 0; i < n_out; i++) {
+                float d = dot(n_in, wq + i * row_bytes, xq);
+                if (memcmp(&d, &alone[r * n_out + i], sizeof d)) mismatches++;
+            }
+        }
+        CHECK(mismatches == 0, "%s: %d results differ from quant_dot", dtype_name(t), mismatches);
+        free(xq);
+    }
+
     /* naive reference: dequantized w, original f32 x, double accumulation */
     float *wd = malloc(n_in * sizeof(float));
     double tol = quant_dot_type(t) == DTYPE_F32 ? NAIVE_TOL_FLOAT : NAIVE_TOL_QUANT;

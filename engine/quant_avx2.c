@@ -306,11 +306,40 @@ static inline __attribute__((always_inline)) void q4_0_panel_row(int M, int64_t 
     for (int i = 0; i < M; i++) out[i] = hsum(acc[i]);
 }
 
+/* Generation: one x row against many weight rows, each row streamed once in memory order (two
+ * rows interleaved defeat the hardware prefetcher: measured 3x slower from DRAM). The x side
+ * of each block (its f32 scale and 8 * its lane sums) is computed once, so a block costs
+ * about 13 instructions instead of 19; per (row, block) the float steps are dot_q4_0's. */
+static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const void *x, float *y) {
+    const block_q8_0 *bx = x;
+    __m256i *ys8 = panel_buf;
+    float *dx = (float *)(ys8 + nb);
+    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xF);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
+        ys8[b] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), yv), ones);
+        dx[b] = f16(bx[b].d);
+    }
+    for (int i = 0; i < nw; i++) {
+        const block_q4_0 *a = (const block_q4_0 *)((const char *)w + i * w_stride);
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; b++) {
+            const __m128i raw = _mm_loadu_si128((const __m128i *)a[b].qs);
+            const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
+            const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, yv), ones);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[b].d) * dx[b]),
+                                  _mm256_cvtepi32_ps(_mm256_sub_epi32(p, ys8[b])), acc);
+        }
+        y[i] = hsum(acc);
+    }
+}
+
 static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
                       size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK4_0;
-    if (nx == 1) { /* generation: one sequential stream through the rows prefetches best */
-        for (int i = 0; i < nw; i++) y[i] = dot_q4_0(n, (const char *)w + i * w_stride, x);
+    if (nx == 1 && (size_t)nb * (32 + 4) <= PANEL_BUF_BYTES) {
+        gemv_q4_0(nb, w, w_stride, nw, x, y);
         return;
     }
     if ((size_t)nb * (32 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
