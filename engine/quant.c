@@ -426,20 +426,28 @@ static void dequantize_q5_K(const block_q5_K *x, float *y, int64_t n) {
     }
 }
 
-/* q6_K element e of a block: which ql/qh bits hold it (shared by dequant and the ref dot). */
-static inline int q6_K_value(const block_q6_K *x, int e) {
-    const int half = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
-    const uint8_t *ql = x->ql + 64 * half, *qh = x->qh + 32 * half;
-    const int lo = quarter & 1 ? ql[l + 32] : ql[l];
-    const int low4 = quarter >= 2 ? lo >> 4 : lo & 0xF;
-    const int high2 = (qh[l] >> (2 * quarter)) & 3;
-    return (low4 | (high2 << 4)) - 32;
+/* The 256 values (-32..31) of a q6_K block: element 128h + 32k + l (k < 4, l < 32) has its low
+ * 4 bits in ql[64h + l + 32 (k & 1)] (low nibble for k < 2, high for k >= 2) and its high 2
+ * bits in qh[32h + l] at bit 2k. */
+static void unpack_q6_K(const block_q6_K *x, int8_t q[QK_K]) {
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = x->ql + 64 * h, *qh = x->qh + 32 * h;
+        int8_t *o = q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            o[l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+    }
 }
 
 static void dequantize_q6_K(const block_q6_K *x, float *y, int64_t n) {
+    int8_t q[QK_K];
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float d = F16(x[b].d);
-        for (int e = 0; e < QK_K; e++) *y++ = d * x[b].scales[e / 16] * q6_K_value(&x[b], e);
+        unpack_q6_K(&x[b], q);
+        for (int e = 0; e < QK_K; e++) *y++ = d * x[b].scales[e / 16] * q[e];
     }
 }
 
@@ -596,11 +604,13 @@ float quant_dot_q6_K_q8_K_ref(int64_t n, const void *w, const void *x) {
     const block_q6_K *a = w;
     const block_q8_K *b = x;
     float sum = 0;
+    int8_t q[QK_K];
     for (int64_t i = 0; i < n / QK_K; i++) {
+        unpack_q6_K(&a[i], q);
         int sumi = 0;
         for (int j = 0; j < QK_K / 16; j++) {
             int s = 0;
-            for (int l = 0; l < 16; l++) s += q6_K_value(&a[i], 16 * j + l) * b[i].qs[16 * j + l];
+            for (int l = 0; l < 16; l++) s += q[16 * j + l] * b[i].qs[16 * j + l];
             sumi += a[i].scales[j] * s;
         }
         sum += b[i].d * F16(a[i].d) * (float)sumi;
