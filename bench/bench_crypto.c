@@ -79,9 +79,9 @@ static double one_way(bool insecure, size_t size, int count) {
     if (side_new(&rx, insecure, size + 1024) || side_new(&tx, insecure, size + 1024)) abort();
     allow(&rx, &tx);
     char ep[256];
-    void *pull = transport_server(rx.t, ZMQ_PULL, TRANSPORT_ROLE_ACTIVATION_IN,
-                                  TRANSPORT_DOMAIN_ACTIVATION, "tcp://127.0.0.1:0", ep, sizeof ep,
-                                  NULL);
+    void *pull =
+        transport_server(rx.t, ZMQ_PULL, TRANSPORT_ROLE_ACTIVATION_IN, TRANSPORT_DOMAIN_ACTIVATION,
+                         "tcp://127.0.0.1:0", ep, sizeof ep, NULL);
     void *push = transport_client(tx.t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT,
                                   rx.kp ? crypto_keypair_public_z85(rx.kp) : "", ep, NULL);
     int timeout = 10000;
@@ -120,9 +120,9 @@ static double round_trip(bool insecure, size_t size, int count) {
     if (side_new(&srv, insecure, size + 1024) || side_new(&cli, insecure, size + 1024)) abort();
     allow(&srv, &cli);
     char ep[256];
-    void *router = transport_server(srv.t, ZMQ_ROUTER, TRANSPORT_ROLE_ACTIVATION_IN,
-                                    TRANSPORT_DOMAIN_ACTIVATION, "tcp://127.0.0.1:0", ep,
-                                    sizeof ep, NULL);
+    void *router =
+        transport_server(srv.t, ZMQ_ROUTER, TRANSPORT_ROLE_ACTIVATION_IN,
+                         TRANSPORT_DOMAIN_ACTIVATION, "tcp://127.0.0.1:0", ep, sizeof ep, NULL);
     void *dealer = transport_client(cli.t, ZMQ_DEALER, TRANSPORT_ROLE_ACTIVATION_OUT,
                                     srv.kp ? crypto_keypair_public_z85(srv.kp) : "", ep, NULL);
     int timeout = 10000;
@@ -171,7 +171,8 @@ int main(int argc, char **argv) {
     }
     log_set_level(LOG_ERROR); /* --insecure warns at every transport_new */
     if (crypto_init() != STATUS_OK) return 1;
-    printf("| message | mode | one-way µs/msg | one-way MB/s | round trip µs | round trip MB/s |\n");
+    printf(
+        "| message | mode | one-way µs/msg | one-way MB/s | round trip µs | round trip MB/s |\n");
     printf("|---|---|---|---|---|---|\n");
     for (int s = 0; s < n_sizes; s++) {
         size_t size = sizes[s];
@@ -197,8 +198,8 @@ int main(int argc, char **argv) {
             }
             double us = dt * 1e6 / n, rt_us = rt * 1e6 / n_rt;
             printf("| %zu B | %s | %.1f | %.0f | %.1f | %.0f |\n", size,
-                   insecure ? "NULL (--insecure)" : "CURVE", us, (double)size / us,
-                   rt_us, 2.0 * (double)size / rt_us);
+                   insecure ? "NULL (--insecure)" : "CURVE", us, (double)size / us, rt_us,
+                   2.0 * (double)size / rt_us);
             fflush(stdout);
         }
     }

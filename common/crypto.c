@@ -60,8 +60,12 @@ void crypto_keypair_destroy(crypto_keypair_t **self_p) {
     *self_p = NULL;
 }
 
-const char *crypto_keypair_public_z85(const crypto_keypair_t *kp) { return kp->public_z85; }
-const char *crypto_keypair_secret_z85(const crypto_keypair_t *kp) { return kp->secret->z85; }
+const char *crypto_keypair_public_z85(const crypto_keypair_t *kp) {
+    return kp->public_z85;
+}
+const char *crypto_keypair_secret_z85(const crypto_keypair_t *kp) {
+    return kp->secret->z85;
+}
 
 /* Fills the public half from the secret half (bin). */
 static enum status keypair_derive_public(crypto_keypair_t *kp) {
@@ -92,7 +96,8 @@ bool crypto_key_z85_valid(const char *s) {
     return zmq_z85_decode(bin, s) != NULL;
 }
 
-/* ==== Files ==================================================================================== */
+/* ==== Files ====================================================================================
+ */
 
 static enum status write_all(int fd, const char *buf, size_t len, const char *path) {
     while (len > 0) {
@@ -187,8 +192,10 @@ static enum status read_key_text(const char *path, char *buf, size_t cap, bool p
         goto done;
     }
     if (private && (st.st_mode & 077)) {
-        LOG(LOG_ERROR, "secret key file %s has mode %03o; it must not be readable by group or "
-                       "others (chmod 600 %s)", path, (unsigned)(st.st_mode & 0777), path);
+        LOG(LOG_ERROR,
+            "secret key file %s has mode %03o; it must not be readable by group or "
+            "others (chmod 600 %s)",
+            path, (unsigned)(st.st_mode & 0777), path);
         goto done;
     }
     if ((size_t)st.st_size >= cap) {
@@ -226,7 +233,7 @@ done:
 static enum status resolve_key_path(const char *path, const char *name, char *out, size_t cap) {
     struct stat st;
     int n = (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) ? snprintf(out, cap, "%s/%s", path, name)
-                                                         : snprintf(out, cap, "%s", path);
+                                                          : snprintf(out, cap, "%s", path);
     if (n < 0 || (size_t)n >= cap) {
         LOG(LOG_ERROR, "path too long: %s", path);
         return STATUS_FORMAT;
@@ -286,7 +293,8 @@ fail:
     return rc;
 }
 
-/* ==== Fingerprints ============================================================================= */
+/* ==== Fingerprints =============================================================================
+ */
 
 void crypto_hash_buf(const void *buf, size_t len, uint8_t out[CRYPTO_HASH_BYTES]) {
     crypto_generichash(out, CRYPTO_HASH_BYTES, buf, len, NULL, 0);
@@ -350,4 +358,6 @@ char *crypto_hex(const uint8_t *in, size_t n, char *out) {
     return out;
 }
 
-bool crypto_equal(const void *a, const void *b, size_t n) { return sodium_memcmp(a, b, n) == 0; }
+bool crypto_equal(const void *a, const void *b, size_t n) {
+    return sodium_memcmp(a, b, n) == 0;
+}

@@ -15,9 +15,9 @@
 
 #include "status.h"
 
-#define CRYPTO_KEY_BYTES 32                      /* Curve25519 public or secret key */
-#define CRYPTO_KEY_Z85_LEN 40                    /* Z85 text of a key, without NUL */
-#define CRYPTO_HASH_BYTES 32                     /* BLAKE2b-256 */
+#define CRYPTO_KEY_BYTES 32                         /* Curve25519 public or secret key */
+#define CRYPTO_KEY_Z85_LEN 40                       /* Z85 text of a key, without NUL */
+#define CRYPTO_HASH_BYTES 32                        /* BLAKE2b-256 */
 #define CRYPTO_HASH_HEX_LEN (2 * CRYPTO_HASH_BYTES) /* without NUL */
 
 typedef struct crypto_keypair crypto_keypair_t;

@@ -83,7 +83,8 @@ uint64_t transport_mono_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* ==== Allow-lists =============================================================================== */
+/* ==== Allow-lists ===============================================================================
+ */
 
 static struct allow_list *allow_find(transport_t *t, const char *domain, bool create) {
     for (int i = 0; i < MAX_DOMAINS; i++)
@@ -101,7 +102,7 @@ static struct allow_list *allow_find(transport_t *t, const char *domain, bool cr
 enum status transport_allow_set(transport_t *t, const char *domain,
                                 const uint8_t (*keys)[CRYPTO_KEY_BYTES], size_t n) {
     if (n > MAX_ALLOW_KEYS || strlen(domain) >= sizeof t->allow[0].domain) return STATUS_NOMEM;
-    uint8_t (*copy)[CRYPTO_KEY_BYTES] = NULL;
+    uint8_t(*copy)[CRYPTO_KEY_BYTES] = NULL;
     if (n > 0) {
         copy = malloc(n * sizeof *copy);
         if (!copy) return STATUS_NOMEM;
@@ -139,7 +140,7 @@ enum status transport_allow_load_file(transport_t *t, const char *domain, const 
         return STATUS_IO;
     }
     size_t cap = 16, n = 0;
-    uint8_t (*keys)[CRYPTO_KEY_BYTES] = malloc(cap * sizeof *keys);
+    uint8_t(*keys)[CRYPTO_KEY_BYTES] = malloc(cap * sizeof *keys);
     enum status rc = keys ? STATUS_OK : STATUS_NOMEM;
     char line[512];
     int lineno = 0;
@@ -151,8 +152,8 @@ enum status transport_allow_load_file(transport_t *t, const char *domain, const 
             rc = STATUS_FORMAT;
             break;
         }
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' ||
-                           line[len - 1] == ' ' || line[len - 1] == '\t'))
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' ||
+                           line[len - 1] == '\t'))
             line[--len] = '\0';
         char *s = line;
         while (*s == ' ' || *s == '\t') s++;
@@ -186,7 +187,8 @@ enum status transport_allow_load_file(transport_t *t, const char *domain, const 
         n++;
     }
     fclose(f);
-    if (rc == STATUS_OK) rc = transport_allow_set(t, domain, (const uint8_t(*)[CRYPTO_KEY_BYTES])keys, n);
+    if (rc == STATUS_OK)
+        rc = transport_allow_set(t, domain, (const uint8_t(*)[CRYPTO_KEY_BYTES])keys, n);
     free(keys);
     if (rc == STATUS_OK && n_keys) *n_keys = n;
     return rc;
@@ -196,12 +198,13 @@ uint64_t transport_refusals(const transport_t *t) {
     return atomic_load(&((transport_t *)t)->refusals);
 }
 
-/* ==== ZAP handler =============================================================================== */
+/* ==== ZAP handler ===============================================================================
+ */
 
 #define ZAP_MAX_FRAMES 8
 
-static void zap_reply(void *sock, const zmq_msg_t *request_id, const char *code,
-                      const char *text, const char *user_id) {
+static void zap_reply(void *sock, const zmq_msg_t *request_id, const char *code, const char *text,
+                      const char *user_id) {
     zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(sock, zmq_msg_data((zmq_msg_t *)request_id), zmq_msg_size((zmq_msg_t *)request_id),
              ZMQ_SNDMORE);
@@ -246,8 +249,8 @@ static void zap_handle(transport_t *t, void *sock, zmq_msg_t *f, int n) {
     zmq_z85_encode(key_z85, key, CRYPTO_KEY_BYTES);
     if (!transport_allowed(t, domain, key)) {
         atomic_fetch_add(&t->refusals, 1);
-        LOG(LOG_WARN, "refused %s connection from %s: CURVE key %s is not allowed", domain,
-            address, key_z85);
+        LOG(LOG_WARN, "refused %s connection from %s: CURVE key %s is not allowed", domain, address,
+            key_z85);
         zap_reply(sock, &f[1], "400", "key not allowed", "");
         return;
     }
@@ -295,7 +298,8 @@ static void *zap_main(void *arg) {
     return NULL;
 }
 
-/* ==== Lifetime ================================================================================== */
+/* ==== Lifetime ==================================================================================
+ */
 
 enum status transport_new(bool insecure, const crypto_keypair_t *keys, size_t max_message_bytes,
                           transport_t **out) {
@@ -359,13 +363,22 @@ void transport_destroy(transport_t **self_p) {
     *self_p = NULL;
 }
 
-bool transport_insecure(const transport_t *t) { return t->insecure; }
-void *transport_zmq_context(transport_t *t) { return t->ctx; }
-const struct codec_limits *transport_limits(const transport_t *t) { return &t->limits; }
+bool transport_insecure(const transport_t *t) {
+    return t->insecure;
+}
+void *transport_zmq_context(transport_t *t) {
+    return t->ctx;
+}
+const struct codec_limits *transport_limits(const transport_t *t) {
+    return &t->limits;
+}
 
-/* ==== Sockets =================================================================================== */
+/* ==== Sockets ===================================================================================
+ */
 
-static int setopt_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
+static int setopt_int(void *s, int opt, int v) {
+    return zmq_setsockopt(s, opt, &v, sizeof v);
+}
 
 static int apply_role(transport_t *t, void *s, enum transport_role role) {
     const struct role_opts *r = &role_table[role];
@@ -544,7 +557,8 @@ const char *transport_event_explain(const struct transport_event *ev, bool insec
     }
 }
 
-/* ==== Messages ================================================================================== */
+/* ==== Messages ==================================================================================
+ */
 
 enum status transport_recv(transport_t *t, void *sock, int flags, Caravan__Envelope **out,
                            struct transport_peer *peer, char *err, size_t errlen) {

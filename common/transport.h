@@ -84,15 +84,14 @@ struct transport_event {
     uint32_t value; /* ZAP status code for FAILED_AUTH, ZMQ_PROTOCOL_ERROR_* for FAILED_PROTOCOL */
     char endpoint[256];
 };
-CARAVAN_NODISCARD enum status transport_monitor_read(void *monitor,
-                                                     struct transport_event *ev);
+CARAVAN_NODISCARD enum status transport_monitor_read(void *monitor, struct transport_event *ev);
 /* A one-line explanation of a failed handshake event, for logs and exit messages. */
 const char *transport_event_explain(const struct transport_event *ev, bool insecure);
 
 /* Who sent a received message. */
 struct transport_peer {
-    uint8_t rid[256];  /* ROUTER routing id */
-    size_t rid_len;    /* 0 on non-ROUTER sockets */
+    uint8_t rid[256];                     /* ROUTER routing id */
+    size_t rid_len;                       /* 0 on non-ROUTER sockets */
     char key_z85[CRYPTO_KEY_Z85_LEN + 1]; /* key the CURVE handshake proved; "" when insecure */
     uint8_t key[CRYPTO_KEY_BYTES];        /* the same, raw; zero when insecure */
     char address[64];                     /* peer IP, "" when unknown */
@@ -105,17 +104,15 @@ struct transport_peer {
  * filled so the caller can answer (the message is consumed either way; frames beyond the
  * expected count are a STATUS_FORMAT). */
 CARAVAN_NODISCARD enum status transport_recv(transport_t *t, void *sock, int flags,
-                                             Caravan__Envelope **out,
-                                             struct transport_peer *peer, char *err,
-                                             size_t errlen);
+                                             Caravan__Envelope **out, struct transport_peer *peer,
+                                             char *err, size_t errlen);
 
 /* Sends buf (one encoded envelope), preceded by a routing id frame when rid_len > 0.
  * Takes ownership of *buf_p (malloc'd; freed by zmq after sending, or here on failure) and sets
  * it to NULL. STATUS_TIMEOUT when the socket would block past its send timeout (HWM full,
  * peer absent), STATUS_IO otherwise. */
-CARAVAN_NODISCARD enum status transport_send_bytes(void *sock, const uint8_t *rid,
-                                                   size_t rid_len, uint8_t **buf_p, size_t len,
-                                                   int flags);
+CARAVAN_NODISCARD enum status transport_send_bytes(void *sock, const uint8_t *rid, size_t rid_len,
+                                                   uint8_t **buf_p, size_t len, int flags);
 /* Encodes msg with codec_encode and sends it as above. */
 CARAVAN_NODISCARD enum status transport_send(void *sock, const uint8_t *rid, size_t rid_len,
                                              const Caravan__Envelope *msg, int flags);

@@ -58,8 +58,8 @@ static const struct opt worker_opts[] = {
     {"max-message-bytes", 0, OPT_INT64, F(max_message_bytes), "67108864", 4096, 1073741824.0,
      "BYTES", "largest message accepted"},
     {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL", "debug|info|warn|error"},
-    {"protocol-version-override", 0, OPT_INT, F(protocol_version_override), "0", 0, 1000000,
-     "N", "testing only: claim this protocol version in the Join"},
+    {"protocol-version-override", 0, OPT_INT, F(protocol_version_override), "0", 0, 1000000, "N",
+     "testing only: claim this protocol version in the Join"},
     OPTS_END,
 };
 #undef F

@@ -54,8 +54,7 @@ struct coordinator {
     int n_generated;
 };
 
-static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning",
-                                                                  "ready"};
+static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready"};
 
 coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     coordinator_t *c = calloc(1, sizeof *c);
@@ -99,9 +98,15 @@ void coordinator_destroy(coordinator_t **self_p) {
     *self_p = NULL;
 }
 
-enum coordinator_state coordinator_state(const coordinator_t *c) { return c->state; }
-int coordinator_n_workers(const coordinator_t *c) { return c->n_workers; }
-uint64_t coordinator_epoch(const coordinator_t *c) { return c->epoch; }
+enum coordinator_state coordinator_state(const coordinator_t *c) {
+    return c->state;
+}
+int coordinator_n_workers(const coordinator_t *c) {
+    return c->n_workers;
+}
+uint64_t coordinator_epoch(const coordinator_t *c) {
+    return c->epoch;
+}
 
 void coordinator_actions_clear(struct coordinator_actions *acts) {
     for (int i = 0; i < acts->n; i++) free(acts->a[i].buf);
@@ -158,8 +163,7 @@ static void envelope(coordinator_t *c, Caravan__Envelope *env) {
 }
 
 static void send_error(coordinator_t *c, struct coordinator_actions *acts, const uint8_t *rid,
-                       size_t rid_len, Caravan__Error__Code code, const char *text,
-                       uint64_t ref) {
+                       size_t rid_len, Caravan__Error__Code code, const char *text, uint64_t ref) {
     Caravan__Envelope env;
     Caravan__Error e = CARAVAN__ERROR__INIT;
     envelope(c, &env);
@@ -184,7 +188,8 @@ static struct worker_rec *find_by_key(coordinator_t *c, const uint8_t *key) {
     return NULL;
 }
 
-/* ==== Plan ===================================================================================== */
+/* ==== Plan =====================================================================================
+ */
 
 static void fill_peer(coordinator_t *c, Caravan__Peer *p, const struct worker_rec *w) {
     caravan__peer__init(p);
@@ -258,8 +263,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
         if (a) {
             a->exit_code = 1;
-            snprintf(a->text, sizeof a->text, "cannot split %d layers over %d workers",
-                     c->n_layers, n);
+            snprintf(a->text, sizeof a->text, "cannot split %d layers over %d workers", c->n_layers,
+                     n);
         }
         return;
     }
@@ -302,7 +307,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
     }
 }
 
-/* ==== Handlers ================================================================================= */
+/* ==== Handlers =================================================================================
+ */
 
 static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
                     const Caravan__Envelope *env, struct coordinator_actions *acts) {
@@ -318,9 +324,8 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     ack.timeout_ms = c->cfg.worker_timeout_ms;
 
     const char *refusal = NULL;
-    if (!c->cfg.insecure &&
-        (!peer->key || j->public_key.len != CRYPTO_KEY_BYTES ||
-         !crypto_equal(j->public_key.data, peer->key, CRYPTO_KEY_BYTES)))
+    if (!c->cfg.insecure && (!peer->key || j->public_key.len != CRYPTO_KEY_BYTES ||
+                             !crypto_equal(j->public_key.data, peer->key, CRYPTO_KEY_BYTES)))
         refusal = "the Join's public key is not the key this connection authenticated with";
     else if (!j->data_endpoint || !j->data_endpoint[0] ||
              strlen(j->data_endpoint) >= sizeof c->workers[0].endpoint)
@@ -329,8 +334,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     if (!refusal && !c->cfg.insecure) w = find_by_key(c, peer->key);
     if (!refusal && !w && c->n_workers >= c->cfg.n_workers) refusal = "the cluster is full";
     if (refusal) {
-        LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz,
-            refusal);
+        LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz, refusal);
         ack.accepted = false;
         ack.reason = (char *)refusal;
         send_to(c, acts, peer->rid, peer->rid_len, &reply);
@@ -366,16 +370,18 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
     if (env->epoch != c->epoch) return;
     switch (a->state) {
     case CARAVAN__ASSIGN_ACK__STATE__STATE_READY:
-        if (w->has_slice && (a->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
-                             !crypto_equal(a->slice_fingerprint.data, w->slice.fingerprint,
-                                           CRYPTO_HASH_BYTES))) {
-            LOG(LOG_ERROR, "coordinator: node %u reports ready with a different slice "
-                           "fingerprint; not using it", w->node_id);
+        if (w->has_slice &&
+            (a->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
+             !crypto_equal(a->slice_fingerprint.data, w->slice.fingerprint, CRYPTO_HASH_BYTES))) {
+            LOG(LOG_ERROR,
+                "coordinator: node %u reports ready with a different slice "
+                "fingerprint; not using it",
+                w->node_id);
             return;
         }
         w->ready = true;
-        LOG(LOG_INFO, "coordinator: node %u ready for layers [%d, %d)", w->node_id,
-            w->layer_first, w->layer_end);
+        LOG(LOG_INFO, "coordinator: node %u ready for layers [%d, %d)", w->node_id, w->layer_first,
+            w->layer_end);
         break;
     case CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED:
         LOG(LOG_ERROR, "coordinator: node %u failed its assignment: %s", w->node_id,
@@ -394,8 +400,8 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
     }
 }
 
-static void on_weight_request(coordinator_t *c, struct worker_rec *w,
-                              const Caravan__Envelope *env, struct coordinator_actions *acts) {
+static void on_weight_request(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
+                              struct coordinator_actions *acts) {
     const Caravan__WeightRequest *r = env->weight_request;
     if (!w->has_slice || r->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
         !crypto_equal(r->slice_fingerprint.data, w->slice.fingerprint, CRYPTO_HASH_BYTES) ||
@@ -470,8 +476,8 @@ static void on_token_result(coordinator_t *c, const Caravan__Result *r,
         n += (size_t)snprintf(a->text + n, sizeof a->text - n, " %d", gen[i]);
     if (c->cfg.tokenizer && n < sizeof a->text) {
         char text[512];
-        size_t len = tokenizer_decode(c->cfg.tokenizer, gen, c->n_generated, false, text,
-                                      sizeof text - 1);
+        size_t len =
+            tokenizer_decode(c->cfg.tokenizer, gen, c->n_generated, false, text, sizeof text - 1);
         if (len > sizeof text - 1) len = sizeof text - 1;
         text[len] = '\0';
         for (size_t i = 0; i < len; i++)
@@ -484,8 +490,10 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
                       struct coordinator_actions *acts) {
     const Caravan__Result *r = env->result;
     if (w != &c->workers[c->n_workers - 1] || env->epoch != c->epoch) {
-        LOG(LOG_WARN, "coordinator: Result from node %u, which is not the last stage of epoch "
-                      "%llu; dropped", w->node_id, (unsigned long long)c->epoch);
+        LOG(LOG_WARN,
+            "coordinator: Result from node %u, which is not the last stage of epoch "
+            "%llu; dropped",
+            w->node_id, (unsigned long long)c->epoch);
         return;
     }
     if (r->batch_id != c->inflight_batch) {
@@ -509,12 +517,13 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
     int hops = (int)r->n_hops;
     if (c->cfg.payload) {
         /* Identity pipeline: the bytes must come back exactly (zero padding aside). */
-        bool intact = len >= c->cfg.payload_len &&
-                      memcmp(a->buf, c->cfg.payload, c->cfg.payload_len) == 0;
+        bool intact =
+            len >= c->cfg.payload_len && memcmp(a->buf, c->cfg.payload, c->cfg.payload_len) == 0;
         for (size_t i = c->cfg.payload_len; intact && i < len; i++) intact = a->buf[i] == 0;
-        snprintf(a->text, sizeof a->text, "result %d/%d batch %llu: payload %s (%zu bytes, %d hops)",
-                 c->answered, c->cfg.repeat, (unsigned long long)r->batch_id,
-                 intact ? "intact" : "CORRUPTED", c->cfg.payload_len, hops);
+        snprintf(a->text, sizeof a->text,
+                 "result %d/%d batch %llu: payload %s (%zu bytes, %d hops)", c->answered,
+                 c->cfg.repeat, (unsigned long long)r->batch_id, intact ? "intact" : "CORRUPTED",
+                 c->cfg.payload_len, hops);
         if (!intact) a->exit_code = 1;
     } else {
         snprintf(a->text, sizeof a->text, "result %d/%d batch %llu: %d rows, %zu bytes, %d hops",
@@ -532,8 +541,8 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         return;
     }
     struct worker_rec *w = find_by_rid(c, peer->rid, peer->rid_len);
-    if (!w || (!c->cfg.insecure &&
-               (!peer->key || !crypto_equal(peer->key, w->key, CRYPTO_KEY_BYTES)))) {
+    if (!w ||
+        (!c->cfg.insecure && (!peer->key || !crypto_equal(peer->key, w->key, CRYPTO_KEY_BYTES)))) {
         LOG(LOG_WARN, "coordinator: %s from %s, which has not joined; dropped",
             codec_body_name(msg->body_case), peer->address);
         send_error(c, acts, peer->rid, peer->rid_len, CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED,
@@ -560,8 +569,8 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     }
 }
 
-void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *peer,
-                            enum status rc, const char *err, struct coordinator_actions *acts) {
+void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *peer, enum status rc,
+                            const char *err, struct coordinator_actions *acts) {
     char kz[CRYPTO_KEY_Z85_LEN + 1];
     key_z85(peer->key, kz);
     if (rc == STATUS_PROTOCOL)
@@ -576,11 +585,11 @@ void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *pee
     send_error(c, acts, peer->rid, peer->rid_len, codec_error_code(rc), text, 0);
 }
 
-/* ==== Ticks: heartbeats and test requests ====================================================== */
+/* ==== Ticks: heartbeats and test requests ======================================================
+ */
 
 /* Encodes a Forward and hands it to the first stage; it becomes the batch in flight. */
-static void send_forward(coordinator_t *c, struct coordinator_actions *acts,
-                         Caravan__Forward *f) {
+static void send_forward(coordinator_t *c, struct coordinator_actions *acts, Caravan__Forward *f) {
     Caravan__Envelope env;
     envelope(c, &env);
     f->batch_id = c->next_batch++;

@@ -31,9 +31,9 @@ enum coordinator_state {
 };
 
 struct coordinator_config {
-    int n_workers;          /* plan once this many have joined */
-    int32_t n_layers;       /* layers to split when there is no model (identity pipelines) */
-    const gguf_t *model;    /* the model (mapped), or NULL */
+    int n_workers;       /* plan once this many have joined */
+    int32_t n_layers;    /* layers to split when there is no model (identity pipelines) */
+    const gguf_t *model; /* the model (mapped), or NULL */
     const char *model_name;
     uint8_t model_fingerprint[CRYPTO_HASH_BYTES];
     uint64_t model_bytes;
@@ -53,7 +53,7 @@ struct coordinator_config {
     int repeat;
     int interval_ms;
     int request_timeout_ms;
-    bool exit_when_done;    /* exit 0 after the last answer */
+    bool exit_when_done; /* exit 0 after the last answer */
     uint32_t heartbeat_ms;
     uint32_t worker_timeout_ms;
 };
@@ -112,6 +112,6 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
                         struct coordinator_actions *acts);
 /* A message that failed to decode: logged, and answered with an Error (for a version mismatch
  * the text names both versions). */
-void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *peer,
-                            enum status rc, const char *err, struct coordinator_actions *acts);
+void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *peer, enum status rc,
+                            const char *err, struct coordinator_actions *acts);
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts);

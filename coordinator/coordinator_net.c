@@ -56,8 +56,7 @@ static void run_actions(struct net *n, struct coordinator_actions *acts) {
             transport_close(&n->first_mon);
             transport_close(&n->first);
             n->first_key[0] = '\0';
-            if (!transport_insecure(n->t))
-                zmq_z85_encode(n->first_key, a->key, CRYPTO_KEY_BYTES);
+            if (!transport_insecure(n->t)) zmq_z85_encode(n->first_key, a->key, CRYPTO_KEY_BYTES);
             snprintf(n->first_endpoint, sizeof n->first_endpoint, "%s", a->endpoint);
             n->has_first = true;
             break;
@@ -150,9 +149,8 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         LOG(LOG_INFO, "coordinator: %zu worker keys allowed (%s)", n_keys, cfg->allow_file);
     }
     char bound[256] = "";
-    n.ctl = transport_server(t, ZMQ_ROUTER, TRANSPORT_ROLE_CONTROL_SERVER,
-                             TRANSPORT_DOMAIN_CONTROL, cfg->listen, bound, sizeof bound,
-                             &n.ctl_mon);
+    n.ctl = transport_server(t, ZMQ_ROUTER, TRANSPORT_ROLE_CONTROL_SERVER, TRANSPORT_DOMAIN_CONTROL,
+                             cfg->listen, bound, sizeof bound, &n.ctl_mon);
     if (!n.ctl) return 1;
     LOG(LOG_INFO, "coordinator: listening on %s (%s)", bound,
         transport_insecure(t) ? "plaintext, --insecure" : "CURVE");
@@ -165,8 +163,8 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         if (reload_requested && !transport_insecure(t)) {
             reload_requested = 0;
             size_t n_keys = 0;
-            if (transport_allow_load_file(t, TRANSPORT_DOMAIN_CONTROL, cfg->allow_file,
-                                          &n_keys) == STATUS_OK)
+            if (transport_allow_load_file(t, TRANSPORT_DOMAIN_CONTROL, cfg->allow_file, &n_keys) ==
+                STATUS_OK)
                 LOG(LOG_INFO, "coordinator: allow-list reloaded: %zu keys", n_keys);
             else
                 LOG(LOG_ERROR, "coordinator: allow-list reload failed; keeping the old one");

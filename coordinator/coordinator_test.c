@@ -100,7 +100,7 @@ static void result(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t e
 
 int main(void) {
     log_set_level(LOG_ERROR);
-    static struct coordinator_actions acts; /* large: keep it off the stack */
+    static struct coordinator_actions acts;   /* large: keep it off the stack */
     const char payload[] = "hello, pipeline"; /* 15 bytes -> 4 words, zero padded */
     struct coordinator_config cfg = {
         .n_workers = 2,

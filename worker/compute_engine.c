@@ -18,8 +18,8 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     };
     enum status rc = model_load(e->model_path, &p, &e->model);
     if (rc != STATUS_OK) return rc;
-    LOG(LOG_INFO, "worker: loaded layers [%d, %d) of %s (%zu bytes of weights)",
-        slice->layer_first, slice->layer_end, e->model_path, model_weight_bytes(e->model));
+    LOG(LOG_INFO, "worker: loaded layers [%d, %d) of %s (%zu bytes of weights)", slice->layer_first,
+        slice->layer_end, e->model_path, model_weight_bytes(e->model));
     return STATUS_OK;
 }
 
@@ -54,8 +54,8 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
         b.tokens = in->token;
     } else {
         const Caravan__Tensor *h = in->hidden;
-        if (!h || h->dtype != CARAVAN__DTYPE__DTYPE_F32 || h->n_shape != 2 ||
-            h->shape[0] != n || h->shape[1] != cfg->n_embd) {
+        if (!h || h->dtype != CARAVAN__DTYPE__DTYPE_F32 || h->n_shape != 2 || h->shape[0] != n ||
+            h->shape[1] != cfg->n_embd) {
             LOG(LOG_ERROR, "worker: hidden states must be F32 [%d, %lld]", n,
                 (long long)cfg->n_embd);
             return STATUS_FORMAT;
@@ -110,4 +110,6 @@ void compute_engine_reset(void *ctx, int32_t kv_slot) {
         if (kv_slot < 0 || s == kv_slot) model_seq_reset(e->model, s);
 }
 
-void compute_engine_free(struct compute_engine *e) { model_free(&e->model); }
+void compute_engine_free(struct compute_engine *e) {
+    model_free(&e->model);
+}

@@ -22,7 +22,9 @@ enum status slice_n_layers(const gguf_t *g, int32_t *n_layers) {
     return STATUS_OK;
 }
 
-static bool has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+static bool has_prefix(const char *s, const char *p) {
+    return strncmp(s, p, strlen(p)) == 0;
+}
 
 /* Whether tensor `name` belongs to [first, end) of an n_layers model. */
 static bool slice_owns(const char *name, int32_t first, int32_t end, int32_t n_layers, bool tied) {
@@ -32,8 +34,7 @@ static bool slice_owns(const char *name, int32_t first, int32_t end, int32_t n_l
         return stop != name + 4 && *stop == '.' && i >= first && i < end;
     }
     if (has_prefix(name, "token_embd.")) return first == 0 || (tied && end == n_layers);
-    if (has_prefix(name, "output_norm.") || has_prefix(name, "output."))
-        return end == n_layers;
+    if (has_prefix(name, "output_norm.") || has_prefix(name, "output.")) return end == n_layers;
     return false;
 }
 
@@ -42,8 +43,7 @@ enum status slice_init(struct slice *s, const gguf_t *g, int32_t first, int32_t 
     enum status rc = slice_n_layers(g, &s->n_layers);
     if (rc != STATUS_OK) return rc;
     if (first < 0 || end <= first || end > s->n_layers) {
-        LOG(LOG_ERROR, "slice [%d, %d) is outside the model's %d layers", first, end,
-            s->n_layers);
+        LOG(LOG_ERROR, "slice [%d, %d) is outside the model's %d layers", first, end, s->n_layers);
         return STATUS_FORMAT;
     }
     s->layer_first = first;

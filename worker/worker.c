@@ -38,8 +38,7 @@ struct worker {
 };
 
 const char *worker_state_name(enum worker_state s) {
-    static const char *const names[WORKER_STATE_COUNT] = {"joining", "joined", "loading",
-                                                          "ready"};
+    static const char *const names[WORKER_STATE_COUNT] = {"joining", "joined", "loading", "ready"};
     return (unsigned)s < WORKER_STATE_COUNT ? names[s] : "unknown";
 }
 
@@ -63,10 +62,18 @@ void worker_destroy(worker_t **self_p) {
     *self_p = NULL;
 }
 
-enum worker_state worker_state(const worker_t *w) { return w->state; }
-uint64_t worker_n_computed(const worker_t *w) { return w->n_computed; }
-uint32_t worker_node_id(const worker_t *w) { return w->node_id; }
-uint32_t worker_timeout_ms(const worker_t *w) { return w->timeout_ms; }
+enum worker_state worker_state(const worker_t *w) {
+    return w->state;
+}
+uint64_t worker_n_computed(const worker_t *w) {
+    return w->n_computed;
+}
+uint32_t worker_node_id(const worker_t *w) {
+    return w->node_id;
+}
+uint32_t worker_timeout_ms(const worker_t *w) {
+    return w->timeout_ms;
+}
 
 void worker_actions_clear(struct worker_actions *acts) {
     for (int i = 0; i < acts->n; i++) free(acts->a[i].buf);
@@ -186,8 +193,8 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     caps.n_cores = cores > 0 ? (uint32_t)cores : 1;
     caps.n_threads = w->cfg.n_threads ? w->cfg.n_threads : caps.n_cores;
     envelope(w, &env, 0);
-    j.protocol_version = w->cfg.protocol_version ? w->cfg.protocol_version
-                                                 : CARAVAN_PROTOCOL_VERSION;
+    j.protocol_version =
+        w->cfg.protocol_version ? w->cfg.protocol_version : CARAVAN_PROTOCOL_VERSION;
     j.node_name = (char *)(w->cfg.name ? w->cfg.name : host);
     j.caps = &caps;
     j.data_endpoint = (char *)w->cfg.data_endpoint;
@@ -206,8 +213,7 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
-    LOG(LOG_INFO, "worker %s: joining (activation endpoint %s)", j.node_name,
-        w->cfg.data_endpoint);
+    LOG(LOG_INFO, "worker %s: joining (activation endpoint %s)", j.node_name, w->cfg.data_endpoint);
 }
 
 static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_actions *acts) {
@@ -254,8 +260,9 @@ static void become_ready(worker_t *w, struct worker_actions *acts) {
 static void refuse_weights(worker_t *w, struct worker_actions *acts, const char *why) {
     char hex[CRYPTO_HASH_HEX_LEN + 1];
     char text[256];
-    snprintf(text, sizeof text, "weights for layers [%d, %d) differ from the coordinator's: %s "
-                                "(expected slice fingerprint %s); refusing to compute with them",
+    snprintf(text, sizeof text,
+             "weights for layers [%d, %d) differ from the coordinator's: %s "
+             "(expected slice fingerprint %s); refusing to compute with them",
              w->slice.layer_first, w->slice.layer_end, why,
              crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex));
     LOG(LOG_ERROR, "worker: %s", text);
@@ -330,8 +337,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
     }
     LOG(LOG_INFO, "worker: assigned layers [%d, %d) of %d, epoch %llu, %s stage%s%s",
         a->layer_first, a->layer_end, w->slice.n_layers, (unsigned long long)env->epoch,
-        w->slice.is_first ? "first" : (w->slice.is_last ? "last" : "middle"),
-        a->next ? " -> " : "", a->next ? a->next->endpoint : "");
+        w->slice.is_first ? "first" : (w->slice.is_last ? "last" : "middle"), a->next ? " -> " : "",
+        a->next ? a->next->endpoint : "");
 
     if (!w->have_slice_fingerprint) {
         /* No weights in this plan (identity compute over activations). */
@@ -341,7 +348,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
     }
     w->state = WORKER_STATE_LOADING;
     if (w->cfg.model) {
-        /* Local file: it must be the coordinator's model, and our slice of it must hash the same. */
+        /* Local file: it must be the coordinator's model, and our slice of it must hash the same.
+         */
         if (!crypto_equal(w->cfg.model_fingerprint, a->model->fingerprint.data,
                           CRYPTO_HASH_BYTES)) {
             refuse_weights(w, acts, "the local model file's fingerprint differs");
@@ -537,8 +545,9 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
             (!sender_key || !crypto_equal(sender_key, w->upstream_key, CRYPTO_KEY_BYTES))) {
             char z85[CRYPTO_KEY_Z85_LEN + 1] = "(none)";
             if (sender_key) zmq_z85_encode(z85, sender_key, CRYPTO_KEY_BYTES);
-            LOG(LOG_WARN, "worker: dropped %s from %s: sender is not this worker's assigned "
-                          "upstream peer (key %s)",
+            LOG(LOG_WARN,
+                "worker: dropped %s from %s: sender is not this worker's assigned "
+                "upstream peer (key %s)",
                 codec_body_name(msg->body_case), sender_addr, z85);
             return;
         }
@@ -583,8 +592,8 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
     }
 }
 
-void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_addr,
-                       enum status rc, const char *err, struct worker_actions *acts) {
+void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_addr, enum status rc,
+                       const char *err, struct worker_actions *acts) {
     (void)w;
     if (src == WORKER_FROM_CONTROL && rc == STATUS_PROTOCOL) {
         char text[256];

@@ -62,16 +62,16 @@ enum status worker_compute_identity(void *ctx, const struct worker_slice *slice,
                                     const Caravan__Forward *in, struct worker_tensor *out);
 
 struct worker_config {
-    const char *name;                        /* for logs and Join.node_name */
-    const char *data_endpoint;               /* advertised activation endpoint */
-    uint8_t public_key[CRYPTO_KEY_BYTES];    /* this worker's CURVE key (zero when insecure) */
+    const char *name;                          /* for logs and Join.node_name */
+    const char *data_endpoint;                 /* advertised activation endpoint */
+    uint8_t public_key[CRYPTO_KEY_BYTES];      /* this worker's CURVE key (zero when insecure) */
     uint8_t coordinator_key[CRYPTO_KEY_BYTES]; /* upstream of the first stage */
-    bool insecure;                           /* no keys to check */
-    uint32_t protocol_version;               /* 0 = CARAVAN_PROTOCOL_VERSION (tests override) */
-    const gguf_t *model;                     /* local model file (mapped), or NULL: receive
-                                                weights as WeightChunks */
+    bool insecure;                             /* no keys to check */
+    uint32_t protocol_version;                 /* 0 = CARAVAN_PROTOCOL_VERSION (tests override) */
+    const gguf_t *model;                       /* local model file (mapped), or NULL: receive
+                                                  weights as WeightChunks */
     uint8_t model_fingerprint[CRYPTO_HASH_BYTES]; /* BLAKE2b of that whole file */
-    uint64_t max_weight_bytes;               /* largest slice blob accepted over the network */
+    uint64_t max_weight_bytes;                    /* largest slice blob accepted over the network */
     uint32_t n_threads;
     worker_compute_fn compute;
     worker_load_fn load;
@@ -132,7 +132,7 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
                    const char *sender_addr, const Caravan__Envelope *msg, uint64_t now_us,
                    struct worker_actions *acts);
 /* A message that failed to decode (status and the codec's reason). */
-void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_addr,
-                       enum status rc, const char *err, struct worker_actions *acts);
+void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_addr, enum status rc,
+                       const char *err, struct worker_actions *acts);
 /* Periodic: heartbeats. */
 void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts);

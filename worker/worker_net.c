@@ -160,9 +160,9 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     if (!transport_insecure(t) &&
         transport_allow_set(t, TRANSPORT_DOMAIN_ACTIVATION, NULL, 0) != STATUS_OK)
         return 1;
-    n.act_in = transport_server(t, ZMQ_PULL, TRANSPORT_ROLE_ACTIVATION_IN,
-                                TRANSPORT_DOMAIN_ACTIVATION, cfg->listen, bound, sizeof bound,
-                                &n.act_in_mon);
+    n.act_in =
+        transport_server(t, ZMQ_PULL, TRANSPORT_ROLE_ACTIVATION_IN, TRANSPORT_DOMAIN_ACTIVATION,
+                         cfg->listen, bound, sizeof bound, &n.act_in_mon);
     if (!n.act_in) return 1;
     wcfg->data_endpoint = cfg->advertise ? cfg->advertise : bound;
     LOG(LOG_INFO, "worker: activation socket listening on %s (%s)", bound,
@@ -182,8 +182,8 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
 
     while (!n.done && !stop_requested) {
         zmq_pollitem_t items[6] = {
-            {n.ctl, 0, ZMQ_POLLIN, 0},        {n.ctl_mon, 0, ZMQ_POLLIN, 0},
-            {n.act_in, 0, ZMQ_POLLIN, 0},     {n.act_in_mon, 0, ZMQ_POLLIN, 0},
+            {n.ctl, 0, ZMQ_POLLIN, 0},         {n.ctl_mon, 0, ZMQ_POLLIN, 0},
+            {n.act_in, 0, ZMQ_POLLIN, 0},      {n.act_in_mon, 0, ZMQ_POLLIN, 0},
             {n.act_out_mon, 0, ZMQ_POLLIN, 0},
         };
         int n_items = n.act_out_mon ? 5 : 4;
@@ -198,8 +198,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                 on_monitor(&n, n.act_in_mon, "activation socket");
             if (!n.done && n_items > 4 && (items[4].revents & ZMQ_POLLIN))
                 on_monitor(&n, n.act_out_mon, "connection to the next stage");
-            if (!n.done && (items[0].revents & ZMQ_POLLIN))
-                drain(&n, n.ctl, WORKER_FROM_CONTROL);
+            if (!n.done && (items[0].revents & ZMQ_POLLIN)) drain(&n, n.ctl, WORKER_FROM_CONTROL);
             if (!n.done && (items[2].revents & ZMQ_POLLIN))
                 drain(&n, n.act_in, WORKER_FROM_UPSTREAM);
         }

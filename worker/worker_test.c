@@ -22,8 +22,7 @@ static Caravan__Envelope *decode_action(const struct worker_actions *acts, int i
     assert(i < acts->n && acts->a[i].buf);
     Caravan__Envelope *env = NULL;
     char err[CODEC_ERR_LEN];
-    assert(codec_decode(acts->a[i].buf, acts->a[i].len, NULL, &env, err, sizeof err) ==
-           STATUS_OK);
+    assert(codec_decode(acts->a[i].buf, acts->a[i].len, NULL, &env, err, sizeof err) == STATUS_OK);
     return env;
 }
 
@@ -46,8 +45,7 @@ static void join(worker_t *w, struct worker_actions *acts) {
 
 /* Assign [first, end) of 8 under epoch, a middle stage unless prev/next are NULL. */
 static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const uint8_t *next_key,
-                   const uint8_t *fingerprint, uint64_t slice_bytes,
-                   struct worker_actions *acts) {
+                   const uint8_t *fingerprint, uint64_t slice_bytes, struct worker_actions *acts) {
     Caravan__Envelope env;
     Caravan__Assign a = CARAVAN__ASSIGN__INIT;
     Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
@@ -110,8 +108,7 @@ static void forward(worker_t *w, uint64_t epoch, const uint8_t *sender,
 }
 
 static void weight_chunk(worker_t *w, uint64_t epoch, const uint8_t *fp, const uint8_t *data,
-                         size_t len, uint64_t offset, uint64_t total,
-                         struct worker_actions *acts) {
+                         size_t len, uint64_t offset, uint64_t total, struct worker_actions *acts) {
     Caravan__Envelope env;
     Caravan__WeightChunk c = CARAVAN__WEIGHT_CHUNK__INIT;
     codec_envelope_init(&env, epoch, 4);
@@ -145,7 +142,8 @@ int main(void) {
     assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
     Caravan__Envelope *env = decode_action(&acts, 0);
     assert(env->body_case == CARAVAN__ENVELOPE__BODY_JOIN);
-    assert(env->join->public_key.len == 32 && memcmp(env->join->public_key.data, KEY_SELF, 32) == 0);
+    assert(env->join->public_key.len == 32 &&
+           memcmp(env->join->public_key.data, KEY_SELF, 32) == 0);
     assert(strcmp(env->join->data_endpoint, "tcp://self:1") == 0);
     codec_free(&env);
     worker_actions_clear(&acts);
@@ -157,8 +155,10 @@ int main(void) {
     /* Middle stage: upstream is prev's key, output goes to next; ready without weights. */
     assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
     assert(worker_state(w) == WORKER_STATE_READY);
-    assert(acts.a[0].kind == WORKER_ACTION_ALLOW_UPSTREAM && memcmp(acts.a[0].key, KEY_PREV, 32) == 0);
-    assert(acts.a[1].kind == WORKER_ACTION_CONNECT_NEXT && memcmp(acts.a[1].key, KEY_NEXT, 32) == 0);
+    assert(acts.a[0].kind == WORKER_ACTION_ALLOW_UPSTREAM &&
+           memcmp(acts.a[0].key, KEY_PREV, 32) == 0);
+    assert(acts.a[1].kind == WORKER_ACTION_CONNECT_NEXT &&
+           memcmp(acts.a[1].key, KEY_NEXT, 32) == 0);
     assert(strcmp(acts.a[1].endpoint, "tcp://next:1") == 0);
     env = decode_action(&acts, 2);
     assert(env->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN_ACK &&
@@ -187,7 +187,8 @@ int main(void) {
     /* A re-plan (epoch 2) makes this the first stage: now only the coordinator may send,
      * and as the last stage too, the output is a Result on the control socket. */
     assign(w, 2, NULL, NULL, NULL, 0, &acts);
-    assert(acts.a[0].kind == WORKER_ACTION_ALLOW_UPSTREAM && memcmp(acts.a[0].key, KEY_COORD, 32) == 0);
+    assert(acts.a[0].kind == WORKER_ACTION_ALLOW_UPSTREAM &&
+           memcmp(acts.a[0].key, KEY_COORD, 32) == 0);
     assert(count_kind(&acts, WORKER_ACTION_DISCONNECT_NEXT) == 1);
     worker_actions_clear(&acts);
     assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts); /* stale: ignored */
@@ -210,14 +211,16 @@ int main(void) {
     assign(w, 3, KEY_PREV, NULL, fp, sizeof blob, &acts);
     assert(worker_state(w) == WORKER_STATE_LOADING);
     env = decode_action(&acts, acts.n - 1);
-    assert(env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST && env->weight_request->offset == 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST &&
+           env->weight_request->offset == 0);
     codec_free(&env);
     worker_actions_clear(&acts);
     forward(w, 3, KEY_PREV, &acts); /* not ready yet */
     assert(acts.n == 0);
     weight_chunk(w, 3, fp, blob, 60, 0, sizeof blob, &acts);
     env = decode_action(&acts, 0);
-    assert(env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST && env->weight_request->offset == 60);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST &&
+           env->weight_request->offset == 60);
     codec_free(&env);
     worker_actions_clear(&acts);
     uint8_t bad[40];

@@ -88,7 +88,8 @@ static uint8_t *valid_forward(size_t *len, uint32_t version) {
 
 static void send_frame(void *s, const void *data, size_t len, int flags, const char *what) {
     int rc = zmq_send(s, data, len, flags);
-    printf("net_probe: %s (%zu bytes): %s\n", what, len, rc < 0 ? zmq_strerror(zmq_errno()) : "sent");
+    printf("net_probe: %s (%zu bytes): %s\n", what, len,
+           rc < 0 ? zmq_strerror(zmq_errno()) : "sent");
     fflush(stdout);
 }
 
@@ -220,9 +221,12 @@ int main(int argc, char **argv) {
     }
     void *ctx = zmq_ctx_new();
     int rc = 2;
-    if (strcmp(argv[1], "inject") == 0) rc = cmd_inject(ctx, argc, argv);
-    else if (strcmp(argv[1], "garbage") == 0) rc = cmd_garbage(ctx, argc, argv);
-    else if (strcmp(argv[1], "null") == 0) rc = cmd_null(ctx, argc, argv);
+    if (strcmp(argv[1], "inject") == 0)
+        rc = cmd_inject(ctx, argc, argv);
+    else if (strcmp(argv[1], "garbage") == 0)
+        rc = cmd_garbage(ctx, argc, argv);
+    else if (strcmp(argv[1], "null") == 0)
+        rc = cmd_null(ctx, argc, argv);
     if (rc == 2) fprintf(stderr, "net_probe: bad arguments\n");
     zmq_ctx_term(ctx);
     return rc;
