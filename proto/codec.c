@@ -847,27 +847,34 @@ void codec_envelope_init(Caravan__Envelope *msg, uint64_t epoch, uint64_t msg_id
     msg->msg_id = msg_id;
 }
 
-/* Validates msg and returns its encoded size in *len. */
-static enum status encode_check(const Caravan__Envelope *msg, size_t *len, char *err,
-                                size_t errlen)
+/* Validates msg against lim (NULL = defaults) and returns its encoded size in *len. */
+static enum status encode_check(const Caravan__Envelope *msg, const struct codec_limits *lim,
+                                size_t *len, char *err, size_t errlen)
 {
-    struct codec_limits lim = codec_limits_default();
-    enum status s = codec_validate(msg, &lim, err, errlen);
+    struct codec_limits def = codec_limits_default();
+    if (!lim) lim = &def;
+    enum status s = codec_validate(msg, lim, err, errlen);
     if (s != STATUS_OK) return s;
     *len = caravan__envelope__get_packed_size(msg);
-    if (*len > lim.max_message_bytes)
+    if (*len > lim->max_message_bytes)
         return fail(err, errlen, STATUS_NOMEM, "%s message of %zu bytes (limit %zu)",
-                    codec_body_name(msg->body_case), *len, lim.max_message_bytes);
+                    codec_body_name(msg->body_case), *len, lim->max_message_bytes);
     return STATUS_OK;
 }
 
 enum status codec_encode(const Caravan__Envelope *msg, uint8_t **out, size_t *len, char *err,
                          size_t errlen)
 {
+    return codec_encode_lim(msg, NULL, out, len, err, errlen);
+}
+
+enum status codec_encode_lim(const Caravan__Envelope *msg, const struct codec_limits *lim,
+                             uint8_t **out, size_t *len, char *err, size_t errlen)
+{
     *out = NULL;
     *len = 0;
     size_t n;
-    enum status s = encode_check(msg, &n, err, errlen);
+    enum status s = encode_check(msg, lim, &n, err, errlen);
     if (s != STATUS_OK) return s;
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) return fail(err, errlen, STATUS_NOMEM, "out of memory for %zu bytes", n);
@@ -886,7 +893,7 @@ enum status codec_encode_into(const Caravan__Envelope *msg, uint8_t *buf, size_t
 {
     size_t n;
     *len = 0;
-    enum status s = encode_check(msg, &n, err, errlen);
+    enum status s = encode_check(msg, NULL, &n, err, errlen);
     if (s != STATUS_OK) return s;
     *len = n;
     if (n > cap)

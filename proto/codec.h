@@ -87,6 +87,12 @@ void codec_envelope_init(Caravan__Envelope *msg, uint64_t epoch, uint64_t msg_id
 CARAVAN_NODISCARD enum status codec_encode(const Caravan__Envelope *msg, uint8_t **out,
                                            size_t *len, char *err, size_t errlen);
 
+/* As codec_encode, validating against lim (NULL = defaults) instead of the defaults, for a
+ * node configured with larger limits (its peers must be configured alike). */
+CARAVAN_NODISCARD enum status codec_encode_lim(const Caravan__Envelope *msg,
+                                               const struct codec_limits *lim, uint8_t **out,
+                                               size_t *len, char *err, size_t errlen);
+
 /* As codec_encode into buf[0..cap). STATUS_NOMEM when cap is too small (*len then holds the
  * size needed). */
 CARAVAN_NODISCARD enum status codec_encode_into(const Caravan__Envelope *msg, uint8_t *buf,

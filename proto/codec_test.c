@@ -841,6 +841,29 @@ static void test_limits(void)
     lim.max_tensor_elems = FX_TOKENS * FX_EMBD;
     expect_refused("tensor at limit", FX_FORWARD_HIDDEN, NULL, &lim, STATUS_OK, NULL);
 
+    /* codec_encode_lim: the encoder honours the caller's limits both ways */
+    {
+        struct fixture *f = fixture_new(FX_FORWARD_HIDDEN);
+        uint8_t *out = NULL;
+        size_t olen = 0;
+        char err[CODEC_ERR_LEN];
+        lim = codec_limits_default();
+        lim.max_message_bytes = 100;
+        CHECK(codec_encode_lim(&f->env, &lim, &out, &olen, err, sizeof(err)) == STATUS_NOMEM);
+        CHECK(out == NULL);
+        lim = codec_limits_default();
+        lim.max_tensor_elems = (int64_t)1 << 40;
+        f->hidden_shape[1] = (int64_t)64 << 20; /* past the default elements, within lim */
+        f->hidden.data.len = (size_t)FX_TOKENS * (64 << 20) * 4;
+        CHECK(codec_encode(&f->env, &out, &olen, err, sizeof(err)) == STATUS_NOMEM);
+        lim.max_message_bytes = (size_t)1 << 30;
+        f->hidden_shape[1] = FX_EMBD;
+        f->hidden.data.len = sizeof(f->hidden_f32);
+        CHECK(codec_encode_lim(&f->env, &lim, &out, &olen, err, sizeof(err)) == STATUS_OK);
+        free(out);
+        free(f);
+    }
+
     /* The allocation budget: a million empty hops are 2 bytes each on the wire but a struct
      * and a pointer each unpacked; with the count limit lifted, the budget must stop them. */
     size_t n_hops = 1u << 20;
