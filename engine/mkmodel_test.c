@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "gguf.h"
@@ -15,6 +16,9 @@
 #include "quant.h"
 #ifdef HAVE_MODEL
 #include "model.h"
+#endif
+#ifdef HAVE_TOKENIZER
+#include "tokenizer.h"
 #endif
 
 static int failures;
@@ -456,6 +460,63 @@ static void test_errors(void) {
           "unwritable path");
 }
 
+#ifdef HAVE_TOKENIZER
+/* The synthetic SentencePiece vocabulary works with caravan's tokenizer: BOS first, byte
+ * fallback for what has no piece, and decoding gives the text back. */
+static void test_tokenizer(void) {
+    char path[256];
+    path_for(path, sizeof path, "tiny", "q8_0", "-tok");
+    CHECK(write_model("tiny", MKMODEL_TYPE_Q8_0, true, 2, 1, NULL, path) == STATUS_OK,
+          "write tiny");
+    gguf_t *g = NULL;
+    tokenizer_t *tk = NULL;
+    if (gguf_open(path, &g) != STATUS_OK || tokenizer_load(g, &tk) != STATUS_OK) {
+        CHECK(0, "tiny: tokenizer_load");
+        gguf_close(&g);
+        unlink(path);
+        return;
+    }
+    static const char text[] = "Hello wide world!\n\xc3\xa9t\xc3\xa9 {x}";
+    int32_t ids[128];
+    int64_t n = tokenizer_encode(tk, text, strlen(text), true, false, ids, 128);
+    CHECK(n > 2 && n <= 128 && ids[0] == 1, "encode: %lld tokens, first %d", (long long)n,
+          n > 0 ? ids[0] : -1);
+    if (n > 2 && n <= 128) {
+        for (int64_t i = 0; i < n; i++) CHECK(ids[i] >= 0 && ids[i] < 512, "id %d", ids[i]);
+        char out[256];
+        size_t len = tokenizer_decode(tk, ids + 1, n - 1, false, out, sizeof out - 1);
+        out[len < sizeof out - 1 ? len : sizeof out - 1] = '\0';
+        CHECK(strstr(out, text) != NULL, "decode gave '%s'", out);
+    }
+    tokenizer_free(&tk);
+    gguf_close(&g);
+    unlink(path);
+}
+#endif
+
+/* `caravan mkmodel` itself, when the binary is built: writes a file, rejects bad arguments. */
+static void test_cli(void) {
+    const char *bin = getenv("CARAVAN_BIN");
+    char exe[512], cmd[1536], out[256];
+    snprintf(exe, sizeof exe, "%s/caravan", bin ? bin : ".");
+    if (!bin || access(exe, X_OK) != 0) {
+        printf("skip cli: no %s\n", exe);
+        return;
+    }
+    path_for(out, sizeof out, "tiny", "q4_0", "-cli");
+    snprintf(cmd, sizeof cmd, "%s mkmodel --shape tiny --type q4_0 --out %s --quiet", exe, out);
+    CHECK(system(cmd) == 0 && access(out, F_OK) == 0, "%s failed", cmd);
+    snprintf(cmd, sizeof cmd, "%s mkmodel --shape nope --type q4_0 --out %s 2>/dev/null", exe, out);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "unknown shape: status %d", rc);
+    snprintf(cmd, sizeof cmd, "%s mkmodel --shape tiny --type q3_k --out %s 2>/dev/null", exe, out);
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "unknown type: status %d", rc);
+    snprintf(cmd, sizeof cmd, "%s mkmodel --list >/dev/null", exe);
+    CHECK(system(cmd) == 0, "--list");
+    unlink(out);
+}
+
 #ifdef HAVE_MODEL
 /* The tiny models load and a forward pass gives finite logits. */
 static void test_forward(const char *shape, enum mkmodel_type type) {
@@ -516,6 +577,10 @@ int main(void) {
     test_vocab_from();
     test_plans();
     test_errors();
+    test_cli();
+#ifdef HAVE_TOKENIZER
+    test_tokenizer();
+#endif
 #ifdef HAVE_MODEL
     for (int t = 0; t < MKMODEL_TYPE_COUNT; t++) test_forward("tiny", (enum mkmodel_type)t);
     test_forward("tiny-llama3", MKMODEL_TYPE_Q8_0);
