@@ -667,12 +667,12 @@ enum status transport_send_bytes(void *sock, const uint8_t *rid, size_t rid_len,
     return STATUS_OK;
 }
 
-enum status transport_send(void *sock, const uint8_t *rid, size_t rid_len,
+enum status transport_send(transport_t *t, void *sock, const uint8_t *rid, size_t rid_len,
                            const Caravan__Envelope *msg, int flags) {
     uint8_t *buf = NULL;
     size_t len = 0;
     char err[CODEC_ERR_LEN];
-    enum status rc = codec_encode(msg, &buf, &len, err, sizeof err);
+    enum status rc = codec_encode_lim(msg, &t->limits, &buf, &len, err, sizeof err);
     if (rc != STATUS_OK) {
         LOG(LOG_ERROR, "cannot encode %s: %s", codec_body_name(msg->body_case), err);
         return rc;

@@ -113,9 +113,10 @@ CARAVAN_NODISCARD enum status transport_recv(transport_t *t, void *sock, int fla
  * peer absent), STATUS_IO otherwise. */
 CARAVAN_NODISCARD enum status transport_send_bytes(void *sock, const uint8_t *rid, size_t rid_len,
                                                    uint8_t **buf_p, size_t len, int flags);
-/* Encodes msg with codec_encode and sends it as above. */
-CARAVAN_NODISCARD enum status transport_send(void *sock, const uint8_t *rid, size_t rid_len,
-                                             const Caravan__Envelope *msg, int flags);
+/* Encodes msg under the transport's limits (codec_encode_lim) and sends it as above. */
+CARAVAN_NODISCARD enum status transport_send(transport_t *t, void *sock, const uint8_t *rid,
+                                             size_t rid_len, const Caravan__Envelope *msg,
+                                             int flags);
 
 /* Microseconds of CLOCK_REALTIME (for Envelope.sent_us and Hop times) and of CLOCK_MONOTONIC
  * (for deadlines). */

@@ -174,6 +174,7 @@ int cmd_coordinator(int argc, char **argv) {
         memcpy(payload, cli.prompt, payload_len + 1);
     }
     if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
+    ccfg.limits = transport_limits(t);
     ccfg.n_workers = cli.workers;
     ccfg.n_layers = cli.layers;
     ccfg.model = model;

@@ -118,6 +118,7 @@ int cmd_worker(int argc, char **argv) {
             crypto_hex(wcfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
     }
     if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
+    wcfg.limits = transport_limits(t);
     wcfg.name = cli.name;
     wcfg.insecure = cli.insecure;
     wcfg.protocol_version = (uint32_t)cli.protocol_version_override;

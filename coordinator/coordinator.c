@@ -138,11 +138,10 @@ static void key_z85(const uint8_t *key, char out[CRYPTO_KEY_Z85_LEN + 1]) {
 /* Encodes env to the worker with this routing id. */
 static void send_to(coordinator_t *c, struct coordinator_actions *acts, const uint8_t *rid,
                     size_t rid_len, Caravan__Envelope *env) {
-    (void)c;
     uint8_t *buf = NULL;
     size_t len = 0;
     char err[CODEC_ERR_LEN];
-    if (codec_encode(env, &buf, &len, err, sizeof err) != STATUS_OK) {
+    if (codec_encode_lim(env, c->cfg.limits, &buf, &len, err, sizeof err) != STATUS_OK) {
         LOG(LOG_ERROR, "coordinator: cannot encode %s: %s", codec_body_name(env->body_case), err);
         return;
     }
@@ -599,7 +598,7 @@ static void send_forward(coordinator_t *c, struct coordinator_actions *acts, Car
     uint8_t *buf = NULL;
     size_t len = 0;
     char err[CODEC_ERR_LEN];
-    if (codec_encode(&env, &buf, &len, err, sizeof err) != STATUS_OK) {
+    if (codec_encode_lim(&env, c->cfg.limits, &buf, &len, err, sizeof err) != STATUS_OK) {
         LOG(LOG_ERROR, "coordinator: cannot encode the request: %s", err);
         return;
     }

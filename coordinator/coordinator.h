@@ -56,6 +56,7 @@ struct coordinator_config {
     bool exit_when_done; /* exit 0 after the last answer */
     uint32_t heartbeat_ms;
     uint32_t worker_timeout_ms;
+    const struct codec_limits *limits; /* for encoding (the transport's); NULL = codec defaults */
 };
 
 enum coordinator_action_kind {

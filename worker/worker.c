@@ -118,7 +118,7 @@ static void emit(worker_t *w, struct worker_actions *acts, enum worker_action_ki
         caravan__envelope__pack(env, buf);
     } else {
         char err[CODEC_ERR_LEN];
-        if (codec_encode(env, &buf, &len, err, sizeof err) != STATUS_OK) {
+        if (codec_encode_lim(env, w->cfg.limits, &buf, &len, err, sizeof err) != STATUS_OK) {
             LOG(LOG_ERROR, "worker: cannot encode %s: %s", codec_body_name(env->body_case), err);
             return;
         }
