@@ -481,8 +481,14 @@ static void on_token_result(coordinator_t *c, const Caravan__Result *r,
         text[len] = '\0';
         for (size_t i = 0; i < len; i++)
             if (text[i] == '\n') text[i] = ' ';
-        snprintf(a->text + n, sizeof a->text - n, " | text: %.400s", text);
+        n += (size_t)snprintf(a->text + n, sizeof a->text - n, " | text: %.400s", text);
     }
+    /* Prefill plus one round trip through every stage per generated token. */
+    uint64_t ms = c->now_ms - c->last_send_ms;
+    if (n < sizeof a->text)
+        snprintf(a->text + n, sizeof a->text - n, " | %d tokens in %llu ms (%.1f tokens/s)",
+                 c->n_generated, (unsigned long long)ms,
+                 ms ? 1000.0 * c->n_generated / (double)ms : 0.0);
 }
 
 static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
