@@ -462,7 +462,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
     hop.layer_first = w->slice.layer_first;
     hop.layer_end = w->slice.layer_end;
     hop.recv_us = now_us;
-    hop.start_us = now_us;
+    hop.start_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
     struct worker_tensor out;
     enum status rc = w->cfg.compute(w->cfg.compute_ctx, &w->slice, f, &out);
     if (rc != STATUS_OK) {
@@ -474,8 +474,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         return;
     }
     w->n_computed++;
-    hop.end_us = now_us;
-    hop.send_us = now_us;
+    hop.end_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
+    hop.send_us = hop.end_us;
     Caravan__Hop **hops = malloc((f->n_hops + 1) * sizeof *hops);
     if (!hops) {
         free(out.data);

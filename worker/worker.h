@@ -73,6 +73,7 @@ struct worker_config {
     uint8_t model_fingerprint[CRYPTO_HASH_BYTES]; /* BLAKE2b of that whole file */
     uint64_t max_weight_bytes;                    /* largest slice blob accepted over the network */
     const struct codec_limits *limits; /* for encoding (the transport's); NULL = codec defaults */
+    uint64_t (*clock_us)(void); /* CLOCK_REALTIME for trace hops; NULL = the event's now_us */
     uint32_t n_threads;
     worker_compute_fn compute;
     worker_load_fn load;
