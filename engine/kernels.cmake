@@ -10,5 +10,5 @@ target_include_directories(engine_kernels PUBLIC ${KERNELS_DIR})
 target_link_libraries(engine_kernels PUBLIC engine_gguf ${MATH_LIB})
 
 add_unit_test(quant_test SOURCES ${KERNELS_DIR}/quant_test.c LIBS engine_kernels TIMEOUT 120)
-add_unit_test(matmul_test SOURCES ${KERNELS_DIR}/matmul_test.c LIBS engine_kernels TIMEOUT 120)
+add_unit_test(matmul_test SOURCES ${KERNELS_DIR}/matmul_test.c LIBS engine_kernels TIMEOUT 300)
 add_unit_test(threadpool_test SOURCES ${KERNELS_DIR}/threadpool_test.c LIBS engine_kernels TIMEOUT 60)
