@@ -216,6 +216,51 @@ static void test_known_q6_K(void) {
     }
 }
 
+/* ==== Byte compatibility with llama.cpp's reference quantizers ====
+ * FNV-1a hashes of what ggml's quantize_row_*_ref (llama.cpp b7000-era ggml-quants.c, built
+ * with F16C rounding) wrote for golden_input(); our quantizers must write the same bytes so that
+ * `caravan mkmodel` files match llama.cpp's quantizer (without an importance matrix). */
+static void golden_input(float *x, int n) {
+    uint32_t s = 12345u;
+    for (int i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        int v = (int)(s >> 8) - (1 << 23);           /* [-2^23, 2^23) */
+        float scale = (float)(1 + (i / 32) % 7) / 4; /* varies per 32 */
+        x[i] = (float)v / (float)(1 << 23) * scale;
+        if ((i / 256) % 5 == 3) x[i] = x[i] < 0 ? -x[i] : x[i]; /* an all-positive block */
+    }
+}
+
+static uint64_t fnv1a(const unsigned char *p, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void test_llama_cpp_bytes(void) {
+    enum { N = 256 * 8 };
+    static float x[N];
+    static unsigned char buf[N * 4];
+    golden_input(x, N);
+    const struct {
+        enum dtype t;
+        uint64_t hash;
+    } golden[] = {
+        {DTYPE_Q4_0, 0xa34b59bc7de6bedfull}, {DTYPE_Q8_0, 0x8173beeb146ff8b6ull},
+        {DTYPE_Q4_K, 0x5acef41320513df3ull}, {DTYPE_Q5_K, 0xbc975ea4881d912aull},
+        {DTYPE_Q6_K, 0x76f06336956ff3d6ull}, {DTYPE_Q8_K, 0x2fc276a2f7067a87ull},
+    };
+    for (size_t k = 0; k < sizeof golden / sizeof golden[0]; k++) {
+        quant_quantize_row(golden[k].t, x, buf, N);
+        uint64_t h = fnv1a(buf, dtype_row_bytes(golden[k].t, N));
+        CHECK(h == golden[k].hash, "%s bytes differ from llama.cpp's (hash %016llx)",
+              dtype_name(golden[k].t), (unsigned long long)h);
+    }
+}
+
 /* ==== Quantize -> dequantize ==== */
 
 static double max_qerr(enum dtype t) {
@@ -373,6 +418,7 @@ int main(void) {
     test_known_q4_K();
     test_known_q6_K();
     test_roundtrip();
+    test_llama_cpp_bytes();
     test_dots();
     test_activation_quantizers();
     for (int t = 0; t < N_WEIGHT_TYPES; t++)
