@@ -217,9 +217,9 @@ static void test_known_q6_K(void) {
 }
 
 /* ==== Byte compatibility with llama.cpp's reference quantizers ====
- * FNV-1a hashes of what ggml's quantize_row_*_ref (ggml-quants.c at llama.cpp commit 10e978015, built
- * with F16C rounding) wrote for golden_input(); our quantizers must write the same bytes so that
- * `caravan mkmodel` files match llama.cpp's quantizer (without an importance matrix). */
+ * FNV-1a hashes of what ggml's quantize_row_*_ref (ggml-quants.c at llama.cpp commit 10e978015,
+ * built with F16C rounding) wrote for golden_input(); our quantizers must write the same bytes so
+ * that `caravan mkmodel` files match llama.cpp's quantizer (without an importance matrix). */
 static void golden_input(float *x, int n) {
     uint32_t s = 12345u;
     for (int i = 0; i < n; i++) {
