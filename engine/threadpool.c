@@ -86,6 +86,10 @@ threadpool_t *threadpool_new(int n_threads) {
         LOG(LOG_ERROR, "n_threads %d < 1", n_threads);
         return NULL;
     }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores > 0 && n_threads > cores)
+        LOG(LOG_WARN, "%d threads on %ld cores: every job waits for preempted threads (~ms each)",
+            n_threads, cores);
     threadpool_t *tp = calloc(1, sizeof *tp);
     if (!tp) goto fail;
     tp->n_threads = 1;
