@@ -34,7 +34,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: caravan COMMAND [options]   (caravan COMMAND --help for details)\n\n"
                "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
 }
 
 int main(int argc, char **argv) {
