@@ -4,9 +4,10 @@
  *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
  *    contiguous chunks and each is streamed once (through the variant's tile with one x row,
  *    which may run several weight rows side by side, else the single-row dot);
- *  - many rows (prompt): each thread takes a contiguous chunk of weight rows and walks it in
- *    panels small enough to stay in L1, running every x row against a panel before moving on,
- *    through the variant's tile kernel when it has one.
+ *  - many rows (prompt): each thread takes a contiguous chunk of weight rows; the variant's
+ *    tile unpacks a few of them at a time into an L1/L2-sized buffer and runs every x row
+ *    (a group of them that fits L2) against it with register-blocked accumulators. Without a
+ *    tile (the scalar variant) the chunk is walked in 16 KB panels with the single dot.
  * Every (weight row, x row) pair goes through the same dot arithmetic either way, so results
  * are bit-identical whatever the batch size, thread count or tiling. */
 #include "matmul.h"
