@@ -474,10 +474,20 @@ static void on_token_result(coordinator_t *c, const Caravan__Result *r,
     for (int i = 0; i < c->n_generated && n < sizeof a->text; i++)
         n += (size_t)snprintf(a->text + n, sizeof a->text - n, " %d", gen[i]);
     if (c->cfg.tokenizer && n < sizeof a->text) {
+        /* Decoded as a continuation of the prompt: a first generated word keeps its space. */
         char text[512];
-        size_t len =
-            tokenizer_decode(c->cfg.tokenizer, gen, c->n_generated, false, text, sizeof text - 1);
-        if (len > sizeof text - 1) len = sizeof text - 1;
+        size_t len = 0;
+        tokenizer_decoder_t *d = tokenizer_decoder_new(c->cfg.tokenizer, false);
+        tokenizer_decoder_set_midstream(d);
+        for (int i = 0; i <= c->n_generated; i++) {
+            const char *bytes;
+            size_t nb = i < c->n_generated ? tokenizer_decoder_feed(d, gen[i], &bytes)
+                                           : tokenizer_decoder_flush(d, &bytes);
+            if (nb > sizeof text - 1 - len) nb = sizeof text - 1 - len;
+            memcpy(text + len, bytes, nb);
+            len += nb;
+        }
+        tokenizer_decoder_free(&d);
         text[len] = '\0';
         for (size_t i = 0; i < len; i++)
             if (text[i] == '\n') text[i] = ' ';
