@@ -13,6 +13,7 @@
 #include "matmul.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "quant.h"
@@ -22,6 +23,7 @@
 #define PANEL_MAX_ROWS 16
 #define X_GROUP 64                 /* x rows per pass over a panel */
 #define X_GROUP_BYTES (384 * 1024) /* converted x rows per tile call: L2-resident */
+#define CHUNKS_PER_THREAD 4        /* work units per thread in matmul() (dynamic split) */
 
 static size_t round_up(size_t v, size_t a) {
     return (v + a - 1) / a * a;
@@ -46,42 +48,41 @@ static void chunk(int64_t n, int ith, int nth, int64_t align, int64_t *begin, in
     *end = *begin + per < n ? *begin + per : n;
 }
 
-void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
-                   const float *x, int64_t n_rows, float *y, void *scratch) {
-    const int64_t n_in = w->n_in, n_out = w->n_out;
+/* Converts x rows (spread over threads) to the dot type in scratch, unless they are used as
+ * they are; sets *xq and *xs. Ends with a barrier when it wrote scratch. */
+static void convert_x(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
+                      const float *x, int64_t n_rows, void *scratch, const char **xq, size_t *xs) {
     const enum dtype dt = quant_dot_type(w->type);
+    if (dt == DTYPE_F32) {
+        *xq = (const char *)x;
+        *xs = (size_t)w->n_in * sizeof(float);
+        return;
+    }
+    *xs = x_stride(dt, w->n_in);
+    for (int64_t r = ith; r < n_rows; r += nth)
+        quant_quantize_activations(dt, x + r * w->n_in, (char *)scratch + r * *xs, w->n_in);
+    threadpool_barrier(tp);
+    *xq = scratch;
+}
+
+/* y[r][i] for weight rows i in [i0, i1) and every x row r. */
+static void rows_range(const struct matmul_weight *w, const char *xq, size_t xs, int64_t n_rows,
+                       float *y, int64_t i0, int64_t i1) {
+    const int64_t n_in = w->n_in, n_out = w->n_out;
     const quant_dot_fn dot = quant_dot(w->type);
     const size_t w_stride = dtype_row_bytes(w->type, n_in);
     const char *wd = w->data;
     assert(w_stride > 0 && dot); /* n_in a multiple of the block size, a supported type */
-
-    const char *xq;
-    size_t xs;
-    if (dt == DTYPE_F32) {
-        xq = (const char *)x;
-        xs = (size_t)n_in * sizeof(float);
-    } else {
-        xs = x_stride(dt, n_in);
-        for (int64_t r = ith; r < n_rows; r += nth)
-            quant_quantize_activations(dt, x + r * n_in, (char *)scratch + r * xs, n_in);
-        threadpool_barrier(tp);
-        xq = scratch;
-    }
+    if (i0 >= i1) return;
 
     const quant_tile_fn tile = quant_tile(w->type);
     if (n_rows == 1) {
-        int64_t i0, i1;
-        chunk(n_out, ith, nth, 8, &i0, &i1);
-        if (tile && i1 > i0)
+        if (tile)
             tile(n_in, wd + i0 * w_stride, w_stride, (int)(i1 - i0), xq, xs, 1, y + i0, 1);
         else
             for (int64_t i = i0; i < i1; i++) y[i] = dot(n_in, wd + i * w_stride, xq);
         return;
     }
-
-    int64_t i0, i1;
-    chunk(n_out, ith, nth, 8, &i0, &i1);
-    if (i0 >= i1) return;
     if (tile) {
         /* the tile panels the weight rows itself; x rows go in groups that stay in L2 */
         int64_t group = (int64_t)(X_GROUP_BYTES / xs);
@@ -108,6 +109,16 @@ void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weigh
     }
 }
 
+void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
+                   const float *x, int64_t n_rows, float *y, void *scratch) {
+    const char *xq;
+    size_t xs;
+    convert_x(tp, ith, nth, w, x, n_rows, scratch, &xq, &xs);
+    int64_t i0, i1;
+    chunk(w->n_out, ith, nth, 8, &i0, &i1);
+    rows_range(w, xq, xs, n_rows, y, i0, i1);
+}
+
 struct job {
     const struct matmul_weight *w;
     const float *x;
@@ -115,18 +126,39 @@ struct job {
     float *y;
     void *scratch;
     threadpool_t *tp;
+    int64_t chunk_rows;   /* weight rows per chunk */
+    _Atomic int64_t next; /* first weight row not yet taken */
 };
 
+/* Threads take chunks of weight rows from a shared counter instead of a fixed share: when the
+ * machine is busy and one thread is descheduled, the others take its chunks rather than wait
+ * for it at the end. Which thread computes a row never changes its value. */
 static void job_run(void *ctx, int ith, int nth) {
     struct job *j = ctx;
-    matmul_thread(j->tp, ith, nth, j->w, j->x, j->n_rows, j->y, j->scratch);
+    const char *xq;
+    size_t xs;
+    convert_x(j->tp, ith, nth, j->w, j->x, j->n_rows, j->scratch, &xq, &xs);
+    for (;;) {
+        int64_t i0 = atomic_fetch_add_explicit(&j->next, j->chunk_rows, memory_order_relaxed);
+        if (i0 >= j->w->n_out) break;
+        int64_t i1 = i0 + j->chunk_rows < j->w->n_out ? i0 + j->chunk_rows : j->w->n_out;
+        rows_range(j->w, xq, xs, j->n_rows, j->y, i0, i1);
+    }
 }
 
 void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int64_t n_rows,
             float *y, void *scratch) {
-    struct job j = {w, x, n_rows, y, scratch, tp};
-    if (!tp) {
-        job_run(&j, 0, 1);
+    int nth = threadpool_n_threads(tp);
+    /* about CHUNKS_PER_THREAD chunks each, multiples of 8 rows (the tiles' widths) */
+    int64_t per =
+        (w->n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
+    per = (per + 7) / 8 * 8;
+    struct job j = {w, x, n_rows, y, scratch, tp, per, 0};
+    if (!tp || nth == 1) {
+        const char *xq;
+        size_t xs;
+        convert_x(NULL, 0, 1, w, x, n_rows, scratch, &xq, &xs);
+        rows_range(w, xq, xs, n_rows, y, 0, w->n_out);
         return;
     }
     threadpool_run(tp, job_run, &j);
