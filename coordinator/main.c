@@ -5,15 +5,6 @@
 
 #include "cmd.h"
 
-/* Weak while the subcommands land one by one; a missing one says so. */
-#pragma weak cmd_run
-#pragma weak cmd_inspect
-#pragma weak cmd_mkmodel
-#pragma weak cmd_tokenize
-#pragma weak cmd_keygen
-#pragma weak cmd_coordinator
-#pragma weak cmd_worker
-
 struct command {
     const char *name;
     int (*fn)(int, char **);
@@ -53,10 +44,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
-        if (!commands[i].fn) {
-            fprintf(stderr, "error: 'caravan %s' is not built in this version\n", argv[1]);
-            return 1;
-        }
         return commands[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
