@@ -149,8 +149,8 @@ int main(int argc, char **argv) {
     quant_init();
 
     int n_batch = cfg.pp > 1 ? cfg.pp : 1;
-    struct model_params mp = {.n_ctx = cfg.pp + cfg.tg + 1, .n_seq = 1, .n_batch = n_batch,
-                              .n_threads = cfg.threads};
+    struct model_params mp = {
+        .n_ctx = cfg.pp + cfg.tg + 1, .n_seq = 1, .n_batch = n_batch, .n_threads = cfg.threads};
     struct bench b = {.rng = (uint64_t)cfg.seed};
     double t_load = now_s();
     if (model_load(cfg.model, &mp, &b.m) != STATUS_OK) {

@@ -10,7 +10,9 @@ static void *log_sink_user;
 
 static const char *const level_names[LOG_LEVEL_COUNT] = {"debug", "info", "warn", "error"};
 
-void log_set_level(enum log_level level) { log_min_level = level; }
+void log_set_level(enum log_level level) {
+    log_min_level = level;
+}
 
 int log_level_parse(const char *name) {
     for (int i = 0; i < LOG_LEVEL_COUNT; i++)

@@ -95,7 +95,9 @@ void opts_dump(FILE *f, const struct opt *table, const void *cfg) {
     for (const struct opt *o = table; o->name; o++) {
         const char *field = (const char *)cfg + o->offset;
         switch (o->type) {
-        case OPT_FLAG: fprintf(f, "%s = %s\n", o->name, *(const int *)field ? "true" : "false"); break;
+        case OPT_FLAG:
+            fprintf(f, "%s = %s\n", o->name, *(const int *)field ? "true" : "false");
+            break;
         case OPT_INT: fprintf(f, "%s = %d\n", o->name, *(const int *)field); break;
         case OPT_INT64: fprintf(f, "%s = %lld\n", o->name, *(const long long *)field); break;
         case OPT_FLOAT: fprintf(f, "%s = %g\n", o->name, *(const double *)field); break;

@@ -18,7 +18,8 @@ struct opt {
     const char *help;
 };
 
-#define OPTS_END {0}
+#define OPTS_END                                                                                   \
+    { 0 }
 
 enum opts_result { OPTS_OK = 0, OPTS_HELP = 1, OPTS_ERROR = 2 };
 

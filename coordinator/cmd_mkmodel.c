@@ -33,15 +33,15 @@ static const struct opt mkmodel_opts[] = {
      "weight type (see below)"},
     {"out", 'o', OPT_STRING, offsetof(struct mkmodel_cfg, out), NULL, 0, -1, "FILE",
      "output .gguf file (replaced if present)"},
-    {"vocab-from", 0, OPT_STRING, offsetof(struct mkmodel_cfg, vocab_from), NULL, 0, -1,
-     "V.gguf", "copy tokenizer.* from this GGUF and take n_vocab from its token count "
+    {"vocab-from", 0, OPT_STRING, offsetof(struct mkmodel_cfg, vocab_from), NULL, 0, -1, "V.gguf",
+     "copy tokenizer.* from this GGUF and take n_vocab from its token count "
      "(default: a synthetic SentencePiece vocabulary)"},
     {"seed", 0, OPT_INT64, offsetof(struct mkmodel_cfg, seed), "1234", 0, 9.0e15, "N",
      "random seed; the same seed gives the same file"},
     {"threads", 'j', OPT_INT, offsetof(struct mkmodel_cfg, threads), "2", 1, 16, "N",
      "quantizing threads"},
-    {"caravan-types", 0, OPT_FLAG, offsetof(struct mkmodel_cfg, caravan_types), NULL, 0, -1,
-     NULL, "where llama.cpp falls back to q5_0/q5_1 (rows not a multiple of 256, e.g. "
+    {"caravan-types", 0, OPT_FLAG, offsetof(struct mkmodel_cfg, caravan_types), NULL, 0, -1, NULL,
+     "where llama.cpp falls back to q5_0/q5_1 (rows not a multiple of 256, e.g. "
      "qwen2.5-0.5b in k-quants), write q8_0, which caravan computes"},
     {"exact", 0, OPT_FLAG, offsetof(struct mkmodel_cfg, exact), NULL, 0, -1, NULL,
      "quantize every row of random values (k-quants: ~1 min of CPU per 1B weights) instead "
@@ -68,8 +68,7 @@ static void list_shapes(FILE *f) {
         fprintf(f, "  %-15s %-6s %6lld %6lld %5lld %5lld %6lld %7lld %7lld  %s\n", s[i].name,
                 s[i].arch == MKMODEL_ARCH_QWEN2 ? "qwen2" : "llama", (long long)s[i].n_embd,
                 (long long)s[i].n_layers, (long long)s[i].n_heads, (long long)s[i].n_kv_heads,
-                (long long)s[i].n_ff, (long long)s[i].n_vocab, (long long)s[i].n_ctx_train,
-                notes);
+                (long long)s[i].n_ff, (long long)s[i].n_vocab, (long long)s[i].n_ctx_train, notes);
     }
 }
 

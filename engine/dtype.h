@@ -43,9 +43,9 @@ enum dtype {
 };
 
 struct dtype_info {
-    const char *name;    /* "q4_0"; NULL for numbers GGUF does not define */
-    int64_t block_size;  /* elements per block */
-    size_t block_bytes;  /* bytes per block */
+    const char *name;   /* "q4_0"; NULL for numbers GGUF does not define */
+    int64_t block_size; /* elements per block */
+    size_t block_bytes; /* bytes per block */
 };
 
 /* Geometry of t, or NULL when t is not a known type number. */

@@ -68,7 +68,7 @@ struct gguf_tensor {
     int64_t ne[GGUF_MAX_DIMS]; /* ne[0] is the innermost (row length); unused dims are 1 */
     uint64_t offset;           /* from the start of the data section */
     size_t nbytes;
-    const uint8_t *data;       /* into the mapping or buffer */
+    const uint8_t *data; /* into the mapping or buffer */
 };
 
 typedef struct gguf gguf_t;
@@ -118,7 +118,7 @@ typedef enum status (*gguf_fill_fn)(void *ctx, int64_t index, void *dst, size_t 
 
 gguf_writer_t *gguf_writer_new(void); /* aborts on OOM */
 void gguf_writer_destroy(gguf_writer_t **self_p);
-void gguf_writer_set_version(gguf_writer_t *w, uint32_t version); /* default 3; 2 is allowed */
+void gguf_writer_set_version(gguf_writer_t *w, uint32_t version);     /* default 3; 2 is allowed */
 void gguf_writer_set_alignment(gguf_writer_t *w, uint32_t alignment); /* also writes the key */
 /* Scalars: value points at one value of the vtype's C type (bool as uint8_t);
  * for GGUF_VTYPE_STRING it is a `const char *` (NUL-terminated) passed by address. */
@@ -135,8 +135,8 @@ void gguf_writer_set_arr(gguf_writer_t *w, const char *key, enum gguf_vtype arr_
  * Keys already set on w are replaced. */
 void gguf_writer_copy_kv(gguf_writer_t *w, const gguf_t *g, const char *prefix);
 /* Adds a tensor info; ne has n_dims entries. Returns its index. */
-int64_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, enum dtype type,
-                               uint32_t n_dims, const int64_t *ne);
+int64_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, enum dtype type, uint32_t n_dims,
+                               const int64_t *ne);
 CARAVAN_NODISCARD enum status gguf_writer_write_file(gguf_writer_t *w, const char *path,
                                                      gguf_fill_fn fill, void *ctx);
 /* Same bytes into a malloc'd buffer the caller frees (for tests). */

@@ -17,9 +17,9 @@
 
 struct matmul_weight {
     enum dtype type;
-    int64_t n_in;      /* row length (GGUF ne[0]) */
-    int64_t n_out;     /* rows (GGUF ne[1]) */
-    const void *data;  /* n_out rows of dtype_row_bytes(type, n_in) */
+    int64_t n_in;     /* row length (GGUF ne[0]) */
+    int64_t n_out;    /* rows (GGUF ne[1]) */
+    const void *data; /* n_out rows of dtype_row_bytes(type, n_in) */
 };
 
 /* Scratch bytes matmul needs for up to n_rows input rows (the converted x). */

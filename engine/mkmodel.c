@@ -22,36 +22,106 @@
 
 /* Hyperparameters from each model's Hugging Face config.json. */
 static const struct mkmodel_shape shapes[] = {
-    {.name = "tinyllama-1.1b", .title = "TinyLlama 1.1B (random weights)",
-     .arch = MKMODEL_ARCH_LLAMA, .n_vocab = 32000, .n_embd = 2048, .n_layers = 22,
-     .n_heads = 32, .n_kv_heads = 4, .n_ff = 5632, .n_ctx_train = 2048, .rope_theta = 10000.0f,
+    {.name = "tinyllama-1.1b",
+     .title = "TinyLlama 1.1B (random weights)",
+     .arch = MKMODEL_ARCH_LLAMA,
+     .n_vocab = 32000,
+     .n_embd = 2048,
+     .n_layers = 22,
+     .n_heads = 32,
+     .n_kv_heads = 4,
+     .n_ff = 5632,
+     .n_ctx_train = 2048,
+     .rope_theta = 10000.0f,
      .rms_eps = 1e-5f},
-    {.name = "llama-3.2-1b", .title = "Llama 3.2 1B (random weights)",
-     .arch = MKMODEL_ARCH_LLAMA, .n_vocab = 128256, .n_embd = 2048, .n_layers = 16,
-     .n_heads = 32, .n_kv_heads = 8, .n_ff = 8192, .n_ctx_train = 131072,
-     .rope_theta = 500000.0f, .rms_eps = 1e-5f, .tied = true, .rope_factor = 32.0f,
-     .rope_low_freq_factor = 1.0f, .rope_high_freq_factor = 4.0f, .rope_orig_ctx = 8192},
-    {.name = "llama-2-7b", .title = "Llama 2 7B (random weights)", .arch = MKMODEL_ARCH_LLAMA,
-     .n_vocab = 32000, .n_embd = 4096, .n_layers = 32, .n_heads = 32, .n_kv_heads = 32,
-     .n_ff = 11008, .n_ctx_train = 4096, .rope_theta = 10000.0f, .rms_eps = 1e-5f},
-    {.name = "qwen2.5-0.5b", .title = "Qwen2.5 0.5B (random weights)", .arch = MKMODEL_ARCH_QWEN2,
-     .n_vocab = 151936, .n_embd = 896, .n_layers = 24, .n_heads = 14, .n_kv_heads = 2,
-     .n_ff = 4864, .n_ctx_train = 32768, .rope_theta = 1000000.0f, .rms_eps = 1e-6f,
-     .tied = true, .qkv_bias = true},
+    {.name = "llama-3.2-1b",
+     .title = "Llama 3.2 1B (random weights)",
+     .arch = MKMODEL_ARCH_LLAMA,
+     .n_vocab = 128256,
+     .n_embd = 2048,
+     .n_layers = 16,
+     .n_heads = 32,
+     .n_kv_heads = 8,
+     .n_ff = 8192,
+     .n_ctx_train = 131072,
+     .rope_theta = 500000.0f,
+     .rms_eps = 1e-5f,
+     .tied = true,
+     .rope_factor = 32.0f,
+     .rope_low_freq_factor = 1.0f,
+     .rope_high_freq_factor = 4.0f,
+     .rope_orig_ctx = 8192},
+    {.name = "llama-2-7b",
+     .title = "Llama 2 7B (random weights)",
+     .arch = MKMODEL_ARCH_LLAMA,
+     .n_vocab = 32000,
+     .n_embd = 4096,
+     .n_layers = 32,
+     .n_heads = 32,
+     .n_kv_heads = 32,
+     .n_ff = 11008,
+     .n_ctx_train = 4096,
+     .rope_theta = 10000.0f,
+     .rms_eps = 1e-5f},
+    {.name = "qwen2.5-0.5b",
+     .title = "Qwen2.5 0.5B (random weights)",
+     .arch = MKMODEL_ARCH_QWEN2,
+     .n_vocab = 151936,
+     .n_embd = 896,
+     .n_layers = 24,
+     .n_heads = 14,
+     .n_kv_heads = 2,
+     .n_ff = 4864,
+     .n_ctx_train = 32768,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-6f,
+     .tied = true,
+     .qkv_bias = true},
     /* Small shapes for tests: rows are multiples of 256 so every K-quant applies, and 4
      * layers make the q4_k_m/q5_k_m recipe give layers 2 and 3 more bits. */
-    {.name = "tiny", .title = "tiny llama (random weights)", .arch = MKMODEL_ARCH_LLAMA,
-     .n_vocab = 512, .n_embd = 256, .n_layers = 4, .n_heads = 4, .n_kv_heads = 2, .n_ff = 512,
-     .n_ctx_train = 512, .rope_theta = 10000.0f, .rms_eps = 1e-5f},
-    {.name = "tiny-llama3", .title = "tiny llama3 (random weights)", .arch = MKMODEL_ARCH_LLAMA,
-     .n_vocab = 512, .n_embd = 256, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .n_ff = 512,
-     .n_ctx_train = 2048, .rope_theta = 500000.0f, .rms_eps = 1e-5f, .tied = true,
-     .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f, .rope_high_freq_factor = 4.0f,
+    {.name = "tiny",
+     .title = "tiny llama (random weights)",
+     .arch = MKMODEL_ARCH_LLAMA,
+     .n_vocab = 512,
+     .n_embd = 256,
+     .n_layers = 4,
+     .n_heads = 4,
+     .n_kv_heads = 2,
+     .n_ff = 512,
+     .n_ctx_train = 512,
+     .rope_theta = 10000.0f,
+     .rms_eps = 1e-5f},
+    {.name = "tiny-llama3",
+     .title = "tiny llama3 (random weights)",
+     .arch = MKMODEL_ARCH_LLAMA,
+     .n_vocab = 512,
+     .n_embd = 256,
+     .n_layers = 2,
+     .n_heads = 4,
+     .n_kv_heads = 2,
+     .n_ff = 512,
+     .n_ctx_train = 2048,
+     .rope_theta = 500000.0f,
+     .rms_eps = 1e-5f,
+     .tied = true,
+     .rope_factor = 32.0f,
+     .rope_low_freq_factor = 1.0f,
+     .rope_high_freq_factor = 4.0f,
      .rope_orig_ctx = 256},
     /* n_embd 128 is not a multiple of 256: exercises the K-quant fallbacks as qwen2.5-0.5b. */
-    {.name = "tiny-qwen2", .title = "tiny qwen2 (random weights)", .arch = MKMODEL_ARCH_QWEN2,
-     .n_vocab = 512, .n_embd = 128, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .n_ff = 256,
-     .n_ctx_train = 512, .rope_theta = 1000000.0f, .rms_eps = 1e-6f, .tied = true,
+    {.name = "tiny-qwen2",
+     .title = "tiny qwen2 (random weights)",
+     .arch = MKMODEL_ARCH_QWEN2,
+     .n_vocab = 512,
+     .n_embd = 128,
+     .n_layers = 2,
+     .n_heads = 4,
+     .n_kv_heads = 2,
+     .n_ff = 256,
+     .n_ctx_train = 512,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-6f,
+     .tied = true,
      .qkv_bias = true},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
@@ -75,8 +145,8 @@ static const char *arch_name(enum mkmodel_arch a) {
 
 static const struct {
     const char *name;
-    uint32_t ftype;      /* llama_ftype */
-    enum dtype base;     /* the type of "most" weights */
+    uint32_t ftype;  /* llama_ftype */
+    enum dtype base; /* the type of "most" weights */
 } types[MKMODEL_TYPE_COUNT] = {
     [MKMODEL_TYPE_F32] = {"f32", 0, DTYPE_F32},
     [MKMODEL_TYPE_F16] = {"f16", 1, DTYPE_F16},
@@ -118,14 +188,13 @@ static int64_t block_size(enum dtype t) {
     return i ? i->block_size : 1;
 }
 
-enum dtype mkmodel_weight_type(const struct mkmodel_shape *s, enum mkmodel_type t,
-                               const char *name, int32_t layer, int64_t ne0,
-                               bool legacy_fallback) {
+enum dtype mkmodel_weight_type(const struct mkmodel_shape *s, enum mkmodel_type t, const char *name,
+                               int32_t layer, int64_t ne0, bool legacy_fallback) {
     enum dtype nt = types[t].base;
     if (!is_quantized_type(t)) return nt; /* f32/f16/bf16: every 2-D weight in that type */
 
-    bool output = strcmp(name, "output.weight") == 0 ||
-                  (s->tied && strcmp(name, "token_embd.weight") == 0);
+    bool output =
+        strcmp(name, "output.weight") == 0 || (s->tied && strcmp(name, "token_embd.weight") == 0);
     bool mix = t == MKMODEL_TYPE_Q4_K_M || t == MKMODEL_TYPE_Q5_K_M;
     if (output) {
         /* The head (or the tied embedding) gets Q6_K unless the row does not fit the base
@@ -197,8 +266,8 @@ static void plan_add(struct plan *p, enum fill_kind kind, int32_t layer, uint32_
 
 /* Adds a 2-D weight [ne0, ne1] with its recipe type. */
 static void plan_weight(struct plan *p, const struct mkmodel_shape *s,
-                        const struct mkmodel_params *par, int32_t layer, int64_t ne0,
-                        int64_t ne1, const char *name) {
+                        const struct mkmodel_params *par, int32_t layer, int64_t ne0, int64_t ne1,
+                        const char *name) {
     enum dtype type = mkmodel_weight_type(s, par->type, name, layer, ne0, par->legacy_fallback);
     plan_add(p, FILL_WEIGHT, layer, 2, ne0, ne1, type, "%s", name);
 }
@@ -281,8 +350,8 @@ static enum status resolve(const struct mkmodel_params *par, const struct mkmode
     return STATUS_OK;
 }
 
-enum status mkmodel_plan(const struct mkmodel_params *par, struct mkmodel_tensor **out,
-                         int64_t *n, uint64_t *data_bytes) {
+enum status mkmodel_plan(const struct mkmodel_params *par, struct mkmodel_tensor **out, int64_t *n,
+                         uint64_t *data_bytes) {
     *out = NULL;
     *n = 0;
     const struct mkmodel_shape *s;
@@ -523,8 +592,12 @@ static enum status fill_tensor(void *ctx, int64_t index, void *dst, size_t nbyte
     pthread_t tid[MAX_FILL_THREADS];
     int started = 0;
     for (int i = 0; i < nth; i++) {
-        jobs[i] = (struct fill_job){.wc = wc, .e = e, .dst = dst, .seed = seed,
-                                    .row_first = rows * i / nth, .row_end = rows * (i + 1) / nth};
+        jobs[i] = (struct fill_job){.wc = wc,
+                                    .e = e,
+                                    .dst = dst,
+                                    .seed = seed,
+                                    .row_first = rows * i / nth,
+                                    .row_end = rows * (i + 1) / nth};
     }
     for (int i = 1; i < nth; i++) {
         if (pthread_create(&tid[i], NULL, fill_rows, &jobs[i]) != 0) break;

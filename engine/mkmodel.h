@@ -18,10 +18,10 @@
 enum mkmodel_arch { MKMODEL_ARCH_LLAMA = 0, MKMODEL_ARCH_QWEN2, MKMODEL_ARCH_COUNT };
 
 struct mkmodel_shape {
-    const char *name;        /* "tinyllama-1.1b" */
-    const char *title;       /* general.name */
+    const char *name;  /* "tinyllama-1.1b" */
+    const char *title; /* general.name */
     enum mkmodel_arch arch;
-    int64_t n_vocab;         /* replaced by the token count with a vocab_from file */
+    int64_t n_vocab; /* replaced by the token count with a vocab_from file */
     int64_t n_embd;
     int64_t n_layers;
     int64_t n_heads;
@@ -30,8 +30,8 @@ struct mkmodel_shape {
     int64_t n_ctx_train;
     float rope_theta;
     float rms_eps;
-    bool tied;               /* no output.weight: the head reuses token_embd.weight */
-    bool qkv_bias;           /* attn_q/k/v.bias (qwen2) */
+    bool tied;     /* no output.weight: the head reuses token_embd.weight */
+    bool qkv_bias; /* attn_q/k/v.bias (qwen2) */
     /* llama3 rope scaling (rope_freqs.weight); factor 0 means none */
     float rope_factor;
     float rope_low_freq_factor;
@@ -57,8 +57,8 @@ const struct mkmodel_shape *mkmodel_shapes(int *n);
 const struct mkmodel_shape *mkmodel_find_shape(const char *name);
 
 const char *mkmodel_type_name(enum mkmodel_type t); /* "q4_k_m" */
-int mkmodel_type_parse(const char *name);            /* case-insensitive; -1 when unknown */
-uint32_t mkmodel_ftype(enum mkmodel_type t);         /* llama_ftype number (general.file_type) */
+int mkmodel_type_parse(const char *name);           /* case-insensitive; -1 when unknown */
+uint32_t mkmodel_ftype(enum mkmodel_type t);        /* llama_ftype number (general.file_type) */
 
 /* One tensor of the model as it will be written. */
 struct mkmodel_tensor {
@@ -66,7 +66,7 @@ struct mkmodel_tensor {
     enum dtype type;
     uint32_t n_dims;
     int64_t ne[2];
-    int32_t layer;           /* block index, -1 for global tensors */
+    int32_t layer; /* block index, -1 for global tensors */
 };
 
 /* The type llama.cpp's quantizer gives the 2-D weight `name` (e.g. "blk.3.attn_v.weight") of
@@ -74,33 +74,33 @@ struct mkmodel_tensor {
  * for rows the chosen block size does not divide (q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0,
  * then f16). With legacy_fallback false, the q5_0/q5_1 fallbacks (which caravan does not
  * compute) become q8_0 instead. n_layers is the model's block count. */
-enum dtype mkmodel_weight_type(const struct mkmodel_shape *s, enum mkmodel_type t,
-                               const char *name, int32_t layer, int64_t ne0,
-                               bool legacy_fallback);
+enum dtype mkmodel_weight_type(const struct mkmodel_shape *s, enum mkmodel_type t, const char *name,
+                               int32_t layer, int64_t ne0, bool legacy_fallback);
 
 /* Progress callback: called after each tensor is produced. */
 typedef void (*mkmodel_progress_fn)(void *user, int64_t tensors_done, int64_t n_tensors,
                                     uint64_t bytes_done, uint64_t bytes_total);
 
 struct mkmodel_params {
-    const char *shape;           /* a name from mkmodel_shapes */
+    const char *shape; /* a name from mkmodel_shapes */
     enum mkmodel_type type;
-    const char *vocab_from;      /* GGUF file whose tokenizer.* keys are copied; NULL: synthetic */
-    uint64_t seed;               /* MKMODEL_DEFAULT_SEED unless chosen */
-    int n_threads;               /* quantizing threads; <= 0 means 2 */
-    bool legacy_fallback;        /* true: exactly llama.cpp's fallbacks (q5_0/q5_1 included) */
-    bool exact;                  /* quantize every row (slow for k-quants: ~1 min per 1B
-                                    weights); false: see MKMODEL_POOL_BLOCKS */
-    mkmodel_progress_fn progress;/* may be NULL */
+    const char *vocab_from;       /* GGUF file whose tokenizer.* keys are copied; NULL: synthetic */
+    uint64_t seed;                /* MKMODEL_DEFAULT_SEED unless chosen */
+    int n_threads;                /* quantizing threads; <= 0 means 2 */
+    bool legacy_fallback;         /* true: exactly llama.cpp's fallbacks (q5_0/q5_1 included) */
+    bool exact;                   /* quantize every row (slow for k-quants: ~1 min per 1B
+                                     weights); false: see MKMODEL_POOL_BLOCKS */
+    mkmodel_progress_fn progress; /* may be NULL */
     void *progress_user;
 };
 
 #define MKMODEL_DEFAULT_SEED 1234u
 
 /* Unless params.exact, each quantized type's rows are assembled from a pool of up to this
- * many blocks (an eighth of the type's blocks in small models), quantized once from the same random distribution and picked at random per block:
- * the same statistics (each block is a real quantization of N(0, 0.02) values) at memcpy
- * speed, since the k-quant reference quantizers cost ~60 ns per weight. */
+ * many blocks (an eighth of the type's blocks in small models), quantized once from the same random
+ * distribution and picked at random per block: the same statistics (each block is a real
+ * quantization of N(0, 0.02) values) at memcpy speed, since the k-quant reference quantizers cost
+ * ~60 ns per weight. */
 #define MKMODEL_POOL_BLOCKS 8192
 
 /* Sets the defaults: seed MKMODEL_DEFAULT_SEED, 2 threads, legacy_fallback true, exact false. */

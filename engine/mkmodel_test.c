@@ -62,7 +62,9 @@ static uint32_t get_u32(const gguf_t *g, const char *key) {
 /* ==== The recipe, as llama.cpp applies it ================================================= */
 
 /* llama-quant.cpp's use_more_bits for n_layers = 4: i < 0, i >= 3, (i - 0) % 3 == 2. */
-static bool more_bits_4(int layer) { return layer == 2 || layer == 3; }
+static bool more_bits_4(int layer) {
+    return layer == 2 || layer == 3;
+}
 
 /* The type the tiny (llama, 4 layers, rows of 256 or 512) model should give `name`. */
 static enum dtype expect_tiny(enum mkmodel_type t, const char *name, int layer) {
@@ -92,8 +94,8 @@ static void check_tensor(const gguf_t *g, const char *name, enum dtype type, int
     if (!t) return;
     CHECK(t->type == type, "%s: %s is %s, want %s", label, name, dtype_name(t->type),
           dtype_name(type));
-    CHECK(t->ne[0] == ne0 && t->ne[1] == ne1, "%s: %s is [%lld, %lld], want [%lld, %lld]",
-          label, name, (long long)t->ne[0], (long long)t->ne[1], (long long)ne0, (long long)ne1);
+    CHECK(t->ne[0] == ne0 && t->ne[1] == ne1, "%s: %s is [%lld, %lld], want [%lld, %lld]", label,
+          name, (long long)t->ne[0], (long long)t->ne[1], (long long)ne0, (long long)ne1);
     CHECK(t->n_dims == (ne1 > 1 ? 2u : 1u), "%s: %s has %u dims", label, name, t->n_dims);
     CHECK(t->nbytes == dtype_row_bytes(type, ne0) * (size_t)ne1, "%s: %s has %zu bytes", label,
           name, t->nbytes);
@@ -148,8 +150,7 @@ static void test_tiny(enum mkmodel_type type, bool exact) {
     CHECK(get_u32(g, "llama.context_length") == 512, "%s: ctx", label);
     CHECK(get_u32(g, "llama.rope.dimension_count") == 64, "%s: rope dims", label);
     float theta = 0, eps = 0;
-    CHECK(gguf_get_f32(g, "llama.rope.freq_base", &theta) && theta == 10000.0f, "%s: theta",
-          label);
+    CHECK(gguf_get_f32(g, "llama.rope.freq_base", &theta) && theta == 10000.0f, "%s: theta", label);
     CHECK(gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &eps) && eps == 1e-5f,
           "%s: eps", label);
 
@@ -157,7 +158,8 @@ static void test_tiny(enum mkmodel_type type, bool exact) {
     const char *tm = gguf_get_str(g, "tokenizer.ggml.model");
     CHECK(tm && strcmp(tm, "llama") == 0, "%s: tokenizer model", label);
     uint64_t n_tok = 0, n_sc = 0, n_ty = 0;
-    const struct gguf_str *tok = gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, &n_tok);
+    const struct gguf_str *tok =
+        gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, &n_tok);
     const float *sc = gguf_get_arr(g, "tokenizer.ggml.scores", GGUF_VTYPE_FLOAT32, &n_sc);
     const int32_t *ty = gguf_get_arr(g, "tokenizer.ggml.token_type", GGUF_VTYPE_INT32, &n_ty);
     CHECK(tok && n_tok == 512 && sc && n_sc == 512 && ty && n_ty == 512, "%s: tokenizer arrays",
@@ -171,8 +173,8 @@ static void test_tiny(enum mkmodel_type type, bool exact) {
         for (uint64_t i = 0; i < n_tok; i++)
             for (uint64_t j = i + 1; j < n_tok; j++)
                 if (strcmp(tok[i].ptr, tok[j].ptr) == 0) {
-                    CHECK(0, "%s: tokens %llu and %llu are both '%s'", label,
-                          (unsigned long long)i, (unsigned long long)j, tok[i].ptr);
+                    CHECK(0, "%s: tokens %llu and %llu are both '%s'", label, (unsigned long long)i,
+                          (unsigned long long)j, tok[i].ptr);
                     i = n_tok;
                     break;
                 }
@@ -181,8 +183,7 @@ static void test_tiny(enum mkmodel_type type, bool exact) {
     CHECK(get_u32(g, "tokenizer.ggml.eos_token_id") == 2, "%s: eos", label);
 
     /* tensors: 2 global + 9 per layer + output */
-    CHECK(gguf_n_tensors(g) == 3 + 4 * 9, "%s: %lld tensors", label,
-          (long long)gguf_n_tensors(g));
+    CHECK(gguf_n_tensors(g) == 3 + 4 * 9, "%s: %lld tensors", label, (long long)gguf_n_tensors(g));
     check_tensor(g, "token_embd.weight", expect_tiny(type, "token_embd.weight", -1), 256, 512,
                  label);
     check_tensor(g, "output.weight", expect_tiny(type, "output.weight", -1), 256, 512, label);
@@ -190,10 +191,10 @@ static void test_tiny(enum mkmodel_type type, bool exact) {
     static const struct {
         const char *name;
         int64_t ne0, ne1;
-    } per_layer[] = {{"attn_norm.weight", 256, 1}, {"attn_q.weight", 256, 256},
-                     {"attn_k.weight", 256, 128},  {"attn_v.weight", 256, 128},
+    } per_layer[] = {{"attn_norm.weight", 256, 1},     {"attn_q.weight", 256, 256},
+                     {"attn_k.weight", 256, 128},      {"attn_v.weight", 256, 128},
                      {"attn_output.weight", 256, 256}, {"ffn_norm.weight", 256, 1},
-                     {"ffn_gate.weight", 256, 512}, {"ffn_up.weight", 256, 512},
+                     {"ffn_gate.weight", 256, 512},    {"ffn_up.weight", 256, 512},
                      {"ffn_down.weight", 512, 256}};
     for (int l = 0; l < 4; l++) {
         for (size_t i = 0; i < sizeof per_layer / sizeof per_layer[0]; i++) {
@@ -210,14 +211,14 @@ static void test_tiny(enum mkmodel_type type, bool exact) {
     const struct gguf_tensor *t = gguf_find_tensor(g, "blk.1.ffn_up.weight");
     if (t) {
         tensor_stats(t, &mean, &sd, &finite);
-        CHECK(finite && fabs(mean) < 1e-3 && sd > 0.017 && sd < 0.023,
-              "%s: ffn_up mean %g sd %g", label, mean, sd);
+        CHECK(finite && fabs(mean) < 1e-3 && sd > 0.017 && sd < 0.023, "%s: ffn_up mean %g sd %g",
+              label, mean, sd);
     }
     t = gguf_find_tensor(g, "blk.1.attn_norm.weight");
     if (t) {
         tensor_stats(t, &mean, &sd, &finite);
-        CHECK(finite && fabs(mean - 1.0) < 0.01 && sd < 0.05, "%s: norm mean %g sd %g", label,
-              mean, sd);
+        CHECK(finite && fabs(mean - 1.0) < 0.01 && sd < 0.05, "%s: norm mean %g sd %g", label, mean,
+              sd);
     }
     gguf_close(&g);
 }
@@ -263,8 +264,7 @@ static void test_qwen2_fallbacks(void) {
     for (int legacy = 0; legacy < 2; legacy++) {
         char path[256];
         path_for(path, sizeof path, "tiny-qwen2", "q4_k_m", legacy ? "-legacy" : "");
-        CHECK(write_model("tiny-qwen2", MKMODEL_TYPE_Q4_K_M, legacy, 2, 1, NULL, path) ==
-                  STATUS_OK,
+        CHECK(write_model("tiny-qwen2", MKMODEL_TYPE_Q4_K_M, legacy, 2, 1, NULL, path) == STATUS_OK,
               "write tiny-qwen2");
         gguf_t *g = NULL;
         if (gguf_open(path, &g) != STATUS_OK) {
@@ -389,8 +389,9 @@ static void test_plans(void) {
         uint64_t bytes = 0;
         CHECK(mkmodel_plan(&p, &t, &n, &bytes) == STATUS_OK, "plan");
         double mb = (double)bytes / 1e6;
-        printf("tinyllama-1.1b %-7s %lld tensors, %.1f MB of tensor data (llama.cpp file %.0f MB)\n",
-               mkmodel_type_name(p.type), (long long)n, mb, sizes[i].mb);
+        printf(
+            "tinyllama-1.1b %-7s %lld tensors, %.1f MB of tensor data (llama.cpp file %.0f MB)\n",
+            mkmodel_type_name(p.type), (long long)n, mb, sizes[i].mb);
         CHECK(n == 2 + 22 * 9 + 1, "tinyllama tensors %lld", (long long)n);
         CHECK(mb > sizes[i].mb - 1.5 && mb < sizes[i].mb + 0.5, "%s: %.1f MB, llama.cpp %.0f MB",
               mkmodel_type_name(p.type), mb, sizes[i].mb);
@@ -546,8 +547,10 @@ static void test_forward(const char *shape, enum mkmodel_type type) {
             s2 += (double)logits[i] * logits[i];
         }
         double rms = sqrt(s2 / (double)(nv * 8));
-        CHECK(rc != STATUS_OK || (bad == 0 && rms > 1e-3 && rms < 100), "%s: %d non-finite "
-              "logits, rms %g", label, bad, rms);
+        CHECK(rc != STATUS_OK || (bad == 0 && rms > 1e-3 && rms < 100),
+              "%s: %d non-finite "
+              "logits, rms %g",
+              label, bad, rms);
         free(logits);
         model_free(&m);
     }

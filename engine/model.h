@@ -30,14 +30,14 @@ struct model_config {
     int64_t n_layers;
     int64_t n_heads;
     int64_t n_kv_heads;
-    int64_t head_dim;     /* n_embd / n_heads unless the file says otherwise */
+    int64_t head_dim; /* n_embd / n_heads unless the file says otherwise */
     int64_t n_ff;
     int64_t n_ctx_train;
-    int64_t n_rot;        /* rotary dims per head (rope.dimension_count), <= head_dim */
-    float rope_theta;     /* rope.freq_base */
+    int64_t n_rot;    /* rotary dims per head (rope.dimension_count), <= head_dim */
+    float rope_theta; /* rope.freq_base */
     float rms_eps;
-    bool rope_freqs;      /* llama3 scaling: per-dimension frequency factors (rope_freqs.weight) */
-    bool tied_output;     /* no output.weight: the head reuses token_embd.weight */
+    bool rope_freqs;  /* llama3 scaling: per-dimension frequency factors (rope_freqs.weight) */
+    bool tied_output; /* no output.weight: the head reuses token_embd.weight */
 };
 
 struct model_params {
@@ -69,11 +69,11 @@ CARAVAN_NODISCARD enum status model_load(const char *path, const struct model_pa
 void model_free(model_t **self_p);
 
 const struct model_config *model_config(const model_t *m);
-const gguf_t *model_gguf(const model_t *m);  /* the file (for the tokenizer and fingerprints) */
+const gguf_t *model_gguf(const model_t *m); /* the file (for the tokenizer and fingerprints) */
 int32_t model_layer_first(const model_t *m);
 int32_t model_layer_end(const model_t *m);
-bool model_is_first(const model_t *m);       /* takes token ids */
-bool model_is_last(const model_t *m);        /* returns logits */
+bool model_is_first(const model_t *m); /* takes token ids */
+bool model_is_last(const model_t *m);  /* returns logits */
 int32_t model_n_ctx(const model_t *m);
 int32_t model_n_seq(const model_t *m);
 int32_t model_n_batch(const model_t *m);

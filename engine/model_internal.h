@@ -5,16 +5,16 @@
 #include "threadpool.h"
 
 struct layer {
-    const float *attn_norm;       /* (n_embd) */
-    struct matmul_weight wq;      /* (n_embd -> n_heads*head_dim) */
-    struct matmul_weight wk;      /* (n_embd -> n_kv_heads*head_dim) */
-    struct matmul_weight wv;      /* (n_embd -> n_kv_heads*head_dim) */
-    struct matmul_weight wo;      /* (n_heads*head_dim -> n_embd) */
-    const float *bq, *bk, *bv;    /* qwen2 biases, NULL for llama */
-    const float *ffn_norm;        /* (n_embd) */
-    struct matmul_weight w_gate;  /* (n_embd -> n_ff) */
-    struct matmul_weight w_up;    /* (n_embd -> n_ff) */
-    struct matmul_weight w_down;  /* (n_ff -> n_embd) */
+    const float *attn_norm;      /* (n_embd) */
+    struct matmul_weight wq;     /* (n_embd -> n_heads*head_dim) */
+    struct matmul_weight wk;     /* (n_embd -> n_kv_heads*head_dim) */
+    struct matmul_weight wv;     /* (n_embd -> n_kv_heads*head_dim) */
+    struct matmul_weight wo;     /* (n_heads*head_dim -> n_embd) */
+    const float *bq, *bk, *bv;   /* qwen2 biases, NULL for llama */
+    const float *ffn_norm;       /* (n_embd) */
+    struct matmul_weight w_gate; /* (n_embd -> n_ff) */
+    struct matmul_weight w_up;   /* (n_embd -> n_ff) */
+    struct matmul_weight w_down; /* (n_ff -> n_embd) */
 };
 
 struct model {
@@ -33,19 +33,19 @@ struct model {
 
     /* KV cache, f32: [layer][seq][pos][n_kv_heads*head_dim] */
     float *k_cache, *v_cache;
-    int32_t *seq_len;                   /* [n_seq]: positions written (for attention bounds) */
+    int32_t *seq_len; /* [n_seq]: positions written (for attention bounds) */
 
     /* activations for n_batch tokens, allocated once */
-    float *x;      /* (n_batch, n_embd) residual stream */
-    float *xb;     /* (n_batch, max(n_embd, n_heads*head_dim)) normed input / attention output */
-    float *q;      /* (n_batch, n_heads*head_dim) */
-    float *k;      /* (n_batch, n_kv*head_dim) */
-    float *v;      /* (n_batch, n_kv*head_dim) */
-    float *hb;     /* (n_batch, n_ff) */
-    float *hb2;    /* (n_batch, n_ff) */
-    float *att;    /* (n_threads, n_ctx) attention scores */
+    float *x;   /* (n_batch, n_embd) residual stream */
+    float *xb;  /* (n_batch, max(n_embd, n_heads*head_dim)) normed input / attention output */
+    float *q;   /* (n_batch, n_heads*head_dim) */
+    float *k;   /* (n_batch, n_kv*head_dim) */
+    float *v;   /* (n_batch, n_kv*head_dim) */
+    float *hb;  /* (n_batch, n_ff) */
+    float *hb2; /* (n_batch, n_ff) */
+    float *att; /* (n_threads, n_ctx) attention scores */
     float *rope_cos, *rope_sin; /* (n_ctx, n_rot/2) */
     int32_t *out_rows;          /* (n_batch) rows that produce logits */
-    void *scratch; /* matmul scratch */
+    void *scratch;              /* matmul scratch */
     size_t buffer_bytes;
 };

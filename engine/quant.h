@@ -32,9 +32,9 @@ void quant_dequantize_row(enum dtype t, const void *src, float *dst, int64_t n);
 typedef float (*quant_dot_fn)(int64_t n, const void *w, const void *x);
 
 struct quant_variant {
-    const char *name;                 /* "ref", "avx2" */
-    bool (*available)(void);          /* does this CPU run it */
-    quant_dot_fn dot[DTYPE_COUNT];    /* NULL where the variant has no kernel for a type */
+    const char *name;              /* "ref", "avx2" */
+    bool (*available)(void);       /* does this CPU run it */
+    quant_dot_fn dot[DTYPE_COUNT]; /* NULL where the variant has no kernel for a type */
 };
 
 /* Picks the best variant available on this CPU (idempotent, thread-safe to call once from

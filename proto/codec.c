@@ -20,8 +20,7 @@
 
 #include "log.h"
 
-struct codec_limits codec_limits_default(void)
-{
+struct codec_limits codec_limits_default(void) {
     return (struct codec_limits){
         .max_message_bytes = (size_t)64 << 20,
         .max_tensor_elems = (int64_t)32 << 20,
@@ -33,8 +32,7 @@ struct codec_limits codec_limits_default(void)
 
 /* Writes one line into err and returns s. */
 __attribute__((format(printf, 4, 5))) static enum status fail(char *err, size_t errlen,
-                                                              enum status s, const char *fmt, ...)
-{
+                                                              enum status s, const char *fmt, ...) {
     if (err && errlen > 0) {
         va_list ap;
         va_start(ap, fmt);
@@ -56,8 +54,7 @@ enum wire_type {
 };
 
 /* Reads a varint at buf[*pos..len); false when truncated or longer than 10 bytes. */
-static bool wire_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v)
-{
+static bool wire_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v) {
     uint64_t r = 0;
     for (unsigned i = 0; i < 10; i++) {
         if (*pos >= len) return false;
@@ -74,8 +71,7 @@ static bool wire_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *v
 
 /* Reads a tag; false unless the field number is 1..2^29-1 and the tag fits 32 bits. */
 static bool wire_tag(const uint8_t *buf, size_t len, size_t *pos, uint32_t *field,
-                     unsigned *wtype)
-{
+                     unsigned *wtype) {
     uint64_t t;
     if (!wire_varint(buf, len, pos, &t) || t > UINT32_MAX) return false;
     *field = (uint32_t)(t >> 3);
@@ -85,14 +81,12 @@ static bool wire_tag(const uint8_t *buf, size_t len, size_t *pos, uint32_t *fiel
 
 /* Skips a field's value of wire type wtype; lo, n give a LEN payload's place. */
 static bool wire_skip(const uint8_t *buf, size_t len, size_t *pos, unsigned wtype, size_t *lo,
-                      size_t *n)
-{
+                      size_t *n) {
     uint64_t v;
     *lo = *pos;
     *n = 0;
     switch (wtype) {
-    case WIRE_VARINT:
-        return wire_varint(buf, len, pos, &v);
+    case WIRE_VARINT: return wire_varint(buf, len, pos, &v);
     case WIRE_FIXED64:
         if (len - *pos < 8) return false;
         *pos += 8;
@@ -107,13 +101,11 @@ static bool wire_skip(const uint8_t *buf, size_t len, size_t *pos, unsigned wtyp
         *n = (size_t)v;
         *pos += (size_t)v;
         return true;
-    default:
-        return false; /* groups (protobuf-c has none) and reserved wire types */
+    default: return false; /* groups (protobuf-c has none) and reserved wire types */
     }
 }
 
-static bool field_is_varint_type(ProtobufCType t)
-{
+static bool field_is_varint_type(ProtobufCType t) {
     switch (t) {
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
@@ -122,32 +114,25 @@ static bool field_is_varint_type(ProtobufCType t)
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_BOOL:
-    case PROTOBUF_C_TYPE_ENUM:
-        return true;
-    default:
-        return false;
+    case PROTOBUF_C_TYPE_ENUM: return true;
+    default: return false;
     }
 }
 
-static unsigned field_fixed_size(ProtobufCType t)
-{
+static unsigned field_fixed_size(ProtobufCType t) {
     switch (t) {
     case PROTOBUF_C_TYPE_SFIXED32:
     case PROTOBUF_C_TYPE_FIXED32:
-    case PROTOBUF_C_TYPE_FLOAT:
-        return 4;
+    case PROTOBUF_C_TYPE_FLOAT: return 4;
     case PROTOBUF_C_TYPE_SFIXED64:
     case PROTOBUF_C_TYPE_FIXED64:
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
-    default:
-        return 0;
+    case PROTOBUF_C_TYPE_DOUBLE: return 8;
+    default: return 0;
     }
 }
 
 /* The wire type a value of type t is encoded with when not packed. */
-static unsigned field_wire_type(ProtobufCType t)
-{
+static unsigned field_wire_type(ProtobufCType t) {
     if (field_is_varint_type(t)) return WIRE_VARINT;
     unsigned fs = field_fixed_size(t);
     if (fs == 4) return WIRE_FIXED32;
@@ -155,8 +140,8 @@ static unsigned field_wire_type(ProtobufCType t)
     return WIRE_LEN; /* string, bytes, message */
 }
 
-#define WALK_MAX_FIELDS 32       /* more than any message in caravan.proto has */
-#define WALK_MAX_UNKNOWN 64      /* unknown fields tolerated per message (newer minor peers) */
+#define WALK_MAX_FIELDS 32  /* more than any message in caravan.proto has */
+#define WALK_MAX_UNKNOWN 64 /* unknown fields tolerated per message (newer minor peers) */
 
 struct walk {
     const struct codec_limits *lim;
@@ -166,8 +151,7 @@ struct walk {
 
 /* Checks buf[0..len) as an encoding of desc (see the file comment, step 3). */
 static enum status wire_walk(struct walk *w, const ProtobufCMessageDescriptor *desc,
-                             const uint8_t *buf, size_t len, size_t depth)
-{
+                             const uint8_t *buf, size_t len, size_t depth) {
     const struct codec_limits *lim = w->lim;
     size_t counts[WALK_MAX_FIELDS] = {0};
     size_t n_unknown = 0;
@@ -217,8 +201,8 @@ static enum status wire_walk(struct walk *w, const ProtobufCMessageDescriptor *d
             if (fs) {
                 if (n % fs)
                     return fail(w->err, w->errlen, STATUS_FORMAT,
-                                "%s.%s: packed length %zu not a multiple of %u",
-                                desc->short_name, f->name, n, fs);
+                                "%s.%s: packed length %zu not a multiple of %u", desc->short_name,
+                                f->name, n, fs);
                 add = n / fs;
             } else {
                 add = 0;
@@ -260,8 +244,7 @@ static enum status wire_walk(struct walk *w, const ProtobufCMessageDescriptor *d
     return STATUS_OK;
 }
 
-enum status codec_peek(const uint8_t *buf, size_t len, struct codec_header *h)
-{
+enum status codec_peek(const uint8_t *buf, size_t len, struct codec_header *h) {
     memset(h, 0, sizeof(*h));
     if (!buf && len) return STATUS_FORMAT;
     size_t pos = 0;
@@ -307,8 +290,7 @@ struct budget {
     bool exceeded;
 };
 
-static void *budget_alloc(void *data, size_t size)
-{
+static void *budget_alloc(void *data, size_t size) {
     struct budget *b = data;
     if (size > b->left) {
         b->exceeded = true;
@@ -318,8 +300,7 @@ static void *budget_alloc(void *data, size_t size)
     return malloc(size ? size : 1);
 }
 
-static void budget_free(void *data, void *ptr)
-{
+static void budget_free(void *data, void *ptr) {
     (void)data;
     free(ptr);
 }
@@ -328,8 +309,7 @@ static void budget_free(void *data, void *ptr)
 
 /* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF) without NUL bytes,
  * since protobuf-c hands strings over NUL-terminated. */
-static bool utf8_valid(const uint8_t *s, size_t n)
-{
+static bool utf8_valid(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         uint8_t c = s[i];
@@ -373,8 +353,7 @@ struct vctx {
         if (s_ != STATUS_OK) return s_;                                                            \
     } while (0)
 
-static enum status check_text(const struct vctx *v, const char *what, const char *s)
-{
+static enum status check_text(const struct vctx *v, const char *what, const char *s) {
     if (!s) return STATUS_OK; /* proto3: unset string */
     size_t n = strnlen(s, v->lim->max_string_bytes + 1);
     if (n > v->lim->max_string_bytes)
@@ -383,8 +362,7 @@ static enum status check_text(const struct vctx *v, const char *what, const char
     return STATUS_OK;
 }
 
-static enum status check_texts(const struct vctx *v, const char *what, char *const *s, size_t n)
-{
+static enum status check_texts(const struct vctx *v, const char *what, char *const *s, size_t n) {
     if (n > v->lim->max_repeated)
         return VFAIL(v, STATUS_NOMEM, "%s: more than %zu entries", what, v->lim->max_repeated);
     if (n && !s) return VFAIL(v, STATUS_FORMAT, "%s: missing array", what);
@@ -397,16 +375,14 @@ static enum status check_texts(const struct vctx *v, const char *what, char *con
 
 /* A fingerprint or key: empty (when allowed) or exactly `want` bytes. */
 static enum status check_blob(const struct vctx *v, const char *what, ProtobufCBinaryData b,
-                              size_t want, bool may_be_empty)
-{
+                              size_t want, bool may_be_empty) {
     if (b.len == 0 && may_be_empty) return STATUS_OK;
     if (b.len != want || !b.data)
         return VFAIL(v, STATUS_FORMAT, "%s: %zu bytes, want %zu", what, b.len, want);
     return STATUS_OK;
 }
 
-static enum status check_count(const struct vctx *v, const char *what, size_t n, const void *arr)
-{
+static enum status check_count(const struct vctx *v, const char *what, size_t n, const void *arr) {
     if (n > v->lim->max_repeated)
         return VFAIL(v, STATUS_NOMEM, "%s: %zu entries (limit %zu)", what, n, v->lim->max_repeated);
     if (n && !arr) return VFAIL(v, STATUS_FORMAT, "%s: missing array", what);
@@ -415,8 +391,7 @@ static enum status check_count(const struct vctx *v, const char *what, size_t n,
 
 /* Each of the n_per arrays has either 0 entries (when optional) or exactly n. */
 static enum status check_len(const struct vctx *v, const char *what, size_t got, int64_t n,
-                             bool optional)
-{
+                             bool optional) {
     if (optional && got == 0) return STATUS_OK;
     if ((int64_t)got != n)
         return VFAIL(v, STATUS_FORMAT, "%s: %zu entries, want %lld", what, got, (long long)n);
@@ -424,15 +399,14 @@ static enum status check_len(const struct vctx *v, const char *what, size_t got,
 }
 
 static enum status check_range(const struct vctx *v, const char *what, int32_t first, int32_t end,
-                               bool may_be_empty)
-{
+                               bool may_be_empty) {
     if (first < 0 || end < first || (!may_be_empty && end == first))
         return VFAIL(v, STATUS_FORMAT, "%s: bad layer range [%d, %d)", what, (int)first, (int)end);
     return STATUS_OK;
 }
 
-static enum status check_float(const struct vctx *v, const char *what, float x, float lo, float hi)
-{
+static enum status check_float(const struct vctx *v, const char *what, float x, float lo,
+                               float hi) {
     if (!isfinite(x) || x < lo || x > hi)
         return VFAIL(v, STATUS_FORMAT, "%s: %g out of [%g, %g]", what, (double)x, (double)lo,
                      (double)hi);
@@ -440,8 +414,7 @@ static enum status check_float(const struct vctx *v, const char *what, float x, 
 }
 
 /* Bytes per element (or per block of block elems) of the dtypes allowed on the wire. */
-static bool wire_dtype(uint32_t dtype, int64_t *block, size_t *block_bytes)
-{
+static bool wire_dtype(uint32_t dtype, int64_t *block, size_t *block_bytes) {
     switch (dtype) {
     case CARAVAN__DTYPE__DTYPE_F32: *block = 1, *block_bytes = 4; return true;
     case CARAVAN__DTYPE__DTYPE_F16: *block = 1, *block_bytes = 2; return true;
@@ -453,8 +426,7 @@ static bool wire_dtype(uint32_t dtype, int64_t *block, size_t *block_bytes)
 }
 
 enum status codec_tensor_bytes(uint32_t dtype, const int64_t *shape, size_t n_dims,
-                               int64_t max_elems, int64_t *elems, size_t *bytes)
-{
+                               int64_t max_elems, int64_t *elems, size_t *bytes) {
     int64_t block;
     size_t block_bytes;
     if (!wire_dtype(dtype, &block, &block_bytes)) return STATUS_FORMAT;
@@ -477,8 +449,7 @@ enum status codec_tensor_bytes(uint32_t dtype, const int64_t *shape, size_t n_di
 
 /* A tensor of rank `rank` (0 = any) whose first dim is `rows` (< 0 = any). */
 static enum status check_tensor(const struct vctx *v, const char *what, const Caravan__Tensor *t,
-                                size_t rank, int64_t rows)
-{
+                                size_t rank, int64_t rows) {
     VCHECK(check_count(v, what, t->n_shape, t->shape));
     if (t->n_shape < 1 || t->n_shape > CODEC_MAX_DIMS)
         return VFAIL(v, STATUS_FORMAT, "%s: %zu dims (want 1..%d)", what, t->n_shape,
@@ -493,23 +464,21 @@ static enum status check_tensor(const struct vctx *v, const char *what, const Ca
     enum status s = codec_tensor_bytes((uint32_t)t->dtype, t->shape, t->n_shape,
                                        v->lim->max_tensor_elems, &elems, &bytes);
     if (s == STATUS_NOMEM)
-        return VFAIL(v, s, "%s: more than %lld elements", what, (long long)v->lim->max_tensor_elems);
-    if (s != STATUS_OK)
-        return VFAIL(v, s, "%s: bad dtype %d or shape", what, (int)t->dtype);
+        return VFAIL(v, s, "%s: more than %lld elements", what,
+                     (long long)v->lim->max_tensor_elems);
+    if (s != STATUS_OK) return VFAIL(v, s, "%s: bad dtype %d or shape", what, (int)t->dtype);
     if (t->data.len != bytes || (bytes && !t->data.data))
         return VFAIL(v, STATUS_FORMAT, "%s: %zu data bytes, shape and dtype say %zu", what,
                      t->data.len, bytes);
     return STATUS_OK;
 }
 
-static enum status check_peer(const struct vctx *v, const char *what, const Caravan__Peer *p)
-{
+static enum status check_peer(const struct vctx *v, const char *what, const Caravan__Peer *p) {
     VCHECK(check_text(v, what, p->endpoint));
     return check_blob(v, "peer.public_key", p->public_key, CODEC_PUBLIC_KEY_BYTES, true);
 }
 
-static enum status check_hops(const struct vctx *v, Caravan__Hop *const *hops, size_t n)
-{
+static enum status check_hops(const struct vctx *v, Caravan__Hop *const *hops, size_t n) {
     VCHECK(check_count(v, "hops", n, hops));
     for (size_t i = 0; i < n; i++) {
         if (!hops[i]) return VFAIL(v, STATUS_FORMAT, "hops[%zu]: missing", i);
@@ -520,8 +489,7 @@ static enum status check_hops(const struct vctx *v, Caravan__Hop *const *hops, s
 
 /* ---- one function per body ---- */
 
-static enum status check_join(const struct vctx *v, const Caravan__Join *j, uint32_t version)
-{
+static enum status check_join(const struct vctx *v, const Caravan__Join *j, uint32_t version) {
     if (j->protocol_version != version)
         return VFAIL(v, STATUS_PROTOCOL,
                      "protocol version mismatch: join says %u, envelope says %u",
@@ -552,30 +520,28 @@ static enum status check_join(const struct vctx *v, const Caravan__Join *j, uint
     return STATUS_OK;
 }
 
-static enum status check_join_ack(const struct vctx *v, const Caravan__JoinAck *a)
-{
+static enum status check_join_ack(const struct vctx *v, const Caravan__JoinAck *a) {
     if (a->accepted && a->node_id == 0)
         return VFAIL(v, STATUS_FORMAT, "join_ack: accepted with node id 0");
     return check_text(v, "join_ack.reason", a->reason);
 }
 
-static enum status check_assign(const struct vctx *v, const Caravan__Assign *a)
-{
+static enum status check_assign(const struct vctx *v, const Caravan__Assign *a) {
     int64_t block;
     size_t block_bytes;
     if (!a->model) return VFAIL(v, STATUS_FORMAT, "assign: no model");
     const Caravan__ModelRef *m = a->model;
     VCHECK(check_text(v, "assign.model.name", m->name));
-    VCHECK(check_blob(v, "assign.model.fingerprint", m->fingerprint, CODEC_FINGERPRINT_BYTES,
-                      false));
+    VCHECK(
+        check_blob(v, "assign.model.fingerprint", m->fingerprint, CODEC_FINGERPRINT_BYTES, false));
     if (m->n_layers < 0 || m->n_embd < 0 || m->n_vocab < 0)
         return VFAIL(v, STATUS_FORMAT, "assign.model: negative size");
     VCHECK(check_range(v, "assign", a->layer_first, a->layer_end, false));
     if (m->n_layers > 0 && a->layer_end > m->n_layers)
         return VFAIL(v, STATUS_FORMAT, "assign: layer_end %d past n_layers %d", (int)a->layer_end,
                      (int)m->n_layers);
-    VCHECK(check_blob(v, "assign.slice_fingerprint", a->slice_fingerprint,
-                      CODEC_FINGERPRINT_BYTES, true));
+    VCHECK(check_blob(v, "assign.slice_fingerprint", a->slice_fingerprint, CODEC_FINGERPRINT_BYTES,
+                      true));
     if (a->next) VCHECK(check_peer(v, "assign.next", a->next));
     if (a->prev) VCHECK(check_peer(v, "assign.prev", a->prev));
     if (a->n_ctx < 0 || a->n_seq < 0 || a->n_batch < 0)
@@ -594,8 +560,7 @@ static enum status check_assign(const struct vctx *v, const Caravan__Assign *a)
     return STATUS_OK;
 }
 
-static enum status check_assign_ack(const struct vctx *v, const Caravan__AssignAck *a)
-{
+static enum status check_assign_ack(const struct vctx *v, const Caravan__AssignAck *a) {
     if ((unsigned)a->state > CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED)
         return VFAIL(v, STATUS_FORMAT, "assign_ack: bad state %d", (int)a->state);
     VCHECK(check_range(v, "assign_ack", a->layer_first, a->layer_end, true));
@@ -604,8 +569,7 @@ static enum status check_assign_ack(const struct vctx *v, const Caravan__AssignA
     return check_text(v, "assign_ack.error", a->error);
 }
 
-static enum status check_weight_request(const struct vctx *v, const Caravan__WeightRequest *r)
-{
+static enum status check_weight_request(const struct vctx *v, const Caravan__WeightRequest *r) {
     VCHECK(check_blob(v, "weight_request.model_fingerprint", r->model_fingerprint,
                       CODEC_FINGERPRINT_BYTES, true));
     VCHECK(check_blob(v, "weight_request.slice_fingerprint", r->slice_fingerprint,
@@ -613,8 +577,7 @@ static enum status check_weight_request(const struct vctx *v, const Caravan__Wei
     return check_range(v, "weight_request", r->layer_first, r->layer_end, false);
 }
 
-static enum status check_weight_chunk(const struct vctx *v, const Caravan__WeightChunk *c)
-{
+static enum status check_weight_chunk(const struct vctx *v, const Caravan__WeightChunk *c) {
     VCHECK(check_blob(v, "weight_chunk.slice_fingerprint", c->slice_fingerprint,
                       CODEC_FINGERPRINT_BYTES, false));
     if (c->data.len && !c->data.data) return VFAIL(v, STATUS_FORMAT, "weight_chunk: no data");
@@ -629,8 +592,7 @@ static enum status check_weight_chunk(const struct vctx *v, const Caravan__Weigh
     return STATUS_OK;
 }
 
-static enum status check_sampling(const struct vctx *v, const Caravan__Sampling *s)
-{
+static enum status check_sampling(const struct vctx *v, const Caravan__Sampling *s) {
     VCHECK(check_float(v, "sampling.temperature", s->temperature, 0, 1e6f));
     VCHECK(check_float(v, "sampling.top_p", s->top_p, 0, 1));
     VCHECK(check_float(v, "sampling.min_p", s->min_p, 0, 1));
@@ -639,8 +601,7 @@ static enum status check_sampling(const struct vctx *v, const Caravan__Sampling 
     return STATUS_OK;
 }
 
-static enum status check_forward(const struct vctx *v, const Caravan__Forward *f)
-{
+static enum status check_forward(const struct vctx *v, const Caravan__Forward *f) {
     int64_t n = f->n_tokens;
     if (n < 1 || (uint64_t)n > v->lim->max_repeated)
         return VFAIL(v, n < 1 ? STATUS_FORMAT : STATUS_NOMEM, "forward: n_tokens %lld (1..%zu)",
@@ -679,8 +640,7 @@ static enum status check_forward(const struct vctx *v, const Caravan__Forward *f
     return check_hops(v, f->hops, f->n_hops);
 }
 
-static enum status check_result(const struct vctx *v, const Caravan__Result *r)
-{
+static enum status check_result(const struct vctx *v, const Caravan__Result *r) {
     int64_t n = r->n_rows;
     if (n < 0 || (uint64_t)n > v->lim->max_repeated)
         return VFAIL(v, n < 0 ? STATUS_FORMAT : STATUS_NOMEM, "result: n_rows %lld (0..%zu)",
@@ -710,8 +670,7 @@ static enum status check_result(const struct vctx *v, const Caravan__Result *r)
     return check_hops(v, r->hops, r->n_hops);
 }
 
-static enum status check_heartbeat(const struct vctx *v, const Caravan__Heartbeat *h)
-{
+static enum status check_heartbeat(const struct vctx *v, const Caravan__Heartbeat *h) {
     if ((unsigned)h->state > CARAVAN__HEARTBEAT__STATE__STATE_DRAINING)
         return VFAIL(v, STATUS_FORMAT, "heartbeat: bad state %d", (int)h->state);
     VCHECK(check_float(v, "heartbeat.cpu_load", h->cpu_load, 0, 1e6f));
@@ -719,8 +678,7 @@ static enum status check_heartbeat(const struct vctx *v, const Caravan__Heartbea
     return check_range(v, "heartbeat", h->layer_first, h->layer_end, true);
 }
 
-static enum status check_release(const struct vctx *v, const Caravan__Release *r)
-{
+static enum status check_release(const struct vctx *v, const Caravan__Release *r) {
     VCHECK(check_count(v, "release.seqs", r->n_seqs, r->seqs));
     for (size_t i = 0; i < r->n_seqs; i++) {
         const Caravan__SeqRange *s = r->seqs[i];
@@ -732,20 +690,17 @@ static enum status check_release(const struct vctx *v, const Caravan__Release *r
     return STATUS_OK;
 }
 
-static enum status check_drain(const struct vctx *v, const Caravan__Drain *d)
-{
+static enum status check_drain(const struct vctx *v, const Caravan__Drain *d) {
     return check_text(v, "drain.reason", d->reason);
 }
 
-static enum status check_error(const struct vctx *v, const Caravan__Error *e)
-{
+static enum status check_error(const struct vctx *v, const Caravan__Error *e) {
     /* Any code: a newer peer may know more, and an error should get through. */
     return check_text(v, "error.text", e->text);
 }
 
-enum status codec_validate(const Caravan__Envelope *msg, const struct codec_limits *lim,
-                           char *err, size_t errlen)
-{
+enum status codec_validate(const Caravan__Envelope *msg, const struct codec_limits *lim, char *err,
+                           size_t errlen) {
     struct codec_limits def = codec_limits_default();
     struct vctx vc = {.lim = lim ? lim : &def, .err = err, .errlen = errlen};
     struct vctx *v = &vc;
@@ -781,8 +736,7 @@ enum status codec_validate(const Caravan__Envelope *msg, const struct codec_limi
 /* ==== Decoding ==== */
 
 enum status codec_decode(const uint8_t *buf, size_t len, const struct codec_limits *lim,
-                         Caravan__Envelope **out, char *err, size_t errlen)
-{
+                         Caravan__Envelope **out, char *err, size_t errlen) {
     struct codec_limits def = codec_limits_default();
     if (!lim) lim = &def;
     *out = NULL;
@@ -816,8 +770,7 @@ enum status codec_decode(const uint8_t *buf, size_t len, const struct codec_limi
     Caravan__Envelope *msg = caravan__envelope__unpack(&alloc, len, buf);
     if (!msg) {
         if (b.exceeded)
-            return fail(err, errlen, STATUS_NOMEM, "unpacking needs more than %zu bytes",
-                        budget);
+            return fail(err, errlen, STATUS_NOMEM, "unpacking needs more than %zu bytes", budget);
         return fail(err, errlen, STATUS_FORMAT, "protobuf-c could not unpack the envelope");
     }
     s = codec_validate(msg, lim, err, errlen);
@@ -830,8 +783,7 @@ enum status codec_decode(const uint8_t *buf, size_t len, const struct codec_limi
     return STATUS_OK;
 }
 
-void codec_free(Caravan__Envelope **msg_p)
-{
+void codec_free(Caravan__Envelope **msg_p) {
     if (!msg_p || !*msg_p) return;
     caravan__envelope__free_unpacked(*msg_p, NULL);
     *msg_p = NULL;
@@ -839,8 +791,7 @@ void codec_free(Caravan__Envelope **msg_p)
 
 /* ==== Encoding ==== */
 
-void codec_envelope_init(Caravan__Envelope *msg, uint64_t epoch, uint64_t msg_id)
-{
+void codec_envelope_init(Caravan__Envelope *msg, uint64_t epoch, uint64_t msg_id) {
     caravan__envelope__init(msg);
     msg->version = CARAVAN_PROTOCOL_VERSION;
     msg->epoch = epoch;
@@ -849,8 +800,7 @@ void codec_envelope_init(Caravan__Envelope *msg, uint64_t epoch, uint64_t msg_id
 
 /* Validates msg against lim (NULL = defaults) and returns its encoded size in *len. */
 static enum status encode_check(const Caravan__Envelope *msg, const struct codec_limits *lim,
-                                size_t *len, char *err, size_t errlen)
-{
+                                size_t *len, char *err, size_t errlen) {
     struct codec_limits def = codec_limits_default();
     if (!lim) lim = &def;
     enum status s = codec_validate(msg, lim, err, errlen);
@@ -863,14 +813,12 @@ static enum status encode_check(const Caravan__Envelope *msg, const struct codec
 }
 
 enum status codec_encode(const Caravan__Envelope *msg, uint8_t **out, size_t *len, char *err,
-                         size_t errlen)
-{
+                         size_t errlen) {
     return codec_encode_lim(msg, NULL, out, len, err, errlen);
 }
 
 enum status codec_encode_lim(const Caravan__Envelope *msg, const struct codec_limits *lim,
-                             uint8_t **out, size_t *len, char *err, size_t errlen)
-{
+                             uint8_t **out, size_t *len, char *err, size_t errlen) {
     *out = NULL;
     *len = 0;
     size_t n;
@@ -888,26 +836,23 @@ enum status codec_encode_lim(const Caravan__Envelope *msg, const struct codec_li
     return STATUS_OK;
 }
 
-enum status codec_encode_into(const Caravan__Envelope *msg, uint8_t *buf, size_t cap,
-                              size_t *len, char *err, size_t errlen)
-{
+enum status codec_encode_into(const Caravan__Envelope *msg, uint8_t *buf, size_t cap, size_t *len,
+                              char *err, size_t errlen) {
     size_t n;
     *len = 0;
     enum status s = encode_check(msg, NULL, &n, err, errlen);
     if (s != STATUS_OK) return s;
     *len = n;
-    if (n > cap)
-        return fail(err, errlen, STATUS_NOMEM, "needs %zu bytes, buffer has %zu", n, cap);
+    if (n > cap) return fail(err, errlen, STATUS_NOMEM, "needs %zu bytes, buffer has %zu", n, cap);
     size_t packed = caravan__envelope__pack(msg, buf);
-    if (packed != n) return fail(err, errlen, STATUS_FORMAT, "packed %zu bytes, expected %zu",
-                                 packed, n);
+    if (packed != n)
+        return fail(err, errlen, STATUS_FORMAT, "packed %zu bytes, expected %zu", packed, n);
     return STATUS_OK;
 }
 
 enum status codec_encode_error(uint64_t epoch, uint64_t msg_id, uint32_t sender,
                                Caravan__Error__Code code, const char *text, uint64_t ref_msg_id,
-                               uint8_t **out, size_t *len)
-{
+                               uint8_t **out, size_t *len) {
     char buf[4096 + 1];
     struct codec_limits lim = codec_limits_default();
     size_t cap = lim.max_string_bytes < sizeof(buf) - 1 ? lim.max_string_bytes : sizeof(buf) - 1;
@@ -919,8 +864,10 @@ enum status codec_encode_error(uint64_t epoch, uint64_t msg_id, uint32_t sender,
         for (size_t i = 0; i < tl && n < cap;) {
             size_t k = 1;
             if (t[i] >= 0x80) {
-                k = (t[i] & 0xe0) == 0xc0 ? 2 : (t[i] & 0xf0) == 0xe0 ? 3
-                  : (t[i] & 0xf8) == 0xf0 ? 4 : 1;
+                k = (t[i] & 0xe0) == 0xc0   ? 2
+                    : (t[i] & 0xf0) == 0xe0 ? 3
+                    : (t[i] & 0xf8) == 0xf0 ? 4
+                                            : 1;
                 if (k > tl - i || !utf8_valid(t + i, k)) k = 0;
             }
             if (k == 0) {
@@ -950,8 +897,7 @@ enum status codec_encode_error(uint64_t epoch, uint64_t msg_id, uint32_t sender,
 
 /* ==== Helpers ==== */
 
-const char *codec_body_name(uint32_t body_case)
-{
+const char *codec_body_name(uint32_t body_case) {
     switch (body_case) {
     case CARAVAN__ENVELOPE__BODY__NOT_SET: return "none";
     case CARAVAN__ENVELOPE__BODY_JOIN: return "join";
@@ -970,8 +916,7 @@ const char *codec_body_name(uint32_t body_case)
     }
 }
 
-Caravan__Error__Code codec_error_code(enum status s)
-{
+Caravan__Error__Code codec_error_code(enum status s) {
     switch (s) {
     case STATUS_PROTOCOL: return CARAVAN__ERROR__CODE__CODE_VERSION;
     case STATUS_NOMEM: return CARAVAN__ERROR__CODE__CODE_TOO_LARGE;

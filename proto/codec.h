@@ -49,8 +49,8 @@ struct codec_limits codec_limits_default(void);
  *   STATUS_FORMAT   anything else malformed (bad wire bytes, no body, shape/data mismatch,
  *                   per-token arrays disagree, bad UTF-8, fingerprint not 32 bytes, ...). */
 CARAVAN_NODISCARD enum status codec_decode(const uint8_t *buf, size_t len,
-                                           const struct codec_limits *lim,
-                                           Caravan__Envelope **out, char *err, size_t errlen);
+                                           const struct codec_limits *lim, Caravan__Envelope **out,
+                                           char *err, size_t errlen);
 
 /* Frees an envelope from codec_decode; accepts NULL and sets *msg_p to NULL. */
 void codec_free(Caravan__Envelope **msg_p);
@@ -84,8 +84,8 @@ void codec_envelope_init(Caravan__Envelope *msg, uint64_t epoch, uint64_t msg_id
  * the caller frees it with free() (fits zmq_msg_init_data with a free callback).
  * Returns STATUS_FORMAT/NOMEM/PROTOCOL as codec_validate (err says why), STATUS_NOMEM when
  * malloc fails. Never sends a message its own decoder would refuse. */
-CARAVAN_NODISCARD enum status codec_encode(const Caravan__Envelope *msg, uint8_t **out,
-                                           size_t *len, char *err, size_t errlen);
+CARAVAN_NODISCARD enum status codec_encode(const Caravan__Envelope *msg, uint8_t **out, size_t *len,
+                                           char *err, size_t errlen);
 
 /* As codec_encode, validating against lim (NULL = defaults) instead of the defaults, for a
  * node configured with larger limits (its peers must be configured alike). */
@@ -96,15 +96,13 @@ CARAVAN_NODISCARD enum status codec_encode_lim(const Caravan__Envelope *msg,
 /* As codec_encode into buf[0..cap). STATUS_NOMEM when cap is too small (*len then holds the
  * size needed). */
 CARAVAN_NODISCARD enum status codec_encode_into(const Caravan__Envelope *msg, uint8_t *buf,
-                                                size_t cap, size_t *len, char *err,
-                                                size_t errlen);
+                                                size_t cap, size_t *len, char *err, size_t errlen);
 
 /* Encodes an Error envelope (e.g. the refusal after a failed decode) into a new malloc'd
  * buffer. text may be NULL; it is cut at max_string_bytes on a UTF-8 boundary. */
-CARAVAN_NODISCARD enum status codec_encode_error(uint64_t epoch, uint64_t msg_id,
-                                                 uint32_t sender, Caravan__Error__Code code,
-                                                 const char *text, uint64_t ref_msg_id,
-                                                 uint8_t **out, size_t *len);
+CARAVAN_NODISCARD enum status codec_encode_error(uint64_t epoch, uint64_t msg_id, uint32_t sender,
+                                                 Caravan__Error__Code code, const char *text,
+                                                 uint64_t ref_msg_id, uint8_t **out, size_t *len);
 
 /* ==== Helpers ==== */
 
@@ -112,8 +110,8 @@ CARAVAN_NODISCARD enum status codec_encode_error(uint64_t epoch, uint64_t msg_id
  * NULL). STATUS_FORMAT for an unknown dtype, a bad dim count/value or a Q8_0 last dim not a
  * multiple of 32; STATUS_NOMEM when the element count exceeds max_elems or overflows. */
 CARAVAN_NODISCARD enum status codec_tensor_bytes(uint32_t dtype, const int64_t *shape,
-                                                 size_t n_dims, int64_t max_elems,
-                                                 int64_t *elems, size_t *bytes);
+                                                 size_t n_dims, int64_t max_elems, int64_t *elems,
+                                                 size_t *bytes);
 
 /* "forward", "join", ... for a Caravan__Envelope__BodyCase; "none" / "unknown". */
 const char *codec_body_name(uint32_t body_case);

@@ -20,13 +20,12 @@
 #define FUZZ_REQUIRE(cond)                                                                         \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "codec_fuzz: %s failed at line %d\n", #cond, __LINE__);               \
+            fprintf(stderr, "codec_fuzz: %s failed at line %d\n", #cond, __LINE__);                \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
 
-static void check_one(const uint8_t *buf, size_t len)
-{
+static void check_one(const uint8_t *buf, size_t len) {
     /* Small limits make the fuzzer meet them; the defaults would let it allocate a lot. */
     struct codec_limits lim = codec_limits_default();
     lim.max_message_bytes = 1 << 20;
@@ -40,8 +39,7 @@ static void check_one(const uint8_t *buf, size_t len)
     Caravan__Envelope *msg = NULL;
     enum status s = codec_decode(buf, len, &lim, &msg, err, sizeof(err));
     FUZZ_REQUIRE((s == STATUS_OK) == (msg != NULL));
-    FUZZ_REQUIRE(s == STATUS_OK || s == STATUS_FORMAT || s == STATUS_NOMEM ||
-                 s == STATUS_PROTOCOL);
+    FUZZ_REQUIRE(s == STATUS_OK || s == STATUS_FORMAT || s == STATUS_NOMEM || s == STATUS_PROTOCOL);
     if (s != STATUS_OK) {
         FUZZ_REQUIRE(err[0] != '\0');
         return;
@@ -63,8 +61,7 @@ static void check_one(const uint8_t *buf, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #ifdef CODEC_FUZZ_BODY
     if (size < 1) return 0;
     /* (data[0] - first) mod n, so that a seed's first byte (its field number) picks itself */

@@ -48,9 +48,9 @@ enum fx_kind {
 };
 
 static const char *const fx_names[FX_COUNT] = {
-    "join",           "join_ack",        "assign",         "assign_ack",     "weight_request",
-    "weight_chunk",   "forward_tokens",  "forward_hidden", "forward_q8_0",   "result_tokens",
-    "result_logits",  "heartbeat",       "release",        "drain",          "error",
+    "join",          "join_ack",       "assign",         "assign_ack",   "weight_request",
+    "weight_chunk",  "forward_tokens", "forward_hidden", "forward_q8_0", "result_tokens",
+    "result_logits", "heartbeat",      "release",        "drain",        "error",
 };
 
 #define FX_TOKENS 3
@@ -116,13 +116,11 @@ static char s_name[] = "wörker ä", s_ep[] = "tcp://10.0.0.5:7001", s_ep2[] = "
 static char s_sw[] = "caravan 0.1.0", s_model[] = "qwen2.5-0.5b-q8_0", s_empty[] = "";
 static char s_reason[] = "operator asked", s_err[] = "kv cache full (slot 3)";
 
-static ProtobufCBinaryData bin(uint8_t *p, size_t n)
-{
+static ProtobufCBinaryData bin(uint8_t *p, size_t n) {
     return (ProtobufCBinaryData){.len = n, .data = p};
 }
 
-static void peer_init(Caravan__Peer *p, uint32_t id, char *ep, uint8_t *key)
-{
+static void peer_init(Caravan__Peer *p, uint32_t id, char *ep, uint8_t *key) {
     caravan__peer__init(p);
     p->node_id = id;
     p->endpoint = ep;
@@ -131,8 +129,7 @@ static void peer_init(Caravan__Peer *p, uint32_t id, char *ep, uint8_t *key)
 
 /* Fills fx with a valid envelope of kind k (every field that kind has set to something
  * other than its default, so a lost field shows in the round trip). */
-static void fixture_build(struct fixture *fx, enum fx_kind k)
-{
+static void fixture_build(struct fixture *fx, enum fx_kind k) {
     memset(fx, 0, sizeof(*fx));
     for (int i = 0; i < 32; i++) {
         fx->fp_model[i] = (uint8_t)(i * 7 + 1);
@@ -433,14 +430,12 @@ static void fixture_build(struct fixture *fx, enum fx_kind k)
         e->body_case = CARAVAN__ENVELOPE__BODY_ERROR;
         e->error = &fx->error;
         break;
-    case FX_COUNT:
-        assert(0);
+    case FX_COUNT: assert(0);
     }
 }
 
 /* Packs fx->env WITHOUT validation (so crafted bad messages can be made); malloc'd. */
-static uint8_t *fixture_pack(const struct fixture *fx, size_t *len)
-{
+static uint8_t *fixture_pack(const struct fixture *fx, size_t *len) {
     *len = caravan__envelope__get_packed_size(&fx->env);
     uint8_t *buf = malloc(*len ? *len : 1);
     assert(buf);
@@ -449,8 +444,7 @@ static uint8_t *fixture_pack(const struct fixture *fx, size_t *len)
     return buf;
 }
 
-static struct fixture *fixture_new(enum fx_kind k)
-{
+static struct fixture *fixture_new(enum fx_kind k) {
     struct fixture *fx = malloc(sizeof(*fx));
     assert(fx);
     fixture_build(fx, k);
@@ -464,8 +458,7 @@ struct wbuf {
     size_t n;
 };
 
-static void w_varint(struct wbuf *w, uint64_t v)
-{
+static void w_varint(struct wbuf *w, uint64_t v) {
     while (v >= 0x80) {
         w->b[w->n++] = (uint8_t)(v | 0x80);
         v >>= 7;
@@ -473,13 +466,11 @@ static void w_varint(struct wbuf *w, uint64_t v)
     w->b[w->n++] = (uint8_t)v;
 }
 
-static void w_tag(struct wbuf *w, uint32_t field, unsigned wtype)
-{
+static void w_tag(struct wbuf *w, uint32_t field, unsigned wtype) {
     w_varint(w, ((uint64_t)field << 3) | wtype);
 }
 
-static void w_bytes(struct wbuf *w, uint32_t field, const void *p, size_t n)
-{
+static void w_bytes(struct wbuf *w, uint32_t field, const void *p, size_t n) {
     w_tag(w, field, 2);
     w_varint(w, n);
     memcpy(w->b + w->n, p, n);
@@ -490,8 +481,7 @@ static void w_bytes(struct wbuf *w, uint32_t field, const void *p, size_t n)
 
 /* Decodes buf with lim (NULL = default); returns the status, frees any message. */
 static enum status decode_status(const uint8_t *buf, size_t len, const struct codec_limits *lim,
-                                 char *err, size_t errlen)
-{
+                                 char *err, size_t errlen) {
     Caravan__Envelope *msg = NULL;
     enum status s = codec_decode(buf, len, lim, &msg, err, errlen);
     CHECK((s == STATUS_OK) == (msg != NULL));
@@ -503,8 +493,7 @@ static enum status decode_status(const uint8_t *buf, size_t len, const struct co
 /* Builds fixture k, applies mut, packs raw, decodes; checks the status is want and, when
  * `needle` is not NULL, that the error text contains it. */
 static void expect_refused(const char *what, enum fx_kind k, void (*mut)(struct fixture *),
-                           const struct codec_limits *lim, enum status want, const char *needle)
-{
+                           const struct codec_limits *lim, enum status want, const char *needle) {
     struct fixture *fx = fixture_new(k);
     if (mut) mut(fx);
     size_t len;
@@ -534,8 +523,7 @@ static void expect_refused(const char *what, enum fx_kind k, void (*mut)(struct 
 
 /* ==== Tests ==== */
 
-static void test_round_trip(void)
-{
+static void test_round_trip(void) {
     for (int k = 0; k < FX_COUNT; k++) {
         struct fixture *fx = fixture_new((enum fx_kind)k);
         uint8_t *enc = NULL;
@@ -588,7 +576,8 @@ static void test_round_trip(void)
             }
             if (k == FX_JOIN) {
                 CHECK(strcmp(msg->join->node_name, s_name) == 0);
-                CHECK(msg->join->caps->n_simd == 3 && strcmp(msg->join->caps->simd[2], "f16c") == 0);
+                CHECK(msg->join->caps->n_simd == 3 &&
+                      strcmp(msg->join->caps->simd[2], "f16c") == 0);
                 CHECK(memcmp(msg->join->public_key.data, fx->key, 32) == 0);
             }
             if (k == FX_ASSIGN) {
@@ -604,8 +593,7 @@ static void test_round_trip(void)
     }
 }
 
-static void test_oversized(void)
-{
+static void test_oversized(void) {
     struct fixture *fx = fixture_new(FX_FORWARD_HIDDEN);
     size_t len;
     uint8_t *buf = fixture_pack(fx, &len);
@@ -622,10 +610,11 @@ static void test_oversized(void)
     free(fx);
 }
 
-static void mut_version2(struct fixture *fx) { fx->env.version = 2; }
+static void mut_version2(struct fixture *fx) {
+    fx->env.version = 2;
+}
 
-static void test_version(void)
-{
+static void test_version(void) {
     expect_refused("version 2", FX_HEARTBEAT, mut_version2, NULL, STATUS_PROTOCOL,
                    "protocol version mismatch: peer speaks 2, this node speaks 1");
     /* A newer peer's message that this schema cannot parse still gets the version answer. */
@@ -658,97 +647,191 @@ static void test_version(void)
 
 /* ---- the catalog of crafted bad messages ---- */
 
-static void mut_no_body(struct fixture *fx) { fx->env.body_case = CARAVAN__ENVELOPE__BODY__NOT_SET; }
-static void mut_hidden_short(struct fixture *fx) { fx->hidden.data.len -= 1; }
-static void mut_hidden_long(struct fixture *fx) { fx->hidden.data.len = sizeof(fx->hidden_f32) - 4; fx->hidden_shape[1] = FX_EMBD - 2; }
-static void mut_hidden_rows(struct fixture *fx) { fx->hidden_shape[0] = FX_TOKENS + 1; }
-static void mut_elem_overflow(struct fixture *fx)
-{
+static void mut_no_body(struct fixture *fx) {
+    fx->env.body_case = CARAVAN__ENVELOPE__BODY__NOT_SET;
+}
+static void mut_hidden_short(struct fixture *fx) {
+    fx->hidden.data.len -= 1;
+}
+static void mut_hidden_long(struct fixture *fx) {
+    fx->hidden.data.len = sizeof(fx->hidden_f32) - 4;
+    fx->hidden_shape[1] = FX_EMBD - 2;
+}
+static void mut_hidden_rows(struct fixture *fx) {
+    fx->hidden_shape[0] = FX_TOKENS + 1;
+}
+static void mut_elem_overflow(struct fixture *fx) {
     fx->hidden_shape[0] = FX_TOKENS;
     fx->hidden_shape[1] = (int64_t)1 << 62;
 }
-static void mut_elem_overflow2(struct fixture *fx)
-{
+static void mut_elem_overflow2(struct fixture *fx) {
     static int64_t shape[4] = {FX_TOKENS, (int64_t)1 << 31, (int64_t)1 << 31, 4};
     fx->hidden.shape = shape;
     fx->hidden.n_shape = 4;
     fx->forward.hidden->shape = shape;
 }
-static void mut_elem_limit(struct fixture *fx) { fx->hidden_shape[1] = (int64_t)32 << 20; }
-static void mut_neg_dim(struct fixture *fx) { fx->hidden_shape[1] = -FX_EMBD; }
-static void mut_zero_dim(struct fixture *fx) { fx->hidden_shape[1] = 0; fx->hidden.data.len = 0; }
-static void mut_five_dims(struct fixture *fx)
-{
+static void mut_elem_limit(struct fixture *fx) {
+    fx->hidden_shape[1] = (int64_t)32 << 20;
+}
+static void mut_neg_dim(struct fixture *fx) {
+    fx->hidden_shape[1] = -FX_EMBD;
+}
+static void mut_zero_dim(struct fixture *fx) {
+    fx->hidden_shape[1] = 0;
+    fx->hidden.data.len = 0;
+}
+static void mut_five_dims(struct fixture *fx) {
     static int64_t shape[5] = {FX_TOKENS, 1, 1, 1, FX_EMBD};
     fx->hidden.shape = shape;
     fx->hidden.n_shape = 5;
 }
-static void mut_bad_dtype(struct fixture *fx) { fx->hidden.dtype = (Caravan__DType)2; /* q4_0 */ }
-static void mut_q8_not_block(struct fixture *fx) { fx->hidden_shape[1] = 48; }
-static void mut_pos_count(struct fixture *fx) { fx->forward.n_pos = FX_TOKENS - 1; }
-static void mut_seq_count(struct fixture *fx) { fx->forward.n_seq_id = FX_TOKENS + 0; fx->forward.n_tokens = FX_TOKENS - 1; fx->forward.n_want = 0; fx->forward.n_kv_slot = FX_TOKENS - 1; fx->forward.n_pos = FX_TOKENS - 1; fx->forward.n_token = FX_TOKENS - 1; }
-static void mut_want_count(struct fixture *fx) { fx->forward.n_want = 1; }
-static void mut_token_count(struct fixture *fx) { fx->forward.n_token = 2; }
-static void mut_zero_tokens(struct fixture *fx)
-{
+static void mut_bad_dtype(struct fixture *fx) {
+    fx->hidden.dtype = (Caravan__DType)2; /* q4_0 */
+}
+static void mut_q8_not_block(struct fixture *fx) {
+    fx->hidden_shape[1] = 48;
+}
+static void mut_pos_count(struct fixture *fx) {
+    fx->forward.n_pos = FX_TOKENS - 1;
+}
+static void mut_seq_count(struct fixture *fx) {
+    fx->forward.n_seq_id = FX_TOKENS + 0;
+    fx->forward.n_tokens = FX_TOKENS - 1;
+    fx->forward.n_want = 0;
+    fx->forward.n_kv_slot = FX_TOKENS - 1;
+    fx->forward.n_pos = FX_TOKENS - 1;
+    fx->forward.n_token = FX_TOKENS - 1;
+}
+static void mut_want_count(struct fixture *fx) {
+    fx->forward.n_want = 1;
+}
+static void mut_token_count(struct fixture *fx) {
+    fx->forward.n_token = 2;
+}
+static void mut_zero_tokens(struct fixture *fx) {
     Caravan__Forward *f = &fx->forward;
     f->n_tokens = 0;
     f->n_seq_id = f->n_kv_slot = f->n_pos = f->n_want = f->n_token = 0;
 }
-static void mut_both_inputs(struct fixture *fx) { fx->forward.n_token = FX_TOKENS; fx->forward.token = fx->token; }
-static void mut_no_input(struct fixture *fx) { fx->forward.n_token = 0; }
-static void mut_neg_pos(struct fixture *fx) { fx->pos[1] = -1; }
-static void mut_neg_token(struct fixture *fx) { fx->token[2] = -5; }
-static void mut_nan_temp(struct fixture *fx) { fx->sampling.temperature = 0.0f / 0.0f; }
-static void mut_top_p(struct fixture *fx) { fx->sampling.top_p = 1.5f; }
-static void mut_res_rows(struct fixture *fx) { fx->result.n_pos = 1; }
-static void mut_res_logits_rows(struct fixture *fx) { fx->logits_shape[0] = 3; }
-static void mut_res_nothing(struct fixture *fx) { fx->result.n_token = 0; fx->result.n_logprob = 0; }
-static void mut_res_logprob_pos(struct fixture *fx) { fx->r_logprob[0] = 0.5f; }
-static void mut_bad_utf8(struct fixture *fx)
-{
+static void mut_both_inputs(struct fixture *fx) {
+    fx->forward.n_token = FX_TOKENS;
+    fx->forward.token = fx->token;
+}
+static void mut_no_input(struct fixture *fx) {
+    fx->forward.n_token = 0;
+}
+static void mut_neg_pos(struct fixture *fx) {
+    fx->pos[1] = -1;
+}
+static void mut_neg_token(struct fixture *fx) {
+    fx->token[2] = -5;
+}
+static void mut_nan_temp(struct fixture *fx) {
+    fx->sampling.temperature = 0.0f / 0.0f;
+}
+static void mut_top_p(struct fixture *fx) {
+    fx->sampling.top_p = 1.5f;
+}
+static void mut_res_rows(struct fixture *fx) {
+    fx->result.n_pos = 1;
+}
+static void mut_res_logits_rows(struct fixture *fx) {
+    fx->logits_shape[0] = 3;
+}
+static void mut_res_nothing(struct fixture *fx) {
+    fx->result.n_token = 0;
+    fx->result.n_logprob = 0;
+}
+static void mut_res_logprob_pos(struct fixture *fx) {
+    fx->r_logprob[0] = 0.5f;
+}
+static void mut_bad_utf8(struct fixture *fx) {
     static char bad[] = "host\xc3\x28name";
     fx->caps.hostname = bad;
 }
-static void mut_overlong_utf8(struct fixture *fx)
-{
+static void mut_overlong_utf8(struct fixture *fx) {
     static char bad[] = "\xc0\xaf";
     fx->join.node_name = bad;
 }
-static void mut_surrogate(struct fixture *fx)
-{
+static void mut_surrogate(struct fixture *fx) {
     static char bad[] = "\xed\xa0\x80";
     fx->join.software = bad;
 }
-static void mut_long_string(struct fixture *fx)
-{
+static void mut_long_string(struct fixture *fx) {
     static char big[5000];
     memset(big, 'a', sizeof(big) - 1);
     fx->join.data_endpoint = big;
 }
-static void mut_short_key(struct fixture *fx) { fx->join.public_key.len = 31; }
-static void mut_short_cached(struct fixture *fx) { fx->cached_models[1].len = 16; }
-static void mut_no_caps(struct fixture *fx) { fx->join.caps = NULL; }
-static void mut_join_version(struct fixture *fx) { fx->join.protocol_version = 3; }
-static void mut_slice_range(struct fixture *fx) { fx->cached_slice.layer_end = 4; }
-static void mut_ack_node0(struct fixture *fx) { fx->join_ack.node_id = 0; }
-static void mut_assign_past(struct fixture *fx) { fx->assign.layer_end = 25; }
-static void mut_assign_empty(struct fixture *fx) { fx->assign.layer_first = 24; }
-static void mut_assign_nomodel(struct fixture *fx) { fx->assign.model = NULL; }
-static void mut_assign_fp(struct fixture *fx) { fx->model.fingerprint.len = 0; }
-static void mut_assign_dtype(struct fixture *fx) { fx->assign.act_dtype = (Caravan__DType)12; }
-static void mut_assign_stage(struct fixture *fx) { fx->stage[1].layer_first = -1; }
-static void mut_assign_peer_key(struct fixture *fx) { fx->stage_peer[0].public_key.len = 33; }
-static void mut_ack_state(struct fixture *fx) { fx->assign_ack.state = (Caravan__AssignAck__State)9; }
-static void mut_chunk_past(struct fixture *fx) { fx->weight_chunk.offset = 901; }
-static void mut_chunk_last(struct fixture *fx) { fx->weight_chunk.last = 0; }
-static void mut_chunk_offset(struct fixture *fx) { fx->weight_chunk.offset = UINT64_MAX - 10; fx->weight_chunk.total_bytes = 1000; }
-static void mut_chunk_nofp(struct fixture *fx) { fx->weight_chunk.slice_fingerprint.len = 0; }
-static void mut_hb_nan(struct fixture *fx) { fx->heartbeat.cpu_load = 1.0f / 0.0f; }
-static void mut_hb_state(struct fixture *fx) { fx->heartbeat.state = (Caravan__Heartbeat__State)-1; }
-static void mut_release_neg(struct fixture *fx) { fx->seq_range[1].from_pos = -3; }
-static void mut_hop_range(struct fixture *fx) { fx->hop[0].layer_end = -1; }
-static void mut_wreq_range(struct fixture *fx) { fx->weight_request.layer_end = 0; }
+static void mut_short_key(struct fixture *fx) {
+    fx->join.public_key.len = 31;
+}
+static void mut_short_cached(struct fixture *fx) {
+    fx->cached_models[1].len = 16;
+}
+static void mut_no_caps(struct fixture *fx) {
+    fx->join.caps = NULL;
+}
+static void mut_join_version(struct fixture *fx) {
+    fx->join.protocol_version = 3;
+}
+static void mut_slice_range(struct fixture *fx) {
+    fx->cached_slice.layer_end = 4;
+}
+static void mut_ack_node0(struct fixture *fx) {
+    fx->join_ack.node_id = 0;
+}
+static void mut_assign_past(struct fixture *fx) {
+    fx->assign.layer_end = 25;
+}
+static void mut_assign_empty(struct fixture *fx) {
+    fx->assign.layer_first = 24;
+}
+static void mut_assign_nomodel(struct fixture *fx) {
+    fx->assign.model = NULL;
+}
+static void mut_assign_fp(struct fixture *fx) {
+    fx->model.fingerprint.len = 0;
+}
+static void mut_assign_dtype(struct fixture *fx) {
+    fx->assign.act_dtype = (Caravan__DType)12;
+}
+static void mut_assign_stage(struct fixture *fx) {
+    fx->stage[1].layer_first = -1;
+}
+static void mut_assign_peer_key(struct fixture *fx) {
+    fx->stage_peer[0].public_key.len = 33;
+}
+static void mut_ack_state(struct fixture *fx) {
+    fx->assign_ack.state = (Caravan__AssignAck__State)9;
+}
+static void mut_chunk_past(struct fixture *fx) {
+    fx->weight_chunk.offset = 901;
+}
+static void mut_chunk_last(struct fixture *fx) {
+    fx->weight_chunk.last = 0;
+}
+static void mut_chunk_offset(struct fixture *fx) {
+    fx->weight_chunk.offset = UINT64_MAX - 10;
+    fx->weight_chunk.total_bytes = 1000;
+}
+static void mut_chunk_nofp(struct fixture *fx) {
+    fx->weight_chunk.slice_fingerprint.len = 0;
+}
+static void mut_hb_nan(struct fixture *fx) {
+    fx->heartbeat.cpu_load = 1.0f / 0.0f;
+}
+static void mut_hb_state(struct fixture *fx) {
+    fx->heartbeat.state = (Caravan__Heartbeat__State)-1;
+}
+static void mut_release_neg(struct fixture *fx) {
+    fx->seq_range[1].from_pos = -3;
+}
+static void mut_hop_range(struct fixture *fx) {
+    fx->hop[0].layer_end = -1;
+}
+static void mut_wreq_range(struct fixture *fx) {
+    fx->weight_request.layer_end = 0;
+}
 
 struct bad_case {
     const char *name;
@@ -815,8 +898,7 @@ static const struct bad_case bad_cases[] = {
     {"weight_request range", FX_WEIGHT_REQUEST, mut_wreq_range, STATUS_FORMAT, "range"},
 };
 
-static void test_catalog(void)
-{
+static void test_catalog(void) {
     for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
         const struct bad_case *c = &bad_cases[i];
         expect_refused(c->name, c->kind, c->mut, NULL, c->want, c->needle);
@@ -824,8 +906,7 @@ static void test_catalog(void)
 }
 
 /* Limits that only a custom codec_limits reaches. */
-static void test_limits(void)
-{
+static void test_limits(void) {
     struct codec_limits lim = codec_limits_default();
     lim.max_repeated = FX_TOKENS - 1;
     expect_refused("repeated over limit", FX_FORWARD_HIDDEN, NULL, &lim, STATUS_NOMEM, "entries");
@@ -907,8 +988,7 @@ static void test_limits(void)
 }
 
 /* Hand-made wire bytes that protobuf-c would accept or mis-handle but caravan refuses. */
-static void test_wire(void)
-{
+static void test_wire(void) {
     char err[CODEC_ERR_LEN];
     struct wbuf w;
     uint8_t hb[] = {0x08, 0x01}; /* heartbeat {state: JOINING} */
@@ -1012,8 +1092,7 @@ static void test_wire(void)
     }
 }
 
-static void test_truncation(void)
-{
+static void test_truncation(void) {
     for (int k = 0; k < FX_COUNT; k++) {
         struct fixture *fx = fixture_new((enum fx_kind)k);
         size_t len;
@@ -1036,16 +1115,14 @@ static void test_truncation(void)
 
 /* xorshift64*, seeded: the same garbage every run. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rng(void)
-{
+static uint64_t rng(void) {
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
     rng_state ^= rng_state >> 27;
     return rng_state * 0x2545f4914f6cdd1dull;
 }
 
-static void test_garbage(void)
-{
+static void test_garbage(void) {
     uint8_t buf[512];
     int n_ok = 0;
     for (int i = 0; i < 20000; i++) {
@@ -1081,8 +1158,8 @@ static void test_garbage(void)
                 char err[CODEC_ERR_LEN];
                 enum status s = codec_encode(msg, &enc, &elen, err, sizeof(err));
                 if (s != STATUS_OK) {
-                    fprintf(stderr, "%s mutation decoded but does not encode: %s\n",
-                            fx_names[k], err);
+                    fprintf(stderr, "%s mutation decoded but does not encode: %s\n", fx_names[k],
+                            err);
                     n_failed++;
                 }
                 free(enc);
@@ -1097,8 +1174,7 @@ static void test_garbage(void)
     printf("garbage: %d inputs decoded (of 65000)\n", n_ok);
 }
 
-static void test_helpers(void)
-{
+static void test_helpers(void) {
     /* codec_encode_error cuts long text on a UTF-8 boundary and repairs invalid bytes */
     static char text[6000];
     memset(text, 'x', sizeof(text) - 1);
@@ -1106,14 +1182,15 @@ static void test_helpers(void)
     text[10] = (char)0xff;
     uint8_t *buf = NULL;
     size_t len = 0;
-    CHECK(codec_encode_error(7, 8, 3, CARAVAN__ERROR__CODE__CODE_MALFORMED, text, 5, &buf,
-                             &len) == STATUS_OK);
+    CHECK(codec_encode_error(7, 8, 3, CARAVAN__ERROR__CODE__CODE_MALFORMED, text, 5, &buf, &len) ==
+          STATUS_OK);
     Caravan__Envelope *msg = NULL;
     char err[CODEC_ERR_LEN];
     CHECK(codec_decode(buf, len, NULL, &msg, err, sizeof(err)) == STATUS_OK);
     if (msg) {
         CHECK(msg->body_case == CARAVAN__ENVELOPE__BODY_ERROR);
-        CHECK(msg->error->code == CARAVAN__ERROR__CODE__CODE_MALFORMED && msg->error->ref_msg_id == 5);
+        CHECK(msg->error->code == CARAVAN__ERROR__CODE__CODE_MALFORMED &&
+              msg->error->ref_msg_id == 5);
         CHECK(strlen(msg->error->text) == 4094 + 2 && msg->error->text[10] == '?');
         CHECK(msg->sender == 3 && msg->epoch == 7 && msg->msg_id == 8);
     }
@@ -1135,7 +1212,8 @@ static void test_helpers(void)
           STATUS_OK);
     CHECK(elems == 320 && bytes == 5 * 2 * 34);
     CHECK(codec_tensor_bytes(CARAVAN__DTYPE__DTYPE_BF16, shape, 2, 1 << 20, NULL, &bytes) ==
-          STATUS_OK && bytes == 640);
+              STATUS_OK &&
+          bytes == 640);
     CHECK(codec_tensor_bytes(CARAVAN__DTYPE__DTYPE_F32, shape, 2, 319, NULL, &bytes) ==
           STATUS_NOMEM);
     int64_t huge[3] = {INT64_MAX, INT64_MAX, 2};
@@ -1157,8 +1235,7 @@ static void test_helpers(void)
 
 /* ==== Seed corpus ==== */
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
+static uint8_t *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     uint8_t *buf = malloc(1 << 16);
@@ -1169,8 +1246,7 @@ static uint8_t *read_file(const char *path, size_t *len)
 
 /* The committed seeds are today's fixtures: a schema or fixture change that forgets to
  * regenerate them (codec_test --write-seeds) fails here. Skipped outside ctest. */
-static void test_corpus(void)
-{
+static void test_corpus(void) {
     const char *src = getenv("CARAVAN_SOURCE");
     if (!src) {
         printf("corpus: CARAVAN_SOURCE not set, skipped\n");
@@ -1200,8 +1276,7 @@ static void test_corpus(void)
     }
 }
 
-static int write_file(const char *path, const uint8_t *p, size_t n)
-{
+static int write_file(const char *path, const uint8_t *p, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(p, 1, n, f) != n || fclose(f) != 0) {
         fprintf(stderr, "%s: %s\n", path, strerror(errno));
@@ -1211,8 +1286,7 @@ static int write_file(const char *path, const uint8_t *p, size_t n)
 }
 
 /* Seeds for codec_fuzz_body: the body's field number as one byte, then the body's bytes. */
-static int write_seeds(const char *dir)
-{
+static int write_seeds(const char *dir) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/envelope", dir);
     mkdir(dir, 0755);
@@ -1246,8 +1320,7 @@ static int write_seeds(const char *dir)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) return write_seeds(argv[2]);
     test_round_trip();
     test_oversized();
