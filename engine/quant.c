@@ -640,7 +640,8 @@ const struct quant_variant quant_variant_ref = {
         },
 };
 
-static const struct quant_variant *const variants[] = {&quant_variant_ref, &quant_variant_avx2};
+static const struct quant_variant *const variants[] = {&quant_variant_ref, &quant_variant_avx2,
+                                                       &quant_variant_avx512};
 #define N_VARIANTS ((int)(sizeof variants / sizeof variants[0]))
 
 static const struct quant_variant *chosen;
@@ -652,7 +653,10 @@ static void init(void) {
     chosen = &quant_variant_ref;
     chosen_tiles = NULL;
     if (env && strcmp(env, "ref") == 0) return;
-    if (quant_variant_avx2.available()) {
+    if (!(env && strcmp(env, "avx2") == 0) && quant_variant_avx512.available()) {
+        chosen = &quant_variant_avx512;
+        chosen_tiles = quant_tiles_avx512;
+    } else if (quant_variant_avx2.available()) {
         chosen = &quant_variant_avx2;
         chosen_tiles = quant_tiles_avx2;
     }
@@ -674,6 +678,11 @@ bool quant_force_variant(const char *name) {
         chosen_tiles = quant_tiles_avx2;
         return true;
     }
+    if (strcmp(name, "avx512") == 0 && quant_variant_avx512.available()) {
+        chosen = &quant_variant_avx512;
+        chosen_tiles = quant_tiles_avx512;
+        return true;
+    }
     return false;
 }
 
@@ -689,7 +698,8 @@ const struct quant_variant *const *quant_variants(int *n) {
 
 void quant_quantize_activations(enum dtype dot_type, const float *src, void *dst, int64_t n) {
     quant_init();
-    const bool avx2 = chosen == &quant_variant_avx2;
+    /* avx512 implies avx2 (its available() checks) */
+    const bool avx2 = chosen == &quant_variant_avx2 || chosen == &quant_variant_avx512;
     if (dot_type == DTYPE_Q8_0 && avx2)
         quant_quantize_q8_0_avx2(src, dst, n);
     else if (dot_type == DTYPE_Q8_K && avx2)

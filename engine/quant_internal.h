@@ -127,3 +127,6 @@ extern const struct quant_variant quant_variant_ref;
 extern const struct quant_variant quant_variant_avx2;
 /* Tile kernels of the avx2 variant, NULL where it has none (index by dtype). */
 extern const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT];
+/* AVX-512 F/BW/VL/VNNI (quant_avx512.c): its own q4_0 kernels, the avx2 ones for other types. */
+extern const struct quant_variant quant_variant_avx512;
+extern const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT];

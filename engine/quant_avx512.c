@@ -1,0 +1,281 @@
+/* quant_avx512: AVX-512 F/BW/VL/VNNI kernels (compiled with -mavx512f -mavx512bw -mavx512vl
+ * -mavx512vnni -mavx2 -mfma -mf16c for this file only; quant.c calls them only when
+ * avx512_available() says the CPU and the OS (XGETBV: ZMM state enabled) support all of them).
+ *
+ * Only q4_0 has its own kernels so far (dot, generation GEMV and prompt tile); every other type
+ * uses the avx2 variant's dot and tile unchanged, through the small wrappers at the end (so each
+ * type stays batch-invariant within this variant: its tile and dot are the avx2 pair).
+ *
+ * q4_0 x q8_0 works on pairs of blocks (2k, 2k+1) in one 512-bit register, laid out as
+ *   [w0 elements 0..15 | w1 elements 0..15 | w0 elements 16..31 | w1 elements 16..31]
+ * (which is how the packed nibbles fall out: low nibbles, then high nibbles), and x in the same
+ * layout. vpdpbusd (u8 weights 0..15 times s8 x) starting from -8 * (sum of each lane's 4 x
+ * values) gives each int32 lane the exact sum of (q - 8) * x over 4 elements; the float steps are
+ * then, per pair: d = expand(f16(w.d) * f16(x.d)) (lanes of block 2k get block 2k's product),
+ * acc = fma(d, float(lanes), acc), and at the end hsum512(acc). An odd last block is a pair with
+ * zero values and zero scales for the missing block. The dot, the GEMV and the tile all do
+ * exactly these float operations per (weight row, x row), so they are bit-identical; the
+ * integer parts are exact, so they are computed however is cheapest. */
+#include <cpuid.h>
+#include <immintrin.h>
+#include <string.h>
+
+#include "quant.h"
+#include "quant_internal.h"
+
+static bool avx512_available(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !fma || !f16c) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    /* XMM, YMM, opmask, ZMM_Hi256 and Hi16_ZMM state all enabled by the OS */
+    if ((lo & 0xE6) != 0xE6) return false;
+    if (__get_cpuid_max(0, NULL) < 7) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    const bool avx2 = (b >> 5) & 1, f = (b >> 16) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1;
+    const bool vnni = (c >> 11) & 1;
+    return avx2 && f && bw && vl && vnni && quant_variant_avx2.available();
+}
+
+/* Horizontal sums in a fixed order. */
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hsum512(__m512 v) {
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), hi));
+}
+
+/* ==== q4_0 weights (x is q8_0) ==== */
+
+/* Weight values 0..15 of blocks a[0] and a[1] (a[1] absent when single) in the pair layout. */
+static inline __m512i q4_0_pair(const block_q4_0 *a, bool single) {
+    const __m128i r0 = _mm_loadu_si128((const __m128i *)a[0].qs);
+    const __m256i raw =
+        single ? _mm256_zextsi128_si256(r0)
+               : _mm256_inserti128_si256(_mm256_castsi128_si256(r0),
+                                         _mm_loadu_si128((const __m128i *)a[1].qs), 1);
+    const __m512i v =
+        _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+    return _mm512_and_si512(v, _mm512_set1_epi8(0xF));
+}
+
+/* x values of blocks b[0] and b[1] (zeros when single) in the pair layout. */
+static inline __m512i q8_0_pair(const block_q8_0 *b, bool single) {
+    const __m512i x0 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs));
+    const __m512i x1 = single ? _mm512_setzero_si512()
+                              : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[1].qs));
+    return _mm512_permutex2var_epi64(x0, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), x1);
+}
+
+/* -8 * (sum of each lane's 4 x values): the start value that turns the u8 weights into q - 8. */
+static inline __m512i q8_0_neg8(__m512i y) {
+    return _mm512_sub_epi32(_mm512_setzero_si512(),
+                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), y));
+}
+
+/* The two f16 scales of a pair as [s0, s1, 0, 0] (s1 = 0 when single). */
+static inline __m128 pair_scales(quant_f16_t h0, quant_f16_t h1) {
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | (uint32_t)h1 << 16)));
+}
+
+/* [s0, s1, ...] to the pair layout: lanes 0-3 and 8-11 get s0, lanes 4-7 and 12-15 s1. */
+static inline __m512 expand_pair(__m128 s) {
+    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1),
+                                 _mm512_castps128_ps512(s));
+}
+
+static float dot_q4_0(int64_t n, const void *w, const void *x) {
+    const block_q4_0 *a = w;
+    const block_q8_0 *b = x;
+    const int64_t nb = n / QK4_0;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i += 2) {
+        const bool single = i + 1 == nb;
+        const __m512i y = q8_0_pair(b + i, single);
+        const __m512i p = _mm512_dpbusd_epi32(q8_0_neg8(y), q4_0_pair(a + i, single), y);
+        const __m128 da = pair_scales(a[i].d, single ? 0 : a[i + 1].d);
+        const __m128 dx = pair_scales(b[i].d, single ? 0 : b[i + 1].d);
+        acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dx)), _mm512_cvtepi32_ps(p), acc);
+    }
+    return hsum512(acc);
+}
+
+#define PANEL_BUF_BYTES (192 * 1024)
+static _Thread_local __m512i panel_buf[PANEL_BUF_BYTES / sizeof(__m512i)];
+
+static inline int min_int(int a, int b) {
+    return a < b ? a : b;
+}
+
+/* Generation: one x row against many weight rows, each row streamed once in memory order. The
+ * x side of each pair (values in the pair layout, the -8 start lanes, the two f32 scales) is
+ * prepared once; per (row, pair) the float steps are dot_q4_0's. */
+#define GEMV_PAIR_BYTES (2 * 64 + 16)
+static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const void *x, float *y) {
+    const block_q8_0 *bx = x;
+    const int64_t np = (nb + 1) / 2, full = nb / 2;
+    __m512i *ys = panel_buf, *ns = ys + np;
+    __m128 *dxs = (__m128 *)(ns + np);
+    for (int64_t k = 0; k < np; k++) {
+        const bool single = 2 * k + 1 == nb;
+        ys[k] = q8_0_pair(bx + 2 * k, single);
+        ns[k] = q8_0_neg8(ys[k]);
+        dxs[k] = pair_scales(bx[2 * k].d, single ? 0 : bx[2 * k + 1].d);
+    }
+    for (int i = 0; i < nw; i++) {
+        const block_q4_0 *a = (const block_q4_0 *)((const char *)w + i * w_stride);
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = 0; k < full; k++) {
+            const __m512i p = _mm512_dpbusd_epi32(ns[k], q4_0_pair(a + 2 * k, false), ys[k]);
+            const __m128 da = pair_scales(a[2 * k].d, a[2 * k + 1].d);
+            acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[k])), _mm512_cvtepi32_ps(p), acc);
+        }
+        if (full < np) {
+            const __m512i p = _mm512_dpbusd_epi32(ns[full], q4_0_pair(a + 2 * full, true), ys[full]);
+            const __m128 da = pair_scales(a[2 * full].d, 0);
+            acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[full])), _mm512_cvtepi32_ps(p),
+                                  acc);
+        }
+        y[i] = hsum512(acc);
+    }
+}
+
+/* Prompt: M prepacked weight rows (values pq[k * M + i], expanded scales pd[k * M + i]) against
+ * MX x rows at once, one accumulator per (row, x row) pair. */
+static inline __attribute__((always_inline)) void
+q4_0_panel_rows(int M, int MX, int64_t nb, const __m512i *pq, const __m512 *pd,
+                const block_q8_0 *const *bx, float *out, size_t out_stride) {
+    __m512 acc[2][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 2; r++)
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) acc[r][i] = _mm512_setzero_ps();
+    const int64_t np = (nb + 1) / 2;
+    for (int64_t k = 0; k < np; k++) {
+        const bool single = 2 * k + 1 == nb;
+        __m512i yv[2], nv[2];
+        __m512 dx[2];
+#pragma GCC unroll 2
+        for (int r = 0; r < MX; r++) {
+            yv[r] = q8_0_pair(bx[r] + 2 * k, single);
+            nv[r] = q8_0_neg8(yv[r]);
+            dx[r] = expand_pair(pair_scales(bx[r][2 * k].d, single ? 0 : bx[r][2 * k + 1].d));
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < M; i++) {
+            const __m512i q = pq[k * M + i];
+            const __m512 dw = pd[k * M + i];
+#pragma GCC unroll 2
+            for (int r = 0; r < MX; r++) {
+                const __m512i p = _mm512_dpbusd_epi32(nv[r], q, yv[r]);
+                acc[r][i] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[r]), _mm512_cvtepi32_ps(p), acc[r][i]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < MX; r++)
+#pragma GCC unroll 8
+        for (int i = 0; i < M; i++) out[r * out_stride + i] = hsum512(acc[r][i]);
+}
+
+static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                      size_t x_stride, int nx, float *y, size_t y_stride) {
+    const int64_t nb = n / QK4_0, np = (nb + 1) / 2;
+    if (nx == 1 && (size_t)np * GEMV_PAIR_BYTES <= PANEL_BUF_BYTES) {
+        gemv_q4_0(nb, w, w_stride, nw, x, y);
+        return;
+    }
+    if ((size_t)np * 128 > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * y_stride + i] =
+                    dot_q4_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+        return;
+    }
+    const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)np * 128));
+    const int mw = fit < 8 ? (int)fit : 8;
+    for (int i0 = 0; i0 < nw; i0 += mw) {
+        const int m = min_int(mw, nw - i0);
+        __m512i *pq = panel_buf;
+        __m512 *pd = (__m512 *)(pq + np * m);
+        for (int i = 0; i < m; i++) {
+            const block_q4_0 *a = (const block_q4_0 *)((const char *)w + (i0 + i) * w_stride);
+            for (int64_t k = 0; k < np; k++) {
+                const bool single = 2 * k + 1 == nb;
+                pq[k * m + i] = q4_0_pair(a + 2 * k, single);
+                pd[k * m + i] = expand_pair(pair_scales(a[2 * k].d, single ? 0 : a[2 * k + 1].d));
+            }
+        }
+        int r = 0;
+        for (; r + 2 <= nx; r += 2) {
+            const block_q8_0 *bx[2] = {
+                (const block_q8_0 *)((const char *)x + r * x_stride),
+                (const block_q8_0 *)((const char *)x + (r + 1) * x_stride)};
+            float *out = y + r * y_stride + i0;
+            if (m == 8)
+                q4_0_panel_rows(8, 2, nb, pq, pd, bx, out, y_stride);
+            else
+                q4_0_panel_rows(m, 2, nb, pq, pd, bx, out, y_stride);
+        }
+        for (; r < nx; r++) {
+            const block_q8_0 *bx[2] = {(const block_q8_0 *)((const char *)x + r * x_stride),
+                                       NULL};
+            float *out = y + r * y_stride + i0;
+            if (m == 8)
+                q4_0_panel_rows(8, 1, nb, pq, pd, bx, out, y_stride);
+            else
+                q4_0_panel_rows(m, 1, nb, pq, pd, bx, out, y_stride);
+        }
+    }
+}
+
+/* ==== Types without their own kernels: the avx2 variant's dot and tile ==== */
+
+#define AVX2_FALLBACK(T)                                                                           \
+    static float dot_fb_##T(int64_t n, const void *w, const void *x) {                             \
+        return quant_variant_avx2.dot[DTYPE_##T](n, w, x);                                         \
+    }                                                                                              \
+    static void tile_fb_##T(int64_t n, const void *w, size_t ws, int nw, const void *x,            \
+                            size_t xs, int nx, float *y, size_t ys) {                              \
+        quant_tiles_avx2[DTYPE_##T](n, w, ws, nw, x, xs, nx, y, ys);                               \
+    }
+AVX2_FALLBACK(F32)
+AVX2_FALLBACK(F16)
+AVX2_FALLBACK(BF16)
+AVX2_FALLBACK(Q8_0)
+AVX2_FALLBACK(Q4_K)
+AVX2_FALLBACK(Q5_K)
+AVX2_FALLBACK(Q6_K)
+
+/* ==== Tables ==== */
+
+const struct quant_variant quant_variant_avx512 = {
+    .name = "avx512",
+    .available = avx512_available,
+    .dot =
+        {
+            [DTYPE_F32] = dot_fb_F32,
+            [DTYPE_F16] = dot_fb_F16,
+            [DTYPE_BF16] = dot_fb_BF16,
+            [DTYPE_Q8_0] = dot_fb_Q8_0,
+            [DTYPE_Q4_0] = dot_q4_0,
+            [DTYPE_Q4_K] = dot_fb_Q4_K,
+            [DTYPE_Q5_K] = dot_fb_Q5_K,
+            [DTYPE_Q6_K] = dot_fb_Q6_K,
+        },
+};
+
+const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
+    [DTYPE_F32] = tile_fb_F32,   [DTYPE_F16] = tile_fb_F16,   [DTYPE_BF16] = tile_fb_BF16,
+    [DTYPE_Q8_0] = tile_fb_Q8_0, [DTYPE_Q4_0] = tile_q4_0,    [DTYPE_Q4_K] = tile_fb_Q4_K,
+    [DTYPE_Q5_K] = tile_fb_Q5_K, [DTYPE_Q6_K] = tile_fb_Q6_K,
+};
