@@ -238,6 +238,230 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const v
     }
 }
 
+/* ==== K-quant weights (x is q8_K) ====
+ * A block is 4 groups of 64 elements in one register each: q4_K group j holds sub-blocks 2j and
+ * 2j+1 (the low and high nibbles of qs[32j..32j+31]); q6_K group g elements 64g..64g+63. Each
+ * group's int32 lanes are sum over 4 elements of q * y times the element's scale, by vpmaddubsw
+ * (u8 q times s8 y, pairs, exact: at most 2 * 63 * 128) then vpdpwssd with the scales as int16;
+ * the 4 groups add into sumi (16 lanes). q6_K subtracts 32 * sum sc * bsums (8 lanes, in the
+ * low half). Float steps per block: acc = fma(y.d * d, float(sumi), acc) (16 lanes); q4_K also
+ * accm = fma(y.d * dmin, float(min lanes), accm) with avx2's 8 min lanes; the result is
+ * hsum512(acc) (- hsum256(accm)). The tile does the same per (row, x row). */
+
+struct kblk {
+    __m512i q[4];
+    __m512i sc[4];
+    __m256i corr; /* q4_K: mins duplicated (m0 m0 m1 m1 ...); q6_K: the 16 scales as int16 */
+    float d, dmin;
+    float pad[6];
+};
+
+/* The 8 6-bit scales and 8 6-bit mins of a q4_K/q5_K block (layout in quant_internal.h). */
+static inline void unpack_k_scales(const uint8_t *packed, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t q[3], s[2], m[2];
+    memcpy(q, packed, 12);
+    s[0] = q[0] & 0x3f3f3f3f;
+    s[1] = (q[2] & 0x0f0f0f0f) | ((q[0] >> 2) & 0x30303030);
+    m[0] = q[1] & 0x3f3f3f3f;
+    m[1] = ((q[2] >> 4) & 0x0f0f0f0f) | ((q[1] >> 2) & 0x30303030);
+    memcpy(sc, s, 8);
+    memcpy(mn, m, 8);
+}
+
+/* int16 lanes of s (first 16 used) to [s[a] x8, s[b] x8, s[c] x8, s[d] x8]. */
+static inline __m512i spread16(__m512i s, int a, int b, int c, int d) {
+    const __m512i idx = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a))),
+        _mm256_set_m128i(_mm_set1_epi16((short)d), _mm_set1_epi16((short)c)), 1);
+    return _mm512_permutexvar_epi16(idx, s);
+}
+
+static inline __attribute__((always_inline)) void k4_unpack(const block_q4_K *a, struct kblk *p) {
+    uint8_t sc[8], mn[8];
+    unpack_k_scales(a->scales, sc, mn);
+    const __m512i s16 = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)sc)));
+    for (int j = 0; j < 4; j++) {
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
+        p->q[j] = _mm512_and_si512(
+            _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1),
+            _mm512_set1_epi8(0xF));
+        p->sc[j] = spread16(s16, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1);
+    }
+    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
+    p->corr = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    p->d = _cvtsh_ss(a->d);
+    p->dmin = _cvtsh_ss(a->dmin);
+}
+
+static inline __attribute__((always_inline)) void k6_unpack(const block_q6_K *a, struct kblk *p) {
+    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(0x30);
+    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i sh23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i s16 = _mm512_cvtepi8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a->scales)));
+    for (int h = 0; h < 2; h++) {
+        const __m512i ql = _mm512_loadu_si512((const void *)(a->ql + 64 * h));
+        const __m256i qh256 = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
+        const __m512i qh = _mm512_inserti64x4(_mm512_castsi256_si512(qh256), qh256, 1);
+        p->q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                      _mm512_and_si512(_mm512_sllv_epi16(qh, sh01), m2));
+        p->q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                          _mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m2));
+        const int g0 = 8 * h, g1 = 8 * h + 4;
+        p->sc[2 * h] = spread16(s16, g0, g0 + 1, g0 + 2, g0 + 3);
+        p->sc[2 * h + 1] = spread16(s16, g1, g1 + 1, g1 + 2, g1 + 3);
+    }
+    p->corr = _mm512_castsi512_si256(s16);
+    p->d = _cvtsh_ss(a->d);
+    p->dmin = 0;
+}
+
+/* sumi lanes of one unpacked block against a q8_K block (q6: with the -32 correction). */
+static inline __attribute__((always_inline)) __m512i k_sumi(const struct kblk *p,
+                                                            const block_q8_K *b, bool q6) {
+    __m512i sumi = _mm512_setzero_si512();
+    for (int g = 0; g < 4; g++) {
+        const __m512i y = _mm512_loadu_si512((const void *)(b->qs + 64 * g));
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(p->q[g], y), p->sc[g]);
+    }
+    if (q6) {
+        const __m256i c =
+            _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), p->corr);
+        sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
+    }
+    return sumi;
+}
+
+static inline __m256i k_min_lanes(__m256i mdup, const int16_t *bsums) {
+    return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), mdup);
+}
+
+static float dot_q4_K(int64_t n, const void *w, const void *x) {
+    const block_q4_K *a = w;
+    const block_q8_K *b = x;
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accm = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        struct kblk p;
+        k4_unpack(&a[i], &p);
+        const __m512i sumi = k_sumi(&p, &b[i], false);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(b[i].d * p.d), _mm512_cvtepi32_ps(sumi), acc);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * p.dmin),
+                               _mm256_cvtepi32_ps(k_min_lanes(p.corr, b[i].bsums)), accm);
+    }
+    return hsum512(acc) - hsum256(accm);
+}
+
+static float dot_q6_K(int64_t n, const void *w, const void *x) {
+    const block_q6_K *a = w;
+    const block_q8_K *b = x;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        struct kblk p;
+        k6_unpack(&a[i], &p);
+        const __m512i sumi = k_sumi(&p, &b[i], true);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(b[i].d * p.d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    return hsum512(acc);
+}
+
+/* M prepacked rows (pk[b * M + i]) against one q8_K x row. */
+static inline __attribute__((always_inline)) void k_panel_row(int M, bool q6, int64_t nb,
+                                                              const struct kblk *pk,
+                                                              const block_q8_K *bx, float *out) {
+    __m512 acc[4];
+    __m256 accm[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        acc[i] = _mm512_setzero_ps();
+        accm[i] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i s[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) s[i] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            const __m512i y = _mm512_loadu_si512((const void *)(bx[b].qs + 64 * g));
+#pragma GCC unroll 4
+            for (int i = 0; i < M; i++) {
+                const struct kblk *p = &pk[b * M + i];
+                s[i] = _mm512_dpwssd_epi32(s[i], _mm512_maddubs_epi16(p->q[g], y), p->sc[g]);
+            }
+        }
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)bx[b].bsums);
+        const float yd = bx[b].d;
+#pragma GCC unroll 4
+        for (int i = 0; i < M; i++) {
+            const struct kblk *p = &pk[b * M + i];
+            const __m256i c = _mm256_madd_epi16(bs, p->corr);
+            if (q6) {
+                const __m512i sumi =
+                    _mm512_sub_epi32(s[i], _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(sumi),
+                                         acc[i]);
+            } else {
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(s[i]),
+                                         acc[i]);
+                accm[i] = _mm256_fmadd_ps(_mm256_set1_ps(yd * p->dmin), _mm256_cvtepi32_ps(c),
+                                          accm[i]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < M; i++) out[i] = q6 ? hsum512(acc[i]) : hsum512(acc[i]) - hsum256(accm[i]);
+}
+
+static void tile_k(bool q6, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                   size_t x_stride, int nx, float *y, size_t y_stride) {
+    const int64_t nb = n / QK_K;
+    const quant_dot_fn dot = q6 ? dot_q6_K : dot_q4_K;
+    if (nx == 1 || (size_t)nb * sizeof(struct kblk) > PANEL_BUF_BYTES) {
+        /* generation (unpacking would cost more than it saves), or rows too long to unpack */
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * y_stride + i] =
+                    dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+        return;
+    }
+    const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)nb * sizeof(struct kblk)));
+    const int mw = fit < 4 ? (int)fit : 4;
+    struct kblk *pk = (struct kblk *)panel_buf;
+    for (int i0 = 0; i0 < nw; i0 += mw) {
+        const int m = min_int(mw, nw - i0);
+        for (int i = 0; i < m; i++) {
+            const char *row = (const char *)w + (i0 + i) * w_stride;
+            for (int64_t b = 0; b < nb; b++) {
+                if (q6)
+                    k6_unpack((const block_q6_K *)row + b, &pk[b * m + i]);
+                else
+                    k4_unpack((const block_q4_K *)row + b, &pk[b * m + i]);
+            }
+        }
+        for (int r = 0; r < nx; r++) {
+            const block_q8_K *bx = (const block_q8_K *)((const char *)x + r * x_stride);
+            float out[4];
+            if (m == 4 && q6)
+                k_panel_row(4, true, nb, pk, bx, out);
+            else if (m == 4)
+                k_panel_row(4, false, nb, pk, bx, out);
+            else if (q6)
+                k_panel_row(m, true, nb, pk, bx, out);
+            else
+                k_panel_row(m, false, nb, pk, bx, out);
+            for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
+        }
+    }
+}
+
+static void tile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_k(false, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_k(true, n, w, ws, nw, x, xs, nx, y, ys);
+}
+
 /* ==== Types without their own kernels: the avx2 variant's dot and tile ==== */
 
 #define AVX2_FALLBACK(T)                                                                           \
@@ -252,9 +476,7 @@ AVX2_FALLBACK(F32)
 AVX2_FALLBACK(F16)
 AVX2_FALLBACK(BF16)
 AVX2_FALLBACK(Q8_0)
-AVX2_FALLBACK(Q4_K)
 AVX2_FALLBACK(Q5_K)
-AVX2_FALLBACK(Q6_K)
 
 /* ==== Tables ==== */
 
@@ -268,14 +490,14 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_BF16] = dot_fb_BF16,
             [DTYPE_Q8_0] = dot_fb_Q8_0,
             [DTYPE_Q4_0] = dot_q4_0,
-            [DTYPE_Q4_K] = dot_fb_Q4_K,
+            [DTYPE_Q4_K] = dot_q4_K,
             [DTYPE_Q5_K] = dot_fb_Q5_K,
-            [DTYPE_Q6_K] = dot_fb_Q6_K,
+            [DTYPE_Q6_K] = dot_q6_K,
         },
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
     [DTYPE_F32] = tile_fb_F32,   [DTYPE_F16] = tile_fb_F16,   [DTYPE_BF16] = tile_fb_BF16,
-    [DTYPE_Q8_0] = tile_fb_Q8_0, [DTYPE_Q4_0] = tile_q4_0,    [DTYPE_Q4_K] = tile_fb_Q4_K,
-    [DTYPE_Q5_K] = tile_fb_Q5_K, [DTYPE_Q6_K] = tile_fb_Q6_K,
+    [DTYPE_Q8_0] = tile_fb_Q8_0, [DTYPE_Q4_0] = tile_q4_0,    [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_Q5_K] = tile_fb_Q5_K, [DTYPE_Q6_K] = tile_q6_K,
 };
