@@ -280,6 +280,7 @@ static inline __attribute__((always_inline)) void k4_unpack(const block_q4_K *a,
     uint8_t sc[8], mn[8];
     unpack_k_scales(a->scales, sc, mn);
     const __m512i s16 = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)sc)));
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
         p->q[j] = _mm512_and_si512(
@@ -298,6 +299,7 @@ static inline __attribute__((always_inline)) void k6_unpack(const block_q6_K *a,
     const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     const __m512i s16 = _mm512_cvtepi8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a->scales)));
+#pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         const __m512i ql = _mm512_loadu_si512((const void *)(a->ql + 64 * h));
         const __m256i qh256 = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
@@ -319,6 +321,7 @@ static inline __attribute__((always_inline)) void k6_unpack(const block_q6_K *a,
 static inline __attribute__((always_inline)) __m512i k_sumi(const struct kblk *p,
                                                             const block_q8_K *b, bool q6) {
     __m512i sumi = _mm512_setzero_si512();
+#pragma GCC unroll 4
     for (int g = 0; g < 4; g++) {
         const __m512i y = _mm512_loadu_si512((const void *)(b->qs + 64 * g));
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(p->q[g], y), p->sc[g]);
