@@ -465,6 +465,207 @@ static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x
     tile_k(true, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
+/* ==== Float weights (x is f32) ====
+ * Per (row, x row): one 16-lane accumulator over the 16-element chunks, acc = fma(w, x, acc),
+ * then hsum512, then the scalar tail (s += w[k] * x[k], not fused) exactly as the single dot. */
+
+static inline __m512 load_f32x16(const float *p) {
+    return _mm512_loadu_ps(p);
+}
+static inline __m512 load_f16x16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+static inline __m512 load_bf16x16(const uint16_t *p) {
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+static inline float f32_id(float v) {
+    return v;
+}
+
+#define FLOAT_DOT(NAME, WT, LOAD, SCALAR)                                                          \
+    static float NAME(int64_t n, const void *w, const void *x) {                                   \
+        const WT *a = w;                                                                           \
+        const float *b = x;                                                                        \
+        __m512 acc = _mm512_setzero_ps();                                                          \
+        int64_t i = 0;                                                                             \
+        for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(LOAD(a + i), _mm512_loadu_ps(b + i), acc); \
+        float sum = hsum512(acc);                                                                  \
+        for (; i < n; i++) sum += SCALAR(a[i]) * b[i];                                             \
+        return sum;                                                                                \
+    }
+FLOAT_DOT(dot_f32, float, load_f32x16, f32_id)
+FLOAT_DOT(dot_f16, uint16_t, load_f16x16, quant_f16_to_f32)
+FLOAT_DOT(dot_bf16, uint16_t, load_bf16x16, quant_bf16_to_f32)
+
+/* One x row: 4 weight rows at a time converted on the fly, each exactly as the single dot. */
+#define FLOAT_GEMV(NAME, WT, LOAD, SCALAR, SINGLE)                                                 \
+    static void NAME(int64_t n, const char *w, size_t w_stride, int nw, const float *xr,           \
+                     float *y) {                                                                   \
+        int i0 = 0;                                                                                \
+        for (; i0 + 4 <= nw; i0 += 4) {                                                            \
+            const WT *a0 = (const WT *)(w + (i0 + 0) * w_stride);                                  \
+            const WT *a1 = (const WT *)(w + (i0 + 1) * w_stride);                                  \
+            const WT *a2 = (const WT *)(w + (i0 + 2) * w_stride);                                  \
+            const WT *a3 = (const WT *)(w + (i0 + 3) * w_stride);                                  \
+            __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
+            int64_t k = 0;                                                                         \
+            for (; k + 16 <= n; k += 16) {                                                         \
+                const __m512 xv = _mm512_loadu_ps(xr + k);                                         \
+                c0 = _mm512_fmadd_ps(LOAD(a0 + k), xv, c0);                                        \
+                c1 = _mm512_fmadd_ps(LOAD(a1 + k), xv, c1);                                        \
+                c2 = _mm512_fmadd_ps(LOAD(a2 + k), xv, c2);                                        \
+                c3 = _mm512_fmadd_ps(LOAD(a3 + k), xv, c3);                                        \
+            }                                                                                      \
+            float s0 = hsum512(c0), s1 = hsum512(c1), s2 = hsum512(c2), s3 = hsum512(c3);          \
+            for (int64_t t = k; t < n; t++) {                                                      \
+                s0 += SCALAR(a0[t]) * xr[t];                                                       \
+                s1 += SCALAR(a1[t]) * xr[t];                                                       \
+                s2 += SCALAR(a2[t]) * xr[t];                                                       \
+                s3 += SCALAR(a3[t]) * xr[t];                                                       \
+            }                                                                                      \
+            y[i0] = s0;                                                                            \
+            y[i0 + 1] = s1;                                                                        \
+            y[i0 + 2] = s2;                                                                        \
+            y[i0 + 3] = s3;                                                                        \
+        }                                                                                          \
+        for (; i0 < nw; i0++) y[i0] = SINGLE(n, w + i0 * w_stride, xr);                            \
+    }
+FLOAT_GEMV(gemv_f32, float, load_f32x16, f32_id, dot_f32)
+FLOAT_GEMV(gemv_f16, uint16_t, load_f16x16, quant_f16_to_f32, dot_f16)
+FLOAT_GEMV(gemv_bf16, uint16_t, load_bf16x16, quant_bf16_to_f32, dot_bf16)
+
+#define FX 4 /* x rows per micro kernel */
+
+/* M rows of f32 (wf[i]) against MX x rows over elements [k0, k1); the accumulators live in acc
+ * between k-chunks (same register values, so the same float chain as the single dot). */
+static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t k0, int64_t k1,
+                                                              const float *const *wf,
+                                                              const float *const *xr, __m512 *acc) {
+    __m512 a[4][FX];
+#pragma GCC unroll 8
+    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < FX; r++)
+            a[i][r] = i < M && r < MX ? acc[i * FX + r] : _mm512_setzero_ps();
+    for (int64_t k = k0; k < k1; k += 16) {
+        __m512 xv[FX];
+#pragma GCC unroll 8
+        for (int r = 0; r < FX; r++) xv[r] = r < MX ? _mm512_loadu_ps(xr[r] + k) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int i = 0; i < M; i++) {
+            const __m512 wv = _mm512_loadu_ps(wf[i] + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < MX; r++) a[i][r] = _mm512_fmadd_ps(wv, xv[r], a[i][r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < M; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < MX; r++) acc[i * FX + r] = a[i][r];
+}
+
+typedef float (*scalar_fn)(const void *w, int64_t k);
+static float scalar_f32(const void *w, int64_t k) {
+    return ((const float *)w)[k];
+}
+static float scalar_f16(const void *w, int64_t k) {
+    return quant_f16_to_f32(((const uint16_t *)w)[k]);
+}
+static float scalar_bf16(const void *w, int64_t k) {
+    return quant_bf16_to_f32(((const uint16_t *)w)[k]);
+}
+
+#define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
+#define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks */
+
+static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
+                       const void *x, size_t x_stride, int nx, float *y, size_t y_stride) {
+    const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
+    const int64_t n16 = n / 16 * 16;
+    if (nx == 1) {
+        if (t == DTYPE_F32)
+            gemv_f32(n, w, w_stride, nw, x, y);
+        else if (t == DTYPE_F16)
+            gemv_f16(n, w, w_stride, nw, x, y);
+        else
+            gemv_bf16(n, w, w_stride, nw, x, y);
+        return;
+    }
+    if (t != DTYPE_F32 && (size_t)n16 * sizeof(float) > PANEL_BUF_BYTES) { /* too long */
+        const quant_dot_fn dot = t == DTYPE_F16 ? dot_f16 : dot_bf16;
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * y_stride + i] =
+                    dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+        return;
+    }
+    int mw = 4;
+    if (t != DTYPE_F32 && n16) {
+        const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)n16 * sizeof(float)));
+        mw = fit < 4 ? (int)fit : 4;
+    }
+    __m512 acc[FLOAT_X_BATCH / FX][4 * FX];
+    for (int i0 = 0; i0 < nw; i0 += mw) {
+        const int m = min_int(mw, nw - i0);
+        const float *wf[4];
+        const char *rows[4];
+        for (int i = 0; i < m; i++) {
+            const char *row = (const char *)w + (i0 + i) * w_stride;
+            rows[i] = row;
+            if (t == DTYPE_F32) {
+                wf[i] = (const float *)row;
+                continue;
+            }
+            float *dst = (float *)panel_buf + i * n16;
+            wf[i] = dst;
+            for (int64_t k = 0; k < n16; k += 16)
+                _mm512_storeu_ps(dst + k, t == DTYPE_F16 ? load_f16x16((const uint16_t *)row + k)
+                                                         : load_bf16x16((const uint16_t *)row + k));
+        }
+        for (int rb = 0; rb < nx; rb += FLOAT_X_BATCH) {
+            const int nxb = min_int(FLOAT_X_BATCH, nx - rb);
+            for (int p = 0; p < (nxb + FX - 1) / FX; p++)
+                for (int q = 0; q < 4 * FX; q++) acc[p][q] = _mm512_setzero_ps();
+            for (int64_t k0 = 0; k0 < n16; k0 += FLOAT_K_CHUNK) {
+                const int64_t k1 = k0 + FLOAT_K_CHUNK < n16 ? k0 + FLOAT_K_CHUNK : n16;
+                for (int r = 0; r < nxb; r += FX) {
+                    const int mx = min_int(FX, nxb - r);
+                    const float *xr[FX];
+                    for (int q = 0; q < FX; q++)
+                        xr[q] = (const float *)((const char *)x +
+                                                (rb + r + min_int(q, mx - 1)) * x_stride);
+                    if (m == 4 && mx == FX)
+                        float_micro(4, FX, k0, k1, wf, xr, acc[r / FX]);
+                    else
+                        float_micro(m, mx, k0, k1, wf, xr, acc[r / FX]);
+                }
+            }
+            for (int r = 0; r < nxb; r++) {
+                const float *xr = (const float *)((const char *)x + (rb + r) * x_stride);
+                for (int i = 0; i < m; i++) {
+                    float s = hsum512(acc[r / FX][i * FX + r % FX]);
+                    for (int64_t k = n16; k < n; k++) s += sc(rows[i], k) * xr[k];
+                    y[(rb + r) * y_stride + i0 + i] = s;
+                }
+            }
+        }
+    }
+}
+
+static void tile_f32(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                     float *y, size_t ys) {
+    tile_float(DTYPE_F32, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void tile_f16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                     float *y, size_t ys) {
+    tile_float(DTYPE_F16, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_float(DTYPE_BF16, n, w, ws, nw, x, xs, nx, y, ys);
+}
+
 /* ==== Types without their own kernels: the avx2 variant's dot and tile ==== */
 
 #define AVX2_FALLBACK(T)                                                                           \
@@ -475,9 +676,6 @@ static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x
                             size_t xs, int nx, float *y, size_t ys) {                              \
         quant_tiles_avx2[DTYPE_##T](n, w, ws, nw, x, xs, nx, y, ys);                               \
     }
-AVX2_FALLBACK(F32)
-AVX2_FALLBACK(F16)
-AVX2_FALLBACK(BF16)
 AVX2_FALLBACK(Q8_0)
 AVX2_FALLBACK(Q5_K)
 
@@ -488,9 +686,9 @@ const struct quant_variant quant_variant_avx512 = {
     .available = avx512_available,
     .dot =
         {
-            [DTYPE_F32] = dot_fb_F32,
-            [DTYPE_F16] = dot_fb_F16,
-            [DTYPE_BF16] = dot_fb_BF16,
+            [DTYPE_F32] = dot_f32,
+            [DTYPE_F16] = dot_f16,
+            [DTYPE_BF16] = dot_bf16,
             [DTYPE_Q8_0] = dot_fb_Q8_0,
             [DTYPE_Q4_0] = dot_q4_0,
             [DTYPE_Q4_K] = dot_q4_K,
@@ -500,7 +698,7 @@ const struct quant_variant quant_variant_avx512 = {
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
-    [DTYPE_F32] = tile_fb_F32,   [DTYPE_F16] = tile_fb_F16,   [DTYPE_BF16] = tile_fb_BF16,
+    [DTYPE_F32] = tile_f32,   [DTYPE_F16] = tile_f16,   [DTYPE_BF16] = tile_bf16,
     [DTYPE_Q8_0] = tile_fb_Q8_0, [DTYPE_Q4_0] = tile_q4_0,    [DTYPE_Q4_K] = tile_q4_K,
     [DTYPE_Q5_K] = tile_fb_Q5_K, [DTYPE_Q6_K] = tile_q6_K,
 };
