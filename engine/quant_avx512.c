@@ -2,9 +2,11 @@
  * -mavx512vnni -mavx2 -mfma -mf16c for this file only; quant.c calls them only when
  * avx512_available() says the CPU and the OS (XGETBV: ZMM state enabled) support all of them).
  *
- * Only q4_0 has its own kernels so far (dot, generation GEMV and prompt tile); every other type
- * uses the avx2 variant's dot and tile unchanged, through the small wrappers at the end (so each
- * type stays batch-invariant within this variant: its tile and dot are the avx2 pair).
+ * Own kernels (dot, generation GEMV and prompt tile) for q4_0, q4_K, q6_K and f32/f16/bf16;
+ * q8_0 and q5_K use the avx2 variant's dot and tile unchanged, through the small wrappers at the
+ * end (so each type stays batch-invariant within this variant: its tile and dot are one pair).
+ * The float arithmetic differs from avx2's (16 lanes instead of 8), so results are close to, not
+ * bit-identical with, the avx2 variant; within this variant, tile == dot bit for bit.
  *
  * q4_0 x q8_0 works on pairs of blocks (2k, 2k+1) in one 512-bit register, laid out as
  *   [w0 elements 0..15 | w1 elements 0..15 | w0 elements 16..31 | w1 elements 16..31]
