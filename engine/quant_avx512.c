@@ -60,20 +60,20 @@ static inline float hsum512(__m512 v) {
 /* Weight values 0..15 of blocks a[0] and a[1] (a[1] absent when single) in the pair layout. */
 static inline __m512i q4_0_pair(const block_q4_0 *a, bool single) {
     const __m128i r0 = _mm_loadu_si128((const __m128i *)a[0].qs);
-    const __m256i raw =
-        single ? _mm256_zextsi128_si256(r0)
-               : _mm256_inserti128_si256(_mm256_castsi128_si256(r0),
-                                         _mm_loadu_si128((const __m128i *)a[1].qs), 1);
-    const __m512i v =
-        _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+    const __m256i raw = single
+                            ? _mm256_zextsi128_si256(r0)
+                            : _mm256_inserti128_si256(_mm256_castsi128_si256(r0),
+                                                      _mm_loadu_si128((const __m128i *)a[1].qs), 1);
+    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
     return _mm512_and_si512(v, _mm512_set1_epi8(0xF));
 }
 
 /* x values of blocks b[0] and b[1] (zeros when single) in the pair layout. */
 static inline __m512i q8_0_pair(const block_q8_0 *b, bool single) {
     const __m512i x0 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs));
-    const __m512i x1 = single ? _mm512_setzero_si512()
-                              : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[1].qs));
+    const __m512i x1 = single
+                           ? _mm512_setzero_si512()
+                           : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[1].qs));
     return _mm512_permutex2var_epi64(x0, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), x1);
 }
 
@@ -141,10 +141,11 @@ static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const 
             acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[k])), _mm512_cvtepi32_ps(p), acc);
         }
         if (full < np) {
-            const __m512i p = _mm512_dpbusd_epi32(ns[full], q4_0_pair(a + 2 * full, true), ys[full]);
+            const __m512i p =
+                _mm512_dpbusd_epi32(ns[full], q4_0_pair(a + 2 * full, true), ys[full]);
             const __m128 da = pair_scales(a[2 * full].d, 0);
-            acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[full])), _mm512_cvtepi32_ps(p),
-                                  acc);
+            acc =
+                _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[full])), _mm512_cvtepi32_ps(p), acc);
         }
         y[i] = hsum512(acc);
     }
@@ -219,9 +220,8 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const v
         }
         int r = 0;
         for (; r + 2 <= nx; r += 2) {
-            const block_q8_0 *bx[2] = {
-                (const block_q8_0 *)((const char *)x + r * x_stride),
-                (const block_q8_0 *)((const char *)x + (r + 1) * x_stride)};
+            const block_q8_0 *bx[2] = {(const block_q8_0 *)((const char *)x + r * x_stride),
+                                       (const block_q8_0 *)((const char *)x + (r + 1) * x_stride)};
             float *out = y + r * y_stride + i0;
             if (m == 8)
                 q4_0_panel_rows(8, 2, nb, pq, pd, bx, out, y_stride);
@@ -229,8 +229,7 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const v
                 q4_0_panel_rows(m, 2, nb, pq, pd, bx, out, y_stride);
         }
         for (; r < nx; r++) {
-            const block_q8_0 *bx[2] = {(const block_q8_0 *)((const char *)x + r * x_stride),
-                                       NULL};
+            const block_q8_0 *bx[2] = {(const block_q8_0 *)((const char *)x + r * x_stride), NULL};
             float *out = y + r * y_stride + i0;
             if (m == 8)
                 q4_0_panel_rows(8, 1, nb, pq, pd, bx, out, y_stride);
@@ -272,16 +271,18 @@ static inline void unpack_k_scales(const uint8_t *packed, uint8_t sc[8], uint8_t
 
 /* int16 lanes of s (first 16 used) to [s[a] x8, s[b] x8, s[c] x8, s[d] x8]. */
 static inline __m512i spread16(__m512i s, int a, int b, int c, int d) {
-    const __m512i idx = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a))),
-        _mm256_set_m128i(_mm_set1_epi16((short)d), _mm_set1_epi16((short)c)), 1);
+    const __m512i idx =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)b),
+                                                                   _mm_set1_epi16((short)a))),
+                           _mm256_set_m128i(_mm_set1_epi16((short)d), _mm_set1_epi16((short)c)), 1);
     return _mm512_permutexvar_epi16(idx, s);
 }
 
 static inline __attribute__((always_inline)) void k4_unpack(const block_q4_K *a, struct kblk *p) {
     uint8_t sc[8], mn[8];
     unpack_k_scales(a->scales, sc, mn);
-    const __m512i s16 = _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)sc)));
+    const __m512i s16 =
+        _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)sc)));
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         const __m256i raw = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
@@ -300,7 +301,8 @@ static inline __attribute__((always_inline)) void k6_unpack(const block_q6_K *a,
     const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(0x30);
     const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i sh23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const __m512i s16 = _mm512_cvtepi8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a->scales)));
+    const __m512i s16 =
+        _mm512_cvtepi8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a->scales)));
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         const __m512i ql = _mm512_loadu_si512((const void *)(a->ql + 64 * h));
@@ -329,8 +331,7 @@ static inline __attribute__((always_inline)) __m512i k_sumi(const struct kblk *p
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(p->q[g], y), p->sc[g]);
     }
     if (q6) {
-        const __m256i c =
-            _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), p->corr);
+        const __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), p->corr);
         sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
     }
     return sumi;
@@ -370,9 +371,8 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
 }
 
 /* M prepacked rows (pk[b * M + i]) against one q8_K x row. */
-static inline __attribute__((always_inline)) void k_panel_row(int M, bool q6, int64_t nb,
-                                                              const struct kblk *pk,
-                                                              const block_q8_K *bx, float *out) {
+static inline __attribute__((always_inline)) void
+k_panel_row(int M, bool q6, int64_t nb, const struct kblk *pk, const block_q8_K *bx, float *out) {
     __m512 acc[4];
     __m256 accm[4];
 #pragma GCC unroll 4
@@ -402,13 +402,13 @@ static inline __attribute__((always_inline)) void k_panel_row(int M, bool q6, in
             if (q6) {
                 const __m512i sumi =
                     _mm512_sub_epi32(s[i], _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
-                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(sumi),
-                                         acc[i]);
+                acc[i] =
+                    _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(sumi), acc[i]);
             } else {
-                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(s[i]),
-                                         acc[i]);
-                accm[i] = _mm256_fmadd_ps(_mm256_set1_ps(yd * p->dmin), _mm256_cvtepi32_ps(c),
-                                          accm[i]);
+                acc[i] =
+                    _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(s[i]), acc[i]);
+                accm[i] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(yd * p->dmin), _mm256_cvtepi32_ps(c), accm[i]);
             }
         }
     }
@@ -491,7 +491,8 @@ static inline float f32_id(float v) {
         const float *b = x;                                                                        \
         __m512 acc = _mm512_setzero_ps();                                                          \
         int64_t i = 0;                                                                             \
-        for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(LOAD(a + i), _mm512_loadu_ps(b + i), acc); \
+        for (; i + 16 <= n; i += 16)                                                               \
+            acc = _mm512_fmadd_ps(LOAD(a + i), _mm512_loadu_ps(b + i), acc);                       \
         float sum = hsum512(acc);                                                                  \
         for (; i < n; i++) sum += SCALAR(a[i]) * b[i];                                             \
         return sum;                                                                                \
@@ -553,7 +554,8 @@ static inline __attribute__((always_inline)) void float_micro(int M, int MX, int
     for (int64_t k = k0; k < k1; k += 16) {
         __m512 xv[FX];
 #pragma GCC unroll 8
-        for (int r = 0; r < FX; r++) xv[r] = r < MX ? _mm512_loadu_ps(xr[r] + k) : _mm512_setzero_ps();
+        for (int r = 0; r < FX; r++)
+            xv[r] = r < MX ? _mm512_loadu_ps(xr[r] + k) : _mm512_setzero_ps();
 #pragma GCC unroll 8
         for (int i = 0; i < M; i++) {
             const __m512 wv = _mm512_loadu_ps(wf[i] + k);
@@ -674,8 +676,8 @@ static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x
     static float dot_fb_##T(int64_t n, const void *w, const void *x) {                             \
         return quant_variant_avx2.dot[DTYPE_##T](n, w, x);                                         \
     }                                                                                              \
-    static void tile_fb_##T(int64_t n, const void *w, size_t ws, int nw, const void *x,            \
-                            size_t xs, int nx, float *y, size_t ys) {                              \
+    static void tile_fb_##T(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, \
+                            int nx, float *y, size_t ys) {                                         \
         quant_tiles_avx2[DTYPE_##T](n, w, ws, nw, x, xs, nx, y, ys);                               \
     }
 AVX2_FALLBACK(Q8_0)
@@ -700,7 +702,7 @@ const struct quant_variant quant_variant_avx512 = {
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
-    [DTYPE_F32] = tile_f32,   [DTYPE_F16] = tile_f16,   [DTYPE_BF16] = tile_bf16,
-    [DTYPE_Q8_0] = tile_fb_Q8_0, [DTYPE_Q4_0] = tile_q4_0,    [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_F32] = tile_f32,      [DTYPE_F16] = tile_f16,   [DTYPE_BF16] = tile_bf16,
+    [DTYPE_Q8_0] = tile_fb_Q8_0, [DTYPE_Q4_0] = tile_q4_0, [DTYPE_Q4_K] = tile_q4_K,
     [DTYPE_Q5_K] = tile_fb_Q5_K, [DTYPE_Q6_K] = tile_q6_K,
 };
