@@ -136,10 +136,11 @@ int main(void) {
     const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0,
                                 DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
     /* every variant this CPU runs: each must be batch-invariant on its own */
-    const char *variants[] = {"ref", "avx2"};
-    for (int v = 0; v < 2; v++) {
-        if (!quant_force_variant(variants[v])) {
-            printf("variant %s: not on this CPU\n", variants[v]);
+    int n_variants = 0;
+    const struct quant_variant *const *variants = quant_variants(&n_variants);
+    for (int v = 0; v < n_variants; v++) {
+        if (!quant_force_variant(variants[v]->name)) {
+            printf("variant %s: not on this CPU\n", variants[v]->name);
             continue;
         }
         printf("variant %s\n", quant_variant_name());
@@ -156,6 +157,10 @@ int main(void) {
         test_type_rows(DTYPE_Q4_K, 256 * 360, 5, 9, pools);
         test_type_rows(DTYPE_Q8_0, 32 * 2900, 5, 9, pools);
         test_type_rows(DTYPE_Q4_0, 32 * 5500, 5, 9, pools);
+        /* odd block counts (a q4_0 block pair split at the end of a row) */
+        test_type(DTYPE_Q4_0, 224, 19, pools);
+        test_type(DTYPE_Q4_0, 32, 9, pools);
+        test_type_rows(DTYPE_Q4_0, 32 * 1601, 5, 9, pools);
     }
     /* a NULL pool runs single-threaded */
     {

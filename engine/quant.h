@@ -38,7 +38,7 @@ struct quant_variant {
 };
 
 /* Picks the best variant available on this CPU (idempotent, thread-safe to call once from
- * main before threads start). The environment variable CARAVAN_KERNELS=ref forces reference. */
+ * main before threads start). CARAVAN_KERNELS=ref or =avx2 forces that variant. */
 void quant_init(void);
 const char *quant_variant_name(void); /* the chosen one */
 /* Every compiled-in variant (available or not); *n receives the count. */
