@@ -514,6 +514,11 @@ FLOAT_DOT(dot_bf16, uint16_t, load_bf16x16, quant_bf16_to_f32)
             __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
             int64_t k = 0;                                                                         \
             for (; k + 16 <= n; k += 16) {                                                         \
+                /* the next 4 rows, so streaming does not stall at each row's page boundary */     \
+                _mm_prefetch((const char *)(a0 + k) + 4 * w_stride, _MM_HINT_T0);                  \
+                _mm_prefetch((const char *)(a1 + k) + 4 * w_stride, _MM_HINT_T0);                  \
+                _mm_prefetch((const char *)(a2 + k) + 4 * w_stride, _MM_HINT_T0);                  \
+                _mm_prefetch((const char *)(a3 + k) + 4 * w_stride, _MM_HINT_T0);                  \
                 const __m512 xv = _mm512_loadu_ps(xr + k);                                         \
                 c0 = _mm512_fmadd_ps(LOAD(a0 + k), xv, c0);                                        \
                 c1 = _mm512_fmadd_ps(LOAD(a1 + k), xv, c1);                                        \
