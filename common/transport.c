@@ -679,3 +679,34 @@ enum status transport_send(transport_t *t, void *sock, const uint8_t *rid, size_
     }
     return transport_send_bytes(sock, rid, rid_len, &buf, len, flags);
 }
+
+/* ==== Downstream links ==== */
+
+void transport_link_set(transport_t *t, struct transport_link *l, const uint8_t *key,
+                        const char *endpoint) {
+    transport_link_reset(l);
+    l->key_z85[0] = '\0';
+    if (!transport_insecure(t)) zmq_z85_encode(l->key_z85, key, CRYPTO_KEY_BYTES);
+    snprintf(l->endpoint, sizeof l->endpoint, "%s", endpoint);
+    l->set = true;
+}
+
+void transport_link_reset(struct transport_link *l) {
+    transport_close(&l->mon);
+    transport_close(&l->sock);
+}
+
+void transport_link_clear(struct transport_link *l) {
+    transport_link_reset(l);
+    l->set = false;
+}
+
+enum status transport_link_send(transport_t *t, struct transport_link *l, uint8_t **buf_p,
+                                size_t len) {
+    if (!l->sock && l->set)
+        l->sock = transport_client(t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT, l->key_z85,
+                                   l->endpoint, &l->mon);
+    if (!l->sock) return STATUS_IO;
+    /* Blocks up to the send timeout when the peer is slow: backpressure. */
+    return transport_send_bytes(l->sock, NULL, 0, buf_p, len, 0);
+}

@@ -78,6 +78,31 @@ void *transport_client(transport_t *t, int type, enum transport_role role,
  * NULL. Pending outbound messages get the role's linger time. */
 void transport_close(void **sock_p);
 
+/* A downstream activation link (coordinator -> first stage, stage -> next stage): where and to
+ * whom is set when an Assign names the peer, but the PUSH socket connects only at the first
+ * send, because libzmq never retries a handshake that the peer's ZAP refused: by the first send
+ * every stage has acknowledged its Assign and allows its upstream. A refused link is reset
+ * (transport_link_reset) and reconnects at the next send. `mon` carries the socket's handshake
+ * events while connected (poll it, NULL otherwise). */
+struct transport_link {
+    void *sock;
+    void *mon;
+    char endpoint[256];
+    char key_z85[CRYPTO_KEY_Z85_LEN + 1];
+    bool set;
+};
+/* Points the link at endpoint/key (raw 32 bytes; ignored when insecure), closing any socket. */
+void transport_link_set(transport_t *t, struct transport_link *l, const uint8_t *key,
+                        const char *endpoint);
+/* Closes the socket; the peer stays set, so the next send reconnects. */
+void transport_link_reset(struct transport_link *l);
+/* Closes the socket and forgets the peer. */
+void transport_link_clear(struct transport_link *l);
+/* Connects if needed and sends *buf_p (ownership as transport_send_bytes). STATUS_IO when the
+ * link has no peer or cannot connect. */
+CARAVAN_NODISCARD enum status transport_link_send(transport_t *t, struct transport_link *l,
+                                                  uint8_t **buf_p, size_t len);
+
 /* A handshake event from a monitor socket (PAIR connected to a monitor endpoint). */
 struct transport_event {
     uint16_t event; /* ZMQ_EVENT_* */

@@ -23,12 +23,8 @@ static void on_signal(int sig) {
 struct net {
     transport_t *t;
     coordinator_t *c;
-    void *ctl, *ctl_mon, *first, *first_mon;
-    /* The first stage, connected at the first send (a handshake refused by ZAP is final in
-     * libzmq, so connect only once the stage is known to allow us). */
-    char first_endpoint[256];
-    char first_key[CRYPTO_KEY_Z85_LEN + 1];
-    bool has_first;
+    void *ctl, *ctl_mon;
+    struct transport_link first; /* to the first stage */
     bool done;
     int exit_code;
     char exit_text[600];
@@ -53,22 +49,10 @@ static void run_actions(struct net *n, struct coordinator_actions *acts) {
             break;
         }
         case COORDINATOR_ACTION_CONNECT_FIRST:
-            transport_close(&n->first_mon);
-            transport_close(&n->first);
-            n->first_key[0] = '\0';
-            if (!transport_insecure(n->t)) zmq_z85_encode(n->first_key, a->key, CRYPTO_KEY_BYTES);
-            snprintf(n->first_endpoint, sizeof n->first_endpoint, "%s", a->endpoint);
-            n->has_first = true;
+            transport_link_set(n->t, &n->first, a->key, a->endpoint);
             break;
         case COORDINATOR_ACTION_SEND_FIRST: {
-            if (!n->first && n->has_first)
-                n->first = transport_client(n->t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT,
-                                            n->first_key, n->first_endpoint, &n->first_mon);
-            if (!n->first) {
-                LOG(LOG_WARN, "coordinator: no first stage to send to");
-                break;
-            }
-            enum status rc = transport_send_bytes(n->first, NULL, 0, &a->buf, a->len, 0);
+            enum status rc = transport_link_send(n->t, &n->first, &a->buf, a->len);
             if (rc != STATUS_OK)
                 LOG(LOG_WARN, "coordinator: request to the first stage not sent: %s",
                     status_str(rc));
@@ -118,10 +102,8 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
             continue;
         LOG(LOG_WARN, "coordinator: %s (%s): %s", what, ev.endpoint,
             transport_event_explain(&ev, transport_insecure(n->t)));
-        if (mon == n->first_mon) {
-            /* libzmq does not retry a refused handshake: start over at the next send. */
-            transport_close(&n->first_mon);
-            transport_close(&n->first);
+        if (mon == n->first.mon) {
+            transport_link_reset(&n->first); /* refused handshakes are final: redo at next send */
             return;
         }
     }
@@ -172,9 +154,9 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         zmq_pollitem_t items[3] = {
             {n.ctl, 0, ZMQ_POLLIN, 0},
             {n.ctl_mon, 0, ZMQ_POLLIN, 0},
-            {n.first_mon, 0, ZMQ_POLLIN, 0},
+            {n.first.mon, 0, ZMQ_POLLIN, 0},
         };
-        int n_items = n.first_mon ? 3 : 2;
+        int n_items = n.first.mon ? 3 : 2;
         int rc = zmq_poll(items, n_items, 20);
         if (rc < 0 && zmq_errno() != EINTR) {
             finish(&n, 1, "zmq_poll failed");
@@ -183,7 +165,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         if (rc > 0) {
             if (items[1].revents & ZMQ_POLLIN) on_monitor(&n, n.ctl_mon, "control socket");
             if (n_items > 2 && (items[2].revents & ZMQ_POLLIN))
-                on_monitor(&n, n.first_mon, "connection to the first stage");
+                on_monitor(&n, n.first.mon, "connection to the first stage");
             if (items[0].revents & ZMQ_POLLIN) drain(&n, acts);
         }
         uint64_t now = transport_mono_ms();
@@ -201,8 +183,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         LOG(LOG_INFO, "coordinator: exiting: %s", n.exit_text);
     free(acts);
     coordinator_destroy(&n.c);
-    transport_close(&n.first_mon);
-    transport_close(&n.first);
+    transport_link_clear(&n.first);
     transport_close(&n.ctl_mon);
     transport_close(&n.ctl);
     return n.exit_code;

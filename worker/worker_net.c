@@ -20,13 +20,9 @@ struct net {
     transport_t *t;
     worker_t *w;
     const struct worker_net_config *cfg;
-    void *ctl, *ctl_mon, *act_in, *act_in_mon, *act_out, *act_out_mon;
-    /* The next stage, connected at the first send: by then every stage has acknowledged
-     * its Assign (and allows its upstream), whereas a connection refused by ZAP is final. */
-    char next_endpoint[256];
-    char next_key[CRYPTO_KEY_Z85_LEN + 1];
-    bool has_next;
-    uint64_t last_control_ms; /* last message from the coordinator */
+    void *ctl, *ctl_mon, *act_in, *act_in_mon;
+    struct transport_link next; /* to the next stage */
+    uint64_t last_control_ms;   /* last message from the coordinator */
     bool done;
     int exit_code;
     char exit_text[600];
@@ -37,11 +33,6 @@ static void finish(struct net *n, int code, const char *text) {
     n->done = true;
     n->exit_code = code;
     snprintf(n->exit_text, sizeof n->exit_text, "%s", text);
-}
-
-static void close_next(struct net *n) {
-    transport_close(&n->act_out_mon);
-    transport_close(&n->act_out);
 }
 
 static void run_actions(struct net *n, struct worker_actions *acts) {
@@ -55,15 +46,7 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
             break;
         }
         case WORKER_ACTION_SEND_NEXT: {
-            if (!n->act_out && n->has_next)
-                n->act_out = transport_client(n->t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT,
-                                              n->next_key, n->next_endpoint, &n->act_out_mon);
-            if (!n->act_out) {
-                LOG(LOG_WARN, "worker: no next stage; output dropped");
-                break;
-            }
-            /* Blocks up to the send timeout when the next stage is slow: backpressure. */
-            enum status rc = transport_send_bytes(n->act_out, NULL, 0, &a->buf, a->len, 0);
+            enum status rc = transport_link_send(n->t, &n->next, &a->buf, a->len);
             if (rc != STATUS_OK)
                 LOG(LOG_WARN, "worker: output to the next stage not sent: %s", status_str(rc));
             break;
@@ -75,16 +58,9 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
                 finish(n, 1, "cannot update the activation allow-list");
             break;
         case WORKER_ACTION_CONNECT_NEXT:
-            close_next(n);
-            n->next_key[0] = '\0';
-            if (!transport_insecure(n->t)) zmq_z85_encode(n->next_key, a->key, CRYPTO_KEY_BYTES);
-            snprintf(n->next_endpoint, sizeof n->next_endpoint, "%s", a->endpoint);
-            n->has_next = true;
+            transport_link_set(n->t, &n->next, a->key, a->endpoint);
             break;
-        case WORKER_ACTION_DISCONNECT_NEXT:
-            close_next(n);
-            n->has_next = false;
-            break;
+        case WORKER_ACTION_DISCONNECT_NEXT: transport_link_clear(&n->next); break;
         case WORKER_ACTION_EXIT: finish(n, a->exit_code, a->text); break;
         case WORKER_ACTION_COUNT: break;
         }
@@ -138,9 +114,8 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
             return;
         }
         LOG(LOG_WARN, "worker: %s (%s): %s", what, ev.endpoint, why);
-        if (mon == n->act_out_mon) {
-            /* libzmq does not retry a refused handshake: start over at the next send. */
-            close_next(n);
+        if (mon == n->next.mon) {
+            transport_link_reset(&n->next); /* refused handshakes are final: redo at next send */
             return;
         }
     }
@@ -182,11 +157,11 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
 
     while (!n.done && !stop_requested) {
         zmq_pollitem_t items[6] = {
-            {n.ctl, 0, ZMQ_POLLIN, 0},         {n.ctl_mon, 0, ZMQ_POLLIN, 0},
-            {n.act_in, 0, ZMQ_POLLIN, 0},      {n.act_in_mon, 0, ZMQ_POLLIN, 0},
-            {n.act_out_mon, 0, ZMQ_POLLIN, 0},
+            {n.ctl, 0, ZMQ_POLLIN, 0},      {n.ctl_mon, 0, ZMQ_POLLIN, 0},
+            {n.act_in, 0, ZMQ_POLLIN, 0},   {n.act_in_mon, 0, ZMQ_POLLIN, 0},
+            {n.next.mon, 0, ZMQ_POLLIN, 0},
         };
-        int n_items = n.act_out_mon ? 5 : 4;
+        int n_items = n.next.mon ? 5 : 4;
         int rc = zmq_poll(items, n_items, 50);
         if (rc < 0 && zmq_errno() != EINTR) {
             finish(&n, 1, "zmq_poll failed");
@@ -197,7 +172,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
             if (!n.done && (items[3].revents & ZMQ_POLLIN))
                 on_monitor(&n, n.act_in_mon, "activation socket");
             if (!n.done && n_items > 4 && (items[4].revents & ZMQ_POLLIN))
-                on_monitor(&n, n.act_out_mon, "connection to the next stage");
+                on_monitor(&n, n.next.mon, "connection to the next stage");
             if (!n.done && (items[0].revents & ZMQ_POLLIN)) drain(&n, n.ctl, WORKER_FROM_CONTROL);
             if (!n.done && (items[2].revents & ZMQ_POLLIN))
                 drain(&n, n.act_in, WORKER_FROM_UPSTREAM);
@@ -235,7 +210,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         LOG(LOG_INFO, "worker: exiting: %s (%llu batches computed)", n.exit_text,
             (unsigned long long)worker_n_computed(n.w));
     worker_destroy(&n.w);
-    close_next(&n);
+    transport_link_clear(&n.next);
     transport_close(&n.ctl_mon);
     transport_close(&n.ctl);
     transport_close(&n.act_in_mon);
