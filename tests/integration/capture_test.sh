@@ -41,26 +41,7 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; FAILED=1; exit 1; }
 
-wait_for() {
-    local file=$1 re=$2 secs=${3:-15}
-    for _ in $(seq 1 $((secs * 20))); do
-        grep -qE -- "$re" "$file" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
-wait_exit() {
-    local pid=$1 secs=${2:-15}
-    RC=timeout
-    for _ in $(seq 1 $((secs * 20))); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            wait "$pid"
-            RC=$?
-            return 0
-        fi
-        sleep 0.05
-    done
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # wait_for, wait_exit
 # A port nobody listens on (bounded tries; a race with another process is harmless: the
 # daemon would fail to bind and the test would fail loudly, not wrongly pass).
 free_port() {
