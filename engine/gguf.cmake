@@ -4,7 +4,7 @@ add_unit_test(gguf_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/gguf_test.c LIBS eng
 add_fuzz_target(gguf_fuzz SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/gguf_fuzz.c LIBS engine_gguf)
 
 # `caravan inspect` on a seed file (a one-layer model) and on a truncated one.
-if(TARGET caravan OR EXISTS ${CMAKE_SOURCE_DIR}/coordinator/cmd_inspect.c)
+if(TARGET caravan OR EXISTS ${CMAKE_SOURCE_DIR}/cli/cmd_inspect.c)
   set(_gguf_seed ${CMAKE_SOURCE_DIR}/tests/corpus/gguf/tiny_llama.gguf)
   add_test(NAME caravan_inspect COMMAND sh -c
     "out=$($<TARGET_FILE:caravan> inspect --kv --tensors ${_gguf_seed}) && echo \"$out\" && \

@@ -9,7 +9,7 @@ add_unit_test(tokenizer_test SOURCES tokenizer_test.c LIBS engine_tokenizer TIME
 add_unit_test(chat_test SOURCES chat_test.c LIBS engine_tokenizer TIMEOUT 60)
 
 # `caravan tokenize` end to end: ids, BOS, decode, and the exit codes (2 usage, 1 bad model).
-if(TARGET caravan OR EXISTS ${CMAKE_SOURCE_DIR}/coordinator/cmd_tokenize.c)
+if(TARGET caravan OR EXISTS ${CMAKE_SOURCE_DIR}/cli/cmd_tokenize.c)
   add_test(NAME tokenize_cli COMMAND sh -c "\
     set -e; C=\"$1\"; M=\"$2/models/stories260K.gguf\"; \
     test \"$($C tokenize --model $M --text 'Once upon a time')\" = ' 403 407 261 378'; \
