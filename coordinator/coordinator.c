@@ -69,6 +69,14 @@ struct coordinator {
 
 static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready"};
 
+/* Time to first token, for /metrics. */
+static void on_first_token(void *ctx, serve_req_t *r) {
+    serve_queue_t *q = ctx;
+    struct serve_metrics *m = serve_queue_metrics(q);
+    serve_metrics_observe_ttft(m, (double)serve_req_ttft_us(r) * 1e-6);
+    serve_queue_metrics_done(q);
+}
+
 coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     coordinator_t *c = calloc(1, sizeof *c);
     if (!c) abort();
@@ -89,6 +97,8 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     if (cfg->queue) {
         struct batcher_config sc = cfg->batcher;
         sc.queue = cfg->queue;
+        sc.first_token = on_first_token;
+        sc.first_token_ctx = cfg->queue;
         c->batcher = batcher_new(&sc);
     }
     if (cfg->model) {

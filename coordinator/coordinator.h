@@ -64,7 +64,7 @@ struct coordinator_config {
      * the test requests above. */
     serve_queue_t *queue;
     struct batcher_config batcher;
-    Caravan__DType act_dtype;  /* hidden states on the wire: F32 (exact) or F16 */
+    Caravan__DType act_dtype;   /* hidden states on the wire: F32 (exact) or F16 */
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for hop timings; NULL = none (tests) */
 };
 
