@@ -265,7 +265,8 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
     a.n_ctx = 0;
     a.n_seq = 1;
     a.n_batch = 512;
-    a.act_dtype = CARAVAN__DTYPE__DTYPE_F32;
+    a.act_dtype = c->cfg.act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
+                                                                : CARAVAN__DTYPE__DTYPE_F32;
     for (int s = 0; s < c->n_workers; s++) {
         caravan__stage__init(&stages[s]);
         fill_peer(c, &stage_peers[s], &c->workers[s]);

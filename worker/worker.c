@@ -11,6 +11,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "quant.h"
 #include "sampler.h"
 #include "slice.h"
 
@@ -37,6 +38,9 @@ struct worker {
     /* Weights received over the network. */
     uint8_t *blob;
     uint64_t blob_have;
+
+    /* Hidden states to the next stage in this dtype (Assign.act_dtype: F32 or F16). */
+    Caravan__DType act_dtype;
 
     /* Last stage: samples the wanted rows when the Forward asks (Forward.sampling). */
     sampler_t *sampler;
@@ -308,6 +312,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
+    w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
+                                                             : CARAVAN__DTYPE__DTYPE_F32;
 
     /* Who may send activations: the previous stage, or the coordinator for the first. */
     if (!w->cfg.insecure) {
@@ -608,6 +614,25 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         free(row_seq);
         free(row_pos);
     } else {
+        if (w->act_dtype == CARAVAN__DTYPE__DTYPE_F16 && out.dtype == CARAVAN__DTYPE__DTYPE_F32) {
+            /* --wire-dtype f16: half the bytes on the wire, rounded (not bit-exact). */
+            size_t n = out.nbytes / sizeof(float);
+            uint16_t *h = malloc(n * sizeof *h + 1);
+            if (!h) {
+                free(hops);
+                free(out.data);
+                return;
+            }
+            const float *src = (const float *)out.data;
+            for (size_t i = 0; i < n; i++) h[i] = quant_f32_to_f16(src[i]);
+            free(out.data);
+            out.data = (uint8_t *)h;
+            out.nbytes = n * sizeof *h;
+            out.dtype = CARAVAN__DTYPE__DTYPE_F16;
+            t.dtype = CARAVAN__DTYPE__DTYPE_F16;
+            t.data.data = out.data;
+            t.data.len = out.nbytes;
+        }
         Caravan__Forward next = *f;
         next.layer = w->slice.layer_end;
         next.n_token = 0;
