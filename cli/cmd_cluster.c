@@ -484,6 +484,13 @@ int cmd_cluster(int argc, char **argv) {
         }
         if (WIFEXITED(cl->coord.status) && WEXITSTATUS(cl->coord.status) == 0) {
             rc = 0;
+            /* the coordinator's timing lines, as caravan run prints them */
+            FILE *lf = fopen(cl->coord.log, "r");
+            char line[512];
+            while (lf && fgets(line, sizeof line, lf))
+                if (strncmp(line, "prompt: ", 8) == 0 || strncmp(line, "generation: ", 12) == 0)
+                    fputs(line, stderr);
+            if (lf) fclose(lf);
         } else {
             char how[64];
             describe_exit(&cl->coord, how, sizeof how);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "cmd.h"
@@ -147,11 +148,31 @@ struct ask {
     const tokenizer_t *tok;
     const int32_t *prompt;
     int32_t n_prompt;
+    serve_queue_t *queue;
     int status;
 };
 
 static void *ask_main(void *arg) {
     struct ask *a = arg;
+    /* Submitted once the pipeline serves, so the time to first token is the request's own. */
+    for (;;) {
+        bool serving = false;
+        char reason[256], *json = NULL;
+        serve_queue_get_status(a->queue, &serving, reason, sizeof reason, &json);
+        free(json);
+        if (serving) break;
+        if (strstr(reason, "stopped")) { /* closed before it served */
+            a->status = 1;
+            return NULL;
+        }
+        usleep(10 * 1000);
+    }
+    if (!serve_queue_submit(a->queue, a->req)) {
+        fprintf(stderr, "error: the request was refused\n");
+        a->status = 1;
+        kill(getpid(), SIGTERM);
+        return NULL;
+    }
     tokenizer_decoder_t *d = tokenizer_decoder_new(a->tok, false);
     const char *bytes;
     /* The prompt primes the decoder (its leading-space state), as in `caravan run`. */
@@ -159,8 +180,13 @@ static void *ask_main(void *arg) {
     size_t next = 0, got = 0;
     enum serve_finish fin = SERVE_FINISH_NONE;
     struct serve_token toks[64];
+    uint64_t t_first = 0, t_last = 0;
     do {
         got = serve_req_wait(a->req, &next, toks, 64, -1, &fin);
+        if (got) {
+            t_last = transport_mono_us();
+            if (!t_first) t_first = t_last;
+        }
         for (size_t i = 0; i < got; i++) {
             size_t nb = tokenizer_decoder_feed(d, toks[i].id, &bytes);
             fwrite(bytes, 1, nb, stdout);
@@ -172,6 +198,13 @@ static void *ask_main(void *arg) {
     fputc('\n', stdout);
     fflush(stdout);
     tokenizer_decoder_free(&d);
+    /* As caravan run reports it: the first token came from the prompt's logits, so the
+     * generation rate counts the steps after it. */
+    fprintf(stderr, "prompt: %d tokens, first token after %.3f s\n", a->n_prompt,
+            (double)serve_req_ttft_us(a->req) * 1e-6);
+    double t_gen = (double)(t_last - t_first) * 1e-6;
+    fprintf(stderr, "generation: %zu tokens in %.3f s, %.2f tokens/s\n", next, t_gen,
+            next > 1 && t_gen > 0 ? (double)(next - 1) / t_gen : 0.0);
     if (fin == SERVE_FINISH_ERROR || fin == SERVE_FINISH_CANCELLED) {
         fprintf(stderr, "error: the request failed: %s\n",
                 fin == SERVE_FINISH_ERROR ? serve_req_error(a->req) : "cancelled");
@@ -382,7 +415,7 @@ int cmd_coordinator(int argc, char **argv) {
         const struct serve_req_params *rp = serve_req_params(ask.req);
         ask.prompt = rp->prompt;
         ask.n_prompt = rp->n_prompt;
-        if (!serve_queue_submit(queue, ask.req)) goto done;
+        ask.queue = queue;
         if (pthread_create(&ask_thread, NULL, ask_main, &ask) != 0) goto done;
         ask_started = true;
     }
