@@ -223,7 +223,7 @@ static int keygen(struct cluster *cl, const char *name, char *pub, size_t cap) {
     snprintf(dir, sizeof dir, "%s/%s", cl->dir, name);
     crypto_keypair_t *kp = NULL;
     if (crypto_keypair_generate(&kp) != STATUS_OK ||
-        crypto_keypair_save(kp, dir, false) != STATUS_OK) {
+        crypto_keypair_save(kp, dir, true) != STATUS_OK) {
         crypto_keypair_destroy(&kp);
         fprintf(stderr, "error: cannot make a key pair in %s\n", dir);
         return -1;
