@@ -1,6 +1,6 @@
 /* api_testserver: the HTTP API (api.c) in front of the fake serving loop (serve_fake.c), for
  * the openai-npm test (tests/node). Prints "URL <url>" on stdout once listening, then serves
- * until SIGINT/SIGTERM or until stdin closes.
+ * until SIGINT/SIGTERM.
  *   api_testserver [--model M.gguf] [--http HOST:PORT] [--api-key KEY|FILE] [--no-api-key]
  *                  [--ctx N] [--max-open N] [--token-delay-ms N] */
 #include <signal.h>
@@ -76,13 +76,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     printf("URL %s\n", api_url(api));
     fflush(stdout);
-    while (!quit) {
-        struct pollfd p = {.fd = 0, .events = POLLIN};
-        if (poll(&p, 1, 200) > 0) {
-            char buf[256];
-            if (read(0, buf, sizeof buf) <= 0) break; /* stdin closed: the test is over */
-        }
-    }
+    while (!quit) poll(NULL, 0, 200);
     api_stop(&api);
 done:
     serve_fake_stop(&fake);
