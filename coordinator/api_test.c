@@ -273,6 +273,16 @@ static void test_answers(void) {
     CHECK(!strcmp(scut, want), "held-back tail released at the end");
     free(scut);
 
+    /* A character split over byte tokens is held back until whole (no U+FFFD). */
+    char *utf8 = echo_of("Caf\xC3\xA9 \xE2\x98\x95 ok", 0);
+    CHECK(strstr(utf8, "\xE2\x98\x95"), "the echo has the cup");
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Caf\xC3\xA9 \xE2\x98\x95 ok\",\"stream\":true}");
+    char *su = stream_text(&r, &fin, false);
+    CHECK(!strcmp(su, utf8) && !strstr(su, "\xEF\xBF\xBD"), "split UTF-8 streamed whole");
+    free(su);
+    free(utf8);
+
     /* Chat, plain and streamed. */
     const char *chat = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
                        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi \"},"
@@ -298,8 +308,8 @@ static void test_answers(void) {
     cJSON_Delete(cl);
     free(r.all);
     r = http(p, "GET", "/metrics", NULL, NULL);
-    CHECK(r.status == 200 && strstr(r.body, "\ncaravan_requests_total 10\n"), "requests counted");
-    CHECK(strstr(r.body, "caravan_time_to_first_token_seconds_bucket{le=\"+Inf\"} 10\n"),
+    CHECK(r.status == 200 && strstr(r.body, "\ncaravan_requests_total 11\n"), "requests counted");
+    CHECK(strstr(r.body, "caravan_time_to_first_token_seconds_bucket{le=\"+Inf\"} 11\n"),
           "ttft histogram");
     CHECK(
         strstr(r.body, "caravan_stage_compute_seconds_total{stage=\"0\",name=\"fake \\\"0\\\"\"}"),
