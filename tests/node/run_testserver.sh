@@ -29,4 +29,16 @@ done
 url="$(awk '/^URL /{print $2}' "$tmp/out")"
 [ -n "$url" ] || { echo "api_testserver did not start"; cat "$tmp/err"; exit 1; }
 
-CARAVAN_URL="$url" CARAVAN_API_KEY="$key" node --test "$here/"
+rc=0
+CARAVAN_URL="$url" CARAVAN_API_KEY="$key" node --test "$here/" || rc=$?
+# The server must shut down cleanly too (under ASan this is where leaks are reported).
+kill "$pid"
+src=0
+wait "$pid" || src=$?
+pid=""
+if [ "$src" != 0 ]; then
+  echo "api_testserver exited with status $src:"
+  cat "$tmp/err"
+  rc=1
+fi
+exit "$rc"
