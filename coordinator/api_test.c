@@ -155,7 +155,7 @@ static char *plain_text(struct resp *r, const char **finish, int *n_completion, 
                     : cJSON_GetObjectItem(c, "text");
     CHECK(cJSON_IsString(t), "text");
     char *text = strdup(t->valuestring);
-    static char fin[16];
+    static _Thread_local char fin[16]; /* per client thread */
     snprintf(fin, sizeof fin, "%s", cJSON_GetObjectItem(c, "finish_reason")->valuestring);
     *finish = fin;
     cJSON *u = cJSON_GetObjectItem(j, "usage");
@@ -173,7 +173,7 @@ static char *stream_text(struct resp *r, const char **finish, bool chat) {
     CHECK(r->status == 200, "200");
     CHECK(strstr(r->all, "text/event-stream"), "SSE content type");
     char *text = calloc(1, 8192);
-    static char fin[16];
+    static _Thread_local char fin[16]; /* per client thread */
     fin[0] = 0;
     bool done = false;
     char *save = NULL;
