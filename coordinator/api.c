@@ -223,12 +223,12 @@ static bool get_num(const cJSON *root, const char *name, double lo, double hi, b
         return false;
     }
     double v = j->valuedouble;
-    if (integer && (v != (double)(int64_t)v)) {
-        set_err(e, 400, name, "invalid_type", "'%s' must be an integer", name);
+    if (!(v >= lo && v <= hi)) { /* first: the integer test below needs v in int64 range */
+        set_err(e, 400, name, "invalid_value", "'%s' must be between %g and %g", name, lo, hi);
         return false;
     }
-    if (!(v >= lo && v <= hi)) {
-        set_err(e, 400, name, "invalid_value", "'%s' must be between %g and %g", name, lo, hi);
+    if (integer && (v != (double)(int64_t)v)) {
+        set_err(e, 400, name, "invalid_type", "'%s' must be an integer", name);
         return false;
     }
     *out = v;

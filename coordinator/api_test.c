@@ -337,6 +337,8 @@ static void test_errors(void) {
         {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":-1}", "max_tokens"},
         {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":0}", "max_tokens"},
         {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":2.5}", "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1e30}", "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"seed\":-1e300}", "seed"},
         {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":\"hot\"}", "temperature"},
         {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":-1}", "temperature"},
         {"/v1/completions", "{\"prompt\":\"x\",\"top_p\":1.5}", "top_p"},
@@ -374,7 +376,7 @@ static void test_errors(void) {
     r = http(p, "POST", "/health", NULL, "{}");
     check_error(&r, 405, NULL);
     r = http(p, "GET", "/metrics", NULL, NULL);
-    CHECK(strstr(r.body, "\ncaravan_requests_rejected_total 22\n"), "400s counted");
+    CHECK(strstr(r.body, "\ncaravan_requests_rejected_total 24\n"), "400s counted");
     free(r.all);
     server_stop(&s);
 }
