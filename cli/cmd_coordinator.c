@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "api.h"
+#include "chat.h"
 #include "cmd.h"
 #include "coordinator_net.h"
 #include "crypto.h"
@@ -57,6 +59,11 @@ struct coordinator_cli {
     int prefill_chunk;
     int max_inflight;
     int batch;
+    const char *http;
+    const char *api_key;
+    int no_api_key;
+    int max_queue;
+    const char *chat_format;
 };
 
 #define F(x) offsetof(struct coordinator_cli, x)
@@ -117,6 +124,16 @@ static const struct opt coordinator_opts[] = {
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states on the wire: f32 is exact (the tokens of `caravan run`); f16 halves the "
      "bytes, and tokens may then differ"},
+    {"http", 0, OPT_STRING, F(http), NULL, 0, -1, "HOST:PORT",
+     "serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; port 0 = any free port)"},
+    {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
+     "require 'Authorization: Bearer KEY' on /v1/ (a readable FILE's first line is the key)"},
+    {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
+     "allow --http on a non-loopback address without --api-key"},
+    {"max-queue", 0, OPT_INT, F(max_queue), "16", 0, 100000, "N",
+     "requests that may wait for a slot beyond --max-seqs; more get HTTP 429"},
+    {"chat-format", 0, OPT_STRING, F(chat_format), NULL, 0, -1, "NAME",
+     "chat format for /v1/chat/completions (default: from the model's chat template)"},
     {"status-file", 0, OPT_STRING, F(status_file), NULL, 0, -1, "FILE",
      "write 'control ENDPOINT' once listening and 'serving' once the pipeline is up"},
     OPTS_END,
@@ -245,6 +262,7 @@ int cmd_coordinator(int argc, char **argv) {
     tokenizer_t *tok = NULL;
     int32_t *tokens = NULL;
     serve_queue_t *queue = NULL;
+    api_t *api = NULL;
     struct ask ask = {0};
     pthread_t ask_thread;
     bool ask_started = false;
@@ -276,7 +294,7 @@ int cmd_coordinator(int argc, char **argv) {
     }
     if (model && !cli.payload_file && !(cli.prompt && cli.generate == 0)) {
         if (tokenizer_load(model, &tok) != STATUS_OK) goto done;
-        queue = serve_queue_new(cli.max_seqs + 256);
+        queue = serve_queue_new(cli.max_seqs + cli.max_queue);
     }
     if (cli.generate > 0) {
         if (!model || !cli.prompt) {
@@ -419,6 +437,40 @@ int cmd_coordinator(int argc, char **argv) {
         if (pthread_create(&ask_thread, NULL, ask_main, &ask) != 0) goto done;
         ask_started = true;
     }
+    if (cli.http) {
+        if (!queue) {
+            fprintf(stderr, "error: --http needs --model\n");
+            rc = 2;
+            goto done;
+        }
+        const char *tmpl = gguf_get_str(model, "tokenizer.chat_template");
+        struct api_config acfg = {
+            .listen = cli.http,
+            .api_key = cli.api_key,
+            .no_api_key = cli.no_api_key,
+            .model_name = ccfg.model_name,
+            .tokenizer = tok,
+            .chat_format = chat_format_choose(cli.chat_format, tmpl),
+            .n_ctx = ccfg.batcher.n_ctx,
+            .default_max_tokens = 0,
+            .queue = queue,
+        };
+        char err[256];
+        api = api_start(&acfg, err, sizeof err);
+        if (!api) {
+            fprintf(stderr, "error: cannot serve the API on %s: %s\n", cli.http, err);
+            goto done;
+        }
+        LOG(LOG_INFO, "coordinator: OpenAI-compatible API at %s (chat format %s)", api_url(api),
+            chat_format_name(acfg.chat_format));
+        if (cli.status_file) {
+            FILE *sf = fopen(cli.status_file, "a");
+            if (sf) {
+                fprintf(sf, "http %s\n", api_url(api));
+                fclose(sf);
+            }
+        }
+    }
     struct coordinator_net_config ncfg = {
         .listen = cli.listen,
         .allow_file = cli.allow,
@@ -432,6 +484,7 @@ int cmd_coordinator(int argc, char **argv) {
         if (rc == 0) rc = ask.status;
     }
 done:
+    api_stop(&api);
     serve_req_unref(&ask.req);
     serve_queue_destroy(&queue);
     transport_destroy(&t);
