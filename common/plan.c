@@ -319,3 +319,62 @@ enum status plan_parse(const char *text, int32_t n_layers, int n, struct plan_st
     }
     return STATUS_OK;
 }
+
+static bool has_kernel(const char *const *list, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (list[i] && strcmp(list[i], name) == 0) return true;
+    return false;
+}
+
+/* Every worker that reports variants has `name`; else err lists those that lack it. */
+static bool all_have(const char *const *const *lists, const size_t *n_each,
+                     const char *const *names, int n, const char *name, char *err, size_t err_len) {
+    bool ok = true;
+    for (int k = 0; k < n; k++) {
+        if (n_each[k] == 0 || has_kernel(lists[k], n_each[k], name)) continue;
+        if (err) {
+            errf(err, err_len, "%s%s (runs", ok ? "" : "; ", names && names[k] ? names[k] : "?");
+            for (size_t i = 0; i < n_each[k]; i++)
+                errf(err, err_len, "%s%s", i ? "," : " ", lists[k][i] ? lists[k][i] : "?");
+            errf(err, err_len, ")");
+        }
+        ok = false;
+    }
+    return ok;
+}
+
+enum status plan_kernels(const char *const *prefs, int n_prefs, const char *const *const *lists,
+                         const size_t *n_each, const char *const *names, int n, const char *forced,
+                         char *out, size_t out_len, char *err, size_t err_len) {
+    if (err && err_len) err[0] = '\0';
+    if (out_len) out[0] = '\0';
+    if (forced && forced[0]) {
+        if (!has_kernel(prefs, (size_t)n_prefs, forced)) {
+            errf(err, err_len, "--kernels %s: no such kernel variant (known:", forced);
+            for (int i = n_prefs - 1; i >= 0; i--) errf(err, err_len, " %s", prefs[i]);
+            errf(err, err_len, ")");
+            return STATUS_UNSUPPORTED;
+        }
+        errf(err, err_len, "--kernels %s: not every worker can run it: ", forced);
+        if (!all_have(lists, n_each, names, n, forced, err, err_len)) return STATUS_UNSUPPORTED;
+        if (err && err_len) err[0] = '\0';
+        snprintf(out, out_len, "%s", forced);
+        return STATUS_OK;
+    }
+    bool any = false;
+    for (int k = 0; k < n; k++) any |= n_each[k] > 0;
+    if (!any) return STATUS_OK;
+    for (int i = n_prefs - 1; i >= 0; i--)
+        if (all_have(lists, n_each, names, n, prefs[i], NULL, 0)) {
+            snprintf(out, out_len, "%s", prefs[i]);
+            return STATUS_OK;
+        }
+    errf(err, err_len, "the workers share no kernel variant:");
+    for (int k = 0; k < n; k++) {
+        errf(err, err_len, " %s (", names && names[k] ? names[k] : "?");
+        for (size_t i = 0; i < n_each[k]; i++)
+            errf(err, err_len, "%s%s", i ? "," : "", lists[k][i] ? lists[k][i] : "?");
+        errf(err, err_len, ")");
+    }
+    return STATUS_UNSUPPORTED;
+}

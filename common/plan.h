@@ -74,3 +74,15 @@ CARAVAN_NODISCARD enum status plan_check(const struct plan_model *m, const struc
 /* Everything the model needs on one worker holding all of it (weights, KV, one set of
  * buffers). */
 uint64_t plan_model_bytes(const struct plan_model *m);
+
+/* The kernel variant every worker of the pipeline runs, so that any split computes the same
+ * tokens. prefs lists the known variants from worst to best (quant_variants() order); lists[k]
+ * (n_each[k] names) are worker k's. With forced (non-NULL, non-empty) that variant, if every
+ * worker has it. Else the best of prefs every worker has. Writes the name to out: STATUS_OK;
+ * STATUS_UNSUPPORTED with err naming the workers that lack it (or that share none). A worker
+ * that reports no variants at all (an older worker) constrains nothing; when none reports any
+ * and nothing is forced, out is "" (no pinning). */
+CARAVAN_NODISCARD enum status plan_kernels(const char *const *prefs, int n_prefs,
+                                           const char *const *const *lists, const size_t *n_each,
+                                           const char *const *names, int n, const char *forced,
+                                           char *out, size_t out_len, char *err, size_t err_len);

@@ -301,6 +301,67 @@ static void test_parse(void) {
           (unsigned long long)s[1].total_bytes);
 }
 
+static void test_kernels(void) {
+    const char *prefs[] = {"ref", "avx2", "avx512"};
+    const char *all[] = {"ref", "avx2", "avx512"};
+    const char *no512[] = {"ref", "avx2"};
+    const char *refonly[] = {"ref"};
+    const char *odd[] = {"neon"};
+    const char *names[] = {"w0", "w1", "w2"};
+    char out[32], err[PLAN_ERR_LEN];
+    {
+        const char *const *lists[] = {all, all};
+        size_t n_each[] = {3, 3};
+        CHECK(plan_kernels(prefs, 3, lists, n_each, names, 2, NULL, out, sizeof out, err,
+                           sizeof err) == STATUS_OK &&
+                  strcmp(out, "avx512") == 0,
+              "both avx512: '%s' %s", out, err);
+    }
+    {
+        const char *const *lists[] = {all, no512, all};
+        size_t n_each[] = {3, 2, 3};
+        CHECK(plan_kernels(prefs, 3, lists, n_each, names, 3, NULL, out, sizeof out, err,
+                           sizeof err) == STATUS_OK &&
+                  strcmp(out, "avx2") == 0,
+              "one without avx512: '%s' %s", out, err);
+        CHECK(plan_kernels(prefs, 3, lists, n_each, names, 3, "avx512", out, sizeof out, err,
+                           sizeof err) == STATUS_UNSUPPORTED &&
+                  strstr(err, "w1 (runs ref,avx2)") && !strstr(err, "w0"),
+              "forced avx512 on a worker without it: %s", err);
+        CHECK(plan_kernels(prefs, 3, lists, n_each, names, 3, "ref", out, sizeof out, err,
+                           sizeof err) == STATUS_OK &&
+                  strcmp(out, "ref") == 0,
+              "forced ref: '%s' %s", out, err);
+        CHECK(plan_kernels(prefs, 3, lists, n_each, names, 3, "avx9", out, sizeof out, err,
+                           sizeof err) == STATUS_UNSUPPORTED &&
+                  strstr(err, "no such kernel variant"),
+              "unknown variant: %s", err);
+    }
+    {
+        const char *const *lists[] = {refonly, odd};
+        size_t n_each[] = {1, 1};
+        CHECK(plan_kernels(prefs, 3, lists, n_each, names, 2, NULL, out, sizeof out, err,
+                           sizeof err) == STATUS_UNSUPPORTED &&
+                  strstr(err, "share no kernel variant") && strstr(err, "w1 (neon)"),
+              "nothing shared: %s", err);
+    }
+    {
+        /* An older worker reports nothing: it does not constrain the choice. */
+        const char *const *lists[] = {no512, NULL};
+        size_t n_each[] = {2, 0};
+        CHECK(plan_kernels(prefs, 3, lists, n_each, names, 2, NULL, out, sizeof out, err,
+                           sizeof err) == STATUS_OK &&
+                  strcmp(out, "avx2") == 0,
+              "old worker: '%s' %s", out, err);
+        const char *const *none[] = {NULL, NULL};
+        size_t zero[] = {0, 0};
+        CHECK(plan_kernels(prefs, 3, none, zero, names, 2, NULL, out, sizeof out, err,
+                           sizeof err) == STATUS_OK &&
+                  out[0] == '\0',
+              "no reports: no pinning, got '%s'", out);
+    }
+}
+
 int main(void) {
     test_equal_and_proportional();
     test_uneven_layers_brute();
@@ -309,6 +370,7 @@ int main(void) {
     test_extremes();
     test_infeasible();
     test_parse();
+    test_kernels();
     if (failures) {
         fprintf(stderr, "plan_test: %d failures\n", failures);
         return 1;
