@@ -689,8 +689,12 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
         char text[256];
         snprintf(text, sizeof text, "coordinator error (code %d): %s", (int)e->code,
                  e->text ? e->text : "");
+        /* NO_MEMORY before any Assign: the coordinator cannot plan (the cluster cannot hold
+         * the model) and is stopping. */
         if (w->state == WORKER_STATE_JOINING || e->code == CARAVAN__ERROR__CODE__CODE_VERSION ||
-            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED) {
+            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED ||
+            (w->state == WORKER_STATE_JOINED && w->slice.epoch == 0 &&
+             e->code == CARAVAN__ERROR__CODE__CODE_NO_MEMORY)) {
             exit_with(acts, 1, text);
         } else {
             LOG(LOG_WARN, "worker: %s", text);
