@@ -292,10 +292,12 @@ static void plan_failed(coordinator_t *c, struct coordinator_actions *acts, cons
     for (int i = 0; i < c->n_workers; i++)
         send_error(c, acts, c->workers[i].rid, c->workers[i].rid_len,
                    CARAVAN__ERROR__CODE__CODE_NO_MEMORY, why, 0);
+    /* The exit text is the summary (the totals, before the per-worker part logged above). */
     struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
     if (a) {
         a->exit_code = 1;
-        snprintf(a->text, sizeof a->text, "%s", why);
+        int len = (int)strcspn(why, ";");
+        snprintf(a->text, sizeof a->text, "%.*s", len, why);
     }
 }
 
