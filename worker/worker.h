@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "caps.h"
 #include "caravan.pb-c.h"
 #include "crypto.h"
 #include "gguf.h"
@@ -35,6 +36,8 @@ struct worker_slice {
     bool is_first, is_last;
     const uint8_t *weights; /* received blob (WeightChunks) or NULL when read locally */
     size_t weights_bytes;
+    int32_t n_ctx, n_seq, n_batch; /* KV and batch sizes of the Assign (0 = engine default) */
+    char kernels[32];              /* kernel variant to force; "" = the CPU's best */
 };
 
 /* An output tensor; data is malloc'd and owned by whoever holds the struct. */
@@ -76,6 +79,13 @@ struct worker_config {
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for trace hops; NULL = the event's now_us */
     uint64_t (*mem_used)(void); /* resident bytes, for heartbeats; NULL = unknown */
     uint32_t n_threads;
+    /* Join.caps beyond host and cores (caps.h): memory the worker may use (0 = unreported), its
+     * matmul speed per weight type and the kernel variants it can run. Borrowed. */
+    uint64_t mem_limit_bytes;
+    const struct caps_type_speed *type_speeds;
+    size_t n_type_speeds;
+    const char *const *kernels;
+    size_t n_kernels;
     worker_compute_fn compute;
     worker_load_fn load;
     worker_reset_fn reset;
