@@ -356,7 +356,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
             return;
         }
         struct slice s;
-        if (slice_init(&s, w->cfg.model, a->layer_first, a->layer_end) != STATUS_OK) {
+        if (slice_init(&s, w->cfg.model, w->cfg.model_fingerprint, a->layer_first, a->layer_end) !=
+            STATUS_OK) {
             refuse_weights(w, acts, "the local model has no such slice");
             return;
         }
