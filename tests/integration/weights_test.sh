@@ -102,7 +102,7 @@ for i in 1 2; do
     "$CARAVAN" inspect --kv "$WORK/cache$i/$fp.gguf" >"$WORK/inspect$i.out" 2>&1 ||
         fail "caravan inspect cannot read $w's cached slice"
 done
-expect_log "$WORK/inspect1.out" "caravan.slice.layer_first +u32 +0"
+expect_log "$WORK/inspect1.out" "slice: +layers \\[0, 2\\) of 5, of model [0-9a-f]{64}"
 expect_log "$WORK/inspect2.out" "caravan.slice.layer_end +u32 +5"
 expect_log "$WORK/inspect2.out" "tokenizer.ggml.tokens"
 expect_log "$WORK/coord_a.log" "shipping [0-9]+ bytes of weights to node 1"
