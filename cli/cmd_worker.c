@@ -144,6 +144,7 @@ int cmd_worker(int argc, char **argv) {
     if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
     wcfg.limits = transport_limits(t);
     wcfg.clock_us = transport_now_us;
+    wcfg.mem_used = worker_net_rss_bytes;
     wcfg.name = cli.name;
     wcfg.insecure = cli.insecure;
     wcfg.protocol_version = (uint32_t)cli.protocol_version_override;

@@ -598,6 +598,10 @@ static enum status check_sampling(const struct vctx *v, const Caravan__Sampling 
     VCHECK(check_float(v, "sampling.min_p", s->min_p, 0, 1));
     VCHECK(check_float(v, "sampling.repeat_penalty", s->repeat_penalty, 0, 1e6f));
     if (s->top_k < 0) return VFAIL(v, STATUS_FORMAT, "sampling.top_k: %d", (int)s->top_k);
+    VCHECK(check_count(v, "sampling.recent", s->n_recent, s->recent));
+    for (size_t i = 0; i < s->n_recent; i++)
+        if (s->recent[i] < 0)
+            return VFAIL(v, STATUS_FORMAT, "sampling.recent[%zu]: %d", i, (int)s->recent[i]);
     return STATUS_OK;
 }
 

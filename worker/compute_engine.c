@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "quant.h"
 
 enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     struct compute_engine *e = ctx;
@@ -60,14 +61,26 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
         b.tokens = in->token;
     } else {
         const Caravan__Tensor *h = in->hidden;
-        if (!h || h->dtype != CARAVAN__DTYPE__DTYPE_F32 || h->n_shape != 2 || h->shape[0] != n ||
-            h->shape[1] != cfg->n_embd) {
-            LOG(LOG_ERROR, "worker: hidden states must be F32 [%d, %lld]", n,
+        bool f16 = h && h->dtype == CARAVAN__DTYPE__DTYPE_F16;
+        if (!h || (h->dtype != CARAVAN__DTYPE__DTYPE_F32 && !f16) || h->n_shape != 2 ||
+            h->shape[0] != n || h->shape[1] != cfg->n_embd) {
+            LOG(LOG_ERROR, "worker: hidden states must be F32 or F16 [%d, %lld]", n,
                 (long long)cfg->n_embd);
             return STATUS_FORMAT;
         }
         b.hidden = (const float *)h->data.data;
-        if ((uintptr_t)h->data.data % sizeof(float)) { /* never seen: the codec mallocs bytes */
+        if (f16) { /* --wire-dtype f16: widen to the engine's f32 */
+            size_t count = (size_t)n * (size_t)cfg->n_embd;
+            aligned = malloc(count * sizeof *aligned + 1);
+            if (!aligned) return STATUS_NOMEM;
+            const uint8_t *src = h->data.data;
+            for (size_t i = 0; i < count; i++) {
+                uint16_t v;
+                memcpy(&v, src + 2 * i, sizeof v);
+                aligned[i] = quant_f16_to_f32(v);
+            }
+            b.hidden = aligned;
+        } else if ((uintptr_t)h->data.data % sizeof(float)) { /* never seen: the codec mallocs */
             aligned = malloc(h->data.len);
             if (!aligned) return STATUS_NOMEM;
             memcpy(aligned, h->data.data, h->data.len);

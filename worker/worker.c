@@ -2,6 +2,7 @@
  * Pure state machine: every effect is an action for worker_net.c. */
 #include "worker.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 
 #include "codec.h"
 #include "log.h"
+#include "quant.h"
+#include "sampler.h"
 #include "slice.h"
 
 #define WORKER_CHUNK_BYTES (1u << 20) /* WeightChunk size asked for */
@@ -42,6 +45,13 @@ struct worker {
     uint64_t tick_ms, xfer_start_tick_ms; /* monotonic, for --weight-rate-limit */
     bool request_pending;                 /* the next WeightRequest waits for the rate limit */
     uint64_t request_due_ms;
+
+    /* Hidden states to the next stage in this dtype (Assign.act_dtype: F32 or F16). */
+    Caravan__DType act_dtype;
+
+    /* Last stage: samples the wanted rows when the Forward asks (Forward.sampling). */
+    sampler_t *sampler;
+    int64_t sampler_vocab;
 };
 
 const char *worker_state_name(enum worker_state s) {
@@ -65,6 +75,7 @@ void worker_destroy(worker_t **self_p) {
     if (!self_p || !*self_p) return;
     worker_t *w = *self_p;
     if (w->receiving && w->cfg.cache) slice_cache_abort(w->cfg.cache);
+    sampler_free(&w->sampler);
     free(w);
     *self_p = NULL;
 }
@@ -199,6 +210,7 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     gethostname(host, sizeof host - 1);
     Caravan__Envelope env;
     Caravan__Join j = CARAVAN__JOIN__INIT;
+    j.pid = (uint32_t)getpid();
     Caravan__Capabilities caps = CARAVAN__CAPABILITIES__INIT;
     caps.hostname = host;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -420,6 +432,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
+    w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
+                                                             : CARAVAN__DTYPE__DTYPE_F32;
 
     /* Who may send activations: the previous stage, or the coordinator for the first. */
     if (!w->cfg.insecure) {
@@ -585,6 +599,56 @@ enum status worker_compute_identity(void *ctx, const struct worker_slice *slice,
     return STATUS_OK;
 }
 
+/* Last stage: one token per wanted row, sampled as the row's Sampling says. Every row needs
+ * one (rows are matched by seq_id). The draw index and recent tokens travel in the Sampling, so
+ * the token is the one `caravan run` would pick at the same point of the same sequence. */
+static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uint64_t *row_seq,
+                               size_t n_rows, const struct worker_tensor *logits, int32_t *tokens,
+                               float *logprobs) {
+    if (logits->dtype != CARAVAN__DTYPE__DTYPE_F32 || logits->n_dims != 2 ||
+        logits->shape[0] != (int64_t)n_rows || logits->shape[1] < 1)
+        return STATUS_FORMAT;
+    int64_t n_vocab = logits->shape[1];
+    if (!w->sampler || w->sampler_vocab != n_vocab) {
+        sampler_free(&w->sampler);
+        w->sampler = sampler_new(n_vocab);
+        w->sampler_vocab = n_vocab;
+    }
+    for (size_t k = 0; k < n_rows; k++) {
+        const Caravan__Sampling *sm = NULL;
+        for (size_t j = 0; j < f->n_sampling && !sm; j++)
+            if (f->sampling[j]->seq_id == row_seq[k]) sm = f->sampling[j];
+        if (!sm) {
+            LOG(LOG_ERROR, "worker: batch %llu: no sampling for sequence %llu",
+                (unsigned long long)f->batch_id, (unsigned long long)row_seq[k]);
+            return STATUS_FORMAT;
+        }
+        struct sampler_params p;
+        sampler_params_default(&p);
+        p.temp = sm->temperature;
+        p.top_k = sm->top_k;
+        p.top_p = sm->top_p > 0 && sm->top_p < 1 ? sm->top_p : 1.0f;
+        p.min_p = sm->min_p;
+        p.repeat_penalty = sm->repeat_penalty > 0 ? sm->repeat_penalty : 1.0f;
+        p.repeat_last_n = (int32_t)sm->n_recent;
+        p.seed = sm->seed;
+        const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;
+        int32_t tok =
+            sampler_sample(w->sampler, &p, row, sm->recent, (int32_t)sm->n_recent, sm->draw);
+        if (tok < 0 || tok >= n_vocab) return STATUS_FORMAT;
+        /* log-probability of the token under the raw logits */
+        float mx = row[0];
+        for (int64_t i = 1; i < n_vocab; i++)
+            if (row[i] > mx) mx = row[i];
+        double sum = 0;
+        for (int64_t i = 0; i < n_vocab; i++) sum += exp((double)(row[i] - mx));
+        double lp = (double)(row[tok] - mx) - log(sum);
+        tokens[k] = tok;
+        logprobs[k] = lp > 0 ? 0.0f : (float)lp;
+    }
+    return STATUS_OK;
+}
+
 static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
                        struct worker_actions *acts) {
     const Caravan__Forward *f = env->forward;
@@ -650,14 +714,65 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         r.seq_id = row_seq;
         r.pos = row_pos;
         r.logits = &t;
+        int32_t *row_tok = NULL;
+        float *row_lp = NULL;
+        if (f->n_sampling > 0 && row_seq && row_pos) {
+            row_tok = malloc((k + 1) * sizeof *row_tok);
+            row_lp = malloc((k + 1) * sizeof *row_lp);
+            enum status src = row_tok && row_lp
+                                  ? sample_rows(w, f, row_seq, k, &out, row_tok, row_lp)
+                                  : STATUS_NOMEM;
+            if (src != STATUS_OK) {
+                char text[128];
+                snprintf(text, sizeof text, "sampling failed for batch %llu: %s",
+                         (unsigned long long)f->batch_id, status_str(src));
+                LOG(LOG_ERROR, "worker: %s", text);
+                send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id);
+                free(row_tok);
+                free(row_lp);
+                free(row_seq);
+                free(row_pos);
+                free(hops);
+                free(out.data);
+                return;
+            }
+            r.n_token = r.n_logprob = k;
+            r.token = row_tok;
+            r.logprob = row_lp;
+            bool logits_wanted = false;
+            for (size_t j = 0; j < f->n_sampling; j++)
+                logits_wanted |= f->sampling[j]->return_logits;
+            if (!logits_wanted) r.logits = NULL;
+        }
         r.n_hops = f->n_hops + 1;
         r.hops = hops;
         reply.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
         reply.result = &r;
         emit(w, acts, WORKER_ACTION_SEND_CONTROL, &reply);
+        free(row_tok);
+        free(row_lp);
         free(row_seq);
         free(row_pos);
     } else {
+        if (w->act_dtype == CARAVAN__DTYPE__DTYPE_F16 && out.dtype == CARAVAN__DTYPE__DTYPE_F32) {
+            /* --wire-dtype f16: half the bytes on the wire, rounded (not bit-exact). */
+            size_t n = out.nbytes / sizeof(float);
+            uint16_t *h = malloc(n * sizeof *h + 1);
+            if (!h) {
+                free(hops);
+                free(out.data);
+                return;
+            }
+            const float *src = (const float *)out.data;
+            for (size_t i = 0; i < n; i++) h[i] = quant_f32_to_f16(src[i]);
+            free(out.data);
+            out.data = (uint8_t *)h;
+            out.nbytes = n * sizeof *h;
+            out.dtype = CARAVAN__DTYPE__DTYPE_F16;
+            t.dtype = CARAVAN__DTYPE__DTYPE_F16;
+            t.data.data = out.data;
+            t.data.len = out.nbytes;
+        }
         Caravan__Forward next = *f;
         next.layer = w->slice.layer_end;
         next.n_token = 0;
@@ -763,6 +878,7 @@ void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
         CARAVAN__HEARTBEAT__STATE__STATE_LOADING, CARAVAN__HEARTBEAT__STATE__STATE_READY};
     hb.state = states[w->state];
     hb.tokens_total = w->n_computed;
+    if (w->cfg.mem_used) hb.mem_used_bytes = w->cfg.mem_used();
     hb.uptime_ms = now_ms - w->start_ms;
     if (w->state == WORKER_STATE_READY) {
         hb.layer_first = w->slice.layer_first;

@@ -85,6 +85,7 @@ struct worker_config {
     uint64_t weight_rate_limit;        /* bytes/s asked for at most (tests); 0 = unlimited */
     const struct codec_limits *limits; /* for encoding (the transport's); NULL = codec defaults */
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for trace hops; NULL = the event's now_us */
+    uint64_t (*mem_used)(void); /* resident bytes, for heartbeats; NULL = unknown */
     uint32_t n_threads;
     worker_compute_fn compute;
     worker_load_fn load;
