@@ -7,12 +7,15 @@
 #include <zmq.h>
 
 #include "cache.h"
+#include "caps.h"
 #include "cmd.h"
 #include "compute_engine.h"
 #include "crypto.h"
+#include "dtype.h"
 #include "gguf.h"
 #include "log.h"
 #include "opts.h"
+#include "quant.h"
 #include "transport.h"
 #include "worker_net.h"
 
@@ -28,6 +31,8 @@ struct worker_cli {
     const char *compute;
     const char *cache;
     long long weight_rate_limit;
+    const char *max_memory;
+    int probe_ms;
     int insecure;
     int join_timeout_ms;
     int run_ms;
@@ -59,6 +64,11 @@ static const struct opt worker_opts[] = {
     {"weight-rate-limit", 0, OPT_INT64, F(weight_rate_limit), "0", 0, 1e12, "BYTES/S",
      "testing only: receive weights at most this fast (0 = no limit)"},
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "N", "compute threads (0 = all cores)"},
+    {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
+     "memory this worker may use for its slice: weights, KV cache and buffers (K/M/G suffixes; "
+     "default: MemAvailable at start); the coordinator plans within it"},
+    {"probe-ms", 0, OPT_INT, F(probe_ms), "15", 1, 10000, "MS",
+     "time the speed probe spends on each weight type (reported at join for the plan)"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
      "plaintext, unauthenticated transport (every node must agree; for trusted test networks)"},
     {"join-timeout-ms", 0, OPT_INT, F(join_timeout_ms), "10000", 100, 3600000, "MS",
@@ -141,6 +151,37 @@ int cmd_worker(int argc, char **argv) {
         LOG(LOG_INFO, "worker: slice cache %s (%zu slice%s)", cache_dir, n_cached,
             n_cached == 1 ? "" : "s");
     }
+    uint64_t mem_limit = caps_mem_available();
+    if (cli.max_memory && caps_parse_size(cli.max_memory, &mem_limit) != STATUS_OK) {
+        fprintf(stderr, "error: --max-memory: '%s' is not a size like 512M or 8G\n",
+                cli.max_memory);
+        rc = 2;
+        goto done;
+    }
+    const char *kernels[CAPS_MAX_KERNELS];
+    size_t n_kernels = caps_kernels(kernels);
+    struct caps_probe probe;
+    if (caps_probe_speeds(cli.threads, cli.probe_ms, &probe) != STATUS_OK) goto done;
+    {
+        char line[512];
+        size_t n = 0;
+        for (size_t i = 0; i < probe.n_speeds && n < sizeof line; i++)
+            n += (size_t)snprintf(line + n, sizeof line - n, " %s %.2f",
+                                  dtype_name(probe.speeds[i].type), probe.speeds[i].gflops);
+        char kl[128];
+        size_t m = 0;
+        kl[0] = '\0';
+        for (size_t i = 0; i < n_kernels && m < sizeof kl; i++)
+            m += (size_t)snprintf(kl + m, sizeof kl - m, "%s%s", i ? "," : "", kernels[i]);
+        LOG(LOG_INFO, "worker: may use %.1f MiB (%s); kernels %s; matmul GFLOP/s (%s):%s",
+            (double)mem_limit / (1 << 20), cli.max_memory ? "--max-memory" : "MemAvailable", kl,
+            quant_variant_name(), line);
+    }
+    wcfg.mem_limit_bytes = mem_limit;
+    wcfg.type_speeds = probe.speeds;
+    wcfg.n_type_speeds = probe.n_speeds;
+    wcfg.kernels = kernels;
+    wcfg.n_kernels = n_kernels;
     if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
     wcfg.limits = transport_limits(t);
     wcfg.clock_us = transport_now_us;

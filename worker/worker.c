@@ -216,6 +216,20 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     caps.n_cores = cores > 0 ? (uint32_t)cores : 1;
     caps.n_threads = w->cfg.n_threads ? w->cfg.n_threads : caps.n_cores;
+    caps.mem_limit_bytes = w->cfg.mem_limit_bytes;
+    Caravan__TypeSpeed speeds[CAPS_MAX_TYPES], *speed_ptrs[CAPS_MAX_TYPES];
+    size_t n_speeds = w->cfg.n_type_speeds < CAPS_MAX_TYPES ? w->cfg.n_type_speeds : CAPS_MAX_TYPES;
+    for (size_t i = 0; i < n_speeds; i++) {
+        caravan__type_speed__init(&speeds[i]);
+        speeds[i].type = w->cfg.type_speeds[i].type;
+        speeds[i].gflops = w->cfg.type_speeds[i].gflops;
+        speed_ptrs[i] = &speeds[i];
+        if (speeds[i].type == 0) caps.gflops = speeds[i].gflops; /* F32 */
+    }
+    caps.n_type_speeds = n_speeds;
+    caps.type_speeds = speed_ptrs;
+    caps.n_kernels = w->cfg.n_kernels;
+    caps.kernels = (char **)w->cfg.kernels;
     envelope(w, &env, 0);
     j.protocol_version =
         w->cfg.protocol_version ? w->cfg.protocol_version : CARAVAN_PROTOCOL_VERSION;
@@ -429,6 +443,10 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->slice.n_layers = a->model->n_layers > 0 ? a->model->n_layers : a->layer_end;
     w->slice.is_first = a->prev == NULL;
     w->slice.is_last = a->next == NULL;
+    w->slice.n_ctx = a->n_ctx;
+    w->slice.n_seq = a->n_seq;
+    w->slice.n_batch = a->n_batch;
+    snprintf(w->slice.kernels, sizeof w->slice.kernels, "%s", a->kernels ? a->kernels : "");
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
@@ -469,10 +487,13 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     } else {
         push(acts, WORKER_ACTION_DISCONNECT_NEXT);
     }
-    LOG(LOG_INFO, "worker: assigned layers [%d, %d) of %d, epoch %llu, %s stage%s%s",
+    LOG(LOG_INFO,
+        "worker: assigned layers [%d, %d) of %d, epoch %llu, %s stage%s%s, n_ctx %d x n_seq %d, "
+        "kernels %s",
         a->layer_first, a->layer_end, w->slice.n_layers, (unsigned long long)env->epoch,
         w->slice.is_first ? "first" : (w->slice.is_last ? "last" : "middle"), a->next ? " -> " : "",
-        a->next ? a->next->endpoint : "");
+        a->next ? a->next->endpoint : "", a->n_ctx, a->n_seq,
+        w->slice.kernels[0] ? w->slice.kernels : "(own best)");
 
     if (!w->have_slice_fingerprint) {
         /* No weights in this plan (identity compute over activations). */
@@ -833,8 +854,12 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
         char text[256];
         snprintf(text, sizeof text, "coordinator error (code %d): %s", (int)e->code,
                  e->text ? e->text : "");
+        /* NO_MEMORY before any Assign: the coordinator cannot plan (the cluster cannot hold
+         * the model) and is stopping. */
         if (w->state == WORKER_STATE_JOINING || e->code == CARAVAN__ERROR__CODE__CODE_VERSION ||
-            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED) {
+            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED ||
+            (w->state == WORKER_STATE_JOINED && w->slice.epoch == 0 &&
+             e->code == CARAVAN__ERROR__CODE__CODE_NO_MEMORY)) {
             exit_with(acts, 1, text);
         } else {
             LOG(LOG_WARN, "worker: %s", text);

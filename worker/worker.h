@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "cache.h"
+#include "caps.h"
 #include "caravan.pb-c.h"
 #include "crypto.h"
 #include "gguf.h"
@@ -40,8 +41,10 @@ struct worker_slice {
     uint64_t epoch;
     int32_t layer_first, layer_end, n_layers;
     bool is_first, is_last;
-    const char *weights_path; /* the verified slice file in the cache, or NULL: the weights
-                                 are the local model file's (or the plan has none) */
+    const char *weights_path;      /* the verified slice file in the cache, or NULL: the weights
+                                      are the local model file's (or the plan has none) */
+    int32_t n_ctx, n_seq, n_batch; /* KV and batch sizes of the Assign (0 = engine default) */
+    char kernels[32];              /* kernel variant to force; "" = the CPU's best */
 };
 
 /* An output tensor; data is malloc'd and owned by whoever holds the struct. */
@@ -87,6 +90,13 @@ struct worker_config {
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for trace hops; NULL = the event's now_us */
     uint64_t (*mem_used)(void); /* resident bytes, for heartbeats; NULL = unknown */
     uint32_t n_threads;
+    /* Join.caps beyond host and cores (caps.h): memory the worker may use (0 = unreported), its
+     * matmul speed per weight type and the kernel variants it can run. Borrowed. */
+    uint64_t mem_limit_bytes;
+    const struct caps_type_speed *type_speeds;
+    size_t n_type_speeds;
+    const char *const *kernels;
+    size_t n_kernels;
     worker_compute_fn compute;
     worker_load_fn load;
     worker_reset_fn reset;

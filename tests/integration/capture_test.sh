@@ -86,7 +86,7 @@ run_cluster() {
     PIDS+=("$tcpdump_pid")
     wait_for "$WORK/tcpdump_$mode.log" "listening on" 10 || fail "tcpdump did not start"
     "$CARAVAN" coordinator "${sec_c[@]}" --listen "tcp://127.0.0.1:$cport" --workers 2 \
-        --model "$MODEL" --prompt "$PROMPT" --repeat 2 --exit-when-done --run-ms 60000 \
+        --model "$MODEL" --plan 0-1,2-4 --prompt "$PROMPT" --repeat 2 --exit-when-done --run-ms 60000 \
         >"$WORK/coord_$mode.out" 2>"$WORK/coord_$mode.log" &
     local coord=$!
     PIDS+=("$coord")
