@@ -350,7 +350,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
         if (c->cfg.model) {
-            if (slice_init(&w->slice, c->cfg.model, w->layer_first, w->layer_end) != STATUS_OK) {
+            if (slice_init(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
+                           w->layer_end) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
                 if (a) {
                     a->exit_code = 1;

@@ -11,6 +11,12 @@
 enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     struct compute_engine *e = ctx;
     model_free(&e->model);
+    const char *path = slice->weights_path ? slice->weights_path : e->model_path;
+    e->identity = path == NULL;
+    if (e->identity) {
+        LOG(LOG_INFO, "worker: the plan has no weights: computing the identity over activations");
+        return STATUS_OK;
+    }
     if (slice->kernels[0] && !quant_force_variant(slice->kernels)) {
         LOG(LOG_ERROR, "worker: this CPU cannot run the '%s' kernels the coordinator chose",
             slice->kernels);
@@ -26,12 +32,12 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
         .n_batch = slice->n_batch,
         .n_threads = e->n_threads,
     };
-    enum status rc = model_load(e->model_path, &p, &e->model);
+    enum status rc = model_load(path, &p, &e->model);
     if (rc != STATUS_OK) return rc;
     LOG(LOG_INFO,
         "worker: loaded layers [%d, %d) of %s (%.1f MiB of weights, %.1f MiB of KV cache and "
         "buffers for n_ctx %d x n_seq %d), kernels %s",
-        slice->layer_first, slice->layer_end, e->model_path,
+        slice->layer_first, slice->layer_end, path,
         (double)model_weight_bytes(e->model) / (1 << 20),
         (double)model_buffer_bytes(e->model) / (1 << 20), model_n_ctx(e->model),
         model_n_seq(e->model), quant_variant_name());
@@ -41,7 +47,7 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
 enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
                                    const Caravan__Forward *in, struct worker_tensor *out) {
     struct compute_engine *e = ctx;
-    (void)slice;
+    if (e->identity) return worker_compute_identity(NULL, slice, in, out);
     memset(out, 0, sizeof *out);
     model_t *m = e->model;
     if (!m) return STATUS_PROTOCOL;
