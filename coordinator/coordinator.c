@@ -11,6 +11,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "planner.h"
 #include "slice.h"
 #include "tokenizer.h"
 
@@ -37,6 +38,7 @@ struct worker_rec {
     uint64_t tokens_total, rate_tokens;
     uint64_t rate_ms;
     double tokens_per_s;
+    struct planner_caps caps; /* from its Join, for the plan */
 };
 
 struct coordinator {
@@ -65,6 +67,7 @@ struct coordinator {
     uint64_t mb_sent_ms[64], mb_sent_us[64];
     uint64_t last_status_ms;
     bool was_ready;
+    char kernels[32]; /* the variant every worker runs ("" = not pinned) */
 };
 
 static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready"};
@@ -94,6 +97,13 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
         if (!c->seq_tokens) abort();
     }
     c->n_layers = cfg->n_layers;
+    if (cfg->queue) {
+        if (!c->cfg.n_ctx) c->cfg.n_ctx = cfg->batcher.n_ctx;
+        if (!c->cfg.n_seq) c->cfg.n_seq = cfg->batcher.n_seq;
+        if (!c->cfg.n_batch) c->cfg.n_batch = cfg->batcher.n_batch;
+    }
+    if (!c->cfg.n_seq) c->cfg.n_seq = 1;
+    if (!c->cfg.n_batch) c->cfg.n_batch = 512;
     if (cfg->queue) {
         struct batcher_config sc = cfg->batcher;
         sc.queue = cfg->queue;
@@ -262,9 +272,10 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
         fill_peer(c, &prev, &c->workers[i - 1]);
         a.prev = &prev;
     }
-    a.n_ctx = 0;
-    a.n_seq = 1;
-    a.n_batch = 512;
+    a.n_ctx = c->cfg.n_ctx;
+    a.n_seq = c->cfg.n_seq;
+    a.n_batch = c->cfg.n_batch;
+    a.kernels = c->kernels;
     a.act_dtype = c->cfg.act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
                                                                 : CARAVAN__DTYPE__DTYPE_F32;
     for (int s = 0; s < c->n_workers; s++) {
@@ -286,27 +297,61 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
     send_to(c, acts, w->rid, w->rid_len, &env);
 }
 
+/* The plan cannot be made: every worker and the operator learn why, and the coordinator stops. */
+static void plan_failed(coordinator_t *c, struct coordinator_actions *acts, const char *why) {
+    LOG(LOG_ERROR, "coordinator: %s", why);
+    for (int i = 0; i < c->n_workers; i++)
+        send_error(c, acts, c->workers[i].rid, c->workers[i].rid_len,
+                   CARAVAN__ERROR__CODE__CODE_NO_MEMORY, why, 0);
+    /* The exit text is the summary (the totals, before the per-worker part logged above). */
+    struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
+    if (a) {
+        a->exit_code = 1;
+        int len = (int)strcspn(why, ";");
+        snprintf(a->text, sizeof a->text, "%.*s", len, why);
+    }
+}
+
 static void plan(coordinator_t *c, struct coordinator_actions *acts) {
     int n = c->n_workers;
     if (c->n_layers < n) {
-        struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
-        if (a) {
-            a->exit_code = 1;
-            snprintf(a->text, sizeof a->text, "cannot split %d layers over %d workers", c->n_layers,
-                     n);
-        }
+        char why[128];
+        snprintf(why, sizeof why, "cannot split %d layers over %d workers", c->n_layers, n);
+        plan_failed(c, acts, why);
         return;
     }
+    struct planner_caps caps[COORDINATOR_MAX_WORKERS];
+    struct plan_stage stages[COORDINATOR_MAX_WORKERS];
+    for (int i = 0; i < n; i++) caps[i] = c->workers[i].caps;
+    struct planner_input in = {
+        .model = c->cfg.model,
+        .n_layers = c->n_layers,
+        .n_ctx = c->cfg.n_ctx,
+        .n_seq = c->cfg.n_seq,
+        .n_batch = c->cfg.n_batch,
+        .hand_plan = c->cfg.plan,
+        .kernels = c->cfg.kernels,
+    };
+    char *why = malloc(PLAN_ERR_LEN);
+    if (!why) abort();
+    if (planner_run(&in, caps, n, stages, c->kernels, sizeof c->kernels, why, PLAN_ERR_LEN) !=
+        STATUS_OK) {
+        plan_failed(c, acts, why);
+        free(why);
+        return;
+    }
+    free(why);
     c->epoch++;
     for (int i = 0; i < n; i++) {
         struct worker_rec *w = &c->workers[i];
-        w->layer_first = (int32_t)((int64_t)c->n_layers * i / n);
-        w->layer_end = (int32_t)((int64_t)c->n_layers * (i + 1) / n);
+        w->layer_first = stages[i].first;
+        w->layer_end = stages[i].end;
         w->ready = false;
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
         if (c->cfg.model) {
-            if (slice_init(&w->slice, c->cfg.model, w->layer_first, w->layer_end) != STATUS_OK) {
+            if (slice_init(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
+                           w->layer_end) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
                 if (a) {
                     a->exit_code = 1;
@@ -382,6 +427,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->endpoint, sizeof w->endpoint, "%s", j->data_endpoint);
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
+    planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
     w->last_seen_ms = c->now_ms;
     ack.accepted = true;
     ack.node_id = w->node_id;

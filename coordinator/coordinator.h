@@ -64,7 +64,15 @@ struct coordinator_config {
      * the test requests above. */
     serve_queue_t *queue;
     struct batcher_config batcher;
-    Caravan__DType act_dtype;   /* hidden states on the wire: F32 (exact) or F16 */
+    Caravan__DType act_dtype; /* hidden states on the wire: F32 (exact) or F16 */
+    /* The plan (coordinator/planner.h): KV sizes every worker loads with (Assign.n_ctx, n_seq,
+     * n_batch) and the plan counts; 0 = the batcher's when serving, else the engine's defaults
+     * (n_seq 1). A hand-fixed plan ("0-7,8-21") or NULL to plan by speed and memory; a kernel
+     * variant to force on every worker or NULL for the best they all have. A plan that cannot
+     * be made (memory, kernels) is an EXIT action with exit code 1 and the numbers. */
+    int32_t n_ctx, n_seq, n_batch;
+    const char *plan;
+    const char *kernels;
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for hop timings; NULL = none (tests) */
 };
 
