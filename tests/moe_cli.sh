@@ -2,7 +2,8 @@
 # The command line around mixture-of-experts models: `caravan mkmodel --list` names each
 # shape's architecture and its experts, a tiny qwen3moe and a tiny Mixtral-style llama are
 # written, `caravan inspect` shows the experts and their bytes per layer, and `caravan run`
-# generates from them; `caravan run` also loads a tiny qwen3 made with the Qwen vocabulary.
+# generates from them; `caravan run` also loads a tiny qwen3 made with the Qwen vocabulary and
+# a tiny llama3 made with the Llama 3 one (../shared/vocab).
 set -eu
 bin="$CARAVAN_BIN/caravan"
 dir=$(mktemp -d /tmp/caravan-moe-cli-XXXXXX)
@@ -40,5 +41,12 @@ if [ -f "$vocab" ]; then
   text=$("$bin" run --model "$dir/q3.gguf" --prompt "The capital of France is" -n 8 --temp 0 \
          2>/dev/null)
   [ -n "$text" ] || fail "tiny-qwen3 with the qwen2 vocabulary printed nothing"
+fi
+vocab="$CARAVAN_SHARED/vocab/ggml-vocab-llama-bpe.gguf"
+if [ -f "$vocab" ]; then
+  "$bin" mkmodel --shape tiny-llama3 --type q8_0 --vocab-from "$vocab" --out "$dir/l3.gguf" --quiet
+  text=$("$bin" run --model "$dir/l3.gguf" --prompt "The capital of France is" -n 8 --temp 0 \
+         2>/dev/null)
+  [ -n "$text" ] || fail "tiny-llama3 with the llama-bpe vocabulary printed nothing"
 fi
 echo "moe cli: ok"
