@@ -3,7 +3,8 @@
 # shape's architecture and its experts, a tiny qwen3moe and a tiny Mixtral-style llama are
 # written, `caravan inspect` shows the experts and their bytes per layer, and `caravan run`
 # generates from them; `caravan run` also loads a tiny qwen3 made with the Qwen vocabulary and
-# a tiny llama3 made with the Llama 3 one (../shared/vocab).
+# a tiny llama3 made with the Llama 3 one (../shared/vocab); a 2-worker `caravan cluster` of each
+# MoE file prints what `caravan run` prints.
 set -eu
 bin="$CARAVAN_BIN/caravan"
 dir=$(mktemp -d /tmp/caravan-moe-cli-XXXXXX)
@@ -32,6 +33,19 @@ for s in tiny-qwen3moe tiny-mixtral; do
   text=$("$bin" run --model "$dir/$s.gguf" --prompt "hello world" -n 8 --temp 0 2>/dev/null)
   [ -n "$text" ] || fail "$s: run printed nothing"
 done
+# Across workers: a cluster of 2 (each holding one layer with all of its experts, shipped as a
+# slice) prints caravan run's greedy text.
+if "$bin" cluster --help >/dev/null 2>&1; then
+  for s in tiny-qwen3moe tiny-mixtral; do
+    a=$(timeout 60 "$bin" run --model "$dir/$s.gguf" --threads 1 --prompt "Once upon a time" \
+        --temp 0 -n 16 2>/dev/null)
+    b=$(timeout 120 "$bin" cluster --model "$dir/$s.gguf" --workers 2 --threads 1 \
+        --log-dir "$dir/logs_$s" --prompt "Once upon a time" --temp 0 -n 16 2>"$dir/cluster.err") ||
+      { cat "$dir/cluster.err"; fail "$s: caravan cluster failed"; }
+    [ -n "$a" ] && [ "$a" = "$b" ] || fail "$s: cluster printed '$b', run printed '$a'"
+  done
+fi
+
 "$bin" mkmodel --shape tiny --type q8_0 --out "$dir/dense.gguf" --quiet
 if "$bin" inspect "$dir/dense.gguf" | grep -q "experts"; then fail "dense model shows experts"; fi
 
