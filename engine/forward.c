@@ -4,7 +4,9 @@
  * Batch invariance: every value a token gets is computed by per-token code (norms, rope,
  * attention over its own sequence's cache) or by matmul, whose per-(row, output) result does
  * not depend on the batch. So a token's output is the same alone, in any batch, and whether
- * its prompt was processed in one batch or token by token. */
+ * its prompt was processed in one batch or token by token. A mixture of experts keeps this:
+ * routing is per token, each expert is a matmul over the rows that chose it, and a token's
+ * expert outputs are summed in its own rank order (moe_ffn). */
 #include <math.h>
 #include <string.h>
 
