@@ -596,8 +596,9 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     /* Before the first plan the cluster waits for --workers; once serving, a new worker joins
      * a re-plan (hot join). */
     if (!refusal && !w &&
-        (c->state == COORDINATOR_STATE_WAITING ? c->n_workers >= c->cfg.n_workers
-                                               : c->n_workers >= COORDINATOR_MAX_WORKERS))
+        (c->state == COORDINATOR_STATE_WAITING || !c->batcher
+             ? c->n_workers >= c->cfg.n_workers
+             : c->n_workers >= COORDINATOR_MAX_WORKERS))
         refusal = "the cluster is full";
     if (refusal) {
         LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz, refusal);
@@ -631,6 +632,10 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     send_to(c, acts, peer->rid, peer->rid_len, &reply);
     if (c->state == COORDINATOR_STATE_WAITING) {
         if (c->n_workers == c->cfg.n_workers) plan(c, acts);
+        return;
+    }
+    if (!c->batcher) { /* test requests only: the re-joined worker gets its Assign again */
+        send_assign(c, acts, (int)(w - c->workers));
         return;
     }
     /* Serving (or degraded): a worker that comes back, re-joins or is new enters a re-plan
