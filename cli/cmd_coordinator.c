@@ -337,8 +337,7 @@ int cmd_coordinator(int argc, char **argv) {
     }
     if (cli.model) {
         if (gguf_open(cli.model, &model) != STATUS_OK) goto done;
-        if (crypto_hash_file(cli.model, 0, UINT64_MAX, ccfg.model_fingerprint) != STATUS_OK)
-            goto done;
+        if (crypto_hash_file_cached(cli.model, ccfg.model_fingerprint) != STATUS_OK) goto done;
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "coordinator: model %s fingerprint %s", cli.model,
             crypto_hex(ccfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
