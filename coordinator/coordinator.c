@@ -41,6 +41,7 @@ struct worker_rec {
     double tokens_per_s;
     struct planner_caps caps;         /* from its Join, for the plan */
     int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
+    bool has_model;                   /* it has the whole model file (Join.cached_models) */
     bool draining;                    /* asked to leave: gets a Drain once its layers moved */
     double s_per_lt;                  /* measured compute seconds per layer and token (EWMA) */
     uint64_t n_timed;                 /* micro-batches behind it since the last plan */
@@ -438,6 +439,20 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
             for (int k = 0; k < c->n_fp_cache && !known; k++)
                 if (c->fp_cache[k].first == w->layer_first && c->fp_cache[k].end == w->layer_end)
                     known = c->fp_cache[k].fp;
+            /* A worker with the whole file (same fingerprint) builds the same slice itself:
+             * it needs no hash of the slice's bytes, only a name for it, so a big model is not
+             * read here (which would silence this loop for minutes). */
+            uint8_t named[CRYPTO_HASH_BYTES];
+            bool by_name = !known && w->has_model;
+            if (by_name) {
+                char id[160];
+                char hex[CRYPTO_HASH_HEX_LEN + 1];
+                int len = snprintf(id, sizeof id, "caravan-slice:%s:%d:%d",
+                                   crypto_hex(c->cfg.model_fingerprint, CRYPTO_HASH_BYTES, hex),
+                                   w->layer_first, w->layer_end);
+                crypto_hash_buf(id, (size_t)len, named);
+                known = named;
+            }
             if (slice_init_known(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
                                  w->layer_end, known) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
@@ -448,7 +463,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
                 return;
             }
             w->has_slice = true;
-            if (!known) {
+            if (!known || by_name) {
+                if (by_name) continue; /* a name, not the bytes' hash: not for shipping */
                 int k = c->n_fp_cache < FP_CACHE ? c->n_fp_cache++ : (int)(c->epoch % FP_CACHE);
                 c->fp_cache[k].first = w->layer_first;
                 c->fp_cache[k].end = w->layer_end;
@@ -643,6 +659,11 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
         w->caps.gflops = v;
     }
     w->last_seen_ms = c->now_ms;
+    w->has_model = false;
+    for (size_t k = 0; k < j->n_cached_models; k++)
+        w->has_model |=
+            j->cached_models[k].len == CRYPTO_HASH_BYTES &&
+            crypto_equal(j->cached_models[k].data, c->cfg.model_fingerprint, CRYPTO_HASH_BYTES);
     w->loaded_first = j->loaded_first;
     w->loaded_end = j->loaded_end > j->loaded_first ? j->loaded_end : 0;
     w->ready = false;
@@ -656,6 +677,15 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
         return;
     }
     if (!c->batcher) { /* test requests only: the re-joined worker gets its Assign again */
+        send_assign(c, acts, (int)(w - c->workers));
+        return;
+    }
+    /* A worker of the current plan joined again (restarted, or it took our silence for a
+     * loss) while no request is running: its stage is simply assigned again. */
+    if (rejoin && !back && batcher_n_active(c->batcher) == 0 &&
+        (c->state == COORDINATOR_STATE_ASSIGNING || c->state == COORDINATOR_STATE_READY)) {
+        w->ready = false;
+        c->state = COORDINATOR_STATE_ASSIGNING;
         send_assign(c, acts, (int)(w - c->workers));
         return;
     }

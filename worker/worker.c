@@ -940,10 +940,17 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
                  e->text ? e->text : "");
         /* NO_MEMORY before any Assign: the coordinator cannot plan (the cluster cannot hold
          * the model) and is stopping. */
-        if (w->state == WORKER_STATE_JOINING || e->code == CARAVAN__ERROR__CODE__CODE_VERSION ||
-            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED ||
-            (w->state == WORKER_STATE_JOINED && w->slice.epoch == 0 &&
-             e->code == CARAVAN__ERROR__CODE__CODE_NO_MEMORY)) {
+        if (e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED && w->node_id != 0 &&
+            w->state != WORKER_STATE_JOINING) {
+            /* It no longer knows this connection (a restarted coordinator, or it took us for
+             * lost): join again, keeping the weights. */
+            LOG(LOG_WARN, "worker: %s; re-joining", text);
+            worker_rejoin(w, acts);
+        } else if (w->state == WORKER_STATE_JOINING ||
+                   e->code == CARAVAN__ERROR__CODE__CODE_VERSION ||
+                   e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED ||
+                   (w->state == WORKER_STATE_JOINED && w->slice.epoch == 0 &&
+                    e->code == CARAVAN__ERROR__CODE__CODE_NO_MEMORY)) {
             exit_with(acts, 1, text);
         } else {
             LOG(LOG_WARN, "worker: %s", text);
