@@ -223,7 +223,7 @@ static int keygen(struct cluster *cl, const char *name, char *pub, size_t cap) {
     snprintf(dir, sizeof dir, "%s/%s", cl->dir, name);
     crypto_keypair_t *kp = NULL;
     if (crypto_keypair_generate(&kp) != STATUS_OK ||
-        crypto_keypair_save(kp, dir, false) != STATUS_OK) {
+        crypto_keypair_save(kp, dir, true) != STATUS_OK) {
         crypto_keypair_destroy(&kp);
         fprintf(stderr, "error: cannot make a key pair in %s\n", dir);
         return -1;
@@ -484,6 +484,13 @@ int cmd_cluster(int argc, char **argv) {
         }
         if (WIFEXITED(cl->coord.status) && WEXITSTATUS(cl->coord.status) == 0) {
             rc = 0;
+            /* the coordinator's timing lines, as caravan run prints them */
+            FILE *lf = fopen(cl->coord.log, "r");
+            char line[512];
+            while (lf && fgets(line, sizeof line, lf))
+                if (strncmp(line, "prompt: ", 8) == 0 || strncmp(line, "generation: ", 12) == 0)
+                    fputs(line, stderr);
+            if (lf) fclose(lf);
         } else {
             char how[64];
             describe_exit(&cl->coord, how, sizeof how);

@@ -7,8 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
+#include "api.h"
+#include "chat.h"
 #include "cmd.h"
 #include "coordinator_net.h"
 #include "crypto.h"
@@ -61,6 +64,11 @@ struct coordinator_cli {
     int prefill_chunk;
     int max_inflight;
     int batch;
+    const char *http;
+    const char *api_key;
+    int no_api_key;
+    int max_queue;
+    const char *chat_format;
 };
 
 #define F(x) offsetof(struct coordinator_cli, x)
@@ -128,6 +136,16 @@ static const struct opt coordinator_opts[] = {
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states on the wire: f32 is exact (the tokens of `caravan run`); f16 halves the "
      "bytes, and tokens may then differ"},
+    {"http", 0, OPT_STRING, F(http), NULL, 0, -1, "HOST:PORT",
+     "serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; port 0 = any free port)"},
+    {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
+     "require 'Authorization: Bearer KEY' on /v1/ (a readable FILE's first line is the key)"},
+    {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
+     "allow --http on a non-loopback address without --api-key"},
+    {"max-queue", 0, OPT_INT, F(max_queue), "16", 0, 100000, "N",
+     "requests that may wait for a slot beyond --max-seqs; more get HTTP 429"},
+    {"chat-format", 0, OPT_STRING, F(chat_format), NULL, 0, -1, "NAME",
+     "chat format for /v1/chat/completions (default: from the model's chat template)"},
     {"status-file", 0, OPT_STRING, F(status_file), NULL, 0, -1, "FILE",
      "write 'control ENDPOINT' once listening and 'serving' once the pipeline is up"},
     OPTS_END,
@@ -159,11 +177,31 @@ struct ask {
     const tokenizer_t *tok;
     const int32_t *prompt;
     int32_t n_prompt;
+    serve_queue_t *queue;
     int status;
 };
 
 static void *ask_main(void *arg) {
     struct ask *a = arg;
+    /* Submitted once the pipeline serves, so the time to first token is the request's own. */
+    for (;;) {
+        bool serving = false;
+        char reason[256], *json = NULL;
+        serve_queue_get_status(a->queue, &serving, reason, sizeof reason, &json);
+        free(json);
+        if (serving) break;
+        if (strstr(reason, "stopped")) { /* closed before it served */
+            a->status = 1;
+            return NULL;
+        }
+        usleep(10 * 1000);
+    }
+    if (!serve_queue_submit(a->queue, a->req)) {
+        fprintf(stderr, "error: the request was refused\n");
+        a->status = 1;
+        kill(getpid(), SIGTERM);
+        return NULL;
+    }
     tokenizer_decoder_t *d = tokenizer_decoder_new(a->tok, false);
     const char *bytes;
     /* The prompt primes the decoder (its leading-space state), as in `caravan run`. */
@@ -171,8 +209,13 @@ static void *ask_main(void *arg) {
     size_t next = 0, got = 0;
     enum serve_finish fin = SERVE_FINISH_NONE;
     struct serve_token toks[64];
+    uint64_t t_first = 0, t_last = 0;
     do {
         got = serve_req_wait(a->req, &next, toks, 64, -1, &fin);
+        if (got) {
+            t_last = transport_mono_us();
+            if (!t_first) t_first = t_last;
+        }
         for (size_t i = 0; i < got; i++) {
             size_t nb = tokenizer_decoder_feed(d, toks[i].id, &bytes);
             fwrite(bytes, 1, nb, stdout);
@@ -184,6 +227,13 @@ static void *ask_main(void *arg) {
     fputc('\n', stdout);
     fflush(stdout);
     tokenizer_decoder_free(&d);
+    /* As caravan run reports it: the first token came from the prompt's logits, so the
+     * generation rate counts the steps after it. */
+    fprintf(stderr, "prompt: %d tokens, first token after %.3f s\n", a->n_prompt,
+            (double)serve_req_ttft_us(a->req) * 1e-6);
+    double t_gen = (double)(t_last - t_first) * 1e-6;
+    fprintf(stderr, "generation: %zu tokens in %.3f s, %.2f tokens/s\n", next, t_gen,
+            next > 1 && t_gen > 0 ? (double)(next - 1) / t_gen : 0.0);
     if (fin == SERVE_FINISH_ERROR || fin == SERVE_FINISH_CANCELLED) {
         fprintf(stderr, "error: the request failed: %s\n",
                 fin == SERVE_FINISH_ERROR ? serve_req_error(a->req) : "cancelled");
@@ -264,6 +314,7 @@ int cmd_coordinator(int argc, char **argv) {
     tokenizer_t *tok = NULL;
     int32_t *tokens = NULL;
     serve_queue_t *queue = NULL;
+    api_t *api = NULL;
     struct ask ask = {0};
     pthread_t ask_thread;
     bool ask_started = false;
@@ -295,7 +346,7 @@ int cmd_coordinator(int argc, char **argv) {
     }
     if (model && !cli.payload_file && !(cli.prompt && cli.generate == 0)) {
         if (tokenizer_load(model, &tok) != STATUS_OK) goto done;
-        queue = serve_queue_new(cli.max_seqs + 256);
+        queue = serve_queue_new(cli.max_seqs + cli.max_queue);
     }
     if (cli.generate > 0) {
         if (!model || !cli.prompt) {
@@ -436,9 +487,43 @@ int cmd_coordinator(int argc, char **argv) {
         const struct serve_req_params *rp = serve_req_params(ask.req);
         ask.prompt = rp->prompt;
         ask.n_prompt = rp->n_prompt;
-        if (!serve_queue_submit(queue, ask.req)) goto done;
+        ask.queue = queue;
         if (pthread_create(&ask_thread, NULL, ask_main, &ask) != 0) goto done;
         ask_started = true;
+    }
+    if (cli.http) {
+        if (!queue) {
+            fprintf(stderr, "error: --http needs --model\n");
+            rc = 2;
+            goto done;
+        }
+        const char *tmpl = gguf_get_str(model, "tokenizer.chat_template");
+        struct api_config acfg = {
+            .listen = cli.http,
+            .api_key = cli.api_key,
+            .no_api_key = cli.no_api_key,
+            .model_name = ccfg.model_name,
+            .tokenizer = tok,
+            .chat_format = chat_format_choose(cli.chat_format, tmpl),
+            .n_ctx = ccfg.batcher.n_ctx,
+            .default_max_tokens = 0,
+            .queue = queue,
+        };
+        char err[256];
+        api = api_start(&acfg, err, sizeof err);
+        if (!api) {
+            fprintf(stderr, "error: cannot serve the API on %s: %s\n", cli.http, err);
+            goto done;
+        }
+        LOG(LOG_INFO, "coordinator: OpenAI-compatible API at %s (chat format %s)", api_url(api),
+            chat_format_name(acfg.chat_format));
+        if (cli.status_file) {
+            FILE *sf = fopen(cli.status_file, "a");
+            if (sf) {
+                fprintf(sf, "http %s\n", api_url(api));
+                fclose(sf);
+            }
+        }
     }
     struct coordinator_net_config ncfg = {
         .listen = cli.listen,
@@ -453,6 +538,7 @@ int cmd_coordinator(int argc, char **argv) {
         if (rc == 0) rc = ask.status;
     }
 done:
+    api_stop(&api);
     serve_req_unref(&ask.req);
     serve_queue_destroy(&queue);
     transport_destroy(&t);

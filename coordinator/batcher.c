@@ -305,6 +305,8 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
             continue;
         }
         serve_req_push(q->req, row->token, row->logprob);
+        if (q->n_sampled == 1 && s->cfg.first_token)
+            s->cfg.first_token(s->cfg.first_token_ctx, q->req);
         q->tokens[q->n_tokens++] = row->token;
         if (serve_req_cancelled(q->req))
             seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);

@@ -34,6 +34,9 @@ struct batcher_config {
     void *eog_ctx;
     /* Where finished requests are handed back (serve_queue_done); NULL = just unref. */
     serve_queue_t *queue;
+    /* Called when a request gets its first token (time to first token); may be NULL. */
+    void (*first_token)(void *ctx, serve_req_t *r);
+    void *first_token_ctx;
 };
 
 /* What one sampled row asks of the last stage. */

@@ -72,6 +72,14 @@ struct coordinator {
 
 static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready"};
 
+/* Time to first token, for /metrics. */
+static void on_first_token(void *ctx, serve_req_t *r) {
+    serve_queue_t *q = ctx;
+    struct serve_metrics *m = serve_queue_metrics(q);
+    serve_metrics_observe_ttft(m, (double)serve_req_ttft_us(r) * 1e-6);
+    serve_queue_metrics_done(q);
+}
+
 coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     coordinator_t *c = calloc(1, sizeof *c);
     if (!c) abort();
@@ -99,6 +107,8 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     if (cfg->queue) {
         struct batcher_config sc = cfg->batcher;
         sc.queue = cfg->queue;
+        sc.first_token = on_first_token;
+        sc.first_token_ctx = cfg->queue;
         c->batcher = batcher_new(&sc);
     }
     if (cfg->model) {
@@ -266,7 +276,8 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
     a.n_seq = c->cfg.n_seq;
     a.n_batch = c->cfg.n_batch;
     a.kernels = c->kernels;
-    a.act_dtype = CARAVAN__DTYPE__DTYPE_F32;
+    a.act_dtype = c->cfg.act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
+                                                                : CARAVAN__DTYPE__DTYPE_F32;
     for (int s = 0; s < c->n_workers; s++) {
         caravan__stage__init(&stages[s]);
         fill_peer(c, &stage_peers[s], &c->workers[s]);
@@ -339,7 +350,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
         if (c->cfg.model) {
-            if (slice_init(&w->slice, c->cfg.model, w->layer_first, w->layer_end) != STATUS_OK) {
+            if (slice_init(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
+                           w->layer_end) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
                 if (a) {
                     a->exit_code = 1;

@@ -84,7 +84,9 @@ serve_req_t *serve_req_new(struct serve_req_params *p) {
     return r;
 }
 
-void serve_req_ref(serve_req_t *r) { atomic_fetch_add(&r->refs, 1); }
+void serve_req_ref(serve_req_t *r) {
+    atomic_fetch_add(&r->refs, 1);
+}
 
 void serve_req_unref(serve_req_t **r_p) {
     if (!r_p || !*r_p) return;
@@ -98,8 +100,12 @@ void serve_req_unref(serve_req_t **r_p) {
     free(r);
 }
 
-const struct serve_req_params *serve_req_params(const serve_req_t *r) { return &r->params; }
-uint64_t serve_req_id(const serve_req_t *r) { return r->id; }
+const struct serve_req_params *serve_req_params(const serve_req_t *r) {
+    return &r->params;
+}
+uint64_t serve_req_id(const serve_req_t *r) {
+    return r->id;
+}
 
 size_t serve_req_wait(serve_req_t *r, size_t *next, struct serve_token *out, size_t cap,
                       int timeout_ms, enum serve_finish *finish) {
@@ -143,7 +149,9 @@ void serve_req_cancel(serve_req_t *r) {
     if (q) wake(q->efd);
 }
 
-const char *serve_req_error(const serve_req_t *r) { return r->error; }
+const char *serve_req_error(const serve_req_t *r) {
+    return r->error;
+}
 
 uint64_t serve_req_ttft_us(const serve_req_t *r) {
     serve_req_t *m = (serve_req_t *)r; /* the lock is not part of the value */
@@ -183,7 +191,9 @@ void serve_req_finish(serve_req_t *r, enum serve_finish f, const char *error) {
     pthread_mutex_unlock(&r->mu);
 }
 
-bool serve_req_cancelled(const serve_req_t *r) { return atomic_load(&r->cancelled); }
+bool serve_req_cancelled(const serve_req_t *r) {
+    return atomic_load(&r->cancelled);
+}
 
 size_t serve_req_n_tokens(const serve_req_t *r) {
     serve_req_t *m = (serve_req_t *)r;
@@ -193,7 +203,9 @@ size_t serve_req_n_tokens(const serve_req_t *r) {
     return n;
 }
 
-const struct serve_token *serve_req_tokens(const serve_req_t *r) { return r->tokens; }
+const struct serve_token *serve_req_tokens(const serve_req_t *r) {
+    return r->tokens;
+}
 
 /* ==== Queue ======================================================================= */
 
@@ -244,7 +256,9 @@ bool serve_queue_submit(serve_queue_t *q, serve_req_t *r) {
     return true;
 }
 
-int serve_queue_fd(const serve_queue_t *q) { return q->efd; }
+int serve_queue_fd(const serve_queue_t *q) {
+    return q->efd;
+}
 
 size_t serve_queue_take(serve_queue_t *q, serve_req_t **out, size_t cap) {
     uint64_t count;
@@ -317,7 +331,9 @@ struct serve_metrics *serve_queue_metrics(serve_queue_t *q) {
     return &q->metrics;
 }
 
-void serve_queue_metrics_done(serve_queue_t *q) { pthread_mutex_unlock(&q->mu); }
+void serve_queue_metrics_done(serve_queue_t *q) {
+    pthread_mutex_unlock(&q->mu);
+}
 
 size_t serve_queue_pending(serve_queue_t *q) {
     pthread_mutex_lock(&q->mu);

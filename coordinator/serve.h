@@ -94,14 +94,14 @@ struct serve_metrics {
     uint64_t requests_failed;
     uint64_t prompt_tokens_total;
     uint64_t generated_tokens_total;
-    uint64_t steps_total;      /* micro-batches that went through the pipeline */
-    uint32_t active_seqs;      /* requests holding a KV slot */
-    uint32_t queued;           /* submitted, waiting for a slot */
-    double ttft_sum_s;         /* time to first token: sum and count (a summary) */
+    uint64_t steps_total; /* micro-batches that went through the pipeline */
+    uint32_t active_seqs; /* requests holding a KV slot */
+    uint32_t queued;      /* submitted, waiting for a slot */
+    double ttft_sum_s;    /* time to first token: sum and count (a summary) */
     uint64_t ttft_count;
     uint64_t ttft_bucket[SERVE_TTFT_BUCKETS]; /* <= 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, +Inf s:
                                                  per bucket, not cumulative (/metrics sums) */
-    uint64_t epochs_total;     /* plan changes */
+    uint64_t epochs_total;                    /* plan changes */
     int n_stages;
     struct serve_stage_metrics stage[SERVE_MAX_STAGES];
 };
@@ -127,8 +127,7 @@ void serve_queue_close(serve_queue_t *q, const char *why);
 
 /* Status as /health and /cluster show it. cluster_json is a complete JSON document (taken,
  * malloc'd; may be NULL to keep the old one). */
-void serve_queue_set_status(serve_queue_t *q, bool serving, const char *reason,
-                            char *cluster_json);
+void serve_queue_set_status(serve_queue_t *q, bool serving, const char *reason, char *cluster_json);
 /* API side: copies of the status (caller frees *cluster_json). */
 void serve_queue_get_status(serve_queue_t *q, bool *serving, char *reason, size_t cap,
                             char **cluster_json);

@@ -11,6 +11,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "quant.h"
 #include "sampler.h"
 #include "slice.h"
 
@@ -34,9 +35,19 @@ struct worker {
     bool have_slice_fingerprint;
     uint64_t slice_bytes;
 
-    /* Weights received over the network. */
-    uint8_t *blob;
-    uint64_t blob_have;
+    /* Weights received over the network into the cache. */
+    bool receiving;
+    int n_retries;            /* transfers restarted after a bad hash */
+    uint64_t xfer_have;       /* bytes in the part (the next request's offset) */
+    uint64_t xfer_start_have; /* where this process started (resume offset) */
+    uint64_t xfer_start_us, last_progress_us;
+    int last_progress_decile;
+    uint64_t tick_ms, xfer_start_tick_ms; /* monotonic, for --weight-rate-limit */
+    bool request_pending;                 /* the next WeightRequest waits for the rate limit */
+    uint64_t request_due_ms;
+
+    /* Hidden states to the next stage in this dtype (Assign.act_dtype: F32 or F16). */
+    Caravan__DType act_dtype;
 
     /* Last stage: samples the wanted rows when the Forward asks (Forward.sampling). */
     sampler_t *sampler;
@@ -63,7 +74,7 @@ worker_t *worker_new(const struct worker_config *cfg) {
 void worker_destroy(worker_t **self_p) {
     if (!self_p || !*self_p) return;
     worker_t *w = *self_p;
-    free(w->blob);
+    if (w->receiving && w->cfg.cache) slice_cache_abort(w->cfg.cache);
     sampler_free(&w->sampler);
     free(w);
     *self_p = NULL;
@@ -178,8 +189,13 @@ static void send_weight_request(worker_t *w, struct worker_actions *acts) {
     r.slice_fingerprint.len = CRYPTO_HASH_BYTES;
     r.layer_first = w->slice.layer_first;
     r.layer_end = w->slice.layer_end;
-    r.offset = w->blob_have;
+    r.offset = w->xfer_have;
     r.max_chunk_bytes = WORKER_CHUNK_BYTES;
+    if (w->cfg.weight_rate_limit) {
+        uint64_t k = w->cfg.weight_rate_limit / 8;
+        if (k < 4096) k = 4096;
+        if (k < r.max_chunk_bytes) r.max_chunk_bytes = (uint32_t)k;
+    }
     env.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST;
     env.weight_request = &r;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
@@ -231,11 +247,33 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
         j.cached_models = &cached;
         j.n_cached_models = 1;
     }
+    Caravan__CachedSlice *slices = NULL, **slice_ptrs = NULL;
+    if (w->cfg.n_cached) {
+        slices = calloc(w->cfg.n_cached, sizeof *slices);
+        slice_ptrs = calloc(w->cfg.n_cached, sizeof *slice_ptrs);
+    }
+    if (slices && slice_ptrs) {
+        for (size_t i = 0; i < w->cfg.n_cached; i++) {
+            caravan__cached_slice__init(&slices[i]);
+            slices[i].layer_first = w->cfg.cached[i].layer_first;
+            slices[i].layer_end = w->cfg.cached[i].layer_end;
+            slices[i].slice_fingerprint.data = (uint8_t *)w->cfg.cached[i].fingerprint;
+            slices[i].slice_fingerprint.len = CRYPTO_HASH_BYTES;
+            slices[i].model_fingerprint.data = (uint8_t *)w->cfg.cached[i].model_fingerprint;
+            slices[i].model_fingerprint.len = CRYPTO_HASH_BYTES;
+            slice_ptrs[i] = &slices[i];
+        }
+        j.cached_slices = slice_ptrs;
+        j.n_cached_slices = w->cfg.n_cached;
+    }
     j.software = "caravan 0.1.0";
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
-    LOG(LOG_INFO, "worker %s: joining (activation endpoint %s)", j.node_name, w->cfg.data_endpoint);
+    free(slices);
+    free(slice_ptrs);
+    LOG(LOG_INFO, "worker %s: joining (activation endpoint %s, %zu cached slice%s)", j.node_name,
+        w->cfg.data_endpoint, w->cfg.n_cached, w->cfg.n_cached == 1 ? "" : "s");
 }
 
 static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_actions *acts) {
@@ -259,6 +297,13 @@ static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_ac
 }
 
 /* ==== Assign and weights ====================================================================== */
+
+static void stop_receiving(worker_t *w) {
+    if (w->receiving && w->cfg.cache) slice_cache_abort(w->cfg.cache);
+    w->receiving = false;
+    w->request_pending = false;
+    w->slice.weights_path = NULL;
+}
 
 static void become_ready(worker_t *w, struct worker_actions *acts) {
     if (w->cfg.load) {
@@ -289,16 +334,96 @@ static void refuse_weights(worker_t *w, struct worker_actions *acts, const char 
              crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex));
     LOG(LOG_ERROR, "worker: %s", text);
     w->state = WORKER_STATE_JOINED;
-    free(w->blob);
-    w->blob = NULL;
-    w->blob_have = 0;
-    w->slice.weights = NULL;
-    w->slice.weights_bytes = 0;
+    stop_receiving(w);
     send_error(w, acts, CARAVAN__ERROR__CODE__CODE_FINGERPRINT, text, 0);
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
 }
 
-static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_actions *acts) {
+/* The slice cannot be had for another reason than its bytes (no cache, disk errors). */
+static void fail_weights(worker_t *w, struct worker_actions *acts, const char *why) {
+    char text[256];
+    snprintf(text, sizeof text, "cannot get the weights for layers [%d, %d): %s",
+             w->slice.layer_first, w->slice.layer_end, why);
+    LOG(LOG_ERROR, "worker: %s", text);
+    w->state = WORKER_STATE_JOINED;
+    stop_receiving(w);
+    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_NO_WEIGHTS, text, 0);
+    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
+}
+
+/* Asks for the next chunk now, or on a later tick when --weight-rate-limit says so. */
+static void request_next(worker_t *w, struct worker_actions *acts) {
+    if (w->cfg.weight_rate_limit) {
+        uint64_t done = w->xfer_have - w->xfer_start_have;
+        w->request_due_ms = w->xfer_start_tick_ms + done * 1000 / w->cfg.weight_rate_limit;
+        if (w->request_due_ms > w->tick_ms) {
+            w->request_pending = true;
+            return;
+        }
+    }
+    send_weight_request(w, acts);
+}
+
+/* Looks the slice up in the cache: verified there -> ready; else asks for it from the part's
+ * size. */
+static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t now_us) {
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex);
+    uint64_t have = 0;
+    if (slice_cache_begin(w->cfg.cache, w->slice_fingerprint, w->slice_bytes, &have) != STATUS_OK) {
+        fail_weights(w, acts, "the cache directory cannot be used (see the log)");
+        return;
+    }
+    if (have == w->slice_bytes) {
+        LOG(LOG_INFO,
+            "worker: slice %.16s of layers [%d, %d) found in the cache (%s, %llu bytes) and "
+            "verified; nothing to transfer",
+            hex, w->slice.layer_first, w->slice.layer_end, slice_cache_path(w->cfg.cache),
+            (unsigned long long)have);
+        w->slice.weights_path = slice_cache_path(w->cfg.cache);
+        become_ready(w, acts);
+        return;
+    }
+    w->receiving = true;
+    w->xfer_have = w->xfer_start_have = have;
+    w->xfer_start_us = w->last_progress_us = now_us;
+    w->xfer_start_tick_ms = w->tick_ms;
+    w->request_pending = false;
+    w->last_progress_decile = (int)(have * 10 / w->slice_bytes);
+    if (have > 0)
+        LOG(LOG_INFO,
+            "worker: resuming the transfer of slice %.16s at offset %llu of %llu bytes (%s.part)",
+            hex, (unsigned long long)have, (unsigned long long)w->slice_bytes,
+            slice_cache_path(w->cfg.cache));
+    else
+        LOG(LOG_INFO, "worker: receiving slice %.16s of layers [%d, %d), %llu bytes, into %s", hex,
+            w->slice.layer_first, w->slice.layer_end, (unsigned long long)w->slice_bytes,
+            slice_cache_dir(w->cfg.cache));
+    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_NEED_WEIGHTS, NULL);
+    send_weight_request(w, acts);
+}
+
+/* bytes done/total, MB/s and time left, about every second and at every 10%. */
+static void log_progress(worker_t *w, uint64_t now_us) {
+    int decile = (int)(w->xfer_have * 10 / w->slice_bytes);
+    bool done = w->xfer_have == w->slice_bytes;
+    if (!done && decile == w->last_progress_decile && now_us - w->last_progress_us < 1000000)
+        return;
+    w->last_progress_decile = decile;
+    w->last_progress_us = now_us;
+    double secs = (double)(now_us - w->xfer_start_us) / 1e6;
+    double moved = (double)(w->xfer_have - w->xfer_start_have);
+    double rate = secs > 0 ? moved / secs : 0;
+    char left[32] = "?";
+    if (rate > 0)
+        snprintf(left, sizeof left, "%.0f s", (double)(w->slice_bytes - w->xfer_have) / rate);
+    LOG(LOG_INFO, "worker: weights %.2f/%.2f MB (%d%%), %.2f MB/s, %s left",
+        (double)w->xfer_have / 1e6, (double)w->slice_bytes / 1e6,
+        (int)(w->xfer_have * 100 / w->slice_bytes), rate / 1e6, left);
+}
+
+static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
+                      struct worker_actions *acts) {
     const Caravan__Assign *a = env->assign;
     if (w->state == WORKER_STATE_JOINING) {
         LOG(LOG_WARN, "worker: Assign before JoinAck; ignored");
@@ -309,9 +434,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
             (unsigned long long)env->epoch, (unsigned long long)w->slice.epoch);
         return;
     }
-    free(w->blob);
-    w->blob = NULL;
-    w->blob_have = 0;
+    stop_receiving(w);
+    w->n_retries = 0;
     memset(&w->slice, 0, sizeof w->slice);
     w->slice.epoch = env->epoch;
     w->slice.layer_first = a->layer_first;
@@ -326,6 +450,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
+    w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
+                                                             : CARAVAN__DTYPE__DTYPE_F32;
 
     /* Who may send activations: the previous stage, or the coordinator for the first. */
     if (!w->cfg.insecure) {
@@ -385,7 +511,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
             return;
         }
         struct slice s;
-        if (slice_init(&s, w->cfg.model, a->layer_first, a->layer_end) != STATUS_OK) {
+        if (slice_init(&s, w->cfg.model, w->cfg.model_fingerprint, a->layer_first, a->layer_end) !=
+            STATUS_OK) {
             refuse_weights(w, acts, "the local model has no such slice");
             return;
         }
@@ -399,50 +526,69 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
         return;
     }
     if (w->slice_bytes == 0 || w->slice_bytes > w->cfg.max_weight_bytes) {
-        refuse_weights(w, acts, "slice size is zero or over --max-weight-bytes");
+        fail_weights(w, acts, "slice size is zero or over --max-weight-bytes");
         return;
     }
-    w->blob = malloc(w->slice_bytes);
-    if (!w->blob) {
-        refuse_weights(w, acts, "out of memory for the slice");
+    if (!w->cfg.cache) {
+        fail_weights(w, acts, "no model file and no cache directory to receive the slice into");
         return;
     }
-    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_NEED_WEIGHTS, NULL);
-    send_weight_request(w, acts);
+    start_transfer(w, acts, now_us);
 }
 
-static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env,
+static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
                             struct worker_actions *acts) {
     const Caravan__WeightChunk *c = env->weight_chunk;
-    if (w->state != WORKER_STATE_LOADING || !w->blob || env->epoch != w->slice.epoch) {
+    if (w->state != WORKER_STATE_LOADING || !w->receiving || env->epoch != w->slice.epoch) {
         LOG(LOG_WARN, "worker: unexpected WeightChunk (state %s, epoch %llu); ignored",
             worker_state_name(w->state), (unsigned long long)env->epoch);
         return;
     }
-    if (!crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
-        c->total_bytes != w->slice_bytes || c->offset != w->blob_have) {
+    if (c->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
+        !crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
+        c->total_bytes != w->slice_bytes || c->offset != w->xfer_have ||
+        c->data.len > w->slice_bytes - w->xfer_have ||
+        c->last != (w->xfer_have + c->data.len == w->slice_bytes) ||
+        (!c->last && c->data.len == 0)) {
         refuse_weights(w, acts, "a weight chunk does not continue the assigned slice");
         return;
     }
-    memcpy(w->blob + w->blob_have, c->data.data, c->data.len);
-    w->blob_have += c->data.len;
-    if (!c->last) {
-        send_weight_request(w, acts);
+    if (slice_cache_append(w->cfg.cache, c->data.data, c->data.len) != STATUS_OK) {
+        fail_weights(w, acts, "cannot write to the cache (see the log)");
         return;
     }
+    w->xfer_have += c->data.len;
+    log_progress(w, now_us);
+    if (!c->last) {
+        request_next(w, acts);
+        return;
+    }
+    w->receiving = false;
     uint8_t got[CRYPTO_HASH_BYTES];
-    crypto_hash_buf(w->blob, w->blob_have, got);
-    if (!crypto_equal(got, w->slice_fingerprint, CRYPTO_HASH_BYTES)) {
-        char hex[CRYPTO_HASH_HEX_LEN + 1], why[128];
-        snprintf(why, sizeof why, "received blob hashes to %s",
-                 crypto_hex(got, CRYPTO_HASH_BYTES, hex));
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    enum status rc = slice_cache_finish(w->cfg.cache, got);
+    if (rc == STATUS_FORMAT) {
+        crypto_hex(got, CRYPTO_HASH_BYTES, hex);
+        if (w->n_retries++ == 0) {
+            LOG(LOG_ERROR,
+                "worker: the received slice hashes to %s, not to the Assign's fingerprint; "
+                "deleted it, asking for it once more from offset 0",
+                hex);
+            start_transfer(w, acts, now_us);
+            return;
+        }
+        char why[160];
+        snprintf(why, sizeof why, "received the slice twice and it hashed to %s both times", hex);
         refuse_weights(w, acts, why);
         return;
     }
-    LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified",
-        (unsigned long long)w->blob_have);
-    w->slice.weights = w->blob;
-    w->slice.weights_bytes = w->blob_have;
+    if (rc != STATUS_OK) {
+        fail_weights(w, acts, "cannot store the verified slice in the cache (see the log)");
+        return;
+    }
+    LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified; cached as %s",
+        (unsigned long long)w->xfer_have, slice_cache_path(w->cfg.cache));
+    w->slice.weights_path = slice_cache_path(w->cfg.cache);
     become_ready(w, acts);
 }
 
@@ -629,6 +775,25 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         free(row_seq);
         free(row_pos);
     } else {
+        if (w->act_dtype == CARAVAN__DTYPE__DTYPE_F16 && out.dtype == CARAVAN__DTYPE__DTYPE_F32) {
+            /* --wire-dtype f16: half the bytes on the wire, rounded (not bit-exact). */
+            size_t n = out.nbytes / sizeof(float);
+            uint16_t *h = malloc(n * sizeof *h + 1);
+            if (!h) {
+                free(hops);
+                free(out.data);
+                return;
+            }
+            const float *src = (const float *)out.data;
+            for (size_t i = 0; i < n; i++) h[i] = quant_f32_to_f16(src[i]);
+            free(out.data);
+            out.data = (uint8_t *)h;
+            out.nbytes = n * sizeof *h;
+            out.dtype = CARAVAN__DTYPE__DTYPE_F16;
+            t.dtype = CARAVAN__DTYPE__DTYPE_F16;
+            t.data.data = out.data;
+            t.data.len = out.nbytes;
+        }
         Caravan__Forward next = *f;
         next.layer = w->slice.layer_end;
         next.n_token = 0;
@@ -672,8 +837,8 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
     }
     switch (msg->body_case) {
     case CARAVAN__ENVELOPE__BODY_JOIN_ACK: on_join_ack(w, msg->join_ack, acts); break;
-    case CARAVAN__ENVELOPE__BODY_ASSIGN: on_assign(w, msg, acts); break;
-    case CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK: on_weight_chunk(w, msg, acts); break;
+    case CARAVAN__ENVELOPE__BODY_ASSIGN: on_assign(w, msg, now_us, acts); break;
+    case CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK: on_weight_chunk(w, msg, now_us, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: break;
     case CARAVAN__ENVELOPE__BODY_RELEASE:
         if (w->cfg.reset) {
@@ -722,6 +887,11 @@ void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_a
 }
 
 void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
+    w->tick_ms = now_ms;
+    if (w->request_pending && w->receiving && now_ms >= w->request_due_ms) {
+        w->request_pending = false;
+        send_weight_request(w, acts);
+    }
     if (w->state == WORKER_STATE_JOINING) return;
     if (now_ms - w->last_heartbeat_ms < w->heartbeat_ms) return;
     w->last_heartbeat_ms = now_ms;
@@ -733,6 +903,7 @@ void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
         CARAVAN__HEARTBEAT__STATE__STATE_LOADING, CARAVAN__HEARTBEAT__STATE__STATE_READY};
     hb.state = states[w->state];
     hb.tokens_total = w->n_computed;
+    if (w->cfg.mem_used) hb.mem_used_bytes = w->cfg.mem_used();
     hb.uptime_ms = now_ms - w->start_ms;
     if (w->state == WORKER_STATE_READY) {
         hb.layer_first = w->slice.layer_first;

@@ -24,6 +24,7 @@ CARAVAN="$BIN/caravan"
 PROBE="$BIN/net_probe"
 MODEL="${CARAVAN_SHARED:-/nonexistent}/models/stories260K.gguf"
 WORK=$(mktemp -d /tmp/caravan_cluster.XXXXXX)
+export XDG_CACHE_HOME="$WORK/xdg" # workers without --model cache their slices here
 PIDS=()
 FAILED=0
 
@@ -302,7 +303,7 @@ fingerprint)
     expect_no_log "$WORK/w2.log" "ready for layers"
     expect_no_log "$WORK/coord.log" "pipeline ready"
     # w1 had no file: it was shipped [0, 2) and checked it.
-    wait_for "$WORK/w1.log" "received 494592 bytes of weights; fingerprint verified" 10 ||
+    wait_for "$WORK/w1.log" "received [0-9]+ bytes of weights; fingerprint verified; cached as $WORK/xdg/caravan/[0-9a-f]{64}\\.gguf" 10 ||
         fail "w1 did not verify its shipped weights"
     ;;
 
