@@ -50,7 +50,8 @@ WANT="432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 41
 # start_coordinator RUN: a coordinator that generates WANT's length once, then exits.
 start_coordinator() {
     "$CARAVAN" coordinator --listen tcp://127.0.0.1:0 --key "$WORK/c" --allow "$WORK/allow" \
-        --workers 2 --model "$MODEL" --prompt "Once upon a time" --generate 24 --exit-when-done \
+        --workers 2 --plan 0-1,2-4 --model "$MODEL" --prompt "Once upon a time" --generate 24 \
+        --exit-when-done \
         --run-ms 60000 >"$WORK/coord_$1.out" 2>"$WORK/coord_$1.log" &
     COORD_PID=$!
     PIDS+=("$COORD_PID")
