@@ -14,6 +14,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "planner.h"
 
 static const uint8_t K1[32] = {11}, K2[32] = {12}, K3[32] = {13}, KC[32] = {99};
 
@@ -131,6 +132,20 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
     env.join = &j;
     struct coordinator_peer p = {&rid, 1, key, "127.0.0.1"};
     coordinator_on_msg(c, &p, &env, 0, acts);
+}
+
+static void test_snap(void) {
+    double a[4] = {10, 11.5, 40, 12.4};
+    planner_snap_speeds(a, 4, 0.25);
+    /* 10, 11.5 and 12.4 are within 25% of 10: one group (mean 11.3); 40 stays. */
+    assert(a[0] == a[1] && a[1] == a[3] && a[0] > 11.29 && a[0] < 11.31 && a[2] == 40);
+    double b[3] = {10, 12.6, 15};
+    planner_snap_speeds(b, 3, 0.25);
+    /* 12.6 is past 12.5: {10} and {12.6, 15} (15 <= 12.6 * 1.25). */
+    assert(b[0] == 10 && b[1] == b[2] && b[1] > 13.79 && b[1] < 13.81);
+    double c[2] = {5, 5};
+    planner_snap_speeds(c, 2, 0.25);
+    assert(c[0] == 5 && c[1] == 5);
 }
 
 /* The plan with a real model: ranges within each worker's memory, KV sizes and the pinned
@@ -349,6 +364,7 @@ int main(void) {
     coordinator_actions_clear(&acts);
     coordinator_destroy(&c);
     assert(c == NULL);
+    test_snap();
     test_plan(&acts);
     printf("coordinator_test: ok\n");
     return 0;
