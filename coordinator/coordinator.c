@@ -40,6 +40,7 @@ struct worker_rec {
     uint64_t rate_ms;
     double tokens_per_s;
     struct planner_caps caps;         /* from its Join, for the plan */
+    struct plan_stage planned;        /* its share of the plan: bytes and the speed used */
     int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
     bool has_model;                   /* it has the whole model file (Join.cached_models) */
     bool draining;                    /* asked to leave: gets a Drain once its layers moved */
@@ -429,6 +430,7 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         struct worker_rec *w = &c->workers[i];
         w->layer_first = stages[i].first;
         w->layer_end = stages[i].end;
+        w->planned = stages[i];
         w->ready = false;
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
@@ -1399,6 +1401,9 @@ static void publish_status(coordinator_t *c) {
     cJSON_AddStringToObject(root, "model", c->cfg.model_name ? c->cfg.model_name : "");
     cJSON_AddNumberToObject(root, "n_layers", c->n_layers);
     cJSON_AddNumberToObject(root, "epoch", (double)c->epoch);
+    cJSON_AddStringToObject(root, "kernels", c->kernels);
+    cJSON_AddNumberToObject(root, "n_ctx", c->cfg.n_ctx);
+    cJSON_AddNumberToObject(root, "n_seq", c->cfg.n_seq);
     cJSON_AddStringToObject(root, "state", coordinator_state_name(c->state));
     cJSON_AddStringToObject(root, "status", reason);
     cJSON_AddNumberToObject(root, "active_sequences", batcher_n_active(c->batcher));
@@ -1423,6 +1428,9 @@ static void publish_status(coordinator_t *c) {
         cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
         cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
         cJSON_AddNumberToObject(o, "weight_bytes", w->has_slice ? (double)w->slice.nbytes : 0);
+        cJSON_AddNumberToObject(o, "planned_bytes", (double)w->planned.total_bytes);
+        cJSON_AddNumberToObject(o, "mem_limit_bytes", (double)w->caps.mem_limit_bytes);
+        cJSON_AddNumberToObject(o, "speed", w->planned.speed);
         cJSON_AddItemToArray(arr, o);
     }
     for (int i = 0; i < c->n_gone; i++) { /* lost or draining: no stage */
