@@ -8,6 +8,7 @@ packages=(
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libsodium-dev
   libpcre2-dev libcjson-dev libmicrohttpd-dev
   tshark tcpdump iproute2 procps nodejs
+  libnetfilter-queue-dev iptables iputils-ping
 )
 # npm (for tests/node): NodeSource's nodejs package carries its own npm and conflicts with
 # Debian's, so ask for Debian's only when there is no npm at all.
