@@ -4,6 +4,7 @@
 #   ping     a 5 ms link adds 5 ms each way (ping round trip +10 ms); 0 adds nothing
 #   jitter   5 ms +- 1 ms: every round trip within 2 x (5 +- 1) ms, and they spread
 #   loss     --loss 20%: about 1 - 0.8^2 of the pings are lost
+#   rate     --rate 20mbit: 2 MB from one namespace to another take 0.8 s
 #   hops     3 workers, 5 ms links: the per-token latency grows by the hop model's
 #            hops x (delay + bytes / bandwidth) = 4 x 5 ms (+ ~0 at veth speed) within 20%
 #   cleanup  a killed run leaves namespaces behind; the next run (or --down) removes them;
@@ -34,31 +35,42 @@ leftovers() { ip netns list | grep -cE "^$prefix-" || true; }
 ping_stats() {
   ip netns exec "$prefix-w1" ping -n -q "$@" "$net.2" | awk -F'[/ =]+' '/^rtt/ {print $6, $7, $8} /packet loss/ {for (i=1;i<=NF;i++) if ($i ~ /%/) {gsub(/[%,]/, "", $i); print "loss", $i}}'
 }
-export -f ping_stats
+# ping_times PING-ARGS...: each round trip in ms, one a line
+ping_times() {
+  ip netns exec "$prefix-w1" ping -n "$@" "$net.2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
+}
+# summary [LO HI] < times: "min median max percent-within-[LO,HI]"
+summary() {
+  sort -n | awk -v lo="${1:-0}" -v hi="${2:-1e9}" '{ t[NR] = $1; if ($1 >= lo && $1 <= hi) k++ }
+    END { if (NR == 0) { print "none"; exit 1 }
+          printf "%s %s %s %.0f\n", t[1], t[int((NR + 1) / 2)], t[NR], 100 * k / NR }'
+}
+export -f ping_stats ping_times
 export prefix net
 
 case $case_name in
 ping)
+  # netdelay never releases a packet early, so the shortest round trip is a hard bound; on a
+  # shared machine the scheduler can hold any process back, so the typical one is the median
   out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --no-cluster -- \
-    bash -c 'ping_stats -c 50 -i 0.02') || fail "netns-cluster failed: $out"
-  read -r mn avg mx <<<"$(grep -v loss <<<"$out")"
-  echo "5 ms link: round trip min/avg/max $mn/$avg/$mx ms"
-  awk -v a="$avg" 'BEGIN { exit !(a >= 9.9 && a <= 11.5) }' ||
-    fail "a 5 ms link should add 10 ms to a round trip (5 each way); avg $avg"
-  awk -v m="$mn" 'BEGIN { exit !(m >= 9.9) }' || fail "a round trip shorter than 2 x 5 ms: $mn"
+    bash -c 'ping_times -c 50 -i 0.02') || fail "netns-cluster failed: $out"
+  read -r mn med mx _ <<<"$(summary <<<"$out")"
+  echo "5 ms link: round trip min/median/max $mn/$med/$mx ms"
+  awk -v m="$mn" -v d="$med" 'BEGIN { exit !(m >= 9.9 && d <= 11.0) }' ||
+    fail "a 5 ms link should add 10 ms to a round trip (5 each way)"
   out=$(bash "$script" "${common[@]}" --workers 1 --delay 0 --no-cluster -- \
-    bash -c 'ping_stats -c 20 -i 0.02') || fail "netns-cluster failed: $out"
-  read -r mn avg mx <<<"$(grep -v loss <<<"$out")"
-  echo "0 ms link: round trip min/avg/max $mn/$avg/$mx ms"
-  awk -v a="$avg" 'BEGIN { exit !(a < 1.0) }' || fail "a 0 ms link should add nothing; avg $avg"
+    bash -c 'ping_times -c 20 -i 0.02') || fail "netns-cluster failed: $out"
+  read -r mn med mx _ <<<"$(summary <<<"$out")"
+  echo "0 ms link: round trip min/median/max $mn/$med/$mx ms"
+  awk -v d="$med" 'BEGIN { exit !(d < 1.0) }' || fail "a 0 ms link should add nothing"
   ;;
 jitter)
   out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --jitter 1ms --no-cluster -- \
-    bash -c 'ping_stats -c 60 -i 0.05') || fail "netns-cluster failed: $out"
-  read -r mn avg mx <<<"$(grep -v loss <<<"$out")"
-  echo "5 ms +- 1 ms link: round trip min/avg/max $mn/$avg/$mx ms"
-  awk -v m="$mn" -v x="$mx" -v a="$avg" 'BEGIN { exit !(m >= 7.9 && x <= 13.5 && x - m > 1.0 && a >= 9.5 && a <= 11.5) }' ||
-    fail "round trips should lie in 2 x (5 +- 1) ms, spread over more than 1 ms"
+    bash -c 'ping_times -c 60 -i 0.05') || fail "netns-cluster failed: $out"
+  read -r mn med mx inside <<<"$(summary 7.9 12.5 <<<"$out")"
+  echo "5 ms +- 1 ms link: round trip min/median/max $mn/$med/$mx ms, $inside% within 2 x (5 +- 1) ms"
+  awk -v m="$mn" -v x="$mx" -v d="$med" -v ins="$inside" 'BEGIN { exit !(m >= 7.9 && ins >= 90 && x - m > 1.0 && d >= 9.5 && d <= 11.0) }' ||
+    fail "round trips should lie in 2 x (5 +- 1) ms (90% of them: the machine is shared), spread over more than 1 ms"
   ;;
 loss)
   out=$(bash "$script" "${common[@]}" --workers 1 --loss 20% --no-cluster -- \
@@ -66,6 +78,22 @@ loss)
   lost=$(awk '/^loss/ {gsub("%", "", $2); print $2}' <<<"$out")
   echo "20% loss each way: $lost% of round trips lost (expected 36%)"
   awk -v l="$lost" 'BEGIN { exit !(l >= 22 && l <= 50) }' || fail "expected about 36% lost, got $lost%"
+  ;;
+rate)
+  command -v node >/dev/null || { echo "skip: no node"; exit 77; }
+  fetch() { # RATE-ARGS... -> seconds to fetch 2 MB from the first worker's namespace
+    bash "$script" "${common[@]}" --workers 1 "$@" --no-cluster -- bash -c '
+      ip netns exec $prefix-w1 node -e "require(\"http\").createServer((q, r) => r.end(Buffer.alloc(2e6))).listen(9000, \"$net.3\")" &
+      srv=$!
+      for _ in $(seq 1 50); do ip netns exec $prefix-c curl -s -o /dev/null http://$net.3:9000/ && break; sleep 0.1; done
+      ip netns exec $prefix-c curl -s -o /dev/null -w "%{time_total}\n" http://$net.3:9000/
+      kill $srv' 2>/dev/null | tail -1
+  }
+  limited=$(fetch --rate 20mbit)
+  free=$(fetch)
+  echo "2 MB at 20mbit: ${limited}s (expected 0.8 s); unlimited: ${free}s"
+  awk -v t="$limited" 'BEGIN { exit !(t >= 0.7 && t <= 1.1) }' || fail "20mbit should take 0.8 s"
+  awk -v t="$free" 'BEGIN { exit !(t < 0.4) }' || fail "without --rate it should be fast"
   ;;
 hops)
   command -v node >/dev/null || { echo "skip: no node"; exit 77; }
