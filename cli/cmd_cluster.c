@@ -501,10 +501,20 @@ int cmd_cluster(int argc, char **argv) {
         goto out;
     }
     char control[600] = "";
-    for (int t = 0; !status_has(status, "control", control, sizeof control); t++) {
-        if (stop_signal || !check_children(cl) || t > 200) {
-            if (t > 200) fprintf(stderr, "error: the coordinator did not start listening\n");
+    /* The coordinator fingerprints the model first (a first start on a big file takes a
+     * while; the result is cached). */
+    time_t t_listen = time(NULL), t_note = t_listen;
+    while (!status_has(status, "control", control, sizeof control)) {
+        if (stop_signal || !check_children(cl)) goto stop;
+        if (time(NULL) - t_listen > c->ready_timeout_s) {
+            fprintf(stderr, "error: the coordinator did not start listening within %d s\n",
+                    c->ready_timeout_s);
             goto stop;
+        }
+        if (time(NULL) - t_note >= 5) {
+            t_note = time(NULL);
+            fprintf(stderr, "caravan cluster: the coordinator is reading the model (%lld s)...\n",
+                    (long long)(t_note - t_listen));
         }
         usleep(50 * 1000);
     }

@@ -66,6 +66,7 @@ struct coordinator_cli {
     int batch;
     int heartbeat_ms;
     int dead_after_ms;
+    int rebalance_s;
     const char *http;
     const char *api_key;
     int no_api_key;
@@ -143,6 +144,9 @@ static const struct opt coordinator_opts[] = {
     {"dead-after-ms", 0, OPT_INT, F(dead_after_ms), "2000", 150, 600000, "MS",
      "a worker silent this long is lost (crashed, stopped or cut off alike): the layers are "
      "re-planned over the others and every request resumes"},
+    {"rebalance-s", 0, OPT_INT, F(rebalance_s), "10", 0, 86400, "S",
+     "compare the stages' live speeds this often and re-plan when one stays slower than "
+     "planned (3 checks in a row over 1.25x; 0 = never)"},
     {"http", 0, OPT_STRING, F(http), NULL, 0, -1, "HOST:PORT",
      "serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; port 0 = any free port)"},
     {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
@@ -333,8 +337,7 @@ int cmd_coordinator(int argc, char **argv) {
     }
     if (cli.model) {
         if (gguf_open(cli.model, &model) != STATUS_OK) goto done;
-        if (crypto_hash_file(cli.model, 0, UINT64_MAX, ccfg.model_fingerprint) != STATUS_OK)
-            goto done;
+        if (crypto_hash_file_cached(cli.model, ccfg.model_fingerprint) != STATUS_OK) goto done;
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "coordinator: model %s fingerprint %s", cli.model,
             crypto_hex(ccfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
@@ -414,6 +417,7 @@ int cmd_coordinator(int argc, char **argv) {
     ccfg.request_timeout_ms = cli.request_timeout_ms;
     ccfg.heartbeat_ms = (uint32_t)cli.heartbeat_ms;
     ccfg.worker_timeout_ms = (uint32_t)cli.dead_after_ms;
+    ccfg.rebalance_s = cli.rebalance_s;
     if (cli.dead_after_ms < 3 * cli.heartbeat_ms) {
         fprintf(stderr, "error: --dead-after-ms must be at least 3 x --heartbeat-ms\n");
         rc = 2;

@@ -147,8 +147,7 @@ int cmd_worker(int argc, char **argv) {
     }
     if (cli.model) {
         if (gguf_open(cli.model, &model) != STATUS_OK) goto done;
-        if (crypto_hash_file(cli.model, 0, UINT64_MAX, wcfg.model_fingerprint) != STATUS_OK)
-            goto done;
+        if (crypto_hash_file_cached(cli.model, wcfg.model_fingerprint) != STATUS_OK) goto done;
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "worker: model %s fingerprint %s", cli.model,
             crypto_hex(wcfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));

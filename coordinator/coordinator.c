@@ -42,6 +42,8 @@ struct worker_rec {
     struct planner_caps caps;         /* from its Join, for the plan */
     int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
     bool draining;                    /* asked to leave: gets a Drain once its layers moved */
+    double s_per_lt;                  /* measured compute seconds per layer and token (EWMA) */
+    uint64_t n_timed;                 /* micro-batches behind it since the last plan */
     uint64_t lost_ms;                 /* when it was declared lost */
 };
 
@@ -86,6 +88,10 @@ struct coordinator {
     /* Serving (cfg.queue): the scheduler, and when each micro-batch slot's batch was sent. */
     batcher_t *batcher;
     uint64_t mb_sent_ms[64], mb_sent_us[64];
+    int32_t mb_tokens[64];
+    uint64_t last_plan_ms, last_balance_ms;
+    int slow_checks;      /* consecutive checks that found the plan out of balance */
+    bool speeds_measured; /* plans use live speeds (rebalance), not join probes */
     uint64_t last_status_ms;
     bool was_ready;
     char kernels[32]; /* the variant every worker runs ("" = not pinned) */
@@ -409,6 +415,9 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
     free(why);
     c->epoch++;
     c->n_epochs++;
+    c->last_plan_ms = c->now_ms;
+    c->slow_checks = 0;
+    for (int i = 0; i < n; i++) c->workers[i].n_timed = 0;
     c->degraded[0] = '\0';
     if (c->cfg.queue) {
         struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
@@ -596,8 +605,9 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     /* Before the first plan the cluster waits for --workers; once serving, a new worker joins
      * a re-plan (hot join). */
     if (!refusal && !w &&
-        (c->state == COORDINATOR_STATE_WAITING ? c->n_workers >= c->cfg.n_workers
-                                               : c->n_workers >= COORDINATOR_MAX_WORKERS))
+        (c->state == COORDINATOR_STATE_WAITING || !c->batcher
+             ? c->n_workers >= c->cfg.n_workers
+             : c->n_workers >= COORDINATOR_MAX_WORKERS))
         refusal = "the cluster is full";
     if (refusal) {
         LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz, refusal);
@@ -620,6 +630,18 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
+    if (c->speeds_measured) { /* the others' speeds are measured ones: assume the average */
+        double sum = 0;
+        int k = 0;
+        for (int i = 0; i < c->n_workers; i++)
+            if (&c->workers[i] != w && c->workers[i].caps.gflops > 0) {
+                sum += c->workers[i].caps.gflops;
+                k++;
+            }
+        float v = k ? (float)(sum / k) : 1.0f;
+        for (size_t i = 0; i < w->caps.n_speeds; i++) w->caps.speed_gflops[i] = v;
+        w->caps.gflops = v;
+    }
     w->last_seen_ms = c->now_ms;
     w->loaded_first = j->loaded_first;
     w->loaded_end = j->loaded_end > j->loaded_first ? j->loaded_end : 0;
@@ -631,6 +653,10 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     send_to(c, acts, peer->rid, peer->rid_len, &reply);
     if (c->state == COORDINATOR_STATE_WAITING) {
         if (c->n_workers == c->cfg.n_workers) plan(c, acts);
+        return;
+    }
+    if (!c->batcher) { /* test requests only: the re-joined worker gets its Assign again */
+        send_assign(c, acts, (int)(w - c->workers));
         return;
     }
     /* Serving (or degraded): a worker that comes back, re-joins or is new enters a re-plan
@@ -1239,6 +1265,7 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     a->buf = buf;
     a->len = len;
     if (b->micro_batch < 64) {
+        c->mb_tokens[b->micro_batch] = b->n_tokens;
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     }
@@ -1252,6 +1279,17 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
  * different hosts differ: network times across hosts carry their offset). */
 static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t sent_us) {
     uint64_t now_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
+    /* live speed of each stage, for re-balancing */
+    int32_t n_tok = r->micro_batch < 64 ? c->mb_tokens[r->micro_batch] : 0;
+    for (size_t i = 0; n_tok > 0 && i < r->n_hops && i < (size_t)c->n_workers; i++) {
+        const Caravan__Hop *h = r->hops[i];
+        struct worker_rec *w = &c->workers[i];
+        int32_t layers = w->layer_end - w->layer_first;
+        if (h->node_id != w->node_id || layers <= 0 || h->end_us < h->start_us) continue;
+        double x = (double)(h->end_us - h->start_us) * 1e-6 / ((double)layers * n_tok);
+        w->s_per_lt = w->n_timed ? 0.95 * w->s_per_lt + 0.05 * x : x;
+        w->n_timed++;
+    }
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->n_stages = c->n_workers < SERVE_MAX_STAGES ? c->n_workers : SERVE_MAX_STAGES;
     for (size_t i = 0; i < r->n_hops && i < SERVE_MAX_STAGES; i++) {
@@ -1381,6 +1419,54 @@ static void publish_status(coordinator_t *c) {
     serve_queue_set_status(c->cfg.queue, serving, reason, json);
 }
 
+/* A stage that stays slower than planned (live timings from the hop trace, not the join probe:
+ * another load on its machine, thermal throttling) gets fewer layers. Hysteresis: the slowest
+ * stage must be over 1.25x the balanced time in 3 checks in a row (--rebalance-s apart), and
+ * plans are at least 6 checks apart, so the plan does not oscillate. Returns true when it
+ * re-planned. */
+static bool rebalance(coordinator_t *c, struct coordinator_actions *acts, uint64_t now_ms) {
+    uint64_t every = (uint64_t)c->cfg.rebalance_s * 1000;
+    if (!every || c->n_workers < 2 || now_ms - c->last_balance_ms < every) return false;
+    c->last_balance_ms = now_ms;
+    double t[COORDINATOR_MAX_WORKERS], t_max = 0, speed_sum = 0;
+    int slowest = 0;
+    for (int i = 0; i < c->n_workers; i++) {
+        const struct worker_rec *w = &c->workers[i];
+        if (w->n_timed < 20 || w->s_per_lt <= 0) return false; /* not enough to judge */
+        t[i] = w->s_per_lt * (w->layer_end - w->layer_first);
+        speed_sum += 1.0 / w->s_per_lt;
+        if (t[i] > t_max) {
+            t_max = t[i];
+            slowest = i;
+        }
+    }
+    double balanced = (double)c->n_layers / speed_sum;
+    if (t_max <= 1.25 * balanced ||
+        c->workers[slowest].layer_end - c->workers[slowest].layer_first < 2) {
+        c->slow_checks = 0;
+        return false;
+    }
+    if (++c->slow_checks < 3 || now_ms - c->last_plan_ms < 6 * every) return false;
+    /* From now on this cluster plans with the speeds it measured (layer-tokens per second),
+     * for every weight type, in place of the join probes. */
+    for (int i = 0; i < c->n_workers; i++) {
+        struct worker_rec *w = &c->workers[i];
+        float v = (float)(1.0 / w->s_per_lt);
+        for (size_t k = 0; k < w->caps.n_speeds; k++) w->caps.speed_gflops[k] = v;
+        w->caps.gflops = v;
+    }
+    c->speeds_measured = true;
+    char cause[160];
+    snprintf(cause, sizeof cause,
+             "node %u (%s) is slower than planned: %.1f ms per token for layers [%d, %d), "
+             "%.1f ms if balanced",
+             c->workers[slowest].node_id, c->workers[slowest].name, t_max * 1e3,
+             c->workers[slowest].layer_first, c->workers[slowest].layer_end, balanced * 1e3);
+    c->fo_silent_ms = c->fo_declared_ms = now_ms;
+    replan(c, acts, cause);
+    return true;
+}
+
 static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
     serve_req_t *got[64];
     size_t n;
@@ -1418,6 +1504,7 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
         serve_queue_metrics_done(c->cfg.queue);
         break;
     }
+    if (rebalance(c, acts, now_ms)) return;
     struct batcher_batch b;
     while (acts->n < COORDINATOR_MAX_ACTIONS - 4 && batcher_next(c->batcher, c->next_batch, &b)) {
         c->next_batch++;

@@ -76,6 +76,7 @@ struct coordinator_config {
     const char *plan;
     const char *kernels;
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for hop timings; NULL = none (tests) */
+    int rebalance_s;            /* check the live stage timings this often; 0 = never re-balance */
 };
 
 enum coordinator_action_kind {

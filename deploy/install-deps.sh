@@ -7,8 +7,8 @@ packages=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev git
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libsodium-dev
   libpcre2-dev libcjson-dev libmicrohttpd-dev
-  tshark tcpdump iproute2 procps nodejs
-  libnetfilter-queue-dev iptables iputils-ping openssh-client systemd
+  tshark tcpdump iproute2 procps nodejs curl iptables
+  libnetfilter-queue-dev iputils-ping openssh-client systemd
   # (not openssh-server: it would start an ssh daemon on a developer machine; the hosts a
   # cluster runs on need it, and tests/integration/hosts_test.sh skips without it)
 )

@@ -330,6 +330,8 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                 finish(&n, 0, "stopped by SIGTERM");
             }
         }
+        if (!n.done && n.drain_deadline_ms && now - n.last_control_ms > 2000)
+            finish(&n, 0, "the coordinator went silent while this worker drained");
         if (!n.done && n.drain_deadline_ms && (term_requested > 1 || now > n.drain_deadline_ms))
             finish(&n, 0,
                    term_requested > 1 ? "stopped by a second SIGTERM while draining"
