@@ -38,7 +38,8 @@ struct worker_rec {
     uint64_t tokens_total, rate_tokens;
     uint64_t rate_ms;
     double tokens_per_s;
-    struct planner_caps caps; /* from its Join, for the plan */
+    int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
+    struct planner_caps caps;             /* from its Join, for the plan */
 };
 
 struct coordinator {
@@ -427,6 +428,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->endpoint, sizeof w->endpoint, "%s", j->data_endpoint);
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
+    w->link_rtt_us = -1;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
     w->last_seen_ms = c->now_ms;
     ack.accepted = true;
@@ -659,6 +661,14 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     case CARAVAN__ENVELOPE__BODY_RESULT: on_result(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: {
         const Caravan__Heartbeat *hb = msg->heartbeat;
+        int64_t offset, rtt;
+        if (c->cfg.clock_us &&
+            trace_clock_estimate(hb->echo_sent_us, hb->echo_recv_us, msg->sent_us,
+                                 c->cfg.clock_us(), &offset, &rtt)) {
+            w->link_rtt_us = rtt;
+            w->clock_offset_us = offset;
+            trace_clock(c->cfg.trace, w->node_id, offset, rtt);
+        }
         w->mem_used_bytes = hb->mem_used_bytes;
         w->tokens_total = hb->tokens_total;
         if (!w->rate_ms) {
@@ -825,6 +835,7 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
             Caravan__Envelope env;
             Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
             envelope(c, &env);
+            env.sent_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
             hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
             env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
             env.heartbeat = &hb;
@@ -872,6 +883,7 @@ const char *coordinator_state_name(enum coordinator_state s) {
 /* Encodes one scheduled micro-batch as a Forward to the first stage. */
 static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
                        const struct batcher_batch *b) {
+    uint64_t build_us = c->cfg.trace && c->cfg.clock_us ? c->cfg.clock_us() : 0;
     size_t n = (size_t)b->n_tokens;
     Caravan__Forward f = CARAVAN__FORWARD__INIT;
     protobuf_c_boolean *want = malloc(n * sizeof *want);
@@ -934,10 +946,15 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     }
     a->buf = buf;
     a->len = len;
+    a->batch_id = b->batch_id;
+    a->n_tokens = b->n_tokens;
     if (b->micro_batch < 64) {
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     }
+    if (build_us)
+        trace_span(c->cfg.trace, TRACE_TRACK_LOOP, "serialize", build_us, c->cfg.clock_us(),
+                   b->batch_id, b->n_tokens);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->steps_total++;
     m->prompt_tokens_total += (uint64_t)b->n_prompt_tokens;
@@ -992,6 +1009,9 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     free(rows);
     if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
     account_hops(c, r, sent_us);
+    if (c->cfg.trace && c->cfg.clock_us && sent_us)
+        trace_span(c->cfg.trace, TRACE_TRACK_STEP, "step", sent_us, c->cfg.clock_us(), r->batch_id,
+                   r->n_rows);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->generated_tokens_total += (uint64_t)r->n_rows;
     m->active_seqs = (uint32_t)batcher_n_active(c->batcher);
@@ -1044,6 +1064,9 @@ static void publish_status(coordinator_t *c) {
         cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
         cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
         cJSON_AddNumberToObject(o, "weight_bytes", w->has_slice ? (double)w->slice.nbytes : 0);
+        /* heartbeat round trip (control connection), -1 until measured */
+        cJSON_AddNumberToObject(o, "link_rtt_us", (double)w->link_rtt_us);
+        cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
         cJSON_AddItemToArray(arr, o);
     }
     char *json = cJSON_PrintUnformatted(root);

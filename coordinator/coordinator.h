@@ -22,6 +22,7 @@
 #include "batcher.h"
 #include "serve.h"
 #include "status.h"
+#include "trace.h"
 
 #define COORDINATOR_MAX_WORKERS 64
 
@@ -74,6 +75,7 @@ struct coordinator_config {
     const char *plan;
     const char *kernels;
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for hop timings; NULL = none (tests) */
+    trace_t *trace;             /* --trace: serialize and step spans, clock offsets; NULL = off */
 };
 
 enum coordinator_action_kind {
@@ -95,6 +97,8 @@ struct coordinator_action {
     uint8_t key[CRYPTO_KEY_BYTES];
     int exit_code;
     char text[1024];
+    uint64_t batch_id; /* SEND_FIRST: the step it carries (for trace spans) */
+    int32_t n_tokens;
 };
 
 #define COORDINATOR_MAX_ACTIONS (2 * COORDINATOR_MAX_WORKERS + 8)
