@@ -11,7 +11,9 @@
  *                                   exits 0 when some step has, in time order, the coordinator's
  *                                   serialize and send, every worker's receive, queue, compute,
  *                                   serialize and send, and the coordinator's receive; prints
- *                                   that step's breakdown in microseconds. */
+ *                                   that step's breakdown in microseconds.
+ *   caravan trace summary FILE      medians over decode steps: round trip and each kind of
+ *                                   span summed over the stages, as one JSON line (ms). */
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -107,6 +109,7 @@ struct span {
     double ts, end;
     const char *name;
     double batch;
+    int tokens;
 };
 
 static int cmp_span(const void *a, const void *b) {
@@ -132,6 +135,7 @@ static struct span *collect_spans(const cJSON *events, size_t *n_out) {
         s[n].end = s[n].ts + num(e, "dur", 0);
         s[n].name = str(e, "name");
         s[n].batch = batch;
+        s[n].tokens = (int)num(args, "tokens", 0);
         n++;
     }
     qsort(s, n, sizeof *s, cmp_span);
@@ -362,13 +366,74 @@ static int trace_check(const char *path, int n_workers) {
     return good > 0 ? 0 : 1;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, size_t n) {
+    if (!n) return 0;
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Per decode step (the coordinator's step span with 1 token): the round trip and the sum of
+ * each kind of span over every process; prints the medians over those steps as one JSON
+ * line, in milliseconds. "other" is the round trip minus everything named. */
+static int trace_summary(const char *path) {
+    static const char *const kinds[] = {"compute", "link", "serialize", "send", "receive", "queue"};
+    enum { N_KINDS = sizeof kinds / sizeof kinds[0] };
+    cJSON *j = load_trace(path);
+    if (!j) return 1;
+    size_t n = 0;
+    struct span *s = collect_spans(cJSON_GetObjectItem(j, "traceEvents"), &n);
+    double *step = calloc(n + 1, sizeof *step), *other = calloc(n + 1, sizeof *other);
+    double *per[N_KINDS];
+    for (int k = 0; k < N_KINDS; k++) per[k] = calloc(n + 1, sizeof *per[k]);
+    size_t n_steps = 0;
+    for (size_t i = 0; i < n;) {
+        size_t e = i;
+        while (e < n && s[e].batch == s[i].batch) e++;
+        double rt = -1, sum[N_KINDS] = {0};
+        for (size_t x = i; x < e; x++) {
+            if (s[x].pid == 0 && strcmp(s[x].name, "step") == 0 && s[x].tokens == 1)
+                rt = s[x].end - s[x].ts;
+            for (int k = 0; k < N_KINDS; k++)
+                if (strcmp(s[x].name, kinds[k]) == 0) sum[k] += s[x].end - s[x].ts;
+        }
+        if (rt >= 0) {
+            double named = 0;
+            step[n_steps] = rt / 1000;
+            for (int k = 0; k < N_KINDS; k++) {
+                per[k][n_steps] = sum[k] / 1000;
+                named += sum[k];
+            }
+            other[n_steps] = (rt - named) / 1000;
+            n_steps++;
+        }
+        i = e;
+    }
+    printf("{\"decode_steps\":%zu,\"step_ms\":%.4f", n_steps, median(step, n_steps));
+    for (int k = 0; k < N_KINDS; k++) printf(",\"%s_ms\":%.4f", kinds[k], median(per[k], n_steps));
+    printf(",\"other_ms\":%.4f}\n", median(other, n_steps));
+    for (int k = 0; k < N_KINDS; k++) free(per[k]);
+    free(step);
+    free(other);
+    free(s);
+    cJSON_Delete(j);
+    return n_steps ? 0 : 1;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: caravan trace merge OUT IN...\n"
-               "       caravan trace check FILE [--workers N]\n\n"
+               "       caravan trace check FILE [--workers N]\n"
+               "       caravan trace summary FILE\n\n"
                "merge joins one run's --trace files (the coordinator's and the workers') onto the\n"
                "coordinator's clock (offsets from heartbeat round trips) and adds link spans;\n"
                "open OUT in ui.perfetto.dev. check exits 0 when a step has every stage's spans\n"
-               "in order, and prints its breakdown.\n");
+               "in order, and prints its breakdown. summary prints, as one JSON line, the medians\n"
+               "over decode steps (1 token) of the round trip and of the summed compute, link,\n"
+               "serialize, send, receive and queue spans, in ms.\n");
 }
 
 int cmd_trace(int argc, char **argv) {
@@ -378,6 +443,7 @@ int cmd_trace(int argc, char **argv) {
     }
     if (argc >= 4 && strcmp(argv[1], "merge") == 0)
         return cmd_trace_merge(argv[2], (const char *const *)argv + 3, argc - 3);
+    if (argc == 3 && strcmp(argv[1], "summary") == 0) return trace_summary(argv[2]);
     if ((argc == 3 || argc == 5) && strcmp(argv[1], "check") == 0) {
         int n_workers = 0;
         if (argc == 5) {
