@@ -27,6 +27,7 @@
 #     --loss L] --model M --wire-dtype W --trace DIR; it must print the API URL (http://...) on
 #     stdout, serve until SIGINT, leave the merged DIR/trace.json (as caravan cluster --trace
 #     does) and clean up after itself.
+#   PLOT_ONLY [0]: 1 = redraw engine and scaling plots from bench/results/*.dat, measure nothing
 #   HOP_DELAY [1]: how many times the --delay one hop crosses (1 when netns delays each
 #     namespace's egress once per hop; 2 when both ends of a hop are delayed)
 set -uo pipefail
@@ -67,7 +68,9 @@ machine_json() {
         "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git -C "$root" rev-parse --short HEAD 2>/dev/null)"
 }
 # the caption every plot carries: machine and date
-caption() { echo "$(cpu_model), $(nproc) CPUs, $(date -u +%Y-%m-%d)"; }
+caption() {
+    echo "$(cpu_model), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg) at the end, $(date -u +%Y-%m-%d)"
+}
 
 model_file() { # TYPE -> a model file of SHAPE in TYPE, made when absent
     local f="$DIR/$SHAPE-$1.gguf"
@@ -129,6 +132,11 @@ metric() { # FILE NAME -> sum of the series
 scenario_engine() {
     local json="$OUT/engine.json" dat="$OUT/engine.dat"
     [ -x "$BIN/bench_model" ] || die "$BIN/bench_model missing: cmake --build $BUILD --target bench_model"
+    [ "${PLOT_ONLY:-0}" = 1 ] || engine_measure "$json" "$dat"
+    engine_plot "$dat"
+}
+engine_measure() {
+    local json=$1 dat=$2
     : >"$dat"
     printf '{"scenario":"engine","shape":"%s","pp":%d,"tg":%d,"reps":%d,"machine":%s,"results":[' \
         "$SHAPE" "$PP" "$TG" "$REPS" "$(machine_json)" >"$json"
@@ -151,10 +159,14 @@ scenario_engine() {
         done
     done
     echo ']}' >>"$json"
-    local plots=""
+}
+engine_plot() {
+    local dat=$1 plots="" PP TG
+    PP=$(grep -o '"pp":[0-9]*' "$OUT/engine.json" | cut -d: -f2) # as measured
+    TG=$(grep -o '"tg":[0-9]*' "$OUT/engine.json" | cut -d: -f2)
     for t in $TYPES; do
-        plots="$plots '$dat' using 2:(stringcolumn(1) eq '$t' ? \$5 : 1/0):6 with yerrorlines lw 2 title 'tg $t',"
-        plots="$plots '$dat' using 2:(stringcolumn(1) eq '$t' ? \$3 : 1/0):4 with yerrorlines dt 2 title 'pp $t',"
+        plots="$plots '$dat' using 2:(stringcolumn(1) eq '$t' ? \$5 : 1/0):6 with yerrorlines lw 2 title 'tg $t' noenhanced,"
+        plots="$plots '$dat' using 2:(stringcolumn(1) eq '$t' ? \$3 : 1/0):4 with yerrorlines dt 2 title 'pp $t' noenhanced,"
     done
     gnuplot <<EOF
 set terminal pngcairo size 900,560 font 'DejaVu Sans,11'
@@ -168,13 +180,18 @@ set key outside right
 set grid
 plot ${plots%,}
 EOF
-    note "engine: $json, $here/engine.png"
+    note "engine: $OUT/engine.json, $here/engine.png"
 }
 
 # ---- scaling ----
 scenario_scaling() {
     local json="$OUT/scaling.json" dat="$OUT/scaling.dat"
     [ -f "$MODEL" ] || MODEL=$(model_file q4_0)
+    [ "${PLOT_ONLY:-0}" = 1 ] || scaling_measure "$json" "$dat"
+    scaling_plot "$dat"
+}
+scaling_measure() {
+    local json=$1 dat=$2
     : >"$dat"
     printf '{"scenario":"scaling","model":"%s","tokens":%d,"worker_threads":%d,"machine":%s,"results":[' \
         "$(basename "$MODEL")" "$TOKENS" "$WORKER_THREADS" "$(machine_json)" >"$json"
@@ -198,9 +215,11 @@ scenario_scaling() {
         cluster_stop
     done
     echo ']}' >>"$json"
-    local plots=""
+}
+scaling_plot() {
+    local dat=$1 plots=""
     for s in $STREAMS; do
-        plots="$plots '$dat' using 1:(\$2 == $s ? \$3 : 1/0) with linespoints lw 2 pt 7 title '$s stream$([ "$s" = 1 ] || echo s)',"
+        plots="$plots '$dat' using 1:(\$2 == $s ? \$3 : 1/0) with linespoints lw 2 pt 7 title '$s stream$([ "$s" = 1 ] || echo s)' noenhanced,"
     done
     gnuplot <<EOF
 set terminal pngcairo size 900,560 font 'DejaVu Sans,11'
@@ -214,7 +233,7 @@ set key outside right title 'concurrent streams'
 set grid
 plot ${plots%,}
 EOF
-    note "scaling: $json, $here/scaling.png"
+    note "scaling: $OUT/scaling.json, $here/scaling.png"
 }
 
 # ---- latency ----
@@ -343,14 +362,14 @@ scenario_latency() {
     # per-token latency against delay: measured (points), the hop model (lines)
     local plots="" i=1
     for wire in $WIRES; do
-        plots="$plots '$dat' using 3:(stringcolumn(1) eq '$wire' && stringcolumn(2) eq 'loopback' ? \$4 : 1/0) with points pt 5 ps 1.5 lc $i title '$wire loopback measured',"
+        plots="$plots '$dat' using 3:(stringcolumn(1) eq '$wire' && stringcolumn(2) eq 'loopback' ? \$4 : 1/0) with points pt 5 ps 1.5 lc $i title '$wire loopback measured' noenhanced,"
         i=$((i + 1))
         for label in $RATES; do
             [ "$label" = 30mbit ] && label="30mbit+jitter"
             grep -q "^$wire $label " "$dat" &&
-                plots="$plots '$dat' using 3:(stringcolumn(1) eq '$wire' && stringcolumn(2) eq '$label' ? \$4 : 1/0) with points pt 7 ps 1.3 lc $i title '$wire $label measured',"
+                plots="$plots '$dat' using 3:(stringcolumn(1) eq '$wire' && stringcolumn(2) eq '$label' ? \$4 : 1/0) with points pt 7 ps 1.3 lc $i title '$wire $label measured' noenhanced,"
             grep -q "^$wire $label " "$mdat" &&
-                plots="$plots '$mdat' using 3:(stringcolumn(1) eq '$wire' && stringcolumn(2) eq '$label' ? \$4 : 1/0) with lines lw 2 lc $i dt 2 title '$wire $label hop model',"
+                plots="$plots '$mdat' using 3:(stringcolumn(1) eq '$wire' && stringcolumn(2) eq '$label' ? \$4 : 1/0) with lines lw 2 lc $i dt 2 title '$wire $label hop model' noenhanced,"
             i=$((i + 1))
         done
     done

@@ -25,6 +25,9 @@
 
 #define TRACE_MAX_FILES 65
 #define TRACE_LINK_TID 3
+/* Merged files use pid = TRACE_PID_BASE + node id (coordinator: the base itself): viewers
+ * treat pid 0 as the idle process. Raw files use the node id. */
+#define TRACE_PID_BASE 1000
 #define TRACE_ORDER_SLACK_US 1000.0 /* clock offset estimates are this good on one host */
 
 static char *read_all(const char *path, size_t *len) {
@@ -131,6 +134,7 @@ static struct span *collect_spans(const cJSON *events, size_t *n_out) {
         double batch = num(args, "batch", 0);
         if (batch <= 0) continue;
         s[n].pid = (int)num(e, "pid", -1);
+        if (s[n].pid >= TRACE_PID_BASE) s[n].pid -= TRACE_PID_BASE; /* merged: node id again */
         s[n].ts = num(e, "ts", 0);
         s[n].end = s[n].ts + num(e, "dur", 0);
         s[n].name = str(e, "name");
@@ -170,9 +174,9 @@ static void add_links(cJSON *events) {
             if (strcmp(s[k].name, "send") == 0) last_send = &s[k];
             if (strcmp(s[k].name, "receive") == 0 && last_send && last_send->pid != s[k].pid &&
                 s[k].ts >= last_send->end) {
-                cJSON_AddItemToArray(events,
-                                     span_event("link", s[k].pid, TRACE_LINK_TID, last_send->end,
-                                                s[k].ts - last_send->end, s[k].batch));
+                cJSON_AddItemToArray(events, span_event("link", TRACE_PID_BASE + s[k].pid,
+                                                        TRACE_LINK_TID, last_send->end,
+                                                        s[k].ts - last_send->end, s[k].batch));
                 last_send = NULL;
             }
         }
@@ -225,11 +229,12 @@ int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
             snprintf(pname, sizeof pname, "coordinator");
         else
             snprintf(pname, sizeof pname, "worker %d (%s)", node, str(od, "name"));
-        add_meta(events, "process_name", node, 0, pname);
-        add_sort(events, node, node);
-        add_meta(events, "thread_name", node, 1, coord ? "loop" : "loop: receive..send");
-        if (coord) add_meta(events, "thread_name", node, 2, "steps (round trip)");
-        add_meta(events, "thread_name", node, TRACE_LINK_TID, "link in (transit + socket wait)");
+        int pid = TRACE_PID_BASE + node;
+        add_meta(events, "process_name", pid, 0, pname);
+        add_sort(events, pid, node);
+        add_meta(events, "thread_name", pid, 1, coord ? "loop" : "loop: receive..send");
+        if (coord) add_meta(events, "thread_name", pid, 2, "steps (round trip)");
+        add_meta(events, "thread_name", pid, TRACE_LINK_TID, "link in (transit + socket wait)");
         if (!coord) {
             cJSON *co = cJSON_CreateObject();
             cJSON_AddNumberToObject(co, "node_id", node);
@@ -240,7 +245,7 @@ int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
         const cJSON *e;
         cJSON_ArrayForEach(e, cJSON_GetObjectItem(files[i], "traceEvents")) {
             cJSON *copy = cJSON_Duplicate(e, 1);
-            cJSON_ReplaceItemInObject(copy, "pid", cJSON_CreateNumber(node));
+            cJSON_ReplaceItemInObject(copy, "pid", cJSON_CreateNumber(TRACE_PID_BASE + node));
             cJSON *ts = cJSON_GetObjectItem(copy, "ts");
             if (cJSON_IsNumber(ts)) cJSON_SetNumberValue(ts, ts->valuedouble - offset);
             cJSON_AddItemToArray(events, copy);
@@ -338,7 +343,7 @@ static int trace_check(const char *path, int n_workers) {
         const cJSON *e;
         cJSON_ArrayForEach(e, events) if (strcmp(str(e, "ph"), "M") == 0 &&
                                           strcmp(str(e, "name"), "process_name") == 0 &&
-                                          num(e, "pid", 0) != 0) n_workers++;
+                                          num(e, "pid", 0) != TRACE_PID_BASE) n_workers++;
     }
     size_t n = 0;
     struct span *s = collect_spans(events, &n);

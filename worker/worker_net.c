@@ -215,7 +215,14 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
             finish(&n, 1, text);
         }
         /* The coordinator sends a Heartbeat every heartbeat interval: silence means it is
-         * gone (crash, partition). Exit so a supervisor restarts this worker to re-join. */
+         * gone (crash, partition). Exit so a supervisor restarts this worker to re-join. A
+         * compute step longer than the timeout (a big prefill on a busy machine) leaves its
+         * heartbeats unread in the socket: read them before judging. */
+        if (!n.done && worker_state(n.w) != WORKER_STATE_JOINING && n.last_control_ms &&
+            now - n.last_control_ms > worker_timeout_ms(n.w)) {
+            drain(&n, n.ctl, WORKER_FROM_CONTROL);
+            now = transport_mono_ms();
+        }
         if (!n.done && worker_state(n.w) != WORKER_STATE_JOINING && n.last_control_ms &&
             now - n.last_control_ms > worker_timeout_ms(n.w)) {
             char text[512];
