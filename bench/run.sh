@@ -67,6 +67,8 @@ machine_json() {
         "$(cpu_model)" "$(nproc)" "$(uname -r)" "$(date -u +%Y-%m-%dT%H:%MZ)" \
         "$(cut -d' ' -f1-3 /proc/loadavg)" "$(git -C "$root" rev-parse --short HEAD 2>/dev/null)"
 }
+# text for an enhanced gnuplot title: underscores stay underscores
+gp_text() { echo "$1" | sed 's/_/\\\\_/g'; }
 # the caption every plot carries: machine and date
 caption() {
     echo "$(cpu_model), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg) at the end, $(date -u +%Y-%m-%d)"
@@ -119,7 +121,8 @@ cluster_stop() {
     [ -n "$CL_TMP" ] && rm -rf "$CL_TMP"
     CL_TMP=""
 }
-trap cluster_stop EXIT INT TERM
+trap cluster_stop EXIT
+trap 'cluster_stop; exit 130' INT TERM
 
 load() { # STREAMS TOKENS -> load.mjs's JSON line
     node "$here/load.mjs" "$CL_URL" "$1" "$2"
@@ -171,7 +174,7 @@ engine_plot() {
     gnuplot <<EOF
 set terminal pngcairo size 900,560 font 'DejaVu Sans,11'
 set output '$here/engine.png'
-set title "caravan engine, $SHAPE shape (random weights): prompt (pp$PP) and generation (tg$TG)\n{/*0.8 $(caption)}"
+set title "caravan engine, $(gp_text "$SHAPE") shape (random weights): prompt (pp$PP) and generation (tg$TG)\n{/*0.8 $(caption)}"
 set xlabel 'threads'
 set ylabel 'tokens/s'
 set logscale y
@@ -217,14 +220,17 @@ scaling_measure() {
     echo ']}' >>"$json"
 }
 scaling_plot() {
-    local dat=$1 plots=""
+    local dat=$1 plots="" MODEL TOKENS WORKER_THREADS
+    MODEL=$(grep -o '"model":"[^"]*"' "$OUT/scaling.json" | cut -d'"' -f4) # as measured
+    TOKENS=$(grep -o '"tokens":[0-9]*' "$OUT/scaling.json" | head -1 | cut -d: -f2)
+    WORKER_THREADS=$(grep -o '"worker_threads":[0-9]*' "$OUT/scaling.json" | cut -d: -f2)
     for s in $STREAMS; do
-        plots="$plots '$dat' using 1:(\$2 == $s ? \$3 : 1/0) with linespoints lw 2 pt 7 title '$s stream$([ "$s" = 1 ] || echo s)' noenhanced,"
+        plots="$plots '< awk \"\\\$2 == $s\" $dat' using 1:3 with linespoints lw 2 pt 7 title '$s stream$([ "$s" = 1 ] || echo s)' noenhanced,"
     done
     gnuplot <<EOF
 set terminal pngcairo size 900,560 font 'DejaVu Sans,11'
 set output '$here/scaling.png'
-set title "caravan cluster on loopback: $(basename "$MODEL"), $WORKER_THREADS thread(s) per worker, $TOKENS tokens per stream\n{/*0.8 $(caption)}"
+set title "caravan cluster on loopback: $(gp_text "$(basename "$MODEL")"), $WORKER_THREADS thread(s) per worker, $TOKENS tokens per stream\n{/*0.8 $(caption)}"
 set xlabel 'workers (pipeline stages)'
 set ylabel 'generated tokens/s (all streams)'
 set xtics 1
@@ -373,12 +379,12 @@ scenario_latency() {
             i=$((i + 1))
         done
     done
-    local sub="hop model: compute + hops x (delay + bytes / bandwidth), dashed"
-    [ $have_netns = 1 ] || sub="$sub; no deploy/netns-cluster.sh here: only loopback (delay 0) measured"
+    local sub="dashed: hop model = compute + hops x (delay + bytes / bandwidth)"
+    [ $have_netns = 1 ] || sub="$sub\\n{/*0.8 only loopback (delay 0) measured: no deploy/netns-cluster.sh}"
     gnuplot <<EOF
 set terminal pngcairo size 960,580 font 'DejaVu Sans,11'
 set output '$here/latency.png'
-set title "Per-token latency, one stream, $w workers, $(basename "$MODEL")\n{/*0.8 $sub}\n{/*0.8 $(caption)}"
+set title "Per-token latency, one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 $sub}\n{/*0.8 $(caption)}"
 set xlabel 'link delay per hop (ms)'
 set ylabel 'per-token latency (ms)'
 set yrange [0:*]
@@ -389,7 +395,7 @@ EOF
     gnuplot <<EOF
 set terminal pngcairo size 960,580 font 'DejaVu Sans,11'
 set output '$here/latency_breakdown.png'
-set title "Where a token's time goes, one stream, $w workers, $(basename "$MODEL")\n{/*0.8 medians over decode steps of a --trace run; $(caption)}"
+set title "Where a token's time goes, one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 medians over decode steps of a --trace run; $(caption)}"
 set style data histograms
 set style histogram rowstacked
 set style fill solid 0.8 border -1
