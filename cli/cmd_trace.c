@@ -4,7 +4,9 @@
  *                                   (common/trace.h); worker spans are moved onto the
  *                                   coordinator's clock, processes are named, and for every
  *                                   step a "link" span is added on the receiving side from the
- *                                   sender's send to the receiver's receive (transit through
+ *                                   sender's send (its end, or its start when the call returned
+ *                                   after the receiver had the message) to the receiver's
+ *                                   receive (transit through
  *                                   ZeroMQ, CURVE encryption and decryption, and any time the
  *                                   message waited in the socket while the receiver was busy).
  *   caravan trace check FILE [--workers N]
@@ -172,11 +174,14 @@ static void add_links(cJSON *events) {
         const struct span *last_send = NULL;
         for (size_t k = i; k < j; k++) {
             if (strcmp(s[k].name, "send") == 0) last_send = &s[k];
-            if (strcmp(s[k].name, "receive") == 0 && last_send && last_send->pid != s[k].pid &&
-                s[k].ts >= last_send->end) {
-                cJSON_AddItemToArray(events, span_event("link", TRACE_PID_BASE + s[k].pid,
-                                                        TRACE_LINK_TID, last_send->end,
-                                                        s[k].ts - last_send->end, s[k].batch));
+            if (strcmp(s[k].name, "receive") == 0 && last_send && last_send->pid != s[k].pid) {
+                /* a blocking send may return after the receiver has the message: then the
+                 * link starts where the send started */
+                double from = last_send->end <= s[k].ts ? last_send->end : last_send->ts;
+                if (s[k].ts >= from)
+                    cJSON_AddItemToArray(events, span_event("link", TRACE_PID_BASE + s[k].pid,
+                                                            TRACE_LINK_TID, from, s[k].ts - from,
+                                                            s[k].batch));
                 last_send = NULL;
             }
         }
