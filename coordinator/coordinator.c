@@ -15,6 +15,7 @@
 #include "slice.h"
 #include "tokenizer.h"
 
+#define FP_CACHE 256
 #define MAX_CHUNK_BYTES (4u << 20)
 #define DEFAULT_CHUNK_BYTES (1u << 20)
 
@@ -40,13 +41,33 @@ struct worker_rec {
     double tokens_per_s;
     int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
     struct planner_caps caps;             /* from its Join, for the plan */
+    int32_t loaded_first, loaded_end;     /* what it reported holding at Join (re-join) */
+    bool draining;                        /* asked to leave: gets a Drain once its layers moved */
+    uint64_t lost_ms;                     /* when it was declared lost */
 };
 
 struct coordinator {
     struct coordinator_config cfg;
     enum coordinator_state state;
-    struct worker_rec workers[COORDINATOR_MAX_WORKERS];
+    struct worker_rec workers[COORDINATOR_MAX_WORKERS]; /* the stages of the plan, in order */
     int n_workers;
+    /* Workers no longer in the plan: lost (silent) or draining. A lost one that speaks again,
+     * or re-joins with its key, is taken back into a re-plan. */
+    struct worker_rec gone[COORDINATOR_MAX_WORKERS];
+    int n_gone;
+    bool served;        /* has been READY once: a plan that fails later degrades, not exits */
+    char degraded[512]; /* why it cannot serve (state DEGRADED) */
+    uint64_t n_epochs;
+    /* the fail-over in progress: when the loss happened / was declared / the plan was sent */
+    uint64_t fo_silent_ms, fo_declared_ms, fo_planned_ms;
+    char fo_cause[160];
+    int timeouts_in_a_row;
+    /* slice fingerprints by layer range */
+    struct {
+        int32_t first, end;
+        uint8_t fp[CRYPTO_HASH_BYTES];
+    } fp_cache[FP_CACHE];
+    int n_fp_cache;
     uint32_t next_node_id;
     uint64_t next_msg_id;
     uint64_t epoch;
@@ -71,7 +92,8 @@ struct coordinator {
     char kernels[32]; /* the variant every worker runs ("" = not pinned) */
 };
 
-static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready"};
+static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready",
+                                                                 "degraded"};
 
 /* Time to first token, for /metrics. */
 static void on_first_token(void *ctx, serve_req_t *r) {
@@ -143,6 +165,9 @@ enum coordinator_state coordinator_state(const coordinator_t *c) {
 }
 int coordinator_n_workers(const coordinator_t *c) {
     return c->n_workers;
+}
+uint64_t coordinator_n_epochs(const coordinator_t *c) {
+    return c->n_epochs;
 }
 uint64_t coordinator_epoch(const coordinator_t *c) {
     return c->epoch;
@@ -301,6 +326,14 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
 /* The plan cannot be made: every worker and the operator learn why, and the coordinator stops. */
 static void plan_failed(coordinator_t *c, struct coordinator_actions *acts, const char *why) {
     LOG(LOG_ERROR, "coordinator: %s", why);
+    if (c->served) {
+        /* Serving already: wait (degraded) for capacity to return instead of exiting. */
+        c->state = COORDINATOR_STATE_DEGRADED;
+        int len = (int)strcspn(why, ";");
+        snprintf(c->degraded, sizeof c->degraded, "degraded: %.*s", len, why);
+        LOG(LOG_WARN, "coordinator: %s; requests wait until a worker joins", c->degraded);
+        return;
+    }
     for (int i = 0; i < c->n_workers; i++)
         send_error(c, acts, c->workers[i].rid, c->workers[i].rid_len,
                    CARAVAN__ERROR__CODE__CODE_NO_MEMORY, why, 0);
@@ -321,6 +354,34 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         plan_failed(c, acts, why);
         return;
     }
+    /* Workers that re-joined (e.g. after a coordinator restart) holding slices that together
+     * cover the model in order keep them: nothing to load or ship. */
+    char sticky[COORDINATOR_MAX_WORKERS * 16] = "";
+    bool all_hold = n > 0;
+    for (int i = 0; i < n; i++) all_hold &= c->workers[i].loaded_end > 0;
+    if (!c->cfg.plan && all_hold) {
+        struct worker_rec tmp;
+        for (int i = 1; i < n; i++) /* insertion sort by the loaded range's start */
+            for (int k = i; k > 0 && c->workers[k].loaded_first < c->workers[k - 1].loaded_first;
+                 k--) {
+                tmp = c->workers[k];
+                c->workers[k] = c->workers[k - 1];
+                c->workers[k - 1] = tmp;
+            }
+        bool tiles = true;
+        int32_t at = 0;
+        size_t len = 0;
+        for (int i = 0; i < n && tiles; i++) {
+            const struct worker_rec *w = &c->workers[i];
+            tiles = w->loaded_end > w->loaded_first && w->loaded_first == at;
+            at = w->loaded_end;
+            len += (size_t)snprintf(sticky + len, sizeof sticky - len, "%s%d-%d", i ? "," : "",
+                                    w->loaded_first, w->loaded_end - 1);
+        }
+        if (!tiles || at != c->n_layers) sticky[0] = '\0';
+        if (sticky[0])
+            LOG(LOG_INFO, "coordinator: the workers hold slices %s already: keeping them", sticky);
+    }
     struct planner_caps caps[COORDINATOR_MAX_WORKERS];
     struct plan_stage stages[COORDINATOR_MAX_WORKERS];
     for (int i = 0; i < n; i++) caps[i] = c->workers[i].caps;
@@ -330,19 +391,31 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         .n_ctx = c->cfg.n_ctx,
         .n_seq = c->cfg.n_seq,
         .n_batch = c->cfg.n_batch,
-        .hand_plan = c->cfg.plan,
+        .hand_plan = c->cfg.plan ? c->cfg.plan : (sticky[0] ? sticky : NULL),
         .kernels = c->cfg.kernels,
     };
     char *why = malloc(PLAN_ERR_LEN);
     if (!why) abort();
-    if (planner_run(&in, caps, n, stages, c->kernels, sizeof c->kernels, why, PLAN_ERR_LEN) !=
-        STATUS_OK) {
+    enum status prc =
+        planner_run(&in, caps, n, stages, c->kernels, sizeof c->kernels, why, PLAN_ERR_LEN);
+    if (prc != STATUS_OK && sticky[0]) { /* the held slices do not fit this plan: plan anew */
+        in.hand_plan = NULL;
+        prc = planner_run(&in, caps, n, stages, c->kernels, sizeof c->kernels, why, PLAN_ERR_LEN);
+    }
+    if (prc != STATUS_OK) {
         plan_failed(c, acts, why);
         free(why);
         return;
     }
     free(why);
     c->epoch++;
+    c->n_epochs++;
+    c->degraded[0] = '\0';
+    if (c->cfg.queue) {
+        struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+        m->epochs_total = c->n_epochs;
+        serve_queue_metrics_done(c->cfg.queue);
+    }
     for (int i = 0; i < n; i++) {
         struct worker_rec *w = &c->workers[i];
         w->layer_first = stages[i].first;
@@ -351,8 +424,14 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
         if (c->cfg.model) {
-            if (slice_init(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
-                           w->layer_end) != STATUS_OK) {
+            /* Fingerprints of ranges seen before are remembered: a re-plan hashes only new
+             * ranges. */
+            const uint8_t *known = NULL;
+            for (int k = 0; k < c->n_fp_cache && !known; k++)
+                if (c->fp_cache[k].first == w->layer_first && c->fp_cache[k].end == w->layer_end)
+                    known = c->fp_cache[k].fp;
+            if (slice_init_known(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
+                                 w->layer_end, known) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
                 if (a) {
                     a->exit_code = 1;
@@ -361,6 +440,12 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
                 return;
             }
             w->has_slice = true;
+            if (!known) {
+                int k = c->n_fp_cache < FP_CACHE ? c->n_fp_cache++ : (int)(c->epoch % FP_CACHE);
+                c->fp_cache[k].first = w->layer_first;
+                c->fp_cache[k].end = w->layer_end;
+                memcpy(c->fp_cache[k].fp, w->slice.fingerprint, CRYPTO_HASH_BYTES);
+            }
         }
     }
     c->state = COORDINATOR_STATE_ASSIGNING;
@@ -385,6 +470,96 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
 /* ==== Handlers =================================================================================
  */
 
+/* ==== Membership: loss, return, drain, re-plan ================================================
+ */
+
+/* Takes workers[i] out of the plan into gone[] (lost, or draining). */
+static void remove_worker(coordinator_t *c, int i, bool draining) {
+    struct worker_rec *w = &c->workers[i];
+    if (w->has_slice) slice_free(&w->slice);
+    w->has_slice = false;
+    w->ready = false;
+    w->draining = draining;
+    w->lost_ms = c->now_ms;
+    if (c->n_gone < COORDINATOR_MAX_WORKERS) c->gone[c->n_gone++] = *w;
+    memmove(&c->workers[i], &c->workers[i + 1], (size_t)(c->n_workers - i - 1) * sizeof *w);
+    c->n_workers--;
+}
+
+/* Takes gone[i] back (it spoke again or re-joined); it goes last in the stage order. */
+static struct worker_rec *restore_worker(coordinator_t *c, int i) {
+    struct worker_rec *w = &c->workers[c->n_workers++];
+    *w = c->gone[i];
+    memmove(&c->gone[i], &c->gone[i + 1], (size_t)(c->n_gone - i - 1) * sizeof *w);
+    c->n_gone--;
+    w->draining = false;
+    w->silent_logged = false;
+    w->loaded_first = w->loaded_end = 0;
+    return w;
+}
+
+static int find_gone_by_key(coordinator_t *c, const uint8_t *key) {
+    for (int i = 0; i < c->n_gone; i++)
+        if (crypto_equal(c->gone[i].key, key, CRYPTO_KEY_BYTES)) return i;
+    return -1;
+}
+
+static int find_gone_by_rid(coordinator_t *c, const uint8_t *rid, size_t len) {
+    for (int i = 0; i < c->n_gone; i++)
+        if (c->gone[i].rid_len == len && memcmp(c->gone[i].rid, rid, len) == 0) return i;
+    return -1;
+}
+
+/* A new epoch over the workers in the plan now. Every request in flight is rewound: each
+ * sequence is sent again from its first token (its KV is gone with the old slices), and its
+ * next token is sampled with the same draw index, so it continues exactly as it would have. */
+static void replan(coordinator_t *c, struct coordinator_actions *acts, const char *cause) {
+    LOG(LOG_WARN, "coordinator: re-plan (epoch %llu -> %llu): %s; %d worker%s left",
+        (unsigned long long)c->epoch, (unsigned long long)c->epoch + 1, cause, c->n_workers,
+        c->n_workers == 1 ? "" : "s");
+    snprintf(c->fo_cause, sizeof c->fo_cause, "%s", cause);
+    c->fo_planned_ms = c->now_ms;
+    if (c->batcher) {
+        int rewound = batcher_rewind_all(c->batcher);
+        memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
+        if (rewound)
+            LOG(LOG_INFO, "coordinator: %d requests will resume from their tokens so far", rewound);
+    }
+    if (c->n_workers == 0) {
+        c->state = COORDINATOR_STATE_DEGRADED;
+        snprintf(c->degraded, sizeof c->degraded, "degraded: no workers left (%s)", cause);
+        LOG(LOG_WARN, "coordinator: %s; requests wait until a worker joins", c->degraded);
+        return;
+    }
+    plan(c, acts);
+}
+
+/* Workers silent past --dead-after-ms are lost (crashed, stopped or cut off alike). */
+static void detect_lost(coordinator_t *c, struct coordinator_actions *acts, uint64_t now_ms) {
+    char cause[160] = "";
+    uint64_t oldest_seen = now_ms;
+    for (int i = 0; i < c->n_workers;) {
+        struct worker_rec *w = &c->workers[i];
+        if (now_ms - w->last_seen_ms <= c->cfg.worker_timeout_ms) {
+            i++;
+            continue;
+        }
+        LOG(LOG_ERROR, "coordinator: node %u (%s) lost: silent for %llu ms (layers [%d, %d))",
+            w->node_id, w->name, (unsigned long long)(now_ms - w->last_seen_ms), w->layer_first,
+            w->layer_end);
+        size_t len = strlen(cause);
+        snprintf(cause + len, sizeof cause - len, "%snode %u (%s) lost", len ? ", " : "",
+                 w->node_id, w->name);
+        if (w->last_seen_ms < oldest_seen) oldest_seen = w->last_seen_ms;
+        remove_worker(c, i, false);
+    }
+    if (!cause[0]) return;
+    c->fo_silent_ms = oldest_seen;
+    c->fo_declared_ms = now_ms;
+    if (c->state == COORDINATOR_STATE_WAITING) return; /* not planned yet: wait for joins */
+    replan(c, acts, cause);
+}
+
 static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
                     const Caravan__Envelope *env, struct coordinator_actions *acts) {
     const Caravan__Join *j = env->join;
@@ -406,8 +581,25 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
              strlen(j->data_endpoint) >= sizeof c->workers[0].endpoint)
         refusal = "no usable activation endpoint";
     struct worker_rec *w = NULL;
-    if (!refusal && !c->cfg.insecure) w = find_by_key(c, peer->key);
-    if (!refusal && !w && c->n_workers >= c->cfg.n_workers) refusal = "the cluster is full";
+    bool back = false;
+    if (!refusal && !c->cfg.insecure) {
+        w = find_by_key(c, peer->key);
+        int g = w ? -1 : find_gone_by_key(c, peer->key);
+        if (g >= 0) {
+            if (c->n_workers >= COORDINATOR_MAX_WORKERS)
+                refusal = "the cluster is full";
+            else {
+                w = restore_worker(c, g);
+                back = true;
+            }
+        }
+    }
+    /* Before the first plan the cluster waits for --workers; once serving, a new worker joins
+     * a re-plan (hot join). */
+    if (!refusal && !w &&
+        (c->state == COORDINATOR_STATE_WAITING ? c->n_workers >= c->cfg.n_workers
+                                               : c->n_workers >= COORDINATOR_MAX_WORKERS))
+        refusal = "the cluster is full";
     if (refusal) {
         LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz, refusal);
         ack.accepted = false;
@@ -415,7 +607,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
         send_to(c, acts, peer->rid, peer->rid_len, &reply);
         return;
     }
-    bool rejoin = w != NULL;
+    bool rejoin = w != NULL && !back;
     if (!w) {
         w = &c->workers[c->n_workers++];
         memset(w, 0, sizeof *w);
@@ -431,19 +623,52 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     w->link_rtt_us = -1;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
     w->last_seen_ms = c->now_ms;
+    w->loaded_first = j->loaded_first;
+    w->loaded_end = j->loaded_end > j->loaded_first ? j->loaded_end : 0;
+    w->ready = false;
     ack.accepted = true;
     ack.node_id = w->node_id;
     LOG(LOG_INFO, "coordinator: worker '%s' %s as node %u from %s (key %s), activations at %s",
         w->name, rejoin ? "re-joined" : "joined", w->node_id, peer->address, kz, w->endpoint);
     send_to(c, acts, peer->rid, peer->rid_len, &reply);
-    if (rejoin && c->state != COORDINATOR_STATE_WAITING) {
-        send_assign(c, acts, (int)(w - c->workers));
+    if (c->state == COORDINATOR_STATE_WAITING) {
+        if (c->n_workers == c->cfg.n_workers) plan(c, acts);
         return;
     }
-    if (c->state == COORDINATOR_STATE_WAITING && c->n_workers == c->cfg.n_workers) plan(c, acts);
+    /* Serving (or degraded): a worker that comes back, re-joins or is new enters a re-plan
+     * (its KV and, for a restart, its slice are gone). */
+    char cause[160];
+    snprintf(cause, sizeof cause, "node %u (%s) %s", w->node_id, w->name,
+             back ? "is back" : (rejoin ? "re-joined" : "joined"));
+    c->fo_silent_ms = c->fo_declared_ms = c->now_ms;
+    replan(c, acts, cause);
 }
 
-static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env) {
+/* Draining workers whose layers have moved (the new plan is READY) may go. */
+static void send_drains(coordinator_t *c, struct coordinator_actions *acts) {
+    for (int i = 0; i < c->n_gone;) {
+        struct worker_rec *w = &c->gone[i];
+        if (!w->draining) {
+            i++;
+            continue;
+        }
+        Caravan__Envelope env;
+        Caravan__Drain d = CARAVAN__DRAIN__INIT;
+        envelope(c, &env);
+        d.node_id = w->node_id;
+        d.done = true;
+        d.reason = "its layers have moved";
+        env.body_case = CARAVAN__ENVELOPE__BODY_DRAIN;
+        env.drain = &d;
+        send_to(c, acts, w->rid, w->rid_len, &env);
+        LOG(LOG_INFO, "coordinator: node %u (%s) drained: it may leave", w->node_id, w->name);
+        memmove(&c->gone[i], &c->gone[i + 1], (size_t)(c->n_gone - i - 1) * sizeof *w);
+        c->n_gone--;
+    }
+}
+
+static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
+                          struct coordinator_actions *acts) {
     const Caravan__AssignAck *a = env->assign_ack;
     if (env->epoch != c->epoch) return;
     switch (a->state) {
@@ -473,6 +698,18 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
         if (!c->workers[i].ready) return;
     if (c->state == COORDINATOR_STATE_ASSIGNING) {
         c->state = COORDINATOR_STATE_READY;
+        if (c->served && c->fo_planned_ms)
+            LOG(LOG_WARN,
+                "coordinator: recovered (%s): detection %llu ms, re-plan and load %llu ms; "
+                "requests resume by re-processing their tokens",
+                c->fo_cause,
+                (unsigned long long)(c->fo_declared_ms >= c->fo_silent_ms
+                                         ? c->fo_declared_ms - c->fo_silent_ms
+                                         : 0),
+                (unsigned long long)(c->now_ms - c->fo_planned_ms));
+        c->served = true;
+        c->fo_planned_ms = 0;
+        send_drains(c, acts);
         LOG(LOG_INFO, "coordinator: pipeline ready (epoch %llu, %d stages)",
             (unsigned long long)c->epoch, c->n_workers);
     }
@@ -642,6 +879,45 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         return;
     }
     struct worker_rec *w = find_by_rid(c, peer->rid, peer->rid_len);
+    int g = w ? -1 : find_gone_by_rid(c, peer->rid, peer->rid_len);
+    if (!w && g < 0 && msg->body_case == CARAVAN__ENVELOPE__BODY_HEARTBEAT) {
+        /* A worker's heartbeat thread has a connection of its own: know it by its key (or, when
+         * insecure, its node id). */
+        if (!c->cfg.insecure && peer->key) {
+            w = find_by_key(c, peer->key);
+            if (!w) g = find_gone_by_key(c, peer->key);
+        } else if (c->cfg.insecure) {
+            for (int i = 0; i < c->n_workers && !w; i++)
+                if (msg->sender && c->workers[i].node_id == msg->sender) w = &c->workers[i];
+            for (int i = 0; i < c->n_gone && !w && g < 0; i++)
+                if (msg->sender && c->gone[i].node_id == msg->sender) g = i;
+        }
+        if (w) {
+            w->last_seen_ms = now_ms;
+            return;
+        }
+        if (g < 0) return; /* a heartbeat from nobody we know: not worth an answer */
+    }
+    if (g >= 0 && (c->cfg.insecure ||
+                   (peer->key && crypto_equal(peer->key, c->gone[g].key, CRYPTO_KEY_BYTES)))) {
+        if (msg->body_case == CARAVAN__ENVELOPE__BODY_JOIN) {
+            on_join(c, peer, msg, acts);
+            return;
+        }
+        if (c->gone[g].draining) return; /* leaving: nothing it says matters now */
+        /* A lost worker speaks again (woke from SIGSTOP, network back): re-plan with it. Its
+         * messages of the old epoch are dropped as always. */
+        struct worker_rec *back = restore_worker(c, g);
+        back->last_seen_ms = now_ms;
+        char cause[160];
+        snprintf(cause, sizeof cause, "node %u (%s) is back after %llu ms", back->node_id,
+                 back->name, (unsigned long long)(now_ms - back->lost_ms));
+        LOG(LOG_WARN, "coordinator: %s", cause);
+        c->now_ms = now_ms;
+        c->fo_silent_ms = c->fo_declared_ms = now_ms;
+        if (c->state != COORDINATOR_STATE_WAITING) replan(c, acts, cause);
+        return;
+    }
     if (!w ||
         (!c->cfg.insecure && (!peer->key || !crypto_equal(peer->key, w->key, CRYPTO_KEY_BYTES)))) {
         LOG(LOG_WARN, "coordinator: %s from %s, which has not joined; dropped",
@@ -656,7 +932,24 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         w->silent_logged = false;
     }
     switch (msg->body_case) {
-    case CARAVAN__ENVELOPE__BODY_ASSIGN_ACK: on_assign_ack(c, w, msg); break;
+    case CARAVAN__ENVELOPE__BODY_ASSIGN_ACK: on_assign_ack(c, w, msg, acts); break;
+    case CARAVAN__ENVELOPE__BODY_DRAIN: {
+        int i = (int)(w - c->workers);
+        LOG(LOG_INFO, "coordinator: node %u (%s) asks to leave (%s): moving layers [%d, %d)",
+            w->node_id, w->name, msg->drain->reason ? msg->drain->reason : "", w->layer_first,
+            w->layer_end);
+        char cause[160];
+        snprintf(cause, sizeof cause, "node %u (%s) drains", w->node_id, w->name);
+        remove_worker(c, i, true);
+        if (c->state == COORDINATOR_STATE_WAITING) {
+            send_drains(c, acts);
+            break;
+        }
+        c->fo_silent_ms = c->fo_declared_ms = c->now_ms;
+        replan(c, acts, cause);
+        if (c->n_workers == 0) send_drains(c, acts); /* nowhere to move them: let it go */
+        break;
+    }
     case CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST: on_weight_request(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_RESULT: on_result(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: {
@@ -821,6 +1114,7 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
 
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
     c->now_ms = now_ms;
+    if (c->batcher) detect_lost(c, acts, now_ms);
     for (int i = 0; i < c->n_workers; i++) {
         struct worker_rec *w = &c->workers[i];
         if (!w->silent_logged && now_ms - w->last_seen_ms > c->cfg.worker_timeout_ms) {
