@@ -137,6 +137,7 @@ struct proc {
     int restarts;
     double backoff_s;
     time_t started, restart_at; /* restart_at 0: not waiting to restart */
+    bool left;                  /* ended for good (drained, or --no-restart) */
 };
 
 struct cluster {
@@ -288,6 +289,7 @@ static bool check_children(struct cluster *cl) {
     time_t now = time(NULL);
     for (int i = 0; i < cl->n_workers; i++) {
         struct proc *p = &cl->workers[i];
+        if (p->left) continue;
         if (p->restart_at) {
             if (now >= p->restart_at && !stop_signal) {
                 p->restarts++;
@@ -309,10 +311,16 @@ static bool check_children(struct cluster *cl) {
             /* drained (SIGTERM): it left on purpose and its layers moved */
             fprintf(stderr, "caravan cluster: %s left (drained); not restarting it\n", p->name);
             p->restart_at = 0;
-            p->pid = 0;
+            p->left = true;
             continue;
         }
-        if (cl->cfg.no_restart || usage) {
+        if (cl->cfg.no_restart && !usage) {
+            fprintf(stderr, "caravan cluster: %s %s; not restarting it (--no-restart)\n", p->name,
+                    how);
+            p->left = true;
+            continue;
+        }
+        if (usage) {
             fprintf(stderr, "error: %s %s; the end of its log (%s):\n", p->name, how, p->log);
             print_log_tail(p->log, 15);
             return false;

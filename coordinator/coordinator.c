@@ -597,8 +597,9 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     /* Before the first plan the cluster waits for --workers; once serving, a new worker joins
      * a re-plan (hot join). */
     if (!refusal && !w &&
-        (c->state == COORDINATOR_STATE_WAITING ? c->n_workers >= c->cfg.n_workers
-                                               : c->n_workers >= COORDINATOR_MAX_WORKERS))
+        (c->state == COORDINATOR_STATE_WAITING || !c->batcher
+             ? c->n_workers >= c->cfg.n_workers
+             : c->n_workers >= COORDINATOR_MAX_WORKERS))
         refusal = "the cluster is full";
     if (refusal) {
         LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz, refusal);
@@ -633,6 +634,10 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     send_to(c, acts, peer->rid, peer->rid_len, &reply);
     if (c->state == COORDINATOR_STATE_WAITING) {
         if (c->n_workers == c->cfg.n_workers) plan(c, acts);
+        return;
+    }
+    if (!c->batcher) { /* test requests only: the re-joined worker gets its Assign again */
+        send_assign(c, acts, (int)(w - c->workers));
         return;
     }
     /* Serving (or degraded): a worker that comes back, re-joins or is new enters a re-plan
@@ -1135,6 +1140,16 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
             env.heartbeat = &hb;
             send_to(c, acts, c->workers[i].rid, c->workers[i].rid_len, &env);
         }
+        for (int i = 0; i < c->n_gone; i++) { /* draining workers keep hearing from us */
+            if (!c->gone[i].draining) continue;
+            Caravan__Envelope env;
+            Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+            envelope(c, &env);
+            hb.state = CARAVAN__HEARTBEAT__STATE__STATE_DRAINING;
+            env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+            env.heartbeat = &hb;
+            send_to(c, acts, c->gone[i].rid, c->gone[i].rid_len, &env);
+        }
     }
     if (c->batcher) {
         serve_tick(c, now_ms, acts);
@@ -1302,6 +1317,7 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     }
     free(rows);
     if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
+    c->timeouts_in_a_row = 0;
     account_hops(c, r, sent_us);
     if (c->cfg.trace && c->cfg.clock_us && sent_us)
         trace_span(c->cfg.trace, TRACE_TRACK_STEP, "step", sent_us, c->cfg.clock_us(), r->batch_id,
@@ -1315,7 +1331,7 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
 }
 
 static const char *worker_state_text(const coordinator_t *c, const struct worker_rec *w) {
-    if (w->silent_logged) return "lost";
+    if (c->now_ms - w->last_seen_ms > c->cfg.worker_timeout_ms) return "lost";
     if (c->state == COORDINATOR_STATE_WAITING) return "joining";
     return w->ready ? "ready" : "loading";
 }
@@ -1323,9 +1339,14 @@ static const char *worker_state_text(const coordinator_t *c, const struct worker
 /* What /health and /cluster show. */
 static void publish_status(coordinator_t *c) {
     bool serving = c->state == COORDINATOR_STATE_READY;
-    char reason[256];
+    char reason[512];
     if (serving)
         snprintf(reason, sizeof reason, "serving");
+    else if (c->state == COORDINATOR_STATE_DEGRADED)
+        snprintf(reason, sizeof reason, "%s", c->degraded);
+    else if (c->served)
+        snprintf(reason, sizeof reason, "recovering: re-plan (%s), workers loading their layers",
+                 c->fo_cause);
     else if (c->state == COORDINATOR_STATE_WAITING)
         snprintf(reason, sizeof reason, "waiting for workers: %d of %d joined", c->n_workers,
                  c->cfg.n_workers);
@@ -1340,6 +1361,7 @@ static void publish_status(coordinator_t *c) {
     cJSON_AddNumberToObject(root, "active_sequences", batcher_n_active(c->batcher));
     cJSON_AddNumberToObject(root, "queued", batcher_n_queued(c->batcher));
     cJSON_AddNumberToObject(root, "micro_batches_in_flight", batcher_n_inflight(c->batcher));
+    cJSON_AddNumberToObject(root, "epochs_total", (double)c->n_epochs);
     cJSON *arr = cJSON_AddArrayToObject(root, "workers");
     for (int i = 0; i < c->n_workers; i++) {
         const struct worker_rec *w = &c->workers[i];
@@ -1363,6 +1385,25 @@ static void publish_status(coordinator_t *c) {
         cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
         cJSON_AddItemToArray(arr, o);
     }
+    for (int i = 0; i < c->n_gone; i++) { /* lost or draining: no stage */
+        const struct worker_rec *w = &c->gone[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNullToObject(o, "stage");
+        cJSON_AddStringToObject(o, "name", w->name);
+        cJSON_AddNumberToObject(o, "node_id", w->node_id);
+        cJSON_AddStringToObject(o, "address", w->address);
+        cJSON_AddStringToObject(o, "endpoint", w->endpoint);
+        cJSON_AddNumberToObject(o, "pid", w->pid);
+        cJSON_AddNumberToObject(o, "layer_first", 0);
+        cJSON_AddNumberToObject(o, "layer_end", 0);
+        cJSON_AddStringToObject(o, "state", w->draining ? "draining" : "lost");
+        cJSON_AddNumberToObject(o, "heartbeat_age_ms", (double)(c->now_ms - w->last_seen_ms));
+        cJSON_AddNumberToObject(o, "tokens_per_s", 0);
+        cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
+        cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
+        cJSON_AddNumberToObject(o, "weight_bytes", 0);
+        cJSON_AddItemToArray(arr, o);
+    }
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     serve_queue_set_status(c->cfg.queue, serving, reason, json);
@@ -1380,16 +1421,26 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
         publish_status(c);
     }
     if (!ready) return;
-    /* A micro-batch that does not come back: without fail-over, its requests fail. */
+    /* A micro-batch that does not come back although every worker answers heartbeats (lost
+     * on the way): send the requests in flight again; after 3 in a row, fail them. */
     for (int mb = 0; mb < 64; mb++) {
         if (!c->mb_sent_ms[mb] || now_ms - c->mb_sent_ms[mb] <= (uint64_t)c->cfg.request_timeout_ms)
             continue;
-        LOG(LOG_ERROR,
-            "coordinator: a micro-batch got no Result within %d ms; failing the "
-            "requests in flight",
-            c->cfg.request_timeout_ms);
-        batcher_fail_all(c->batcher, "the pipeline did not answer in time");
         memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
+        if (++c->timeouts_in_a_row < 3) {
+            LOG(LOG_WARN,
+                "coordinator: a micro-batch got no Result within %d ms; re-sending "
+                "the requests in flight from their tokens so far",
+                c->cfg.request_timeout_ms);
+            batcher_rewind_all(c->batcher);
+            break;
+        }
+        LOG(LOG_ERROR,
+            "coordinator: %d micro-batches in a row got no Result within %d ms; "
+            "failing the requests in flight",
+            c->timeouts_in_a_row, c->cfg.request_timeout_ms);
+        c->timeouts_in_a_row = 0;
+        batcher_fail_all(c->batcher, "the pipeline did not answer in time");
         struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
         m->requests_failed++;
         serve_queue_metrics_done(c->cfg.queue);

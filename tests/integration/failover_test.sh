@@ -103,7 +103,7 @@ kill | stop | netcut)
         for p in $ports; do
             for d in --sport --dport; do
                 iptables -I INPUT -i lo -p tcp $d "$p" -j DROP || { echo "iptables refused: skipped"; exit 77; }
-                IPT_RULES="$IPT_RULES; iptables -D INPUT -i lo -p tcp $d $p -j DROP"
+                IPT_RULES="${IPT_RULES:+$IPT_RULES; }iptables -D INPUT -i lo -p tcp $d $p -j DROP"
             done
         done
         note "dropped w2's traffic (ports $(echo $ports))"
@@ -134,14 +134,14 @@ kill | stop | netcut)
     ;;
 degraded)
     # each worker may hold 2 of the 5 layers (KV of --ctx x --max-seqs dominates), not 3
-    start_cluster --max-memory "${DEGRADED_MEM:-3M}" --no-restart
+    start_cluster --max-memory "${DEGRADED_MEM:-11M}" --no-restart
     wait_stages 3 60 || fail "3 stages not ready: $(tail -n 5 "$WORK/logs/coordinator.log")"
     run_streams base
     wait_streams base 180
     run_streams fault
     mid_generation
     W=$(worker_pid w2)
-    ARGS=$(tr '\0' ' ' </proc/"$W"/cmdline)
+    ARGS=$(tr '\0' ' ' </proc/"$W"/cmdline | sed "s|^caravan |$CARAVAN |")
     kill -9 "$W"
     wait_for "$WORK/logs/coordinator.log" "degraded:" 15 || fail "not degraded"
     code=$(curl -s -o "$WORK/health.json" -w '%{http_code}' "$URL/health")
