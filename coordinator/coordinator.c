@@ -47,6 +47,7 @@ struct worker_rec {
     double s_per_lt;                  /* measured compute seconds per layer and token (EWMA) */
     uint64_t n_timed;                 /* micro-batches behind it since the last plan */
     uint64_t lost_ms;                 /* when it was declared lost */
+    int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
 };
 
 struct coordinator {
@@ -647,6 +648,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->endpoint, sizeof w->endpoint, "%s", j->data_endpoint);
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
+    w->link_rtt_us = -1;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
     if (c->speeds_measured) { /* the others' speeds are measured ones: assume the average */
         double sum = 0;
@@ -1010,6 +1012,14 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     case CARAVAN__ENVELOPE__BODY_RESULT: on_result(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: {
         const Caravan__Heartbeat *hb = msg->heartbeat;
+        int64_t offset, rtt;
+        if (c->cfg.clock_us &&
+            trace_clock_estimate(hb->echo_sent_us, hb->echo_recv_us, msg->sent_us,
+                                 c->cfg.clock_us(), &offset, &rtt)) {
+            w->link_rtt_us = rtt;
+            w->clock_offset_us = offset;
+            trace_clock(c->cfg.trace, w->node_id, offset, rtt);
+        }
         w->mem_used_bytes = hb->mem_used_bytes;
         w->tokens_total = hb->tokens_total;
         if (!w->rate_ms) {
@@ -1177,6 +1187,7 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
             Caravan__Envelope env;
             Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
             envelope(c, &env);
+            env.sent_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
             hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
             env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
             env.heartbeat = &hb;
@@ -1234,6 +1245,7 @@ const char *coordinator_state_name(enum coordinator_state s) {
 /* Encodes one scheduled micro-batch as a Forward to the first stage. */
 static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
                        const struct batcher_batch *b) {
+    uint64_t build_us = c->cfg.trace && c->cfg.clock_us ? c->cfg.clock_us() : 0;
     size_t n = (size_t)b->n_tokens;
     Caravan__Forward f = CARAVAN__FORWARD__INIT;
     protobuf_c_boolean *want = malloc(n * sizeof *want);
@@ -1296,11 +1308,16 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     }
     a->buf = buf;
     a->len = len;
+    a->batch_id = b->batch_id;
+    a->n_tokens = b->n_tokens;
     if (b->micro_batch < 64) {
         c->mb_tokens[b->micro_batch] = b->n_tokens;
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     }
+    if (build_us)
+        trace_span(c->cfg.trace, TRACE_TRACK_LOOP, "serialize", build_us, c->cfg.clock_us(),
+                   b->batch_id, b->n_tokens);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->steps_total++;
     m->prompt_tokens_total += (uint64_t)b->n_prompt_tokens;
@@ -1367,6 +1384,9 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
     c->timeouts_in_a_row = 0;
     account_hops(c, r, sent_us);
+    if (c->cfg.trace && c->cfg.clock_us && sent_us)
+        trace_span(c->cfg.trace, TRACE_TRACK_STEP, "step", sent_us, c->cfg.clock_us(), r->batch_id,
+                   r->n_rows);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->generated_tokens_total += (uint64_t)r->n_rows;
     m->active_seqs = (uint32_t)batcher_n_active(c->batcher);
@@ -1431,6 +1451,9 @@ static void publish_status(coordinator_t *c) {
         cJSON_AddNumberToObject(o, "planned_bytes", (double)w->planned.total_bytes);
         cJSON_AddNumberToObject(o, "mem_limit_bytes", (double)w->caps.mem_limit_bytes);
         cJSON_AddNumberToObject(o, "speed", w->planned.speed);
+        /* heartbeat round trip (control connection), -1 until measured */
+        cJSON_AddNumberToObject(o, "link_rtt_us", (double)w->link_rtt_us);
+        cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
         cJSON_AddItemToArray(arr, o);
     }
     for (int i = 0; i < c->n_gone; i++) { /* lost or draining: no stage */

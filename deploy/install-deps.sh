@@ -9,6 +9,7 @@ packages=(
   libpcre2-dev libcjson-dev libmicrohttpd-dev
   tshark tcpdump iproute2 procps nodejs curl iptables
   libnetfilter-queue-dev iputils-ping openssh-client systemd
+  chromium gnuplot-nox
   # (not openssh-server: it would start an ssh daemon on a developer machine; the hosts a
   # cluster runs on need it, and tests/integration/hosts_test.sh skips without it)
 )
