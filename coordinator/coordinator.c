@@ -39,14 +39,14 @@ struct worker_rec {
     uint64_t tokens_total, rate_tokens;
     uint64_t rate_ms;
     double tokens_per_s;
-    struct planner_caps caps;         /* from its Join, for the plan */
-    struct plan_stage planned;        /* its share of the plan: bytes and the speed used */
-    int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
-    bool has_model;                   /* it has the whole model file (Join.cached_models) */
-    bool draining;                    /* asked to leave: gets a Drain once its layers moved */
-    double s_per_lt;                  /* measured compute seconds per layer and token (EWMA) */
-    uint64_t n_timed;                 /* micro-batches behind it since the last plan */
-    uint64_t lost_ms;                 /* when it was declared lost */
+    struct planner_caps caps;             /* from its Join, for the plan */
+    struct plan_stage planned;            /* its share of the plan: bytes and the speed used */
+    int32_t loaded_first, loaded_end;     /* what it reported holding at Join (re-join) */
+    bool has_model;                       /* it has the whole model file (Join.cached_models) */
+    bool draining;                        /* asked to leave: gets a Drain once its layers moved */
+    double s_per_lt;                      /* measured compute seconds per layer and token (EWMA) */
+    uint64_t n_timed;                     /* micro-batches behind it since the last plan */
+    uint64_t lost_ms;                     /* when it was declared lost */
     int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
 };
 
