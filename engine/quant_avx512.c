@@ -136,6 +136,7 @@ static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const 
         const block_q4_0 *a = (const block_q4_0 *)((const char *)w + i * w_stride);
         __m512 acc = _mm512_setzero_ps();
         for (int64_t k = 0; k < full; k++) {
+            QUANT_PREFETCH(a + 2 * k);
             const __m512i p = _mm512_dpbusd_epi32(ns[k], q4_0_pair(a + 2 * k, false), ys[k]);
             const __m128 da = pair_scales(a[2 * k].d, a[2 * k + 1].d);
             acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[k])), _mm512_cvtepi32_ps(p), acc);
@@ -347,6 +348,9 @@ static float dot_q4_K(int64_t n, const void *w, const void *x) {
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        QUANT_PREFETCH(&a[i]);
+        QUANT_PREFETCH((const char *)&a[i] + 64);
+        QUANT_PREFETCH((const char *)&a[i] + 128);
         struct kblk p;
         k4_unpack(&a[i], &p);
         const __m512i sumi = k_sumi(&p, &b[i], false);
@@ -362,6 +366,10 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
     const block_q8_K *b = x;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        QUANT_PREFETCH(&a[i]);
+        QUANT_PREFETCH((const char *)&a[i] + 64);
+        QUANT_PREFETCH((const char *)&a[i] + 128);
+        QUANT_PREFETCH((const char *)&a[i] + 192);
         struct kblk p;
         k6_unpack(&a[i], &p);
         const __m512i sumi = k_sumi(&p, &b[i], true);
