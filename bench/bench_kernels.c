@@ -186,11 +186,27 @@ static double time_matmul(threadpool_t *tp, const struct matmul_weight *ws, int 
     return best;
 }
 
-/* OpenBLAS sgemm on the same f32 GEMM shape, for choosing between it and our tiles. */
-static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_threads,
-                         double min_time) {
+struct widen_job {
+    const struct matmul_weight *w;
+    float *out;
+};
+
+static void widen_run(void *ctx, int ith, int nth) {
+    struct widen_job *j = ctx;
+    const size_t rb = dtype_row_bytes(j->w->type, j->w->n_in);
+    for (int64_t i = ith; i < j->w->n_out; i += nth)
+        quant_dequantize_row(j->w->type, (const char *)j->w->data + i * rb, j->out + i * j->w->n_in,
+                             j->w->n_in);
+}
+
+/* OpenBLAS sgemm on the same GEMM shape, for choosing between it and our tiles (issue 9 item
+ * 4). f16/bf16 weights are first widened to f32 on the pool's threads (timed: a --prefill blas
+ * path would have to do it, or keep an f32 copy of every weight, twice the memory). */
+static double time_sgemm(threadpool_t *tp, const struct matmul_weight *w, int64_t n_rows,
+                         int n_threads, double min_time) {
     float *x = xaligned(n_rows * w->n_in * sizeof(float));
     float *y = xaligned(n_rows * w->n_out * sizeof(float));
+    float *wf = w->type == DTYPE_F32 ? NULL : xaligned(w->n_out * w->n_in * sizeof(float));
     for (int64_t i = 0; i < n_rows * w->n_in; i++) x[i] = rnd();
     openblas_set_num_threads(n_threads);
     double best = 1e30, start = now();
@@ -198,8 +214,12 @@ static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_th
     best_cpu = 1e30;
     do {
         double t0 = now(), c0 = cpu_now();
+        if (wf) {
+            struct widen_job j = {w, wf};
+            threadpool_run(tp, widen_run, &j);
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)w->n_out,
-                    (int)w->n_in, 1.0f, x, (int)w->n_in, w->data, (int)w->n_in, 0.0f, y,
+                    (int)w->n_in, 1.0f, x, (int)w->n_in, wf ? wf : w->data, (int)w->n_in, 0.0f, y,
                     (int)w->n_out);
         double dt = now() - t0, dc = (cpu_now() - c0) / n_threads;
         if (dt < best) best = dt;
@@ -208,6 +228,7 @@ static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_th
     } while (now() - start < min_time || reps < 3);
     free(x);
     free(y);
+    free(wf);
     return best;
 }
 
@@ -363,10 +384,11 @@ int main(int argc, char **argv) {
                 printf("%-5s %-6s %3d %14.2f %7.2f %4.0f %14.2f %7.2f %4.0f %10.2f %7.2f\n",
                        dtype_name(t), variants[vi], n_threads, gb_up, c_up, gb_up * rd, gb_down,
                        c_down, gb_down * rd, gflops, c_gflops);
-                if (t == DTYPE_F32 && do_gemm && vi == nv - 1) {
-                    double sb = time_sgemm(&up, 128, n_threads, min_time);
-                    printf("%-5s %-6s %3d %14s %7s %4s %14s %7s %4s %10.2f %7.2f\n", "f32", "oblas",
-                           n_threads, "-", "-", "-", "-", "-", "-",
+                if ((t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16) && do_gemm &&
+                    vi == nv - 1) {
+                    double sb = time_sgemm(tp, &up, 128, n_threads, min_time);
+                    printf("%-5s %-6s %3d %14s %7s %4s %14s %7s %4s %10.2f %7.2f\n", dtype_name(t),
+                           "oblas", n_threads, "-", "-", "-", "-", "-", "-",
                            2.0 * 128 * 2048 * 5632 / sb / 1e9,
                            2.0 * 128 * 2048 * 5632 / best_cpu / 1e9);
                 }
