@@ -24,12 +24,15 @@ CARAVAN="$BIN/caravan"
 PROBE="$BIN/net_probe"
 MODEL="${CARAVAN_SHARED:-/nonexistent}/models/stories260K.gguf"
 WORK=$(mktemp -d /tmp/caravan_cluster.XXXXXX)
+export XDG_CACHE_HOME="$WORK/xdg" # workers without --model cache their slices here
 PIDS=()
 FAILED=0
 
+# Only children still running (bash's job table) are signalled: a PID that already exited may
+# belong to another process by now (pid_max is 32768 and the machine is busy).
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    for pid in $(jobs -pr); do kill "$pid" 2>/dev/null; done
+    wait 2>/dev/null
     if [ "$FAILED" -ne 0 ] || [ -n "${CARAVAN_TEST_VERBOSE:-}" ]; then
         for f in "$WORK"/*.log "$WORK"/*.out; do
             [ -f "$f" ] && { echo "==== $f"; tail -n 60 "$f"; }
@@ -267,7 +270,7 @@ generate)
     [ -f "$MODEL" ] || fail "$MODEL missing"
     secure_keys 3
     start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 3 --model "$MODEL" \
-        --prompt "Once upon a time" --generate 64 --repeat 2 --exit-when-done
+        --plan 0,1-2,3-4 --prompt "Once upon a time" --generate 64 --repeat 2 --exit-when-done
     start_workers_in_order 3 --model "$MODEL" --threads 1
     wait_exit "$COORD_PID" 60; rc=$RC
     [ "$rc" = 0 ] || fail "coordinator exit status $rc, want 0"
@@ -290,7 +293,8 @@ fingerprint)
     size=$(stat -c %s "$WORK/tampered.gguf")
     printf '\x42' | dd of="$WORK/tampered.gguf" bs=1 seek=$((size - 1000)) conv=notrunc 2>/dev/null
     cmp -s "$MODEL" "$WORK/tampered.gguf" && fail "tampering did not change the file"
-    start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 2 --model "$MODEL"
+    start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 2 --model "$MODEL" \
+        --plan 0-1,2-4
     start_worker w1 --coordinator-key "$WORK/c" --key "$WORK/w1" --compute identity
     wait_for "$WORK/coord.log" "worker 'w1' joined" 15 || fail "w1 did not join"
     start_worker w2 --coordinator-key "$WORK/c" --key "$WORK/w2" --model "$WORK/tampered.gguf"
@@ -301,22 +305,25 @@ fingerprint)
     expect_no_log "$WORK/w2.log" "ready for layers"
     expect_no_log "$WORK/coord.log" "pipeline ready"
     # w1 had no file: it was shipped [0, 2) and checked it.
-    wait_for "$WORK/w1.log" "received 494592 bytes of weights; fingerprint verified" 10 ||
+    wait_for "$WORK/w1.log" "received [0-9]+ bytes of weights; fingerprint verified; cached as $WORK/xdg/caravan/[0-9a-f]{64}\\.gguf" 10 ||
         fail "w1 did not verify its shipped weights"
     ;;
 
 coordinator_lost)
-    # A worker whose coordinator dies (no Heartbeat for the JoinAck timeout) exits 1.
+    # A worker whose coordinator dies (no Heartbeat for --coordinator-timeout-ms) keeps its
+    # weights and re-joins with backoff; with --reconnect-max-ms it gives up and exits 1.
     secure_keys 1
     start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 1
-    start_workers_in_order 1
+    start_workers_in_order 1 --coordinator-timeout-ms 2000 --reconnect-max-ms 3000
     wait_for "$WORK/coord.log" "pipeline ready" 15 || fail "pipeline did not come up"
-    sleep 1.5 # heartbeats flow: the worker must not give up while the coordinator lives
+    sleep 2.5 # heartbeats flow: the worker must not give up while the coordinator lives
     kill -0 "$W1PID" || fail "worker exited while the coordinator was alive"
     kill -9 "$COORD_PID"
     wait_exit "$W1PID" 15; rc=$RC
     [ "$rc" = 1 ] || fail "worker exit status $rc, want 1"
-    expect_log "$WORK/w1.log" "error .*coordinator at tcp://.* has been silent for 5000 ms"
+    expect_log "$WORK/w1.log" "coordinator at tcp://.* has been silent for 2000 ms; re-joining"
+    expect_log "$WORK/w1.log" "re-joining the coordinator"
+    expect_log "$WORK/w1.log" "error .*coordinator at tcp://.* has been silent for [0-9]+ ms \\(--reconnect-max-ms\\)"
     ;;
 
 *)
