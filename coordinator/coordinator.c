@@ -39,10 +39,15 @@ struct worker_rec {
     uint64_t tokens_total, rate_tokens;
     uint64_t rate_ms;
     double tokens_per_s;
-    struct planner_caps caps;         /* from its Join, for the plan */
-    int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
-    bool draining;                    /* asked to leave: gets a Drain once its layers moved */
-    uint64_t lost_ms;                 /* when it was declared lost */
+    struct planner_caps caps;             /* from its Join, for the plan */
+    struct plan_stage planned;            /* its share of the plan: bytes and the speed used */
+    int32_t loaded_first, loaded_end;     /* what it reported holding at Join (re-join) */
+    bool has_model;                       /* it has the whole model file (Join.cached_models) */
+    bool draining;                        /* asked to leave: gets a Drain once its layers moved */
+    double s_per_lt;                      /* measured compute seconds per layer and token (EWMA) */
+    uint64_t n_timed;                     /* micro-batches behind it since the last plan */
+    uint64_t lost_ms;                     /* when it was declared lost */
+    int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
 };
 
 struct coordinator {
@@ -86,6 +91,10 @@ struct coordinator {
     /* Serving (cfg.queue): the scheduler, and when each micro-batch slot's batch was sent. */
     batcher_t *batcher;
     uint64_t mb_sent_ms[64], mb_sent_us[64];
+    int32_t mb_tokens[64];
+    uint64_t last_plan_ms, last_balance_ms;
+    int slow_checks;      /* consecutive checks that found the plan out of balance */
+    bool speeds_measured; /* plans use live speeds (rebalance), not join probes */
     uint64_t last_status_ms;
     bool was_ready;
     char kernels[32]; /* the variant every worker runs ("" = not pinned) */
@@ -409,6 +418,9 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
     free(why);
     c->epoch++;
     c->n_epochs++;
+    c->last_plan_ms = c->now_ms;
+    c->slow_checks = 0;
+    for (int i = 0; i < n; i++) c->workers[i].n_timed = 0;
     c->degraded[0] = '\0';
     if (c->cfg.queue) {
         struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
@@ -419,6 +431,7 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         struct worker_rec *w = &c->workers[i];
         w->layer_first = stages[i].first;
         w->layer_end = stages[i].end;
+        w->planned = stages[i];
         w->ready = false;
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
@@ -429,6 +442,20 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
             for (int k = 0; k < c->n_fp_cache && !known; k++)
                 if (c->fp_cache[k].first == w->layer_first && c->fp_cache[k].end == w->layer_end)
                     known = c->fp_cache[k].fp;
+            /* A worker with the whole file (same fingerprint) builds the same slice itself:
+             * it needs no hash of the slice's bytes, only a name for it, so a big model is not
+             * read here (which would silence this loop for minutes). */
+            uint8_t named[CRYPTO_HASH_BYTES];
+            bool by_name = !known && w->has_model;
+            if (by_name) {
+                char id[160];
+                char hex[CRYPTO_HASH_HEX_LEN + 1];
+                int len = snprintf(id, sizeof id, "caravan-slice:%s:%d:%d",
+                                   crypto_hex(c->cfg.model_fingerprint, CRYPTO_HASH_BYTES, hex),
+                                   w->layer_first, w->layer_end);
+                crypto_hash_buf(id, (size_t)len, named);
+                known = named;
+            }
             if (slice_init_known(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
                                  w->layer_end, known) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
@@ -439,7 +466,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
                 return;
             }
             w->has_slice = true;
-            if (!known) {
+            if (!known || by_name) {
+                if (by_name) continue; /* a name, not the bytes' hash: not for shipping */
                 int k = c->n_fp_cache < FP_CACHE ? c->n_fp_cache++ : (int)(c->epoch % FP_CACHE);
                 c->fp_cache[k].first = w->layer_first;
                 c->fp_cache[k].end = w->layer_end;
@@ -596,8 +624,9 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     /* Before the first plan the cluster waits for --workers; once serving, a new worker joins
      * a re-plan (hot join). */
     if (!refusal && !w &&
-        (c->state == COORDINATOR_STATE_WAITING ? c->n_workers >= c->cfg.n_workers
-                                               : c->n_workers >= COORDINATOR_MAX_WORKERS))
+        (c->state == COORDINATOR_STATE_WAITING || !c->batcher
+             ? c->n_workers >= c->cfg.n_workers
+             : c->n_workers >= COORDINATOR_MAX_WORKERS))
         refusal = "the cluster is full";
     if (refusal) {
         LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz, refusal);
@@ -619,8 +648,26 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->endpoint, sizeof w->endpoint, "%s", j->data_endpoint);
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
+    w->link_rtt_us = -1;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
+    if (c->speeds_measured) { /* the others' speeds are measured ones: assume the average */
+        double sum = 0;
+        int k = 0;
+        for (int i = 0; i < c->n_workers; i++)
+            if (&c->workers[i] != w && c->workers[i].caps.gflops > 0) {
+                sum += c->workers[i].caps.gflops;
+                k++;
+            }
+        float v = k ? (float)(sum / k) : 1.0f;
+        for (size_t i = 0; i < w->caps.n_speeds; i++) w->caps.speed_gflops[i] = v;
+        w->caps.gflops = v;
+    }
     w->last_seen_ms = c->now_ms;
+    w->has_model = false;
+    for (size_t k = 0; k < j->n_cached_models; k++)
+        w->has_model |=
+            j->cached_models[k].len == CRYPTO_HASH_BYTES &&
+            crypto_equal(j->cached_models[k].data, c->cfg.model_fingerprint, CRYPTO_HASH_BYTES);
     w->loaded_first = j->loaded_first;
     w->loaded_end = j->loaded_end > j->loaded_first ? j->loaded_end : 0;
     w->ready = false;
@@ -631,6 +678,19 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     send_to(c, acts, peer->rid, peer->rid_len, &reply);
     if (c->state == COORDINATOR_STATE_WAITING) {
         if (c->n_workers == c->cfg.n_workers) plan(c, acts);
+        return;
+    }
+    if (!c->batcher) { /* test requests only: the re-joined worker gets its Assign again */
+        send_assign(c, acts, (int)(w - c->workers));
+        return;
+    }
+    /* A worker of the current plan joined again (restarted, or it took our silence for a
+     * loss) while no request is running: its stage is simply assigned again. */
+    if (rejoin && !back && batcher_n_active(c->batcher) == 0 &&
+        (c->state == COORDINATOR_STATE_ASSIGNING || c->state == COORDINATOR_STATE_READY)) {
+        w->ready = false;
+        c->state = COORDINATOR_STATE_ASSIGNING;
+        send_assign(c, acts, (int)(w - c->workers));
         return;
     }
     /* Serving (or degraded): a worker that comes back, re-joins or is new enters a re-plan
@@ -952,6 +1012,14 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     case CARAVAN__ENVELOPE__BODY_RESULT: on_result(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: {
         const Caravan__Heartbeat *hb = msg->heartbeat;
+        int64_t offset, rtt;
+        if (c->cfg.clock_us &&
+            trace_clock_estimate(hb->echo_sent_us, hb->echo_recv_us, msg->sent_us,
+                                 c->cfg.clock_us(), &offset, &rtt)) {
+            w->link_rtt_us = rtt;
+            w->clock_offset_us = offset;
+            trace_clock(c->cfg.trace, w->node_id, offset, rtt);
+        }
         w->mem_used_bytes = hb->mem_used_bytes;
         w->tokens_total = hb->tokens_total;
         if (!w->rate_ms) {
@@ -1119,6 +1187,7 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
             Caravan__Envelope env;
             Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
             envelope(c, &env);
+            env.sent_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
             hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
             env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
             env.heartbeat = &hb;
@@ -1176,6 +1245,7 @@ const char *coordinator_state_name(enum coordinator_state s) {
 /* Encodes one scheduled micro-batch as a Forward to the first stage. */
 static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
                        const struct batcher_batch *b) {
+    uint64_t build_us = c->cfg.trace && c->cfg.clock_us ? c->cfg.clock_us() : 0;
     size_t n = (size_t)b->n_tokens;
     Caravan__Forward f = CARAVAN__FORWARD__INIT;
     protobuf_c_boolean *want = malloc(n * sizeof *want);
@@ -1238,10 +1308,16 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     }
     a->buf = buf;
     a->len = len;
+    a->batch_id = b->batch_id;
+    a->n_tokens = b->n_tokens;
     if (b->micro_batch < 64) {
+        c->mb_tokens[b->micro_batch] = b->n_tokens;
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     }
+    if (build_us)
+        trace_span(c->cfg.trace, TRACE_TRACK_LOOP, "serialize", build_us, c->cfg.clock_us(),
+                   b->batch_id, b->n_tokens);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->steps_total++;
     m->prompt_tokens_total += (uint64_t)b->n_prompt_tokens;
@@ -1252,6 +1328,17 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
  * different hosts differ: network times across hosts carry their offset). */
 static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t sent_us) {
     uint64_t now_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
+    /* live speed of each stage, for re-balancing */
+    int32_t n_tok = r->micro_batch < 64 ? c->mb_tokens[r->micro_batch] : 0;
+    for (size_t i = 0; n_tok > 0 && i < r->n_hops && i < (size_t)c->n_workers; i++) {
+        const Caravan__Hop *h = r->hops[i];
+        struct worker_rec *w = &c->workers[i];
+        int32_t layers = w->layer_end - w->layer_first;
+        if (h->node_id != w->node_id || layers <= 0 || h->end_us < h->start_us) continue;
+        double x = (double)(h->end_us - h->start_us) * 1e-6 / ((double)layers * n_tok);
+        w->s_per_lt = w->n_timed ? 0.95 * w->s_per_lt + 0.05 * x : x;
+        w->n_timed++;
+    }
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->n_stages = c->n_workers < SERVE_MAX_STAGES ? c->n_workers : SERVE_MAX_STAGES;
     for (size_t i = 0; i < r->n_hops && i < SERVE_MAX_STAGES; i++) {
@@ -1297,6 +1384,9 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
     c->timeouts_in_a_row = 0;
     account_hops(c, r, sent_us);
+    if (c->cfg.trace && c->cfg.clock_us && sent_us)
+        trace_span(c->cfg.trace, TRACE_TRACK_STEP, "step", sent_us, c->cfg.clock_us(), r->batch_id,
+                   r->n_rows);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->generated_tokens_total += (uint64_t)r->n_rows;
     m->active_seqs = (uint32_t)batcher_n_active(c->batcher);
@@ -1331,6 +1421,9 @@ static void publish_status(coordinator_t *c) {
     cJSON_AddStringToObject(root, "model", c->cfg.model_name ? c->cfg.model_name : "");
     cJSON_AddNumberToObject(root, "n_layers", c->n_layers);
     cJSON_AddNumberToObject(root, "epoch", (double)c->epoch);
+    cJSON_AddStringToObject(root, "kernels", c->kernels);
+    cJSON_AddNumberToObject(root, "n_ctx", c->cfg.n_ctx);
+    cJSON_AddNumberToObject(root, "n_seq", c->cfg.n_seq);
     cJSON_AddStringToObject(root, "state", coordinator_state_name(c->state));
     cJSON_AddStringToObject(root, "status", reason);
     cJSON_AddNumberToObject(root, "active_sequences", batcher_n_active(c->batcher));
@@ -1355,6 +1448,12 @@ static void publish_status(coordinator_t *c) {
         cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
         cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
         cJSON_AddNumberToObject(o, "weight_bytes", w->has_slice ? (double)w->slice.nbytes : 0);
+        cJSON_AddNumberToObject(o, "planned_bytes", (double)w->planned.total_bytes);
+        cJSON_AddNumberToObject(o, "mem_limit_bytes", (double)w->caps.mem_limit_bytes);
+        cJSON_AddNumberToObject(o, "speed", w->planned.speed);
+        /* heartbeat round trip (control connection), -1 until measured */
+        cJSON_AddNumberToObject(o, "link_rtt_us", (double)w->link_rtt_us);
+        cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
         cJSON_AddItemToArray(arr, o);
     }
     for (int i = 0; i < c->n_gone; i++) { /* lost or draining: no stage */
@@ -1379,6 +1478,54 @@ static void publish_status(coordinator_t *c) {
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     serve_queue_set_status(c->cfg.queue, serving, reason, json);
+}
+
+/* A stage that stays slower than planned (live timings from the hop trace, not the join probe:
+ * another load on its machine, thermal throttling) gets fewer layers. Hysteresis: the slowest
+ * stage must be over 1.25x the balanced time in 3 checks in a row (--rebalance-s apart), and
+ * plans are at least 6 checks apart, so the plan does not oscillate. Returns true when it
+ * re-planned. */
+static bool rebalance(coordinator_t *c, struct coordinator_actions *acts, uint64_t now_ms) {
+    uint64_t every = (uint64_t)c->cfg.rebalance_s * 1000;
+    if (!every || c->n_workers < 2 || now_ms - c->last_balance_ms < every) return false;
+    c->last_balance_ms = now_ms;
+    double t[COORDINATOR_MAX_WORKERS], t_max = 0, speed_sum = 0;
+    int slowest = 0;
+    for (int i = 0; i < c->n_workers; i++) {
+        const struct worker_rec *w = &c->workers[i];
+        if (w->n_timed < 20 || w->s_per_lt <= 0) return false; /* not enough to judge */
+        t[i] = w->s_per_lt * (w->layer_end - w->layer_first);
+        speed_sum += 1.0 / w->s_per_lt;
+        if (t[i] > t_max) {
+            t_max = t[i];
+            slowest = i;
+        }
+    }
+    double balanced = (double)c->n_layers / speed_sum;
+    if (t_max <= 1.25 * balanced ||
+        c->workers[slowest].layer_end - c->workers[slowest].layer_first < 2) {
+        c->slow_checks = 0;
+        return false;
+    }
+    if (++c->slow_checks < 3 || now_ms - c->last_plan_ms < 6 * every) return false;
+    /* From now on this cluster plans with the speeds it measured (layer-tokens per second),
+     * for every weight type, in place of the join probes. */
+    for (int i = 0; i < c->n_workers; i++) {
+        struct worker_rec *w = &c->workers[i];
+        float v = (float)(1.0 / w->s_per_lt);
+        for (size_t k = 0; k < w->caps.n_speeds; k++) w->caps.speed_gflops[k] = v;
+        w->caps.gflops = v;
+    }
+    c->speeds_measured = true;
+    char cause[160];
+    snprintf(cause, sizeof cause,
+             "node %u (%s) is slower than planned: %.1f ms per token for layers [%d, %d), "
+             "%.1f ms if balanced",
+             c->workers[slowest].node_id, c->workers[slowest].name, t_max * 1e3,
+             c->workers[slowest].layer_first, c->workers[slowest].layer_end, balanced * 1e3);
+    c->fo_silent_ms = c->fo_declared_ms = now_ms;
+    replan(c, acts, cause);
+    return true;
 }
 
 static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
@@ -1418,6 +1565,7 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
         serve_queue_metrics_done(c->cfg.queue);
         break;
     }
+    if (rebalance(c, acts, now_ms)) return;
     struct batcher_batch b;
     while (acts->n < COORDINATOR_MAX_ACTIONS - 4 && batcher_next(c->batcher, c->next_batch, &b)) {
         c->next_batch++;

@@ -71,7 +71,7 @@ wait_stages() { # N SECONDS
 }
 # run_streams NAME: 8 concurrent streams into $WORK/NAME.json (in the background: STREAMS_PID)
 run_streams() {
-    node "$HERE/streams.mjs" "$URL" "$STREAMS" "$TOKENS" "$WORK/$1.json" >"$WORK/$1.err" 2>&1 &
+    node "$HERE/streams.mjs" "$URL" "$STREAMS" "${TOKENS}" "$WORK/$1.json" >"$WORK/$1.err" 2>&1 &
     STREAMS_PID=$!
 }
 wait_streams() { # NAME SECONDS
@@ -212,6 +212,41 @@ coordinator_restart)
         grep -q "re-joining" "$WORK/logs/w$i.log" || fail "w$i did not re-join"
     done
     note "re-joined without re-shipping weights; the new request gave caravan run's text"
+    ;;
+slow)
+    # One worker is slower than its join probe said (it sleeps in every step): the live
+    # timings move layers off it, once (hysteresis), and every stream stays exact.
+    mkdir -p "$WORK/logs"
+    for k in c w1 w2 w3; do "$CARAVAN" keygen --out "$WORK/$k" >/dev/null || fail keygen; done
+    cat "$WORK"/w?/key.pub >"$WORK/allow"
+    "$CARAVAN" coordinator --key "$WORK/c" --allow "$WORK/allow" --workers 3 \
+        --listen tcp://127.0.0.1:0 --model "$MODEL" --http 127.0.0.1:0 --rebalance-s 1 \
+        --status-file "$WORK/status" 2>"$WORK/logs/coordinator.log" &
+    PIDS+=($!)
+    wait_for "$WORK/status" "^http " 20 || fail "no API"
+    wait_for "$WORK/status" "^control " 20 || fail "no control socket"
+    CTL=$(awk '/^control/{print $2}' "$WORK/status")
+    URL=$(awk '/^http/{print $2}' "$WORK/status")
+    for i in 1 2 3; do
+        delay=0
+        [ "$i" = 1 ] && delay=40
+        "$CARAVAN" worker --coordinator "$CTL" --coordinator-key "$WORK/c/key.pub" \
+            --key "$WORK/w$i" --name "w$i" --threads 1 --model "$MODEL" \
+            --compute-delay-ms "$delay" 2>"$WORK/logs/w$i.log" &
+        PIDS+=($!)
+        wait_for "$WORK/logs/coordinator.log" "worker 'w$i' joined" 20 || fail "w$i did not join"
+    done
+    wait_for "$WORK/logs/coordinator.log" "pipeline ready" 30 || fail "not ready"
+    grep -qE "w1 +layers +0-1 " "$WORK/logs/coordinator.log" || fail "w1 was not planned 2 layers"
+    TOKENS=120 run_streams fault
+    wait_streams fault 300
+    grep -q "is slower than planned" "$WORK/logs/coordinator.log" || fail "no re-balance"
+    n=$(grep -c "re-plan .*is slower than planned" "$WORK/logs/coordinator.log")
+    [ "$n" = 1 ] || fail "re-balanced $n times (hysteresis)"
+    note "re-balanced: $(grep -m1 'is slower than planned' "$WORK/logs/coordinator.log" | cut -c1-160)"
+    TOKENS=120 run_streams base
+    wait_streams base 300
+    same base fault
     ;;
 *) fail "unknown case" ;;
 esac
