@@ -161,6 +161,10 @@ int main(void) {
         test_type(DTYPE_Q4_0, 224, 19, pools);
         test_type(DTYPE_Q4_0, 32, 9, pools);
         test_type_rows(DTYPE_Q4_0, 32 * 1601, 5, 9, pools);
+        /* the same for q8_0, which shares the avx512 pair code */
+        test_type(DTYPE_Q8_0, 224, 19, pools);
+        test_type(DTYPE_Q8_0, 32, 9, pools);
+        test_type_rows(DTYPE_Q8_0, 32 * 1601, 5, 9, pools);
     }
     /* a NULL pool runs single-threaded */
     {
