@@ -83,6 +83,23 @@ static enum dtype expect_tiny(enum mkmodel_type t, const char *name, int layer) 
     case MKMODEL_TYPE_Q5_K_M: return out || more ? DTYPE_Q6_K : DTYPE_Q5_K;
     default: break;
     }
+    /* the other mixes (llama-quant.cpp, for 4 layers with n_gqa 2: n_layers / 8 and / 16 are 0) */
+    bool v = strstr(name, "attn_v.weight") != NULL, down = strstr(name, "ffn_down") != NULL;
+    bool o = strstr(name, "attn_output.weight") != NULL;
+    if (out) return DTYPE_Q6_K;
+    switch (t) {
+    case MKMODEL_TYPE_Q4_1: return DTYPE_Q4_1;
+    case MKMODEL_TYPE_Q5_0: return DTYPE_Q5_0;
+    case MKMODEL_TYPE_Q5_1: return DTYPE_Q5_1;
+    case MKMODEL_TYPE_Q2_K: return v || down || o ? DTYPE_Q3_K : DTYPE_Q2_K;
+    case MKMODEL_TYPE_Q3_K_S: return DTYPE_Q3_K;
+    case MKMODEL_TYPE_Q3_K_M:
+        return v ? (layer < 2 ? DTYPE_Q5_K : DTYPE_Q4_K) : down || o ? DTYPE_Q4_K : DTYPE_Q3_K;
+    case MKMODEL_TYPE_Q3_K_L: return v || down || o ? DTYPE_Q5_K : DTYPE_Q3_K;
+    case MKMODEL_TYPE_Q4_K_S: return v ? DTYPE_Q5_K : DTYPE_Q4_K;
+    case MKMODEL_TYPE_Q5_K_S: return DTYPE_Q5_K;
+    default: break;
+    }
     (void)emb;
     return DTYPE_COUNT;
 }
