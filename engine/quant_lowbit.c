@@ -30,7 +30,7 @@ static inline int nearest_int(float f) {
 
 bool quant_lowbit_has(enum dtype t) {
     return t == DTYPE_Q4_1 || t == DTYPE_Q5_0 || t == DTYPE_Q5_1 || t == DTYPE_Q2_K ||
-           t == DTYPE_Q3_K;
+           t == DTYPE_Q3_K || t == DTYPE_Q8_1;
 }
 
 /* ==== Quantizers ==== */
@@ -99,6 +99,23 @@ static void quantize_q5_1(const float *x, block_q5_1 *y, int64_t n) {
             qh |= (uint32_t)((q1 & 0x10u) >> 4) << (j + QK5_1 / 2);
         }
         memcpy(y[b].qh, &qh, 4);
+    }
+}
+
+static void quantize_q8_1(const float *x, block_q8_1 *y, int64_t n) {
+    for (int64_t b = 0; b < n / QK8_1; b++, x += QK8_1) {
+        float amax = 0;
+        for (int j = 0; j < QK8_1; j++) amax = MAX(amax, fabsf(x[j]));
+        const float d = amax / 127;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[b].d = quant_f32_to_f16(d);
+        int sum = 0;
+        for (int j = 0; j < QK8_1 / 2; j++) {
+            y[b].qs[j] = (int8_t)roundf(x[j] * id);
+            y[b].qs[j + QK8_1 / 2] = (int8_t)roundf(x[j + QK8_1 / 2] * id);
+            sum += y[b].qs[j] + y[b].qs[j + QK8_1 / 2];
+        }
+        y[b].s = quant_f32_to_f16(sum * d);
     }
 }
 
@@ -322,6 +339,7 @@ void quant_lowbit_quantize_row(enum dtype t, const float *src, void *dst, int64_
     case DTYPE_Q5_1: quantize_q5_1(src, dst, n); break;
     case DTYPE_Q2_K: quantize_q2_K(src, dst, n); break;
     case DTYPE_Q3_K: quantize_q3_K(src, dst, n); break;
+    case DTYPE_Q8_1: quantize_q8_1(src, dst, n); break;
     default: break; /* callers ask quant_lowbit_has first */
     }
 }
@@ -410,24 +428,27 @@ void quant_lowbit_dequantize_row(enum dtype t, const void *src, float *dst, int6
         }
         break;
     }
+    case DTYPE_Q8_1: {
+        const block_q8_1 *x = src;
+        for (int64_t b = 0; b < n / QK8_1; b++)
+            for (int j = 0; j < QK8_1; j++) dst[b * QK8_1 + j] = F16(x[b].d) * x[b].qs[j];
+        break;
+    }
     default: break;
     }
 }
 
 /* ==== Reference dots: plain loops, one block at a time ==== */
 
-float quant_dot_q4_1_q8_0_ref(int64_t n, const void *w, const void *x) {
+float quant_dot_q4_1_q8_1_ref(int64_t n, const void *w, const void *x) {
     const block_q4_1 *a = w;
-    const block_q8_0 *b = x;
+    const block_q8_1 *b = x;
     float sum = 0;
     for (int64_t i = 0; i < n / QK4_1; i++) {
-        int sumi = 0, sumy = 0;
-        for (int j = 0; j < 16; j++) {
+        int sumi = 0;
+        for (int j = 0; j < 16; j++)
             sumi += (a[i].qs[j] & 0xF) * b[i].qs[j] + (a[i].qs[j] >> 4) * b[i].qs[j + 16];
-            sumy += b[i].qs[j] + b[i].qs[j + 16];
-        }
-        const float dx = F16(b[i].d);
-        sum += (float)sumi * (F16(a[i].d) * dx) + (float)sumy * (F16(a[i].m) * dx);
+        sum += (F16(a[i].d) * F16(b[i].d)) * (float)sumi + F16(a[i].m) * F16(b[i].s);
     }
     return sum;
 }
@@ -446,20 +467,16 @@ float quant_dot_q5_0_q8_0_ref(int64_t n, const void *w, const void *x) {
     return sum;
 }
 
-float quant_dot_q5_1_q8_0_ref(int64_t n, const void *w, const void *x) {
+float quant_dot_q5_1_q8_1_ref(int64_t n, const void *w, const void *x) {
     const block_q5_1 *a = w;
-    const block_q8_0 *b = x;
+    const block_q8_1 *b = x;
     float sum = 0;
     uint8_t q[32];
     for (int64_t i = 0; i < n / QK5_1; i++) {
         unpack_q5(a[i].qh, a[i].qs, q);
-        int sumi = 0, sumy = 0;
-        for (int j = 0; j < 32; j++) {
-            sumi += q[j] * b[i].qs[j];
-            sumy += b[i].qs[j];
-        }
-        const float dx = F16(b[i].d);
-        sum += (float)sumi * (F16(a[i].d) * dx) + (float)sumy * (F16(a[i].m) * dx);
+        int sumi = 0;
+        for (int j = 0; j < 32; j++) sumi += q[j] * b[i].qs[j];
+        sum += (F16(a[i].d) * F16(b[i].d)) * (float)sumi + F16(a[i].m) * F16(b[i].s);
     }
     return sum;
 }

@@ -3,9 +3,10 @@
  * their block layouts (bit-compatible with ggml/GGUF), reference quantizers (byte-identical to
  * ggml's quantize_row_*_ref), dequantizers, scalar `_ref` dots and the AVX2 / AVX-512 kernels.
  *
- * Activations: the 32-element types are dotted with q8_0 rows, like q4_0 (q4_1 and q5_1 need
- * the sum of each x block for their min term; the kernels compute it from the int8 values);
- * q2_K and q3_K with q8_K rows, like the other K-quants (bsums carry the min / offset term).
+ * Activations: q5_0 is dotted with q8_0 rows, like q4_0; q4_1 and q5_1 with q8_1 rows (q8_0
+ * plus s = f16(d * sum of the block's values), as ggml does: their min term is m * s, so caravan
+ * rounds it as llama.cpp does); q2_K and q3_K with q8_K rows, like the other K-quants (bsums
+ * carry the min / offset term).
  *
  * Private to the engine's kernels (quant.c, quant_avx2.c, quant_avx512.c, the tests). */
 #pragma once
@@ -30,6 +31,15 @@ typedef struct {
     uint8_t qs[QK5_0 / 2];
 } block_q5_0;
 static_assert(sizeof(block_q5_0) == 2 + 4 + QK5_0 / 2, "wrong q5_0 block size/padding");
+
+/* Activations for q4_1/q5_1: as q8_0, with s = f16(d * sum(qs)) computed before d is rounded. */
+#define QK8_1 32
+typedef struct {
+    quant_f16_t d;
+    quant_f16_t s;
+    int8_t qs[QK8_1];
+} block_q8_1;
+static_assert(sizeof(block_q8_1) == 2 * 2 + QK8_1, "wrong q8_1 block size/padding");
 
 /* x = d * q + m, q in 0..31, bits as q5_0. */
 typedef struct {
@@ -71,24 +81,24 @@ static inline void quant_q3_K_scales(const uint8_t *packed, int8_t out[16]) {
     }
 }
 
-/* True for the types of this module. */
+/* True for the types of this module (weights, and the q8_1 activations). */
 bool quant_lowbit_has(enum dtype t);
 /* Reference quantizer / dequantizer of a type of this module (n a multiple of its block). */
 void quant_lowbit_quantize_row(enum dtype t, const float *src, void *dst, int64_t n);
 void quant_lowbit_dequantize_row(enum dtype t, const void *src, float *dst, int64_t n);
 
 /* ==== Reference dots (quant_lowbit.c) ==== */
-float quant_dot_q4_1_q8_0_ref(int64_t n, const void *w, const void *x);
+float quant_dot_q4_1_q8_1_ref(int64_t n, const void *w, const void *x);
 float quant_dot_q5_0_q8_0_ref(int64_t n, const void *w, const void *x);
-float quant_dot_q5_1_q8_0_ref(int64_t n, const void *w, const void *x);
+float quant_dot_q5_1_q8_1_ref(int64_t n, const void *w, const void *x);
 float quant_dot_q2_K_q8_K_ref(int64_t n, const void *w, const void *x);
 float quant_dot_q3_K_q8_K_ref(int64_t n, const void *w, const void *x);
 
 /* ==== AVX2 (quant_lowbit_avx2.c) and AVX-512 (quant_lowbit_avx512.c) kernels ====
  * Each tile does, per (weight row, x row), exactly the float operations of its dot. */
-float quant_dot_q4_1_q8_0_avx2(int64_t n, const void *w, const void *x);
+float quant_dot_q4_1_q8_1_avx2(int64_t n, const void *w, const void *x);
 float quant_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *x);
-float quant_dot_q5_1_q8_0_avx2(int64_t n, const void *w, const void *x);
+float quant_dot_q5_1_q8_1_avx2(int64_t n, const void *w, const void *x);
 float quant_dot_q2_K_q8_K_avx2(int64_t n, const void *w, const void *x);
 float quant_dot_q3_K_q8_K_avx2(int64_t n, const void *w, const void *x);
 void quant_tile_q4_1_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
@@ -102,9 +112,9 @@ void quant_tile_q2_K_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
 void quant_tile_q3_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys);
 
-float quant_dot_q4_1_q8_0_avx512(int64_t n, const void *w, const void *x);
+float quant_dot_q4_1_q8_1_avx512(int64_t n, const void *w, const void *x);
 float quant_dot_q5_0_q8_0_avx512(int64_t n, const void *w, const void *x);
-float quant_dot_q5_1_q8_0_avx512(int64_t n, const void *w, const void *x);
+float quant_dot_q5_1_q8_1_avx512(int64_t n, const void *w, const void *x);
 float quant_dot_q2_K_q8_K_avx512(int64_t n, const void *w, const void *x);
 float quant_dot_q3_K_q8_K_avx512(int64_t n, const void *w, const void *x);
 void quant_tile_q4_1_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,

@@ -6,8 +6,8 @@
  * 0..31, q2_K 0..3, q3_K 0..7) plus its scales; the dot does that per block, the tile once per
  * panel of weight rows, and both then run the same per-block steps, so tile == dot bit for bit:
  *  - 32-element types: lanes = madd(maddubs(q, y), 1) (8 int32, exact); q5_0 subtracts
- *    16 * (x's lane sums); acc = fma(d_w * d_x, lanes, acc); q4_1/q5_1 also
- *    accm = fma(m_w * d_x, x's lane sums, accm); result hsum(acc) (+ hsum(accm)).
+ *    16 * (x's lane sums); acc = fma(d_w * d_x, lanes, acc); q4_1/q5_1 (x is q8_1) also
+ *    summ += m_w * s_x in a scalar float; result hsum(acc) (+ summ).
  *  - q2_K/q3_K: per 32 elements madd(maddubs(q, y), two 16-lane scales) into 8 int32 lanes;
  *    c = madd(bsums, 16 per-sub-block factors) (q2_K mins, q3_K scales); q3_K's lanes are
  *    sumi - 4c (its values are q - 4); acc = fma(y.d * d, sumi, acc) and for q2_K
@@ -82,81 +82,94 @@ static inline __attribute__((always_inline)) void legacy_unpack(enum legacy k, c
     }
 }
 
-/* The x side of a q8_0 block: its values, f32 scale and lane sums (times 16 for q5_0). */
+/* The x side of a block: its values and f32 scale; for q5_0 (x is q8_0) 16 * its lane sums,
+ * for q4_1/q5_1 (x is q8_1) its f32 s. */
 struct legacy_x {
     __m256i y;
     __m256i ysum;
-    float dx;
+    float dx, s;
 };
 
-static inline __attribute__((always_inline)) void legacy_x_load(enum legacy k, const block_q8_0 *bx,
-                                                                struct legacy_x *o) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    o->y = _mm256_loadu_si256((const __m256i *)bx->qs);
-    const __m256i f = _mm256_set1_epi8(k == LEGACY_Q5_0 ? 16 : 1);
-    o->ysum = _mm256_madd_epi16(_mm256_maddubs_epi16(f, o->y), ones);
-    o->dx = f16(bx->d);
+static inline __attribute__((always_inline)) void legacy_x_load(enum legacy k, const void *x,
+                                                                int64_t b, struct legacy_x *o) {
+    if (k == LEGACY_Q5_0) {
+        const block_q8_0 *bx = (const block_q8_0 *)x + b;
+        o->y = _mm256_loadu_si256((const __m256i *)bx->qs);
+        o->ysum = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(16), o->y),
+                                    _mm256_set1_epi16(1));
+        o->dx = f16(bx->d);
+        o->s = 0;
+    } else {
+        const block_q8_1 *bx = (const block_q8_1 *)x + b;
+        o->y = _mm256_loadu_si256((const __m256i *)bx->qs);
+        o->ysum = _mm256_setzero_si256();
+        o->dx = f16(bx->d);
+        o->s = f16(bx->s);
+    }
 }
 
-/* One (weight block, x block) step. */
+/* One (weight block, x block) step: acc gets the scaled integer lanes, summ the min term. */
 static inline __attribute__((always_inline)) void legacy_step(enum legacy k,
                                                               const struct legacy_block *w,
                                                               const struct legacy_x *x, __m256 *acc,
-                                                              __m256 *accm) {
+                                                              float *summ) {
     const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(w->q, x->y), _mm256_set1_epi16(1));
     if (k == LEGACY_Q5_0) {
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(w->d * x->dx),
                                _mm256_cvtepi32_ps(_mm256_sub_epi32(p, x->ysum)), *acc);
     } else {
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(w->d * x->dx), _mm256_cvtepi32_ps(p), *acc);
-        *accm = _mm256_fmadd_ps(_mm256_set1_ps(w->m * x->dx), _mm256_cvtepi32_ps(x->ysum), *accm);
+        *summ += w->m * x->s;
     }
 }
 
-static inline float legacy_result(enum legacy k, __m256 acc, __m256 accm) {
-    return k == LEGACY_Q5_0 ? hsum(acc) : hsum(acc) + hsum(accm);
+static inline float legacy_result(enum legacy k, __m256 acc, float summ) {
+    return k == LEGACY_Q5_0 ? hsum(acc) : hsum(acc) + summ;
 }
 
 static inline __attribute__((always_inline)) float legacy_dot(enum legacy k, int64_t n,
                                                               const void *w, const void *x) {
-    const block_q8_0 *bx = x;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    __m256 acc = _mm256_setzero_ps();
+    float summ = 0;
     for (int64_t b = 0; b < n / 32; b++) {
         struct legacy_block wb;
         struct legacy_x xb;
         legacy_unpack(k, w, b, &wb);
-        legacy_x_load(k, &bx[b], &xb);
-        legacy_step(k, &wb, &xb, &acc, &accm);
+        legacy_x_load(k, x, b, &xb);
+        legacy_step(k, &wb, &xb, &acc, &summ);
     }
-    return legacy_result(k, acc, accm);
+    return legacy_result(k, acc, summ);
 }
 
-float quant_dot_q4_1_q8_0_avx2(int64_t n, const void *w, const void *x) {
+float quant_dot_q4_1_q8_1_avx2(int64_t n, const void *w, const void *x) {
     return legacy_dot(LEGACY_Q4_1, n, w, x);
 }
 float quant_dot_q5_0_q8_0_avx2(int64_t n, const void *w, const void *x) {
     return legacy_dot(LEGACY_Q5_0, n, w, x);
 }
-float quant_dot_q5_1_q8_0_avx2(int64_t n, const void *w, const void *x) {
+float quant_dot_q5_1_q8_1_avx2(int64_t n, const void *w, const void *x) {
     return legacy_dot(LEGACY_Q5_1, n, w, x);
 }
 
 /* M prepacked rows (pw[b * M + i]) against one x row. */
 static inline __attribute__((always_inline)) void legacy_panel_row(enum legacy k, int M, int64_t nb,
                                                                    const struct legacy_block *pw,
-                                                                   const block_q8_0 *bx,
-                                                                   float *out) {
-    __m256 acc[8], accm[8];
+                                                                   const void *bx, float *out) {
+    __m256 acc[8];
+    float summ[8];
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) acc[i] = accm[i] = _mm256_setzero_ps();
+    for (int i = 0; i < 8; i++) {
+        acc[i] = _mm256_setzero_ps();
+        summ[i] = 0;
+    }
     for (int64_t b = 0; b < nb; b++) {
         struct legacy_x xb;
-        legacy_x_load(k, &bx[b], &xb);
+        legacy_x_load(k, bx, b, &xb);
 #pragma GCC unroll 8
-        for (int i = 0; i < M; i++) legacy_step(k, &pw[b * M + i], &xb, &acc[i], &accm[i]);
+        for (int i = 0; i < M; i++) legacy_step(k, &pw[b * M + i], &xb, &acc[i], &summ[i]);
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < M; i++) out[i] = legacy_result(k, acc[i], accm[i]);
+    for (int i = 0; i < M; i++) out[i] = legacy_result(k, acc[i], summ[i]);
 }
 
 static inline __attribute__((always_inline)) void
@@ -180,7 +193,7 @@ legacy_tile(enum legacy k, int64_t n, const void *w, size_t w_stride, int nw, co
             for (int64_t b = 0; b < nb; b++)
                 legacy_unpack(k, (const char *)w + (i0 + i) * w_stride, b, &pw[b * m + i]);
         for (int r = 0; r < nx; r++) {
-            const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
+            const void *bx = (const char *)x + r * x_stride;
             float out[8];
             if (m == 8)
                 legacy_panel_row(k, 8, nb, pw, bx, out);

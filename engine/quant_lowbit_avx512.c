@@ -1,6 +1,6 @@
-/* quant_lowbit_avx512: AVX-512 F/BW/VL/VNNI dots and prompt tiles of q4_1, q5_0, q5_1 (x is
- * q8_0) and q2_K, q3_K (x is q8_K); compiled with the avx512 variant's flags for this file only
- * and called only through that variant's tables (after its availability check).
+/* quant_lowbit_avx512: AVX-512 F/BW/VL/VNNI dots and prompt tiles of q4_1, q5_1 (x is q8_1),
+ * q5_0 (x is q8_0) and q2_K, q3_K (x is q8_K); compiled with the avx512 variant's flags for this
+ * file only and called only through that variant's tables (after its availability check).
  *
  * As in quant_lowbit_avx2.c, weight blocks are unpacked to unsigned bytes in element order and
  * the dot and the tile share the per-block steps, so tile == dot bit for bit:
@@ -14,6 +14,7 @@
  *    (c = bsums[j] * factor[j]); q3_K's lanes are sumi - 4c; acc = fma(y.d * d, sumi, acc) and
  *    for q2_K accm = fma(y.d * dmin, c, accm). */
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "quant_lowbit.h"
@@ -93,24 +94,32 @@ legacy_unpack(enum legacy k, const void *row, int64_t p, int64_t nb, struct lega
     o->q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
+/* The x side of a pair: values, f32 scales; for q5_0 (x is q8_0) 16 * its lane sums, for
+ * q4_1/q5_1 (x is q8_1) the f32 s of each block. */
 struct legacy_x {
     __m512i y, ysum;
-    float dx[2];
+    float dx[2], s[2];
 };
 
 static inline __attribute__((always_inline)) void
-legacy_x_load(enum legacy k, const block_q8_0 *bx, int64_t p, int64_t nb, struct legacy_x *o) {
-    const __m256i lo = _mm256_loadu_si256((const __m256i *)bx[2 * p].qs);
-    __m256i hi = _mm256_setzero_si256();
-    o->dx[0] = f16(bx[2 * p].d);
-    o->dx[1] = 0;
-    if (2 * p + 1 < nb) {
-        hi = _mm256_loadu_si256((const __m256i *)bx[2 * p + 1].qs);
-        o->dx[1] = f16(bx[2 * p + 1].d);
+legacy_x_load(enum legacy k, const void *x, int64_t p, int64_t nb, struct legacy_x *o) {
+    const size_t bytes = k == LEGACY_Q5_0 ? sizeof(block_q8_0) : sizeof(block_q8_1);
+    const size_t qs_off = k == LEGACY_Q5_0 ? offsetof(block_q8_0, qs) : offsetof(block_q8_1, qs);
+    __m256i half[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int h = 0; h < 2; h++) {
+        o->dx[h] = o->s[h] = 0;
+        if (2 * p + h >= nb) continue;
+        const char *blk = (const char *)x + (size_t)(2 * p + h) * bytes;
+        quant_f16_t d;
+        memcpy(&d, blk, 2);
+        o->dx[h] = f16(d);
+        if (k != LEGACY_Q5_0) o->s[h] = f16(((const block_q8_1 *)blk)->s);
+        half[h] = _mm256_loadu_si256((const __m256i *)(blk + qs_off));
     }
-    o->y = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-    o->ysum = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                  _mm512_set1_epi8(k == LEGACY_Q5_0 ? 16 : 1), o->y);
+    o->y = _mm512_inserti64x4(_mm512_castsi256_si512(half[0]), half[1], 1);
+    o->ysum = k == LEGACY_Q5_0
+                  ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(16), o->y)
+                  : _mm512_setzero_si512();
 }
 
 /* 8 lanes of a, then 8 of b. */
@@ -121,62 +130,66 @@ static inline __m512 halves(float a, float b) {
 static inline __attribute__((always_inline)) void legacy_step(enum legacy k,
                                                               const struct legacy_pair *w,
                                                               const struct legacy_x *x, __m512 *acc,
-                                                              __m512 *accm) {
+                                                              float *summ) {
     const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w->q, x->y);
     const __m512 d = halves(w->d[0] * x->dx[0], w->d[1] * x->dx[1]);
     if (k == LEGACY_Q5_0) {
         *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(p, x->ysum)), *acc);
     } else {
         *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), *acc);
-        const __m512 m = halves(w->m[0] * x->dx[0], w->m[1] * x->dx[1]);
-        *accm = _mm512_fmadd_ps(m, _mm512_cvtepi32_ps(x->ysum), *accm);
+        *summ += w->m[0] * x->s[0];
+        *summ += w->m[1] * x->s[1];
     }
 }
 
-static inline float legacy_result(enum legacy k, __m512 acc, __m512 accm) {
-    return k == LEGACY_Q5_0 ? hsum512(acc) : hsum512(acc) + hsum512(accm);
+static inline float legacy_result(enum legacy k, __m512 acc, float summ) {
+    return k == LEGACY_Q5_0 ? hsum512(acc) : hsum512(acc) + summ;
 }
 
 static inline __attribute__((always_inline)) float legacy_dot(enum legacy k, int64_t n,
                                                               const void *w, const void *x) {
     const int64_t nb = n / 32;
-    __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+    __m512 acc = _mm512_setzero_ps();
+    float summ = 0;
     for (int64_t p = 0; p < (nb + 1) / 2; p++) {
         struct legacy_pair wp;
         struct legacy_x xp;
         legacy_unpack(k, w, p, nb, &wp);
         legacy_x_load(k, x, p, nb, &xp);
-        legacy_step(k, &wp, &xp, &acc, &accm);
+        legacy_step(k, &wp, &xp, &acc, &summ);
     }
-    return legacy_result(k, acc, accm);
+    return legacy_result(k, acc, summ);
 }
 
-float quant_dot_q4_1_q8_0_avx512(int64_t n, const void *w, const void *x) {
+float quant_dot_q4_1_q8_1_avx512(int64_t n, const void *w, const void *x) {
     return legacy_dot(LEGACY_Q4_1, n, w, x);
 }
 float quant_dot_q5_0_q8_0_avx512(int64_t n, const void *w, const void *x) {
     return legacy_dot(LEGACY_Q5_0, n, w, x);
 }
-float quant_dot_q5_1_q8_0_avx512(int64_t n, const void *w, const void *x) {
+float quant_dot_q5_1_q8_1_avx512(int64_t n, const void *w, const void *x) {
     return legacy_dot(LEGACY_Q5_1, n, w, x);
 }
 
 static inline __attribute__((always_inline)) void legacy_panel_row(enum legacy k, int M, int64_t nb,
                                                                    const struct legacy_pair *pw,
-                                                                   const block_q8_0 *bx,
-                                                                   float *out) {
-    __m512 acc[8], accm[8];
+                                                                   const void *bx, float *out) {
+    __m512 acc[8];
+    float summ[8];
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) acc[i] = accm[i] = _mm512_setzero_ps();
+    for (int i = 0; i < 8; i++) {
+        acc[i] = _mm512_setzero_ps();
+        summ[i] = 0;
+    }
     const int64_t np = (nb + 1) / 2;
     for (int64_t p = 0; p < np; p++) {
         struct legacy_x xp;
         legacy_x_load(k, bx, p, nb, &xp);
 #pragma GCC unroll 8
-        for (int i = 0; i < M; i++) legacy_step(k, &pw[p * M + i], &xp, &acc[i], &accm[i]);
+        for (int i = 0; i < M; i++) legacy_step(k, &pw[p * M + i], &xp, &acc[i], &summ[i]);
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < M; i++) out[i] = legacy_result(k, acc[i], accm[i]);
+    for (int i = 0; i < M; i++) out[i] = legacy_result(k, acc[i], summ[i]);
 }
 
 static inline __attribute__((always_inline)) void
@@ -200,7 +213,7 @@ legacy_tile(enum legacy k, int64_t n, const void *w, size_t w_stride, int nw, co
             for (int64_t p = 0; p < np; p++)
                 legacy_unpack(k, (const char *)w + (i0 + i) * w_stride, p, nb, &pw[p * m + i]);
         for (int r = 0; r < nx; r++) {
-            const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
+            const void *bx = (const char *)x + r * x_stride;
             float out[8];
             if (m == 8)
                 legacy_panel_row(k, 8, nb, pw, bx, out);
