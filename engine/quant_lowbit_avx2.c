@@ -227,59 +227,95 @@ struct kblock {
     float pad[6];
 };
 
-static inline __attribute__((always_inline)) void k_scales(const int16_t s[16], struct kblock *o) {
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; k++)
-        o->scale[k] = _mm256_set_m128i(_mm_set1_epi16(s[2 * k + 1]), _mm_set1_epi16(s[2 * k]));
+/* The 16 scales of a q3_K block as int16 (-32..31), unpacked with 32-bit masks. */
+static inline __m256i q3_K_scales16(const uint8_t *packed) {
+    uint32_t aux[4];
+    memcpy(aux, packed, 12);
+    const uint32_t tmp = aux[2], m1 = 0x03030303, m2 = 0x0f0f0f0f;
+    aux[2] = ((aux[0] >> 4) & m2) | (((tmp >> 4) & m1) << 4);
+    aux[3] = ((aux[1] >> 4) & m2) | (((tmp >> 6) & m1) << 4);
+    aux[0] = (aux[0] & m2) | (((tmp >> 0) & m1) << 4);
+    aux[1] = (aux[1] & m2) | (((tmp >> 2) & m1) << 4);
+    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)aux)),
+                            _mm256_set1_epi16(32));
 }
 
-static inline __attribute__((always_inline)) void unpack_q2_K(const block_q2_K *a,
-                                                              struct kblock *o) {
-    const __m256i m3 = _mm256_set1_epi8(3);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) {
-        const __m256i raw = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * h));
-        o->q[4 * h + 0] = _mm256_and_si256(raw, m3);
-        o->q[4 * h + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 2), m3);
-        o->q[4 * h + 2] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m3);
-        o->q[4 * h + 3] = _mm256_and_si256(_mm256_srli_epi16(raw, 6), m3);
+/* The madd scale vector of 32-element group k (0..7) from the 16 int16 scales s16: 8 lanes of
+ * scale 2k, then 8 of scale 2k+1. */
+static inline __attribute__((always_inline)) __m256i group_scale(__m256i s16, int k) {
+    const __m256i half = k < 4 ? _mm256_permute2x128_si256(s16, s16, 0x00)
+                               : _mm256_permute2x128_si256(s16, s16, 0x11);
+    const char a = (char)(4 * (k % 4)), b = (char)(a + 1), c = (char)(a + 2), d = (char)(a + 3);
+    const __m256i ctrl = _mm256_setr_epi8(a, b, a, b, a, b, a, b, a, b, a, b, a, b, a, b, c, d, c,
+                                          d, c, d, c, d, c, d, c, d, c, d, c, d);
+    return _mm256_shuffle_epi8(half, ctrl);
+}
+
+/* Values of 32-element group 4h + k of a q2_K/q3_K block, unsigned. */
+static inline __attribute__((always_inline)) __m256i q2_group(__m256i raw, int k) {
+    return _mm256_and_si256(_mm256_srli_epi16(raw, 2 * k), _mm256_set1_epi8(3));
+}
+static inline __attribute__((always_inline)) __m256i q3_group(__m256i raw, __m256i hm, int h,
+                                                              int k) {
+    const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + k)));
+    const __m256i hi =
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), _mm256_set1_epi8(4));
+    return _mm256_or_si256(q2_group(raw, k), hi);
+}
+
+/* A block's 16 scales (s16) and correction factors (corr) as int16. */
+static inline __attribute__((always_inline)) void k_block_scales(bool q3, const void *row,
+                                                                 int64_t b, __m256i *s16,
+                                                                 __m256i *corr, float *d,
+                                                                 float *dmin) {
+    if (q3) {
+        const block_q3_K *a = (const block_q3_K *)row + b;
+        *s16 = *corr = q3_K_scales16(a->scales);
+        *d = f16(a->d);
+        *dmin = 0;
+    } else {
+        const block_q2_K *a = (const block_q2_K *)row + b;
+        const __m128i sc = _mm_loadu_si128((const __m128i *)a->scales);
+        *s16 = _mm256_cvtepu8_epi16(_mm_and_si128(sc, _mm_set1_epi8(0xF)));
+        *corr = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0xF)));
+        *d = f16(a->d);
+        *dmin = f16(a->dmin);
     }
-    const __m128i sc = _mm_loadu_si128((const __m128i *)a->scales);
-    int16_t s[16];
-    _mm256_storeu_si256((__m256i *)s, _mm256_cvtepu8_epi16(_mm_and_si128(sc, _mm_set1_epi8(0xF))));
-    k_scales(s, o);
-    o->corr = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0xF)));
-    o->d = f16(a->d);
-    o->dmin = f16(a->dmin);
 }
 
-static inline __attribute__((always_inline)) void unpack_q3_K(const block_q3_K *a,
-                                                              struct kblock *o) {
-    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
-    const __m256i hm = _mm256_loadu_si256((const __m256i *)a->hmask);
+static inline __attribute__((always_inline)) void k_unpack(bool q3, const void *row, int64_t b,
+                                                           struct kblock *o) {
+    __m256i s16;
+    k_block_scales(q3, row, b, &s16, &o->corr, &o->d, &o->dmin);
+    const uint8_t *qs = q3 ? ((const block_q3_K *)row + b)->qs : ((const block_q2_K *)row + b)->qs;
+    const __m256i hm =
+        q3 ? _mm256_loadu_si256((const __m256i *)((const block_q3_K *)row + b)->hmask)
+           : _mm256_setzero_si256();
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
-        const __m256i raw = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * h));
+        const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + k)));
-            const __m256i hi =
-                _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), four);
-            o->q[4 * h + k] =
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 2 * k), m3), hi);
-        }
+        for (int k = 0; k < 4; k++)
+            o->q[4 * h + k] = q3 ? q3_group(raw, hm, h, k) : q2_group(raw, k);
     }
-    int8_t sc8[16];
-    quant_q3_K_scales(a->scales, sc8);
-    int16_t s[16];
-    _mm256_storeu_si256((__m256i *)s, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc8)));
-    k_scales(s, o);
-    o->corr = _mm256_loadu_si256((const __m256i *)s);
-    o->d = f16(a->d);
-    o->dmin = 0;
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) o->scale[k] = group_scale(s16, k);
 }
 
-/* One (weight block, x block) step; q3 selects q3_K's arithmetic. */
+/* The float steps of a block, given its integer lanes s (sum of scale * q * y) and c (bsums
+ * times corr): shared by the dot and the tile. */
+static inline __attribute__((always_inline)) void
+k_float(bool q3, __m256i s, __m256i c, float d, float dmin, float yd, __m256 *acc, __m256 *accm) {
+    if (q3) {
+        s = _mm256_sub_epi32(s, _mm256_slli_epi32(c, 2));
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * d), _mm256_cvtepi32_ps(s), *acc);
+    } else {
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * d), _mm256_cvtepi32_ps(s), *acc);
+        *accm = _mm256_fmadd_ps(_mm256_set1_ps(yd * dmin), _mm256_cvtepi32_ps(c), *accm);
+    }
+}
+
+/* One (unpacked weight block, x block) step; q3 selects q3_K's arithmetic. */
 static inline __attribute__((always_inline)) void
 k_step(bool q3, const struct kblock *w, const block_q8_K *bx, __m256 *acc, __m256 *accm) {
     __m256i s = _mm256_setzero_si256();
@@ -289,31 +325,38 @@ k_step(bool q3, const struct kblock *w, const block_q8_K *bx, __m256 *acc, __m25
         s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(w->q[k], yk), w->scale[k]));
     }
     const __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bx->bsums), w->corr);
-    if (q3) {
-        s = _mm256_sub_epi32(s, _mm256_slli_epi32(c, 2));
-        *acc = _mm256_fmadd_ps(_mm256_set1_ps(bx->d * w->d), _mm256_cvtepi32_ps(s), *acc);
-    } else {
-        *acc = _mm256_fmadd_ps(_mm256_set1_ps(bx->d * w->d), _mm256_cvtepi32_ps(s), *acc);
-        *accm = _mm256_fmadd_ps(_mm256_set1_ps(bx->d * w->dmin), _mm256_cvtepi32_ps(c), *accm);
-    }
+    k_float(q3, s, c, w->d, w->dmin, bx->d, acc, accm);
 }
 
-static inline __attribute__((always_inline)) void k_unpack(bool q3, const void *row, int64_t b,
-                                                           struct kblock *o) {
-    if (q3)
-        unpack_q3_K((const block_q3_K *)row + b, o);
-    else
-        unpack_q2_K((const block_q2_K *)row + b, o);
-}
-
+/* The dot unpacks each block straight into the integer sums (no kblock in memory): the same
+ * integer lanes as k_unpack + k_step, so the same floats. */
 static inline __attribute__((always_inline)) float k_dot(bool q3, int64_t n, const void *w,
                                                          const void *x) {
     const block_q8_K *bx = x;
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        struct kblock wb;
-        k_unpack(q3, w, b, &wb);
-        k_step(q3, &wb, &bx[b], &acc, &accm);
+        __m256i s16, corr;
+        float d, dmin;
+        k_block_scales(q3, w, b, &s16, &corr, &d, &dmin);
+        const uint8_t *qs = q3 ? ((const block_q3_K *)w + b)->qs : ((const block_q2_K *)w + b)->qs;
+        const __m256i hm =
+            q3 ? _mm256_loadu_si256((const __m256i *)((const block_q3_K *)w + b)->hmask)
+               : _mm256_setzero_si256();
+        __m256i s = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m256i q = q3 ? q3_group(raw, hm, h, k) : q2_group(raw, k);
+                const __m256i y =
+                    _mm256_loadu_si256((const __m256i *)(bx[b].qs + 128 * h + 32 * k));
+                s = _mm256_add_epi32(
+                    s, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), group_scale(s16, 4 * h + k)));
+            }
+        }
+        const __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bx[b].bsums), corr);
+        k_float(q3, s, c, d, dmin, bx[b].d, &acc, &accm);
     }
     return q3 ? hsum(acc) : hsum(acc) - hsum(accm);
 }

@@ -247,16 +247,29 @@ struct kblock {
     float pad[14];
 };
 
-/* Scales s[0..15] as the 4 madd vectors. */
-static inline __attribute__((always_inline)) void k_scales(const int16_t s[16], struct kblock *o) {
+/* Scales (16 int16) as the 4 madd vectors; corr gets them widened to int32. */
+static inline __attribute__((always_inline)) void k_scales(__m256i s16, struct kblock *o) {
     const __m512i idx = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1,
                                          1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m512i all = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)s));
+    const __m512i all = _mm512_castsi256_si512(s16);
 #pragma GCC unroll 4
     for (int g = 0; g < 4; g++)
         o->scale[g] =
             _mm512_permutexvar_epi16(_mm512_add_epi16(idx, _mm512_set1_epi16((short)(4 * g))), all);
-    o->corr = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)s));
+    o->corr = _mm512_cvtepi16_epi32(s16);
+}
+
+/* The 16 scales of a q3_K block as int16 (-32..31), unpacked with 32-bit masks. */
+static inline __m256i q3_K_scales16(const uint8_t *packed) {
+    uint32_t aux[4];
+    memcpy(aux, packed, 12);
+    const uint32_t tmp = aux[2], m1 = 0x03030303, m2 = 0x0f0f0f0f;
+    aux[2] = ((aux[0] >> 4) & m2) | (((tmp >> 4) & m1) << 4);
+    aux[3] = ((aux[1] >> 4) & m2) | (((tmp >> 6) & m1) << 4);
+    aux[0] = (aux[0] & m2) | (((tmp >> 0) & m1) << 4);
+    aux[1] = (aux[1] & m2) | (((tmp >> 2) & m1) << 4);
+    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)aux)),
+                            _mm256_set1_epi16(32));
 }
 
 static inline __m512i join(__m256i lo, __m256i hi) {
@@ -275,9 +288,7 @@ static inline __attribute__((always_inline)) void unpack_q2_K(const block_q2_K *
                                _mm256_and_si256(_mm256_srli_epi16(raw, 6), m3));
     }
     const __m128i sc = _mm_loadu_si128((const __m128i *)a->scales);
-    int16_t s[16];
-    _mm256_storeu_si256((__m256i *)s, _mm256_cvtepu8_epi16(_mm_and_si128(sc, _mm_set1_epi8(0xF))));
-    k_scales(s, o);
+    k_scales(_mm256_cvtepu8_epi16(_mm_and_si128(sc, _mm_set1_epi8(0xF))), o);
     o->corr = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0xF)));
     o->d = f16(a->d);
     o->dmin = f16(a->dmin);
@@ -301,11 +312,7 @@ static inline __attribute__((always_inline)) void unpack_q3_K(const block_q3_K *
     }
 #pragma GCC unroll 4
     for (int g = 0; g < 4; g++) o->q[g] = join(q[2 * g], q[2 * g + 1]);
-    int8_t sc8[16];
-    quant_q3_K_scales(a->scales, sc8);
-    int16_t s[16];
-    _mm256_storeu_si256((__m256i *)s, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc8)));
-    k_scales(s, o);
+    k_scales(q3_K_scales16(a->scales), o);
     o->d = f16(a->d);
     o->dmin = 0;
 }
