@@ -12,3 +12,4 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
+int cmd_cluster(int argc, char **argv);

@@ -1,18 +1,28 @@
 /* caravan coordinator: admit workers by key, split the model's layers over them, ship and
  * verify weights, and (for tests) send a request through the pipeline.
  * All traffic is CURVE-encrypted and authenticated unless --insecure (which warns). */
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
+#include "api.h"
+#include "chat.h"
 #include "cmd.h"
 #include "coordinator_net.h"
 #include "crypto.h"
 #include "gguf.h"
 #include "log.h"
 #include "opts.h"
+#include "plan.h"
+#include "quant.h"
+#include "sampler.h"
+#include "slice.h"
+#include "serve.h"
 #include "tokenizer.h"
 #include "transport.h"
 
@@ -34,6 +44,31 @@ struct coordinator_cli {
     int insecure;
     int run_ms;
     long long max_message_bytes;
+    /* serving */
+    const char *ask;
+    const char *status_file;
+    const char *wire_dtype;
+    int max_tokens;
+    double temp;
+    int top_k;
+    double top_p;
+    double min_p;
+    double repeat_penalty;
+    int repeat_last_n;
+    long long seed;
+    int ignore_eos;
+    int ctx;
+    int max_seqs;
+    const char *plan;
+    const char *kernels;
+    int prefill_chunk;
+    int max_inflight;
+    int batch;
+    const char *http;
+    const char *api_key;
+    int no_api_key;
+    int max_queue;
+    const char *chat_format;
 };
 
 #define F(x) offsetof(struct coordinator_cli, x)
@@ -68,6 +103,51 @@ static const struct opt coordinator_opts[] = {
     {"max-message-bytes", 0, OPT_INT64, F(max_message_bytes), "67108864", 4096, 1073741824.0,
      "BYTES", "largest message accepted"},
     {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL", "debug|info|warn|error"},
+    {"ask", 0, OPT_STRING, F(ask), NULL, 0, -1, "TEXT",
+     "serve one prompt through the pipeline, print only the generated text on stdout, exit"},
+    {"max-tokens", 'n', OPT_INT, F(max_tokens), "64", 1, 1 << 20, "N", "--ask: tokens to generate"},
+    {"temp", 0, OPT_FLOAT, F(temp), "0.8", 0, 100, "T", "--ask: temperature; 0 is greedy"},
+    {"top-k", 0, OPT_INT, F(top_k), "40", 0, 1 << 24, "K", "--ask: top-k (0: off)"},
+    {"top-p", 0, OPT_FLOAT, F(top_p), "0.95", 0, 1, "P", "--ask: nucleus sampling (1: off)"},
+    {"min-p", 0, OPT_FLOAT, F(min_p), "0.05", 0, 1, "P", "--ask: min-p (0: off)"},
+    {"repeat-penalty", 0, OPT_FLOAT, F(repeat_penalty), "1.0", 0, 100, "X",
+     "--ask: repetition penalty (1: off)"},
+    {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", 0, 1 << 20, "N",
+     "recent tokens the repetition penalty looks at"},
+    {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--ask: random seed (-1: pick one)"},
+    {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
+     "--ask: keep generating past end-of-generation tokens"},
+    {"ctx", 'c', OPT_INT, F(ctx), "0", 0, 1 << 20, "N",
+     "KV positions per sequence (0: 2048, or the model's training context if smaller); the plan "
+     "counts the KV cache of --ctx x --max-seqs on every worker"},
+    {"plan", 0, OPT_STRING, F(plan), NULL, 0, -1, "RANGES",
+     "fix the layer ranges by hand, one per worker in join order, e.g. 0-7,8-21 (default: in "
+     "proportion to the workers' measured speed, within their --max-memory)"},
+    {"kernels", 0, OPT_STRING, F(kernels), NULL, 0, -1, "NAME",
+     "kernel variant every worker must run (avx512, avx2, ref; default: the best all of them "
+     "have, so any split gives the same tokens)"},
+    {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, 1024, "N",
+     "sequences served at once (KV slots); more requests wait in a queue"},
+    {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N",
+     "most prompt tokens of one request per step, so long prompts do not stall decoding"},
+    {"max-inflight", 0, OPT_INT, F(max_inflight), "0", 0, 64, "N",
+     "micro-batches in the pipeline at once (0: one per stage)"},
+    {"batch", 'b', OPT_INT, F(batch), "512", 1, 1 << 16, "N", "most tokens in one micro-batch"},
+    {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
+     "hidden states on the wire: f32 is exact (the tokens of `caravan run`); f16 halves the "
+     "bytes, and tokens may then differ"},
+    {"http", 0, OPT_STRING, F(http), NULL, 0, -1, "HOST:PORT",
+     "serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; port 0 = any free port)"},
+    {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
+     "require 'Authorization: Bearer KEY' on /v1/ (a readable FILE's first line is the key)"},
+    {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
+     "allow --http on a non-loopback address without --api-key"},
+    {"max-queue", 0, OPT_INT, F(max_queue), "16", 0, 100000, "N",
+     "requests that may wait for a slot beyond --max-seqs; more get HTTP 429"},
+    {"chat-format", 0, OPT_STRING, F(chat_format), NULL, 0, -1, "NAME",
+     "chat format for /v1/chat/completions (default: from the model's chat template)"},
+    {"status-file", 0, OPT_STRING, F(status_file), NULL, 0, -1, "FILE",
+     "write 'control ENDPOINT' once listening and 'serving' once the pipeline is up"},
     OPTS_END,
 };
 #undef F
@@ -89,6 +169,122 @@ static uint8_t *read_file(const char *path, size_t *len) {
     }
     fclose(f);
     return buf;
+}
+
+/* --ask: waits for the request's tokens and prints their text, then stops the loop. */
+struct ask {
+    serve_req_t *req;
+    const tokenizer_t *tok;
+    const int32_t *prompt;
+    int32_t n_prompt;
+    serve_queue_t *queue;
+    int status;
+};
+
+static void *ask_main(void *arg) {
+    struct ask *a = arg;
+    /* Submitted once the pipeline serves, so the time to first token is the request's own. */
+    for (;;) {
+        bool serving = false;
+        char reason[256], *json = NULL;
+        serve_queue_get_status(a->queue, &serving, reason, sizeof reason, &json);
+        free(json);
+        if (serving) break;
+        if (strstr(reason, "stopped")) { /* closed before it served */
+            a->status = 1;
+            return NULL;
+        }
+        usleep(10 * 1000);
+    }
+    if (!serve_queue_submit(a->queue, a->req)) {
+        fprintf(stderr, "error: the request was refused\n");
+        a->status = 1;
+        kill(getpid(), SIGTERM);
+        return NULL;
+    }
+    tokenizer_decoder_t *d = tokenizer_decoder_new(a->tok, false);
+    const char *bytes;
+    /* The prompt primes the decoder (its leading-space state), as in `caravan run`. */
+    for (int32_t i = 0; i < a->n_prompt; i++) tokenizer_decoder_feed(d, a->prompt[i], &bytes);
+    size_t next = 0, got = 0;
+    enum serve_finish fin = SERVE_FINISH_NONE;
+    struct serve_token toks[64];
+    uint64_t t_first = 0, t_last = 0;
+    do {
+        got = serve_req_wait(a->req, &next, toks, 64, -1, &fin);
+        if (got) {
+            t_last = transport_mono_us();
+            if (!t_first) t_first = t_last;
+        }
+        for (size_t i = 0; i < got; i++) {
+            size_t nb = tokenizer_decoder_feed(d, toks[i].id, &bytes);
+            fwrite(bytes, 1, nb, stdout);
+        }
+        fflush(stdout);
+    } while (fin == SERVE_FINISH_NONE || got > 0);
+    size_t nb = tokenizer_decoder_flush(d, &bytes);
+    fwrite(bytes, 1, nb, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    tokenizer_decoder_free(&d);
+    /* As caravan run reports it: the first token came from the prompt's logits, so the
+     * generation rate counts the steps after it. */
+    fprintf(stderr, "prompt: %d tokens, first token after %.3f s\n", a->n_prompt,
+            (double)serve_req_ttft_us(a->req) * 1e-6);
+    double t_gen = (double)(t_last - t_first) * 1e-6;
+    fprintf(stderr, "generation: %zu tokens in %.3f s, %.2f tokens/s\n", next, t_gen,
+            next > 1 && t_gen > 0 ? (double)(next - 1) / t_gen : 0.0);
+    if (fin == SERVE_FINISH_ERROR || fin == SERVE_FINISH_CANCELLED) {
+        fprintf(stderr, "error: the request failed: %s\n",
+                fin == SERVE_FINISH_ERROR ? serve_req_error(a->req) : "cancelled");
+        a->status = 1;
+    }
+    kill(getpid(), SIGTERM); /* the loop stops as on Ctrl-C */
+    return NULL;
+}
+
+/* --ctx, or 2048 when the model was trained on at least that, else its training context. */
+static int32_t ctx_of(const gguf_t *model, int cli_ctx) {
+    if (cli_ctx > 0) return cli_ctx;
+    int64_t n_ctx_train = 0;
+    const char *arch = gguf_get_str(model, "general.architecture");
+    char key[128];
+    if (arch) {
+        snprintf(key, sizeof key, "%s.context_length", arch);
+        gguf_get_i64(model, key, &n_ctx_train);
+    }
+    return (int32_t)(n_ctx_train > 0 && n_ctx_train < 2048 ? n_ctx_train : 2048);
+}
+
+/* --plan and --kernels, checked before any worker joins. */
+static bool check_plan_opts(const struct coordinator_cli *cli, const gguf_t *model) {
+    if (cli->kernels) {
+        int n = 0;
+        const struct quant_variant *const *v = quant_variants(&n);
+        bool known = false;
+        for (int i = 0; i < n; i++) known |= strcmp(v[i]->name, cli->kernels) == 0;
+        if (!known) {
+            fprintf(stderr, "error: --kernels %s: no such kernel variant (known:", cli->kernels);
+            for (int i = n - 1; i >= 0; i--) fprintf(stderr, " %s", v[i]->name);
+            fprintf(stderr, ")\n");
+            return false;
+        }
+    }
+    if (cli->plan) {
+        int32_t n_layers = cli->layers;
+        if (model && slice_n_layers(model, &n_layers) != STATUS_OK) return false;
+        struct plan_stage st[PLAN_MAX_WORKERS];
+        char err[PLAN_ERR_LEN];
+        if (plan_parse(cli->plan, n_layers, cli->workers, st, err, sizeof err) != STATUS_OK) {
+            fprintf(stderr, "error: --plan: %s\n", err);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool eog(void *ctx, int32_t token) {
+    return tokenizer_is_eog(ctx, token);
 }
 
 int cmd_coordinator(int argc, char **argv) {
@@ -117,6 +313,11 @@ int cmd_coordinator(int argc, char **argv) {
     uint8_t *payload = NULL;
     tokenizer_t *tok = NULL;
     int32_t *tokens = NULL;
+    serve_queue_t *queue = NULL;
+    api_t *api = NULL;
+    struct ask ask = {0};
+    pthread_t ask_thread;
+    bool ask_started = false;
     int rc = 1;
     if (!cli.insecure) {
         if (crypto_keypair_load(cli.key, &kp) != STATUS_OK) goto done;
@@ -138,13 +339,22 @@ int cmd_coordinator(int argc, char **argv) {
         crypto_hash_buf("", 0, ccfg.model_fingerprint);
     }
     size_t payload_len = 0;
+    if (cli.ask && !model) {
+        fprintf(stderr, "error: --ask needs --model\n");
+        rc = 2;
+        goto done;
+    }
+    if (model && !cli.payload_file && !(cli.prompt && cli.generate == 0)) {
+        if (tokenizer_load(model, &tok) != STATUS_OK) goto done;
+        queue = serve_queue_new(cli.max_seqs + cli.max_queue);
+    }
     if (cli.generate > 0) {
         if (!model || !cli.prompt) {
             fprintf(stderr, "error: --generate needs --model and --prompt\n");
             rc = 2;
             goto done;
         }
-        if (tokenizer_load(model, &tok) != STATUS_OK) goto done;
+        serve_queue_destroy(&queue); /* the old test request path */
         int64_t n = tokenizer_encode(tok, cli.prompt, strlen(cli.prompt), true, false, NULL, 0);
         if (n <= 0 || n > 4096) {
             fprintf(stderr, "error: cannot tokenize --prompt\n");
@@ -178,6 +388,17 @@ int cmd_coordinator(int argc, char **argv) {
     ccfg.n_workers = cli.workers;
     ccfg.n_layers = cli.layers;
     ccfg.model = model;
+    if (!check_plan_opts(&cli, model)) {
+        rc = 2;
+        goto done;
+    }
+    ccfg.plan = cli.plan;
+    ccfg.kernels = cli.kernels;
+    if (model) {
+        ccfg.n_ctx = ctx_of(model, cli.ctx);
+        ccfg.n_seq = cli.max_seqs;
+        ccfg.n_batch = cli.batch;
+    }
     ccfg.insecure = cli.insecure;
     ccfg.payload = payload;
     ccfg.payload_len = payload_len;
@@ -185,13 +406,141 @@ int cmd_coordinator(int argc, char **argv) {
     ccfg.interval_ms = cli.interval_ms;
     ccfg.request_timeout_ms = cli.request_timeout_ms;
     ccfg.exit_when_done = cli.exit_when_done;
+    if (queue) {
+        if (strcmp(cli.wire_dtype, "f32") == 0) {
+            ccfg.act_dtype = CARAVAN__DTYPE__DTYPE_F32;
+        } else if (strcmp(cli.wire_dtype, "f16") == 0) {
+            ccfg.act_dtype = CARAVAN__DTYPE__DTYPE_F16;
+            LOG(LOG_WARN, "coordinator: --wire-dtype f16: hidden states are rounded to f16 between "
+                          "stages, so tokens may differ from `caravan run`");
+        } else {
+            fprintf(stderr, "error: --wire-dtype must be f32 or f16\n");
+            rc = 2;
+            goto done;
+        }
+        int32_t n_ctx = ctx_of(model, cli.ctx);
+        ccfg.queue = queue;
+        ccfg.batcher = (struct batcher_config){
+            .n_ctx = n_ctx,
+            .n_seq = cli.max_seqs,
+            .n_batch = cli.batch,
+            .prefill_chunk = cli.prefill_chunk,
+            .max_inflight = cli.max_inflight > 0 ? cli.max_inflight : cli.workers,
+            .repeat_last_n = cli.repeat_last_n,
+            .is_eog = eog,
+            .eog_ctx = tok,
+        };
+        ccfg.clock_us = transport_now_us;
+        ccfg.tokenizer = tok;
+    }
+    if (cli.status_file) {
+        FILE *sf = fopen(cli.status_file, "w");
+        if (!sf) {
+            fprintf(stderr, "error: cannot write --status-file %s\n", cli.status_file);
+            goto done;
+        }
+        fclose(sf);
+    }
+    if (cli.ask) {
+        size_t len = strlen(cli.ask);
+        int64_t n = tokenizer_encode(tok, cli.ask, len, true, false, NULL, 0);
+        if (n <= 0) {
+            fprintf(stderr, "error: the prompt encodes to no tokens\n");
+            goto done;
+        }
+        struct serve_req_params p = {0};
+        p.prompt = malloc((size_t)n * sizeof *p.prompt);
+        if (!p.prompt || tokenizer_encode(tok, cli.ask, len, true, false, p.prompt, n) != n) {
+            free(p.prompt);
+            goto done;
+        }
+        p.n_prompt = (int32_t)n;
+        p.max_tokens = cli.max_tokens;
+        if (n + p.max_tokens > ccfg.batcher.n_ctx) {
+            if (n >= ccfg.batcher.n_ctx) {
+                fprintf(stderr,
+                        "error: the prompt has %lld tokens but the context holds %d (--ctx)\n",
+                        (long long)n, ccfg.batcher.n_ctx);
+                free(p.prompt);
+                goto done;
+            }
+            fprintf(stderr, "warning: the context holds %d tokens: generating %lld, not %d\n",
+                    ccfg.batcher.n_ctx, (long long)(ccfg.batcher.n_ctx - n), cli.max_tokens);
+        }
+        sampler_params_default(&p.sampling);
+        p.sampling.temp = (float)cli.temp;
+        p.sampling.top_k = cli.top_k;
+        p.sampling.top_p = (float)cli.top_p;
+        p.sampling.min_p = (float)cli.min_p;
+        p.sampling.repeat_penalty = (float)cli.repeat_penalty;
+        p.sampling.repeat_last_n = cli.repeat_last_n;
+        if (cli.seed < 0) {
+            p.sampling.seed = transport_now_us() * 2654435761u;
+            if (p.sampling.temp > 0)
+                fprintf(stderr, "seed: %llu\n", (unsigned long long)p.sampling.seed);
+        } else {
+            p.sampling.seed = (uint64_t)cli.seed;
+        }
+        p.ignore_eos = cli.ignore_eos;
+        ask.req = serve_req_new(&p);
+        ask.tok = tok;
+        const struct serve_req_params *rp = serve_req_params(ask.req);
+        ask.prompt = rp->prompt;
+        ask.n_prompt = rp->n_prompt;
+        ask.queue = queue;
+        if (pthread_create(&ask_thread, NULL, ask_main, &ask) != 0) goto done;
+        ask_started = true;
+    }
+    if (cli.http) {
+        if (!queue) {
+            fprintf(stderr, "error: --http needs --model\n");
+            rc = 2;
+            goto done;
+        }
+        const char *tmpl = gguf_get_str(model, "tokenizer.chat_template");
+        struct api_config acfg = {
+            .listen = cli.http,
+            .api_key = cli.api_key,
+            .no_api_key = cli.no_api_key,
+            .model_name = ccfg.model_name,
+            .tokenizer = tok,
+            .chat_format = chat_format_choose(cli.chat_format, tmpl),
+            .n_ctx = ccfg.batcher.n_ctx,
+            .default_max_tokens = 0,
+            .queue = queue,
+        };
+        char err[256];
+        api = api_start(&acfg, err, sizeof err);
+        if (!api) {
+            fprintf(stderr, "error: cannot serve the API on %s: %s\n", cli.http, err);
+            goto done;
+        }
+        LOG(LOG_INFO, "coordinator: OpenAI-compatible API at %s (chat format %s)", api_url(api),
+            chat_format_name(acfg.chat_format));
+        if (cli.status_file) {
+            FILE *sf = fopen(cli.status_file, "a");
+            if (sf) {
+                fprintf(sf, "http %s\n", api_url(api));
+                fclose(sf);
+            }
+        }
+    }
     struct coordinator_net_config ncfg = {
         .listen = cli.listen,
         .allow_file = cli.allow,
         .run_ms = cli.run_ms,
+        .status_file = cli.status_file,
     };
     rc = coordinator_net_run(t, &ccfg, &ncfg);
+    if (ask_started) {
+        if (queue) serve_queue_close(queue, "the coordinator stopped");
+        pthread_join(ask_thread, NULL);
+        if (rc == 0) rc = ask.status;
+    }
 done:
+    api_stop(&api);
+    serve_req_unref(&ask.req);
+    serve_queue_destroy(&queue);
     transport_destroy(&t);
     free(payload);
     free(tokens);

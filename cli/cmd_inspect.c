@@ -10,9 +10,11 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "crypto.h"
 #include "gguf.h"
 #include "log.h"
 #include "opts.h"
+#include "slice.h"
 
 struct inspect_cfg {
     int kv;
@@ -327,6 +329,13 @@ int cmd_inspect(int argc, char **argv) {
            tok_pre ? tok_pre : "", tok_pre ? ")" : "");
     printf("metadata:      %" PRId64 " keys\n", gguf_n_kv(g));
     printf("tensors:       %" PRId64 "\n", gguf_n_tensors(g));
+    int32_t s_first, s_end, s_n;
+    uint8_t s_model[CRYPTO_HASH_BYTES];
+    if (slice_file_info(g, &s_first, &s_end, &s_n, s_model)) {
+        char hex[CRYPTO_HASH_HEX_LEN + 1];
+        printf("slice:         layers [%d, %d) of %d, of model %s\n", s_first, s_end, s_n,
+               crypto_hex(s_model, CRYPTO_HASH_BYTES, hex));
+    }
     if (arch) print_hparams(g, arch);
     int ret = 0;
     if (gguf_n_tensors(g)) {

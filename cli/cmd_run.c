@@ -13,6 +13,7 @@
 #include "log.h"
 #include "model.h"
 #include "opts.h"
+#include "quant.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -50,6 +51,7 @@ struct run_cfg {
     int ctx;
     int batch;
     int ignore_eos;
+    const char *kernels;
     const char *log_level;
 };
 
@@ -82,6 +84,9 @@ static const struct opt run_opts[] = {
      "prompt tokens per forward step"},
     {"ignore-eos", 0, OPT_FLAG, offsetof(struct run_cfg, ignore_eos), NULL, 0, -1, NULL,
      "keep generating past end-of-generation tokens"},
+    {"kernels", 0, OPT_STRING, offsetof(struct run_cfg, kernels), NULL, 0, -1, "NAME",
+     "kernel variant to run (avx512, avx2, ref; as CARAVAN_KERNELS; default: the CPU's best): "
+     "a cluster pins one variant, and this gives the same tokens as that cluster"},
     {"log-level", 0, OPT_STRING, offsetof(struct run_cfg, log_level), "warn", 0, -1, "LEVEL",
      "debug, info, warn or error"},
     OPTS_END,
@@ -135,6 +140,11 @@ int cmd_run(int argc, char **argv) {
     }
     log_set_level((enum log_level)lvl);
     if (!cfg.model && !(cfg.model = cmd_default_model())) return 1;
+    if (cfg.kernels && !quant_force_variant(cfg.kernels)) {
+        fprintf(stderr, "error: --kernels %s: no such kernel variant, or this CPU cannot run it\n",
+                cfg.kernels);
+        return 2;
+    }
 
     int status = 1;
     model_t *m = NULL;

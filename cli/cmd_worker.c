@@ -2,15 +2,20 @@
  * All traffic is CURVE-encrypted and authenticated unless --insecure (which warns). */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
+#include "cache.h"
+#include "caps.h"
 #include "cmd.h"
 #include "compute_engine.h"
 #include "crypto.h"
+#include "dtype.h"
 #include "gguf.h"
 #include "log.h"
 #include "opts.h"
+#include "quant.h"
 #include "transport.h"
 #include "worker_net.h"
 
@@ -24,6 +29,10 @@ struct worker_cli {
     const char *model;
     const char *log_level;
     const char *compute;
+    const char *cache;
+    long long weight_rate_limit;
+    const char *max_memory;
+    int probe_ms;
     int insecure;
     int join_timeout_ms;
     int run_ms;
@@ -45,11 +54,21 @@ static const struct opt worker_opts[] = {
      "activation endpoint other nodes connect to (default: as bound)"},
     {"name", 'n', OPT_STRING, F(name), NULL, 0, -1, "NAME", "name in logs (default: hostname)"},
     {"model", 'm', OPT_STRING, F(model), NULL, 0, -1, "GGUF",
-     "local copy of the model (else weights are received and verified)"},
-    {"compute", 0, OPT_STRING, F(compute), NULL, 0, -1, "engine|identity",
-     "the compute step: the model's forward pass (default with --model) or the identity over "
-     "the activation bytes (tests; default without --model)"},
+     "local copy of the model (else the slice is received, verified and cached)"},
+    {"cache", 0, OPT_STRING, F(cache), NULL, 0, -1, "DIR",
+     "where received slices are kept (default $XDG_CACHE_HOME/caravan, else "
+     "~/.cache/caravan; created 0700)"},
+    {"compute", 0, OPT_STRING, F(compute), "engine", 0, -1, "engine|identity",
+     "the compute step: the model's forward pass on the local or received slice, or the "
+     "identity over the activation bytes (tests)"},
+    {"weight-rate-limit", 0, OPT_INT64, F(weight_rate_limit), "0", 0, 1e12, "BYTES/S",
+     "testing only: receive weights at most this fast (0 = no limit)"},
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "N", "compute threads (0 = all cores)"},
+    {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
+     "memory this worker may use for its slice: weights, KV cache and buffers (K/M/G suffixes; "
+     "default: MemAvailable at start); the coordinator plans within it"},
+    {"probe-ms", 0, OPT_INT, F(probe_ms), "15", 1, 10000, "MS",
+     "time the speed probe spends on each weight type (reported at join for the plan)"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
      "plaintext, unauthenticated transport (every node must agree; for trusted test networks)"},
     {"join-timeout-ms", 0, OPT_INT, F(join_timeout_ms), "10000", 100, 3600000, "MS",
@@ -98,6 +117,9 @@ int cmd_worker(int argc, char **argv) {
     gguf_t *model = NULL;
     transport_t *t = NULL;
     struct compute_engine engine = {0};
+    slice_cache_t *cache = NULL;
+    struct slice_cache_entry *cached = NULL;
+    size_t n_cached = 0;
     int rc = 1;
     if (!cli.insecure) {
         if (crypto_keypair_load(cli.key, &kp) != STATUS_OK) goto done;
@@ -117,22 +139,65 @@ int cmd_worker(int argc, char **argv) {
         LOG(LOG_INFO, "worker: model %s fingerprint %s", cli.model,
             crypto_hex(wcfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
     }
+    if (!cli.model) {
+        char dir[4096];
+        const char *cache_dir = cli.cache;
+        if (!cache_dir) {
+            if (slice_cache_default_dir(dir, sizeof dir) != STATUS_OK) goto done;
+            cache_dir = dir;
+        }
+        if (slice_cache_open(cache_dir, &cache) != STATUS_OK) goto done;
+        if (slice_cache_list(cache, &cached, &n_cached) != STATUS_OK) goto done;
+        LOG(LOG_INFO, "worker: slice cache %s (%zu slice%s)", cache_dir, n_cached,
+            n_cached == 1 ? "" : "s");
+    }
+    uint64_t mem_limit = caps_mem_available();
+    if (cli.max_memory && caps_parse_size(cli.max_memory, &mem_limit) != STATUS_OK) {
+        fprintf(stderr, "error: --max-memory: '%s' is not a size like 512M or 8G\n",
+                cli.max_memory);
+        rc = 2;
+        goto done;
+    }
+    const char *kernels[CAPS_MAX_KERNELS];
+    size_t n_kernels = caps_kernels(kernels);
+    struct caps_probe probe;
+    if (caps_probe_speeds(cli.threads, cli.probe_ms, &probe) != STATUS_OK) goto done;
+    {
+        char line[512];
+        size_t n = 0;
+        for (size_t i = 0; i < probe.n_speeds && n < sizeof line; i++)
+            n += (size_t)snprintf(line + n, sizeof line - n, " %s %.2f",
+                                  dtype_name(probe.speeds[i].type), probe.speeds[i].gflops);
+        char kl[128];
+        size_t m = 0;
+        kl[0] = '\0';
+        for (size_t i = 0; i < n_kernels && m < sizeof kl; i++)
+            m += (size_t)snprintf(kl + m, sizeof kl - m, "%s%s", i ? "," : "", kernels[i]);
+        LOG(LOG_INFO, "worker: may use %.1f MiB (%s); kernels %s; matmul GFLOP/s (%s):%s",
+            (double)mem_limit / (1 << 20), cli.max_memory ? "--max-memory" : "MemAvailable", kl,
+            quant_variant_name(), line);
+    }
+    wcfg.mem_limit_bytes = mem_limit;
+    wcfg.type_speeds = probe.speeds;
+    wcfg.n_type_speeds = probe.n_speeds;
+    wcfg.kernels = kernels;
+    wcfg.n_kernels = n_kernels;
     if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
     wcfg.limits = transport_limits(t);
     wcfg.clock_us = transport_now_us;
+    wcfg.mem_used = worker_net_rss_bytes;
     wcfg.name = cli.name;
     wcfg.insecure = cli.insecure;
     wcfg.protocol_version = (uint32_t)cli.protocol_version_override;
     wcfg.model = model;
+    wcfg.cache = cache;
+    wcfg.cached = cached;
+    wcfg.n_cached = n_cached;
+    wcfg.weight_rate_limit = (uint64_t)cli.weight_rate_limit;
     wcfg.n_threads = (uint32_t)cli.threads;
-    bool use_engine = cli.compute ? strcmp(cli.compute, "engine") == 0 : cli.model != NULL;
-    if (cli.compute && !use_engine && strcmp(cli.compute, "identity") != 0) {
+    bool use_engine = strcmp(cli.compute, "engine") == 0;
+    if (!use_engine && strcmp(cli.compute, "identity") != 0) {
         fprintf(stderr, "error: --compute must be engine or identity\n");
-        rc = 2;
-        goto done;
-    }
-    if (use_engine && !cli.model) {
-        fprintf(stderr, "error: --compute engine needs --model\n");
         rc = 2;
         goto done;
     }
@@ -159,6 +224,8 @@ int cmd_worker(int argc, char **argv) {
 done:
     transport_destroy(&t);
     compute_engine_free(&engine);
+    slice_cache_destroy(&cache);
+    free(cached);
     gguf_close(&model);
     crypto_keypair_destroy(&kp);
     return rc;

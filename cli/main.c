@@ -12,6 +12,8 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"cluster", cmd_cluster,
+     "run a whole cluster on this machine and serve the model (or --prompt)"},
     {"run", cmd_run, "generate text from a prompt with a GGUF model on this machine"},
     {"inspect", cmd_inspect, "print a GGUF model's architecture, tensors and bytes per layer"},
     {"tokenize", cmd_tokenize, "text to token ids and back with a model's tokenizer"},

@@ -1,12 +1,21 @@
-/* slice: which bytes of a GGUF model a layer range owns, and their BLAKE2b fingerprint.
+/* slice: which tensors of a GGUF model a layer range owns, as a GGUF file of their own, and its
+ * BLAKE2b fingerprint.
  *
  * A slice [layer_first, layer_end) of an n_layers model owns the tensors named "blk.<i>.*" for
  * i in the range, plus "token_embd.*" when it starts at layer 0, plus "output_norm.*" and
  * "output.*" when it ends at n_layers (and "token_embd.*" there too when the head is tied,
- * i.e. there is no output.weight). Its blob is those tensors' data concatenated in the file's
- * tensor order; its fingerprint is BLAKE2b-256 of the blob. The coordinator and a worker
- * compute it independently, so a worker never runs weights that differ from the
- * coordinator's, whether it read them locally or received them as WeightChunks. */
+ * i.e. there is no output.weight), plus "rope_freqs.*" (every slice needs it).
+ *
+ * Its blob is itself a valid GGUF file (version 3): every metadata pair of the model in the
+ * model's order (so the tokenizer travels with every slice), then caravan.slice.layer_first,
+ * caravan.slice.layer_end and caravan.slice.n_layers (u32) and
+ * caravan.slice.model_fingerprint (the whole model file's BLAKE2b, hex), the owned tensors' infos
+ * in the model's order with their names, types and shapes, and their data at the model's alignment,
+ * each padded with zeros. The bytes depend only on the model and the range, so the coordinator
+ * (which serves the blob by offset: the header is built in memory, tensor data is read from the
+ * model's mapping, padding is zeros) and a worker with its own copy of the model compute the
+ * same fingerprint, BLAKE2b-256 of the blob, without writing it anywhere. A worker that is
+ * shipped the blob stores it and loads it with model_load over the same layer range. */
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -17,13 +26,22 @@
 
 #define SLICE_MAX_PARTS 4096
 
+/* Metadata keys a slice file carries beyond the model's (u32 each). */
+#define SLICE_KEY_LAYER_FIRST "caravan.slice.layer_first"
+#define SLICE_KEY_LAYER_END "caravan.slice.layer_end"
+#define SLICE_KEY_N_LAYERS "caravan.slice.n_layers"
+#define SLICE_KEY_MODEL "caravan.slice.model_fingerprint" /* string, hex */
+
 struct slice_part {
     const uint8_t *data; /* into the gguf mapping */
     size_t nbytes;
+    uint64_t offset; /* where it starts in the blob; zeros follow up to the next part */
 };
 
 struct slice {
     int32_t layer_first, layer_end, n_layers;
+    uint8_t *head; /* malloc'd: the blob's bytes before the first tensor's data */
+    size_t head_len;
     size_t n_parts;
     struct slice_part *parts; /* malloc'd, [n_parts] */
     uint64_t nbytes;          /* blob length */
@@ -33,10 +51,16 @@ struct slice {
 /* The model's n_layers ("<general.architecture>.block_count"); STATUS_FORMAT when absent. */
 CARAVAN_NODISCARD enum status slice_n_layers(const gguf_t *g, int32_t *n_layers);
 
-/* Collects the parts of [first, end) and hashes them. The slice borrows g's mapping. */
-CARAVAN_NODISCARD enum status slice_init(struct slice *s, const gguf_t *g, int32_t first,
+/* Lays out the blob of [first, end) of model g, whose whole file hashes to model_fp, and
+ * hashes it. The slice borrows g's mapping. */
+CARAVAN_NODISCARD enum status slice_init(struct slice *s, const gguf_t *g,
+                                         const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first,
                                          int32_t end);
 void slice_free(struct slice *s);
 
 /* Copies up to cap blob bytes from offset into dst; returns the count copied. */
 size_t slice_read(const struct slice *s, uint64_t offset, uint8_t *dst, size_t cap);
+
+/* What a slice file declares (its caravan.slice.* keys); false for a whole model. */
+bool slice_file_info(const gguf_t *g, int32_t *first, int32_t *end, int32_t *n_layers,
+                     uint8_t model_fp[CRYPTO_HASH_BYTES]);

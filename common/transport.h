@@ -147,3 +147,4 @@ CARAVAN_NODISCARD enum status transport_send(transport_t *t, void *sock, const u
  * (for deadlines). */
 uint64_t transport_now_us(void);
 uint64_t transport_mono_ms(void);
+uint64_t transport_mono_us(void);

@@ -7,8 +7,11 @@
 #include <string.h>
 #include <zmq.h>
 
+#include <cjson/cJSON.h>
+
 #include "codec.h"
 #include "log.h"
+#include "planner.h"
 #include "slice.h"
 #include "tokenizer.h"
 
@@ -29,6 +32,13 @@ struct worker_rec {
     bool ready;
     uint64_t last_seen_ms;
     bool silent_logged;
+    /* from its Join and Heartbeats, for /cluster */
+    uint32_t pid;
+    uint64_t mem_used_bytes;
+    uint64_t tokens_total, rate_tokens;
+    uint64_t rate_ms;
+    double tokens_per_s;
+    struct planner_caps caps; /* from its Join, for the plan */
 };
 
 struct coordinator {
@@ -52,9 +62,23 @@ struct coordinator {
     int32_t *seq_tokens;
     size_t n_seq_tokens;
     int n_generated;
+    /* Serving (cfg.queue): the scheduler, and when each micro-batch slot's batch was sent. */
+    batcher_t *batcher;
+    uint64_t mb_sent_ms[64], mb_sent_us[64];
+    uint64_t last_status_ms;
+    bool was_ready;
+    char kernels[32]; /* the variant every worker runs ("" = not pinned) */
 };
 
 static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready"};
+
+/* Time to first token, for /metrics. */
+static void on_first_token(void *ctx, serve_req_t *r) {
+    serve_queue_t *q = ctx;
+    struct serve_metrics *m = serve_queue_metrics(q);
+    serve_metrics_observe_ttft(m, (double)serve_req_ttft_us(r) * 1e-6);
+    serve_queue_metrics_done(q);
+}
 
 coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     coordinator_t *c = calloc(1, sizeof *c);
@@ -73,6 +97,20 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
         if (!c->seq_tokens) abort();
     }
     c->n_layers = cfg->n_layers;
+    if (cfg->queue) {
+        if (!c->cfg.n_ctx) c->cfg.n_ctx = cfg->batcher.n_ctx;
+        if (!c->cfg.n_seq) c->cfg.n_seq = cfg->batcher.n_seq;
+        if (!c->cfg.n_batch) c->cfg.n_batch = cfg->batcher.n_batch;
+    }
+    if (!c->cfg.n_seq) c->cfg.n_seq = 1;
+    if (!c->cfg.n_batch) c->cfg.n_batch = 512;
+    if (cfg->queue) {
+        struct batcher_config sc = cfg->batcher;
+        sc.queue = cfg->queue;
+        sc.first_token = on_first_token;
+        sc.first_token_ctx = cfg->queue;
+        c->batcher = batcher_new(&sc);
+    }
     if (cfg->model) {
         int32_t n = 0;
         if (slice_n_layers(cfg->model, &n) == STATUS_OK) c->n_layers = n;
@@ -94,6 +132,7 @@ void coordinator_destroy(coordinator_t **self_p) {
     for (int i = 0; i < c->n_workers; i++)
         if (c->workers[i].has_slice) slice_free(&c->workers[i].slice);
     free(c->seq_tokens);
+    batcher_destroy(&c->batcher);
     free(c);
     *self_p = NULL;
 }
@@ -233,10 +272,12 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
         fill_peer(c, &prev, &c->workers[i - 1]);
         a.prev = &prev;
     }
-    a.n_ctx = 0;
-    a.n_seq = 1;
-    a.n_batch = 512;
-    a.act_dtype = CARAVAN__DTYPE__DTYPE_F32;
+    a.n_ctx = c->cfg.n_ctx;
+    a.n_seq = c->cfg.n_seq;
+    a.n_batch = c->cfg.n_batch;
+    a.kernels = c->kernels;
+    a.act_dtype = c->cfg.act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
+                                                                : CARAVAN__DTYPE__DTYPE_F32;
     for (int s = 0; s < c->n_workers; s++) {
         caravan__stage__init(&stages[s]);
         fill_peer(c, &stage_peers[s], &c->workers[s]);
@@ -256,27 +297,61 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
     send_to(c, acts, w->rid, w->rid_len, &env);
 }
 
+/* The plan cannot be made: every worker and the operator learn why, and the coordinator stops. */
+static void plan_failed(coordinator_t *c, struct coordinator_actions *acts, const char *why) {
+    LOG(LOG_ERROR, "coordinator: %s", why);
+    for (int i = 0; i < c->n_workers; i++)
+        send_error(c, acts, c->workers[i].rid, c->workers[i].rid_len,
+                   CARAVAN__ERROR__CODE__CODE_NO_MEMORY, why, 0);
+    /* The exit text is the summary (the totals, before the per-worker part logged above). */
+    struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
+    if (a) {
+        a->exit_code = 1;
+        int len = (int)strcspn(why, ";");
+        snprintf(a->text, sizeof a->text, "%.*s", len, why);
+    }
+}
+
 static void plan(coordinator_t *c, struct coordinator_actions *acts) {
     int n = c->n_workers;
     if (c->n_layers < n) {
-        struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
-        if (a) {
-            a->exit_code = 1;
-            snprintf(a->text, sizeof a->text, "cannot split %d layers over %d workers", c->n_layers,
-                     n);
-        }
+        char why[128];
+        snprintf(why, sizeof why, "cannot split %d layers over %d workers", c->n_layers, n);
+        plan_failed(c, acts, why);
         return;
     }
+    struct planner_caps caps[COORDINATOR_MAX_WORKERS];
+    struct plan_stage stages[COORDINATOR_MAX_WORKERS];
+    for (int i = 0; i < n; i++) caps[i] = c->workers[i].caps;
+    struct planner_input in = {
+        .model = c->cfg.model,
+        .n_layers = c->n_layers,
+        .n_ctx = c->cfg.n_ctx,
+        .n_seq = c->cfg.n_seq,
+        .n_batch = c->cfg.n_batch,
+        .hand_plan = c->cfg.plan,
+        .kernels = c->cfg.kernels,
+    };
+    char *why = malloc(PLAN_ERR_LEN);
+    if (!why) abort();
+    if (planner_run(&in, caps, n, stages, c->kernels, sizeof c->kernels, why, PLAN_ERR_LEN) !=
+        STATUS_OK) {
+        plan_failed(c, acts, why);
+        free(why);
+        return;
+    }
+    free(why);
     c->epoch++;
     for (int i = 0; i < n; i++) {
         struct worker_rec *w = &c->workers[i];
-        w->layer_first = (int32_t)((int64_t)c->n_layers * i / n);
-        w->layer_end = (int32_t)((int64_t)c->n_layers * (i + 1) / n);
+        w->layer_first = stages[i].first;
+        w->layer_end = stages[i].end;
         w->ready = false;
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
         if (c->cfg.model) {
-            if (slice_init(&w->slice, c->cfg.model, w->layer_first, w->layer_end) != STATUS_OK) {
+            if (slice_init(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
+                           w->layer_end) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
                 if (a) {
                     a->exit_code = 1;
@@ -351,6 +426,8 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->name, sizeof w->name, "%s", j->node_name ? j->node_name : "");
     snprintf(w->endpoint, sizeof w->endpoint, "%s", j->data_endpoint);
     snprintf(w->address, sizeof w->address, "%s", peer->address);
+    w->pid = j->pid;
+    planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
     w->last_seen_ms = c->now_ms;
     ack.accepted = true;
     ack.node_id = w->node_id;
@@ -501,6 +578,9 @@ static void on_token_result(coordinator_t *c, const Caravan__Result *r,
                  ms ? 1000.0 * c->n_generated / (double)ms : 0.0);
 }
 
+static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
+                            struct coordinator_actions *acts);
+
 static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
                       struct coordinator_actions *acts) {
     const Caravan__Result *r = env->result;
@@ -509,6 +589,10 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
             "coordinator: Result from node %u, which is not the last stage of epoch "
             "%llu; dropped",
             w->node_id, (unsigned long long)c->epoch);
+        return;
+    }
+    if (c->batcher) {
+        on_serve_result(c, env, acts);
         return;
     }
     if (r->batch_id != c->inflight_batch) {
@@ -573,7 +657,21 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     case CARAVAN__ENVELOPE__BODY_ASSIGN_ACK: on_assign_ack(c, w, msg); break;
     case CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST: on_weight_request(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_RESULT: on_result(c, w, msg, acts); break;
-    case CARAVAN__ENVELOPE__BODY_HEARTBEAT: break;
+    case CARAVAN__ENVELOPE__BODY_HEARTBEAT: {
+        const Caravan__Heartbeat *hb = msg->heartbeat;
+        w->mem_used_bytes = hb->mem_used_bytes;
+        w->tokens_total = hb->tokens_total;
+        if (!w->rate_ms) {
+            w->rate_ms = now_ms;
+            w->rate_tokens = hb->tokens_total;
+        } else if (now_ms - w->rate_ms >= 2000) {
+            w->tokens_per_s = (double)(hb->tokens_total - w->rate_tokens) * 1000.0 /
+                              (double)(now_ms - w->rate_ms);
+            w->rate_ms = now_ms;
+            w->rate_tokens = hb->tokens_total;
+        }
+        break;
+    }
     case CARAVAN__ENVELOPE__BODY_ERROR:
         LOG(LOG_WARN, "coordinator: node %u reports error %d: %s", w->node_id,
             (int)msg->error->code, msg->error->text ? msg->error->text : "");
@@ -709,6 +807,8 @@ static void send_request(coordinator_t *c, struct coordinator_actions *acts) {
     free(padded);
 }
 
+static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts);
+
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
     c->now_ms = now_ms;
     for (int i = 0; i < c->n_workers; i++) {
@@ -730,6 +830,10 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
             env.heartbeat = &hb;
             send_to(c, acts, c->workers[i].rid, c->workers[i].rid_len, &env);
         }
+    }
+    if (c->batcher) {
+        serve_tick(c, now_ms, acts);
+        return;
     }
     if (c->state != COORDINATOR_STATE_READY) return;
     if (c->inflight_batch && now_ms - c->inflight_since_ms > (uint64_t)c->cfg.request_timeout_ms) {
@@ -760,4 +864,227 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
 
 const char *coordinator_state_name(enum coordinator_state s) {
     return (unsigned)s < COORDINATOR_STATE_COUNT ? state_names[s] : "unknown";
+}
+
+/* ==== Serving: continuous batching through the pipeline ======================================
+ */
+
+/* Encodes one scheduled micro-batch as a Forward to the first stage. */
+static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
+                       const struct batcher_batch *b) {
+    size_t n = (size_t)b->n_tokens;
+    Caravan__Forward f = CARAVAN__FORWARD__INIT;
+    protobuf_c_boolean *want = malloc(n * sizeof *want);
+    Caravan__Sampling *sm = calloc((size_t)b->n_samples + 1, sizeof *sm);
+    Caravan__Sampling **smp = calloc((size_t)b->n_samples + 1, sizeof *smp);
+    if (!want || !sm || !smp) abort();
+    for (size_t i = 0; i < n; i++) want[i] = b->want[i];
+    for (int32_t i = 0; i < b->n_samples; i++) {
+        const struct batcher_sample *x = &b->samples[i];
+        caravan__sampling__init(&sm[i]);
+        sm[i].seq_id = x->seq_id;
+        sm[i].temperature = x->params->temp;
+        sm[i].top_k = x->params->top_k > 0 ? x->params->top_k : 0;
+        sm[i].top_p = x->params->top_p > 0 && x->params->top_p < 1 ? x->params->top_p : 1.0f;
+        sm[i].min_p = x->params->min_p > 0 ? x->params->min_p : 0;
+        sm[i].repeat_penalty = x->params->repeat_penalty;
+        sm[i].seed = x->params->seed;
+        sm[i].draw = x->draw;
+        sm[i].n_recent = (size_t)x->n_recent;
+        sm[i].recent = (int32_t *)x->recent;
+        smp[i] = &sm[i];
+    }
+    f.batch_id = b->batch_id;
+    f.micro_batch = b->micro_batch;
+    f.layer = 0;
+    f.n_tokens = b->n_tokens;
+    f.n_seq_id = n;
+    f.seq_id = (uint64_t *)b->seq_id;
+    f.n_kv_slot = n;
+    f.kv_slot = (int32_t *)b->slot;
+    f.n_pos = n;
+    f.pos = (int32_t *)b->pos;
+    f.n_token = n;
+    f.token = (int32_t *)b->token;
+    f.n_want = n;
+    f.want = want;
+    f.n_sampling = (size_t)b->n_samples;
+    f.sampling = smp;
+    Caravan__Envelope env;
+    envelope(c, &env);
+    env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
+    env.forward = &f;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[CODEC_ERR_LEN];
+    enum status rc = codec_encode_lim(&env, c->cfg.limits, &buf, &len, err, sizeof err);
+    free(want);
+    free(sm);
+    free(smp);
+    if (rc != STATUS_OK) {
+        LOG(LOG_ERROR, "coordinator: cannot encode batch %llu: %s", (unsigned long long)b->batch_id,
+            err);
+        batcher_fail_all(c->batcher, "internal error: a batch could not be encoded");
+        return;
+    }
+    struct coordinator_action *a = push(acts, COORDINATOR_ACTION_SEND_FIRST);
+    if (!a) {
+        free(buf);
+        return;
+    }
+    a->buf = buf;
+    a->len = len;
+    if (b->micro_batch < 64) {
+        c->mb_sent_ms[b->micro_batch] = c->now_ms;
+        c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
+    }
+    struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+    m->steps_total++;
+    m->prompt_tokens_total += (uint64_t)b->n_prompt_tokens;
+    serve_queue_metrics_done(c->cfg.queue);
+}
+
+/* Per-stage compute, wait and network time from the hop trace of one Result (clocks of
+ * different hosts differ: network times across hosts carry their offset). */
+static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t sent_us) {
+    uint64_t now_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
+    struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+    m->n_stages = c->n_workers < SERVE_MAX_STAGES ? c->n_workers : SERVE_MAX_STAGES;
+    for (size_t i = 0; i < r->n_hops && i < SERVE_MAX_STAGES; i++) {
+        const Caravan__Hop *h = r->hops[i];
+        struct serve_stage_metrics *st = &m->stage[i];
+        if (i < (size_t)c->n_workers) snprintf(st->name, sizeof st->name, "%s", c->workers[i].name);
+        st->forwards++;
+        if (h->end_us >= h->start_us) st->compute_s += (double)(h->end_us - h->start_us) * 1e-6;
+        if (h->start_us >= h->recv_us) st->wait_s += (double)(h->start_us - h->recv_us) * 1e-6;
+        uint64_t from = i == 0 ? sent_us : r->hops[i - 1]->send_us;
+        if (from && h->recv_us >= from) st->network_s += (double)(h->recv_us - from) * 1e-6;
+        if (i + 1 == r->n_hops && now_us >= h->send_us && h->send_us)
+            st->network_s += (double)(now_us - h->send_us) * 1e-6; /* the way back */
+    }
+    serve_queue_metrics_done(c->cfg.queue);
+}
+
+static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
+                            struct coordinator_actions *acts) {
+    (void)acts;
+    const Caravan__Result *r = env->result;
+    if (r->n_token != (size_t)r->n_rows) {
+        LOG(LOG_ERROR, "coordinator: batch %llu came back without sampled tokens",
+            (unsigned long long)r->batch_id);
+        return;
+    }
+    struct batcher_row *rows = calloc((size_t)r->n_rows + 1, sizeof *rows);
+    if (!rows) abort();
+    for (int32_t i = 0; i < r->n_rows; i++) {
+        rows[i].seq_id = r->seq_id[i];
+        rows[i].token = r->token[i];
+        rows[i].logprob = r->n_logprob ? r->logprob[i] : 0.0f;
+    }
+    int active_before = batcher_n_active(c->batcher);
+    uint64_t sent_us = r->micro_batch < 64 ? c->mb_sent_us[r->micro_batch] : 0;
+    if (!batcher_on_result(c->batcher, r->batch_id, rows, (size_t)r->n_rows)) {
+        LOG(LOG_WARN, "coordinator: Result for batch %llu, not in flight; dropped",
+            (unsigned long long)r->batch_id);
+        free(rows);
+        return;
+    }
+    free(rows);
+    if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
+    account_hops(c, r, sent_us);
+    struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+    m->generated_tokens_total += (uint64_t)r->n_rows;
+    m->active_seqs = (uint32_t)batcher_n_active(c->batcher);
+    m->queued = (uint32_t)batcher_n_queued(c->batcher);
+    serve_queue_metrics_done(c->cfg.queue);
+    (void)active_before;
+}
+
+static const char *worker_state_text(const coordinator_t *c, const struct worker_rec *w) {
+    if (w->silent_logged) return "lost";
+    if (c->state == COORDINATOR_STATE_WAITING) return "joining";
+    return w->ready ? "ready" : "loading";
+}
+
+/* What /health and /cluster show. */
+static void publish_status(coordinator_t *c) {
+    bool serving = c->state == COORDINATOR_STATE_READY;
+    char reason[256];
+    if (serving)
+        snprintf(reason, sizeof reason, "serving");
+    else if (c->state == COORDINATOR_STATE_WAITING)
+        snprintf(reason, sizeof reason, "waiting for workers: %d of %d joined", c->n_workers,
+                 c->cfg.n_workers);
+    else
+        snprintf(reason, sizeof reason, "loading: workers are receiving or loading their layers");
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", c->cfg.model_name ? c->cfg.model_name : "");
+    cJSON_AddNumberToObject(root, "n_layers", c->n_layers);
+    cJSON_AddNumberToObject(root, "epoch", (double)c->epoch);
+    cJSON_AddStringToObject(root, "state", coordinator_state_name(c->state));
+    cJSON_AddStringToObject(root, "status", reason);
+    cJSON_AddNumberToObject(root, "active_sequences", batcher_n_active(c->batcher));
+    cJSON_AddNumberToObject(root, "queued", batcher_n_queued(c->batcher));
+    cJSON_AddNumberToObject(root, "micro_batches_in_flight", batcher_n_inflight(c->batcher));
+    cJSON *arr = cJSON_AddArrayToObject(root, "workers");
+    for (int i = 0; i < c->n_workers; i++) {
+        const struct worker_rec *w = &c->workers[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "stage", i);
+        cJSON_AddStringToObject(o, "name", w->name);
+        cJSON_AddNumberToObject(o, "node_id", w->node_id);
+        cJSON_AddStringToObject(o, "address", w->address);
+        cJSON_AddStringToObject(o, "endpoint", w->endpoint);
+        cJSON_AddNumberToObject(o, "pid", w->pid);
+        cJSON_AddNumberToObject(o, "layer_first", w->layer_first);
+        cJSON_AddNumberToObject(o, "layer_end", w->layer_end);
+        cJSON_AddStringToObject(o, "state", worker_state_text(c, w));
+        cJSON_AddNumberToObject(o, "heartbeat_age_ms", (double)(c->now_ms - w->last_seen_ms));
+        cJSON_AddNumberToObject(o, "tokens_per_s", w->tokens_per_s);
+        cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
+        cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
+        cJSON_AddNumberToObject(o, "weight_bytes", w->has_slice ? (double)w->slice.nbytes : 0);
+        cJSON_AddItemToArray(arr, o);
+    }
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    serve_queue_set_status(c->cfg.queue, serving, reason, json);
+}
+
+static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
+    serve_req_t *got[64];
+    size_t n;
+    while ((n = serve_queue_take(c->cfg.queue, got, 64)) > 0)
+        for (size_t i = 0; i < n; i++) batcher_add(c->batcher, got[i]);
+    bool ready = c->state == COORDINATOR_STATE_READY;
+    if (ready != c->was_ready || now_ms - c->last_status_ms >= 500) {
+        c->was_ready = ready;
+        c->last_status_ms = now_ms;
+        publish_status(c);
+    }
+    if (!ready) return;
+    /* A micro-batch that does not come back: without fail-over, its requests fail. */
+    for (int mb = 0; mb < 64; mb++) {
+        if (!c->mb_sent_ms[mb] || now_ms - c->mb_sent_ms[mb] <= (uint64_t)c->cfg.request_timeout_ms)
+            continue;
+        LOG(LOG_ERROR,
+            "coordinator: a micro-batch got no Result within %d ms; failing the "
+            "requests in flight",
+            c->cfg.request_timeout_ms);
+        batcher_fail_all(c->batcher, "the pipeline did not answer in time");
+        memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
+        struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+        m->requests_failed++;
+        serve_queue_metrics_done(c->cfg.queue);
+        break;
+    }
+    struct batcher_batch b;
+    while (acts->n < COORDINATOR_MAX_ACTIONS - 4 && batcher_next(c->batcher, c->next_batch, &b)) {
+        c->next_batch++;
+        send_batch(c, acts, &b);
+    }
+    struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+    m->active_seqs = (uint32_t)batcher_n_active(c->batcher);
+    m->queued = (uint32_t)batcher_n_queued(c->batcher);
+    serve_queue_metrics_done(c->cfg.queue);
 }

@@ -19,6 +19,8 @@
 #include "caravan.pb-c.h"
 #include "crypto.h"
 #include "gguf.h"
+#include "batcher.h"
+#include "serve.h"
 #include "status.h"
 
 #define COORDINATOR_MAX_WORKERS 64
@@ -57,6 +59,21 @@ struct coordinator_config {
     uint32_t heartbeat_ms;
     uint32_t worker_timeout_ms;
     const struct codec_limits *limits; /* for encoding (the transport's); NULL = codec defaults */
+    /* Serving: requests arrive on queue (from the HTTP threads or --ask) and are batched
+     * continuously (sched.h) once the pipeline is READY; the last stage samples. NULL = only
+     * the test requests above. */
+    serve_queue_t *queue;
+    struct batcher_config batcher;
+    Caravan__DType act_dtype; /* hidden states on the wire: F32 (exact) or F16 */
+    /* The plan (coordinator/planner.h): KV sizes every worker loads with (Assign.n_ctx, n_seq,
+     * n_batch) and the plan counts; 0 = the batcher's when serving, else the engine's defaults
+     * (n_seq 1). A hand-fixed plan ("0-7,8-21") or NULL to plan by speed and memory; a kernel
+     * variant to force on every worker or NULL for the best they all have. A plan that cannot
+     * be made (memory, kernels) is an EXIT action with exit code 1 and the numbers. */
+    int32_t n_ctx, n_seq, n_batch;
+    const char *plan;
+    const char *kernels;
+    uint64_t (*clock_us)(void); /* CLOCK_REALTIME for hop timings; NULL = none (tests) */
 };
 
 enum coordinator_action_kind {

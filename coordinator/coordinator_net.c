@@ -109,6 +109,18 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
     }
 }
 
+/* One "WHAT VALUE" line appended to the status file (for launchers such as caravan cluster). */
+static void status_line(const char *path, const char *what, const char *value) {
+    if (!path) return;
+    FILE *f = fopen(path, "a");
+    if (!f) {
+        LOG(LOG_WARN, "coordinator: cannot append to the status file %s", path);
+        return;
+    }
+    fprintf(f, "%s%s%s\n", what, value[0] ? " " : "", value);
+    fclose(f);
+}
+
 int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
                         const struct coordinator_net_config *cfg) {
     struct net n = {.t = t};
@@ -136,6 +148,8 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
     if (!n.ctl) return 1;
     LOG(LOG_INFO, "coordinator: listening on %s (%s)", bound,
         transport_insecure(t) ? "plaintext, --insecure" : "CURVE");
+    status_line(cfg->status_file, "control", bound);
+    bool serving_noted = false;
     n.c = coordinator_new(ccfg);
     uint64_t start = transport_mono_ms();
     struct coordinator_actions *acts = calloc(1, sizeof *acts);
@@ -151,12 +165,13 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
             else
                 LOG(LOG_ERROR, "coordinator: allow-list reload failed; keeping the old one");
         }
-        zmq_pollitem_t items[3] = {
+        zmq_pollitem_t items[4] = {
             {n.ctl, 0, ZMQ_POLLIN, 0},
             {n.ctl_mon, 0, ZMQ_POLLIN, 0},
+            {NULL, ccfg->queue ? serve_queue_fd(ccfg->queue) : -1, ZMQ_POLLIN, 0},
             {n.first.mon, 0, ZMQ_POLLIN, 0},
         };
-        int n_items = n.first.mon ? 3 : 2;
+        int n_items = n.first.mon ? 4 : 3;
         int rc = zmq_poll(items, n_items, 20);
         if (rc < 0 && zmq_errno() != EINTR) {
             finish(&n, 1, "zmq_poll failed");
@@ -164,9 +179,13 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         }
         if (rc > 0) {
             if (items[1].revents & ZMQ_POLLIN) on_monitor(&n, n.ctl_mon, "control socket");
-            if (n_items > 2 && (items[2].revents & ZMQ_POLLIN))
+            if (n_items > 3 && (items[3].revents & ZMQ_POLLIN))
                 on_monitor(&n, n.first.mon, "connection to the first stage");
             if (items[0].revents & ZMQ_POLLIN) drain(&n, acts);
+        }
+        if (!serving_noted && coordinator_state(n.c) == COORDINATOR_STATE_READY) {
+            serving_noted = true;
+            status_line(cfg->status_file, "serving", "");
         }
         uint64_t now = transport_mono_ms();
         if (!n.done) {

@@ -8,9 +8,10 @@
 #include "transport.h"
 
 struct coordinator_net_config {
-    const char *listen;     /* e.g. tcp://0.0.0.0:7000, or tcp://127.0.0.1:0 for any port */
-    const char *allow_file; /* public keys admitted (not read when insecure) */
-    int run_ms;             /* stop after this long (tests); 0 = until a signal or done */
+    const char *listen;      /* e.g. tcp://0.0.0.0:7000, or tcp://127.0.0.1:0 for any port */
+    const char *allow_file;  /* public keys admitted (not read when insecure) */
+    int run_ms;              /* stop after this long (tests); 0 = until a signal or done */
+    const char *status_file; /* appended: "control ENDPOINT" once bound, "serving" once READY */
 };
 
 /* Runs until SIGINT/SIGTERM or the state machine exits. Returns the process exit status. */

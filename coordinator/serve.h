@@ -75,8 +75,12 @@ size_t serve_req_n_tokens(const serve_req_t *r);
 const struct serve_token *serve_req_tokens(const serve_req_t *r);
 
 /* Counters for /metrics. The loop updates them under the queue's lock (serve_queue_metrics
- * returns the struct locked; serve_queue_metrics_done unlocks). */
+ * returns the struct locked; serve_queue_metrics_done unlocks). Exceptions, counted by serve.c
+ * and api.c: requests_total (each accepted serve_queue_submit) and requests_rejected
+ * (refused submits: 429; and the API's 400s). `queued` is what the loop holds waiting for a
+ * slot; /metrics adds serve_queue_pending() (submitted, not yet taken) to it. */
 #define SERVE_MAX_STAGES 64
+#define SERVE_TTFT_BUCKETS 8
 struct serve_stage_metrics {
     char name[64];
     double compute_s; /* time spent computing Forwards (from the hop trace) */
@@ -90,13 +94,14 @@ struct serve_metrics {
     uint64_t requests_failed;
     uint64_t prompt_tokens_total;
     uint64_t generated_tokens_total;
-    uint64_t steps_total;      /* micro-batches that went through the pipeline */
-    uint32_t active_seqs;      /* requests holding a KV slot */
-    uint32_t queued;           /* submitted, waiting for a slot */
-    double ttft_sum_s;         /* time to first token: sum and count (a summary) */
+    uint64_t steps_total; /* micro-batches that went through the pipeline */
+    uint32_t active_seqs; /* requests holding a KV slot */
+    uint32_t queued;      /* submitted, waiting for a slot */
+    double ttft_sum_s;    /* time to first token: sum and count (a summary) */
     uint64_t ttft_count;
-    uint64_t ttft_bucket[8];   /* <= 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, +Inf seconds */
-    uint64_t epochs_total;     /* plan changes */
+    uint64_t ttft_bucket[SERVE_TTFT_BUCKETS]; /* <= 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, +Inf s:
+                                                 per bucket, not cumulative (/metrics sums) */
+    uint64_t epochs_total;                    /* plan changes */
     int n_stages;
     struct serve_stage_metrics stage[SERVE_MAX_STAGES];
 };
@@ -122,10 +127,15 @@ void serve_queue_close(serve_queue_t *q, const char *why);
 
 /* Status as /health and /cluster show it. cluster_json is a complete JSON document (taken,
  * malloc'd; may be NULL to keep the old one). */
-void serve_queue_set_status(serve_queue_t *q, bool serving, const char *reason,
-                            char *cluster_json);
+void serve_queue_set_status(serve_queue_t *q, bool serving, const char *reason, char *cluster_json);
 /* API side: copies of the status (caller frees *cluster_json). */
 void serve_queue_get_status(serve_queue_t *q, bool *serving, char *reason, size_t cap,
                             char **cluster_json);
 struct serve_metrics *serve_queue_metrics(serve_queue_t *q); /* locks */
 void serve_queue_metrics_done(serve_queue_t *q);             /* unlocks */
+/* Submitted requests the loop has not taken yet. */
+size_t serve_queue_pending(serve_queue_t *q);
+/* Records one time to first token in the summary and its bucket (call with the metrics
+ * locked). The buckets' upper bounds, the last (+Inf) left out: */
+extern const double serve_ttft_bounds[SERVE_TTFT_BUCKETS - 1];
+void serve_metrics_observe_ttft(struct serve_metrics *m, double seconds);

@@ -139,6 +139,14 @@ int64_t gguf_writer_add_tensor(gguf_writer_t *w, const char *name, enum dtype ty
                                const int64_t *ne);
 CARAVAN_NODISCARD enum status gguf_writer_write_file(gguf_writer_t *w, const char *path,
                                                      gguf_fill_fn fill, void *ctx);
+/* Lays out what was collected without writing it: *head (malloc'd, the caller frees) receives
+ * every byte before the data section (header, metadata, tensor infos, padding) and *total the
+ * whole file's length. Tensor i's bytes then start at head_len + gguf_writer_tensor_offset(w, i)
+ * and are followed by zeros up to the alignment (*alignment). For serving a file by offset. */
+CARAVAN_NODISCARD enum status gguf_writer_layout(gguf_writer_t *w, uint8_t **head, size_t *head_len,
+                                                 size_t *alignment, uint64_t *total);
+/* Tensor i's offset in the data section (valid after gguf_writer_layout). */
+uint64_t gguf_writer_tensor_offset(const gguf_writer_t *w, int64_t i);
 /* Same bytes into a malloc'd buffer the caller frees (for tests). */
 CARAVAN_NODISCARD enum status gguf_writer_write_buffer(gguf_writer_t *w, gguf_fill_fn fill,
                                                        void *ctx, uint8_t **out, size_t *len);

@@ -473,6 +473,27 @@ fail:
     return rc;
 }
 
+enum status gguf_writer_layout(gguf_writer_t *w, uint8_t **head, size_t *head_len,
+                               size_t *alignment, uint64_t *total) {
+    struct bytes meta = {0};
+    size_t data_offset, all;
+    *head = NULL;
+    *head_len = 0;
+    enum status rc = layout(w, &meta, alignment, &data_offset, &all);
+    if (rc) {
+        free(meta.p);
+        return rc;
+    }
+    *head = meta.p;
+    *head_len = meta.len;
+    *total = all;
+    return STATUS_OK;
+}
+
+uint64_t gguf_writer_tensor_offset(const gguf_writer_t *w, int64_t i) {
+    return i >= 0 && (size_t)i < w->n_t ? w->t[i].offset : 0;
+}
+
 enum status gguf_writer_write_buffer(gguf_writer_t *w, gguf_fill_fn fill, void *ctx, uint8_t **out,
                                      size_t *len) {
     *out = NULL;

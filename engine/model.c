@@ -231,26 +231,48 @@ static size_t scratch_for(const struct matmul_weight *w, int64_t rows) {
     return w->data ? matmul_scratch_bytes(w->type, w->n_in, rows) : 0;
 }
 
-static enum status alloc_buffers(model_t *m) {
+/* Every buffer model_load allocates beside the weights, in allocation order. */
+enum buf_id {
+    BUF_K_CACHE = 0,
+    BUF_V_CACHE,
+    BUF_SEQ_LEN,
+    BUF_X,
+    BUF_XB,
+    BUF_Q,
+    BUF_K,
+    BUF_V,
+    BUF_HB,
+    BUF_HB2,
+    BUF_ATT,
+    BUF_ROPE_COS,
+    BUF_ROPE_SIN,
+    BUF_OUT_ROWS,
+    BUF_SCRATCH,
+    BUF_COUNT
+};
+
+/* The bytes of each buffer for a resolved slice (layers and head known) and n_threads threads.
+ * model_load allocates exactly these and model_estimate adds them up, so the planner's figures
+ * are the loader's. */
+static void buffer_sizes(const model_t *m, int n_threads, size_t sz[BUF_COUNT]) {
     const struct model_config *c = &m->cfg;
     int64_t B = m->n_batch, nl = m->layer_end - m->layer_first;
     int64_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    size_t *tot = &m->buffer_bytes;
     size_t kv = (size_t)nl * (size_t)m->n_seq * (size_t)m->n_ctx * (size_t)kv_dim * sizeof(float);
-    m->k_cache = alloc_buf(kv, tot);
-    m->v_cache = alloc_buf(kv, tot);
-    m->seq_len = alloc_buf(sizeof(int32_t) * (size_t)m->n_seq, tot);
-    m->x = alloc_buf(sizeof(float) * (size_t)(B * c->n_embd), tot);
-    m->xb = alloc_buf(sizeof(float) * (size_t)(B * (q_dim > c->n_embd ? q_dim : c->n_embd)), tot);
-    m->q = alloc_buf(sizeof(float) * (size_t)(B * q_dim), tot);
-    m->k = alloc_buf(sizeof(float) * (size_t)(B * kv_dim), tot);
-    m->v = alloc_buf(sizeof(float) * (size_t)(B * kv_dim), tot);
-    m->hb = alloc_buf(sizeof(float) * (size_t)(B * c->n_ff), tot);
-    m->hb2 = alloc_buf(sizeof(float) * (size_t)(B * c->n_ff), tot);
-    m->att = alloc_buf(sizeof(float) * (size_t)threadpool_n_threads(m->tp) * (size_t)m->n_ctx, tot);
-    m->rope_cos = alloc_buf(sizeof(float) * (size_t)m->n_ctx * (size_t)(c->n_rot / 2), tot);
-    m->rope_sin = alloc_buf(sizeof(float) * (size_t)m->n_ctx * (size_t)(c->n_rot / 2), tot);
-    m->out_rows = alloc_buf(sizeof(int32_t) * (size_t)B, tot);
+    sz[BUF_K_CACHE] = kv;
+    sz[BUF_V_CACHE] = kv;
+    sz[BUF_SEQ_LEN] = sizeof(int32_t) * (size_t)m->n_seq;
+    sz[BUF_X] = sizeof(float) * (size_t)(B * c->n_embd);
+    sz[BUF_XB] = sizeof(float) * (size_t)(B * (q_dim > c->n_embd ? q_dim : c->n_embd));
+    sz[BUF_Q] = sizeof(float) * (size_t)(B * q_dim);
+    sz[BUF_K] = sizeof(float) * (size_t)(B * kv_dim);
+    sz[BUF_V] = sizeof(float) * (size_t)(B * kv_dim);
+    sz[BUF_HB] = sizeof(float) * (size_t)(B * c->n_ff);
+    sz[BUF_HB2] = sizeof(float) * (size_t)(B * c->n_ff);
+    sz[BUF_ATT] = sizeof(float) * (size_t)n_threads * (size_t)m->n_ctx;
+    sz[BUF_ROPE_COS] = sizeof(float) * (size_t)m->n_ctx * (size_t)(c->n_rot / 2);
+    sz[BUF_ROPE_SIN] = sz[BUF_ROPE_COS];
+    sz[BUF_OUT_ROWS] = sizeof(int32_t) * (size_t)B;
     size_t s = 0;
     for (int64_t i = 0; i < nl; i++) {
         const struct layer *L = &m->layers[i];
@@ -262,18 +284,111 @@ static enum status alloc_buffers(model_t *m) {
         s = max_sz(s, scratch_for(&L->w_up, B));
         s = max_sz(s, scratch_for(&L->w_down, B));
     }
-    s = max_sz(s, scratch_for(&m->output, B));
-    m->scratch = alloc_buf(s, tot);
+    sz[BUF_SCRATCH] = max_sz(s, scratch_for(&m->output, B));
+}
+
+/* What alloc_buf adds to the total for a request of `bytes`. */
+static size_t alloc_rounded(size_t bytes) {
+    return (bytes + 63) & ~(size_t)63;
+}
+
+static enum status alloc_buffers(model_t *m) {
+    size_t sz[BUF_COUNT];
+    buffer_sizes(m, threadpool_n_threads(m->tp), sz);
+    size_t *tot = &m->buffer_bytes;
+    m->k_cache = alloc_buf(sz[BUF_K_CACHE], tot);
+    m->v_cache = alloc_buf(sz[BUF_V_CACHE], tot);
+    m->seq_len = alloc_buf(sz[BUF_SEQ_LEN], tot);
+    m->x = alloc_buf(sz[BUF_X], tot);
+    m->xb = alloc_buf(sz[BUF_XB], tot);
+    m->q = alloc_buf(sz[BUF_Q], tot);
+    m->k = alloc_buf(sz[BUF_K], tot);
+    m->v = alloc_buf(sz[BUF_V], tot);
+    m->hb = alloc_buf(sz[BUF_HB], tot);
+    m->hb2 = alloc_buf(sz[BUF_HB2], tot);
+    m->att = alloc_buf(sz[BUF_ATT], tot);
+    m->rope_cos = alloc_buf(sz[BUF_ROPE_COS], tot);
+    m->rope_sin = alloc_buf(sz[BUF_ROPE_SIN], tot);
+    m->out_rows = alloc_buf(sz[BUF_OUT_ROWS], tot);
+    m->scratch = alloc_buf(sz[BUF_SCRATCH], tot);
     if (!m->k_cache || !m->v_cache || !m->seq_len || !m->x || !m->xb || !m->q || !m->k || !m->v ||
         !m->hb || !m->hb2 || !m->att || !m->rope_cos || !m->rope_sin || !m->out_rows ||
         !m->scratch) {
         LOG(LOG_ERROR,
             "cannot allocate %zu bytes of KV cache and buffers (n_ctx %d, n_seq %d, "
             "n_batch %d): lower --ctx or the number of sequences",
-            *tot + kv, m->n_ctx, m->n_seq, m->n_batch);
+            *tot + sz[BUF_K_CACHE], m->n_ctx, m->n_seq, m->n_batch);
         return STATUS_NOMEM;
     }
     return STATUS_OK;
+}
+
+/* Checks the range, applies the parameters' defaults and finds every tensor the slice reads,
+ * counting their bytes (*layer_bytes: those of the blk.* tensors alone). Allocates only
+ * m->layers. */
+static enum status resolve_slice(model_t *m, const char *path, const struct model_params *params,
+                                 size_t *layer_bytes) {
+    const struct model_config *c = &m->cfg;
+    m->layer_first = params->layer_first;
+    m->layer_end = params->layer_end > 0 ? params->layer_end : (int32_t)c->n_layers;
+    if (m->layer_first < 0 || m->layer_first >= m->layer_end || m->layer_end > c->n_layers) {
+        LOG(LOG_ERROR, "%s: layer range [%d, %d) is not within the model's %lld layers", path,
+            m->layer_first, m->layer_end, (long long)c->n_layers);
+        return STATUS_FORMAT;
+    }
+    m->n_ctx = params->n_ctx > 0 ? params->n_ctx
+                                 : (int32_t)(c->n_ctx_train < 4096 ? c->n_ctx_train : 4096);
+    m->n_seq = params->n_seq > 0 ? params->n_seq : 1;
+    m->n_batch = params->n_batch > 0 ? params->n_batch : 512;
+
+    struct loader ld = {m, path};
+    int nl = m->layer_end - m->layer_first;
+    m->layers = calloc((size_t)nl, sizeof *m->layers);
+    if (!m->layers) return STATUS_NOMEM;
+    enum status rc;
+    for (int i = 0; i < nl; i++)
+        if ((rc = load_layer(&ld, m->layer_first + i, &m->layers[i])) != STATUS_OK) return rc;
+    if (layer_bytes) *layer_bytes = m->weight_bytes;
+    if (model_is_first(m)) {
+        m->tok_embd = need_tensor(&ld, "token_embd.weight", c->n_embd, c->n_vocab, false);
+        if (!m->tok_embd) return STATUS_FORMAT;
+    }
+    if (model_is_last(m)) {
+        const char *head = c->tied_output ? "token_embd.weight" : "output.weight";
+        if (!need_f32(&ld, "output_norm.weight", c->n_embd, &m->output_norm) ||
+            !need_matrix(&ld, head, c->n_embd, c->n_vocab, &m->output))
+            return STATUS_FORMAT;
+        if (c->tied_output && model_is_first(m)) m->weight_bytes -= m->tok_embd->nbytes;
+    }
+    if (c->rope_freqs && !need_f32(&ld, "rope_freqs.weight", c->n_rot / 2, &m->rope_freqs))
+        return STATUS_FORMAT;
+    return STATUS_OK;
+}
+
+static int resolve_threads(const struct model_params *params) {
+    int n = params->n_threads > 0 ? params->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n;
+}
+
+enum status model_estimate(const gguf_t *g, const struct model_params *params,
+                           struct model_estimate *out) {
+    memset(out, 0, sizeof *out);
+    model_t m;
+    memset(&m, 0, sizeof m);
+    m.gguf = (gguf_t *)g; /* borrowed for reading; never closed here */
+    enum status rc = read_config(g, "model", &m.cfg);
+    size_t layer_bytes = 0;
+    if (rc == STATUS_OK) rc = resolve_slice(&m, "model", params, &layer_bytes);
+    if (rc == STATUS_OK) {
+        size_t sz[BUF_COUNT];
+        buffer_sizes(&m, resolve_threads(params), sz);
+        out->weight_bytes = m.weight_bytes;
+        out->layer_bytes = layer_bytes;
+        out->kv_bytes = alloc_rounded(sz[BUF_K_CACHE]) + alloc_rounded(sz[BUF_V_CACHE]);
+        for (int i = 0; i < BUF_COUNT; i++) out->buffer_bytes += alloc_rounded(sz[i]);
+    }
+    free(m.layers);
+    return rc;
 }
 
 enum status model_load(const char *path, const struct model_params *params, model_t **out) {
@@ -284,55 +399,10 @@ enum status model_load(const char *path, const struct model_params *params, mode
     enum status rc = gguf_open(path, &m->gguf);
     if (rc != STATUS_OK) goto fail;
     if ((rc = read_config(m->gguf, path, &m->cfg)) != STATUS_OK) goto fail;
-    const struct model_config *c = &m->cfg;
-
-    m->layer_first = params->layer_first;
-    m->layer_end = params->layer_end > 0 ? params->layer_end : (int32_t)c->n_layers;
-    if (m->layer_first < 0 || m->layer_first >= m->layer_end || m->layer_end > c->n_layers) {
-        LOG(LOG_ERROR, "%s: layer range [%d, %d) is not within the model's %lld layers", path,
-            m->layer_first, m->layer_end, (long long)c->n_layers);
-        rc = STATUS_FORMAT;
-        goto fail;
-    }
-    m->n_ctx = params->n_ctx > 0 ? params->n_ctx
-                                 : (int32_t)(c->n_ctx_train < 4096 ? c->n_ctx_train : 4096);
-    m->n_seq = params->n_seq > 0 ? params->n_seq : 1;
-    m->n_batch = params->n_batch > 0 ? params->n_batch : 512;
-    int n_threads = params->n_threads > 0 ? params->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (n_threads < 1) n_threads = 1;
-    m->tp = threadpool_new(n_threads);
+    if ((rc = resolve_slice(m, path, params, NULL)) != STATUS_OK) goto fail;
+    m->tp = threadpool_new(resolve_threads(params));
     if (!m->tp) {
         rc = STATUS_NOMEM;
-        goto fail;
-    }
-
-    struct loader ld = {m, path};
-    int nl = m->layer_end - m->layer_first;
-    m->layers = calloc((size_t)nl, sizeof *m->layers);
-    if (!m->layers) {
-        rc = STATUS_NOMEM;
-        goto fail;
-    }
-    for (int i = 0; i < nl; i++)
-        if ((rc = load_layer(&ld, m->layer_first + i, &m->layers[i])) != STATUS_OK) goto fail;
-    if (model_is_first(m)) {
-        m->tok_embd = need_tensor(&ld, "token_embd.weight", c->n_embd, c->n_vocab, false);
-        if (!m->tok_embd) {
-            rc = STATUS_FORMAT;
-            goto fail;
-        }
-    }
-    if (model_is_last(m)) {
-        const char *head = c->tied_output ? "token_embd.weight" : "output.weight";
-        if (!need_f32(&ld, "output_norm.weight", c->n_embd, &m->output_norm) ||
-            !need_matrix(&ld, head, c->n_embd, c->n_vocab, &m->output)) {
-            rc = STATUS_FORMAT;
-            goto fail;
-        }
-        if (c->tied_output && model_is_first(m)) m->weight_bytes -= m->tok_embd->nbytes;
-    }
-    if (c->rope_freqs && !need_f32(&ld, "rope_freqs.weight", c->n_rot / 2, &m->rope_freqs)) {
-        rc = STATUS_FORMAT;
         goto fail;
     }
     if ((rc = alloc_buffers(m)) != STATUS_OK) goto fail;

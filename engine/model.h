@@ -83,6 +83,18 @@ int64_t model_n_out(const model_t *m);
 size_t model_weight_bytes(const model_t *m);
 size_t model_buffer_bytes(const model_t *m);
 
+/* What model_load would take for params' range, without loading it: the same defaults, the
+ * same tensors and the same buffer sizes (model_test checks they agree). */
+struct model_estimate {
+    size_t weight_bytes; /* = model_weight_bytes */
+    size_t layer_bytes;  /* of that, the blk.<i>.* tensors of the range */
+    size_t kv_bytes;     /* K and V caches: n_layers x n_seq x n_ctx x 2 x n_kv_heads x head_dim
+                            x 4 bytes */
+    size_t buffer_bytes; /* = model_buffer_bytes (the KV cache included) */
+};
+CARAVAN_NODISCARD enum status model_estimate(const gguf_t *g, const struct model_params *params,
+                                             struct model_estimate *out);
+
 /* Runs the slice over the batch. out receives model_n_out floats per output row: every token
  * for a hidden-state slice, and on the last slice only the tokens with want[i] set, in batch
  * order. Results for a token depend only on its sequence's tokens and positions: never on

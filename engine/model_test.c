@@ -218,6 +218,57 @@ static void test_slices(const char *path) {
     model_free(&mb);
 }
 
+/* model_estimate gives exactly what model_load takes, for every role a slice can have. */
+static void test_estimate(const char *path) {
+    gguf_t *g = NULL;
+    assert(gguf_open(path, &g) == STATUS_OK);
+    model_t *whole = NULL;
+    struct model_params wp = {.n_threads = 1};
+    assert(model_load(path, &wp, &whole) == STATUS_OK);
+    int32_t n = (int32_t)model_config(whole)->n_layers;
+    model_free(&whole);
+    const struct model_params cases[] = {
+        {.n_ctx = 32, .n_seq = 3, .n_batch = 8, .n_threads = 2},
+        {.layer_end = 1, .n_ctx = 64, .n_seq = 1, .n_batch = 16, .n_threads = 1},
+        {.layer_first = n - 1, .n_ctx = 17, .n_seq = 5, .n_batch = 4, .n_threads = 3},
+        {.layer_first = n > 2 ? 1 : 0, .layer_end = n > 2 ? 2 : 1, .n_seq = 2},
+        {0}, /* every default */
+    };
+    size_t layers_sum = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct model_estimate e;
+        model_t *m = NULL;
+        assert(model_estimate(g, &cases[i], &e) == STATUS_OK);
+        assert(model_load(path, &cases[i], &m) == STATUS_OK);
+        CHECK(e.weight_bytes == model_weight_bytes(m), "%s case %zu: weights %zu, loaded %zu", path,
+              i, e.weight_bytes, model_weight_bytes(m));
+        CHECK(e.buffer_bytes == model_buffer_bytes(m), "%s case %zu: buffers %zu, loaded %zu", path,
+              i, e.buffer_bytes, model_buffer_bytes(m));
+        const struct model_config *c = model_config(m);
+        size_t kv = 2 * (size_t)(model_layer_end(m) - model_layer_first(m)) *
+                    (size_t)model_n_seq(m) * (size_t)model_n_ctx(m) * (size_t)c->n_kv_heads *
+                    (size_t)c->head_dim * sizeof(float);
+        CHECK(e.kv_bytes >= kv && e.kv_bytes < kv + 128, "%s case %zu: kv %zu, formula %zu", path,
+              i, e.kv_bytes, kv);
+        CHECK(e.layer_bytes > 0 && e.layer_bytes <= e.weight_bytes, "%s case %zu: layer bytes",
+              path, i);
+        model_free(&m);
+    }
+    for (int32_t l = 0; l < n; l++) {
+        struct model_params one = {.layer_first = l, .layer_end = l + 1};
+        struct model_estimate e;
+        assert(model_estimate(g, &one, &e) == STATUS_OK);
+        layers_sum += e.layer_bytes;
+    }
+    struct model_estimate all;
+    assert(model_estimate(g, &wp, &all) == STATUS_OK);
+    CHECK(layers_sum == all.layer_bytes, "per-layer bytes do not add up to the whole");
+    struct model_params bad = {.layer_first = n, .layer_end = n + 1};
+    struct model_estimate e;
+    CHECK(model_estimate(g, &bad, &e) != STATUS_OK, "estimate of a range past the model");
+    gguf_close(&g);
+}
+
 int main(void) {
     const char *shared = getenv("CARAVAN_SHARED");
     char path[4096];
@@ -230,6 +281,7 @@ int main(void) {
     test_invariance(path, 1e-5f, "stories260K f32");
     test_bad_batches(path);
     test_slices(path);
+    test_estimate(path);
 #ifdef HAVE_MKMODEL
     /* the tiny random model in every type mkmodel writes */
     char dir[] = "/tmp/caravan-model-test-XXXXXX";
@@ -248,6 +300,7 @@ int main(void) {
         snprintf(label, sizeof label, "tiny %s", mkmodel_type_name(p.type));
         test_invariance(f, is_float ? 1e-5f : 0.0f, label);
         test_slices(f);
+        test_estimate(f);
         unlink(f);
     }
     rmdir(dir);

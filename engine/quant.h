@@ -39,9 +39,14 @@ struct quant_variant {
 };
 
 /* Picks the best variant available on this CPU (idempotent, thread-safe to call once from
- * main before threads start). CARAVAN_KERNELS=ref or =avx2 forces that variant. */
+ * main before threads start). CARAVAN_KERNELS=ref, =avx2 or =avx512 forces that variant. */
 void quant_init(void);
 const char *quant_variant_name(void); /* the chosen one */
+/* Makes the variant called `name` the chosen one (false when there is no such variant or this
+ * CPU cannot run it): tests and benchmarks, `caravan run --kernels`, and a worker pinning the
+ * variant its Assign names so every split computes the same tokens. Not thread-safe; call with
+ * no matmul running. */
+bool quant_force_variant(const char *name);
 /* Every compiled-in variant (available or not); *n receives the count. */
 const struct quant_variant *const *quant_variants(int *n);
 /* The chosen kernel for weight type w (after quant_init), NULL when unsupported. */

@@ -107,10 +107,6 @@ typedef void (*quant_tile_fn)(int64_t n, const void *w, size_t w_stride, int nw,
  * matmul loops over quant_dot(w), which is trivially batch-invariant). */
 quant_tile_fn quant_tile(enum dtype w);
 
-/* For tests and benchmarks: makes the variant called `name` the chosen one (false when there
- * is no such variant or this CPU cannot run it). Not thread-safe; call with no matmul running. */
-bool quant_force_variant(const char *name);
-
 /* The activation quantizers (scalar, in quant.c) and their AVX2 versions, which must produce
  * the same bytes (quant_test checks): activations are quantized identically whatever the
  * variant, so variants differ only in the dots. */

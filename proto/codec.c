@@ -499,6 +499,13 @@ static enum status check_join(const struct vctx *v, const Caravan__Join *j, uint
     VCHECK(check_text(v, "join.caps.hostname", c->hostname));
     VCHECK(check_texts(v, "join.caps.simd", c->simd, c->n_simd));
     VCHECK(check_float(v, "join.caps.gflops", c->gflops, 0, 1e9f));
+    VCHECK(check_texts(v, "join.caps.kernels", c->kernels, c->n_kernels));
+    VCHECK(check_count(v, "join.caps.type_speeds", c->n_type_speeds, c->type_speeds));
+    for (size_t i = 0; i < c->n_type_speeds; i++) {
+        if (!c->type_speeds[i])
+            return VFAIL(v, STATUS_FORMAT, "join.caps.type_speeds[%zu]: missing", i);
+        VCHECK(check_float(v, "join.caps.type_speeds.gflops", c->type_speeds[i]->gflops, 0, 1e9f));
+    }
     VCHECK(check_text(v, "join.node_name", j->node_name));
     VCHECK(check_text(v, "join.data_endpoint", j->data_endpoint));
     VCHECK(check_text(v, "join.software", j->software));
@@ -548,6 +555,7 @@ static enum status check_assign(const struct vctx *v, const Caravan__Assign *a) 
         return VFAIL(v, STATUS_FORMAT, "assign: negative n_ctx/n_seq/n_batch");
     if (!wire_dtype((uint32_t)a->act_dtype, &block, &block_bytes))
         return VFAIL(v, STATUS_FORMAT, "assign: bad act_dtype %d", (int)a->act_dtype);
+    VCHECK(check_text(v, "assign.kernels", a->kernels));
     VCHECK(check_count(v, "assign.stages", a->n_stages, a->stages));
     for (size_t i = 0; i < a->n_stages; i++) {
         const Caravan__Stage *st = a->stages[i];
@@ -598,6 +606,10 @@ static enum status check_sampling(const struct vctx *v, const Caravan__Sampling 
     VCHECK(check_float(v, "sampling.min_p", s->min_p, 0, 1));
     VCHECK(check_float(v, "sampling.repeat_penalty", s->repeat_penalty, 0, 1e6f));
     if (s->top_k < 0) return VFAIL(v, STATUS_FORMAT, "sampling.top_k: %d", (int)s->top_k);
+    VCHECK(check_count(v, "sampling.recent", s->n_recent, s->recent));
+    for (size_t i = 0; i < s->n_recent; i++)
+        if (s->recent[i] < 0)
+            return VFAIL(v, STATUS_FORMAT, "sampling.recent[%zu]: %d", i, (int)s->recent[i]);
     return STATUS_OK;
 }
 

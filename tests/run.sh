@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 jobs=$(nproc)
 
+# The openai npm client for tests/node (ctest api_node), when the lock file changed since.
+if [ ! -f tests/node/node_modules/.package-lock.json ] ||
+   [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
+  echo "== npm ci (tests/node)"
+  (cd tests/node && npm ci --no-audit --no-fund)
+fi
+
 echo "== release build"
 cmake --preset release >/dev/null
 cmake --build build -j"$jobs"

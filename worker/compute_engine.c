@@ -6,27 +6,48 @@
 #include <string.h>
 
 #include "log.h"
+#include "quant.h"
 
 enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     struct compute_engine *e = ctx;
     model_free(&e->model);
+    const char *path = slice->weights_path ? slice->weights_path : e->model_path;
+    e->identity = path == NULL;
+    if (e->identity) {
+        LOG(LOG_INFO, "worker: the plan has no weights: computing the identity over activations");
+        return STATUS_OK;
+    }
+    if (slice->kernels[0] && !quant_force_variant(slice->kernels)) {
+        LOG(LOG_ERROR, "worker: this CPU cannot run the '%s' kernels the coordinator chose",
+            slice->kernels);
+        return STATUS_UNSUPPORTED;
+    }
+    /* Before the Assign carried KV sizes the worker took 4 slots of the model's default
+     * context; an Assign without them still gets that. */
     struct model_params p = {
         .layer_first = slice->layer_first,
         .layer_end = slice->layer_end,
-        .n_seq = 4,
+        .n_ctx = slice->n_ctx,
+        .n_seq = slice->n_seq > 0 ? slice->n_seq : 4,
+        .n_batch = slice->n_batch,
         .n_threads = e->n_threads,
     };
-    enum status rc = model_load(e->model_path, &p, &e->model);
+    enum status rc = model_load(path, &p, &e->model);
     if (rc != STATUS_OK) return rc;
-    LOG(LOG_INFO, "worker: loaded layers [%d, %d) of %s (%zu bytes of weights)", slice->layer_first,
-        slice->layer_end, e->model_path, model_weight_bytes(e->model));
+    LOG(LOG_INFO,
+        "worker: loaded layers [%d, %d) of %s (%.1f MiB of weights, %.1f MiB of KV cache and "
+        "buffers for n_ctx %d x n_seq %d), kernels %s",
+        slice->layer_first, slice->layer_end, path,
+        (double)model_weight_bytes(e->model) / (1 << 20),
+        (double)model_buffer_bytes(e->model) / (1 << 20), model_n_ctx(e->model),
+        model_n_seq(e->model), quant_variant_name());
     return STATUS_OK;
 }
 
 enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
                                    const Caravan__Forward *in, struct worker_tensor *out) {
     struct compute_engine *e = ctx;
-    (void)slice;
+    if (e->identity) return worker_compute_identity(NULL, slice, in, out);
     memset(out, 0, sizeof *out);
     model_t *m = e->model;
     if (!m) return STATUS_PROTOCOL;
@@ -54,14 +75,26 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
         b.tokens = in->token;
     } else {
         const Caravan__Tensor *h = in->hidden;
-        if (!h || h->dtype != CARAVAN__DTYPE__DTYPE_F32 || h->n_shape != 2 || h->shape[0] != n ||
-            h->shape[1] != cfg->n_embd) {
-            LOG(LOG_ERROR, "worker: hidden states must be F32 [%d, %lld]", n,
+        bool f16 = h && h->dtype == CARAVAN__DTYPE__DTYPE_F16;
+        if (!h || (h->dtype != CARAVAN__DTYPE__DTYPE_F32 && !f16) || h->n_shape != 2 ||
+            h->shape[0] != n || h->shape[1] != cfg->n_embd) {
+            LOG(LOG_ERROR, "worker: hidden states must be F32 or F16 [%d, %lld]", n,
                 (long long)cfg->n_embd);
             return STATUS_FORMAT;
         }
         b.hidden = (const float *)h->data.data;
-        if ((uintptr_t)h->data.data % sizeof(float)) { /* never seen: the codec mallocs bytes */
+        if (f16) { /* --wire-dtype f16: widen to the engine's f32 */
+            size_t count = (size_t)n * (size_t)cfg->n_embd;
+            aligned = malloc(count * sizeof *aligned + 1);
+            if (!aligned) return STATUS_NOMEM;
+            const uint8_t *src = h->data.data;
+            for (size_t i = 0; i < count; i++) {
+                uint16_t v;
+                memcpy(&v, src + 2 * i, sizeof v);
+                aligned[i] = quant_f16_to_f32(v);
+            }
+            b.hidden = aligned;
+        } else if ((uintptr_t)h->data.data % sizeof(float)) { /* never seen: the codec mallocs */
             aligned = malloc(h->data.len);
             if (!aligned) return STATUS_NOMEM;
             memcpy(aligned, h->data.data, h->data.len);

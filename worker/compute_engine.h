@@ -1,5 +1,7 @@
 /* compute_engine: the worker's compute step on the real forward pass (engine/model.h).
- * On each verified Assign it loads the layer range from the worker's local model file; each
+ * On each verified Assign it loads the layer range from the slice file in the worker's cache
+ * (shipped weights) or from its local model file (identity compute when the plan carries no
+ * weights, as with a coordinator started without a model); each
  * Forward becomes one model_forward: token ids on the first stage, F32 hidden states
  * [n_tokens, n_embd] on later ones; the output is hidden states for the next stage, or on the
  * last stage the logits [wanted rows, n_vocab]. Release resets KV slots. */
@@ -8,9 +10,10 @@
 #include "worker.h"
 
 struct compute_engine {
-    const char *model_path; /* the worker's local GGUF */
+    const char *model_path; /* the worker's local GGUF, or NULL */
     int32_t n_threads;      /* 0 = all cores */
     model_t *model;         /* loaded slice, or NULL */
+    bool identity;          /* the current plan has no weights */
 };
 
 /* worker_load_fn / worker_compute_fn / worker_reset_fn with ctx = struct compute_engine *. */

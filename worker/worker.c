@@ -2,6 +2,7 @@
  * Pure state machine: every effect is an action for worker_net.c. */
 #include "worker.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 
 #include "codec.h"
 #include "log.h"
+#include "quant.h"
+#include "sampler.h"
 #include "slice.h"
 
 #define WORKER_CHUNK_BYTES (1u << 20) /* WeightChunk size asked for */
@@ -32,9 +35,23 @@ struct worker {
     bool have_slice_fingerprint;
     uint64_t slice_bytes;
 
-    /* Weights received over the network. */
-    uint8_t *blob;
-    uint64_t blob_have;
+    /* Weights received over the network into the cache. */
+    bool receiving;
+    int n_retries;            /* transfers restarted after a bad hash */
+    uint64_t xfer_have;       /* bytes in the part (the next request's offset) */
+    uint64_t xfer_start_have; /* where this process started (resume offset) */
+    uint64_t xfer_start_us, last_progress_us;
+    int last_progress_decile;
+    uint64_t tick_ms, xfer_start_tick_ms; /* monotonic, for --weight-rate-limit */
+    bool request_pending;                 /* the next WeightRequest waits for the rate limit */
+    uint64_t request_due_ms;
+
+    /* Hidden states to the next stage in this dtype (Assign.act_dtype: F32 or F16). */
+    Caravan__DType act_dtype;
+
+    /* Last stage: samples the wanted rows when the Forward asks (Forward.sampling). */
+    sampler_t *sampler;
+    int64_t sampler_vocab;
 };
 
 const char *worker_state_name(enum worker_state s) {
@@ -57,7 +74,8 @@ worker_t *worker_new(const struct worker_config *cfg) {
 void worker_destroy(worker_t **self_p) {
     if (!self_p || !*self_p) return;
     worker_t *w = *self_p;
-    free(w->blob);
+    if (w->receiving && w->cfg.cache) slice_cache_abort(w->cfg.cache);
+    sampler_free(&w->sampler);
     free(w);
     *self_p = NULL;
 }
@@ -171,8 +189,13 @@ static void send_weight_request(worker_t *w, struct worker_actions *acts) {
     r.slice_fingerprint.len = CRYPTO_HASH_BYTES;
     r.layer_first = w->slice.layer_first;
     r.layer_end = w->slice.layer_end;
-    r.offset = w->blob_have;
+    r.offset = w->xfer_have;
     r.max_chunk_bytes = WORKER_CHUNK_BYTES;
+    if (w->cfg.weight_rate_limit) {
+        uint64_t k = w->cfg.weight_rate_limit / 8;
+        if (k < 4096) k = 4096;
+        if (k < r.max_chunk_bytes) r.max_chunk_bytes = (uint32_t)k;
+    }
     env.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST;
     env.weight_request = &r;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
@@ -187,11 +210,26 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     gethostname(host, sizeof host - 1);
     Caravan__Envelope env;
     Caravan__Join j = CARAVAN__JOIN__INIT;
+    j.pid = (uint32_t)getpid();
     Caravan__Capabilities caps = CARAVAN__CAPABILITIES__INIT;
     caps.hostname = host;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     caps.n_cores = cores > 0 ? (uint32_t)cores : 1;
     caps.n_threads = w->cfg.n_threads ? w->cfg.n_threads : caps.n_cores;
+    caps.mem_limit_bytes = w->cfg.mem_limit_bytes;
+    Caravan__TypeSpeed speeds[CAPS_MAX_TYPES], *speed_ptrs[CAPS_MAX_TYPES];
+    size_t n_speeds = w->cfg.n_type_speeds < CAPS_MAX_TYPES ? w->cfg.n_type_speeds : CAPS_MAX_TYPES;
+    for (size_t i = 0; i < n_speeds; i++) {
+        caravan__type_speed__init(&speeds[i]);
+        speeds[i].type = w->cfg.type_speeds[i].type;
+        speeds[i].gflops = w->cfg.type_speeds[i].gflops;
+        speed_ptrs[i] = &speeds[i];
+        if (speeds[i].type == 0) caps.gflops = speeds[i].gflops; /* F32 */
+    }
+    caps.n_type_speeds = n_speeds;
+    caps.type_speeds = speed_ptrs;
+    caps.n_kernels = w->cfg.n_kernels;
+    caps.kernels = (char **)w->cfg.kernels;
     envelope(w, &env, 0);
     j.protocol_version =
         w->cfg.protocol_version ? w->cfg.protocol_version : CARAVAN_PROTOCOL_VERSION;
@@ -209,11 +247,33 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
         j.cached_models = &cached;
         j.n_cached_models = 1;
     }
+    Caravan__CachedSlice *slices = NULL, **slice_ptrs = NULL;
+    if (w->cfg.n_cached) {
+        slices = calloc(w->cfg.n_cached, sizeof *slices);
+        slice_ptrs = calloc(w->cfg.n_cached, sizeof *slice_ptrs);
+    }
+    if (slices && slice_ptrs) {
+        for (size_t i = 0; i < w->cfg.n_cached; i++) {
+            caravan__cached_slice__init(&slices[i]);
+            slices[i].layer_first = w->cfg.cached[i].layer_first;
+            slices[i].layer_end = w->cfg.cached[i].layer_end;
+            slices[i].slice_fingerprint.data = (uint8_t *)w->cfg.cached[i].fingerprint;
+            slices[i].slice_fingerprint.len = CRYPTO_HASH_BYTES;
+            slices[i].model_fingerprint.data = (uint8_t *)w->cfg.cached[i].model_fingerprint;
+            slices[i].model_fingerprint.len = CRYPTO_HASH_BYTES;
+            slice_ptrs[i] = &slices[i];
+        }
+        j.cached_slices = slice_ptrs;
+        j.n_cached_slices = w->cfg.n_cached;
+    }
     j.software = "caravan 0.1.0";
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
-    LOG(LOG_INFO, "worker %s: joining (activation endpoint %s)", j.node_name, w->cfg.data_endpoint);
+    free(slices);
+    free(slice_ptrs);
+    LOG(LOG_INFO, "worker %s: joining (activation endpoint %s, %zu cached slice%s)", j.node_name,
+        w->cfg.data_endpoint, w->cfg.n_cached, w->cfg.n_cached == 1 ? "" : "s");
 }
 
 static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_actions *acts) {
@@ -237,6 +297,13 @@ static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_ac
 }
 
 /* ==== Assign and weights ====================================================================== */
+
+static void stop_receiving(worker_t *w) {
+    if (w->receiving && w->cfg.cache) slice_cache_abort(w->cfg.cache);
+    w->receiving = false;
+    w->request_pending = false;
+    w->slice.weights_path = NULL;
+}
 
 static void become_ready(worker_t *w, struct worker_actions *acts) {
     if (w->cfg.load) {
@@ -267,16 +334,96 @@ static void refuse_weights(worker_t *w, struct worker_actions *acts, const char 
              crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex));
     LOG(LOG_ERROR, "worker: %s", text);
     w->state = WORKER_STATE_JOINED;
-    free(w->blob);
-    w->blob = NULL;
-    w->blob_have = 0;
-    w->slice.weights = NULL;
-    w->slice.weights_bytes = 0;
+    stop_receiving(w);
     send_error(w, acts, CARAVAN__ERROR__CODE__CODE_FINGERPRINT, text, 0);
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
 }
 
-static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_actions *acts) {
+/* The slice cannot be had for another reason than its bytes (no cache, disk errors). */
+static void fail_weights(worker_t *w, struct worker_actions *acts, const char *why) {
+    char text[256];
+    snprintf(text, sizeof text, "cannot get the weights for layers [%d, %d): %s",
+             w->slice.layer_first, w->slice.layer_end, why);
+    LOG(LOG_ERROR, "worker: %s", text);
+    w->state = WORKER_STATE_JOINED;
+    stop_receiving(w);
+    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_NO_WEIGHTS, text, 0);
+    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
+}
+
+/* Asks for the next chunk now, or on a later tick when --weight-rate-limit says so. */
+static void request_next(worker_t *w, struct worker_actions *acts) {
+    if (w->cfg.weight_rate_limit) {
+        uint64_t done = w->xfer_have - w->xfer_start_have;
+        w->request_due_ms = w->xfer_start_tick_ms + done * 1000 / w->cfg.weight_rate_limit;
+        if (w->request_due_ms > w->tick_ms) {
+            w->request_pending = true;
+            return;
+        }
+    }
+    send_weight_request(w, acts);
+}
+
+/* Looks the slice up in the cache: verified there -> ready; else asks for it from the part's
+ * size. */
+static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t now_us) {
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex);
+    uint64_t have = 0;
+    if (slice_cache_begin(w->cfg.cache, w->slice_fingerprint, w->slice_bytes, &have) != STATUS_OK) {
+        fail_weights(w, acts, "the cache directory cannot be used (see the log)");
+        return;
+    }
+    if (have == w->slice_bytes) {
+        LOG(LOG_INFO,
+            "worker: slice %.16s of layers [%d, %d) found in the cache (%s, %llu bytes) and "
+            "verified; nothing to transfer",
+            hex, w->slice.layer_first, w->slice.layer_end, slice_cache_path(w->cfg.cache),
+            (unsigned long long)have);
+        w->slice.weights_path = slice_cache_path(w->cfg.cache);
+        become_ready(w, acts);
+        return;
+    }
+    w->receiving = true;
+    w->xfer_have = w->xfer_start_have = have;
+    w->xfer_start_us = w->last_progress_us = now_us;
+    w->xfer_start_tick_ms = w->tick_ms;
+    w->request_pending = false;
+    w->last_progress_decile = (int)(have * 10 / w->slice_bytes);
+    if (have > 0)
+        LOG(LOG_INFO,
+            "worker: resuming the transfer of slice %.16s at offset %llu of %llu bytes (%s.part)",
+            hex, (unsigned long long)have, (unsigned long long)w->slice_bytes,
+            slice_cache_path(w->cfg.cache));
+    else
+        LOG(LOG_INFO, "worker: receiving slice %.16s of layers [%d, %d), %llu bytes, into %s", hex,
+            w->slice.layer_first, w->slice.layer_end, (unsigned long long)w->slice_bytes,
+            slice_cache_dir(w->cfg.cache));
+    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_NEED_WEIGHTS, NULL);
+    send_weight_request(w, acts);
+}
+
+/* bytes done/total, MB/s and time left, about every second and at every 10%. */
+static void log_progress(worker_t *w, uint64_t now_us) {
+    int decile = (int)(w->xfer_have * 10 / w->slice_bytes);
+    bool done = w->xfer_have == w->slice_bytes;
+    if (!done && decile == w->last_progress_decile && now_us - w->last_progress_us < 1000000)
+        return;
+    w->last_progress_decile = decile;
+    w->last_progress_us = now_us;
+    double secs = (double)(now_us - w->xfer_start_us) / 1e6;
+    double moved = (double)(w->xfer_have - w->xfer_start_have);
+    double rate = secs > 0 ? moved / secs : 0;
+    char left[32] = "?";
+    if (rate > 0)
+        snprintf(left, sizeof left, "%.0f s", (double)(w->slice_bytes - w->xfer_have) / rate);
+    LOG(LOG_INFO, "worker: weights %.2f/%.2f MB (%d%%), %.2f MB/s, %s left",
+        (double)w->xfer_have / 1e6, (double)w->slice_bytes / 1e6,
+        (int)(w->xfer_have * 100 / w->slice_bytes), rate / 1e6, left);
+}
+
+static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
+                      struct worker_actions *acts) {
     const Caravan__Assign *a = env->assign;
     if (w->state == WORKER_STATE_JOINING) {
         LOG(LOG_WARN, "worker: Assign before JoinAck; ignored");
@@ -287,9 +434,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
             (unsigned long long)env->epoch, (unsigned long long)w->slice.epoch);
         return;
     }
-    free(w->blob);
-    w->blob = NULL;
-    w->blob_have = 0;
+    stop_receiving(w);
+    w->n_retries = 0;
     memset(&w->slice, 0, sizeof w->slice);
     w->slice.epoch = env->epoch;
     w->slice.layer_first = a->layer_first;
@@ -297,9 +443,15 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
     w->slice.n_layers = a->model->n_layers > 0 ? a->model->n_layers : a->layer_end;
     w->slice.is_first = a->prev == NULL;
     w->slice.is_last = a->next == NULL;
+    w->slice.n_ctx = a->n_ctx;
+    w->slice.n_seq = a->n_seq;
+    w->slice.n_batch = a->n_batch;
+    snprintf(w->slice.kernels, sizeof w->slice.kernels, "%s", a->kernels ? a->kernels : "");
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
+    w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
+                                                             : CARAVAN__DTYPE__DTYPE_F32;
 
     /* Who may send activations: the previous stage, or the coordinator for the first. */
     if (!w->cfg.insecure) {
@@ -335,10 +487,13 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
     } else {
         push(acts, WORKER_ACTION_DISCONNECT_NEXT);
     }
-    LOG(LOG_INFO, "worker: assigned layers [%d, %d) of %d, epoch %llu, %s stage%s%s",
+    LOG(LOG_INFO,
+        "worker: assigned layers [%d, %d) of %d, epoch %llu, %s stage%s%s, n_ctx %d x n_seq %d, "
+        "kernels %s",
         a->layer_first, a->layer_end, w->slice.n_layers, (unsigned long long)env->epoch,
         w->slice.is_first ? "first" : (w->slice.is_last ? "last" : "middle"), a->next ? " -> " : "",
-        a->next ? a->next->endpoint : "");
+        a->next ? a->next->endpoint : "", a->n_ctx, a->n_seq,
+        w->slice.kernels[0] ? w->slice.kernels : "(own best)");
 
     if (!w->have_slice_fingerprint) {
         /* No weights in this plan (identity compute over activations). */
@@ -356,7 +511,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
             return;
         }
         struct slice s;
-        if (slice_init(&s, w->cfg.model, a->layer_first, a->layer_end) != STATUS_OK) {
+        if (slice_init(&s, w->cfg.model, w->cfg.model_fingerprint, a->layer_first, a->layer_end) !=
+            STATUS_OK) {
             refuse_weights(w, acts, "the local model has no such slice");
             return;
         }
@@ -370,50 +526,69 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, struct worker_a
         return;
     }
     if (w->slice_bytes == 0 || w->slice_bytes > w->cfg.max_weight_bytes) {
-        refuse_weights(w, acts, "slice size is zero or over --max-weight-bytes");
+        fail_weights(w, acts, "slice size is zero or over --max-weight-bytes");
         return;
     }
-    w->blob = malloc(w->slice_bytes);
-    if (!w->blob) {
-        refuse_weights(w, acts, "out of memory for the slice");
+    if (!w->cfg.cache) {
+        fail_weights(w, acts, "no model file and no cache directory to receive the slice into");
         return;
     }
-    send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_NEED_WEIGHTS, NULL);
-    send_weight_request(w, acts);
+    start_transfer(w, acts, now_us);
 }
 
-static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env,
+static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
                             struct worker_actions *acts) {
     const Caravan__WeightChunk *c = env->weight_chunk;
-    if (w->state != WORKER_STATE_LOADING || !w->blob || env->epoch != w->slice.epoch) {
+    if (w->state != WORKER_STATE_LOADING || !w->receiving || env->epoch != w->slice.epoch) {
         LOG(LOG_WARN, "worker: unexpected WeightChunk (state %s, epoch %llu); ignored",
             worker_state_name(w->state), (unsigned long long)env->epoch);
         return;
     }
-    if (!crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
-        c->total_bytes != w->slice_bytes || c->offset != w->blob_have) {
+    if (c->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
+        !crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
+        c->total_bytes != w->slice_bytes || c->offset != w->xfer_have ||
+        c->data.len > w->slice_bytes - w->xfer_have ||
+        c->last != (w->xfer_have + c->data.len == w->slice_bytes) ||
+        (!c->last && c->data.len == 0)) {
         refuse_weights(w, acts, "a weight chunk does not continue the assigned slice");
         return;
     }
-    memcpy(w->blob + w->blob_have, c->data.data, c->data.len);
-    w->blob_have += c->data.len;
-    if (!c->last) {
-        send_weight_request(w, acts);
+    if (slice_cache_append(w->cfg.cache, c->data.data, c->data.len) != STATUS_OK) {
+        fail_weights(w, acts, "cannot write to the cache (see the log)");
         return;
     }
+    w->xfer_have += c->data.len;
+    log_progress(w, now_us);
+    if (!c->last) {
+        request_next(w, acts);
+        return;
+    }
+    w->receiving = false;
     uint8_t got[CRYPTO_HASH_BYTES];
-    crypto_hash_buf(w->blob, w->blob_have, got);
-    if (!crypto_equal(got, w->slice_fingerprint, CRYPTO_HASH_BYTES)) {
-        char hex[CRYPTO_HASH_HEX_LEN + 1], why[128];
-        snprintf(why, sizeof why, "received blob hashes to %s",
-                 crypto_hex(got, CRYPTO_HASH_BYTES, hex));
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    enum status rc = slice_cache_finish(w->cfg.cache, got);
+    if (rc == STATUS_FORMAT) {
+        crypto_hex(got, CRYPTO_HASH_BYTES, hex);
+        if (w->n_retries++ == 0) {
+            LOG(LOG_ERROR,
+                "worker: the received slice hashes to %s, not to the Assign's fingerprint; "
+                "deleted it, asking for it once more from offset 0",
+                hex);
+            start_transfer(w, acts, now_us);
+            return;
+        }
+        char why[160];
+        snprintf(why, sizeof why, "received the slice twice and it hashed to %s both times", hex);
         refuse_weights(w, acts, why);
         return;
     }
-    LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified",
-        (unsigned long long)w->blob_have);
-    w->slice.weights = w->blob;
-    w->slice.weights_bytes = w->blob_have;
+    if (rc != STATUS_OK) {
+        fail_weights(w, acts, "cannot store the verified slice in the cache (see the log)");
+        return;
+    }
+    LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified; cached as %s",
+        (unsigned long long)w->xfer_have, slice_cache_path(w->cfg.cache));
+    w->slice.weights_path = slice_cache_path(w->cfg.cache);
     become_ready(w, acts);
 }
 
@@ -442,6 +617,56 @@ enum status worker_compute_identity(void *ctx, const struct worker_slice *slice,
     out->data = malloc(out->nbytes ? out->nbytes : 1);
     if (!out->data) return STATUS_NOMEM;
     memcpy(out->data, in->token, out->nbytes);
+    return STATUS_OK;
+}
+
+/* Last stage: one token per wanted row, sampled as the row's Sampling says. Every row needs
+ * one (rows are matched by seq_id). The draw index and recent tokens travel in the Sampling, so
+ * the token is the one `caravan run` would pick at the same point of the same sequence. */
+static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uint64_t *row_seq,
+                               size_t n_rows, const struct worker_tensor *logits, int32_t *tokens,
+                               float *logprobs) {
+    if (logits->dtype != CARAVAN__DTYPE__DTYPE_F32 || logits->n_dims != 2 ||
+        logits->shape[0] != (int64_t)n_rows || logits->shape[1] < 1)
+        return STATUS_FORMAT;
+    int64_t n_vocab = logits->shape[1];
+    if (!w->sampler || w->sampler_vocab != n_vocab) {
+        sampler_free(&w->sampler);
+        w->sampler = sampler_new(n_vocab);
+        w->sampler_vocab = n_vocab;
+    }
+    for (size_t k = 0; k < n_rows; k++) {
+        const Caravan__Sampling *sm = NULL;
+        for (size_t j = 0; j < f->n_sampling && !sm; j++)
+            if (f->sampling[j]->seq_id == row_seq[k]) sm = f->sampling[j];
+        if (!sm) {
+            LOG(LOG_ERROR, "worker: batch %llu: no sampling for sequence %llu",
+                (unsigned long long)f->batch_id, (unsigned long long)row_seq[k]);
+            return STATUS_FORMAT;
+        }
+        struct sampler_params p;
+        sampler_params_default(&p);
+        p.temp = sm->temperature;
+        p.top_k = sm->top_k;
+        p.top_p = sm->top_p > 0 && sm->top_p < 1 ? sm->top_p : 1.0f;
+        p.min_p = sm->min_p;
+        p.repeat_penalty = sm->repeat_penalty > 0 ? sm->repeat_penalty : 1.0f;
+        p.repeat_last_n = (int32_t)sm->n_recent;
+        p.seed = sm->seed;
+        const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;
+        int32_t tok =
+            sampler_sample(w->sampler, &p, row, sm->recent, (int32_t)sm->n_recent, sm->draw);
+        if (tok < 0 || tok >= n_vocab) return STATUS_FORMAT;
+        /* log-probability of the token under the raw logits */
+        float mx = row[0];
+        for (int64_t i = 1; i < n_vocab; i++)
+            if (row[i] > mx) mx = row[i];
+        double sum = 0;
+        for (int64_t i = 0; i < n_vocab; i++) sum += exp((double)(row[i] - mx));
+        double lp = (double)(row[tok] - mx) - log(sum);
+        tokens[k] = tok;
+        logprobs[k] = lp > 0 ? 0.0f : (float)lp;
+    }
     return STATUS_OK;
 }
 
@@ -510,14 +735,65 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         r.seq_id = row_seq;
         r.pos = row_pos;
         r.logits = &t;
+        int32_t *row_tok = NULL;
+        float *row_lp = NULL;
+        if (f->n_sampling > 0 && row_seq && row_pos) {
+            row_tok = malloc((k + 1) * sizeof *row_tok);
+            row_lp = malloc((k + 1) * sizeof *row_lp);
+            enum status src = row_tok && row_lp
+                                  ? sample_rows(w, f, row_seq, k, &out, row_tok, row_lp)
+                                  : STATUS_NOMEM;
+            if (src != STATUS_OK) {
+                char text[128];
+                snprintf(text, sizeof text, "sampling failed for batch %llu: %s",
+                         (unsigned long long)f->batch_id, status_str(src));
+                LOG(LOG_ERROR, "worker: %s", text);
+                send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id);
+                free(row_tok);
+                free(row_lp);
+                free(row_seq);
+                free(row_pos);
+                free(hops);
+                free(out.data);
+                return;
+            }
+            r.n_token = r.n_logprob = k;
+            r.token = row_tok;
+            r.logprob = row_lp;
+            bool logits_wanted = false;
+            for (size_t j = 0; j < f->n_sampling; j++)
+                logits_wanted |= f->sampling[j]->return_logits;
+            if (!logits_wanted) r.logits = NULL;
+        }
         r.n_hops = f->n_hops + 1;
         r.hops = hops;
         reply.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
         reply.result = &r;
         emit(w, acts, WORKER_ACTION_SEND_CONTROL, &reply);
+        free(row_tok);
+        free(row_lp);
         free(row_seq);
         free(row_pos);
     } else {
+        if (w->act_dtype == CARAVAN__DTYPE__DTYPE_F16 && out.dtype == CARAVAN__DTYPE__DTYPE_F32) {
+            /* --wire-dtype f16: half the bytes on the wire, rounded (not bit-exact). */
+            size_t n = out.nbytes / sizeof(float);
+            uint16_t *h = malloc(n * sizeof *h + 1);
+            if (!h) {
+                free(hops);
+                free(out.data);
+                return;
+            }
+            const float *src = (const float *)out.data;
+            for (size_t i = 0; i < n; i++) h[i] = quant_f32_to_f16(src[i]);
+            free(out.data);
+            out.data = (uint8_t *)h;
+            out.nbytes = n * sizeof *h;
+            out.dtype = CARAVAN__DTYPE__DTYPE_F16;
+            t.dtype = CARAVAN__DTYPE__DTYPE_F16;
+            t.data.data = out.data;
+            t.data.len = out.nbytes;
+        }
         Caravan__Forward next = *f;
         next.layer = w->slice.layer_end;
         next.n_token = 0;
@@ -561,8 +837,8 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
     }
     switch (msg->body_case) {
     case CARAVAN__ENVELOPE__BODY_JOIN_ACK: on_join_ack(w, msg->join_ack, acts); break;
-    case CARAVAN__ENVELOPE__BODY_ASSIGN: on_assign(w, msg, acts); break;
-    case CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK: on_weight_chunk(w, msg, acts); break;
+    case CARAVAN__ENVELOPE__BODY_ASSIGN: on_assign(w, msg, now_us, acts); break;
+    case CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK: on_weight_chunk(w, msg, now_us, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: break;
     case CARAVAN__ENVELOPE__BODY_RELEASE:
         if (w->cfg.reset) {
@@ -578,8 +854,12 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
         char text[256];
         snprintf(text, sizeof text, "coordinator error (code %d): %s", (int)e->code,
                  e->text ? e->text : "");
+        /* NO_MEMORY before any Assign: the coordinator cannot plan (the cluster cannot hold
+         * the model) and is stopping. */
         if (w->state == WORKER_STATE_JOINING || e->code == CARAVAN__ERROR__CODE__CODE_VERSION ||
-            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED) {
+            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED ||
+            (w->state == WORKER_STATE_JOINED && w->slice.epoch == 0 &&
+             e->code == CARAVAN__ERROR__CODE__CODE_NO_MEMORY)) {
             exit_with(acts, 1, text);
         } else {
             LOG(LOG_WARN, "worker: %s", text);
@@ -607,6 +887,11 @@ void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_a
 }
 
 void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
+    w->tick_ms = now_ms;
+    if (w->request_pending && w->receiving && now_ms >= w->request_due_ms) {
+        w->request_pending = false;
+        send_weight_request(w, acts);
+    }
     if (w->state == WORKER_STATE_JOINING) return;
     if (now_ms - w->last_heartbeat_ms < w->heartbeat_ms) return;
     w->last_heartbeat_ms = now_ms;
@@ -618,6 +903,7 @@ void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
         CARAVAN__HEARTBEAT__STATE__STATE_LOADING, CARAVAN__HEARTBEAT__STATE__STATE_READY};
     hb.state = states[w->state];
     hb.tokens_total = w->n_computed;
+    if (w->cfg.mem_used) hb.mem_used_bytes = w->cfg.mem_used();
     hb.uptime_ms = now_ms - w->start_ms;
     if (w->state == WORKER_STATE_READY) {
         hb.layer_first = w->slice.layer_first;

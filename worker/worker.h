@@ -7,6 +7,12 @@
  *      |                                     (WeightRequest/WeightChunk     |  Forward in ->
  *      +--Error/refusal--> exit 1             when no local model file)     |  compute -> out
  *
+ * Without a local model file the slice (a GGUF file, common/slice.h) goes to the cache
+ * (cache.h): a slice already there is re-verified and nothing is transferred; a part left by an
+ * interrupted transfer is resumed from its size; chunks are appended as they arrive and hashed;
+ * a slice that does not hash to the Assign's fingerprint is deleted and asked for once more
+ * from offset 0, then refused. Progress is logged about every second and every 10%.
+ *
  * Activations are accepted only from the upstream peer of the current Assign (the
  * coordinator's key for the first stage), only in READY and only for the current epoch.
  * Weights are used only when their BLAKE2b fingerprint equals the Assign's. */
@@ -15,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache.h"
+#include "caps.h"
 #include "caravan.pb-c.h"
 #include "crypto.h"
 #include "gguf.h"
@@ -33,8 +41,10 @@ struct worker_slice {
     uint64_t epoch;
     int32_t layer_first, layer_end, n_layers;
     bool is_first, is_last;
-    const uint8_t *weights; /* received blob (WeightChunks) or NULL when read locally */
-    size_t weights_bytes;
+    const char *weights_path;      /* the verified slice file in the cache, or NULL: the weights
+                                      are the local model file's (or the plan has none) */
+    int32_t n_ctx, n_seq, n_batch; /* KV and batch sizes of the Assign (0 = engine default) */
+    char kernels[32];              /* kernel variant to force; "" = the CPU's best */
 };
 
 /* An output tensor; data is malloc'd and owned by whoever holds the struct. */
@@ -72,9 +82,21 @@ struct worker_config {
                                                   weights as WeightChunks */
     uint8_t model_fingerprint[CRYPTO_HASH_BYTES]; /* BLAKE2b of that whole file */
     uint64_t max_weight_bytes;                    /* largest slice blob accepted over the network */
+    slice_cache_t *cache; /* where shipped slices are stored; NULL: weights cannot be shipped */
+    const struct slice_cache_entry *cached; /* reported in Join.cached_slices */
+    size_t n_cached;
+    uint64_t weight_rate_limit;        /* bytes/s asked for at most (tests); 0 = unlimited */
     const struct codec_limits *limits; /* for encoding (the transport's); NULL = codec defaults */
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for trace hops; NULL = the event's now_us */
+    uint64_t (*mem_used)(void); /* resident bytes, for heartbeats; NULL = unknown */
     uint32_t n_threads;
+    /* Join.caps beyond host and cores (caps.h): memory the worker may use (0 = unreported), its
+     * matmul speed per weight type and the kernel variants it can run. Borrowed. */
+    uint64_t mem_limit_bytes;
+    const struct caps_type_speed *type_speeds;
+    size_t n_type_speeds;
+    const char *const *kernels;
+    size_t n_kernels;
     worker_compute_fn compute;
     worker_load_fn load;
     worker_reset_fn reset;

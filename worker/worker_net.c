@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -216,4 +217,14 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     transport_close(&n.act_in_mon);
     transport_close(&n.act_in);
     return n.exit_code;
+}
+
+uint64_t worker_net_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, resident = 0;
+    int n = fscanf(f, "%llu %llu", &size, &resident);
+    fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    return n == 2 && page > 0 ? (uint64_t)resident * (uint64_t)page : 0;
 }

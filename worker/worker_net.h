@@ -22,3 +22,6 @@ struct worker_net_config {
  * here (from the bound socket). Returns the process exit status; logs the reason. */
 int worker_net_run(transport_t *t, struct worker_config *wcfg,
                    const struct worker_net_config *ncfg);
+
+/* Resident memory of this process (/proc/self/statm), 0 when unknown. */
+uint64_t worker_net_rss_bytes(void);

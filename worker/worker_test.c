@@ -1,11 +1,16 @@
 /* worker_test: the worker state machine without sockets. Join -> JoinAck -> Assign -> READY;
  * Forwards are computed only from the assigned upstream key, in READY, under the current
- * epoch; a new Assign moves the upstream; shipped weights are used only when they hash to
- * the Assign's fingerprint; a version refusal or a JoinAck refusal exits 1. */
+ * epoch; a new Assign moves the upstream; shipped weights (stored in a slice cache in a
+ * temporary directory) are used only when they hash to the Assign's fingerprint, a bad one is
+ * asked for once more from offset 0, a cached slice is not transferred again, an interrupted
+ * transfer resumes from its part's size, --weight-rate-limit defers requests to the tick;
+ * a version refusal or a JoinAck refusal exits 1. */
 #undef NDEBUG
 #include "worker.h"
 
 #include <assert.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,17 +129,43 @@ static void weight_chunk(worker_t *w, uint64_t epoch, const uint8_t *fp, const u
     worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
 }
 
-static worker_t *new_worker(void) {
+static slice_cache_t *g_cache;
+
+static worker_t *new_worker_rate(uint64_t rate) {
     struct worker_config cfg = {.name = "t", .data_endpoint = "tcp://self:1"};
     memcpy(cfg.public_key, KEY_SELF, 32);
     memcpy(cfg.coordinator_key, KEY_COORD, 32);
+    cfg.cache = g_cache;
+    cfg.weight_rate_limit = rate;
     return worker_new(&cfg);
+}
+
+static worker_t *new_worker(void) {
+    return new_worker_rate(0);
+}
+
+/* The offset of the WeightRequest among acts, or -1 when there is none. */
+static int64_t request_offset(const struct worker_actions *acts) {
+    int64_t off = -1;
+    for (int i = 0; i < acts->n; i++) {
+        if (!acts->a[i].buf) continue;
+        Caravan__Envelope *env = decode_action(acts, i);
+        if (env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST)
+            off = (int64_t)env->weight_request->offset;
+        codec_free(&env);
+    }
+    return off;
 }
 
 int main(void) {
     log_set_level(LOG_ERROR);
     assert(crypto_init() == STATUS_OK);
     struct worker_actions acts = {0};
+    char dir[] = "/tmp/worker_test.XXXXXX";
+    assert(mkdtemp(dir));
+    char cache_dir[64];
+    snprintf(cache_dir, sizeof cache_dir, "%s/cache", dir);
+    assert(slice_cache_open(cache_dir, &g_cache) == STATUS_OK);
 
     /* Join carries the key and endpoint; nothing is computed before an Assign. */
     worker_t *w = new_worker();
@@ -203,29 +234,30 @@ int main(void) {
     codec_free(&env);
     worker_actions_clear(&acts);
 
-    /* Shipped weights: a blob that does not hash to the fingerprint is refused. */
+    /* Shipped weights: a blob that does not hash to the fingerprint is deleted and asked for
+     * once more from offset 0; bad again, it is refused. */
     uint8_t blob[100];
     for (int i = 0; i < 100; i++) blob[i] = (uint8_t)(i * 3);
     uint8_t fp[32];
     crypto_hash_buf(blob, sizeof blob, fp);
     assign(w, 3, KEY_PREV, NULL, fp, sizeof blob, &acts);
     assert(worker_state(w) == WORKER_STATE_LOADING);
-    env = decode_action(&acts, acts.n - 1);
-    assert(env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST &&
-           env->weight_request->offset == 0);
-    codec_free(&env);
+    assert(request_offset(&acts) == 0);
     worker_actions_clear(&acts);
     forward(w, 3, KEY_PREV, &acts); /* not ready yet */
     assert(acts.n == 0);
     weight_chunk(w, 3, fp, blob, 60, 0, sizeof blob, &acts);
-    env = decode_action(&acts, 0);
-    assert(env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST &&
-           env->weight_request->offset == 60);
-    codec_free(&env);
+    assert(request_offset(&acts) == 60);
     worker_actions_clear(&acts);
     uint8_t bad[40];
     memcpy(bad, blob + 60, 40);
     bad[39] ^= 1;
+    weight_chunk(w, 3, fp, bad, 40, 60, sizeof blob, &acts);
+    assert(worker_state(w) == WORKER_STATE_LOADING);
+    assert(request_offset(&acts) == 0); /* the retry */
+    worker_actions_clear(&acts);
+    weight_chunk(w, 3, fp, blob, 60, 0, sizeof blob, &acts);
+    worker_actions_clear(&acts);
     weight_chunk(w, 3, fp, bad, 40, 60, sizeof blob, &acts);
     assert(worker_state(w) == WORKER_STATE_JOINED);
     env = decode_action(&acts, 0);
@@ -233,14 +265,86 @@ int main(void) {
            env->error->code == CARAVAN__ERROR__CODE__CODE_FINGERPRINT);
     codec_free(&env);
     worker_actions_clear(&acts);
-    /* The same slice intact: verified, READY. */
+    char path[600], hex[65];
+    snprintf(path, sizeof path, "%s/%s.gguf", slice_cache_dir(g_cache), crypto_hex(fp, 32, hex));
+    assert(access(path, F_OK) != 0); /* nothing bad is kept */
+    /* A chunk that does not continue the slice is refused. */
     assign(w, 4, KEY_PREV, NULL, fp, sizeof blob, &acts);
     worker_actions_clear(&acts);
-    weight_chunk(w, 4, fp, blob, 60, 0, sizeof blob, &acts);
+    weight_chunk(w, 4, fp, blob + 10, 50, 10, sizeof blob, &acts);
+    assert(worker_state(w) == WORKER_STATE_JOINED);
     worker_actions_clear(&acts);
-    weight_chunk(w, 4, fp, blob + 60, 40, 60, sizeof blob, &acts);
+    /* The same slice intact: verified, cached as <hex>.gguf, READY. */
+    assign(w, 5, KEY_PREV, NULL, fp, sizeof blob, &acts);
+    worker_actions_clear(&acts);
+    weight_chunk(w, 5, fp, blob, 60, 0, sizeof blob, &acts);
+    worker_actions_clear(&acts);
+    weight_chunk(w, 5, fp, blob + 60, 40, 60, sizeof blob, &acts);
     assert(worker_state(w) == WORKER_STATE_READY);
     worker_actions_clear(&acts);
+    struct stat sb;
+    assert(stat(path, &sb) == 0 && sb.st_size == (off_t)sizeof blob);
+
+    /* A restarted worker finds it: READY without a WeightRequest. */
+    worker_t *w2 = new_worker();
+    worker_start(w2, 0, &acts);
+    worker_actions_clear(&acts);
+    join(w2, &acts);
+    assign(w2, 1, KEY_PREV, NULL, fp, sizeof blob, &acts);
+    assert(worker_state(w2) == WORKER_STATE_READY);
+    assert(request_offset(&acts) == -1);
+    worker_actions_clear(&acts);
+    worker_destroy(&w2);
+
+    /* An interrupted transfer resumes from the part's size, in a new worker. */
+    uint8_t blob2[100];
+    for (int i = 0; i < 100; i++) blob2[i] = (uint8_t)(i * 7 + 1);
+    uint8_t fp2[32];
+    crypto_hash_buf(blob2, sizeof blob2, fp2);
+    w2 = new_worker();
+    worker_start(w2, 0, &acts);
+    join(w2, &acts);
+    worker_actions_clear(&acts);
+    assign(w2, 1, KEY_PREV, NULL, fp2, sizeof blob2, &acts);
+    worker_actions_clear(&acts);
+    weight_chunk(w2, 1, fp2, blob2, 30, 0, sizeof blob2, &acts);
+    worker_actions_clear(&acts);
+    worker_destroy(&w2); /* killed mid-transfer */
+    w2 = new_worker();
+    worker_start(w2, 0, &acts);
+    join(w2, &acts);
+    worker_actions_clear(&acts);
+    assign(w2, 1, KEY_PREV, NULL, fp2, sizeof blob2, &acts);
+    assert(request_offset(&acts) == 30);
+    worker_actions_clear(&acts);
+    weight_chunk(w2, 1, fp2, blob2 + 30, 70, 30, sizeof blob2, &acts);
+    assert(worker_state(w2) == WORKER_STATE_READY);
+    worker_actions_clear(&acts);
+    worker_destroy(&w2);
+
+    /* --weight-rate-limit: the next request waits for the tick that makes it due. */
+    uint8_t blob3[8192];
+    for (size_t i = 0; i < sizeof blob3; i++) blob3[i] = (uint8_t)(i * 5 + 2);
+    uint8_t fp3[32];
+    crypto_hash_buf(blob3, sizeof blob3, fp3);
+    w2 = new_worker_rate(4096); /* 4096 bytes/s: the 4096-byte chunk is due after 1 s */
+    worker_start(w2, 0, &acts);
+    join(w2, &acts);
+    worker_actions_clear(&acts);
+    worker_on_tick(w2, 1000, &acts);
+    worker_actions_clear(&acts);
+    assign(w2, 1, KEY_PREV, NULL, fp3, sizeof blob3, &acts);
+    worker_actions_clear(&acts);
+    weight_chunk(w2, 1, fp3, blob3, 4096, 0, sizeof blob3, &acts);
+    assert(request_offset(&acts) == -1);
+    worker_actions_clear(&acts);
+    worker_on_tick(w2, 1500, &acts);
+    assert(request_offset(&acts) == -1);
+    worker_actions_clear(&acts);
+    worker_on_tick(w2, 2000, &acts);
+    assert(request_offset(&acts) == 4096);
+    worker_actions_clear(&acts);
+    worker_destroy(&w2);
 
     /* A version refusal from the coordinator ends the worker with status 1. */
     worker_on_bad_msg(w, WORKER_FROM_CONTROL, "test", STATUS_PROTOCOL,
@@ -269,6 +373,10 @@ int main(void) {
     assert(strstr(acts.a[0].text, "the cluster is full"));
     worker_actions_clear(&acts);
     worker_destroy(&w);
+    slice_cache_destroy(&g_cache);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert(system(cmd) == 0);
     printf("worker_test: ok\n");
     return 0;
 }

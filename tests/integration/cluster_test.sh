@@ -24,6 +24,7 @@ CARAVAN="$BIN/caravan"
 PROBE="$BIN/net_probe"
 MODEL="${CARAVAN_SHARED:-/nonexistent}/models/stories260K.gguf"
 WORK=$(mktemp -d /tmp/caravan_cluster.XXXXXX)
+export XDG_CACHE_HOME="$WORK/xdg" # workers without --model cache their slices here
 PIDS=()
 FAILED=0
 
@@ -267,7 +268,7 @@ generate)
     [ -f "$MODEL" ] || fail "$MODEL missing"
     secure_keys 3
     start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 3 --model "$MODEL" \
-        --prompt "Once upon a time" --generate 64 --repeat 2 --exit-when-done
+        --plan 0,1-2,3-4 --prompt "Once upon a time" --generate 64 --repeat 2 --exit-when-done
     start_workers_in_order 3 --model "$MODEL" --threads 1
     wait_exit "$COORD_PID" 60; rc=$RC
     [ "$rc" = 0 ] || fail "coordinator exit status $rc, want 0"
@@ -290,7 +291,8 @@ fingerprint)
     size=$(stat -c %s "$WORK/tampered.gguf")
     printf '\x42' | dd of="$WORK/tampered.gguf" bs=1 seek=$((size - 1000)) conv=notrunc 2>/dev/null
     cmp -s "$MODEL" "$WORK/tampered.gguf" && fail "tampering did not change the file"
-    start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 2 --model "$MODEL"
+    start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 2 --model "$MODEL" \
+        --plan 0-1,2-4
     start_worker w1 --coordinator-key "$WORK/c" --key "$WORK/w1" --compute identity
     wait_for "$WORK/coord.log" "worker 'w1' joined" 15 || fail "w1 did not join"
     start_worker w2 --coordinator-key "$WORK/c" --key "$WORK/w2" --model "$WORK/tampered.gguf"
@@ -301,7 +303,7 @@ fingerprint)
     expect_no_log "$WORK/w2.log" "ready for layers"
     expect_no_log "$WORK/coord.log" "pipeline ready"
     # w1 had no file: it was shipped [0, 2) and checked it.
-    wait_for "$WORK/w1.log" "received 494592 bytes of weights; fingerprint verified" 10 ||
+    wait_for "$WORK/w1.log" "received [0-9]+ bytes of weights; fingerprint verified; cached as $WORK/xdg/caravan/[0-9a-f]{64}\\.gguf" 10 ||
         fail "w1 did not verify its shipped weights"
     ;;
 

@@ -169,8 +169,11 @@ static int cmd_slice_hex(int argc, char **argv) {
     if (argc < 7) return 2;
     gguf_t *g = NULL;
     struct slice sl;
+    uint8_t model_fp[CRYPTO_HASH_BYTES];
     if (gguf_open(argv[2], &g) != STATUS_OK) return 1;
-    if (slice_init(&sl, g, atoi(argv[3]), atoi(argv[4])) != STATUS_OK) return 1;
+    if (crypto_hash_file(argv[2], 0, UINT64_MAX, model_fp) != STATUS_OK ||
+        slice_init(&sl, g, model_fp, atoi(argv[3]), atoi(argv[4])) != STATUS_OK)
+        return 1;
     size_t len = (size_t)strtoull(argv[6], NULL, 10);
     uint8_t *buf = malloc(len);
     size_t got = slice_read(&sl, strtoull(argv[5], NULL, 10), buf, len);

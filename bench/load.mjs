@@ -1,0 +1,59 @@
+// load.mjs: N concurrent streamed completions against a caravan (or any OpenAI-compatible)
+// server, using Node's own fetch. Prints one JSON line: streams, wall seconds, generated tokens
+// (from each stream's usage), aggregate tokens/s, and time to first token per stream.
+//
+//   node bench/load.mjs URL STREAMS MAX_TOKENS [PROMPT]
+//   (CARAVAN_API_KEY sets the bearer key)
+const [url, streamsArg, maxArg, promptArg] = process.argv.slice(2);
+if (!url || !streamsArg || !maxArg) {
+  console.error('usage: node bench/load.mjs URL STREAMS MAX_TOKENS [PROMPT]');
+  process.exit(2);
+}
+const streams = Number(streamsArg);
+const maxTokens = Number(maxArg);
+const prompt = promptArg || 'Once upon a time there was a little robot who lived in a big city';
+const headers = { 'Content-Type': 'application/json' };
+if (process.env.CARAVAN_API_KEY) headers.Authorization = `Bearer ${process.env.CARAVAN_API_KEY}`;
+
+async function one(i) {
+  const t0 = performance.now();
+  const res = await fetch(`${url.replace(/\/+$/, '')}/v1/completions`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({
+      prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true,
+      stream_options: { include_usage: true }, seed: i,
+    }),
+  });
+  if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  const reader = res.body.getReader();
+  const dec = new TextDecoder();
+  let buf = '', ttft = 0, tokens = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let k;
+    while ((k = buf.indexOf('\n\n')) >= 0) {
+      const ev = buf.slice(0, k);
+      buf = buf.slice(k + 2);
+      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
+      const j = JSON.parse(ev.slice(6));
+      if (!ttft && j.choices && j.choices.length && j.choices[0].text) ttft = performance.now() - t0;
+      if (j.usage) tokens = j.usage.completion_tokens;
+    }
+  }
+  return { ttft_ms: ttft, tokens, ms: performance.now() - t0 };
+}
+
+const t0 = performance.now();
+const results = await Promise.all(Array.from({ length: streams }, (_, i) => one(i)));
+const wall = (performance.now() - t0) / 1000;
+const tokens = results.reduce((a, r) => a + r.tokens, 0);
+const ttfts = results.map((r) => r.ttft_ms).sort((a, b) => a - b);
+console.log(JSON.stringify({
+  streams, max_tokens: maxTokens, wall_s: +wall.toFixed(3), tokens,
+  tokens_per_s: +(tokens / wall).toFixed(2),
+  ttft_ms_median: +ttfts[Math.floor(ttfts.length / 2)].toFixed(1),
+  ttft_ms_max: +ttfts[ttfts.length - 1].toFixed(1),
+}));

@@ -1,0 +1,554 @@
+/* caravan cluster: a whole cluster on this machine, on loopback. Makes throw-away CURVE keys,
+ * starts one coordinator and N worker processes (this same binary), waits until the model is
+ * served, prints the URL and a curl example, and stops every process it started on Ctrl-C or
+ * SIGTERM. With --prompt it instead answers one prompt through the cluster (the coordinator's
+ * --ask), prints only the generated text on stdout and exits.
+ *
+ * Workers get their slices over the network from the coordinator (cached per worker under
+ * --cache) unless --shared-file, which lets every worker map the model file itself. Logs go to
+ * --log-dir (a fresh temporary folder by default, named at start). */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "crypto.h"
+#include "opts.h"
+
+#define CLUSTER_MAX_WORKERS 64
+
+struct cluster_cfg {
+    const char *model;
+    int workers;
+    const char *http;
+    const char *api_key;
+    int threads;
+    int shared_file;
+    const char *prompt;
+    int n_predict;
+    double temp;
+    int top_k;
+    double top_p;
+    double min_p;
+    double repeat_penalty;
+    long long seed;
+    int ignore_eos;
+    int ctx;
+    int max_seqs;
+    int prefill_chunk;
+    const char *wire_dtype;
+    const char *kernels;
+    const char *plan;
+    const char *cache;
+    const char *log_dir;
+    int ready_timeout_s;
+    const char *log_level;
+};
+
+#define F(x) offsetof(struct cluster_cfg, x)
+static const struct opt cluster_opts[] = {
+    {"model", 'm', OPT_STRING, F(model), NULL, 0, -1, "GGUF",
+     "the model (default: ../shared/models/stories260K.gguf or $CARAVAN_MODEL)"},
+    {"workers", 'w', OPT_INT, F(workers), "2", 1, CLUSTER_MAX_WORKERS, "N", "worker processes"},
+    {"http", 0, OPT_STRING, F(http), "127.0.0.1:8080", 0, -1, "HOST:PORT",
+     "where the OpenAI-compatible API listens (port 0: any free port)"},
+    {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
+     "require 'Authorization: Bearer KEY' on the API"},
+    {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "T",
+     "compute threads per worker (0: the cores divided among the workers, at least 1)"},
+    {"shared-file", 0, OPT_FLAG, F(shared_file), NULL, 0, -1, NULL,
+     "workers map the model file themselves instead of receiving their slices"},
+    {"prompt", 'p', OPT_STRING, F(prompt), NULL, 0, -1, "TEXT",
+     "answer this prompt through the cluster, print the text, and exit"},
+    {"n-predict", 'n', OPT_INT, F(n_predict), "64", 1, 1 << 20, "N",
+     "--prompt: tokens to generate"},
+    {"temp", 0, OPT_FLOAT, F(temp), "0.8", 0, 100, "T", "--prompt: temperature; 0 is greedy"},
+    {"top-k", 0, OPT_INT, F(top_k), "40", 0, 1 << 24, "K", "--prompt: top-k (0: off)"},
+    {"top-p", 0, OPT_FLOAT, F(top_p), "0.95", 0, 1, "P", "--prompt: nucleus sampling (1: off)"},
+    {"min-p", 0, OPT_FLOAT, F(min_p), "0.05", 0, 1, "P", "--prompt: min-p (0: off)"},
+    {"repeat-penalty", 0, OPT_FLOAT, F(repeat_penalty), "1.0", 0, 100, "X",
+     "--prompt: repetition penalty (1: off)"},
+    {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--prompt: random seed (-1: pick)"},
+    {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
+     "--prompt: keep generating past end-of-generation tokens"},
+    {"ctx", 'c', OPT_INT, F(ctx), "0", 0, 1 << 20, "N",
+     "KV positions per sequence (0: the model's, at most 4096)"},
+    {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, 1024, "N", "requests served at once"},
+    {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N",
+     "most prompt tokens of one request per step"},
+    {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
+     "hidden states between workers (f16 halves the bytes; tokens may then differ)"},
+    {"kernels", 0, OPT_STRING, F(kernels), NULL, 0, -1, "NAME",
+     "kernel variant every worker uses (default: the best all have)"},
+    {"plan", 0, OPT_STRING, F(plan), NULL, 0, -1, "RANGES",
+     "fix the layer ranges by hand, e.g. 0-7,8-21"},
+    {"cache", 0, OPT_STRING, F(cache), NULL, 0, -1, "DIR",
+     "workers' slice caches (DIR/wI; default: the log folder)"},
+    {"log-dir", 0, OPT_STRING, F(log_dir), NULL, 0, -1, "DIR",
+     "where keys and logs go (default: a new /tmp/caravan-cluster.XXXXXX)"},
+    {"ready-timeout", 0, OPT_INT, F(ready_timeout_s), "600", 1, 86400, "S",
+     "give up if the model is not served after this long"},
+    {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL",
+     "the daemons' log level: debug|info|warn|error"},
+    OPTS_END,
+};
+#undef F
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) {
+    stop_signal = sig;
+}
+
+struct proc {
+    pid_t pid;
+    char name[32];
+    char log[600];
+    int status;
+    bool exited;
+};
+
+struct cluster {
+    struct cluster_cfg cfg;
+    char dir[400];
+    char self[1024];
+    struct proc coord;
+    struct proc workers[CLUSTER_MAX_WORKERS];
+    int n_workers;
+};
+
+/* Starts argv (argv[0] is ignored: this binary runs) with stderr to log, stdout to out_fd (or
+ * the log when < 0). */
+static pid_t spawn(const char *self, char *const *argv, const char *log, int out_fd) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid > 0) return pid;
+    /* child */
+    signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the launcher, which stops us in order */
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        dup2(fd, STDERR_FILENO);
+        dup2(out_fd >= 0 ? out_fd : fd, STDOUT_FILENO);
+    }
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0) dup2(null, STDIN_FILENO);
+    execv(self, argv);
+    fprintf(stderr, "error: cannot run %s: %s\n", self, strerror(errno));
+    _exit(127);
+}
+
+static bool reap(struct proc *p) {
+    if (p->pid <= 0 || p->exited) return p->exited;
+    int st;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r == p->pid) {
+        p->exited = true;
+        p->status = st;
+    }
+    return p->exited;
+}
+
+static void describe_exit(const struct proc *p, char *out, size_t cap) {
+    if (WIFEXITED(p->status))
+        snprintf(out, cap, "exited with status %d", WEXITSTATUS(p->status));
+    else if (WIFSIGNALED(p->status))
+        snprintf(out, cap, "was killed by signal %d", WTERMSIG(p->status));
+    else
+        snprintf(out, cap, "stopped");
+}
+
+static void print_log_tail(const char *path, int lines) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char buf[64][512];
+    int n = 0;
+    while (fgets(buf[n % 64], sizeof buf[0], f)) n++;
+    fclose(f);
+    int from = n > lines ? n - lines : 0;
+    for (int i = from; i < n; i++) fprintf(stderr, "    %s", buf[i % 64]);
+}
+
+static void stop_all(struct cluster *cl) {
+    struct proc *all[CLUSTER_MAX_WORKERS + 1];
+    int n = 0;
+    for (int i = 0; i < cl->n_workers; i++) all[n++] = &cl->workers[i];
+    all[n++] = &cl->coord;
+    for (int i = 0; i < n; i++)
+        if (all[i]->pid > 0 && !reap(all[i])) kill(all[i]->pid, SIGTERM);
+    for (int t = 0; t < 100; t++) { /* up to 5 s, then SIGKILL */
+        bool left = false;
+        for (int i = 0; i < n; i++) left |= all[i]->pid > 0 && !reap(all[i]);
+        if (!left) return;
+        usleep(50 * 1000);
+    }
+    for (int i = 0; i < n; i++)
+        if (all[i]->pid > 0 && !reap(all[i])) {
+            kill(all[i]->pid, SIGKILL);
+            waitpid(all[i]->pid, &all[i]->status, 0);
+            all[i]->exited = true;
+        }
+}
+
+/* The value of the first "what VALUE" line of the coordinator's status file, or NULL. */
+static bool status_has(const char *path, const char *what, char *value, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    char line[600];
+    bool found = false;
+    size_t wl = strlen(what);
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, what, wl) != 0 || (line[wl] != ' ' && line[wl] != '\n')) continue;
+        found = true;
+        if (value) {
+            const char *v = line[wl] == ' ' ? line + wl + 1 : "";
+            snprintf(value, cap, "%s", v);
+            value[strcspn(value, "\n")] = '\0';
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static int keygen(struct cluster *cl, const char *name, char *pub, size_t cap) {
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/%s", cl->dir, name);
+    crypto_keypair_t *kp = NULL;
+    if (crypto_keypair_generate(&kp) != STATUS_OK ||
+        crypto_keypair_save(kp, dir, true) != STATUS_OK) {
+        crypto_keypair_destroy(&kp);
+        fprintf(stderr, "error: cannot make a key pair in %s\n", dir);
+        return -1;
+    }
+    snprintf(pub, cap, "%s", crypto_keypair_public_z85(kp));
+    crypto_keypair_destroy(&kp);
+    return 0;
+}
+
+/* A worker or the coordinator ended before its time: say which and show its log. */
+static bool check_children(struct cluster *cl) {
+    struct proc *all[CLUSTER_MAX_WORKERS + 1];
+    int n = 0;
+    all[n++] = &cl->coord;
+    for (int i = 0; i < cl->n_workers; i++) all[n++] = &cl->workers[i];
+    for (int i = 0; i < n; i++) {
+        if (!reap(all[i])) continue;
+        char how[64];
+        describe_exit(all[i], how, sizeof how);
+        fprintf(stderr, "error: %s %s; the end of its log (%s):\n", all[i]->name, how, all[i]->log);
+        print_log_tail(all[i]->log, 15);
+        return false;
+    }
+    return true;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int cmd_cluster(int argc, char **argv) {
+    struct cluster *cl = calloc(1, sizeof *cl);
+    if (!cl) return 1;
+    int n_pos = 0;
+    enum opts_result r = opts_parse(cluster_opts, &cl->cfg, argc, argv,
+                                    "usage: caravan cluster [--model M.gguf] [--workers N] "
+                                    "[--http HOST:PORT] [--threads T] [--prompt TEXT [-n N]]",
+                                    &n_pos);
+    int rc = 2;
+    if (r == OPTS_HELP) {
+        rc = 0;
+        goto out;
+    }
+    if (r == OPTS_ERROR) goto out;
+    if (n_pos > 0) {
+        fprintf(stderr, "error: unexpected argument '%s' (see --help)\n", argv[0]);
+        goto out;
+    }
+    struct cluster_cfg *c = &cl->cfg;
+    if (!c->model && !(c->model = cmd_default_model())) goto out;
+    if (access(c->model, R_OK) != 0) {
+        fprintf(stderr, "error: cannot read the model %s: %s\n", c->model, strerror(errno));
+        goto out;
+    }
+    rc = 1;
+    ssize_t sl = readlink("/proc/self/exe", cl->self, sizeof cl->self - 1);
+    if (sl <= 0) {
+        fprintf(stderr, "error: cannot find this program's path\n");
+        goto out;
+    }
+    cl->self[sl] = '\0';
+    if (c->log_dir) {
+        snprintf(cl->dir, sizeof cl->dir, "%s", c->log_dir);
+        if (mkdir(cl->dir, 0700) != 0 && errno != EEXIST) {
+            fprintf(stderr, "error: cannot create %s: %s\n", cl->dir, strerror(errno));
+            goto out;
+        }
+    } else {
+        snprintf(cl->dir, sizeof cl->dir, "/tmp/caravan-cluster.XXXXXX");
+        if (!mkdtemp(cl->dir)) {
+            fprintf(stderr, "error: cannot create a temporary folder: %s\n", strerror(errno));
+            goto out;
+        }
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads =
+        c->threads > 0 ? c->threads : (int)(ncpu / c->workers > 0 ? ncpu / c->workers : 1);
+    fprintf(stderr, "caravan cluster: %d workers x %d threads on %s; keys and logs in %s\n",
+            c->workers, threads, c->model, cl->dir);
+
+    /* keys and the allow-list */
+    char pub[CRYPTO_KEY_Z85_LEN + 8], path[1024];
+    if (keygen(cl, "coordinator", pub, sizeof pub) != 0) goto out;
+    snprintf(path, sizeof path, "%s/allow", cl->dir);
+    FILE *allow = fopen(path, "w");
+    if (!allow) goto out;
+    fprintf(allow, "# workers of this local cluster\n");
+    for (int i = 0; i < c->workers; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "w%d", i + 1);
+        if (keygen(cl, name, pub, sizeof pub) != 0) {
+            fclose(allow);
+            goto out;
+        }
+        fprintf(allow, "%s\n", pub);
+    }
+    fclose(allow);
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+
+    /* the coordinator */
+    char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_temp[32],
+        a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_seed[32], a_ctx[16], a_seqs[16],
+        a_chunk[16];
+    snprintf(status, sizeof status, "%s/coordinator.status", cl->dir);
+    snprintf(a_key, sizeof a_key, "%s/coordinator", cl->dir);
+    snprintf(a_allow, sizeof a_allow, "%s/allow", cl->dir);
+    snprintf(a_workers, sizeof a_workers, "%d", c->workers);
+    snprintf(a_threads, sizeof a_threads, "%d", threads);
+    snprintf(a_n, sizeof a_n, "%d", c->n_predict);
+    snprintf(a_temp, sizeof a_temp, "%.9g", c->temp);
+    snprintf(a_topk, sizeof a_topk, "%d", c->top_k);
+    snprintf(a_topp, sizeof a_topp, "%.9g", c->top_p);
+    snprintf(a_minp, sizeof a_minp, "%.9g", c->min_p);
+    snprintf(a_rp, sizeof a_rp, "%.9g", c->repeat_penalty);
+    snprintf(a_seed, sizeof a_seed, "%lld", c->seed);
+    snprintf(a_ctx, sizeof a_ctx, "%d", c->ctx);
+    snprintf(a_seqs, sizeof a_seqs, "%d", c->max_seqs);
+    snprintf(a_chunk, sizeof a_chunk, "%d", c->prefill_chunk);
+    const char *cargv[64];
+    int k = 0;
+    cargv[k++] = "caravan";
+    cargv[k++] = "coordinator";
+    cargv[k++] = "--key";
+    cargv[k++] = a_key;
+    cargv[k++] = "--allow";
+    cargv[k++] = a_allow;
+    cargv[k++] = "--listen";
+    cargv[k++] = "tcp://127.0.0.1:0";
+    cargv[k++] = "--model";
+    cargv[k++] = c->model;
+    cargv[k++] = "--workers";
+    cargv[k++] = a_workers;
+    cargv[k++] = "--status-file";
+    cargv[k++] = status;
+    cargv[k++] = "--ctx";
+    cargv[k++] = a_ctx;
+    cargv[k++] = "--max-seqs";
+    cargv[k++] = a_seqs;
+    cargv[k++] = "--prefill-chunk";
+    cargv[k++] = a_chunk;
+    cargv[k++] = "--wire-dtype";
+    cargv[k++] = c->wire_dtype;
+    cargv[k++] = "--log-level";
+    cargv[k++] = c->log_level;
+    if (c->kernels) {
+        cargv[k++] = "--kernels";
+        cargv[k++] = c->kernels;
+    }
+    if (c->plan) {
+        cargv[k++] = "--plan";
+        cargv[k++] = c->plan;
+    }
+    if (c->prompt) {
+        cargv[k++] = "--ask";
+        cargv[k++] = c->prompt;
+        cargv[k++] = "--max-tokens";
+        cargv[k++] = a_n;
+        cargv[k++] = "--temp";
+        cargv[k++] = a_temp;
+        cargv[k++] = "--top-k";
+        cargv[k++] = a_topk;
+        cargv[k++] = "--top-p";
+        cargv[k++] = a_topp;
+        cargv[k++] = "--min-p";
+        cargv[k++] = a_minp;
+        cargv[k++] = "--repeat-penalty";
+        cargv[k++] = a_rp;
+        cargv[k++] = "--seed";
+        cargv[k++] = a_seed;
+        if (c->ignore_eos) cargv[k++] = "--ignore-eos";
+    } else {
+        cargv[k++] = "--http";
+        cargv[k++] = c->http;
+        if (c->api_key) {
+            cargv[k++] = "--api-key";
+            cargv[k++] = c->api_key;
+        }
+    }
+    cargv[k] = NULL;
+    cl->coord.status = 0;
+    snprintf(cl->coord.name, sizeof cl->coord.name, "the coordinator");
+    snprintf(cl->coord.log, sizeof cl->coord.log, "%s/coordinator.log", cl->dir);
+    cl->coord.pid =
+        spawn(cl->self, (char *const *)cargv, cl->coord.log, c->prompt ? STDOUT_FILENO : -1);
+    if (cl->coord.pid < 0) {
+        fprintf(stderr, "error: cannot start the coordinator: %s\n", strerror(errno));
+        goto out;
+    }
+    char control[600] = "";
+    for (int t = 0; !status_has(status, "control", control, sizeof control); t++) {
+        if (stop_signal || !check_children(cl) || t > 200) {
+            if (t > 200) fprintf(stderr, "error: the coordinator did not start listening\n");
+            goto stop;
+        }
+        usleep(50 * 1000);
+    }
+
+    /* the workers */
+    for (int i = 0; i < c->workers; i++) {
+        struct proc *p = &cl->workers[i];
+        char name[16], wkey[700], ckey[700], cache[1200];
+        snprintf(name, sizeof name, "w%d", i + 1);
+        snprintf(wkey, sizeof wkey, "%s/%s", cl->dir, name);
+        snprintf(ckey, sizeof ckey, "%s/coordinator/key.pub", cl->dir);
+        snprintf(cache, sizeof cache, "%s/%s", c->cache ? c->cache : cl->dir, name);
+        snprintf(p->name, sizeof p->name, "worker %s", name);
+        snprintf(p->log, sizeof p->log, "%s/%s.log", cl->dir, name);
+        const char *wargv[32];
+        int m = 0;
+        wargv[m++] = "caravan";
+        wargv[m++] = "worker";
+        wargv[m++] = "--coordinator";
+        wargv[m++] = control;
+        wargv[m++] = "--coordinator-key";
+        wargv[m++] = ckey;
+        wargv[m++] = "--key";
+        wargv[m++] = wkey;
+        wargv[m++] = "--name";
+        wargv[m++] = name;
+        wargv[m++] = "--threads";
+        wargv[m++] = a_threads;
+        wargv[m++] = "--log-level";
+        wargv[m++] = c->log_level;
+        if (c->shared_file) {
+            wargv[m++] = "--model";
+            wargv[m++] = c->model;
+        } else {
+            wargv[m++] = "--cache";
+            wargv[m++] = cache;
+        }
+        wargv[m] = NULL;
+        p->pid = spawn(cl->self, (char *const *)wargv, p->log, -1);
+        if (p->pid < 0) {
+            fprintf(stderr, "error: cannot start %s: %s\n", p->name, strerror(errno));
+            goto stop;
+        }
+        cl->n_workers++;
+    }
+
+    if (c->prompt) {
+        /* The coordinator answers, prints the text on our stdout, and exits. */
+        while (!reap(&cl->coord)) {
+            if (stop_signal) goto stop;
+            for (int i = 0; i < cl->n_workers; i++)
+                if (reap(&cl->workers[i])) {
+                    check_children(cl);
+                    goto stop;
+                }
+            usleep(20 * 1000);
+        }
+        if (WIFEXITED(cl->coord.status) && WEXITSTATUS(cl->coord.status) == 0) {
+            rc = 0;
+            /* the coordinator's timing lines, as caravan run prints them */
+            FILE *lf = fopen(cl->coord.log, "r");
+            char line[512];
+            while (lf && fgets(line, sizeof line, lf))
+                if (strncmp(line, "prompt: ", 8) == 0 || strncmp(line, "generation: ", 12) == 0)
+                    fputs(line, stderr);
+            if (lf) fclose(lf);
+        } else {
+            char how[64];
+            describe_exit(&cl->coord, how, sizeof how);
+            fprintf(stderr, "error: the coordinator %s; the end of its log (%s):\n", how,
+                    cl->coord.log);
+            print_log_tail(cl->coord.log, 15);
+        }
+        goto stop;
+    }
+
+    /* Serving: wait for the pipeline, then until a signal. */
+    time_t t0 = time(NULL), last_note = t0;
+    while (!status_has(status, "serving", NULL, 0)) {
+        if (stop_signal || !check_children(cl)) goto stop;
+        if (time(NULL) - t0 > c->ready_timeout_s) {
+            fprintf(stderr, "error: the model is not served after %d s; logs in %s\n",
+                    c->ready_timeout_s, cl->dir);
+            goto stop;
+        }
+        if (time(NULL) - last_note >= 5) {
+            last_note = time(NULL);
+            fprintf(stderr,
+                    "caravan cluster: waiting for the workers to load their layers "
+                    "(%lld s)...\n",
+                    (long long)(last_note - t0));
+        }
+        usleep(50 * 1000);
+    }
+    char url[600] = "";
+    status_has(status, "http", url, sizeof url);
+    fprintf(stderr, "caravan cluster: serving %s with %d workers (%.1f s to start)\n", c->model,
+            c->workers, difftime(time(NULL), t0));
+    printf("%s\n", url);
+    printf("try:\n  curl -s %s/v1/completions -H 'Content-Type: application/json' %s-d "
+           "'{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}'\n",
+           url, c->api_key ? "-H 'Authorization: Bearer KEY' " : "");
+    printf("watch: %s/cluster   health: %s/health   metrics: %s/metrics\n", url, url, url);
+    printf("Ctrl-C stops the cluster.\n");
+    fflush(stdout);
+    while (!stop_signal) {
+        if (!check_children(cl)) {
+            rc = 1;
+            goto stop;
+        }
+        usleep(100 * 1000);
+    }
+    fprintf(stderr, "caravan cluster: stopping\n");
+    rc = 0;
+stop:
+    stop_all(cl);
+    /* A folder we made is ours to remove, unless something went wrong (its logs explain). */
+    if (cl->dir[0] && !cl->cfg.log_dir) {
+        if (rc == 0)
+            nftw(cl->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        else
+            fprintf(stderr, "caravan cluster: logs kept in %s\n", cl->dir);
+    }
+out:
+    free(cl);
+    return rc;
+}

@@ -1,0 +1,1235 @@
+/* api: the OpenAI-compatible HTTP API (api.h). libmicrohttpd runs one thread per connection,
+ * so a request simply blocks in serve_req_wait (100 ms at a time, to notice a client that
+ * hung up or an api_stop) while the serving loop pushes its tokens. Streamed answers are a
+ * callback response whose reader does the same waiting. JSON is read and written with cJSON.
+ *
+ * Text: the generated ids go through a tokenizer_decoder (split UTF-8 is held back), then
+ * through the stop-string matcher, which holds back a tail that could still become a stop
+ * string; what is left is final and goes to the client. */
+#include "api.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "log.h"
+
+#define API_MAX_BODY (8u << 20)
+#define API_MAX_STOP 16
+#define API_WAIT_MS 100
+
+struct api {
+    struct api_config cfg;
+    char key[512];
+    size_t key_len; /* 0: no key required */
+    char bos_text[128], eos_text[128];
+    struct MHD_Daemon *mhd;
+    char url[320];
+    atomic_bool stopping;
+};
+
+/* One HTTP request: its body as it arrives. */
+struct conn {
+    char *body;
+    size_t len, cap;
+    bool too_big;
+};
+
+/* An OpenAI-style error about to be sent. */
+struct api_err {
+    unsigned status;
+    const char *type;
+    const char *param;
+    const char *code;
+    char message[320];
+};
+
+/* ==== Small helpers =============================================================== */
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) abort();
+    return p;
+}
+
+static void set_err(struct api_err *e, unsigned status, const char *param, const char *code,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void set_err(struct api_err *e, unsigned status, const char *param, const char *code,
+                    const char *fmt, ...) {
+    e->status = status;
+    e->param = param;
+    e->code = code;
+    e->type = status == 401   ? "authentication_error"
+              : status == 429 ? "rate_limit_error"
+              : status >= 500 ? "server_error"
+                              : "invalid_request_error";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+/* A copy of s[0..n) that is valid UTF-8 for JSON: invalid or NUL bytes become U+FFFD. */
+static char *utf8_clean(const char *s, size_t n) {
+    char *out = xmalloc(n * 3 + 1);
+    size_t o = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned c = u[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && c != 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++) ok = (u[i + k] & 0xC0) == 0x80;
+        if (ok && len == 2) ok = c >= 0xC2;
+        if (ok && len == 3) {
+            unsigned cp = ((c & 0x0F) << 12) | ((u[i + 1] & 0x3Fu) << 6) | (u[i + 2] & 0x3Fu);
+            ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
+        }
+        if (ok && len == 4) {
+            unsigned cp = ((c & 0x07) << 18) | ((u[i + 1] & 0x3Fu) << 12) |
+                          ((u[i + 2] & 0x3Fu) << 6) | (u[i + 3] & 0x3Fu);
+            ok = cp >= 0x10000 && cp <= 0x10FFFF;
+        }
+        if (ok) {
+            memcpy(out + o, s + i, len);
+            o += len;
+            i += len;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static cJSON *json_text(const char *s, size_t n) {
+    char *clean = utf8_clean(s, n);
+    cJSON *j = cJSON_CreateString(clean);
+    free(clean);
+    return j;
+}
+
+/* Constant time in the length of the expected key. */
+static bool key_equal(const char *expected, size_t n, const char *given, size_t given_len) {
+    volatile unsigned char diff = (unsigned char)(given_len != n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char g = i < given_len ? (unsigned char)given[i] : 0;
+        diff |= (unsigned char)(g ^ (unsigned char)expected[i]);
+    }
+    return diff == 0;
+}
+
+/* The client closed its end (or the socket failed). */
+static bool client_gone(int fd) {
+    if (fd < 0) return false;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return false;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+static int connection_fd(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+static void count_rejected(api_t *api) {
+    struct serve_metrics *m = serve_queue_metrics(api->cfg.queue);
+    m->requests_rejected++;
+    serve_queue_metrics_done(api->cfg.queue);
+}
+
+/* ==== Responses ===================================================================== */
+
+static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char *body,
+                                 const char *content_type, const char *allow) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, cJSON *j) {
+    char *body = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!body) return MHD_NO;
+    return send_body(c, status, body, "application/json", NULL);
+}
+
+static cJSON *error_json(const struct api_err *e) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON *err = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(err, "message", e->message);
+    cJSON_AddStringToObject(err, "type", e->type);
+    if (e->param)
+        cJSON_AddStringToObject(err, "param", e->param);
+    else
+        cJSON_AddNullToObject(err, "param");
+    if (e->code)
+        cJSON_AddStringToObject(err, "code", e->code);
+    else
+        cJSON_AddNullToObject(err, "code");
+    return root;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, const struct api_err *e,
+                                  const char *allow) {
+    cJSON *j = error_json(e);
+    char *body = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!body) return MHD_NO;
+    return send_body(c, e->status, body, "application/json", allow);
+}
+
+/* ==== Parsing a generation request ==================================================== */
+
+struct gen {
+    bool chat, stream, include_usage;
+    struct serve_req_params params; /* params.prompt owned until submit */
+    char *stop[API_MAX_STOP];       /* borrowed from the cJSON tree */
+    size_t stop_len[API_MAX_STOP];
+    int n_stop;
+};
+
+/* A number field: false + error when present with the wrong type or outside [lo, hi]. */
+static bool get_num(const cJSON *root, const char *name, double lo, double hi, bool integer,
+                    double *out, bool *present, struct api_err *e) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, name);
+    *present = false;
+    if (!j || cJSON_IsNull(j)) return true;
+    if (!cJSON_IsNumber(j)) {
+        set_err(e, 400, name, "invalid_type", "'%s' must be a number", name);
+        return false;
+    }
+    double v = j->valuedouble;
+    if (!(v >= lo && v <= hi)) { /* first: the integer test below needs v in int64 range */
+        set_err(e, 400, name, "invalid_value", "'%s' must be between %g and %g", name, lo, hi);
+        return false;
+    }
+    if (integer && (v != (double)(int64_t)v)) {
+        set_err(e, 400, name, "invalid_type", "'%s' must be an integer", name);
+        return false;
+    }
+    *out = v;
+    *present = true;
+    return true;
+}
+
+static bool get_bool(const cJSON *root, const char *name, bool *out, struct api_err *e) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!j || cJSON_IsNull(j)) return true;
+    if (!cJSON_IsBool(j)) {
+        set_err(e, 400, name, "invalid_type", "'%s' must be a boolean", name);
+        return false;
+    }
+    *out = cJSON_IsTrue(j);
+    return true;
+}
+
+/* Tokenizes text into a malloc'd array. */
+static bool tokenize(const api_t *api, const char *text, size_t len, bool parse_special,
+                     int32_t **ids, int32_t *n, struct api_err *e) {
+    int64_t need = tokenizer_encode(api->cfg.tokenizer, text, len, true, parse_special, NULL, 0);
+    if (need < 0) {
+        set_err(e, 400, "prompt", NULL, "the prompt could not be tokenized");
+        return false;
+    }
+    if (need >= api->cfg.n_ctx) {
+        set_err(e, 400, "prompt", "context_length_exceeded",
+                "the prompt is too long: %lld tokens, the context holds %d", (long long)need,
+                (int)api->cfg.n_ctx);
+        return false;
+    }
+    int32_t *out = xmalloc(sizeof *out * (size_t)(need ? need : 1));
+    int64_t got = tokenizer_encode(api->cfg.tokenizer, text, len, true, parse_special, out, need);
+    if (got != need) {
+        free(out);
+        set_err(e, 400, "prompt", NULL, "the prompt could not be tokenized");
+        return false;
+    }
+    *ids = out;
+    *n = (int32_t)need;
+    return true;
+}
+
+static bool parse_prompt(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(p->child)) p = p->child;
+    if (cJSON_IsString(p)) {
+        return tokenize(api, p->valuestring, strlen(p->valuestring), false, &g->params.prompt,
+                        &g->params.n_prompt, e);
+    }
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) > 0) { /* token ids */
+        int n = cJSON_GetArraySize(p);
+        if (n >= api->cfg.n_ctx) {
+            set_err(e, 400, "prompt", "context_length_exceeded",
+                    "the prompt is too long: %d tokens, the context holds %d", n,
+                    (int)api->cfg.n_ctx);
+            return false;
+        }
+        int32_t *ids = xmalloc(sizeof *ids * (size_t)n);
+        int i = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, p) {
+            double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
+            if (v < 0 || v >= tokenizer_n_tokens(api->cfg.tokenizer) || v != (double)(int32_t)v) {
+                free(ids);
+                set_err(e, 400, "prompt", "invalid_value",
+                        "'prompt' must be a string, [string] or a list of token ids < %d",
+                        (int)tokenizer_n_tokens(api->cfg.tokenizer));
+                return false;
+            }
+            ids[i++] = (int32_t)v;
+        }
+        g->params.prompt = ids;
+        g->params.n_prompt = n;
+        return true;
+    }
+    set_err(e, 400, "prompt", p ? "invalid_type" : "missing_required_parameter",
+            "'prompt' must be a non-empty string, [string] or a list of token ids");
+    return false;
+}
+
+/* A message's content: a string, null, or an array of {"type":"text","text":...} parts. */
+static char *message_content(const cJSON *content, struct api_err *e) {
+    if (!content || cJSON_IsNull(content)) return strdup("");
+    if (cJSON_IsString(content)) return strdup(content->valuestring);
+    if (!cJSON_IsArray(content)) goto bad;
+    size_t len = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(text))
+            goto bad;
+        len += strlen(text->valuestring);
+    }
+    char *out = xmalloc(len + 1);
+    out[0] = 0;
+    cJSON_ArrayForEach(part, content) {
+        strcat(out, cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring);
+    }
+    return out;
+bad:
+    set_err(e, 400, "messages", "invalid_type",
+            "a message's 'content' must be a string or a list of text parts");
+    return NULL;
+}
+
+static bool parse_messages(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    int n = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : 0;
+    if (n <= 0) {
+        set_err(e, 400, "messages", msgs ? "invalid_type" : "missing_required_parameter",
+                "'messages' must be a non-empty list of {role, content}");
+        return false;
+    }
+    struct chat_message *cm = calloc((size_t)n, sizeof *cm);
+    char **contents = calloc((size_t)n, sizeof *contents);
+    if (!cm || !contents) abort();
+    bool ok = false;
+    char *text = NULL;
+    size_t text_len = 0;
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role)) {
+            set_err(e, 400, "messages", "invalid_type", "messages[%d].role must be a string", i);
+            goto done;
+        }
+        contents[i] = message_content(cJSON_GetObjectItemCaseSensitive(m, "content"), e);
+        if (!contents[i]) goto done;
+        cm[i].role = role->valuestring;
+        cm[i].content = contents[i];
+        i++;
+    }
+    if (chat_render(api->cfg.chat_format, cm, (size_t)n, true, api->bos_text, api->eos_text, &text,
+                    &text_len) != STATUS_OK) {
+        set_err(e, 500, NULL, NULL, "the chat template could not be applied");
+        goto done;
+    }
+    ok = tokenize(api, text, text_len, true, &g->params.prompt, &g->params.n_prompt, e);
+    if (!ok) e->param = "messages";
+done:
+    for (int k = 0; k < n; k++) free(contents[k]);
+    free(contents);
+    free(cm);
+    free(text);
+    return ok;
+}
+
+/* Everything but the prompt. */
+static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
+    struct sampler_params *sp = &g->params.sampling;
+    sampler_params_default(sp);
+    double v;
+    bool have;
+    if (!get_bool(root, "stream", &g->stream, e)) return false;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!cJSON_IsObject(so)) {
+            set_err(e, 400, "stream_options", "invalid_type", "'stream_options' must be an object");
+            return false;
+        }
+        if (!get_bool(so, "include_usage", &g->include_usage, e)) return false;
+    }
+    if (!get_bool(root, "ignore_eos", &g->params.ignore_eos, e)) return false;
+    if (!get_num(root, "n", 1, 1, true, &v, &have, e)) return false;
+
+    int32_t room = api->cfg.n_ctx - g->params.n_prompt; /* >= 1: checked when tokenizing */
+    int32_t max = api->cfg.default_max_tokens > 0 ? api->cfg.default_max_tokens : room;
+    const char *mt = g->chat && cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens")
+                         ? "max_completion_tokens"
+                         : "max_tokens";
+    if (!get_num(root, mt, 1, 1e9, true, &v, &have, e)) return false;
+    if (have) max = (int32_t)v;
+    g->params.max_tokens = max < room ? max : room;
+
+    if (!get_num(root, "temperature", 0, 100, false, &v, &have, e)) return false;
+    if (have) sp->temp = (float)v;
+    if (!get_num(root, "top_p", 0, 1, false, &v, &have, e)) return false;
+    if (have) sp->top_p = v <= 0 ? 1e-9f : (float)v;
+    if (!get_num(root, "top_k", 0, 1e9, true, &v, &have, e)) return false;
+    if (have) sp->top_k = (int32_t)v;
+    if (!get_num(root, "min_p", 0, 1, false, &v, &have, e)) return false;
+    if (have) sp->min_p = (float)v;
+    if (!get_num(root, "repeat_last_n", 0, 1e9, true, &v, &have, e)) return false;
+    if (have) sp->repeat_last_n = (int32_t)v;
+    if (!get_num(root, "presence_penalty", -2, 2, false, &v, &have, e)) return false;
+    double fp = 0;
+    bool have_fp;
+    if (!get_num(root, "frequency_penalty", -2, 2, false, &fp, &have_fp, e)) return false;
+    if (!get_num(root, "repeat_penalty", 1e-6, 100, false, &v, &have, e)) return false;
+    if (have)
+        sp->repeat_penalty = (float)v;
+    else if (have_fp)
+        sp->repeat_penalty = fp >= 0 ? (float)(1 + fp) : (float)(1 / (1 - fp));
+    if (!get_num(root, "seed", 0, 9007199254740991.0, true, &v, &have, e)) return false;
+    if (have) {
+        sp->seed = (uint64_t)v;
+    } else if (getrandom(&sp->seed, sizeof sp->seed, 0) != (ssize_t)sizeof sp->seed) {
+        sp->seed = (uint64_t)time(NULL);
+    }
+
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(root, "stop");
+    if (cJSON_IsString(stop)) {
+        if (stop->valuestring[0]) {
+            g->stop[0] = stop->valuestring;
+            g->stop_len[0] = strlen(stop->valuestring);
+            g->n_stop = 1;
+        }
+    } else if (cJSON_IsArray(stop)) {
+        const cJSON *s;
+        cJSON_ArrayForEach(s, stop) {
+            if (!cJSON_IsString(s) || g->n_stop == API_MAX_STOP) {
+                set_err(e, 400, "stop", "invalid_value",
+                        "'stop' must be a string or a list of at most %d strings", API_MAX_STOP);
+                return false;
+            }
+            if (!s->valuestring[0]) continue;
+            g->stop[g->n_stop] = s->valuestring;
+            g->stop_len[g->n_stop++] = strlen(s->valuestring);
+        }
+    } else if (stop && !cJSON_IsNull(stop)) {
+        set_err(e, 400, "stop", "invalid_type", "'stop' must be a string or a list of strings");
+        return false;
+    }
+    bool echo = false;
+    if (!get_bool(root, "echo", &echo, e)) return false;
+    if (echo) {
+        set_err(e, 400, "echo", "unsupported_value", "'echo' is not supported");
+        return false;
+    }
+    return true;
+}
+
+/* ==== Decoded text and stop strings ==================================================== */
+
+struct textgen {
+    tokenizer_decoder_t *dec;
+    const struct gen *g;
+    char *text; /* generated text so far (cut at a stop string) */
+    size_t len, cap;
+    size_t sent;         /* bytes already given to the client */
+    size_t n_completion; /* tokens consumed */
+    bool done;
+    bool stopped;             /* a stop string matched */
+    enum serve_finish finish; /* how it ended (when done) */
+    char error[256];
+};
+
+static void tg_init(struct textgen *tg, const api_t *api, const struct gen *g) {
+    memset(tg, 0, sizeof *tg);
+    tg->dec = tokenizer_decoder_new(api->cfg.tokenizer, false);
+    tokenizer_decoder_set_midstream(tg->dec); /* the generated text continues the prompt */
+    tg->g = g;
+}
+
+static void tg_free(struct textgen *tg) {
+    tokenizer_decoder_free(&tg->dec);
+    free(tg->text);
+}
+
+static void tg_append(struct textgen *tg, const char *b, size_t n) {
+    if (tg->len + n + 1 > tg->cap) {
+        size_t cap = (tg->len + n + 1) * 2;
+        char *t = realloc(tg->text, cap);
+        if (!t) abort();
+        tg->text = t;
+        tg->cap = cap;
+    }
+    memcpy(tg->text + tg->len, b, n);
+    tg->len += n;
+    tg->text[tg->len] = 0;
+}
+
+/* Cuts the text at the earliest stop string that starts at or after `sent` (earlier text
+ * was sent because no stop string could start there). */
+static void tg_check_stop(struct textgen *tg) {
+    size_t best = SIZE_MAX;
+    for (int i = 0; i < tg->g->n_stop; i++) {
+        const char *hit =
+            memmem(tg->text + tg->sent, tg->len - tg->sent, tg->g->stop[i], tg->g->stop_len[i]);
+        if (hit && (size_t)(hit - tg->text) < best) best = (size_t)(hit - tg->text);
+    }
+    if (best != SIZE_MAX) {
+        tg->len = best;
+        tg->done = tg->stopped = true;
+        tg->finish = SERVE_FINISH_STOP;
+    }
+}
+
+static void tg_feed(struct textgen *tg, int32_t id) {
+    if (tg->done) return;
+    tg->n_completion++;
+    const char *b;
+    size_t n = tokenizer_decoder_feed(tg->dec, id, &b);
+    tg_append(tg, b, n);
+    tg_check_stop(tg);
+}
+
+static void tg_finish(struct textgen *tg, enum serve_finish f, const char *error) {
+    if (tg->done) return;
+    const char *b;
+    size_t n = tokenizer_decoder_flush(tg->dec, &b);
+    tg_append(tg, b, n);
+    tg_check_stop(tg);
+    if (tg->done) return;
+    tg->done = true;
+    tg->finish = f;
+    snprintf(tg->error, sizeof tg->error, "%s", error ? error : "");
+}
+
+/* How many bytes are final: all when done, else all but the longest tail that is a proper
+ * prefix of a stop string. */
+static size_t tg_final(const struct textgen *tg) {
+    if (tg->done) return tg->len;
+    size_t hold = 0;
+    for (int i = 0; i < tg->g->n_stop; i++) {
+        size_t k = tg->g->stop_len[i] - 1;
+        if (k > tg->len - tg->sent) k = tg->len - tg->sent;
+        for (; k > hold; k--) {
+            if (!memcmp(tg->text + tg->len - k, tg->g->stop[i], k)) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    return tg->len - hold;
+}
+
+static const char *finish_reason(const struct textgen *tg) {
+    return tg->finish == SERVE_FINISH_LENGTH ? "length" : "stop";
+}
+
+/* Waits up to API_WAIT_MS for tokens and feeds them. false: the client went away or the api
+ * is stopping (the request was cancelled). */
+static bool tg_pump(api_t *api, serve_req_t *r, size_t *next, struct textgen *tg, int fd) {
+    struct serve_token toks[64];
+    enum serve_finish fin;
+    size_t n = serve_req_wait(r, next, toks, 64, API_WAIT_MS, &fin);
+    for (size_t i = 0; i < n && !tg->done; i++) tg_feed(tg, toks[i].id);
+    if (tg->done) {
+        serve_req_cancel(r); /* stop string: the loop frees the slot */
+        return true;
+    }
+    if (fin != SERVE_FINISH_NONE) {
+        tg_finish(tg, fin,
+                  fin == SERVE_FINISH_CANCELLED ? "the request was cancelled" : serve_req_error(r));
+        return true;
+    }
+    if (atomic_load(&api->stopping) || client_gone(fd)) {
+        serve_req_cancel(r);
+        return false;
+    }
+    return true;
+}
+
+/* ==== Generation responses ============================================================ */
+
+static cJSON *usage_json(int32_t n_prompt, size_t n_completion) {
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", n_prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)n_completion);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)n_prompt + (double)n_completion);
+    return u;
+}
+
+static cJSON *answer_head(const api_t *api, const struct gen *g, uint64_t id, time_t created,
+                          bool chunk) {
+    char ids[48];
+    snprintf(ids, sizeof ids, "%s-%llu", g->chat ? "chatcmpl" : "cmpl", (unsigned long long)id);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "id", ids);
+    cJSON_AddStringToObject(root, "object",
+                            g->chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                    : "text_completion");
+    cJSON_AddNumberToObject(root, "created", (double)created);
+    cJSON_AddStringToObject(root, "model", api->cfg.model_name ? api->cfg.model_name : "caravan");
+    return root;
+}
+
+/* The server-sent events of one streamed request. */
+struct stream {
+    api_t *api;
+    serve_req_t *req;
+    struct gen g;
+    struct textgen tg;
+    int fd;
+    size_t next;
+    time_t created;
+    char *out; /* bytes ready for the client: out[pos..len) */
+    size_t len, pos, cap;
+    bool ended; /* the last event is in out */
+};
+
+static void stream_put(struct stream *st, const char *b, size_t n) {
+    if (st->len + n > st->cap) {
+        size_t cap = (st->len + n) * 2;
+        char *t = realloc(st->out, cap);
+        if (!t) abort();
+        st->out = t;
+        st->cap = cap;
+    }
+    memcpy(st->out + st->len, b, n);
+    st->len += n;
+}
+
+static void stream_event(struct stream *st, cJSON *j) {
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!s) abort();
+    stream_put(st, "data: ", 6);
+    stream_put(st, s, strlen(s));
+    stream_put(st, "\n\n", 2);
+    free(s);
+}
+
+/* One chunk: delta text (n bytes; role on the chat's first) and finish_reason when given. */
+static void stream_chunk(struct stream *st, const char *text, size_t n, bool role,
+                         const char *finish) {
+    cJSON *root = answer_head(st->api, &st->g, serve_req_id(st->req), st->created, true);
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (st->g.chat) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (role) cJSON_AddStringToObject(d, "role", "assistant");
+        if (role || n || !finish) cJSON_AddItemToObject(d, "content", json_text(text, n));
+    } else {
+        cJSON_AddItemToObject(c, "text", json_text(text, n));
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    if (finish)
+        cJSON_AddStringToObject(c, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(c, "finish_reason");
+    stream_event(st, root);
+}
+
+/* Turns newly final text (and the end) into events. */
+static void stream_emit(struct stream *st) {
+    struct textgen *tg = &st->tg;
+    size_t fin = tg_final(tg);
+    if (tg->done && (tg->finish == SERVE_FINISH_ERROR || tg->finish == SERVE_FINISH_CANCELLED)) {
+        if (fin > tg->sent) stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, NULL);
+        tg->sent = fin;
+        struct api_err e;
+        set_err(&e, 500, NULL, NULL, "%s", tg->error[0] ? tg->error : "generation failed");
+        stream_event(st, error_json(&e));
+        st->ended = true;
+        return;
+    }
+    if (tg->done) {
+        stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, finish_reason(tg));
+        tg->sent = fin;
+        if (st->g.include_usage) {
+            cJSON *root = answer_head(st->api, &st->g, serve_req_id(st->req), st->created, true);
+            cJSON_AddArrayToObject(root, "choices");
+            cJSON_AddItemToObject(root, "usage",
+                                  usage_json(st->g.params.n_prompt, tg->n_completion));
+            stream_event(st, root);
+        }
+        stream_put(st, "data: [DONE]\n\n", 14);
+        st->ended = true;
+    } else if (fin > tg->sent) {
+        stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, NULL);
+        tg->sent = fin;
+    }
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    struct stream *st = cls;
+    while (st->pos == st->len) {
+        if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        st->pos = st->len = 0;
+        if (!tg_pump(st->api, st->req, &st->next, &st->tg, st->fd))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        stream_emit(st);
+    }
+    size_t n = st->len - st->pos < max ? st->len - st->pos : max;
+    memcpy(buf, st->out + st->pos, n);
+    st->pos += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls) {
+    struct stream *st = cls;
+    if (!st->tg.done) serve_req_cancel(st->req); /* the client went away mid-stream */
+    for (int i = 0; i < st->g.n_stop; i++) free(st->g.stop[i]);
+    serve_req_unref(&st->req);
+    tg_free(&st->tg);
+    free(st->g.params.prompt);
+    free(st->out);
+    free(st);
+}
+
+static enum MHD_Result answer_plain(api_t *api, struct MHD_Connection *c, serve_req_t *r,
+                                    const struct gen *g) {
+    struct textgen tg;
+    tg_init(&tg, api, g);
+    int fd = connection_fd(c);
+    size_t next = 0;
+    time_t created = time(NULL);
+    while (!tg.done) {
+        if (!tg_pump(api, r, &next, &tg, fd)) {
+            tg_free(&tg);
+            return MHD_NO; /* nobody to answer */
+        }
+    }
+    enum MHD_Result ret;
+    if (tg.finish == SERVE_FINISH_ERROR || tg.finish == SERVE_FINISH_CANCELLED) {
+        struct api_err e;
+        set_err(&e, 500, NULL, NULL, "%s", tg.error[0] ? tg.error : "generation failed");
+        ret = send_error(c, &e, NULL);
+    } else {
+        cJSON *root = answer_head(api, g, serve_req_id(r), created, false);
+        cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddItemToArray(choices, ch);
+        cJSON_AddNumberToObject(ch, "index", 0);
+        if (g->chat) {
+            cJSON *m = cJSON_AddObjectToObject(ch, "message");
+            cJSON_AddStringToObject(m, "role", "assistant");
+            cJSON_AddItemToObject(m, "content", json_text(tg.text, tg.len));
+        } else {
+            cJSON_AddItemToObject(ch, "text", json_text(tg.text, tg.len));
+            cJSON_AddNullToObject(ch, "logprobs");
+        }
+        cJSON_AddStringToObject(ch, "finish_reason", finish_reason(&tg));
+        cJSON_AddItemToObject(root, "usage", usage_json(g->params.n_prompt, tg.n_completion));
+        ret = send_json(c, 200, root);
+    }
+    tg_free(&tg);
+    return ret;
+}
+
+static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, struct conn *cn,
+                                       bool chat) {
+    struct api_err e = {0};
+    struct gen g = {.chat = chat};
+    cJSON *root = cn->body ? cJSON_ParseWithLength(cn->body, cn->len) : NULL;
+    if (!root || !cJSON_IsObject(root)) {
+        set_err(&e, 400, NULL, NULL, "the body must be a JSON object");
+        goto fail;
+    }
+    if (!(chat ? parse_messages(api, root, &g, &e) : parse_prompt(api, root, &g, &e))) goto fail;
+    if (!parse_options(api, root, &g, &e)) goto fail;
+
+    /* The request keeps its own copy of the prompt; g keeps one for the stream's usage. */
+    struct serve_req_params p = g.params;
+    p.prompt = xmalloc(sizeof *p.prompt * (size_t)g.params.n_prompt);
+    memcpy(p.prompt, g.params.prompt, sizeof *p.prompt * (size_t)g.params.n_prompt);
+    serve_req_t *r = serve_req_new(&p);
+    if (!serve_queue_submit(api->cfg.queue, r)) {
+        serve_req_unref(&r);
+        bool serving;
+        char reason[200];
+        serve_queue_get_status(api->cfg.queue, &serving, reason, sizeof reason, NULL);
+        if (serving)
+            set_err(&e, 429, NULL, "busy", "too many requests at once; retry later");
+        else
+            set_err(&e, 503, NULL, "unavailable", "not serving: %s", reason);
+        cJSON_Delete(root);
+        free(g.params.prompt);
+        return send_error(c, &e, NULL);
+    }
+
+    enum MHD_Result ret;
+    if (!g.stream) {
+        ret = answer_plain(api, c, r, &g);
+        serve_req_unref(&r);
+        free(g.params.prompt);
+    } else {
+        struct stream *st = calloc(1, sizeof *st);
+        if (!st) abort();
+        st->api = api;
+        st->req = r;
+        st->g = g;
+        st->fd = connection_fd(c);
+        st->created = time(NULL);
+        tg_init(&st->tg, api, &st->g);
+        /* Stop strings point into the cJSON tree: copy them for the stream's lifetime. */
+        for (int i = 0; i < st->g.n_stop; i++) {
+            char *s = xmalloc(st->g.stop_len[i] + 1);
+            memcpy(s, g.stop[i], g.stop_len[i] + 1);
+            st->g.stop[i] = s;
+        }
+        if (chat) stream_chunk(st, "", 0, true, NULL);
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
+        if (!resp) {
+            stream_free(st);
+            cJSON_Delete(root);
+            return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        ret = MHD_queue_response(c, 200, resp);
+        MHD_destroy_response(resp); /* st is freed with the response (stream_free) */
+    }
+    cJSON_Delete(root);
+    return ret;
+fail:
+    cJSON_Delete(root);
+    free(g.params.prompt);
+    count_rejected(api);
+    return send_error(c, &e, NULL);
+}
+
+/* ==== Status, metrics, models ============================================================ */
+
+static enum MHD_Result handle_health(api_t *api, struct MHD_Connection *c) {
+    bool serving;
+    char reason[256];
+    serve_queue_get_status(api->cfg.queue, &serving, reason, sizeof reason, NULL);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "status", serving ? "ok" : "unavailable");
+    if (!serving) cJSON_AddStringToObject(j, "reason", reason);
+    return send_json(c, serving ? 200 : 503, j);
+}
+
+static enum MHD_Result handle_cluster(api_t *api, struct MHD_Connection *c) {
+    bool serving;
+    char reason[256];
+    char *json = NULL;
+    serve_queue_get_status(api->cfg.queue, &serving, reason, sizeof reason, &json);
+    if (!json) {
+        struct api_err e;
+        set_err(&e, 503, NULL, "unavailable", "no cluster state yet: %s", reason);
+        return send_error(c, &e, NULL);
+    }
+    return send_body(c, 200, json, "application/json", NULL);
+}
+
+static enum MHD_Result handle_models(api_t *api, struct MHD_Connection *c) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data");
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddItemToArray(data, m);
+    cJSON_AddStringToObject(m, "id", api->cfg.model_name ? api->cfg.model_name : "caravan");
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", 0);
+    cJSON_AddStringToObject(m, "owned_by", "caravan");
+    cJSON_AddNumberToObject(m, "context_length", api->cfg.n_ctx);
+    return send_json(c, 200, root);
+}
+
+static void prom_label(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"') fputc('\\', f);
+        if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+static void prom_metric(FILE *f, const char *name, const char *type, const char *help, double v) {
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %.10g\n", name, help, name, type, name, v);
+}
+
+/* Prometheus text exposition (version 0.0.4) of struct serve_metrics. */
+static char *metrics_text(api_t *api) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) abort();
+    size_t pending = serve_queue_pending(api->cfg.queue);
+    struct serve_metrics *m = serve_queue_metrics(api->cfg.queue);
+    prom_metric(f, "caravan_requests_total", "counter", "Generation requests accepted.",
+                (double)m->requests_total);
+    prom_metric(f, "caravan_requests_rejected_total", "counter",
+                "Generation requests refused (400 bad request or too long, 429 busy).",
+                (double)m->requests_rejected);
+    prom_metric(f, "caravan_requests_failed_total", "counter", "Requests that ended with an error.",
+                (double)m->requests_failed);
+    prom_metric(f, "caravan_prompt_tokens_total", "counter", "Prompt tokens processed.",
+                (double)m->prompt_tokens_total);
+    prom_metric(f, "caravan_generated_tokens_total", "counter", "Tokens generated.",
+                (double)m->generated_tokens_total);
+    prom_metric(f, "caravan_steps_total", "counter",
+                "Micro-batches that went through the pipeline.", (double)m->steps_total);
+    prom_metric(f, "caravan_active_sequences", "gauge", "Requests holding a KV slot.",
+                (double)m->active_seqs);
+    prom_metric(f, "caravan_queue_depth", "gauge", "Requests waiting for a slot.",
+                (double)m->queued + (double)pending);
+    prom_metric(f, "caravan_epochs_total", "counter", "Plan changes.", (double)m->epochs_total);
+
+    const char *h = "caravan_time_to_first_token_seconds";
+    fprintf(f, "# HELP %s Time from submit to the first generated token.\n# TYPE %s histogram\n", h,
+            h);
+    uint64_t cum = 0;
+    for (int b = 0; b < SERVE_TTFT_BUCKETS; b++) {
+        cum += m->ttft_bucket[b];
+        if (b < SERVE_TTFT_BUCKETS - 1)
+            fprintf(f, "%s_bucket{le=\"%g\"} %llu\n", h, serve_ttft_bounds[b],
+                    (unsigned long long)cum);
+        else
+            fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n", h, (unsigned long long)m->ttft_count);
+    }
+    fprintf(f, "%s_sum %.10g\n%s_count %llu\n", h, m->ttft_sum_s, h,
+            (unsigned long long)m->ttft_count);
+
+    static const struct {
+        const char *name, *help;
+        size_t off;
+        bool count;
+    } stage_fields[] = {
+        {"caravan_stage_compute_seconds_total", "Time each stage spent computing.",
+         offsetof(struct serve_stage_metrics, compute_s), false},
+        {"caravan_stage_network_seconds_total",
+         "Send to next receive per stage, incl. serialization and encryption.",
+         offsetof(struct serve_stage_metrics, network_s), false},
+        {"caravan_stage_wait_seconds_total", "Received but not yet computing, per stage.",
+         offsetof(struct serve_stage_metrics, wait_s), false},
+        {"caravan_stage_forwards_total", "Forwards each stage computed.",
+         offsetof(struct serve_stage_metrics, forwards), true},
+    };
+    int n_stages = m->n_stages < 0                  ? 0
+                   : m->n_stages > SERVE_MAX_STAGES ? SERVE_MAX_STAGES
+                                                    : m->n_stages;
+    for (size_t k = 0; k < sizeof stage_fields / sizeof stage_fields[0]; k++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", stage_fields[k].name, stage_fields[k].help,
+                stage_fields[k].name);
+        for (int s = 0; s < n_stages; s++) {
+            const struct serve_stage_metrics *sm = &m->stage[s];
+            const char *p = (const char *)sm + stage_fields[k].off;
+            double v = stage_fields[k].count ? (double)*(const uint64_t *)(const void *)p
+                                             : *(const double *)(const void *)p;
+            char name[sizeof sm->name + 1];
+            memcpy(name, sm->name, sizeof sm->name);
+            name[sizeof sm->name] = 0;
+            fprintf(f, "%s{stage=\"%d\",name=\"", stage_fields[k].name, s);
+            prom_label(f, name);
+            fprintf(f, "\"} %.10g\n", v);
+        }
+    }
+    serve_queue_metrics_done(api->cfg.queue);
+    fclose(f);
+    return buf;
+}
+
+/* ==== Routing ============================================================================ */
+
+static bool authorized(const api_t *api, struct MHD_Connection *c) {
+    if (!api->key_len) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7)) return false;
+    h += 7;
+    while (*h == ' ') h++;
+    size_t n = strlen(h);
+    while (n && (h[n - 1] == ' ' || h[n - 1] == '\t')) n--;
+    return key_equal(api->key, api->key_len, h, n);
+}
+
+static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *url,
+                             const char *method, struct conn *cn) {
+    struct api_err e;
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    bool post = !strcmp(method, "POST");
+    bool v1 = !strncmp(url, "/v1/", 4);
+    if (v1 && !authorized(api, c)) {
+        set_err(&e, 401, NULL, "invalid_api_key",
+                "missing or wrong API key (send Authorization: Bearer KEY)");
+        return send_error(c, &e, NULL);
+    }
+    static const struct {
+        const char *path;
+        bool post; /* else GET */
+    } routes[] = {{"/v1/completions", true}, {"/v1/chat/completions", true},
+                  {"/v1/models", false},     {"/health", false},
+                  {"/metrics", false},       {"/cluster", false}};
+    size_t i = 0, n = sizeof routes / sizeof routes[0];
+    while (i < n && strcmp(url, routes[i].path)) i++;
+    if (i == n) {
+        set_err(&e, 404, NULL, "not_found", "no such endpoint: %s %s", method, url);
+        return send_error(c, &e, NULL);
+    }
+    if (routes[i].post ? !post : !get) {
+        set_err(&e, 405, NULL, "method_not_allowed", "%s does not take %s", url, method);
+        return send_error(c, &e, routes[i].post ? "POST" : "GET, HEAD");
+    }
+    if (cn->too_big) {
+        set_err(&e, 413, NULL, "too_large", "the body is larger than %u bytes", API_MAX_BODY);
+        return send_error(c, &e, NULL);
+    }
+    switch (i) {
+    case 0: return handle_generate(api, c, cn, false);
+    case 1: return handle_generate(api, c, cn, true);
+    case 2: return handle_models(api, c);
+    case 3: return handle_health(api, c);
+    case 4: return send_body(c, 200, metrics_text(api), "text/plain; version=0.0.4", NULL);
+    default: return handle_cluster(api, c);
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
+    (void)version;
+    api_t *api = cls;
+    struct conn *cn = *con_cls;
+    if (!cn) {
+        cn = calloc(1, sizeof *cn);
+        if (!cn) return MHD_NO;
+        *con_cls = cn;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (cn->too_big || cn->len + n > API_MAX_BODY) {
+            cn->too_big = true;
+            return MHD_YES;
+        }
+        if (cn->len + n + 1 > cn->cap) {
+            size_t cap = (cn->len + n + 1) * 2;
+            char *b = realloc(cn->body, cap);
+            if (!b) return MHD_NO;
+            cn->body = b;
+            cn->cap = cap;
+        }
+        memcpy(cn->body + cn->len, upload_data, n);
+        cn->len += n;
+        cn->body[cn->len] = 0;
+        return MHD_YES;
+    }
+    return route(api, c, url, method, cn);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct conn *cn = *con_cls;
+    if (!cn) return;
+    free(cn->body);
+    free(cn);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n') msg[--n] = 0;
+    LOG(LOG_INFO, "http: %s", msg); /* clients that leave, mostly */
+}
+
+/* ==== Start and stop ===================================================================== */
+
+enum status api_key_resolve(const char *arg, char *out, size_t cap, char *err, size_t errcap) {
+    struct stat st;
+    const char *key = arg;
+    char line[1024];
+    if (arg && stat(arg, &st) == 0 && S_ISREG(st.st_mode)) {
+        FILE *f = fopen(arg, "r");
+        if (!f) {
+            snprintf(err, errcap, "api key file %s: %s", arg, strerror(errno));
+            return STATUS_IO;
+        }
+        if (!fgets(line, sizeof line, f)) line[0] = 0;
+        fclose(f);
+        key = line;
+    }
+    if (!key) key = "";
+    while (isspace((unsigned char)*key)) key++;
+    size_t n = strlen(key);
+    while (n && isspace((unsigned char)key[n - 1])) n--;
+    if (!n || n >= cap) {
+        snprintf(err, errcap, "api key%s%s is %s", key == line ? " file " : "",
+                 key == line ? arg : "", n ? "too long" : "empty");
+        return STATUS_FORMAT;
+    }
+    memcpy(out, key, n);
+    out[n] = 0;
+    return STATUS_OK;
+}
+
+static bool is_loopback(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
+        return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
+    api_t *api = calloc(1, sizeof *api);
+    struct addrinfo *ai = NULL;
+    if (!api) abort();
+    api->cfg = *cfg;
+    if (!cfg->queue || !cfg->tokenizer || cfg->n_ctx < 2) {
+        snprintf(err, errcap, "api: queue, tokenizer and n_ctx >= 2 are required");
+        goto fail;
+    }
+    /* HOST:PORT, [V6]:PORT */
+    const char *listen = cfg->listen ? cfg->listen : "127.0.0.1:8080";
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    size_t hl = colon ? (size_t)(colon - listen) : 0;
+    if (!colon || hl >= sizeof host) {
+        snprintf(err, errcap, "--http %s: expected HOST:PORT", listen);
+        goto fail;
+    }
+    memcpy(host, listen, hl);
+    host[hl] = 0;
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = 0;
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (!colon[1] || *end || port < 0 || port > 65535) {
+        snprintf(err, errcap, "--http %s: bad port", listen);
+        goto fail;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    int gai = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai);
+    if (gai) {
+        snprintf(err, errcap, "--http %s: %s", listen, gai_strerror(gai));
+        goto fail;
+    }
+    if (cfg->api_key) {
+        char kerr[300];
+        if (api_key_resolve(cfg->api_key, api->key, sizeof api->key, kerr, sizeof kerr) !=
+            STATUS_OK) {
+            snprintf(err, errcap, "--api-key: %s", kerr);
+            goto fail;
+        }
+        api->key_len = strlen(api->key);
+    }
+    if (!api->key_len && !cfg->no_api_key && !is_loopback(ai->ai_addr)) {
+        snprintf(err, errcap,
+                 "refusing to serve %s without an API key: it is not a loopback address "
+                 "(give --api-key KEY|FILE, or --no-api-key to allow anyone)",
+                 listen);
+        goto fail;
+    }
+    int32_t id = tokenizer_bos(cfg->tokenizer);
+    size_t n;
+    const char *t = id >= 0 ? tokenizer_token_text(cfg->tokenizer, id, &n) : NULL;
+    if (t && n < sizeof api->bos_text)
+        memcpy(api->bos_text, t, n);
+    else
+        strcpy(api->bos_text, "<s>");
+    id = tokenizer_eos(cfg->tokenizer);
+    t = id >= 0 ? tokenizer_token_text(cfg->tokenizer, id, &n) : NULL;
+    if (t && n < sizeof api->eos_text)
+        memcpy(api->eos_text, t, n);
+    else
+        strcpy(api->eos_text, "</s>");
+
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    api->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
+    if (!api->mhd) {
+        snprintf(err, errcap, "--http %s: cannot listen there (address in use or not local?)",
+                 listen);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(api->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned bound = di ? di->port : (unsigned)port;
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(api->url, sizeof api->url, "http://%s%s%s:%u", v6 ? "[" : "",
+             host[0] ? host : "0.0.0.0", v6 ? "]" : "", bound);
+    freeaddrinfo(ai);
+    LOG(LOG_INFO, "http: serving the OpenAI API on %s (%s)", api->url,
+        api->key_len ? "API key required" : "no API key");
+    return api;
+fail:
+    if (ai) freeaddrinfo(ai);
+    memset(api->key, 0, sizeof api->key);
+    free(api);
+    return NULL;
+}
+
+void api_stop(api_t **self_p) {
+    if (!self_p || !*self_p) return;
+    api_t *api = *self_p;
+    atomic_store(&api->stopping, true); /* waits see it within API_WAIT_MS and cancel */
+    if (api->mhd) MHD_stop_daemon(api->mhd);
+    memset(api->key, 0, sizeof api->key);
+    free(api);
+    *self_p = NULL;
+}
+
+const char *api_url(const api_t *self) {
+    return self->url;
+}

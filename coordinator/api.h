@@ -1,0 +1,57 @@
+/* api: the coordinator's OpenAI-compatible HTTP API (libmicrohttpd, one thread per
+ * connection; cJSON). It only translates: JSON in -> token ids and sampling in a serve_req
+ * handed to the serving loop through serve_queue_t (serve.h); token ids out -> text as JSON
+ * or server-sent events. It never touches the pipeline.
+ *
+ *   POST /v1/completions, POST /v1/chat/completions   (stream: true -> SSE, "data: [DONE]")
+ *   GET  /v1/models, /health (200 or 503 + reason), /metrics (Prometheus text), /cluster
+ *
+ * Request fields: prompt (string, [string] or [token ids]) / messages (role + content as a
+ * string or text parts), max_tokens (max_completion_tokens for chat; >= 1, clamped to
+ * n_ctx - n_prompt), temperature (>= 0; 0 = greedy), top_p (0..1], top_k (>= 0, 0 = off),
+ * min_p [0..1], repeat_penalty (> 0), repeat_last_n, frequency_penalty [-2..2] (used only when
+ * repeat_penalty is absent: f >= 0 -> 1 + f, f < 0 -> 1 / (1 - f)), presence_penalty [-2..2]
+ * (accepted, no effect), seed (>= 0; absent: a random one), stop (string or up to 16 strings;
+ * matched in the decoded text, which ends before the match), n (1 only), ignore_eos,
+ * stream_options.include_usage. Sampling defaults are llama.cpp's (sampler_params_default).
+ * Prompts are tokenized like llama.cpp's server: completions with add_special and without
+ * parse_special; chat (rendered in the model's chat format) with both.
+ *
+ * Errors: 400 (bad JSON/parameters, prompt of n_ctx tokens or more), 401 (missing/wrong
+ * bearer key on /v1/), 404, 405, 413 (body over 8 MiB), 429 (queue full), 503 (queue closed),
+ * all with {"error":{"message","type","param","code"}}. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chat.h"
+#include "serve.h"
+#include "tokenizer.h"
+
+struct api_config {
+    const char *listen;     /* "HOST:PORT" ("127.0.0.1:8080", "[::1]:0"); port 0 = any free */
+    const char *api_key;    /* KEY, or a readable FILE whose first line is the key; NULL: none */
+    bool no_api_key;        /* allow a non-loopback address without a key */
+    const char *model_name; /* shown by /v1/models and in responses */
+    const tokenizer_t *tokenizer; /* borrowed; must outlive the api */
+    enum chat_format chat_format; /* chat_format_choose(NULL, tokenizer.chat_template) */
+    int32_t n_ctx;                /* context length: prompt + generated tokens */
+    int32_t default_max_tokens;   /* when a request gives none (<= 0: n_ctx - n_prompt) */
+    serve_queue_t *queue;         /* borrowed; must outlive the api */
+};
+
+typedef struct api api_t;
+
+/* Starts listening; returns NULL with a one-line reason in err (bad address, port taken,
+ * non-loopback without a key, unreadable key) on failure. */
+api_t *api_start(const struct api_config *cfg, char *err, size_t errcap);
+/* Cancels the requests still waiting or streaming, closes every connection, frees. */
+void api_stop(api_t **self_p);
+/* "http://HOST:PORT" with the bound port. Owned by the api. */
+const char *api_url(const api_t *self);
+
+/* The key --api-key means: arg itself, or the first line of the file arg names when it is a
+ * readable file. STATUS_FORMAT (and a reason in err) for an empty key. */
+CARAVAN_NODISCARD enum status api_key_resolve(const char *arg, char *out, size_t cap, char *err,
+                                              size_t errcap);

@@ -1,0 +1,550 @@
+/* api_test: the HTTP API (api.c) over the fake serving loop (serve_fake.c) on a free loopback
+ * port, spoken to with plain HTTP/1.0 over sockets: answers, streaming, stop strings, limits,
+ * errors, auth, 429, client disconnects and 8 concurrent streams. */
+#include "api.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gguf.h"
+#include "serve_fake.h"
+
+#define CHECK(cond, msg)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: %s (%s)\n", __FILE__, __LINE__, msg, #cond);              \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static tokenizer_t *tok;
+
+struct server {
+    serve_queue_t *q;
+    serve_fake_t *fake;
+    api_t *api;
+    int port;
+};
+
+static void server_start(struct server *s, int n_ctx, int max_open, int delay_ms, const char *key) {
+    s->q = serve_queue_new(max_open);
+    struct serve_fake_config fc = {.tokenizer = tok, .token_delay_ms = delay_ms};
+    s->fake = serve_fake_start(s->q, &fc);
+    struct api_config cfg = {.listen = "127.0.0.1:0",
+                             .api_key = key,
+                             .model_name = "m",
+                             .tokenizer = tok,
+                             .chat_format = CHAT_FORMAT_CHATML,
+                             .n_ctx = n_ctx,
+                             .queue = s->q};
+    char err[256];
+    s->api = api_start(&cfg, err, sizeof err);
+    CHECK(s->api, err);
+    const char *colon = strrchr(api_url(s->api), ':');
+    s->port = atoi(colon + 1);
+    CHECK(s->port > 0, "bound port in the url");
+}
+
+static void server_stop(struct server *s) {
+    api_stop(&s->api);
+    serve_fake_stop(&s->fake);
+    serve_queue_destroy(&s->q);
+}
+
+static int connect_to(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    return fd;
+}
+
+static void send_request(int fd, const char *method, const char *path, const char *headers,
+                         const char *body) {
+    char head[1024];
+    size_t blen = body ? strlen(body) : 0;
+    int n =
+        snprintf(head, sizeof head, "%s %s HTTP/1.0\r\nHost: test\r\nContent-Length: %zu\r\n%s\r\n",
+                 method, path, blen, headers ? headers : "");
+    CHECK(write(fd, head, (size_t)n) == n, "write head");
+    if (blen) CHECK(write(fd, body, blen) == (ssize_t)blen, "write body");
+}
+
+struct resp {
+    int status;
+    char *all;  /* whole response, NUL-terminated */
+    char *body; /* into all */
+};
+
+static void read_response(int fd, struct resp *r) {
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 1024 > cap) buf = realloc(buf, cap *= 2);
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    buf[len] = 0;
+    close(fd);
+    r->all = buf;
+    r->status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &r->status);
+    char *b = strstr(buf, "\r\n\r\n");
+    r->body = b ? b + 4 : buf + len;
+}
+
+static struct resp http(int port, const char *method, const char *path, const char *headers,
+                        const char *body) {
+    struct resp r;
+    int fd = connect_to(port);
+    send_request(fd, method, path, headers, body);
+    read_response(fd, &r);
+    return r;
+}
+
+/* What the fake loop answers for prompt text: its ids again after BOS, decoded. */
+static char *echo_of(const char *prompt, int max_tokens) {
+    int32_t ids[512];
+    int64_t n = tokenizer_encode(tok, prompt, strlen(prompt), true, false, ids, 512);
+    CHECK(n > 1 && n < 512, "encode");
+    tokenizer_decoder_t *d = tokenizer_decoder_new(tok, false);
+    tokenizer_decoder_set_midstream(d);
+    char *out = calloc(1, 4096);
+    for (int64_t i = 1; i < n && (max_tokens <= 0 || i <= max_tokens); i++) {
+        const char *b;
+        size_t k = tokenizer_decoder_feed(d, ids[i], &b);
+        strncat(out, b, k);
+    }
+    tokenizer_decoder_free(&d);
+    return out;
+}
+
+/* The JSON body of a 4xx must be an OpenAI error. */
+static void check_error(struct resp *r, int status, const char *param) {
+    if (r->status != status) fprintf(stderr, "got: %s\n", r->all);
+    CHECK(r->status == status, "status");
+    cJSON *j = cJSON_Parse(r->body);
+    CHECK(j, "error body is JSON");
+    cJSON *e = cJSON_GetObjectItem(j, "error");
+    CHECK(cJSON_IsString(cJSON_GetObjectItem(e, "message")), "error.message");
+    CHECK(cJSON_IsString(cJSON_GetObjectItem(e, "type")), "error.type");
+    cJSON *p = cJSON_GetObjectItem(e, "param");
+    CHECK(p, "error.param present");
+    if (param) CHECK(cJSON_IsString(p) && !strcmp(p->valuestring, param), "error.param");
+    cJSON_Delete(j);
+    free(r->all);
+}
+
+/* Completion text, finish reason and usage of a plain answer. */
+static char *plain_text(struct resp *r, const char **finish, int *n_completion, bool chat) {
+    if (r->status != 200) fprintf(stderr, "got: %s\n", r->all);
+    CHECK(r->status == 200, "200");
+    cJSON *j = cJSON_Parse(r->body);
+    CHECK(j, "JSON answer");
+    cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    cJSON *t = chat ? cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")
+                    : cJSON_GetObjectItem(c, "text");
+    CHECK(cJSON_IsString(t), "text");
+    char *text = strdup(t->valuestring);
+    static _Thread_local char fin[16]; /* per client thread */
+    snprintf(fin, sizeof fin, "%s", cJSON_GetObjectItem(c, "finish_reason")->valuestring);
+    *finish = fin;
+    cJSON *u = cJSON_GetObjectItem(j, "usage");
+    *n_completion = cJSON_GetObjectItem(u, "completion_tokens")->valueint;
+    CHECK(cJSON_GetObjectItem(u, "total_tokens")->valueint ==
+              *n_completion + cJSON_GetObjectItem(u, "prompt_tokens")->valueint,
+          "total = prompt + completion");
+    cJSON_Delete(j);
+    free(r->all);
+    return text;
+}
+
+/* Concatenated deltas of an SSE answer; checks the framing and the final [DONE]. */
+static char *stream_text(struct resp *r, const char **finish, bool chat) {
+    CHECK(r->status == 200, "200");
+    CHECK(strstr(r->all, "text/event-stream"), "SSE content type");
+    char *text = calloc(1, 8192);
+    static _Thread_local char fin[16]; /* per client thread */
+    fin[0] = 0;
+    bool done = false;
+    char *save = NULL;
+    for (char *line = strtok_r(r->body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        CHECK(!done, "nothing after [DONE]");
+        CHECK(!strncmp(line, "data: ", 6), "data: lines only");
+        if (!strcmp(line + 6, "[DONE]")) {
+            done = true;
+            continue;
+        }
+        cJSON *j = cJSON_Parse(line + 6);
+        CHECK(j, "event is JSON");
+        cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        if (c) {
+            cJSON *t = chat ? cJSON_GetObjectItem(cJSON_GetObjectItem(c, "delta"), "content")
+                            : cJSON_GetObjectItem(c, "text");
+            if (cJSON_IsString(t)) strcat(text, t->valuestring);
+            cJSON *f = cJSON_GetObjectItem(c, "finish_reason");
+            if (cJSON_IsString(f)) {
+                CHECK(!fin[0], "one finish_reason");
+                snprintf(fin, sizeof fin, "%s", f->valuestring);
+            }
+        }
+        cJSON_Delete(j);
+    }
+    CHECK(done && fin[0], "ends with a finish_reason and [DONE]");
+    *finish = fin;
+    free(r->all);
+    return text;
+}
+
+static void wait_for(serve_fake_t *f, uint64_t cancelled) {
+    for (int i = 0; i < 300 && serve_fake_cancelled(f) < cancelled; i++) usleep(10000);
+    CHECK(serve_fake_cancelled(f) >= cancelled, "the loop saw the cancel");
+}
+
+static void test_answers(void) {
+    struct server s;
+    server_start(&s, 128, 8, 1, NULL);
+    int p = s.port;
+    const char *fin;
+    int n;
+    char *want = echo_of("Once upon a time", 0);
+
+    struct resp r = http(p, "GET", "/health", NULL, NULL);
+    CHECK(r.status == 200 && strstr(r.body, "\"ok\""), "health");
+    free(r.all);
+
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"seed\":3,\"top_k\":1}");
+    char *plain = plain_text(&r, &fin, &n, false);
+    CHECK(!strcmp(plain, want) && !strcmp(fin, "stop") && n == 5, "plain = echo, EOS counted");
+
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"stream\":true}");
+    char *streamed = stream_text(&r, &fin, false);
+    CHECK(!strcmp(streamed, plain) && !strcmp(fin, "stop"), "streamed = plain");
+    free(streamed);
+
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":[\"Once upon a time\"],\"max_tokens\":2}");
+    char *two = plain_text(&r, &fin, &n, false);
+    char *want2 = echo_of("Once upon a time", 2);
+    CHECK(!strcmp(two, want2) && !strcmp(fin, "length") && n == 2, "max_tokens");
+    free(two);
+    free(want2);
+
+    /* Token ids as the prompt. */
+    r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":[1,403,407],\"max_tokens\":9}");
+    char *ids = plain_text(&r, &fin, &n, false);
+    CHECK(!strcmp(fin, "stop") && n == 3 && strstr(want, ids) == want, "id prompt");
+    free(ids);
+
+    /* max_tokens is clamped to the context: ignore_eos echoes until n_ctx. */
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time\",\"ignore_eos\":true,\"max_tokens\":1000}");
+    free(plain_text(&r, &fin, &n, false));
+    CHECK(!strcmp(fin, "length") && n == 128 - 5, "clamped to n_ctx - n_prompt");
+
+    /* A stop string across tokens, plain and streamed: cut before it, the loop is told. */
+    uint64_t c0 = serve_fake_cancelled(s.fake);
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time\",\"stop\":[\"zzz\",\"on a t\"],\"ignore_eos\":true}");
+    char *cut = plain_text(&r, &fin, &n, false);
+    CHECK(!strcmp(cut, " Once up") && !strcmp(fin, "stop") && n == 4, "stop string");
+    wait_for(s.fake, c0 + 1);
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time\",\"stop\":\"on a t\",\"stream\":true}");
+    char *scut = stream_text(&r, &fin, false);
+    CHECK(!strcmp(scut, cut) && !strcmp(fin, "stop"), "streamed stop holds back the match");
+    free(scut);
+    free(cut);
+    /* A partial match at the end is released when generation ends. */
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time\",\"stop\":\"time!\",\"stream\":true}");
+    scut = stream_text(&r, &fin, false);
+    CHECK(!strcmp(scut, want), "held-back tail released at the end");
+    free(scut);
+
+    /* A character split over byte tokens is held back until whole (no U+FFFD). */
+    char *utf8 = echo_of("Caf\xC3\xA9 \xE2\x98\x95 ok", 0);
+    CHECK(strstr(utf8, "\xE2\x98\x95"), "the echo has the cup");
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Caf\xC3\xA9 \xE2\x98\x95 ok\",\"stream\":true}");
+    char *su = stream_text(&r, &fin, false);
+    CHECK(!strcmp(su, utf8) && !strstr(su, "\xEF\xBF\xBD"), "split UTF-8 streamed whole");
+    free(su);
+    free(utf8);
+
+    /* Chat, plain and streamed. */
+    const char *chat = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                       "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi \"},"
+                       "{\"type\":\"text\",\"text\":\"there\"}]}],\"max_tokens\":100%s}";
+    char body[512];
+    snprintf(body, sizeof body, chat, "");
+    r = http(p, "POST", "/v1/chat/completions", NULL, body);
+    char *cp = plain_text(&r, &fin, &n, true);
+    CHECK(strstr(cp, "Hi there") && strstr(cp, "Be brief."), "chat echo of the rendered prompt");
+    snprintf(body, sizeof body, chat, ",\"stream\":true");
+    r = http(p, "POST", "/v1/chat/completions", NULL, body);
+    char *cs = stream_text(&r, &fin, true);
+    CHECK(!strcmp(cs, cp), "chat streamed = plain");
+    free(cs);
+    free(cp);
+
+    r = http(p, "GET", "/v1/models", NULL, NULL);
+    CHECK(r.status == 200 && strstr(r.body, "\"id\":\"m\""), "models");
+    free(r.all);
+    r = http(p, "GET", "/cluster", NULL, NULL);
+    cJSON *cl = cJSON_Parse(r.body);
+    CHECK(r.status == 200 && cJSON_GetObjectItem(cl, "workers"), "cluster JSON");
+    cJSON_Delete(cl);
+    free(r.all);
+    r = http(p, "GET", "/metrics", NULL, NULL);
+    CHECK(r.status == 200 && strstr(r.body, "\ncaravan_requests_total 11\n"), "requests counted");
+    CHECK(strstr(r.body, "caravan_time_to_first_token_seconds_bucket{le=\"+Inf\"} 11\n"),
+          "ttft histogram");
+    CHECK(
+        strstr(r.body, "caravan_stage_compute_seconds_total{stage=\"0\",name=\"fake \\\"0\\\"\"}"),
+        "stage label escaped");
+    free(r.all);
+
+    free(plain);
+    free(want);
+    server_stop(&s);
+}
+
+static void test_errors(void) {
+    struct server s;
+    server_start(&s, 16, 8, 1, NULL);
+    int p = s.port;
+    struct resp r;
+    static const struct {
+        const char *path, *body, *param;
+    } bad[] = {
+        {"/v1/completions", "{\"prompt\":", NULL},
+        {"/v1/completions", "[1,2]", NULL},
+        {"/v1/completions", "{}", "prompt"},
+        {"/v1/completions", "{\"prompt\":5}", "prompt"},
+        {"/v1/completions", "{\"prompt\":[1,-3]}", "prompt"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":-1}", "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":0}", "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":2.5}", "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1e30}", "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"seed\":-1e300}", "seed"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":\"hot\"}", "temperature"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":-1}", "temperature"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"top_p\":1.5}", "top_p"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stream\":1}", "stream"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stop\":3}", "stop"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stop\":[\"a\",3]}", "stop"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"seed\":-4}", "seed"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"n\":2}", "n"},
+        {"/v1/completions",
+         "{\"prompt\":\"Once upon a time there was a little girl named Lily who liked\"}",
+         "prompt"},
+        {"/v1/chat/completions", "{\"messages\":\"hi\"}", "messages"},
+        {"/v1/chat/completions", "{\"messages\":[]}", "messages"},
+        {"/v1/chat/completions", "{\"messages\":[{\"content\":\"hi\"}]}", "messages"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":7}]}", "messages"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = http(p, "POST", bad[i].path, NULL, bad[i].body);
+        if (r.status != 400) fprintf(stderr, "case %zu: %s\n", i, bad[i].body);
+        check_error(&r, 400, bad[i].param);
+        /* ... and the server serves on. */
+        r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
+        CHECK(r.status == 200, "serves on after a bad request");
+        free(r.all);
+    }
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time there was a little girl named Lily who liked\"}");
+    CHECK(strstr(r.body, "context_length_exceeded"), "too long: code");
+    free(r.all);
+    r = http(p, "GET", "/v1/nothing", NULL, NULL);
+    check_error(&r, 404, NULL);
+    r = http(p, "GET", "/v1/completions", NULL, NULL);
+    CHECK(strstr(r.all, "Allow: POST"), "405 names the method");
+    check_error(&r, 405, NULL);
+    r = http(p, "POST", "/health", NULL, "{}");
+    check_error(&r, 405, NULL);
+    r = http(p, "GET", "/metrics", NULL, NULL);
+    CHECK(strstr(r.body, "\ncaravan_requests_rejected_total 24\n"), "400s counted");
+    free(r.all);
+    server_stop(&s);
+}
+
+static void test_auth(void) {
+    char path[] = "/tmp/api_test_key_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, " s3cret\nignored\n", 16) == 16, "key file");
+    close(fd);
+    char key[64], err[256];
+    CHECK(api_key_resolve(path, key, sizeof key, err, sizeof err) == STATUS_OK &&
+              !strcmp(key, "s3cret"),
+          "first line of the file, trimmed");
+    CHECK(api_key_resolve("plain-key", key, sizeof key, err, sizeof err) == STATUS_OK &&
+              !strcmp(key, "plain-key"),
+          "the value itself");
+    CHECK(api_key_resolve("  ", key, sizeof key, err, sizeof err) == STATUS_FORMAT, "empty");
+
+    struct server s;
+    server_start(&s, 64, 8, 1, path);
+    const char *body = "{\"prompt\":\"Once\"}";
+    struct resp r = http(s.port, "POST", "/v1/completions", NULL, body);
+    check_error(&r, 401, NULL);
+    r = http(s.port, "POST", "/v1/completions", "Authorization: Bearer s3cre\r\n", body);
+    check_error(&r, 401, NULL);
+    r = http(s.port, "POST", "/v1/completions", "Authorization: Bearer s3cret!\r\n", body);
+    check_error(&r, 401, NULL);
+    r = http(s.port, "GET", "/v1/models", "Authorization: Basic s3cret\r\n", NULL);
+    check_error(&r, 401, NULL);
+    r = http(s.port, "POST", "/v1/completions", "Authorization: Bearer s3cret\r\n", body);
+    CHECK(r.status == 200, "right key");
+    free(r.all);
+    r = http(s.port, "GET", "/health", NULL, NULL);
+    CHECK(r.status == 200, "health needs no key");
+    free(r.all);
+    server_stop(&s);
+    unlink(path);
+
+    /* Listening beyond loopback without a key is refused unless asked for. */
+    serve_queue_t *q = serve_queue_new(1);
+    struct api_config cfg = {.listen = "0.0.0.0:0", .tokenizer = tok, .n_ctx = 64, .queue = q};
+    api_t *api = api_start(&cfg, err, sizeof err);
+    CHECK(!api && strstr(err, "API key") && strstr(err, "--no-api-key"), "refused without key");
+    cfg.no_api_key = true;
+    api = api_start(&cfg, err, sizeof err);
+    CHECK(api, "--no-api-key allows it");
+    api_stop(&api);
+    cfg.no_api_key = false;
+    cfg.api_key = "k";
+    api = api_start(&cfg, err, sizeof err);
+    CHECK(api, "a key allows it");
+    api_stop(&api);
+    cfg.listen = "127.0.0.1";
+    CHECK(!api_start(&cfg, err, sizeof err) && strstr(err, "HOST:PORT"), "no port");
+    cfg.listen = "127.0.0.1:99999";
+    CHECK(!api_start(&cfg, err, sizeof err), "bad port");
+    cfg.listen = "[::1]:0";
+    api = api_start(&cfg, err, sizeof err);
+    if (api) { /* hosts without IPv6 may refuse; the URL keeps the brackets */
+        CHECK(!strncmp(api_url(api), "http://[::1]:", 13), "v6 url");
+        api_stop(&api);
+    }
+    serve_queue_destroy(&q);
+}
+
+/* Busy (429), and clients that hang up while waiting or streaming. */
+static void test_busy_and_disconnect(void) {
+    struct server s;
+    server_start(&s, 64, 2, 1, NULL);
+    serve_fake_hold(s.fake, true);
+    int a = connect_to(s.port), b = connect_to(s.port);
+    send_request(a, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once upon\"}");
+    send_request(b, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once upon\",\"stream\":true}");
+    struct resp r;
+    for (int i = 0; i < 200; i++) { /* until both are submitted */
+        r = http(s.port, "GET", "/metrics", NULL, NULL);
+        bool both = strstr(r.body, "\ncaravan_requests_total 2\n") != NULL;
+        free(r.all);
+        if (both) break;
+        usleep(10000);
+    }
+    r = http(s.port, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
+    check_error(&r, 429, NULL);
+    close(a); /* waiting for a plain answer */
+    wait_for(s.fake, 1);
+    close(b); /* waiting inside a stream */
+    wait_for(s.fake, 2);
+    serve_fake_hold(s.fake, false);
+    r = http(s.port, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
+    CHECK(r.status == 200, "slots came back");
+    free(r.all);
+
+    /* A client that leaves in the middle of a stream that is producing tokens. */
+    int c = connect_to(s.port);
+    send_request(c, "POST", "/v1/completions", NULL,
+                 "{\"prompt\":\"Once upon a time\",\"stream\":true,\"ignore_eos\":true}");
+    char buf[256];
+    CHECK(read(c, buf, sizeof buf) > 0, "stream started");
+    close(c);
+    wait_for(s.fake, 3);
+    server_stop(&s);
+}
+
+/* 8 streaming clients at once, each gets its own tokens. */
+#define N_CLIENTS 8
+static int conc_port;
+static const char *conc_prompts[N_CLIENTS] = {
+    "Once upon a time", "The cat sat",   "Lily went to the park", "Tim had a red ball",
+    "One day",          "She was happy", "The sun was hot",       "A big dog ran"};
+
+static void *client(void *arg) {
+    int i = (int)(intptr_t)arg;
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":\"%s\",\"stream\":true,\"max_tokens\":200}",
+             conc_prompts[i]);
+    for (int round = 0; round < 3; round++) {
+        struct resp r = http(conc_port, "POST", "/v1/completions", NULL, body);
+        const char *fin;
+        char *got = stream_text(&r, &fin, false);
+        char *want = echo_of(conc_prompts[i], 0);
+        CHECK(!strcmp(got, want) && !strcmp(fin, "stop"), "each stream gets its own tokens");
+        free(got);
+        free(want);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void) {
+    struct server s;
+    server_start(&s, 64, 16, 3, NULL);
+    conc_port = s.port;
+    pthread_t t[N_CLIENTS];
+    for (int i = 0; i < N_CLIENTS; i++) pthread_create(&t[i], NULL, client, (void *)(intptr_t)i);
+    for (int i = 0; i < N_CLIENTS; i++) pthread_join(t[i], NULL);
+    server_stop(&s);
+}
+
+/* api_stop while a request waits and a stream runs: both end, nothing leaks or hangs. */
+static void test_stop_while_busy(void) {
+    struct server s;
+    server_start(&s, 64, 8, 1, NULL);
+    serve_fake_hold(s.fake, true);
+    int a = connect_to(s.port), b = connect_to(s.port);
+    send_request(a, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
+    send_request(b, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\",\"stream\":true}");
+    usleep(100000);
+    api_stop(&s.api);
+    serve_fake_stop(&s.fake);
+    serve_queue_destroy(&s.q);
+    close(a);
+    close(b);
+}
+
+int main(void) {
+    const char *shared = getenv("CARAVAN_SHARED");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/stories260K.gguf", shared ? shared : "../shared");
+    gguf_t *g = NULL;
+    CHECK(gguf_open(path, &g) == STATUS_OK, path);
+    CHECK(tokenizer_load(g, &tok) == STATUS_OK, "tokenizer");
+    gguf_close(&g);
+    test_answers();
+    test_errors();
+    test_auth();
+    test_busy_and_disconnect();
+    test_concurrent();
+    test_stop_while_busy();
+    tokenizer_free(&tok);
+    printf("api_test: ok\n");
+    return 0;
+}

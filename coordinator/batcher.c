@@ -1,0 +1,356 @@
+/* batcher: continuous batching over a pipeline (see batcher.h). */
+#include "batcher.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define SCHED_MAX_INFLIGHT 64
+
+struct seq {
+    serve_req_t *req;
+    uint64_t seq_id;
+    int32_t slot;
+    int32_t *tokens; /* prompt + generated */
+    int32_t n_tokens, cap;
+    int32_t n_done;    /* tokens sent into the pipeline (their KV is written or in flight) */
+    int32_t inflight;  /* micro-batch slot carrying it, -1 when idle */
+    bool final_chunk;  /* the chunk in flight ends at n_tokens: a token comes back */
+    int32_t n_sampled; /* tokens sampled so far (the draw index) */
+    int32_t max_tokens;
+};
+
+struct mb {
+    bool busy;
+    uint64_t batch_id;
+    uint64_t order; /* send order, for the oldest in flight */
+};
+
+struct batcher {
+    struct batcher_config cfg;
+    struct seq *seqs; /* [n_seq], by slot; req == NULL when free */
+    int n_active;
+    serve_req_t **queue; /* FIFO of requests waiting for a slot */
+    size_t q_head, q_len, q_cap;
+    struct mb mbs[SCHED_MAX_INFLIGHT];
+    uint64_t next_order;
+    uint32_t rr; /* round-robin start, so no sequence is always last in line */
+    /* the batch handed out by batcher_next */
+    int32_t *b_token, *b_pos, *b_slot;
+    uint64_t *b_seq;
+    bool *b_want;
+    struct batcher_sample *b_samples;
+};
+
+batcher_t *batcher_new(const struct batcher_config *cfg) {
+    batcher_t *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->cfg = *cfg;
+    if (s->cfg.n_seq < 1) s->cfg.n_seq = 1;
+    if (s->cfg.n_batch < 1) s->cfg.n_batch = 512;
+    if (s->cfg.prefill_chunk < 1) s->cfg.prefill_chunk = 256;
+    if (s->cfg.prefill_chunk > s->cfg.n_batch) s->cfg.prefill_chunk = s->cfg.n_batch;
+    if (s->cfg.max_inflight < 1) s->cfg.max_inflight = 1;
+    if (s->cfg.max_inflight > SCHED_MAX_INFLIGHT) s->cfg.max_inflight = SCHED_MAX_INFLIGHT;
+    if (s->cfg.repeat_last_n < 0) s->cfg.repeat_last_n = 0;
+    size_t nb = (size_t)s->cfg.n_batch;
+    s->seqs = calloc((size_t)s->cfg.n_seq, sizeof *s->seqs);
+    s->b_token = malloc(nb * sizeof *s->b_token);
+    s->b_pos = malloc(nb * sizeof *s->b_pos);
+    s->b_slot = malloc(nb * sizeof *s->b_slot);
+    s->b_seq = malloc(nb * sizeof *s->b_seq);
+    s->b_want = malloc(nb * sizeof *s->b_want);
+    s->b_samples = malloc((size_t)s->cfg.n_seq * sizeof *s->b_samples);
+    if (!s->seqs || !s->b_token || !s->b_pos || !s->b_slot || !s->b_seq || !s->b_want ||
+        !s->b_samples)
+        abort();
+    for (int32_t i = 0; i < s->cfg.n_seq; i++) s->seqs[i].inflight = -1;
+    return s;
+}
+
+/* The request is finished: hand it back (it no longer counts as open). */
+static void drop(batcher_t *s, serve_req_t **r_p) {
+    if (s->cfg.queue)
+        serve_queue_done(s->cfg.queue, r_p);
+    else
+        serve_req_unref(r_p);
+}
+
+static void seq_end(batcher_t *s, struct seq *q, enum serve_finish f, const char *err) {
+    serve_req_finish(q->req, f, err);
+    drop(s, &q->req);
+    free(q->tokens);
+    int32_t slot = q->slot;
+    memset(q, 0, sizeof *q);
+    q->slot = slot;
+    q->inflight = -1;
+    s->n_active--;
+}
+
+void batcher_fail_all(batcher_t *s, const char *why) {
+    for (int32_t i = 0; i < s->cfg.n_seq; i++)
+        if (s->seqs[i].req) seq_end(s, &s->seqs[i], SERVE_FINISH_ERROR, why);
+    while (s->q_len) {
+        serve_req_t *r = s->queue[s->q_head];
+        s->q_head = (s->q_head + 1) % s->q_cap;
+        s->q_len--;
+        serve_req_finish(r, SERVE_FINISH_ERROR, why);
+        drop(s, &r);
+    }
+    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) s->mbs[i].busy = false;
+}
+
+void batcher_destroy(batcher_t **self_p) {
+    if (!self_p || !*self_p) return;
+    batcher_t *s = *self_p;
+    batcher_fail_all(s, "the coordinator is shutting down");
+    free(s->queue);
+    free(s->seqs);
+    free(s->b_token);
+    free(s->b_pos);
+    free(s->b_slot);
+    free(s->b_seq);
+    free(s->b_want);
+    free(s->b_samples);
+    free(s);
+    *self_p = NULL;
+}
+
+void batcher_add(batcher_t *s, serve_req_t *r) {
+    const struct serve_req_params *p = serve_req_params(r);
+    if (p->n_prompt < 1 || p->n_prompt >= s->cfg.n_ctx) {
+        char why[128];
+        snprintf(why, sizeof why, "the prompt has %d tokens; the context holds %d", p->n_prompt,
+                 s->cfg.n_ctx);
+        serve_req_finish(r, SERVE_FINISH_ERROR, why);
+        drop(s, &r);
+        return;
+    }
+    if (s->q_len == s->q_cap) {
+        size_t cap = s->q_cap ? 2 * s->q_cap : 16;
+        serve_req_t **q = malloc(cap * sizeof *q);
+        if (!q) abort();
+        for (size_t i = 0; i < s->q_len; i++) q[i] = s->queue[(s->q_head + i) % s->q_cap];
+        free(s->queue);
+        s->queue = q;
+        s->q_cap = cap;
+        s->q_head = 0;
+    }
+    s->queue[(s->q_head + s->q_len) % s->q_cap] = r;
+    s->q_len++;
+}
+
+/* Moves queued requests into free slots (cancelled ones are finished on the way). */
+static void admit(batcher_t *s) {
+    for (int32_t i = 0; i < s->cfg.n_seq && s->q_len; i++) {
+        struct seq *q = &s->seqs[i];
+        if (q->req) continue;
+        serve_req_t *r = NULL;
+        while (s->q_len && !r) {
+            r = s->queue[s->q_head];
+            s->q_head = (s->q_head + 1) % s->q_cap;
+            s->q_len--;
+            if (serve_req_cancelled(r)) {
+                serve_req_finish(r, SERVE_FINISH_CANCELLED, NULL);
+                drop(s, &r);
+            }
+        }
+        if (!r) break;
+        const struct serve_req_params *p = serve_req_params(r);
+        q->req = r;
+        q->seq_id = serve_req_id(r);
+        q->slot = i;
+        q->cap = s->cfg.n_ctx;
+        q->tokens = malloc((size_t)q->cap * sizeof *q->tokens);
+        if (!q->tokens) abort();
+        memcpy(q->tokens, p->prompt, (size_t)p->n_prompt * sizeof *q->tokens);
+        q->n_tokens = p->n_prompt;
+        q->n_done = 0;
+        q->inflight = -1;
+        q->n_sampled = 0;
+        q->max_tokens = p->max_tokens > 0 ? p->max_tokens : 1;
+        s->n_active++;
+    }
+}
+
+static int32_t ceil_div(int32_t a, int32_t b) {
+    return (a + b - 1) / b;
+}
+
+bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
+    memset(out, 0, sizeof *out);
+    /* Cancelled sequences that are not in flight end now. */
+    for (int32_t i = 0; i < s->cfg.n_seq; i++) {
+        struct seq *q = &s->seqs[i];
+        if (q->req && q->inflight < 0 && serve_req_cancelled(q->req))
+            seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);
+    }
+    admit(s);
+    int mb = -1, busy = 0;
+    for (int i = 0; i < s->cfg.max_inflight; i++) {
+        if (s->mbs[i].busy)
+            busy++;
+        else if (mb < 0)
+            mb = i;
+    }
+    if (mb < 0) return false;
+    /* Sequences with work: pending tokens, in flight or not. */
+    int32_t with_work = 0;
+    for (int32_t i = 0; i < s->cfg.n_seq; i++) {
+        struct seq *q = &s->seqs[i];
+        if (q->req && (q->inflight >= 0 || q->n_done < q->n_tokens)) with_work++;
+    }
+    if (with_work == 0) return false;
+    int32_t share = ceil_div(with_work, s->cfg.max_inflight);
+    int32_t n = 0, n_seqs = 0, n_prompt = 0;
+    /* Two passes in round-robin order: decoding sequences (one pending token) first, then
+     * prompt chunks. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int32_t k = 0; k < s->cfg.n_seq && n_seqs < share && n < s->cfg.n_batch; k++) {
+            struct seq *q = &s->seqs[(s->rr + (uint32_t)k) % (uint32_t)s->cfg.n_seq];
+            if (!q->req || q->inflight >= 0 || q->n_done >= q->n_tokens) continue;
+            int32_t pending = q->n_tokens - q->n_done;
+            bool decoding = q->n_done >= q->n_tokens - 1 && q->n_sampled > 0;
+            if ((pass == 0) != decoding) continue;
+            int32_t take = pending;
+            if (take > s->cfg.prefill_chunk) take = s->cfg.prefill_chunk;
+            if (take > s->cfg.n_batch - n) take = s->cfg.n_batch - n;
+            if (take < 1) continue;
+            for (int32_t j = 0; j < take; j++) {
+                int32_t p = q->n_done + j;
+                s->b_token[n] = q->tokens[p];
+                s->b_pos[n] = p;
+                s->b_slot[n] = q->slot;
+                s->b_seq[n] = q->seq_id;
+                s->b_want[n] = false;
+                n++;
+            }
+            if (!decoding) n_prompt += take;
+            q->n_done += take;
+            q->inflight = mb;
+            q->final_chunk = q->n_done == q->n_tokens;
+            if (q->final_chunk) {
+                s->b_want[n - 1] = true;
+                struct batcher_sample *sm = &s->b_samples[out->n_samples++];
+                const struct serve_req_params *p = serve_req_params(q->req);
+                sm->seq_id = q->seq_id;
+                sm->params = &p->sampling;
+                sm->draw = (uint64_t)q->n_sampled;
+                sm->recent = NULL;
+                sm->n_recent = 0;
+                if (p->sampling.repeat_penalty != 1.0f && s->cfg.repeat_last_n > 0) {
+                    int32_t last_n = p->sampling.repeat_last_n > 0 ? p->sampling.repeat_last_n
+                                                                   : s->cfg.repeat_last_n;
+                    int32_t from = q->n_tokens > last_n ? q->n_tokens - last_n : 0;
+                    sm->recent = q->tokens + from;
+                    sm->n_recent = q->n_tokens - from;
+                }
+            }
+            n_seqs++;
+        }
+    }
+    if (n == 0) return false;
+    s->rr++;
+    s->mbs[mb].busy = true;
+    s->mbs[mb].batch_id = batch_id;
+    s->mbs[mb].order = ++s->next_order;
+    out->batch_id = batch_id;
+    out->micro_batch = (uint32_t)mb;
+    out->n_tokens = n;
+    out->token = s->b_token;
+    out->pos = s->b_pos;
+    out->slot = s->b_slot;
+    out->seq_id = s->b_seq;
+    out->want = s->b_want;
+    out->samples = s->b_samples;
+    out->n_prompt_tokens = n_prompt;
+    (void)busy;
+    return true;
+}
+
+static bool is_eog(const batcher_t *s, int32_t tok) {
+    return s->cfg.is_eog && s->cfg.is_eog(s->cfg.eog_ctx, tok);
+}
+
+bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row *rows,
+                       size_t n_rows) {
+    int mb = -1;
+    for (int i = 0; i < s->cfg.max_inflight; i++)
+        if (s->mbs[i].busy && s->mbs[i].batch_id == batch_id) mb = i;
+    if (mb < 0) return false;
+    s->mbs[mb].busy = false;
+    for (int32_t i = 0; i < s->cfg.n_seq; i++) {
+        struct seq *q = &s->seqs[i];
+        if (!q->req || q->inflight != mb) continue;
+        q->inflight = -1;
+        if (!q->final_chunk) {
+            if (serve_req_cancelled(q->req)) seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);
+            continue;
+        }
+        const struct batcher_row *row = NULL;
+        for (size_t k = 0; k < n_rows && !row; k++)
+            if (rows[k].seq_id == q->seq_id) row = &rows[k];
+        if (!row) {
+            LOG(LOG_ERROR, "batcher: batch %llu came back without a token for sequence %llu",
+                (unsigned long long)batch_id, (unsigned long long)q->seq_id);
+            seq_end(s, q, SERVE_FINISH_ERROR, "the last stage returned no token");
+            continue;
+        }
+        q->n_sampled++;
+        const struct serve_req_params *p = serve_req_params(q->req);
+        if (!p->ignore_eos && is_eog(s, row->token)) {
+            seq_end(s, q, SERVE_FINISH_STOP, NULL);
+            continue;
+        }
+        serve_req_push(q->req, row->token, row->logprob);
+        if (q->n_sampled == 1 && s->cfg.first_token)
+            s->cfg.first_token(s->cfg.first_token_ctx, q->req);
+        q->tokens[q->n_tokens++] = row->token;
+        if (serve_req_cancelled(q->req))
+            seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);
+        else if (q->n_sampled >= q->max_tokens || q->n_tokens >= q->cap)
+            seq_end(s, q, SERVE_FINISH_LENGTH, NULL);
+    }
+    return true;
+}
+
+int batcher_requeue_inflight(batcher_t *s) {
+    int n = 0;
+    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++)
+        if (s->mbs[i].busy) {
+            s->mbs[i].busy = false;
+            n++;
+        }
+    for (int32_t i = 0; i < s->cfg.n_seq; i++) {
+        struct seq *q = &s->seqs[i];
+        if (!q->req || q->inflight < 0) continue;
+        q->inflight = -1;
+        /* Send its chunk again: rewind to the start of what is not known to be computed. The
+         * caller rewinds the workers' KV (Release) before re-sending. */
+        q->n_done = 0;
+    }
+    return n;
+}
+
+int batcher_n_active(const batcher_t *s) {
+    return s->n_active;
+}
+int batcher_n_queued(const batcher_t *s) {
+    return (int)s->q_len;
+}
+int batcher_n_inflight(const batcher_t *s) {
+    int n = 0;
+    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) n += s->mbs[i].busy;
+    return n;
+}
+uint64_t batcher_oldest_inflight(const batcher_t *s) {
+    uint64_t best = 0, order = UINT64_MAX;
+    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++)
+        if (s->mbs[i].busy && s->mbs[i].order < order) {
+            order = s->mbs[i].order;
+            best = s->mbs[i].batch_id;
+        }
+    return best;
+}

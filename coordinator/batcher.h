@@ -1,0 +1,100 @@
+/* batcher: continuous batching over a pipeline of stages. No sockets, no clock, no protobuf:
+ * the coordinator asks it for the next micro-batch, sends it, and hands back the tokens the
+ * last stage sampled.
+ *
+ * Each request (serve.h) becomes a sequence in one KV slot. A sequence is in at most one
+ * micro-batch at a time (its next token needs the previous one). Up to max_inflight
+ * micro-batches travel the pipeline at once, so with S stages and at least S sequences every
+ * stage has work: each micro-batch takes about 1/max_inflight of the sequences that have work.
+ * A step carries the next token of every decoding sequence it takes, then prompt chunks of at
+ * most prefill_chunk tokens (within n_batch tokens in all), so a long prompt is spread over
+ * several steps and does not stall the others' decoding. Logits are wanted only for the last
+ * token of a sequence's pending tokens; the last stage samples it with the request's
+ * parameters, the draw index (tokens sampled so far) and its recent tokens, which makes a
+ * sequence's tokens independent of what else shares its batches.
+ *
+ * A finished sequence's slot is reused at once, without a Release: a new sequence starts at
+ * position 0 and attention never reads past a token's own position. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "serve.h"
+
+struct batcher_config {
+    int32_t n_ctx;         /* KV positions per sequence */
+    int32_t n_seq;         /* KV slots = most sequences running at once */
+    int32_t n_batch;       /* most tokens in one micro-batch */
+    int32_t prefill_chunk; /* most prompt tokens of one sequence in one micro-batch */
+    int32_t max_inflight;  /* micro-batches in the pipeline at once */
+    int32_t repeat_last_n; /* recent tokens sent for the repetition penalty */
+    /* End-of-generation test (the tokenizer's); NULL = none. */
+    bool (*is_eog)(void *ctx, int32_t token);
+    void *eog_ctx;
+    /* Where finished requests are handed back (serve_queue_done); NULL = just unref. */
+    serve_queue_t *queue;
+    /* Called when a request gets its first token (time to first token); may be NULL. */
+    void (*first_token)(void *ctx, serve_req_t *r);
+    void *first_token_ctx;
+};
+
+/* What one sampled row asks of the last stage. */
+struct batcher_sample {
+    uint64_t seq_id;
+    const struct sampler_params *params;
+    uint64_t draw;         /* tokens this sequence sampled before */
+    const int32_t *recent; /* its last n_recent tokens (for the penalty), or NULL */
+    int32_t n_recent;
+};
+
+/* One micro-batch, valid until the next batcher call. Arrays have n_tokens entries; samples has
+ * n_samples (one per sequence whose logits are wanted). */
+struct batcher_batch {
+    uint64_t batch_id;
+    uint32_t micro_batch;
+    int32_t n_tokens;
+    const int32_t *token;
+    const int32_t *pos;
+    const int32_t *slot;
+    const uint64_t *seq_id;
+    const bool *want;
+    int32_t n_samples;
+    const struct batcher_sample *samples;
+    int32_t n_prompt_tokens; /* of n_tokens, how many were prompt (prefill) */
+};
+
+/* One row of a Result. */
+struct batcher_row {
+    uint64_t seq_id;
+    int32_t token;
+    float logprob;
+};
+
+typedef struct batcher batcher_t;
+
+batcher_t *batcher_new(const struct batcher_config *cfg); /* aborts on OOM */
+void batcher_destroy(batcher_t **self_p);                 /* finishes open requests as errors */
+
+/* Queues a request (takes the caller's reference). A prompt that does not fit n_ctx is
+ * finished at once with an error. */
+void batcher_add(batcher_t *s, serve_req_t *r);
+/* The next micro-batch to send, if a pipeline slot is free and some sequence has work; its
+ * batch_id is the caller's. Also retires cancelled sequences that are not in flight. */
+bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out);
+/* The last stage's answer for batch_id: each finished-chunk sequence gets its token, and
+ * sequences that end are finished and free their slots. false when no such batch is in
+ * flight (stale or duplicate; nothing changes). */
+bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row *rows,
+                       size_t n_rows);
+/* Every micro-batch in flight is lost (e.g. a stage failed): its sequences go back to idle
+ * with their pending tokens to be sent again; nothing is finished. Returns how many. */
+int batcher_requeue_inflight(batcher_t *s);
+/* Finishes every request (queued or running) with an error. */
+void batcher_fail_all(batcher_t *s, const char *why);
+
+int batcher_n_active(const batcher_t *s); /* sequences holding a slot */
+int batcher_n_queued(const batcher_t *s); /* waiting for a slot */
+int batcher_n_inflight(const batcher_t *s);
+/* Batch ids in flight: the oldest one's send order (for timeouts); 0 when none. */
+uint64_t batcher_oldest_inflight(const batcher_t *s);

@@ -1,0 +1,222 @@
+/* batcher_test: continuous batching without sockets: prompt chunks, decode-first batches,
+ * micro-batches in flight over a pipeline, slots, finish reasons, cancellation, and what the
+ * last stage is asked to sample (draw index, recent tokens). */
+#include "batcher.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                  \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+#define EOG 2
+
+static bool is_eog(void *ctx, int32_t t) {
+    (void)ctx;
+    return t == EOG;
+}
+
+static serve_req_t *req(int32_t n_prompt, int32_t first_id, int32_t max_tokens, float penalty) {
+    struct serve_req_params p = {0};
+    p.prompt = malloc((size_t)n_prompt * sizeof *p.prompt);
+    for (int32_t i = 0; i < n_prompt; i++) p.prompt[i] = first_id + i;
+    p.n_prompt = n_prompt;
+    p.max_tokens = max_tokens;
+    sampler_params_default(&p.sampling);
+    p.sampling.repeat_penalty = penalty;
+    p.sampling.repeat_last_n = 4;
+    return serve_req_new(&p);
+}
+
+/* Submits through a queue so requests get ids (the queue takes its own reference, which the
+ * batcher then holds), and hands them to the batcher. The test keeps the creator's. */
+static serve_req_t *add(serve_queue_t *q, batcher_t *b, serve_req_t *r) {
+    CHECK(serve_queue_submit(q, r));
+    serve_req_t *got[4];
+    CHECK(serve_queue_take(q, got, 4) == 1);
+    batcher_add(b, got[0]);
+    return r;
+}
+
+/* Answers batch with token `tok` for every sampled sequence. */
+static void answer(batcher_t *b, const struct batcher_batch *bt, int32_t tok) {
+    struct batcher_row rows[64];
+    for (int32_t i = 0; i < bt->n_samples; i++)
+        rows[i] = (struct batcher_row){bt->samples[i].seq_id, tok, -0.5f};
+    CHECK(batcher_on_result(b, bt->batch_id, rows, (size_t)bt->n_samples));
+}
+
+static enum serve_finish finish_of(serve_req_t *r, size_t *n) {
+    size_t next = 0;
+    struct serve_token t[64];
+    enum serve_finish f;
+    *n = serve_req_wait(r, &next, t, 64, 0, &f);
+    return f;
+}
+
+static void test_chunks_and_decode(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 2,
+                                 .n_batch = 16,
+                                 .prefill_chunk = 2,
+                                 .max_inflight = 1,
+                                 .repeat_last_n = 64,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r = add(q, b, req(5, 10, 3, 1.0f));
+    struct batcher_batch bt;
+    /* prompt in chunks of 2, 2, 1; logits wanted only at the very end */
+    int32_t sizes[3] = {2, 2, 1};
+    for (int i = 0; i < 3; i++) {
+        CHECK(batcher_next(b, 100 + (uint64_t)i, &bt));
+        CHECK(bt.n_tokens == sizes[i]);
+        CHECK(bt.pos[0] == 2 * i);
+        CHECK(bt.token[0] == 10 + 2 * i);
+        CHECK(bt.n_samples == (i == 2));
+        CHECK(bt.want[bt.n_tokens - 1] == (i == 2));
+        CHECK(bt.n_prompt_tokens == sizes[i]);
+        struct batcher_batch other;
+        CHECK(!batcher_next(b, 999, &other)); /* one micro-batch in flight at most */
+        if (i < 2) CHECK(batcher_on_result(b, 100 + (uint64_t)i, NULL, 0));
+    }
+    /* 102 is the final chunk: draw 0 */
+    CHECK(batcher_next(b, 200, &bt) == false);
+    struct batcher_row row = {serve_req_id(r), 7, -0.1f};
+    CHECK(batcher_on_result(b, 102, &row, 1));
+    CHECK(!batcher_on_result(b, 102, &row, 1)); /* a duplicate changes nothing */
+    /* decode: one token at position 5, draw 1 */
+    CHECK(batcher_next(b, 201, &bt));
+    CHECK(bt.n_tokens == 1 && bt.token[0] == 7 && bt.pos[0] == 5 && bt.n_samples == 1);
+    CHECK(bt.samples[0].draw == 1 && bt.samples[0].n_recent == 0);
+    row.token = 8;
+    CHECK(batcher_on_result(b, 201, &row, 1));
+    CHECK(batcher_next(b, 202, &bt));
+    CHECK(bt.samples[0].draw == 2);
+    row.token = 9;
+    CHECK(batcher_on_result(b, 202, &row, 1));
+    size_t n = 0;
+    CHECK(finish_of(r, &n) == SERVE_FINISH_LENGTH); /* max_tokens 3 */
+    CHECK(n == 3);
+    CHECK(batcher_n_active(b) == 0);
+    CHECK(!batcher_next(b, 203, &bt));
+    serve_req_unref(&r);
+    batcher_destroy(&b);
+    serve_queue_destroy(&q);
+}
+
+static void test_pipeline_shares(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 8,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 8,
+                                 .max_inflight = 2,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r[4];
+    for (int i = 0; i < 4; i++) r[i] = add(q, b, req(3, 20 + 5 * i, 100, 1.0f));
+    struct batcher_batch b1, b2, b3;
+    CHECK(batcher_next(b, 1, &b1));
+    CHECK(b1.n_samples == 2 && b1.n_tokens == 6); /* half of the 4 sequences */
+    uint64_t s1[2] = {b1.samples[0].seq_id, b1.samples[1].seq_id};
+    CHECK(batcher_next(b, 2, &b2));
+    CHECK(b2.n_samples == 2);
+    for (int i = 0; i < 2; i++)
+        CHECK(b2.samples[i].seq_id != s1[0] && b2.samples[i].seq_id != s1[1]);
+    CHECK(!batcher_next(b, 3, &b3)); /* both pipeline slots busy */
+    CHECK(batcher_n_inflight(b) == 2 && batcher_oldest_inflight(b) == 1);
+    struct batcher_row rows[2] = {{s1[0], 5, 0}, {s1[1], 6, 0}};
+    CHECK(batcher_on_result(b, 1, rows, 2));
+    CHECK(batcher_next(b, 3, &b3)); /* the same two come back as decode steps */
+    CHECK(b3.n_tokens == 2 && b3.n_prompt_tokens == 0);
+    CHECK(b3.samples[0].seq_id == s1[0] || b3.samples[0].seq_id == s1[1]);
+    /* a stage is lost: everything in flight is re-sent from the start */
+    CHECK(batcher_requeue_inflight(b) == 2);
+    CHECK(batcher_n_inflight(b) == 0);
+    struct batcher_batch b4;
+    CHECK(batcher_next(b, 4, &b4));
+    CHECK(b4.pos[0] == 0);
+    for (int i = 0; i < 4; i++) serve_req_unref(&r[i]);
+    batcher_destroy(&b);
+    serve_queue_destroy(&q);
+}
+
+static void test_slots_eog_cancel_penalty(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 8,
+                                 .n_seq = 1,
+                                 .n_batch = 16,
+                                 .prefill_chunk = 16,
+                                 .max_inflight = 1,
+                                 .repeat_last_n = 64,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *too_long = add(q, b, req(8, 30, 4, 1.0f));
+    size_t n = 0;
+    CHECK(finish_of(too_long, &n) == SERVE_FINISH_ERROR);
+    CHECK(strstr(serve_req_error(too_long), "context") != NULL);
+    serve_req_t *a = add(q, b, req(3, 40, 100, 1.3f));
+    serve_req_t *c = add(q, b, req(2, 50, 100, 1.0f));
+    CHECK(batcher_n_queued(b) == 1 || batcher_n_queued(b) == 2);
+    struct batcher_batch bt;
+    CHECK(batcher_next(b, 1, &bt));
+    CHECK(batcher_n_active(b) == 1 && batcher_n_queued(b) == 1); /* one slot */
+    CHECK(bt.n_samples == 1 && bt.samples[0].seq_id == serve_req_id(a));
+    /* repeat penalty: the last repeat_last_n (4) tokens travel with the sampling */
+    CHECK(bt.samples[0].n_recent == 3 && bt.samples[0].recent[0] == 40);
+    answer(b, &bt, 11);
+    CHECK(batcher_next(b, 2, &bt));
+    CHECK(bt.samples[0].n_recent == 4 && bt.samples[0].recent[3] == 11);
+    answer(b, &bt, 12);
+    /* the context (8) fills: 3 prompt + 5 generated */
+    for (uint64_t id = 3; batcher_next(b, id, &bt) && bt.samples[0].seq_id == serve_req_id(a); id++)
+        answer(b, &bt, 13);
+    CHECK(finish_of(a, &n) == SERVE_FINISH_LENGTH);
+    CHECK(n == 5);
+    /* the queued request got the slot; its first batch is the one just returned by next */
+    CHECK(bt.samples[0].seq_id == serve_req_id(c));
+    answer(b, &bt, EOG); /* end of generation: finished, token not pushed */
+    CHECK(finish_of(c, &n) == SERVE_FINISH_STOP);
+    CHECK(n == 0);
+    /* cancellation between steps */
+    serve_req_t *d = add(q, b, req(2, 60, 100, 1.0f));
+    CHECK(batcher_next(b, 50, &bt));
+    answer(b, &bt, 14);
+    serve_req_cancel(d);
+    CHECK(!batcher_next(b, 51, &bt));
+    CHECK(finish_of(d, &n) == SERVE_FINISH_CANCELLED);
+    CHECK(batcher_n_active(b) == 0);
+    /* shutting down fails what is left */
+    serve_req_t *e = add(q, b, req(2, 70, 100, 1.0f));
+    batcher_destroy(&b);
+    CHECK(finish_of(e, &n) == SERVE_FINISH_ERROR);
+    serve_req_unref(&too_long);
+    serve_req_unref(&a);
+    serve_req_unref(&c);
+    serve_req_unref(&d);
+    serve_req_unref(&e);
+    serve_queue_destroy(&q);
+}
+
+int main(void) {
+    test_chunks_and_decode();
+    test_pipeline_shares();
+    test_slots_eog_cancel_penalty();
+    if (failures) {
+        fprintf(stderr, "batcher_test: %d failures\n", failures);
+        return 1;
+    }
+    printf("batcher_test: ok\n");
+    return 0;
+}

@@ -1,0 +1,46 @@
+/* planner: the coordinator's side of common/plan.h. Turns the model file and what each worker
+ * reported at Join (memory it may use, matmul speed per weight type, kernel variants) into the
+ * numbers plan_make / plan_check take, runs them (or checks a hand-fixed --plan), picks the
+ * kernel variant every worker must run, and logs the plan one line per worker. Pure: no I/O
+ * beyond logging. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "caravan.pb-c.h"
+#include "gguf.h"
+#include "plan.h"
+#include "status.h"
+
+#define PLANNER_MAX_SPEEDS 16
+#define PLANNER_MAX_KERNELS 8
+
+/* One worker's Join capabilities as the planner needs them (copied: the Join is transient). */
+struct planner_caps {
+    char name[64];
+    uint64_t mem_limit_bytes; /* 0 = not reported */
+    uint32_t n_threads;
+    float gflops; /* f32 probe, 0 = not measured */
+    uint32_t speed_type[PLANNER_MAX_SPEEDS];
+    float speed_gflops[PLANNER_MAX_SPEEDS];
+    size_t n_speeds;
+    char kernels[PLANNER_MAX_KERNELS][32];
+    size_t n_kernels;
+};
+
+void planner_caps_from_join(struct planner_caps *out, const char *name, const Caravan__Join *j);
+
+struct planner_input {
+    const gguf_t *model; /* NULL: no model (identity pipelines): equal shares, no memory check */
+    int32_t n_layers;
+    int32_t n_ctx, n_seq, n_batch; /* what the workers will load (0 = engine defaults) */
+    const char *hand_plan;         /* "0-7,8-21" or NULL */
+    const char *kernels;           /* forced variant or NULL */
+};
+
+/* Fills out[n] (ranges, bytes, times) and kernels_out (the variant to pin, "" for none).
+ * On failure err holds the whole explanation (for the log and the exit message). */
+CARAVAN_NODISCARD enum status planner_run(const struct planner_input *in,
+                                          const struct planner_caps *w, int n,
+                                          struct plan_stage *out, char *kernels_out,
+                                          size_t kernels_len, char *err, size_t err_len);

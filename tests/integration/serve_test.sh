@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# serve_test.sh CASE: `caravan cluster` on 127.0.0.1 against `caravan run`, with real processes.
+#
+#   exact_stories    stories260K: greedy and seeded (temperature, top-k/p, min-p, repetition
+#                    penalty) requests give caravan run's text through 1, 2 and 3 workers, with
+#                    the workers mapping the file and with shipped weights
+#   exact_tinyllama  the same on a `caravan mkmodel` tinyllama-1.1b Q4_0 (heavy: release only)
+#   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
+#   bad_model        a missing model is a clear error, not a hang
+#
+# Needs CARAVAN_BIN. Every process is started by caravan cluster, which stops them itself; each
+# run is bounded by `timeout`.
+set -u
+CASE=${1:?usage: serve_test.sh CASE}
+BIN=${CARAVAN_BIN:?CARAVAN_BIN not set}
+CARAVAN="$BIN/caravan"
+STORIES="${CARAVAN_SHARED:-/nonexistent}/models/stories260K.gguf"
+WORK=$(mktemp -d /tmp/caravan_serve.XXXXXX)
+FAILED=0
+RUNS=0
+
+cleanup() {
+    if [ "$FAILED" -ne 0 ] || [ -n "${CARAVAN_TEST_VERBOSE:-}" ]; then
+        for f in "$WORK"/*.err "$WORK"/logs*/*.log; do
+            [ -f "$f" ] && { echo "==== $f"; tail -n 40 "$f"; }
+        done
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "FAIL ($CASE): $*"; FAILED=1; exit 1; }
+note() { echo "-- $*"; }
+
+# same_text MODEL WORKERS EXTRA_CLUSTER_ARGS -- SAMPLING ARGS...: run vs cluster, byte for byte.
+same_text() {
+    local model=$1 workers=$2 extra=$3
+    shift 4
+    RUNS=$((RUNS + 1))
+    local tag="w${workers}_$RUNS"
+    timeout 120 "$CARAVAN" run --model "$model" --threads 1 --prompt "Once upon a time" "$@" \
+        >"$WORK/run.txt" 2>"$WORK/run.err" || fail "caravan run failed"
+    # shellcheck disable=SC2086
+    timeout 300 "$CARAVAN" cluster --model "$model" --workers "$workers" --threads 1 $extra \
+        --log-dir "$WORK/logs_$tag" --prompt "Once upon a time" "$@" \
+        >"$WORK/cluster.txt" 2>"$WORK/cluster_$tag.err" ||
+        fail "caravan cluster ($workers workers $extra) failed"
+    [ -s "$WORK/run.txt" ] || fail "caravan run printed nothing"
+    cmp -s "$WORK/run.txt" "$WORK/cluster.txt" ||
+        fail "cluster of $workers ($extra $*) printed '$(head -c 200 "$WORK/cluster.txt")', run printed '$(head -c 200 "$WORK/run.txt")'"
+    note "same text: $workers workers $extra $*"
+}
+
+case "$CASE" in
+exact_stories)
+    [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
+    for w in 1 2 3; do
+        same_text "$STORIES" "$w" "--shared-file" -- --temp 0 -n 64
+        same_text "$STORIES" "$w" "--shared-file" -- --temp 0.9 --seed 42 --top-k 20 \
+            --top-p 0.9 --min-p 0.02 --repeat-penalty 1.15 -n 64
+    done
+    if "$CARAVAN" worker --help | grep -q -- '--cache'; then
+        for w in 1 3; do
+            same_text "$STORIES" "$w" "" -- --temp 0 -n 64
+            same_text "$STORIES" "$w" "" -- --temp 0.9 --seed 7 --repeat-penalty 1.1 -n 64
+        done
+    fi
+    ;;
+exact_tinyllama)
+    timeout 120 "$CARAVAN" mkmodel --shape tinyllama-1.1b --type q4_0 --out "$WORK/tl.gguf" \
+        >"$WORK/mkmodel.err" 2>&1 || fail "mkmodel failed"
+    for w in 1 2 3; do
+        same_text "$WORK/tl.gguf" "$w" "--shared-file" -- --temp 0 -n 24
+    done
+    same_text "$WORK/tl.gguf" 2 "--shared-file" -- --temp 0.8 --seed 3 -n 24
+    ;;
+f16_wire)
+    [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
+    timeout 120 "$CARAVAN" cluster --model "$STORIES" --workers 3 --threads 1 --shared-file \
+        --wire-dtype f16 --prompt "Once upon a time" --temp 0 -n 32 \
+        >"$WORK/f16.txt" 2>"$WORK/f16.err" || fail "f16 cluster failed"
+    [ "$(wc -c <"$WORK/f16.txt")" -gt 20 ] || fail "f16 cluster printed too little"
+    note "f16 wire: $(head -c 80 "$WORK/f16.txt")"
+    ;;
+bad_model)
+    set +e
+    timeout 30 "$CARAVAN" cluster --model "$WORK/none.gguf" --workers 2 --prompt hi \
+        >"$WORK/out.txt" 2>"$WORK/bad.err"
+    rc=$?
+    set -e
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "exit $rc for a missing model"
+    grep -q "none.gguf" "$WORK/bad.err" || fail "the error does not name the file"
+    note "missing model: $(head -n1 "$WORK/bad.err")"
+    ;;
+*) fail "unknown case" ;;
+esac
+echo "PASS ($CASE)"

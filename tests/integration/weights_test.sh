@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# weights_test.sh: workers without the model file compute from shipped, cached slices.
+# Real coordinator and worker processes on 127.0.0.1 (CURVE), stories260K split over two
+# workers, each with its own --cache directory:
+#   (a) both workers are shipped their slices, verify and cache them (<hex>.gguf, a GGUF that
+#       `caravan inspect` reads), and the pipeline generates llama.cpp's greedy tokens, the
+#       same as workers with --model (cluster_test.sh generate);
+#   (b) restarted with the same caches they transfer nothing (the worker logs it, the Join
+#       reports the cached slice, the coordinator ships nothing) and generate the same tokens;
+#   (c) w2's transfer (throttled by --weight-rate-limit) is cut by kill -9 after its first
+#       progress line; restarted, it resumes from the .part's size (> 0), completes, verifies
+#       and the pipeline generates the same tokens.
+# Needs CARAVAN_BIN and CARAVAN_SHARED. Every process started here is killed on exit, and each
+# daemon also has a --run-ms bound.
+set -u
+BIN=${CARAVAN_BIN:?CARAVAN_BIN not set}
+CARAVAN="$BIN/caravan"
+MODEL="${CARAVAN_SHARED:-/nonexistent}/models/stories260K.gguf"
+WORK=$(mktemp -d /tmp/caravan_weights.XXXXXX)
+export XDG_CACHE_HOME="$WORK/xdg" # nothing goes to the real ~/.cache
+PIDS=()
+FAILED=0
+STEP=setup
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    if [ "$FAILED" -ne 0 ] || [ -n "${CARAVAN_TEST_VERBOSE:-}" ]; then
+        for f in "$WORK"/*.log "$WORK"/*.out; do
+            [ -f "$f" ] && { echo "==== $f"; tail -n 40 "$f"; }
+        done
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL ($STEP): $*"; FAILED=1; exit 1; }
+note() { echo "-- $*"; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # wait_for, wait_exit
+expect_log() { grep -qE -- "$2" "$1" || fail "$1 lacks /$2/"; }
+expect_no_log() { ! grep -qE -- "$2" "$1" || fail "$1 has /$2/: $(grep -E -- "$2" "$1" | head -n 2)"; }
+
+[ -f "$MODEL" ] || fail "$MODEL missing"
+for k in c w1 w2; do "$CARAVAN" keygen --out "$WORK/$k" >"$WORK/$k.pub.txt" || fail "keygen $k"; done
+cat "$WORK/w1.pub.txt" "$WORK/w2.pub.txt" >"$WORK/allow"
+
+# llama.cpp's greedy continuation of "Once upon a time" (shared/models/REFERENCE.md), 24 tokens.
+WANT="432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 265 282"
+
+# start_coordinator RUN: a coordinator that generates WANT's length once, then exits.
+start_coordinator() {
+    "$CARAVAN" coordinator --listen tcp://127.0.0.1:0 --key "$WORK/c" --allow "$WORK/allow" \
+        --workers 2 --plan 0-1,2-4 --model "$MODEL" --prompt "Once upon a time" --generate 24 \
+        --exit-when-done \
+        --run-ms 60000 >"$WORK/coord_$1.out" 2>"$WORK/coord_$1.log" &
+    COORD_PID=$!
+    PIDS+=("$COORD_PID")
+    wait_for "$WORK/coord_$1.log" "listening on tcp://" 10 || fail "coordinator did not start"
+    COORD_EP=$(grep -oE 'listening on tcp://[0-9.]+:[0-9]+' "$WORK/coord_$1.log" | head -n1 |
+        awk '{print $3}')
+}
+# start_worker NAME RUN ARGS...: no --model; joins in order (w1 is stage 0). Sets WORKER_PID.
+start_worker() {
+    local name=$1 run=$2
+    shift 2
+    "$CARAVAN" worker --coordinator "$COORD_EP" --coordinator-key "$WORK/c" --key "$WORK/$name" \
+        --name "$name" --threads 1 --run-ms 60000 --join-timeout-ms 8000 "$@" \
+        2>"$WORK/${name}_$run.log" &
+    WORKER_PID=$!
+    PIDS+=("$WORKER_PID")
+    wait_for "$WORK/coord_$run.log" "worker '$name' (re-)?joined" 15 || fail "$name did not join"
+}
+# expect_tokens RUN: the coordinator exited 0 after generating WANT.
+expect_tokens() {
+    wait_exit "$COORD_PID" 60
+    [ "$RC" = 0 ] || fail "coordinator exit status $RC, want 0"
+    grep -qF "generated 1/1: $WANT |" "$WORK/coord_$1.out" ||
+        fail "tokens differ from the reference: $(head -c 300 "$WORK/coord_$1.out")"
+}
+stop_workers() {
+    for pid in "$@"; do kill "$pid" 2>/dev/null; done
+    for pid in "$@"; do wait_exit "$pid" 10; done
+}
+
+# ---- (a) shipped, verified, cached ----------------------------------------------------------
+STEP=a
+start_coordinator a
+start_worker w1 a --cache "$WORK/cache1"
+W1=$WORKER_PID
+start_worker w2 a --cache "$WORK/cache2"
+W2=$WORKER_PID
+expect_tokens a
+for i in 1 2; do
+    w="w$i"
+    expect_log "$WORK/${w}_a.log" "received [0-9]+ bytes of weights; fingerprint verified; cached as $WORK/cache$i/[0-9a-f]{64}\\.gguf"
+    expect_log "$WORK/${w}_a.log" "loaded layers .* of $WORK/cache$i/[0-9a-f]{64}\\.gguf"
+    # The file is named by the fingerprint the coordinator assigned, and it hashes to it.
+    fp=$(grep -oE "stage $((i - 1)): node [0-9]+ \\($w\\) layers \\[[0-9]+, [0-9]+\\) slice [0-9a-f]{64}" \
+        "$WORK/coord_a.log" | awk '{print $NF}')
+    [ -n "$fp" ] || fail "the coordinator did not log $w's slice fingerprint"
+    [ -f "$WORK/cache$i/$fp.gguf" ] || fail "$w's cache has no $fp.gguf: $(ls "$WORK/cache$i")"
+    [ "$(stat -c %a "$WORK/cache$i")" = 700 ] || fail "cache$i is not mode 700"
+    "$CARAVAN" inspect --kv "$WORK/cache$i/$fp.gguf" >"$WORK/inspect$i.out" 2>&1 ||
+        fail "caravan inspect cannot read $w's cached slice"
+done
+expect_log "$WORK/inspect1.out" "slice: +layers \\[0, 2\\) of 5, of model [0-9a-f]{64}"
+expect_log "$WORK/inspect2.out" "caravan.slice.layer_end +u32 +5"
+expect_log "$WORK/inspect2.out" "tokenizer.ggml.tokens"
+expect_log "$WORK/coord_a.log" "shipping [0-9]+ bytes of weights to node 1"
+expect_log "$WORK/coord_a.log" "shipping [0-9]+ bytes of weights to node 2"
+stop_workers "$W1" "$W2"
+note "(a) shipped, verified, cached; tokens match"
+
+# ---- (b) restarted: nothing transferred ------------------------------------------------------
+STEP=b
+start_coordinator b
+start_worker w1 b --cache "$WORK/cache1"
+W1=$WORKER_PID
+start_worker w2 b --cache "$WORK/cache2"
+W2=$WORKER_PID
+expect_tokens b
+for w in w1 w2; do
+    expect_log "$WORK/${w}_b.log" "joining \\(activation endpoint .*, 1 cached slice\\)"
+    expect_log "$WORK/${w}_b.log" "found in the cache .* and verified; nothing to transfer"
+    expect_no_log "$WORK/${w}_b.log" "receiving slice|weights [0-9.]+/"
+done
+expect_no_log "$WORK/coord_b.log" "shipping [0-9]+ bytes of weights"
+stop_workers "$W1" "$W2"
+note "(b) restarted with the caches: nothing transferred; tokens match"
+
+# ---- (c) a transfer cut in the middle resumes -------------------------------------------------
+STEP=c
+start_coordinator c1
+start_worker w1 c1 --cache "$WORK/cache1"
+W1=$WORKER_PID
+start_worker w2 c1 --cache "$WORK/cache3" --weight-rate-limit 100000
+W2=$WORKER_PID
+wait_for "$WORK/w2_c1.log" "weights [0-9.]+/[0-9.]+ MB \\([0-9]+%\\)" 20 || fail "no progress line"
+kill -9 "$W2"
+wait_exit "$W2" 10 2>/dev/null # (no "Killed" job notice in the test output)
+part=$(ls "$WORK"/cache3/*.gguf.part 2>/dev/null | head -n1)
+[ -n "$part" ] || fail "no .part left behind: $(ls -la "$WORK/cache3")"
+cut=$(stat -c %s "$part")
+total=$(grep -oE "receiving slice [0-9a-f]+ of layers \\[[0-9]+, [0-9]+\\), [0-9]+ bytes" \
+    "$WORK/w2_c1.log" | awk '{print $(NF-1)}')
+[ "$cut" -gt 0 ] && [ "$cut" -lt "$total" ] || fail "part holds $cut of $total bytes"
+kill "$COORD_PID" "$W1" 2>/dev/null
+wait_exit "$COORD_PID" 10
+wait_exit "$W1" 10
+note "(c) cut at $cut of $total bytes"
+start_coordinator c2
+start_worker w1 c2 --cache "$WORK/cache1"
+W1=$WORKER_PID
+start_worker w2 c2 --cache "$WORK/cache3"
+W2=$WORKER_PID
+expect_tokens c2
+expect_log "$WORK/w2_c2.log" "resuming the transfer of slice [0-9a-f]+ at offset $cut of $total bytes"
+expect_log "$WORK/w2_c2.log" "received $total bytes of weights; fingerprint verified"
+expect_no_log "$WORK/coord_c2.log" "shipping [0-9]+ bytes of weights to node 2" # no offset 0
+[ -z "$(ls "$WORK"/cache3/*.part 2>/dev/null)" ] || fail "the .part is still there"
+stop_workers "$W1" "$W2"
+note "(c) resumed from offset $cut; verified; tokens match"
+echo "PASS (weights)"
+exit 0

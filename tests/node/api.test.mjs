@@ -1,0 +1,184 @@
+// The HTTP API through the official `openai` npm client. Runs against any caravan API:
+//   CARAVAN_URL=http://127.0.0.1:8080 [CARAVAN_API_KEY=KEY] node --test tests/node/
+// ctest runs it against api_testserver (the API over a fake serving loop); the same file
+// checks a real `caravan cluster`. Greedy requests must be deterministic; nothing here
+// depends on what the model says.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const base = (process.env.CARAVAN_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+const key = process.env.CARAVAN_API_KEY || '';
+const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: key || 'none', maxRetries: 0,
+                            timeout: 120_000 });
+const models = await client.models.list();
+const model = models.data[0].id;
+const nCtx = Number(process.env.CARAVAN_CTX || models.data[0].context_length || 2048);
+const prompt = 'Once upon a time';
+const greedy = { model, max_tokens: 16, temperature: 0, seed: 1 };
+
+async function collect(stream, chat) {
+  let text = '';
+  let finish = null;
+  let role = null;
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) {
+      if (chat) {
+        if (c.delta.role) role = c.delta.role;
+        text += c.delta.content ?? '';
+      } else {
+        text += c.text ?? '';
+      }
+      if (c.finish_reason) {
+        assert.equal(finish, null, 'one finish_reason');
+        finish = c.finish_reason;
+      }
+    }
+  }
+  return { text, finish, role };
+}
+
+function checkUsage(u, max) {
+  assert.ok(u.prompt_tokens > 0);
+  assert.ok(u.completion_tokens > 0 && u.completion_tokens <= max);
+  assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+}
+
+// A raw request, for what the client will not send (bad JSON, no key).
+async function raw(path, body, headers = {}) {
+  const h = { 'Content-Type': 'application/json', ...headers };
+  if (key && !('Authorization' in headers)) h.Authorization = `Bearer ${key}`;
+  const r = await fetch(`${base}${path}`, { method: 'POST', body, headers: h });
+  return { status: r.status, body: await r.json() };
+}
+
+async function servesOn() {
+  const r = await client.completions.create({ ...greedy, prompt, max_tokens: 2 });
+  assert.equal(r.choices.length, 1);
+}
+
+test('models and health', async () => {
+  assert.equal(models.data.length, 1);
+  assert.equal(typeof model, 'string');
+  const h = await fetch(`${base}/health`);
+  assert.equal(h.status, 200);
+  assert.equal((await h.json()).status, 'ok');
+  const m = await (await fetch(`${base}/metrics`)).text();
+  assert.match(m, /^caravan_requests_total \d+$/m);
+  assert.match(m, /^caravan_time_to_first_token_seconds_bucket\{le="\+Inf"\} \d+$/m);
+});
+
+test('plain completion, and the streamed one is the same', async () => {
+  const plain = await client.completions.create({ ...greedy, prompt });
+  assert.equal(plain.object, 'text_completion');
+  const c = plain.choices[0];
+  assert.equal(typeof c.text, 'string');
+  assert.ok(['stop', 'length'].includes(c.finish_reason));
+  checkUsage(plain.usage, 16);
+  const s = await collect(await client.completions.create({ ...greedy, prompt, stream: true }));
+  assert.equal(s.text, c.text);
+  assert.equal(s.finish, c.finish_reason);
+});
+
+test('streamed chat completion equals the plain one', async () => {
+  const req = { ...greedy, messages: [{ role: 'system', content: 'You tell stories.' },
+                                      { role: 'user', content: 'Tell me about a cat.' }] };
+  const plain = await client.chat.completions.create(req);
+  assert.equal(plain.object, 'chat.completion');
+  assert.equal(plain.choices[0].message.role, 'assistant');
+  checkUsage(plain.usage, 16);
+  const s = await collect(await client.chat.completions.create({ ...req, stream: true }), true);
+  assert.equal(s.role, 'assistant');
+  assert.equal(s.text, plain.choices[0].message.content);
+  assert.equal(s.finish, plain.choices[0].finish_reason);
+});
+
+test('stream_options.include_usage sends usage last', async () => {
+  const stream = await client.completions.create({ ...greedy, prompt, stream: true,
+                                                   stream_options: { include_usage: true } });
+  let usage = null;
+  for await (const chunk of stream) if (chunk.usage) usage = chunk.usage;
+  assert.ok(usage);
+  checkUsage(usage, 16);
+});
+
+test('stop strings cut the text, plain and streamed', async () => {
+  const full = (await client.completions.create({ ...greedy, prompt, max_tokens: 24 }))
+    .choices[0].text;
+  if (full.length < 8) return; // nothing to cut
+  const stop = full.slice(4, 7);
+  const want = full.slice(0, full.indexOf(stop));
+  const plain = await client.completions.create({ ...greedy, prompt, max_tokens: 24,
+                                                  stop: ['\u0001never', stop] });
+  assert.equal(plain.choices[0].text, want);
+  assert.equal(plain.choices[0].finish_reason, 'stop');
+  const s = await collect(await client.completions.create({ ...greedy, prompt, max_tokens: 24,
+                                                            stop, stream: true }));
+  assert.equal(s.text, want);
+  assert.equal(s.finish, 'stop');
+});
+
+test('8 concurrent streams each give what they give alone', async () => {
+  const prompts = ['Once upon a time', 'The cat sat', 'Lily went to the park',
+                   'Tim had a red ball', 'One day', 'She was happy', 'The sun was hot',
+                   'A big dog ran'];
+  const together = await Promise.all(prompts.map(async (p) =>
+    collect(await client.completions.create({ ...greedy, prompt: p, stream: true }))));
+  for (let i = 0; i < prompts.length; i++) {
+    const alone = await client.completions.create({ ...greedy, prompt: prompts[i] });
+    assert.equal(together[i].text, alone.choices[0].text, `prompt ${i}`);
+    assert.equal(together[i].finish, alone.choices[0].finish_reason);
+  }
+});
+
+function assertError(status, body, want) {
+  assert.ok(status >= 400 && status < 500, `4xx, got ${status}`);
+  if (want) assert.equal(status, want);
+  assert.equal(typeof body.error.message, 'string');
+  assert.equal(typeof body.error.type, 'string');
+}
+
+async function expectApiError(promise, want) {
+  try {
+    await promise;
+  } catch (e) {
+    assert.ok(e instanceof OpenAI.APIError, `an APIError, got ${e}`);
+    assertError(e.status, e.error ? { error: e.error } : {}, want);
+    return;
+  }
+  assert.fail('the request should have failed');
+}
+
+test('bad requests get 4xx with an error body, and the server serves on', async () => {
+  let r = await raw('/v1/completions', '{"prompt": "x", ');
+  assertError(r.status, r.body, 400);
+  await servesOn();
+  r = await raw('/v1/chat/completions', 'not json');
+  assertError(r.status, r.body, 400);
+  await servesOn();
+  await expectApiError(client.completions.create({ model, prompt: 5 }), 400);
+  await servesOn();
+  await expectApiError(client.completions.create({ model, prompt, temperature: 'hot' }), 400);
+  await servesOn();
+  await expectApiError(client.chat.completions.create({ model, messages: 'hello' }), 400);
+  await servesOn();
+  await expectApiError(client.completions.create({ model, prompt, max_tokens: -5 }), 400);
+  await servesOn();
+  await expectApiError(client.completions.create({ model, prompt, stop: 7 }), 400);
+  await servesOn();
+  await expectApiError(client.completions.create({ model, prompt: 'hello '.repeat(nCtx) }), 400);
+  await servesOn();
+  await expectApiError(client.completions.create({ model, prompt: 'hello '.repeat(nCtx),
+                                                   stream: true }), 400);
+  await servesOn();
+});
+
+test('a key is required when one is set', { skip: !key && 'CARAVAN_API_KEY not set' },
+  async () => {
+    let r = await raw('/v1/completions', JSON.stringify({ prompt }), { Authorization: '' });
+    assertError(r.status, r.body, 401);
+    const wrong = new OpenAI({ baseURL: `${base}/v1`, apiKey: `${key}x`, maxRetries: 0 });
+    await expectApiError(wrong.completions.create({ model, prompt }), 401);
+    await expectApiError(wrong.models.list(), 401);
+    await servesOn();
+  });

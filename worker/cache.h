@@ -1,0 +1,59 @@
+/* cache: the worker's slice cache, a directory (created 0700) of slice files named by their
+ * fingerprint (see common/slice.h: each is a GGUF file holding one layer range):
+ *   <hex>.gguf        a slice that hashed to <hex> when it was completed
+ *   <hex>.gguf.part   a slice being received; chunks are appended as they arrive, so an
+ *                     interrupted transfer resumes from the part's size
+ * One transfer at a time per slice_cache_t; the part file is locked (flock) while it is
+ * written, so two workers sharing a directory cannot interleave the same slice.
+ * All file I/O of the worker's weights path lives here: worker.c calls it, worker_test drives
+ * it in a temporary directory. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto.h"
+#include "status.h"
+
+typedef struct slice_cache slice_cache_t;
+
+/* A slice file present in the cache (its header read, its bytes not re-hashed). */
+struct slice_cache_entry {
+    uint8_t fingerprint[CRYPTO_HASH_BYTES];
+    uint8_t model_fingerprint[CRYPTO_HASH_BYTES];
+    int32_t layer_first, layer_end, n_layers;
+    uint64_t nbytes;
+};
+
+/* $XDG_CACHE_HOME/caravan, else $HOME/.cache/caravan, into out. STATUS_IO when neither is set
+ * or the path does not fit. */
+CARAVAN_NODISCARD enum status slice_cache_default_dir(char *out, size_t cap);
+
+/* Opens dir, creating it (and missing parents) with mode 0700. */
+CARAVAN_NODISCARD enum status slice_cache_open(const char *dir, slice_cache_t **out);
+void slice_cache_destroy(slice_cache_t **self_p); /* keeps an unfinished part for a resume */
+const char *slice_cache_dir(const slice_cache_t *c);
+
+/* The complete slice files (*.gguf named by a fingerprint whose header declares a slice
+ * range). *out is malloc'd (the caller frees), *n its length. */
+CARAVAN_NODISCARD enum status slice_cache_list(slice_cache_t *c, struct slice_cache_entry **out,
+                                               size_t *n);
+
+/* Prepares slice fp of total bytes. *have receives what is present:
+ *   total  <hex>.gguf exists and hashes to fp (re-verified now): nothing to transfer;
+ *   k > 0  <hex>.gguf.part holds k bytes (hashed now): append from offset k;
+ *   0      an empty part was created.
+ * A complete file that does not verify, or a part longer than total, is deleted and logged.
+ * slice_cache_path then names the complete file. */
+CARAVAN_NODISCARD enum status slice_cache_begin(slice_cache_t *c,
+                                                const uint8_t fp[CRYPTO_HASH_BYTES], uint64_t total,
+                                                uint64_t *have);
+/* Appends to the part and to its running hash. */
+CARAVAN_NODISCARD enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len);
+/* After the last byte: got receives the part's BLAKE2b. When it equals fp the part is synced
+ * and renamed to <hex>.gguf (STATUS_OK); otherwise it is deleted (STATUS_FORMAT). */
+CARAVAN_NODISCARD enum status slice_cache_finish(slice_cache_t *c, uint8_t got[CRYPTO_HASH_BYTES]);
+/* Closes the current part (kept on disk for a later resume). */
+void slice_cache_abort(slice_cache_t *c);
+/* Path of the current slice's complete file (valid after slice_cache_begin). */
+const char *slice_cache_path(const slice_cache_t *c);

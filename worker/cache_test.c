@@ -1,0 +1,135 @@
+/* cache_test: the slice cache directory. The default path follows XDG_CACHE_HOME, else HOME;
+ * open creates the directory 0700; a slice received in pieces is hashed as it is written and
+ * renamed to <hex>.gguf only when it verifies (a bad one is deleted); begin re-verifies a
+ * complete file (a damaged one is removed and received again), resumes a part from its size
+ * (re-hashing it), and starts over when a part is longer than the slice; list reports complete
+ * slice files with the layer range their header declares. */
+#undef NDEBUG
+#include "cache.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gguf.h"
+#include "log.h"
+#include "slice.h"
+
+static void append_file(const char *path, const uint8_t *buf, size_t len, const char *mode) {
+    FILE *f = fopen(path, mode);
+    assert(f && fwrite(buf, 1, len, f) == len && fclose(f) == 0);
+}
+
+static enum status fill(void *ctx, int64_t index, void *dst, size_t nbytes) {
+    (void)ctx;
+    memset(dst, (int)(index + 1), nbytes);
+    return STATUS_OK;
+}
+
+int main(void) {
+    log_set_level(LOG_ERROR);
+    char root[] = "/tmp/cache_test.XXXXXX";
+    assert(mkdtemp(root));
+
+    /* Default directory. */
+    char dir[4096];
+    setenv("XDG_CACHE_HOME", "/x/y", 1);
+    assert(slice_cache_default_dir(dir, sizeof dir) == STATUS_OK && !strcmp(dir, "/x/y/caravan"));
+    unsetenv("XDG_CACHE_HOME");
+    setenv("HOME", "/home/h", 1);
+    assert(slice_cache_default_dir(dir, sizeof dir) == STATUS_OK &&
+           !strcmp(dir, "/home/h/.cache/caravan"));
+
+    /* Created 0700, parents too. */
+    snprintf(dir, sizeof dir, "%s/a/b/caravan", root);
+    slice_cache_t *c = NULL;
+    assert(slice_cache_open(dir, &c) == STATUS_OK);
+    struct stat sb;
+    assert(stat(dir, &sb) == 0 && (sb.st_mode & 0777) == 0700);
+
+    /* A slice-shaped GGUF as the payload. */
+    gguf_writer_t *w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_u32(w, SLICE_KEY_LAYER_FIRST, 2);
+    gguf_writer_set_u32(w, SLICE_KEY_LAYER_END, 5);
+    gguf_writer_set_u32(w, SLICE_KEY_N_LAYERS, 8);
+    gguf_writer_set_str(w, SLICE_KEY_MODEL,
+                        "0101010101010101010101010101010101010101010101010101010101010101");
+    int64_t ne[2] = {64, 40};
+    gguf_writer_add_tensor(w, "blk.2.attn_q.weight", DTYPE_F32, 2, ne);
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    assert(gguf_writer_write_buffer(w, fill, NULL, &blob, &len) == STATUS_OK);
+    gguf_writer_destroy(&w);
+    uint8_t fp[CRYPTO_HASH_BYTES], got[CRYPTO_HASH_BYTES];
+    crypto_hash_buf(blob, len, fp);
+    char hex[CRYPTO_HASH_HEX_LEN + 1], final_path[8192], part_path[8200];
+    crypto_hex(fp, sizeof fp, hex);
+    snprintf(final_path, sizeof final_path, "%s/%s.gguf", dir, hex);
+    snprintf(part_path, sizeof part_path, "%s.part", final_path);
+
+    /* Empty cache: start at 0; a wrong byte: deleted, nothing kept. */
+    uint64_t have = 1;
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(access(part_path, F_OK) == 0);
+    assert(slice_cache_append(c, blob, 100) == STATUS_OK);
+    uint8_t flipped = blob[100] ^ 1;
+    assert(slice_cache_append(c, &flipped, 1) == STATUS_OK);
+    assert(slice_cache_append(c, blob + 101, len - 101) == STATUS_OK);
+    assert(slice_cache_append(c, blob, 1) == STATUS_PROTOCOL); /* past the end */
+    assert(slice_cache_finish(c, got) == STATUS_FORMAT);
+    assert(access(part_path, F_OK) != 0 && access(final_path, F_OK) != 0);
+
+    /* In two sessions: the second resumes from the part's size and completes. */
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_append(c, blob, 1000) == STATUS_OK);
+    slice_cache_abort(c);
+    slice_cache_destroy(&c);
+    assert(slice_cache_open(dir, &c) == STATUS_OK);
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 1000);
+    assert(slice_cache_append(c, blob + 1000, len - 1000) == STATUS_OK);
+    assert(slice_cache_finish(c, got) == STATUS_OK && !memcmp(got, fp, sizeof fp));
+    assert(!strcmp(slice_cache_path(c), final_path));
+    assert(access(part_path, F_OK) != 0 && stat(final_path, &sb) == 0 &&
+           (uint64_t)sb.st_size == len);
+
+    /* Present and verified: nothing to transfer. */
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == len);
+    struct slice_cache_entry *e = NULL;
+    size_t n = 0;
+    char junk[8300];
+    snprintf(junk, sizeof junk, "%s/notes.txt", dir);
+    append_file(junk, (const uint8_t *)"x", 1, "wb");
+    assert(slice_cache_list(c, &e, &n) == STATUS_OK && n == 1);
+    assert(!memcmp(e[0].fingerprint, fp, sizeof fp) && e[0].layer_first == 2 &&
+           e[0].layer_end == 5 && e[0].n_layers == 8 && e[0].nbytes == len &&
+           e[0].model_fingerprint[0] == 1 && e[0].model_fingerprint[31] == 1);
+    free(e);
+
+    /* Damaged on disk: re-verification removes it and the transfer starts over. */
+    FILE *f = fopen(final_path, "r+b");
+    assert(f && fseek(f, 100, SEEK_SET) == 0 && fwrite(&flipped, 1, 1, f) == 1);
+    assert(fclose(f) == 0);
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(access(final_path, F_OK) != 0);
+
+    /* A part longer than the slice: start over. */
+    slice_cache_abort(c);
+    append_file(part_path, blob, len, "ab");
+    append_file(part_path, blob, 10, "ab");
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_append(c, blob, len) == STATUS_OK);
+    assert(slice_cache_finish(c, got) == STATUS_OK);
+    assert(stat(final_path, &sb) == 0 && (uint64_t)sb.st_size == len);
+
+    slice_cache_destroy(&c);
+    free(blob);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    assert(system(cmd) == 0);
+    printf("cache_test: ok\n");
+    return 0;
+}

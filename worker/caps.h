@@ -1,0 +1,40 @@
+/* caps: what a worker reports about itself at join beyond its host name and cores: the memory
+ * it may use, the kernel variants its CPU runs, and a measured matmul speed per weight type.
+ * Gathered once by the I/O side (cli/cmd_worker.c) before the state machine starts; the
+ * coordinator plans with them (common/plan.h) and pins one kernel variant every worker has. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define CAPS_MAX_TYPES 16
+#define CAPS_MAX_KERNELS 8
+
+struct caps_type_speed {
+    uint32_t type; /* enum dtype (GGUF ggml_type number) */
+    float gflops;  /* 2 x n_in x n_out x rows / s / 1e9 */
+};
+
+struct caps_probe {
+    struct caps_type_speed speeds[CAPS_MAX_TYPES];
+    size_t n_speeds;
+};
+
+/* "8G", "512M", "1.5G", "4096K", "123456" (bytes); K/M/G/T are powers of 1024, an optional
+ * trailing "B" or "iB" is accepted. STATUS_FORMAT when it is not a positive size. */
+CARAVAN_NODISCARD enum status caps_parse_size(const char *text, uint64_t *bytes);
+
+/* MemAvailable from /proc/meminfo (0 when it cannot be read). */
+uint64_t caps_mem_available(void);
+
+/* The kernel variants (engine/quant.h) this CPU runs, in quant_variants() order (best last).
+ * Returns the count; names are static strings. */
+size_t caps_kernels(const char *names[CAPS_MAX_KERNELS]);
+
+/* Times a matmul of one activation row by a random (n_out x n_in) weight in each weight type
+ * the engine computes with (the main GGUF types: F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K),
+ * for about budget_ms each, on n_threads threads (<= 0: every core), with the kernel variant
+ * chosen now. */
+CARAVAN_NODISCARD enum status caps_probe_speeds(int n_threads, int budget_ms,
+                                                struct caps_probe *out);
