@@ -458,6 +458,34 @@ static void test_plans(void) {
     }
     free(tt);
 
+    /* tinyllama-1.1b (22 layers, n_gqa 8) in the q2_k and q3_k_m mixes: counts by type */
+    static const struct {
+        enum mkmodel_type type;
+        int q2, q3, q4, q5, q6;
+    } mixes[] = {{MKMODEL_TYPE_Q2_K, 89, 44, 22, 0, 1},   /* attn_v q4_K (n_gqa >= 4) */
+                 {MKMODEL_TYPE_Q3_K_M, 0, 89, 63, 3, 1}}; /* layer 0 ffn_down, attn_v 0-1 q5_K */
+    for (size_t i = 0; i < sizeof mixes / sizeof mixes[0]; i++) {
+        p.shape = "tinyllama-1.1b";
+        p.type = mixes[i].type;
+        CHECK(mkmodel_plan(&p, &tt, &n, NULL) == STATUS_OK, "plan tinyllama");
+        int c[DTYPE_COUNT] = {0};
+        for (int64_t k = 0; k < n; k++) c[tt[k].type]++;
+        CHECK(c[DTYPE_Q2_K] == mixes[i].q2 && c[DTYPE_Q3_K] == mixes[i].q3 &&
+                  c[DTYPE_Q4_K] == mixes[i].q4 && c[DTYPE_Q5_K] == mixes[i].q5 &&
+                  c[DTYPE_Q6_K] == mixes[i].q6,
+              "tinyllama %s: %d q2_K %d q3_K %d q4_K %d q5_K %d q6_K", mkmodel_type_name(p.type),
+              c[DTYPE_Q2_K], c[DTYPE_Q3_K], c[DTYPE_Q4_K], c[DTYPE_Q5_K], c[DTYPE_Q6_K]);
+        free(tt);
+    }
+    /* qwen2.5-0.5b q2_k: 896-wide rows where llama.cpp writes iq4_nl get q4_0 */
+    p.shape = "qwen2.5-0.5b";
+    p.type = MKMODEL_TYPE_Q2_K;
+    CHECK(mkmodel_plan(&p, &tt, &n, NULL) == STATUS_OK, "plan qwen q2_k");
+    for (int64_t k = 0; k < n; k++)
+        if (strcmp(tt[k].name, "blk.0.attn_q.weight") == 0)
+            CHECK(tt[k].type == DTYPE_Q4_0, "qwen2.5 q2_k attn_q %s", dtype_name(tt[k].type));
+    free(tt);
+
     p.shape = "no-such-shape";
     CHECK(mkmodel_plan(&p, &tt, &n, NULL) == STATUS_FORMAT, "unknown shape accepted");
     CHECK(mkmodel_type_parse("Q4_K_M") == MKMODEL_TYPE_Q4_K_M, "parse q4_k_m");
