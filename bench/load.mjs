@@ -28,7 +28,7 @@ async function one(i) {
   if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
   const reader = res.body.getReader();
   const dec = new TextDecoder();
-  let buf = '', ttft = 0, tokens = 0;
+  let buf = '', ttft = 0, tokens = 0, last = 0, maxGap = 0;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -39,13 +39,21 @@ async function one(i) {
       buf = buf.slice(k + 2);
       if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
       const j = JSON.parse(ev.slice(6));
-      if (!ttft && j.choices && j.choices.length && j.choices[0].text) ttft = performance.now() - t0;
+      if (j.error) throw new Error(JSON.stringify(j.error));
+      if (j.choices && j.choices.length && j.choices[0].text) {
+        const now = performance.now();
+        if (!ttft) ttft = now - t0;
+        else if (now - last > maxGap) maxGap = now - last;
+        last = now;
+        stamps.push(now);
+      }
       if (j.usage) tokens = j.usage.completion_tokens;
     }
   }
-  return { ttft_ms: ttft, tokens, ms: performance.now() - t0 };
+  return { ttft_ms: ttft, tokens, ms: performance.now() - t0, max_gap_ms: maxGap };
 }
 
+const stamps = []; // every token's arrival, all streams (for LOAD_TIMELINE)
 const t0 = performance.now();
 const results = await Promise.all(Array.from({ length: streams }, (_, i) => one(i)));
 const wall = (performance.now() - t0) / 1000;
@@ -56,4 +64,17 @@ console.log(JSON.stringify({
   tokens_per_s: +(tokens / wall).toFixed(2),
   ttft_ms_median: +ttfts[Math.floor(ttfts.length / 2)].toFixed(1),
   ttft_ms_max: +ttfts[ttfts.length - 1].toFixed(1),
+  max_gap_ms: +Math.max(...results.map((r) => r.max_gap_ms)).toFixed(1),
 }));
+if (process.env.LOAD_TIMELINE) {
+  // tokens arrived per second since start, appended as "second count" lines
+  const { appendFileSync } = await import('node:fs');
+  const base = Number(process.env.LOAD_T0 || 0);
+  const per = new Map();
+  for (const t of stamps) {
+    const sec = Math.floor((performance.timeOrigin + t) / 1000 - base);
+    per.set(sec, (per.get(sec) || 0) + 1);
+  }
+  appendFileSync(process.env.LOAD_TIMELINE,
+    [...per].map(([k, v]) => `${k} ${v}`).join('\n') + (per.size ? '\n' : ''));
+}

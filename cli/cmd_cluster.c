@@ -52,6 +52,9 @@ struct cluster_cfg {
     const char *log_dir;
     int ready_timeout_s;
     const char *log_level;
+    int no_restart;
+    int compute_delay_ms;
+    const char *max_memory;
 };
 
 #define F(x) offsetof(struct cluster_cfg, x)
@@ -99,6 +102,13 @@ static const struct opt cluster_opts[] = {
      "give up if the model is not served after this long"},
     {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL",
      "the daemons' log level: debug|info|warn|error"},
+    {"compute-delay-ms", 0, OPT_INT, F(compute_delay_ms), "0", 0, 600000, "MS",
+     "every worker sleeps this long per step: simulates slower machines (tests, studies)"},
+    {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
+     "memory each worker may use (e.g. 800M; default: what the machine has free)"},
+    {"no-restart", 0, OPT_FLAG, F(no_restart), NULL, 0, -1, NULL,
+     "do not restart a worker that exits unexpectedly (default: restart with backoff; the "
+     "cluster re-plans around it meanwhile)"},
     OPTS_END,
 };
 #undef F
@@ -109,12 +119,21 @@ static void on_signal(int sig) {
     stop_signal = sig;
 }
 
+#define PROC_MAX_ARGS 40
+
 struct proc {
     pid_t pid;
     char name[32];
     char log[600];
     int status;
     bool exited;
+    /* what it was started with, to start it again (workers are supervised) */
+    char args[PROC_MAX_ARGS][1100];
+    const char *argv[PROC_MAX_ARGS + 1];
+    int restarts;
+    double backoff_s;
+    time_t started, restart_at; /* restart_at 0: not waiting to restart */
+    bool left;                  /* ended for good (drained, or --no-restart) */
 };
 
 struct cluster {
@@ -183,7 +202,7 @@ static void stop_all(struct cluster *cl) {
     for (int i = 0; i < cl->n_workers; i++) all[n++] = &cl->workers[i];
     all[n++] = &cl->coord;
     for (int i = 0; i < n; i++)
-        if (all[i]->pid > 0 && !reap(all[i])) kill(all[i]->pid, SIGTERM);
+        if (all[i]->pid > 0 && !reap(all[i])) kill(all[i]->pid, SIGINT);
     for (int t = 0; t < 100; t++) { /* up to 5 s, then SIGKILL */
         bool left = false;
         for (int i = 0; i < n; i++) left |= all[i]->pid > 0 && !reap(all[i]);
@@ -233,19 +252,80 @@ static int keygen(struct cluster *cl, const char *name, char *pub, size_t cap) {
     return 0;
 }
 
-/* A worker or the coordinator ended before its time: say which and show its log. */
+/* Keeps argv in p (for restarts). */
+static void proc_set_args(struct proc *p, const char *const *argv) {
+    int i = 0;
+    for (; argv[i] && i < PROC_MAX_ARGS; i++) {
+        snprintf(p->args[i], sizeof p->args[i], "%s", argv[i]);
+        p->argv[i] = p->args[i];
+    }
+    p->argv[i] = NULL;
+}
+
+static void proc_start(struct cluster *cl, struct proc *p) {
+    p->exited = false;
+    p->status = 0;
+    p->started = time(NULL);
+    p->restart_at = 0;
+    p->pid = spawn(cl->self, (char *const *)p->argv, p->log, -1);
+}
+
+/* The coordinator ended, or a worker ended and is not restarted: say which, show its log,
+ * and return false. A worker that exits unexpectedly is restarted with backoff (1 s doubling
+ * to 30 s; reset after a minute up), unless --no-restart or it exited with a usage error. */
 static bool check_children(struct cluster *cl) {
-    struct proc *all[CLUSTER_MAX_WORKERS + 1];
-    int n = 0;
-    all[n++] = &cl->coord;
-    for (int i = 0; i < cl->n_workers; i++) all[n++] = &cl->workers[i];
-    for (int i = 0; i < n; i++) {
-        if (!reap(all[i])) continue;
+    if (reap(&cl->coord)) {
         char how[64];
-        describe_exit(all[i], how, sizeof how);
-        fprintf(stderr, "error: %s %s; the end of its log (%s):\n", all[i]->name, how, all[i]->log);
-        print_log_tail(all[i]->log, 15);
+        describe_exit(&cl->coord, how, sizeof how);
+        fprintf(stderr, "error: the coordinator %s; the end of its log (%s):\n", how,
+                cl->coord.log);
+        print_log_tail(cl->coord.log, 15);
         return false;
+    }
+    time_t now = time(NULL);
+    for (int i = 0; i < cl->n_workers; i++) {
+        struct proc *p = &cl->workers[i];
+        if (p->left) continue;
+        if (p->restart_at) {
+            if (now >= p->restart_at && !stop_signal) {
+                p->restarts++;
+                fprintf(stderr, "caravan cluster: restarting %s (restart %d)\n", p->name,
+                        p->restarts);
+                /* a fresh log per start; the old one is kept beside it */
+                char old[700];
+                snprintf(old, sizeof old, "%s.%d", p->log, p->restarts);
+                rename(p->log, old);
+                proc_start(cl, p);
+            }
+            continue;
+        }
+        if (!reap(p)) continue;
+        char how[64];
+        describe_exit(p, how, sizeof how);
+        bool usage = WIFEXITED(p->status) && WEXITSTATUS(p->status) == 2;
+        if (WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0 && !stop_signal) {
+            /* drained (SIGTERM): it left on purpose and its layers moved */
+            fprintf(stderr, "caravan cluster: %s left (drained); not restarting it\n", p->name);
+            p->restart_at = 0;
+            p->left = true;
+            continue;
+        }
+        if (cl->cfg.no_restart && !usage) {
+            fprintf(stderr, "caravan cluster: %s %s; not restarting it (--no-restart)\n", p->name,
+                    how);
+            p->left = true;
+            continue;
+        }
+        if (usage) {
+            fprintf(stderr, "error: %s %s; the end of its log (%s):\n", p->name, how, p->log);
+            print_log_tail(p->log, 15);
+            return false;
+        }
+        if (now - p->started > 60) p->backoff_s = 0;
+        p->backoff_s = p->backoff_s <= 0 ? 1 : (p->backoff_s * 2 > 30 ? 30 : p->backoff_s * 2);
+        p->restart_at = now + (time_t)p->backoff_s;
+        fprintf(stderr, "caravan cluster: %s %s; restarting it in %.0f s (log %s)\n", p->name, how,
+                p->backoff_s, p->log);
     }
     return true;
 }
@@ -455,6 +535,16 @@ int cmd_cluster(int argc, char **argv) {
         wargv[m++] = a_threads;
         wargv[m++] = "--log-level";
         wargv[m++] = c->log_level;
+        char a_delay[16];
+        snprintf(a_delay, sizeof a_delay, "%d", c->compute_delay_ms);
+        if (c->max_memory) {
+            wargv[m++] = "--max-memory";
+            wargv[m++] = c->max_memory;
+        }
+        if (c->compute_delay_ms > 0) {
+            wargv[m++] = "--compute-delay-ms";
+            wargv[m++] = a_delay;
+        }
         if (c->shared_file) {
             wargv[m++] = "--model";
             wargv[m++] = c->model;
@@ -463,7 +553,8 @@ int cmd_cluster(int argc, char **argv) {
             wargv[m++] = cache;
         }
         wargv[m] = NULL;
-        p->pid = spawn(cl->self, (char *const *)wargv, p->log, -1);
+        proc_set_args(p, wargv);
+        proc_start(cl, p);
         if (p->pid < 0) {
             fprintf(stderr, "error: cannot start %s: %s\n", p->name, strerror(errno));
             goto stop;
@@ -475,11 +566,7 @@ int cmd_cluster(int argc, char **argv) {
         /* The coordinator answers, prints the text on our stdout, and exits. */
         while (!reap(&cl->coord)) {
             if (stop_signal) goto stop;
-            for (int i = 0; i < cl->n_workers; i++)
-                if (reap(&cl->workers[i])) {
-                    check_children(cl);
-                    goto stop;
-                }
+            if (!check_children(cl) && !cl->coord.exited) goto stop;
             usleep(20 * 1000);
         }
         if (WIFEXITED(cl->coord.status) && WEXITSTATUS(cl->coord.status) == 0) {

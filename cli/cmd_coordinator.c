@@ -64,6 +64,9 @@ struct coordinator_cli {
     int prefill_chunk;
     int max_inflight;
     int batch;
+    int heartbeat_ms;
+    int dead_after_ms;
+    int rebalance_s;
     const char *http;
     const char *api_key;
     int no_api_key;
@@ -136,6 +139,14 @@ static const struct opt coordinator_opts[] = {
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states on the wire: f32 is exact (the tokens of `caravan run`); f16 halves the "
      "bytes, and tokens may then differ"},
+    {"heartbeat-ms", 0, OPT_INT, F(heartbeat_ms), "500", 50, 60000, "MS",
+     "heartbeats both ways this often"},
+    {"dead-after-ms", 0, OPT_INT, F(dead_after_ms), "2000", 150, 600000, "MS",
+     "a worker silent this long is lost (crashed, stopped or cut off alike): the layers are "
+     "re-planned over the others and every request resumes"},
+    {"rebalance-s", 0, OPT_INT, F(rebalance_s), "10", 0, 86400, "S",
+     "compare the stages' live speeds this often and re-plan when one stays slower than "
+     "planned (3 checks in a row over 1.25x; 0 = never)"},
     {"http", 0, OPT_STRING, F(http), NULL, 0, -1, "HOST:PORT",
      "serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; port 0 = any free port)"},
     {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
@@ -405,6 +416,14 @@ int cmd_coordinator(int argc, char **argv) {
     if (!tokens) ccfg.repeat = payload ? cli.repeat : 0;
     ccfg.interval_ms = cli.interval_ms;
     ccfg.request_timeout_ms = cli.request_timeout_ms;
+    ccfg.heartbeat_ms = (uint32_t)cli.heartbeat_ms;
+    ccfg.worker_timeout_ms = (uint32_t)cli.dead_after_ms;
+    ccfg.rebalance_s = cli.rebalance_s;
+    if (cli.dead_after_ms < 3 * cli.heartbeat_ms) {
+        fprintf(stderr, "error: --dead-after-ms must be at least 3 x --heartbeat-ms\n");
+        rc = 2;
+        goto done;
+    }
     ccfg.exit_when_done = cli.exit_when_done;
     if (queue) {
         if (strcmp(cli.wire_dtype, "f32") == 0) {

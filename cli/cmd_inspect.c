@@ -1,9 +1,11 @@
 /* caravan inspect: what a GGUF file holds, read with the engine's reader (engine/gguf.h).
  * Prints the format version and alignment, the architecture and its hyperparameters, name,
  * file type and tokenizer, bytes per tensor type and per layer (what a worker serving a slice
- * of layers will map); --kv lists every metadata pair, --tensors every tensor. */
+ * of layers will map; for a mixture of experts also the experts and their bytes per layer); --kv
+ * lists every metadata pair, --tensors every tensor. */
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +150,11 @@ static void print_hparams(const gguf_t *g, const char *arch) {
         "rope.dimension_count",
         "attention.layer_norm_rms_epsilon",
         "attention.layer_norm_epsilon",
+        "attention.key_length",
+        "expert_count",
+        "expert_used_count",
+        "expert_feed_forward_length",
+        "expert_weights_norm",
     };
     printf("\nhyperparameters (%s.*):\n", arch);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
@@ -194,6 +201,12 @@ static long layer_of(const char *name) {
     return n;
 }
 
+/* An expert tensor of a mixture-of-experts layer: "blk.N.ffn_{gate,up,down}_exps.*", 3-D with
+ * the experts along ne[2]. */
+static bool is_expert_tensor(const struct gguf_tensor *t) {
+    return t->n_dims == 3 && strstr(t->name.ptr, "_exps.") != NULL;
+}
+
 static int print_layers(const gguf_t *g) {
     static const char *const globals[] = {"token_embd", "output_norm", "output", "rope_freqs"};
     enum { N_GLOBALS = sizeof globals / sizeof globals[0] };
@@ -205,9 +218,14 @@ static int print_layers(const gguf_t *g) {
     }
     uint64_t *lbytes = calloc((size_t)n_layers + 1, sizeof *lbytes);
     int64_t *lcount = calloc((size_t)n_layers + 1, sizeof *lcount);
-    if (!lbytes || !lcount) {
+    uint64_t *xbytes = calloc((size_t)n_layers + 1, sizeof *xbytes); /* expert tensors */
+    int64_t *xcount = calloc((size_t)n_layers + 1, sizeof *xcount);  /* experts */
+    bool moe = false;
+    if (!lbytes || !lcount || !xbytes || !xcount) {
         free(lbytes);
         free(lcount);
+        free(xbytes);
+        free(xcount);
         fprintf(stderr, "error: out of memory\n");
         return 1;
     }
@@ -220,6 +238,11 @@ static int print_layers(const gguf_t *g) {
         if (l >= 0) {
             lbytes[l] += t->nbytes;
             lcount[l]++;
+            if (is_expert_tensor(t)) {
+                xbytes[l] += t->nbytes;
+                if (t->ne[2] > xcount[l]) xcount[l] = t->ne[2];
+                moe = true;
+            }
             continue;
         }
         /* "output" must not swallow "output_norm": compare the part before the first '.'. */
@@ -236,12 +259,23 @@ static int print_layers(const gguf_t *g) {
             other_count++;
         }
     }
-    char b[64];
-    printf("\nbytes per layer:\n  %-12s %8s  %s\n", "layer", "tensors", "bytes");
+    char b[64], xb[64];
+    if (moe)
+        printf("\nbytes per layer (a worker serving a layer holds all of its experts):\n"
+               "  %-12s %8s  %-28s %7s  %s\n",
+               "layer", "tensors", "bytes", "experts", "expert bytes (ffn_*_exps)");
+    else
+        printf("\nbytes per layer:\n  %-12s %8s  %s\n", "layer", "tensors", "bytes");
     for (long l = 0; l < n_layers; l++) {
         char name[32];
         snprintf(name, sizeof name, "blk.%ld", l);
-        printf("  %-12s %8" PRId64 "  %s\n", name, lcount[l], fmt_bytes(b, sizeof b, lbytes[l]));
+        if (moe)
+            printf("  %-12s %8" PRId64 "  %-28s %7" PRId64 "  %s\n", name, lcount[l],
+                   fmt_bytes(b, sizeof b, lbytes[l]), xcount[l],
+                   fmt_bytes(xb, sizeof xb, xbytes[l]));
+        else
+            printf("  %-12s %8" PRId64 "  %s\n", name, lcount[l],
+                   fmt_bytes(b, sizeof b, lbytes[l]));
     }
     for (int k = 0; k < N_GLOBALS; k++)
         if (gcount[k])
@@ -253,6 +287,8 @@ static int print_layers(const gguf_t *g) {
     printf("  %-12s %8" PRId64 "  %s\n", "total", n_t, fmt_bytes(b, sizeof b, total));
     free(lbytes);
     free(lcount);
+    free(xbytes);
+    free(xcount);
     return 0;
 }
 

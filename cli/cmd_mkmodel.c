@@ -58,18 +58,33 @@ static const struct opt mkmodel_opts[] = {
 static void list_shapes(FILE *f) {
     int n = 0;
     const struct mkmodel_shape *s = mkmodel_shapes(&n);
-    fprintf(f, "  %-15s %-6s %6s %6s %5s %5s %6s %7s %7s  %s\n", "shape", "arch", "n_embd",
+    fprintf(f, "  %-15s %-8s %6s %6s %5s %5s %6s %7s %7s  %s\n", "shape", "arch", "n_embd",
             "layers", "heads", "kv", "ffn", "vocab", "ctx", "notes");
     for (int i = 0; i < n; i++) {
-        char notes[64] = "";
-        if (s[i].tied) strcat(notes, "tied ");
-        if (s[i].qkv_bias) strcat(notes, "qkv-bias ");
-        if (s[i].rope_factor > 0) strcat(notes, "llama3-rope ");
-        fprintf(f, "  %-15s %-6s %6lld %6lld %5lld %5lld %6lld %7lld %7lld  %s\n", s[i].name,
-                s[i].arch == MKMODEL_ARCH_QWEN2 ? "qwen2" : "llama", (long long)s[i].n_embd,
-                (long long)s[i].n_layers, (long long)s[i].n_heads, (long long)s[i].n_kv_heads,
-                (long long)s[i].n_ff, (long long)s[i].n_vocab, (long long)s[i].n_ctx_train, notes);
+        char notes[160] = "";
+        size_t o = 0;
+        if (s[i].n_expert > 0)
+            o += (size_t)snprintf(notes + o, sizeof notes - o,
+                                  "moe: %lld experts, %lld used, %lld wide ",
+                                  (long long)s[i].n_expert, (long long)s[i].n_expert_used,
+                                  (long long)(s[i].n_ff_exp > 0 ? s[i].n_ff_exp : s[i].n_ff));
+        if (s[i].head_dim > 0)
+            o += (size_t)snprintf(notes + o, sizeof notes - o, "head_dim %lld ",
+                                  (long long)s[i].head_dim);
+        if (s[i].arch == MKMODEL_ARCH_QWEN3 || s[i].arch == MKMODEL_ARCH_QWEN3MOE)
+            o += (size_t)snprintf(notes + o, sizeof notes - o, "qk-norm ");
+        if (s[i].tied) o += (size_t)snprintf(notes + o, sizeof notes - o, "tied ");
+        if (s[i].qkv_bias) o += (size_t)snprintf(notes + o, sizeof notes - o, "qkv-bias ");
+        if (s[i].rope_factor > 0) snprintf(notes + o, sizeof notes - o, "llama3-rope ");
+        fprintf(f, "  %-15s %-8s %6lld %6lld %5lld %5lld %6lld %7lld %7lld  %s\n", s[i].name,
+                mkmodel_arch_name(s[i].arch), (long long)s[i].n_embd, (long long)s[i].n_layers,
+                (long long)s[i].n_heads, (long long)s[i].n_kv_heads, (long long)s[i].n_ff,
+                (long long)s[i].n_vocab, (long long)s[i].n_ctx_train, notes);
     }
+    fprintf(f,
+            "\n  Llama 3 shapes take --vocab-from ../shared/vocab/ggml-vocab-llama-bpe.gguf, Qwen "
+            "shapes\n  ggml-vocab-qwen2.gguf (otherwise a synthetic SentencePiece vocabulary of "
+            "the listed size).\n");
 }
 
 static void build_usage(char *buf, size_t len) {
@@ -114,7 +129,7 @@ static void on_progress(void *user, int64_t done, int64_t n, uint64_t bytes, uin
 
 int cmd_mkmodel(int argc, char **argv) {
     struct mkmodel_cfg cfg;
-    char usage[1024];
+    char usage[2048];
     build_usage(usage, sizeof usage);
     int n_pos = 0;
     enum opts_result r = opts_parse(mkmodel_opts, &cfg, argc, argv, usage, &n_pos);
@@ -167,8 +182,12 @@ int cmd_mkmodel(int argc, char **argv) {
     if (cfg.dry_run) {
         int counts[DTYPE_COUNT] = {0};
         for (int64_t i = 0; i < n; i++) {
-            printf("%-28s %-5s [%lld, %lld]\n", t[i].name, dtype_name(t[i].type),
-                   (long long)t[i].ne[0], (long long)t[i].ne[1]);
+            if (t[i].n_dims == 3)
+                printf("%-28s %-5s [%lld, %lld, %lld]\n", t[i].name, dtype_name(t[i].type),
+                       (long long)t[i].ne[0], (long long)t[i].ne[1], (long long)t[i].ne[2]);
+            else
+                printf("%-28s %-5s [%lld, %lld]\n", t[i].name, dtype_name(t[i].type),
+                       (long long)t[i].ne[0], (long long)t[i].ne[1]);
             counts[t[i].type]++;
         }
         printf("%lld tensors, %.1f MB of tensor data:", (long long)n, (double)bytes / 1e6);

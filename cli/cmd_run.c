@@ -30,7 +30,7 @@ const char *cmd_default_model(void) {
         if (access(candidates[i], R_OK) == 0) return candidates[i];
     fprintf(stderr,
             "error: no --model given and the default model (%s) is not there.\n"
-            "       Point caravan at any llama or qwen2 GGUF file: --model PATH.gguf\n"
+            "       Point caravan at a llama/qwen2/qwen3/qwen3moe GGUF: --model PATH.gguf\n"
             "       (or set CARAVAN_MODEL=PATH.gguf)\n",
             CARAVAN_DEFAULT_MODEL);
     return NULL;

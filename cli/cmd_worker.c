@@ -35,6 +35,10 @@ struct worker_cli {
     int probe_ms;
     int insecure;
     int join_timeout_ms;
+    int reconnect_max_ms;
+    int drain_timeout_ms;
+    int coordinator_timeout_ms;
+    int compute_delay_ms;
     int run_ms;
     int threads;
     long long max_message_bytes;
@@ -71,6 +75,16 @@ static const struct opt worker_opts[] = {
      "time the speed probe spends on each weight type (reported at join for the plan)"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
      "plaintext, unauthenticated transport (every node must agree; for trusted test networks)"},
+    {"reconnect-max-ms", 0, OPT_INT, F(reconnect_max_ms), "0", 0, 86400000, "MS",
+     "when the coordinator goes silent, keep the weights and re-join with backoff for this "
+     "long, then exit 1 (0 = keep trying)"},
+    {"compute-delay-ms", 0, OPT_INT, F(compute_delay_ms), "0", 0, 600000, "MS",
+     "sleep this long in every Forward: simulates a slower machine (tests, latency studies)"},
+    {"coordinator-timeout-ms", 0, OPT_INT, F(coordinator_timeout_ms), "10000", 100, 3600000, "MS",
+     "the coordinator counts as gone (and this worker re-joins) after this silence"},
+    {"drain-timeout-ms", 0, OPT_INT, F(drain_timeout_ms), "30000", 100, 3600000, "MS",
+     "SIGTERM asks the coordinator to move this worker's layers, then exits 0; after this long "
+     "it exits anyway"},
     {"join-timeout-ms", 0, OPT_INT, F(join_timeout_ms), "10000", 100, 3600000, "MS",
      "give up when the coordinator does not answer"},
     {"run-ms", 0, OPT_INT, F(run_ms), "0", 0, 86400000, "MS", "exit after this long (0 = never)"},
@@ -204,6 +218,7 @@ int cmd_worker(int argc, char **argv) {
     if (use_engine) {
         engine.model_path = cli.model;
         engine.n_threads = cli.threads;
+        engine.delay_ms = cli.compute_delay_ms;
         wcfg.compute = compute_engine_forward;
         wcfg.load = compute_engine_load;
         wcfg.reset = compute_engine_reset;
@@ -218,6 +233,9 @@ int cmd_worker(int argc, char **argv) {
         .listen = cli.listen,
         .advertise = cli.advertise,
         .join_timeout_ms = cli.join_timeout_ms,
+        .reconnect_max_ms = cli.reconnect_max_ms,
+        .drain_timeout_ms = cli.drain_timeout_ms,
+        .coordinator_timeout_ms = cli.coordinator_timeout_ms,
         .run_ms = cli.run_ms,
     };
     rc = worker_net_run(t, &wcfg, &ncfg);

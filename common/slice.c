@@ -59,6 +59,12 @@ static void hash_range(const struct slice *s, crypto_generichash_state *st) {
 
 enum status slice_init(struct slice *s, const gguf_t *g, const uint8_t model_fp[CRYPTO_HASH_BYTES],
                        int32_t first, int32_t end) {
+    return slice_init_known(s, g, model_fp, first, end, NULL);
+}
+
+enum status slice_init_known(struct slice *s, const gguf_t *g,
+                             const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first, int32_t end,
+                             const uint8_t known_fp[CRYPTO_HASH_BYTES]) {
     memset(s, 0, sizeof *s);
     enum status rc = slice_n_layers(g, &s->n_layers);
     if (rc != STATUS_OK) return rc;
@@ -98,6 +104,10 @@ enum status slice_init(struct slice *s, const gguf_t *g, const uint8_t model_fp[
         s->parts[i].offset = s->head_len + gguf_writer_tensor_offset(w, (int64_t)i);
     gguf_writer_destroy(&w);
 
+    if (known_fp) {
+        memcpy(s->fingerprint, known_fp, CRYPTO_HASH_BYTES);
+        return STATUS_OK;
+    }
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, CRYPTO_HASH_BYTES);
     hash_range(s, &st);

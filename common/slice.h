@@ -56,6 +56,12 @@ CARAVAN_NODISCARD enum status slice_n_layers(const gguf_t *g, int32_t *n_layers)
 CARAVAN_NODISCARD enum status slice_init(struct slice *s, const gguf_t *g,
                                          const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first,
                                          int32_t end);
+/* The same, with the fingerprint already known (computed earlier for the same model and
+ * range): nothing is hashed. */
+CARAVAN_NODISCARD enum status slice_init_known(struct slice *s, const gguf_t *g,
+                                               const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                                               int32_t first, int32_t end,
+                                               const uint8_t known_fp[CRYPTO_HASH_BYTES]);
 void slice_free(struct slice *s);
 
 /* Copies up to cap blob bytes from offset into dst; returns the count copied. */

@@ -688,9 +688,15 @@ enum status transport_send(transport_t *t, void *sock, const uint8_t *rid, size_
 
 /* ==== Downstream links ==== */
 
+static void link_drop_queue(struct transport_link *l) {
+    for (int i = 0; i < l->n_q; i++) free(l->q[i].buf);
+    l->n_q = 0;
+}
+
 void transport_link_set(transport_t *t, struct transport_link *l, const uint8_t *key,
                         const char *endpoint) {
     transport_link_reset(l);
+    link_drop_queue(l);
     l->key_z85[0] = '\0';
     if (!transport_insecure(t)) zmq_z85_encode(l->key_z85, key, CRYPTO_KEY_BYTES);
     snprintf(l->endpoint, sizeof l->endpoint, "%s", endpoint);
@@ -704,15 +710,58 @@ void transport_link_reset(struct transport_link *l) {
 
 void transport_link_clear(struct transport_link *l) {
     transport_link_reset(l);
+    link_drop_queue(l);
     l->set = false;
+}
+
+/* Sends the queue's head while the socket takes it; the head stays queued on EAGAIN. */
+static enum status link_send_queued(struct transport_link *l) {
+    while (l->n_q > 0) {
+        zmq_msg_t m;
+        if (zmq_msg_init_size(&m, l->q[0].len) != 0) return STATUS_NOMEM;
+        memcpy(zmq_msg_data(&m), l->q[0].buf, l->q[0].len);
+        if (zmq_msg_send(&m, l->sock, ZMQ_DONTWAIT) < 0) {
+            int e = zmq_errno();
+            zmq_msg_close(&m);
+            if (e == EAGAIN) return STATUS_OK; /* later */
+            LOG(LOG_WARN, "send to %s: %s", l->endpoint, zmq_strerror(e));
+            return STATUS_IO;
+        }
+        free(l->q[0].buf);
+        memmove(&l->q[0], &l->q[1], (size_t)(l->n_q - 1) * sizeof l->q[0]);
+        l->n_q--;
+    }
+    return STATUS_OK;
 }
 
 enum status transport_link_send(transport_t *t, struct transport_link *l, uint8_t **buf_p,
                                 size_t len) {
+    uint8_t *buf = *buf_p;
+    *buf_p = NULL;
     if (!l->sock && l->set)
         l->sock = transport_client(t, ZMQ_PUSH, TRANSPORT_ROLE_ACTIVATION_OUT, l->key_z85,
                                    l->endpoint, &l->mon);
-    if (!l->sock) return STATUS_IO;
-    /* Blocks up to the send timeout when the peer is slow: backpressure. */
-    return transport_send_bytes(l->sock, NULL, 0, buf_p, len, 0);
+    if (!l->sock) {
+        free(buf);
+        return STATUS_IO;
+    }
+    if (l->n_q == TRANSPORT_LINK_QUEUE) {
+        LOG(LOG_WARN, "send to %s: %d messages waiting; dropping the oldest", l->endpoint, l->n_q);
+        free(l->q[0].buf);
+        memmove(&l->q[0], &l->q[1], (size_t)(l->n_q - 1) * sizeof l->q[0]);
+        l->n_q--;
+    }
+    l->q[l->n_q].buf = buf;
+    l->q[l->n_q].len = len;
+    l->n_q++;
+    return link_send_queued(l);
+}
+
+void transport_link_flush(transport_t *t, struct transport_link *l) {
+    (void)t;
+    if (l->sock && l->n_q > 0) (void)link_send_queued(l);
+}
+
+int transport_link_queued(const struct transport_link *l) {
+    return l->n_q;
 }

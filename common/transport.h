@@ -84,12 +84,20 @@ void transport_close(void **sock_p);
  * every stage has acknowledged its Assign and allows its upstream. A refused link is reset
  * (transport_link_reset) and reconnects at the next send. `mon` carries the socket's handshake
  * events while connected (poll it, NULL otherwise). */
+#define TRANSPORT_LINK_QUEUE 64
 struct transport_link {
     void *sock;
     void *mon;
     char endpoint[256];
     char key_z85[CRYPTO_KEY_Z85_LEN + 1];
     bool set;
+    /* Messages the socket would not take yet (peer connecting, gone, or slow): sent by
+     * transport_link_flush, dropped when the link is pointed elsewhere (a new plan). */
+    struct {
+        uint8_t *buf;
+        size_t len;
+    } q[TRANSPORT_LINK_QUEUE];
+    int n_q;
 };
 /* Points the link at endpoint/key (raw 32 bytes; ignored when insecure), closing any socket. */
 void transport_link_set(transport_t *t, struct transport_link *l, const uint8_t *key,
@@ -98,10 +106,16 @@ void transport_link_set(transport_t *t, struct transport_link *l, const uint8_t 
 void transport_link_reset(struct transport_link *l);
 /* Closes the socket and forgets the peer. */
 void transport_link_clear(struct transport_link *l);
-/* Connects if needed and sends *buf_p (ownership as transport_send_bytes). STATUS_IO when the
- * link has no peer or cannot connect. */
+/* Connects if needed and sends *buf_p (ownership taken) without blocking: what the socket does
+ * not take now is queued in order (the oldest dropped, with a warning, past
+ * TRANSPORT_LINK_QUEUE). STATUS_IO when the link has no peer or cannot connect. A dead peer
+ * therefore never stalls the caller's loop; the coordinator re-sends after a re-plan. */
 CARAVAN_NODISCARD enum status transport_link_send(transport_t *t, struct transport_link *l,
                                                   uint8_t **buf_p, size_t len);
+/* Sends what is queued, as far as the socket takes it (call from the poll loop). */
+void transport_link_flush(transport_t *t, struct transport_link *l);
+/* Messages waiting in the link's queue. */
+int transport_link_queued(const struct transport_link *l);
 
 /* A handshake event from a monitor socket (PAIR connected to a monitor endpoint). */
 struct transport_event {

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "api_internal.h"
 #include "log.h"
 
 #define API_MAX_BODY (8u << 20)
@@ -585,6 +586,85 @@ static bool tg_pump(api_t *api, serve_req_t *r, size_t *next, struct textgen *tg
         return false;
     }
     return true;
+}
+
+/* ==== Without a server (api_internal.h) ================================================ */
+
+static void api_init_text(api_t *api) {
+    int32_t id = tokenizer_bos(api->cfg.tokenizer);
+    size_t n;
+    const char *t = id >= 0 ? tokenizer_token_text(api->cfg.tokenizer, id, &n) : NULL;
+    if (t && n < sizeof api->bos_text)
+        memcpy(api->bos_text, t, n);
+    else
+        strcpy(api->bos_text, "<s>");
+    id = tokenizer_eos(api->cfg.tokenizer);
+    t = id >= 0 ? tokenizer_token_text(api->cfg.tokenizer, id, &n) : NULL;
+    if (t && n < sizeof api->eos_text)
+        memcpy(api->eos_text, t, n);
+    else
+        strcpy(api->eos_text, "</s>");
+}
+
+unsigned api_parse_request(const struct api_config *cfg, const char *body, size_t len, bool chat,
+                           int32_t *n_prompt, int32_t *max_tokens) {
+    api_t api = {.cfg = *cfg};
+    api_init_text(&api);
+    struct api_err e = {0};
+    struct gen g = {.chat = chat};
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    unsigned status = 0;
+    if (!root || !cJSON_IsObject(root))
+        status = 400;
+    else if (!(chat ? parse_messages(&api, root, &g, &e) : parse_prompt(&api, root, &g, &e)) ||
+             !parse_options(&api, root, &g, &e))
+        status = e.status;
+    if (!status) {
+        *n_prompt = g.params.n_prompt;
+        *max_tokens = g.params.max_tokens;
+    }
+    free(g.params.prompt);
+    cJSON_Delete(root);
+    return status;
+}
+
+void api_text_run(const tokenizer_t *t, const int32_t *ids, size_t n, const char *const *stops,
+                  size_t n_stops, char **plain, char **streamed, bool *stopped) {
+    api_t api = {.cfg = {.tokenizer = t}};
+    struct gen g = {0};
+    for (size_t i = 0; i < n_stops && g.n_stop < API_MAX_STOP; i++) {
+        if (!stops[i][0]) continue;
+        g.stop[g.n_stop] = (char *)stops[i];
+        g.stop_len[g.n_stop++] = strlen(stops[i]);
+    }
+    struct textgen a, b;
+    tg_init(&a, &api, &g);
+    tg_init(&b, &api, &g);
+    for (size_t i = 0; i < n; i++) tg_feed(&a, ids[i]);
+    tg_finish(&a, SERVE_FINISH_LENGTH, NULL);
+    char *s = xmalloc(1);
+    size_t slen = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n)
+            tg_feed(&b, ids[i]);
+        else
+            tg_finish(&b, SERVE_FINISH_LENGTH, NULL);
+        size_t fin = tg_final(&b);
+        s = realloc(s, slen + (fin - b.sent) + 1);
+        if (!s) abort();
+        memcpy(s + slen, b.text + b.sent, fin - b.sent);
+        slen += fin - b.sent;
+        b.sent = fin;
+        if (b.done) break;
+    }
+    s[slen] = 0;
+    *streamed = s;
+    *plain = xmalloc(a.len + 1);
+    memcpy(*plain, a.text ? a.text : "", a.len);
+    (*plain)[a.len] = 0;
+    *stopped = a.stopped;
+    tg_free(&a);
+    tg_free(&b);
 }
 
 /* ==== Generation responses ============================================================ */
@@ -1179,19 +1259,7 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
                  listen);
         goto fail;
     }
-    int32_t id = tokenizer_bos(cfg->tokenizer);
-    size_t n;
-    const char *t = id >= 0 ? tokenizer_token_text(cfg->tokenizer, id, &n) : NULL;
-    if (t && n < sizeof api->bos_text)
-        memcpy(api->bos_text, t, n);
-    else
-        strcpy(api->bos_text, "<s>");
-    id = tokenizer_eos(cfg->tokenizer);
-    t = id >= 0 ? tokenizer_token_text(cfg->tokenizer, id, &n) : NULL;
-    if (t && n < sizeof api->eos_text)
-        memcpy(api->eos_text, t, n);
-    else
-        strcpy(api->eos_text, "</s>");
+    api_init_text(api);
 
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);

@@ -2,6 +2,7 @@
  * port, spoken to with plain HTTP/1.0 over sockets: answers, streaming, stop strings, limits,
  * errors, auth, 429, client disconnects and 8 concurrent streams. */
 #include "api.h"
+#include "api_internal.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -225,7 +226,8 @@ static void test_answers(void) {
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"seed\":3,\"top_k\":1}");
     char *plain = plain_text(&r, &fin, &n, false);
-    CHECK(!strcmp(plain, want) && !strcmp(fin, "stop") && n == 5, "plain = echo, EOS counted");
+    CHECK(!strcmp(plain, want) && !strcmp(fin, "stop") && n == 4,
+          "plain = echo; the unpushed EOS is not counted");
 
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"stream\":true}");
@@ -244,14 +246,19 @@ static void test_answers(void) {
     /* Token ids as the prompt. */
     r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":[1,403,407],\"max_tokens\":9}");
     char *ids = plain_text(&r, &fin, &n, false);
-    CHECK(!strcmp(fin, "stop") && n == 3 && strstr(want, ids) == want, "id prompt");
+    CHECK(!strcmp(fin, "stop") && n == 2 && strstr(want, ids) == want, "id prompt");
     free(ids);
 
     /* max_tokens is clamped to the context: ignore_eos echoes until n_ctx. */
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"ignore_eos\":true,\"max_tokens\":1000}");
-    free(plain_text(&r, &fin, &n, false));
+    char *again = plain_text(&r, &fin, &n, false);
     CHECK(!strcmp(fin, "length") && n == 128 - 5, "clamped to n_ctx - n_prompt");
+    char twice[256];
+    snprintf(twice, sizeof twice, "%s%s", want, want);
+    CHECK(!strncmp(again, twice, strlen(twice)) && !strstr(again, "</s>"),
+          "a pushed EOS decodes to nothing");
+    free(again);
 
     /* A stop string across tokens, plain and streamed: cut before it, the loop is told. */
     uint64_t c0 = serve_fake_cancelled(s.fake);
@@ -530,6 +537,82 @@ static void test_stop_while_busy(void) {
     close(b);
 }
 
+/* Stop strings and held-back text: the streamed deltas always add up to the plain answer,
+ * for random token sequences (byte tokens included) and stop strings cut from their text. */
+static void test_text_property(void) {
+    uint64_t rng = 42;
+    int n_vocab = tokenizer_n_tokens(tok), n_stopped = 0;
+    for (int iter = 0; iter < 2000; iter++) {
+        int32_t ids[24];
+        size_t n = 0;
+        for (; n < 1 + (size_t)(iter % 24); n++) {
+            rng = rng * 6364136223846793005u + 1442695040888963407u;
+            ids[n] = (int32_t)((rng >> 33) % (uint64_t)n_vocab);
+        }
+        char *full, *full_s;
+        bool stopped;
+        api_text_run(tok, ids, n, NULL, 0, &full, &full_s, &stopped);
+        CHECK(!strcmp(full, full_s) && !stopped, "no stop strings: same text");
+        char stop[2][8] = {"", ""};
+        size_t len = strlen(full);
+        for (int k = 0; k < 2 && len; k++) {
+            rng = rng * 6364136223846793005u + 1442695040888963407u;
+            size_t at = (rng >> 33) % len, sl = 1 + (rng >> 20) % 6;
+            if (at + sl > len) sl = len - at;
+            memcpy(stop[k], full + at, sl);
+            stop[k][sl] = 0;
+        }
+        const char *stops[3] = {stop[0], stop[1], "\x01never"};
+        char *plain, *streamed;
+        api_text_run(tok, ids, n, stops, 3, &plain, &streamed, &stopped);
+        if (strcmp(plain, streamed)) fprintf(stderr, "plain '%s' streamed '%s'\n", plain, streamed);
+        CHECK(!strcmp(plain, streamed), "streamed deltas add up to the plain answer");
+        if (len) {
+            /* Generation stops when a stop string first appears: the answer is a prefix of
+             * the full text that holds no whole stop string and is followed by one. (Not
+             * always the earliest match in the full text: "b" stops "ab" before "abc" could.) */
+            size_t cut = strlen(plain);
+            bool before = false;
+            for (int k = 0; k < 2; k++) {
+                CHECK(!strstr(plain, stop[k]), "no whole stop string in the answer");
+                before |= !strncmp(full + cut, stop[k], strlen(stop[k]));
+            }
+            CHECK(stopped && !strncmp(plain, full, cut) && before, "cut before a stop string");
+            n_stopped++;
+        }
+        free(plain);
+        free(streamed);
+        free(full);
+        free(full_s);
+    }
+    CHECK(n_stopped > 1000, "the stop path was exercised");
+}
+
+/* The parser alone: what a request would carry. */
+static void test_parse(void) {
+    serve_queue_t *q = serve_queue_new(1);
+    struct api_config cfg = {.tokenizer = tok,
+                             .chat_format = CHAT_FORMAT_CHATML,
+                             .n_ctx = 32,
+                             .default_max_tokens = 10,
+                             .queue = q};
+    int32_t np = 0, mt = 0;
+    const char *b = "{\"prompt\":\"Once upon a time\"}";
+    CHECK(api_parse_request(&cfg, b, strlen(b), false, &np, &mt) == 0 && np == 5 && mt == 10,
+          "default max_tokens");
+    b = "{\"prompt\":\"Once upon a time\",\"max_tokens\":100}";
+    CHECK(api_parse_request(&cfg, b, strlen(b), false, &np, &mt) == 0 && mt == 32 - 5,
+          "clamped to the context");
+    b = "{\"prompt\":\"Once upon a time\",\"max_tokens\":100}";
+    CHECK(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 400, "chat needs messages");
+    b = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    CHECK(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 400, "chatml is too long here");
+    cfg.n_ctx = 4096;
+    CHECK(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 0 && np > 10, "chat");
+    CHECK(api_parse_request(&cfg, b, 5, true, &np, &mt) == 400, "truncated JSON");
+    serve_queue_destroy(&q);
+}
+
 int main(void) {
     const char *shared = getenv("CARAVAN_SHARED");
     char path[4096];
@@ -538,6 +621,8 @@ int main(void) {
     CHECK(gguf_open(path, &g) == STATUS_OK, path);
     CHECK(tokenizer_load(g, &tok) == STATUS_OK, "tokenizer");
     gguf_close(&g);
+    test_parse();
+    test_text_property();
     test_answers();
     test_errors();
     test_auth();

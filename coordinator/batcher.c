@@ -7,7 +7,7 @@
 
 #include "log.h"
 
-#define SCHED_MAX_INFLIGHT 64
+#define BATCHER_MAX_INFLIGHT 64
 
 struct seq {
     serve_req_t *req;
@@ -34,7 +34,7 @@ struct batcher {
     int n_active;
     serve_req_t **queue; /* FIFO of requests waiting for a slot */
     size_t q_head, q_len, q_cap;
-    struct mb mbs[SCHED_MAX_INFLIGHT];
+    struct mb mbs[BATCHER_MAX_INFLIGHT];
     uint64_t next_order;
     uint32_t rr; /* round-robin start, so no sequence is always last in line */
     /* the batch handed out by batcher_next */
@@ -53,7 +53,7 @@ batcher_t *batcher_new(const struct batcher_config *cfg) {
     if (s->cfg.prefill_chunk < 1) s->cfg.prefill_chunk = 256;
     if (s->cfg.prefill_chunk > s->cfg.n_batch) s->cfg.prefill_chunk = s->cfg.n_batch;
     if (s->cfg.max_inflight < 1) s->cfg.max_inflight = 1;
-    if (s->cfg.max_inflight > SCHED_MAX_INFLIGHT) s->cfg.max_inflight = SCHED_MAX_INFLIGHT;
+    if (s->cfg.max_inflight > BATCHER_MAX_INFLIGHT) s->cfg.max_inflight = BATCHER_MAX_INFLIGHT;
     if (s->cfg.repeat_last_n < 0) s->cfg.repeat_last_n = 0;
     size_t nb = (size_t)s->cfg.n_batch;
     s->seqs = calloc((size_t)s->cfg.n_seq, sizeof *s->seqs);
@@ -99,7 +99,7 @@ void batcher_fail_all(batcher_t *s, const char *why) {
         serve_req_finish(r, SERVE_FINISH_ERROR, why);
         drop(s, &r);
     }
-    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) s->mbs[i].busy = false;
+    for (int i = 0; i < BATCHER_MAX_INFLIGHT; i++) s->mbs[i].busy = false;
 }
 
 void batcher_destroy(batcher_t **self_p) {
@@ -316,20 +316,15 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
     return true;
 }
 
-int batcher_requeue_inflight(batcher_t *s) {
+int batcher_rewind_all(batcher_t *s) {
+    for (int i = 0; i < BATCHER_MAX_INFLIGHT; i++) s->mbs[i].busy = false;
     int n = 0;
-    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++)
-        if (s->mbs[i].busy) {
-            s->mbs[i].busy = false;
-            n++;
-        }
     for (int32_t i = 0; i < s->cfg.n_seq; i++) {
         struct seq *q = &s->seqs[i];
-        if (!q->req || q->inflight < 0) continue;
+        if (!q->req) continue;
         q->inflight = -1;
-        /* Send its chunk again: rewind to the start of what is not known to be computed. The
-         * caller rewinds the workers' KV (Release) before re-sending. */
         q->n_done = 0;
+        n++;
     }
     return n;
 }
@@ -342,12 +337,12 @@ int batcher_n_queued(const batcher_t *s) {
 }
 int batcher_n_inflight(const batcher_t *s) {
     int n = 0;
-    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) n += s->mbs[i].busy;
+    for (int i = 0; i < BATCHER_MAX_INFLIGHT; i++) n += s->mbs[i].busy;
     return n;
 }
 uint64_t batcher_oldest_inflight(const batcher_t *s) {
     uint64_t best = 0, order = UINT64_MAX;
-    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++)
+    for (int i = 0; i < BATCHER_MAX_INFLIGHT; i++)
         if (s->mbs[i].busy && s->mbs[i].order < order) {
             order = s->mbs[i].order;
             best = s->mbs[i].batch_id;

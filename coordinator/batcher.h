@@ -87,9 +87,11 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out);
  * flight (stale or duplicate; nothing changes). */
 bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row *rows,
                        size_t n_rows);
-/* Every micro-batch in flight is lost (e.g. a stage failed): its sequences go back to idle
- * with their pending tokens to be sent again; nothing is finished. Returns how many. */
-int batcher_requeue_inflight(batcher_t *s);
+/* The pipeline was re-planned: nothing in flight will come back and every KV cache is empty.
+ * Every running sequence is sent again from its first token (prompt and generated so far); its
+ * next token is then sampled with the same draw index, so it continues as it would have.
+ * Returns how many sequences were rewound. */
+int batcher_rewind_all(batcher_t *s);
 /* Finishes every request (queued or running) with an error. */
 void batcher_fail_all(batcher_t *s, const char *why);
 

@@ -140,12 +140,20 @@ static void test_pipeline_shares(void) {
     CHECK(batcher_next(b, 3, &b3)); /* the same two come back as decode steps */
     CHECK(b3.n_tokens == 2 && b3.n_prompt_tokens == 0);
     CHECK(b3.samples[0].seq_id == s1[0] || b3.samples[0].seq_id == s1[1]);
-    /* a stage is lost: everything in flight is re-sent from the start */
-    CHECK(batcher_requeue_inflight(b) == 2);
+    /* a re-plan: every running sequence is sent again from its first token */
+    CHECK(batcher_rewind_all(b) == 4);
     CHECK(batcher_n_inflight(b) == 0);
     struct batcher_batch b4;
     CHECK(batcher_next(b, 4, &b4));
     CHECK(b4.pos[0] == 0);
+    /* a sequence that had sampled one token re-sends prompt + that token and draws #1 next */
+    for (int32_t i = 0; i < b4.n_samples; i++) {
+        bool had_one = b4.samples[i].seq_id == s1[0] || b4.samples[i].seq_id == s1[1];
+        CHECK(b4.samples[i].draw == (had_one ? 1u : 0u));
+        int32_t n_tok = 0;
+        for (int32_t t = 0; t < b4.n_tokens; t++) n_tok += b4.seq_id[t] == b4.samples[i].seq_id;
+        CHECK(n_tok == (had_one ? 4 : 3));
+    }
     for (int i = 0; i < 4; i++) serve_req_unref(&r[i]);
     batcher_destroy(&b);
     serve_queue_destroy(&q);

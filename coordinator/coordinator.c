@@ -15,6 +15,7 @@
 #include "slice.h"
 #include "tokenizer.h"
 
+#define FP_CACHE 256
 #define MAX_CHUNK_BYTES (4u << 20)
 #define DEFAULT_CHUNK_BYTES (1u << 20)
 
@@ -38,14 +39,36 @@ struct worker_rec {
     uint64_t tokens_total, rate_tokens;
     uint64_t rate_ms;
     double tokens_per_s;
-    struct planner_caps caps; /* from its Join, for the plan */
+    struct planner_caps caps;         /* from its Join, for the plan */
+    int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
+    bool draining;                    /* asked to leave: gets a Drain once its layers moved */
+    double s_per_lt;                  /* measured compute seconds per layer and token (EWMA) */
+    uint64_t n_timed;                 /* micro-batches behind it since the last plan */
+    uint64_t lost_ms;                 /* when it was declared lost */
 };
 
 struct coordinator {
     struct coordinator_config cfg;
     enum coordinator_state state;
-    struct worker_rec workers[COORDINATOR_MAX_WORKERS];
+    struct worker_rec workers[COORDINATOR_MAX_WORKERS]; /* the stages of the plan, in order */
     int n_workers;
+    /* Workers no longer in the plan: lost (silent) or draining. A lost one that speaks again,
+     * or re-joins with its key, is taken back into a re-plan. */
+    struct worker_rec gone[COORDINATOR_MAX_WORKERS];
+    int n_gone;
+    bool served;        /* has been READY once: a plan that fails later degrades, not exits */
+    char degraded[512]; /* why it cannot serve (state DEGRADED) */
+    uint64_t n_epochs;
+    /* the fail-over in progress: when the loss happened / was declared / the plan was sent */
+    uint64_t fo_silent_ms, fo_declared_ms, fo_planned_ms;
+    char fo_cause[160];
+    int timeouts_in_a_row;
+    /* slice fingerprints by layer range */
+    struct {
+        int32_t first, end;
+        uint8_t fp[CRYPTO_HASH_BYTES];
+    } fp_cache[FP_CACHE];
+    int n_fp_cache;
     uint32_t next_node_id;
     uint64_t next_msg_id;
     uint64_t epoch;
@@ -65,12 +88,17 @@ struct coordinator {
     /* Serving (cfg.queue): the scheduler, and when each micro-batch slot's batch was sent. */
     batcher_t *batcher;
     uint64_t mb_sent_ms[64], mb_sent_us[64];
+    int32_t mb_tokens[64];
+    uint64_t last_plan_ms, last_balance_ms;
+    int slow_checks;      /* consecutive checks that found the plan out of balance */
+    bool speeds_measured; /* plans use live speeds (rebalance), not join probes */
     uint64_t last_status_ms;
     bool was_ready;
     char kernels[32]; /* the variant every worker runs ("" = not pinned) */
 };
 
-static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready"};
+static const char *const state_names[COORDINATOR_STATE_COUNT] = {"waiting", "assigning", "ready",
+                                                                 "degraded"};
 
 /* Time to first token, for /metrics. */
 static void on_first_token(void *ctx, serve_req_t *r) {
@@ -142,6 +170,9 @@ enum coordinator_state coordinator_state(const coordinator_t *c) {
 }
 int coordinator_n_workers(const coordinator_t *c) {
     return c->n_workers;
+}
+uint64_t coordinator_n_epochs(const coordinator_t *c) {
+    return c->n_epochs;
 }
 uint64_t coordinator_epoch(const coordinator_t *c) {
     return c->epoch;
@@ -300,6 +331,14 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
 /* The plan cannot be made: every worker and the operator learn why, and the coordinator stops. */
 static void plan_failed(coordinator_t *c, struct coordinator_actions *acts, const char *why) {
     LOG(LOG_ERROR, "coordinator: %s", why);
+    if (c->served) {
+        /* Serving already: wait (degraded) for capacity to return instead of exiting. */
+        c->state = COORDINATOR_STATE_DEGRADED;
+        int len = (int)strcspn(why, ";");
+        snprintf(c->degraded, sizeof c->degraded, "degraded: %.*s", len, why);
+        LOG(LOG_WARN, "coordinator: %s; requests wait until a worker joins", c->degraded);
+        return;
+    }
     for (int i = 0; i < c->n_workers; i++)
         send_error(c, acts, c->workers[i].rid, c->workers[i].rid_len,
                    CARAVAN__ERROR__CODE__CODE_NO_MEMORY, why, 0);
@@ -320,6 +359,34 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         plan_failed(c, acts, why);
         return;
     }
+    /* Workers that re-joined (e.g. after a coordinator restart) holding slices that together
+     * cover the model in order keep them: nothing to load or ship. */
+    char sticky[COORDINATOR_MAX_WORKERS * 16] = "";
+    bool all_hold = n > 0;
+    for (int i = 0; i < n; i++) all_hold &= c->workers[i].loaded_end > 0;
+    if (!c->cfg.plan && all_hold) {
+        struct worker_rec tmp;
+        for (int i = 1; i < n; i++) /* insertion sort by the loaded range's start */
+            for (int k = i; k > 0 && c->workers[k].loaded_first < c->workers[k - 1].loaded_first;
+                 k--) {
+                tmp = c->workers[k];
+                c->workers[k] = c->workers[k - 1];
+                c->workers[k - 1] = tmp;
+            }
+        bool tiles = true;
+        int32_t at = 0;
+        size_t len = 0;
+        for (int i = 0; i < n && tiles; i++) {
+            const struct worker_rec *w = &c->workers[i];
+            tiles = w->loaded_end > w->loaded_first && w->loaded_first == at;
+            at = w->loaded_end;
+            len += (size_t)snprintf(sticky + len, sizeof sticky - len, "%s%d-%d", i ? "," : "",
+                                    w->loaded_first, w->loaded_end - 1);
+        }
+        if (!tiles || at != c->n_layers) sticky[0] = '\0';
+        if (sticky[0])
+            LOG(LOG_INFO, "coordinator: the workers hold slices %s already: keeping them", sticky);
+    }
     struct planner_caps caps[COORDINATOR_MAX_WORKERS];
     struct plan_stage stages[COORDINATOR_MAX_WORKERS];
     for (int i = 0; i < n; i++) caps[i] = c->workers[i].caps;
@@ -329,19 +396,34 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         .n_ctx = c->cfg.n_ctx,
         .n_seq = c->cfg.n_seq,
         .n_batch = c->cfg.n_batch,
-        .hand_plan = c->cfg.plan,
+        .hand_plan = c->cfg.plan ? c->cfg.plan : (sticky[0] ? sticky : NULL),
         .kernels = c->cfg.kernels,
     };
     char *why = malloc(PLAN_ERR_LEN);
     if (!why) abort();
-    if (planner_run(&in, caps, n, stages, c->kernels, sizeof c->kernels, why, PLAN_ERR_LEN) !=
-        STATUS_OK) {
+    enum status prc =
+        planner_run(&in, caps, n, stages, c->kernels, sizeof c->kernels, why, PLAN_ERR_LEN);
+    if (prc != STATUS_OK && sticky[0]) { /* the held slices do not fit this plan: plan anew */
+        in.hand_plan = NULL;
+        prc = planner_run(&in, caps, n, stages, c->kernels, sizeof c->kernels, why, PLAN_ERR_LEN);
+    }
+    if (prc != STATUS_OK) {
         plan_failed(c, acts, why);
         free(why);
         return;
     }
     free(why);
     c->epoch++;
+    c->n_epochs++;
+    c->last_plan_ms = c->now_ms;
+    c->slow_checks = 0;
+    for (int i = 0; i < n; i++) c->workers[i].n_timed = 0;
+    c->degraded[0] = '\0';
+    if (c->cfg.queue) {
+        struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+        m->epochs_total = c->n_epochs;
+        serve_queue_metrics_done(c->cfg.queue);
+    }
     for (int i = 0; i < n; i++) {
         struct worker_rec *w = &c->workers[i];
         w->layer_first = stages[i].first;
@@ -350,8 +432,14 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
         if (c->cfg.model) {
-            if (slice_init(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
-                           w->layer_end) != STATUS_OK) {
+            /* Fingerprints of ranges seen before are remembered: a re-plan hashes only new
+             * ranges. */
+            const uint8_t *known = NULL;
+            for (int k = 0; k < c->n_fp_cache && !known; k++)
+                if (c->fp_cache[k].first == w->layer_first && c->fp_cache[k].end == w->layer_end)
+                    known = c->fp_cache[k].fp;
+            if (slice_init_known(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
+                                 w->layer_end, known) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
                 if (a) {
                     a->exit_code = 1;
@@ -360,6 +448,12 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
                 return;
             }
             w->has_slice = true;
+            if (!known) {
+                int k = c->n_fp_cache < FP_CACHE ? c->n_fp_cache++ : (int)(c->epoch % FP_CACHE);
+                c->fp_cache[k].first = w->layer_first;
+                c->fp_cache[k].end = w->layer_end;
+                memcpy(c->fp_cache[k].fp, w->slice.fingerprint, CRYPTO_HASH_BYTES);
+            }
         }
     }
     c->state = COORDINATOR_STATE_ASSIGNING;
@@ -384,6 +478,96 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
 /* ==== Handlers =================================================================================
  */
 
+/* ==== Membership: loss, return, drain, re-plan ================================================
+ */
+
+/* Takes workers[i] out of the plan into gone[] (lost, or draining). */
+static void remove_worker(coordinator_t *c, int i, bool draining) {
+    struct worker_rec *w = &c->workers[i];
+    if (w->has_slice) slice_free(&w->slice);
+    w->has_slice = false;
+    w->ready = false;
+    w->draining = draining;
+    w->lost_ms = c->now_ms;
+    if (c->n_gone < COORDINATOR_MAX_WORKERS) c->gone[c->n_gone++] = *w;
+    memmove(&c->workers[i], &c->workers[i + 1], (size_t)(c->n_workers - i - 1) * sizeof *w);
+    c->n_workers--;
+}
+
+/* Takes gone[i] back (it spoke again or re-joined); it goes last in the stage order. */
+static struct worker_rec *restore_worker(coordinator_t *c, int i) {
+    struct worker_rec *w = &c->workers[c->n_workers++];
+    *w = c->gone[i];
+    memmove(&c->gone[i], &c->gone[i + 1], (size_t)(c->n_gone - i - 1) * sizeof *w);
+    c->n_gone--;
+    w->draining = false;
+    w->silent_logged = false;
+    w->loaded_first = w->loaded_end = 0;
+    return w;
+}
+
+static int find_gone_by_key(coordinator_t *c, const uint8_t *key) {
+    for (int i = 0; i < c->n_gone; i++)
+        if (crypto_equal(c->gone[i].key, key, CRYPTO_KEY_BYTES)) return i;
+    return -1;
+}
+
+static int find_gone_by_rid(coordinator_t *c, const uint8_t *rid, size_t len) {
+    for (int i = 0; i < c->n_gone; i++)
+        if (c->gone[i].rid_len == len && memcmp(c->gone[i].rid, rid, len) == 0) return i;
+    return -1;
+}
+
+/* A new epoch over the workers in the plan now. Every request in flight is rewound: each
+ * sequence is sent again from its first token (its KV is gone with the old slices), and its
+ * next token is sampled with the same draw index, so it continues exactly as it would have. */
+static void replan(coordinator_t *c, struct coordinator_actions *acts, const char *cause) {
+    LOG(LOG_WARN, "coordinator: re-plan (epoch %llu -> %llu): %s; %d worker%s left",
+        (unsigned long long)c->epoch, (unsigned long long)c->epoch + 1, cause, c->n_workers,
+        c->n_workers == 1 ? "" : "s");
+    snprintf(c->fo_cause, sizeof c->fo_cause, "%s", cause);
+    c->fo_planned_ms = c->now_ms;
+    if (c->batcher) {
+        int rewound = batcher_rewind_all(c->batcher);
+        memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
+        if (rewound)
+            LOG(LOG_INFO, "coordinator: %d requests will resume from their tokens so far", rewound);
+    }
+    if (c->n_workers == 0) {
+        c->state = COORDINATOR_STATE_DEGRADED;
+        snprintf(c->degraded, sizeof c->degraded, "degraded: no workers left (%s)", cause);
+        LOG(LOG_WARN, "coordinator: %s; requests wait until a worker joins", c->degraded);
+        return;
+    }
+    plan(c, acts);
+}
+
+/* Workers silent past --dead-after-ms are lost (crashed, stopped or cut off alike). */
+static void detect_lost(coordinator_t *c, struct coordinator_actions *acts, uint64_t now_ms) {
+    char cause[160] = "";
+    uint64_t oldest_seen = now_ms;
+    for (int i = 0; i < c->n_workers;) {
+        struct worker_rec *w = &c->workers[i];
+        if (now_ms - w->last_seen_ms <= c->cfg.worker_timeout_ms) {
+            i++;
+            continue;
+        }
+        LOG(LOG_ERROR, "coordinator: node %u (%s) lost: silent for %llu ms (layers [%d, %d))",
+            w->node_id, w->name, (unsigned long long)(now_ms - w->last_seen_ms), w->layer_first,
+            w->layer_end);
+        size_t len = strlen(cause);
+        snprintf(cause + len, sizeof cause - len, "%snode %u (%s) lost", len ? ", " : "",
+                 w->node_id, w->name);
+        if (w->last_seen_ms < oldest_seen) oldest_seen = w->last_seen_ms;
+        remove_worker(c, i, false);
+    }
+    if (!cause[0]) return;
+    c->fo_silent_ms = oldest_seen;
+    c->fo_declared_ms = now_ms;
+    if (c->state == COORDINATOR_STATE_WAITING) return; /* not planned yet: wait for joins */
+    replan(c, acts, cause);
+}
+
 static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
                     const Caravan__Envelope *env, struct coordinator_actions *acts) {
     const Caravan__Join *j = env->join;
@@ -405,8 +589,26 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
              strlen(j->data_endpoint) >= sizeof c->workers[0].endpoint)
         refusal = "no usable activation endpoint";
     struct worker_rec *w = NULL;
-    if (!refusal && !c->cfg.insecure) w = find_by_key(c, peer->key);
-    if (!refusal && !w && c->n_workers >= c->cfg.n_workers) refusal = "the cluster is full";
+    bool back = false;
+    if (!refusal && !c->cfg.insecure) {
+        w = find_by_key(c, peer->key);
+        int g = w ? -1 : find_gone_by_key(c, peer->key);
+        if (g >= 0) {
+            if (c->n_workers >= COORDINATOR_MAX_WORKERS)
+                refusal = "the cluster is full";
+            else {
+                w = restore_worker(c, g);
+                back = true;
+            }
+        }
+    }
+    /* Before the first plan the cluster waits for --workers; once serving, a new worker joins
+     * a re-plan (hot join). */
+    if (!refusal && !w &&
+        (c->state == COORDINATOR_STATE_WAITING || !c->batcher
+             ? c->n_workers >= c->cfg.n_workers
+             : c->n_workers >= COORDINATOR_MAX_WORKERS))
+        refusal = "the cluster is full";
     if (refusal) {
         LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz, refusal);
         ack.accepted = false;
@@ -414,7 +616,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
         send_to(c, acts, peer->rid, peer->rid_len, &reply);
         return;
     }
-    bool rejoin = w != NULL;
+    bool rejoin = w != NULL && !back;
     if (!w) {
         w = &c->workers[c->n_workers++];
         memset(w, 0, sizeof *w);
@@ -428,20 +630,69 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
+    if (c->speeds_measured) { /* the others' speeds are measured ones: assume the average */
+        double sum = 0;
+        int k = 0;
+        for (int i = 0; i < c->n_workers; i++)
+            if (&c->workers[i] != w && c->workers[i].caps.gflops > 0) {
+                sum += c->workers[i].caps.gflops;
+                k++;
+            }
+        float v = k ? (float)(sum / k) : 1.0f;
+        for (size_t i = 0; i < w->caps.n_speeds; i++) w->caps.speed_gflops[i] = v;
+        w->caps.gflops = v;
+    }
     w->last_seen_ms = c->now_ms;
+    w->loaded_first = j->loaded_first;
+    w->loaded_end = j->loaded_end > j->loaded_first ? j->loaded_end : 0;
+    w->ready = false;
     ack.accepted = true;
     ack.node_id = w->node_id;
     LOG(LOG_INFO, "coordinator: worker '%s' %s as node %u from %s (key %s), activations at %s",
         w->name, rejoin ? "re-joined" : "joined", w->node_id, peer->address, kz, w->endpoint);
     send_to(c, acts, peer->rid, peer->rid_len, &reply);
-    if (rejoin && c->state != COORDINATOR_STATE_WAITING) {
+    if (c->state == COORDINATOR_STATE_WAITING) {
+        if (c->n_workers == c->cfg.n_workers) plan(c, acts);
+        return;
+    }
+    if (!c->batcher) { /* test requests only: the re-joined worker gets its Assign again */
         send_assign(c, acts, (int)(w - c->workers));
         return;
     }
-    if (c->state == COORDINATOR_STATE_WAITING && c->n_workers == c->cfg.n_workers) plan(c, acts);
+    /* Serving (or degraded): a worker that comes back, re-joins or is new enters a re-plan
+     * (its KV and, for a restart, its slice are gone). */
+    char cause[160];
+    snprintf(cause, sizeof cause, "node %u (%s) %s", w->node_id, w->name,
+             back ? "is back" : (rejoin ? "re-joined" : "joined"));
+    c->fo_silent_ms = c->fo_declared_ms = c->now_ms;
+    replan(c, acts, cause);
 }
 
-static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env) {
+/* Draining workers whose layers have moved (the new plan is READY) may go. */
+static void send_drains(coordinator_t *c, struct coordinator_actions *acts) {
+    for (int i = 0; i < c->n_gone;) {
+        struct worker_rec *w = &c->gone[i];
+        if (!w->draining) {
+            i++;
+            continue;
+        }
+        Caravan__Envelope env;
+        Caravan__Drain d = CARAVAN__DRAIN__INIT;
+        envelope(c, &env);
+        d.node_id = w->node_id;
+        d.done = true;
+        d.reason = "its layers have moved";
+        env.body_case = CARAVAN__ENVELOPE__BODY_DRAIN;
+        env.drain = &d;
+        send_to(c, acts, w->rid, w->rid_len, &env);
+        LOG(LOG_INFO, "coordinator: node %u (%s) drained: it may leave", w->node_id, w->name);
+        memmove(&c->gone[i], &c->gone[i + 1], (size_t)(c->n_gone - i - 1) * sizeof *w);
+        c->n_gone--;
+    }
+}
+
+static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
+                          struct coordinator_actions *acts) {
     const Caravan__AssignAck *a = env->assign_ack;
     if (env->epoch != c->epoch) return;
     switch (a->state) {
@@ -471,6 +722,18 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
         if (!c->workers[i].ready) return;
     if (c->state == COORDINATOR_STATE_ASSIGNING) {
         c->state = COORDINATOR_STATE_READY;
+        if (c->served && c->fo_planned_ms)
+            LOG(LOG_WARN,
+                "coordinator: recovered (%s): detection %llu ms, re-plan and load %llu ms; "
+                "requests resume by re-processing their tokens",
+                c->fo_cause,
+                (unsigned long long)(c->fo_declared_ms >= c->fo_silent_ms
+                                         ? c->fo_declared_ms - c->fo_silent_ms
+                                         : 0),
+                (unsigned long long)(c->now_ms - c->fo_planned_ms));
+        c->served = true;
+        c->fo_planned_ms = 0;
+        send_drains(c, acts);
         LOG(LOG_INFO, "coordinator: pipeline ready (epoch %llu, %d stages)",
             (unsigned long long)c->epoch, c->n_workers);
     }
@@ -640,6 +903,45 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         return;
     }
     struct worker_rec *w = find_by_rid(c, peer->rid, peer->rid_len);
+    int g = w ? -1 : find_gone_by_rid(c, peer->rid, peer->rid_len);
+    if (!w && g < 0 && msg->body_case == CARAVAN__ENVELOPE__BODY_HEARTBEAT) {
+        /* A worker's heartbeat thread has a connection of its own: know it by its key (or, when
+         * insecure, its node id). */
+        if (!c->cfg.insecure && peer->key) {
+            w = find_by_key(c, peer->key);
+            if (!w) g = find_gone_by_key(c, peer->key);
+        } else if (c->cfg.insecure) {
+            for (int i = 0; i < c->n_workers && !w; i++)
+                if (msg->sender && c->workers[i].node_id == msg->sender) w = &c->workers[i];
+            for (int i = 0; i < c->n_gone && !w && g < 0; i++)
+                if (msg->sender && c->gone[i].node_id == msg->sender) g = i;
+        }
+        if (w) {
+            w->last_seen_ms = now_ms;
+            return;
+        }
+        if (g < 0) return; /* a heartbeat from nobody we know: not worth an answer */
+    }
+    if (g >= 0 && (c->cfg.insecure ||
+                   (peer->key && crypto_equal(peer->key, c->gone[g].key, CRYPTO_KEY_BYTES)))) {
+        if (msg->body_case == CARAVAN__ENVELOPE__BODY_JOIN) {
+            on_join(c, peer, msg, acts);
+            return;
+        }
+        if (c->gone[g].draining) return; /* leaving: nothing it says matters now */
+        /* A lost worker speaks again (woke from SIGSTOP, network back): re-plan with it. Its
+         * messages of the old epoch are dropped as always. */
+        struct worker_rec *back = restore_worker(c, g);
+        back->last_seen_ms = now_ms;
+        char cause[160];
+        snprintf(cause, sizeof cause, "node %u (%s) is back after %llu ms", back->node_id,
+                 back->name, (unsigned long long)(now_ms - back->lost_ms));
+        LOG(LOG_WARN, "coordinator: %s", cause);
+        c->now_ms = now_ms;
+        c->fo_silent_ms = c->fo_declared_ms = now_ms;
+        if (c->state != COORDINATOR_STATE_WAITING) replan(c, acts, cause);
+        return;
+    }
     if (!w ||
         (!c->cfg.insecure && (!peer->key || !crypto_equal(peer->key, w->key, CRYPTO_KEY_BYTES)))) {
         LOG(LOG_WARN, "coordinator: %s from %s, which has not joined; dropped",
@@ -654,7 +956,24 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         w->silent_logged = false;
     }
     switch (msg->body_case) {
-    case CARAVAN__ENVELOPE__BODY_ASSIGN_ACK: on_assign_ack(c, w, msg); break;
+    case CARAVAN__ENVELOPE__BODY_ASSIGN_ACK: on_assign_ack(c, w, msg, acts); break;
+    case CARAVAN__ENVELOPE__BODY_DRAIN: {
+        int i = (int)(w - c->workers);
+        LOG(LOG_INFO, "coordinator: node %u (%s) asks to leave (%s): moving layers [%d, %d)",
+            w->node_id, w->name, msg->drain->reason ? msg->drain->reason : "", w->layer_first,
+            w->layer_end);
+        char cause[160];
+        snprintf(cause, sizeof cause, "node %u (%s) drains", w->node_id, w->name);
+        remove_worker(c, i, true);
+        if (c->state == COORDINATOR_STATE_WAITING) {
+            send_drains(c, acts);
+            break;
+        }
+        c->fo_silent_ms = c->fo_declared_ms = c->now_ms;
+        replan(c, acts, cause);
+        if (c->n_workers == 0) send_drains(c, acts); /* nowhere to move them: let it go */
+        break;
+    }
     case CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST: on_weight_request(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_RESULT: on_result(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: {
@@ -811,6 +1130,7 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
 
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
     c->now_ms = now_ms;
+    if (c->batcher) detect_lost(c, acts, now_ms);
     for (int i = 0; i < c->n_workers; i++) {
         struct worker_rec *w = &c->workers[i];
         if (!w->silent_logged && now_ms - w->last_seen_ms > c->cfg.worker_timeout_ms) {
@@ -829,6 +1149,16 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
             env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
             env.heartbeat = &hb;
             send_to(c, acts, c->workers[i].rid, c->workers[i].rid_len, &env);
+        }
+        for (int i = 0; i < c->n_gone; i++) { /* draining workers keep hearing from us */
+            if (!c->gone[i].draining) continue;
+            Caravan__Envelope env;
+            Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+            envelope(c, &env);
+            hb.state = CARAVAN__HEARTBEAT__STATE__STATE_DRAINING;
+            env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+            env.heartbeat = &hb;
+            send_to(c, acts, c->gone[i].rid, c->gone[i].rid_len, &env);
         }
     }
     if (c->batcher) {
@@ -935,6 +1265,7 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     a->buf = buf;
     a->len = len;
     if (b->micro_batch < 64) {
+        c->mb_tokens[b->micro_batch] = b->n_tokens;
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     }
@@ -948,6 +1279,17 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
  * different hosts differ: network times across hosts carry their offset). */
 static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t sent_us) {
     uint64_t now_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
+    /* live speed of each stage, for re-balancing */
+    int32_t n_tok = r->micro_batch < 64 ? c->mb_tokens[r->micro_batch] : 0;
+    for (size_t i = 0; n_tok > 0 && i < r->n_hops && i < (size_t)c->n_workers; i++) {
+        const Caravan__Hop *h = r->hops[i];
+        struct worker_rec *w = &c->workers[i];
+        int32_t layers = w->layer_end - w->layer_first;
+        if (h->node_id != w->node_id || layers <= 0 || h->end_us < h->start_us) continue;
+        double x = (double)(h->end_us - h->start_us) * 1e-6 / ((double)layers * n_tok);
+        w->s_per_lt = w->n_timed ? 0.95 * w->s_per_lt + 0.05 * x : x;
+        w->n_timed++;
+    }
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->n_stages = c->n_workers < SERVE_MAX_STAGES ? c->n_workers : SERVE_MAX_STAGES;
     for (size_t i = 0; i < r->n_hops && i < SERVE_MAX_STAGES; i++) {
@@ -991,6 +1333,7 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     }
     free(rows);
     if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
+    c->timeouts_in_a_row = 0;
     account_hops(c, r, sent_us);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->generated_tokens_total += (uint64_t)r->n_rows;
@@ -1001,7 +1344,7 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
 }
 
 static const char *worker_state_text(const coordinator_t *c, const struct worker_rec *w) {
-    if (w->silent_logged) return "lost";
+    if (c->now_ms - w->last_seen_ms > c->cfg.worker_timeout_ms) return "lost";
     if (c->state == COORDINATOR_STATE_WAITING) return "joining";
     return w->ready ? "ready" : "loading";
 }
@@ -1009,9 +1352,14 @@ static const char *worker_state_text(const coordinator_t *c, const struct worker
 /* What /health and /cluster show. */
 static void publish_status(coordinator_t *c) {
     bool serving = c->state == COORDINATOR_STATE_READY;
-    char reason[256];
+    char reason[512];
     if (serving)
         snprintf(reason, sizeof reason, "serving");
+    else if (c->state == COORDINATOR_STATE_DEGRADED)
+        snprintf(reason, sizeof reason, "%s", c->degraded);
+    else if (c->served)
+        snprintf(reason, sizeof reason, "recovering: re-plan (%s), workers loading their layers",
+                 c->fo_cause);
     else if (c->state == COORDINATOR_STATE_WAITING)
         snprintf(reason, sizeof reason, "waiting for workers: %d of %d joined", c->n_workers,
                  c->cfg.n_workers);
@@ -1026,6 +1374,7 @@ static void publish_status(coordinator_t *c) {
     cJSON_AddNumberToObject(root, "active_sequences", batcher_n_active(c->batcher));
     cJSON_AddNumberToObject(root, "queued", batcher_n_queued(c->batcher));
     cJSON_AddNumberToObject(root, "micro_batches_in_flight", batcher_n_inflight(c->batcher));
+    cJSON_AddNumberToObject(root, "epochs_total", (double)c->n_epochs);
     cJSON *arr = cJSON_AddArrayToObject(root, "workers");
     for (int i = 0; i < c->n_workers; i++) {
         const struct worker_rec *w = &c->workers[i];
@@ -1046,9 +1395,76 @@ static void publish_status(coordinator_t *c) {
         cJSON_AddNumberToObject(o, "weight_bytes", w->has_slice ? (double)w->slice.nbytes : 0);
         cJSON_AddItemToArray(arr, o);
     }
+    for (int i = 0; i < c->n_gone; i++) { /* lost or draining: no stage */
+        const struct worker_rec *w = &c->gone[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNullToObject(o, "stage");
+        cJSON_AddStringToObject(o, "name", w->name);
+        cJSON_AddNumberToObject(o, "node_id", w->node_id);
+        cJSON_AddStringToObject(o, "address", w->address);
+        cJSON_AddStringToObject(o, "endpoint", w->endpoint);
+        cJSON_AddNumberToObject(o, "pid", w->pid);
+        cJSON_AddNumberToObject(o, "layer_first", 0);
+        cJSON_AddNumberToObject(o, "layer_end", 0);
+        cJSON_AddStringToObject(o, "state", w->draining ? "draining" : "lost");
+        cJSON_AddNumberToObject(o, "heartbeat_age_ms", (double)(c->now_ms - w->last_seen_ms));
+        cJSON_AddNumberToObject(o, "tokens_per_s", 0);
+        cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
+        cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
+        cJSON_AddNumberToObject(o, "weight_bytes", 0);
+        cJSON_AddItemToArray(arr, o);
+    }
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     serve_queue_set_status(c->cfg.queue, serving, reason, json);
+}
+
+/* A stage that stays slower than planned (live timings from the hop trace, not the join probe:
+ * another load on its machine, thermal throttling) gets fewer layers. Hysteresis: the slowest
+ * stage must be over 1.25x the balanced time in 3 checks in a row (--rebalance-s apart), and
+ * plans are at least 6 checks apart, so the plan does not oscillate. Returns true when it
+ * re-planned. */
+static bool rebalance(coordinator_t *c, struct coordinator_actions *acts, uint64_t now_ms) {
+    uint64_t every = (uint64_t)c->cfg.rebalance_s * 1000;
+    if (!every || c->n_workers < 2 || now_ms - c->last_balance_ms < every) return false;
+    c->last_balance_ms = now_ms;
+    double t[COORDINATOR_MAX_WORKERS], t_max = 0, speed_sum = 0;
+    int slowest = 0;
+    for (int i = 0; i < c->n_workers; i++) {
+        const struct worker_rec *w = &c->workers[i];
+        if (w->n_timed < 20 || w->s_per_lt <= 0) return false; /* not enough to judge */
+        t[i] = w->s_per_lt * (w->layer_end - w->layer_first);
+        speed_sum += 1.0 / w->s_per_lt;
+        if (t[i] > t_max) {
+            t_max = t[i];
+            slowest = i;
+        }
+    }
+    double balanced = (double)c->n_layers / speed_sum;
+    if (t_max <= 1.25 * balanced ||
+        c->workers[slowest].layer_end - c->workers[slowest].layer_first < 2) {
+        c->slow_checks = 0;
+        return false;
+    }
+    if (++c->slow_checks < 3 || now_ms - c->last_plan_ms < 6 * every) return false;
+    /* From now on this cluster plans with the speeds it measured (layer-tokens per second),
+     * for every weight type, in place of the join probes. */
+    for (int i = 0; i < c->n_workers; i++) {
+        struct worker_rec *w = &c->workers[i];
+        float v = (float)(1.0 / w->s_per_lt);
+        for (size_t k = 0; k < w->caps.n_speeds; k++) w->caps.speed_gflops[k] = v;
+        w->caps.gflops = v;
+    }
+    c->speeds_measured = true;
+    char cause[160];
+    snprintf(cause, sizeof cause,
+             "node %u (%s) is slower than planned: %.1f ms per token for layers [%d, %d), "
+             "%.1f ms if balanced",
+             c->workers[slowest].node_id, c->workers[slowest].name, t_max * 1e3,
+             c->workers[slowest].layer_first, c->workers[slowest].layer_end, balanced * 1e3);
+    c->fo_silent_ms = c->fo_declared_ms = now_ms;
+    replan(c, acts, cause);
+    return true;
 }
 
 static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
@@ -1063,21 +1479,32 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
         publish_status(c);
     }
     if (!ready) return;
-    /* A micro-batch that does not come back: without fail-over, its requests fail. */
+    /* A micro-batch that does not come back although every worker answers heartbeats (lost
+     * on the way): send the requests in flight again; after 3 in a row, fail them. */
     for (int mb = 0; mb < 64; mb++) {
         if (!c->mb_sent_ms[mb] || now_ms - c->mb_sent_ms[mb] <= (uint64_t)c->cfg.request_timeout_ms)
             continue;
-        LOG(LOG_ERROR,
-            "coordinator: a micro-batch got no Result within %d ms; failing the "
-            "requests in flight",
-            c->cfg.request_timeout_ms);
-        batcher_fail_all(c->batcher, "the pipeline did not answer in time");
         memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
+        if (++c->timeouts_in_a_row < 3) {
+            LOG(LOG_WARN,
+                "coordinator: a micro-batch got no Result within %d ms; re-sending "
+                "the requests in flight from their tokens so far",
+                c->cfg.request_timeout_ms);
+            batcher_rewind_all(c->batcher);
+            break;
+        }
+        LOG(LOG_ERROR,
+            "coordinator: %d micro-batches in a row got no Result within %d ms; "
+            "failing the requests in flight",
+            c->timeouts_in_a_row, c->cfg.request_timeout_ms);
+        c->timeouts_in_a_row = 0;
+        batcher_fail_all(c->batcher, "the pipeline did not answer in time");
         struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
         m->requests_failed++;
         serve_queue_metrics_done(c->cfg.queue);
         break;
     }
+    if (rebalance(c, acts, now_ms)) return;
     struct batcher_batch b;
     while (acts->n < COORDINATOR_MAX_ACTIONS - 4 && batcher_next(c->batcher, c->next_batch, &b)) {
         c->next_batch++;

@@ -29,6 +29,8 @@ enum coordinator_state {
     COORDINATOR_STATE_WAITING = 0, /* waiting for n_workers joins */
     COORDINATOR_STATE_ASSIGNING,   /* Assign sent, waiting for every AssignAck READY */
     COORDINATOR_STATE_READY,       /* pipeline up: requests flow */
+    COORDINATOR_STATE_DEGRADED,    /* serving stopped: the workers left cannot hold the model;
+                                      requests wait until capacity returns */
     COORDINATOR_STATE_COUNT
 };
 
@@ -74,6 +76,7 @@ struct coordinator_config {
     const char *plan;
     const char *kernels;
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for hop timings; NULL = none (tests) */
+    int rebalance_s;            /* check the live stage timings this often; 0 = never re-balance */
 };
 
 enum coordinator_action_kind {
@@ -123,6 +126,8 @@ void coordinator_destroy(coordinator_t **self_p);
 enum coordinator_state coordinator_state(const coordinator_t *c);
 const char *coordinator_state_name(enum coordinator_state s);
 int coordinator_n_workers(const coordinator_t *c);
+/* Plan changes since start (the first plan counts). */
+uint64_t coordinator_n_epochs(const coordinator_t *c);
 uint64_t coordinator_epoch(const coordinator_t *c);
 
 void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,

@@ -172,7 +172,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
             {n.first.mon, 0, ZMQ_POLLIN, 0},
         };
         int n_items = n.first.mon ? 4 : 3;
-        int rc = zmq_poll(items, n_items, 20);
+        int rc = zmq_poll(items, n_items, transport_link_queued(&n.first) ? 2 : 20);
         if (rc < 0 && zmq_errno() != EINTR) {
             finish(&n, 1, "zmq_poll failed");
             break;
@@ -187,6 +187,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
             serving_noted = true;
             status_line(cfg->status_file, "serving", "");
         }
+        transport_link_flush(t, &n.first);
         uint64_t now = transport_mono_ms();
         if (!n.done) {
             coordinator_on_tick(n.c, now, acts);

@@ -20,18 +20,20 @@ struct serve_fake {
     int n_active;
 };
 
-/* The token after the ones r already has. */
-static int32_t next_token(const serve_fake_t *f, serve_req_t *r, bool *eos) {
+/* The token after the ones r already has: the prompt's ids again, then end of generation,
+ * which (like the real loop) ends the request without being pushed, unless ignore_eos: then
+ * EOS is pushed and the echo starts over. false: generation ends here. */
+static bool next_token(const serve_fake_t *f, serve_req_t *r, int32_t *id) {
     const struct serve_req_params *p = serve_req_params(r);
     int32_t skip = p->n_prompt > 0 && p->prompt[0] == tokenizer_bos(f->cfg.tokenizer) ? 1 : 0;
-    int32_t n_echo = p->n_prompt - skip;
-    size_t k = serve_req_n_tokens(r);
-    *eos = false;
-    if (n_echo <= 0 || (!p->ignore_eos && k >= (size_t)n_echo)) {
-        *eos = true;
-        return tokenizer_eos(f->cfg.tokenizer);
+    size_t n_echo = (size_t)(p->n_prompt - skip);
+    size_t k = serve_req_n_tokens(r) % (n_echo + 1);
+    if (k == n_echo) {
+        *id = tokenizer_eos(f->cfg.tokenizer);
+        return p->ignore_eos;
     }
-    return p->prompt[skip + (int32_t)(k % (size_t)n_echo)];
+    *id = p->prompt[skip + (int32_t)k];
+    return true;
 }
 
 static void end(serve_fake_t *f, int i, enum serve_finish fin, const char *why) {
@@ -56,21 +58,21 @@ static void step(serve_fake_t *f) {
             i++;
             continue;
         }
-        bool eos;
-        int32_t id = next_token(f, r, &eos);
+        int32_t id;
+        if (!next_token(f, r, &id)) {
+            end(f, i, SERVE_FINISH_STOP, NULL);
+            continue;
+        }
         bool first = serve_req_n_tokens(r) == 0;
         serve_req_push(r, id, 0.0f);
         struct serve_metrics *m = serve_queue_metrics(f->q);
         m->generated_tokens_total++;
         if (first) serve_metrics_observe_ttft(m, (double)serve_req_ttft_us(r) / 1e6);
         serve_queue_metrics_done(f->q);
-        if (eos && !serve_req_params(r)->ignore_eos) {
-            end(f, i, SERVE_FINISH_STOP, NULL);
-        } else if ((int32_t)serve_req_n_tokens(r) >= serve_req_params(r)->max_tokens) {
+        if ((int32_t)serve_req_n_tokens(r) >= serve_req_params(r)->max_tokens)
             end(f, i, SERVE_FINISH_LENGTH, NULL);
-        } else {
+        else
             i++;
-        }
     }
     struct serve_metrics *m = serve_queue_metrics(f->q);
     m->steps_total++;

@@ -1,7 +1,8 @@
 /* serve_fake: a stand-in for the serving loop, for testing the HTTP API (api.c) without a
  * pipeline. A thread takes requests from a serve_queue_t and "generates" deterministically:
- * the prompt's ids again (without a leading BOS), then EOS (SERVE_FINISH_STOP), or over and
- * over with ignore_eos; max_tokens ends it with SERVE_FINISH_LENGTH and a cancelled request
+ * the prompt's ids again (without a leading BOS), then SERVE_FINISH_STOP with the EOS not
+ * pushed, as the real loop does; with ignore_eos the EOS is pushed and the echo starts over.
+ * max_tokens ends it with SERVE_FINISH_LENGTH and a cancelled request
  * ends with SERVE_FINISH_CANCELLED. It sets the status and counts the metrics a real loop
  * does. Test code only. */
 #pragma once

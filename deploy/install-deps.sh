@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev git
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libsodium-dev
   libpcre2-dev libcjson-dev libmicrohttpd-dev
-  tshark tcpdump iproute2 procps nodejs
+  tshark tcpdump iproute2 procps nodejs curl iptables
 )
 # npm (for tests/node): NodeSource's nodejs package carries its own npm and conflicts with
 # Debian's, so ask for Debian's only when there is no npm at all.

@@ -4,7 +4,9 @@
  * Batch invariance: every value a token gets is computed by per-token code (norms, rope,
  * attention over its own sequence's cache) or by matmul, whose per-(row, output) result does
  * not depend on the batch. So a token's output is the same alone, in any batch, and whether
- * its prompt was processed in one batch or token by token. */
+ * its prompt was processed in one batch or token by token. A mixture of experts keeps this:
+ * routing is per token, each expert is a matmul over the rows that chose it, and a token's
+ * expert outputs are summed in its own rank order (moe_ffn). */
 #include <math.h>
 #include <string.h>
 
@@ -131,6 +133,46 @@ static enum status check_batch(const model_t *m, const struct model_batch *b) {
     return STATUS_OK;
 }
 
+/* ---- mixture of experts ------------------------------------------------------------------ */
+
+/* Token t's routing, from its router logits in moe_probs: softmax over all experts, the
+ * n_expert_used most probable (ties to the lower index) in decreasing order into moe_sel, and
+ * their probabilities, divided by their sum when expert_norm, into moe_w. As llama.cpp's
+ * build_moe_ffn with softmax gating. */
+static void route(model_t *m, int64_t t) {
+    const struct model_config *c = &m->cfg;
+    const int64_t n = c->n_expert, k_used = c->n_expert_used;
+    float *p = m->moe_probs + t * n;
+    float mx = -INFINITY;
+    for (int64_t e = 0; e < n; e++) mx = fmaxf(mx, p[e]);
+    double sum = 0.0;
+    for (int64_t e = 0; e < n; e++) {
+        p[e] = expf(p[e] - mx);
+        sum += (double)p[e];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t e = 0; e < n; e++) p[e] *= inv;
+
+    int32_t *sel = m->moe_sel + t * k_used;
+    float *w = m->moe_w + t * k_used;
+    for (int64_t k = 0; k < k_used; k++) {
+        int32_t best = -1;
+        for (int64_t e = 0; e < n; e++) {
+            bool taken = false;
+            for (int64_t j = 0; j < k; j++) taken |= sel[j] == e;
+            if (!taken && (best < 0 || p[e] > p[best])) best = (int32_t)e;
+        }
+        sel[k] = best;
+        w[k] = p[best];
+    }
+    if (c->expert_norm) {
+        float ws = 0.0f;
+        for (int64_t k = 0; k < k_used; k++) ws += w[k];
+        if (ws < 6.103515625e-5f) ws = 6.103515625e-5f; /* ggml clamps the sum so */
+        for (int64_t k = 0; k < k_used; k++) w[k] /= ws;
+    }
+}
+
 /* Per-token steps of one layer, run over the batch's rows (in parallel for prompts). */
 enum row_step {
     ROW_ATTN_NORM,
@@ -138,7 +180,9 @@ enum row_step {
     ROW_RESIDUAL_HB,
     ROW_RESIDUAL_XB,
     ROW_FFN_NORM,
-    ROW_SWIGLU
+    ROW_SWIGLU,
+    ROW_ROUTE,     /* MoE: router softmax, top-k and weights of each token */
+    ROW_MOE_SWIGLU /* MoE: silu(gate) * up over one expert's gathered rows */
 };
 
 struct row_job {
@@ -164,6 +208,12 @@ static void row_step(const struct row_job *j, int64_t t) {
             for (int64_t i = 0; i < q_dim; i++) q[i] += L->bq[i];
             for (int64_t i = 0; i < kv_dim; i++) k[i] += L->bk[i];
             for (int64_t i = 0; i < kv_dim; i++) v[i] += L->bv[i];
+        }
+        if (L->q_norm) { /* qwen3: each head of q and k RMS-normed on its own */
+            for (int64_t h = 0; h < c->n_heads; h++)
+                rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, c->rms_eps);
+            for (int64_t h = 0; h < c->n_kv_heads; h++)
+                rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, c->rms_eps);
         }
         int32_t pos = j->b->pos[t];
         const float *cs = m->rope_cos + (size_t)pos * (size_t)half;
@@ -192,6 +242,13 @@ static void row_step(const struct row_job *j, int64_t t) {
         for (int64_t i = 0; i < c->n_ff; i++) g[i] = silu(g[i]) * u[i];
         break;
     }
+    case ROW_ROUTE: route(m, t); break;
+    case ROW_MOE_SWIGLU: {
+        float *g = m->moe_g + t * c->n_ff_exp;
+        const float *u = m->moe_u + t * c->n_ff_exp;
+        for (int64_t i = 0; i < c->n_ff_exp; i++) g[i] = silu(g[i]) * u[i];
+        break;
+    }
     }
 }
 
@@ -210,6 +267,58 @@ static void for_rows(struct row_job *j, enum row_step step) {
         return;
     }
     threadpool_run(j->m->tp, row_thread, j);
+}
+
+static struct matmul_weight expert(const struct moe_weight *w, int32_t e) {
+    struct matmul_weight x = w->w;
+    x.data = (const uint8_t *)w->w.data + (size_t)e * w->stride;
+    return x;
+}
+
+/* x += the mixture of experts of xb (T tokens). Each token's slot k (its k-th most probable
+ * expert) gets that expert's output in moe_out; the experts run one by one over the rows that
+ * chose them (matmul gives every row the same result whatever the others are), and each
+ * token then sums its slots in rank order 0..k_used-1: nothing depends on the batch. */
+static void moe_ffn(model_t *m, const struct layer *L, struct row_job *rows, int64_t T) {
+    const struct model_config *c = &m->cfg;
+    const int64_t E = c->n_embd, K = c->n_expert_used;
+    threadpool_t *tp = m->tp;
+
+    matmul(tp, &L->gate_inp, m->xb, T, m->moe_probs, m->scratch); /* (T, n_expert) */
+    for_rows(rows, ROW_ROUTE);
+
+    for (int32_t e = 0; e < c->n_expert; e++) {
+        int64_t n = 0;
+        for (int64_t s = 0; s < T * K; s++)
+            if (m->moe_sel[s] == e) m->moe_rows[n++] = (int32_t)s;
+        if (n == 0) continue;
+        for (int64_t r = 0; r < n; r++)
+            memcpy(m->moe_x + r * E, m->xb + (m->moe_rows[r] / K) * E, sizeof(float) * (size_t)E);
+        struct matmul_weight wg = expert(&L->gate_exps, e), wu = expert(&L->up_exps, e);
+        struct matmul_weight wd = expert(&L->down_exps, e);
+        matmul(tp, &wg, m->moe_x, n, m->moe_g, m->scratch); /* (n, F) */
+        matmul(tp, &wu, m->moe_x, n, m->moe_u, m->scratch); /* (n, F) */
+        struct model_batch sub = {.n_tokens = (int32_t)n};
+        struct row_job sw = {m, &sub, L, rows->layer, ROW_MOE_SWIGLU};
+        for_rows(&sw, ROW_MOE_SWIGLU);
+        matmul(tp, &wd, m->moe_g, n, m->moe_y, m->scratch); /* (n, E) */
+        for (int64_t r = 0; r < n; r++)
+            memcpy(m->moe_out + (size_t)m->moe_rows[r] * (size_t)E, m->moe_y + r * E,
+                   sizeof(float) * (size_t)E);
+    }
+
+    /* x += sum over k of w[k] * slot k, in rank order, as llama.cpp adds its expert views */
+    for (int64_t t = 0; t < T; t++) {
+        float *x = m->x + t * E, *acc = m->moe_y;
+        const float *w = m->moe_w + t * K;
+        const float *o = m->moe_out + (size_t)t * (size_t)K * (size_t)E;
+        for (int64_t i = 0; i < E; i++) acc[i] = o[i] * w[0];
+        for (int64_t k = 1; k < K; k++) {
+            const float *ok = o + k * E;
+            for (int64_t i = 0; i < E; i++) acc[i] += ok[i] * w[k];
+        }
+        for (int64_t i = 0; i < E; i++) x[i] += acc[i];
+    }
 }
 
 enum status model_forward(model_t *m, const struct model_batch *b, float *out) {
@@ -244,8 +353,12 @@ enum status model_forward(model_t *m, const struct model_batch *b, float *out) {
         matmul(tp, &L->wo, m->xb, T, m->hb, m->scratch); /* (T, E) */
         for_rows(&rows, ROW_RESIDUAL_HB);                /* x += attention */
 
-        /* feed-forward: x += (silu(xb·Wgate) * (xb·Wup))·Wdown */
+        /* feed-forward: x += (silu(xb·Wgate) * (xb·Wup))·Wdown, or the mixture of experts */
         for_rows(&rows, ROW_FFN_NORM);
+        if (c->n_expert > 0) {
+            moe_ffn(m, L, &rows, T);
+            continue;
+        }
         matmul(tp, &L->w_gate, m->xb, T, m->hb, m->scratch); /* (T, n_ff) */
         matmul(tp, &L->w_up, m->xb, T, m->hb2, m->scratch);  /* (T, n_ff) */
         for_rows(&rows, ROW_SWIGLU);

@@ -77,6 +77,79 @@ static const struct mkmodel_shape shapes[] = {
      .rms_eps = 1e-6f,
      .tied = true,
      .qkv_bias = true},
+    {.name = "llama-3.1-8b",
+     .title = "Llama 3.1 8B (random weights)",
+     .arch = MKMODEL_ARCH_LLAMA,
+     .n_vocab = 128256,
+     .n_embd = 4096,
+     .n_layers = 32,
+     .n_heads = 32,
+     .n_kv_heads = 8,
+     .n_ff = 14336,
+     .n_ctx_train = 131072,
+     .rope_theta = 500000.0f,
+     .rms_eps = 1e-5f,
+     .rope_factor = 8.0f,
+     .rope_low_freq_factor = 1.0f,
+     .rope_high_freq_factor = 4.0f,
+     .rope_orig_ctx = 8192},
+    {.name = "qwen3-0.6b",
+     .title = "Qwen3 0.6B (random weights)",
+     .arch = MKMODEL_ARCH_QWEN3,
+     .n_vocab = 151936,
+     .n_embd = 1024,
+     .n_layers = 28,
+     .n_heads = 16,
+     .n_kv_heads = 8,
+     .head_dim = 128,
+     .n_ff = 3072,
+     .n_ctx_train = 40960,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-6f,
+     .tied = true},
+    {.name = "qwen3-8b",
+     .title = "Qwen3 8B (random weights)",
+     .arch = MKMODEL_ARCH_QWEN3,
+     .n_vocab = 151936,
+     .n_embd = 4096,
+     .n_layers = 36,
+     .n_heads = 32,
+     .n_kv_heads = 8,
+     .head_dim = 128,
+     .n_ff = 12288,
+     .n_ctx_train = 40960,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-6f},
+    {.name = "qwen3-30b-a3b",
+     .title = "Qwen3 30B-A3B (random weights)",
+     .arch = MKMODEL_ARCH_QWEN3MOE,
+     .n_vocab = 151936,
+     .n_embd = 2048,
+     .n_layers = 48,
+     .n_heads = 32,
+     .n_kv_heads = 4,
+     .head_dim = 128,
+     .n_ff = 6144,
+     .n_ctx_train = 40960,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-6f,
+     .n_expert = 128,
+     .n_expert_used = 8,
+     .n_ff_exp = 768},
+    {.name = "mixtral-8x7b",
+     .title = "Mixtral 8x7B (random weights)",
+     .arch = MKMODEL_ARCH_LLAMA,
+     .n_vocab = 32000,
+     .n_embd = 4096,
+     .n_layers = 32,
+     .n_heads = 32,
+     .n_kv_heads = 8,
+     .n_ff = 14336,
+     .n_ctx_train = 32768,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-5f,
+     .n_expert = 8,
+     .n_expert_used = 2},
     /* Small shapes for tests: rows are multiples of 256 so every K-quant applies, and 4
      * layers make the q4_k_m/q5_k_m recipe give layers 2 and 3 more bits. */
     {.name = "tiny",
@@ -123,6 +196,53 @@ static const struct mkmodel_shape shapes[] = {
      .rms_eps = 1e-6f,
      .tied = true,
      .qkv_bias = true},
+    /* head_dim 128 with n_embd 256 and 4 heads: q is wider than the residual stream, as in
+     * qwen3-0.6b */
+    {.name = "tiny-qwen3",
+     .title = "tiny qwen3 (random weights)",
+     .arch = MKMODEL_ARCH_QWEN3,
+     .n_vocab = 512,
+     .n_embd = 256,
+     .n_layers = 2,
+     .n_heads = 4,
+     .n_kv_heads = 2,
+     .head_dim = 128,
+     .n_ff = 512,
+     .n_ctx_train = 512,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-6f,
+     .tied = true},
+    {.name = "tiny-qwen3moe",
+     .title = "tiny qwen3moe (random weights)",
+     .arch = MKMODEL_ARCH_QWEN3MOE,
+     .n_vocab = 512,
+     .n_embd = 256,
+     .n_layers = 2,
+     .n_heads = 4,
+     .n_kv_heads = 2,
+     .head_dim = 64,
+     .n_ff = 768,
+     .n_ctx_train = 512,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-6f,
+     .n_expert = 16,
+     .n_expert_used = 4,
+     .n_ff_exp = 256},
+    /* 8 experts: llama.cpp's quantizer gives attn_k/attn_v q8_0 as for Mixtral-8x7B */
+    {.name = "tiny-mixtral",
+     .title = "tiny mixtral (random weights)",
+     .arch = MKMODEL_ARCH_LLAMA,
+     .n_vocab = 512,
+     .n_embd = 256,
+     .n_layers = 2,
+     .n_heads = 4,
+     .n_kv_heads = 2,
+     .n_ff = 512,
+     .n_ctx_train = 512,
+     .rope_theta = 1000000.0f,
+     .rms_eps = 1e-5f,
+     .n_expert = 8,
+     .n_expert_used = 2},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -137,8 +257,17 @@ const struct mkmodel_shape *mkmodel_find_shape(const char *name) {
     return NULL;
 }
 
-static const char *arch_name(enum mkmodel_arch a) {
-    return a == MKMODEL_ARCH_QWEN2 ? "qwen2" : "llama";
+const char *mkmodel_arch_name(enum mkmodel_arch a) {
+    static const char *const names[MKMODEL_ARCH_COUNT] = {"llama", "qwen2", "qwen3", "qwen3moe"};
+    return (unsigned)a < MKMODEL_ARCH_COUNT ? names[a] : "unknown";
+}
+
+static int64_t shape_head_dim(const struct mkmodel_shape *s) {
+    return s->head_dim > 0 ? s->head_dim : s->n_embd / s->n_heads;
+}
+
+static int64_t shape_ff_exp(const struct mkmodel_shape *s) {
+    return s->n_ff_exp > 0 ? s->n_ff_exp : s->n_ff;
 }
 
 /* ==== Types and the recipe ================================================================ */
@@ -214,14 +343,17 @@ enum dtype mkmodel_weight_type(const struct mkmodel_shape *s, enum mkmodel_type 
     } else if (strcmp(name, "token_embd.weight") == 0) {
         /* stays in the base type for every type written here */
     } else if (strstr(name, "attn_v.weight")) {
-        /* (llama.cpp counts attn_v tensors; in these dense shapes that is the layer index) */
+        /* (llama.cpp counts attn_v tensors: one per layer here, so the layer index) */
         const int64_t n_gqa = s->n_kv_heads > 0 ? s->n_heads / s->n_kv_heads : 1;
         if (mix && use_more_bits(layer, s->n_layers)) nt = DTYPE_Q6_K;
         if (t == MKMODEL_TYPE_Q2_K) nt = n_gqa >= 4 ? DTYPE_Q4_K : DTYPE_Q3_K;
         if (t == MKMODEL_TYPE_Q3_K_M) nt = layer < 2 ? DTYPE_Q5_K : DTYPE_Q4_K;
         if (t == MKMODEL_TYPE_Q3_K_L) nt = DTYPE_Q5_K;
         if (t == MKMODEL_TYPE_Q4_K_S && layer < 4) nt = DTYPE_Q5_K;
-    } else if (strstr(name, "ffn_down")) {
+        if (s->n_expert == 8) nt = DTYPE_Q8_0; /* "for the 8-expert model" */
+    } else if (strstr(name, "attn_k.weight")) {
+        if (s->n_expert == 8) nt = DTYPE_Q8_0;
+    } else if (strstr(name, "ffn_down")) { /* ffn_down_exps too, by layer */
         if (mix && use_more_bits(layer, s->n_layers)) nt = DTYPE_Q6_K;
         if (t == MKMODEL_TYPE_Q2_K) nt = DTYPE_Q3_K;
         /* q3_k_m: q4_k except the first sixteenth (q5_k); q3_k only for falcon */
@@ -229,9 +361,15 @@ enum dtype mkmodel_weight_type(const struct mkmodel_shape *s, enum mkmodel_type 
         if (t == MKMODEL_TYPE_Q3_K_L) nt = DTYPE_Q5_K;
         if (t == MKMODEL_TYPE_Q4_K_S && layer < s->n_layers / 8) nt = DTYPE_Q5_K;
     } else if (strstr(name, "attn_output.weight")) {
-        if (t == MKMODEL_TYPE_Q2_K) nt = DTYPE_Q3_K;
-        if (t == MKMODEL_TYPE_Q3_K_M) nt = DTYPE_Q4_K;
-        if (t == MKMODEL_TYPE_Q3_K_L) nt = DTYPE_Q5_K;
+        if (s->n_expert == 8) {
+            if (t == MKMODEL_TYPE_Q2_K || t == MKMODEL_TYPE_Q3_K_S || t == MKMODEL_TYPE_Q3_K_M ||
+                t == MKMODEL_TYPE_Q4_K_S || t == MKMODEL_TYPE_Q4_K_M)
+                nt = DTYPE_Q5_K;
+        } else {
+            if (t == MKMODEL_TYPE_Q2_K) nt = DTYPE_Q3_K;
+            if (t == MKMODEL_TYPE_Q3_K_M) nt = DTYPE_Q4_K;
+            if (t == MKMODEL_TYPE_Q3_K_L) nt = DTYPE_Q5_K;
+        }
     }
 
     if (ne0 % block_size(nt) != 0) {
@@ -286,6 +424,7 @@ static void plan_add(struct plan *p, enum fill_kind kind, int32_t layer, uint32_
     e->t.n_dims = n_dims;
     e->t.ne[0] = ne0;
     e->t.ne[1] = n_dims > 1 ? ne1 : 1;
+    e->t.ne[2] = 1;
     e->t.layer = layer;
 }
 
@@ -297,10 +436,43 @@ static void plan_weight(struct plan *p, const struct mkmodel_shape *s,
     plan_add(p, FILL_WEIGHT, layer, 2, ne0, ne1, type, "%s", name);
 }
 
+/* Adds a 3-D expert weight [ne0, ne1, n_expert] with its recipe type. */
+static void plan_experts(struct plan *p, const struct mkmodel_shape *s,
+                         const struct mkmodel_params *par, int32_t layer, int64_t ne0, int64_t ne1,
+                         const char *name) {
+    enum dtype type = mkmodel_weight_type(s, par->type, name, layer, ne0, par->legacy_fallback);
+    plan_add(p, FILL_WEIGHT, layer, 3, ne0, ne1, type, "%s", name);
+    p->e[p->n - 1].t.ne[2] = s->n_expert;
+}
+
+/* The feed-forward of layer l: dense, or the router (kept f32, as llama-quantize and the
+ * converter leave ffn_gate_inp) and the experts. */
+static void plan_ffn(struct plan *p, const struct mkmodel_shape *s,
+                     const struct mkmodel_params *par, int32_t l) {
+    char name[64];
+    static const char *const gud[3] = {"gate", "up", "down"};
+    if (s->n_expert == 0) {
+        for (int i = 0; i < 3; i++) {
+            snprintf(name, sizeof name, "blk.%d.ffn_%s.weight", l, gud[i]);
+            plan_weight(p, s, par, l, i == 2 ? s->n_ff : s->n_embd, i == 2 ? s->n_embd : s->n_ff,
+                        name);
+        }
+        return;
+    }
+    plan_add(p, FILL_WEIGHT, l, 2, s->n_embd, s->n_expert, DTYPE_F32, "blk.%d.ffn_gate_inp.weight",
+             l);
+    int64_t ff = shape_ff_exp(s);
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "blk.%d.ffn_%s_exps.weight", l, gud[i]);
+        plan_experts(p, s, par, l, i == 2 ? ff : s->n_embd, i == 2 ? s->n_embd : ff, name);
+    }
+}
+
 static void build_plan(const struct mkmodel_shape *s, const struct mkmodel_params *par,
                        int64_t n_vocab, struct plan *p) {
-    int64_t head_dim = s->n_embd / s->n_heads;
-    int64_t n_embd_kv = head_dim * s->n_kv_heads;
+    int64_t head_dim = shape_head_dim(s);
+    int64_t n_embd_kv = head_dim * s->n_kv_heads, n_embd_q = head_dim * s->n_heads;
+    bool qk_norm = s->arch == MKMODEL_ARCH_QWEN3 || s->arch == MKMODEL_ARCH_QWEN3MOE;
     char name[64];
 
     plan_weight(p, s, par, -1, s->n_embd, n_vocab, "token_embd.weight");
@@ -310,28 +482,27 @@ static void build_plan(const struct mkmodel_shape *s, const struct mkmodel_param
         plan_add(p, FILL_NORM, l, 1, s->n_embd, 1, DTYPE_F32, "blk.%d.attn_norm.weight", l);
         static const char *const qkv[3] = {"q", "k", "v"};
         for (int i = 0; i < 3; i++) {
-            int64_t rows = i == 0 ? s->n_embd : n_embd_kv;
+            int64_t rows = i == 0 ? n_embd_q : n_embd_kv;
             snprintf(name, sizeof name, "blk.%d.attn_%s.weight", l, qkv[i]);
             plan_weight(p, s, par, l, s->n_embd, rows, name);
             if (s->qkv_bias)
                 plan_add(p, FILL_BIAS, l, 1, rows, 1, DTYPE_F32, "blk.%d.attn_%s.bias", l, qkv[i]);
         }
+        if (qk_norm) {
+            plan_add(p, FILL_NORM, l, 1, head_dim, 1, DTYPE_F32, "blk.%d.attn_q_norm.weight", l);
+            plan_add(p, FILL_NORM, l, 1, head_dim, 1, DTYPE_F32, "blk.%d.attn_k_norm.weight", l);
+        }
         snprintf(name, sizeof name, "blk.%d.attn_output.weight", l);
-        plan_weight(p, s, par, l, s->n_embd, s->n_embd, name);
+        plan_weight(p, s, par, l, n_embd_q, s->n_embd, name);
         plan_add(p, FILL_NORM, l, 1, s->n_embd, 1, DTYPE_F32, "blk.%d.ffn_norm.weight", l);
-        snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
-        plan_weight(p, s, par, l, s->n_embd, s->n_ff, name);
-        snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
-        plan_weight(p, s, par, l, s->n_embd, s->n_ff, name);
-        snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);
-        plan_weight(p, s, par, l, s->n_ff, s->n_embd, name);
+        plan_ffn(p, s, par, l);
     }
     plan_add(p, FILL_NORM, -1, 1, s->n_embd, 1, DTYPE_F32, "output_norm.weight");
     if (!s->tied) plan_weight(p, s, par, -1, s->n_embd, n_vocab, "output.weight");
 }
 
 static uint64_t tensor_bytes(const struct mkmodel_tensor *t) {
-    return (uint64_t)dtype_row_bytes(t->type, t->ne[0]) * (uint64_t)t->ne[1];
+    return (uint64_t)dtype_row_bytes(t->type, t->ne[0]) * (uint64_t)t->ne[1] * (uint64_t)t->ne[2];
 }
 
 void mkmodel_params_init(struct mkmodel_params *p) {
@@ -543,7 +714,7 @@ static enum status fill_tensor(void *ctx, int64_t index, void *dst, size_t nbyte
         return STATUS_FORMAT;
     }
     uint64_t seed = wc->par->seed ^ hash_name(e->t.name);
-    int64_t rows = e->t.ne[1];
+    int64_t rows = e->t.ne[1] * e->t.ne[2];
     int nth = wc->par->n_threads > 0 ? wc->par->n_threads : 2;
     if (nth > MAX_FILL_THREADS) nth = MAX_FILL_THREADS;
     if ((uint64_t)e->t.ne[0] * (uint64_t)rows < (1u << 16)) nth = 1; /* not worth a thread */
@@ -641,7 +812,7 @@ static void set_synthetic_tokenizer(gguf_writer_t *w, int64_t n) {
 
 static void set_metadata(gguf_writer_t *w, const struct mkmodel_shape *s,
                          const struct mkmodel_params *par, int64_t n_vocab) {
-    const char *arch = arch_name(s->arch);
+    const char *arch = mkmodel_arch_name(s->arch);
     char key[96];
 #define ARCH_KEY(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
     gguf_writer_set_str(w, "general.architecture", arch);
@@ -658,7 +829,17 @@ static void set_metadata(gguf_writer_t *w, const struct mkmodel_shape *s,
     gguf_writer_set_u32(w, ARCH_KEY("attention.head_count"), (uint32_t)s->n_heads);
     gguf_writer_set_u32(w, ARCH_KEY("attention.head_count_kv"), (uint32_t)s->n_kv_heads);
     gguf_writer_set_f32(w, ARCH_KEY("rope.freq_base"), s->rope_theta);
-    gguf_writer_set_u32(w, ARCH_KEY("rope.dimension_count"), (uint32_t)(s->n_embd / s->n_heads));
+    gguf_writer_set_u32(w, ARCH_KEY("rope.dimension_count"), (uint32_t)shape_head_dim(s));
+    if (s->head_dim > 0) {
+        gguf_writer_set_u32(w, ARCH_KEY("attention.key_length"), (uint32_t)s->head_dim);
+        gguf_writer_set_u32(w, ARCH_KEY("attention.value_length"), (uint32_t)s->head_dim);
+    }
+    if (s->n_expert > 0) {
+        gguf_writer_set_u32(w, ARCH_KEY("expert_count"), (uint32_t)s->n_expert);
+        gguf_writer_set_u32(w, ARCH_KEY("expert_used_count"), (uint32_t)s->n_expert_used);
+        if (s->n_ff_exp > 0)
+            gguf_writer_set_u32(w, ARCH_KEY("expert_feed_forward_length"), (uint32_t)s->n_ff_exp);
+    }
     gguf_writer_set_f32(w, ARCH_KEY("attention.layer_norm_rms_epsilon"), s->rms_eps);
 #undef ARCH_KEY
 }
@@ -669,7 +850,7 @@ enum status mkmodel_write(const struct mkmodel_params *par, const char *path) {
     gguf_t *vocab = NULL;
     enum status rc = resolve(par, &s, &n_vocab, &vocab);
     if (rc != STATUS_OK) return rc;
-    if (s->n_embd % s->n_heads != 0 || (s->n_embd / s->n_heads) % 2 != 0) {
+    if ((s->head_dim == 0 && s->n_embd % s->n_heads != 0) || shape_head_dim(s) % 2 != 0) {
         LOG(LOG_ERROR, "shape %s: bad head geometry", s->name);
         gguf_close(&vocab);
         return STATUS_FORMAT;
@@ -692,7 +873,7 @@ enum status mkmodel_write(const struct mkmodel_params *par, const char *path) {
         gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne);
         wc.bytes_total += tensor_bytes(t);
         if (plan.e[i].kind == FILL_WEIGHT && block_size(t->type) > 1)
-            n_blocks[t->type] += t->ne[0] / block_size(t->type) * t->ne[1];
+            n_blocks[t->type] += t->ne[0] / block_size(t->type) * t->ne[1] * t->ne[2];
     }
     for (int t = 0; t < DTYPE_COUNT && !par->exact; t++) {
         /* a pool costs at most an eighth of quantizing every block */

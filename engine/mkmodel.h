@@ -15,7 +15,16 @@
 #include "dtype.h"
 #include "status.h"
 
-enum mkmodel_arch { MKMODEL_ARCH_LLAMA = 0, MKMODEL_ARCH_QWEN2, MKMODEL_ARCH_COUNT };
+enum mkmodel_arch {
+    MKMODEL_ARCH_LLAMA = 0, /* with n_expert > 0: Mixtral-style experts */
+    MKMODEL_ARCH_QWEN2,
+    MKMODEL_ARCH_QWEN3,    /* attn_q_norm / attn_k_norm, no biases */
+    MKMODEL_ARCH_QWEN3MOE, /* qwen3 attention, routed experts */
+    MKMODEL_ARCH_COUNT
+};
+
+/* "llama", "qwen2", ... (general.architecture) */
+const char *mkmodel_arch_name(enum mkmodel_arch a);
 
 struct mkmodel_shape {
     const char *name;  /* "tinyllama-1.1b" */
@@ -37,6 +46,13 @@ struct mkmodel_shape {
     float rope_low_freq_factor;
     float rope_high_freq_factor;
     int64_t rope_orig_ctx;
+    int64_t head_dim; /* 0: n_embd / n_heads; else written as attention.key_length */
+    /* mixture of experts: n_expert > 0 replaces ffn_{gate,up,down} by ffn_gate_inp and the 3-D
+     * ffn_{gate,up,down}_exps [.., .., n_expert]; experts are n_ff_exp wide (qwen3moe's
+     * expert_feed_forward_length) or n_ff (llama/Mixtral, where n_ff_exp is 0) */
+    int64_t n_expert;
+    int64_t n_expert_used;
+    int64_t n_ff_exp;
 };
 
 /* The file types mkmodel writes (llama.cpp's LLAMA_FTYPE_* names, lower case). */
@@ -74,7 +90,7 @@ struct mkmodel_tensor {
     char name[64];
     enum dtype type;
     uint32_t n_dims;
-    int64_t ne[2];
+    int64_t ne[3]; /* unused dims are 1 */
     int32_t layer; /* block index, -1 for global tensors */
 };
 

@@ -416,8 +416,10 @@ static void test_plans(void) {
     }
     int ns = 0;
     const struct mkmodel_shape *s = mkmodel_shapes(&ns);
-    static const char *const required[] = {"tinyllama-1.1b", "llama-3.2-1b", "llama-2-7b",
-                                           "qwen2.5-0.5b", "tiny"};
+    static const char *const required[] = {
+        "tinyllama-1.1b", "llama-3.2-1b",  "llama-2-7b",  "qwen2.5-0.5b",  "tiny",
+        "llama-3.1-8b",   "qwen3-0.6b",    "qwen3-8b",    "qwen3-30b-a3b", "mixtral-8x7b",
+        "tiny-qwen3",     "tiny-qwen3moe", "tiny-mixtral"};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
         CHECK(mkmodel_find_shape(required[i]), "no shape %s", required[i]);
     for (int i = 0; i < ns; i++) {
@@ -490,6 +492,109 @@ static void test_plans(void) {
     CHECK(mkmodel_plan(&p, &tt, &n, NULL) == STATUS_FORMAT, "unknown shape accepted");
     CHECK(mkmodel_type_parse("Q4_K_M") == MKMODEL_TYPE_Q4_K_M, "parse q4_k_m");
     CHECK(mkmodel_type_parse("q4_k") == -1, "parse q4_k");
+}
+
+/* The qwen3 and mixture-of-experts shapes written and read back: metadata, the per-head norms
+ * and wide q of qwen3, the f32 router and 3-D experts, and llama-quant.cpp's recipe for
+ * 8-expert files (attn_k/attn_v q8_0, attn_output q5_k in q4_k_m) and for ffn_down_exps
+ * (q6_k in the use_more_bits layers: of 2 layers, layer 1). */
+static void test_moe_shapes(void) {
+    char path[256];
+    gguf_t *g = NULL;
+
+    path_for(path, sizeof path, "tiny-qwen3", "q8_0", "-arch");
+    CHECK(write_model("tiny-qwen3", MKMODEL_TYPE_Q8_0, true, 2, 1, NULL, path) == STATUS_OK,
+          "write tiny-qwen3");
+    if (gguf_open(path, &g) == STATUS_OK) {
+        const char *a = gguf_get_str(g, "general.architecture");
+        CHECK(a && strcmp(a, "qwen3") == 0, "tiny-qwen3 architecture %s", a ? a : "-");
+        CHECK(get_u32(g, "qwen3.attention.key_length") == 128, "qwen3 key_length");
+        CHECK(get_u32(g, "qwen3.rope.dimension_count") == 128, "qwen3 rope dims");
+        check_tensor(g, "blk.1.attn_q.weight", DTYPE_Q8_0, 256, 512, "tiny-qwen3");
+        check_tensor(g, "blk.1.attn_k.weight", DTYPE_Q8_0, 256, 256, "tiny-qwen3");
+        check_tensor(g, "blk.1.attn_output.weight", DTYPE_Q8_0, 512, 256, "tiny-qwen3");
+        check_tensor(g, "blk.1.attn_q_norm.weight", DTYPE_F32, 128, 1, "tiny-qwen3");
+        check_tensor(g, "blk.1.attn_k_norm.weight", DTYPE_F32, 128, 1, "tiny-qwen3");
+        CHECK(!gguf_find_tensor(g, "blk.0.attn_q.bias"), "qwen3 has a q bias");
+        gguf_close(&g);
+    }
+    unlink(path);
+
+    static const struct {
+        const char *shape, *arch;
+        int64_t n_expert, used, ff_exp;
+    } moe[] = {{"tiny-qwen3moe", "qwen3moe", 16, 4, 256}, {"tiny-mixtral", "llama", 8, 2, 512}};
+    for (size_t i = 0; i < sizeof moe / sizeof moe[0]; i++) {
+        path_for(path, sizeof path, moe[i].shape, "q4_k_m", "-arch");
+        CHECK(write_model(moe[i].shape, MKMODEL_TYPE_Q4_K_M, true, 2, 1, NULL, path) == STATUS_OK,
+              "write %s", moe[i].shape);
+        if (gguf_open(path, &g) != STATUS_OK) {
+            CHECK(0, "open %s", path);
+            continue;
+        }
+        char key[96];
+        snprintf(key, sizeof key, "%s.expert_count", moe[i].arch);
+        CHECK(get_u32(g, key) == moe[i].n_expert, "%s", key);
+        snprintf(key, sizeof key, "%s.expert_used_count", moe[i].arch);
+        CHECK(get_u32(g, key) == moe[i].used, "%s", key);
+        uint32_t v = 0;
+        snprintf(key, sizeof key, "%s.expert_feed_forward_length", moe[i].arch);
+        CHECK(gguf_get_u32(g, key, &v) == (strcmp(moe[i].arch, "qwen3moe") == 0), "%s", key);
+        for (int l = 0; l < 2; l++) {
+            char n[64];
+            snprintf(n, sizeof n, "blk.%d.ffn_gate_inp.weight", l);
+            check_tensor(g, n, DTYPE_F32, 256, moe[i].n_expert, moe[i].shape);
+            snprintf(n, sizeof n, "blk.%d.ffn_gate.weight", l);
+            CHECK(!gguf_find_tensor(g, n), "%s: dense %s", moe[i].shape, n);
+            static const char *const gud[3] = {"gate", "up", "down"};
+            for (int k = 0; k < 3; k++) {
+                snprintf(n, sizeof n, "blk.%d.ffn_%s_exps.weight", l, gud[k]);
+                const struct gguf_tensor *t = gguf_find_tensor(g, n);
+                CHECK(t, "%s: no %s", moe[i].shape, n);
+                if (!t) continue;
+                int64_t ne0 = k == 2 ? moe[i].ff_exp : 256, ne1 = k == 2 ? 256 : moe[i].ff_exp;
+                enum dtype want = k == 2 && l == 1 ? DTYPE_Q6_K : DTYPE_Q4_K;
+                CHECK(t->n_dims == 3 && t->ne[0] == ne0 && t->ne[1] == ne1 &&
+                          t->ne[2] == moe[i].n_expert && t->type == want &&
+                          t->nbytes == dtype_row_bytes(want, ne0) * (size_t)(ne1 * moe[i].n_expert),
+                      "%s: %s is %s [%lld, %lld, %lld]", moe[i].shape, n, dtype_name(t->type),
+                      (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2]);
+            }
+            bool eight = moe[i].n_expert == 8;
+            snprintf(n, sizeof n, "blk.%d.attn_k.weight", l);
+            check_tensor(g, n, eight ? DTYPE_Q8_0 : DTYPE_Q4_K, 256, 128, moe[i].shape);
+            snprintf(n, sizeof n, "blk.%d.attn_v.weight", l);
+            check_tensor(g, n,
+                         eight    ? DTYPE_Q8_0
+                         : l == 1 ? DTYPE_Q6_K
+                                  : DTYPE_Q4_K,
+                         256, 128, moe[i].shape);
+            snprintf(n, sizeof n, "blk.%d.attn_output.weight", l);
+            check_tensor(g, n, eight ? DTYPE_Q5_K : DTYPE_Q4_K, 256, 256, moe[i].shape);
+        }
+        gguf_close(&g);
+        unlink(path);
+    }
+
+    /* the big MoE shapes plan (sizes printed for the record) */
+    static const char *const big[] = {"qwen3-30b-a3b", "mixtral-8x7b"};
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        struct mkmodel_params p;
+        mkmodel_params_init(&p);
+        p.shape = big[i];
+        p.type = MKMODEL_TYPE_Q4_K_M;
+        struct mkmodel_tensor *t = NULL;
+        int64_t n = 0;
+        uint64_t bytes = 0;
+        CHECK(mkmodel_plan(&p, &t, &n, &bytes) == STATUS_OK, "plan %s", big[i]);
+        int n_exps = 0;
+        for (int64_t k = 0; k < n; k++) n_exps += t[k].n_dims == 3;
+        CHECK(n_exps == 3 * (int)mkmodel_find_shape(big[i])->n_layers, "%s: %d expert tensors",
+              big[i], n_exps);
+        printf("%s q4_k_m: %lld tensors, %.2f GB of tensor data\n", big[i], (long long)n,
+               (double)bytes / 1e9);
+        free(t);
+    }
 }
 
 static void test_errors(void) {
@@ -624,6 +729,7 @@ int main(void) {
     test_llama3_rope();
     test_vocab_from();
     test_plans();
+    test_moe_shapes();
     test_errors();
     test_cli();
 #ifdef HAVE_TOKENIZER
@@ -634,6 +740,9 @@ int main(void) {
     test_forward("tiny-llama3", MKMODEL_TYPE_Q8_0);
     test_forward("tiny-qwen2", MKMODEL_TYPE_Q4_K_M);
     test_forward("tiny-qwen2", MKMODEL_TYPE_F16);
+    test_forward("tiny-qwen3", MKMODEL_TYPE_Q4_K_M);
+    test_forward("tiny-qwen3moe", MKMODEL_TYPE_Q4_K_M);
+    test_forward("tiny-mixtral", MKMODEL_TYPE_Q4_0);
 #endif
     rmdir(dir);
     if (failures) {

@@ -1,4 +1,4 @@
-/* model: loads one slice [layer_first, layer_end) of a llama/qwen2 GGUF model.
+/* model: loads one slice [layer_first, layer_end) of a llama/qwen2/qwen3/qwen3moe GGUF model.
  * Hyperparameters come only from metadata; every tensor the slice needs is checked for
  * presence, shape and type before use. Weights stay in the file mapping (read-only views);
  * the KV cache and activation buffers are allocated here, once. */
@@ -13,7 +13,7 @@
 #include "log.h"
 #include "quant.h"
 
-static const char *const arch_names[MODEL_ARCH_COUNT] = {"llama", "qwen2"};
+static const char *const arch_names[MODEL_ARCH_COUNT] = {"llama", "qwen2", "qwen3", "qwen3moe"};
 
 static void *alloc_buf(size_t bytes, size_t *total) {
     size_t rounded = (bytes + 63) & ~(size_t)63;
@@ -39,8 +39,46 @@ static bool get_hparam_f(const gguf_t *g, const char *arch, const char *name, fl
     return gguf_get_f32(g, key, out);
 }
 
+/* The mixture-of-experts keys, as llama.cpp reads them: expert_count and expert_used_count;
+ * qwen3moe experts are expert_feed_forward_length wide (n_ff / n_expert_used when absent),
+ * llama (Mixtral) experts n_ff wide; the chosen weights are renormalized unless
+ * expert_weights_norm says false. */
+static enum status read_experts(const gguf_t *g, const char *path, const char *arch,
+                                struct model_config *c) {
+    if (!get_hparam(g, arch, "expert_count", &c->n_expert)) c->n_expert = 0;
+    if (!get_hparam(g, arch, "expert_used_count", &c->n_expert_used)) c->n_expert_used = 0;
+    bool moe_arch = c->arch == MODEL_ARCH_QWEN3MOE;
+    if (c->n_expert == 0 && !moe_arch) return STATUS_OK;
+    if (c->arch != MODEL_ARCH_LLAMA && !moe_arch) {
+        LOG(LOG_ERROR, "%s: %s with experts is not supported", path, arch_names[c->arch]);
+        return STATUS_UNSUPPORTED;
+    }
+    if (c->n_expert <= 0 || c->n_expert > MODEL_MAX_EXPERTS || c->n_expert_used <= 0 ||
+        c->n_expert_used > c->n_expert || c->n_expert_used > MODEL_MAX_EXPERTS_USED) {
+        LOG(LOG_ERROR, "%s: invalid %s.expert_count %lld / expert_used_count %lld", path, arch,
+            (long long)c->n_expert, (long long)c->n_expert_used);
+        return STATUS_FORMAT;
+    }
+    if (moe_arch) {
+        if (!get_hparam(g, arch, "expert_feed_forward_length", &c->n_ff_exp))
+            c->n_ff_exp = c->n_ff / c->n_expert_used;
+    } else {
+        c->n_ff_exp = c->n_ff;
+    }
+    if (c->n_ff_exp <= 0 || c->n_ff_exp > (1 << 22)) {
+        LOG(LOG_ERROR, "%s: invalid expert width %lld", path, (long long)c->n_ff_exp);
+        return STATUS_FORMAT;
+    }
+    char key[128];
+    snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+    bool norm = true;
+    c->expert_norm = gguf_get_bool(g, key, &norm) ? norm : true;
+    return STATUS_OK;
+}
+
 static enum status read_config(const gguf_t *g, const char *path, struct model_config *c) {
     memset(c, 0, sizeof *c);
+    enum status rc;
     const char *arch = gguf_get_str(g, "general.architecture");
     if (!arch) {
         LOG(LOG_ERROR, "%s: no general.architecture key", path);
@@ -50,12 +88,15 @@ static enum status read_config(const gguf_t *g, const char *path, struct model_c
     for (int i = 0; i < MODEL_ARCH_COUNT; i++)
         if (strcmp(arch, arch_names[i]) == 0) a = i;
     if (a < 0) {
-        LOG(LOG_ERROR, "%s: architecture '%s' is not supported (caravan runs llama and qwen2)",
+        LOG(LOG_ERROR,
+            "%s: architecture '%s' is not supported (caravan runs llama, qwen2, qwen3 and "
+            "qwen3moe)",
             path, arch);
         return STATUS_UNSUPPORTED;
     }
     c->arch = (enum model_arch)a;
-    c->rope = c->arch == MODEL_ARCH_QWEN2 ? MODEL_ROPE_NEOX : MODEL_ROPE_NORM;
+    c->rope = c->arch == MODEL_ARCH_LLAMA ? MODEL_ROPE_NORM : MODEL_ROPE_NEOX;
+    c->qk_norm = c->arch == MODEL_ARCH_QWEN3 || c->arch == MODEL_ARCH_QWEN3MOE;
 
     struct {
         const char *name;
@@ -104,6 +145,7 @@ static enum status read_config(const gguf_t *g, const char *path, struct model_c
         LOG(LOG_ERROR, "%s: cannot tell the vocabulary size", path);
         return STATUS_FORMAT;
     }
+    if ((rc = read_experts(g, path, arch, c)) != STATUS_OK) return rc;
     c->tied_output = gguf_find_tensor(g, "output.weight") == NULL;
     c->rope_freqs = gguf_find_tensor(g, "rope_freqs.weight") != NULL;
     return STATUS_OK;
@@ -161,6 +203,46 @@ static bool need_matrix(struct loader *ld, const char *name, int64_t n_in, int64
     return true;
 }
 
+/* A 3-D expert tensor [n_in, n_out, n_expert] in a computable type. */
+static bool need_experts(struct loader *ld, const char *name, int64_t n_in, int64_t n_out,
+                         struct moe_weight *w) {
+    const struct model_config *c = &ld->m->cfg;
+    const struct gguf_tensor *t = gguf_find_tensor(ld->m->gguf, name);
+    if (!t) {
+        LOG(LOG_ERROR, "%s: tensor '%s' is missing", ld->path, name);
+        return false;
+    }
+    if (t->n_dims != 3 || t->ne[0] != n_in || t->ne[1] != n_out || t->ne[2] != c->n_expert) {
+        LOG(LOG_ERROR, "%s: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld, %lld]",
+            ld->path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+            (long long)n_in, (long long)n_out, (long long)c->n_expert);
+        return false;
+    }
+    if (!dtype_supported(t->type)) {
+        LOG(LOG_ERROR, "%s: tensor '%s' has type %s, which caravan cannot compute with", ld->path,
+            name, dtype_name(t->type));
+        return false;
+    }
+    w->w = (struct matmul_weight){.type = t->type, .n_in = n_in, .n_out = n_out, .data = t->data};
+    w->stride = dtype_row_bytes(t->type, n_in) * (size_t)n_out;
+    ld->m->weight_bytes += t->nbytes;
+    return true;
+}
+
+/* The feed-forward of a mixture-of-experts layer: router and the three expert tensors. */
+static enum status load_moe(struct loader *ld, int il, struct layer *L) {
+    const struct model_config *c = &ld->m->cfg;
+    char n[96];
+#define NAME(suffix) (snprintf(n, sizeof n, "blk.%d." suffix, il), n)
+    if (!need_matrix(ld, NAME("ffn_gate_inp.weight"), c->n_embd, c->n_expert, &L->gate_inp) ||
+        !need_experts(ld, NAME("ffn_gate_exps.weight"), c->n_embd, c->n_ff_exp, &L->gate_exps) ||
+        !need_experts(ld, NAME("ffn_up_exps.weight"), c->n_embd, c->n_ff_exp, &L->up_exps) ||
+        !need_experts(ld, NAME("ffn_down_exps.weight"), c->n_ff_exp, c->n_embd, &L->down_exps))
+        return STATUS_FORMAT;
+#undef NAME
+    return STATUS_OK;
+}
+
 static enum status load_layer(struct loader *ld, int il, struct layer *L) {
     const struct model_config *c = &ld->m->cfg;
     int64_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
@@ -171,10 +253,18 @@ static enum status load_layer(struct loader *ld, int il, struct layer *L) {
         !need_matrix(ld, NAME("attn_k.weight"), c->n_embd, kv_dim, &L->wk) ||
         !need_matrix(ld, NAME("attn_v.weight"), c->n_embd, kv_dim, &L->wv) ||
         !need_matrix(ld, NAME("attn_output.weight"), q_dim, c->n_embd, &L->wo) ||
-        !need_f32(ld, NAME("ffn_norm.weight"), c->n_embd, &L->ffn_norm) ||
-        !need_matrix(ld, NAME("ffn_gate.weight"), c->n_embd, c->n_ff, &L->w_gate) ||
-        !need_matrix(ld, NAME("ffn_up.weight"), c->n_embd, c->n_ff, &L->w_up) ||
-        !need_matrix(ld, NAME("ffn_down.weight"), c->n_ff, c->n_embd, &L->w_down))
+        !need_f32(ld, NAME("ffn_norm.weight"), c->n_embd, &L->ffn_norm))
+        return STATUS_FORMAT;
+    if (c->n_expert > 0) {
+        enum status rc = load_moe(ld, il, L);
+        if (rc != STATUS_OK) return rc;
+    } else if (!need_matrix(ld, NAME("ffn_gate.weight"), c->n_embd, c->n_ff, &L->w_gate) ||
+               !need_matrix(ld, NAME("ffn_up.weight"), c->n_embd, c->n_ff, &L->w_up) ||
+               !need_matrix(ld, NAME("ffn_down.weight"), c->n_ff, c->n_embd, &L->w_down)) {
+        return STATUS_FORMAT;
+    }
+    if (c->qk_norm && (!need_f32(ld, NAME("attn_q_norm.weight"), c->head_dim, &L->q_norm) ||
+                       !need_f32(ld, NAME("attn_k_norm.weight"), c->head_dim, &L->k_norm)))
         return STATUS_FORMAT;
     if (c->arch == MODEL_ARCH_QWEN2 && (!need_f32(ld, NAME("attn_q.bias"), q_dim, &L->bq) ||
                                         !need_f32(ld, NAME("attn_k.bias"), kv_dim, &L->bk) ||
@@ -196,7 +286,11 @@ static void touch_range(const void *data, size_t bytes) {
 }
 
 static void touch_weight(const struct matmul_weight *w) {
-    touch_range(w->data, (size_t)w->n_out * dtype_row_bytes(w->type, w->n_in));
+    if (w->data) touch_range(w->data, (size_t)w->n_out * dtype_row_bytes(w->type, w->n_in));
+}
+
+static void touch_experts(const struct moe_weight *w, int64_t n_expert) {
+    if (w->w.data) touch_range(w->w.data, w->stride * (size_t)n_expert);
 }
 
 static void touch_slice(const model_t *m) {
@@ -205,6 +299,10 @@ static void touch_slice(const model_t *m) {
         const struct matmul_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
                                             &L->w_gate, &L->w_up, &L->w_down};
         for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) touch_weight(ws[j]);
+        touch_weight(&L->gate_inp);
+        touch_experts(&L->gate_exps, m->cfg.n_expert);
+        touch_experts(&L->up_exps, m->cfg.n_expert);
+        touch_experts(&L->down_exps, m->cfg.n_expert);
     }
     if (m->output.data) touch_weight(&m->output);
 }
@@ -248,8 +346,48 @@ enum buf_id {
     BUF_ROPE_SIN,
     BUF_OUT_ROWS,
     BUF_SCRATCH,
+    /* mixture of experts only (0 bytes, not allocated, for a dense model) */
+    BUF_MOE_PROBS,
+    BUF_MOE_SEL,
+    BUF_MOE_W,
+    BUF_MOE_ROWS,
+    BUF_MOE_X,
+    BUF_MOE_G,
+    BUF_MOE_U,
+    BUF_MOE_Y,
+    BUF_MOE_OUT,
     BUF_COUNT
 };
+
+/* Matmul scratch of the router and experts: one expert sees at most n_batch rows. */
+static size_t moe_scratch(const model_t *m) {
+    size_t s = 0;
+    for (int64_t i = 0; i < m->layer_end - m->layer_first; i++) {
+        const struct layer *L = &m->layers[i];
+        s = max_sz(s, scratch_for(&L->gate_inp, m->n_batch));
+        s = max_sz(s, scratch_for(&L->gate_exps.w, m->n_batch));
+        s = max_sz(s, scratch_for(&L->up_exps.w, m->n_batch));
+        s = max_sz(s, scratch_for(&L->down_exps.w, m->n_batch));
+    }
+    return s;
+}
+
+/* The expert buffers: router probabilities, choices and weights per token, one expert's
+ * gathered rows and results, and every (token, slot) output before the per-token sum. */
+static void moe_buffer_sizes(const model_t *m, size_t sz[BUF_COUNT]) {
+    const struct model_config *c = &m->cfg;
+    size_t B = (size_t)m->n_batch, K = (size_t)c->n_expert_used, E = (size_t)c->n_embd;
+    size_t F = (size_t)c->n_ff_exp;
+    sz[BUF_MOE_PROBS] = sizeof(float) * B * (size_t)c->n_expert;
+    sz[BUF_MOE_SEL] = sizeof(int32_t) * B * K;
+    sz[BUF_MOE_W] = sizeof(float) * B * K;
+    sz[BUF_MOE_ROWS] = sizeof(int32_t) * B;
+    sz[BUF_MOE_X] = sizeof(float) * B * E;
+    sz[BUF_MOE_G] = sizeof(float) * B * F;
+    sz[BUF_MOE_U] = sizeof(float) * B * F;
+    sz[BUF_MOE_Y] = sizeof(float) * B * E;
+    sz[BUF_MOE_OUT] = sizeof(float) * B * K * E;
+}
 
 /* The bytes of each buffer for a resolved slice (layers and head known) and n_threads threads.
  * model_load allocates exactly these and model_estimate adds them up, so the planner's figures
@@ -267,7 +405,8 @@ static void buffer_sizes(const model_t *m, int n_threads, size_t sz[BUF_COUNT]) 
     sz[BUF_Q] = sizeof(float) * (size_t)(B * q_dim);
     sz[BUF_K] = sizeof(float) * (size_t)(B * kv_dim);
     sz[BUF_V] = sizeof(float) * (size_t)(B * kv_dim);
-    sz[BUF_HB] = sizeof(float) * (size_t)(B * c->n_ff);
+    /* hb also takes the attention output (T, n_embd) */
+    sz[BUF_HB] = sizeof(float) * (size_t)(B * (c->n_ff > c->n_embd ? c->n_ff : c->n_embd));
     sz[BUF_HB2] = sizeof(float) * (size_t)(B * c->n_ff);
     sz[BUF_ATT] = sizeof(float) * (size_t)n_threads * (size_t)m->n_ctx;
     sz[BUF_ROPE_COS] = sizeof(float) * (size_t)m->n_ctx * (size_t)(c->n_rot / 2);
@@ -284,7 +423,9 @@ static void buffer_sizes(const model_t *m, int n_threads, size_t sz[BUF_COUNT]) 
         s = max_sz(s, scratch_for(&L->w_up, B));
         s = max_sz(s, scratch_for(&L->w_down, B));
     }
-    sz[BUF_SCRATCH] = max_sz(s, scratch_for(&m->output, B));
+    sz[BUF_SCRATCH] = max_sz(max_sz(s, scratch_for(&m->output, B)), moe_scratch(m));
+    for (int i = BUF_MOE_PROBS; i <= BUF_MOE_OUT; i++) sz[i] = 0;
+    if (c->n_expert > 0) moe_buffer_sizes(m, sz);
 }
 
 /* What alloc_buf adds to the total for a request of `bytes`. */
@@ -311,6 +452,22 @@ static enum status alloc_buffers(model_t *m) {
     m->rope_sin = alloc_buf(sz[BUF_ROPE_SIN], tot);
     m->out_rows = alloc_buf(sz[BUF_OUT_ROWS], tot);
     m->scratch = alloc_buf(sz[BUF_SCRATCH], tot);
+    if (m->cfg.n_expert > 0) {
+        m->moe_probs = alloc_buf(sz[BUF_MOE_PROBS], tot);
+        m->moe_sel = alloc_buf(sz[BUF_MOE_SEL], tot);
+        m->moe_w = alloc_buf(sz[BUF_MOE_W], tot);
+        m->moe_rows = alloc_buf(sz[BUF_MOE_ROWS], tot);
+        m->moe_x = alloc_buf(sz[BUF_MOE_X], tot);
+        m->moe_g = alloc_buf(sz[BUF_MOE_G], tot);
+        m->moe_u = alloc_buf(sz[BUF_MOE_U], tot);
+        m->moe_y = alloc_buf(sz[BUF_MOE_Y], tot);
+        m->moe_out = alloc_buf(sz[BUF_MOE_OUT], tot);
+        if (!m->moe_probs || !m->moe_sel || !m->moe_w || !m->moe_rows || !m->moe_x || !m->moe_g ||
+            !m->moe_u || !m->moe_y || !m->moe_out) {
+            LOG(LOG_ERROR, "cannot allocate the expert buffers (n_batch %d)", m->n_batch);
+            return STATUS_NOMEM;
+        }
+    }
     if (!m->k_cache || !m->v_cache || !m->seq_len || !m->x || !m->xb || !m->q || !m->k || !m->v ||
         !m->hb || !m->hb2 || !m->att || !m->rope_cos || !m->rope_sin || !m->out_rows ||
         !m->scratch) {
@@ -433,6 +590,15 @@ void model_free(model_t **self_p) {
     free(m->rope_sin);
     free(m->out_rows);
     free(m->scratch);
+    free(m->moe_probs);
+    free(m->moe_sel);
+    free(m->moe_w);
+    free(m->moe_rows);
+    free(m->moe_x);
+    free(m->moe_g);
+    free(m->moe_u);
+    free(m->moe_y);
+    free(m->moe_out);
     free(m->layers);
     threadpool_destroy(&m->tp);
     gguf_close(&m->gguf);

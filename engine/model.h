@@ -1,4 +1,5 @@
-/* model: a Llama-family transformer (llama, qwen2) loaded from GGUF for one contiguous range
+/* model: a Llama-family transformer (llama, qwen2, qwen3, qwen3moe; llama files with experts
+ * are Mixtral-style mixtures of experts) loaded from GGUF for one contiguous range
  * of layers, computed over batches of tokens from several sequences at once.
  *
  * A slice [layer_first, layer_end) of an n_layers model:
@@ -18,7 +19,13 @@
 #include "gguf.h"
 #include "status.h"
 
-enum model_arch { MODEL_ARCH_LLAMA = 0, MODEL_ARCH_QWEN2, MODEL_ARCH_COUNT };
+enum model_arch {
+    MODEL_ARCH_LLAMA = 0, /* with expert_count > 0: Mixtral-style routed experts */
+    MODEL_ARCH_QWEN2,
+    MODEL_ARCH_QWEN3,    /* per-head RMSNorm of q and k, no qkv biases */
+    MODEL_ARCH_QWEN3MOE, /* qwen3 attention, routed experts */
+    MODEL_ARCH_COUNT
+};
 enum model_rope { MODEL_ROPE_NORM = 0, MODEL_ROPE_NEOX, MODEL_ROPE_COUNT };
 
 /* Hyperparameters, read from metadata only. */
@@ -38,6 +45,15 @@ struct model_config {
     float rms_eps;
     bool rope_freqs;  /* llama3 scaling: per-dimension frequency factors (rope_freqs.weight) */
     bool tied_output; /* no output.weight: the head reuses token_embd.weight */
+    bool qk_norm;     /* qwen3: attn_q_norm / attn_k_norm (head_dim) before rope */
+    /* Mixture of experts (n_expert > 0): each layer's FFN is n_expert SwiGLU experts of n_ff_exp
+     * (ffn_{gate,up,down}_exps, 3-D), a router ffn_gate_inp (n_embd -> n_expert), softmax over
+     * all experts, the n_expert_used most probable taken, their weights divided by their sum
+     * when expert_norm, and the weighted outputs summed in rank order. */
+    int64_t n_expert;      /* expert_count; 0 for a dense model */
+    int64_t n_expert_used; /* expert_used_count */
+    int64_t n_ff_exp;      /* expert_feed_forward_length (qwen3moe), n_ff for llama */
+    bool expert_norm;      /* expert_weights_norm; true when absent, as llama.cpp does */
 };
 
 struct model_params {

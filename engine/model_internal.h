@@ -4,6 +4,17 @@
 #include "model.h"
 #include "threadpool.h"
 
+/* A 3-D GGUF tensor [n_in, n_out, n_expert]: expert e's matrix is w with data advanced by
+ * e * stride bytes. */
+struct moe_weight {
+    struct matmul_weight w; /* expert 0 */
+    size_t stride;          /* bytes per expert */
+};
+
+/* The most experts a model may have and use per token (llama.cpp's LLAMA_MAX_EXPERTS is 512). */
+#define MODEL_MAX_EXPERTS 512
+#define MODEL_MAX_EXPERTS_USED 64
+
 struct layer {
     const float *attn_norm;      /* (n_embd) */
     struct matmul_weight wq;     /* (n_embd -> n_heads*head_dim) */
@@ -15,6 +26,13 @@ struct layer {
     struct matmul_weight w_gate; /* (n_embd -> n_ff) */
     struct matmul_weight w_up;   /* (n_embd -> n_ff) */
     struct matmul_weight w_down; /* (n_ff -> n_embd) */
+    /* qwen3: per-head norms of q and k, (head_dim); NULL otherwise */
+    const float *q_norm, *k_norm;
+    /* mixture of experts (cfg.n_expert > 0; then w_gate/w_up/w_down are unused) */
+    struct matmul_weight gate_inp; /* router (n_embd -> n_expert) */
+    struct moe_weight gate_exps;   /* n_expert x (n_embd -> n_ff_exp) */
+    struct moe_weight up_exps;     /* n_expert x (n_embd -> n_ff_exp) */
+    struct moe_weight down_exps;   /* n_expert x (n_ff_exp -> n_embd) */
 };
 
 struct model {
@@ -46,6 +64,15 @@ struct model {
     float *att; /* (n_threads, n_ctx) attention scores */
     float *rope_cos, *rope_sin; /* (n_ctx, n_rot/2) */
     int32_t *out_rows;          /* (n_batch) rows that produce logits */
-    void *scratch;              /* matmul scratch */
+    /* mixture of experts, allocated when cfg.n_expert > 0 */
+    float *moe_probs;     /* (n_batch, n_expert) router logits, then probabilities */
+    int32_t *moe_sel;     /* (n_batch, n_expert_used) chosen experts, most probable first */
+    float *moe_w;         /* (n_batch, n_expert_used) their weights */
+    int32_t *moe_rows;    /* (n_batch) slots t * n_expert_used + k routed to one expert */
+    float *moe_x;         /* (n_batch, n_embd) gathered inputs of one expert */
+    float *moe_g, *moe_u; /* (n_batch, n_ff_exp) gate and up of one expert */
+    float *moe_y;         /* (n_batch, n_embd) down of one expert */
+    float *moe_out;       /* (n_batch, n_expert_used, n_embd) each slot's expert output */
+    void *scratch;        /* matmul scratch */
     size_t buffer_bytes;
 };

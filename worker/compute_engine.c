@@ -2,16 +2,30 @@
 #include "compute_engine.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "quant.h"
 
 enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     struct compute_engine *e = ctx;
-    model_free(&e->model);
     const char *path = slice->weights_path ? slice->weights_path : e->model_path;
+    if (e->model && path && strcmp(path, e->loaded_path) == 0 &&
+        slice->layer_first == e->loaded_first && slice->layer_end == e->loaded_end &&
+        slice->n_ctx == e->loaded_ctx && slice->n_seq == e->loaded_seq &&
+        slice->n_batch == e->loaded_batch && strcmp(slice->kernels, e->loaded_kernels) == 0) {
+        /* A re-plan that leaves this worker its layers: keep them, forget every sequence (the
+         * coordinator re-sends what it needs). */
+        compute_engine_reset(e, -1);
+        LOG(LOG_INFO, "worker: layers [%d, %d) already loaded; KV cache reset", slice->layer_first,
+            slice->layer_end);
+        return STATUS_OK;
+    }
+    model_free(&e->model);
+    e->loaded_path[0] = '\0';
     e->identity = path == NULL;
     if (e->identity) {
         LOG(LOG_INFO, "worker: the plan has no weights: computing the identity over activations");
@@ -34,6 +48,13 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     };
     enum status rc = model_load(path, &p, &e->model);
     if (rc != STATUS_OK) return rc;
+    snprintf(e->loaded_path, sizeof e->loaded_path, "%s", path);
+    e->loaded_first = slice->layer_first;
+    e->loaded_end = slice->layer_end;
+    e->loaded_ctx = slice->n_ctx;
+    e->loaded_seq = slice->n_seq;
+    e->loaded_batch = slice->n_batch;
+    snprintf(e->loaded_kernels, sizeof e->loaded_kernels, "%s", slice->kernels);
     LOG(LOG_INFO,
         "worker: loaded layers [%d, %d) of %s (%.1f MiB of weights, %.1f MiB of KV cache and "
         "buffers for n_ctx %d x n_seq %d), kernels %s",
@@ -47,6 +68,10 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
 enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
                                    const Caravan__Forward *in, struct worker_tensor *out) {
     struct compute_engine *e = ctx;
+    if (e->delay_ms > 0) {
+        struct timespec d = {e->delay_ms / 1000, (long)(e->delay_ms % 1000) * 1000000L};
+        nanosleep(&d, NULL);
+    }
     if (e->identity) return worker_compute_identity(NULL, slice, in, out);
     memset(out, 0, sizeof *out);
     model_t *m = e->model;

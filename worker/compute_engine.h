@@ -12,8 +12,13 @@
 struct compute_engine {
     const char *model_path; /* the worker's local GGUF, or NULL */
     int32_t n_threads;      /* 0 = all cores */
+    int32_t delay_ms;       /* added to every Forward (tests, simulating a slower machine) */
     model_t *model;         /* loaded slice, or NULL */
     bool identity;          /* the current plan has no weights */
+    /* What `model` was loaded with: a new Assign asking for the same keeps it (KV reset). */
+    char loaded_path[1024];
+    int32_t loaded_first, loaded_end, loaded_ctx, loaded_seq, loaded_batch;
+    char loaded_kernels[32];
 };
 
 /* worker_load_fn / worker_compute_fn / worker_reset_fn with ctx = struct compute_engine *. */

@@ -46,6 +46,13 @@ struct worker {
     bool request_pending;                 /* the next WeightRequest waits for the rate limit */
     uint64_t request_due_ms;
 
+    /* The slice loaded now (reported when re-joining), and whether a drain was asked. */
+    bool loaded;
+    int32_t loaded_first, loaded_end;
+    uint8_t loaded_fp[CRYPTO_HASH_BYTES];
+    char loaded_path[1024]; /* its cache file, "" when from the local model */
+    bool draining;
+
     /* Hidden states to the next stage in this dtype (Assign.act_dtype: F32 or F16). */
     Caravan__DType act_dtype;
 
@@ -86,8 +93,19 @@ enum worker_state worker_state(const worker_t *w) {
 uint64_t worker_n_computed(const worker_t *w) {
     return w->n_computed;
 }
+uint64_t worker_epoch(const worker_t *w) {
+    return w->slice.epoch;
+}
+void worker_layers(const worker_t *w, int32_t *first, int32_t *end) {
+    bool have = w->state == WORKER_STATE_READY;
+    *first = have ? w->slice.layer_first : 0;
+    *end = have ? w->slice.layer_end : 0;
+}
 uint32_t worker_node_id(const worker_t *w) {
     return w->node_id;
+}
+uint32_t worker_heartbeat_ms(const worker_t *w) {
+    return w->heartbeat_ms;
 }
 uint32_t worker_timeout_ms(const worker_t *w) {
     return w->timeout_ms;
@@ -203,9 +221,8 @@ static void send_weight_request(worker_t *w, struct worker_actions *acts) {
 
 /* ==== Join ==================================================================================== */
 
-void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
-    w->start_ms = now_ms;
-    w->state = WORKER_STATE_JOINING;
+/* Sends a Join (the first, or again after the coordinator went silent). */
+static void send_join(worker_t *w, struct worker_actions *acts) {
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     Caravan__Envelope env;
@@ -267,6 +284,11 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
         j.n_cached_slices = w->cfg.n_cached;
     }
     j.software = "caravan 0.1.0";
+    j.prev_node_id = w->node_id;
+    if (w->loaded) {
+        j.loaded_first = w->loaded_first;
+        j.loaded_end = w->loaded_end;
+    }
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
@@ -274,6 +296,40 @@ void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     free(slice_ptrs);
     LOG(LOG_INFO, "worker %s: joining (activation endpoint %s, %zu cached slice%s)", j.node_name,
         w->cfg.data_endpoint, w->cfg.n_cached, w->cfg.n_cached == 1 ? "" : "s");
+}
+
+void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
+    w->start_ms = now_ms;
+    w->state = WORKER_STATE_JOINING;
+    send_join(w, acts);
+}
+
+void worker_rejoin(worker_t *w, struct worker_actions *acts) {
+    if (w->state != WORKER_STATE_JOINING)
+        LOG(LOG_WARN, "worker: re-joining the coordinator (keeping layers [%d, %d) loaded)",
+            w->loaded ? w->loaded_first : 0, w->loaded ? w->loaded_end : 0);
+    w->state = WORKER_STATE_JOINING;
+    w->draining = false;
+    send_join(w, acts);
+}
+
+void worker_request_drain(worker_t *w, const char *why, struct worker_actions *acts) {
+    w->draining = true;
+    Caravan__Envelope env;
+    Caravan__Drain d = CARAVAN__DRAIN__INIT;
+    envelope(w, &env, w->slice.epoch);
+    d.node_id = w->node_id;
+    d.done = false;
+    d.reason = (char *)why;
+    env.body_case = CARAVAN__ENVELOPE__BODY_DRAIN;
+    env.drain = &d;
+    emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
+    LOG(LOG_INFO, "worker: asked the coordinator to move layers [%d, %d) elsewhere (%s)",
+        w->slice.layer_first, w->slice.layer_end, why);
+}
+
+bool worker_draining(const worker_t *w) {
+    return w->draining;
 }
 
 static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_actions *acts) {
@@ -293,6 +349,8 @@ static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_ac
     if (a->timeout_ms >= 3 * w->heartbeat_ms && a->timeout_ms <= 600000)
         w->timeout_ms = a->timeout_ms;
     w->state = WORKER_STATE_JOINED;
+    /* A (re)started coordinator counts epochs from 1 again; whatever came before is gone. */
+    w->slice.epoch = 0;
     LOG(LOG_INFO, "worker: joined as node %u; waiting for an assignment", w->node_id);
 }
 
@@ -310,6 +368,7 @@ static void become_ready(worker_t *w, struct worker_actions *acts) {
         enum status rc = w->cfg.load(w->cfg.compute_ctx, &w->slice);
         if (rc != STATUS_OK) {
             char text[128];
+            w->loaded = false;
             snprintf(text, sizeof text, "cannot load layers [%d, %d): %s", w->slice.layer_first,
                      w->slice.layer_end, status_str(rc));
             LOG(LOG_ERROR, "worker: %s", text);
@@ -319,6 +378,14 @@ static void become_ready(worker_t *w, struct worker_actions *acts) {
         }
     }
     w->state = WORKER_STATE_READY;
+    w->loaded = true;
+    w->loaded_first = w->slice.layer_first;
+    w->loaded_end = w->slice.layer_end;
+    memcpy(w->loaded_fp, w->slice_fingerprint, CRYPTO_HASH_BYTES);
+    if (w->slice.weights_path && w->slice.weights_path != w->loaded_path)
+        snprintf(w->loaded_path, sizeof w->loaded_path, "%s", w->slice.weights_path);
+    else if (!w->slice.weights_path)
+        w->loaded_path[0] = '\0';
     LOG(LOG_INFO, "worker: ready for layers [%d, %d) of %d (epoch %llu)", w->slice.layer_first,
         w->slice.layer_end, w->slice.n_layers, (unsigned long long)w->slice.epoch);
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_READY, NULL);
@@ -425,10 +492,12 @@ static void log_progress(worker_t *w, uint64_t now_us) {
 static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
                       struct worker_actions *acts) {
     const Caravan__Assign *a = env->assign;
-    if (w->state == WORKER_STATE_JOINING) {
+    if (w->state == WORKER_STATE_JOINING && w->node_id == 0) {
         LOG(LOG_WARN, "worker: Assign before JoinAck; ignored");
         return;
     }
+    /* Re-joining, but the coordinator still knows this worker (it was only slow to answer):
+     * its Assign is as good as a JoinAck. */
     if (env->epoch < w->slice.epoch) {
         LOG(LOG_WARN, "worker: stale Assign (epoch %llu < %llu); ignored",
             (unsigned long long)env->epoch, (unsigned long long)w->slice.epoch);
@@ -510,9 +579,17 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
             refuse_weights(w, acts, "the local model file's fingerprint differs");
             return;
         }
+        if (w->loaded && w->loaded_first == a->layer_first && w->loaded_end == a->layer_end &&
+            crypto_equal(w->loaded_fp, w->slice_fingerprint, CRYPTO_HASH_BYTES)) {
+            become_ready(w, acts); /* verified when it was loaded */
+            return;
+        }
+        /* The whole file hashed to the coordinator's model at start, and a slice blob is built
+         * from the file deterministically: no second pass over the bytes is needed to know the
+         * slice is the coordinator's (the range must still exist in the file). */
         struct slice s;
-        if (slice_init(&s, w->cfg.model, w->cfg.model_fingerprint, a->layer_first, a->layer_end) !=
-            STATUS_OK) {
+        if (slice_init_known(&s, w->cfg.model, w->cfg.model_fingerprint, a->layer_first,
+                             a->layer_end, w->slice_fingerprint) != STATUS_OK) {
             refuse_weights(w, acts, "the local model has no such slice");
             return;
         }
@@ -531,6 +608,13 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     }
     if (!w->cfg.cache) {
         fail_weights(w, acts, "no model file and no cache directory to receive the slice into");
+        return;
+    }
+    if (w->loaded && w->loaded_path[0] && w->loaded_first == a->layer_first &&
+        w->loaded_end == a->layer_end &&
+        crypto_equal(w->loaded_fp, w->slice_fingerprint, CRYPTO_HASH_BYTES)) {
+        w->slice.weights_path = w->loaded_path; /* verified when it was loaded */
+        become_ready(w, acts);
         return;
     }
     start_transfer(w, acts, now_us);

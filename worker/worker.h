@@ -145,11 +145,23 @@ enum worker_state worker_state(const worker_t *w);
 const char *worker_state_name(enum worker_state s);
 uint64_t worker_n_computed(const worker_t *w);
 uint32_t worker_node_id(const worker_t *w);
+uint64_t worker_epoch(const worker_t *w);
+uint32_t worker_heartbeat_ms(const worker_t *w); /* from the JoinAck */
+/* The layers it computes now (both 0 unless READY). */
+void worker_layers(const worker_t *w, int32_t *first, int32_t *end);
 /* Silence after which the coordinator counts as gone (JoinAck.timeout_ms, default 5000). */
 uint32_t worker_timeout_ms(const worker_t *w);
 
 /* Emits the Join. now_ms is a monotonic clock. */
 void worker_start(worker_t *w, uint64_t now_ms, struct worker_actions *acts);
+/* The coordinator went silent (crash, restart, partition): back to JOINING and a new Join that
+ * reports the slice still loaded, so a restarted coordinator can keep the plan and ship
+ * nothing. The I/O layer calls it again with backoff until a JoinAck comes. */
+void worker_rejoin(worker_t *w, struct worker_actions *acts);
+/* Asks the coordinator to move this worker's layers elsewhere (SIGTERM); it answers with a
+ * Drain once they have moved, and the worker then exits 0. */
+void worker_request_drain(worker_t *w, const char *why, struct worker_actions *acts);
+bool worker_draining(const worker_t *w);
 /* One decoded envelope. sender_key is the CURVE key the connection proved (NULL when
  * insecure); sender_addr is for logs; now_us (CLOCK_REALTIME) stamps the trace hop. */
 void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_key,

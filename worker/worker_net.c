@@ -2,19 +2,85 @@
 #include "worker_net.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
 #include <zmq.h>
 
 #include "log.h"
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, term_requested;
 
 static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
+    if (sig == SIGTERM)
+        term_requested++;
+    else
+        stop_requested = 1;
+}
+
+/* What the heartbeat thread reports, published by the loop after every event. */
+struct hb_shared {
+    transport_t *t;
+    const char *coordinator, *coordinator_key;
+    atomic_uint node_id;
+    atomic_uint_fast64_t epoch, tokens, start_ms;
+    atomic_int state, layer_first, layer_end, interval_ms;
+    atomic_bool stop;
+};
+
+/* Heartbeats from their own thread and socket, so a worker busy computing a long prompt chunk
+ * still counts as alive; a stopped or cut-off worker sends none (all threads stop with it). The
+ * coordinator knows the sender by its CURVE key (or node id when insecure). */
+static void *heartbeat_main(void *arg) {
+    struct hb_shared *h = arg;
+    void *sock = transport_client(h->t, ZMQ_DEALER, TRANSPORT_ROLE_CONTROL_CLIENT,
+                                  h->coordinator_key, h->coordinator, NULL);
+    if (!sock) return NULL;
+    uint64_t msg_id = 1u << 30; /* apart from the loop's ids */
+    static const Caravan__Heartbeat__State states[WORKER_STATE_COUNT] = {
+        CARAVAN__HEARTBEAT__STATE__STATE_JOINING, CARAVAN__HEARTBEAT__STATE__STATE_JOINING,
+        CARAVAN__HEARTBEAT__STATE__STATE_LOADING, CARAVAN__HEARTBEAT__STATE__STATE_READY};
+    while (!atomic_load(&h->stop)) {
+        int ms = atomic_load(&h->interval_ms);
+        for (int slept = 0; slept < ms && !atomic_load(&h->stop); slept += 10) usleep(10 * 1000);
+        uint32_t node = atomic_load(&h->node_id);
+        int st = atomic_load(&h->state);
+        if (atomic_load(&h->stop) || node == 0 || st == WORKER_STATE_JOINING) continue;
+        Caravan__Envelope env;
+        Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+        codec_envelope_init(&env, atomic_load(&h->epoch), msg_id++);
+        env.sender = node;
+        hb.state = st >= 0 && st < WORKER_STATE_COUNT
+                       ? states[st]
+                       : CARAVAN__HEARTBEAT__STATE__STATE_UNSPECIFIED;
+        hb.tokens_total = atomic_load(&h->tokens);
+        hb.uptime_ms = transport_mono_ms() - atomic_load(&h->start_ms);
+        hb.layer_first = atomic_load(&h->layer_first);
+        hb.layer_end = atomic_load(&h->layer_end);
+        hb.mem_used_bytes = worker_net_rss_bytes();
+        env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+        env.heartbeat = &hb;
+        if (transport_send(h->t, sock, NULL, 0, &env, ZMQ_DONTWAIT) != STATUS_OK)
+            LOG(LOG_DEBUG, "worker: a heartbeat was not sent");
+    }
+    transport_close(&sock);
+    return NULL;
+}
+
+static void hb_publish(struct hb_shared *h, const worker_t *w) {
+    atomic_store(&h->interval_ms, (int)worker_heartbeat_ms(w));
+    atomic_store(&h->node_id, worker_node_id(w));
+    atomic_store(&h->epoch, worker_epoch(w));
+    atomic_store(&h->tokens, worker_n_computed(w));
+    atomic_store(&h->state, (int)worker_state(w));
+    int32_t first, end;
+    worker_layers(w, &first, &end);
+    atomic_store(&h->layer_first, first);
+    atomic_store(&h->layer_end, end);
 }
 
 struct net {
@@ -24,6 +90,11 @@ struct net {
     void *ctl, *ctl_mon, *act_in, *act_in_mon;
     struct transport_link next; /* to the next stage */
     uint64_t last_control_ms;   /* last message from the coordinator */
+    uint64_t lost_since_ms;     /* the coordinator went silent (0: it is there) */
+    uint64_t next_rejoin_ms, rejoin_backoff_ms;
+    uint64_t drain_deadline_ms; /* SIGTERM: exit by then (0: not draining) */
+    bool ever_joined;
+    struct hb_shared *hb;
     bool done;
     int exit_code;
     char exit_text[600];
@@ -70,8 +141,8 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
 }
 
 /* Reads every waiting message on sock and feeds the state machine. */
-static void drain(struct net *n, void *sock, enum worker_source src) {
-    for (int i = 0; i < 256 && !n->done; i++) {
+static void drain(struct net *n, void *sock, enum worker_source src, int max) {
+    for (int i = 0; i < max && !n->done; i++) {
         Caravan__Envelope *msg = NULL;
         struct transport_peer peer;
         char err[CODEC_ERR_LEN];
@@ -89,6 +160,8 @@ static void drain(struct net *n, void *sock, enum worker_source src) {
         }
         codec_free(&msg);
         run_actions(n, &acts);
+        /* before the next message, which may be an Assign that loads for seconds */
+        if (n->hb) hb_publish(n->hb, n->w);
     }
 }
 
@@ -126,7 +199,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                    const struct worker_net_config *cfg) {
     struct net n = {.t = t, .cfg = cfg};
     char bound[256] = "";
-    stop_requested = 0;
+    stop_requested = term_requested = 0;
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
@@ -152,6 +225,16 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     }
     n.w = worker_new(wcfg);
     uint64_t start = transport_mono_ms();
+    struct hb_shared *hb = calloc(1, sizeof *hb);
+    if (!hb) abort();
+    hb->t = t;
+    hb->coordinator = cfg->coordinator;
+    hb->coordinator_key = cfg->coordinator_key;
+    atomic_store(&hb->start_ms, start);
+    atomic_store(&hb->interval_ms, 500);
+    pthread_t hb_thread;
+    bool hb_started = pthread_create(&hb_thread, NULL, heartbeat_main, hb) == 0;
+    n.hb = hb;
     struct worker_actions acts = {0};
     worker_start(n.w, start, &acts);
     run_actions(&n, &acts);
@@ -163,7 +246,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
             {n.next.mon, 0, ZMQ_POLLIN, 0},
         };
         int n_items = n.next.mon ? 5 : 4;
-        int rc = zmq_poll(items, n_items, 50);
+        int rc = zmq_poll(items, n_items, transport_link_queued(&n.next) ? 2 : 50);
         if (rc < 0 && zmq_errno() != EINTR) {
             finish(&n, 1, "zmq_poll failed");
             break;
@@ -174,16 +257,25 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                 on_monitor(&n, n.act_in_mon, "activation socket");
             if (!n.done && n_items > 4 && (items[4].revents & ZMQ_POLLIN))
                 on_monitor(&n, n.next.mon, "connection to the next stage");
-            if (!n.done && (items[0].revents & ZMQ_POLLIN)) drain(&n, n.ctl, WORKER_FROM_CONTROL);
+            if (!n.done && (items[0].revents & ZMQ_POLLIN))
+                drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
+            /* One Forward at a time, so control messages (heartbeats, a new Assign) are read
+             * between computations. */
             if (!n.done && (items[2].revents & ZMQ_POLLIN))
-                drain(&n, n.act_in, WORKER_FROM_UPSTREAM);
+                drain(&n, n.act_in, WORKER_FROM_UPSTREAM, 1);
         }
+        /* After a long computation: what the coordinator sent meanwhile, before judging its
+         * silence. */
+        if (!n.done) drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
+        hb_publish(hb, n.w);
+        transport_link_flush(t, &n.next);
         uint64_t now = transport_mono_ms();
         if (!n.done) {
             worker_on_tick(n.w, now, &acts);
             run_actions(&n, &acts);
         }
-        if (!n.done && worker_state(n.w) == WORKER_STATE_JOINING && cfg->join_timeout_ms > 0 &&
+        if (worker_state(n.w) != WORKER_STATE_JOINING) n.ever_joined = true;
+        if (!n.done && !n.ever_joined && cfg->join_timeout_ms > 0 &&
             now - start > (uint64_t)cfg->join_timeout_ms) {
             char text[512];
             snprintf(text, sizeof text,
@@ -192,15 +284,56 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                      cfg->coordinator, cfg->join_timeout_ms);
             finish(&n, 1, text);
         }
+        /* At least --coordinator-timeout-ms: a coordinator busy planning a big model (hashing
+         * slices) is silent for a while without being gone. */
+        uint64_t silence_ms = worker_timeout_ms(n.w);
+        if ((uint64_t)cfg->coordinator_timeout_ms > silence_ms)
+            silence_ms = (uint64_t)cfg->coordinator_timeout_ms;
         /* The coordinator sends a Heartbeat every heartbeat interval: silence means it is
-         * gone (crash, partition). Exit so a supervisor restarts this worker to re-join. */
-        if (!n.done && worker_state(n.w) != WORKER_STATE_JOINING && n.last_control_ms &&
-            now - n.last_control_ms > worker_timeout_ms(n.w)) {
-            char text[512];
-            snprintf(text, sizeof text, "the coordinator at %s has been silent for %u ms",
-                     cfg->coordinator, worker_timeout_ms(n.w));
-            finish(&n, 1, text);
+         * gone (crash, restart, partition). Keep the weights and re-join with backoff; a
+         * restarted coordinator gets the loaded slice reported and need ship nothing. */
+        if (!n.done && !n.lost_since_ms && n.last_control_ms &&
+            now - n.last_control_ms > silence_ms) {
+            n.lost_since_ms = now;
+            n.rejoin_backoff_ms = 500;
+            n.next_rejoin_ms = now;
+            LOG(LOG_WARN, "worker: the coordinator at %s has been silent for %u ms; re-joining",
+                cfg->coordinator, (unsigned)silence_ms);
         }
+        if (!n.done && n.lost_since_ms && n.last_control_ms > n.lost_since_ms)
+            n.lost_since_ms = 0; /* it answered */
+        if (!n.done && n.lost_since_ms) {
+            if (cfg->reconnect_max_ms > 0 &&
+                now - n.lost_since_ms > (uint64_t)cfg->reconnect_max_ms) {
+                char text[512];
+                snprintf(text, sizeof text,
+                         "the coordinator at %s has been silent for %llu ms (--reconnect-max-ms)",
+                         cfg->coordinator, (unsigned long long)(now - n.last_control_ms));
+                finish(&n, 1, text);
+            } else if (now >= n.next_rejoin_ms) {
+                worker_rejoin(n.w, &acts);
+                run_actions(&n, &acts);
+                n.next_rejoin_ms = now + n.rejoin_backoff_ms;
+                if (n.rejoin_backoff_ms < 8000) n.rejoin_backoff_ms *= 2;
+            }
+        }
+        /* SIGTERM: drain (ask the coordinator to move our layers), unless there is nothing to
+         * move or this is the second SIGTERM. */
+        if (!n.done && term_requested && !n.drain_deadline_ms) {
+            if (worker_state(n.w) == WORKER_STATE_READY && !n.lost_since_ms &&
+                term_requested == 1) {
+                worker_request_drain(n.w, "SIGTERM", &acts);
+                run_actions(&n, &acts);
+                n.drain_deadline_ms =
+                    now + (uint64_t)(cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 30000);
+            } else {
+                finish(&n, 0, "stopped by SIGTERM");
+            }
+        }
+        if (!n.done && n.drain_deadline_ms && (term_requested > 1 || now > n.drain_deadline_ms))
+            finish(&n, 0,
+                   term_requested > 1 ? "stopped by a second SIGTERM while draining"
+                                      : "drain timed out; leaving anyway");
         if (!n.done && cfg->run_ms > 0 && now - start > (uint64_t)cfg->run_ms)
             finish(&n, 0, "run time over");
     }
@@ -210,6 +343,9 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     else
         LOG(LOG_INFO, "worker: exiting: %s (%llu batches computed)", n.exit_text,
             (unsigned long long)worker_n_computed(n.w));
+    atomic_store(&hb->stop, true);
+    if (hb_started) pthread_join(hb_thread, NULL);
+    free(hb);
     worker_destroy(&n.w);
     transport_link_clear(&n.next);
     transport_close(&n.ctl_mon);

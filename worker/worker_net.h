@@ -14,11 +14,18 @@ struct worker_net_config {
     const char *coordinator_key; /* its public key, Z85 (NULL when insecure) */
     const char *listen;          /* activation bind endpoint, e.g. tcp://0.0.0.0:7001 or :0 */
     const char *advertise;       /* activation endpoint others connect to; NULL = as bound */
-    int join_timeout_ms;         /* exit 1 when no JoinAck within this */
+    int join_timeout_ms;         /* exit 1 when no JoinAck within this (first join only) */
+    int reconnect_max_ms;        /* after the coordinator went silent, re-join with backoff for
+                                    this long, then exit 1; 0 = keep trying */
+    int coordinator_timeout_ms;  /* the coordinator counts as gone after this silence (at
+                                    least the JoinAck's timeout) */
+    int drain_timeout_ms;        /* SIGTERM: wait this long for the layers to move, then exit */
     int run_ms;                  /* stop after this long (tests); 0 = until a signal */
 };
 
-/* Runs until SIGINT/SIGTERM, a Drain, or a fatal refusal. wcfg->data_endpoint is filled in
+/* Runs until SIGINT, a Drain, or a fatal refusal. SIGTERM drains: the worker asks the
+ * coordinator to move its layers, keeps computing until told to go, and exits 0 (a second
+ * SIGTERM, or --drain-timeout, exits at once). wcfg->data_endpoint is filled in
  * here (from the bound socket). Returns the process exit status; logs the reason. */
 int worker_net_run(transport_t *t, struct worker_config *wcfg,
                    const struct worker_net_config *ncfg);

@@ -28,9 +28,11 @@ command -v tshark >/dev/null || { echo "SKIP: tshark not installed"; exit $SKIP;
 WORK=$(mktemp -d /tmp/caravan_capture.XXXXXX)
 PIDS=()
 FAILED=0
+# Only children still running (bash's job table) are signalled: a PID that already exited may
+# belong to another process by now (pid_max is 32768 and the machine is busy).
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    for pid in $(jobs -pr); do kill "$pid" 2>/dev/null; done
+    wait 2>/dev/null
     if [ "$FAILED" -ne 0 ] || [ -n "${CARAVAN_TEST_VERBOSE:-}" ]; then
         for f in "$WORK"/*.log "$WORK"/*.out "$WORK"/*.txt; do
             [ -f "$f" ] && { echo "==== $f"; tail -n 40 "$f"; }

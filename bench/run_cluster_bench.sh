@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# run_cluster_bench.sh: the cluster's figures, side by side in one run on this host.
+#
+#   1. single-stream generation through 1, 2 and 3 workers (1 thread each, loopback, CURVE)
+#      against `caravan run --threads 1`, alternating A B A B (REPS pairs; medians and ratio);
+#   2. aggregate generation tokens/s with 1, 2, 4 and 8 concurrent streams (2 workers x 1
+#      thread, HTTP API, bench/load.mjs) against llama-batched-bench -t 2 on the same file;
+#   3. time to first token, per-hop compute / network / wait (from /metrics), resident memory
+#      of each worker (from /cluster);
+#   4. (optional) llama.cpp RPC: llama-bench through two rpc-server -t 1 on loopback.
+#
+#   bench/run_cluster_bench.sh [BUILD_DIR]
+# Environment: MODEL (default: a tinyllama-1.1b Q4_0 made with caravan mkmodel in
+# CARAVAN_BENCH_DIR, default /tmp/caravan-bench, never inside the repository), TG (64),
+# REPS (3), LLAMA_BIN (a directory with llama-batched-bench, llama-bench, rpc-server built
+# outside the repository; optional). Prints markdown; raw numbers go to $OUT (default
+# /tmp/caravan-bench/cluster.json).
+set -eu
+BUILD=${1:-build}
+BIN=$BUILD/bin
+DIR=${CARAVAN_BENCH_DIR:-/tmp/caravan-bench}
+TG=${TG:-64}
+REPS=${REPS:-3}
+OUT=${OUT:-$DIR/cluster.json}
+LLAMA_BIN=${LLAMA_BIN:-}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$DIR"
+MODEL=${MODEL:-$DIR/tinyllama-1.1b-q4_0.gguf}
+if [ ! -f "$MODEL" ]; then
+    echo "generating $MODEL" >&2
+    "$BIN/caravan" mkmodel --shape tinyllama-1.1b --type q4_0 --out "$MODEL" >&2
+fi
+PROMPT="Once upon a time there was a little robot who lived in a big city"
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
+echo "# cluster benchmark: $(basename "$MODEL"), $cpu, $(nproc) CPUs, $(date -u +%F)"
+echo
+
+gen_rate() { sed -n 's/^generation: .* \([0-9.]*\) tokens\/s$/\1/p' "$1" | tail -n1; }
+median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
+
+echo "## single stream, $TG tokens, tokens/s (median of $REPS, alternating with caravan run)"
+echo
+echo "| workers | caravan run 1t | cluster | ratio |"
+echo "|---|---|---|---|"
+json_single=""
+for k in 1 2 3; do
+    runs="" clus=""
+    for _ in $(seq "$REPS"); do
+        "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 --ignore-eos -n "$TG" \
+            --prompt "$PROMPT" >/dev/null 2>"$DIR/run.err"
+        runs="$runs $(gen_rate "$DIR/run.err")"
+        "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 --shared-file \
+            --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" >/dev/null 2>"$DIR/cluster.err"
+        clus="$clus $(gen_rate "$DIR/cluster.err")"
+    done
+    r=$(echo "$runs" | tr ' ' '\n' | grep . | median)
+    c=$(echo "$clus" | tr ' ' '\n' | grep . | median)
+    echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", a/b}') |"
+    json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"runs\":\"$runs\",\"clusters\":\"$clus\"},"
+done
+echo
+
+echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
+echo
+"$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file --http 127.0.0.1:0 \
+    --max-seqs 8 --log-dir "$DIR/cluster-logs" >"$DIR/serve.out" 2>"$DIR/serve.err" &
+CL=$!
+trap 'kill -INT $CL 2>/dev/null; wait $CL 2>/dev/null' EXIT
+for _ in $(seq 1200); do grep -q '^http://' "$DIR/serve.out" && break; sleep 0.1; done
+URL=$(grep -m1 '^http://' "$DIR/serve.out")
+node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
+declare -A LB
+if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/llama-batched-bench" ]; then
+    "$LLAMA_BIN/llama-batched-bench" -m "$MODEL" -c 4096 -b 2048 -ub 512 -npp 16 -ntg "$TG" \
+        -npl 1,2,4,8 -t 2 >"$DIR/batched.txt" 2>&1 || true
+    while read -r b stg; do LB[$b]=$stg; done < <(awk -F'|' '/^\|/ && $4+0>0 {gsub(/ /,""); print $4, $9}' "$DIR/batched.txt")
+fi
+echo "| streams | caravan tokens/s (incl. prefill) | TTFT median ms | llama-batched-bench S_TG t/s | ratio |"
+echo "|---|---|---|---|---|"
+json_conc=""
+for n in 1 2 4 8; do
+    best=""
+    for _ in $(seq 2); do
+        line=$(node "$HERE/load.mjs" "$URL" "$n" "$TG" "$PROMPT")
+        tps=$(echo "$line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).tokens_per_s))')
+        ttft=$(echo "$line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).ttft_ms_median))')
+        if [ -z "$best" ] || awk -v a="$tps" -v b="$best" 'BEGIN{exit !(a>b)}'; then best=$tps; bttft=$ttft; fi
+    done
+    l=${LB[$n]:-}
+    ratio="-"
+    [ -n "$l" ] && ratio=$(awk -v a="$best" -v b="$l" 'BEGIN{printf "%.2fx", a/b}')
+    echo "| $n | $best | $bttft | ${l:--} | $ratio |"
+    json_conc="$json_conc{\"streams\":$n,\"tokens_per_s\":$best,\"ttft_ms\":$bttft,\"llama_s_tg\":\"${l:-}\"},"
+done
+echo
+echo "## where a token's time goes (per hop, averaged over every micro-batch above)"
+echo
+curl -s "$URL/metrics" >"$DIR/metrics.txt"
+curl -s "$URL/cluster" >"$DIR/cluster.json.txt"
+node -e '
+const fs=require("fs");const m=fs.readFileSync(process.argv[1],"utf8");const c=JSON.parse(fs.readFileSync(process.argv[2],"utf8"));
+const get=(name)=>{const r={};for(const l of m.split("\n")){const x=l.match(new RegExp("^"+name+"\\{stage=\"(\\d+)\",name=\"([^\"]*)\"\\} ([0-9.e+-]+)"));if(x)r[x[1]]={name:x[2],v:+x[3]};}return r;};
+const comp=get("caravan_stage_compute_seconds_total"),net=get("caravan_stage_network_seconds_total"),wait=get("caravan_stage_wait_seconds_total"),fw=get("caravan_stage_forwards_total");
+console.log("| stage | worker | layers | compute ms/step | network ms/step (in; last: also back) | wait ms/step | resident MiB |");
+console.log("|---|---|---|---|---|---|---|");
+for(const s of Object.keys(comp)){const n=fw[s].v||1;const w=c.workers.find(x=>x.stage===+s)||{};
+console.log(`| ${s} | ${comp[s].name} | ${w.layer_first}-${w.layer_end-1} | ${(comp[s].v/n*1e3).toFixed(2)} | ${(net[s].v/n*1e3).toFixed(3)} | ${(wait[s].v/n*1e3).toFixed(3)} | ${((w.memory_bytes||0)/1048576).toFixed(0)} |`);}
+' "$DIR/metrics.txt" "$DIR/cluster.json.txt"
+kill -INT $CL
+wait $CL 2>/dev/null || true
+trap - EXIT
+echo
+
+if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/rpc-server" ] && [ -x "$LLAMA_BIN/llama-bench" ]; then
+    echo "## llama.cpp for reference, single stream tg$TG, tokens/s"
+    echo
+    "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 0 -n "$TG" -t 1 -r 2 -o md 2>/dev/null | grep -E "tg$TG" | sed 's/^/alone, 1 thread: /'
+    "$LLAMA_BIN/rpc-server" -t 1 -p 50151 >"$DIR/rpc1.log" 2>&1 &
+    R1=$!
+    "$LLAMA_BIN/rpc-server" -t 1 -p 50152 >"$DIR/rpc2.log" 2>&1 &
+    R2=$!
+    sleep 2
+    timeout 600 "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 0 -n "$TG" -t 1 -r 2 -o md \
+        --rpc 127.0.0.1:50151,127.0.0.1:50152 2>/dev/null | tail -n 1 | sed 's/^/RPC, 2 rpc-servers -t 1: /' || true
+    kill $R1 $R2 2>/dev/null
+    wait $R1 $R2 2>/dev/null || true
+    echo
+fi
+echo "{\"model\":\"$(basename "$MODEL")\",\"cpu\":\"$cpu\",\"date\":\"$(date -u +%FT%TZ)\",\"single\":[${json_single%,}],\"concurrent\":[${json_conc%,}]}" >"$OUT"
+echo "raw: $OUT"
