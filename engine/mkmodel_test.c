@@ -479,6 +479,21 @@ static void test_plans(void) {
               c[DTYPE_Q2_K], c[DTYPE_Q3_K], c[DTYPE_Q4_K], c[DTYPE_Q5_K], c[DTYPE_Q6_K]);
         free(tt);
     }
+    /* tiny-mixtral (8 experts) q2_k: llama-quant.cpp's 8-expert rules win over the q2_k ones */
+    p.shape = "tiny-mixtral";
+    p.type = MKMODEL_TYPE_Q2_K;
+    CHECK(mkmodel_plan(&p, &tt, &n, NULL) == STATUS_OK, "plan mixtral q2_k");
+    for (int64_t k = 0; k < n; k++) {
+        enum dtype want = DTYPE_COUNT;
+        if (strstr(tt[k].name, "attn_v.weight") || strstr(tt[k].name, "attn_k.weight"))
+            want = DTYPE_Q8_0;
+        if (strstr(tt[k].name, "attn_output.weight")) want = DTYPE_Q5_K;
+        if (strstr(tt[k].name, "ffn_down_exps")) want = DTYPE_Q3_K;
+        if (strstr(tt[k].name, "ffn_up_exps")) want = DTYPE_Q2_K;
+        if (want != DTYPE_COUNT)
+            CHECK(tt[k].type == want, "mixtral q2_k %s: %s", tt[k].name, dtype_name(tt[k].type));
+    }
+    free(tt);
     /* qwen2.5-0.5b q2_k: 896-wide rows where llama.cpp writes iq4_nl get q4_0 */
     p.shape = "qwen2.5-0.5b";
     p.type = MKMODEL_TYPE_Q2_K;
