@@ -13,3 +13,6 @@ int cmd_keygen(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_cluster(int argc, char **argv);
+int cmd_trace(int argc, char **argv);
+/* Joins one run's trace files into out (see cmd_trace.c); 0 on success. */
+int cmd_trace_merge(const char *out, const char *const *ins, int n_in);

@@ -52,6 +52,7 @@ struct cluster_cfg {
     const char *log_dir;
     int ready_timeout_s;
     const char *log_level;
+    const char *trace;
     int no_restart;
     int compute_delay_ms;
     const char *max_memory;
@@ -102,6 +103,9 @@ static const struct opt cluster_opts[] = {
      "give up if the model is not served after this long"},
     {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL",
      "the daemons' log level: debug|info|warn|error"},
+    {"trace", 0, OPT_STRING, F(trace), NULL, 0, -1, "DIR",
+     "each daemon writes Chrome trace-event JSON to DIR (coordinator.json, wN.json); on exit "
+     "they are merged into DIR/trace.json (open it in ui.perfetto.dev)"},
     {"compute-delay-ms", 0, OPT_INT, F(compute_delay_ms), "0", 0, 600000, "MS",
      "every worker sleeps this long per step: simulates slower machines (tests, studies)"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
@@ -490,6 +494,17 @@ int cmd_cluster(int argc, char **argv) {
             cargv[k++] = c->api_key;
         }
     }
+    char a_trace[700];
+    if (c->trace) {
+        if (mkdir(c->trace, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "error: cannot create --trace folder %s: %s\n", c->trace,
+                    strerror(errno));
+            goto out;
+        }
+        snprintf(a_trace, sizeof a_trace, "%s/coordinator.json", c->trace);
+        cargv[k++] = "--trace";
+        cargv[k++] = a_trace;
+    }
     cargv[k] = NULL;
     cl->coord.status = 0;
     snprintf(cl->coord.name, sizeof cl->coord.name, "the coordinator");
@@ -501,10 +516,20 @@ int cmd_cluster(int argc, char **argv) {
         goto out;
     }
     char control[600] = "";
-    for (int t = 0; !status_has(status, "control", control, sizeof control); t++) {
-        if (stop_signal || !check_children(cl) || t > 200) {
-            if (t > 200) fprintf(stderr, "error: the coordinator did not start listening\n");
+    /* The coordinator fingerprints the model first (a first start on a big file takes a
+     * while; the result is cached). */
+    time_t t_listen = time(NULL), t_note = t_listen;
+    while (!status_has(status, "control", control, sizeof control)) {
+        if (stop_signal || !check_children(cl)) goto stop;
+        if (time(NULL) - t_listen > c->ready_timeout_s) {
+            fprintf(stderr, "error: the coordinator did not start listening within %d s\n",
+                    c->ready_timeout_s);
             goto stop;
+        }
+        if (time(NULL) - t_note >= 5) {
+            t_note = time(NULL);
+            fprintf(stderr, "caravan cluster: the coordinator is reading the model (%lld s)...\n",
+                    (long long)(t_note - t_listen));
         }
         usleep(50 * 1000);
     }
@@ -520,6 +545,7 @@ int cmd_cluster(int argc, char **argv) {
         snprintf(p->name, sizeof p->name, "worker %s", name);
         snprintf(p->log, sizeof p->log, "%s/%s.log", cl->dir, name);
         const char *wargv[32];
+        char w_trace[700];
         int m = 0;
         wargv[m++] = "caravan";
         wargv[m++] = "worker";
@@ -551,6 +577,11 @@ int cmd_cluster(int argc, char **argv) {
         } else {
             wargv[m++] = "--cache";
             wargv[m++] = cache;
+        }
+        if (c->trace) {
+            snprintf(w_trace, sizeof w_trace, "%s/%s.json", c->trace, name);
+            wargv[m++] = "--trace";
+            wargv[m++] = w_trace;
         }
         wargv[m] = NULL;
         proc_set_args(p, wargv);
@@ -628,6 +659,23 @@ int cmd_cluster(int argc, char **argv) {
     rc = 0;
 stop:
     stop_all(cl);
+    if (c->trace && cl->coord.pid > 0) {
+        /* every daemon has closed its file: join them on the coordinator's clock */
+        const char *ins[CLUSTER_MAX_WORKERS + 1];
+        char paths[CLUSTER_MAX_WORKERS + 1][700], out_path[700];
+        int n_in = 0;
+        snprintf(paths[n_in], sizeof paths[n_in], "%s/coordinator.json", c->trace);
+        ins[n_in] = paths[n_in];
+        n_in++;
+        for (int i = 0; i < cl->n_workers; i++, n_in++) {
+            snprintf(paths[n_in], sizeof paths[n_in], "%s/w%d.json", c->trace, i + 1);
+            ins[n_in] = paths[n_in];
+        }
+        snprintf(out_path, sizeof out_path, "%s/trace.json", c->trace);
+        if (cmd_trace_merge(out_path, ins, n_in) == 0)
+            fprintf(stderr, "caravan cluster: trace in %s (open it in ui.perfetto.dev)\n",
+                    out_path);
+    }
     /* A folder we made is ours to remove, unless something went wrong (its logs explain). */
     if (cl->dir[0] && !cl->cfg.log_dir) {
         if (rc == 0)

@@ -24,6 +24,7 @@
 #include "slice.h"
 #include "serve.h"
 #include "tokenizer.h"
+#include "trace.h"
 #include "transport.h"
 
 struct coordinator_cli {
@@ -34,6 +35,7 @@ struct coordinator_cli {
     const char *prompt;
     const char *payload_file;
     const char *log_level;
+    const char *trace;
     int workers;
     int layers;
     int repeat;
@@ -106,6 +108,9 @@ static const struct opt coordinator_opts[] = {
     {"max-message-bytes", 0, OPT_INT64, F(max_message_bytes), "67108864", 4096, 1073741824.0,
      "BYTES", "largest message accepted"},
     {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL", "debug|info|warn|error"},
+    {"trace", 0, OPT_STRING, F(trace), NULL, 0, -1, "FILE",
+     "write Chrome trace-event JSON (Perfetto): per step serialize, send, receive and the round "
+     "trip, and each worker's clock offset (caravan trace merge joins a run's files)"},
     {"ask", 0, OPT_STRING, F(ask), NULL, 0, -1, "TEXT",
      "serve one prompt through the pipeline, print only the generated text on stdout, exit"},
     {"max-tokens", 'n', OPT_INT, F(max_tokens), "64", 1, 1 << 20, "N", "--ask: tokens to generate"},
@@ -337,8 +342,7 @@ int cmd_coordinator(int argc, char **argv) {
     }
     if (cli.model) {
         if (gguf_open(cli.model, &model) != STATUS_OK) goto done;
-        if (crypto_hash_file(cli.model, 0, UINT64_MAX, ccfg.model_fingerprint) != STATUS_OK)
-            goto done;
+        if (crypto_hash_file_cached(cli.model, ccfg.model_fingerprint) != STATUS_OK) goto done;
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "coordinator: model %s fingerprint %s", cli.model,
             crypto_hex(ccfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
@@ -396,6 +400,14 @@ int cmd_coordinator(int argc, char **argv) {
     }
     if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
     ccfg.limits = transport_limits(t);
+    if (cli.trace) {
+        ccfg.clock_us = transport_now_us;
+        ccfg.trace = trace_open(cli.trace, "coordinator", "coordinator");
+        if (!ccfg.trace) {
+            rc = 1;
+            goto done;
+        }
+    }
     ccfg.n_workers = cli.workers;
     ccfg.n_layers = cli.layers;
     ccfg.model = model;
@@ -558,6 +570,7 @@ int cmd_coordinator(int argc, char **argv) {
     }
 done:
     api_stop(&api);
+    trace_close(&ccfg.trace);
     serve_req_unref(&ask.req);
     serve_queue_destroy(&queue);
     transport_destroy(&t);

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "opts.h"
 #include "quant.h"
+#include "trace.h"
 #include "transport.h"
 #include "worker_net.h"
 
@@ -43,6 +44,7 @@ struct worker_cli {
     int threads;
     long long max_message_bytes;
     int protocol_version_override;
+    const char *trace;
 };
 
 #define F(x) offsetof(struct worker_cli, x)
@@ -91,6 +93,9 @@ static const struct opt worker_opts[] = {
     {"max-message-bytes", 0, OPT_INT64, F(max_message_bytes), "67108864", 4096, 1073741824.0,
      "BYTES", "largest message accepted"},
     {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL", "debug|info|warn|error"},
+    {"trace", 0, OPT_STRING, F(trace), NULL, 0, -1, "FILE",
+     "write Chrome trace-event JSON (Perfetto) of every Forward: receive, queue, compute, "
+     "serialize, send (caravan trace merge joins a run's files)"},
     {"protocol-version-override", 0, OPT_INT, F(protocol_version_override), "0", 0, 1000000, "N",
      "testing only: claim this protocol version in the Join"},
     OPTS_END,
@@ -147,8 +152,7 @@ int cmd_worker(int argc, char **argv) {
     }
     if (cli.model) {
         if (gguf_open(cli.model, &model) != STATUS_OK) goto done;
-        if (crypto_hash_file(cli.model, 0, UINT64_MAX, wcfg.model_fingerprint) != STATUS_OK)
-            goto done;
+        if (crypto_hash_file_cached(cli.model, wcfg.model_fingerprint) != STATUS_OK) goto done;
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "worker: model %s fingerprint %s", cli.model,
             crypto_hex(wcfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
@@ -238,7 +242,15 @@ int cmd_worker(int argc, char **argv) {
         .coordinator_timeout_ms = cli.coordinator_timeout_ms,
         .run_ms = cli.run_ms,
     };
+    if (cli.trace) {
+        wcfg.trace = trace_open(cli.trace, "worker", cli.name);
+        if (!wcfg.trace) {
+            rc = 1;
+            goto done;
+        }
+    }
     rc = worker_net_run(t, &wcfg, &ncfg);
+    trace_close(&wcfg.trace);
 done:
     transport_destroy(&t);
     compute_engine_free(&engine);

@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"keygen", cmd_keygen, "create a node's long-term CURVE key pair"},
     {"coordinator", cmd_coordinator, "run the coordinator: admit workers, plan layers, route"},
     {"worker", cmd_worker, "run a worker: join a coordinator, compute a layer range"},
+    {"trace", cmd_trace, "merge one run's --trace files (Perfetto) and check them"},
 };
 
 static void usage(FILE *f) {

@@ -361,3 +361,57 @@ char *crypto_hex(const uint8_t *in, size_t n, char *out) {
 bool crypto_equal(const void *a, const void *b, size_t n) {
     return sodium_memcmp(a, b, n) == 0;
 }
+
+enum status crypto_hash_file_cached(const char *path, uint8_t out[CRYPTO_HASH_BYTES]) {
+    struct stat sb;
+    char real[4096], dir[4096], file[4400], key[4600];
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (stat(path, &sb) != 0 || !realpath(path, real) || (!(xdg && xdg[0]) && !(home && home[0])))
+        return crypto_hash_file(path, 0, UINT64_MAX, out);
+    if (xdg && xdg[0])
+        snprintf(dir, sizeof dir, "%s/caravan/fingerprints", xdg);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/caravan/fingerprints", home);
+    int n = snprintf(key, sizeof key, "%s|%llu|%llu|%llu|%lld.%09ld", real,
+                     (unsigned long long)sb.st_dev, (unsigned long long)sb.st_ino,
+                     (unsigned long long)sb.st_size, (long long)sb.st_mtim.tv_sec,
+                     (long)sb.st_mtim.tv_nsec);
+    uint8_t kh[CRYPTO_HASH_BYTES];
+    crypto_hash_buf(key, (size_t)n, kh);
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    snprintf(file, sizeof file, "%s/%s", dir, crypto_hex(kh, CRYPTO_HASH_BYTES, hex));
+    FILE *f = fopen(file, "r");
+    if (f) {
+        char line[CRYPTO_HASH_HEX_LEN + 2] = "";
+        bool ok = fgets(line, sizeof line, f) && strlen(line) >= CRYPTO_HASH_HEX_LEN;
+        fclose(f);
+        for (int i = 0; ok && i < CRYPTO_HASH_BYTES; i++) {
+            unsigned v;
+            ok = sscanf(line + 2 * i, "%2x", &v) == 1;
+            out[i] = (uint8_t)v;
+        }
+        if (ok) {
+            LOG(LOG_INFO, "%s: unchanged since it was fingerprinted (%s)", path, file);
+            return STATUS_OK;
+        }
+    }
+    enum status rc = crypto_hash_file(path, 0, UINT64_MAX, out);
+    if (rc != STATUS_OK) return rc;
+    /* remember it (best effort): mkdir -p, then write and rename */
+    for (char *p = dir + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(dir, 0700);
+            *p = '/';
+        }
+    mkdir(dir, 0700);
+    char tmp[4500];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", file, (int)getpid());
+    f = fopen(tmp, "w");
+    if (f) {
+        bool ok = fprintf(f, "%s\n", crypto_hex(out, CRYPTO_HASH_BYTES, hex)) > 0;
+        ok &= fclose(f) == 0;
+        if (!ok || rename(tmp, file) != 0) remove(tmp);
+    }
+    return STATUS_OK;
+}

@@ -59,6 +59,12 @@ CARAVAN_NODISCARD enum status crypto_pubkey_load(const char *path,
  * range runs past the end of the file. */
 CARAVAN_NODISCARD enum status crypto_hash_file(const char *path, uint64_t offset, uint64_t len,
                                                uint8_t out[CRYPTO_HASH_BYTES]);
+/* The whole file's BLAKE2b, remembered in DIR/fingerprints/ (DIR: $XDG_CACHE_HOME/caravan,
+ * else ~/.cache/caravan) under the file's path, device, inode, size and modification time, so
+ * a big model is hashed once, not at every start. A file changed in place gets a new mtime and
+ * is hashed again. Falls back to hashing when the cache cannot be used. */
+CARAVAN_NODISCARD enum status crypto_hash_file_cached(const char *path,
+                                                      uint8_t out[CRYPTO_HASH_BYTES]);
 /* BLAKE2b-256 of a buffer. */
 void crypto_hash_buf(const void *buf, size_t len, uint8_t out[CRYPTO_HASH_BYTES]);
 

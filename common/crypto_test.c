@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -144,6 +145,38 @@ int main(void) {
     unlink(key);
     unlink(pub);
     rmdir(keydir);
+    /* A file's fingerprint is remembered under its identity and re-read unchanged; changing
+     * the file changes its mtime, so it is hashed again. */
+    {
+        char cache[600], file[600];
+        path_in(cache, sizeof cache, dir, "xdg");
+        path_in(file, sizeof file, dir, "model.bin");
+        setenv("XDG_CACHE_HOME", cache, 1);
+        FILE *fp = fopen(file, "w");
+        assert(fp && fputs("weights v1", fp) >= 0 && fclose(fp) == 0);
+        uint8_t a[CRYPTO_HASH_BYTES], b[CRYPTO_HASH_BYTES], c[CRYPTO_HASH_BYTES];
+        uint8_t direct[CRYPTO_HASH_BYTES];
+        assert(crypto_hash_file(file, 0, UINT64_MAX, direct) == STATUS_OK);
+        assert(crypto_hash_file_cached(file, a) == STATUS_OK);
+        assert(memcmp(a, direct, sizeof a) == 0);
+        char fpdir[700];
+        snprintf(fpdir, sizeof fpdir, "%s/caravan/fingerprints", cache);
+        struct stat dst;
+        assert(stat(fpdir, &dst) == 0 && S_ISDIR(dst.st_mode)); /* it was remembered */
+        assert(crypto_hash_file_cached(file, b) == STATUS_OK);
+        assert(memcmp(a, b, sizeof a) == 0);
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        fp = fopen(file, "w");
+        assert(fp && fputs("weights v2", fp) >= 0 && fclose(fp) == 0);
+        assert(crypto_hash_file_cached(file, c) == STATUS_OK);
+        assert(memcmp(a, c, sizeof a) != 0);
+        assert(crypto_hash_file(file, 0, UINT64_MAX, direct) == STATUS_OK);
+        assert(memcmp(c, direct, sizeof c) == 0);
+        char cmd[1300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", cache, file);
+        assert(system(cmd) == 0);
+    }
     rmdir(dir);
     printf("crypto_test: ok\n");
     return 0;

@@ -1,5 +1,6 @@
 #include "opts.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -88,6 +89,8 @@ void opts_print_help(FILE *f, const struct opt *table, const char *usage) {
         if (o->def && o->type != OPT_FLAG) fprintf(f, " (default: %s)", o->def);
         fputc('\n', f);
     }
+    fprintf(f, "  %-28s %s\n", "    --config FILE",
+            "read 'name = value' lines (long option names) first; flags override them");
     fprintf(f, "  %-28s %s\n", "-h, --help", "show this help and exit");
 }
 
@@ -103,7 +106,10 @@ void opts_dump(FILE *f, const struct opt *table, const void *cfg) {
         case OPT_FLOAT: fprintf(f, "%s = %g\n", o->name, *(const double *)field); break;
         case OPT_STRING: {
             const char *s = *(const char *const *)field;
-            fprintf(f, "%s = %s\n", o->name, s ? s : "(none)");
+            if (s)
+                fprintf(f, "%s = %s\n", o->name, s);
+            else
+                fprintf(f, "# %s =\n", o->name); /* unset: a comment, so the dump loads back */
             break;
         }
         case OPT_TYPE_COUNT: break;
@@ -111,9 +117,125 @@ void opts_dump(FILE *f, const struct opt *table, const void *cfg) {
     }
 }
 
+/* Strings read from config files: kept reachable for the life of the process (options point
+ * into them), so leak checkers do not report them. */
+struct opts_string {
+    struct opts_string *next;
+    char text[];
+};
+static struct opts_string *opts_strings;
+
+static const char *keep_string(const char *s) {
+    size_t n = strlen(s);
+    struct opts_string *k = malloc(sizeof *k + n + 1);
+    if (!k) return NULL;
+    memcpy(k->text, s, n + 1);
+    k->next = opts_strings;
+    opts_strings = k;
+    return k->text;
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1])) s[--n] = '\0';
+    return s;
+}
+
+static int parse_bool(const char *v, int *out) {
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(v, yes[i]) == 0) return *out = 1, 0;
+        if (strcasecmp(v, no[i]) == 0) return *out = 0, 0;
+    }
+    return -1;
+}
+
+int opts_load_file(const struct opt *table, void *cfg, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "error: cannot read the config file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(f)) {
+            fprintf(stderr, "error: %s:%d: line too long\n", path, lineno);
+            rc = -1;
+            break;
+        }
+        char *l = trim(line);
+        if (*l == '\0' || *l == '#') continue;
+        char *eq = strchr(l, '=');
+        if (!eq) {
+            fprintf(stderr, "error: %s:%d: expected 'name = value'\n", path, lineno);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *name = trim(l), *val = trim(eq + 1);
+        if (strncmp(name, "--", 2) == 0) name += 2;
+        size_t vn = strlen(val);
+        if (vn >= 2 && val[0] == '"' && val[vn - 1] == '"') {
+            val[vn - 1] = '\0';
+            val++;
+        }
+        const struct opt *o = find_long(table, name, strlen(name));
+        if (!o) {
+            fprintf(stderr, "error: %s:%d: unknown option '%s'\n", path, lineno, name);
+            rc = -1;
+            break;
+        }
+        if (o->type == OPT_FLAG) {
+            int b;
+            if (parse_bool(val, &b) != 0) {
+                fprintf(stderr, "error: %s:%d: %s expects true or false, got '%s'\n", path, lineno,
+                        o->name, val);
+                rc = -1;
+                break;
+            }
+            *(int *)((char *)cfg + o->offset) = b;
+            continue;
+        }
+        const char *v = o->type == OPT_STRING ? keep_string(val) : val;
+        if (!v || set_value(o, cfg, v) != 0) {
+            fprintf(stderr, "error: in %s:%d\n", path, lineno);
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+/* The value of the last --config in argv[1..] (before any "--"), or NULL; -1 if it lacks one. */
+static int find_config(int argc, char **argv, const char **path) {
+    *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) break;
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "error: --config needs a value\n");
+                return -1;
+            }
+            *path = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            *path = argv[i] + 9;
+        }
+    }
+    return 0;
+}
+
 enum opts_result opts_parse(const struct opt *table, void *cfg, int argc, char **argv,
                             const char *usage, int *n_pos) {
     set_defaults(table, cfg);
+    const char *config = NULL;
+    if (find_config(argc, argv, &config) != 0) return OPTS_ERROR;
+    if (config && opts_load_file(table, cfg, config) != 0) return OPTS_ERROR;
     int npos = 0;
     int only_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -130,6 +252,11 @@ enum opts_result opts_parse(const struct opt *table, void *cfg, int argc, char *
             opts_print_help(stdout, table, usage);
             return OPTS_HELP;
         }
+        if (strcmp(a, "--config") == 0) { /* read before the loop */
+            i++;
+            continue;
+        }
+        if (strncmp(a, "--config=", 9) == 0) continue;
         const struct opt *o;
         const char *val = NULL;
         if (a[1] == '-') {

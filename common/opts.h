@@ -23,12 +23,21 @@ struct opt {
 
 enum opts_result { OPTS_OK = 0, OPTS_HELP = 1, OPTS_ERROR = 2 };
 
-/* Fills cfg from defaults then argv[1..]. Positional arguments are moved to the front of argv
+/* Fills cfg from defaults, then from a config file named by `--config FILE` (any position),
+ * then argv[1..], so flags override the file and the file overrides the defaults. The file
+ * has "name = value" lines using the long option names (no dashes); '#' starts a comment line;
+ * a flag takes true/false (also 1/0, yes/no, on/off); a value may be double-quoted. Unknown
+ * names and bad values are errors naming FILE:LINE. String values read from a file stay
+ * allocated for the life of the process. Positional arguments are moved to the front of argv
  * in order and counted in *n_pos (argv is reordered in place). "--" ends options.
  * On --help/-h prints usage + table to stdout and returns OPTS_HELP; on a bad flag or value
  * prints one line to stderr and returns OPTS_ERROR. */
 enum opts_result opts_parse(const struct opt *table, void *cfg, int argc, char **argv,
                             const char *usage, int *n_pos);
+
+/* Reads a config file (the format above) into cfg over what it holds. 0 on success, -1 after
+ * one line on stderr. */
+int opts_load_file(const struct opt *table, void *cfg, const char *path);
 
 /* Prints "usage" then one line per option with its default. */
 void opts_print_help(FILE *f, const struct opt *table, const char *usage);

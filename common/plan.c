@@ -44,6 +44,7 @@ static void stage_fill(const struct plan_model *m, const uint64_t *pre, const st
     s->total_bytes = s->weight_bytes + s->kv_bytes + s->buffer_bytes;
     double compute = (double)layers + (last ? (double)m->head_compute_bytes : 0.0);
     s->time = compute / w->speed;
+    s->speed = w->speed;
 }
 
 static bool fits(const struct plan_stage *s, const struct plan_worker *w) {

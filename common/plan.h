@@ -52,6 +52,7 @@ struct plan_stage {
     uint64_t weight_bytes, kv_bytes, buffer_bytes;
     uint64_t total_bytes; /* the sum: what the worker needs */
     double time;          /* compute bytes / speed (the unit follows speed's) */
+    double speed;         /* the worker's speed the plan used */
 };
 
 /* Splits m->n_layers over n workers (1 <= n <= n_layers). STATUS_OK and out[n] filled, or

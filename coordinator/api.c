@@ -1068,6 +1068,21 @@ static bool authorized(const api_t *api, struct MHD_Connection *c) {
     return key_equal(api->key, api->key_len, h, n);
 }
 
+/* The watch page (coordinator/web/index.html, embedded at build time by web/embed.cmake). */
+extern const unsigned char api_web_page[];
+extern const unsigned long api_web_page_len;
+
+static enum MHD_Result send_page(struct MHD_Connection *c) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        (size_t)api_web_page_len, (void *)api_web_page, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *url,
                              const char *method, struct conn *cn) {
     struct api_err e;
@@ -1082,9 +1097,13 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     static const struct {
         const char *path;
         bool post; /* else GET */
-    } routes[] = {{"/v1/completions", true}, {"/v1/chat/completions", true},
-                  {"/v1/models", false},     {"/health", false},
-                  {"/metrics", false},       {"/cluster", false}};
+    } routes[] = {{"/v1/completions", true},
+                  {"/v1/chat/completions", true},
+                  {"/v1/models", false},
+                  {"/health", false},
+                  {"/metrics", false},
+                  {"/cluster", false},
+                  {"/", false}};
     size_t i = 0, n = sizeof routes / sizeof routes[0];
     while (i < n && strcmp(url, routes[i].path)) i++;
     if (i == n) {
@@ -1105,7 +1124,8 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     case 2: return handle_models(api, c);
     case 3: return handle_health(api, c);
     case 4: return send_body(c, 200, metrics_text(api), "text/plain; version=0.0.4", NULL);
-    default: return handle_cluster(api, c);
+    case 5: return handle_cluster(api, c);
+    default: return send_page(c);
     }
 }
 

@@ -39,12 +39,15 @@ struct worker_rec {
     uint64_t tokens_total, rate_tokens;
     uint64_t rate_ms;
     double tokens_per_s;
-    struct planner_caps caps;         /* from its Join, for the plan */
-    int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
-    bool draining;                    /* asked to leave: gets a Drain once its layers moved */
-    double s_per_lt;                  /* measured compute seconds per layer and token (EWMA) */
-    uint64_t n_timed;                 /* micro-batches behind it since the last plan */
-    uint64_t lost_ms;                 /* when it was declared lost */
+    struct planner_caps caps;             /* from its Join, for the plan */
+    struct plan_stage planned;            /* its share of the plan: bytes and the speed used */
+    int32_t loaded_first, loaded_end;     /* what it reported holding at Join (re-join) */
+    bool has_model;                       /* it has the whole model file (Join.cached_models) */
+    bool draining;                        /* asked to leave: gets a Drain once its layers moved */
+    double s_per_lt;                      /* measured compute seconds per layer and token (EWMA) */
+    uint64_t n_timed;                     /* micro-batches behind it since the last plan */
+    uint64_t lost_ms;                     /* when it was declared lost */
+    int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
 };
 
 struct coordinator {
@@ -428,6 +431,7 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         struct worker_rec *w = &c->workers[i];
         w->layer_first = stages[i].first;
         w->layer_end = stages[i].end;
+        w->planned = stages[i];
         w->ready = false;
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
@@ -438,6 +442,20 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
             for (int k = 0; k < c->n_fp_cache && !known; k++)
                 if (c->fp_cache[k].first == w->layer_first && c->fp_cache[k].end == w->layer_end)
                     known = c->fp_cache[k].fp;
+            /* A worker with the whole file (same fingerprint) builds the same slice itself:
+             * it needs no hash of the slice's bytes, only a name for it, so a big model is not
+             * read here (which would silence this loop for minutes). */
+            uint8_t named[CRYPTO_HASH_BYTES];
+            bool by_name = !known && w->has_model;
+            if (by_name) {
+                char id[160];
+                char hex[CRYPTO_HASH_HEX_LEN + 1];
+                int len = snprintf(id, sizeof id, "caravan-slice:%s:%d:%d",
+                                   crypto_hex(c->cfg.model_fingerprint, CRYPTO_HASH_BYTES, hex),
+                                   w->layer_first, w->layer_end);
+                crypto_hash_buf(id, (size_t)len, named);
+                known = named;
+            }
             if (slice_init_known(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
                                  w->layer_end, known) != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
@@ -448,7 +466,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
                 return;
             }
             w->has_slice = true;
-            if (!known) {
+            if (!known || by_name) {
+                if (by_name) continue; /* a name, not the bytes' hash: not for shipping */
                 int k = c->n_fp_cache < FP_CACHE ? c->n_fp_cache++ : (int)(c->epoch % FP_CACHE);
                 c->fp_cache[k].first = w->layer_first;
                 c->fp_cache[k].end = w->layer_end;
@@ -629,6 +648,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->endpoint, sizeof w->endpoint, "%s", j->data_endpoint);
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
+    w->link_rtt_us = -1;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
     if (c->speeds_measured) { /* the others' speeds are measured ones: assume the average */
         double sum = 0;
@@ -643,6 +663,11 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
         w->caps.gflops = v;
     }
     w->last_seen_ms = c->now_ms;
+    w->has_model = false;
+    for (size_t k = 0; k < j->n_cached_models; k++)
+        w->has_model |=
+            j->cached_models[k].len == CRYPTO_HASH_BYTES &&
+            crypto_equal(j->cached_models[k].data, c->cfg.model_fingerprint, CRYPTO_HASH_BYTES);
     w->loaded_first = j->loaded_first;
     w->loaded_end = j->loaded_end > j->loaded_first ? j->loaded_end : 0;
     w->ready = false;
@@ -656,6 +681,15 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
         return;
     }
     if (!c->batcher) { /* test requests only: the re-joined worker gets its Assign again */
+        send_assign(c, acts, (int)(w - c->workers));
+        return;
+    }
+    /* A worker of the current plan joined again (restarted, or it took our silence for a
+     * loss) while no request is running: its stage is simply assigned again. */
+    if (rejoin && !back && batcher_n_active(c->batcher) == 0 &&
+        (c->state == COORDINATOR_STATE_ASSIGNING || c->state == COORDINATOR_STATE_READY)) {
+        w->ready = false;
+        c->state = COORDINATOR_STATE_ASSIGNING;
         send_assign(c, acts, (int)(w - c->workers));
         return;
     }
@@ -978,6 +1012,14 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     case CARAVAN__ENVELOPE__BODY_RESULT: on_result(c, w, msg, acts); break;
     case CARAVAN__ENVELOPE__BODY_HEARTBEAT: {
         const Caravan__Heartbeat *hb = msg->heartbeat;
+        int64_t offset, rtt;
+        if (c->cfg.clock_us &&
+            trace_clock_estimate(hb->echo_sent_us, hb->echo_recv_us, msg->sent_us,
+                                 c->cfg.clock_us(), &offset, &rtt)) {
+            w->link_rtt_us = rtt;
+            w->clock_offset_us = offset;
+            trace_clock(c->cfg.trace, w->node_id, offset, rtt);
+        }
         w->mem_used_bytes = hb->mem_used_bytes;
         w->tokens_total = hb->tokens_total;
         if (!w->rate_ms) {
@@ -1145,6 +1187,7 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
             Caravan__Envelope env;
             Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
             envelope(c, &env);
+            env.sent_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
             hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
             env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
             env.heartbeat = &hb;
@@ -1202,6 +1245,7 @@ const char *coordinator_state_name(enum coordinator_state s) {
 /* Encodes one scheduled micro-batch as a Forward to the first stage. */
 static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
                        const struct batcher_batch *b) {
+    uint64_t build_us = c->cfg.trace && c->cfg.clock_us ? c->cfg.clock_us() : 0;
     size_t n = (size_t)b->n_tokens;
     Caravan__Forward f = CARAVAN__FORWARD__INIT;
     protobuf_c_boolean *want = malloc(n * sizeof *want);
@@ -1264,11 +1308,16 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     }
     a->buf = buf;
     a->len = len;
+    a->batch_id = b->batch_id;
+    a->n_tokens = b->n_tokens;
     if (b->micro_batch < 64) {
         c->mb_tokens[b->micro_batch] = b->n_tokens;
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     }
+    if (build_us)
+        trace_span(c->cfg.trace, TRACE_TRACK_LOOP, "serialize", build_us, c->cfg.clock_us(),
+                   b->batch_id, b->n_tokens);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->steps_total++;
     m->prompt_tokens_total += (uint64_t)b->n_prompt_tokens;
@@ -1335,6 +1384,9 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
     c->timeouts_in_a_row = 0;
     account_hops(c, r, sent_us);
+    if (c->cfg.trace && c->cfg.clock_us && sent_us)
+        trace_span(c->cfg.trace, TRACE_TRACK_STEP, "step", sent_us, c->cfg.clock_us(), r->batch_id,
+                   r->n_rows);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->generated_tokens_total += (uint64_t)r->n_rows;
     m->active_seqs = (uint32_t)batcher_n_active(c->batcher);
@@ -1369,6 +1421,9 @@ static void publish_status(coordinator_t *c) {
     cJSON_AddStringToObject(root, "model", c->cfg.model_name ? c->cfg.model_name : "");
     cJSON_AddNumberToObject(root, "n_layers", c->n_layers);
     cJSON_AddNumberToObject(root, "epoch", (double)c->epoch);
+    cJSON_AddStringToObject(root, "kernels", c->kernels);
+    cJSON_AddNumberToObject(root, "n_ctx", c->cfg.n_ctx);
+    cJSON_AddNumberToObject(root, "n_seq", c->cfg.n_seq);
     cJSON_AddStringToObject(root, "state", coordinator_state_name(c->state));
     cJSON_AddStringToObject(root, "status", reason);
     cJSON_AddNumberToObject(root, "active_sequences", batcher_n_active(c->batcher));
@@ -1393,6 +1448,12 @@ static void publish_status(coordinator_t *c) {
         cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
         cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
         cJSON_AddNumberToObject(o, "weight_bytes", w->has_slice ? (double)w->slice.nbytes : 0);
+        cJSON_AddNumberToObject(o, "planned_bytes", (double)w->planned.total_bytes);
+        cJSON_AddNumberToObject(o, "mem_limit_bytes", (double)w->caps.mem_limit_bytes);
+        cJSON_AddNumberToObject(o, "speed", w->planned.speed);
+        /* heartbeat round trip (control connection), -1 until measured */
+        cJSON_AddNumberToObject(o, "link_rtt_us", (double)w->link_rtt_us);
+        cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
         cJSON_AddItemToArray(arr, o);
     }
     for (int i = 0; i < c->n_gone; i++) { /* lost or draining: no stage */

@@ -22,6 +22,7 @@
 #include "batcher.h"
 #include "serve.h"
 #include "status.h"
+#include "trace.h"
 
 #define COORDINATOR_MAX_WORKERS 64
 
@@ -77,6 +78,7 @@ struct coordinator_config {
     const char *kernels;
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for hop timings; NULL = none (tests) */
     int rebalance_s;            /* check the live stage timings this often; 0 = never re-balance */
+    trace_t *trace;             /* --trace: serialize and step spans, clock offsets; NULL = off */
 };
 
 enum coordinator_action_kind {
@@ -98,6 +100,8 @@ struct coordinator_action {
     uint8_t key[CRYPTO_KEY_BYTES];
     int exit_code;
     char text[1024];
+    uint64_t batch_id; /* SEND_FIRST: the step it carries (for trace spans) */
+    int32_t n_tokens;
 };
 
 #define COORDINATOR_MAX_ACTIONS (2 * COORDINATOR_MAX_WORKERS + 8)

@@ -25,6 +25,7 @@ struct net {
     coordinator_t *c;
     void *ctl, *ctl_mon;
     struct transport_link first; /* to the first stage */
+    trace_t *trace;              /* --trace, or NULL */
     bool done;
     int exit_code;
     char exit_text[600];
@@ -52,7 +53,12 @@ static void run_actions(struct net *n, struct coordinator_actions *acts) {
             transport_link_set(n->t, &n->first, a->key, a->endpoint);
             break;
         case COORDINATOR_ACTION_SEND_FIRST: {
+            trace_t *tr = n->trace;
+            uint64_t t0 = tr ? transport_now_us() : 0;
             enum status rc = transport_link_send(n->t, &n->first, &a->buf, a->len);
+            if (tr)
+                trace_span(tr, TRACE_TRACK_LOOP, "send", t0, transport_now_us(), a->batch_id,
+                           a->n_tokens);
             if (rc != STATUS_OK)
                 LOG(LOG_WARN, "coordinator: request to the first stage not sent: %s",
                     status_str(rc));
@@ -76,8 +82,12 @@ static void drain(struct net *n, struct coordinator_actions *acts) {
         Caravan__Envelope *msg = NULL;
         struct transport_peer peer;
         char err[CODEC_ERR_LEN];
+        uint64_t t0 = n->trace ? transport_now_us() : 0;
         enum status rc = transport_recv(n->t, n->ctl, ZMQ_DONTWAIT, &msg, &peer, err, sizeof err);
         if (rc == STATUS_TIMEOUT || rc == STATUS_IO) return;
+        if (n->trace && rc == STATUS_OK && msg->body_case == CARAVAN__ENVELOPE__BODY_RESULT)
+            trace_span(n->trace, TRACE_TRACK_LOOP, "receive", t0, transport_now_us(),
+                       msg->result->batch_id, msg->result->n_rows);
         struct coordinator_peer p = {
             .rid = peer.rid,
             .rid_len = peer.rid_len,
@@ -123,7 +133,7 @@ static void status_line(const char *path, const char *what, const char *value) {
 
 int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
                         const struct coordinator_net_config *cfg) {
-    struct net n = {.t = t};
+    struct net n = {.t = t, .trace = ccfg->trace};
     stop_requested = reload_requested = 0;
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;

@@ -1,7 +1,9 @@
 /* coordinator_test: the coordinator state machine without sockets. Joins are accepted only
  * with the key the connection proved and up to n_workers; the plan splits the layers and
  * wires each stage's upstream key and downstream endpoint; a version mismatch is answered
- * with CODE_VERSION; only the last stage's Result for the batch in flight counts. */
+ * with CODE_VERSION; only the last stage's Result for the batch in flight counts. With a model
+ * the plan follows the workers' memory and speed, pins a kernel variant they all have, and
+ * stops at once (exit 1, the numbers) when they cannot hold it. */
 #undef NDEBUG
 #include "coordinator.h"
 
@@ -12,6 +14,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "planner.h"
 
 static const uint8_t K1[32] = {11}, K2[32] = {12}, K3[32] = {13}, KC[32] = {99};
 
@@ -96,6 +99,142 @@ static void result(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t e
     env.result = &r;
     struct coordinator_peer p = {&rid, 1, key, "127.0.0.1"};
     coordinator_on_msg(c, &p, &env, 0, acts);
+}
+
+/* A Join with planning capabilities: memory limit, f32 and q4_0 probes, kernel variants. */
+static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const char *name,
+                      const char *endpoint, uint64_t mem, float f32, const char *const *kernels,
+                      size_t n_kernels, struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Join j = CARAVAN__JOIN__INIT;
+    Caravan__Capabilities caps = CARAVAN__CAPABILITIES__INIT;
+    Caravan__TypeSpeed s0 = CARAVAN__TYPE_SPEED__INIT, s2 = CARAVAN__TYPE_SPEED__INIT;
+    Caravan__TypeSpeed *speeds[2] = {&s0, &s2};
+    s0.type = 0;
+    s0.gflops = f32;
+    s2.type = 2;
+    s2.gflops = 4 * f32;
+    codec_envelope_init(&env, 0, 1);
+    caps.mem_limit_bytes = mem;
+    caps.n_threads = 1;
+    caps.gflops = f32;
+    caps.n_type_speeds = 2;
+    caps.type_speeds = speeds;
+    caps.n_kernels = n_kernels;
+    caps.kernels = (char **)kernels;
+    j.protocol_version = CARAVAN_PROTOCOL_VERSION;
+    j.node_name = (char *)name;
+    j.caps = &caps;
+    j.data_endpoint = (char *)endpoint;
+    j.public_key.data = (uint8_t *)key;
+    j.public_key.len = 32;
+    env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
+    env.join = &j;
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1"};
+    coordinator_on_msg(c, &p, &env, 0, acts);
+}
+
+static void test_snap(void) {
+    double a[4] = {10, 11.5, 40, 12.4};
+    planner_snap_speeds(a, 4, 0.25);
+    /* 10, 11.5 and 12.4 are within 25% of 10: one group (mean 11.3); 40 stays. */
+    assert(a[0] == a[1] && a[1] == a[3] && a[0] > 11.29 && a[0] < 11.31 && a[2] == 40);
+    double b[3] = {10, 12.6, 15};
+    planner_snap_speeds(b, 3, 0.25);
+    /* 12.6 is past 12.5: {10} and {12.6, 15} (15 <= 12.6 * 1.25). */
+    assert(b[0] == 10 && b[1] == b[2] && b[1] > 13.79 && b[1] < 13.81);
+    double c[2] = {5, 5};
+    planner_snap_speeds(c, 2, 0.25);
+    assert(c[0] == 5 && c[1] == 5);
+}
+
+/* The plan with a real model: ranges within each worker's memory, KV sizes and the pinned
+ * kernel variant in every Assign, and a cluster that cannot hold the model stops at once. */
+static void test_plan(struct coordinator_actions *acts) {
+    const char *shared = getenv("CARAVAN_SHARED");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/stories260K.gguf", shared ? shared : "../shared");
+    gguf_t *g = NULL;
+    if (gguf_open(path, &g) != STATUS_OK) {
+        fprintf(stderr, "coordinator_test: %s not found (set CARAVAN_SHARED)\n", path);
+        exit(1);
+    }
+    static const char *const all[] = {"ref", "avx2", "avx512"}, *const no512[] = {"ref", "avx2"};
+    const uint64_t MiB = 1 << 20, unlimited = 0;
+    struct coordinator_config cfg = {.n_workers = 2, .model = g, .n_ctx = 2048, .n_seq = 8};
+    memcpy(cfg.public_key, KC, 32);
+    crypto_hash_buf("", 0, cfg.model_fingerprint);
+
+    /* w2 may use 7 MiB: with 4 MiB of KV per layer it holds one layer and the head. */
+    coordinator_t *c = coordinator_new(&cfg);
+    join_caps(c, 1, K1, "w1", "tcp://w1:1", unlimited, 10, all, 3, acts);
+    join_caps(c, 2, K2, "w2", "tcp://w2:1", 7 * MiB, 10, no512, 2, acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_ASSIGNING);
+    Caravan__Envelope *e1 = sent_to(acts, 1, 1), *e2 = sent_to(acts, 2, 1);
+    assert(e1 && e1->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN);
+    assert(e2 && e2->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN);
+    assert(e1->assign->layer_first == 0 && e1->assign->layer_end == 4);
+    assert(e2->assign->layer_first == 4 && e2->assign->layer_end == 5);
+    assert(e1->assign->n_ctx == 2048 && e1->assign->n_seq == 8 && e2->assign->n_seq == 8);
+    assert(strcmp(e1->assign->kernels, "avx2") == 0 && strcmp(e2->assign->kernels, "avx2") == 0);
+    codec_free(&e1);
+    codec_free(&e2);
+    coordinator_actions_clear(acts);
+    coordinator_destroy(&c);
+
+    /* Equal memory, w1 four times as fast: w1 takes more layers. */
+    c = coordinator_new(&cfg);
+    join_caps(c, 1, K1, "w1", "tcp://w1:1", unlimited, 40, all, 3, acts);
+    join_caps(c, 2, K2, "w2", "tcp://w2:1", unlimited, 10, all, 3, acts);
+    e1 = sent_to(acts, 1, 1);
+    assert(e1 && e1->assign->layer_end >= 3 && strcmp(e1->assign->kernels, "avx512") == 0);
+    codec_free(&e1);
+    coordinator_actions_clear(acts);
+    coordinator_destroy(&c);
+
+    /* 3 MiB each cannot hold ~24 MiB: exit 1 with the numbers; both workers are told. */
+    c = coordinator_new(&cfg);
+    join_caps(c, 1, K1, "w1", "tcp://w1:1", 3 * MiB, 10, all, 3, acts);
+    join_caps(c, 2, K2, "w2", "tcp://w2:1", 3 * MiB, 10, all, 3, acts);
+    const struct coordinator_action *ex = find(acts, COORDINATOR_ACTION_EXIT);
+    assert(ex && ex->exit_code == 1 && strstr(ex->text, "cannot hold the model") &&
+           strstr(ex->text, "offer 6.0 MiB"));
+    assert(coordinator_state(c) == COORDINATOR_STATE_WAITING && coordinator_epoch(c) == 0);
+    for (uint8_t rid = 1; rid <= 2; rid++) {
+        Caravan__Envelope *err = sent_to(acts, rid, 1);
+        assert(err && err->body_case == CARAVAN__ENVELOPE__BODY_ERROR &&
+               err->error->code == CARAVAN__ERROR__CODE__CODE_NO_MEMORY &&
+               strstr(err->error->text, "w2 layers"));
+        codec_free(&err);
+    }
+    coordinator_actions_clear(acts);
+    coordinator_destroy(&c);
+
+    /* --kernels avx512 when w2 lacks it: exit 1 naming w2. */
+    cfg.kernels = "avx512";
+    c = coordinator_new(&cfg);
+    join_caps(c, 1, K1, "w1", "tcp://w1:1", unlimited, 10, all, 3, acts);
+    join_caps(c, 2, K2, "w2", "tcp://w2:1", unlimited, 10, no512, 2, acts);
+    ex = find(acts, COORDINATOR_ACTION_EXIT);
+    assert(ex && ex->exit_code == 1 && strstr(ex->text, "--kernels avx512") &&
+           strstr(ex->text, "w2 (runs ref,avx2)"));
+    coordinator_actions_clear(acts);
+    coordinator_destroy(&c);
+
+    /* A hand-fixed plan is followed (and memory still checked: it fits here). */
+    cfg.kernels = NULL;
+    cfg.plan = "0-1,2-4";
+    c = coordinator_new(&cfg);
+    join_caps(c, 1, K1, "w1", "tcp://w1:1", unlimited, 40, all, 3, acts);
+    join_caps(c, 2, K2, "w2", "tcp://w2:1", unlimited, 10, all, 3, acts);
+    e1 = sent_to(acts, 1, 1);
+    e2 = sent_to(acts, 2, 1);
+    assert(e1->assign->layer_end == 2 && e2->assign->layer_first == 2);
+    codec_free(&e1);
+    codec_free(&e2);
+    coordinator_actions_clear(acts);
+    coordinator_destroy(&c);
+    gguf_close(&g);
 }
 
 int main(void) {
@@ -225,6 +364,8 @@ int main(void) {
     coordinator_actions_clear(&acts);
     coordinator_destroy(&c);
     assert(c == NULL);
+    test_snap();
+    test_plan(&acts);
     printf("coordinator_test: ok\n");
     return 0;
 }

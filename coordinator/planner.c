@@ -72,6 +72,29 @@ static void speeds(const gguf_t *g, const struct planner_caps *w, int n, struct 
         snprintf(basis, basis_len, "equal (not every worker reported a speed)");
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void planner_snap_speeds(double *speeds, int n, double tolerance) {
+    if (n < 2 || n > PLAN_MAX_WORKERS) return;
+    double sorted[PLAN_MAX_WORKERS];
+    memcpy(sorted, speeds, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_double);
+    for (int g = 0; g < n;) {
+        int e = g + 1;
+        while (e < n && sorted[e] <= sorted[g] * (1.0 + tolerance)) e++;
+        double sum = 0;
+        for (int i = g; i < e; i++) sum += sorted[i];
+        double mean = sum / (e - g);
+        for (int k = 0; k < n; k++)
+            if (speeds[k] >= sorted[g] && speeds[k] <= sorted[e - 1]) speeds[k] = mean;
+        /* speeds[] now holds means; later groups only match their own (larger) values. */
+        g = e;
+    }
+}
+
 static enum status model_numbers(const struct planner_input *in, const struct planner_caps *w,
                                  int n, struct plan_model *m, uint64_t *layer_bytes) {
     const gguf_t *g = in->model;
@@ -147,6 +170,13 @@ enum status planner_run(const struct planner_input *in, const struct planner_cap
         for (int k = 0; k < n; k++) pw[k].speed = 1.0;
         snprintf(basis, sizeof basis, "equal (no model)");
     }
+    double raw[PLAN_MAX_WORKERS], sp[PLAN_MAX_WORKERS];
+    for (int k = 0; k < n; k++) raw[k] = pw[k].speed;
+    if (in->model) {
+        for (int k = 0; k < n; k++) sp[k] = pw[k].speed;
+        planner_snap_speeds(sp, n, PLANNER_SPEED_TOLERANCE);
+        for (int k = 0; k < n; k++) pw[k].speed = sp[k];
+    }
     uint64_t *layer_bytes = calloc((size_t)(in->n_layers > 0 ? in->n_layers : 1), sizeof(uint64_t));
     if (!layer_bytes) return STATUS_NOMEM;
     struct plan_model m = {.n_layers = in->n_layers,
@@ -178,10 +208,11 @@ enum status planner_run(const struct planner_input *in, const struct planner_cap
         if (in->model)
             LOG(LOG_INFO,
                 "coordinator:   %-12s layers %2d-%-2d  %8.1f MiB (weights %.1f + KV %.1f + "
-                "buffers %.1f) of %.1f MiB  speed %.2f",
+                "buffers %.1f) of %.1f MiB  speed %.2f (probe %.2f)",
                 w[k].name, (int)out[k].first, (int)out[k].end - 1, (double)out[k].total_bytes / MIB,
                 (double)out[k].weight_bytes / MIB, (double)out[k].kv_bytes / MIB,
-                (double)out[k].buffer_bytes / MIB, (double)w[k].mem_limit_bytes / MIB, pw[k].speed);
+                (double)out[k].buffer_bytes / MIB, (double)w[k].mem_limit_bytes / MIB, pw[k].speed,
+                raw[k]);
         else
             LOG(LOG_INFO, "coordinator:   %-12s layers %2d-%-2d  speed %.2f", w[k].name,
                 (int)out[k].first, (int)out[k].end - 1, pw[k].speed);

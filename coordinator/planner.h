@@ -38,6 +38,14 @@ struct planner_input {
     const char *kernels;           /* forced variant or NULL */
 };
 
+/* Probe speeds of the same hardware differ by up to ~20% from run to run on a busy host (see
+ * bench/RESULTS.md); planning by those differences would move layers between equal workers and
+ * unbalance the pipeline. So speeds within `tolerance` (relative) of a group's slowest member
+ * are replaced by the group's mean (groups formed in sorted order); clearly different workers
+ * keep their proportions. */
+#define PLANNER_SPEED_TOLERANCE 0.25
+void planner_snap_speeds(double *speeds, int n, double tolerance);
+
 /* Fills out[n] (ranges, bytes, times) and kernels_out (the variant to pin, "" for none).
  * On failure err holds the whole explanation (for the log and the exit message). */
 CARAVAN_NODISCARD enum status planner_run(const struct planner_input *in,

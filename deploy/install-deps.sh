@@ -8,6 +8,10 @@ packages=(
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libsodium-dev
   libpcre2-dev libcjson-dev libmicrohttpd-dev
   tshark tcpdump iproute2 procps nodejs curl iptables
+  libnetfilter-queue-dev iputils-ping openssh-client systemd
+  chromium gnuplot-nox
+  # (not openssh-server: it would start an ssh daemon on a developer machine; the hosts a
+  # cluster runs on need it, and tests/integration/hosts_test.sh skips without it)
 )
 # npm (for tests/node): NodeSource's nodejs package carries its own npm and conflicts with
 # Debian's, so ask for Debian's only when there is no npm at all.

@@ -8,6 +8,7 @@
  *                                   one byte naming the body field, then the body's bytes) */
 #undef NDEBUG
 #include <assert.h>
+#include <math.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,9 @@ struct fixture {
     Caravan__Join join;
     Caravan__Capabilities caps;
     char *simd[3];
+    Caravan__TypeSpeed speed[2];
+    Caravan__TypeSpeed *speeds[2];
+    char *kernels[2];
     ProtobufCBinaryData cached_models[2];
     Caravan__CachedSlice cached_slice;
     Caravan__CachedSlice *cached_slices[1];
@@ -158,6 +162,18 @@ static void fixture_build(struct fixture *fx, enum fx_kind k) {
         fx->caps.simd = fx->simd;
         fx->caps.cache_bytes = 40ull << 30;
         fx->caps.gflops = 123.5f;
+        fx->caps.mem_limit_bytes = 6ull << 30;
+        for (int i = 0; i < 2; i++) {
+            caravan__type_speed__init(&fx->speed[i]);
+            fx->speed[i].type = i ? 2 : 0;
+            fx->speed[i].gflops = i ? 75.5f : 28.25f;
+            fx->speeds[i] = &fx->speed[i];
+        }
+        fx->caps.n_type_speeds = 2;
+        fx->caps.type_speeds = fx->speeds;
+        fx->kernels[0] = "ref", fx->kernels[1] = "avx2";
+        fx->caps.n_kernels = 2;
+        fx->caps.kernels = fx->kernels;
         j->protocol_version = CARAVAN_PROTOCOL_VERSION;
         j->node_name = s_name;
         j->caps = &fx->caps;
@@ -210,6 +226,7 @@ static void fixture_build(struct fixture *fx, enum fx_kind k) {
         a->prev = &fx->prev;
         a->next = NULL; /* last stage */
         a->n_ctx = 4096;
+        a->kernels = "avx2";
         a->n_seq = 16;
         a->n_batch = 512;
         a->act_dtype = CARAVAN__DTYPE__DTYPE_F16;
@@ -579,6 +596,12 @@ static void test_round_trip(void) {
                 CHECK(msg->join->caps->n_simd == 3 &&
                       strcmp(msg->join->caps->simd[2], "f16c") == 0);
                 CHECK(memcmp(msg->join->public_key.data, fx->key, 32) == 0);
+                CHECK(msg->join->caps->mem_limit_bytes == 6ull << 30);
+                CHECK(msg->join->caps->n_type_speeds == 2 &&
+                      msg->join->caps->type_speeds[1]->type == 2 &&
+                      msg->join->caps->type_speeds[1]->gflops == 75.5f);
+                CHECK(msg->join->caps->n_kernels == 2 &&
+                      strcmp(msg->join->caps->kernels[1], "avx2") == 0);
             }
             if (k == FX_ASSIGN) {
                 CHECK(msg->assign->next == NULL && msg->assign->prev->node_id == 2);
@@ -771,6 +794,17 @@ static void mut_short_cached(struct fixture *fx) {
 static void mut_no_caps(struct fixture *fx) {
     fx->join.caps = NULL;
 }
+static void mut_speed_nan(struct fixture *fx) {
+    fx->speed[1].gflops = NAN;
+}
+static void mut_kernel_utf8(struct fixture *fx) {
+    static char bad[] = "avx\xff";
+    fx->kernels[1] = bad;
+}
+static void mut_assign_kernels_utf8(struct fixture *fx) {
+    static char bad[] = "\xc0\xaf";
+    fx->assign.kernels = bad;
+}
 static void mut_join_version(struct fixture *fx) {
     fx->join.protocol_version = 3;
 }
@@ -876,6 +910,10 @@ static const struct bad_case bad_cases[] = {
     {"public key 31 bytes", FX_JOIN, mut_short_key, STATUS_FORMAT, "public_key"},
     {"cached fingerprint 16 bytes", FX_JOIN, mut_short_cached, STATUS_FORMAT, "cached_models"},
     {"join without caps", FX_JOIN, mut_no_caps, STATUS_FORMAT, "capabilities"},
+    {"type speed NaN", FX_JOIN, mut_speed_nan, STATUS_FORMAT, "type_speeds.gflops"},
+    {"kernel name not UTF-8", FX_JOIN, mut_kernel_utf8, STATUS_FORMAT, "caps.kernels"},
+    {"assign kernels not UTF-8", FX_ASSIGN, mut_assign_kernels_utf8, STATUS_FORMAT,
+     "assign.kernels"},
     {"join version != envelope", FX_JOIN, mut_join_version, STATUS_PROTOCOL, "join says 3"},
     {"cached slice empty range", FX_JOIN, mut_slice_range, STATUS_FORMAT, "range"},
     {"join_ack node 0", FX_JOIN_ACK, mut_ack_node0, STATUS_FORMAT, "node id 0"},

@@ -25,6 +25,7 @@ struct worker {
     uint32_t heartbeat_ms;
     uint32_t timeout_ms; /* the coordinator counts as gone after this silence */
     uint64_t last_heartbeat_ms;
+    uint64_t echo_sent_us, echo_recv_us; /* last coordinator Heartbeat: its sent_us, our recv */
     uint64_t n_computed;
     uint64_t start_ms;
 
@@ -345,6 +346,7 @@ static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_ac
         return;
     }
     w->node_id = a->node_id;
+    trace_set_node(w->cfg.trace, a->node_id);
     if (a->heartbeat_ms >= 50 && a->heartbeat_ms <= 60000) w->heartbeat_ms = a->heartbeat_ms;
     if (a->timeout_ms >= 3 * w->heartbeat_ms && a->timeout_ms <= 600000)
         w->timeout_ms = a->timeout_ms;
@@ -889,6 +891,15 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         reply.forward = &next;
         emit(w, acts, WORKER_ACTION_SEND_NEXT, &reply);
     }
+    if (w->cfg.trace) {
+        uint64_t done_us = w->cfg.clock_us ? w->cfg.clock_us() : hop.end_us;
+        trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "queue", hop.recv_us, hop.start_us, f->batch_id,
+                   f->n_tokens);
+        trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "compute", hop.start_us, hop.end_us, f->batch_id,
+                   f->n_tokens);
+        trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "serialize", hop.end_us, done_us, f->batch_id,
+                   f->n_tokens);
+    }
     free(hops);
     free(out.data);
 }
@@ -923,7 +934,10 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
     case CARAVAN__ENVELOPE__BODY_JOIN_ACK: on_join_ack(w, msg->join_ack, acts); break;
     case CARAVAN__ENVELOPE__BODY_ASSIGN: on_assign(w, msg, now_us, acts); break;
     case CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK: on_weight_chunk(w, msg, now_us, acts); break;
-    case CARAVAN__ENVELOPE__BODY_HEARTBEAT: break;
+    case CARAVAN__ENVELOPE__BODY_HEARTBEAT:
+        w->echo_sent_us = msg->sent_us;
+        w->echo_recv_us = msg->sent_us ? now_us : 0;
+        break;
     case CARAVAN__ENVELOPE__BODY_RELEASE:
         if (w->cfg.reset) {
             const Caravan__Release *rel = msg->release;
@@ -940,10 +954,17 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
                  e->text ? e->text : "");
         /* NO_MEMORY before any Assign: the coordinator cannot plan (the cluster cannot hold
          * the model) and is stopping. */
-        if (w->state == WORKER_STATE_JOINING || e->code == CARAVAN__ERROR__CODE__CODE_VERSION ||
-            e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED ||
-            (w->state == WORKER_STATE_JOINED && w->slice.epoch == 0 &&
-             e->code == CARAVAN__ERROR__CODE__CODE_NO_MEMORY)) {
+        if (e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED && w->node_id != 0 &&
+            w->state != WORKER_STATE_JOINING) {
+            /* It no longer knows this connection (a restarted coordinator, or it took us for
+             * lost): join again, keeping the weights. */
+            LOG(LOG_WARN, "worker: %s; re-joining", text);
+            worker_rejoin(w, acts);
+        } else if (w->state == WORKER_STATE_JOINING ||
+                   e->code == CARAVAN__ERROR__CODE__CODE_VERSION ||
+                   e->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED ||
+                   (w->state == WORKER_STATE_JOINED && w->slice.epoch == 0 &&
+                    e->code == CARAVAN__ERROR__CODE__CODE_NO_MEMORY)) {
             exit_with(acts, 1, text);
         } else {
             LOG(LOG_WARN, "worker: %s", text);
@@ -993,6 +1014,9 @@ void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
         hb.layer_first = w->slice.layer_first;
         hb.layer_end = w->slice.layer_end;
     }
+    hb.echo_sent_us = w->echo_sent_us;
+    hb.echo_recv_us = w->echo_recv_us;
+    env.sent_us = w->cfg.clock_us ? w->cfg.clock_us() : 0;
     env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);

@@ -27,6 +27,7 @@
 #include "crypto.h"
 #include "gguf.h"
 #include "status.h"
+#include "trace.h"
 
 enum worker_state {
     WORKER_STATE_JOINING = 0, /* Join sent, waiting for JoinAck */
@@ -101,6 +102,7 @@ struct worker_config {
     worker_load_fn load;
     worker_reset_fn reset;
     void *compute_ctx;
+    trace_t *trace; /* --trace: queue/compute/serialize spans per Forward; NULL = off */
 };
 
 enum worker_action_kind {

@@ -90,7 +90,10 @@ struct net {
     void *ctl, *ctl_mon, *act_in, *act_in_mon;
     struct transport_link next; /* to the next stage */
     uint64_t last_control_ms;   /* last message from the coordinator */
-    uint64_t lost_since_ms;     /* the coordinator went silent (0: it is there) */
+    trace_t *trace;             /* --trace, or NULL */
+    uint64_t trace_batch;       /* batch of the Forward being handled (for the send span) */
+    int32_t trace_tokens;
+    uint64_t lost_since_ms; /* the coordinator went silent (0: it is there) */
     uint64_t next_rejoin_ms, rejoin_backoff_ms;
     uint64_t drain_deadline_ms; /* SIGTERM: exit by then (0: not draining) */
     bool ever_joined;
@@ -112,13 +115,21 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
         struct worker_action *a = &acts->a[i];
         switch (a->kind) {
         case WORKER_ACTION_SEND_CONTROL: {
+            uint64_t t0 = n->trace_batch ? transport_now_us() : 0;
             enum status rc = transport_send_bytes(n->ctl, NULL, 0, &a->buf, a->len, 0);
+            if (n->trace_batch)
+                trace_span(n->trace, TRACE_TRACK_LOOP, "send", t0, transport_now_us(),
+                           n->trace_batch, n->trace_tokens);
             if (rc != STATUS_OK)
                 LOG(LOG_WARN, "worker: message to the coordinator not sent: %s", status_str(rc));
             break;
         }
         case WORKER_ACTION_SEND_NEXT: {
+            uint64_t t0 = n->trace_batch ? transport_now_us() : 0;
             enum status rc = transport_link_send(n->t, &n->next, &a->buf, a->len);
+            if (n->trace_batch)
+                trace_span(n->trace, TRACE_TRACK_LOOP, "send", t0, transport_now_us(),
+                           n->trace_batch, n->trace_tokens);
             if (rc != STATUS_OK)
                 LOG(LOG_WARN, "worker: output to the next stage not sent: %s", status_str(rc));
             break;
@@ -146,8 +157,18 @@ static void drain(struct net *n, void *sock, enum worker_source src, int max) {
         Caravan__Envelope *msg = NULL;
         struct transport_peer peer;
         char err[CODEC_ERR_LEN];
+        uint64_t t0 = n->trace ? transport_now_us() : 0;
         enum status rc = transport_recv(n->t, sock, ZMQ_DONTWAIT, &msg, &peer, err, sizeof err);
         if (rc == STATUS_TIMEOUT) return;
+        n->trace_batch = 0;
+        if (n->trace && rc == STATUS_OK && msg->body_case == CARAVAN__ENVELOPE__BODY_FORWARD) {
+            /* receive = taking the message from ZeroMQ and decoding it (CURVE decryption
+             * happened in ZeroMQ's I/O thread before: it is inside the link time) */
+            n->trace_batch = msg->forward->batch_id;
+            n->trace_tokens = msg->forward->n_tokens;
+            trace_span(n->trace, TRACE_TRACK_LOOP, "receive", t0, transport_now_us(),
+                       n->trace_batch, n->trace_tokens);
+        }
         if (src == WORKER_FROM_CONTROL) n->last_control_ms = transport_mono_ms();
         struct worker_actions acts = {0};
         if (rc == STATUS_IO) return;
@@ -160,6 +181,7 @@ static void drain(struct net *n, void *sock, enum worker_source src, int max) {
         }
         codec_free(&msg);
         run_actions(n, &acts);
+        n->trace_batch = 0;
         /* before the next message, which may be an Assign that loads for seconds */
         if (n->hb) hb_publish(n->hb, n->w);
     }
@@ -197,7 +219,7 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
 
 int worker_net_run(transport_t *t, struct worker_config *wcfg,
                    const struct worker_net_config *cfg) {
-    struct net n = {.t = t, .cfg = cfg};
+    struct net n = {.t = t, .cfg = cfg, .trace = wcfg->trace};
     char bound[256] = "";
     stop_requested = term_requested = 0;
     struct sigaction sa = {0};
@@ -330,6 +352,8 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                 finish(&n, 0, "stopped by SIGTERM");
             }
         }
+        if (!n.done && n.drain_deadline_ms && now - n.last_control_ms > 2000)
+            finish(&n, 0, "the coordinator went silent while this worker drained");
         if (!n.done && n.drain_deadline_ms && (term_requested > 1 || now > n.drain_deadline_ms))
             finish(&n, 0,
                    term_requested > 1 ? "stopped by a second SIGTERM while draining"

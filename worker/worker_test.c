@@ -140,6 +140,91 @@ static worker_t *new_worker_rate(uint64_t rate) {
     return worker_new(&cfg);
 }
 
+/* What the load callback saw (the Assign's KV sizes and kernels reach the engine). */
+static struct worker_slice loaded;
+static int n_loaded;
+static enum status record_load(void *ctx, const struct worker_slice *slice) {
+    (void)ctx;
+    loaded = *slice;
+    n_loaded++;
+    return STATUS_OK;
+}
+
+/* Join carries the planning capabilities; Assign's n_ctx/n_seq/n_batch/kernels reach the
+ * load step; a NO_MEMORY Error before any Assign (the coordinator cannot plan) exits 1. */
+static void test_caps_and_assign(void) {
+    struct worker_actions acts = {0};
+    static const struct caps_type_speed speeds[2] = {{0, 3.5f}, {2, 12.25f}};
+    static const char *const kernels[2] = {"ref", "avx2"};
+    struct worker_config cfg = {.name = "t",
+                                .data_endpoint = "tcp://self:1",
+                                .mem_limit_bytes = 123456789,
+                                .type_speeds = speeds,
+                                .n_type_speeds = 2,
+                                .kernels = kernels,
+                                .n_kernels = 2,
+                                .load = record_load};
+    memcpy(cfg.public_key, KEY_SELF, 32);
+    memcpy(cfg.coordinator_key, KEY_COORD, 32);
+    worker_t *w = worker_new(&cfg);
+    worker_start(w, 0, &acts);
+    Caravan__Envelope *env = decode_action(&acts, 0);
+    const Caravan__Capabilities *caps = env->join->caps;
+    assert(caps->mem_limit_bytes == 123456789);
+    assert(caps->n_type_speeds == 2 && caps->type_speeds[1]->type == 2 &&
+           caps->type_speeds[1]->gflops == 12.25f && caps->gflops == 3.5f);
+    assert(caps->n_kernels == 2 && strcmp(caps->kernels[1], "avx2") == 0);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+
+    Caravan__Envelope a_env;
+    Caravan__Assign a = CARAVAN__ASSIGN__INIT;
+    Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
+    codec_envelope_init(&a_env, 1, 2);
+    m.n_layers = 8;
+    a.model = &m;
+    a.layer_first = 0;
+    a.layer_end = 8;
+    a.n_ctx = 1024;
+    a.n_seq = 6;
+    a.n_batch = 64;
+    a.kernels = "avx2";
+    a_env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN;
+    a_env.assign = &a;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &a_env, 0, &acts);
+    assert(worker_state(w) == WORKER_STATE_READY && n_loaded == 1);
+    assert(loaded.n_ctx == 1024 && loaded.n_seq == 6 && loaded.n_batch == 64);
+    assert(strcmp(loaded.kernels, "avx2") == 0);
+    worker_actions_clear(&acts);
+    /* Once assigned, a NO_MEMORY Error is only logged. */
+    Caravan__Envelope e_env;
+    Caravan__Error e = CARAVAN__ERROR__INIT;
+    codec_envelope_init(&e_env, 1, 3);
+    e.code = CARAVAN__ERROR__CODE__CODE_NO_MEMORY;
+    e.text = "the cluster cannot hold the model: it needs 9 MiB";
+    e_env.body_case = CARAVAN__ENVELOPE__BODY_ERROR;
+    e_env.error = &e;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &e_env, 0, &acts);
+    assert(count_kind(&acts, WORKER_ACTION_EXIT) == 0);
+    worker_actions_clear(&acts);
+    worker_destroy(&w);
+
+    /* Joined, not yet assigned: the coordinator could not plan; exit 1 with its reason. */
+    w = worker_new(&cfg);
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &e_env, 0, &acts);
+    assert(count_kind(&acts, WORKER_ACTION_EXIT) == 1);
+    for (int i = 0; i < acts.n; i++)
+        if (acts.a[i].kind == WORKER_ACTION_EXIT)
+            assert(acts.a[i].exit_code == 1 && strstr(acts.a[i].text, "cannot hold the model"));
+    worker_actions_clear(&acts);
+    worker_destroy(&w);
+}
+
 static worker_t *new_worker(void) {
     return new_worker_rate(0);
 }
@@ -373,6 +458,8 @@ int main(void) {
     assert(strstr(acts.a[0].text, "the cluster is full"));
     worker_actions_clear(&acts);
     worker_destroy(&w);
+    test_caps_and_assign();
+
     slice_cache_destroy(&g_cache);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

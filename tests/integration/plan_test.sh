@@ -11,6 +11,8 @@
 #   same_tokens  greedy and seeded answers from clusters of 1, 2 and 3 workers (planned by
 #                speed, and by hand) equal `caravan run` with the kernel variant the cluster
 #                pinned (--kernels, and the default pick)
+#   cluster_json GET /cluster shows the plan: ranges, planned bytes, memory limits, speeds,
+#                the pinned kernels and the KV sizes
 #   bad_options  --plan and --kernels are checked at start, before any worker joins
 #
 # Needs CARAVAN_BIN and CARAVAN_SHARED (stories260K). Every process started here is killed on
@@ -187,6 +189,30 @@ same_tokens)
     [ "$got" = "$want" ] || fail "default pick $kern: differs from caravan run --kernels $kern"
     expect_log "$WORK/pick-w2.log" "loaded layers .*kernels $kern"
     note "default pick: $kern"
+    ;;
+
+cluster_json)
+    start_coordinator coord --workers 2 --http 127.0.0.1:0 --status-file "$WORK/status" \
+        --kernels avx2 --max-seqs 4 --ctx 512
+    WARGS_1=()
+    WARGS_2=(--max-memory 7M)
+    start_workers coord w 2 --model "$MODEL"
+    wait_for "$WORK/status" "^serving" 20 || fail "the cluster did not start serving"
+    url=$(awk '$1 == "http" {print $2}' "$WORK/status")
+    [ -n "$url" ] || fail "no http line in the status file"
+    curl -sf "$url/cluster" >"$WORK/cluster.json" || fail "GET /cluster failed"
+    python3 - "$WORK/cluster.json" <<'PY' || fail "/cluster: $(head -c 600 "$WORK/cluster.json")"
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c["kernels"] == "avx2" and c["n_ctx"] == 512 and c["n_seq"] == 4, c
+w = c["workers"]
+assert len(w) == 2 and w[0]["layer_first"] == 0 and w[-1]["layer_end"] == 5, w
+assert w[0]["layer_end"] == w[1]["layer_first"], w
+assert w[1]["mem_limit_bytes"] == 7 << 20, w[1]
+for x in w:
+    assert 0 < x["planned_bytes"] and x["speed"] > 0, x
+    assert x["mem_limit_bytes"] == 0 or x["planned_bytes"] <= x["mem_limit_bytes"], x
+PY
     ;;
 
 bad_options)

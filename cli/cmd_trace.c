@@ -1,0 +1,470 @@
+/* caravan trace: join one run's trace files (merge) and check a merged trace (check).
+ *
+ *   caravan trace merge OUT IN...   the coordinator's file gives each worker's clock offset
+ *                                   (common/trace.h); worker spans are moved onto the
+ *                                   coordinator's clock, processes are named, and for every
+ *                                   step a "link" span is added on the receiving side from the
+ *                                   sender's send (its end, or its start when the call returned
+ *                                   after the receiver had the message) to the receiver's
+ *                                   receive (transit through
+ *                                   ZeroMQ, CURVE encryption and decryption, and any time the
+ *                                   message waited in the socket while the receiver was busy).
+ *   caravan trace check FILE [--workers N]
+ *                                   exits 0 when some step has, in time order, the coordinator's
+ *                                   serialize and send, every worker's receive, queue, compute,
+ *                                   serialize and send, and the coordinator's receive; prints
+ *                                   that step's breakdown in microseconds.
+ *   caravan trace summary FILE      medians over decode steps: round trip and each kind of
+ *                                   span summed over the stages, as one JSON line (ms). */
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+#define TRACE_MAX_FILES 65
+#define TRACE_LINK_TID 3
+/* Merged files use pid = TRACE_PID_BASE + node id (coordinator: the base itself): viewers
+ * treat pid 0 as the idle process. Raw files use the node id. */
+#define TRACE_PID_BASE 1000
+#define TRACE_ORDER_SLACK_US 1000.0 /* clock offset estimates are this good on one host */
+
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 8);
+    if (!buf) abort();
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 8);
+            if (!buf) abort();
+        }
+    }
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+/* A trace file; one cut short (the daemon was killed) is closed with "]}" and read anyway. */
+static cJSON *load_trace(const char *path) {
+    size_t len = 0;
+    char *text = read_all(path, &len);
+    if (!text) {
+        fprintf(stderr, "error: cannot read %s\n", path);
+        return NULL;
+    }
+    cJSON *j = cJSON_Parse(text);
+    if (!j) {
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ',')) text[--len] = 0;
+        memcpy(text + len, "\n]}", 4);
+        j = cJSON_Parse(text);
+        if (j) fprintf(stderr, "warning: %s was cut short (killed?); read what is there\n", path);
+    }
+    free(text);
+    if (!j || !cJSON_IsArray(cJSON_GetObjectItem(j, "traceEvents"))) {
+        fprintf(stderr, "error: %s is not a caravan trace (Chrome trace-event JSON)\n", path);
+        cJSON_Delete(j);
+        return NULL;
+    }
+    return j;
+}
+
+static double num(const cJSON *o, const char *key, double def) {
+    const cJSON *v = cJSON_GetObjectItem(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static const char *str(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(o, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static void add_meta(cJSON *events, const char *what, int pid, int tid, const char *name) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "ph", "M");
+    cJSON_AddStringToObject(m, "name", what);
+    cJSON_AddNumberToObject(m, "pid", pid);
+    cJSON_AddNumberToObject(m, "tid", tid);
+    cJSON *args = cJSON_AddObjectToObject(m, "args");
+    cJSON_AddStringToObject(args, "name", name);
+    cJSON_AddItemToArray(events, m);
+}
+
+static void add_sort(cJSON *events, int pid, int index) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "ph", "M");
+    cJSON_AddStringToObject(m, "name", "process_sort_index");
+    cJSON_AddNumberToObject(m, "pid", pid);
+    cJSON *args = cJSON_AddObjectToObject(m, "args");
+    cJSON_AddNumberToObject(args, "sort_index", index);
+    cJSON_AddItemToArray(events, m);
+}
+
+/* One span of a step, as the merge and the check see it. */
+struct span {
+    int pid;
+    double ts, end;
+    const char *name;
+    double batch;
+    int tokens;
+};
+
+static int cmp_span(const void *a, const void *b) {
+    const struct span *x = a, *y = b;
+    if (x->batch != y->batch) return x->batch < y->batch ? -1 : 1;
+    if (x->ts != y->ts) return x->ts < y->ts ? -1 : 1;
+    return 0;
+}
+
+/* Every "X" event with a batch as a span, sorted by (batch, start). */
+static struct span *collect_spans(const cJSON *events, size_t *n_out) {
+    size_t n = 0, cap = (size_t)cJSON_GetArraySize(events) + 1;
+    struct span *s = calloc(cap, sizeof *s);
+    if (!s) abort();
+    const cJSON *e;
+    cJSON_ArrayForEach(e, events) {
+        if (strcmp(str(e, "ph"), "X") != 0) continue;
+        const cJSON *args = cJSON_GetObjectItem(e, "args");
+        double batch = num(args, "batch", 0);
+        if (batch <= 0) continue;
+        s[n].pid = (int)num(e, "pid", -1);
+        if (s[n].pid >= TRACE_PID_BASE) s[n].pid -= TRACE_PID_BASE; /* merged: node id again */
+        s[n].ts = num(e, "ts", 0);
+        s[n].end = s[n].ts + num(e, "dur", 0);
+        s[n].name = str(e, "name");
+        s[n].batch = batch;
+        s[n].tokens = (int)num(args, "tokens", 0);
+        n++;
+    }
+    qsort(s, n, sizeof *s, cmp_span);
+    *n_out = n;
+    return s;
+}
+
+static cJSON *span_event(const char *name, int pid, int tid, double ts, double dur, double batch) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "ph", "X");
+    cJSON_AddStringToObject(e, "name", name);
+    cJSON_AddStringToObject(e, "cat", "caravan");
+    cJSON_AddNumberToObject(e, "pid", pid);
+    cJSON_AddNumberToObject(e, "tid", tid);
+    cJSON_AddNumberToObject(e, "ts", ts);
+    cJSON_AddNumberToObject(e, "dur", dur > 0 ? dur : 0);
+    cJSON *args = cJSON_AddObjectToObject(e, "args");
+    cJSON_AddNumberToObject(args, "batch", batch);
+    return e;
+}
+
+/* For each step: sends and receives in time order make the chain coordinator -> w -> ... ->
+ * coordinator; a link span goes from each send's end to the next receive's start. */
+static void add_links(cJSON *events) {
+    size_t n = 0;
+    struct span *s = collect_spans(events, &n);
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && s[j].batch == s[i].batch) j++;
+        const struct span *last_send = NULL;
+        for (size_t k = i; k < j; k++) {
+            if (strcmp(s[k].name, "send") == 0) last_send = &s[k];
+            if (strcmp(s[k].name, "receive") == 0 && last_send && last_send->pid != s[k].pid) {
+                /* a blocking send may return after the receiver has the message: then the
+                 * link starts where the send started */
+                double from = last_send->end <= s[k].ts ? last_send->end : last_send->ts;
+                if (s[k].ts >= from)
+                    cJSON_AddItemToArray(events, span_event("link", TRACE_PID_BASE + s[k].pid,
+                                                            TRACE_LINK_TID, from, s[k].ts - from,
+                                                            s[k].batch));
+                last_send = NULL;
+            }
+        }
+        i = j;
+    }
+    free(s);
+}
+
+int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
+    cJSON *files[TRACE_MAX_FILES] = {0};
+    int rc = 1;
+    if (n_in < 1 || n_in > TRACE_MAX_FILES) {
+        fprintf(stderr, "error: give 1 to %d trace files\n", TRACE_MAX_FILES);
+        return 2;
+    }
+    const cJSON *clocks = NULL;
+    for (int i = 0; i < n_in; i++) {
+        files[i] = load_trace(ins[i]);
+        if (!files[i]) goto done;
+        const cJSON *od = cJSON_GetObjectItem(files[i], "otherData");
+        if (strcmp(str(od, "caravan_role"), "coordinator") == 0)
+            clocks = cJSON_GetObjectItem(od, "clocks");
+    }
+    if (!clocks)
+        fprintf(stderr, "warning: no coordinator trace among the inputs: worker clocks are "
+                        "taken as they are (right only on one host)\n");
+    cJSON *root = cJSON_CreateObject();
+    cJSON *events = cJSON_AddArrayToObject(root, "traceEvents");
+    cJSON *clock_out = cJSON_CreateArray();
+    for (int i = 0; i < n_in; i++) {
+        const cJSON *od = cJSON_GetObjectItem(files[i], "otherData");
+        bool coord = strcmp(str(od, "caravan_role"), "coordinator") == 0;
+        int node = coord ? 0 : (int)num(od, "node_id", 0);
+        if (!coord && node == 0) {
+            fprintf(stderr, "warning: %s: the worker never joined; skipped\n", ins[i]);
+            continue;
+        }
+        double offset = 0, rtt = -1;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, clocks) {
+            if ((int)num(c, "node_id", -1) != node) continue;
+            offset = num(c, "offset_us", 0);
+            rtt = num(c, "rtt_us", -1);
+        }
+        if (!coord && clocks && rtt < 0)
+            fprintf(stderr, "warning: no clock offset for node %d (no heartbeat round trip)\n",
+                    node);
+        char pname[200];
+        if (coord)
+            snprintf(pname, sizeof pname, "coordinator");
+        else
+            snprintf(pname, sizeof pname, "worker %d (%s)", node, str(od, "name"));
+        int pid = TRACE_PID_BASE + node;
+        add_meta(events, "process_name", pid, 0, pname);
+        add_sort(events, pid, node);
+        add_meta(events, "thread_name", pid, 1, coord ? "loop" : "loop: receive..send");
+        if (coord) add_meta(events, "thread_name", pid, 2, "steps (round trip)");
+        add_meta(events, "thread_name", pid, TRACE_LINK_TID, "link in (transit + socket wait)");
+        if (!coord) {
+            cJSON *co = cJSON_CreateObject();
+            cJSON_AddNumberToObject(co, "node_id", node);
+            cJSON_AddNumberToObject(co, "offset_us", offset);
+            cJSON_AddNumberToObject(co, "rtt_us", rtt);
+            cJSON_AddItemToArray(clock_out, co);
+        }
+        const cJSON *e;
+        cJSON_ArrayForEach(e, cJSON_GetObjectItem(files[i], "traceEvents")) {
+            cJSON *copy = cJSON_Duplicate(e, 1);
+            cJSON_ReplaceItemInObject(copy, "pid", cJSON_CreateNumber(TRACE_PID_BASE + node));
+            cJSON *ts = cJSON_GetObjectItem(copy, "ts");
+            if (cJSON_IsNumber(ts)) cJSON_SetNumberValue(ts, ts->valuedouble - offset);
+            cJSON_AddItemToArray(events, copy);
+        }
+    }
+    add_links(events);
+    cJSON_AddStringToObject(root, "displayTimeUnit", "ms");
+    cJSON *od = cJSON_AddObjectToObject(root, "otherData");
+    cJSON_AddStringToObject(od, "caravan_role", "merged");
+    cJSON_AddItemToObject(od, "clocks", clock_out);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    FILE *f = fopen(out, "w");
+    if (!f || fputs(text, f) < 0 || fputc('\n', f) < 0) {
+        fprintf(stderr, "error: cannot write %s\n", out);
+        if (f) fclose(f);
+        free(text);
+        goto done;
+    }
+    if (fclose(f) != 0) {
+        fprintf(stderr, "error: cannot write %s\n", out);
+        free(text);
+        goto done;
+    }
+    free(text);
+    rc = 0;
+done:
+    for (int i = 0; i < n_in; i++) cJSON_Delete(files[i]);
+    return rc;
+}
+
+/* Checks one step's spans [s, s+n) (one batch, sorted by start): the chain described at the
+ * top. Prints why not into why. */
+static bool check_step(const struct span *s, size_t n, int n_workers, bool print, char *why,
+                       size_t why_len) {
+    static const char *const worker_chain[] = {"receive", "queue", "compute", "serialize", "send"};
+    const char *want[8 + 5 * 64];
+    int want_pid[8 + 5 * 64];
+    int n_want = 0;
+    want[n_want] = "serialize";
+    want_pid[n_want++] = 0;
+    want[n_want] = "send";
+    want_pid[n_want++] = 0;
+    /* the workers' order is the order their receives start */
+    int order[64], n_order = 0;
+    for (size_t i = 0; i < n && n_order < 64; i++)
+        if (s[i].pid != 0 && strcmp(s[i].name, "receive") == 0) order[n_order++] = s[i].pid;
+    if (n_order != n_workers) {
+        snprintf(why, why_len, "%d of %d workers received it", n_order, n_workers);
+        return false;
+    }
+    for (int w = 0; w < n_order; w++)
+        for (int k = 0; k < 5; k++) {
+            want[n_want] = worker_chain[k];
+            want_pid[n_want++] = order[w];
+        }
+    want[n_want] = "receive";
+    want_pid[n_want++] = 0;
+    double prev_end = 0, prev_start = 0;
+    const char *prev_name = "";
+    int prev_pid = 0;
+    for (int k = 0; k < n_want; k++) {
+        const struct span *hit = NULL;
+        for (size_t i = 0; i < n && !hit; i++)
+            if (s[i].pid == want_pid[k] && strcmp(s[i].name, want[k]) == 0) hit = &s[i];
+        if (!hit) {
+            snprintf(why, why_len, "no %s span on pid %d", want[k], want_pid[k]);
+            return false;
+        }
+        /* in order = each starts after the previous started (a blocking send may return
+         * after the next stage already has the message) */
+        if (k > 0 && hit->ts + TRACE_ORDER_SLACK_US < prev_start) {
+            snprintf(why, why_len, "%s on pid %d starts %.0f us before %s on pid %d", want[k],
+                     want_pid[k], prev_start - hit->ts, prev_name, prev_pid);
+            return false;
+        }
+        if (print)
+            printf("  %-12s %-10s %10.0f us  (+%.0f us after the previous span)\n",
+                   want_pid[k] ? "worker" : "coordinator", want[k], hit->end - hit->ts,
+                   k ? hit->ts - prev_end : 0.0);
+        prev_end = hit->end;
+        prev_start = hit->ts;
+        prev_name = want[k];
+        prev_pid = want_pid[k];
+    }
+    return true;
+}
+
+static int trace_check(const char *path, int n_workers) {
+    cJSON *j = load_trace(path);
+    if (!j) return 1;
+    const cJSON *events = cJSON_GetObjectItem(j, "traceEvents");
+    if (n_workers <= 0) {
+        /* as many workers as process names other than the coordinator's */
+        const cJSON *e;
+        cJSON_ArrayForEach(e, events) if (strcmp(str(e, "ph"), "M") == 0 &&
+                                          strcmp(str(e, "name"), "process_name") == 0 &&
+                                          num(e, "pid", 0) != TRACE_PID_BASE) n_workers++;
+    }
+    size_t n = 0;
+    struct span *s = collect_spans(events, &n);
+    int good = 0, steps = 0;
+    char why[256] = "no steps", first_why[256] = "no steps";
+    for (size_t i = 0; i < n;) {
+        size_t k = i;
+        while (k < n && s[k].batch == s[i].batch) k++;
+        steps++;
+        if (check_step(s + i, k - i, n_workers, false, why, sizeof why)) {
+            if (good == 0) {
+                printf("step %.0f through %d workers, spans in order:\n", s[i].batch, n_workers);
+                check_step(s + i, k - i, n_workers, true, why, sizeof why);
+            }
+            good++;
+        } else if (steps - good == 1) {
+            snprintf(first_why, sizeof first_why, "step %.0f: %s", s[i].batch, why);
+        }
+        i = k;
+    }
+    free(s);
+    cJSON_Delete(j);
+    printf("%d of %d steps have every stage's spans in order\n", good, steps);
+    if (good < steps) printf("first incomplete: %s\n", first_why);
+    return good > 0 ? 0 : 1;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, size_t n) {
+    if (!n) return 0;
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Per decode step (the coordinator's step span with 1 token): the round trip and the sum of
+ * each kind of span over every process; prints the medians over those steps as one JSON
+ * line, in milliseconds. "other" is the round trip minus everything named. */
+static int trace_summary(const char *path) {
+    static const char *const kinds[] = {"compute", "link", "serialize", "send", "receive", "queue"};
+    enum { N_KINDS = sizeof kinds / sizeof kinds[0] };
+    cJSON *j = load_trace(path);
+    if (!j) return 1;
+    size_t n = 0;
+    struct span *s = collect_spans(cJSON_GetObjectItem(j, "traceEvents"), &n);
+    double *step = calloc(n + 1, sizeof *step), *other = calloc(n + 1, sizeof *other);
+    double *per[N_KINDS];
+    for (int k = 0; k < N_KINDS; k++) per[k] = calloc(n + 1, sizeof *per[k]);
+    size_t n_steps = 0;
+    for (size_t i = 0; i < n;) {
+        size_t e = i;
+        while (e < n && s[e].batch == s[i].batch) e++;
+        double rt = -1, sum[N_KINDS] = {0};
+        for (size_t x = i; x < e; x++) {
+            if (s[x].pid == 0 && strcmp(s[x].name, "step") == 0 && s[x].tokens == 1)
+                rt = s[x].end - s[x].ts;
+            for (int k = 0; k < N_KINDS; k++)
+                if (strcmp(s[x].name, kinds[k]) == 0) sum[k] += s[x].end - s[x].ts;
+        }
+        if (rt >= 0) {
+            double named = 0;
+            step[n_steps] = rt / 1000;
+            for (int k = 0; k < N_KINDS; k++) {
+                per[k][n_steps] = sum[k] / 1000;
+                named += sum[k];
+            }
+            other[n_steps] = (rt - named) / 1000;
+            n_steps++;
+        }
+        i = e;
+    }
+    printf("{\"decode_steps\":%zu,\"step_ms\":%.4f", n_steps, median(step, n_steps));
+    for (int k = 0; k < N_KINDS; k++) printf(",\"%s_ms\":%.4f", kinds[k], median(per[k], n_steps));
+    printf(",\"other_ms\":%.4f}\n", median(other, n_steps));
+    for (int k = 0; k < N_KINDS; k++) free(per[k]);
+    free(step);
+    free(other);
+    free(s);
+    cJSON_Delete(j);
+    return n_steps ? 0 : 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: caravan trace merge OUT IN...\n"
+               "       caravan trace check FILE [--workers N]\n"
+               "       caravan trace summary FILE\n\n"
+               "merge joins one run's --trace files (the coordinator's and the workers') onto the\n"
+               "coordinator's clock (offsets from heartbeat round trips) and adds link spans;\n"
+               "open OUT in ui.perfetto.dev. check exits 0 when a step has every stage's spans\n"
+               "in order, and prints its breakdown. summary prints, as one JSON line, the medians\n"
+               "over decode steps (1 token) of the round trip and of the summed compute, link,\n"
+               "serialize, send, receive and queue spans, in ms.\n");
+}
+
+int cmd_trace(int argc, char **argv) {
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc >= 4 && strcmp(argv[1], "merge") == 0)
+        return cmd_trace_merge(argv[2], (const char *const *)argv + 3, argc - 3);
+    if (argc == 3 && strcmp(argv[1], "summary") == 0) return trace_summary(argv[2]);
+    if ((argc == 3 || argc == 5) && strcmp(argv[1], "check") == 0) {
+        int n_workers = 0;
+        if (argc == 5) {
+            if (strcmp(argv[3], "--workers") != 0) {
+                usage(stderr);
+                return 2;
+            }
+            n_workers = atoi(argv[4]);
+        }
+        return trace_check(argv[2], n_workers);
+    }
+    usage(stderr);
+    return 2;
+}

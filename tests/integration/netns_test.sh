@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# netns_test.sh CASE: deploy/netns-cluster.sh's links and cluster, for real (root only; exits
+# 77 when not root or when network namespaces cannot be made).
+#   ping     a 5 ms link adds 5 ms each way (ping round trip +10 ms); 0 adds nothing
+#   jitter   5 ms +- 1 ms: every round trip within 2 x (5 +- 1) ms, and they spread
+#   loss     --loss 20%: about 1 - 0.8^2 of the pings are lost
+#   rate     --rate 20mbit: 2 MB from one namespace to another take 0.8 s
+#   hops     3 workers, 5 ms links: the per-token latency grows by the hop model's
+#            hops x (delay + bytes / bandwidth) = 4 x 5 ms (+ ~0 at veth speed) within 20%
+#   cleanup  a killed run leaves namespaces behind; the next run (or --down) removes them;
+#            SIGTERM and SIGINT remove everything too
+# Uses its own prefix (cvt) and subnet (10.78.0), so it does not touch a cluster run by hand.
+set -uo pipefail
+case_name=${1:?usage: netns_test.sh CASE}
+src=${CARAVAN_SOURCE:-$(cd "$(dirname "$0")/../.." && pwd)}
+export CARAVAN_BIN=${CARAVAN_BIN:-$src/build/bin}
+script=$src/deploy/netns-cluster.sh
+prefix=cvt
+net=10.78.0
+common=(--prefix "$prefix" --subnet "$net")
+
+[ "$(id -u)" -eq 0 ] || { echo "skip: needs root"; exit 77; }
+if ! ip netns add "$prefix-probe" 2>/dev/null; then
+  echo "skip: cannot create network namespaces"
+  exit 77
+fi
+ip netns del "$prefix-probe"
+trap 'bash "$script" "${common[@]}" --down >/dev/null 2>&1' EXIT
+
+fail() { echo "FAIL: $*"; exit 1; }
+leftovers() { ip netns list | grep -cE "^$prefix-" || true; }
+
+# ping_stats PING-ARGS...: "min avg max" of the round trips from the first worker to the
+# coordinator, and "loss PERCENT"
+ping_stats() {
+  ip netns exec "$prefix-w1" ping -n -q "$@" "$net.2" | awk -F'[/ =]+' '/^rtt/ {print $6, $7, $8} /packet loss/ {for (i=1;i<=NF;i++) if ($i ~ /%/) {gsub(/[%,]/, "", $i); print "loss", $i}}'
+}
+# ping_times PING-ARGS...: each round trip in ms, one a line
+ping_times() {
+  ip netns exec "$prefix-w1" ping -n "$@" "$net.2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
+}
+# summary [LO HI] < times: "min median max percent-within-[LO,HI]"
+summary() {
+  sort -n | awk -v lo="${1:-0}" -v hi="${2:-1e9}" '{ t[NR] = $1; if ($1 >= lo && $1 <= hi) k++ }
+    END { if (NR == 0) { print "none"; exit 1 }
+          printf "%s %s %s %.0f\n", t[1], t[int((NR + 1) / 2)], t[NR], 100 * k / NR }'
+}
+export -f ping_stats ping_times
+export prefix net
+
+case $case_name in
+ping)
+  # netdelay never releases a packet early, so the shortest round trip is a hard bound; on a
+  # shared machine the scheduler can hold any process back, so the typical one is the median
+  out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --no-cluster -- \
+    bash -c 'ping_times -c 50 -i 0.02') || fail "netns-cluster failed: $out"
+  read -r mn med mx _ <<<"$(summary <<<"$out")"
+  echo "5 ms link: round trip min/median/max $mn/$med/$mx ms"
+  awk -v m="$mn" -v d="$med" 'BEGIN { exit !(m >= 9.9 && d <= 11.0) }' ||
+    fail "a 5 ms link should add 10 ms to a round trip (5 each way)"
+  out=$(bash "$script" "${common[@]}" --workers 1 --delay 0 --no-cluster -- \
+    bash -c 'ping_times -c 20 -i 0.02') || fail "netns-cluster failed: $out"
+  read -r mn med mx _ <<<"$(summary <<<"$out")"
+  echo "0 ms link: round trip min/median/max $mn/$med/$mx ms"
+  awk -v d="$med" 'BEGIN { exit !(d < 1.0) }' || fail "a 0 ms link should add nothing"
+  ;;
+jitter)
+  out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --jitter 1ms --no-cluster -- \
+    bash -c 'ping_times -c 60 -i 0.05') || fail "netns-cluster failed: $out"
+  read -r mn med mx inside <<<"$(summary 7.9 12.5 <<<"$out")"
+  echo "5 ms +- 1 ms link: round trip min/median/max $mn/$med/$mx ms, $inside% within 2 x (5 +- 1) ms"
+  awk -v m="$mn" -v x="$mx" -v d="$med" -v ins="$inside" 'BEGIN { exit !(m >= 7.9 && ins >= 90 && x - m > 1.0 && d >= 9.5 && d <= 11.0) }' ||
+    fail "round trips should lie in 2 x (5 +- 1) ms (90% of them: the machine is shared), spread over more than 1 ms"
+  ;;
+loss)
+  out=$(bash "$script" "${common[@]}" --workers 1 --loss 20% --no-cluster -- \
+    bash -c 'ping_stats -c 300 -i 0.005 -W 1') || fail "netns-cluster failed: $out"
+  lost=$(awk '/^loss/ {gsub("%", "", $2); print $2}' <<<"$out")
+  echo "20% loss each way: $lost% of round trips lost (expected 36%)"
+  awk -v l="$lost" 'BEGIN { exit !(l >= 22 && l <= 50) }' || fail "expected about 36% lost, got $lost%"
+  ;;
+rate)
+  command -v node >/dev/null || { echo "skip: no node"; exit 77; }
+  fetch() { # RATE-ARGS... -> seconds to fetch 2 MB from the first worker's namespace
+    bash "$script" "${common[@]}" --workers 1 "$@" --no-cluster -- bash -c '
+      ip netns exec $prefix-w1 node -e "require(\"http\").createServer((q, r) => r.end(Buffer.alloc(2e6))).listen(9000, \"$net.3\")" &
+      srv=$!
+      for _ in $(seq 1 50); do ip netns exec $prefix-c curl -s -o /dev/null http://$net.3:9000/ && break; sleep 0.1; done
+      ip netns exec $prefix-c curl -s -o /dev/null -w "%{time_total}\n" http://$net.3:9000/
+      kill $srv' 2>/dev/null | tail -1
+  }
+  limited=$(fetch --rate 20mbit)
+  free=$(fetch)
+  echo "2 MB at 20mbit: ${limited}s (expected 0.8 s); unlimited: ${free}s"
+  awk -v t="$limited" 'BEGIN { exit !(t >= 0.7 && t <= 1.1) }' || fail "20mbit should take 0.8 s"
+  awk -v t="$free" 'BEGIN { exit !(t < 0.4) }' || fail "without --rate it should be fast"
+  ;;
+hops)
+  command -v node >/dev/null || { echo "skip: no node"; exit 77; }
+  [ -x "$CARAVAN_BIN/caravan" ] || fail "no $CARAVAN_BIN/caravan"
+  measure() { # DELAY -> mean ms per token
+    # (--nice -10: the machine may be busy with other work; its scheduling delays are not
+    # what the hop model describes)
+    bash "$script" "${common[@]}" --workers 3 --delay "$1" --nice -10 -- \
+      node "$src/tests/integration/token_latency.mjs" "http://$net.2:8080" 8 48 3 2>/dev/null |
+      tail -1
+  }
+  base=$(measure 0) || fail "the cluster without delay did not serve"
+  slow=$(measure 5ms) || fail "the cluster with 5 ms links did not serve"
+  echo "delay 0: $base"
+  echo "delay 5ms: $slow"
+  b=$(sed -E 's/.*"per_token_ms":([0-9.]+).*/\1/' <<<"$base")
+  s=$(sed -E 's/.*"per_token_ms":([0-9.]+).*/\1/' <<<"$slow")
+  # the hop model: a token crosses coordinator -> w1 -> w2 -> w3 -> coordinator, 4 hops; each
+  # adds the delay and its bytes over the bandwidth (a few hundred bytes over a veth: ~0)
+  awk -v b="$b" -v s="$s" 'BEGIN {
+    pred = 4 * 5.0; inc = s - b
+    printf "per-token latency %.2f -> %.2f ms: +%.2f ms, the hop model says +%.2f ms (%+.1f%%)\n", b, s, inc, pred, 100 * (inc - pred) / pred
+    exit !(inc >= 0.8 * pred && inc <= 1.2 * pred) }' || fail "outside 20% of the hop model"
+  ;;
+cleanup)
+  log=$(mktemp)
+  # a run killed with SIGKILL cannot clean up: its namespaces stay
+  bash "$script" "${common[@]}" --workers 2 --delay 1ms --no-cluster >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do grep -q "Ctrl-C removes" "$log" && break; sleep 0.1; done
+  [ "$(leftovers)" -eq 3 ] || fail "expected 3 namespaces while running, got $(leftovers)"
+  kill -9 $pid
+  wait $pid 2>/dev/null
+  [ "$(leftovers)" -eq 3 ] || fail "SIGKILL should have left the namespaces"
+  # the next run removes them first (and its own on exit)
+  bash "$script" "${common[@]}" --workers 1 --no-cluster -- true >/dev/null 2>&1 ||
+    fail "a re-run failed over a killed run's leftovers"
+  [ "$(leftovers)" -eq 0 ] || fail "the re-run left $(leftovers) namespaces"
+  ip link show "$prefix-br" >/dev/null 2>&1 && fail "the bridge is still there"
+  # SIGTERM and SIGINT remove everything, netdelay processes included
+  for sig in TERM INT; do
+    # (a background job of a script starts with SIGINT ignored; give it back its default)
+    env --default-signal=INT bash "$script" "${common[@]}" --workers 2 --delay 1ms \
+      --no-cluster >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do grep -q "Ctrl-C removes" "$log" && break; sleep 0.1; done
+    kill -s $sig $pid
+    for _ in $(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+    kill -0 $pid 2>/dev/null && fail "SIG$sig did not stop the script"
+    [ "$(leftovers)" -eq 0 ] || fail "SIG$sig left $(leftovers) namespaces"
+    ip link show "$prefix-br" >/dev/null 2>&1 && fail "SIG$sig left the bridge"
+  done
+  rm -f "$log"
+  echo "killed runs are cleaned up by the next; SIGTERM/SIGINT clean up"
+  ;;
+*) fail "unknown case $case_name" ;;
+esac
+echo "ok: $case_name"

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# trace_test.sh: `caravan cluster --trace DIR` (3 workers, stories260K) serves one request;
+# the merged DIR/trace.json must have, for a step, every stage's spans in order (coordinator
+# serialize and send; each worker's receive, queue, compute, serialize, send; the coordinator's
+# receive), a clock offset for every worker from heartbeat round trips, and parse as JSON.
+# `caravan trace check` is the checker (cJSON). Needs CARAVAN_BIN and curl.
+set -u
+BIN=${CARAVAN_BIN:?CARAVAN_BIN not set}
+MODEL="${CARAVAN_SHARED:-/nonexistent}/models/stories260K.gguf"
+[ -f "$MODEL" ] || { echo "no $MODEL: skipped"; exit 77; }
+command -v curl >/dev/null || { echo "no curl: skipped"; exit 77; }
+WORK=$(mktemp -d /tmp/caravan_trace.XXXXXX)
+pid=""
+cleanup() {
+    [ -n "$pid" ] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*"
+    for f in "$WORK"/err "$WORK"/logs/*.log; do [ -f "$f" ] && { echo "==== $f"; tail -n 20 "$f"; }; done
+    exit 1
+}
+
+"$BIN/caravan" cluster --model "$MODEL" --workers 3 --threads 1 --http 127.0.0.1:0 \
+    --shared-file --log-dir "$WORK/logs" --trace "$WORK/trace" >"$WORK/out" 2>"$WORK/err" &
+pid=$!
+for _ in $(seq 600); do
+    grep -q '^http://' "$WORK/out" && break
+    kill -0 "$pid" 2>/dev/null || fail "caravan cluster exited"
+    sleep 0.1
+done
+url=$(grep -m1 '^http://' "$WORK/out") || fail "caravan cluster did not serve"
+# two heartbeat round trips (1 s each) give every worker a clock offset
+sleep 2.5
+curl -sf "$url/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}' >"$WORK/answer" ||
+    fail "the request failed"
+grep -q '"text"' "$WORK/answer" || fail "no completion: $(cat "$WORK/answer")"
+kill -INT "$pid"
+wait "$pid" || fail "caravan cluster exited with status $?"
+pid=""
+for f in coordinator w1 w2 w3 trace; do
+    [ -s "$WORK/trace/$f.json" ] || fail "no $f.json"
+done
+grep -q "no clock offset" "$WORK/err" && fail "a worker has no clock offset: $(cat "$WORK/err")"
+"$BIN/caravan" trace check "$WORK/trace/trace.json" --workers 3 >"$WORK/check" 2>&1 ||
+    fail "trace check: $(cat "$WORK/check")"
+cat "$WORK/check"
+# merge by hand gives the same check (the command a user runs)
+"$BIN/caravan" trace merge "$WORK/m.json" "$WORK/trace/coordinator.json" "$WORK"/trace/w?.json ||
+    fail "caravan trace merge failed"
+"$BIN/caravan" trace check "$WORK/m.json" --workers 3 >/dev/null || fail "merged by hand: check failed"
+# a trace with a worker missing fails the check (the checker can fail)
+"$BIN/caravan" trace merge "$WORK/m2.json" "$WORK/trace/coordinator.json" "$WORK/trace/w1.json" \
+    "$WORK/trace/w2.json" 2>/dev/null || fail "merge of a partial run failed"
+"$BIN/caravan" trace check "$WORK/m2.json" --workers 3 >/dev/null &&
+    fail "check passed with a worker's file missing"
+echo "ok"

@@ -1,0 +1,57 @@
+/* caps_test: --max-memory sizes, the kernel list, MemAvailable and the speed probe. */
+#undef NDEBUG
+#include "caps.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "log.h"
+
+int main(void) {
+    log_set_level(LOG_ERROR);
+    uint64_t b = 0;
+    const struct {
+        const char *text;
+        uint64_t bytes;
+    } good[] = {
+        {"123", 123},       {"4K", 4096},         {"4k", 4096},         {"512M", 512ull << 20},
+        {"8G", 8ull << 30}, {"1.5G", 3ull << 29}, {"2GiB", 2ull << 30}, {"2GB", 2ull << 30},
+        {"1T", 1ull << 40}, {"100B", 100},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert(caps_parse_size(good[i].text, &b) == STATUS_OK);
+        if (b != good[i].bytes) {
+            fprintf(stderr, "FAIL: '%s' -> %llu, want %llu\n", good[i].text, (unsigned long long)b,
+                    (unsigned long long)good[i].bytes);
+            return 1;
+        }
+    }
+    const char *bad[] = {"", "G", "-1G", "0", "0M", "12X", "1.5.5G", "8 G", "8Gx", "nan", "1e30T"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (caps_parse_size(bad[i], &b) == STATUS_OK) {
+            fprintf(stderr, "FAIL: '%s' accepted as %llu\n", bad[i], (unsigned long long)b);
+            return 1;
+        }
+    assert(caps_parse_size(NULL, &b) != STATUS_OK);
+
+    assert(caps_mem_available() > (16u << 20)); /* any machine that runs the tests */
+
+    const char *names[CAPS_MAX_KERNELS];
+    size_t n = caps_kernels(names);
+    assert(n >= 1 && strcmp(names[0], "ref") == 0); /* the scalar kernels run everywhere */
+
+    struct caps_probe p;
+    assert(caps_probe_speeds(1, 1, &p) == STATUS_OK);
+    assert(p.n_speeds >= 6);
+    bool seen_q4_0 = false, seen_f32 = false;
+    for (size_t i = 0; i < p.n_speeds; i++) {
+        assert(p.speeds[i].gflops > 0.001f && p.speeds[i].gflops < 1e5f);
+        seen_q4_0 |= p.speeds[i].type == DTYPE_Q4_0;
+        seen_f32 |= p.speeds[i].type == DTYPE_F32;
+    }
+    assert(seen_q4_0 && seen_f32);
+    printf("caps_test: ok (%zu kernel variants, %zu types probed)\n", n, p.n_speeds);
+    return 0;
+}
