@@ -28,6 +28,7 @@
 
 #include "quant.h"
 #include "quant_internal.h"
+#include "quant_lowbit.h"
 
 static bool avx512_available(void) {
     unsigned a, b, c, d;
@@ -767,11 +768,26 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_Q4_K] = dot_q4_K,
             [DTYPE_Q5_K] = dot_fb_Q5_K,
             [DTYPE_Q6_K] = dot_q6_K,
+            [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx512,
+            [DTYPE_Q5_0] = quant_dot_q5_0_q8_0_avx512,
+            [DTYPE_Q5_1] = quant_dot_q5_1_q8_1_avx512,
+            [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_avx512,
+            [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_avx512,
         },
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
-    [DTYPE_F32] = tile_f32,      [DTYPE_F16] = tile_f16,   [DTYPE_BF16] = tile_bf16,
-    [DTYPE_Q8_0] = tile_q8_0,    [DTYPE_Q4_0] = tile_q4_0, [DTYPE_Q4_K] = tile_q4_K,
-    [DTYPE_Q5_K] = tile_fb_Q5_K, [DTYPE_Q6_K] = tile_q6_K,
+    [DTYPE_Q4_1] = quant_tile_q4_1_avx512,
+    [DTYPE_Q5_0] = quant_tile_q5_0_avx512,
+    [DTYPE_Q5_1] = quant_tile_q5_1_avx512,
+    [DTYPE_Q2_K] = quant_tile_q2_K_avx512,
+    [DTYPE_Q3_K] = quant_tile_q3_K_avx512,
+    [DTYPE_F32] = tile_f32,
+    [DTYPE_F16] = tile_f16,
+    [DTYPE_BF16] = tile_bf16,
+    [DTYPE_Q8_0] = tile_q8_0,
+    [DTYPE_Q4_0] = tile_q4_0,
+    [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_Q5_K] = tile_fb_Q5_K,
+    [DTYPE_Q6_K] = tile_q6_K,
 };
