@@ -43,7 +43,7 @@ echo
 echo "| workers | caravan run 1t | cluster | ratio |"
 echo "|---|---|---|---|"
 json_single=""
-for k in 1 2 3; do
+for k in ${SINGLE_WORKERS:-1 2 3}; do
     runs="" clus=""
     for _ in $(seq "$REPS"); do
         "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 --ignore-eos -n "$TG" \
@@ -62,6 +62,7 @@ echo
 
 echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
 echo
+rm -f "$DIR/serve.out"
 "$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file --http 127.0.0.1:0 \
     --max-seqs 8 --log-dir "$DIR/cluster-logs" >"$DIR/serve.out" 2>"$DIR/serve.err" &
 CL=$!

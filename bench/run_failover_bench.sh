@@ -32,6 +32,7 @@ echo
 
 start_cluster() { # extra args
     rm -rf "$LOGS"
+    rm -f "$DIR/fo.out"
     "$BIN/caravan" cluster --model "$MODEL" --workers 3 --threads 1 --shared-file \
         --http 127.0.0.1:0 --log-dir "$LOGS" "$@" >"$DIR/fo.out" 2>"$DIR/fo.err" &
     CL=$!

@@ -420,6 +420,7 @@ int cmd_cluster(int argc, char **argv) {
         a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_seed[32], a_ctx[16], a_seqs[16],
         a_chunk[16];
     snprintf(status, sizeof status, "%s/coordinator.status", cl->dir);
+    unlink(status); /* a reused --log-dir must not show the last run's endpoints */
     snprintf(a_key, sizeof a_key, "%s/coordinator", cl->dir);
     snprintf(a_allow, sizeof a_allow, "%s/allow", cl->dir);
     snprintf(a_workers, sizeof a_workers, "%d", c->workers);
