@@ -1,12 +1,17 @@
 /* bench_kernels: times matmul for every weight type and kernel variant on tinyllama-1.1b
  * shapes: GEMV (one x row, generation) 2048 -> 5632 and 5632 -> 2048 in GB/s of weights
  * streamed, and GEMM with 128 x rows (prompt) 2048 -> 5632 in GFLOP/s, at 1 and 2 threads.
+ * First it measures the host's own streaming read rate at each thread count (a STREAM-like
+ * read-and-sum of a 512 MiB buffer in 256-bit loads, split over the same thread pool),
+ * and each GEMV figure is printed with its share of that rate ("%rd"): how far the kernel is from
+ * the memory limit.
  *
  *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2] [--threads 1,2] [--time S]
  *                 [--no-gemm] [--no-gemv] [--model]
  * --model instead times all the matmuls of a tinyllama-1.1b forward pass (matmul-only t/s).
  */
 #include <cblas.h>
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +49,80 @@ static float rnd(void) {
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (float)(rng >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+}
+
+/* ==== Streaming read: the memory limit a GEMV is measured against ==== */
+
+#define STREAM_BYTES (512u << 20) /* far beyond the L3 cache */
+
+struct stream_job {
+    const uint64_t *buf;
+    size_t n; /* uint64 words */
+    uint64_t sums[64];
+};
+
+/* Sums words [b, e) in 256-bit lanes with 4 independent chains: the rate a kernel could reach
+ * by doing nothing but reading its weights once. No software prefetch: on AMD Zen 4 it made
+ * this pure read slower (13-22 GB/s against 25-26 at 1 thread), the hardware prefetcher alone
+ * keeps up when nothing else is computed. The plain version is for CPUs without AVX2. */
+__attribute__((target("avx2"))) static uint64_t stream_sum_avx2(const uint64_t *p, size_t b,
+                                                                size_t e) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = b;
+    for (; i + 16 <= e; i += 16) {
+        s0 = _mm256_add_epi64(s0, _mm256_load_si256((const __m256i *)(p + i)));
+        s1 = _mm256_add_epi64(s1, _mm256_load_si256((const __m256i *)(p + i + 4)));
+        s2 = _mm256_add_epi64(s2, _mm256_load_si256((const __m256i *)(p + i + 8)));
+        s3 = _mm256_add_epi64(s3, _mm256_load_si256((const __m256i *)(p + i + 12)));
+    }
+    uint64_t out[4];
+    _mm256_storeu_si256((__m256i *)out,
+                        _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+    for (; i < e; i++) out[0] += p[i];
+    return out[0] + out[1] + out[2] + out[3];
+}
+static uint64_t stream_sum_plain(const uint64_t *p, size_t b, size_t e) {
+    uint64_t s[8] = {0};
+    size_t i = b;
+    for (; i + 8 <= e; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += p[i + k];
+    for (; i < e; i++) s[0] += p[i];
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+static void stream_run(void *ctx, int ith, int nth) {
+    struct stream_job *j = ctx;
+    const size_t per = (j->n / nth + 15) / 16 * 16;
+    const size_t b = per * ith < j->n ? per * ith : j->n;
+    const size_t e = b + per < j->n ? b + per : j->n;
+    uint64_t s;
+    if (__builtin_cpu_supports("avx2"))
+        s = stream_sum_avx2(j->buf, b, e);
+    else
+        s = stream_sum_plain(j->buf, b, e);
+    j->sums[ith & 63] = s;
+}
+
+/* Best read rate in GB/s over repetitions lasting at least min_time (at least 5). */
+static double stream_read_gbs(threadpool_t *tp, double min_time) {
+    static uint64_t *buf;
+    if (!buf) {
+        buf = xaligned(STREAM_BYTES);
+        for (size_t i = 0; i < STREAM_BYTES / 8; i++) buf[i] = i; /* really mapped */
+    }
+    struct stream_job j = {.buf = buf, .n = STREAM_BYTES / 8};
+    double best = 1e30, start = now();
+    int reps = 0;
+    do {
+        double t0 = now();
+        threadpool_run(tp, stream_run, &j);
+        double dt = now() - t0;
+        if (dt < best) best = dt;
+        reps++;
+    } while (now() - start < min_time || reps < 5);
+    volatile uint64_t sink = j.sums[0];
+    (void)sink;
+    return STREAM_BYTES / best / 1e9;
 }
 
 /* A weight of n_out x n_in: 64 distinct quantized rows repeated (contents do not change speed). */
@@ -107,11 +186,27 @@ static double time_matmul(threadpool_t *tp, const struct matmul_weight *ws, int 
     return best;
 }
 
-/* OpenBLAS sgemm on the same f32 GEMM shape, for choosing between it and our tiles. */
-static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_threads,
-                         double min_time) {
+struct widen_job {
+    const struct matmul_weight *w;
+    float *out;
+};
+
+static void widen_run(void *ctx, int ith, int nth) {
+    struct widen_job *j = ctx;
+    const size_t rb = dtype_row_bytes(j->w->type, j->w->n_in);
+    for (int64_t i = ith; i < j->w->n_out; i += nth)
+        quant_dequantize_row(j->w->type, (const char *)j->w->data + i * rb, j->out + i * j->w->n_in,
+                             j->w->n_in);
+}
+
+/* OpenBLAS sgemm on the same GEMM shape, for choosing between it and our tiles (issue 9 item
+ * 4). f16/bf16 weights are first widened to f32 on the pool's threads (timed: a --prefill blas
+ * path would have to do it, or keep an f32 copy of every weight, twice the memory). */
+static double time_sgemm(threadpool_t *tp, const struct matmul_weight *w, int64_t n_rows,
+                         int n_threads, double min_time) {
     float *x = xaligned(n_rows * w->n_in * sizeof(float));
     float *y = xaligned(n_rows * w->n_out * sizeof(float));
+    float *wf = w->type == DTYPE_F32 ? NULL : xaligned(w->n_out * w->n_in * sizeof(float));
     for (int64_t i = 0; i < n_rows * w->n_in; i++) x[i] = rnd();
     openblas_set_num_threads(n_threads);
     double best = 1e30, start = now();
@@ -119,8 +214,12 @@ static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_th
     best_cpu = 1e30;
     do {
         double t0 = now(), c0 = cpu_now();
+        if (wf) {
+            struct widen_job j = {w, wf};
+            threadpool_run(tp, widen_run, &j);
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)w->n_out,
-                    (int)w->n_in, 1.0f, x, (int)w->n_in, w->data, (int)w->n_in, 0.0f, y,
+                    (int)w->n_in, 1.0f, x, (int)w->n_in, wf ? wf : w->data, (int)w->n_in, 0.0f, y,
                     (int)w->n_out);
         double dt = now() - t0, dc = (cpu_now() - c0) / n_threads;
         if (dt < best) best = dt;
@@ -129,6 +228,7 @@ static double time_sgemm(const struct matmul_weight *w, int64_t n_rows, int n_th
     } while (now() - start < min_time || reps < 3);
     free(x);
     free(y);
+    free(wf);
     return best;
 }
 
@@ -229,12 +329,24 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
+    double stream_gbs[8];
+    for (int hi = 0; hi < nth; hi++) {
+        threadpool_t *tp = threadpool_new(atoi(threads[hi]));
+        if (!tp) return 1;
+        stream_gbs[hi] = do_gemv ? stream_read_gbs(tp, min_time) : 0;
+        if (do_gemv)
+            printf("stream read (%u MiB, 256-bit loads), %d thread%s: %.2f GB/s\n",
+                   STREAM_BYTES >> 20, atoi(threads[hi]), atoi(threads[hi]) > 1 ? "s" : "",
+                   stream_gbs[hi]);
+        threadpool_destroy(&tp);
+    }
     printf("Best of repetitions; 'cpu' columns divide the work by process CPU time / threads\n"
-           "(the rate had we not been preempted; spin-waiting counts as CPU time).\n");
-    printf("%-5s %-5s %3s %14s %7s %14s %7s %10s %7s\n", "type", "var", "thr", "gemv2048x5632",
-           "cpu", "gemv5632x2048", "cpu", "gemm128", "cpu");
-    printf("%-5s %-5s %3s %14s %7s %14s %7s %10s %7s\n", "", "", "", "GB/s", "GB/s", "GB/s", "GB/s",
-           "GFLOP/s", "GFLOP/s");
+           "(the rate had we not been preempted; spin-waiting counts as CPU time); '%%rd' is the\n"
+           "wall GEMV rate as a share of the stream read rate at the same thread count.\n");
+    printf("%-5s %-6s %3s %14s %7s %4s %14s %7s %4s %10s %7s\n", "type", "var", "thr",
+           "gemv2048x5632", "cpu", "%rd", "gemv5632x2048", "cpu", "%rd", "gemm128", "cpu");
+    printf("%-5s %-6s %3s %14s %7s %4s %14s %7s %4s %10s %7s\n", "", "", "", "GB/s", "GB/s", "",
+           "GB/s", "GB/s", "", "GFLOP/s", "GFLOP/s");
     for (int ti = 0; ti < nt; ti++) {
         int t = dtype_parse(types[ti]);
         if (t < 0 || !dtype_supported((uint32_t)t)) {
@@ -268,12 +380,16 @@ int main(int argc, char **argv) {
                     gflops = 2.0 * 128 * 2048 * 5632 / s / 1e9;
                     c_gflops = 2.0 * 128 * 2048 * 5632 / best_cpu / 1e9;
                 }
-                printf("%-5s %-5s %3d %14.2f %7.2f %14.2f %7.2f %10.2f %7.2f\n", dtype_name(t),
-                       variants[vi], n_threads, gb_up, c_up, gb_down, c_down, gflops, c_gflops);
-                if (t == DTYPE_F32 && do_gemm && vi == nv - 1) {
-                    double sb = time_sgemm(&up, 128, n_threads, min_time);
-                    printf("%-5s %-5s %3d %14s %7s %14s %7s %10.2f %7.2f\n", "f32", "oblas",
-                           n_threads, "-", "-", "-", "-", 2.0 * 128 * 2048 * 5632 / sb / 1e9,
+                const double rd = stream_gbs[hi] > 0 ? 100.0 / stream_gbs[hi] : 0;
+                printf("%-5s %-6s %3d %14.2f %7.2f %4.0f %14.2f %7.2f %4.0f %10.2f %7.2f\n",
+                       dtype_name(t), variants[vi], n_threads, gb_up, c_up, gb_up * rd, gb_down,
+                       c_down, gb_down * rd, gflops, c_gflops);
+                if ((t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16) && do_gemm &&
+                    vi == nv - 1) {
+                    double sb = time_sgemm(tp, &up, 128, n_threads, min_time);
+                    printf("%-5s %-6s %3d %14s %7s %4s %14s %7s %4s %10.2f %7.2f\n", dtype_name(t),
+                           "oblas", n_threads, "-", "-", "-", "-", "-", "-",
+                           2.0 * 128 * 2048 * 5632 / sb / 1e9,
                            2.0 * 128 * 2048 * 5632 / best_cpu / 1e9);
                 }
                 fflush(stdout);

@@ -24,12 +24,13 @@
 #   LAT_WORKERS [3]  DELAYS [0 1 5 20 50]  RATES [1gbit 100mbit 30mbit]  WIRES [f32 f16]
 #   WORKER_THREADS [1]: compute threads per worker
 #   NETNS [deploy/netns-cluster.sh]: called as NETNS --workers N --delay D --rate R [--jitter J
-#     --loss L] --model M --wire-dtype W --trace DIR; it must print the API URL (http://...) on
-#     stdout, serve until SIGINT, leave the merged DIR/trace.json (as caravan cluster --trace
-#     does) and clean up after itself.
+#     --loss L] --model M --wire-dtype W --threads T -- bench/run.sh _netns_measure FILE
+#     (its COMMAND mode: CARAVAN_URL set, everything removed afterwards). Those runs have no
+#     trace: the per-token latency is the client's (stream time after the first token / tokens)
+#     and the breakdown comes from /metrics (compute and network per step).
 #   PLOT_ONLY [0]: 1 = redraw engine and scaling plots from bench/results/*.dat, measure nothing
-#   HOP_DELAY [1]: how many times the --delay one hop crosses (1 when netns delays each
-#     namespace's egress once per hop; 2 when both ends of a hop are delayed)
+#   HOP_DELAY [1]: how many times the --delay one hop crosses (netns-cluster.sh delays every
+#     node's outgoing packets, so a message from node to node crosses it once)
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -88,18 +89,12 @@ model_file() { # TYPE -> a model file of SHAPE in TYPE, made when absent
 CL_PID=""
 CL_URL=""
 CL_TMP=""
-cluster_start() { # WORKERS WIRE [netns args...]: sets CL_URL; 1 when it does not serve
+cluster_start() { # WORKERS WIRE: a loopback cluster with --trace; sets CL_URL; 1 when it does not serve
     local w=$1 wire=$2
-    shift 2
     CL_TMP=$(mktemp -d /tmp/caravan-study.XXXXXX)
-    if [ $# -gt 0 ]; then
-        "$NETNS" --workers "$w" "$@" --model "$MODEL" --wire-dtype "$wire" \
-            --trace "$CL_TMP/trace" >"$CL_TMP/out" 2>"$CL_TMP/err" &
-    else
-        "$BIN/caravan" cluster --model "$MODEL" --workers "$w" --threads "$WORKER_THREADS" \
-            --shared-file --http 127.0.0.1:0 --max-seqs 8 --wire-dtype "$wire" \
-            --log-dir "$CL_TMP/logs" --trace "$CL_TMP/trace" >"$CL_TMP/out" 2>"$CL_TMP/err" &
-    fi
+    "$BIN/caravan" cluster --model "$MODEL" --workers "$w" --threads "$WORKER_THREADS" \
+        --shared-file --http 127.0.0.1:0 --max-seqs 8 --wire-dtype "$wire" \
+        --log-dir "$CL_TMP/logs" --trace "$CL_TMP/trace" >"$CL_TMP/out" 2>"$CL_TMP/err" &
     CL_PID=$!
     for _ in $(seq 1200); do
         CL_URL=$(grep -m1 -o 'http://[^ ]*' "$CL_TMP/out" 2>/dev/null || true)
@@ -283,6 +278,36 @@ trace_breakdown() {
     }'
 }
 
+# Inside netns-cluster.sh's COMMAND mode (CARAVAN_URL set): one stream; writes
+# "per_token compute link codec send other client" (ms) to FILE, codec and send unknown (0).
+netns_measure() {
+    CL_URL=${CARAVAN_URL:?not run by netns-cluster.sh}
+    CL_TMP=$(mktemp -d /tmp/caravan-study.XXXXXX)
+    local m0=$CL_TMP/m0 m1=$CL_TMP/m1 client
+    client=$(measure_latency_client_from_metrics "$m0" "$m1") || { rm -rf "$CL_TMP"; return 1; }
+    awk -v client="$client" \
+        -v c0="$(metric caravan_stage_compute_seconds_total "$m0")" \
+        -v c1="$(metric caravan_stage_compute_seconds_total "$m1")" \
+        -v x0="$(metric caravan_stage_network_seconds_total "$m0")" \
+        -v x1="$(metric caravan_stage_network_seconds_total "$m1")" \
+        -v s0="$(metric caravan_steps_total "$m0")" -v s1="$(metric caravan_steps_total "$m1")" \
+        'BEGIN { steps = s1 - s0; if (steps < 1) steps = 1
+                 c = (c1 - c0) * 1000 / steps; l = (x1 - x0) * 1000 / steps
+                 printf "%.3f %.3f %.3f 0 0 %.3f %.3f\n", client, c, l, client - c - l, client }' >"$1"
+    rm -rf "$CL_TMP"
+    CL_TMP=""
+}
+measure_latency_client_from_metrics() { # M0 M1: /metrics before and after one measured stream
+    load 1 4 >/dev/null || return 1
+    curl -sf "$CL_URL/metrics" >"$1" || return 1
+    local r
+    r=$(load 1 "$TOKENS") || return 1
+    curl -sf "$CL_URL/metrics" >"$2" || return 1
+    echo "$r" | awk -F'[:,}]' '{for (i = 1; i < NF; i++) {
+        if ($i ~ /"wall_s"/) w = $(i + 1); if ($i ~ /"ttft_ms_median"/) t = $(i + 1);
+        if ($i ~ /"tokens"/) n = $(i + 1) }} END {printf "%.3f", (w * 1000 - t) / (n > 1 ? n - 1 : 1)}'
+}
+
 scenario_latency() {
     local json="$OUT/latency.json" dat="$OUT/latency.dat"
     [ -f "$MODEL" ] || MODEL=$(model_file q4_0)
@@ -308,18 +333,32 @@ scenario_latency() {
                 else
                     [ $have_netns = 1 ] || continue
                     args=(--delay "${d}ms" --rate "$rate")
+                    [ "$d" = 0 ] && args=(--delay 0 --rate "$rate")
                     [ "$rate" = 30mbit ] && args+=(--jitter 3ms --loss 0.1%) && label="30mbit+jitter"
                     rbits=$(rate_bits "$rate")
                 fi
                 note "latency: $wire, $label, delay $d ms, $w workers"
-                cluster_start "$w" "$wire" "${args[@]}" || continue
                 local m client tmp
-                client=$(measure_latency) || { note "measurement failed"; cluster_stop; continue; }
-                tmp=$CL_TMP
-                CL_TMP="" # keep the folder: the trace is merged when the cluster stops
-                cluster_stop
-                m=$(trace_breakdown "$tmp" "$client") || { rm -rf "$tmp"; continue; }
-                rm -rf "$tmp"
+                if [ "$rate" = loopback ]; then
+                    cluster_start "$w" "$wire" || continue
+                    client=$(measure_latency) || { note "measurement failed"; cluster_stop; continue; }
+                    tmp=$CL_TMP
+                    CL_TMP="" # keep the folder: the trace is merged when the cluster stops
+                    cluster_stop
+                    m=$(trace_breakdown "$tmp" "$client") || { rm -rf "$tmp"; continue; }
+                    rm -rf "$tmp"
+                else
+                    tmp=$(mktemp /tmp/caravan-study.XXXXXX)
+                    "$NETNS" --workers "$w" "${args[@]}" --model "$MODEL" --wire-dtype "$wire" \
+                        --threads "$WORKER_THREADS" -- "$here/run.sh" _netns_measure "$tmp" \
+                        >/dev/null 2>"$tmp.err" || {
+                        note "netns run failed: $(tail -n 3 "$tmp.err")"
+                        rm -f "$tmp" "$tmp.err"
+                        continue
+                    }
+                    m=$(cat "$tmp")
+                    rm -f "$tmp" "$tmp.err"
+                fi
                 read -r per comp link codec snd other client <<<"$m"
                 if [ "$rate" = loopback ]; then
                     base_compute[$wire]=$comp
@@ -420,6 +459,7 @@ scenario_recovery() {
 
 case "${1:-}" in
 engine | scaling | latency | recovery) "scenario_$1" ;;
+_netns_measure) netns_measure "$2" ;;
 all)
     scenario_engine
     scenario_scaling

@@ -42,7 +42,7 @@ static const struct opt mkmodel_opts[] = {
      "quantizing threads"},
     {"caravan-types", 0, OPT_FLAG, offsetof(struct mkmodel_cfg, caravan_types), NULL, 0, -1, NULL,
      "where llama.cpp falls back to q5_0/q5_1 (rows not a multiple of 256, e.g. "
-     "qwen2.5-0.5b in k-quants), write q8_0, which caravan computes"},
+     "qwen2.5-0.5b in k-quants), write q8_0 instead"},
     {"exact", 0, OPT_FLAG, offsetof(struct mkmodel_cfg, exact), NULL, 0, -1, NULL,
      "quantize every row of random values (k-quants: ~1 min of CPU per 1B weights) instead "
      "of drawing pre-quantized blocks from a pool"},
@@ -94,7 +94,7 @@ static void build_usage(char *buf, size_t len) {
                      "       caravan mkmodel --list\n\n"
                      "Writes a model with random weights (~N(0, 0.02); norms ~1) at a real "
                      "model's shape, with llama.cpp's\ntensor names, metadata and per-tensor "
-                     "types (q4_k_m/q5_k_m as llama-quantize mixes them).\n\nshapes:");
+                     "types (the k-quant mixes as llama-quantize makes them).\n\nshapes:");
     int n = 0;
     const struct mkmodel_shape *s = mkmodel_shapes(&n);
     for (int i = 0; i < n && o > 0 && (size_t)o < len; i++)

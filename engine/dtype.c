@@ -62,7 +62,12 @@ bool dtype_supported(uint32_t t) {
     case DTYPE_Q4_0:
     case DTYPE_Q4_K:
     case DTYPE_Q5_K:
-    case DTYPE_Q6_K: return true;
+    case DTYPE_Q6_K:
+    case DTYPE_Q4_1:
+    case DTYPE_Q5_0:
+    case DTYPE_Q5_1:
+    case DTYPE_Q2_K:
+    case DTYPE_Q3_K: return true;
     default: return false;
     }
 }

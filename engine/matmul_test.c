@@ -133,8 +133,9 @@ int main(void) {
         pools[i] = threadpool_new(i + 1);
         if (!pools[i]) return 1;
     }
-    const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0,
-                                DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
+    const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0, DTYPE_Q4_0,
+                                DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_Q4_1, DTYPE_Q5_0,
+                                DTYPE_Q5_1, DTYPE_Q2_K, DTYPE_Q3_K};
     /* every variant this CPU runs: each must be batch-invariant on its own */
     int n_variants = 0;
     const struct quant_variant *const *variants = quant_variants(&n_variants);
@@ -161,6 +162,18 @@ int main(void) {
         test_type(DTYPE_Q4_0, 224, 19, pools);
         test_type(DTYPE_Q4_0, 32, 9, pools);
         test_type_rows(DTYPE_Q4_0, 32 * 1601, 5, 9, pools);
+        /* the same for q8_0, which shares the avx512 pair code */
+        test_type(DTYPE_Q8_0, 224, 19, pools);
+        test_type(DTYPE_Q8_0, 32, 9, pools);
+        test_type_rows(DTYPE_Q8_0, 32 * 1601, 5, 9, pools);
+        /* the low-bit types: odd block counts (a pair split at the end of a row in the avx512
+         * 32-element kernels) and rows too long for their tiles' unpack buffers */
+        test_type(DTYPE_Q4_1, 224, 19, pools);
+        test_type(DTYPE_Q5_0, 32 * 3, 9, pools);
+        test_type(DTYPE_Q5_1, 224, 19, pools);
+        test_type_rows(DTYPE_Q5_1, 32 * 5500, 5, 9, pools);
+        test_type_rows(DTYPE_Q3_K, 256 * 360, 5, 9, pools);
+        test_type(DTYPE_Q2_K, 256 * 5, 11, pools);
     }
     /* a NULL pool runs single-threaded */
     {

@@ -2,8 +2,8 @@
  *
  * The recipe below mirrors llama.cpp's converter (convert_hf_to_gguf.py: 1-D tensors and norms
  * stay F32, rope_freqs for llama3 scaling) and quantizer (llama-quant.cpp: llama_tensor_get_type
- * for output/token_embd, the use_more_bits layers of the _M K-quant mixes, and the fallback
- * types for rows a K-quant block does not divide). */
+ * for output/token_embd, the attn_v/ffn_down/attn_output bumps of the K-quant mixes (_S, _M, _L
+ * and q2_k), and the fallback types for rows a K-quant block does not divide). */
 #include "mkmodel.h"
 
 #include <math.h>
@@ -284,6 +284,15 @@ static const struct {
     [MKMODEL_TYPE_Q4_0] = {"q4_0", 2, DTYPE_Q4_0},
     [MKMODEL_TYPE_Q4_K_M] = {"q4_k_m", 15, DTYPE_Q4_K},
     [MKMODEL_TYPE_Q5_K_M] = {"q5_k_m", 17, DTYPE_Q5_K},
+    [MKMODEL_TYPE_Q4_1] = {"q4_1", 3, DTYPE_Q4_1},
+    [MKMODEL_TYPE_Q5_0] = {"q5_0", 8, DTYPE_Q5_0},
+    [MKMODEL_TYPE_Q5_1] = {"q5_1", 9, DTYPE_Q5_1},
+    [MKMODEL_TYPE_Q2_K] = {"q2_k", 10, DTYPE_Q2_K},
+    [MKMODEL_TYPE_Q3_K_S] = {"q3_k_s", 11, DTYPE_Q3_K},
+    [MKMODEL_TYPE_Q3_K_M] = {"q3_k_m", 12, DTYPE_Q3_K},
+    [MKMODEL_TYPE_Q3_K_L] = {"q3_k_l", 13, DTYPE_Q3_K},
+    [MKMODEL_TYPE_Q4_K_S] = {"q4_k_s", 14, DTYPE_Q4_K},
+    [MKMODEL_TYPE_Q5_K_S] = {"q5_k_s", 16, DTYPE_Q5_K},
 };
 
 const char *mkmodel_type_name(enum mkmodel_type t) {
@@ -301,8 +310,7 @@ uint32_t mkmodel_ftype(enum mkmodel_type t) {
 }
 
 static bool is_quantized_type(enum mkmodel_type t) {
-    return t == MKMODEL_TYPE_Q8_0 || t == MKMODEL_TYPE_Q4_0 || t == MKMODEL_TYPE_Q4_K_M ||
-           t == MKMODEL_TYPE_Q5_K_M;
+    return t != MKMODEL_TYPE_F32 && t != MKMODEL_TYPE_F16 && t != MKMODEL_TYPE_BF16;
 }
 
 /* llama-quant.cpp: the layers of an _M mix that get more bits (first and last eighth, and
@@ -335,27 +343,48 @@ enum dtype mkmodel_weight_type(const struct mkmodel_shape *s, enum mkmodel_type 
     } else if (strcmp(name, "token_embd.weight") == 0) {
         /* stays in the base type for every type written here */
     } else if (strstr(name, "attn_v.weight")) {
+        /* (llama.cpp counts attn_v tensors: one per layer here, so the layer index) */
+        const int64_t n_gqa = s->n_kv_heads > 0 ? s->n_heads / s->n_kv_heads : 1;
         if (mix && use_more_bits(layer, s->n_layers)) nt = DTYPE_Q6_K;
+        if (t == MKMODEL_TYPE_Q2_K) nt = n_gqa >= 4 ? DTYPE_Q4_K : DTYPE_Q3_K;
+        if (t == MKMODEL_TYPE_Q3_K_M) nt = layer < 2 ? DTYPE_Q5_K : DTYPE_Q4_K;
+        if (t == MKMODEL_TYPE_Q3_K_L) nt = DTYPE_Q5_K;
+        if (t == MKMODEL_TYPE_Q4_K_S && layer < 4) nt = DTYPE_Q5_K;
         if (s->n_expert == 8) nt = DTYPE_Q8_0; /* "for the 8-expert model" */
     } else if (strstr(name, "attn_k.weight")) {
         if (s->n_expert == 8) nt = DTYPE_Q8_0;
     } else if (strstr(name, "ffn_down")) { /* ffn_down_exps too, by layer */
         if (mix && use_more_bits(layer, s->n_layers)) nt = DTYPE_Q6_K;
+        if (t == MKMODEL_TYPE_Q2_K) nt = DTYPE_Q3_K;
+        /* q3_k_m: q4_k except the first sixteenth (q5_k); q3_k only for falcon */
+        if (t == MKMODEL_TYPE_Q3_K_M) nt = layer < s->n_layers / 16 ? DTYPE_Q5_K : DTYPE_Q4_K;
+        if (t == MKMODEL_TYPE_Q3_K_L) nt = DTYPE_Q5_K;
+        if (t == MKMODEL_TYPE_Q4_K_S && layer < s->n_layers / 8) nt = DTYPE_Q5_K;
     } else if (strstr(name, "attn_output.weight")) {
-        if (s->n_expert == 8 && t == MKMODEL_TYPE_Q4_K_M) nt = DTYPE_Q5_K;
+        if (s->n_expert == 8) {
+            if (t == MKMODEL_TYPE_Q2_K || t == MKMODEL_TYPE_Q3_K_S || t == MKMODEL_TYPE_Q3_K_M ||
+                t == MKMODEL_TYPE_Q4_K_S || t == MKMODEL_TYPE_Q4_K_M)
+                nt = DTYPE_Q5_K;
+        } else {
+            if (t == MKMODEL_TYPE_Q2_K) nt = DTYPE_Q3_K;
+            if (t == MKMODEL_TYPE_Q3_K_M) nt = DTYPE_Q4_K;
+            if (t == MKMODEL_TYPE_Q3_K_L) nt = DTYPE_Q5_K;
+        }
     }
 
     if (ne0 % block_size(nt) != 0) {
         /* llama.cpp's "fallback quantization" for rows a K-quant block does not divide */
         switch (nt) {
+        case DTYPE_Q2_K:
+        case DTYPE_Q3_K: nt = DTYPE_Q4_0; break; /* llama.cpp: iq4_nl (see mkmodel.h) */
         case DTYPE_Q4_K: nt = DTYPE_Q5_0; break;
         case DTYPE_Q5_K: nt = DTYPE_Q5_1; break;
         case DTYPE_Q6_K: nt = DTYPE_Q8_0; break;
         default: nt = DTYPE_F16; break;
         }
         if (ne0 % block_size(nt) != 0) nt = DTYPE_F16;
+        if (!legacy_fallback && (nt == DTYPE_Q5_0 || nt == DTYPE_Q5_1)) nt = DTYPE_Q8_0;
     }
-    if (!legacy_fallback && (nt == DTYPE_Q5_0 || nt == DTYPE_Q5_1)) nt = DTYPE_Q8_0;
     return nt;
 }
 
@@ -571,72 +600,8 @@ static void random_row(uint64_t state, float *dst, int64_t n, float mean, float 
     }
 }
 
-/* ==== Legacy 5-bit quantizers ============================================================= */
-/* llama.cpp falls back to q5_0/q5_1 for rows a K-quant block does not divide; caravan's quant
- * module does not implement them (no kernels), so their reference quantizers live here. */
-
-#define QK5 32
-
-static void quantize_row_q5_0(const float *x, uint8_t *y, int64_t n) {
-    for (int64_t b = 0; b < n / QK5; b++, x += QK5, y += 22) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < QK5; j++) {
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        const float d = max / -16.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        uint16_t dh = quant_f32_to_f16(d);
-        uint32_t qh = 0;
-        uint8_t *qs = y + 6;
-        for (int j = 0; j < QK5 / 2; j++) {
-            int q0 = (int)(x[j] * id + 16.5f);
-            int q1 = (int)(x[QK5 / 2 + j] * id + 16.5f);
-            q0 = q0 < 31 ? q0 : 31;
-            q1 = q1 < 31 ? q1 : 31;
-            qs[j] = (uint8_t)((q0 & 0x0f) | ((q1 & 0x0f) << 4));
-            qh |= (uint32_t)((q0 & 0x10) >> 4) << j;
-            qh |= (uint32_t)((q1 & 0x10) >> 4) << (j + QK5 / 2);
-        }
-        memcpy(y, &dh, 2);
-        memcpy(y + 2, &qh, 4);
-    }
-}
-
-static void quantize_row_q5_1(const float *x, uint8_t *y, int64_t n) {
-    for (int64_t b = 0; b < n / QK5; b++, x += QK5, y += 24) {
-        float min = x[0], max = x[0];
-        for (int j = 1; j < QK5; j++) {
-            if (x[j] < min) min = x[j];
-            if (x[j] > max) max = x[j];
-        }
-        const float d = (max - min) / 31.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        uint16_t dh = quant_f32_to_f16(d), mh = quant_f32_to_f16(min);
-        uint32_t qh = 0;
-        uint8_t *qs = y + 8;
-        for (int j = 0; j < QK5 / 2; j++) {
-            int q0 = (int)((x[j] - min) * id + 0.5f);
-            int q1 = (int)((x[QK5 / 2 + j] - min) * id + 0.5f);
-            qs[j] = (uint8_t)((q0 & 0x0f) | ((q1 & 0x0f) << 4));
-            qh |= (uint32_t)((q0 & 0x10) >> 4) << j;
-            qh |= (uint32_t)((q1 & 0x10) >> 4) << (j + QK5 / 2);
-        }
-        memcpy(y, &dh, 2);
-        memcpy(y + 2, &mh, 2);
-        memcpy(y + 4, &qh, 4);
-    }
-}
-
 static void quantize_row(enum dtype t, const float *src, void *dst, int64_t n) {
-    switch (t) {
-    case DTYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    case DTYPE_Q5_0: quantize_row_q5_0(src, dst, n); break;
-    case DTYPE_Q5_1: quantize_row_q5_1(src, dst, n); break;
-    default: quant_quantize_row(t, src, dst, n); break;
-    }
+    quant_quantize_row(t, src, dst, n);
 }
 
 /* ==== Writing ============================================================================= */

@@ -8,3 +8,7 @@ target_link_libraries(engine_mkmodel PUBLIC engine_gguf engine_kernels common_co
 add_unit_test(mkmodel_test SOURCES mkmodel_test.c
               LIBS engine_mkmodel engine_model engine_tokenizer TIMEOUT 300)
 target_compile_definitions(mkmodel_test PRIVATE HAVE_MODEL=1 HAVE_TOKENIZER=1)
+
+# caravan's side of the llama.cpp cross-check of the low-bit types (golden logits, every variant)
+add_unit_test(lowbit_golden_test SOURCES lowbit_golden_test.c
+              LIBS engine_mkmodel engine_model TIMEOUT 300)

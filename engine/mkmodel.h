@@ -64,6 +64,15 @@ enum mkmodel_type {
     MKMODEL_TYPE_Q4_0,
     MKMODEL_TYPE_Q4_K_M,
     MKMODEL_TYPE_Q5_K_M,
+    MKMODEL_TYPE_Q4_1,
+    MKMODEL_TYPE_Q5_0,
+    MKMODEL_TYPE_Q5_1,
+    MKMODEL_TYPE_Q2_K,
+    MKMODEL_TYPE_Q3_K_S,
+    MKMODEL_TYPE_Q3_K_M,
+    MKMODEL_TYPE_Q3_K_L,
+    MKMODEL_TYPE_Q4_K_S,
+    MKMODEL_TYPE_Q5_K_S,
     MKMODEL_TYPE_COUNT,
 };
 
@@ -88,8 +97,9 @@ struct mkmodel_tensor {
 /* The type llama.cpp's quantizer gives the 2-D weight `name` (e.g. "blk.3.attn_v.weight") of
  * layer `layer` (-1 for token_embd/output) with rows of ne0 elements, including its fallbacks
  * for rows the chosen block size does not divide (q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0,
- * then f16). With legacy_fallback false, the q5_0/q5_1 fallbacks (which caravan does not
- * compute) become q8_0 instead. n_layers is the model's block count. */
+ * then f16). With legacy_fallback false, the q5_0/q5_1 fallbacks become q8_0 instead.
+ * One deliberate difference: llama.cpp falls back from q2_k/q3_k to iq4_nl, which caravan
+ * neither writes nor computes; mkmodel writes q4_0 there (the same 4.5 bits per weight). */
 enum dtype mkmodel_weight_type(const struct mkmodel_shape *s, enum mkmodel_type t, const char *name,
                                int32_t layer, int64_t ne0, bool legacy_fallback);
 

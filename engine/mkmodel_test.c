@@ -83,6 +83,23 @@ static enum dtype expect_tiny(enum mkmodel_type t, const char *name, int layer) 
     case MKMODEL_TYPE_Q5_K_M: return out || more ? DTYPE_Q6_K : DTYPE_Q5_K;
     default: break;
     }
+    /* the other mixes (llama-quant.cpp, for 4 layers with n_gqa 2: n_layers / 8 and / 16 are 0) */
+    bool v = strstr(name, "attn_v.weight") != NULL, down = strstr(name, "ffn_down") != NULL;
+    bool o = strstr(name, "attn_output.weight") != NULL;
+    if (out) return DTYPE_Q6_K;
+    switch (t) {
+    case MKMODEL_TYPE_Q4_1: return DTYPE_Q4_1;
+    case MKMODEL_TYPE_Q5_0: return DTYPE_Q5_0;
+    case MKMODEL_TYPE_Q5_1: return DTYPE_Q5_1;
+    case MKMODEL_TYPE_Q2_K: return v || down || o ? DTYPE_Q3_K : DTYPE_Q2_K;
+    case MKMODEL_TYPE_Q3_K_S: return DTYPE_Q3_K;
+    case MKMODEL_TYPE_Q3_K_M:
+        return v ? (layer < 2 ? DTYPE_Q5_K : DTYPE_Q4_K) : down || o ? DTYPE_Q4_K : DTYPE_Q3_K;
+    case MKMODEL_TYPE_Q3_K_L: return v || down || o ? DTYPE_Q5_K : DTYPE_Q3_K;
+    case MKMODEL_TYPE_Q4_K_S: return v ? DTYPE_Q5_K : DTYPE_Q4_K;
+    case MKMODEL_TYPE_Q5_K_S: return DTYPE_Q5_K;
+    default: break;
+    }
     (void)emb;
     return DTYPE_COUNT;
 }
@@ -441,6 +458,49 @@ static void test_plans(void) {
         if (strcmp(tt[k].name, "token_embd.weight") == 0)
             CHECK(tt[k].type == DTYPE_Q8_0, "qwen2.5 token_embd %s", dtype_name(tt[k].type));
     }
+    free(tt);
+
+    /* tinyllama-1.1b (22 layers, n_gqa 8) in the q2_k and q3_k_m mixes: counts by type */
+    static const struct {
+        enum mkmodel_type type;
+        int q2, q3, q4, q5, q6;
+    } mixes[] = {{MKMODEL_TYPE_Q2_K, 89, 44, 22, 0, 1},   /* attn_v q4_K (n_gqa >= 4) */
+                 {MKMODEL_TYPE_Q3_K_M, 0, 89, 63, 3, 1}}; /* layer 0 ffn_down, attn_v 0-1 q5_K */
+    for (size_t i = 0; i < sizeof mixes / sizeof mixes[0]; i++) {
+        p.shape = "tinyllama-1.1b";
+        p.type = mixes[i].type;
+        CHECK(mkmodel_plan(&p, &tt, &n, NULL) == STATUS_OK, "plan tinyllama");
+        int c[DTYPE_COUNT] = {0};
+        for (int64_t k = 0; k < n; k++) c[tt[k].type]++;
+        CHECK(c[DTYPE_Q2_K] == mixes[i].q2 && c[DTYPE_Q3_K] == mixes[i].q3 &&
+                  c[DTYPE_Q4_K] == mixes[i].q4 && c[DTYPE_Q5_K] == mixes[i].q5 &&
+                  c[DTYPE_Q6_K] == mixes[i].q6,
+              "tinyllama %s: %d q2_K %d q3_K %d q4_K %d q5_K %d q6_K", mkmodel_type_name(p.type),
+              c[DTYPE_Q2_K], c[DTYPE_Q3_K], c[DTYPE_Q4_K], c[DTYPE_Q5_K], c[DTYPE_Q6_K]);
+        free(tt);
+    }
+    /* tiny-mixtral (8 experts) q2_k: llama-quant.cpp's 8-expert rules win over the q2_k ones */
+    p.shape = "tiny-mixtral";
+    p.type = MKMODEL_TYPE_Q2_K;
+    CHECK(mkmodel_plan(&p, &tt, &n, NULL) == STATUS_OK, "plan mixtral q2_k");
+    for (int64_t k = 0; k < n; k++) {
+        enum dtype want = DTYPE_COUNT;
+        if (strstr(tt[k].name, "attn_v.weight") || strstr(tt[k].name, "attn_k.weight"))
+            want = DTYPE_Q8_0;
+        if (strstr(tt[k].name, "attn_output.weight")) want = DTYPE_Q5_K;
+        if (strstr(tt[k].name, "ffn_down_exps")) want = DTYPE_Q3_K;
+        if (strstr(tt[k].name, "ffn_up_exps")) want = DTYPE_Q2_K;
+        if (want != DTYPE_COUNT)
+            CHECK(tt[k].type == want, "mixtral q2_k %s: %s", tt[k].name, dtype_name(tt[k].type));
+    }
+    free(tt);
+    /* qwen2.5-0.5b q2_k: 896-wide rows where llama.cpp writes iq4_nl get q4_0 */
+    p.shape = "qwen2.5-0.5b";
+    p.type = MKMODEL_TYPE_Q2_K;
+    CHECK(mkmodel_plan(&p, &tt, &n, NULL) == STATUS_OK, "plan qwen q2_k");
+    for (int64_t k = 0; k < n; k++)
+        if (strcmp(tt[k].name, "blk.0.attn_q.weight") == 0)
+            CHECK(tt[k].type == DTYPE_Q4_0, "qwen2.5 q2_k attn_q %s", dtype_name(tt[k].type));
     free(tt);
 
     p.shape = "no-such-shape";

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "quant.h"
 #include "quant_internal.h"
+#include "quant_lowbit.h"
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -387,6 +388,12 @@ void quant_quantize_row(enum dtype t, const float *src, void *dst, int64_t n) {
     case DTYPE_Q4_K: quantize_q4_K(src, dst, n); break;
     case DTYPE_Q5_K: quantize_q5_K(src, dst, n); break;
     case DTYPE_Q6_K: quantize_q6_K(src, dst, n); break;
+    case DTYPE_Q4_1:
+    case DTYPE_Q5_0:
+    case DTYPE_Q5_1:
+    case DTYPE_Q2_K:
+    case DTYPE_Q3_K:
+    case DTYPE_Q8_1: quant_lowbit_quantize_row(t, src, dst, n); break;
     default: LOG(LOG_ERROR, "cannot quantize to %s", dtype_name(t)); abort();
     }
 }
@@ -486,6 +493,12 @@ void quant_dequantize_row(enum dtype t, const void *src, float *dst, int64_t n) 
     case DTYPE_Q4_K: dequantize_q4_K(src, dst, n); break;
     case DTYPE_Q5_K: dequantize_q5_K(src, dst, n); break;
     case DTYPE_Q6_K: dequantize_q6_K(src, dst, n); break;
+    case DTYPE_Q4_1:
+    case DTYPE_Q5_0:
+    case DTYPE_Q5_1:
+    case DTYPE_Q2_K:
+    case DTYPE_Q3_K:
+    case DTYPE_Q8_1: quant_lowbit_dequantize_row(t, src, dst, n); break;
     default: LOG(LOG_ERROR, "cannot dequantize %s", dtype_name(t)); abort();
     }
 }
@@ -496,7 +509,12 @@ enum dtype quant_dot_type(enum dtype w) {
     case DTYPE_F16:
     case DTYPE_BF16: return DTYPE_F32; /* f32 activations keep full precision for these */
     case DTYPE_Q4_0:
+    case DTYPE_Q5_0:
     case DTYPE_Q8_0: return DTYPE_Q8_0;
+    case DTYPE_Q4_1:
+    case DTYPE_Q5_1: return DTYPE_Q8_1; /* q8_0 plus the block sum, as ggml */
+    case DTYPE_Q2_K:
+    case DTYPE_Q3_K:
     case DTYPE_Q4_K:
     case DTYPE_Q5_K:
     case DTYPE_Q6_K: return DTYPE_Q8_K;
@@ -637,6 +655,11 @@ const struct quant_variant quant_variant_ref = {
             [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
             [DTYPE_Q5_K] = quant_dot_q5_K_q8_K_ref,
             [DTYPE_Q6_K] = quant_dot_q6_K_q8_K_ref,
+            [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_ref,
+            [DTYPE_Q5_0] = quant_dot_q5_0_q8_0_ref,
+            [DTYPE_Q5_1] = quant_dot_q5_1_q8_1_ref,
+            [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_ref,
+            [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_ref,
         },
 };
 

@@ -18,7 +18,8 @@ float quant_bf16_to_f32(uint16_t h);
 uint16_t quant_f32_to_bf16(float f);
 
 /* The dtype the activation row is converted to before a dot with a weight of type w:
- * F32 -> F32, F16 -> F16 or F32, BF16 -> F32 or BF16, Q4_0/Q8_0 -> Q8_0, Q4_K/Q5_K/Q6_K -> Q8_K.
+ * F32 -> F32, F16 -> F16 or F32, BF16 -> F32 or BF16, Q4_0/Q5_0/Q8_0 -> Q8_0, Q4_1/Q5_1 -> Q8_1,
+ * Q2_K/Q3_K/Q4_K/Q5_K/Q6_K -> Q8_K.
  * (The exact choice is the kernel module's; callers only size buffers with it.) */
 enum dtype quant_dot_type(enum dtype w);
 

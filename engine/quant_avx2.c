@@ -12,6 +12,7 @@
 
 #include "quant.h"
 #include "quant_internal.h"
+#include "quant_lowbit.h"
 
 static bool avx2_available(void) {
     unsigned a, b, c, d; /* clang has no "f16c" for __builtin_cpu_supports: ask cpuid */
@@ -85,7 +86,7 @@ static inline __m256i unpack_q4_0(const uint8_t *qs) {
 static float dot_q8_0(int64_t n, const void *w, const void *x) {
     const block_q8_0 *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK8_0; i++) {
+    for (int64_t i = 0; i < n / QK8_0; i++) { /* no prefetch: measured 4% slower here */
         const __m256i p = dot_i8x32(_mm256_loadu_si256((const __m256i *)a[i].qs),
                                     _mm256_loadu_si256((const __m256i *)b[i].qs));
         const __m256 d = _mm256_set1_ps(f16(a[i].d) * f16(b[i].d));
@@ -185,6 +186,9 @@ static float dot_q4_K(int64_t n, const void *w, const void *x) {
     const block_q8_K *b = x;
     __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        QUANT_PREFETCH(&a[i]);
+        QUANT_PREFETCH((const char *)&a[i] + 64);
+        QUANT_PREFETCH((const char *)&a[i] + 128);
         uint8_t sc[8], mn[8];
         unpack_k_scales(a[i].scales, sc, mn);
         const __m256i sumi = q4_K_block_sumi(&a[i], b[i].qs, sc);
@@ -249,6 +253,10 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
     const block_q8_K *b = x;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        QUANT_PREFETCH(&a[i]);
+        QUANT_PREFETCH((const char *)&a[i] + 64);
+        QUANT_PREFETCH((const char *)&a[i] + 128);
+        QUANT_PREFETCH((const char *)&a[i] + 192);
         const __m256i sumi = q6_K_block_sumi(&a[i], &b[i]);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
     }
@@ -324,6 +332,7 @@ static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const 
         const block_q4_0 *a = (const block_q4_0 *)((const char *)w + i * w_stride);
         __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
+            QUANT_PREFETCH(&a[b]);
             const __m128i raw = _mm_loadu_si128((const __m128i *)a[b].qs);
             const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
             const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
@@ -891,11 +900,26 @@ const struct quant_variant quant_variant_avx2 = {
             [DTYPE_Q4_K] = dot_q4_K,
             [DTYPE_Q5_K] = dot_q5_K,
             [DTYPE_Q6_K] = dot_q6_K,
+            [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx2,
+            [DTYPE_Q5_0] = quant_dot_q5_0_q8_0_avx2,
+            [DTYPE_Q5_1] = quant_dot_q5_1_q8_1_avx2,
+            [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_avx2,
+            [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_avx2,
         },
 };
 
 const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
-    [DTYPE_F32] = tile_f32,   [DTYPE_F16] = tile_f16,   [DTYPE_BF16] = tile_bf16,
-    [DTYPE_Q8_0] = tile_q8_0, [DTYPE_Q4_0] = tile_q4_0, [DTYPE_Q4_K] = tile_q4_K,
-    [DTYPE_Q5_K] = tile_q5_K, [DTYPE_Q6_K] = tile_q6_K,
+    [DTYPE_Q4_1] = quant_tile_q4_1_avx2,
+    [DTYPE_Q5_0] = quant_tile_q5_0_avx2,
+    [DTYPE_Q5_1] = quant_tile_q5_1_avx2,
+    [DTYPE_Q2_K] = quant_tile_q2_K_avx2,
+    [DTYPE_Q3_K] = quant_tile_q3_K_avx2,
+    [DTYPE_F32] = tile_f32,
+    [DTYPE_F16] = tile_f16,
+    [DTYPE_BF16] = tile_bf16,
+    [DTYPE_Q8_0] = tile_q8_0,
+    [DTYPE_Q4_0] = tile_q4_0,
+    [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_Q5_K] = tile_q5_K,
+    [DTYPE_Q6_K] = tile_q6_K,
 };

@@ -2,9 +2,9 @@
  * -mavx512vnni -mavx2 -mfma -mf16c for this file only; quant.c calls them only when
  * avx512_available() says the CPU and the OS (XGETBV: ZMM state enabled) support all of them).
  *
- * Own kernels (dot, generation GEMV and prompt tile) for q4_0, q4_K, q6_K and f32/f16/bf16;
- * q8_0 and q5_K use the avx2 variant's dot and tile unchanged, through the small wrappers at the
- * end (so each type stays batch-invariant within this variant: its tile and dot are one pair).
+ * Own kernels (dot, generation GEMV and prompt tile) for q4_0, q8_0, q4_K, q6_K and
+ * f32/f16/bf16; q5_K uses the avx2 variant's dot and tile unchanged, through the small wrappers at
+ * the end (so each type stays batch-invariant within this variant: its tile and dot are one pair).
  * The float arithmetic differs from avx2's (16 lanes instead of 8), so results are close to, not
  * bit-identical with, the avx2 variant; within this variant, tile == dot bit for bit.
  *
@@ -17,13 +17,18 @@
  * acc = fma(d, float(lanes), acc), and at the end hsum512(acc). An odd last block is a pair with
  * zero values and zero scales for the missing block. The dot, the GEMV and the tile all do
  * exactly these float operations per (weight row, x row), so they are bit-identical; the
- * integer parts are exact, so they are computed however is cheapest. */
+ * integer parts are exact, so they are computed however is cheapest.
+ *
+ * q8_0 x q8_0 shares all of that code (the *_w32 functions, q8 a compile-time flag): its weight
+ * pairs take the x layout with each byte XOR 0x80 (w + 128 as u8) and the start lanes are
+ * -128 * (sum of 4 x values), so only the pair load and the start value differ. */
 #include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
 #include "quant.h"
 #include "quant_internal.h"
+#include "quant_lowbit.h"
 
 static bool avx512_available(void) {
     unsigned a, b, c, d;
@@ -94,16 +99,49 @@ static inline __m512 expand_pair(__m128 s) {
                                  _mm512_castps128_ps512(s));
 }
 
-static float dot_q4_0(int64_t n, const void *w, const void *x) {
-    const block_q4_0 *a = w;
+/* q8_0 weights use the same pair layout as the x side (q8_0_pair), each byte XOR 0x80 so
+ * vpdpbusd sees w + 128 as unsigned; the start lanes -128 * (sum of 4 x values) take it back
+ * out, so the int32 lanes are the exact sums of w * x over 4 elements, as for q4_0. */
+static inline __m512i q8_0_wpair(const block_q8_0 *a, bool single) {
+    return _mm512_xor_si512(q8_0_pair(a, single), _mm512_set1_epi8((char)0x80));
+}
+
+static inline __m512i q8_0_neg128(__m512i y) {
+    return _mm512_sub_epi32(
+        _mm512_setzero_si512(),
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), y));
+}
+
+/* Block type size, pair values and start lanes of a 32-element weight type (q4_0 or q8_0). */
+static inline __attribute__((always_inline)) const char *blk32(const void *w, int64_t b, bool q8) {
+    return (const char *)w + b * (q8 ? sizeof(block_q8_0) : sizeof(block_q4_0));
+}
+static inline __attribute__((always_inline)) __m512i w32_pair(const void *w, int64_t b, bool single,
+                                                              bool q8) {
+    return q8 ? q8_0_wpair((const block_q8_0 *)blk32(w, b, q8), single)
+              : q4_0_pair((const block_q4_0 *)blk32(w, b, q8), single);
+}
+/* f16 scale bits of block b (d is the first field of both block types) */
+static inline __attribute__((always_inline)) quant_f16_t w32_d(const void *w, int64_t b, bool q8) {
+    quant_f16_t d;
+    memcpy(&d, blk32(w, b, q8), sizeof d);
+    return d;
+}
+static inline __attribute__((always_inline)) __m512i x_neg(__m512i y, bool q8) {
+    return q8 ? q8_0_neg128(y) : q8_0_neg8(y);
+}
+
+static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, const void *w,
+                                                           const void *x) {
+    const void *a = w;
     const block_q8_0 *b = x;
     const int64_t nb = n / QK4_0;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i += 2) {
         const bool single = i + 1 == nb;
         const __m512i y = q8_0_pair(b + i, single);
-        const __m512i p = _mm512_dpbusd_epi32(q8_0_neg8(y), q4_0_pair(a + i, single), y);
-        const __m128 da = pair_scales(a[i].d, single ? 0 : a[i + 1].d);
+        const __m512i p = _mm512_dpbusd_epi32(x_neg(y, q8), w32_pair(a, i, single, q8), y);
+        const __m128 da = pair_scales(w32_d(a, i, q8), single ? 0 : w32_d(a, i + 1, q8));
         const __m128 dx = pair_scales(b[i].d, single ? 0 : b[i + 1].d);
         acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dx)), _mm512_cvtepi32_ps(p), acc);
     }
@@ -121,7 +159,8 @@ static inline int min_int(int a, int b) {
  * x side of each pair (values in the pair layout, the -8 start lanes, the two f32 scales) is
  * prepared once; per (row, pair) the float steps are dot_q4_0's. */
 #define GEMV_PAIR_BYTES (2 * 64 + 16)
-static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const void *x, float *y) {
+static inline __attribute__((always_inline)) void
+gemv_w32(bool q8, int64_t nb, const void *w, size_t w_stride, int nw, const void *x, float *y) {
     const block_q8_0 *bx = x;
     const int64_t np = (nb + 1) / 2, full = nb / 2;
     __m512i *ys = panel_buf, *ns = ys + np;
@@ -129,21 +168,23 @@ static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const 
     for (int64_t k = 0; k < np; k++) {
         const bool single = 2 * k + 1 == nb;
         ys[k] = q8_0_pair(bx + 2 * k, single);
-        ns[k] = q8_0_neg8(ys[k]);
+        ns[k] = x_neg(ys[k], q8);
         dxs[k] = pair_scales(bx[2 * k].d, single ? 0 : bx[2 * k + 1].d);
     }
     for (int i = 0; i < nw; i++) {
-        const block_q4_0 *a = (const block_q4_0 *)((const char *)w + i * w_stride);
+        const char *a = (const char *)w + i * w_stride;
         __m512 acc = _mm512_setzero_ps();
         for (int64_t k = 0; k < full; k++) {
-            const __m512i p = _mm512_dpbusd_epi32(ns[k], q4_0_pair(a + 2 * k, false), ys[k]);
-            const __m128 da = pair_scales(a[2 * k].d, a[2 * k + 1].d);
+            if (!q8) /* q8_0: streams as fast without (measured), and saves the instruction */
+                QUANT_PREFETCH(blk32(a, 2 * k, q8));
+            const __m512i p = _mm512_dpbusd_epi32(ns[k], w32_pair(a, 2 * k, false, q8), ys[k]);
+            const __m128 da = pair_scales(w32_d(a, 2 * k, q8), w32_d(a, 2 * k + 1, q8));
             acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[k])), _mm512_cvtepi32_ps(p), acc);
         }
         if (full < np) {
             const __m512i p =
-                _mm512_dpbusd_epi32(ns[full], q4_0_pair(a + 2 * full, true), ys[full]);
-            const __m128 da = pair_scales(a[2 * full].d, 0);
+                _mm512_dpbusd_epi32(ns[full], w32_pair(a, 2 * full, true, q8), ys[full]);
+            const __m128 da = pair_scales(w32_d(a, 2 * full, q8), 0);
             acc =
                 _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[full])), _mm512_cvtepi32_ps(p), acc);
         }
@@ -154,8 +195,8 @@ static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const 
 /* Prompt: M prepacked weight rows (values pq[k * M + i], expanded scales pd[k * M + i]) against
  * MX x rows at once, one accumulator per (row, x row) pair. */
 static inline __attribute__((always_inline)) void
-q4_0_panel_rows(int M, int MX, int64_t nb, const __m512i *pq, const __m512 *pd,
-                const block_q8_0 *const *bx, float *out, size_t out_stride) {
+w32_panel_rows(bool q8, int M, int MX, int64_t nb, const __m512i *pq, const __m512 *pd,
+               const block_q8_0 *const *bx, float *out, size_t out_stride) {
     __m512 acc[2][8];
 #pragma GCC unroll 8
     for (int r = 0; r < 2; r++)
@@ -169,7 +210,7 @@ q4_0_panel_rows(int M, int MX, int64_t nb, const __m512i *pq, const __m512 *pd,
 #pragma GCC unroll 2
         for (int r = 0; r < MX; r++) {
             yv[r] = q8_0_pair(bx[r] + 2 * k, single);
-            nv[r] = q8_0_neg8(yv[r]);
+            nv[r] = x_neg(yv[r], q8);
             dx[r] = expand_pair(pair_scales(bx[r][2 * k].d, single ? 0 : bx[r][2 * k + 1].d));
         }
 #pragma GCC unroll 8
@@ -190,18 +231,20 @@ q4_0_panel_rows(int M, int MX, int64_t nb, const __m512i *pq, const __m512 *pd,
         for (int i = 0; i < M; i++) out[r * out_stride + i] = hsum512(acc[r][i]);
 }
 
-static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                      size_t x_stride, int nx, float *y, size_t y_stride) {
+static inline __attribute__((always_inline)) void tile_w32(bool q8, int64_t n, const void *w,
+                                                           size_t w_stride, int nw, const void *x,
+                                                           size_t x_stride, int nx, float *y,
+                                                           size_t y_stride) {
     const int64_t nb = n / QK4_0, np = (nb + 1) / 2;
     if (nx == 1 && (size_t)np * GEMV_PAIR_BYTES <= PANEL_BUF_BYTES) {
-        gemv_q4_0(nb, w, w_stride, nw, x, y);
+        gemv_w32(q8, nb, w, w_stride, nw, x, y);
         return;
     }
     if ((size_t)np * 128 > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
                 y[r * y_stride + i] =
-                    dot_q4_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+                    dot_w32(q8, n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)np * 128));
@@ -211,11 +254,12 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const v
         __m512i *pq = panel_buf;
         __m512 *pd = (__m512 *)(pq + np * m);
         for (int i = 0; i < m; i++) {
-            const block_q4_0 *a = (const block_q4_0 *)((const char *)w + (i0 + i) * w_stride);
+            const char *a = (const char *)w + (i0 + i) * w_stride;
             for (int64_t k = 0; k < np; k++) {
                 const bool single = 2 * k + 1 == nb;
-                pq[k * m + i] = q4_0_pair(a + 2 * k, single);
-                pd[k * m + i] = expand_pair(pair_scales(a[2 * k].d, single ? 0 : a[2 * k + 1].d));
+                pq[k * m + i] = w32_pair(a, 2 * k, single, q8);
+                pd[k * m + i] = expand_pair(
+                    pair_scales(w32_d(a, 2 * k, q8), single ? 0 : w32_d(a, 2 * k + 1, q8)));
             }
         }
         int r = 0;
@@ -224,19 +268,34 @@ static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const v
                                        (const block_q8_0 *)((const char *)x + (r + 1) * x_stride)};
             float *out = y + r * y_stride + i0;
             if (m == 8)
-                q4_0_panel_rows(8, 2, nb, pq, pd, bx, out, y_stride);
+                w32_panel_rows(q8, 8, 2, nb, pq, pd, bx, out, y_stride);
             else
-                q4_0_panel_rows(m, 2, nb, pq, pd, bx, out, y_stride);
+                w32_panel_rows(q8, m, 2, nb, pq, pd, bx, out, y_stride);
         }
         for (; r < nx; r++) {
             const block_q8_0 *bx[2] = {(const block_q8_0 *)((const char *)x + r * x_stride), NULL};
             float *out = y + r * y_stride + i0;
             if (m == 8)
-                q4_0_panel_rows(8, 1, nb, pq, pd, bx, out, y_stride);
+                w32_panel_rows(q8, 8, 1, nb, pq, pd, bx, out, y_stride);
             else
-                q4_0_panel_rows(m, 1, nb, pq, pd, bx, out, y_stride);
+                w32_panel_rows(q8, m, 1, nb, pq, pd, bx, out, y_stride);
         }
     }
+}
+
+static float dot_q4_0(int64_t n, const void *w, const void *x) {
+    return dot_w32(false, n, w, x);
+}
+static float dot_q8_0(int64_t n, const void *w, const void *x) {
+    return dot_w32(true, n, w, x);
+}
+static void tile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_w32(false, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void tile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
+                      float *y, size_t ys) {
+    tile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* ==== K-quant weights (x is q8_K) ====
@@ -347,6 +406,9 @@ static float dot_q4_K(int64_t n, const void *w, const void *x) {
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        QUANT_PREFETCH(&a[i]);
+        QUANT_PREFETCH((const char *)&a[i] + 64);
+        QUANT_PREFETCH((const char *)&a[i] + 128);
         struct kblk p;
         k4_unpack(&a[i], &p);
         const __m512i sumi = k_sumi(&p, &b[i], false);
@@ -362,6 +424,10 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
     const block_q8_K *b = x;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        QUANT_PREFETCH(&a[i]);
+        QUANT_PREFETCH((const char *)&a[i] + 64);
+        QUANT_PREFETCH((const char *)&a[i] + 128);
+        QUANT_PREFETCH((const char *)&a[i] + 192);
         struct kblk p;
         k6_unpack(&a[i], &p);
         const __m512i sumi = k_sumi(&p, &b[i], true);
@@ -685,7 +751,6 @@ static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x
                             int nx, float *y, size_t ys) {                                         \
         quant_tiles_avx2[DTYPE_##T](n, w, ws, nw, x, xs, nx, y, ys);                               \
     }
-AVX2_FALLBACK(Q8_0)
 AVX2_FALLBACK(Q5_K)
 
 /* ==== Tables ==== */
@@ -698,16 +763,31 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_F32] = dot_f32,
             [DTYPE_F16] = dot_f16,
             [DTYPE_BF16] = dot_bf16,
-            [DTYPE_Q8_0] = dot_fb_Q8_0,
+            [DTYPE_Q8_0] = dot_q8_0,
             [DTYPE_Q4_0] = dot_q4_0,
             [DTYPE_Q4_K] = dot_q4_K,
             [DTYPE_Q5_K] = dot_fb_Q5_K,
             [DTYPE_Q6_K] = dot_q6_K,
+            [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx512,
+            [DTYPE_Q5_0] = quant_dot_q5_0_q8_0_avx512,
+            [DTYPE_Q5_1] = quant_dot_q5_1_q8_1_avx512,
+            [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_avx512,
+            [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_avx512,
         },
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
-    [DTYPE_F32] = tile_f32,      [DTYPE_F16] = tile_f16,   [DTYPE_BF16] = tile_bf16,
-    [DTYPE_Q8_0] = tile_fb_Q8_0, [DTYPE_Q4_0] = tile_q4_0, [DTYPE_Q4_K] = tile_q4_K,
-    [DTYPE_Q5_K] = tile_fb_Q5_K, [DTYPE_Q6_K] = tile_q6_K,
+    [DTYPE_Q4_1] = quant_tile_q4_1_avx512,
+    [DTYPE_Q5_0] = quant_tile_q5_0_avx512,
+    [DTYPE_Q5_1] = quant_tile_q5_1_avx512,
+    [DTYPE_Q2_K] = quant_tile_q2_K_avx512,
+    [DTYPE_Q3_K] = quant_tile_q3_K_avx512,
+    [DTYPE_F32] = tile_f32,
+    [DTYPE_F16] = tile_f16,
+    [DTYPE_BF16] = tile_bf16,
+    [DTYPE_Q8_0] = tile_q8_0,
+    [DTYPE_Q4_0] = tile_q4_0,
+    [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_Q5_K] = tile_fb_Q5_K,
+    [DTYPE_Q6_K] = tile_q6_K,
 };

@@ -82,6 +82,18 @@ static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8
     }
 }
 
+/* ==== Software prefetch for the generation kernels ====
+ * A GEMV walks each weight row once, in memory order. The hardware prefetcher follows that
+ * stream, but not far enough ahead to hide DRAM latency on one core: asking for the bytes
+ * QUANT_PREFETCH_AHEAD ahead of the block being decoded (across row ends into the next rows,
+ * which are adjacent in memory) took the avx512 q4_0 GEMV from ~70% to ~80% of this host's
+ * streaming read rate (AMD EPYC Zen 4, 1 thread; 512, 1024 and 4096 were measured too).
+ * Walking several rows side by side instead was 1.5-2.5x slower: interleaved strided
+ * streams defeat the hardware prefetcher unless the rows are repacked. A prefetch never
+ * faults, so reading past the end of the weight is harmless. */
+#define QUANT_PREFETCH_AHEAD 2048
+#define QUANT_PREFETCH(p) __builtin_prefetch((const char *)(p) + QUANT_PREFETCH_AHEAD, 0, 3)
+
 /* ==== Reference kernels (quant.c) ==== */
 
 float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x);

@@ -9,6 +9,7 @@
 
 #include "quant.h"
 #include "quant_internal.h"
+#include "quant_lowbit.h"
 
 /* Relative RMS error of quantize -> dequantize vs the input, per type. */
 #define QERR_F16 1e-3
@@ -19,6 +20,11 @@
 #define QERR_Q5_K 0.05
 #define QERR_Q6_K 0.03
 #define QERR_Q8_K 0.025
+#define QERR_Q4_1 0.10
+#define QERR_Q5_0 0.07
+#define QERR_Q5_1 0.05
+#define QERR_Q2_K 0.40
+#define QERR_Q3_K 0.25
 /* |variant dot - ref dot| / sum |w_i x_i|: float summation order differs between variants. */
 #define DOT_TOL_FLOAT 1e-5
 #define DOT_TOL_QUANT 1e-5
@@ -26,6 +32,8 @@
  * quantized (8-bit) for the quantized types. */
 #define EXACT_TOL_FLOAT 1e-5
 #define EXACT_TOL_Q8 0.02
+/* relative error of a q8_1 block's s against d * sum(qs) with d as stored: two f16 roundings */
+#define Q8_1_S_TOL 1.1e-3
 
 static int failures;
 #define CHECK(cond, ...)                                                                           \
@@ -65,8 +73,9 @@ static void fill(float *x, int64_t n) {
     }
 }
 
-static const enum dtype weight_types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0,
-                                          DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
+static const enum dtype weight_types[] = {
+    DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0, DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_Q5_K,
+    DTYPE_Q6_K, DTYPE_Q4_1, DTYPE_Q5_0, DTYPE_Q5_1, DTYPE_Q2_K, DTYPE_Q3_K};
 #define N_WEIGHT_TYPES ((int)(sizeof weight_types / sizeof weight_types[0]))
 
 /* ==== Conversions ==== */
@@ -216,10 +225,70 @@ static void test_known_q6_K(void) {
     }
 }
 
+/* q2_K/q3_K built element by element from the layout in quant_lowbit.h; q5_0/q4_1 likewise. */
+static void test_known_lowbit(void) {
+    /* q2_K: element e has q = e % 4, sub-block j = e / 16 scale j % 16 and min 15 - j */
+    block_q2_K k2;
+    memset(&k2, 0, sizeof k2);
+    k2.d = 0x3800;    /* 0.5 */
+    k2.dmin = 0x3400; /* 0.25 */
+    for (int j = 0; j < 16; j++) k2.scales[j] = (uint8_t)(j | ((15 - j) << 4));
+    for (int e = 0; e < 256; e++)
+        k2.qs[32 * (e / 128) + e % 32] |= (uint8_t)((e % 4) << (2 * ((e / 32) % 4)));
+    float y[256];
+    quant_dequantize_row(DTYPE_Q2_K, &k2, y, 256);
+    for (int e = 0; e < 256; e++) {
+        float want = 0.5f * (e / 16) * (e % 4) - 0.25f * (15 - e / 16);
+        CHECK(y[e] == want, "q2_K elem %d = %g want %g", e, y[e], want);
+    }
+    /* q3_K: element e has q = e % 8 (value q - 4), sub-block scale s_j = 2j (stored + 32) */
+    block_q3_K k3;
+    memset(&k3, 0, sizeof k3);
+    k3.d = 0x3c00; /* 1.0 */
+    for (int j = 0; j < 16; j++) {
+        int s6 = 2 * j - 16 + 32;
+        k3.scales[j % 8] |= (uint8_t)((s6 & 0xF) << (j < 8 ? 0 : 4));
+        k3.scales[8 + j % 4] |= (uint8_t)((s6 >> 4) << (2 * (j / 4)));
+    }
+    for (int e = 0; e < 256; e++) {
+        int q = e % 8;
+        k3.qs[32 * (e / 128) + e % 32] |= (uint8_t)((q & 3) << (2 * ((e / 32) % 4)));
+        if (q & 4) k3.hmask[e % 32] |= (uint8_t)(1 << (e / 32));
+    }
+    quant_dequantize_row(DTYPE_Q3_K, &k3, y, 256);
+    for (int e = 0; e < 256; e++) {
+        float want = (float)(2 * (e / 16) - 16) * (e % 8 - 4);
+        CHECK(y[e] == want, "q3_K elem %d = %g want %g", e, y[e], want);
+    }
+    /* q5_0: element j has q = j (value j - 16); q4_1: q = j % 16, d = 0.5, m = -1 */
+    block_q5_0 k5;
+    memset(&k5, 0, sizeof k5);
+    k5.d = 0x3c00;
+    uint32_t qh = 0;
+    for (int j = 0; j < 32; j++) {
+        k5.qs[j % 16] |= (uint8_t)((j & 0xF) << (j < 16 ? 0 : 4));
+        if (j & 16) qh |= 1u << j;
+    }
+    memcpy(k5.qh, &qh, 4);
+    quant_dequantize_row(DTYPE_Q5_0, &k5, y, 32);
+    for (int j = 0; j < 32; j++) CHECK(y[j] == j - 16, "q5_0 elem %d = %g", j, y[j]);
+    block_q4_1 k4;
+    k4.d = 0x3800;
+    k4.m = 0xbc00; /* -1 */
+    for (int j = 0; j < 16; j++) k4.qs[j] = (uint8_t)(j | ((15 - j) << 4));
+    quant_dequantize_row(DTYPE_Q4_1, &k4, y, 32);
+    for (int j = 0; j < 16; j++) {
+        CHECK(y[j] == 0.5f * j - 1, "q4_1 elem %d = %g", j, y[j]);
+        CHECK(y[j + 16] == 0.5f * (15 - j) - 1, "q4_1 elem %d = %g", j + 16, y[j + 16]);
+    }
+}
+
 /* ==== Byte compatibility with llama.cpp's reference quantizers ====
  * FNV-1a hashes of what ggml's quantize_row_*_ref (ggml-quants.c at llama.cpp commit 10e978015,
  * built with F16C rounding) wrote for golden_input(); our quantizers must write the same bytes so
- * that `caravan mkmodel` files match llama.cpp's quantizer (without an importance matrix). */
+ * that `caravan mkmodel` files match llama.cpp's quantizer (without an importance matrix).
+ * q4_1, q5_0, q5_1, q2_K and q3_K: computed 2026-12-02 by a throw-away program linking
+ * ggml-quants.c of llama.cpp 10e9780 (the same hashes with and without -mfma). */
 static void golden_input(float *x, int n) {
     uint32_t s = 12345u;
     for (int i = 0; i < n; i++) {
@@ -252,6 +321,9 @@ static void test_llama_cpp_bytes(void) {
         {DTYPE_Q4_0, 0xa34b59bc7de6bedfull}, {DTYPE_Q8_0, 0x8173beeb146ff8b6ull},
         {DTYPE_Q4_K, 0x5acef41320513df3ull}, {DTYPE_Q5_K, 0xbc975ea4881d912aull},
         {DTYPE_Q6_K, 0x76f06336956ff3d6ull}, {DTYPE_Q8_K, 0x2fc276a2f7067a87ull},
+        {DTYPE_Q4_1, 0x951a530f7cf54f64ull}, {DTYPE_Q5_0, 0xd50d6731fc0b6f4full},
+        {DTYPE_Q5_1, 0xce23735bef535904ull}, {DTYPE_Q2_K, 0xd9cb03d64468c264ull},
+        {DTYPE_Q3_K, 0xa70b668be8b8835aull},
     };
     for (size_t k = 0; k < sizeof golden / sizeof golden[0]; k++) {
         quant_quantize_row(golden[k].t, x, buf, N);
@@ -273,13 +345,19 @@ static double max_qerr(enum dtype t) {
     case DTYPE_Q5_K: return QERR_Q5_K;
     case DTYPE_Q6_K: return QERR_Q6_K;
     case DTYPE_Q8_K: return QERR_Q8_K;
+    case DTYPE_Q4_1: return QERR_Q4_1;
+    case DTYPE_Q5_0: return QERR_Q5_0;
+    case DTYPE_Q5_1: return QERR_Q5_1;
+    case DTYPE_Q2_K: return QERR_Q2_K;
+    case DTYPE_Q3_K: return QERR_Q3_K;
     default: return 0;
     }
 }
 
 static void test_roundtrip(void) {
     const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0, DTYPE_Q4_0,
-                                DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_Q8_K};
+                                DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_Q8_K, DTYPE_Q4_1,
+                                DTYPE_Q5_0, DTYPE_Q5_1, DTYPE_Q2_K, DTYPE_Q3_K};
     const int64_t n = 256 * 13;
     float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
     void *q = malloc(dtype_row_bytes(DTYPE_F32, n));
@@ -357,7 +435,17 @@ static void test_dots(void) {
                 double etol = xt == DTYPE_F32 ? EXACT_TOL_FLOAT : EXACT_TOL_Q8;
                 CHECK(fabs(r - exact) <= etol * mag, "%s n=%ld ref %g exact %g", dtype_name(t),
                       (long)n, r, exact);
-                CHECK(fabs(r - exact_deq) <= 1e-5 * mag, "%s n=%ld ref %g exact(deq x) %g",
+                /* q8_1 carries s = f16(d * sum) made before d was rounded: the min term
+                 * m * s is exact only to two f16 roundings */
+                double s_tol = 0;
+                if (xt == DTYPE_Q8_1)
+                    for (int64_t b = 0; b < n / 32; b++) {
+                        quant_f16_t wm; /* q4_1 and q5_1 both start with d, m */
+                        memcpy(&wm, (const char *)wq + b * dtype_info(t)->block_bytes + 2, 2);
+                        s_tol += Q8_1_S_TOL * fabs((double)quant_f16_to_f32(wm) *
+                                                   quant_f16_to_f32(((const block_q8_1 *)xq)[b].s));
+                    }
+                CHECK(fabs(r - exact_deq) <= 1e-5 * mag + s_tol, "%s n=%ld ref %g exact(deq x) %g",
                       dtype_name(t), (long)n, r, exact_deq);
                 for (int v = 1; v < nv; v++) {
                     if (!vs[v]->available() || !vs[v]->dot[t]) continue;
@@ -417,6 +505,7 @@ int main(void) {
     test_known_q4_0();
     test_known_q4_K();
     test_known_q6_K();
+    test_known_lowbit();
     test_roundtrip();
     test_llama_cpp_bytes();
     test_dots();

@@ -81,8 +81,9 @@ static float rnd(uint64_t *s) {
 }
 
 enum status caps_probe_speeds(int n_threads, int budget_ms, struct caps_probe *out) {
-    static const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q4_0,
-                                       DTYPE_Q8_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
+    static const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q4_0, DTYPE_Q8_0,
+                                       DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_Q4_1, DTYPE_Q5_0,
+                                       DTYPE_Q5_1, DTYPE_Q2_K, DTYPE_Q3_K};
     /* One row of a 2048-wide model's projection: a decode step's matmul. */
     const int64_t n_in = 2048, n_out = 512;
     memset(out, 0, sizeof *out);
