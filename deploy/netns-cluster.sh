@@ -24,6 +24,13 @@
 # keeping each flow's order; iptables -m statistic drops --loss of them; tbf limits the rate.
 set -euo pipefail
 
+# A script started in the background by another script begins with SIGINT ignored, and bash
+# cannot trap a signal ignored at entry: start again with the default, so Ctrl-C or
+# `kill -INT` still removes everything.
+if [ -z "${CARAVAN_NETNS_SIGNALS:-}" ] && env --default-signal=INT true 2>/dev/null; then
+  CARAVAN_NETNS_SIGNALS=1 exec env --default-signal=INT bash "$0" "$@"
+fi
+
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
   cat <<'EOF'
@@ -45,6 +52,8 @@ options:
   --no-cluster       only the namespaces and links
   --nice N           run the caravan processes at this nice value (e.g. -10: on a busy
                      machine, less scheduling delay in what a measurement sees; default 0)
+  --trace DIR        each daemon writes Chrome trace-event JSON to DIR (coordinator.json,
+                     wN.json); on exit they are merged into DIR/trace.json
   --ready-timeout S  seconds to wait for the API to serve (default 60)
   --down             only remove what an earlier run left
 EOF
@@ -53,7 +62,7 @@ EOF
 here=$(cd "$(dirname "$0")/.." && pwd)
 workers=2 delay=0 jitter=0 loss=0 rate="" port=8080 threads=1 wire=f32 api_key=""
 prefix=cvn subnet=10.77.0 bin=${CARAVAN_BIN:-$here/build/bin} force_netdelay=0 no_cluster=0
-ready_timeout=60 down_only=0 nice_value=0
+ready_timeout=60 down_only=0 nice_value=0 trace=""
 model=${CARAVAN_MODEL:-$here/../shared/models/stories260K.gguf}
 cmd=()
 while [ $# -gt 0 ]; do
@@ -75,6 +84,7 @@ while [ $# -gt 0 ]; do
     --no-cluster) no_cluster=1; shift ;;
     --ready-timeout) ready_timeout=$2; shift 2 ;;
     --nice) nice_value=$2; shift 2 ;;
+    --trace) trace=$2; shift 2 ;;
     --down) down_only=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; cmd=("$@"); break ;;
@@ -140,6 +150,12 @@ on_exit() {
   local rc=$?
   trap - EXIT INT TERM HUP
   cleanup
+  if [ -n "$trace" ] && [ -f "$trace/coordinator.json" ]; then
+    local ins=("$trace/coordinator.json")
+    for i in $(seq 1 "$workers"); do ins+=("$trace/w$i.json"); done
+    "$bin/caravan" trace merge "$trace/trace.json" "${ins[@]}" >&2 &&
+      echo "netns-cluster: trace in $trace/trace.json (open it in ui.perfetto.dev)" >&2
+  fi
   exit $rc
 }
 trap on_exit EXIT
@@ -248,17 +264,25 @@ for i in $(seq 1 "$workers"); do
   echo >>"$run_dir/allow"
 done
 c_addr=${addr_of[$prefix-c]}
+c_trace=()
+if [ -n "$trace" ]; then
+  mkdir -p "$trace"
+  trace=$(cd "$trace" && pwd)
+  c_trace=(--trace "$trace/coordinator.json")
+fi
 api=(--no-api-key)
 [ -z "$api_key" ] || api=(--api-key "$api_key")
 ip netns exec "$prefix-c" nice -n "$nice_value" "$caravan" coordinator --key "$run_dir/coordinator" \
   --allow "$run_dir/allow" --listen "tcp://$c_addr:7000" --model "$model" \
-  --workers "$workers" --wire-dtype "$wire" --http "$c_addr:$port" "${api[@]}" \
+  --workers "$workers" --wire-dtype "$wire" --http "$c_addr:$port" "${api[@]}" "${c_trace[@]}" \
   --status-file "$run_dir/coordinator.status" 2>"$run_dir/coordinator.log" &
 for i in $(seq 1 "$workers"); do
   ns=$prefix-w$i
+  w_trace=()
+  [ -z "$trace" ] || w_trace=(--trace "$trace/w$i.json")
   ip netns exec "$ns" nice -n "$nice_value" "$caravan" worker --coordinator "tcp://$c_addr:7000" \
     --coordinator-key "$run_dir/coordinator/key.pub" --key "$run_dir/w$i" --name "w$i" \
-    --listen "tcp://${addr_of[$ns]}:7100" --cache "$run_dir/w$i-cache" --threads "$threads" \
+    --listen "tcp://${addr_of[$ns]}:7100" --cache "$run_dir/w$i-cache" --threads "$threads" "${w_trace[@]}" \
     2>"$run_dir/w$i.log" &
 done
 
@@ -285,6 +309,7 @@ if [ ${#cmd[@]} -gt 0 ]; then
   "${cmd[@]}"
   exit $?
 fi
+echo "$url" # on stdout: the one line a calling script reads
 echo "  curl $url/v1/completions -H 'Content-Type: application/json' -d '{\"prompt\":\"Once upon a time\",\"max_tokens\":32}'" >&2
 echo "netns-cluster: Ctrl-C stops the cluster and removes the namespaces" >&2
 while true; do

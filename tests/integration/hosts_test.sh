@@ -13,18 +13,20 @@ src=${CARAVAN_SOURCE:-$(cd "$(dirname "$0")/../.." && pwd)}
 export CARAVAN_BIN=${CARAVAN_BIN:-$src/build/bin}
 export CARAVAN_SHARED=${CARAVAN_SHARED:-$src/../shared}
 
+# a prefix and subnet of this run's own (the same test may run from another checkout)
+export HP=${HP:-h$(($$ % 100000))} HN=${HN:-10.$((100 + $$ % 100)).$((($$ / 100) % 250 + 1))}
 if [ "${1:-}" != inner ]; then
   [ "$(id -u)" -eq 0 ] || { echo "skip: needs root"; exit 77; }
   for p in /usr/sbin/sshd ssh ssh-keygen setpriv unshare curl; do
     command -v $p >/dev/null || { echo "skip: no $p"; exit 77; }
   done
-  ip netns add cvh-probe 2>/dev/null || { echo "skip: cannot create network namespaces"; exit 77; }
-  ip netns del cvh-probe
-  exec bash "$src/deploy/netns-cluster.sh" --prefix cvh --subnet 10.79.0 --workers 2 \
+  ip netns add "$HP-probe" 2>/dev/null || { echo "skip: cannot create network namespaces"; exit 77; }
+  ip netns del "$HP-probe"
+  exec bash "$src/deploy/netns-cluster.sh" --prefix "$HP" --subnet "$HN" --workers 2 \
     --no-cluster -- bash "$0" inner
 fi
 
-# inside: namespaces cvh-c (10.79.0.2), cvh-w1 (.3), cvh-w2 (.4) exist; netns-cluster.sh
+# inside: namespaces $HP-c ($HN.2), $HP-w1 (.3), $HP-w2 (.4) exist; netns-cluster.sh
 # removes them (and kills what runs in them) when this returns
 fail() { echo "FAIL: $*"; exit 1; }
 tmp=$(mktemp -d /tmp/hosts_test.XXXXXX)
@@ -66,8 +68,8 @@ ssh_opts="-i $tmp/id -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no
 
 idx=2
 : >"$tmp/hosts"
-for ns in cvh-c cvh-w1 cvh-w2; do
-  addr=10.79.0.$idx
+for ns in $HP-c $HP-w1 $HP-w2; do
+  addr=$HN.$idx
   idx=$((idx + 1))
   mkdir -p "$tmp/$ns"/{bin,etc,lib,cache}
   ip netns exec $ns unshare -m --propagation private sh -c "
@@ -77,15 +79,15 @@ for ns in cvh-c cvh-w1 cvh-w2; do
     mount --bind $tmp/$ns/cache /var/cache/caravan &&
     exec /usr/sbin/sshd -D -e -f $tmp/sshd_config -o ListenAddress=$addr" 2>"$tmp/$ns.sshd.log" &
   sshd_pids+=($!)
-  if [ $ns = cvh-c ]; then role=coordinator; else role=worker; fi
+  if [ $ns = $HP-c ]; then role=coordinator; else role=worker; fi
   echo "$role root@$addr $addr" >>"$tmp/hosts"
 done
 for a in 2 3 4; do
   for _ in $(seq 1 50); do
-    ssh $ssh_opts -o ConnectTimeout=2 -o BatchMode=yes root@10.79.0.$a true 2>/dev/null && break
+    ssh $ssh_opts -o ConnectTimeout=2 -o BatchMode=yes root@$HN.$a true 2>/dev/null && break
     sleep 0.2
   done
-  ssh $ssh_opts -o BatchMode=yes root@10.79.0.$a true || fail "no sshd at 10.79.0.$a: $(cat "$tmp"/*.sshd.log)"
+  ssh $ssh_opts -o BatchMode=yes root@$HN.$a true || fail "no sshd at $HN.$a: $(cat "$tmp"/*.sshd.log)"
 done
 sed -i '1i # a comment line, as in a hand-written hosts file' "$tmp/hosts"
 
@@ -95,27 +97,27 @@ out=$(bash "$src/deploy/hosts.sh" up "$tmp/hosts" --model "$CARAVAN_SHARED/model
 rc=$?
 cat "$tmp/up.log"
 [ $rc -eq 0 ] || {
-  tail -n 20 "$tmp"/cvh-*/etc/caravan-*.log
+  tail -n 20 "$tmp"/$HP-*/etc/caravan-*.log
   fail "hosts.sh up failed (rc $rc)"
 }
 eval "$(grep -E '^CARAVAN_(URL|API_KEY)=' <<<"$out")"
-[ "${CARAVAN_URL:-}" = http://10.79.0.2:8080 ] || fail "no URL from hosts.sh up: $out"
+[ "${CARAVAN_URL:-}" = http://$HN.2:8080 ] || fail "no URL from hosts.sh up: $out"
 [ -n "${CARAVAN_API_KEY:-}" ] || fail "no API key from hosts.sh up"
 
 # the installed layout: a key pair per host made there, the allow-list = the workers' keys
-for ns in cvh-c cvh-w1 cvh-w2; do
+for ns in $HP-c $HP-w1 $HP-w2; do
   [ -x "$tmp/$ns/bin/caravan" ] || fail "$ns: no /usr/local/bin/caravan"
   [ -s "$tmp/$ns/etc/key/key" ] || fail "$ns: no private key"
 done
-[ "$(cat "$tmp/cvh-w1/etc/key/key.pub")" != "$(cat "$tmp/cvh-w2/etc/key/key.pub")" ] ||
+[ "$(cat "$tmp/$HP-w1/etc/key/key.pub")" != "$(cat "$tmp/$HP-w2/etc/key/key.pub")" ] ||
   fail "two hosts share a key"
-for w in cvh-w1 cvh-w2; do
-  grep -qxF "$(cat "$tmp/$w/etc/key/key.pub")" "$tmp/cvh-c/etc/allow" || fail "$w not in the allow-list"
-  cmp -s <(tr -d '\n' <"$tmp/$w/etc/coordinator.pub") <(tr -d '\n' <"$tmp/cvh-c/etc/key/key.pub") ||
+for w in $HP-w1 $HP-w2; do
+  grep -qxF "$(cat "$tmp/$w/etc/key/key.pub")" "$tmp/$HP-c/etc/allow" || fail "$w not in the allow-list"
+  cmp -s <(tr -d '\n' <"$tmp/$w/etc/coordinator.pub") <(tr -d '\n' <"$tmp/$HP-c/etc/key/key.pub") ||
     fail "$w has not the coordinator's public key"
 done
-[ "$(grep -cvE '^(#|$)' "$tmp/cvh-c/etc/allow")" -eq 2 ] || fail "the allow-list should hold 2 keys"
-cmp -s "$tmp/cvh-c/lib/model.gguf" "$CARAVAN_SHARED/models/stories260K.gguf" || fail "model not copied"
+[ "$(grep -cvE '^(#|$)' "$tmp/$HP-c/etc/allow")" -eq 2 ] || fail "the allow-list should hold 2 keys"
+cmp -s "$tmp/$HP-c/lib/model.gguf" "$CARAVAN_SHARED/models/stories260K.gguf" || fail "model not copied"
 
 # the API serves with the key, refuses without
 body='{"prompt":"Once upon a time","max_tokens":16,"temperature":0}'
@@ -133,11 +135,11 @@ echo "$st"
 [ "$(grep -c ' active$' <<<"$st")" -eq 3 ] || fail "status should show 3 active nodes"
 
 # a second `up` keeps the keys and the API key (idempotent) and serves again
-k1=$(cat "$tmp/cvh-w1/etc/key/key.pub")
+k1=$(cat "$tmp/$HP-w1/etc/key/key.pub")
 out2=$(bash "$src/deploy/hosts.sh" up "$tmp/hosts" --model "$CARAVAN_SHARED/models/stories260K.gguf" \
   --service direct --binary "$CARAVAN_BIN/caravan" --threads 1 --timeout 60 2>/dev/null) ||
   fail "a second hosts.sh up failed"
-[ "$k1" = "$(cat "$tmp/cvh-w1/etc/key/key.pub")" ] || fail "a second up replaced a key"
+[ "$k1" = "$(cat "$tmp/$HP-w1/etc/key/key.pub")" ] || fail "a second up replaced a key"
 grep -qxF "CARAVAN_API_KEY=$CARAVAN_API_KEY" <<<"$out2" || fail "a second up changed the API key"
 
 bash "$src/deploy/hosts.sh" down "$tmp/hosts" --service direct 2>/dev/null || fail "hosts.sh down failed"

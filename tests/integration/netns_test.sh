@@ -9,14 +9,17 @@
 #            hops x (delay + bytes / bandwidth) = 4 x 5 ms (+ ~0 at veth speed) within 20%
 #   cleanup  a killed run leaves namespaces behind; the next run (or --down) removes them;
 #            SIGTERM and SIGINT remove everything too
-# Uses its own prefix (cvt) and subnet (10.78.0), so it does not touch a cluster run by hand.
+# Uses a prefix (tPID) and subnet (10.1xx.y) of its own, so it touches neither a cluster run
+# by hand nor the same test run from another checkout.
 set -uo pipefail
 case_name=${1:?usage: netns_test.sh CASE}
 src=${CARAVAN_SOURCE:-$(cd "$(dirname "$0")/../.." && pwd)}
 export CARAVAN_BIN=${CARAVAN_BIN:-$src/build/bin}
 script=$src/deploy/netns-cluster.sh
-prefix=cvt
-net=10.78.0
+# a prefix and subnet of this run's own: the same tests may run from another checkout at the
+# same time, and each run removes everything of its prefix
+prefix=t$(($$ % 100000))
+net=10.$((100 + $$ % 100)).$((($$ / 100) % 250))
 common=(--prefix "$prefix" --subnet "$net")
 
 [ "$(id -u)" -eq 0 ] || { echo "skip: needs root"; exit 77; }
