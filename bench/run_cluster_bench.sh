@@ -12,7 +12,8 @@
 #   bench/run_cluster_bench.sh [BUILD_DIR]
 # Environment: MODEL (default: a tinyllama-1.1b Q4_0 made with caravan mkmodel in
 # CARAVAN_BENCH_DIR, default /tmp/caravan-bench, never inside the repository), TG (64),
-# REPS (3), LLAMA_BIN (a directory with llama-batched-bench, llama-bench, rpc-server built
+# REPS (3), SINGLE_WORKERS ("1 2 3"; " " skips part 1), LLAMA_BIN (a directory with
+# llama-batched-bench, llama-bench, rpc-server built
 # outside the repository; optional). Prints markdown; raw numbers go to $OUT (default
 # /tmp/caravan-bench/cluster.json).
 set -eu
