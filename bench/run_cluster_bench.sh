@@ -123,7 +123,7 @@ if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/rpc-server" ] && [ -x "$LLAMA_BIN/lla
     R2=$!
     sleep 2
     timeout 600 "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 0 -n "$TG" -t 1 -r 2 -o md \
-        --rpc 127.0.0.1:50151,127.0.0.1:50152 2>/dev/null | tail -n 1 | sed 's/^/RPC, 2 rpc-servers -t 1: /' || true
+        --rpc 127.0.0.1:50151,127.0.0.1:50152 2>/dev/null | grep -E "tg$TG" | sed 's/^/RPC, 2 rpc-servers -t 1: /' || true
     kill $R1 $R2 2>/dev/null
     wait $R1 $R2 2>/dev/null || true
     echo
