@@ -97,13 +97,17 @@ kill | stop | netcut)
     stop) kill -STOP "$W"; note "SIGSTOP w2 ($W)" ;;
     netcut)
         command -v iptables >/dev/null && [ "$(id -u)" = 0 ] || { echo "needs root and iptables: skipped"; exit 77; }
+        # rules a killed earlier run could not remove (they carry this test's comment)
+        iptables -S INPUT | grep -- "--comment caravan-failover-test" | sed 's/^-A /-D /' |
+            while read -r r; do eval "iptables $r"; done
         ports=$(ss -tnpa 2>/dev/null | grep "pid=$W," | awk '{print $4}' | sed 's/.*://' | sort -u)
         [ -n "$ports" ] || fail "no sockets of w2 found"
         IPT_RULES=""
         for p in $ports; do
             for d in --sport --dport; do
-                iptables -I INPUT -i lo -p tcp $d "$p" -j DROP || { echo "iptables refused: skipped"; exit 77; }
-                IPT_RULES="${IPT_RULES:+$IPT_RULES; }iptables -D INPUT -i lo -p tcp $d $p -j DROP"
+                iptables -I INPUT -i lo -p tcp $d "$p" -m comment --comment caravan-failover-test \
+                    -j DROP || { echo "iptables refused: skipped"; exit 77; }
+                IPT_RULES="${IPT_RULES:+$IPT_RULES; }iptables -D INPUT -i lo -p tcp $d $p -m comment --comment caravan-failover-test -j DROP"
             done
         done
         note "dropped w2's traffic (ports $(echo $ports))"
