@@ -188,13 +188,9 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
             seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);
     }
     admit(s);
-    int mb = -1, busy = 0;
-    for (int i = 0; i < s->cfg.max_inflight; i++) {
-        if (s->mbs[i].busy)
-            busy++;
-        else if (mb < 0)
-            mb = i;
-    }
+    int mb = -1;
+    for (int i = 0; i < s->cfg.max_inflight && mb < 0; i++)
+        if (!s->mbs[i].busy) mb = i;
     if (mb < 0) return false;
     /* Sequences with work: pending tokens, in flight or not. */
     int32_t with_work = 0;
@@ -266,7 +262,6 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
     out->want = s->b_want;
     out->samples = s->b_samples;
     out->n_prompt_tokens = n_prompt;
-    (void)busy;
     return true;
 }
 

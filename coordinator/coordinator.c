@@ -958,10 +958,6 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     }
     if (g >= 0 && (c->cfg.insecure ||
                    (peer->key && crypto_equal(peer->key, c->gone[g].key, CRYPTO_KEY_BYTES)))) {
-        if (msg->body_case == CARAVAN__ENVELOPE__BODY_JOIN) {
-            on_join(c, peer, msg, acts);
-            return;
-        }
         if (c->gone[g].draining) return; /* leaving: nothing it says matters now */
         /* A lost worker speaks again (woke from SIGSTOP, network back): re-plan with it. Its
          * messages of the old epoch are dropped as always. */
@@ -1170,6 +1166,19 @@ static void send_request(coordinator_t *c, struct coordinator_actions *acts) {
 
 static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts);
 
+/* sent_us lets the worker echo it back for the clock offset (trace.h). */
+static void send_heartbeat(coordinator_t *c, struct coordinator_actions *acts,
+                           const struct worker_rec *w, Caravan__Heartbeat__State state) {
+    Caravan__Envelope env;
+    Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+    envelope(c, &env);
+    env.sent_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
+    hb.state = state;
+    env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    send_to(c, acts, w->rid, w->rid_len, &env);
+}
+
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
     c->now_ms = now_ms;
     if (c->batcher) detect_lost(c, acts, now_ms);
@@ -1183,26 +1192,11 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
     }
     if (now_ms - c->last_heartbeat_ms >= c->cfg.heartbeat_ms) {
         c->last_heartbeat_ms = now_ms;
-        for (int i = 0; i < c->n_workers; i++) {
-            Caravan__Envelope env;
-            Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
-            envelope(c, &env);
-            env.sent_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
-            hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
-            env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
-            env.heartbeat = &hb;
-            send_to(c, acts, c->workers[i].rid, c->workers[i].rid_len, &env);
-        }
-        for (int i = 0; i < c->n_gone; i++) { /* draining workers keep hearing from us */
-            if (!c->gone[i].draining) continue;
-            Caravan__Envelope env;
-            Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
-            envelope(c, &env);
-            hb.state = CARAVAN__HEARTBEAT__STATE__STATE_DRAINING;
-            env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
-            env.heartbeat = &hb;
-            send_to(c, acts, c->gone[i].rid, c->gone[i].rid_len, &env);
-        }
+        for (int i = 0; i < c->n_workers; i++)
+            send_heartbeat(c, acts, &c->workers[i], CARAVAN__HEARTBEAT__STATE__STATE_READY);
+        for (int i = 0; i < c->n_gone; i++) /* draining workers keep hearing from us */
+            if (c->gone[i].draining)
+                send_heartbeat(c, acts, &c->gone[i], CARAVAN__HEARTBEAT__STATE__STATE_DRAINING);
     }
     if (c->batcher) {
         serve_tick(c, now_ms, acts);
@@ -1372,7 +1366,6 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
         rows[i].token = r->token[i];
         rows[i].logprob = r->n_logprob ? r->logprob[i] : 0.0f;
     }
-    int active_before = batcher_n_active(c->batcher);
     uint64_t sent_us = r->micro_batch < 64 ? c->mb_sent_us[r->micro_batch] : 0;
     if (!batcher_on_result(c->batcher, r->batch_id, rows, (size_t)r->n_rows)) {
         LOG(LOG_WARN, "coordinator: Result for batch %llu, not in flight; dropped",
@@ -1392,13 +1385,46 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     m->active_seqs = (uint32_t)batcher_n_active(c->batcher);
     m->queued = (uint32_t)batcher_n_queued(c->batcher);
     serve_queue_metrics_done(c->cfg.queue);
-    (void)active_before;
 }
 
 static const char *worker_state_text(const coordinator_t *c, const struct worker_rec *w) {
     if (c->now_ms - w->last_seen_ms > c->cfg.worker_timeout_ms) return "lost";
     if (c->state == COORDINATOR_STATE_WAITING) return "joining";
     return w->ready ? "ready" : "loading";
+}
+
+/* One worker in /cluster; stage < 0 for one outside the plan (lost or draining). */
+static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, int stage) {
+    bool in_plan = stage >= 0;
+    cJSON *o = cJSON_CreateObject();
+    if (in_plan)
+        cJSON_AddNumberToObject(o, "stage", stage);
+    else
+        cJSON_AddNullToObject(o, "stage");
+    cJSON_AddStringToObject(o, "name", w->name);
+    cJSON_AddNumberToObject(o, "node_id", w->node_id);
+    cJSON_AddStringToObject(o, "address", w->address);
+    cJSON_AddStringToObject(o, "endpoint", w->endpoint);
+    cJSON_AddNumberToObject(o, "pid", w->pid);
+    cJSON_AddNumberToObject(o, "layer_first", in_plan ? w->layer_first : 0);
+    cJSON_AddNumberToObject(o, "layer_end", in_plan ? w->layer_end : 0);
+    cJSON_AddStringToObject(o, "state",
+                            in_plan       ? worker_state_text(c, w)
+                            : w->draining ? "draining"
+                                          : "lost");
+    cJSON_AddNumberToObject(o, "heartbeat_age_ms", (double)(c->now_ms - w->last_seen_ms));
+    cJSON_AddNumberToObject(o, "tokens_per_s", in_plan ? w->tokens_per_s : 0);
+    cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
+    cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
+    cJSON_AddNumberToObject(o, "weight_bytes",
+                            in_plan && w->has_slice ? (double)w->slice.nbytes : 0);
+    cJSON_AddNumberToObject(o, "planned_bytes", in_plan ? (double)w->planned.total_bytes : 0);
+    cJSON_AddNumberToObject(o, "mem_limit_bytes", (double)w->caps.mem_limit_bytes);
+    cJSON_AddNumberToObject(o, "speed", in_plan ? w->planned.speed : 0);
+    /* heartbeat round trip (control connection), -1 until measured */
+    cJSON_AddNumberToObject(o, "link_rtt_us", (double)w->link_rtt_us);
+    cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
+    return o;
 }
 
 /* What /health and /cluster show. */
@@ -1431,50 +1457,10 @@ static void publish_status(coordinator_t *c) {
     cJSON_AddNumberToObject(root, "micro_batches_in_flight", batcher_n_inflight(c->batcher));
     cJSON_AddNumberToObject(root, "epochs_total", (double)c->n_epochs);
     cJSON *arr = cJSON_AddArrayToObject(root, "workers");
-    for (int i = 0; i < c->n_workers; i++) {
-        const struct worker_rec *w = &c->workers[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "stage", i);
-        cJSON_AddStringToObject(o, "name", w->name);
-        cJSON_AddNumberToObject(o, "node_id", w->node_id);
-        cJSON_AddStringToObject(o, "address", w->address);
-        cJSON_AddStringToObject(o, "endpoint", w->endpoint);
-        cJSON_AddNumberToObject(o, "pid", w->pid);
-        cJSON_AddNumberToObject(o, "layer_first", w->layer_first);
-        cJSON_AddNumberToObject(o, "layer_end", w->layer_end);
-        cJSON_AddStringToObject(o, "state", worker_state_text(c, w));
-        cJSON_AddNumberToObject(o, "heartbeat_age_ms", (double)(c->now_ms - w->last_seen_ms));
-        cJSON_AddNumberToObject(o, "tokens_per_s", w->tokens_per_s);
-        cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
-        cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
-        cJSON_AddNumberToObject(o, "weight_bytes", w->has_slice ? (double)w->slice.nbytes : 0);
-        cJSON_AddNumberToObject(o, "planned_bytes", (double)w->planned.total_bytes);
-        cJSON_AddNumberToObject(o, "mem_limit_bytes", (double)w->caps.mem_limit_bytes);
-        cJSON_AddNumberToObject(o, "speed", w->planned.speed);
-        /* heartbeat round trip (control connection), -1 until measured */
-        cJSON_AddNumberToObject(o, "link_rtt_us", (double)w->link_rtt_us);
-        cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
-        cJSON_AddItemToArray(arr, o);
-    }
-    for (int i = 0; i < c->n_gone; i++) { /* lost or draining: no stage */
-        const struct worker_rec *w = &c->gone[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNullToObject(o, "stage");
-        cJSON_AddStringToObject(o, "name", w->name);
-        cJSON_AddNumberToObject(o, "node_id", w->node_id);
-        cJSON_AddStringToObject(o, "address", w->address);
-        cJSON_AddStringToObject(o, "endpoint", w->endpoint);
-        cJSON_AddNumberToObject(o, "pid", w->pid);
-        cJSON_AddNumberToObject(o, "layer_first", 0);
-        cJSON_AddNumberToObject(o, "layer_end", 0);
-        cJSON_AddStringToObject(o, "state", w->draining ? "draining" : "lost");
-        cJSON_AddNumberToObject(o, "heartbeat_age_ms", (double)(c->now_ms - w->last_seen_ms));
-        cJSON_AddNumberToObject(o, "tokens_per_s", 0);
-        cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
-        cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
-        cJSON_AddNumberToObject(o, "weight_bytes", 0);
-        cJSON_AddItemToArray(arr, o);
-    }
+    for (int i = 0; i < c->n_workers; i++)
+        cJSON_AddItemToArray(arr, worker_json(c, &c->workers[i], i));
+    for (int i = 0; i < c->n_gone; i++) /* lost or draining: no stage */
+        cJSON_AddItemToArray(arr, worker_json(c, &c->gone[i], -1));
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     serve_queue_set_status(c->cfg.queue, serving, reason, json);
