@@ -84,14 +84,6 @@ uint16_t quant_f32_to_bf16(float f) {
 
 /* ==== Quantizers (reference) ==== */
 
-/* Round to nearest, ties to even, for |f| < 2^22 (as ggml's nearest_int). */
-static inline int nearest_int(float f) {
-    float v = f + 12582912.f;
-    int i;
-    memcpy(&i, &v, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
 static void quantize_q4_0(const float *x, block_q4_0 *y, int64_t n) {
     for (int64_t b = 0; b < n / QK4_0; b++, x += QK4_0) {
         float amax = 0, max = 0; /* max keeps the sign of the largest magnitude */
@@ -135,7 +127,8 @@ void quant_quantize_q8_K(const float *x, block_q8_K *y, int64_t n) {
             continue;
         }
         const float iscale = -127.f / max;
-        for (int j = 0; j < QK_K; j++) y[b].qs[j] = (int8_t)MIN(127, nearest_int(iscale * x[j]));
+        for (int j = 0; j < QK_K; j++)
+            y[b].qs[j] = (int8_t)MIN(127, quant_nearest_int(iscale * x[j]));
         for (int j = 0; j < QK_K / 16; j++) {
             int sum = 0;
             for (int l = 0; l < 16; l++) sum += y[b].qs[16 * j + l];
@@ -161,7 +154,7 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
     float iscale = -nmax / max;
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = MAX(-nmax, MIN(nmax - 1, nearest_int(iscale * x[i])));
+        int l = MAX(-nmax, MIN(nmax - 1, quant_nearest_int(iscale * x[i])));
         L[i] = (int8_t)(l + nmax);
         float w = x[i] * x[i];
         sumlx += w * x[i] * l;
@@ -174,14 +167,14 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
         iscale = -(nmax + 0.1f * is) / max;
         sumlx = suml2 = 0;
         for (int i = 0; i < n; i++) {
-            int l = MAX(-nmax, MIN(nmax - 1, nearest_int(iscale * x[i])));
+            int l = MAX(-nmax, MIN(nmax - 1, quant_nearest_int(iscale * x[i])));
             float w = x[i] * x[i];
             sumlx += w * x[i] * l;
             suml2 += w * l * l;
         }
         if (suml2 > 0 && sumlx * sumlx > best * suml2) {
             for (int i = 0; i < n; i++)
-                L[i] = (int8_t)(nmax + MAX(-nmax, MIN(nmax - 1, nearest_int(iscale * x[i]))));
+                L[i] = (int8_t)(nmax + MAX(-nmax, MIN(nmax - 1, quant_nearest_int(iscale * x[i]))));
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
@@ -189,11 +182,10 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
     return scale;
 }
 
-/* Scale and min (x ~ scale * L + min, L in 0..nmax, min <= 0) for n values, searched over
- * nstep+1 candidate ranges by weighted least squares (ggml's make_qkx2_quants, use_mad off).
- * Returns the scale; *neg_min gets -min. */
-static float make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-                              float *neg_min, float rmin, float rdelta, int nstep) {
+/* ggml's make_qkx2_quants, for q4_K/q5_K (least squares) and q2_K (use_mad); see
+ * quant_internal.h. */
+float quant_make_qkx2(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                      float *neg_min, float rmin, float rdelta, int nstep, bool use_mad) {
     uint8_t Laux[32];
     float min = x[0], max = x[0];
     float sum_w = weights[0], sum_x = sum_w * x[0];
@@ -213,16 +205,16 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
     float scale = 1 / iscale;
     float best_error = 0;
     for (int i = 0; i < n; i++) {
-        int l = nearest_int(iscale * (x[i] - min));
+        int l = quant_nearest_int(iscale * (x[i] - min));
         L[i] = (uint8_t)MAX(0, MIN(nmax, l));
         float diff = scale * L[i] + min - x[i];
-        best_error += weights[i] * diff * diff;
+        best_error += use_mad ? weights[i] * fabsf(diff) : weights[i] * diff * diff;
     }
     for (int is = 0; is <= nstep; is++) {
         iscale = (rmin + rdelta * is + nmax) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
-            int l = MAX(0, MIN(nmax, nearest_int(iscale * (x[i] - min))));
+            int l = MAX(0, MIN(nmax, quant_nearest_int(iscale * (x[i] - min))));
             Laux[i] = (uint8_t)l;
             float w = weights[i];
             sum_l += w * l;
@@ -240,7 +232,7 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
             float cur_error = 0;
             for (int i = 0; i < n; i++) {
                 float diff = this_scale * Laux[i] + this_min - x[i];
-                cur_error += weights[i] * diff * diff;
+                cur_error += use_mad ? weights[i] * fabsf(diff) : weights[i] * diff * diff;
             }
             if (cur_error < best_error) {
                 memcpy(L, Laux, (size_t)n);
@@ -267,7 +259,7 @@ static void quantize_k_scales(const float *x, int nmax, float rmin, int nstep, u
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; l++) weights[l] = av_x + fabsf(xs[l]);
         scales[j] =
-            make_qkx2_quants(32, nmax, xs, weights, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
+            quant_make_qkx2(32, nmax, xs, weights, L + 32 * j, &mins[j], rmin, 0.1f, nstep, false);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -275,8 +267,8 @@ static void quantize_k_scales(const float *x, int nmax, float rmin, int nstep, u
     float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
     memset(scales_out, 0, K_SCALE_SIZE);
     for (int j = 0; j < QK_K / 32; j++) {
-        uint8_t ls = (uint8_t)MIN(63, (uint8_t)nearest_int(inv_scale * scales[j]));
-        uint8_t lm = (uint8_t)MIN(63, (uint8_t)nearest_int(inv_min * mins[j]));
+        uint8_t ls = (uint8_t)MIN(63, (uint8_t)quant_nearest_int(inv_scale * scales[j]));
+        uint8_t lm = (uint8_t)MIN(63, (uint8_t)quant_nearest_int(inv_min * mins[j]));
         if (j < 4) {
             scales_out[j] = ls;
             scales_out[j + 4] = lm;
@@ -295,7 +287,7 @@ static void quantize_k_scales(const float *x, int nmax, float rmin, int nstep, u
         if (!d) continue;
         const float dm = F16(*dmin_out) * m;
         for (int l = 0; l < 32; l++)
-            L[32 * j + l] = (uint8_t)MAX(0, MIN(nmax, nearest_int((x[32 * j + l] + dm) / d)));
+            L[32 * j + l] = (uint8_t)MAX(0, MIN(nmax, quant_nearest_int((x[32 * j + l] + dm) / d)));
     }
 }
 
@@ -350,12 +342,12 @@ static void quantize_q6_K(const float *x, block_q6_K *y, int64_t n) {
         const float iscale = -128.f / max_scale;
         y[b].d = quant_f32_to_f16(1 / iscale);
         for (int j = 0; j < QK_K / 16; j++)
-            y[b].scales[j] = (int8_t)MIN(127, nearest_int(iscale * scales[j]));
+            y[b].scales[j] = (int8_t)MIN(127, quant_nearest_int(iscale * scales[j]));
         for (int j = 0; j < QK_K / 16; j++) {
             const float d = F16(y[b].d) * y[b].scales[j];
             if (!d) continue;
             for (int l = 0; l < 16; l++) {
-                int q = MAX(-32, MIN(31, nearest_int(x[16 * j + l] / d)));
+                int q = MAX(-32, MIN(31, quant_nearest_int(x[16 * j + l] / d)));
                 L[16 * j + l] = (int8_t)(q + 32);
             }
         }

@@ -5,9 +5,25 @@
  * the K-quants are 256-element super-blocks of 8 (q4_K, q5_K) or 16 (q6_K) sub-blocks, and
  * q8_K is the activation format the K-quants are dotted with (float scale + per-16 sums). */
 #pragma once
+#include <stdbool.h>
+#include <string.h>
 #include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Round to nearest, ties to even, for |f| < 2^22 (as ggml's nearest_int). */
+static inline int quant_nearest_int(float f) {
+    float v = f + 12582912.f;
+    int i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* Scale and min (x ~ scale * L + min, L in 0..nmax, min <= 0) for n <= 32 values, searched over
+ * nstep + 1 candidate ranges by weighted least squares, or least absolute deviation with
+ * use_mad (ggml's make_qkx2_quants). Returns the scale; *neg_min gets -min. */
+float quant_make_qkx2(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                      float *neg_min, float rmin, float rdelta, int nstep, bool use_mad);
 
 #include "quant.h"
 

@@ -20,14 +20,6 @@
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define F16(h) quant_f16_to_f32(h)
 
-/* Round to nearest, ties to even, for |f| < 2^22 (as ggml's nearest_int). */
-static inline int nearest_int(float f) {
-    float v = f + 12582912.f;
-    int i;
-    memcpy(&i, &v, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
 bool quant_lowbit_has(enum dtype t) {
     return t == DTYPE_Q4_1 || t == DTYPE_Q5_0 || t == DTYPE_Q5_1 || t == DTYPE_Q2_K ||
            t == DTYPE_Q3_K || t == DTYPE_Q8_1;
@@ -119,72 +111,6 @@ static void quantize_q8_1(const float *x, block_q8_1 *y, int64_t n) {
     }
 }
 
-/* Scale and min (x ~ scale * L + min, L in 0..nmax, min <= 0) for n <= 16 values, searched over
- * nstep + 1 candidate ranges by weighted least absolute deviation (ggml's make_qkx2_quants with
- * use_mad). Returns the scale; *neg_min gets -min. */
-static float make_qkx2_mad(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-                           float *neg_min, float rmin, float rdelta, int nstep) {
-    uint8_t Laux[16];
-    float min = x[0], max = x[0];
-    float sum_w = weights[0], sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        float w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max == min) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        *neg_min = -min;
-        return 0.f;
-    }
-    float iscale = nmax / (max - min);
-    float scale = 1 / iscale;
-    float best_error = 0;
-    for (int i = 0; i < n; i++) {
-        int l = nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)MAX(0, MIN(nmax, l));
-        float diff = fabsf(scale * L[i] + min - x[i]);
-        best_error += weights[i] * diff;
-    }
-    for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * is + nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; i++) {
-            int l = MAX(0, MIN(nmax, nearest_int(iscale * (x[i] - min))));
-            Laux[i] = (uint8_t)l;
-            float w = weights[i];
-            sum_l += w * l;
-            sum_l2 += w * l * l;
-            sum_xl += w * l * x[i];
-        }
-        float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float cur_error = 0;
-            for (int i = 0; i < n; i++) {
-                float diff = fabsf(this_scale * Laux[i] + this_min - x[i]);
-                cur_error += weights[i] * diff;
-            }
-            if (cur_error < best_error) {
-                memcpy(L, Laux, (size_t)n);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *neg_min = -min;
-    return scale;
-}
-
 static void quantize_q2_K(const float *x, block_q2_K *y, int64_t n) {
     uint8_t L[QK_K];
     float weights[16], mins[QK_K / 16], scales[QK_K / 16];
@@ -193,15 +119,15 @@ static void quantize_q2_K(const float *x, block_q2_K *y, int64_t n) {
         float max_scale = 0, max_min = 0; /* the min is subtracted, so scales are >= 0 */
         for (int j = 0; j < QK_K / 16; j++) {
             for (int l = 0; l < 16; l++) weights[l] = fabsf(x[16 * j + l]);
-            scales[j] =
-                make_qkx2_mad(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], -0.5f, 0.1f, 15);
+            scales[j] = quant_make_qkx2(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], -0.5f,
+                                        0.1f, 15, true);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
         if (max_scale > 0) {
             float iscale = q4scale / max_scale;
             for (int j = 0; j < QK_K / 16; j++)
-                y[b].scales[j] = (uint8_t)nearest_int(iscale * scales[j]);
+                y[b].scales[j] = (uint8_t)quant_nearest_int(iscale * scales[j]);
             y[b].d = quant_f32_to_f16(max_scale / q4scale);
         } else {
             for (int j = 0; j < QK_K / 16; j++) y[b].scales[j] = 0;
@@ -210,7 +136,7 @@ static void quantize_q2_K(const float *x, block_q2_K *y, int64_t n) {
         if (max_min > 0) {
             float iscale = q4scale / max_min;
             for (int j = 0; j < QK_K / 16; j++)
-                y[b].scales[j] |= (uint8_t)(nearest_int(iscale * mins[j]) << 4);
+                y[b].scales[j] |= (uint8_t)(quant_nearest_int(iscale * mins[j]) << 4);
             y[b].dmin = quant_f32_to_f16(max_min / q4scale);
         } else {
             y[b].dmin = quant_f32_to_f16(0.f);
@@ -220,7 +146,8 @@ static void quantize_q2_K(const float *x, block_q2_K *y, int64_t n) {
             if (!d) continue;
             const float dm = F16(y[b].dmin) * (y[b].scales[j] >> 4);
             for (int l = 0; l < 16; l++)
-                L[16 * j + l] = (uint8_t)MAX(0, MIN(3, nearest_int((x[16 * j + l] + dm) / d)));
+                L[16 * j + l] =
+                    (uint8_t)MAX(0, MIN(3, quant_nearest_int((x[16 * j + l] + dm) / d)));
         }
         for (int j = 0; j < QK_K; j += 128)
             for (int l = 0; l < 32; l++)
@@ -248,7 +175,7 @@ static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
     float iscale = -nmax / max;
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = MAX(-nmax, MIN(nmax - 1, nearest_int(iscale * x[i])));
+        int l = MAX(-nmax, MIN(nmax - 1, quant_nearest_int(iscale * x[i])));
         L[i] = (int8_t)l;
         float w = x[i] * x[i];
         sumlx += w * x[i] * l;
@@ -261,7 +188,7 @@ static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
             float slx = sumlx - w * x[i] * L[i];
             if (slx > 0) {
                 float sl2 = suml2 - w * L[i] * L[i];
-                int new_l = MAX(-nmax, MIN(nmax - 1, nearest_int(x[i] * sl2 / slx)));
+                int new_l = MAX(-nmax, MIN(nmax - 1, quant_nearest_int(x[i] * sl2 / slx)));
                 if (new_l != L[i]) {
                     slx += w * x[i] * new_l;
                     sl2 += w * new_l * new_l;
@@ -297,7 +224,7 @@ static void quantize_q3_K(const float *x, block_q3_K *y, int64_t n) {
         if (max_scale) {
             float iscale = -32.f / max_scale;
             for (int j = 0; j < QK_K / 16; j++) {
-                int8_t l = (int8_t)nearest_int(iscale * scales[j]);
+                int8_t l = (int8_t)quant_nearest_int(iscale * scales[j]);
                 l = (int8_t)(MAX(-32, MIN(31, l)) + 32);
                 if (j < 8)
                     y[b].scales[j] = (uint8_t)(l & 0xF);
@@ -316,7 +243,7 @@ static void quantize_q3_K(const float *x, block_q3_K *y, int64_t n) {
             float d = F16(y[b].d) * sc[j];
             if (!d) continue;
             for (int l = 0; l < 16; l++)
-                L[16 * j + l] = (int8_t)(MAX(-4, MIN(3, nearest_int(x[16 * j + l] / d))) + 4);
+                L[16 * j + l] = (int8_t)(MAX(-4, MIN(3, quant_nearest_int(x[16 * j + l] / d))) + 4);
         }
         memset(y[b].hmask, 0, QK_K / 8);
         /* the third bit of element j goes to hmask[j % 32], bit j / 32 */
