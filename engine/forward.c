@@ -96,14 +96,14 @@ static void attn_thread(void *ctx, int ith, int nth) {
 
 /* ---- the slice --------------------------------------------------------------------------- */
 
-static enum status check_batch(const model_t *m, const struct model_batch *b) {
+static enum status check_batch(const model_t *m, const struct model_batch *b, int32_t l0) {
     if (b->n_tokens <= 0 || b->n_tokens > m->n_batch) {
         LOG(LOG_ERROR, "batch of %d tokens (this model takes 1 to %d)", b->n_tokens, m->n_batch);
         return STATUS_FORMAT;
     }
-    if (model_is_first(m) ? !b->tokens : !b->hidden) {
-        LOG(LOG_ERROR, "slice [%d, %d) takes %s", m->layer_first, m->layer_end,
-            model_is_first(m) ? "token ids" : "hidden states");
+    const bool embed = l0 == 0;
+    if (embed ? !b->tokens : !b->hidden) {
+        LOG(LOG_ERROR, "layers [%d, ...) take %s", l0, embed ? "token ids" : "hidden states");
         return STATUS_FORMAT;
     }
     for (int32_t t = 0; t < b->n_tokens; t++) {
@@ -113,7 +113,7 @@ static enum status check_batch(const model_t *m, const struct model_batch *b) {
                 s, p, m->n_seq, m->n_ctx);
             return STATUS_FORMAT;
         }
-        if (model_is_first(m) && (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.n_vocab)) {
+        if (embed && (b->tokens[t] < 0 || b->tokens[t] >= m->cfg.n_vocab)) {
             LOG(LOG_ERROR, "token %d: id %d outside the vocabulary of %lld", t, b->tokens[t],
                 (long long)m->cfg.n_vocab);
             return STATUS_FORMAT;
@@ -322,14 +322,24 @@ static void moe_ffn(model_t *m, const struct layer *L, struct row_job *rows, int
 }
 
 enum status model_forward(model_t *m, const struct model_batch *b, float *out) {
-    enum status rc = check_batch(m, b);
+    return model_forward_layers(m, b, m->layer_first, m->layer_end, out);
+}
+
+enum status model_forward_layers(model_t *m, const struct model_batch *b, int32_t l0, int32_t l1,
+                                 float *out) {
+    if (l0 < m->layer_first || l1 > m->layer_end || l0 >= l1) {
+        LOG(LOG_ERROR, "layers [%d, %d) are not within the slice [%d, %d)", l0, l1, m->layer_first,
+            m->layer_end);
+        return STATUS_FORMAT;
+    }
+    enum status rc = check_batch(m, b, l0);
     if (rc != STATUS_OK) return rc;
     const struct model_config *c = &m->cfg;
     const int64_t T = b->n_tokens, E = c->n_embd;
     threadpool_t *tp = m->tp;
 
-    /* x (T, E): token embeddings, or the previous slice's hidden states */
-    if (model_is_first(m)) {
+    /* x (T, E): token embeddings, or the previous layer's hidden states */
+    if (l0 == 0) {
         const struct gguf_tensor *e = m->tok_embd;
         size_t row = dtype_row_bytes(e->type, E);
         for (int64_t t = 0; t < T; t++)
@@ -338,7 +348,7 @@ enum status model_forward(model_t *m, const struct model_batch *b, float *out) {
         memcpy(m->x, b->hidden, sizeof(float) * (size_t)(T * E));
     }
 
-    for (int64_t l = 0; l < m->layer_end - m->layer_first; l++) {
+    for (int64_t l = l0 - m->layer_first; l < l1 - m->layer_first; l++) {
         const struct layer *L = &m->layers[l];
         struct row_job rows = {m, b, L, l, ROW_ATTN_NORM};
 
@@ -369,7 +379,7 @@ enum status model_forward(model_t *m, const struct model_batch *b, float *out) {
     for (int32_t t = 0; t < b->n_tokens; t++)
         if (b->pos[t] + 1 > m->seq_len[b->seq[t]]) m->seq_len[b->seq[t]] = b->pos[t] + 1;
 
-    if (!model_is_last(m)) {
+    if (l1 < c->n_layers) {
         memcpy(out, m->x, sizeof(float) * (size_t)(T * E)); /* (T, E) for the next slice */
         return STATUS_OK;
     }

@@ -646,3 +646,76 @@ size_t model_buffer_bytes(const model_t *m) {
 void model_seq_reset(model_t *m, int32_t seq) {
     if (seq >= 0 && seq < m->n_seq) m->seq_len[seq] = 0;
 }
+
+struct model_kv_saved {
+    int32_t l0, l1, n_ctx, n_seq;
+    int64_t n_layers, kv_dim;
+    int32_t *len;  /* [n_seq] positions written */
+    float *k, *v;  /* per layer, per slot: its len positions, back to back */
+    size_t floats; /* in k (and in v) */
+};
+
+struct model_kv_saved *model_kv_save(const model_t *m, int32_t l0, int32_t l1) {
+    if (l0 < m->layer_first || l1 > m->layer_end || l0 > l1) return NULL;
+    struct model_kv_saved *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    const struct model_config *c = &m->cfg;
+    *s = (struct model_kv_saved){
+        l0, l1, m->n_ctx, m->n_seq, c->n_layers, c->n_kv_heads * c->head_dim, NULL, NULL, NULL, 0};
+    const size_t kv_dim = (size_t)s->kv_dim, per_seq = (size_t)m->n_ctx * kv_dim;
+    size_t per_layer = 0;
+    for (int32_t q = 0; q < m->n_seq; q++) per_layer += (size_t)m->seq_len[q] * kv_dim;
+    s->floats = per_layer * (size_t)(l1 - l0);
+    s->len = malloc(sizeof *s->len * (size_t)m->n_seq);
+    s->k = malloc(sizeof(float) * (s->floats ? s->floats : 1));
+    s->v = malloc(sizeof(float) * (s->floats ? s->floats : 1));
+    if (!s->len || !s->k || !s->v) {
+        model_kv_saved_free(&s);
+        return NULL;
+    }
+    memcpy(s->len, m->seq_len, sizeof *s->len * (size_t)m->n_seq);
+    size_t at = 0;
+    for (int32_t l = l0; l < l1; l++)
+        for (int32_t q = 0; q < m->n_seq; q++) {
+            size_t from = ((size_t)(l - m->layer_first) * (size_t)m->n_seq + (size_t)q) * per_seq;
+            size_t n = (size_t)m->seq_len[q] * kv_dim;
+            memcpy(s->k + at, m->k_cache + from, n * sizeof(float));
+            memcpy(s->v + at, m->v_cache + from, n * sizeof(float));
+            at += n;
+        }
+    return s;
+}
+
+enum status model_kv_restore(model_t *m, const struct model_kv_saved *s) {
+    const struct model_config *c = &m->cfg;
+    if (!s || s->n_ctx != m->n_ctx || s->n_seq != m->n_seq || s->n_layers != c->n_layers ||
+        s->kv_dim != c->n_kv_heads * c->head_dim || s->l0 < m->layer_first || s->l1 > m->layer_end)
+        return STATUS_FORMAT;
+    const size_t kv_dim = (size_t)s->kv_dim, per_seq = (size_t)m->n_ctx * kv_dim;
+    size_t at = 0;
+    for (int32_t l = s->l0; l < s->l1; l++)
+        for (int32_t q = 0; q < m->n_seq; q++) {
+            size_t to = ((size_t)(l - m->layer_first) * (size_t)m->n_seq + (size_t)q) * per_seq;
+            size_t n = (size_t)s->len[q] * kv_dim;
+            memcpy(m->k_cache + to, s->k + at, n * sizeof(float));
+            memcpy(m->v_cache + to, s->v + at, n * sizeof(float));
+            at += n;
+        }
+    for (int32_t q = 0; q < m->n_seq; q++)
+        if (s->len[q] > m->seq_len[q]) m->seq_len[q] = s->len[q];
+    return STATUS_OK;
+}
+
+size_t model_kv_saved_bytes(const struct model_kv_saved *s) {
+    return s ? 2 * s->floats * sizeof(float) : 0;
+}
+
+void model_kv_saved_free(struct model_kv_saved **s_p) {
+    struct model_kv_saved *s = *s_p;
+    if (!s) return;
+    free(s->len);
+    free(s->k);
+    free(s->v);
+    free(s);
+    *s_p = NULL;
+}

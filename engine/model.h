@@ -117,5 +117,24 @@ CARAVAN_NODISCARD enum status model_estimate(const gguf_t *g, const struct model
  * what else shares the batch, nor on how a prompt is split into batches. */
 CARAVAN_NODISCARD enum status model_forward(model_t *m, const struct model_batch *b, float *out);
 
+/* model_forward over layers [l0, l1) of the slice only: token ids in when l0 is 0, else the
+ * hidden states entering layer l0; out gets the hidden states leaving layer l1 - 1 for every
+ * token, or the logits of the wanted tokens when l1 is the model's last layer. Only the KV of
+ * those layers is written. Results are bit-identical to the whole slice's: a forward over
+ * [a, m) then [m, b) equals one over [a, b). */
+CARAVAN_NODISCARD enum status model_forward_layers(model_t *m, const struct model_batch *b,
+                                                   int32_t l0, int32_t l1, float *out);
+
+/* The KV cache of layers [l0, l1) of every slot (only the positions written), kept aside so a
+ * worker whose layer range changes keeps the cache of the layers it had: save from the old
+ * slice, free it, load the new one, restore. model_kv_save returns NULL on a range outside the
+ * slice or no memory; model_kv_restore fails (STATUS_FORMAT) unless the model, n_ctx and n_seq
+ * match and the layers are within the new slice. */
+struct model_kv_saved;
+struct model_kv_saved *model_kv_save(const model_t *m, int32_t l0, int32_t l1);
+CARAVAN_NODISCARD enum status model_kv_restore(model_t *m, const struct model_kv_saved *s);
+size_t model_kv_saved_bytes(const struct model_kv_saved *s);
+void model_kv_saved_free(struct model_kv_saved **s_p);
+
 /* Forgets a sequence's KV cache so the slot can take a new sequence. */
 void model_seq_reset(model_t *m, int32_t seq);

@@ -397,6 +397,74 @@ static void test_estimate(const char *path) {
     CHECK(model_estimate(g, &bad, &e) != STATUS_OK, "estimate of a range past the model");
     gguf_close(&g);
 }
+/* A worker whose range grows keeps the KV of the layers it had: slice [0, split) runs the
+ * prompt; the whole model takes that slice's KV (model_kv_copy), computes only layers
+ * [split, n) of the prompt from the slice's output (model_forward_layers), and then decodes:
+ * every logit equals a whole model that ran everything. Also: [0, m) then [m, n) of one model
+ * equals [0, n). */
+static void test_kv_transplant(const char *path) {
+    struct model_params whole = {.n_ctx = 32, .n_seq = 2, .n_batch = 8, .n_threads = 2};
+    struct model_params a = whole;
+    model_t *ref = NULL, *ma = NULL, *mw = NULL;
+    assert(model_load(path, &whole, &ref) == STATUS_OK);
+    int32_t n_layers = (int32_t)model_config(ref)->n_layers, split = n_layers / 2;
+    a.layer_end = split;
+    assert(model_load(path, &a, &ma) == STATUS_OK);
+    assert(model_load(path, &whole, &mw) == STATUS_OK);
+    int64_t nv = model_n_out(ref), ne = model_config(ref)->n_embd;
+    float *want_l = malloc(sizeof(float) * 5 * (size_t)nv),
+          *got_l = malloc(sizeof(float) * 5 * (size_t)nv);
+    float *h = malloc(sizeof(float) * 5 * (size_t)ne), *h2 = malloc(sizeof(float) * 5 * (size_t)ne);
+    int32_t pos[5] = {0, 1, 2, 3, 4}, seq[5] = {1, 1, 1, 1, 1};
+    struct model_batch bt = {5, ref_prompt, NULL, pos, seq, NULL};
+    /* the reference: the whole prompt through the whole model, then one decode step */
+    assert(model_forward(ref, &bt, want_l) == STATUS_OK);
+    /* split in one model: [0, split) then [split, n) */
+    model_t *mx = NULL;
+    assert(model_load(path, &whole, &mx) == STATUS_OK);
+    assert(model_forward_layers(mx, &bt, 0, split, h2) == STATUS_OK);
+    struct model_batch bh2 = {5, NULL, h2, pos, seq, NULL};
+    assert(model_forward_layers(mx, &bh2, split, n_layers, got_l) == STATUS_OK);
+    CHECK(memcmp(want_l, got_l, sizeof(float) * 5 * (size_t)nv) == 0,
+          "layers [0,%d) then [%d,%d) differ from the whole forward", split, split, n_layers);
+    CHECK(model_forward_layers(mx, &bh2, split, n_layers + 1, got_l) == STATUS_FORMAT,
+          "a layer range past the slice accepted");
+    CHECK(model_forward_layers(mx, &bh2, 0, split, got_l) == STATUS_FORMAT,
+          "hidden states accepted at layer 0");
+    model_free(&mx);
+    /* the transplant */
+    assert(model_forward(ma, &bt, h) == STATUS_OK);
+    CHECK(model_kv_save(ma, 0, split + 1) == NULL, "kv save past the slice");
+    struct model_kv_saved *kv = model_kv_save(ma, 0, split);
+    CHECK(kv && model_kv_saved_bytes(kv) ==
+                    2 * sizeof(float) * 5 * (size_t)split *
+                        (size_t)(model_config(ref)->n_kv_heads * model_config(ref)->head_dim),
+          "kv save size");
+    model_free(&ma); /* the saved cache outlives its slice */
+    CHECK(model_kv_restore(mw, kv) == STATUS_OK, "kv restore");
+    model_kv_saved_free(&kv);
+    struct model_batch bh = {5, NULL, h, pos, seq, NULL};
+    assert(model_forward_layers(mw, &bh, split, n_layers, got_l) == STATUS_OK);
+    CHECK(memcmp(want_l, got_l, sizeof(float) * 5 * (size_t)nv) == 0,
+          "prompt logits after the transplant differ");
+    int32_t tok = argmax(want_l + 4 * nv, nv);
+    for (int32_t i = 0; i < 8; i++) { /* decode on both: the cache must be whole */
+        int32_t p = 5 + i, s = 1;
+        struct model_batch d = {1, &tok, NULL, &p, &s, NULL};
+        assert(model_forward(ref, &d, want_l) == STATUS_OK);
+        assert(model_forward(mw, &d, got_l) == STATUS_OK);
+        CHECK(memcmp(want_l, got_l, sizeof(float) * (size_t)nv) == 0,
+              "decode step %d after the transplant differs", i);
+        tok = argmax(want_l, nv);
+    }
+    free(want_l);
+    free(got_l);
+    free(h);
+    free(h2);
+    model_free(&ref);
+    model_free(&ma);
+    model_free(&mw);
+}
 
 int main(void) {
     const char *shared = getenv("CARAVAN_SHARED");
@@ -410,6 +478,7 @@ int main(void) {
     test_invariance(path, 1e-5f, "stories260K f32");
     test_bad_batches(path);
     test_slices(path);
+    test_kv_transplant(path);
     test_estimate(path);
 #ifdef HAVE_MKMODEL
     /* the tiny random model in every type mkmodel writes */
