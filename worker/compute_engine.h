@@ -4,7 +4,16 @@
  * weights, as with a coordinator started without a model); each
  * Forward becomes one model_forward: token ids on the first stage, F32 hidden states
  * [n_tokens, n_embd] on later ones; the output is hidden states for the next stage, or on the
- * last stage the logits [wanted rows, n_vocab]. Release resets KV slots. */
+ * last stage the logits [wanted rows, n_vocab]. Release resets KV slots.
+ *
+ * A re-plan keeps what it can: when the new range [a, b) still holds some of the old range's
+ * layers [p, q) and b >= q, the KV of the layers kept is carried over, and when the coordinator
+ * re-sends a sequence's tokens (every request resumes from its first token) a row whose
+ * position this worker already computed skips the kept layers: it runs only the layers it did
+ * not have, below them from the previous stage's hidden states, above them from the hidden
+ * states it logged when it sent them on. The result is bit-identical to computing every layer
+ * (the engine's results do not depend on how a batch is split); a wanted row (the last token
+ * of a resumed sequence) always runs every layer. */
 #pragma once
 #include "model.h"
 #include "worker.h"
@@ -19,6 +28,19 @@ struct compute_engine {
     char loaded_path[1024];
     int32_t loaded_first, loaded_end, loaded_ctx, loaded_seq, loaded_batch;
     char loaded_kernels[32];
+    /* Keeping the KV cache across a re-plan (compute_engine.c): per KV slot, the sequence it
+     * holds and how many of its positions went through every layer of the current slice; what
+     * the last re-plan kept (its layers, and per slot the sequence and positions); and the
+     * hidden states this slice sent on, per slot and position (not on the last slice). */
+    int32_t n_slots;
+    uint64_t *slot_seq;
+    int32_t *slot_len;
+    int32_t keep_first, keep_end; /* equal: nothing kept */
+    uint64_t *keep_seq;
+    int32_t *keep_len;
+    float **out_log;
+    int32_t *log_len, *log_cap;
+    uint64_t rows_skipped; /* rows that skipped the kept layers (tests, logs) */
 };
 
 /* worker_load_fn / worker_compute_fn / worker_reset_fn with ctx = struct compute_engine *. */

@@ -351,8 +351,10 @@ static void on_join_ack(worker_t *w, const Caravan__JoinAck *a, struct worker_ac
     if (a->timeout_ms >= 3 * w->heartbeat_ms && a->timeout_ms <= 600000)
         w->timeout_ms = a->timeout_ms;
     w->state = WORKER_STATE_JOINED;
-    /* A (re)started coordinator counts epochs from 1 again; whatever came before is gone. */
+    /* A (re)started coordinator counts epochs from 1 again; whatever came before is gone,
+     * sequences included (its sequence ids are its own): the KV cache is not kept. */
     w->slice.epoch = 0;
+    if (w->cfg.reset) w->cfg.reset(w->cfg.compute_ctx, -1);
     LOG(LOG_INFO, "worker: joined as node %u; waiting for an assignment", w->node_id);
 }
 
