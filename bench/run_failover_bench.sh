@@ -59,7 +59,7 @@ for r in $(seq "$REPS"); do
     t_kill=$(date +%s%3N)
     kill -9 "$(wpid $victim)"
     wait $LP || true
-    line=$(grep -m1 "lost: silent" "$LOGS/coordinator.log" || true)
+    line=$(grep -m1 " lost: " "$LOGS/coordinator.log" || true)
     rec=$(grep -m1 "recovered" "$LOGS/coordinator.log" || true)
     det="?"
     [ -n "$line" ] && det=$(( $(ms_of "$(echo "$line" | cut -c1-12)") - t_kill ))

@@ -629,6 +629,7 @@ enum status transport_recv(transport_t *t, void *sock, int flags, Caravan__Envel
     }
     const char *addr = zmq_msg_gets(&payload, "Peer-Address");
     if (addr) snprintf(peer->address, sizeof peer->address, "%s", addr);
+    peer->fd = zmq_msg_get(&payload, ZMQ_SRCFD);
 
     int expect = type == ZMQ_ROUTER ? 2 : 1;
     if (rc == STATUS_OK && frames != expect) {

@@ -134,6 +134,8 @@ struct transport_peer {
     char key_z85[CRYPTO_KEY_Z85_LEN + 1]; /* key the CURVE handshake proved; "" when insecure */
     uint8_t key[CRYPTO_KEY_BYTES];        /* the same, raw; zero when insecure */
     char address[64];                     /* peer IP, "" when unknown */
+    int fd; /* the connection's file descriptor (ZMQ_SRCFD): matches a DISCONNECTED event's
+               value; -1 when unknown */
 };
 
 /* Receives one message (ROUTER: [routing id][envelope]; others: [envelope]) and decodes it.

@@ -48,6 +48,7 @@ struct worker_rec {
     uint64_t n_timed;                     /* micro-batches behind it since the last plan */
     uint64_t lost_ms;                     /* when it was declared lost */
     int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
+    int ctl_fd; /* its control connection's file descriptor (0 = unknown) */
 };
 
 struct coordinator {
@@ -561,23 +562,34 @@ static void replan(coordinator_t *c, struct coordinator_actions *acts, const cha
     plan(c, acts);
 }
 
-/* Workers silent past --dead-after-ms are lost (crashed, stopped or cut off alike). */
-static void detect_lost(coordinator_t *c, struct coordinator_actions *acts, uint64_t now_ms) {
+/* Workers silent past --dead-after-ms are lost (crashed, stopped or cut off alike), and with
+ * closed_fd > 0 the one whose control connection that was. */
+static void lose_workers(coordinator_t *c, struct coordinator_actions *acts, uint64_t now_ms,
+                         int closed_fd) {
     char cause[160] = "";
     uint64_t oldest_seen = now_ms;
     for (int i = 0; i < c->n_workers;) {
         struct worker_rec *w = &c->workers[i];
-        if (now_ms - w->last_seen_ms <= c->cfg.worker_timeout_ms) {
+        if (closed_fd > 0 && w->ctl_fd == closed_fd) {
+            LOG(LOG_ERROR,
+                "coordinator: node %u (%s) lost: its connection closed (layers [%d, %d), "
+                "last heard %llu ms ago)",
+                w->node_id, w->name, w->layer_first, w->layer_end,
+                (unsigned long long)(now_ms - w->last_seen_ms));
+        } else if (now_ms - w->last_seen_ms <= c->cfg.worker_timeout_ms) {
             i++;
             continue;
+        } else {
+            LOG(LOG_ERROR, "coordinator: node %u (%s) lost: silent for %llu ms (layers [%d, %d))",
+                w->node_id, w->name, (unsigned long long)(now_ms - w->last_seen_ms), w->layer_first,
+                w->layer_end);
         }
-        LOG(LOG_ERROR, "coordinator: node %u (%s) lost: silent for %llu ms (layers [%d, %d))",
-            w->node_id, w->name, (unsigned long long)(now_ms - w->last_seen_ms), w->layer_first,
-            w->layer_end);
         size_t len = strlen(cause);
         snprintf(cause + len, sizeof cause - len, "%snode %u (%s) lost", len ? ", " : "",
                  w->node_id, w->name);
-        if (w->last_seen_ms < oldest_seen) oldest_seen = w->last_seen_ms;
+        /* detection time: from the last word of a silent worker; a closed one is known now */
+        bool closed = closed_fd > 0 && w->ctl_fd == closed_fd;
+        if (!closed && w->last_seen_ms < oldest_seen) oldest_seen = w->last_seen_ms;
         remove_worker(c, i, false);
     }
     if (!cause[0]) return;
@@ -585,6 +597,16 @@ static void detect_lost(coordinator_t *c, struct coordinator_actions *acts, uint
     c->fo_declared_ms = now_ms;
     if (c->state == COORDINATOR_STATE_WAITING) return; /* not planned yet: wait for joins */
     replan(c, acts, cause);
+}
+
+static void detect_lost(coordinator_t *c, struct coordinator_actions *acts, uint64_t now_ms) {
+    lose_workers(c, acts, now_ms, 0);
+}
+
+void coordinator_on_disconnect(coordinator_t *c, int fd, uint64_t now_ms,
+                               struct coordinator_actions *acts) {
+    c->now_ms = now_ms;
+    if (fd > 0) lose_workers(c, acts, now_ms, fd);
 }
 
 static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
@@ -644,6 +666,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     }
     memcpy(w->rid, peer->rid, peer->rid_len);
     w->rid_len = peer->rid_len;
+    w->ctl_fd = peer->fd > 0 ? peer->fd : 0;
     snprintf(w->name, sizeof w->name, "%s", j->node_name ? j->node_name : "");
     snprintf(w->endpoint, sizeof w->endpoint, "%s", j->data_endpoint);
     snprintf(w->address, sizeof w->address, "%s", peer->address);
@@ -981,6 +1004,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         return;
     }
     w->last_seen_ms = now_ms;
+    if (peer->fd > 0) w->ctl_fd = peer->fd; /* found by routing id: its own connection */
     if (w->silent_logged) {
         LOG(LOG_INFO, "coordinator: node %u is back", w->node_id);
         w->silent_logged = false;

@@ -119,6 +119,7 @@ struct coordinator_peer {
     size_t rid_len;
     const uint8_t *key; /* CURVE key the connection proved; NULL when insecure */
     const char *address;
+    int fd; /* the connection's file descriptor, > 0 when known (coordinator_on_disconnect) */
 };
 
 typedef struct coordinator coordinator_t;
@@ -142,3 +143,9 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
 void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *peer, enum status rc,
                             const char *err, struct coordinator_actions *acts);
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts);
+/* The control connection with file descriptor fd closed (the socket monitor's DISCONNECTED).
+ * A worker whose own connection it was is lost at once: a killed process closes its sockets,
+ * so a crash is detected without waiting out --dead-after-ms (a stopped or cut-off worker
+ * still is, by its silence). */
+void coordinator_on_disconnect(coordinator_t *c, int fd, uint64_t now_ms,
+                               struct coordinator_actions *acts);

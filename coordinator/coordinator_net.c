@@ -93,6 +93,7 @@ static void drain(struct net *n, struct coordinator_actions *acts) {
             .rid_len = peer.rid_len,
             .key = peer.key_z85[0] ? peer.key : NULL,
             .address = peer.address[0] ? peer.address : "?",
+            .fd = peer.fd,
         };
         if (rc != STATUS_OK)
             coordinator_on_bad_msg(n->c, &p, rc, err, acts);
@@ -103,9 +104,15 @@ static void drain(struct net *n, struct coordinator_actions *acts) {
     }
 }
 
-static void on_monitor(struct net *n, void *mon, const char *what) {
+static void on_monitor(struct net *n, void *mon, const char *what,
+                       struct coordinator_actions *acts) {
     struct transport_event ev;
     while (transport_monitor_read(mon, &ev) == STATUS_OK) {
+        if (mon == n->ctl_mon && ev.event == ZMQ_EVENT_DISCONNECTED) {
+            coordinator_on_disconnect(n->c, (int)ev.value, transport_mono_ms(), acts);
+            run_actions(n, acts);
+            continue;
+        }
         /* A refused key on our server socket was logged by the ZAP handler, with the key. */
         if (ev.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED || ev.event == ZMQ_EVENT_DISCONNECTED ||
             (mon == n->ctl_mon && ev.event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH))
@@ -188,9 +195,9 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
             break;
         }
         if (rc > 0) {
-            if (items[1].revents & ZMQ_POLLIN) on_monitor(&n, n.ctl_mon, "control socket");
+            if (items[1].revents & ZMQ_POLLIN) on_monitor(&n, n.ctl_mon, "control socket", acts);
             if (n_items > 3 && (items[3].revents & ZMQ_POLLIN))
-                on_monitor(&n, n.first.mon, "connection to the first stage");
+                on_monitor(&n, n.first.mon, "connection to the first stage", acts);
             if (items[0].revents & ZMQ_POLLIN) drain(&n, acts);
         }
         if (!serving_noted && coordinator_state(n.c) == COORDINATOR_STATE_READY) {

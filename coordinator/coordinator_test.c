@@ -58,7 +58,7 @@ static void join(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, const u
     j.public_key.len = 32;
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
-    struct coordinator_peer p = {&rid, 1, conn_key, "127.0.0.1"};
+    struct coordinator_peer p = {&rid, 1, conn_key, "127.0.0.1", 0};
     coordinator_on_msg(c, &p, &env, 0, acts);
 }
 
@@ -70,7 +70,7 @@ static void ack_ready(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_
     a.state = CARAVAN__ASSIGN_ACK__STATE__STATE_READY;
     env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN_ACK;
     env.assign_ack = &a;
-    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1"};
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
     coordinator_on_msg(c, &p, &env, 0, acts);
 }
 
@@ -97,7 +97,7 @@ static void result(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t e
     r.logits = &t;
     env.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
     env.result = &r;
-    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1"};
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
     coordinator_on_msg(c, &p, &env, 0, acts);
 }
 
@@ -130,7 +130,7 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
     j.public_key.len = 32;
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
-    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1"};
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
     coordinator_on_msg(c, &p, &env, 0, acts);
 }
 
@@ -237,6 +237,46 @@ static void test_plan(struct coordinator_actions *acts) {
     gguf_close(&g);
 }
 
+/* A worker whose control connection closes is lost at once (a killed process closes its
+ * sockets); a connection nobody's, or a heartbeat thread's, changes nothing. */
+static void test_disconnect(const struct coordinator_config *cfg,
+                            struct coordinator_actions *acts) {
+    coordinator_t *c = coordinator_new(cfg);
+    const uint8_t *keys[2] = {K1, K2};
+    for (uint8_t i = 0; i < 2; i++) {
+        uint8_t rid = (uint8_t)(i + 1);
+        Caravan__Envelope env;
+        Caravan__Join j = CARAVAN__JOIN__INIT;
+        Caravan__Capabilities caps = CARAVAN__CAPABILITIES__INIT;
+        codec_envelope_init(&env, 0, 1);
+        j.protocol_version = CARAVAN_PROTOCOL_VERSION;
+        j.node_name = "w";
+        j.caps = &caps;
+        j.data_endpoint = i ? "tcp://w2:1" : "tcp://w1:1";
+        j.public_key.data = (uint8_t *)keys[i];
+        j.public_key.len = 32;
+        env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
+        env.join = &j;
+        struct coordinator_peer p = {&rid, 1, keys[i], "127.0.0.1", 7 + i}; /* fds 7 and 8 */
+        coordinator_on_msg(c, &p, &env, 0, acts);
+    }
+    ack_ready(c, 1, K1, 1, acts);
+    ack_ready(c, 2, K2, 1, acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_READY);
+    coordinator_actions_clear(acts);
+    coordinator_on_disconnect(c, 99, 5, acts);
+    coordinator_on_disconnect(c, 0, 5, acts);
+    assert(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 1 && acts->n == 0);
+    coordinator_on_disconnect(c, 8, 5, acts); /* w2's connection */
+    assert(coordinator_n_workers(c) == 1 && coordinator_epoch(c) == 2);
+    Caravan__Envelope *env = sent_to(acts, 1, 0);
+    assert(env && env->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN);
+    assert(env->assign->layer_first == 0 && env->assign->layer_end == 8 && !env->assign->next);
+    codec_free(&env);
+    coordinator_actions_clear(acts);
+    coordinator_destroy(&c);
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
     static struct coordinator_actions acts;   /* large: keep it off the stack */
@@ -297,7 +337,7 @@ int main(void) {
 
     /* A peer speaking another version gets CODE_VERSION with the codec's text. */
     uint8_t rid3 = 3;
-    struct coordinator_peer p3 = {&rid3, 1, K3, "10.0.0.3"};
+    struct coordinator_peer p3 = {&rid3, 1, K3, "10.0.0.3", 0};
     coordinator_on_bad_msg(c, &p3, STATUS_PROTOCOL,
                            "protocol version mismatch: peer speaks 2, this node speaks 1", &acts);
     env = sent_to(&acts, 3, 0);
@@ -364,6 +404,8 @@ int main(void) {
     coordinator_actions_clear(&acts);
     coordinator_destroy(&c);
     assert(c == NULL);
+    cfg.repeat = 1;
+    test_disconnect(&cfg, &acts);
     test_snap();
     test_plan(&acts);
     printf("coordinator_test: ok\n");

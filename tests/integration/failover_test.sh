@@ -113,7 +113,11 @@ kill | stop | netcut)
         note "dropped w2's traffic (ports $(echo $ports))"
         ;;
     esac
-    wait_for "$WORK/logs/coordinator.log" "lost: silent|re-joined" 15 || fail "the loss was not detected"
+    # a killed worker's connection closes (lost at once, or back first if restarted sooner);
+    # a stopped or cut-off one is lost by its silence
+    lost="lost: silent"
+    [ "$CASE" = kill ] && lost="lost: its connection closed|re-joined"
+    wait_for "$WORK/logs/coordinator.log" "$lost" 15 || fail "the loss was not detected ($lost)"
     note "loss detected"
     if [ "$CASE" = stop ]; then
         wait_streams fault 180 # the cluster moved on without it
