@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -23,6 +24,22 @@ static void *alloc_buf(size_t bytes, size_t *total) {
         *total += rounded;
     }
     return p;
+}
+
+/* The KV cache: anonymous pages the kernel zeroes when first written, so loading a slice
+ * does not touch (and the process does not hold) the positions no sequence has reached yet.
+ * A re-plan loads slices while requests wait: a memset of hundreds of MiB was most of it. */
+static void *alloc_kv(size_t bytes, size_t *total) {
+    size_t rounded = (bytes + 4095) & ~(size_t)4095;
+    void *p = mmap(NULL, rounded ? rounded : 4096, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    *total += (bytes + 63) & ~(size_t)63; /* as alloc_buf counts it (model_estimate agrees) */
+    return p;
+}
+
+static void free_kv(void *p, size_t bytes) {
+    if (p) munmap(p, ((bytes + 4095) & ~(size_t)4095) ? ((bytes + 4095) & ~(size_t)4095) : 4096);
 }
 
 /* ---- metadata ---------------------------------------------------------------------------- */
@@ -437,8 +454,9 @@ static enum status alloc_buffers(model_t *m) {
     size_t sz[BUF_COUNT];
     buffer_sizes(m, threadpool_n_threads(m->tp), sz);
     size_t *tot = &m->buffer_bytes;
-    m->k_cache = alloc_buf(sz[BUF_K_CACHE], tot);
-    m->v_cache = alloc_buf(sz[BUF_V_CACHE], tot);
+    m->kv_bytes = sz[BUF_K_CACHE];
+    m->k_cache = alloc_kv(sz[BUF_K_CACHE], tot);
+    m->v_cache = alloc_kv(sz[BUF_V_CACHE], tot);
     m->seq_len = alloc_buf(sz[BUF_SEQ_LEN], tot);
     m->x = alloc_buf(sz[BUF_X], tot);
     m->xb = alloc_buf(sz[BUF_XB], tot);
@@ -575,8 +593,8 @@ fail:
 void model_free(model_t **self_p) {
     if (!self_p || !*self_p) return;
     model_t *m = *self_p;
-    free(m->k_cache);
-    free(m->v_cache);
+    free_kv(m->k_cache, m->kv_bytes);
+    free_kv(m->v_cache, m->kv_bytes);
     free(m->seq_len);
     free(m->x);
     free(m->xb);

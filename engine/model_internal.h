@@ -50,7 +50,8 @@ struct model {
     size_t weight_bytes;
 
     /* KV cache, f32: [layer][seq][pos][n_kv_heads*head_dim] */
-    float *k_cache, *v_cache;
+    float *k_cache, *v_cache; /* mmap'd, kv_bytes each */
+    size_t kv_bytes;
     int32_t *seq_len; /* [n_seq]: positions written (for attention bounds) */
 
     /* activations for n_batch tokens, allocated once */
