@@ -39,7 +39,7 @@ start_cluster() { # extra args
     for _ in $(seq 1200); do grep -q '^http://' "$DIR/fo.out" && break; sleep 0.1; done
     URL=$(grep -m1 '^http://' "$DIR/fo.out")
 }
-stop_cluster() { kill -INT "$CL" 2>/dev/null; wait "$CL" 2>/dev/null || true; }
+stop_cluster() { kill -INT "$CL" 2>/dev/null || true; wait "$CL" 2>/dev/null || true; }
 trap stop_cluster EXIT
 wpid() { pgrep -f "caravan worker .*--key $LOGS/$1 " | head -n1; }
 ms_of() { date -d "$1" +%s%3N; } # HH:MM:SS.mmm today -> epoch ms
