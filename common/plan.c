@@ -40,7 +40,7 @@ static void stage_fill(const struct plan_model *m, const uint64_t *pre, const st
     s->weight_bytes = layers + (first ? m->first_bytes : 0) + (last ? m->last_bytes : 0) -
                       (first && last ? m->shared_bytes : 0);
     s->kv_bytes = m->kv_layer_bytes * (uint64_t)(s->end - s->first);
-    s->buffer_bytes = m->buffer_bytes;
+    s->buffer_bytes = m->buffer_bytes + (last ? 0 : m->resume_bytes);
     s->total_bytes = s->weight_bytes + s->kv_bytes + s->buffer_bytes;
     double compute = (double)layers + (last ? (double)m->head_compute_bytes : 0.0);
     s->time = compute / w->speed;
@@ -187,8 +187,8 @@ enum status plan_make(const struct plan_model *m, const struct plan_worker *w, i
         }
         uint64_t layers = pre[m->n_layers];
         uint64_t weights = layers + m->first_bytes + m->last_bytes - m->shared_bytes;
-        uint64_t needed =
-            weights + m->kv_layer_bytes * (uint64_t)m->n_layers + m->buffer_bytes * (uint64_t)n;
+        uint64_t needed = weights + m->kv_layer_bytes * (uint64_t)m->n_layers +
+                          m->buffer_bytes * (uint64_t)n + m->resume_bytes * (uint64_t)(n - 1);
         errf(err, err_len,
              "the cluster cannot hold the model: it needs %.1f MiB in all (weights %.1f MiB, KV "
              "cache %.1f MiB for n_ctx %d x n_seq %d, buffers %.1f MiB per worker) and the %d "

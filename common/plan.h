@@ -38,6 +38,9 @@ struct plan_model {
     uint64_t head_compute_bytes; /* the head's matrix bytes, computed once per output token */
     uint64_t kv_layer_bytes;     /* KV cache of one layer for n_ctx x n_seq */
     uint64_t buffer_bytes;       /* activations and scratch, per worker whatever its range */
+    uint64_t resume_bytes;       /* hidden states a worker that is not last keeps of what it
+                                    sent on, n_ctx x n_seq x n_embd floats at most (a re-plan
+                                    resumes from them, worker/compute_engine.h); in buffers */
     int32_t n_ctx, n_seq;        /* for messages only */
 };
 

@@ -169,6 +169,13 @@ static void test_memory_caps(void) {
     w[0].mem_bytes = 5 * 22 * MIB + 30 * MIB + 5 * MIB;
     assert(plan_make(&m, w, 2, s, err, sizeof err) == STATUS_OK);
     CHECK(s[0].end == 5, "at the exact limit: %d layers", s[0].end);
+    /* The hidden states a worker keeps to resume after a re-plan count for every worker but
+     * the last: 10 MiB of them leave the capped first worker room for 4 layers. */
+    m.resume_bytes = 10 * MIB;
+    assert(plan_make(&m, w, 2, s, err, sizeof err) == STATUS_OK);
+    CHECK(s[0].end == 4 && s[0].buffer_bytes == 15 * MIB && s[1].buffer_bytes == 5 * MIB,
+          "with resume bytes: %d layers, buffers %llu and %llu", s[0].end,
+          (unsigned long long)s[0].buffer_bytes, (unsigned long long)s[1].buffer_bytes);
 }
 
 static void test_tied_head(void) {

@@ -131,6 +131,7 @@ static enum status model_numbers(const struct planner_input *in, const struct pl
     /* rope_freqs (llama3) goes with every slice: count it in the buffers. */
     const struct gguf_tensor *rf = gguf_find_tensor(g, "rope_freqs.weight");
     if (rf) m->buffer_bytes += rf->nbytes;
+    m->resume_bytes = all.hidden_bytes;
     return STATUS_OK;
 }
 

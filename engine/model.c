@@ -561,6 +561,8 @@ enum status model_estimate(const gguf_t *g, const struct model_params *params,
         out->layer_bytes = layer_bytes;
         out->kv_bytes = alloc_rounded(sz[BUF_K_CACHE]) + alloc_rounded(sz[BUF_V_CACHE]);
         for (int i = 0; i < BUF_COUNT; i++) out->buffer_bytes += alloc_rounded(sz[i]);
+        out->hidden_bytes =
+            (size_t)m.n_ctx * (size_t)m.n_seq * (size_t)m.cfg.n_embd * sizeof(float);
     }
     free(m.layers);
     return rc;

@@ -107,6 +107,8 @@ struct model_estimate {
     size_t kv_bytes;     /* K and V caches: n_layers x n_seq x n_ctx x 2 x n_kv_heads x head_dim
                             x 4 bytes */
     size_t buffer_bytes; /* = model_buffer_bytes (the KV cache included) */
+    size_t hidden_bytes; /* one hidden state per position of every slot: n_ctx x n_seq x n_embd
+                            floats (not allocated by model_load) */
 };
 CARAVAN_NODISCARD enum status model_estimate(const gguf_t *g, const struct model_params *params,
                                              struct model_estimate *out);
