@@ -48,7 +48,8 @@ struct worker_rec {
     uint64_t n_timed;                     /* micro-batches behind it since the last plan */
     uint64_t lost_ms;                     /* when it was declared lost */
     int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
-    int ctl_fd; /* its control connection's file descriptor (0 = unknown) */
+    int ctl_fd;    /* its control connection's file descriptor (0 = unknown) */
+    bool kv_fresh; /* joined since the last plan: holds no KV cache of the requests in flight */
 };
 
 struct coordinator {
@@ -355,6 +356,82 @@ static void plan_failed(coordinator_t *c, struct coordinator_actions *acts, cons
     }
 }
 
+/* Layers a worker computes again for the requests in flight when its range goes from [p, q)
+ * to [a, b): it keeps the KV cache of the layers both hold when b >= q (compute_engine.h), so
+ * only the others; all of them otherwise, or when it holds no KV cache. */
+static int32_t recompute_layers(const struct worker_rec *w, int32_t a, int32_t b) {
+    int32_t p = w->layer_first, q = w->layer_end;
+    int32_t kf = a > p ? a : p, ke = b < q ? b : q;
+    if (w->kv_fresh || q <= p || kf >= ke || b < q) return b - a;
+    return (b - a) - (ke - kf);
+}
+
+/* A worker joining a serving cluster (new, or back after a restart) goes into the stage order
+ * where the new plan makes the requests in flight recompute the fewest layers, among the
+ * orders whose plan is as fast as the best within 5%: the others keep their order and, where
+ * they can, the KV cache of their layers. Appending it last would make every other worker
+ * shrink at its end and recompute all it holds. */
+static void place_newcomer(coordinator_t *c, const struct planner_input *in) {
+    int n = c->n_workers, fresh = -1;
+    if (n < 2 || !c->batcher || batcher_n_active(c->batcher) == 0) return;
+    for (int i = 0; i < n; i++) {
+        if (!c->workers[i].kv_fresh) continue;
+        if (fresh >= 0) return; /* several at once: the order they came in */
+        fresh = i;
+    }
+    if (fresh < 0) return;
+    struct worker_rec order[COORDINATOR_MAX_WORKERS], best_order[COORDINATOR_MAX_WORKERS];
+    struct planner_caps caps[COORDINATOR_MAX_WORKERS];
+    struct plan_stage st[COORDINATOR_MAX_WORKERS];
+    char kernels[32], *why = malloc(PLAN_ERR_LEN);
+    if (!why) abort();
+    struct planner_input trial = *in;
+    trial.quiet = true;
+    in = &trial;
+    double best_time = 0;
+    double times[COORDINATOR_MAX_WORKERS];
+    int32_t costs[COORDINATOR_MAX_WORKERS];
+    for (int pos = 0; pos < n; pos++) { /* the newcomer at pos, the others in their order */
+        times[pos] = -1;
+        for (int i = 0, k = 0; i < n; i++)
+            if (i != fresh) {
+                order[k + (k >= pos)] = c->workers[i];
+                k++;
+            }
+        order[pos] = c->workers[fresh];
+        for (int i = 0; i < n; i++) caps[i] = order[i].caps;
+        if (planner_run(in, caps, n, st, kernels, sizeof kernels, why, PLAN_ERR_LEN) != STATUS_OK)
+            continue;
+        double t = 0;
+        int32_t cost = 0;
+        for (int i = 0; i < n; i++) {
+            if (st[i].time > t) t = st[i].time;
+            cost += recompute_layers(&order[i], st[i].first, st[i].end);
+        }
+        times[pos] = t;
+        costs[pos] = cost;
+        if (best_time == 0 || t < best_time) best_time = t;
+    }
+    int pick = -1;
+    for (int pos = 0; pos < n; pos++)
+        if (times[pos] >= 0 && times[pos] <= best_time * 1.05 &&
+            (pick < 0 || costs[pos] < costs[pick]))
+            pick = pos;
+    free(why);
+    if (pick < 0) return;
+    for (int i = 0, k = 0; i < n; i++)
+        if (i != fresh) {
+            best_order[k + (k >= pick)] = c->workers[i];
+            k++;
+        }
+    best_order[pick] = c->workers[fresh];
+    memcpy(c->workers, best_order, sizeof *best_order * (size_t)n);
+    LOG(LOG_INFO,
+        "coordinator: node %u (%s) goes in as stage %d of %d: the requests in flight recompute "
+        "%d layers there (appended last: %d)",
+        c->workers[pick].node_id, c->workers[pick].name, pick, n, costs[pick], costs[n - 1]);
+}
+
 static void plan(coordinator_t *c, struct coordinator_actions *acts) {
     int n = c->n_workers;
     if (c->n_layers < n) {
@@ -393,7 +470,6 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
     }
     struct planner_caps caps[COORDINATOR_MAX_WORKERS];
     struct plan_stage stages[COORDINATOR_MAX_WORKERS];
-    for (int i = 0; i < n; i++) caps[i] = c->workers[i].caps;
     struct planner_input in = {
         .model = c->cfg.model,
         .n_layers = c->n_layers,
@@ -403,6 +479,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         .hand_plan = c->cfg.plan ? c->cfg.plan : (sticky[0] ? sticky : NULL),
         .kernels = c->cfg.kernels,
     };
+    if (!in.hand_plan) place_newcomer(c, &in);
+    for (int i = 0; i < n; i++) caps[i] = c->workers[i].caps;
     char *why = malloc(PLAN_ERR_LEN);
     if (!why) abort();
     enum status prc =
@@ -418,6 +496,7 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
     }
     free(why);
     c->epoch++;
+    for (int i = 0; i < n; i++) c->workers[i].kv_fresh = false;
     c->n_epochs++;
     c->last_plan_ms = c->now_ms;
     c->slow_checks = 0;
@@ -694,6 +773,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     w->loaded_first = j->loaded_first;
     w->loaded_end = j->loaded_end > j->loaded_first ? j->loaded_end : 0;
     w->ready = false;
+    w->kv_fresh = true; /* a worker drops its KV cache when it joins */
     ack.accepted = true;
     ack.node_id = w->node_id;
     LOG(LOG_INFO, "coordinator: worker '%s' %s as node %u from %s (key %s), activations at %s",

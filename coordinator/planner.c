@@ -201,7 +201,7 @@ enum status planner_run(const struct planner_input *in, const struct planner_cap
     } else {
         rc = plan_make(&m, pw, n, out, err, err_len);
     }
-    if (rc != STATUS_OK) goto done;
+    if (rc != STATUS_OK || in->quiet) goto done;
     LOG(LOG_INFO, "coordinator: plan (%s) for n_ctx %d x n_seq %d, speed by %s, kernels %s:",
         in->hand_plan ? in->hand_plan : "by speed and memory", (int)in->n_ctx, (int)in->n_seq,
         basis, kernels_out[0] ? kernels_out : "(each worker's own)");

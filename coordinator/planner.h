@@ -34,6 +34,7 @@ struct planner_input {
     const gguf_t *model; /* NULL: no model (identity pipelines): equal shares, no memory check */
     int32_t n_layers;
     int32_t n_ctx, n_seq, n_batch; /* what the workers will load (0 = engine defaults) */
+    bool quiet;                    /* no log of the plan (trial plans) */
     const char *hand_plan;         /* "0-7,8-21" or NULL */
     const char *kernels;           /* forced variant or NULL */
 };

@@ -141,8 +141,12 @@ kill | stop | netcut)
     grep -q 'caravan_epochs_total [2-9]' <(curl -s "$URL/metrics") || fail "epochs not counted"
     ;;
 degraded)
-    # each worker may hold 2 of the 5 layers (KV of --ctx x --max-seqs dominates), not 3
-    start_cluster --max-memory "${DEGRADED_MEM:-11M}" --no-restart
+    # 3 workers hold stories260K in 13.7 MiB each, 2 do not: KV is 4 MiB a layer (n_ctx 2048
+    # x 8 sequences), buffers 1.2 MiB, and a worker that is not last keeps 4 MiB of hidden
+    # states to resume from (compute_engine.h). 3 workers: layers 0 | 1-2 | 3-4 need at most
+    # 0.3 + 8 + 5.2 = 13.6 MiB; 2 workers: 0-1 | 2-4 need 13.7 and 13.8 (the coordinator's
+    # "cannot hold" message prints the figures if this ever drifts).
+    start_cluster --max-memory "${DEGRADED_MEM:-13.7M}" --no-restart
     wait_stages 3 60 || fail "3 stages not ready: $(tail -n 5 "$WORK/logs/coordinator.log")"
     run_streams base
     wait_streams base 180
