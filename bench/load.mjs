@@ -29,6 +29,7 @@ async function one(i) {
   const reader = res.body.getReader();
   const dec = new TextDecoder();
   let buf = '', ttft = 0, tokens = 0, last = 0, maxGap = 0;
+  const mine = []; // this stream's token arrivals
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -46,11 +47,12 @@ async function one(i) {
         else if (now - last > maxGap) maxGap = now - last;
         last = now;
         stamps.push(now);
+        mine.push(now);
       }
       if (j.usage) tokens = j.usage.completion_tokens;
     }
   }
-  return { ttft_ms: ttft, tokens, ms: performance.now() - t0, max_gap_ms: maxGap };
+  return { ttft_ms: ttft, tokens, ms: performance.now() - t0, max_gap_ms: maxGap, mine };
 }
 
 const stamps = []; // every token's arrival, all streams (for LOAD_TIMELINE)
@@ -59,9 +61,16 @@ const results = await Promise.all(Array.from({ length: streams }, (_, i) => one(
 const wall = (performance.now() - t0) / 1000;
 const tokens = results.reduce((a, r) => a + r.tokens, 0);
 const ttfts = results.map((r) => r.ttft_ms).sort((a, b) => a - b);
+// Generation rate while every stream decodes (as llama-batched-bench's S_TG): the tokens that
+// arrived between the last stream's first token and the first stream's last, over that time.
+const from = Math.max(...results.map((r) => r.mine[0] ?? Infinity));
+const to = Math.min(...results.map((r) => r.mine[r.mine.length - 1] ?? -Infinity));
+const inWindow = stamps.filter((t) => t > from && t <= to).length;
+const genRate = to > from ? inWindow / ((to - from) / 1000) : 0;
 console.log(JSON.stringify({
   streams, max_tokens: maxTokens, wall_s: +wall.toFixed(3), tokens,
   tokens_per_s: +(tokens / wall).toFixed(2),
+  gen_tokens_per_s: +genRate.toFixed(2),
   ttft_ms_median: +ttfts[Math.floor(ttfts.length / 2)].toFixed(1),
   ttft_ms_max: +ttfts[ttfts.length - 1].toFixed(1),
   max_gap_ms: +Math.max(...results.map((r) => r.max_gap_ms)).toFixed(1),
