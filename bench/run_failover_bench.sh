@@ -4,9 +4,11 @@
 # the model file themselves, so no weights travel).
 #
 #   1. recovery: 4 streams generate; one worker gets SIGKILL; the coordinator's log gives
-#      detection (last heard -> declared lost), re-plan + load (plan sent -> every survivor
-#      ready), and the clients see the longest pause between two tokens (which adds the
-#      re-prefill of every request's tokens so far). REPS kills, medians.
+#      detection (loss -> declared lost: a closed connection at once, else last heard ->
+#      silent too long), re-plan + load (plan made -> every survivor ready) and re-processing
+#      (ready -> every request in flight has its next token: the survivors recompute what the
+#      lost layers held); the clients see the longest pause between two tokens. REPS kills,
+#      medians.
 #   2. churn: for DURATION seconds 4 clients keep streaming while a worker is killed every
 #      PERIOD seconds (caravan cluster restarts it, which is another re-plan): tokens/s per
 #      second, requests completed, requests failed.
@@ -47,9 +49,9 @@ median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/
 
 echo "## recovery after SIGKILL of one worker (4 streams, $REPS kills)"
 echo
-echo "| kill | detection ms | re-plan + load ms | longest pause a stream saw ms | tokens delivered |"
-echo "|---|---|---|---|---|"
-dets="" loads="" gaps=""
+echo "| kill | detection ms | re-plan + load ms | re-processing ms | longest pause a stream saw ms | tokens delivered |"
+echo "|---|---|---|---|---|---|"
+dets="" loads="" reps="" gaps=""
 for r in $(seq "$REPS"); do
     start_cluster --no-restart
     node "$HERE/load.mjs" "$URL" 4 160 >"$DIR/fo.load" 2>&1 &
@@ -64,14 +66,15 @@ for r in $(seq "$REPS"); do
     det="?"
     [ -n "$line" ] && det=$(( $(ms_of "$(echo "$line" | cut -c1-12)") - t_kill ))
     load=$(echo "$rec" | sed -n 's/.*re-plan and load \([0-9]*\) ms.*/\1/p')
+    rep=$(grep -m1 "resumed: every request" "$LOGS/coordinator.log" | sed -n 's/.* token \([0-9]*\) ms after.*/\1/p')
     gap=$(node -e 'let s=require("fs").readFileSync(process.argv[1],"utf8");try{console.log(JSON.parse(s.trim().split("\n").pop()).max_gap_ms)}catch(e){console.log("failed")}' "$DIR/fo.load")
     ok=$(grep -q '"tokens":640' "$DIR/fo.load" && echo "all 640" || echo "NO")
-    echo "| $r ($victim) | $det | ${load:-?} | $gap | $ok |"
-    dets="$dets $det" loads="$loads ${load:-0}" gaps="$gaps $gap"
+    echo "| $r ($victim) | $det | ${load:-?} | ${rep:-?} | $gap | $ok |"
+    dets="$dets $det" loads="$loads ${load:-0}" reps="$reps ${rep:-0}" gaps="$gaps $gap"
     stop_cluster
 done
 echo
-echo "medians: detection $(echo $dets | tr ' ' '\n' | median) ms, re-plan + load $(echo $loads | tr ' ' '\n' | median) ms, pause $(echo $gaps | tr ' ' '\n' | median) ms"
+echo "medians: detection $(echo $dets | tr ' ' '\n' | median) ms, re-plan + load $(echo $loads | tr ' ' '\n' | median) ms, re-processing $(echo $reps | tr ' ' '\n' | median) ms, pause $(echo $gaps | tr ' ' '\n' | median) ms"
 echo
 
 echo "## churn: a worker killed every ${PERIOD} s for ${DURATION} s, 4 clients streaming"

@@ -20,6 +20,7 @@ struct seq {
     bool final_chunk;  /* the chunk in flight ends at n_tokens: a token comes back */
     int32_t n_sampled; /* tokens sampled so far (the draw index) */
     int32_t max_tokens;
+    bool resuming; /* rewound by a re-plan and not yet given its next token */
 };
 
 struct mb {
@@ -170,6 +171,7 @@ static void admit(batcher_t *s) {
         q->n_done = 0;
         q->inflight = -1;
         q->n_sampled = 0;
+        q->resuming = false;
         q->max_tokens = p->max_tokens > 0 ? p->max_tokens : 1;
         s->n_active++;
     }
@@ -294,6 +296,7 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
             continue;
         }
         q->n_sampled++;
+        q->resuming = false;
         const struct serve_req_params *p = serve_req_params(q->req);
         if (!p->ignore_eos && is_eog(s, row->token)) {
             seq_end(s, q, SERVE_FINISH_STOP, NULL);
@@ -319,8 +322,15 @@ int batcher_rewind_all(batcher_t *s) {
         if (!q->req) continue;
         q->inflight = -1;
         q->n_done = 0;
+        q->resuming = true;
         n++;
     }
+    return n;
+}
+
+int batcher_n_resuming(const batcher_t *s) {
+    int n = 0;
+    for (int32_t i = 0; i < s->cfg.n_seq; i++) n += s->seqs[i].req && s->seqs[i].resuming;
     return n;
 }
 

@@ -92,6 +92,8 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
  * next token is then sampled with the same draw index, so it continues as it would have.
  * Returns how many sequences were rewound. */
 int batcher_rewind_all(batcher_t *s);
+/* Sequences rewound by the last re-plan that have not had their next token yet. */
+int batcher_n_resuming(const batcher_t *s);
 /* Finishes every request (queued or running) with an error. */
 void batcher_fail_all(batcher_t *s, const char *why);
 

@@ -141,8 +141,9 @@ static void test_pipeline_shares(void) {
     CHECK(b3.n_tokens == 2 && b3.n_prompt_tokens == 0);
     CHECK(b3.samples[0].seq_id == s1[0] || b3.samples[0].seq_id == s1[1]);
     /* a re-plan: every running sequence is sent again from its first token */
+    CHECK(batcher_n_resuming(b) == 0);
     CHECK(batcher_rewind_all(b) == 4);
-    CHECK(batcher_n_inflight(b) == 0);
+    CHECK(batcher_n_inflight(b) == 0 && batcher_n_resuming(b) == 4);
     struct batcher_batch b4;
     CHECK(batcher_next(b, 4, &b4));
     CHECK(b4.pos[0] == 0);
@@ -154,6 +155,12 @@ static void test_pipeline_shares(void) {
         for (int32_t t = 0; t < b4.n_tokens; t++) n_tok += b4.seq_id[t] == b4.samples[i].seq_id;
         CHECK(n_tok == (had_one ? 4 : 3));
     }
+    /* their next tokens come back: those two have resumed */
+    struct batcher_row back[2];
+    for (int32_t i = 0; i < b4.n_samples; i++)
+        back[i] = (struct batcher_row){b4.samples[i].seq_id, 7, 0};
+    CHECK(b4.n_samples == 2 && batcher_on_result(b, 4, back, 2));
+    CHECK(batcher_n_resuming(b) == 2);
     for (int i = 0; i < 4; i++) serve_req_unref(&r[i]);
     batcher_destroy(&b);
     serve_queue_destroy(&q);

@@ -66,6 +66,7 @@ struct coordinator {
     uint64_t n_epochs;
     /* the fail-over in progress: when the loss happened / was declared / the plan was sent */
     uint64_t fo_silent_ms, fo_declared_ms, fo_planned_ms;
+    uint64_t fo_ready_ms; /* the pipeline was ready again; requests still re-processing */
     char fo_cause[160];
     int timeouts_in_a_row;
     /* slice fingerprints by layer range */
@@ -626,6 +627,7 @@ static void replan(coordinator_t *c, struct coordinator_actions *acts, const cha
         c->n_workers == 1 ? "" : "s");
     snprintf(c->fo_cause, sizeof c->fo_cause, "%s", cause);
     c->fo_planned_ms = c->now_ms;
+    c->fo_ready_ms = 0;
     if (c->batcher) {
         int rewound = batcher_rewind_all(c->batcher);
         memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
@@ -869,6 +871,8 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
                                          : 0),
                 (unsigned long long)(c->now_ms - c->fo_planned_ms));
         c->served = true;
+        if (c->fo_planned_ms && c->batcher && batcher_n_resuming(c->batcher) > 0)
+            c->fo_ready_ms = c->now_ms;
         c->fo_planned_ms = 0;
         send_drains(c, acts);
         LOG(LOG_INFO, "coordinator: pipeline ready (epoch %llu, %d stages)",
@@ -1480,6 +1484,13 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     free(rows);
     if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
     c->timeouts_in_a_row = 0;
+    if (c->fo_ready_ms && batcher_n_resuming(c->batcher) == 0) {
+        LOG(LOG_WARN,
+            "coordinator: resumed: every request in flight had its next token %llu ms after "
+            "the pipeline was ready (re-processing)",
+            (unsigned long long)(c->now_ms - c->fo_ready_ms));
+        c->fo_ready_ms = 0;
+    }
     account_hops(c, r, sent_us);
     if (c->cfg.trace && c->cfg.clock_us && sent_us)
         trace_span(c->cfg.trace, TRACE_TRACK_STEP, "step", sent_us, c->cfg.clock_us(), r->batch_id,
