@@ -914,7 +914,8 @@ float_small_block(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t
 #pragma GCC unroll 4
         for (int i = 0; i < MW; i++) {
             const char *row = w + i * w_stride;
-            _mm_prefetch(row + k * (int64_t)dtype_row_bytes(t, 1) + MW * w_stride, _MM_HINT_T0);
+            if (t == DTYPE_F32 || (k & 31) == 0) /* one 64-byte line ahead per line read */
+                _mm_prefetch(row + k * (t == DTYPE_F32 ? 4 : 2) + MW * w_stride, _MM_HINT_T0);
             wv[i] = load_w16(t, row, k);
         }
 #pragma GCC unroll 4
