@@ -7,8 +7,9 @@
  * the memory limit.
  *
  *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2] [--threads 1,2] [--time S]
- *                 [--no-gemm] [--no-gemv] [--model]
- * --model instead times all the matmuls of a tinyllama-1.1b forward pass (matmul-only t/s).
+ *                 [--no-gemm] [--no-gemv] [--model [--rows 1,2,4,8,16,128]]
+ * --model instead times all the matmuls of a tinyllama-1.1b forward pass (matmul-only t/s) with
+ * each number of x rows in --rows (default 1,128).
  */
 #include <cblas.h>
 #include <immintrin.h>
@@ -234,9 +235,10 @@ static double time_sgemm(threadpool_t *tp, const struct matmul_weight *w, int64_
 
 /* The matmuls of one forward pass of a tinyllama-1.1b-shaped model (22 layers: q, k, v, o,
  * gate, up, down; then the 32000-row output) with weights of type t; the output is q6_K for
- * q4_0/q4_K/q5_K as in llama.cpp's files of those types. Prints matmul-only tokens/s for
- * generation (1 row) and for a 128-row prompt. */
-static void simulate_model(enum dtype t, int n_threads) {
+ * q4_0/q4_K/q5_K as in llama.cpp's files of those types. Prints, for each x row count in rows
+ * (1: generation; 2-16: a batched decode step of that many sequences; 128: a prompt), the
+ * matmul-only ms per pass and tokens/s, wall and per-thread CPU time. */
+static void simulate_model(enum dtype t, int n_threads, const int64_t *rows, int n_rows_list) {
     const int n_layers = 22;
     const int64_t shapes[7][2] = {{2048, 2048}, {2048, 256},  {2048, 256}, {2048, 2048},
                                   {2048, 5632}, {2048, 5632}, {5632, 2048}};
@@ -253,27 +255,30 @@ static void simulate_model(enum dtype t, int n_threads) {
     ws[nw++] = make_weight(out_t, 2048, 32000);
     total += dtype_row_bytes(out_t, 2048) * 32000;
     threadpool_t *tp = threadpool_new(n_threads);
-    const int64_t max_rows = 128;
+    int64_t max_rows = 1;
+    for (int m = 0; m < n_rows_list; m++)
+        if (rows[m] > max_rows) max_rows = rows[m];
     float *x = xaligned(max_rows * 5632 * sizeof(float)),
           *y = xaligned(max_rows * 32000 * sizeof(float));
     void *scratch = xaligned(matmul_scratch_bytes(t, 5632, max_rows) +
                              matmul_scratch_bytes(out_t, 5632, max_rows));
     for (int64_t i = 0; i < max_rows * 5632; i++) x[i] = rnd();
-    double best[2] = {1e30, 1e30}, best_c[2] = {1e30, 1e30};
-    const int64_t rows[2] = {1, 128};
-    for (int m = 0; m < 2; m++)
-        for (int rep = 0; rep < (m ? 2 : 5); rep++) {
+    printf("model %-5s thr %d (%.0f MB of weights), matmuls only:\n", dtype_name(t), n_threads,
+           total / 1e6);
+    for (int m = 0; m < n_rows_list; m++) {
+        double best = 1e30, best_c = 1e30;
+        for (int rep = 0; rep < (rows[m] > 16 ? 2 : 5); rep++) {
             double t0 = now(), c0 = cpu_now();
             for (int k = 0; k < nw; k++) matmul(tp, &ws[k], x, rows[m], y, scratch);
             double dt = now() - t0, dc = (cpu_now() - c0) / n_threads;
-            if (dt < best[m]) best[m] = dt;
-            if (dc < best_c[m]) best_c[m] = dc;
+            if (dt < best) best = dt;
+            if (dc < best_c) best_c = dc;
         }
-    printf("model %-5s thr %d (%.0f MB of weights): tg %.1f t/s (cpu %.1f), %.1f GB/s; pp128 %.1f "
-           "t/s (cpu %.1f)\n",
-           dtype_name(t), n_threads, total / 1e6, 1 / best[0], 1 / best_c[0], total / best[0] / 1e9,
-           128 / best[1], 128 / best_c[1]);
-    fflush(stdout);
+        printf("  rows %4lld: %8.2f ms/pass (cpu %8.2f), %8.1f t/s (cpu %8.1f), %5.1f GB/s\n",
+               (long long)rows[m], 1e3 * best, 1e3 * best_c, rows[m] / best, rows[m] / best_c,
+               total / best / 1e9);
+        fflush(stdout);
+    }
     threadpool_destroy(&tp);
     for (int k = 0; k < nw; k++) free((void *)ws[k].data);
     free(x);
@@ -291,6 +296,7 @@ int main(int argc, char **argv) {
     char types_arg[256] = "f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k";
     char variants_arg[64] = "ref,avx2";
     char threads_arg[64] = "1,2";
+    char rows_arg[128] = "1,128";
     double min_time = 0.3;
     int do_gemm = 1, do_gemv = 1, do_model = 0;
     for (int i = 1; i < argc; i++) {
@@ -308,10 +314,12 @@ int main(int argc, char **argv) {
             do_gemv = 0;
         else if (!strcmp(argv[i], "--model"))
             do_model = 1;
+        else if (!strcmp(argv[i], "--rows") && i + 1 < argc)
+            snprintf(rows_arg, sizeof rows_arg, "%s", argv[++i]);
         else {
             fprintf(stderr,
                     "usage: %s [--types a,b] [--variants ref,avx2] [--threads 1,2] [--time s] "
-                    "[--no-gemm] [--no-gemv] [--model]\n",
+                    "[--no-gemm] [--no-gemv] [--model [--rows 1,2,4,8,128]]\n",
                     argv[0]);
             return 2;
         }
@@ -321,11 +329,15 @@ int main(int argc, char **argv) {
     int nth = split(threads_arg, threads, 8);
     quant_init();
     if (do_model) {
+        char *rows_s[16];
+        int64_t rows[16];
+        int nr = split(rows_arg, rows_s, 16);
+        for (int i = 0; i < nr; i++) rows[i] = atoll(rows_s[i]) > 0 ? atoll(rows_s[i]) : 1;
         for (int vi = 0; vi < nv; vi++) {
             if (!quant_force_variant(variants[vi])) continue;
             for (int ti = 0; ti < nt; ti++)
                 for (int hi = 0; hi < nth; hi++)
-                    simulate_model((enum dtype)dtype_parse(types[ti]), atoi(threads[hi]));
+                    simulate_model((enum dtype)dtype_parse(types[ti]), atoi(threads[hi]), rows, nr);
         }
         return 0;
     }

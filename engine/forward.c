@@ -47,6 +47,8 @@ static float silu(float x) {
 
 /* ---- attention --------------------------------------------------------------------------- */
 
+typedef float f32x4 __attribute__((vector_size(16))); /* GCC/clang vector extension */
+
 struct attn_job {
     model_t *m;
     const struct model_batch *b;
@@ -89,7 +91,17 @@ static void attn_thread(void *ctx, int ith, int nth) {
         for (int32_t p = 0; p <= pos; p++) {
             float w = att[p] * inv;
             const float *v = vc + (size_t)p * (size_t)kv_dim;
-            for (int64_t i = 0; i < hd; i++) out[i] += w * v[i];
+            /* out[i] += w * v[i], 4 lanes at a time (the compiler left this loop scalar): the
+             * same multiply then add per element, so the same values */
+            int64_t i = 0;
+            for (; i + 4 <= hd; i += 4) {
+                f32x4 o, vv;
+                memcpy(&o, out + i, sizeof o);
+                memcpy(&vv, v + i, sizeof vv);
+                o += w * vv;
+                memcpy(out + i, &o, sizeof o);
+            }
+            for (; i < hd; i++) out[i] += w * v[i];
         }
     }
 }

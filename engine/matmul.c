@@ -4,6 +4,8 @@
  *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
  *    contiguous chunks and each is streamed once (through the variant's tile with one x row,
  *    which may run several weight rows side by side, else the single-row dot);
+ *  - a few rows (2..16: a decode step of several sequences): the variant's tile streams each
+ *    weight row once and dots each of its blocks against all the x rows in registers;
  *  - many rows (prompt): each thread takes a contiguous chunk of weight rows; the variant's
  *    tile unpacks a few of them at a time into an L1/L2-sized buffer and runs every x row
  *    (a group of them that fits L2) against it with register-blocked accumulators. Without a

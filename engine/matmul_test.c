@@ -67,8 +67,10 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
     for (int64_t r = 0; r < n_rows; r++) run(pools[0], &w, x, r, 1, alone);
 
     for (int p = 0; p < 3; p++) {
-        const int batches[] = {1, 8, 128, 5};
-        for (int b = 0; b < 4; b++) {
+        /* every small-batch size (decode steps of 1..16 sequences, odd ones included), then a
+         * prompt-sized one */
+        const int batches[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 128};
+        for (int b = 0; b < (int)(sizeof batches / sizeof batches[0]); b++) {
             memset(y, 0, ybytes);
             for (int64_t r = 0; r < n_rows; r += batches[b])
                 run(pools[p], &w, x, r, n_rows - r < batches[b] ? n_rows - r : batches[b], y);

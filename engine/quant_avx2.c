@@ -344,11 +344,130 @@ static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const 
     }
 }
 
+/* ==== Small batches: a decode step of 2..SMALL_NX sequences ====
+ * The panel tiles unpack a few weight rows into a buffer and walk it once per x row, which
+ * suits a prompt but cost 2.5x a GEMV for a few x rows (interleaved weight streams, the x side
+ * recomputed per panel). Here each weight row is streamed once in memory order (prefetched),
+ * each block is unpacked once into registers and dotted against a register block of up to
+ * SMALL_MX x rows whose side was prepared once per call; the per-(row, x row) float steps are
+ * exactly the single dot's. */
+#define SMALL_NX 16 /* up to this many x rows take the small-batch kernels */
+#define SMALL_MX 8  /* x rows per register block */
+
+/* Splits nx x rows into register blocks of at most SMALL_MX, as even as possible. */
+static inline int small_blocks(int nx, int *first, int *size) {
+    const int nblk = (nx + SMALL_MX - 1) / SMALL_MX;
+    for (int g = 0, r = 0; g < nblk; g++) {
+        size[g] = nx / nblk + (g < nx % nblk);
+        first[g] = r;
+        r += size[g];
+    }
+    return nblk;
+}
+
+/* The x side of q4_0/q8_0 for block b of x row r (of nx), at xs[b * nx + r]: its values, 8 *
+ * its lane sums (q4_0's -8), and its scale broadcast. */
+struct q8_small {
+    __m256i y, ys8;
+    __m256 dx;
+};
+
+static inline __attribute__((always_inline)) void q8_small_row(bool q8, int MX, int64_t nb,
+                                                               const char *row,
+                                                               const struct q8_small *xs, int nx,
+                                                               float *y, size_t y_stride) {
+    __m256 acc[SMALL_MX];
+#pragma GCC unroll 8
+    for (int r = 0; r < SMALL_MX; r++) acc[r] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xF);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i q, qs = _mm256_setzero_si256();
+        __m256 da;
+        if (q8) {
+            const block_q8_0 *a = (const block_q8_0 *)row + b;
+            QUANT_PREFETCH(a);
+            qs = _mm256_loadu_si256((const __m256i *)a->qs);
+            q = _mm256_sign_epi8(qs, qs);
+            da = _mm256_set1_ps(f16(a->d));
+        } else {
+            const block_q4_0 *a = (const block_q4_0 *)row + b;
+            QUANT_PREFETCH(a);
+            const __m128i raw = _mm_loadu_si128((const __m128i *)a->qs);
+            q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
+            da = _mm256_set1_ps(f16(a->d));
+        }
+        const struct q8_small *xb = xs + b * nx;
+#pragma GCC unroll 8
+        for (int r = 0; r < MX; r++) {
+            __m256i p;
+            if (q8) /* dot_i8x32(w, y): |w| times y with w's signs */
+                p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_sign_epi8(xb[r].y, qs)), ones);
+            else /* sum (q - 8) y = sum q y - 8 sum y, lane by lane */
+                p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xb[r].y), ones),
+                                     xb[r].ys8);
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(da, xb[r].dx), _mm256_cvtepi32_ps(p), acc[r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MX; r++) y[r * y_stride] = hsum(acc[r]);
+}
+
+/* Whether nx x rows of nb blocks fit the x-side buffer of q8_small. */
+static inline bool q8_small_fits(int64_t nb, int nx) {
+    return nx <= SMALL_NX && (size_t)nb * nx * sizeof(struct q8_small) <= PANEL_BUF_BYTES;
+}
+
+static void q8_small(bool q8, int64_t nb, const void *w, size_t w_stride, int nw, const void *x,
+                     size_t x_stride, int nx, float *y, size_t y_stride) {
+    struct q8_small *xs = (struct q8_small *)panel_buf;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < nx; r++) {
+        const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
+        for (int64_t b = 0; b < nb; b++) {
+            struct q8_small *o = &xs[b * nx + r];
+            o->y = _mm256_loadu_si256((const __m256i *)bx[b].qs);
+            o->ys8 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), o->y), ones);
+            o->dx = _mm256_set1_ps(f16(bx[b].d));
+        }
+    }
+    int first[SMALL_NX], size[SMALL_NX];
+    const int nblk = small_blocks(nx, first, size);
+    for (int i = 0; i < nw; i++) {
+        const char *row = (const char *)w + i * w_stride;
+        for (int g = 0; g < nblk; g++) {
+            const struct q8_small *gx = xs + first[g];
+            float *out = y + first[g] * y_stride + i;
+#define Q8_SMALL_CASE(MX)                                                                          \
+    case MX:                                                                                       \
+        if (q8)                                                                                    \
+            q8_small_row(true, MX, nb, row, gx, nx, out, y_stride);                                \
+        else                                                                                       \
+            q8_small_row(false, MX, nb, row, gx, nx, out, y_stride);                               \
+        break;
+            switch (size[g]) {
+                Q8_SMALL_CASE(1)
+                Q8_SMALL_CASE(2)
+                Q8_SMALL_CASE(3)
+                Q8_SMALL_CASE(4)
+                Q8_SMALL_CASE(5)
+                Q8_SMALL_CASE(6)
+                Q8_SMALL_CASE(7)
+                Q8_SMALL_CASE(8)
+            }
+#undef Q8_SMALL_CASE
+        }
+    }
+}
+
 static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
                       size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK4_0;
     if (nx == 1 && (size_t)nb * (32 + 4) <= PANEL_BUF_BYTES) {
         gemv_q4_0(nb, w, w_stride, nw, x, y);
+        return;
+    }
+    if (nx > 1 && q8_small_fits(nb, nx)) {
+        q8_small(false, nb, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
     }
     if ((size_t)nb * (32 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
@@ -413,6 +532,10 @@ static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const v
     const int64_t nb = n / QK8_0;
     if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
         for (int i = 0; i < nw; i++) y[i] = dot_q8_0(n, (const char *)w + i * w_stride, x);
+        return;
+    }
+    if (q8_small_fits(nb, nx)) {
+        q8_small(true, nb, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
     }
     if ((size_t)nb * (64 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
@@ -532,6 +655,82 @@ FLOAT_GEMV(gemv_f32, float, _mm256_loadu_ps, f32_id, dot_f32)
 FLOAT_GEMV(gemv_f16, uint16_t, load_f16x8, quant_f16_to_f32, dot_f16)
 FLOAT_GEMV(gemv_bf16, uint16_t, load_bf16x8, quant_bf16_to_f32, dot_bf16)
 
+/* Small batches: FLOAT_SMALL_MW weight rows side by side (converted on the fly, the next ones
+ * prefetched) against up to FLOAT_SMALL_MX x rows, one accumulator per (row, x row) in
+ * registers; more x rows go in further register blocks over the same weight rows (then in
+ * L1/L2). Per (row, x row): the single dot's chain, hsum, then its scalar tail. */
+#define FLOAT_SMALL_MW 4
+#define FLOAT_SMALL_MX 2
+
+static inline __attribute__((always_inline)) __m256 load_w8(enum dtype t, const char *row,
+                                                            int64_t k) {
+    return t == DTYPE_F32   ? _mm256_loadu_ps((const float *)row + k)
+           : t == DTYPE_F16 ? load_f16x8((const uint16_t *)row + k)
+                            : load_bf16x8((const uint16_t *)row + k);
+}
+
+static inline __attribute__((always_inline)) void
+float_small_block(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_stride,
+                  const float *const *xr, float *y, size_t y_stride) {
+    const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
+    const int64_t esz = t == DTYPE_F32 ? 4 : 2;
+    __m256 acc[FLOAT_SMALL_MW][FLOAT_SMALL_MX];
+#pragma GCC unroll 4
+    for (int i = 0; i < FLOAT_SMALL_MW; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < FLOAT_SMALL_MX; r++) acc[i][r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 wv[FLOAT_SMALL_MW];
+#pragma GCC unroll 4
+        for (int i = 0; i < MW; i++) {
+            const char *row = w + i * w_stride;
+            if ((k & 15) == 0) _mm_prefetch(row + k * esz + MW * w_stride, _MM_HINT_T0);
+            wv[i] = load_w8(t, row, k);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < MX; r++) {
+            const __m256 xv = _mm256_loadu_ps(xr[r] + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < MW; i++) acc[i][r] = _mm256_fmadd_ps(wv[i], xv, acc[i][r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MW; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < MX; r++) {
+            float s = hsum(acc[i][r]);
+            for (int64_t t2 = k; t2 < n; t2++) s += sc(w + i * w_stride, t2) * xr[r][t2];
+            y[r * y_stride + i] = s;
+        }
+}
+
+static inline __attribute__((always_inline)) void
+float_small(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+            size_t x_stride, int nx, float *y, size_t y_stride) {
+    for (int i = 0; i < nw;) {
+        const int mw = nw - i >= FLOAT_SMALL_MW ? FLOAT_SMALL_MW : 1;
+        const char *a = (const char *)w + i * w_stride;
+        for (int r0 = 0; r0 < nx; r0 += FLOAT_SMALL_MX) {
+            const int mx = min_int(FLOAT_SMALL_MX, nx - r0);
+            const float *xr[FLOAT_SMALL_MX];
+            for (int r = 0; r < FLOAT_SMALL_MX; r++)
+                xr[r] = (const float *)((const char *)x + (r0 + min_int(r, mx - 1)) * x_stride);
+            float *out = y + r0 * y_stride + i;
+            if (mw == FLOAT_SMALL_MW && mx == FLOAT_SMALL_MX)
+                float_small_block(t, FLOAT_SMALL_MW, FLOAT_SMALL_MX, n, a, w_stride, xr, out,
+                                  y_stride);
+            else if (mw == FLOAT_SMALL_MW)
+                float_small_block(t, FLOAT_SMALL_MW, 1, n, a, w_stride, xr, out, y_stride);
+            else if (mx == FLOAT_SMALL_MX)
+                float_small_block(t, 1, FLOAT_SMALL_MX, n, a, w_stride, xr, out, y_stride);
+            else
+                float_small_block(t, 1, 1, n, a, w_stride, xr, out, y_stride);
+        }
+        i += mw;
+    }
+}
+
 static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
                        const void *x, size_t x_stride, int nx, float *y, size_t y_stride) {
     const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
@@ -543,6 +742,15 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
             gemv_f16(n, w, w_stride, nw, x, y);
         else
             gemv_bf16(n, w, w_stride, nw, x, y);
+        return;
+    }
+    if (nx <= SMALL_NX) {
+        if (t == DTYPE_F32)
+            float_small(DTYPE_F32, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+        else if (t == DTYPE_F16)
+            float_small(DTYPE_F16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+        else
+            float_small(DTYPE_BF16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
     }
     if (t != DTYPE_F32 && (size_t)n8 * sizeof(float) > PANEL_BUF_BYTES) { /* too long to convert */
@@ -751,13 +959,25 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
                     dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
-    const int mw = panel_rows(nb, sizeof(struct k_panel_block), 4);
+    /* a few x rows (a decode step): one row per panel, streamed once in memory order (and
+     * prefetched) and unpacked into L1, instead of 4 interleaved rows */
+    const int mw = nx <= SMALL_NX ? 1 : panel_rows(nb, sizeof(struct k_panel_block), 4);
     struct k_panel_block *pk = (struct k_panel_block *)panel_buf;
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
         for (int i = 0; i < m; i++) {
             const char *row = (const char *)w + (i0 + i) * w_stride;
             for (int64_t b = 0; b < nb; b++) {
+                if (m == 1) {
+                    const size_t bs = t == DTYPE_Q4_K   ? sizeof(block_q4_K)
+                                      : t == DTYPE_Q5_K ? sizeof(block_q5_K)
+                                                        : sizeof(block_q6_K);
+                    const char *blk = row + b * bs;
+                    QUANT_PREFETCH(blk);
+                    QUANT_PREFETCH(blk + 64);
+                    QUANT_PREFETCH(blk + 128);
+                    QUANT_PREFETCH(blk + 192);
+                }
                 if (t == DTYPE_Q4_K)
                     k_pack_q4_K((const block_q4_K *)row + b, &pk[b * m + i]);
                 else if (t == DTYPE_Q5_K)
@@ -769,7 +989,11 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
         for (int r = 0; r < nx; r++) {
             const block_q8_K *bx = (const block_q8_K *)((const char *)x + r * x_stride);
             float out[4];
-            if (m == 4 && q6)
+            if (m == 1 && q6)
+                k_panel_row(1, true, nb, pk, bx, out);
+            else if (m == 1)
+                k_panel_row(1, false, nb, pk, bx, out);
+            else if (m == 4 && q6)
                 k_panel_row(4, true, nb, pk, bx, out);
             else if (m == 4)
                 k_panel_row(4, false, nb, pk, bx, out);

@@ -231,6 +231,146 @@ w32_panel_rows(bool q8, int M, int MX, int64_t nb, const __m512i *pq, const __m5
         for (int i = 0; i < M; i++) out[r * out_stride + i] = hsum512(acc[r][i]);
 }
 
+/* ==== Small batches: a decode step of 2..SMALL_NX sequences ====
+ * The panel tile below unpacks weight rows into a buffer and walks it once per pair of x rows,
+ * which suits a prompt but cost 2.5x a GEMV for a few x rows. Here W32_SMALL_MW weight rows
+ * are streamed side by side (prefetched), each block pair is unpacked once into registers and
+ * dotted against a register block of up to SMALL_MX x rows, whose side was prepared once per
+ * call into panel_buf. The roles of the vpdpbusd operands are swapped: x + 128 (x XOR 0x80)
+ * is the unsigned side and the weight as a signed byte (q4_0: q - 8) the signed one, so the
+ * start lanes -128 * (sum of each lane's 4 weights) belong to the weight and are computed once
+ * per weight pair, and an x pair is only its 64 bytes of values plus its two scales. The int32
+ * lanes are the same exact sums of w * x, and the float steps per (row, x row) are the single
+ * dot's, so results are bit-identical to it. */
+#define SMALL_NX 16    /* up to this many x rows take the small-batch kernels */
+#define SMALL_MX 8     /* x rows per register block */
+#define W32_SMALL_MW 2 /* weight rows side by side */
+
+/* Splits nx x rows into register blocks of at most SMALL_MX, as even as possible. */
+static inline int small_blocks(int nx, int *first, int *size) {
+    const int nblk = (nx + SMALL_MX - 1) / SMALL_MX;
+    for (int g = 0, r = 0; g < nblk; g++) {
+        size[g] = nx / nblk + (g < nx % nblk);
+        first[g] = r;
+        r += size[g];
+    }
+    return nblk;
+}
+
+/* Per (pair k, x row r): x + 128 in the pair layout at xv[k * nx + r], the two f32 scales
+ * expanded to the pair layout at xd[k * nx + r]. */
+#define W32_SMALL_BYTES (64 + 64)
+
+/* Signed weight values of a pair (q4_0: q - 8; q8_0: as stored) in the pair layout. */
+static inline __attribute__((always_inline)) __m512i w32_spair(const void *w, int64_t b,
+                                                               bool single, bool q8) {
+    return q8 ? q8_0_pair((const block_q8_0 *)blk32(w, b, q8), single)
+              : _mm512_sub_epi8(q4_0_pair((const block_q4_0 *)blk32(w, b, q8), single),
+                                _mm512_set1_epi8(8));
+}
+
+/* One pair step (k) of MW weight rows against MX x rows. (A missing second block of a single
+ * pair is zero weights here and zero x values in the dot: the same zero lanes either way.) */
+static inline __attribute__((always_inline)) void
+w32_small_step(bool q8, int MW, int MX, bool single, const char *const *a, int64_t k,
+               const __m512i *xv, const __m512 *xd, __m512 acc[W32_SMALL_MW][SMALL_MX]) {
+    __m512i wq[W32_SMALL_MW], ws[W32_SMALL_MW];
+    __m512 da[W32_SMALL_MW];
+#pragma GCC unroll 4
+    for (int i = 0; i < MW; i++) {
+        if (!single) QUANT_PREFETCH(blk32(a[i], 2 * k, q8));
+        wq[i] = w32_spair(a[i], 2 * k, single, q8);
+        ws[i] = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wq[i]));
+        da[i] = expand_pair(
+            pair_scales(w32_d(a[i], 2 * k, q8), single ? 0 : w32_d(a[i], 2 * k + 1, q8)));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MX; r++) {
+        const __m512i xu = xv[r];
+        const __m512 dx = xd[r];
+#pragma GCC unroll 4
+        for (int i = 0; i < MW; i++) {
+            const __m512i p = _mm512_dpbusd_epi32(ws[i], xu, wq[i]);
+            /* expand(da) * expand(dx) = expand(da * dx): the dot's scale product */
+            acc[i][r] = _mm512_fmadd_ps(_mm512_mul_ps(da[i], dx), _mm512_cvtepi32_ps(p), acc[i][r]);
+        }
+    }
+}
+
+/* MW weight rows (row i at w + i * w_stride) against the MX x rows prepared at xv/xd (x rows
+ * r0.. of nx); y[r * y_stride + i]. */
+static inline __attribute__((always_inline)) void
+w32_small_rows(bool q8, int MW, int MX, int64_t nb, const char *w, size_t w_stride,
+               const __m512i *xv, const __m512 *xd, int nx, float *y, size_t y_stride) {
+    __m512 acc[W32_SMALL_MW][SMALL_MX];
+#pragma GCC unroll 4
+    for (int i = 0; i < W32_SMALL_MW; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < SMALL_MX; r++) acc[i][r] = _mm512_setzero_ps();
+    const char *a[W32_SMALL_MW];
+#pragma GCC unroll 4
+    for (int i = 0; i < W32_SMALL_MW; i++) a[i] = w + (i < MW ? i : 0) * w_stride;
+    const int64_t full = nb / 2;
+    for (int64_t k = 0; k < full; k++)
+        w32_small_step(q8, MW, MX, false, a, k, xv + k * nx, xd + k * nx, acc);
+    if (full * 2 < nb)
+        w32_small_step(q8, MW, MX, true, a, full, xv + full * nx, xd + full * nx, acc);
+#pragma GCC unroll 8
+    for (int r = 0; r < MX; r++)
+#pragma GCC unroll 4
+        for (int i = 0; i < MW; i++) y[r * y_stride + i] = hsum512(acc[i][r]);
+}
+
+static inline __attribute__((always_inline)) void w32_small(bool q8, int64_t n, const void *w,
+                                                            size_t w_stride, int nw, const void *x,
+                                                            size_t x_stride, int nx, float *y,
+                                                            size_t y_stride) {
+    const int64_t nb = n / QK4_0, np = (nb + 1) / 2;
+    __m512i *xv = panel_buf;
+    __m512 *xd = (__m512 *)(xv + np * nx);
+    for (int r = 0; r < nx; r++) {
+        const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
+        for (int64_t k = 0; k < np; k++) {
+            const bool single = 2 * k + 1 == nb;
+            xv[k * nx + r] =
+                _mm512_xor_si512(q8_0_pair(bx + 2 * k, single), _mm512_set1_epi8((char)0x80));
+            xd[k * nx + r] = expand_pair(pair_scales(bx[2 * k].d, single ? 0 : bx[2 * k + 1].d));
+        }
+    }
+    int first[SMALL_NX], size[SMALL_NX];
+    const int nblk = small_blocks(nx, first, size);
+    for (int i = 0; i < nw;) {
+        const int mw = nw - i >= W32_SMALL_MW ? W32_SMALL_MW : 1;
+        const char *a = (const char *)w + i * w_stride;
+        for (int g = 0; g < nblk; g++) {
+            const __m512i *gv = xv + first[g];
+            const __m512 *gd = xd + first[g];
+            float *out = y + first[g] * y_stride + i;
+#define W32_SMALL_CASE(MX)                                                                         \
+    case MX:                                                                                       \
+        if (mw == W32_SMALL_MW)                                                                    \
+            w32_small_rows(q8, W32_SMALL_MW, MX, nb, a, w_stride, gv, gd, nx, out, y_stride);      \
+        else                                                                                       \
+            w32_small_rows(q8, 1, MX, nb, a, w_stride, gv, gd, nx, out, y_stride);                 \
+        break;
+            switch (size[g]) {
+                W32_SMALL_CASE(1)
+                W32_SMALL_CASE(2)
+                W32_SMALL_CASE(3)
+                W32_SMALL_CASE(4)
+                W32_SMALL_CASE(5)
+                W32_SMALL_CASE(6)
+                W32_SMALL_CASE(7)
+                W32_SMALL_CASE(8)
+            }
+#undef W32_SMALL_CASE
+        }
+        i += mw;
+    }
+}
+
 static inline __attribute__((always_inline)) void tile_w32(bool q8, int64_t n, const void *w,
                                                            size_t w_stride, int nw, const void *x,
                                                            size_t x_stride, int nx, float *y,
@@ -238,6 +378,10 @@ static inline __attribute__((always_inline)) void tile_w32(bool q8, int64_t n, c
     const int64_t nb = n / QK4_0, np = (nb + 1) / 2;
     if (nx == 1 && (size_t)np * GEMV_PAIR_BYTES <= PANEL_BUF_BYTES) {
         gemv_w32(q8, nb, w, w_stride, nw, x, y);
+        return;
+    }
+    if (nx <= SMALL_NX && (size_t)np * nx * W32_SMALL_BYTES <= PANEL_BUF_BYTES) {
+        w32_small(q8, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
     }
     if ((size_t)np * 128 > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
@@ -482,10 +626,97 @@ k_panel_row(int M, bool q6, int64_t nb, const struct kblk *pk, const block_q8_K 
     for (int i = 0; i < M; i++) out[i] = q6 ? hsum512(acc[i]) : hsum512(acc[i]) - hsum256(accm[i]);
 }
 
+/* Small batches: each weight row streamed once, each block unpacked once into registers and
+ * dotted against a register block of up to SMALL_MX q8_K x rows read where they are (the x side
+ * needs no preparation); per (row, x row) exactly dot_q4_K's / dot_q6_K's float steps. */
+static inline __attribute__((always_inline)) void k_small_row(bool q6, int MX, int64_t nb,
+                                                              const char *row,
+                                                              const block_q8_K *const *bx, float *y,
+                                                              size_t y_stride) {
+    __m512 acc[SMALL_MX];
+    __m256 accm[SMALL_MX];
+#pragma GCC unroll 8
+    for (int r = 0; r < SMALL_MX; r++) {
+        acc[r] = _mm512_setzero_ps();
+        accm[r] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        struct kblk p;
+        if (q6) {
+            const block_q6_K *a = (const block_q6_K *)row + b;
+            QUANT_PREFETCH(a);
+            QUANT_PREFETCH((const char *)a + 64);
+            QUANT_PREFETCH((const char *)a + 128);
+            QUANT_PREFETCH((const char *)a + 192);
+            k6_unpack(a, &p);
+        } else {
+            const block_q4_K *a = (const block_q4_K *)row + b;
+            QUANT_PREFETCH(a);
+            QUANT_PREFETCH((const char *)a + 64);
+            QUANT_PREFETCH((const char *)a + 128);
+            k4_unpack(a, &p);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < MX; r++) {
+            const block_q8_K *xb = bx[r] + b;
+            const __m512i sumi = k_sumi(&p, xb, q6);
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xb->d * p.d), _mm512_cvtepi32_ps(sumi), acc[r]);
+            if (!q6)
+                accm[r] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(xb->d * p.dmin),
+                                    _mm256_cvtepi32_ps(k_min_lanes(p.corr, xb->bsums)), accm[r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MX; r++)
+        y[r * y_stride] = q6 ? hsum512(acc[r]) : hsum512(acc[r]) - hsum256(accm[r]);
+}
+
+static inline __attribute__((always_inline)) void k_small(bool q6, int64_t n, const void *w,
+                                                          size_t w_stride, int nw, const void *x,
+                                                          size_t x_stride, int nx, float *y,
+                                                          size_t y_stride) {
+    const int64_t nb = n / QK_K;
+    int first[SMALL_NX], size[SMALL_NX];
+    const int nblk = small_blocks(nx, first, size);
+    for (int i = 0; i < nw; i++) {
+        const char *row = (const char *)w + i * w_stride;
+        for (int g = 0; g < nblk; g++) {
+            const block_q8_K *bx[SMALL_MX];
+            for (int r = 0; r < SMALL_MX; r++)
+                bx[r] = (const block_q8_K *)((const char *)x +
+                                             (first[g] + min_int(r, size[g] - 1)) * x_stride);
+            float *out = y + first[g] * y_stride + i;
+#define K_SMALL_CASE(MX)                                                                           \
+    case MX:                                                                                       \
+        if (q6)                                                                                    \
+            k_small_row(true, MX, nb, row, bx, out, y_stride);                                     \
+        else                                                                                       \
+            k_small_row(false, MX, nb, row, bx, out, y_stride);                                    \
+        break;
+            switch (size[g]) {
+                K_SMALL_CASE(1)
+                K_SMALL_CASE(2)
+                K_SMALL_CASE(3)
+                K_SMALL_CASE(4)
+                K_SMALL_CASE(5)
+                K_SMALL_CASE(6)
+                K_SMALL_CASE(7)
+                K_SMALL_CASE(8)
+            }
+#undef K_SMALL_CASE
+        }
+    }
+}
+
 static void tile_k(bool q6, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
                    size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK_K;
     const quant_dot_fn dot = q6 ? dot_q6_K : dot_q4_K;
+    if (nx > 1 && nx <= SMALL_NX) {
+        k_small(q6, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+        return;
+    }
     if (nx == 1 || (size_t)nb * sizeof(struct kblk) > PANEL_BUF_BYTES) {
         /* generation (unpacking would cost more than it saves), or rows too long to unpack */
         for (int r = 0; r < nx; r++)
@@ -654,6 +885,87 @@ static float scalar_bf16(const void *w, int64_t k) {
 #define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
 #define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks */
 
+/* Small batches: FLOAT_SMALL_MW weight rows side by side (converted on the fly, the next ones
+ * prefetched as gemv_* does) against up to FLOAT_SMALL_MX x rows, one accumulator per (row,
+ * x row) in registers; more x rows go in further register blocks over the same weight rows
+ * (then in L1/L2). Per (row, x row): the single dot's chain, hsum512, then its scalar tail. */
+#define FLOAT_SMALL_MW 4
+#define FLOAT_SMALL_MX 4
+
+static inline __attribute__((always_inline)) __m512 load_w16(enum dtype t, const char *row,
+                                                             int64_t k) {
+    return t == DTYPE_F32   ? load_f32x16((const float *)row + k)
+           : t == DTYPE_F16 ? load_f16x16((const uint16_t *)row + k)
+                            : load_bf16x16((const uint16_t *)row + k);
+}
+
+static inline __attribute__((always_inline)) void
+float_small_block(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_stride,
+                  const float *const *xr, float *y, size_t y_stride) {
+    const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
+    __m512 acc[FLOAT_SMALL_MW][FLOAT_SMALL_MX];
+#pragma GCC unroll 4
+    for (int i = 0; i < FLOAT_SMALL_MW; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < FLOAT_SMALL_MX; r++) acc[i][r] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 wv[FLOAT_SMALL_MW];
+#pragma GCC unroll 4
+        for (int i = 0; i < MW; i++) {
+            const char *row = w + i * w_stride;
+            if (t == DTYPE_F32 || (k & 31) == 0) /* one 64-byte line ahead per line read */
+                _mm_prefetch(row + k * (t == DTYPE_F32 ? 4 : 2) + MW * w_stride, _MM_HINT_T0);
+            wv[i] = load_w16(t, row, k);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < MX; r++) {
+            const __m512 xv = _mm512_loadu_ps(xr[r] + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < MW; i++) acc[i][r] = _mm512_fmadd_ps(wv[i], xv, acc[i][r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MW; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < MX; r++) {
+            float s = hsum512(acc[i][r]);
+            for (int64_t t2 = k; t2 < n; t2++) s += sc(w + i * w_stride, t2) * xr[r][t2];
+            y[r * y_stride + i] = s;
+        }
+}
+
+static inline __attribute__((always_inline)) void
+float_small(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+            size_t x_stride, int nx, float *y, size_t y_stride) {
+    for (int i = 0; i < nw;) {
+        const int mw = nw - i >= FLOAT_SMALL_MW ? FLOAT_SMALL_MW : 1;
+        const char *a = (const char *)w + i * w_stride;
+        for (int r0 = 0; r0 < nx; r0 += FLOAT_SMALL_MX) {
+            const int mx = min_int(FLOAT_SMALL_MX, nx - r0);
+            const float *xr[FLOAT_SMALL_MX];
+            for (int r = 0; r < FLOAT_SMALL_MX; r++)
+                xr[r] = (const float *)((const char *)x + (r0 + min_int(r, mx - 1)) * x_stride);
+            float *out = y + r0 * y_stride + i;
+#define FLOAT_SMALL_CASE(MX)                                                                       \
+    case MX:                                                                                       \
+        if (mw == FLOAT_SMALL_MW)                                                                  \
+            float_small_block(t, FLOAT_SMALL_MW, MX, n, a, w_stride, xr, out, y_stride);           \
+        else                                                                                       \
+            float_small_block(t, 1, MX, n, a, w_stride, xr, out, y_stride);                        \
+        break;
+            switch (mx) {
+                FLOAT_SMALL_CASE(1)
+                FLOAT_SMALL_CASE(2)
+                FLOAT_SMALL_CASE(3)
+                FLOAT_SMALL_CASE(4)
+            }
+#undef FLOAT_SMALL_CASE
+        }
+        i += mw;
+    }
+}
+
 static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
                        const void *x, size_t x_stride, int nx, float *y, size_t y_stride) {
     const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
@@ -665,6 +977,15 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
             gemv_f16(n, w, w_stride, nw, x, y);
         else
             gemv_bf16(n, w, w_stride, nw, x, y);
+        return;
+    }
+    if (nx <= SMALL_NX) {
+        if (t == DTYPE_F32)
+            float_small(DTYPE_F32, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+        else if (t == DTYPE_F16)
+            float_small(DTYPE_F16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+        else
+            float_small(DTYPE_BF16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
     }
     if (t != DTYPE_F32 && (size_t)n16 * sizeof(float) > PANEL_BUF_BYTES) { /* too long */
