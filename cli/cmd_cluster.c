@@ -23,6 +23,7 @@
 #include "cmd.h"
 #include "crypto.h"
 #include "opts.h"
+#include "status_file.h"
 
 #define CLUSTER_MAX_WORKERS 64
 
@@ -222,25 +223,6 @@ static void stop_all(struct cluster *cl) {
 }
 
 /* The value of the first "what VALUE" line of the coordinator's status file, or NULL. */
-static bool status_has(const char *path, const char *what, char *value, size_t cap) {
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    char line[600];
-    bool found = false;
-    size_t wl = strlen(what);
-    while (!found && fgets(line, sizeof line, f)) {
-        if (strncmp(line, what, wl) != 0 || (line[wl] != ' ' && line[wl] != '\n')) continue;
-        found = true;
-        if (value) {
-            const char *v = line[wl] == ' ' ? line + wl + 1 : "";
-            snprintf(value, cap, "%s", v);
-            value[strcspn(value, "\n")] = '\0';
-        }
-    }
-    fclose(f);
-    return found;
-}
-
 static int keygen(struct cluster *cl, const char *name, char *pub, size_t cap) {
     char dir[700];
     snprintf(dir, sizeof dir, "%s/%s", cl->dir, name);
@@ -520,7 +502,7 @@ int cmd_cluster(int argc, char **argv) {
     /* The coordinator fingerprints the model first (a first start on a big file takes a
      * while; the result is cached). */
     time_t t_listen = time(NULL), t_note = t_listen;
-    while (!status_has(status, "control", control, sizeof control)) {
+    while (!status_file_has(status, "control", control, sizeof control)) {
         if (stop_signal || !check_children(cl)) goto stop;
         if (time(NULL) - t_listen > c->ready_timeout_s) {
             fprintf(stderr, "error: the coordinator did not start listening within %d s\n",
@@ -545,8 +527,8 @@ int cmd_cluster(int argc, char **argv) {
         snprintf(cache, sizeof cache, "%s/%s", c->cache ? c->cache : cl->dir, name);
         snprintf(p->name, sizeof p->name, "worker %s", name);
         snprintf(p->log, sizeof p->log, "%s/%s.log", cl->dir, name);
-        const char *wargv[32];
-        char w_trace[700];
+        const char *wargv[34];
+        char w_trace[700], w_status[700];
         int m = 0;
         wargv[m++] = "caravan";
         wargv[m++] = "worker";
@@ -562,6 +544,10 @@ int cmd_cluster(int argc, char **argv) {
         wargv[m++] = a_threads;
         wargv[m++] = "--log-level";
         wargv[m++] = c->log_level;
+        snprintf(w_status, sizeof w_status, "%s/%s.status", cl->dir, name);
+        unlink(w_status);
+        wargv[m++] = "--status-file";
+        wargv[m++] = w_status;
         char a_delay[16];
         snprintf(a_delay, sizeof a_delay, "%d", c->compute_delay_ms);
         if (c->max_memory) {
@@ -592,6 +578,19 @@ int cmd_cluster(int argc, char **argv) {
             goto stop;
         }
         cl->n_workers++;
+        /* The next worker starts once this one has joined: each measures its speed at start
+         * (for the plan), and two probes on one machine at the same time slow each other
+         * unevenly; on a 2-core VM that gave one worker 14 layers and the other 8. */
+        time_t t_join = time(NULL);
+        while (i + 1 < c->workers && !status_file_has(w_status, "joined", NULL, 0)) {
+            if (stop_signal || !check_children(cl)) goto stop;
+            if (time(NULL) - t_join > c->ready_timeout_s) {
+                fprintf(stderr, "error: %s did not join within %d s; see %s\n", p->name,
+                        c->ready_timeout_s, p->log);
+                goto stop;
+            }
+            usleep(20 * 1000);
+        }
     }
 
     if (c->prompt) {
@@ -622,7 +621,7 @@ int cmd_cluster(int argc, char **argv) {
 
     /* Serving: wait for the pipeline, then until a signal. */
     time_t t0 = time(NULL), last_note = t0;
-    while (!status_has(status, "serving", NULL, 0)) {
+    while (!status_file_has(status, "serving", NULL, 0)) {
         if (stop_signal || !check_children(cl)) goto stop;
         if (time(NULL) - t0 > c->ready_timeout_s) {
             fprintf(stderr, "error: the model is not served after %d s; logs in %s\n",
@@ -639,7 +638,7 @@ int cmd_cluster(int argc, char **argv) {
         usleep(50 * 1000);
     }
     char url[600] = "";
-    status_has(status, "http", url, sizeof url);
+    status_file_has(status, "http", url, sizeof url);
     fprintf(stderr, "caravan cluster: serving %s with %d workers (%.1f s to start)\n", c->model,
             c->workers, difftime(time(NULL), t0));
     printf("%s\n", url);

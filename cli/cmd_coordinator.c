@@ -18,6 +18,7 @@
 #include "gguf.h"
 #include "log.h"
 #include "opts.h"
+#include "status_file.h"
 #include "plan.h"
 #include "quant.h"
 #include "sampler.h"
@@ -548,13 +549,7 @@ int cmd_coordinator(int argc, char **argv) {
         }
         LOG(LOG_INFO, "coordinator: OpenAI-compatible API at %s (chat format %s)", api_url(api),
             chat_format_name(acfg.chat_format));
-        if (cli.status_file) {
-            FILE *sf = fopen(cli.status_file, "a");
-            if (sf) {
-                fprintf(sf, "http %s\n", api_url(api));
-                fclose(sf);
-            }
-        }
+        status_file_append(cli.status_file, "http", api_url(api));
     }
     struct coordinator_net_config ncfg = {
         .listen = cli.listen,

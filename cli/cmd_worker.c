@@ -34,6 +34,7 @@ struct worker_cli {
     long long weight_rate_limit;
     const char *max_memory;
     int probe_ms;
+    const char *status_file;
     int insecure;
     int join_timeout_ms;
     int reconnect_max_ms;
@@ -75,6 +76,8 @@ static const struct opt worker_opts[] = {
      "default: MemAvailable at start); the coordinator plans within it"},
     {"probe-ms", 0, OPT_INT, F(probe_ms), "15", 1, 10000, "MS",
      "time the speed probe spends on each weight type (reported at join for the plan)"},
+    {"status-file", 0, OPT_STRING, F(status_file), NULL, 0, -1, "FILE",
+     "append 'joined NODE' here on each join (for launchers such as caravan cluster)"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
      "plaintext, unauthenticated transport (every node must agree; for trusted test networks)"},
     {"reconnect-max-ms", 0, OPT_INT, F(reconnect_max_ms), "0", 0, 86400000, "MS",
@@ -241,6 +244,7 @@ int cmd_worker(int argc, char **argv) {
         .drain_timeout_ms = cli.drain_timeout_ms,
         .coordinator_timeout_ms = cli.coordinator_timeout_ms,
         .run_ms = cli.run_ms,
+        .status_file = cli.status_file,
     };
     if (cli.trace) {
         wcfg.trace = trace_open(cli.trace, "worker", cli.name);

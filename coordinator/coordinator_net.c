@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include "log.h"
+#include "status_file.h"
 
 static volatile sig_atomic_t stop_requested, reload_requested;
 
@@ -126,18 +127,6 @@ static void on_monitor(struct net *n, void *mon, const char *what,
     }
 }
 
-/* One "WHAT VALUE" line appended to the status file (for launchers such as caravan cluster). */
-static void status_line(const char *path, const char *what, const char *value) {
-    if (!path) return;
-    FILE *f = fopen(path, "a");
-    if (!f) {
-        LOG(LOG_WARN, "coordinator: cannot append to the status file %s", path);
-        return;
-    }
-    fprintf(f, "%s%s%s\n", what, value[0] ? " " : "", value);
-    fclose(f);
-}
-
 int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
                         const struct coordinator_net_config *cfg) {
     struct net n = {.t = t, .trace = ccfg->trace};
@@ -165,7 +154,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
     if (!n.ctl) return 1;
     LOG(LOG_INFO, "coordinator: listening on %s (%s)", bound,
         transport_insecure(t) ? "plaintext, --insecure" : "CURVE");
-    status_line(cfg->status_file, "control", bound);
+    status_file_append(cfg->status_file, "control", bound);
     bool serving_noted = false;
     n.c = coordinator_new(ccfg);
     uint64_t start = transport_mono_ms();
@@ -202,7 +191,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         }
         if (!serving_noted && coordinator_state(n.c) == COORDINATOR_STATE_READY) {
             serving_noted = true;
-            status_line(cfg->status_file, "serving", "");
+            status_file_append(cfg->status_file, "serving", "");
         }
         transport_link_flush(t, &n.first);
         uint64_t now = transport_mono_ms();

@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "log.h"
+#include "status_file.h"
 
 static volatile sig_atomic_t stop_requested, term_requested;
 
@@ -97,6 +98,7 @@ struct net {
     uint64_t next_rejoin_ms, rejoin_backoff_ms;
     uint64_t drain_deadline_ms; /* SIGTERM: exit by then (0: not draining) */
     bool ever_joined;
+    bool joined_noted; /* this join is in the status file */
     struct hb_shared *hb;
     bool done;
     int exit_code;
@@ -295,6 +297,14 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         if (!n.done) {
             worker_on_tick(n.w, now, &acts);
             run_actions(&n, &acts);
+        }
+        if (worker_state(n.w) != WORKER_STATE_JOINING && !n.joined_noted) {
+            char node[16];
+            snprintf(node, sizeof node, "%u", worker_node_id(n.w));
+            status_file_append(cfg->status_file, "joined", node);
+            n.joined_noted = true;
+        } else if (worker_state(n.w) == WORKER_STATE_JOINING) {
+            n.joined_noted = false;
         }
         if (worker_state(n.w) != WORKER_STATE_JOINING) n.ever_joined = true;
         if (!n.done && !n.ever_joined && cfg->join_timeout_ms > 0 &&

@@ -21,6 +21,7 @@ struct worker_net_config {
                                     least the JoinAck's timeout) */
     int drain_timeout_ms;        /* SIGTERM: wait this long for the layers to move, then exit */
     int run_ms;                  /* stop after this long (tests); 0 = until a signal */
+    const char *status_file;     /* "joined NODE" appended at each join; NULL = none */
 };
 
 /* Runs until SIGINT, a Drain, or a fatal refusal. SIGTERM drains: the worker asks the
