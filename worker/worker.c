@@ -745,13 +745,14 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         int32_t tok =
             sampler_sample(w->sampler, &p, row, sm->recent, (int32_t)sm->n_recent, sm->draw);
         if (tok < 0 || tok >= n_vocab) return STATUS_FORMAT;
-        /* log-probability of the token under the raw logits */
+        /* log-probability of the token under the raw logits (float expf: a double exp over
+         * a 32000-token vocabulary cost 0.3 ms a token, most of the last stage's overhead) */
         float mx = row[0];
         for (int64_t i = 1; i < n_vocab; i++)
             if (row[i] > mx) mx = row[i];
-        double sum = 0;
-        for (int64_t i = 0; i < n_vocab; i++) sum += exp((double)(row[i] - mx));
-        double lp = (double)(row[tok] - mx) - log(sum);
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n_vocab; i++) sum += expf(row[i] - mx);
+        double lp = (double)(row[tok] - mx) - log((double)sum);
         tokens[k] = tok;
         logprobs[k] = lp > 0 ? 0.0f : (float)lp;
     }
