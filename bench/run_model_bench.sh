@@ -111,7 +111,7 @@ echo
 echo "| weights | file | pp$PP, $th1 thread | pp$PP, $th2 threads | tg$TG, $th1 thread | tg$TG, $th2 threads |"
 echo "|---|---|---|---|---|---|"
 for t in $TYPES; do
-    mb=$(awk -v s="$(stat -c %s "$DIR/$SHAPE-$t.gguf")" 'BEGIN { printf "%.0f MB", s / 1e6 }')
+    mb=$(awk -v s="$(stat -L -c %s "$DIR/$SHAPE-$t.gguf")" 'BEGIN { printf "%.0f MB", s / 1e6 }')
     echo "| $(label "$t") | $mb | $(col "$RESULTS" "$t" "$th1" pp) [$(lref "$t" "$th1" pp)] | $(col "$RESULTS" "$t" "$th2" pp) [$(lref "$t" "$th2" pp)] | $(col "$RESULTS" "$t" "$th1" tg) [$(lref "$t" "$th1" tg)] | $(col "$RESULTS" "$t" "$th2" tg) [$(lref "$t" "$th2" tg)] |"
 done
 if [ -s "$LRESULTS" ]; then
@@ -125,7 +125,7 @@ if [ -s "$LRESULTS" ]; then
     done
 fi
 echo
-echo "ratio caravan / llama.cpp (target: tg >= 0.9x, pp >= 0.7x):"
+echo "ratio caravan / llama.cpp (issue 9 targets: tg >= 1.0x, pp >= 0.9x):"
 echo
 echo "| weights | pp$PP, $th1 | pp$PP, $th2 | tg$TG, $th1 | tg$TG, $th2 |"
 echo "|---|---|---|---|---|"
