@@ -80,6 +80,12 @@ static void heap_build(struct cand *c, int64_t n) {
 int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float *logits,
                        const int32_t *recent, int32_t n_recent, uint64_t draw) {
     const int64_t nv = s->n_vocab;
+    if (p->temp <= 0.0f && (p->repeat_penalty == 1.0f || !recent || n_recent <= 0)) {
+        int64_t best = 0; /* greedy, nothing to penalise: the first largest logit */
+        for (int64_t i = 1; i < nv; i++)
+            if (logits[i] > logits[best]) best = i;
+        return (int32_t)best;
+    }
     struct cand *c = s->cands;
     for (int64_t i = 0; i < nv; i++) c[i] = (struct cand){(int32_t)i, logits[i]};
 

@@ -745,15 +745,16 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         int32_t tok =
             sampler_sample(w->sampler, &p, row, sm->recent, (int32_t)sm->n_recent, sm->draw);
         if (tok < 0 || tok >= n_vocab) return STATUS_FORMAT;
-        /* log-probability of the token under the raw logits (float expf: a double exp over
-         * a 32000-token vocabulary cost 0.3 ms a token, most of the last stage's overhead) */
+        tokens[k] = tok;
+        logprobs[k] = 0.0f;
+        if (!sm->return_logprob) continue;
+        /* log-probability of the token under the raw logits */
         float mx = row[0];
         for (int64_t i = 1; i < n_vocab; i++)
             if (row[i] > mx) mx = row[i];
         float sum = 0.0f;
         for (int64_t i = 0; i < n_vocab; i++) sum += expf(row[i] - mx);
         double lp = (double)(row[tok] - mx) - log((double)sum);
-        tokens[k] = tok;
         logprobs[k] = lp > 0 ? 0.0f : (float)lp;
     }
     return STATUS_OK;
@@ -846,8 +847,12 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
                 free(out.data);
                 return;
             }
-            r.n_token = r.n_logprob = k;
+            r.n_token = k;
             r.token = row_tok;
+            bool logprobs_wanted = false;
+            for (size_t j = 0; j < f->n_sampling; j++)
+                logprobs_wanted |= f->sampling[j]->return_logprob;
+            r.n_logprob = logprobs_wanted ? k : 0;
             r.logprob = row_lp;
             bool logits_wanted = false;
             for (size_t j = 0; j < f->n_sampling; j++)
