@@ -24,8 +24,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# --compute-delay-ms: stories260K answers 48 tokens in ~50 ms, which a busy browser may read in
+# one chunk; 10 ms per stage and token (~1.5 s for the answer) makes the streaming observable.
 "$bin/caravan" cluster --model "$model" --workers 3 --threads 1 --http 127.0.0.1:0 \
-  --max-seqs 4 --log-dir "$tmp/logs" >"$tmp/out" 2>"$tmp/err" &
+  --max-seqs 4 --compute-delay-ms 10 --log-dir "$tmp/logs" >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 600); do
   grep -q '^http://' "$tmp/out" && break
