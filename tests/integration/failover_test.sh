@@ -90,18 +90,21 @@ kill | stop | netcut)
     note "base run done"
     run_streams fault
     mid_generation
-    W=$(worker_pid w2)
-    [ -n "$W" ] || fail "no worker w2"
+    # workers join in order, so w1 is the first stage, w2 the middle, w3 the last: each case
+    # takes a different one (the first stage's loss makes its successor recompute all it keeps)
+    case "$CASE" in kill) V=w1 ;; stop) V=w2 ;; *) V=w3 ;; esac
+    W=$(worker_pid $V)
+    [ -n "$W" ] || fail "no worker $V"
     case "$CASE" in
-    kill) kill -9 "$W"; note "SIGKILL w2 ($W)" ;;
-    stop) kill -STOP "$W"; note "SIGSTOP w2 ($W)" ;;
+    kill) kill -9 "$W"; note "SIGKILL $V ($W)" ;;
+    stop) kill -STOP "$W"; note "SIGSTOP $V ($W)" ;;
     netcut)
         command -v iptables >/dev/null && [ "$(id -u)" = 0 ] || { echo "needs root and iptables: skipped"; exit 77; }
         # rules a killed earlier run could not remove (they carry this test's comment)
         iptables -S INPUT | grep -- "--comment caravan-failover-test" | sed 's/^-A /-D /' |
             while read -r r; do eval "iptables $r"; done
         ports=$(ss -tnpa 2>/dev/null | grep "pid=$W," | awk '{print $4}' | sed 's/.*://' | sort -u)
-        [ -n "$ports" ] || fail "no sockets of w2 found"
+        [ -n "$ports" ] || fail "no sockets of $V found"
         IPT_RULES=""
         for p in $ports; do
             for d in --sport --dport; do
@@ -110,7 +113,7 @@ kill | stop | netcut)
                 IPT_RULES="${IPT_RULES:+$IPT_RULES; }iptables -D INPUT -i lo -p tcp $d $p -m comment --comment caravan-failover-test -j DROP"
             done
         done
-        note "dropped w2's traffic (ports $(echo $ports))"
+        note "dropped $V's traffic (ports $(echo $ports))"
         ;;
     esac
     # a killed worker's connection closes (lost at once, or back first if restarted sooner);
@@ -122,13 +125,13 @@ kill | stop | netcut)
     if [ "$CASE" = stop ]; then
         wait_streams fault 180 # the cluster moved on without it
         kill -CONT "$W"
-        note "SIGCONT w2"
-        wait_for "$WORK/logs/coordinator.log" "is back" 20 || fail "w2 did not come back"
+        note "SIGCONT $V"
+        wait_for "$WORK/logs/coordinator.log" "is back" 20 || fail "$V did not come back"
     elif [ "$CASE" = netcut ]; then
         wait_streams fault 180
         eval "$IPT_RULES"
         IPT_RULES=""
-        note "w2's traffic flows again"
+        note "$V's traffic flows again"
     else
         wait_streams fault 180
     fi
