@@ -367,6 +367,16 @@ static int32_t recompute_layers(const struct worker_rec *w, int32_t a, int32_t b
     return (b - a) - (ke - kf);
 }
 
+/* The workers in their order with workers[fresh] moved to position pos. */
+static void order_with(const coordinator_t *c, int fresh, int pos, struct worker_rec *out) {
+    for (int i = 0, k = 0; i < c->n_workers; i++)
+        if (i != fresh) {
+            out[k + (k >= pos)] = c->workers[i];
+            k++;
+        }
+    out[pos] = c->workers[fresh];
+}
+
 /* A worker joining a serving cluster (new, or back after a restart) goes into the stage order
  * where the new plan makes the requests in flight recompute the fewest layers, among the
  * orders whose plan is as fast as the best within 5%: the others keep their order and, where
@@ -381,7 +391,7 @@ static void place_newcomer(coordinator_t *c, const struct planner_input *in) {
         fresh = i;
     }
     if (fresh < 0) return;
-    struct worker_rec order[COORDINATOR_MAX_WORKERS], best_order[COORDINATOR_MAX_WORKERS];
+    struct worker_rec order[COORDINATOR_MAX_WORKERS];
     struct planner_caps caps[COORDINATOR_MAX_WORKERS];
     struct plan_stage st[COORDINATOR_MAX_WORKERS];
     char kernels[32], *why = malloc(PLAN_ERR_LEN);
@@ -394,12 +404,7 @@ static void place_newcomer(coordinator_t *c, const struct planner_input *in) {
     int32_t costs[COORDINATOR_MAX_WORKERS];
     for (int pos = 0; pos < n; pos++) { /* the newcomer at pos, the others in their order */
         times[pos] = -1;
-        for (int i = 0, k = 0; i < n; i++)
-            if (i != fresh) {
-                order[k + (k >= pos)] = c->workers[i];
-                k++;
-            }
-        order[pos] = c->workers[fresh];
+        order_with(c, fresh, pos, order);
         for (int i = 0; i < n; i++) caps[i] = order[i].caps;
         if (planner_run(in, caps, n, st, kernels, sizeof kernels, why, PLAN_ERR_LEN) != STATUS_OK)
             continue;
@@ -420,13 +425,8 @@ static void place_newcomer(coordinator_t *c, const struct planner_input *in) {
             pick = pos;
     free(why);
     if (pick < 0) return;
-    for (int i = 0, k = 0; i < n; i++)
-        if (i != fresh) {
-            best_order[k + (k >= pick)] = c->workers[i];
-            k++;
-        }
-    best_order[pick] = c->workers[fresh];
-    memcpy(c->workers, best_order, sizeof *best_order * (size_t)n);
+    order_with(c, fresh, pick, order);
+    memcpy(c->workers, order, sizeof *order * (size_t)n);
     LOG(LOG_INFO,
         "coordinator: node %u (%s) goes in as stage %d of %d: the requests in flight recompute "
         "%d layers there (appended last: %d)",
@@ -651,7 +651,8 @@ static void lose_workers(coordinator_t *c, struct coordinator_actions *acts, uin
     uint64_t oldest_seen = now_ms;
     for (int i = 0; i < c->n_workers;) {
         struct worker_rec *w = &c->workers[i];
-        if (closed_fd > 0 && w->ctl_fd == closed_fd) {
+        const bool closed = closed_fd > 0 && w->ctl_fd == closed_fd;
+        if (closed) {
             LOG(LOG_ERROR,
                 "coordinator: node %u (%s) lost: its connection closed (layers [%d, %d), "
                 "last heard %llu ms ago)",
@@ -669,7 +670,6 @@ static void lose_workers(coordinator_t *c, struct coordinator_actions *acts, uin
         snprintf(cause + len, sizeof cause - len, "%snode %u (%s) lost", len ? ", " : "",
                  w->node_id, w->name);
         /* detection time: from the last word of a silent worker; a closed one is known now */
-        bool closed = closed_fd > 0 && w->ctl_fd == closed_fd;
         if (!closed && w->last_seen_ms < oldest_seen) oldest_seen = w->last_seen_ms;
         remove_worker(c, i, false);
     }

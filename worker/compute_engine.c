@@ -244,6 +244,7 @@ static enum status forward_keeping(struct compute_engine *e, const Caravan__Forw
     const bool need_log = ke < z || !last;
     const int32_t T = b->n_tokens;
     const int64_t E = model_config(m)->n_embd;
+    if (kf >= ke) return model_forward(m, b, out); /* nothing kept: every decode step */
     int32_t n_skip = 0;
     bool *skip = calloc((size_t)T, sizeof *skip);
     if (!skip) return STATUS_NOMEM;

@@ -849,14 +849,13 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
             }
             r.n_token = k;
             r.token = row_tok;
-            bool logprobs_wanted = false;
-            for (size_t j = 0; j < f->n_sampling; j++)
+            bool logprobs_wanted = false, logits_wanted = false;
+            for (size_t j = 0; j < f->n_sampling; j++) {
                 logprobs_wanted |= f->sampling[j]->return_logprob;
+                logits_wanted |= f->sampling[j]->return_logits;
+            }
             r.n_logprob = logprobs_wanted ? k : 0;
             r.logprob = row_lp;
-            bool logits_wanted = false;
-            for (size_t j = 0; j < f->n_sampling; j++)
-                logits_wanted |= f->sampling[j]->return_logits;
             if (!logits_wanted) r.logits = NULL;
         }
         r.n_hops = f->n_hops + 1;
