@@ -357,14 +357,25 @@ static void plan_failed(coordinator_t *c, struct coordinator_actions *acts, cons
     }
 }
 
-/* Layers a worker computes again for the requests in flight when its range goes from [p, q)
- * to [a, b): it keeps the KV cache of the layers both hold when b >= q (compute_engine.h), so
- * only the others; all of them otherwise, or when it holds no KV cache. */
-static int32_t recompute_layers(const struct worker_rec *w, int32_t a, int32_t b) {
-    int32_t p = w->layer_first, q = w->layer_end;
-    int32_t kf = a > p ? a : p, ke = b < q ? b : q;
-    if (w->kv_fresh || q <= p || kf >= ke || b < q) return b - a;
-    return (b - a) - (ke - kf);
+/* Layers the workers order[0..n) compute again for the requests in flight under the plan st
+ * (compute_engine.h): a worker whose range goes from [p, q) to [a, b) keeps the KV cache of
+ * the layers both hold when b >= q, or when b < q and the next stage's range reaches q (it
+ * then hands the layers [b, q) on, and the next stage computes none of them); all of them
+ * otherwise, or when it holds no KV cache. */
+static int32_t recompute_layers(const struct worker_rec *order, const struct plan_stage *st, int n,
+                                int32_t n_layers) {
+    int32_t cost = 0, handed_in = 0;
+    for (int i = 0; i < n; i++) {
+        const int32_t p = order[i].layer_first, q = order[i].layer_end;
+        const int32_t a = st[i].first, b = st[i].end;
+        const int32_t kf = a > p ? a : p, ke = b < q ? b : q;
+        const bool held = !order[i].kv_fresh && q > p && kf < ke;
+        const bool hands = held && b < q && q < n_layers && i + 1 < n && st[i + 1].end >= q;
+        const int32_t kept = held && (b >= q || hands) ? ke - kf : 0;
+        cost += (b - a) - kept - handed_in;
+        handed_in = hands ? q - b : 0;
+    }
+    return cost;
 }
 
 /* The workers in their order with workers[fresh] moved to position pos. */
@@ -409,13 +420,10 @@ static void place_newcomer(coordinator_t *c, const struct planner_input *in) {
         if (planner_run(in, caps, n, st, kernels, sizeof kernels, why, PLAN_ERR_LEN) != STATUS_OK)
             continue;
         double t = 0;
-        int32_t cost = 0;
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n; i++)
             if (st[i].time > t) t = st[i].time;
-            cost += recompute_layers(&order[i], st[i].first, st[i].end);
-        }
         times[pos] = t;
-        costs[pos] = cost;
+        costs[pos] = recompute_layers(order, st, n, c->n_layers);
         if (best_time == 0 || t < best_time) best_time = t;
     }
     int pick = -1;

@@ -726,6 +726,45 @@ enum status model_kv_restore(model_t *m, const struct model_kv_saved *s) {
     return STATUS_OK;
 }
 
+bool model_kv_saved_row(const struct model_kv_saved *s, int32_t l0, int32_t l1, int32_t seq,
+                        int32_t pos, float *dst) {
+    if (!s || l0 < s->l0 || l1 > s->l1 || l0 > l1 || seq < 0 || seq >= s->n_seq || pos < 0 ||
+        pos >= s->len[seq])
+        return false;
+    const size_t kv_dim = (size_t)s->kv_dim;
+    size_t per_layer = 0, before = 0; /* floats of one layer; of the slots before seq */
+    for (int32_t q = 0; q < s->n_seq; q++) {
+        per_layer += (size_t)s->len[q] * kv_dim;
+        if (q < seq) before += (size_t)s->len[q] * kv_dim;
+    }
+    for (int32_t l = l0; l < l1; l++) {
+        size_t at = (size_t)(l - s->l0) * per_layer + before + (size_t)pos * kv_dim;
+        memcpy(dst, s->k + at, kv_dim * sizeof(float));
+        memcpy(dst + kv_dim, s->v + at, kv_dim * sizeof(float));
+        dst += 2 * kv_dim;
+    }
+    return true;
+}
+
+enum status model_kv_put(model_t *m, int32_t l0, int32_t l1, int32_t seq, int32_t pos,
+                         const float *src) {
+    if (l0 < m->layer_first || l1 > m->layer_end || l0 > l1 || seq < 0 || seq >= m->n_seq ||
+        pos < 0 || pos >= m->n_ctx)
+        return STATUS_FORMAT;
+    const size_t kv_dim = (size_t)(m->cfg.n_kv_heads * m->cfg.head_dim);
+    for (int32_t l = l0; l < l1; l++) {
+        size_t at = (((size_t)(l - m->layer_first) * (size_t)m->n_seq + (size_t)seq) *
+                         (size_t)m->n_ctx +
+                     (size_t)pos) *
+                    kv_dim;
+        memcpy(m->k_cache + at, src, kv_dim * sizeof(float));
+        memcpy(m->v_cache + at, src + kv_dim, kv_dim * sizeof(float));
+        src += 2 * kv_dim;
+    }
+    if (pos + 1 > m->seq_len[seq]) m->seq_len[seq] = pos + 1;
+    return STATUS_OK;
+}
+
 size_t model_kv_saved_bytes(const struct model_kv_saved *s) {
     return s ? 2 * s->floats * sizeof(float) : 0;
 }

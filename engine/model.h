@@ -137,6 +137,15 @@ struct model_kv_saved *model_kv_save(const model_t *m, int32_t l0, int32_t l1);
 CARAVAN_NODISCARD enum status model_kv_restore(model_t *m, const struct model_kv_saved *s);
 size_t model_kv_saved_bytes(const struct model_kv_saved *s);
 void model_kv_saved_free(struct model_kv_saved **s_p);
+/* One position's KV, to hand a row's cache to another slice: model_kv_saved_row copies what s
+ * holds of slot seq, position pos, for layers [l0, l1) into dst (per layer n_kv_heads x
+ * head_dim floats of K, then as many of V) and is false when s does not hold it;
+ * model_kv_put writes that layout into m's cache (layers within the slice, slot and position
+ * within the cache: else STATUS_FORMAT) and counts the position as written. */
+CARAVAN_NODISCARD bool model_kv_saved_row(const struct model_kv_saved *s, int32_t l0, int32_t l1,
+                                          int32_t seq, int32_t pos, float *dst);
+CARAVAN_NODISCARD enum status model_kv_put(model_t *m, int32_t l0, int32_t l1, int32_t seq,
+                                           int32_t pos, const float *src);
 
 /* Forgets a sequence's KV cache so the slot can take a new sequence. */
 void model_seq_reset(model_t *m, int32_t seq);

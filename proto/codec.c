@@ -644,6 +644,21 @@ static enum status check_forward(const struct vctx *v, const Caravan__Forward *f
         if (f->kv_slot[i] < 0 || f->pos[i] < 0)
             return VFAIL(v, STATUS_FORMAT, "forward: token %lld has kv_slot %d pos %d",
                          (long long)i, (int)f->kv_slot[i], (int)f->pos[i]);
+    VCHECK(check_count(v, "forward.enter_layer", f->n_enter_layer, f->enter_layer));
+    VCHECK(check_len(v, "forward.enter_layer", f->n_enter_layer, n, true));
+    if (f->n_enter_layer > 0 && !f->hidden)
+        return VFAIL(v, STATUS_FORMAT, "forward: enter_layer without hidden states");
+    for (size_t i = 0; i < f->n_enter_layer; i++)
+        if (f->enter_layer[i] < f->layer)
+            return VFAIL(v, STATUS_FORMAT, "forward.enter_layer[%zu]: %d below layer %d", i,
+                         (int)f->enter_layer[i], (int)f->layer);
+    if (f->kv) {
+        if (f->n_enter_layer == 0)
+            return VFAIL(v, STATUS_FORMAT, "forward: kv without enter_layer");
+        VCHECK(check_tensor(v, "forward.kv", f->kv, 1, -1));
+        if (f->kv->dtype != CARAVAN__DTYPE__DTYPE_F32)
+            return VFAIL(v, STATUS_FORMAT, "forward.kv: dtype %d, want F32", (int)f->kv->dtype);
+    }
     VCHECK(check_count(v, "forward.sampling", f->n_sampling, f->sampling));
     for (size_t i = 0; i < f->n_sampling; i++) {
         if (!f->sampling[i]) return VFAIL(v, STATUS_FORMAT, "forward.sampling[%zu]: missing", i);

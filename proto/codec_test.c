@@ -740,6 +740,41 @@ static void mut_both_inputs(struct fixture *fx) {
     fx->forward.n_token = FX_TOKENS;
     fx->forward.token = fx->token;
 }
+static int32_t fx_enter[FX_TOKENS];
+static float fx_kv[8];
+static int64_t fx_kv_shape[1] = {8};
+static Caravan__Tensor fx_kv_tensor;
+/* Rows 0 and 2 enter at the Forward's layer 12, row 1 at 14 (with 8 floats of KV). */
+static void fx_handed(struct fixture *fx) {
+    fx_enter[0] = fx_enter[2] = 12;
+    fx_enter[1] = 14;
+    fx->forward.n_enter_layer = FX_TOKENS;
+    fx->forward.enter_layer = fx_enter;
+    caravan__tensor__init(&fx_kv_tensor);
+    fx_kv_tensor.dtype = CARAVAN__DTYPE__DTYPE_F32;
+    fx_kv_tensor.n_shape = 1;
+    fx_kv_tensor.shape = fx_kv_shape;
+    fx_kv_tensor.data.len = sizeof fx_kv;
+    fx_kv_tensor.data.data = (uint8_t *)fx_kv;
+    fx->forward.kv = &fx_kv_tensor;
+}
+static void mut_enter_below_layer(struct fixture *fx) {
+    fx_handed(fx);
+    fx_enter[2] = 11;
+}
+static void mut_enter_count(struct fixture *fx) {
+    fx_handed(fx);
+    fx->forward.n_enter_layer = FX_TOKENS - 1;
+}
+static void mut_kv_alone(struct fixture *fx) {
+    fx_handed(fx);
+    fx->forward.n_enter_layer = 0;
+}
+static void mut_kv_not_f32(struct fixture *fx) {
+    fx_handed(fx);
+    fx_kv_tensor.dtype = CARAVAN__DTYPE__DTYPE_F16;
+    fx_kv_tensor.data.len = sizeof fx_kv / 2;
+}
 static void mut_no_input(struct fixture *fx) {
     fx->forward.n_token = 0;
 }
@@ -895,6 +930,11 @@ static const struct bad_case bad_cases[] = {
     {"zero tokens", FX_FORWARD_TOKENS, mut_zero_tokens, STATUS_FORMAT, "n_tokens"},
     {"tokens and hidden", FX_FORWARD_HIDDEN, mut_both_inputs, STATUS_FORMAT, "both"},
     {"neither tokens nor hidden", FX_FORWARD_TOKENS, mut_no_input, STATUS_FORMAT, "neither"},
+    {"enter_layer below layer", FX_FORWARD_HIDDEN, mut_enter_below_layer, STATUS_FORMAT,
+     "enter_layer[2]"},
+    {"enter_layer count", FX_FORWARD_HIDDEN, mut_enter_count, STATUS_FORMAT, "enter_layer"},
+    {"kv without enter_layer", FX_FORWARD_HIDDEN, mut_kv_alone, STATUS_FORMAT, "kv without"},
+    {"kv not f32", FX_FORWARD_HIDDEN, mut_kv_not_f32, STATUS_FORMAT, "forward.kv"},
     {"negative position", FX_FORWARD_TOKENS, mut_neg_pos, STATUS_FORMAT, "pos"},
     {"negative token", FX_FORWARD_TOKENS, mut_neg_token, STATUS_FORMAT, "token"},
     {"NaN temperature", FX_FORWARD_TOKENS, mut_nan_temp, STATUS_FORMAT, "temperature"},
@@ -941,6 +981,9 @@ static void test_catalog(void) {
         const struct bad_case *c = &bad_cases[i];
         expect_refused(c->name, c->kind, c->mut, NULL, c->want, c->needle);
     }
+    /* what the mutations above spoil is itself accepted */
+    expect_refused("rows handed on with their KV", FX_FORWARD_HIDDEN, fx_handed, NULL, STATUS_OK,
+                   NULL);
 }
 
 /* Limits that only a custom codec_limits reaches. */

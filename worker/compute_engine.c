@@ -12,9 +12,28 @@
 
 /* ---- keeping the KV cache across a re-plan ------------------------------------------------ */
 
+/* Most KV bytes handed on in one Forward: well inside the codec's 64 MiB message limit. */
+#define COMPUTE_HAND_MAX_BYTES ((size_t)16 << 20)
+
+/* Forgets what a re-plan left to hand on. */
+static void hand_free(struct compute_engine *e) {
+    model_kv_saved_free(&e->hand);
+    for (int32_t s = 0; s < e->n_slots && e->hand_log; s++) {
+        free(e->hand_log[s]);
+        e->hand_log[s] = NULL;
+        e->hand_len[s] = 0;
+    }
+    e->hand_first = e->hand_end = 0;
+}
+
 static void slots_free(struct compute_engine *e) {
+    hand_free(e);
     for (int32_t s = 0; s < e->n_slots && e->out_log; s++) free(e->out_log[s]);
     free(e->out_log);
+    free(e->hand_log);
+    free(e->hand_len);
+    e->hand_log = NULL;
+    e->hand_len = NULL;
     free(e->slot_seq);
     free(e->slot_len);
     free(e->keep_seq);
@@ -40,8 +59,10 @@ static enum status slots_init(struct compute_engine *e, int32_t n) {
     e->keep_len = calloc(k, sizeof *e->keep_len);
     e->log_len = calloc(k, sizeof *e->log_len);
     e->log_cap = calloc(k, sizeof *e->log_cap);
+    e->hand_log = calloc(k, sizeof *e->hand_log);
+    e->hand_len = calloc(k, sizeof *e->hand_len);
     if (!e->out_log || !e->slot_seq || !e->keep_seq || !e->slot_len || !e->keep_len ||
-        !e->log_len || !e->log_cap) {
+        !e->log_len || !e->log_cap || !e->hand_log || !e->hand_len) {
         slots_free(e);
         return STATUS_NOMEM;
     }
@@ -51,14 +72,17 @@ static enum status slots_init(struct compute_engine *e, int32_t n) {
 
 static void slot_forget(struct compute_engine *e, int32_t s) {
     e->slot_seq[s] = e->keep_seq[s] = 0;
-    e->slot_len[s] = e->keep_len[s] = e->log_len[s] = 0;
+    e->slot_len[s] = e->keep_len[s] = e->log_len[s] = e->hand_len[s] = 0;
+    free(e->hand_log[s]);
+    e->hand_log[s] = NULL;
 }
 
 /* After a forward: which positions of which sequence each slot has computed, and (not on the
  * last slice) the hidden states it sent on. A row that starts a new sequence in a slot resets
  * it; a row re-processing an earlier position cuts the slot back to it. */
-static void note_rows(struct compute_engine *e, const Caravan__Forward *in, const float *out,
-                      int64_t n_embd, bool last) {
+static void note_rows(struct compute_engine *e, const Caravan__Forward *in,
+                      const struct worker_tensor *o, int64_t n_embd, bool last, int32_t z) {
+    const float *out = (const float *)o->data;
     for (int32_t i = 0; i < in->n_tokens; i++) {
         int32_t s = in->kv_slot[i], p = in->pos[i];
         uint64_t id = i < (int32_t)in->n_seq_id ? in->seq_id[i] : 0;
@@ -67,7 +91,16 @@ static void note_rows(struct compute_engine *e, const Caravan__Forward *in, cons
             e->slot_len[s] = e->log_len[s] = 0;
         }
         if (p <= e->slot_len[s]) e->slot_len[s] = p + 1;
+        if (e->hand_log[s] && e->slot_len[s] >= e->hand_len[s]) { /* handed on up to there */
+            free(e->hand_log[s]);
+            e->hand_log[s] = NULL;
+            e->hand_len[s] = 0;
+        }
         if (last || p > e->log_len[s]) continue;
+        if (o->enter && o->enter[i] != z) { /* handed on: not a hidden state leaving z */
+            e->log_len[s] = p;
+            continue;
+        }
         if (p >= e->log_cap[s]) {
             int32_t cap = e->log_cap[s] ? e->log_cap[s] : 64;
             while (cap <= p) cap *= 2;
@@ -86,22 +119,31 @@ static void note_rows(struct compute_engine *e, const Caravan__Forward *in, cons
 }
 
 /* A re-plan from [p, q) to [a, b): the layers both hold keep their KV when b >= q (the layers
- * above q, if any, then start from the hidden states logged at q). Records what is kept per
- * slot and clears every slot's progress (nothing has been through the new range yet). Returns
- * the kept range in *kf, *ke (equal: nothing). */
+ * above q, if any, then start from the hidden states logged at q), or when b < q and `hand`
+ * (the layers [b, q) and the log at q are then handed on: the log moves to hand_log). Records
+ * what is kept per slot and clears every slot's progress (nothing has been through the new
+ * range yet). Returns the kept range in *kf, *ke (equal: nothing). */
 static void plan_keep(struct compute_engine *e, int32_t p, int32_t q, int32_t a, int32_t b,
-                      int32_t *kf, int32_t *ke) {
+                      bool hand, int32_t *kf, int32_t *ke) {
     *kf = a > p ? a : p;
     *ke = b < q ? b : q;
-    if (*kf >= *ke || b < q) *kf = *ke = 0;
+    if (*kf >= *ke || (b < q && !hand)) *kf = *ke = 0;
+    hand = hand && *kf < *ke;
     e->keep_first = *kf;
     e->keep_end = *ke;
     for (int32_t s = 0; s < e->n_slots; s++) {
         e->keep_seq[s] = e->slot_seq[s];
         e->keep_len[s] = *kf < *ke ? e->slot_len[s] : 0;
         e->slot_len[s] = 0;
+        if (hand) { /* the log at q goes on with the rows; a new one starts at b */
+            free(e->hand_log[s]);
+            e->hand_log[s] = e->out_log[s];
+            e->hand_len[s] = e->log_len[s] < e->keep_len[s] ? e->log_len[s] : e->keep_len[s];
+            e->out_log[s] = NULL;
+            e->log_cap[s] = 0;
+        }
         /* log entries from here on are at the old boundary q until rows overwrite them */
-        if (*kf >= *ke) e->log_len[s] = 0;
+        if (*kf >= *ke || hand) e->log_len[s] = 0;
     }
 }
 
@@ -111,7 +153,11 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     if (e->rows_skipped)
         LOG(LOG_INFO, "worker: %llu re-processed rows skipped the kept layers under the last plan",
             (unsigned long long)e->rows_skipped);
-    e->rows_skipped = 0;
+    if (e->rows_handed || e->rows_taken)
+        LOG(LOG_INFO, "worker: %llu rows handed on with their KV, %llu taken with theirs, under "
+            "the last plan", (unsigned long long)e->rows_handed, (unsigned long long)e->rows_taken);
+    e->rows_skipped = e->rows_handed = e->rows_taken = 0;
+    hand_free(e);
     if (e->model && path && strcmp(path, e->loaded_path) == 0 &&
         slice->layer_first == e->loaded_first && slice->layer_end == e->loaded_end &&
         slice->n_ctx == e->loaded_ctx && slice->n_seq == e->loaded_seq &&
@@ -119,7 +165,8 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
         /* A re-plan that leaves this worker its layers: keep them and their KV cache (the
          * coordinator re-sends every sequence's tokens; rows already computed skip them). */
         int32_t kf, ke;
-        plan_keep(e, e->loaded_first, e->loaded_end, e->loaded_first, e->loaded_end, &kf, &ke);
+        plan_keep(e, e->loaded_first, e->loaded_end, e->loaded_first, e->loaded_end, false, &kf,
+                  &ke);
         LOG(LOG_INFO, "worker: layers [%d, %d) already loaded; their KV cache kept",
             slice->layer_first, slice->layer_end);
         return STATUS_OK;
@@ -130,14 +177,33 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     int32_t kf = 0, ke = 0;
     if (e->model && !e->identity && e->n_slots == slice->n_seq && slice->n_ctx == e->loaded_ctx &&
         strcmp(slice->kernels, e->loaded_kernels) == 0) {
-        plan_keep(e, e->loaded_first, e->loaded_end, slice->layer_first, slice->layer_end, &kf,
-                  &ke);
+        const int32_t q = e->loaded_end, a = slice->layer_first, b = slice->layer_end;
+        /* The next stage takes [b, q) over when its new range reaches q (not from the last
+         * slice: it logs no hidden states). */
+        bool hand = b < q && q < slice->n_layers && slice->next_end >= q;
+        plan_keep(e, e->loaded_first, q, a, b, hand, &kf, &ke);
+        hand = hand && kf < ke;
         if (kf < ke && !(kept = model_kv_save(e->model, kf, ke))) {
             LOG(LOG_WARN, "worker: no memory to keep the KV cache of layers [%d, %d)", kf, ke);
-            plan_keep(e, 0, 0, slice->layer_first, slice->layer_end, &kf, &ke);
+            hand_free(e);
+            plan_keep(e, 0, 0, a, b, false, &kf, &ke);
+            hand = false;
+        }
+        if (hand && !(e->hand = model_kv_save(e->model, b, q))) {
+            LOG(LOG_WARN, "worker: no memory to hand on the KV cache of layers [%d, %d)", b, q);
+            model_kv_saved_free(&kept);
+            hand_free(e);
+            plan_keep(e, 0, 0, a, b, false, &kf, &ke);
+        } else if (hand) {
+            e->hand_first = b;
+            e->hand_end = q;
+            LOG(LOG_INFO,
+                "worker: the next stage takes layers [%d, %d) over: their KV cache (%.1f MiB) and "
+                "the hidden states entering layer %d go on with the re-sent rows",
+                b, q, (double)model_kv_saved_bytes(e->hand) / (1 << 20), q);
         }
     } else if (e->n_slots) {
-        plan_keep(e, 0, 0, slice->layer_first, slice->layer_end, &kf, &ke);
+        plan_keep(e, 0, 0, slice->layer_first, slice->layer_end, false, &kf, &ke);
     }
     model_free(&e->model);
     e->loaded_path[0] = '\0';
@@ -167,7 +233,8 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     if (rc == STATUS_OK) rc = slots_init(e, model_n_seq(e->model));
     if (rc == STATUS_OK && kept && model_kv_restore(e->model, kept) != STATUS_OK) {
         LOG(LOG_WARN, "worker: the kept KV cache does not fit the new slice; recomputing");
-        plan_keep(e, 0, 0, slice->layer_first, slice->layer_end, &kf, &ke);
+        hand_free(e);
+        plan_keep(e, 0, 0, slice->layer_first, slice->layer_end, false, &kf, &ke);
     } else if (kept) {
         LOG(LOG_INFO, "worker: kept the KV cache of layers [%d, %d) (%.1f MiB)", kf, ke,
             (double)model_kv_saved_bytes(kept) / (1 << 20));
@@ -196,15 +263,19 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
 }
 
 /* Row i skips the kept layers: its sequence's position was computed here before the re-plan
- * and not yet since, it is not a wanted row, and the hidden states above the kept layers are
- * in the log (unless the kept layers end the model). */
+ * and not yet since, it is not a wanted row, and what goes on after the kept layers is at
+ * hand: the hidden states logged above them, or the row is handed on with its KV (unless the
+ * kept layers end the model). */
 static bool row_skips(const struct compute_engine *e, const Caravan__Forward *in,
-                      const struct model_batch *b, int32_t i, bool need_log) {
+                      const struct model_batch *b, int32_t i, int32_t z, bool last) {
     int32_t s = in->kv_slot[i], p = in->pos[i];
     if (e->keep_first >= e->keep_end || !b->want || b->want[i] || i >= (int32_t)in->n_seq_id)
         return false;
-    return e->keep_seq[s] == in->seq_id[i] && p >= e->slot_len[s] && p < e->keep_len[s] &&
-           (!need_log || p < e->log_len[s]);
+    if (e->keep_seq[s] != in->seq_id[i] || p < e->slot_len[s] || p >= e->keep_len[s])
+        return false;
+    if (e->keep_end < z || (!last && e->hand_first >= e->hand_end)) return p < e->log_len[s];
+    if (!last) return e->hand_log[s] && p < e->hand_len[s];
+    return true;
 }
 
 /* One sub-batch: rows idx[0..n) of b. */
@@ -214,105 +285,181 @@ struct sub {
     float *hidden;
 };
 
+/* Rows idx[0..n) of b, with their hidden states from `hidden` (NULL: token ids). */
 static void sub_fill(struct sub *u, const struct model_batch *b, const int32_t *idx, int32_t n,
                      const float *hidden, int64_t E, struct model_batch *out) {
     for (int32_t k = 0; k < n; k++) {
         int32_t i = idx[k];
-        if (b->tokens) u->tok[k] = b->tokens[i];
+        if (!hidden) u->tok[k] = b->tokens[i];
         u->pos[k] = b->pos[i];
         u->seq[k] = b->seq[i];
         u->want[k] = b->want ? b->want[i] : 1;
         if (hidden) memcpy(u->hidden + (size_t)k * E, hidden + (size_t)i * E, sizeof(float) * E);
     }
     *out = (struct model_batch){.n_tokens = n,
-                                .tokens = b->tokens ? u->tok : NULL,
+                                .tokens = hidden ? NULL : u->tok,
                                 .hidden = hidden ? u->hidden : NULL,
                                 .pos = u->pos,
                                 .seq = u->seq,
                                 .want = u->want};
 }
 
-/* model_forward, except that rows which skip (row_skips) run only the layers outside the kept
- * range: [a, kf) from the input, then (every other row through [kf, ke)) [ke, b) from the log
- * at ke, whose rows are also the output when ke is the slice's end. */
+static int cmp_i32(const void *x, const void *y) {
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* model_forward when rows need not run every layer: rows that skip (row_skips) leave out the
+ * kept layers [kf, ke) and go on above them from the log at ke, or are sent on from the log at
+ * the old end with their KV (handing on); rows that came with their KV (enter[i] above the
+ * slice's first layer) start at enter[i]. The slice runs in segments between those layers,
+ * each over the rows it concerns; the last one gives the output (the logits of the wanted
+ * rows on the last slice). out->data holds model_n_out floats per output row. */
 static enum status forward_keeping(struct compute_engine *e, const Caravan__Forward *in,
-                                   const struct model_batch *b, float *out) {
+                                   const struct model_batch *b, const int32_t *enter,
+                                   struct worker_tensor *out) {
     model_t *m = e->model;
     const int32_t a = model_layer_first(m), z = model_layer_end(m);
     const int32_t kf = e->keep_first, ke = e->keep_end;
+    const int32_t n_layers = model_config(m)->n_layers;
     const bool last = model_is_last(m);
-    const bool need_log = ke < z || !last;
     const int32_t T = b->n_tokens;
     const int64_t E = model_config(m)->n_embd;
-    if (kf >= ke) return model_forward(m, b, out); /* nothing kept: every decode step */
-    int32_t n_skip = 0;
-    bool *skip = calloc((size_t)T, sizeof *skip);
-    if (!skip) return STATUS_NOMEM;
-    for (int32_t i = 0; i < T; i++) n_skip += (skip[i] = row_skips(e, in, b, i, need_log));
-    if (n_skip == 0) {
-        free(skip);
-        return model_forward(m, b, out);
-    }
+    float *res = (float *)out->data;
+    if (kf >= ke && !enter) return model_forward(m, b, res); /* every ordinary decode step */
     enum status rc = STATUS_NOMEM;
-    const int64_t n_out2 = ke == model_config(m)->n_layers ? model_config(m)->n_vocab : E;
+    int32_t *start = malloc(sizeof(int32_t) * (size_t)T), *idx = malloc(sizeof(int32_t) * (size_t)T);
+    int32_t *bounds = malloc(sizeof(int32_t) * ((size_t)T + 4));
+    bool *skip = calloc((size_t)T, sizeof *skip);
     struct sub u = {malloc(sizeof(int32_t) * (size_t)T), malloc(sizeof(int32_t) * (size_t)T),
                     malloc(sizeof(int32_t) * (size_t)T), malloc((size_t)T),
                     malloc(sizeof(float) * (size_t)T * (size_t)E)};
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)T);
-    float *cur = malloc(sizeof(float) * (size_t)T * (size_t)E);      /* entering layer kf */
-    float *mid = malloc(sizeof(float) * (size_t)T * (size_t)n_out2); /* leaving ke - 1 */
-    if (!u.tok || !u.pos || !u.seq || !u.want || !u.hidden || !idx || !cur || !mid) goto done;
-    struct model_batch sb;
-    /* 1. every row through the new layers below the kept ones */
-    const float *at_kf = b->hidden; /* NULL when kf == 0: token ids */
-    if (a < kf) {
-        if ((rc = model_forward_layers(m, b, a, kf, cur)) != STATUS_OK) goto done;
-        at_kf = cur;
+    float *cur = malloc(sizeof(float) * (size_t)T * (size_t)E); /* each row's hidden state */
+    float *tmp = malloc(sizeof(float) * (size_t)T * (size_t)E);
+    if (!start || !idx || !bounds || !skip || !u.tok || !u.pos || !u.seq || !u.want ||
+        !u.hidden || !cur || !tmp)
+        goto done;
+    int32_t n_skip = 0, n_taken = 0, nb = 0;
+    for (int32_t i = 0; i < T; i++) {
+        start[i] = enter ? enter[i] : a;
+        n_taken += start[i] > a;
+        /* a row that came past the kept layers' start runs everything from there */
+        n_skip += (skip[i] = start[i] <= kf && row_skips(e, in, b, i, z, last));
     }
-    /* 2. the other rows through the kept layers */
-    int32_t n_norm = 0;
+    if (!last && e->hand_first < e->hand_end && ke == z) {
+        /* Handed KV is capped per Forward (the codec's message limit): rows past the cap run
+         * the kept layers here and go on as usual. */
+        const size_t row_bytes = sizeof(float) * 2 * (size_t)model_config(m)->n_kv_heads *
+                                 (size_t)model_config(m)->head_dim *
+                                 (size_t)(e->hand_end - e->hand_first);
+        size_t bytes = 0;
+        for (int32_t i = 0; i < T; i++)
+            if (skip[i] && (bytes += row_bytes) > COMPUTE_HAND_MAX_BYTES) {
+                skip[i] = false;
+                n_skip--;
+            }
+    }
+    if (n_skip == 0 && n_taken == 0) {
+        rc = model_forward(m, b, res);
+        goto done;
+    }
+    /* the segments: between the slice's ends, the kept range's and where rows start */
+    bounds[nb++] = a;
+    bounds[nb++] = z;
+    if (kf < ke) {
+        bounds[nb++] = kf;
+        bounds[nb++] = ke;
+    }
     for (int32_t i = 0; i < T; i++)
-        if (!skip[i]) idx[n_norm++] = i;
-    if (n_norm > 0) {
-        sub_fill(&u, b, idx, n_norm, at_kf, E, &sb);
-        if ((rc = model_forward_layers(m, &sb, kf, ke, mid)) != STATUS_OK) goto done;
-    }
-    /* the hidden states leaving layer ke - 1, all rows: computed or logged */
-    if (ke < z || !last) {
-        float *dst = ke < z ? cur : out;
-        for (int32_t i = 0, k = 0; i < T; i++) {
-            const float *row = skip[i] ? e->out_log[in->kv_slot[i]] + (size_t)in->pos[i] * (size_t)E
-                                       : mid + (size_t)k++ * (size_t)E;
-            memmove(dst + (size_t)i * E, row, sizeof(float) * (size_t)E);
+        if (start[i] > a) bounds[nb++] = start[i];
+    qsort(bounds, (size_t)nb, sizeof *bounds, cmp_i32);
+    if (a > 0) memcpy(cur, b->hidden, sizeof(float) * (size_t)T * (size_t)E);
+    for (int32_t k = 0; k + 1 < nb; k++) {
+        const int32_t l0 = bounds[k], l1 = bounds[k + 1];
+        if (l0 == l1) continue;
+        if (l0 == ke && ke < z) /* skipping rows go on from the hidden states logged at ke */
+            for (int32_t i = 0; i < T; i++)
+                if (skip[i])
+                    memcpy(cur + (size_t)i * E,
+                           e->out_log[in->kv_slot[i]] + (size_t)in->pos[i] * (size_t)E,
+                           sizeof(float) * (size_t)E);
+        int32_t n = 0;
+        for (int32_t i = 0; i < T; i++)
+            if (start[i] <= l0 && !(skip[i] && l0 >= kf && l0 < ke)) idx[n++] = i;
+        if (n == 0) continue;
+        struct model_batch sb;
+        sub_fill(&u, b, idx, n, l0 == 0 ? NULL : cur, E, &sb);
+        if (l1 == n_layers) { /* the model's end: the logits of the wanted rows, in order */
+            if ((rc = model_forward_layers(m, &sb, l0, l1, res)) != STATUS_OK) goto done;
+            continue;
         }
-    } else { /* the last slice and nothing above the kept layers: logits of the wanted rows */
-        int32_t n_want = 0;
-        for (int32_t k = 0; k < n_norm; k++) n_want += u.want[k] != 0;
-        memcpy(out, mid, sizeof(float) * (size_t)n_want * (size_t)n_out2);
+        if ((rc = model_forward_layers(m, &sb, l0, l1, tmp)) != STATUS_OK) goto done;
+        for (int32_t j = 0; j < n; j++)
+            memcpy(cur + (size_t)idx[j] * E, tmp + (size_t)j * E, sizeof(float) * (size_t)E);
     }
-    /* 3. every row through the new layers above the kept ones */
     rc = STATUS_OK;
-    if (ke < z) {
-        struct model_batch up = *b;
-        up.tokens = NULL;
-        up.hidden = cur;
-        rc = model_forward_layers(m, &up, ke, z, out);
+    if (!last) { /* hidden states leaving z: computed, logged at z, or handed on */
+        const bool handing = e->hand_first < e->hand_end && ke == z;
+        int32_t n_hand = 0;
+        for (int32_t i = 0; i < T; i++) n_hand += handing && skip[i];
+        const size_t per_layer = 2 * (size_t)model_config(m)->n_kv_heads *
+                                 (size_t)model_config(m)->head_dim;
+        const size_t per_row = (size_t)(e->hand_end - e->hand_first) * per_layer;
+        if (n_hand > 0) {
+            out->enter = malloc(sizeof(int32_t) * (size_t)T);
+            out->kv_floats = (size_t)n_hand * per_row;
+            out->kv = malloc(sizeof(float) * out->kv_floats);
+            if (!out->enter || !out->kv) {
+                rc = STATUS_NOMEM;
+                goto done;
+            }
+        }
+        float *kv = out->kv;
+        for (int32_t i = 0; i < T; i++) {
+            const int32_t s = in->kv_slot[i], p = in->pos[i];
+            const float *row = cur + (size_t)i * E;
+            if (out->enter) out->enter[i] = z;
+            if (skip[i] && ke == z && handing) {
+                row = e->hand_log[s] + (size_t)p * (size_t)E;
+                out->enter[i] = e->hand_end;
+                if (!model_kv_saved_row(e->hand, e->hand_first, e->hand_end, s, p, kv)) {
+                    LOG(LOG_ERROR, "worker: no kept KV for slot %d position %d to hand on", s, p);
+                    rc = STATUS_FORMAT;
+                    goto done;
+                }
+                kv += per_row;
+            } else if (skip[i] && ke == z) {
+                row = e->out_log[s] + (size_t)p * (size_t)E;
+            }
+            memcpy(res + (size_t)i * E, row, sizeof(float) * (size_t)E);
+        }
+        e->rows_handed += (uint64_t)n_hand;
     }
-    if (rc == STATUS_OK) {
-        if (e->rows_skipped == 0)
-            LOG(LOG_INFO, "worker: re-processed rows skip the kept layers [%d, %d)", kf, ke);
-        e->rows_skipped += (uint64_t)n_skip;
-    }
+    if (e->rows_skipped == 0 && n_skip > 0)
+        LOG(LOG_INFO, "worker: re-processed rows skip the kept layers [%d, %d)", kf, ke);
+    if (e->rows_taken == 0 && n_taken > 0)
+        LOG(LOG_INFO, "worker: re-processed rows came with the KV of the layers they skip");
+    e->rows_skipped += (uint64_t)n_skip;
+    e->rows_taken += (uint64_t)n_taken;
 done:
+    if (rc != STATUS_OK) {
+        free(out->enter);
+        free(out->kv);
+        out->enter = NULL;
+        out->kv = NULL;
+        out->kv_floats = 0;
+    }
+    free(start);
+    free(idx);
+    free(bounds);
     free(skip);
     free(u.tok);
     free(u.pos);
     free(u.seq);
     free(u.want);
     free(u.hidden);
-    free(idx);
     free(cur);
-    free(mid);
+    free(tmp);
     return rc;
 }
 
@@ -377,6 +524,38 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
             b.hidden = aligned;
         }
     }
+    /* Rows that come with their KV: store it, they start at their enter_layer. */
+    const int32_t *enter = NULL;
+    if (in->n_enter_layer > 0) {
+        const int32_t a = model_layer_first(m), z = model_layer_end(m);
+        const size_t per_layer = 2 * (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
+        size_t need = 0;
+        bool ok = !model_is_first(m) && in->n_enter_layer == (size_t)n && in->layer == a;
+        for (int32_t i = 0; ok && i < n; i++) {
+            ok = in->enter_layer[i] >= a && in->enter_layer[i] <= z;
+            if (ok) need += (size_t)(in->enter_layer[i] - a) * per_layer;
+        }
+        const Caravan__Tensor *kv = in->kv;
+        ok = ok && (need == 0 || (kv && kv->dtype == CARAVAN__DTYPE__DTYPE_F32 &&
+                                  kv->data.len == need * sizeof(float)));
+        float *row = ok ? malloc(sizeof(float) * (size_t)(z - a) * per_layer + 1) : NULL;
+        enum status krc = ok ? (row ? STATUS_OK : STATUS_NOMEM) : STATUS_FORMAT;
+        for (int32_t i = 0, at = 0; krc == STATUS_OK && i < n; i++) {
+            size_t len = (size_t)(in->enter_layer[i] - a) * per_layer;
+            if (len == 0) continue;
+            memcpy(row, kv->data.data + (size_t)at * sizeof(float), len * sizeof(float));
+            at += (int32_t)len;
+            krc = model_kv_put(m, a, in->enter_layer[i], in->kv_slot[i], in->pos[i], row);
+        }
+        free(row);
+        if (krc != STATUS_OK) {
+            LOG(LOG_ERROR, "worker: rows entering past layer %d must bring the KV of the layers "
+                "they skip (%s)", a, status_str(krc));
+            free(aligned);
+            return krc;
+        }
+        enter = in->enter_layer;
+    }
     uint8_t *want = NULL;
     int32_t rows = n;
     if (in->n_want > 0) {
@@ -402,13 +581,16 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
         free(aligned);
         return STATUS_NOMEM;
     }
-    enum status rc = forward_keeping(e, in, &b, (float *)out->data);
-    if (rc == STATUS_OK) note_rows(e, in, (const float *)out->data, cfg->n_embd, model_is_last(m));
+    enum status rc = forward_keeping(e, in, &b, enter, out);
+    if (rc == STATUS_OK)
+        note_rows(e, in, out, cfg->n_embd, model_is_last(m), model_layer_end(m));
     free(want);
     free(aligned);
-    if (rc != STATUS_OK) {
-        free(out->data);
-        memset(out, 0, sizeof *out);
+    if (rc != STATUS_OK) worker_tensor_free(out);
+    if (e->hand && rc == STATUS_OK) { /* everything handed on: let the KV go */
+        bool pending = false;
+        for (int32_t s = 0; s < e->n_slots && !pending; s++) pending = e->hand_len[s] > 0;
+        if (!pending) hand_free(e);
     }
     return rc;
 }

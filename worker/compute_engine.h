@@ -13,7 +13,8 @@
  * not have, below them from the previous stage's hidden states, above them from the hidden
  * states it logged when it sent them on. The result is bit-identical to computing every layer
  * (the engine's results do not depend on how a batch is split); a wanted row (the last token
- * of a resumed sequence) always runs every layer. */
+ * of a resumed sequence) always runs every layer. When the new range ends below the old one,
+ * the layers given up go to the next stage with the rows (see `hand` below). */
 #pragma once
 #include "model.h"
 #include "worker.h"
@@ -41,6 +42,16 @@ struct compute_engine {
     float **out_log;
     int32_t *log_len, *log_cap;
     uint64_t rows_skipped; /* rows that skipped the kept layers (tests, logs) */
+    /* Handing on: a re-plan that cuts this slice's end from q to b, where the next stage's new
+     * range reaches q, keeps the KV of [b, q) and the hidden states logged at q aside; each
+     * re-sent row that skips the kept layers goes on as its hidden state entering q with its
+     * KV of [b, q) (Forward.enter_layer, Forward.kv), so the next stage skips them too. */
+    struct model_kv_saved *hand;
+    int32_t hand_first, hand_end; /* [b, q); equal: nothing to hand on */
+    float **hand_log;             /* per slot: hidden states entering q, by position */
+    int32_t *hand_len;            /* per slot: positions with both */
+    uint64_t rows_handed;         /* rows sent on with their KV */
+    uint64_t rows_taken;          /* rows that came with their KV from the previous stage */
 };
 
 /* worker_load_fn / worker_compute_fn / worker_reset_fn with ctx = struct compute_engine *. */

@@ -39,7 +39,8 @@ struct stage {
     struct worker_slice slice;
 };
 
-static void stage_load(struct stage *s, int32_t first, int32_t end) {
+/* Loads [first, end) of the 5 layers; next_end: the next stage's end (0 on the last). */
+static void stage_load(struct stage *s, int32_t first, int32_t end, int32_t next_end) {
     s->e.model_path = model_path;
     s->e.n_threads = 2;
     s->slice = (struct worker_slice){.layer_first = first,
@@ -49,7 +50,8 @@ static void stage_load(struct stage *s, int32_t first, int32_t end) {
                                      .is_last = end == 5,
                                      .n_ctx = 128,
                                      .n_seq = N_SEQ,
-                                     .n_batch = 64};
+                                     .n_batch = 64,
+                                     .next_end = next_end};
     assert(compute_engine_load(&s->e, &s->slice) == STATUS_OK);
 }
 
@@ -66,12 +68,25 @@ static void step(struct stage *stages, int n, int32_t n_rows, int32_t *tok, int3
     f.want = want;
     f.n_token = (size_t)n_rows;
     f.token = tok;
-    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
-    int64_t shape[2];
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT, kvt = CARAVAN__TENSOR__INIT;
+    int64_t shape[2], kv_shape[1];
     struct worker_tensor prev = {0};
     for (int i = 0; i < n; i++) {
         struct worker_tensor o;
-        if (i > 0) {
+        if (i > 0) { /* what the worker sends on: hidden states, rows handed on with KV */
+            f.layer = stages[i - 1].slice.layer_end;
+            f.n_enter_layer = prev.enter ? (size_t)n_rows : 0;
+            f.enter_layer = prev.enter;
+            f.kv = NULL;
+            if (prev.kv) {
+                kvt.dtype = CARAVAN__DTYPE__DTYPE_F32;
+                kvt.n_shape = 1;
+                kv_shape[0] = (int64_t)prev.kv_floats;
+                kvt.shape = kv_shape;
+                kvt.data.data = (uint8_t *)prev.kv;
+                kvt.data.len = prev.kv_floats * sizeof(float);
+                f.kv = &kvt;
+            }
             f.n_token = 0;
             f.token = NULL;
             t.dtype = CARAVAN__DTYPE__DTYPE_F32;
@@ -85,11 +100,11 @@ static void step(struct stage *stages, int n, int32_t n_rows, int32_t *tok, int3
         }
         enum status rc = compute_engine_forward(&stages[i].e, &stages[i].slice, &f, &o);
         assert(rc == STATUS_OK);
-        free(prev.data);
+        worker_tensor_free(&prev);
         prev = o;
     }
-    memcpy(out, prev.data, prev.nbytes);
-    free(prev.data);
+    if (out) memcpy(out, prev.data, prev.nbytes);
+    worker_tensor_free(&prev);
 }
 
 static int32_t argmax(const float *v) {
@@ -151,7 +166,7 @@ static void resend(struct stage *pipe, int n, const struct seqs *q, const char *
     static float got[N_SEQ * N_VOCAB], exp[N_SEQ * N_VOCAB];
     resend_batch(q, &r);
     struct stage fresh = {0};
-    stage_load(&fresh, 0, 5);
+    stage_load(&fresh, 0, 5, 0);
     step(&fresh, 1, r.n, r.tok, r.slot, r.pos, r.seq, r.want, exp);
     compute_engine_free(&fresh.e);
     /* in chunks of 3 rows, as prompts go in --prefill-chunk pieces */
@@ -175,10 +190,10 @@ int main(void) {
     }
     log_set_level(LOG_WARN);
     struct stage ref = {0}, pipe[3] = {0};
-    stage_load(&ref, 0, 5);
-    stage_load(&pipe[0], 0, 2);
-    stage_load(&pipe[1], 2, 4);
-    stage_load(&pipe[2], 4, 5);
+    stage_load(&ref, 0, 5, 0);
+    stage_load(&pipe[0], 0, 2, 4);
+    stage_load(&pipe[1], 2, 4, 5);
+    stage_load(&pipe[2], 4, 5, 0);
 
     /* prompts: 5 and 3 tokens in one batch, the last of each wanted */
     struct seqs q = {{{1, 403, 407, 261, 378}, {1, 300, 301}}, {5, 3}};
@@ -206,8 +221,8 @@ int main(void) {
      * log), [4,5) grows to [3,5) (computes layer 3 from the input, keeps layer 4). */
     compute_engine_free(&pipe[1].e);
     struct stage two[2] = {pipe[0], pipe[2]};
-    stage_load(&two[0], 0, 3);
-    stage_load(&two[1], 3, 5);
+    stage_load(&two[0], 0, 3, 5);
+    stage_load(&two[1], 3, 5, 0);
     resend(two, 2, &q, "middle stage lost");
     /* every row but the wanted ones had been through both survivors before */
     uint64_t n_skip = (uint64_t)(q.len[0] + q.len[1] - 2 - N_SEQ);
@@ -220,7 +235,7 @@ int main(void) {
     /* The last stage dies: [0,3) takes everything, keeps [0,3), computes [3,5) from its log. */
     compute_engine_free(&two[1].e);
     struct stage one = two[0];
-    stage_load(&one, 0, 5);
+    stage_load(&one, 0, 5, 0);
     resend(&one, 1, &q, "last stage lost");
     n_skip = (uint64_t)(q.len[0] + q.len[1] - 2 - N_SEQ);
     CHECK(one.e.rows_skipped == n_skip, "the survivor skipped %llu rows, not %llu",
@@ -230,16 +245,57 @@ int main(void) {
     /* A reset (a new coordinator session) keeps nothing: a re-send recomputes every row and
      * still matches. The same range again keeps everything: every row but the wanted skips. */
     compute_engine_reset(&one.e, -1);
-    stage_load(&one, 0, 5);
+    stage_load(&one, 0, 5, 0);
     one.e.rows_skipped = 0;
     resend(&one, 1, &q, "after a reset");
     CHECK(one.e.rows_skipped == 0, "rows skipped after a reset");
-    stage_load(&one, 0, 5);
+    stage_load(&one, 0, 5, 0);
     resend(&one, 1, &q, "same range");
     int32_t rows = q.len[0] - 1 + q.len[1] - 1;
     CHECK(one.e.rows_skipped == (uint64_t)(rows - N_SEQ), "same range: %llu of %d rows skipped",
           (unsigned long long)one.e.rows_skipped, rows - N_SEQ);
     decode(&one, 1, &ref, &q, "after the same-range re-plan");
+
+    /* The first stage dies: [2,4) becomes [0,3) (computes [0,2), keeps layer 2) and hands
+     * layer 3's KV with the hidden states it sent to the old last stage, which becomes [3,5)
+     * and keeps layer 4. A fresh 3-stage pipeline takes the sequences as prompts, in chunks of
+     * 3 rows; the last chunk is still on its way to the last stage when the first dies, so
+     * the last stage computes layer 4 for those rows from the handed hidden states. */
+    struct stage p3[3] = {0};
+    stage_load(&p3[0], 0, 2, 4);
+    stage_load(&p3[1], 2, 4, 5);
+    stage_load(&p3[2], 4, 5, 0);
+    {
+        static struct resend r;
+        resend_batch(&q, &r);
+        for (int32_t i = 0; i < r.n; i += 3) {
+            int32_t k = r.n - i < 3 ? r.n - i : 3;
+            bool in_flight = i + 3 >= r.n;
+            step(p3, in_flight ? 2 : 3, k, r.tok + i, r.slot + i, r.pos + i, r.seq + i,
+                 r.want + i, NULL);
+        }
+        int32_t last_chunk = r.n % 3 ? r.n % 3 : 3;
+        compute_engine_free(&p3[0].e);
+        struct stage two2[2] = {p3[1], p3[2]};
+        stage_load(&two2[0], 0, 3, 5);
+        stage_load(&two2[1], 3, 5, 0);
+        resend(two2, 2, &q, "first stage lost");
+        uint64_t n_hand = (uint64_t)(r.n - N_SEQ);
+        CHECK(two2[0].e.rows_skipped == n_hand && two2[0].e.rows_handed == n_hand,
+              "the new first stage skipped %llu and handed on %llu rows, not %llu",
+              (unsigned long long)two2[0].e.rows_skipped,
+              (unsigned long long)two2[0].e.rows_handed, (unsigned long long)n_hand);
+        CHECK(two2[1].e.rows_taken == n_hand &&
+                  two2[1].e.rows_skipped == n_hand - (uint64_t)(last_chunk - 1),
+              "the last stage took %llu rows with their KV (not %llu) and skipped %llu (not %llu)",
+              (unsigned long long)two2[1].e.rows_taken, (unsigned long long)n_hand,
+              (unsigned long long)two2[1].e.rows_skipped,
+              (unsigned long long)(n_hand - (uint64_t)(last_chunk - 1)));
+        CHECK(two2[0].e.hand == NULL, "the handed KV is still held after every row went on");
+        for (int i = 0; i < 2; i++) decode(two2, 2, &ref, &q, "after the first stage's loss");
+        compute_engine_free(&two2[0].e);
+        compute_engine_free(&two2[1].e);
+    }
 
     compute_engine_free(&one.e);
     compute_engine_free(&ref.e);

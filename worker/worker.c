@@ -516,6 +516,9 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->slice.n_layers = a->model->n_layers > 0 ? a->model->n_layers : a->layer_end;
     w->slice.is_first = a->prev == NULL;
     w->slice.is_last = a->next == NULL;
+    for (size_t i = 0; i + 1 < a->n_stages; i++)
+        if (a->stages[i]->layer_first == a->layer_first && a->stages[i]->layer_end == a->layer_end)
+            w->slice.next_end = a->stages[i + 1]->layer_end;
     w->slice.n_ctx = a->n_ctx;
     w->slice.n_seq = a->n_seq;
     w->slice.n_batch = a->n_batch;
@@ -793,7 +796,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
     hop.send_us = hop.end_us;
     Caravan__Hop **hops = malloc((f->n_hops + 1) * sizeof *hops);
     if (!hops) {
-        free(out.data);
+        worker_tensor_free(&out);
         return;
     }
     if (f->n_hops) memcpy(hops, f->hops, f->n_hops * sizeof *hops);
@@ -844,7 +847,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
                 free(row_seq);
                 free(row_pos);
                 free(hops);
-                free(out.data);
+                worker_tensor_free(&out);
                 return;
             }
             r.n_token = k;
@@ -874,7 +877,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
             uint16_t *h = malloc(n * sizeof *h + 1);
             if (!h) {
                 free(hops);
-                free(out.data);
+                worker_tensor_free(&out);
                 return;
             }
             const float *src = (const float *)out.data;
@@ -892,6 +895,20 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         next.n_token = 0;
         next.token = NULL;
         next.hidden = &t;
+        /* rows handed on with their KV (compute_engine.c), else none */
+        Caravan__Tensor kvt = CARAVAN__TENSOR__INIT;
+        int64_t kv_shape[1] = {(int64_t)out.kv_floats};
+        next.n_enter_layer = out.enter ? (size_t)out.shape[0] : 0;
+        next.enter_layer = out.enter;
+        next.kv = NULL;
+        if (out.kv) {
+            kvt.dtype = CARAVAN__DTYPE__DTYPE_F32;
+            kvt.n_shape = 1;
+            kvt.shape = kv_shape;
+            kvt.data.data = (uint8_t *)out.kv;
+            kvt.data.len = out.kv_floats * sizeof(float);
+            next.kv = &kvt;
+        }
         next.n_hops = f->n_hops + 1;
         next.hops = hops;
         reply.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
@@ -908,7 +925,14 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
                    f->n_tokens);
     }
     free(hops);
-    free(out.data);
+    worker_tensor_free(&out);
+}
+
+void worker_tensor_free(struct worker_tensor *t) {
+    free(t->data);
+    free(t->enter);
+    free(t->kv);
+    memset(t, 0, sizeof *t);
 }
 
 /* ==== Events ================================================================================== */

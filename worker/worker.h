@@ -46,6 +46,7 @@ struct worker_slice {
                                       are the local model file's (or the plan has none) */
     int32_t n_ctx, n_seq, n_batch; /* KV and batch sizes of the Assign (0 = engine default) */
     char kernels[32];              /* kernel variant to force; "" = the CPU's best */
+    int32_t next_end;              /* layer_end of the next stage (0 on the last) */
 };
 
 /* An output tensor; data is malloc'd and owned by whoever holds the struct. */
@@ -55,7 +56,16 @@ struct worker_tensor {
     size_t n_dims;
     uint8_t *data;
     size_t nbytes;
+    /* Rows handed on with their KV (Forward.enter_layer, Forward.kv): per row the layer its
+     * hidden state enters, or NULL when every row enters the next slice's first layer; and the
+     * KV floats the next stage stores for those rows. Both malloc'd, NULL when unused. */
+    int32_t *enter;
+    float *kv;
+    size_t kv_floats;
 };
+
+/* Frees a worker_tensor's buffers and zeroes it. */
+void worker_tensor_free(struct worker_tensor *t);
 
 /* The compute step: turns one Forward (token ids or hidden states) into the slice's output:
  * hidden states for the next stage, or logits on the last one ([n_tokens or wanted rows, ...]).

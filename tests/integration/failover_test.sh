@@ -138,6 +138,14 @@ kill | stop | netcut)
     same base fault
     wait_stages 3 60 || fail "the plan did not grow back to 3 workers: $(cluster_json)"
     note "3 stages again"
+    if [ "$CASE" = kill ]; then
+        # the first stage died: w2 took its layers and gave its last one to w3 with the KV of
+        # every re-sent row it had computed (counted at the next re-plan, w1's return)
+        grep -qE "[1-9][0-9]* rows handed on with their KV" "$WORK"/logs/w2.log ||
+            fail "w2 handed no row on with its KV"
+        grep -qE "[1-9][0-9]* taken with theirs" "$WORK"/logs/w3.log ||
+            fail "w3 took no row with its KV"
+    fi
     run_streams again
     wait_streams again 180
     same base again
