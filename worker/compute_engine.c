@@ -154,8 +154,10 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
         LOG(LOG_INFO, "worker: %llu re-processed rows skipped the kept layers under the last plan",
             (unsigned long long)e->rows_skipped);
     if (e->rows_handed || e->rows_taken)
-        LOG(LOG_INFO, "worker: %llu rows handed on with their KV, %llu taken with theirs, under "
-            "the last plan", (unsigned long long)e->rows_handed, (unsigned long long)e->rows_taken);
+        LOG(LOG_INFO,
+            "worker: %llu rows handed on with their KV, %llu taken with theirs, under "
+            "the last plan",
+            (unsigned long long)e->rows_handed, (unsigned long long)e->rows_taken);
     e->rows_skipped = e->rows_handed = e->rows_taken = 0;
     hand_free(e);
     if (e->model && path && strcmp(path, e->loaded_path) == 0 &&
@@ -271,8 +273,7 @@ static bool row_skips(const struct compute_engine *e, const Caravan__Forward *in
     int32_t s = in->kv_slot[i], p = in->pos[i];
     if (e->keep_first >= e->keep_end || !b->want || b->want[i] || i >= (int32_t)in->n_seq_id)
         return false;
-    if (e->keep_seq[s] != in->seq_id[i] || p < e->slot_len[s] || p >= e->keep_len[s])
-        return false;
+    if (e->keep_seq[s] != in->seq_id[i] || p < e->slot_len[s] || p >= e->keep_len[s]) return false;
     if (e->keep_end < z || (!last && e->hand_first >= e->hand_end)) return p < e->log_len[s];
     if (!last) return e->hand_log[s] && p < e->hand_len[s];
     return true;
@@ -328,7 +329,8 @@ static enum status forward_keeping(struct compute_engine *e, const Caravan__Forw
     float *res = (float *)out->data;
     if (kf >= ke && !enter) return model_forward(m, b, res); /* every ordinary decode step */
     enum status rc = STATUS_NOMEM;
-    int32_t *start = malloc(sizeof(int32_t) * (size_t)T), *idx = malloc(sizeof(int32_t) * (size_t)T);
+    int32_t *start = malloc(sizeof(int32_t) * (size_t)T),
+            *idx = malloc(sizeof(int32_t) * (size_t)T);
     int32_t *bounds = malloc(sizeof(int32_t) * ((size_t)T + 4));
     bool *skip = calloc((size_t)T, sizeof *skip);
     struct sub u = {malloc(sizeof(int32_t) * (size_t)T), malloc(sizeof(int32_t) * (size_t)T),
@@ -336,8 +338,8 @@ static enum status forward_keeping(struct compute_engine *e, const Caravan__Forw
                     malloc(sizeof(float) * (size_t)T * (size_t)E)};
     float *cur = malloc(sizeof(float) * (size_t)T * (size_t)E); /* each row's hidden state */
     float *tmp = malloc(sizeof(float) * (size_t)T * (size_t)E);
-    if (!start || !idx || !bounds || !skip || !u.tok || !u.pos || !u.seq || !u.want ||
-        !u.hidden || !cur || !tmp)
+    if (!start || !idx || !bounds || !skip || !u.tok || !u.pos || !u.seq || !u.want || !u.hidden ||
+        !cur || !tmp)
         goto done;
     int32_t n_skip = 0, n_taken = 0, nb = 0;
     for (int32_t i = 0; i < T; i++) {
@@ -402,8 +404,8 @@ static enum status forward_keeping(struct compute_engine *e, const Caravan__Forw
         const bool handing = e->hand_first < e->hand_end && ke == z;
         int32_t n_hand = 0;
         for (int32_t i = 0; i < T; i++) n_hand += handing && skip[i];
-        const size_t per_layer = 2 * (size_t)model_config(m)->n_kv_heads *
-                                 (size_t)model_config(m)->head_dim;
+        const size_t per_layer =
+            2 * (size_t)model_config(m)->n_kv_heads * (size_t)model_config(m)->head_dim;
         const size_t per_row = (size_t)(e->hand_end - e->hand_first) * per_layer;
         if (n_hand > 0) {
             out->enter = malloc(sizeof(int32_t) * (size_t)T);
@@ -549,8 +551,10 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
         }
         free(row);
         if (krc != STATUS_OK) {
-            LOG(LOG_ERROR, "worker: rows entering past layer %d must bring the KV of the layers "
-                "they skip (%s)", a, status_str(krc));
+            LOG(LOG_ERROR,
+                "worker: rows entering past layer %d must bring the KV of the layers "
+                "they skip (%s)",
+                a, status_str(krc));
             free(aligned);
             return krc;
         }
@@ -582,8 +586,7 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
         return STATUS_NOMEM;
     }
     enum status rc = forward_keeping(e, in, &b, enter, out);
-    if (rc == STATUS_OK)
-        note_rows(e, in, out, cfg->n_embd, model_is_last(m), model_layer_end(m));
+    if (rc == STATUS_OK) note_rows(e, in, out, cfg->n_embd, model_is_last(m), model_layer_end(m));
     free(want);
     free(aligned);
     if (rc != STATUS_OK) worker_tensor_free(out);

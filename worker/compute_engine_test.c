@@ -271,8 +271,8 @@ int main(void) {
         for (int32_t i = 0; i < r.n; i += 3) {
             int32_t k = r.n - i < 3 ? r.n - i : 3;
             bool in_flight = i + 3 >= r.n;
-            step(p3, in_flight ? 2 : 3, k, r.tok + i, r.slot + i, r.pos + i, r.seq + i,
-                 r.want + i, NULL);
+            step(p3, in_flight ? 2 : 3, k, r.tok + i, r.slot + i, r.pos + i, r.seq + i, r.want + i,
+                 NULL);
         }
         int32_t last_chunk = r.n % 3 ? r.n % 3 : 3;
         compute_engine_free(&p3[0].e);
@@ -283,8 +283,8 @@ int main(void) {
         uint64_t n_hand = (uint64_t)(r.n - N_SEQ);
         CHECK(two2[0].e.rows_skipped == n_hand && two2[0].e.rows_handed == n_hand,
               "the new first stage skipped %llu and handed on %llu rows, not %llu",
-              (unsigned long long)two2[0].e.rows_skipped,
-              (unsigned long long)two2[0].e.rows_handed, (unsigned long long)n_hand);
+              (unsigned long long)two2[0].e.rows_skipped, (unsigned long long)two2[0].e.rows_handed,
+              (unsigned long long)n_hand);
         CHECK(two2[1].e.rows_taken == n_hand &&
                   two2[1].e.rows_skipped == n_hand - (uint64_t)(last_chunk - 1),
               "the last stage took %llu rows with their KV (not %llu) and skipped %llu (not %llu)",
