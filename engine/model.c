@@ -324,6 +324,103 @@ static void touch_slice(const model_t *m) {
     if (m->output.data) touch_weight(&m->output);
 }
 
+/* The slice's matrices: a layer's seven (or the router and three expert tensors), the output
+ * head. Calls f(m, data, bytes, ctx) for each and returns the sum of their 64-byte rounded
+ * sizes. */
+static size_t each_matrix(model_t *m, void (*f)(model_t *, const void **, size_t, void *),
+                          void *ctx) {
+    size_t total = 0;
+    for (int i = 0; i < m->layer_end - m->layer_first; i++) {
+        struct layer *L = &m->layers[i];
+        struct matmul_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,     &L->wo,
+                                      &L->w_gate, &L->w_up, &L->w_down, &L->gate_inp};
+        for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) {
+            if (!ws[j]->data) continue;
+            size_t n = (size_t)ws[j]->n_out * dtype_row_bytes(ws[j]->type, ws[j]->n_in);
+            if (f) f(m, &ws[j]->data, n, ctx);
+            total += (n + 63) & ~(size_t)63;
+        }
+        struct moe_weight *es[] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (size_t j = 0; j < sizeof es / sizeof es[0]; j++) {
+            if (!es[j]->w.data) continue;
+            size_t n = es[j]->stride * (size_t)m->cfg.n_expert;
+            if (f) f(m, &es[j]->w.data, n, ctx);
+            total += (n + 63) & ~(size_t)63;
+        }
+    }
+    if (m->output.data) {
+        size_t n = (size_t)m->output.n_out * dtype_row_bytes(m->output.type, m->output.n_in);
+        if (f) f(m, &m->output.data, n, ctx);
+        total += (n + 63) & ~(size_t)63;
+    }
+    return total;
+}
+
+/* Copies one matrix to the next free place in m->wmem and points the model at the copy; the
+ * file pages it came from leave the process (they stay in the page cache). */
+static void copy_matrix(model_t *m, const void **data, size_t n, void *ctx) {
+    size_t *used = ctx;
+    uint8_t *to = (uint8_t *)m->wmem + *used;
+#ifdef MADV_POPULATE_READ
+    { /* one call maps the source's pages instead of a fault per 4 KiB */
+        uintptr_t a = (uintptr_t)*data & ~(uintptr_t)4095;
+        (void)madvise((void *)a, (uintptr_t)*data + n - a, MADV_POPULATE_READ);
+    }
+#endif
+    memcpy(to, *data, n);
+    uintptr_t lo = ((uintptr_t)*data + 4095) & ~(uintptr_t)4095;
+    uintptr_t hi = ((uintptr_t)*data + n) & ~(uintptr_t)4095;
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    *data = to;
+    *used += (n + 63) & ~(size_t)63;
+}
+
+/* Whether the kernel backs anonymous memory with transparent huge pages when asked. */
+static bool thp_available(void) {
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) return false;
+    char line[128] = "";
+    bool ok = fgets(line, sizeof line, f) && !strstr(line, "[never]");
+    fclose(f);
+    return ok;
+}
+
+/* The weights stream through the matrix kernels once per token: read from the file mapping,
+ * every 4 KiB page is a TLB entry (a 600 MiB slice is 150,000 of them), which costs a tenth of
+ * 1-thread generation here. So the slice's matrices are copied into anonymous memory backed by
+ * 2 MiB pages where the kernel has transparent huge pages (enabled or madvise); else, or with
+ * CARAVAN_WEIGHTS=mmap, they stay mapped and are read once so the first token does not fault
+ * them in. The bytes are the same either way. */
+static void place_weights(model_t *m) {
+    const char *how = getenv("CARAVAN_WEIGHTS");
+    size_t total = each_matrix(m, NULL, NULL);
+    if (total == 0 || (how && strcmp(how, "mmap") == 0) || !thp_available()) {
+        touch_slice(m);
+        return;
+    }
+    const size_t huge = (size_t)2 << 20;
+    size_t len = ((total + huge - 1) & ~(huge - 1)) + huge;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        LOG(LOG_WARN, "no memory for a copy of the weights (%zu MiB); reading them mapped",
+            total >> 20);
+        touch_slice(m);
+        return;
+    }
+    /* the copy starts on a 2 MiB boundary so every huge page is whole */
+    uint8_t *start = (uint8_t *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (start > p) munmap(p, (size_t)(start - p));
+    len -= (size_t)(start - p);
+    (void)madvise(start, len, MADV_HUGEPAGE);
+#ifdef MADV_POPULATE_WRITE
+    (void)madvise(start, (total + huge - 1) & ~(huge - 1), MADV_POPULATE_WRITE);
+#endif
+    m->wmem = start;
+    m->wmem_len = len;
+    size_t used = 0;
+    each_matrix(m, copy_matrix, &used);
+}
+
 static void rope_tables(model_t *m) {
     const struct model_config *c = &m->cfg;
     int64_t half = c->n_rot / 2;
@@ -584,7 +681,7 @@ enum status model_load(const char *path, const struct model_params *params, mode
     }
     if ((rc = alloc_buffers(m)) != STATUS_OK) goto fail;
     rope_tables(m);
-    touch_slice(m);
+    place_weights(m);
     *out = m;
     return STATUS_OK;
 fail:
@@ -620,6 +717,7 @@ void model_free(model_t **self_p) {
     free(m->moe_y);
     free(m->moe_out);
     free(m->layers);
+    if (m->wmem) munmap(m->wmem, m->wmem_len);
     threadpool_destroy(&m->tp);
     gguf_close(&m->gguf);
     free(m);
@@ -753,10 +851,10 @@ enum status model_kv_put(model_t *m, int32_t l0, int32_t l1, int32_t seq, int32_
         return STATUS_FORMAT;
     const size_t kv_dim = (size_t)(m->cfg.n_kv_heads * m->cfg.head_dim);
     for (int32_t l = l0; l < l1; l++) {
-        size_t at = (((size_t)(l - m->layer_first) * (size_t)m->n_seq + (size_t)seq) *
-                         (size_t)m->n_ctx +
-                     (size_t)pos) *
-                    kv_dim;
+        size_t at =
+            (((size_t)(l - m->layer_first) * (size_t)m->n_seq + (size_t)seq) * (size_t)m->n_ctx +
+             (size_t)pos) *
+            kv_dim;
         memcpy(m->k_cache + at, src, kv_dim * sizeof(float));
         memcpy(m->v_cache + at, src + kv_dim, kv_dim * sizeof(float));
         src += 2 * kv_dim;

@@ -48,6 +48,8 @@ struct model {
     const float *rope_freqs;            /* (n_rot/2) llama3 factors, or NULL */
     struct layer *layers;               /* [layer_end - layer_first] */
     size_t weight_bytes;
+    void *wmem;      /* the slice's matrices, copied out of the file mapping, or NULL */
+    size_t wmem_len; /* bytes mapped at wmem */
 
     /* KV cache, f32: [layer][seq][pos][n_kv_heads*head_dim] */
     float *k_cache, *v_cache; /* mmap'd, kv_bytes each */
