@@ -765,8 +765,16 @@ static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x
 }
 
 /* ==== Float weights (x is f32) ====
- * Per (row, x row): one 16-lane accumulator over the 16-element chunks, acc = fma(w, x, acc),
- * then hsum512, then the scalar tail (s += w[k] * x[k], not fused) exactly as the single dot. */
+ * Per (row, x row): two 16-lane accumulators over the 16-element chunks, the chunks taken in
+ * blocks of FLOAT_BLOCK elements that alternate between them (chunk j goes to accumulator
+ * (j * 16 / FLOAT_BLOCK) % 2; c = fma(w, x, c)), then hsum512(c0 + c1), then the scalar tail
+ * (s += w[k] * x[k], not fused), exactly as the single dot. The single dot runs a block pair's
+ * two chains side by side: one chain alone is latency-bound (16 elements per 4 cycles, ~16 GB/s
+ * of f16 at 1 thread against ~25 GB/s of DRAM), and the two read positions stay 256 bytes
+ * apart (f16), which the hardware prefetcher follows as one stream (1 KB or more apart, or rows
+ * side by side, read at about half the rate). The tiles take one block at a time, so they keep
+ * 16 accumulators in registers and only swap them between blocks. */
+#define FLOAT_BLOCK 128
 
 static inline __m512 load_f32x16(const float *p) {
     return _mm512_loadu_ps(p);
@@ -786,11 +794,21 @@ static inline float f32_id(float v) {
     static float NAME(int64_t n, const void *w, const void *x) {                                   \
         const WT *a = w;                                                                           \
         const float *b = x;                                                                        \
-        __m512 acc = _mm512_setzero_ps();                                                          \
+        __m512 c0 = _mm512_setzero_ps(), c1 = c0;                                                  \
         int64_t i = 0;                                                                             \
-        for (; i + 16 <= n; i += 16)                                                               \
-            acc = _mm512_fmadd_ps(LOAD(a + i), _mm512_loadu_ps(b + i), acc);                       \
-        float sum = hsum512(acc);                                                                  \
+        for (; i + 2 * FLOAT_BLOCK <= n; i += 2 * FLOAT_BLOCK)                                     \
+            for (int t = 0; t < FLOAT_BLOCK; t += 16) {                                            \
+                c0 = _mm512_fmadd_ps(LOAD(a + i + t), _mm512_loadu_ps(b + i + t), c0);             \
+                c1 = _mm512_fmadd_ps(LOAD(a + i + FLOAT_BLOCK + t),                                \
+                                     _mm512_loadu_ps(b + i + FLOAT_BLOCK + t), c1);                \
+            }                                                                                      \
+        for (; i + 16 <= n; i += 16) { /* under two blocks left: the first goes to c0 */           \
+            if ((i / FLOAT_BLOCK) % 2 == 0)                                                        \
+                c0 = _mm512_fmadd_ps(LOAD(a + i), _mm512_loadu_ps(b + i), c0);                     \
+            else                                                                                   \
+                c1 = _mm512_fmadd_ps(LOAD(a + i), _mm512_loadu_ps(b + i), c1);                     \
+        }                                                                                          \
+        float sum = hsum512(_mm512_add_ps(c0, c1));                                                \
         for (; i < n; i++) sum += SCALAR(a[i]) * b[i];                                             \
         return sum;                                                                                \
     }
@@ -798,52 +816,23 @@ FLOAT_DOT(dot_f32, float, load_f32x16, f32_id)
 FLOAT_DOT(dot_f16, uint16_t, load_f16x16, quant_f16_to_f32)
 FLOAT_DOT(dot_bf16, uint16_t, load_bf16x16, quant_bf16_to_f32)
 
-/* One x row: 4 weight rows at a time converted on the fly, each exactly as the single dot. */
-#define FLOAT_GEMV(NAME, WT, LOAD, SCALAR, SINGLE)                                                 \
+/* One x row: the rows one after the other, each the single dot, so the weights are read as one
+ * sequential stream (the out-of-order core overlaps one row's end with the next one's start).
+ * Four rows side by side, as before, read slower: four streams a row apart. */
+#define FLOAT_GEMV(NAME, WT, SINGLE)                                                               \
     static void NAME(int64_t n, const char *w, size_t w_stride, int nw, const float *xr,           \
                      float *y) {                                                                   \
-        int i0 = 0;                                                                                \
-        for (; i0 + 4 <= nw; i0 += 4) {                                                            \
-            const WT *a0 = (const WT *)(w + (i0 + 0) * w_stride);                                  \
-            const WT *a1 = (const WT *)(w + (i0 + 1) * w_stride);                                  \
-            const WT *a2 = (const WT *)(w + (i0 + 2) * w_stride);                                  \
-            const WT *a3 = (const WT *)(w + (i0 + 3) * w_stride);                                  \
-            __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
-            int64_t k = 0;                                                                         \
-            for (; k + 16 <= n; k += 16) {                                                         \
-                /* the next 4 rows, so streaming does not stall at each row's page boundary */     \
-                _mm_prefetch((const char *)(a0 + k) + 4 * w_stride, _MM_HINT_T0);                  \
-                _mm_prefetch((const char *)(a1 + k) + 4 * w_stride, _MM_HINT_T0);                  \
-                _mm_prefetch((const char *)(a2 + k) + 4 * w_stride, _MM_HINT_T0);                  \
-                _mm_prefetch((const char *)(a3 + k) + 4 * w_stride, _MM_HINT_T0);                  \
-                const __m512 xv = _mm512_loadu_ps(xr + k);                                         \
-                c0 = _mm512_fmadd_ps(LOAD(a0 + k), xv, c0);                                        \
-                c1 = _mm512_fmadd_ps(LOAD(a1 + k), xv, c1);                                        \
-                c2 = _mm512_fmadd_ps(LOAD(a2 + k), xv, c2);                                        \
-                c3 = _mm512_fmadd_ps(LOAD(a3 + k), xv, c3);                                        \
-            }                                                                                      \
-            float s0 = hsum512(c0), s1 = hsum512(c1), s2 = hsum512(c2), s3 = hsum512(c3);          \
-            for (int64_t t = k; t < n; t++) {                                                      \
-                s0 += SCALAR(a0[t]) * xr[t];                                                       \
-                s1 += SCALAR(a1[t]) * xr[t];                                                       \
-                s2 += SCALAR(a2[t]) * xr[t];                                                       \
-                s3 += SCALAR(a3[t]) * xr[t];                                                       \
-            }                                                                                      \
-            y[i0] = s0;                                                                            \
-            y[i0 + 1] = s1;                                                                        \
-            y[i0 + 2] = s2;                                                                        \
-            y[i0 + 3] = s3;                                                                        \
-        }                                                                                          \
-        for (; i0 < nw; i0++) y[i0] = SINGLE(n, w + i0 * w_stride, xr);                            \
+        for (int i = 0; i < nw; i++) y[i] = SINGLE(n, w + i * w_stride, xr);                       \
     }
-FLOAT_GEMV(gemv_f32, float, load_f32x16, f32_id, dot_f32)
-FLOAT_GEMV(gemv_f16, uint16_t, load_f16x16, quant_f16_to_f32, dot_f16)
-FLOAT_GEMV(gemv_bf16, uint16_t, load_bf16x16, quant_bf16_to_f32, dot_bf16)
+FLOAT_GEMV(gemv_f32, float, dot_f32)
+FLOAT_GEMV(gemv_f16, uint16_t, dot_f16)
+FLOAT_GEMV(gemv_bf16, uint16_t, dot_bf16)
 
 #define FX 4 /* x rows per micro kernel */
 
-/* M rows of f32 (wf[i]) against MX x rows over elements [k0, k1); the accumulators live in acc
- * between k-chunks (same register values, so the same float chain as the single dot). */
+/* M rows of f32 (wf[i]) against MX x rows over elements [k0, k1), inside one block; the
+ * accumulators (that block's) live in acc between calls (same register values, so the same
+ * float chains as the single dot). */
 static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t k0, int64_t k1,
                                                               const float *const *wf,
                                                               const float *const *xr, __m512 *acc) {
@@ -903,34 +892,46 @@ static inline __attribute__((always_inline)) void
 float_small_block(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_stride,
                   const float *const *xr, float *y, size_t y_stride) {
     const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
-    __m512 acc[FLOAT_SMALL_MW][FLOAT_SMALL_MX];
+    __m512 acc[FLOAT_SMALL_MW][FLOAT_SMALL_MX], other[FLOAT_SMALL_MW][FLOAT_SMALL_MX];
 #pragma GCC unroll 4
     for (int i = 0; i < FLOAT_SMALL_MW; i++)
 #pragma GCC unroll 4
-        for (int r = 0; r < FLOAT_SMALL_MX; r++) acc[i][r] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
-        __m512 wv[FLOAT_SMALL_MW];
+        for (int r = 0; r < FLOAT_SMALL_MX; r++) acc[i][r] = other[i][r] = _mm512_setzero_ps();
+    const int64_t n16 = n / 16 * 16;
+    for (int64_t kb = 0; kb < n16; kb += FLOAT_BLOCK) {
+        if (kb) /* the other accumulator's block: swap */
 #pragma GCC unroll 4
-        for (int i = 0; i < MW; i++) {
-            const char *row = w + i * w_stride;
-            if (t == DTYPE_F32 || (k & 31) == 0) /* one 64-byte line ahead per line read */
-                _mm_prefetch(row + k * (t == DTYPE_F32 ? 4 : 2) + MW * w_stride, _MM_HINT_T0);
-            wv[i] = load_w16(t, row, k);
-        }
+            for (int i = 0; i < MW; i++)
 #pragma GCC unroll 4
-        for (int r = 0; r < MX; r++) {
-            const __m512 xv = _mm512_loadu_ps(xr[r] + k);
+                for (int r = 0; r < MX; r++) {
+                    const __m512 v = acc[i][r];
+                    acc[i][r] = other[i][r];
+                    other[i][r] = v;
+                }
+        const int64_t ke = kb + FLOAT_BLOCK < n16 ? kb + FLOAT_BLOCK : n16;
+        for (int64_t k = kb; k < ke; k += 16) {
+            __m512 wv[FLOAT_SMALL_MW];
 #pragma GCC unroll 4
-            for (int i = 0; i < MW; i++) acc[i][r] = _mm512_fmadd_ps(wv[i], xv, acc[i][r]);
+            for (int i = 0; i < MW; i++) {
+                const char *row = w + i * w_stride;
+                if (t == DTYPE_F32 || (k & 31) == 0) /* one 64-byte line ahead per line read */
+                    _mm_prefetch(row + k * (t == DTYPE_F32 ? 4 : 2) + MW * w_stride, _MM_HINT_T0);
+                wv[i] = load_w16(t, row, k);
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < MX; r++) {
+                const __m512 xv = _mm512_loadu_ps(xr[r] + k);
+#pragma GCC unroll 4
+                for (int i = 0; i < MW; i++) acc[i][r] = _mm512_fmadd_ps(wv[i], xv, acc[i][r]);
+            }
         }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < MW; i++)
 #pragma GCC unroll 4
         for (int r = 0; r < MX; r++) {
-            float s = hsum512(acc[i][r]);
-            for (int64_t t2 = k; t2 < n; t2++) s += sc(w + i * w_stride, t2) * xr[r][t2];
+            float s = hsum512(_mm512_add_ps(acc[i][r], other[i][r])); /* c0 + c1, commutative */
+            for (int64_t t2 = n16; t2 < n; t2++) s += sc(w + i * w_stride, t2) * xr[r][t2];
             y[r * y_stride + i] = s;
         }
 }
@@ -1001,7 +1002,7 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)n16 * sizeof(float)));
         mw = fit < 4 ? (int)fit : 4;
     }
-    __m512 acc[FLOAT_X_BATCH / FX][4 * FX];
+    __m512 acc[2][FLOAT_X_BATCH / FX][4 * FX]; /* [which of the two accumulators] */
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
         const float *wf[4];
@@ -1015,14 +1016,18 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
             }
             float *dst = (float *)panel_buf + i * n16;
             wf[i] = dst;
-            for (int64_t k = 0; k < n16; k += 16)
+            const bool next = i0 + mw + i < nw; /* this row of the next panel, into L2 */
+            for (int64_t k = 0; k < n16; k += 16) {
+                if (next && (k & 31) == 0)
+                    _mm_prefetch(row + k * 2 + (size_t)mw * w_stride, _MM_HINT_T1);
                 _mm512_storeu_ps(dst + k, t == DTYPE_F16 ? load_f16x16((const uint16_t *)row + k)
                                                          : load_bf16x16((const uint16_t *)row + k));
+            }
         }
         for (int rb = 0; rb < nx; rb += FLOAT_X_BATCH) {
             const int nxb = min_int(FLOAT_X_BATCH, nx - rb);
             for (int p = 0; p < (nxb + FX - 1) / FX; p++)
-                for (int q = 0; q < 4 * FX; q++) acc[p][q] = _mm512_setzero_ps();
+                for (int q = 0; q < 4 * FX; q++) acc[0][p][q] = acc[1][p][q] = _mm512_setzero_ps();
             for (int64_t k0 = 0; k0 < n16; k0 += FLOAT_K_CHUNK) {
                 const int64_t k1 = k0 + FLOAT_K_CHUNK < n16 ? k0 + FLOAT_K_CHUNK : n16;
                 for (int r = 0; r < nxb; r += FX) {
@@ -1031,16 +1036,21 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     for (int q = 0; q < FX; q++)
                         xr[q] = (const float *)((const char *)x +
                                                 (rb + r + min_int(q, mx - 1)) * x_stride);
-                    if (m == 4 && mx == FX)
-                        float_micro(4, FX, k0, k1, wf, xr, acc[r / FX]);
-                    else
-                        float_micro(m, mx, k0, k1, wf, xr, acc[r / FX]);
+                    for (int64_t kb = k0; kb < k1; kb += FLOAT_BLOCK) {
+                        const int64_t ke = kb + FLOAT_BLOCK < k1 ? kb + FLOAT_BLOCK : k1;
+                        __m512 *c = acc[(kb / FLOAT_BLOCK) % 2][r / FX];
+                        if (m == 4 && mx == FX)
+                            float_micro(4, FX, kb, ke, wf, xr, c);
+                        else
+                            float_micro(m, mx, kb, ke, wf, xr, c);
+                    }
                 }
             }
             for (int r = 0; r < nxb; r++) {
                 const float *xr = (const float *)((const char *)x + (rb + r) * x_stride);
                 for (int i = 0; i < m; i++) {
-                    float s = hsum512(acc[r / FX][i * FX + r % FX]);
+                    const int q = i * FX + r % FX;
+                    float s = hsum512(_mm512_add_ps(acc[0][r / FX][q], acc[1][r / FX][q]));
                     for (int64_t k = n16; k < n; k++) s += sc(rows[i], k) * xr[k];
                     y[(rb + r) * y_stride + i0 + i] = s;
                 }
