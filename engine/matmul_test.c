@@ -155,6 +155,13 @@ int main(void) {
         test_type(DTYPE_F32, 45, 19, pools);
         test_type(DTYPE_F16, 45, 19, pools);
         test_type(DTYPE_BF16, 45, 19, pools);
+        /* float rows whose last 128-element block (the avx512 kernels alternate two accumulators
+         * by block) is partial and goes to either accumulator, inside and past a tile k-chunk */
+        test_type(DTYPE_F16, 2 * 128 + 48 + 3, 19, pools);
+        test_type(DTYPE_F16, 3 * 128 + 48 + 5, 19, pools);
+        test_type(DTYPE_F16, 5 * 128 + 32 + 5, 19, pools);
+        test_type(DTYPE_F32, 3 * 128 + 48 + 5, 19, pools);
+        test_type(DTYPE_BF16, 2 * 128 + 48 + 3, 19, pools);
         /* rows too long for the tiles' unpack buffer (they fall back to plain dots) */
         test_type_rows(DTYPE_F16, 256 * 200 + 8, 5, 9, pools);
         test_type_rows(DTYPE_Q4_K, 256 * 360, 5, 9, pools);
