@@ -772,8 +772,9 @@ static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x
  * two chains side by side: one chain alone is latency-bound (16 elements per 4 cycles, ~16 GB/s
  * of f16 at 1 thread against ~25 GB/s of DRAM), and the two read positions stay 256 bytes
  * apart (f16), which the hardware prefetcher follows as one stream (1 KB or more apart, or rows
- * side by side, read at about half the rate). The tiles take one block at a time, so they keep
- * 16 accumulators in registers and only swap them between blocks. */
+ * side by side, read at about half the rate). The small-batch path keeps 16 accumulators in
+ * registers and swaps the two sets between blocks; the prompt tile runs a k-chunk's even blocks
+ * with set 0 in registers, then its odd blocks with set 1 (same chains, no swap per block). */
 #define FLOAT_BLOCK 128
 
 static inline __m512 load_f32x16(const float *p) {
@@ -830,11 +831,12 @@ FLOAT_GEMV(gemv_bf16, uint16_t, dot_bf16)
 
 #define FX 4 /* x rows per micro kernel */
 
-/* M rows of f32 (wf[i]) against MX x rows over elements [k0, k1), inside one block; the
- * accumulators (that block's) live in acc between calls (same register values, so the same
- * float chains as the single dot). */
-static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t k0, int64_t k1,
-                                                              const float *const *wf,
+/* M rows of f32 (wf[i]) against MX x rows: the blocks of one accumulator (parity) inside the
+ * k-chunk [k0, k1), i.e. elements [kb, min(kb + FLOAT_BLOCK, k1)) for kb = kstart, kstart +
+ * 2 * FLOAT_BLOCK, ... below k1, in increasing order. That accumulator's registers live in acc
+ * between calls (same register values, so the same float chain as the single dot's c0 or c1). */
+static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t kstart,
+                                                              int64_t k1, const float *const *wf,
                                                               const float *const *xr, __m512 *acc) {
     __m512 a[4][FX];
 #pragma GCC unroll 8
@@ -842,16 +844,19 @@ static inline __attribute__((always_inline)) void float_micro(int M, int MX, int
 #pragma GCC unroll 8
         for (int r = 0; r < FX; r++)
             a[i][r] = i < M && r < MX ? acc[i * FX + r] : _mm512_setzero_ps();
-    for (int64_t k = k0; k < k1; k += 16) {
-        __m512 xv[FX];
+    for (int64_t kb = kstart; kb < k1; kb += 2 * FLOAT_BLOCK) {
+        const int64_t ke = kb + FLOAT_BLOCK < k1 ? kb + FLOAT_BLOCK : k1;
+        for (int64_t k = kb; k < ke; k += 16) {
+            __m512 xv[FX];
 #pragma GCC unroll 8
-        for (int r = 0; r < FX; r++)
-            xv[r] = r < MX ? _mm512_loadu_ps(xr[r] + k) : _mm512_setzero_ps();
+            for (int r = 0; r < FX; r++)
+                xv[r] = r < MX ? _mm512_loadu_ps(xr[r] + k) : _mm512_setzero_ps();
 #pragma GCC unroll 8
-        for (int i = 0; i < M; i++) {
-            const __m512 wv = _mm512_loadu_ps(wf[i] + k);
+            for (int i = 0; i < M; i++) {
+                const __m512 wv = _mm512_loadu_ps(wf[i] + k);
 #pragma GCC unroll 8
-            for (int r = 0; r < MX; r++) a[i][r] = _mm512_fmadd_ps(wv, xv[r], a[i][r]);
+                for (int r = 0; r < MX; r++) a[i][r] = _mm512_fmadd_ps(wv, xv[r], a[i][r]);
+            }
         }
     }
 #pragma GCC unroll 8
@@ -872,7 +877,8 @@ static float scalar_bf16(const void *w, int64_t k) {
 }
 
 #define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
-#define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks */
+_Static_assert(FLOAT_K_CHUNK % (2 * FLOAT_BLOCK) == 0, "k-chunks hold whole block pairs");
+#define FLOAT_X_BATCH 64 /* x rows whose accumulators are kept between k-chunks */
 
 /* Small batches: FLOAT_SMALL_MW weight rows side by side (converted on the fly, the next ones
  * prefetched as gemv_* does) against up to FLOAT_SMALL_MX x rows, one accumulator per (row,
@@ -1036,13 +1042,15 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     for (int q = 0; q < FX; q++)
                         xr[q] = (const float *)((const char *)x +
                                                 (rb + r + min_int(q, mx - 1)) * x_stride);
-                    for (int64_t kb = k0; kb < k1; kb += FLOAT_BLOCK) {
-                        const int64_t ke = kb + FLOAT_BLOCK < k1 ? kb + FLOAT_BLOCK : k1;
-                        __m512 *c = acc[(kb / FLOAT_BLOCK) % 2][r / FX];
+                    /* the even blocks with accumulator 0, then the odd ones with 1 (k0 is a
+                     * multiple of 2 * FLOAT_BLOCK): two passes over the panel chunk, in L1 */
+                    for (int par = 0; par < 2; par++) {
+                        const int64_t ks = k0 + par * FLOAT_BLOCK;
+                        __m512 *c = acc[par][r / FX];
                         if (m == 4 && mx == FX)
-                            float_micro(4, FX, kb, ke, wf, xr, c);
+                            float_micro(4, FX, ks, k1, wf, xr, c);
                         else
-                            float_micro(m, mx, kb, ke, wf, xr, c);
+                            float_micro(m, mx, ks, k1, wf, xr, c);
                     }
                 }
             }
