@@ -829,21 +829,24 @@ FLOAT_GEMV(gemv_f32, float, dot_f32)
 FLOAT_GEMV(gemv_f16, uint16_t, dot_f16)
 FLOAT_GEMV(gemv_bf16, uint16_t, dot_bf16)
 
+#define FW 4 /* weight rows per micro kernel (and per panel) */
 #define FX 4 /* x rows per micro kernel */
 
 /* M rows of f32 (wf[i]) against MX x rows: the blocks of one accumulator (parity) inside the
  * k-chunk [k0, k1), i.e. elements [kb, min(kb + FLOAT_BLOCK, k1)) for kb = kstart, kstart +
  * 2 * FLOAT_BLOCK, ... below k1, in increasing order. That accumulator's registers live in acc
- * between calls (same register values, so the same float chain as the single dot's c0 or c1). */
-static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t kstart,
-                                                              int64_t k1, const float *const *wf,
+ * between calls (same register values, so the same float chain as the single dot's c0 or c1);
+ * zero: the first k-chunk, start from 0 instead of acc. */
+static inline __attribute__((always_inline)) void float_micro(int M, int MX, bool zero,
+                                                              int64_t kstart, int64_t k1,
+                                                              const float *const *wf,
                                                               const float *const *xr, __m512 *acc) {
-    __m512 a[4][FX];
+    __m512 a[FW][FX];
 #pragma GCC unroll 8
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < FW; i++)
 #pragma GCC unroll 8
         for (int r = 0; r < FX; r++)
-            a[i][r] = i < M && r < MX ? acc[i * FX + r] : _mm512_setzero_ps();
+            a[i][r] = i < M && r < MX && !zero ? acc[i * FX + r] : _mm512_setzero_ps();
     for (int64_t kb = kstart; kb < k1; kb += 2 * FLOAT_BLOCK) {
         const int64_t ke = kb + FLOAT_BLOCK < k1 ? kb + FLOAT_BLOCK : k1;
         for (int64_t k = kb; k < ke; k += 16) {
@@ -878,7 +881,8 @@ static float scalar_bf16(const void *w, int64_t k) {
 
 #define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
 _Static_assert(FLOAT_K_CHUNK % (2 * FLOAT_BLOCK) == 0, "k-chunks hold whole block pairs");
-#define FLOAT_X_BATCH 64 /* x rows whose accumulators are kept between k-chunks */
+#define FLOAT_X_BATCH 64 /* x rows whose accumulators are kept between k-chunks (at most) */
+#define FLOAT_XB_BYTES (512 * 1024) /* and at most this many bytes of them (in L2) */
 
 /* Small batches: FLOAT_SMALL_MW weight rows side by side (converted on the fly, the next ones
  * prefetched as gemv_* does) against up to FLOAT_SMALL_MX x rows, one accumulator per (row,
@@ -1003,39 +1007,62 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
-    int mw = 4;
+    int mw = FW; /* rows per panel (f16/bf16: converted to f32 into panel_buf) */
     if (t != DTYPE_F32 && n16) {
         const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)n16 * sizeof(float)));
-        mw = fit < 4 ? (int)fit : 4;
+        mw = fit < FW ? (int)fit : FW;
     }
-    __m512 acc[2][FLOAT_X_BATCH / FX][4 * FX]; /* [which of the two accumulators] */
+    /* x rows per batch: at most FLOAT_XB_BYTES of them, so a batch stays in L2 while the
+     * panel is run against it (5632-wide rows: 20 rows, not FLOAT_X_BATCH) */
+    int xbatch = FLOAT_X_BATCH;
+    if (n16) {
+        const int64_t fit = (int64_t)(FLOAT_XB_BYTES / ((size_t)n16 * sizeof(float))) / FX * FX;
+        if (fit < xbatch) xbatch = fit < FX ? FX : (int)fit;
+    }
+    const size_t esz = t == DTYPE_F32 ? 4 : 2;
+    __m512 acc[2][FLOAT_X_BATCH / FX][FW * FX]; /* [which of the two accumulators] */
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
-        const float *wf[4];
-        const char *rows[4];
+        const int mnext = min_int(mw, nw - i0 - mw); /* rows of the next panel (<= 0: none) */
+        const float *wf[FW];
+        const char *rows[FW];
         for (int i = 0; i < m; i++) {
-            const char *row = (const char *)w + (i0 + i) * w_stride;
-            rows[i] = row;
-            if (t == DTYPE_F32) {
-                wf[i] = (const float *)row;
-                continue;
-            }
-            float *dst = (float *)panel_buf + i * n16;
-            wf[i] = dst;
-            const bool next = i0 + mw + i < nw; /* this row of the next panel, into L2 */
-            for (int64_t k = 0; k < n16; k += 16) {
-                if (next && (k & 31) == 0)
-                    _mm_prefetch(row + k * 2 + (size_t)mw * w_stride, _MM_HINT_T1);
-                _mm512_storeu_ps(dst + k, t == DTYPE_F16 ? load_f16x16((const uint16_t *)row + k)
-                                                         : load_bf16x16((const uint16_t *)row + k));
-            }
+            rows[i] = (const char *)w + (i0 + i) * w_stride;
+            wf[i] = t == DTYPE_F32 ? (const float *)rows[i] : (const float *)panel_buf + i * n16;
         }
-        for (int rb = 0; rb < nx; rb += FLOAT_X_BATCH) {
-            const int nxb = min_int(FLOAT_X_BATCH, nx - rb);
-            for (int p = 0; p < (nxb + FX - 1) / FX; p++)
-                for (int q = 0; q < 4 * FX; q++) acc[0][p][q] = acc[1][p][q] = _mm512_setzero_ps();
+        for (int rb = 0; rb < nx; rb += xbatch) {
+            const int nxb = min_int(xbatch, nx - rb);
+            const bool last_rb = rb + xbatch >= nx;
             for (int64_t k0 = 0; k0 < n16; k0 += FLOAT_K_CHUNK) {
                 const int64_t k1 = k0 + FLOAT_K_CHUNK < n16 ? k0 + FLOAT_K_CHUNK : n16;
+                /* The weights are read from memory in the first x batch, a k-chunk at a time
+                 * (f16/bf16: converted into the panel); the next chunk to be read (this
+                 * panel's next one, or after the last x batch's last chunk the next panel's
+                 * first) is prefetched into L2 now, one k-chunk of compute ahead. Prefetching
+                 * a whole panel ahead lost it from L2 to the x rows streamed in between. */
+                if (rb == 0 && k1 < n16) {
+                    const int64_t k2 = k1 + FLOAT_K_CHUNK < n16 ? k1 + FLOAT_K_CHUNK : n16;
+                    for (int i = 0; i < m; i++)
+                        for (size_t o = (size_t)k1 * esz; o < (size_t)k2 * esz; o += 64)
+                            _mm_prefetch(rows[i] + o, _MM_HINT_T1);
+                }
+                if (last_rb && k1 == n16) {
+                    const int64_t k2 = FLOAT_K_CHUNK < n16 ? FLOAT_K_CHUNK : n16;
+                    for (int i = 0; i < mnext; i++)
+                        for (size_t o = 0; o < (size_t)k2 * esz; o += 64)
+                            _mm_prefetch(rows[i] + (size_t)mw * w_stride + o, _MM_HINT_T1);
+                }
+                if (rb == 0 && t != DTYPE_F32)
+                    for (int i = 0; i < m; i++) {
+                        float *dst = (float *)wf[i];
+                        const uint16_t *src = (const uint16_t *)rows[i];
+                        if (t == DTYPE_F16)
+                            for (int64_t k = k0; k < k1; k += 16)
+                                _mm512_storeu_ps(dst + k, load_f16x16(src + k));
+                        else
+                            for (int64_t k = k0; k < k1; k += 16)
+                                _mm512_storeu_ps(dst + k, load_bf16x16(src + k));
+                    }
                 for (int r = 0; r < nxb; r += FX) {
                     const int mx = min_int(FX, nxb - r);
                     const float *xr[FX];
@@ -1047,10 +1074,10 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     for (int par = 0; par < 2; par++) {
                         const int64_t ks = k0 + par * FLOAT_BLOCK;
                         __m512 *c = acc[par][r / FX];
-                        if (m == 4 && mx == FX)
-                            float_micro(4, FX, ks, k1, wf, xr, c);
+                        if (m == FW && mx == FX)
+                            float_micro(FW, FX, k0 == 0, ks, k1, wf, xr, c);
                         else
-                            float_micro(m, mx, ks, k1, wf, xr, c);
+                            float_micro(m, mx, k0 == 0, ks, k1, wf, xr, c);
                     }
                 }
             }
@@ -1058,7 +1085,8 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                 const float *xr = (const float *)((const char *)x + (rb + r) * x_stride);
                 for (int i = 0; i < m; i++) {
                     const int q = i * FX + r % FX;
-                    float s = hsum512(_mm512_add_ps(acc[0][r / FX][q], acc[1][r / FX][q]));
+                    float s =
+                        n16 ? hsum512(_mm512_add_ps(acc[0][r / FX][q], acc[1][r / FX][q])) : 0.0f;
                     for (int64_t k = n16; k < n; k++) s += sc(rows[i], k) * xr[k];
                     y[(rb + r) * y_stride + i0 + i] = s;
                 }
