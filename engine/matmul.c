@@ -86,9 +86,12 @@ static void rows_range(const struct matmul_weight *w, const char *xq, size_t xs,
         return;
     }
     if (tile) {
-        /* the tile panels the weight rows itself; x rows go in groups that stay in L2 */
+        /* the tile panels the weight rows itself; x rows go in groups that stay in L2 (each
+         * group reads the weights again); the float tiles batch x rows by size themselves, so
+         * they get all rows and read (and convert) each weight row once */
         int64_t group = (int64_t)(X_GROUP_BYTES / xs);
         if (group < 4) group = 4;
+        if (quant_dot_type(w->type) == DTYPE_F32) group = n_rows;
         for (int64_t r0 = 0; r0 < n_rows; r0 += group) {
             const int nx = (int)(n_rows - r0 < group ? n_rows - r0 : group);
             tile(n_in, wd + i0 * w_stride, w_stride, (int)(i1 - i0), xq + r0 * xs, xs, nx,

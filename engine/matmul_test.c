@@ -162,6 +162,12 @@ int main(void) {
         test_type(DTYPE_F16, 5 * 128 + 32 + 5, 19, pools);
         test_type(DTYPE_F32, 3 * 128 + 48 + 5, 19, pools);
         test_type(DTYPE_BF16, 2 * 128 + 48 + 3, 19, pools);
+        /* rows long enough that the float tiles take the x rows in batches of fewer than 64
+         * (at most 512 KB of them: 28-30 rows here, 12 at 10005) and matmul gives them all
+         * 128 rows at once */
+        test_type(DTYPE_F16, 10000 + 5, 9, pools);
+        test_type(DTYPE_F32, 4096 + 128 + 7, 9, pools);
+        test_type(DTYPE_BF16, 4096 + 128 + 7, 9, pools);
         /* rows too long for the tiles' unpack buffer (they fall back to plain dots) */
         test_type_rows(DTYPE_F16, 256 * 200 + 8, 5, 9, pools);
         test_type_rows(DTYPE_Q4_K, 256 * 360, 5, 9, pools);

@@ -615,7 +615,8 @@ static float scalar_bf16(const void *w, int64_t k) {
 }
 
 #define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
-#define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks */
+#define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks (at most) */
+#define FLOAT_XB_BYTES (512 * 1024) /* and at most this many bytes of them (in L2) */
 
 /* One x row: 4 weight rows at a time converted on the fly, each exactly as the single float
  * dot does it (one chain, hsum, scalar tail); four chains keep the FMA units busy. */
@@ -762,6 +763,13 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         return;
     }
     const int mw = t == DTYPE_F32 ? 4 : panel_rows(n8 ? n8 / 8 : 1, 32, 4);
+    /* x rows per batch: at most FLOAT_XB_BYTES, so a batch stays in L2 while a panel runs
+     * against it (matmul passes all x rows of a float weight at once) */
+    int xbatch = FLOAT_X_BATCH;
+    if (n8) {
+        const int64_t fit = (int64_t)(FLOAT_XB_BYTES / ((size_t)n8 * sizeof(float))) / 3 * 3;
+        if (fit < xbatch) xbatch = fit < 3 ? 3 : (int)fit;
+    }
     __m256 acc[FLOAT_X_BATCH / 3 + 1][12];
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
@@ -780,8 +788,8 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                 _mm256_storeu_ps(dst + k, t == DTYPE_F16 ? load_f16x8((const uint16_t *)row + k)
                                                          : load_bf16x8((const uint16_t *)row + k));
         }
-        for (int rb = 0; rb < nx; rb += FLOAT_X_BATCH) {
-            const int nxb = min_int(FLOAT_X_BATCH, nx - rb);
+        for (int rb = 0; rb < nx; rb += xbatch) {
+            const int nxb = min_int(xbatch, nx - rb);
             for (int p = 0; p < (nxb + 2) / 3; p++)
                 for (int q = 0; q < 12; q++) acc[p][q] = _mm256_setzero_ps();
             for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK) {
