@@ -999,7 +999,10 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
             float_small(DTYPE_BF16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
     }
-    if (t != DTYPE_F32 && (size_t)n16 * sizeof(float) > PANEL_BUF_BYTES) { /* too long */
+    /* f32 panel rows n16 + 16 floats apart: rows a multiple of 4 KB apart (2048 wide) put the
+     * panel's 4 read streams in one L1 set, with the x rows' streams (~5% of the tile) */
+    const int64_t ps = n16 + 16;
+    if (t != DTYPE_F32 && (size_t)ps * sizeof(float) > PANEL_BUF_BYTES) { /* too long */
         const quant_dot_fn dot = t == DTYPE_F16 ? dot_f16 : dot_bf16;
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
@@ -1009,7 +1012,7 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
     }
     int mw = FW; /* rows per panel (f16/bf16: converted to f32 into panel_buf) */
     if (t != DTYPE_F32 && n16) {
-        const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)n16 * sizeof(float)));
+        const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)ps * sizeof(float)));
         mw = fit < FW ? (int)fit : FW;
     }
     /* x rows per batch: at most FLOAT_XB_BYTES of them, so a batch stays in L2 while the
@@ -1028,7 +1031,7 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         const char *rows[FW];
         for (int i = 0; i < m; i++) {
             rows[i] = (const char *)w + (i0 + i) * w_stride;
-            wf[i] = t == DTYPE_F32 ? (const float *)rows[i] : (const float *)panel_buf + i * n16;
+            wf[i] = t == DTYPE_F32 ? (const float *)rows[i] : (const float *)panel_buf + i * ps;
         }
         for (int rb = 0; rb < nx; rb += xbatch) {
             const int nxb = min_int(xbatch, nx - rb);
