@@ -5,7 +5,8 @@
 #
 #   1. recovery: 4 streams generate; one worker gets SIGKILL; the coordinator's log gives
 #      detection (loss -> declared lost: a closed connection at once, else last heard ->
-#      silent too long), re-plan + load (plan made -> every survivor ready) and re-processing
+#      silent too long), re-plan (plan made -> every survivor ready, less the slowest load),
+#      weight load (the slowest survivor's load of its new slice) and re-processing
 #      (ready -> every request in flight has its next token: the survivors recompute what the
 #      lost layers held); the clients see the longest pause between two tokens. REPS kills,
 #      medians.
@@ -49,9 +50,9 @@ median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/
 
 echo "## recovery after SIGKILL of one worker (4 streams, $REPS kills)"
 echo
-echo "| kill | detection ms | re-plan + load ms | re-processing ms | longest pause a stream saw ms | tokens delivered |"
-echo "|---|---|---|---|---|---|"
-dets="" loads="" reps="" gaps=""
+echo "| kill | detection ms | re-plan ms | weight load ms | re-processing ms | longest pause a stream saw ms | tokens delivered |"
+echo "|---|---|---|---|---|---|---|"
+dets="" plans="" loads="" reps="" gaps=""
 for r in $(seq "$REPS"); do
     start_cluster --no-restart
     node "$HERE/load.mjs" "$URL" 4 160 >"$DIR/fo.load" 2>&1 &
@@ -65,16 +66,19 @@ for r in $(seq "$REPS"); do
     rec=$(grep -m1 "recovered" "$LOGS/coordinator.log" || true)
     det="?"
     [ -n "$line" ] && det=$(( $(ms_of "$(echo "$line" | cut -c1-12)") - t_kill ))
-    load=$(echo "$rec" | sed -n 's/.*re-plan and load \([0-9]*\) ms.*/\1/p')
+    both=$(echo "$rec" | sed -n 's/.*re-plan and load \([0-9]*\) ms.*/\1/p')
+    load=$(echo "$rec" | sed -n "s/.*the slowest worker's load \([0-9]*\) ms.*/\1/p")
+    plan="?"
+    [ -n "$both" ] && [ -n "$load" ] && plan=$((both - load))
     rep=$(grep -m1 "resumed: every request" "$LOGS/coordinator.log" | sed -n 's/.* token \([0-9]*\) ms after.*/\1/p')
     gap=$(node -e 'let s=require("fs").readFileSync(process.argv[1],"utf8");try{console.log(JSON.parse(s.trim().split("\n").pop()).max_gap_ms)}catch(e){console.log("failed")}' "$DIR/fo.load")
     ok=$(grep -q '"tokens":640' "$DIR/fo.load" && echo "all 640" || echo "NO")
-    echo "| $r ($victim) | $det | ${load:-?} | ${rep:-?} | $gap | $ok |"
-    dets="$dets $det" loads="$loads ${load:-0}" reps="$reps ${rep:-0}" gaps="$gaps $gap"
+    echo "| $r ($victim) | $det | $plan | ${load:-?} | ${rep:-?} | $gap | $ok |"
+    dets="$dets $det" plans="$plans ${plan}" loads="$loads ${load:-0}" reps="$reps ${rep:-0}" gaps="$gaps $gap"
     stop_cluster
 done
 echo
-echo "medians: detection $(echo $dets | tr ' ' '\n' | median) ms, re-plan + load $(echo $loads | tr ' ' '\n' | median) ms, re-processing $(echo $reps | tr ' ' '\n' | median) ms, pause $(echo $gaps | tr ' ' '\n' | median) ms"
+echo "medians: detection $(echo $dets | tr ' ' '\n' | median) ms, re-plan $(echo $plans | tr ' ' '\n' | median) ms, weight load $(echo $loads | tr ' ' '\n' | median) ms, re-processing $(echo $reps | tr ' ' '\n' | median) ms, pause $(echo $gaps | tr ' ' '\n' | median) ms"
 echo
 
 echo "## churn: a worker killed every ${PERIOD} s for ${DURATION} s, 4 clients streaming"

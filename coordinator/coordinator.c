@@ -67,6 +67,7 @@ struct coordinator {
     /* the fail-over in progress: when the loss happened / was declared / the plan was sent */
     uint64_t fo_silent_ms, fo_declared_ms, fo_planned_ms;
     uint64_t fo_ready_ms; /* the pipeline was ready again; requests still re-processing */
+    uint64_t fo_load_ms;  /* the slowest worker's load under the new plan (AssignAck.load_ms) */
     char fo_cause[160];
     int timeouts_in_a_row;
     /* slice fingerprints by layer range */
@@ -636,6 +637,7 @@ static void replan(coordinator_t *c, struct coordinator_actions *acts, const cha
     snprintf(c->fo_cause, sizeof c->fo_cause, "%s", cause);
     c->fo_planned_ms = c->now_ms;
     c->fo_ready_ms = 0;
+    c->fo_load_ms = 0;
     if (c->batcher) {
         int rewound = batcher_rewind_all(c->batcher);
         memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
@@ -854,8 +856,9 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
             return;
         }
         w->ready = true;
-        LOG(LOG_INFO, "coordinator: node %u ready for layers [%d, %d)", w->node_id, w->layer_first,
-            w->layer_end);
+        if (a->load_ms > c->fo_load_ms) c->fo_load_ms = a->load_ms;
+        LOG(LOG_INFO, "coordinator: node %u ready for layers [%d, %d) (loaded in %llu ms)",
+            w->node_id, w->layer_first, w->layer_end, (unsigned long long)a->load_ms);
         break;
     case CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED:
         LOG(LOG_ERROR, "coordinator: node %u failed its assignment: %s", w->node_id,
@@ -871,13 +874,15 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
         c->state = COORDINATOR_STATE_READY;
         if (c->served && c->fo_planned_ms)
             LOG(LOG_WARN,
-                "coordinator: recovered (%s): detection %llu ms, re-plan and load %llu ms; "
-                "requests resume by re-processing their tokens",
+                "coordinator: recovered (%s): detection %llu ms, re-plan and load %llu ms "
+                "(the slowest worker's load %llu ms); requests resume by re-processing their "
+                "tokens",
                 c->fo_cause,
                 (unsigned long long)(c->fo_declared_ms >= c->fo_silent_ms
                                          ? c->fo_declared_ms - c->fo_silent_ms
                                          : 0),
-                (unsigned long long)(c->now_ms - c->fo_planned_ms));
+                (unsigned long long)(c->now_ms - c->fo_planned_ms),
+                (unsigned long long)c->fo_load_ms);
         c->served = true;
         if (c->fo_planned_ms && c->batcher && batcher_n_resuming(c->batcher) > 0)
             c->fo_ready_ms = c->now_ms;

@@ -20,6 +20,7 @@
 struct worker {
     struct worker_config cfg;
     enum worker_state state;
+    uint64_t load_ms; /* how long the last load took (AssignAck.load_ms) */
     uint32_t node_id;
     uint64_t next_msg_id;
     uint32_t heartbeat_ms;
@@ -190,6 +191,7 @@ static void send_assign_ack(worker_t *w, struct worker_actions *acts,
     ack.state = state;
     ack.layer_first = w->slice.layer_first;
     ack.layer_end = w->slice.layer_end;
+    if (state == CARAVAN__ASSIGN_ACK__STATE__STATE_READY) ack.load_ms = w->load_ms;
     if (w->have_slice_fingerprint && state == CARAVAN__ASSIGN_ACK__STATE__STATE_READY) {
         ack.slice_fingerprint.data = w->slice_fingerprint;
         ack.slice_fingerprint.len = CRYPTO_HASH_BYTES;
@@ -368,8 +370,11 @@ static void stop_receiving(worker_t *w) {
 }
 
 static void become_ready(worker_t *w, struct worker_actions *acts) {
+    w->load_ms = 0;
     if (w->cfg.load) {
+        uint64_t t0 = w->cfg.clock_us ? w->cfg.clock_us() : 0;
         enum status rc = w->cfg.load(w->cfg.compute_ctx, &w->slice);
+        if (w->cfg.clock_us) w->load_ms = (w->cfg.clock_us() - t0 + 500) / 1000;
         if (rc != STATUS_OK) {
             char text[128];
             w->loaded = false;

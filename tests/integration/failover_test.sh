@@ -145,6 +145,9 @@ kill | stop | netcut)
             fail "w2 handed no row on with its KV"
         grep -qE "[1-9][0-9]* taken with theirs" "$WORK"/logs/w3.log ||
             fail "w3 took no row with its KV"
+        # the recovery is split into detection, re-plan and the workers' own load time
+        grep -qE "recovered .*re-plan and load [0-9]+ ms \(the slowest worker's load [0-9]+ ms\)" \
+            "$WORK/logs/coordinator.log" || fail "the recovery does not give the workers' load time"
     fi
     run_streams again
     wait_streams again 180
