@@ -18,31 +18,19 @@
 /* Forgets what a re-plan left to hand on. */
 static void hand_free(struct compute_engine *e) {
     model_kv_saved_free(&e->hand);
-    for (int32_t s = 0; s < e->n_slots && e->hand_log; s++) {
-        free(e->hand_log[s]);
-        e->hand_log[s] = NULL;
-        e->hand_len[s] = 0;
+    for (int32_t s = 0; s < e->n_slots; s++) {
+        free(e->slots[s].hand_log);
+        e->slots[s].hand_log = NULL;
+        e->slots[s].hand_len = 0;
     }
     e->hand_first = e->hand_end = 0;
 }
 
 static void slots_free(struct compute_engine *e) {
     hand_free(e);
-    for (int32_t s = 0; s < e->n_slots && e->out_log; s++) free(e->out_log[s]);
-    free(e->out_log);
-    free(e->hand_log);
-    free(e->hand_len);
-    e->hand_log = NULL;
-    e->hand_len = NULL;
-    free(e->slot_seq);
-    free(e->slot_len);
-    free(e->keep_seq);
-    free(e->keep_len);
-    free(e->log_len);
-    free(e->log_cap);
-    e->out_log = NULL;
-    e->slot_seq = e->keep_seq = NULL;
-    e->slot_len = e->keep_len = e->log_len = e->log_cap = NULL;
+    for (int32_t s = 0; s < e->n_slots; s++) free(e->slots[s].log);
+    free(e->slots);
+    e->slots = NULL;
     e->n_slots = 0;
     e->keep_first = e->keep_end = 0;
 }
@@ -51,30 +39,15 @@ static void slots_free(struct compute_engine *e) {
 static enum status slots_init(struct compute_engine *e, int32_t n) {
     if (e->n_slots == n) return STATUS_OK;
     slots_free(e);
-    size_t k = (size_t)n;
-    e->out_log = calloc(k, sizeof *e->out_log);
-    e->slot_seq = calloc(k, sizeof *e->slot_seq);
-    e->keep_seq = calloc(k, sizeof *e->keep_seq);
-    e->slot_len = calloc(k, sizeof *e->slot_len);
-    e->keep_len = calloc(k, sizeof *e->keep_len);
-    e->log_len = calloc(k, sizeof *e->log_len);
-    e->log_cap = calloc(k, sizeof *e->log_cap);
-    e->hand_log = calloc(k, sizeof *e->hand_log);
-    e->hand_len = calloc(k, sizeof *e->hand_len);
-    if (!e->out_log || !e->slot_seq || !e->keep_seq || !e->slot_len || !e->keep_len ||
-        !e->log_len || !e->log_cap || !e->hand_log || !e->hand_len) {
-        slots_free(e);
-        return STATUS_NOMEM;
-    }
+    if (!(e->slots = calloc((size_t)n, sizeof *e->slots))) return STATUS_NOMEM;
     e->n_slots = n;
     return STATUS_OK;
 }
 
 static void slot_forget(struct compute_engine *e, int32_t s) {
-    e->slot_seq[s] = e->keep_seq[s] = 0;
-    e->slot_len[s] = e->keep_len[s] = e->log_len[s] = e->hand_len[s] = 0;
-    free(e->hand_log[s]);
-    e->hand_log[s] = NULL;
+    struct compute_slot *k = &e->slots[s];
+    free(k->hand_log);
+    *k = (struct compute_slot){.log = k->log, .log_cap = k->log_cap};
 }
 
 /* After a forward: which positions of which sequence each slot has computed, and (not on the
@@ -84,37 +57,38 @@ static void note_rows(struct compute_engine *e, const Caravan__Forward *in,
                       const struct worker_tensor *o, int64_t n_embd, bool last, int32_t z) {
     const float *out = (const float *)o->data;
     for (int32_t i = 0; i < in->n_tokens; i++) {
-        int32_t s = in->kv_slot[i], p = in->pos[i];
+        const int32_t p = in->pos[i];
+        struct compute_slot *k = &e->slots[in->kv_slot[i]];
         uint64_t id = i < (int32_t)in->n_seq_id ? in->seq_id[i] : 0;
-        if (e->slot_seq[s] != id) {
-            e->slot_seq[s] = id;
-            e->slot_len[s] = e->log_len[s] = 0;
+        if (k->seq != id) {
+            k->seq = id;
+            k->len = k->log_len = 0;
         }
-        if (p <= e->slot_len[s]) e->slot_len[s] = p + 1;
-        if (e->hand_log[s] && e->slot_len[s] >= e->hand_len[s]) { /* handed on up to there */
-            free(e->hand_log[s]);
-            e->hand_log[s] = NULL;
-            e->hand_len[s] = 0;
+        if (p <= k->len) k->len = p + 1;
+        if (k->hand_log && k->len >= k->hand_len) { /* handed on up to there */
+            free(k->hand_log);
+            k->hand_log = NULL;
+            k->hand_len = 0;
         }
-        if (last || p > e->log_len[s]) continue;
+        if (last || p > k->log_len) continue;
         if (o->enter && o->enter[i] != z) { /* handed on: not a hidden state leaving z */
-            e->log_len[s] = p;
+            k->log_len = p;
             continue;
         }
-        if (p >= e->log_cap[s]) {
-            int32_t cap = e->log_cap[s] ? e->log_cap[s] : 64;
+        if (p >= k->log_cap) {
+            int32_t cap = k->log_cap ? k->log_cap : 64;
             while (cap <= p) cap *= 2;
-            float *grown = realloc(e->out_log[s], sizeof(float) * (size_t)cap * (size_t)n_embd);
+            float *grown = realloc(k->log, sizeof(float) * (size_t)cap * (size_t)n_embd);
             if (!grown) { /* the log is an optimisation: without it the slot just recomputes */
-                e->log_len[s] = 0;
+                k->log_len = 0;
                 continue;
             }
-            e->out_log[s] = grown;
-            e->log_cap[s] = cap;
+            k->log = grown;
+            k->log_cap = cap;
         }
-        memcpy(e->out_log[s] + (size_t)p * (size_t)n_embd, out + (size_t)i * (size_t)n_embd,
+        memcpy(k->log + (size_t)p * (size_t)n_embd, out + (size_t)i * (size_t)n_embd,
                sizeof(float) * (size_t)n_embd);
-        if (p + 1 > e->log_len[s]) e->log_len[s] = p + 1;
+        if (p + 1 > k->log_len) k->log_len = p + 1;
     }
 }
 
@@ -122,8 +96,9 @@ static void note_rows(struct compute_engine *e, const Caravan__Forward *in,
  * above q, if any, then start from the hidden states logged at q), or when b < q and `hand`
  * (the layers [b, q) and the log at q are then handed on: the log moves to hand_log). Records
  * what is kept per slot and clears every slot's progress (nothing has been through the new
- * range yet). Returns the kept range in *kf, *ke (equal: nothing). */
-static void plan_keep(struct compute_engine *e, int32_t p, int32_t q, int32_t a, int32_t b,
+ * range yet). Returns the kept range in *kf, *ke (equal: nothing), and whether [b, q) is
+ * handed on. */
+static bool plan_keep(struct compute_engine *e, int32_t p, int32_t q, int32_t a, int32_t b,
                       bool hand, int32_t *kf, int32_t *ke) {
     *kf = a > p ? a : p;
     *ke = b < q ? b : q;
@@ -132,19 +107,27 @@ static void plan_keep(struct compute_engine *e, int32_t p, int32_t q, int32_t a,
     e->keep_first = *kf;
     e->keep_end = *ke;
     for (int32_t s = 0; s < e->n_slots; s++) {
-        e->keep_seq[s] = e->slot_seq[s];
-        e->keep_len[s] = *kf < *ke ? e->slot_len[s] : 0;
-        e->slot_len[s] = 0;
+        struct compute_slot *k = &e->slots[s];
+        k->keep_seq = k->seq;
+        k->keep_len = *kf < *ke ? k->len : 0;
+        k->len = 0;
         if (hand) { /* the log at q goes on with the rows; a new one starts at b */
-            free(e->hand_log[s]);
-            e->hand_log[s] = e->out_log[s];
-            e->hand_len[s] = e->log_len[s] < e->keep_len[s] ? e->log_len[s] : e->keep_len[s];
-            e->out_log[s] = NULL;
-            e->log_cap[s] = 0;
+            free(k->hand_log);
+            k->hand_log = k->log;
+            k->hand_len = k->log_len < k->keep_len ? k->log_len : k->keep_len;
+            k->log = NULL;
+            k->log_cap = 0;
         }
         /* log entries from here on are at the old boundary q until rows overwrite them */
-        if (*kf >= *ke || hand) e->log_len[s] = 0;
+        if (*kf >= *ke || hand) k->log_len = 0;
     }
+    return hand;
+}
+
+/* Keeps nothing of the last plan for the new range [a, b) (a save failed, or no KV to keep). */
+static void keep_nothing(struct compute_engine *e, int32_t a, int32_t b, int32_t *kf, int32_t *ke) {
+    hand_free(e);
+    plan_keep(e, 0, 0, a, b, false, kf, ke);
 }
 
 enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
@@ -167,8 +150,8 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
         /* A re-plan that leaves this worker its layers: keep them and their KV cache (the
          * coordinator re-sends every sequence's tokens; rows already computed skip them). */
         int32_t kf, ke;
-        plan_keep(e, e->loaded_first, e->loaded_end, e->loaded_first, e->loaded_end, false, &kf,
-                  &ke);
+        (void)plan_keep(e, e->loaded_first, e->loaded_end, e->loaded_first, e->loaded_end, false,
+                        &kf, &ke);
         LOG(LOG_INFO, "worker: layers [%d, %d) already loaded; their KV cache kept",
             slice->layer_first, slice->layer_end);
         return STATUS_OK;
@@ -182,20 +165,17 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
         const int32_t q = e->loaded_end, a = slice->layer_first, b = slice->layer_end;
         /* The next stage takes [b, q) over when its new range reaches q (not from the last
          * slice: it logs no hidden states). */
-        bool hand = b < q && q < slice->n_layers && slice->next_end >= q;
-        plan_keep(e, e->loaded_first, q, a, b, hand, &kf, &ke);
-        hand = hand && kf < ke;
+        bool hand = plan_keep(e, e->loaded_first, q, a, b,
+                              b < q && q < slice->n_layers && slice->next_end >= q, &kf, &ke);
         if (kf < ke && !(kept = model_kv_save(e->model, kf, ke))) {
             LOG(LOG_WARN, "worker: no memory to keep the KV cache of layers [%d, %d)", kf, ke);
-            hand_free(e);
-            plan_keep(e, 0, 0, a, b, false, &kf, &ke);
+            keep_nothing(e, a, b, &kf, &ke);
             hand = false;
         }
         if (hand && !(e->hand = model_kv_save(e->model, b, q))) {
             LOG(LOG_WARN, "worker: no memory to hand on the KV cache of layers [%d, %d)", b, q);
             model_kv_saved_free(&kept);
-            hand_free(e);
-            plan_keep(e, 0, 0, a, b, false, &kf, &ke);
+            keep_nothing(e, a, b, &kf, &ke);
         } else if (hand) {
             e->hand_first = b;
             e->hand_end = q;
@@ -205,7 +185,7 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
                 b, q, (double)model_kv_saved_bytes(e->hand) / (1 << 20), q);
         }
     } else if (e->n_slots) {
-        plan_keep(e, 0, 0, slice->layer_first, slice->layer_end, false, &kf, &ke);
+        keep_nothing(e, slice->layer_first, slice->layer_end, &kf, &ke);
     }
     model_free(&e->model);
     e->loaded_path[0] = '\0';
@@ -235,8 +215,7 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     if (rc == STATUS_OK) rc = slots_init(e, model_n_seq(e->model));
     if (rc == STATUS_OK && kept && model_kv_restore(e->model, kept) != STATUS_OK) {
         LOG(LOG_WARN, "worker: the kept KV cache does not fit the new slice; recomputing");
-        hand_free(e);
-        plan_keep(e, 0, 0, slice->layer_first, slice->layer_end, false, &kf, &ke);
+        keep_nothing(e, slice->layer_first, slice->layer_end, &kf, &ke);
     } else if (kept) {
         LOG(LOG_INFO, "worker: kept the KV cache of layers [%d, %d) (%.1f MiB)", kf, ke,
             (double)model_kv_saved_bytes(kept) / (1 << 20));
@@ -270,12 +249,13 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
  * kept layers end the model). */
 static bool row_skips(const struct compute_engine *e, const Caravan__Forward *in,
                       const struct model_batch *b, int32_t i, int32_t z, bool last) {
-    int32_t s = in->kv_slot[i], p = in->pos[i];
+    const int32_t p = in->pos[i];
+    const struct compute_slot *k = &e->slots[in->kv_slot[i]];
     if (e->keep_first >= e->keep_end || !b->want || b->want[i] || i >= (int32_t)in->n_seq_id)
         return false;
-    if (e->keep_seq[s] != in->seq_id[i] || p < e->slot_len[s] || p >= e->keep_len[s]) return false;
-    if (e->keep_end < z || (!last && e->hand_first >= e->hand_end)) return p < e->log_len[s];
-    if (!last) return e->hand_log[s] && p < e->hand_len[s];
+    if (k->keep_seq != in->seq_id[i] || p < k->len || p >= k->keep_len) return false;
+    if (e->keep_end < z || (!last && e->hand_first >= e->hand_end)) return p < k->log_len;
+    if (!last) return k->hand_log && p < k->hand_len;
     return true;
 }
 
@@ -383,7 +363,7 @@ static enum status forward_keeping(struct compute_engine *e, const Caravan__Forw
             for (int32_t i = 0; i < T; i++)
                 if (skip[i])
                     memcpy(cur + (size_t)i * E,
-                           e->out_log[in->kv_slot[i]] + (size_t)in->pos[i] * (size_t)E,
+                           e->slots[in->kv_slot[i]].log + (size_t)in->pos[i] * (size_t)E,
                            sizeof(float) * (size_t)E);
         int32_t n = 0;
         for (int32_t i = 0; i < T; i++)
@@ -422,7 +402,7 @@ static enum status forward_keeping(struct compute_engine *e, const Caravan__Forw
             const float *row = cur + (size_t)i * E;
             if (out->enter) out->enter[i] = z;
             if (skip[i] && ke == z && handing) {
-                row = e->hand_log[s] + (size_t)p * (size_t)E;
+                row = e->slots[s].hand_log + (size_t)p * (size_t)E;
                 out->enter[i] = e->hand_end;
                 if (!model_kv_saved_row(e->hand, e->hand_first, e->hand_end, s, p, kv)) {
                     LOG(LOG_ERROR, "worker: no kept KV for slot %d position %d to hand on", s, p);
@@ -431,7 +411,7 @@ static enum status forward_keeping(struct compute_engine *e, const Caravan__Forw
                 }
                 kv += per_row;
             } else if (skip[i] && ke == z) {
-                row = e->out_log[s] + (size_t)p * (size_t)E;
+                row = e->slots[s].log + (size_t)p * (size_t)E;
             }
             memcpy(res + (size_t)i * E, row, sizeof(float) * (size_t)E);
         }
@@ -592,7 +572,7 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
     if (rc != STATUS_OK) worker_tensor_free(out);
     if (e->hand && rc == STATUS_OK) { /* everything handed on: let the KV go */
         bool pending = false;
-        for (int32_t s = 0; s < e->n_slots && !pending; s++) pending = e->hand_len[s] > 0;
+        for (int32_t s = 0; s < e->n_slots && !pending; s++) pending = e->slots[s].hand_len > 0;
         if (!pending) hand_free(e);
     }
     return rc;

@@ -19,6 +19,18 @@
 #include "model.h"
 #include "worker.h"
 
+/* One KV slot, for keeping its cache across a re-plan. */
+struct compute_slot {
+    uint64_t seq;      /* the sequence it holds */
+    int32_t len;       /* its positions that went through every layer of the current slice */
+    uint64_t keep_seq; /* what the last re-plan kept: the sequence and its positions */
+    int32_t keep_len;
+    float *log; /* the hidden states this slice sent on, by position (not on the last slice) */
+    int32_t log_len, log_cap;
+    float *hand_log;  /* handing on: the hidden states entering the old end q, by position */
+    int32_t hand_len; /* positions with those and their KV in compute_engine.hand */
+};
+
 struct compute_engine {
     const char *model_path; /* the worker's local GGUF, or NULL */
     int32_t n_threads;      /* 0 = all cores */
@@ -29,27 +41,18 @@ struct compute_engine {
     char loaded_path[1024];
     int32_t loaded_first, loaded_end, loaded_ctx, loaded_seq, loaded_batch;
     char loaded_kernels[32];
-    /* Keeping the KV cache across a re-plan (compute_engine.c): per KV slot, the sequence it
-     * holds and how many of its positions went through every layer of the current slice; what
-     * the last re-plan kept (its layers, and per slot the sequence and positions); and the
-     * hidden states this slice sent on, per slot and position (not on the last slice). */
+    /* Keeping the KV cache across a re-plan (compute_engine.c): per KV slot what it holds and
+     * what the last re-plan kept (struct compute_slot), and the layers kept. */
     int32_t n_slots;
-    uint64_t *slot_seq;
-    int32_t *slot_len;
+    struct compute_slot *slots;
     int32_t keep_first, keep_end; /* equal: nothing kept */
-    uint64_t *keep_seq;
-    int32_t *keep_len;
-    float **out_log;
-    int32_t *log_len, *log_cap;
-    uint64_t rows_skipped; /* rows that skipped the kept layers (tests, logs) */
+    uint64_t rows_skipped;        /* rows that skipped the kept layers (tests, logs) */
     /* Handing on: a re-plan that cuts this slice's end from q to b, where the next stage's new
      * range reaches q, keeps the KV of [b, q) and the hidden states logged at q aside; each
      * re-sent row that skips the kept layers goes on as its hidden state entering q with its
      * KV of [b, q) (Forward.enter_layer, Forward.kv), so the next stage skips them too. */
     struct model_kv_saved *hand;
     int32_t hand_first, hand_end; /* [b, q); equal: nothing to hand on */
-    float **hand_log;             /* per slot: hidden states entering q, by position */
-    int32_t *hand_len;            /* per slot: positions with both */
     uint64_t rows_handed;         /* rows sent on with their KV */
     uint64_t rows_taken;          /* rows that came with their KV from the previous stage */
 };
