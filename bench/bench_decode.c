@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "model.h"
 #include "opts.h"
 #include "quant.h"
@@ -47,19 +48,6 @@ static const struct opt opts[] = {
     OPTS_END,
 };
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -85,7 +73,7 @@ static int run(struct bench *b, int B, int npp, int ntg, double *secs) {
     for (int s = 0; s < B; s++) {
         model_seq_reset(b->m, s);
         for (int i = 0; i < npp; i++) {
-            b->tokens[i] = (int32_t)(rng_next(&b->rng) % (uint64_t)b->n_vocab);
+            b->tokens[i] = (int32_t)(bench_rng_next(&b->rng) % (uint64_t)b->n_vocab);
             b->pos[i] = i;
             b->seq[i] = s;
         }
@@ -93,15 +81,15 @@ static int run(struct bench *b, int B, int npp, int ntg, double *secs) {
     }
     double t0 = 0;
     for (int step = 0; step <= ntg; step++) {
-        if (step == 1) t0 = now_s(); /* step 0 is the warm-up */
+        if (step == 1) t0 = bench_now_s(); /* step 0 is the warm-up */
         for (int s = 0; s < B; s++) {
-            b->tokens[s] = (int32_t)(rng_next(&b->rng) % (uint64_t)b->n_vocab);
+            b->tokens[s] = (int32_t)(bench_rng_next(&b->rng) % (uint64_t)b->n_vocab);
             b->pos[s] = npp + step;
             b->seq[s] = s;
         }
         if (forward(b, B) != 0) return -1;
     }
-    *secs = now_s() - t0;
+    *secs = bench_now_s() - t0;
     return 0;
 }
 

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "model.h"
 #include "opts.h"
 #include "quant.h"
@@ -48,12 +49,6 @@ static const struct opt opts[] = {
     OPTS_END,
 };
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* VmRSS or VmHWM of this process, MiB. */
 static double proc_mib(const char *field) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -65,13 +60,6 @@ static double proc_mib(const char *field) {
             mib = (double)strtol(line + n + 1, NULL, 10) / 1024.0;
     if (f) fclose(f);
     return mib;
-}
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 struct bench {
@@ -86,16 +74,16 @@ struct bench {
 /* Processes n random tokens as one batch from an empty cache; seconds taken. */
 static int run_prompt(struct bench *b, int n, double *secs) {
     for (int i = 0; i < n; i++) {
-        b->tokens[i] = (int32_t)(rng_next(&b->rng) % (uint64_t)b->n_vocab);
+        b->tokens[i] = (int32_t)(bench_rng_next(&b->rng) % (uint64_t)b->n_vocab);
         b->pos[i] = i;
         b->seq[i] = 0;
         b->want[i] = i == n - 1;
     }
     model_seq_reset(b->m, 0);
     struct model_batch batch = {n, b->tokens, NULL, b->pos, b->seq, b->want};
-    double t0 = now_s();
+    double t0 = bench_now_s();
     enum status rc = model_forward(b->m, &batch, b->logits);
-    *secs = now_s() - t0;
+    *secs = bench_now_s() - t0;
     if (rc != STATUS_OK) fprintf(stderr, "error: model_forward: %s\n", status_str(rc));
     return rc == STATUS_OK ? 0 : -1;
 }
@@ -104,8 +92,8 @@ static int run_prompt(struct bench *b, int n, double *secs) {
  * llama-bench: sampling is not what is timed); seconds taken. */
 static int run_gen(struct bench *b, int n, double *secs) {
     model_seq_reset(b->m, 0);
-    int32_t tok = (int32_t)(rng_next(&b->rng) % (uint64_t)b->n_vocab), seq = 0;
-    double t0 = now_s();
+    int32_t tok = (int32_t)(bench_rng_next(&b->rng) % (uint64_t)b->n_vocab), seq = 0;
+    double t0 = bench_now_s();
     for (int i = 0; i < n; i++) {
         int32_t p = i;
         struct model_batch batch = {1, &tok, NULL, &p, &seq, NULL};
@@ -114,9 +102,9 @@ static int run_gen(struct bench *b, int n, double *secs) {
             fprintf(stderr, "error: model_forward: %s\n", status_str(rc));
             return -1;
         }
-        tok = (int32_t)(rng_next(&b->rng) % (uint64_t)b->n_vocab);
+        tok = (int32_t)(bench_rng_next(&b->rng) % (uint64_t)b->n_vocab);
     }
-    *secs = now_s() - t0;
+    *secs = bench_now_s() - t0;
     return 0;
 }
 
@@ -152,12 +140,12 @@ int main(int argc, char **argv) {
     struct model_params mp = {
         .n_ctx = cfg.pp + cfg.tg + 1, .n_seq = 1, .n_batch = n_batch, .n_threads = cfg.threads};
     struct bench b = {.rng = (uint64_t)cfg.seed};
-    double t_load = now_s();
+    double t_load = bench_now_s();
     if (model_load(cfg.model, &mp, &b.m) != STATUS_OK) {
         fprintf(stderr, "error: cannot load %s\n", cfg.model);
         return 1;
     }
-    t_load = now_s() - t_load;
+    t_load = bench_now_s() - t_load;
     const struct model_config *c = model_config(b.m);
     b.n_vocab = c->n_vocab;
     b.tokens = malloc((size_t)n_batch * sizeof *b.tokens);

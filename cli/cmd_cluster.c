@@ -222,7 +222,6 @@ static void stop_all(struct cluster *cl) {
         }
 }
 
-/* The value of the first "what VALUE" line of the coordinator's status file, or NULL. */
 static int keygen(struct cluster *cl, const char *name, char *pub, size_t cap) {
     char dir[700];
     snprintf(dir, sizeof dir, "%s/%s", cl->dir, name);

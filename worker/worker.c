@@ -374,7 +374,8 @@ static void become_ready(worker_t *w, struct worker_actions *acts) {
     if (w->cfg.load) {
         uint64_t t0 = w->cfg.clock_us ? w->cfg.clock_us() : 0;
         enum status rc = w->cfg.load(w->cfg.compute_ctx, &w->slice);
-        if (w->cfg.clock_us) w->load_ms = (w->cfg.clock_us() - t0 + 500) / 1000;
+        uint64_t t1 = w->cfg.clock_us ? w->cfg.clock_us() : 0;
+        if (t1 > t0) w->load_ms = (t1 - t0 + 500) / 1000; /* a wall clock may step back */
         if (rc != STATUS_OK) {
             char text[128];
             w->loaded = false;

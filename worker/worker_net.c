@@ -298,15 +298,14 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
             worker_on_tick(n.w, now, &acts);
             run_actions(&n, &acts);
         }
-        if (worker_state(n.w) != WORKER_STATE_JOINING && !n.joined_noted) {
+        const bool joined = worker_state(n.w) != WORKER_STATE_JOINING;
+        if (joined && !n.joined_noted) { /* each join, once */
             char node[16];
             snprintf(node, sizeof node, "%u", worker_node_id(n.w));
             status_file_append(cfg->status_file, "joined", node);
-            n.joined_noted = true;
-        } else if (worker_state(n.w) == WORKER_STATE_JOINING) {
-            n.joined_noted = false;
         }
-        if (worker_state(n.w) != WORKER_STATE_JOINING) n.ever_joined = true;
+        n.joined_noted = joined;
+        n.ever_joined |= joined;
         if (!n.done && !n.ever_joined && cfg->join_timeout_ms > 0 &&
             now - start > (uint64_t)cfg->join_timeout_ms) {
             char text[512];
