@@ -1,7 +1,8 @@
 /* bench_slice: resident memory of a loaded slice. Loads layers [first, end) of a GGUF model
  * (the worker's view) and prints the process's resident set before and after, beside the
  * slice's weight bytes and the file size: resident memory should follow the slice, not the
- * file, because weights are read through the mapping and only the slice's pages are touched.
+ * file: only the slice's matrices are copied into huge-page memory (or, with
+ * CARAVAN_WEIGHTS=mmap, only their pages of the mapping are touched).
  *
  *   bench_slice MODEL.gguf [FIRST END]...   (several ranges: each loaded in a fresh process) */
 #include <stdio.h>

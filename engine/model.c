@@ -386,11 +386,11 @@ static bool thp_available(void) {
 }
 
 /* The weights stream through the matrix kernels once per token: read from the file mapping,
- * every 4 KiB page is a TLB entry (a 600 MiB slice is 150,000 of them), which costs a tenth of
- * 1-thread generation here. So the slice's matrices are copied into anonymous memory backed by
- * 2 MiB pages where the kernel has transparent huge pages (enabled or madvise); else, or with
- * CARAVAN_WEIGHTS=mmap, they stay mapped and are read once so the first token does not fault
- * them in. The bytes are the same either way. */
+ * every 4 KiB page is a TLB entry (a 600 MiB slice is 150,000 of them); generation at 1 thread
+ * measured 5-9% slower that way on the Zen 4 VM (bench/RESULTS.md). So the slice's matrices are
+ * copied into anonymous memory backed by 2 MiB pages where the kernel has transparent huge pages
+ * (enabled or madvise); else, or with CARAVAN_WEIGHTS=mmap, they stay mapped and are read once so
+ * the first token does not fault them in. The bytes are the same either way. */
 static void place_weights(model_t *m) {
     const char *how = getenv("CARAVAN_WEIGHTS");
     size_t total = each_matrix(m, NULL, NULL);
