@@ -7,13 +7,17 @@
 #include <string.h>
 #include <time.h>
 
+#include "codec.h"
 #include "log.h"
 #include "quant.h"
 
 /* ---- keeping the KV cache across a re-plan ------------------------------------------------ */
 
-/* Most KV bytes handed on in one Forward: well inside the codec's 64 MiB message limit. */
-#define COMPUTE_HAND_MAX_BYTES ((size_t)16 << 20)
+/* Most KV bytes handed on in one Forward: a quarter of the codec's message limit, which the
+ * hidden states and the rest of the Forward share. */
+static size_t hand_max_bytes(void) {
+    return codec_limits_default().max_message_bytes / 4;
+}
 
 /* Forgets what a re-plan left to hand on. */
 static void hand_free(struct compute_engine *e) {
@@ -334,9 +338,10 @@ static enum status forward_keeping(struct compute_engine *e, const Caravan__Forw
         const size_t row_bytes = sizeof(float) * 2 * (size_t)model_config(m)->n_kv_heads *
                                  (size_t)model_config(m)->head_dim *
                                  (size_t)(e->hand_end - e->hand_first);
+        const size_t cap = hand_max_bytes();
         size_t bytes = 0;
         for (int32_t i = 0; i < T; i++)
-            if (skip[i] && (bytes += row_bytes) > COMPUTE_HAND_MAX_BYTES) {
+            if (skip[i] && (bytes += row_bytes) > cap) {
                 skip[i] = false;
                 n_skip--;
             }
