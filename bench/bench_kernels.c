@@ -260,8 +260,12 @@ static void simulate_model(enum dtype t, int n_threads, const int64_t *rows, int
         if (rows[m] > max_rows) max_rows = rows[m];
     float *x = xaligned(max_rows * 5632 * sizeof(float)),
           *y = xaligned(max_rows * 32000 * sizeof(float));
-    void *scratch = xaligned(matmul_scratch_bytes(t, 5632, max_rows) +
-                             matmul_scratch_bytes(out_t, 5632, max_rows));
+    size_t scratch_bytes = 64; /* the most any of the matmuls needs (not monotonic in n_in) */
+    for (int k = 0; k < nw; k++) {
+        const size_t b = matmul_scratch_bytes(ws[k].type, ws[k].n_in, max_rows);
+        if (b > scratch_bytes) scratch_bytes = b;
+    }
+    void *scratch = xaligned(scratch_bytes);
     for (int64_t i = 0; i < max_rows * 5632; i++) x[i] = rnd();
     printf("model %-5s thr %d (%.0f MB of weights), matmuls only:\n", dtype_name(t), n_threads,
            total / 1e6);
