@@ -833,7 +833,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         r.n_seq_id = r.n_pos = k;
         r.seq_id = row_seq;
         r.pos = row_pos;
-        r.logits = &t;
+        /* a prompt chunk with no wanted row (not a prompt's last) comes back empty */
+        r.logits = r.n_rows > 0 ? &t : NULL;
         int32_t *row_tok = NULL;
         float *row_lp = NULL;
         if (f->n_sampling > 0 && row_seq && row_pos) {

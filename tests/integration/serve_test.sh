@@ -3,7 +3,8 @@
 #
 #   exact_stories    stories260K: greedy and seeded (temperature, top-k/p, min-p, repetition
 #                    penalty) requests give caravan run's text through 1, 2 and 3 workers, with
-#                    the workers mapping the file and with shipped weights
+#                    the workers mapping the file and with shipped weights, and with the
+#                    prompt cut into chunks of 2 tokens
 #   exact_tinyllama  the same on a `caravan mkmodel` tinyllama-1.1b Q4_0 (heavy: release only)
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
 #   bad_model        a missing model is a clear error, not a hang
@@ -57,6 +58,11 @@ exact_stories)
         same_text "$STORIES" "$w" "--shared-file" -- --temp 0 -n 64
         same_text "$STORIES" "$w" "--shared-file" -- --temp 0.9 --seed 42 --top-k 20 \
             --top-p 0.9 --min-p 0.02 --repeat-penalty 1.15 -n 64
+    done
+    # the prompt in chunks of 2 tokens: chunks with no token to sample come back empty from
+    # the last stage, and a prompt's chunks travel the stages one behind the other
+    for w in 2 3; do
+        same_text "$STORIES" "$w" "--shared-file --prefill-chunk 2" -- --temp 0 -n 32
     done
     if "$CARAVAN" worker --help | grep -q -- '--cache'; then
         for w in 1 3; do
