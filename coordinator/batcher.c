@@ -7,7 +7,7 @@
 
 #include "log.h"
 
-#define BATCHER_MAX_INFLIGHT 64
+#define BATCHER_MAX_INFLIGHT 64 /* bits of seq.inflight */
 
 struct seq {
     serve_req_t *req;
@@ -16,8 +16,8 @@ struct seq {
     int32_t *tokens; /* prompt + generated */
     int32_t n_tokens, cap;
     int32_t n_done;    /* tokens sent into the pipeline (their KV is written or in flight) */
-    int32_t inflight;  /* micro-batch slot carrying it, -1 when idle */
-    bool final_chunk;  /* the chunk in flight ends at n_tokens: a token comes back */
+    uint64_t inflight; /* micro-batch slots carrying its tokens (bit mb); 0 when idle */
+    int32_t final_mb;  /* the slot whose chunk ends at n_tokens (a token comes back), or -1 */
     int32_t n_sampled; /* tokens sampled so far (the draw index) */
     int32_t max_tokens;
     bool resuming; /* rewound by a re-plan and not yet given its next token */
@@ -67,7 +67,7 @@ batcher_t *batcher_new(const struct batcher_config *cfg) {
     if (!s->seqs || !s->b_token || !s->b_pos || !s->b_slot || !s->b_seq || !s->b_want ||
         !s->b_samples)
         abort();
-    for (int32_t i = 0; i < s->cfg.n_seq; i++) s->seqs[i].inflight = -1;
+    for (int32_t i = 0; i < s->cfg.n_seq; i++) s->seqs[i].final_mb = -1;
     return s;
 }
 
@@ -86,7 +86,7 @@ static void seq_end(batcher_t *s, struct seq *q, enum serve_finish f, const char
     int32_t slot = q->slot;
     memset(q, 0, sizeof *q);
     q->slot = slot;
-    q->inflight = -1;
+    q->final_mb = -1;
     s->n_active--;
 }
 
@@ -169,7 +169,8 @@ static void admit(batcher_t *s) {
         memcpy(q->tokens, p->prompt, (size_t)p->n_prompt * sizeof *q->tokens);
         q->n_tokens = p->n_prompt;
         q->n_done = 0;
-        q->inflight = -1;
+        q->inflight = 0;
+        q->final_mb = -1;
         q->n_sampled = 0;
         q->resuming = false;
         q->max_tokens = p->max_tokens > 0 ? p->max_tokens : 1;
@@ -186,7 +187,7 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
     /* Cancelled sequences that are not in flight end now. */
     for (int32_t i = 0; i < s->cfg.n_seq; i++) {
         struct seq *q = &s->seqs[i];
-        if (q->req && q->inflight < 0 && serve_req_cancelled(q->req))
+        if (q->req && !q->inflight && serve_req_cancelled(q->req))
             seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);
     }
     admit(s);
@@ -198,17 +199,21 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
     int32_t with_work = 0;
     for (int32_t i = 0; i < s->cfg.n_seq; i++) {
         struct seq *q = &s->seqs[i];
-        if (q->req && (q->inflight >= 0 || q->n_done < q->n_tokens)) with_work++;
+        if (q->req && (q->inflight || q->n_done < q->n_tokens)) with_work++;
     }
     if (with_work == 0) return false;
     int32_t share = ceil_div(with_work, s->cfg.max_inflight);
     int32_t n = 0, n_seqs = 0, n_prompt = 0;
     /* Two passes in round-robin order: decoding sequences (one pending token) first, then
-     * prompt chunks. */
+     * prompt chunks. A prompt's next chunk need not wait for the previous one to come back:
+     * every stage takes micro-batches in the order they were sent, so chunk i + 1 reaches a
+     * stage after chunk i has written its KV there, and a long prompt's chunks flow through
+     * the stages one behind the other (time to first token ~ chunks + stages - 1 stage
+     * times, not chunks x stages). A decoding sequence waits for its token. */
     for (int pass = 0; pass < 2; pass++) {
         for (int32_t k = 0; k < s->cfg.n_seq && n_seqs < share && n < s->cfg.n_batch; k++) {
             struct seq *q = &s->seqs[(s->rr + (uint32_t)k) % (uint32_t)s->cfg.n_seq];
-            if (!q->req || q->inflight >= 0 || q->n_done >= q->n_tokens) continue;
+            if (!q->req || q->n_done >= q->n_tokens || serve_req_cancelled(q->req)) continue;
             int32_t pending = q->n_tokens - q->n_done;
             bool decoding = q->n_done >= q->n_tokens - 1 && q->n_sampled > 0;
             if ((pass == 0) != decoding) continue;
@@ -227,9 +232,9 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
             }
             if (!decoding) n_prompt += take;
             q->n_done += take;
-            q->inflight = mb;
-            q->final_chunk = q->n_done == q->n_tokens;
-            if (q->final_chunk) {
+            q->inflight |= 1ull << mb;
+            if (q->n_done == q->n_tokens) {
+                q->final_mb = mb;
                 s->b_want[n - 1] = true;
                 struct batcher_sample *sm = &s->b_samples[out->n_samples++];
                 const struct serve_req_params *p = serve_req_params(q->req);
@@ -280,12 +285,14 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
     s->mbs[mb].busy = false;
     for (int32_t i = 0; i < s->cfg.n_seq; i++) {
         struct seq *q = &s->seqs[i];
-        if (!q->req || q->inflight != mb) continue;
-        q->inflight = -1;
-        if (!q->final_chunk) {
-            if (serve_req_cancelled(q->req)) seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);
+        if (!q->req || !(q->inflight & (1ull << mb))) continue;
+        q->inflight &= ~(1ull << mb);
+        if (q->final_mb != mb) { /* an earlier prompt chunk */
+            if (!q->inflight && serve_req_cancelled(q->req))
+                seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);
             continue;
         }
+        q->final_mb = -1;
         const struct batcher_row *row = NULL;
         for (size_t k = 0; k < n_rows && !row; k++)
             if (rows[k].seq_id == q->seq_id) row = &rows[k];
@@ -320,7 +327,8 @@ int batcher_rewind_all(batcher_t *s) {
     for (int32_t i = 0; i < s->cfg.n_seq; i++) {
         struct seq *q = &s->seqs[i];
         if (!q->req) continue;
-        q->inflight = -1;
+        q->inflight = 0;
+        q->final_mb = -1;
         q->n_done = 0;
         q->resuming = true;
         n++;

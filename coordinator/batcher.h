@@ -2,8 +2,10 @@
  * the coordinator asks it for the next micro-batch, sends it, and hands back the tokens the
  * last stage sampled.
  *
- * Each request (serve.h) becomes a sequence in one KV slot. A sequence is in at most one
- * micro-batch at a time (its next token needs the previous one). Up to max_inflight
+ * Each request (serve.h) becomes a sequence in one KV slot. A decoding sequence is in at most
+ * one micro-batch at a time (its next token needs the previous one); a prompt's chunks go
+ * one behind the other in successive micro-batches, so they are pipelined over the stages
+ * (each stage takes micro-batches in the order sent). Up to max_inflight
  * micro-batches travel the pipeline at once, so with S stages and at least S sequences every
  * stage has work: each micro-batch takes about 1/max_inflight of the sequences that have work.
  * A step carries the next token of every decoding sequence it takes, then prompt chunks of at

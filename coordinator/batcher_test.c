@@ -166,6 +166,77 @@ static void test_pipeline_shares(void) {
     serve_queue_destroy(&q);
 }
 
+/* A long prompt's chunks go into successive micro-batches without waiting for each other
+ * (the stages take them in order); its token comes with the last one; a decoding sequence
+ * stays in one micro-batch at a time; cancelling stops further chunks and ends the sequence
+ * once its chunks in flight are back. */
+static void test_prompt_chunks_pipelined(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 4,
+                                 .n_batch = 16,
+                                 .prefill_chunk = 4,
+                                 .max_inflight = 3,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r = add(q, b, req(10, 10, 2, 1.0f));
+    struct batcher_batch bt[4];
+    const int32_t first[3] = {0, 4, 8}, size[3] = {4, 4, 2};
+    for (int i = 0; i < 3; i++) {
+        CHECK(batcher_next(b, 10 + (uint64_t)i, &bt[i]));
+        CHECK(bt[i].n_tokens == size[i] && bt[i].pos[0] == first[i]);
+        CHECK(bt[i].token[0] == 10 + first[i]);
+        CHECK(bt[i].n_samples == (i == 2) && bt[i].want[bt[i].n_tokens - 1] == (i == 2));
+    }
+    CHECK(batcher_n_inflight(b) == 3);
+    CHECK(!batcher_next(b, 13, &bt[3])); /* the whole prompt is in flight */
+    CHECK(batcher_on_result(b, 10, NULL, 0));
+    CHECK(!batcher_next(b, 13, &bt[3])); /* nothing to send until the token comes */
+    CHECK(batcher_on_result(b, 11, NULL, 0));
+    struct batcher_row row = {serve_req_id(r), 7, 0};
+    CHECK(batcher_on_result(b, 12, &row, 1));
+    /* decoding: one micro-batch at a time */
+    CHECK(batcher_next(b, 13, &bt[0]));
+    CHECK(bt[0].n_tokens == 1 && bt[0].pos[0] == 10 && bt[0].samples[0].draw == 1);
+    CHECK(!batcher_next(b, 14, &bt[1]));
+    row.token = 8;
+    CHECK(batcher_on_result(b, 13, &row, 1));
+    size_t n = 0;
+    CHECK(finish_of(r, &n) == SERVE_FINISH_LENGTH && n == 2);
+
+    /* cancelled with two chunks in flight: no third chunk; ends when both are back */
+    serve_req_t *c = add(q, b, req(12, 30, 5, 1.0f));
+    CHECK(batcher_next(b, 20, &bt[0]) && batcher_next(b, 21, &bt[1]));
+    serve_req_cancel(c);
+    CHECK(!batcher_next(b, 22, &bt[2]));
+    CHECK(batcher_n_active(b) == 1);
+    CHECK(batcher_on_result(b, 20, NULL, 0));
+    CHECK(batcher_n_active(b) == 1);
+    CHECK(batcher_on_result(b, 21, NULL, 0));
+    CHECK(batcher_n_active(b) == 0);
+    CHECK(finish_of(c, &n) == SERVE_FINISH_CANCELLED);
+
+    /* a re-plan with chunks in flight: sent again from the first token, pipelined again */
+    serve_req_t *d = add(q, b, req(9, 50, 1, 1.0f));
+    CHECK(batcher_next(b, 30, &bt[0]) && batcher_next(b, 31, &bt[1]));
+    CHECK(batcher_rewind_all(b) == 1 && batcher_n_inflight(b) == 0);
+    CHECK(batcher_on_result(b, 30, NULL, 0) == false); /* a stale Result is dropped */
+    for (int i = 0; i < 3; i++) {
+        CHECK(batcher_next(b, 32 + (uint64_t)i, &bt[i]));
+        CHECK(bt[i].pos[0] == 4 * i);
+    }
+    for (int i = 0; i < 2; i++) CHECK(batcher_on_result(b, 32 + (uint64_t)i, NULL, 0));
+    row = (struct batcher_row){serve_req_id(d), 9, 0};
+    CHECK(batcher_on_result(b, 34, &row, 1));
+    CHECK(finish_of(d, &n) == SERVE_FINISH_LENGTH && n == 1);
+    serve_req_unref(&r);
+    serve_req_unref(&c);
+    serve_req_unref(&d);
+    batcher_destroy(&b);
+    serve_queue_destroy(&q);
+}
+
 static void test_slots_eog_cancel_penalty(void) {
     serve_queue_t *q = serve_queue_new(16);
     struct batcher_config cfg = {.n_ctx = 8,
@@ -228,6 +299,7 @@ int main(void) {
     test_chunks_and_decode();
     test_pipeline_shares();
     test_slots_eog_cancel_penalty();
+    test_prompt_chunks_pipelined();
     if (failures) {
         fprintf(stderr, "batcher_test: %d failures\n", failures);
         return 1;
