@@ -84,12 +84,15 @@ static void hb_publish(struct hb_shared *h, const worker_t *w) {
     atomic_store(&h->layer_end, end);
 }
 
+#define HOLD_OUTPUT_MS 2000
+
 struct net {
     transport_t *t;
     worker_t *w;
     const struct worker_net_config *cfg;
     void *ctl, *ctl_mon, *act_in, *act_in_mon;
     struct transport_link next; /* to the next stage */
+    uint64_t held_since_ms;     /* output waiting in `next` since (0: none waiting) */
     uint64_t last_control_ms;   /* last message from the coordinator */
     trace_t *trace;             /* --trace, or NULL */
     uint64_t trace_batch;       /* batch of the Forward being handled (for the send span) */
@@ -264,9 +267,21 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     run_actions(&n, &acts);
 
     while (!n.done && !stop_requested) {
+        /* Output the next stage's socket has not taken yet (its handshake is still running
+         * after a new plan, or it pushes back): send it before computing the next Forward,
+         * which could take seconds, so the stages behind do not idle meanwhile; after
+         * HOLD_OUTPUT_MS compute anyway (the coordinator re-plans around a dead stage). */
+        const uint64_t loop_ms = transport_mono_ms();
+        if (!transport_link_queued(&n.next))
+            n.held_since_ms = 0;
+        else if (!n.held_since_ms)
+            n.held_since_ms = loop_ms;
+        const bool hold = n.held_since_ms && loop_ms - n.held_since_ms < HOLD_OUTPUT_MS;
         zmq_pollitem_t items[6] = {
-            {n.ctl, 0, ZMQ_POLLIN, 0},      {n.ctl_mon, 0, ZMQ_POLLIN, 0},
-            {n.act_in, 0, ZMQ_POLLIN, 0},   {n.act_in_mon, 0, ZMQ_POLLIN, 0},
+            {n.ctl, 0, ZMQ_POLLIN, 0},
+            {n.ctl_mon, 0, ZMQ_POLLIN, 0},
+            {n.act_in, 0, hold ? 0 : ZMQ_POLLIN, 0},
+            {n.act_in_mon, 0, ZMQ_POLLIN, 0},
             {n.next.mon, 0, ZMQ_POLLIN, 0},
         };
         int n_items = n.next.mon ? 5 : 4;
@@ -285,7 +300,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                 drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
             /* One Forward at a time, so control messages (heartbeats, a new Assign) are read
              * between computations. */
-            if (!n.done && (items[2].revents & ZMQ_POLLIN))
+            if (!n.done && !hold && (items[2].revents & ZMQ_POLLIN))
                 drain(&n, n.act_in, WORKER_FROM_UPSTREAM, 1);
         }
         /* After a long computation: what the coordinator sent meanwhile, before judging its
