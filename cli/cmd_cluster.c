@@ -56,6 +56,7 @@ struct cluster_cfg {
     const char *trace;
     int no_restart;
     int compute_delay_ms;
+    int request_timeout_ms;
     const char *max_memory;
 };
 
@@ -107,6 +108,9 @@ static const struct opt cluster_opts[] = {
     {"trace", 0, OPT_STRING, F(trace), NULL, 0, -1, "DIR",
      "each daemon writes Chrome trace-event JSON to DIR (coordinator.json, wN.json); on exit "
      "they are merged into DIR/trace.json (open it in ui.perfetto.dev)"},
+    {"request-timeout-ms", 0, OPT_INT, F(request_timeout_ms), "10000", 100, 3600000, "MS",
+     "a micro-batch that does not come back this long after it could (sent, and the one ahead "
+     "of it back) is sent again"},
     {"compute-delay-ms", 0, OPT_INT, F(compute_delay_ms), "0", 0, 600000, "MS",
      "every worker sleeps this long per step: simulates slower machines (tests, studies)"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
@@ -399,7 +403,7 @@ int cmd_cluster(int argc, char **argv) {
     /* the coordinator */
     char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_temp[32],
         a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_seed[32], a_ctx[16], a_seqs[16],
-        a_chunk[16];
+        a_chunk[16], a_timeout[16];
     snprintf(status, sizeof status, "%s/coordinator.status", cl->dir);
     unlink(status); /* a reused --log-dir must not show the last run's endpoints */
     snprintf(a_key, sizeof a_key, "%s/coordinator", cl->dir);
@@ -416,6 +420,7 @@ int cmd_cluster(int argc, char **argv) {
     snprintf(a_ctx, sizeof a_ctx, "%d", c->ctx);
     snprintf(a_seqs, sizeof a_seqs, "%d", c->max_seqs);
     snprintf(a_chunk, sizeof a_chunk, "%d", c->prefill_chunk);
+    snprintf(a_timeout, sizeof a_timeout, "%d", c->request_timeout_ms);
     const char *cargv[64];
     int k = 0;
     cargv[k++] = "caravan";
@@ -438,6 +443,8 @@ int cmd_cluster(int argc, char **argv) {
     cargv[k++] = a_seqs;
     cargv[k++] = "--prefill-chunk";
     cargv[k++] = a_chunk;
+    cargv[k++] = "--request-timeout-ms";
+    cargv[k++] = a_timeout;
     cargv[k++] = "--wire-dtype";
     cargv[k++] = c->wire_dtype;
     cargv[k++] = "--log-level";

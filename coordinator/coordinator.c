@@ -94,7 +94,11 @@ struct coordinator {
     int n_generated;
     /* Serving (cfg.queue): the scheduler, and when each micro-batch slot's batch was sent. */
     batcher_t *batcher;
-    uint64_t mb_sent_ms[64], mb_sent_us[64];
+    /* mb_sent_ms: when the slot's batch started its clock for the request timeout (0 = not in
+     * flight): its sending, or the return of the batch sent just before it if that came later
+     * (stages take batches in order, so a batch cannot come back before the one ahead of it:
+     * time spent queued behind it is not a lost batch). mb_order: send order. */
+    uint64_t mb_sent_ms[64], mb_sent_us[64], mb_order[64], mb_orders;
     int32_t mb_tokens[64];
     uint64_t last_plan_ms, last_balance_ms;
     int slow_checks;      /* consecutive checks that found the plan out of balance */
@@ -1428,6 +1432,7 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     if (b->micro_batch < 64) {
         c->mb_tokens[b->micro_batch] = b->n_tokens;
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
+        c->mb_order[b->micro_batch] = ++c->mb_orders;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     }
     if (build_us)
@@ -1495,7 +1500,16 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
         return;
     }
     free(rows);
-    if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
+    if (r->micro_batch < 64) {
+        c->mb_sent_ms[r->micro_batch] = 0;
+        /* the batch sent next after this one starts its clock now if it was queued behind it */
+        int next = -1;
+        for (int mb = 0; mb < 64; mb++)
+            if (c->mb_sent_ms[mb] && c->mb_order[mb] > c->mb_order[r->micro_batch] &&
+                (next < 0 || c->mb_order[mb] < c->mb_order[next]))
+                next = mb;
+        if (next >= 0 && c->mb_sent_ms[next] < c->now_ms) c->mb_sent_ms[next] = c->now_ms;
+    }
     c->timeouts_in_a_row = 0;
     if (c->fo_ready_ms && batcher_n_resuming(c->batcher) == 0) {
         LOG(LOG_WARN,
@@ -1655,10 +1669,12 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
     }
     if (!ready) return;
     /* A micro-batch that does not come back although every worker answers heartbeats (lost
-     * on the way): send the requests in flight again; after 3 in a row, fail them. */
-    for (int mb = 0; mb < 64; mb++) {
-        if (!c->mb_sent_ms[mb] || now_ms - c->mb_sent_ms[mb] <= (uint64_t)c->cfg.request_timeout_ms)
-            continue;
+     * on the way): send the requests in flight again; after 3 in a row, fail them. Only the
+     * oldest in flight is judged: the ones behind it wait for it at every stage. */
+    int oldest = -1;
+    for (int mb = 0; mb < 64; mb++)
+        if (c->mb_sent_ms[mb] && (oldest < 0 || c->mb_order[mb] < c->mb_order[oldest])) oldest = mb;
+    if (oldest >= 0 && now_ms - c->mb_sent_ms[oldest] > (uint64_t)c->cfg.request_timeout_ms) {
         memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
         if (++c->timeouts_in_a_row < 3) {
             LOG(LOG_WARN,
@@ -1666,18 +1682,17 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
                 "the requests in flight from their tokens so far",
                 c->cfg.request_timeout_ms);
             batcher_rewind_all(c->batcher);
-            break;
+        } else {
+            LOG(LOG_ERROR,
+                "coordinator: %d micro-batches in a row got no Result within %d ms; "
+                "failing the requests in flight",
+                c->timeouts_in_a_row, c->cfg.request_timeout_ms);
+            c->timeouts_in_a_row = 0;
+            batcher_fail_all(c->batcher, "the pipeline did not answer in time");
+            struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+            m->requests_failed++;
+            serve_queue_metrics_done(c->cfg.queue);
         }
-        LOG(LOG_ERROR,
-            "coordinator: %d micro-batches in a row got no Result within %d ms; "
-            "failing the requests in flight",
-            c->timeouts_in_a_row, c->cfg.request_timeout_ms);
-        c->timeouts_in_a_row = 0;
-        batcher_fail_all(c->batcher, "the pipeline did not answer in time");
-        struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
-        m->requests_failed++;
-        serve_queue_metrics_done(c->cfg.queue);
-        break;
     }
     if (rebalance(c, acts, now_ms)) return;
     struct batcher_batch b;

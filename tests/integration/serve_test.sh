@@ -6,6 +6,10 @@
 #                    the workers mapping the file and with shipped weights, and with the
 #                    prompt cut into chunks of 2 tokens
 #   exact_tinyllama  the same on a `caravan mkmodel` tinyllama-1.1b Q4_0 (heavy: release only)
+#   pipelined        a prompt in 3 chunks through 3 workers that take 500 ms per step each:
+#                    the chunks travel one behind the other (the last is sent before the
+#                    first is back, and comes back 2.5 s after it was sent), and none is
+#                    taken for lost under --request-timeout-ms 2000; the text is run's
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
 #   bad_model        a missing model is a clear error, not a hang
 #
@@ -78,6 +82,14 @@ exact_tinyllama)
         same_text "$WORK/tl.gguf" "$w" "--shared-file" -- --temp 0 -n 24
     done
     same_text "$WORK/tl.gguf" 2 "--shared-file" -- --temp 0.8 --seed 3 -n 24
+    ;;
+pipelined)
+    [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
+    same_text "$STORIES" 3 "--shared-file --prefill-chunk 2 --compute-delay-ms 500 --request-timeout-ms 2000" -- --temp 0 -n 3
+    log="$WORK/logs_w3_$RUNS/coordinator.log"
+    [ -f "$log" ] || fail "no coordinator log at $log"
+    ! grep -q "no Result within" "$log" || fail "a micro-batch was taken for lost: $(grep "no Result" "$log" | head -n 1)"
+    note "no micro-batch taken for lost"
     ;;
 f16_wire)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
