@@ -3,6 +3,9 @@
 #
 #   1. single-stream generation through 1, 2 and 3 workers (1 thread each, loopback, CURVE)
 #      against `caravan run --threads 1`, alternating A B A B (REPS pairs; medians and ratio);
+#   1b. time to first token of a ~1000-token prompt (4 chunks of 256 and a short one) through
+#      2 and 3 workers against `caravan run --threads 1` (the chunks are pipelined over the
+#      stages), REPS rounds;
 #   2. aggregate generation tokens/s with 1, 2, 4 and 8 concurrent streams (2 workers x 1
 #      thread, HTTP API, bench/load.mjs) against llama-batched-bench -t 2 on the same file;
 #   3. time to first token, per-hop compute / network / wait (from /metrics), resident memory
@@ -12,7 +15,8 @@
 #   bench/run_cluster_bench.sh [BUILD_DIR]
 # Environment: MODEL (default: a tinyllama-1.1b Q4_0 made with caravan mkmodel in
 # CARAVAN_BENCH_DIR, default /tmp/caravan-bench, never inside the repository), TG (64),
-# REPS (3), SINGLE_WORKERS ("1 2 3"; " " skips part 1), LLAMA_BIN (a directory with
+# REPS (3), SINGLE_WORKERS ("1 2 3"; " " skips part 1), LONG_WORKERS ("2 3"; " " skips part
+# 1b), LLAMA_BIN (a directory with
 # llama-batched-bench, llama-bench, rpc-server built
 # outside the repository; optional). Prints markdown; raw numbers go to $OUT (default
 # /tmp/caravan-bench/cluster.json).
@@ -60,6 +64,30 @@ for k in ${SINGLE_WORKERS:-1 2 3}; do
     json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"runs\":\"$runs\",\"clusters\":\"$clus\"},"
 done
 echo
+
+LONG_PROMPT=$(for _ in $(seq 25); do printf '%s ' "Once upon a time there was a little robot who lived in a big city and dreamed of the sea."; done)
+ttft_of() { sed -n 's/^prompt: .* first token after \([0-9.]*\) s$/\1/p; s/^prompt: [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$1" | tail -n1; }
+if [ -n "$(echo "${LONG_WORKERS-2 3}" | tr -d ' ')" ]; then
+    echo "## time to first token, a 1026-token prompt in chunks of 256, seconds (median of $REPS)"
+    echo
+    echo "| workers | caravan run 1t | cluster | cluster sooner by |"
+    echo "|---|---|---|---|"
+    for k in ${LONG_WORKERS-2 3}; do
+        runs="" clus=""
+        for _ in $(seq "$REPS"); do
+            "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 -n 1 \
+                --prompt "$LONG_PROMPT" >/dev/null 2>"$DIR/run.err"
+            runs="$runs $(ttft_of "$DIR/run.err")"
+            "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 --shared-file \
+                --temp 0 -n 1 --prompt "$LONG_PROMPT" >/dev/null 2>"$DIR/cluster.err"
+            clus="$clus $(ttft_of "$DIR/cluster.err")"
+        done
+        r=$(echo "$runs" | tr ' ' '\n' | grep . | median)
+        c=$(echo "$clus" | tr ' ' '\n' | grep . | median)
+        echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", b/a}') |"
+    done
+    echo
+fi
 
 echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
 echo
