@@ -701,11 +701,11 @@ float_small(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_str
  * [k0, k1), i.e. elements [k, k + 8) for k = k0 + 8 * par, then k + FLOAT_GROUP, ... below k1,
  * in increasing order. That accumulator's registers live in acc between calls (same register
  * values, so the same float chain as the single dot's c[par]); zero: the first k-chunk, start
- * from 0 instead of acc. Every two steps one line of each row at pf[r] + pfo, pfo + 64, ... is
- * prefetched into L1 (the next x block). */
-static inline __attribute__((always_inline)) void
-float_micro(int M, int MX, bool zero, int64_t kstart, int64_t k1, const float *const *wf,
-            const float *const *xr, __m256 *acc, const char *const *pf, size_t pfo) {
+ * from 0 instead of acc. */
+static inline __attribute__((always_inline)) void float_micro(int M, int MX, bool zero,
+                                                              int64_t kstart, int64_t k1,
+                                                              const float *const *wf,
+                                                              const float *const *xr, __m256 *acc) {
     __m256 a[FW][FX];
 #pragma GCC unroll 8
     for (int i = 0; i < FW; i++)
@@ -724,9 +724,7 @@ float_micro(int M, int MX, bool zero, int64_t kstart, int64_t k1, const float *c
         }                                                                                          \
     } while (0)
     int64_t k = kstart;
-    for (; k + FLOAT_GROUP < k1; k += 2 * FLOAT_GROUP, pfo += 64) {
-#pragma GCC unroll 8
-        for (int r = 0; r < FX; r++) _mm_prefetch(pf[r] + pfo, _MM_HINT_T0);
+    for (; k + FLOAT_GROUP < k1; k += 2 * FLOAT_GROUP) {
         FLOAT_MICRO_STEP(k);
         FLOAT_MICRO_STEP(k + FLOAT_GROUP);
     }
@@ -747,10 +745,11 @@ _Static_assert(FLOAT_K_CHUNK % FLOAT_GROUP == 0, "k-chunks hold whole groups of 
  * panels. Each panel of FW weight rows is converted to f32 a
  * k-chunk at a time (f16/bf16) as the first x batch needs it, the next chunk prefetched one
  * chunk of compute ahead; every x block of FX rows is run against the panel chunk in
- * FLOAT_NACC passes, one per accumulator (even chunks, then odd), in L1. The x rows are read
- * from L2 in the first pass with a stride (every other 32 bytes): demand loads alone stalled
- * there (~78 GFLOP/s against ~90 in one pass), so the next x block is prefetched across both
- * passes (~86). From 4 x rows on this beat the small-batch kernel (4-16 rows: 15-31 t/s of
+ * FLOAT_NACC passes, one per accumulator (even chunks, then odd), in L1. The first pass reads
+ * x from L2 every other 32 bytes (~78 GFLOP/s against ~90 in one pass, standalone). Prefetching
+ * the next x block across the passes won that back standalone (~86) but cost 20-30% of the
+ * model's prompt matmuls at 2 threads (bench_kernels --model --rows 128), so it is not done.
+ * From 4 x rows on this beat the small-batch kernel (4-16 rows: 15-31 t/s of
  * matmuls against its 15-16). */
 static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
                        const void *x, size_t x_stride, int nx, float *y, size_t y_stride) {
@@ -866,24 +865,15 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     for (int q = 0; q < FX; q++)
                         xr[q] = (const float *)((const char *)x +
                                                 (rb + r + min_int(q, mx - 1)) * x_stride);
-                    /* the next x block's chunk: this chunk's next block, or the next chunk's
-                     * first (the last block of the last chunk prefetches its own rows again) */
-                    const int rn = r + FX < nxb ? r + FX : k1 < n8 ? 0 : r;
-                    const int64_t kn = r + FX < nxb || k1 == n8 ? k0 : k1;
-                    const char *pf[FX];
-                    for (int q = 0; q < FX; q++)
-                        pf[q] = (const char *)x + (rb + min_int(rn + q, nxb - 1)) * x_stride +
-                                (size_t)kn * sizeof(float);
                     /* the even chunks with accumulator 0, then the odd ones with 1 (k0 is a
-                     * multiple of FLOAT_GROUP), each prefetching half of the next block */
+                     * multiple of FLOAT_GROUP) */
                     for (int par = 0; par < FLOAT_NACC; par++) {
                         const int64_t ks = k0 + 8 * par;
-                        const size_t pfo = (size_t)par * FLOAT_K_CHUNK * sizeof(float) / 2;
                         __m256 *c = acc[par][r / FX];
                         if (m == FW && mx == FX)
-                            float_micro(FW, FX, k0 == 0, ks, k1, wf, xr, c, pf, pfo);
+                            float_micro(FW, FX, k0 == 0, ks, k1, wf, xr, c);
                         else
-                            float_micro(m, mx, k0 == 0, ks, k1, wf, xr, c, pf, pfo);
+                            float_micro(m, mx, k0 == 0, ks, k1, wf, xr, c);
                     }
                 }
             }
