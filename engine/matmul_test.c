@@ -162,6 +162,18 @@ int main(void) {
         test_type(DTYPE_F16, 5 * 128 + 32 + 5, 19, pools);
         test_type(DTYPE_F32, 3 * 128 + 48 + 5, 19, pools);
         test_type(DTYPE_BF16, 2 * 128 + 48 + 3, 19, pools);
+        /* the avx2 float kernels alternate two accumulators chunk by chunk (8 elements): an
+         * odd number of chunks (the last one to the first accumulator), alone in the tile's
+         * last k-chunk of 512 and in rows over 4096 (the GEMV runs 4 such rows side by side),
+         * with and without a scalar tail (on their own random stream: the tests after them
+         * keep their inputs, q8_0 at 224 is within 7% of its naive tolerance on some) */
+        const uint64_t rng_saved = rng;
+        test_type(DTYPE_F16, 512 + 8 + 1, 19, pools);
+        test_type(DTYPE_F32, 3 * 8 + 3, 19, pools);
+        test_type(DTYPE_BF16, 2 * 512 + 5 * 8, 19, pools);
+        test_type(DTYPE_F16, 4096 + 8 + 3, 9, pools);
+        test_type(DTYPE_F32, 4096 + 24, 9, pools);
+        rng = rng_saved;
         /* rows long enough that the float tiles take the x rows in batches of fewer than 64
          * (at most 512 KB of them: 28-30 rows here, 12 at 10005) and matmul gives them all
          * 128 rows at once */

@@ -1,11 +1,11 @@
 /* quant_avx2: AVX2/FMA/F16C dot kernels (compiled with -mavx2 -mfma -mf16c for this file only;
  * quant.c calls them only when __builtin_cpu_supports says the CPU has all three).
  *
- * Every dot keeps one 8-lane float accumulator per (weight row, x row) pair and reduces it with
- * hsum() at the end; the tile kernels (many pairs at once, for prompts) run exactly the same
- * per-pair float operations in the same order, so they are bit-identical to the single dot.
- * Integer parts (the int8 products inside a block) are exact, so they may be computed in any
- * order; only the float steps must match. */
+ * Every dot keeps one 8-lane float accumulator per (weight row, x row) pair (the float weights:
+ * two, see "Float weights") and reduces it with hsum() at the end; the tile kernels (many pairs at
+ * once, for prompts) run exactly the same per-pair float operations in the same order, so they are
+ * bit-identical to the single dot. Integer parts (the int8 products inside a block) are exact, so
+ * they may be computed in any order; only the float steps must match. */
 #include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
@@ -33,7 +33,17 @@ static inline float f16(quant_f16_t h) {
     return _cvtsh_ss(h);
 }
 
-/* ==== Float weights (x is f32) ==== */
+/* ==== Float weights (x is f32) ====
+ * Per (row, x row): two 8-lane accumulators, the 8-element chunks going to them in turn (chunk
+ * j, elements 8j..8j+7, to c[j % 2]; c = fma(w, x, c)), then hsum(c0 + c1), then the scalar
+ * tail (s += w[k] * x[k], not fused). The single dot, the GEMV, the small batches and the
+ * prompt tile all do exactly these float operations per (row, x row), so they are
+ * bit-identical. Why two: one chain alone is latency-bound (8 elements per FMA latency, ~14
+ * GB/s of f16 on this host at 1 thread); two chains reading neighbouring chunks stream as one
+ * (27-30 GB/s, as fast as four chains). Four chains cost the prompt tile ~25% (it runs one
+ * pass over each k-chunk per accumulator, and the passes read x in a stride), two cost ~5%. */
+#define FLOAT_NACC 2                 /* accumulators per (row, x row) */
+#define FLOAT_GROUP (8 * FLOAT_NACC) /* elements of one chunk for each accumulator */
 
 static inline __m256 load_f16x8(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
@@ -44,26 +54,60 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-/* The float dots: 8 lanes per step into one accumulator, then hsum, then a scalar tail. */
-#define FLOAT_DOT(NAME, WT, LOAD, SCALAR)                                                          \
-    static float NAME(int64_t n, const void *w, const void *x) {                                   \
-        const WT *a = w;                                                                           \
-        const float *b = x;                                                                        \
-        __m256 acc = _mm256_setzero_ps();                                                          \
-        int64_t i = 0;                                                                             \
-        for (; i + 8 <= n; i += 8)                                                                 \
-            acc = _mm256_fmadd_ps(LOAD(a + i), _mm256_loadu_ps(b + i), acc);                       \
-        float sum = hsum(acc);                                                                     \
-        for (; i < n; i++) sum += SCALAR(a[i]) * b[i];                                             \
-        return sum;                                                                                \
-    }
-
-static inline float f32_id(float v) {
-    return v;
+/* 8 weights of type t (f32, f16 or bf16) from element k of row, as f32. */
+static inline __attribute__((always_inline)) __m256 load_w8(enum dtype t, const char *row,
+                                                            int64_t k) {
+    return t == DTYPE_F32   ? _mm256_loadu_ps((const float *)row + k)
+           : t == DTYPE_F16 ? load_f16x8((const uint16_t *)row + k)
+                            : load_bf16x8((const uint16_t *)row + k);
 }
-FLOAT_DOT(dot_f32, float, _mm256_loadu_ps, f32_id)
-FLOAT_DOT(dot_f16, uint16_t, load_f16x8, quant_f16_to_f32)
-FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, quant_bf16_to_f32)
+
+/* One weight of type t, as the scalar tail reads it. */
+static inline __attribute__((always_inline)) float load_w1(enum dtype t, const char *row,
+                                                           int64_t k) {
+    return t == DTYPE_F32   ? ((const float *)row)[k]
+           : t == DTYPE_F16 ? quant_f16_to_f32(((const uint16_t *)row)[k])
+                            : quant_bf16_to_f32(((const uint16_t *)row)[k]);
+}
+
+/* hsum(c0 + c1), then the scalar tail from element n8 (n rounded down to 8) to n. */
+static inline __attribute__((always_inline)) float float_finish(enum dtype t, const __m256 *c,
+                                                                int64_t n8, int64_t n,
+                                                                const char *row, const float *x) {
+    float s = hsum(_mm256_add_ps(c[0], c[1]));
+    for (int64_t k = n8; k < n; k++) s += load_w1(t, row, k) * x[k];
+    return s;
+}
+
+/* The chunks of elements [kb, ke) into the accumulators c (kb a multiple of FLOAT_GROUP, ke of
+ * 8): whole pairs of chunks, then an odd last chunk into c[0]. */
+static inline __attribute__((always_inline)) void
+dot_range(enum dtype t, int64_t kb, int64_t ke, const char *w, const float *x, __m256 *c) {
+    int64_t k = kb;
+    for (; k + FLOAT_GROUP <= ke; k += FLOAT_GROUP)
+#pragma GCC unroll 2
+        for (int p = 0; p < FLOAT_NACC; p++)
+            c[p] = _mm256_fmadd_ps(load_w8(t, w, k + 8 * p), _mm256_loadu_ps(x + k + 8 * p), c[p]);
+    if (k < ke) c[0] = _mm256_fmadd_ps(load_w8(t, w, k), _mm256_loadu_ps(x + k), c[0]);
+}
+
+static inline __attribute__((always_inline)) float dot_float(enum dtype t, int64_t n, const char *w,
+                                                             const float *x) {
+    __m256 c[FLOAT_NACC] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int64_t n8 = n / 8 * 8;
+    dot_range(t, 0, n8, w, x, c);
+    return float_finish(t, c, n8, n, w, x);
+}
+
+static float dot_f32(int64_t n, const void *w, const void *x) {
+    return dot_float(DTYPE_F32, n, w, x);
+}
+static float dot_f16(int64_t n, const void *w, const void *x) {
+    return dot_float(DTYPE_F16, n, w, x);
+}
+static float dot_bf16(int64_t n, const void *w, const void *x) {
+    return dot_float(DTYPE_BF16, n, w, x);
+}
 
 /* ==== q8_0 and q4_0 weights (x is q8_0) ==== */
 
@@ -573,188 +617,186 @@ static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const v
     }
 }
 
-/* Float weights: M rows of f32 (wf[i]) against MX x rows over elements [k0, k1); the
- * accumulators live in acc between k-chunks (same register values, so the same float chain as
- * the single dot), which keeps a panel chunk in L1 while many x rows stream by. */
-static inline __attribute__((always_inline)) void float_micro(int M, int MX, int64_t k0, int64_t k1,
-                                                              const float *const *wf,
-                                                              const float *const *xr, __m256 *acc) {
-    __m256 a[4][3];
-#pragma GCC unroll 8
-    for (int i = 0; i < 4; i++)
-#pragma GCC unroll 8
-        for (int r = 0; r < 3; r++)
-            a[i][r] = i < M && r < MX ? acc[i * 3 + r] : _mm256_setzero_ps();
-    for (int64_t k = k0; k < k1; k += 8) {
-        __m256 xv[3];
-#pragma GCC unroll 8
-        for (int r = 0; r < MX; r++) xv[r] = _mm256_loadu_ps(xr[r] + k);
-#pragma GCC unroll 8
-        for (int i = 0; i < M; i++) {
-            const __m256 wv = _mm256_loadu_ps(wf[i] + k);
-#pragma GCC unroll 8
-            for (int r = 0; r < MX; r++) a[i][r] = _mm256_fmadd_ps(wv, xv[r], a[i][r]);
+/* Float weights, one x row. Rows up to GEMV_SIDE_MIN elements go one after the other, each the
+ * single dot, so the weights are read as one sequential stream (27-30 GB/s of f16 at 2048 wide
+ * on this host, where 4 rows side by side read 17-18). Longer rows, whose x no longer stays in
+ * L1 beside the weight stream (ffn_down, 5632 wide: 22 KB of x), go 4 side by side sharing each
+ * x load (~18 GB/s there against ~15 one after the other; x blocked to stay in L1 gave ~10). */
+#define GEMV_SIDE_MIN 4096
+#define GEMV_SIDE 4
+static inline __attribute__((always_inline)) void gemv_float(enum dtype t, int64_t n, const char *w,
+                                                             size_t w_stride, int nw,
+                                                             const float *x, float *y) {
+    const int64_t n8 = n / 8 * 8;
+    int i0 = 0;
+    if (n8 > GEMV_SIDE_MIN)
+        for (; i0 + GEMV_SIDE <= nw; i0 += GEMV_SIDE) {
+            const char *a = w + i0 * w_stride;
+            __m256 c[GEMV_SIDE][FLOAT_NACC];
+#pragma GCC unroll 4
+            for (int i = 0; i < GEMV_SIDE; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + FLOAT_GROUP <= n8; k += FLOAT_GROUP)
+#pragma GCC unroll 2
+                for (int p = 0; p < FLOAT_NACC; p++) {
+                    const __m256 xv = _mm256_loadu_ps(x + k + 8 * p);
+#pragma GCC unroll 4
+                    for (int i = 0; i < GEMV_SIDE; i++)
+                        c[i][p] =
+                            _mm256_fmadd_ps(load_w8(t, a + i * w_stride, k + 8 * p), xv, c[i][p]);
+                }
+            for (int i = 0; i < GEMV_SIDE; i++) {
+                dot_range(t, k, n8, a + i * w_stride, x, c[i]); /* an odd last chunk */
+                y[i0 + i] = float_finish(t, c[i], n8, n, a + i * w_stride, x);
+            }
         }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < M; i++)
-#pragma GCC unroll 8
-        for (int r = 0; r < MX; r++) acc[i * 3 + r] = a[i][r];
+    for (; i0 < nw; i0++) y[i0] = dot_float(t, n, w + i0 * w_stride, x);
 }
 
-/* The scalar tail after hsum reads the original weights exactly as the single dot does. */
-typedef float (*scalar_fn)(const void *w, int64_t k);
-static float scalar_f32(const void *w, int64_t k) {
-    return ((const float *)w)[k];
-}
-static float scalar_f16(const void *w, int64_t k) {
-    return quant_f16_to_f32(((const uint16_t *)w)[k]);
-}
-static float scalar_bf16(const void *w, int64_t k) {
-    return quant_bf16_to_f32(((const uint16_t *)w)[k]);
-}
-
-#define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
-#define FLOAT_X_BATCH 64  /* x rows whose accumulators are kept between k-chunks (at most) */
-#define FLOAT_XB_BYTES (512 * 1024) /* and at most this many bytes of them (in L2) */
-
-/* One x row: 4 weight rows at a time converted on the fly, each exactly as the single float
- * dot does it (one chain, hsum, scalar tail); four chains keep the FMA units busy. */
-#define FLOAT_GEMV(NAME, WT, LOAD, SCALAR, SINGLE)                                                 \
-    static void NAME(int64_t n, const char *w, size_t w_stride, int nw, const float *xr,           \
-                     float *y) {                                                                   \
-        int i0 = 0;                                                                                \
-        for (; i0 + 4 <= nw; i0 += 4) {                                                            \
-            const WT *a0 = (const WT *)(w + (i0 + 0) * w_stride);                                  \
-            const WT *a1 = (const WT *)(w + (i0 + 1) * w_stride);                                  \
-            const WT *a2 = (const WT *)(w + (i0 + 2) * w_stride);                                  \
-            const WT *a3 = (const WT *)(w + (i0 + 3) * w_stride);                                  \
-            __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;                            \
-            int64_t k = 0;                                                                         \
-            for (; k + 8 <= n; k += 8) {                                                           \
-                const __m256 xv = _mm256_loadu_ps(xr + k);                                         \
-                c0 = _mm256_fmadd_ps(LOAD(a0 + k), xv, c0);                                        \
-                c1 = _mm256_fmadd_ps(LOAD(a1 + k), xv, c1);                                        \
-                c2 = _mm256_fmadd_ps(LOAD(a2 + k), xv, c2);                                        \
-                c3 = _mm256_fmadd_ps(LOAD(a3 + k), xv, c3);                                        \
-            }                                                                                      \
-            float s0 = hsum(c0), s1 = hsum(c1), s2 = hsum(c2), s3 = hsum(c3);                      \
-            for (int64_t t = k; t < n; t++) {                                                      \
-                s0 += SCALAR(a0[t]) * xr[t];                                                       \
-                s1 += SCALAR(a1[t]) * xr[t];                                                       \
-                s2 += SCALAR(a2[t]) * xr[t];                                                       \
-                s3 += SCALAR(a3[t]) * xr[t];                                                       \
-            }                                                                                      \
-            y[i0] = s0;                                                                            \
-            y[i0 + 1] = s1;                                                                        \
-            y[i0 + 2] = s2;                                                                        \
-            y[i0 + 3] = s3;                                                                        \
-        }                                                                                          \
-        for (; i0 < nw; i0++) y[i0] = SINGLE(n, w + i0 * w_stride, xr);                            \
-    }
-FLOAT_GEMV(gemv_f32, float, _mm256_loadu_ps, f32_id, dot_f32)
-FLOAT_GEMV(gemv_f16, uint16_t, load_f16x8, quant_f16_to_f32, dot_f16)
-FLOAT_GEMV(gemv_bf16, uint16_t, load_bf16x8, quant_bf16_to_f32, dot_bf16)
-
-/* Small batches: FLOAT_SMALL_MW weight rows side by side (converted on the fly, the next ones
- * prefetched) against up to FLOAT_SMALL_MX x rows, one accumulator per (row, x row) in
- * registers; more x rows go in further register blocks over the same weight rows (then in
- * L1/L2). Per (row, x row): the single dot's chain, hsum, then its scalar tail. */
-#define FLOAT_SMALL_MW 4
-#define FLOAT_SMALL_MX 2
-
-static inline __attribute__((always_inline)) __m256 load_w8(enum dtype t, const char *row,
-                                                            int64_t k) {
-    return t == DTYPE_F32   ? _mm256_loadu_ps((const float *)row + k)
-           : t == DTYPE_F16 ? load_f16x8((const uint16_t *)row + k)
-                            : load_bf16x8((const uint16_t *)row + k);
-}
-
+/* A few x rows (2..FLOAT_SMALL_NX, a decode step of a few sequences): MW weight rows side by side
+ * (converted on the fly, the next MW rows prefetched), each chunk dotted against every x row,
+ * two accumulators per (row, x row) in registers (2 * MW * MX of them, at most 12). */
+#define FLOAT_SMALL_NX 3
+#define FLOAT_SMALL_MW 3
 static inline __attribute__((always_inline)) void
-float_small_block(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_stride,
-                  const float *const *xr, float *y, size_t y_stride) {
-    const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
-    const int64_t esz = t == DTYPE_F32 ? 4 : 2;
-    __m256 acc[FLOAT_SMALL_MW][FLOAT_SMALL_MX];
+float_small(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_stride,
+            const float *const *xr, float *y, size_t y_stride) {
+    const int64_t n8 = n / 8 * 8;
+    const size_t esz = t == DTYPE_F32 ? 4 : 2;
+    __m256 c[FLOAT_SMALL_MW][FLOAT_SMALL_NX][FLOAT_NACC];
 #pragma GCC unroll 4
     for (int i = 0; i < FLOAT_SMALL_MW; i++)
 #pragma GCC unroll 4
-        for (int r = 0; r < FLOAT_SMALL_MX; r++) acc[i][r] = _mm256_setzero_ps();
+        for (int r = 0; r < FLOAT_SMALL_NX; r++) c[i][r][0] = c[i][r][1] = _mm256_setzero_ps();
     int64_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-        __m256 wv[FLOAT_SMALL_MW];
+    for (; k + FLOAT_GROUP <= n8; k += FLOAT_GROUP)
+#pragma GCC unroll 2
+        for (int p = 0; p < FLOAT_NACC; p++) {
+            __m256 xv[FLOAT_SMALL_NX];
 #pragma GCC unroll 4
-        for (int i = 0; i < MW; i++) {
-            const char *row = w + i * w_stride;
-            if ((k & 15) == 0) _mm_prefetch(row + k * esz + MW * w_stride, _MM_HINT_T0);
-            wv[i] = load_w8(t, row, k);
+            for (int r = 0; r < MX; r++) xv[r] = _mm256_loadu_ps(xr[r] + k + 8 * p);
+#pragma GCC unroll 4
+            for (int i = 0; i < MW; i++) {
+                const char *row = w + i * w_stride;
+                if (p == 0) /* a line ahead per line read (f32: every other one), MW rows on */
+                    _mm_prefetch(row + k * esz + MW * w_stride, _MM_HINT_T0);
+                const __m256 wv = load_w8(t, row, k + 8 * p);
+#pragma GCC unroll 4
+                for (int r = 0; r < MX; r++) c[i][r][p] = _mm256_fmadd_ps(wv, xv[r], c[i][r][p]);
+            }
         }
-#pragma GCC unroll 4
-        for (int r = 0; r < MX; r++) {
-            const __m256 xv = _mm256_loadu_ps(xr[r] + k);
-#pragma GCC unroll 4
-            for (int i = 0; i < MW; i++) acc[i][r] = _mm256_fmadd_ps(wv[i], xv, acc[i][r]);
-        }
-    }
 #pragma GCC unroll 4
     for (int i = 0; i < MW; i++)
 #pragma GCC unroll 4
         for (int r = 0; r < MX; r++) {
-            float s = hsum(acc[i][r]);
-            for (int64_t t2 = k; t2 < n; t2++) s += sc(w + i * w_stride, t2) * xr[r][t2];
-            y[r * y_stride + i] = s;
+            dot_range(t, k, n8, w + i * w_stride, xr[r], c[i][r]); /* an odd last chunk */
+            y[r * y_stride + i] = float_finish(t, c[i][r], n8, n, w + i * w_stride, xr[r]);
         }
 }
 
-static inline __attribute__((always_inline)) void
-float_small(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-            size_t x_stride, int nx, float *y, size_t y_stride) {
-    for (int i = 0; i < nw;) {
-        const int mw = nw - i >= FLOAT_SMALL_MW ? FLOAT_SMALL_MW : 1;
-        const char *a = (const char *)w + i * w_stride;
-        for (int r0 = 0; r0 < nx; r0 += FLOAT_SMALL_MX) {
-            const int mx = min_int(FLOAT_SMALL_MX, nx - r0);
-            const float *xr[FLOAT_SMALL_MX];
-            for (int r = 0; r < FLOAT_SMALL_MX; r++)
-                xr[r] = (const float *)((const char *)x + (r0 + min_int(r, mx - 1)) * x_stride);
-            float *out = y + r0 * y_stride + i;
-            if (mw == FLOAT_SMALL_MW && mx == FLOAT_SMALL_MX)
-                float_small_block(t, FLOAT_SMALL_MW, FLOAT_SMALL_MX, n, a, w_stride, xr, out,
-                                  y_stride);
-            else if (mw == FLOAT_SMALL_MW)
-                float_small_block(t, FLOAT_SMALL_MW, 1, n, a, w_stride, xr, out, y_stride);
-            else if (mx == FLOAT_SMALL_MX)
-                float_small_block(t, 1, FLOAT_SMALL_MX, n, a, w_stride, xr, out, y_stride);
-            else
-                float_small_block(t, 1, 1, n, a, w_stride, xr, out, y_stride);
-        }
-        i += mw;
+#define FW 4 /* weight rows per micro kernel (and per panel) */
+#define FX 3 /* x rows per micro kernel: 12 accumulators, 3 x vectors, 1 weight vector */
+
+/* M rows of f32 (wf[i]) against MX x rows: the chunks of accumulator par inside the k-chunk
+ * [k0, k1), i.e. elements [k, k + 8) for k = k0 + 8 * par, then k + FLOAT_GROUP, ... below k1,
+ * in increasing order. That accumulator's registers live in acc between calls (same register
+ * values, so the same float chain as the single dot's c[par]); zero: the first k-chunk, start
+ * from 0 instead of acc. */
+static inline __attribute__((always_inline)) void float_micro(int M, int MX, bool zero,
+                                                              int64_t kstart, int64_t k1,
+                                                              const float *const *wf,
+                                                              const float *const *xr, __m256 *acc) {
+    __m256 a[FW][FX];
+#pragma GCC unroll 8
+    for (int i = 0; i < FW; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < FX; r++)
+            a[i][r] = i < M && r < MX && !zero ? acc[i * FX + r] : _mm256_setzero_ps();
+#define FLOAT_MICRO_STEP(K)                                                                        \
+    do {                                                                                           \
+        __m256 xv[FX];                                                                             \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FX; r++) xv[r] =                               \
+            r < MX ? _mm256_loadu_ps(xr[r] + (K)) : _mm256_setzero_ps();                           \
+        _Pragma("GCC unroll 8") for (int i = 0; i < M; i++) {                                      \
+            const __m256 wv = _mm256_loadu_ps(wf[i] + (K));                                        \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MX; r++) a[i][r] =                         \
+                _mm256_fmadd_ps(wv, xv[r], a[i][r]);                                               \
+        }                                                                                          \
+    } while (0)
+    int64_t k = kstart;
+    for (; k + FLOAT_GROUP < k1; k += 2 * FLOAT_GROUP) {
+        FLOAT_MICRO_STEP(k);
+        FLOAT_MICRO_STEP(k + FLOAT_GROUP);
     }
+    if (k < k1) FLOAT_MICRO_STEP(k);
+#undef FLOAT_MICRO_STEP
+#pragma GCC unroll 8
+    for (int i = 0; i < M; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < MX; r++) acc[i * FX + r] = a[i][r];
 }
 
+#define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
+_Static_assert(FLOAT_K_CHUNK % FLOAT_GROUP == 0, "k-chunks hold whole groups of chunks");
+#define FLOAT_X_BATCH (64 / FX * FX) /* x rows whose accumulators are kept between k-chunks */
+#define FLOAT_XB_BYTES (512 * 1024)  /* and at most this many bytes of them (in L2) */
+
+/* One x row: gemv_float; 2-3: float_small; more (a decode step of 4..16 sequences, a prompt):
+ * panels. Each panel of FW weight rows is converted to f32 a
+ * k-chunk at a time (f16/bf16) as the first x batch needs it, the next chunk prefetched one
+ * chunk of compute ahead; every x block of FX rows is run against the panel chunk in
+ * FLOAT_NACC passes, one per accumulator (even chunks, then odd), in L1. The first pass reads
+ * x from L2 every other 32 bytes (~78 GFLOP/s against ~90 in one pass, standalone). Prefetching
+ * the next x block across the passes won that back standalone (~86) but cost 20-30% of the
+ * model's prompt matmuls at 2 threads (bench_kernels --model --rows 128), so it is not done.
+ * From 4 x rows on this beat the small-batch kernel (4-16 rows: 15-31 t/s of
+ * matmuls against its 15-16). */
 static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
                        const void *x, size_t x_stride, int nx, float *y, size_t y_stride) {
-    const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
     const int64_t n8 = n / 8 * 8;
     if (nx == 1) {
         if (t == DTYPE_F32)
-            gemv_f32(n, w, w_stride, nw, x, y);
+            gemv_float(DTYPE_F32, n, w, w_stride, nw, x, y);
         else if (t == DTYPE_F16)
-            gemv_f16(n, w, w_stride, nw, x, y);
+            gemv_float(DTYPE_F16, n, w, w_stride, nw, x, y);
         else
-            gemv_bf16(n, w, w_stride, nw, x, y);
+            gemv_float(DTYPE_BF16, n, w, w_stride, nw, x, y);
         return;
     }
-    if (nx <= SMALL_NX) {
-        if (t == DTYPE_F32)
-            float_small(DTYPE_F32, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
-        else if (t == DTYPE_F16)
-            float_small(DTYPE_F16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
-        else
-            float_small(DTYPE_BF16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+    if (nx <= FLOAT_SMALL_NX) {
+        const float *xr[FLOAT_SMALL_NX];
+        for (int r = 0; r < nx; r++) xr[r] = (const float *)((const char *)x + r * x_stride);
+        for (int i = 0; i < nw;) {
+            const int mw = nw - i >= FLOAT_SMALL_MW ? FLOAT_SMALL_MW : 1;
+            const char *a = (const char *)w + i * w_stride;
+#define FLOAT_SMALL_CASE(T, MW, MX) float_small(T, MW, MX, n, a, w_stride, xr, y + i, y_stride)
+#define FLOAT_SMALL_TYPE(T)                                                                        \
+    do {                                                                                           \
+        if (nx == 2 && mw == FLOAT_SMALL_MW)                                                       \
+            FLOAT_SMALL_CASE(T, FLOAT_SMALL_MW, 2);                                                \
+        else if (nx == 2)                                                                          \
+            FLOAT_SMALL_CASE(T, 1, 2);                                                             \
+        else if (mw == FLOAT_SMALL_MW)                                                             \
+            FLOAT_SMALL_CASE(T, 2, 3);                                                             \
+        else                                                                                       \
+            FLOAT_SMALL_CASE(T, 1, 3);                                                             \
+    } while (0)
+            if (t == DTYPE_F32)
+                FLOAT_SMALL_TYPE(DTYPE_F32);
+            else if (t == DTYPE_F16)
+                FLOAT_SMALL_TYPE(DTYPE_F16);
+            else
+                FLOAT_SMALL_TYPE(DTYPE_BF16);
+#undef FLOAT_SMALL_TYPE
+#undef FLOAT_SMALL_CASE
+            i += nx == 3 && mw == FLOAT_SMALL_MW ? 2 : mw;
+        }
         return;
     }
-    if (t != DTYPE_F32 && (size_t)n8 * sizeof(float) > PANEL_BUF_BYTES) { /* too long to convert */
+    /* f32 panel rows n8 + 16 floats apart: rows a multiple of 4 KB apart (2048 wide) would put
+     * the panel's 4 read streams in one L1 set */
+    const int64_t ps = n8 + 16;
+    if (t != DTYPE_F32 && (size_t)ps * sizeof(float) > PANEL_BUF_BYTES) { /* too long */
         const quant_dot_fn dot = t == DTYPE_F16 ? dot_f16 : dot_bf16;
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
@@ -762,56 +804,87 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
-    const int mw = t == DTYPE_F32 ? 4 : panel_rows(n8 ? n8 / 8 : 1, 32, 4);
-    /* x rows per batch: at most FLOAT_XB_BYTES, so a batch stays in L2 while a panel runs
-     * against it (matmul passes all x rows of a float weight at once) */
+    int mw = FW; /* rows per panel (f16/bf16: converted to f32 into panel_buf) */
+    if (t != DTYPE_F32 && n8) {
+        const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)ps * sizeof(float)));
+        mw = fit < FW ? (int)fit : FW;
+    }
+    /* x rows per batch: at most FLOAT_XB_BYTES of them, so a batch stays in L2 while the
+     * panel is run against it (matmul gives a float tile all its x rows at once) */
     int xbatch = FLOAT_X_BATCH;
     if (n8) {
-        const int64_t fit = (int64_t)(FLOAT_XB_BYTES / ((size_t)n8 * sizeof(float))) / 3 * 3;
-        if (fit < xbatch) xbatch = fit < 3 ? 3 : (int)fit;
+        const int64_t fit = (int64_t)(FLOAT_XB_BYTES / ((size_t)n8 * sizeof(float))) / FX * FX;
+        if (fit < xbatch) xbatch = fit < FX ? FX : (int)fit;
     }
-    __m256 acc[FLOAT_X_BATCH / 3 + 1][12];
+    const size_t esz = t == DTYPE_F32 ? 4 : 2;
+    __m256 acc[FLOAT_NACC][FLOAT_X_BATCH / FX][FW * FX]; /* [accumulator][x block][pair] */
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
-        const float *wf[4];
-        const char *rows[4];
+        const int mnext = min_int(mw, nw - i0 - mw); /* rows of the next panel (<= 0: none) */
+        const float *wf[FW];
+        const char *rows[FW];
         for (int i = 0; i < m; i++) {
-            const char *row = (const char *)w + (i0 + i) * w_stride;
-            rows[i] = row;
-            if (t == DTYPE_F32) {
-                wf[i] = (const float *)row;
-                continue;
-            }
-            float *dst = (float *)panel_buf + i * n8;
-            wf[i] = dst;
-            for (int64_t k = 0; k < n8; k += 8)
-                _mm256_storeu_ps(dst + k, t == DTYPE_F16 ? load_f16x8((const uint16_t *)row + k)
-                                                         : load_bf16x8((const uint16_t *)row + k));
+            rows[i] = (const char *)w + (i0 + i) * w_stride;
+            wf[i] = t == DTYPE_F32 ? (const float *)rows[i] : (const float *)panel_buf + i * ps;
         }
         for (int rb = 0; rb < nx; rb += xbatch) {
             const int nxb = min_int(xbatch, nx - rb);
-            for (int p = 0; p < (nxb + 2) / 3; p++)
-                for (int q = 0; q < 12; q++) acc[p][q] = _mm256_setzero_ps();
+            const bool last_rb = rb + xbatch >= nx;
             for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK) {
                 const int64_t k1 = k0 + FLOAT_K_CHUNK < n8 ? k0 + FLOAT_K_CHUNK : n8;
-                for (int r = 0; r < nxb; r += 3) {
-                    const int mx = min_int(3, nxb - r);
-                    const float *xr[3];
-                    for (int q = 0; q < 3; q++)
+                /* The weights are read from memory in the first x batch, a k-chunk at a time
+                 * (f16/bf16: converted into the panel); the next chunk to be read (this
+                 * panel's next one, or after the last x batch's last chunk the next panel's
+                 * first) is prefetched into L2 now, one k-chunk of compute ahead. */
+                if (rb == 0 && k1 < n8) {
+                    const int64_t k2 = k1 + FLOAT_K_CHUNK < n8 ? k1 + FLOAT_K_CHUNK : n8;
+                    for (int i = 0; i < m; i++)
+                        for (size_t o = (size_t)k1 * esz; o < (size_t)k2 * esz; o += 64)
+                            _mm_prefetch(rows[i] + o, _MM_HINT_T1);
+                }
+                if (last_rb && k1 == n8) {
+                    const int64_t k2 = FLOAT_K_CHUNK < n8 ? FLOAT_K_CHUNK : n8;
+                    for (int i = 0; i < mnext; i++)
+                        for (size_t o = 0; o < (size_t)k2 * esz; o += 64)
+                            _mm_prefetch(rows[i] + (size_t)mw * w_stride + o, _MM_HINT_T1);
+                }
+                if (rb == 0 && t != DTYPE_F32)
+                    for (int i = 0; i < m; i++) {
+                        float *dst = (float *)wf[i];
+                        const uint16_t *src = (const uint16_t *)rows[i];
+                        if (t == DTYPE_F16)
+                            for (int64_t k = k0; k < k1; k += 8)
+                                _mm256_storeu_ps(dst + k, load_f16x8(src + k));
+                        else
+                            for (int64_t k = k0; k < k1; k += 8)
+                                _mm256_storeu_ps(dst + k, load_bf16x8(src + k));
+                    }
+                for (int r = 0; r < nxb; r += FX) {
+                    const int mx = min_int(FX, nxb - r);
+                    const float *xr[FX];
+                    for (int q = 0; q < FX; q++)
                         xr[q] = (const float *)((const char *)x +
                                                 (rb + r + min_int(q, mx - 1)) * x_stride);
-                    if (m == 4 && mx == 3)
-                        float_micro(4, 3, k0, k1, wf, xr, acc[r / 3]);
-                    else
-                        float_micro(m, mx, k0, k1, wf, xr, acc[r / 3]);
+                    /* the even chunks with accumulator 0, then the odd ones with 1 (k0 is a
+                     * multiple of FLOAT_GROUP) */
+                    for (int par = 0; par < FLOAT_NACC; par++) {
+                        const int64_t ks = k0 + 8 * par;
+                        __m256 *c = acc[par][r / FX];
+                        if (m == FW && mx == FX)
+                            float_micro(FW, FX, k0 == 0, ks, k1, wf, xr, c);
+                        else
+                            float_micro(m, mx, k0 == 0, ks, k1, wf, xr, c);
+                    }
                 }
             }
             for (int r = 0; r < nxb; r++) {
                 const float *xr = (const float *)((const char *)x + (rb + r) * x_stride);
                 for (int i = 0; i < m; i++) {
-                    float s = hsum(acc[r / 3][i * 3 + r % 3]);
-                    for (int64_t k = n8; k < n; k++) s += sc(rows[i], k) * xr[k];
-                    y[(rb + r) * y_stride + i0 + i] = s;
+                    const int q = i * FX + r % FX;
+                    __m256 c[FLOAT_NACC] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+                    if (n8)
+                        for (int p = 0; p < FLOAT_NACC; p++) c[p] = acc[p][r / FX][q];
+                    y[(rb + r) * y_stride + i0 + i] = float_finish(t, c, n8, n, rows[i], xr);
                 }
             }
         }
