@@ -353,12 +353,9 @@ int batcher_n_inflight(const batcher_t *s) {
     for (int i = 0; i < BATCHER_MAX_INFLIGHT; i++) n += s->mbs[i].busy;
     return n;
 }
-uint64_t batcher_oldest_inflight(const batcher_t *s) {
-    uint64_t best = 0, order = UINT64_MAX;
+int batcher_oldest_inflight(const batcher_t *s) {
+    int best = -1;
     for (int i = 0; i < BATCHER_MAX_INFLIGHT; i++)
-        if (s->mbs[i].busy && s->mbs[i].order < order) {
-            order = s->mbs[i].order;
-            best = s->mbs[i].batch_id;
-        }
+        if (s->mbs[i].busy && (best < 0 || s->mbs[i].order < s->mbs[best].order)) best = i;
     return best;
 }

@@ -102,5 +102,7 @@ void batcher_fail_all(batcher_t *s, const char *why);
 int batcher_n_active(const batcher_t *s); /* sequences holding a slot */
 int batcher_n_queued(const batcher_t *s); /* waiting for a slot */
 int batcher_n_inflight(const batcher_t *s);
-/* Batch ids in flight: the oldest one's send order (for timeouts); 0 when none. */
-uint64_t batcher_oldest_inflight(const batcher_t *s);
+/* The micro-batch slot (batcher_batch.micro_batch) of the batch sent first among those in
+ * flight, for timeouts: stages take batches in send order, so it is the one to come back
+ * next; -1 when none. */
+int batcher_oldest_inflight(const batcher_t *s);

@@ -97,8 +97,8 @@ struct coordinator {
     /* mb_sent_ms: when the slot's batch started its clock for the request timeout (0 = not in
      * flight): its sending, or the return of the batch sent just before it if that came later
      * (stages take batches in order, so a batch cannot come back before the one ahead of it:
-     * time spent queued behind it is not a lost batch). mb_order: send order. */
-    uint64_t mb_sent_ms[64], mb_sent_us[64], mb_order[64], mb_orders;
+     * time spent queued behind it is not a lost batch). */
+    uint64_t mb_sent_ms[64], mb_sent_us[64];
     int32_t mb_tokens[64];
     uint64_t last_plan_ms, last_balance_ms;
     int slow_checks;      /* consecutive checks that found the plan out of balance */
@@ -1432,7 +1432,6 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     if (b->micro_batch < 64) {
         c->mb_tokens[b->micro_batch] = b->n_tokens;
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
-        c->mb_order[b->micro_batch] = ++c->mb_orders;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     }
     if (build_us)
@@ -1493,6 +1492,7 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
         rows[i].logprob = r->n_logprob ? r->logprob[i] : 0.0f;
     }
     uint64_t sent_us = r->micro_batch < 64 ? c->mb_sent_us[r->micro_batch] : 0;
+    const bool was_oldest = batcher_oldest_inflight(c->batcher) == (int)r->micro_batch;
     if (!batcher_on_result(c->batcher, r->batch_id, rows, (size_t)r->n_rows)) {
         LOG(LOG_WARN, "coordinator: Result for batch %llu, not in flight; dropped",
             (unsigned long long)r->batch_id);
@@ -1500,16 +1500,10 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
         return;
     }
     free(rows);
-    if (r->micro_batch < 64) {
-        c->mb_sent_ms[r->micro_batch] = 0;
-        /* the batch sent next after this one starts its clock now if it was queued behind it */
-        int next = -1;
-        for (int mb = 0; mb < 64; mb++)
-            if (c->mb_sent_ms[mb] && c->mb_order[mb] > c->mb_order[r->micro_batch] &&
-                (next < 0 || c->mb_order[mb] < c->mb_order[next]))
-                next = mb;
-        if (next >= 0 && c->mb_sent_ms[next] < c->now_ms) c->mb_sent_ms[next] = c->now_ms;
-    }
+    if (r->micro_batch < 64) c->mb_sent_ms[r->micro_batch] = 0;
+    /* the batch sent next after this one starts its clock now if it was queued behind it */
+    const int next = was_oldest ? batcher_oldest_inflight(c->batcher) : -1;
+    if (next >= 0 && next < 64 && c->mb_sent_ms[next] < c->now_ms) c->mb_sent_ms[next] = c->now_ms;
     c->timeouts_in_a_row = 0;
     if (c->fo_ready_ms && batcher_n_resuming(c->batcher) == 0) {
         LOG(LOG_WARN,
@@ -1671,10 +1665,9 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
     /* A micro-batch that does not come back although every worker answers heartbeats (lost
      * on the way): send the requests in flight again; after 3 in a row, fail them. Only the
      * oldest in flight is judged: the ones behind it wait for it at every stage. */
-    int oldest = -1;
-    for (int mb = 0; mb < 64; mb++)
-        if (c->mb_sent_ms[mb] && (oldest < 0 || c->mb_order[mb] < c->mb_order[oldest])) oldest = mb;
-    if (oldest >= 0 && now_ms - c->mb_sent_ms[oldest] > (uint64_t)c->cfg.request_timeout_ms) {
+    const int oldest = batcher_oldest_inflight(c->batcher);
+    if (oldest >= 0 && oldest < 64 && c->mb_sent_ms[oldest] &&
+        now_ms - c->mb_sent_ms[oldest] > (uint64_t)c->cfg.request_timeout_ms) {
         memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
         if (++c->timeouts_in_a_row < 3) {
             LOG(LOG_WARN,
