@@ -838,15 +838,11 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                  * first) is prefetched into L2 now, one k-chunk of compute ahead. */
                 if (rb == 0 && k1 < n8) {
                     const int64_t k2 = k1 + FLOAT_K_CHUNK < n8 ? k1 + FLOAT_K_CHUNK : n8;
-                    for (int i = 0; i < m; i++)
-                        for (size_t o = (size_t)k1 * esz; o < (size_t)k2 * esz; o += 64)
-                            _mm_prefetch(rows[i] + o, _MM_HINT_T1);
+                    quant_prefetch_rows_l2(rows, m, 0, (size_t)k1 * esz, (size_t)k2 * esz);
                 }
                 if (last_rb && k1 == n8) {
                     const int64_t k2 = FLOAT_K_CHUNK < n8 ? FLOAT_K_CHUNK : n8;
-                    for (int i = 0; i < mnext; i++)
-                        for (size_t o = 0; o < (size_t)k2 * esz; o += 64)
-                            _mm_prefetch(rows[i] + (size_t)mw * w_stride + o, _MM_HINT_T1);
+                    quant_prefetch_rows_l2(rows, mnext, (size_t)mw * w_stride, 0, (size_t)k2 * esz);
                 }
                 if (rb == 0 && t != DTYPE_F32)
                     for (int i = 0; i < m; i++) {

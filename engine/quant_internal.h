@@ -110,6 +110,14 @@ static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8
 #define QUANT_PREFETCH_AHEAD 2048
 #define QUANT_PREFETCH(p) __builtin_prefetch((const char *)(p) + QUANT_PREFETCH_AHEAD, 0, 3)
 
+/* The float prompt tiles' read-ahead of the weights they read next, into L2 (prefetcht1):
+ * bytes [from, to) after off of each of the m rows. */
+static inline void quant_prefetch_rows_l2(const char *const *rows, int m, size_t off, size_t from,
+                                          size_t to) {
+    for (int i = 0; i < m; i++)
+        for (size_t o = from; o < to; o += 64) __builtin_prefetch(rows[i] + off + o, 0, 2);
+}
+
 /* ==== Reference kernels (quant.c) ==== */
 
 float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x);
