@@ -2,7 +2,8 @@
 # netns_test.sh CASE: deploy/netns-cluster.sh's links and cluster, for real (root only; exits
 # 77 when not root or when network namespaces cannot be made).
 #   ping     a 5 ms link adds 5 ms each way (ping round trip +10 ms); 0 adds nothing
-#   jitter   5 ms +- 1 ms: every round trip within 2 x (5 +- 1) ms, and they spread
+#   jitter   5 ms +- 1 ms: no round trip under 2 x (5 - 1) ms, the quartiles within 2 x (5 +- 1)
+#            ms and apart (the tail past it is the shared machine's scheduling)
 #   loss     --loss 20%: about 1 - 0.8^2 of the pings are lost
 #   rate     --rate 20mbit: 2 MB from one namespace to another take 0.8 s
 #   hops     3 workers, 5 ms links: the per-token latency grows by the hop model's
@@ -68,12 +69,20 @@ ping)
   awk -v d="$med" 'BEGIN { exit !(d < 1.0) }' || fail "a 0 ms link should add nothing"
   ;;
 jitter)
+  # netdelay never releases a packet early, so the shortest round trip is a hard bound; the
+  # long tail is the shared machine's (a stalled vCPU holds back even a real-time netdelay:
+  # one CI run saw 17% past 12.5 ms, up to 40 ms), so the jitter's bounds are judged on the
+  # quartiles: with +-1 ms each way they lie ~0.6 ms either side of 10 ms (plus the queue's
+  # own ~0.5 ms: quartiles seen here 10.1/11.1-11.6 ms)
   out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --jitter 1ms --no-cluster -- \
-    bash -c 'ping_times -c 60 -i 0.05') || fail "netns-cluster failed: $out"
-  read -r mn med mx inside <<<"$(summary 7.9 12.5 <<<"$out")"
-  echo "5 ms +- 1 ms link: round trip min/median/max $mn/$med/$mx ms, $inside% within 2 x (5 +- 1) ms"
-  awk -v m="$mn" -v x="$mx" -v d="$med" -v ins="$inside" 'BEGIN { exit !(m >= 7.9 && ins >= 90 && x - m > 1.0 && d >= 9.5 && d <= 11.0) }' ||
-    fail "round trips should lie in 2 x (5 +- 1) ms (90% of them: the machine is shared), spread over more than 1 ms"
+    bash -c 'ping_times -c 80 -i 0.05') || fail "netns-cluster failed: $out"
+  read -r mn q1 med q3 mx <<<"$(sort -n <<<"$out" | awk '{ t[NR] = $1 }
+    END { if (NR == 0) { print "none"; exit 1 }
+          printf "%s %s %s %s %s\n", t[1], t[int(NR / 4) + 1], t[int((NR + 1) / 2)], t[int(3 * NR / 4)], t[NR] }')"
+  echo "5 ms +- 1 ms link: round trip min/q1/median/q3/max $mn/$q1/$med/$q3/$mx ms"
+  awk -v m="$mn" -v a="$q1" -v d="$med" -v b="$q3" 'BEGIN {
+    exit !(m >= 7.9 && a >= 8.0 && b <= 12.5 && b - a >= 0.4 && d >= 9.5 && d <= 11.5) }' ||
+    fail "round trips should lie in 2 x (5 +- 1) ms (none shorter; quartiles within and over 0.4 ms apart; median near 10 ms)"
   ;;
 loss)
   out=$(bash "$script" "${common[@]}" --workers 1 --loss 20% --no-cluster -- \
