@@ -60,7 +60,7 @@ ping)
     bash -c 'ping_times -c 50 -i 0.02') || fail "netns-cluster failed: $out"
   read -r mn med mx _ <<<"$(summary <<<"$out")"
   echo "5 ms link: round trip min/median/max $mn/$med/$mx ms"
-  awk -v m="$mn" -v d="$med" 'BEGIN { exit !(m >= 9.9 && d <= 11.0) }' ||
+  awk -v m="$mn" -v d="$med" 'BEGIN { exit !(m >= 9.9 && d <= 11.5) }' ||
     fail "a 5 ms link should add 10 ms to a round trip (5 each way)"
   out=$(bash "$script" "${common[@]}" --workers 1 --delay 0 --no-cluster -- \
     bash -c 'ping_times -c 20 -i 0.02') || fail "netns-cluster failed: $out"
