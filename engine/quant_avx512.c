@@ -883,7 +883,11 @@ static float scalar_bf16(const void *w, int64_t k) {
     return quant_bf16_to_f32(((const uint16_t *)w)[k]);
 }
 
-#define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 6-row panel chunk is 12 KB */
+/* Elements per k-chunk: each k-chunk stores and reloads the accumulators once per parity, so
+ * longer chunks cost less; 2048 (a 2048-wide row in one chunk, its 6-row panel 48 KB in L2)
+ * against 512 (12 KB, in L1) measured +6% on the 128-row f16 GEMM and +5-20% on the model's
+ * prompt in alternating pairs (Zen 4), 256 -15%, 8192 the same as 2048. */
+#define FLOAT_K_CHUNK 2048
 _Static_assert(FLOAT_K_CHUNK % (2 * FLOAT_BLOCK) == 0, "k-chunks hold whole block pairs");
 #define FLOAT_X_BATCH 64 /* x rows whose accumulators are kept between k-chunks (at most) */
 _Static_assert(FLOAT_X_BATCH % FX == 0, "x batches hold whole micro kernels");
