@@ -15,7 +15,9 @@
 #   bench/run_cluster_bench.sh [BUILD_DIR]
 # Environment: MODEL (default: a tinyllama-1.1b Q4_0 made with caravan mkmodel in
 # CARAVAN_BENCH_DIR, default /tmp/caravan-bench, never inside the repository), TG (64),
-# REPS (3), SINGLE_WORKERS ("1 2 3"; " " skips part 1), LONG_WORKERS ("2 3"; " " skips part
+# REPS (3), SINGLE_WORKERS ("1 2 3"; " " skips part 1), SINGLE_CPUS (e.g. 1: part 1 runs both
+# `caravan run` and every process of the cluster under `taskset -c SINGLE_CPUS`, the same CPUs
+# for both; a single stream keeps one stage busy at a time), LONG_WORKERS ("2 3"; " " skips part
 # 1b), LLAMA_BIN (a directory with
 # llama-batched-bench, llama-bench, rpc-server built
 # outside the repository; optional). Prints markdown; raw numbers go to $OUT (default
@@ -43,24 +45,35 @@ echo
 gen_rate() { sed -n 's/^generation: .* \([0-9.]*\) tokens\/s$/\1/p' "$1" | tail -n1; }
 median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 
-echo "## single stream, $TG tokens, tokens/s (median of $REPS, alternating with caravan run)"
+pin=()
+where=""
+if [ -n "${SINGLE_CPUS:-}" ]; then
+    pin=(taskset -c "$SINGLE_CPUS")
+    where=", every process on CPU $SINGLE_CPUS"
+fi
+echo "## single stream, $TG tokens, tokens/s (median of $REPS, alternating with caravan run$where)"
 echo
-echo "| workers | caravan run 1t | cluster | ratio |"
-echo "|---|---|---|---|"
+echo "| workers | caravan run 1t | cluster | ratio of medians | median of pair ratios (min-max) |"
+echo "|---|---|---|---|---|"
 json_single=""
 for k in ${SINGLE_WORKERS:-1 2 3}; do
-    runs="" clus=""
+    runs="" clus="" pairs=""
     for _ in $(seq "$REPS"); do
-        "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 --ignore-eos -n "$TG" \
-            --prompt "$PROMPT" >/dev/null 2>"$DIR/run.err"
+        ${pin[@]+"${pin[@]}"} "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 \
+            --ignore-eos -n "$TG" --prompt "$PROMPT" >/dev/null 2>"$DIR/run.err"
         runs="$runs $(gen_rate "$DIR/run.err")"
-        "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 --shared-file \
-            --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" >/dev/null 2>"$DIR/cluster.err"
+        ${pin[@]+"${pin[@]}"} "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 \
+            --shared-file --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" \
+            >/dev/null 2>"$DIR/cluster.err"
         clus="$clus $(gen_rate "$DIR/cluster.err")"
+        pairs="$pairs $(awk -v a="${clus##* }" -v b="${runs##* }" 'BEGIN{printf "%.3f", a/b}')"
     done
     r=$(echo "$runs" | tr ' ' '\n' | grep . | median)
     c=$(echo "$clus" | tr ' ' '\n' | grep . | median)
-    echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", a/b}') |"
+    pr=$(echo "$pairs" | tr ' ' '\n' | grep . | median)
+    lo=$(echo "$pairs" | tr ' ' '\n' | grep . | sort -g | head -n1)
+    hi=$(echo "$pairs" | tr ' ' '\n' | grep . | sort -g | tail -n1)
+    echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", a/b}') | ${pr}x ($lo-$hi) |"
     json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"runs\":\"$runs\",\"clusters\":\"$clus\"},"
 done
 echo
