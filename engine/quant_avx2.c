@@ -702,10 +702,9 @@ float_small(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_str
  * in increasing order. That accumulator's registers live in acc between calls (same register
  * values, so the same float chain as the single dot's c[par]); zero: the first k-chunk, start
  * from 0 instead of acc. */
-static inline __attribute__((always_inline)) void float_micro(int M, int MX, bool zero,
-                                                              int64_t kstart, int64_t k1,
-                                                              const float *const *wf,
-                                                              const float *const *xr, __m256 *acc) {
+static inline __attribute__((always_inline)) void
+float_micro(int M, int MX, bool zero, int64_t kstart, int64_t k1, int64_t stride,
+            const float *const *wf, const float *const *xr, __m256 *acc) {
     __m256 a[FW][FX];
 #pragma GCC unroll 8
     for (int i = 0; i < FW; i++)
@@ -724,9 +723,9 @@ static inline __attribute__((always_inline)) void float_micro(int M, int MX, boo
         }                                                                                          \
     } while (0)
     int64_t k = kstart;
-    for (; k + FLOAT_GROUP < k1; k += 2 * FLOAT_GROUP) {
+    for (; k + stride < k1; k += 2 * stride) {
         FLOAT_MICRO_STEP(k);
-        FLOAT_MICRO_STEP(k + FLOAT_GROUP);
+        FLOAT_MICRO_STEP(k + stride);
     }
     if (k < k1) FLOAT_MICRO_STEP(k);
 #undef FLOAT_MICRO_STEP
@@ -736,19 +735,39 @@ static inline __attribute__((always_inline)) void float_micro(int M, int MX, boo
         for (int r = 0; r < MX; r++) acc[i * FX + r] = a[i][r];
 }
 
-#define FLOAT_K_CHUNK 512 /* elements per k-chunk: a 4-row panel chunk is 8 KB */
+#define FLOAT_K_CHUNK 1024 /* elements per k-chunk: a 4-row panel chunk is 16 KB */
 _Static_assert(FLOAT_K_CHUNK % FLOAT_GROUP == 0, "k-chunks hold whole groups of chunks");
 #define FLOAT_X_BATCH (64 / FX * FX) /* x rows whose accumulators are kept between k-chunks */
 #define FLOAT_XB_BYTES (512 * 1024)  /* and at most this many bytes of them (in L2) */
+
+/* The k-chunk [k0, k1) of a row laid out for the tile's passes: its 8-element chunks of
+ * accumulator 0 (even) first, then those of accumulator 1 (odd), each in increasing order, so a
+ * pass reads contiguous memory; the values and the order each accumulator takes them in are
+ * unchanged. k0 is a multiple of FLOAT_GROUP; even chunks: (k1 - k0) / 8 rounded up. */
+static inline int64_t float_odd_start(int64_t k0, int64_t k1) {
+    return k0 + ((k1 - k0) / 8 + 1) / 2 * 8;
+}
+static inline __attribute__((always_inline)) void
+float_split_chunk(enum dtype t, float *dst, const char *src, int64_t k0, int64_t k1) {
+    const int64_t odd = float_odd_start(k0, k1);
+    for (int64_t k = k0; k < k1; k += 8) {
+        const int64_t j = (k - k0) / 8;
+        _mm256_storeu_ps(dst + (j % 2 ? odd : k0) + j / 2 * 8, load_w8(t, src, k));
+    }
+}
 
 /* One x row: gemv_float; 2-3: float_small; more (a decode step of 4..16 sequences, a prompt):
  * panels. Each panel of FW weight rows is converted to f32 a
  * k-chunk at a time (f16/bf16) as the first x batch needs it, the next chunk prefetched one
  * chunk of compute ahead; every x block of FX rows is run against the panel chunk in
- * FLOAT_NACC passes, one per accumulator (even chunks, then odd), in L1. The first pass reads
- * x from L2 every other 32 bytes (~78 GFLOP/s against ~90 in one pass, standalone). Prefetching
- * the next x block across the passes won that back standalone (~86) but cost 20-30% of the
- * model's prompt matmuls at 2 threads (bench_kernels --model --rows 128), so it is not done.
+ * FLOAT_NACC passes, one per accumulator (even chunks, then odd), in L1. f16/bf16: the panel
+ * and a copy of x are in the split layout (float_split_chunk), so each pass reads contiguous
+ * runs; reading x every other 32 bytes instead gave ~76-78 GFLOP/s against 81-83 (f16 GEMM,
+ * standalone), and the split layout's 1024-element k-chunks (512: 80-82, 2048: 72-74) made the
+ * model's prompt at 1 thread 10-15% faster (RESULTS.md). The copy of x is made by each thread
+ * (a few % of the k and v projections at 2 threads). f32 weights are read in place, x with them.
+ * Prefetching the next x block across the passes cost 20-30% of the model's prompt matmuls at 2
+ * threads (bench_kernels --model --rows 128), so it is not done.
  * From 4 x rows on this beat the small-batch kernel (4-16 rows: 15-31 t/s of
  * matmuls against its 15-16). */
 static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
@@ -817,6 +836,18 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         if (fit < xbatch) xbatch = fit < FX ? FX : (int)fit;
     }
     const size_t esz = t == DTYPE_F32 ? 4 : 2;
+    /* f16/bf16: the panel and a copy of x in the split layout (float_split_chunk), so every
+     * pass reads contiguous memory; f32 weights are read in place, x too (strided passes) */
+    float *xs = NULL;
+    if (t != DTYPE_F32 && n8) {
+        xs = aligned_alloc(32, (size_t)nx * (size_t)n8 * sizeof(float));
+        if (xs)
+            for (int r = 0; r < nx; r++)
+                for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK)
+                    float_split_chunk(DTYPE_F32, xs + (size_t)r * n8,
+                                      (const char *)x + r * x_stride, k0,
+                                      k0 + FLOAT_K_CHUNK < n8 ? k0 + FLOAT_K_CHUNK : n8);
+    }
     __m256 acc[FLOAT_NACC][FLOAT_X_BATCH / FX][FW * FX]; /* [accumulator][x block][pair] */
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
@@ -847,29 +878,37 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                 if (rb == 0 && t != DTYPE_F32)
                     for (int i = 0; i < m; i++) {
                         float *dst = (float *)wf[i];
-                        const uint16_t *src = (const uint16_t *)rows[i];
-                        if (t == DTYPE_F16)
+                        if (xs && t == DTYPE_F16)
+                            float_split_chunk(DTYPE_F16, dst, rows[i], k0, k1);
+                        else if (xs)
+                            float_split_chunk(DTYPE_BF16, dst, rows[i], k0, k1);
+                        else if (t == DTYPE_F16)
                             for (int64_t k = k0; k < k1; k += 8)
-                                _mm256_storeu_ps(dst + k, load_f16x8(src + k));
+                                _mm256_storeu_ps(dst + k, load_w8(DTYPE_F16, rows[i], k));
                         else
                             for (int64_t k = k0; k < k1; k += 8)
-                                _mm256_storeu_ps(dst + k, load_bf16x8(src + k));
+                                _mm256_storeu_ps(dst + k, load_w8(DTYPE_BF16, rows[i], k));
                     }
                 for (int r = 0; r < nxb; r += FX) {
                     const int mx = min_int(FX, nxb - r);
                     const float *xr[FX];
-                    for (int q = 0; q < FX; q++)
-                        xr[q] = (const float *)((const char *)x +
-                                                (rb + r + min_int(q, mx - 1)) * x_stride);
+                    for (int q = 0; q < FX; q++) {
+                        const int row = rb + r + min_int(q, mx - 1);
+                        xr[q] = xs ? xs + (size_t)row * n8
+                                   : (const float *)((const char *)x + row * x_stride);
+                    }
                     /* the even chunks with accumulator 0, then the odd ones with 1 (k0 is a
-                     * multiple of FLOAT_GROUP) */
+                     * multiple of FLOAT_GROUP): split layout, each a contiguous run */
+                    const int64_t odd = float_odd_start(k0, k1);
                     for (int par = 0; par < FLOAT_NACC; par++) {
-                        const int64_t ks = k0 + 8 * par;
+                        const int64_t ks = xs ? (par ? odd : k0) : k0 + 8 * par;
+                        const int64_t ke = xs ? (par ? k1 : odd) : k1;
+                        const int64_t st = xs ? 8 : FLOAT_GROUP;
                         __m256 *c = acc[par][r / FX];
                         if (m == FW && mx == FX)
-                            float_micro(FW, FX, k0 == 0, ks, k1, wf, xr, c);
+                            float_micro(FW, FX, k0 == 0, ks, ke, st, wf, xr, c);
                         else
-                            float_micro(m, mx, k0 == 0, ks, k1, wf, xr, c);
+                            float_micro(m, mx, k0 == 0, ks, ke, st, wf, xr, c);
                     }
                 }
             }
@@ -885,6 +924,7 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
             }
         }
     }
+    free(xs);
 }
 
 static void tile_f32(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
