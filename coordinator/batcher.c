@@ -20,7 +20,8 @@ struct seq {
     int32_t final_mb;  /* the slot whose chunk ends at n_tokens (a token comes back), or -1 */
     int32_t n_sampled; /* tokens sampled so far (the draw index) */
     int32_t max_tokens;
-    bool resuming; /* rewound by a re-plan and not yet given its next token */
+    bool resuming;    /* rewound by a re-plan and not yet given its next token */
+    int32_t timeouts; /* batcher_on_timeout calls that found it in flight since its last token */
 };
 
 struct mb {
@@ -304,6 +305,7 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
         }
         q->n_sampled++;
         q->resuming = false;
+        q->timeouts = 0;
         const struct serve_req_params *p = serve_req_params(q->req);
         if (!p->ignore_eos && is_eog(s, row->token)) {
             seq_end(s, q, SERVE_FINISH_STOP, NULL);
@@ -334,6 +336,22 @@ int batcher_rewind_all(batcher_t *s) {
         n++;
     }
     return n;
+}
+
+int batcher_on_timeout(batcher_t *s, int max_timeouts, const char *why) {
+    int failed = 0;
+    for (int32_t i = 0; i < s->cfg.n_seq; i++) {
+        struct seq *q = &s->seqs[i];
+        if (!q->req || !q->inflight) continue;
+        if (++q->timeouts >= max_timeouts) {
+            LOG(LOG_ERROR, "batcher: sequence %llu: %d timeouts in a row without a token; failed",
+                (unsigned long long)q->seq_id, q->timeouts);
+            seq_end(s, q, SERVE_FINISH_ERROR, why);
+            failed++;
+        }
+    }
+    batcher_rewind_all(s);
+    return failed;
 }
 
 int batcher_n_resuming(const batcher_t *s) {

@@ -94,6 +94,12 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
  * next token is then sampled with the same draw index, so it continues as it would have.
  * Returns how many sequences were rewound. */
 int batcher_rewind_all(batcher_t *s);
+/* The oldest micro-batch in flight did not come back in time (lost on the way): every
+ * sequence in flight counts one more timeout since its last token; those at max_timeouts are
+ * finished with error `why`, and the rest are rewound as by batcher_rewind_all. Sequences that
+ * keep getting tokens are never failed by a batch that is lost again and again without them.
+ * Returns how many were failed. */
+int batcher_on_timeout(batcher_t *s, int max_timeouts, const char *why);
 /* Sequences rewound by the last re-plan that have not had their next token yet. */
 int batcher_n_resuming(const batcher_t *s);
 /* Finishes every request (queued or running) with an error. */

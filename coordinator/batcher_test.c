@@ -295,11 +295,62 @@ static void test_slots_eog_cancel_penalty(void) {
     serve_queue_destroy(&q);
 }
 
+/* A batch lost again and again (a timeout each time) fails the sequence it carries after 3
+ * timeouts without a token, while a sequence that gets tokens between the timeouts, and is in
+ * flight at each of them too, goes on: the count is per sequence. */
+static void test_timeouts_per_sequence(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 4,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 8,
+                                 .max_inflight = 2,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r0 = add(q, b, req(3, 20, 100, 1.0f));
+    serve_req_t *r1 = add(q, b, req(3, 40, 100, 1.0f));
+    uint64_t lost_seq = 0;
+    for (int round = 0; round < 3; round++) {
+        /* one sequence each (a batch's arrays are the batcher's until its next call) */
+        struct batcher_batch x, y;
+        CHECK(batcher_next(b, 10 + 10 * (uint64_t)round, &x) && x.n_samples == 1);
+        const uint64_t x_seq = x.samples[0].seq_id, x_id = x.batch_id;
+        CHECK(batcher_next(b, 11 + 10 * (uint64_t)round, &y) && y.n_samples == 1);
+        const uint64_t y_seq = y.samples[0].seq_id, y_id = y.batch_id;
+        if (round == 0) lost_seq = x_seq;
+        /* the lost sequence's batch never comes back; the other one's does, and it goes on */
+        const uint64_t good_seq = x_seq == lost_seq ? y_seq : x_seq;
+        CHECK(good_seq != lost_seq);
+        struct batcher_row row = {good_seq, 7, -0.5f};
+        CHECK(batcher_on_result(b, x_seq == lost_seq ? y_id : x_id, &row, 1));
+        struct batcher_batch z;
+        CHECK(batcher_next(b, 12 + 10 * (uint64_t)round, &z)); /* its next step, in flight */
+        CHECK(z.n_samples == 1 && z.samples[0].seq_id == good_seq);
+        const int failed = batcher_on_timeout(b, 3, "lost");
+        CHECK(failed == (round == 2));
+        CHECK(batcher_n_active(b) == (round == 2 ? 1 : 2));
+    }
+    size_t n0 = 0, n1 = 0;
+    serve_req_t *lost = lost_seq == serve_req_id(r0) ? r0 : r1;
+    CHECK(finish_of(lost, lost == r0 ? &n0 : &n1) == SERVE_FINISH_ERROR);
+    /* the survivor: its 3 tokens so far, and it is still served */
+    struct batcher_batch w;
+    CHECK(batcher_next(b, 100, &w));
+    CHECK(w.n_samples == 1 && w.samples[0].seq_id != lost_seq);
+    CHECK(w.samples[0].draw == 3);
+    serve_req_unref(&r0);
+    serve_req_unref(&r1);
+    batcher_destroy(&b);
+    serve_queue_destroy(&q);
+}
+
 int main(void) {
     test_chunks_and_decode();
     test_pipeline_shares();
     test_slots_eog_cancel_penalty();
     test_prompt_chunks_pipelined();
+    test_timeouts_per_sequence();
     if (failures) {
         fprintf(stderr, "batcher_test: %d failures\n", failures);
         return 1;

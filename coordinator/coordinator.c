@@ -69,7 +69,6 @@ struct coordinator {
     uint64_t fo_ready_ms; /* the pipeline was ready again; requests still re-processing */
     uint64_t fo_load_ms;  /* the slowest worker's load under the new plan (AssignAck.load_ms) */
     char fo_cause[160];
-    int timeouts_in_a_row;
     /* slice fingerprints by layer range */
     struct {
         int32_t first, end;
@@ -1504,7 +1503,6 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     /* the batch sent next after this one starts its clock now if it was queued behind it */
     const int next = was_oldest ? batcher_oldest_inflight(c->batcher) : -1;
     if (next >= 0 && next < 64 && c->mb_sent_ms[next] < c->now_ms) c->mb_sent_ms[next] = c->now_ms;
-    c->timeouts_in_a_row = 0;
     if (c->fo_ready_ms && batcher_n_resuming(c->batcher) == 0) {
         LOG(LOG_WARN,
             "coordinator: resumed: every request in flight had its next token %llu ms after "
@@ -1663,27 +1661,22 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
     }
     if (!ready) return;
     /* A micro-batch that does not come back although every worker answers heartbeats (lost
-     * on the way): send the requests in flight again; after 3 in a row, fail them. Only the
+     * on the way): send the requests in flight again; a request that got no token over 3
+     * such timeouts fails (counted per request: others' tokens do not reset it). Only the
      * oldest in flight is judged: the ones behind it wait for it at every stage. */
     const int oldest = batcher_oldest_inflight(c->batcher);
     if (oldest >= 0 && oldest < 64 && c->mb_sent_ms[oldest] &&
         now_ms - c->mb_sent_ms[oldest] > (uint64_t)c->cfg.request_timeout_ms) {
         memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
-        if (++c->timeouts_in_a_row < 3) {
-            LOG(LOG_WARN,
-                "coordinator: a micro-batch got no Result within %d ms; re-sending "
-                "the requests in flight from their tokens so far",
-                c->cfg.request_timeout_ms);
-            batcher_rewind_all(c->batcher);
-        } else {
-            LOG(LOG_ERROR,
-                "coordinator: %d micro-batches in a row got no Result within %d ms; "
-                "failing the requests in flight",
-                c->timeouts_in_a_row, c->cfg.request_timeout_ms);
-            c->timeouts_in_a_row = 0;
-            batcher_fail_all(c->batcher, "the pipeline did not answer in time");
+        LOG(LOG_WARN,
+            "coordinator: a micro-batch got no Result within %d ms; re-sending the requests "
+            "in flight from their tokens so far (a request with no token after 3 such "
+            "timeouts in a row fails)",
+            c->cfg.request_timeout_ms);
+        const int failed = batcher_on_timeout(c->batcher, 3, "the pipeline did not answer in time");
+        if (failed) {
             struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
-            m->requests_failed++;
+            m->requests_failed += (uint64_t)failed;
             serve_queue_metrics_done(c->cfg.queue);
         }
     }
