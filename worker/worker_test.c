@@ -431,6 +431,40 @@ int main(void) {
     worker_actions_clear(&acts);
     worker_destroy(&w2);
 
+    /* ... and after a stall it does not catch up in a burst: one request at once, then the
+     * pace again (the schedule from the start would have made every chunk due at once). */
+    uint8_t blob4[4 * 4096];
+    for (size_t i = 0; i < sizeof blob4; i++) blob4[i] = (uint8_t)(i * 7 + 3);
+    uint8_t fp4[32];
+    crypto_hash_buf(blob4, sizeof blob4, fp4);
+    w2 = new_worker_rate(4096);
+    worker_start(w2, 0, &acts);
+    join(w2, &acts);
+    worker_actions_clear(&acts);
+    worker_on_tick(w2, 1000, &acts);
+    worker_actions_clear(&acts);
+    assign(w2, 1, KEY_PREV, NULL, fp4, sizeof blob4, &acts);
+    worker_actions_clear(&acts);
+    weight_chunk(w2, 1, fp4, blob4, 4096, 0, sizeof blob4, &acts);
+    assert(request_offset(&acts) == -1); /* due at 2000 */
+    worker_actions_clear(&acts);
+    worker_on_tick(w2, 10000, &acts); /* 8 s late */
+    assert(request_offset(&acts) == 4096);
+    worker_actions_clear(&acts);
+    weight_chunk(w2, 1, fp4, blob4 + 4096, 4096, 4096, sizeof blob4, &acts);
+    assert(request_offset(&acts) == 8192); /* paced from now: the first is due at once */
+    worker_actions_clear(&acts);
+    weight_chunk(w2, 1, fp4, blob4 + 8192, 4096, 8192, sizeof blob4, &acts);
+    assert(request_offset(&acts) == -1); /* not a burst: the next waits a second */
+    worker_actions_clear(&acts);
+    worker_on_tick(w2, 10500, &acts);
+    assert(request_offset(&acts) == -1);
+    worker_actions_clear(&acts);
+    worker_on_tick(w2, 11000, &acts);
+    assert(request_offset(&acts) == 12288);
+    worker_actions_clear(&acts);
+    worker_destroy(&w2);
+
     /* A version refusal from the coordinator ends the worker with status 1. */
     worker_on_bad_msg(w, WORKER_FROM_CONTROL, "test", STATUS_PROTOCOL,
                       "protocol version mismatch: peer speaks 2, this node speaks 1", &acts);
