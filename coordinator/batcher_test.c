@@ -61,6 +61,18 @@ static enum serve_finish finish_of(serve_req_t *r, size_t *n) {
     return f;
 }
 
+/* 8 slots, prompt chunks of 8, two micro-batches in flight (a two-stage pipeline). */
+static batcher_t *two_stage_batcher(serve_queue_t *q) {
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 8,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 8,
+                                 .max_inflight = 2,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    return batcher_new(&cfg);
+}
+
 static void test_chunks_and_decode(void) {
     serve_queue_t *q = serve_queue_new(16);
     struct batcher_config cfg = {.n_ctx = 64,
@@ -115,14 +127,7 @@ static void test_chunks_and_decode(void) {
 
 static void test_pipeline_shares(void) {
     serve_queue_t *q = serve_queue_new(16);
-    struct batcher_config cfg = {.n_ctx = 64,
-                                 .n_seq = 8,
-                                 .n_batch = 64,
-                                 .prefill_chunk = 8,
-                                 .max_inflight = 2,
-                                 .is_eog = is_eog,
-                                 .queue = q};
-    batcher_t *b = batcher_new(&cfg);
+    batcher_t *b = two_stage_batcher(q);
     serve_req_t *r[4];
     for (int i = 0; i < 4; i++) r[i] = add(q, b, req(3, 20 + 5 * i, 100, 1.0f));
     struct batcher_batch b1, b2, b3;
@@ -300,14 +305,7 @@ static void test_slots_eog_cancel_penalty(void) {
  * flight at each of them too, goes on: the count is per sequence. */
 static void test_timeouts_per_sequence(void) {
     serve_queue_t *q = serve_queue_new(16);
-    struct batcher_config cfg = {.n_ctx = 64,
-                                 .n_seq = 4,
-                                 .n_batch = 64,
-                                 .prefill_chunk = 8,
-                                 .max_inflight = 2,
-                                 .is_eog = is_eog,
-                                 .queue = q};
-    batcher_t *b = batcher_new(&cfg);
+    batcher_t *b = two_stage_batcher(q);
     serve_req_t *r0 = add(q, b, req(3, 20, 100, 1.0f));
     serve_req_t *r1 = add(q, b, req(3, 40, 100, 1.0f));
     uint64_t lost_seq = 0;
@@ -331,9 +329,8 @@ static void test_timeouts_per_sequence(void) {
         CHECK(failed == (round == 2));
         CHECK(batcher_n_active(b) == (round == 2 ? 1 : 2));
     }
-    size_t n0 = 0, n1 = 0;
-    serve_req_t *lost = lost_seq == serve_req_id(r0) ? r0 : r1;
-    CHECK(finish_of(lost, lost == r0 ? &n0 : &n1) == SERVE_FINISH_ERROR);
+    size_t n = 0;
+    CHECK(finish_of(lost_seq == serve_req_id(r0) ? r0 : r1, &n) == SERVE_FINISH_ERROR);
     /* the survivor: its 3 tokens so far, and it is still served */
     struct batcher_batch w;
     CHECK(batcher_next(b, 100, &w));

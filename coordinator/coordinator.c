@@ -52,6 +52,9 @@ struct worker_rec {
     bool kv_fresh; /* joined since the last plan: holds no KV cache of the requests in flight */
 };
 
+/* Request timeouts (--request-timeout-ms) without a token after which a request fails. */
+#define TIMEOUTS_TO_FAIL 3
+
 struct coordinator {
     struct coordinator_config cfg;
     enum coordinator_state state;
@@ -1661,19 +1664,21 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
     }
     if (!ready) return;
     /* A micro-batch that does not come back although every worker answers heartbeats (lost
-     * on the way): send the requests in flight again; a request that got no token over 3
-     * such timeouts fails (counted per request: others' tokens do not reset it). Only the
-     * oldest in flight is judged: the ones behind it wait for it at every stage. */
+     * on the way): send the requests in flight again; a request that got no token over
+     * TIMEOUTS_TO_FAIL such timeouts fails (counted per request: others' tokens do not reset
+     * it). Only the oldest in flight is judged: the ones behind it wait for it at every
+     * stage. */
     const int oldest = batcher_oldest_inflight(c->batcher);
     if (oldest >= 0 && oldest < 64 && c->mb_sent_ms[oldest] &&
         now_ms - c->mb_sent_ms[oldest] > (uint64_t)c->cfg.request_timeout_ms) {
         memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
         LOG(LOG_WARN,
             "coordinator: a micro-batch got no Result within %d ms; re-sending the requests "
-            "in flight from their tokens so far (a request with no token after 3 such "
+            "in flight from their tokens so far (a request with no token after %d such "
             "timeouts in a row fails)",
-            c->cfg.request_timeout_ms);
-        const int failed = batcher_on_timeout(c->batcher, 3, "the pipeline did not answer in time");
+            c->cfg.request_timeout_ms, TIMEOUTS_TO_FAIL);
+        const int failed =
+            batcher_on_timeout(c->batcher, TIMEOUTS_TO_FAIL, "the pipeline did not answer in time");
         if (failed) {
             struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
             m->requests_failed += (uint64_t)failed;
