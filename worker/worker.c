@@ -44,9 +44,10 @@ struct worker {
     uint64_t xfer_start_have; /* where this process started (resume offset) */
     uint64_t xfer_start_us, last_progress_us;
     int last_progress_decile;
-    uint64_t tick_ms, xfer_start_tick_ms; /* monotonic, for --weight-rate-limit */
-    uint64_t pace_have;                   /* bytes in the part at xfer_start_tick_ms */
-    bool request_pending;                 /* the next WeightRequest waits for the rate limit */
+    uint64_t tick_ms; /* monotonic */
+    /* --weight-rate-limit's schedule: byte pace_have + k is asked for at pace_ms + k / rate */
+    uint64_t pace_ms, pace_have;
+    bool request_pending; /* the next WeightRequest waits for the rate limit */
     uint64_t request_due_ms;
 
     /* The slice loaded now (reported when re-joining), and whether a drain was asked. */
@@ -433,12 +434,11 @@ static void fail_weights(worker_t *w, struct worker_actions *acts, const char *w
 static void request_next(worker_t *w, struct worker_actions *acts) {
     if (w->cfg.weight_rate_limit) {
         uint64_t done = w->xfer_have - w->pace_have;
-        w->request_due_ms = w->xfer_start_tick_ms + done * 1000 / w->cfg.weight_rate_limit;
-        /* Behind the schedule by over a second (the coordinator or this process stalled):
-         * pace from now instead of catching up in a burst past the limit (a test that cuts a
-         * throttled transfer once saw the rest arrive at full speed). */
+        w->request_due_ms = w->pace_ms + done * 1000 / w->cfg.weight_rate_limit;
+        /* Behind the schedule by over a second (the coordinator or this process stalled): the
+         * schedule starts again now, instead of catching up in a burst past the limit. */
         if (w->request_due_ms + 1000 < w->tick_ms) {
-            w->xfer_start_tick_ms = w->request_due_ms = w->tick_ms;
+            w->pace_ms = w->request_due_ms = w->tick_ms;
             w->pace_have = w->xfer_have;
         }
         if (w->request_due_ms > w->tick_ms) {
@@ -472,7 +472,7 @@ static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t no
     w->receiving = true;
     w->xfer_have = w->xfer_start_have = have;
     w->xfer_start_us = w->last_progress_us = now_us;
-    w->xfer_start_tick_ms = w->tick_ms;
+    w->pace_ms = w->tick_ms;
     w->pace_have = have;
     w->request_pending = false;
     w->last_progress_decile = (int)(have * 10 / w->slice_bytes);

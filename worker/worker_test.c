@@ -242,6 +242,27 @@ static int64_t request_offset(const struct worker_actions *acts) {
     return off;
 }
 
+/* A worker limited to 4096 bytes/s, assigned a slice of len bytes at tick 1000 (filled into
+ * blob from `seed`, its fingerprint into fp: each seed is a slice of its own in the cache), that
+ * has received its first 4096 bytes and not yet asked for more (due at tick 2000). */
+static worker_t *rate_limited_transfer(uint8_t *blob, size_t len, uint8_t seed, uint8_t *fp,
+                                       struct worker_actions *acts) {
+    for (size_t i = 0; i < len; i++) blob[i] = (uint8_t)(i * seed + 2);
+    crypto_hash_buf(blob, len, fp);
+    worker_t *w = new_worker_rate(4096);
+    worker_start(w, 0, acts);
+    join(w, acts);
+    worker_actions_clear(acts);
+    worker_on_tick(w, 1000, acts);
+    worker_actions_clear(acts);
+    assign(w, 1, KEY_PREV, NULL, fp, len, acts);
+    worker_actions_clear(acts);
+    weight_chunk(w, 1, fp, blob, 4096, 0, len, acts);
+    assert(request_offset(acts) == -1);
+    worker_actions_clear(acts);
+    return w;
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
     assert(crypto_init() == STATUS_OK);
@@ -407,22 +428,10 @@ int main(void) {
     worker_actions_clear(&acts);
     worker_destroy(&w2);
 
-    /* --weight-rate-limit: the next request waits for the tick that makes it due. */
-    uint8_t blob3[8192];
-    for (size_t i = 0; i < sizeof blob3; i++) blob3[i] = (uint8_t)(i * 5 + 2);
-    uint8_t fp3[32];
-    crypto_hash_buf(blob3, sizeof blob3, fp3);
-    w2 = new_worker_rate(4096); /* 4096 bytes/s: the 4096-byte chunk is due after 1 s */
-    worker_start(w2, 0, &acts);
-    join(w2, &acts);
-    worker_actions_clear(&acts);
-    worker_on_tick(w2, 1000, &acts);
-    worker_actions_clear(&acts);
-    assign(w2, 1, KEY_PREV, NULL, fp3, sizeof blob3, &acts);
-    worker_actions_clear(&acts);
-    weight_chunk(w2, 1, fp3, blob3, 4096, 0, sizeof blob3, &acts);
-    assert(request_offset(&acts) == -1);
-    worker_actions_clear(&acts);
+    /* --weight-rate-limit (4096 bytes/s, the 4096-byte chunk due 1 s after the last): the next
+     * request waits for the tick that makes it due. */
+    uint8_t blob3[4 * 4096], fp3[32];
+    w2 = rate_limited_transfer(blob3, sizeof blob3, 5, fp3, &acts);
     worker_on_tick(w2, 1500, &acts);
     assert(request_offset(&acts) == -1);
     worker_actions_clear(&acts);
@@ -433,28 +442,14 @@ int main(void) {
 
     /* ... and after a stall it does not catch up in a burst: one request at once, then the
      * pace again (the schedule from the start would have made every chunk due at once). */
-    uint8_t blob4[4 * 4096];
-    for (size_t i = 0; i < sizeof blob4; i++) blob4[i] = (uint8_t)(i * 7 + 3);
-    uint8_t fp4[32];
-    crypto_hash_buf(blob4, sizeof blob4, fp4);
-    w2 = new_worker_rate(4096);
-    worker_start(w2, 0, &acts);
-    join(w2, &acts);
-    worker_actions_clear(&acts);
-    worker_on_tick(w2, 1000, &acts);
-    worker_actions_clear(&acts);
-    assign(w2, 1, KEY_PREV, NULL, fp4, sizeof blob4, &acts);
-    worker_actions_clear(&acts);
-    weight_chunk(w2, 1, fp4, blob4, 4096, 0, sizeof blob4, &acts);
-    assert(request_offset(&acts) == -1); /* due at 2000 */
-    worker_actions_clear(&acts);
+    w2 = rate_limited_transfer(blob3, sizeof blob3, 7, fp3, &acts);
     worker_on_tick(w2, 10000, &acts); /* 8 s late */
     assert(request_offset(&acts) == 4096);
     worker_actions_clear(&acts);
-    weight_chunk(w2, 1, fp4, blob4 + 4096, 4096, 4096, sizeof blob4, &acts);
+    weight_chunk(w2, 1, fp3, blob3 + 4096, 4096, 4096, sizeof blob3, &acts);
     assert(request_offset(&acts) == 8192); /* paced from now: the first is due at once */
     worker_actions_clear(&acts);
-    weight_chunk(w2, 1, fp4, blob4 + 8192, 4096, 8192, sizeof blob4, &acts);
+    weight_chunk(w2, 1, fp3, blob3 + 8192, 4096, 8192, sizeof blob3, &acts);
     assert(request_offset(&acts) == -1); /* not a burst: the next waits a second */
     worker_actions_clear(&acts);
     worker_on_tick(w2, 10500, &acts);
