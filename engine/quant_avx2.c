@@ -815,7 +815,19 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
     /* f32 panel rows n8 + 16 floats apart: rows a multiple of 4 KB apart (2048 wide) would put
      * the panel's 4 read streams in one L1 set */
     const int64_t ps = n8 + 16;
-    if (t != DTYPE_F32 && (size_t)ps * sizeof(float) > PANEL_BUF_BYTES) { /* too long */
+    /* f16/bf16: the panel and a copy of x in the split layout (float_split_chunk), so every
+     * pass reads contiguous memory; f32 weights are read in place, x too (strided passes) */
+    float *xs = NULL;
+    if (t != DTYPE_F32 && n8 && (size_t)ps * sizeof(float) <= PANEL_BUF_BYTES) {
+        xs = aligned_alloc(32, (size_t)nx * (size_t)n8 * sizeof(float));
+        if (xs)
+            for (int r = 0; r < nx; r++)
+                for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK)
+                    float_split_chunk(DTYPE_F32, xs + (size_t)r * n8,
+                                      (const char *)x + r * x_stride, k0,
+                                      k0 + FLOAT_K_CHUNK < n8 ? k0 + FLOAT_K_CHUNK : n8);
+    }
+    if (t != DTYPE_F32 && !xs) { /* rows too long for the panel, under 8 long, or no memory */
         const quant_dot_fn dot = t == DTYPE_F16 ? dot_f16 : dot_bf16;
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
@@ -836,18 +848,6 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         if (fit < xbatch) xbatch = fit < FX ? FX : (int)fit;
     }
     const size_t esz = t == DTYPE_F32 ? 4 : 2;
-    /* f16/bf16: the panel and a copy of x in the split layout (float_split_chunk), so every
-     * pass reads contiguous memory; f32 weights are read in place, x too (strided passes) */
-    float *xs = NULL;
-    if (t != DTYPE_F32 && n8) {
-        xs = aligned_alloc(32, (size_t)nx * (size_t)n8 * sizeof(float));
-        if (xs)
-            for (int r = 0; r < nx; r++)
-                for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK)
-                    float_split_chunk(DTYPE_F32, xs + (size_t)r * n8,
-                                      (const char *)x + r * x_stride, k0,
-                                      k0 + FLOAT_K_CHUNK < n8 ? k0 + FLOAT_K_CHUNK : n8);
-    }
     __m256 acc[FLOAT_NACC][FLOAT_X_BATCH / FX][FW * FX]; /* [accumulator][x block][pair] */
     for (int i0 = 0; i0 < nw; i0 += mw) {
         const int m = min_int(mw, nw - i0);
@@ -863,31 +863,14 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
             const bool last_rb = rb + xbatch >= nx;
             for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK) {
                 const int64_t k1 = k0 + FLOAT_K_CHUNK < n8 ? k0 + FLOAT_K_CHUNK : n8;
-                /* The weights are read from memory in the first x batch, a k-chunk at a time
-                 * (f16/bf16: converted into the panel); the next chunk to be read (this
-                 * panel's next one, or after the last x batch's last chunk the next panel's
-                 * first) is prefetched into L2 now, one k-chunk of compute ahead. */
-                if (rb == 0 && k1 < n8) {
-                    const int64_t k2 = k1 + FLOAT_K_CHUNK < n8 ? k1 + FLOAT_K_CHUNK : n8;
-                    quant_prefetch_rows_l2(rows, m, 0, (size_t)k1 * esz, (size_t)k2 * esz);
-                }
-                if (last_rb && k1 == n8) {
-                    const int64_t k2 = FLOAT_K_CHUNK < n8 ? FLOAT_K_CHUNK : n8;
-                    quant_prefetch_rows_l2(rows, mnext, (size_t)mw * w_stride, 0, (size_t)k2 * esz);
-                }
-                if (rb == 0 && t != DTYPE_F32)
+                quant_prefetch_next_chunk(rows, m, mnext, (size_t)mw * w_stride, rb == 0, last_rb,
+                                          k1, n8, FLOAT_K_CHUNK, esz);
+                if (rb == 0 && xs) /* f16/bf16: converted into the panel */
                     for (int i = 0; i < m; i++) {
-                        float *dst = (float *)wf[i];
-                        if (xs && t == DTYPE_F16)
-                            float_split_chunk(DTYPE_F16, dst, rows[i], k0, k1);
-                        else if (xs)
-                            float_split_chunk(DTYPE_BF16, dst, rows[i], k0, k1);
-                        else if (t == DTYPE_F16)
-                            for (int64_t k = k0; k < k1; k += 8)
-                                _mm256_storeu_ps(dst + k, load_w8(DTYPE_F16, rows[i], k));
+                        if (t == DTYPE_F16)
+                            float_split_chunk(DTYPE_F16, (float *)wf[i], rows[i], k0, k1);
                         else
-                            for (int64_t k = k0; k < k1; k += 8)
-                                _mm256_storeu_ps(dst + k, load_w8(DTYPE_BF16, rows[i], k));
+                            float_split_chunk(DTYPE_BF16, (float *)wf[i], rows[i], k0, k1);
                     }
                 for (int r = 0; r < nxb; r += FX) {
                     const int mx = min_int(FX, nxb - r);

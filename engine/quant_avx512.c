@@ -1047,19 +1047,8 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
             const bool last_rb = rb + xbatch >= nx;
             for (int64_t k0 = 0; k0 < n16; k0 += FLOAT_K_CHUNK) {
                 const int64_t k1 = k0 + FLOAT_K_CHUNK < n16 ? k0 + FLOAT_K_CHUNK : n16;
-                /* The weights are read from memory in the first x batch, a k-chunk at a time
-                 * (f16/bf16: converted into the panel); the next chunk to be read (this
-                 * panel's next one, or after the last x batch's last chunk the next panel's
-                 * first) is prefetched into L2 now, one k-chunk of compute ahead. Prefetching
-                 * a whole panel ahead lost it from L2 to the x rows streamed in between. */
-                if (rb == 0 && k1 < n16) {
-                    const int64_t k2 = k1 + FLOAT_K_CHUNK < n16 ? k1 + FLOAT_K_CHUNK : n16;
-                    quant_prefetch_rows_l2(rows, m, 0, (size_t)k1 * esz, (size_t)k2 * esz);
-                }
-                if (last_rb && k1 == n16) {
-                    const int64_t k2 = FLOAT_K_CHUNK < n16 ? FLOAT_K_CHUNK : n16;
-                    quant_prefetch_rows_l2(rows, mnext, (size_t)mw * w_stride, 0, (size_t)k2 * esz);
-                }
+                quant_prefetch_next_chunk(rows, m, mnext, (size_t)mw * w_stride, rb == 0, last_rb,
+                                          k1, n16, FLOAT_K_CHUNK, esz);
                 if (rb == 0 && t != DTYPE_F32)
                     for (int i = 0; i < m; i++) {
                         float *dst = (float *)wf[i];

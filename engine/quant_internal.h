@@ -110,12 +110,26 @@ static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8
 #define QUANT_PREFETCH_AHEAD 2048
 #define QUANT_PREFETCH(p) __builtin_prefetch((const char *)(p) + QUANT_PREFETCH_AHEAD, 0, 3)
 
-/* The float prompt tiles' read-ahead of the weights they read next, into L2 (prefetcht1):
- * bytes [from, to) after off of each of the m rows. */
-static inline void quant_prefetch_rows_l2(const char *const *rows, int m, size_t off, size_t from,
-                                          size_t to) {
+/* The float prompt tiles' read-ahead into L2 (prefetcht1). A tile reads a panel's m weight
+ * rows (rows[i], esz bytes an element) from memory in its first x batch, a k-chunk of `chunk`
+ * elements at a time, and runs later x batches on the converted copy. After the chunk ending at
+ * k1 (of n elements) is read, the next chunk to be read is asked for, one k-chunk of compute
+ * ahead: this panel's next one (first x batch), or after the last x batch's last chunk the
+ * next panel's first (mnext rows, next_panel bytes on; mnext <= 0: none). Prefetching a whole
+ * panel ahead lost it from L2 to the x rows streamed in between. */
+static inline void quant_prefetch_next_chunk(const char *const *rows, int m, int mnext,
+                                             size_t next_panel, bool first_xb, bool last_xb,
+                                             int64_t k1, int64_t n, int64_t chunk, size_t esz) {
+    int64_t from = k1;
+    size_t off = 0;
+    if (!(first_xb && k1 < n)) {
+        if (!(last_xb && k1 == n)) return;
+        m = mnext, off = next_panel, from = 0;
+    }
+    const int64_t to = from + chunk < n ? from + chunk : n;
     for (int i = 0; i < m; i++)
-        for (size_t o = from; o < to; o += 64) __builtin_prefetch(rows[i] + off + o, 0, 2);
+        for (size_t o = (size_t)from * esz; o < (size_t)to * esz; o += 64)
+            __builtin_prefetch(rows[i] + off + o, 0, 2);
 }
 
 /* ==== Reference kernels (quant.c) ==== */
