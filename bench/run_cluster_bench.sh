@@ -44,6 +44,7 @@ echo
 
 gen_rate() { sed -n 's/^generation: .* \([0-9.]*\) tokens\/s$/\1/p' "$1" | tail -n1; }
 median() { sort -g | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
+words() { tr ' ' '\n' <<<"$1" | grep .; } # a space-separated list, one a line
 
 pin=()
 where=""
@@ -68,11 +69,11 @@ for k in ${SINGLE_WORKERS:-1 2 3}; do
         clus="$clus $(gen_rate "$DIR/cluster.err")"
         pairs="$pairs $(awk -v a="${clus##* }" -v b="${runs##* }" 'BEGIN{printf "%.3f", a/b}')"
     done
-    r=$(echo "$runs" | tr ' ' '\n' | grep . | median)
-    c=$(echo "$clus" | tr ' ' '\n' | grep . | median)
-    pr=$(echo "$pairs" | tr ' ' '\n' | grep . | median)
-    lo=$(echo "$pairs" | tr ' ' '\n' | grep . | sort -g | head -n1)
-    hi=$(echo "$pairs" | tr ' ' '\n' | grep . | sort -g | tail -n1)
+    r=$(words "$runs" | median)
+    c=$(words "$clus" | median)
+    pr=$(words "$pairs" | median)
+    lo=$(words "$pairs" | sort -g | head -n1)
+    hi=$(words "$pairs" | sort -g | tail -n1)
     echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", a/b}') | ${pr}x ($lo-$hi) |"
     json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"runs\":\"$runs\",\"clusters\":\"$clus\"},"
 done
@@ -95,8 +96,8 @@ if [ -n "$(echo "${LONG_WORKERS-2 3}" | tr -d ' ')" ]; then
                 --temp 0 -n 1 --prompt "$LONG_PROMPT" >/dev/null 2>"$DIR/cluster.err"
             clus="$clus $(ttft_of "$DIR/cluster.err")"
         done
-        r=$(echo "$runs" | tr ' ' '\n' | grep . | median)
-        c=$(echo "$clus" | tr ' ' '\n' | grep . | median)
+        r=$(words "$runs" | median)
+        c=$(words "$clus" | median)
         echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", b/a}') |"
     done
     echo
