@@ -345,10 +345,10 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    /* The read rate of two threads on this VM flips between ~33 and ~55 GB/s from one minute to
-     * the next (its vCPUs share one core complex's link to memory, or not), so the rate a GEMV
-     * is held against is measured around that GEMV: the better of a read just before and one
-     * just after it, on the same threads. */
+    /* The read rate of two threads on the Zen 4 VM this was written on flips between ~33-36 and
+     * ~54-63 GB/s from one minute to the next (why is not known), so the rate a GEMV is held
+     * against is measured around that GEMV: the better of a read just before and one just after
+     * it, on the same threads. */
     printf("Best of repetitions; 'cpu' columns divide the work by process CPU time / threads\n"
            "(the rate had we not been preempted; spin-waiting counts as CPU time); 'read' is the\n"
            "streaming read rate (%u MiB, 256-bit loads) measured just before and after the row's\n"

@@ -762,10 +762,11 @@ float_split_chunk(enum dtype t, float *dst, const char *src, int64_t k0, int64_t
  * chunk of compute ahead; every x block of FX rows is run against the panel chunk in
  * FLOAT_NACC passes, one per accumulator (even chunks, then odd), in L1. f16/bf16: the panel
  * and a copy of x are in the split layout (float_split_chunk), so each pass reads contiguous
- * runs; reading x every other 32 bytes instead gave ~76-78 GFLOP/s against 81-83 (f16 GEMM,
- * standalone), and the split layout's 1024-element k-chunks (512: 80-82, 2048: 72-74) made the
- * model's prompt at 1 thread 10-15% faster (RESULTS.md). The copy of x is made by each thread
- * (a few % of the k and v projections at 2 threads). f32 weights are read in place, x with them.
+ * runs; reading x every other 32 bytes instead gave 76-78 GFLOP/s against 81-83 (f16 GEMM,
+ * standalone, 512-element k-chunks), and the split layout's 1024-element k-chunks (512: 74-83,
+ * 2048: 72-74) made the model's prompt at 1 thread 10-15% faster (RESULTS.md). Each thread
+ * makes its own copy of x per call (its cost was not measured on its own). f32 weights are read
+ * in place, x with them.
  * Prefetching the next x block across the passes cost 20-30% of the model's prompt matmuls at 2
  * threads (bench_kernels --model --rows 128), so it is not done.
  * From 4 x rows on this beat the small-batch kernel (4-16 rows: 15-31 t/s of

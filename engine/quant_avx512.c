@@ -831,8 +831,9 @@ FLOAT_GEMV(gemv_bf16, uint16_t, dot_bf16)
 
 /* weight rows per micro kernel (and per panel) and x rows per micro kernel: 24 accumulators,
  * 4 x vectors and a weight vector in the 32 registers. Each k-step loads FX x vectors (from
- * L2) for FW * FX FMAs; 6 x 4 against 4 x 4 measured +8% on the 128-row GEMM and +3% on the
- * model's prompt (median of alternating pairs, Zen 4; RESULTS.md), 8 x 3 and 12 x 2 slower. */
+ * L2) for FW * FX FMAs; 6 x 4 against 4 x 4 measured +7% on the 128-row GEMM and +3% on the
+ * model's prompt (medians of 6 and 5 alternating pairs, Zen 4; RESULTS.md), 8 x 3 and 12 x 2
+ * slower. */
 #define FW 6
 #define FX 4
 
@@ -885,8 +886,8 @@ static float scalar_bf16(const void *w, int64_t k) {
 
 /* Elements per k-chunk: each k-chunk stores and reloads the accumulators once per parity, so
  * longer chunks cost less; 2048 (a 2048-wide row in one chunk, its 6-row panel 48 KB in L2)
- * against 512 (12 KB, in L1) measured +6% on the 128-row f16 GEMM and +5-20% on the model's
- * prompt in alternating pairs (Zen 4), 256 -15%, 8192 the same as 2048. */
+ * against 512 (12 KB, in L1) measured +4-11% on the 128-row f16 GEMM and +5-20% on the model's
+ * prompt in alternating pairs (Zen 4), 256 -15% (median), 8192 the same as 2048. */
 #define FLOAT_K_CHUNK 2048
 _Static_assert(FLOAT_K_CHUNK % (2 * FLOAT_BLOCK) == 0, "k-chunks hold whole block pairs");
 #define FLOAT_X_BATCH 64 /* x rows whose accumulators are kept between k-chunks (at most) */
