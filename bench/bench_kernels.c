@@ -143,6 +143,13 @@ static struct matmul_weight make_weight(enum dtype t, int64_t n_in, int64_t n_ou
     return (struct matmul_weight){.type = t, .n_in = n_in, .n_out = n_out, .data = data};
 }
 
+/* A copy of w in the chosen variant's layout (matmul_pack), as a model's weights are. */
+static struct matmul_weight packed_copy(const struct matmul_weight *w) {
+    struct matmul_weight p = *w;
+    matmul_pack(&p, xaligned(matmul_weight_bytes(w)));
+    return p;
+}
+
 /* Copies of w totalling at least `bytes`, so a GEMV pass streams from DRAM, not the L3 cache,
  * as it does in a real forward pass (22 layers of weights between two uses of one). */
 #define GEMV_WORKING_SET (256u << 20)
@@ -150,12 +157,7 @@ static int make_copies(const struct matmul_weight *w, struct matmul_weight *out,
     size_t bytes = dtype_row_bytes(w->type, w->n_in) * w->n_out;
     int n = (int)(GEMV_WORKING_SET / bytes) + 1;
     if (n > max) n = max;
-    for (int i = 0; i < n; i++) {
-        out[i] = *w;
-        void *d = xaligned(bytes);
-        memcpy(d, w->data, bytes);
-        out[i].data = d;
-    }
+    for (int i = 0; i < n; i++) out[i] = packed_copy(w);
     return n;
 }
 
@@ -247,12 +249,16 @@ static void simulate_model(enum dtype t, int n_threads, const int64_t *rows, int
     size_t total = 0;
     for (int l = 0; l < n_layers; l++)
         for (int k = 0; k < 7; k++) {
-            ws[nw] = make_weight(t, shapes[k][0], shapes[k][1]);
+            const struct matmul_weight plain = make_weight(t, shapes[k][0], shapes[k][1]);
+            ws[nw] = packed_copy(&plain);
+            free((void *)plain.data);
             total += dtype_row_bytes(t, shapes[k][0]) * shapes[k][1];
             nw++;
         }
     enum dtype out_t = t == DTYPE_Q4_0 || t == DTYPE_Q4_K || t == DTYPE_Q5_K ? DTYPE_Q6_K : t;
-    ws[nw++] = make_weight(out_t, 2048, 32000);
+    const struct matmul_weight out_plain = make_weight(out_t, 2048, 32000);
+    ws[nw++] = packed_copy(&out_plain);
+    free((void *)out_plain.data);
     total += dtype_row_bytes(out_t, 2048) * 32000;
     threadpool_t *tp = threadpool_new(n_threads);
     int64_t max_rows = 1;
@@ -367,11 +373,12 @@ int main(int argc, char **argv) {
         }
         struct matmul_weight up = make_weight((enum dtype)t, 2048, 5632);
         struct matmul_weight down = make_weight((enum dtype)t, 5632, 2048);
-        struct matmul_weight ups[128], downs[128];
-        int n_up = do_gemv ? make_copies(&up, ups, 128) : 0;
-        int n_down = do_gemv ? make_copies(&down, downs, 128) : 0;
         for (int vi = 0; vi < nv; vi++) {
             if (!quant_force_variant(variants[vi])) continue;
+            /* the variant's own layout of the weights */
+            struct matmul_weight ups[128], downs[128], upp = packed_copy(&up);
+            int n_up = do_gemv ? make_copies(&up, ups, 128) : 0;
+            int n_down = do_gemv ? make_copies(&down, downs, 128) : 0;
             for (int hi = 0; hi < nth; hi++) {
                 int n_threads = atoi(threads[hi]);
                 threadpool_t *tp = threadpool_new(n_threads);
@@ -392,7 +399,7 @@ int main(int argc, char **argv) {
                 }
                 if (do_gemm) {
                     double s =
-                        time_matmul(tp, &up, 1, 128, strcmp(variants[vi], "ref") ? min_time : 0);
+                        time_matmul(tp, &upp, 1, 128, strcmp(variants[vi], "ref") ? min_time : 0);
                     gflops = 2.0 * 128 * 2048 * 5632 / s / 1e9;
                     c_gflops = 2.0 * 128 * 2048 * 5632 / best_cpu / 1e9;
                 }
@@ -411,11 +418,12 @@ int main(int argc, char **argv) {
                 fflush(stdout);
                 threadpool_destroy(&tp);
             }
+            free((void *)upp.data);
+            for (int k = 0; k < n_up; k++) free((void *)ups[k].data);
+            for (int k = 0; k < n_down; k++) free((void *)downs[k].data);
         }
         free((void *)up.data);
         free((void *)down.data);
-        for (int k = 0; k < n_up; k++) free((void *)ups[k].data);
-        for (int k = 0; k < n_down; k++) free((void *)downs[k].data);
     }
     return 0;
 }

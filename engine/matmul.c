@@ -1,6 +1,9 @@
 /* matmul: y = x · Wᵀ over a threadpool, for every supported weight type (see matmul.h).
  *
- * Each x row is first converted to the weight's dot type (rows spread over threads), then:
+ * The weights may be in the kernel variant's packed layout (matmul_pack: the avx512 q4_0 and
+ * q8_0 row groups), which its packed tile walks instead of the plain one; the rows after the
+ * last group are plain. Each x row is first converted to the weight's dot type (rows spread over
+ * threads), then:
  *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
  *    contiguous chunks and each is streamed once (through the variant's tile with one x row,
  *    which may run several weight rows side by side, else the single-row dot);
@@ -17,6 +20,7 @@
 #include <assert.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "quant.h"
 #include "quant_internal.h"
@@ -26,6 +30,9 @@
 #define X_GROUP 64                 /* x rows per pass over a panel */
 #define X_GROUP_BYTES (384 * 1024) /* converted x rows per tile call: L2-resident */
 #define CHUNKS_PER_THREAD 4        /* work units per thread in matmul() (dynamic split) */
+/* Threads split weight rows in multiples of this: the tiles' widths (8) and the packed row
+ * groups (16) divide it. */
+#define ROW_ALIGN 16
 
 static size_t round_up(size_t v, size_t a) {
     return (v + a - 1) / a * a;
@@ -67,6 +74,44 @@ static void convert_x(threadpool_t *tp, int ith, int nth, const struct matmul_we
     *xq = scratch;
 }
 
+size_t matmul_weight_bytes(const struct matmul_weight *w) {
+    return (size_t)w->n_out * dtype_row_bytes(w->type, w->n_in);
+}
+
+void matmul_pack(struct matmul_weight *w, void *dst) {
+    const struct quant_pack *pk = quant_packing(w->type);
+    const size_t rb = dtype_row_bytes(w->type, w->n_in), bytes = matmul_weight_bytes(w);
+    const int64_t grouped = pk ? w->n_out / pk->rows * pk->rows : 0;
+    for (int64_t i = 0; i < grouped; i += pk->rows)
+        pk->pack(w->n_in, (const char *)w->data + i * rb, (char *)dst + i * rb);
+    memcpy((char *)dst + grouped * rb, (const char *)w->data + grouped * rb,
+           bytes - (size_t)grouped * rb);
+    w->data = dst;
+    w->packed = grouped ? pk : NULL;
+}
+
+/* y[r][i] for weight rows i in [i0, i1) of the tile's layout (wd: row i0), every x row r. */
+static void tile_rows(quant_tile_fn tile, const struct matmul_weight *w, const char *wd,
+                      size_t w_stride, const char *xq, size_t xs, int64_t n_rows, float *y,
+                      int64_t i0, int64_t i1) {
+    const int64_t n_in = w->n_in, n_out = w->n_out;
+    if (n_rows == 1) {
+        tile(n_in, wd, w_stride, (int)(i1 - i0), xq, xs, 1, y + i0, 1);
+        return;
+    }
+    /* the tile panels the weight rows itself; x rows go in groups that stay in L2 (each group
+     * reads the weights again); the float tiles batch x rows by size themselves, so they get
+     * all rows and read (and convert) each weight row once */
+    int64_t group = (int64_t)(X_GROUP_BYTES / xs);
+    if (group < 4) group = 4;
+    if (quant_dot_type(w->type) == DTYPE_F32) group = n_rows;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += group) {
+        const int nx = (int)(n_rows - r0 < group ? n_rows - r0 : group);
+        tile(n_in, wd, w_stride, (int)(i1 - i0), xq + r0 * xs, xs, nx, y + r0 * n_out + i0,
+             (size_t)n_out);
+    }
+}
+
 /* y[r][i] for weight rows i in [i0, i1) and every x row r. */
 static void rows_range(const struct matmul_weight *w, const char *xq, size_t xs, int64_t n_rows,
                        float *y, int64_t i0, int64_t i1) {
@@ -77,26 +122,25 @@ static void rows_range(const struct matmul_weight *w, const char *xq, size_t xs,
     assert(w_stride > 0 && dot); /* n_in a multiple of the block size, a supported type */
     if (i0 >= i1) return;
 
+    if (w->packed) { /* the packed groups in [i0, i1) (i0 is a group's first row), then plain */
+        const struct quant_pack *pk = w->packed;
+        assert(pk == quant_packing(w->type)); /* packed by the variant that runs */
+        const int64_t grouped = n_out / pk->rows * pk->rows;
+        const int64_t p1 = i1 < grouped ? i1 : grouped;
+        if (i0 < p1) {
+            assert(i0 % pk->rows == 0);
+            tile_rows(pk->tile, w, wd + i0 * w_stride, w_stride, xq, xs, n_rows, y, i0, p1);
+            i0 = p1;
+        }
+        if (i0 >= i1) return;
+    }
     const quant_tile_fn tile = quant_tile(w->type);
-    if (n_rows == 1) {
-        if (tile)
-            tile(n_in, wd + i0 * w_stride, w_stride, (int)(i1 - i0), xq, xs, 1, y + i0, 1);
-        else
-            for (int64_t i = i0; i < i1; i++) y[i] = dot(n_in, wd + i * w_stride, xq);
+    if (tile) {
+        tile_rows(tile, w, wd + i0 * w_stride, w_stride, xq, xs, n_rows, y, i0, i1);
         return;
     }
-    if (tile) {
-        /* the tile panels the weight rows itself; x rows go in groups that stay in L2 (each
-         * group reads the weights again); the float tiles batch x rows by size themselves, so
-         * they get all rows and read (and convert) each weight row once */
-        int64_t group = (int64_t)(X_GROUP_BYTES / xs);
-        if (group < 4) group = 4;
-        if (quant_dot_type(w->type) == DTYPE_F32) group = n_rows;
-        for (int64_t r0 = 0; r0 < n_rows; r0 += group) {
-            const int nx = (int)(n_rows - r0 < group ? n_rows - r0 : group);
-            tile(n_in, wd + i0 * w_stride, w_stride, (int)(i1 - i0), xq + r0 * xs, xs, nx,
-                 y + r0 * n_out + i0, (size_t)n_out);
-        }
+    if (n_rows == 1) {
+        for (int64_t i = i0; i < i1; i++) y[i] = dot(n_in, wd + i * w_stride, xq);
         return;
     }
     int64_t panel = (int64_t)(PANEL_BYTES / (w_stride ? w_stride : 1));
@@ -120,7 +164,7 @@ void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weigh
     size_t xs;
     convert_x(tp, ith, nth, w, x, n_rows, scratch, &xq, &xs);
     int64_t i0, i1;
-    chunk(w->n_out, ith, nth, 8, &i0, &i1);
+    chunk(w->n_out, ith, nth, ROW_ALIGN, &i0, &i1);
     rows_range(w, xq, xs, n_rows, y, i0, i1);
 }
 
@@ -154,10 +198,10 @@ static void job_run(void *ctx, int ith, int nth) {
 void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int64_t n_rows,
             float *y, void *scratch) {
     int nth = threadpool_n_threads(tp);
-    /* about CHUNKS_PER_THREAD chunks each, multiples of 8 rows (the tiles' widths) */
+    /* about CHUNKS_PER_THREAD chunks each, whole packed groups and tile widths */
     int64_t per =
         (w->n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
-    per = (per + 7) / 8 * 8;
+    per = (per + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
     struct job j = {w, x, n_rows, y, scratch, tp, per, 0};
     if (!tp || nth == 1) {
         const char *xq;

@@ -20,7 +20,20 @@ struct matmul_weight {
     int64_t n_in;     /* row length (GGUF ne[0]) */
     int64_t n_out;    /* rows (GGUF ne[1]) */
     const void *data; /* n_out rows of dtype_row_bytes(type, n_in) */
+    /* NULL: data is n_out plain rows. Else the kernel variant's packing (matmul_pack) that
+     * laid data out: its groups of rows, then the rows left over, plain. */
+    const void *packed;
 };
+
+/* Bytes of a weight's data, packed or not: n_out * dtype_row_bytes(type, n_in). */
+size_t matmul_weight_bytes(const struct matmul_weight *w);
+
+/* Copies a plain weight to dst (matmul_weight_bytes(w) bytes, 64-byte aligned) in the layout
+ * the chosen kernel variant streams fastest, and points w at the copy: for some types the
+ * variant's interleaved row groups (w->packed set), else the same bytes. The results of matmul
+ * do not change. Fix the variant (quant_force_variant) before: a packed weight can only be
+ * used with the variant that packed it. */
+void matmul_pack(struct matmul_weight *w, void *dst);
 
 /* Scratch bytes matmul needs for up to n_rows input rows (the converted x). */
 size_t matmul_scratch_bytes(enum dtype type, int64_t n_in, int64_t n_rows);

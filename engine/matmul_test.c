@@ -79,7 +79,31 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
         }
     }
 
-    /* matmul is the variant's single dot, bit for bit, whatever path it took */
+    /* packed for the variant (its row groups where it has them, the rows after the last group
+     * plain): the same results, alone and in every batch, on 1 to 3 threads */
+    {
+        struct matmul_weight pw = w;
+        void *buf = xaligned(matmul_weight_bytes(&w));
+        matmul_pack(&pw, buf);
+        CHECK(pw.data == buf, "%s: matmul_pack points the weight at the copy", dtype_name(t));
+        const int batches[] = {1, 2, 3, 5, 8, 9, 16, 17, 128};
+        for (int p = 0; p < 3; p++)
+            for (int b = 0; b < (int)(sizeof batches / sizeof batches[0]); b++) {
+                memset(y, 0, ybytes);
+                for (int64_t r = 0; r < n_rows; r += batches[b])
+                    run(pools[p], &pw, x, r, n_rows - r < batches[b] ? n_rows - r : batches[b], y);
+                CHECK(memcmp(y, alone, ybytes) == 0,
+                      "%s: packed (%s), batch %d threads %d differs from plain", dtype_name(t),
+                      pw.packed ? "in groups" : "plain copy", batches[b],
+                      threadpool_n_threads(pools[p]));
+            }
+        free(buf);
+    }
+
+    /* matmul is the variant's single dot, bit for bit, whatever path it took; the avx512
+     * q4_0 and q8_0 kernels do the reference's float steps, so they are the reference too */
+    const bool as_ref =
+        strcmp(quant_variant_name(), "avx512") == 0 && (t == DTYPE_Q4_0 || t == DTYPE_Q8_0);
     {
         enum dtype dt = quant_dot_type(t);
         size_t xb = dtype_row_bytes(dt, n_in);
@@ -91,6 +115,10 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
             for (int64_t i = 0; i < n_out; i++) {
                 float d = dot(n_in, wq + i * row_bytes, xq);
                 if (memcmp(&d, &alone[r * n_out + i], sizeof d)) mismatches++;
+                if (as_ref) {
+                    d = quant_variant_ref.dot[t](n_in, wq + i * row_bytes, xq);
+                    if (memcmp(&d, &alone[r * n_out + i], sizeof d)) mismatches++;
+                }
             }
         }
         CHECK(mismatches == 0, "%s: %d results differ from quant_dot", dtype_name(t), mismatches);
@@ -206,7 +234,7 @@ int main(void) {
     {
         float w[64], x[64], y[1];
         for (int i = 0; i < 64; i++) w[i] = x[i] = 1;
-        struct matmul_weight mw = {DTYPE_F32, 64, 1, w};
+        struct matmul_weight mw = {DTYPE_F32, 64, 1, w, NULL};
         void *scratch = xaligned(matmul_scratch_bytes(DTYPE_F32, 64, 1));
         matmul(NULL, &mw, x, 1, y, scratch);
         CHECK(y[0] == 64, "NULL pool: %g", y[0]);

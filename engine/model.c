@@ -325,9 +325,11 @@ static void touch_slice(const model_t *m) {
 }
 
 /* The slice's matrices: a layer's seven (or the router and three expert tensors), the output
- * head. Calls f(m, data, bytes, ctx) for each and returns the sum of their 64-byte rounded
+ * head. Calls f(m, w, n_mats, bytes, ctx) for each (n_mats: an expert tensor's experts, each
+ * at w->data + e * bytes / n_mats; 1 otherwise) and returns the sum of their 64-byte rounded
  * sizes. */
-static size_t each_matrix(model_t *m, void (*f)(model_t *, const void **, size_t, void *),
+static size_t each_matrix(model_t *m,
+                          void (*f)(model_t *, struct matmul_weight *, int64_t, size_t, void *),
                           void *ctx) {
     size_t total = 0;
     for (int i = 0; i < m->layer_end - m->layer_first; i++) {
@@ -336,42 +338,50 @@ static size_t each_matrix(model_t *m, void (*f)(model_t *, const void **, size_t
                                       &L->w_gate, &L->w_up, &L->w_down, &L->gate_inp};
         for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) {
             if (!ws[j]->data) continue;
-            size_t n = (size_t)ws[j]->n_out * dtype_row_bytes(ws[j]->type, ws[j]->n_in);
-            if (f) f(m, &ws[j]->data, n, ctx);
+            size_t n = matmul_weight_bytes(ws[j]);
+            if (f) f(m, ws[j], 1, n, ctx);
             total += (n + 63) & ~(size_t)63;
         }
         struct moe_weight *es[] = {&L->gate_exps, &L->up_exps, &L->down_exps};
         for (size_t j = 0; j < sizeof es / sizeof es[0]; j++) {
             if (!es[j]->w.data) continue;
             size_t n = es[j]->stride * (size_t)m->cfg.n_expert;
-            if (f) f(m, &es[j]->w.data, n, ctx);
+            if (f) f(m, &es[j]->w, m->cfg.n_expert, n, ctx);
             total += (n + 63) & ~(size_t)63;
         }
     }
     if (m->output.data) {
-        size_t n = (size_t)m->output.n_out * dtype_row_bytes(m->output.type, m->output.n_in);
-        if (f) f(m, &m->output.data, n, ctx);
+        size_t n = matmul_weight_bytes(&m->output);
+        if (f) f(m, &m->output, 1, n, ctx);
         total += (n + 63) & ~(size_t)63;
     }
     return total;
 }
 
-/* Copies one matrix to the next free place in m->wmem and points the model at the copy; the
- * file pages it came from leave the process (they stay in the page cache). */
-static void copy_matrix(model_t *m, const void **data, size_t n, void *ctx) {
+/* Copies one matrix (or an expert tensor's n_mats) to the next free place in m->wmem, in the
+ * kernel variant's layout (matmul_pack), and points the model at the copy; the file pages it
+ * came from leave the process (they stay in the page cache). */
+static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, void *ctx) {
     size_t *used = ctx;
     uint8_t *to = (uint8_t *)m->wmem + *used;
+    const uint8_t *from = w->data;
 #ifdef MADV_POPULATE_READ
     { /* one call maps the source's pages instead of a fault per 4 KiB */
-        uintptr_t a = (uintptr_t)*data & ~(uintptr_t)4095;
-        (void)madvise((void *)a, (uintptr_t)*data + n - a, MADV_POPULATE_READ);
+        uintptr_t a = (uintptr_t)from & ~(uintptr_t)4095;
+        (void)madvise((void *)a, (uintptr_t)from + n - a, MADV_POPULATE_READ);
     }
 #endif
-    memcpy(to, *data, n);
-    uintptr_t lo = ((uintptr_t)*data + 4095) & ~(uintptr_t)4095;
-    uintptr_t hi = ((uintptr_t)*data + n) & ~(uintptr_t)4095;
+    const size_t each = n / (size_t)n_mats;
+    struct matmul_weight one = *w;
+    for (int64_t e = 0; e < n_mats; e++) {
+        one.data = from + (size_t)e * each;
+        matmul_pack(&one, to + (size_t)e * each);
+    }
+    uintptr_t lo = ((uintptr_t)from + 4095) & ~(uintptr_t)4095;
+    uintptr_t hi = ((uintptr_t)from + n) & ~(uintptr_t)4095;
     if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
-    *data = to;
+    w->data = to;
+    w->packed = one.packed;
     *used += (n + 63) & ~(size_t)63;
 }
 
@@ -388,13 +398,15 @@ static bool thp_available(void) {
 /* The weights stream through the matrix kernels once per token: read from the file mapping,
  * every 4 KiB page is a TLB entry (a 600 MiB slice is 150,000 of them); generation at 1 thread
  * measured 5-9% slower that way on the Zen 4 VM (bench/RESULTS.md). So the slice's matrices are
- * copied into anonymous memory backed by 2 MiB pages where the kernel has transparent huge pages
- * (enabled or madvise); else, or with CARAVAN_WEIGHTS=mmap, they stay mapped and are read once so
- * the first token does not fault them in. The bytes are the same either way. */
+ * copied into anonymous memory, backed by 2 MiB pages where the kernel has transparent huge
+ * pages (enabled or madvise), and in the layout the kernel variant streams fastest
+ * (matmul_pack: the avx512 variant's q4_0 and q8_0 row groups). With CARAVAN_WEIGHTS=mmap (or
+ * no memory for the copy) they stay mapped, plain, and are read once so the first token does not
+ * fault them in; the results are the same either way. */
 static void place_weights(model_t *m) {
     const char *how = getenv("CARAVAN_WEIGHTS");
     size_t total = each_matrix(m, NULL, NULL);
-    if (total == 0 || (how && strcmp(how, "mmap") == 0) || !thp_available()) {
+    if (total == 0 || (how && strcmp(how, "mmap") == 0)) {
         touch_slice(m);
         return;
     }
@@ -411,7 +423,7 @@ static void place_weights(model_t *m) {
     uint8_t *start = (uint8_t *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
     if (start > p) munmap(p, (size_t)(start - p));
     len -= (size_t)(start - p);
-    (void)madvise(start, len, MADV_HUGEPAGE);
+    if (thp_available()) (void)madvise(start, len, MADV_HUGEPAGE);
 #ifdef MADV_POPULATE_WRITE
     (void)madvise(start, (total + huge - 1) & ~(huge - 1), MADV_POPULATE_WRITE);
 #endif

@@ -729,6 +729,12 @@ quant_dot_fn quant_dot(enum dtype w) {
     return chosen->dot[w] ? chosen->dot[w] : quant_variant_ref.dot[w];
 }
 
+const struct quant_pack *quant_packing(enum dtype w) {
+    quant_init();
+    if ((unsigned)w >= DTYPE_COUNT || chosen != &quant_variant_avx512) return NULL;
+    return quant_packs_avx512[w].rows ? &quant_packs_avx512[w] : NULL;
+}
+
 quant_tile_fn quant_tile(enum dtype w) {
     quant_init();
     if ((unsigned)w >= DTYPE_COUNT || !chosen_tiles || !chosen->dot[w]) return NULL;

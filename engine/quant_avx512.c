@@ -5,25 +5,13 @@
  * Own kernels (dot, generation GEMV and prompt tile) for q4_0, q8_0, q4_K, q6_K and
  * f32/f16/bf16; q5_K uses the avx2 variant's dot and tile unchanged, through the small wrappers at
  * the end (so each type stays batch-invariant within this variant: its tile and dot are one pair).
- * The float arithmetic differs from avx2's (16 lanes instead of 8), so results are close to, not
- * bit-identical with, the avx2 variant; within this variant, tile == dot bit for bit.
- *
- * q4_0 x q8_0 works on pairs of blocks (2k, 2k+1) in one 512-bit register, laid out as
- *   [w0 elements 0..15 | w1 elements 0..15 | w0 elements 16..31 | w1 elements 16..31]
- * (which is how the packed nibbles fall out: low nibbles, then high nibbles), and x in the same
- * layout. vpdpbusd (u8 weights 0..15 times s8 x) starting from -8 * (sum of each lane's 4 x
- * values) gives each int32 lane the exact sum of (q - 8) * x over 4 elements; the float steps are
- * then, per pair: d = expand(f16(w.d) * f16(x.d)) (lanes of block 2k get block 2k's product),
- * acc = fma(d, float(lanes), acc), and at the end hsum512(acc). An odd last block is a pair with
- * zero values and zero scales for the missing block. The dot, the GEMV and the tile all do
- * exactly these float operations per (weight row, x row), so they are bit-identical; the
- * integer parts are exact, so they are computed however is cheapest.
- *
- * q8_0 x q8_0 shares all of that code (the *_w32 functions, q8 a compile-time flag): its weight
- * pairs take the x layout with each byte XOR 0x80 (w + 128 as u8) and the start lanes are
- * -128 * (sum of 4 x values), so only the pair load and the start value differ. */
+ * The float arithmetic of most types differs from avx2's (16 lanes instead of 8), so results are
+ * close to, not bit-identical with, the avx2 variant; within this variant, tile == dot bit for
+ * bit. q4_0 and q8_0 do the scalar reference's float steps (their section says how), on weights
+ * packed at load in groups of 16 rows. */
 #include <cpuid.h>
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
@@ -60,94 +48,6 @@ static inline float hsum512(__m512 v) {
     return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), hi));
 }
 
-/* ==== q4_0 weights (x is q8_0) ==== */
-
-/* Weight values 0..15 of blocks a[0] and a[1] (a[1] absent when single) in the pair layout. */
-static inline __m512i q4_0_pair(const block_q4_0 *a, bool single) {
-    const __m128i r0 = _mm_loadu_si128((const __m128i *)a[0].qs);
-    const __m256i raw = single
-                            ? _mm256_zextsi128_si256(r0)
-                            : _mm256_inserti128_si256(_mm256_castsi128_si256(r0),
-                                                      _mm_loadu_si128((const __m128i *)a[1].qs), 1);
-    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
-    return _mm512_and_si512(v, _mm512_set1_epi8(0xF));
-}
-
-/* x values of blocks b[0] and b[1] (zeros when single) in the pair layout. */
-static inline __m512i q8_0_pair(const block_q8_0 *b, bool single) {
-    const __m512i x0 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs));
-    const __m512i x1 = single
-                           ? _mm512_setzero_si512()
-                           : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[1].qs));
-    return _mm512_permutex2var_epi64(x0, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), x1);
-}
-
-/* -8 * (sum of each lane's 4 x values): the start value that turns the u8 weights into q - 8. */
-static inline __m512i q8_0_neg8(__m512i y) {
-    return _mm512_sub_epi32(_mm512_setzero_si512(),
-                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), y));
-}
-
-/* The two f16 scales of a pair as [s0, s1, 0, 0] (s1 = 0 when single). */
-static inline __m128 pair_scales(quant_f16_t h0, quant_f16_t h1) {
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)h0 | (uint32_t)h1 << 16)));
-}
-
-/* [s0, s1, ...] to the pair layout: lanes 0-3 and 8-11 get s0, lanes 4-7 and 12-15 s1. */
-static inline __m512 expand_pair(__m128 s) {
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1),
-                                 _mm512_castps128_ps512(s));
-}
-
-/* q8_0 weights use the same pair layout as the x side (q8_0_pair), each byte XOR 0x80 so
- * vpdpbusd sees w + 128 as unsigned; the start lanes -128 * (sum of 4 x values) take it back
- * out, so the int32 lanes are the exact sums of w * x over 4 elements, as for q4_0. */
-static inline __m512i q8_0_wpair(const block_q8_0 *a, bool single) {
-    return _mm512_xor_si512(q8_0_pair(a, single), _mm512_set1_epi8((char)0x80));
-}
-
-static inline __m512i q8_0_neg128(__m512i y) {
-    return _mm512_sub_epi32(
-        _mm512_setzero_si512(),
-        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), y));
-}
-
-/* Block type size, pair values and start lanes of a 32-element weight type (q4_0 or q8_0). */
-static inline __attribute__((always_inline)) const char *blk32(const void *w, int64_t b, bool q8) {
-    return (const char *)w + b * (q8 ? sizeof(block_q8_0) : sizeof(block_q4_0));
-}
-static inline __attribute__((always_inline)) __m512i w32_pair(const void *w, int64_t b, bool single,
-                                                              bool q8) {
-    return q8 ? q8_0_wpair((const block_q8_0 *)blk32(w, b, q8), single)
-              : q4_0_pair((const block_q4_0 *)blk32(w, b, q8), single);
-}
-/* f16 scale bits of block b (d is the first field of both block types) */
-static inline __attribute__((always_inline)) quant_f16_t w32_d(const void *w, int64_t b, bool q8) {
-    quant_f16_t d;
-    memcpy(&d, blk32(w, b, q8), sizeof d);
-    return d;
-}
-static inline __attribute__((always_inline)) __m512i x_neg(__m512i y, bool q8) {
-    return q8 ? q8_0_neg128(y) : q8_0_neg8(y);
-}
-
-static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, const void *w,
-                                                           const void *x) {
-    const void *a = w;
-    const block_q8_0 *b = x;
-    const int64_t nb = n / QK4_0;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i += 2) {
-        const bool single = i + 1 == nb;
-        const __m512i y = q8_0_pair(b + i, single);
-        const __m512i p = _mm512_dpbusd_epi32(x_neg(y, q8), w32_pair(a, i, single, q8), y);
-        const __m128 da = pair_scales(w32_d(a, i, q8), single ? 0 : w32_d(a, i + 1, q8));
-        const __m128 dx = pair_scales(b[i].d, single ? 0 : b[i + 1].d);
-        acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dx)), _mm512_cvtepi32_ps(p), acc);
-    }
-    return hsum512(acc);
-}
-
 #define PANEL_BUF_BYTES (192 * 1024)
 static _Thread_local __m512i panel_buf[PANEL_BUF_BYTES / sizeof(__m512i)];
 
@@ -155,96 +55,10 @@ static inline int min_int(int a, int b) {
     return a < b ? a : b;
 }
 
-/* Generation: one x row against many weight rows, each row streamed once in memory order. The
- * x side of each pair (values in the pair layout, the -8 start lanes, the two f32 scales) is
- * prepared once; per (row, pair) the float steps are dot_q4_0's. */
-#define GEMV_PAIR_BYTES (2 * 64 + 16)
-static inline __attribute__((always_inline)) void
-gemv_w32(bool q8, int64_t nb, const void *w, size_t w_stride, int nw, const void *x, float *y) {
-    const block_q8_0 *bx = x;
-    const int64_t np = (nb + 1) / 2, full = nb / 2;
-    __m512i *ys = panel_buf, *ns = ys + np;
-    __m128 *dxs = (__m128 *)(ns + np);
-    for (int64_t k = 0; k < np; k++) {
-        const bool single = 2 * k + 1 == nb;
-        ys[k] = q8_0_pair(bx + 2 * k, single);
-        ns[k] = x_neg(ys[k], q8);
-        dxs[k] = pair_scales(bx[2 * k].d, single ? 0 : bx[2 * k + 1].d);
-    }
-    for (int i = 0; i < nw; i++) {
-        const char *a = (const char *)w + i * w_stride;
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t k = 0; k < full; k++) {
-            if (!q8) /* q8_0: streams as fast without (measured), and saves the instruction */
-                QUANT_PREFETCH(blk32(a, 2 * k, q8));
-            const __m512i p = _mm512_dpbusd_epi32(ns[k], w32_pair(a, 2 * k, false, q8), ys[k]);
-            const __m128 da = pair_scales(w32_d(a, 2 * k, q8), w32_d(a, 2 * k + 1, q8));
-            acc = _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[k])), _mm512_cvtepi32_ps(p), acc);
-        }
-        if (full < np) {
-            const __m512i p =
-                _mm512_dpbusd_epi32(ns[full], w32_pair(a, 2 * full, true, q8), ys[full]);
-            const __m128 da = pair_scales(w32_d(a, 2 * full, q8), 0);
-            acc =
-                _mm512_fmadd_ps(expand_pair(_mm_mul_ps(da, dxs[full])), _mm512_cvtepi32_ps(p), acc);
-        }
-        y[i] = hsum512(acc);
-    }
-}
-
-/* Prompt: M prepacked weight rows (values pq[k * M + i], expanded scales pd[k * M + i]) against
- * MX x rows at once, one accumulator per (row, x row) pair. */
-static inline __attribute__((always_inline)) void
-w32_panel_rows(bool q8, int M, int MX, int64_t nb, const __m512i *pq, const __m512 *pd,
-               const block_q8_0 *const *bx, float *out, size_t out_stride) {
-    __m512 acc[2][8];
-#pragma GCC unroll 8
-    for (int r = 0; r < 2; r++)
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) acc[r][i] = _mm512_setzero_ps();
-    const int64_t np = (nb + 1) / 2;
-    for (int64_t k = 0; k < np; k++) {
-        const bool single = 2 * k + 1 == nb;
-        __m512i yv[2], nv[2];
-        __m512 dx[2];
-#pragma GCC unroll 2
-        for (int r = 0; r < MX; r++) {
-            yv[r] = q8_0_pair(bx[r] + 2 * k, single);
-            nv[r] = x_neg(yv[r], q8);
-            dx[r] = expand_pair(pair_scales(bx[r][2 * k].d, single ? 0 : bx[r][2 * k + 1].d));
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < M; i++) {
-            const __m512i q = pq[k * M + i];
-            const __m512 dw = pd[k * M + i];
-#pragma GCC unroll 2
-            for (int r = 0; r < MX; r++) {
-                const __m512i p = _mm512_dpbusd_epi32(nv[r], q, yv[r]);
-                acc[r][i] =
-                    _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[r]), _mm512_cvtepi32_ps(p), acc[r][i]);
-            }
-        }
-    }
-#pragma GCC unroll 2
-    for (int r = 0; r < MX; r++)
-#pragma GCC unroll 8
-        for (int i = 0; i < M; i++) out[r * out_stride + i] = hsum512(acc[r][i]);
-}
-
-/* ==== Small batches: a decode step of 2..SMALL_NX sequences ====
- * The panel tile below unpacks weight rows into a buffer and walks it once per pair of x rows,
- * which suits a prompt but cost 2.5x a GEMV for a few x rows. Here W32_SMALL_MW weight rows
- * are streamed side by side (prefetched), each block pair is unpacked once into registers and
- * dotted against a register block of up to SMALL_MX x rows, whose side was prepared once per
- * call into panel_buf. The roles of the vpdpbusd operands are swapped: x + 128 (x XOR 0x80)
- * is the unsigned side and the weight as a signed byte (q4_0: q - 8) the signed one, so the
- * start lanes -128 * (sum of each lane's 4 weights) belong to the weight and are computed once
- * per weight pair, and an x pair is only its 64 bytes of values plus its two scales. The int32
- * lanes are the same exact sums of w * x, and the float steps per (row, x row) are the single
- * dot's, so results are bit-identical to it. */
-#define SMALL_NX 16    /* up to this many x rows take the small-batch kernels */
-#define SMALL_MX 8     /* x rows per register block */
-#define W32_SMALL_MW 2 /* weight rows side by side */
+/* Small batches (a decode step of 2..SMALL_NX sequences) of the K-quant kernels below run
+ * SMALL_MX x rows per register block. */
+#define SMALL_NX 16 /* up to this many x rows take the small-batch kernels */
+#define SMALL_MX 8  /* x rows per register block */
 
 /* Splits nx x rows into register blocks of at most SMALL_MX, as even as possible. */
 static inline int small_blocks(int nx, int *first, int *size) {
@@ -257,173 +71,254 @@ static inline int small_blocks(int nx, int *first, int *size) {
     return nblk;
 }
 
-/* Per (pair k, x row r): x + 128 in the pair layout at xv[k * nx + r], the two f32 scales
- * expanded to the pair layout at xd[k * nx + r]. */
-#define W32_SMALL_BYTES (64 + 64)
-
-/* Signed weight values of a pair (q4_0: q - 8; q8_0: as stored) in the pair layout. */
-static inline __attribute__((always_inline)) __m512i w32_spair(const void *w, int64_t b,
-                                                               bool single, bool q8) {
-    return q8 ? q8_0_pair((const block_q8_0 *)blk32(w, b, q8), single)
-              : _mm512_sub_epi8(q4_0_pair((const block_q4_0 *)blk32(w, b, q8), single),
-                                _mm512_set1_epi8(8));
+/* ==== q4_0 and q8_0 weights (x is q8_0) ====
+ * Per (weight row, x row) the float steps are the scalar reference dot's: for each block b in
+ * order, s = the exact int sum of w * x over its 32 elements (w = q - 8 for q4_0), then
+ * acc = acc + (float)s * (d_w * d_x), unfused (the product of two f16 values is exact in f32).
+ * So these two types give the reference's results bit for bit on every path (dot, GEMV, small
+ * batch, prompt); only the integer sums are computed differently, and they are exact.
+ *
+ * The weights are packed (matmul_pack) in groups of W32P_ROWS = 16 rows, lane r of a 512-bit
+ * register for row r. A group's blocks go in chunks of W32P_CHUNK = 8 (the last may be
+ * shorter), each first the scales (block j of the chunk: the 16 rows' f16 d at j * 32 bytes),
+ * then the values (block j at nbc * 32 + j * QB, nbc blocks in the chunk), so the kernel reads
+ * one stream in address order: two streams (all scales, then all values) ran at 15-18 GB/s of
+ * this Zen 4's ~30 at 1 thread, one at 22-29. The hardware prefetcher follows it alone: a
+ * software prefetch 2-8 KiB ahead only slowed it (20-27 GB/s). Register t (64 bytes)
+ * holds in lane r the 4 bytes of row r's block that pair with x's bytes 4t..4t+3. q4_0
+ * (QB = 256): registers u < 4 are bytes 4u..4u+3 of the row's qs as stored, whose low nibbles
+ * are elements 4u.. and high nibbles elements 16 + 4u.. (= register u + 4 once unpacked).
+ * q8_0 (QB = 512): registers t < 8 are values 4t..4t+3, each byte XOR 0x80 (w + 128, so
+ * vpdpbusd can take it as the unsigned side). One vpdpbusd of a register against x's 4 bytes
+ * broadcast adds 4 products to every row's lane; the 8 of a block give each lane its exact
+ * sum, started from -8 (q4_0: q - 8) or -128 (q8_0: w + 128) times the sum of x's 32 values.
+ * Per block and group of rows: 4 loads and 8 unpack steps (q4_0) or 8 loads (q8_0), 8
+ * vpdpbusd, one scale conversion and 3 float operations for all 16 rows, where the row by row
+ * layout needed shuffles and float steps per row and block. */
+#define W32P_ROWS 16
+#define W32_MAX_XR 8 /* x rows per pass over a group's blocks */
+#define W32P_CHUNK 8 /* blocks whose scales are stored together, before their values */
+static inline int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
 }
 
-/* One pair step (k) of MW weight rows against MX x rows. (A missing second block of a single
- * pair is zero weights here and zero x values in the dot: the same zero lanes either way.) */
-static inline __attribute__((always_inline)) void
-w32_small_step(bool q8, int MW, int MX, bool single, const char *const *a, int64_t k,
-               const __m512i *xv, const __m512 *xd, __m512 acc[W32_SMALL_MW][SMALL_MX]) {
-    __m512i wq[W32_SMALL_MW], ws[W32_SMALL_MW];
-    __m512 da[W32_SMALL_MW];
-#pragma GCC unroll 4
-    for (int i = 0; i < MW; i++) {
-        if (!single) QUANT_PREFETCH(blk32(a[i], 2 * k, q8));
-        wq[i] = w32_spair(a[i], 2 * k, single, q8);
-        ws[i] = _mm512_sub_epi32(
-            _mm512_setzero_si512(),
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), wq[i]));
-        da[i] = expand_pair(
-            pair_scales(w32_d(a[i], 2 * k, q8), single ? 0 : w32_d(a[i], 2 * k + 1, q8)));
+static inline __attribute__((always_inline)) size_t w32_qb(bool q8) {
+    return q8 ? 512 : 256;
+}
+static inline __attribute__((always_inline)) size_t w32_blk(bool q8) {
+    return q8 ? sizeof(block_q8_0) : sizeof(block_q4_0);
+}
+
+/* Packs rows (<= 16; the missing ones zero) of n elements, row i at src + i * src_stride. */
+static void w32_pack_rows(bool q8, int64_t n, const void *src, size_t src_stride, int rows,
+                          void *dst) {
+    const int64_t nb = n / QK8_0;
+    const size_t qb = w32_qb(q8);
+    memset(dst, 0, (size_t)nb * (32 + qb));
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = (const uint8_t *)src + r * src_stride + b * w32_blk(q8);
+            const int64_t c0 = b / W32P_CHUNK * W32P_CHUNK, nbc = min64(W32P_CHUNK, nb - c0);
+            uint8_t *d = (uint8_t *)dst + c0 * (32 + qb), *q = d + nbc * 32 - c0 * qb;
+            memcpy(d + (b - c0) * 32 + r * 2, blk, 2); /* d: the first field of both types */
+            for (size_t t = 0; t < qb / 64; t++) {
+                uint32_t v;
+                memcpy(&v, blk + 2 + 4 * t, 4);
+                v ^= q8 ? 0x80808080u : 0;
+                memcpy(q + b * qb + t * 64 + r * 4, &v, 4);
+            }
+        }
+}
+
+static void pack_q4_0(int64_t n, const void *src, void *dst) {
+    w32_pack_rows(false, n, src, dtype_row_bytes(DTYPE_Q4_0, n), W32P_ROWS, dst);
+}
+static void pack_q8_0(int64_t n, const void *src, void *dst) {
+    w32_pack_rows(true, n, src, dtype_row_bytes(DTYPE_Q8_0, n), W32P_ROWS, dst);
+}
+
+/* Per (x row, block): the f32 scale and the start value of the int sums. */
+struct w32_xprep {
+    float dx;
+    int32_t start;
+};
+
+/* Sum of the 32 values of an x block. */
+static inline int32_t x_sum32(const block_q8_0 *b) {
+    const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1),
+                                          _mm256_loadu_si256((const __m256i *)b->qs));
+    __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+    return _mm_cvtsi128_si32(v);
+}
+
+static void w32_prep_x(bool q8, int64_t nb, const block_q8_0 *bx, struct w32_xprep *xp) {
+    for (int64_t b = 0; b < nb; b++) {
+        xp[b].dx = _cvtsh_ss(bx[b].d);
+        xp[b].start = (q8 ? -128 : -8) * x_sum32(bx + b);
     }
+}
+
+/* A group (16 rows, g) against XR x rows (bx[r], prepared xp[r]): y[r * ys + i] for the first
+ * `rows` rows i of the group. */
+static inline __attribute__((always_inline)) void
+w32p_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *bx,
+          const struct w32_xprep *const *xp, float *y, size_t ys, int rows) {
+    /* two chains of vpdpbusd per x row when there are few, one when enough rows interleave */
+    const bool two = XR < 4;
+    const size_t qb = w32_qb(q8);
+    __m512 acc[W32_MAX_XR];
 #pragma GCC unroll 8
-    for (int r = 0; r < MX; r++) {
-        const __m512i xu = xv[r];
-        const __m512 dx = xd[r];
+    for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t cb = b / W32P_CHUNK * W32P_CHUNK, nbc = min64(W32P_CHUNK, nb - cb);
+        const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32 + (b - cb) * qb;
+        const __m512 dw =
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + (b - cb) * 32)));
+        __m512i wv[8];
+        if (q8) {
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) wv[t] = _mm512_loadu_si512(v + t * 64);
+        } else {
+            const __m512i m4 = _mm512_set1_epi8(0xF);
 #pragma GCC unroll 4
-        for (int i = 0; i < MW; i++) {
-            const __m512i p = _mm512_dpbusd_epi32(ws[i], xu, wq[i]);
-            /* expand(da) * expand(dx) = expand(da * dx): the dot's scale product */
-            acc[i][r] = _mm512_fmadd_ps(_mm512_mul_ps(da[i], dx), _mm512_cvtepi32_ps(p), acc[i][r]);
+            for (int u = 0; u < 4; u++) {
+                const __m512i p = _mm512_loadu_si512(v + u * 64);
+                wv[u] = _mm512_and_si512(p, m4);
+                wv[u + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m4);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < XR; r++) {
+            const int8_t *xq = bx[r][b].qs;
+            __m512i c0 = _mm512_set1_epi32(xp[r][b].start), c1 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                int32_t x4;
+                memcpy(&x4, xq + 4 * t, 4);
+                if (two && (t & 1))
+                    c1 = _mm512_dpbusd_epi32(c1, wv[t], _mm512_set1_epi32(x4));
+                else
+                    c0 = _mm512_dpbusd_epi32(c0, wv[t], _mm512_set1_epi32(x4));
+            }
+            const __m512i s = two ? _mm512_add_epi32(c0, c1) : c0;
+            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xp[r][b].dx));
+            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_cvtepi32_ps(s), d));
         }
     }
+    const __mmask16 keep = (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 8
+    for (int r = 0; r < XR; r++) _mm512_mask_storeu_ps(y + r * ys, keep, acc[r]);
 }
 
-/* MW weight rows (row i at w + i * w_stride) against the MX x rows prepared at xv/xd (x rows
- * r0.. of nx); y[r * y_stride + i]. */
-static inline __attribute__((always_inline)) void
-w32_small_rows(bool q8, int MW, int MX, int64_t nb, const char *w, size_t w_stride,
-               const __m512i *xv, const __m512 *xd, int nx, float *y, size_t y_stride) {
-    __m512 acc[W32_SMALL_MW][SMALL_MX];
-#pragma GCC unroll 4
-    for (int i = 0; i < W32_SMALL_MW; i++)
-#pragma GCC unroll 8
-        for (int r = 0; r < SMALL_MX; r++) acc[i][r] = _mm512_setzero_ps();
-    const char *a[W32_SMALL_MW];
-#pragma GCC unroll 4
-    for (int i = 0; i < W32_SMALL_MW; i++) a[i] = w + (i < MW ? i : 0) * w_stride;
-    const int64_t full = nb / 2;
-    for (int64_t k = 0; k < full; k++)
-        w32_small_step(q8, MW, MX, false, a, k, xv + k * nx, xd + k * nx, acc);
-    if (full * 2 < nb)
-        w32_small_step(q8, MW, MX, true, a, full, xv + full * nx, xd + full * nx, acc);
-#pragma GCC unroll 8
-    for (int r = 0; r < MX; r++)
-#pragma GCC unroll 4
-        for (int i = 0; i < MW; i++) y[r * y_stride + i] = hsum512(acc[i][r]);
+/* Groups [0, ng) at w (group bytes gb) against x rows [0, nx): the x rows go in passes of up
+ * to W32_MAX_XR, their preparation in chunks that fit panel_buf. */
+static inline __attribute__((always_inline)) void w32p_groups(bool q8, int64_t nb, const uint8_t *w,
+                                                              size_t gb, int ng, int last_rows,
+                                                              const void *x, size_t xs, int nx,
+                                                              float *y, size_t ys) {
+    struct w32_xprep *prep = (struct w32_xprep *)panel_buf, *heap = NULL;
+    int per = (int)(PANEL_BUF_BYTES / (sizeof *prep * (size_t)nb));
+    if (per < 1) { /* rows of over 786,432 elements: one x row at a time from the heap */
+        prep = heap = malloc(sizeof *prep * (size_t)nb);
+        if (!heap) abort();
+        per = 1;
+    }
+    for (int r0 = 0; r0 < nx; r0 += per) {
+        const int nc = min_int(per, nx - r0);
+        for (int r = 0; r < nc; r++)
+            w32_prep_x(q8, nb, (const block_q8_0 *)((const char *)x + (r0 + r) * xs),
+                       prep + (size_t)r * nb);
+        for (int g = 0; g < ng; g++) {
+            const int rows = g == ng - 1 ? last_rows : W32P_ROWS;
+            for (int r = 0; r < nc; r += W32_MAX_XR) {
+                const int xr = min_int(W32_MAX_XR, nc - r);
+                const block_q8_0 *bx[W32_MAX_XR];
+                const struct w32_xprep *xp[W32_MAX_XR];
+                for (int k = 0; k < xr; k++) {
+                    bx[k] = (const block_q8_0 *)((const char *)x + (r0 + r + k) * xs);
+                    xp[k] = prep + (size_t)(r + k) * nb;
+                }
+                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * W32P_ROWS;
+                const uint8_t *gp = w + (size_t)g * gb;
+#define W32P_CASE(XR)                                                                              \
+    case XR: w32p_rows(q8, XR, nb, gp, bx, xp, out, ys, rows); break;
+                switch (xr) {
+                    W32P_CASE(1)
+                    W32P_CASE(2)
+                    W32P_CASE(3)
+                    W32P_CASE(4)
+                    W32P_CASE(5)
+                    W32P_CASE(6)
+                    W32P_CASE(7)
+                    W32P_CASE(8)
+                }
+#undef W32P_CASE
+            }
+        }
+    }
+    free(heap);
 }
 
-static inline __attribute__((always_inline)) void w32_small(bool q8, int64_t n, const void *w,
+/* The single dot: the same float steps, the block's int sum from 256-bit vpdpbusd. */
+static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, const void *w,
+                                                           const void *x) {
+    const block_q8_0 *bx = x;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        const uint8_t *blk = (const uint8_t *)w + b * w32_blk(q8);
+        __m256i wq;
+        if (q8) {
+            wq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
+                                  _mm256_set1_epi8((char)0x80));
+        } else {
+            const __m128i p = _mm_loadu_si128((const __m128i *)(blk + 2));
+            wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(0xF));
+        }
+        const __m256i s8 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq,
+                                               _mm256_loadu_si256((const __m256i *)bx[b].qs));
+        __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+        v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+        v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+        const int32_t s = _mm_cvtsi128_si32(v) + (q8 ? -128 : -8) * x_sum32(bx + b);
+        quant_f16_t dw;
+        memcpy(&dw, blk, sizeof dw);
+        acc = acc + (float)s * (_cvtsh_ss(dw) * _cvtsh_ss(bx[b].d));
+    }
+    return acc;
+}
+
+/* Packed groups: w the first group (16 plain rows' bytes each), nw a multiple of 16. */
+static inline __attribute__((always_inline)) void ptile_w32(bool q8, int64_t n, const void *w,
                                                             size_t w_stride, int nw, const void *x,
                                                             size_t x_stride, int nx, float *y,
                                                             size_t y_stride) {
-    const int64_t nb = n / QK4_0, np = (nb + 1) / 2;
-    __m512i *xv = panel_buf;
-    __m512 *xd = (__m512 *)(xv + np * nx);
-    for (int r = 0; r < nx; r++) {
-        const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
-        for (int64_t k = 0; k < np; k++) {
-            const bool single = 2 * k + 1 == nb;
-            xv[k * nx + r] =
-                _mm512_xor_si512(q8_0_pair(bx + 2 * k, single), _mm512_set1_epi8((char)0x80));
-            xd[k * nx + r] = expand_pair(pair_scales(bx[2 * k].d, single ? 0 : bx[2 * k + 1].d));
-        }
-    }
-    int first[SMALL_NX], size[SMALL_NX];
-    const int nblk = small_blocks(nx, first, size);
-    for (int i = 0; i < nw;) {
-        const int mw = nw - i >= W32_SMALL_MW ? W32_SMALL_MW : 1;
-        const char *a = (const char *)w + i * w_stride;
-        for (int g = 0; g < nblk; g++) {
-            const __m512i *gv = xv + first[g];
-            const __m512 *gd = xd + first[g];
-            float *out = y + first[g] * y_stride + i;
-#define W32_SMALL_CASE(MX)                                                                         \
-    case MX:                                                                                       \
-        if (mw == W32_SMALL_MW)                                                                    \
-            w32_small_rows(q8, W32_SMALL_MW, MX, nb, a, w_stride, gv, gd, nx, out, y_stride);      \
-        else                                                                                       \
-            w32_small_rows(q8, 1, MX, nb, a, w_stride, gv, gd, nx, out, y_stride);                 \
-        break;
-            switch (size[g]) {
-                W32_SMALL_CASE(1)
-                W32_SMALL_CASE(2)
-                W32_SMALL_CASE(3)
-                W32_SMALL_CASE(4)
-                W32_SMALL_CASE(5)
-                W32_SMALL_CASE(6)
-                W32_SMALL_CASE(7)
-                W32_SMALL_CASE(8)
-            }
-#undef W32_SMALL_CASE
-        }
-        i += mw;
-    }
+    w32p_groups(q8, n / QK8_0, w, W32P_ROWS * w_stride, nw / W32P_ROWS, W32P_ROWS, x, x_stride, nx,
+                y, y_stride);
 }
+
+/* Plain rows (a weight that was not packed, or the rows after the last group): 16 at a time
+ * packed into a buffer, then the same kernel; rows too long for it take the single dot. */
+#define W32_PACK_BUF_BYTES (256 * 1024)
+static _Thread_local uint8_t w32_pack_buf[W32_PACK_BUF_BYTES] __attribute__((aligned(64)));
 
 static inline __attribute__((always_inline)) void tile_w32(bool q8, int64_t n, const void *w,
                                                            size_t w_stride, int nw, const void *x,
                                                            size_t x_stride, int nx, float *y,
                                                            size_t y_stride) {
-    const int64_t nb = n / QK4_0, np = (nb + 1) / 2;
-    if (nx == 1 && (size_t)np * GEMV_PAIR_BYTES <= PANEL_BUF_BYTES) {
-        gemv_w32(q8, nb, w, w_stride, nw, x, y);
-        return;
-    }
-    if (nx <= SMALL_NX && (size_t)np * nx * W32_SMALL_BYTES <= PANEL_BUF_BYTES) {
-        w32_small(q8, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
-        return;
-    }
-    if ((size_t)np * 128 > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
+    if ((size_t)W32P_ROWS * w_stride > W32_PACK_BUF_BYTES) {
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
                 y[r * y_stride + i] =
                     dot_w32(q8, n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
-    const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)np * 128));
-    const int mw = fit < 8 ? (int)fit : 8;
-    for (int i0 = 0; i0 < nw; i0 += mw) {
-        const int m = min_int(mw, nw - i0);
-        __m512i *pq = panel_buf;
-        __m512 *pd = (__m512 *)(pq + np * m);
-        for (int i = 0; i < m; i++) {
-            const char *a = (const char *)w + (i0 + i) * w_stride;
-            for (int64_t k = 0; k < np; k++) {
-                const bool single = 2 * k + 1 == nb;
-                pq[k * m + i] = w32_pair(a, 2 * k, single, q8);
-                pd[k * m + i] = expand_pair(
-                    pair_scales(w32_d(a, 2 * k, q8), single ? 0 : w32_d(a, 2 * k + 1, q8)));
-            }
-        }
-        int r = 0;
-        for (; r + 2 <= nx; r += 2) {
-            const block_q8_0 *bx[2] = {(const block_q8_0 *)((const char *)x + r * x_stride),
-                                       (const block_q8_0 *)((const char *)x + (r + 1) * x_stride)};
-            float *out = y + r * y_stride + i0;
-            if (m == 8)
-                w32_panel_rows(q8, 8, 2, nb, pq, pd, bx, out, y_stride);
-            else
-                w32_panel_rows(q8, m, 2, nb, pq, pd, bx, out, y_stride);
-        }
-        for (; r < nx; r++) {
-            const block_q8_0 *bx[2] = {(const block_q8_0 *)((const char *)x + r * x_stride), NULL};
-            float *out = y + r * y_stride + i0;
-            if (m == 8)
-                w32_panel_rows(q8, 8, 1, nb, pq, pd, bx, out, y_stride);
-            else
-                w32_panel_rows(q8, m, 1, nb, pq, pd, bx, out, y_stride);
-        }
+    for (int i0 = 0; i0 < nw; i0 += W32P_ROWS) {
+        const int rows = min_int(W32P_ROWS, nw - i0);
+        w32_pack_rows(q8, n, (const char *)w + i0 * w_stride, w_stride, rows, w32_pack_buf);
+        w32p_groups(q8, n / QK8_0, w32_pack_buf, W32P_ROWS * w_stride, 1, rows, x, x_stride, nx,
+                    y + i0, y_stride);
     }
 }
 
@@ -440,6 +335,14 @@ static void tile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x
 static void tile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
                       float *y, size_t ys) {
     tile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    ptile_w32(false, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    ptile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* ==== K-quant weights (x is q8_K) ====
@@ -1139,6 +1042,11 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_avx512,
             [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_avx512,
         },
+};
+
+const struct quant_pack quant_packs_avx512[DTYPE_COUNT] = {
+    [DTYPE_Q4_0] = {W32P_ROWS, pack_q4_0, ptile_q4_0},
+    [DTYPE_Q8_0] = {W32P_ROWS, pack_q8_0, ptile_q8_0},
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {

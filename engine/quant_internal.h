@@ -102,8 +102,10 @@ static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8
  * A GEMV walks each weight row once, in memory order. The hardware prefetcher follows that
  * stream, but not far enough ahead to hide DRAM latency on one core: asking for the bytes
  * QUANT_PREFETCH_AHEAD ahead of the block being decoded (across row ends into the next rows,
- * which are adjacent in memory) took the avx512 q4_0 GEMV from ~70% to ~80% of this host's
- * streaming read rate (AMD EPYC Zen 4, 1 thread; 512, 1024 and 4096 were measured too).
+ * which are adjacent in memory) took the avx512 q4_0 GEMV of the plain row layout from ~70% to
+ * ~80% of this host's streaming read rate (AMD EPYC Zen 4, 1 thread; 512, 1024 and 4096 were
+ * measured too). The avx512 kernels on packed row groups read one denser stream and do without
+ * (see quant_avx512.c).
  * Walking several rows side by side instead was 1.5-2.5x slower: interleaved strided
  * streams defeat the hardware prefetcher unless the rows are repacked. A prefetch never
  * faults, so reading past the end of the weight is harmless. */
@@ -157,6 +159,23 @@ typedef void (*quant_tile_fn)(int64_t n, const void *w, size_t w_stride, int nw,
  * matmul loops over quant_dot(w), which is trivially batch-invariant). */
 quant_tile_fn quant_tile(enum dtype w);
 
+/* ==== Packed weights ====
+ * A variant may keep a weight type in a layout of its own, made once when the weights are
+ * placed in memory (matmul_pack): rows in groups of `rows`, each group's bytes as many as its
+ * rows' plain bytes (so a packed matrix is as big as a plain one); the last n_out % rows rows
+ * stay plain after the groups. pack() lays out one group from `rows` plain rows (row i at
+ * src + i * dtype_row_bytes(t, n)); tile() is a quant_tile_fn over packed groups: w the first
+ * group, w_stride the plain row bytes, nw a multiple of rows. It computes exactly what the
+ * variant's plain tile and dot compute, bit for bit. */
+struct quant_pack {
+    int rows;
+    void (*pack)(int64_t n, const void *src, void *dst);
+    quant_tile_fn tile;
+};
+
+/* The chosen variant's packing for weight type w, or NULL when it keeps w plain. */
+const struct quant_pack *quant_packing(enum dtype w);
+
 /* The activation quantizers (scalar, in quant.c) and their AVX2 versions, which must produce
  * the same bytes (quant_test checks): activations are quantized identically whatever the
  * variant, so variants differ only in the dots. */
@@ -176,3 +195,4 @@ extern const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT];
 /* AVX-512 F/BW/VL/VNNI (quant_avx512.c): its own q4_0 kernels, the avx2 ones for other types. */
 extern const struct quant_variant quant_variant_avx512;
 extern const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT];
+extern const struct quant_pack quant_packs_avx512[DTYPE_COUNT]; /* rows == 0: none */

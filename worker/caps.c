@@ -120,6 +120,16 @@ enum status caps_probe_speeds(int n_threads, int budget_ms, struct caps_probe *o
             }
         }
         struct matmul_weight mw = {.type = type, .n_in = n_in, .n_out = n_out, .data = w};
+        /* in the kernel variant's layout, as the model's weights will be */
+        uint8_t *packed = aligned_alloc(64, (row * (size_t)n_out + 63) & ~(size_t)63);
+        if (!packed) {
+            free(w);
+            free(scratch);
+            goto fail;
+        }
+        matmul_pack(&mw, packed);
+        free(w);
+        w = packed;
         matmul(tp, &mw, x, 1, y, scratch); /* warm caches and threads */
         /* The fastest run, not the mean: on a shared machine other processes only ever slow a
          * run down, so the minimum is the least disturbed measure of this CPU's speed. */
