@@ -7,8 +7,8 @@
  * the end (so each type stays batch-invariant within this variant: its tile and dot are one pair).
  * The float arithmetic of most types differs from avx2's (16 lanes instead of 8), so results are
  * close to, not bit-identical with, the avx2 variant; within this variant, tile == dot bit for
- * bit. q4_0 and q8_0 do the scalar reference's float steps (their section says how), on weights
- * packed at load in groups of 16 rows. */
+ * bit. q4_0 and q8_0 are in quant_avx512_pack.c (weights packed at load in groups of 16 rows;
+ * the scalar reference's float steps). */
 #include <cpuid.h>
 #include <immintrin.h>
 #include <stdlib.h>
@@ -71,309 +71,21 @@ static inline int small_blocks(int nx, int *first, int *size) {
     return nblk;
 }
 
-/* ==== q4_0 and q8_0 weights (x is q8_0) ====
- * Per (weight row, x row) the float steps are the scalar reference dot's: for each block b in
- * order, s = the exact int sum of w * x over its 32 elements (w = q - 8 for q4_0), then
- * acc = acc + (float)s * (d_w * d_x), unfused (the product of two f16 values is exact in f32).
- * So these two types give the reference's results bit for bit on every path (dot, GEMV, small
- * batch, prompt); only the integer sums are computed differently, and they are exact.
- *
- * The weights are packed (matmul_pack) in groups of W32P_ROWS = 16 rows, lane r of a 512-bit
- * register for row r. A group's blocks go in chunks of W32P_CHUNK = 8 (the last may be
- * shorter), each first the scales (block j of the chunk: the 16 rows' f16 d at j * 32 bytes),
- * then the values (block j at nbc * 32 + j * QB, nbc blocks in the chunk), so the kernel reads
- * one stream in address order: two streams (all scales, then all values) ran at 15-18 GB/s of
- * this Zen 4's ~30 at 1 thread, one at 22-29. The hardware prefetcher follows it alone: a
- * software prefetch 2-8 KiB ahead only slowed it (20-27 GB/s). Register t (64 bytes)
- * holds in lane r the 4 bytes of row r's block that pair with x's bytes 4t..4t+3. q4_0
- * (QB = 256): registers u < 4 are bytes 4u..4u+3 of the row's qs as stored, whose low nibbles
- * are elements 4u.. and high nibbles elements 16 + 4u.. (= register u + 4 once unpacked).
- * q8_0 (QB = 512): registers t < 8 are values 4t..4t+3, each byte XOR 0x80 (w + 128, so
- * vpdpbusd can take it as the unsigned side). One vpdpbusd of a register against x's 4 bytes
- * broadcast adds 4 products to every row's lane; the 8 of a block give each lane its exact
- * sum, started from -8 (q4_0: q - 8) or -128 (q8_0: w + 128) times the sum of x's 32 values.
- * Per block and group of rows: 4 loads and 8 unpack steps (q4_0) or 8 loads (q8_0), 8
- * vpdpbusd, one scale conversion and 3 float operations for all 16 rows, where the row by row
- * layout needed shuffles and float steps per row and block. */
-#define W32P_ROWS 16
-#define W32_MAX_XR 8 /* x rows per pass over a group's blocks */
-#define W32P_CHUNK 8 /* blocks whose scales are stored together, before their values */
-static inline int64_t min64(int64_t a, int64_t b) {
-    return a < b ? a : b;
-}
-
-static inline __attribute__((always_inline)) size_t w32_qb(bool q8) {
-    return q8 ? 512 : 256;
-}
-static inline __attribute__((always_inline)) size_t w32_blk(bool q8) {
-    return q8 ? sizeof(block_q8_0) : sizeof(block_q4_0);
-}
-
-/* Packs rows (<= 16; the missing ones zero) of n elements, row i at src + i * src_stride. */
-static void w32_pack_rows(bool q8, int64_t n, const void *src, size_t src_stride, int rows,
-                          void *dst) {
-    const int64_t nb = n / QK8_0;
-    const size_t qb = w32_qb(q8);
-    memset(dst, 0, (size_t)nb * (32 + qb));
-    for (int r = 0; r < rows; r++)
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *blk = (const uint8_t *)src + r * src_stride + b * w32_blk(q8);
-            const int64_t c0 = b / W32P_CHUNK * W32P_CHUNK, nbc = min64(W32P_CHUNK, nb - c0);
-            uint8_t *d = (uint8_t *)dst + c0 * (32 + qb), *q = d + nbc * 32 - c0 * qb;
-            memcpy(d + (b - c0) * 32 + r * 2, blk, 2); /* d: the first field of both types */
-            for (size_t t = 0; t < qb / 64; t++) {
-                uint32_t v;
-                memcpy(&v, blk + 2 + 4 * t, 4);
-                v ^= q8 ? 0x80808080u : 0;
-                memcpy(q + b * qb + t * 64 + r * 4, &v, 4);
-            }
-        }
-}
-
-static void pack_q4_0(int64_t n, const void *src, void *dst) {
-    w32_pack_rows(false, n, src, dtype_row_bytes(DTYPE_Q4_0, n), W32P_ROWS, dst);
-}
-static void pack_q8_0(int64_t n, const void *src, void *dst) {
-    w32_pack_rows(true, n, src, dtype_row_bytes(DTYPE_Q8_0, n), W32P_ROWS, dst);
-}
-
-/* Per (x row, block): the f32 scale and the start value of the int sums. */
-struct w32_xprep {
-    float dx;
-    int32_t start;
-};
-
-/* Sum of the 32 values of an x block. */
-static inline int32_t x_sum32(const block_q8_0 *b) {
-    const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1),
-                                          _mm256_loadu_si256((const __m256i *)b->qs));
-    __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
-    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
-    return _mm_cvtsi128_si32(v);
-}
-
-static void w32_prep_x(bool q8, int64_t nb, const block_q8_0 *bx, struct w32_xprep *xp) {
-    for (int64_t b = 0; b < nb; b++) {
-        xp[b].dx = _cvtsh_ss(bx[b].d);
-        xp[b].start = (q8 ? -128 : -8) * x_sum32(bx + b);
-    }
-}
-
-/* A group (16 rows, g) against XR x rows (bx[r], prepared xp[r]): y[r * ys + i] for the first
- * `rows` rows i of the group. */
-static inline __attribute__((always_inline)) void
-w32p_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *bx,
-          const struct w32_xprep *const *xp, float *y, size_t ys, int rows) {
-    /* two chains of vpdpbusd per x row when there are few, one when enough rows interleave */
-    const bool two = XR < 4;
-    const size_t qb = w32_qb(q8);
-    __m512 acc[W32_MAX_XR];
-#pragma GCC unroll 8
-    for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const int64_t cb = b / W32P_CHUNK * W32P_CHUNK, nbc = min64(W32P_CHUNK, nb - cb);
-        const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32 + (b - cb) * qb;
-        const __m512 dw =
-            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + (b - cb) * 32)));
-        __m512i wv[8];
-        if (q8) {
-#pragma GCC unroll 8
-            for (int t = 0; t < 8; t++) wv[t] = _mm512_loadu_si512(v + t * 64);
-        } else {
-            const __m512i m4 = _mm512_set1_epi8(0xF);
-#pragma GCC unroll 4
-            for (int u = 0; u < 4; u++) {
-                const __m512i p = _mm512_loadu_si512(v + u * 64);
-                wv[u] = _mm512_and_si512(p, m4);
-                wv[u + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m4);
-            }
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < XR; r++) {
-            const int8_t *xq = bx[r][b].qs;
-            __m512i c0 = _mm512_set1_epi32(xp[r][b].start), c1 = _mm512_setzero_si512();
-#pragma GCC unroll 8
-            for (int t = 0; t < 8; t++) {
-                int32_t x4;
-                memcpy(&x4, xq + 4 * t, 4);
-                if (two && (t & 1))
-                    c1 = _mm512_dpbusd_epi32(c1, wv[t], _mm512_set1_epi32(x4));
-                else
-                    c0 = _mm512_dpbusd_epi32(c0, wv[t], _mm512_set1_epi32(x4));
-            }
-            const __m512i s = two ? _mm512_add_epi32(c0, c1) : c0;
-            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xp[r][b].dx));
-            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_cvtepi32_ps(s), d));
-        }
-    }
-    const __mmask16 keep = (__mmask16)((1u << rows) - 1);
-#pragma GCC unroll 8
-    for (int r = 0; r < XR; r++) _mm512_mask_storeu_ps(y + r * ys, keep, acc[r]);
-}
-
-/* Groups [0, ng) at w (group bytes gb) against x rows [0, nx): the x rows go in passes of up
- * to W32_MAX_XR, their preparation in chunks that fit panel_buf. */
-static inline __attribute__((always_inline)) void w32p_groups(bool q8, int64_t nb, const uint8_t *w,
-                                                              size_t gb, int ng, int last_rows,
-                                                              const void *x, size_t xs, int nx,
-                                                              float *y, size_t ys) {
-    struct w32_xprep *prep = (struct w32_xprep *)panel_buf, *heap = NULL;
-    int per = (int)(PANEL_BUF_BYTES / (sizeof *prep * (size_t)nb));
-    if (per < 1) { /* rows of over 786,432 elements: one x row at a time from the heap */
-        prep = heap = malloc(sizeof *prep * (size_t)nb);
-        if (!heap) abort();
-        per = 1;
-    }
-    for (int r0 = 0; r0 < nx; r0 += per) {
-        const int nc = min_int(per, nx - r0);
-        for (int r = 0; r < nc; r++)
-            w32_prep_x(q8, nb, (const block_q8_0 *)((const char *)x + (r0 + r) * xs),
-                       prep + (size_t)r * nb);
-        for (int g = 0; g < ng; g++) {
-            const int rows = g == ng - 1 ? last_rows : W32P_ROWS;
-            for (int r = 0; r < nc; r += W32_MAX_XR) {
-                const int xr = min_int(W32_MAX_XR, nc - r);
-                const block_q8_0 *bx[W32_MAX_XR];
-                const struct w32_xprep *xp[W32_MAX_XR];
-                for (int k = 0; k < xr; k++) {
-                    bx[k] = (const block_q8_0 *)((const char *)x + (r0 + r + k) * xs);
-                    xp[k] = prep + (size_t)(r + k) * nb;
-                }
-                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * W32P_ROWS;
-                const uint8_t *gp = w + (size_t)g * gb;
-#define W32P_CASE(XR)                                                                              \
-    case XR: w32p_rows(q8, XR, nb, gp, bx, xp, out, ys, rows); break;
-                switch (xr) {
-                    W32P_CASE(1)
-                    W32P_CASE(2)
-                    W32P_CASE(3)
-                    W32P_CASE(4)
-                    W32P_CASE(5)
-                    W32P_CASE(6)
-                    W32P_CASE(7)
-                    W32P_CASE(8)
-                }
-#undef W32P_CASE
-            }
-        }
-    }
-    free(heap);
-}
-
-/* The single dot: the same float steps, the block's int sum from 256-bit vpdpbusd. */
-static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, const void *w,
-                                                           const void *x) {
-    const block_q8_0 *bx = x;
-    float acc = 0;
-    for (int64_t b = 0; b < n / QK8_0; b++) {
-        const uint8_t *blk = (const uint8_t *)w + b * w32_blk(q8);
-        __m256i wq;
-        if (q8) {
-            wq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
-                                  _mm256_set1_epi8((char)0x80));
-        } else {
-            const __m128i p = _mm_loadu_si128((const __m128i *)(blk + 2));
-            wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(0xF));
-        }
-        const __m256i s8 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq,
-                                               _mm256_loadu_si256((const __m256i *)bx[b].qs));
-        __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-        v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
-        v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
-        const int32_t s = _mm_cvtsi128_si32(v) + (q8 ? -128 : -8) * x_sum32(bx + b);
-        quant_f16_t dw;
-        memcpy(&dw, blk, sizeof dw);
-        acc = acc + (float)s * (_cvtsh_ss(dw) * _cvtsh_ss(bx[b].d));
-    }
-    return acc;
-}
-
-/* Packed groups: w the first group (16 plain rows' bytes each), nw a multiple of 16. */
-static inline __attribute__((always_inline)) void ptile_w32(bool q8, int64_t n, const void *w,
-                                                            size_t w_stride, int nw, const void *x,
-                                                            size_t x_stride, int nx, float *y,
-                                                            size_t y_stride) {
-    w32p_groups(q8, n / QK8_0, w, W32P_ROWS * w_stride, nw / W32P_ROWS, W32P_ROWS, x, x_stride, nx,
-                y, y_stride);
-}
-
-/* Plain rows (a weight that was not packed, or the rows after the last group): 16 at a time
- * packed into a buffer, then the same kernel; rows too long for it take the single dot. */
-#define W32_PACK_BUF_BYTES (256 * 1024)
-static _Thread_local uint8_t w32_pack_buf[W32_PACK_BUF_BYTES] __attribute__((aligned(64)));
-
-static inline __attribute__((always_inline)) void tile_w32(bool q8, int64_t n, const void *w,
-                                                           size_t w_stride, int nw, const void *x,
-                                                           size_t x_stride, int nx, float *y,
-                                                           size_t y_stride) {
-    if ((size_t)W32P_ROWS * w_stride > W32_PACK_BUF_BYTES) {
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] =
-                    dot_w32(q8, n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
-        return;
-    }
-    for (int i0 = 0; i0 < nw; i0 += W32P_ROWS) {
-        const int rows = min_int(W32P_ROWS, nw - i0);
-        w32_pack_rows(q8, n, (const char *)w + i0 * w_stride, w_stride, rows, w32_pack_buf);
-        w32p_groups(q8, n / QK8_0, w32_pack_buf, W32P_ROWS * w_stride, 1, rows, x, x_stride, nx,
-                    y + i0, y_stride);
-    }
-}
-
-static float dot_q4_0(int64_t n, const void *w, const void *x) {
-    return dot_w32(false, n, w, x);
-}
-static float dot_q8_0(int64_t n, const void *w, const void *x) {
-    return dot_w32(true, n, w, x);
-}
-static void tile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_w32(false, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void tile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
-                       int nx, float *y, size_t ys) {
-    ptile_w32(false, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
-                       int nx, float *y, size_t ys) {
-    ptile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
-}
-
-/* ==== K-quant weights (x is q8_K) ====
- * A block is 4 groups of 64 elements in one register each: q4_K group j holds sub-blocks 2j and
- * 2j+1 (the low and high nibbles of qs[32j..32j+31]); q6_K group g elements 64g..64g+63. Each
- * group's int32 lanes are sum over 4 elements of q * y times the element's scale, by vpmaddubsw
- * (u8 q times s8 y, pairs, exact: at most 2 * 63 * 128) then vpdpwssd with the scales as int16;
- * the 4 groups add into sumi (16 lanes). q6_K subtracts 32 * sum sc * bsums (8 lanes, in the
- * low half). Float steps per block: acc = fma(y.d * d, float(sumi), acc) (16 lanes); q4_K also
- * accm = fma(y.d * dmin, float(min lanes), accm) with avx2's 8 min lanes; the result is
- * hsum512(acc) (- hsum256(accm)). The tile does the same per (row, x row). */
+/* ==== q6_K weights (x is q8_K) ====
+ * (q4_K is in quant_avx512_pack.c.) A block is 4 groups of 64 elements, group g elements
+ * 64g..64g+63 in one register. Each group's int32 lanes are sum over 4 elements of q * y times
+ * the element's scale, by vpmaddubsw (u8 q times s8 y, pairs, exact: at most 2 * 63 * 128)
+ * then vpdpwssd with the scales as int16; the 4 groups add into sumi (16 lanes), less 32 * sum
+ * sc * bsums (8 lanes, in the low half). Float steps per block: acc = fma(y.d * d, float(sumi),
+ * acc) (16 lanes); the result is hsum512(acc). The tile does the same per (row, x row). */
 
 struct kblk {
     __m512i q[4];
     __m512i sc[4];
-    __m256i corr; /* q4_K: mins duplicated (m0 m0 m1 m1 ...); q6_K: the 16 scales as int16 */
-    float d, dmin;
-    float pad[6];
+    __m256i corr; /* the 16 scales as int16 */
+    float d;
+    float pad[7];
 };
-
-/* The 8 6-bit scales and 8 6-bit mins of a q4_K/q5_K block (layout in quant_internal.h). */
-static inline void unpack_k_scales(const uint8_t *packed, uint8_t sc[8], uint8_t mn[8]) {
-    uint32_t q[3], s[2], m[2];
-    memcpy(q, packed, 12);
-    s[0] = q[0] & 0x3f3f3f3f;
-    s[1] = (q[2] & 0x0f0f0f0f) | ((q[0] >> 2) & 0x30303030);
-    m[0] = q[1] & 0x3f3f3f3f;
-    m[1] = ((q[2] >> 4) & 0x0f0f0f0f) | ((q[1] >> 2) & 0x30303030);
-    memcpy(sc, s, 8);
-    memcpy(mn, m, 8);
-}
 
 /* int16 lanes of s (first 16 used) to [s[a] x8, s[b] x8, s[c] x8, s[d] x8]. */
 static inline __m512i spread16(__m512i s, int a, int b, int c, int d) {
@@ -382,25 +94,6 @@ static inline __m512i spread16(__m512i s, int a, int b, int c, int d) {
                                                                    _mm_set1_epi16((short)a))),
                            _mm256_set_m128i(_mm_set1_epi16((short)d), _mm_set1_epi16((short)c)), 1);
     return _mm512_permutexvar_epi16(idx, s);
-}
-
-static inline __attribute__((always_inline)) void k4_unpack(const block_q4_K *a, struct kblk *p) {
-    uint8_t sc[8], mn[8];
-    unpack_k_scales(a->scales, sc, mn);
-    const __m512i s16 =
-        _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)sc)));
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        const __m256i raw = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
-        p->q[j] = _mm512_and_si512(
-            _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1),
-            _mm512_set1_epi8(0xF));
-        p->sc[j] = spread16(s16, 2 * j, 2 * j, 2 * j + 1, 2 * j + 1);
-    }
-    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
-    p->corr = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-    p->d = _cvtsh_ss(a->d);
-    p->dmin = _cvtsh_ss(a->dmin);
 }
 
 static inline __attribute__((always_inline)) void k6_unpack(const block_q6_K *a, struct kblk *p) {
@@ -424,46 +117,19 @@ static inline __attribute__((always_inline)) void k6_unpack(const block_q6_K *a,
     }
     p->corr = _mm512_castsi512_si256(s16);
     p->d = _cvtsh_ss(a->d);
-    p->dmin = 0;
 }
 
-/* sumi lanes of one unpacked block against a q8_K block (q6: with the -32 correction). */
+/* sumi lanes of one unpacked block against a q8_K block, with the -32 correction. */
 static inline __attribute__((always_inline)) __m512i k_sumi(const struct kblk *p,
-                                                            const block_q8_K *b, bool q6) {
+                                                            const block_q8_K *b) {
     __m512i sumi = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int g = 0; g < 4; g++) {
         const __m512i y = _mm512_loadu_si512((const void *)(b->qs + 64 * g));
         sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(p->q[g], y), p->sc[g]);
     }
-    if (q6) {
-        const __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), p->corr);
-        sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
-    }
-    return sumi;
-}
-
-static inline __m256i k_min_lanes(__m256i mdup, const int16_t *bsums) {
-    return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), mdup);
-}
-
-static float dot_q4_K(int64_t n, const void *w, const void *x) {
-    const block_q4_K *a = w;
-    const block_q8_K *b = x;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        QUANT_PREFETCH(&a[i]);
-        QUANT_PREFETCH((const char *)&a[i] + 64);
-        QUANT_PREFETCH((const char *)&a[i] + 128);
-        struct kblk p;
-        k4_unpack(&a[i], &p);
-        const __m512i sumi = k_sumi(&p, &b[i], false);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(b[i].d * p.d), _mm512_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * p.dmin),
-                               _mm256_cvtepi32_ps(k_min_lanes(p.corr, b[i].bsums)), accm);
-    }
-    return hsum512(acc) - hsum256(accm);
+    const __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), p->corr);
+    return _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
 }
 
 static float dot_q6_K(int64_t n, const void *w, const void *x) {
@@ -477,7 +143,7 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
         QUANT_PREFETCH((const char *)&a[i] + 192);
         struct kblk p;
         k6_unpack(&a[i], &p);
-        const __m512i sumi = k_sumi(&p, &b[i], true);
+        const __m512i sumi = k_sumi(&p, &b[i]);
         acc = _mm512_fmadd_ps(_mm512_set1_ps(b[i].d * p.d), _mm512_cvtepi32_ps(sumi), acc);
     }
     return hsum512(acc);
@@ -485,14 +151,10 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
 
 /* M prepacked rows (pk[b * M + i]) against one q8_K x row. */
 static inline __attribute__((always_inline)) void
-k_panel_row(int M, bool q6, int64_t nb, const struct kblk *pk, const block_q8_K *bx, float *out) {
+k_panel_row(int M, int64_t nb, const struct kblk *pk, const block_q8_K *bx, float *out) {
     __m512 acc[4];
-    __m256 accm[4];
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        acc[i] = _mm512_setzero_ps();
-        accm[i] = _mm256_setzero_ps();
-    }
+    for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         __m512i s[4];
 #pragma GCC unroll 4
@@ -512,73 +174,45 @@ k_panel_row(int M, bool q6, int64_t nb, const struct kblk *pk, const block_q8_K 
         for (int i = 0; i < M; i++) {
             const struct kblk *p = &pk[b * M + i];
             const __m256i c = _mm256_madd_epi16(bs, p->corr);
-            if (q6) {
-                const __m512i sumi =
-                    _mm512_sub_epi32(s[i], _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
-                acc[i] =
-                    _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(sumi), acc[i]);
-            } else {
-                acc[i] =
-                    _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(s[i]), acc[i]);
-                accm[i] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(yd * p->dmin), _mm256_cvtepi32_ps(c), accm[i]);
-            }
+            const __m512i sumi =
+                _mm512_sub_epi32(s[i], _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
+            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(sumi), acc[i]);
         }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < M; i++) out[i] = q6 ? hsum512(acc[i]) : hsum512(acc[i]) - hsum256(accm[i]);
+    for (int i = 0; i < M; i++) out[i] = hsum512(acc[i]);
 }
 
 /* Small batches: each weight row streamed once, each block unpacked once into registers and
  * dotted against a register block of up to SMALL_MX q8_K x rows read where they are (the x side
- * needs no preparation); per (row, x row) exactly dot_q4_K's / dot_q6_K's float steps. */
-static inline __attribute__((always_inline)) void k_small_row(bool q6, int MX, int64_t nb,
-                                                              const char *row,
+ * needs no preparation); per (row, x row) exactly dot_q6_K's float steps. */
+static inline __attribute__((always_inline)) void k_small_row(int MX, int64_t nb, const char *row,
                                                               const block_q8_K *const *bx, float *y,
                                                               size_t y_stride) {
     __m512 acc[SMALL_MX];
-    __m256 accm[SMALL_MX];
 #pragma GCC unroll 8
-    for (int r = 0; r < SMALL_MX; r++) {
-        acc[r] = _mm512_setzero_ps();
-        accm[r] = _mm256_setzero_ps();
-    }
+    for (int r = 0; r < SMALL_MX; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         struct kblk p;
-        if (q6) {
-            const block_q6_K *a = (const block_q6_K *)row + b;
-            QUANT_PREFETCH(a);
-            QUANT_PREFETCH((const char *)a + 64);
-            QUANT_PREFETCH((const char *)a + 128);
-            QUANT_PREFETCH((const char *)a + 192);
-            k6_unpack(a, &p);
-        } else {
-            const block_q4_K *a = (const block_q4_K *)row + b;
-            QUANT_PREFETCH(a);
-            QUANT_PREFETCH((const char *)a + 64);
-            QUANT_PREFETCH((const char *)a + 128);
-            k4_unpack(a, &p);
-        }
+        const block_q6_K *a = (const block_q6_K *)row + b;
+        QUANT_PREFETCH(a);
+        QUANT_PREFETCH((const char *)a + 64);
+        QUANT_PREFETCH((const char *)a + 128);
+        QUANT_PREFETCH((const char *)a + 192);
+        k6_unpack(a, &p);
 #pragma GCC unroll 8
         for (int r = 0; r < MX; r++) {
             const block_q8_K *xb = bx[r] + b;
-            const __m512i sumi = k_sumi(&p, xb, q6);
+            const __m512i sumi = k_sumi(&p, xb);
             acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xb->d * p.d), _mm512_cvtepi32_ps(sumi), acc[r]);
-            if (!q6)
-                accm[r] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(xb->d * p.dmin),
-                                    _mm256_cvtepi32_ps(k_min_lanes(p.corr, xb->bsums)), accm[r]);
         }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < MX; r++)
-        y[r * y_stride] = q6 ? hsum512(acc[r]) : hsum512(acc[r]) - hsum256(accm[r]);
+    for (int r = 0; r < MX; r++) y[r * y_stride] = hsum512(acc[r]);
 }
 
-static inline __attribute__((always_inline)) void k_small(bool q6, int64_t n, const void *w,
-                                                          size_t w_stride, int nw, const void *x,
-                                                          size_t x_stride, int nx, float *y,
-                                                          size_t y_stride) {
+static void k_small(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                    size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK_K;
     int first[SMALL_NX], size[SMALL_NX];
     const int nblk = small_blocks(nx, first, size);
@@ -591,12 +225,7 @@ static inline __attribute__((always_inline)) void k_small(bool q6, int64_t n, co
                                              (first[g] + min_int(r, size[g] - 1)) * x_stride);
             float *out = y + first[g] * y_stride + i;
 #define K_SMALL_CASE(MX)                                                                           \
-    case MX:                                                                                       \
-        if (q6)                                                                                    \
-            k_small_row(true, MX, nb, row, bx, out, y_stride);                                     \
-        else                                                                                       \
-            k_small_row(false, MX, nb, row, bx, out, y_stride);                                    \
-        break;
+    case MX: k_small_row(MX, nb, row, bx, out, y_stride); break;
             switch (size[g]) {
                 K_SMALL_CASE(1)
                 K_SMALL_CASE(2)
@@ -612,12 +241,11 @@ static inline __attribute__((always_inline)) void k_small(bool q6, int64_t n, co
     }
 }
 
-static void tile_k(bool q6, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                   size_t x_stride, int nx, float *y, size_t y_stride) {
+static void tile_q6_K(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                      size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK_K;
-    const quant_dot_fn dot = q6 ? dot_q6_K : dot_q4_K;
     if (nx > 1 && nx <= SMALL_NX) {
-        k_small(q6, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+        k_small(n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
     }
     if (nx == 1 || (size_t)nb * sizeof(struct kblk) > PANEL_BUF_BYTES) {
@@ -625,7 +253,7 @@ static void tile_k(bool q6, int64_t n, const void *w, size_t w_stride, int nw, c
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
                 y[r * y_stride + i] =
-                    dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+                    dot_q6_K(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)nb * sizeof(struct kblk)));
@@ -635,36 +263,18 @@ static void tile_k(bool q6, int64_t n, const void *w, size_t w_stride, int nw, c
         const int m = min_int(mw, nw - i0);
         for (int i = 0; i < m; i++) {
             const char *row = (const char *)w + (i0 + i) * w_stride;
-            for (int64_t b = 0; b < nb; b++) {
-                if (q6)
-                    k6_unpack((const block_q6_K *)row + b, &pk[b * m + i]);
-                else
-                    k4_unpack((const block_q4_K *)row + b, &pk[b * m + i]);
-            }
+            for (int64_t b = 0; b < nb; b++) k6_unpack((const block_q6_K *)row + b, &pk[b * m + i]);
         }
         for (int r = 0; r < nx; r++) {
             const block_q8_K *bx = (const block_q8_K *)((const char *)x + r * x_stride);
             float out[4];
-            if (m == 4 && q6)
-                k_panel_row(4, true, nb, pk, bx, out);
-            else if (m == 4)
-                k_panel_row(4, false, nb, pk, bx, out);
-            else if (q6)
-                k_panel_row(m, true, nb, pk, bx, out);
+            if (m == 4)
+                k_panel_row(4, nb, pk, bx, out);
             else
-                k_panel_row(m, false, nb, pk, bx, out);
+                k_panel_row(m, nb, pk, bx, out);
             for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
         }
     }
-}
-
-static void tile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_k(false, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_k(true, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* ==== Float weights (x is f32) ====
@@ -1031,9 +641,9 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_F32] = dot_f32,
             [DTYPE_F16] = dot_f16,
             [DTYPE_BF16] = dot_bf16,
-            [DTYPE_Q8_0] = dot_q8_0,
-            [DTYPE_Q4_0] = dot_q4_0,
-            [DTYPE_Q4_K] = dot_q4_K,
+            [DTYPE_Q8_0] = quant_dot_q8_0_avx512,
+            [DTYPE_Q4_0] = quant_dot_q4_0_avx512,
+            [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
             [DTYPE_Q5_K] = dot_fb_Q5_K,
             [DTYPE_Q6_K] = dot_q6_K,
             [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx512,
@@ -1042,11 +652,6 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_avx512,
             [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_avx512,
         },
-};
-
-const struct quant_pack quant_packs_avx512[DTYPE_COUNT] = {
-    [DTYPE_Q4_0] = {W32P_ROWS, pack_q4_0, ptile_q4_0},
-    [DTYPE_Q8_0] = {W32P_ROWS, pack_q8_0, ptile_q8_0},
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
@@ -1058,9 +663,9 @@ const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
     [DTYPE_F32] = tile_f32,
     [DTYPE_F16] = tile_f16,
     [DTYPE_BF16] = tile_bf16,
-    [DTYPE_Q8_0] = tile_q8_0,
-    [DTYPE_Q4_0] = tile_q4_0,
-    [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_Q8_0] = quant_tile_q8_0_avx512,
+    [DTYPE_Q4_0] = quant_tile_q4_0_avx512,
+    [DTYPE_Q4_K] = quant_tile_q4_K_avx512,
     [DTYPE_Q5_K] = tile_fb_Q5_K,
     [DTYPE_Q6_K] = tile_q6_K,
 };

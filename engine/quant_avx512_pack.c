@@ -1,0 +1,509 @@
+/* quant_avx512_pack: the avx512 variant's kernels on weights packed at load (matmul_pack) in
+ * groups of 16 rows, one row per 32-bit lane of a 512-bit register: q4_0, q8_0 and q4_K.
+ * Compiled with the flags of quant_avx512.c; quant.c calls them only when that variant runs.
+ *
+ * A row by row kernel spends shuffles and float steps on every row and block; across 16 rows
+ * in lanes, one vpdpbusd adds 4 products to each of the 16 rows, and scales are converted once
+ * per block and group. The float steps per (weight row, x row) are the scalar reference dot's
+ * in its order (its integer sums are exact, so how they are added up does not matter), so every
+ * path (single dot, GEMV, small batch, prompt; packed or plain rows) gives the reference's
+ * result bit for bit, and batch invariance follows. Each type also has a plain-rows tile (rows
+ * packed 16 at a time into a buffer, for weights that were not packed and the rows after the
+ * last group) and a single dot. */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+#include "quant_internal.h"
+
+static inline int min_int(int a, int b) {
+    return a < b ? a : b;
+}
+static inline int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+/* The x rows' prepared scales and sums (per call), and plain rows packed on the fly. */
+#define PREP_BUF_BYTES (192 * 1024)
+static _Thread_local uint8_t prep_buf[PREP_BUF_BYTES] __attribute__((aligned(64)));
+#define PACK_BUF_BYTES (256 * 1024)
+static _Thread_local uint8_t pack_buf[PACK_BUF_BYTES] __attribute__((aligned(64)));
+
+/* Sum of a 32-bit lane vector (exact). */
+static inline int32_t hsum_epi32_256(__m256i s) {
+    __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+    return _mm_cvtsi128_si32(v);
+}
+
+/* ==== q4_0 and q8_0 weights (x is q8_0) ====
+ * Per (weight row, x row) the float steps are the scalar reference dot's: for each block b in
+ * order, s = the exact int sum of w * x over its 32 elements (w = q - 8 for q4_0), then
+ * acc = acc + (float)s * (d_w * d_x), unfused (the product of two f16 values is exact in f32).
+ * So these two types give the reference's results bit for bit on every path (dot, GEMV, small
+ * batch, prompt); only the integer sums are computed differently, and they are exact.
+ *
+ * The weights are packed (matmul_pack) in groups of W32P_ROWS = 16 rows, lane r of a 512-bit
+ * register for row r. A group's blocks go in chunks of W32P_CHUNK = 8 (the last may be
+ * shorter), each first the scales (block j of the chunk: the 16 rows' f16 d at j * 32 bytes),
+ * then the values (block j at nbc * 32 + j * QB, nbc blocks in the chunk), so the kernel reads
+ * one stream in address order: two streams (all scales, then all values) ran at 15-18 GB/s of
+ * this Zen 4's ~30 at 1 thread, one at 22-29. The hardware prefetcher follows it alone: a
+ * software prefetch 2-8 KiB ahead only slowed it (20-27 GB/s). Register t (64 bytes)
+ * holds in lane r the 4 bytes of row r's block that pair with x's bytes 4t..4t+3. q4_0
+ * (QB = 256): registers u < 4 are bytes 4u..4u+3 of the row's qs as stored, whose low nibbles
+ * are elements 4u.. and high nibbles elements 16 + 4u.. (= register u + 4 once unpacked).
+ * q8_0 (QB = 512): registers t < 8 are values 4t..4t+3, each byte XOR 0x80 (w + 128, so
+ * vpdpbusd can take it as the unsigned side). One vpdpbusd of a register against x's 4 bytes
+ * broadcast adds 4 products to every row's lane; the 8 of a block give each lane its exact
+ * sum, started from -8 (q4_0: q - 8) or -128 (q8_0: w + 128) times the sum of x's 32 values.
+ * Per block and group of rows: 4 loads and 8 unpack steps (q4_0) or 8 loads (q8_0), 8
+ * vpdpbusd, one scale conversion and 3 float operations for all 16 rows, where the row by row
+ * layout needed shuffles and float steps per row and block. */
+#define W32P_ROWS 16
+#define W32_MAX_XR 8 /* x rows per pass over a group's blocks */
+#define W32P_CHUNK 8 /* blocks whose scales are stored together, before their values */
+
+static inline __attribute__((always_inline)) size_t w32_qb(bool q8) {
+    return q8 ? 512 : 256;
+}
+static inline __attribute__((always_inline)) size_t w32_blk(bool q8) {
+    return q8 ? sizeof(block_q8_0) : sizeof(block_q4_0);
+}
+
+/* Packs rows (<= 16; the missing ones zero) of n elements, row i at src + i * src_stride. */
+static void w32_pack_rows(bool q8, int64_t n, const void *src, size_t src_stride, int rows,
+                          void *dst) {
+    const int64_t nb = n / QK8_0;
+    const size_t qb = w32_qb(q8);
+    memset(dst, 0, (size_t)nb * (32 + qb));
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = (const uint8_t *)src + r * src_stride + b * w32_blk(q8);
+            const int64_t c0 = b / W32P_CHUNK * W32P_CHUNK, nbc = min64(W32P_CHUNK, nb - c0);
+            uint8_t *d = (uint8_t *)dst + c0 * (32 + qb), *q = d + nbc * 32 - c0 * qb;
+            memcpy(d + (b - c0) * 32 + r * 2, blk, 2); /* d: the first field of both types */
+            for (size_t t = 0; t < qb / 64; t++) {
+                uint32_t v;
+                memcpy(&v, blk + 2 + 4 * t, 4);
+                v ^= q8 ? 0x80808080u : 0;
+                memcpy(q + b * qb + t * 64 + r * 4, &v, 4);
+            }
+        }
+}
+
+static void pack_q4_0(int64_t n, const void *src, void *dst) {
+    w32_pack_rows(false, n, src, dtype_row_bytes(DTYPE_Q4_0, n), W32P_ROWS, dst);
+}
+static void pack_q8_0(int64_t n, const void *src, void *dst) {
+    w32_pack_rows(true, n, src, dtype_row_bytes(DTYPE_Q8_0, n), W32P_ROWS, dst);
+}
+
+/* Per (x row, block): the f32 scale and the start value of the int sums. */
+struct w32_xprep {
+    float dx;
+    int32_t start;
+};
+
+/* Sum of the 32 values of an x block. */
+static inline int32_t x_sum32(const block_q8_0 *b) {
+    return hsum_epi32_256(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1),
+                                              _mm256_loadu_si256((const __m256i *)b->qs)));
+}
+
+static void w32_prep_x(bool q8, int64_t nb, const block_q8_0 *bx, struct w32_xprep *xp) {
+    for (int64_t b = 0; b < nb; b++) {
+        xp[b].dx = _cvtsh_ss(bx[b].d);
+        xp[b].start = (q8 ? -128 : -8) * x_sum32(bx + b);
+    }
+}
+
+/* A group (16 rows, g) against XR x rows (bx[r], prepared xp[r]): y[r * ys + i] for the first
+ * `rows` rows i of the group. */
+static inline __attribute__((always_inline)) void
+w32p_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *bx,
+          const struct w32_xprep *const *xp, float *y, size_t ys, int rows) {
+    /* two chains of vpdpbusd per x row when there are few, one when enough rows interleave */
+    const bool two = XR < 4;
+    const size_t qb = w32_qb(q8);
+    __m512 acc[W32_MAX_XR];
+#pragma GCC unroll 8
+    for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t cb = b / W32P_CHUNK * W32P_CHUNK, nbc = min64(W32P_CHUNK, nb - cb);
+        const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32 + (b - cb) * qb;
+        const __m512 dw =
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + (b - cb) * 32)));
+        __m512i wv[8];
+        if (q8) {
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) wv[t] = _mm512_loadu_si512(v + t * 64);
+        } else {
+            const __m512i m4 = _mm512_set1_epi8(0xF);
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                const __m512i p = _mm512_loadu_si512(v + u * 64);
+                wv[u] = _mm512_and_si512(p, m4);
+                wv[u + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m4);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < XR; r++) {
+            const int8_t *xq = bx[r][b].qs;
+            __m512i c0 = _mm512_set1_epi32(xp[r][b].start), c1 = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                int32_t x4;
+                memcpy(&x4, xq + 4 * t, 4);
+                if (two && (t & 1))
+                    c1 = _mm512_dpbusd_epi32(c1, wv[t], _mm512_set1_epi32(x4));
+                else
+                    c0 = _mm512_dpbusd_epi32(c0, wv[t], _mm512_set1_epi32(x4));
+            }
+            const __m512i s = two ? _mm512_add_epi32(c0, c1) : c0;
+            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xp[r][b].dx));
+            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_cvtepi32_ps(s), d));
+        }
+    }
+    const __mmask16 keep = (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 8
+    for (int r = 0; r < XR; r++) _mm512_mask_storeu_ps(y + r * ys, keep, acc[r]);
+}
+
+/* Groups [0, ng) at w (group bytes gb) against x rows [0, nx): the x rows go in passes of up
+ * to W32_MAX_XR, their preparation in chunks that fit prep_buf. */
+static inline __attribute__((always_inline)) void w32p_groups(bool q8, int64_t nb, const uint8_t *w,
+                                                              size_t gb, int ng, int last_rows,
+                                                              const void *x, size_t xs, int nx,
+                                                              float *y, size_t ys) {
+    struct w32_xprep *prep = (struct w32_xprep *)prep_buf, *heap = NULL;
+    int per = (int)(PREP_BUF_BYTES / (sizeof *prep * (size_t)nb));
+    if (per < 1) { /* rows of over 786,432 elements: one x row at a time from the heap */
+        prep = heap = malloc(sizeof *prep * (size_t)nb);
+        if (!heap) abort();
+        per = 1;
+    }
+    for (int r0 = 0; r0 < nx; r0 += per) {
+        const int nc = min_int(per, nx - r0);
+        for (int r = 0; r < nc; r++)
+            w32_prep_x(q8, nb, (const block_q8_0 *)((const char *)x + (r0 + r) * xs),
+                       prep + (size_t)r * nb);
+        for (int g = 0; g < ng; g++) {
+            const int rows = g == ng - 1 ? last_rows : W32P_ROWS;
+            for (int r = 0; r < nc; r += W32_MAX_XR) {
+                const int xr = min_int(W32_MAX_XR, nc - r);
+                const block_q8_0 *bx[W32_MAX_XR];
+                const struct w32_xprep *xp[W32_MAX_XR];
+                for (int k = 0; k < xr; k++) {
+                    bx[k] = (const block_q8_0 *)((const char *)x + (r0 + r + k) * xs);
+                    xp[k] = prep + (size_t)(r + k) * nb;
+                }
+                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * W32P_ROWS;
+                const uint8_t *gp = w + (size_t)g * gb;
+#define W32P_CASE(XR)                                                                              \
+    case XR: w32p_rows(q8, XR, nb, gp, bx, xp, out, ys, rows); break;
+                switch (xr) {
+                    W32P_CASE(1)
+                    W32P_CASE(2)
+                    W32P_CASE(3)
+                    W32P_CASE(4)
+                    W32P_CASE(5)
+                    W32P_CASE(6)
+                    W32P_CASE(7)
+                    W32P_CASE(8)
+                }
+#undef W32P_CASE
+            }
+        }
+    }
+    free(heap);
+}
+
+/* The single dot: the same float steps, the block's int sum from 256-bit vpdpbusd. */
+static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, const void *w,
+                                                           const void *x) {
+    const block_q8_0 *bx = x;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        const uint8_t *blk = (const uint8_t *)w + b * w32_blk(q8);
+        __m256i wq;
+        if (q8) {
+            wq = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)),
+                                  _mm256_set1_epi8((char)0x80));
+        } else {
+            const __m128i p = _mm_loadu_si128((const __m128i *)(blk + 2));
+            wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(0xF));
+        }
+        const __m256i s8 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq,
+                                               _mm256_loadu_si256((const __m256i *)bx[b].qs));
+        const int32_t s = hsum_epi32_256(s8) + (q8 ? -128 : -8) * x_sum32(bx + b);
+        quant_f16_t dw;
+        memcpy(&dw, blk, sizeof dw);
+        acc = acc + (float)s * (_cvtsh_ss(dw) * _cvtsh_ss(bx[b].d));
+    }
+    return acc;
+}
+
+/* Packed groups: w the first group (16 plain rows' bytes each), nw a multiple of 16. */
+static inline __attribute__((always_inline)) void ptile_w32(bool q8, int64_t n, const void *w,
+                                                            size_t w_stride, int nw, const void *x,
+                                                            size_t x_stride, int nx, float *y,
+                                                            size_t y_stride) {
+    w32p_groups(q8, n / QK8_0, w, W32P_ROWS * w_stride, nw / W32P_ROWS, W32P_ROWS, x, x_stride, nx,
+                y, y_stride);
+}
+
+/* Plain rows (a weight that was not packed, or the rows after the last group): 16 at a time
+ * packed into a buffer, then the same kernel; rows too long for it take the single dot. */
+
+static inline __attribute__((always_inline)) void tile_w32(bool q8, int64_t n, const void *w,
+                                                           size_t w_stride, int nw, const void *x,
+                                                           size_t x_stride, int nx, float *y,
+                                                           size_t y_stride) {
+    if ((size_t)W32P_ROWS * w_stride > PACK_BUF_BYTES) {
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * y_stride + i] =
+                    dot_w32(q8, n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+        return;
+    }
+    for (int i0 = 0; i0 < nw; i0 += W32P_ROWS) {
+        const int rows = min_int(W32P_ROWS, nw - i0);
+        w32_pack_rows(q8, n, (const char *)w + i0 * w_stride, w_stride, rows, pack_buf);
+        w32p_groups(q8, n / QK8_0, pack_buf, W32P_ROWS * w_stride, 1, rows, x, x_stride, nx, y + i0,
+                    y_stride);
+    }
+}
+
+/* ==== q4_K weights (x is q8_K) ====
+ * The reference's float steps per 256-element super-block b, in order:
+ *   acc = acc + ((dx * d) * (float)sumi - (dx * dmin) * (float)summ)
+ * with sumi = sum over sub-blocks j of sc_j * (sum of q * x over the sub-block) and summ = sum
+ * over j of m_j * (the sub-block's x sum, from q8_K's bsums), both exact ints.
+ *
+ * Packed layout, per super-block of a group of K4P_ROWS = 16 rows (2304 bytes = 16 blocks):
+ * d of the 16 rows (f16, 32 bytes), dmin (32 bytes), the 12 scale bytes as 12 planes of 16
+ * (plane k: byte k of each row's scales, 192 bytes), then 32 value registers of 64 bytes,
+ * register t holding in lane r bytes 4t..4t+3 of row r's qs as stored: low nibbles are elements
+ * 64(t/8) + 4(t%8).. of sub-block 2(t/8), high nibbles the same positions of sub-block
+ * 2(t/8) + 1. The scale planes decode to the 8 scales and 8 mins of all 16 rows at once with
+ * byte masks and shifts; the high nibbles are taken as 16 q (mask 0xF0) and their sums shifted
+ * back, exactly. Mins go through vpdpwssd: lane r = (m_2i, m_2i+1) against x's sums of the
+ * two sub-blocks. */
+#define K4P_ROWS 16
+#define K4P_SB_BYTES (K4P_ROWS * sizeof(block_q4_K))
+#define K4_MAX_XR 4 /* x rows per pass over a group's super-blocks */
+
+/* Packs rows (<= 16; the missing ones zero) of n elements, row i at src + i * src_stride. */
+static void k4_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    const int64_t nb = n / QK_K;
+    memset(dst, 0, (size_t)nb * K4P_SB_BYTES);
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q4_K *a = (const block_q4_K *)((const char *)src + r * src_stride) + b;
+            uint8_t *o = (uint8_t *)dst + b * K4P_SB_BYTES;
+            memcpy(o + r * 2, &a->d, 2);
+            memcpy(o + 32 + r * 2, &a->dmin, 2);
+            for (int k = 0; k < K_SCALE_SIZE; k++) o[64 + k * 16 + r] = a->scales[k];
+            for (int t = 0; t < 32; t++) memcpy(o + 256 + t * 64 + r * 4, a->qs + 4 * t, 4);
+        }
+}
+
+static void pack_q4_K(int64_t n, const void *src, void *dst) {
+    k4_pack_rows(n, src, dtype_row_bytes(DTYPE_Q4_K, n), K4P_ROWS, dst);
+}
+
+/* Per (x row, super-block): the scale and the sub-blocks' x sums as int16 pairs (2i, 2i+1). */
+struct k4_xprep {
+    float d;
+    int32_t bs[4];
+};
+
+static void k4_prep_x(int64_t nb, const block_q8_K *bx, struct k4_xprep *xp) {
+    for (int64_t b = 0; b < nb; b++) {
+        xp[b].d = bx[b].d;
+        for (int i = 0; i < 4; i++) {
+            const int16_t *s = bx[b].bsums + 4 * i;
+            const uint32_t lo = (uint16_t)(int16_t)(s[0] + s[1]);
+            const uint32_t hi = (uint16_t)(int16_t)(s[2] + s[3]);
+            xp[b].bs[i] = (int32_t)(lo | hi << 16);
+        }
+    }
+}
+
+/* A group (16 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
+static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, const uint8_t *g,
+                                                           const block_q8_K *const *bx,
+                                                           const struct k4_xprep *const *xp,
+                                                           float *y, size_t ys, int rows) {
+    const __m512i m0f = _mm512_set1_epi8(0x0F), mf0 = _mm512_set1_epi8((char)0xF0);
+    const __m512i m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
+    /* int16 lane order (m_2i of rows 0..15, m_2i+1 of rows 0..15) -> pairs per row */
+    const __m512i pairs =
+        _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512 acc[K4_MAX_XR];
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *o = g + b * K4P_SB_BYTES;
+        const __m512 da = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)o));
+        const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 32)));
+        const __m512i A = _mm512_loadu_si512(o + 64), B = _mm512_loadu_si512(o + 128),
+                      C = _mm512_loadu_si512(o + 192);
+        /* planes of 16 bytes: scales 0-3, 4-7, mins 0-3, 4-7 */
+        const __m512i sc03 = _mm512_and_si512(A, m63), mn03 = _mm512_and_si512(B, m63);
+        const __m512i sc47 = _mm512_or_si512(_mm512_and_si512(C, m0f),
+                                             _mm512_and_si512(_mm512_srli_epi16(A, 2), m30));
+        const __m512i mn47 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(C, 4), m0f),
+                                             _mm512_and_si512(_mm512_srli_epi16(B, 2), m30));
+        __m512i summ[K4_MAX_XR], sumi[K4_MAX_XR];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m256i two = i < 2 ? _mm512_extracti64x4_epi64(mn03, i & 1)
+                                      : _mm512_extracti64x4_epi64(mn47, i & 1);
+            const __m512i mp = _mm512_permutexvar_epi16(pairs, _mm512_cvtepu8_epi16(two));
+#pragma GCC unroll 4
+            for (int r = 0; r < XR; r++)
+                summ[r] = _mm512_dpwssd_epi32(i ? summ[r] : _mm512_setzero_si512(), mp,
+                                              _mm512_set1_epi32(xp[r][b].bs[i]));
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) sumi[r] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int j2 = 0; j2 < 4; j2++) {
+            const __m512i scl =
+                _mm512_cvtepu8_epi32(j2 < 2 ? _mm512_extracti32x4_epi32(sc03, (2 * j2) & 3)
+                                            : _mm512_extracti32x4_epi32(sc47, (2 * j2) & 3));
+            const __m512i sch =
+                _mm512_cvtepu8_epi32(j2 < 2 ? _mm512_extracti32x4_epi32(sc03, (2 * j2 + 1) & 3)
+                                            : _mm512_extracti32x4_epi32(sc47, (2 * j2 + 1) & 3));
+            __m512i lo[8], hi[8];
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                const __m512i p = _mm512_loadu_si512(o + 256 + (8 * j2 + k) * 64);
+                lo[k] = _mm512_and_si512(p, m0f);
+                hi[k] = _mm512_and_si512(p, mf0);
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < XR; r++) {
+                const int8_t *xq = bx[r][b].qs + 64 * j2;
+                __m512i sl = _mm512_setzero_si512(), sh = _mm512_setzero_si512();
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++) {
+                    int32_t x0, x1;
+                    memcpy(&x0, xq + 4 * k, 4);
+                    memcpy(&x1, xq + 32 + 4 * k, 4);
+                    sl = _mm512_dpbusd_epi32(sl, lo[k], _mm512_set1_epi32(x0));
+                    sh = _mm512_dpbusd_epi32(sh, hi[k], _mm512_set1_epi32(x1));
+                }
+                sumi[r] = _mm512_add_epi32(
+                    sumi[r], _mm512_add_epi32(_mm512_mullo_epi32(scl, sl),
+                                              _mm512_mullo_epi32(sch, _mm512_srai_epi32(sh, 4))));
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) {
+            const __m512 dx = _mm512_set1_ps(xp[r][b].d);
+            const __m512 t1 = _mm512_mul_ps(_mm512_mul_ps(dx, da), _mm512_cvtepi32_ps(sumi[r]));
+            const __m512 t2 = _mm512_mul_ps(_mm512_mul_ps(dx, dm), _mm512_cvtepi32_ps(summ[r]));
+            acc[r] = _mm512_add_ps(acc[r], _mm512_sub_ps(t1, t2));
+        }
+    }
+    const __mmask16 keep = (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) _mm512_mask_storeu_ps(y + r * ys, keep, acc[r]);
+}
+
+/* Groups [0, ng) at w (group bytes gb) against x rows [0, nx), as w32p_groups. */
+static void k4p_groups(int64_t nb, const uint8_t *w, size_t gb, int ng, int last_rows,
+                       const void *x, size_t xs, int nx, float *y, size_t ys) {
+    struct k4_xprep *prep = (struct k4_xprep *)prep_buf, *heap = NULL;
+    int per = (int)(PREP_BUF_BYTES / (sizeof *prep * (size_t)nb));
+    if (per < 1) { /* rows of over 2.4 million elements: one x row at a time from the heap */
+        prep = heap = malloc(sizeof *prep * (size_t)nb);
+        if (!heap) abort();
+        per = 1;
+    }
+    for (int r0 = 0; r0 < nx; r0 += per) {
+        const int nc = min_int(per, nx - r0);
+        for (int r = 0; r < nc; r++)
+            k4_prep_x(nb, (const block_q8_K *)((const char *)x + (r0 + r) * xs),
+                      prep + (size_t)r * nb);
+        for (int g = 0; g < ng; g++) {
+            const int rows = g == ng - 1 ? last_rows : K4P_ROWS;
+            for (int r = 0; r < nc; r += K4_MAX_XR) {
+                const int xr = min_int(K4_MAX_XR, nc - r);
+                const block_q8_K *bx[K4_MAX_XR];
+                const struct k4_xprep *xp[K4_MAX_XR];
+                for (int k = 0; k < xr; k++) {
+                    bx[k] = (const block_q8_K *)((const char *)x + (r0 + r + k) * xs);
+                    xp[k] = prep + (size_t)(r + k) * nb;
+                }
+                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * K4P_ROWS;
+                const uint8_t *gp = w + (size_t)g * gb;
+                switch (xr) {
+                case 1: k4p_rows(1, nb, gp, bx, xp, out, ys, rows); break;
+                case 2: k4p_rows(2, nb, gp, bx, xp, out, ys, rows); break;
+                case 3: k4p_rows(3, nb, gp, bx, xp, out, ys, rows); break;
+                default: k4p_rows(4, nb, gp, bx, xp, out, ys, rows); break;
+                }
+            }
+        }
+    }
+    free(heap);
+}
+
+static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    k4p_groups(n / QK_K, w, K4P_ROWS * ws, nw / K4P_ROWS, K4P_ROWS, x, xs, nx, y, ys);
+}
+
+/* Plain rows: 16 at a time packed into a buffer, then the same kernel; rows too long for it
+ * take the single dot (the reference's own). */
+void quant_tile_q4_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys) {
+    if ((size_t)K4P_ROWS * ws > PACK_BUF_BYTES) {
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * ys + i] =
+                    quant_dot_q4_K_q8_K_ref(n, (const char *)w + i * ws, (const char *)x + r * xs);
+        return;
+    }
+    for (int i0 = 0; i0 < nw; i0 += K4P_ROWS) {
+        const int rows = min_int(K4P_ROWS, nw - i0);
+        k4_pack_rows(n, (const char *)w + i0 * ws, ws, rows, pack_buf);
+        k4p_groups(n / QK_K, pack_buf, K4P_ROWS * ws, 1, rows, x, xs, nx, y + i0, ys);
+    }
+}
+
+float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x) {
+    return dot_w32(false, n, w, x);
+}
+float quant_dot_q8_0_avx512(int64_t n, const void *w, const void *x) {
+    return dot_w32(true, n, w, x);
+}
+void quant_tile_q4_0_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys) {
+    tile_w32(false, n, w, ws, nw, x, xs, nx, y, ys);
+}
+void quant_tile_q8_0_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys) {
+    tile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    ptile_w32(false, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    ptile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
+}
+
+const struct quant_pack quant_packs_avx512[DTYPE_COUNT] = {
+    [DTYPE_Q4_0] = {W32P_ROWS, pack_q4_0, ptile_q4_0},
+    [DTYPE_Q8_0] = {W32P_ROWS, pack_q8_0, ptile_q8_0},
+    [DTYPE_Q4_K] = {K4P_ROWS, pack_q4_K, ptile_q4_K},
+};
