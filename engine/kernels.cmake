@@ -3,13 +3,13 @@
 set(KERNELS_DIR ${CMAKE_CURRENT_LIST_DIR})
 add_library(engine_kernels STATIC
   ${KERNELS_DIR}/quant.c ${KERNELS_DIR}/quant_avx2.c ${KERNELS_DIR}/quant_avx512.c
-  ${KERNELS_DIR}/quant_avx512_pack.c
+  ${KERNELS_DIR}/quant_avx512_pack.c ${KERNELS_DIR}/quant_avx2_pack.c
   ${KERNELS_DIR}/quant_lowbit.c ${KERNELS_DIR}/quant_lowbit_avx2.c
   ${KERNELS_DIR}/quant_lowbit_avx512.c
   ${KERNELS_DIR}/matmul.c
   ${KERNELS_DIR}/threadpool.c)
 # Only this file may use AVX2: quant.c calls into it after checking the CPU.
-set_source_files_properties(${KERNELS_DIR}/quant_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-ffp-contract=off")
+set_source_files_properties(${KERNELS_DIR}/quant_avx2.c ${KERNELS_DIR}/quant_avx2_pack.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-ffp-contract=off")
 set_source_files_properties(${KERNELS_DIR}/quant_lowbit_avx2.c PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-ffp-contract=off")
 set_source_files_properties(${KERNELS_DIR}/quant_avx512.c ${KERNELS_DIR}/quant_avx512_pack.c
   ${KERNELS_DIR}/quant_lowbit_avx512.c PROPERTIES COMPILE_OPTIONS

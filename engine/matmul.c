@@ -1,9 +1,9 @@
 /* matmul: y = x · Wᵀ over a threadpool, for every supported weight type (see matmul.h).
  *
- * The weights may be in the kernel variant's packed layout (matmul_pack: the avx512 q4_0 and
- * q8_0 row groups), which its packed tile walks instead of the plain one; the rows after the
- * last group are plain. Each x row is first converted to the weight's dot type (rows spread over
- * threads), then:
+ * The weights may be in the kernel variant's packed layout (matmul_pack: the avx512 q4_0, q8_0
+ * and q4_K row groups, the avx2 q4_0 ones), which its packed tile walks instead of the plain one;
+ * the rows after the last group are plain. Each x row is first converted to the weight's dot type
+ * (rows spread over threads), then:
  *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
  *    contiguous chunks and each is streamed once (through the variant's tile with one x row,
  *    which may run several weight rows side by side, else the single-row dot);

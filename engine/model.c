@@ -400,7 +400,7 @@ static bool thp_available(void) {
  * measured 5-9% slower that way on the Zen 4 VM (bench/RESULTS.md). So the slice's matrices are
  * copied into anonymous memory, backed by 2 MiB pages where the kernel has transparent huge
  * pages (enabled or madvise), and in the layout the kernel variant streams fastest
- * (matmul_pack: the avx512 variant's q4_0 and q8_0 row groups). With CARAVAN_WEIGHTS=mmap (or
+ * (matmul_pack: row groups of some types). With CARAVAN_WEIGHTS=mmap (or
  * no memory for the copy) they stay mapped, plain, and are read once so the first token does not
  * fault them in; the results are the same either way. */
 static void place_weights(model_t *m) {

@@ -109,7 +109,7 @@ static float dot_bf16(int64_t n, const void *w, const void *x) {
     return dot_float(DTYPE_BF16, n, w, x);
 }
 
-/* ==== q8_0 and q4_0 weights (x is q8_0) ==== */
+/* ==== q8_0 weights (x is q8_0; q4_0 is in quant_avx2_pack.c) ==== */
 
 /* Sum of products of 32 signed bytes, as 8 int32 lanes (lane k: elements 4k..4k+3). */
 static inline __m256i dot_i8x32(__m256i a, __m256i b) {
@@ -119,33 +119,12 @@ static inline __m256i dot_i8x32(__m256i a, __m256i b) {
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-/* 32 q4_0 values (minus 8) in element order. */
-static inline __m256i unpack_q4_0(const uint8_t *qs) {
-    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i lo = _mm_and_si128(raw, _mm_set1_epi8(0xF));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0xF));
-    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
-}
-
 static float dot_q8_0(int64_t n, const void *w, const void *x) {
     const block_q8_0 *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK8_0; i++) { /* no prefetch: measured 4% slower here */
         const __m256i p = dot_i8x32(_mm256_loadu_si256((const __m256i *)a[i].qs),
                                     _mm256_loadu_si256((const __m256i *)b[i].qs));
-        const __m256 d = _mm256_set1_ps(f16(a[i].d) * f16(b[i].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    return hsum(acc);
-}
-
-static float dot_q4_0(int64_t n, const void *w, const void *x) {
-    const block_q4_0 *a = w;
-    const block_q8_0 *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK4_0; i++) {
-        const __m256i p =
-            dot_i8x32(unpack_q4_0(a[i].qs), _mm256_loadu_si256((const __m256i *)b[i].qs));
         const __m256 d = _mm256_set1_ps(f16(a[i].d) * f16(b[i].d));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
     }
@@ -326,68 +305,6 @@ static inline int panel_rows(int64_t nb, size_t bytes_per_block, int want) {
     return (int)(fit < want ? (fit < 1 ? 1 : fit) : want);
 }
 
-/* q4_0 values 0..15 (not minus 8) in element order; the -8 is applied through x's sums. */
-static inline __m256i unpack_q4_0_u(const uint8_t *qs) {
-    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i lo = _mm_and_si128(raw, _mm_set1_epi8(0xF));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0xF));
-    return _mm256_set_m128i(hi, lo);
-}
-
-/* M weight rows (prepacked: q[b * M + i], d[b * M + i]) against one q8_0 x row. The int32 lanes
- * equal dot_i8x32(q - 8, y): sum (q - 8) y = sum q y - 8 sum y over each lane's 4 elements. */
-static inline __attribute__((always_inline)) void q4_0_panel_row(int M, int64_t nb,
-                                                                 const __m256i *pq, const float *pd,
-                                                                 const block_q8_0 *bx, float *out) {
-    __m256 acc[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
-        const __m256i ys8 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), yv), ones);
-        const __m256 dx = _mm256_set1_ps(f16(bx[b].d));
-#pragma GCC unroll 8
-        for (int i = 0; i < M; i++) {
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(pq[b * M + i], yv), ones);
-            const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(&pd[b * M + i]), dx);
-            acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(p, ys8)), acc[i]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < M; i++) out[i] = hsum(acc[i]);
-}
-
-/* Generation: one x row against many weight rows, each row streamed once in memory order (two
- * rows interleaved defeat the hardware prefetcher: measured 3x slower from DRAM). The x side
- * of each block (its f32 scale and 8 * its lane sums) is computed once, so a block costs
- * about 13 instructions instead of 19; per (row, block) the float steps are dot_q4_0's. */
-static void gemv_q4_0(int64_t nb, const void *w, size_t w_stride, int nw, const void *x, float *y) {
-    const block_q8_0 *bx = x;
-    __m256i *ys8 = panel_buf;
-    float *dx = (float *)(ys8 + nb);
-    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xF);
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
-        ys8[b] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), yv), ones);
-        dx[b] = f16(bx[b].d);
-    }
-    for (int i = 0; i < nw; i++) {
-        const block_q4_0 *a = (const block_q4_0 *)((const char *)w + i * w_stride);
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; b++) {
-            QUANT_PREFETCH(&a[b]);
-            const __m128i raw = _mm_loadu_si128((const __m128i *)a[b].qs);
-            const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
-            const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, yv), ones);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(a[b].d) * dx[b]),
-                                  _mm256_cvtepi32_ps(_mm256_sub_epi32(p, ys8[b])), acc);
-        }
-        y[i] = hsum(acc);
-    }
-}
-
 /* ==== Small batches: a decode step of 2..SMALL_NX sequences ====
  * The panel tiles unpack a few weight rows into a buffer and walk it once per x row, which
  * suits a prompt but cost 2.5x a GEMV for a few x rows (interleaved weight streams, the x side
@@ -409,46 +326,32 @@ static inline int small_blocks(int nx, int *first, int *size) {
     return nblk;
 }
 
-/* The x side of q4_0/q8_0 for block b of x row r (of nx), at xs[b * nx + r]: its values, 8 *
- * its lane sums (q4_0's -8), and its scale broadcast. */
+/* The x side of q8_0 for block b of x row r (of nx), at xs[b * nx + r]: its values and its
+ * scale broadcast. */
 struct q8_small {
-    __m256i y, ys8;
+    __m256i y;
     __m256 dx;
 };
 
-static inline __attribute__((always_inline)) void q8_small_row(bool q8, int MX, int64_t nb,
-                                                               const char *row,
+static inline __attribute__((always_inline)) void q8_small_row(int MX, int64_t nb, const char *row,
                                                                const struct q8_small *xs, int nx,
                                                                float *y, size_t y_stride) {
     __m256 acc[SMALL_MX];
 #pragma GCC unroll 8
     for (int r = 0; r < SMALL_MX; r++) acc[r] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(0xF);
+    const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; b++) {
-        __m256i q, qs = _mm256_setzero_si256();
-        __m256 da;
-        if (q8) {
-            const block_q8_0 *a = (const block_q8_0 *)row + b;
-            QUANT_PREFETCH(a);
-            qs = _mm256_loadu_si256((const __m256i *)a->qs);
-            q = _mm256_sign_epi8(qs, qs);
-            da = _mm256_set1_ps(f16(a->d));
-        } else {
-            const block_q4_0 *a = (const block_q4_0 *)row + b;
-            QUANT_PREFETCH(a);
-            const __m128i raw = _mm_loadu_si128((const __m128i *)a->qs);
-            q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
-            da = _mm256_set1_ps(f16(a->d));
-        }
+        const block_q8_0 *a = (const block_q8_0 *)row + b;
+        QUANT_PREFETCH(a);
+        const __m256i qs = _mm256_loadu_si256((const __m256i *)a->qs);
+        const __m256i q = _mm256_sign_epi8(qs, qs);
+        const __m256 da = _mm256_set1_ps(f16(a->d));
         const struct q8_small *xb = xs + b * nx;
 #pragma GCC unroll 8
         for (int r = 0; r < MX; r++) {
-            __m256i p;
-            if (q8) /* dot_i8x32(w, y): |w| times y with w's signs */
-                p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_sign_epi8(xb[r].y, qs)), ones);
-            else /* sum (q - 8) y = sum q y - 8 sum y, lane by lane */
-                p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q, xb[r].y), ones),
-                                     xb[r].ys8);
+            /* dot_i8x32(w, y): |w| times y with w's signs */
+            const __m256i p =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_sign_epi8(xb[r].y, qs)), ones);
             acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(da, xb[r].dx), _mm256_cvtepi32_ps(p), acc[r]);
         }
     }
@@ -461,16 +364,14 @@ static inline bool q8_small_fits(int64_t nb, int nx) {
     return nx <= SMALL_NX && (size_t)nb * nx * sizeof(struct q8_small) <= PANEL_BUF_BYTES;
 }
 
-static void q8_small(bool q8, int64_t nb, const void *w, size_t w_stride, int nw, const void *x,
+static void q8_small(int64_t nb, const void *w, size_t w_stride, int nw, const void *x,
                      size_t x_stride, int nx, float *y, size_t y_stride) {
     struct q8_small *xs = (struct q8_small *)panel_buf;
-    const __m256i ones = _mm256_set1_epi16(1);
     for (int r = 0; r < nx; r++) {
         const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
         for (int64_t b = 0; b < nb; b++) {
             struct q8_small *o = &xs[b * nx + r];
             o->y = _mm256_loadu_si256((const __m256i *)bx[b].qs);
-            o->ys8 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), o->y), ones);
             o->dx = _mm256_set1_ps(f16(bx[b].d));
         }
     }
@@ -482,12 +383,7 @@ static void q8_small(bool q8, int64_t nb, const void *w, size_t w_stride, int nw
             const struct q8_small *gx = xs + first[g];
             float *out = y + first[g] * y_stride + i;
 #define Q8_SMALL_CASE(MX)                                                                          \
-    case MX:                                                                                       \
-        if (q8)                                                                                    \
-            q8_small_row(true, MX, nb, row, gx, nx, out, y_stride);                                \
-        else                                                                                       \
-            q8_small_row(false, MX, nb, row, gx, nx, out, y_stride);                               \
-        break;
+    case MX: q8_small_row(MX, nb, row, gx, nx, out, y_stride); break;
             switch (size[g]) {
                 Q8_SMALL_CASE(1)
                 Q8_SMALL_CASE(2)
@@ -499,50 +395,6 @@ static void q8_small(bool q8, int64_t nb, const void *w, size_t w_stride, int nw
                 Q8_SMALL_CASE(8)
             }
 #undef Q8_SMALL_CASE
-        }
-    }
-}
-
-static void tile_q4_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                      size_t x_stride, int nx, float *y, size_t y_stride) {
-    const int64_t nb = n / QK4_0;
-    if (nx == 1 && (size_t)nb * (32 + 4) <= PANEL_BUF_BYTES) {
-        gemv_q4_0(nb, w, w_stride, nw, x, y);
-        return;
-    }
-    if (nx > 1 && q8_small_fits(nb, nx)) {
-        q8_small(false, nb, w, w_stride, nw, x, x_stride, nx, y, y_stride);
-        return;
-    }
-    if ((size_t)nb * (32 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] =
-                    dot_q4_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
-        return;
-    }
-    const int mw = panel_rows(nb, 32 + 4, 8);
-    for (int i0 = 0; i0 < nw; i0 += mw) {
-        const int m = min_int(mw, nw - i0);
-        __m256i *pq = panel_buf;
-        float *pd = (float *)(pq + nb * m);
-        for (int i = 0; i < m; i++) {
-            const block_q4_0 *a = (const block_q4_0 *)((const char *)w + (i0 + i) * w_stride);
-            for (int64_t b = 0; b < nb; b++) {
-                pq[b * m + i] = unpack_q4_0_u(a[b].qs);
-                pd[b * m + i] = f16(a[b].d);
-            }
-        }
-        for (int r = 0; r < nx; r++) {
-            const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
-            float out[8];
-            if (m == 8)
-                q4_0_panel_row(8, nb, pq, pd, bx, out);
-            else if (m == 4)
-                q4_0_panel_row(4, nb, pq, pd, bx, out);
-            else
-                q4_0_panel_row(m, nb, pq, pd, bx, out);
-            for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
         }
     }
 }
@@ -579,7 +431,7 @@ static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const v
         return;
     }
     if (q8_small_fits(nb, nx)) {
-        q8_small(true, nb, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+        q8_small(nb, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
     }
     if ((size_t)nb * (64 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
@@ -1221,7 +1073,7 @@ const struct quant_variant quant_variant_avx2 = {
             [DTYPE_F16] = dot_f16,
             [DTYPE_BF16] = dot_bf16,
             [DTYPE_Q8_0] = dot_q8_0,
-            [DTYPE_Q4_0] = dot_q4_0,
+            [DTYPE_Q4_0] = quant_dot_q4_0_avx2,
             [DTYPE_Q4_K] = dot_q4_K,
             [DTYPE_Q5_K] = dot_q5_K,
             [DTYPE_Q6_K] = dot_q6_K,
@@ -1243,7 +1095,7 @@ const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
     [DTYPE_F16] = tile_f16,
     [DTYPE_BF16] = tile_bf16,
     [DTYPE_Q8_0] = tile_q8_0,
-    [DTYPE_Q4_0] = tile_q4_0,
+    [DTYPE_Q4_0] = quant_tile_q4_0_avx2,
     [DTYPE_Q4_K] = tile_q4_K,
     [DTYPE_Q5_K] = tile_q5_K,
     [DTYPE_Q6_K] = tile_q6_K,

@@ -1,0 +1,202 @@
+/* quant_avx2_pack: the avx2 variant's q4_0 kernels on weights packed at load (matmul_pack) in
+ * groups of 8 rows, one row per 32-bit lane of a 256-bit register. Compiled with the flags of
+ * quant_avx2.c (-mavx2 -mfma -mf16c); quant.c calls them only when that variant runs.
+ *
+ * As in quant_avx512_pack.c (which says more): per (weight row, x row) the float steps are the
+ * scalar reference dot's (per block: acc = acc + (float)s * (d_w * d_x), unfused, with s the
+ * block's exact int sum), so every path gives the reference's result bit for bit. Without
+ * AVX-512 VNNI a 4-byte lane's products take vpmaddubsw (u8 q 0..15 times s8 x, pairs into
+ * int16: at most 2 * 15 * 127 = 3810) added over the block's 8 lanes in int16 (at most 30480,
+ * exact), then one vpmaddwd into int32; the -8 of q4_0 comes in as -8 times x's block sum.
+ *
+ * Packed group (8 rows): the blocks in chunks of 8 (the last may be shorter), each chunk first
+ * the scales (block j: the 8 rows' f16 d at j * 16 bytes), then the values (block j at
+ * nbc * 16 + j * 128): register u < 4 (32 bytes) holds in lane r bytes 4u..4u+3 of row r's qs
+ * as stored, whose low nibbles are elements 4u.. and high nibbles 16 + 4u.. */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+#include "quant_internal.h"
+
+#define P2_ROWS 8
+#define P2_CHUNK 8
+#define P2_QB 128   /* value bytes of a block of 8 rows */
+#define P2_MAX_XR 2 /* x rows per pass over a group's blocks (16 ymm registers) */
+
+static inline int min_int(int a, int b) {
+    return a < b ? a : b;
+}
+static inline int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+#define PREP_BUF_BYTES (192 * 1024)
+static _Thread_local uint8_t prep_buf[PREP_BUF_BYTES] __attribute__((aligned(64)));
+#define PACK_BUF_BYTES (256 * 1024)
+static _Thread_local uint8_t pack_buf[PACK_BUF_BYTES] __attribute__((aligned(64)));
+
+static inline int32_t hsum_epi32(__m256i s) {
+    __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4E));
+    v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xB1));
+    return _mm_cvtsi128_si32(v);
+}
+
+/* Sum of the 32 values of an x block. */
+static inline int32_t x_sum32(const block_q8_0 *b) {
+    const __m256i p =
+        _mm256_maddubs_epi16(_mm256_set1_epi8(1), _mm256_loadu_si256((const __m256i *)b->qs));
+    return hsum_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+/* Packs rows (<= 8; the missing ones zero) of n elements, row i at src + i * src_stride. */
+static void p2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    const int64_t nb = n / QK4_0;
+    memset(dst, 0, (size_t)nb * (16 + P2_QB));
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q4_0 *a = (const block_q4_0 *)((const char *)src + r * src_stride) + b;
+            const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
+            uint8_t *d = (uint8_t *)dst + cb * (16 + P2_QB), *q = d + nbc * 16 - cb * P2_QB;
+            memcpy(d + (b - cb) * 16 + r * 2, &a->d, 2);
+            for (int u = 0; u < 4; u++) memcpy(q + b * P2_QB + u * 32 + r * 4, a->qs + 4 * u, 4);
+        }
+}
+
+static void pack_q4_0(int64_t n, const void *src, void *dst) {
+    p2_pack_rows(n, src, dtype_row_bytes(DTYPE_Q4_0, n), P2_ROWS, dst);
+}
+
+struct p2_xprep {
+    float dx;
+    int32_t start; /* -8 * the block's x sum */
+};
+
+/* A group (8 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
+static inline __attribute__((always_inline)) void p2_rows(int XR, int64_t nb, const uint8_t *g,
+                                                          const block_q8_0 *const *bx,
+                                                          const struct p2_xprep *const *xp,
+                                                          float *y, size_t ys, int rows) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
+    __m256 acc[P2_MAX_XR];
+#pragma GCC unroll 2
+    for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
+        const uint8_t *sc = g + cb * (16 + P2_QB), *v = sc + nbc * 16 + (b - cb) * P2_QB;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (b - cb) * 16)));
+        __m256i wv[8];
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+            const __m256i p = _mm256_loadu_si256((const __m256i *)(v + u * 32));
+            wv[u] = _mm256_and_si256(p, m4);
+            wv[u + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), m4);
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < XR; r++) {
+            const int8_t *xq = bx[r][b].qs;
+            __m256i s16 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                int32_t x4;
+                memcpy(&x4, xq + 4 * t, 4);
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[t], _mm256_set1_epi32(x4)));
+            }
+            const __m256i s =
+                _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xp[r][b].start));
+            const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xp[r][b].dx));
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(s), d));
+        }
+    }
+    const __m256i keep =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 2
+    for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
+}
+
+/* Groups [0, ng) at w (group bytes gb) against x rows [0, nx); the x rows' preparation in
+ * chunks that fit prep_buf. */
+static void p2_groups(int64_t nb, const uint8_t *w, size_t gb, int ng, int last_rows, const void *x,
+                      size_t xs, int nx, float *y, size_t ys) {
+    struct p2_xprep *prep = (struct p2_xprep *)prep_buf, *heap = NULL;
+    int per = (int)(PREP_BUF_BYTES / (sizeof *prep * (size_t)nb));
+    if (per < 1) { /* rows of over 786,432 elements: one x row at a time from the heap */
+        prep = heap = malloc(sizeof *prep * (size_t)nb);
+        if (!heap) abort();
+        per = 1;
+    }
+    for (int r0 = 0; r0 < nx; r0 += per) {
+        const int nc = min_int(per, nx - r0);
+        for (int r = 0; r < nc; r++) {
+            const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + (r0 + r) * xs);
+            for (int64_t b = 0; b < nb; b++) {
+                prep[(size_t)r * nb + b].dx = _cvtsh_ss(bx[b].d);
+                prep[(size_t)r * nb + b].start = -8 * x_sum32(bx + b);
+            }
+        }
+        for (int g = 0; g < ng; g++) {
+            const int rows = g == ng - 1 ? last_rows : P2_ROWS;
+            for (int r = 0; r < nc; r += P2_MAX_XR) {
+                const int xr = min_int(P2_MAX_XR, nc - r);
+                const block_q8_0 *bx[P2_MAX_XR];
+                const struct p2_xprep *xp[P2_MAX_XR];
+                for (int k = 0; k < xr; k++) {
+                    bx[k] = (const block_q8_0 *)((const char *)x + (r0 + r + k) * xs);
+                    xp[k] = prep + (size_t)(r + k) * nb;
+                }
+                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * P2_ROWS;
+                if (xr == 2)
+                    p2_rows(2, nb, w + (size_t)g * gb, bx, xp, out, ys, rows);
+                else
+                    p2_rows(1, nb, w + (size_t)g * gb, bx, xp, out, ys, rows);
+            }
+        }
+    }
+    free(heap);
+}
+
+static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    p2_groups(n / QK4_0, w, P2_ROWS * ws, nw / P2_ROWS, P2_ROWS, x, xs, nx, y, ys);
+}
+
+/* The single dot: the same float steps, the block's int sum from one register. */
+float quant_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
+    const block_q4_0 *a = w;
+    const block_q8_0 *bx = x;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK4_0; b++) {
+        const __m128i p = _mm_loadu_si128((const __m128i *)a[b].qs);
+        const __m256i q =
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(0xF));
+        const __m256i s16 = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)bx[b].qs));
+        const int32_t s =
+            hsum_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1))) - 8 * x_sum32(bx + b);
+        acc = acc + (float)s * (_cvtsh_ss(a[b].d) * _cvtsh_ss(bx[b].d));
+    }
+    return acc;
+}
+
+/* Plain rows: 8 at a time packed into a buffer, then the same kernel; rows too long for it
+ * take the single dot. */
+void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                          int nx, float *y, size_t ys) {
+    if ((size_t)P2_ROWS * ws > PACK_BUF_BYTES) {
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * ys + i] =
+                    quant_dot_q4_0_avx2(n, (const char *)w + i * ws, (const char *)x + r * xs);
+        return;
+    }
+    for (int i0 = 0; i0 < nw; i0 += P2_ROWS) {
+        const int rows = min_int(P2_ROWS, nw - i0);
+        p2_pack_rows(n, (const char *)w + i0 * ws, ws, rows, pack_buf);
+        p2_groups(n / QK4_0, pack_buf, P2_ROWS * ws, 1, rows, x, xs, nx, y + i0, ys);
+    }
+}
+
+const struct quant_pack quant_packs_avx2[DTYPE_COUNT] = {
+    [DTYPE_Q4_0] = {P2_ROWS, pack_q4_0, ptile_q4_0},
+};
