@@ -159,24 +159,7 @@ static inline __m256i k_min_lanes(const uint8_t mn[8], const int16_t *bsums) {
     return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), mdup);
 }
 
-/* Integer part of a q4_K block: sum_j sc[j] * sum_l q * y, as 8 int32 lanes. */
-static inline __m256i q4_K_block_sumi(const block_q4_K *a, const int8_t *y, const uint8_t sc[8]) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    __m256i sumi = _mm256_setzero_si256();
-    for (int j = 0; j < 4; j++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
-        const __m256i lo = _mm256_and_si256(q, m4);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        const __m256i plo =
-            _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * j)));
-        const __m256i phi =
-            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * j + 32)));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
-    }
-    return sumi;
-}
-
+/* Integer part of a q5_K block: sum_j sc[j] * sum_l q * y, as 8 int32 lanes. */
 static inline __m256i q5_K_block_sumi(const block_q5_K *a, const int8_t *y, const uint8_t sc[8]) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const __m256i b16 = _mm256_set1_epi8(16);
@@ -202,26 +185,8 @@ static inline __m256i q5_K_block_sumi(const block_q5_K *a, const int8_t *y, cons
     return sumi;
 }
 
-/* q4_K/q5_K: per block, acc += (y.d * d) * sumi and accm += (y.d * dmin) * min lanes, both
- * lane-wise; the result is hsum(acc) - hsum(accm). */
-static float dot_q4_K(int64_t n, const void *w, const void *x) {
-    const block_q4_K *a = w;
-    const block_q8_K *b = x;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        QUANT_PREFETCH(&a[i]);
-        QUANT_PREFETCH((const char *)&a[i] + 64);
-        QUANT_PREFETCH((const char *)&a[i] + 128);
-        uint8_t sc[8], mn[8];
-        unpack_k_scales(a[i].scales, sc, mn);
-        const __m256i sumi = q4_K_block_sumi(&a[i], b[i].qs, sc);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].dmin)),
-                               _mm256_cvtepi32_ps(k_min_lanes(mn, b[i].bsums)), accm);
-    }
-    return hsum(acc) - hsum(accm);
-}
-
+/* q5_K (q4_K is in quant_avx2_pack.c): per block, acc += (y.d * d) * sumi and accm +=
+ * (y.d * dmin) * min lanes, both lane-wise; the result is hsum(acc) - hsum(accm). */
 static float dot_q5_K(int64_t n, const void *w, const void *x) {
     const block_q5_K *a = w;
     const block_q8_K *b = x;
@@ -776,32 +741,16 @@ static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x
     tile_float(DTYPE_BF16, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
-/* K-quants: each block of each panel row is unpacked to 256 bytes of values (q4_K 0..15,
- * q5_K 0..31, q6_K 0..63) in element order, 8 madd scale vectors (one per 32 elements), and
- * the pieces of the correction: mins (q4_K/q5_K) or scales (q6_K) as 16 int16, and f32 d/dmin. */
+/* K-quants: each block of each panel row is unpacked to 256 bytes of values (q5_K 0..31,
+ * q6_K 0..63) in element order, 8 madd scale vectors (one per 32 elements), and
+ * the pieces of the correction: mins (q5_K) or scales (q6_K) as 16 int16, and f32 d/dmin. */
 struct k_panel_block {
     __m256i q[8];
     __m256i scale[8];
-    __m256i corr; /* q4_K/q5_K: mins duplicated (m0 m0 m1 m1 ...); q6_K: the 16 scales */
+    __m256i corr; /* q5_K: mins duplicated (m0 m0 m1 m1 ...); q6_K: the 16 scales */
     float d, dmin;
     float pad[6];
 };
-
-static void k_pack_q4_K(const block_q4_K *a, struct k_panel_block *p) {
-    uint8_t sc[8], mn[8];
-    unpack_k_scales(a->scales, sc, mn);
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    for (int j = 0; j < 4; j++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
-        p->q[2 * j] = _mm256_and_si256(q, m4);
-        p->q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-    }
-    for (int k = 0; k < 8; k++) p->scale[k] = _mm256_set1_epi16(sc[k]);
-    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
-    p->corr = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-    p->d = f16(a->d);
-    p->dmin = f16(a->dmin);
-}
 
 static void k_pack_q5_K(const block_q5_K *a, struct k_panel_block *p) {
     uint8_t sc[8], mn[8];
@@ -900,12 +849,12 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
     const int64_t nb = n / QK_K;
     const bool q6 = t == DTYPE_Q6_K;
     if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
-        const quant_dot_fn dot = t == DTYPE_Q4_K ? dot_q4_K : t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
+        const quant_dot_fn dot = t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
         for (int i = 0; i < nw; i++) y[i] = dot(n, (const char *)w + i * w_stride, x);
         return;
     }
     if ((size_t)nb * sizeof(struct k_panel_block) > PANEL_BUF_BYTES) { /* too long to unpack */
-        const quant_dot_fn dot = t == DTYPE_Q4_K ? dot_q4_K : t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
+        const quant_dot_fn dot = t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
                 y[r * y_stride + i] =
@@ -922,18 +871,14 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
             const char *row = (const char *)w + (i0 + i) * w_stride;
             for (int64_t b = 0; b < nb; b++) {
                 if (m == 1) {
-                    const size_t bs = t == DTYPE_Q4_K   ? sizeof(block_q4_K)
-                                      : t == DTYPE_Q5_K ? sizeof(block_q5_K)
-                                                        : sizeof(block_q6_K);
+                    const size_t bs = t == DTYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
                     const char *blk = row + b * bs;
                     QUANT_PREFETCH(blk);
                     QUANT_PREFETCH(blk + 64);
                     QUANT_PREFETCH(blk + 128);
                     QUANT_PREFETCH(blk + 192);
                 }
-                if (t == DTYPE_Q4_K)
-                    k_pack_q4_K((const block_q4_K *)row + b, &pk[b * m + i]);
-                else if (t == DTYPE_Q5_K)
+                if (t == DTYPE_Q5_K)
                     k_pack_q5_K((const block_q5_K *)row + b, &pk[b * m + i]);
                 else
                     k_pack_q6_K((const block_q6_K *)row + b, &pk[b * m + i]);
@@ -959,10 +904,6 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
     }
 }
 
-static void tile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_k(DTYPE_Q4_K, n, w, ws, nw, x, xs, nx, y, ys);
-}
 static void tile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
                       float *y, size_t ys) {
     tile_k(DTYPE_Q5_K, n, w, ws, nw, x, xs, nx, y, ys);
@@ -1074,7 +1015,7 @@ const struct quant_variant quant_variant_avx2 = {
             [DTYPE_BF16] = dot_bf16,
             [DTYPE_Q8_0] = dot_q8_0,
             [DTYPE_Q4_0] = quant_dot_q4_0_avx2,
-            [DTYPE_Q4_K] = dot_q4_K,
+            [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
             [DTYPE_Q5_K] = dot_q5_K,
             [DTYPE_Q6_K] = dot_q6_K,
             [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx2,
@@ -1096,7 +1037,7 @@ const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
     [DTYPE_BF16] = tile_bf16,
     [DTYPE_Q8_0] = tile_q8_0,
     [DTYPE_Q4_0] = quant_tile_q4_0_avx2,
-    [DTYPE_Q4_K] = tile_q4_K,
+    [DTYPE_Q4_K] = quant_tile_q4_K_avx2,
     [DTYPE_Q5_K] = tile_q5_K,
     [DTYPE_Q6_K] = tile_q6_K,
 };

@@ -1,5 +1,5 @@
-/* quant_avx2_pack: the avx2 variant's q4_0 kernels on weights packed at load (matmul_pack) in
- * groups of 8 rows, one row per 32-bit lane of a 256-bit register. Compiled with the flags of
+/* quant_avx2_pack: the avx2 variant's q4_0 and q4_K kernels on weights packed at load (matmul_pack)
+ * in groups of 8 rows, one row per 32-bit lane of a 256-bit register. Compiled with the flags of
  * quant_avx2.c (-mavx2 -mfma -mf16c); quant.c calls them only when that variant runs.
  *
  * As in quant_avx512_pack.c (which says more): per (weight row, x row) the float steps are the
@@ -197,6 +197,204 @@ void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
     }
 }
 
+/* ==== q4_K weights (x is q8_K) ====
+ * The reference's float steps per super-block, as in quant_avx512_pack.c:
+ *   acc = acc + ((dx * d) * (float)sumi - (dx * dmin) * (float)summ)
+ * Packed super-block of a group of 8 rows (1152 bytes = 8 blocks): d of the 8 rows (f16, 16
+ * bytes), dmin (16), the 12 scale bytes as 12 planes of 8 (96), then 32 value registers of 32
+ * bytes, register t holding in lane r bytes 4t..4t+3 of row r's qs as stored (low nibbles:
+ * sub-block 2(t/8), high: 2(t/8) + 1). A sub-block's products go through vpmaddubsw, added in
+ * int16 over its 8 registers (at most 30480), and one vpmaddwd against (sc, sc) pairs gives
+ * sc times its sum in int32; the mins through vpmaddwd of (m_2i, m_2i+1) pairs against x's two
+ * sub-block sums. */
+#define K2_ROWS 8
+#define K2_SB_BYTES (K2_ROWS * sizeof(block_q4_K))
+#define K2_MAX_XR 2
+
+static void k2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    const int64_t nb = n / QK_K;
+    memset(dst, 0, (size_t)nb * K2_SB_BYTES);
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q4_K *a = (const block_q4_K *)((const char *)src + r * src_stride) + b;
+            uint8_t *o = (uint8_t *)dst + b * K2_SB_BYTES;
+            memcpy(o + r * 2, &a->d, 2);
+            memcpy(o + 16 + r * 2, &a->dmin, 2);
+            for (int k = 0; k < K_SCALE_SIZE; k++) o[32 + k * 8 + r] = a->scales[k];
+            for (int t = 0; t < 32; t++) memcpy(o + 128 + t * 32 + r * 4, a->qs + 4 * t, 4);
+        }
+}
+
+static void pack_q4_K(int64_t n, const void *src, void *dst) {
+    k2_pack_rows(n, src, dtype_row_bytes(DTYPE_Q4_K, n), K2_ROWS, dst);
+}
+
+/* Per (x row, super-block): the scale and the sub-blocks' x sums as int16 pairs (2i, 2i+1). */
+struct k2_xprep {
+    float d;
+    int32_t bs[4];
+};
+
+static void k2_prep_x(int64_t nb, const block_q8_K *bx, struct k2_xprep *xp) {
+    for (int64_t b = 0; b < nb; b++) {
+        xp[b].d = bx[b].d;
+        for (int i = 0; i < 4; i++) {
+            const int16_t *s = bx[b].bsums + 4 * i;
+            const uint32_t lo = (uint16_t)(int16_t)(s[0] + s[1]);
+            const uint32_t hi = (uint16_t)(int16_t)(s[2] + s[3]);
+            xp[b].bs[i] = (int32_t)(lo | hi << 16);
+        }
+    }
+}
+
+/* (v, v) int16 pairs of the 8 bytes at p, one per 32-bit lane. */
+static inline __m256i k2_pairs(const uint8_t *p) {
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
+}
+
+static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, const uint8_t *g,
+                                                          const block_q8_K *const *bx,
+                                                          const struct k2_xprep *const *xp,
+                                                          float *y, size_t ys, int rows) {
+    const __m256i m0f = _mm256_set1_epi8(0x0F), m63 = _mm256_set1_epi8(63),
+                  m30 = _mm256_set1_epi8(0x30);
+    __m256 acc[K2_MAX_XR];
+#pragma GCC unroll 2
+    for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *o = g + b * K2_SB_BYTES;
+        const __m256 da = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o));
+        const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(o + 16)));
+        const __m256i A = _mm256_loadu_si256((const __m256i *)(o + 32)),
+                      B = _mm256_loadu_si256((const __m256i *)(o + 64)),
+                      C = _mm256_loadu_si256((const __m256i *)(o + 96));
+        /* planes of 8 bytes: scales 0-7 at pl + 8j, mins 0-7 at pl + 64 + 8j */
+        uint8_t pl[128] __attribute__((aligned(32)));
+        _mm256_store_si256((__m256i *)pl, _mm256_and_si256(A, m63));
+        _mm256_store_si256((__m256i *)(pl + 32),
+                           _mm256_or_si256(_mm256_and_si256(C, m0f),
+                                           _mm256_and_si256(_mm256_srli_epi16(A, 2), m30)));
+        _mm256_store_si256((__m256i *)(pl + 64), _mm256_and_si256(B, m63));
+        _mm256_store_si256((__m256i *)(pl + 96),
+                           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(C, 4), m0f),
+                                           _mm256_and_si256(_mm256_srli_epi16(B, 2), m30)));
+        __m256i summ[K2_MAX_XR], sumi[K2_MAX_XR];
+#pragma GCC unroll 2
+        for (int r = 0; r < XR; r++) sumi[r] = summ[r] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const __m256i mp = _mm256_cvtepu8_epi16(
+                _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(pl + 64 + 16 * i)),
+                                  _mm_loadl_epi64((const __m128i *)(pl + 72 + 16 * i))));
+#pragma GCC unroll 2
+            for (int r = 0; r < XR; r++)
+                summ[r] = _mm256_add_epi32(
+                    summ[r], _mm256_madd_epi16(mp, _mm256_set1_epi32(xp[r][b].bs[i])));
+        }
+#pragma GCC unroll 4
+        for (int j2 = 0; j2 < 4; j2++) {
+            __m256i sl[K2_MAX_XR], sh[K2_MAX_XR];
+#pragma GCC unroll 2
+            for (int r = 0; r < XR; r++) sl[r] = sh[r] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                const __m256i p =
+                    _mm256_loadu_si256((const __m256i *)(o + 128 + (8 * j2 + k) * 32));
+                const __m256i lo = _mm256_and_si256(p, m0f);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(p, 4), m0f);
+#pragma GCC unroll 2
+                for (int r = 0; r < XR; r++) {
+                    const int8_t *xq = bx[r][b].qs + 64 * j2;
+                    int32_t x0, x1;
+                    memcpy(&x0, xq + 4 * k, 4);
+                    memcpy(&x1, xq + 32 + 4 * k, 4);
+                    sl[r] =
+                        _mm256_add_epi16(sl[r], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(x0)));
+                    sh[r] =
+                        _mm256_add_epi16(sh[r], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x1)));
+                }
+            }
+            const __m256i scl = k2_pairs(pl + 16 * j2), sch = k2_pairs(pl + 16 * j2 + 8);
+#pragma GCC unroll 2
+            for (int r = 0; r < XR; r++)
+                sumi[r] =
+                    _mm256_add_epi32(sumi[r], _mm256_add_epi32(_mm256_madd_epi16(sl[r], scl),
+                                                               _mm256_madd_epi16(sh[r], sch)));
+        }
+#pragma GCC unroll 2
+        for (int r = 0; r < XR; r++) {
+            const __m256 dx = _mm256_set1_ps(xp[r][b].d);
+            const __m256 t1 = _mm256_mul_ps(_mm256_mul_ps(dx, da), _mm256_cvtepi32_ps(sumi[r]));
+            const __m256 t2 = _mm256_mul_ps(_mm256_mul_ps(dx, dm), _mm256_cvtepi32_ps(summ[r]));
+            acc[r] = _mm256_add_ps(acc[r], _mm256_sub_ps(t1, t2));
+        }
+    }
+    const __m256i keep =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 2
+    for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
+}
+
+static void k2_groups(int64_t nb, const uint8_t *w, size_t gb, int ng, int last_rows, const void *x,
+                      size_t xs, int nx, float *y, size_t ys) {
+    struct k2_xprep *prep = (struct k2_xprep *)prep_buf, *heap = NULL;
+    int per = (int)(PREP_BUF_BYTES / (sizeof *prep * (size_t)nb));
+    if (per < 1) {
+        prep = heap = malloc(sizeof *prep * (size_t)nb);
+        if (!heap) abort();
+        per = 1;
+    }
+    for (int r0 = 0; r0 < nx; r0 += per) {
+        const int nc = min_int(per, nx - r0);
+        for (int r = 0; r < nc; r++)
+            k2_prep_x(nb, (const block_q8_K *)((const char *)x + (r0 + r) * xs),
+                      prep + (size_t)r * nb);
+        for (int g = 0; g < ng; g++) {
+            const int rows = g == ng - 1 ? last_rows : K2_ROWS;
+            for (int r = 0; r < nc; r += K2_MAX_XR) {
+                const int xr = min_int(K2_MAX_XR, nc - r);
+                const block_q8_K *bx[K2_MAX_XR];
+                const struct k2_xprep *xp[K2_MAX_XR];
+                for (int k = 0; k < xr; k++) {
+                    bx[k] = (const block_q8_K *)((const char *)x + (r0 + r + k) * xs);
+                    xp[k] = prep + (size_t)(r + k) * nb;
+                }
+                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * K2_ROWS;
+                if (xr == 2)
+                    k2_rows(2, nb, w + (size_t)g * gb, bx, xp, out, ys, rows);
+                else
+                    k2_rows(1, nb, w + (size_t)g * gb, bx, xp, out, ys, rows);
+            }
+        }
+    }
+    free(heap);
+}
+
+static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    k2_groups(n / QK_K, w, K2_ROWS * ws, nw / K2_ROWS, K2_ROWS, x, xs, nx, y, ys);
+}
+
+/* Plain rows: 8 at a time packed into a buffer, then the same kernel; rows too long for it
+ * take the single dot (the reference's own). */
+void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                          int nx, float *y, size_t ys) {
+    if ((size_t)K2_ROWS * ws > PACK_BUF_BYTES) {
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * ys + i] =
+                    quant_dot_q4_K_q8_K_ref(n, (const char *)w + i * ws, (const char *)x + r * xs);
+        return;
+    }
+    for (int i0 = 0; i0 < nw; i0 += K2_ROWS) {
+        const int rows = min_int(K2_ROWS, nw - i0);
+        k2_pack_rows(n, (const char *)w + i0 * ws, ws, rows, pack_buf);
+        k2_groups(n / QK_K, pack_buf, K2_ROWS * ws, 1, rows, x, xs, nx, y + i0, ys);
+    }
+}
+
 const struct quant_pack quant_packs_avx2[DTYPE_COUNT] = {
     [DTYPE_Q4_0] = {P2_ROWS, pack_q4_0, ptile_q4_0},
+    [DTYPE_Q4_K] = {K2_ROWS, pack_q4_K, ptile_q4_K},
 };

@@ -195,10 +195,14 @@ extern const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT];
 /* AVX-512 F/BW/VL/VNNI (quant_avx512.c): its own q4_0 kernels, the avx2 ones for other types. */
 extern const struct quant_variant quant_variant_avx512;
 extern const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT];
-/* quant_avx2_pack.c: the avx2 q4_0 kernels on packed row groups (8 rows), its plain-rows tile */
+/* quant_avx2_pack.c: the avx2 q4_0 and q4_K kernels on packed row groups (8 rows), their
+ * plain-rows tiles */
 extern const struct quant_pack quant_packs_avx2[DTYPE_COUNT]; /* rows == 0: none */
 float quant_dot_q4_0_avx2(int64_t n, const void *w, const void *x);
 void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                          int nx, float *y, size_t ys);
+/* its q4_K dot is the reference's, which the tiles match bit for bit */
+void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys);
 /* quant_avx512_pack.c: the avx512 kernels on packed row groups, and their plain-rows tiles */
 extern const struct quant_pack quant_packs_avx512[DTYPE_COUNT]; /* rows == 0: none */
