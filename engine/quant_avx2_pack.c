@@ -19,23 +19,16 @@
 
 #include "quant.h"
 #include "quant_internal.h"
+#include "quant_pack.h"
 
 #define P2_ROWS 8
 #define P2_CHUNK 8
 #define P2_QB 128   /* value bytes of a block of 8 rows */
 #define P2_MAX_XR 2 /* x rows per pass over a group's blocks (16 ymm registers) */
 
-static inline int min_int(int a, int b) {
-    return a < b ? a : b;
-}
 static inline int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
 }
-
-#define PREP_BUF_BYTES (192 * 1024)
-static _Thread_local uint8_t prep_buf[PREP_BUF_BYTES] __attribute__((aligned(64)));
-#define PACK_BUF_BYTES (256 * 1024)
-static _Thread_local uint8_t pack_buf[PACK_BUF_BYTES] __attribute__((aligned(64)));
 
 static inline int32_t hsum_epi32(__m256i s) {
     __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
@@ -116,50 +109,23 @@ static inline __attribute__((always_inline)) void p2_rows(int XR, int64_t nb, co
     for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
 }
 
-/* Groups [0, ng) at w (group bytes gb) against x rows [0, nx); the x rows' preparation in
- * chunks that fit prep_buf. */
-static void p2_groups(int64_t nb, const uint8_t *w, size_t gb, int ng, int last_rows, const void *x,
-                      size_t xs, int nx, float *y, size_t ys) {
-    struct p2_xprep *prep = (struct p2_xprep *)prep_buf, *heap = NULL;
-    int per = (int)(PREP_BUF_BYTES / (sizeof *prep * (size_t)nb));
-    if (per < 1) { /* rows of over 786,432 elements: one x row at a time from the heap */
-        prep = heap = malloc(sizeof *prep * (size_t)nb);
-        if (!heap) abort();
-        per = 1;
+static void prep_q4_0(int64_t nb, const void *x, void *out) {
+    const block_q8_0 *bx = x;
+    struct p2_xprep *p = out;
+    for (int64_t b = 0; b < nb; b++) {
+        p[b].dx = _cvtsh_ss(bx[b].d);
+        p[b].start = -8 * x_sum32(bx + b);
     }
-    for (int r0 = 0; r0 < nx; r0 += per) {
-        const int nc = min_int(per, nx - r0);
-        for (int r = 0; r < nc; r++) {
-            const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + (r0 + r) * xs);
-            for (int64_t b = 0; b < nb; b++) {
-                prep[(size_t)r * nb + b].dx = _cvtsh_ss(bx[b].d);
-                prep[(size_t)r * nb + b].start = -8 * x_sum32(bx + b);
-            }
-        }
-        for (int g = 0; g < ng; g++) {
-            const int rows = g == ng - 1 ? last_rows : P2_ROWS;
-            for (int r = 0; r < nc; r += P2_MAX_XR) {
-                const int xr = min_int(P2_MAX_XR, nc - r);
-                const block_q8_0 *bx[P2_MAX_XR];
-                const struct p2_xprep *xp[P2_MAX_XR];
-                for (int k = 0; k < xr; k++) {
-                    bx[k] = (const block_q8_0 *)((const char *)x + (r0 + r + k) * xs);
-                    xp[k] = prep + (size_t)(r + k) * nb;
-                }
-                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * P2_ROWS;
-                if (xr == 2)
-                    p2_rows(2, nb, w + (size_t)g * gb, bx, xp, out, ys, rows);
-                else
-                    p2_rows(1, nb, w + (size_t)g * gb, bx, xp, out, ys, rows);
-            }
-        }
-    }
-    free(heap);
 }
 
-static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
-                       int nx, float *y, size_t ys) {
-    p2_groups(n / QK4_0, w, P2_ROWS * ws, nw / P2_ROWS, P2_ROWS, x, xs, nx, y, ys);
+static void run_q4_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    const block_q8_0 *bx[P2_MAX_XR] = {x[0], xr > 1 ? x[1] : NULL};
+    const struct p2_xprep *xp[P2_MAX_XR] = {p[0], xr > 1 ? p[1] : NULL};
+    if (xr == 2)
+        p2_rows(2, nb, g, bx, xp, y, ys, rows);
+    else
+        p2_rows(1, nb, g, bx, xp, y, ys, rows);
 }
 
 /* The single dot: the same float steps, the block's int sum from one register. */
@@ -179,22 +145,16 @@ float quant_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
     return acc;
 }
 
-/* Plain rows: 8 at a time packed into a buffer, then the same kernel; rows too long for it
- * take the single dot. */
+static const struct qp_kernel qp_q4_0 = {P2_ROWS,      P2_MAX_XR, QK4_0,    sizeof(struct p2_xprep),
+                                         p2_pack_rows, prep_q4_0, run_q4_0, quant_dot_q4_0_avx2};
+
 void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
-    if ((size_t)P2_ROWS * ws > PACK_BUF_BYTES) {
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * ys + i] =
-                    quant_dot_q4_0_avx2(n, (const char *)w + i * ws, (const char *)x + r * xs);
-        return;
-    }
-    for (int i0 = 0; i0 < nw; i0 += P2_ROWS) {
-        const int rows = min_int(P2_ROWS, nw - i0);
-        p2_pack_rows(n, (const char *)w + i0 * ws, ws, rows, pack_buf);
-        p2_groups(n / QK4_0, pack_buf, P2_ROWS * ws, 1, rows, x, xs, nx, y + i0, ys);
-    }
+    qp_tile_plain(&qp_q4_0, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    qp_tile_packed(&qp_q4_0, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* ==== q4_K weights (x is q8_K) ====
@@ -229,24 +189,6 @@ static void pack_q4_K(int64_t n, const void *src, void *dst) {
     k2_pack_rows(n, src, dtype_row_bytes(DTYPE_Q4_K, n), K2_ROWS, dst);
 }
 
-/* Per (x row, super-block): the scale and the sub-blocks' x sums as int16 pairs (2i, 2i+1). */
-struct k2_xprep {
-    float d;
-    int32_t bs[4];
-};
-
-static void k2_prep_x(int64_t nb, const block_q8_K *bx, struct k2_xprep *xp) {
-    for (int64_t b = 0; b < nb; b++) {
-        xp[b].d = bx[b].d;
-        for (int i = 0; i < 4; i++) {
-            const int16_t *s = bx[b].bsums + 4 * i;
-            const uint32_t lo = (uint16_t)(int16_t)(s[0] + s[1]);
-            const uint32_t hi = (uint16_t)(int16_t)(s[2] + s[3]);
-            xp[b].bs[i] = (int32_t)(lo | hi << 16);
-        }
-    }
-}
-
 /* (v, v) int16 pairs of the 8 bytes at p, one per 32-bit lane. */
 static inline __m256i k2_pairs(const uint8_t *p) {
     const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
@@ -255,7 +197,7 @@ static inline __m256i k2_pairs(const uint8_t *p) {
 
 static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, const uint8_t *g,
                                                           const block_q8_K *const *bx,
-                                                          const struct k2_xprep *const *xp,
+                                                          const struct qp_prep_q8_K *const *xp,
                                                           float *y, size_t ys, int rows) {
     const __m256i m0f = _mm256_set1_epi8(0x0F), m63 = _mm256_set1_epi8(63),
                   m30 = _mm256_set1_epi8(0x30);
@@ -336,62 +278,28 @@ static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, co
     for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
 }
 
-static void k2_groups(int64_t nb, const uint8_t *w, size_t gb, int ng, int last_rows, const void *x,
-                      size_t xs, int nx, float *y, size_t ys) {
-    struct k2_xprep *prep = (struct k2_xprep *)prep_buf, *heap = NULL;
-    int per = (int)(PREP_BUF_BYTES / (sizeof *prep * (size_t)nb));
-    if (per < 1) {
-        prep = heap = malloc(sizeof *prep * (size_t)nb);
-        if (!heap) abort();
-        per = 1;
-    }
-    for (int r0 = 0; r0 < nx; r0 += per) {
-        const int nc = min_int(per, nx - r0);
-        for (int r = 0; r < nc; r++)
-            k2_prep_x(nb, (const block_q8_K *)((const char *)x + (r0 + r) * xs),
-                      prep + (size_t)r * nb);
-        for (int g = 0; g < ng; g++) {
-            const int rows = g == ng - 1 ? last_rows : K2_ROWS;
-            for (int r = 0; r < nc; r += K2_MAX_XR) {
-                const int xr = min_int(K2_MAX_XR, nc - r);
-                const block_q8_K *bx[K2_MAX_XR];
-                const struct k2_xprep *xp[K2_MAX_XR];
-                for (int k = 0; k < xr; k++) {
-                    bx[k] = (const block_q8_K *)((const char *)x + (r0 + r + k) * xs);
-                    xp[k] = prep + (size_t)(r + k) * nb;
-                }
-                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * K2_ROWS;
-                if (xr == 2)
-                    k2_rows(2, nb, w + (size_t)g * gb, bx, xp, out, ys, rows);
-                else
-                    k2_rows(1, nb, w + (size_t)g * gb, bx, xp, out, ys, rows);
-            }
-        }
-    }
-    free(heap);
+static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    const block_q8_K *bx[K2_MAX_XR] = {x[0], xr > 1 ? x[1] : NULL};
+    const struct qp_prep_q8_K *xp[K2_MAX_XR] = {p[0], xr > 1 ? p[1] : NULL};
+    if (xr == 2)
+        k2_rows(2, nb, g, bx, xp, y, ys, rows);
+    else
+        k2_rows(1, nb, g, bx, xp, y, ys, rows);
 }
 
-static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
-                       int nx, float *y, size_t ys) {
-    k2_groups(n / QK_K, w, K2_ROWS * ws, nw / K2_ROWS, K2_ROWS, x, xs, nx, y, ys);
-}
+/* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
+static const struct qp_kernel qp_q4_K = {
+    K2_ROWS,      K2_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
+    k2_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref};
 
-/* Plain rows: 8 at a time packed into a buffer, then the same kernel; rows too long for it
- * take the single dot (the reference's own). */
 void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
-    if ((size_t)K2_ROWS * ws > PACK_BUF_BYTES) {
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * ys + i] =
-                    quant_dot_q4_K_q8_K_ref(n, (const char *)w + i * ws, (const char *)x + r * xs);
-        return;
-    }
-    for (int i0 = 0; i0 < nw; i0 += K2_ROWS) {
-        const int rows = min_int(K2_ROWS, nw - i0);
-        k2_pack_rows(n, (const char *)w + i0 * ws, ws, rows, pack_buf);
-        k2_groups(n / QK_K, pack_buf, K2_ROWS * ws, 1, rows, x, xs, nx, y + i0, ys);
-    }
+    qp_tile_plain(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    qp_tile_packed(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 const struct quant_pack quant_packs_avx2[DTYPE_COUNT] = {

@@ -16,19 +16,11 @@
 
 #include "quant.h"
 #include "quant_internal.h"
+#include "quant_pack.h"
 
-static inline int min_int(int a, int b) {
-    return a < b ? a : b;
-}
 static inline int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
 }
-
-/* The x rows' prepared scales and sums (per call), and plain rows packed on the fly. */
-#define PREP_BUF_BYTES (192 * 1024)
-static _Thread_local uint8_t prep_buf[PREP_BUF_BYTES] __attribute__((aligned(64)));
-#define PACK_BUF_BYTES (256 * 1024)
-static _Thread_local uint8_t pack_buf[PACK_BUF_BYTES] __attribute__((aligned(64)));
 
 /* Sum of a 32-bit lane vector (exact). */
 static inline int32_t hsum_epi32_256(__m256i s) {
@@ -172,53 +164,50 @@ w32p_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const
     for (int r = 0; r < XR; r++) _mm512_mask_storeu_ps(y + r * ys, keep, acc[r]);
 }
 
-/* Groups [0, ng) at w (group bytes gb) against x rows [0, nx): the x rows go in passes of up
- * to W32_MAX_XR, their preparation in chunks that fit prep_buf. */
-static inline __attribute__((always_inline)) void w32p_groups(bool q8, int64_t nb, const uint8_t *w,
-                                                              size_t gb, int ng, int last_rows,
-                                                              const void *x, size_t xs, int nx,
-                                                              float *y, size_t ys) {
-    struct w32_xprep *prep = (struct w32_xprep *)prep_buf, *heap = NULL;
-    int per = (int)(PREP_BUF_BYTES / (sizeof *prep * (size_t)nb));
-    if (per < 1) { /* rows of over 786,432 elements: one x row at a time from the heap */
-        prep = heap = malloc(sizeof *prep * (size_t)nb);
-        if (!heap) abort();
-        per = 1;
+/* The driver's entry points (quant_pack.h) for q4_0 and q8_0. */
+static inline __attribute__((always_inline)) void w32_run(bool q8, int xr, int64_t nb,
+                                                          const uint8_t *g, const void *const *x,
+                                                          const void *const *p, float *y, size_t ys,
+                                                          int rows) {
+    const block_q8_0 *bx[W32_MAX_XR];
+    const struct w32_xprep *xp[W32_MAX_XR];
+    for (int k = 0; k < xr; k++) {
+        bx[k] = x[k];
+        xp[k] = p[k];
     }
-    for (int r0 = 0; r0 < nx; r0 += per) {
-        const int nc = min_int(per, nx - r0);
-        for (int r = 0; r < nc; r++)
-            w32_prep_x(q8, nb, (const block_q8_0 *)((const char *)x + (r0 + r) * xs),
-                       prep + (size_t)r * nb);
-        for (int g = 0; g < ng; g++) {
-            const int rows = g == ng - 1 ? last_rows : W32P_ROWS;
-            for (int r = 0; r < nc; r += W32_MAX_XR) {
-                const int xr = min_int(W32_MAX_XR, nc - r);
-                const block_q8_0 *bx[W32_MAX_XR];
-                const struct w32_xprep *xp[W32_MAX_XR];
-                for (int k = 0; k < xr; k++) {
-                    bx[k] = (const block_q8_0 *)((const char *)x + (r0 + r + k) * xs);
-                    xp[k] = prep + (size_t)(r + k) * nb;
-                }
-                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * W32P_ROWS;
-                const uint8_t *gp = w + (size_t)g * gb;
 #define W32P_CASE(XR)                                                                              \
-    case XR: w32p_rows(q8, XR, nb, gp, bx, xp, out, ys, rows); break;
-                switch (xr) {
-                    W32P_CASE(1)
-                    W32P_CASE(2)
-                    W32P_CASE(3)
-                    W32P_CASE(4)
-                    W32P_CASE(5)
-                    W32P_CASE(6)
-                    W32P_CASE(7)
-                    W32P_CASE(8)
-                }
-#undef W32P_CASE
-            }
-        }
+    case XR: w32p_rows(q8, XR, nb, g, bx, xp, y, ys, rows); break;
+    switch (xr) {
+        W32P_CASE(1)
+        W32P_CASE(2)
+        W32P_CASE(3)
+        W32P_CASE(4)
+        W32P_CASE(5)
+        W32P_CASE(6)
+        W32P_CASE(7)
+        W32P_CASE(8)
     }
-    free(heap);
+#undef W32P_CASE
+}
+static void run_q4_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    w32_run(false, xr, nb, g, x, p, y, ys, rows);
+}
+static void run_q8_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    w32_run(true, xr, nb, g, x, p, y, ys, rows);
+}
+static void prep_q4_0(int64_t nb, const void *x, void *out) {
+    w32_prep_x(false, nb, x, out);
+}
+static void prep_q8_0(int64_t nb, const void *x, void *out) {
+    w32_prep_x(true, nb, x, out);
+}
+static void pack_rows_q4_0(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    w32_pack_rows(false, n, src, src_stride, rows, dst);
+}
+static void pack_rows_q8_0(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    w32_pack_rows(true, n, src, src_stride, rows, dst);
 }
 
 /* The single dot: the same float steps, the block's int sum from 256-bit vpdpbusd. */
@@ -246,36 +235,12 @@ static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, c
     return acc;
 }
 
-/* Packed groups: w the first group (16 plain rows' bytes each), nw a multiple of 16. */
-static inline __attribute__((always_inline)) void ptile_w32(bool q8, int64_t n, const void *w,
-                                                            size_t w_stride, int nw, const void *x,
-                                                            size_t x_stride, int nx, float *y,
-                                                            size_t y_stride) {
-    w32p_groups(q8, n / QK8_0, w, W32P_ROWS * w_stride, nw / W32P_ROWS, W32P_ROWS, x, x_stride, nx,
-                y, y_stride);
-}
-
-/* Plain rows (a weight that was not packed, or the rows after the last group): 16 at a time
- * packed into a buffer, then the same kernel; rows too long for it take the single dot. */
-
-static inline __attribute__((always_inline)) void tile_w32(bool q8, int64_t n, const void *w,
-                                                           size_t w_stride, int nw, const void *x,
-                                                           size_t x_stride, int nx, float *y,
-                                                           size_t y_stride) {
-    if ((size_t)W32P_ROWS * w_stride > PACK_BUF_BYTES) {
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] =
-                    dot_w32(q8, n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
-        return;
-    }
-    for (int i0 = 0; i0 < nw; i0 += W32P_ROWS) {
-        const int rows = min_int(W32P_ROWS, nw - i0);
-        w32_pack_rows(q8, n, (const char *)w + i0 * w_stride, w_stride, rows, pack_buf);
-        w32p_groups(q8, n / QK8_0, pack_buf, W32P_ROWS * w_stride, 1, rows, x, x_stride, nx, y + i0,
-                    y_stride);
-    }
-}
+static const struct qp_kernel qp_q4_0 = {
+    W32P_ROWS,      W32_MAX_XR, QK4_0,    sizeof(struct w32_xprep),
+    pack_rows_q4_0, prep_q4_0,  run_q4_0, quant_dot_q4_0_avx512};
+static const struct qp_kernel qp_q8_0 = {
+    W32P_ROWS,      W32_MAX_XR, QK8_0,    sizeof(struct w32_xprep),
+    pack_rows_q8_0, prep_q8_0,  run_q8_0, quant_dot_q8_0_avx512};
 
 /* ==== q4_K weights (x is q8_K) ====
  * The reference's float steps per 256-element super-block b, in order:
@@ -315,28 +280,10 @@ static void pack_q4_K(int64_t n, const void *src, void *dst) {
     k4_pack_rows(n, src, dtype_row_bytes(DTYPE_Q4_K, n), K4P_ROWS, dst);
 }
 
-/* Per (x row, super-block): the scale and the sub-blocks' x sums as int16 pairs (2i, 2i+1). */
-struct k4_xprep {
-    float d;
-    int32_t bs[4];
-};
-
-static void k4_prep_x(int64_t nb, const block_q8_K *bx, struct k4_xprep *xp) {
-    for (int64_t b = 0; b < nb; b++) {
-        xp[b].d = bx[b].d;
-        for (int i = 0; i < 4; i++) {
-            const int16_t *s = bx[b].bsums + 4 * i;
-            const uint32_t lo = (uint16_t)(int16_t)(s[0] + s[1]);
-            const uint32_t hi = (uint16_t)(int16_t)(s[2] + s[3]);
-            xp[b].bs[i] = (int32_t)(lo | hi << 16);
-        }
-    }
-}
-
 /* A group (16 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
 static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, const uint8_t *g,
                                                            const block_q8_K *const *bx,
-                                                           const struct k4_xprep *const *xp,
+                                                           const struct qp_prep_q8_K *const *xp,
                                                            float *y, size_t ys, int rows) {
     const __m512i m0f = _mm512_set1_epi8(0x0F), mf0 = _mm512_set1_epi8((char)0xF0);
     const __m512i m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
@@ -417,67 +364,26 @@ static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, c
     for (int r = 0; r < XR; r++) _mm512_mask_storeu_ps(y + r * ys, keep, acc[r]);
 }
 
-/* Groups [0, ng) at w (group bytes gb) against x rows [0, nx), as w32p_groups. */
-static void k4p_groups(int64_t nb, const uint8_t *w, size_t gb, int ng, int last_rows,
-                       const void *x, size_t xs, int nx, float *y, size_t ys) {
-    struct k4_xprep *prep = (struct k4_xprep *)prep_buf, *heap = NULL;
-    int per = (int)(PREP_BUF_BYTES / (sizeof *prep * (size_t)nb));
-    if (per < 1) { /* rows of over 2.4 million elements: one x row at a time from the heap */
-        prep = heap = malloc(sizeof *prep * (size_t)nb);
-        if (!heap) abort();
-        per = 1;
+static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    const block_q8_K *bx[K4_MAX_XR];
+    const struct qp_prep_q8_K *xp[K4_MAX_XR];
+    for (int k = 0; k < xr; k++) {
+        bx[k] = x[k];
+        xp[k] = p[k];
     }
-    for (int r0 = 0; r0 < nx; r0 += per) {
-        const int nc = min_int(per, nx - r0);
-        for (int r = 0; r < nc; r++)
-            k4_prep_x(nb, (const block_q8_K *)((const char *)x + (r0 + r) * xs),
-                      prep + (size_t)r * nb);
-        for (int g = 0; g < ng; g++) {
-            const int rows = g == ng - 1 ? last_rows : K4P_ROWS;
-            for (int r = 0; r < nc; r += K4_MAX_XR) {
-                const int xr = min_int(K4_MAX_XR, nc - r);
-                const block_q8_K *bx[K4_MAX_XR];
-                const struct k4_xprep *xp[K4_MAX_XR];
-                for (int k = 0; k < xr; k++) {
-                    bx[k] = (const block_q8_K *)((const char *)x + (r0 + r + k) * xs);
-                    xp[k] = prep + (size_t)(r + k) * nb;
-                }
-                float *out = y + (size_t)(r0 + r) * ys + (size_t)g * K4P_ROWS;
-                const uint8_t *gp = w + (size_t)g * gb;
-                switch (xr) {
-                case 1: k4p_rows(1, nb, gp, bx, xp, out, ys, rows); break;
-                case 2: k4p_rows(2, nb, gp, bx, xp, out, ys, rows); break;
-                case 3: k4p_rows(3, nb, gp, bx, xp, out, ys, rows); break;
-                default: k4p_rows(4, nb, gp, bx, xp, out, ys, rows); break;
-                }
-            }
-        }
+    switch (xr) {
+    case 1: k4p_rows(1, nb, g, bx, xp, y, ys, rows); break;
+    case 2: k4p_rows(2, nb, g, bx, xp, y, ys, rows); break;
+    case 3: k4p_rows(3, nb, g, bx, xp, y, ys, rows); break;
+    default: k4p_rows(4, nb, g, bx, xp, y, ys, rows); break;
     }
-    free(heap);
 }
 
-static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
-                       int nx, float *y, size_t ys) {
-    k4p_groups(n / QK_K, w, K4P_ROWS * ws, nw / K4P_ROWS, K4P_ROWS, x, xs, nx, y, ys);
-}
-
-/* Plain rows: 16 at a time packed into a buffer, then the same kernel; rows too long for it
- * take the single dot (the reference's own). */
-void quant_tile_q4_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
-                            int nx, float *y, size_t ys) {
-    if ((size_t)K4P_ROWS * ws > PACK_BUF_BYTES) {
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * ys + i] =
-                    quant_dot_q4_K_q8_K_ref(n, (const char *)w + i * ws, (const char *)x + r * xs);
-        return;
-    }
-    for (int i0 = 0; i0 < nw; i0 += K4P_ROWS) {
-        const int rows = min_int(K4P_ROWS, nw - i0);
-        k4_pack_rows(n, (const char *)w + i0 * ws, ws, rows, pack_buf);
-        k4p_groups(n / QK_K, pack_buf, K4P_ROWS * ws, 1, rows, x, xs, nx, y + i0, ys);
-    }
-}
+/* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
+static const struct qp_kernel qp_q4_K = {
+    K4P_ROWS,     K4_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
+    k4_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref};
 
 float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x) {
     return dot_w32(false, n, w, x);
@@ -487,19 +393,27 @@ float quant_dot_q8_0_avx512(int64_t n, const void *w, const void *x) {
 }
 void quant_tile_q4_0_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                             int nx, float *y, size_t ys) {
-    tile_w32(false, n, w, ws, nw, x, xs, nx, y, ys);
+    qp_tile_plain(&qp_q4_0, n, w, ws, nw, x, xs, nx, y, ys);
 }
 void quant_tile_q8_0_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                             int nx, float *y, size_t ys) {
-    tile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
+    qp_tile_plain(&qp_q8_0, n, w, ws, nw, x, xs, nx, y, ys);
+}
+void quant_tile_q4_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys) {
+    qp_tile_plain(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys) {
-    ptile_w32(false, n, w, ws, nw, x, xs, nx, y, ys);
+    qp_tile_packed(&qp_q4_0, n, w, ws, nw, x, xs, nx, y, ys);
 }
 static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys) {
-    ptile_w32(true, n, w, ws, nw, x, xs, nx, y, ys);
+    qp_tile_packed(&qp_q8_0, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    qp_tile_packed(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 const struct quant_pack quant_packs_avx512[DTYPE_COUNT] = {

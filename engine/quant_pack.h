@@ -1,0 +1,116 @@
+/* quant_pack: what the kernels on packed row groups (quant_avx512_pack.c, quant_avx2_pack.c)
+ * share: walking a matrix's groups against the x rows, the tile over plain rows (packed 16 or 8
+ * at a time into a buffer first), and the q8_K side of q4_K. Plain C, included by each of those
+ * files, so it is compiled with that file's ISA flags; the kernels themselves stay in them.
+ *
+ * A packed kernel is described by a struct qp_kernel: how to pack plain rows into one group,
+ * how to prepare one x row (per block: its scale and whatever sums the kernel starts from), and
+ * how to run one group against up to max_xr prepared x rows. */
+#pragma once
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "quant_internal.h"
+
+struct qp_kernel {
+    int rows;         /* weight rows per group */
+    int max_xr;       /* x rows per pass over a group's blocks */
+    int64_t qk;       /* elements per block */
+    size_t prep_size; /* bytes of one block's x preparation */
+    /* packs `rows` (<= the group's; the missing ones zero) plain rows of n elements, row i at
+     * src + i * src_stride, into one group at dst */
+    void (*pack_rows)(int64_t n, const void *src, size_t src_stride, int rows, void *dst);
+    /* prepares the nb blocks of one x row */
+    void (*prep)(int64_t nb, const void *x, void *out);
+    /* one group against xr (1..max_xr) x rows x[k] prepared at p[k]: y[k * ys + i] for the
+     * group's first `rows` rows i */
+    void (*run)(int xr, int64_t nb, const uint8_t *group, const void *const *x,
+                const void *const *p, float *y, size_t ys, int rows);
+    float (*dot)(int64_t n, const void *w, const void *x); /* the same result, one row */
+};
+
+#define QP_MAX_XR 8
+#define QP_PREP_BUF_BYTES (192 * 1024)
+#define QP_PACK_BUF_BYTES (256 * 1024)
+static _Thread_local uint8_t qp_prep_buf[QP_PREP_BUF_BYTES] __attribute__((aligned(64)));
+static _Thread_local uint8_t qp_pack_buf[QP_PACK_BUF_BYTES] __attribute__((aligned(64)));
+
+/* Groups [0, ng) at w (gb bytes each; the last has last_rows rows) against x rows [0, nx); the
+ * x rows are prepared in chunks that fit qp_prep_buf (rows of over ~750,000 elements: one at a
+ * time, on the heap). */
+static inline void qp_groups(const struct qp_kernel *k, int64_t n, const uint8_t *w, size_t gb,
+                             int ng, int last_rows, const void *x, size_t xs, int nx, float *y,
+                             size_t ys) {
+    const int64_t nb = n / k->qk;
+    const size_t row_prep = k->prep_size * (size_t)nb;
+    uint8_t *prep = qp_prep_buf, *heap = NULL;
+    int per = (int)(QP_PREP_BUF_BYTES / row_prep);
+    if (per < 1) {
+        prep = heap = malloc(row_prep);
+        if (!heap) abort();
+        per = 1;
+    }
+    for (int r0 = 0; r0 < nx; r0 += per) {
+        const int nc = nx - r0 < per ? nx - r0 : per;
+        for (int r = 0; r < nc; r++)
+            k->prep(nb, (const char *)x + (size_t)(r0 + r) * xs, prep + (size_t)r * row_prep);
+        for (int g = 0; g < ng; g++) {
+            const int rows = g == ng - 1 ? last_rows : k->rows;
+            for (int r = 0; r < nc; r += k->max_xr) {
+                const int xr = nc - r < k->max_xr ? nc - r : k->max_xr;
+                const void *xv[QP_MAX_XR], *pv[QP_MAX_XR];
+                for (int j = 0; j < xr; j++) {
+                    xv[j] = (const char *)x + (size_t)(r0 + r + j) * xs;
+                    pv[j] = prep + (size_t)(r + j) * row_prep;
+                }
+                k->run(xr, nb, w + (size_t)g * gb, xv, pv,
+                       y + (size_t)(r0 + r) * ys + (size_t)g * k->rows, ys, rows);
+            }
+        }
+    }
+    free(heap);
+}
+
+/* The packed tile (a quant_tile_fn over packed groups: w the first, nw a multiple of rows). */
+static inline void qp_tile_packed(const struct qp_kernel *k, int64_t n, const void *w, size_t ws,
+                                  int nw, const void *x, size_t xs, int nx, float *y, size_t ys) {
+    qp_groups(k, n, w, (size_t)k->rows * ws, nw / k->rows, k->rows, x, xs, nx, y, ys);
+}
+
+/* The plain-rows tile: rows packed a group at a time into qp_pack_buf, then the same kernel;
+ * rows too long for the buffer take the single dot. */
+static inline void qp_tile_plain(const struct qp_kernel *k, int64_t n, const void *w, size_t ws,
+                                 int nw, const void *x, size_t xs, int nx, float *y, size_t ys) {
+    if ((size_t)k->rows * ws > QP_PACK_BUF_BYTES) {
+        for (int r = 0; r < nx; r++)
+            for (int i = 0; i < nw; i++)
+                y[r * ys + i] = k->dot(n, (const char *)w + i * ws, (const char *)x + r * xs);
+        return;
+    }
+    for (int i0 = 0; i0 < nw; i0 += k->rows) {
+        const int rows = nw - i0 < k->rows ? nw - i0 : k->rows;
+        k->pack_rows(n, (const char *)w + i0 * ws, ws, rows, qp_pack_buf);
+        qp_groups(k, n, qp_pack_buf, (size_t)k->rows * ws, 1, rows, x, xs, nx, y + i0, ys);
+    }
+}
+
+/* The q8_K side of q4_K, per (x row, super-block): the scale and the sub-blocks' x sums as
+ * int16 pairs (2i, 2i+1) for vpmaddwd / vpdpwssd against (m_2i, m_2i+1). */
+struct qp_prep_q8_K {
+    float d;
+    int32_t bs[4];
+};
+
+static inline void qp_prep_q8_K(int64_t nb, const void *x, void *out) {
+    const block_q8_K *bx = x;
+    struct qp_prep_q8_K *p = out;
+    for (int64_t b = 0; b < nb; b++) {
+        p[b].d = bx[b].d;
+        for (int i = 0; i < 4; i++) {
+            const int16_t *s = bx[b].bsums + 4 * i;
+            const uint32_t lo = (uint16_t)(int16_t)(s[0] + s[1]);
+            const uint32_t hi = (uint16_t)(int16_t)(s[2] + s[3]);
+            p[b].bs[i] = (int32_t)(lo | hi << 16);
+        }
+    }
+}
