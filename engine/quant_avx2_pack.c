@@ -89,6 +89,7 @@ static inline __attribute__((always_inline)) void p2_rows(int XR, int64_t nb, co
         }
 #pragma GCC unroll 2
         for (int r = 0; r < XR; r++) {
+            qp_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0)); /* as in quant_avx512_pack.c */
             const int8_t *xq = bx[r][b].qs;
             __m256i s16 = _mm256_setzero_si256();
 #pragma GCC unroll 8
@@ -206,6 +207,8 @@ static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, co
     for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * K2_SB_BYTES;
+#pragma GCC unroll 2
+        for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
         const __m256 da = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o));
         const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(o + 16)));
         const __m256i A = _mm256_loadu_si256((const __m256i *)(o + 32)),

@@ -94,6 +94,13 @@ static inline void qp_tile_plain(const struct qp_kernel *k, int64_t n, const voi
     }
 }
 
+/* Asks for the bytes of one x block (at p, bytes long) in L1. In a GEMV the kernels reuse an
+ * x block once per group, and a long row's group streams more weight bytes than L1 holds in
+ * between, so x comes back from L2 and its misses compete with the weight stream's. */
+static inline void qp_prefetch_x(const void *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
+}
+
 /* The q8_K side of q4_K, per (x row, super-block): the scale and the sub-blocks' x sums as
  * int16 pairs (2i, 2i+1) for vpmaddwd / vpdpwssd against (m_2i, m_2i+1). */
 struct qp_prep_q8_K {
