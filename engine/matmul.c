@@ -83,7 +83,7 @@ void matmul_pack(struct matmul_weight *w, void *dst) {
     const size_t rb = dtype_row_bytes(w->type, w->n_in), bytes = matmul_weight_bytes(w);
     const int64_t grouped = pk ? w->n_out / pk->rows * pk->rows : 0;
     for (int64_t i = 0; i < grouped; i += pk->rows)
-        pk->pack(w->n_in, (const char *)w->data + i * rb, (char *)dst + i * rb);
+        pk->pack_rows(w->n_in, (const char *)w->data + i * rb, rb, pk->rows, (char *)dst + i * rb);
     memcpy((char *)dst + grouped * rb, (const char *)w->data + grouped * rb,
            bytes - (size_t)grouped * rb);
     w->data = dst;

@@ -732,10 +732,9 @@ quant_dot_fn quant_dot(enum dtype w) {
 const struct quant_pack *quant_packing(enum dtype w) {
     quant_init();
     if ((unsigned)w >= DTYPE_COUNT) return NULL;
-    const struct quant_pack *p = chosen == &quant_variant_avx512 ? &quant_packs_avx512[w]
-                                 : chosen == &quant_variant_avx2 ? &quant_packs_avx2[w]
-                                                                 : NULL;
-    return p && p->rows ? p : NULL;
+    return chosen == &quant_variant_avx512 ? quant_packs_avx512[w]
+           : chosen == &quant_variant_avx2 ? quant_packs_avx2[w]
+                                           : NULL;
 }
 
 quant_tile_fn quant_tile(enum dtype w) {

@@ -21,6 +21,12 @@
 #include "quant_internal.h"
 #include "quant_pack.h"
 
+/* The packed tiles (each a quant_tile_fn over its kernel, below). */
+static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
+static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
+
 #define P2_ROWS 8
 #define P2_CHUNK 8
 #define P2_QB 128   /* value bytes of a block of 8 rows */
@@ -56,10 +62,6 @@ static void p2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows
             memcpy(d + (b - cb) * 16 + r * 2, &a->d, 2);
             for (int u = 0; u < 4; u++) memcpy(q + b * P2_QB + u * 32 + r * 4, a->qs + 4 * u, 4);
         }
-}
-
-static void pack_q4_0(int64_t n, const void *src, void *dst) {
-    p2_pack_rows(n, src, dtype_row_bytes(DTYPE_Q4_0, n), P2_ROWS, dst);
 }
 
 struct p2_xprep {
@@ -146,8 +148,9 @@ float quant_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
     return acc;
 }
 
-static const struct qp_kernel qp_q4_0 = {P2_ROWS,      P2_MAX_XR, QK4_0,    sizeof(struct p2_xprep),
-                                         p2_pack_rows, prep_q4_0, run_q4_0, quant_dot_q4_0_avx2};
+static const struct quant_pack qp_q4_0 = {
+    P2_ROWS,  P2_MAX_XR,           QK4_0,     sizeof(struct p2_xprep), p2_pack_rows, prep_q4_0,
+    run_q4_0, quant_dot_q4_0_avx2, ptile_q4_0};
 
 void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
@@ -184,10 +187,6 @@ static void k2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows
             for (int k = 0; k < K_SCALE_SIZE; k++) o[32 + k * 8 + r] = a->scales[k];
             for (int t = 0; t < 32; t++) memcpy(o + 128 + t * 32 + r * 4, a->qs + 4 * t, 4);
         }
-}
-
-static void pack_q4_K(int64_t n, const void *src, void *dst) {
-    k2_pack_rows(n, src, dtype_row_bytes(DTYPE_Q4_K, n), K2_ROWS, dst);
 }
 
 /* (v, v) int16 pairs of the 8 bytes at p, one per 32-bit lane. */
@@ -292,9 +291,10 @@ static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
-static const struct qp_kernel qp_q4_K = {
+static const struct quant_pack qp_q4_K = {
     K2_ROWS,      K2_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
-    k2_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref};
+    k2_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref,
+    ptile_q4_K};
 
 void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
@@ -305,7 +305,7 @@ static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *
     qp_tile_packed(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
-const struct quant_pack quant_packs_avx2[DTYPE_COUNT] = {
-    [DTYPE_Q4_0] = {P2_ROWS, pack_q4_0, ptile_q4_0},
-    [DTYPE_Q4_K] = {K2_ROWS, pack_q4_K, ptile_q4_K},
+const struct quant_pack *const quant_packs_avx2[DTYPE_COUNT] = {
+    [DTYPE_Q4_0] = &qp_q4_0,
+    [DTYPE_Q4_K] = &qp_q4_K,
 };

@@ -2,16 +2,16 @@
  * -mavx512vnni -mavx2 -mfma -mf16c for this file only; quant.c calls them only when
  * avx512_available() says the CPU and the OS (XGETBV: ZMM state enabled) support all of them).
  *
- * Own kernels (dot, generation GEMV and prompt tile) for q4_0, q8_0, q4_K, q6_K and
- * f32/f16/bf16; q5_K uses the avx2 variant's dot and tile unchanged, through the small wrappers at
- * the end (so each type stays batch-invariant within this variant: its tile and dot are one pair).
- * The float arithmetic of most types differs from avx2's (16 lanes instead of 8), so results are
- * close to, not bit-identical with, the avx2 variant; within this variant, tile == dot bit for
- * bit. q4_0 and q8_0 are in quant_avx512_pack.c (weights packed at load in groups of 16 rows;
- * the scalar reference's float steps). */
+ * Own kernels (dot, generation GEMV and prompt tile) for q6_K and f32/f16/bf16 here, and for
+ * q4_0, q8_0 and q4_K in quant_avx512_pack.c (weights packed at load in groups of 16 rows; the
+ * scalar reference's float steps, so those three equal the reference bit for bit); q5_K uses
+ * the avx2 variant's dot and tile unchanged, through the small wrappers at the end (so each type
+ * stays batch-invariant within this variant: its tile and dot are one pair). The float
+ * arithmetic of the other types differs from avx2's (16 lanes instead of 8), so their results
+ * are close to, not bit-identical with, the avx2 variant; within this variant, tile == dot bit
+ * for bit. */
 #include <cpuid.h>
 #include <immintrin.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"

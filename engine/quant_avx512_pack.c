@@ -18,6 +18,14 @@
 #include "quant_internal.h"
 #include "quant_pack.h"
 
+/* The packed tiles (each a quant_tile_fn over its kernel, below). */
+static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
+static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
+static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
+
 static inline int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
 }
@@ -41,7 +49,7 @@ static inline int32_t hsum_epi32_256(__m256i s) {
  * register for row r. A group's blocks go in chunks of W32P_CHUNK = 8 (the last may be
  * shorter), each first the scales (block j of the chunk: the 16 rows' f16 d at j * 32 bytes),
  * then the values (block j at nbc * 32 + j * QB, nbc blocks in the chunk), so the kernel reads
- * one stream in address order: two streams (all scales, then all values) ran at 15-18 GB/s of
+ * one stream in address order: two streams (all scales, then all values) ran at 12.5-18 GB/s of
  * this Zen 4's ~30 at 1 thread, one at 22-29. The hardware prefetcher follows it alone: a
  * software prefetch 2-8 KiB ahead only slowed it (20-27 GB/s). Register t (64 bytes)
  * holds in lane r the 4 bytes of row r's block that pair with x's bytes 4t..4t+3. q4_0
@@ -84,13 +92,6 @@ static void w32_pack_rows(bool q8, int64_t n, const void *src, size_t src_stride
                 memcpy(q + b * qb + t * 64 + r * 4, &v, 4);
             }
         }
-}
-
-static void pack_q4_0(int64_t n, const void *src, void *dst) {
-    w32_pack_rows(false, n, src, dtype_row_bytes(DTYPE_Q4_0, n), W32P_ROWS, dst);
-}
-static void pack_q8_0(int64_t n, const void *src, void *dst) {
-    w32_pack_rows(true, n, src, dtype_row_bytes(DTYPE_Q8_0, n), W32P_ROWS, dst);
 }
 
 /* Per (x row, block): the f32 scale and the start value of the int sums. */
@@ -239,12 +240,14 @@ static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, c
     return acc;
 }
 
-static const struct qp_kernel qp_q4_0 = {
+static const struct quant_pack qp_q4_0 = {
     W32P_ROWS,      W32_MAX_XR, QK4_0,    sizeof(struct w32_xprep),
-    pack_rows_q4_0, prep_q4_0,  run_q4_0, quant_dot_q4_0_avx512};
-static const struct qp_kernel qp_q8_0 = {
+    pack_rows_q4_0, prep_q4_0,  run_q4_0, quant_dot_q4_0_avx512,
+    ptile_q4_0};
+static const struct quant_pack qp_q8_0 = {
     W32P_ROWS,      W32_MAX_XR, QK8_0,    sizeof(struct w32_xprep),
-    pack_rows_q8_0, prep_q8_0,  run_q8_0, quant_dot_q8_0_avx512};
+    pack_rows_q8_0, prep_q8_0,  run_q8_0, quant_dot_q8_0_avx512,
+    ptile_q8_0};
 
 /* ==== q4_K weights (x is q8_K) ====
  * The reference's float steps per 256-element super-block b, in order:
@@ -278,10 +281,6 @@ static void k4_pack_rows(int64_t n, const void *src, size_t src_stride, int rows
             for (int k = 0; k < K_SCALE_SIZE; k++) o[64 + k * 16 + r] = a->scales[k];
             for (int t = 0; t < 32; t++) memcpy(o + 256 + t * 64 + r * 4, a->qs + 4 * t, 4);
         }
-}
-
-static void pack_q4_K(int64_t n, const void *src, void *dst) {
-    k4_pack_rows(n, src, dtype_row_bytes(DTYPE_Q4_K, n), K4P_ROWS, dst);
 }
 
 /* A group (16 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
@@ -388,9 +387,10 @@ static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
-static const struct qp_kernel qp_q4_K = {
+static const struct quant_pack qp_q4_K = {
     K4P_ROWS,     K4_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
-    k4_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref};
+    k4_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref,
+    ptile_q4_K};
 
 float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x) {
     return dot_w32(false, n, w, x);
@@ -423,8 +423,8 @@ static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *
     qp_tile_packed(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
-const struct quant_pack quant_packs_avx512[DTYPE_COUNT] = {
-    [DTYPE_Q4_0] = {W32P_ROWS, pack_q4_0, ptile_q4_0},
-    [DTYPE_Q8_0] = {W32P_ROWS, pack_q8_0, ptile_q8_0},
-    [DTYPE_Q4_K] = {K4P_ROWS, pack_q4_K, ptile_q4_K},
+const struct quant_pack *const quant_packs_avx512[DTYPE_COUNT] = {
+    [DTYPE_Q4_0] = &qp_q4_0,
+    [DTYPE_Q8_0] = &qp_q8_0,
+    [DTYPE_Q4_K] = &qp_q4_K,
 };

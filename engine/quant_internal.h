@@ -104,8 +104,8 @@ static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8
  * QUANT_PREFETCH_AHEAD ahead of the block being decoded (across row ends into the next rows,
  * which are adjacent in memory) took the avx512 q4_0 GEMV of the plain row layout from ~70% to
  * ~80% of this host's streaming read rate (AMD EPYC Zen 4, 1 thread; 512, 1024 and 4096 were
- * measured too). The avx512 kernels on packed row groups read one denser stream and do without
- * (see quant_avx512.c).
+ * measured too). The kernels on packed row groups read one denser stream and do without (see
+ * quant_avx512_pack.c).
  * Walking several rows side by side instead was 1.5-2.5x slower: interleaved strided
  * streams defeat the hardware prefetcher unless the rows are repacked. A prefetch never
  * faults, so reading past the end of the weight is harmless. */
@@ -163,14 +163,28 @@ quant_tile_fn quant_tile(enum dtype w);
  * A variant may keep a weight type in a layout of its own, made once when the weights are
  * placed in memory (matmul_pack): rows in groups of `rows`, each group's bytes as many as its
  * rows' plain bytes (so a packed matrix is as big as a plain one); the last n_out % rows rows
- * stay plain after the groups. pack() lays out one group from `rows` plain rows (row i at
- * src + i * dtype_row_bytes(t, n)); tile() is a quant_tile_fn over packed groups: w the first
- * group, w_stride the plain row bytes, nw a multiple of rows. It computes exactly what the
- * variant's plain tile and dot compute, bit for bit. */
+ * stay plain after the groups. A struct quant_pack describes such a kernel: how to pack plain
+ * rows into one group, how to prepare one x row (per block: its scale and whatever sums the
+ * kernel starts from), how to run one group against up to max_xr prepared x rows, and the tile
+ * matmul calls on packed groups (a quant_tile_fn: w the first group, w_stride the plain row
+ * bytes, nw a multiple of rows). It computes exactly what the variant's plain tile and dot
+ * compute, bit for bit. quant_pack.h drives it. */
 struct quant_pack {
-    int rows;
-    void (*pack)(int64_t n, const void *src, void *dst);
-    quant_tile_fn tile;
+    int rows;         /* weight rows per group */
+    int max_xr;       /* x rows per pass over a group's blocks */
+    int64_t qk;       /* elements per block */
+    size_t prep_size; /* bytes of one block's x preparation */
+    /* packs `rows` (<= the group's; the missing ones zero) plain rows of n elements, row i at
+     * src + i * src_stride, into one group at dst */
+    void (*pack_rows)(int64_t n, const void *src, size_t src_stride, int rows, void *dst);
+    /* prepares the nb blocks of one x row */
+    void (*prep)(int64_t nb, const void *x, void *out);
+    /* one group against xr (1..max_xr) x rows x[k] prepared at p[k]: y[k * ys + i] for the
+     * group's first `rows` rows i */
+    void (*run)(int xr, int64_t nb, const uint8_t *group, const void *const *x,
+                const void *const *p, float *y, size_t ys, int rows);
+    float (*dot)(int64_t n, const void *w, const void *x); /* the same result, one row */
+    quant_tile_fn tile;                                    /* over packed groups */
 };
 
 /* The chosen variant's packing for weight type w, or NULL when it keeps w plain. */
@@ -192,12 +206,13 @@ extern const struct quant_variant quant_variant_ref;
 extern const struct quant_variant quant_variant_avx2;
 /* Tile kernels of the avx2 variant, NULL where it has none (index by dtype). */
 extern const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT];
-/* AVX-512 F/BW/VL/VNNI (quant_avx512.c): its own q4_0 kernels, the avx2 ones for other types. */
+/* AVX-512 F/BW/VL/VNNI (quant_avx512.c, quant_avx512_pack.c): its own kernels for most types,
+ * the avx2 ones for q5_K. */
 extern const struct quant_variant quant_variant_avx512;
 extern const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT];
 /* quant_avx2_pack.c: the avx2 q4_0 and q4_K kernels on packed row groups (8 rows), their
  * plain-rows tiles */
-extern const struct quant_pack quant_packs_avx2[DTYPE_COUNT]; /* rows == 0: none */
+extern const struct quant_pack *const quant_packs_avx2[DTYPE_COUNT]; /* NULL: none */
 float quant_dot_q4_0_avx2(int64_t n, const void *w, const void *x);
 void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys);
@@ -205,7 +220,7 @@ void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
 void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys);
 /* quant_avx512_pack.c: the avx512 kernels on packed row groups, and their plain-rows tiles */
-extern const struct quant_pack quant_packs_avx512[DTYPE_COUNT]; /* rows == 0: none */
+extern const struct quant_pack *const quant_packs_avx512[DTYPE_COUNT]; /* NULL: none */
 float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x);
 float quant_dot_q8_0_avx512(int64_t n, const void *w, const void *x);
 void quant_tile_q4_0_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,

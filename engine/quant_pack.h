@@ -2,32 +2,12 @@
  * share: walking a matrix's groups against the x rows, the tile over plain rows (packed 16 or 8
  * at a time into a buffer first), and the q8_K side of q4_K. Plain C, included by each of those
  * files, so it is compiled with that file's ISA flags; the kernels themselves stay in them.
- *
- * A packed kernel is described by a struct qp_kernel: how to pack plain rows into one group,
- * how to prepare one x row (per block: its scale and whatever sums the kernel starts from), and
- * how to run one group against up to max_xr prepared x rows. */
+ * Each kernel is a struct quant_pack (quant_internal.h). */
 #pragma once
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "quant_internal.h"
-
-struct qp_kernel {
-    int rows;         /* weight rows per group */
-    int max_xr;       /* x rows per pass over a group's blocks */
-    int64_t qk;       /* elements per block */
-    size_t prep_size; /* bytes of one block's x preparation */
-    /* packs `rows` (<= the group's; the missing ones zero) plain rows of n elements, row i at
-     * src + i * src_stride, into one group at dst */
-    void (*pack_rows)(int64_t n, const void *src, size_t src_stride, int rows, void *dst);
-    /* prepares the nb blocks of one x row */
-    void (*prep)(int64_t nb, const void *x, void *out);
-    /* one group against xr (1..max_xr) x rows x[k] prepared at p[k]: y[k * ys + i] for the
-     * group's first `rows` rows i */
-    void (*run)(int xr, int64_t nb, const uint8_t *group, const void *const *x,
-                const void *const *p, float *y, size_t ys, int rows);
-    float (*dot)(int64_t n, const void *w, const void *x); /* the same result, one row */
-};
 
 #define QP_MAX_XR 8
 #define QP_PREP_BUF_BYTES (192 * 1024)
@@ -38,7 +18,7 @@ static _Thread_local uint8_t qp_pack_buf[QP_PACK_BUF_BYTES] __attribute__((align
 /* Groups [0, ng) at w (gb bytes each; the last has last_rows rows) against x rows [0, nx); the
  * x rows are prepared in chunks that fit qp_prep_buf (rows of over ~750,000 elements: one at a
  * time, on the heap). */
-static inline void qp_groups(const struct qp_kernel *k, int64_t n, const uint8_t *w, size_t gb,
+static inline void qp_groups(const struct quant_pack *k, int64_t n, const uint8_t *w, size_t gb,
                              int ng, int last_rows, const void *x, size_t xs, int nx, float *y,
                              size_t ys) {
     const int64_t nb = n / k->qk;
@@ -72,14 +52,14 @@ static inline void qp_groups(const struct qp_kernel *k, int64_t n, const uint8_t
 }
 
 /* The packed tile (a quant_tile_fn over packed groups: w the first, nw a multiple of rows). */
-static inline void qp_tile_packed(const struct qp_kernel *k, int64_t n, const void *w, size_t ws,
+static inline void qp_tile_packed(const struct quant_pack *k, int64_t n, const void *w, size_t ws,
                                   int nw, const void *x, size_t xs, int nx, float *y, size_t ys) {
     qp_groups(k, n, w, (size_t)k->rows * ws, nw / k->rows, k->rows, x, xs, nx, y, ys);
 }
 
 /* The plain-rows tile: rows packed a group at a time into qp_pack_buf, then the same kernel;
  * rows too long for the buffer take the single dot. */
-static inline void qp_tile_plain(const struct qp_kernel *k, int64_t n, const void *w, size_t ws,
+static inline void qp_tile_plain(const struct quant_pack *k, int64_t n, const void *w, size_t ws,
                                  int nw, const void *x, size_t xs, int nx, float *y, size_t ys) {
     if ((size_t)k->rows * ws > QP_PACK_BUF_BYTES) {
         for (int r = 0; r < nx; r++)
