@@ -375,12 +375,16 @@ static inline __attribute__((always_inline)) void q8_0_panel_row(int M, int64_t 
     for (int64_t b = 0; b < nb; b++) {
         const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
         const __m256 dx = _mm256_set1_ps(f16(bx[b].d));
+        /* the 8 rows' dw * dx in one multiply, read back one by one as broadcasts: a multiply
+         * per (row, block) competed with the madds and FMAs for the two multiply pipes */
+        const __m256 dd = M == 8 ? _mm256_mul_ps(_mm256_loadu_ps(&pd[b * M]), dx) : dx;
 #pragma GCC unroll 8
         for (int i = 0; i < M; i++) {
             const __m256i sy = _mm256_sign_epi8(yv, pq[2 * (b * M + i) + 1]);
             const __m256i p =
                 _mm256_madd_epi16(_mm256_maddubs_epi16(pq[2 * (b * M + i)], sy), ones);
-            const __m256 d = _mm256_mul_ps(_mm256_broadcast_ss(&pd[b * M + i]), dx);
+            const __m256 d = M == 8 ? _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(i))
+                                    : _mm256_mul_ps(_mm256_broadcast_ss(&pd[b * M + i]), dx);
             acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[i]);
         }
     }
@@ -555,7 +559,7 @@ float_micro(int M, int MX, bool zero, int64_t kstart, int64_t k1, int64_t stride
 #define FLOAT_K_CHUNK 1024 /* elements per k-chunk: a 4-row panel chunk is 16 KB */
 _Static_assert(FLOAT_K_CHUNK % FLOAT_GROUP == 0, "k-chunks hold whole groups of chunks");
 #define FLOAT_X_BATCH (64 / FX * FX) /* x rows whose accumulators are kept between k-chunks */
-#define FLOAT_XB_BYTES (512 * 1024)  /* and at most this many bytes of them (in L2) */
+#define FLOAT_XB_BYTES (512 * 1024)  /* and at most this many bytes of a k-chunk's (in L2) */
 
 /* The k-chunk [k0, k1) of a row laid out for the tile's passes: its 8-element chunks of
  * accumulator 0 (even) first, then those of accumulator 1 (odd), each in increasing order, so a
@@ -658,11 +662,13 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)ps * sizeof(float)));
         mw = fit < FW ? (int)fit : FW;
     }
-    /* x rows per batch: at most FLOAT_XB_BYTES of them, so a batch stays in L2 while the
-     * panel is run against it (matmul gives a float tile all its x rows at once) */
+    /* x rows per batch: their k-chunk at most FLOAT_XB_BYTES, so it stays in L2 while the
+     * panel's chunk is run against it (matmul gives a float tile all its x rows at once; as
+     * in quant_avx512.c, long rows no longer go in smaller batches) */
     int xbatch = FLOAT_X_BATCH;
     if (n8) {
-        const int64_t fit = (int64_t)(FLOAT_XB_BYTES / ((size_t)n8 * sizeof(float))) / FX * FX;
+        const int64_t kw = n8 < FLOAT_K_CHUNK ? n8 : FLOAT_K_CHUNK;
+        const int64_t fit = (int64_t)(FLOAT_XB_BYTES / ((size_t)kw * sizeof(float))) / FX * FX;
         if (fit < xbatch) xbatch = fit < FX ? FX : (int)fit;
     }
     const size_t esz = t == DTYPE_F32 ? 4 : 2;
