@@ -18,10 +18,9 @@
 # REPS (3), SINGLE_WORKERS ("1 2 3"; " " skips part 1), SINGLE_CPUS (e.g. 1: part 1 runs both
 # `caravan run` and every process of the cluster under `taskset -c SINGLE_CPUS`, the same CPUs
 # for both; a single stream keeps one stage busy at a time), LONG_WORKERS ("2 3"; " " skips part
-# 1b), LLAMA_BIN (a directory with
-# llama-batched-bench, llama-bench, rpc-server built
-# outside the repository; optional). Prints markdown; raw numbers go to $OUT (default
-# /tmp/caravan-bench/cluster.json).
+# 1b), STREAMS ("1 2 4 8"; " " skips parts 2-4), LLAMA_BIN (a directory with llama-batched-bench,
+# llama-bench, rpc-server built outside the repository; optional). Prints markdown; raw numbers
+# go to $OUT (default /tmp/caravan-bench/cluster.json).
 set -eu
 BUILD=${1:-build}
 BIN=$BUILD/bin
@@ -103,6 +102,8 @@ if [ -n "$(echo "${LONG_WORKERS-2 3}" | tr -d ' ')" ]; then
     echo
 fi
 
+STREAMS=${STREAMS-1 2 4 8}
+if [ -n "$(echo "$STREAMS" | tr -d ' ')" ]; then
 echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
 echo
 rm -f "$DIR/serve.out"
@@ -116,13 +117,13 @@ node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
 declare -A LB
 if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/llama-batched-bench" ]; then
     "$LLAMA_BIN/llama-batched-bench" -m "$MODEL" -c 4096 -b 2048 -ub 512 -npp 16 -ntg "$TG" \
-        -npl 1,2,4,8 -t 2 >"$DIR/batched.txt" 2>&1 || true
+        -npl "$(words "$STREAMS" | paste -sd,)" -t 2 >"$DIR/batched.txt" 2>&1 || true
     while read -r b stg; do LB[$b]=$stg; done < <(awk -F'|' '/^\|/ && $4+0>0 {gsub(/ /,""); print $4, $9}' "$DIR/batched.txt")
 fi
 echo "| streams | caravan tokens/s (incl. prefill) | caravan generation t/s (all streams decoding) | TTFT median ms | llama-batched-bench S_TG t/s | ratio (generation) |"
 echo "|---|---|---|---|---|---|"
 json_conc=""
-for n in 1 2 4 8; do
+for n in $STREAMS; do
     best=""
     for _ in $(seq 2); do
         line=$(node "$HERE/load.mjs" "$URL" "$n" "$TG" "$PROMPT")
@@ -170,6 +171,7 @@ if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/rpc-server" ] && [ -x "$LLAMA_BIN/lla
     kill $R1 $R2 2>/dev/null
     wait $R1 $R2 2>/dev/null || true
     echo
+fi
 fi
 echo "{\"model\":\"$(basename "$MODEL")\",\"cpu\":\"$cpu\",\"date\":\"$(date -u +%FT%TZ)\",\"single\":[${json_single%,}],\"concurrent\":[${json_conc%,}]}" >"$OUT"
 echo "raw: $OUT"
