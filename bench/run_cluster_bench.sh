@@ -103,6 +103,7 @@ if [ -n "$(echo "${LONG_WORKERS-2 3}" | tr -d ' ')" ]; then
 fi
 
 STREAMS=${STREAMS-1 2 4 8}
+json_conc=""
 if [ -n "$(echo "$STREAMS" | tr -d ' ')" ]; then
 echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
 echo
@@ -122,7 +123,6 @@ if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/llama-batched-bench" ]; then
 fi
 echo "| streams | caravan tokens/s (incl. prefill) | caravan generation t/s (all streams decoding) | TTFT median ms | llama-batched-bench S_TG t/s | ratio (generation) |"
 echo "|---|---|---|---|---|---|"
-json_conc=""
 for n in $STREAMS; do
     best=""
     for _ in $(seq 2); do
