@@ -365,10 +365,11 @@ enum status model_forward_layers(model_t *m, const struct model_batch *b, int32_
         struct row_job rows = {m, b, L, l, ROW_ATTN_NORM};
 
         /* attention: xb = norm(x); q, k, v = xb·Wq, xb·Wk, xb·Wv; rope; cache k, v */
-        for_rows(&rows, ROW_ATTN_NORM);                 /* xb (T, E) */
-        matmul(tp, &L->wq, m->xb, T, m->q, m->scratch); /* (T, n_heads*hd) */
-        matmul(tp, &L->wk, m->xb, T, m->k, m->scratch); /* (T, n_kv*hd) */
-        matmul(tp, &L->wv, m->xb, T, m->v, m->scratch); /* (T, n_kv*hd) */
+        for_rows(&rows, ROW_ATTN_NORM); /* xb (T, E) */
+        /* q (T, n_heads*hd), k and v (T, n_kv*hd): one run of the pool */
+        const struct matmul_weight *qkv[3] = {&L->wq, &L->wk, &L->wv};
+        float *qkv_out[3] = {m->q, m->k, m->v};
+        matmul_many(tp, qkv, 3, m->xb, T, qkv_out, m->scratch);
         for_rows(&rows, ROW_QKV_POST);
         struct attn_job job = {m, b, l, quant_dot(DTYPE_F32)};
         threadpool_run(tp, attn_thread, &job);           /* xb (T, n_heads*hd) */
@@ -381,8 +382,9 @@ enum status model_forward_layers(model_t *m, const struct model_batch *b, int32_
             moe_ffn(m, L, &rows, T);
             continue;
         }
-        matmul(tp, &L->w_gate, m->xb, T, m->hb, m->scratch); /* (T, n_ff) */
-        matmul(tp, &L->w_up, m->xb, T, m->hb2, m->scratch);  /* (T, n_ff) */
+        const struct matmul_weight *gate_up[2] = {&L->w_gate, &L->w_up};
+        float *gate_up_out[2] = {m->hb, m->hb2};
+        matmul_many(tp, gate_up, 2, m->xb, T, gate_up_out, m->scratch); /* (T, n_ff) each */
         for_rows(&rows, ROW_SWIGLU);
         matmul(tp, &L->w_down, m->hb, T, m->xb, m->scratch); /* (T, E) */
         for_rows(&rows, ROW_RESIDUAL_XB);                    /* x += ffn */

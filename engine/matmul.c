@@ -168,47 +168,75 @@ void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weigh
     rows_range(w, xq, xs, n_rows, y, i0, i1);
 }
 
-struct job {
+/* One of a job's weights: its output and how its rows are shared out. */
+struct job_part {
     const struct matmul_weight *w;
-    const float *x;
-    int64_t n_rows;
     float *y;
-    void *scratch;
-    threadpool_t *tp;
     int64_t chunk_rows;   /* weight rows per chunk */
     _Atomic int64_t next; /* first weight row not yet taken */
 };
 
+struct job {
+    const float *x;
+    int64_t n_rows;
+    void *scratch;
+    threadpool_t *tp;
+    int n_parts;
+    struct job_part parts[MATMUL_MANY_MAX];
+};
+
 /* Threads take chunks of weight rows from a shared counter instead of a fixed share: when the
  * machine is busy and one thread is descheduled, the others take its chunks rather than wait
- * for it at the end. Which thread computes a row never changes its value. */
+ * for it at the end. Several weights (same x) go one after the other in one job: a thread done
+ * with one's chunks goes on to the next without waiting for the others. Which thread computes
+ * a row never changes its value. */
 static void job_run(void *ctx, int ith, int nth) {
     struct job *j = ctx;
     const char *xq;
     size_t xs;
-    convert_x(j->tp, ith, nth, j->w, j->x, j->n_rows, j->scratch, &xq, &xs);
-    for (;;) {
-        int64_t i0 = atomic_fetch_add_explicit(&j->next, j->chunk_rows, memory_order_relaxed);
-        if (i0 >= j->w->n_out) break;
-        int64_t i1 = i0 + j->chunk_rows < j->w->n_out ? i0 + j->chunk_rows : j->w->n_out;
-        rows_range(j->w, xq, xs, j->n_rows, j->y, i0, i1);
+    convert_x(j->tp, ith, nth, j->parts[0].w, j->x, j->n_rows, j->scratch, &xq, &xs);
+    for (int k = 0; k < j->n_parts; k++) {
+        struct job_part *p = &j->parts[k];
+        for (;;) {
+            int64_t i0 = atomic_fetch_add_explicit(&p->next, p->chunk_rows, memory_order_relaxed);
+            if (i0 >= p->w->n_out) break;
+            int64_t i1 = i0 + p->chunk_rows < p->w->n_out ? i0 + p->chunk_rows : p->w->n_out;
+            rows_range(p->w, xq, xs, j->n_rows, p->y, i0, i1);
+        }
     }
 }
 
 void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int64_t n_rows,
             float *y, void *scratch) {
-    int nth = threadpool_n_threads(tp);
-    /* about CHUNKS_PER_THREAD chunks each, whole packed groups and tile widths */
-    int64_t per =
-        (w->n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
-    per = (per + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
-    struct job j = {w, x, n_rows, y, scratch, tp, per, 0};
+    matmul_many(tp, &w, 1, x, n_rows, &y, scratch);
+}
+
+void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n, const float *x,
+                 int64_t n_rows, float *const *ys, void *scratch) {
+    assert(n >= 1 && n <= MATMUL_MANY_MAX);
+    for (int k = 1; k < n; k++) /* one converted x for all: the same row length and dot type */
+        if (ws[k]->n_in != ws[0]->n_in ||
+            quant_dot_type(ws[k]->type) != quant_dot_type(ws[0]->type)) {
+            for (int i = 0; i < n; i++) matmul(tp, ws[i], x, n_rows, ys[i], scratch);
+            return;
+        }
+    const int nth = threadpool_n_threads(tp);
     if (!tp || nth == 1) {
         const char *xq;
         size_t xs;
-        convert_x(NULL, 0, 1, w, x, n_rows, scratch, &xq, &xs);
-        rows_range(w, xq, xs, n_rows, y, 0, w->n_out);
+        convert_x(NULL, 0, 1, ws[0], x, n_rows, scratch, &xq, &xs);
+        for (int k = 0; k < n; k++) rows_range(ws[k], xq, xs, n_rows, ys[k], 0, ws[k]->n_out);
         return;
+    }
+    struct job j = {x, n_rows, scratch, tp, n, {{0}}};
+    for (int k = 0; k < n; k++) {
+        /* about CHUNKS_PER_THREAD chunks each, whole packed groups and tile widths */
+        int64_t per = (ws[k]->n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) /
+                      ((int64_t)nth * CHUNKS_PER_THREAD);
+        j.parts[k].w = ws[k];
+        j.parts[k].y = ys[k];
+        j.parts[k].chunk_rows = (per + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
+        atomic_init(&j.parts[k].next, 0);
     }
     threadpool_run(tp, job_run, &j);
 }

@@ -43,6 +43,14 @@ size_t matmul_scratch_bytes(enum dtype type, int64_t n_in, int64_t n_rows);
 void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int64_t n_rows,
             float *y, void *scratch);
 
+/* matmul for each of n (<= MATMUL_MANY_MAX) weights against the same x (ys[k] for ws[k]) in one
+ * run of the pool: x converted once, no wait between the weights (a decode step's q, k, v or
+ * gate, up: fewer sync points per token). Results are matmul's for each. Weights of different
+ * row lengths or dot types go one matmul after the other. scratch: as for ws[0]. */
+#define MATMUL_MANY_MAX 4
+void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n, const float *x,
+                 int64_t n_rows, float *const *ys, void *scratch);
+
 /* Same, but called from inside a running threadpool job on thread ith of nth (so a caller can
  * fuse several ops in one job; it must call threadpool_barrier itself between dependent ops).
  * Performs its own barrier between converting x and the products. */

@@ -1,6 +1,7 @@
 /* matmul_test: for every weight type, a row's result is bit-identical whether it is computed
- * alone, in a batch of 8 or of 128, on 1, 2 or 3 threads; and matmul agrees with a naive
- * dequantize + double-precision product. */
+ * alone, in a batch of 8 or of 128, on 1, 2 or 3 threads, packed or plain, alone or beside
+ * other weights in matmul_many; and matmul agrees with a naive dequantize + double-precision
+ * product. */
 #undef NDEBUG
 #include <math.h>
 #include <stdio.h>
@@ -159,6 +160,67 @@ static void test_type(enum dtype t, int64_t n_in, int64_t n_out, threadpool_t *c
     test_type_rows(t, n_in, n_out, 128, pools);
 }
 
+/* matmul_many (several weights against one x, one run of the pool) gives each weight exactly
+ * matmul's result, packed or plain, for 1, 3 and 128 x rows on 1 to 3 threads; weights of
+ * different dot types (q4_0 beside q4_K) take the one-by-one path and agree too. */
+static void test_many(int n, const enum dtype *types, const int64_t *n_outs, int64_t n_in,
+                      threadpool_t *const *pools) {
+    struct matmul_weight ws[MATMUL_MANY_MAX], packed[MATMUL_MANY_MAX];
+    void *bufs[MATMUL_MANY_MAX];
+    const int64_t max_rows = 128;
+    float *x = malloc(n_in * max_rows * sizeof(float));
+    for (int64_t i = 0; i < n_in * max_rows; i++) x[i] = rnd();
+    size_t scratch_bytes = 64;
+    for (int k = 0; k < n; k++) {
+        const size_t rb = dtype_row_bytes(types[k], n_in);
+        char *wq = malloc(rb * n_outs[k]);
+        float *wf = malloc(n_in * sizeof(float));
+        for (int64_t i = 0; i < n_outs[k]; i++) {
+            for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
+            quant_quantize_row(types[k], wf, wq + i * rb, n_in);
+        }
+        free(wf);
+        ws[k] =
+            (struct matmul_weight){.type = types[k], .n_in = n_in, .n_out = n_outs[k], .data = wq};
+        packed[k] = ws[k];
+        bufs[k] = xaligned(matmul_weight_bytes(&ws[k]));
+        matmul_pack(&packed[k], bufs[k]);
+        const size_t b = matmul_scratch_bytes(types[k], n_in, max_rows);
+        if (b > scratch_bytes) scratch_bytes = b;
+    }
+    void *scratch = xaligned(scratch_bytes);
+    const int64_t rows[] = {1, 3, 128};
+    for (int pk = 0; pk < 2; pk++)
+        for (int p = 0; p < 3; p++)
+            for (int ri = 0; ri < 3; ri++) {
+                const int64_t nr = rows[ri];
+                const struct matmul_weight *wp[MATMUL_MANY_MAX];
+                float *want[MATMUL_MANY_MAX], *got[MATMUL_MANY_MAX];
+                for (int k = 0; k < n; k++) {
+                    wp[k] = pk ? &packed[k] : &ws[k];
+                    want[k] = calloc(nr * n_outs[k], sizeof(float));
+                    got[k] = calloc(nr * n_outs[k], sizeof(float));
+                    matmul(pools[p], wp[k], x, nr, want[k], scratch);
+                }
+                matmul_many(pools[p], wp, n, x, nr, got, scratch);
+                for (int k = 0; k < n; k++) {
+                    CHECK(memcmp(got[k], want[k], nr * n_outs[k] * sizeof(float)) == 0,
+                          "matmul_many: weight %d (%s, %lld rows out) of %d, %s, %lld x rows, "
+                          "%d threads differs from matmul",
+                          k, dtype_name(types[k]), (long long)n_outs[k], n, pk ? "packed" : "plain",
+                          (long long)nr, threadpool_n_threads(pools[p]));
+                    free(want[k]);
+                    free(got[k]);
+                }
+            }
+    for (int k = 0; k < n; k++) {
+        free((void *)ws[k].data);
+        free(bufs[k]);
+    }
+    free(scratch);
+    free(x);
+}
+
 int main(void) {
     quant_init();
     threadpool_t *pools[3];
@@ -205,9 +267,8 @@ int main(void) {
         test_type(DTYPE_F16, 4096 + 8 + 3, 9, pools);
         test_type(DTYPE_F32, 4096 + 24, 9, pools);
         rng = rng_saved;
-        /* rows long enough that the float tiles take the x rows in batches of fewer than 64
-         * (at most 512 KB of them: 28-30 rows here, 12 at 10005) and matmul gives them all
-         * 128 rows at once */
+        /* rows long enough for several k-chunks, the 128 x rows (which matmul gives the float
+         * tiles at once) in batches of at most 64 (63 on avx2) whose k-chunk fits 512 KB */
         test_type(DTYPE_F16, 10000 + 5, 9, pools);
         test_type(DTYPE_F32, 4096 + 128 + 7, 9, pools);
         test_type(DTYPE_BF16, 4096 + 128 + 7, 9, pools);
@@ -232,6 +293,15 @@ int main(void) {
         test_type_rows(DTYPE_Q5_1, 32 * 5500, 5, 9, pools);
         test_type_rows(DTYPE_Q3_K, 256 * 360, 5, 9, pools);
         test_type(DTYPE_Q2_K, 256 * 5, 11, pools);
+        /* several weights in one run of the pool: q, k, v-like shapes and gate, up */
+        {
+            const int64_t qkv[3] = {48, 16, 16}, two[2] = {37, 37};
+            test_many(3, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_0, DTYPE_Q4_0}, qkv, 512, pools);
+            test_many(3, (const enum dtype[]){DTYPE_Q4_K, DTYPE_Q4_K, DTYPE_Q6_K}, qkv, 512, pools);
+            test_many(3, (const enum dtype[]){DTYPE_F16, DTYPE_F16, DTYPE_F16}, qkv, 320, pools);
+            test_many(2, (const enum dtype[]){DTYPE_Q8_0, DTYPE_Q8_0}, two, 256, pools);
+            test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_K}, two, 512, pools);
+        }
     }
     /* a NULL pool runs single-threaded */
     {
