@@ -671,6 +671,11 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         const int64_t fit = (int64_t)(FLOAT_XB_BYTES / ((size_t)kw * sizeof(float))) / FX * FX;
         if (fit < xbatch) xbatch = fit < FX ? FX : (int)fit;
     }
+    { /* batches of even size: 128 rows went 63 + 63 + 2, and the 2-row batch's chunks, too
+       * short to hide the next panel's read-ahead, left its conversion waiting on memory */
+        const int nbatch = (nx + xbatch - 1) / xbatch;
+        xbatch = ((nx + nbatch - 1) / nbatch + FX - 1) / FX * FX;
+    }
     const size_t esz = t == DTYPE_F32 ? 4 : 2;
     __m256 acc[FLOAT_NACC][FLOAT_X_BATCH / FX][FW * FX]; /* [accumulator][x block][pair] */
     for (int i0 = 0; i0 < nw; i0 += mw) {
