@@ -573,6 +573,7 @@ float_split_chunk(enum dtype t, float *dst, const char *src, int64_t k0, int64_t
     const int64_t odd = float_odd_start(k0, k1);
     for (int64_t k = k0; k < k1; k += 8) {
         const int64_t j = (k - k0) / 8;
+        if (t != DTYPE_F32) quant_prefetch_convert((const uint16_t *)src, k);
         _mm256_storeu_ps(dst + (j % 2 ? odd : k0) + j / 2 * 8, load_w8(t, src, k));
     }
 }

@@ -576,11 +576,15 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                         float *dst = (float *)wf[i];
                         const uint16_t *src = (const uint16_t *)rows[i];
                         if (t == DTYPE_F16)
-                            for (int64_t k = k0; k < k1; k += 16)
+                            for (int64_t k = k0; k < k1; k += 16) {
+                                quant_prefetch_convert(src, k);
                                 _mm512_storeu_ps(dst + k, load_f16x16(src + k));
+                            }
                         else
-                            for (int64_t k = k0; k < k1; k += 16)
+                            for (int64_t k = k0; k < k1; k += 16) {
+                                quant_prefetch_convert(src, k);
                                 _mm512_storeu_ps(dst + k, load_bf16x16(src + k));
+                            }
                     }
                 for (int r = 0; r < nxb; r += FX) {
                     const int mx = min_int(FX, nxb - r);
