@@ -293,29 +293,27 @@ static void simulate_model(enum dtype t, int n_threads, const int64_t *rows, int
         printf("  rows %4lld: %8.2f ms/pass (cpu %8.2f), %8.1f t/s (cpu %8.1f), %5.1f GB/s\n",
                (long long)rows[m], 1e3 * best, 1e3 * best_c, rows[m] / best, rows[m] / best_c,
                total / best / 1e9);
-        /* where the pass goes: each shape's 22 matmuls (and the output's one), best of 2 */
-        static const char *names[8] = {"q", "k", "v", "o", "gate", "up", "down", "output"};
+        /* where the pass goes: one weight of each shape in every layer (k is v's shape, up
+         * gate's), and the output, best of 2 */
+        static const struct {
+            int k; /* index among a layer's 7 weights; 7: the output */
+            const char *name;
+        } shapes_shown[] = {{0, "q"},       {2, "k|v"},  {3, "o"},
+                            {4, "gate|up"}, {6, "down"}, {7, "output"}};
         printf("    by shape, ms (GFLOP/s):");
-        for (int k = 0; k < 8; k++) {
-            if (k == 1 || k == 5) continue; /* the same shapes as v and gate */
+        for (size_t si = 0; si < sizeof shapes_shown / sizeof shapes_shown[0]; si++) {
+            const int k = shapes_shown[si].k, count = k == 7 ? 1 : n_layers;
             double bk = 1e30;
             for (int rep = 0; rep < 2; rep++) {
                 const double t0 = now();
-                if (k == 7)
-                    matmul(tp, &ws[nw - 1], x, rows[m], y, scratch);
-                else
-                    for (int l = 0; l < n_layers; l++)
-                        matmul(tp, &ws[l * 7 + k], x, rows[m], y, scratch);
+                for (int l = 0; l < count; l++)
+                    matmul(tp, k == 7 ? &ws[nw - 1] : &ws[l * 7 + k], x, rows[m], y, scratch);
                 const double dt = now() - t0;
                 if (dt < bk) bk = dt;
             }
             const struct matmul_weight *e = k == 7 ? &ws[nw - 1] : &ws[k];
-            const double flop = 2.0 * e->n_in * e->n_out * rows[m] * (k == 7 ? 1 : n_layers);
-            printf(" %s%s %.1f (%.0f)", names[k],
-                   k == 2   ? ",k"
-                   : k == 4 ? ",up"
-                            : "",
-                   1e3 * bk, flop / bk / 1e9);
+            const double flop = 2.0 * e->n_in * e->n_out * rows[m] * count;
+            printf(" %s %.1f (%.0f)", shapes_shown[si].name, 1e3 * bk, flop / bk / 1e9);
         }
         printf("\n");
         fflush(stdout);

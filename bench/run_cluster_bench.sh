@@ -105,73 +105,73 @@ fi
 STREAMS=${STREAMS-1 2 4 8}
 json_conc=""
 if [ -n "$(echo "$STREAMS" | tr -d ' ')" ]; then
-echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
-echo
-rm -f "$DIR/serve.out"
-"$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file --http 127.0.0.1:0 \
-    --max-seqs 8 --log-dir "$DIR/cluster-logs" >"$DIR/serve.out" 2>"$DIR/serve.err" &
-CL=$!
-trap 'kill -INT $CL 2>/dev/null; wait $CL 2>/dev/null' EXIT
-for _ in $(seq 1200); do grep -q '^http://' "$DIR/serve.out" && break; sleep 0.1; done
-URL=$(grep -m1 '^http://' "$DIR/serve.out")
-node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
-declare -A LB
-if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/llama-batched-bench" ]; then
-    "$LLAMA_BIN/llama-batched-bench" -m "$MODEL" -c 4096 -b 2048 -ub 512 -npp 16 -ntg "$TG" \
-        -npl "$(words "$STREAMS" | paste -sd,)" -t 2 >"$DIR/batched.txt" 2>&1 || true
-    while read -r b stg; do LB[$b]=$stg; done < <(awk -F'|' '/^\|/ && $4+0>0 {gsub(/ /,""); print $4, $9}' "$DIR/batched.txt")
-fi
-echo "| streams | caravan tokens/s (incl. prefill) | caravan generation t/s (all streams decoding) | TTFT median ms | llama-batched-bench S_TG t/s | ratio (generation) |"
-echo "|---|---|---|---|---|---|"
-for n in $STREAMS; do
-    best=""
-    for _ in $(seq 2); do
-        line=$(node "$HERE/load.mjs" "$URL" "$n" "$TG" "$PROMPT")
-        tps=$(echo "$line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).tokens_per_s))')
-        ttft=$(echo "$line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).ttft_ms_median))')
-        gen=$(echo "$line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).gen_tokens_per_s))')
-        if [ -z "$best" ] || awk -v a="$tps" -v b="$best" 'BEGIN{exit !(a>b)}'; then best=$tps; bttft=$ttft; bgen=$gen; fi
+    echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
+    echo
+    rm -f "$DIR/serve.out"
+    "$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file --http 127.0.0.1:0 \
+        --max-seqs 8 --log-dir "$DIR/cluster-logs" >"$DIR/serve.out" 2>"$DIR/serve.err" &
+    CL=$!
+    trap 'kill -INT $CL 2>/dev/null; wait $CL 2>/dev/null' EXIT
+    for _ in $(seq 1200); do grep -q '^http://' "$DIR/serve.out" && break; sleep 0.1; done
+    URL=$(grep -m1 '^http://' "$DIR/serve.out")
+    node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
+    declare -A LB
+    if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/llama-batched-bench" ]; then
+        "$LLAMA_BIN/llama-batched-bench" -m "$MODEL" -c 4096 -b 2048 -ub 512 -npp 16 -ntg "$TG" \
+            -npl "$(words "$STREAMS" | paste -sd,)" -t 2 >"$DIR/batched.txt" 2>&1 || true
+        while read -r b stg; do LB[$b]=$stg; done < <(awk -F'|' '/^\|/ && $4+0>0 {gsub(/ /,""); print $4, $9}' "$DIR/batched.txt")
+    fi
+    echo "| streams | caravan tokens/s (incl. prefill) | caravan generation t/s (all streams decoding) | TTFT median ms | llama-batched-bench S_TG t/s | ratio (generation) |"
+    echo "|---|---|---|---|---|---|"
+    for n in $STREAMS; do
+        best=""
+        for _ in $(seq 2); do
+            line=$(node "$HERE/load.mjs" "$URL" "$n" "$TG" "$PROMPT")
+            tps=$(echo "$line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).tokens_per_s))')
+            ttft=$(echo "$line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).ttft_ms_median))')
+            gen=$(echo "$line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).gen_tokens_per_s))')
+            if [ -z "$best" ] || awk -v a="$tps" -v b="$best" 'BEGIN{exit !(a>b)}'; then best=$tps; bttft=$ttft; bgen=$gen; fi
+        done
+        l=${LB[$n]:-}
+        ratio="-"
+        [ -n "$l" ] && ratio=$(awk -v a="$bgen" -v b="$l" 'BEGIN{printf "%.2fx", a/b}')
+        echo "| $n | $best | $bgen | $bttft | ${l:--} | $ratio |"
+        json_conc="$json_conc{\"streams\":$n,\"tokens_per_s\":$best,\"gen_tokens_per_s\":$bgen,\"ttft_ms\":$bttft,\"llama_s_tg\":\"${l:-}\"},"
     done
-    l=${LB[$n]:-}
-    ratio="-"
-    [ -n "$l" ] && ratio=$(awk -v a="$bgen" -v b="$l" 'BEGIN{printf "%.2fx", a/b}')
-    echo "| $n | $best | $bgen | $bttft | ${l:--} | $ratio |"
-    json_conc="$json_conc{\"streams\":$n,\"tokens_per_s\":$best,\"gen_tokens_per_s\":$bgen,\"ttft_ms\":$bttft,\"llama_s_tg\":\"${l:-}\"},"
-done
-echo
-echo "## where a token's time goes (per hop, averaged over every micro-batch above)"
-echo
-curl -s "$URL/metrics" >"$DIR/metrics.txt"
-curl -s "$URL/cluster" >"$DIR/cluster.json.txt"
-node -e '
-const fs=require("fs");const m=fs.readFileSync(process.argv[1],"utf8");const c=JSON.parse(fs.readFileSync(process.argv[2],"utf8"));
-const get=(name)=>{const r={};for(const l of m.split("\n")){const x=l.match(new RegExp("^"+name+"\\{stage=\"(\\d+)\",name=\"([^\"]*)\"\\} ([0-9.e+-]+)"));if(x)r[x[1]]={name:x[2],v:+x[3]};}return r;};
-const comp=get("caravan_stage_compute_seconds_total"),net=get("caravan_stage_network_seconds_total"),wait=get("caravan_stage_wait_seconds_total"),fw=get("caravan_stage_forwards_total");
-console.log("| stage | worker | layers | compute ms/step | network ms/step (in; last: also back) | wait ms/step | resident MiB |");
-console.log("|---|---|---|---|---|---|---|");
-for(const s of Object.keys(comp)){const n=fw[s].v||1;const w=c.workers.find(x=>x.stage===+s)||{};
-console.log(`| ${s} | ${comp[s].name} | ${w.layer_first}-${w.layer_end-1} | ${(comp[s].v/n*1e3).toFixed(2)} | ${(net[s].v/n*1e3).toFixed(3)} | ${(wait[s].v/n*1e3).toFixed(3)} | ${((w.memory_bytes||0)/1048576).toFixed(0)} |`);}
-' "$DIR/metrics.txt" "$DIR/cluster.json.txt"
-kill -INT $CL
-wait $CL 2>/dev/null || true
-trap - EXIT
-echo
+    echo
+    echo "## where a token's time goes (per hop, averaged over every micro-batch above)"
+    echo
+    curl -s "$URL/metrics" >"$DIR/metrics.txt"
+    curl -s "$URL/cluster" >"$DIR/cluster.json.txt"
+    node -e '
+    const fs=require("fs");const m=fs.readFileSync(process.argv[1],"utf8");const c=JSON.parse(fs.readFileSync(process.argv[2],"utf8"));
+    const get=(name)=>{const r={};for(const l of m.split("\n")){const x=l.match(new RegExp("^"+name+"\\{stage=\"(\\d+)\",name=\"([^\"]*)\"\\} ([0-9.e+-]+)"));if(x)r[x[1]]={name:x[2],v:+x[3]};}return r;};
+    const comp=get("caravan_stage_compute_seconds_total"),net=get("caravan_stage_network_seconds_total"),wait=get("caravan_stage_wait_seconds_total"),fw=get("caravan_stage_forwards_total");
+    console.log("| stage | worker | layers | compute ms/step | network ms/step (in; last: also back) | wait ms/step | resident MiB |");
+    console.log("|---|---|---|---|---|---|---|");
+    for(const s of Object.keys(comp)){const n=fw[s].v||1;const w=c.workers.find(x=>x.stage===+s)||{};
+    console.log(`| ${s} | ${comp[s].name} | ${w.layer_first}-${w.layer_end-1} | ${(comp[s].v/n*1e3).toFixed(2)} | ${(net[s].v/n*1e3).toFixed(3)} | ${(wait[s].v/n*1e3).toFixed(3)} | ${((w.memory_bytes||0)/1048576).toFixed(0)} |`);}
+    ' "$DIR/metrics.txt" "$DIR/cluster.json.txt"
+    kill -INT $CL
+    wait $CL 2>/dev/null || true
+    trap - EXIT
+    echo
 
-if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/rpc-server" ] && [ -x "$LLAMA_BIN/llama-bench" ]; then
-    echo "## llama.cpp for reference, single stream tg$TG, tokens/s"
-    echo
-    "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 0 -n "$TG" -t 1 -r 2 -o md 2>/dev/null | grep -E "tg$TG" | sed 's/^/alone, 1 thread: /'
-    "$LLAMA_BIN/rpc-server" -t 1 -p 50151 >"$DIR/rpc1.log" 2>&1 &
-    R1=$!
-    "$LLAMA_BIN/rpc-server" -t 1 -p 50152 >"$DIR/rpc2.log" 2>&1 &
-    R2=$!
-    sleep 2
-    timeout 600 "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 0 -n "$TG" -t 1 -r 2 -o md \
-        --rpc 127.0.0.1:50151,127.0.0.1:50152 2>/dev/null | grep -E "tg$TG" | sed 's/^/RPC, 2 rpc-servers -t 1: /' || true
-    kill $R1 $R2 2>/dev/null
-    wait $R1 $R2 2>/dev/null || true
-    echo
-fi
+    if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/rpc-server" ] && [ -x "$LLAMA_BIN/llama-bench" ]; then
+        echo "## llama.cpp for reference, single stream tg$TG, tokens/s"
+        echo
+        "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 0 -n "$TG" -t 1 -r 2 -o md 2>/dev/null | grep -E "tg$TG" | sed 's/^/alone, 1 thread: /'
+        "$LLAMA_BIN/rpc-server" -t 1 -p 50151 >"$DIR/rpc1.log" 2>&1 &
+        R1=$!
+        "$LLAMA_BIN/rpc-server" -t 1 -p 50152 >"$DIR/rpc2.log" 2>&1 &
+        R2=$!
+        sleep 2
+        timeout 600 "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 0 -n "$TG" -t 1 -r 2 -o md \
+            --rpc 127.0.0.1:50151,127.0.0.1:50152 2>/dev/null | grep -E "tg$TG" | sed 's/^/RPC, 2 rpc-servers -t 1: /' || true
+        kill $R1 $R2 2>/dev/null
+        wait $R1 $R2 2>/dev/null || true
+        echo
+    fi
 fi
 echo "{\"model\":\"$(basename "$MODEL")\",\"cpu\":\"$cpu\",\"date\":\"$(date -u +%FT%TZ)\",\"single\":[${json_single%,}],\"concurrent\":[${json_conc%,}]}" >"$OUT"
 echo "raw: $OUT"

@@ -49,14 +49,6 @@ size_t matmul_scratch_bytes(enum dtype type, int64_t n_in, int64_t n_rows) {
     return (size_t)n_rows * x_stride(dt, n_in);
 }
 
-/* Splits n items into nth contiguous chunks (multiples of `align` except the last). */
-static void chunk(int64_t n, int ith, int nth, int64_t align, int64_t *begin, int64_t *end) {
-    int64_t per = (n + nth - 1) / nth;
-    per = (per + align - 1) / align * align;
-    *begin = per * ith < n ? per * ith : n;
-    *end = *begin + per < n ? *begin + per : n;
-}
-
 /* Converts x rows (spread over threads) to the dot type in scratch, unless they are used as
  * they are; sets *xq and *xs. Ends with a barrier when it wrote scratch. */
 static void convert_x(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
@@ -156,16 +148,6 @@ static void rows_range(const struct matmul_weight *w, const char *xq, size_t xs,
                         dot(n_in, wd + (ib + i) * w_stride, xq + (r0 + r) * xs);
         }
     }
-}
-
-void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
-                   const float *x, int64_t n_rows, float *y, void *scratch) {
-    const char *xq;
-    size_t xs;
-    convert_x(tp, ith, nth, w, x, n_rows, scratch, &xq, &xs);
-    int64_t i0, i1;
-    chunk(w->n_out, ith, nth, ROW_ALIGN, &i0, &i1);
-    rows_range(w, xq, xs, n_rows, y, i0, i1);
 }
 
 /* One of a job's weights: its output and how its rows are shared out. */

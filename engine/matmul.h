@@ -46,13 +46,8 @@ void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int
 /* matmul for each of n (<= MATMUL_MANY_MAX) weights against the same x (ys[k] for ws[k]) in one
  * run of the pool: x converted once, no wait between the weights (a decode step's q, k, v or
  * gate, up: fewer sync points per token). Results are matmul's for each. Weights of different
- * row lengths or dot types go one matmul after the other. scratch: as for ws[0]. */
+ * row lengths or dot types go one matmul after the other, so scratch holds the most
+ * matmul_scratch_bytes of any of them. */
 #define MATMUL_MANY_MAX 4
 void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n, const float *x,
                  int64_t n_rows, float *const *ys, void *scratch);
-
-/* Same, but called from inside a running threadpool job on thread ith of nth (so a caller can
- * fuse several ops in one job; it must call threadpool_barrier itself between dependent ops).
- * Performs its own barrier between converting x and the products. */
-void matmul_thread(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
-                   const float *x, int64_t n_rows, float *y, void *scratch);

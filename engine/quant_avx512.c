@@ -538,21 +538,8 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)ps * sizeof(float)));
         mw = fit < FW ? (int)fit : FW;
     }
-    /* x rows per batch: their k-chunk at most FLOAT_XB_BYTES, so it stays in L2 while the
-     * panel's chunk is run against it. Sized by the whole row, 5632-wide rows (ffn_down) went
-     * 20 at a time: more acc reloads and panel restarts per FMA; by the k-chunk they go 64 at a
-     * time as 2048-wide ones do (model prompt at 1 thread +5%, median of 4 pairs, Zen 4) */
-    int xbatch = FLOAT_X_BATCH;
-    if (n16) {
-        const int64_t kw = n16 < FLOAT_K_CHUNK ? n16 : FLOAT_K_CHUNK;
-        const int64_t fit = (int64_t)(FLOAT_XB_BYTES / ((size_t)kw * sizeof(float))) / FX * FX;
-        if (fit < xbatch) xbatch = fit < FX ? FX : (int)fit;
-    }
-    { /* batches of even size: 128 rows went 63 + 63 + 2, and the 2-row batch's chunks, too
-       * short to hide the next panel's read-ahead, left its conversion waiting on memory */
-        const int nbatch = (nx + xbatch - 1) / xbatch;
-        xbatch = ((nx + nbatch - 1) / nbatch + FX - 1) / FX * FX;
-    }
+    const int xbatch =
+        quant_float_x_batch(nx, n16, FLOAT_K_CHUNK, FLOAT_X_BATCH, FX, FLOAT_XB_BYTES);
     const size_t esz = t == DTYPE_F32 ? 4 : 2;
     __m512 acc[2][FLOAT_X_BATCH / FX][FW * FX]; /* [which of the two accumulators] */
     for (int i0 = 0; i0 < nw; i0 += mw) {

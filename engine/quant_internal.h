@@ -134,10 +134,30 @@ static inline void quant_prefetch_next_chunk(const char *const *rows, int m, int
             __builtin_prefetch(rows[i] + off + o, 0, 2);
 }
 
+/* x rows per batch of a float prompt tile: at most max_batch (a multiple of fx, the tile's
+ * accumulators), and few enough that a batch's k-chunk (k_chunk of the n elements, f32) fits
+ * xb_bytes, i.e. L2 while the panel's chunk runs against it. Sized by the k-chunk, not the
+ * whole row: 5632-wide rows (ffn_down) went 20 at a time on avx512 where 2048-wide ones go 64
+ * (F16 model prompt at 1 thread +5% avx512, +3.5% avx2 by the k-chunk, medians of 4 pairs).
+ * Then evened out over the batches needed, rounded up to fx: avx2's 128 rows went 63 + 63 + 2,
+ * and the 2-row batch's chunks were too short to hide the next panel's read-ahead. */
+static inline int quant_float_x_batch(int nx, int64_t n, int64_t k_chunk, int max_batch, int fx,
+                                      size_t xb_bytes) {
+    int xbatch = max_batch;
+    if (n) {
+        const int64_t kw = n < k_chunk ? n : k_chunk;
+        const int64_t fit = (int64_t)(xb_bytes / ((size_t)kw * sizeof(float))) / fx * fx;
+        if (fit < xbatch) xbatch = fit < fx ? fx : (int)fit;
+    }
+    const int nbatch = (nx + xbatch - 1) / xbatch;
+    return ((nx + nbatch - 1) / nbatch + fx - 1) / fx * fx;
+}
+
 /* The float prompt tiles convert a panel's f16/bf16 rows to f32 as its first x batch needs
  * them. The read-ahead above brings them to L2 at best; asking for each row's bytes this many
  * elements ahead, a line at a time, during the conversion took the conversion's share of the
- * avx512 tile's samples from 13% to 6% (F16 pp128, 1 thread, Zen 4; 512 and 1024 ahead: 8-9%). */
+ * avx512 tile's samples from 13% to 6-7.5% (F16 pp128, 1 thread, Zen 4, perf, two runs; 512 and
+ * 1024 ahead: 8-9%). */
 #define QUANT_CONVERT_AHEAD 2048
 static inline void quant_prefetch_convert(const uint16_t *src, int64_t k) {
     if (!(k & 31)) __builtin_prefetch(src + k + QUANT_CONVERT_AHEAD, 0, 3);
