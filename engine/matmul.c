@@ -1,8 +1,9 @@
 /* matmul: y = x · Wᵀ over a threadpool, for every supported weight type (see matmul.h).
  *
  * The weights may be in the kernel variant's packed layout (matmul_pack: the avx512 q4_0, q8_0
- * and q4_K row groups, the avx2 q4_0 ones), which its packed tile walks instead of the plain one;
- * the rows after the last group are plain. Each x row is first converted to the weight's dot type
+ * and q4_K row groups, the avx2 q4_0 and q4_K ones, f16 and bf16 in k-major groups of 64 or 32
+ * rows on both), which its packed tile walks instead of the plain one; the rows after the last
+ * group are plain. Each x row is first converted to the weight's dot type
  * (rows spread over threads), then:
  *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
  *    contiguous chunks and each is streamed once (through the variant's tile with one x row,
@@ -30,8 +31,8 @@
 #define X_GROUP 64                 /* x rows per pass over a panel */
 #define X_GROUP_BYTES (384 * 1024) /* converted x rows per tile call: L2-resident */
 #define CHUNKS_PER_THREAD 4        /* work units per thread in matmul() (dynamic split) */
-/* Threads split weight rows in multiples of this: the tiles' widths (8) and the packed row
- * groups (16) divide it. */
+/* Threads split weight rows in multiples of this, or of a weight's packed groups where those
+ * are longer (f16: 32 or 64 rows): the tiles' widths (8) and the other groups (16) divide it. */
 #define ROW_ALIGN 16
 
 static size_t round_up(size_t v, size_t a) {
@@ -217,7 +218,9 @@ void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n,
                       ((int64_t)nth * CHUNKS_PER_THREAD);
         j.parts[k].w = ws[k];
         j.parts[k].y = ys[k];
-        j.parts[k].chunk_rows = (per + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
+        const struct quant_pack *pk = ws[k]->packed; /* its groups (a power of two) whole */
+        const int64_t align = pk && pk->rows > ROW_ALIGN ? pk->rows : ROW_ALIGN;
+        j.parts[k].chunk_rows = (per + align - 1) / align * align;
         atomic_init(&j.parts[k].next, 0);
     }
     threadpool_run(tp, job_run, &j);

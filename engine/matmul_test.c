@@ -102,10 +102,12 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
     }
 
     /* matmul is the variant's single dot, bit for bit, whatever path it took; the kernels on
-     * packed row groups (avx512 q4_0, q8_0, q4_K; avx2 q4_0, q4_K) do the reference's float steps,
-     * so they are the reference too (checked here, not only through the variant's own dot) */
+     * packed row groups (avx512 q4_0, q8_0, q4_K; avx2 q4_0, q4_K; f16 and bf16) do the reference's
+     * float steps, so they are the reference too (checked here, not only through the variant's own
+     * dot) */
     const char *vn = quant_variant_name();
     const bool as_ref =
+        t == DTYPE_F16 || t == DTYPE_BF16 || /* every variant: one fused chain in order */
         (strcmp(vn, "avx512") == 0 && (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K)) ||
         (strcmp(vn, "avx2") == 0 && (t == DTYPE_Q4_0 || t == DTYPE_Q4_K));
     {
@@ -248,13 +250,16 @@ int main(void) {
         test_type(DTYPE_F32, 45, 19, pools);
         test_type(DTYPE_F16, 45, 19, pools);
         test_type(DTYPE_BF16, 45, 19, pools);
-        /* float rows whose last 128-element block (the avx512 kernels alternate two accumulators
+        /* f16 and bf16 in row groups (64 rows on avx512, 32 on avx2) and the plain rows after
+         * them, rows of one, several and a partial k-chunk (128 or 256 elements) */
+        test_type(DTYPE_F16, 45, 64 * 2 + 19, pools);
+        test_type(DTYPE_BF16, 128 * 3 + 5, 64 + 32 + 7, pools);
+        test_type(DTYPE_F16, 1000 + 3, 64 + 5, pools);
+        test_type(DTYPE_F16, 256, 64, pools);
+        /* f32 rows whose last 128-element block (the avx512 kernels alternate two accumulators
          * by block) is partial and goes to either accumulator, inside and past a tile k-chunk */
-        test_type(DTYPE_F16, 2 * 128 + 48 + 3, 19, pools);
-        test_type(DTYPE_F16, 3 * 128 + 48 + 5, 19, pools);
-        test_type(DTYPE_F16, 5 * 128 + 32 + 5, 19, pools);
+        test_type(DTYPE_F32, 2 * 128 + 48 + 3, 19, pools);
         test_type(DTYPE_F32, 3 * 128 + 48 + 5, 19, pools);
-        test_type(DTYPE_BF16, 2 * 128 + 48 + 3, 19, pools);
         /* the avx2 float kernels alternate two accumulators chunk by chunk (8 elements): an
          * odd number of chunks (the last one to the first accumulator), alone in the tile's
          * last k-chunk of 512 and in rows over 4096 (the GEMV runs 4 such rows side by side),
@@ -299,6 +304,9 @@ int main(void) {
             test_many(3, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_0, DTYPE_Q4_0}, qkv, 512, pools);
             test_many(3, (const enum dtype[]){DTYPE_Q4_K, DTYPE_Q4_K, DTYPE_Q6_K}, qkv, 512, pools);
             test_many(3, (const enum dtype[]){DTYPE_F16, DTYPE_F16, DTYPE_F16}, qkv, 320, pools);
+            const int64_t grouped[3] = {64 * 3, 64, 64 + 32}; /* f16 row groups, k-chunks */
+            test_many(3, (const enum dtype[]){DTYPE_F16, DTYPE_F16, DTYPE_BF16}, grouped, 320,
+                      pools);
             test_many(2, (const enum dtype[]){DTYPE_Q8_0, DTYPE_Q8_0}, two, 256, pools);
             test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_K}, two, 512, pools);
         }

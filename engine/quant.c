@@ -523,11 +523,13 @@ float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x) {
     return sum;
 }
 
+/* f16 and bf16: one fused multiply-add chain in element order, which the avx2 and avx512
+ * kernels (quant_float_pack.h) compute for FP_LANES rows at once, bit for bit. */
 float quant_dot_f16_f32_ref(int64_t n, const void *w, const void *x) {
     const uint16_t *a = w;
     const float *b = x;
     float sum = 0;
-    for (int64_t i = 0; i < n; i++) sum += quant_f16_to_f32(a[i]) * b[i];
+    for (int64_t i = 0; i < n; i++) sum = fmaf(quant_f16_to_f32(a[i]), b[i], sum);
     return sum;
 }
 
@@ -535,7 +537,7 @@ float quant_dot_bf16_f32_ref(int64_t n, const void *w, const void *x) {
     const uint16_t *a = w;
     const float *b = x;
     float sum = 0;
-    for (int64_t i = 0; i < n; i++) sum += quant_bf16_to_f32(a[i]) * b[i];
+    for (int64_t i = 0; i < n; i++) sum = fmaf(quant_bf16_to_f32(a[i]), b[i], sum);
     return sum;
 }
 

@@ -33,80 +33,44 @@ static inline float f16(quant_f16_t h) {
     return _cvtsh_ss(h);
 }
 
-/* ==== Float weights (x is f32) ====
+/* ==== f32 weights (x is f32; f16 and bf16 are packed in row groups: quant_avx2_pack.c) ====
  * Per (row, x row): two 8-lane accumulators, the 8-element chunks going to them in turn (chunk
  * j, elements 8j..8j+7, to c[j % 2]; c = fma(w, x, c)), then hsum(c0 + c1), then the scalar
  * tail (s += w[k] * x[k], not fused). The single dot, the GEMV, the small batches and the
  * prompt tile all do exactly these float operations per (row, x row), so they are
- * bit-identical. Why two: one chain alone is latency-bound (8 elements per FMA latency, ~14
- * GB/s of f16 on this host at 1 thread); two chains reading neighbouring chunks stream as one
- * (27-30 GB/s, as fast as four chains). Four chains cost the prompt tile ~25% (it runs one
- * pass over each k-chunk per accumulator, and the passes read x in a stride), two cost ~5%. */
+ * bit-identical. Why two: one chain alone is latency-bound (8 elements per FMA latency); two
+ * chains reading neighbouring chunks stream as one (as fast as four). Four chains cost the
+ * prompt tile ~25% (it runs one pass over each k-chunk per accumulator, and the passes read x
+ * in a stride), two cost ~5% (measured on f16 weights, which then took this path too). */
 #define FLOAT_NACC 2                 /* accumulators per (row, x row) */
 #define FLOAT_GROUP (8 * FLOAT_NACC) /* elements of one chunk for each accumulator */
 
-static inline __m256 load_f16x8(const uint16_t *p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-static inline __m256 load_bf16x8(const uint16_t *p) {
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-}
-
-/* 8 weights of type t (f32, f16 or bf16) from element k of row, as f32. */
-static inline __attribute__((always_inline)) __m256 load_w8(enum dtype t, const char *row,
-                                                            int64_t k) {
-    return t == DTYPE_F32   ? _mm256_loadu_ps((const float *)row + k)
-           : t == DTYPE_F16 ? load_f16x8((const uint16_t *)row + k)
-                            : load_bf16x8((const uint16_t *)row + k);
-}
-
-/* One weight of type t, as the scalar tail reads it. */
-static inline __attribute__((always_inline)) float load_w1(enum dtype t, const char *row,
-                                                           int64_t k) {
-    return t == DTYPE_F32   ? ((const float *)row)[k]
-           : t == DTYPE_F16 ? quant_f16_to_f32(((const uint16_t *)row)[k])
-                            : quant_bf16_to_f32(((const uint16_t *)row)[k]);
-}
-
 /* hsum(c0 + c1), then the scalar tail from element n8 (n rounded down to 8) to n. */
-static inline __attribute__((always_inline)) float float_finish(enum dtype t, const __m256 *c,
-                                                                int64_t n8, int64_t n,
-                                                                const char *row, const float *x) {
+static inline __attribute__((always_inline)) float
+float_finish(const __m256 *c, int64_t n8, int64_t n, const float *row, const float *x) {
     float s = hsum(_mm256_add_ps(c[0], c[1]));
-    for (int64_t k = n8; k < n; k++) s += load_w1(t, row, k) * x[k];
+    for (int64_t k = n8; k < n; k++) s += row[k] * x[k];
     return s;
 }
 
 /* The chunks of elements [kb, ke) into the accumulators c (kb a multiple of FLOAT_GROUP, ke of
  * 8): whole pairs of chunks, then an odd last chunk into c[0]. */
-static inline __attribute__((always_inline)) void
-dot_range(enum dtype t, int64_t kb, int64_t ke, const char *w, const float *x, __m256 *c) {
+static inline __attribute__((always_inline)) void dot_range(int64_t kb, int64_t ke, const float *w,
+                                                            const float *x, __m256 *c) {
     int64_t k = kb;
     for (; k + FLOAT_GROUP <= ke; k += FLOAT_GROUP)
 #pragma GCC unroll 2
         for (int p = 0; p < FLOAT_NACC; p++)
-            c[p] = _mm256_fmadd_ps(load_w8(t, w, k + 8 * p), _mm256_loadu_ps(x + k + 8 * p), c[p]);
-    if (k < ke) c[0] = _mm256_fmadd_ps(load_w8(t, w, k), _mm256_loadu_ps(x + k), c[0]);
-}
-
-static inline __attribute__((always_inline)) float dot_float(enum dtype t, int64_t n, const char *w,
-                                                             const float *x) {
-    __m256 c[FLOAT_NACC] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    const int64_t n8 = n / 8 * 8;
-    dot_range(t, 0, n8, w, x, c);
-    return float_finish(t, c, n8, n, w, x);
+            c[p] = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8 * p), _mm256_loadu_ps(x + k + 8 * p),
+                                   c[p]);
+    if (k < ke) c[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), c[0]);
 }
 
 static float dot_f32(int64_t n, const void *w, const void *x) {
-    return dot_float(DTYPE_F32, n, w, x);
-}
-static float dot_f16(int64_t n, const void *w, const void *x) {
-    return dot_float(DTYPE_F16, n, w, x);
-}
-static float dot_bf16(int64_t n, const void *w, const void *x) {
-    return dot_float(DTYPE_BF16, n, w, x);
+    __m256 c[FLOAT_NACC] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int64_t n8 = n / 8 * 8;
+    dot_range(0, n8, w, x, c);
+    return float_finish(c, n8, n, w, x);
 }
 
 /* ==== q8_0 weights (x is q8_0; q4_0 is in quant_avx2_pack.c) ==== */
@@ -438,16 +402,14 @@ static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const v
     }
 }
 
-/* Float weights, one x row. Rows up to GEMV_SIDE_MIN elements go one after the other, each the
- * single dot, so the weights are read as one sequential stream (27-30 GB/s of f16 at 2048 wide
- * on this host, where 4 rows side by side read 17-18). Longer rows, whose x no longer stays in
- * L1 beside the weight stream (ffn_down, 5632 wide: 22 KB of x), go 4 side by side sharing each
- * x load (~18 GB/s there against ~15 one after the other; x blocked to stay in L1 gave ~10). */
+/* f32 weights, one x row. Rows up to GEMV_SIDE_MIN elements go one after the other, each the
+ * single dot, so the weights are read as one sequential stream (measured on f16 weights, then
+ * on this path: 27-30 GB/s at 2048 wide, where 4 rows side by side read 17-18). Longer rows,
+ * whose x no longer stays in L1 beside the weight stream, go 4 side by side sharing each x load
+ * (~18 GB/s at 5632 wide against ~15 one after the other; x blocked to stay in L1 gave ~10). */
 #define GEMV_SIDE_MIN 4096
 #define GEMV_SIDE 4
-static inline __attribute__((always_inline)) void gemv_float(enum dtype t, int64_t n, const char *w,
-                                                             size_t w_stride, int nw,
-                                                             const float *x, float *y) {
+static void gemv_f32(int64_t n, const char *w, size_t w_stride, int nw, const float *x, float *y) {
     const int64_t n8 = n / 8 * 8;
     int i0 = 0;
     if (n8 > GEMV_SIDE_MIN)
@@ -463,27 +425,29 @@ static inline __attribute__((always_inline)) void gemv_float(enum dtype t, int64
                     const __m256 xv = _mm256_loadu_ps(x + k + 8 * p);
 #pragma GCC unroll 4
                     for (int i = 0; i < GEMV_SIDE; i++)
-                        c[i][p] =
-                            _mm256_fmadd_ps(load_w8(t, a + i * w_stride, k + 8 * p), xv, c[i][p]);
+                        c[i][p] = _mm256_fmadd_ps(
+                            _mm256_loadu_ps((const float *)(a + i * w_stride) + k + 8 * p), xv,
+                            c[i][p]);
                 }
             for (int i = 0; i < GEMV_SIDE; i++) {
-                dot_range(t, k, n8, a + i * w_stride, x, c[i]); /* an odd last chunk */
-                y[i0 + i] = float_finish(t, c[i], n8, n, a + i * w_stride, x);
+                const float *row = (const float *)(a + i * w_stride);
+                dot_range(k, n8, row, x, c[i]); /* an odd last chunk */
+                y[i0 + i] = float_finish(c[i], n8, n, row, x);
             }
         }
-    for (; i0 < nw; i0++) y[i0] = dot_float(t, n, w + i0 * w_stride, x);
+    for (; i0 < nw; i0++) y[i0] = dot_f32(n, w + i0 * w_stride, x);
 }
 
 /* A few x rows (2..FLOAT_SMALL_NX, a decode step of a few sequences): MW weight rows side by side
- * (converted on the fly, the next MW rows prefetched), each chunk dotted against every x row,
+ * (the next MW rows prefetched), each chunk dotted against every x row,
  * two accumulators per (row, x row) in registers (2 * MW * MX of them, at most 12). */
 #define FLOAT_SMALL_NX 3
 #define FLOAT_SMALL_MW 3
-static inline __attribute__((always_inline)) void
-float_small(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_stride,
-            const float *const *xr, float *y, size_t y_stride) {
+static inline __attribute__((always_inline)) void float_small(int MW, int MX, int64_t n,
+                                                              const char *w, size_t w_stride,
+                                                              const float *const *xr, float *y,
+                                                              size_t y_stride) {
     const int64_t n8 = n / 8 * 8;
-    const size_t esz = t == DTYPE_F32 ? 4 : 2;
     __m256 c[FLOAT_SMALL_MW][FLOAT_SMALL_NX][FLOAT_NACC];
 #pragma GCC unroll 4
     for (int i = 0; i < FLOAT_SMALL_MW; i++)
@@ -499,9 +463,9 @@ float_small(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_str
 #pragma GCC unroll 4
             for (int i = 0; i < MW; i++) {
                 const char *row = w + i * w_stride;
-                if (p == 0) /* a line ahead per line read (f32: every other one), MW rows on */
-                    _mm_prefetch(row + k * esz + MW * w_stride, _MM_HINT_T0);
-                const __m256 wv = load_w8(t, row, k + 8 * p);
+                if (p == 0) /* a line ahead per line read, MW rows on */
+                    _mm_prefetch(row + k * 4 + MW * w_stride, _MM_HINT_T0);
+                const __m256 wv = _mm256_loadu_ps((const float *)row + k + 8 * p);
 #pragma GCC unroll 4
                 for (int r = 0; r < MX; r++) c[i][r][p] = _mm256_fmadd_ps(wv, xv[r], c[i][r][p]);
             }
@@ -510,8 +474,9 @@ float_small(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_str
     for (int i = 0; i < MW; i++)
 #pragma GCC unroll 4
         for (int r = 0; r < MX; r++) {
-            dot_range(t, k, n8, w + i * w_stride, xr[r], c[i][r]); /* an odd last chunk */
-            y[r * y_stride + i] = float_finish(t, c[i][r], n8, n, w + i * w_stride, xr[r]);
+            const float *row = (const float *)(w + i * w_stride);
+            dot_range(k, n8, row, xr[r], c[i][r]); /* an odd last chunk */
+            y[r * y_stride + i] = float_finish(c[i][r], n8, n, row, xr[r]);
         }
 }
 
@@ -561,48 +526,19 @@ _Static_assert(FLOAT_K_CHUNK % FLOAT_GROUP == 0, "k-chunks hold whole groups of 
 #define FLOAT_X_BATCH (64 / FX * FX) /* x rows whose accumulators are kept between k-chunks */
 #define FLOAT_XB_BYTES (512 * 1024)  /* and at most this many bytes of a k-chunk's (in L2) */
 
-/* The k-chunk [k0, k1) of a row laid out for the tile's passes: its 8-element chunks of
- * accumulator 0 (even) first, then those of accumulator 1 (odd), each in increasing order, so a
- * pass reads contiguous memory; the values and the order each accumulator takes them in are
- * unchanged. k0 is a multiple of FLOAT_GROUP; even chunks: (k1 - k0) / 8 rounded up. */
-static inline int64_t float_odd_start(int64_t k0, int64_t k1) {
-    return k0 + ((k1 - k0) / 8 + 1) / 2 * 8;
-}
-static inline __attribute__((always_inline)) void
-float_split_chunk(enum dtype t, float *dst, const char *src, int64_t k0, int64_t k1) {
-    const int64_t odd = float_odd_start(k0, k1);
-    for (int64_t k = k0; k < k1; k += 8) {
-        const int64_t j = (k - k0) / 8;
-        if (t != DTYPE_F32) quant_prefetch_convert((const uint16_t *)src, k);
-        _mm256_storeu_ps(dst + (j % 2 ? odd : k0) + j / 2 * 8, load_w8(t, src, k));
-    }
-}
-
-/* One x row: gemv_float; 2-3: float_small; more (a decode step of 4..16 sequences, a prompt):
- * panels. Each panel of FW weight rows is converted to f32 a
- * k-chunk at a time (f16/bf16) as the first x batch needs it, the next chunk prefetched one
- * chunk of compute ahead; every x block of FX rows is run against the panel chunk in
- * FLOAT_NACC passes, one per accumulator (even chunks, then odd), in L1. f16/bf16: the panel
- * and a copy of x are in the split layout (float_split_chunk), so each pass reads contiguous
- * runs; reading x every other 32 bytes instead gave 76-78 GFLOP/s against 81-83 (f16 GEMM,
- * standalone, 512-element k-chunks), and the split layout's 1024-element k-chunks (512: 74-83,
- * 2048: 72-74) made the model's prompt at 1 thread 10-15% faster (RESULTS.md). Each thread
- * makes its own copy of x per call (its cost was not measured on its own). f32 weights are read
- * in place, x with them.
+/* One x row: gemv_f32; 2-3: float_small; more (a decode step of 4..16 sequences, a prompt):
+ * panels of FW weight rows, read in place, the next panel's chunk prefetched one chunk of
+ * compute ahead; every x block of FX rows is run against the panel chunk in FLOAT_NACC passes,
+ * one per accumulator (even chunks, then odd; x and the weights read in a stride).
  * Prefetching the next x block across the passes cost 20-30% of the model's prompt matmuls at 2
- * threads (bench_kernels --model --rows 128), so it is not done.
- * From 4 x rows on this beat the small-batch kernel (4-16 rows: 15-31 t/s of
- * matmuls against its 15-16). */
-static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
-                       const void *x, size_t x_stride, int nx, float *y, size_t y_stride) {
+ * threads (bench_kernels --model --rows 128, f16 weights on this path then), so it is not done.
+ * From 4 x rows on this beat the small-batch kernel (4-16 rows: 15-31 t/s of matmuls against
+ * its 15-16, f16). */
+static void tile_f32(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                     size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t n8 = n / 8 * 8;
     if (nx == 1) {
-        if (t == DTYPE_F32)
-            gemv_float(DTYPE_F32, n, w, w_stride, nw, x, y);
-        else if (t == DTYPE_F16)
-            gemv_float(DTYPE_F16, n, w, w_stride, nw, x, y);
-        else
-            gemv_float(DTYPE_BF16, n, w, w_stride, nw, x, y);
+        gemv_f32(n, w, w_stride, nw, x, y);
         return;
     }
     if (nx <= FLOAT_SMALL_NX) {
@@ -611,105 +547,54 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
         for (int i = 0; i < nw;) {
             const int mw = nw - i >= FLOAT_SMALL_MW ? FLOAT_SMALL_MW : 1;
             const char *a = (const char *)w + i * w_stride;
-#define FLOAT_SMALL_CASE(T, MW, MX) float_small(T, MW, MX, n, a, w_stride, xr, y + i, y_stride)
-#define FLOAT_SMALL_TYPE(T)                                                                        \
-    do {                                                                                           \
-        if (nx == 2 && mw == FLOAT_SMALL_MW)                                                       \
-            FLOAT_SMALL_CASE(T, FLOAT_SMALL_MW, 2);                                                \
-        else if (nx == 2)                                                                          \
-            FLOAT_SMALL_CASE(T, 1, 2);                                                             \
-        else if (mw == FLOAT_SMALL_MW)                                                             \
-            FLOAT_SMALL_CASE(T, 2, 3);                                                             \
-        else                                                                                       \
-            FLOAT_SMALL_CASE(T, 1, 3);                                                             \
-    } while (0)
-            if (t == DTYPE_F32)
-                FLOAT_SMALL_TYPE(DTYPE_F32);
-            else if (t == DTYPE_F16)
-                FLOAT_SMALL_TYPE(DTYPE_F16);
+#define FLOAT_SMALL_CASE(MW, MX) float_small(MW, MX, n, a, w_stride, xr, y + i, y_stride)
+            if (nx == 2 && mw == FLOAT_SMALL_MW)
+                FLOAT_SMALL_CASE(FLOAT_SMALL_MW, 2);
+            else if (nx == 2)
+                FLOAT_SMALL_CASE(1, 2);
+            else if (mw == FLOAT_SMALL_MW)
+                FLOAT_SMALL_CASE(2, 3);
             else
-                FLOAT_SMALL_TYPE(DTYPE_BF16);
-#undef FLOAT_SMALL_TYPE
+                FLOAT_SMALL_CASE(1, 3);
 #undef FLOAT_SMALL_CASE
             i += nx == 3 && mw == FLOAT_SMALL_MW ? 2 : mw;
         }
         return;
     }
-    /* f32 panel rows n8 + 16 floats apart: rows a multiple of 4 KB apart (2048 wide) would put
-     * the panel's 4 read streams in one L1 set */
-    const int64_t ps = n8 + 16;
-    /* f16/bf16: the panel and a copy of x in the split layout (float_split_chunk), so every
-     * pass reads contiguous memory; f32 weights are read in place, x too (strided passes) */
-    float *xs = NULL;
-    if (t != DTYPE_F32 && n8 && (size_t)ps * sizeof(float) <= PANEL_BUF_BYTES) {
-        xs = aligned_alloc(32, (size_t)nx * (size_t)n8 * sizeof(float));
-        if (xs)
-            for (int r = 0; r < nx; r++)
-                for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK)
-                    float_split_chunk(DTYPE_F32, xs + (size_t)r * n8,
-                                      (const char *)x + r * x_stride, k0,
-                                      k0 + FLOAT_K_CHUNK < n8 ? k0 + FLOAT_K_CHUNK : n8);
-    }
-    if (t != DTYPE_F32 && !xs) { /* rows too long for the panel, under 8 long, or no memory */
-        const quant_dot_fn dot = t == DTYPE_F16 ? dot_f16 : dot_bf16;
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] =
-                    dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
-        return;
-    }
-    int mw = FW; /* rows per panel (f16/bf16: converted to f32 into panel_buf) */
-    if (t != DTYPE_F32 && n8) {
-        const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)ps * sizeof(float)));
-        mw = fit < FW ? (int)fit : FW;
-    }
     const int xbatch =
         quant_float_x_batch(nx, n8, FLOAT_K_CHUNK, FLOAT_X_BATCH, FX, FLOAT_XB_BYTES);
-    const size_t esz = t == DTYPE_F32 ? 4 : 2;
     __m256 acc[FLOAT_NACC][FLOAT_X_BATCH / FX][FW * FX]; /* [accumulator][x block][pair] */
-    for (int i0 = 0; i0 < nw; i0 += mw) {
-        const int m = min_int(mw, nw - i0);
-        const int mnext = min_int(mw, nw - i0 - mw); /* rows of the next panel (<= 0: none) */
+    for (int i0 = 0; i0 < nw; i0 += FW) {
+        const int m = min_int(FW, nw - i0);
+        const int mnext = min_int(FW, nw - i0 - FW); /* rows of the next panel (<= 0: none) */
         const float *wf[FW];
         const char *rows[FW];
         for (int i = 0; i < m; i++) {
             rows[i] = (const char *)w + (i0 + i) * w_stride;
-            wf[i] = t == DTYPE_F32 ? (const float *)rows[i] : (const float *)panel_buf + i * ps;
+            wf[i] = (const float *)rows[i];
         }
         for (int rb = 0; rb < nx; rb += xbatch) {
             const int nxb = min_int(xbatch, nx - rb);
             const bool last_rb = rb + xbatch >= nx;
             for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_K_CHUNK) {
                 const int64_t k1 = k0 + FLOAT_K_CHUNK < n8 ? k0 + FLOAT_K_CHUNK : n8;
-                quant_prefetch_next_chunk(rows, m, mnext, (size_t)mw * w_stride, rb == 0, last_rb,
-                                          k1, n8, FLOAT_K_CHUNK, esz);
-                if (rb == 0 && xs) /* f16/bf16: converted into the panel */
-                    for (int i = 0; i < m; i++) {
-                        if (t == DTYPE_F16)
-                            float_split_chunk(DTYPE_F16, (float *)wf[i], rows[i], k0, k1);
-                        else
-                            float_split_chunk(DTYPE_BF16, (float *)wf[i], rows[i], k0, k1);
-                    }
+                quant_prefetch_next_chunk(rows, m, mnext, (size_t)FW * w_stride, rb == 0, last_rb,
+                                          k1, n8, FLOAT_K_CHUNK, sizeof(float));
                 for (int r = 0; r < nxb; r += FX) {
                     const int mx = min_int(FX, nxb - r);
                     const float *xr[FX];
-                    for (int q = 0; q < FX; q++) {
-                        const int row = rb + r + min_int(q, mx - 1);
-                        xr[q] = xs ? xs + (size_t)row * n8
-                                   : (const float *)((const char *)x + row * x_stride);
-                    }
+                    for (int q = 0; q < FX; q++)
+                        xr[q] = (const float *)((const char *)x +
+                                                (rb + r + min_int(q, mx - 1)) * x_stride);
                     /* the even chunks with accumulator 0, then the odd ones with 1 (k0 is a
-                     * multiple of FLOAT_GROUP): split layout, each a contiguous run */
-                    const int64_t odd = float_odd_start(k0, k1);
+                     * multiple of FLOAT_GROUP) */
                     for (int par = 0; par < FLOAT_NACC; par++) {
-                        const int64_t ks = xs ? (par ? odd : k0) : k0 + 8 * par;
-                        const int64_t ke = xs ? (par ? k1 : odd) : k1;
-                        const int64_t st = xs ? 8 : FLOAT_GROUP;
                         __m256 *c = acc[par][r / FX];
+                        const int64_t ks = k0 + 8 * par;
                         if (m == FW && mx == FX)
-                            float_micro(FW, FX, k0 == 0, ks, ke, st, wf, xr, c);
+                            float_micro(FW, FX, k0 == 0, ks, k1, FLOAT_GROUP, wf, xr, c);
                         else
-                            float_micro(m, mx, k0 == 0, ks, ke, st, wf, xr, c);
+                            float_micro(m, mx, k0 == 0, ks, k1, FLOAT_GROUP, wf, xr, c);
                     }
                 }
             }
@@ -720,25 +605,11 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     __m256 c[FLOAT_NACC] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
                     if (n8)
                         for (int p = 0; p < FLOAT_NACC; p++) c[p] = acc[p][r / FX][q];
-                    y[(rb + r) * y_stride + i0 + i] = float_finish(t, c, n8, n, rows[i], xr);
+                    y[(rb + r) * y_stride + i0 + i] = float_finish(c, n8, n, wf[i], xr);
                 }
             }
         }
     }
-    free(xs);
-}
-
-static void tile_f32(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                     float *y, size_t ys) {
-    tile_float(DTYPE_F32, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void tile_f16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                     float *y, size_t ys) {
-    tile_float(DTYPE_F16, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_float(DTYPE_BF16, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* K-quants: each block of each panel row is unpacked to 256 bytes of values (q5_K 0..31,
@@ -1011,8 +882,8 @@ const struct quant_variant quant_variant_avx2 = {
     .dot =
         {
             [DTYPE_F32] = dot_f32,
-            [DTYPE_F16] = dot_f16,
-            [DTYPE_BF16] = dot_bf16,
+            [DTYPE_F16] = quant_dot_f16_f32_ref, /* the tiles' chains, bit for bit */
+            [DTYPE_BF16] = quant_dot_bf16_f32_ref,
             [DTYPE_Q8_0] = dot_q8_0,
             [DTYPE_Q4_0] = quant_dot_q4_0_avx2,
             [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
@@ -1033,8 +904,8 @@ const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
     [DTYPE_Q2_K] = quant_tile_q2_K_avx2,
     [DTYPE_Q3_K] = quant_tile_q3_K_avx2,
     [DTYPE_F32] = tile_f32,
-    [DTYPE_F16] = tile_f16,
-    [DTYPE_BF16] = tile_bf16,
+    [DTYPE_F16] = quant_tile_f16_avx2,
+    [DTYPE_BF16] = quant_tile_bf16_avx2,
     [DTYPE_Q8_0] = tile_q8_0,
     [DTYPE_Q4_0] = quant_tile_q4_0_avx2,
     [DTYPE_Q4_K] = quant_tile_q4_K_avx2,

@@ -2,9 +2,10 @@
  * -mavx512vnni -mavx2 -mfma -mf16c for this file only; quant.c calls them only when
  * avx512_available() says the CPU and the OS (XGETBV: ZMM state enabled) support all of them).
  *
- * Own kernels (dot, generation GEMV and prompt tile) for q6_K and f32/f16/bf16 here, and for
- * q4_0, q8_0 and q4_K in quant_avx512_pack.c (weights packed at load in groups of 16 rows; the
- * scalar reference's float steps, so those three equal the reference bit for bit); q5_K uses
+ * Own kernels (dot, generation GEMV and prompt tile) for q6_K and f32 here, and for q4_0, q8_0
+ * and q4_K in quant_avx512_pack.c (weights packed at load in groups of 16 rows; the scalar
+ * reference's float steps, so those three equal the reference bit for bit), f16 and bf16 there
+ * too (groups of 64 rows, quant_float_pack.h; also the reference's result); q5_K uses
  * the avx2 variant's dot and tile unchanged, through the small wrappers at the end (so each type
  * stays batch-invariant within this variant: its tile and dot are one pair). The float
  * arithmetic of the other types differs from avx2's (16 lanes instead of 8), so their results
@@ -277,70 +278,46 @@ static void tile_q6_K(int64_t n, const void *w, size_t w_stride, int nw, const v
     }
 }
 
-/* ==== Float weights (x is f32) ====
+/* ==== f32 weights (x is f32; f16 and bf16 are packed in row groups: quant_avx512_pack.c) ====
  * Per (row, x row): two 16-lane accumulators over the 16-element chunks, the chunks taken in
  * blocks of FLOAT_BLOCK elements that alternate between them (chunk j goes to accumulator
  * (j * 16 / FLOAT_BLOCK) % 2; c = fma(w, x, c)), then hsum512(c0 + c1), then the scalar tail
  * (s += w[k] * x[k], not fused), exactly as the single dot. The single dot runs a block pair's
- * two chains side by side: one chain alone is latency-bound (16 elements per 4 cycles, ~16 GB/s
- * of f16 at 1 thread against ~25 GB/s of DRAM), and the two read positions stay 256 bytes
- * apart (f16), which the hardware prefetcher follows as one stream (1 KB or more apart, or rows
- * side by side, read at about half the rate). The small-batch path keeps 16 accumulators in
- * registers and swaps the two sets between blocks; the prompt tile runs a k-chunk's even blocks
- * with set 0 in registers, then its odd blocks with set 1 (same chains, no swap per block). */
+ * two chains side by side: one chain alone is latency-bound (16 elements per 4 cycles), and
+ * the two read positions stay 512 bytes apart, which the hardware prefetcher follows as one
+ * stream (1 KB or more apart, or rows side by side, read at about half the rate). The small-batch
+ * path keeps 16 accumulators in registers and swaps the two sets between blocks; the prompt tile
+ * runs a k-chunk's even blocks with set 0 in registers, then its odd blocks with set 1 (same
+ * chains, no swap per block). */
 #define FLOAT_BLOCK 128
 
-static inline __m512 load_f32x16(const float *p) {
-    return _mm512_loadu_ps(p);
-}
-static inline __m512 load_f16x16(const uint16_t *p) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-}
-static inline __m512 load_bf16x16(const uint16_t *p) {
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-}
-static inline float f32_id(float v) {
-    return v;
-}
-
-#define FLOAT_DOT(NAME, WT, LOAD, SCALAR)                                                          \
-    static float NAME(int64_t n, const void *w, const void *x) {                                   \
-        const WT *a = w;                                                                           \
-        const float *b = x;                                                                        \
-        __m512 c0 = _mm512_setzero_ps(), c1 = c0;                                                  \
-        int64_t i = 0;                                                                             \
-        for (; i + 2 * FLOAT_BLOCK <= n; i += 2 * FLOAT_BLOCK)                                     \
-            for (int t = 0; t < FLOAT_BLOCK; t += 16) {                                            \
-                c0 = _mm512_fmadd_ps(LOAD(a + i + t), _mm512_loadu_ps(b + i + t), c0);             \
-                c1 = _mm512_fmadd_ps(LOAD(a + i + FLOAT_BLOCK + t),                                \
-                                     _mm512_loadu_ps(b + i + FLOAT_BLOCK + t), c1);                \
-            }                                                                                      \
-        for (; i + 16 <= n; i += 16) { /* under two blocks left: the first goes to c0 */           \
-            if ((i / FLOAT_BLOCK) % 2 == 0)                                                        \
-                c0 = _mm512_fmadd_ps(LOAD(a + i), _mm512_loadu_ps(b + i), c0);                     \
-            else                                                                                   \
-                c1 = _mm512_fmadd_ps(LOAD(a + i), _mm512_loadu_ps(b + i), c1);                     \
-        }                                                                                          \
-        float sum = hsum512(_mm512_add_ps(c0, c1));                                                \
-        for (; i < n; i++) sum += SCALAR(a[i]) * b[i];                                             \
-        return sum;                                                                                \
+static float dot_f32(int64_t n, const void *w, const void *x) {
+    const float *a = w, *b = x;
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0;
+    int64_t i = 0;
+    for (; i + 2 * FLOAT_BLOCK <= n; i += 2 * FLOAT_BLOCK)
+        for (int t = 0; t < FLOAT_BLOCK; t += 16) {
+            c0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + t), _mm512_loadu_ps(b + i + t), c0);
+            c1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + FLOAT_BLOCK + t),
+                                 _mm512_loadu_ps(b + i + FLOAT_BLOCK + t), c1);
+        }
+    for (; i + 16 <= n; i += 16) { /* under two blocks left: the first goes to c0 */
+        if ((i / FLOAT_BLOCK) % 2 == 0)
+            c0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), c0);
+        else
+            c1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), c1);
     }
-FLOAT_DOT(dot_f32, float, load_f32x16, f32_id)
-FLOAT_DOT(dot_f16, uint16_t, load_f16x16, quant_f16_to_f32)
-FLOAT_DOT(dot_bf16, uint16_t, load_bf16x16, quant_bf16_to_f32)
+    float sum = hsum512(_mm512_add_ps(c0, c1));
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
 
 /* One x row: the rows one after the other, each the single dot, so the weights are read as one
  * sequential stream (the out-of-order core overlaps one row's end with the next one's start).
  * Four rows side by side, as before, read slower: four streams a row apart. */
-#define FLOAT_GEMV(NAME, WT, SINGLE)                                                               \
-    static void NAME(int64_t n, const char *w, size_t w_stride, int nw, const float *xr,           \
-                     float *y) {                                                                   \
-        for (int i = 0; i < nw; i++) y[i] = SINGLE(n, w + i * w_stride, xr);                       \
-    }
-FLOAT_GEMV(gemv_f32, float, dot_f32)
-FLOAT_GEMV(gemv_f16, uint16_t, dot_f16)
-FLOAT_GEMV(gemv_bf16, uint16_t, dot_bf16)
+static void gemv_f32(int64_t n, const char *w, size_t w_stride, int nw, const float *xr, float *y) {
+    for (int i = 0; i < nw; i++) y[i] = dot_f32(n, w + i * w_stride, xr);
+}
 
 /* weight rows per micro kernel (and per panel) and x rows per micro kernel: 24 accumulators,
  * 4 x vectors and a weight vector in the 32 registers. Each k-step loads FX x vectors (from
@@ -386,45 +363,28 @@ static inline __attribute__((always_inline)) void float_micro(int M, int MX, boo
         for (int r = 0; r < MX; r++) acc[i * FX + r] = a[i][r];
 }
 
-typedef float (*scalar_fn)(const void *w, int64_t k);
-static float scalar_f32(const void *w, int64_t k) {
-    return ((const float *)w)[k];
-}
-static float scalar_f16(const void *w, int64_t k) {
-    return quant_f16_to_f32(((const uint16_t *)w)[k]);
-}
-static float scalar_bf16(const void *w, int64_t k) {
-    return quant_bf16_to_f32(((const uint16_t *)w)[k]);
-}
-
 /* Elements per k-chunk: each k-chunk stores and reloads the accumulators once per parity, so
  * longer chunks cost less; 2048 (a 2048-wide row in one chunk, its 6-row panel 48 KB in L2)
- * against 512 (12 KB, in L1) measured +4-11% on the 128-row f16 GEMM and +5-20% on the model's
- * prompt in alternating pairs (Zen 4), 256 -15% (median), 8192 the same as 2048. */
+ * against 512 (12 KB, in L1) measured +4-11% on the 128-row GEMM and +5-20% on the model's
+ * prompt in alternating pairs (Zen 4, then f16 weights converted into an f32 panel), 256 -15%
+ * (median), 8192 the same as 2048. */
 #define FLOAT_K_CHUNK 2048
 _Static_assert(FLOAT_K_CHUNK % (2 * FLOAT_BLOCK) == 0, "k-chunks hold whole block pairs");
 #define FLOAT_X_BATCH 64 /* x rows whose accumulators are kept between k-chunks (at most) */
 _Static_assert(FLOAT_X_BATCH % FX == 0, "x batches hold whole micro kernels");
 #define FLOAT_XB_BYTES (512 * 1024) /* and at most this many bytes of a k-chunk's (in L2) */
 
-/* Small batches: FLOAT_SMALL_MW weight rows side by side (converted on the fly, the next ones
- * prefetched as gemv_* does) against up to FLOAT_SMALL_MX x rows, one accumulator per (row,
- * x row) in registers; more x rows go in further register blocks over the same weight rows
- * (then in L1/L2). Per (row, x row): the single dot's chain, hsum512, then its scalar tail. */
+/* Small batches: FLOAT_SMALL_MW weight rows side by side (the next ones prefetched) against up to
+ * FLOAT_SMALL_MX x rows, one accumulator per (row, x row) in registers; more x rows go in further
+ * register blocks over the same weight rows (then in L1/L2). Per (row, x row): the single dot's
+ * chain, hsum512, then its scalar tail. */
 #define FLOAT_SMALL_MW 4
 #define FLOAT_SMALL_MX 4
 
-static inline __attribute__((always_inline)) __m512 load_w16(enum dtype t, const char *row,
-                                                             int64_t k) {
-    return t == DTYPE_F32   ? load_f32x16((const float *)row + k)
-           : t == DTYPE_F16 ? load_f16x16((const uint16_t *)row + k)
-                            : load_bf16x16((const uint16_t *)row + k);
-}
-
-static inline __attribute__((always_inline)) void
-float_small_block(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t w_stride,
-                  const float *const *xr, float *y, size_t y_stride) {
-    const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
+static inline __attribute__((always_inline)) void float_small_block(int MW, int MX, int64_t n,
+                                                                    const char *w, size_t w_stride,
+                                                                    const float *const *xr,
+                                                                    float *y, size_t y_stride) {
     __m512 acc[FLOAT_SMALL_MW][FLOAT_SMALL_MX], other[FLOAT_SMALL_MW][FLOAT_SMALL_MX];
 #pragma GCC unroll 4
     for (int i = 0; i < FLOAT_SMALL_MW; i++)
@@ -447,9 +407,8 @@ float_small_block(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t
 #pragma GCC unroll 4
             for (int i = 0; i < MW; i++) {
                 const char *row = w + i * w_stride;
-                if (t == DTYPE_F32 || (k & 31) == 0) /* one 64-byte line ahead per line read */
-                    _mm_prefetch(row + k * (t == DTYPE_F32 ? 4 : 2) + MW * w_stride, _MM_HINT_T0);
-                wv[i] = load_w16(t, row, k);
+                _mm_prefetch(row + k * 4 + MW * w_stride, _MM_HINT_T0); /* a line per line */
+                wv[i] = _mm512_loadu_ps((const float *)row + k);
             }
 #pragma GCC unroll 4
             for (int r = 0; r < MX; r++) {
@@ -464,14 +423,16 @@ float_small_block(enum dtype t, int MW, int MX, int64_t n, const char *w, size_t
 #pragma GCC unroll 4
         for (int r = 0; r < MX; r++) {
             float s = hsum512(_mm512_add_ps(acc[i][r], other[i][r])); /* c0 + c1, commutative */
-            for (int64_t t2 = n16; t2 < n; t2++) s += sc(w + i * w_stride, t2) * xr[r][t2];
+            for (int64_t t2 = n16; t2 < n; t2++)
+                s += ((const float *)(w + i * w_stride))[t2] * xr[r][t2];
             y[r * y_stride + i] = s;
         }
 }
 
-static inline __attribute__((always_inline)) void
-float_small(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-            size_t x_stride, int nx, float *y, size_t y_stride) {
+static inline __attribute__((always_inline)) void float_small(int64_t n, const void *w,
+                                                              size_t w_stride, int nw,
+                                                              const void *x, size_t x_stride,
+                                                              int nx, float *y, size_t y_stride) {
     for (int i = 0; i < nw;) {
         const int mw = nw - i >= FLOAT_SMALL_MW ? FLOAT_SMALL_MW : 1;
         const char *a = (const char *)w + i * w_stride;
@@ -484,9 +445,9 @@ float_small(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, con
 #define FLOAT_SMALL_CASE(MX)                                                                       \
     case MX:                                                                                       \
         if (mw == FLOAT_SMALL_MW)                                                                  \
-            float_small_block(t, FLOAT_SMALL_MW, MX, n, a, w_stride, xr, out, y_stride);           \
+            float_small_block(FLOAT_SMALL_MW, MX, n, a, w_stride, xr, out, y_stride);              \
         else                                                                                       \
-            float_small_block(t, 1, MX, n, a, w_stride, xr, out, y_stride);                        \
+            float_small_block(1, MX, n, a, w_stride, xr, out, y_stride);                           \
         break;
             switch (mx) {
                 FLOAT_SMALL_CASE(1)
@@ -500,79 +461,36 @@ float_small(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, con
     }
 }
 
-static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw,
-                       const void *x, size_t x_stride, int nx, float *y, size_t y_stride) {
-    const scalar_fn sc = t == DTYPE_F32 ? scalar_f32 : t == DTYPE_F16 ? scalar_f16 : scalar_bf16;
+static void tile_f32(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                     size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t n16 = n / 16 * 16;
     if (nx == 1) {
-        if (t == DTYPE_F32)
-            gemv_f32(n, w, w_stride, nw, x, y);
-        else if (t == DTYPE_F16)
-            gemv_f16(n, w, w_stride, nw, x, y);
-        else
-            gemv_bf16(n, w, w_stride, nw, x, y);
+        gemv_f32(n, w, w_stride, nw, x, y);
         return;
     }
     if (nx <= SMALL_NX) {
-        if (t == DTYPE_F32)
-            float_small(DTYPE_F32, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
-        else if (t == DTYPE_F16)
-            float_small(DTYPE_F16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
-        else
-            float_small(DTYPE_BF16, n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
+        float_small(n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
         return;
-    }
-    /* f32 panel rows n16 + 16 floats apart: rows a multiple of 4 KB apart (2048 wide) put the
-     * panel's read streams in one L1 set, with the x rows' streams (~5% of the tile) */
-    const int64_t ps = n16 + 16;
-    if (t != DTYPE_F32 && (size_t)ps * sizeof(float) > PANEL_BUF_BYTES) { /* too long */
-        const quant_dot_fn dot = t == DTYPE_F16 ? dot_f16 : dot_bf16;
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] =
-                    dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
-        return;
-    }
-    int mw = FW; /* rows per panel (f16/bf16: converted to f32 into panel_buf) */
-    if (t != DTYPE_F32 && n16) {
-        const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)ps * sizeof(float)));
-        mw = fit < FW ? (int)fit : FW;
     }
     const int xbatch =
         quant_float_x_batch(nx, n16, FLOAT_K_CHUNK, FLOAT_X_BATCH, FX, FLOAT_XB_BYTES);
-    const size_t esz = t == DTYPE_F32 ? 4 : 2;
     __m512 acc[2][FLOAT_X_BATCH / FX][FW * FX]; /* [which of the two accumulators] */
-    for (int i0 = 0; i0 < nw; i0 += mw) {
-        const int m = min_int(mw, nw - i0);
-        const int mnext = min_int(mw, nw - i0 - mw); /* rows of the next panel (<= 0: none) */
+    for (int i0 = 0; i0 < nw; i0 += FW) {
+        const int m = min_int(FW, nw - i0);
+        const int mnext = min_int(FW, nw - i0 - FW); /* rows of the next panel (<= 0: none) */
         const float *wf[FW];
         const char *rows[FW];
         for (int i = 0; i < m; i++) {
             rows[i] = (const char *)w + (i0 + i) * w_stride;
-            wf[i] = t == DTYPE_F32 ? (const float *)rows[i] : (const float *)panel_buf + i * ps;
+            wf[i] = (const float *)rows[i];
         }
         for (int rb = 0; rb < nx; rb += xbatch) {
             const int nxb = min_int(xbatch, nx - rb);
             const bool last_rb = rb + xbatch >= nx;
             for (int64_t k0 = 0; k0 < n16; k0 += FLOAT_K_CHUNK) {
                 const int64_t k1 = k0 + FLOAT_K_CHUNK < n16 ? k0 + FLOAT_K_CHUNK : n16;
-                quant_prefetch_next_chunk(rows, m, mnext, (size_t)mw * w_stride, rb == 0, last_rb,
-                                          k1, n16, FLOAT_K_CHUNK, esz);
-                if (rb == 0 && t != DTYPE_F32)
-                    for (int i = 0; i < m; i++) {
-                        float *dst = (float *)wf[i];
-                        const uint16_t *src = (const uint16_t *)rows[i];
-                        if (t == DTYPE_F16)
-                            for (int64_t k = k0; k < k1; k += 16) {
-                                quant_prefetch_convert(src, k);
-                                _mm512_storeu_ps(dst + k, load_f16x16(src + k));
-                            }
-                        else
-                            for (int64_t k = k0; k < k1; k += 16) {
-                                quant_prefetch_convert(src, k);
-                                _mm512_storeu_ps(dst + k, load_bf16x16(src + k));
-                            }
-                    }
+                quant_prefetch_next_chunk(rows, m, mnext, (size_t)FW * w_stride, rb == 0, last_rb,
+                                          k1, n16, FLOAT_K_CHUNK, sizeof(float));
                 for (int r = 0; r < nxb; r += FX) {
                     const int mx = min_int(FX, nxb - r);
                     const float *xr[FX];
@@ -580,7 +498,7 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                         xr[q] = (const float *)((const char *)x +
                                                 (rb + r + min_int(q, mx - 1)) * x_stride);
                     /* the even blocks with accumulator 0, then the odd ones with 1 (k0 is a
-                     * multiple of 2 * FLOAT_BLOCK): two passes over the panel chunk, in L1 */
+                     * multiple of 2 * FLOAT_BLOCK): two passes over the panel chunk */
                     for (int par = 0; par < 2; par++) {
                         const int64_t ks = k0 + par * FLOAT_BLOCK;
                         __m512 *c = acc[par][r / FX];
@@ -597,25 +515,12 @@ static void tile_float(enum dtype t, int64_t n, const void *w, size_t w_stride, 
                     const int q = i * FX + r % FX;
                     float s =
                         n16 ? hsum512(_mm512_add_ps(acc[0][r / FX][q], acc[1][r / FX][q])) : 0.0f;
-                    for (int64_t k = n16; k < n; k++) s += sc(rows[i], k) * xr[k];
+                    for (int64_t k = n16; k < n; k++) s += wf[i][k] * xr[k];
                     y[(rb + r) * y_stride + i0 + i] = s;
                 }
             }
         }
     }
-}
-
-static void tile_f32(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                     float *y, size_t ys) {
-    tile_float(DTYPE_F32, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void tile_f16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                     float *y, size_t ys) {
-    tile_float(DTYPE_F16, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void tile_bf16(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_float(DTYPE_BF16, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* ==== Types without their own kernels: the avx2 variant's dot and tile ==== */
@@ -638,8 +543,8 @@ const struct quant_variant quant_variant_avx512 = {
     .dot =
         {
             [DTYPE_F32] = dot_f32,
-            [DTYPE_F16] = dot_f16,
-            [DTYPE_BF16] = dot_bf16,
+            [DTYPE_F16] = quant_dot_f16_f32_ref, /* the tiles' chains, bit for bit */
+            [DTYPE_BF16] = quant_dot_bf16_f32_ref,
             [DTYPE_Q8_0] = quant_dot_q8_0_avx512,
             [DTYPE_Q4_0] = quant_dot_q4_0_avx512,
             [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
@@ -660,8 +565,8 @@ const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
     [DTYPE_Q2_K] = quant_tile_q2_K_avx512,
     [DTYPE_Q3_K] = quant_tile_q3_K_avx512,
     [DTYPE_F32] = tile_f32,
-    [DTYPE_F16] = tile_f16,
-    [DTYPE_BF16] = tile_bf16,
+    [DTYPE_F16] = quant_tile_f16_avx512,
+    [DTYPE_BF16] = quant_tile_bf16_avx512,
     [DTYPE_Q8_0] = quant_tile_q8_0_avx512,
     [DTYPE_Q4_0] = quant_tile_q4_0_avx512,
     [DTYPE_Q4_K] = quant_tile_q4_K_avx512,

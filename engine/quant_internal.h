@@ -112,9 +112,9 @@ static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8
 #define QUANT_PREFETCH_AHEAD 2048
 #define QUANT_PREFETCH(p) __builtin_prefetch((const char *)(p) + QUANT_PREFETCH_AHEAD, 0, 3)
 
-/* The float prompt tiles' read-ahead into L2 (prefetcht1). A tile reads a panel's m weight
+/* The f32 prompt tiles' read-ahead into L2 (prefetcht1). A tile reads a panel's m weight
  * rows (rows[i], esz bytes an element) from memory in its first x batch, a k-chunk of `chunk`
- * elements at a time, and runs later x batches on the converted copy. After the chunk ending at
+ * elements at a time, and runs later x batches on it from the caches. After the chunk ending at
  * k1 (of n elements) is read, the next chunk to be read is asked for, one k-chunk of compute
  * ahead: this panel's next one (first x batch), or after the last x batch's last chunk the
  * next panel's first (mnext rows, next_panel bytes on; mnext <= 0: none). Prefetching a whole
@@ -134,11 +134,12 @@ static inline void quant_prefetch_next_chunk(const char *const *rows, int m, int
             __builtin_prefetch(rows[i] + off + o, 0, 2);
 }
 
-/* x rows per batch of a float prompt tile: at most max_batch (a multiple of fx, the tile's
+/* x rows per batch of an f32 prompt tile: at most max_batch (a multiple of fx, the tile's
  * accumulators), and few enough that a batch's k-chunk (k_chunk of the n elements, f32) fits
  * xb_bytes, i.e. L2 while the panel's chunk runs against it. Sized by the k-chunk, not the
  * whole row: 5632-wide rows (ffn_down) went 20 at a time on avx512 where 2048-wide ones go 64
- * (F16 model prompt at 1 thread +5% avx512, +3.5% avx2 by the k-chunk, medians of 4 pairs).
+ * (F16 model prompt at 1 thread +5% avx512, +3.5% avx2 by the k-chunk, medians of 4 pairs, when
+ * f16 weights took these tiles).
  * Then evened out over the batches needed, rounded up to fx: avx2's 128 rows went 63 + 63 + 2,
  * and the 2-row batch's chunks were too short to hide the next panel's read-ahead. */
 static inline int quant_float_x_batch(int nx, int64_t n, int64_t k_chunk, int max_batch, int fx,
@@ -151,16 +152,6 @@ static inline int quant_float_x_batch(int nx, int64_t n, int64_t k_chunk, int ma
     }
     const int nbatch = (nx + xbatch - 1) / xbatch;
     return ((nx + nbatch - 1) / nbatch + fx - 1) / fx * fx;
-}
-
-/* The float prompt tiles convert a panel's f16/bf16 rows to f32 as its first x batch needs
- * them. The read-ahead above brings them to L2 at best; asking for each row's bytes this many
- * elements ahead, a line at a time, during the conversion took the conversion's share of the
- * avx512 tile's samples from 13% to 6-7.5% (F16 pp128, 1 thread, Zen 4, perf, two runs; 512 and
- * 1024 ahead: 8-9%). */
-#define QUANT_CONVERT_AHEAD 2048
-static inline void quant_prefetch_convert(const uint16_t *src, int64_t k) {
-    if (!(k & 31)) __builtin_prefetch(src + k + QUANT_CONVERT_AHEAD, 0, 3);
 }
 
 /* ==== Reference kernels (quant.c) ==== */
@@ -242,6 +233,11 @@ extern const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT];
 /* quant_avx2_pack.c: the avx2 q4_0 and q4_K kernels on packed row groups (8 rows), their
  * plain-rows tiles */
 extern const struct quant_pack *const quant_packs_avx2[DTYPE_COUNT]; /* NULL: none */
+/* f16 / bf16 on plain rows (quant_float_pack.h; the dot is the reference's) */
+void quant_tile_f16_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                         int nx, float *y, size_t ys);
+void quant_tile_bf16_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                          int nx, float *y, size_t ys);
 float quant_dot_q4_0_avx2(int64_t n, const void *w, const void *x);
 void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys);
@@ -250,6 +246,10 @@ void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
                           int nx, float *y, size_t ys);
 /* quant_avx512_pack.c: the avx512 kernels on packed row groups, and their plain-rows tiles */
 extern const struct quant_pack *const quant_packs_avx512[DTYPE_COUNT]; /* NULL: none */
+void quant_tile_f16_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                           int nx, float *y, size_t ys);
+void quant_tile_bf16_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys);
 float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x);
 float quant_dot_q8_0_avx512(int64_t n, const void *w, const void *x);
 void quant_tile_q4_0_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
