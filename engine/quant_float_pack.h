@@ -21,6 +21,7 @@
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
+#include <immintrin.h>
 #include <string.h>
 
 #include "quant.h"
@@ -140,14 +141,49 @@ static inline void FP_FN(chunk)(bool bf16, bool zero, const uint16_t *wk, int64_
     }
 }
 
+/* Rows s[0..7] (elements k..k+7 each) to elements k..k+7 of 8 neighbouring rows of a group (d:
+ * element k's first of them): an 8 x 8 transpose of 16-bit values. */
+static inline void FP_FN(transpose8)(const uint16_t *const *s, int64_t k, uint16_t *d) {
+    __m128i r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm_loadu_si128((const __m128i *)(s[i] + k));
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm_unpacklo_epi16(r[2 * i], r[2 * i + 1]);     /* rows 2i, 2i+1: k..k+3 */
+        t[i + 4] = _mm_unpackhi_epi16(r[2 * i], r[2 * i + 1]); /* k+4..k+7 */
+    }
+    for (int h = 0; h < 2; h++) /* h: k..k+3 or k+4..k+7 */
+        for (int q = 0; q < 2; q++) {
+            u[4 * h + q] = _mm_unpacklo_epi32(t[4 * h + 2 * q], t[4 * h + 2 * q + 1]);
+            u[4 * h + q + 2] = _mm_unpackhi_epi32(t[4 * h + 2 * q], t[4 * h + 2 * q + 1]);
+        }
+    /* u[4h + 0]: rows 0-3 at k+4h, k+4h+1; u[4h + 1]: rows 4-7 at those; u[4h + 2], u[4h + 3]:
+     * the same at k+4h+2, k+4h+3 */
+    for (int h = 0; h < 2; h++)
+        for (int e = 0; e < 2; e++) {
+            const __m128i lo = u[4 * h + 2 * e], hi = u[4 * h + 2 * e + 1];
+            _mm_storeu_si128((__m128i *)(d + (4 * h + 2 * e) * FP_ROWS),
+                             _mm_unpacklo_epi64(lo, hi));
+            _mm_storeu_si128((__m128i *)(d + (4 * h + 2 * e + 1) * FP_ROWS),
+                             _mm_unpackhi_epi64(lo, hi));
+        }
+}
+
 /* Packs `rows` plain rows (the rest of the group zero) of n elements, row i at src + i * stride,
- * elements [k0, k0 + kn), into dst (FP_ROWS values per element). */
+ * elements [k0, k0 + kn), into dst (FP_ROWS values per element): 8 rows x 8 elements at a time
+ * (a scalar copy with strided stores took a 2 GiB model's load from 0.8 to 2 s). */
 static inline void FP_FN(pack_chunk)(int64_t k0, int64_t kn, const void *src, size_t stride,
                                      int rows, uint16_t *dst) {
     if (rows < FP_ROWS) memset(dst, 0, (size_t)kn * FP_ROWS * sizeof *dst);
+    const int rows8 = rows / 8 * 8;
+    const int64_t kn8 = kn / 8 * 8;
+    for (int i0 = 0; i0 < rows8; i0 += 8) {
+        const uint16_t *s[8];
+        for (int i = 0; i < 8; i++)
+            s[i] = (const uint16_t *)((const char *)src + (i0 + i) * stride) + k0;
+        for (int64_t k = 0; k < kn8; k += 8) FP_FN(transpose8)(s, k, dst + k * FP_ROWS + i0);
+    }
     for (int i = 0; i < rows; i++) {
         const uint16_t *s = (const uint16_t *)((const char *)src + i * stride) + k0;
-        for (int64_t k = 0; k < kn; k++) dst[k * FP_ROWS + i] = s[k];
+        for (int64_t k = i < rows8 ? kn8 : 0; k < kn; k++) dst[k * FP_ROWS + i] = s[k];
     }
 }
 
