@@ -7,7 +7,9 @@
  * that rate ("%rd"): how far the kernel is from the memory limit at that moment.
  *
  *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2] [--threads 1,2] [--time S]
- *                 [--no-gemm] [--no-gemv] [--model [--rows 1,2,4,8,16,128]]
+ *                 [--no-gemm] [--no-gemv] [--working-set MIB] [--model [--rows 1,2,4,8,16,128]]
+ * --working-set sets how many MiB of weight copies a GEMV cycles through (default 256: from
+ * DRAM); 0 reuses one matrix (6.5 MiB in q4_0, from the L3 cache): the kernel's own limit.
  * --model instead times all the matmuls of a tinyllama-1.1b forward pass (matmul-only t/s) with
  * each number of x rows in --rows (default 1,128).
  */
@@ -158,10 +160,10 @@ static struct matmul_weight packed_copy(const struct matmul_weight *w) {
 
 /* Copies of w totalling at least `bytes`, so a GEMV pass streams from DRAM, not the L3 cache,
  * as it does in a real forward pass (22 layers of weights between two uses of one). */
-#define GEMV_WORKING_SET (256u << 20)
+static size_t gemv_working_set = 256u << 20;
 static int make_copies(const struct matmul_weight *w, struct matmul_weight *out, int max) {
     size_t bytes = dtype_row_bytes(w->type, w->n_in) * w->n_out;
-    int n = (int)(GEMV_WORKING_SET / bytes) + 1;
+    int n = (int)(gemv_working_set / bytes) + 1;
     if (n > max) n = max;
     for (int i = 0; i < n; i++) out[i] = packed_copy(w);
     return n;
@@ -351,6 +353,8 @@ int main(int argc, char **argv) {
             do_gemm = 0;
         else if (!strcmp(argv[i], "--no-gemv"))
             do_gemv = 0;
+        else if (!strcmp(argv[i], "--working-set") && i + 1 < argc)
+            gemv_working_set = (size_t)atol(argv[++i]) << 20;
         else if (!strcmp(argv[i], "--model"))
             do_model = 1;
         else if (!strcmp(argv[i], "--rows") && i + 1 < argc)
@@ -358,7 +362,7 @@ int main(int argc, char **argv) {
         else {
             fprintf(stderr,
                     "usage: %s [--types a,b] [--variants ref,avx2] [--threads 1,2] [--time s] "
-                    "[--no-gemm] [--no-gemv] [--model [--rows 1,2,4,8,128]]\n",
+                    "[--no-gemm] [--no-gemv] [--working-set MIB] [--model [--rows 1,2,4,8,128]]\n",
                     argv[0]);
             return 2;
         }

@@ -61,7 +61,10 @@ static inline int32_t hsum_epi32_256(__m256i s) {
  * sum, started from -8 (q4_0: q - 8) or -128 (q8_0: w + 128) times the sum of x's 32 values.
  * Per block and group of rows: 4 loads and 8 unpack steps (q4_0) or 8 loads (q8_0), 8
  * vpdpbusd, one scale conversion and 3 float operations for all 16 rows, where the row by row
- * layout needed shuffles and float steps per row and block. */
+ * layout needed shuffles and float steps per row and block. With 1-3 x rows (GEMV) q4_0's high
+ * nibbles are masked in place (16 q) into a chain of their own, shifted back once per x row:
+ * 4 fewer shifts a block, GEMV from L3 (bench_kernels --working-set 0) 61 -> 63.5 GB/s at 1
+ * thread on this Zen 4; with 4 or more x rows a shift per x row would cost more than it saves. */
 #define W32P_ROWS 16
 #define W32_MAX_XR 8 /* x rows per pass over a group's blocks */
 #define W32P_CHUNK 8 /* blocks whose scales are stored together, before their values */
@@ -124,44 +127,52 @@ w32p_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const
     __m512 acc[W32_MAX_XR];
 #pragma GCC unroll 8
     for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const int64_t cb = b / W32P_CHUNK * W32P_CHUNK, nbc = min64(W32P_CHUNK, nb - cb);
-        const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32 + (b - cb) * qb;
-        const __m512 dw =
-            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + (b - cb) * 32)));
-        __m512i wv[8];
-        if (q8) {
+    for (int64_t cb = 0; cb < nb; cb += W32P_CHUNK) {
+        const int64_t nbc = min64(W32P_CHUNK, nb - cb);
+        const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32;
+        for (int64_t b = cb; b < cb + nbc; b++, sc += 32, v += qb) {
+            const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+            __m512i wv[8];
+            if (q8) {
 #pragma GCC unroll 8
-            for (int t = 0; t < 8; t++) wv[t] = _mm512_loadu_si512(v + t * 64);
-        } else {
-            const __m512i m4 = _mm512_set1_epi8(0xF);
+                for (int t = 0; t < 8; t++) wv[t] = _mm512_loadu_si512(v + t * 64);
+            } else {
+                /* high nibbles: as 16 q (mask 0xF0) where they go to their own chain, whose
+                 * sum is then shifted back exactly (one shift per x row instead of four per
+                 * block); shifted down where many x rows share them */
+                const __m512i m4 = _mm512_set1_epi8(0xF), mf0 = _mm512_set1_epi8((char)0xF0);
 #pragma GCC unroll 4
-            for (int u = 0; u < 4; u++) {
-                const __m512i p = _mm512_loadu_si512(v + u * 64);
-                wv[u] = _mm512_and_si512(p, m4);
-                wv[u + 4] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m4);
+                for (int u = 0; u < 4; u++) {
+                    const __m512i p = _mm512_loadu_si512(v + u * 64);
+                    wv[u] = _mm512_and_si512(p, m4);
+                    wv[u + 4] = two ? _mm512_and_si512(p, mf0)
+                                    : _mm512_and_si512(_mm512_srli_epi16(p, 4), m4);
+                }
             }
-        }
 #pragma GCC unroll 8
-        for (int r = 0; r < XR; r++) {
-            /* x's blocks a little ahead back into L1: a long row's group streams more weight
-             * bytes between two uses of an x block than L1 holds (GEMV 5632->2048, q4_0, this
-             * Zen 4: +7-12% at 1 thread, +25-35% at 2; 2048->5632 unchanged) */
-            if (two) qp_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0));
-            const int8_t *xq = bx[r][b].qs;
-            __m512i c0 = _mm512_set1_epi32(xp[r][b].start), c1 = _mm512_setzero_si512();
+            for (int r = 0; r < XR; r++) {
+                /* x's blocks a little ahead back into L1: a long row's group streams more
+                 * weight bytes between two uses of an x block than L1 holds (GEMV
+                 * 5632->2048, q4_0, this Zen 4: +7-12% at 1 thread, +25-35% at 2; 2048->5632
+                 * unchanged) */
+                if (two) qp_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0));
+                const int8_t *xq = bx[r][b].qs;
+                __m512i c0 = _mm512_set1_epi32(xp[r][b].start), c1 = _mm512_setzero_si512();
 #pragma GCC unroll 8
-            for (int t = 0; t < 8; t++) {
-                int32_t x4;
-                memcpy(&x4, xq + 4 * t, 4);
-                if (two && (t & 1))
-                    c1 = _mm512_dpbusd_epi32(c1, wv[t], _mm512_set1_epi32(x4));
-                else
-                    c0 = _mm512_dpbusd_epi32(c0, wv[t], _mm512_set1_epi32(x4));
+                for (int t = 0; t < 8; t++) {
+                    int32_t x4;
+                    memcpy(&x4, xq + 4 * t, 4);
+                    /* q8_0: alternate chains; q4_0: low nibbles in c0, high ones in c1 */
+                    if (two && (q8 ? (t & 1) : t >= 4))
+                        c1 = _mm512_dpbusd_epi32(c1, wv[t], _mm512_set1_epi32(x4));
+                    else
+                        c0 = _mm512_dpbusd_epi32(c0, wv[t], _mm512_set1_epi32(x4));
+                }
+                const __m512i s =
+                    !two ? c0 : _mm512_add_epi32(c0, q8 ? c1 : _mm512_srai_epi32(c1, 4));
+                const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xp[r][b].dx));
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_cvtepi32_ps(s), d));
             }
-            const __m512i s = two ? _mm512_add_epi32(c0, c1) : c0;
-            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(xp[r][b].dx));
-            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_cvtepi32_ps(s), d));
         }
     }
     const __mmask16 keep = (__mmask16)((1u << rows) - 1);
