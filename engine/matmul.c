@@ -4,7 +4,7 @@
  * and q4_K row groups, the avx2 q4_0 and q4_K ones, f16 and bf16 in k-major groups of 64 or 32
  * rows on both), which its packed tile walks instead of the plain one; the rows after the last
  * group are plain. Each x row is first converted to the weight's dot type
- * (rows spread over threads), then:
+ * (rows spread over threads; a single row by every thread for itself), then:
  *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
  *    contiguous chunks and each is streamed once (through the variant's tile with one x row,
  *    which may run several weight rows side by side, else the single-row dot);
@@ -50,8 +50,16 @@ size_t matmul_scratch_bytes(enum dtype type, int64_t n_in, int64_t n_rows) {
     return (size_t)n_rows * x_stride(dt, n_in);
 }
 
+/* One converted x row per thread, for a GEMV (see convert_x). */
+#define X_LOCAL_BYTES (64 * 1024)
+static _Thread_local uint8_t x_local[X_LOCAL_BYTES] __attribute__((aligned(64)));
+
 /* Converts x rows (spread over threads) to the dot type in scratch, unless they are used as
- * they are; sets *xq and *xs. Ends with a barrier when it wrote scratch. */
+ * they are; sets *xq and *xs. Ends with a barrier when it wrote scratch. A single row (a
+ * decode step's GEMV) is instead converted by every thread into its own buffer, with no
+ * barrier: the other threads would wait for the conversion and the barrier anyway, and the
+ * row is then in each thread's own cache rather than read from the core that wrote it. The
+ * conversion is a pure function of x, so every thread's copy is the same. */
 static void convert_x(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
                       const float *x, int64_t n_rows, void *scratch, const char **xq, size_t *xs) {
     const enum dtype dt = quant_dot_type(w->type);
@@ -61,6 +69,11 @@ static void convert_x(threadpool_t *tp, int ith, int nth, const struct matmul_we
         return;
     }
     *xs = x_stride(dt, w->n_in);
+    if (n_rows == 1 && nth > 1 && *xs <= X_LOCAL_BYTES) {
+        quant_quantize_activations(dt, x, x_local, w->n_in);
+        *xq = (const char *)x_local;
+        return;
+    }
     for (int64_t r = ith; r < n_rows; r += nth)
         quant_quantize_activations(dt, x + r * w->n_in, (char *)scratch + r * *xs, w->n_in);
     threadpool_barrier(tp);
