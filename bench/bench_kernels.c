@@ -373,9 +373,15 @@ int main(int argc, char **argv) {
             do_gemm = 0;
         else if (!strcmp(argv[i], "--no-gemv"))
             do_gemv = 0;
-        else if (!strcmp(argv[i], "--working-set") && i + 1 < argc)
-            gemv_working_set = (size_t)atol(argv[++i]) << 20;
-        else if (!strcmp(argv[i], "--model"))
+        else if (!strcmp(argv[i], "--working-set") && i + 1 < argc) {
+            char *end;
+            const long mib = strtol(argv[++i], &end, 10);
+            if (*end || mib < 0 || mib > 65536) {
+                fprintf(stderr, "--working-set: MiB from 0 to 65536, not '%s'\n", argv[i]);
+                return 2;
+            }
+            gemv_working_set = (size_t)mib << 20;
+        } else if (!strcmp(argv[i], "--model"))
             do_model = 1;
         else if (!strcmp(argv[i], "--rows") && i + 1 < argc)
             snprintf(rows_arg, sizeof rows_arg, "%s", argv[++i]);

@@ -137,9 +137,7 @@ w32p_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const
 #pragma GCC unroll 8
                 for (int t = 0; t < 8; t++) wv[t] = _mm512_loadu_si512(v + t * 64);
             } else {
-                /* high nibbles: as 16 q (mask 0xF0) where they go to their own chain, whose
-                 * sum is then shifted back exactly (one shift per x row instead of four per
-                 * block); shifted down where many x rows share them */
+                /* high nibbles as 16 q for 1-3 x rows (see above), else shifted down */
                 const __m512i m4 = _mm512_set1_epi8(0xF), mf0 = _mm512_set1_epi8((char)0xF0);
 #pragma GCC unroll 4
                 for (int u = 0; u < 4; u++) {
