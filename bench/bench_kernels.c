@@ -4,7 +4,9 @@
  * Around each row's GEMVs it measures the host's own streaming read rate on the same threads (a
  * STREAM-like read-and-sum of a 512 MiB buffer in 256-bit loads, split over the thread pool;
  * the better of a read before and one after) and prints each GEMV figure with its share of
- * that rate ("%rd"): how far the kernel is from the memory limit at that moment.
+ * that rate ("%rd"): how far the kernel is from the memory limit at that moment. Since that
+ * host's rate can change between the read and the GEMV, "%wr" also times the GEMV and a plain
+ * read of the same weights in turn, pass after pass, and gives the median of the pairs' ratios.
  *
  *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2] [--threads 1,2] [--time S]
  *                 [--no-gemm] [--no-gemv] [--working-set MIB] [--model [--rows 1,2,4,8,16,128]]
@@ -131,6 +133,44 @@ static void stream_run(void *ctx, int ith, int nth) {
     else
         s = stream_sum_plain(j->buf, b, e);
     j->sums[ith & 63] = s;
+}
+
+/* The GEMV against a read of the same weight copies in the GEMV's own shape (one pool run per
+ * matrix, each thread a contiguous share of its bytes: the same memory and synchronisation,
+ * without the arithmetic), in turn: one pass of each, over and over for at least min_time (at
+ * least 7 pairs). Returns the median over the pairs of GEMV rate / read rate. This host's
+ * memory rate changes from one second to the next, so a GEMV and a read timed a second apart
+ * can each catch a different rate; a pair's two passes are milliseconds apart. */
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double gemv_vs_read(threadpool_t *tp, const struct matmul_weight *ws, int n_w,
+                           double min_time) {
+    const struct matmul_weight *w = &ws[0];
+    const size_t bytes = matmul_weight_bytes(w) / 64 * 64;
+    float *x = xaligned(w->n_in * sizeof(float)), *y = xaligned(w->n_out * sizeof(float));
+    void *scratch = xaligned(matmul_scratch_bytes(w->type, w->n_in, 1));
+    for (int64_t i = 0; i < w->n_in; i++) x[i] = rnd();
+    struct stream_job j = {.n = bytes / 8};
+    double ratio[4096], start = now();
+    int n = 0;
+    do {
+        double t0 = now();
+        for (int k = 0; k < n_w; k++) matmul(tp, &ws[k], x, 1, y, scratch);
+        const double tg = now() - t0;
+        t0 = now();
+        for (int k = 0; k < n_w; k++) {
+            j.buf = ws[k].data;
+            threadpool_run(tp, stream_run, &j);
+        }
+        ratio[n++] = (now() - t0) / tg;
+    } while (n < 4096 && (now() - start < min_time || n < 7));
+    free(x);
+    free(y);
+    free(scratch);
+    qsort(ratio, (size_t)n, sizeof ratio[0], cmp_double);
+    return ratio[n / 2];
 }
 
 /* Best read rate in GB/s over repetitions lasting at least min_time (at least 5). */
@@ -419,12 +459,15 @@ int main(int argc, char **argv) {
            "(the rate had we not been preempted; spin-waiting counts as CPU time); 'read' is the\n"
            "streaming read rate (%u MiB, 256-bit loads) measured just before and after the row's\n"
            "GEMVs on the same threads (the better of the two), '%%rd' the wall GEMV rate as a\n"
-           "share of it.\n",
+           "share of it. '%%wr': median over pairs, one GEMV pass then one plain read of the same\n"
+           "weight copies (a pool run per matrix, each thread a contiguous share), of the GEMV's\n"
+           "rate as a share of the read's.\n",
            STREAM_BYTES >> 20);
-    printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s\n", "type", "var", "thr", "read",
-           "gemv2048x5632", "cpu", "%rd", "gemv5632x2048", "cpu", "%rd", "gemm128", "cpu");
-    printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s\n", "", "", "", "GB/s", "GB/s",
-           "GB/s", "", "GB/s", "GB/s", "", "GFLOP/s", "GFLOP/s");
+    printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s %6s %6s\n", "type", "var", "thr",
+           "read", "gemv2048x5632", "cpu", "%rd", "gemv5632x2048", "cpu", "%rd", "gemm128", "cpu",
+           "%wr-up", "%wr-dn");
+    printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s %6s %6s\n", "", "", "", "GB/s",
+           "GB/s", "GB/s", "", "GB/s", "GB/s", "", "GFLOP/s", "GFLOP/s", "", "");
     for (int ti = 0; ti < nt; ti++) {
         int t = dtype_parse(types[ti]);
         if (t < 0 || !dtype_supported((uint32_t)t)) {
@@ -445,7 +488,7 @@ int main(int argc, char **argv) {
                 if (!tp) return 1;
                 double gb_up = 0, gb_down = 0, gflops = 0, c_up = 0, c_down = 0, c_gflops = 0;
                 const double bytes = (double)dtype_row_bytes(t, 2048) * 5632.0;
-                double read = 0;
+                double read = 0, wr_up = 0, wr_down = 0;
                 if (do_gemv) {
                     read = stream_read_gbs(tp, min_time);
                     double s = time_matmul(tp, ups, n_up, 1, min_time);
@@ -454,6 +497,8 @@ int main(int argc, char **argv) {
                     s = time_matmul(tp, downs, n_down, 1, min_time);
                     gb_down = bytes / s / 1e9;
                     c_down = bytes / best_cpu / 1e9;
+                    wr_up = 100 * gemv_vs_read(tp, ups, n_up, min_time);
+                    wr_down = 100 * gemv_vs_read(tp, downs, n_down, min_time);
                     const double after = stream_read_gbs(tp, min_time);
                     if (after > read) read = after;
                 }
@@ -464,9 +509,11 @@ int main(int argc, char **argv) {
                     c_gflops = 2.0 * 128 * 2048 * 5632 / best_cpu / 1e9;
                 }
                 const double rd = read > 0 ? 100.0 / read : 0;
-                printf("%-5s %-6s %3d %6.2f %14.2f %7.2f %4.0f %14.2f %7.2f %4.0f %10.2f %7.2f\n",
-                       dtype_name(t), variants[vi], n_threads, read, gb_up, c_up, gb_up * rd,
-                       gb_down, c_down, gb_down * rd, gflops, c_gflops);
+                printf(
+                    "%-5s %-6s %3d %6.2f %14.2f %7.2f %4.0f %14.2f %7.2f %4.0f %10.2f %7.2f %6.0f "
+                    "%6.0f\n",
+                    dtype_name(t), variants[vi], n_threads, read, gb_up, c_up, gb_up * rd, gb_down,
+                    c_down, gb_down * rd, gflops, c_gflops, wr_up, wr_down);
                 if ((t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16) && do_gemm &&
                     vi == nv - 1) {
                     double sb = time_sgemm(tp, &up, 128, n_threads, min_time);
