@@ -10,9 +10,14 @@ packages=(
   tshark tcpdump iproute2 procps nodejs curl iptables
   libnetfilter-queue-dev iputils-ping openssh-client systemd
   chromium gnuplot-nox
-  # (not openssh-server: it would start an ssh daemon on a developer machine; the hosts a
-  # cluster runs on need it, and tests/integration/hosts_test.sh skips without it)
+  # (openssh-server only with --tests, below: the hosts a cluster runs on need it, and
+  # tests/integration/hosts_test.sh runs its own sshd in network namespaces)
 )
+# --tests (tests/run.sh): also openssh-server for hosts_test.sh, installed with its daemon
+# neither started nor enabled, so the test suite does not leave an ssh server listening.
+with_sshd=0
+[ "${1:-}" = --tests ] && ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null |
+  grep -q "install ok installed" && with_sshd=1
 # npm (for tests/node): NodeSource's nodejs package carries its own npm and conflicts with
 # Debian's, so ask for Debian's only when there is no npm at all.
 command -v npm >/dev/null || packages+=(npm)
@@ -21,14 +26,34 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && [ $with_sshd -eq 0 ] && exit 0
 
-echo "installing: ${missing[*]}" >&2
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
-# tshark asks whether non-root users may capture; the default (no) is fine.
-echo "wireshark-common wireshark-common/install-setuid boolean false" |
-  "${sudo_cmd[@]}" debconf-set-selections
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  # tshark asks whether non-root users may capture; the default (no) is fine.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" |
+    "${sudo_cmd[@]}" debconf-set-selections
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ $with_sshd -eq 1 ]; then
+  echo "installing: openssh-server (for tests/integration/hosts_test.sh; its daemon left off)" >&2
+  # policy-rc.d answering 101 keeps the package's scripts from starting the daemon
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee $policy >/dev/null
+    "${sudo_cmd[@]}" chmod 755 $policy
+    own_policy=1
+  fi
+  rc=0
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends openssh-server >/dev/null || rc=$?
+  [ $own_policy -eq 0 ] || "${sudo_cmd[@]}" rm -f $policy
+  [ $rc -eq 0 ] || exit $rc
+  if command -v systemctl >/dev/null; then
+    "${sudo_cmd[@]}" systemctl disable ssh.service >/dev/null 2>&1 || true
+  fi
+fi

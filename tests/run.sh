@@ -4,7 +4,7 @@
 # (build-asan/). Expects ../shared (models, vocabularies) beside the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/install-deps.sh
+deploy/install-deps.sh --tests
 jobs=$(nproc)
 
 # The openai npm client for tests/node (ctest api_node), when the lock file changed since.
