@@ -135,29 +135,45 @@ static void stream_run(void *ctx, int ith, int nth) {
     j->sums[ith & 63] = s;
 }
 
-/* The GEMV against a read of the same weight copies in the GEMV's own shape (one pool run per
- * matrix, each thread a contiguous share of its bytes: the same memory and synchronisation,
- * without the arithmetic), in turn: one pass of each, over and over for at least min_time (at
- * least 7 pairs). Returns the median over the pairs of GEMV rate / read rate. This host's
- * memory rate changes from one second to the next, so a GEMV and a read timed a second apart
- * can each catch a different rate; a pair's two passes are milliseconds apart. */
+/* x (random), y and scratch for matmul with n_rows rows of w. */
+struct mm_bufs {
+    float *x, *y;
+    void *scratch;
+};
+static struct mm_bufs mm_bufs_new(const struct matmul_weight *w, int64_t n_rows) {
+    struct mm_bufs b = {xaligned(n_rows * w->n_in * sizeof(float)),
+                        xaligned(n_rows * w->n_out * sizeof(float)),
+                        xaligned(matmul_scratch_bytes(w->type, w->n_in, n_rows))};
+    for (int64_t i = 0; i < n_rows * w->n_in; i++) b.x[i] = rnd();
+    return b;
+}
+static void mm_bufs_free(struct mm_bufs *b) {
+    free(b->x);
+    free(b->y);
+    free(b->scratch);
+}
+
 static int cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
+
+/* The GEMV against a read of the same weight copies in the GEMV's own shape (one pool run per
+ * matrix, each thread a contiguous share of its bytes: the same memory and synchronisation,
+ * without the arithmetic), in turn: one pass of each, over and over for at least min_time (at
+ * least 7 pairs). Returns the median over the pairs of GEMV rate / read rate (both passes
+ * cover the same bytes, so the ratio of their times). This host's memory rate changes from
+ * one second to the next, so a GEMV and a read timed a second apart can each catch a
+ * different rate; a pair's two passes are milliseconds apart. */
 static double gemv_vs_read(threadpool_t *tp, const struct matmul_weight *ws, int n_w,
                            double min_time) {
-    const struct matmul_weight *w = &ws[0];
-    const size_t bytes = matmul_weight_bytes(w) / 64 * 64;
-    float *x = xaligned(w->n_in * sizeof(float)), *y = xaligned(w->n_out * sizeof(float));
-    void *scratch = xaligned(matmul_scratch_bytes(w->type, w->n_in, 1));
-    for (int64_t i = 0; i < w->n_in; i++) x[i] = rnd();
-    struct stream_job j = {.n = bytes / 8};
+    struct mm_bufs b = mm_bufs_new(&ws[0], 1);
+    struct stream_job j = {.n = matmul_weight_bytes(&ws[0]) / 8};
     double ratio[4096], start = now();
     int n = 0;
     do {
         double t0 = now();
-        for (int k = 0; k < n_w; k++) matmul(tp, &ws[k], x, 1, y, scratch);
+        for (int k = 0; k < n_w; k++) matmul(tp, &ws[k], b.x, 1, b.y, b.scratch);
         const double tg = now() - t0;
         t0 = now();
         for (int k = 0; k < n_w; k++) {
@@ -166,9 +182,7 @@ static double gemv_vs_read(threadpool_t *tp, const struct matmul_weight *ws, int
         }
         ratio[n++] = (now() - t0) / tg;
     } while (n < 4096 && (now() - start < min_time || n < 7));
-    free(x);
-    free(y);
-    free(scratch);
+    mm_bufs_free(&b);
     qsort(ratio, (size_t)n, sizeof ratio[0], cmp_double);
     return ratio[n / 2];
 }
@@ -234,27 +248,21 @@ static int make_copies(const struct matmul_weight *w, struct matmul_weight *out,
  * at least min_time. */
 static double time_matmul(threadpool_t *tp, const struct matmul_weight *ws, int n_w, int64_t n_rows,
                           double min_time) {
-    const struct matmul_weight *w = &ws[0];
-    float *x = xaligned(n_rows * w->n_in * sizeof(float));
-    float *y = xaligned(n_rows * w->n_out * sizeof(float));
-    void *scratch = xaligned(matmul_scratch_bytes(w->type, w->n_in, n_rows));
-    for (int64_t i = 0; i < n_rows * w->n_in; i++) x[i] = rnd();
-    matmul(tp, w, x, n_rows, y, scratch); /* warm up */
+    struct mm_bufs b = mm_bufs_new(&ws[0], n_rows);
+    matmul(tp, &ws[0], b.x, n_rows, b.y, b.scratch); /* warm up */
     double best = 1e30, start = now();
     int reps = 0;
     best_cpu = 1e30;
     do {
         double c0 = pool_cpu_now(tp), t0 = now();
-        for (int k = 0; k < n_w; k++) matmul(tp, &ws[k], x, n_rows, y, scratch);
+        for (int k = 0; k < n_w; k++) matmul(tp, &ws[k], b.x, n_rows, b.y, b.scratch);
         double dt = (now() - t0) / n_w;
         double dc = (pool_cpu_now(tp) - c0) / n_w / threadpool_n_threads(tp);
         if (dt < best) best = dt;
         if (dc < best_cpu) best_cpu = dc;
         reps++;
     } while (now() - start < min_time || reps < 3);
-    free(x);
-    free(y);
-    free(scratch);
+    mm_bufs_free(&b);
     return best;
 }
 

@@ -13,18 +13,22 @@ packages=(
   # (openssh-server only with --tests, below: the hosts a cluster runs on need it, and
   # tests/integration/hosts_test.sh runs its own sshd in network namespaces)
 )
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # --tests (tests/run.sh): also openssh-server for hosts_test.sh, installed with its daemon
 # neither started nor enabled, so the test suite does not leave an ssh server listening.
-with_sshd=0
-[ "${1:-}" = --tests ] && ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null |
-  grep -q "install ok installed" && with_sshd=1
+case "${1:-}" in
+  "") with_sshd=0 ;;
+  --tests) with_sshd=1 ;;
+  *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+esac
+if [ $with_sshd -eq 1 ] && installed openssh-server; then with_sshd=0; fi
 # npm (for tests/node): NodeSource's nodejs package carries its own npm and conflicts with
 # Debian's, so ask for Debian's only when there is no npm at all.
 command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && [ $with_sshd -eq 0 ] && exit 0
 
@@ -41,18 +45,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ $with_sshd -eq 1 ]; then
   echo "installing: openssh-server (for tests/integration/hosts_test.sh; its daemon left off)" >&2
-  # policy-rc.d answering 101 keeps the package's scripts from starting the daemon
+  # policy-rc.d answering 101 keeps the package's scripts from starting the daemon; one that
+  # is there already is left as it is, ours is removed however this script ends
   policy=/usr/sbin/policy-rc.d
-  own_policy=0
   if [ ! -e $policy ]; then
+    trap '"${sudo_cmd[@]}" rm -f $policy' EXIT
     printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee $policy >/dev/null
     "${sudo_cmd[@]}" chmod 755 $policy
-    own_policy=1
   fi
-  rc=0
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends openssh-server >/dev/null || rc=$?
-  [ $own_policy -eq 0 ] || "${sudo_cmd[@]}" rm -f $policy
-  [ $rc -eq 0 ] || exit $rc
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
   if command -v systemctl >/dev/null; then
     "${sudo_cmd[@]}" systemctl disable ssh.service >/dev/null 2>&1 || true
   fi
