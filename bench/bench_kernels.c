@@ -14,6 +14,8 @@
  * DRAM); 0 reuses one matrix (6.5 MiB in q4_0, from the L3 cache): the kernel's own limit.
  * --model instead times all the matmuls of a tinyllama-1.1b forward pass (matmul-only t/s) with
  * each number of x rows in --rows (default 1,128).
+ * CARAVAN_PREFETCH=BYTES sets the packed kernels' weight prefetch distance (0: none) to compare
+ * with the CPU's default (quant.h, quant_weight_prefetch).
  */
 #include <cblas.h>
 #include <immintrin.h>
@@ -350,8 +352,9 @@ static void simulate_model(enum dtype t, int n_threads, const int64_t *rows, int
     }
     void *scratch = xaligned(scratch_bytes);
     for (int64_t i = 0; i < max_rows * 5632; i++) x[i] = rnd();
-    printf("model %-5s thr %d (%.0f MB of weights), matmuls only:\n", dtype_name(t), n_threads,
-           total / 1e6);
+    printf(
+        "model %-5s thr %d (%.0f MB of weights), matmuls only, %s kernels, weight prefetch %zu:\n",
+        dtype_name(t), n_threads, total / 1e6, quant_variant_name(), quant_weight_prefetch());
     for (int m = 0; m < n_rows_list; m++) {
         double best = 1e30, best_c = 1e30;
         for (int rep = 0; rep < (rows[m] > 16 ? 2 : 5); rep++) {
@@ -469,8 +472,9 @@ int main(int argc, char **argv) {
            "GEMVs on the same threads (the better of the two), '%%rd' the wall GEMV rate as a\n"
            "share of it. '%%wr': median over pairs, one GEMV pass then one plain read of the same\n"
            "weight copies (a pool run per matrix, each thread a contiguous share), of the GEMV's\n"
-           "rate as a share of the read's.\n",
-           STREAM_BYTES >> 20);
+           "rate as a share of the read's. Weight prefetch: %zu bytes ahead (CARAVAN_PREFETCH;\n"
+           "0: the hardware prefetcher alone).\n",
+           STREAM_BYTES >> 20, quant_weight_prefetch());
     printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s %6s %6s\n", "type", "var", "thr",
            "read", "gemv2048x5632", "cpu", "%rd", "gemv5632x2048", "cpu", "%rd", "gemm128", "cpu",
            "%wr-up", "%wr-dn");

@@ -1,7 +1,7 @@
 /* matmul_test: for every weight type, a row's result is bit-identical whether it is computed
  * alone, in a batch of 8 or of 128, on 1, 2 or 3 threads, packed or plain, alone or beside
- * other weights in matmul_many; and matmul agrees with a naive dequantize + double-precision
- * product. */
+ * other weights in matmul_many, with the weight prefetch at any distance; and matmul agrees with
+ * a naive dequantize + double-precision product. */
 #undef NDEBUG
 #include <math.h>
 #include <stdio.h>
@@ -223,8 +223,50 @@ static void test_many(int n, const enum dtype *types, const int64_t *n_outs, int
     free(x);
 }
 
+/* The weight prefetch (quant_weight_prefetch) is only a hint: packed and plain weights give
+ * the same bits with it off, a line ahead and a few pages ahead (past the end of the matrix
+ * too), for 1, 3 and 8 x rows on 1 and 2 threads. */
+static void test_prefetch(enum dtype t, int64_t n_in, int64_t n_out, threadpool_t *const *pools) {
+    const size_t saved = quant_weight_prefetch(), dist[] = {0, 64, 4096, 16384};
+    const int64_t rows = 8;
+    const size_t rb = dtype_row_bytes(t, n_in);
+    char *wq = malloc(rb * n_out);
+    float *wf = malloc(n_in * sizeof(float)), *x = malloc(n_in * rows * sizeof(float));
+    for (int64_t i = 0; i < n_out; i++) {
+        for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
+        quant_quantize_row(t, wf, wq + i * rb, n_in);
+    }
+    for (int64_t i = 0; i < n_in * rows; i++) x[i] = rnd();
+    struct matmul_weight plain = {.type = t, .n_in = n_in, .n_out = n_out, .data = wq};
+    struct matmul_weight packed = plain;
+    void *buf = xaligned(matmul_weight_bytes(&plain));
+    matmul_pack(&packed, buf);
+    float *want = malloc(n_out * rows * sizeof(float)), *got = malloc(n_out * rows * sizeof(float));
+    const int64_t nrs[] = {1, 3, rows};
+    for (int pk = 0; pk < 2; pk++)
+        for (int p = 0; p < 2; p++)
+            for (int ri = 0; ri < 3; ri++)
+                for (size_t d = 0; d < sizeof dist / sizeof dist[0]; d++) {
+                    quant_set_weight_prefetch(dist[d]);
+                    run(pools[p], pk ? &packed : &plain, x, 0, nrs[ri], d ? got : want);
+                    CHECK(!d || !memcmp(got, want, nrs[ri] * n_out * sizeof(float)),
+                          "%s %s, %lld x rows, %d threads: prefetch %zu bytes ahead changed "
+                          "the result",
+                          dtype_name(t), pk ? "packed" : "plain", (long long)nrs[ri], p + 1,
+                          dist[d]);
+                }
+    quant_set_weight_prefetch(saved);
+    free(want);
+    free(got);
+    free(buf);
+    free(wf);
+    free(x);
+    free(wq);
+}
+
 int main(void) {
     quant_init();
+    printf("weight prefetch on this CPU: %zu bytes ahead\n", quant_weight_prefetch());
     threadpool_t *pools[3];
     for (int i = 0; i < 3; i++) {
         pools[i] = threadpool_new(i + 1);
@@ -310,6 +352,9 @@ int main(void) {
             test_many(2, (const enum dtype[]){DTYPE_Q8_0, DTYPE_Q8_0}, two, 256, pools);
             test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_K}, two, 512, pools);
         }
+        test_prefetch(DTYPE_Q4_0, 32 * 37, 16 * 3 + 5, pools);
+        test_prefetch(DTYPE_Q8_0, 32 * 37, 16 * 3 + 5, pools);
+        test_prefetch(DTYPE_Q4_K, 256 * 3, 16 * 3 + 5, pools);
     }
     /* a NULL pool runs single-threaded */
     {

@@ -6,6 +6,9 @@
  * block's absolute maximum, q4_K/q5_K from a weighted least-squares search for each 32-element
  * sub-block's scale and min (make_qkx2_quants), q6_K from a signed scale search per 16
  * (make_qx_quants); sub-block scales are then quantized to 6 (q4_K, q5_K) or 8 (q6_K) bits. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -664,8 +667,28 @@ static const struct quant_variant *const variants[] = {&quant_variant_ref, &quan
 static const struct quant_variant *chosen;
 static const quant_tile_fn *chosen_tiles;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+size_t quant_pf_ahead;
+
+/* The weight prefetch distance this CPU gets by default (quant.h says why). */
+static size_t default_prefetch(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163; /* "AuthenticAMD" */
+    if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    unsigned family = (a >> 8) & 0xF;
+    if (family == 0xF) family += (a >> 20) & 0xFF;
+    return family >= 0x1A ? 4096 : 0;
+#else
+    return 0;
+#endif
+}
 
 static void init(void) {
+    const char *pf = getenv("CARAVAN_PREFETCH");
+    char *end;
+    unsigned long long v = pf ? strtoull(pf, &end, 10) : 0;
+    quant_pf_ahead = pf && *pf && !*end && v <= (1u << 20) ? (size_t)v : default_prefetch();
     const char *env = getenv("CARAVAN_KERNELS");
     chosen = &quant_variant_ref;
     chosen_tiles = NULL;
@@ -701,6 +724,16 @@ bool quant_force_variant(const char *name) {
         return true;
     }
     return false;
+}
+
+size_t quant_weight_prefetch(void) {
+    quant_init();
+    return quant_pf_ahead;
+}
+
+void quant_set_weight_prefetch(size_t bytes) {
+    quant_init();
+    quant_pf_ahead = bytes;
 }
 
 const char *quant_variant_name(void) {

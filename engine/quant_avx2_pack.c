@@ -75,12 +75,15 @@ static inline __attribute__((always_inline)) void p2_rows(int XR, int64_t nb, co
                                                           const struct p2_xprep *const *xp,
                                                           float *y, size_t ys, int rows) {
     const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
+    const size_t pf = quant_pf_ahead;
     __m256 acc[P2_MAX_XR];
 #pragma GCC unroll 2
     for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
         const uint8_t *sc = g + cb * (16 + P2_QB), *v = sc + nbc * 16 + (b - cb) * P2_QB;
+        if (b == cb) qp_prefetch_w(sc, (size_t)nbc * 16, pf);
+        qp_prefetch_w(v, P2_QB, pf);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (b - cb) * 16)));
         __m256i wv[8];
 #pragma GCC unroll 4
@@ -201,11 +204,13 @@ static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, co
                                                           float *y, size_t ys, int rows) {
     const __m256i m0f = _mm256_set1_epi8(0x0F), m63 = _mm256_set1_epi8(63),
                   m30 = _mm256_set1_epi8(0x30);
+    const size_t pf = quant_pf_ahead;
     __m256 acc[K2_MAX_XR];
 #pragma GCC unroll 2
     for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * K2_SB_BYTES;
+        qp_prefetch_w(o, 128, pf); /* scales; the values' lines below, as they are read */
 #pragma GCC unroll 2
         for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
         const __m256 da = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o));
@@ -241,6 +246,7 @@ static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, co
             __m256i sl[K2_MAX_XR], sh[K2_MAX_XR];
 #pragma GCC unroll 2
             for (int r = 0; r < XR; r++) sl[r] = sh[r] = _mm256_setzero_si256();
+            qp_prefetch_w(o + 128 + 8 * j2 * 32, 8 * 32, pf);
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
                 const __m256i p =

@@ -123,14 +123,16 @@ w32p_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const
           const struct w32_xprep *const *xp, float *y, size_t ys, int rows) {
     /* two chains of vpdpbusd per x row when there are few, one when enough rows interleave */
     const bool two = XR < 4;
-    const size_t qb = w32_qb(q8);
+    const size_t qb = w32_qb(q8), pf = quant_pf_ahead;
     __m512 acc[W32_MAX_XR];
 #pragma GCC unroll 8
     for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t cb = 0; cb < nb; cb += W32P_CHUNK) {
         const int64_t nbc = min64(W32P_CHUNK, nb - cb);
         const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32;
+        qp_prefetch_w(sc, (size_t)nbc * 32, pf);
         for (int64_t b = cb; b < cb + nbc; b++, sc += 32, v += qb) {
+            qp_prefetch_w(v, qb, pf);
             const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
             __m512i wv[8];
             if (q8) {
@@ -303,11 +305,13 @@ static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, c
     const __m512i pairs =
         _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                          21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const size_t pf = quant_pf_ahead;
     __m512 acc[K4_MAX_XR];
 #pragma GCC unroll 4
     for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * K4P_SB_BYTES;
+        qp_prefetch_w(o, 256, pf); /* scales; the values' lines below, as they are read */
         if (XR <= 2) /* the next x block back into L1, as in w32p_rows */
 #pragma GCC unroll 2
             for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
@@ -343,6 +347,7 @@ static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, c
                 _mm512_cvtepu8_epi32(j2 < 2 ? _mm512_extracti32x4_epi32(sc03, (2 * j2 + 1) & 3)
                                             : _mm512_extracti32x4_epi32(sc47, (2 * j2 + 1) & 3));
             __m512i lo[8], hi[8];
+            qp_prefetch_w(o + 256 + 8 * j2 * 64, 8 * 64, pf);
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
                 const __m512i p = _mm512_loadu_si512(o + 256 + (8 * j2 + k) * 64);

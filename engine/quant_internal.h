@@ -246,6 +246,8 @@ void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
                           int nx, float *y, size_t ys);
 /* quant_avx512_pack.c: the avx512 kernels on packed row groups, and their plain-rows tiles */
 extern const struct quant_pack *const quant_packs_avx512[DTYPE_COUNT]; /* NULL: none */
+/* quant_weight_prefetch()'s value, read by the packed kernels once per group */
+extern size_t quant_pf_ahead;
 void quant_tile_f16_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                            int nx, float *y, size_t ys);
 void quant_tile_bf16_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,

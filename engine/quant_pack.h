@@ -81,6 +81,14 @@ static inline void qp_prefetch_x(const void *p, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
 }
 
+/* Asks for the weight bytes [p + ahead, p + ahead + bytes) in L1, a line at a time; ahead 0:
+ * nothing (quant_weight_prefetch() in quant.h). The packed layouts are one stream in address
+ * order, so prefetching each piece `ahead` bytes on as it is read covers every line of it. */
+static inline void qp_prefetch_w(const uint8_t *p, size_t bytes, size_t ahead) {
+    if (!ahead) return;
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + ahead + o, 0, 3);
+}
+
 /* The q8_K side of q4_K, per (x row, super-block): the scale and the sub-blocks' x sums as
  * int16 pairs (2i, 2i+1) for vpmaddwd / vpdpwssd against (m_2i, m_2i+1). */
 struct qp_prep_q8_K {
