@@ -686,9 +686,14 @@ static size_t default_prefetch(void) {
 
 static void init(void) {
     const char *pf = getenv("CARAVAN_PREFETCH");
-    char *end;
-    unsigned long long v = pf ? strtoull(pf, &end, 10) : 0;
-    quant_pf_ahead = pf && *pf && !*end && v <= (1u << 20) ? (size_t)v : default_prefetch();
+    char *end = NULL;
+    const unsigned long long v = pf ? strtoull(pf, &end, 10) : 0;
+    quant_pf_ahead = default_prefetch();
+    if (pf && (!*pf || *end || *pf == '-' || v > (1u << 20)))
+        LOG(LOG_WARN, "CARAVAN_PREFETCH=%s: not a byte count from 0 to 1048576; using %zu", pf,
+            quant_pf_ahead);
+    else if (pf)
+        quant_pf_ahead = (size_t)v;
     const char *env = getenv("CARAVAN_KERNELS");
     chosen = &quant_variant_ref;
     chosen_tiles = NULL;

@@ -47,8 +47,8 @@ const char *quant_variant_name(void); /* the chosen one */
  * variant its Assign names so every split computes the same tokens. Not thread-safe; call with
  * no matmul running. */
 bool quant_force_variant(const char *name);
-/* How far ahead of the weight stream the packed kernels (GEMV and small batches of q4_0, q8_0
- * and q4_K) ask for weights in L1 with a software prefetch, in bytes; 0 leaves the stream to
+/* How far ahead of the weight stream the packed kernels of q4_0, q8_0 and q4_K (any number of
+ * x rows) ask for weights in L1 with a software prefetch, in bytes; 0 leaves the stream to
  * the hardware prefetcher. quant_init() sets it from CARAVAN_PREFETCH (bytes) when that is
  * given, else from the CPU: 4096 on AMD family 1Ah (Zen 5), where it took the 2-thread q4_0
  * GEMV from ~55% to ~80-85% of the host's streaming read; 0 elsewhere (on a Zen 4 it only
