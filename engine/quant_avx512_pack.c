@@ -311,7 +311,8 @@ static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, c
     for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * K4P_SB_BYTES;
-        qp_prefetch_w(o, 256, pf); /* scales; the values' lines below, as they are read */
+        /* the weights' scales; their values' lines below, as they are read */
+        qp_prefetch_w(o, 256, pf);
         if (XR <= 2) /* the next x block back into L1, as in w32p_rows */
 #pragma GCC unroll 2
             for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
