@@ -102,13 +102,14 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
     }
 
     /* matmul is the variant's single dot, bit for bit, whatever path it took; the kernels on
-     * packed row groups (avx512 q4_0, q8_0, q4_K; avx2 q4_0, q4_K; f16 and bf16) do the reference's
-     * float steps, so they are the reference too (checked here, not only through the variant's own
-     * dot) */
+     * packed row groups (avx512 q4_0, q8_0, q4_K, q5_K; avx2 q4_0, q4_K; f16 and bf16) do the
+     * reference's float steps, so they are the reference too (checked here, not only through the
+     * variant's own dot) */
     const char *vn = quant_variant_name();
     const bool as_ref =
         t == DTYPE_F16 || t == DTYPE_BF16 || /* every variant: one fused chain in order */
-        (strcmp(vn, "avx512") == 0 && (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K)) ||
+        (strcmp(vn, "avx512") == 0 &&
+         (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K || t == DTYPE_Q5_K)) ||
         (strcmp(vn, "avx2") == 0 && (t == DTYPE_Q4_0 || t == DTYPE_Q4_K));
     {
         enum dtype dt = quant_dot_type(t);
@@ -322,6 +323,7 @@ int main(void) {
         /* rows too long for the tiles' unpack buffer (they fall back to plain dots) */
         test_type_rows(DTYPE_F16, 256 * 200 + 8, 5, 9, pools);
         test_type_rows(DTYPE_Q4_K, 256 * 360, 5, 9, pools);
+        test_type_rows(DTYPE_Q5_K, 256 * 360, 5, 9, pools);
         test_type_rows(DTYPE_Q8_0, 32 * 2900, 5, 9, pools);
         test_type_rows(DTYPE_Q4_0, 32 * 5500, 5, 9, pools);
         /* odd block counts (a q4_0 block pair split at the end of a row) */
@@ -345,6 +347,7 @@ int main(void) {
             const int64_t qkv[3] = {48, 16, 16}, two[2] = {37, 37};
             test_many(3, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_0, DTYPE_Q4_0}, qkv, 512, pools);
             test_many(3, (const enum dtype[]){DTYPE_Q4_K, DTYPE_Q4_K, DTYPE_Q6_K}, qkv, 512, pools);
+            test_many(3, (const enum dtype[]){DTYPE_Q5_K, DTYPE_Q5_K, DTYPE_Q6_K}, qkv, 512, pools);
             test_many(3, (const enum dtype[]){DTYPE_F16, DTYPE_F16, DTYPE_F16}, qkv, 320, pools);
             const int64_t grouped[3] = {64 * 3, 64, 64 + 32}; /* f16 row groups, k-chunks */
             test_many(3, (const enum dtype[]){DTYPE_F16, DTYPE_F16, DTYPE_BF16}, grouped, 320,
@@ -355,6 +358,7 @@ int main(void) {
         test_prefetch(DTYPE_Q4_0, 32 * 37, 16 * 3 + 5, pools);
         test_prefetch(DTYPE_Q8_0, 32 * 37, 16 * 3 + 5, pools);
         test_prefetch(DTYPE_Q4_K, 256 * 3, 16 * 3 + 5, pools);
+        test_prefetch(DTYPE_Q5_K, 256 * 3, 16 * 3 + 5, pools);
     }
     /* a NULL pool runs single-threaded */
     {

@@ -5,9 +5,8 @@
  * Own kernels (dot, generation GEMV and prompt tile) for q6_K and f32 here, and for q4_0, q8_0
  * and q4_K in quant_avx512_pack.c (weights packed at load in groups of 16 rows; the scalar
  * reference's float steps, so those three equal the reference bit for bit), f16 and bf16 there
- * too (groups of 64 rows, quant_float_pack.h; also the reference's result); q5_K uses
- * the avx2 variant's dot and tile unchanged, through the small wrappers at the end (so each type
- * stays batch-invariant within this variant: its tile and dot are one pair). The float
+ * too (groups of 64 rows, quant_float_pack.h; also the reference's result), and q5_K (with
+ * q4_K's packing and its reference's float steps). The float
  * arithmetic of the other types differs from avx2's (16 lanes instead of 8), so their results
  * are close to, not bit-identical with, the avx2 variant; within this variant, tile == dot bit
  * for bit. */
@@ -523,18 +522,6 @@ static void tile_f32(int64_t n, const void *w, size_t w_stride, int nw, const vo
     }
 }
 
-/* ==== Types without their own kernels: the avx2 variant's dot and tile ==== */
-
-#define AVX2_FALLBACK(T)                                                                           \
-    static float dot_fb_##T(int64_t n, const void *w, const void *x) {                             \
-        return quant_variant_avx2.dot[DTYPE_##T](n, w, x);                                         \
-    }                                                                                              \
-    static void tile_fb_##T(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, \
-                            int nx, float *y, size_t ys) {                                         \
-        quant_tiles_avx2[DTYPE_##T](n, w, ws, nw, x, xs, nx, y, ys);                               \
-    }
-AVX2_FALLBACK(Q5_K)
-
 /* ==== Tables ==== */
 
 const struct quant_variant quant_variant_avx512 = {
@@ -548,7 +535,7 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_Q8_0] = quant_dot_q8_0_avx512,
             [DTYPE_Q4_0] = quant_dot_q4_0_avx512,
             [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
-            [DTYPE_Q5_K] = dot_fb_Q5_K,
+            [DTYPE_Q5_K] = quant_dot_q5_K_q8_K_ref, /* the packed tiles' steps */
             [DTYPE_Q6_K] = dot_q6_K,
             [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx512,
             [DTYPE_Q5_0] = quant_dot_q5_0_q8_0_avx512,
@@ -570,6 +557,6 @@ const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
     [DTYPE_Q8_0] = quant_tile_q8_0_avx512,
     [DTYPE_Q4_0] = quant_tile_q4_0_avx512,
     [DTYPE_Q4_K] = quant_tile_q4_K_avx512,
-    [DTYPE_Q5_K] = tile_fb_Q5_K,
+    [DTYPE_Q5_K] = quant_tile_q5_K_avx512,
     [DTYPE_Q6_K] = tile_q6_K,
 };

@@ -25,6 +25,8 @@ static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *
                        int nx, float *y, size_t ys);
 static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys);
+static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
 
 static inline int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
@@ -274,31 +276,55 @@ static const struct quant_pack qp_q8_0 = {
  * 2(t/8) + 1. The scale planes decode to the 8 scales and 8 mins of all 16 rows at once with
  * byte masks and shifts; the high nibbles are taken as 16 q (mask 0xF0) and their sums shifted
  * back, exactly. Mins go through vpdpwssd: lane r = (m_2i, m_2i+1) against x's sums of the
- * two sub-blocks. */
+ * two sub-blocks.
+ *
+ * q5_K (the same float steps as its reference, quant_dot_q5_K_q8_K_ref) packs the same way with
+ * the fifth bits between the scale planes and the values: 8 registers of 64 bytes (2816 bytes a
+ * super-block), register k holding in lane r bytes 4k..4k+3 of row r's qh, whose bit 2j2 and
+ * 2j2 + 1 are the fifth bits of value register 8 j2 + k's low and high nibbles. They go in as
+ * +16 on the bytes whose bit is set (vptestmb, then a masked byte add), so the high nibbles
+ * are shifted down first instead of taken as 16 q. */
 #define K4P_ROWS 16
-#define K4P_SB_BYTES (K4P_ROWS * sizeof(block_q4_K))
 #define K4_MAX_XR 4 /* x rows per pass over a group's super-blocks */
 
+static inline __attribute__((always_inline)) size_t k4p_sb_bytes(bool q5) {
+    return K4P_ROWS * (q5 ? sizeof(block_q5_K) : sizeof(block_q4_K));
+}
+static inline __attribute__((always_inline)) size_t k4p_values(bool q5) {
+    return q5 ? 256 + 512 : 256; /* offset of the value registers in a packed super-block */
+}
+
 /* Packs rows (<= 16; the missing ones zero) of n elements, row i at src + i * src_stride. */
-static void k4_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+static void k4_pack(bool q5, int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
     const int64_t nb = n / QK_K;
-    memset(dst, 0, (size_t)nb * K4P_SB_BYTES);
+    const size_t blk = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    memset(dst, 0, (size_t)nb * k4p_sb_bytes(q5));
     for (int r = 0; r < rows; r++)
         for (int64_t b = 0; b < nb; b++) {
-            const block_q4_K *a = (const block_q4_K *)((const char *)src + r * src_stride) + b;
-            uint8_t *o = (uint8_t *)dst + b * K4P_SB_BYTES;
-            memcpy(o + r * 2, &a->d, 2);
-            memcpy(o + 32 + r * 2, &a->dmin, 2);
-            for (int k = 0; k < K_SCALE_SIZE; k++) o[64 + k * 16 + r] = a->scales[k];
-            for (int t = 0; t < 32; t++) memcpy(o + 256 + t * 64 + r * 4, a->qs + 4 * t, 4);
+            const uint8_t *a = (const uint8_t *)src + r * src_stride + b * blk;
+            uint8_t *o = (uint8_t *)dst + b * k4p_sb_bytes(q5);
+            /* both types start d, dmin, scales[12]; q5_K's qh[32] comes before its qs */
+            const uint8_t *scales = a + 4, *qh = a + 4 + K_SCALE_SIZE;
+            const uint8_t *qs = q5 ? qh + QK_K / 8 : qh;
+            memcpy(o + r * 2, a, 2);
+            memcpy(o + 32 + r * 2, a + 2, 2);
+            for (int k = 0; k < K_SCALE_SIZE; k++) o[64 + k * 16 + r] = scales[k];
+            if (q5)
+                for (int t = 0; t < 8; t++) memcpy(o + 256 + t * 64 + r * 4, qh + 4 * t, 4);
+            for (int t = 0; t < 32; t++) memcpy(o + k4p_values(q5) + t * 64 + r * 4, qs + 4 * t, 4);
         }
+}
+static void k4_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    k4_pack(false, n, src, src_stride, rows, dst);
+}
+static void k5_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    k4_pack(true, n, src, src_stride, rows, dst);
 }
 
 /* A group (16 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
-static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, const uint8_t *g,
-                                                           const block_q8_K *const *bx,
-                                                           const struct qp_prep_q8_K *const *xp,
-                                                           float *y, size_t ys, int rows) {
+static inline __attribute__((always_inline)) void
+k4p_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const *bx,
+         const struct qp_prep_q8_K *const *xp, float *y, size_t ys, int rows) {
     const __m512i m0f = _mm512_set1_epi8(0x0F), mf0 = _mm512_set1_epi8((char)0xF0);
     const __m512i m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
     /* int16 lane order (m_2i of rows 0..15, m_2i+1 of rows 0..15) -> pairs per row */
@@ -310,9 +336,9 @@ static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, c
 #pragma GCC unroll 4
     for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *o = g + b * K4P_SB_BYTES;
-        /* the weights' scales; their values' lines below, as they are read */
-        qp_prefetch_w(o, 256, pf);
+        const uint8_t *o = g + b * k4p_sb_bytes(q5);
+        /* the weights' scales (and fifth bits); their values' lines below, as they are read */
+        qp_prefetch_w(o, k4p_values(q5), pf);
         if (XR <= 2) /* the next x block back into L1, as in w32p_rows */
 #pragma GCC unroll 2
             for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
@@ -348,12 +374,24 @@ static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, c
                 _mm512_cvtepu8_epi32(j2 < 2 ? _mm512_extracti32x4_epi32(sc03, (2 * j2 + 1) & 3)
                                             : _mm512_extracti32x4_epi32(sc47, (2 * j2 + 1) & 3));
             __m512i lo[8], hi[8];
-            qp_prefetch_w(o + 256 + 8 * j2 * 64, 8 * 64, pf);
+            qp_prefetch_w(o + k4p_values(q5) + 8 * j2 * 64, 8 * 64, pf);
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
-                const __m512i p = _mm512_loadu_si512(o + 256 + (8 * j2 + k) * 64);
+                const __m512i p = _mm512_loadu_si512(o + k4p_values(q5) + (8 * j2 + k) * 64);
                 lo[k] = _mm512_and_si512(p, m0f);
-                hi[k] = _mm512_and_si512(p, mf0);
+                if (q5) {
+                    const __m512i h = _mm512_loadu_si512(o + 256 + k * 64),
+                                  s16 = _mm512_set1_epi8(16);
+                    hi[k] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m0f);
+                    lo[k] = _mm512_mask_add_epi8(
+                        lo[k], _mm512_test_epi8_mask(h, _mm512_set1_epi8((char)(1 << 2 * j2))),
+                        lo[k], s16);
+                    hi[k] = _mm512_mask_add_epi8(
+                        hi[k], _mm512_test_epi8_mask(h, _mm512_set1_epi8((char)(2 << 2 * j2))),
+                        hi[k], s16);
+                } else {
+                    hi[k] = _mm512_and_si512(p, mf0);
+                }
             }
 #pragma GCC unroll 4
             for (int r = 0; r < XR; r++) {
@@ -368,8 +406,9 @@ static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, c
                     sh = _mm512_dpbusd_epi32(sh, hi[k], _mm512_set1_epi32(x1));
                 }
                 sumi[r] = _mm512_add_epi32(
-                    sumi[r], _mm512_add_epi32(_mm512_mullo_epi32(scl, sl),
-                                              _mm512_mullo_epi32(sch, _mm512_srai_epi32(sh, 4))));
+                    sumi[r],
+                    _mm512_add_epi32(_mm512_mullo_epi32(scl, sl),
+                                     _mm512_mullo_epi32(sch, q5 ? sh : _mm512_srai_epi32(sh, 4))));
             }
         }
 #pragma GCC unroll 4
@@ -385,8 +424,10 @@ static inline __attribute__((always_inline)) void k4p_rows(int XR, int64_t nb, c
     for (int r = 0; r < XR; r++) _mm512_mask_storeu_ps(y + r * ys, keep, acc[r]);
 }
 
-static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
-                     const void *const *p, float *y, size_t ys, int rows) {
+static inline __attribute__((always_inline)) void k4p_run(bool q5, int xr, int64_t nb,
+                                                          const uint8_t *g, const void *const *x,
+                                                          const void *const *p, float *y, size_t ys,
+                                                          int rows) {
     const block_q8_K *bx[K4_MAX_XR];
     const struct qp_prep_q8_K *xp[K4_MAX_XR];
     for (int k = 0; k < xr; k++) {
@@ -394,18 +435,30 @@ static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
         xp[k] = p[k];
     }
     switch (xr) {
-    case 1: k4p_rows(1, nb, g, bx, xp, y, ys, rows); break;
-    case 2: k4p_rows(2, nb, g, bx, xp, y, ys, rows); break;
-    case 3: k4p_rows(3, nb, g, bx, xp, y, ys, rows); break;
-    default: k4p_rows(4, nb, g, bx, xp, y, ys, rows); break;
+    case 1: k4p_rows(q5, 1, nb, g, bx, xp, y, ys, rows); break;
+    case 2: k4p_rows(q5, 2, nb, g, bx, xp, y, ys, rows); break;
+    case 3: k4p_rows(q5, 3, nb, g, bx, xp, y, ys, rows); break;
+    default: k4p_rows(q5, 4, nb, g, bx, xp, y, ys, rows); break;
     }
 }
+static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    k4p_run(false, xr, nb, g, x, p, y, ys, rows);
+}
+static void run_q5_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    k4p_run(true, xr, nb, g, x, p, y, ys, rows);
+}
 
-/* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
+/* their single dots are the references' (quant_dot_q4_K_q8_K_ref, quant_dot_q5_K_q8_K_ref) */
 static const struct quant_pack qp_q4_K = {
     K4P_ROWS,     K4_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
     k4_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref,
     ptile_q4_K};
+static const struct quant_pack qp_q5_K = {
+    K4P_ROWS,     K4_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
+    k5_pack_rows, qp_prep_q8_K, run_q5_K, quant_dot_q5_K_q8_K_ref,
+    ptile_q5_K};
 
 float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x) {
     return dot_w32(false, n, w, x);
@@ -425,6 +478,10 @@ void quant_tile_q4_K_avx512(int64_t n, const void *w, size_t ws, int nw, const v
                             int nx, float *y, size_t ys) {
     qp_tile_plain(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
+void quant_tile_q5_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys) {
+    qp_tile_plain(&qp_q5_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
 static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys) {
     qp_tile_packed(&qp_q4_0, n, w, ws, nw, x, xs, nx, y, ys);
@@ -436,6 +493,10 @@ static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *
 static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys) {
     qp_tile_packed(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    qp_tile_packed(&qp_q5_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* ==== f16 and bf16 weights: groups of 64 rows, k-major (quant_float_pack.h) ==== */
@@ -468,6 +529,6 @@ void quant_tile_bf16_avx512(int64_t n, const void *w, size_t ws, int nw, const v
 }
 
 const struct quant_pack *const quant_packs_avx512[DTYPE_COUNT] = {
-    [DTYPE_Q4_0] = &qp_q4_0,     [DTYPE_Q8_0] = &qp_q8_0,       [DTYPE_Q4_K] = &qp_q4_K,
-    [DTYPE_F16] = &fp512_qp_f16, [DTYPE_BF16] = &fp512_qp_bf16,
+    [DTYPE_Q4_0] = &qp_q4_0, [DTYPE_Q8_0] = &qp_q8_0,     [DTYPE_Q4_K] = &qp_q4_K,
+    [DTYPE_Q5_K] = &qp_q5_K, [DTYPE_F16] = &fp512_qp_f16, [DTYPE_BF16] = &fp512_qp_bf16,
 };

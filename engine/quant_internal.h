@@ -258,6 +258,9 @@ void quant_tile_q4_0_avx512(int64_t n, const void *w, size_t ws, int nw, const v
                             int nx, float *y, size_t ys);
 void quant_tile_q8_0_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                             int nx, float *y, size_t ys);
-/* its q4_K dot is the reference's (quant_dot_q4_K_q8_K_ref), which the tiles match bit for bit */
+/* its q4_K and q5_K dots are the references' (quant_dot_q4_K_q8_K_ref, quant_dot_q5_K_q8_K_ref),
+ * which the tiles match bit for bit */
 void quant_tile_q4_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys);
+void quant_tile_q5_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                             int nx, float *y, size_t ys);
