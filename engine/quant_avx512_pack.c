@@ -285,13 +285,14 @@ static const struct quant_pack qp_q8_0 = {
  * +16 on the bytes whose bit is set (vptestmb, then a masked byte add), so the high nibbles
  * are shifted down first instead of taken as 16 q. */
 #define K4P_ROWS 16
-#define K4_MAX_XR 4 /* x rows per pass over a group's super-blocks */
+#define K4P_HEAD 256 /* d, dmin and the 12 scale planes of a packed super-block */
+#define K4_MAX_XR 4  /* x rows per pass over a group's super-blocks */
 
 static inline __attribute__((always_inline)) size_t k4p_sb_bytes(bool q5) {
     return K4P_ROWS * (q5 ? sizeof(block_q5_K) : sizeof(block_q4_K));
 }
 static inline __attribute__((always_inline)) size_t k4p_values(bool q5) {
-    return q5 ? 256 + 512 : 256; /* offset of the value registers in a packed super-block */
+    return K4P_HEAD + (q5 ? 8 * 64 : 0); /* offset of the value registers (after q5_K's qh) */
 }
 
 /* Packs rows (<= 16; the missing ones zero) of n elements, row i at src + i * src_stride. */
@@ -310,7 +311,7 @@ static void k4_pack(bool q5, int64_t n, const void *src, size_t src_stride, int 
             memcpy(o + 32 + r * 2, a + 2, 2);
             for (int k = 0; k < K_SCALE_SIZE; k++) o[64 + k * 16 + r] = scales[k];
             if (q5)
-                for (int t = 0; t < 8; t++) memcpy(o + 256 + t * 64 + r * 4, qh + 4 * t, 4);
+                for (int t = 0; t < 8; t++) memcpy(o + K4P_HEAD + t * 64 + r * 4, qh + 4 * t, 4);
             for (int t = 0; t < 32; t++) memcpy(o + k4p_values(q5) + t * 64 + r * 4, qs + 4 * t, 4);
         }
 }
@@ -327,6 +328,7 @@ k4p_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const 
          const struct qp_prep_q8_K *const *xp, float *y, size_t ys, int rows) {
     const __m512i m0f = _mm512_set1_epi8(0x0F), mf0 = _mm512_set1_epi8((char)0xF0);
     const __m512i m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
+    const __m512i s16 = _mm512_set1_epi8(16); /* q5_K's fifth bit */
     /* int16 lane order (m_2i of rows 0..15, m_2i+1 of rows 0..15) -> pairs per row */
     const __m512i pairs =
         _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
@@ -380,8 +382,7 @@ k4p_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const 
                 const __m512i p = _mm512_loadu_si512(o + k4p_values(q5) + (8 * j2 + k) * 64);
                 lo[k] = _mm512_and_si512(p, m0f);
                 if (q5) {
-                    const __m512i h = _mm512_loadu_si512(o + 256 + k * 64),
-                                  s16 = _mm512_set1_epi8(16);
+                    const __m512i h = _mm512_loadu_si512(o + K4P_HEAD + k * 64);
                     hi[k] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m0f);
                     lo[k] = _mm512_mask_add_epi8(
                         lo[k], _mm512_test_epi8_mask(h, _mm512_set1_epi8((char)(1 << 2 * j2))),

@@ -85,8 +85,7 @@ static inline void qp_prefetch_x(const void *p, size_t bytes) {
  * nothing (quant_weight_prefetch() in quant.h). The packed layouts are one stream in address
  * order, so prefetching each piece `ahead` bytes on as it is read covers every line of it. */
 static inline void qp_prefetch_w(const uint8_t *p, size_t bytes, size_t ahead) {
-    if (!ahead) return;
-    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + ahead + o, 0, 3);
+    if (ahead) qp_prefetch_x(p + ahead, bytes);
 }
 
 /* The q8_K side of q4_K, per (x row, super-block): the scale and the sub-blocks' x sums as
