@@ -51,9 +51,9 @@ bool quant_force_variant(const char *name);
  * x rows) ask for weights in L1 with a software prefetch, in bytes; 0 leaves the stream to
  * the hardware prefetcher. quant_init() sets it from CARAVAN_PREFETCH (bytes) when that is
  * given, else from the CPU: 4096 on AMD family 1Ah (Zen 5), where it took the 2-thread q4_0
- * and q4_K GEMVs from ~55% to 60-93% (mostly over 80%) of the host's streaming read; 0 elsewhere (on a Zen 4 it only
- * slowed the kernels; Intel and Zen 3 unmeasured). It never changes a result, only the speed.
- * Set it with no matmul running. */
+ * and q4_K GEMVs from ~55% to 60-93% (mostly over 80%) of the host's streaming read; 0 elsewhere
+ * (on a Zen 4 it only slowed the kernels; Intel and Zen 3 unmeasured). It never changes a result,
+ * only the speed. Set it with no matmul running. */
 size_t quant_weight_prefetch(void);
 void quant_set_weight_prefetch(size_t bytes);
 /* Every compiled-in variant (available or not); *n receives the count. */
