@@ -47,61 +47,67 @@ static float silu(float x) {
 
 /* ---- attention --------------------------------------------------------------------------- */
 
-typedef float f32x4 __attribute__((vector_size(16))); /* GCC/clang vector extension */
-
 struct attn_job {
     model_t *m;
     const struct model_batch *b;
     int64_t layer; /* index within the slice */
-    quant_dot_fn dot;
+    quant_wsum_fn wsum;
+    quant_scores_fn scores;
 };
 
-/* Each (token, head) pair is one unit of work; thread ith takes every nth. The scores, softmax
- * and weighted sum for a pair run the same code whatever else is in the batch. */
+/* Each (token, KV head) pair is one unit of work; thread ith takes every nth. The query heads
+ * that share the KV head (GQA's group) read its cache together, ATT_BLOCK positions at a time:
+ * each block of keys, then of values, comes from memory once and is found in L1 by the group's
+ * other heads (one head at a time read the whole cache once per query head). Per head the
+ * scores, softmax and weighted sum are the same operations in the same order as for a head
+ * alone, whatever the blocking or else is in the batch. */
+#define ATT_BLOCK 64
+
 static void attn_thread(void *ctx, int ith, int nth) {
     struct attn_job *j = ctx;
     model_t *m = j->m;
     const struct model_config *c = &m->cfg;
     int64_t hd = c->head_dim, kv_dim = c->n_kv_heads * hd, q_dim = c->n_heads * hd;
     int64_t group = c->n_heads / c->n_kv_heads;
+    size_t row = (size_t)m->n_ctx + 1; /* a head's scores, then 1/sum of its weights */
     float scale = 1.0f / sqrtf((float)hd);
-    float *att = m->att + (size_t)ith * (size_t)m->n_ctx;
-    int64_t units = (int64_t)j->b->n_tokens * c->n_heads;
+    float *att = m->att + (size_t)ith * (size_t)group * row;
+    int64_t units = (int64_t)j->b->n_tokens * c->n_kv_heads;
     for (int64_t u = ith; u < units; u += nth) {
-        int64_t t = u / c->n_heads, h = u % c->n_heads;
-        int32_t s = j->b->seq[t], pos = j->b->pos[t];
+        int64_t t = u / c->n_kv_heads, g = u % c->n_kv_heads;
+        int32_t s = j->b->seq[t], n = j->b->pos[t] + 1;
         size_t base =
             (((size_t)j->layer * (size_t)m->n_seq + (size_t)s) * (size_t)m->n_ctx) * (size_t)kv_dim;
-        const float *kc = m->k_cache + base + (size_t)(h / group) * (size_t)hd;
-        const float *vc = m->v_cache + base + (size_t)(h / group) * (size_t)hd;
-        const float *q = m->q + t * q_dim + h * hd;
-        float mx = -INFINITY;
-        for (int32_t p = 0; p <= pos; p++) {
-            att[p] = j->dot(hd, kc + (size_t)p * (size_t)kv_dim, q) * scale;
-            if (att[p] > mx) mx = att[p];
+        const float *kc = m->k_cache + base + (size_t)g * (size_t)hd;
+        const float *vc = m->v_cache + base + (size_t)g * (size_t)hd;
+        const float *q = m->q + t * q_dim + g * group * hd;
+        float *out = m->xb + t * q_dim + g * group * hd;
+        for (int32_t p0 = 0; p0 < n; p0 += ATT_BLOCK) {
+            int32_t nb = n - p0 < ATT_BLOCK ? n - p0 : ATT_BLOCK;
+            for (int64_t e = 0; e < group; e++)
+                j->scores(hd, nb, kc + (size_t)p0 * (size_t)kv_dim, kv_dim, q + e * hd, scale,
+                          att + (size_t)e * row + (size_t)p0);
         }
-        float sum = 0.0f;
-        for (int32_t p = 0; p <= pos; p++) {
-            att[p] = expf(att[p] - mx);
-            sum += att[p];
-        }
-        float inv = 1.0f / sum;
-        float *out = m->xb + t * q_dim + h * hd;
-        memset(out, 0, sizeof(float) * (size_t)hd);
-        for (int32_t p = 0; p <= pos; p++) {
-            float w = att[p] * inv;
-            const float *v = vc + (size_t)p * (size_t)kv_dim;
-            /* out[i] += w * v[i], 4 lanes at a time (the compiler left this loop scalar): the
-             * same multiply then add per element, so the same values */
-            int64_t i = 0;
-            for (; i + 4 <= hd; i += 4) {
-                f32x4 o, vv;
-                memcpy(&o, out + i, sizeof o);
-                memcpy(&vv, v + i, sizeof vv);
-                o += w * vv;
-                memcpy(out + i, &o, sizeof o);
+        for (int64_t e = 0; e < group; e++) {
+            float *a = att + (size_t)e * row;
+            float mx = -INFINITY;
+            for (int32_t p = 0; p < n; p++)
+                if (a[p] > mx) mx = a[p];
+            float sum = 0.0f;
+            for (int32_t p = 0; p < n; p++) {
+                a[p] = expf(a[p] - mx);
+                sum += a[p];
             }
-            for (; i < hd; i++) out[i] += w * v[i];
+            a[m->n_ctx] = 1.0f / sum;
+        }
+        memset(out, 0, sizeof(float) * (size_t)(group * hd));
+        for (int32_t p0 = 0; p0 < n; p0 += ATT_BLOCK) {
+            int32_t nb = n - p0 < ATT_BLOCK ? n - p0 : ATT_BLOCK;
+            for (int64_t e = 0; e < group; e++) {
+                const float *a = att + (size_t)e * row;
+                j->wsum(hd, nb, a + p0, a[m->n_ctx], vc + (size_t)p0 * (size_t)kv_dim, kv_dim,
+                        out + e * hd);
+            }
         }
     }
 }
@@ -371,7 +377,7 @@ enum status model_forward_layers(model_t *m, const struct model_batch *b, int32_
         float *qkv_out[3] = {m->q, m->k, m->v};
         matmul_many(tp, qkv, 3, m->xb, T, qkv_out, m->scratch);
         for_rows(&rows, ROW_QKV_POST);
-        struct attn_job job = {m, b, l, quant_dot(DTYPE_F32)};
+        struct attn_job job = {m, b, l, quant_wsum(), quant_scores()};
         threadpool_run(tp, attn_thread, &job);           /* xb (T, n_heads*hd) */
         matmul(tp, &L->wo, m->xb, T, m->hb, m->scratch); /* (T, E) */
         for_rows(&rows, ROW_RESIDUAL_HB);                /* x += attention */

@@ -534,7 +534,9 @@ static void buffer_sizes(const model_t *m, int n_threads, size_t sz[BUF_COUNT]) 
     /* hb also takes the attention output (T, n_embd) */
     sz[BUF_HB] = sizeof(float) * (size_t)(B * (c->n_ff > c->n_embd ? c->n_ff : c->n_embd));
     sz[BUF_HB2] = sizeof(float) * (size_t)(B * c->n_ff);
-    sz[BUF_ATT] = sizeof(float) * (size_t)n_threads * (size_t)m->n_ctx;
+    /* per thread, each query head of a KV group: its scores and 1/sum (forward.c attn_thread) */
+    sz[BUF_ATT] = sizeof(float) * (size_t)n_threads * (size_t)(c->n_heads / c->n_kv_heads) *
+                  ((size_t)m->n_ctx + 1);
     sz[BUF_ROPE_COS] = sizeof(float) * (size_t)m->n_ctx * (size_t)(c->n_rot / 2);
     sz[BUF_ROPE_SIN] = sz[BUF_ROPE_COS];
     sz[BUF_OUT_ROWS] = sizeof(int32_t) * (size_t)B;

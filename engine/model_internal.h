@@ -64,7 +64,7 @@ struct model {
     float *v;   /* (n_batch, n_kv*head_dim) */
     float *hb;  /* (n_batch, n_ff) */
     float *hb2; /* (n_batch, n_ff) */
-    float *att; /* (n_threads, n_ctx) attention scores */
+    float *att; /* (n_threads, n_heads / n_kv_heads, n_ctx + 1) attention scores */
     float *rope_cos, *rope_sin; /* (n_ctx, n_rot/2) */
     int32_t *out_rows;          /* (n_batch) rows that produce logits */
     /* mixture of experts, allocated when cfg.n_expert > 0 */

@@ -519,11 +519,26 @@ enum dtype quant_dot_type(enum dtype w) {
 
 /* ==== Reference dot kernels: plain loops, one block at a time ==== */
 
+void quant_wsum_ref(int64_t hd, int32_t n, const float *a, float scale, const float *v,
+                    int64_t stride, float *out) {
+    for (int32_t p = 0; p < n; p++) {
+        float w = a[p] * scale;
+        const float *vp = v + (size_t)p * (size_t)stride;
+        for (int64_t i = 0; i < hd; i++) out[i] += w * vp[i];
+    }
+}
+
 float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x) {
     const float *a = w, *b = x;
     float sum = 0;
     for (int64_t i = 0; i < n; i++) sum += a[i] * b[i];
     return sum;
+}
+
+void quant_scores_ref(int64_t hd, int32_t n, const float *k, int64_t stride, const float *q,
+                      float scale, float *out) {
+    for (int32_t p = 0; p < n; p++)
+        out[p] = quant_dot_f32_f32_ref(hd, k + (size_t)p * (size_t)stride, q) * scale;
 }
 
 /* f16 and bf16: one fused multiply-add chain in element order, which the avx2 and avx512
@@ -658,6 +673,8 @@ const struct quant_variant quant_variant_ref = {
             [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_ref,
             [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_ref,
         },
+    .wsum = quant_wsum_ref,
+    .scores = quant_scores_ref,
 };
 
 static const struct quant_variant *const variants[] = {&quant_variant_ref, &quant_variant_avx2,
@@ -767,6 +784,16 @@ quant_dot_fn quant_dot(enum dtype w) {
     quant_init();
     if ((unsigned)w >= DTYPE_COUNT) return NULL;
     return chosen->dot[w] ? chosen->dot[w] : quant_variant_ref.dot[w];
+}
+
+quant_wsum_fn quant_wsum(void) {
+    quant_init();
+    return chosen->wsum ? chosen->wsum : quant_wsum_ref;
+}
+
+quant_scores_fn quant_scores(void) {
+    quant_init();
+    return chosen->scores ? chosen->scores : quant_scores_ref;
 }
 
 const struct quant_pack *quant_packing(enum dtype w) {

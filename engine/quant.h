@@ -32,10 +32,24 @@ void quant_dequantize_row(enum dtype t, const void *src, float *dst, int64_t n);
 /* dot(w, x) over n elements: w a row of dtype w_type, x a row of quant_dot_type(w_type). */
 typedef float (*quant_dot_fn)(int64_t n, const void *w, const void *x);
 
+/* Attention's weighted sum of values: out[i] += (a[p] * scale) * v[p * stride + i] for p from 0
+ * to n - 1, i < hd, in that order, each a rounded multiply then a rounded add (never fused), so a
+ * sum over positions in blocks, one call a block onto the same out, is the sum in one call.
+ * Every variant gives the reference's values bit for bit. */
+typedef void (*quant_wsum_fn)(int64_t hd, int32_t n, const float *a, float scale, const float *v,
+                              int64_t stride, float *out);
+/* Attention's scores: out[p] = dot(k + p * stride, q) * scale for p < n, the dot the variant's
+ * dot[DTYPE_F32] over hd elements, bit for bit (one call for a head's whole cache, not one per
+ * position). */
+typedef void (*quant_scores_fn)(int64_t hd, int32_t n, const float *k, int64_t stride,
+                                const float *q, float scale, float *out);
+
 struct quant_variant {
     const char *name;              /* "ref", "avx2" */
     bool (*available)(void);       /* does this CPU run it */
     quant_dot_fn dot[DTYPE_COUNT]; /* NULL where the variant has no kernel for a type */
+    quant_wsum_fn wsum;
+    quant_scores_fn scores;
 };
 
 /* Picks the best variant available on this CPU (idempotent, thread-safe to call once from
@@ -60,3 +74,6 @@ void quant_set_weight_prefetch(size_t bytes);
 const struct quant_variant *const *quant_variants(int *n);
 /* The chosen kernel for weight type w (after quant_init), NULL when unsupported. */
 quant_dot_fn quant_dot(enum dtype w);
+/* The chosen variant's attention kernels (after quant_init). */
+quant_wsum_fn quant_wsum(void);
+quant_scores_fn quant_scores(void);

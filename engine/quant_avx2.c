@@ -874,6 +874,45 @@ void quant_quantize_q8_K_avx2(const float *x, block_q8_K *y, int64_t n) {
     }
 }
 
+/* ==== Attention (quant_scores_fn, quant_wsum_fn) ==== */
+
+/* dot_f32 per position: the same bits, one call for a block of positions. */
+static void scores(int64_t hd, int32_t n, const float *k, int64_t stride, const float *q,
+                   float scale, float *out) {
+    for (int32_t p = 0; p < n; p++) out[p] = dot_f32(hd, k + (size_t)p * (size_t)stride, q) * scale;
+}
+
+/* 32 outputs at a time held in four registers (loaded from out) over every position, then
+ * 8, then one by one: per element the reference's multiply then add, in the reference's order. */
+static void wsum(int64_t hd, int32_t n, const float *a, float scale, const float *v, int64_t stride,
+                 float *out) {
+    int64_t i = 0;
+    for (; i + 32 <= hd; i += 32) {
+        __m256 o0 = _mm256_loadu_ps(out + i), o1 = _mm256_loadu_ps(out + i + 8),
+               o2 = _mm256_loadu_ps(out + i + 16), o3 = _mm256_loadu_ps(out + i + 24);
+        const float *vp = v + i;
+        for (int32_t p = 0; p < n; p++, vp += stride) {
+            __m256 w = _mm256_set1_ps(a[p] * scale);
+            o0 = _mm256_add_ps(o0, _mm256_mul_ps(w, _mm256_loadu_ps(vp)));
+            o1 = _mm256_add_ps(o1, _mm256_mul_ps(w, _mm256_loadu_ps(vp + 8)));
+            o2 = _mm256_add_ps(o2, _mm256_mul_ps(w, _mm256_loadu_ps(vp + 16)));
+            o3 = _mm256_add_ps(o3, _mm256_mul_ps(w, _mm256_loadu_ps(vp + 24)));
+        }
+        _mm256_storeu_ps(out + i, o0);
+        _mm256_storeu_ps(out + i + 8, o1);
+        _mm256_storeu_ps(out + i + 16, o2);
+        _mm256_storeu_ps(out + i + 24, o3);
+    }
+    for (; i + 8 <= hd; i += 8) {
+        __m256 o = _mm256_loadu_ps(out + i);
+        const float *vp = v + i;
+        for (int32_t p = 0; p < n; p++, vp += stride)
+            o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(a[p] * scale), _mm256_loadu_ps(vp)));
+        _mm256_storeu_ps(out + i, o);
+    }
+    if (i < hd) quant_wsum_ref(hd - i, n, a, scale, v + i, stride, out + i);
+}
+
 /* ==== Tables ==== */
 
 const struct quant_variant quant_variant_avx2 = {
@@ -895,6 +934,8 @@ const struct quant_variant quant_variant_avx2 = {
             [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_avx2,
             [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_avx2,
         },
+    .wsum = wsum,
+    .scores = scores,
 };
 
 const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {

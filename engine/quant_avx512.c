@@ -522,6 +522,64 @@ static void tile_f32(int64_t n, const void *w, size_t w_stride, int nw, const vo
     }
 }
 
+/* ==== Attention (quant_scores_fn, quant_wsum_fn) ==== */
+
+/* dot_f32's operations per position. A head of up to FLOAT_BLOCK elements in whole chunks
+ * (64 or 128 in the models we run) is all chunks into c0 and c1 = 0: four positions' chains side
+ * by side (one chain alone waits on its FMAs' latency), each then hsum512(c0 + 0) as dot_f32
+ * does. Other sizes call dot_f32. */
+static void scores(int64_t hd, int32_t n, const float *k, int64_t stride, const float *q,
+                   float scale, float *out) {
+    int32_t p = 0;
+    if (hd % 16 == 0 && hd <= FLOAT_BLOCK) {
+        const __m512 zero = _mm512_setzero_ps();
+        for (; p + 4 <= n; p += 4) {
+            const float *k0 = k + (size_t)p * (size_t)stride;
+            __m512 c[4] = {zero, zero, zero, zero};
+            for (int64_t i = 0; i < hd; i += 16) {
+                const __m512 qv = _mm512_loadu_ps(q + i);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++)
+                    c[r] = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + (size_t)r * (size_t)stride + i), qv,
+                                           c[r]);
+            }
+            for (int r = 0; r < 4; r++) out[p + r] = hsum512(_mm512_add_ps(c[r], zero)) * scale;
+        }
+    }
+    for (; p < n; p++) out[p] = dot_f32(hd, k + (size_t)p * (size_t)stride, q) * scale;
+}
+
+/* 64 outputs at a time held in four registers (loaded from out) over every position, then
+ * 16, then one by one: per element the reference's multiply then add, in the reference's order. */
+static void wsum(int64_t hd, int32_t n, const float *a, float scale, const float *v, int64_t stride,
+                 float *out) {
+    int64_t i = 0;
+    for (; i + 64 <= hd; i += 64) {
+        __m512 o0 = _mm512_loadu_ps(out + i), o1 = _mm512_loadu_ps(out + i + 16),
+               o2 = _mm512_loadu_ps(out + i + 32), o3 = _mm512_loadu_ps(out + i + 48);
+        const float *vp = v + i;
+        for (int32_t p = 0; p < n; p++, vp += stride) {
+            __m512 w = _mm512_set1_ps(a[p] * scale);
+            o0 = _mm512_add_ps(o0, _mm512_mul_ps(w, _mm512_loadu_ps(vp)));
+            o1 = _mm512_add_ps(o1, _mm512_mul_ps(w, _mm512_loadu_ps(vp + 16)));
+            o2 = _mm512_add_ps(o2, _mm512_mul_ps(w, _mm512_loadu_ps(vp + 32)));
+            o3 = _mm512_add_ps(o3, _mm512_mul_ps(w, _mm512_loadu_ps(vp + 48)));
+        }
+        _mm512_storeu_ps(out + i, o0);
+        _mm512_storeu_ps(out + i + 16, o1);
+        _mm512_storeu_ps(out + i + 32, o2);
+        _mm512_storeu_ps(out + i + 48, o3);
+    }
+    for (; i + 16 <= hd; i += 16) {
+        __m512 o = _mm512_loadu_ps(out + i);
+        const float *vp = v + i;
+        for (int32_t p = 0; p < n; p++, vp += stride)
+            o = _mm512_add_ps(o, _mm512_mul_ps(_mm512_set1_ps(a[p] * scale), _mm512_loadu_ps(vp)));
+        _mm512_storeu_ps(out + i, o);
+    }
+    if (i < hd) quant_wsum_ref(hd - i, n, a, scale, v + i, stride, out + i);
+}
+
 /* ==== Tables ==== */
 
 const struct quant_variant quant_variant_avx512 = {
@@ -543,6 +601,8 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_Q2_K] = quant_dot_q2_K_q8_K_avx512,
             [DTYPE_Q3_K] = quant_dot_q3_K_q8_K_avx512,
         },
+    .wsum = wsum,
+    .scores = scores,
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {

@@ -157,6 +157,10 @@ static inline int quant_float_x_batch(int nx, int64_t n, int64_t k_chunk, int ma
 /* ==== Reference kernels (quant.c) ==== */
 
 float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x);
+void quant_wsum_ref(int64_t hd, int32_t n, const float *a, float scale, const float *v,
+                    int64_t stride, float *out);
+void quant_scores_ref(int64_t hd, int32_t n, const float *k, int64_t stride, const float *q,
+                      float scale, float *out);
 float quant_dot_f16_f32_ref(int64_t n, const void *w, const void *x);
 float quant_dot_bf16_f32_ref(int64_t n, const void *w, const void *x);
 float quant_dot_q8_0_q8_0_ref(int64_t n, const void *w, const void *x);

@@ -497,6 +497,68 @@ static void test_activation_quantizers(void) {
     free(b);
 }
 
+/* Attention: every variant's weighted sum the reference's bits, and its scores its own f32 dot's
+ * bits, for head sizes that do and do not fill whole registers, 1 to 300 positions, rows apart
+ * in a wider cache line. */
+static void test_attention(void) {
+    static const int64_t hds[] = {1, 7, 8, 16, 40, 64, 80, 96, 128, 200};
+    static const int32_t ns[] = {1, 2, 33, 300};
+    int nv;
+    const struct quant_variant *const *vs = quant_variants(&nv);
+    for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++) {
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            int64_t hd = hds[h], stride = 4 * hd + 3;
+            int32_t n = ns[k];
+            float *v = malloc(sizeof(float) * (size_t)(stride * n));
+            float *a = malloc(sizeof(float) * (size_t)n);
+            float want[200], got[200];
+            if (!v || !a) abort();
+            fill(v, stride * n);
+            for (int32_t p = 0; p < n; p++) a[p] = fabsf(rnd_uniform());
+            float scale = 1.0f / (0.5f + 3.0f * fabsf(rnd_uniform()));
+            float start[200];
+            for (int64_t i = 0; i < hd; i++) start[i] = h % 2 ? rnd_normal() : 0.0f;
+            memcpy(want, start, sizeof(float) * (size_t)hd);
+            quant_wsum_ref(hd, n, a, scale, v, stride, want);
+            for (int i = 0; i < nv; i++) {
+                if (!vs[i]->available() || !vs[i]->wsum) continue;
+                /* in one call, and in two blocks of positions onto the same out */
+                memcpy(got, start, sizeof(float) * (size_t)hd);
+                vs[i]->wsum(hd, n, a, scale, v, stride, got);
+                CHECK(memcmp(got, want, sizeof(float) * (size_t)hd) == 0,
+                      "%s wsum hd %lld n %d differs from the reference", vs[i]->name, (long long)hd,
+                      n);
+                memcpy(got, start, sizeof(float) * (size_t)hd);
+                vs[i]->wsum(hd, n / 2, a, scale, v, stride, got);
+                vs[i]->wsum(hd, n - n / 2, a + n / 2, scale, v + stride * (n / 2), stride, got);
+                CHECK(memcmp(got, want, sizeof(float) * (size_t)hd) == 0,
+                      "%s wsum hd %lld n %d in two blocks differs from the reference", vs[i]->name,
+                      (long long)hd, n);
+                if (!vs[i]->scores) continue;
+                float *sc = malloc(sizeof(float) * (size_t)n);
+                if (!sc) abort();
+                vs[i]->scores(hd, n, v, stride, v + stride * (n - 1) + 1, scale, sc);
+                for (int32_t p = 0; p < n; p++) {
+                    float one =
+                        vs[i]->dot[DTYPE_F32](hd, v + stride * p, v + stride * (n - 1) + 1) * scale;
+                    CHECK(memcmp(&one, sc + p, sizeof one) == 0,
+                          "%s scores hd %lld position %d: %g, its dot says %g", vs[i]->name,
+                          (long long)hd, p, sc[p], one);
+                }
+                free(sc);
+            }
+            free(v);
+            free(a);
+        }
+    }
+    /* the reference is the definition: one case by hand */
+    const float v2[4] = {1.0f, 2.0f, 3.0f, 4.0f}, a2[2] = {0.5f, 0.25f};
+    float o2[2] = {0.25f, 0.0f};
+    quant_wsum_ref(2, 2, a2, 2.0f, v2, 2, o2);
+    CHECK(o2[0] == 0.25f + 1.0f + 1.5f && o2[1] == 2.0f + 2.0f, "wsum by hand: %g %g", o2[0],
+          o2[1]);
+}
+
 int main(void) {
     quant_init();
     printf("chosen variant: %s\n", quant_variant_name());
@@ -510,6 +572,7 @@ int main(void) {
     test_llama_cpp_bytes();
     test_dots();
     test_activation_quantizers();
+    test_attention();
     for (int t = 0; t < N_WEIGHT_TYPES; t++)
         CHECK(quant_dot(weight_types[t]) != NULL, "no kernel for %s", dtype_name(weight_types[t]));
     if (failures) {
