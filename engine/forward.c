@@ -53,6 +53,7 @@ struct attn_job {
     int64_t layer; /* index within the slice */
     quant_wsum_fn wsum;
     quant_scores_fn scores;
+    quant_softmax_fn softmax;
 };
 
 /* Each (token, KV head) pair is one unit of work; thread ith takes every nth. The query heads
@@ -90,15 +91,7 @@ static void attn_thread(void *ctx, int ith, int nth) {
         }
         for (int64_t e = 0; e < group; e++) {
             float *a = att + (size_t)e * row;
-            float mx = -INFINITY;
-            for (int32_t p = 0; p < n; p++)
-                if (a[p] > mx) mx = a[p];
-            float sum = 0.0f;
-            for (int32_t p = 0; p < n; p++) {
-                a[p] = expf(a[p] - mx);
-                sum += a[p];
-            }
-            a[m->n_ctx] = 1.0f / sum;
+            a[m->n_ctx] = 1.0f / j->softmax(n, a);
         }
         memset(out, 0, sizeof(float) * (size_t)(group * hd));
         for (int32_t p0 = 0; p0 < n; p0 += ATT_BLOCK) {
@@ -377,7 +370,7 @@ enum status model_forward_layers(model_t *m, const struct model_batch *b, int32_
         float *qkv_out[3] = {m->q, m->k, m->v};
         matmul_many(tp, qkv, 3, m->xb, T, qkv_out, m->scratch);
         for_rows(&rows, ROW_QKV_POST);
-        struct attn_job job = {m, b, l, quant_wsum(), quant_scores()};
+        struct attn_job job = {m, b, l, quant_wsum(), quant_scores(), quant_softmax()};
         threadpool_run(tp, attn_thread, &job);           /* xb (T, n_heads*hd) */
         matmul(tp, &L->wo, m->xb, T, m->hb, m->scratch); /* (T, E) */
         for_rows(&rows, ROW_RESIDUAL_HB);                /* x += attention */

@@ -535,6 +535,40 @@ float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x) {
     return sum;
 }
 
+float quant_exp_ref(float x) {
+    if (x < QUANT_EXP_MIN) return 0.0f;
+    float t = x * QUANT_EXP_LOG2E + QUANT_EXP_MAGIC;
+    float n = t - QUANT_EXP_MAGIC;
+    int32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - QUANT_EXP_MAGIC_BITS + 127) * (1 << 23); /* 2^n */
+    float r = (x - n * QUANT_EXP_LN2_HI) - n * QUANT_EXP_LN2_LO;
+    float e = QUANT_EXP_C7 * r + QUANT_EXP_C6;
+    e = e * r + QUANT_EXP_C5;
+    e = e * r + QUANT_EXP_C4;
+    e = e * r + QUANT_EXP_C3;
+    e = e * r + QUANT_EXP_C2;
+    e = e * r + 1.0f;
+    e = e * r + 1.0f;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return e * scale;
+}
+
+float quant_softmax_ref(int32_t n, float *a) {
+    float mx = -INFINITY;
+    for (int32_t p = 0; p < n; p++)
+        if (a[p] > mx) mx = a[p];
+    float lane[16] = {0};
+    for (int32_t p = 0; p < n; p++) {
+        a[p] = quant_exp_ref(a[p] - mx);
+        lane[p % 16] += a[p];
+    }
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) lane[l] += lane[l + w];
+    return lane[0];
+}
+
 void quant_scores_ref(int64_t hd, int32_t n, const float *k, int64_t stride, const float *q,
                       float scale, float *out) {
     for (int32_t p = 0; p < n; p++)
@@ -675,6 +709,7 @@ const struct quant_variant quant_variant_ref = {
         },
     .wsum = quant_wsum_ref,
     .scores = quant_scores_ref,
+    .softmax = quant_softmax_ref,
 };
 
 static const struct quant_variant *const variants[] = {&quant_variant_ref, &quant_variant_avx2,
@@ -789,6 +824,11 @@ quant_dot_fn quant_dot(enum dtype w) {
 quant_wsum_fn quant_wsum(void) {
     quant_init();
     return chosen->wsum ? chosen->wsum : quant_wsum_ref;
+}
+
+quant_softmax_fn quant_softmax(void) {
+    quant_init();
+    return chosen->softmax ? chosen->softmax : quant_softmax_ref;
 }
 
 quant_scores_fn quant_scores(void) {

@@ -44,12 +44,21 @@ typedef void (*quant_wsum_fn)(int64_t hd, int32_t n, const float *a, float scale
 typedef void (*quant_scores_fn)(int64_t hd, int32_t n, const float *k, int64_t stride,
                                 const float *q, float scale, float *out);
 
+/* Attention's softmax, in place: a[p] = exp(a[p] - max) for p < n (n >= 1), returning the sum
+ * of the new a[p]. exp is the engine's own (quant_exp_ref: a multiply-and-add polynomial, its
+ * relative error under 1e-7 over [-87, 0] in quant_test, 0 below -87) and the sum is taken in 16
+ * lanes (lane l: the a[p] with p % 16 == l, in order of p) added pairwise at the end, so every
+ * variant gives the reference's values bit for bit. libm's expf, one call a score, was the
+ * slowest part of a long prompt's attention. */
+typedef float (*quant_softmax_fn)(int32_t n, float *a);
+
 struct quant_variant {
     const char *name;              /* "ref", "avx2" */
     bool (*available)(void);       /* does this CPU run it */
     quant_dot_fn dot[DTYPE_COUNT]; /* NULL where the variant has no kernel for a type */
     quant_wsum_fn wsum;
     quant_scores_fn scores;
+    quant_softmax_fn softmax;
 };
 
 /* Picks the best variant available on this CPU (idempotent, thread-safe to call once from
@@ -77,3 +86,4 @@ quant_dot_fn quant_dot(enum dtype w);
 /* The chosen variant's attention kernels (after quant_init). */
 quant_wsum_fn quant_wsum(void);
 quant_scores_fn quant_scores(void);
+quant_softmax_fn quant_softmax(void);

@@ -8,6 +8,7 @@
  * they may be computed in any order; only the float steps must match. */
 #include <cpuid.h>
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "quant.h"
@@ -882,6 +883,63 @@ static void scores(int64_t hd, int32_t n, const float *k, int64_t stride, const 
     for (int32_t p = 0; p < n; p++) out[p] = dot_f32(hd, k + (size_t)p * (size_t)stride, q) * scale;
 }
 
+/* quant_exp_ref on 8 lanes, the same steps. */
+static inline __m256 exp8(__m256 x) {
+    const __m256 magic = _mm256_set1_ps(QUANT_EXP_MAGIC);
+    __m256 t = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(QUANT_EXP_LOG2E)), magic);
+    __m256 n = _mm256_sub_ps(t, magic);
+    __m256i bits = _mm256_slli_epi32(
+        _mm256_add_epi32(
+            _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(QUANT_EXP_MAGIC_BITS)),
+            _mm256_set1_epi32(127)),
+        23);
+    __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(QUANT_EXP_LN2_HI))),
+                             _mm256_mul_ps(n, _mm256_set1_ps(QUANT_EXP_LN2_LO)));
+    __m256 e =
+        _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(QUANT_EXP_C7), r), _mm256_set1_ps(QUANT_EXP_C6));
+    e = _mm256_add_ps(_mm256_mul_ps(e, r), _mm256_set1_ps(QUANT_EXP_C5));
+    e = _mm256_add_ps(_mm256_mul_ps(e, r), _mm256_set1_ps(QUANT_EXP_C4));
+    e = _mm256_add_ps(_mm256_mul_ps(e, r), _mm256_set1_ps(QUANT_EXP_C3));
+    e = _mm256_add_ps(_mm256_mul_ps(e, r), _mm256_set1_ps(QUANT_EXP_C2));
+    e = _mm256_add_ps(_mm256_mul_ps(e, r), _mm256_set1_ps(1.0f));
+    e = _mm256_add_ps(_mm256_mul_ps(e, r), _mm256_set1_ps(1.0f));
+    e = _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
+    /* x < -87 -> 0; NaN compares false and stays NaN, as in the reference */
+    return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(QUANT_EXP_MIN), _CMP_LT_OQ), e);
+}
+
+/* quant_softmax_ref with its 16 lanes as two registers (lanes 0-7, 8-15); the tail's missing
+ * lanes add +0, which leaves a sum of non-negative terms as it is. */
+static float softmax(int32_t n, float *a) {
+    float mx = -INFINITY;
+    for (int32_t p = 0; p < n; p++)
+        if (a[p] > mx) mx = a[p];
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 s[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    float tail[8];
+    for (int32_t p = 0; p < n; p += 8) {
+        __m256 x;
+        const int left = n - p < 8 ? n - p : 8;
+        if (left == 8) {
+            x = _mm256_loadu_ps(a + p);
+        } else {
+            for (int l = 0; l < 8; l++) tail[l] = l < left ? a[p + l] : mx;
+            x = _mm256_loadu_ps(tail);
+        }
+        __m256 e = exp8(_mm256_sub_ps(x, vmx));
+        if (left == 8) {
+            _mm256_storeu_ps(a + p, e);
+        } else {
+            _mm256_storeu_ps(tail, e);
+            for (int l = 0; l < left; l++) a[p + l] = tail[l];
+            for (int l = left; l < 8; l++) tail[l] = 0.0f;
+            e = _mm256_loadu_ps(tail);
+        }
+        s[(p / 8) % 2] = _mm256_add_ps(s[(p / 8) % 2], e);
+    }
+    return hsum(_mm256_add_ps(s[0], s[1]));
+}
+
 /* 32 outputs at a time held in four registers (loaded from out) over every position, then
  * 8, then one by one: per element the reference's multiply then add, in the reference's order. */
 static void wsum(int64_t hd, int32_t n, const float *a, float scale, const float *v, int64_t stride,
@@ -936,6 +994,7 @@ const struct quant_variant quant_variant_avx2 = {
         },
     .wsum = wsum,
     .scores = scores,
+    .softmax = softmax,
 };
 
 const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {

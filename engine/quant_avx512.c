@@ -12,6 +12,7 @@
  * for bit. */
 #include <cpuid.h>
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "quant.h"
@@ -549,6 +550,53 @@ static void scores(int64_t hd, int32_t n, const float *k, int64_t stride, const 
     for (; p < n; p++) out[p] = dot_f32(hd, k + (size_t)p * (size_t)stride, q) * scale;
 }
 
+/* quant_exp_ref on 16 lanes, the same steps. */
+static inline __m512 exp16(__m512 x) {
+    const __m512 magic = _mm512_set1_ps(QUANT_EXP_MAGIC);
+    __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(QUANT_EXP_LOG2E)), magic);
+    __m512 n = _mm512_sub_ps(t, magic);
+    __m512i bits = _mm512_slli_epi32(
+        _mm512_add_epi32(
+            _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(QUANT_EXP_MAGIC_BITS)),
+            _mm512_set1_epi32(127)),
+        23);
+    __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(QUANT_EXP_LN2_HI))),
+                             _mm512_mul_ps(n, _mm512_set1_ps(QUANT_EXP_LN2_LO)));
+    __m512 e =
+        _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(QUANT_EXP_C7), r), _mm512_set1_ps(QUANT_EXP_C6));
+    e = _mm512_add_ps(_mm512_mul_ps(e, r), _mm512_set1_ps(QUANT_EXP_C5));
+    e = _mm512_add_ps(_mm512_mul_ps(e, r), _mm512_set1_ps(QUANT_EXP_C4));
+    e = _mm512_add_ps(_mm512_mul_ps(e, r), _mm512_set1_ps(QUANT_EXP_C3));
+    e = _mm512_add_ps(_mm512_mul_ps(e, r), _mm512_set1_ps(QUANT_EXP_C2));
+    e = _mm512_add_ps(_mm512_mul_ps(e, r), _mm512_set1_ps(1.0f));
+    e = _mm512_add_ps(_mm512_mul_ps(e, r), _mm512_set1_ps(1.0f));
+    e = _mm512_mul_ps(e, _mm512_castsi512_ps(bits));
+    /* x < -87 -> 0; NaN compares false and stays NaN, as in the reference */
+    __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(QUANT_EXP_MIN), _CMP_LT_OQ);
+    return _mm512_maskz_mov_ps((__mmask16)~under, e);
+}
+
+/* quant_softmax_ref: lane l of the accumulator is the reference's lane l (positions 16c + l);
+ * the tail's missing lanes add +0, which leaves a sum of non-negative terms as it is. */
+static float softmax(int32_t n, float *a) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int32_t p = 0;
+    for (; p + 16 <= n; p += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(a + p));
+    float mx = _mm512_reduce_max_ps(m);
+    for (; p < n; p++)
+        if (a[p] > mx) mx = a[p];
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 sum = _mm512_setzero_ps();
+    for (p = 0; p < n; p += 16) {
+        __mmask16 k = n - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - p)) - 1);
+        __m512 e =
+            _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, a + p), vmx)));
+        _mm512_mask_storeu_ps(a + p, k, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return hsum512(sum);
+}
+
 /* 64 outputs at a time held in four registers (loaded from out) over every position, then
  * 16, then one by one: per element the reference's multiply then add, in the reference's order. */
 static void wsum(int64_t hd, int32_t n, const float *a, float scale, const float *v, int64_t stride,
@@ -603,6 +651,7 @@ const struct quant_variant quant_variant_avx512 = {
         },
     .wsum = wsum,
     .scores = scores,
+    .softmax = softmax,
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {

@@ -159,6 +159,26 @@ static inline int quant_float_x_batch(int nx, int64_t n, int64_t k_chunk, int ma
 float quant_dot_f32_f32_ref(int64_t n, const void *w, const void *x);
 void quant_wsum_ref(int64_t hd, int32_t n, const float *a, float scale, const float *v,
                     int64_t stride, float *out);
+/* e^x for x <= 0 (softmax's arguments), the steps every variant repeats lane by lane: n =
+ * round(x * log2(e)) by the 1.5 * 2^23 trick, r = x - n ln2 (ln2 in two parts, the first
+ * exact in n * 0.693359375), e^r by its Taylor series to r^7 in Horner's form, times 2^n made
+ * from n's bits; 0 for x < -87 (where 2^n would leave the normal range). Multiplies and adds,
+ * never fused. */
+#define QUANT_EXP_MIN (-87.0f)
+#define QUANT_EXP_LOG2E 1.44269504f
+#define QUANT_EXP_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
+#define QUANT_EXP_MAGIC_BITS 0x4B400000
+#define QUANT_EXP_LN2_HI 0.693359375f
+#define QUANT_EXP_LN2_LO (-2.12194440e-4f)
+/* 1/7!, 1/6!, ..., 1/2!, 1, 1 */
+#define QUANT_EXP_C7 (1.0f / 5040.0f)
+#define QUANT_EXP_C6 (1.0f / 720.0f)
+#define QUANT_EXP_C5 (1.0f / 120.0f)
+#define QUANT_EXP_C4 (1.0f / 24.0f)
+#define QUANT_EXP_C3 (1.0f / 6.0f)
+#define QUANT_EXP_C2 0.5f
+float quant_exp_ref(float x);
+float quant_softmax_ref(int32_t n, float *a);
 void quant_scores_ref(int64_t hd, int32_t n, const float *k, int64_t stride, const float *q,
                       float scale, float *out);
 float quant_dot_f16_f32_ref(int64_t n, const void *w, const void *x);

@@ -559,6 +559,65 @@ static void test_attention(void) {
           o2[1]);
 }
 
+/* The engine's exp against libm's in double, over softmax's range; its edges. */
+static void test_exp(void) {
+    double worst = 0;
+    for (int i = 0; i <= 870000; i++) {
+        float x = -87.0f * (float)i / 870000.0f;
+        double want = exp((double)x), got = quant_exp_ref(x);
+        double rel = fabs(got - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    CHECK(worst < 3.0 * 0x1p-24, "exp: worst relative error %g (over 3 half-ulps)", worst);
+    printf("exp: worst relative error over [-87, 0] %.3g (%.2f ulp of 1)\n", worst,
+           worst / 0x1p-23);
+    CHECK(quant_exp_ref(0.0f) == 1.0f && quant_exp_ref(-0.0f) == 1.0f, "exp(0) %g",
+          quant_exp_ref(0.0f));
+    CHECK(quant_exp_ref(-87.5f) == 0.0f && quant_exp_ref(-INFINITY) == 0.0f, "exp(-87.5) %g",
+          quant_exp_ref(-87.5f));
+    CHECK(isnan(quant_exp_ref(NAN)), "exp(nan) %g", quant_exp_ref(NAN));
+}
+
+/* Softmax: every variant the reference's bits (the weights and the sum) for lengths around
+ * the lane counts, scores spread wide enough that some fall under exp's cut-off; and the
+ * reference within rounding of a softmax in double. */
+static void test_softmax(void) {
+    static const int32_t ns[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000};
+    int nv;
+    const struct quant_variant *const *vs = quant_variants(&nv);
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+        int32_t n = ns[k];
+        float *in = malloc(sizeof(float) * (size_t)n), *want = malloc(sizeof(float) * (size_t)n),
+              *got = malloc(sizeof(float) * (size_t)n);
+        if (!in || !want || !got) abort();
+        for (int32_t p = 0; p < n; p++) in[p] = 20.0f * rnd_normal() + (p % 5 == 0 ? -60.0f : 0);
+        memcpy(want, in, sizeof(float) * (size_t)n);
+        float sum = quant_softmax_ref(n, want);
+        /* in double from the same float differences (their rounding is any float softmax's) */
+        float fmx = -INFINITY;
+        double dsum = 0;
+        for (int32_t p = 0; p < n; p++) fmx = in[p] > fmx ? in[p] : fmx;
+        for (int32_t p = 0; p < n; p++) dsum += exp((double)(in[p] - fmx));
+        for (int32_t p = 0; p < n; p++) {
+            double w = exp((double)(in[p] - fmx)) / dsum, g = want[p] / sum;
+            CHECK(fabs(g - w) <= 1e-6 * w + 1e-30 || (w < 1e-37 && g == 0),
+                  "softmax n %d p %d: %g, in double %g", n, p, g, w);
+        }
+        for (int i = 0; i < nv; i++) {
+            if (!vs[i]->available() || !vs[i]->softmax) continue;
+            memcpy(got, in, sizeof(float) * (size_t)n);
+            float s2 = vs[i]->softmax(n, got);
+            CHECK(memcmp(&s2, &sum, sizeof sum) == 0 &&
+                      memcmp(got, want, sizeof(float) * (size_t)n) == 0,
+                  "%s softmax n %d differs from the reference (sum %g, want %g)", vs[i]->name, n,
+                  s2, sum);
+        }
+        free(in);
+        free(want);
+        free(got);
+    }
+}
+
 int main(void) {
     quant_init();
     printf("chosen variant: %s\n", quant_variant_name());
@@ -573,6 +632,8 @@ int main(void) {
     test_dots();
     test_activation_quantizers();
     test_attention();
+    test_exp();
+    test_softmax();
     for (int t = 0; t < N_WEIGHT_TYPES; t++)
         CHECK(quant_dot(weight_types[t]) != NULL, "no kernel for %s", dtype_name(weight_types[t]));
     if (failures) {
