@@ -539,9 +539,9 @@ float quant_exp_ref(float x) {
     if (x < QUANT_EXP_MIN) return 0.0f;
     float t = x * QUANT_EXP_LOG2E + QUANT_EXP_MAGIC;
     float n = t - QUANT_EXP_MAGIC;
-    int32_t bits;
+    uint32_t bits; /* unsigned: a NaN's bits wrap as the vector lanes' do, without overflow */
     memcpy(&bits, &t, sizeof bits);
-    bits = (bits - QUANT_EXP_MAGIC_BITS + 127) * (1 << 23); /* 2^n */
+    bits = (bits - (uint32_t)QUANT_EXP_MAGIC_BITS + 127u) << 23; /* 2^n */
     float r = (x - n * QUANT_EXP_LN2_HI) - n * QUANT_EXP_LN2_LO;
     float e = QUANT_EXP_C7 * r + QUANT_EXP_C6;
     e = e * r + QUANT_EXP_C5;
