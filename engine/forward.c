@@ -56,11 +56,11 @@ struct attn_job {
     quant_softmax_fn softmax;
 };
 
-/* Each (token, KV head) pair is one unit of work; thread ith takes every nth. The query heads
- * that share the KV head (GQA's group) read its cache together, ATT_BLOCK positions at a time:
- * each block of keys, then of values, comes from memory once and is found in L1 by the group's
- * other heads (one head at a time read the whole cache once per query head). Per head the
- * scores, softmax and weighted sum are the same operations in the same order as for a head
+/* Each (token, KV head) pair is one unit of work (or part of one, below); thread ith takes every
+ * nth. The query heads that share the KV head (GQA's group) read its cache together, ATT_BLOCK
+ * positions at a time: each block of keys, then of values, comes from memory once and is found in
+ * L1 by the group's other heads (one head at a time read the whole cache once per query head). Per
+ * head the scores, softmax and weighted sum are the same operations in the same order as for a head
  * alone, whatever the blocking or else is in the batch. */
 #define ATT_BLOCK 64
 
@@ -73,9 +73,14 @@ static void attn_thread(void *ctx, int ith, int nth) {
     size_t row = (size_t)m->n_ctx + 1; /* a head's scores, then 1/sum of its weights */
     float scale = 1.0f / sqrtf((float)hd);
     float *att = m->att + (size_t)ith * (size_t)group * row;
-    int64_t units = (int64_t)j->b->n_tokens * c->n_kv_heads;
+    /* Fewer (token, KV head) pairs than threads (one token, few KV heads: qwen2's 2, say, on
+     * 8 threads): each group's heads in `parts` parts, so no thread idles. */
+    int64_t pairs = (int64_t)j->b->n_tokens * c->n_kv_heads, parts = (nth + pairs - 1) / pairs;
+    if (parts > group) parts = group;
+    int64_t units = pairs * parts;
     for (int64_t u = ith; u < units; u += nth) {
-        int64_t t = u / c->n_kv_heads, g = u % c->n_kv_heads;
+        int64_t t = u / (c->n_kv_heads * parts), g = u / parts % c->n_kv_heads, part = u % parts;
+        int64_t e0 = part * group / parts, e1 = (part + 1) * group / parts;
         int32_t s = j->b->seq[t], n = j->b->pos[t] + 1;
         size_t base =
             (((size_t)j->layer * (size_t)m->n_seq + (size_t)s) * (size_t)m->n_ctx) * (size_t)kv_dim;
@@ -85,18 +90,18 @@ static void attn_thread(void *ctx, int ith, int nth) {
         float *out = m->xb + t * q_dim + g * group * hd;
         for (int32_t p0 = 0; p0 < n; p0 += ATT_BLOCK) {
             int32_t nb = n - p0 < ATT_BLOCK ? n - p0 : ATT_BLOCK;
-            for (int64_t e = 0; e < group; e++)
+            for (int64_t e = e0; e < e1; e++)
                 j->scores(hd, nb, kc + (size_t)p0 * (size_t)kv_dim, kv_dim, q + e * hd, scale,
                           att + (size_t)e * row + (size_t)p0);
         }
-        for (int64_t e = 0; e < group; e++) {
+        for (int64_t e = e0; e < e1; e++) {
             float *a = att + (size_t)e * row;
             a[m->n_ctx] = 1.0f / j->softmax(n, a);
         }
-        memset(out, 0, sizeof(float) * (size_t)(group * hd));
+        memset(out + e0 * hd, 0, sizeof(float) * (size_t)((e1 - e0) * hd));
         for (int32_t p0 = 0; p0 < n; p0 += ATT_BLOCK) {
             int32_t nb = n - p0 < ATT_BLOCK ? n - p0 : ATT_BLOCK;
-            for (int64_t e = 0; e < group; e++) {
+            for (int64_t e = e0; e < e1; e++) {
                 const float *a = att + (size_t)e * row;
                 j->wsum(hd, nb, a + p0, a[m->n_ctx], vc + (size_t)p0 * (size_t)kv_dim, kv_dim,
                         out + e * hd);

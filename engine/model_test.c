@@ -466,6 +466,40 @@ static void test_kv_transplant(const char *path) {
     model_free(&mw);
 }
 
+/* The same logits bit for bit whatever the thread count: a decode step with more threads than
+ * (token, KV head) pairs splits each KV head's query heads between threads (attn_thread). */
+static void test_threads(const char *path) {
+    static const int threads[] = {1, 3, 8};
+    model_t *m[3] = {NULL};
+    for (int k = 0; k < 3; k++) {
+        struct model_params mp = {.n_ctx = 64, .n_seq = 1, .n_batch = 8, .n_threads = threads[k]};
+        assert(model_load(path, &mp, &m[k]) == STATUS_OK);
+    }
+    int64_t nv = model_config(m[0])->n_vocab;
+    float *lg[3];
+    for (int k = 0; k < 3; k++) lg[k] = malloc(sizeof(float) * (size_t)nv);
+    int32_t pos[5] = {0, 1, 2, 3, 4}, seq[5] = {0};
+    uint8_t want[5] = {0, 0, 0, 0, 1};
+    for (int k = 0; k < 3; k++) {
+        struct model_batch b = {5, ref_prompt, NULL, pos, seq, want};
+        assert(model_forward(m[k], &b, lg[k]) == STATUS_OK);
+    }
+    for (int step = 0; step < 40; step++) {
+        for (int k = 1; k < 3; k++)
+            CHECK(rows_match(lg[0], lg[k], nv, 0.0f), "step %d: %d threads differ from 1", step,
+                  threads[k]);
+        int32_t tok = argmax(lg[0], nv), p = 5 + step;
+        for (int k = 0; k < 3; k++) {
+            struct model_batch d = {1, &tok, NULL, &p, seq, NULL};
+            assert(model_forward(m[k], &d, lg[k]) == STATUS_OK);
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        free(lg[k]);
+        model_free(&m[k]);
+    }
+}
+
 int main(void) {
     const char *shared = getenv("CARAVAN_SHARED");
     char path[4096];
@@ -476,6 +510,7 @@ int main(void) {
     }
     test_golden(path);
     test_invariance(path, 1e-5f, "stories260K f32");
+    test_threads(path);
     test_bad_batches(path);
     test_slices(path);
     test_kv_transplant(path);
