@@ -118,11 +118,21 @@ static void w32_prep_x(bool q8, int64_t nb, const block_q8_0 *bx, struct w32_xpr
     }
 }
 
-/* A group (16 rows, g) against XR x rows (bx[r], prepared xp[r]): y[r * ys + i] for the first
+/* A group (16 rows, g) against XR x rows (x[r], prepared p[r]): y[r * ys + i] for the first
  * `rows` rows i of the group. */
-static inline __attribute__((always_inline)) void
-w32p_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *bx,
-          const struct w32_xprep *const *xp, float *y, size_t ys, int rows) {
+static inline __attribute__((always_inline)) void w32p_rows(bool q8, int XR, int64_t nb,
+                                                            const uint8_t *g, const void *const *x,
+                                                            const void *const *xprep, float *y,
+                                                            size_t ys, int rows) {
+    /* typed copies of the XR pointers: XR is a constant here, so moves (a copy to a run-time
+     * count became two memcpy calls a group, ~6% of a long prompt) */
+    const block_q8_0 *bx[W32_MAX_XR];
+    const struct w32_xprep *xp[W32_MAX_XR];
+#pragma GCC unroll 8
+    for (int r = 0; r < XR; r++) {
+        bx[r] = x[r];
+        xp[r] = xprep[r];
+    }
     /* two chains of vpdpbusd per x row when there are few, one when enough rows interleave */
     const bool two = XR < 4;
     const size_t qb = w32_qb(q8), pf = quant_pf_ahead;
@@ -187,16 +197,8 @@ static inline __attribute__((always_inline)) void w32_run(bool q8, int xr, int64
                                                           const uint8_t *g, const void *const *x,
                                                           const void *const *p, float *y, size_t ys,
                                                           int rows) {
-    const block_q8_0 *bx[W32_MAX_XR];
-    const struct w32_xprep *xp[W32_MAX_XR];
-    /* a fixed count: a loop to xr became two memcpy calls a group, ~6% of a long prompt */
-#pragma GCC unroll 8
-    for (int k = 0; k < W32_MAX_XR; k++) {
-        bx[k] = k < xr ? x[k] : NULL;
-        xp[k] = k < xr ? p[k] : NULL;
-    }
 #define W32P_CASE(XR)                                                                              \
-    case XR: w32p_rows(q8, XR, nb, g, bx, xp, y, ys, rows); break;
+    case XR: w32p_rows(q8, XR, nb, g, x, p, y, ys, rows); break;
     switch (xr) {
         W32P_CASE(1)
         W32P_CASE(2)
@@ -325,9 +327,17 @@ static void k5_pack_rows(int64_t n, const void *src, size_t src_stride, int rows
 }
 
 /* A group (16 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
-static inline __attribute__((always_inline)) void
-k4p_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const *bx,
-         const struct qp_prep_q8_K *const *xp, float *y, size_t ys, int rows) {
+static inline __attribute__((always_inline)) void k4p_rows(bool q5, int XR, int64_t nb,
+                                                           const uint8_t *g, const void *const *x,
+                                                           const void *const *xprep, float *y,
+                                                           size_t ys, int rows) {
+    const block_q8_K *bx[K4_MAX_XR]; /* typed, XR a constant: as in w32p_rows */
+    const struct qp_prep_q8_K *xp[K4_MAX_XR];
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) {
+        bx[r] = x[r];
+        xp[r] = xprep[r];
+    }
     const __m512i m0f = _mm512_set1_epi8(0x0F), mf0 = _mm512_set1_epi8((char)0xF0);
     const __m512i m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
     const __m512i s16 = _mm512_set1_epi8(16); /* q5_K's fifth bit */
@@ -431,18 +441,11 @@ static inline __attribute__((always_inline)) void k4p_run(bool q5, int xr, int64
                                                           const uint8_t *g, const void *const *x,
                                                           const void *const *p, float *y, size_t ys,
                                                           int rows) {
-    const block_q8_K *bx[K4_MAX_XR];
-    const struct qp_prep_q8_K *xp[K4_MAX_XR];
-#pragma GCC unroll 4
-    for (int k = 0; k < K4_MAX_XR; k++) { /* a fixed count, as w32_run's */
-        bx[k] = k < xr ? x[k] : NULL;
-        xp[k] = k < xr ? p[k] : NULL;
-    }
     switch (xr) {
-    case 1: k4p_rows(q5, 1, nb, g, bx, xp, y, ys, rows); break;
-    case 2: k4p_rows(q5, 2, nb, g, bx, xp, y, ys, rows); break;
-    case 3: k4p_rows(q5, 3, nb, g, bx, xp, y, ys, rows); break;
-    default: k4p_rows(q5, 4, nb, g, bx, xp, y, ys, rows); break;
+    case 1: k4p_rows(q5, 1, nb, g, x, p, y, ys, rows); break;
+    case 2: k4p_rows(q5, 2, nb, g, x, p, y, ys, rows); break;
+    case 3: k4p_rows(q5, 3, nb, g, x, p, y, ys, rows); break;
+    default: k4p_rows(q5, 4, nb, g, x, p, y, ys, rows); break;
     }
 }
 static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
