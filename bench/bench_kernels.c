@@ -352,9 +352,10 @@ static void simulate_model(enum dtype t, int n_threads, const int64_t *rows, int
     }
     void *scratch = xaligned(scratch_bytes);
     for (int64_t i = 0; i < max_rows * 5632; i++) x[i] = rnd();
-    printf(
-        "model %-5s thr %d (%.0f MB of weights), matmuls only, %s kernels, weight prefetch %zu:\n",
-        dtype_name(t), n_threads, total / 1e6, quant_variant_name(), quant_weight_prefetch());
+    printf("model %-5s thr %d (%.0f MB of weights), matmuls only, %s kernels (AMX %s), weight "
+           "prefetch %zu:\n",
+           dtype_name(t), n_threads, total / 1e6, quant_variant_name(), quant_amx_mode(),
+           quant_weight_prefetch());
     for (int m = 0; m < n_rows_list; m++) {
         double best = 1e30, best_c = 1e30;
         for (int rep = 0; rep < (rows[m] > 16 ? 2 : 5); rep++) {

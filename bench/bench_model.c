@@ -159,10 +159,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("model: %s (%.1f MB file, %.1f MiB weights, %.1f MiB KV+buffers), n_embd %lld, "
-           "%lld layers, vocab %lld; kernels %s; load %.2f s\n",
+           "%lld layers, vocab %lld; kernels %s (AMX %s); load %.2f s\n",
            cfg.model, (double)st.st_size / 1e6, (double)model_weight_bytes(b.m) / 1048576.0,
            (double)model_buffer_bytes(b.m) / 1048576.0, (long long)c->n_embd,
-           (long long)c->n_layers, (long long)c->n_vocab, quant_variant_name(), t_load);
+           (long long)c->n_layers, (long long)c->n_vocab, quant_variant_name(), quant_amx_mode(),
+           t_load);
 
     int rc = 0;
     double secs, pp_mean = 0, pp_sd = 0, tg_mean = 0, tg_sd = 0;

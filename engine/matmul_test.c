@@ -265,13 +265,47 @@ static void test_prefetch(enum dtype t, int64_t n_in, int64_t n_out, threadpool_
     free(wq);
 }
 
+/* CARAVAN_AMX=emulate (ctest's matmul_test_amx_emulated): the AMX kernel of q4_0 and q8_0 on
+ * the emulated tiles, through the same checks (it takes every run of 16 x rows: batches of 16,
+ * 17 and 128, packed and plain). Returns 77 (skipped) where the avx512 variant does not run. */
+static int test_amx_emulated(threadpool_t *const *pools) {
+    if (!quant_force_variant("avx512")) {
+        printf("AMX emulation: skipped, no avx512 variant on this CPU\n");
+        return 77;
+    }
+    CHECK(strcmp(quant_amx_mode(), "emulated") == 0, "AMX mode %s, not emulated", quant_amx_mode());
+    const enum dtype types[] = {DTYPE_Q4_0, DTYPE_Q8_0};
+    for (int k = 0; k < 2; k++) {
+        test_type(types[k], 512, 37, pools);
+        test_type(types[k], 32 * 11, 16 * 2, pools); /* a chunk of 8 blocks and an odd one of 3 */
+        test_type(types[k], 32, 9, pools);
+        test_type_rows(types[k], 32 * 5500, 5, 20, pools); /* prepared x rows over 192 KB */
+        test_prefetch(types[k], 32 * 37, 16 * 3 + 5, pools);
+    }
+    const int64_t two[2] = {37, 37};
+    test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q8_0}, two, 512, pools);
+    return 0;
+}
+
 int main(void) {
     quant_init();
-    printf("weight prefetch on this CPU: %zu bytes ahead\n", quant_weight_prefetch());
+    printf("weight prefetch on this CPU: %zu bytes ahead; AMX: %s\n", quant_weight_prefetch(),
+           quant_amx_mode());
     threadpool_t *pools[3];
     for (int i = 0; i < 3; i++) {
         pools[i] = threadpool_new(i + 1);
         if (!pools[i]) return 1;
+    }
+    const char *amx = getenv("CARAVAN_AMX");
+    if (amx && strcmp(amx, "emulate") == 0) {
+        const int rc = test_amx_emulated(pools);
+        for (int i = 0; i < 3; i++) threadpool_destroy(&pools[i]);
+        if (failures) {
+            fprintf(stderr, "matmul_test (AMX emulated): %d failures\n", failures);
+            return 1;
+        }
+        printf("matmul_test (AMX emulated): %s\n", rc ? "skipped" : "ok");
+        return rc;
     }
     const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q8_0, DTYPE_Q4_0,
                                 DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_Q4_1, DTYPE_Q5_0,

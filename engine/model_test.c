@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "quant_internal.h"
 #ifdef HAVE_MKMODEL
 #include "mkmodel.h"
 #endif
@@ -508,6 +509,12 @@ int main(void) {
         fprintf(stderr, "model_test: %s not found (set CARAVAN_SHARED)\n", path);
         return 1;
     }
+    /* CARAVAN_AMX=emulate (ctest's model_test_amx_emulated): the q4_0 and q8_0 prompts below
+     * through the AMX kernel on emulated tiles; on CPUs without the avx512 variant it is off */
+    const char *amx = getenv("CARAVAN_AMX");
+    printf("kernels %s, AMX %s\n", quant_variant_name(), quant_amx_mode());
+    if (amx && strcmp(amx, "emulate") == 0 && strcmp(quant_variant_name(), "avx512") == 0)
+        CHECK(strcmp(quant_amx_mode(), "emulated") == 0, "AMX mode %s", quant_amx_mode());
     test_golden(path);
     test_invariance(path, 1e-5f, "stories260K f32");
     test_threads(path);

@@ -720,6 +720,37 @@ static const struct quant_variant *chosen;
 static const quant_tile_fn *chosen_tiles;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 size_t quant_pf_ahead;
+quant_amx_w32_fn *quant_amx_w32;
+static const char *amx_mode = "off";
+
+/* The AMX kernel of the avx512 q4_0 / q8_0 prompt products (quant_internal.h): on where the CPU
+ * and OS have AMX and the tiles give the emulation's bits, unless CARAVAN_AMX=0;
+ * CARAVAN_AMX=emulate runs the emulation instead (tests, on any AVX-512 CPU). */
+static void init_amx(void) {
+    const char *env = getenv("CARAVAN_AMX");
+    if (!quant_variant_avx512.available() || (env && strcmp(env, "0") == 0)) return;
+    if (env && strcmp(env, "emulate") == 0) {
+        quant_amx_w32 = quant_amx_w32_emu;
+        amx_mode = "emulated";
+        return;
+    }
+    if (env && strcmp(env, "1") != 0)
+        LOG(LOG_WARN,
+            "CARAVAN_AMX=%s: not 0, 1 or emulate; using the default (on if the CPU has it)", env);
+    if (!quant_amx_available()) return;
+    if (!quant_amx_selfcheck()) {
+        LOG(LOG_WARN, "AMX: the tile kernel's sums differ from its emulation on this CPU; not "
+                      "using AMX (please report this CPU: lscpu)");
+        return;
+    }
+    quant_amx_w32 = quant_amx_w32_hw;
+    amx_mode = "amx";
+}
+
+const char *quant_amx_mode(void) {
+    quant_init();
+    return amx_mode;
+}
 
 /* The weight prefetch distance this CPU gets by default (quant.h says why). */
 static size_t default_prefetch(void) {
@@ -746,6 +777,7 @@ static void init(void) {
             quant_pf_ahead);
     else if (pf)
         quant_pf_ahead = (size_t)v;
+    init_amx();
     const char *env = getenv("CARAVAN_KERNELS");
     chosen = &quant_variant_ref;
     chosen_tiles = NULL;

@@ -152,8 +152,9 @@ float quant_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
 }
 
 static const struct quant_pack qp_q4_0 = {
-    P2_ROWS,  P2_MAX_XR,           QK4_0,     sizeof(struct p2_xprep), p2_pack_rows, prep_q4_0,
-    run_q4_0, quant_dot_q4_0_avx2, ptile_q4_0};
+    P2_ROWS,      P2_MAX_XR, QK4_0,    sizeof(struct p2_xprep),
+    p2_pack_rows, prep_q4_0, run_q4_0, quant_dot_q4_0_avx2,
+    ptile_q4_0,   0};
 
 void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
@@ -297,10 +298,11 @@ static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
-static const struct quant_pack qp_q4_K = {
-    K2_ROWS,      K2_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
-    k2_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref,
-    ptile_q4_K};
+static const struct quant_pack qp_q4_K = {K2_ROWS,      K2_MAX_XR,
+                                          QK_K,         sizeof(struct qp_prep_q8_K),
+                                          k2_pack_rows, qp_prep_q8_K,
+                                          run_q4_K,     quant_dot_q4_K_q8_K_ref,
+                                          ptile_q4_K,   0};
 
 void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {

@@ -99,19 +99,13 @@ static void w32_pack_rows(bool q8, int64_t n, const void *src, size_t src_stride
         }
 }
 
-/* Per (x row, block): the f32 scale and the start value of the int sums. */
-struct w32_xprep {
-    float dx;
-    int32_t start;
-};
-
 /* Sum of the 32 values of an x block. */
 static inline int32_t x_sum32(const block_q8_0 *b) {
     return hsum_epi32_256(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1),
                                               _mm256_loadu_si256((const __m256i *)b->qs)));
 }
 
-static void w32_prep_x(bool q8, int64_t nb, const block_q8_0 *bx, struct w32_xprep *xp) {
+static void w32_prep_x(bool q8, int64_t nb, const block_q8_0 *bx, struct quant_w32_xprep *xp) {
     for (int64_t b = 0; b < nb; b++) {
         xp[b].dx = _cvtsh_ss(bx[b].d);
         xp[b].start = (q8 ? -128 : -8) * x_sum32(bx + b);
@@ -127,7 +121,7 @@ static inline __attribute__((always_inline)) void w32p_rows(bool q8, int XR, int
     /* typed copies of the XR pointers: XR is a constant here, so moves (a copy to a run-time
      * count became two memcpy calls a group, ~6% of a long prompt) */
     const block_q8_0 *bx[W32_MAX_XR];
-    const struct w32_xprep *xp[W32_MAX_XR];
+    const struct quant_w32_xprep *xp[W32_MAX_XR];
 #pragma GCC unroll 8
     for (int r = 0; r < XR; r++) {
         bx[r] = x[r];
@@ -258,13 +252,13 @@ static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, c
 }
 
 static const struct quant_pack qp_q4_0 = {
-    W32P_ROWS,      W32_MAX_XR, QK4_0,    sizeof(struct w32_xprep),
-    pack_rows_q4_0, prep_q4_0,  run_q4_0, quant_dot_q4_0_avx512,
-    ptile_q4_0};
+    W32P_ROWS,      W32_MAX_XR,    QK4_0,    sizeof(struct quant_w32_xprep),
+    pack_rows_q4_0, prep_q4_0,     run_q4_0, quant_dot_q4_0_avx512,
+    ptile_q4_0,     QUANT_AMX_Q4_0};
 static const struct quant_pack qp_q8_0 = {
-    W32P_ROWS,      W32_MAX_XR, QK8_0,    sizeof(struct w32_xprep),
-    pack_rows_q8_0, prep_q8_0,  run_q8_0, quant_dot_q8_0_avx512,
-    ptile_q8_0};
+    W32P_ROWS,      W32_MAX_XR,    QK8_0,    sizeof(struct quant_w32_xprep),
+    pack_rows_q8_0, prep_q8_0,     run_q8_0, quant_dot_q8_0_avx512,
+    ptile_q8_0,     QUANT_AMX_Q8_0};
 
 /* ==== q4_K weights (x is q8_K) ====
  * The reference's float steps per 256-element super-block b, in order:
@@ -458,14 +452,16 @@ static void run_q5_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* their single dots are the references' (quant_dot_q4_K_q8_K_ref, quant_dot_q5_K_q8_K_ref) */
-static const struct quant_pack qp_q4_K = {
-    K4P_ROWS,     K4_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
-    k4_pack_rows, qp_prep_q8_K, run_q4_K, quant_dot_q4_K_q8_K_ref,
-    ptile_q4_K};
-static const struct quant_pack qp_q5_K = {
-    K4P_ROWS,     K4_MAX_XR,    QK_K,     sizeof(struct qp_prep_q8_K),
-    k5_pack_rows, qp_prep_q8_K, run_q5_K, quant_dot_q5_K_q8_K_ref,
-    ptile_q5_K};
+static const struct quant_pack qp_q4_K = {K4P_ROWS,     K4_MAX_XR,
+                                          QK_K,         sizeof(struct qp_prep_q8_K),
+                                          k4_pack_rows, qp_prep_q8_K,
+                                          run_q4_K,     quant_dot_q4_K_q8_K_ref,
+                                          ptile_q4_K,   0};
+static const struct quant_pack qp_q5_K = {K4P_ROWS,     K4_MAX_XR,
+                                          QK_K,         sizeof(struct qp_prep_q8_K),
+                                          k5_pack_rows, qp_prep_q8_K,
+                                          run_q5_K,     quant_dot_q5_K_q8_K_ref,
+                                          ptile_q5_K,   0};
 
 float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x) {
     return dot_w32(false, n, w, x);

@@ -229,6 +229,8 @@ struct quant_pack {
                 const void *const *p, float *y, size_t ys, int rows);
     float (*dot)(int64_t n, const void *w, const void *x); /* the same result, one row */
     quant_tile_fn tile;                                    /* over packed groups */
+    /* QUANT_AMX_Q4_0 / _Q8_0: runs of QUANT_AMX_XR x rows go to quant_amx_w32 when it is set */
+    int amx;
 };
 
 /* The chosen variant's packing for weight type w, or NULL when it keeps w plain. */
@@ -272,6 +274,34 @@ void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
 extern const struct quant_pack *const quant_packs_avx512[DTYPE_COUNT]; /* NULL: none */
 /* quant_weight_prefetch()'s value, read by the packed kernels once per group */
 extern size_t quant_pf_ahead;
+/* What the avx512 q4_0 and q8_0 kernels prepare per (x row, block): x's scale and the start
+ * of the block's int sum (-8 or -128 times the sum of its 32 values). */
+struct quant_w32_xprep {
+    float dx;
+    int32_t start;
+};
+
+/* ==== AMX-INT8 (quant_amx.c, quant_amx_emu.c, quant_amx_kernel.h) ====
+ * The avx512 variant's q4_0 and q8_0 prompt products on tiles: one packed group (16 weight
+ * rows) against QUANT_AMX_XR = 16 x rows at a time, the block's int sums from TDPBSUD and
+ * then the same float steps as the other paths, so the same bits (batch invariance holds).
+ * quant_amx_w32 is the kernel in use, NULL when none (no AMX, or CARAVAN_AMX=0): the real
+ * instructions, or (CARAVAN_AMX=emulate, for tests on CPUs without AMX) the same kernel on a C
+ * model of the tile instructions. x: the 16 rows' q8_0 blocks, row k at x + k * xs; prep: their
+ * quant_w32_xprep, row k at prep + k * ps; y[k * ys + i] for the group's first `rows` rows. */
+#define QUANT_AMX_Q4_0 1
+#define QUANT_AMX_Q8_0 2
+#define QUANT_AMX_XR 16
+typedef void quant_amx_w32_fn(bool q8, int64_t nb, const uint8_t *group, const void *x, size_t xs,
+                              const void *prep, size_t ps, float *y, size_t ys, int rows);
+extern quant_amx_w32_fn *quant_amx_w32;
+quant_amx_w32_fn quant_amx_w32_hw, quant_amx_w32_emu;
+/* The CPU has AMX-TILE and AMX-INT8, the OS saves their state, and it let this process use them
+ * (arch_prctl ARCH_REQ_XCOMP_PERM); asked once. */
+bool quant_amx_available(void);
+/* quant_amx_w32_hw gives the emulation's bits on random groups (checked before it is used: the
+ * tile path was written and tested on CPUs without AMX, against the emulation only). */
+bool quant_amx_selfcheck(void);
 void quant_tile_f16_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                            int nx, float *y, size_t ys);
 void quant_tile_bf16_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,

@@ -17,7 +17,8 @@ static _Thread_local uint8_t qp_pack_buf[QP_PACK_BUF_BYTES] __attribute__((align
 
 /* Groups [0, ng) at w (gb bytes each; the last has last_rows rows) against x rows [0, nx); the
  * x rows are prepared in chunks that fit qp_prep_buf (rows of over ~750,000 elements: one at a
- * time, on the heap). */
+ * time, on the heap). Runs of QUANT_AMX_XR x rows take the AMX kernel where the type has one
+ * and it is on; the rest (and everything else) the kernel's run, max_xr rows at a time. */
 static inline void qp_groups(const struct quant_pack *k, int64_t n, const uint8_t *w, size_t gb,
                              int ng, int last_rows, const void *x, size_t xs, int nx, float *y,
                              size_t ys) {
@@ -36,15 +37,23 @@ static inline void qp_groups(const struct quant_pack *k, int64_t n, const uint8_
             k->prep(nb, (const char *)x + (size_t)(r0 + r) * xs, prep + (size_t)r * row_prep);
         for (int g = 0; g < ng; g++) {
             const int rows = g == ng - 1 ? last_rows : k->rows;
-            for (int r = 0; r < nc; r += k->max_xr) {
+            for (int r = 0; r < nc;) {
+                float *yr = y + (size_t)(r0 + r) * ys + (size_t)g * k->rows;
+                if (k->amx && quant_amx_w32 && nc - r >= QUANT_AMX_XR) {
+                    quant_amx_w32(k->amx == QUANT_AMX_Q8_0, nb, w + (size_t)g * gb,
+                                  (const char *)x + (size_t)(r0 + r) * xs, xs,
+                                  prep + (size_t)r * row_prep, row_prep, yr, ys, rows);
+                    r += QUANT_AMX_XR;
+                    continue;
+                }
                 const int xr = nc - r < k->max_xr ? nc - r : k->max_xr;
                 const void *xv[QP_MAX_XR], *pv[QP_MAX_XR];
                 for (int j = 0; j < xr; j++) {
                     xv[j] = (const char *)x + (size_t)(r0 + r + j) * xs;
                     pv[j] = prep + (size_t)(r + j) * row_prep;
                 }
-                k->run(xr, nb, w + (size_t)g * gb, xv, pv,
-                       y + (size_t)(r0 + r) * ys + (size_t)g * k->rows, ys, rows);
+                k->run(xr, nb, w + (size_t)g * gb, xv, pv, yr, ys, rows);
+                r += xr;
             }
         }
     }

@@ -239,11 +239,11 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     snprintf(e->loaded_kernels, sizeof e->loaded_kernels, "%s", slice->kernels);
     LOG(LOG_INFO,
         "worker: loaded layers [%d, %d) of %s (%.1f MiB of weights, %.1f MiB of KV cache and "
-        "buffers for n_ctx %d x n_seq %d), kernels %s",
+        "buffers for n_ctx %d x n_seq %d), kernels %s (AMX %s)",
         slice->layer_first, slice->layer_end, path,
         (double)model_weight_bytes(e->model) / (1 << 20),
         (double)model_buffer_bytes(e->model) / (1 << 20), model_n_ctx(e->model),
-        model_n_seq(e->model), quant_variant_name());
+        model_n_seq(e->model), quant_variant_name(), quant_amx_mode());
     return STATUS_OK;
 }
 

@@ -1,0 +1,145 @@
+/* quant_amx_kernel: the AMX-INT8 kernel of the avx512 variant's q4_0 and q8_0 prompt products
+ * (quant_internal.h, "AMX-INT8"), written once over six tile operations that the including file
+ * defines first: quant_amx.c as the instructions themselves, quant_amx_emu.c as a C model of
+ * them (so the kernel is tested, bit for bit against the reference, on CPUs without AMX):
+ *   AMX_LOADCONFIG(cfg)  AMX_ZERO(t)  AMX_LOAD(t, base, stride)  AMX_DPBSUD(c, a, b)
+ *   AMX_STORE(t, base, stride)  AMX_RELEASE()
+ * (t, c, a, b: tile numbers, constants).
+ *
+ * One packed group (quant_avx512_pack.c: 16 weight rows, per chunk of 8 blocks first the rows'
+ * f16 scales, then per block 8 registers of 64 bytes, register t holding in 32-bit lane r the 4
+ * bytes of row r that pair with x's bytes 4t..4t+3) against 16 x rows. Register t of a block is
+ * row t of an AMX B tile as it stands (8 rows of 64 bytes: K = 32 x bytes against N = 16 weight
+ * rows, 4 bytes per lane), for q8_0 directly from the packed weights (values + 128, unsigned),
+ * for q4_0 once the nibbles are spread to bytes (0..15). The A tile is the 16 x rows' 32 values
+ * of the block (rows xs bytes apart: a tile load takes any stride). TDPBSUD (A signed, B
+ * unsigned) gives C[m][r] = the exact int sum of x row m against weight row r over the block;
+ * adding the prepared start (-8 or -128 times the sum of x) makes it the sum of x * (q - 8) or
+ * x * w that every other path computes. The float steps then are theirs, in their order:
+ * acc = acc + (float)s * (d_w * d_x) per block, so the result is the reference's, bit for bit.
+ *
+ * Two blocks are in flight (tiles 0/1: C, 2/3: A, 4/5: B), so one block's tile product runs
+ * while the other's sums are scaled and added. */
+#pragma once
+#include <immintrin.h>
+#include <assert.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "quant_internal.h"
+
+/* The LDTILECFG operand (palette 1). */
+struct amx_tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+static_assert(sizeof(struct amx_tilecfg) == 64 && offsetof(struct amx_tilecfg, colsb) == 16 &&
+                  offsetof(struct amx_tilecfg, rows) == 48,
+              "LDTILECFG's operand: colsb at byte 16, rows at byte 48, 64 bytes");
+
+static inline void amx_w32_config(struct amx_tilecfg *c) {
+    memset(c, 0, sizeof *c);
+    c->palette = 1;
+    for (int t = 0; t < 2; t++) { /* C: 16 x rows of 16 int32 sums (one per weight row) */
+        c->colsb[t] = 64;
+        c->rows[t] = QUANT_AMX_XR;
+    }
+    for (int t = 2; t < 4; t++) { /* A: 16 x rows of the block's 32 values */
+        c->colsb[t] = 32;
+        c->rows[t] = QUANT_AMX_XR;
+    }
+    for (int t = 4; t < 6; t++) { /* B: the block's 8 value registers */
+        c->colsb[t] = 64;
+        c->rows[t] = 8;
+    }
+}
+
+/* The weight bytes [p + ahead, p + ahead + bytes) asked for in L1 (as the other packed
+ * kernels do; ahead 0: nothing). */
+static inline void amx_prefetch(const uint8_t *p, size_t bytes, size_t ahead) {
+    if (ahead)
+        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + ahead + o, 0, 3);
+}
+
+/* q4_0's 4 value registers of a block (low nibbles: x's bytes 0..15, high: 16..31) as the 8 B
+ * tile rows of bytes 0..15, at out. */
+static inline __attribute__((always_inline)) const uint8_t *amx_spread_q4(const uint8_t *v,
+                                                                          uint8_t *out) {
+    const __m512i m4 = _mm512_set1_epi8(0xF);
+#pragma GCC unroll 4
+    for (int u = 0; u < 4; u++) {
+        const __m512i p = _mm512_loadu_si512(v + u * 64);
+        _mm512_store_si512(out + u * 64, _mm512_and_si512(p, m4));
+        _mm512_store_si512(out + (u + 4) * 64, _mm512_and_si512(_mm512_srli_epi16(p, 4), m4));
+    }
+    return out;
+}
+
+/* Block b's sums c (16 x rows by 16 weight rows) into the 16 accumulators: the float steps of
+ * the other paths. */
+static inline __attribute__((always_inline)) void amx_w32_scale(const int32_t *c, const uint8_t *sc,
+                                                                const uint8_t *prep, size_t ps,
+                                                                int64_t b, __m512 *acc) {
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+#pragma GCC unroll 16
+    for (int m = 0; m < QUANT_AMX_XR; m++) {
+        struct quant_w32_xprep p;
+        memcpy(&p, prep + m * ps + (size_t)b * sizeof p, sizeof p);
+        const __m512i s =
+            _mm512_add_epi32(_mm512_load_si512(c + m * 16), _mm512_set1_epi32(p.start));
+        const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(p.dx));
+        acc[m] = _mm512_add_ps(acc[m], _mm512_mul_ps(_mm512_cvtepi32_ps(s), d));
+    }
+}
+
+/* Block b + J (J = 0 or 1) of a pair: its tile product into c[J] on tiles CT, AT, BT (literal
+ * numbers: the instructions name them). */
+#define AMX_W32_BLOCK(J, CT, AT, BT)                                                               \
+    do {                                                                                           \
+        const uint8_t *bv = v + (b + (J)-cb) * qb;                                                 \
+        amx_prefetch(bv, qb, pf);                                                                  \
+        AMX_LOAD(AT, xb + (size_t)(b + (J)) * sizeof(block_q8_0) + 2, xs);                         \
+        AMX_LOAD(BT, q8 ? bv : amx_spread_q4(bv, spread[J]), 64);                                  \
+        AMX_ZERO(CT);                                                                              \
+        AMX_DPBSUD(CT, AT, BT);                                                                    \
+        AMX_STORE(CT, c[J], 64);                                                                   \
+    } while (0)
+
+static inline __attribute__((always_inline)) void
+amx_w32_group(bool q8, int64_t nb, const uint8_t *g, const void *x, size_t xs, const void *prepv,
+              size_t ps, float *y, size_t ys, int rows) {
+    struct amx_tilecfg cfg;
+    amx_w32_config(&cfg);
+    AMX_LOADCONFIG(&cfg);
+    const uint8_t *xb = x, *prep = prepv;
+    const size_t qb = q8 ? 512 : 256, pf = quant_pf_ahead;
+    uint8_t spread[2][512] __attribute__((aligned(64)));
+    int32_t c[2][QUANT_AMX_XR * 16] __attribute__((aligned(64)));
+    __m512 acc[QUANT_AMX_XR];
+#pragma GCC unroll 16
+    for (int m = 0; m < QUANT_AMX_XR; m++) acc[m] = _mm512_setzero_ps();
+    for (int64_t cb = 0; cb < nb; cb += 8) { /* chunks of 8 blocks: scales, then values */
+        const int64_t nbc = nb - cb < 8 ? nb - cb : 8;
+        const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32;
+        amx_prefetch(sc, (size_t)nbc * 32, pf);
+        int64_t b = cb;
+        for (; b + 1 < cb + nbc; b += 2) {
+            AMX_W32_BLOCK(0, 0, 2, 4);
+            AMX_W32_BLOCK(1, 1, 3, 5);
+            amx_w32_scale(c[0], sc + (b - cb) * 32, prep, ps, b, acc);
+            amx_w32_scale(c[1], sc + (b + 1 - cb) * 32, prep, ps, b + 1, acc);
+        }
+        if (b < cb + nbc) {
+            AMX_W32_BLOCK(0, 0, 2, 4);
+            amx_w32_scale(c[0], sc + (b - cb) * 32, prep, ps, b, acc);
+        }
+    }
+    AMX_RELEASE();
+    const __mmask16 keep = (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 16
+    for (int m = 0; m < QUANT_AMX_XR; m++) _mm512_mask_storeu_ps(y + m * ys, keep, acc[m]);
+}
+#undef AMX_W32_BLOCK
