@@ -265,25 +265,29 @@ static void test_prefetch(enum dtype t, int64_t n_in, int64_t n_out, threadpool_
     free(wq);
 }
 
-/* CARAVAN_AMX=emulate (ctest's matmul_test_amx_emulated): the AMX kernel of q4_0 and q8_0 on
- * the emulated tiles, through the same checks (it takes every run of 16 x rows: batches of 16,
- * 17 and 128, packed and plain). Returns 77 (skipped) where the avx512 variant does not run. */
+/* CARAVAN_AMX=emulate (ctest's matmul_test_amx_emulated): the AMX kernels of q4_0, q8_0, q4_K
+ * and q5_K on the emulated tiles, through the same checks (it takes every run of 16 x rows: batches
+ * of 16, 17 and 128, packed and plain). Returns 77 (skipped) where the avx512 variant does not run.
+ */
 static int test_amx_emulated(threadpool_t *const *pools) {
     if (!quant_force_variant("avx512")) {
         printf("AMX emulation: skipped, no avx512 variant on this CPU\n");
         return 77;
     }
     CHECK(strcmp(quant_amx_mode(), "emulated") == 0, "AMX mode %s, not emulated", quant_amx_mode());
-    const enum dtype types[] = {DTYPE_Q4_0, DTYPE_Q8_0};
-    for (int k = 0; k < 2; k++) {
+    const enum dtype types[] = {DTYPE_Q4_0, DTYPE_Q8_0, DTYPE_Q4_K, DTYPE_Q5_K};
+    for (int k = 0; k < 4; k++) {
+        const bool k4 = types[k] == DTYPE_Q4_K || types[k] == DTYPE_Q5_K;
         test_type(types[k], 512, 37, pools);
-        test_type(types[k], 32 * 11, 16 * 2, pools); /* a chunk of 8 blocks and an odd one of 3 */
-        test_type(types[k], 32, 9, pools);
-        test_type_rows(types[k], 32 * 5500, 5, 20, pools); /* prepared x rows over 192 KB */
-        test_prefetch(types[k], 32 * 37, 16 * 3 + 5, pools);
+        test_type(types[k], k4 ? 256 * 3 : 32 * 11, 16 * 2, pools); /* q4_0: chunks of 8 and 3 */
+        test_type(types[k], k4 ? 256 : 32, 9, pools);
+        /* prepared x rows over 192 KB (one at a time: no AMX) and just under (11 at a time) */
+        test_type_rows(types[k], k4 ? 256 * 360 : 32 * 5500, 5, 20, pools);
+        test_prefetch(types[k], k4 ? 256 * 3 : 32 * 37, 16 * 3 + 5, pools);
     }
-    const int64_t two[2] = {37, 37};
+    const int64_t two[2] = {37, 37}, three[3] = {48, 16, 16};
     test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q8_0}, two, 512, pools);
+    test_many(3, (const enum dtype[]){DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K}, three, 512, pools);
     return 0;
 }
 

@@ -720,7 +720,7 @@ static const struct quant_variant *chosen;
 static const quant_tile_fn *chosen_tiles;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 size_t quant_pf_ahead;
-quant_amx_w32_fn *quant_amx_w32;
+quant_amx_fn *quant_amx;
 static const char *amx_mode = "off";
 
 /* The AMX kernel of the avx512 q4_0 / q8_0 prompt products (quant_internal.h): on where the CPU
@@ -730,7 +730,7 @@ static void init_amx(void) {
     const char *env = getenv("CARAVAN_AMX");
     if (!quant_variant_avx512.available() || (env && strcmp(env, "0") == 0)) return;
     if (env && strcmp(env, "emulate") == 0) {
-        quant_amx_w32 = quant_amx_w32_emu;
+        quant_amx = quant_amx_emu;
         amx_mode = "emulated";
         return;
     }
@@ -743,7 +743,7 @@ static void init_amx(void) {
                       "using AMX (please report this CPU: lscpu)");
         return;
     }
-    quant_amx_w32 = quant_amx_w32_hw;
+    quant_amx = quant_amx_hw;
     amx_mode = "amx";
 }
 

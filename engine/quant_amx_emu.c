@@ -112,10 +112,7 @@ static void emu_dpbsud(int c, int a, int b) {
         }
 }
 
-void quant_amx_w32_emu(bool q8, int64_t nb, const uint8_t *group, const void *x, size_t xs,
-                       const void *prep, size_t ps, float *y, size_t ys, int rows) {
-    if (q8)
-        amx_w32_group(true, nb, group, x, xs, prep, ps, y, ys, rows);
-    else
-        amx_w32_group(false, nb, group, x, xs, prep, ps, y, ys, rows);
+void quant_amx_emu(int kind, int64_t nb, const uint8_t *group, const void *x, size_t xs,
+                   const void *prep, size_t ps, float *y, size_t ys, int rows) {
+    amx_run(kind, nb, group, x, xs, prep, ps, y, ys, rows);
 }

@@ -201,7 +201,7 @@ static inline __m256i k2_pairs(const uint8_t *p) {
 
 static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, const uint8_t *g,
                                                           const block_q8_K *const *bx,
-                                                          const struct qp_prep_q8_K *const *xp,
+                                                          const struct quant_q8_K_xprep *const *xp,
                                                           float *y, size_t ys, int rows) {
     const __m256i m0f = _mm256_set1_epi8(0x0F), m63 = _mm256_set1_epi8(63),
                   m30 = _mm256_set1_epi8(0x30);
@@ -290,7 +290,7 @@ static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, co
 static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
                      const void *const *p, float *y, size_t ys, int rows) {
     const block_q8_K *bx[K2_MAX_XR] = {x[0], xr > 1 ? x[1] : NULL};
-    const struct qp_prep_q8_K *xp[K2_MAX_XR] = {p[0], xr > 1 ? p[1] : NULL};
+    const struct quant_q8_K_xprep *xp[K2_MAX_XR] = {p[0], xr > 1 ? p[1] : NULL};
     if (xr == 2)
         k2_rows(2, nb, g, bx, xp, y, ys, rows);
     else
@@ -299,7 +299,7 @@ static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 
 /* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
 static const struct quant_pack qp_q4_K = {K2_ROWS,      K2_MAX_XR,
-                                          QK_K,         sizeof(struct qp_prep_q8_K),
+                                          QK_K,         sizeof(struct quant_q8_K_xprep),
                                           k2_pack_rows, qp_prep_q8_K,
                                           run_q4_K,     quant_dot_q4_K_q8_K_ref,
                                           ptile_q4_K,   0};

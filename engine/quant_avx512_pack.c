@@ -16,6 +16,7 @@
 
 #include "quant.h"
 #include "quant_internal.h"
+#include "quant_avx512_k4.h"
 #include "quant_pack.h"
 
 /* The packed tiles (each a quant_tile_fn over its kernel, below). */
@@ -282,16 +283,7 @@ static const struct quant_pack qp_q8_0 = {
  * 2j2 + 1 are the fifth bits of value register 8 j2 + k's low and high nibbles. They go in as
  * +16 on the bytes whose bit is set (vptestmb, then a masked byte add), so the high nibbles
  * are shifted down first instead of taken as 16 q. */
-#define K4P_ROWS 16
-#define K4P_HEAD 256 /* d, dmin and the 12 scale planes of a packed super-block */
-#define K4_MAX_XR 4  /* x rows per pass over a group's super-blocks */
-
-static inline __attribute__((always_inline)) size_t k4p_sb_bytes(bool q5) {
-    return K4P_ROWS * (q5 ? sizeof(block_q5_K) : sizeof(block_q4_K));
-}
-static inline __attribute__((always_inline)) size_t k4p_values(bool q5) {
-    return K4P_HEAD + (q5 ? 8 * 64 : 0); /* offset of the value registers (after q5_K's qh) */
-}
+#define K4_MAX_XR 4 /* x rows per pass over a group's super-blocks */
 
 /* Packs rows (<= 16; the missing ones zero) of n elements, row i at src + i * src_stride. */
 static void k4_pack(bool q5, int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
@@ -326,19 +318,12 @@ static inline __attribute__((always_inline)) void k4p_rows(bool q5, int XR, int6
                                                            const void *const *xprep, float *y,
                                                            size_t ys, int rows) {
     const block_q8_K *bx[K4_MAX_XR]; /* typed, XR a constant: as in w32p_rows */
-    const struct qp_prep_q8_K *xp[K4_MAX_XR];
+    const struct quant_q8_K_xprep *xp[K4_MAX_XR];
 #pragma GCC unroll 4
     for (int r = 0; r < XR; r++) {
         bx[r] = x[r];
         xp[r] = xprep[r];
     }
-    const __m512i m0f = _mm512_set1_epi8(0x0F), mf0 = _mm512_set1_epi8((char)0xF0);
-    const __m512i m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
-    const __m512i s16 = _mm512_set1_epi8(16); /* q5_K's fifth bit */
-    /* int16 lane order (m_2i of rows 0..15, m_2i+1 of rows 0..15) -> pairs per row */
-    const __m512i pairs =
-        _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const size_t pf = quant_pf_ahead;
     __m512 acc[K4_MAX_XR];
 #pragma GCC unroll 4
@@ -352,20 +337,11 @@ static inline __attribute__((always_inline)) void k4p_rows(bool q5, int XR, int6
             for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
         const __m512 da = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)o));
         const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 32)));
-        const __m512i A = _mm512_loadu_si512(o + 64), B = _mm512_loadu_si512(o + 128),
-                      C = _mm512_loadu_si512(o + 192);
-        /* planes of 16 bytes: scales 0-3, 4-7, mins 0-3, 4-7 */
-        const __m512i sc03 = _mm512_and_si512(A, m63), mn03 = _mm512_and_si512(B, m63);
-        const __m512i sc47 = _mm512_or_si512(_mm512_and_si512(C, m0f),
-                                             _mm512_and_si512(_mm512_srli_epi16(A, 2), m30));
-        const __m512i mn47 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(C, 4), m0f),
-                                             _mm512_and_si512(_mm512_srli_epi16(B, 2), m30));
+        const struct k4p_scales sc = k4p_decode_scales(o);
         __m512i summ[K4_MAX_XR], sumi[K4_MAX_XR];
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
-            const __m256i two = i < 2 ? _mm512_extracti64x4_epi64(mn03, i & 1)
-                                      : _mm512_extracti64x4_epi64(mn47, i & 1);
-            const __m512i mp = _mm512_permutexvar_epi16(pairs, _mm512_cvtepu8_epi16(two));
+            const __m512i mp = k4p_min_pairs(&sc, i);
 #pragma GCC unroll 4
             for (int r = 0; r < XR; r++)
                 summ[r] = _mm512_dpwssd_epi32(i ? summ[r] : _mm512_setzero_si512(), mp,
@@ -375,31 +351,11 @@ static inline __attribute__((always_inline)) void k4p_rows(bool q5, int XR, int6
         for (int r = 0; r < XR; r++) sumi[r] = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int j2 = 0; j2 < 4; j2++) {
-            const __m512i scl =
-                _mm512_cvtepu8_epi32(j2 < 2 ? _mm512_extracti32x4_epi32(sc03, (2 * j2) & 3)
-                                            : _mm512_extracti32x4_epi32(sc47, (2 * j2) & 3));
-            const __m512i sch =
-                _mm512_cvtepu8_epi32(j2 < 2 ? _mm512_extracti32x4_epi32(sc03, (2 * j2 + 1) & 3)
-                                            : _mm512_extracti32x4_epi32(sc47, (2 * j2 + 1) & 3));
+            const __m512i scl = k4p_scale(&sc, 2 * j2), sch = k4p_scale(&sc, 2 * j2 + 1);
             __m512i lo[8], hi[8];
             qp_prefetch_w(o + k4p_values(q5) + 8 * j2 * 64, 8 * 64, pf);
 #pragma GCC unroll 8
-            for (int k = 0; k < 8; k++) {
-                const __m512i p = _mm512_loadu_si512(o + k4p_values(q5) + (8 * j2 + k) * 64);
-                lo[k] = _mm512_and_si512(p, m0f);
-                if (q5) {
-                    const __m512i h = _mm512_loadu_si512(o + K4P_HEAD + k * 64);
-                    hi[k] = _mm512_and_si512(_mm512_srli_epi16(p, 4), m0f);
-                    lo[k] = _mm512_mask_add_epi8(
-                        lo[k], _mm512_test_epi8_mask(h, _mm512_set1_epi8((char)(1 << 2 * j2))),
-                        lo[k], s16);
-                    hi[k] = _mm512_mask_add_epi8(
-                        hi[k], _mm512_test_epi8_mask(h, _mm512_set1_epi8((char)(2 << 2 * j2))),
-                        hi[k], s16);
-                } else {
-                    hi[k] = _mm512_and_si512(p, mf0);
-                }
-            }
+            for (int k = 0; k < 8; k++) k4p_values_of(q5, true, o, j2, k, &lo[k], &hi[k]);
 #pragma GCC unroll 4
             for (int r = 0; r < XR; r++) {
                 const int8_t *xq = bx[r][b].qs + 64 * j2;
@@ -452,16 +408,14 @@ static void run_q5_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* their single dots are the references' (quant_dot_q4_K_q8_K_ref, quant_dot_q5_K_q8_K_ref) */
-static const struct quant_pack qp_q4_K = {K4P_ROWS,     K4_MAX_XR,
-                                          QK_K,         sizeof(struct qp_prep_q8_K),
-                                          k4_pack_rows, qp_prep_q8_K,
-                                          run_q4_K,     quant_dot_q4_K_q8_K_ref,
-                                          ptile_q4_K,   0};
-static const struct quant_pack qp_q5_K = {K4P_ROWS,     K4_MAX_XR,
-                                          QK_K,         sizeof(struct qp_prep_q8_K),
-                                          k5_pack_rows, qp_prep_q8_K,
-                                          run_q5_K,     quant_dot_q5_K_q8_K_ref,
-                                          ptile_q5_K,   0};
+static const struct quant_pack qp_q4_K = {
+    K4P_ROWS,     K4_MAX_XR,     QK_K,     sizeof(struct quant_q8_K_xprep),
+    k4_pack_rows, qp_prep_q8_K,  run_q4_K, quant_dot_q4_K_q8_K_ref,
+    ptile_q4_K,   QUANT_AMX_Q4_K};
+static const struct quant_pack qp_q5_K = {
+    K4P_ROWS,     K4_MAX_XR,     QK_K,     sizeof(struct quant_q8_K_xprep),
+    k5_pack_rows, qp_prep_q8_K,  run_q5_K, quant_dot_q5_K_q8_K_ref,
+    ptile_q5_K,   QUANT_AMX_Q5_K};
 
 float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x) {
     return dot_w32(false, n, w, x);

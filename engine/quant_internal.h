@@ -229,7 +229,7 @@ struct quant_pack {
                 const void *const *p, float *y, size_t ys, int rows);
     float (*dot)(int64_t n, const void *w, const void *x); /* the same result, one row */
     quant_tile_fn tile;                                    /* over packed groups */
-    /* QUANT_AMX_Q4_0 / _Q8_0: runs of QUANT_AMX_XR x rows go to quant_amx_w32 when it is set */
+    /* QUANT_AMX_*: runs of QUANT_AMX_XR x rows go to quant_amx when it is set; 0: none */
     int amx;
 };
 
@@ -280,26 +280,36 @@ struct quant_w32_xprep {
     float dx;
     int32_t start;
 };
+/* The q8_K side of q4_K and q5_K (both variants' packed kernels), per (x row, super-block): the
+ * scale and the sub-blocks' x sums as int16 pairs (2i, 2i+1) for vpmaddwd / vpdpwssd against
+ * (m_2i, m_2i+1). */
+struct quant_q8_K_xprep {
+    float d;
+    int32_t bs[4];
+};
 
 /* ==== AMX-INT8 (quant_amx.c, quant_amx_emu.c, quant_amx_kernel.h) ====
- * The avx512 variant's q4_0 and q8_0 prompt products on tiles: one packed group (16 weight
- * rows) against QUANT_AMX_XR = 16 x rows at a time, the block's int sums from TDPBSUD and
- * then the same float steps as the other paths, so the same bits (batch invariance holds).
- * quant_amx_w32 is the kernel in use, NULL when none (no AMX, or CARAVAN_AMX=0): the real
+ * The avx512 variant's q4_0, q8_0, q4_K and q5_K prompt products on tiles: one packed group (16
+ * weight rows) against QUANT_AMX_XR = 16 x rows at a time, each block's (or sub-block's) int sums
+ * from TDPBSUD and then the same steps as the other paths, so the same bits (batch invariance
+ * holds). quant_amx is the kernel in use, NULL when none (no AMX, or CARAVAN_AMX=0): the real
  * instructions, or (CARAVAN_AMX=emulate, for tests on CPUs without AMX) the same kernel on a C
- * model of the tile instructions. x: the 16 rows' q8_0 blocks, row k at x + k * xs; prep: their
- * quant_w32_xprep, row k at prep + k * ps; y[k * ys + i] for the group's first `rows` rows. */
+ * model of the tile instructions. kind: QUANT_AMX_*; x: the 16 rows' q8_0 or q8_K blocks, row k
+ * at x + k * xs; prep: their quant_w32_xprep or quant_q8_K_xprep, row k at prep + k * ps;
+ * y[k * ys + i] for the group's first `rows` rows. */
 #define QUANT_AMX_Q4_0 1
 #define QUANT_AMX_Q8_0 2
+#define QUANT_AMX_Q4_K 3
+#define QUANT_AMX_Q5_K 4
 #define QUANT_AMX_XR 16
-typedef void quant_amx_w32_fn(bool q8, int64_t nb, const uint8_t *group, const void *x, size_t xs,
-                              const void *prep, size_t ps, float *y, size_t ys, int rows);
-extern quant_amx_w32_fn *quant_amx_w32;
-quant_amx_w32_fn quant_amx_w32_hw, quant_amx_w32_emu;
+typedef void quant_amx_fn(int kind, int64_t nb, const uint8_t *group, const void *x, size_t xs,
+                          const void *prep, size_t ps, float *y, size_t ys, int rows);
+extern quant_amx_fn *quant_amx;
+quant_amx_fn quant_amx_hw, quant_amx_emu;
 /* The CPU has AMX-TILE and AMX-INT8, the OS saves their state, and it let this process use them
  * (arch_prctl ARCH_REQ_XCOMP_PERM); asked once. */
 bool quant_amx_available(void);
-/* quant_amx_w32_hw gives the emulation's bits on random groups (checked before it is used: the
+/* quant_amx_hw gives the emulation's bits on random groups (checked before it is used: the
  * tile path was written and tested on CPUs without AMX, against the emulation only). */
 bool quant_amx_selfcheck(void);
 void quant_tile_f16_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,

@@ -39,8 +39,8 @@ static inline void qp_groups(const struct quant_pack *k, int64_t n, const uint8_
             const int rows = g == ng - 1 ? last_rows : k->rows;
             for (int r = 0; r < nc;) {
                 float *yr = y + (size_t)(r0 + r) * ys + (size_t)g * k->rows;
-                if (k->amx && quant_amx_w32 && nc - r >= QUANT_AMX_XR) {
-                    quant_amx_w32(k->amx == QUANT_AMX_Q8_0, nb, w + (size_t)g * gb,
+                if (k->amx && quant_amx && nc - r >= QUANT_AMX_XR) {
+                    quant_amx(k->amx, nb, w + (size_t)g * gb,
                                   (const char *)x + (size_t)(r0 + r) * xs, xs,
                                   prep + (size_t)r * row_prep, row_prep, yr, ys, rows);
                     r += QUANT_AMX_XR;
@@ -97,16 +97,10 @@ static inline void qp_prefetch_w(const uint8_t *p, size_t bytes, size_t ahead) {
     if (ahead) qp_prefetch_x(p + ahead, bytes);
 }
 
-/* The q8_K side of q4_K, per (x row, super-block): the scale and the sub-blocks' x sums as
- * int16 pairs (2i, 2i+1) for vpmaddwd / vpdpwssd against (m_2i, m_2i+1). */
-struct qp_prep_q8_K {
-    float d;
-    int32_t bs[4];
-};
-
+/* The q8_K side of q4_K (struct quant_q8_K_xprep). */
 static inline void qp_prep_q8_K(int64_t nb, const void *x, void *out) {
     const block_q8_K *bx = x;
-    struct qp_prep_q8_K *p = out;
+    struct quant_q8_K_xprep *p = out;
     for (int64_t b = 0; b < nb; b++) {
         p[b].d = bx[b].d;
         for (int i = 0; i < 4; i++) {
