@@ -41,8 +41,8 @@ static inline void qp_groups(const struct quant_pack *k, int64_t n, const uint8_
                 float *yr = y + (size_t)(r0 + r) * ys + (size_t)g * k->rows;
                 if (k->amx && quant_amx && nc - r >= QUANT_AMX_XR) {
                     quant_amx(k->amx, nb, w + (size_t)g * gb,
-                                  (const char *)x + (size_t)(r0 + r) * xs, xs,
-                                  prep + (size_t)r * row_prep, row_prep, yr, ys, rows);
+                              (const char *)x + (size_t)(r0 + r) * xs, xs,
+                              prep + (size_t)r * row_prep, row_prep, yr, ys, rows);
                     r += QUANT_AMX_XR;
                     continue;
                 }
