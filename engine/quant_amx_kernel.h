@@ -51,21 +51,24 @@ static_assert(sizeof(struct amx_tilecfg) == 64 && offsetof(struct amx_tilecfg, c
                   offsetof(struct amx_tilecfg, rows) == 48,
               "LDTILECFG's operand: colsb at byte 16, rows at byte 48, 64 bytes");
 
-static inline void amx_config(struct amx_tilecfg *c) {
+/* Loads the one tile configuration both kernels use. */
+static inline void amx_begin(void) {
+    struct amx_tilecfg cfg, *c = &cfg;
     memset(c, 0, sizeof *c);
     c->palette = 1;
     for (int t = 0; t < 2; t++) { /* C: 16 x rows of 16 int32 sums (one per weight row) */
         c->colsb[t] = 64;
         c->rows[t] = QUANT_AMX_XR;
     }
-    for (int t = 2; t < 4; t++) { /* A: 16 x rows of the block's 32 values */
+    for (int t = 2; t < 4; t++) { /* A: 16 x rows of the (sub-)block's 32 values */
         c->colsb[t] = 32;
         c->rows[t] = QUANT_AMX_XR;
     }
-    for (int t = 4; t < 6; t++) { /* B: the block's 8 value registers */
+    for (int t = 4; t < 6; t++) { /* B: the (sub-)block's 8 value registers, as bytes */
         c->colsb[t] = 64;
         c->rows[t] = 8;
     }
+    AMX_LOADCONFIG(c);
 }
 
 /* The weight bytes [p + ahead, p + ahead + bytes) asked for in L1 (as the other packed
@@ -122,9 +125,7 @@ static inline __attribute__((always_inline)) void amx_w32_scale(const int32_t *c
 static inline __attribute__((always_inline)) void
 amx_w32_group(bool q8, int64_t nb, const uint8_t *g, const void *x, size_t xs, const void *prepv,
               size_t ps, float *y, size_t ys, int rows) {
-    struct amx_tilecfg cfg;
-    amx_config(&cfg);
-    AMX_LOADCONFIG(&cfg);
+    amx_begin();
     const uint8_t *xb = x, *prep = prepv;
     const size_t qb = q8 ? 512 : 256, pf = quant_pf_ahead;
     uint8_t spread[2][512] __attribute__((aligned(64)));
@@ -158,9 +159,7 @@ amx_w32_group(bool q8, int64_t nb, const uint8_t *g, const void *x, size_t xs, c
 static inline __attribute__((always_inline)) void
 amx_k4_group(bool q5, int64_t nb, const uint8_t *g, const void *x, size_t xs, const void *prepv,
              size_t ps, float *y, size_t ys, int rows) {
-    struct amx_tilecfg cfg;
-    amx_config(&cfg);
-    AMX_LOADCONFIG(&cfg);
+    amx_begin();
     const uint8_t *xb = x, *prep = prepv;
     const size_t pf = quant_pf_ahead;
     uint8_t spread[2][512] __attribute__((aligned(64)));
