@@ -74,28 +74,6 @@ static float dot_f32(int64_t n, const void *w, const void *x) {
     return float_finish(c, n8, n, w, x);
 }
 
-/* ==== q8_0 weights (x is q8_0; q4_0 is in quant_avx2_pack.c) ==== */
-
-/* Sum of products of 32 signed bytes, as 8 int32 lanes (lane k: elements 4k..4k+3). */
-static inline __m256i dot_i8x32(__m256i a, __m256i b) {
-    const __m256i ax = _mm256_sign_epi8(a, a);
-    const __m256i sb = _mm256_sign_epi8(b, a);
-    const __m256i p16 = _mm256_maddubs_epi16(ax, sb);
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-}
-
-static float dot_q8_0(int64_t n, const void *w, const void *x) {
-    const block_q8_0 *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK8_0; i++) { /* no prefetch: measured 4% slower here */
-        const __m256i p = dot_i8x32(_mm256_loadu_si256((const __m256i *)a[i].qs),
-                                    _mm256_loadu_si256((const __m256i *)b[i].qs));
-        const __m256 d = _mm256_set1_ps(f16(a[i].d) * f16(b[i].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-    }
-    return hsum(acc);
-}
-
 /* ==== K-quant weights (x is q8_K) ==== */
 
 /* The 8 6-bit scales and 8 6-bit mins of a q4_K/q5_K block (layout in quant_internal.h). */
@@ -217,7 +195,8 @@ static float dot_q6_K(int64_t n, const void *w, const void *x) {
 }
 
 /* ==== Tiles (prompt processing) ====
- * A tile walks the weight rows in small groups ("panels"): each panel is unpacked once into a
+ * (q4_0, q8_0, q4_K, f16 and bf16 run on packed row groups: quant_avx2_pack.c.) A tile here
+ * walks the weight rows in small groups ("panels"): each panel is unpacked once into a
  * thread-local buffer (4-bit values widened to bytes, f16 scales to f32, f16/bf16 weights to
  * f32), then every x row is run against it with one accumulator per (weight row, x row) pair
  * held in registers. The per-pair float operations are those of the single dots above. */
@@ -254,153 +233,6 @@ static inline int small_blocks(int nx, int *first, int *size) {
         r += size[g];
     }
     return nblk;
-}
-
-/* The x side of q8_0 for block b of x row r (of nx), at xs[b * nx + r]: its values and its
- * scale broadcast. */
-struct q8_small {
-    __m256i y;
-    __m256 dx;
-};
-
-static inline __attribute__((always_inline)) void q8_small_row(int MX, int64_t nb, const char *row,
-                                                               const struct q8_small *xs, int nx,
-                                                               float *y, size_t y_stride) {
-    __m256 acc[SMALL_MX];
-#pragma GCC unroll 8
-    for (int r = 0; r < SMALL_MX; r++) acc[r] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; b++) {
-        const block_q8_0 *a = (const block_q8_0 *)row + b;
-        QUANT_PREFETCH(a);
-        const __m256i qs = _mm256_loadu_si256((const __m256i *)a->qs);
-        const __m256i q = _mm256_sign_epi8(qs, qs);
-        const __m256 da = _mm256_set1_ps(f16(a->d));
-        const struct q8_small *xb = xs + b * nx;
-#pragma GCC unroll 8
-        for (int r = 0; r < MX; r++) {
-            /* dot_i8x32(w, y): |w| times y with w's signs */
-            const __m256i p =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_sign_epi8(xb[r].y, qs)), ones);
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(da, xb[r].dx), _mm256_cvtepi32_ps(p), acc[r]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < MX; r++) y[r * y_stride] = hsum(acc[r]);
-}
-
-/* Whether nx x rows of nb blocks fit the x-side buffer of q8_small. */
-static inline bool q8_small_fits(int64_t nb, int nx) {
-    return nx <= SMALL_NX && (size_t)nb * nx * sizeof(struct q8_small) <= PANEL_BUF_BYTES;
-}
-
-static void q8_small(int64_t nb, const void *w, size_t w_stride, int nw, const void *x,
-                     size_t x_stride, int nx, float *y, size_t y_stride) {
-    struct q8_small *xs = (struct q8_small *)panel_buf;
-    for (int r = 0; r < nx; r++) {
-        const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
-        for (int64_t b = 0; b < nb; b++) {
-            struct q8_small *o = &xs[b * nx + r];
-            o->y = _mm256_loadu_si256((const __m256i *)bx[b].qs);
-            o->dx = _mm256_set1_ps(f16(bx[b].d));
-        }
-    }
-    int first[SMALL_NX], size[SMALL_NX];
-    const int nblk = small_blocks(nx, first, size);
-    for (int i = 0; i < nw; i++) {
-        const char *row = (const char *)w + i * w_stride;
-        for (int g = 0; g < nblk; g++) {
-            const struct q8_small *gx = xs + first[g];
-            float *out = y + first[g] * y_stride + i;
-#define Q8_SMALL_CASE(MX)                                                                          \
-    case MX: q8_small_row(MX, nb, row, gx, nx, out, y_stride); break;
-            switch (size[g]) {
-                Q8_SMALL_CASE(1)
-                Q8_SMALL_CASE(2)
-                Q8_SMALL_CASE(3)
-                Q8_SMALL_CASE(4)
-                Q8_SMALL_CASE(5)
-                Q8_SMALL_CASE(6)
-                Q8_SMALL_CASE(7)
-                Q8_SMALL_CASE(8)
-            }
-#undef Q8_SMALL_CASE
-        }
-    }
-}
-
-/* q8_0: prepacked |w| and w per block (the sign trick of dot_i8x32 needs both). */
-static inline __attribute__((always_inline)) void q8_0_panel_row(int M, int64_t nb,
-                                                                 const __m256i *pq, const float *pd,
-                                                                 const block_q8_0 *bx, float *out) {
-    __m256 acc[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i yv = _mm256_loadu_si256((const __m256i *)bx[b].qs);
-        const __m256 dx = _mm256_set1_ps(f16(bx[b].d));
-        /* the 8 rows' dw * dx in one multiply per block, each row's taken as a broadcast,
-         * instead of one multiply per (row, block): gemm128 +2% (3 alternating pairs, Zen 4) */
-        const __m256 dd = M == 8 ? _mm256_mul_ps(_mm256_loadu_ps(&pd[b * M]), dx) : dx;
-#pragma GCC unroll 8
-        for (int i = 0; i < M; i++) {
-            const __m256i sy = _mm256_sign_epi8(yv, pq[2 * (b * M + i) + 1]);
-            const __m256i p =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(pq[2 * (b * M + i)], sy), ones);
-            const __m256 d = M == 8 ? _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(i))
-                                    : _mm256_mul_ps(_mm256_broadcast_ss(&pd[b * M + i]), dx);
-            acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[i]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < M; i++) out[i] = hsum(acc[i]);
-}
-
-static void tile_q8_0(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                      size_t x_stride, int nx, float *y, size_t y_stride) {
-    const int64_t nb = n / QK8_0;
-    if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
-        for (int i = 0; i < nw; i++) y[i] = dot_q8_0(n, (const char *)w + i * w_stride, x);
-        return;
-    }
-    if (q8_small_fits(nb, nx)) {
-        q8_small(nb, w, w_stride, nw, x, x_stride, nx, y, y_stride);
-        return;
-    }
-    if ((size_t)nb * (64 + 4) > PANEL_BUF_BYTES) { /* a row too long to unpack: plain dots */
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] =
-                    dot_q8_0(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
-        return;
-    }
-    const int mw = panel_rows(nb, 64 + 4, 8);
-    for (int i0 = 0; i0 < nw; i0 += mw) {
-        const int m = min_int(mw, nw - i0);
-        __m256i *pq = panel_buf;
-        float *pd = (float *)(pq + 2 * nb * m);
-        for (int i = 0; i < m; i++) {
-            const block_q8_0 *a = (const block_q8_0 *)((const char *)w + (i0 + i) * w_stride);
-            for (int64_t b = 0; b < nb; b++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)a[b].qs);
-                pq[2 * (b * m + i)] = _mm256_sign_epi8(q, q);
-                pq[2 * (b * m + i) + 1] = q;
-                pd[b * m + i] = f16(a[b].d);
-            }
-        }
-        for (int r = 0; r < nx; r++) {
-            const block_q8_0 *bx = (const block_q8_0 *)((const char *)x + r * x_stride);
-            float out[8];
-            if (m == 8)
-                q8_0_panel_row(8, nb, pq, pd, bx, out);
-            else if (m == 4)
-                q8_0_panel_row(4, nb, pq, pd, bx, out);
-            else
-                q8_0_panel_row(m, nb, pq, pd, bx, out);
-            for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
-        }
-    }
 }
 
 /* f32 weights, one x row. Rows up to GEMV_SIDE_MIN elements go one after the other, each the
@@ -981,7 +813,7 @@ const struct quant_variant quant_variant_avx2 = {
             [DTYPE_F32] = dot_f32,
             [DTYPE_F16] = quant_dot_f16_f32_ref, /* the tiles' chains, bit for bit */
             [DTYPE_BF16] = quant_dot_bf16_f32_ref,
-            [DTYPE_Q8_0] = dot_q8_0,
+            [DTYPE_Q8_0] = quant_dot_q8_0_avx2,
             [DTYPE_Q4_0] = quant_dot_q4_0_avx2,
             [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
             [DTYPE_Q5_K] = dot_q5_K,
@@ -1006,7 +838,7 @@ const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
     [DTYPE_F32] = tile_f32,
     [DTYPE_F16] = quant_tile_f16_avx2,
     [DTYPE_BF16] = quant_tile_bf16_avx2,
-    [DTYPE_Q8_0] = tile_q8_0,
+    [DTYPE_Q8_0] = quant_tile_q8_0_avx2,
     [DTYPE_Q4_0] = quant_tile_q4_0_avx2,
     [DTYPE_Q4_K] = quant_tile_q4_K_avx2,
     [DTYPE_Q5_K] = tile_q5_K,

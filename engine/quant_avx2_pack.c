@@ -1,6 +1,6 @@
-/* quant_avx2_pack: the avx2 variant's q4_0 and q4_K kernels on weights packed at load (matmul_pack)
- * in groups of 8 rows, one row per 32-bit lane of a 256-bit register. Compiled with the flags of
- * quant_avx2.c (-mavx2 -mfma -mf16c); quant.c calls them only when that variant runs.
+/* quant_avx2_pack: the avx2 variant's q4_0, q8_0 and q4_K kernels on weights packed at load
+ * (matmul_pack) in groups of 8 rows, one row per 32-bit lane of a 256-bit register. Compiled with
+ * the flags of quant_avx2.c (-mavx2 -mfma -mf16c); quant.c calls them only when that variant runs.
  *
  * As in quant_avx512_pack.c (which says more): per (weight row, x row) the float steps are the
  * scalar reference dot's (per block: acc = acc + (float)s * (d_w * d_x), unfused, with s the
@@ -8,11 +8,15 @@
  * AVX-512 VNNI a 4-byte lane's products take vpmaddubsw (u8 q 0..15 times s8 x, pairs into
  * int16: at most 2 * 15 * 127 = 3810) added over the block's 8 lanes in int16 (at most 30480,
  * exact), then one vpmaddwd into int32; the -8 of q4_0 comes in as -8 times x's block sum.
+ * q8_0's signed weights take the sign trick: |w| (unsigned) times x with w's signs, a pair at
+ * most 2 * 128 * 127 = 32512 in int16 (exact; x is never -128), each register's pairs into
+ * int32 with vpmaddwd.
  *
  * Packed group (8 rows): the blocks in chunks of 8 (the last may be shorter), each chunk first
  * the scales (block j: the 8 rows' f16 d at j * 16 bytes), then the values (block j at
- * nbc * 16 + j * 128): register u < 4 (32 bytes) holds in lane r bytes 4u..4u+3 of row r's qs
- * as stored, whose low nibbles are elements 4u.. and high nibbles 16 + 4u.. */
+ * nbc * 16 + j * QB, QB = 128 for q4_0, 256 for q8_0): register u (32 bytes) holds in lane r
+ * bytes 4u..4u+3 of row r's qs as stored; q4_0 (u < 4): low nibbles are elements 4u.. and high
+ * nibbles 16 + 4u..; q8_0 (u < 8): elements 4u..4u+3. */
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +30,20 @@ static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *
                        int nx, float *y, size_t ys);
 static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys);
+static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
 
 #define P2_ROWS 8
 #define P2_CHUNK 8
-#define P2_QB 128   /* value bytes of a block of 8 rows */
 #define P2_MAX_XR 2 /* x rows per pass over a group's blocks (16 ymm registers) */
+
+/* Value bytes of a block of 8 rows, and of one row's block. */
+static inline __attribute__((always_inline)) size_t p2_qb(bool q8) {
+    return q8 ? 256 : 128;
+}
+static inline __attribute__((always_inline)) size_t p2_blk(bool q8) {
+    return q8 ? sizeof(block_q8_0) : sizeof(block_q4_0);
+}
 
 static inline int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
@@ -51,60 +64,88 @@ static inline int32_t x_sum32(const block_q8_0 *b) {
 }
 
 /* Packs rows (<= 8; the missing ones zero) of n elements, row i at src + i * src_stride. */
-static void p2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+static void p2_pack(bool q8, int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
     const int64_t nb = n / QK4_0;
-    memset(dst, 0, (size_t)nb * (16 + P2_QB));
+    const size_t qb = p2_qb(q8);
+    memset(dst, 0, (size_t)nb * (16 + qb));
     for (int r = 0; r < rows; r++)
         for (int64_t b = 0; b < nb; b++) {
-            const block_q4_0 *a = (const block_q4_0 *)((const char *)src + r * src_stride) + b;
+            /* d, then qs, in both types */
+            const uint8_t *a = (const uint8_t *)src + r * src_stride + b * p2_blk(q8);
             const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
-            uint8_t *d = (uint8_t *)dst + cb * (16 + P2_QB), *q = d + nbc * 16 - cb * P2_QB;
-            memcpy(d + (b - cb) * 16 + r * 2, &a->d, 2);
-            for (int u = 0; u < 4; u++) memcpy(q + b * P2_QB + u * 32 + r * 4, a->qs + 4 * u, 4);
+            uint8_t *d = (uint8_t *)dst + cb * (16 + qb), *q = d + nbc * 16 - cb * qb;
+            memcpy(d + (b - cb) * 16 + r * 2, a, 2);
+            for (size_t u = 0; u < qb / 32; u++)
+                memcpy(q + b * qb + u * 32 + r * 4, a + 2 + 4 * u, 4);
         }
+}
+static void p2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    p2_pack(false, n, src, src_stride, rows, dst);
+}
+static void p8_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    p2_pack(true, n, src, src_stride, rows, dst);
 }
 
 struct p2_xprep {
     float dx;
-    int32_t start; /* -8 * the block's x sum */
+    int32_t start; /* q4_0: -8 * the block's x sum; q8_0: 0 */
 };
 
 /* A group (8 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
-static inline __attribute__((always_inline)) void p2_rows(int XR, int64_t nb, const uint8_t *g,
-                                                          const block_q8_0 *const *bx,
-                                                          const struct p2_xprep *const *xp,
-                                                          float *y, size_t ys, int rows) {
+static inline __attribute__((always_inline)) void
+p2_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *bx,
+        const struct p2_xprep *const *xp, float *y, size_t ys, int rows) {
     const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
-    const size_t pf = quant_pf_ahead;
+    const size_t pf = quant_pf_ahead, qb = p2_qb(q8);
     __m256 acc[P2_MAX_XR];
 #pragma GCC unroll 2
     for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
-        const uint8_t *sc = g + cb * (16 + P2_QB), *v = sc + nbc * 16 + (b - cb) * P2_QB;
+        const uint8_t *sc = g + cb * (16 + qb), *v = sc + nbc * 16 + (b - cb) * qb;
         if (b == cb) qp_prefetch_w(sc, (size_t)nbc * 16, pf);
-        qp_prefetch_w(v, P2_QB, pf);
+        qp_prefetch_w(v, qb, pf);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (b - cb) * 16)));
-        __m256i wv[8];
+        __m256i wv[8]; /* q4_0: the unpacked nibbles; q8_0: |w| (w's signs are read again) */
+        if (q8) {
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                const __m256i p = _mm256_loadu_si256((const __m256i *)(v + t * 32));
+                wv[t] = _mm256_sign_epi8(p, p);
+            }
+        } else {
 #pragma GCC unroll 4
-        for (int u = 0; u < 4; u++) {
-            const __m256i p = _mm256_loadu_si256((const __m256i *)(v + u * 32));
-            wv[u] = _mm256_and_si256(p, m4);
-            wv[u + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), m4);
+            for (int u = 0; u < 4; u++) {
+                const __m256i p = _mm256_loadu_si256((const __m256i *)(v + u * 32));
+                wv[u] = _mm256_and_si256(p, m4);
+                wv[u + 4] = _mm256_and_si256(_mm256_srli_epi16(p, 4), m4);
+            }
         }
 #pragma GCC unroll 2
         for (int r = 0; r < XR; r++) {
             qp_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0)); /* as in quant_avx512_pack.c */
             const int8_t *xq = bx[r][b].qs;
-            __m256i s16 = _mm256_setzero_si256();
+            __m256i s = _mm256_set1_epi32(xp[r][b].start);
+            if (q8) {
 #pragma GCC unroll 8
-            for (int t = 0; t < 8; t++) {
-                int32_t x4;
-                memcpy(&x4, xq + 4 * t, 4);
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[t], _mm256_set1_epi32(x4)));
+                for (int t = 0; t < 8; t++) {
+                    int32_t x4;
+                    memcpy(&x4, xq + 4 * t, 4);
+                    const __m256i sx = _mm256_sign_epi8(
+                        _mm256_set1_epi32(x4), _mm256_loadu_si256((const __m256i *)(v + t * 32)));
+                    s = _mm256_add_epi32(s,
+                                         _mm256_madd_epi16(_mm256_maddubs_epi16(wv[t], sx), ones));
+                }
+            } else {
+                __m256i s16 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+                for (int t = 0; t < 8; t++) {
+                    int32_t x4;
+                    memcpy(&x4, xq + 4 * t, 4);
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[t], _mm256_set1_epi32(x4)));
+                }
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(s16, ones));
             }
-            const __m256i s =
-                _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xp[r][b].start));
             const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xp[r][b].dx));
             acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(s), d));
         }
@@ -115,23 +156,39 @@ static inline __attribute__((always_inline)) void p2_rows(int XR, int64_t nb, co
     for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
 }
 
-static void prep_q4_0(int64_t nb, const void *x, void *out) {
+static void p2_prep(bool q8, int64_t nb, const void *x, void *out) {
     const block_q8_0 *bx = x;
     struct p2_xprep *p = out;
     for (int64_t b = 0; b < nb; b++) {
         p[b].dx = _cvtsh_ss(bx[b].d);
-        p[b].start = -8 * x_sum32(bx + b);
+        p[b].start = q8 ? 0 : -8 * x_sum32(bx + b);
     }
 }
+static void prep_q4_0(int64_t nb, const void *x, void *out) {
+    p2_prep(false, nb, x, out);
+}
+static void prep_q8_0(int64_t nb, const void *x, void *out) {
+    p2_prep(true, nb, x, out);
+}
 
-static void run_q4_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
-                     const void *const *p, float *y, size_t ys, int rows) {
+static inline __attribute__((always_inline)) void p2_run(bool q8, int xr, int64_t nb,
+                                                         const uint8_t *g, const void *const *x,
+                                                         const void *const *p, float *y, size_t ys,
+                                                         int rows) {
     const block_q8_0 *bx[P2_MAX_XR] = {x[0], xr > 1 ? x[1] : NULL};
     const struct p2_xprep *xp[P2_MAX_XR] = {p[0], xr > 1 ? p[1] : NULL};
     if (xr == 2)
-        p2_rows(2, nb, g, bx, xp, y, ys, rows);
+        p2_rows(q8, 2, nb, g, bx, xp, y, ys, rows);
     else
-        p2_rows(1, nb, g, bx, xp, y, ys, rows);
+        p2_rows(q8, 1, nb, g, bx, xp, y, ys, rows);
+}
+static void run_q4_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    p2_run(false, xr, nb, g, x, p, y, ys, rows);
+}
+static void run_q8_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    p2_run(true, xr, nb, g, x, p, y, ys, rows);
 }
 
 /* The single dot: the same float steps, the block's int sum from one register. */
@@ -149,6 +206,34 @@ float quant_dot_q4_0_avx2(int64_t n, const void *w, const void *x) {
         acc = acc + (float)s * (_cvtsh_ss(a[b].d) * _cvtsh_ss(bx[b].d));
     }
     return acc;
+}
+
+/* q8_0's single dot: the reference's float steps, the block's int sum by the sign trick. */
+float quant_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
+    const block_q8_0 *a = w, *bx = x;
+    float acc = 0;
+    for (int64_t b = 0; b < n / QK8_0; b++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)a[b].qs);
+        const __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)bx[b].qs), q);
+        const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), sx);
+        const int32_t s = hsum_epi32(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+        acc = acc + (float)s * (_cvtsh_ss(a[b].d) * _cvtsh_ss(bx[b].d));
+    }
+    return acc;
+}
+
+static const struct quant_pack qp_q8_0 = {
+    P2_ROWS,      P2_MAX_XR, QK8_0,    sizeof(struct p2_xprep),
+    p8_pack_rows, prep_q8_0, run_q8_0, quant_dot_q8_0_avx2,
+    ptile_q8_0,   0};
+
+void quant_tile_q8_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                          int nx, float *y, size_t ys) {
+    qp_tile_plain(&qp_q8_0, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    qp_tile_packed(&qp_q8_0, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 static const struct quant_pack qp_q4_0 = {
@@ -344,8 +429,6 @@ void quant_tile_bf16_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
 }
 
 const struct quant_pack *const quant_packs_avx2[DTYPE_COUNT] = {
-    [DTYPE_Q4_0] = &qp_q4_0,
-    [DTYPE_Q4_K] = &qp_q4_K,
-    [DTYPE_F16] = &fp256_qp_f16,
-    [DTYPE_BF16] = &fp256_qp_bf16,
+    [DTYPE_Q4_0] = &qp_q4_0,     [DTYPE_Q8_0] = &qp_q8_0,       [DTYPE_Q4_K] = &qp_q4_K,
+    [DTYPE_F16] = &fp256_qp_f16, [DTYPE_BF16] = &fp256_qp_bf16,
 };
