@@ -145,55 +145,6 @@ static float dot_q5_K(int64_t n, const void *w, const void *x) {
     return hsum(acc) - hsum(accm);
 }
 
-/* q6_K: sum_j sc[j] * sum_l (q - 32) * y = sum_j sc[j] * sum_l q * y - 32 * sum_j sc[j] * bsums[j].
- */
-static inline __m256i q6_K_block_sumi(const block_q6_K *a, const block_q8_K *b) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i m2 = _mm256_set1_epi8(0x30);
-    const int8_t *y = b->qs;
-    __m256i sumi = _mm256_setzero_si256();
-    for (int h = 0; h < 2; h++) {
-        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h));
-        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h + 32));
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
-        __m256i q[4];
-        q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
-                               _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
-        q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                               _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
-        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                               _mm256_and_si256(qh, m2));
-        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
-        for (int k = 0; k < 4; k++) {
-            const int s = 8 * h + 2 * k;
-            const __m256i p = _mm256_maddubs_epi16(
-                q[k], _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k)));
-            const __m256i scale =
-                _mm256_set_m128i(_mm_set1_epi16(a->scales[s + 1]), _mm_set1_epi16(a->scales[s]));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
-        }
-    }
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a->scales));
-    const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), sc16);
-    return _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-}
-
-static float dot_q6_K(int64_t n, const void *w, const void *x) {
-    const block_q6_K *a = w;
-    const block_q8_K *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        QUANT_PREFETCH(&a[i]);
-        QUANT_PREFETCH((const char *)&a[i] + 64);
-        QUANT_PREFETCH((const char *)&a[i] + 128);
-        QUANT_PREFETCH((const char *)&a[i] + 192);
-        const __m256i sumi = q6_K_block_sumi(&a[i], &b[i]);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    return hsum(acc);
-}
-
 /* ==== Tiles (prompt processing) ====
  * (q4_0, q8_0, q4_K, f16 and bf16 run on packed row groups: quant_avx2_pack.c.) A tile here
  * walks the weight rows in small groups ("panels"): each panel is unpacked once into a
@@ -445,13 +396,12 @@ static void tile_f32(int64_t n, const void *w, size_t w_stride, int nw, const vo
     }
 }
 
-/* K-quants: each block of each panel row is unpacked to 256 bytes of values (q5_K 0..31,
- * q6_K 0..63) in element order, 8 madd scale vectors (one per 32 elements), and
- * the pieces of the correction: mins (q5_K) or scales (q6_K) as 16 int16, and f32 d/dmin. */
+/* q5_K: each block of each panel row is unpacked to 256 bytes of values (0..31) in element
+ * order, 8 madd scale vectors (one per 32 elements), the mins as 16 int16 and f32 d/dmin. */
 struct k_panel_block {
     __m256i q[8];
     __m256i scale[8];
-    __m256i corr; /* q5_K: mins duplicated (m0 m0 m1 m1 ...); q6_K: the 16 scales */
+    __m256i corr; /* the mins duplicated (m0 m0 m1 m1 ...) */
     float d, dmin;
     float pad[6];
 };
@@ -479,36 +429,9 @@ static void k_pack_q5_K(const block_q5_K *a, struct k_panel_block *p) {
     p->dmin = f16(a->dmin);
 }
 
-static void k_pack_q6_K(const block_q6_K *a, struct k_panel_block *p) {
-    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(0x30);
-    for (int h = 0; h < 2; h++) {
-        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h));
-        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(a->ql + 64 * h + 32));
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
-        p->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
-                                          _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
-        p->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                                          _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
-        p->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                          _mm256_and_si256(qh, m2));
-        p->q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                          _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
-        for (int k = 0; k < 4; k++) {
-            const int sidx = 8 * h + 2 * k;
-            p->scale[4 * h + k] = _mm256_set_m128i(_mm_set1_epi16(a->scales[sidx + 1]),
-                                                   _mm_set1_epi16(a->scales[sidx]));
-        }
-    }
-    p->corr = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a->scales));
-    p->d = f16(a->d);
-    p->dmin = 0;
-}
-
-/* M prepacked rows (pk[b * M + i]) against one q8_K x row. q6 selects the q6_K correction
- * (integer, -32 * sum sc * bsums) instead of the q4_K/q5_K min accumulator. */
-static inline __attribute__((always_inline)) void k_panel_row(int M, bool q6, int64_t nb,
-                                                              const struct k_panel_block *pk,
-                                                              const block_q8_K *bx, float *out) {
+/* M prepacked rows (pk[b * M + i]) against one q8_K x row. */
+static inline __attribute__((always_inline)) void
+k_panel_row(int M, int64_t nb, const struct k_panel_block *pk, const block_q8_K *bx, float *out) {
     __m256 acc[4], accm[4];
 #pragma GCC unroll 8
     for (int i = 0; i < 4; i++) acc[i] = accm[i] = _mm256_setzero_ps();
@@ -532,37 +455,28 @@ static inline __attribute__((always_inline)) void k_panel_row(int M, bool q6, in
         for (int i = 0; i < M; i++) {
             const struct k_panel_block *p = &pk[b * M + i];
             const __m256i c = _mm256_madd_epi16(bs, p->corr);
-            if (q6) {
-                const __m256i sumi = _mm256_sub_epi32(s[i], _mm256_slli_epi32(c, 5));
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)),
-                                         _mm256_cvtepi32_ps(sumi), acc[i]);
-            } else {
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)),
-                                         _mm256_cvtepi32_ps(s[i]), acc[i]);
-                accm[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->dmin)),
-                                          _mm256_cvtepi32_ps(c), accm[i]);
-            }
+            acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)),
+                                     _mm256_cvtepi32_ps(s[i]), acc[i]);
+            accm[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->dmin)),
+                                      _mm256_cvtepi32_ps(c), accm[i]);
         }
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < M; i++) out[i] = q6 ? hsum(acc[i]) : hsum(acc[i]) - hsum(accm[i]);
+    for (int i = 0; i < M; i++) out[i] = hsum(acc[i]) - hsum(accm[i]);
 }
 
-static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                   size_t x_stride, int nx, float *y, size_t y_stride) {
+static void tile_q5_K(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
+                      size_t x_stride, int nx, float *y, size_t y_stride) {
     const int64_t nb = n / QK_K;
-    const bool q6 = t == DTYPE_Q6_K;
     if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
-        const quant_dot_fn dot = t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
-        for (int i = 0; i < nw; i++) y[i] = dot(n, (const char *)w + i * w_stride, x);
+        for (int i = 0; i < nw; i++) y[i] = dot_q5_K(n, (const char *)w + i * w_stride, x);
         return;
     }
     if ((size_t)nb * sizeof(struct k_panel_block) > PANEL_BUF_BYTES) { /* too long to unpack */
-        const quant_dot_fn dot = t == DTYPE_Q5_K ? dot_q5_K : dot_q6_K;
         for (int r = 0; r < nx; r++)
             for (int i = 0; i < nw; i++)
                 y[r * y_stride + i] =
-                    dot(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
+                    dot_q5_K(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
         return;
     }
     /* a few x rows (a decode step): one row per panel, streamed once in memory order (and
@@ -575,46 +489,26 @@ static void tile_k(enum dtype t, int64_t n, const void *w, size_t w_stride, int 
             const char *row = (const char *)w + (i0 + i) * w_stride;
             for (int64_t b = 0; b < nb; b++) {
                 if (m == 1) {
-                    const size_t bs = t == DTYPE_Q5_K ? sizeof(block_q5_K) : sizeof(block_q6_K);
-                    const char *blk = row + b * bs;
+                    const char *blk = row + b * sizeof(block_q5_K);
                     QUANT_PREFETCH(blk);
                     QUANT_PREFETCH(blk + 64);
                     QUANT_PREFETCH(blk + 128);
-                    QUANT_PREFETCH(blk + 192);
                 }
-                if (t == DTYPE_Q5_K)
-                    k_pack_q5_K((const block_q5_K *)row + b, &pk[b * m + i]);
-                else
-                    k_pack_q6_K((const block_q6_K *)row + b, &pk[b * m + i]);
+                k_pack_q5_K((const block_q5_K *)row + b, &pk[b * m + i]);
             }
         }
         for (int r = 0; r < nx; r++) {
             const block_q8_K *bx = (const block_q8_K *)((const char *)x + r * x_stride);
             float out[4];
-            if (m == 1 && q6)
-                k_panel_row(1, true, nb, pk, bx, out);
-            else if (m == 1)
-                k_panel_row(1, false, nb, pk, bx, out);
-            else if (m == 4 && q6)
-                k_panel_row(4, true, nb, pk, bx, out);
+            if (m == 1)
+                k_panel_row(1, nb, pk, bx, out);
             else if (m == 4)
-                k_panel_row(4, false, nb, pk, bx, out);
-            else if (q6)
-                k_panel_row(m, true, nb, pk, bx, out);
+                k_panel_row(4, nb, pk, bx, out);
             else
-                k_panel_row(m, false, nb, pk, bx, out);
+                k_panel_row(m, nb, pk, bx, out);
             for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
         }
     }
-}
-
-static void tile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_k(DTYPE_Q5_K, n, w, ws, nw, x, xs, nx, y, ys);
-}
-static void tile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs, int nx,
-                      float *y, size_t ys) {
-    tile_k(DTYPE_Q6_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* ==== Activation quantizers: byte-identical to quant_quantize_q8_0 / _q8_K in quant.c ==== */
@@ -817,7 +711,7 @@ const struct quant_variant quant_variant_avx2 = {
             [DTYPE_Q4_0] = quant_dot_q4_0_avx2,
             [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
             [DTYPE_Q5_K] = dot_q5_K,
-            [DTYPE_Q6_K] = dot_q6_K,
+            [DTYPE_Q6_K] = quant_dot_q6_K_q8_K_ref,
             [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx2,
             [DTYPE_Q5_0] = quant_dot_q5_0_q8_0_avx2,
             [DTYPE_Q5_1] = quant_dot_q5_1_q8_1_avx2,
@@ -830,17 +724,11 @@ const struct quant_variant quant_variant_avx2 = {
 };
 
 const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
-    [DTYPE_Q4_1] = quant_tile_q4_1_avx2,
-    [DTYPE_Q5_0] = quant_tile_q5_0_avx2,
-    [DTYPE_Q5_1] = quant_tile_q5_1_avx2,
-    [DTYPE_Q2_K] = quant_tile_q2_K_avx2,
-    [DTYPE_Q3_K] = quant_tile_q3_K_avx2,
-    [DTYPE_F32] = tile_f32,
-    [DTYPE_F16] = quant_tile_f16_avx2,
-    [DTYPE_BF16] = quant_tile_bf16_avx2,
-    [DTYPE_Q8_0] = quant_tile_q8_0_avx2,
-    [DTYPE_Q4_0] = quant_tile_q4_0_avx2,
-    [DTYPE_Q4_K] = quant_tile_q4_K_avx2,
-    [DTYPE_Q5_K] = tile_q5_K,
-    [DTYPE_Q6_K] = tile_q6_K,
+    [DTYPE_Q4_1] = quant_tile_q4_1_avx2, [DTYPE_Q5_0] = quant_tile_q5_0_avx2,
+    [DTYPE_Q5_1] = quant_tile_q5_1_avx2, [DTYPE_Q2_K] = quant_tile_q2_K_avx2,
+    [DTYPE_Q3_K] = quant_tile_q3_K_avx2, [DTYPE_F32] = tile_f32,
+    [DTYPE_F16] = quant_tile_f16_avx2,   [DTYPE_BF16] = quant_tile_bf16_avx2,
+    [DTYPE_Q8_0] = quant_tile_q8_0_avx2, [DTYPE_Q4_0] = quant_tile_q4_0_avx2,
+    [DTYPE_Q4_K] = quant_tile_q4_K_avx2, [DTYPE_Q5_K] = tile_q5_K,
+    [DTYPE_Q6_K] = quant_tile_q6_K_avx2,
 };

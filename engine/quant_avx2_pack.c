@@ -32,6 +32,8 @@ static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *
                        int nx, float *y, size_t ys);
 static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys);
+static void ptile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
 
 #define P2_ROWS 8
 #define P2_CHUNK 8
@@ -398,6 +400,186 @@ static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *
     qp_tile_packed(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
+/* ==== q6_K weights (x is q8_K) ====
+ * The reference's float steps per super-block (quant_dot_q6_K_q8_K_ref):
+ *   acc = acc + (dx * d) * (float)sumi,  sumi = sum over the 16 sub-blocks j of sc_j * s_j
+ * with s_j the exact int sum of (q - 32) * x over the sub-block's 16 values, taken here as the
+ * sum of q * x (q in 0..63) less 32 times x's sub-block sum (q8_K's bsums).
+ *
+ * Packed super-block of a group of 8 rows (1680 bytes, as 8 blocks): d of the 8 rows (f16, 16
+ * bytes), the scales as 8 pairs of planes (pair i: bytes 2r, 2r + 1 = sc_2i, sc_2i+1 of row r,
+ * 128 bytes), then per pair of sub-blocks p (A = 2p, B = 2p + 1) 4 nibble registers and 2
+ * high-bit registers (192 bytes). Nibble register g holds in lane r, byte k, the low 4 bits of
+ * row r's element 4g + k of A (low nibble) and of B (high nibble); high-bit register h, byte k,
+ * the top 2 bits of those of nibble registers 2h (bits 0-1: A, 2-3: B) and 2h + 1 (4-5, 6-7).
+ * A register's 4 bytes pair with x's 4 values: vpmaddubsw (q 0..63 unsigned), two registers'
+ * pairs added in int16 (at most 4 * 63 * 127 = 32004), then vpmaddwd against (sc_j, sc_j) gives
+ * sc_j times the sum in int32; the -32 term is vpmaddwd of (sc_2i, sc_2i+1) against x's
+ * (bsum_2i, bsum_2i+1). */
+#define Q6P_ROWS 8
+#define Q6P_SB_BYTES (Q6P_ROWS * sizeof(block_q6_K))
+#define Q6P_HEAD 144 /* d and the scale pairs */
+#define Q6P_PAIR 192 /* bytes of one sub-block pair's values */
+#define Q6P_MAX_XR 4
+
+/* Element e (0..255) of a q6_K block as stored, 0..63. */
+static inline int q6_value(const block_q6_K *a, int e) {
+    const int h = e / 128, l = e % 32, part = (e % 128) / 32;
+    const uint8_t ql = a->ql[64 * h + l + (part & 1) * 32], qh = a->qh[32 * h + l];
+    return ((part < 2 ? ql & 0xF : ql >> 4) | ((qh >> 2 * part) & 3) << 4);
+}
+
+static void q6p_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    const int64_t nb = n / QK_K;
+    memset(dst, 0, (size_t)nb * Q6P_SB_BYTES);
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q6_K *a = (const block_q6_K *)((const char *)src + r * src_stride) + b;
+            uint8_t *o = (uint8_t *)dst + b * Q6P_SB_BYTES;
+            memcpy(o + r * 2, &a->d, 2);
+            for (int i = 0; i < 8; i++) {
+                o[16 + 16 * i + 2 * r] = (uint8_t)a->scales[2 * i];
+                o[16 + 16 * i + 2 * r + 1] = (uint8_t)a->scales[2 * i + 1];
+            }
+            for (int p = 0; p < 8; p++) {
+                uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR, *hb = v + 4 * 32;
+                for (int g = 0; g < 4; g++)
+                    for (int k = 0; k < 4; k++) {
+                        const int qa = q6_value(a, 32 * p + 4 * g + k);
+                        const int qb = q6_value(a, 32 * p + 16 + 4 * g + k);
+                        v[g * 32 + r * 4 + k] = (uint8_t)((qa & 0xF) | (qb & 0xF) << 4);
+                        hb[(g / 2) * 32 + r * 4 + k] |=
+                            (uint8_t)(((qa >> 4) | (qb >> 4) << 2) << 4 * (g % 2));
+                    }
+            }
+        }
+}
+
+/* (sc, sc) int16 pairs per lane from the pair bytes (sc_2i, sc_2i+1) of the 8 rows: the first
+ * (odd = false) or the second of each. */
+static inline __m256i q6p_scale_pairs(__m256i pairs, bool odd) {
+    const __m256i t =
+        odd ? _mm256_shufflelo_epi16(pairs, 0xF5) : _mm256_shufflelo_epi16(pairs, 0xA0);
+    return odd ? _mm256_shufflehi_epi16(t, 0xF5) : _mm256_shufflehi_epi16(t, 0xA0);
+}
+
+/* Sub-block A (second = false) or B of pair p's 4 nibble registers at v, as bytes 0..63. */
+static inline __attribute__((always_inline)) void q6p_values(const uint8_t *v, bool second,
+                                                             __m256i q[4]) {
+    const __m256i m0f = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m256i hb = _mm256_loadu_si256((const __m256i *)(v + 128 + h * 32));
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(v + (2 * h) * 32));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(v + (2 * h + 1) * 32));
+        if (!second) {
+            q[2 * h] = _mm256_or_si256(_mm256_and_si256(v0, m0f),
+                                       _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+            q[2 * h + 1] = _mm256_or_si256(_mm256_and_si256(v1, m0f), _mm256_and_si256(hb, m30));
+        } else {
+            q[2 * h] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m0f),
+                                       _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+            q[2 * h + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m0f),
+                                           _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+        }
+    }
+}
+
+/* A group (8 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. A pair's
+ * two sub-blocks go one after the other (4 value registers live, not 8), so 4 x rows' sums fit
+ * the 16 registers; the -32 terms are added up once a super-block. */
+static inline __attribute__((always_inline)) void q6p_rows(int XR, int64_t nb, const uint8_t *g,
+                                                           const block_q8_K *const *bx, float *y,
+                                                           size_t ys, int rows) {
+    const size_t pf = quant_pf_ahead;
+    __m256 acc[Q6P_MAX_XR];
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *o = g + b * Q6P_SB_BYTES;
+        qp_prefetch_w(o, Q6P_HEAD, pf);
+        __m256i sumi[Q6P_MAX_XR];
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) sumi[r] = _mm256_setzero_si256();
+        for (int p = 0; p < 8; p++) {
+            const uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR;
+            qp_prefetch_w(v, Q6P_PAIR, pf);
+            const __m256i sp =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(o + 16 + 16 * p)));
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; half++) {
+                const __m256i sc = q6p_scale_pairs(sp, half);
+                __m256i q[4];
+                q6p_values(v, half, q);
+#pragma GCC unroll 4
+                for (int r = 0; r < XR; r++) {
+                    int32_t x4[4];
+                    memcpy(x4, bx[r][b].qs + 32 * p + 16 * half, 16);
+                    const __m256i t0 =
+                        _mm256_add_epi16(_mm256_maddubs_epi16(q[0], _mm256_set1_epi32(x4[0])),
+                                         _mm256_maddubs_epi16(q[1], _mm256_set1_epi32(x4[1])));
+                    const __m256i t1 =
+                        _mm256_add_epi16(_mm256_maddubs_epi16(q[2], _mm256_set1_epi32(x4[2])),
+                                         _mm256_maddubs_epi16(q[3], _mm256_set1_epi32(x4[3])));
+                    sumi[r] =
+                        _mm256_add_epi32(sumi[r], _mm256_add_epi32(_mm256_madd_epi16(t0, sc),
+                                                                   _mm256_madd_epi16(t1, sc)));
+                }
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o));
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) {
+            __m256i corr = _mm256_setzero_si256();
+            for (int p = 0; p < 8; p++) {
+                int32_t bs;
+                memcpy(&bs, bx[r][b].bsums + 2 * p, 4);
+                const __m256i sp =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(o + 16 + 16 * p)));
+                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(sp, _mm256_set1_epi32(bs)));
+            }
+            const __m256i si = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(corr, 5));
+            const __m256 d = _mm256_mul_ps(_mm256_set1_ps(bx[r][b].d), dw);
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(d, _mm256_cvtepi32_ps(si)));
+        }
+    }
+    const __m256i keep =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
+}
+
+/* q6_K needs no x preparation: the kernel reads d and bsums from the q8_K blocks. */
+static void prep_none(int64_t nb, const void *x, void *out) {
+    (void)nb, (void)x, (void)out;
+}
+static void run_q6_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    (void)p;
+    const block_q8_K *bx[Q6P_MAX_XR];
+    for (int r = 0; r < xr; r++) bx[r] = x[r];
+    switch (xr) {
+    case 1: q6p_rows(1, nb, g, bx, y, ys, rows); break;
+    case 2: q6p_rows(2, nb, g, bx, y, ys, rows); break;
+    case 3: q6p_rows(3, nb, g, bx, y, ys, rows); break;
+    default: q6p_rows(4, nb, g, bx, y, ys, rows); break;
+    }
+}
+
+/* its single dot is the reference's (quant_dot_q6_K_q8_K_ref), which the tiles match */
+static const struct quant_pack qp_q6_K = {
+    Q6P_ROWS,   Q6P_MAX_XR, QK_K, 0, q6p_pack_rows, prep_none, run_q6_K, quant_dot_q6_K_q8_K_ref,
+    ptile_q6_K, 0};
+
+void quant_tile_q6_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                          int nx, float *y, size_t ys) {
+    qp_tile_plain(&qp_q6_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    qp_tile_packed(&qp_q6_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+
 /* ==== f16 and bf16 weights: groups of 32 rows, k-major (quant_float_pack.h) ==== */
 #define fp_vec __m256
 #define FP_LANES 8
@@ -429,6 +611,6 @@ void quant_tile_bf16_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
 }
 
 const struct quant_pack *const quant_packs_avx2[DTYPE_COUNT] = {
-    [DTYPE_Q4_0] = &qp_q4_0,     [DTYPE_Q8_0] = &qp_q8_0,       [DTYPE_Q4_K] = &qp_q4_K,
-    [DTYPE_F16] = &fp256_qp_f16, [DTYPE_BF16] = &fp256_qp_bf16,
+    [DTYPE_Q4_0] = &qp_q4_0, [DTYPE_Q8_0] = &qp_q8_0,     [DTYPE_Q4_K] = &qp_q4_K,
+    [DTYPE_Q6_K] = &qp_q6_K, [DTYPE_F16] = &fp256_qp_f16, [DTYPE_BF16] = &fp256_qp_bf16,
 };

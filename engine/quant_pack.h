@@ -25,7 +25,7 @@ static inline void qp_groups(const struct quant_pack *k, int64_t n, const uint8_
     const int64_t nb = n / k->qk;
     const size_t row_prep = k->prep_size * (size_t)nb;
     uint8_t *prep = qp_prep_buf, *heap = NULL;
-    int per = (int)(QP_PREP_BUF_BYTES / row_prep);
+    int per = row_prep ? (int)(QP_PREP_BUF_BYTES / row_prep) : nx; /* 0: nothing to prepare */
     if (per < 1) {
         prep = heap = malloc(row_prep);
         if (!heap) abort();
