@@ -102,14 +102,14 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
     }
 
     /* matmul is the variant's single dot, bit for bit, whatever path it took; the kernels on
-     * packed row groups (avx512 q4_0, q8_0, q4_K, q5_K; avx2 q4_0, q8_0, q4_K, q6_K; f16 and bf16)
-     * do the reference's float steps, so they are the reference too (checked here, not only through
-     * the variant's own dot) */
+     * packed row groups (avx512 q4_0, q8_0, q4_K, q5_K, q6_K; avx2 q4_0, q8_0, q4_K, q6_K; f16 and
+     * bf16) do the reference's float steps, so they are the reference too (checked here, not only
+     * through the variant's own dot) */
     const char *vn = quant_variant_name();
     const bool as_ref =
         t == DTYPE_F16 || t == DTYPE_BF16 || /* every variant: one fused chain in order */
-        (strcmp(vn, "avx512") == 0 &&
-         (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K || t == DTYPE_Q5_K)) ||
+        (strcmp(vn, "avx512") == 0 && (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K ||
+                                       t == DTYPE_Q5_K || t == DTYPE_Q6_K)) ||
         (strcmp(vn, "avx2") == 0 &&
          (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K || t == DTYPE_Q6_K));
     {

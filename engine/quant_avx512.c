@@ -2,11 +2,10 @@
  * -mavx512vnni -mavx2 -mfma -mf16c for this file only; quant.c calls them only when
  * avx512_available() says the CPU and the OS (XGETBV: ZMM state enabled) support all of them).
  *
- * Own kernels (dot, generation GEMV and prompt tile) for q6_K and f32 here, and for q4_0, q8_0
- * and q4_K in quant_avx512_pack.c (weights packed at load in groups of 16 rows; the scalar
- * reference's float steps, so those three equal the reference bit for bit), f16 and bf16 there
- * too (groups of 64 rows, quant_float_pack.h; also the reference's result), and q5_K (with
- * q4_K's packing and its reference's float steps). The float
+ * Own kernels (dot, generation GEMV and prompt tile) for f32 here, and for q4_0, q8_0, q4_K,
+ * q5_K and q6_K in quant_avx512_pack.c (weights packed at load in groups of 16 rows; the scalar
+ * reference's float steps, so those equal the reference bit for bit), f16 and bf16 there too
+ * (groups of 64 rows, quant_float_pack.h; also the reference's result). The float
  * arithmetic of the other types differs from avx2's (16 lanes instead of 8), so their results
  * are close to, not bit-identical with, the avx2 variant; within this variant, tile == dot bit
  * for bit. */
@@ -49,234 +48,12 @@ static inline float hsum512(__m512 v) {
     return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), hi));
 }
 
-#define PANEL_BUF_BYTES (192 * 1024)
-static _Thread_local __m512i panel_buf[PANEL_BUF_BYTES / sizeof(__m512i)];
-
 static inline int min_int(int a, int b) {
     return a < b ? a : b;
 }
 
-/* Small batches (a decode step of 2..SMALL_NX sequences) of the K-quant kernels below run
- * SMALL_MX x rows per register block. */
-#define SMALL_NX 16 /* up to this many x rows take the small-batch kernels */
-#define SMALL_MX 8  /* x rows per register block */
-
-/* Splits nx x rows into register blocks of at most SMALL_MX, as even as possible. */
-static inline int small_blocks(int nx, int *first, int *size) {
-    const int nblk = (nx + SMALL_MX - 1) / SMALL_MX;
-    for (int g = 0, r = 0; g < nblk; g++) {
-        size[g] = nx / nblk + (g < nx % nblk);
-        first[g] = r;
-        r += size[g];
-    }
-    return nblk;
-}
-
-/* ==== q6_K weights (x is q8_K) ====
- * (q4_K is in quant_avx512_pack.c.) A block is 4 groups of 64 elements, group g elements
- * 64g..64g+63 in one register. Each group's int32 lanes are sum over 4 elements of q * y times
- * the element's scale, by vpmaddubsw (u8 q times s8 y, pairs, exact: at most 2 * 63 * 128)
- * then vpdpwssd with the scales as int16; the 4 groups add into sumi (16 lanes), less 32 * sum
- * sc * bsums (8 lanes, in the low half). Float steps per block: acc = fma(y.d * d, float(sumi),
- * acc) (16 lanes); the result is hsum512(acc). The tile does the same per (row, x row). */
-
-struct kblk {
-    __m512i q[4];
-    __m512i sc[4];
-    __m256i corr; /* the 16 scales as int16 */
-    float d;
-    float pad[7];
-};
-
-/* int16 lanes of s (first 16 used) to [s[a] x8, s[b] x8, s[c] x8, s[d] x8]. */
-static inline __m512i spread16(__m512i s, int a, int b, int c, int d) {
-    const __m512i idx =
-        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)b),
-                                                                   _mm_set1_epi16((short)a))),
-                           _mm256_set_m128i(_mm_set1_epi16((short)d), _mm_set1_epi16((short)c)), 1);
-    return _mm512_permutexvar_epi16(idx, s);
-}
-
-static inline __attribute__((always_inline)) void k6_unpack(const block_q6_K *a, struct kblk *p) {
-    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(0x30);
-    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-    const __m512i sh23 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const __m512i s16 =
-        _mm512_cvtepi8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a->scales)));
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) {
-        const __m512i ql = _mm512_loadu_si512((const void *)(a->ql + 64 * h));
-        const __m256i qh256 = _mm256_loadu_si256((const __m256i *)(a->qh + 32 * h));
-        const __m512i qh = _mm512_inserti64x4(_mm512_castsi256_si512(qh256), qh256, 1);
-        p->q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                      _mm512_and_si512(_mm512_sllv_epi16(qh, sh01), m2));
-        p->q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                          _mm512_and_si512(_mm512_srlv_epi16(qh, sh23), m2));
-        const int g0 = 8 * h, g1 = 8 * h + 4;
-        p->sc[2 * h] = spread16(s16, g0, g0 + 1, g0 + 2, g0 + 3);
-        p->sc[2 * h + 1] = spread16(s16, g1, g1 + 1, g1 + 2, g1 + 3);
-    }
-    p->corr = _mm512_castsi512_si256(s16);
-    p->d = _cvtsh_ss(a->d);
-}
-
-/* sumi lanes of one unpacked block against a q8_K block, with the -32 correction. */
-static inline __attribute__((always_inline)) __m512i k_sumi(const struct kblk *p,
-                                                            const block_q8_K *b) {
-    __m512i sumi = _mm512_setzero_si512();
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        const __m512i y = _mm512_loadu_si512((const void *)(b->qs + 64 * g));
-        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(p->q[g], y), p->sc[g]);
-    }
-    const __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b->bsums), p->corr);
-    return _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
-}
-
-static float dot_q6_K(int64_t n, const void *w, const void *x) {
-    const block_q6_K *a = w;
-    const block_q8_K *b = x;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        QUANT_PREFETCH(&a[i]);
-        QUANT_PREFETCH((const char *)&a[i] + 64);
-        QUANT_PREFETCH((const char *)&a[i] + 128);
-        QUANT_PREFETCH((const char *)&a[i] + 192);
-        struct kblk p;
-        k6_unpack(&a[i], &p);
-        const __m512i sumi = k_sumi(&p, &b[i]);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(b[i].d * p.d), _mm512_cvtepi32_ps(sumi), acc);
-    }
-    return hsum512(acc);
-}
-
-/* M prepacked rows (pk[b * M + i]) against one q8_K x row. */
-static inline __attribute__((always_inline)) void
-k_panel_row(int M, int64_t nb, const struct kblk *pk, const block_q8_K *bx, float *out) {
-    __m512 acc[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m512i s[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < 4; i++) s[i] = _mm512_setzero_si512();
-#pragma GCC unroll 4
-        for (int g = 0; g < 4; g++) {
-            const __m512i y = _mm512_loadu_si512((const void *)(bx[b].qs + 64 * g));
-#pragma GCC unroll 4
-            for (int i = 0; i < M; i++) {
-                const struct kblk *p = &pk[b * M + i];
-                s[i] = _mm512_dpwssd_epi32(s[i], _mm512_maddubs_epi16(p->q[g], y), p->sc[g]);
-            }
-        }
-        const __m256i bs = _mm256_loadu_si256((const __m256i *)bx[b].bsums);
-        const float yd = bx[b].d;
-#pragma GCC unroll 4
-        for (int i = 0; i < M; i++) {
-            const struct kblk *p = &pk[b * M + i];
-            const __m256i c = _mm256_madd_epi16(bs, p->corr);
-            const __m512i sumi =
-                _mm512_sub_epi32(s[i], _mm512_zextsi256_si512(_mm256_slli_epi32(c, 5)));
-            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(yd * p->d), _mm512_cvtepi32_ps(sumi), acc[i]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < M; i++) out[i] = hsum512(acc[i]);
-}
-
-/* Small batches: each weight row streamed once, each block unpacked once into registers and
- * dotted against a register block of up to SMALL_MX q8_K x rows read where they are (the x side
- * needs no preparation); per (row, x row) exactly dot_q6_K's float steps. */
-static inline __attribute__((always_inline)) void k_small_row(int MX, int64_t nb, const char *row,
-                                                              const block_q8_K *const *bx, float *y,
-                                                              size_t y_stride) {
-    __m512 acc[SMALL_MX];
-#pragma GCC unroll 8
-    for (int r = 0; r < SMALL_MX; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        struct kblk p;
-        const block_q6_K *a = (const block_q6_K *)row + b;
-        QUANT_PREFETCH(a);
-        QUANT_PREFETCH((const char *)a + 64);
-        QUANT_PREFETCH((const char *)a + 128);
-        QUANT_PREFETCH((const char *)a + 192);
-        k6_unpack(a, &p);
-#pragma GCC unroll 8
-        for (int r = 0; r < MX; r++) {
-            const block_q8_K *xb = bx[r] + b;
-            const __m512i sumi = k_sumi(&p, xb);
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xb->d * p.d), _mm512_cvtepi32_ps(sumi), acc[r]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < MX; r++) y[r * y_stride] = hsum512(acc[r]);
-}
-
-static void k_small(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                    size_t x_stride, int nx, float *y, size_t y_stride) {
-    const int64_t nb = n / QK_K;
-    int first[SMALL_NX], size[SMALL_NX];
-    const int nblk = small_blocks(nx, first, size);
-    for (int i = 0; i < nw; i++) {
-        const char *row = (const char *)w + i * w_stride;
-        for (int g = 0; g < nblk; g++) {
-            const block_q8_K *bx[SMALL_MX];
-            for (int r = 0; r < SMALL_MX; r++)
-                bx[r] = (const block_q8_K *)((const char *)x +
-                                             (first[g] + min_int(r, size[g] - 1)) * x_stride);
-            float *out = y + first[g] * y_stride + i;
-#define K_SMALL_CASE(MX)                                                                           \
-    case MX: k_small_row(MX, nb, row, bx, out, y_stride); break;
-            switch (size[g]) {
-                K_SMALL_CASE(1)
-                K_SMALL_CASE(2)
-                K_SMALL_CASE(3)
-                K_SMALL_CASE(4)
-                K_SMALL_CASE(5)
-                K_SMALL_CASE(6)
-                K_SMALL_CASE(7)
-                K_SMALL_CASE(8)
-            }
-#undef K_SMALL_CASE
-        }
-    }
-}
-
-static void tile_q6_K(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                      size_t x_stride, int nx, float *y, size_t y_stride) {
-    const int64_t nb = n / QK_K;
-    if (nx > 1 && nx <= SMALL_NX) {
-        k_small(n, w, w_stride, nw, x, x_stride, nx, y, y_stride);
-        return;
-    }
-    if (nx == 1 || (size_t)nb * sizeof(struct kblk) > PANEL_BUF_BYTES) {
-        /* generation (unpacking would cost more than it saves), or rows too long to unpack */
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] =
-                    dot_q6_K(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
-        return;
-    }
-    const int64_t fit = (int64_t)(PANEL_BUF_BYTES / ((size_t)nb * sizeof(struct kblk)));
-    const int mw = fit < 4 ? (int)fit : 4;
-    struct kblk *pk = (struct kblk *)panel_buf;
-    for (int i0 = 0; i0 < nw; i0 += mw) {
-        const int m = min_int(mw, nw - i0);
-        for (int i = 0; i < m; i++) {
-            const char *row = (const char *)w + (i0 + i) * w_stride;
-            for (int64_t b = 0; b < nb; b++) k6_unpack((const block_q6_K *)row + b, &pk[b * m + i]);
-        }
-        for (int r = 0; r < nx; r++) {
-            const block_q8_K *bx = (const block_q8_K *)((const char *)x + r * x_stride);
-            float out[4];
-            if (m == 4)
-                k_panel_row(4, nb, pk, bx, out);
-            else
-                k_panel_row(m, nb, pk, bx, out);
-            for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
-        }
-    }
-}
+/* Up to this many x rows (a decode step of a few sequences) take f32's small-batch kernel. */
+#define SMALL_NX 16
 
 /* ==== f32 weights (x is f32; f16 and bf16 are packed in row groups: quant_avx512_pack.c) ====
  * Per (row, x row): two 16-lane accumulators over the 16-element chunks, the chunks taken in
@@ -642,7 +419,7 @@ const struct quant_variant quant_variant_avx512 = {
             [DTYPE_Q4_0] = quant_dot_q4_0_avx512,
             [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
             [DTYPE_Q5_K] = quant_dot_q5_K_q8_K_ref, /* the packed tiles' steps */
-            [DTYPE_Q6_K] = dot_q6_K,
+            [DTYPE_Q6_K] = quant_dot_q6_K_q8_K_ref,
             [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx512,
             [DTYPE_Q5_0] = quant_dot_q5_0_q8_0_avx512,
             [DTYPE_Q5_1] = quant_dot_q5_1_q8_1_avx512,
@@ -655,17 +432,11 @@ const struct quant_variant quant_variant_avx512 = {
 };
 
 const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT] = {
-    [DTYPE_Q4_1] = quant_tile_q4_1_avx512,
-    [DTYPE_Q5_0] = quant_tile_q5_0_avx512,
-    [DTYPE_Q5_1] = quant_tile_q5_1_avx512,
-    [DTYPE_Q2_K] = quant_tile_q2_K_avx512,
-    [DTYPE_Q3_K] = quant_tile_q3_K_avx512,
-    [DTYPE_F32] = tile_f32,
-    [DTYPE_F16] = quant_tile_f16_avx512,
-    [DTYPE_BF16] = quant_tile_bf16_avx512,
-    [DTYPE_Q8_0] = quant_tile_q8_0_avx512,
-    [DTYPE_Q4_0] = quant_tile_q4_0_avx512,
-    [DTYPE_Q4_K] = quant_tile_q4_K_avx512,
-    [DTYPE_Q5_K] = quant_tile_q5_K_avx512,
-    [DTYPE_Q6_K] = tile_q6_K,
+    [DTYPE_Q4_1] = quant_tile_q4_1_avx512, [DTYPE_Q5_0] = quant_tile_q5_0_avx512,
+    [DTYPE_Q5_1] = quant_tile_q5_1_avx512, [DTYPE_Q2_K] = quant_tile_q2_K_avx512,
+    [DTYPE_Q3_K] = quant_tile_q3_K_avx512, [DTYPE_F32] = tile_f32,
+    [DTYPE_F16] = quant_tile_f16_avx512,   [DTYPE_BF16] = quant_tile_bf16_avx512,
+    [DTYPE_Q8_0] = quant_tile_q8_0_avx512, [DTYPE_Q4_0] = quant_tile_q4_0_avx512,
+    [DTYPE_Q4_K] = quant_tile_q4_K_avx512, [DTYPE_Q5_K] = quant_tile_q5_K_avx512,
+    [DTYPE_Q6_K] = quant_tile_q6_K_avx512,
 };

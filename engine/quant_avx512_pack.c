@@ -28,6 +28,8 @@ static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *
                        int nx, float *y, size_t ys);
 static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys);
+static void ptile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
 
 static inline int64_t min64(int64_t a, int64_t b) {
     return a < b ? a : b;
@@ -456,6 +458,165 @@ static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *
     qp_tile_packed(&qp_q5_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
+/* ==== q6_K weights (x is q8_K) ====
+ * The reference's float steps per super-block (quant_dot_q6_K_q8_K_ref):
+ *   acc = acc + (dx * d) * (float)sumi,  sumi = sum over the 16 sub-blocks j of sc_j * s_j
+ * with s_j the exact int sum of (q - 32) * x over the sub-block's 16 values: vpdpbusd of q (0..63)
+ * against x, started from -32 times x's sub-block sum (prepared per x row).
+ *
+ * Packed super-block of a group of 16 rows (3360 bytes, as 16 blocks): d of the 16 rows (f16,
+ * 32 bytes), the 16 scale planes (plane j: sc_j of each row, 256 bytes), then per pair of
+ * sub-blocks p (A = 2p, B = 2p + 1) 4 nibble registers and 2 high-bit registers of 64 bytes:
+ * nibble register g holds in lane r, byte k, the low 4 bits of row r's element 4g + k of A (low
+ * nibble) and of B (high nibble); high-bit register h, byte k, the top 2 bits of those of
+ * nibble registers 2h (bits 0-1: A, 2-3: B) and 2h + 1 (4-5, 6-7). The avx2 layout
+ * (quant_avx2_pack.c) with 16 lanes. */
+#define Q6P_ROWS 16
+#define Q6P_SB_BYTES (Q6P_ROWS * sizeof(block_q6_K))
+#define Q6P_HEAD 288 /* d and the scale planes */
+#define Q6P_PAIR 384 /* bytes of one sub-block pair's values */
+#define Q6P_MAX_XR 4
+
+/* Per (x row, super-block): x's scale and each sub-block's start, -32 times its sum. */
+struct q6p_xprep {
+    float d;
+    int32_t start[16];
+};
+
+static void prep_q6_K(int64_t nb, const void *x, void *out) {
+    const block_q8_K *bx = x;
+    struct q6p_xprep *p = out;
+    for (int64_t b = 0; b < nb; b++) {
+        p[b].d = bx[b].d;
+        for (int j = 0; j < 16; j++) p[b].start[j] = -32 * bx[b].bsums[j];
+    }
+}
+
+/* Element e (0..255) of a q6_K block as stored, 0..63. */
+static inline int q6_value(const block_q6_K *a, int e) {
+    const int h = e / 128, l = e % 32, part = (e % 128) / 32;
+    const uint8_t ql = a->ql[64 * h + l + (part & 1) * 32], qh = a->qh[32 * h + l];
+    return ((part < 2 ? ql & 0xF : ql >> 4) | ((qh >> 2 * part) & 3) << 4);
+}
+
+static void q6p_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    const int64_t nb = n / QK_K;
+    memset(dst, 0, (size_t)nb * Q6P_SB_BYTES);
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q6_K *a = (const block_q6_K *)((const char *)src + r * src_stride) + b;
+            uint8_t *o = (uint8_t *)dst + b * Q6P_SB_BYTES;
+            memcpy(o + r * 2, &a->d, 2);
+            for (int j = 0; j < 16; j++) o[32 + 16 * j + r] = (uint8_t)a->scales[j];
+            for (int p = 0; p < 8; p++) {
+                uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR, *hb = v + 4 * 64;
+                for (int g = 0; g < 4; g++)
+                    for (int k = 0; k < 4; k++) {
+                        const int qa = q6_value(a, 32 * p + 4 * g + k);
+                        const int qb = q6_value(a, 32 * p + 16 + 4 * g + k);
+                        v[g * 64 + r * 4 + k] = (uint8_t)((qa & 0xF) | (qb & 0xF) << 4);
+                        hb[(g / 2) * 64 + r * 4 + k] |=
+                            (uint8_t)(((qa >> 4) | (qb >> 4) << 2) << 4 * (g % 2));
+                    }
+            }
+        }
+}
+
+/* A group (16 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
+static inline __attribute__((always_inline)) void q6p_rows(int XR, int64_t nb, const uint8_t *g,
+                                                           const void *const *x,
+                                                           const void *const *xprep, float *y,
+                                                           size_t ys, int rows) {
+    const block_q8_K *bx[Q6P_MAX_XR]; /* typed, XR a constant: as in w32p_rows */
+    const struct q6p_xprep *xp[Q6P_MAX_XR];
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) {
+        bx[r] = x[r];
+        xp[r] = xprep[r];
+    }
+    const __m512i m0f = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const size_t pf = quant_pf_ahead;
+    __m512 acc[Q6P_MAX_XR];
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *o = g + b * Q6P_SB_BYTES;
+        qp_prefetch_w(o, Q6P_HEAD, pf);
+        __m512i sumi[Q6P_MAX_XR];
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) sumi[r] = _mm512_setzero_si512();
+        for (int p = 0; p < 8; p++) {
+            const uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR;
+            qp_prefetch_w(v, Q6P_PAIR, pf);
+            __m512i q[2][4]; /* [A or B][nibble register] */
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m512i hb = _mm512_loadu_si512(v + 256 + h * 64);
+                const __m512i v0 = _mm512_loadu_si512(v + (2 * h) * 64);
+                const __m512i v1 = _mm512_loadu_si512(v + (2 * h + 1) * 64);
+                q[0][2 * h] = _mm512_or_si512(_mm512_and_si512(v0, m0f),
+                                              _mm512_and_si512(_mm512_slli_epi16(hb, 4), m30));
+                q[1][2 * h] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v0, 4), m0f),
+                                              _mm512_and_si512(_mm512_slli_epi16(hb, 2), m30));
+                q[0][2 * h + 1] =
+                    _mm512_or_si512(_mm512_and_si512(v1, m0f), _mm512_and_si512(hb, m30));
+                q[1][2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v1, 4), m0f),
+                                                  _mm512_and_si512(_mm512_srli_epi16(hb, 2), m30));
+            }
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; half++) {
+                const int j = 2 * p + half;
+                const __m512i sc =
+                    _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(o + 32 + 16 * j)));
+#pragma GCC unroll 4
+                for (int r = 0; r < XR; r++) {
+                    int32_t x4[4];
+                    memcpy(x4, bx[r][b].qs + 16 * j, 16);
+                    __m512i s = _mm512_set1_epi32(xp[r][b].start[j]);
+#pragma GCC unroll 4
+                    for (int k = 0; k < 4; k++)
+                        s = _mm512_dpbusd_epi32(s, q[half][k], _mm512_set1_epi32(x4[k]));
+                    sumi[r] = _mm512_add_epi32(sumi[r], _mm512_mullo_epi32(sc, s));
+                }
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)o));
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) {
+            const __m512 d = _mm512_mul_ps(_mm512_set1_ps(xp[r][b].d), dw);
+            acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(d, _mm512_cvtepi32_ps(sumi[r])));
+        }
+    }
+    const __mmask16 keep = (__mmask16)((1u << rows) - 1);
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) _mm512_mask_storeu_ps(y + r * ys, keep, acc[r]);
+}
+
+static void run_q6_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    switch (xr) {
+    case 1: q6p_rows(1, nb, g, x, p, y, ys, rows); break;
+    case 2: q6p_rows(2, nb, g, x, p, y, ys, rows); break;
+    case 3: q6p_rows(3, nb, g, x, p, y, ys, rows); break;
+    default: q6p_rows(4, nb, g, x, p, y, ys, rows); break;
+    }
+}
+
+/* its single dot is the reference's (quant_dot_q6_K_q8_K_ref), which the tiles match */
+static const struct quant_pack qp_q6_K = {
+    Q6P_ROWS,      Q6P_MAX_XR, QK_K,     sizeof(struct q6p_xprep),
+    q6p_pack_rows, prep_q6_K,  run_q6_K, quant_dot_q6_K_q8_K_ref,
+    ptile_q6_K,    0};
+
+void quant_tile_q6_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys) {
+    qp_tile_plain(&qp_q6_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    qp_tile_packed(&qp_q6_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+
 /* ==== f16 and bf16 weights: groups of 64 rows, k-major (quant_float_pack.h) ==== */
 #define fp_vec __m512
 #define FP_LANES 16
@@ -486,6 +647,7 @@ void quant_tile_bf16_avx512(int64_t n, const void *w, size_t ws, int nw, const v
 }
 
 const struct quant_pack *const quant_packs_avx512[DTYPE_COUNT] = {
-    [DTYPE_Q4_0] = &qp_q4_0, [DTYPE_Q8_0] = &qp_q8_0,     [DTYPE_Q4_K] = &qp_q4_K,
-    [DTYPE_Q5_K] = &qp_q5_K, [DTYPE_F16] = &fp512_qp_f16, [DTYPE_BF16] = &fp512_qp_bf16,
+    [DTYPE_Q4_0] = &qp_q4_0,       [DTYPE_Q8_0] = &qp_q8_0, [DTYPE_Q4_K] = &qp_q4_K,
+    [DTYPE_Q5_K] = &qp_q5_K,       [DTYPE_Q6_K] = &qp_q6_K, [DTYPE_F16] = &fp512_qp_f16,
+    [DTYPE_BF16] = &fp512_qp_bf16,
 };

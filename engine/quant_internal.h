@@ -331,5 +331,8 @@ void quant_tile_q8_0_avx512(int64_t n, const void *w, size_t ws, int nw, const v
  * which the tiles match bit for bit */
 void quant_tile_q4_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                             int nx, float *y, size_t ys);
+/* its q6_K dot is the reference's too (quant_dot_q6_K_q8_K_ref) */
+void quant_tile_q6_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                            int nx, float *y, size_t ys);
 void quant_tile_q5_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                             int nx, float *y, size_t ys);
