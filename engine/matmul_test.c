@@ -102,16 +102,16 @@ static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_
     }
 
     /* matmul is the variant's single dot, bit for bit, whatever path it took; the kernels on
-     * packed row groups (avx512 q4_0, q8_0, q4_K, q5_K, q6_K; avx2 q4_0, q8_0, q4_K, q6_K; f16 and
-     * bf16) do the reference's float steps, so they are the reference too (checked here, not only
-     * through the variant's own dot) */
+     * packed row groups (avx512 q4_0, q8_0, q4_K, q5_K, q6_K; avx2 q4_0, q8_0, q4_K, q5_K, q6_K;
+     * f16 and bf16) do the reference's float steps, so they are the reference too (checked here,
+     * not only through the variant's own dot) */
     const char *vn = quant_variant_name();
     const bool as_ref =
         t == DTYPE_F16 || t == DTYPE_BF16 || /* every variant: one fused chain in order */
         (strcmp(vn, "avx512") == 0 && (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K ||
                                        t == DTYPE_Q5_K || t == DTYPE_Q6_K)) ||
-        (strcmp(vn, "avx2") == 0 &&
-         (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K || t == DTYPE_Q6_K));
+        (strcmp(vn, "avx2") == 0 && (t == DTYPE_Q4_0 || t == DTYPE_Q8_0 || t == DTYPE_Q4_K ||
+                                     t == DTYPE_Q5_K || t == DTYPE_Q6_K));
     {
         enum dtype dt = quant_dot_type(t);
         size_t xb = dtype_row_bytes(dt, n_in);
@@ -225,6 +225,62 @@ static void test_many(int n, const enum dtype *types, const int64_t *n_outs, int
     free(x);
 }
 
+/* Integer sums at their largest: every weight byte 0xFF (the largest q of q4_0 / q4_K / q5_K /
+ * q6_K, and their largest scales; q8_0: -1, or -128 with bit 7 alone) against x rows of +-1 (all
+ * x bytes +-127 once quantized), so an int16 step of a kernel that can overflow or saturate
+ * (vpmaddubsw pairs, sums of several registers) would show; the packed kernels of these types
+ * must still give the reference's bits, alone, in a batch of 20 and on 2 threads. */
+static void test_extremes(enum dtype t, uint8_t fill, threadpool_t *const *pools) {
+    const int64_t n_in = 512, n_out = 37, nx = 20;
+    const size_t row_bytes = dtype_row_bytes(t, n_in);
+    uint8_t *wq = malloc(row_bytes * n_out);
+    memset(wq, fill, row_bytes * n_out);
+    /* the f16 scales small and finite (their bytes 0xFF would be NaN) */
+    const uint16_t d = quant_f32_to_f16(1.0f / 256);
+    const size_t blk = t == DTYPE_Q4_0   ? sizeof(block_q4_0)
+                       : t == DTYPE_Q8_0 ? sizeof(block_q8_0)
+                       : t == DTYPE_Q4_K ? sizeof(block_q4_K)
+                       : t == DTYPE_Q5_K ? sizeof(block_q5_K)
+                                         : sizeof(block_q6_K);
+    for (size_t o = 0; o < row_bytes * n_out; o += blk) {
+        if (t == DTYPE_Q6_K) {
+            memcpy(wq + o + blk - 2, &d, 2); /* d last */
+        } else {
+            memcpy(wq + o, &d, 2);
+            if (t == DTYPE_Q4_K || t == DTYPE_Q5_K) memcpy(wq + o + 2, &d, 2); /* dmin */
+        }
+    }
+    float *x = malloc(sizeof(float) * n_in * nx);
+    for (int64_t i = 0; i < n_in * nx; i++) x[i] = (i / n_in) % 2 ? ((i % 3) ? 1.0f : -1.0f) : 1.0f;
+    struct matmul_weight w = {.type = t, .n_in = n_in, .n_out = n_out, .data = wq};
+    struct matmul_weight pw = w;
+    void *buf = xaligned(matmul_weight_bytes(&w));
+    matmul_pack(&pw, buf);
+    float *y = malloc(sizeof(float) * n_out * nx), *y1 = malloc(sizeof(float) * n_out * nx);
+    run(pools[1], &pw, x, 0, nx, y);
+    for (int64_t r = 0; r < nx; r++) run(pools[0], &pw, x, r, 1, y1);
+    const enum dtype dt = quant_dot_type(t);
+    char *xq = malloc(dtype_row_bytes(dt, n_in));
+    int bad = 0;
+    for (int64_t r = 0; r < nx; r++) {
+        quant_quantize_activations(dt, x + r * n_in, xq, n_in);
+        for (int64_t i = 0; i < n_out; i++) {
+            const float want = quant_variant_ref.dot[t](n_in, wq + i * row_bytes, xq);
+            bad += memcmp(&want, &y[r * n_out + i], sizeof want) != 0;
+            bad += memcmp(&want, &y1[r * n_out + i], sizeof want) != 0;
+        }
+    }
+    CHECK(bad == 0,
+          "%s, bytes 0x%02x: %d results at the integer extremes differ from the reference",
+          dtype_name(t), fill, bad);
+    free(xq);
+    free(y1);
+    free(y);
+    free(buf);
+    free(x);
+    free(wq);
+}
+
 /* The weight prefetch (quant_weight_prefetch) is only a hint: packed and plain weights give
  * the same bits with it off, a line ahead and a few pages ahead (past the end of the matrix
  * too), for 1, 3 and 8 x rows on 1 and 2 threads. */
@@ -285,7 +341,9 @@ static int test_amx_emulated(threadpool_t *const *pools) {
         /* prepared x rows over 192 KB (one at a time: no AMX) and just under (11 at a time) */
         test_type_rows(types[k], k4 ? 256 * 360 : 32 * 5500, 5, 20, pools);
         test_prefetch(types[k], k4 ? 256 * 3 : 32 * 37, 16 * 3 + 5, pools);
+        test_extremes(types[k], 0xFF, pools);
     }
+    test_extremes(DTYPE_Q8_0, 0x80, pools);
     const int64_t two[2] = {37, 37}, three[3] = {48, 16, 16};
     test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q8_0}, two, 512, pools);
     test_many(3, (const enum dtype[]){DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K}, three, 512, pools);
@@ -393,6 +451,13 @@ int main(void) {
                       pools);
             test_many(2, (const enum dtype[]){DTYPE_Q8_0, DTYPE_Q8_0}, two, 256, pools);
             test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_K}, two, 512, pools);
+        }
+        if (strcmp(variants[v]->name, "ref") != 0) { /* packed kernels: the reference's bits */
+            const enum dtype ext[] = {DTYPE_Q4_0, DTYPE_Q8_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
+            for (int k = 0; k < 5; k++) {
+                test_extremes(ext[k], 0xFF, pools);
+                if (ext[k] == DTYPE_Q8_0) test_extremes(ext[k], 0x80, pools);
+            }
         }
         test_prefetch(DTYPE_Q4_0, 32 * 37, 16 * 3 + 5, pools);
         test_prefetch(DTYPE_Q8_0, 32 * 37, 16 * 3 + 5, pools);

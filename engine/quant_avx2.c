@@ -74,116 +74,12 @@ static float dot_f32(int64_t n, const void *w, const void *x) {
     return float_finish(c, n8, n, w, x);
 }
 
-/* ==== K-quant weights (x is q8_K) ==== */
-
-/* The 8 6-bit scales and 8 6-bit mins of a q4_K/q5_K block (layout in quant_internal.h). */
-static inline void unpack_k_scales(const uint8_t *packed, uint8_t sc[8], uint8_t mn[8]) {
-    uint32_t q[3], s[2], m[2];
-    memcpy(q, packed, 12);
-    s[0] = q[0] & 0x3f3f3f3f;
-    s[1] = (q[2] & 0x0f0f0f0f) | ((q[0] >> 2) & 0x30303030);
-    m[0] = q[1] & 0x3f3f3f3f;
-    m[1] = ((q[2] >> 4) & 0x0f0f0f0f) | ((q[1] >> 2) & 0x30303030);
-    memcpy(sc, s, 8);
-    memcpy(mn, m, 8);
-}
-
-static inline __attribute__((unused)) int hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* Lane k: mn[k] * (bsums[2k] + bsums[2k+1]), the min correction of sub-block k (exact). */
-static inline __m256i k_min_lanes(const uint8_t mn[8], const int16_t *bsums) {
-    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
-    const __m256i mdup = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-    return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), mdup);
-}
-
-/* Integer part of a q5_K block: sum_j sc[j] * sum_l q * y, as 8 int32 lanes. */
-static inline __m256i q5_K_block_sumi(const block_q5_K *a, const int8_t *y, const uint8_t sc[8]) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i b16 = _mm256_set1_epi8(16);
-    const __m256i qh = _mm256_loadu_si256((const __m256i *)a->qh);
-    __m256i sumi = _mm256_setzero_si256();
-    for (int j = 0; j < 4; j++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
-        const __m256i mlo = _mm256_set1_epi8((char)(1 << (2 * j)));
-        const __m256i mhi = _mm256_set1_epi8((char)(2 << (2 * j)));
-        const __m256i hlo =
-            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mlo), mlo), b16);
-        const __m256i hhi =
-            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mhi), mhi), b16);
-        const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), hlo);
-        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), hhi);
-        const __m256i plo =
-            _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * j)));
-        const __m256i phi =
-            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * j + 32)));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
-    }
-    return sumi;
-}
-
-/* q5_K (q4_K is in quant_avx2_pack.c): per block, acc += (y.d * d) * sumi and accm +=
- * (y.d * dmin) * min lanes, both lane-wise; the result is hsum(acc) - hsum(accm). */
-static float dot_q5_K(int64_t n, const void *w, const void *x) {
-    const block_q5_K *a = w;
-    const block_q8_K *b = x;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        uint8_t sc[8], mn[8];
-        unpack_k_scales(a[i].scales, sc, mn);
-        const __m256i sumi = q5_K_block_sumi(&a[i], b[i].qs, sc);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(b[i].d * f16(a[i].dmin)),
-                               _mm256_cvtepi32_ps(k_min_lanes(mn, b[i].bsums)), accm);
-    }
-    return hsum(acc) - hsum(accm);
-}
-
-/* ==== Tiles (prompt processing) ====
- * (q4_0, q8_0, q4_K, f16 and bf16 run on packed row groups: quant_avx2_pack.c.) A tile here
- * walks the weight rows in small groups ("panels"): each panel is unpacked once into a
- * thread-local buffer (4-bit values widened to bytes, f16 scales to f32, f16/bf16 weights to
- * f32), then every x row is run against it with one accumulator per (weight row, x row) pair
- * held in registers. The per-pair float operations are those of the single dots above. */
-
-#define PANEL_BUF_BYTES (192 * 1024)
-static _Thread_local __m256i panel_buf[PANEL_BUF_BYTES / sizeof(__m256i)];
+/* ==== Tiles (prompt processing and batched decode) ====
+ * q4_0, q8_0, q4_K, q5_K, q6_K, f16 and bf16 run on packed row groups (quant_avx2_pack.c), the
+ * low-bit types in quant_lowbit_avx2.c; f32 is below. */
 
 static inline int min_int(int a, int b) {
     return a < b ? a : b;
-}
-
-/* Rows per panel so that nb blocks of bytes_per_block for each row fit the buffer. */
-static inline int panel_rows(int64_t nb, size_t bytes_per_block, int want) {
-    int64_t fit = (int64_t)(PANEL_BUF_BYTES / (nb * bytes_per_block));
-    return (int)(fit < want ? (fit < 1 ? 1 : fit) : want);
-}
-
-/* ==== Small batches: a decode step of 2..SMALL_NX sequences ====
- * The panel tiles unpack a few weight rows into a buffer and walk it once per x row, which
- * suits a prompt but cost 2.5x a GEMV for a few x rows (interleaved weight streams, the x side
- * recomputed per panel). Here each weight row is streamed once in memory order (prefetched),
- * each block is unpacked once into registers and dotted against a register block of up to
- * SMALL_MX x rows whose side was prepared once per call; the per-(row, x row) float steps are
- * exactly the single dot's. */
-#define SMALL_NX 16 /* up to this many x rows take the small-batch kernels */
-#define SMALL_MX 8  /* x rows per register block */
-
-/* Splits nx x rows into register blocks of at most SMALL_MX, as even as possible. */
-static inline int small_blocks(int nx, int *first, int *size) {
-    const int nblk = (nx + SMALL_MX - 1) / SMALL_MX;
-    for (int g = 0, r = 0; g < nblk; g++) {
-        size[g] = nx / nblk + (g < nx % nblk);
-        first[g] = r;
-        r += size[g];
-    }
-    return nblk;
 }
 
 /* f32 weights, one x row. Rows up to GEMV_SIDE_MIN elements go one after the other, each the
@@ -396,121 +292,6 @@ static void tile_f32(int64_t n, const void *w, size_t w_stride, int nw, const vo
     }
 }
 
-/* q5_K: each block of each panel row is unpacked to 256 bytes of values (0..31) in element
- * order, 8 madd scale vectors (one per 32 elements), the mins as 16 int16 and f32 d/dmin. */
-struct k_panel_block {
-    __m256i q[8];
-    __m256i scale[8];
-    __m256i corr; /* the mins duplicated (m0 m0 m1 m1 ...) */
-    float d, dmin;
-    float pad[6];
-};
-
-static void k_pack_q5_K(const block_q5_K *a, struct k_panel_block *p) {
-    uint8_t sc[8], mn[8];
-    unpack_k_scales(a->scales, sc, mn);
-    const __m256i m4 = _mm256_set1_epi8(0xF), b16 = _mm256_set1_epi8(16);
-    const __m256i qh = _mm256_loadu_si256((const __m256i *)a->qh);
-    for (int j = 0; j < 4; j++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j));
-        const __m256i mlo = _mm256_set1_epi8((char)(1 << (2 * j)));
-        const __m256i mhi = _mm256_set1_epi8((char)(2 << (2 * j)));
-        p->q[2 * j] = _mm256_or_si256(
-            _mm256_and_si256(q, m4),
-            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mlo), mlo), b16));
-        p->q[2 * j + 1] = _mm256_or_si256(
-            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mhi), mhi), b16));
-    }
-    for (int k = 0; k < 8; k++) p->scale[k] = _mm256_set1_epi16(sc[k]);
-    const __m128i m8 = _mm_loadl_epi64((const __m128i *)mn);
-    p->corr = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-    p->d = f16(a->d);
-    p->dmin = f16(a->dmin);
-}
-
-/* M prepacked rows (pk[b * M + i]) against one q8_K x row. */
-static inline __attribute__((always_inline)) void
-k_panel_row(int M, int64_t nb, const struct k_panel_block *pk, const block_q8_K *bx, float *out) {
-    __m256 acc[4], accm[4];
-#pragma GCC unroll 8
-    for (int i = 0; i < 4; i++) acc[i] = accm[i] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i s[4];
-#pragma GCC unroll 8
-        for (int i = 0; i < 4; i++) s[i] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-        for (int k = 0; k < 8; k++) {
-            const __m256i yk = _mm256_loadu_si256((const __m256i *)(bx[b].qs + 32 * k));
-#pragma GCC unroll 8
-            for (int i = 0; i < M; i++) {
-                const struct k_panel_block *p = &pk[b * M + i];
-                s[i] = _mm256_add_epi32(
-                    s[i], _mm256_madd_epi16(_mm256_maddubs_epi16(p->q[k], yk), p->scale[k]));
-            }
-        }
-        const __m256i bs = _mm256_loadu_si256((const __m256i *)bx[b].bsums);
-        const __m256 yd = _mm256_set1_ps(bx[b].d);
-#pragma GCC unroll 8
-        for (int i = 0; i < M; i++) {
-            const struct k_panel_block *p = &pk[b * M + i];
-            const __m256i c = _mm256_madd_epi16(bs, p->corr);
-            acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->d)),
-                                     _mm256_cvtepi32_ps(s[i]), acc[i]);
-            accm[i] = _mm256_fmadd_ps(_mm256_mul_ps(yd, _mm256_broadcast_ss(&p->dmin)),
-                                      _mm256_cvtepi32_ps(c), accm[i]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < M; i++) out[i] = hsum(acc[i]) - hsum(accm[i]);
-}
-
-static void tile_q5_K(int64_t n, const void *w, size_t w_stride, int nw, const void *x,
-                      size_t x_stride, int nx, float *y, size_t y_stride) {
-    const int64_t nb = n / QK_K;
-    if (nx == 1) { /* generation: unpacking a panel would cost more than it saves */
-        for (int i = 0; i < nw; i++) y[i] = dot_q5_K(n, (const char *)w + i * w_stride, x);
-        return;
-    }
-    if ((size_t)nb * sizeof(struct k_panel_block) > PANEL_BUF_BYTES) { /* too long to unpack */
-        for (int r = 0; r < nx; r++)
-            for (int i = 0; i < nw; i++)
-                y[r * y_stride + i] =
-                    dot_q5_K(n, (const char *)w + i * w_stride, (const char *)x + r * x_stride);
-        return;
-    }
-    /* a few x rows (a decode step): one row per panel, streamed once in memory order (and
-     * prefetched) and unpacked into L1, instead of 4 interleaved rows */
-    const int mw = nx <= SMALL_NX ? 1 : panel_rows(nb, sizeof(struct k_panel_block), 4);
-    struct k_panel_block *pk = (struct k_panel_block *)panel_buf;
-    for (int i0 = 0; i0 < nw; i0 += mw) {
-        const int m = min_int(mw, nw - i0);
-        for (int i = 0; i < m; i++) {
-            const char *row = (const char *)w + (i0 + i) * w_stride;
-            for (int64_t b = 0; b < nb; b++) {
-                if (m == 1) {
-                    const char *blk = row + b * sizeof(block_q5_K);
-                    QUANT_PREFETCH(blk);
-                    QUANT_PREFETCH(blk + 64);
-                    QUANT_PREFETCH(blk + 128);
-                }
-                k_pack_q5_K((const block_q5_K *)row + b, &pk[b * m + i]);
-            }
-        }
-        for (int r = 0; r < nx; r++) {
-            const block_q8_K *bx = (const block_q8_K *)((const char *)x + r * x_stride);
-            float out[4];
-            if (m == 1)
-                k_panel_row(1, nb, pk, bx, out);
-            else if (m == 4)
-                k_panel_row(4, nb, pk, bx, out);
-            else
-                k_panel_row(m, nb, pk, bx, out);
-            for (int i = 0; i < m; i++) y[r * y_stride + i0 + i] = out[i];
-        }
-    }
-}
-
 /* ==== Activation quantizers: byte-identical to quant_quantize_q8_0 / _q8_K in quant.c ==== */
 
 static inline float hmax(__m256 v) {
@@ -710,7 +491,7 @@ const struct quant_variant quant_variant_avx2 = {
             [DTYPE_Q8_0] = quant_dot_q8_0_avx2,
             [DTYPE_Q4_0] = quant_dot_q4_0_avx2,
             [DTYPE_Q4_K] = quant_dot_q4_K_q8_K_ref,
-            [DTYPE_Q5_K] = dot_q5_K,
+            [DTYPE_Q5_K] = quant_dot_q5_K_q8_K_ref,
             [DTYPE_Q6_K] = quant_dot_q6_K_q8_K_ref,
             [DTYPE_Q4_1] = quant_dot_q4_1_q8_1_avx2,
             [DTYPE_Q5_0] = quant_dot_q5_0_q8_0_avx2,
@@ -729,6 +510,6 @@ const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT] = {
     [DTYPE_Q3_K] = quant_tile_q3_K_avx2, [DTYPE_F32] = tile_f32,
     [DTYPE_F16] = quant_tile_f16_avx2,   [DTYPE_BF16] = quant_tile_bf16_avx2,
     [DTYPE_Q8_0] = quant_tile_q8_0_avx2, [DTYPE_Q4_0] = quant_tile_q4_0_avx2,
-    [DTYPE_Q4_K] = quant_tile_q4_K_avx2, [DTYPE_Q5_K] = tile_q5_K,
+    [DTYPE_Q4_K] = quant_tile_q4_K_avx2, [DTYPE_Q5_K] = quant_tile_q5_K_avx2,
     [DTYPE_Q6_K] = quant_tile_q6_K_avx2,
 };

@@ -1,6 +1,7 @@
-/* quant_avx2_pack: the avx2 variant's q4_0, q8_0 and q4_K kernels on weights packed at load
- * (matmul_pack) in groups of 8 rows, one row per 32-bit lane of a 256-bit register. Compiled with
- * the flags of quant_avx2.c (-mavx2 -mfma -mf16c); quant.c calls them only when that variant runs.
+/* quant_avx2_pack: the avx2 variant's q4_0, q8_0, q4_K, q5_K and q6_K kernels on weights packed at
+ * load (matmul_pack) in groups of 8 rows, one row per 32-bit lane of a 256-bit register. Compiled
+ * with the flags of quant_avx2.c (-mavx2 -mfma -mf16c); quant.c calls them only when that variant
+ * runs.
  *
  * As in quant_avx512_pack.c (which says more): per (weight row, x row) the float steps are the
  * scalar reference dot's (per block: acc = acc + (float)s * (d_w * d_x), unfused, with s the
@@ -33,6 +34,8 @@ static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *
 static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys);
 static void ptile_q6_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys);
+static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys);
 
 #define P2_ROWS 8
@@ -261,23 +264,49 @@ static void ptile_q4_0(int64_t n, const void *w, size_t ws, int nw, const void *
  * sub-block 2(t/8), high: 2(t/8) + 1). A sub-block's products go through vpmaddubsw, added in
  * int16 over its 8 registers (at most 30480), and one vpmaddwd against (sc, sc) pairs gives
  * sc times its sum in int32; the mins through vpmaddwd of (m_2i, m_2i+1) pairs against x's two
- * sub-block sums. */
+ * sub-block sums.
+ *
+ * q5_K (its reference's float steps are q4_K's) packs the same way with the fifth bits between
+ * the scale planes and the values: 8 registers of 32 bytes (1408 bytes a super-block), register
+ * k holding in lane r bytes 4k..4k+3 of row r's qh, whose bits 2 j2 and 2 j2 + 1 are the fifth
+ * bits of value register 8 j2 + k's low and high nibbles (as on avx512). Values reach 31, so a
+ * sub-block's products go through int16 4 registers at a time (at most 4 * 2 * 31 * 127 =
+ * 31496), each half then through vpmaddwd with the scales. */
 #define K2_ROWS 8
-#define K2_SB_BYTES (K2_ROWS * sizeof(block_q4_K))
+#define K2_HEAD 128 /* d, dmin and the 12 scale planes */
 #define K2_MAX_XR 2
 
-static void k2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+static inline __attribute__((always_inline)) size_t k2_sb_bytes(bool q5) {
+    return K2_ROWS * (q5 ? sizeof(block_q5_K) : sizeof(block_q4_K));
+}
+static inline __attribute__((always_inline)) size_t k2_values(bool q5) {
+    return K2_HEAD + (q5 ? 8 * 32 : 0); /* offset of the value registers (after q5_K's qh) */
+}
+
+static void k2_pack(bool q5, int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
     const int64_t nb = n / QK_K;
-    memset(dst, 0, (size_t)nb * K2_SB_BYTES);
+    const size_t blk = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    memset(dst, 0, (size_t)nb * k2_sb_bytes(q5));
     for (int r = 0; r < rows; r++)
         for (int64_t b = 0; b < nb; b++) {
-            const block_q4_K *a = (const block_q4_K *)((const char *)src + r * src_stride) + b;
-            uint8_t *o = (uint8_t *)dst + b * K2_SB_BYTES;
-            memcpy(o + r * 2, &a->d, 2);
-            memcpy(o + 16 + r * 2, &a->dmin, 2);
-            for (int k = 0; k < K_SCALE_SIZE; k++) o[32 + k * 8 + r] = a->scales[k];
-            for (int t = 0; t < 32; t++) memcpy(o + 128 + t * 32 + r * 4, a->qs + 4 * t, 4);
+            const uint8_t *a = (const uint8_t *)src + r * src_stride + b * blk;
+            uint8_t *o = (uint8_t *)dst + b * k2_sb_bytes(q5);
+            /* both types start d, dmin, scales[12]; q5_K's qh[32] comes before its qs */
+            const uint8_t *scales = a + 4, *qh = a + 4 + K_SCALE_SIZE;
+            const uint8_t *qs = q5 ? qh + QK_K / 8 : qh;
+            memcpy(o + r * 2, a, 2);
+            memcpy(o + 16 + r * 2, a + 2, 2);
+            for (int k = 0; k < K_SCALE_SIZE; k++) o[32 + k * 8 + r] = scales[k];
+            if (q5)
+                for (int t = 0; t < 8; t++) memcpy(o + K2_HEAD + t * 32 + r * 4, qh + 4 * t, 4);
+            for (int t = 0; t < 32; t++) memcpy(o + k2_values(q5) + t * 32 + r * 4, qs + 4 * t, 4);
         }
+}
+static void k2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    k2_pack(false, n, src, src_stride, rows, dst);
+}
+static void k5_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
+    k2_pack(true, n, src, src_stride, rows, dst);
 }
 
 /* (v, v) int16 pairs of the 8 bytes at p, one per 32-bit lane. */
@@ -286,19 +315,19 @@ static inline __m256i k2_pairs(const uint8_t *p) {
     return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
 }
 
-static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, const uint8_t *g,
-                                                          const block_q8_K *const *bx,
-                                                          const struct quant_q8_K_xprep *const *xp,
-                                                          float *y, size_t ys, int rows) {
+static inline __attribute__((always_inline)) void
+k2_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const *bx,
+        const struct quant_q8_K_xprep *const *xp, float *y, size_t ys, int rows) {
     const __m256i m0f = _mm256_set1_epi8(0x0F), m63 = _mm256_set1_epi8(63),
-                  m30 = _mm256_set1_epi8(0x30);
+                  m30 = _mm256_set1_epi8(0x30), s16 = _mm256_set1_epi8(16);
     const size_t pf = quant_pf_ahead;
     __m256 acc[K2_MAX_XR];
 #pragma GCC unroll 2
     for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *o = g + b * K2_SB_BYTES;
-        qp_prefetch_w(o, 128, pf); /* scales; the values' lines below, as they are read */
+        const uint8_t *o = g + b * k2_sb_bytes(q5);
+        /* scales (and fifth bits); the values' lines below, as they are read */
+        qp_prefetch_w(o, k2_values(q5), pf);
 #pragma GCC unroll 2
         for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
         const __m256 da = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o));
@@ -331,16 +360,26 @@ static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, co
         }
 #pragma GCC unroll 4
         for (int j2 = 0; j2 < 4; j2++) {
+            const __m256i scl = k2_pairs(pl + 16 * j2), sch = k2_pairs(pl + 16 * j2 + 8);
             __m256i sl[K2_MAX_XR], sh[K2_MAX_XR];
 #pragma GCC unroll 2
             for (int r = 0; r < XR; r++) sl[r] = sh[r] = _mm256_setzero_si256();
-            qp_prefetch_w(o + 128 + 8 * j2 * 32, 8 * 32, pf);
+            qp_prefetch_w(o + k2_values(q5) + 8 * j2 * 32, 8 * 32, pf);
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
                 const __m256i p =
-                    _mm256_loadu_si256((const __m256i *)(o + 128 + (8 * j2 + k) * 32));
-                const __m256i lo = _mm256_and_si256(p, m0f);
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(p, 4), m0f);
+                    _mm256_loadu_si256((const __m256i *)(o + k2_values(q5) + (8 * j2 + k) * 32));
+                __m256i lo = _mm256_and_si256(p, m0f);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(p, 4), m0f);
+                if (q5) { /* + 16 where the fifth bit is set */
+                    const __m256i h = _mm256_loadu_si256((const __m256i *)(o + K2_HEAD + k * 32));
+                    const __m256i ml = _mm256_set1_epi8((char)(1 << 2 * j2));
+                    const __m256i mh = _mm256_set1_epi8((char)(2 << 2 * j2));
+                    lo = _mm256_or_si256(
+                        lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, ml), ml), s16));
+                    hi = _mm256_or_si256(
+                        hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, mh), mh), s16));
+                }
 #pragma GCC unroll 2
                 for (int r = 0; r < XR; r++) {
                     const int8_t *xq = bx[r][b].qs + 64 * j2;
@@ -352,13 +391,15 @@ static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, co
                     sh[r] =
                         _mm256_add_epi16(sh[r], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x1)));
                 }
-            }
-            const __m256i scl = k2_pairs(pl + 16 * j2), sch = k2_pairs(pl + 16 * j2 + 8);
+                if (k == 7 || (q5 && k == 3)) /* q5_K: int16 holds 4 registers' sums */
 #pragma GCC unroll 2
-            for (int r = 0; r < XR; r++)
-                sumi[r] =
-                    _mm256_add_epi32(sumi[r], _mm256_add_epi32(_mm256_madd_epi16(sl[r], scl),
-                                                               _mm256_madd_epi16(sh[r], sch)));
+                    for (int r = 0; r < XR; r++) {
+                        sumi[r] = _mm256_add_epi32(sumi[r],
+                                                   _mm256_add_epi32(_mm256_madd_epi16(sl[r], scl),
+                                                                    _mm256_madd_epi16(sh[r], sch)));
+                        sl[r] = sh[r] = _mm256_setzero_si256();
+                    }
+            }
         }
 #pragma GCC unroll 2
         for (int r = 0; r < XR; r++) {
@@ -374,14 +415,24 @@ static inline __attribute__((always_inline)) void k2_rows(int XR, int64_t nb, co
     for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
 }
 
-static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
-                     const void *const *p, float *y, size_t ys, int rows) {
+static inline __attribute__((always_inline)) void k2_run(bool q5, int xr, int64_t nb,
+                                                         const uint8_t *g, const void *const *x,
+                                                         const void *const *p, float *y, size_t ys,
+                                                         int rows) {
     const block_q8_K *bx[K2_MAX_XR] = {x[0], xr > 1 ? x[1] : NULL};
     const struct quant_q8_K_xprep *xp[K2_MAX_XR] = {p[0], xr > 1 ? p[1] : NULL};
     if (xr == 2)
-        k2_rows(2, nb, g, bx, xp, y, ys, rows);
+        k2_rows(q5, 2, nb, g, bx, xp, y, ys, rows);
     else
-        k2_rows(1, nb, g, bx, xp, y, ys, rows);
+        k2_rows(q5, 1, nb, g, bx, xp, y, ys, rows);
+}
+static void run_q4_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    k2_run(false, xr, nb, g, x, p, y, ys, rows);
+}
+static void run_q5_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
+    k2_run(true, xr, nb, g, x, p, y, ys, rows);
 }
 
 /* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
@@ -398,6 +449,22 @@ void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
 static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                        int nx, float *y, size_t ys) {
     qp_tile_packed(&qp_q4_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+
+/* its single dot is the reference's (quant_dot_q5_K_q8_K_ref) */
+static const struct quant_pack qp_q5_K = {K2_ROWS,      K2_MAX_XR,
+                                          QK_K,         sizeof(struct quant_q8_K_xprep),
+                                          k5_pack_rows, qp_prep_q8_K,
+                                          run_q5_K,     quant_dot_q5_K_q8_K_ref,
+                                          ptile_q5_K,   0};
+
+void quant_tile_q5_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                          int nx, float *y, size_t ys) {
+    qp_tile_plain(&qp_q5_K, n, w, ws, nw, x, xs, nx, y, ys);
+}
+static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                       int nx, float *y, size_t ys) {
+    qp_tile_packed(&qp_q5_K, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
 /* ==== q6_K weights (x is q8_K) ====
@@ -611,6 +678,7 @@ void quant_tile_bf16_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
 }
 
 const struct quant_pack *const quant_packs_avx2[DTYPE_COUNT] = {
-    [DTYPE_Q4_0] = &qp_q4_0, [DTYPE_Q8_0] = &qp_q8_0,     [DTYPE_Q4_K] = &qp_q4_K,
-    [DTYPE_Q6_K] = &qp_q6_K, [DTYPE_F16] = &fp256_qp_f16, [DTYPE_BF16] = &fp256_qp_bf16,
+    [DTYPE_Q4_0] = &qp_q4_0,       [DTYPE_Q8_0] = &qp_q8_0, [DTYPE_Q4_K] = &qp_q4_K,
+    [DTYPE_Q5_K] = &qp_q5_K,       [DTYPE_Q6_K] = &qp_q6_K, [DTYPE_F16] = &fp256_qp_f16,
+    [DTYPE_BF16] = &fp256_qp_bf16,
 };

@@ -256,8 +256,8 @@ extern const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT];
  * the avx2 ones for q5_K. */
 extern const struct quant_variant quant_variant_avx512;
 extern const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT];
-/* quant_avx2_pack.c: the avx2 q4_0, q8_0, q4_K and q6_K kernels on packed row groups (8 rows),
- * their plain-rows tiles */
+/* quant_avx2_pack.c: the avx2 q4_0, q8_0, q4_K, q5_K and q6_K kernels on packed row groups (8
+ * rows), their plain-rows tiles */
 extern const struct quant_pack *const quant_packs_avx2[DTYPE_COUNT]; /* NULL: none */
 /* f16 / bf16 on plain rows (quant_float_pack.h; the dot is the reference's) */
 void quant_tile_f16_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
@@ -270,7 +270,9 @@ void quant_tile_q8_0_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
                           int nx, float *y, size_t ys);
 void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys);
-/* its q4_K and q6_K dots are the references', which the tiles match bit for bit */
+/* its q4_K, q5_K and q6_K dots are the references', which the tiles match bit for bit */
+void quant_tile_q5_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
+                          int nx, float *y, size_t ys);
 void quant_tile_q6_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys);
 void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
