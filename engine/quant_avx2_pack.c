@@ -488,13 +488,7 @@ static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *
 #define Q6P_HEAD 144 /* d and the scale pairs */
 #define Q6P_PAIR 192 /* bytes of one sub-block pair's values */
 #define Q6P_MAX_XR 4
-
-/* Element e (0..255) of a q6_K block as stored, 0..63. */
-static inline int q6_value(const block_q6_K *a, int e) {
-    const int h = e / 128, l = e % 32, part = (e % 128) / 32;
-    const uint8_t ql = a->ql[64 * h + l + (part & 1) * 32], qh = a->qh[32 * h + l];
-    return ((part < 2 ? ql & 0xF : ql >> 4) | ((qh >> 2 * part) & 3) << 4);
-}
+static_assert(Q6P_PAIR == 6 * 4 * Q6P_ROWS, "a sub-block pair: 4 nibble and 2 high-bit registers");
 
 static void q6p_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
     const int64_t nb = n / QK_K;
@@ -508,17 +502,7 @@ static void q6p_pack_rows(int64_t n, const void *src, size_t src_stride, int row
                 o[16 + 16 * i + 2 * r] = (uint8_t)a->scales[2 * i];
                 o[16 + 16 * i + 2 * r + 1] = (uint8_t)a->scales[2 * i + 1];
             }
-            for (int p = 0; p < 8; p++) {
-                uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR, *hb = v + 4 * 32;
-                for (int g = 0; g < 4; g++)
-                    for (int k = 0; k < 4; k++) {
-                        const int qa = q6_value(a, 32 * p + 4 * g + k);
-                        const int qb = q6_value(a, 32 * p + 16 + 4 * g + k);
-                        v[g * 32 + r * 4 + k] = (uint8_t)((qa & 0xF) | (qb & 0xF) << 4);
-                        hb[(g / 2) * 32 + r * 4 + k] |=
-                            (uint8_t)(((qa >> 4) | (qb >> 4) << 2) << 4 * (g % 2));
-                    }
-            }
+            qp_q6_pack_values(a, r, Q6P_ROWS, o + Q6P_HEAD);
         }
 }
 

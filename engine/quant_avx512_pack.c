@@ -476,6 +476,7 @@ static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *
 #define Q6P_HEAD 288 /* d and the scale planes */
 #define Q6P_PAIR 384 /* bytes of one sub-block pair's values */
 #define Q6P_MAX_XR 4
+static_assert(Q6P_PAIR == 6 * 4 * Q6P_ROWS, "a sub-block pair: 4 nibble and 2 high-bit registers");
 
 /* Per (x row, super-block): x's scale and each sub-block's start, -32 times its sum. */
 struct q6p_xprep {
@@ -492,13 +493,6 @@ static void prep_q6_K(int64_t nb, const void *x, void *out) {
     }
 }
 
-/* Element e (0..255) of a q6_K block as stored, 0..63. */
-static inline int q6_value(const block_q6_K *a, int e) {
-    const int h = e / 128, l = e % 32, part = (e % 128) / 32;
-    const uint8_t ql = a->ql[64 * h + l + (part & 1) * 32], qh = a->qh[32 * h + l];
-    return ((part < 2 ? ql & 0xF : ql >> 4) | ((qh >> 2 * part) & 3) << 4);
-}
-
 static void q6p_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
     const int64_t nb = n / QK_K;
     memset(dst, 0, (size_t)nb * Q6P_SB_BYTES);
@@ -508,17 +502,7 @@ static void q6p_pack_rows(int64_t n, const void *src, size_t src_stride, int row
             uint8_t *o = (uint8_t *)dst + b * Q6P_SB_BYTES;
             memcpy(o + r * 2, &a->d, 2);
             for (int j = 0; j < 16; j++) o[32 + 16 * j + r] = (uint8_t)a->scales[j];
-            for (int p = 0; p < 8; p++) {
-                uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR, *hb = v + 4 * 64;
-                for (int g = 0; g < 4; g++)
-                    for (int k = 0; k < 4; k++) {
-                        const int qa = q6_value(a, 32 * p + 4 * g + k);
-                        const int qb = q6_value(a, 32 * p + 16 + 4 * g + k);
-                        v[g * 64 + r * 4 + k] = (uint8_t)((qa & 0xF) | (qb & 0xF) << 4);
-                        hb[(g / 2) * 64 + r * 4 + k] |=
-                            (uint8_t)(((qa >> 4) | (qb >> 4) << 2) << 4 * (g % 2));
-                    }
-            }
+            qp_q6_pack_values(a, r, Q6P_ROWS, o + Q6P_HEAD);
         }
 }
 

@@ -111,3 +111,28 @@ static inline void qp_prep_q8_K(int64_t nb, const void *x, void *out) {
         }
     }
 }
+
+/* q6_K's packed values, the same layout in both variants (quant_avx2_pack.c describes it): the
+ * 256 values of super-block a for row r of a group of `rows` rows, into its 8 sub-block pairs at
+ * v (pair p at v + p * 6 * reg, reg = 4 * rows bytes: 4 nibble registers, then 2 high-bit
+ * registers). The high-bit bytes are or-ed in: v starts zeroed. */
+static inline int qp_q6_value(const block_q6_K *a, int e) { /* element e as stored, 0..63 */
+    const int h = e / 128, l = e % 32, part = (e % 128) / 32;
+    const uint8_t ql = a->ql[64 * h + l + (part & 1) * 32], qh = a->qh[32 * h + l];
+    return ((part < 2 ? ql & 0xF : ql >> 4) | ((qh >> 2 * part) & 3) << 4);
+}
+
+static inline void qp_q6_pack_values(const block_q6_K *a, int r, int rows, uint8_t *v) {
+    const size_t reg = 4 * (size_t)rows;
+    for (int p = 0; p < 8; p++) {
+        uint8_t *pv = v + p * 6 * reg, *hb = pv + 4 * reg;
+        for (int g = 0; g < 4; g++)
+            for (int k = 0; k < 4; k++) {
+                const int qa = qp_q6_value(a, 32 * p + 4 * g + k);
+                const int qb = qp_q6_value(a, 32 * p + 16 + 4 * g + k);
+                pv[g * reg + r * 4 + k] = (uint8_t)((qa & 0xF) | (qb & 0xF) << 4);
+                hb[(g / 2) * reg + r * 4 + k] |=
+                    (uint8_t)(((qa >> 4) | (qb >> 4) << 2) << 4 * (g % 2));
+            }
+    }
+}
