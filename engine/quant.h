@@ -65,9 +65,10 @@ struct quant_variant {
  * main before threads start). CARAVAN_KERNELS=ref, =avx2 or =avx512 forces that variant. */
 void quant_init(void);
 const char *quant_variant_name(void); /* the chosen one */
-/* The avx512 variant's q4_0 and q8_0 prompt products on AMX tiles: "amx" (the CPU has AMX-INT8
- * and its tiles passed a self-check), "emulated" (CARAVAN_AMX=emulate: the same kernel on a C
- * model of the tiles, for tests) or "off" (no AMX, or CARAVAN_AMX=0). Same results either way. */
+/* The avx512 variant's q4_0, q8_0, q4_K and q5_K prompt products on AMX tiles: "amx" (the CPU has
+ * AMX-INT8 and its tiles passed a self-check), "emulated" (CARAVAN_AMX=emulate: the same kernel on
+ * a C model of the tiles, for tests) or "off" (no AMX, or CARAVAN_AMX=0). Same results either way.
+ */
 const char *quant_amx_mode(void);
 /* Makes the variant called `name` the chosen one (false when there is no such variant or this
  * CPU cannot run it): tests and benchmarks, `caravan run --kernels`, and a worker pinning the

@@ -5,7 +5,9 @@
  * two, see "Float weights") and reduces it with hsum() at the end; the tile kernels (many pairs at
  * once, for prompts) run exactly the same per-pair float operations in the same order, so they are
  * bit-identical to the single dot. Integer parts (the int8 products inside a block) are exact, so
- * they may be computed in any order; only the float steps must match. */
+ * they may be computed in any order; only the float steps must match. (q4_0, q8_0, q4_K, q5_K and
+ * q6_K are not here: quant_avx2_pack.c runs them on packed row groups in the scalar reference's
+ * float order.) */
 #include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>

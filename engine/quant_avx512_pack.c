@@ -1,5 +1,7 @@
 /* quant_avx512_pack: the avx512 variant's kernels on weights packed at load (matmul_pack) in
- * groups of 16 rows, one row per 32-bit lane of a 512-bit register: q4_0, q8_0 and q4_K.
+ * groups of 16 rows, one row per 32-bit lane of a 512-bit register: q4_0, q8_0, q4_K, q5_K and
+ * q6_K (and f16 / bf16 in groups of 64, quant_float_pack.h). Their prompt products may run on AMX
+ * tiles instead (quant_amx_kernel.h), with the same results.
  * Compiled with the flags of quant_avx512.c; quant.c calls them only when that variant runs.
  *
  * A row by row kernel spends shuffles and float steps on every row and block; across 16 rows
