@@ -558,7 +558,12 @@ const char *transport_event_explain(const struct transport_event *ev, bool insec
                    "mismatch)";
         return "handshake failed (ZAP error)";
     case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-        return "handshake failed (connection closed during the security handshake)";
+        /* The side that detects a security mechanism mismatch or cannot decrypt a CURVE HELLO
+         * (a wrong server key) closes the connection; whether this side hears why is a race
+         * between the two greetings, so name the likely causes here. */
+        return "handshake failed (the peer closed the connection during the security handshake: "
+               "a security mechanism mismatch, one side running --insecure, or a CURVE key "
+               "that is not the peer's does that)";
     default: return "socket event";
     }
 }

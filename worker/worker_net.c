@@ -102,7 +102,6 @@ struct net {
     uint64_t drain_deadline_ms; /* SIGTERM: exit by then (0: not draining) */
     bool ever_joined;
     bool joined_noted; /* this join is in the status file */
-    int ctl_hs_closed; /* joining: control handshakes the coordinator closed midway */
     struct hb_shared *hb;
     bool done;
     int exit_code;
@@ -215,8 +214,6 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
             finish(n, 1, text);
             return;
         }
-        if (mon == n->ctl_mon && ev.event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-            n->ctl_hs_closed++;
         LOG(LOG_WARN, "worker: %s (%s): %s", what, ev.endpoint, why);
         if (mon == n->next.mon) {
             transport_link_reset(&n->next); /* refused handshakes are final: redo at next send */
@@ -327,21 +324,10 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         if (!n.done && !n.ever_joined && cfg->join_timeout_ms > 0 &&
             now - start > (uint64_t)cfg->join_timeout_ms) {
             char text[512];
-            /* The side that detects a security mechanism mismatch (or a CURVE key it cannot
-             * decrypt with) closes the connection; whether this side hears why depends on
-             * which greeting bytes arrived first, so say what closed handshakes mean. */
-            if (n.ctl_hs_closed > 0)
-                snprintf(text, sizeof text,
-                         "no answer from the coordinator at %s within %d ms: it closed all %d "
-                         "connections during the security handshake, which a security "
-                         "mechanism mismatch (one side runs --insecure) or a --coordinator-key "
-                         "that is not its key does",
-                         cfg->coordinator, cfg->join_timeout_ms, n.ctl_hs_closed);
-            else
-                snprintf(text, sizeof text,
-                         "no answer from the coordinator at %s within %d ms (is it running, "
-                         "with the same --insecure setting, and is --coordinator-key its key?)",
-                         cfg->coordinator, cfg->join_timeout_ms);
+            snprintf(text, sizeof text,
+                     "no answer from the coordinator at %s within %d ms (is it running, with "
+                     "the same --insecure setting, and is --coordinator-key its key?)",
+                     cfg->coordinator, cfg->join_timeout_ms);
             finish(&n, 1, text);
         }
         /* At least --coordinator-timeout-ms: a coordinator busy planning a big model (hashing
