@@ -431,7 +431,7 @@ static void dequantize_q5_K(const block_q5_K *x, float *y, int64_t n) {
 /* The 256 values (-32..31) of a q6_K block: element 128h + 32k + l (k < 4, l < 32) has its low
  * 4 bits in ql[64h + l + 32 (k & 1)] (low nibble for k < 2, high for k >= 2) and its high 2
  * bits in qh[32h + l] at bit 2k. */
-static void unpack_q6_K(const block_q6_K *x, int8_t q[QK_K]) {
+void quant_unpack_q6_K(const block_q6_K *x, int8_t q[QK_K]) {
     for (int h = 0; h < 2; h++) {
         const uint8_t *ql = x->ql + 64 * h, *qh = x->qh + 32 * h;
         int8_t *o = q + 128 * h;
@@ -448,7 +448,7 @@ static void dequantize_q6_K(const block_q6_K *x, float *y, int64_t n) {
     int8_t q[QK_K];
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float d = F16(x[b].d);
-        unpack_q6_K(&x[b], q);
+        quant_unpack_q6_K(&x[b], q);
         for (int e = 0; e < QK_K; e++) *y++ = d * x[b].scales[e / 16] * q[e];
     }
 }
@@ -670,7 +670,7 @@ float quant_dot_q6_K_q8_K_ref(int64_t n, const void *w, const void *x) {
     float sum = 0;
     int8_t q[QK_K];
     for (int64_t i = 0; i < n / QK_K; i++) {
-        unpack_q6_K(&a[i], q);
+        quant_unpack_q6_K(&a[i], q);
         int sumi = 0;
         for (int j = 0; j < QK_K / 16; j++) {
             int s = 0;

@@ -71,13 +71,6 @@ static inline void amx_begin(void) {
     AMX_LOADCONFIG(c);
 }
 
-/* The weight bytes [p + ahead, p + ahead + bytes) asked for in L1 (as the other packed
- * kernels do; ahead 0: nothing). */
-static inline void amx_prefetch(const uint8_t *p, size_t bytes, size_t ahead) {
-    if (ahead)
-        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + ahead + o, 0, 3);
-}
-
 /* q4_0's 4 value registers of a block (low nibbles: x's bytes 0..15, high: 16..31) as the 8 B
  * tile rows of bytes 0..15, at out. */
 static inline __attribute__((always_inline)) const uint8_t *amx_spread_q4(const uint8_t *v,
@@ -114,7 +107,7 @@ static inline __attribute__((always_inline)) void amx_w32_scale(const int32_t *c
 #define AMX_W32_BLOCK(J, CT, AT, BT)                                                               \
     do {                                                                                           \
         const uint8_t *bv = v + (b + (J)-cb) * qb;                                                 \
-        amx_prefetch(bv, qb, pf);                                                                  \
+        quant_prefetch_w(bv, qb, pf);                                                              \
         AMX_LOAD(AT, xb + (size_t)(b + (J)) * sizeof(block_q8_0) + 2, xs);                         \
         AMX_LOAD(BT, q8 ? bv : amx_spread_q4(bv, spread[J]), 64);                                  \
         AMX_ZERO(CT);                                                                              \
@@ -136,7 +129,7 @@ amx_w32_group(bool q8, int64_t nb, const uint8_t *g, const void *x, size_t xs, c
     for (int64_t cb = 0; cb < nb; cb += 8) { /* chunks of 8 blocks: scales, then values */
         const int64_t nbc = nb - cb < 8 ? nb - cb : 8;
         const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32;
-        amx_prefetch(sc, (size_t)nbc * 32, pf);
+        quant_prefetch_w(sc, (size_t)nbc * 32, pf);
         int64_t b = cb;
         for (; b + 1 < cb + nbc; b += 2) {
             AMX_W32_BLOCK(0, 0, 2, 4);
@@ -168,7 +161,7 @@ amx_k4_group(bool q5, int64_t nb, const uint8_t *g, const void *x, size_t xs, co
     memset(acc, 0, sizeof acc);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * k4p_sb_bytes(q5);
-        amx_prefetch(o, k4p_values(q5), pf);
+        quant_prefetch_w(o, k4p_values(q5), pf);
         const __m512 da = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)o));
         const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 32)));
         const struct k4p_scales sc = k4p_decode_scales(o);
@@ -178,7 +171,7 @@ amx_k4_group(bool q5, int64_t nb, const uint8_t *g, const void *x, size_t xs, co
         for (int m = 0; m < QUANT_AMX_XR; m++) sumi[m] = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int j2 = 0; j2 < 4; j2++) {
-            amx_prefetch(o + k4p_values(q5) + 8 * j2 * 64, 8 * 64, pf);
+            quant_prefetch_w(o + k4p_values(q5) + 8 * j2 * 64, 8 * 64, pf);
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
                 __m512i lo, hi;

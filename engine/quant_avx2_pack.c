@@ -108,8 +108,8 @@ p2_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *
     for (int64_t b = 0; b < nb; b++) {
         const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
         const uint8_t *sc = g + cb * (16 + qb), *v = sc + nbc * 16 + (b - cb) * qb;
-        if (b == cb) qp_prefetch_w(sc, (size_t)nbc * 16, pf);
-        qp_prefetch_w(v, qb, pf);
+        if (b == cb) quant_prefetch_w(sc, (size_t)nbc * 16, pf);
+        quant_prefetch_w(v, qb, pf);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (b - cb) * 16)));
         __m256i wv[8]; /* q4_0: the unpacked nibbles; q8_0: |w| (w's signs are read again) */
         if (q8) {
@@ -128,7 +128,7 @@ p2_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *
         }
 #pragma GCC unroll 2
         for (int r = 0; r < XR; r++) {
-            qp_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0)); /* as in quant_avx512_pack.c */
+            quant_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0)); /* as in quant_avx512_pack.c */
             const int8_t *xq = bx[r][b].qs;
             __m256i s = _mm256_set1_epi32(xp[r][b].start);
             if (q8) {
@@ -327,9 +327,9 @@ k2_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const *
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * k2_sb_bytes(q5);
         /* scales (and fifth bits); the values' lines below, as they are read */
-        qp_prefetch_w(o, k2_values(q5), pf);
+        quant_prefetch_w(o, k2_values(q5), pf);
 #pragma GCC unroll 2
-        for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
+        for (int r = 0; r < XR; r++) quant_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
         const __m256 da = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o));
         const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(o + 16)));
         const __m256i A = _mm256_loadu_si256((const __m256i *)(o + 32)),
@@ -364,7 +364,7 @@ k2_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const *
             __m256i sl[K2_MAX_XR], sh[K2_MAX_XR];
 #pragma GCC unroll 2
             for (int r = 0; r < XR; r++) sl[r] = sh[r] = _mm256_setzero_si256();
-            qp_prefetch_w(o + k2_values(q5) + 8 * j2 * 32, 8 * 32, pf);
+            quant_prefetch_w(o + k2_values(q5) + 8 * j2 * 32, 8 * 32, pf);
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
                 const __m256i p =
@@ -548,13 +548,13 @@ static inline __attribute__((always_inline)) void q6p_rows(int XR, int64_t nb, c
     for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * Q6P_SB_BYTES;
-        qp_prefetch_w(o, Q6P_HEAD, pf);
+        quant_prefetch_w(o, Q6P_HEAD, pf);
         __m256i sumi[Q6P_MAX_XR];
 #pragma GCC unroll 4
         for (int r = 0; r < XR; r++) sumi[r] = _mm256_setzero_si256();
         for (int p = 0; p < 8; p++) {
             const uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR;
-            qp_prefetch_w(v, Q6P_PAIR, pf);
+            quant_prefetch_w(v, Q6P_PAIR, pf);
             const __m256i sp =
                 _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(o + 16 + 16 * p)));
 #pragma GCC unroll 2

@@ -141,9 +141,9 @@ static inline __attribute__((always_inline)) void w32p_rows(bool q8, int XR, int
     for (int64_t cb = 0; cb < nb; cb += W32P_CHUNK) {
         const int64_t nbc = min64(W32P_CHUNK, nb - cb);
         const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32;
-        qp_prefetch_w(sc, (size_t)nbc * 32, pf);
+        quant_prefetch_w(sc, (size_t)nbc * 32, pf);
         for (int64_t b = cb; b < cb + nbc; b++, sc += 32, v += qb) {
-            qp_prefetch_w(v, qb, pf);
+            quant_prefetch_w(v, qb, pf);
             const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
             __m512i wv[8];
             if (q8) {
@@ -166,7 +166,7 @@ static inline __attribute__((always_inline)) void w32p_rows(bool q8, int XR, int
                  * weight bytes between two uses of an x block than L1 holds (GEMV
                  * 5632->2048, q4_0, this Zen 4: +7-12% at 1 thread, +25-35% at 2; 2048->5632
                  * unchanged) */
-                if (two) qp_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0));
+                if (two) quant_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0));
                 const int8_t *xq = bx[r][b].qs;
                 __m512i c0 = _mm512_set1_epi32(xp[r][b].start), c1 = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -335,10 +335,10 @@ static inline __attribute__((always_inline)) void k4p_rows(bool q5, int XR, int6
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * k4p_sb_bytes(q5);
         /* the weights' scales (and fifth bits); their values' lines below, as they are read */
-        qp_prefetch_w(o, k4p_values(q5), pf);
+        quant_prefetch_w(o, k4p_values(q5), pf);
         if (XR <= 2) /* the next x block back into L1, as in w32p_rows */
 #pragma GCC unroll 2
-            for (int r = 0; r < XR; r++) qp_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
+            for (int r = 0; r < XR; r++) quant_prefetch_x(bx[r] + b + 1, sizeof(block_q8_K));
         const __m512 da = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)o));
         const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 32)));
         const struct k4p_scales sc = k4p_decode_scales(o);
@@ -357,7 +357,7 @@ static inline __attribute__((always_inline)) void k4p_rows(bool q5, int XR, int6
         for (int j2 = 0; j2 < 4; j2++) {
             const __m512i scl = k4p_scale(&sc, 2 * j2), sch = k4p_scale(&sc, 2 * j2 + 1);
             __m512i lo[8], hi[8];
-            qp_prefetch_w(o + k4p_values(q5) + 8 * j2 * 64, 8 * 64, pf);
+            quant_prefetch_w(o + k4p_values(q5) + 8 * j2 * 64, 8 * 64, pf);
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) k4p_values_of(q5, true, o, j2, k, &lo[k], &hi[k]);
 #pragma GCC unroll 4
@@ -527,13 +527,13 @@ static inline __attribute__((always_inline)) void q6p_rows(int XR, int64_t nb, c
     for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * Q6P_SB_BYTES;
-        qp_prefetch_w(o, Q6P_HEAD, pf);
+        quant_prefetch_w(o, Q6P_HEAD, pf);
         __m512i sumi[Q6P_MAX_XR];
 #pragma GCC unroll 4
         for (int r = 0; r < XR; r++) sumi[r] = _mm512_setzero_si512();
         for (int p = 0; p < 8; p++) {
             const uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR;
-            qp_prefetch_w(v, Q6P_PAIR, pf);
+            quant_prefetch_w(v, Q6P_PAIR, pf);
             __m512i q[2][4]; /* [A or B][nibble register] */
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {

@@ -79,6 +79,10 @@ typedef struct {
 } block_q6_K;
 static_assert(sizeof(block_q6_K) == QK_K / 2 + QK_K / 4 + QK_K / 16 + 2, "wrong q6_K block size");
 
+/* The 256 values of a q6_K block in element order, q - 32 (quant.c: the reference dot, dequant and
+ * the packed layouts' packing use it). */
+void quant_unpack_q6_K(const block_q6_K *x, int8_t q[QK_K]);
+
 /* Activations for K-quant dots: float scale, int8 values, sums of each 16 values. */
 typedef struct {
     float d;
@@ -281,6 +285,19 @@ void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const voi
 extern const struct quant_pack *const quant_packs_avx512[DTYPE_COUNT]; /* NULL: none */
 /* quant_weight_prefetch()'s value, read by the packed kernels once per group */
 extern size_t quant_pf_ahead;
+/* Asks for the bytes of one x block (at p, bytes long) in L1. In a GEMV the kernels reuse an
+ * x block once per group, and a long row's group streams more weight bytes than L1 holds in
+ * between, so x comes back from L2 and its misses compete with the weight stream's. */
+static inline void quant_prefetch_x(const void *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
+}
+
+/* Asks for the weight bytes [p + ahead, p + ahead + bytes) in L1, a line at a time; ahead 0:
+ * nothing (quant_weight_prefetch() in quant.h). The packed layouts are one stream in address
+ * order, so prefetching each piece `ahead` bytes on as it is read covers every line of it. */
+static inline void quant_prefetch_w(const uint8_t *p, size_t bytes, size_t ahead) {
+    if (ahead) quant_prefetch_x(p + ahead, bytes);
+}
 /* What the avx512 q4_0 and q8_0 kernels prepare per (x row, block): x's scale and the start
  * of the block's int sum (-8 or -128 times the sum of its 32 values). */
 struct quant_w32_xprep {

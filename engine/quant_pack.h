@@ -83,20 +83,6 @@ static inline void qp_tile_plain(const struct quant_pack *k, int64_t n, const vo
     }
 }
 
-/* Asks for the bytes of one x block (at p, bytes long) in L1. In a GEMV the kernels reuse an
- * x block once per group, and a long row's group streams more weight bytes than L1 holds in
- * between, so x comes back from L2 and its misses compete with the weight stream's. */
-static inline void qp_prefetch_x(const void *p, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
-}
-
-/* Asks for the weight bytes [p + ahead, p + ahead + bytes) in L1, a line at a time; ahead 0:
- * nothing (quant_weight_prefetch() in quant.h). The packed layouts are one stream in address
- * order, so prefetching each piece `ahead` bytes on as it is read covers every line of it. */
-static inline void qp_prefetch_w(const uint8_t *p, size_t bytes, size_t ahead) {
-    if (ahead) qp_prefetch_x(p + ahead, bytes);
-}
-
 /* The q8_K side of q4_K (struct quant_q8_K_xprep). */
 static inline void qp_prep_q8_K(int64_t nb, const void *x, void *out) {
     const block_q8_K *bx = x;
@@ -116,20 +102,15 @@ static inline void qp_prep_q8_K(int64_t nb, const void *x, void *out) {
  * 256 values of super-block a for row r of a group of `rows` rows, into its 8 sub-block pairs at
  * v (pair p at v + p * 6 * reg, reg = 4 * rows bytes: 4 nibble registers, then 2 high-bit
  * registers). The high-bit bytes are or-ed in: v starts zeroed. */
-static inline int qp_q6_value(const block_q6_K *a, int e) { /* element e as stored, 0..63 */
-    const int h = e / 128, l = e % 32, part = (e % 128) / 32;
-    const uint8_t ql = a->ql[64 * h + l + (part & 1) * 32], qh = a->qh[32 * h + l];
-    return ((part < 2 ? ql & 0xF : ql >> 4) | ((qh >> 2 * part) & 3) << 4);
-}
-
 static inline void qp_q6_pack_values(const block_q6_K *a, int r, int rows, uint8_t *v) {
     const size_t reg = 4 * (size_t)rows;
+    int8_t q[QK_K]; /* q - 32 */
+    quant_unpack_q6_K(a, q);
     for (int p = 0; p < 8; p++) {
         uint8_t *pv = v + p * 6 * reg, *hb = pv + 4 * reg;
         for (int g = 0; g < 4; g++)
             for (int k = 0; k < 4; k++) {
-                const int qa = qp_q6_value(a, 32 * p + 4 * g + k);
-                const int qb = qp_q6_value(a, 32 * p + 16 + 4 * g + k);
+                const int qa = q[32 * p + 4 * g + k] + 32, qb = q[32 * p + 16 + 4 * g + k] + 32;
                 pv[g * reg + r * 4 + k] = (uint8_t)((qa & 0xF) | (qb & 0xF) << 4);
                 hb[(g / 2) * reg + r * 4 + k] |=
                     (uint8_t)(((qa >> 4) | (qb >> 4) << 2) << 4 * (g % 2));
