@@ -227,10 +227,15 @@ float quant_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
     return acc;
 }
 
-static const struct quant_pack qp_q8_0 = {
-    P2_ROWS,      P2_MAX_XR, QK8_0,    sizeof(struct p2_xprep),
-    p8_pack_rows, prep_q8_0, run_q8_0, quant_dot_q8_0_avx2,
-    ptile_q8_0,   0};
+static const struct quant_pack qp_q8_0 = {.rows = P2_ROWS,
+                                          .max_xr = P2_MAX_XR,
+                                          .qk = QK8_0,
+                                          .prep_size = sizeof(struct p2_xprep),
+                                          .pack_rows = p8_pack_rows,
+                                          .prep = prep_q8_0,
+                                          .run = run_q8_0,
+                                          .dot = quant_dot_q8_0_avx2,
+                                          .tile = ptile_q8_0};
 
 void quant_tile_q8_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
@@ -241,10 +246,15 @@ static void ptile_q8_0(int64_t n, const void *w, size_t ws, int nw, const void *
     qp_tile_packed(&qp_q8_0, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
-static const struct quant_pack qp_q4_0 = {
-    P2_ROWS,      P2_MAX_XR, QK4_0,    sizeof(struct p2_xprep),
-    p2_pack_rows, prep_q4_0, run_q4_0, quant_dot_q4_0_avx2,
-    ptile_q4_0,   0};
+static const struct quant_pack qp_q4_0 = {.rows = P2_ROWS,
+                                          .max_xr = P2_MAX_XR,
+                                          .qk = QK4_0,
+                                          .prep_size = sizeof(struct p2_xprep),
+                                          .pack_rows = p2_pack_rows,
+                                          .prep = prep_q4_0,
+                                          .run = run_q4_0,
+                                          .dot = quant_dot_q4_0_avx2,
+                                          .tile = ptile_q4_0};
 
 void quant_tile_q4_0_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
@@ -436,11 +446,15 @@ static void run_q5_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* its single dot is the reference's (quant_dot_q4_K_q8_K_ref) */
-static const struct quant_pack qp_q4_K = {K2_ROWS,      K2_MAX_XR,
-                                          QK_K,         sizeof(struct quant_q8_K_xprep),
-                                          k2_pack_rows, qp_prep_q8_K,
-                                          run_q4_K,     quant_dot_q4_K_q8_K_ref,
-                                          ptile_q4_K,   0};
+static const struct quant_pack qp_q4_K = {.rows = K2_ROWS,
+                                          .max_xr = K2_MAX_XR,
+                                          .qk = QK_K,
+                                          .prep_size = sizeof(struct quant_q8_K_xprep),
+                                          .pack_rows = k2_pack_rows,
+                                          .prep = qp_prep_q8_K,
+                                          .run = run_q4_K,
+                                          .dot = quant_dot_q4_K_q8_K_ref,
+                                          .tile = ptile_q4_K};
 
 void quant_tile_q4_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
@@ -452,11 +466,15 @@ static void ptile_q4_K(int64_t n, const void *w, size_t ws, int nw, const void *
 }
 
 /* its single dot is the reference's (quant_dot_q5_K_q8_K_ref) */
-static const struct quant_pack qp_q5_K = {K2_ROWS,      K2_MAX_XR,
-                                          QK_K,         sizeof(struct quant_q8_K_xprep),
-                                          k5_pack_rows, qp_prep_q8_K,
-                                          run_q5_K,     quant_dot_q5_K_q8_K_ref,
-                                          ptile_q5_K,   0};
+static const struct quant_pack qp_q5_K = {.rows = K2_ROWS,
+                                          .max_xr = K2_MAX_XR,
+                                          .qk = QK_K,
+                                          .prep_size = sizeof(struct quant_q8_K_xprep),
+                                          .pack_rows = k5_pack_rows,
+                                          .prep = qp_prep_q8_K,
+                                          .run = run_q5_K,
+                                          .dot = quant_dot_q5_K_q8_K_ref,
+                                          .tile = ptile_q5_K};
 
 void quant_tile_q5_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {
@@ -618,9 +636,15 @@ static void run_q6_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* its single dot is the reference's (quant_dot_q6_K_q8_K_ref), which the tiles match */
-static const struct quant_pack qp_q6_K = {
-    Q6P_ROWS,   Q6P_MAX_XR, QK_K, 0, q6p_pack_rows, prep_none, run_q6_K, quant_dot_q6_K_q8_K_ref,
-    ptile_q6_K, 0};
+static const struct quant_pack qp_q6_K = {.rows = Q6P_ROWS,
+                                          .max_xr = Q6P_MAX_XR,
+                                          .qk = QK_K,
+                                          .prep_size = 0,
+                                          .pack_rows = q6p_pack_rows,
+                                          .prep = prep_none,
+                                          .run = run_q6_K,
+                                          .dot = quant_dot_q6_K_q8_K_ref,
+                                          .tile = ptile_q6_K};
 
 void quant_tile_q6_K_avx2(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                           int nx, float *y, size_t ys) {

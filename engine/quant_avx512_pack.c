@@ -256,14 +256,26 @@ static inline __attribute__((always_inline)) float dot_w32(bool q8, int64_t n, c
     return acc;
 }
 
-static const struct quant_pack qp_q4_0 = {
-    W32P_ROWS,      W32_MAX_XR,    QK4_0,    sizeof(struct quant_w32_xprep),
-    pack_rows_q4_0, prep_q4_0,     run_q4_0, quant_dot_q4_0_avx512,
-    ptile_q4_0,     QUANT_AMX_Q4_0};
-static const struct quant_pack qp_q8_0 = {
-    W32P_ROWS,      W32_MAX_XR,    QK8_0,    sizeof(struct quant_w32_xprep),
-    pack_rows_q8_0, prep_q8_0,     run_q8_0, quant_dot_q8_0_avx512,
-    ptile_q8_0,     QUANT_AMX_Q8_0};
+static const struct quant_pack qp_q4_0 = {.rows = W32P_ROWS,
+                                          .max_xr = W32_MAX_XR,
+                                          .qk = QK4_0,
+                                          .prep_size = sizeof(struct quant_w32_xprep),
+                                          .pack_rows = pack_rows_q4_0,
+                                          .prep = prep_q4_0,
+                                          .run = run_q4_0,
+                                          .dot = quant_dot_q4_0_avx512,
+                                          .tile = ptile_q4_0,
+                                          .amx = QUANT_AMX_Q4_0};
+static const struct quant_pack qp_q8_0 = {.rows = W32P_ROWS,
+                                          .max_xr = W32_MAX_XR,
+                                          .qk = QK8_0,
+                                          .prep_size = sizeof(struct quant_w32_xprep),
+                                          .pack_rows = pack_rows_q8_0,
+                                          .prep = prep_q8_0,
+                                          .run = run_q8_0,
+                                          .dot = quant_dot_q8_0_avx512,
+                                          .tile = ptile_q8_0,
+                                          .amx = QUANT_AMX_Q8_0};
 
 /* ==== q4_K weights (x is q8_K) ====
  * The reference's float steps per 256-element super-block b, in order:
@@ -412,14 +424,26 @@ static void run_q5_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* their single dots are the references' (quant_dot_q4_K_q8_K_ref, quant_dot_q5_K_q8_K_ref) */
-static const struct quant_pack qp_q4_K = {
-    K4P_ROWS,     K4_MAX_XR,     QK_K,     sizeof(struct quant_q8_K_xprep),
-    k4_pack_rows, qp_prep_q8_K,  run_q4_K, quant_dot_q4_K_q8_K_ref,
-    ptile_q4_K,   QUANT_AMX_Q4_K};
-static const struct quant_pack qp_q5_K = {
-    K4P_ROWS,     K4_MAX_XR,     QK_K,     sizeof(struct quant_q8_K_xprep),
-    k5_pack_rows, qp_prep_q8_K,  run_q5_K, quant_dot_q5_K_q8_K_ref,
-    ptile_q5_K,   QUANT_AMX_Q5_K};
+static const struct quant_pack qp_q4_K = {.rows = K4P_ROWS,
+                                          .max_xr = K4_MAX_XR,
+                                          .qk = QK_K,
+                                          .prep_size = sizeof(struct quant_q8_K_xprep),
+                                          .pack_rows = k4_pack_rows,
+                                          .prep = qp_prep_q8_K,
+                                          .run = run_q4_K,
+                                          .dot = quant_dot_q4_K_q8_K_ref,
+                                          .tile = ptile_q4_K,
+                                          .amx = QUANT_AMX_Q4_K};
+static const struct quant_pack qp_q5_K = {.rows = K4P_ROWS,
+                                          .max_xr = K4_MAX_XR,
+                                          .qk = QK_K,
+                                          .prep_size = sizeof(struct quant_q8_K_xprep),
+                                          .pack_rows = k5_pack_rows,
+                                          .prep = qp_prep_q8_K,
+                                          .run = run_q5_K,
+                                          .dot = quant_dot_q5_K_q8_K_ref,
+                                          .tile = ptile_q5_K,
+                                          .amx = QUANT_AMX_Q5_K};
 
 float quant_dot_q4_0_avx512(int64_t n, const void *w, const void *x) {
     return dot_w32(false, n, w, x);
@@ -589,10 +613,15 @@ static void run_q6_K(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 
 /* its single dot is the reference's (quant_dot_q6_K_q8_K_ref), which the tiles match */
-static const struct quant_pack qp_q6_K = {
-    Q6P_ROWS,      Q6P_MAX_XR, QK_K,     sizeof(struct q6p_xprep),
-    q6p_pack_rows, prep_q6_K,  run_q6_K, quant_dot_q6_K_q8_K_ref,
-    ptile_q6_K,    0};
+static const struct quant_pack qp_q6_K = {.rows = Q6P_ROWS,
+                                          .max_xr = Q6P_MAX_XR,
+                                          .qk = QK_K,
+                                          .prep_size = sizeof(struct q6p_xprep),
+                                          .pack_rows = q6p_pack_rows,
+                                          .prep = prep_q6_K,
+                                          .run = run_q6_K,
+                                          .dot = quant_dot_q6_K_q8_K_ref,
+                                          .tile = ptile_q6_K};
 
 void quant_tile_q6_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                             int nx, float *y, size_t ys) {

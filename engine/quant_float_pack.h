@@ -254,17 +254,21 @@ static void FP_FN(tile_bf16)(int64_t n, const void *w, size_t ws, int nw, const 
 }
 
 /* matmul uses rows, pack_rows and tile; the single dot is the reference's */
-static const struct quant_pack FP_FN(qp_f16) = {FP_ROWS, FP_SMALL_XR,           1,
-                                                0,       FP_FN(pack_rows),      NULL,
-                                                NULL,    quant_dot_f16_f32_ref, FP_FN(ptile_f16),
-                                                0};
-static const struct quant_pack FP_FN(qp_bf16) = {FP_ROWS,
-                                                 FP_SMALL_XR,
-                                                 1,
-                                                 0,
-                                                 FP_FN(pack_rows),
-                                                 NULL,
-                                                 NULL,
-                                                 quant_dot_bf16_f32_ref,
-                                                 FP_FN(ptile_bf16),
-                                                 0};
+static const struct quant_pack FP_FN(qp_f16) = {.rows = FP_ROWS,
+                                                .max_xr = FP_SMALL_XR,
+                                                .qk = 1,
+                                                .prep_size = 0,
+                                                .pack_rows = FP_FN(pack_rows),
+                                                .prep = NULL,
+                                                .run = NULL,
+                                                .dot = quant_dot_f16_f32_ref,
+                                                .tile = FP_FN(ptile_f16)};
+static const struct quant_pack FP_FN(qp_bf16) = {.rows = FP_ROWS,
+                                                 .max_xr = FP_SMALL_XR,
+                                                 .qk = 1,
+                                                 .prep_size = 0,
+                                                 .pack_rows = FP_FN(pack_rows),
+                                                 .prep = NULL,
+                                                 .run = NULL,
+                                                 .dot = quant_dot_bf16_f32_ref,
+                                                 .tile = FP_FN(ptile_bf16)};
