@@ -253,22 +253,16 @@ static void FP_FN(tile_bf16)(int64_t n, const void *w, size_t ws, int nw, const 
     FP_FN(tile_plain)(true, n, w, ws, nw, x, xs, nx, y, ys);
 }
 
-/* matmul uses rows, pack_rows and tile; the single dot is the reference's */
+/* matmul uses rows, pack_rows and tile (no prep, no run); the single dot is the reference's */
 static const struct quant_pack FP_FN(qp_f16) = {.rows = FP_ROWS,
                                                 .max_xr = FP_SMALL_XR,
                                                 .qk = 1,
-                                                .prep_size = 0,
                                                 .pack_rows = FP_FN(pack_rows),
-                                                .prep = NULL,
-                                                .run = NULL,
                                                 .dot = quant_dot_f16_f32_ref,
                                                 .tile = FP_FN(ptile_f16)};
 static const struct quant_pack FP_FN(qp_bf16) = {.rows = FP_ROWS,
                                                  .max_xr = FP_SMALL_XR,
                                                  .qk = 1,
-                                                 .prep_size = 0,
                                                  .pack_rows = FP_FN(pack_rows),
-                                                 .prep = NULL,
-                                                 .run = NULL,
                                                  .dot = quant_dot_bf16_f32_ref,
                                                  .tile = FP_FN(ptile_bf16)};
