@@ -9,7 +9,7 @@ if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/mkmodel.c)
   target_link_libraries(model_test PRIVATE engine_mkmodel)
   target_compile_definitions(model_test PRIVATE HAVE_MKMODEL=1)
 endif()
-# the same with the AMX kernel of q4_0 / q8_0 on emulated tiles (the tiny models' prompts)
+# the same with the AMX kernels (q4_0, q8_0, q4_K, q5_K) on emulated tiles (the tiny models' prompts)
 add_test(NAME model_test_amx_emulated COMMAND model_test)
 set_tests_properties(model_test_amx_emulated PROPERTIES TIMEOUT 600
   ENVIRONMENT "CARAVAN_SHARED=${CARAVAN_SHARED_DIR};CARAVAN_AMX=emulate")

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "model.h"
-#include "quant_internal.h"
+#include "quant.h"
 #ifdef HAVE_MKMODEL
 #include "mkmodel.h"
 #endif
@@ -509,8 +509,9 @@ int main(void) {
         fprintf(stderr, "model_test: %s not found (set CARAVAN_SHARED)\n", path);
         return 1;
     }
-    /* CARAVAN_AMX=emulate (ctest's model_test_amx_emulated): the q4_0 and q8_0 prompts below
-     * through the AMX kernel on emulated tiles; on CPUs without the avx512 variant it is off */
+    /* CARAVAN_AMX=emulate (ctest's model_test_amx_emulated): the q4_0, q8_0 and Q4_K_M prompts
+     * below through the AMX kernels on emulated tiles; on CPUs without the avx512 variant it is
+     * off */
     const char *amx = getenv("CARAVAN_AMX");
     printf("kernels %s, AMX %s\n", quant_variant_name(), quant_amx_mode());
     if (amx && strcmp(amx, "emulate") == 0 && strcmp(quant_variant_name(), "avx512") == 0)

@@ -723,8 +723,8 @@ size_t quant_pf_ahead;
 quant_amx_fn *quant_amx;
 static const char *amx_mode = "off";
 
-/* The AMX kernel of the avx512 q4_0 / q8_0 prompt products (quant_internal.h): on where the CPU
- * and OS have AMX and the tiles give the emulation's bits, unless CARAVAN_AMX=0;
+/* The AMX kernels of the avx512 q4_0, q8_0, q4_K and q5_K prompt products (quant_internal.h): on
+ * where the CPU and OS have AMX and the tiles give the emulation's bits, unless CARAVAN_AMX=0;
  * CARAVAN_AMX=emulate runs the emulation instead (tests, on any AVX-512 CPU). */
 static void init_amx(void) {
     const char *env = getenv("CARAVAN_AMX");

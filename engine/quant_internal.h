@@ -256,8 +256,8 @@ extern const struct quant_variant quant_variant_ref;
 extern const struct quant_variant quant_variant_avx2;
 /* Tile kernels of the avx2 variant, NULL where it has none (index by dtype). */
 extern const quant_tile_fn quant_tiles_avx2[DTYPE_COUNT];
-/* AVX-512 F/BW/VL/VNNI (quant_avx512.c, quant_avx512_pack.c): its own kernels for most types,
- * the avx2 ones for q5_K. */
+/* AVX-512 F/BW/VL/VNNI (quant_avx512.c, quant_avx512_pack.c, and quant_amx*.c for prompts on
+ * AMX tiles): its own kernels for every type. */
 extern const struct quant_variant quant_variant_avx512;
 extern const quant_tile_fn quant_tiles_avx512[DTYPE_COUNT];
 /* quant_avx2_pack.c: the avx2 q4_0, q8_0, q4_K, q5_K and q6_K kernels on packed row groups (8
