@@ -57,9 +57,10 @@ static inline int32_t hsum_epi32_256(__m256i s) {
  * shorter), each first the scales (block j of the chunk: the 16 rows' f16 d at j * 32 bytes),
  * then the values (block j at nbc * 32 + j * QB, nbc blocks in the chunk), so the kernel reads
  * one stream in address order: two streams (all scales, then all values) ran at 12.5-18 GB/s of
- * this Zen 4's ~30 at 1 thread, one at 22-29. The hardware prefetcher follows it alone: a
- * software prefetch 2-8 KiB ahead only slowed it (20-27 GB/s). Register t (64 bytes)
- * holds in lane r the 4 bytes of row r's block that pair with x's bytes 4t..4t+3. q4_0
+ * this Zen 4's ~30 at 1 thread, one at 22-29. (A software prefetch 2-8 KiB ahead then slowed it
+ * to 20-27 GB/s there; on the Zen 5 a prefetch 4 KiB ahead into L1 paid, quant_weight_prefetch,
+ * and more when its lines are asked for without a loop, quant_prefetch_w_burst.) Register t
+ * (64 bytes) holds in lane r the 4 bytes of row r's block that pair with x's bytes 4t..4t+3. q4_0
  * (QB = 256): registers u < 4 are bytes 4u..4u+3 of the row's qs as stored, whose low nibbles
  * are elements 4u.. and high nibbles elements 16 + 4u.. (= register u + 4 once unpacked).
  * q8_0 (QB = 512): registers t < 8 are values 4t..4t+3, each byte XOR 0x80 (w + 128, so
@@ -141,9 +142,11 @@ static inline __attribute__((always_inline)) void w32p_rows(bool q8, int XR, int
     for (int64_t cb = 0; cb < nb; cb += W32P_CHUNK) {
         const int64_t nbc = min64(W32P_CHUNK, nb - cb);
         const uint8_t *sc = g + cb * (32 + qb), *v = sc + nbc * 32;
-        quant_prefetch_w(sc, (size_t)nbc * 32, pf);
+        /* a full chunk's scale lines (a constant count; past a short last chunk, lines it will
+         * not read: a prefetch never faults) */
+        quant_prefetch_w_burst(sc, W32P_CHUNK * 32, pf);
         for (int64_t b = cb; b < cb + nbc; b++, sc += 32, v += qb) {
-            quant_prefetch_w(v, qb, pf);
+            quant_prefetch_w_burst(v, qb, pf);
             const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
             __m512i wv[8];
             if (q8) {
@@ -551,13 +554,13 @@ static inline __attribute__((always_inline)) void q6p_rows(int XR, int64_t nb, c
     for (int r = 0; r < XR; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *o = g + b * Q6P_SB_BYTES;
-        quant_prefetch_w(o, Q6P_HEAD, pf);
+        quant_prefetch_w_burst(o, Q6P_HEAD, pf);
         __m512i sumi[Q6P_MAX_XR];
 #pragma GCC unroll 4
         for (int r = 0; r < XR; r++) sumi[r] = _mm512_setzero_si512();
         for (int p = 0; p < 8; p++) {
             const uint8_t *v = o + Q6P_HEAD + p * Q6P_PAIR;
-            quant_prefetch_w(v, Q6P_PAIR, pf);
+            quant_prefetch_w_burst(v, Q6P_PAIR, pf);
             __m512i q[2][4]; /* [A or B][nibble register] */
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
