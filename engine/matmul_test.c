@@ -326,6 +326,61 @@ static void test_prefetch(enum dtype t, int64_t n_in, int64_t n_out, threadpool_
  * and q5_K on the emulated tiles, through the same checks (it takes every run of 16 x rows: batches
  * of 16, 17 and 128, packed and plain). Returns 77 (skipped) where the avx512 variant does not run.
  */
+/* More threads than this machine has cores (on 2 cores, 7): threads are descheduled mid-job and
+ * the others take over the rest of their shares from the back (job_run). Every row still gets
+ * exactly its value: y starts as NaN each time, so a chunk computed by no one, or a row of
+ * another's, shows. */
+static void test_oversubscribed(void) {
+    threadpool_t *one = threadpool_new(1), *many = threadpool_new(7);
+    CHECK(one && many, "threadpool_new");
+    if (!one || !many) return;
+    const int64_t n_in = 512, n_outs[2] = {16 * 67 + 5, 16 * 9};
+    struct matmul_weight ws[2];
+    const struct matmul_weight *wp[2] = {&ws[0], &ws[1]};
+    const size_t rb = dtype_row_bytes(DTYPE_Q4_0, n_in);
+    float *x = malloc(3 * n_in * sizeof(float)), *wf = malloc(n_in * sizeof(float));
+    for (int64_t i = 0; i < 3 * n_in; i++) x[i] = rnd();
+    for (int k = 0; k < 2; k++) {
+        char *wq = malloc(rb * n_outs[k]);
+        for (int64_t i = 0; i < n_outs[k]; i++) {
+            for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
+            quant_quantize_row(DTYPE_Q4_0, wf, wq + i * rb, n_in);
+        }
+        ws[k] = (struct matmul_weight){
+            .type = DTYPE_Q4_0, .n_in = n_in, .n_out = n_outs[k], .data = wq};
+        matmul_pack(&ws[k], xaligned(matmul_weight_bytes(&ws[k])));
+        free(wq);
+    }
+    void *scratch = xaligned(matmul_scratch_bytes(DTYPE_Q4_0, n_in, 3));
+    for (int64_t nr = 1; nr <= 3; nr += 2) {
+        float *want[2], *got[2];
+        for (int k = 0; k < 2; k++) {
+            want[k] = malloc(nr * n_outs[k] * sizeof(float));
+            got[k] = malloc(nr * n_outs[k] * sizeof(float));
+        }
+        matmul_many(one, wp, 2, x, nr, want, scratch);
+        for (int rep = 0; rep < 30; rep++) {
+            for (int k = 0; k < 2; k++)
+                for (int64_t i = 0; i < nr * n_outs[k]; i++) got[k][i] = NAN;
+            matmul_many(many, wp, 2, x, nr, got, scratch);
+            for (int k = 0; k < 2; k++)
+                CHECK(memcmp(got[k], want[k], nr * n_outs[k] * sizeof(float)) == 0,
+                      "7 threads, weight %d, %lld x rows, round %d: differs from 1 thread", k,
+                      (long long)nr, rep);
+        }
+        for (int k = 0; k < 2; k++) {
+            free(want[k]);
+            free(got[k]);
+        }
+    }
+    for (int k = 0; k < 2; k++) free((void *)ws[k].data);
+    free(scratch);
+    free(x);
+    free(wf);
+    threadpool_destroy(&one);
+    threadpool_destroy(&many);
+}
+
 static int test_amx_emulated(threadpool_t *const *pools) {
     if (!quant_force_variant("avx512")) {
         printf("AMX emulation: skipped, no avx512 variant on this CPU\n");
@@ -452,6 +507,7 @@ int main(void) {
             test_many(2, (const enum dtype[]){DTYPE_Q8_0, DTYPE_Q8_0}, two, 256, pools);
             test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_K}, two, 512, pools);
         }
+        test_oversubscribed();
         if (strcmp(variants[v]->name, "ref") != 0) { /* packed kernels: the reference's bits */
             const enum dtype ext[] = {DTYPE_Q4_0, DTYPE_Q8_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
             for (int k = 0; k < 5; k++) {
