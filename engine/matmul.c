@@ -6,8 +6,8 @@
  * group are plain. Each x row is first converted to the weight's dot type
  * (rows spread over threads; a single row by every thread for itself), then:
  *  - one row (generation, memory-bound): the n_out weight rows are split over threads in
- *    contiguous shares (job_run) and each is streamed once (through the variant's tile with one x
- * row, which may run several weight rows side by side, else the single-row dot);
+ *    contiguous shares (job_run) and each is streamed once (through the variant's tile with
+ *    one x row, which may run several weight rows side by side, else the single-row dot);
  *  - a few rows (2..16: a decode step of several sequences): the variant's tile streams each
  *    weight row once and dots each of its blocks against all the x rows in registers;
  *  - many rows (prompt): each thread takes a contiguous chunk of weight rows; the variant's
@@ -216,7 +216,8 @@ static void run_chunk(const struct job_part *p, const char *xq, size_t xs, int64
  * chunk to the next; a thread done with its share then takes the others' last chunks, so when
  * the machine is busy and one thread is descheduled the rest take over its work rather than
  * wait for it at the end. (Chunks dealt from one shared counter, as before 2026-12-04, had
- * each thread's stream jump every chunk: tg64 at 2 threads 6-9% slower on the Zen 5.) Several
+ * each thread's stream jump every chunk: tg64 at 2 threads 1.5-8% slower, median 4.5%, on the
+ * Zen 5.) Several
  * weights (same x) go one after the other in one job: a thread done with one's chunks goes on
  * to the next without waiting for the others. Which thread computes a row never changes its
  * value. */
