@@ -293,30 +293,12 @@ static inline __attribute__((always_inline)) size_t k2_values(bool q5) {
     return K2_HEAD + (q5 ? 8 * 32 : 0); /* offset of the value registers (after q5_K's qh) */
 }
 
-static void k2_pack(bool q5, int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
-    const int64_t nb = n / QK_K;
-    const size_t blk = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    memset(dst, 0, (size_t)nb * k2_sb_bytes(q5));
-    for (int r = 0; r < rows; r++)
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *a = (const uint8_t *)src + r * src_stride + b * blk;
-            uint8_t *o = (uint8_t *)dst + b * k2_sb_bytes(q5);
-            /* both types start d, dmin, scales[12]; q5_K's qh[32] comes before its qs */
-            const uint8_t *scales = a + 4, *qh = a + 4 + K_SCALE_SIZE;
-            const uint8_t *qs = q5 ? qh + QK_K / 8 : qh;
-            memcpy(o + r * 2, a, 2);
-            memcpy(o + 16 + r * 2, a + 2, 2);
-            for (int k = 0; k < K_SCALE_SIZE; k++) o[32 + k * 8 + r] = scales[k];
-            if (q5)
-                for (int t = 0; t < 8; t++) memcpy(o + K2_HEAD + t * 32 + r * 4, qh + 4 * t, 4);
-            for (int t = 0; t < 32; t++) memcpy(o + k2_values(q5) + t * 32 + r * 4, qs + 4 * t, 4);
-        }
-}
+_Static_assert(K2_HEAD == 16 * K2_ROWS, "qp_k45_pack's layout");
 static void k2_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
-    k2_pack(false, n, src, src_stride, rows, dst);
+    qp_k45_pack(false, K2_ROWS, n, src, src_stride, rows, dst);
 }
 static void k5_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
-    k2_pack(true, n, src, src_stride, rows, dst);
+    qp_k45_pack(true, K2_ROWS, n, src, src_stride, rows, dst);
 }
 
 /* (v, v) int16 pairs of the 8 bytes at p, one per 32-bit lane. */

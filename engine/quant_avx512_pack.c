@@ -304,31 +304,12 @@ static const struct quant_pack qp_q8_0 = {.rows = W32P_ROWS,
  * are shifted down first instead of taken as 16 q. */
 #define K4_MAX_XR 4 /* x rows per pass over a group's super-blocks */
 
-/* Packs rows (<= 16; the missing ones zero) of n elements, row i at src + i * src_stride. */
-static void k4_pack(bool q5, int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
-    const int64_t nb = n / QK_K;
-    const size_t blk = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    memset(dst, 0, (size_t)nb * k4p_sb_bytes(q5));
-    for (int r = 0; r < rows; r++)
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *a = (const uint8_t *)src + r * src_stride + b * blk;
-            uint8_t *o = (uint8_t *)dst + b * k4p_sb_bytes(q5);
-            /* both types start d, dmin, scales[12]; q5_K's qh[32] comes before its qs */
-            const uint8_t *scales = a + 4, *qh = a + 4 + K_SCALE_SIZE;
-            const uint8_t *qs = q5 ? qh + QK_K / 8 : qh;
-            memcpy(o + r * 2, a, 2);
-            memcpy(o + 32 + r * 2, a + 2, 2);
-            for (int k = 0; k < K_SCALE_SIZE; k++) o[64 + k * 16 + r] = scales[k];
-            if (q5)
-                for (int t = 0; t < 8; t++) memcpy(o + K4P_HEAD + t * 64 + r * 4, qh + 4 * t, 4);
-            for (int t = 0; t < 32; t++) memcpy(o + k4p_values(q5) + t * 64 + r * 4, qs + 4 * t, 4);
-        }
-}
+_Static_assert(K4P_HEAD == 16 * K4P_ROWS, "qp_k45_pack's layout");
 static void k4_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
-    k4_pack(false, n, src, src_stride, rows, dst);
+    qp_k45_pack(false, K4P_ROWS, n, src, src_stride, rows, dst);
 }
 static void k5_pack_rows(int64_t n, const void *src, size_t src_stride, int rows, void *dst) {
-    k4_pack(true, n, src, src_stride, rows, dst);
+    qp_k45_pack(true, K4P_ROWS, n, src, src_stride, rows, dst);
 }
 
 /* A group (16 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */

@@ -61,10 +61,7 @@ static inline __attribute__((always_inline)) void FP_FN(micro)(bool bf16, bool s
     const size_t pf = stream ? quant_pf_ahead : 0;
     for (int64_t k = 0; k < kn; k++) {
         const uint16_t *p = wk + k * FP_ROWS;
-        if (pf)
-#pragma GCC unroll 4
-            for (int l = 0; l < FP_ROWS * 2; l += 64)
-                __builtin_prefetch((const char *)p + pf + l, 0, 3);
+        quant_prefetch_w_burst((const uint8_t *)p, FP_ROWS * 2, pf);
         fp_vec wv[FP_GROUP_VECS];
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++)

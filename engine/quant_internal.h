@@ -299,8 +299,9 @@ static inline void quant_prefetch_w(const uint8_t *p, size_t bytes, size_t ahead
     if (ahead) quant_prefetch_x(p + ahead, bytes);
 }
 /* quant_prefetch_w with the lines' prefetches issued back to back, no loop (bytes a constant, or
- * at most 16 lines). Which of the two a kernel takes is measured, not derived: the avx512 q4_0,
- * q8_0 and q6_K GEMVs streamed 5-15 points more of the read rate with this one (bench_kernels
+ * at most 16 lines). Which of the two a kernel takes is measured, not derived (this one: the avx512
+ * q4_0, q8_0 and q6_K kernels, the f16 / bf16 GEMVs): the avx512 q4_0, q8_0 and q6_K GEMVs
+ * streamed 5-15 points more of the read rate with this one (bench_kernels
  * %wr at 2 threads, AMD EPYC Zen 5; q4_0 tg64 +13%), q4_K and q5_K a few points less, and the
  * avx2 kernels the same either way (bench/RESULTS.md, 2026-12-04). */
 static inline __attribute__((always_inline)) void

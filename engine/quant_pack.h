@@ -4,8 +4,10 @@
  * files, so it is compiled with that file's ISA flags; the kernels themselves stay in them.
  * Each kernel is a struct quant_pack (quant_internal.h). */
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "quant_internal.h"
 
@@ -96,6 +98,33 @@ static inline void qp_prep_q8_K(int64_t nb, const void *x, void *out) {
             p[b].bs[i] = (int32_t)(lo | hi << 16);
         }
     }
+}
+
+/* q4_K / q5_K rows (<= R; the missing ones zero) of n elements, row i at src + i * src_stride,
+ * into the packed super-blocks of a group of R rows (R = 16: quant_avx512_pack.c, 8:
+ * quant_avx2_pack.c, which describe the layout): per super-block d of the R rows (f16, 2R
+ * bytes), dmin, the 12 scale bytes as planes of R, then (q5_K) 8 qh registers and the 32 value
+ * registers of 4R bytes, register t holding in lane r bytes 4t..4t+3 of row r's qh / qs. */
+static inline void qp_k45_pack(bool q5, int R, int64_t n, const void *src, size_t src_stride,
+                               int rows, void *dst) {
+    const int64_t nb = n / QK_K;
+    const size_t blk = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K), reg = 4 * (size_t)R;
+    const size_t head = 16 * (size_t)R, values = head + (q5 ? 8 * reg : 0), sb = R * blk;
+    memset(dst, 0, (size_t)nb * sb);
+    for (int r = 0; r < rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *a = (const uint8_t *)src + r * src_stride + b * blk;
+            uint8_t *o = (uint8_t *)dst + b * sb;
+            /* both types start d, dmin, scales[12]; q5_K's qh[32] comes before its qs */
+            const uint8_t *scales = a + 4, *qh = a + 4 + K_SCALE_SIZE;
+            const uint8_t *qs = q5 ? qh + QK_K / 8 : qh;
+            memcpy(o + r * 2, a, 2);
+            memcpy(o + 2 * R + r * 2, a + 2, 2);
+            for (int k = 0; k < K_SCALE_SIZE; k++) o[4 * R + k * R + r] = scales[k];
+            if (q5)
+                for (int t = 0; t < 8; t++) memcpy(o + head + t * reg + r * 4, qh + 4 * t, 4);
+            for (int t = 0; t < 32; t++) memcpy(o + values + t * reg + r * 4, qs + 4 * t, 4);
+        }
 }
 
 /* q6_K's packed values, the same layout in both variants (quant_avx2_pack.c describes it): the
