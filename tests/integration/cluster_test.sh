@@ -82,6 +82,11 @@ start_workers_in_order() {
         wait_for "$WORK/coord.log" "worker 'w$i' (re-)?joined" 15 || fail "w$i did not join"
     done
 }
+# The worker started last must give up, exit status 1, within 15 s ($1: which case, for the message).
+worker_gives_up() {
+    wait_exit "$WORKER_PID" 15
+    [ "$RC" = 1 ] || fail "$1: worker exit status $RC, want 1"
+}
 activation_ep() {
     grep -oE 'activation socket listening on tcp://[0-9.]+:[0-9]+' "$WORK/$1.log" | head -n1 |
         awk '{print $5}'
@@ -230,8 +235,7 @@ version)
     secure_keys 1
     start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 1
     start_worker w1 --coordinator-key "$WORK/c" --key "$WORK/w1" --protocol-version-override 2
-    wait_exit "$WORKER_PID" 15; rc=$RC
-    [ "$rc" = 1 ] || fail "worker exit status $rc, want 1"
+    worker_gives_up "protocol version 2"
     expect_log "$WORK/coord.log" "refused a message from 127.0.0.1 .*protocol version mismatch: peer speaks 2, this node speaks 1"
     expect_log "$WORK/w1.log" "error .*protocol version mismatch: peer speaks 2, this node speaks 1"
     expect_no_log "$WORK/coord.log" "joined as node"
@@ -249,16 +253,14 @@ insecure)
     start_coordinator coord2 --insecure --workers 1
     keygen w3
     start_worker w3 --coordinator-key "$WORK/w3" --key "$WORK/w3"
-    wait_exit "$WORKER_PID" 15; rc=$RC
-    [ "$rc" = 1 ] || fail "secure worker vs insecure coordinator: exit $rc, want 1"
+    worker_gives_up "secure worker vs insecure coordinator"
     expect_log "$WORK/w3.log" "mechanism mismatch"
     expect_no_log "$WORK/coord2.log" "joined as node"
     # ... nor an insecure worker a CURVE coordinator.
     secure_keys 1
     start_coordinator coord3 --key "$WORK/c" --allow "$WORK/allow" --workers 1
     start_worker w4 --insecure
-    wait_exit "$WORKER_PID" 15; rc=$RC
-    [ "$rc" = 1 ] || fail "insecure worker vs CURVE coordinator: exit $rc, want 1"
+    worker_gives_up "insecure worker vs CURVE coordinator"
     expect_log "$WORK/w4.log" "mechanism mismatch"
     expect_log "$WORK/coord3.log" "control socket .*(handshake failed|mechanism mismatch)"
     expect_no_log "$WORK/coord3.log" "joined as node"
@@ -266,8 +268,7 @@ insecure)
     # handshake, and each closed handshake is logged with what causes it (the same line a worker
     # gets when it does not hear of a mechanism mismatch before the connection closes).
     start_worker w5 --coordinator-key "$WORK/w1" --key "$WORK/w1" --join-timeout-ms 3000
-    wait_exit "$WORKER_PID" 15; rc=$RC
-    [ "$rc" = 1 ] || fail "worker with a wrong --coordinator-key: exit $rc, want 1"
+    worker_gives_up "worker with a wrong --coordinator-key"
     expect_log "$WORK/w5.log" "closed the connection during the security handshake: a security mechanism mismatch, .* or a CURVE key that is not the peer's"
     expect_log "$WORK/w5.log" "error .*no answer from the coordinator"
     expect_no_log "$WORK/coord3.log" "joined as node"
