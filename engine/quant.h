@@ -80,7 +80,7 @@ bool quant_force_variant(const char *name);
  * prefetch, in bytes; 0 leaves the stream to the hardware prefetcher. quant_init() sets it from
  * CARAVAN_PREFETCH (bytes) when that is given, else from the CPU: 4096 on AMD family 1Ah (Zen
  * 5), where it took the 2-thread q4_0 and q4_K GEMVs from ~55% to 60-93% of the host's
- * streaming read (and, issued without loops since 2026-12-04, q4_0 / q8_0 to 89-100%, the avx2
+ * streaming read (and, issued without loops since 2026-12-04, q4_0 / q8_0 to 82-100%, the avx2
  * f16 GEMV from 73-90% to 94-103%); 0 elsewhere (on a Zen 4 the looped prefetch of 2026-12-03
  * only slowed the kernels; Intel and Zen 3 unmeasured). It never changes a result, only the
  * speed. Set it with no matmul running. */
