@@ -8,8 +8,9 @@
  * host's rate can change between the read and the GEMV, "%wr" also times the GEMV and a plain
  * read of the same weights in turn, pass after pass, and gives the median of the pairs' ratios.
  *
- *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2] [--threads 1,2] [--time S]
+ *   bench_kernels [--types q4_0,q8_0,...] [--variants ref,avx2,...] [--threads 1,2] [--time S]
  *                 [--no-gemm] [--no-gemv] [--working-set MIB] [--model [--rows 1,2,4,8,16,128]]
+ * --variants defaults to the reference and every variant this CPU runs.
  * --working-set sets how many MiB of weight copies a GEMV cycles through (default 256: from
  * DRAM); 0 reuses one matrix (6.5 MiB in q4_0, from the L3 cache): the kernel's own limit.
  * --model instead times all the matmuls of a tinyllama-1.1b forward pass (matmul-only t/s) with
@@ -408,7 +409,7 @@ static int split(char *s, char **out, int max) {
 
 int main(int argc, char **argv) {
     char types_arg[256] = "f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k";
-    char variants_arg[64] = "ref,avx2";
+    char variants_arg[64] = ""; /* default: every variant this CPU runs */
     char threads_arg[64] = "1,2";
     char rows_arg[128] = "1,128";
     double min_time = 0.3;
@@ -440,16 +441,26 @@ int main(int argc, char **argv) {
             snprintf(rows_arg, sizeof rows_arg, "%s", argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: %s [--types a,b] [--variants ref,avx2] [--threads 1,2] [--time s] "
+                    "usage: %s [--types a,b] [--variants ref,avx2,avx512 (default: all this CPU "
+                    "runs)] [--threads 1,2] [--time s] "
                     "[--no-gemm] [--no-gemv] [--working-set MIB] [--model [--rows 1,2,4,8,128]]\n",
                     argv[0]);
             return 2;
         }
     }
+    quant_init();
+    if (!variants_arg[0]) {
+        int n;
+        const struct quant_variant *const *all = quant_variants(&n);
+        for (int i = 0; i < n; i++)
+            if (all[i]->available())
+                snprintf(variants_arg + strlen(variants_arg),
+                         sizeof variants_arg - strlen(variants_arg), "%s%s",
+                         variants_arg[0] ? "," : "", all[i]->name);
+    }
     char *types[16], *variants[4], *threads[8];
     int nt = split(types_arg, types, 16), nv = split(variants_arg, variants, 4);
     int nth = split(threads_arg, threads, 8);
-    quant_init();
     if (do_model) {
         char *rows_s[16];
         int64_t rows[16];
