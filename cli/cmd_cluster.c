@@ -373,8 +373,9 @@ int cmd_cluster(int argc, char **argv) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads =
         c->threads > 0 ? c->threads : (int)(ncpu / c->workers > 0 ? ncpu / c->workers : 1);
-    fprintf(stderr, "caravan cluster: %d workers x %d threads on %s; keys and logs in %s\n",
-            c->workers, threads, c->model, cl->dir);
+    fprintf(stderr, "caravan cluster: %d worker%s x %d thread%s on %s; keys and logs in %s\n",
+            c->workers, c->workers == 1 ? "" : "s", threads, threads == 1 ? "" : "s", c->model,
+            cl->dir);
 
     /* keys and the allow-list */
     char pub[CRYPTO_KEY_Z85_LEN + 8], path[1024];
