@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -157,11 +158,17 @@ struct cluster {
 /* Starts argv (argv[0] is ignored: this binary runs) with stderr to log, stdout to out_fd (or
  * the log when < 0). */
 static pid_t spawn(const char *self, char *const *argv, const char *log, int out_fd) {
+    const pid_t launcher = getpid();
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid > 0) return pid;
     /* child */
-    signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the launcher, which stops us in order */
+    signal(SIGINT, SIG_IGN);  /* Ctrl-C reaches the launcher, which stops us in order */
+    signal(SIGPIPE, SIG_DFL); /* the launcher ignores it; the daemons expect the default */
+    /* A launcher that dies without stopping us (SIGKILL, a crash) must not leave daemons behind
+     * (a worker re-joins a vanished coordinator forever): the kernel sends the SIGINT the
+     * launcher would have. It is kept across exec; a launcher gone before this line is checked. */
+    if (prctl(PR_SET_PDEATHSIG, SIGINT) != 0 || getppid() != launcher) _exit(1);
     int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
         dup2(fd, STDERR_FILENO);
@@ -400,6 +407,9 @@ int cmd_cluster(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    /* stdout or stderr a closed pipe (`caravan cluster ... | head`): a write fails instead of
+     * killing the launcher before it stops what it started */
+    signal(SIGPIPE, SIG_IGN);
 
     /* the coordinator */
     char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_temp[32],

@@ -12,6 +12,8 @@
 #                    taken for lost under --request-timeout-ms 2000; the text is run's
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
 #   bad_model        a missing model is a clear error, not a hang
+#   launcher_dies    a launcher killed with SIGKILL, or whose output pipe closes (`| head`),
+#                    leaves no coordinator or worker running
 #
 # Needs CARAVAN_BIN. Every process is started by caravan cluster, which stops them itself; each
 # run is bounded by `timeout`.
@@ -108,6 +110,37 @@ bad_model)
     [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "exit $rc for a missing model"
     grep -q "none.gguf" "$WORK/bad.err" || fail "the error does not name the file"
     note "missing model: $(head -n1 "$WORK/bad.err")"
+    ;;
+launcher_dies)
+    [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
+    . "$(dirname "$0")/lib.sh"
+    # left DIR [SECONDS]: bounded wait until no process has DIR (its --log-dir) in its command
+    # line; prints what is still there
+    left() {
+        for _ in $(seq 1 $((${2:-10} * 10))); do
+            pgrep -f -- "$1" >/dev/null || return 0
+            sleep 0.1
+        done
+        pgrep -af -- "$1"
+        return 1
+    }
+    logs="$WORK/logs_kill"
+    "$CARAVAN" cluster --model "$STORIES" --workers 2 --threads 1 --shared-file \
+        --http 127.0.0.1:0 --log-dir "$logs" >"$WORK/kill.out" 2>"$WORK/kill.err" &
+    launcher=$!
+    wait_for "$WORK/kill.out" "curl" 60 || { kill -9 "$launcher"; fail "the cluster did not come up"; }
+    [ "$(pgrep -f -- "$logs" | wc -l)" -ge 4 ] || fail "expected a launcher, a coordinator and 2 workers"
+    kill -9 "$launcher"
+    wait "$launcher" 2>/dev/null
+    left "$logs" 10 || { pkill -9 -f -- "$logs"; fail "processes left after the launcher's SIGKILL"; }
+    note "SIGKILL of the launcher: coordinator and workers gone"
+    logs="$WORK/logs_pipe"
+    set +e
+    timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 2 --threads 1 --shared-file \
+        --log-dir "$logs" --prompt "Once upon a time" --ignore-eos -n 2000 2>&1 | head -c 1 >/dev/null
+    set -e
+    left "$logs" 10 || { pkill -9 -f -- "$logs"; fail "processes left after the output pipe closed"; }
+    note "output pipe closed early: nothing left running"
     ;;
 *) fail "unknown case" ;;
 esac
