@@ -2,7 +2,9 @@
 # run_cluster_bench.sh: the cluster's figures, side by side in one run on this host.
 #
 #   1. single-stream generation through 1, 2 and 3 workers (1 thread each, loopback, CURVE)
-#      against `caravan run --threads 1`, alternating A B A B (REPS pairs; medians and ratio);
+#      against `caravan run --threads 1`, alternating A B A B (REPS pairs; medians and ratio),
+#      then one traced run each: a decode step's round trip against the stages' compute (the
+#      cluster's own cost a token) and its links, serializing, sending and receiving;
 #   1b. time to first token of a ~1000-token prompt (4 chunks of 256 and a short one) through
 #      2 and 3 workers against `caravan run --threads 1` (the chunks are pipelined over the
 #      stages), REPS rounds;
@@ -77,6 +79,24 @@ for k in ${SINGLE_WORKERS:-1 2 3}; do
     json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"runs\":\"$runs\",\"clusters\":\"$clus\"},"
 done
 echo
+if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then
+    # One traced run each: the round trip of a decode step against the stages' summed compute;
+    # the difference is the cluster's own cost a token (links, serializing, sending, receiving).
+    echo "## single stream, where a decode step's time goes (one traced run each, medians over its steps, ms)"
+    echo
+    echo "| workers | step | compute (all stages) | cluster's own | share | links | serialize | send | receive |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for k in ${SINGLE_WORKERS:-1 2 3}; do
+        rm -rf "$DIR/trace"
+        ${pin[@]+"${pin[@]}"} "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 \
+            --shared-file --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" --trace "$DIR/trace" \
+            >/dev/null 2>"$DIR/cluster.err"
+        "$BIN/caravan" trace summary "$DIR/trace/trace.json" | node -e '
+        let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const t=JSON.parse(s),o=t.step_ms-t.compute_ms,f=(x)=>x.toFixed(2);
+        console.log(`| ${process.argv[1]} | ${f(t.step_ms)} | ${f(t.compute_ms)} | ${f(o)} | ${(100*o/t.step_ms).toFixed(1)}% | ${f(t.link_ms)} | ${f(t.serialize_ms)} | ${f(t.send_ms)} | ${f(t.receive_ms)} |`);})' "$k"
+    done
+    echo
+fi
 
 LONG_PROMPT=$(for _ in $(seq 25); do printf '%s ' "Once upon a time there was a little robot who lived in a big city and dreamed of the sea."; done)
 ttft_of() { sed -n 's/^prompt: .* first token after \([0-9.]*\) s$/\1/p; s/^prompt: [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$1" | tail -n1; }
