@@ -9,16 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 #define MIB ((uint64_t)1 << 20)
 
@@ -378,8 +369,8 @@ int main(void) {
     test_infeasible();
     test_parse();
     test_kernels();
-    if (failures) {
-        fprintf(stderr, "plan_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "plan_test: %d failures\n", check_failures);
         return 1;
     }
     printf("plan_test: all passed\n");

@@ -5,15 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 static void test_estimate(void) {
     int64_t off = 0, rtt = 0;
@@ -61,8 +53,8 @@ static void test_file(void) {
 int main(void) {
     test_estimate();
     test_file();
-    if (failures) {
-        fprintf(stderr, "trace_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "trace_test: %d failures\n", check_failures);
         return 1;
     }
     printf("trace_test: ok\n");

@@ -18,13 +18,7 @@
 #include "gguf.h"
 #include "serve_fake.h"
 
-#define CHECK(cond, msg)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: %s (%s)\n", __FILE__, __LINE__, msg, #cond);              \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 static tokenizer_t *tok;
 
@@ -48,10 +42,10 @@ static void server_start(struct server *s, int n_ctx, int max_open, int delay_ms
                              .queue = s->q};
     char err[256];
     s->api = api_start(&cfg, err, sizeof err);
-    CHECK(s->api, err);
+    REQUIRE(s->api, "%s", err);
     const char *colon = strrchr(api_url(s->api), ':');
     s->port = atoi(colon + 1);
-    CHECK(s->port > 0, "bound port in the url");
+    REQUIRE(s->port > 0, "bound port in the url");
 }
 
 static void server_stop(struct server *s) {
@@ -64,7 +58,7 @@ static int connect_to(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    REQUIRE(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
     return fd;
 }
 
@@ -75,8 +69,8 @@ static void send_request(int fd, const char *method, const char *path, const cha
     int n =
         snprintf(head, sizeof head, "%s %s HTTP/1.0\r\nHost: test\r\nContent-Length: %zu\r\n%s\r\n",
                  method, path, blen, headers ? headers : "");
-    CHECK(write(fd, head, (size_t)n) == n, "write head");
-    if (blen) CHECK(write(fd, body, blen) == (ssize_t)blen, "write body");
+    REQUIRE(write(fd, head, (size_t)n) == n, "write head");
+    if (blen) REQUIRE(write(fd, body, blen) == (ssize_t)blen, "write body");
 }
 
 struct resp {
@@ -116,7 +110,7 @@ static struct resp http(int port, const char *method, const char *path, const ch
 static char *echo_of(const char *prompt, int max_tokens) {
     int32_t ids[512];
     int64_t n = tokenizer_encode(tok, prompt, strlen(prompt), true, false, ids, 512);
-    CHECK(n > 1 && n < 512, "encode");
+    REQUIRE(n > 1 && n < 512, "encode");
     tokenizer_decoder_t *d = tokenizer_decoder_new(tok, false);
     tokenizer_decoder_set_midstream(d);
     char *out = calloc(1, 4096);
@@ -132,15 +126,15 @@ static char *echo_of(const char *prompt, int max_tokens) {
 /* The JSON body of a 4xx must be an OpenAI error. */
 static void check_error(struct resp *r, int status, const char *param) {
     if (r->status != status) fprintf(stderr, "got: %s\n", r->all);
-    CHECK(r->status == status, "status");
+    REQUIRE(r->status == status, "status");
     cJSON *j = cJSON_Parse(r->body);
-    CHECK(j, "error body is JSON");
+    REQUIRE(j, "error body is JSON");
     cJSON *e = cJSON_GetObjectItem(j, "error");
-    CHECK(cJSON_IsString(cJSON_GetObjectItem(e, "message")), "error.message");
-    CHECK(cJSON_IsString(cJSON_GetObjectItem(e, "type")), "error.type");
+    REQUIRE(cJSON_IsString(cJSON_GetObjectItem(e, "message")), "error.message");
+    REQUIRE(cJSON_IsString(cJSON_GetObjectItem(e, "type")), "error.type");
     cJSON *p = cJSON_GetObjectItem(e, "param");
-    CHECK(p, "error.param present");
-    if (param) CHECK(cJSON_IsString(p) && !strcmp(p->valuestring, param), "error.param");
+    REQUIRE(p, "error.param present");
+    if (param) REQUIRE(cJSON_IsString(p) && !strcmp(p->valuestring, param), "error.param");
     cJSON_Delete(j);
     free(r->all);
 }
@@ -148,22 +142,22 @@ static void check_error(struct resp *r, int status, const char *param) {
 /* Completion text, finish reason and usage of a plain answer. */
 static char *plain_text(struct resp *r, const char **finish, int *n_completion, bool chat) {
     if (r->status != 200) fprintf(stderr, "got: %s\n", r->all);
-    CHECK(r->status == 200, "200");
+    REQUIRE(r->status == 200, "200");
     cJSON *j = cJSON_Parse(r->body);
-    CHECK(j, "JSON answer");
+    REQUIRE(j, "JSON answer");
     cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
     cJSON *t = chat ? cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")
                     : cJSON_GetObjectItem(c, "text");
-    CHECK(cJSON_IsString(t), "text");
+    REQUIRE(cJSON_IsString(t), "text");
     char *text = strdup(t->valuestring);
     static _Thread_local char fin[16]; /* per client thread */
     snprintf(fin, sizeof fin, "%s", cJSON_GetObjectItem(c, "finish_reason")->valuestring);
     *finish = fin;
     cJSON *u = cJSON_GetObjectItem(j, "usage");
     *n_completion = cJSON_GetObjectItem(u, "completion_tokens")->valueint;
-    CHECK(cJSON_GetObjectItem(u, "total_tokens")->valueint ==
-              *n_completion + cJSON_GetObjectItem(u, "prompt_tokens")->valueint,
-          "total = prompt + completion");
+    REQUIRE(cJSON_GetObjectItem(u, "total_tokens")->valueint ==
+                *n_completion + cJSON_GetObjectItem(u, "prompt_tokens")->valueint,
+            "total = prompt + completion");
     cJSON_Delete(j);
     free(r->all);
     return text;
@@ -171,22 +165,22 @@ static char *plain_text(struct resp *r, const char **finish, int *n_completion, 
 
 /* Concatenated deltas of an SSE answer; checks the framing and the final [DONE]. */
 static char *stream_text(struct resp *r, const char **finish, bool chat) {
-    CHECK(r->status == 200, "200");
-    CHECK(strstr(r->all, "text/event-stream"), "SSE content type");
+    REQUIRE(r->status == 200, "200");
+    REQUIRE(strstr(r->all, "text/event-stream"), "SSE content type");
     char *text = calloc(1, 8192);
     static _Thread_local char fin[16]; /* per client thread */
     fin[0] = 0;
     bool done = false;
     char *save = NULL;
     for (char *line = strtok_r(r->body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        CHECK(!done, "nothing after [DONE]");
-        CHECK(!strncmp(line, "data: ", 6), "data: lines only");
+        REQUIRE(!done, "nothing after [DONE]");
+        REQUIRE(!strncmp(line, "data: ", 6), "data: lines only");
         if (!strcmp(line + 6, "[DONE]")) {
             done = true;
             continue;
         }
         cJSON *j = cJSON_Parse(line + 6);
-        CHECK(j, "event is JSON");
+        REQUIRE(j, "event is JSON");
         cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
         if (c) {
             cJSON *t = chat ? cJSON_GetObjectItem(cJSON_GetObjectItem(c, "delta"), "content")
@@ -194,13 +188,13 @@ static char *stream_text(struct resp *r, const char **finish, bool chat) {
             if (cJSON_IsString(t)) strcat(text, t->valuestring);
             cJSON *f = cJSON_GetObjectItem(c, "finish_reason");
             if (cJSON_IsString(f)) {
-                CHECK(!fin[0], "one finish_reason");
+                REQUIRE(!fin[0], "one finish_reason");
                 snprintf(fin, sizeof fin, "%s", f->valuestring);
             }
         }
         cJSON_Delete(j);
     }
-    CHECK(done && fin[0], "ends with a finish_reason and [DONE]");
+    REQUIRE(done && fin[0], "ends with a finish_reason and [DONE]");
     *finish = fin;
     free(r->all);
     return text;
@@ -208,7 +202,7 @@ static char *stream_text(struct resp *r, const char **finish, bool chat) {
 
 static void wait_for(serve_fake_t *f, uint64_t cancelled) {
     for (int i = 0; i < 300 && serve_fake_cancelled(f) < cancelled; i++) usleep(10000);
-    CHECK(serve_fake_cancelled(f) >= cancelled, "the loop saw the cancel");
+    REQUIRE(serve_fake_cancelled(f) >= cancelled, "the loop saw the cancel");
 }
 
 static void test_answers(void) {
@@ -220,44 +214,44 @@ static void test_answers(void) {
     char *want = echo_of("Once upon a time", 0);
 
     struct resp r = http(p, "GET", "/health", NULL, NULL);
-    CHECK(r.status == 200 && strstr(r.body, "\"ok\""), "health");
+    REQUIRE(r.status == 200 && strstr(r.body, "\"ok\""), "health");
     free(r.all);
 
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"seed\":3,\"top_k\":1}");
     char *plain = plain_text(&r, &fin, &n, false);
-    CHECK(!strcmp(plain, want) && !strcmp(fin, "stop") && n == 4,
-          "plain = echo; the unpushed EOS is not counted");
+    REQUIRE(!strcmp(plain, want) && !strcmp(fin, "stop") && n == 4,
+            "plain = echo; the unpushed EOS is not counted");
 
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"stream\":true}");
     char *streamed = stream_text(&r, &fin, false);
-    CHECK(!strcmp(streamed, plain) && !strcmp(fin, "stop"), "streamed = plain");
+    REQUIRE(!strcmp(streamed, plain) && !strcmp(fin, "stop"), "streamed = plain");
     free(streamed);
 
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":[\"Once upon a time\"],\"max_tokens\":2}");
     char *two = plain_text(&r, &fin, &n, false);
     char *want2 = echo_of("Once upon a time", 2);
-    CHECK(!strcmp(two, want2) && !strcmp(fin, "length") && n == 2, "max_tokens");
+    REQUIRE(!strcmp(two, want2) && !strcmp(fin, "length") && n == 2, "max_tokens");
     free(two);
     free(want2);
 
     /* Token ids as the prompt. */
     r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":[1,403,407],\"max_tokens\":9}");
     char *ids = plain_text(&r, &fin, &n, false);
-    CHECK(!strcmp(fin, "stop") && n == 2 && strstr(want, ids) == want, "id prompt");
+    REQUIRE(!strcmp(fin, "stop") && n == 2 && strstr(want, ids) == want, "id prompt");
     free(ids);
 
     /* max_tokens is clamped to the context: ignore_eos echoes until n_ctx. */
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"ignore_eos\":true,\"max_tokens\":1000}");
     char *again = plain_text(&r, &fin, &n, false);
-    CHECK(!strcmp(fin, "length") && n == 128 - 5, "clamped to n_ctx - n_prompt");
+    REQUIRE(!strcmp(fin, "length") && n == 128 - 5, "clamped to n_ctx - n_prompt");
     char twice[256];
     snprintf(twice, sizeof twice, "%s%s", want, want);
-    CHECK(!strncmp(again, twice, strlen(twice)) && !strstr(again, "</s>"),
-          "a pushed EOS decodes to nothing");
+    REQUIRE(!strncmp(again, twice, strlen(twice)) && !strstr(again, "</s>"),
+            "a pushed EOS decodes to nothing");
     free(again);
 
     /* A stop string across tokens, plain and streamed: cut before it, the loop is told. */
@@ -265,28 +259,28 @@ static void test_answers(void) {
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"stop\":[\"zzz\",\"on a t\"],\"ignore_eos\":true}");
     char *cut = plain_text(&r, &fin, &n, false);
-    CHECK(!strcmp(cut, " Once up") && !strcmp(fin, "stop") && n == 4, "stop string");
+    REQUIRE(!strcmp(cut, " Once up") && !strcmp(fin, "stop") && n == 4, "stop string");
     wait_for(s.fake, c0 + 1);
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"stop\":\"on a t\",\"stream\":true}");
     char *scut = stream_text(&r, &fin, false);
-    CHECK(!strcmp(scut, cut) && !strcmp(fin, "stop"), "streamed stop holds back the match");
+    REQUIRE(!strcmp(scut, cut) && !strcmp(fin, "stop"), "streamed stop holds back the match");
     free(scut);
     free(cut);
     /* A partial match at the end is released when generation ends. */
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time\",\"stop\":\"time!\",\"stream\":true}");
     scut = stream_text(&r, &fin, false);
-    CHECK(!strcmp(scut, want), "held-back tail released at the end");
+    REQUIRE(!strcmp(scut, want), "held-back tail released at the end");
     free(scut);
 
     /* A character split over byte tokens is held back until whole (no U+FFFD). */
     char *utf8 = echo_of("Caf\xC3\xA9 \xE2\x98\x95 ok", 0);
-    CHECK(strstr(utf8, "\xE2\x98\x95"), "the echo has the cup");
+    REQUIRE(strstr(utf8, "\xE2\x98\x95"), "the echo has the cup");
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Caf\xC3\xA9 \xE2\x98\x95 ok\",\"stream\":true}");
     char *su = stream_text(&r, &fin, false);
-    CHECK(!strcmp(su, utf8) && !strstr(su, "\xEF\xBF\xBD"), "split UTF-8 streamed whole");
+    REQUIRE(!strcmp(su, utf8) && !strstr(su, "\xEF\xBF\xBD"), "split UTF-8 streamed whole");
     free(su);
     free(utf8);
 
@@ -298,27 +292,27 @@ static void test_answers(void) {
     snprintf(body, sizeof body, chat, "");
     r = http(p, "POST", "/v1/chat/completions", NULL, body);
     char *cp = plain_text(&r, &fin, &n, true);
-    CHECK(strstr(cp, "Hi there") && strstr(cp, "Be brief."), "chat echo of the rendered prompt");
+    REQUIRE(strstr(cp, "Hi there") && strstr(cp, "Be brief."), "chat echo of the rendered prompt");
     snprintf(body, sizeof body, chat, ",\"stream\":true");
     r = http(p, "POST", "/v1/chat/completions", NULL, body);
     char *cs = stream_text(&r, &fin, true);
-    CHECK(!strcmp(cs, cp), "chat streamed = plain");
+    REQUIRE(!strcmp(cs, cp), "chat streamed = plain");
     free(cs);
     free(cp);
 
     r = http(p, "GET", "/v1/models", NULL, NULL);
-    CHECK(r.status == 200 && strstr(r.body, "\"id\":\"m\""), "models");
+    REQUIRE(r.status == 200 && strstr(r.body, "\"id\":\"m\""), "models");
     free(r.all);
     r = http(p, "GET", "/cluster", NULL, NULL);
     cJSON *cl = cJSON_Parse(r.body);
-    CHECK(r.status == 200 && cJSON_GetObjectItem(cl, "workers"), "cluster JSON");
+    REQUIRE(r.status == 200 && cJSON_GetObjectItem(cl, "workers"), "cluster JSON");
     cJSON_Delete(cl);
     free(r.all);
     r = http(p, "GET", "/metrics", NULL, NULL);
-    CHECK(r.status == 200 && strstr(r.body, "\ncaravan_requests_total 11\n"), "requests counted");
-    CHECK(strstr(r.body, "caravan_time_to_first_token_seconds_bucket{le=\"+Inf\"} 11\n"),
-          "ttft histogram");
-    CHECK(
+    REQUIRE(r.status == 200 && strstr(r.body, "\ncaravan_requests_total 11\n"), "requests counted");
+    REQUIRE(strstr(r.body, "caravan_time_to_first_token_seconds_bucket{le=\"+Inf\"} 11\n"),
+            "ttft histogram");
+    REQUIRE(
         strstr(r.body, "caravan_stage_compute_seconds_total{stage=\"0\",name=\"fake \\\"0\\\"\"}"),
         "stage label escaped");
     free(r.all);
@@ -368,22 +362,22 @@ static void test_errors(void) {
         check_error(&r, 400, bad[i].param);
         /* ... and the server serves on. */
         r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
-        CHECK(r.status == 200, "serves on after a bad request");
+        REQUIRE(r.status == 200, "serves on after a bad request");
         free(r.all);
     }
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time there was a little girl named Lily who liked\"}");
-    CHECK(strstr(r.body, "context_length_exceeded"), "too long: code");
+    REQUIRE(strstr(r.body, "context_length_exceeded"), "too long: code");
     free(r.all);
     r = http(p, "GET", "/v1/nothing", NULL, NULL);
     check_error(&r, 404, NULL);
     r = http(p, "GET", "/v1/completions", NULL, NULL);
-    CHECK(strstr(r.all, "Allow: POST"), "405 names the method");
+    REQUIRE(strstr(r.all, "Allow: POST"), "405 names the method");
     check_error(&r, 405, NULL);
     r = http(p, "POST", "/health", NULL, "{}");
     check_error(&r, 405, NULL);
     r = http(p, "GET", "/metrics", NULL, NULL);
-    CHECK(strstr(r.body, "\ncaravan_requests_rejected_total 24\n"), "400s counted");
+    REQUIRE(strstr(r.body, "\ncaravan_requests_rejected_total 24\n"), "400s counted");
     free(r.all);
     server_stop(&s);
 }
@@ -391,16 +385,16 @@ static void test_errors(void) {
 static void test_auth(void) {
     char path[] = "/tmp/api_test_key_XXXXXX";
     int fd = mkstemp(path);
-    CHECK(fd >= 0 && write(fd, " s3cret\nignored\n", 16) == 16, "key file");
+    REQUIRE(fd >= 0 && write(fd, " s3cret\nignored\n", 16) == 16, "key file");
     close(fd);
     char key[64], err[256];
-    CHECK(api_key_resolve(path, key, sizeof key, err, sizeof err) == STATUS_OK &&
-              !strcmp(key, "s3cret"),
-          "first line of the file, trimmed");
-    CHECK(api_key_resolve("plain-key", key, sizeof key, err, sizeof err) == STATUS_OK &&
-              !strcmp(key, "plain-key"),
-          "the value itself");
-    CHECK(api_key_resolve("  ", key, sizeof key, err, sizeof err) == STATUS_FORMAT, "empty");
+    REQUIRE(api_key_resolve(path, key, sizeof key, err, sizeof err) == STATUS_OK &&
+                !strcmp(key, "s3cret"),
+            "first line of the file, trimmed");
+    REQUIRE(api_key_resolve("plain-key", key, sizeof key, err, sizeof err) == STATUS_OK &&
+                !strcmp(key, "plain-key"),
+            "the value itself");
+    REQUIRE(api_key_resolve("  ", key, sizeof key, err, sizeof err) == STATUS_FORMAT, "empty");
 
     struct server s;
     server_start(&s, 64, 8, 1, path);
@@ -414,10 +408,10 @@ static void test_auth(void) {
     r = http(s.port, "GET", "/v1/models", "Authorization: Basic s3cret\r\n", NULL);
     check_error(&r, 401, NULL);
     r = http(s.port, "POST", "/v1/completions", "Authorization: Bearer s3cret\r\n", body);
-    CHECK(r.status == 200, "right key");
+    REQUIRE(r.status == 200, "right key");
     free(r.all);
     r = http(s.port, "GET", "/health", NULL, NULL);
-    CHECK(r.status == 200, "health needs no key");
+    REQUIRE(r.status == 200, "health needs no key");
     free(r.all);
     server_stop(&s);
     unlink(path);
@@ -426,24 +420,24 @@ static void test_auth(void) {
     serve_queue_t *q = serve_queue_new(1);
     struct api_config cfg = {.listen = "0.0.0.0:0", .tokenizer = tok, .n_ctx = 64, .queue = q};
     api_t *api = api_start(&cfg, err, sizeof err);
-    CHECK(!api && strstr(err, "API key") && strstr(err, "--no-api-key"), "refused without key");
+    REQUIRE(!api && strstr(err, "API key") && strstr(err, "--no-api-key"), "refused without key");
     cfg.no_api_key = true;
     api = api_start(&cfg, err, sizeof err);
-    CHECK(api, "--no-api-key allows it");
+    REQUIRE(api, "--no-api-key allows it");
     api_stop(&api);
     cfg.no_api_key = false;
     cfg.api_key = "k";
     api = api_start(&cfg, err, sizeof err);
-    CHECK(api, "a key allows it");
+    REQUIRE(api, "a key allows it");
     api_stop(&api);
     cfg.listen = "127.0.0.1";
-    CHECK(!api_start(&cfg, err, sizeof err) && strstr(err, "HOST:PORT"), "no port");
+    REQUIRE(!api_start(&cfg, err, sizeof err) && strstr(err, "HOST:PORT"), "no port");
     cfg.listen = "127.0.0.1:99999";
-    CHECK(!api_start(&cfg, err, sizeof err), "bad port");
+    REQUIRE(!api_start(&cfg, err, sizeof err), "bad port");
     cfg.listen = "[::1]:0";
     api = api_start(&cfg, err, sizeof err);
     if (api) { /* hosts without IPv6 may refuse; the URL keeps the brackets */
-        CHECK(!strncmp(api_url(api), "http://[::1]:", 13), "v6 url");
+        REQUIRE(!strncmp(api_url(api), "http://[::1]:", 13), "v6 url");
         api_stop(&api);
     }
     serve_queue_destroy(&q);
@@ -473,7 +467,7 @@ static void test_busy_and_disconnect(void) {
     wait_for(s.fake, 2);
     serve_fake_hold(s.fake, false);
     r = http(s.port, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
-    CHECK(r.status == 200, "slots came back");
+    REQUIRE(r.status == 200, "slots came back");
     free(r.all);
 
     /* A client that leaves in the middle of a stream that is producing tokens. */
@@ -481,7 +475,7 @@ static void test_busy_and_disconnect(void) {
     send_request(c, "POST", "/v1/completions", NULL,
                  "{\"prompt\":\"Once upon a time\",\"stream\":true,\"ignore_eos\":true}");
     char buf[256];
-    CHECK(read(c, buf, sizeof buf) > 0, "stream started");
+    REQUIRE(read(c, buf, sizeof buf) > 0, "stream started");
     close(c);
     wait_for(s.fake, 3);
     server_stop(&s);
@@ -504,7 +498,7 @@ static void *client(void *arg) {
         const char *fin;
         char *got = stream_text(&r, &fin, false);
         char *want = echo_of(conc_prompts[i], 0);
-        CHECK(!strcmp(got, want) && !strcmp(fin, "stop"), "each stream gets its own tokens");
+        REQUIRE(!strcmp(got, want) && !strcmp(fin, "stop"), "each stream gets its own tokens");
         free(got);
         free(want);
     }
@@ -552,7 +546,7 @@ static void test_text_property(void) {
         char *full, *full_s;
         bool stopped;
         api_text_run(tok, ids, n, NULL, 0, &full, &full_s, &stopped);
-        CHECK(!strcmp(full, full_s) && !stopped, "no stop strings: same text");
+        REQUIRE(!strcmp(full, full_s) && !stopped, "no stop strings: same text");
         char stop[2][8] = {"", ""};
         size_t len = strlen(full);
         for (int k = 0; k < 2 && len; k++) {
@@ -566,7 +560,7 @@ static void test_text_property(void) {
         char *plain, *streamed;
         api_text_run(tok, ids, n, stops, 3, &plain, &streamed, &stopped);
         if (strcmp(plain, streamed)) fprintf(stderr, "plain '%s' streamed '%s'\n", plain, streamed);
-        CHECK(!strcmp(plain, streamed), "streamed deltas add up to the plain answer");
+        REQUIRE(!strcmp(plain, streamed), "streamed deltas add up to the plain answer");
         if (len) {
             /* Generation stops when a stop string first appears: the answer is a prefix of
              * the full text that holds no whole stop string and is followed by one. (Not
@@ -574,10 +568,10 @@ static void test_text_property(void) {
             size_t cut = strlen(plain);
             bool before = false;
             for (int k = 0; k < 2; k++) {
-                CHECK(!strstr(plain, stop[k]), "no whole stop string in the answer");
+                REQUIRE(!strstr(plain, stop[k]), "no whole stop string in the answer");
                 before |= !strncmp(full + cut, stop[k], strlen(stop[k]));
             }
-            CHECK(stopped && !strncmp(plain, full, cut) && before, "cut before a stop string");
+            REQUIRE(stopped && !strncmp(plain, full, cut) && before, "cut before a stop string");
             n_stopped++;
         }
         free(plain);
@@ -585,7 +579,7 @@ static void test_text_property(void) {
         free(full);
         free(full_s);
     }
-    CHECK(n_stopped > 1000, "the stop path was exercised");
+    REQUIRE(n_stopped > 1000, "the stop path was exercised");
 }
 
 /* The parser alone: what a request would carry. */
@@ -598,18 +592,19 @@ static void test_parse(void) {
                              .queue = q};
     int32_t np = 0, mt = 0;
     const char *b = "{\"prompt\":\"Once upon a time\"}";
-    CHECK(api_parse_request(&cfg, b, strlen(b), false, &np, &mt) == 0 && np == 5 && mt == 10,
-          "default max_tokens");
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), false, &np, &mt) == 0 && np == 5 && mt == 10,
+            "default max_tokens");
     b = "{\"prompt\":\"Once upon a time\",\"max_tokens\":100}";
-    CHECK(api_parse_request(&cfg, b, strlen(b), false, &np, &mt) == 0 && mt == 32 - 5,
-          "clamped to the context");
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), false, &np, &mt) == 0 && mt == 32 - 5,
+            "clamped to the context");
     b = "{\"prompt\":\"Once upon a time\",\"max_tokens\":100}";
-    CHECK(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 400, "chat needs messages");
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 400, "chat needs messages");
     b = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
-    CHECK(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 400, "chatml is too long here");
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 400,
+            "chatml is too long here");
     cfg.n_ctx = 4096;
-    CHECK(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 0 && np > 10, "chat");
-    CHECK(api_parse_request(&cfg, b, 5, true, &np, &mt) == 400, "truncated JSON");
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 0 && np > 10, "chat");
+    REQUIRE(api_parse_request(&cfg, b, 5, true, &np, &mt) == 400, "truncated JSON");
     serve_queue_destroy(&q);
 }
 
@@ -618,8 +613,8 @@ int main(void) {
     char path[4096];
     snprintf(path, sizeof path, "%s/models/stories260K.gguf", shared ? shared : "../shared");
     gguf_t *g = NULL;
-    CHECK(gguf_open(path, &g) == STATUS_OK, path);
-    CHECK(tokenizer_load(g, &tok) == STATUS_OK, "tokenizer");
+    REQUIRE(gguf_open(path, &g) == STATUS_OK, "%s", path);
+    REQUIRE(tokenizer_load(g, &tok) == STATUS_OK, "tokenizer");
     gguf_close(&g);
     test_parse();
     test_text_property();

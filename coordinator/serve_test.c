@@ -7,13 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond, msg)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: %s (%s)\n", __FILE__, __LINE__, msg, #cond);              \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 static serve_req_t *make_req(int n_prompt, int max_tokens) {
     struct serve_req_params p = {.n_prompt = n_prompt, .max_tokens = max_tokens};
@@ -21,7 +15,7 @@ static serve_req_t *make_req(int n_prompt, int max_tokens) {
     for (int i = 0; i < n_prompt; i++) p.prompt[i] = 100 + i;
     sampler_params_default(&p.sampling);
     serve_req_t *r = serve_req_new(&p);
-    CHECK(p.prompt == NULL, "serve_req_new takes the prompt");
+    REQUIRE(p.prompt == NULL, "serve_req_new takes the prompt");
     return r;
 }
 
@@ -33,21 +27,21 @@ static bool readable(int fd) {
 static void test_queue_basics(void) {
     serve_queue_t *q = serve_queue_new(2);
     int fd = serve_queue_fd(q);
-    CHECK(!readable(fd), "nothing submitted yet");
+    REQUIRE(!readable(fd), "nothing submitted yet");
     serve_req_t *a = make_req(3, 5), *b = make_req(1, 1), *c = make_req(1, 1);
-    CHECK(serve_queue_submit(q, a), "first fits");
-    CHECK(serve_queue_submit(q, b), "second fits");
-    CHECK(!serve_queue_submit(q, c), "third is over max_open");
-    CHECK(serve_req_id(a) >= 1 && serve_req_id(b) > serve_req_id(a), "ids increase");
-    CHECK(readable(fd), "submit wakes the loop");
-    CHECK(serve_queue_pending(q) == 2, "two pending");
+    REQUIRE(serve_queue_submit(q, a), "first fits");
+    REQUIRE(serve_queue_submit(q, b), "second fits");
+    REQUIRE(!serve_queue_submit(q, c), "third is over max_open");
+    REQUIRE(serve_req_id(a) >= 1 && serve_req_id(b) > serve_req_id(a), "ids increase");
+    REQUIRE(readable(fd), "submit wakes the loop");
+    REQUIRE(serve_queue_pending(q) == 2, "two pending");
     serve_req_t *got[1];
-    CHECK(serve_queue_take(q, got, 1) == 1 && got[0] == a, "takes in order, up to cap");
-    CHECK(readable(fd), "more left: still readable");
+    REQUIRE(serve_queue_take(q, got, 1) == 1 && got[0] == a, "takes in order, up to cap");
+    REQUIRE(readable(fd), "more left: still readable");
     serve_req_t *got2[4];
-    CHECK(serve_queue_take(q, got2, 4) == 1 && got2[0] == b, "the rest");
-    CHECK(!readable(fd), "take clears the eventfd");
-    CHECK(!serve_queue_submit(q, c), "still two open");
+    REQUIRE(serve_queue_take(q, got2, 4) == 1 && got2[0] == b, "the rest");
+    REQUIRE(!readable(fd), "take clears the eventfd");
+    REQUIRE(!serve_queue_submit(q, c), "still two open");
 
     /* Tokens flow; wait copies from *next on and reports the finish only at the end. */
     serve_req_push(got[0], 7, -0.5f);
@@ -58,46 +52,46 @@ static void test_queue_basics(void) {
     struct serve_token out[2];
     size_t next = 0;
     enum serve_finish fin;
-    CHECK(serve_req_wait(a, &next, out, 2, -1, &fin) == 2 && next == 2, "first two");
-    CHECK(out[0].id == 7 && out[0].logprob == -0.5f && out[1].id == 8, "token values");
-    CHECK(fin == SERVE_FINISH_NONE, "finish held back while tokens remain");
-    CHECK(serve_req_wait(a, &next, out, 2, -1, &fin) == 1 && out[0].id == 9, "last one");
-    CHECK(fin == SERVE_FINISH_LENGTH, "then the finish");
-    CHECK(serve_req_ttft_us(a) > 0, "ttft recorded at the first push");
-    CHECK(serve_req_ttft_us(b) == 0, "no token, no ttft");
+    REQUIRE(serve_req_wait(a, &next, out, 2, -1, &fin) == 2 && next == 2, "first two");
+    REQUIRE(out[0].id == 7 && out[0].logprob == -0.5f && out[1].id == 8, "token values");
+    REQUIRE(fin == SERVE_FINISH_NONE, "finish held back while tokens remain");
+    REQUIRE(serve_req_wait(a, &next, out, 2, -1, &fin) == 1 && out[0].id == 9, "last one");
+    REQUIRE(fin == SERVE_FINISH_LENGTH, "then the finish");
+    REQUIRE(serve_req_ttft_us(a) > 0, "ttft recorded at the first push");
+    REQUIRE(serve_req_ttft_us(b) == 0, "no token, no ttft");
 
     /* A timed wait with nothing to report times out empty. */
     next = 0;
-    CHECK(serve_req_wait(b, &next, out, 2, 20, &fin) == 0 && fin == SERVE_FINISH_NONE, "timeout");
-    CHECK(serve_req_wait(b, &next, out, 2, 0, &fin) == 0, "zero timeout polls");
+    REQUIRE(serve_req_wait(b, &next, out, 2, 20, &fin) == 0 && fin == SERVE_FINISH_NONE, "timeout");
+    REQUIRE(serve_req_wait(b, &next, out, 2, 0, &fin) == 0, "zero timeout polls");
 
     /* Cancel is seen by the loop and wakes it. */
-    CHECK(!serve_req_cancelled(b), "not cancelled");
+    REQUIRE(!serve_req_cancelled(b), "not cancelled");
     serve_req_cancel(b);
-    CHECK(serve_req_cancelled(got2[0]) && readable(fd), "cancel wakes the loop");
+    REQUIRE(serve_req_cancelled(got2[0]) && readable(fd), "cancel wakes the loop");
     serve_queue_take(q, got2, 4);
     serve_req_finish(got2[0], SERVE_FINISH_CANCELLED, NULL);
-    CHECK(serve_req_wait(b, &next, out, 2, -1, &fin) == 0 && fin == SERVE_FINISH_CANCELLED,
-          "cancelled finish");
+    REQUIRE(serve_req_wait(b, &next, out, 2, -1, &fin) == 0 && fin == SERVE_FINISH_CANCELLED,
+            "cancelled finish");
     serve_queue_done(q, &got[0]);
-    CHECK(got[0] == NULL, "done clears the pointer");
-    CHECK(serve_queue_submit(q, c), "a slot is free again");
+    REQUIRE(got[0] == NULL, "done clears the pointer");
+    REQUIRE(serve_queue_submit(q, c), "a slot is free again");
 
     /* Close: refuses later submits, finishes what is queued with the reason. */
     serve_queue_close(q, "going away");
     serve_req_t *d = make_req(1, 1);
-    CHECK(!serve_queue_submit(q, d), "closed");
+    REQUIRE(!serve_queue_submit(q, d), "closed");
     next = 0;
     serve_req_wait(c, &next, out, 2, -1, &fin);
-    CHECK(fin == SERVE_FINISH_ERROR && !strcmp(serve_req_error(c), "going away"), "close error");
+    REQUIRE(fin == SERVE_FINISH_ERROR && !strcmp(serve_req_error(c), "going away"), "close error");
     bool serving = true;
     char reason[64];
     char *json = NULL;
     serve_queue_get_status(q, &serving, reason, sizeof reason, &json);
-    CHECK(!serving && !strcmp(reason, "going away") && !json, "status after close");
+    REQUIRE(!serving && !strcmp(reason, "going away") && !json, "status after close");
 
     struct serve_metrics *m = serve_queue_metrics(q);
-    CHECK(m->requests_total == 3 && m->requests_rejected == 3, "submit counts");
+    REQUIRE(m->requests_total == 3 && m->requests_rejected == 3, "submit counts");
     serve_queue_metrics_done(q);
     serve_queue_done(q, &got2[0]);
     serve_req_unref(&a);
@@ -105,7 +99,7 @@ static void test_queue_basics(void) {
     serve_req_unref(&c);
     serve_req_unref(&d);
     serve_queue_destroy(&q);
-    CHECK(q == NULL, "destroy clears");
+    REQUIRE(q == NULL, "destroy clears");
 }
 
 static void test_status_and_ttft(void) {
@@ -114,20 +108,20 @@ static void test_status_and_ttft(void) {
     char reason[64];
     char *json = NULL;
     serve_queue_get_status(q, &serving, reason, sizeof reason, &json);
-    CHECK(!serving && json == NULL, "starts not serving");
+    REQUIRE(!serving && json == NULL, "starts not serving");
     serve_queue_set_status(q, true, "", strdup("{\"a\":1}"));
     serve_queue_set_status(q, true, "", NULL); /* keeps the JSON */
     serve_queue_get_status(q, &serving, reason, sizeof reason, &json);
-    CHECK(serving && json && !strcmp(json, "{\"a\":1}"), "status copy");
+    REQUIRE(serving && json && !strcmp(json, "{\"a\":1}"), "status copy");
     free(json);
     struct serve_metrics *m = serve_queue_metrics(q);
     serve_metrics_observe_ttft(m, 0.01);
     serve_metrics_observe_ttft(m, 0.05);
     serve_metrics_observe_ttft(m, 0.3);
     serve_metrics_observe_ttft(m, 100);
-    CHECK(m->ttft_count == 4 && m->ttft_bucket[0] == 2 && m->ttft_bucket[3] == 1 &&
-              m->ttft_bucket[SERVE_TTFT_BUCKETS - 1] == 1,
-          "ttft buckets (le: inclusive)");
+    REQUIRE(m->ttft_count == 4 && m->ttft_bucket[0] == 2 && m->ttft_bucket[3] == 1 &&
+                m->ttft_bucket[SERVE_TTFT_BUCKETS - 1] == 1,
+            "ttft buckets (le: inclusive)");
     serve_queue_metrics_done(q);
     serve_queue_destroy(&q);
 }
@@ -153,12 +147,12 @@ static void *api_thread(void *arg) {
         bool cancel = i % 5 == 4;
         while (fin == SERVE_FINISH_NONE) {
             size_t n = serve_req_wait(r, &next, out, 3, cancel ? 1 : -1, &fin);
-            for (size_t k = 0; k < n; k++) CHECK(out[k].id == seen++, "tokens in order");
+            for (size_t k = 0; k < n; k++) REQUIRE(out[k].id == seen++, "tokens in order");
             if (cancel && seen >= 3) serve_req_cancel(r);
         }
-        CHECK(cancel ? fin == SERVE_FINISH_CANCELLED || fin == SERVE_FINISH_LENGTH
-                     : fin == SERVE_FINISH_LENGTH && seen == N_TOK,
-              "every token, then the finish");
+        REQUIRE(cancel ? fin == SERVE_FINISH_CANCELLED || fin == SERVE_FINISH_LENGTH
+                       : fin == SERVE_FINISH_LENGTH && seen == N_TOK,
+                "every token, then the finish");
         serve_req_unref(&r);
     }
     return NULL;
@@ -201,7 +195,7 @@ static void test_threads(void) {
     for (int i = 0; i < N_THREADS; i++) pthread_join(api[i], NULL);
     pthread_join(loop, NULL);
     struct serve_metrics *m = serve_queue_metrics(shared_q);
-    CHECK(m->requests_total == N_THREADS * N_PER, "every request submitted once");
+    REQUIRE(m->requests_total == N_THREADS * N_PER, "every request submitted once");
     serve_queue_metrics_done(shared_q);
     serve_queue_destroy(&shared_q);
 }

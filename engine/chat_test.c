@@ -10,17 +10,7 @@
 #include "chat.h"
 #include "gguf.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 /* The assistant's reply has spaces around it so the formats that trim show it. */
 static const struct chat_message conv[] = {
@@ -263,8 +253,8 @@ static void test_detect(void) {
 int main(void) {
     test_render();
     test_detect();
-    if (failures) {
-        fprintf(stderr, "%d failure(s)\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "%d failure(s)\n", check_failures);
         return 1;
     }
     fprintf(stderr, "chat_test: %d formats ok\n", CHAT_FORMAT_COUNT);

@@ -20,13 +20,7 @@
 #include "gguf.h"
 #include "log.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 /* ==== Log capture ========================================================================== */
 
@@ -167,7 +161,7 @@ static gguf_writer_t *build_writer(uint32_t version, uint32_t alignment) {
     if (alignment) gguf_writer_set_alignment(w, alignment);
     for (size_t i = 0; i < N_TENSOR_CASES; i++) {
         const struct tensor_case *t = &tensor_cases[i];
-        CHECK(gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne) == (int64_t)i);
+        REQUIRE(gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne) == (int64_t)i);
     }
     return w;
 }
@@ -176,23 +170,23 @@ static void check_arrays(const gguf_t *g) {
     for (size_t i = 0; i < N_ARR_CASES; i++) {
         const struct arr_case *c = &arr_cases[i];
         const struct gguf_kv *kv = gguf_find_kv(g, c->key);
-        CHECK(kv && kv->type == GGUF_VTYPE_ARRAY && kv->arr_type == c->type && kv->n == c->n);
+        REQUIRE(kv && kv->type == GGUF_VTYPE_ARRAY && kv->arr_type == c->type && kv->n == c->n);
         uint64_t n = 99;
         const void *data = gguf_get_arr(g, c->key, c->type, &n);
-        CHECK(data == kv->data && n == c->n);
-        CHECK(((uintptr_t)data % 8) == 0);
+        REQUIRE(data == kv->data && n == c->n);
+        REQUIRE(((uintptr_t)data % 8) == 0);
         if (c->type == GGUF_VTYPE_STRING) {
             const struct gguf_str *s = data;
             for (uint64_t j = 0; j < n; j++) {
                 const char *want = ((const char *const *)c->items)[j];
-                CHECK(s[j].len == strlen(want) && strcmp(s[j].ptr, want) == 0);
+                REQUIRE(s[j].len == strlen(want) && strcmp(s[j].ptr, want) == 0);
             }
         } else {
-            CHECK(memcmp(data, c->items, n * c->item_size) == 0);
+            REQUIRE(memcmp(data, c->items, n * c->item_size) == 0);
         }
         /* Wrong element type. */
         enum gguf_vtype other = c->type == GGUF_VTYPE_UINT8 ? GGUF_VTYPE_INT8 : GGUF_VTYPE_UINT8;
-        CHECK(gguf_get_arr(g, c->key, other, &n) == NULL && n == 0);
+        REQUIRE(gguf_get_arr(g, c->key, other, &n) == NULL && n == 0);
     }
 }
 
@@ -201,90 +195,90 @@ static void check_scalars(const gguf_t *g) {
     int64_t i64 = 0;
     float f = 0;
     bool b = false;
-    CHECK(gguf_get_u32(g, "s.u8", &u32) && u32 == 200);
-    CHECK(gguf_get_u32(g, "s.u16", &u32) && u32 == 60000);
-    CHECK(gguf_get_u32(g, "s.u32", &u32) && u32 == 4000000000u);
+    REQUIRE(gguf_get_u32(g, "s.u8", &u32) && u32 == 200);
+    REQUIRE(gguf_get_u32(g, "s.u16", &u32) && u32 == 60000);
+    REQUIRE(gguf_get_u32(g, "s.u32", &u32) && u32 == 4000000000u);
     u32 = 77;
-    CHECK(!gguf_get_u32(g, "s.i8", &u32) && u32 == 77); /* negative: not representable */
-    CHECK(!gguf_get_u32(g, "s.u64", &u32) && u32 == 77);
-    CHECK(!gguf_get_u32(g, "s.str", &u32));
-    CHECK(!gguf_get_u32(g, "missing", &u32));
-    CHECK(!gguf_get_u32(g, "arr.u32", &u32));
-    CHECK(gguf_get_i64(g, "s.i8", &i64) && i64 == -5);
-    CHECK(gguf_get_i64(g, "s.i16", &i64) && i64 == -30000);
-    CHECK(gguf_get_i64(g, "s.i32", &i64) && i64 == -2000000000);
-    CHECK(gguf_get_i64(g, "s.i64", &i64) && i64 == -(1ll << 40));
-    CHECK(gguf_get_i64(g, "s.u64", &i64) && i64 == (1ll << 40) + 3);
-    CHECK(gguf_get_i64(g, "llama.neg", &i64) && i64 == -1);
-    CHECK(!gguf_get_i64(g, "s.f32", &i64));
-    CHECK(gguf_get_f32(g, "s.f32", &f) && f == 1.5f);
-    CHECK(gguf_get_f32(g, "s.f64", &f) && f == 3.25f);
-    CHECK(gguf_get_f32(g, "llama.eps", &f) && f == 1e-5f);
-    CHECK(gguf_get_f32(g, "s.u8", &f) && f == 200.0f);
-    CHECK(!gguf_get_f32(g, "s.u32", &f)); /* 4e9 is not exact in a float */
-    CHECK(gguf_get_bool(g, "s.bool", &b) && b);
-    CHECK(gguf_get_bool(g, "llama.flag", &b) && !b);
-    CHECK(!gguf_get_bool(g, "s.u8", &b));
-    CHECK(strcmp(gguf_get_str(g, "s.str"), "hello") == 0);
-    CHECK(strcmp(gguf_get_str(g, "general.architecture"), "llama") == 0);
-    CHECK(gguf_get_str(g, "s.u8") == NULL && gguf_get_str(g, "nope") == NULL);
+    REQUIRE(!gguf_get_u32(g, "s.i8", &u32) && u32 == 77); /* negative: not representable */
+    REQUIRE(!gguf_get_u32(g, "s.u64", &u32) && u32 == 77);
+    REQUIRE(!gguf_get_u32(g, "s.str", &u32));
+    REQUIRE(!gguf_get_u32(g, "missing", &u32));
+    REQUIRE(!gguf_get_u32(g, "arr.u32", &u32));
+    REQUIRE(gguf_get_i64(g, "s.i8", &i64) && i64 == -5);
+    REQUIRE(gguf_get_i64(g, "s.i16", &i64) && i64 == -30000);
+    REQUIRE(gguf_get_i64(g, "s.i32", &i64) && i64 == -2000000000);
+    REQUIRE(gguf_get_i64(g, "s.i64", &i64) && i64 == -(1ll << 40));
+    REQUIRE(gguf_get_i64(g, "s.u64", &i64) && i64 == (1ll << 40) + 3);
+    REQUIRE(gguf_get_i64(g, "llama.neg", &i64) && i64 == -1);
+    REQUIRE(!gguf_get_i64(g, "s.f32", &i64));
+    REQUIRE(gguf_get_f32(g, "s.f32", &f) && f == 1.5f);
+    REQUIRE(gguf_get_f32(g, "s.f64", &f) && f == 3.25f);
+    REQUIRE(gguf_get_f32(g, "llama.eps", &f) && f == 1e-5f);
+    REQUIRE(gguf_get_f32(g, "s.u8", &f) && f == 200.0f);
+    REQUIRE(!gguf_get_f32(g, "s.u32", &f)); /* 4e9 is not exact in a float */
+    REQUIRE(gguf_get_bool(g, "s.bool", &b) && b);
+    REQUIRE(gguf_get_bool(g, "llama.flag", &b) && !b);
+    REQUIRE(!gguf_get_bool(g, "s.u8", &b));
+    REQUIRE(strcmp(gguf_get_str(g, "s.str"), "hello") == 0);
+    REQUIRE(strcmp(gguf_get_str(g, "general.architecture"), "llama") == 0);
+    REQUIRE(gguf_get_str(g, "s.u8") == NULL && gguf_get_str(g, "nope") == NULL);
 
     const struct gguf_kv *kv = gguf_find_kv(g, "s.u16");
-    CHECK(kv && kv->type == GGUF_VTYPE_UINT16 && kv->arr_type == GGUF_VTYPE_UINT16 && kv->n == 1);
+    REQUIRE(kv && kv->type == GGUF_VTYPE_UINT16 && kv->arr_type == GGUF_VTYPE_UINT16 && kv->n == 1);
     kv = gguf_find_kv(g, "s.u64");
-    CHECK(*(const uint64_t *)kv->data == (1ull << 40) + 3);
+    REQUIRE(*(const uint64_t *)kv->data == (1ull << 40) + 3);
     kv = gguf_find_kv(g, "s.f64");
-    CHECK(*(const double *)kv->data == 3.25);
+    REQUIRE(*(const double *)kv->data == 3.25);
     kv = gguf_find_kv(g, "s.i8");
-    CHECK(*(const int8_t *)kv->data == -5);
+    REQUIRE(*(const int8_t *)kv->data == -5);
     kv = gguf_find_kv(g, "s.i16");
-    CHECK(*(const int16_t *)kv->data == -30000);
+    REQUIRE(*(const int16_t *)kv->data == -30000);
     kv = gguf_find_kv(g, "s.str");
-    CHECK(((const struct gguf_str *)kv->data)->len == 5);
+    REQUIRE(((const struct gguf_str *)kv->data)->len == 5);
 }
 
 static void check_tensors(const gguf_t *g, size_t alignment) {
-    CHECK(gguf_n_tensors(g) == (int64_t)N_TENSOR_CASES);
-    CHECK(gguf_data_offset(g) % alignment == 0);
+    REQUIRE(gguf_n_tensors(g) == (int64_t)N_TENSOR_CASES);
+    REQUIRE(gguf_data_offset(g) % alignment == 0);
     for (size_t i = 0; i < N_TENSOR_CASES; i++) {
         const struct tensor_case *c = &tensor_cases[i];
         const struct gguf_tensor *t = gguf_tensor_at(g, (int64_t)i);
-        CHECK(t == gguf_find_tensor(g, c->name));
-        CHECK(strcmp(t->name.ptr, c->name) == 0 && t->name.len == strlen(c->name));
-        CHECK(t->type == c->type && t->n_dims == c->n_dims && t->nbytes == c->nbytes);
+        REQUIRE(t == gguf_find_tensor(g, c->name));
+        REQUIRE(strcmp(t->name.ptr, c->name) == 0 && t->name.len == strlen(c->name));
+        REQUIRE(t->type == c->type && t->n_dims == c->n_dims && t->nbytes == c->nbytes);
         for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++)
-            CHECK(t->ne[d] == (d < c->n_dims ? c->ne[d] : 1));
-        CHECK(t->offset % alignment == 0);
-        CHECK((size_t)(t->data - gguf_file_data(g)) == gguf_data_offset(g) + t->offset);
-        for (size_t j = 0; j < t->nbytes; j++) CHECK(t->data[j] == (uint8_t)(i * 31 + j * 7 + 1));
+            REQUIRE(t->ne[d] == (d < c->n_dims ? c->ne[d] : 1));
+        REQUIRE(t->offset % alignment == 0);
+        REQUIRE((size_t)(t->data - gguf_file_data(g)) == gguf_data_offset(g) + t->offset);
+        for (size_t j = 0; j < t->nbytes; j++) REQUIRE(t->data[j] == (uint8_t)(i * 31 + j * 7 + 1));
     }
-    CHECK(gguf_find_tensor(g, "nope") == NULL);
-    CHECK(gguf_tensor_at(g, -1) == NULL && gguf_tensor_at(g, (int64_t)N_TENSOR_CASES) == NULL);
+    REQUIRE(gguf_find_tensor(g, "nope") == NULL);
+    REQUIRE(gguf_tensor_at(g, -1) == NULL && gguf_tensor_at(g, (int64_t)N_TENSOR_CASES) == NULL);
 }
 
 static void test_round_trip(uint32_t version, uint32_t alignment) {
     gguf_writer_t *w = build_writer(version, alignment);
     uint8_t *buf;
     size_t len;
-    CHECK(gguf_writer_write_buffer(w, fill_pattern, NULL, &buf, &len) == STATUS_OK);
+    REQUIRE(gguf_writer_write_buffer(w, fill_pattern, NULL, &buf, &len) == STATUS_OK);
     gguf_t *g = NULL;
-    CHECK(gguf_open_buffer(buf, len, &g) == STATUS_OK && g);
+    REQUIRE(gguf_open_buffer(buf, len, &g) == STATUS_OK && g);
     size_t want_align = alignment ? alignment : GGUF_DEFAULT_ALIGNMENT;
-    CHECK(gguf_version(g) == version);
-    CHECK(gguf_alignment(g) == want_align);
-    CHECK(gguf_file_size(g) == len && gguf_file_data(g) == buf);
+    REQUIRE(gguf_version(g) == version);
+    REQUIRE(gguf_alignment(g) == want_align);
+    REQUIRE(gguf_file_size(g) == len && gguf_file_data(g) == buf);
     int64_t want_kv = 1 + 12 + (int64_t)N_ARR_CASES + 4 + (alignment ? 1 : 0);
-    CHECK(gguf_n_kv(g) == want_kv);
+    REQUIRE(gguf_n_kv(g) == want_kv);
     /* Insertion order; the replaced key kept its place. */
-    CHECK(strcmp(gguf_kv_at(g, 0)->key.ptr, "general.architecture") == 0);
-    CHECK(strcmp(gguf_kv_at(g, 1)->key.ptr, "s.u8") == 0);
-    CHECK(strcmp(gguf_kv_at(g, 13)->key.ptr, arr_cases[0].key) == 0);
-    if (alignment) CHECK(strcmp(gguf_kv_at(g, want_kv - 1)->key.ptr, "general.alignment") == 0);
-    CHECK(gguf_kv_at(g, want_kv) == NULL);
+    REQUIRE(strcmp(gguf_kv_at(g, 0)->key.ptr, "general.architecture") == 0);
+    REQUIRE(strcmp(gguf_kv_at(g, 1)->key.ptr, "s.u8") == 0);
+    REQUIRE(strcmp(gguf_kv_at(g, 13)->key.ptr, arr_cases[0].key) == 0);
+    if (alignment) REQUIRE(strcmp(gguf_kv_at(g, want_kv - 1)->key.ptr, "general.alignment") == 0);
+    REQUIRE(gguf_kv_at(g, want_kv) == NULL);
     for (int64_t i = 0; i < want_kv; i++) {
         const struct gguf_kv *kv = gguf_kv_at(g, i);
-        CHECK(gguf_find_kv(g, kv->key.ptr) == kv);
-        CHECK(strlen(kv->key.ptr) == kv->key.len);
+        REQUIRE(gguf_find_kv(g, kv->key.ptr) == kv);
+        REQUIRE(strlen(kv->key.ptr) == kv->key.len);
     }
     check_scalars(g);
     check_arrays(g);
@@ -297,15 +291,15 @@ static void test_round_trip(uint32_t version, uint32_t alignment) {
     gguf_writer_set_str(w2, "zzz", "last");
     uint8_t *buf2;
     size_t len2;
-    CHECK(gguf_writer_write_buffer(w2, NULL, NULL, &buf2, &len2) == STATUS_OK);
+    REQUIRE(gguf_writer_write_buffer(w2, NULL, NULL, &buf2, &len2) == STATUS_OK);
     gguf_t *g2 = NULL;
-    CHECK(gguf_open_buffer(buf2, len2, &g2) == STATUS_OK);
-    CHECK(gguf_n_kv(g2) == (int64_t)N_ARR_CASES + 1 && gguf_n_tensors(g2) == 0);
-    CHECK(strcmp(gguf_kv_at(g2, 0)->key.ptr, "arr.str") == 0);
-    CHECK(gguf_kv_at(g2, 0)->arr_type == GGUF_VTYPE_STRING);
+    REQUIRE(gguf_open_buffer(buf2, len2, &g2) == STATUS_OK);
+    REQUIRE(gguf_n_kv(g2) == (int64_t)N_ARR_CASES + 1 && gguf_n_tensors(g2) == 0);
+    REQUIRE(strcmp(gguf_kv_at(g2, 0)->key.ptr, "arr.str") == 0);
+    REQUIRE(gguf_kv_at(g2, 0)->arr_type == GGUF_VTYPE_STRING);
     check_arrays(g2);
     gguf_close(&g2);
-    CHECK(g2 == NULL);
+    REQUIRE(g2 == NULL);
     free(buf2);
     gguf_writer_destroy(&w2);
 
@@ -313,14 +307,14 @@ static void test_round_trip(uint32_t version, uint32_t alignment) {
     gguf_close(&g); /* NULL is fine */
     free(buf);
     gguf_writer_destroy(&w);
-    CHECK(w == NULL);
+    REQUIRE(w == NULL);
 }
 
 static char tmpdir[256];
 
 static void test_write_file(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/gguf_test.XXXXXX");
-    CHECK(mkdtemp(tmpdir));
+    REQUIRE(mkdtemp(tmpdir));
     char path[300], tmp[310];
     snprintf(path, sizeof path, "%s/m.gguf", tmpdir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -328,12 +322,12 @@ static void test_write_file(void) {
     gguf_writer_t *w = build_writer(3, 64);
     uint8_t *buf;
     size_t len;
-    CHECK(gguf_writer_write_buffer(w, fill_pattern, NULL, &buf, &len) == STATUS_OK);
-    CHECK(gguf_writer_write_file(w, path, fill_pattern, NULL) == STATUS_OK);
-    CHECK(access(tmp, F_OK) != 0);
+    REQUIRE(gguf_writer_write_buffer(w, fill_pattern, NULL, &buf, &len) == STATUS_OK);
+    REQUIRE(gguf_writer_write_file(w, path, fill_pattern, NULL) == STATUS_OK);
+    REQUIRE(access(tmp, F_OK) != 0);
     gguf_t *g = NULL;
-    CHECK(gguf_open(path, &g) == STATUS_OK);
-    CHECK(gguf_file_size(g) == len && memcmp(gguf_file_data(g), buf, len) == 0);
+    REQUIRE(gguf_open(path, &g) == STATUS_OK);
+    REQUIRE(gguf_file_size(g) == len && memcmp(gguf_file_data(g), buf, len) == 0);
     check_tensors(g, 64);
     gguf_close(&g);
 
@@ -342,53 +336,53 @@ static void test_write_file(void) {
     snprintf(path2, sizeof path2, "%s/fail.gguf", tmpdir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path2);
     capture_begin();
-    CHECK(gguf_writer_write_file(w, path2, fill_fails, NULL) == STATUS_IO);
+    REQUIRE(gguf_writer_write_file(w, path2, fill_fails, NULL) == STATUS_IO);
     capture_end();
-    CHECK(n_errors == 1 && strstr(last_error, "blk.0.attn_q.weight"));
-    CHECK(access(path2, F_OK) != 0 && access(tmp, F_OK) != 0);
+    REQUIRE(n_errors == 1 && strstr(last_error, "blk.0.attn_q.weight"));
+    REQUIRE(access(path2, F_OK) != 0 && access(tmp, F_OK) != 0);
     free(buf);
     capture_begin();
-    CHECK(gguf_writer_write_buffer(w, fill_fails, NULL, &buf, &len) == STATUS_IO);
-    CHECK(buf == NULL && len == 0);
+    REQUIRE(gguf_writer_write_buffer(w, fill_fails, NULL, &buf, &len) == STATUS_IO);
+    REQUIRE(buf == NULL && len == 0);
     capture_end();
 
     /* Reading errors: missing file, empty file, directory. */
     capture_begin();
     snprintf(path2, sizeof path2, "%s/missing.gguf", tmpdir);
-    CHECK(gguf_open(path2, &g) == STATUS_IO && g == NULL && n_errors == 1);
-    CHECK(strstr(last_error, "missing.gguf"));
+    REQUIRE(gguf_open(path2, &g) == STATUS_IO && g == NULL && n_errors == 1);
+    REQUIRE(strstr(last_error, "missing.gguf"));
     snprintf(path2, sizeof path2, "%s/empty.gguf", tmpdir);
     FILE *f = fopen(path2, "wb");
-    CHECK(f);
+    REQUIRE(f);
     fclose(f);
-    CHECK(gguf_open(path2, &g) == STATUS_FORMAT && g == NULL && n_errors == 2);
-    CHECK(strstr(last_error, "empty.gguf"));
-    CHECK(gguf_open(tmpdir, &g) == STATUS_IO && n_errors == 3);
+    REQUIRE(gguf_open(path2, &g) == STATUS_FORMAT && g == NULL && n_errors == 2);
+    REQUIRE(strstr(last_error, "empty.gguf"));
+    REQUIRE(gguf_open(tmpdir, &g) == STATUS_IO && n_errors == 3);
     /* An invalid writer argument makes the write fail instead of producing a bad file. */
     gguf_writer_t *bad = gguf_writer_new();
     gguf_writer_set_alignment(bad, 48);
-    CHECK(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
+    REQUIRE(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
     gguf_writer_destroy(&bad);
     bad = gguf_writer_new();
     int64_t ne = 33;
     gguf_writer_add_tensor(bad, "x", DTYPE_Q4_0, 1, &ne);
-    CHECK(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
+    REQUIRE(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
     gguf_writer_destroy(&bad);
     bad = gguf_writer_new();
     int64_t wide[2] = {1ll << 61, 2};
     gguf_writer_add_tensor(bad, "x", DTYPE_F64, 2, wide);
-    CHECK(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
+    REQUIRE(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
     gguf_writer_destroy(&bad);
     bad = gguf_writer_new();
     gguf_writer_add_tensor(bad, "x", DTYPE_F32, 1, &ne);
     gguf_writer_add_tensor(bad, "x", DTYPE_F32, 1, &ne);
-    CHECK(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
+    REQUIRE(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
     gguf_writer_destroy(&bad);
     bad = gguf_writer_new();
     gguf_writer_set_version(bad, 1);
-    CHECK(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
+    REQUIRE(gguf_writer_write_buffer(bad, NULL, NULL, &buf, &len) == STATUS_FORMAT);
     gguf_writer_destroy(&bad);
-    CHECK(buf == NULL);
+    REQUIRE(buf == NULL);
     capture_end();
     unlink(path);
     unlink(path2);
@@ -413,27 +407,27 @@ static void test_real_files(void) {
         printf("SKIP: %s not found (set CARAVAN_SHARED)\n", path);
     } else {
         gguf_t *g = NULL;
-        CHECK(gguf_open(path, &g) == STATUS_OK);
+        REQUIRE(gguf_open(path, &g) == STATUS_OK);
         uint32_t u = 0;
-        CHECK(gguf_version(g) == 3);
-        CHECK(strcmp(gguf_get_str(g, "general.architecture"), "llama") == 0);
-        CHECK(gguf_get_u32(g, "llama.block_count", &u) && u == 5);
-        CHECK(gguf_get_u32(g, "llama.embedding_length", &u) && u == 64);
-        CHECK(gguf_get_u32(g, "llama.feed_forward_length", &u) && u == 172);
-        CHECK(gguf_get_u32(g, "llama.attention.head_count", &u) && u == 8);
-        CHECK(gguf_get_u32(g, "llama.attention.head_count_kv", &u) && u == 4);
+        REQUIRE(gguf_version(g) == 3);
+        REQUIRE(strcmp(gguf_get_str(g, "general.architecture"), "llama") == 0);
+        REQUIRE(gguf_get_u32(g, "llama.block_count", &u) && u == 5);
+        REQUIRE(gguf_get_u32(g, "llama.embedding_length", &u) && u == 64);
+        REQUIRE(gguf_get_u32(g, "llama.feed_forward_length", &u) && u == 172);
+        REQUIRE(gguf_get_u32(g, "llama.attention.head_count", &u) && u == 8);
+        REQUIRE(gguf_get_u32(g, "llama.attention.head_count_kv", &u) && u == 4);
         uint64_t n_vocab = 0;
         const struct gguf_str *tok =
             gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, &n_vocab);
-        CHECK(tok && n_vocab == 512 && strcmp(tok[1].ptr, "<s>") == 0);
-        CHECK(gguf_n_tensors(g) == 48);
+        REQUIRE(tok && n_vocab == 512 && strcmp(tok[1].ptr, "<s>") == 0);
+        REQUIRE(gguf_n_tensors(g) == 48);
         const struct gguf_tensor *t = gguf_find_tensor(g, "token_embd.weight");
-        CHECK(t && t->type == DTYPE_F32 && t->n_dims == 2 && t->ne[0] == 64 && t->ne[1] == 512);
-        CHECK(t->nbytes == 64 * 512 * 4);
+        REQUIRE(t && t->type == DTYPE_F32 && t->n_dims == 2 && t->ne[0] == 64 && t->ne[1] == 512);
+        REQUIRE(t->nbytes == 64 * 512 * 4);
         int64_t n_blk = 0;
         for (int64_t i = 0; i < gguf_n_tensors(g); i++)
             if (strncmp(gguf_tensor_at(g, i)->name.ptr, "blk.", 4) == 0) n_blk++;
-        CHECK(n_blk == 45);
+        REQUIRE(n_blk == 45);
         gguf_close(&g);
         printf("ok: %s\n", path);
     }
@@ -453,18 +447,18 @@ static void test_real_files(void) {
         snprintf(file, sizeof file, "%s/%s", path, e->d_name);
         gguf_t *g = NULL;
         double t0 = now_s();
-        CHECK(gguf_open(file, &g) == STATUS_OK);
+        REQUIRE(gguf_open(file, &g) == STATUS_OK);
         double dt = now_s() - t0;
         uint64_t n_tok = 0;
-        CHECK(gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, &n_tok) && n_tok > 0);
-        CHECK(gguf_get_str(g, "tokenizer.ggml.model"));
+        REQUIRE(gguf_get_arr(g, "tokenizer.ggml.tokens", GGUF_VTYPE_STRING, &n_tok) && n_tok > 0);
+        REQUIRE(gguf_get_str(g, "tokenizer.ggml.model"));
         printf("ok: %s (%" PRIu64 " tokens, %" PRId64 " keys, opened in %.1f ms)\n", e->d_name,
                n_tok, gguf_n_kv(g), dt * 1e3);
         gguf_close(&g);
         n_files++;
     }
     closedir(d);
-    CHECK(n_files > 0);
+    REQUIRE(n_files > 0);
 }
 
 /* ==== Catalog of hand-made bad files ======================================================= */
@@ -592,7 +586,7 @@ static void c_put(struct craft *c, const void *src, size_t n) {
     if (c->len + n > c->cap) {
         c->cap = (c->len + n) * 2;
         c->p = realloc(c->p, c->cap);
-        CHECK(c->p);
+        REQUIRE(c->p);
     }
     memcpy(c->p + c->len, src, n);
     c->len += n;
@@ -751,7 +745,7 @@ static void craft(enum handcrafted k, struct craft *c) {
 /* Opens a malloc'd copy of exactly len bytes, so that ASan sees any read past the end. */
 static enum status open_exact(const uint8_t *src, size_t len, gguf_t **g) {
     uint8_t *copy = malloc(len ? len : 1);
-    CHECK(copy);
+    REQUIRE(copy);
     memcpy(copy, src, len);
     enum status rc = gguf_open_buffer(copy, len, g);
     if (*g) gguf_close(g);
@@ -763,14 +757,14 @@ static void test_catalog(void) {
     struct craft c = {0};
     craft(HANDCRAFTED_VALID, &c);
     gguf_t *g = NULL;
-    CHECK(gguf_open_buffer(c.p, c.len, &g) == STATUS_OK);
-    CHECK(gguf_n_kv(g) == 4 && gguf_n_tensors(g) == 2);
+    REQUIRE(gguf_open_buffer(c.p, c.len, &g) == STATUS_OK);
+    REQUIRE(gguf_n_kv(g) == 4 && gguf_n_tensors(g) == 2);
     const struct gguf_tensor *b = gguf_find_tensor(g, "b");
-    CHECK(b && b->nbytes == 34 && b->data + b->nbytes == c.p + c.len);
+    REQUIRE(b && b->nbytes == 34 && b->data + b->nbytes == c.p + c.len);
     gguf_close(&g);
 
     char dir[] = "/tmp/gguf_catalog.XXXXXX";
-    CHECK(mkdtemp(dir));
+    REQUIRE(mkdtemp(dir));
     char path[128];
     snprintf(path, sizeof path, "%s/bad.gguf", dir);
     int n_bad = 0;
@@ -789,23 +783,23 @@ static void test_catalog(void) {
         printf("  rejected %2d: %s\n", k, last_error);
         /* Through a file, the message names the path. */
         FILE *f = fopen(path, "wb");
-        CHECK(f && fwrite(c.p, 1, c.len, f) == c.len && fclose(f) == 0);
+        REQUIRE(f && fwrite(c.p, 1, c.len, f) == c.len && fclose(f) == 0);
         capture_begin();
-        CHECK(gguf_open(path, &g) == STATUS_FORMAT && g == NULL);
+        REQUIRE(gguf_open(path, &g) == STATUS_FORMAT && g == NULL);
         capture_end();
-        CHECK(n_errors == 1 && strncmp(last_error, path, strlen(path)) == 0);
+        REQUIRE(n_errors == 1 && strncmp(last_error, path, strlen(path)) == 0);
     }
     unlink(path);
     rmdir(dir);
-    CHECK(n_bad == 0);
+    REQUIRE(n_bad == 0);
 
     /* Every proper prefix of the valid file is rejected cleanly with one line. */
     craft(HANDCRAFTED_VALID, &c);
     for (size_t len = 0; len < c.len; len++) {
         capture_begin();
-        CHECK(open_exact(c.p, len, &g) == STATUS_FORMAT);
+        REQUIRE(open_exact(c.p, len, &g) == STATUS_FORMAT);
         capture_end();
-        CHECK(n_errors == 1);
+        REQUIRE(n_errors == 1);
     }
     free(c.p);
 }
@@ -816,10 +810,10 @@ static void test_truncations(uint32_t version, uint32_t alignment) {
     gguf_writer_t *w = build_writer(version, alignment);
     uint8_t *buf;
     size_t len;
-    CHECK(gguf_writer_write_buffer(w, fill_pattern, NULL, &buf, &len) == STATUS_OK);
+    REQUIRE(gguf_writer_write_buffer(w, fill_pattern, NULL, &buf, &len) == STATUS_OK);
     gguf_writer_destroy(&w);
     gguf_t *g = NULL;
-    CHECK(gguf_open_buffer(buf, len, &g) == STATUS_OK);
+    REQUIRE(gguf_open_buffer(buf, len, &g) == STATUS_OK);
     size_t data_end = 0;
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
         const struct gguf_tensor *t = gguf_tensor_at(g, i);
@@ -832,7 +826,7 @@ static void test_truncations(uint32_t version, uint32_t alignment) {
         enum status rc = open_exact(buf, n, &g);
         capture_end();
         if (n >= data_end) {
-            CHECK(rc == STATUS_OK && n_errors == 0);
+            REQUIRE(rc == STATUS_OK && n_errors == 0);
         } else if (rc != STATUS_FORMAT || n_errors != 1) {
             fprintf(stderr, "prefix %zu of %zu: status %d, %d error lines\n", n, len, rc, n_errors);
             exit(1);
@@ -846,9 +840,9 @@ static void test_truncations(uint32_t version, uint32_t alignment) {
 static void write_seed(const char *dir, const char *name, gguf_writer_t *w) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    CHECK(gguf_writer_write_file(w, path, fill_pattern, NULL) == STATUS_OK);
+    REQUIRE(gguf_writer_write_file(w, path, fill_pattern, NULL) == STATUS_OK);
     struct stat st;
-    CHECK(stat(path, &st) == 0 && st.st_size < 64 * 1024);
+    REQUIRE(stat(path, &st) == 0 && st.st_size < 64 * 1024);
     printf("wrote %s (%lld bytes)\n", path, (long long)st.st_size);
     gguf_writer_destroy(&w);
 }

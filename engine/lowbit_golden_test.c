@@ -20,18 +20,9 @@
 #include "quant.h"
 #include "quant_internal.h"
 
-#define LOGIT_TOL 1e-2f
+#include "check.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#define LOGIT_TOL 1e-2f
 
 static const int32_t prompt[8] = {1, 5, 17, 100, 33, 250, 7, 42};
 
@@ -135,8 +126,8 @@ int main(void) {
         unlink(path);
     }
     rmdir(dir);
-    if (failures) {
-        fprintf(stderr, "lowbit_golden_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "lowbit_golden_test: %d failures\n", check_failures);
         return 1;
     }
     printf("lowbit_golden_test: all passed\n");

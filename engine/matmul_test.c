@@ -13,20 +13,11 @@
 #include "quant_internal.h"
 #include "threadpool.h"
 
+#include "check.h"
+
 /* |matmul - naive| / sum_k |w_ik x_rk|: the x rows of quantized types are themselves 8-bit. */
 #define NAIVE_TOL_FLOAT 1e-5
 #define NAIVE_TOL_QUANT 5e-3
-
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond);                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
 static float rnd(void) {
@@ -418,8 +409,8 @@ int main(void) {
     if (amx && strcmp(amx, "emulate") == 0) {
         const int rc = test_amx_emulated(pools);
         for (int i = 0; i < 3; i++) threadpool_destroy(&pools[i]);
-        if (failures) {
-            fprintf(stderr, "matmul_test (AMX emulated): %d failures\n", failures);
+        if (check_failures) {
+            fprintf(stderr, "matmul_test (AMX emulated): %d failures\n", check_failures);
             return 1;
         }
         printf("matmul_test (AMX emulated): %s\n", rc ? "skipped" : "ok");
@@ -531,8 +522,8 @@ int main(void) {
         free(scratch);
     }
     for (int i = 0; i < 3; i++) threadpool_destroy(&pools[i]);
-    if (failures) {
-        fprintf(stderr, "matmul_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "matmul_test: %d failures\n", check_failures);
         return 1;
     }
     printf("matmul_test: ok\n");

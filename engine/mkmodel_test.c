@@ -14,23 +14,13 @@
 #include "gguf.h"
 #include "mkmodel.h"
 #include "quant.h"
+#include "check.h"
 #ifdef HAVE_MODEL
 #include "model.h"
 #endif
 #ifdef HAVE_TOKENIZER
 #include "tokenizer.h"
 #endif
-
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static char dir[] = "/tmp/caravan-mkmodel-test-XXXXXX";
 static bool g_exact; /* params.exact for write_model */
@@ -760,8 +750,8 @@ int main(void) {
     test_forward("tiny-mixtral", MKMODEL_TYPE_Q4_0);
 #endif
     rmdir(dir);
-    if (failures) {
-        fprintf(stderr, "mkmodel_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "mkmodel_test: %d failures\n", check_failures);
         return 1;
     }
     printf("mkmodel_test: all passed\n");

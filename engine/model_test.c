@@ -12,20 +12,10 @@
 
 #include "model.h"
 #include "quant.h"
+#include "check.h"
 #ifdef HAVE_MKMODEL
 #include "mkmodel.h"
 #endif
-
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static const int32_t ref_prompt[] = {1, 403, 407, 261, 378};
 static const int32_t ref_generated[64] = {
@@ -150,7 +140,7 @@ static void test_invariance(const char *path, float rel, const char *label) {
                   a == argmax(all + (size_t)(i * N_SEQ) * nv, nv),
               "%s: greedy token differs at position %d", label, i);
     }
-    printf("invariance %s: ok=%s\n", label, failures ? "no" : "yes");
+    printf("invariance %s: ok=%s\n", label, check_failures ? "no" : "yes");
     free(one);
     free(step);
     free(all);
@@ -571,8 +561,8 @@ int main(void) {
     }
     rmdir(dir);
 #endif
-    if (failures) {
-        fprintf(stderr, "model_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "model_test: %d failures\n", check_failures);
         return 1;
     }
     printf("model_test: all passed\n");

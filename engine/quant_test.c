@@ -11,6 +11,8 @@
 #include "quant_internal.h"
 #include "quant_lowbit.h"
 
+#include "check.h"
+
 /* Relative RMS error of quantize -> dequantize vs the input, per type. */
 #define QERR_F16 1e-3
 #define QERR_BF16 5e-3
@@ -34,17 +36,6 @@
 #define EXACT_TOL_Q8 0.02
 /* relative error of a q8_1 block's s against d * sum(qs) with d as stored: two f16 roundings */
 #define Q8_1_S_TOL 1.1e-3
-
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond);                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd_u32(void) {
@@ -636,8 +627,8 @@ int main(void) {
     test_softmax();
     for (int t = 0; t < N_WEIGHT_TYPES; t++)
         CHECK(quant_dot(weight_types[t]) != NULL, "no kernel for %s", dtype_name(weight_types[t]));
-    if (failures) {
-        fprintf(stderr, "quant_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "quant_test: %d failures\n", check_failures);
         return 1;
     }
     printf("quant_test: ok\n");

@@ -9,16 +9,7 @@
 
 #include "threadpool.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond);                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 static int os_threads(void) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -93,8 +84,8 @@ int main(void) {
     }
     threadpool_destroy(&one);
     threadpool_destroy(&one); /* NULL is fine */
-    if (failures) {
-        fprintf(stderr, "threadpool_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "threadpool_test: %d failures\n", check_failures);
         return 1;
     }
     printf("threadpool_test: ok\n");

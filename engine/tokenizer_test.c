@@ -19,17 +19,7 @@
 #include "tokenizer.h"
 #include "tokenizer_internal.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 static double now_ms(void) {
     struct timespec ts;
@@ -694,8 +684,8 @@ int main(void) {
     test_special(shared);
     test_threads(shared);
     test_speed(shared);
-    if (failures) {
-        fprintf(stderr, "%d failure(s)\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "%d failure(s)\n", check_failures);
         return 1;
     }
     fprintf(stderr, "tokenizer_test: %d vocabularies ok\n", vocabs);

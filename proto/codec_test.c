@@ -17,15 +17,7 @@
 
 #include "codec.h"
 
-static int n_failed;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            n_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 /* ==== Fixtures: one valid message of each kind ==== */
 
@@ -520,7 +512,7 @@ static void expect_refused(const char *what, enum fx_kind k, void (*mut)(struct 
     if (s != want || (needle && !strstr(err, needle))) {
         fprintf(stderr, "%s: got %s (%s), want %s%s%s\n", what, status_str(s), err,
                 status_str(want), needle ? " with " : "", needle ? needle : "");
-        n_failed++;
+        check_failures++;
     }
     /* The encoder must refuse what the decoder refuses (default limits only). */
     if (!lim && want != STATUS_OK) {
@@ -529,7 +521,7 @@ static void expect_refused(const char *what, enum fx_kind k, void (*mut)(struct 
         enum status es = codec_encode(&fx->env, &out, &olen, err, sizeof(err));
         if (es == STATUS_OK) {
             fprintf(stderr, "%s: codec_encode accepted it\n", what);
-            n_failed++;
+            check_failures++;
         }
         CHECK(out == NULL);
         free(out);
@@ -549,7 +541,7 @@ static void test_round_trip(void) {
         enum status s = codec_encode(&fx->env, &enc, &len, err, sizeof(err));
         if (s != STATUS_OK) {
             fprintf(stderr, "encode %s: %s (%s)\n", fx_names[k], status_str(s), err);
-            n_failed++;
+            check_failures++;
             free(fx);
             continue;
         }
@@ -572,7 +564,7 @@ static void test_round_trip(void) {
         s = codec_decode(enc, len, NULL, &msg, err, sizeof(err));
         if (s != STATUS_OK) {
             fprintf(stderr, "decode %s: %s (%s)\n", fx_names[k], status_str(s), err);
-            n_failed++;
+            check_failures++;
         } else {
             /* Re-encoding the decoded message gives the same bytes: no field was lost. */
             uint8_t *enc2 = NULL;
@@ -1185,7 +1177,7 @@ static void test_truncation(void) {
             enum status s = decode_status(cut, n, NULL, NULL, 0);
             if (s == STATUS_OK) {
                 fprintf(stderr, "%s cut to %zu of %zu bytes decoded\n", fx_names[k], n, len);
-                n_failed++;
+                check_failures++;
             }
             free(cut);
         }
@@ -1241,7 +1233,7 @@ static void test_garbage(void) {
                 if (s != STATUS_OK) {
                     fprintf(stderr, "%s mutation decoded but does not encode: %s\n", fx_names[k],
                             err);
-                    n_failed++;
+                    check_failures++;
                 }
                 free(enc);
                 n_ok++;
@@ -1340,7 +1332,7 @@ static void test_corpus(void) {
         uint8_t *seed = read_file(path, &len);
         if (!seed) {
             fprintf(stderr, "%s: missing\n", path);
-            n_failed++;
+            check_failures++;
             continue;
         }
         struct fixture *fx = fixture_new((enum fx_kind)k);
@@ -1348,7 +1340,7 @@ static void test_corpus(void) {
         uint8_t *enc = fixture_pack(fx, &flen);
         if (flen != len || memcmp(enc, seed, len) != 0) {
             fprintf(stderr, "%s: stale, regenerate with codec_test --write-seeds\n", path);
-            n_failed++;
+            check_failures++;
         }
         CHECK(decode_status(seed, len, NULL, NULL, 0) == STATUS_OK);
         free(enc);
@@ -1413,8 +1405,8 @@ int main(int argc, char **argv) {
     test_helpers();
     test_corpus();
     test_garbage();
-    if (n_failed) {
-        fprintf(stderr, "codec_test: %d checks failed\n", n_failed);
+    if (check_failures) {
+        fprintf(stderr, "codec_test: %d checks failed\n", check_failures);
         return 1;
     }
     printf("codec_test: ok (%zu crafted bad messages, %d kinds)\n",

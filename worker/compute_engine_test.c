@@ -17,16 +17,7 @@
 #include "compute_engine.h"
 #include "log.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 #define N_SEQ 2
 #define N_VOCAB 512
@@ -299,8 +290,8 @@ int main(void) {
 
     compute_engine_free(&one.e);
     compute_engine_free(&ref.e);
-    if (failures) {
-        fprintf(stderr, "compute_engine_test: %d failures\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "compute_engine_test: %d failures\n", check_failures);
         return 1;
     }
     printf("compute_engine_test: ok\n");
