@@ -1,7 +1,8 @@
 /* caravan trace: join one run's trace files (merge) and check a merged trace (check).
  *
  *   caravan trace merge OUT IN...   the coordinator's file gives each worker's clock offset
- *                                   (common/trace.h); worker spans are moved onto the
+ *                                   (common/trace.h), narrowed by the steps' own messages
+ *                                   (narrow_offsets); worker spans are moved onto the
  *                                   coordinator's clock, processes are named, and for every
  *                                   step a "link" span is added on the receiving side from the
  *                                   sender's send (its end, or its start when the call returned
@@ -17,6 +18,7 @@
  *   caravan trace summary FILE      medians over decode steps: round trip and each kind of
  *                                   span summed over the stages, as one JSON line (ms). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -115,6 +117,7 @@ struct span {
     const char *name;
     double batch;
     int tokens;
+    int layer_first, layer_end; /* a worker's compute span; -1 when not given */
 };
 
 static int cmp_span(const void *a, const void *b) {
@@ -142,6 +145,8 @@ static struct span *collect_spans(const cJSON *events, size_t *n_out) {
         s[n].name = str(e, "name");
         s[n].batch = batch;
         s[n].tokens = (int)num(args, "tokens", 0);
+        s[n].layer_first = (int)num(args, "layer_first", -1);
+        s[n].layer_end = (int)num(args, "layer_end", -1);
         n++;
     }
     qsort(s, n, sizeof *s, cmp_span);
@@ -190,6 +195,113 @@ static void add_links(cJSON *events) {
     free(s);
 }
 
+/* One node's part of one batch, on its own clock: its first receive and first send (and, for
+ * a worker, the layers it computed). */
+struct batch_part {
+    double batch;
+    int node; /* index into the merge's inputs */
+    double recv, send;
+    int layer_first, layer_end;
+};
+
+static int cmp_part(const void *a, const void *b) {
+    const struct batch_part *x = a, *y = b;
+    if (x->batch != y->batch) return x->batch < y->batch ? -1 : 1;
+    if (x->layer_first != y->layer_first) return x->layer_first < y->layer_first ? -1 : 1;
+    return 0;
+}
+
+/* Each input's clock offset (its clock minus the coordinator's), narrowed by the run's own
+ * messages. A message from a to b cannot arrive before it was sent: recv_b - off_b >= send_a -
+ * off_a, so off_b - off_a <= recv_b - send_a, raw times each on its own clock (the first send
+ * and first receive of a batch at each node keep this true when a batch was sent again). A
+ * heartbeat round trip puts off_k within its estimate +- rtt/2. The tightest bounds those
+ * difference constraints give are shortest paths (Floyd-Warshall over at most 65 nodes) from
+ * and to the coordinator (input `coord`): hi_k = d(coord, k), lo_k = -d(k, coord); the offset
+ * is their middle. A heartbeat whose echo a worker read late because it was computing has a
+ * long round trip and a biased middle (a 1-worker run's was 6.4 ms off); the steps' own
+ * messages bound a worker's offset to about a transit time each way. Inputs with no such
+ * bounds keep the heartbeat's figures; contradictory constraints (clocks that drifted apart)
+ * keep them all, with a warning. lo/hi receive the bounds (NAN when open). */
+static void narrow_offsets(cJSON *const *files, int n_in, int coord, double *offset,
+                           const double *rtt, double *lo, double *hi) {
+    const int n = n_in;
+    double d[TRACE_MAX_FILES][TRACE_MAX_FILES];
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) d[a][b] = a == b ? 0 : INFINITY;
+    for (int k = 0; k < n; k++) {
+        lo[k] = hi[k] = NAN;
+        if (k == coord || rtt[k] < 0) continue;
+        d[coord][k] = offset[k] + rtt[k] / 2;
+        d[k][coord] = -(offset[k] - rtt[k] / 2);
+    }
+    /* every input's parts of every batch */
+    size_t n_parts = 0, cap = 0;
+    struct batch_part *parts = NULL;
+    for (int i = 0; i < n; i++) {
+        size_t ns = 0;
+        struct span *sp = collect_spans(cJSON_GetObjectItem(files[i], "traceEvents"), &ns);
+        for (size_t a = 0; a < ns;) {
+            size_t b = a;
+            struct batch_part p = {.batch = sp[a].batch,
+                                   .node = i,
+                                   .recv = NAN,
+                                   .send = NAN,
+                                   .layer_first = -1,
+                                   .layer_end = -1};
+            for (; b < ns && sp[b].batch == sp[a].batch; b++) {
+                if (!strcmp(sp[b].name, "receive") && isnan(p.recv)) p.recv = sp[b].ts;
+                if (!strcmp(sp[b].name, "send") && isnan(p.send)) p.send = sp[b].ts;
+                if (!strcmp(sp[b].name, "compute") && p.layer_first < 0) {
+                    p.layer_first = sp[b].layer_first;
+                    p.layer_end = sp[b].layer_end;
+                }
+            }
+            a = b;
+            if (isnan(p.recv) || isnan(p.send) || (i != coord && p.layer_first < 0)) continue;
+            if (n_parts == cap) {
+                cap = cap ? 2 * cap : 256;
+                parts = realloc(parts, cap * sizeof *parts);
+                if (!parts) abort();
+            }
+            parts[n_parts++] = p;
+        }
+        free(sp);
+    }
+    /* per batch: coordinator -> workers in layer order -> coordinator, when the layers chain */
+    qsort(parts, n_parts, sizeof *parts, cmp_part); /* the coordinator's part (layer -1) first */
+    for (size_t a = 0; a < n_parts;) {
+        size_t b = a;
+        while (b < n_parts && parts[b].batch == parts[a].batch) b++;
+        bool chain = b - a >= 2 && parts[a].node == coord && parts[a + 1].layer_first == 0;
+        for (size_t k = a + 2; chain && k < b; k++)
+            chain = parts[k].node != coord && parts[k].layer_first == parts[k - 1].layer_end;
+        for (size_t k = a; chain && k < b; k++) {
+            const struct batch_part *from = &parts[k], *to = &parts[k + 1 < b ? k + 1 : a];
+            const double w = to->recv - from->send;
+            if (w < d[from->node][to->node]) d[from->node][to->node] = w;
+        }
+        a = b;
+    }
+    free(parts);
+    for (int m = 0; m < n; m++)
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++)
+                if (d[a][m] + d[m][b] < d[a][b]) d[a][b] = d[a][m] + d[m][b];
+    for (int k = 0; k < n; k++)
+        if (d[k][k] < 0) {
+            fprintf(stderr, "warning: the run's messages and heartbeats disagree about the "
+                            "clocks (drift?): heartbeat offsets kept\n");
+            return;
+        }
+    for (int k = 0; k < n; k++) {
+        if (k == coord) continue;
+        hi[k] = isinf(d[coord][k]) ? NAN : d[coord][k];
+        lo[k] = isinf(d[k][coord]) ? NAN : -d[k][coord];
+        if (!isnan(lo[k]) && !isnan(hi[k])) offset[k] = (lo[k] + hi[k]) / 2;
+    }
+}
+
 int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
     cJSON *files[TRACE_MAX_FILES] = {0};
     int rc = 1;
@@ -208,6 +320,29 @@ int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
     if (!clocks)
         fprintf(stderr, "warning: no coordinator trace among the inputs: worker clocks are "
                         "taken as they are (right only on one host)\n");
+    /* each input's offset: the heartbeats', then narrowed by the run's messages */
+    double offsets[TRACE_MAX_FILES], rtts[TRACE_MAX_FILES], los[TRACE_MAX_FILES],
+        his[TRACE_MAX_FILES];
+    int coord_in = -1;
+    for (int i = 0; i < n_in; i++) {
+        const cJSON *od = cJSON_GetObjectItem(files[i], "otherData");
+        bool coord = strcmp(str(od, "caravan_role"), "coordinator") == 0;
+        int node = coord ? 0 : (int)num(od, "node_id", 0);
+        offsets[i] = 0;
+        rtts[i] = -1;
+        los[i] = his[i] = NAN;
+        if (coord) coord_in = i;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, clocks) {
+            if (coord || (int)num(c, "node_id", -1) != node) continue;
+            offsets[i] = num(c, "offset_us", 0);
+            rtts[i] = num(c, "rtt_us", -1);
+        }
+        if (!coord && node != 0 && clocks && rtts[i] < 0)
+            fprintf(stderr, "warning: no clock offset for node %d (no heartbeat round trip)\n",
+                    node);
+    }
+    if (coord_in >= 0) narrow_offsets(files, n_in, coord_in, offsets, rtts, los, his);
     cJSON *root = cJSON_CreateObject();
     cJSON *events = cJSON_AddArrayToObject(root, "traceEvents");
     cJSON *clock_out = cJSON_CreateArray();
@@ -219,16 +354,7 @@ int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
             fprintf(stderr, "warning: %s: the worker never joined; skipped\n", ins[i]);
             continue;
         }
-        double offset = 0, rtt = -1;
-        const cJSON *c;
-        cJSON_ArrayForEach(c, clocks) {
-            if ((int)num(c, "node_id", -1) != node) continue;
-            offset = num(c, "offset_us", 0);
-            rtt = num(c, "rtt_us", -1);
-        }
-        if (!coord && clocks && rtt < 0)
-            fprintf(stderr, "warning: no clock offset for node %d (no heartbeat round trip)\n",
-                    node);
+        const double offset = offsets[i], rtt = rtts[i];
         char pname[200];
         if (coord)
             snprintf(pname, sizeof pname, "coordinator");
@@ -244,7 +370,9 @@ int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
             cJSON *co = cJSON_CreateObject();
             cJSON_AddNumberToObject(co, "node_id", node);
             cJSON_AddNumberToObject(co, "offset_us", offset);
-            cJSON_AddNumberToObject(co, "rtt_us", rtt);
+            cJSON_AddNumberToObject(co, "rtt_us", rtt); /* the heartbeat's */
+            if (coord_in >= 0 && !isnan(los[i])) cJSON_AddNumberToObject(co, "min_us", los[i]);
+            if (coord_in >= 0 && !isnan(his[i])) cJSON_AddNumberToObject(co, "max_us", his[i]);
             cJSON_AddItemToArray(clock_out, co);
         }
         const cJSON *e;

@@ -11,7 +11,8 @@
  * File layout: {"traceEvents":[...], "otherData":{"caravan_role":"coordinator"|"worker",
  * "node_id":N, "name":..., "clocks":[{"node_id","offset_us","rtt_us"}...]}}. "clocks" (the
  * coordinator's file only) holds each worker's clock minus the coordinator's, estimated from
- * heartbeat round trips (the sample with the smallest round trip wins). */
+ * heartbeat round trips (the sample with the smallest round trip wins); `caravan trace merge`
+ * narrows it with the run's own messages (cli/cmd_trace.c). */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -37,6 +38,11 @@ void trace_set_node(trace_t *t, uint32_t node_id);
  * args (batch 0 = none). */
 void trace_span(trace_t *t, enum trace_track track, const char *name, uint64_t start_us,
                 uint64_t end_us, uint64_t batch, int32_t tokens);
+/* trace_span with the layers [layer_first, layer_end) in args too: a worker's compute span,
+ * from which `caravan trace merge` learns the order of the stages a batch went through. */
+void trace_span_layers(trace_t *t, enum trace_track track, const char *name, uint64_t start_us,
+                       uint64_t end_us, uint64_t batch, int32_t tokens, int32_t layer_first,
+                       int32_t layer_end);
 /* An instant with a text argument (e.g. "plan"). */
 void trace_instant(trace_t *t, const char *name, uint64_t ts_us, const char *text);
 /* Records a worker's clock offset (its clock minus ours) and the round trip it came from;

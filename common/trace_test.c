@@ -29,6 +29,7 @@ static void test_file(void) {
     trace_t *t = trace_open(path, "coordinator", "c \"1\"");
     CHECK(t != NULL);
     trace_span(t, TRACE_TRACK_LOOP, "send", 100, 250, 7, 3);
+    trace_span_layers(t, TRACE_TRACK_LOOP, "compute", 300, 900, 7, 3, 8, 15);
     trace_clock(t, 2, 40, 900);
     trace_clock(t, 2, 10, 300); /* smaller round trip wins */
     trace_clock(t, 2, 99, 400);
@@ -43,6 +44,7 @@ static void test_file(void) {
     CHECK(n > 0);
     CHECK(strstr(buf, "\"name\":\"send\"") && strstr(buf, "\"ts\":100,\"dur\":150"));
     CHECK(strstr(buf, "\"batch\":7,\"tokens\":3"));
+    CHECK(strstr(buf, "\"batch\":7,\"tokens\":3,\"layer_first\":8,\"layer_end\":15}"));
     CHECK(strstr(buf, "{\"node_id\":2,\"offset_us\":10,\"rtt_us\":300}"));
     CHECK(strstr(buf, "\"name\":\"c \\\"1\\\"\""));
     CHECK(strstr(buf, "0-3\\u000a"));

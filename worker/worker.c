@@ -935,8 +935,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         uint64_t done_us = w->cfg.clock_us ? w->cfg.clock_us() : hop.end_us;
         trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "queue", hop.recv_us, hop.start_us, f->batch_id,
                    f->n_tokens);
-        trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "compute", hop.start_us, hop.end_us, f->batch_id,
-                   f->n_tokens);
+        trace_span_layers(w->cfg.trace, TRACE_TRACK_LOOP, "compute", hop.start_us, hop.end_us,
+                          f->batch_id, f->n_tokens, hop.layer_first, hop.layer_end);
         trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "serialize", hop.end_us, done_us, f->batch_id,
                    f->n_tokens);
     }

@@ -2,7 +2,9 @@
 # trace_test.sh: `caravan cluster --trace DIR` (3 workers, stories260K) serves one request;
 # the merged DIR/trace.json must have, for a step, every stage's spans in order (coordinator
 # serialize and send; each worker's receive, queue, compute, serialize, send; the coordinator's
-# receive), a clock offset for every worker from heartbeat round trips, and parse as JSON.
+# receive), a clock offset for every worker from heartbeat round trips, narrowed by the steps'
+# own messages to within 1 ms of the truth (0 on one host) even from misleading heartbeats, and
+# parse as JSON.
 # `caravan trace check` is the checker (cJSON). Needs CARAVAN_BIN and curl.
 set -u
 BIN=${CARAVAN_BIN:?CARAVAN_BIN not set}
@@ -51,6 +53,26 @@ cat "$WORK/check"
 "$BIN/caravan" trace merge "$WORK/m.json" "$WORK/trace/coordinator.json" "$WORK"/trace/w?.json ||
     fail "caravan trace merge failed"
 "$BIN/caravan" trace check "$WORK/m.json" --workers 3 >/dev/null || fail "merged by hand: check failed"
+# Clock offsets: on one host every daemon reads the same CLOCK_REALTIME, so each worker's merged
+# offset must be within a millisecond of 0; also when the heartbeats mislead, as when a worker
+# read the coordinator's heartbeat only after a long computation (a 1-worker tinyllama run's
+# only round trip gave 6.4 ms off, 13 ms round trip): the steps' own messages bound it.
+near_zero() {
+    node -e '
+    const c = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).otherData.clocks;
+    const bad = c.filter((x) => Math.abs(x.offset_us) > 1000);
+    console.log(c.map((x) => `node ${x.node_id}: ${x.offset_us} us`).join(", "));
+    process.exit(c.length === 3 && bad.length === 0 ? 0 : 1);' "$1"
+}
+near_zero "$WORK/m.json" || fail "clock offsets off by more than 1 ms on one host"
+node -e '
+const fs = require("fs"), t = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+for (const c of t.otherData.clocks) { c.offset_us = 6400; c.rtt_us = 13000; }
+fs.writeFileSync(process.argv[2], JSON.stringify(t));' "$WORK/trace/coordinator.json" "$WORK/late.json" ||
+    fail "cannot write the misleading coordinator file"
+"$BIN/caravan" trace merge "$WORK/m3.json" "$WORK/late.json" "$WORK"/trace/w?.json ||
+    fail "merge with misleading heartbeats failed"
+near_zero "$WORK/m3.json" || fail "misleading heartbeats were not corrected by the steps' messages"
 # a trace with a worker missing fails the check (the checker can fail)
 "$BIN/caravan" trace merge "$WORK/m2.json" "$WORK/trace/coordinator.json" "$WORK/trace/w1.json" \
     "$WORK/trace/w2.json" 2>/dev/null || fail "merge of a partial run failed"
