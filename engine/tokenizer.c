@@ -972,6 +972,8 @@ static void spm_try_bigram(const tokenizer_t *t, struct session *s, int32_t left
     if (!heap_push(&s->heap, (struct bigram){t->score[id], 0, left, right, size})) s->oom = true;
 }
 
+static bool merge_symbols(const tokenizer_t *t, struct session *s, bool bpe);
+
 static void spm_tokenize(const tokenizer_t *t, struct session *s, const char *text, size_t len,
                          bool prefix_space, struct ids *out) {
     s->buf.n = 0;
@@ -986,33 +988,8 @@ static void spm_tokenize(const tokenizer_t *t, struct session *s, const char *te
         else
             bytes_append(&s->buf, text + i, 1);
     }
-    size_t n = s->buf.n;
-    if (n == 0) return;
-    s->syms.n = 0;
-    s->heap.n = 0;
-    s->heap.by_rank = false;
-    for (size_t off = 0; off < n;) {
-        size_t cl = tok_utf8_len((unsigned char)s->buf.v[off]);
-        if (cl > n - off) cl = n - off;
-        int32_t idx = (int32_t)s->syms.n;
-        if (!syms_push(&s->syms, (struct sym){idx - 1, off + cl == n ? -1 : idx + 1, off, cl})) {
-            s->oom = true;
-            return;
-        }
-        off += cl;
-    }
-    for (int32_t i = 1; i < (int32_t)s->syms.n; i++) spm_try_bigram(t, s, i - 1, i);
-    while (s->heap.n > 0) {
-        struct bigram b = heap_pop(&s->heap);
-        struct sym *l = &s->syms.v[b.left], *r = &s->syms.v[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s->syms.v[r->next].prev = b.left;
-        spm_try_bigram(t, s, l->prev, b.left);
-        spm_try_bigram(t, s, b.left, l->next);
-    }
+    if (s->buf.n == 0) return;
+    if (!merge_symbols(t, s, false)) return;
     for (int32_t i = 0; i != -1; i = s->syms.v[i].next) {
         const struct sym *y = &s->syms.v[i];
         int32_t id = lookup_text(t, s->buf.v + y->off, y->n);
@@ -1052,6 +1029,44 @@ static void bpe_try_bigram(const tokenizer_t *t, struct session *s, int32_t left
     if (!heap_push(&s->heap, (struct bigram){0, rank, left, right, l->n + r->n})) s->oom = true;
 }
 
+/* SPM and BPE alike: s->buf (non-empty) cut into one symbol per UTF-8 character, then adjacent
+ * pairs merged best first (SPM: the merged token's score; BPE: the merge's rank) until no pair
+ * is a known token / merge. The symbols left are s->syms from 0 along `next`; a merged-away one
+ * has n == 0. False when out of memory (s->oom). */
+static bool merge_symbols(const tokenizer_t *t, struct session *s, bool bpe) {
+    void (*try_bigram)(const tokenizer_t *, struct session *, int32_t, int32_t) =
+        bpe ? bpe_try_bigram : spm_try_bigram;
+    const size_t n = s->buf.n;
+    s->syms.n = 0;
+    s->heap.n = 0;
+    s->heap.by_rank = bpe;
+    for (size_t off = 0; off < n;) {
+        size_t cl = tok_utf8_len((unsigned char)s->buf.v[off]);
+        if (cl > n - off) cl = n - off;
+        int32_t idx = (int32_t)s->syms.n;
+        if (!syms_push(&s->syms, (struct sym){idx - 1, off + cl == n ? -1 : idx + 1, off, cl})) {
+            s->oom = true;
+            return false;
+        }
+        off += cl;
+    }
+    for (int32_t i = 1; i < (int32_t)s->syms.n; i++) try_bigram(t, s, i - 1, i);
+    while (s->heap.n > 0) {
+        struct bigram b = heap_pop(&s->heap);
+        struct sym *l = &s->syms.v[b.left], *r = &s->syms.v[b.right];
+        /* Stale when either side has changed since the pair was queued: the left symbol only
+         * grows by absorbing this right one, so a size check equals llama.cpp's text check. */
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue;
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) s->syms.v[r->next].prev = b.left;
+        try_bigram(t, s, l->prev, b.left);
+        try_bigram(t, s, b.left, l->next);
+    }
+    return !s->oom;
+}
+
 static void bpe_word(const tokenizer_t *t, struct session *s, const char *word, size_t len,
                      struct ids *out) {
     s->buf.n = 0;
@@ -1072,33 +1087,7 @@ static void bpe_word(const tokenizer_t *t, struct session *s, const char *word, 
             return;
         }
     }
-    s->syms.n = 0;
-    s->heap.n = 0;
-    s->heap.by_rank = true;
-    for (size_t off = 0; off < n;) {
-        size_t cl = tok_utf8_len((unsigned char)s->buf.v[off]);
-        if (cl > n - off) cl = n - off;
-        int32_t idx = (int32_t)s->syms.n;
-        if (!syms_push(&s->syms, (struct sym){idx - 1, off + cl == n ? -1 : idx + 1, off, cl})) {
-            s->oom = true;
-            return;
-        }
-        off += cl;
-    }
-    for (int32_t i = 1; i < (int32_t)s->syms.n; i++) bpe_try_bigram(t, s, i - 1, i);
-    while (s->heap.n > 0) {
-        struct bigram b = heap_pop(&s->heap);
-        struct sym *l = &s->syms.v[b.left], *r = &s->syms.v[b.right];
-        /* Stale when either side has changed since the pair was queued: the left symbol only
-         * grows by absorbing this right one, so a size check equals llama.cpp's text check. */
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s->syms.v[r->next].prev = b.left;
-        bpe_try_bigram(t, s, l->prev, b.left);
-        bpe_try_bigram(t, s, b.left, l->next);
-    }
+    if (!merge_symbols(t, s, true)) return;
     for (int32_t i = 0; i != -1; i = s->syms.v[i].next) {
         const struct sym *y = &s->syms.v[i];
         if (y->n == 0) continue;
