@@ -16,7 +16,9 @@
  *                                   serialize and send, and the coordinator's receive; prints
  *                                   that step's breakdown in microseconds.
  *   caravan trace summary FILE      medians over decode steps: round trip and each kind of
- *                                   span summed over the stages, as one JSON line (ms). */
+ *                                   span summed over the stages, and each hop's link by the
+ *                                   node it goes into ("0": the coordinator), as one JSON line
+ *                                   (ms). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdbool.h>
@@ -528,6 +530,10 @@ static int trace_summary(const char *path) {
     double *step = calloc(n + 1, sizeof *step), *other = calloc(n + 1, sizeof *other);
     double *per[N_KINDS];
     for (int k = 0; k < N_KINDS; k++) per[k] = calloc(n + 1, sizeof *per[k]);
+    /* each receiving node's link per step (the hop into it), for the per-hop medians */
+    int link_pid[TRACE_MAX_FILES], n_link_pids = 0;
+    size_t n_link[TRACE_MAX_FILES] = {0};
+    double *link_in[TRACE_MAX_FILES];
     size_t n_steps = 0;
     for (size_t i = 0; i < n;) {
         size_t e = i;
@@ -548,12 +554,29 @@ static int trace_summary(const char *path) {
             }
             other[n_steps] = (rt - named) / 1000;
             n_steps++;
+            for (size_t x = i; x < e; x++) {
+                if (strcmp(s[x].name, "link") != 0) continue;
+                int p = 0;
+                while (p < n_link_pids && link_pid[p] != s[x].pid) p++;
+                if (p == n_link_pids) {
+                    if (p == TRACE_MAX_FILES) continue;
+                    link_pid[n_link_pids++] = s[x].pid;
+                    link_in[p] = calloc(n + 1, sizeof *link_in[p]);
+                    if (!link_in[p]) abort();
+                }
+                link_in[p][n_link[p]++] = (s[x].end - s[x].ts) / 1000;
+            }
         }
         i = e;
     }
     printf("{\"decode_steps\":%zu,\"step_ms\":%.4f", n_steps, median(step, n_steps));
     for (int k = 0; k < N_KINDS; k++) printf(",\"%s_ms\":%.4f", kinds[k], median(per[k], n_steps));
-    printf(",\"other_ms\":%.4f}\n", median(other, n_steps));
+    printf(",\"other_ms\":%.4f,\"link_in_ms\":{", median(other, n_steps));
+    for (int p = 0; p < n_link_pids; p++) {
+        printf("%s\"%d\":%.4f", p ? "," : "", link_pid[p], median(link_in[p], n_link[p]));
+        free(link_in[p]);
+    }
+    printf("}}\n");
     for (int k = 0; k < N_KINDS; k++) free(per[k]);
     free(step);
     free(other);
@@ -567,11 +590,13 @@ static void usage(FILE *f) {
                "       caravan trace check FILE [--workers N]\n"
                "       caravan trace summary FILE\n\n"
                "merge joins one run's --trace files (the coordinator's and the workers') onto the\n"
-               "coordinator's clock (offsets from heartbeat round trips) and adds link spans;\n"
-               "open OUT in ui.perfetto.dev. check exits 0 when a step has every stage's spans\n"
-               "in order, and prints its breakdown. summary prints, as one JSON line, the medians\n"
-               "over decode steps (1 token) of the round trip and of the summed compute, link,\n"
-               "serialize, send, receive and queue spans, in ms.\n");
+               "coordinator's clock (offsets from heartbeat round trips, narrowed by the steps'\n"
+               "own messages) and adds link spans; open OUT in ui.perfetto.dev. check exits 0\n"
+               "when a step has every stage's spans in order, and prints its breakdown. summary\n"
+               "prints, as one JSON line, the medians over decode steps (1 token) of the round\n"
+               "trip and of the summed compute, link, serialize, send, receive and queue spans,\n"
+               "and of each hop's link by the node it enters (link_in_ms, \"0\": the\n"
+               "coordinator), in ms.\n");
 }
 
 int cmd_trace(int argc, char **argv) {

@@ -73,6 +73,14 @@ fs.writeFileSync(process.argv[2], JSON.stringify(t));' "$WORK/trace/coordinator.
 "$BIN/caravan" trace merge "$WORK/m3.json" "$WORK/late.json" "$WORK"/trace/w?.json ||
     fail "merge with misleading heartbeats failed"
 near_zero "$WORK/m3.json" || fail "misleading heartbeats were not corrected by the steps' messages"
+# summary: medians over the decode steps, with the link into each of the 4 nodes
+"$BIN/caravan" trace summary "$WORK/m.json" >"$WORK/summary" || fail "trace summary failed"
+node -e '
+const s = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+const hops = Object.keys(s.link_in_ms).sort().join(",");
+console.log(`summary: ${s.decode_steps} steps, step ${s.step_ms} ms, links into ${hops}`);
+process.exit(s.decode_steps > 0 && s.step_ms > 0 && hops === "0,1,2,3" ? 0 : 1);' "$WORK/summary" ||
+    fail "summary: $(cat "$WORK/summary")"
 # a trace with a worker missing fails the check (the checker can fail)
 "$BIN/caravan" trace merge "$WORK/m2.json" "$WORK/trace/coordinator.json" "$WORK/trace/w1.json" \
     "$WORK/trace/w2.json" 2>/dev/null || fail "merge of a partial run failed"
