@@ -84,8 +84,8 @@ if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then
     # the difference is the cluster's own cost a token (links, serializing, sending, receiving).
     echo "## single stream, where a decode step's time goes (one traced run each, medians over its steps, ms)"
     echo
-    echo "| workers | step | compute (all stages) | cluster's own | share | links | serialize | send | receive |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| workers | step | compute (all stages) | cluster's own | share | links | each link (into w1, w2, ..., coordinator) | serialize | send | receive |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     for k in ${SINGLE_WORKERS:-1 2 3}; do
         rm -rf "$DIR/trace"
         ${pin[@]+"${pin[@]}"} "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 \
@@ -93,7 +93,8 @@ if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then
             >/dev/null 2>"$DIR/cluster.err"
         "$BIN/caravan" trace summary "$DIR/trace/trace.json" | node -e '
         let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const t=JSON.parse(s),o=t.step_ms-t.compute_ms,f=(x)=>x.toFixed(2);
-        console.log(`| ${process.argv[1]} | ${f(t.step_ms)} | ${f(t.compute_ms)} | ${f(o)} | ${(100*o/t.step_ms).toFixed(1)}% | ${f(t.link_ms)} | ${f(t.serialize_ms)} | ${f(t.send_ms)} | ${f(t.receive_ms)} |`);})' "$k"
+        const l=t.link_in_ms||{},hops=Object.keys(l).filter(k=>k!=="0").sort((a,b)=>a-b).concat("0" in l?["0"]:[]).map(k=>f(l[k])).join(" / ");
+        console.log(`| ${process.argv[1]} | ${f(t.step_ms)} | ${f(t.compute_ms)} | ${f(o)} | ${(100*o/t.step_ms).toFixed(1)}% | ${f(t.link_ms)} | ${hops} | ${f(t.serialize_ms)} | ${f(t.send_ms)} | ${f(t.receive_ms)} |`);})' "$k"
     done
     echo
 fi
