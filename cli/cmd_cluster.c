@@ -212,6 +212,23 @@ static void print_log_tail(const char *path, int lines) {
     for (int i = from; i < n; i++) fprintf(stderr, "    %s", buf[i % 64]);
 }
 
+/* The first line of the log at path that contains what, without its time and level, into out
+ * (newline kept). */
+static bool log_find(const char *path, const char *what, char *out, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    char line[600];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (!strstr(line, what)) continue;
+        const char *msg = strstr(line, "coordinator: ");
+        snprintf(out, cap, "%s", msg ? msg + strlen("coordinator: ") : line);
+        found = true;
+    }
+    fclose(f);
+    return found;
+}
+
 static void stop_all(struct cluster *cl) {
     struct proc *all[CLUSTER_MAX_WORKERS + 1];
     int n = 0;
@@ -647,6 +664,14 @@ int cmd_cluster(int argc, char **argv) {
         }
         if (time(NULL) - last_note >= 5) {
             last_note = time(NULL);
+            char why[600];
+            if (log_find(cl->coord.log, "failed its assignment", why, sizeof why)) {
+                /* a worker could not load its layers (its cache disk full, say): the
+                 * coordinator waits for it, and serving would never start */
+                fprintf(stderr, "error: the model cannot be served: %s", why);
+                fprintf(stderr, "caravan cluster: the workers' logs are in %s\n", cl->dir);
+                goto stop;
+            }
             fprintf(stderr,
                     "caravan cluster: waiting for the workers to load their layers "
                     "(%lld s)...\n",

@@ -213,6 +213,12 @@ static void *ask_main(void *arg) {
             a->status = 1;
             return NULL;
         }
+        if (strncmp(reason, "stalled:", 8) == 0) { /* a worker could not load its layers */
+            fprintf(stderr, "error: the request cannot be served: %s\n", reason);
+            a->status = 1;
+            kill(getpid(), SIGTERM);
+            return NULL;
+        }
         usleep(10 * 1000);
     }
     if (!serve_queue_submit(a->queue, a->req)) {

@@ -50,6 +50,7 @@ struct worker_rec {
     int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
     int ctl_fd;    /* its control connection's file descriptor (0 = unknown) */
     bool kv_fresh; /* joined since the last plan: holds no KV cache of the requests in flight */
+    char assign_error[256]; /* why it failed its last Assign ("" = it did not) */
 };
 
 /* Request timeouts (--request-timeout-ms) without a token after which a request fails. */
@@ -285,6 +286,7 @@ static void fill_peer(coordinator_t *c, Caravan__Peer *p, const struct worker_re
 
 static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int i) {
     struct worker_rec *w = &c->workers[i];
+    w->assign_error[0] = '\0';
     Caravan__Envelope env;
     Caravan__Assign a = CARAVAN__ASSIGN__INIT;
     Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
@@ -869,6 +871,10 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
     case CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED:
         LOG(LOG_ERROR, "coordinator: node %u failed its assignment: %s", w->node_id,
             a->error ? a->error : "");
+        /* The plan waits for it (a worker that is told again may succeed: its disk freed);
+         * /health, /cluster and `caravan coordinator --ask` say why nothing is served. */
+        snprintf(w->assign_error, sizeof w->assign_error, "%s",
+                 a->error && *a->error ? a->error : "no reason given");
         return;
     default:
         LOG(LOG_INFO, "coordinator: node %u is loading (state %d)", w->node_id, (int)a->state);
@@ -1580,6 +1586,12 @@ static void publish_status(coordinator_t *c) {
                  c->cfg.n_workers);
     else
         snprintf(reason, sizeof reason, "loading: workers are receiving or loading their layers");
+    for (int i = 0; !serving && i < c->n_workers; i++)
+        if (c->workers[i].assign_error[0]) {
+            snprintf(reason, sizeof reason, "stalled: node %u (%s) failed its assignment: %s",
+                     c->workers[i].node_id, c->workers[i].name, c->workers[i].assign_error);
+            break;
+        }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", c->cfg.model_name ? c->cfg.model_name : "");
     cJSON_AddNumberToObject(root, "n_layers", c->n_layers);

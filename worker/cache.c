@@ -255,14 +255,19 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
 }
 
 enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len) {
-    if (c->part_fd < 0 || len > c->total - c->have) return STATUS_PROTOCOL;
+    if (c->part_fd < 0 || len > c->total - c->have) {
+        errno = EINVAL;
+        return STATUS_PROTOCOL;
+    }
     const uint8_t *p = data;
     size_t left = len;
     while (left) {
         ssize_t k = write(c->part_fd, p, left);
         if (k < 0 && errno == EINTR) continue;
         if (k < 0) {
-            LOG(LOG_ERROR, "cache: writing %s: %s", c->part_path, strerror(errno));
+            const int e = errno;
+            LOG(LOG_ERROR, "cache: writing %s: %s", c->part_path, strerror(e));
+            errno = e; /* for the caller's message */
             return STATUS_IO;
         }
         p += k;

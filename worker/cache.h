@@ -48,7 +48,8 @@ CARAVAN_NODISCARD enum status slice_cache_list(slice_cache_t *c, struct slice_ca
 CARAVAN_NODISCARD enum status slice_cache_begin(slice_cache_t *c,
                                                 const uint8_t fp[CRYPTO_HASH_BYTES], uint64_t total,
                                                 uint64_t *have);
-/* Appends to the part and to its running hash. */
+/* Appends to the part and to its running hash. STATUS_IO when the write fails, with errno
+ * saying why (ENOSPC: the disk is full). */
 CARAVAN_NODISCARD enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len);
 /* After the last byte: got receives the part's BLAKE2b. When it equals fp the part is synced
  * and renamed to <hex>.gguf (STATUS_OK); otherwise it is deleted (STATUS_FORMAT). */

@@ -2,6 +2,7 @@
  * Pure state machine: every effect is an action for worker_net.c. */
 #include "worker.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -660,7 +661,9 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
         return;
     }
     if (slice_cache_append(w->cfg.cache, c->data.data, c->data.len) != STATUS_OK) {
-        fail_weights(w, acts, "cannot write to the cache (see the log)");
+        char why[160];
+        snprintf(why, sizeof why, "cannot write to the cache: %s", strerror(errno));
+        fail_weights(w, acts, why);
         return;
     }
     w->xfer_have += c->data.len;

@@ -14,6 +14,9 @@
 #   bad_model        a missing model is a clear error, not a hang
 #   launcher_dies    a launcher killed with SIGKILL, or whose output pipe closes (`| head`),
 #                    leaves no coordinator or worker running
+#   cache_full       workers whose --cache disk is full (a 200 KiB tmpfs; root only) make
+#                    `caravan cluster --prompt` and the serving launcher stop with an error
+#                    that says so, instead of waiting for ever
 #
 # Needs CARAVAN_BIN. Every process is started by caravan cluster, which stops them itself; each
 # run is bounded by `timeout`.
@@ -141,6 +144,34 @@ launcher_dies)
     set -e
     left "$logs" 10 || { pkill -9 -f -- "$logs"; fail "processes left after the output pipe closed"; }
     note "output pipe closed early: nothing left running"
+    ;;
+cache_full)
+    [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
+    [ "$(id -u)" -eq 0 ] || { echo "not root: cannot mount a small tmpfs; skipped"; exit 77; }
+    mnt="$WORK/small"
+    mkdir -p "$mnt"
+    mount -t tmpfs -o size=200k tmpfs "$mnt" 2>/dev/null || { echo "cannot mount tmpfs; skipped"; exit 77; }
+    trap 'umount "$mnt" 2>/dev/null; cleanup' EXIT
+    for mode in prompt serve; do
+        rm -rf "${mnt:?}"/*
+        if [ "$mode" = prompt ]; then
+            args=(--prompt "Once upon a time" -n 8)
+        else
+            args=(--http 127.0.0.1:0)
+        fi
+        start=$(date +%s)
+        set +e
+        timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 2 --threads 1 --cache "$mnt" \
+            --log-dir "$WORK/logs_full_$mode" "${args[@]}" >"$WORK/full.out" 2>"$WORK/full_$mode.err"
+        rc=$?
+        set -e
+        took=$(($(date +%s) - start))
+        [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "$mode: exit $rc with a full cache disk"
+        grep -q "No space left on device" "$WORK/full_$mode.err" ||
+            fail "$mode: the error does not say the disk is full: $(grep -i error "$WORK/full_$mode.err" | head -n 3)"
+        [ "$took" -le 20 ] || fail "$mode: took $took s to give up"
+        note "$mode, cache disk full: exit $rc after $took s: $(grep -m1 "error:" "$WORK/full_$mode.err")"
+    done
     ;;
 *) fail "unknown case" ;;
 esac
