@@ -212,8 +212,8 @@ static void print_log_tail(const char *path, int lines) {
     for (int i = from; i < n; i++) fprintf(stderr, "    %s", buf[i % 64]);
 }
 
-/* The first line of the log at path that contains what, without its time and level, into out
- * (newline kept). */
+/* The first line of the log at path that contains what, without its time and level (and a
+ * "coordinator: " prefix), into out (newline kept). */
 static bool log_find(const char *path, const char *what, char *out, size_t cap) {
     FILE *f = fopen(path, "r");
     if (!f) return false;
@@ -221,8 +221,12 @@ static bool log_find(const char *path, const char *what, char *out, size_t cap) 
     bool found = false;
     while (!found && fgets(line, sizeof line, f)) {
         if (!strstr(line, what)) continue;
-        const char *msg = strstr(line, "coordinator: ");
-        snprintf(out, cap, "%s", msg ? msg + strlen("coordinator: ") : line);
+        const char *msg = line;
+        /* "12:34:56.789 error message": skip the time and the level */
+        for (int field = 0; field < 2 && strchr(msg, ' '); field++) msg = strchr(msg, ' ') + 1;
+        while (*msg == ' ') msg++;
+        if (strncmp(msg, "coordinator: ", 13) == 0) msg += 13;
+        snprintf(out, cap, "%s", msg);
         found = true;
     }
     fclose(f);
@@ -337,8 +341,11 @@ static bool check_children(struct cluster *cl) {
         if (now - p->started > 60) p->backoff_s = 0;
         p->backoff_s = p->backoff_s <= 0 ? 1 : (p->backoff_s * 2 > 30 ? 30 : p->backoff_s * 2);
         p->restart_at = now + (time_t)p->backoff_s;
-        fprintf(stderr, "caravan cluster: %s %s; restarting it in %.0f s (log %s)\n", p->name, how,
-                p->backoff_s, p->log);
+        char why[600] = "";
+        log_find(p->log, " error ", why, sizeof why); /* its first error, if it logged one */
+        why[strcspn(why, "\n")] = '\0';
+        fprintf(stderr, "caravan cluster: %s %s%s%s; restarting it in %.0f s (log %s)\n", p->name,
+                how, why[0] ? ": " : "", why, p->backoff_s, p->log);
     }
     return true;
 }

@@ -154,7 +154,10 @@ int cmd_worker(int argc, char **argv) {
         LOG(LOG_INFO, "worker: public key %s", crypto_keypair_public_z85(kp));
     }
     if (cli.model) {
-        if (gguf_open(cli.model, &model) != STATUS_OK) goto done;
+        if (gguf_open(cli.model, &model) != STATUS_OK) {
+            rc = 2; /* as a usage error: starting again would not help */
+            goto done;
+        }
         if (crypto_hash_file_cached(cli.model, wcfg.model_fingerprint) != STATUS_OK) goto done;
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "worker: model %s fingerprint %s", cli.model,
@@ -167,7 +170,11 @@ int cmd_worker(int argc, char **argv) {
             if (slice_cache_default_dir(dir, sizeof dir) != STATUS_OK) goto done;
             cache_dir = dir;
         }
-        if (slice_cache_open(cache_dir, &cache) != STATUS_OK) goto done;
+        if (slice_cache_open(cache_dir, &cache) != STATUS_OK) {
+            fprintf(stderr, "error: --cache %s cannot be used (see above)\n", cache_dir);
+            rc = 2;
+            goto done;
+        }
         if (slice_cache_list(cache, &cached, &n_cached) != STATUS_OK) goto done;
         LOG(LOG_INFO, "worker: slice cache %s (%zu slice%s)", cache_dir, n_cached,
             n_cached == 1 ? "" : "s");

@@ -11,7 +11,8 @@
 #                    first is back, and comes back 2.5 s after it was sent), and none is
 #                    taken for lost under --request-timeout-ms 2000; the text is run's
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
-#   bad_model        a missing model is a clear error, not a hang
+#   bad_model        a missing model, or a --cache that is not a directory, is a clear error,
+#                    not a hang or a restart loop
 #   launcher_dies    a launcher killed with SIGKILL, or whose output pipe closes (`| head`),
 #                    leaves no coordinator or worker running
 #   cache_full       workers whose --cache disk is full (a 200 KiB tmpfs; root only) make
@@ -113,6 +114,19 @@ bad_model)
     [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "exit $rc for a missing model"
     grep -q "none.gguf" "$WORK/bad.err" || fail "the error does not name the file"
     note "missing model: $(head -n1 "$WORK/bad.err")"
+    # a --cache that is a file: the workers stop for good (no restart loop) and say why
+    [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
+    : >"$WORK/afile"
+    set +e
+    timeout 30 "$CARAVAN" cluster --model "$STORIES" --workers 2 --cache "$WORK/afile" --log-dir "$WORK/logs_badcache" \
+        --prompt hi -n 4 >"$WORK/out.txt" 2>"$WORK/badcache.err"
+    rc=$?
+    set -e
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "exit $rc for a --cache that is a file"
+    grep -q "Not a directory" "$WORK/badcache.err" ||
+        fail "the error does not say why: $(head -n 5 "$WORK/badcache.err")"
+    ! grep -q "restarting" "$WORK/badcache.err" || fail "a worker with a bad --cache was restarted"
+    note "--cache a file: $(grep -m1 "^error" "$WORK/badcache.err")"
     ;;
 launcher_dies)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
