@@ -457,10 +457,26 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
         set_err(e, 400, "stop", "invalid_type", "'stop' must be a string or a list of strings");
         return false;
     }
+    return true;
+}
+
+/* What is asked for but not done is an error, checked before the prompt is tokenized: 'echo',
+ * and log-probabilities (completions: a count; chat: a flag and top_logprobs), rather than a
+ * silent "logprobs": null. */
+static bool parse_unsupported(const cJSON *root, struct api_err *e) {
     bool echo = false;
     if (!get_bool(root, "echo", &echo, e)) return false;
     if (echo) {
         set_err(e, 400, "echo", "unsupported_value", "'echo' is not supported");
+        return false;
+    }
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+    double top = 0;
+    bool have_top = false;
+    if (!get_num(root, "top_logprobs", 0, 20, true, &top, &have_top, e)) return false;
+    if ((lp && (cJSON_IsTrue(lp) || (cJSON_IsNumber(lp) && lp->valuedouble > 0))) || top > 0) {
+        set_err(e, 400, lp ? "logprobs" : "top_logprobs", "unsupported_value",
+                "log-probabilities are not supported");
         return false;
     }
     return true;
@@ -616,7 +632,8 @@ unsigned api_parse_request(const struct api_config *cfg, const char *body, size_
     unsigned status = 0;
     if (!root || !cJSON_IsObject(root))
         status = 400;
-    else if (!(chat ? parse_messages(&api, root, &g, &e) : parse_prompt(&api, root, &g, &e)) ||
+    else if (!parse_unsupported(root, &e) ||
+             !(chat ? parse_messages(&api, root, &g, &e) : parse_prompt(&api, root, &g, &e)) ||
              !parse_options(&api, root, &g, &e))
         status = e.status;
     if (!status) {
@@ -857,6 +874,7 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
         set_err(&e, 400, NULL, NULL, "the body must be a JSON object");
         goto fail;
     }
+    if (!parse_unsupported(root, &e)) goto fail;
     if (!(chat ? parse_messages(api, root, &g, &e) : parse_prompt(api, root, &g, &e))) goto fail;
     if (!parse_options(api, root, &g, &e)) goto fail;
 

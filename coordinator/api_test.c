@@ -355,6 +355,12 @@ static void test_errors(void) {
         {"/v1/chat/completions", "{\"messages\":[]}", "messages"},
         {"/v1/chat/completions", "{\"messages\":[{\"content\":\"hi\"}]}", "messages"},
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":7}]}", "messages"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logprobs\":2}", "logprobs"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true}", "logprobs"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"top_logprobs\":3}",
+         "top_logprobs"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = http(p, "POST", bad[i].path, NULL, bad[i].body);
@@ -369,6 +375,14 @@ static void test_errors(void) {
              "{\"prompt\":\"Once upon a time there was a little girl named Lily who liked\"}");
     REQUIRE(strstr(r.body, "context_length_exceeded"), "too long: code");
     free(r.all);
+    /* log-probabilities not asked for (0, false, null) are no error */
+    r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\",\"logprobs\":0}");
+    REQUIRE(r.status == 200 && strstr(r.body, "\"logprobs\":null"), "logprobs 0 serves");
+    free(r.all);
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once\",\"logprobs\":false,\"top_logprobs\":0}");
+    REQUIRE(r.status == 200, "logprobs false serves");
+    free(r.all);
     r = http(p, "GET", "/v1/nothing", NULL, NULL);
     check_error(&r, 404, NULL);
     r = http(p, "GET", "/v1/completions", NULL, NULL);
@@ -377,7 +391,7 @@ static void test_errors(void) {
     r = http(p, "POST", "/health", NULL, "{}");
     check_error(&r, 405, NULL);
     r = http(p, "GET", "/metrics", NULL, NULL);
-    REQUIRE(strstr(r.body, "\ncaravan_requests_rejected_total 24\n"), "400s counted");
+    REQUIRE(strstr(r.body, "\ncaravan_requests_rejected_total 27\n"), "400s counted");
     free(r.all);
     server_stop(&s);
 }
