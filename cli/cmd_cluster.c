@@ -212,25 +212,21 @@ static void print_log_tail(const char *path, int lines) {
     for (int i = from; i < n; i++) fprintf(stderr, "    %s", buf[i % 64]);
 }
 
-/* The first line of the log at path that contains what, without its time and level (and a
- * "coordinator: " prefix), into out (newline kept). */
-static bool log_find(const char *path, const char *what, char *out, size_t cap) {
+/* The message of the first error line ("12:34:56.789 error MESSAGE") of the log at path into
+ * out, without its newline; "" when there is none. */
+static void log_first_error(const char *path, char *out, size_t cap) {
+    out[0] = '\0';
     FILE *f = fopen(path, "r");
-    if (!f) return false;
+    if (!f) return;
     char line[600];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f)) {
-        if (!strstr(line, what)) continue;
-        const char *msg = line;
-        /* "12:34:56.789 error message": skip the time and the level */
-        for (int field = 0; field < 2 && strchr(msg, ' '); field++) msg = strchr(msg, ' ') + 1;
-        while (*msg == ' ') msg++;
-        if (strncmp(msg, "coordinator: ", 13) == 0) msg += 13;
-        snprintf(out, cap, "%s", msg);
-        found = true;
+    while (fgets(line, sizeof line, f)) {
+        const char *msg = strstr(line, " error ");
+        if (!msg) continue;
+        msg += strlen(" error ");
+        snprintf(out, cap, "%.*s", (int)strcspn(msg, "\n"), msg);
+        break;
     }
     fclose(f);
-    return found;
 }
 
 static void stop_all(struct cluster *cl) {
@@ -341,9 +337,8 @@ static bool check_children(struct cluster *cl) {
         if (now - p->started > 60) p->backoff_s = 0;
         p->backoff_s = p->backoff_s <= 0 ? 1 : (p->backoff_s * 2 > 30 ? 30 : p->backoff_s * 2);
         p->restart_at = now + (time_t)p->backoff_s;
-        char why[600] = "";
-        log_find(p->log, " error ", why, sizeof why); /* its first error, if it logged one */
-        why[strcspn(why, "\n")] = '\0';
+        char why[600];
+        log_first_error(p->log, why, sizeof why);
         fprintf(stderr, "caravan cluster: %s %s%s%s; restarting it in %.0f s (log %s)\n", p->name,
                 how, why[0] ? ": " : "", why, p->backoff_s, p->log);
     }
@@ -664,6 +659,14 @@ int cmd_cluster(int argc, char **argv) {
     time_t t0 = time(NULL), last_note = t0;
     while (!status_file_has(status, "serving", NULL, 0)) {
         if (stop_signal || !check_children(cl)) goto stop;
+        char why[600];
+        if (status_file_has(status, "stalled", why, sizeof why)) {
+            /* a worker could not load its layers (its cache disk full, say): the coordinator
+             * waits for a re-plan, and serving would not start */
+            fprintf(stderr, "error: the model cannot be served: %s\ncaravan cluster: logs in %s\n",
+                    why, cl->dir);
+            goto stop;
+        }
         if (time(NULL) - t0 > c->ready_timeout_s) {
             fprintf(stderr, "error: the model is not served after %d s; logs in %s\n",
                     c->ready_timeout_s, cl->dir);
@@ -671,14 +674,6 @@ int cmd_cluster(int argc, char **argv) {
         }
         if (time(NULL) - last_note >= 5) {
             last_note = time(NULL);
-            char why[600];
-            if (log_find(cl->coord.log, "failed its assignment", why, sizeof why)) {
-                /* a worker could not load its layers (its cache disk full, say): the
-                 * coordinator waits for it, and serving would never start */
-                fprintf(stderr, "error: the model cannot be served: %s", why);
-                fprintf(stderr, "caravan cluster: the workers' logs are in %s\n", cl->dir);
-                goto stop;
-            }
             fprintf(stderr,
                     "caravan cluster: waiting for the workers to load their layers "
                     "(%lld s)...\n",

@@ -224,15 +224,17 @@ static int cmp_part(const void *a, const void *b) {
  * long round trip and a biased middle (a 1-worker run's was 6.4 ms off); the steps' own
  * messages bound a worker's offset to about a transit time each way. Inputs with no such
  * bounds keep the heartbeat's figures; contradictory constraints (clocks that drifted apart)
- * keep them all, with a warning. lo/hi receive the bounds (NAN when open). */
+ * keep them all, with a warning. lo/hi receive the bounds (NAN when open; all NAN when coord
+ * < 0, no coordinator file). */
 static void narrow_offsets(cJSON *const *files, int n_in, int coord, double *offset,
                            const double *rtt, double *lo, double *hi) {
     const int n = n_in;
+    for (int k = 0; k < n; k++) lo[k] = hi[k] = NAN;
+    if (coord < 0) return; /* no coordinator file: the clocks are taken as they are */
     double d[TRACE_MAX_FILES][TRACE_MAX_FILES];
     for (int a = 0; a < n; a++)
         for (int b = 0; b < n; b++) d[a][b] = a == b ? 0 : INFINITY;
     for (int k = 0; k < n; k++) {
-        lo[k] = hi[k] = NAN;
         if (k == coord || rtt[k] < 0) continue;
         d[coord][k] = offset[k] + rtt[k] / 2;
         d[k][coord] = -(offset[k] - rtt[k] / 2);
@@ -332,7 +334,6 @@ int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
         int node = coord ? 0 : (int)num(od, "node_id", 0);
         offsets[i] = 0;
         rtts[i] = -1;
-        los[i] = his[i] = NAN;
         if (coord) coord_in = i;
         const cJSON *c;
         cJSON_ArrayForEach(c, clocks) {
@@ -344,7 +345,7 @@ int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
             fprintf(stderr, "warning: no clock offset for node %d (no heartbeat round trip)\n",
                     node);
     }
-    if (coord_in >= 0) narrow_offsets(files, n_in, coord_in, offsets, rtts, los, his);
+    narrow_offsets(files, n_in, coord_in, offsets, rtts, los, his);
     cJSON *root = cJSON_CreateObject();
     cJSON *events = cJSON_AddArrayToObject(root, "traceEvents");
     cJSON *clock_out = cJSON_CreateArray();
@@ -373,8 +374,8 @@ int cmd_trace_merge(const char *out, const char *const *ins, int n_in) {
             cJSON_AddNumberToObject(co, "node_id", node);
             cJSON_AddNumberToObject(co, "offset_us", offset);
             cJSON_AddNumberToObject(co, "rtt_us", rtt); /* the heartbeat's */
-            if (coord_in >= 0 && !isnan(los[i])) cJSON_AddNumberToObject(co, "min_us", los[i]);
-            if (coord_in >= 0 && !isnan(his[i])) cJSON_AddNumberToObject(co, "max_us", his[i]);
+            if (!isnan(los[i])) cJSON_AddNumberToObject(co, "min_us", los[i]);
+            if (!isnan(his[i])) cJSON_AddNumberToObject(co, "max_us", his[i]);
             cJSON_AddItemToArray(clock_out, co);
         }
         const cJSON *e;

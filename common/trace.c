@@ -64,30 +64,32 @@ void trace_set_node(trace_t *t, uint32_t node_id) {
     if (t) t->node_id = node_id;
 }
 
-void trace_span(trace_t *t, enum trace_track track, const char *name, uint64_t start_us,
-                uint64_t end_us, uint64_t batch, int32_t tokens) {
+/* One complete event; the layers go to args when layer_first >= 0. */
+static void span(trace_t *t, enum trace_track track, const char *name, uint64_t start_us,
+                 uint64_t end_us, uint64_t batch, int32_t tokens, int32_t layer_first,
+                 int32_t layer_end) {
     if (!t) return;
     sep(t);
     uint64_t dur = end_us > start_us ? end_us - start_us : 0;
     fprintf(t->f,
             "{\"ph\":\"X\",\"name\":\"%s\",\"cat\":\"caravan\",\"pid\":%u,\"tid\":%d,"
-            "\"ts\":%llu,\"dur\":%llu,\"args\":{\"batch\":%llu,\"tokens\":%d}}",
+            "\"ts\":%llu,\"dur\":%llu,\"args\":{\"batch\":%llu,\"tokens\":%d",
             name, t->node_id, (int)track, (unsigned long long)start_us, (unsigned long long)dur,
             (unsigned long long)batch, tokens);
+    if (layer_first >= 0)
+        fprintf(t->f, ",\"layer_first\":%d,\"layer_end\":%d", layer_first, layer_end);
+    fputs("}}", t->f);
+}
+
+void trace_span(trace_t *t, enum trace_track track, const char *name, uint64_t start_us,
+                uint64_t end_us, uint64_t batch, int32_t tokens) {
+    span(t, track, name, start_us, end_us, batch, tokens, -1, -1);
 }
 
 void trace_span_layers(trace_t *t, enum trace_track track, const char *name, uint64_t start_us,
                        uint64_t end_us, uint64_t batch, int32_t tokens, int32_t layer_first,
                        int32_t layer_end) {
-    if (!t) return;
-    sep(t);
-    uint64_t dur = end_us > start_us ? end_us - start_us : 0;
-    fprintf(t->f,
-            "{\"ph\":\"X\",\"name\":\"%s\",\"cat\":\"caravan\",\"pid\":%u,\"tid\":%d,"
-            "\"ts\":%llu,\"dur\":%llu,\"args\":{\"batch\":%llu,\"tokens\":%d,\"layer_first\":%d,"
-            "\"layer_end\":%d}}",
-            name, t->node_id, (int)track, (unsigned long long)start_us, (unsigned long long)dur,
-            (unsigned long long)batch, tokens, layer_first, layer_end);
+    span(t, track, name, start_us, end_us, batch, tokens, layer_first, layer_end);
 }
 
 void trace_instant(trace_t *t, const char *name, uint64_t ts_us, const char *text) {

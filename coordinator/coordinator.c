@@ -871,8 +871,8 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
     case CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED:
         LOG(LOG_ERROR, "coordinator: node %u failed its assignment: %s", w->node_id,
             a->error ? a->error : "");
-        /* The plan waits for it (a worker that is told again may succeed: its disk freed);
-         * /health, /cluster and `caravan coordinator --ask` say why nothing is served. */
+        /* The plan waits for it (a re-plan tells it again: its disk may have been freed by
+         * then); coordinator_stalled says why nothing is served meanwhile. */
         snprintf(w->assign_error, sizeof w->assign_error, "%s",
                  a->error && *a->error ? a->error : "no reason given");
         return;
@@ -1362,6 +1362,17 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
     }
 }
 
+bool coordinator_stalled(const coordinator_t *c, char *out, size_t cap) {
+    if (c->state == COORDINATOR_STATE_READY) return false;
+    for (int i = 0; i < c->n_workers; i++)
+        if (c->workers[i].assign_error[0]) {
+            snprintf(out, cap, "node %u (%s) failed its assignment: %s", c->workers[i].node_id,
+                     c->workers[i].name, c->workers[i].assign_error);
+            return true;
+        }
+    return false;
+}
+
 const char *coordinator_state_name(enum coordinator_state s) {
     return (unsigned)s < COORDINATOR_STATE_COUNT ? state_names[s] : "unknown";
 }
@@ -1586,12 +1597,9 @@ static void publish_status(coordinator_t *c) {
                  c->cfg.n_workers);
     else
         snprintf(reason, sizeof reason, "loading: workers are receiving or loading their layers");
-    for (int i = 0; !serving && i < c->n_workers; i++)
-        if (c->workers[i].assign_error[0]) {
-            snprintf(reason, sizeof reason, "stalled: node %u (%s) failed its assignment: %s",
-                     c->workers[i].node_id, c->workers[i].name, c->workers[i].assign_error);
-            break;
-        }
+    char why[400];
+    if (coordinator_stalled(c, why, sizeof why))
+        snprintf(reason, sizeof reason, "stalled: %s", why);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", c->cfg.model_name ? c->cfg.model_name : "");
     cJSON_AddNumberToObject(root, "n_layers", c->n_layers);

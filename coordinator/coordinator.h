@@ -129,6 +129,11 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg);
 void coordinator_destroy(coordinator_t **self_p);
 
 enum coordinator_state coordinator_state(const coordinator_t *c);
+/* A worker of the plan failed its Assign (could not get or load its layers: its cache disk
+ * full, say) and nothing is served: "node N (name) failed its assignment: ..." into out, true.
+ * False while none has, or while serving. /health's reason and the status file's "stalled"
+ * line (which caravan cluster watches) carry it. */
+bool coordinator_stalled(const coordinator_t *c, char *out, size_t cap);
 const char *coordinator_state_name(enum coordinator_state s);
 int coordinator_n_workers(const coordinator_t *c);
 /* Plan changes since start (the first plan counts). */

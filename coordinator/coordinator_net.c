@@ -155,7 +155,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
     LOG(LOG_INFO, "coordinator: listening on %s (%s)", bound,
         transport_insecure(t) ? "plaintext, --insecure" : "CURVE");
     status_file_append(cfg->status_file, "control", bound);
-    bool serving_noted = false;
+    bool serving_noted = false, stall_noted = false;
     n.c = coordinator_new(ccfg);
     uint64_t start = transport_mono_ms();
     struct coordinator_actions *acts = calloc(1, sizeof *acts);
@@ -192,6 +192,11 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         if (!serving_noted && coordinator_state(n.c) == COORDINATOR_STATE_READY) {
             serving_noted = true;
             status_file_append(cfg->status_file, "serving", "");
+        }
+        char why[400];
+        if (!stall_noted && coordinator_stalled(n.c, why, sizeof why)) {
+            stall_noted = true;
+            status_file_append(cfg->status_file, "stalled", why);
         }
         transport_link_flush(t, &n.first);
         uint64_t now = transport_mono_ms();

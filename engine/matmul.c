@@ -217,10 +217,9 @@ static void run_chunk(const struct job_part *p, const char *xq, size_t xs, int64
  * the machine is busy and one thread is descheduled the rest take over its work rather than
  * wait for it at the end. (Chunks dealt from one shared counter, as before 2026-12-04, had
  * each thread's stream jump every chunk: tg64 at 2 threads 1.5-8% slower, median 4.5%, on the
- * Zen 5.) Several
- * weights (same x) go one after the other in one job: a thread done with one's chunks goes on
- * to the next without waiting for the others. Which thread computes a row never changes its
- * value. */
+ * Zen 5.) Several weights (same x) go one after the other in one job: a thread done with one's
+ * chunks goes on to the next without waiting for the others. Which thread computes a row never
+ * changes its value. */
 static void job_run(void *ctx, int ith, int nth) {
     struct job *j = ctx;
     const char *xq;

@@ -46,8 +46,9 @@ _Static_assert(FP_TILE_VECS <= FP_GROUP_VECS && FP_GROUP_VECS % FP_TILE_VECS == 
  * is the chain's value in and out (zero: start from 0 instead). stream: the weights are read
  * once, from memory (a GEMV or a small batch, not the prompt tile's k-chunk in L1): each
  * element's lines are asked for quant_pf_ahead bytes ahead. Without it the avx2 f16 GEMV read
- * 78-85% of what a plain read does, with it 93-97 (bench_kernels %wr, AMD EPYC Zen 5): a
- * k-step is only one line there, so the out-of-order window covers too few lines ahead. */
+ * 81-90% of what a plain read does, with it 94-103 (bench_kernels %wr, AMD EPYC Zen 5,
+ * bench/RESULTS.md): a k-step is only one line there, so the out-of-order window covers too
+ * few lines ahead. */
 static inline __attribute__((always_inline)) void FP_FN(micro)(bool bf16, bool stream, int V, int R,
                                                                bool zero, const uint16_t *wk,
                                                                int64_t kn, const float *const *x,
