@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "quant.h"
 #include "quant_internal.h"
@@ -294,4 +295,69 @@ void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n,
         }
     }
     threadpool_run(tp, job_run, &j);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* One GEMV through each of ws, as a decode step walks them; its seconds. */
+static double gemv_pass(threadpool_t *tp, const struct matmul_weight *ws, int n, const float *x,
+                        float *y, void *scratch) {
+    const double t0 = now_s();
+    for (int i = 0; i < n; i++) matmul(tp, &ws[i], x, 1, y, scratch);
+    return now_s() - t0;
+}
+
+bool matmul_time_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int n, size_t a,
+                          size_t b, int pairs, double *ratios) {
+    int64_t n_in = 1, n_out = 1;
+    size_t scratch_bytes = 64;
+    for (int i = 0; i < n; i++) {
+        if (ws[i].n_in > n_in) n_in = ws[i].n_in;
+        if (ws[i].n_out > n_out) n_out = ws[i].n_out;
+        const size_t s = matmul_scratch_bytes(ws[i].type, ws[i].n_in, 1);
+        if (s > scratch_bytes) scratch_bytes = s;
+    }
+    float *x = aligned_alloc(64, round_up((size_t)n_in * sizeof(float), 64));
+    float *y = aligned_alloc(64, round_up((size_t)n_out * sizeof(float), 64));
+    void *scratch = aligned_alloc(64, round_up(scratch_bytes, 64));
+    const bool ok = x && y && scratch;
+    if (ok) {
+        for (int64_t i = 0; i < n_in; i++) x[i] = (float)((i * 7) % 13 - 6) * 0.01f;
+        quant_set_weight_prefetch(a);
+        (void)gemv_pass(tp, ws, n, x, y, scratch); /* the first pass also warms the code */
+        for (int p = 0; p < pairs; p++) {
+            quant_set_weight_prefetch(a);
+            const double ta = gemv_pass(tp, ws, n, x, y, scratch);
+            quant_set_weight_prefetch(b);
+            const double tb = gemv_pass(tp, ws, n, x, y, scratch);
+            ratios[p] = tb > 0 ? ta / tb : 1.0;
+        }
+        quant_set_weight_prefetch(a);
+    }
+    free(x);
+    free(y);
+    free(scratch);
+    return ok;
+}
+
+static int cmp_double(const void *pa, const void *pb) {
+    const double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+size_t matmul_prefetch_choice(size_t a, size_t b, const double *ratios, int pairs,
+                              double *median_out) {
+    if (median_out) *median_out = 1.0;
+    if (pairs <= 0) return a;
+    double s[MATMUL_TUNE_PAIRS_MAX];
+    if (pairs > MATMUL_TUNE_PAIRS_MAX) pairs = MATMUL_TUNE_PAIRS_MAX;
+    memcpy(s, ratios, (size_t)pairs * sizeof *s);
+    qsort(s, (size_t)pairs, sizeof *s, cmp_double);
+    const double median = pairs % 2 ? s[pairs / 2] : 0.5 * (s[pairs / 2 - 1] + s[pairs / 2]);
+    if (median_out) *median_out = median;
+    return median > 1.0 + MATMUL_TUNE_MARGIN ? b : a;
 }

@@ -9,6 +9,7 @@
  * sequence is alone, in a batch of 8, or in a 128-token prompt: batch invariance, which
  * fail-over relies on. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,3 +52,19 @@ void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int
 #define MATMUL_MANY_MAX 4
 void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n, const float *x,
                  int64_t n_rows, float *const *ys, void *scratch);
+
+/* Choosing the weight prefetch (quant_weight_prefetch) by timing, where no default is known
+ * to be right: runs one GEMV (one x row) through each of ws[0..n), in order, as a decode step
+ * walks them, once to warm up and then in `pairs` pairs of passes, one with the prefetch at `a`
+ * bytes, one at `b`, and stores each pair's time ratio t(a) / t(b) in ratios[]. Allocates its
+ * own buffers (false when it cannot) and leaves the prefetch at `a`. Results never depend on the
+ * prefetch, only the speed; run it with no other matmul running. */
+bool matmul_time_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int n, size_t a,
+                          size_t b, int pairs, double *ratios);
+/* The choice from those ratios: b when their median (stored in *median, if not NULL) is above
+ * 1 + MATMUL_TUNE_MARGIN (b is that much faster), else a. Pairs taken in turn share the host's
+ * state of the moment; the median of them ignores a pair that a neighbour's burst disturbed; the
+ * margin keeps noise from moving a prior. At most MATMUL_TUNE_PAIRS_MAX pairs are read. */
+#define MATMUL_TUNE_MARGIN 0.05
+#define MATMUL_TUNE_PAIRS_MAX 32
+size_t matmul_prefetch_choice(size_t a, size_t b, const double *ratios, int pairs, double *median);

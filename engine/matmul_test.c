@@ -313,6 +313,65 @@ static void test_prefetch(enum dtype t, int64_t n_in, int64_t n_out, threadpool_
     free(wq);
 }
 
+/* Choosing the prefetch by timing (model_load's tune_prefetch): the rule takes the median pair
+ * and switches only past the margin; the timing passes leave the prefetch at the first choice,
+ * give one finite ratio a pair, and the GEMVs through them still give the same bits. */
+static void test_prefetch_tuning(threadpool_t *pool) {
+    const double faster[] = {1.30, 1.20, 0.90, 1.25, 1.10}; /* median 1.20 */
+    const double noise[] = {1.04, 0.97, 1.20, 0.80, 1.02};  /* median 1.02 */
+    const double burst[] = {0.40, 1.10, 1.10, 3.00, 1.08};  /* median 1.10 */
+    const double even[] = {1.00, 1.02, 1.10, 1.20};         /* median 1.06 */
+    double med = 0;
+    CHECK(matmul_prefetch_choice(0, 4096, faster, 5, &med) == 4096 && med == 1.20,
+          "b 20%% faster in the median pair: got a (median %g)", med);
+    CHECK(matmul_prefetch_choice(4096, 0, noise, 5, &med) == 4096 && med == 1.02,
+          "2%% is within the margin: the prior stays (median %g)", med);
+    CHECK(matmul_prefetch_choice(0, 4096, burst, 5, NULL) == 4096,
+          "one disturbed pair each way does not decide");
+    CHECK(matmul_prefetch_choice(0, 4096, even, 4, &med) == 4096 && fabs(med - 1.06) < 1e-12,
+          "even pairs: the mean of the middle two (%g)", med);
+    CHECK(matmul_prefetch_choice(64, 0, faster, 0, &med) == 64 && med == 1.0, "no pairs");
+
+    const int64_t n_in = 256 * 4, n_out = 16 * 5 + 3;
+    const enum dtype types[] = {DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_F16};
+    struct matmul_weight ws[3];
+    void *bufs[3], *plain[3];
+    float *x = malloc(n_in * sizeof(float)), *wf = malloc(n_in * sizeof(float));
+    for (int64_t i = 0; i < n_in; i++) x[i] = rnd();
+    for (int k = 0; k < 3; k++) {
+        const size_t rb = dtype_row_bytes(types[k], n_in);
+        plain[k] = malloc(rb * n_out);
+        for (int64_t i = 0; i < n_out; i++) {
+            for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
+            quant_quantize_row(types[k], wf, (char *)plain[k] + i * rb, n_in);
+        }
+        ws[k] = (struct matmul_weight){
+            .type = types[k], .n_in = n_in, .n_out = n_out, .data = plain[k]};
+        bufs[k] = xaligned(matmul_weight_bytes(&ws[k]));
+        matmul_pack(&ws[k], bufs[k]);
+    }
+    const size_t saved = quant_weight_prefetch();
+    float *before = malloc(3 * n_out * sizeof(float)), *after = malloc(3 * n_out * sizeof(float));
+    for (int k = 0; k < 3; k++) run(pool, &ws[k], x, 0, 1, before + k * n_out);
+    double r[3] = {-1, -1, -1};
+    CHECK(matmul_time_prefetch(pool, ws, 3, 128, 8192, 3, r), "matmul_time_prefetch failed");
+    for (int p = 0; p < 3; p++)
+        CHECK(r[p] > 0 && isfinite(r[p]), "pair %d: ratio %g is not a time ratio", p, r[p]);
+    CHECK(quant_weight_prefetch() == 128, "left the prefetch at %zu, not the first choice",
+          quant_weight_prefetch());
+    for (int k = 0; k < 3; k++) run(pool, &ws[k], x, 0, 1, after + k * n_out);
+    CHECK(!memcmp(before, after, 3 * n_out * sizeof(float)), "timing passes changed a result");
+    quant_set_weight_prefetch(saved);
+    for (int k = 0; k < 3; k++) {
+        free(bufs[k]);
+        free(plain[k]);
+    }
+    free(before);
+    free(after);
+    free(wf);
+    free(x);
+}
+
 /* CARAVAN_AMX=emulate (ctest's matmul_test_amx_emulated): the AMX kernels of q4_0, q8_0, q4_K
  * and q5_K on the emulated tiles, through the same checks (it takes every run of 16 x rows: batches
  * of 16, 17 and 128, packed and plain). Returns 77 (skipped) where the avx512 variant does not run.
@@ -510,6 +569,7 @@ int main(void) {
         test_prefetch(DTYPE_Q8_0, 32 * 37, 16 * 3 + 5, pools);
         test_prefetch(DTYPE_Q4_K, 256 * 3, 16 * 3 + 5, pools);
         test_prefetch(DTYPE_Q5_K, 256 * 3, 16 * 3 + 5, pools);
+        test_prefetch_tuning(pools[1]);
     }
     /* a NULL pool runs single-threaded */
     {

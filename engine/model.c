@@ -5,6 +5,7 @@
 #include "model_internal.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,6 +434,62 @@ static void place_weights(model_t *m) {
     each_matrix(m, copy_matrix, &used);
 }
 
+/* The weight prefetch (quant.h) made generation 1.22-1.38x faster on a Zen 5 and, in an older
+ * form, halved a GEMV on a Zen 4; most CPUs of this kind have not been measured. So unless
+ * CARAVAN_PREFETCH fixes it, the first slice of at least TUNE_MIN_BYTES of matrices a process
+ * loads times its own GEMVs (its first TUNE_PASS_BYTES, in a decode step's order, on its own
+ * threads) with the CPU's default distance and with the other choice (0 or
+ * QUANT_WEIGHT_PREFETCH_ON), TUNE_PAIRS pairs of passes in turn, and switches only when the
+ * other is more than 5% faster in the median pair (matmul_prefetch_choice). Later slices in the
+ * process keep the choice. It takes a few passes over at most 256 MiB at load and never changes
+ * a result. */
+#define TUNE_MIN_BYTES ((size_t)32 << 20)
+#define TUNE_PASS_BYTES ((size_t)256 << 20)
+#define TUNE_PAIRS 5
+#define TUNE_MAX_MATS 2048
+
+struct tune_list {
+    struct matmul_weight *ws;
+    int n;
+    size_t bytes;
+};
+
+static void tune_add(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, void *ctx) {
+    (void)m;
+    struct tune_list *t = ctx;
+    const size_t each = n / (size_t)n_mats;
+    for (int64_t e = 0; e < n_mats && t->bytes < TUNE_PASS_BYTES && t->n < TUNE_MAX_MATS; e++) {
+        t->ws[t->n] = *w;
+        t->ws[t->n].data = (const uint8_t *)w->data + (size_t)e * each;
+        t->n++;
+        t->bytes += each;
+    }
+}
+
+static void tune_prefetch(model_t *m) {
+    static atomic_bool tuned;
+    if (quant_weight_prefetch_given() || atomic_load(&tuned)) return;
+    if (each_matrix(m, NULL, NULL) < TUNE_MIN_BYTES) return;
+    if (atomic_exchange(&tuned, true)) return;
+    struct tune_list t = {.ws = malloc(TUNE_MAX_MATS * sizeof *t.ws)};
+    if (!t.ws) return;
+    each_matrix(m, tune_add, &t);
+    const size_t prior = quant_weight_prefetch();
+    const size_t other = prior ? 0 : QUANT_WEIGHT_PREFETCH_ON;
+    double r[TUNE_PAIRS], median = 1.0;
+    if (matmul_time_prefetch(m->tp, t.ws, t.n, prior, other, TUNE_PAIRS, r)) {
+        const size_t pick = matmul_prefetch_choice(prior, other, r, TUNE_PAIRS, &median);
+        quant_set_weight_prefetch(pick);
+        LOG(LOG_INFO,
+            "weight prefetch: %zu bytes ahead (%s): the GEMVs of %zu MiB of this slice on %d "
+            "thread%s took %.2f times as long with %zu as with %zu (median of %d pairs)",
+            pick, pick == prior ? "this CPU's default kept" : "timed faster than the default",
+            t.bytes >> 20, threadpool_n_threads(m->tp), threadpool_n_threads(m->tp) == 1 ? "" : "s",
+            median, prior, other, TUNE_PAIRS);
+    }
+    free(t.ws);
+}
+
 static void rope_tables(model_t *m) {
     const struct model_config *c = &m->cfg;
     int64_t half = c->n_rot / 2;
@@ -696,6 +753,7 @@ enum status model_load(const char *path, const struct model_params *params, mode
     if ((rc = alloc_buffers(m)) != STATUS_OK) goto fail;
     rope_tables(m);
     place_weights(m);
+    tune_prefetch(m);
     *out = m;
     return STATUS_OK;
 fail:

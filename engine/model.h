@@ -80,6 +80,9 @@ struct model_batch {
 
 typedef struct model model_t;
 
+/* Loads a slice. The first slice a process loads with at least 32 MiB of matrices also times
+ * its own GEMVs with and without the weight prefetch and keeps the faster (quant.h, model.c's
+ * tune_prefetch; unless CARAVAN_PREFETCH is set): up to 11 passes over at most 256 MiB. */
 CARAVAN_NODISCARD enum status model_load(const char *path, const struct model_params *params,
                                          model_t **out);
 void model_free(model_t **self_p);

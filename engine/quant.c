@@ -752,6 +752,8 @@ const char *quant_amx_mode(void) {
     return amx_mode;
 }
 
+static bool pf_given; /* CARAVAN_PREFETCH named a valid distance */
+
 /* The weight prefetch distance this CPU gets by default (quant.h says why). */
 static size_t default_prefetch(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -761,7 +763,7 @@ static size_t default_prefetch(void) {
     if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return 0;
     unsigned family = (a >> 8) & 0xF;
     if (family == 0xF) family += (a >> 20) & 0xFF;
-    return family >= 0x1A ? 4096 : 0;
+    return family >= 0x1A ? QUANT_WEIGHT_PREFETCH_ON : 0;
 #else
     return 0;
 #endif
@@ -775,8 +777,10 @@ static void init(void) {
     if (pf && (!*pf || *end || *pf == '-' || v > (1u << 20)))
         LOG(LOG_WARN, "CARAVAN_PREFETCH=%s: not a byte count from 0 to 1048576; using %zu", pf,
             quant_pf_ahead);
-    else if (pf)
+    else if (pf) {
         quant_pf_ahead = (size_t)v;
+        pf_given = true;
+    }
     init_amx();
     const char *env = getenv("CARAVAN_KERNELS");
     chosen = &quant_variant_ref;
@@ -818,6 +822,11 @@ bool quant_force_variant(const char *name) {
 size_t quant_weight_prefetch(void) {
     quant_init();
     return quant_pf_ahead;
+}
+
+bool quant_weight_prefetch_given(void) {
+    quant_init();
+    return pf_given;
 }
 
 void quant_set_weight_prefetch(size_t bytes) {

@@ -78,13 +78,17 @@ bool quant_force_variant(const char *name);
 /* How far ahead of the weight stream the packed kernels (q4_0, q8_0, q4_K, q5_K, q6_K: any
  * number of x rows; f16 and bf16: GEMVs and small batches) ask for weights in L1 with a software
  * prefetch, in bytes; 0 leaves the stream to the hardware prefetcher. quant_init() sets it from
- * CARAVAN_PREFETCH (bytes) when that is given, else from the CPU: 4096 on AMD family 1Ah (Zen
- * 5), where it took the 2-thread q4_0 and q4_K GEMVs from ~55% to 60-93% of the host's
- * streaming read (and, issued without loops since 2026-12-04, q4_0 / q8_0 to 82-100%, the avx2
- * f16 GEMV from 73-90% to 94-103%); 0 elsewhere (on a Zen 4 the looped prefetch of 2026-12-03
- * only slowed the kernels; Intel and Zen 3 unmeasured). It never changes a result, only the
- * speed. Set it with no matmul running. */
+ * CARAVAN_PREFETCH (bytes) when that is given, else from the CPU: QUANT_WEIGHT_PREFETCH_ON on AMD
+ * family 1Ah (Zen 5), where it took the 2-thread q4_0 and q4_K GEMVs from ~55% to 60-93% of the
+ * host's streaming read (and, issued without loops since 2026-12-04, q4_0 / q8_0 to 82-100%, the
+ * avx2 f16 GEMV from 73-90% to 94-103%); 0 elsewhere (on a Zen 4 the looped prefetch of
+ * 2026-12-03 only slowed the kernels; Intel and Zen 3 unmeasured). That default is a prior:
+ * model_load times the model's own GEMVs both ways and may switch it (model.h). It never changes
+ * a result, only the speed. Set it with no matmul running. */
+#define QUANT_WEIGHT_PREFETCH_ON 4096
 size_t quant_weight_prefetch(void);
+/* Whether CARAVAN_PREFETCH fixed the distance (then nothing tunes it). */
+bool quant_weight_prefetch_given(void);
 void quant_set_weight_prefetch(size_t bytes);
 /* Every compiled-in variant (available or not); *n receives the count. */
 const struct quant_variant *const *quant_variants(int *n);
