@@ -479,7 +479,45 @@ static bool parse_unsupported(const cJSON *root, struct api_err *e) {
                 "log-probabilities are not supported");
         return false;
     }
-    return true;
+    /* Fields that, honoured, would change what comes back: refused when they ask for
+     * something, so a client never gets free text where it asked for a constraint. */
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, "logit_bias");
+    if (j && !cJSON_IsNull(j) && !(cJSON_IsObject(j) && !j->child)) {
+        set_err(e, 400, "logit_bias", "unsupported_value", "'logit_bias' is not supported");
+        return false;
+    }
+    const char *const tool_fields[] = {"tools", "functions"};
+    for (size_t i = 0; i < sizeof tool_fields / sizeof tool_fields[0]; i++) {
+        j = cJSON_GetObjectItemCaseSensitive(root, tool_fields[i]);
+        if (j && !cJSON_IsNull(j) && !(cJSON_IsArray(j) && !j->child)) {
+            set_err(e, 400, tool_fields[i], "unsupported_value",
+                    "tool and function calling are not supported");
+            return false;
+        }
+    }
+    j = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    if (j && !cJSON_IsNull(j)) {
+        const cJSON *type = cJSON_IsObject(j) ? cJSON_GetObjectItemCaseSensitive(j, "type") : NULL;
+        if (!cJSON_IsString(type)) {
+            set_err(e, 400, "response_format", "invalid_type",
+                    "'response_format' must be an object with a string 'type'");
+            return false;
+        }
+        if (strcmp(type->valuestring, "text") != 0) {
+            set_err(e, 400, "response_format", "unsupported_value",
+                    "'response_format' type '%.64s' is not supported (only 'text')",
+                    type->valuestring);
+            return false;
+        }
+    }
+    j = cJSON_GetObjectItemCaseSensitive(root, "suffix");
+    if (j && !cJSON_IsNull(j) && !(cJSON_IsString(j) && !j->valuestring[0])) {
+        set_err(e, 400, "suffix", "unsupported_value", "'suffix' is not supported");
+        return false;
+    }
+    double best_of = 1;
+    bool have_best_of = false;
+    return get_num(root, "best_of", 1, 1, true, &best_of, &have_best_of, e);
 }
 
 /* ==== Decoded text and stop strings ==================================================== */

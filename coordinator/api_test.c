@@ -361,6 +361,26 @@ static void test_errors(void) {
         {"/v1/chat/completions",
          "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"top_logprobs\":3}",
          "top_logprobs"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"50\":-100}}", "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":7}", "logit_bias"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"type\":"
+         "\"function\",\"function\":{\"name\":\"f\"}}]}",
+         "tools"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"functions\":[{\"name\":"
+         "\"f\"}]}",
+         "functions"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":{"
+         "\"type\":\"json_object\"}}",
+         "response_format"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"response_format\":"
+         "\"json\"}",
+         "response_format"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"suffix\":\" the end\"}", "suffix"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"best_of\":3}", "best_of"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = http(p, "POST", bad[i].path, NULL, bad[i].body);
@@ -383,6 +403,15 @@ static void test_errors(void) {
              "{\"prompt\":\"Once\",\"logprobs\":false,\"top_logprobs\":0}");
     REQUIRE(r.status == 200, "logprobs false serves");
     free(r.all);
+    /* ... nor are those fields when they ask for nothing */
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once\",\"logit_bias\":{},\"tools\":[],\"functions\":null,"
+             "\"response_format\":{\"type\":\"text\"},\"best_of\":1}");
+    REQUIRE(r.status == 200, "empty logit_bias and tools, text format, best_of 1 serve");
+    free(r.all);
+    r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\",\"suffix\":\"\"}");
+    REQUIRE(r.status == 200, "an empty suffix serves");
+    free(r.all);
     r = http(p, "GET", "/v1/nothing", NULL, NULL);
     check_error(&r, 404, NULL);
     r = http(p, "GET", "/v1/completions", NULL, NULL);
@@ -391,7 +420,10 @@ static void test_errors(void) {
     r = http(p, "POST", "/health", NULL, "{}");
     check_error(&r, 405, NULL);
     r = http(p, "GET", "/metrics", NULL, NULL);
-    REQUIRE(strstr(r.body, "\ncaravan_requests_rejected_total 27\n"), "400s counted");
+    char rejected[64]; /* each bad request above, and the too-long prompt once more */
+    snprintf(rejected, sizeof rejected, "\ncaravan_requests_rejected_total %zu\n",
+             sizeof bad / sizeof bad[0] + 1);
+    REQUIRE(strstr(r.body, rejected), "400s counted: want%s", rejected);
     free(r.all);
     server_stop(&s);
 }
