@@ -303,6 +303,16 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
             seq_end(s, q, SERVE_FINISH_ERROR, "the last stage returned no token");
             continue;
         }
+        if (row->token < 0 || (s->cfg.n_vocab > 0 && row->token >= s->cfg.n_vocab)) {
+            LOG(LOG_ERROR,
+                "batcher: batch %llu came back with token %d for sequence %llu, outside the "
+                "vocabulary of %d",
+                (unsigned long long)batch_id, row->token, (unsigned long long)q->seq_id,
+                s->cfg.n_vocab);
+            seq_end(s, q, SERVE_FINISH_ERROR,
+                    "the last stage returned a token outside the vocabulary");
+            continue;
+        }
         q->n_sampled++;
         q->resuming = false;
         q->timeouts = 0;

@@ -31,6 +31,10 @@ struct batcher_config {
     int32_t prefill_chunk; /* most prompt tokens of one sequence in one micro-batch */
     int32_t max_inflight;  /* micro-batches in the pipeline at once */
     int32_t repeat_last_n; /* recent tokens sent for the repetition penalty */
+    /* Tokens a Result may carry are 0 .. n_vocab-1; one outside (a faulty or rogue last stage)
+     * ends its sequence with an error instead of reaching the client and the next step.
+     * 0 = not checked. */
+    int32_t n_vocab;
     /* End-of-generation test (the tokenizer's); NULL = none. */
     bool (*is_eog)(void *ctx, int32_t token);
     void *eog_ctx;

@@ -342,12 +342,55 @@ static void test_timeouts_per_sequence(void) {
     serve_queue_destroy(&q);
 }
 
+/* A last stage that answers with a token outside the vocabulary (faulty or rogue): that
+ * sequence ends with an error, the token reaches neither the client nor the next step, and the
+ * other sequences of the batch go on. */
+static void test_token_outside_vocabulary(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 3,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 16,
+                                 .max_inflight = 1,
+                                 .n_vocab = 100,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r[3];
+    for (int i = 0; i < 3; i++) r[i] = add(q, b, req(2, 10 + 10 * i, 100, 1.0f));
+    struct batcher_batch bt;
+    CHECK(batcher_next(b, 1, &bt) && bt.n_samples == 3);
+    struct batcher_row rows[3];
+    const int32_t toks[3] = {99, 100, -1};
+    for (int i = 0; i < 3; i++) rows[i] = (struct batcher_row){bt.samples[i].seq_id, toks[i], 0};
+    CHECK(batcher_on_result(b, bt.batch_id, rows, 3));
+    size_t n = 0;
+    for (int i = 0; i < 3; i++) {
+        int k = 0; /* the row of r[i] */
+        while (k < 3 && rows[k].seq_id != serve_req_id(r[i])) k++;
+        CHECK(k < 3);
+        if (k == 3) continue;
+        if (toks[k] == 99) {
+            CHECK(batcher_n_active(b) == 1);
+            CHECK(serve_req_n_tokens(r[i]) == 1 && serve_req_tokens(r[i])[0].id == 99);
+        } else {
+            CHECK(finish_of(r[i], &n) == SERVE_FINISH_ERROR && n == 0);
+            CHECK(strstr(serve_req_error(r[i]), "vocabulary") != NULL);
+        }
+    }
+    CHECK(batcher_next(b, 2, &bt) && bt.n_tokens == 1 && bt.token[0] == 99);
+    batcher_destroy(&b);
+    for (int i = 0; i < 3; i++) serve_req_unref(&r[i]);
+    serve_queue_destroy(&q);
+}
+
 int main(void) {
     test_chunks_and_decode();
     test_pipeline_shares();
     test_slots_eog_cancel_penalty();
     test_prompt_chunks_pipelined();
     test_timeouts_per_sequence();
+    test_token_outside_vocabulary();
     if (failures) {
         fprintf(stderr, "batcher_test: %d failures\n", failures);
         return 1;

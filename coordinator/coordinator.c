@@ -2,6 +2,7 @@
  * Pure state machine: every effect is an action for coordinator_net.c. */
 #include "coordinator.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,13 +147,6 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     }
     if (!c->cfg.n_seq) c->cfg.n_seq = 1;
     if (!c->cfg.n_batch) c->cfg.n_batch = 512;
-    if (cfg->queue) {
-        struct batcher_config sc = cfg->batcher;
-        sc.queue = cfg->queue;
-        sc.first_token = on_first_token;
-        sc.first_token_ctx = cfg->queue;
-        c->batcher = batcher_new(&sc);
-    }
     if (cfg->model) {
         int32_t n = 0;
         if (slice_n_layers(cfg->model, &n) == STATUS_OK) c->n_layers = n;
@@ -164,6 +158,15 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
         }
         const struct gguf_tensor *emb = gguf_find_tensor(cfg->model, "token_embd.weight");
         if (emb && emb->n_dims == 2) c->n_vocab = emb->ne[1];
+    }
+    if (cfg->queue) {
+        struct batcher_config sc = cfg->batcher;
+        sc.queue = cfg->queue;
+        sc.first_token = on_first_token;
+        sc.first_token_ctx = cfg->queue;
+        if (!sc.n_vocab && c->n_vocab > 0 && c->n_vocab <= INT32_MAX)
+            sc.n_vocab = (int32_t)c->n_vocab;
+        c->batcher = batcher_new(&sc);
     }
     return c;
 }
