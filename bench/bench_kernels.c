@@ -239,6 +239,7 @@ static struct matmul_weight packed_copy(const struct matmul_weight *w) {
 /* Copies of w totalling at least `bytes`, so a GEMV pass streams from DRAM, not the L3 cache,
  * as it does in a real forward pass (22 layers of weights between two uses of one). */
 static size_t gemv_working_set = 256u << 20;
+static size_t pf_default; /* this CPU's weight prefetch before any timing (quant.h) */
 static int make_copies(const struct matmul_weight *w, struct matmul_weight *out, int max) {
     size_t bytes = dtype_row_bytes(w->type, w->n_in) * w->n_out;
     int n = (int)(gemv_working_set / bytes) + 1;
@@ -353,6 +354,10 @@ static void simulate_model(enum dtype t, int n_threads, const int64_t *rows, int
     }
     void *scratch = xaligned(scratch_bytes);
     for (int64_t i = 0; i < max_rows * 5632; i++) x[i] = rnd();
+    if (!quant_weight_prefetch_given()) { /* chosen as model_load chooses it */
+        quant_set_weight_prefetch(pf_default);
+        (void)matmul_tune_prefetch(tp, ws, nw, NULL, NULL);
+    }
     printf("model %-5s thr %d (%.0f MB of weights), matmuls only, %s kernels (AMX %s), weight "
            "prefetch %zu:\n",
            dtype_name(t), n_threads, total / 1e6, quant_variant_name(), quant_amx_mode(),
@@ -449,6 +454,7 @@ int main(int argc, char **argv) {
         }
     }
     quant_init();
+    pf_default = quant_weight_prefetch();
     if (!variants_arg[0]) {
         int n;
         const struct quant_variant *const *all = quant_variants(&n);
@@ -484,14 +490,16 @@ int main(int argc, char **argv) {
            "GEMVs on the same threads (the better of the two), '%%rd' the wall GEMV rate as a\n"
            "share of it. '%%wr': median over pairs, one GEMV pass then one plain read of the same\n"
            "weight copies (a pool run per matrix, each thread a contiguous share), of the GEMV's\n"
-           "rate as a share of the read's. Weight prefetch: %zu bytes ahead (CARAVAN_PREFETCH;\n"
-           "0: the hardware prefetcher alone).\n",
-           STREAM_BYTES >> 20, quant_weight_prefetch());
-    printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s %6s %6s\n", "type", "var", "thr",
-           "read", "gemv2048x5632", "cpu", "%rd", "gemv5632x2048", "cpu", "%rd", "gemm128", "cpu",
-           "%wr-up", "%wr-dn");
-    printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s %6s %6s\n", "", "", "", "GB/s",
-           "GB/s", "GB/s", "", "GB/s", "GB/s", "", "GFLOP/s", "GFLOP/s", "", "");
+           "rate as a share of the read's. 'pf': the weight prefetch distance in bytes (0: the\n"
+           "hardware prefetcher alone), chosen for each row as model_load chooses it for a model\n"
+           "(this CPU's default, %zu here, unless timing both ways over the row's 2048x5632\n"
+           "copies finds the other more than 5%% faster), or fixed by CARAVAN_PREFETCH%s.\n",
+           STREAM_BYTES >> 20, pf_default, quant_weight_prefetch_given() ? " (set)" : "");
+    printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s %6s %6s %5s\n", "type", "var",
+           "thr", "read", "gemv2048x5632", "cpu", "%rd", "gemv5632x2048", "cpu", "%rd", "gemm128",
+           "cpu", "%wr-up", "%wr-dn", "pf");
+    printf("%-5s %-6s %3s %6s %14s %7s %4s %14s %7s %4s %10s %7s %6s %6s %5s\n", "", "", "", "GB/s",
+           "GB/s", "GB/s", "", "GB/s", "GB/s", "", "GFLOP/s", "GFLOP/s", "", "", "");
     for (int ti = 0; ti < nt; ti++) {
         int t = dtype_parse(types[ti]);
         if (t < 0 || !dtype_supported((uint32_t)t)) {
@@ -513,6 +521,13 @@ int main(int argc, char **argv) {
                 double gb_up = 0, gb_down = 0, gflops = 0, c_up = 0, c_down = 0, c_gflops = 0;
                 const double bytes = (double)dtype_row_bytes(t, 2048) * 5632.0;
                 double read = 0, wr_up = 0, wr_down = 0;
+                size_t pf = quant_weight_prefetch();
+                if (do_gemv && !quant_weight_prefetch_given() && strcmp(variants[vi], "ref")) {
+                    /* as a model of this type on these threads would run (model_load); the
+                     * scalar reference reads no prefetch distance */
+                    quant_set_weight_prefetch(pf_default);
+                    pf = matmul_tune_prefetch(tp, ups, n_up, NULL, NULL);
+                }
                 if (do_gemv) {
                     read = stream_read_gbs(tp, min_time);
                     double s = time_matmul(tp, ups, n_up, 1, min_time);
@@ -535,9 +550,9 @@ int main(int argc, char **argv) {
                 const double rd = read > 0 ? 100.0 / read : 0;
                 printf(
                     "%-5s %-6s %3d %6.2f %14.2f %7.2f %4.0f %14.2f %7.2f %4.0f %10.2f %7.2f %6.0f "
-                    "%6.0f\n",
+                    "%6.0f %5zu\n",
                     dtype_name(t), variants[vi], n_threads, read, gb_up, c_up, gb_up * rd, gb_down,
-                    c_down, gb_down * rd, gflops, c_gflops, wr_up, wr_down);
+                    c_down, gb_down * rd, gflops, c_gflops, wr_up, wr_down, pf);
                 if ((t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16) && do_gemm &&
                     vi == nv - 1) {
                     double sb = time_sgemm(tp, &up, 128, n_threads, min_time);

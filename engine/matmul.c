@@ -361,3 +361,17 @@ size_t matmul_prefetch_choice(size_t a, size_t b, const double *ratios, int pair
     if (median_out) *median_out = median;
     return median > 1.0 + MATMUL_TUNE_MARGIN ? b : a;
 }
+
+size_t matmul_tune_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int n, size_t *other,
+                            double *median) {
+    const size_t prior = quant_weight_prefetch();
+    const size_t alt = prior ? 0 : QUANT_WEIGHT_PREFETCH_ON;
+    double r[MATMUL_TUNE_PAIRS];
+    size_t pick = prior;
+    if (other) *other = alt;
+    if (median) *median = 1.0;
+    if (matmul_time_prefetch(tp, ws, n, prior, alt, MATMUL_TUNE_PAIRS, r))
+        pick = matmul_prefetch_choice(prior, alt, r, MATMUL_TUNE_PAIRS, median);
+    quant_set_weight_prefetch(pick);
+    return pick;
+}

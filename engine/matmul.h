@@ -68,3 +68,11 @@ bool matmul_time_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int 
 #define MATMUL_TUNE_MARGIN 0.05
 #define MATMUL_TUNE_PAIRS_MAX 32
 size_t matmul_prefetch_choice(size_t a, size_t b, const double *ratios, int pairs, double *median);
+/* Both together, as model_load does it: times ws with the current prefetch (the prior) and the
+ * other choice (0, or QUANT_WEIGHT_PREFETCH_ON when the prior is 0) in MATMUL_TUNE_PAIRS pairs,
+ * sets the one matmul_prefetch_choice picks and returns it. *other and *median (if not NULL)
+ * receive the distance it was timed against and the median t(prior) / t(other), 1 when the
+ * timing could not run (then the prior stays). */
+#define MATMUL_TUNE_PAIRS 5
+size_t matmul_tune_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int n, size_t *other,
+                            double *median);

@@ -439,13 +439,12 @@ static void place_weights(model_t *m) {
  * CARAVAN_PREFETCH fixes it, the first slice of at least TUNE_MIN_BYTES of matrices a process
  * loads times its own GEMVs (its first TUNE_PASS_BYTES, in a decode step's order, on its own
  * threads) with the CPU's default distance and with the other choice (0 or
- * QUANT_WEIGHT_PREFETCH_ON), TUNE_PAIRS pairs of passes in turn, and switches only when the
- * other is more than 5% faster in the median pair (matmul_prefetch_choice). Later slices in the
+ * QUANT_WEIGHT_PREFETCH_ON), five pairs of passes in turn, and switches only when the
+ * other is more than 5% faster in the median pair (matmul_tune_prefetch). Later slices in the
  * process keep the choice. It takes a few passes over at most 256 MiB at load and never changes
  * a result. */
 #define TUNE_MIN_BYTES ((size_t)32 << 20)
 #define TUNE_PASS_BYTES ((size_t)256 << 20)
-#define TUNE_PAIRS 5
 #define TUNE_MAX_MATS 2048
 
 struct tune_list {
@@ -475,18 +474,15 @@ static void tune_prefetch(model_t *m) {
     if (!t.ws) return;
     each_matrix(m, tune_add, &t);
     const size_t prior = quant_weight_prefetch();
-    const size_t other = prior ? 0 : QUANT_WEIGHT_PREFETCH_ON;
-    double r[TUNE_PAIRS], median = 1.0;
-    if (matmul_time_prefetch(m->tp, t.ws, t.n, prior, other, TUNE_PAIRS, r)) {
-        const size_t pick = matmul_prefetch_choice(prior, other, r, TUNE_PAIRS, &median);
-        quant_set_weight_prefetch(pick);
-        LOG(LOG_INFO,
-            "weight prefetch: %zu bytes ahead (%s): the GEMVs of %zu MiB of this slice on %d "
-            "thread%s took %.2f times as long with %zu as with %zu (median of %d pairs)",
-            pick, pick == prior ? "this CPU's default kept" : "timed faster than the default",
-            t.bytes >> 20, threadpool_n_threads(m->tp), threadpool_n_threads(m->tp) == 1 ? "" : "s",
-            median, prior, other, TUNE_PAIRS);
-    }
+    size_t other = 0;
+    double median = 1.0;
+    const size_t pick = matmul_tune_prefetch(m->tp, t.ws, t.n, &other, &median);
+    LOG(LOG_INFO,
+        "weight prefetch: %zu bytes ahead (%s): the GEMVs of %zu MiB of this slice on %d "
+        "thread%s took %.2f times as long with %zu as with %zu (median of %d pairs)",
+        pick, pick == prior ? "this CPU's default kept" : "timed faster than the default",
+        t.bytes >> 20, threadpool_n_threads(m->tp), threadpool_n_threads(m->tp) == 1 ? "" : "s",
+        median, prior, other, MATMUL_TUNE_PAIRS);
     free(t.ws);
 }
 
