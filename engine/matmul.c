@@ -349,8 +349,8 @@ static int cmp_double(const void *pa, const void *pb) {
     return (a > b) - (a < b);
 }
 
-size_t matmul_prefetch_choice(size_t a, size_t b, const double *ratios, int pairs,
-                              double *median_out) {
+size_t matmul_timed_choice(size_t a, size_t b, const double *ratios, int pairs,
+                           double *median_out) {
     if (median_out) *median_out = 1.0;
     if (pairs <= 0) return a;
     double s[MATMUL_TUNE_PAIRS_MAX];
@@ -371,7 +371,39 @@ size_t matmul_tune_prefetch(threadpool_t *tp, const struct matmul_weight *ws, in
     if (other) *other = alt;
     if (median) *median = 1.0;
     if (matmul_time_prefetch(tp, ws, n, prior, alt, MATMUL_TUNE_PAIRS, r))
-        pick = matmul_prefetch_choice(prior, alt, r, MATMUL_TUNE_PAIRS, median);
+        pick = matmul_timed_choice(prior, alt, r, MATMUL_TUNE_PAIRS, median);
     quant_set_weight_prefetch(pick);
     return pick;
+}
+
+bool matmul_tune_amx(threadpool_t *tp, const struct matmul_weight *w, int64_t n_rows,
+                     double *median) {
+    if (median) *median = 1.0;
+    if (!quant_set_amx(true)) return false;
+    float *x = aligned_alloc(64, round_up((size_t)(n_rows * w->n_in) * sizeof(float), 64));
+    float *y = aligned_alloc(64, round_up((size_t)(n_rows * w->n_out) * sizeof(float), 64));
+    void *scratch = aligned_alloc(64, round_up(matmul_scratch_bytes(w->type, w->n_in, n_rows), 64));
+    bool on = true;
+    if (x && y && scratch) {
+        for (int64_t i = 0; i < n_rows * w->n_in; i++) x[i] = (float)((i * 7) % 13 - 6) * 0.01f;
+        double r[MATMUL_TUNE_AMX_PAIRS];
+        matmul(tp, w, x, n_rows, y, scratch); /* warm-up */
+        for (int p = 0; p < MATMUL_TUNE_AMX_PAIRS; p++) {
+            quant_set_amx(true);
+            double t0 = now_s();
+            matmul(tp, w, x, n_rows, y, scratch);
+            const double t_on = now_s() - t0;
+            quant_set_amx(false);
+            t0 = now_s();
+            matmul(tp, w, x, n_rows, y, scratch);
+            const double t_off = now_s() - t0;
+            r[p] = t_off > 0 ? t_on / t_off : 1.0;
+        }
+        /* the prior (a) is on, the other (b) off: off when t(on) / t(off) is past the margin */
+        on = matmul_timed_choice(1, 0, r, MATMUL_TUNE_AMX_PAIRS, median) == 1;
+    }
+    free(x);
+    free(y);
+    free(scratch);
+    return quant_set_amx(on);
 }

@@ -61,18 +61,30 @@ void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n,
  * prefetch, only the speed; run it with no other matmul running. */
 bool matmul_time_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int n, size_t a,
                           size_t b, int pairs, double *ratios);
-/* The choice from those ratios: b when their median (stored in *median, if not NULL) is above
- * 1 + MATMUL_TUNE_MARGIN (b is that much faster), else a. Pairs taken in turn share the host's
- * state of the moment; the median of them ignores a pair that a neighbour's burst disturbed; the
- * margin keeps noise from moving a prior. At most MATMUL_TUNE_PAIRS_MAX pairs are read. */
+/* The choice from those ratios (of any two settings a and b): b when their median (stored in
+ * *median, if not NULL) is above 1 + MATMUL_TUNE_MARGIN (b is that much faster), else a. Pairs
+ * taken in turn share the host's state of the moment; the median of them ignores a pair that a
+ * neighbour's burst disturbed; the margin keeps noise from moving a prior. At most
+ * MATMUL_TUNE_PAIRS_MAX pairs are read. */
 #define MATMUL_TUNE_MARGIN 0.05
 #define MATMUL_TUNE_PAIRS_MAX 32
-size_t matmul_prefetch_choice(size_t a, size_t b, const double *ratios, int pairs, double *median);
+size_t matmul_timed_choice(size_t a, size_t b, const double *ratios, int pairs, double *median);
 /* Both together, as model_load does it: times ws with the current prefetch (the prior) and the
  * other choice (0, or QUANT_WEIGHT_PREFETCH_ON when the prior is 0) in MATMUL_TUNE_PAIRS pairs,
- * sets the one matmul_prefetch_choice picks and returns it. *other and *median (if not NULL)
+ * sets the one matmul_timed_choice picks and returns it. *other and *median (if not NULL)
  * receive the distance it was timed against and the median t(prior) / t(other), 1 when the
  * timing could not run (then the prior stays). */
 #define MATMUL_TUNE_PAIRS 5
 size_t matmul_tune_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int n, size_t *other,
                             double *median);
+
+/* The AMX prompt kernels (quant.h) against the avx512 tiles, as model_load does it where the CPU
+ * has them: times n_rows (a multiple of 16) x rows through w (a q4_0, q8_0, q4_K or q5_K weight
+ * packed by the avx512 variant) with AMX on and off, MATMUL_TUNE_AMX_PAIRS pairs after a warm-up,
+ * leaves them on unless off is more than MATMUL_TUNE_MARGIN faster in the median pair
+ * (matmul_timed_choice), and returns whether they are on. *median (if not NULL) receives the
+ * median t(on) / t(off), 1 when nothing was timed (no AMX kernel, or no memory). The same bits
+ * either way. */
+#define MATMUL_TUNE_AMX_PAIRS 3
+bool matmul_tune_amx(threadpool_t *tp, const struct matmul_weight *w, int64_t n_rows,
+                     double *median);

@@ -322,15 +322,15 @@ static void test_prefetch_tuning(threadpool_t *pool) {
     const double burst[] = {0.40, 1.10, 1.10, 3.00, 1.08};  /* median 1.10 */
     const double even[] = {1.00, 1.02, 1.10, 1.20};         /* median 1.06 */
     double med = 0;
-    CHECK(matmul_prefetch_choice(0, 4096, faster, 5, &med) == 4096 && med == 1.20,
+    CHECK(matmul_timed_choice(0, 4096, faster, 5, &med) == 4096 && med == 1.20,
           "b 20%% faster in the median pair: got a (median %g)", med);
-    CHECK(matmul_prefetch_choice(4096, 0, noise, 5, &med) == 4096 && med == 1.02,
+    CHECK(matmul_timed_choice(4096, 0, noise, 5, &med) == 4096 && med == 1.02,
           "2%% is within the margin: the prior stays (median %g)", med);
-    CHECK(matmul_prefetch_choice(0, 4096, burst, 5, NULL) == 4096,
+    CHECK(matmul_timed_choice(0, 4096, burst, 5, NULL) == 4096,
           "one disturbed pair each way does not decide");
-    CHECK(matmul_prefetch_choice(0, 4096, even, 4, &med) == 4096 && fabs(med - 1.06) < 1e-12,
+    CHECK(matmul_timed_choice(0, 4096, even, 4, &med) == 4096 && fabs(med - 1.06) < 1e-12,
           "even pairs: the mean of the middle two (%g)", med);
-    CHECK(matmul_prefetch_choice(64, 0, faster, 0, &med) == 64 && med == 1.0, "no pairs");
+    CHECK(matmul_timed_choice(64, 0, faster, 0, &med) == 64 && med == 1.0, "no pairs");
 
     const int64_t n_in = 256 * 4, n_out = 16 * 5 + 3;
     const enum dtype types[] = {DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_F16};
@@ -431,6 +431,42 @@ static void test_oversubscribed(void) {
     threadpool_destroy(&many);
 }
 
+/* Timing the tiles against the avx512 kernels (model_load's tune_amx): whichever it keeps, the
+ * mode says so, the product gives the same bits, and the tiles can be turned back on. */
+static void test_amx_tuning(threadpool_t *pool) {
+    const int64_t n_in = 32 * 24, n_out = 16 * 4, rows = 32;
+    const size_t rb = dtype_row_bytes(DTYPE_Q4_0, n_in);
+    char *wq = malloc(rb * n_out);
+    float *wf = malloc(n_in * sizeof(float)), *x = malloc(n_in * rows * sizeof(float));
+    for (int64_t i = 0; i < n_out; i++) {
+        for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
+        quant_quantize_row(DTYPE_Q4_0, wf, wq + i * rb, n_in);
+    }
+    for (int64_t i = 0; i < n_in * rows; i++) x[i] = rnd();
+    struct matmul_weight w = {.type = DTYPE_Q4_0, .n_in = n_in, .n_out = n_out, .data = wq};
+    void *buf = xaligned(matmul_weight_bytes(&w));
+    matmul_pack(&w, buf);
+    float *before = malloc(n_out * rows * sizeof(float)),
+          *after = malloc(n_out * rows * sizeof(float));
+    run(pool, &w, x, 0, rows, before);
+    double med = 0;
+    const bool on = matmul_tune_amx(pool, &w, rows, &med);
+    CHECK(med > 0 && isfinite(med), "median t(on) / t(off) %g", med);
+    CHECK(!strcmp(quant_amx_mode(), on ? "emulated" : "off"), "kept %s, mode says %s",
+          on ? "on" : "off", quant_amx_mode());
+    run(pool, &w, x, 0, rows, after);
+    CHECK(!memcmp(before, after, n_out * rows * sizeof(float)), "the timing changed a result");
+    CHECK(quant_set_amx(true) && !strcmp(quant_amx_mode(), "emulated"), "tiles back on");
+    printf("AMX emulation timed against avx512: %s (t(on) / t(off) %.1f)\n", on ? "on" : "off",
+           med);
+    free(before);
+    free(after);
+    free(buf);
+    free(wf);
+    free(x);
+    free(wq);
+}
+
 static int test_amx_emulated(threadpool_t *const *pools) {
     if (!quant_force_variant("avx512")) {
         printf("AMX emulation: skipped, no avx512 variant on this CPU\n");
@@ -452,6 +488,7 @@ static int test_amx_emulated(threadpool_t *const *pools) {
     const int64_t two[2] = {37, 37}, three[3] = {48, 16, 16};
     test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q8_0}, two, 512, pools);
     test_many(3, (const enum dtype[]){DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K}, three, 512, pools);
+    test_amx_tuning(pools[1]);
     return 0;
 }
 
@@ -570,6 +607,11 @@ int main(void) {
         test_prefetch(DTYPE_Q4_K, 256 * 3, 16 * 3 + 5, pools);
         test_prefetch(DTYPE_Q5_K, 256 * 3, 16 * 3 + 5, pools);
         test_prefetch_tuning(pools[1]);
+    }
+    if (!strcmp(quant_amx_mode(), "off")) { /* no tiles: nothing to time, off it stays */
+        double med = 0;
+        struct matmul_weight none = {.type = DTYPE_Q4_0, .n_in = 32, .n_out = 16, .data = NULL};
+        CHECK(!matmul_tune_amx(pools[0], &none, 16, &med) && med == 1.0, "AMX without tiles");
     }
     /* a NULL pool runs single-threaded */
     {

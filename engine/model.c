@@ -486,6 +486,42 @@ static void tune_prefetch(model_t *m) {
     free(t.ws);
 }
 
+/* Where the CPU has AMX (quant.h), the prompt products of q4_0, q8_0, q4_K and q5_K weights run
+ * on its tiles; no host here has had AMX, so whether they win is not measured. So unless
+ * CARAVAN_AMX fixes it, the first slice a process loads with such a matrix of at least 1 MiB
+ * times a prompt chunk (128 rows, or n_batch's multiple of 16) through it with the tiles and
+ * with the avx512 kernels, three pairs in turn, and turns AMX off only when that is more than
+ * 5% faster in the median pair (matmul_tune_amx): a few tenths of a second at load, once. */
+struct amx_pick {
+    const struct matmul_weight *w;
+};
+
+static void amx_find(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, void *ctx) {
+    (void)m;
+    struct amx_pick *p = ctx;
+    const bool amx_type = w->type == DTYPE_Q4_0 || w->type == DTYPE_Q8_0 || w->type == DTYPE_Q4_K ||
+                          w->type == DTYPE_Q5_K;
+    if (!p->w && amx_type && w->packed && n / (size_t)n_mats >= ((size_t)1 << 20)) p->w = w;
+}
+
+static void tune_amx(model_t *m) {
+    static atomic_bool tuned;
+    if (quant_amx_given() || !strcmp(quant_amx_mode(), "off") || atomic_load(&tuned)) return;
+    const int64_t rows = m->n_batch < 128 ? m->n_batch / 16 * 16 : 128;
+    struct amx_pick p = {0};
+    each_matrix(m, amx_find, &p);
+    if (!p.w || rows < 16 || atomic_exchange(&tuned, true)) return;
+    double median = 1.0;
+    const bool on = matmul_tune_amx(m->tp, p.w, rows, &median);
+    LOG(LOG_INFO,
+        "AMX: %s for prompts: a %lld-row product through a %s matrix (%lld x %lld) on %d "
+        "thread%s took %.2f times as long on the tiles as without (median of %d pairs)",
+        on ? "on" : "off, timed slower than the avx512 kernels", (long long)rows,
+        dtype_name(p.w->type), (long long)p.w->n_out, (long long)p.w->n_in,
+        threadpool_n_threads(m->tp), threadpool_n_threads(m->tp) == 1 ? "" : "s", median,
+        MATMUL_TUNE_AMX_PAIRS);
+}
+
 static void rope_tables(model_t *m) {
     const struct model_config *c = &m->cfg;
     int64_t half = c->n_rot / 2;
@@ -750,6 +786,7 @@ enum status model_load(const char *path, const struct model_params *params, mode
     rope_tables(m);
     place_weights(m);
     tune_prefetch(m);
+    tune_amx(m);
     *out = m;
     return STATUS_OK;
 fail:

@@ -82,7 +82,10 @@ typedef struct model model_t;
 
 /* Loads a slice. The first slice a process loads with at least 32 MiB of matrices also times
  * its own GEMVs with and without the weight prefetch and keeps the faster (quant.h, model.c's
- * tune_prefetch; unless CARAVAN_PREFETCH is set): up to 11 passes over at most 256 MiB. */
+ * tune_prefetch; unless CARAVAN_PREFETCH is set): up to 11 passes over at most 256 MiB. Where
+ * the CPU has AMX, the first slice with a q4_0, q8_0, q4_K or q5_K matrix of 1 MiB or more times
+ * a prompt product through it on the tiles and without, and keeps the faster (tune_amx; unless
+ * CARAVAN_AMX is set). Neither changes a result. */
 CARAVAN_NODISCARD enum status model_load(const char *path, const struct model_params *params,
                                          model_t **out);
 void model_free(model_t **self_p);

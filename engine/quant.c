@@ -721,16 +721,19 @@ static const quant_tile_fn *chosen_tiles;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 size_t quant_pf_ahead;
 quant_amx_fn *quant_amx;
+static quant_amx_fn *amx_kernel; /* what init_amx found (tiles, emulation or none) */
 static const char *amx_mode = "off";
+static bool amx_given; /* CARAVAN_AMX named the choice */
 
 /* The AMX kernels of the avx512 q4_0, q8_0, q4_K and q5_K prompt products (quant_internal.h): on
  * where the CPU and OS have AMX and the tiles give the emulation's bits, unless CARAVAN_AMX=0;
  * CARAVAN_AMX=emulate runs the emulation instead (tests, on any AVX-512 CPU). */
 static void init_amx(void) {
     const char *env = getenv("CARAVAN_AMX");
+    amx_given = env && (!strcmp(env, "0") || !strcmp(env, "1") || !strcmp(env, "emulate"));
     if (!quant_variant_avx512.available() || (env && strcmp(env, "0") == 0)) return;
     if (env && strcmp(env, "emulate") == 0) {
-        quant_amx = quant_amx_emu;
+        quant_amx = amx_kernel = quant_amx_emu;
         amx_mode = "emulated";
         return;
     }
@@ -743,13 +746,24 @@ static void init_amx(void) {
                       "using AMX (please report this CPU: lscpu)");
         return;
     }
-    quant_amx = quant_amx_hw;
+    quant_amx = amx_kernel = quant_amx_hw;
     amx_mode = "amx";
 }
 
 const char *quant_amx_mode(void) {
     quant_init();
-    return amx_mode;
+    return quant_amx ? amx_mode : "off";
+}
+
+bool quant_amx_given(void) {
+    quant_init();
+    return amx_given;
+}
+
+bool quant_set_amx(bool on) {
+    quant_init();
+    quant_amx = on ? amx_kernel : NULL;
+    return quant_amx != NULL;
 }
 
 static bool pf_given; /* CARAVAN_PREFETCH named a valid distance */

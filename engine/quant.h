@@ -67,9 +67,16 @@ void quant_init(void);
 const char *quant_variant_name(void); /* the chosen one */
 /* The avx512 variant's q4_0, q8_0, q4_K and q5_K prompt products on AMX tiles: "amx" (the CPU has
  * AMX-INT8 and its tiles passed a self-check), "emulated" (CARAVAN_AMX=emulate: the same kernel on
- * a C model of the tiles, for tests) or "off" (no AMX, or CARAVAN_AMX=0). Same results either way.
+ * a C model of the tiles, for tests) or "off" (no AMX, CARAVAN_AMX=0, or model_load timed the
+ * tiles slower). Same results either way.
  */
 const char *quant_amx_mode(void);
+/* Turns the AMX kernels off or back on (only where quant_amx_mode() was "amx" or "emulated"
+ * before); returns whether they are now on. model_load times them against the avx512 tiles and
+ * keeps the faster (model.h). Same results either way; set it with no matmul running. */
+bool quant_set_amx(bool on);
+/* Whether CARAVAN_AMX (0, 1 or emulate) fixed the choice (then nothing times it). */
+bool quant_amx_given(void);
 /* Makes the variant called `name` the chosen one (false when there is no such variant or this
  * CPU cannot run it): tests and benchmarks, `caravan run --kernels`, and a worker pinning the
  * variant its Assign names so every split computes the same tokens. Not thread-safe; call with
