@@ -489,9 +489,10 @@ static void tune_prefetch(model_t *m) {
 /* Where the CPU has AMX (quant.h), the prompt products of q4_0, q8_0, q4_K and q5_K weights run
  * on its tiles; no host here has had AMX, so whether they win is not measured. So unless
  * CARAVAN_AMX fixes it, the first slice a process loads with such a matrix of at least 1 MiB
- * times a prompt chunk (128 rows, or n_batch's multiple of 16) through it with the tiles and
- * with the avx512 kernels, three pairs in turn, and turns AMX off only when that is more than
- * 5% faster in the median pair (matmul_tune_amx): a few tenths of a second at load, once. */
+ * times a prompt chunk (128 rows, or n_batch's multiple of 16) through the largest of them with
+ * the tiles and with the avx512 kernels, three pairs in turn, and turns AMX off only when that
+ * is more than 5% faster in the median pair (matmul_tune_amx): a few tenths of a second at load,
+ * once. */
 struct amx_pick {
     const struct matmul_weight *w;
 };
@@ -501,7 +502,9 @@ static void amx_find(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t
     struct amx_pick *p = ctx;
     const bool amx_type = w->type == DTYPE_Q4_0 || w->type == DTYPE_Q8_0 || w->type == DTYPE_Q4_K ||
                           w->type == DTYPE_Q5_K;
-    if (!p->w && amx_type && w->packed && n / (size_t)n_mats >= ((size_t)1 << 20)) p->w = w;
+    if (amx_type && w->packed && n / (size_t)n_mats >= ((size_t)1 << 20) &&
+        (!p->w || w->n_in * w->n_out > p->w->n_in * p->w->n_out))
+        p->w = w; /* the largest: the product a prompt spends most of its time in */
 }
 
 static void tune_amx(model_t *m) {
