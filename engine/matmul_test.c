@@ -41,6 +41,19 @@ static void run(threadpool_t *tp, const struct matmul_weight *w, const float *x,
     free(scratch);
 }
 
+/* n_out random rows of type t, n_in values each, quantized; the caller frees them. */
+static void *random_rows(enum dtype t, int64_t n_in, int64_t n_out) {
+    const size_t rb = dtype_row_bytes(t, n_in);
+    char *wq = malloc(rb * n_out);
+    float *wf = malloc(n_in * sizeof(float));
+    for (int64_t i = 0; i < n_out; i++) {
+        for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
+        quant_quantize_row(t, wf, wq + i * rb, n_in);
+    }
+    free(wf);
+    return wq;
+}
+
 static void test_type_rows(enum dtype t, int64_t n_in, int64_t n_out, int64_t n_rows,
                            threadpool_t *const *pools) {
     float *wf = malloc(n_in * n_out * sizeof(float));
@@ -167,14 +180,7 @@ static void test_many(int n, const enum dtype *types, const int64_t *n_outs, int
     for (int64_t i = 0; i < n_in * max_rows; i++) x[i] = rnd();
     size_t scratch_bytes = 64;
     for (int k = 0; k < n; k++) {
-        const size_t rb = dtype_row_bytes(types[k], n_in);
-        char *wq = malloc(rb * n_outs[k]);
-        float *wf = malloc(n_in * sizeof(float));
-        for (int64_t i = 0; i < n_outs[k]; i++) {
-            for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
-            quant_quantize_row(types[k], wf, wq + i * rb, n_in);
-        }
-        free(wf);
+        void *wq = random_rows(types[k], n_in, n_outs[k]);
         ws[k] =
             (struct matmul_weight){.type = types[k], .n_in = n_in, .n_out = n_outs[k], .data = wq};
         packed[k] = ws[k];
@@ -278,13 +284,8 @@ static void test_extremes(enum dtype t, uint8_t fill, threadpool_t *const *pools
 static void test_prefetch(enum dtype t, int64_t n_in, int64_t n_out, threadpool_t *const *pools) {
     const size_t saved = quant_weight_prefetch(), dist[] = {0, 64, 4096, 16384};
     const int64_t rows = 8;
-    const size_t rb = dtype_row_bytes(t, n_in);
-    char *wq = malloc(rb * n_out);
-    float *wf = malloc(n_in * sizeof(float)), *x = malloc(n_in * rows * sizeof(float));
-    for (int64_t i = 0; i < n_out; i++) {
-        for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
-        quant_quantize_row(t, wf, wq + i * rb, n_in);
-    }
+    void *wq = random_rows(t, n_in, n_out);
+    float *x = malloc(n_in * rows * sizeof(float));
     for (int64_t i = 0; i < n_in * rows; i++) x[i] = rnd();
     struct matmul_weight plain = {.type = t, .n_in = n_in, .n_out = n_out, .data = wq};
     struct matmul_weight packed = plain;
@@ -308,7 +309,6 @@ static void test_prefetch(enum dtype t, int64_t n_in, int64_t n_out, threadpool_
     free(want);
     free(got);
     free(buf);
-    free(wf);
     free(x);
     free(wq);
 }
@@ -336,15 +336,10 @@ static void test_prefetch_tuning(threadpool_t *pool) {
     const enum dtype types[] = {DTYPE_Q4_0, DTYPE_Q4_K, DTYPE_F16};
     struct matmul_weight ws[3];
     void *bufs[3], *plain[3];
-    float *x = malloc(n_in * sizeof(float)), *wf = malloc(n_in * sizeof(float));
+    float *x = malloc(n_in * sizeof(float));
     for (int64_t i = 0; i < n_in; i++) x[i] = rnd();
     for (int k = 0; k < 3; k++) {
-        const size_t rb = dtype_row_bytes(types[k], n_in);
-        plain[k] = malloc(rb * n_out);
-        for (int64_t i = 0; i < n_out; i++) {
-            for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
-            quant_quantize_row(types[k], wf, (char *)plain[k] + i * rb, n_in);
-        }
+        plain[k] = random_rows(types[k], n_in, n_out);
         ws[k] = (struct matmul_weight){
             .type = types[k], .n_in = n_in, .n_out = n_out, .data = plain[k]};
         bufs[k] = xaligned(matmul_weight_bytes(&ws[k]));
@@ -368,7 +363,6 @@ static void test_prefetch_tuning(threadpool_t *pool) {
     }
     free(before);
     free(after);
-    free(wf);
     free(x);
 }
 
@@ -387,15 +381,10 @@ static void test_oversubscribed(void) {
     const int64_t n_in = 512, n_outs[2] = {16 * 67 + 5, 16 * 9};
     struct matmul_weight ws[2];
     const struct matmul_weight *wp[2] = {&ws[0], &ws[1]};
-    const size_t rb = dtype_row_bytes(DTYPE_Q4_0, n_in);
-    float *x = malloc(3 * n_in * sizeof(float)), *wf = malloc(n_in * sizeof(float));
+    float *x = malloc(3 * n_in * sizeof(float));
     for (int64_t i = 0; i < 3 * n_in; i++) x[i] = rnd();
     for (int k = 0; k < 2; k++) {
-        char *wq = malloc(rb * n_outs[k]);
-        for (int64_t i = 0; i < n_outs[k]; i++) {
-            for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
-            quant_quantize_row(DTYPE_Q4_0, wf, wq + i * rb, n_in);
-        }
+        void *wq = random_rows(DTYPE_Q4_0, n_in, n_outs[k]);
         ws[k] = (struct matmul_weight){
             .type = DTYPE_Q4_0, .n_in = n_in, .n_out = n_outs[k], .data = wq};
         matmul_pack(&ws[k], xaligned(matmul_weight_bytes(&ws[k])));
@@ -426,7 +415,6 @@ static void test_oversubscribed(void) {
     for (int k = 0; k < 2; k++) free((void *)ws[k].data);
     free(scratch);
     free(x);
-    free(wf);
     threadpool_destroy(&one);
     threadpool_destroy(&many);
 }
@@ -435,13 +423,8 @@ static void test_oversubscribed(void) {
  * mode says so, the product gives the same bits, and the tiles can be turned back on. */
 static void test_amx_tuning(threadpool_t *pool) {
     const int64_t n_in = 32 * 24, n_out = 16 * 4, rows = 32;
-    const size_t rb = dtype_row_bytes(DTYPE_Q4_0, n_in);
-    char *wq = malloc(rb * n_out);
-    float *wf = malloc(n_in * sizeof(float)), *x = malloc(n_in * rows * sizeof(float));
-    for (int64_t i = 0; i < n_out; i++) {
-        for (int64_t e = 0; e < n_in; e++) wf[e] = rnd();
-        quant_quantize_row(DTYPE_Q4_0, wf, wq + i * rb, n_in);
-    }
+    void *wq = random_rows(DTYPE_Q4_0, n_in, n_out);
+    float *x = malloc(n_in * rows * sizeof(float));
     for (int64_t i = 0; i < n_in * rows; i++) x[i] = rnd();
     struct matmul_weight w = {.type = DTYPE_Q4_0, .n_in = n_in, .n_out = n_out, .data = wq};
     void *buf = xaligned(matmul_weight_bytes(&w));
@@ -462,7 +445,6 @@ static void test_amx_tuning(threadpool_t *pool) {
     free(before);
     free(after);
     free(buf);
-    free(wf);
     free(x);
     free(wq);
 }
