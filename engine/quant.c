@@ -752,7 +752,8 @@ static void init_amx(void) {
 
 const char *quant_amx_mode(void) {
     quant_init();
-    return quant_amx ? amx_mode : "off";
+    /* the tiles serve the avx512 variant's prompt products only */
+    return quant_amx && chosen == &quant_variant_avx512 ? amx_mode : "off";
 }
 
 bool quant_amx_given(void) {

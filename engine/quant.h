@@ -67,8 +67,8 @@ void quant_init(void);
 const char *quant_variant_name(void); /* the chosen one */
 /* The avx512 variant's q4_0, q8_0, q4_K and q5_K prompt products on AMX tiles: "amx" (the CPU has
  * AMX-INT8 and its tiles passed a self-check), "emulated" (CARAVAN_AMX=emulate: the same kernel on
- * a C model of the tiles, for tests) or "off" (no AMX, CARAVAN_AMX=0, or model_load timed the
- * tiles slower). Same results either way.
+ * a C model of the tiles, for tests) or "off" (no AMX, CARAVAN_AMX=0, another variant chosen, or
+ * model_load timed the tiles slower). Same results either way.
  */
 const char *quant_amx_mode(void);
 /* Turns the AMX kernels off or back on (only where quant_amx_mode() was "amx" or "emulated"
