@@ -303,45 +303,61 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* One GEMV through each of ws, as a decode step walks them; its seconds. */
-static double gemv_pass(threadpool_t *tp, const struct matmul_weight *ws, int n, const float *x,
-                        float *y, void *scratch) {
+/* One product of n_rows x rows through each of ws, in order; its seconds. */
+static double timed_pass(threadpool_t *tp, const struct matmul_weight *ws, int n, const float *x,
+                         int64_t n_rows, float *y, void *scratch) {
     const double t0 = now_s();
-    for (int i = 0; i < n; i++) matmul(tp, &ws[i], x, 1, y, scratch);
+    for (int i = 0; i < n; i++) matmul(tp, &ws[i], x, n_rows, y, scratch);
     return now_s() - t0;
 }
 
-bool matmul_time_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int n, size_t a,
-                          size_t b, int pairs, double *ratios) {
+/* Times n_rows x rows through ws with a setting at a and at b (set applies one), one warm-up
+ * pass at a and then `pairs` pairs in turn; ratios[p] = t(a) / t(b). Leaves the setting at a.
+ * False when its buffers cannot be had. */
+static bool time_pairs(threadpool_t *tp, const struct matmul_weight *ws, int n, int64_t n_rows,
+                       void (*set)(size_t), size_t a, size_t b, int pairs, double *ratios) {
     int64_t n_in = 1, n_out = 1;
     size_t scratch_bytes = 64;
     for (int i = 0; i < n; i++) {
         if (ws[i].n_in > n_in) n_in = ws[i].n_in;
         if (ws[i].n_out > n_out) n_out = ws[i].n_out;
-        const size_t s = matmul_scratch_bytes(ws[i].type, ws[i].n_in, 1);
+        const size_t s = matmul_scratch_bytes(ws[i].type, ws[i].n_in, n_rows);
         if (s > scratch_bytes) scratch_bytes = s;
     }
-    float *x = aligned_alloc(64, round_up((size_t)n_in * sizeof(float), 64));
-    float *y = aligned_alloc(64, round_up((size_t)n_out * sizeof(float), 64));
+    float *x = aligned_alloc(64, round_up((size_t)(n_rows * n_in) * sizeof(float), 64));
+    float *y = aligned_alloc(64, round_up((size_t)(n_rows * n_out) * sizeof(float), 64));
     void *scratch = aligned_alloc(64, round_up(scratch_bytes, 64));
     const bool ok = x && y && scratch;
     if (ok) {
-        for (int64_t i = 0; i < n_in; i++) x[i] = (float)((i * 7) % 13 - 6) * 0.01f;
-        quant_set_weight_prefetch(a);
-        (void)gemv_pass(tp, ws, n, x, y, scratch); /* the first pass also warms the code */
+        for (int64_t i = 0; i < n_rows * n_in; i++) x[i] = (float)((i * 7) % 13 - 6) * 0.01f;
+        set(a);
+        (void)timed_pass(tp, ws, n, x, n_rows, y, scratch); /* also warms the code */
         for (int p = 0; p < pairs; p++) {
-            quant_set_weight_prefetch(a);
-            const double ta = gemv_pass(tp, ws, n, x, y, scratch);
-            quant_set_weight_prefetch(b);
-            const double tb = gemv_pass(tp, ws, n, x, y, scratch);
+            set(a);
+            const double ta = timed_pass(tp, ws, n, x, n_rows, y, scratch);
+            set(b);
+            const double tb = timed_pass(tp, ws, n, x, n_rows, y, scratch);
             ratios[p] = tb > 0 ? ta / tb : 1.0;
         }
-        quant_set_weight_prefetch(a);
+        set(a);
     }
     free(x);
     free(y);
     free(scratch);
     return ok;
+}
+
+static void set_prefetch(size_t bytes) {
+    quant_set_weight_prefetch(bytes);
+}
+
+static void set_amx(size_t on) {
+    (void)quant_set_amx(on != 0);
+}
+
+bool matmul_time_prefetch(threadpool_t *tp, const struct matmul_weight *ws, int n, size_t a,
+                          size_t b, int pairs, double *ratios) {
+    return time_pairs(tp, ws, n, 1, set_prefetch, a, b, pairs, ratios);
 }
 
 static int cmp_double(const void *pa, const void *pb) {
@@ -380,30 +396,9 @@ bool matmul_tune_amx(threadpool_t *tp, const struct matmul_weight *w, int64_t n_
                      double *median) {
     if (median) *median = 1.0;
     if (!quant_set_amx(true)) return false;
-    float *x = aligned_alloc(64, round_up((size_t)(n_rows * w->n_in) * sizeof(float), 64));
-    float *y = aligned_alloc(64, round_up((size_t)(n_rows * w->n_out) * sizeof(float), 64));
-    void *scratch = aligned_alloc(64, round_up(matmul_scratch_bytes(w->type, w->n_in, n_rows), 64));
-    bool on = true;
-    if (x && y && scratch) {
-        for (int64_t i = 0; i < n_rows * w->n_in; i++) x[i] = (float)((i * 7) % 13 - 6) * 0.01f;
-        double r[MATMUL_TUNE_AMX_PAIRS];
-        matmul(tp, w, x, n_rows, y, scratch); /* warm-up */
-        for (int p = 0; p < MATMUL_TUNE_AMX_PAIRS; p++) {
-            quant_set_amx(true);
-            double t0 = now_s();
-            matmul(tp, w, x, n_rows, y, scratch);
-            const double t_on = now_s() - t0;
-            quant_set_amx(false);
-            t0 = now_s();
-            matmul(tp, w, x, n_rows, y, scratch);
-            const double t_off = now_s() - t0;
-            r[p] = t_off > 0 ? t_on / t_off : 1.0;
-        }
-        /* the prior (a) is on, the other (b) off: off when t(on) / t(off) is past the margin */
+    double r[MATMUL_TUNE_AMX_PAIRS];
+    bool on = true; /* the prior (a) is on, the other (b) off: off past the margin */
+    if (time_pairs(tp, w, 1, n_rows, set_amx, 1, 0, MATMUL_TUNE_AMX_PAIRS, r))
         on = matmul_timed_choice(1, 0, r, MATMUL_TUNE_AMX_PAIRS, median) == 1;
-    }
-    free(x);
-    free(y);
-    free(scratch);
     return quant_set_amx(on);
 }
