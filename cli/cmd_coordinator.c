@@ -281,7 +281,7 @@ static int32_t ctx_of(const gguf_t *model, int cli_ctx) {
     return (int32_t)(n_ctx_train > 0 && n_ctx_train < 2048 ? n_ctx_train : 2048);
 }
 
-/* --plan and --kernels, checked before any worker joins. */
+/* --workers, --plan and --kernels, checked before any worker joins. */
 static bool check_plan_opts(const struct coordinator_cli *cli, const gguf_t *model) {
     if (cli->kernels) {
         int n = 0;
@@ -295,9 +295,16 @@ static bool check_plan_opts(const struct coordinator_cli *cli, const gguf_t *mod
             return false;
         }
     }
+    int32_t n_layers = cli->layers;
+    if (model && slice_n_layers(model, &n_layers) != STATUS_OK) return false;
+    if (n_layers > 0 && cli->workers > n_layers) {
+        fprintf(stderr,
+                "error: --workers %d: the model has %d layers, so at most %d workers can hold "
+                "a slice each\n",
+                cli->workers, n_layers, n_layers);
+        return false;
+    }
     if (cli->plan) {
-        int32_t n_layers = cli->layers;
-        if (model && slice_n_layers(model, &n_layers) != STATUS_OK) return false;
         struct plan_stage st[PLAN_MAX_WORKERS];
         char err[PLAN_ERR_LEN];
         if (plan_parse(cli->plan, n_layers, cli->workers, st, err, sizeof err) != STATUS_OK) {

@@ -614,6 +614,12 @@ static void remove_worker(coordinator_t *c, int i, bool draining) {
     c->n_workers--;
 }
 
+/* Serving, every layer has a worker of its own: one more could not be given a slice (the
+ * re-plan would fail and leave the cluster degraded), so it is not let in. */
+static bool layers_taken(const coordinator_t *c) {
+    return c->batcher && c->n_layers > 0 && c->n_workers >= c->n_layers;
+}
+
 /* Takes gone[i] back (it spoke again or re-joined); it goes last in the stage order. */
 static struct worker_rec *restore_worker(coordinator_t *c, int i) {
     struct worker_rec *w = &c->workers[c->n_workers++];
@@ -733,12 +739,15 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
         refusal = "no usable activation endpoint";
     struct worker_rec *w = NULL;
     bool back = false;
+    const char *no_layer = "the cluster is full: every layer of the model has a worker of its own";
     if (!refusal && !c->cfg.insecure) {
         w = find_by_key(c, peer->key);
         int g = w ? -1 : find_gone_by_key(c, peer->key);
         if (g >= 0) {
             if (c->n_workers >= COORDINATOR_MAX_WORKERS)
                 refusal = "the cluster is full";
+            else if (layers_taken(c))
+                refusal = no_layer;
             else {
                 w = restore_worker(c, g);
                 back = true;
@@ -752,6 +761,8 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
              ? c->n_workers >= c->cfg.n_workers
              : c->n_workers >= COORDINATOR_MAX_WORKERS))
         refusal = "the cluster is full";
+    else if (!refusal && !w && layers_taken(c))
+        refusal = no_layer;
     if (refusal) {
         LOG(LOG_WARN, "coordinator: refused join from %s (key %s): %s", peer->address, kz, refusal);
         ack.accepted = false;
@@ -1094,6 +1105,15 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     if (g >= 0 && (c->cfg.insecure ||
                    (peer->key && crypto_equal(peer->key, c->gone[g].key, CRYPTO_KEY_BYTES)))) {
         if (c->gone[g].draining) return; /* leaving: nothing it says matters now */
+        if (c->n_workers >= COORDINATOR_MAX_WORKERS || layers_taken(c)) {
+            /* Others took its place and there is no room for one more: it is told to join
+             * again, and that join is refused with the reason. */
+            LOG(LOG_DEBUG, "coordinator: node %u speaks again, but the cluster is full",
+                c->gone[g].node_id);
+            send_error(c, acts, peer->rid, peer->rid_len, CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED,
+                       "the cluster is full without this worker: join again", msg->msg_id);
+            return;
+        }
         /* A lost worker speaks again (woke from SIGSTOP, network back): re-plan with it. Its
          * messages of the old epoch are dropped as always. */
         struct worker_rec *back = restore_worker(c, g);

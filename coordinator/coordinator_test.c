@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "log.h"
 #include "planner.h"
+#include "serve.h"
 
 static const uint8_t K1[32] = {11}, K2[32] = {12}, K3[32] = {13}, KC[32] = {99};
 
@@ -44,8 +45,10 @@ static const struct coordinator_action *find(const struct coordinator_actions *a
     return NULL;
 }
 
-static void join(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, const uint8_t *claimed,
-                 const char *endpoint, struct coordinator_actions *acts) {
+/* A Join over control connection fd (0: none known) from a connection authenticated with
+ * conn_key, claiming the key claimed. */
+static void join_fd(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, const uint8_t *claimed,
+                    const char *endpoint, int fd, struct coordinator_actions *acts) {
     Caravan__Envelope env;
     Caravan__Join j = CARAVAN__JOIN__INIT;
     Caravan__Capabilities caps = CARAVAN__CAPABILITIES__INIT;
@@ -58,8 +61,13 @@ static void join(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, const u
     j.public_key.len = 32;
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
-    struct coordinator_peer p = {&rid, 1, conn_key, "127.0.0.1", 0};
+    struct coordinator_peer p = {&rid, 1, conn_key, "127.0.0.1", fd};
     coordinator_on_msg(c, &p, &env, 0, acts);
+}
+
+static void join(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, const uint8_t *claimed,
+                 const char *endpoint, struct coordinator_actions *acts) {
+    join_fd(c, rid, conn_key, claimed, endpoint, 0, acts);
 }
 
 static void ack_ready(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t epoch,
@@ -132,6 +140,65 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
     env.join = &j;
     struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
     coordinator_on_msg(c, &p, &env, 0, acts);
+}
+
+/* Serving, every layer has a worker of its own: one more worker is refused and the cluster
+ * serves on as it was (before, it was let in, the re-plan failed and the cluster stayed
+ * degraded). A lost worker that speaks again after another took its place is refused too. */
+static void test_join_past_layers(struct coordinator_actions *acts) {
+    serve_queue_t *q = serve_queue_new(4);
+    struct coordinator_config cfg = {
+        .n_workers = 2,
+        .n_layers = 2,
+        .queue = q,
+        .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
+    };
+    memcpy(cfg.public_key, KC, 32);
+    crypto_hash_buf("", 0, cfg.model_fingerprint);
+    coordinator_t *c = coordinator_new(&cfg);
+    join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts);
+    join_fd(c, 2, K2, K2, "tcp://w2:1", 8, acts);
+    ack_ready(c, 1, K1, 1, acts);
+    ack_ready(c, 2, K2, 1, acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_READY && coordinator_epoch(c) == 1);
+    coordinator_actions_clear(acts);
+
+    join_fd(c, 3, K3, K3, "tcp://w3:1", 9, acts);
+    Caravan__Envelope *env = sent_to(acts, 3, 0);
+    assert(env && env->body_case == CARAVAN__ENVELOPE__BODY_JOIN_ACK && !env->join_ack->accepted);
+    assert(strstr(env->join_ack->reason, "every layer"));
+    codec_free(&env);
+    assert(acts->n == 1); /* nothing else: no re-plan */
+    assert(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 1 &&
+           coordinator_state(c) == COORDINATOR_STATE_READY);
+    coordinator_actions_clear(acts);
+
+    /* w2 is lost: w1 takes both layers; then w3 may join (a re-plan over w1 and w3). */
+    coordinator_on_disconnect(c, 8, 5, acts);
+    assert(coordinator_n_workers(c) == 1 && coordinator_epoch(c) == 2);
+    coordinator_actions_clear(acts);
+    join_fd(c, 3, K3, K3, "tcp://w3:1", 9, acts);
+    env = sent_to(acts, 3, 0);
+    assert(env && env->join_ack->accepted);
+    codec_free(&env);
+    assert(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 3);
+    coordinator_actions_clear(acts);
+
+    /* w2 speaks again: told to join again, and that join is refused; the plan stays. */
+    ack_ready(c, 2, K2, 1, acts);
+    env = sent_to(acts, 2, 0);
+    assert(env && env->body_case == CARAVAN__ENVELOPE__BODY_ERROR &&
+           env->error->code == CARAVAN__ERROR__CODE__CODE_UNAUTHORIZED);
+    codec_free(&env);
+    coordinator_actions_clear(acts);
+    join_fd(c, 2, K2, K2, "tcp://w2:1", 10, acts);
+    env = sent_to(acts, 2, 0);
+    assert(env && !env->join_ack->accepted && strstr(env->join_ack->reason, "every layer"));
+    codec_free(&env);
+    assert(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 3);
+    coordinator_actions_clear(acts);
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
 }
 
 static void test_snap(void) {
@@ -242,24 +309,8 @@ static void test_plan(struct coordinator_actions *acts) {
 static void test_disconnect(const struct coordinator_config *cfg,
                             struct coordinator_actions *acts) {
     coordinator_t *c = coordinator_new(cfg);
-    const uint8_t *keys[2] = {K1, K2};
-    for (uint8_t i = 0; i < 2; i++) {
-        uint8_t rid = (uint8_t)(i + 1);
-        Caravan__Envelope env;
-        Caravan__Join j = CARAVAN__JOIN__INIT;
-        Caravan__Capabilities caps = CARAVAN__CAPABILITIES__INIT;
-        codec_envelope_init(&env, 0, 1);
-        j.protocol_version = CARAVAN_PROTOCOL_VERSION;
-        j.node_name = "w";
-        j.caps = &caps;
-        j.data_endpoint = i ? "tcp://w2:1" : "tcp://w1:1";
-        j.public_key.data = (uint8_t *)keys[i];
-        j.public_key.len = 32;
-        env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
-        env.join = &j;
-        struct coordinator_peer p = {&rid, 1, keys[i], "127.0.0.1", 7 + i}; /* fds 7 and 8 */
-        coordinator_on_msg(c, &p, &env, 0, acts);
-    }
+    join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts);
+    join_fd(c, 2, K2, K2, "tcp://w2:1", 8, acts);
     ack_ready(c, 1, K1, 1, acts);
     ack_ready(c, 2, K2, 1, acts);
     assert(coordinator_state(c) == COORDINATOR_STATE_READY);
@@ -406,6 +457,7 @@ int main(void) {
     assert(c == NULL);
     cfg.repeat = 1;
     test_disconnect(&cfg, &acts);
+    test_join_past_layers(&acts);
     test_snap();
     test_plan(&acts);
     printf("coordinator_test: ok\n");

@@ -13,7 +13,7 @@
 #                pinned (--kernels, and the default pick)
 #   cluster_json GET /cluster shows the plan: ranges, planned bytes, memory limits, speeds,
 #                the pinned kernels and the KV sizes
-#   bad_options  --plan and --kernels are checked at start, before any worker joins
+#   bad_options  --workers, --plan and --kernels are checked at start, before any worker joins
 #
 # Needs CARAVAN_BIN and CARAVAN_SHARED (stories260K). Every process started here is killed on
 # exit, and each daemon also has a --run-ms bound.
@@ -224,6 +224,14 @@ bad_options)
         --plan 0-1,3-4 --run-ms 5000 >"$WORK/p.out" 2>"$WORK/p.log"
     [ $? = 2 ] || fail "--plan with a gap was accepted"
     expect_log "$WORK/p.log" "a gap"
+    "$CARAVAN" coordinator --insecure --listen tcp://127.0.0.1:0 --model "$MODEL" --workers 6 \
+        --run-ms 5000 >"$WORK/w.out" 2>"$WORK/w.log"
+    [ $? = 2 ] || fail "--workers 6 for a 5-layer model was accepted"
+    expect_log "$WORK/w.log" "the model has 5 layers, so at most 5 workers"
+    "$CARAVAN" cluster --model "$MODEL" --workers 6 --prompt x -n 1 --log-dir "$WORK/cl" \
+        >"$WORK/cl.out" 2>"$WORK/cl.log"
+    [ $? = 1 ] || fail "caravan cluster --workers 6 for a 5-layer model did not fail"
+    expect_log "$WORK/cl.log" "at most 5 workers"
     "$CARAVAN" coordinator --insecure --listen tcp://127.0.0.1:0 --model "$MODEL" --workers 1 \
         --kernels avx9 --run-ms 5000 >"$WORK/k.out" 2>"$WORK/k.log"
     [ $? = 2 ] || fail "--kernels avx9 was accepted"
