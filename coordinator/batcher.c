@@ -21,7 +21,7 @@ struct seq {
     int32_t n_sampled; /* tokens sampled so far (the draw index) */
     int32_t max_tokens;
     bool resuming;    /* rewound by a re-plan and not yet given its next token */
-    int32_t timeouts; /* batcher_on_timeout calls that found it in flight since its last token */
+    int32_t failures; /* timeouts and stage errors that found it in flight since its last token */
 };
 
 struct mb {
@@ -315,7 +315,7 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
         }
         q->n_sampled++;
         q->resuming = false;
-        q->timeouts = 0;
+        q->failures = 0;
         const struct serve_req_params *p = serve_req_params(q->req);
         if (!p->ignore_eos && is_eog(s, row->token)) {
             seq_end(s, q, SERVE_FINISH_STOP, NULL);
@@ -348,20 +348,40 @@ int batcher_rewind_all(batcher_t *s) {
     return n;
 }
 
-int batcher_on_timeout(batcher_t *s, int max_timeouts, const char *why) {
+/* The sequences in the micro-batches of mask (only seq_id, if not 0) count one more failure
+ * since their last token; those at max are finished with error why; then everything running is
+ * sent again from its start. */
+static int blame(batcher_t *s, uint64_t mask, uint64_t seq_id, int max, const char *why) {
     int failed = 0;
     for (int32_t i = 0; i < s->cfg.n_seq; i++) {
         struct seq *q = &s->seqs[i];
-        if (!q->req || !q->inflight) continue;
-        if (++q->timeouts >= max_timeouts) {
-            LOG(LOG_ERROR, "batcher: sequence %llu: %d timeouts in a row without a token; failed",
-                (unsigned long long)q->seq_id, q->timeouts);
+        if (!q->req || !(q->inflight & mask) || (seq_id && q->seq_id != seq_id)) continue;
+        if (++q->failures >= max) {
+            LOG(LOG_ERROR, "batcher: sequence %llu: %d failures in a row without a token; failed",
+                (unsigned long long)q->seq_id, q->failures);
             seq_end(s, q, SERVE_FINISH_ERROR, why);
             failed++;
         }
     }
     batcher_rewind_all(s);
     return failed;
+}
+
+int batcher_on_timeout(batcher_t *s, int max_timeouts, const char *why) {
+    return blame(s, ~0ull, 0, max_timeouts, why);
+}
+
+int batcher_on_error(batcher_t *s, uint64_t batch_id, uint64_t seq_id, int max_failures,
+                     const char *why) {
+    for (int i = 0; i < s->cfg.max_inflight; i++) {
+        if (!s->mbs[i].busy || s->mbs[i].batch_id != batch_id) continue;
+        bool named = false; /* a sequence of this batch: only it is at fault */
+        for (int32_t k = 0; k < s->cfg.n_seq && seq_id && !named; k++)
+            named = s->seqs[k].req && s->seqs[k].seq_id == seq_id &&
+                    (s->seqs[k].inflight & (1ull << i));
+        return blame(s, 1ull << i, named ? seq_id : 0, max_failures, why);
+    }
+    return -1;
 }
 
 int batcher_n_resuming(const batcher_t *s) {

@@ -104,6 +104,13 @@ int batcher_rewind_all(batcher_t *s);
  * keep getting tokens are never failed by a batch that is lost again and again without them.
  * Returns how many were failed. */
 int batcher_on_timeout(batcher_t *s, int max_timeouts, const char *why);
+/* A stage could not compute batch_id (it said so, with why): its sequences, or only seq_id when
+ * that names one of them, count one more failure, as for a timeout (the same count: failures of
+ * either kind in a row); those at max_failures are finished with error `why`, and everything
+ * running is rewound as by batcher_rewind_all (counted or not). Returns how many were failed,
+ * or -1 when batch_id is not in flight (stale: nothing changes). */
+int batcher_on_error(batcher_t *s, uint64_t batch_id, uint64_t seq_id, int max_failures,
+                     const char *why);
 /* Sequences rewound by the last re-plan that have not had their next token yet. */
 int batcher_n_resuming(const batcher_t *s);
 /* Finishes every request (queued or running) with an error. */

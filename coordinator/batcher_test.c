@@ -384,6 +384,56 @@ static void test_token_outside_vocabulary(void) {
     serve_queue_destroy(&q);
 }
 
+/* A stage that says it could not compute a batch (batcher_on_error): the sequence it names
+ * counts a failure and, at the third in a row, ends with the stage's words; the others of the
+ * batch are sent again but not counted, and go on; an error naming no sequence counts the
+ * whole batch; one for a batch not in flight changes nothing. */
+static void test_stage_errors(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 2,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 16,
+                                 .max_inflight = 1,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r0 = add(q, b, req(2, 10, 100, 1.0f)), *r1 = add(q, b, req(2, 20, 100, 1.0f));
+    const uint64_t bad = serve_req_id(r1);
+    struct batcher_batch bt;
+    CHECK(batcher_next(b, 1, &bt) && bt.n_samples == 2);
+    CHECK(batcher_on_error(b, 99, bad, 3, "x") == -1); /* not in flight */
+    CHECK(batcher_n_inflight(b) == 1);
+    answer(b, &bt, 5); /* one token each */
+    for (int round = 0; round < 3; round++) {
+        CHECK(batcher_next(b, 10 + (uint64_t)round, &bt) && bt.n_samples == 2);
+        /* rewound: each is sent again from its first token, and draws its next token again */
+        CHECK(round == 0 ? bt.n_tokens == 2 : bt.n_tokens == 6);
+        for (int i = 0; i < 2; i++) CHECK(bt.samples[i].draw == 1);
+        const int failed = batcher_on_error(b, bt.batch_id, bad, 3, "node 2 (w2): not finite");
+        CHECK(failed == (round == 2));
+        CHECK(batcher_n_active(b) == (round == 2 ? 1 : 2));
+    }
+    size_t n = 0;
+    CHECK(finish_of(r1, &n) == SERVE_FINISH_ERROR && n == 1);
+    CHECK(strcmp(serve_req_error(r1), "node 2 (w2): not finite") == 0);
+    /* the other one was never counted: it goes on from its token so far */
+    CHECK(batcher_next(b, 20, &bt) && bt.n_samples == 1 && bt.samples[0].draw == 1);
+    answer(b, &bt, 6);
+    /* an error naming no sequence (or one not in the batch) counts the whole batch */
+    for (int round = 0; round < 3; round++) {
+        CHECK(batcher_next(b, 30 + (uint64_t)round, &bt) && bt.n_samples == 1);
+        CHECK(batcher_on_error(b, bt.batch_id, round == 1 ? bad : 0, 3, "compute failed") ==
+              (round == 2));
+    }
+    CHECK(finish_of(r0, &n) == SERVE_FINISH_ERROR && n == 2);
+    CHECK(batcher_n_active(b) == 0);
+    serve_req_unref(&r0);
+    serve_req_unref(&r1);
+    batcher_destroy(&b);
+    serve_queue_destroy(&q);
+}
+
 int main(void) {
     test_chunks_and_decode();
     test_pipeline_shares();
@@ -391,6 +441,7 @@ int main(void) {
     test_prompt_chunks_pipelined();
     test_timeouts_per_sequence();
     test_token_outside_vocabulary();
+    test_stage_errors();
     if (failures) {
         fprintf(stderr, "batcher_test: %d failures\n", failures);
         return 1;

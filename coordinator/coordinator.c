@@ -54,7 +54,8 @@ struct worker_rec {
     char assign_error[256]; /* why it failed its last Assign ("" = it did not) */
 };
 
-/* Request timeouts (--request-timeout-ms) without a token after which a request fails. */
+/* Request timeouts (--request-timeout-ms) and stage errors in a row without a token after which
+ * a request fails. */
 #define TIMEOUTS_TO_FAIL 3
 
 struct coordinator {
@@ -1024,6 +1025,33 @@ static void on_token_result(coordinator_t *c, const Caravan__Result *r,
 static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
                             struct coordinator_actions *acts);
 
+/* A worker's Error. One about a micro-batch in flight (a stage could not compute or sample
+ * it) is that batch's answer: waiting would only end in the request timeout, so the requests in
+ * flight are sent again now, and those that fail TIMEOUTS_TO_FAIL times in a row without a
+ * token end with the worker's words. */
+static void on_worker_error(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env) {
+    const Caravan__Error *e = env->error;
+    const char *text = e->text ? e->text : "";
+    LOG(LOG_WARN, "coordinator: node %u reports error %d: %s", w->node_id, (int)e->code, text);
+    if (!c->batcher || !e->batch_id || env->epoch != c->epoch ||
+        c->state != COORDINATOR_STATE_READY)
+        return;
+    char why[320];
+    snprintf(why, sizeof why, "node %u (%s): %s", w->node_id, w->name, text);
+    const int failed = batcher_on_error(c->batcher, e->batch_id, e->seq_id, TIMEOUTS_TO_FAIL, why);
+    if (failed < 0) return; /* not in flight (any more) */
+    memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
+    LOG(LOG_WARN,
+        "coordinator: batch %llu failed at node %u; re-sending the requests in flight from "
+        "their tokens so far (%d failed after %d failures in a row)",
+        (unsigned long long)e->batch_id, w->node_id, failed, TIMEOUTS_TO_FAIL);
+    if (failed) {
+        struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+        m->requests_failed += (uint64_t)failed;
+        serve_queue_metrics_done(c->cfg.queue);
+    }
+}
+
 static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
                       struct coordinator_actions *acts) {
     const Caravan__Result *r = env->result;
@@ -1185,10 +1213,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         }
         break;
     }
-    case CARAVAN__ENVELOPE__BODY_ERROR:
-        LOG(LOG_WARN, "coordinator: node %u reports error %d: %s", w->node_id,
-            (int)msg->error->code, msg->error->text ? msg->error->text : "");
-        break;
+    case CARAVAN__ENVELOPE__BODY_ERROR: on_worker_error(c, w, msg); break;
     default:
         LOG(LOG_WARN, "coordinator: unexpected %s from node %u; ignored",
             codec_body_name(msg->body_case), w->node_id);

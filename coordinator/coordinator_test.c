@@ -201,6 +201,70 @@ static void test_join_past_layers(struct coordinator_actions *acts) {
     serve_queue_destroy(&q);
 }
 
+/* The last stage says it could not compute a batch (Error with its batch and sequence): the
+ * request is sent again at once, not after the request timeout, and after three such failures
+ * in a row it ends with the stage's words. */
+static void test_stage_error(struct coordinator_actions *acts) {
+    serve_queue_t *q = serve_queue_new(4);
+    struct coordinator_config cfg = {
+        .n_workers = 2,
+        .n_layers = 2,
+        .queue = q,
+        .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
+    };
+    memcpy(cfg.public_key, KC, 32);
+    crypto_hash_buf("", 0, cfg.model_fingerprint);
+    coordinator_t *c = coordinator_new(&cfg);
+    join(c, 1, K1, K1, "tcp://w1:1", acts);
+    join(c, 2, K2, K2, "tcp://w2:1", acts);
+    ack_ready(c, 1, K1, 1, acts);
+    ack_ready(c, 2, K2, 1, acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_READY);
+    coordinator_actions_clear(acts);
+    struct serve_req_params p = {0};
+    p.prompt = malloc(3 * sizeof *p.prompt);
+    for (int i = 0; i < 3; i++) p.prompt[i] = 5 + i;
+    p.n_prompt = 3;
+    p.max_tokens = 4;
+    sampler_params_default(&p.sampling);
+    serve_req_t *r = serve_req_new(&p);
+    assert(serve_queue_submit(q, r));
+    for (int round = 0; round < 3; round++) {
+        coordinator_on_tick(c, 10 + (uint64_t)round, acts);
+        Caravan__Envelope *env = decode(find(acts, COORDINATOR_ACTION_SEND_FIRST));
+        assert(env && env->forward->n_tokens == 3 && env->forward->n_seq_id == 3);
+        const uint64_t batch = env->forward->batch_id, seq = env->forward->seq_id[0];
+        codec_free(&env);
+        coordinator_actions_clear(acts);
+        Caravan__Envelope e;
+        Caravan__Error err = CARAVAN__ERROR__INIT;
+        codec_envelope_init(&e, 1, 9);
+        err.code = CARAVAN__ERROR__CODE__CODE_INTERNAL;
+        err.text = "sampling failed for batch 1: the logits are not finite";
+        err.batch_id = batch;
+        err.seq_id = seq;
+        e.body_case = CARAVAN__ENVELOPE__BODY_ERROR;
+        e.error = &err;
+        uint8_t rid = 2;
+        struct coordinator_peer peer = {&rid, 1, K2, "127.0.0.1", 0};
+        coordinator_on_msg(c, &peer, &e, 10 + (uint64_t)round, acts);
+        coordinator_actions_clear(acts);
+    }
+    struct serve_token toks[4];
+    size_t next = 0;
+    enum serve_finish fin;
+    assert(serve_req_wait(r, &next, toks, 4, 0, &fin) == 0 && fin == SERVE_FINISH_ERROR);
+    assert(strstr(serve_req_error(r), "node 2") && strstr(serve_req_error(r), "not finite"));
+    /* nothing is sent for it any more; the cluster still serves */
+    coordinator_on_tick(c, 20, acts);
+    assert(!find(acts, COORDINATOR_ACTION_SEND_FIRST));
+    assert(coordinator_state(c) == COORDINATOR_STATE_READY && coordinator_epoch(c) == 1);
+    coordinator_actions_clear(acts);
+    serve_req_unref(&r);
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
+}
+
 static void test_snap(void) {
     double a[4] = {10, 11.5, 40, 12.4};
     planner_snap_speeds(a, 4, 0.25);
@@ -458,6 +522,7 @@ int main(void) {
     cfg.repeat = 1;
     test_disconnect(&cfg, &acts);
     test_join_past_layers(&acts);
+    test_stage_error(&acts);
     test_snap();
     test_plan(&acts);
     printf("coordinator_test: ok\n");

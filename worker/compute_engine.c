@@ -1,6 +1,8 @@
 /* compute_engine: model_load / model_forward behind the worker's compute interface. */
 #include "compute_engine.h"
 
+#include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +452,16 @@ done:
     return rc;
 }
 
+/* The first row of x[n][E] holding a NaN or an infinity, or -1. */
+static int32_t first_nonfinite_row(const float *x, int32_t n, int64_t E) {
+    for (int32_t i = 0; i < n; i++) {
+        bool bad = false;
+        for (int64_t j = 0; j < E; j++) bad |= !isfinite(x[(size_t)i * (size_t)E + (size_t)j]);
+        if (bad) return i;
+    }
+    return -1;
+}
+
 enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
                                    const Caravan__Forward *in, struct worker_tensor *out) {
     struct compute_engine *e = ctx;
@@ -509,6 +521,17 @@ enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
             if (!aligned) return STATUS_NOMEM;
             memcpy(aligned, h->data.data, h->data.len);
             b.hidden = aligned;
+        }
+        /* A faulty or rogue previous stage (or an f16 wire that overflowed) would otherwise
+         * turn into text that looks like an answer: refuse it, saying whose it is. */
+        int32_t bad = first_nonfinite_row(b.hidden, n, cfg->n_embd);
+        if (bad >= 0) {
+            out->error_seq = bad < (int32_t)in->n_seq_id ? in->seq_id[bad] : 0;
+            snprintf(out->error, sizeof out->error,
+                     "the hidden state of sequence %llu entering layer %d is not finite",
+                     (unsigned long long)out->error_seq, model_layer_first(m));
+            free(aligned);
+            return STATUS_FORMAT;
         }
     }
     /* Rows that come with their KV: store it, they start at their enter_layer. */

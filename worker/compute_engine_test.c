@@ -171,6 +171,52 @@ static void resend(struct stage *pipe, int n, const struct seqs *q, const char *
     CHECK(memcmp(got, exp, sizeof got) == 0, "%s: logits after the re-plan differ", what);
 }
 
+/* Hidden states with a NaN or an infinity (a faulty or rogue previous stage, an f16 wire that
+ * overflowed) are refused, naming the sequence, and leave the stage serving. */
+static void test_nonfinite_hidden(void) {
+    struct stage mid = {0};
+    stage_load(&mid, 2, 4, 5);
+    const int64_t E = model_config(mid.e.model)->n_embd;
+    float *h = malloc(sizeof(float) * 2 * (size_t)E);
+    for (int64_t i = 0; i < 2 * E; i++) h[i] = 0.01f * (float)(i % 7);
+    int32_t slot[2] = {0, 1}, pos[2] = {0, 0};
+    uint64_t seq[2] = {41, 42};
+    int64_t shape[2] = {2, E};
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
+    t.dtype = CARAVAN__DTYPE__DTYPE_F32;
+    t.n_shape = 2;
+    t.shape = shape;
+    t.data.data = (uint8_t *)h;
+    t.data.len = sizeof(float) * 2 * (size_t)E;
+    Caravan__Forward f = CARAVAN__FORWARD__INIT;
+    f.n_tokens = 2;
+    f.n_seq_id = f.n_kv_slot = f.n_pos = 2;
+    f.seq_id = seq;
+    f.kv_slot = slot;
+    f.pos = pos;
+    f.layer = 2;
+    f.hidden = &t;
+    const float bad[2] = {NAN, INFINITY};
+    for (int k = 0; k < 3; k++) {
+        struct worker_tensor o = {0};
+        if (k < 2) h[E + 5] = bad[k];
+        enum status rc = compute_engine_forward(&mid.e, &mid.slice, &f, &o);
+        if (k < 2) {
+            CHECK(rc == STATUS_FORMAT && strstr(o.error, "sequence 42") &&
+                      strstr(o.error, "not finite") && o.error_seq == 42 && !o.data,
+                  "non-finite hidden state %d: %s, '%s', sequence %llu", k, status_str(rc), o.error,
+                  (unsigned long long)o.error_seq);
+        } else { /* finite again: computed as ever */
+            CHECK(rc == STATUS_OK && o.data && o.shape[0] == 2 && o.shape[1] == E,
+                  "finite hidden states after refused ones: %s", status_str(rc));
+        }
+        h[E + 5] = 0.0f;
+        worker_tensor_free(&o);
+    }
+    free(h);
+    compute_engine_free(&mid.e);
+}
+
 int main(void) {
     const char *shared = getenv("CARAVAN_SHARED");
     snprintf(model_path, sizeof model_path, "%s/models/stories260K.gguf",
@@ -290,6 +336,7 @@ int main(void) {
 
     compute_engine_free(&one.e);
     compute_engine_free(&ref.e);
+    test_nonfinite_hidden();
     if (check_failures) {
         fprintf(stderr, "compute_engine_test: %d failures\n", check_failures);
         return 1;

@@ -173,14 +173,18 @@ static void emit(worker_t *w, struct worker_actions *acts, enum worker_action_ki
     a->len = len;
 }
 
+/* An Error to the coordinator; batch and seq: the Forward's batch and the sequence it concerns
+ * (0: none). */
 static void send_error(worker_t *w, struct worker_actions *acts, Caravan__Error__Code code,
-                       const char *text, uint64_t ref) {
+                       const char *text, uint64_t ref, uint64_t batch, uint64_t seq) {
     Caravan__Envelope env;
     Caravan__Error e = CARAVAN__ERROR__INIT;
     envelope(w, &env, w->slice.epoch);
     e.code = code;
     e.text = (char *)text;
     e.ref_msg_id = ref;
+    e.batch_id = batch;
+    e.seq_id = seq;
     env.body_case = CARAVAN__ENVELOPE__BODY_ERROR;
     env.error = &e;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
@@ -415,7 +419,7 @@ static void refuse_weights(worker_t *w, struct worker_actions *acts, const char 
     LOG(LOG_ERROR, "worker: %s", text);
     w->state = WORKER_STATE_JOINED;
     stop_receiving(w);
-    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_FINGERPRINT, text, 0);
+    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_FINGERPRINT, text, 0, 0, 0);
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
 }
 
@@ -427,7 +431,7 @@ static void fail_weights(worker_t *w, struct worker_actions *acts, const char *w
     LOG(LOG_ERROR, "worker: %s", text);
     w->state = WORKER_STATE_JOINED;
     stop_receiving(w);
-    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_NO_WEIGHTS, text, 0);
+    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_NO_WEIGHTS, text, 0, 0, 0);
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
 }
 
@@ -734,7 +738,7 @@ enum status worker_compute_identity(void *ctx, const struct worker_slice *slice,
  * the token is the one `caravan run` would pick at the same point of the same sequence. */
 static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uint64_t *row_seq,
                                size_t n_rows, const struct worker_tensor *logits, int32_t *tokens,
-                               float *logprobs) {
+                               float *logprobs, char *why, size_t why_len, uint64_t *why_seq) {
     if (logits->dtype != CARAVAN__DTYPE__DTYPE_F32 || logits->n_dims != 2 ||
         logits->shape[0] != (int64_t)n_rows || logits->shape[1] < 1)
         return STATUS_FORMAT;
@@ -763,6 +767,14 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         p.repeat_last_n = (int32_t)sm->n_recent;
         p.seed = sm->seed;
         const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;
+        bool finite = true;
+        for (int64_t i = 0; i < n_vocab; i++) finite &= isfinite(row[i]) != 0;
+        if (!finite) { /* every draw would be arbitrary: say so instead of answering */
+            snprintf(why, why_len, "the logits of sequence %llu are not finite",
+                     (unsigned long long)row_seq[k]);
+            *why_seq = row_seq[k];
+            return STATUS_FORMAT;
+        }
         int32_t tok =
             sampler_sample(w->sampler, &p, row, sm->recent, (int32_t)sm->n_recent, sm->draw);
         if (tok < 0 || tok >= n_vocab) return STATUS_FORMAT;
@@ -800,13 +812,15 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
     hop.recv_us = now_us;
     hop.start_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
     struct worker_tensor out;
+    memset(&out, 0, sizeof out);
     enum status rc = w->cfg.compute(w->cfg.compute_ctx, &w->slice, f, &out);
     if (rc != STATUS_OK) {
-        char text[128];
+        char text[224];
         snprintf(text, sizeof text, "compute failed for batch %llu: %s",
-                 (unsigned long long)f->batch_id, status_str(rc));
+                 (unsigned long long)f->batch_id, out.error[0] ? out.error : status_str(rc));
         LOG(LOG_ERROR, "worker: %s", text);
-        send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id);
+        send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id, f->batch_id,
+                   out.error_seq);
         return;
     }
     w->n_computed++;
@@ -852,15 +866,18 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         if (f->n_sampling > 0 && row_seq && row_pos) {
             row_tok = malloc((k + 1) * sizeof *row_tok);
             row_lp = malloc((k + 1) * sizeof *row_lp);
-            enum status src = row_tok && row_lp
-                                  ? sample_rows(w, f, row_seq, k, &out, row_tok, row_lp)
-                                  : STATUS_NOMEM;
+            char why[128] = "";
+            uint64_t why_seq = 0;
+            enum status src = row_tok && row_lp ? sample_rows(w, f, row_seq, k, &out, row_tok,
+                                                              row_lp, why, sizeof why, &why_seq)
+                                                : STATUS_NOMEM;
             if (src != STATUS_OK) {
-                char text[128];
+                char text[224];
                 snprintf(text, sizeof text, "sampling failed for batch %llu: %s",
-                         (unsigned long long)f->batch_id, status_str(src));
+                         (unsigned long long)f->batch_id, why[0] ? why : status_str(src));
                 LOG(LOG_ERROR, "worker: %s", text);
-                send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id);
+                send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id,
+                           f->batch_id, why_seq);
                 free(row_tok);
                 free(row_lp);
                 free(row_seq);

@@ -62,6 +62,10 @@ struct worker_tensor {
     int32_t *enter;
     float *kv;
     size_t kv_floats;
+    /* On a failed compute: what failed, for the Error sent back ("" when it says nothing more
+     * than its status), and the sequence at fault (0: the batch as a whole). */
+    char error[128];
+    uint64_t error_seq;
 };
 
 /* Frees a worker_tensor's buffers and zeroes it. */

@@ -229,6 +229,43 @@ static worker_t *new_worker(void) {
     return new_worker_rate(0);
 }
 
+static enum status failing_compute(void *ctx, const struct worker_slice *slice,
+                                   const Caravan__Forward *in, struct worker_tensor *out) {
+    (void)ctx, (void)slice;
+    snprintf(out->error, sizeof out->error, "row of sequence %llu is not finite",
+             (unsigned long long)in->seq_id[0]);
+    out->error_seq = in->seq_id[0];
+    return STATUS_FORMAT;
+}
+
+/* A Forward the compute refuses: the Error names the batch, the sequence and the compute's
+ * words, so the coordinator can answer that batch at once; nothing goes on. */
+static void test_compute_error(void) {
+    struct worker_actions acts = {0};
+    struct worker_config cfg = {.name = "t", .data_endpoint = "tcp://self:1"};
+    memcpy(cfg.public_key, KEY_SELF, 32);
+    memcpy(cfg.coordinator_key, KEY_COORD, 32);
+    cfg.cache = g_cache;
+    cfg.compute = failing_compute;
+    worker_t *w = worker_new(&cfg);
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
+    assert(worker_state(w) == WORKER_STATE_READY);
+    worker_actions_clear(&acts);
+    forward(w, 1, KEY_PREV, &acts);
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+    Caravan__Envelope *env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_ERROR);
+    assert(env->error->batch_id == 11 && env->error->seq_id == 1 && env->epoch == 1);
+    assert(strstr(env->error->text, "batch 11") &&
+           strstr(env->error->text, "row of sequence 1 is not finite"));
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    assert(worker_n_computed(w) == 0 && worker_state(w) == WORKER_STATE_READY);
+    worker_destroy(&w);
+}
+
 /* The offset of the WeightRequest among acts, or -1 when there is none. */
 static int64_t request_offset(const struct worker_actions *acts) {
     int64_t off = -1;
@@ -488,6 +525,7 @@ int main(void) {
     worker_actions_clear(&acts);
     worker_destroy(&w);
     test_caps_and_assign();
+    test_compute_error();
 
     slice_cache_destroy(&g_cache);
     char cmd[128];
