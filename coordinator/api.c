@@ -660,16 +660,43 @@ static void api_init_text(api_t *api) {
         strcpy(api->eos_text, "</s>");
 }
 
+/* Whether a JSON text escapes U+0000 in a string ("\u0000"; a raw NUL is no JSON). cJSON ends
+ * its strings there, which would cut a prompt short without a word. */
+static bool has_escaped_nul(const char *s, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 6 <= n && memcmp(s + i + 2, "0000", 4) == 0) return true;
+        i++; /* the escaped character (a backslash too) */
+    }
+    return false;
+}
+
+/* The request body as a JSON object, or NULL with e set (400). */
+static cJSON *parse_body(const char *body, size_t len, struct api_err *e) {
+    if (body && has_escaped_nul(body, len)) {
+        set_err(e, 400, NULL, "invalid_value",
+                "a string holds U+0000 (\\u0000), which caravan cannot pass on");
+        return NULL;
+    }
+    cJSON *root = body ? cJSON_ParseWithLength(body, len) : NULL;
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        set_err(e, 400, NULL, NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    return root;
+}
+
 unsigned api_parse_request(const struct api_config *cfg, const char *body, size_t len, bool chat,
                            int32_t *n_prompt, int32_t *max_tokens) {
     api_t api = {.cfg = *cfg};
     api_init_text(&api);
     struct api_err e = {0};
     struct gen g = {.chat = chat};
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    cJSON *root = parse_body(body, len, &e);
     unsigned status = 0;
-    if (!root || !cJSON_IsObject(root))
-        status = 400;
+    if (!root)
+        status = e.status;
     else if (!parse_unsupported(root, &e) ||
              !(chat ? parse_messages(&api, root, &g, &e) : parse_prompt(&api, root, &g, &e)) ||
              !parse_options(&api, root, &g, &e))
@@ -907,11 +934,8 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
                                        bool chat) {
     struct api_err e = {0};
     struct gen g = {.chat = chat};
-    cJSON *root = cn->body ? cJSON_ParseWithLength(cn->body, cn->len) : NULL;
-    if (!root || !cJSON_IsObject(root)) {
-        set_err(&e, 400, NULL, NULL, "the body must be a JSON object");
-        goto fail;
-    }
+    cJSON *root = parse_body(cn->body, cn->len, &e);
+    if (!root) goto fail;
     if (!parse_unsupported(root, &e)) goto fail;
     if (!(chat ? parse_messages(api, root, &g, &e) : parse_prompt(api, root, &g, &e))) goto fail;
     if (!parse_options(api, root, &g, &e)) goto fail;

@@ -381,6 +381,10 @@ static void test_errors(void) {
          "response_format"},
         {"/v1/completions", "{\"prompt\":\"x\",\"suffix\":\" the end\"}", "suffix"},
         {"/v1/completions", "{\"prompt\":\"x\",\"best_of\":3}", "best_of"},
+        /* U+0000 would end the string early (cJSON's strings are C strings) */
+        {"/v1/completions", "{\"prompt\":\"Once\\u0000upon\"}", NULL},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"\\u0000\"}]}",
+         NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = http(p, "POST", bad[i].path, NULL, bad[i].body);
@@ -411,6 +415,10 @@ static void test_errors(void) {
     free(r.all);
     r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\",\"suffix\":\"\"}");
     REQUIRE(r.status == 200, "an empty suffix serves");
+    free(r.all);
+    /* an escaped backslash before "u0000" is text, not U+0000 */
+    r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once \\\\u0000\"}");
+    REQUIRE(r.status == 200, "a backslash and 'u0000' serve");
     free(r.all);
     r = http(p, "GET", "/v1/nothing", NULL, NULL);
     check_error(&r, 404, NULL);
