@@ -142,15 +142,14 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
     coordinator_on_msg(c, &p, &env, 0, acts);
 }
 
-/* Serving, every layer has a worker of its own: one more worker is refused and the cluster
- * serves on as it was (before, it was let in, the re-plan failed and the cluster stayed
- * degraded). A lost worker that speaks again after another took its place is refused too. */
-static void test_join_past_layers(struct coordinator_actions *acts) {
-    serve_queue_t *q = serve_queue_new(4);
+/* A coordinator serving (its queue in *q) 2 layers over w1 and w2 (control connections 7 and
+ * 8), ready at epoch 1. */
+static coordinator_t *serving_pair(serve_queue_t **q, struct coordinator_actions *acts) {
+    *q = serve_queue_new(4);
     struct coordinator_config cfg = {
         .n_workers = 2,
         .n_layers = 2,
-        .queue = q,
+        .queue = *q,
         .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
     };
     memcpy(cfg.public_key, KC, 32);
@@ -162,6 +161,15 @@ static void test_join_past_layers(struct coordinator_actions *acts) {
     ack_ready(c, 2, K2, 1, acts);
     assert(coordinator_state(c) == COORDINATOR_STATE_READY && coordinator_epoch(c) == 1);
     coordinator_actions_clear(acts);
+    return c;
+}
+
+/* Serving, every layer has a worker of its own: one more worker is refused and the cluster
+ * serves on as it was (before, it was let in, the re-plan failed and the cluster stayed
+ * degraded). A lost worker that speaks again after another took its place is refused too. */
+static void test_join_past_layers(struct coordinator_actions *acts) {
+    serve_queue_t *q = NULL;
+    coordinator_t *c = serving_pair(&q, acts);
 
     join_fd(c, 3, K3, K3, "tcp://w3:1", 9, acts);
     Caravan__Envelope *env = sent_to(acts, 3, 0);
@@ -205,22 +213,8 @@ static void test_join_past_layers(struct coordinator_actions *acts) {
  * request is sent again at once, not after the request timeout, and after three such failures
  * in a row it ends with the stage's words. */
 static void test_stage_error(struct coordinator_actions *acts) {
-    serve_queue_t *q = serve_queue_new(4);
-    struct coordinator_config cfg = {
-        .n_workers = 2,
-        .n_layers = 2,
-        .queue = q,
-        .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
-    };
-    memcpy(cfg.public_key, KC, 32);
-    crypto_hash_buf("", 0, cfg.model_fingerprint);
-    coordinator_t *c = coordinator_new(&cfg);
-    join(c, 1, K1, K1, "tcp://w1:1", acts);
-    join(c, 2, K2, K2, "tcp://w2:1", acts);
-    ack_ready(c, 1, K1, 1, acts);
-    ack_ready(c, 2, K2, 1, acts);
-    assert(coordinator_state(c) == COORDINATOR_STATE_READY);
-    coordinator_actions_clear(acts);
+    serve_queue_t *q = NULL;
+    coordinator_t *c = serving_pair(&q, acts);
     struct serve_req_params p = {0};
     p.prompt = malloc(3 * sizeof *p.prompt);
     for (int i = 0; i < 3; i++) p.prompt[i] = 5 + i;
