@@ -60,6 +60,7 @@ struct worker {
 
     /* Hidden states to the next stage in this dtype (Assign.act_dtype: F32 or F16). */
     Caravan__DType act_dtype;
+    bool f16_overflow_logged; /* said once that some went as f32 */
 
     /* Last stage: samples the wanted rows when the Forward asks (Forward.sampling). */
     sampler_t *sampler;
@@ -793,6 +794,21 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
     return STATUS_OK;
 }
 
+/* Whether x[0..n) holds a value f16 cannot carry (|x| rounds past 65504: it would arrive as an
+ * infinity, and the next stage refuses those). Such hidden states go as f32 instead, as the
+ * next stage accepts either; some models' residual streams do reach that far. */
+static bool f16_overflows(worker_t *w, const float *x, size_t n) {
+    bool over = false;
+    for (size_t i = 0; i < n; i++) over |= fabsf(x[i]) >= 65520.0f;
+    if (over && !w->f16_overflow_logged) {
+        LOG(LOG_WARN,
+            "worker: hidden states past f16's range (65504): sent as f32 when that happens "
+            "(--wire-dtype f16 saves nothing then)");
+        w->f16_overflow_logged = true;
+    }
+    return over;
+}
+
 static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
                        struct worker_actions *acts) {
     const Caravan__Forward *f = env->forward;
@@ -907,7 +923,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         free(row_seq);
         free(row_pos);
     } else {
-        if (w->act_dtype == CARAVAN__DTYPE__DTYPE_F16 && out.dtype == CARAVAN__DTYPE__DTYPE_F32) {
+        if (w->act_dtype == CARAVAN__DTYPE__DTYPE_F16 && out.dtype == CARAVAN__DTYPE__DTYPE_F32 &&
+            !f16_overflows(w, (const float *)out.data, out.nbytes / sizeof(float))) {
             /* --wire-dtype f16: half the bytes on the wire, rounded (not bit-exact). */
             size_t n = out.nbytes / sizeof(float);
             uint16_t *h = malloc(n * sizeof *h + 1);

@@ -18,6 +18,7 @@
 #include "codec.h"
 #include "crypto.h"
 #include "log.h"
+#include "quant.h"
 
 static const uint8_t KEY_SELF[32] = {1}, KEY_COORD[32] = {2}, KEY_PREV[32] = {3},
                      KEY_NEXT[32] = {4}, KEY_ROGUE[32] = {5};
@@ -49,6 +50,8 @@ static void join(worker_t *w, struct worker_actions *acts) {
 }
 
 /* Assign [first, end) of 8 under epoch, a middle stage unless prev/next are NULL. */
+static Caravan__DType g_act_dtype; /* the Assigns' act_dtype (F32 unless a test sets it) */
+
 static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const uint8_t *next_key,
                    const uint8_t *fingerprint, uint64_t slice_bytes, struct worker_actions *acts) {
     Caravan__Envelope env;
@@ -75,6 +78,7 @@ static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const u
         next.public_key.len = 32;
         a.next = &next;
     }
+    a.act_dtype = g_act_dtype;
     if (fingerprint) {
         a.slice_fingerprint.data = (uint8_t *)fingerprint;
         a.slice_fingerprint.len = 32;
@@ -85,15 +89,16 @@ static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const u
     worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
 }
 
-static void forward(worker_t *w, uint64_t epoch, const uint8_t *sender,
-                    struct worker_actions *acts) {
+/* A Forward of batch 11: one row, the hidden state `data` (2 floats). */
+static void forward_data(worker_t *w, uint64_t epoch, const uint8_t *sender, const float *hidden,
+                         struct worker_actions *acts) {
     Caravan__Envelope env;
     Caravan__Forward f = CARAVAN__FORWARD__INIT;
     Caravan__Tensor t = CARAVAN__TENSOR__INIT;
     uint64_t seq = 1;
     int32_t zero = 0;
     int64_t shape[2] = {1, 2};
-    float data[2] = {1.5f, -2.0f};
+    float data[2] = {hidden[0], hidden[1]};
     codec_envelope_init(&env, epoch, 3);
     t.dtype = CARAVAN__DTYPE__DTYPE_F32;
     t.n_shape = 2;
@@ -110,6 +115,12 @@ static void forward(worker_t *w, uint64_t epoch, const uint8_t *sender,
     env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
     env.forward = &f;
     worker_on_msg(w, WORKER_FROM_UPSTREAM, sender, "test", &env, 0, acts);
+}
+
+static void forward(worker_t *w, uint64_t epoch, const uint8_t *sender,
+                    struct worker_actions *acts) {
+    static const float hidden[2] = {1.5f, -2.0f};
+    forward_data(w, epoch, sender, hidden, acts);
 }
 
 static void weight_chunk(worker_t *w, uint64_t epoch, const uint8_t *fp, const uint8_t *data,
@@ -263,6 +274,41 @@ static void test_compute_error(void) {
     codec_free(&env);
     worker_actions_clear(&acts);
     assert(worker_n_computed(w) == 0 && worker_state(w) == WORKER_STATE_READY);
+    worker_destroy(&w);
+}
+
+/* --wire-dtype f16: hidden states go on as f16, except those f16 cannot carry (past 65504:
+ * they would arrive as infinities), which go as f32. */
+static void test_f16_wire(void) {
+    struct worker_actions acts = {0};
+    worker_t *w = new_worker();
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    g_act_dtype = CARAVAN__DTYPE__DTYPE_F16;
+    assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
+    g_act_dtype = CARAVAN__DTYPE__DTYPE_F32;
+    worker_actions_clear(&acts);
+    static const float small[2] = {1.5f, -65504.0f}, big[2] = {1.5f, -70000.0f};
+    const float *in[3] = {small, big, small};
+    for (int k = 0; k < 3; k++) {
+        forward_data(w, 1, KEY_PREV, in[k], &acts);
+        assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_NEXT);
+        Caravan__Envelope *env = decode_action(&acts, 0);
+        const Caravan__Tensor *t = env->forward->hidden;
+        if (in[k] == big) {
+            float back[2];
+            assert(t->dtype == CARAVAN__DTYPE__DTYPE_F32 && t->data.len == 8);
+            memcpy(back, t->data.data, 8);
+            assert(back[0] == 1.5f && back[1] == -70000.0f);
+        } else {
+            uint16_t h[2];
+            assert(t->dtype == CARAVAN__DTYPE__DTYPE_F16 && t->data.len == 4);
+            memcpy(h, t->data.data, 4);
+            assert(quant_f16_to_f32(h[0]) == 1.5f && quant_f16_to_f32(h[1]) == -65504.0f);
+        }
+        codec_free(&env);
+        worker_actions_clear(&acts);
+    }
     worker_destroy(&w);
 }
 
@@ -526,6 +572,7 @@ int main(void) {
     worker_destroy(&w);
     test_caps_and_assign();
     test_compute_error();
+    test_f16_wire();
 
     slice_cache_destroy(&g_cache);
     char cmd[128];
