@@ -238,7 +238,9 @@ int cmd_run(int argc, char **argv) {
     /* generation, one token at a time */
     double t2 = now_s();
     int64_t n_gen = 0, n = n_prompt;
+    bool finite = true;
     while (rc == STATUS_OK && n < total) {
+        if (!(finite = quant_finite(logits, (size_t)mc->n_vocab))) break;
         int64_t from = n > 1024 ? n - 1024 : 0;
         int32_t next =
             sampler_sample(smp, &sp, logits, ids + from, (int32_t)(n - from), (uint64_t)n_gen);
@@ -264,6 +266,13 @@ int cmd_run(int argc, char **argv) {
     free(want);
     if (rc != STATUS_OK) {
         fprintf(stderr, "error: forward pass failed: %s\n", status_str(rc));
+        goto done;
+    }
+    if (!finite) { /* sampled, they would be arbitrary tokens that read like an answer */
+        fprintf(stderr,
+                "error: the logits after %lld tokens hold a NaN or an infinity: the model's "
+                "weights or its activations overflowed\n",
+                (long long)n);
         goto done;
     }
     fprintf(stderr, "load: %.2f s (%.1f MiB of weights, %.1f MiB of cache and buffers)\n", t_load,

@@ -1041,10 +1041,17 @@ static void on_worker_error(coordinator_t *c, struct worker_rec *w, const Carava
     const int failed = batcher_on_error(c->batcher, e->batch_id, e->seq_id, TIMEOUTS_TO_FAIL, why);
     if (failed < 0) return; /* not in flight (any more) */
     memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
-    LOG(LOG_WARN,
-        "coordinator: batch %llu failed at node %u; re-sending the requests in flight from "
-        "their tokens so far (%d failed after %d failures in a row)",
-        (unsigned long long)e->batch_id, w->node_id, failed, TIMEOUTS_TO_FAIL);
+    if (failed)
+        LOG(LOG_WARN,
+            "coordinator: batch %llu failed at node %u; %d request%s failed (%d failures in a "
+            "row), the rest in flight are sent again from their tokens so far",
+            (unsigned long long)e->batch_id, w->node_id, failed, failed == 1 ? "" : "s",
+            TIMEOUTS_TO_FAIL);
+    else
+        LOG(LOG_WARN,
+            "coordinator: batch %llu failed at node %u; the requests in flight are sent again "
+            "from their tokens so far",
+            (unsigned long long)e->batch_id, w->node_id);
     if (failed) {
         struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
         m->requests_failed += (uint64_t)failed;

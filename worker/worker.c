@@ -768,9 +768,7 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         p.repeat_last_n = (int32_t)sm->n_recent;
         p.seed = sm->seed;
         const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;
-        bool finite = true;
-        for (int64_t i = 0; i < n_vocab; i++) finite &= isfinite(row[i]) != 0;
-        if (!finite) { /* every draw would be arbitrary: say so instead of answering */
+        if (!quant_finite(row, (size_t)n_vocab)) { /* every draw would be arbitrary: say so */
             snprintf(why, why_len, "the logits of sequence %llu are not finite",
                      (unsigned long long)row_seq[k]);
             *why_seq = row_seq[k];

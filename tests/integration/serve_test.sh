@@ -13,6 +13,10 @@
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
 #   bad_model        a missing model, or a --cache that is not a directory, is a clear error,
 #                    not a hang or a restart loop
+#   nan_model        a model that makes NaN or infinite hidden states or logits (one weight
+#                    overwritten): `caravan run` and `caravan cluster --prompt` stop with an
+#                    error that says so and print no text; the cluster at once (the stage's
+#                    Error answers the batch), not after request timeouts
 #   launcher_dies    a launcher killed with SIGKILL, or whose output pipe closes (`| head`),
 #                    leaves no coordinator or worker running
 #   cache_full       workers whose --cache disk is full (a 200 KiB tmpfs; root only) make
@@ -127,6 +131,42 @@ bad_model)
         fail "the error does not say why: $(head -n 5 "$WORK/badcache.err")"
     ! grep -q "restarting" "$WORK/badcache.err" || fail "a worker with a bad --cache was restarted"
     note "--cache a file: $(grep -m1 "^error" "$WORK/badcache.err")"
+    ;;
+nan_model)
+    [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
+    # poison TENSOR BYTES: a copy of stories260K with TENSOR's first float replaced
+    poison() {
+        local off
+        off=$("$CARAVAN" inspect "$STORIES" --tensors | awk -v t="$1" '$2 == t {print $5}')
+        [ -n "$off" ] || fail "no offset for $1"
+        cp "$STORIES" "$WORK/$1.gguf"
+        printf "$2" | dd of="$WORK/$1.gguf" bs=1 seek="$off" conv=notrunc status=none
+    }
+    # a NaN in layer 1's norm: the first stage's hidden states (layers 0-2 of 5) are NaN, the
+    # second refuses them; an infinity in the output norm: the last stage's logits
+    poison blk.1.attn_norm.weight '\x00\x00\xc0\x7f'
+    poison output_norm.weight '\x00\x00\x80\x7f'
+    for t in blk.1.attn_norm.weight output_norm.weight; do
+        set +e
+        timeout 60 "$CARAVAN" run --model "$WORK/$t.gguf" --prompt "Once upon a time" -n 8 \
+            --temp 0 >"$WORK/run.txt" 2>"$WORK/run.err"
+        rc=$?
+        set -e
+        [ "$rc" = 1 ] || fail "caravan run exited $rc on $t"
+        grep -q "NaN or an infinity" "$WORK/run.err" || fail "caravan run: $(cat "$WORK/run.err")"
+        [ -z "$(tr -d '\n' <"$WORK/run.txt")" ] || fail "caravan run printed text on $t"
+        # a request timeout of a minute: failing by timeouts would take three
+        set +e
+        timeout 60 "$CARAVAN" cluster --model "$WORK/$t.gguf" --workers 2 --threads 1 \
+            --request-timeout-ms 60000 --prompt "Once upon a time" -n 8 --temp 0 \
+            --log-dir "$WORK/logs_$t" >"$WORK/cl.txt" 2>"$WORK/cl.err"
+        rc=$?
+        set -e
+        [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "caravan cluster exited $rc on $t"
+        grep -q "not finite" "$WORK/cl.err" || fail "the cluster's error does not say why"
+        [ -z "$(tr -d '\n' <"$WORK/cl.txt")" ] || fail "the cluster printed text on $t"
+        note "$t: $(grep -m1 "error: the request failed" "$WORK/cl.err" | sed 's/^ *//')"
+    done
     ;;
 launcher_dies)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
