@@ -52,6 +52,8 @@ struct worker_rec {
     int ctl_fd;    /* its control connection's file descriptor (0 = unknown) */
     bool kv_fresh; /* joined since the last plan: holds no KV cache of the requests in flight */
     char assign_error[256]; /* why it failed its last Assign ("" = it did not) */
+    uint64_t n_errors;      /* Errors it reported (a faulty node shows in /cluster) */
+    char last_error[256];   /* the last one's text */
 };
 
 /* Request timeouts (--request-timeout-ms) and stage errors in a row without a token after which
@@ -1033,6 +1035,8 @@ static void on_worker_error(coordinator_t *c, struct worker_rec *w, const Carava
     const Caravan__Error *e = env->error;
     const char *text = e->text ? e->text : "";
     LOG(LOG_WARN, "coordinator: node %u reports error %d: %s", w->node_id, (int)e->code, text);
+    w->n_errors++;
+    snprintf(w->last_error, sizeof w->last_error, "%s", text);
     if (!c->batcher || !e->batch_id || env->epoch != c->epoch ||
         c->state != COORDINATOR_STATE_READY)
         return;
@@ -1633,6 +1637,8 @@ static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, in
     /* heartbeat round trip (control connection), -1 until measured */
     cJSON_AddNumberToObject(o, "link_rtt_us", (double)w->link_rtt_us);
     cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
+    cJSON_AddNumberToObject(o, "errors", (double)w->n_errors);
+    cJSON_AddStringToObject(o, "last_error", w->last_error);
     return o;
 }
 

@@ -17,6 +17,8 @@
 #include "planner.h"
 #include "serve.h"
 
+#include <cjson/cJSON.h>
+
 static const uint8_t K1[32] = {11}, K2[32] = {12}, K3[32] = {13}, KC[32] = {99};
 
 static Caravan__Envelope *decode(const struct coordinator_action *a) {
@@ -249,11 +251,25 @@ static void test_stage_error(struct coordinator_actions *acts) {
     enum serve_finish fin;
     assert(serve_req_wait(r, &next, toks, 4, 0, &fin) == 0 && fin == SERVE_FINISH_ERROR);
     assert(strstr(serve_req_error(r), "node 2") && strstr(serve_req_error(r), "not finite"));
-    /* nothing is sent for it any more; the cluster still serves */
-    coordinator_on_tick(c, 20, acts);
+    /* nothing is sent for it any more; the cluster still serves, and /cluster counts the
+     * errors on the node that reported them */
+    coordinator_on_tick(c, 1000, acts);
     assert(!find(acts, COORDINATOR_ACTION_SEND_FIRST));
     assert(coordinator_state(c) == COORDINATOR_STATE_READY && coordinator_epoch(c) == 1);
     coordinator_actions_clear(acts);
+    bool serving = false;
+    char reason[128], *json = NULL;
+    serve_queue_get_status(q, &serving, reason, sizeof reason, &json);
+    assert(serving && json);
+    cJSON *root = cJSON_Parse(json);
+    const cJSON *ws = cJSON_GetObjectItem(root, "workers");
+    assert(cJSON_GetArraySize(ws) == 2);
+    const cJSON *w1 = cJSON_GetArrayItem(ws, 0), *w2 = cJSON_GetArrayItem(ws, 1);
+    assert(cJSON_GetNumberValue(cJSON_GetObjectItem(w1, "errors")) == 0);
+    assert(cJSON_GetNumberValue(cJSON_GetObjectItem(w2, "errors")) == 3);
+    assert(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(w2, "last_error")), "not finite"));
+    cJSON_Delete(root);
+    free(json);
     serve_req_unref(&r);
     coordinator_destroy(&c);
     serve_queue_destroy(&q);
