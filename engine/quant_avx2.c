@@ -32,10 +32,6 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline float f16(quant_f16_t h) {
-    return _cvtsh_ss(h);
-}
-
 /* ==== f32 weights (x is f32; f16 and bf16 are packed in row groups: quant_avx2_pack.c) ====
  * Per (row, x row): two 8-lane accumulators, the 8-element chunks going to them in turn (chunk
  * j, elements 8j..8j+7, to c[j % 2]; c = fma(w, x, c)), then hsum(c0 + c1), then the scalar

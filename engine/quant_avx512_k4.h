@@ -38,10 +38,30 @@ static inline __attribute__((always_inline)) struct k4p_scales k4p_decode_scales
     return s;
 }
 
+/* 128-bit lane k and 256-bit half h of v. The extract instructions take the lane as an
+ * immediate: GCC folds the callers' constant k through the inlining and unrolling, clang wants a
+ * constant expression at the call, so clang gets a switch (to one instruction each once folded)
+ * and GCC the plain extract, its code as it was measured. */
+#if defined(__clang__)
+static inline __attribute__((always_inline)) __m128i k4p_lane128(__m512i v, int k) {
+    switch (k & 3) {
+    case 0: return _mm512_extracti32x4_epi32(v, 0);
+    case 1: return _mm512_extracti32x4_epi32(v, 1);
+    case 2: return _mm512_extracti32x4_epi32(v, 2);
+    default: return _mm512_extracti32x4_epi32(v, 3);
+    }
+}
+static inline __attribute__((always_inline)) __m256i k4p_half256(__m512i v, int h) {
+    return h & 1 ? _mm512_extracti64x4_epi64(v, 1) : _mm512_extracti64x4_epi64(v, 0);
+}
+#else
+#define k4p_lane128(v, k) _mm512_extracti32x4_epi32((v), (k)&3)
+#define k4p_half256(v, h) _mm512_extracti64x4_epi64((v), (h)&1)
+#endif
+
 /* Sub-block j's scale of each of the 16 rows, as int32 lanes. */
 static inline __attribute__((always_inline)) __m512i k4p_scale(const struct k4p_scales *s, int j) {
-    return _mm512_cvtepu8_epi32(j < 4 ? _mm512_extracti32x4_epi32(s->sc03, j & 3)
-                                      : _mm512_extracti32x4_epi32(s->sc47, j & 3));
+    return _mm512_cvtepu8_epi32(j < 4 ? k4p_lane128(s->sc03, j) : k4p_lane128(s->sc47, j));
 }
 
 /* The mins of sub-blocks 2i and 2i + 1 as int16 pairs per row (lane r = (m_2i, m_2i+1)), for
@@ -52,8 +72,7 @@ static inline __attribute__((always_inline)) __m512i k4p_min_pairs(const struct 
     const __m512i pairs =
         _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                          21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m256i two = i < 2 ? _mm512_extracti64x4_epi64(s->mn03, i & 1)
-                              : _mm512_extracti64x4_epi64(s->mn47, i & 1);
+    const __m256i two = i < 2 ? k4p_half256(s->mn03, i) : k4p_half256(s->mn47, i);
     return _mm512_permutexvar_epi16(pairs, _mm512_cvtepu8_epi16(two));
 }
 
