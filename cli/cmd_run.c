@@ -240,10 +240,10 @@ int cmd_run(int argc, char **argv) {
     int64_t n_gen = 0, n = n_prompt;
     bool finite = true;
     while (rc == STATUS_OK && n < total) {
-        if (!(finite = quant_finite(logits, (size_t)mc->n_vocab))) break;
         int64_t from = n > 1024 ? n - 1024 : 0;
         int32_t next =
             sampler_sample(smp, &sp, logits, ids + from, (int32_t)(n - from), (uint64_t)n_gen);
+        if (!(finite = next >= 0)) break; /* the logits hold a NaN or an infinity */
         ids[n++] = next;
         n_gen++;
         if (!cfg.ignore_eos && tokenizer_is_eog(tok, next)) break;

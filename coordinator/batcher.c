@@ -277,11 +277,16 @@ static bool is_eog(const batcher_t *s, int32_t tok) {
     return s->cfg.is_eog && s->cfg.is_eog(s->cfg.eog_ctx, tok);
 }
 
+/* The micro-batch slot batch_id is in flight in, or -1. */
+static int mb_of(const batcher_t *s, uint64_t batch_id) {
+    for (int i = 0; i < s->cfg.max_inflight; i++)
+        if (s->mbs[i].busy && s->mbs[i].batch_id == batch_id) return i;
+    return -1;
+}
+
 bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row *rows,
                        size_t n_rows) {
-    int mb = -1;
-    for (int i = 0; i < s->cfg.max_inflight; i++)
-        if (s->mbs[i].busy && s->mbs[i].batch_id == batch_id) mb = i;
+    const int mb = mb_of(s, batch_id);
     if (mb < 0) return false;
     s->mbs[mb].busy = false;
     for (int32_t i = 0; i < s->cfg.n_seq; i++) {
@@ -373,15 +378,13 @@ int batcher_on_timeout(batcher_t *s, int max_timeouts, const char *why) {
 
 int batcher_on_error(batcher_t *s, uint64_t batch_id, uint64_t seq_id, int max_failures,
                      const char *why) {
-    for (int i = 0; i < s->cfg.max_inflight; i++) {
-        if (!s->mbs[i].busy || s->mbs[i].batch_id != batch_id) continue;
-        bool named = false; /* a sequence of this batch: only it is at fault */
-        for (int32_t k = 0; k < s->cfg.n_seq && seq_id && !named; k++)
-            named = s->seqs[k].req && s->seqs[k].seq_id == seq_id &&
-                    (s->seqs[k].inflight & (1ull << i));
-        return blame(s, 1ull << i, named ? seq_id : 0, max_failures, why);
-    }
-    return -1;
+    const int mb = mb_of(s, batch_id);
+    if (mb < 0) return -1;
+    bool named = false; /* a sequence of this batch: only it is at fault */
+    for (int32_t k = 0; k < s->cfg.n_seq && seq_id && !named; k++)
+        named =
+            s->seqs[k].req && s->seqs[k].seq_id == seq_id && (s->seqs[k].inflight & (1ull << mb));
+    return blame(s, 1ull << mb, named ? seq_id : 0, max_failures, why);
 }
 
 int batcher_n_resuming(const batcher_t *s) {

@@ -1027,6 +1027,16 @@ static void on_token_result(coordinator_t *c, const Caravan__Result *r,
 static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
                             struct coordinator_actions *acts);
 
+/* The batcher rewound the requests in flight after a timeout or a stage's error and failed
+ * `failed` of them: nothing sent is awaited any more, and the failures are counted. */
+static void rewound(coordinator_t *c, int failed) {
+    memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
+    if (failed <= 0) return;
+    struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
+    m->requests_failed += (uint64_t)failed;
+    serve_queue_metrics_done(c->cfg.queue);
+}
+
 /* A worker's Error. One about a micro-batch in flight (a stage could not compute or sample
  * it) is that batch's answer: waiting would only end in the request timeout, so the requests in
  * flight are sent again now, and those that fail TIMEOUTS_TO_FAIL times in a row without a
@@ -1044,23 +1054,11 @@ static void on_worker_error(coordinator_t *c, struct worker_rec *w, const Carava
     snprintf(why, sizeof why, "node %u (%s): %s", w->node_id, w->name, text);
     const int failed = batcher_on_error(c->batcher, e->batch_id, e->seq_id, TIMEOUTS_TO_FAIL, why);
     if (failed < 0) return; /* not in flight (any more) */
-    memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
-    if (failed)
-        LOG(LOG_WARN,
-            "coordinator: batch %llu failed at node %u; %d request%s failed (%d failures in a "
-            "row), the rest in flight are sent again from their tokens so far",
-            (unsigned long long)e->batch_id, w->node_id, failed, failed == 1 ? "" : "s",
-            TIMEOUTS_TO_FAIL);
-    else
-        LOG(LOG_WARN,
-            "coordinator: batch %llu failed at node %u; the requests in flight are sent again "
-            "from their tokens so far",
-            (unsigned long long)e->batch_id, w->node_id);
-    if (failed) {
-        struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
-        m->requests_failed += (uint64_t)failed;
-        serve_queue_metrics_done(c->cfg.queue);
-    }
+    LOG(LOG_WARN,
+        "coordinator: batch %llu failed at node %u; the requests in flight are sent again from "
+        "their tokens so far (%d failed: %d failures in a row)",
+        (unsigned long long)e->batch_id, w->node_id, failed, TIMEOUTS_TO_FAIL);
+    rewound(c, failed);
 }
 
 static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
@@ -1752,19 +1750,13 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
     const int oldest = batcher_oldest_inflight(c->batcher);
     if (oldest >= 0 && oldest < 64 && c->mb_sent_ms[oldest] &&
         now_ms - c->mb_sent_ms[oldest] > (uint64_t)c->cfg.request_timeout_ms) {
-        memset(c->mb_sent_ms, 0, sizeof c->mb_sent_ms);
         LOG(LOG_WARN,
             "coordinator: a micro-batch got no Result within %d ms; re-sending the requests "
             "in flight from their tokens so far (a request with no token after %d such "
             "timeouts in a row fails)",
             c->cfg.request_timeout_ms, TIMEOUTS_TO_FAIL);
-        const int failed =
-            batcher_on_timeout(c->batcher, TIMEOUTS_TO_FAIL, "the pipeline did not answer in time");
-        if (failed) {
-            struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
-            m->requests_failed += (uint64_t)failed;
-            serve_queue_metrics_done(c->cfg.queue);
-        }
+        rewound(c, batcher_on_timeout(c->batcher, TIMEOUTS_TO_FAIL,
+                                      "the pipeline did not answer in time"));
     }
     if (rebalance(c, acts, now_ms)) return;
     struct batcher_batch b;

@@ -49,12 +49,6 @@ float quant_f16_to_f32(uint16_t h) {
     return f32_from_bits(sign | ((e + 112) << 23) | (m << 13));
 }
 
-bool quant_finite(const float *x, size_t n) {
-    bool finite = true;
-    for (size_t i = 0; i < n; i++) finite &= isfinite(x[i]) != 0;
-    return finite;
-}
-
 uint16_t quant_f32_to_f16(float f) {
     uint32_t x = f32_bits(f);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);

@@ -16,9 +16,6 @@ float quant_f16_to_f32(uint16_t h);
 uint16_t quant_f32_to_f16(float f);
 float quant_bf16_to_f32(uint16_t h);
 uint16_t quant_f32_to_bf16(float f);
-/* Whether x[0..n) holds no NaN and no infinity (hidden states and logits are checked with it
- * before they become text). */
-bool quant_finite(const float *x, size_t n);
 
 /* The dtype the activation row is converted to before a dot with a weight of type w:
  * F32 -> F32, F16 -> F16 or F32, BF16 -> F32 or BF16, Q4_0/Q5_0/Q8_0 -> Q8_0, Q4_1/Q5_1 -> Q8_1,

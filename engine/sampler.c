@@ -52,6 +52,28 @@ static uint64_t splitmix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+/* Whether nothing can be drawn from x[0..n): it holds a NaN or +infinity (!(x < INFINITY) is
+ * true for exactly those), or no value above -infinity (which alone just masks its token). In
+ * blocks of 64, so that GCC's -O2 vectorizer takes the inner loop: 4.8-4.9 us for 32000 values on
+ * the Zen 5, where a value at a time took 19. */
+static bool undrawable(const float *x, int64_t n) {
+    int bad = 0, some = 0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        int b = 0, s = 0;
+        for (int j = 0; j < 64; j++) {
+            b |= !(x[i + j] < INFINITY);
+            s |= x[i + j] > -INFINITY;
+        }
+        bad |= b, some |= s;
+    }
+    for (; i < n; i++) {
+        bad |= !(x[i] < INFINITY);
+        some |= x[i] > -INFINITY;
+    }
+    return bad || !some;
+}
+
 /* Descending by logit; ties by ascending id so the order is total and repeatable. */
 static int cand_cmp(const void *a, const void *b) {
     const struct cand *x = a, *y = b;
@@ -80,6 +102,7 @@ static void heap_build(struct cand *c, int64_t n) {
 int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float *logits,
                        const int32_t *recent, int32_t n_recent, uint64_t draw) {
     const int64_t nv = s->n_vocab;
+    if (undrawable(logits, nv)) return -1;
     if (p->temp <= 0.0f && (p->repeat_penalty == 1.0f || !recent || n_recent <= 0)) {
         int64_t best = 0; /* greedy, nothing to penalise: the first largest logit */
         for (int64_t i = 1; i < nv; i++)

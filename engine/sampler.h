@@ -23,6 +23,8 @@ sampler_t *sampler_new(int64_t n_vocab); /* scratch for one vocabulary; aborts o
 void sampler_free(sampler_t **self_p);
 
 /* recent: the last n_recent tokens of the sequence (prompt and generated), for the penalty.
- * draw: how many tokens this sequence has sampled before this one. */
+ * draw: how many tokens this sequence has sampled before this one. Returns the token, or -1 when
+ * the logits hold a NaN or +infinity, or no finite value at all (-infinity masks a token): any
+ * token drawn from those would be arbitrary, text that only looks like an answer. */
 int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float *logits,
                        const int32_t *recent, int32_t n_recent, uint64_t draw);

@@ -72,6 +72,22 @@ int main(void) {
     p.seed = 99;
     for (uint64_t d = 0; d < 64; d++) differ += sampler_sample(s, &p, logits, NULL, 0, d) != a[d];
     assert(differ > 0);
+
+    /* a NaN or +infinity anywhere, or nothing but -infinity: no token (-1), greedy or drawn,
+     * with or without the penalty; -infinity alone only masks its token (four[] above) */
+    const float bad_values[2] = {NAN, INFINITY};
+    const float temps[2] = {0.0f, 1.0f}, penalties[2] = {1.0f, 2.0f};
+    for (int k = 0; k < 3; k++) {
+        float row[NV];
+        for (int i = 0; i < NV; i++) row[i] = k < 2 ? (float)(i % 10) : -INFINITY;
+        if (k < 2) row[57] = bad_values[k];
+        for (int ti = 0; ti < 2; ti++)
+            for (int pi = 0; pi < 2; pi++) {
+                p.temp = temps[ti];
+                p.repeat_penalty = penalties[pi];
+                assert(sampler_sample(s, &p, row, recent, 10, 0) == -1);
+            }
+    }
     sampler_free(&s);
     assert(s == NULL);
     printf("sampler_test: all passed\n");

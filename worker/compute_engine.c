@@ -1,6 +1,7 @@
 /* compute_engine: model_load / model_forward behind the worker's compute interface. */
 #include "compute_engine.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -453,8 +454,11 @@ done:
 
 /* The first row of x[n][E] holding a NaN or an infinity, or -1. */
 static int32_t first_nonfinite_row(const float *x, int32_t n, int64_t E) {
-    for (int32_t i = 0; i < n; i++)
-        if (!quant_finite(x + (size_t)i * (size_t)E, (size_t)E)) return i;
+    for (int32_t i = 0; i < n; i++) {
+        bool finite = true;
+        for (int64_t j = 0; j < E; j++) finite &= isfinite(x[(size_t)i * (size_t)E + j]) != 0;
+        if (!finite) return i;
+    }
     return -1;
 }
 

@@ -768,15 +768,15 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         p.repeat_last_n = (int32_t)sm->n_recent;
         p.seed = sm->seed;
         const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;
-        if (!quant_finite(row, (size_t)n_vocab)) { /* every draw would be arbitrary: say so */
+        int32_t tok =
+            sampler_sample(w->sampler, &p, row, sm->recent, (int32_t)sm->n_recent, sm->draw);
+        if (tok < 0) { /* the sampler refuses logits it could only draw garbage from */
             snprintf(why, why_len, "the logits of sequence %llu are not finite",
                      (unsigned long long)row_seq[k]);
             *why_seq = row_seq[k];
             return STATUS_FORMAT;
         }
-        int32_t tok =
-            sampler_sample(w->sampler, &p, row, sm->recent, (int32_t)sm->n_recent, sm->draw);
-        if (tok < 0 || tok >= n_vocab) return STATUS_FORMAT;
+        if (tok >= n_vocab) return STATUS_FORMAT;
         tokens[k] = tok;
         logprobs[k] = 0.0f;
         if (!sm->return_logprob) continue;
@@ -792,19 +792,31 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
     return STATUS_OK;
 }
 
-/* Whether x[0..n) holds a value f16 cannot carry (|x| rounds past 65504: it would arrive as an
- * infinity, and the next stage refuses those). Such hidden states go as f32 instead, as the
- * next stage accepts either; some models' residual streams do reach that far. */
-static bool f16_overflows(worker_t *w, const float *x, size_t n) {
+/* --wire-dtype f16: x[0..n) rounded to f16 (half the bytes, not bit-exact) in *h (malloc'd), in
+ * the same pass that looks for a value f16 cannot carry (past 65504: it would arrive as an
+ * infinity, which the next stage refuses). With one, *h is NULL and the hidden states go as f32,
+ * as the next stage accepts either; some models' residual streams do reach that far. False
+ * only when out of memory. */
+static bool to_f16(worker_t *w, const float *x, size_t n, uint16_t **h_out) {
+    *h_out = NULL;
+    uint16_t *h = malloc(n * sizeof *h + 1);
+    if (!h) return false;
     bool over = false;
-    for (size_t i = 0; i < n; i++) over |= fabsf(x[i]) >= 65520.0f;
-    if (over && !w->f16_overflow_logged) {
+    for (size_t i = 0; i < n; i++) {
+        over |= fabsf(x[i]) >= 65520.0f;
+        h[i] = quant_f32_to_f16(x[i]);
+    }
+    if (!over) {
+        *h_out = h;
+        return true;
+    }
+    free(h);
+    if (!w->f16_overflow_logged)
         LOG(LOG_WARN,
             "worker: hidden states past f16's range (65504): sent as f32 when that happens "
             "(--wire-dtype f16 saves nothing then)");
-        w->f16_overflow_logged = true;
-    }
-    return over;
+    w->f16_overflow_logged = true;
+    return true;
 }
 
 static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
@@ -921,18 +933,15 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         free(row_seq);
         free(row_pos);
     } else {
+        uint16_t *h = NULL;
         if (w->act_dtype == CARAVAN__DTYPE__DTYPE_F16 && out.dtype == CARAVAN__DTYPE__DTYPE_F32 &&
-            !f16_overflows(w, (const float *)out.data, out.nbytes / sizeof(float))) {
-            /* --wire-dtype f16: half the bytes on the wire, rounded (not bit-exact). */
-            size_t n = out.nbytes / sizeof(float);
-            uint16_t *h = malloc(n * sizeof *h + 1);
-            if (!h) {
-                free(hops);
-                worker_tensor_free(&out);
-                return;
-            }
-            const float *src = (const float *)out.data;
-            for (size_t i = 0; i < n; i++) h[i] = quant_f32_to_f16(src[i]);
+            !to_f16(w, (const float *)out.data, out.nbytes / sizeof(float), &h)) {
+            free(hops);
+            worker_tensor_free(&out);
+            return;
+        }
+        if (h) {
+            const size_t n = out.nbytes / sizeof(float);
             free(out.data);
             out.data = (uint8_t *)h;
             out.nbytes = n * sizeof *h;
