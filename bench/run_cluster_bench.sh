@@ -3,8 +3,10 @@
 #
 #   1. single-stream generation through 1, 2 and 3 workers (1 thread each, loopback, CURVE)
 #      against `caravan run --threads 1`, alternating A B A B (REPS pairs; medians and ratio),
-#      then one traced run each: a decode step's round trip against the stages' compute (the
-#      cluster's own cost a token) and its links, serializing, sending and receiving;
+#      the cluster as it runs by default and with `--ahead off` (each rep: run, on, off),
+#      then traced runs with --ahead off and on: the time between tokens less the stages'
+#      compute (the cluster's own cost a token) and, with --ahead off, a decode step's round
+#      trip and its links, serializing, sending and receiving;
 #   1b. time to first token of a ~1000-token prompt (4 chunks of 256 and a short one) through
 #      2 and 3 workers against `caravan run --threads 1` (the chunks are pipelined over the
 #      stages), REPS rounds;
@@ -55,46 +57,66 @@ if [ -n "${SINGLE_CPUS:-}" ]; then
 fi
 echo "## single stream, $TG tokens, tokens/s (median of $REPS, alternating with caravan run$where)"
 echo
-echo "| workers | caravan run 1t | cluster | ratio of medians | median of pair ratios (min-max) |"
-echo "|---|---|---|---|---|"
+echo "The cluster as it runs by default (the first worker computes ahead), then with \`--ahead off\`"
+echo "(every token's next step goes through the coordinator), in turn with \`caravan run\`."
+echo
+echo "| workers | caravan run 1t | cluster | ratio of medians | median of pair ratios (min-max) | --ahead off | its pair ratios |"
+echo "|---|---|---|---|---|---|---|"
 json_single=""
+# pair_stats RUNS CLUSTERS: "median-of-pair-ratios (min-max)"
+pair_stats() {
+    local p="" a b
+    read -ra a <<<"$1"
+    read -ra b <<<"$2"
+    for i in "${!a[@]}"; do p="$p $(awk -v x="${b[$i]}" -v y="${a[$i]}" 'BEGIN{printf "%.3f", x/y}')"; done
+    echo "$(words "$p" | median)x ($(words "$p" | sort -g | head -n1)-$(words "$p" | sort -g | tail -n1))"
+}
 for k in ${SINGLE_WORKERS:-1 2 3}; do
-    runs="" clus="" pairs=""
+    runs="" clus="" offs=""
     for _ in $(seq "$REPS"); do
         ${pin[@]+"${pin[@]}"} "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 \
             --ignore-eos -n "$TG" --prompt "$PROMPT" >/dev/null 2>"$DIR/run.err"
         runs="$runs $(gen_rate "$DIR/run.err")"
-        ${pin[@]+"${pin[@]}"} "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 \
-            --shared-file --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" \
-            >/dev/null 2>"$DIR/cluster.err"
-        clus="$clus $(gen_rate "$DIR/cluster.err")"
-        pairs="$pairs $(awk -v a="${clus##* }" -v b="${runs##* }" 'BEGIN{printf "%.3f", a/b}')"
+        for ahead in on off; do
+            ${pin[@]+"${pin[@]}"} "$BIN/caravan" cluster --model "$MODEL" --workers "$k" \
+                --threads 1 --shared-file --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" \
+                --ahead "$ahead" >/dev/null 2>"$DIR/cluster.err"
+            if [ "$ahead" = on ]; then
+                clus="$clus $(gen_rate "$DIR/cluster.err")"
+            else
+                offs="$offs $(gen_rate "$DIR/cluster.err")"
+            fi
+        done
     done
     r=$(words "$runs" | median)
     c=$(words "$clus" | median)
-    pr=$(words "$pairs" | median)
-    lo=$(words "$pairs" | sort -g | head -n1)
-    hi=$(words "$pairs" | sort -g | tail -n1)
-    echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", a/b}') | ${pr}x ($lo-$hi) |"
-    json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"runs\":\"$runs\",\"clusters\":\"$clus\"},"
+    o=$(words "$offs" | median)
+    echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", a/b}') | $(pair_stats "$runs" "$clus") | $o | $(pair_stats "$runs" "$offs") |"
+    json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"ahead_off\":$o,\"runs\":\"$runs\",\"clusters\":\"$clus\",\"ahead_offs\":\"$offs\"},"
 done
 echo
 if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then
-    # One traced run each: the round trip of a decode step against the stages' summed compute;
-    # the difference is the cluster's own cost a token (links, serializing, sending, receiving).
-    echo "## single stream, where a decode step's time goes (one traced run each, medians over its steps, ms)"
+    # Traced runs: with --ahead off, the round trip of a decode step against the stages'
+    # summed compute (the difference is the cluster's own cost a token: links, serializing,
+    # sending, receiving); and both ways, the time between tokens less the stages' compute of
+    # a token (with computing ahead the first stage's compute is no longer inside a round trip).
+    echo "## single stream, where a decode step's time goes (traced runs, medians over its steps, ms)"
     echo
-    echo "| workers | step | compute (all stages) | cluster's own | share | links | each link (into w1, w2, ..., coordinator) | serialize | send | receive |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| workers | ahead | between tokens | cluster's own a token | share | round trip | compute (all stages) | links | each link (into w1, w2, ..., coordinator) | serialize | send | receive |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     for k in ${SINGLE_WORKERS:-1 2 3}; do
-        rm -rf "$DIR/trace"
-        ${pin[@]+"${pin[@]}"} "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 \
-            --shared-file --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" --trace "$DIR/trace" \
-            >/dev/null 2>"$DIR/cluster.err"
-        "$BIN/caravan" trace summary "$DIR/trace/trace.json" | node -e '
-        let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const t=JSON.parse(s),o=t.step_ms-t.compute_ms,f=(x)=>x.toFixed(2);
-        const l=t.link_in_ms||{},hops=Object.keys(l).filter(k=>k!=="0").sort((a,b)=>a-b).concat("0" in l?["0"]:[]).map(k=>f(l[k])).join(" / ");
-        console.log(`| ${process.argv[1]} | ${f(t.step_ms)} | ${f(t.compute_ms)} | ${f(o)} | ${(100*o/t.step_ms).toFixed(1)}% | ${f(t.link_ms)} | ${hops} | ${f(t.serialize_ms)} | ${f(t.send_ms)} | ${f(t.receive_ms)} |`);})' "$k"
+        for ahead in off on; do
+            rm -rf "$DIR/trace"
+            ${pin[@]+"${pin[@]}"} "$BIN/caravan" cluster --model "$MODEL" --workers "$k" \
+                --threads 1 --shared-file --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" \
+                --ahead "$ahead" --trace "$DIR/trace" >/dev/null 2>"$DIR/cluster.err"
+            "$BIN/caravan" trace summary "$DIR/trace/trace.json" | node -e '
+            let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const t=JSON.parse(s),f=(x)=>x.toFixed(2),[k,a]=process.argv.slice(1);
+            const l=t.link_in_ms||{},hops=Object.keys(l).filter(k=>k!=="0").sort((a,b)=>a-b).concat("0" in l?["0"]:[]).map(k=>f(l[k])).join(" / ");
+            const head=`| ${k} | ${a} | ${f(t.token_ms)} | ${f(t.token_own_ms)} | ${(100*t.token_own_ms/t.token_ms).toFixed(1)}% |`;
+            console.log(a==="on"?`${head} (${t.ahead_steps} of ${t.ahead_steps+t.decode_steps} steps computed ahead) | | | | | | |`
+              :`${head} ${f(t.step_ms)} | ${f(t.compute_ms)} | ${f(t.link_ms)} | ${hops} | ${f(t.serialize_ms)} | ${f(t.send_ms)} | ${f(t.receive_ms)} |`);})' "$k" "$ahead"
+        done
     done
     echo
 fi

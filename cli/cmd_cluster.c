@@ -48,6 +48,7 @@ struct cluster_cfg {
     int max_seqs;
     int prefill_chunk;
     const char *wire_dtype;
+    const char *ahead;
     const char *kernels;
     const char *plan;
     const char *cache;
@@ -94,6 +95,8 @@ static const struct opt cluster_opts[] = {
      "most prompt tokens of one request per step"},
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states between workers (f16 halves the bytes; tokens may then differ)"},
+    {"ahead", 0, OPT_STRING, F(ahead), "on", 0, -1, "on|off",
+     "the first worker computes a lone stream's next step while the coordinator confirms it"},
     {"kernels", 0, OPT_STRING, F(kernels), NULL, 0, -1, "NAME",
      "kernel variant every worker uses (default: the best all have)"},
     {"plan", 0, OPT_STRING, F(plan), NULL, 0, -1, "RANGES",
@@ -477,6 +480,8 @@ int cmd_cluster(int argc, char **argv) {
     cargv[k++] = a_timeout;
     cargv[k++] = "--wire-dtype";
     cargv[k++] = c->wire_dtype;
+    cargv[k++] = "--ahead";
+    cargv[k++] = c->ahead;
     cargv[k++] = "--log-level";
     cargv[k++] = c->log_level;
     if (c->kernels) {

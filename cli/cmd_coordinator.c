@@ -51,6 +51,7 @@ struct coordinator_cli {
     const char *ask;
     const char *status_file;
     const char *wire_dtype;
+    const char *ahead;
     int max_tokens;
     double temp;
     int top_k;
@@ -147,6 +148,10 @@ static const struct opt coordinator_opts[] = {
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states on the wire: f32 is exact (the tokens of `caravan run`); f16 halves the "
      "bytes, and tokens may then differ"},
+    {"ahead", 0, OPT_STRING, F(ahead), "on", 0, -1, "on|off",
+     "a lone stream's next step goes from the last stage straight to the first, which computes "
+     "it while the coordinator confirms (same tokens; off: every step waits for the "
+     "coordinator)"},
     {"heartbeat-ms", 0, OPT_INT, F(heartbeat_ms), "500", 50, 60000, "MS",
      "heartbeats both ways this often"},
     {"dead-after-ms", 0, OPT_INT, F(dead_after_ms), "2000", 150, 600000, "MS",
@@ -465,6 +470,12 @@ int cmd_coordinator(int argc, char **argv) {
             rc = 2;
             goto done;
         }
+        if (strcmp(cli.ahead, "on") != 0 && strcmp(cli.ahead, "off") != 0) {
+            fprintf(stderr, "error: --ahead must be on or off\n");
+            rc = 2;
+            goto done;
+        }
+        ccfg.ahead = strcmp(cli.ahead, "on") == 0;
         int32_t n_ctx = ctx_of(model, cli.ctx);
         ccfg.queue = queue;
         ccfg.batcher = (struct batcher_config){

@@ -535,18 +535,35 @@ static int trace_summary(const char *path) {
     int link_pid[TRACE_MAX_FILES], n_link_pids = 0;
     size_t n_link[TRACE_MAX_FILES] = {0};
     double *link_in[TRACE_MAX_FILES];
-    size_t n_steps = 0;
+    size_t n_steps = 0, n_ahead = 0;
+    /* every decode step (computed ahead or not): when its round trip ended, and its stages'
+     * compute, for the time between tokens */
+    struct tok {
+        double end, compute;
+    } *toks = calloc(n + 1, sizeof *toks);
+    size_t n_toks = 0;
     for (size_t i = 0; i < n;) {
         size_t e = i;
         while (e < n && s[e].batch == s[i].batch) e++;
-        double rt = -1, sum[N_KINDS] = {0};
+        double rt = -1, rt_end = 0, ahead_us = 0, sum[N_KINDS] = {0};
+        bool ahead = false;
         for (size_t x = i; x < e; x++) {
-            if (s[x].pid == 0 && strcmp(s[x].name, "step") == 0 && s[x].tokens == 1)
+            if (s[x].pid == 0 && strcmp(s[x].name, "step") == 0 && s[x].tokens == 1) {
                 rt = s[x].end - s[x].ts;
+                rt_end = s[x].end;
+            }
+            if (strcmp(s[x].name, "ahead") == 0) {
+                ahead = true;
+                ahead_us += s[x].end - s[x].ts;
+            }
             for (int k = 0; k < N_KINDS; k++)
                 if (strcmp(s[x].name, kinds[k]) == 0) sum[k] += s[x].end - s[x].ts;
         }
-        if (rt >= 0) {
+        /* computed ahead: the first stage's compute ran before the step's round trip began,
+         * which is then no longer a token's time */
+        n_ahead += rt >= 0 && ahead;
+        if (rt >= 0) toks[n_toks++] = (struct tok){rt_end, (sum[0] + ahead_us) / 1000};
+        if (rt >= 0 && !ahead) {
             double named = 0;
             step[n_steps] = rt / 1000;
             for (int k = 0; k < N_KINDS; k++) {
@@ -570,8 +587,23 @@ static int trace_summary(const char *path) {
         }
         i = e;
     }
-    printf("{\"decode_steps\":%zu,\"step_ms\":%.4f", n_steps, median(step, n_steps));
+    printf("{\"decode_steps\":%zu,\"ahead_steps\":%zu,\"step_ms\":%.4f", n_steps, n_ahead,
+           median(step, n_steps));
     for (int k = 0; k < N_KINDS; k++) printf(",\"%s_ms\":%.4f", kinds[k], median(per[k], n_steps));
+    /* a single stream's time between tokens (consecutive decode steps' ends), and that less
+     * the stages' compute of the later one: what the cluster itself adds to a token, with or
+     * without computing ahead */
+    qsort(toks, n_toks, sizeof *toks, cmp_double); /* by end, its first member */
+    double *gap = calloc(n_toks + 1, sizeof *gap), *own = calloc(n_toks + 1, sizeof *own);
+    size_t n_gaps = 0;
+    for (size_t t = 1; gap && own && t < n_toks; t++, n_gaps++) {
+        gap[n_gaps] = (toks[t].end - toks[t - 1].end) / 1000;
+        own[n_gaps] = gap[n_gaps] - toks[t].compute;
+    }
+    printf(",\"token_ms\":%.4f,\"token_own_ms\":%.4f", median(gap, n_gaps), median(own, n_gaps));
+    free(gap);
+    free(own);
+    free(toks);
     printf(",\"other_ms\":%.4f,\"link_in_ms\":{", median(other, n_steps));
     for (int p = 0; p < n_link_pids; p++) {
         printf("%s\"%d\":%.4f", p ? "," : "", link_pid[p], median(link_in[p], n_link[p]));
@@ -597,7 +629,11 @@ static void usage(FILE *f) {
                "prints, as one JSON line, the medians over decode steps (1 token) of the round\n"
                "trip and of the summed compute, link, serialize, send, receive and queue spans,\n"
                "and of each hop's link by the node it enters (link_in_ms, \"0\": the\n"
-               "coordinator), in ms.\n");
+               "coordinator), in ms. Steps the first stage computed ahead (an `ahead` span:\n"
+               "its compute began before the round trip) are only counted (ahead_steps); trace\n"
+               "with --ahead off for every step's breakdown. Over every decode step of a single\n"
+               "stream: token_ms, the time between tokens, and token_own_ms, that less the\n"
+               "stages' compute of the token (the cluster's own cost, computed ahead or not).\n");
 }
 
 int cmd_trace(int argc, char **argv) {

@@ -236,6 +236,7 @@ int cmd_worker(int argc, char **argv) {
         wcfg.compute = compute_engine_forward;
         wcfg.load = compute_engine_load;
         wcfg.reset = compute_engine_reset;
+        wcfg.follows = compute_engine_follows;
         wcfg.compute_ctx = &engine;
     } else {
         wcfg.compute = worker_compute_identity;

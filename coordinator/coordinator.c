@@ -38,6 +38,7 @@ struct worker_rec {
     uint32_t pid;
     uint64_t mem_used_bytes;
     uint64_t tokens_total, rate_tokens;
+    uint64_t ahead_used, ahead_unused; /* steps computed ahead (first stage) */
     uint64_t rate_ms;
     double tokens_per_s;
     struct planner_caps caps;             /* from its Join, for the plan */
@@ -328,6 +329,7 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
     a.n_seq = c->cfg.n_seq;
     a.n_batch = c->cfg.n_batch;
     a.kernels = c->kernels;
+    a.ahead = c->cfg.ahead;
     a.act_dtype = c->cfg.act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
                                                                 : CARAVAN__DTYPE__DTYPE_F32;
     for (int s = 0; s < c->n_workers; s++) {
@@ -1211,6 +1213,8 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         }
         w->mem_used_bytes = hb->mem_used_bytes;
         w->tokens_total = hb->tokens_total;
+        w->ahead_used = hb->ahead_used;
+        w->ahead_unused = hb->ahead_unused;
         if (!w->rate_ms) {
             w->rate_ms = now_ms;
             w->rate_tokens = hb->tokens_total;
@@ -1479,6 +1483,10 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     f.want = want;
     f.n_sampling = (size_t)b->n_samples;
     f.sampling = smp;
+    /* a single stream (nothing else in flight), every row decoding: its successor is known to
+     * the last stage as soon as it samples */
+    f.ahead_ok = c->cfg.ahead && b->n_prompt_tokens == 0 && b->n_samples == b->n_tokens &&
+                 batcher_n_inflight(c->batcher) == 1;
     Caravan__Envelope env;
     envelope(c, &env);
     env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
@@ -1637,6 +1645,8 @@ static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, in
     cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
     cJSON_AddNumberToObject(o, "errors", (double)w->n_errors);
     cJSON_AddStringToObject(o, "last_error", w->last_error);
+    cJSON_AddNumberToObject(o, "ahead_used", (double)w->ahead_used);
+    cJSON_AddNumberToObject(o, "ahead_unused", (double)w->ahead_unused);
     return o;
 }
 

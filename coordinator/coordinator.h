@@ -68,6 +68,10 @@ struct coordinator_config {
     serve_queue_t *queue;
     struct batcher_config batcher;
     Caravan__DType act_dtype; /* hidden states on the wire: F32 (exact) or F16 */
+    /* Computing ahead (Forward.ahead in caravan.proto): a lone micro-batch of decoding rows asks
+     * the last stage to send its successor straight to the first stage, which computes it while
+     * the Result and the next Forward travel through the coordinator. */
+    bool ahead;
     /* The plan (coordinator/planner.h): KV sizes every worker loads with (Assign.n_ctx, n_seq,
      * n_batch) and the plan counts; 0 = the batcher's when serving, else the engine's defaults
      * (n_seq 1). A hand-fixed plan ("0-7,8-21") or NULL to plan by speed and memory; a kernel

@@ -659,6 +659,8 @@ static enum status check_forward(const struct vctx *v, const Caravan__Forward *f
         if (f->kv->dtype != CARAVAN__DTYPE__DTYPE_F32)
             return VFAIL(v, STATUS_FORMAT, "forward.kv: dtype %d, want F32", (int)f->kv->dtype);
     }
+    if (f->ahead && (f->layer != 0 || f->n_token == 0 || f->n_enter_layer || f->kv))
+        return VFAIL(v, STATUS_FORMAT, "forward: computed-ahead step is not token ids at layer 0");
     VCHECK(check_count(v, "forward.sampling", f->n_sampling, f->sampling));
     for (size_t i = 0; i < f->n_sampling; i++) {
         if (!f->sampling[i]) return VFAIL(v, STATUS_FORMAT, "forward.sampling[%zu]: missing", i);

@@ -616,6 +616,13 @@ void compute_engine_reset(void *ctx, int32_t kv_slot) {
         }
 }
 
+bool compute_engine_follows(void *ctx, int32_t kv_slot, uint64_t seq_id, int32_t pos) {
+    const struct compute_engine *e = ctx;
+    if (!e->model || e->identity || kv_slot < 0 || kv_slot >= e->n_slots) return false;
+    const struct compute_slot *k = &e->slots[kv_slot];
+    return pos > 0 && k->seq == seq_id && k->len == pos;
+}
+
 void compute_engine_free(struct compute_engine *e) {
     model_free(&e->model);
     slots_free(e);

@@ -62,4 +62,6 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice);
 enum status compute_engine_forward(void *ctx, const struct worker_slice *slice,
                                    const Caravan__Forward *in, struct worker_tensor *out);
 void compute_engine_reset(void *ctx, int32_t kv_slot); /* < 0: every slot */
+/* worker_follows_fn: the slot holds seq_id's positions [0, pos) through this slice, no more. */
+bool compute_engine_follows(void *ctx, int32_t kv_slot, uint64_t seq_id, int32_t pos);
 void compute_engine_free(struct compute_engine *e);

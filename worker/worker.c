@@ -65,7 +65,26 @@ struct worker {
     /* Last stage: samples the wanted rows when the Forward asks (Forward.sampling). */
     sampler_t *sampler;
     int64_t sampler_vocab;
+
+    /* Computing ahead (Assign.ahead): on the first stage, the step held (n > 0) and, once
+     * computed, its output; ahead_key is the last stage's key, the only one it is taken from. */
+    bool ahead_on;
+    bool have_ahead_key;
+    bool first_linked; /* the last CONNECT_FIRST was not undone */
+    uint8_t ahead_key[CRYPTO_KEY_BYTES];
+    struct ahead {
+        int32_t n;
+        uint64_t batch_id, *seq;
+        int32_t *slot, *pos, *tok;
+        protobuf_c_boolean *want;
+        bool computed;
+        struct worker_tensor out;
+        uint64_t start_us, end_us;
+    } ahead;
+    uint64_t ahead_used, ahead_unused;
 };
+
+static void ahead_drop(worker_t *w);
 
 const char *worker_state_name(enum worker_state s) {
     static const char *const names[WORKER_STATE_COUNT] = {"joining", "joined", "loading", "ready"};
@@ -89,6 +108,7 @@ void worker_destroy(worker_t **self_p) {
     worker_t *w = *self_p;
     if (w->receiving && w->cfg.cache) slice_cache_abort(w->cfg.cache);
     sampler_free(&w->sampler);
+    ahead_drop(w);
     free(w);
     *self_p = NULL;
 }
@@ -565,8 +585,32 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
         }
         memcpy(w->upstream_key, key, CRYPTO_KEY_BYTES);
     }
+    /* Computing ahead: the first stage also takes steps from the last stage, which connects
+     * to it (one stage: its own steps, no link). */
+    ahead_drop(w);
+    const Caravan__Peer *first = a->n_stages > 1 ? a->stages[0]->peer : NULL;
+    const Caravan__Peer *last = a->n_stages > 1 ? a->stages[a->n_stages - 1]->peer : NULL;
+    w->ahead_on = a->ahead;
+    w->have_ahead_key = false;
+    if (w->ahead_on && w->slice.is_first && !w->slice.is_last) {
+        w->have_ahead_key = last && last->public_key.len == CRYPTO_KEY_BYTES;
+        if (w->have_ahead_key) memcpy(w->ahead_key, last->public_key.data, CRYPTO_KEY_BYTES);
+        w->ahead_on = w->have_ahead_key || w->cfg.insecure;
+    }
+    if (w->ahead_on && w->slice.is_last && !w->slice.is_first)
+        w->ahead_on = first && first->endpoint && first->endpoint[0] &&
+                      (w->cfg.insecure || first->public_key.len == CRYPTO_KEY_BYTES);
+    if (a->ahead && !w->ahead_on)
+        LOG(LOG_WARN,
+            "worker: the Assign asks to compute ahead but does not name the %s stage; "
+            "not computing ahead",
+            w->slice.is_first ? "last" : "first");
     struct worker_action *act = push(acts, WORKER_ACTION_ALLOW_UPSTREAM);
-    if (act) memcpy(act->key, w->upstream_key, CRYPTO_KEY_BYTES);
+    if (act) {
+        memcpy(act->key, w->upstream_key, CRYPTO_KEY_BYTES);
+        act->has_key2 = w->have_ahead_key;
+        if (act->has_key2) memcpy(act->key2, w->ahead_key, CRYPTO_KEY_BYTES);
+    }
     if (a->next) {
         if (!a->next->endpoint || !a->next->endpoint[0] ||
             (!w->cfg.insecure && a->next->public_key.len != CRYPTO_KEY_BYTES)) {
@@ -583,6 +627,18 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
         }
     } else {
         push(acts, WORKER_ACTION_DISCONNECT_NEXT);
+    }
+    if (w->ahead_on && w->slice.is_last && !w->slice.is_first) {
+        act = push(acts, WORKER_ACTION_CONNECT_FIRST);
+        if (act) {
+            snprintf(act->endpoint, sizeof act->endpoint, "%s", first->endpoint);
+            if (first->public_key.len == CRYPTO_KEY_BYTES)
+                memcpy(act->key, first->public_key.data, CRYPTO_KEY_BYTES);
+        }
+        w->first_linked = true;
+    } else if (w->first_linked) {
+        push(acts, WORKER_ACTION_DISCONNECT_FIRST);
+        w->first_linked = false;
     }
     LOG(LOG_INFO,
         "worker: assigned layers [%d, %d) of %d, epoch %llu, %s stage%s%s, n_ctx %d x n_seq %d, "
@@ -819,6 +875,178 @@ static bool to_f16(worker_t *w, const float *x, size_t n, uint16_t **h_out) {
     return true;
 }
 
+/* ==== Computing ahead ========================================================================= */
+
+/* Forgets the step held; counted unused when there was one. */
+static void ahead_drop(worker_t *w) {
+    struct ahead *h = &w->ahead;
+    if (h->n) w->ahead_unused++;
+    free(h->seq);
+    free(h->slot);
+    free(h->pos);
+    free(h->tok);
+    free(h->want);
+    worker_tensor_free(&h->out);
+    memset(h, 0, sizeof *h);
+}
+
+/* Holds rows [0, n) as the step to compute ahead (n_want 0: every row wanted). */
+static void ahead_hold(worker_t *w, uint64_t batch_id, int32_t n, const uint64_t *seq,
+                       const int32_t *slot, const int32_t *pos, const int32_t *tok,
+                       const protobuf_c_boolean *want, size_t n_want) {
+    ahead_drop(w);
+    struct ahead *h = &w->ahead;
+    const size_t m = (size_t)n;
+    h->seq = malloc(m * sizeof *h->seq);
+    h->slot = malloc(m * sizeof *h->slot);
+    h->pos = malloc(m * sizeof *h->pos);
+    h->tok = malloc(m * sizeof *h->tok);
+    h->want = malloc(m * sizeof *h->want);
+    if (!h->seq || !h->slot || !h->pos || !h->tok || !h->want) {
+        ahead_drop(w); /* nothing held: n is still 0 */
+        return;
+    }
+    memcpy(h->seq, seq, m * sizeof *h->seq);
+    memcpy(h->slot, slot, m * sizeof *h->slot);
+    memcpy(h->pos, pos, m * sizeof *h->pos);
+    memcpy(h->tok, tok, m * sizeof *h->tok);
+    for (size_t i = 0; i < m; i++) h->want[i] = n_want == 0 || want[i];
+    h->batch_id = batch_id;
+    h->n = n;
+}
+
+/* The held step as a Forward over its arrays. */
+static void ahead_forward(const struct ahead *h, Caravan__Forward *f) {
+    caravan__forward__init(f);
+    const size_t m = (size_t)h->n;
+    f->batch_id = h->batch_id;
+    f->n_tokens = h->n;
+    f->n_seq_id = f->n_kv_slot = f->n_pos = f->n_token = f->n_want = m;
+    f->seq_id = h->seq;
+    f->kv_slot = h->slot;
+    f->pos = h->pos;
+    f->token = h->tok;
+    f->want = h->want;
+}
+
+bool worker_ahead_pending(const worker_t *w) {
+    return w->ahead.n > 0 && !w->ahead.computed;
+}
+
+uint64_t worker_ahead_used(const worker_t *w) {
+    return w->ahead_used;
+}
+
+uint64_t worker_ahead_unused(const worker_t *w) {
+    return w->ahead_unused;
+}
+
+void worker_run_ahead(worker_t *w) {
+    struct ahead *h = &w->ahead;
+    if (!worker_ahead_pending(w)) return;
+    bool go = w->state == WORKER_STATE_READY && w->slice.is_first;
+    for (int32_t i = 0; go && w->cfg.follows && i < h->n; i++)
+        go = w->cfg.follows(w->cfg.compute_ctx, h->slot[i], h->seq[i], h->pos[i]);
+    if (!go) { /* e.g. its sequence was released before it came */
+        LOG(LOG_DEBUG, "worker: the step held to compute ahead does not follow on; dropped");
+        ahead_drop(w);
+        return;
+    }
+    Caravan__Forward f;
+    ahead_forward(h, &f);
+    h->start_us = w->cfg.clock_us ? w->cfg.clock_us() : 0;
+    enum status rc = w->cfg.compute(w->cfg.compute_ctx, &w->slice, &f, &h->out);
+    h->end_us = w->cfg.clock_us ? w->cfg.clock_us() : 0;
+    if (rc != STATUS_OK) { /* the coordinator's own Forward will fail and say why, if it comes */
+        LOG(LOG_DEBUG, "worker: computing ahead failed (%s); dropped", status_str(rc));
+        ahead_drop(w);
+        return;
+    }
+    h->computed = true;
+}
+
+/* Whether f is exactly the held step: the same rows, tokens and wanted flags. */
+static bool ahead_matches(const struct ahead *h, const Caravan__Forward *f) {
+    if (f->ahead || f->layer != 0 || f->hidden || f->n_enter_layer || f->kv ||
+        f->n_tokens != h->n || f->n_token != (size_t)h->n)
+        return false;
+    for (int32_t i = 0; i < h->n; i++)
+        if (f->seq_id[i] != h->seq[i] || f->kv_slot[i] != h->slot[i] || f->pos[i] != h->pos[i] ||
+            f->token[i] != h->tok[i] || (f->n_want ? f->want[i] : 1) != h->want[i])
+            return false;
+    return true;
+}
+
+/* First stage, on a Forward: the output computed ahead for it, moved into *out with when it
+ * was computed, if it is the step held. Whatever is held is dropped either way. */
+static bool ahead_take(worker_t *w, const Caravan__Forward *f, struct worker_tensor *out,
+                       Caravan__Hop *hop) {
+    struct ahead *h = &w->ahead;
+    if (!h->n) return false;
+    if (!h->computed || !ahead_matches(h, f)) {
+        ahead_drop(w);
+        return false;
+    }
+    *out = h->out;
+    memset(&h->out, 0, sizeof h->out);
+    hop->start_us = h->start_us;
+    hop->end_us = h->end_us;
+    h->n = 0; /* so ahead_drop frees it without counting it unused */
+    ahead_drop(w);
+    w->ahead_used++;
+    return true;
+}
+
+/* Last stage, after sampling every row of f (each one wanted) into tok: the step the
+ * coordinator will likely send next, to the first stage (held here when this is it). */
+static void ahead_offer(worker_t *w, const Caravan__Forward *f, const int32_t *tok,
+                        struct worker_actions *acts) {
+    const size_t n = (size_t)f->n_tokens;
+    int32_t *pos = malloc(n * sizeof *pos);
+    if (!pos) return;
+    bool fits = true;
+    for (size_t i = 0; i < n; i++) {
+        pos[i] = f->pos[i] + 1;
+        fits &= w->slice.n_ctx <= 0 || pos[i] < w->slice.n_ctx;
+    }
+    if (fits && w->slice.is_first) {
+        ahead_hold(w, f->batch_id, f->n_tokens, f->seq_id, f->kv_slot, pos, tok, f->want,
+                   f->n_want);
+    } else if (fits) {
+        Caravan__Forward a = CARAVAN__FORWARD__INIT;
+        a.batch_id = f->batch_id;
+        a.micro_batch = f->micro_batch;
+        a.n_tokens = f->n_tokens;
+        a.n_seq_id = a.n_kv_slot = a.n_pos = a.n_token = n;
+        a.seq_id = f->seq_id;
+        a.kv_slot = f->kv_slot;
+        a.pos = pos;
+        a.token = (int32_t *)tok;
+        a.n_want = f->n_want;
+        a.want = f->want;
+        a.ahead = true;
+        Caravan__Envelope env;
+        envelope(w, &env, w->slice.epoch);
+        env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
+        env.forward = &a;
+        emit(w, acts, WORKER_ACTION_SEND_FIRST, &env);
+    }
+    free(pos);
+}
+
+/* First stage: a step computed ahead, from the last stage (its sender was checked). */
+static void on_ahead(worker_t *w, const Caravan__Envelope *env) {
+    const Caravan__Forward *f = env->forward;
+    if (w->state != WORKER_STATE_READY || env->epoch != w->slice.epoch || !w->slice.is_first ||
+        !w->ahead_on) {
+        LOG(LOG_DEBUG, "worker: a step to compute ahead came while not the first stage of its "
+                       "epoch; dropped");
+        return;
+    }
+    ahead_hold(w, f->batch_id, f->n_tokens, f->seq_id, f->kv_slot, f->pos, f->token, f->want,
+               f->n_want);
+}
+
 static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
                        struct worker_actions *acts) {
     const Caravan__Forward *f = env->forward;
@@ -839,7 +1067,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
     hop.start_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
     struct worker_tensor out;
     memset(&out, 0, sizeof out);
-    enum status rc = w->cfg.compute(w->cfg.compute_ctx, &w->slice, f, &out);
+    const bool ahead = w->slice.is_first && ahead_take(w, f, &out, &hop);
+    enum status rc = ahead ? STATUS_OK : w->cfg.compute(w->cfg.compute_ctx, &w->slice, f, &out);
     if (rc != STATUS_OK) {
         char text[224];
         snprintf(text, sizeof text, "compute failed for batch %llu: %s",
@@ -850,8 +1079,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         return;
     }
     w->n_computed++;
-    hop.end_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
-    hop.send_us = hop.end_us;
+    if (!ahead) hop.end_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
+    hop.send_us = !ahead ? hop.end_us : w->cfg.clock_us ? w->cfg.clock_us() : now_us;
     Caravan__Hop **hops = malloc((f->n_hops + 1) * sizeof *hops);
     if (!hops) {
         worker_tensor_free(&out);
@@ -914,6 +1143,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
             }
             r.n_token = k;
             r.token = row_tok;
+            if (f->ahead_ok && w->ahead_on && k == (size_t)f->n_tokens)
+                ahead_offer(w, f, row_tok, acts);
             bool logprobs_wanted = false, logits_wanted = false;
             for (size_t j = 0; j < f->n_sampling; j++) {
                 logprobs_wanted |= f->sampling[j]->return_logprob;
@@ -976,12 +1207,16 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         emit(w, acts, WORKER_ACTION_SEND_NEXT, &reply);
     }
     if (w->cfg.trace) {
+        /* computed ahead: before the Forward came, so no queue, and named apart from the
+         * computes that are part of a step's round trip */
         uint64_t done_us = w->cfg.clock_us ? w->cfg.clock_us() : hop.end_us;
-        trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "queue", hop.recv_us, hop.start_us, f->batch_id,
-                   f->n_tokens);
-        trace_span_layers(w->cfg.trace, TRACE_TRACK_LOOP, "compute", hop.start_us, hop.end_us,
-                          f->batch_id, f->n_tokens, hop.layer_first, hop.layer_end);
-        trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "serialize", hop.end_us, done_us, f->batch_id,
+        uint64_t from_us = ahead ? hop.send_us : hop.end_us;
+        if (!ahead)
+            trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "queue", hop.recv_us, hop.start_us,
+                       f->batch_id, f->n_tokens);
+        trace_span_layers(w->cfg.trace, TRACE_TRACK_LOOP, ahead ? "ahead" : "compute", hop.start_us,
+                          hop.end_us, f->batch_id, f->n_tokens, hop.layer_first, hop.layer_end);
+        trace_span(w->cfg.trace, TRACE_TRACK_LOOP, "serialize", from_us, done_us, f->batch_id,
                    f->n_tokens);
     }
     free(hops);
@@ -1003,7 +1238,9 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
     if (src == WORKER_FROM_UPSTREAM) {
         /* ZAP admitted the connection; check the sender of this very message too, since a
          * connection admitted under an older Assign may still be open. */
-        if (!w->cfg.insecure &&
+        const bool from_last = w->have_ahead_key && sender_key &&
+                               crypto_equal(sender_key, w->ahead_key, CRYPTO_KEY_BYTES);
+        if (!w->cfg.insecure && !from_last &&
             (!sender_key || !crypto_equal(sender_key, w->upstream_key, CRYPTO_KEY_BYTES))) {
             char z85[CRYPTO_KEY_Z85_LEN + 1] = "(none)";
             if (sender_key) zmq_z85_encode(z85, sender_key, CRYPTO_KEY_BYTES);
@@ -1018,7 +1255,18 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
                 codec_body_name(msg->body_case), sender_addr);
             return;
         }
-        on_forward(w, msg, now_us, acts);
+        /* the last stage sends only steps to compute ahead, and only it may (insecure: no
+         * sender is known) */
+        if (!w->cfg.insecure && msg->forward->ahead != from_last) {
+            LOG(LOG_WARN, "worker: dropped a Forward from %s: %s", sender_addr,
+                from_last ? "the last stage sends only steps to compute ahead"
+                          : "only the last stage sends steps to compute ahead");
+            return;
+        }
+        if (msg->forward->ahead)
+            on_ahead(w, msg);
+        else
+            on_forward(w, msg, now_us, acts);
         return;
     }
     switch (msg->body_case) {
@@ -1030,6 +1278,7 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
         w->echo_recv_us = msg->sent_us ? now_us : 0;
         break;
     case CARAVAN__ENVELOPE__BODY_RELEASE:
+        ahead_drop(w); /* it may hold a released slot's next step */
         if (w->cfg.reset) {
             const Caravan__Release *rel = msg->release;
             if (rel->all) w->cfg.reset(w->cfg.compute_ctx, -1);

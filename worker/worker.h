@@ -80,6 +80,10 @@ typedef enum status (*worker_compute_fn)(void *ctx, const struct worker_slice *s
 typedef enum status (*worker_load_fn)(void *ctx, const struct worker_slice *slice);
 /* Called for a Release: forget a KV slot (< 0: every slot); may be NULL. */
 typedef void (*worker_reset_fn)(void *ctx, int32_t kv_slot);
+/* Whether computing position pos of seq_id in kv_slot continues what the slot holds (exactly
+ * positions [0, pos) of that sequence): a step computed ahead runs only then. May be NULL
+ * (always). */
+typedef bool (*worker_follows_fn)(void *ctx, int32_t kv_slot, uint64_t seq_id, int32_t pos);
 
 /* The identity compute: the output is the input tensor (or the token ids as an I32 tensor
  * [n_tokens, 1]) byte for byte. */
@@ -115,6 +119,7 @@ struct worker_config {
     worker_compute_fn compute;
     worker_load_fn load;
     worker_reset_fn reset;
+    worker_follows_fn follows;
     void *compute_ctx;
     trace_t *trace; /* --trace: queue/compute/serialize spans per Forward; NULL = off */
 };
@@ -122,9 +127,13 @@ struct worker_config {
 enum worker_action_kind {
     WORKER_ACTION_SEND_CONTROL = 0, /* buf -> coordinator */
     WORKER_ACTION_SEND_NEXT,        /* buf -> downstream stage */
-    WORKER_ACTION_ALLOW_UPSTREAM,   /* only `key` may connect to / send on the activation socket */
+    WORKER_ACTION_ALLOW_UPSTREAM,   /* only `key` (and `key2` when has_key2: the last stage,
+                                       computing ahead) may connect to the activation socket */
     WORKER_ACTION_CONNECT_NEXT,     /* (re)connect downstream to endpoint with key */
     WORKER_ACTION_DISCONNECT_NEXT,  /* last stage: no downstream */
+    WORKER_ACTION_SEND_FIRST,       /* buf -> first stage (a step computed ahead, Forward.ahead) */
+    WORKER_ACTION_CONNECT_FIRST,    /* last stage: (re)connect to the first stage's endpoint */
+    WORKER_ACTION_DISCONNECT_FIRST, /* no link to the first stage */
     WORKER_ACTION_EXIT,             /* stop with exit_code; text says why */
     WORKER_ACTION_COUNT
 };
@@ -135,6 +144,8 @@ struct worker_action {
     size_t len;
     char endpoint[256];
     uint8_t key[CRYPTO_KEY_BYTES];
+    uint8_t key2[CRYPTO_KEY_BYTES];
+    bool has_key2;
     int exit_code;
     char text[256];
 };
@@ -188,3 +199,14 @@ void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_a
                        const char *err, struct worker_actions *acts);
 /* Periodic: heartbeats. */
 void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts);
+
+/* Computing ahead (Assign.ahead; Forward.ahead in caravan.proto). The first stage holds the step
+ * the last stage expects next (sent by it, or its own when it is both); the I/O layer computes
+ * it with worker_run_ahead when nothing is waiting to be read, and the next Forward either
+ * takes its output or drops it. */
+bool worker_ahead_pending(const worker_t *w); /* held and not computed yet */
+void worker_run_ahead(worker_t *w);
+/* Steps computed ahead that the next Forward took, and held steps it did not (or that could
+ * not be computed). */
+uint64_t worker_ahead_used(const worker_t *w);
+uint64_t worker_ahead_unused(const worker_t *w);

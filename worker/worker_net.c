@@ -28,7 +28,7 @@ struct hb_shared {
     transport_t *t;
     const char *coordinator, *coordinator_key;
     atomic_uint node_id;
-    atomic_uint_fast64_t epoch, tokens, start_ms;
+    atomic_uint_fast64_t epoch, tokens, start_ms, ahead_used, ahead_unused;
     atomic_int state, layer_first, layer_end, interval_ms;
     atomic_bool stop;
 };
@@ -59,6 +59,8 @@ static void *heartbeat_main(void *arg) {
                        ? states[st]
                        : CARAVAN__HEARTBEAT__STATE__STATE_UNSPECIFIED;
         hb.tokens_total = atomic_load(&h->tokens);
+        hb.ahead_used = atomic_load(&h->ahead_used);
+        hb.ahead_unused = atomic_load(&h->ahead_unused);
         hb.uptime_ms = transport_mono_ms() - atomic_load(&h->start_ms);
         hb.layer_first = atomic_load(&h->layer_first);
         hb.layer_end = atomic_load(&h->layer_end);
@@ -77,6 +79,8 @@ static void hb_publish(struct hb_shared *h, const worker_t *w) {
     atomic_store(&h->node_id, worker_node_id(w));
     atomic_store(&h->epoch, worker_epoch(w));
     atomic_store(&h->tokens, worker_n_computed(w));
+    atomic_store(&h->ahead_used, worker_ahead_used(w));
+    atomic_store(&h->ahead_unused, worker_ahead_unused(w));
     atomic_store(&h->state, (int)worker_state(w));
     int32_t first, end;
     worker_layers(w, &first, &end);
@@ -91,11 +95,12 @@ struct net {
     worker_t *w;
     const struct worker_net_config *cfg;
     void *ctl, *ctl_mon, *act_in, *act_in_mon;
-    struct transport_link next; /* to the next stage */
-    uint64_t held_since_ms;     /* output waiting in `next` since (0: none waiting) */
-    uint64_t last_control_ms;   /* last message from the coordinator */
-    trace_t *trace;             /* --trace, or NULL */
-    uint64_t trace_batch;       /* batch of the Forward being handled (for the send span) */
+    struct transport_link next;  /* to the next stage */
+    struct transport_link first; /* last stage computing ahead: to the first stage */
+    uint64_t held_since_ms;      /* output waiting in `next` since (0: none waiting) */
+    uint64_t last_control_ms;    /* last message from the coordinator */
+    trace_t *trace;              /* --trace, or NULL */
+    uint64_t trace_batch;        /* batch of the Forward being handled (for the send span) */
     int32_t trace_tokens;
     uint64_t lost_since_ms; /* the coordinator went silent (0: it is there) */
     uint64_t next_rejoin_ms, rejoin_backoff_ms;
@@ -139,12 +144,27 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
                 LOG(LOG_WARN, "worker: output to the next stage not sent: %s", status_str(rc));
             break;
         }
-        case WORKER_ACTION_ALLOW_UPSTREAM:
+        case WORKER_ACTION_ALLOW_UPSTREAM: {
+            uint8_t keys[2][CRYPTO_KEY_BYTES];
+            memcpy(keys[0], a->key, CRYPTO_KEY_BYTES);
+            memcpy(keys[1], a->key2, CRYPTO_KEY_BYTES);
             if (!transport_insecure(n->t) &&
                 transport_allow_set(n->t, TRANSPORT_DOMAIN_ACTIVATION,
-                                    (const uint8_t(*)[CRYPTO_KEY_BYTES])a->key, 1) != STATUS_OK)
+                                    (const uint8_t(*)[CRYPTO_KEY_BYTES])keys,
+                                    a->has_key2 ? 2 : 1) != STATUS_OK)
                 finish(n, 1, "cannot update the activation allow-list");
             break;
+        }
+        case WORKER_ACTION_SEND_FIRST:
+            /* only worth anything now: nothing waits behind a slow link */
+            if (transport_link_queued(&n->first) == 0 &&
+                transport_link_send(n->t, &n->first, &a->buf, a->len) != STATUS_OK)
+                LOG(LOG_DEBUG, "worker: a step to compute ahead was not sent to the first stage");
+            break;
+        case WORKER_ACTION_CONNECT_FIRST:
+            transport_link_set(n->t, &n->first, a->key, a->endpoint);
+            break;
+        case WORKER_ACTION_DISCONNECT_FIRST: transport_link_clear(&n->first); break;
         case WORKER_ACTION_CONNECT_NEXT:
             transport_link_set(n->t, &n->next, a->key, a->endpoint);
             break;
@@ -166,7 +186,8 @@ static void drain(struct net *n, void *sock, enum worker_source src, int max) {
         enum status rc = transport_recv(n->t, sock, ZMQ_DONTWAIT, &msg, &peer, err, sizeof err);
         if (rc == STATUS_TIMEOUT) return;
         n->trace_batch = 0;
-        if (n->trace && rc == STATUS_OK && msg->body_case == CARAVAN__ENVELOPE__BODY_FORWARD) {
+        if (n->trace && rc == STATUS_OK && msg->body_case == CARAVAN__ENVELOPE__BODY_FORWARD &&
+            !msg->forward->ahead) { /* a step to compute ahead is no step's message */
             /* receive = taking the message from ZeroMQ and decoding it (CURVE decryption
              * happened in ZeroMQ's I/O thread before: it is inside the link time) */
             n->trace_batch = msg->forward->batch_id;
@@ -215,8 +236,9 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
             return;
         }
         LOG(LOG_WARN, "worker: %s (%s): %s", what, ev.endpoint, why);
-        if (mon == n->next.mon) {
-            transport_link_reset(&n->next); /* refused handshakes are final: redo at next send */
+        if (mon == n->next.mon || mon == n->first.mon) {
+            /* refused handshakes are final: redo at next send */
+            transport_link_reset(mon == n->next.mon ? &n->next : &n->first);
             return;
         }
     }
@@ -283,9 +305,14 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
             {n.act_in, 0, hold ? 0 : ZMQ_POLLIN, 0},
             {n.act_in_mon, 0, ZMQ_POLLIN, 0},
             {n.next.mon, 0, ZMQ_POLLIN, 0},
+            {n.first.mon, 0, ZMQ_POLLIN, 0},
         };
-        int n_items = n.next.mon ? 5 : 4;
-        int rc = zmq_poll(items, n_items, transport_link_queued(&n.next) ? 2 : 50);
+        int n_items = 4;
+        if (n.next.mon) items[n_items++] = items[4];
+        if (n.first.mon) items[n_items++] = items[5];
+        /* a step to compute ahead: only when nothing is waiting to be read */
+        const bool ahead = worker_ahead_pending(n.w);
+        int rc = zmq_poll(items, n_items, ahead ? 0 : transport_link_queued(&n.next) ? 2 : 50);
         if (rc < 0 && zmq_errno() != EINTR) {
             finish(&n, 1, "zmq_poll failed");
             break;
@@ -294,8 +321,11 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
             if (items[1].revents & ZMQ_POLLIN) on_monitor(&n, n.ctl_mon, "control connection");
             if (!n.done && (items[3].revents & ZMQ_POLLIN))
                 on_monitor(&n, n.act_in_mon, "activation socket");
-            if (!n.done && n_items > 4 && (items[4].revents & ZMQ_POLLIN))
-                on_monitor(&n, n.next.mon, "connection to the next stage");
+            for (int i = 4; !n.done && i < n_items; i++)
+                if (items[i].revents & ZMQ_POLLIN)
+                    on_monitor(&n, items[i].socket,
+                               items[i].socket == n.next.mon ? "connection to the next stage"
+                                                             : "connection to the first stage");
             if (!n.done && (items[0].revents & ZMQ_POLLIN))
                 drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
             /* One Forward at a time, so control messages (heartbeats, a new Assign) are read
@@ -306,8 +336,10 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         /* After a long computation: what the coordinator sent meanwhile, before judging its
          * silence. */
         if (!n.done) drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
+        if (rc == 0 && ahead && !n.done) worker_run_ahead(n.w);
         hb_publish(hb, n.w);
         transport_link_flush(t, &n.next);
+        transport_link_flush(t, &n.first);
         uint64_t now = transport_mono_ms();
         if (!n.done) {
             worker_on_tick(n.w, now, &acts);
@@ -389,13 +421,18 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     if (n.exit_code != 0)
         LOG(LOG_ERROR, "worker: %s", n.exit_text);
     else
-        LOG(LOG_INFO, "worker: exiting: %s (%llu batches computed)", n.exit_text,
-            (unsigned long long)worker_n_computed(n.w));
+        LOG(LOG_INFO,
+            "worker: exiting: %s (%llu batches computed, %llu of them ahead; %llu "
+            "held ahead and not used)",
+            n.exit_text, (unsigned long long)worker_n_computed(n.w),
+            (unsigned long long)worker_ahead_used(n.w),
+            (unsigned long long)worker_ahead_unused(n.w));
     atomic_store(&hb->stop, true);
     if (hb_started) pthread_join(hb_thread, NULL);
     free(hb);
     worker_destroy(&n.w);
     transport_link_clear(&n.next);
+    transport_link_clear(&n.first);
     transport_close(&n.ctl_mon);
     transport_close(&n.ctl);
     transport_close(&n.act_in_mon);

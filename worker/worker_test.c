@@ -312,6 +312,296 @@ static void test_f16_wire(void) {
     worker_destroy(&w);
 }
 
+/* ==== Computing ahead ==== */
+
+static const uint8_t KEY_FIRST[32] = {6}, KEY_LAST[32] = {7};
+static int n_computes;
+static bool g_follows = true;
+static bool g_logits_only; /* step() asks for logits, not for a sampled token */
+
+static enum status counting_compute(void *ctx, const struct worker_slice *slice,
+                                    const Caravan__Forward *in, struct worker_tensor *out) {
+    n_computes++;
+    if (!slice->is_last || !in->token) return worker_compute_identity(ctx, slice, in, out);
+    /* one stage: "logits" {tok, -1} per row, so greedy sampling picks index 0 */
+    memset(out, 0, sizeof *out);
+    out->dtype = CARAVAN__DTYPE__DTYPE_F32;
+    out->n_dims = 2;
+    out->shape[0] = in->n_tokens;
+    out->shape[1] = 2;
+    out->nbytes = (size_t)in->n_tokens * 2 * sizeof(float);
+    float *l = malloc(out->nbytes);
+    if (!l) return STATUS_NOMEM;
+    for (int32_t i = 0; i < in->n_tokens; i++) {
+        l[2 * i] = (float)in->token[i];
+        l[2 * i + 1] = -1.0f;
+    }
+    out->data = (uint8_t *)l;
+    return STATUS_OK;
+}
+
+static bool test_follows(void *ctx, int32_t kv_slot, uint64_t seq_id, int32_t pos) {
+    (void)ctx, (void)kv_slot, (void)seq_id, (void)pos;
+    return g_follows;
+}
+
+static worker_t *new_ahead_worker(void) {
+    struct worker_config cfg = {.name = "t", .data_endpoint = "tcp://self:1"};
+    memcpy(cfg.public_key, KEY_SELF, 32);
+    memcpy(cfg.coordinator_key, KEY_COORD, 32);
+    cfg.compute = counting_compute;
+    cfg.follows = test_follows;
+    worker_t *w = worker_new(&cfg);
+    struct worker_actions acts = {0};
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+    return w;
+}
+
+/* An Assign with Assign.ahead of a pipeline of n_stages (1..3) where this worker is stage
+ * `at`: stage 0 has KEY_FIRST (KEY_SELF when at == 0), the last KEY_LAST (or KEY_SELF), a
+ * middle one KEY_PREV. */
+static void assign_ahead(worker_t *w, uint64_t epoch, int n_stages, int at,
+                         struct worker_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Assign a = CARAVAN__ASSIGN__INIT;
+    Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
+    Caravan__Peer peers[3];
+    Caravan__Stage stages[3], *stage_ptrs[3];
+    static const char *const endpoints[3] = {"tcp://first:1", "tcp://mid:1", "tcp://last:1"};
+    uint8_t model_fp[32] = {9};
+    codec_envelope_init(&env, epoch, 2);
+    m.fingerprint.data = model_fp;
+    m.fingerprint.len = 32;
+    m.n_layers = 8;
+    a.model = &m;
+    for (int i = 0; i < n_stages; i++) {
+        const uint8_t *key = i == at             ? KEY_SELF
+                             : i == 0            ? KEY_FIRST
+                             : i == n_stages - 1 ? KEY_LAST
+                                                 : KEY_PREV;
+        caravan__peer__init(&peers[i]);
+        peers[i].endpoint = (char *)endpoints[i == n_stages - 1 && i ? 2 : i];
+        peers[i].public_key.data = (uint8_t *)key;
+        peers[i].public_key.len = 32;
+        caravan__stage__init(&stages[i]);
+        stages[i].peer = &peers[i];
+        stages[i].layer_first = 8 * i / n_stages;
+        stages[i].layer_end = 8 * (i + 1) / n_stages;
+        stage_ptrs[i] = &stages[i];
+    }
+    a.layer_first = stages[at].layer_first;
+    a.layer_end = stages[at].layer_end;
+    if (at > 0) a.prev = &peers[at - 1];
+    if (at + 1 < n_stages) a.next = &peers[at + 1];
+    a.n_stages = (size_t)n_stages;
+    a.stages = stage_ptrs;
+    a.n_ctx = 64;
+    a.ahead = true;
+    env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN;
+    env.assign = &a;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
+}
+
+/* A one-row decode step (sequence 1, slot 0) at pos with token tok, as token ids (first stage)
+ * or as a hidden state {tok, -1} (later stages, whose identity "logits" then sample to index 0
+ * when tok > -1); greedy sampling for the sequence unless want is false. */
+static void step(worker_t *w, uint64_t epoch, const uint8_t *sender, bool ids, int32_t pos,
+                 int32_t tok, bool ahead_ok, bool ahead, bool want, struct worker_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Forward f = CARAVAN__FORWARD__INIT;
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
+    Caravan__Sampling sm = CARAVAN__SAMPLING__INIT, *smp = &sm;
+    uint64_t seq = 1;
+    int32_t slot = 0;
+    protobuf_c_boolean wanted = want;
+    int64_t shape[2] = {1, 2};
+    float data[2] = {(float)tok, -1.0f};
+    codec_envelope_init(&env, epoch, 3);
+    f.batch_id = 20 + (uint64_t)pos;
+    f.n_tokens = 1;
+    f.n_seq_id = f.n_kv_slot = f.n_pos = f.n_want = 1;
+    f.seq_id = &seq;
+    f.kv_slot = &slot;
+    f.pos = &pos;
+    f.want = &wanted;
+    if (ids) {
+        f.n_token = 1;
+        f.token = &tok;
+    } else {
+        t.dtype = CARAVAN__DTYPE__DTYPE_F32;
+        t.n_shape = 2;
+        t.shape = shape;
+        t.data.data = (uint8_t *)data;
+        t.data.len = sizeof data;
+        f.hidden = &t;
+        f.layer = 4;
+    }
+    if (want && !g_logits_only) {
+        sm.seq_id = 1;
+        f.n_sampling = 1;
+        f.sampling = &smp;
+    }
+    f.ahead_ok = ahead_ok;
+    f.ahead = ahead;
+    env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
+    env.forward = &f;
+    worker_on_msg(w, WORKER_FROM_UPSTREAM, sender, "test", &env, 0, acts);
+}
+
+/* Computing ahead: the last stage offers a lone decode step's successor to the first stage
+ * (only when the coordinator allowed it and every row was sampled); the first stage takes
+ * such steps only from the last stage's key, computes them only when asked (idle) and only
+ * when they follow on, and sends one on, uncomputed again, only for a coordinator Forward
+ * with exactly its rows; anything else, a Release or a new Assign drops what it holds. A
+ * single stage holds its own successors. */
+static void test_ahead(void) {
+    struct worker_actions acts = {0};
+
+    /* Last of 3 stages: connects to the first stage; offers the successor with the sampled
+     * token at pos + 1, before the Result. */
+    worker_t *w = new_ahead_worker();
+    assign_ahead(w, 1, 3, 2, &acts);
+    assert(count_kind(&acts, WORKER_ACTION_CONNECT_FIRST) == 1);
+    for (int i = 0; i < acts.n; i++)
+        if (acts.a[i].kind == WORKER_ACTION_CONNECT_FIRST)
+            assert(strcmp(acts.a[i].endpoint, "tcp://first:1") == 0 &&
+                   memcmp(acts.a[i].key, KEY_FIRST, 32) == 0);
+    assert(worker_state(w) == WORKER_STATE_READY);
+    worker_actions_clear(&acts);
+    step(w, 1, KEY_PREV, false, 9, 5, true, false, true, &acts);
+    assert(acts.n == 2 && acts.a[0].kind == WORKER_ACTION_SEND_FIRST &&
+           acts.a[1].kind == WORKER_ACTION_SEND_CONTROL);
+    Caravan__Envelope *env = decode_action(&acts, 0);
+    const Caravan__Forward *f = env->forward;
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_FORWARD && f->ahead && f->layer == 0 &&
+           f->n_tokens == 1 && f->pos[0] == 10 && f->token[0] == 0 && f->seq_id[0] == 1 &&
+           f->kv_slot[0] == 0 && !f->hidden && env->epoch == 1);
+    codec_free(&env);
+    env = decode_action(&acts, 1);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_RESULT && env->result->token[0] == 0);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    step(w, 1, KEY_PREV, false, 10, 5, false, false, true, &acts); /* not allowed */
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+    worker_actions_clear(&acts);
+    g_logits_only = true; /* nothing sampled */
+    step(w, 1, KEY_PREV, false, 10, 5, true, false, true, &acts);
+    g_logits_only = false;
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+    worker_actions_clear(&acts);
+    /* moved to the middle: the link to the first stage goes */
+    assign_ahead(w, 2, 3, 1, &acts);
+    assert(count_kind(&acts, WORKER_ACTION_DISCONNECT_FIRST) == 1);
+    worker_actions_clear(&acts);
+    worker_destroy(&w);
+
+    /* First of 2 stages: takes steps from the last stage's key too. */
+    w = new_ahead_worker();
+    assign_ahead(w, 1, 2, 0, &acts);
+    assert(acts.a[0].kind == WORKER_ACTION_ALLOW_UPSTREAM &&
+           memcmp(acts.a[0].key, KEY_COORD, 32) == 0 && acts.a[0].has_key2 &&
+           memcmp(acts.a[0].key2, KEY_LAST, 32) == 0);
+    assert(count_kind(&acts, WORKER_ACTION_CONNECT_FIRST) == 0);
+    worker_actions_clear(&acts);
+    n_computes = 0;
+    step(w, 1, KEY_COORD, true, 3, 42, false, true, true, &acts); /* ahead, not from last */
+    step(w, 1, KEY_LAST, true, 3, 42, false, false, true, &acts); /* from last, not ahead */
+    step(w, 1, KEY_ROGUE, true, 3, 42, false, true, true, &acts);
+    step(w, 2, KEY_LAST, true, 3, 42, false, true, true, &acts); /* another epoch */
+    assert(!worker_ahead_pending(w) && acts.n == 0 && n_computes == 0);
+    step(w, 1, KEY_LAST, true, 3, 42, false, true, true, &acts);
+    assert(worker_ahead_pending(w) && acts.n == 0 && n_computes == 0);
+    worker_run_ahead(w);
+    assert(!worker_ahead_pending(w) && n_computes == 1);
+    step(w, 1, KEY_COORD, true, 3, 42, false, false, true, &acts); /* the same step */
+    assert(n_computes == 1 && acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_NEXT);
+    env = decode_action(&acts, 0);
+    assert(!env->forward->ahead && env->forward->batch_id == 23 && env->forward->layer == 4 &&
+           env->forward->hidden->data.len == 4 && env->forward->n_sampling == 1);
+    int32_t out_tok;
+    memcpy(&out_tok, env->forward->hidden->data.data, 4);
+    assert(out_tok == 42);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    assert(worker_ahead_used(w) == 1 && worker_ahead_unused(w) == 0 && worker_n_computed(w) == 1);
+    /* another token: computed again, and the held output dropped */
+    step(w, 1, KEY_LAST, true, 4, 42, false, true, true, &acts);
+    worker_run_ahead(w);
+    step(w, 1, KEY_COORD, true, 4, 43, false, false, true, &acts);
+    assert(n_computes == 3 && worker_ahead_used(w) == 1 && worker_ahead_unused(w) == 1);
+    env = decode_action(&acts, 0);
+    memcpy(&out_tok, env->forward->hidden->data.data, 4);
+    assert(out_tok == 43);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    /* another position, or not wanted: not the step held */
+    step(w, 1, KEY_LAST, true, 5, 7, false, true, true, &acts);
+    worker_run_ahead(w);
+    step(w, 1, KEY_COORD, true, 6, 7, false, false, true, &acts);
+    step(w, 1, KEY_LAST, true, 6, 7, false, true, true, &acts);
+    worker_run_ahead(w);
+    step(w, 1, KEY_COORD, true, 6, 7, false, false, false, &acts);
+    assert(n_computes == 7 && worker_ahead_used(w) == 1 && worker_ahead_unused(w) == 3);
+    worker_actions_clear(&acts);
+    /* the coordinator's Forward before the step held was computed: computed once */
+    step(w, 1, KEY_LAST, true, 7, 7, false, true, true, &acts);
+    step(w, 1, KEY_COORD, true, 7, 7, false, false, true, &acts);
+    assert(n_computes == 8 && !worker_ahead_pending(w) && worker_ahead_unused(w) == 4);
+    worker_actions_clear(&acts);
+    /* a step that does not follow on is not computed */
+    g_follows = false;
+    step(w, 1, KEY_LAST, true, 8, 7, false, true, true, &acts);
+    worker_run_ahead(w);
+    g_follows = true;
+    assert(n_computes == 8 && !worker_ahead_pending(w) && worker_ahead_unused(w) == 5);
+    step(w, 1, KEY_COORD, true, 8, 7, false, false, true, &acts);
+    assert(n_computes == 9);
+    worker_actions_clear(&acts);
+    /* a Release and a new Assign drop what is held */
+    step(w, 1, KEY_LAST, true, 9, 7, false, true, true, &acts);
+    worker_run_ahead(w);
+    Caravan__Envelope rel_env;
+    Caravan__Release rel = CARAVAN__RELEASE__INIT;
+    codec_envelope_init(&rel_env, 1, 5);
+    rel.all = true;
+    rel_env.body_case = CARAVAN__ENVELOPE__BODY_RELEASE;
+    rel_env.release = &rel;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &rel_env, 0, &acts);
+    assert(worker_ahead_unused(w) == 6);
+    step(w, 1, KEY_COORD, true, 9, 7, false, false, true, &acts);
+    assert(n_computes == 11);
+    step(w, 1, KEY_LAST, true, 10, 7, false, true, true, &acts);
+    assign_ahead(w, 2, 2, 0, &acts);
+    assert(!worker_ahead_pending(w) && worker_ahead_unused(w) == 7);
+    worker_actions_clear(&acts);
+    worker_destroy(&w);
+
+    /* One stage: holds its own successor; no link, no second key. */
+    w = new_ahead_worker();
+    assign_ahead(w, 1, 1, 0, &acts);
+    assert(acts.a[0].kind == WORKER_ACTION_ALLOW_UPSTREAM && !acts.a[0].has_key2);
+    assert(count_kind(&acts, WORKER_ACTION_CONNECT_FIRST) == 0);
+    worker_actions_clear(&acts);
+    n_computes = 0;
+    step(w, 1, KEY_COORD, true, 3, 0, true, false, true, &acts);
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL && n_computes == 1);
+    env = decode_action(&acts, 0);
+    int32_t sampled = env->result->token[0];
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    assert(worker_ahead_pending(w));
+    worker_run_ahead(w);
+    step(w, 1, KEY_COORD, true, 4, sampled, true, false, true, &acts);
+    assert(n_computes == 2 && worker_ahead_used(w) == 1 && worker_ahead_pending(w));
+    env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_RESULT && env->result->pos[0] == 4);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    worker_destroy(&w);
+}
+
 /* The offset of the WeightRequest among acts, or -1 when there is none. */
 static int64_t request_offset(const struct worker_actions *acts) {
     int64_t off = -1;
@@ -573,6 +863,7 @@ int main(void) {
     test_caps_and_assign();
     test_compute_error();
     test_f16_wire();
+    test_ahead();
 
     slice_cache_destroy(&g_cache);
     char cmd[128];

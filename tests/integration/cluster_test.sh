@@ -176,8 +176,8 @@ inject)
     kill "$W1PID" "$W2PID"
     wait_exit "$W1PID" 10
     wait_exit "$W2PID" 10
-    expect_log "$WORK/w1.log" "exiting: .*\\(1 batches computed\\)"
-    expect_log "$WORK/w2.log" "exiting: .*\\(1 batches computed\\)"
+    expect_log "$WORK/w1.log" "exiting: .*\\(1 batches computed,"
+    expect_log "$WORK/w2.log" "exiting: .*\\(1 batches computed,"
     ;;
 
 inject_control)

@@ -5,6 +5,8 @@
 #                    penalty) requests give caravan run's text through 1, 2 and 3 workers, with
 #                    the workers mapping the file and with shipped weights, and with the
 #                    prompt cut into chunks of 2 tokens
+#                    (the first worker computes a lone stream's steps ahead, and uses some;
+#                    with --ahead off it computes none and the text is the same)
 #   exact_tinyllama  the same on a `caravan mkmodel` tinyllama-1.1b Q4_0 (heavy: release only)
 #   pipelined        a prompt in 3 chunks through 3 workers that take 500 ms per step each:
 #                    the chunks travel one behind the other (the last is sent before the
@@ -65,13 +67,31 @@ same_text() {
     note "same text: $workers workers $extra $*"
 }
 
+# ahead_used: steps the first worker of the last same_text run computed ahead and used (from
+# its exit line).
+ahead_used() {
+    sed -n 's/.*batches computed, \([0-9]*\) of them ahead.*/\1/p' "$WORK/logs_w$1_$RUNS/w1.log" |
+        tail -n 1
+}
+
 case "$CASE" in
 exact_stories)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
     for w in 1 2 3; do
         same_text "$STORIES" "$w" "--shared-file" -- --temp 0 -n 64
+        # a lone stream: the first worker computes steps ahead (as the last sampled them) and
+        # the coordinator's Forwards take them (on a model this small its Forward can win the
+        # race, so only "some")
+        used=$(ahead_used "$w")
+        [ "$w" -eq 3 ] || [ "${used:-0}" -gt 0 ] ||
+            fail "$w workers: the first computed no step ahead that was used ('$used')"
+        note "$w workers: $used steps computed ahead and used"
         same_text "$STORIES" "$w" "--shared-file" -- --temp 0.9 --seed 42 --top-k 20 \
             --top-p 0.9 --min-p 0.02 --repeat-penalty 1.15 -n 64
+    done
+    for w in 1 2; do # without computing ahead: the same text, and nothing computed ahead
+        same_text "$STORIES" "$w" "--shared-file --ahead off" -- --temp 0.9 --seed 42 -n 64
+        [ "$(ahead_used "$w")" = 0 ] || fail "--ahead off: $(ahead_used "$w") steps computed ahead"
     done
     # the prompt in chunks of 2 tokens: chunks with no token to sample come back empty from
     # the last stage, and a prompt's chunks travel the stages one behind the other
@@ -90,6 +110,9 @@ exact_tinyllama)
         >"$WORK/mkmodel.err" 2>&1 || fail "mkmodel failed"
     for w in 1 2 3; do
         same_text "$WORK/tl.gguf" "$w" "--shared-file" -- --temp 0 -n 24
+        used=$(ahead_used "$w")
+        [ "${used:-0}" -gt 0 ] || fail "$w workers: no step computed ahead was used ('$used')"
+        note "$w workers: $used steps computed ahead and used"
     done
     same_text "$WORK/tl.gguf" 2 "--shared-file" -- --temp 0.8 --seed 3 -n 24
     ;;
