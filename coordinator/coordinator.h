@@ -68,8 +68,8 @@ struct coordinator_config {
     serve_queue_t *queue;
     struct batcher_config batcher;
     Caravan__DType act_dtype; /* hidden states on the wire: F32 (exact) or F16 */
-    /* Computing ahead (Forward.ahead in caravan.proto): a lone micro-batch of decoding rows asks
-     * the last stage to send its successor straight to the first stage, which computes it while
+    /* Computing ahead (Forward.ahead in caravan.proto): a lone stream's decoding step asks the
+     * last stage to send its successor straight to the first stage, which computes it while
      * the Result and the next Forward travel through the coordinator. */
     bool ahead;
     /* The plan (coordinator/planner.h): KV sizes every worker loads with (Assign.n_ctx, n_seq,

@@ -146,12 +146,14 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
 
 /* A coordinator serving (its queue in *q) 2 layers over w1 and w2 (control connections 7 and
  * 8), ready at epoch 1. */
-static coordinator_t *serving_pair(serve_queue_t **q, struct coordinator_actions *acts) {
+static coordinator_t *serving_pair_ahead(serve_queue_t **q, bool ahead,
+                                         struct coordinator_actions *acts) {
     *q = serve_queue_new(4);
     struct coordinator_config cfg = {
         .n_workers = 2,
         .n_layers = 2,
         .queue = *q,
+        .ahead = ahead,
         .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
     };
     memcpy(cfg.public_key, KC, 32);
@@ -164,6 +166,87 @@ static coordinator_t *serving_pair(serve_queue_t **q, struct coordinator_actions
     assert(coordinator_state(c) == COORDINATOR_STATE_READY && coordinator_epoch(c) == 1);
     coordinator_actions_clear(acts);
     return c;
+}
+
+static coordinator_t *serving_pair(serve_queue_t **q, struct coordinator_actions *acts) {
+    return serving_pair_ahead(q, false, acts);
+}
+
+/* A request of a 3-token prompt and max_tokens, queued on q. */
+static serve_req_t *submit(serve_queue_t *q, int32_t max_tokens) {
+    struct serve_req_params p = {0};
+    p.prompt = malloc(3 * sizeof *p.prompt);
+    for (int i = 0; i < 3; i++) p.prompt[i] = 5 + i;
+    p.n_prompt = 3;
+    p.max_tokens = max_tokens;
+    sampler_params_default(&p.sampling);
+    serve_req_t *r = serve_req_new(&p);
+    assert(serve_queue_submit(q, r));
+    return r;
+}
+
+/* The Forward the next tick sends (asserted), decoded; NULL when none. */
+static Caravan__Envelope *next_forward(coordinator_t *c, uint64_t now_ms,
+                                       struct coordinator_actions *acts) {
+    coordinator_on_tick(c, now_ms, acts);
+    Caravan__Envelope *env = decode(find(acts, COORDINATOR_ACTION_SEND_FIRST));
+    coordinator_actions_clear(acts);
+    assert(env && env->body_case == CARAVAN__ENVELOPE__BODY_FORWARD);
+    return env;
+}
+
+/* The last stage's sampled token for the last row of Forward f (from w2). */
+static void token_result(coordinator_t *c, const Caravan__Forward *f, int32_t tok,
+                         struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Result r = CARAVAN__RESULT__INIT;
+    uint64_t seq = f->seq_id[f->n_tokens - 1];
+    int32_t pos = f->pos[f->n_tokens - 1];
+    codec_envelope_init(&env, 1, 3);
+    r.batch_id = f->batch_id;
+    r.micro_batch = f->micro_batch;
+    r.n_rows = 1;
+    r.n_seq_id = r.n_pos = r.n_token = 1;
+    r.seq_id = &seq;
+    r.pos = &pos;
+    r.token = &tok;
+    env.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
+    env.result = &r;
+    uint8_t rid = 2;
+    struct coordinator_peer p = {&rid, 1, K2, "127.0.0.1", 0};
+    coordinator_on_msg(c, &p, &env, 0, acts);
+    coordinator_actions_clear(acts);
+}
+
+/* Computing ahead: the coordinator asks for it (Forward.ahead_ok) only with cfg.ahead, and
+ * only on a lone stream's decoding step: not on a prompt, not once another request is served. */
+static void test_ahead_ok(struct coordinator_actions *acts) {
+    for (int on = 0; on < 2; on++) {
+        serve_queue_t *q = NULL;
+        coordinator_t *c = serving_pair_ahead(&q, on, acts);
+        serve_req_t *r1 = submit(q, 8);
+        Caravan__Envelope *f1 = next_forward(c, 10, acts);
+        assert(f1->forward->n_tokens == 3 && !f1->forward->ahead_ok); /* the prompt */
+        token_result(c, f1->forward, 9, acts);
+        Caravan__Envelope *f2 = next_forward(c, 11, acts);
+        assert(f2->forward->n_tokens == 1 && f2->forward->token[0] == 9 &&
+               f2->forward->ahead_ok == (bool)on);
+        serve_req_t *r2 = submit(q, 8); /* its prompt goes in the other micro-batch */
+        Caravan__Envelope *g1 = next_forward(c, 12, acts);
+        assert(g1->forward->n_tokens == 3 && !g1->forward->ahead_ok);
+        token_result(c, f2->forward, 10, acts);
+        Caravan__Envelope *f3 = next_forward(c, 13, acts);
+        assert(f3->forward->n_tokens == 1 && f3->forward->token[0] == 10 &&
+               !f3->forward->ahead_ok); /* no longer alone */
+        codec_free(&f1);
+        codec_free(&f2);
+        codec_free(&g1);
+        codec_free(&f3);
+        serve_req_unref(&r1);
+        serve_req_unref(&r2);
+        coordinator_destroy(&c);
+        serve_queue_destroy(&q);
+    }
 }
 
 /* Serving, every layer has a worker of its own: one more worker is refused and the cluster
@@ -217,14 +300,7 @@ static void test_join_past_layers(struct coordinator_actions *acts) {
 static void test_stage_error(struct coordinator_actions *acts) {
     serve_queue_t *q = NULL;
     coordinator_t *c = serving_pair(&q, acts);
-    struct serve_req_params p = {0};
-    p.prompt = malloc(3 * sizeof *p.prompt);
-    for (int i = 0; i < 3; i++) p.prompt[i] = 5 + i;
-    p.n_prompt = 3;
-    p.max_tokens = 4;
-    sampler_params_default(&p.sampling);
-    serve_req_t *r = serve_req_new(&p);
-    assert(serve_queue_submit(q, r));
+    serve_req_t *r = submit(q, 4);
     for (int round = 0; round < 3; round++) {
         coordinator_on_tick(c, 10 + (uint64_t)round, acts);
         Caravan__Envelope *env = decode(find(acts, COORDINATOR_ACTION_SEND_FIRST));
@@ -533,6 +609,7 @@ int main(void) {
     test_disconnect(&cfg, &acts);
     test_join_past_layers(&acts);
     test_stage_error(&acts);
+    test_ahead_ok(&acts);
     test_snap();
     test_plan(&acts);
     printf("coordinator_test: ok\n");
