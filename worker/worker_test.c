@@ -52,18 +52,26 @@ static void join(worker_t *w, struct worker_actions *acts) {
 /* Assign [first, end) of 8 under epoch, a middle stage unless prev/next are NULL. */
 static Caravan__DType g_act_dtype; /* the Assigns' act_dtype (F32 unless a test sets it) */
 
-static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const uint8_t *next_key,
-                   const uint8_t *fingerprint, uint64_t slice_bytes, struct worker_actions *acts) {
+/* Delivers Assign a under epoch from the coordinator, its model set here (8 layers). */
+static void deliver_assign(worker_t *w, uint64_t epoch, Caravan__Assign *a,
+                           struct worker_actions *acts) {
     Caravan__Envelope env;
-    Caravan__Assign a = CARAVAN__ASSIGN__INIT;
     Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
-    Caravan__Peer prev = CARAVAN__PEER__INIT, next = CARAVAN__PEER__INIT;
     uint8_t model_fp[32] = {9};
     codec_envelope_init(&env, epoch, 2);
     m.fingerprint.data = model_fp;
     m.fingerprint.len = 32;
     m.n_layers = 8;
-    a.model = &m;
+    a->model = &m;
+    env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN;
+    env.assign = a;
+    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
+}
+
+static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const uint8_t *next_key,
+                   const uint8_t *fingerprint, uint64_t slice_bytes, struct worker_actions *acts) {
+    Caravan__Assign a = CARAVAN__ASSIGN__INIT;
+    Caravan__Peer prev = CARAVAN__PEER__INIT, next = CARAVAN__PEER__INIT;
     a.layer_first = 2;
     a.layer_end = 4;
     if (prev_key) {
@@ -84,9 +92,7 @@ static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const u
         a.slice_fingerprint.len = 32;
         a.slice_bytes = slice_bytes;
     }
-    env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN;
-    env.assign = &a;
-    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
+    deliver_assign(w, epoch, &a, acts);
 }
 
 /* A Forward of batch 11: one row, the hidden state `data` (2 floats). */
@@ -142,11 +148,27 @@ static void weight_chunk(worker_t *w, uint64_t epoch, const uint8_t *fp, const u
 
 static slice_cache_t *g_cache;
 
-static worker_t *new_worker_rate(uint64_t rate) {
+/* The test workers' config: its key, the coordinator's, the slice cache. */
+static struct worker_config base_config(void) {
     struct worker_config cfg = {.name = "t", .data_endpoint = "tcp://self:1"};
     memcpy(cfg.public_key, KEY_SELF, 32);
     memcpy(cfg.coordinator_key, KEY_COORD, 32);
     cfg.cache = g_cache;
+    return cfg;
+}
+
+/* A worker on cfg, started and joined (its actions cleared). */
+static worker_t *joined_worker(const struct worker_config *cfg) {
+    worker_t *w = worker_new(cfg);
+    struct worker_actions acts = {0};
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+    return w;
+}
+
+static worker_t *new_worker_rate(uint64_t rate) {
+    struct worker_config cfg = base_config();
     cfg.weight_rate_limit = rate;
     return worker_new(&cfg);
 }
@@ -253,14 +275,9 @@ static enum status failing_compute(void *ctx, const struct worker_slice *slice,
  * words, so the coordinator can answer that batch at once; nothing goes on. */
 static void test_compute_error(void) {
     struct worker_actions acts = {0};
-    struct worker_config cfg = {.name = "t", .data_endpoint = "tcp://self:1"};
-    memcpy(cfg.public_key, KEY_SELF, 32);
-    memcpy(cfg.coordinator_key, KEY_COORD, 32);
-    cfg.cache = g_cache;
+    struct worker_config cfg = base_config();
     cfg.compute = failing_compute;
-    worker_t *w = worker_new(&cfg);
-    worker_start(w, 0, &acts);
-    join(w, &acts);
+    worker_t *w = joined_worker(&cfg);
     assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
     assert(worker_state(w) == WORKER_STATE_READY);
     worker_actions_clear(&acts);
@@ -346,17 +363,10 @@ static bool test_follows(void *ctx, int32_t kv_slot, uint64_t seq_id, int32_t po
 }
 
 static worker_t *new_ahead_worker(void) {
-    struct worker_config cfg = {.name = "t", .data_endpoint = "tcp://self:1"};
-    memcpy(cfg.public_key, KEY_SELF, 32);
-    memcpy(cfg.coordinator_key, KEY_COORD, 32);
+    struct worker_config cfg = base_config();
     cfg.compute = counting_compute;
     cfg.follows = test_follows;
-    worker_t *w = worker_new(&cfg);
-    struct worker_actions acts = {0};
-    worker_start(w, 0, &acts);
-    join(w, &acts);
-    worker_actions_clear(&acts);
-    return w;
+    return joined_worker(&cfg);
 }
 
 /* An Assign with Assign.ahead of a pipeline of n_stages (1..3) where this worker is stage
@@ -364,18 +374,10 @@ static worker_t *new_ahead_worker(void) {
  * middle one KEY_PREV. */
 static void assign_ahead(worker_t *w, uint64_t epoch, int n_stages, int at,
                          struct worker_actions *acts) {
-    Caravan__Envelope env;
     Caravan__Assign a = CARAVAN__ASSIGN__INIT;
-    Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
     Caravan__Peer peers[3];
     Caravan__Stage stages[3], *stage_ptrs[3];
     static const char *const endpoints[3] = {"tcp://first:1", "tcp://mid:1", "tcp://last:1"};
-    uint8_t model_fp[32] = {9};
-    codec_envelope_init(&env, epoch, 2);
-    m.fingerprint.data = model_fp;
-    m.fingerprint.len = 32;
-    m.n_layers = 8;
-    a.model = &m;
     for (int i = 0; i < n_stages; i++) {
         const uint8_t *key = i == at             ? KEY_SELF
                              : i == 0            ? KEY_FIRST
@@ -399,9 +401,7 @@ static void assign_ahead(worker_t *w, uint64_t epoch, int n_stages, int at,
     a.stages = stage_ptrs;
     a.n_ctx = 64;
     a.ahead = true;
-    env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN;
-    env.assign = &a;
-    worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
+    deliver_assign(w, epoch, &a, acts);
 }
 
 /* A one-row decode step (sequence 1, slot 0) at pos with token tok, as token ids (first stage)
