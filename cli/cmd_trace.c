@@ -541,6 +541,7 @@ static int trace_summary(const char *path) {
     struct tok {
         double end, compute;
     } *toks = calloc(n + 1, sizeof *toks);
+    if (!toks) abort();
     size_t n_toks = 0;
     for (size_t i = 0; i < n;) {
         size_t e = i;

@@ -78,8 +78,9 @@ near_zero "$WORK/m3.json" || fail "misleading heartbeats were not corrected by t
 node -e '
 const s = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
 const hops = Object.keys(s.link_in_ms).sort().join(",");
-console.log(`summary: ${s.decode_steps} steps (and ${s.ahead_steps} computed ahead), step ${s.step_ms} ms, links into ${hops}`);
-process.exit(s.decode_steps > 0 && s.ahead_steps > 0 && s.step_ms > 0 && hops === "0,1,2,3" ? 0 : 1);' "$WORK/summary" ||
+console.log(`summary: ${s.decode_steps} steps (and ${s.ahead_steps} computed ahead), step ${s.step_ms} ms, ${s.token_ms} ms between tokens, links into ${hops}`);
+process.exit(s.decode_steps > 0 && s.ahead_steps > 0 && s.step_ms > 0 && s.token_ms > 0 &&
+             s.token_own_ms < s.token_ms && hops === "0,1,2,3" ? 0 : 1);' "$WORK/summary" ||
     fail "summary: $(cat "$WORK/summary")"
 # a trace with a worker missing fails the check (the checker can fail)
 "$BIN/caravan" trace merge "$WORK/m2.json" "$WORK/trace/coordinator.json" "$WORK/trace/w1.json" \
