@@ -877,17 +877,17 @@ static bool to_f16(worker_t *w, const float *x, size_t n, uint16_t **h_out) {
 
 /* ==== Computing ahead ========================================================================= */
 
-/* Forgets the step held; counted unused when there was one. */
-static void ahead_drop(worker_t *w) {
-    struct ahead *h = &w->ahead;
-    if (h->n) w->ahead_unused++;
+/* Frees the step held and its output (its arrays are one block, from seq). */
+static void ahead_free(struct ahead *h) {
     free(h->seq);
-    free(h->slot);
-    free(h->pos);
-    free(h->tok);
-    free(h->want);
     worker_tensor_free(&h->out);
     memset(h, 0, sizeof *h);
+}
+
+/* Forgets the step held; counted unused when there was one. */
+static void ahead_drop(worker_t *w) {
+    if (w->ahead.n) w->ahead_unused++;
+    ahead_free(&w->ahead);
 }
 
 /* Holds rows [0, n) as the step to compute ahead (n_want 0: every row wanted). */
@@ -897,15 +897,13 @@ static void ahead_hold(worker_t *w, uint64_t batch_id, int32_t n, const uint64_t
     ahead_drop(w);
     struct ahead *h = &w->ahead;
     const size_t m = (size_t)n;
-    h->seq = malloc(m * sizeof *h->seq);
-    h->slot = malloc(m * sizeof *h->slot);
-    h->pos = malloc(m * sizeof *h->pos);
-    h->tok = malloc(m * sizeof *h->tok);
-    h->want = malloc(m * sizeof *h->want);
-    if (!h->seq || !h->slot || !h->pos || !h->tok || !h->want) {
-        ahead_drop(w); /* nothing held: n is still 0 */
-        return;
-    }
+    /* one block: the 8-byte ids first, then the three int32 arrays, then the flags */
+    h->seq = malloc(m * (sizeof *h->seq + 3 * sizeof(int32_t) + sizeof *h->want));
+    if (!h->seq) return; /* nothing held */
+    h->slot = (int32_t *)(h->seq + m);
+    h->pos = h->slot + m;
+    h->tok = h->pos + m;
+    h->want = (protobuf_c_boolean *)(h->tok + m);
     memcpy(h->seq, seq, m * sizeof *h->seq);
     memcpy(h->slot, slot, m * sizeof *h->slot);
     memcpy(h->pos, pos, m * sizeof *h->pos);
@@ -991,8 +989,7 @@ static bool ahead_take(worker_t *w, const Caravan__Forward *f, struct worker_ten
     memset(&h->out, 0, sizeof h->out);
     hop->start_us = h->start_us;
     hop->end_us = h->end_us;
-    h->n = 0; /* so ahead_drop frees it without counting it unused */
-    ahead_drop(w);
+    ahead_free(h);
     w->ahead_used++;
     return true;
 }
@@ -1039,8 +1036,8 @@ static void on_ahead(worker_t *w, const Caravan__Envelope *env) {
     const Caravan__Forward *f = env->forward;
     if (w->state != WORKER_STATE_READY || env->epoch != w->slice.epoch || !w->slice.is_first ||
         !w->ahead_on) {
-        LOG(LOG_DEBUG, "worker: a step to compute ahead came while not the first stage of its "
-                       "epoch; dropped");
+        LOG(LOG_DEBUG, "worker: a step to compute ahead came while this worker is not a ready "
+                       "first stage computing ahead in its epoch; dropped");
         return;
     }
     ahead_hold(w, f->batch_id, f->n_tokens, f->seq_id, f->kv_slot, f->pos, f->token, f->want,
