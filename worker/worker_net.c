@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "log.h"
@@ -30,8 +31,38 @@ struct hb_shared {
     atomic_uint node_id;
     atomic_uint_fast64_t epoch, tokens, start_ms, ahead_used, ahead_unused;
     atomic_int state, layer_first, layer_end, interval_ms;
-    atomic_bool stop;
+    /* stop, under mu, wakes the thread from its wait on cv (CLOCK_MONOTONIC) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
 };
+
+/* Waits ms or until stopped; true when stopped. One wake-up a heartbeat: polling for stop in
+ * short sleeps would wake the vCPU of a stage computing a token many times for nothing. */
+static bool hb_wait(struct hb_shared *h, int ms) {
+    if (ms < 10) ms = 10;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&h->mu);
+    while (!h->stop && pthread_cond_timedwait(&h->cv, &h->mu, &until) != ETIMEDOUT) {
+    }
+    bool stop = h->stop;
+    pthread_mutex_unlock(&h->mu);
+    return stop;
+}
+
+static void hb_stop(struct hb_shared *h) {
+    pthread_mutex_lock(&h->mu);
+    h->stop = true;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
 
 /* Heartbeats from their own thread and socket, so a worker busy computing a long prompt chunk
  * still counts as alive; a stopped or cut-off worker sends none (all threads stop with it). The
@@ -45,12 +76,10 @@ static void *heartbeat_main(void *arg) {
     static const Caravan__Heartbeat__State states[WORKER_STATE_COUNT] = {
         CARAVAN__HEARTBEAT__STATE__STATE_JOINING, CARAVAN__HEARTBEAT__STATE__STATE_JOINING,
         CARAVAN__HEARTBEAT__STATE__STATE_LOADING, CARAVAN__HEARTBEAT__STATE__STATE_READY};
-    while (!atomic_load(&h->stop)) {
-        int ms = atomic_load(&h->interval_ms);
-        for (int slept = 0; slept < ms && !atomic_load(&h->stop); slept += 10) usleep(10 * 1000);
+    while (!hb_wait(h, atomic_load(&h->interval_ms))) {
         uint32_t node = atomic_load(&h->node_id);
         int st = atomic_load(&h->state);
-        if (atomic_load(&h->stop) || node == 0 || st == WORKER_STATE_JOINING) continue;
+        if (node == 0 || st == WORKER_STATE_JOINING) continue;
         Caravan__Envelope env;
         Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
         codec_envelope_init(&env, atomic_load(&h->epoch), msg_id++);
@@ -281,6 +310,11 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     hb->coordinator_key = cfg->coordinator_key;
     atomic_store(&hb->start_ms, start);
     atomic_store(&hb->interval_ms, 500);
+    pthread_condattr_t ca;
+    if (pthread_mutex_init(&hb->mu, NULL) || pthread_condattr_init(&ca) ||
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) || pthread_cond_init(&hb->cv, &ca))
+        abort();
+    pthread_condattr_destroy(&ca);
     pthread_t hb_thread;
     bool hb_started = pthread_create(&hb_thread, NULL, heartbeat_main, hb) == 0;
     n.hb = hb;
@@ -427,8 +461,10 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
             n.exit_text, (unsigned long long)worker_n_computed(n.w),
             (unsigned long long)worker_ahead_used(n.w),
             (unsigned long long)worker_ahead_unused(n.w));
-    atomic_store(&hb->stop, true);
+    hb_stop(hb);
     if (hb_started) pthread_join(hb_thread, NULL);
+    pthread_cond_destroy(&hb->cv);
+    pthread_mutex_destroy(&hb->mu);
     free(hb);
     worker_destroy(&n.w);
     transport_link_clear(&n.next);
