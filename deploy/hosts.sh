@@ -191,7 +191,7 @@ t=${targets[$coord]}
   for i in "${!roles[@]}"; do
     if [ "${roles[$i]}" = worker ]; then
       echo "# ${targets[$i]} ${addrs[$i]}"
-      echo "${pubs[$i]}"
+      printf '%s\n' "${pubs[$i]}"
     fi
   done
 } | put "$t" /etc/caravan/allow 644

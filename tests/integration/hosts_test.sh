@@ -112,7 +112,7 @@ done
 [ "$(cat "$tmp/$HP-w1/etc/key/key.pub")" != "$(cat "$tmp/$HP-w2/etc/key/key.pub")" ] ||
   fail "two hosts share a key"
 for w in $HP-w1 $HP-w2; do
-  grep -qxF "$(cat "$tmp/$w/etc/key/key.pub")" "$tmp/$HP-c/etc/allow" || fail "$w not in the allow-list"
+  grep -qxF -e "$(cat "$tmp/$w/etc/key/key.pub")" "$tmp/$HP-c/etc/allow" || fail "$w not in the allow-list"
   cmp -s <(tr -d '\n' <"$tmp/$w/etc/coordinator.pub") <(tr -d '\n' <"$tmp/$HP-c/etc/key/key.pub") ||
     fail "$w has not the coordinator's public key"
 done
