@@ -80,6 +80,19 @@ ahead_seen() {
     sed -n 's/.*of them ahead; \([0-9]*\) held ahead and not used.*/\1/p' \
         "$WORK/logs_w$1_$RUNS/w1.log" | tail -n 1 | awk -v u="$(ahead_used "$1")" '{print $1 + u}'
 }
+# check_ahead W: after a same_text run of W workers computing ahead, some steps ahead were used
+# with one worker (it holds its own: no race), and some reached the first worker with more.
+check_ahead() {
+    local used seen
+    used=$(ahead_used "$1")
+    seen=$(ahead_seen "$1")
+    if [ "$1" -eq 1 ]; then
+        [ "${used:-0}" -gt 0 ] || fail "1 worker: no step computed ahead was used ('$used')"
+    else
+        [ "${seen:-0}" -gt 0 ] || fail "$1 workers: no step ahead reached the first ('$seen')"
+    fi
+    note "$1 workers: $used steps computed ahead and used, of $seen"
+}
 
 case "$CASE" in
 exact_stories)
@@ -89,13 +102,7 @@ exact_stories)
         # a lone stream: the last worker sends the first its steps ahead (as it sampled them);
         # with one worker, which holds its own, the coordinator's Forwards always take them;
         # with more, only those that win the race (see ahead_seen)
-        used=$(ahead_used "$w")
-        if [ "$w" -eq 1 ]; then
-            [ "${used:-0}" -gt 0 ] || fail "1 worker: no step computed ahead was used ('$used')"
-        else
-            [ "$(ahead_seen "$w")" -gt 0 ] || fail "$w workers: no step ahead reached the first"
-        fi
-        note "$w workers: $used steps computed ahead and used, of $(ahead_seen "$w")"
+        check_ahead "$w"
         same_text "$STORIES" "$w" "--shared-file" -- --temp 0.9 --seed 42 --top-k 20 \
             --top-p 0.9 --min-p 0.02 --repeat-penalty 1.15 -n 64
     done
@@ -121,13 +128,7 @@ exact_tinyllama)
         >"$WORK/mkmodel.err" 2>&1 || fail "mkmodel failed"
     for w in 1 2 3; do
         same_text "$WORK/tl.gguf" "$w" "--shared-file" -- --temp 0 -n 24
-        used=$(ahead_used "$w")
-        if [ "$w" -eq 1 ]; then
-            [ "${used:-0}" -gt 0 ] || fail "1 worker: no step computed ahead was used ('$used')"
-        else
-            [ "$(ahead_seen "$w")" -gt 0 ] || fail "$w workers: no step ahead reached the first"
-        fi
-        note "$w workers: $used steps computed ahead and used, of $(ahead_seen "$w")"
+        check_ahead "$w"
     done
     same_text "$WORK/tl.gguf" 2 "--shared-file" -- --temp 0.8 --seed 3 -n 24
     ;;
