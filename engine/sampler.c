@@ -181,3 +181,34 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
     }
     return c[n - 1].id;
 }
+
+int32_t sampler_logprobs(const float *logits, int64_t n_vocab, int32_t tok, int32_t n_top,
+                         float *tok_lp, int32_t *top_id, float *top_lp) {
+    float mx = logits[0];
+    for (int64_t i = 1; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int64_t i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - (double)mx);
+    const double lse = (double)mx + log(sum);
+    double lp = (double)logits[tok] - lse;
+    *tok_lp = lp > 0 ? 0.0f : (float)lp;
+    if (n_top <= 0) return 0;
+    int32_t k = n_top < n_vocab ? n_top : (int32_t)n_vocab, n = 0;
+    /* insertion into top_id[0..n), kept by logit descending, lower id first on ties (ids come
+     * in ascending order, so a later equal logit goes after) */
+    for (int64_t i = 0; i < n_vocab; i++) {
+        float v = logits[i];
+        if (n == k && !(v > logits[top_id[k - 1]])) continue;
+        int32_t j = n < k ? n++ : k - 1;
+        while (j > 0 && v > logits[top_id[j - 1]]) {
+            top_id[j] = top_id[j - 1];
+            j--;
+        }
+        top_id[j] = (int32_t)i;
+    }
+    for (int32_t j = 0; j < k; j++) {
+        lp = (double)logits[top_id[j]] - lse;
+        top_lp[j] = lp > 0 ? 0.0f : (float)lp;
+    }
+    return k;
+}

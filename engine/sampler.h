@@ -28,3 +28,12 @@ void sampler_free(sampler_t **self_p);
  * token drawn from those would be arbitrary, text that only looks like an answer. */
 int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float *logits,
                        const int32_t *recent, int32_t n_recent, uint64_t draw);
+
+/* Log-probabilities under the raw logits (a log-softmax before any penalty, filter or
+ * temperature: what the model says, whatever the sampler then did). *tok_lp receives tok's;
+ * top_id / top_lp (n_top entries each, may be NULL when n_top is 0) the n_top most likely
+ * tokens, most likely first, the lower id first among equal logits. Returns how many top
+ * entries were written: min(n_top, n_vocab). A token the logits mask (-infinity) gets
+ * -infinity. */
+int32_t sampler_logprobs(const float *logits, int64_t n_vocab, int32_t tok, int32_t n_top,
+                         float *tok_lp, int32_t *top_id, float *top_lp);

@@ -3,6 +3,7 @@
 #undef NDEBUG
 #include <assert.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -90,6 +91,43 @@ int main(void) {
     }
     sampler_free(&s);
     assert(s == NULL);
+
+    /* log-probabilities: against a plain softmax; the top list by a full sort's order (logit
+     * descending, lower id first on ties); a masked token gets -infinity */
+    {
+        float row[NV];
+        uint64_t x = 42;
+        for (int i = 0; i < NV; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            row[i] = (float)((x >> 40) % 200) / 20.0f - 5.0f; /* steps of 0.05: many ties */
+        }
+        row[3] = -INFINITY;
+        double z = 0;
+        for (int i = 0; i < NV; i++) z += exp((double)row[i]);
+        int32_t ids[20];
+        float lps[20], lp;
+        for (int32_t tok = 0; tok < NV; tok++) {
+            assert(sampler_logprobs(row, NV, tok, 0, &lp, NULL, NULL) == 0);
+            double want = tok == 3 ? -INFINITY : (double)row[tok] - log(z);
+            assert(tok == 3 ? lp == -INFINITY : fabs(lp - want) < 1e-5);
+        }
+        assert(sampler_logprobs(row, NV, 0, 20, &lp, ids, lps) == 20);
+        bool taken[NV] = {false};
+        for (int j = 0; j < 20; j++) {
+            int best = -1;
+            for (int i = 0; i < NV; i++)
+                if (!taken[i] && (best < 0 || row[i] > row[best])) best = i;
+            taken[best] = true;
+            assert(ids[j] == best);
+            assert(fabs(lps[j] - ((double)row[best] - log(z))) < 1e-5);
+            assert(j == 0 || lps[j] <= lps[j - 1]);
+        }
+        float small[3] = {1.0f, 2.0f, 2.0f};
+        assert(sampler_logprobs(small, 3, 2, 20, &lp, ids, lps) == 3);
+        assert(ids[0] == 1 && ids[1] == 2 && ids[2] == 0 && lps[0] == lps[1] && lp == lps[1]);
+        float one[1] = {-7.0f};
+        assert(sampler_logprobs(one, 1, 0, 5, &lp, ids, lps) == 1 && lp == 0 && lps[0] == 0);
+    }
     printf("sampler_test: all passed\n");
     return 0;
 }

@@ -606,6 +606,9 @@ static enum status check_sampling(const struct vctx *v, const Caravan__Sampling 
     VCHECK(check_float(v, "sampling.min_p", s->min_p, 0, 1));
     VCHECK(check_float(v, "sampling.repeat_penalty", s->repeat_penalty, 0, 1e6f));
     if (s->top_k < 0) return VFAIL(v, STATUS_FORMAT, "sampling.top_k: %d", (int)s->top_k);
+    if (s->top_logprobs > CODEC_MAX_TOP_LOGPROBS)
+        return VFAIL(v, STATUS_FORMAT, "sampling.top_logprobs: %u (at most %d)",
+                     (unsigned)s->top_logprobs, CODEC_MAX_TOP_LOGPROBS);
     VCHECK(check_count(v, "sampling.recent", s->n_recent, s->recent));
     for (size_t i = 0; i < s->n_recent; i++)
         if (s->recent[i] < 0)
@@ -692,6 +695,19 @@ static enum status check_result(const struct vctx *v, const Caravan__Result *r) 
             return VFAIL(v, STATUS_FORMAT, "result.logprob[%zu]: %g", i, (double)r->logprob[i]);
     for (int64_t i = 0; i < n; i++)
         if (r->pos[i] < 0) return VFAIL(v, STATUS_FORMAT, "result.pos[%lld] < 0", (long long)i);
+    if (r->top_n > CODEC_MAX_TOP_LOGPROBS)
+        return VFAIL(v, STATUS_FORMAT, "result.top_n: %u (at most %d)", (unsigned)r->top_n,
+                     CODEC_MAX_TOP_LOGPROBS);
+    VCHECK(check_count(v, "result.top_token", r->n_top_token, r->top_token));
+    VCHECK(check_count(v, "result.top_logprob", r->n_top_logprob, r->top_logprob));
+    VCHECK(check_len(v, "result.top_token", r->n_top_token, n * (int64_t)r->top_n, false));
+    VCHECK(check_len(v, "result.top_logprob", r->n_top_logprob, n * (int64_t)r->top_n, false));
+    if (r->top_n && !r->n_token)
+        return VFAIL(v, STATUS_FORMAT, "result: top log-probabilities without tokens");
+    for (size_t i = 0; i < r->n_top_token; i++)
+        if (r->top_token[i] < 0 || isnan(r->top_logprob[i]) || r->top_logprob[i] > 0)
+            return VFAIL(v, STATUS_FORMAT, "result.top_*[%zu]: token %d log-probability %g", i,
+                         (int)r->top_token[i], (double)r->top_logprob[i]);
     if (r->logits) VCHECK(check_tensor(v, "result.logits", r->logits, 2, n));
     if (n > 0 && !r->n_token && !r->logits)
         return VFAIL(v, STATUS_FORMAT, "result: %lld rows but neither tokens nor logits",

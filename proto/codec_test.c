@@ -95,6 +95,8 @@ struct fixture {
     uint64_t r_seq_id[FX_ROWS];
     int32_t r_pos[FX_ROWS], r_token[FX_ROWS];
     float r_logprob[FX_ROWS];
+    int32_t r_top_token[FX_ROWS * 2];
+    float r_top_lp[FX_ROWS * 2];
     Caravan__Tensor logits;
     int64_t logits_shape[2];
     float logits_f32[FX_ROWS * FX_VOCAB];
@@ -365,6 +367,14 @@ static void fixture_build(struct fixture *fx, enum fx_kind k) {
             r->n_token = r->n_logprob = FX_ROWS;
             r->token = fx->r_token;
             r->logprob = fx->r_logprob;
+            for (int i = 0; i < FX_ROWS * 2; i++) {
+                fx->r_top_token[i] = 2000 + i;
+                fx->r_top_lp[i] = -0.25f * (float)(i + 1);
+            }
+            r->top_n = 2;
+            r->n_top_token = r->n_top_logprob = FX_ROWS * 2;
+            r->top_token = fx->r_top_token;
+            r->top_logprob = fx->r_top_lp;
         } else {
             caravan__tensor__init(&fx->logits);
             fx->logits.dtype = CARAVAN__DTYPE__DTYPE_F32;
@@ -599,7 +609,10 @@ static void test_round_trip(void) {
                 CHECK(msg->assign->next == NULL && msg->assign->prev->node_id == 2);
                 CHECK(msg->assign->model->n_vocab == 151936 && msg->assign->n_stages == 2);
             }
-            if (k == FX_RESULT_TOKENS) CHECK(msg->result->logprob[1] == -1.0f);
+            if (k == FX_RESULT_TOKENS)
+                CHECK(msg->result->logprob[1] == -1.0f && msg->result->top_n == 2 &&
+                      msg->result->n_top_token == 4 && msg->result->top_token[3] == 2003 &&
+                      msg->result->top_logprob[3] == -1.0f);
         }
         codec_free(&msg);
         codec_free(&msg); /* accepts NULL */
@@ -791,9 +804,26 @@ static void mut_res_logits_rows(struct fixture *fx) {
 static void mut_res_nothing(struct fixture *fx) {
     fx->result.n_token = 0;
     fx->result.n_logprob = 0;
+    fx->result.top_n = 0;
+    fx->result.n_top_token = fx->result.n_top_logprob = 0;
 }
 static void mut_res_logprob_pos(struct fixture *fx) {
     fx->r_logprob[0] = 0.5f;
+}
+static void mut_res_top_n(struct fixture *fx) {
+    fx->result.top_n = 21;
+}
+static void mut_res_top_count(struct fixture *fx) {
+    fx->result.n_top_token = 3;
+}
+static void mut_res_top_lp_pos(struct fixture *fx) {
+    fx->r_top_lp[2] = 0.25f;
+}
+static void mut_res_top_alone(struct fixture *fx) {
+    fx->result.n_token = fx->result.n_logprob = 0;
+}
+static void mut_top_logprobs(struct fixture *fx) {
+    fx->sampling.top_logprobs = 21;
 }
 static void mut_bad_utf8(struct fixture *fx) {
     static char bad[] = "host\xc3\x28name";
@@ -935,6 +965,11 @@ static const struct bad_case bad_cases[] = {
     {"result logits rows", FX_RESULT_LOGITS, mut_res_logits_rows, STATUS_FORMAT, "rows"},
     {"result with nothing", FX_RESULT_TOKENS, mut_res_nothing, STATUS_FORMAT, "neither"},
     {"positive logprob", FX_RESULT_TOKENS, mut_res_logprob_pos, STATUS_FORMAT, "logprob"},
+    {"top_n > 20", FX_RESULT_TOKENS, mut_res_top_n, STATUS_FORMAT, "top_n"},
+    {"top count", FX_RESULT_TOKENS, mut_res_top_count, STATUS_FORMAT, "top_token"},
+    {"positive top logprob", FX_RESULT_TOKENS, mut_res_top_lp_pos, STATUS_FORMAT, "top_"},
+    {"top without tokens", FX_RESULT_TOKENS, mut_res_top_alone, STATUS_FORMAT, "without tokens"},
+    {"top_logprobs > 20", FX_FORWARD_TOKENS, mut_top_logprobs, STATUS_FORMAT, "top_logprobs"},
     {"bad UTF-8", FX_JOIN, mut_bad_utf8, STATUS_FORMAT, "UTF-8"},
     {"overlong UTF-8", FX_JOIN, mut_overlong_utf8, STATUS_FORMAT, "UTF-8"},
     {"surrogate UTF-8", FX_JOIN, mut_surrogate, STATUS_FORMAT, "UTF-8"},

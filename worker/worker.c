@@ -792,10 +792,12 @@ enum status worker_compute_identity(void *ctx, const struct worker_slice *slice,
 
 /* Last stage: one token per wanted row, sampled as the row's Sampling says. Every row needs
  * one (rows are matched by seq_id). The draw index and recent tokens travel in the Sampling, so
- * the token is the one `caravan run` would pick at the same point of the same sequence. */
+ * the token is the one `caravan run` would pick at the same point of the same sequence. With
+ * top_n > 0, every row also gets its top_n most likely tokens (top_tok / top_lp, top_n a row). */
 static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uint64_t *row_seq,
                                size_t n_rows, const struct worker_tensor *logits, int32_t *tokens,
-                               float *logprobs, char *why, size_t why_len, uint64_t *why_seq) {
+                               float *logprobs, uint32_t top_n, int32_t *top_tok, float *top_lp,
+                               char *why, size_t why_len, uint64_t *why_seq) {
     if (logits->dtype != CARAVAN__DTYPE__DTYPE_F32 || logits->n_dims != 2 ||
         logits->shape[0] != (int64_t)n_rows || logits->shape[1] < 1)
         return STATUS_FORMAT;
@@ -835,15 +837,9 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         if (tok >= n_vocab) return STATUS_FORMAT;
         tokens[k] = tok;
         logprobs[k] = 0.0f;
-        if (!sm->return_logprob) continue;
-        /* log-probability of the token under the raw logits */
-        float mx = row[0];
-        for (int64_t i = 1; i < n_vocab; i++)
-            if (row[i] > mx) mx = row[i];
-        float sum = 0.0f;
-        for (int64_t i = 0; i < n_vocab; i++) sum += expf(row[i] - mx);
-        double lp = (double)(row[tok] - mx) - log((double)sum);
-        logprobs[k] = lp > 0 ? 0.0f : (float)lp;
+        if (sm->return_logprob || top_n > 0)
+            sampler_logprobs(row, n_vocab, tok, (int32_t)top_n, &logprobs[k], top_tok + k * top_n,
+                             top_lp + k * top_n);
     }
     return STATUS_OK;
 }
@@ -1113,16 +1109,25 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         r.pos = row_pos;
         /* a prompt chunk with no wanted row (not a prompt's last) comes back empty */
         r.logits = r.n_rows > 0 ? &t : NULL;
-        int32_t *row_tok = NULL;
-        float *row_lp = NULL;
+        int32_t *row_tok = NULL, *top_tok = NULL;
+        float *row_lp = NULL, *top_lp = NULL;
         if (f->n_sampling > 0 && row_seq && row_pos) {
+            /* the most top log-probabilities any row asks for (<= 20: the codec checked), at
+             * most the vocabulary */
+            uint32_t top_n = 0;
+            for (size_t j = 0; j < f->n_sampling; j++)
+                if (f->sampling[j]->top_logprobs > top_n) top_n = f->sampling[j]->top_logprobs;
+            if (out.n_dims == 2 && (int64_t)top_n > out.shape[1]) top_n = (uint32_t)out.shape[1];
             row_tok = malloc((k + 1) * sizeof *row_tok);
             row_lp = malloc((k + 1) * sizeof *row_lp);
+            top_tok = malloc((k * top_n + 1) * sizeof *top_tok);
+            top_lp = malloc((k * top_n + 1) * sizeof *top_lp);
             char why[128] = "";
             uint64_t why_seq = 0;
-            enum status src = row_tok && row_lp ? sample_rows(w, f, row_seq, k, &out, row_tok,
-                                                              row_lp, why, sizeof why, &why_seq)
-                                                : STATUS_NOMEM;
+            enum status src = row_tok && row_lp && top_tok && top_lp
+                                  ? sample_rows(w, f, row_seq, k, &out, row_tok, row_lp, top_n,
+                                                top_tok, top_lp, why, sizeof why, &why_seq)
+                                  : STATUS_NOMEM;
             if (src != STATUS_OK) {
                 char text[224];
                 snprintf(text, sizeof text, "sampling failed for batch %llu: %s",
@@ -1132,6 +1137,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
                            f->batch_id, why_seq);
                 free(row_tok);
                 free(row_lp);
+                free(top_tok);
+                free(top_lp);
                 free(row_seq);
                 free(row_pos);
                 free(hops);
@@ -1147,8 +1154,12 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
                 logprobs_wanted |= f->sampling[j]->return_logprob;
                 logits_wanted |= f->sampling[j]->return_logits;
             }
-            r.n_logprob = logprobs_wanted ? k : 0;
+            r.n_logprob = logprobs_wanted || top_n ? k : 0;
             r.logprob = row_lp;
+            r.top_n = top_n;
+            r.n_top_token = r.n_top_logprob = k * top_n;
+            r.top_token = top_tok;
+            r.top_logprob = top_lp;
             if (!logits_wanted) r.logits = NULL;
         }
         r.n_hops = f->n_hops + 1;
@@ -1158,6 +1169,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         emit(w, acts, WORKER_ACTION_SEND_CONTROL, &reply);
         free(row_tok);
         free(row_lp);
+        free(top_tok);
+        free(top_lp);
         free(row_seq);
         free(row_pos);
     } else {

@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,7 @@ static const uint8_t KEY_FIRST[32] = {6}, KEY_LAST[32] = {7};
 static int n_computes;
 static bool g_follows = true;
 static bool g_logits_only; /* step() asks for logits, not for a sampled token */
+static uint32_t g_top;     /* step() asks for log-probabilities and this many of the most likely */
 
 static enum status counting_compute(void *ctx, const struct worker_slice *slice,
                                     const Caravan__Forward *in, struct worker_tensor *out) {
@@ -440,6 +442,8 @@ static void step(worker_t *w, uint64_t epoch, const uint8_t *sender, bool ids, i
     }
     if (want && !g_logits_only) {
         sm.seq_id = 1;
+        sm.return_logprob = g_top > 0;
+        sm.top_logprobs = g_top;
         f.n_sampling = 1;
         f.sampling = &smp;
     }
@@ -585,10 +589,18 @@ static void test_ahead(void) {
     assert(count_kind(&acts, WORKER_ACTION_CONNECT_FIRST) == 0);
     worker_actions_clear(&acts);
     n_computes = 0;
+    g_top = 5; /* and the log-probabilities: "logits" {0, -1}, so at most 2 of the 5 */
     step(w, 1, KEY_COORD, true, 3, 0, true, false, true, &acts);
+    g_top = 0;
     assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL && n_computes == 1);
     env = decode_action(&acts, 0);
     int32_t sampled = env->result->token[0];
+    const double lp0 = -log1p(exp(-1.0));
+    assert(env->result->n_logprob == 1 && fabs(env->result->logprob[0] - lp0) < 1e-6);
+    assert(env->result->top_n == 2 && env->result->n_top_token == 2 &&
+           env->result->top_token[0] == 0 && env->result->top_token[1] == 1 &&
+           env->result->top_logprob[0] == env->result->logprob[0] &&
+           fabs(env->result->top_logprob[1] - (lp0 - 1.0)) < 1e-6);
     codec_free(&env);
     worker_actions_clear(&acts);
     assert(worker_ahead_pending(w));
