@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -382,6 +383,42 @@ done:
 }
 
 /* Everything but the prompt. */
+/* Log-probabilities of the generated tokens (the raw logits' log-softmax, before temperature,
+ * penalties and filters). Chat: 'logprobs': true, and 'top_logprobs': N (0-20) most likely
+ * tokens at each place. Completions (OpenAI's older form): 'logprobs': N (0-20; OpenAI allows
+ * 5), where each place lists the N most likely and the sampled token. */
+static bool parse_logprobs(const cJSON *root, struct gen *g, struct api_err *e) {
+    double top = 0, n = 0;
+    bool have_top = false, have_n = false, on = false;
+    if (!get_num(root, "top_logprobs", 0, SERVE_TOP_MAX, true, &top, &have_top, e)) return false;
+    if (g->chat) {
+        if (!get_bool(root, "logprobs", &on, e)) return false;
+        if (top > 0 && !on) {
+            set_err(e, 400, "top_logprobs", "invalid_value",
+                    "'top_logprobs' needs 'logprobs': true");
+            return false;
+        }
+    } else {
+        if (top > 0) {
+            set_err(e, 400, "top_logprobs", "invalid_value",
+                    "completions take the number of most likely tokens as 'logprobs' (0-%d)",
+                    SERVE_TOP_MAX);
+            return false;
+        }
+        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+        if (cJSON_IsBool(lp)) { /* not OpenAI's form for completions, but unambiguous */
+            on = cJSON_IsTrue(lp);
+        } else {
+            if (!get_num(root, "logprobs", 0, SERVE_TOP_MAX, true, &n, &have_n, e)) return false;
+            on = have_n;
+            top = n;
+        }
+    }
+    g->params.logprobs = on;
+    g->params.top_logprobs = on ? (int32_t)top : 0;
+    return true;
+}
+
 static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
     struct sampler_params *sp = &g->params.sampling;
     sampler_params_default(sp);
@@ -460,23 +497,14 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
     return true;
 }
 
-/* What is asked for but not done is an error, checked before the prompt is tokenized: 'echo',
- * and log-probabilities (completions: a count; chat: a flag and top_logprobs), rather than a
- * silent "logprobs": null. */
+/* What is asked for but not done is an error, checked before the prompt is tokenized: 'echo'
+ * (the prompt's own log-probabilities would need every prompt position's logits), rather than
+ * a silent answer without it. */
 static bool parse_unsupported(const cJSON *root, struct api_err *e) {
     bool echo = false;
     if (!get_bool(root, "echo", &echo, e)) return false;
     if (echo) {
         set_err(e, 400, "echo", "unsupported_value", "'echo' is not supported");
-        return false;
-    }
-    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
-    double top = 0;
-    bool have_top = false;
-    if (!get_num(root, "top_logprobs", 0, 20, true, &top, &have_top, e)) return false;
-    if ((lp && (cJSON_IsTrue(lp) || (cJSON_IsNumber(lp) && lp->valuedouble > 0))) || top > 0) {
-        set_err(e, 400, lp ? "logprobs" : "top_logprobs", "unsupported_value",
-                "log-probabilities are not supported");
         return false;
     }
     /* Fields that, honoured, would change what comes back: refused when they ask for
@@ -522,10 +550,21 @@ static bool parse_unsupported(const cJSON *root, struct api_err *e) {
 
 /* ==== Decoded text and stop strings ==================================================== */
 
+/* One generated token as the log-probabilities show it: where its bytes went in the text. */
+struct tg_tok {
+    int32_t id;
+    float logprob;
+    size_t start, end; /* its bytes: text[start, end) (before any cut at a stop string) */
+    struct serve_top top;
+};
+
 struct textgen {
     tokenizer_decoder_t *dec;
     const struct gen *g;
-    char *text; /* generated text so far (cut at a stop string) */
+    struct tg_tok *toks; /* when log-probabilities are asked for: every token fed */
+    size_t n_toks, toks_cap;
+    size_t lp_sent; /* of toks, how many were given to the client */
+    char *text;     /* generated text so far (cut at a stop string) */
     size_t len, cap;
     size_t sent;         /* bytes already given to the client */
     size_t n_completion; /* tokens consumed */
@@ -545,6 +584,7 @@ static void tg_init(struct textgen *tg, const api_t *api, const struct gen *g) {
 static void tg_free(struct textgen *tg) {
     tokenizer_decoder_free(&tg->dec);
     free(tg->text);
+    free(tg->toks);
 }
 
 static void tg_append(struct textgen *tg, const char *b, size_t n) {
@@ -576,12 +616,30 @@ static void tg_check_stop(struct textgen *tg) {
     }
 }
 
-static void tg_feed(struct textgen *tg, int32_t id) {
+/* top: the most likely tokens at this place, or NULL. */
+static void tg_feed(struct textgen *tg, int32_t id, float logprob, const struct serve_top *top) {
     if (tg->done) return;
     tg->n_completion++;
     const char *b;
     size_t n = tokenizer_decoder_feed(tg->dec, id, &b);
+    size_t start = tg->len;
     tg_append(tg, b, n);
+    if (tg->g->params.logprobs) {
+        if (tg->n_toks == tg->toks_cap) {
+            size_t cap = tg->toks_cap ? tg->toks_cap * 2 : 16;
+            struct tg_tok *t = realloc(tg->toks, cap * sizeof *t);
+            if (!t) abort();
+            tg->toks = t;
+            tg->toks_cap = cap;
+        }
+        struct tg_tok *t = &tg->toks[tg->n_toks++];
+        t->id = id;
+        t->logprob = logprob;
+        t->start = start;
+        t->end = tg->len;
+        t->top.n = 0;
+        if (top) t->top = *top;
+    }
     tg_check_stop(tg);
 }
 
@@ -615,6 +673,19 @@ static size_t tg_final(const struct textgen *tg) {
     return tg->len - hold;
 }
 
+/* How many tokens' log-probabilities can go to the client, when `fin` bytes of text are final:
+ * before the end, those whose bytes are all final (and not empty at the end of it: a byte of
+ * a split character may yet be cut); at the end, every token unless a stop string cut the text,
+ * then those whose bytes begin before the cut. Never fewer than were given. */
+static size_t tg_lp_ready(const struct textgen *tg, size_t fin) {
+    if (tg->done && !tg->stopped) return tg->n_toks;
+    size_t k = tg->lp_sent;
+    while (k < tg->n_toks && (tg->done ? tg->toks[k].start < tg->len
+                                       : tg->toks[k].end <= fin && tg->toks[k].start < fin))
+        k++;
+    return k;
+}
+
 static const char *finish_reason(const struct textgen *tg) {
     return tg->finish == SERVE_FINISH_LENGTH ? "length" : "stop";
 }
@@ -624,8 +695,13 @@ static const char *finish_reason(const struct textgen *tg) {
 static bool tg_pump(api_t *api, serve_req_t *r, size_t *next, struct textgen *tg, int fd) {
     struct serve_token toks[64];
     enum serve_finish fin;
+    const size_t first = *next;
     size_t n = serve_req_wait(r, next, toks, 64, API_WAIT_MS, &fin);
-    for (size_t i = 0; i < n && !tg->done; i++) tg_feed(tg, toks[i].id);
+    for (size_t i = 0; i < n && !tg->done; i++) {
+        struct serve_top top = {0};
+        if (tg->g->params.top_logprobs > 0) serve_req_top(r, first + i, &top);
+        tg_feed(tg, toks[i].id, toks[i].logprob, &top);
+    }
     if (tg->done) {
         serve_req_cancel(r); /* stop string: the loop frees the slot */
         return true;
@@ -697,7 +773,7 @@ unsigned api_parse_request(const struct api_config *cfg, const char *body, size_
     unsigned status = 0;
     if (!root)
         status = e.status;
-    else if (!parse_unsupported(root, &e) ||
+    else if (!parse_unsupported(root, &e) || !parse_logprobs(root, &g, &e) ||
              !(chat ? parse_messages(&api, root, &g, &e) : parse_prompt(&api, root, &g, &e)) ||
              !parse_options(&api, root, &g, &e))
         status = e.status;
@@ -711,9 +787,10 @@ unsigned api_parse_request(const struct api_config *cfg, const char *body, size_
 }
 
 void api_text_run(const tokenizer_t *t, const int32_t *ids, size_t n, const char *const *stops,
-                  size_t n_stops, char **plain, char **streamed, bool *stopped) {
+                  size_t n_stops, char **plain, char **streamed, bool *stopped, size_t *lp_plain,
+                  size_t *lp_streamed) {
     api_t api = {.cfg = {.tokenizer = t}};
-    struct gen g = {0};
+    struct gen g = {.params = {.logprobs = true}};
     for (size_t i = 0; i < n_stops && g.n_stop < API_MAX_STOP; i++) {
         if (!stops[i][0]) continue;
         g.stop[g.n_stop] = (char *)stops[i];
@@ -722,16 +799,18 @@ void api_text_run(const tokenizer_t *t, const int32_t *ids, size_t n, const char
     struct textgen a, b;
     tg_init(&a, &api, &g);
     tg_init(&b, &api, &g);
-    for (size_t i = 0; i < n; i++) tg_feed(&a, ids[i]);
+    for (size_t i = 0; i < n; i++) tg_feed(&a, ids[i], 0.0f, NULL);
     tg_finish(&a, SERVE_FINISH_LENGTH, NULL);
+    *lp_plain = tg_lp_ready(&a, a.len);
     char *s = xmalloc(1);
     size_t slen = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i < n)
-            tg_feed(&b, ids[i]);
+            tg_feed(&b, ids[i], 0.0f, NULL);
         else
             tg_finish(&b, SERVE_FINISH_LENGTH, NULL);
         size_t fin = tg_final(&b);
+        b.lp_sent = tg_lp_ready(&b, fin);
         s = realloc(s, slen + (fin - b.sent) + 1);
         if (!s) abort();
         memcpy(s + slen, b.text + b.sent, fin - b.sent);
@@ -741,6 +820,7 @@ void api_text_run(const tokenizer_t *t, const int32_t *ids, size_t n, const char
     }
     s[slen] = 0;
     *streamed = s;
+    *lp_streamed = b.lp_sent;
     *plain = xmalloc(a.len + 1);
     memcpy(*plain, a.text ? a.text : "", a.len);
     (*plain)[a.len] = 0;
@@ -757,6 +837,82 @@ static cJSON *usage_json(int32_t n_prompt, size_t n_completion) {
     cJSON_AddNumberToObject(u, "completion_tokens", (double)n_completion);
     cJSON_AddNumberToObject(u, "total_tokens", (double)n_prompt + (double)n_completion);
     return u;
+}
+
+/* A log-probability as JSON has it: a token the logits masked (-infinity) as -9999, as OpenAI
+ * writes an impossible token. */
+static double lp_value(float lp) {
+    return lp >= -9999.0f ? (double)lp : -9999.0;
+}
+
+/* A token's own text (a lone fragment of a UTF-8 character shows as U+FFFD) and its bytes. */
+static void add_token(const api_t *api, cJSON *o, int32_t id, float lp) {
+    size_t n = 0;
+    const char *b = tokenizer_token_piece(api->cfg.tokenizer, id, &n);
+    if (!b) n = 0;
+    cJSON_AddItemToObject(o, "token", json_text(b ? b : "", n));
+    cJSON_AddNumberToObject(o, "logprob", lp_value(lp));
+    cJSON *bytes = cJSON_AddArrayToObject(o, "bytes");
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(bytes, cJSON_CreateNumber((double)(unsigned char)b[i]));
+}
+
+/* The "logprobs" of a choice for tokens [from, to) of tg: chat's {"content": [...]}, or the
+ * completions' {"tokens", "token_logprobs", "top_logprobs", "text_offset"}. */
+static cJSON *logprobs_json(const api_t *api, const struct textgen *tg, size_t from, size_t to) {
+    cJSON *o = cJSON_CreateObject();
+    if (tg->g->chat) {
+        cJSON *content = cJSON_AddArrayToObject(o, "content");
+        for (size_t i = from; i < to; i++) {
+            const struct tg_tok *t = &tg->toks[i];
+            cJSON *c = cJSON_CreateObject();
+            add_token(api, c, t->id, t->logprob);
+            cJSON *top = cJSON_AddArrayToObject(c, "top_logprobs");
+            for (int32_t j = 0; j < t->top.n; j++) {
+                cJSON *x = cJSON_CreateObject();
+                add_token(api, x, t->top.id[j], t->top.logprob[j]);
+                cJSON_AddItemToArray(top, x);
+            }
+            cJSON_AddItemToArray(content, c);
+        }
+        cJSON_AddNullToObject(o, "refusal");
+        return o;
+    }
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens");
+    cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON *offsets = cJSON_AddArrayToObject(o, "text_offset");
+    for (size_t i = from; i < to; i++) {
+        const struct tg_tok *t = &tg->toks[i];
+        size_t n = 0;
+        const char *b = tokenizer_token_piece(api->cfg.tokenizer, t->id, &n);
+        cJSON_AddItemToArray(tokens, json_text(b ? b : "", b ? n : 0));
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp_value(t->logprob)));
+        /* the most likely and the sampled token, by text (the first of equal texts counts) */
+        cJSON *top = cJSON_CreateObject();
+        for (int32_t j = 0; j <= t->top.n; j++) {
+            const int32_t id = j < t->top.n ? t->top.id[j] : t->id;
+            const float lp = j < t->top.n ? t->top.logprob[j] : t->logprob;
+            b = tokenizer_token_piece(api->cfg.tokenizer, id, &n);
+            char *key = utf8_clean(b ? b : "", b ? n : 0);
+            if (!cJSON_GetObjectItemCaseSensitive(top, key))
+                cJSON_AddNumberToObject(top, key, lp_value(lp));
+            free(key);
+        }
+        cJSON_AddItemToArray(tops, top);
+        cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)t->start));
+    }
+    return o;
+}
+
+/* A choice's "logprobs": tokens [tg->lp_sent, to) when asked for and there are any, else null;
+ * marks them given. */
+static void add_logprobs(const api_t *api, cJSON *choice, struct textgen *tg, size_t to) {
+    if (tg->g->params.logprobs && to > tg->lp_sent)
+        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(api, tg, tg->lp_sent, to));
+    else
+        cJSON_AddNullToObject(choice, "logprobs");
+    if (to > tg->lp_sent) tg->lp_sent = to;
 }
 
 static cJSON *answer_head(const api_t *api, const struct gen *g, uint64_t id, time_t created,
@@ -809,9 +965,10 @@ static void stream_event(struct stream *st, cJSON *j) {
     free(s);
 }
 
-/* One chunk: delta text (n bytes; role on the chat's first) and finish_reason when given. */
+/* One chunk: delta text (n bytes; role on the chat's first), the log-probabilities of the
+ * tokens up to lp_to not given yet, and finish_reason when given. */
 static void stream_chunk(struct stream *st, const char *text, size_t n, bool role,
-                         const char *finish) {
+                         const char *finish, size_t lp_to) {
     cJSON *root = answer_head(st->api, &st->g, serve_req_id(st->req), st->created, true);
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
     cJSON *c = cJSON_CreateObject();
@@ -823,8 +980,8 @@ static void stream_chunk(struct stream *st, const char *text, size_t n, bool rol
         if (role || n || !finish) cJSON_AddItemToObject(d, "content", json_text(text, n));
     } else {
         cJSON_AddItemToObject(c, "text", json_text(text, n));
-        cJSON_AddNullToObject(c, "logprobs");
     }
+    add_logprobs(st->api, c, &st->tg, lp_to);
     if (finish)
         cJSON_AddStringToObject(c, "finish_reason", finish);
     else
@@ -837,7 +994,8 @@ static void stream_emit(struct stream *st) {
     struct textgen *tg = &st->tg;
     size_t fin = tg_final(tg);
     if (tg->done && (tg->finish == SERVE_FINISH_ERROR || tg->finish == SERVE_FINISH_CANCELLED)) {
-        if (fin > tg->sent) stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, NULL);
+        if (fin > tg->sent)
+            stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, NULL, tg->lp_sent);
         tg->sent = fin;
         struct api_err e;
         set_err(&e, 500, NULL, NULL, "%s", tg->error[0] ? tg->error : "generation failed");
@@ -845,8 +1003,9 @@ static void stream_emit(struct stream *st) {
         st->ended = true;
         return;
     }
+    const size_t lp_to = tg_lp_ready(tg, fin);
     if (tg->done) {
-        stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, finish_reason(tg));
+        stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, finish_reason(tg), lp_to);
         tg->sent = fin;
         if (st->g.include_usage) {
             cJSON *root = answer_head(st->api, &st->g, serve_req_id(st->req), st->created, true);
@@ -857,8 +1016,8 @@ static void stream_emit(struct stream *st) {
         }
         stream_put(st, "data: [DONE]\n\n", 14);
         st->ended = true;
-    } else if (fin > tg->sent) {
-        stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, NULL);
+    } else if (fin > tg->sent || lp_to > tg->lp_sent) {
+        stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, NULL, lp_to);
         tg->sent = fin;
     }
 }
@@ -920,8 +1079,8 @@ static enum MHD_Result answer_plain(api_t *api, struct MHD_Connection *c, serve_
             cJSON_AddItemToObject(m, "content", json_text(tg.text, tg.len));
         } else {
             cJSON_AddItemToObject(ch, "text", json_text(tg.text, tg.len));
-            cJSON_AddNullToObject(ch, "logprobs");
         }
+        add_logprobs(api, ch, &tg, tg_lp_ready(&tg, tg.len));
         cJSON_AddStringToObject(ch, "finish_reason", finish_reason(&tg));
         cJSON_AddItemToObject(root, "usage", usage_json(g->params.n_prompt, tg.n_completion));
         ret = send_json(c, 200, root);
@@ -936,7 +1095,7 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
     struct gen g = {.chat = chat};
     cJSON *root = parse_body(cn->body, cn->len, &e);
     if (!root) goto fail;
-    if (!parse_unsupported(root, &e)) goto fail;
+    if (!parse_unsupported(root, &e) || !parse_logprobs(root, &g, &e)) goto fail;
     if (!(chat ? parse_messages(api, root, &g, &e) : parse_prompt(api, root, &g, &e))) goto fail;
     if (!parse_options(api, root, &g, &e)) goto fail;
 
@@ -979,7 +1138,7 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
             memcpy(s, g.stop[i], g.stop_len[i] + 1);
             st->g.stop[i] = s;
         }
-        if (chat) stream_chunk(st, "", 0, true, NULL);
+        if (chat) stream_chunk(st, "", 0, true, NULL, 0);
         struct MHD_Response *resp =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
         if (!resp) {

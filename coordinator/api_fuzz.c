@@ -66,9 +66,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *stops[1] = {stop};
     char *plain, *streamed;
     bool stopped;
-    api_text_run(tok, ids, n, stops, 1, &plain, &streamed, &stopped);
+    size_t lp_plain, lp_streamed;
+    api_text_run(tok, ids, n, stops, 1, &plain, &streamed, &stopped, &lp_plain, &lp_streamed);
     if (strcmp(plain, streamed)) abort();
     if (sl && strstr(plain, stop)) abort();
+    if (lp_plain != lp_streamed || lp_plain > n || (!stopped && lp_plain != n)) abort();
     free(plain);
     free(streamed);
     return 0;

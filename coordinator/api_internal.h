@@ -15,6 +15,8 @@ unsigned api_parse_request(const struct api_config *cfg, const char *body, size_
 
 /* Runs ids[0..n) (then the finish `fin`) through the decoder and the stop strings twice: as a
  * plain answer and as a stream (the deltas concatenated). Both malloc'd, NUL-terminated; the
- * two must be equal. *stopped: a stop string matched. */
+ * two must be equal. *stopped: a stop string matched. *lp_plain / *lp_streamed: how many
+ * tokens' log-probabilities each way gives (also equal). */
 void api_text_run(const tokenizer_t *t, const int32_t *ids, size_t n, const char *const *stops,
-                  size_t n_stops, char **plain, char **streamed, bool *stopped);
+                  size_t n_stops, char **plain, char **streamed, bool *stopped, size_t *lp_plain,
+                  size_t *lp_streamed);

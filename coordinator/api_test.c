@@ -322,6 +322,164 @@ static void test_answers(void) {
     server_stop(&s);
 }
 
+/* The log-probability entries of an answer, plain or streamed, as one array of objects (chat's
+ * entries as they are; a completion's parallel arrays zipped into {token, logprob, top,
+ * offset}); *n_chunks: how many choices carried some. */
+static cJSON *lp_entries(struct resp *r, bool chat, bool stream, int *n_chunks) {
+    REQUIRE(r->status == 200, "200");
+    cJSON *all = cJSON_CreateArray();
+    *n_chunks = 0;
+    char *save = NULL;
+    for (char *line = stream ? strtok_r(r->body, "\n", &save) : r->body; line;
+         line = stream ? strtok_r(NULL, "\n", &save) : NULL) {
+        if (stream && !strcmp(line, "data: [DONE]")) continue;
+        cJSON *j = cJSON_Parse(stream ? line + 6 : line);
+        REQUIRE(j, "JSON");
+        cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        cJSON *lp = cJSON_GetObjectItem(c, "logprobs");
+        REQUIRE(!c || lp, "every choice has logprobs (null or not)");
+        if (cJSON_IsObject(lp)) {
+            (*n_chunks)++;
+            if (chat) {
+                cJSON *e;
+                cJSON_ArrayForEach(e, cJSON_GetObjectItem(lp, "content"))
+                    cJSON_AddItemToArray(all, cJSON_Duplicate(e, true));
+            } else {
+                cJSON *toks = cJSON_GetObjectItem(lp, "tokens");
+                int n = cJSON_GetArraySize(toks);
+                REQUIRE(cJSON_GetArraySize(cJSON_GetObjectItem(lp, "token_logprobs")) == n &&
+                            cJSON_GetArraySize(cJSON_GetObjectItem(lp, "top_logprobs")) == n &&
+                            cJSON_GetArraySize(cJSON_GetObjectItem(lp, "text_offset")) == n,
+                        "parallel arrays");
+                for (int i = 0; i < n; i++) {
+                    cJSON *e = cJSON_CreateObject();
+                    cJSON_AddItemToObject(e, "token",
+                                          cJSON_Duplicate(cJSON_GetArrayItem(toks, i), true));
+                    const char *k[3] = {"token_logprobs", "top_logprobs", "text_offset"};
+                    const char *as[3] = {"logprob", "top", "offset"};
+                    for (int f = 0; f < 3; f++)
+                        cJSON_AddItemToObject(
+                            e, as[f],
+                            cJSON_Duplicate(cJSON_GetArrayItem(cJSON_GetObjectItem(lp, k[f]), i),
+                                            true));
+                    cJSON_AddItemToArray(all, e);
+                }
+            }
+        }
+        cJSON_Delete(j);
+    }
+    free(r->all);
+    return all;
+}
+
+/* Log-probabilities (the fake's made-up ones: the n-th token's -(n + 1) / 8, the most likely
+ * being the token itself and the ids after it): one entry a token, cut where a stop string cut
+ * the text, the same streamed as plain, and bytes that add up to the text. */
+static void test_logprobs(void) {
+    struct server s;
+    server_start(&s, 128, 8, 1, NULL);
+    int p = s.port;
+    char *want = echo_of("Once upon a time", 0);
+    int chunks;
+
+    /* completions: logprobs N */
+    const char *body = "{\"prompt\":\"Once upon a time\",\"logprobs\":2%s}";
+    char b[512];
+    snprintf(b, sizeof b, body, "");
+    struct resp r = http(p, "POST", "/v1/completions", NULL, b);
+    cJSON *plain = lp_entries(&r, false, false, &chunks);
+    REQUIRE(cJSON_GetArraySize(plain) == 4 && chunks == 1, "one entry a token");
+    char joined[256] = "";
+    for (int i = 0; i < 4; i++) {
+        cJSON *e = cJSON_GetArrayItem(plain, i);
+        REQUIRE(cJSON_GetObjectItem(e, "logprob")->valuedouble == -(i + 1) / 8.0, "its logprob");
+        const char *t = cJSON_GetObjectItem(e, "token")->valuestring;
+        REQUIRE(cJSON_GetObjectItem(e, "offset")->valueint == (int)strlen(joined), "offset");
+        strcat(joined, t);
+        cJSON *top = cJSON_GetObjectItem(e, "top");
+        REQUIRE(cJSON_GetArraySize(top) == 2 &&
+                    cJSON_GetObjectItem(top, t)->valuedouble == -(i + 1) / 8.0,
+                "the top 2, the sampled token among them");
+    }
+    REQUIRE(!strcmp(joined, want), "the tokens spell the text");
+    snprintf(b, sizeof b, body, ",\"stream\":true");
+    r = http(p, "POST", "/v1/completions", NULL, b);
+    cJSON *streamed = lp_entries(&r, false, true, &chunks);
+    REQUIRE(cJSON_Compare(plain, streamed, true) && chunks >= 2, "streamed = plain");
+    cJSON_Delete(streamed);
+    cJSON_Delete(plain);
+
+    /* a stop string: the tokens whose text begins before the cut (" Once up": 2 of 4) */
+    snprintf(b, sizeof b, body, ",\"stop\":\"on a t\"");
+    r = http(p, "POST", "/v1/completions", NULL, b);
+    plain = lp_entries(&r, false, false, &chunks);
+    REQUIRE(cJSON_GetArraySize(plain) == 2, "cut with the text");
+    snprintf(b, sizeof b, body, ",\"stop\":\"on a t\",\"stream\":true");
+    r = http(p, "POST", "/v1/completions", NULL, b);
+    streamed = lp_entries(&r, false, true, &chunks);
+    REQUIRE(cJSON_Compare(plain, streamed, true), "cut the same when streamed");
+    cJSON_Delete(streamed);
+    cJSON_Delete(plain);
+
+    /* logprobs 0: the sampled token alone; not asked: null */
+    r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\",\"logprobs\":0}");
+    plain = lp_entries(&r, false, false, &chunks);
+    REQUIRE(cJSON_GetArraySize(plain) == 1 &&
+                cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(plain, 0), "top")) == 1,
+            "logprobs 0");
+    cJSON_Delete(plain);
+    r = http(p, "POST", "/v1/chat/completions", NULL,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":false}");
+    plain = lp_entries(&r, true, false, &chunks);
+    REQUIRE(cJSON_GetArraySize(plain) == 0 && chunks == 0, "not asked: null");
+    cJSON_Delete(plain);
+
+    /* chat: logprobs true, top_logprobs 3; a character split over byte tokens */
+    body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Caf\xC3\xA9 \xE2\x98\x95\"}],"
+           "\"logprobs\":true,\"top_logprobs\":3%s}";
+    snprintf(b, sizeof b, body, "");
+    r = http(p, "POST", "/v1/chat/completions", NULL, b);
+    char *text = NULL;
+    {
+        cJSON *j = cJSON_Parse(r.body);
+        text = strdup(cJSON_GetObjectItem(
+                          cJSON_GetObjectItem(
+                              cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "message"),
+                          "content")
+                          ->valuestring);
+        cJSON_Delete(j);
+    }
+    plain = lp_entries(&r, true, false, &chunks);
+    int n = cJSON_GetArraySize(plain);
+    REQUIRE(n > 4 && strstr(text, "\xE2\x98\x95"), "chat entries, the cup in the text");
+    char bytes[1024];
+    size_t nb = 0;
+    bool fragment = false;
+    for (int i = 0; i < n; i++) {
+        cJSON *e = cJSON_GetArrayItem(plain, i);
+        cJSON *top = cJSON_GetObjectItem(e, "top_logprobs");
+        REQUIRE(cJSON_GetArraySize(top) == 3, "top_logprobs 3");
+        REQUIRE(!strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(top, 0), "token")->valuestring,
+                        cJSON_GetObjectItem(e, "token")->valuestring),
+                "the fake's most likely is the token");
+        cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(e, "bytes")) bytes[nb++] = (char)x->valueint;
+        fragment |= !strcmp(cJSON_GetObjectItem(e, "token")->valuestring, "\xEF\xBF\xBD");
+    }
+    bytes[nb] = 0;
+    REQUIRE(fragment, "a lone byte of a character shows as U+FFFD");
+    REQUIRE(strstr(bytes, text) != NULL, "the bytes add up to the text");
+    snprintf(b, sizeof b, body, ",\"stream\":true");
+    r = http(p, "POST", "/v1/chat/completions", NULL, b);
+    streamed = lp_entries(&r, true, true, &chunks);
+    REQUIRE(cJSON_Compare(plain, streamed, true), "chat streamed = plain");
+    cJSON_Delete(streamed);
+    cJSON_Delete(plain);
+    free(text);
+    free(want);
+    server_stop(&s);
+}
+
 static void test_errors(void) {
     struct server s;
     server_start(&s, 16, 8, 1, NULL);
@@ -355,12 +513,19 @@ static void test_errors(void) {
         {"/v1/chat/completions", "{\"messages\":[]}", "messages"},
         {"/v1/chat/completions", "{\"messages\":[{\"content\":\"hi\"}]}", "messages"},
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":7}]}", "messages"},
-        {"/v1/completions", "{\"prompt\":\"x\",\"logprobs\":2}", "logprobs"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logprobs\":21}", "logprobs"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logprobs\":\"all\"}", "logprobs"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"top_logprobs\":2}", "top_logprobs"},
         {"/v1/chat/completions",
-         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true}", "logprobs"},
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":1}", "logprobs"},
         {"/v1/chat/completions",
          "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"top_logprobs\":3}",
          "top_logprobs"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true,"
+         "\"top_logprobs\":21}",
+         "top_logprobs"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", "echo"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"50\":-100}}", "logit_bias"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":7}", "logit_bias"},
         {"/v1/chat/completions",
@@ -388,7 +553,8 @@ static void test_errors(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = http(p, "POST", bad[i].path, NULL, bad[i].body);
-        if (r.status != 400) fprintf(stderr, "case %zu: %s\n", i, bad[i].body);
+        if (r.status != 400 || (bad[i].param && !strstr(r.body, bad[i].param)))
+            fprintf(stderr, "case %zu: %s -> %s\n", i, bad[i].body, r.body);
         check_error(&r, 400, bad[i].param);
         /* ... and the server serves on. */
         r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
@@ -399,13 +565,10 @@ static void test_errors(void) {
              "{\"prompt\":\"Once upon a time there was a little girl named Lily who liked\"}");
     REQUIRE(strstr(r.body, "context_length_exceeded"), "too long: code");
     free(r.all);
-    /* log-probabilities not asked for (0, false, null) are no error */
-    r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\",\"logprobs\":0}");
-    REQUIRE(r.status == 200 && strstr(r.body, "\"logprobs\":null"), "logprobs 0 serves");
-    free(r.all);
+    /* log-probabilities not asked for (false, null) are no error */
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once\",\"logprobs\":false,\"top_logprobs\":0}");
-    REQUIRE(r.status == 200, "logprobs false serves");
+    REQUIRE(r.status == 200 && strstr(r.body, "\"logprobs\":null"), "logprobs false serves");
     free(r.all);
     /* ... nor are those fields when they ask for nothing */
     r = http(p, "POST", "/v1/completions", NULL,
@@ -589,7 +752,7 @@ static void test_stop_while_busy(void) {
  * for random token sequences (byte tokens included) and stop strings cut from their text. */
 static void test_text_property(void) {
     uint64_t rng = 42;
-    int n_vocab = tokenizer_n_tokens(tok), n_stopped = 0;
+    int n_vocab = tokenizer_n_tokens(tok), n_stopped = 0, n_lp_cut = 0;
     for (int iter = 0; iter < 2000; iter++) {
         int32_t ids[24];
         size_t n = 0;
@@ -599,8 +762,10 @@ static void test_text_property(void) {
         }
         char *full, *full_s;
         bool stopped;
-        api_text_run(tok, ids, n, NULL, 0, &full, &full_s, &stopped);
+        size_t lp_plain, lp_streamed;
+        api_text_run(tok, ids, n, NULL, 0, &full, &full_s, &stopped, &lp_plain, &lp_streamed);
         REQUIRE(!strcmp(full, full_s) && !stopped, "no stop strings: same text");
+        REQUIRE(lp_plain == n && lp_streamed == n, "no stop strings: every token's logprobs");
         char stop[2][8] = {"", ""};
         size_t len = strlen(full);
         for (int k = 0; k < 2 && len; k++) {
@@ -612,9 +777,12 @@ static void test_text_property(void) {
         }
         const char *stops[3] = {stop[0], stop[1], "\x01never"};
         char *plain, *streamed;
-        api_text_run(tok, ids, n, stops, 3, &plain, &streamed, &stopped);
+        api_text_run(tok, ids, n, stops, 3, &plain, &streamed, &stopped, &lp_plain, &lp_streamed);
         if (strcmp(plain, streamed)) fprintf(stderr, "plain '%s' streamed '%s'\n", plain, streamed);
         REQUIRE(!strcmp(plain, streamed), "streamed deltas add up to the plain answer");
+        REQUIRE(lp_plain == lp_streamed && lp_plain <= n,
+                "the stream gives the plain answer's log-probabilities");
+        if (stopped) n_lp_cut += lp_plain < n;
         if (len) {
             /* Generation stops when a stop string first appears: the answer is a prefix of
              * the full text that holds no whole stop string and is followed by one. (Not
@@ -634,6 +802,7 @@ static void test_text_property(void) {
         free(full_s);
     }
     REQUIRE(n_stopped > 1000, "the stop path was exercised");
+    REQUIRE(n_lp_cut > 500, "stop strings cut the log-probabilities too");
 }
 
 /* The parser alone: what a request would carry. */
@@ -673,6 +842,7 @@ int main(void) {
     test_parse();
     test_text_property();
     test_answers();
+    test_logprobs();
     test_errors();
     test_auth();
     test_busy_and_disconnect();

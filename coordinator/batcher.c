@@ -244,6 +244,8 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
                 sm->draw = (uint64_t)q->n_sampled;
                 sm->recent = NULL;
                 sm->n_recent = 0;
+                sm->logprobs = p->logprobs;
+                sm->top_logprobs = p->top_logprobs;
                 if (p->sampling.repeat_penalty != 1.0f && s->cfg.repeat_last_n > 0) {
                     int32_t last_n = p->sampling.repeat_last_n > 0 ? p->sampling.repeat_last_n
                                                                    : s->cfg.repeat_last_n;
@@ -308,11 +310,16 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
             seq_end(s, q, SERVE_FINISH_ERROR, "the last stage returned no token");
             continue;
         }
-        if (row->token < 0 || (s->cfg.n_vocab > 0 && row->token >= s->cfg.n_vocab)) {
+        bool top_ok = true;
+        for (int32_t j = 0; j < row->n_top; j++)
+            top_ok &=
+                row->top_id[j] >= 0 && (s->cfg.n_vocab <= 0 || row->top_id[j] < s->cfg.n_vocab);
+        if (row->token < 0 || (s->cfg.n_vocab > 0 && row->token >= s->cfg.n_vocab) || !top_ok) {
             LOG(LOG_ERROR,
-                "batcher: batch %llu came back with token %d for sequence %llu, outside the "
+                "batcher: batch %llu came back with token %d%s for sequence %llu, outside the "
                 "vocabulary of %d",
-                (unsigned long long)batch_id, row->token, (unsigned long long)q->seq_id,
+                (unsigned long long)batch_id, row->token,
+                top_ok ? "" : " (or one of its most likely)", (unsigned long long)q->seq_id,
                 s->cfg.n_vocab);
             seq_end(s, q, SERVE_FINISH_ERROR,
                     "the last stage returned a token outside the vocabulary");
@@ -326,7 +333,12 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
             seq_end(s, q, SERVE_FINISH_STOP, NULL);
             continue;
         }
-        serve_req_push(q->req, row->token, row->logprob);
+        struct serve_top top = {.n = row->n_top < SERVE_TOP_MAX ? row->n_top : SERVE_TOP_MAX};
+        for (int32_t j = 0; j < top.n; j++) {
+            top.id[j] = row->top_id[j];
+            top.logprob[j] = row->top_lp[j];
+        }
+        serve_req_push(q->req, row->token, row->logprob, top.n > 0 ? &top : NULL);
         if (q->n_sampled == 1 && s->cfg.first_token)
             s->cfg.first_token(s->cfg.first_token_ctx, q->req);
         q->tokens[q->n_tokens++] = row->token;

@@ -52,6 +52,8 @@ struct batcher_sample {
     uint64_t draw;         /* tokens this sequence sampled before */
     const int32_t *recent; /* its last n_recent tokens (for the penalty), or NULL */
     int32_t n_recent;
+    bool logprobs;        /* the sampled token's log-probability */
+    int32_t top_logprobs; /* and this many most likely tokens' */
 };
 
 /* One micro-batch, valid until the next batcher call. Arrays have n_tokens entries; samples has
@@ -75,6 +77,9 @@ struct batcher_row {
     uint64_t seq_id;
     int32_t token;
     float logprob;
+    int32_t n_top;         /* the most likely tokens at this place, when asked for: */
+    const int32_t *top_id; /* [n_top], valid during batcher_on_result */
+    const float *top_lp;   /* [n_top] */
 };
 
 typedef struct batcher batcher_t;

@@ -49,7 +49,8 @@ static serve_req_t *add(serve_queue_t *q, batcher_t *b, serve_req_t *r) {
 static void answer(batcher_t *b, const struct batcher_batch *bt, int32_t tok) {
     struct batcher_row rows[64];
     for (int32_t i = 0; i < bt->n_samples; i++)
-        rows[i] = (struct batcher_row){bt->samples[i].seq_id, tok, -0.5f};
+        rows[i] =
+            (struct batcher_row){.seq_id = bt->samples[i].seq_id, .token = tok, .logprob = -0.5f};
     CHECK(batcher_on_result(b, bt->batch_id, rows, (size_t)bt->n_samples));
 }
 
@@ -102,7 +103,7 @@ static void test_chunks_and_decode(void) {
     }
     /* 102 is the final chunk: draw 0 */
     CHECK(batcher_next(b, 200, &bt) == false);
-    struct batcher_row row = {serve_req_id(r), 7, -0.1f};
+    struct batcher_row row = {.seq_id = serve_req_id(r), .token = 7, .logprob = -0.1f};
     CHECK(batcher_on_result(b, 102, &row, 1));
     CHECK(!batcher_on_result(b, 102, &row, 1)); /* a duplicate changes nothing */
     /* decode: one token at position 5, draw 1 */
@@ -140,7 +141,8 @@ static void test_pipeline_shares(void) {
         CHECK(b2.samples[i].seq_id != s1[0] && b2.samples[i].seq_id != s1[1]);
     CHECK(!batcher_next(b, 3, &b3)); /* both pipeline slots busy */
     CHECK(batcher_n_inflight(b) == 2 && batcher_oldest_inflight(b) == (int)b1.micro_batch);
-    struct batcher_row rows[2] = {{s1[0], 5, 0}, {s1[1], 6, 0}};
+    struct batcher_row rows[2] = {{.seq_id = s1[0], .token = 5, .logprob = 0},
+                                  {.seq_id = s1[1], .token = 6, .logprob = 0}};
     CHECK(batcher_on_result(b, 1, rows, 2));
     CHECK(batcher_next(b, 3, &b3)); /* the same two come back as decode steps */
     CHECK(b3.n_tokens == 2 && b3.n_prompt_tokens == 0);
@@ -163,7 +165,7 @@ static void test_pipeline_shares(void) {
     /* their next tokens come back: those two have resumed */
     struct batcher_row back[2];
     for (int32_t i = 0; i < b4.n_samples; i++)
-        back[i] = (struct batcher_row){b4.samples[i].seq_id, 7, 0};
+        back[i] = (struct batcher_row){.seq_id = b4.samples[i].seq_id, .token = 7, .logprob = 0};
     CHECK(b4.n_samples == 2 && batcher_on_result(b, 4, back, 2));
     CHECK(batcher_n_resuming(b) == 2);
     for (int i = 0; i < 4; i++) serve_req_unref(&r[i]);
@@ -199,7 +201,7 @@ static void test_prompt_chunks_pipelined(void) {
     CHECK(batcher_on_result(b, 10, NULL, 0));
     CHECK(!batcher_next(b, 13, &bt[3])); /* nothing to send until the token comes */
     CHECK(batcher_on_result(b, 11, NULL, 0));
-    struct batcher_row row = {serve_req_id(r), 7, 0};
+    struct batcher_row row = {.seq_id = serve_req_id(r), .token = 7, .logprob = 0};
     CHECK(batcher_on_result(b, 12, &row, 1));
     /* decoding: one micro-batch at a time */
     CHECK(batcher_next(b, 13, &bt[0]));
@@ -232,7 +234,7 @@ static void test_prompt_chunks_pipelined(void) {
         CHECK(bt[i].pos[0] == 4 * i);
     }
     for (int i = 0; i < 2; i++) CHECK(batcher_on_result(b, 32 + (uint64_t)i, NULL, 0));
-    row = (struct batcher_row){serve_req_id(d), 9, 0};
+    row = (struct batcher_row){.seq_id = serve_req_id(d), .token = 9, .logprob = 0};
     CHECK(batcher_on_result(b, 34, &row, 1));
     CHECK(finish_of(d, &n) == SERVE_FINISH_LENGTH && n == 1);
     serve_req_unref(&r);
@@ -320,7 +322,7 @@ static void test_timeouts_per_sequence(void) {
         /* the lost sequence's batch never comes back; the other one's does, and it goes on */
         const uint64_t good_seq = x_seq == lost_seq ? y_seq : x_seq;
         CHECK(good_seq != lost_seq);
-        struct batcher_row row = {good_seq, 7, -0.5f};
+        struct batcher_row row = {.seq_id = good_seq, .token = 7, .logprob = -0.5f};
         CHECK(batcher_on_result(b, x_seq == lost_seq ? y_id : x_id, &row, 1));
         struct batcher_batch z;
         CHECK(batcher_next(b, 12 + 10 * (uint64_t)round, &z)); /* its next step, in flight */
@@ -362,7 +364,9 @@ static void test_token_outside_vocabulary(void) {
     CHECK(batcher_next(b, 1, &bt) && bt.n_samples == 3);
     struct batcher_row rows[3];
     const int32_t toks[3] = {99, 100, -1};
-    for (int i = 0; i < 3; i++) rows[i] = (struct batcher_row){bt.samples[i].seq_id, toks[i], 0};
+    for (int i = 0; i < 3; i++)
+        rows[i] =
+            (struct batcher_row){.seq_id = bt.samples[i].seq_id, .token = toks[i], .logprob = 0};
     CHECK(batcher_on_result(b, bt.batch_id, rows, 3));
     size_t n = 0;
     for (int i = 0; i < 3; i++) {
@@ -381,6 +385,69 @@ static void test_token_outside_vocabulary(void) {
     CHECK(batcher_next(b, 2, &bt) && bt.n_tokens == 1 && bt.token[0] == 99);
     batcher_destroy(&b);
     for (int i = 0; i < 3; i++) serve_req_unref(&r[i]);
+    serve_queue_destroy(&q);
+}
+
+/* Log-probabilities: what a request asks for goes to the last stage in its sample; the most
+ * likely tokens that come back reach the request (cut to what it asked); one of them outside
+ * the vocabulary is a faulty last stage, as a sampled token outside it is. */
+static void test_logprobs(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 2,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 16,
+                                 .max_inflight = 1,
+                                 .n_vocab = 100,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    struct serve_req_params p = {
+        .n_prompt = 2, .max_tokens = 10, .logprobs = true, .top_logprobs = 2};
+    p.prompt = calloc(2, sizeof *p.prompt);
+    p.prompt[0] = 11;
+    p.prompt[1] = 12;
+    sampler_params_default(&p.sampling);
+    serve_req_t *r = add(q, b, serve_req_new(&p));
+    serve_req_t *plain = add(q, b, req(2, 20, 10, 1.0f));
+    struct batcher_batch bt;
+    CHECK(batcher_next(b, 1, &bt) && bt.n_samples == 2);
+    struct batcher_row rows[2];
+    const int32_t ids[3] = {5, 6, 7};
+    const float lps[3] = {-0.1f, -2.0f, -3.0f};
+    for (int i = 0; i < 2; i++) {
+        const bool asked = bt.samples[i].seq_id == serve_req_id(r);
+        CHECK(bt.samples[i].logprobs == asked && bt.samples[i].top_logprobs == (asked ? 2 : 0));
+        rows[i] = (struct batcher_row){.seq_id = bt.samples[i].seq_id,
+                                       .token = 5,
+                                       .logprob = asked ? -0.1f : 0.0f,
+                                       .n_top = asked ? 3 : 0,
+                                       .top_id = ids,
+                                       .top_lp = lps};
+    }
+    CHECK(batcher_on_result(b, bt.batch_id, rows, 2));
+    struct serve_top top;
+    CHECK(serve_req_n_tokens(r) == 1 && serve_req_tokens(r)[0].logprob == -0.1f);
+    CHECK(serve_req_top(r, 0, &top) && top.n == 2 && top.id[1] == 6 && top.logprob[1] == -2.0f);
+    CHECK(!serve_req_top(plain, 0, &top));
+    CHECK(batcher_next(b, 2, &bt) && bt.n_samples == 2);
+    const int32_t bad[3] = {5, 100, 7};
+    for (int i = 0; i < 2; i++) {
+        const bool asked = bt.samples[i].seq_id == serve_req_id(r);
+        rows[i] = (struct batcher_row){.seq_id = bt.samples[i].seq_id,
+                                       .token = 5,
+                                       .n_top = asked ? 3 : 0,
+                                       .top_id = bad,
+                                       .top_lp = lps};
+    }
+    CHECK(batcher_on_result(b, bt.batch_id, rows, 2));
+    size_t n = 0;
+    CHECK(finish_of(r, &n) == SERVE_FINISH_ERROR && n == 1);
+    CHECK(strstr(serve_req_error(r), "vocabulary") != NULL);
+    CHECK(serve_req_n_tokens(plain) == 2 && batcher_n_active(b) == 1);
+    batcher_destroy(&b);
+    serve_req_unref(&r);
+    serve_req_unref(&plain);
     serve_queue_destroy(&q);
 }
 
@@ -441,6 +508,7 @@ int main(void) {
     test_prompt_chunks_pipelined();
     test_timeouts_per_sequence();
     test_token_outside_vocabulary();
+    test_logprobs();
     test_stage_errors();
     if (failures) {
         fprintf(stderr, "batcher_test: %d failures\n", failures);

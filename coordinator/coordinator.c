@@ -1465,6 +1465,8 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
         sm[i].draw = x->draw;
         sm[i].n_recent = (size_t)x->n_recent;
         sm[i].recent = (int32_t *)x->recent;
+        sm[i].return_logprob = x->logprobs;
+        sm[i].top_logprobs = x->top_logprobs > 0 ? (uint32_t)x->top_logprobs : 0;
         smp[i] = &sm[i];
     }
     f.batch_id = b->batch_id;
@@ -1577,6 +1579,11 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
         rows[i].seq_id = r->seq_id[i];
         rows[i].token = r->token[i];
         rows[i].logprob = r->n_logprob ? r->logprob[i] : 0.0f;
+        if (r->top_n) { /* the codec checked: n_rows * top_n of each */
+            rows[i].n_top = (int32_t)r->top_n;
+            rows[i].top_id = r->top_token + (size_t)i * r->top_n;
+            rows[i].top_lp = r->top_logprob + (size_t)i * r->top_n;
+        }
     }
     uint64_t sent_us = r->micro_batch < 64 ? c->mb_sent_us[r->micro_batch] : 0;
     const bool was_oldest = batcher_oldest_inflight(c->batcher) == (int)r->micro_batch;

@@ -25,6 +25,7 @@ struct serve_req {
     uint64_t submit_us;   /* monotonic */
     uint64_t ttft_us;
     struct serve_token *tokens; /* (cap) */
+    struct serve_top *tops;     /* (cap) when params.top_logprobs > 0, else NULL */
     size_t n_tokens, cap;
     enum serve_finish finish;
     char error[256];
@@ -81,6 +82,7 @@ serve_req_t *serve_req_new(struct serve_req_params *p) {
     p->prompt = NULL; /* ours now */
     r->cap = 16;
     r->tokens = xcalloc(r->cap, sizeof *r->tokens);
+    if (r->params.top_logprobs > 0) r->tops = xcalloc(r->cap, sizeof *r->tops);
     return r;
 }
 
@@ -97,6 +99,7 @@ void serve_req_unref(serve_req_t **r_p) {
     pthread_cond_destroy(&r->cv);
     free(r->params.prompt);
     free(r->tokens);
+    free(r->tops);
     free(r);
 }
 
@@ -161,7 +164,18 @@ uint64_t serve_req_ttft_us(const serve_req_t *r) {
     return v;
 }
 
-void serve_req_push(serve_req_t *r, int32_t id, float logprob) {
+bool serve_req_top(serve_req_t *r, size_t i, struct serve_top *out) {
+    pthread_mutex_lock(&r->mu);
+    bool ok = r->tops && i < r->n_tokens;
+    if (ok)
+        *out = r->tops[i];
+    else
+        out->n = 0;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+void serve_req_push(serve_req_t *r, int32_t id, float logprob, const struct serve_top *top) {
     pthread_mutex_lock(&r->mu);
     if (r->finish == SERVE_FINISH_NONE) {
         if (r->n_tokens == r->cap) {
@@ -169,7 +183,21 @@ void serve_req_push(serve_req_t *r, int32_t id, float logprob) {
             struct serve_token *t = realloc(r->tokens, cap * sizeof *t);
             if (!t) abort();
             r->tokens = t;
+            if (r->tops) {
+                struct serve_top *tt = realloc(r->tops, cap * sizeof *tt);
+                if (!tt) abort();
+                r->tops = tt;
+            }
             r->cap = cap;
+        }
+        if (r->tops) {
+            struct serve_top *t = &r->tops[r->n_tokens];
+            t->n = 0;
+            for (int32_t j = 0; top && j < top->n && j < r->params.top_logprobs; j++) {
+                t->id[j] = top->id[j];
+                t->logprob[j] = top->logprob[j];
+                t->n = j + 1;
+            }
         }
         r->tokens[r->n_tokens++] = (struct serve_token){.id = id, .logprob = logprob};
         if (r->n_tokens == 1) {

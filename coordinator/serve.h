@@ -33,7 +33,16 @@ enum serve_finish {
 /* One generated token. */
 struct serve_token {
     int32_t id;
-    float logprob; /* of the sampled token; 0 when unknown */
+    float logprob; /* of the sampled token; 0 when not asked for (serve_req_params.logprobs) */
+};
+
+/* The most likely tokens at one generated token's place, most likely first, when the request
+ * asked for them (serve_req_params.top_logprobs). */
+#define SERVE_TOP_MAX 20
+struct serve_top {
+    int32_t n; /* <= top_logprobs (fewer only when the vocabulary is smaller) */
+    int32_t id[SERVE_TOP_MAX];
+    float logprob[SERVE_TOP_MAX];
 };
 
 typedef struct serve_req serve_req_t;
@@ -44,7 +53,9 @@ struct serve_req_params {
     int32_t n_prompt;
     int32_t max_tokens; /* > 0 */
     struct sampler_params sampling;
-    bool ignore_eos; /* keep going past end-of-generation tokens */
+    bool ignore_eos;      /* keep going past end-of-generation tokens */
+    bool logprobs;        /* the sampled tokens' log-probabilities (raw logits' log-softmax) */
+    int32_t top_logprobs; /* and this many most likely tokens at each place (<= SERVE_TOP_MAX) */
 };
 
 /* Takes ownership of p->prompt. refcount 1 (the caller's). Aborts on OOM. */
@@ -66,8 +77,12 @@ const char *serve_req_error(const serve_req_t *r);
 /* Time from submit to the first token, in microseconds; 0 until then. */
 uint64_t serve_req_ttft_us(const serve_req_t *r);
 
-/* Loop side. */
-void serve_req_push(serve_req_t *r, int32_t id, float logprob);
+/* API side: the most likely tokens at generated token i (one serve_req_wait handed out), when
+ * the request asked for them; false otherwise (out->n = 0). */
+bool serve_req_top(serve_req_t *r, size_t i, struct serve_top *out);
+
+/* Loop side. top: the most likely tokens at this place (NULL when not asked for or not known). */
+void serve_req_push(serve_req_t *r, int32_t id, float logprob, const struct serve_top *top);
 void serve_req_finish(serve_req_t *r, enum serve_finish f, const char *error);
 bool serve_req_cancelled(const serve_req_t *r);
 size_t serve_req_n_tokens(const serve_req_t *r);

@@ -64,7 +64,18 @@ static void step(serve_fake_t *f) {
             continue;
         }
         bool first = serve_req_n_tokens(r) == 0;
-        serve_req_push(r, id, 0.0f);
+        /* made-up log-probabilities when asked: the n-th token's -(n + 1) / 8, and as the most
+         * likely, the token itself and then the ids after it, each 1 less likely */
+        const struct serve_req_params *p = serve_req_params(r);
+        float lp = p->logprobs ? -(float)(serve_req_n_tokens(r) + 1) / 8.0f : 0.0f;
+        struct serve_top top = {0};
+        int32_t n_vocab = tokenizer_n_tokens(f->cfg.tokenizer);
+        for (int32_t j = 0; j < p->top_logprobs && j < n_vocab && j < SERVE_TOP_MAX; j++) {
+            top.id[j] = (id + j) % n_vocab;
+            top.logprob[j] = lp - (float)j;
+            top.n = j + 1;
+        }
+        serve_req_push(r, id, lp, top.n ? &top : NULL);
         struct serve_metrics *m = serve_queue_metrics(f->q);
         m->generated_tokens_total++;
         if (first) serve_metrics_observe_ttft(m, (double)serve_req_ttft_us(r) / 1e6);

@@ -44,11 +44,11 @@ static void test_queue_basics(void) {
     REQUIRE(!serve_queue_submit(q, c), "still two open");
 
     /* Tokens flow; wait copies from *next on and reports the finish only at the end. */
-    serve_req_push(got[0], 7, -0.5f);
-    serve_req_push(got[0], 8, 0.0f);
-    serve_req_push(got[0], 9, 0.0f);
+    serve_req_push(got[0], 7, -0.5f, NULL);
+    serve_req_push(got[0], 8, 0.0f, NULL);
+    serve_req_push(got[0], 9, 0.0f, NULL);
     serve_req_finish(got[0], SERVE_FINISH_LENGTH, NULL);
-    serve_req_push(got[0], 10, 0.0f); /* after finish: ignored */
+    serve_req_push(got[0], 10, 0.0f, NULL); /* after finish: ignored */
     struct serve_token out[2];
     size_t next = 0;
     enum serve_finish fin;
@@ -171,7 +171,7 @@ static void *loop_thread(void *arg) {
             if (serve_req_cancelled(r)) {
                 serve_req_finish(r, SERVE_FINISH_CANCELLED, NULL);
             } else {
-                serve_req_push(r, (int32_t)serve_req_n_tokens(r), 0.0f);
+                serve_req_push(r, (int32_t)serve_req_n_tokens(r), 0.0f, NULL);
                 if ((int)serve_req_n_tokens(r) < N_TOK) {
                     i++;
                     continue;
@@ -200,8 +200,37 @@ static void test_threads(void) {
     serve_queue_destroy(&shared_q);
 }
 
+/* The most likely tokens are kept per token only when asked for, cut to what was asked, and
+ * survive the token array's growth. */
+static void test_top(void) {
+    serve_req_t *plain = make_req(1, 4);
+    struct serve_top top = {.n = 5, .id = {1, 2, 3, 4, 5}, .logprob = {-1, -2, -3, -4, -5}};
+    serve_req_push(plain, 7, 0.0f, &top);
+    struct serve_top got;
+    REQUIRE(!serve_req_top(plain, 0, &got) && got.n == 0, "not asked: none kept");
+    serve_req_unref(&plain);
+
+    struct serve_req_params p = {
+        .n_prompt = 1, .max_tokens = 40, .logprobs = true, .top_logprobs = 3};
+    p.prompt = calloc(1, sizeof *p.prompt);
+    sampler_params_default(&p.sampling);
+    serve_req_t *r = serve_req_new(&p);
+    for (int i = 0; i < 20; i++) {
+        top.id[0] = 100 + i;
+        serve_req_push(r, 100 + i, -0.5f, i == 7 ? NULL : &top);
+    }
+    REQUIRE(serve_req_top(r, 19, &got) && got.n == 3 && got.id[0] == 119 && got.id[2] == 3 &&
+                got.logprob[2] == -3.0f,
+            "cut to top_logprobs, kept past the first growth");
+    REQUIRE(serve_req_top(r, 0, &got) && got.id[0] == 100, "the first one still there");
+    REQUIRE(serve_req_top(r, 7, &got) && got.n == 0, "a token pushed without: empty");
+    REQUIRE(!serve_req_top(r, 20, &got), "past the tokens: none");
+    serve_req_unref(&r);
+}
+
 int main(void) {
     test_queue_basics();
+    test_top();
     test_status_and_ttft();
     test_threads();
     printf("serve_test: ok\n");

@@ -12,6 +12,10 @@
 #                    the chunks travel one behind the other (the last is sent before the
 #                    first is back, and comes back 2.5 s after it was sent), and none is
 #                    taken for lost under --request-timeout-ms 2000; the text is run's
+#   logprobs_split   log-probabilities over HTTP (chat top 5 greedy, a seeded completion
+#                    with logprobs 3) are byte for byte the same through 1, 2 and 3 workers,
+#                    and the greedy token is the first of its top list (streamed = plain:
+#                    api_node_cluster)
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
 #   bad_model        a missing model, or a --cache that is not a directory, is a clear error,
 #                    not a hang or a restart loop
@@ -139,6 +143,41 @@ pipelined)
     [ -f "$log" ] || fail "no coordinator log at $log"
     ! grep -q "no Result within" "$log" || fail "a micro-batch was taken for lost: $(grep "no Result" "$log" | head -n 1)"
     note "no micro-batch taken for lost"
+    ;;
+logprobs_split)
+    [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
+    . "$(dirname "$0")/lib.sh"
+    chat='{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":40,"temperature":0,"logprobs":true,"top_logprobs":5}'
+    cmpl='{"prompt":"Once upon a time","max_tokens":40,"temperature":0.9,"seed":11,"logprobs":3}'
+    for w in 1 2 3; do
+        logs="$WORK/logs_lp$w"
+        "$CARAVAN" cluster --model "$STORIES" --workers "$w" --threads 1 --shared-file \
+            --http 127.0.0.1:0 --log-dir "$logs" >"$WORK/lp$w.out" 2>"$WORK/lp$w.err" &
+        launcher=$!
+        wait_for "$WORK/lp$w.out" '^http://' 60 || { kill "$launcher"; fail "$w workers: the cluster did not come up"; }
+        url=$(grep -m1 '^http://' "$WORK/lp$w.out")
+        # the answers without their ids and times
+        curl -fsS -m 60 "$url/v1/chat/completions" -d "$chat" | sed 's/.*"choices"://' >"$WORK/chat$w.json" &&
+            curl -fsS -m 60 "$url/v1/completions" -d "$cmpl" | sed 's/.*"choices"://' >"$WORK/cmpl$w.json" ||
+            { kill "$launcher"; fail "$w workers: a request failed"; }
+        kill -INT "$launcher"
+        wait "$launcher" || fail "$w workers: the launcher exited with $?"
+        grep -q '"top_logprobs":\[{"token"' "$WORK/chat$w.json" || fail "no top_logprobs in $(head -c 300 "$WORK/chat$w.json")"
+        grep -q '"token_logprobs":\[-' "$WORK/cmpl$w.json" || fail "no token_logprobs in $(head -c 300 "$WORK/cmpl$w.json")"
+        # greedy: each entry's token and logprob are its top list's first
+        entries=$(grep -oE '\{"token":"([^"\\]|\\.)*","logprob":[-0-9.e]*,"bytes":\[[0-9,]*\],"top_logprobs":\[\{"token":"([^"\\]|\\.)*","logprob":[-0-9.e]*' "$WORK/chat$w.json")
+        n_entries=$(echo "$entries" | wc -l)
+        [ "$n_entries" -eq "$(grep -o '"completion_tokens":[0-9]*' "$WORK/chat$w.json" | cut -d: -f2)" ] ||
+            fail "$n_entries chat entries parsed, not one a token: $(head -c 300 "$WORK/chat$w.json")"
+        echo "$entries" | sed 's/"bytes":\[[0-9,]*\],"top_logprobs":\[//' |
+            awk -F'[{]' '{ sub(/,$/, "", $2); if ($2 != $3) { print "differs: " $0; bad = 1 } } END { exit bad }' ||
+            fail "$w workers: a greedy token is not the first of its top list"
+        for f in chat cmpl; do
+            [ "$w" -eq 1 ] || cmp -s "$WORK/${f}1.json" "$WORK/$f$w.json" ||
+                fail "$f: $w workers answered $(head -c 300 "$WORK/$f$w.json"), 1 worker $(head -c 300 "$WORK/${f}1.json")"
+        done
+        note "$w workers: $n_entries chat entries, the same log-probabilities as 1 worker"
+    done
     ;;
 f16_wire)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }

@@ -118,6 +118,50 @@ test('stop strings cut the text, plain and streamed', async () => {
   assert.equal(s.finish, 'stop');
 });
 
+// Log-probabilities: one entry a token, each at most 0, the most likely sorted; greedy picks the
+// most likely (its entry is the first of its top list); the streamed entries are the plain ones.
+test('chat log-probabilities, plain and streamed', async () => {
+  const req = { ...greedy, messages: [{ role: 'user', content: 'Tell me about a dog.' }],
+                logprobs: true, top_logprobs: 3 };
+  const plain = await client.chat.completions.create(req);
+  const entries = plain.choices[0].logprobs.content;
+  assert.equal(entries.length, plain.usage.completion_tokens);
+  for (const e of entries) {
+    assert.equal(typeof e.token, 'string');
+    assert.ok(e.logprob <= 0);
+    assert.ok(Array.isArray(e.bytes));
+    assert.equal(e.top_logprobs.length, 3);
+    for (let i = 1; i < 3; i++) assert.ok(e.top_logprobs[i].logprob <= e.top_logprobs[i - 1].logprob);
+    assert.equal(e.top_logprobs[0].token, e.token);
+    assert.equal(e.top_logprobs[0].logprob, e.logprob);
+  }
+  const streamed = [];
+  for await (const chunk of await client.chat.completions.create({ ...req, stream: true })) {
+    for (const c of chunk.choices) if (c.logprobs?.content) streamed.push(...c.logprobs.content);
+  }
+  assert.deepEqual(streamed, entries);
+  const none = await client.chat.completions.create({ ...req, logprobs: false, top_logprobs: 0 });
+  assert.equal(none.choices[0].logprobs, null);
+  await expectApiError(client.chat.completions.create({ ...req, logprobs: false }), 400);
+});
+
+test('completion log-probabilities (logprobs: N)', async () => {
+  const r = await client.completions.create({ ...greedy, prompt, logprobs: 2 });
+  const c = r.choices[0];
+  const lp = c.logprobs;
+  assert.equal(lp.tokens.length, r.usage.completion_tokens);
+  assert.equal(lp.token_logprobs.length, lp.tokens.length);
+  assert.equal(lp.text_offset[0], 0);
+  for (let i = 0; i < lp.tokens.length; i++) {
+    assert.ok(lp.token_logprobs[i] <= 0);
+    if (i > 0) assert.ok(lp.text_offset[i] >= lp.text_offset[i - 1]);
+    const top = Object.entries(lp.top_logprobs[i]);
+    assert.ok(top.length >= 1 && top.length <= 3);
+    assert.equal(lp.top_logprobs[i][lp.tokens[i]], lp.token_logprobs[i]);
+  }
+  if (!lp.tokens.some((t) => t.includes('\uFFFD'))) assert.equal(lp.tokens.join(''), c.text);
+});
+
 test('8 concurrent streams each give what they give alone', async () => {
   const prompts = ['Once upon a time', 'The cat sat', 'Lily went to the park',
                    'Tim had a red ball', 'One day', 'She was happy', 'The sun was hot',
