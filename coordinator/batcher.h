@@ -54,6 +54,7 @@ struct batcher_sample {
     int32_t n_recent;
     bool logprobs;        /* the sampled token's log-probability */
     int32_t top_logprobs; /* and this many most likely tokens' */
+    bool last;            /* the sequence ends with this token (max_tokens or the context) */
 };
 
 /* One micro-batch, valid until the next batcher call. Arrays have n_tokens entries; samples has

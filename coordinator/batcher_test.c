@@ -451,6 +451,42 @@ static void test_logprobs(void) {
     serve_queue_destroy(&q);
 }
 
+/* A sample says when its token is the sequence's last (max_tokens, or the context full), so a
+ * step after it is not computed ahead. */
+static void test_last_sample(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 5,
+                                 .n_seq = 2,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 16,
+                                 .max_inflight = 1,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r = add(q, b, req(2, 10, 2, 1.0f)); /* 2 tokens at most */
+    struct batcher_batch bt;
+    bool last[3];
+    for (int i = 0; i < 2; i++) {
+        CHECK(batcher_next(b, 1 + (uint64_t)i, &bt) && bt.n_samples == 1);
+        last[i] = bt.samples[0].last;
+        struct batcher_row row = {.seq_id = bt.samples[0].seq_id, .token = 7};
+        CHECK(batcher_on_result(b, bt.batch_id, &row, 1));
+    }
+    CHECK(!last[0] && last[1]);
+    serve_req_t *c = add(q, b, req(3, 20, 100, 1.0f)); /* n_ctx 5: room for 2 */
+    for (int i = 0; i < 2; i++) {
+        CHECK(batcher_next(b, 3 + (uint64_t)i, &bt) && bt.n_samples == 1);
+        last[i] = bt.samples[0].last;
+        struct batcher_row row = {.seq_id = bt.samples[0].seq_id, .token = 7};
+        CHECK(batcher_on_result(b, bt.batch_id, &row, 1));
+    }
+    CHECK(!last[0] && last[1] && !batcher_next(b, 5, &bt));
+    batcher_destroy(&b);
+    serve_req_unref(&r);
+    serve_req_unref(&c);
+    serve_queue_destroy(&q);
+}
+
 /* A stage that says it could not compute a batch (batcher_on_error): the sequence it names
  * counts a failure and, at the third in a row, ends with the stage's words; the others of the
  * batch are sent again but not counted, and go on; an error naming no sequence counts the
@@ -509,6 +545,7 @@ int main(void) {
     test_timeouts_per_sequence();
     test_token_outside_vocabulary();
     test_logprobs();
+    test_last_sample();
     test_stage_errors();
     if (failures) {
         fprintf(stderr, "batcher_test: %d failures\n", failures);

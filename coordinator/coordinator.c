@@ -1488,10 +1488,11 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     /* a lone stream decoding (nothing else served, queued or in flight): its successor is
      * known to the last stage as soon as it samples, and stays so until the stream ends. With
      * more rows the batch changes whenever one of them ends or a request comes, and a step
-     * computed ahead for a changed batch is a step computed for nothing. */
-    f.ahead_ok = c->cfg.ahead && b->n_tokens == 1 && b->n_samples == 1 && b->n_prompt_tokens == 0 &&
-                 batcher_n_inflight(c->batcher) == 1 && batcher_n_active(c->batcher) == 1 &&
-                 batcher_n_queued(c->batcher) == 0;
+     * computed ahead for a changed batch is a step computed for nothing; so is one after the
+     * stream's last token. */
+    f.ahead_ok = c->cfg.ahead && b->n_tokens == 1 && b->n_samples == 1 && !b->samples[0].last &&
+                 b->n_prompt_tokens == 0 && batcher_n_inflight(c->batcher) == 1 &&
+                 batcher_n_active(c->batcher) == 1 && batcher_n_queued(c->batcher) == 0;
     Caravan__Envelope env;
     envelope(c, &env);
     env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
