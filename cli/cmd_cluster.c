@@ -7,6 +7,7 @@
  * Workers get their slices over the network from the coordinator (cached per worker under
  * --cache) unless --shared-file, which lets every worker map the model file itself. Logs go to
  * --log-dir (a fresh temporary folder by default, named at start). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -104,7 +105,8 @@ static const struct opt cluster_opts[] = {
     {"cache", 0, OPT_STRING, F(cache), NULL, 0, -1, "DIR",
      "workers' slice caches (DIR/wI; default: the log folder)"},
     {"log-dir", 0, OPT_STRING, F(log_dir), NULL, 0, -1, "DIR",
-     "where keys and logs go (default: a new /tmp/caravan-cluster.XXXXXX)"},
+     "where keys and logs go (default: a new /tmp/caravan-cluster.XXXXXX, removed at the end; "
+     "after a failure only the logs stay)"},
     {"ready-timeout", 0, OPT_INT, F(ready_timeout_s), "600", 1, 86400, "S",
      "give up if the model is not served after this long"},
     {"log-level", 0, OPT_STRING, F(log_level), "info", 0, -1, "LEVEL",
@@ -355,6 +357,58 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
+/* The part of a folder of ours that a failed run need not keep: its throw-away key pairs and
+ * the workers' shipped slices (all in the per-process subfolders); the logs, which say what
+ * went wrong, and the status files stay. */
+static void strip_folder(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[1024];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    closedir(d);
+    snprintf(path, sizeof path, "%s/launcher.pid", dir);
+    unlink(path);
+}
+
+/* Folders of earlier runs (/tmp/caravan-cluster.*) whose launcher died without cleaning up
+ * (SIGKILL, a crash, a power cut): this user's, naming a launcher pid (launcher.pid) that no
+ * longer runs. They hold throw-away keys and, without --cache, every worker's shipped slice
+ * (hundreds of MB for a real model); nobody was told where. Removed. A failed run's folder,
+ * whose logs the user was pointed at, has no launcher.pid and stays. */
+static void sweep_stale(void) {
+    DIR *d = opendir("/tmp");
+    if (!d) return;
+    struct dirent *e;
+    int n = 0;
+    char dir[512], path[600];
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "caravan-cluster.", 16) != 0) continue;
+        snprintf(dir, sizeof dir, "/tmp/%s", e->d_name);
+        struct stat st;
+        if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) continue;
+        snprintf(path, sizeof path, "%s/launcher.pid", dir);
+        FILE *f = fopen(path, "r");
+        long pid = 0;
+        if (!f) continue;
+        int got = fscanf(f, "%ld", &pid);
+        fclose(f);
+        if (got != 1 || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0) n++;
+    }
+    closedir(d);
+    if (n)
+        fprintf(stderr,
+                "caravan cluster: removed %d folder%s left in /tmp by runs that were killed\n", n,
+                n == 1 ? "" : "s");
+}
+
 int cmd_cluster(int argc, char **argv) {
     struct cluster *cl = calloc(1, sizeof *cl);
     if (!cl) return 1;
@@ -393,10 +447,19 @@ int cmd_cluster(int argc, char **argv) {
             goto out;
         }
     } else {
+        sweep_stale();
         snprintf(cl->dir, sizeof cl->dir, "/tmp/caravan-cluster.XXXXXX");
         if (!mkdtemp(cl->dir)) {
             fprintf(stderr, "error: cannot create a temporary folder: %s\n", strerror(errno));
             goto out;
+        }
+        /* so that a later run can tell this folder was left behind if we die unannounced */
+        char pid_path[600];
+        snprintf(pid_path, sizeof pid_path, "%s/launcher.pid", cl->dir);
+        FILE *pf = fopen(pid_path, "w");
+        if (pf) {
+            fprintf(pf, "%ld\n", (long)getpid());
+            fclose(pf);
         }
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -725,12 +788,15 @@ stop:
             fprintf(stderr, "caravan cluster: trace in %s (open it in ui.perfetto.dev)\n",
                     out_path);
     }
-    /* A folder we made is ours to remove, unless something went wrong (its logs explain). */
+    /* A folder we made is ours to remove, unless something went wrong: then its logs, which
+     * explain, stay (without the keys and slices). */
     if (cl->dir[0] && !cl->cfg.log_dir) {
-        if (rc == 0)
+        if (rc == 0) {
             nftw(cl->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        else
+        } else {
+            strip_folder(cl->dir);
             fprintf(stderr, "caravan cluster: logs kept in %s\n", cl->dir);
+        }
     }
 out:
     free(cl);

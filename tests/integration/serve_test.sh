@@ -24,7 +24,9 @@
 #                    error that says so and print no text; the cluster at once (the stage's
 #                    Error answers the batch), not after request timeouts
 #   launcher_dies    a launcher killed with SIGKILL, or whose output pipe closes (`| head`),
-#                    leaves no coordinator or worker running
+#                    leaves no coordinator or worker running; the /tmp folder (keys, slices)
+#                    a SIGKILLed launcher leaves is removed by the next run, and a failed
+#                    run keeps its logs there but not its keys or slices
 #   cache_full       workers whose --cache disk is full (a 200 KiB tmpfs; root only) make
 #                    `caravan cluster --prompt` and the serving launcher stop with an error
 #                    that says so, instead of waiting for ever
@@ -276,6 +278,36 @@ launcher_dies)
     set -e
     left "$logs" 10 || { pkill -9 -f -- "$logs"; fail "processes left after the output pipe closed"; }
     note "output pipe closed early: nothing left running"
+    # without --log-dir: the launcher's own /tmp folder, with its keys and shipped slices
+    "$CARAVAN" cluster --model "$STORIES" --workers 2 --threads 1 --http 127.0.0.1:0 \
+        >"$WORK/own.out" 2>"$WORK/own.err" &
+    launcher=$!
+    wait_for "$WORK/own.out" "curl" 60 || { kill -9 "$launcher"; fail "the cluster did not come up"; }
+    own=$(sed -n 's/.*keys and logs in //p' "$WORK/own.err")
+    case "$own" in /tmp/caravan-cluster.*) ;; *) kill -9 "$launcher"; fail "no folder named: '$own'" ;; esac
+    ls "$own"/w1/*.gguf >/dev/null 2>&1 || { kill -9 "$launcher"; fail "no shipped slice in $own/w1"; }
+    kill -9 "$launcher"
+    wait "$launcher" 2>/dev/null || true
+    left "$own" 10 || { pkill -9 -f -- "$own"; fail "processes left after the launcher's SIGKILL"; }
+    [ -f "$own/launcher.pid" ] || fail "$own is not there after the launcher's SIGKILL"
+    # a failed run: its logs stay, its keys and slices do not, and a later run leaves it
+    : >"$WORK/afile"
+    set +e
+    timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 2 --cache "$WORK/afile" \
+        --prompt hi -n 4 >/dev/null 2>"$WORK/failed.err"
+    set -e
+    kept=$(sed -n 's/.*logs kept in //p' "$WORK/failed.err")
+    [ -n "$kept" ] && [ -f "$kept/coordinator.log" ] || fail "a failed run kept no logs: $(tail -n 3 "$WORK/failed.err")"
+    [ -z "$(find "$kept" -mindepth 1 -type d)" ] && [ ! -e "$kept/launcher.pid" ] ||
+        fail "a failed run kept more than its logs: $(find "$kept")"
+    # (the failed run already removed the killed one's folder, or a test running beside this
+    # one did; a run never removes one whose launcher lives)
+    timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 1 --threads 1 --prompt hi -n 2 \
+        >/dev/null 2>"$WORK/next.err" || fail "the next run failed: $(tail -n 3 "$WORK/next.err")"
+    [ ! -e "$own" ] || fail "$own was left after the next runs"
+    [ -f "$kept/coordinator.log" ] || fail "the next run removed a failed run's logs"
+    note "a SIGKILLed launcher's folder removed by the next run ($(grep -h removed "$WORK/failed.err" "$WORK/next.err" | head -n 1))"
+    rm -rf "$kept"
     ;;
 cache_full)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
