@@ -182,14 +182,86 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
     return c[n - 1].id;
 }
 
+/* The log-softmax's passes over the whole vocabulary (152k entries for Qwen), in 4-float vectors
+ * of GCC's vector extension: SSE2 on every x86-64 host (NEON elsewhere), the same instructions
+ * and so the same bits wherever it runs, whichever kernels the engine dispatches to. Through
+ * libm's exp() in double they took 0.6-0.9 ms a row at 152k on the Zen 5; these 0.12-0.14. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static v4f v4_load(const float *x) {
+    v4f v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+/* b where mask, else a (mask lanes all ones or all zeros, as comparisons give) */
+static v4f v4_select(v4i mask, v4f b, v4f a) {
+    return (v4f)(((v4i)b & mask) | ((v4i)a & ~mask));
+}
+
+/* The largest of x[0..n), n >= 1 (no NaN: the caller's sampler refused those). */
+static float max_of(const float *x, int64_t n) {
+    float mx = x[0];
+    int64_t i = 0;
+    if (n >= 8) {
+        v4f m0 = v4_load(x), m1 = v4_load(x + 4);
+        for (i = 8; i + 8 <= n; i += 8) {
+            v4f a = v4_load(x + i), b = v4_load(x + i + 4);
+            m0 = v4_select(a > m0, a, m0);
+            m1 = v4_select(b > m1, b, m1);
+        }
+        for (int l = 0; l < 4; l++) {
+            if (m0[l] > mx) mx = m0[l];
+            if (m1[l] > mx) mx = m1[l];
+        }
+    }
+    for (; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    return mx;
+}
+
+/* e^t for t <= 0, four at a time, within 4e-7 of exp(); below -87 (and -infinity) as e^-87,
+ * nothing beside the maximum's 1. Cody-Waite reduction by ln 2 (rounded with the 1.5 * 2^23
+ * trick, no libm), a degree-6 Taylor polynomial on [-ln2/2, ln2/2], and 2^k from its bits. */
+static v4f exp4(v4f t) {
+    const v4f floor = (v4f){0} - 87.0f;
+    t = v4_select(t > floor, t, floor);
+    v4f k = t * 1.44269504088896341f + 12582912.0f;
+    k = k - 12582912.0f;
+    v4f r = t - k * 0.693145751953125f;
+    r = r - k * 1.42860682030941723212e-6f;
+    v4f p = r * (1.0f / 720) + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const v4i bits = (__builtin_convertvector(k, v4i) + 127) << 23;
+    return p * (v4f)bits;
+}
+
+/* The sum of e^(x[i] - mx) over x[0..n), each x[i] <= mx: 64 at a time in floats, the blocks'
+ * sums in double. */
+static double sum_exp(const float *x, int64_t n, float mx) {
+    double sum = 0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        v4f a0 = {0}, a1 = {0};
+        for (int j = 0; j < 64; j += 8) {
+            a0 += exp4(v4_load(x + i + j) - mx);
+            a1 += exp4(v4_load(x + i + j + 4) - mx);
+        }
+        for (int l = 0; l < 4; l++) sum += (double)a0[l] + (double)a1[l];
+    }
+    for (; i < n; i++) sum += exp((double)x[i] - (double)mx);
+    return sum;
+}
+
 int32_t sampler_logprobs(const float *logits, int64_t n_vocab, int32_t tok, int32_t n_top,
                          float *tok_lp, int32_t *top_id, float *top_lp) {
-    float mx = logits[0];
-    for (int64_t i = 1; i < n_vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double sum = 0;
-    for (int64_t i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - (double)mx);
-    const double lse = (double)mx + log(sum);
+    const float mx = max_of(logits, n_vocab);
+    const double lse = (double)mx + log(sum_exp(logits, n_vocab, mx));
     double lp = (double)logits[tok] - lse;
     *tok_lp = lp > 0 ? 0.0f : (float)lp;
     if (n_top <= 0) return 0;

@@ -125,6 +125,43 @@ int main(void) {
         float small[3] = {1.0f, 2.0f, 2.0f};
         assert(sampler_logprobs(small, 3, 2, 20, &lp, ids, lps) == 3);
         assert(ids[0] == 1 && ids[1] == 2 && ids[2] == 0 && lps[0] == lps[1] && lp == lps[1]);
+        /* a vocabulary of many blocks: values far below the maximum (past e^-87) and masked
+         * ones too; against double-precision exp */
+        enum { BIG = 5003 };
+        static float big[BIG];
+        for (int i = 0; i < BIG; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            big[i] = (float)((x >> 40) % 24000) / 100.0f - 200.0f; /* -200 .. 40 */
+        }
+        big[17] = big[4100] = -INFINITY;
+        double mxb = -INFINITY, zb = 0;
+        for (int i = 0; i < BIG; i++) mxb = big[i] > mxb ? big[i] : mxb;
+        for (int i = 0; i < BIG; i++) zb += exp((double)big[i] - mxb);
+        double worst = 0;
+        for (int32_t tok = 0; tok < BIG; tok++) {
+            sampler_logprobs(big, BIG, tok, 0, &lp, NULL, NULL);
+            double want = (double)big[tok] - mxb - log(zb);
+            if (isinf(big[tok])) {
+                assert(lp == -INFINITY);
+                continue;
+            }
+            double err = fabs(lp - want) / (1 + fabs(want));
+            worst = err > worst ? err : worst;
+        }
+        assert(worst < 1e-6);
+        /* e^t itself, across the reduction's range: one token at 0 and 63 at t, so token 0's
+         * log-probability is -log(1 + 63 e^t) */
+        float flat[64];
+        worst = 0;
+        for (int k = 0; k <= 2000; k++) {
+            float t = -12.0f * (float)k / 2000;
+            for (int i = 1; i < 64; i++) flat[i] = t;
+            flat[0] = 0;
+            sampler_logprobs(flat, 64, 0, 0, &lp, NULL, NULL);
+            double err = fabs(lp + log1p(63 * exp((double)t)));
+            worst = err > worst ? err : worst;
+        }
+        assert(worst < 5e-7);
         float one[1] = {-7.0f};
         assert(sampler_logprobs(one, 1, 0, 5, &lp, ids, lps) == 1 && lp == 0 && lps[0] == 0);
     }
