@@ -3,7 +3,8 @@
 // (from each stream's usage), aggregate tokens/s, and time to first token per stream.
 //
 //   node bench/load.mjs URL STREAMS MAX_TOKENS [PROMPT]
-//   (CARAVAN_API_KEY sets the bearer key)
+//   (CARAVAN_API_KEY sets the bearer key; CARAVAN_LOGPROBS=N asks each token's log-probability
+//   and the N most likely, as `logprobs: N`)
 const [url, streamsArg, maxArg, promptArg] = process.argv.slice(2);
 if (!url || !streamsArg || !maxArg) {
   console.error('usage: node bench/load.mjs URL STREAMS MAX_TOKENS [PROMPT]');
@@ -23,6 +24,7 @@ async function one(i) {
     body: JSON.stringify({
       prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true,
       stream_options: { include_usage: true }, seed: i,
+      ...(process.env.CARAVAN_LOGPROBS ? { logprobs: Number(process.env.CARAVAN_LOGPROBS) } : {}),
     }),
   });
   if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
