@@ -3,7 +3,8 @@
 # 127.0.0.1; stories260K with --compute-delay-ms so a generation lasts long enough to interrupt).
 #
 #   kill      3 workers, 8 concurrent streams; SIGKILL one worker mid-generation: all 8 give
-#             exactly the tokens of a failure-free run; `caravan cluster` restarts the worker,
+#             exactly the tokens (and log-probabilities, to the bit) of a failure-free run;
+#             `caravan cluster` restarts the worker,
 #             the plan grows back to 3 workers, and a third run is exact again
 #   stop      the same with SIGSTOP, and SIGCONT after the cluster has moved on
 #   netcut    the worker's traffic is dropped (iptables on its ports): handled like a death
@@ -78,7 +79,7 @@ wait_streams() { # NAME SECONDS
     wait_exit "$STREAMS_PID" "$2"
     [ "$RC" = 0 ] || fail "streams $1: $RC: $(tail -n 5 "$WORK/$1.err")"
 }
-same() { cmp -s "$WORK/$1.json" "$WORK/$2.json" || fail "$2 differs from $1: $(diff <(tr ',' '\n' <"$WORK/$1.json") <(tr ',' '\n' <"$WORK/$2.json") | head -n 6)"; note "$2: the same tokens as $1"; }
+same() { cmp -s "$WORK/$1.json" "$WORK/$2.json" || fail "$2 differs from $1: $(diff <(tr ',' '\n' <"$WORK/$1.json") <(tr ',' '\n' <"$WORK/$2.json") | head -n 6)"; note "$2: the same tokens and log-probabilities as $1"; }
 mid_generation() { sleep "${1:-1.2}"; } # the streams are running by then
 
 case "$CASE" in

@@ -1,8 +1,9 @@
 // streams.mjs URL N MAX_TOKENS OUT.json: N concurrent streamed greedy completions (different
-// prompts, ignore_eos, seeded sampling for odd ones) with Node's fetch; writes each stream's
-// text, token count and finish reason to OUT.json, and fails on a duplicated or missing event
-// (every SSE chunk must carry exactly one token's text, counted against usage). Bounded: each
-// stream gives up after 180 s.
+// prompts, ignore_eos, seeded sampling for odd ones, each token's log-probability and its 2
+// most likely) with Node's fetch; writes each stream's text, token count, finish reason and
+// log-probabilities to OUT.json, and fails on a duplicated or missing event (every SSE chunk
+// must carry exactly one token's text and entry, counted against usage). Bounded: each stream
+// gives up after 180 s.
 import { writeFileSync } from 'node:fs';
 
 const [url, nArg, maxArg, out] = process.argv.slice(2);
@@ -15,7 +16,7 @@ if (process.env.CARAVAN_API_KEY) headers.Authorization = `Bearer ${process.env.C
 
 async function one(i) {
   const body = { prompt: prompts[i % prompts.length], max_tokens: maxTokens, ignore_eos: true,
-    stream: true, stream_options: { include_usage: true } };
+    stream: true, stream_options: { include_usage: true }, logprobs: 2 };
   if (i % 2) Object.assign(body, { temperature: 0.8, seed: 1000 + i, top_k: 40 });
   else body.temperature = 0;
   const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers,
@@ -24,6 +25,7 @@ async function one(i) {
   const reader = res.body.getReader();
   const dec = new TextDecoder();
   let buf = '', text = '', chunks = 0, usage = null, finish = null, done = false;
+  const logprobs = [];
   while (!done) {
     const { value, done: end } = await reader.read();
     if (end) break;
@@ -40,12 +42,19 @@ async function one(i) {
       if (j.choices && j.choices.length) {
         text += j.choices[0].text || '';
         if (j.choices[0].finish_reason) finish = j.choices[0].finish_reason;
+        const lp = j.choices[0].logprobs;
+        if (lp) {
+          for (let k = 0; k < lp.tokens.length; k++)
+            logprobs.push([lp.tokens[k], lp.token_logprobs[k], lp.top_logprobs[k]]);
+        }
         chunks++;
       }
     }
   }
   if (!usage) throw new Error(`stream ${i}: no usage (cut short?)`);
-  return { prompt: body.prompt, text, tokens: usage.completion_tokens, finish };
+  if (logprobs.length !== usage.completion_tokens)
+    throw new Error(`stream ${i}: ${logprobs.length} log-probabilities for ${usage.completion_tokens} tokens`);
+  return { prompt: body.prompt, text, tokens: usage.completion_tokens, finish, logprobs };
 }
 
 const results = await Promise.all(Array.from({ length: n }, (_, i) => one(i)));
