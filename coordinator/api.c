@@ -31,6 +31,7 @@
 
 #define API_MAX_BODY (8u << 20)
 #define API_MAX_STOP 16
+#define API_MAX_PROMPTS 16 /* completions: prompts in one request (each is a request to serve) */
 #define API_WAIT_MS 100
 
 struct api {
@@ -208,8 +209,12 @@ static enum MHD_Result send_error(struct MHD_Connection *c, const struct api_err
 
 struct gen {
     bool chat, stream, include_usage;
-    struct serve_req_params params; /* params.prompt owned until submit */
-    char *stop[API_MAX_STOP];       /* borrowed from the cJSON tree */
+    struct serve_req_params params;   /* what every prompt shares (params.prompt unused) */
+    int n_prompts;                    /* 1 .. API_MAX_PROMPTS (chat: 1) */
+    int32_t *prompt[API_MAX_PROMPTS]; /* token ids, owned until submitted */
+    int32_t n_prompt[API_MAX_PROMPTS];
+    int32_t max_tokens[API_MAX_PROMPTS]; /* the request's, clamped to each prompt's room */
+    char *stop[API_MAX_STOP];            /* borrowed from the cJSON tree */
     size_t stop_len[API_MAX_STOP];
     int n_stop;
 };
@@ -275,42 +280,78 @@ static bool tokenize(const api_t *api, const char *text, size_t len, bool parse_
     return true;
 }
 
-static bool parse_prompt(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
-    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(p->child)) p = p->child;
-    if (cJSON_IsString(p)) {
-        return tokenize(api, p->valuestring, strlen(p->valuestring), false, &g->params.prompt,
-                        &g->params.n_prompt, e);
+/* One prompt of token ids (a JSON array of numbers). */
+static bool parse_ids(const api_t *api, const cJSON *p, int32_t **ids_out, int32_t *n_out,
+                      struct api_err *e) {
+    int n = cJSON_GetArraySize(p);
+    if (n >= api->cfg.n_ctx) {
+        set_err(e, 400, "prompt", "context_length_exceeded",
+                "the prompt is too long: %d tokens, the context holds %d", n, (int)api->cfg.n_ctx);
+        return false;
     }
-    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) > 0) { /* token ids */
-        int n = cJSON_GetArraySize(p);
-        if (n >= api->cfg.n_ctx) {
-            set_err(e, 400, "prompt", "context_length_exceeded",
-                    "the prompt is too long: %d tokens, the context holds %d", n,
-                    (int)api->cfg.n_ctx);
+    int32_t *ids = xmalloc(sizeof *ids * (size_t)(n ? n : 1));
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, p) {
+        double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
+        if (v < 0 || v >= tokenizer_n_tokens(api->cfg.tokenizer) || v != (double)(int32_t)v) {
+            free(ids);
+            set_err(e, 400, "prompt", "invalid_value", "token ids must be integers 0..%d",
+                    (int)tokenizer_n_tokens(api->cfg.tokenizer) - 1);
             return false;
         }
-        int32_t *ids = xmalloc(sizeof *ids * (size_t)n);
-        int i = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, p) {
-            double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
-            if (v < 0 || v >= tokenizer_n_tokens(api->cfg.tokenizer) || v != (double)(int32_t)v) {
-                free(ids);
-                set_err(e, 400, "prompt", "invalid_value",
-                        "'prompt' must be a string, [string] or a list of token ids < %d",
-                        (int)tokenizer_n_tokens(api->cfg.tokenizer));
-                return false;
-            }
-            ids[i++] = (int32_t)v;
-        }
-        g->params.prompt = ids;
-        g->params.n_prompt = n;
+        ids[i++] = (int32_t)v;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return true;
+}
+
+/* 'prompt': a string, a list of token ids, or a list of up to API_MAX_PROMPTS of either (each
+ * answered as its own choice, with its own index). */
+static bool parse_prompt(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    g->n_prompts = 0;
+    if (cJSON_IsString(p)) {
+        if (!tokenize(api, p->valuestring, strlen(p->valuestring), false, &g->prompt[0],
+                      &g->n_prompt[0], e))
+            return false;
+        g->n_prompts = 1;
         return true;
     }
-    set_err(e, 400, "prompt", p ? "invalid_type" : "missing_required_parameter",
-            "'prompt' must be a non-empty string, [string] or a list of token ids");
-    return false;
+    int n = cJSON_IsArray(p) ? cJSON_GetArraySize(p) : 0;
+    if (n > 0 && cJSON_IsNumber(p->child)) { /* one prompt of token ids */
+        if (!parse_ids(api, p, &g->prompt[0], &g->n_prompt[0], e)) return false;
+        g->n_prompts = 1;
+        return true;
+    }
+    if (n < 1 || n > API_MAX_PROMPTS) {
+        set_err(e, 400, "prompt", p ? "invalid_value" : "missing_required_parameter",
+                "'prompt' must be a non-empty string or list of token ids, or a list of 1 to %d "
+                "of them",
+                API_MAX_PROMPTS);
+        return false;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, p) {
+        int32_t **ids = &g->prompt[g->n_prompts], *len = &g->n_prompt[g->n_prompts];
+        bool ok = false;
+        if (cJSON_IsString(it))
+            ok = tokenize(api, it->valuestring, strlen(it->valuestring), false, ids, len, e);
+        else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) > 0)
+            ok = parse_ids(api, it, ids, len, e);
+        else
+            set_err(e, 400, "prompt", "invalid_type",
+                    "each of the prompts must be a non-empty string or list of token ids");
+        if (!ok) return false;
+        g->n_prompts++;
+    }
+    return true;
+}
+
+static void gen_free_prompts(struct gen *g) {
+    for (int i = 0; i < g->n_prompts; i++) free(g->prompt[i]);
+    g->n_prompts = 0;
 }
 
 /* A message's content: a string, null, or an array of {"type":"text","text":...} parts. */
@@ -372,7 +413,8 @@ static bool parse_messages(const api_t *api, const cJSON *root, struct gen *g, s
         set_err(e, 500, NULL, NULL, "the chat template could not be applied");
         goto done;
     }
-    ok = tokenize(api, text, text_len, true, &g->params.prompt, &g->params.n_prompt, e);
+    ok = tokenize(api, text, text_len, true, &g->prompt[0], &g->n_prompt[0], e);
+    if (ok) g->n_prompts = 1;
     if (!ok) e->param = "messages";
 done:
     for (int k = 0; k < n; k++) free(contents[k]);
@@ -436,14 +478,16 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
     if (!get_bool(root, "ignore_eos", &g->params.ignore_eos, e)) return false;
     if (!get_num(root, "n", 1, 1, true, &v, &have, e)) return false;
 
-    int32_t room = api->cfg.n_ctx - g->params.n_prompt; /* >= 1: checked when tokenizing */
-    int32_t max = api->cfg.default_max_tokens > 0 ? api->cfg.default_max_tokens : room;
+    int32_t max = api->cfg.default_max_tokens > 0 ? api->cfg.default_max_tokens : api->cfg.n_ctx;
     const char *mt = g->chat && cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens")
                          ? "max_completion_tokens"
                          : "max_tokens";
     if (!get_num(root, mt, 1, 1e9, true, &v, &have, e)) return false;
     if (have) max = (int32_t)v;
-    g->params.max_tokens = max < room ? max : room;
+    for (int i = 0; i < g->n_prompts; i++) {
+        int32_t room = api->cfg.n_ctx - g->n_prompt[i]; /* >= 1: checked when tokenizing */
+        g->max_tokens[i] = max < room ? max : room;
+    }
 
     if (!get_num(root, "temperature", 0, 100, false, &v, &have, e)) return false;
     if (have) sp->temp = (float)v;
@@ -570,6 +614,7 @@ struct textgen {
     size_t n_completion; /* tokens consumed */
     bool done;
     bool stopped;             /* a stop string matched */
+    bool finish_sent;         /* streaming: its last chunk (or the error) is out */
     enum serve_finish finish; /* how it ended (when done) */
     char error[256];
 };
@@ -690,13 +735,15 @@ static const char *finish_reason(const struct textgen *tg) {
     return tg->finish == SERVE_FINISH_LENGTH ? "length" : "stop";
 }
 
-/* Waits up to API_WAIT_MS for tokens and feeds them. false: the client went away or the api
- * is stopping (the request was cancelled). */
-static bool tg_pump(api_t *api, serve_req_t *r, size_t *next, struct textgen *tg, int fd) {
+/* Waits up to timeout_ms for tokens and feeds them; *got: whether anything came (tokens or
+ * the end). false: the client went away or the api is stopping (the request was cancelled). */
+static bool tg_pump(api_t *api, serve_req_t *r, size_t *next, struct textgen *tg, int fd,
+                    int timeout_ms, bool *got) {
     struct serve_token toks[64];
     enum serve_finish fin;
     const size_t first = *next;
-    size_t n = serve_req_wait(r, next, toks, 64, API_WAIT_MS, &fin);
+    size_t n = serve_req_wait(r, next, toks, 64, timeout_ms, &fin);
+    *got = n > 0 || fin != SERVE_FINISH_NONE;
     for (size_t i = 0; i < n && !tg->done; i++) {
         struct serve_top top = {0};
         if (tg->g->params.top_logprobs > 0) serve_req_top(r, first + i, &top);
@@ -778,10 +825,10 @@ unsigned api_parse_request(const struct api_config *cfg, const char *body, size_
              !parse_options(&api, root, &g, &e))
         status = e.status;
     if (!status) {
-        *n_prompt = g.params.n_prompt;
-        *max_tokens = g.params.max_tokens;
+        *n_prompt = g.n_prompt[0];
+        *max_tokens = g.max_tokens[0];
     }
-    free(g.params.prompt);
+    gen_free_prompts(&g);
     cJSON_Delete(root);
     return status;
 }
@@ -929,14 +976,77 @@ static cJSON *answer_head(const api_t *api, const struct gen *g, uint64_t id, ti
     return root;
 }
 
+/* The requests of one generation call: one a prompt (completions may send several), each
+ * with its text pipeline. */
+struct reqs {
+    int n;
+    serve_req_t *r[API_MAX_PROMPTS];
+    struct textgen tg[API_MAX_PROMPTS];
+    size_t next[API_MAX_PROMPTS];
+};
+
+static void reqs_free(struct reqs *q) {
+    for (int i = 0; i < q->n; i++) {
+        if (!q->tg[i].done) serve_req_cancel(q->r[i]); /* the client went away */
+        serve_req_unref(&q->r[i]);
+        tg_free(&q->tg[i]);
+    }
+    q->n = 0;
+}
+
+/* Feeds every unfinished request what it has, waiting up to API_WAIT_MS in all when nothing
+ * came. false: the client went away or the api is stopping (all were cancelled). */
+static bool reqs_pump(api_t *api, struct reqs *q, int fd) {
+    bool any = false;
+    for (int pass = 0; pass < 2 && !any; pass++) {
+        for (int i = 0; i < q->n; i++) {
+            if (q->tg[i].done) continue;
+            bool got = false;
+            /* first every request without waiting; then, if none had anything, a wait on the
+             * first unfinished one (a few short ones for the rest to be seen) */
+            int wait_ms = pass == 0 ? 0 : q->n == 1 ? API_WAIT_MS : API_WAIT_MS / 10;
+            if (!tg_pump(api, q->r[i], &q->next[i], &q->tg[i], fd, wait_ms, &got)) {
+                for (int k = 0; k < q->n; k++) serve_req_cancel(q->r[k]);
+                return false;
+            }
+            any |= got;
+            if (pass == 1) break;
+        }
+    }
+    return true;
+}
+
+static bool reqs_done(const struct reqs *q) {
+    for (int i = 0; i < q->n; i++)
+        if (!q->tg[i].done) return false;
+    return true;
+}
+
+/* The first request that failed (error or cancelled), or -1. */
+static int reqs_failed(const struct reqs *q) {
+    for (int i = 0; i < q->n; i++)
+        if (q->tg[i].done &&
+            (q->tg[i].finish == SERVE_FINISH_ERROR || q->tg[i].finish == SERVE_FINISH_CANCELLED))
+            return i;
+    return -1;
+}
+
+static cJSON *reqs_usage(const struct reqs *q, const struct gen *g) {
+    int32_t n_prompt = 0;
+    size_t n_completion = 0;
+    for (int i = 0; i < q->n; i++) {
+        n_prompt += g->n_prompt[i];
+        n_completion += q->tg[i].n_completion;
+    }
+    return usage_json(n_prompt, n_completion);
+}
+
 /* The server-sent events of one streamed request. */
 struct stream {
     api_t *api;
-    serve_req_t *req;
     struct gen g;
-    struct textgen tg;
+    struct reqs q;
     int fd;
-    size_t next;
     time_t created;
     char *out; /* bytes ready for the client: out[pos..len) */
     size_t len, pos, cap;
@@ -965,15 +1075,15 @@ static void stream_event(struct stream *st, cJSON *j) {
     free(s);
 }
 
-/* One chunk: delta text (n bytes; role on the chat's first), the log-probabilities of the
- * tokens up to lp_to not given yet, and finish_reason when given. */
-static void stream_chunk(struct stream *st, const char *text, size_t n, bool role,
+/* One chunk of choice i: delta text (n bytes; role on the chat's first), the log-probabilities
+ * of its tokens up to lp_to not given yet, and finish_reason when given. */
+static void stream_chunk(struct stream *st, int i, const char *text, size_t n, bool role,
                          const char *finish, size_t lp_to) {
-    cJSON *root = answer_head(st->api, &st->g, serve_req_id(st->req), st->created, true);
+    cJSON *root = answer_head(st->api, &st->g, serve_req_id(st->q.r[0]), st->created, true);
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
     cJSON *c = cJSON_CreateObject();
     cJSON_AddItemToArray(choices, c);
-    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON_AddNumberToObject(c, "index", i);
     if (st->g.chat) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (role) cJSON_AddStringToObject(d, "role", "assistant");
@@ -981,7 +1091,7 @@ static void stream_chunk(struct stream *st, const char *text, size_t n, bool rol
     } else {
         cJSON_AddItemToObject(c, "text", json_text(text, n));
     }
-    add_logprobs(st->api, c, &st->tg, lp_to);
+    add_logprobs(st->api, c, &st->q.tg[i], lp_to);
     if (finish)
         cJSON_AddStringToObject(c, "finish_reason", finish);
     else
@@ -989,37 +1099,51 @@ static void stream_chunk(struct stream *st, const char *text, size_t n, bool rol
     stream_event(st, root);
 }
 
-/* Turns newly final text (and the end) into events. */
-static void stream_emit(struct stream *st) {
-    struct textgen *tg = &st->tg;
+/* Turns choice i's newly final text (and its end) into events. */
+static void stream_emit(struct stream *st, int i) {
+    struct textgen *tg = &st->q.tg[i];
+    if (tg->finish_sent) return;
     size_t fin = tg_final(tg);
-    if (tg->done && (tg->finish == SERVE_FINISH_ERROR || tg->finish == SERVE_FINISH_CANCELLED)) {
-        if (fin > tg->sent)
-            stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, NULL, tg->lp_sent);
+    const size_t lp_to = tg_lp_ready(tg, fin);
+    if (tg->done) {
+        if (tg->finish == SERVE_FINISH_ERROR || tg->finish == SERVE_FINISH_CANCELLED) {
+            if (fin > tg->sent)
+                stream_chunk(st, i, tg->text + tg->sent, fin - tg->sent, false, NULL, tg->lp_sent);
+        } else {
+            stream_chunk(st, i, tg->text + tg->sent, fin - tg->sent, false, finish_reason(tg),
+                         lp_to);
+        }
         tg->sent = fin;
+        tg->finish_sent = true;
+    } else if (fin > tg->sent || lp_to > tg->lp_sent) {
+        stream_chunk(st, i, tg->text + tg->sent, fin - tg->sent, false, NULL, lp_to);
+        tg->sent = fin;
+    }
+}
+
+/* Every choice's new events; then, when one failed, an error event (and the rest are
+ * cancelled), or when all are done, usage (if asked) and [DONE]. */
+static void stream_emit_all(struct stream *st) {
+    for (int i = 0; i < st->q.n; i++) stream_emit(st, i);
+    int bad = reqs_failed(&st->q);
+    if (bad >= 0) {
+        const struct textgen *tg = &st->q.tg[bad];
+        for (int k = 0; k < st->q.n; k++) serve_req_cancel(st->q.r[k]);
         struct api_err e;
         set_err(&e, 500, NULL, NULL, "%s", tg->error[0] ? tg->error : "generation failed");
         stream_event(st, error_json(&e));
         st->ended = true;
         return;
     }
-    const size_t lp_to = tg_lp_ready(tg, fin);
-    if (tg->done) {
-        stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, finish_reason(tg), lp_to);
-        tg->sent = fin;
-        if (st->g.include_usage) {
-            cJSON *root = answer_head(st->api, &st->g, serve_req_id(st->req), st->created, true);
-            cJSON_AddArrayToObject(root, "choices");
-            cJSON_AddItemToObject(root, "usage",
-                                  usage_json(st->g.params.n_prompt, tg->n_completion));
-            stream_event(st, root);
-        }
-        stream_put(st, "data: [DONE]\n\n", 14);
-        st->ended = true;
-    } else if (fin > tg->sent || lp_to > tg->lp_sent) {
-        stream_chunk(st, tg->text + tg->sent, fin - tg->sent, false, NULL, lp_to);
-        tg->sent = fin;
+    if (!reqs_done(&st->q)) return;
+    if (st->g.include_usage) {
+        cJSON *root = answer_head(st->api, &st->g, serve_req_id(st->q.r[0]), st->created, true);
+        cJSON_AddArrayToObject(root, "choices");
+        cJSON_AddItemToObject(root, "usage", reqs_usage(&st->q, &st->g));
+        stream_event(st, root);
     }
+    stream_put(st, "data: [DONE]\n\n", 14);
+    st->ended = true;
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -1028,9 +1152,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     while (st->pos == st->len) {
         if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
         st->pos = st->len = 0;
-        if (!tg_pump(st->api, st->req, &st->next, &st->tg, st->fd))
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        stream_emit(st);
+        if (!reqs_pump(st->api, &st->q, st->fd)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        stream_emit_all(st);
     }
     size_t n = st->len - st->pos < max ? st->len - st->pos : max;
     memcpy(buf, st->out + st->pos, n);
@@ -1040,53 +1163,45 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(void *cls) {
     struct stream *st = cls;
-    if (!st->tg.done) serve_req_cancel(st->req); /* the client went away mid-stream */
+    reqs_free(&st->q);
     for (int i = 0; i < st->g.n_stop; i++) free(st->g.stop[i]);
-    serve_req_unref(&st->req);
-    tg_free(&st->tg);
-    free(st->g.params.prompt);
     free(st->out);
     free(st);
 }
 
-static enum MHD_Result answer_plain(api_t *api, struct MHD_Connection *c, serve_req_t *r,
+static enum MHD_Result answer_plain(api_t *api, struct MHD_Connection *c, struct reqs *q,
                                     const struct gen *g) {
-    struct textgen tg;
-    tg_init(&tg, api, g);
     int fd = connection_fd(c);
-    size_t next = 0;
     time_t created = time(NULL);
-    while (!tg.done) {
-        if (!tg_pump(api, r, &next, &tg, fd)) {
-            tg_free(&tg);
-            return MHD_NO; /* nobody to answer */
-        }
-    }
-    enum MHD_Result ret;
-    if (tg.finish == SERVE_FINISH_ERROR || tg.finish == SERVE_FINISH_CANCELLED) {
+    while (!reqs_done(q) && reqs_failed(q) < 0)
+        if (!reqs_pump(api, q, fd)) return MHD_NO; /* nobody to answer */
+    int bad = reqs_failed(q);
+    if (bad >= 0) {
+        for (int k = 0; k < q->n; k++) serve_req_cancel(q->r[k]);
         struct api_err e;
-        set_err(&e, 500, NULL, NULL, "%s", tg.error[0] ? tg.error : "generation failed");
-        ret = send_error(c, &e, NULL);
-    } else {
-        cJSON *root = answer_head(api, g, serve_req_id(r), created, false);
-        cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+        set_err(&e, 500, NULL, NULL, "%s",
+                q->tg[bad].error[0] ? q->tg[bad].error : "generation failed");
+        return send_error(c, &e, NULL);
+    }
+    cJSON *root = answer_head(api, g, serve_req_id(q->r[0]), created, false);
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    for (int i = 0; i < q->n; i++) {
+        struct textgen *tg = &q->tg[i];
         cJSON *ch = cJSON_CreateObject();
         cJSON_AddItemToArray(choices, ch);
-        cJSON_AddNumberToObject(ch, "index", 0);
+        cJSON_AddNumberToObject(ch, "index", i);
         if (g->chat) {
             cJSON *m = cJSON_AddObjectToObject(ch, "message");
             cJSON_AddStringToObject(m, "role", "assistant");
-            cJSON_AddItemToObject(m, "content", json_text(tg.text, tg.len));
+            cJSON_AddItemToObject(m, "content", json_text(tg->text, tg->len));
         } else {
-            cJSON_AddItemToObject(ch, "text", json_text(tg.text, tg.len));
+            cJSON_AddItemToObject(ch, "text", json_text(tg->text, tg->len));
         }
-        add_logprobs(api, ch, &tg, tg_lp_ready(&tg, tg.len));
-        cJSON_AddStringToObject(ch, "finish_reason", finish_reason(&tg));
-        cJSON_AddItemToObject(root, "usage", usage_json(g->params.n_prompt, tg.n_completion));
-        ret = send_json(c, 200, root);
+        add_logprobs(api, ch, tg, tg_lp_ready(tg, tg->len));
+        cJSON_AddStringToObject(ch, "finish_reason", finish_reason(tg));
     }
-    tg_free(&tg);
-    return ret;
+    cJSON_AddItemToObject(root, "usage", reqs_usage(q, g));
+    return send_json(c, 200, root);
 }
 
 static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, struct conn *cn,
@@ -1099,13 +1214,27 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
     if (!(chat ? parse_messages(api, root, &g, &e) : parse_prompt(api, root, &g, &e))) goto fail;
     if (!parse_options(api, root, &g, &e)) goto fail;
 
-    /* The request keeps its own copy of the prompt; g keeps one for the stream's usage. */
-    struct serve_req_params p = g.params;
-    p.prompt = xmalloc(sizeof *p.prompt * (size_t)g.params.n_prompt);
-    memcpy(p.prompt, g.params.prompt, sizeof *p.prompt * (size_t)g.params.n_prompt);
-    serve_req_t *r = serve_req_new(&p);
-    if (!serve_queue_submit(api->cfg.queue, r)) {
-        serve_req_unref(&r);
+    if (g.n_prompts > serve_queue_max_open(api->cfg.queue)) {
+        set_err(&e, 400, "prompt", "invalid_value",
+                "%d prompts in one request, but this server serves at most %d requests at once",
+                g.n_prompts, serve_queue_max_open(api->cfg.queue));
+        goto fail;
+    }
+    /* One request a prompt, each owning its prompt's ids; all are submitted or none. */
+    struct reqs q = {.n = g.n_prompts};
+    for (int i = 0; i < q.n; i++) {
+        struct serve_req_params p = g.params;
+        p.prompt = g.prompt[i];
+        p.n_prompt = g.n_prompt[i];
+        p.max_tokens = g.max_tokens[i];
+        g.prompt[i] = NULL;
+        q.r[i] = serve_req_new(&p);
+        tg_init(&q.tg[i], api, &g);
+    }
+    g.n_prompts = 0; /* the requests own the prompts now */
+    if (!serve_queue_submit_all(api->cfg.queue, q.r, (size_t)q.n)) {
+        for (int i = 0; i < q.n; i++) q.tg[i].done = true; /* nothing to cancel */
+        reqs_free(&q);
         bool serving;
         char reason[200];
         serve_queue_get_status(api->cfg.queue, &serving, reason, sizeof reason, NULL);
@@ -1114,31 +1243,30 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
         else
             set_err(&e, 503, NULL, "unavailable", "not serving: %s", reason);
         cJSON_Delete(root);
-        free(g.params.prompt);
         return send_error(c, &e, NULL);
     }
 
     enum MHD_Result ret;
     if (!g.stream) {
-        ret = answer_plain(api, c, r, &g);
-        serve_req_unref(&r);
-        free(g.params.prompt);
+        ret = answer_plain(api, c, &q, &g);
+        reqs_free(&q);
     } else {
         struct stream *st = calloc(1, sizeof *st);
         if (!st) abort();
         st->api = api;
-        st->req = r;
         st->g = g;
+        st->q = q;
         st->fd = connection_fd(c);
         st->created = time(NULL);
-        tg_init(&st->tg, api, &st->g);
-        /* Stop strings point into the cJSON tree: copy them for the stream's lifetime. */
+        /* The text pipelines and stop strings point into g and the cJSON tree: repoint them at
+         * the stream's copies, for its lifetime. */
+        for (int i = 0; i < st->q.n; i++) st->q.tg[i].g = &st->g;
         for (int i = 0; i < st->g.n_stop; i++) {
             char *s = xmalloc(st->g.stop_len[i] + 1);
             memcpy(s, g.stop[i], g.stop_len[i] + 1);
             st->g.stop[i] = s;
         }
-        if (chat) stream_chunk(st, "", 0, true, NULL, 0);
+        if (chat) stream_chunk(st, 0, "", 0, true, NULL, 0);
         struct MHD_Response *resp =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
         if (!resp) {
@@ -1155,7 +1283,7 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
     return ret;
 fail:
     cJSON_Delete(root);
-    free(g.params.prompt);
+    gen_free_prompts(&g);
     count_rejected(api);
     return send_error(c, &e, NULL);
 }

@@ -480,6 +480,79 @@ static void test_logprobs(void) {
     server_stop(&s);
 }
 
+/* The texts of an answer's choices by index (plain or streamed, the deltas concatenated). */
+static int choice_texts(struct resp *r, bool stream, char texts[][256], int cap, int *n_usage) {
+    REQUIRE(r->status == 200, "200");
+    int n = 0;
+    *n_usage = -1;
+    for (int i = 0; i < cap; i++) texts[i][0] = 0;
+    char *save = NULL;
+    for (char *line = stream ? strtok_r(r->body, "\n", &save) : r->body; line;
+         line = stream ? strtok_r(NULL, "\n", &save) : NULL) {
+        if (stream && !strcmp(line, "data: [DONE]")) continue;
+        cJSON *j = cJSON_Parse(stream ? line + 6 : line);
+        REQUIRE(j, "JSON");
+        cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(j, "choices")) {
+            int i = cJSON_GetObjectItem(c, "index")->valueint;
+            REQUIRE(i >= 0 && i < cap, "index in range");
+            strcat(texts[i], cJSON_GetObjectItem(c, "text")->valuestring);
+            if (i + 1 > n) n = i + 1;
+        }
+        cJSON *u = cJSON_GetObjectItem(j, "usage");
+        if (u) *n_usage = cJSON_GetObjectItem(u, "completion_tokens")->valueint;
+        cJSON_Delete(j);
+    }
+    free(r->all);
+    return n;
+}
+
+/* Several prompts in one completions request: one choice each, by index, each the text it
+ * gets alone, streamed as plain; usage sums them; more prompts than the server holds at once
+ * is a 400, not an endless 429. */
+static void test_prompts(void) {
+    struct server s;
+    server_start(&s, 128, 8, 1, NULL);
+    int p = s.port;
+    const char *ps[3] = {"Once upon a time", "The cat sat", "Lily went to the park"};
+    char texts[4][256];
+    int usage;
+    struct resp r = http(p, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":[\"Once upon a time\",\"The cat sat\",\"Lily went to the "
+                         "park\"],\"max_tokens\":3}");
+    REQUIRE(choice_texts(&r, false, texts, 4, &usage) == 3 && usage == 9, "3 choices, usage sums");
+    for (int i = 0; i < 3; i++) {
+        char *want = echo_of(ps[i], 3);
+        REQUIRE(!strcmp(texts[i], want), "choice i is prompt i's");
+        free(want);
+    }
+    char streamed[4][256];
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":[\"Once upon a time\",\"The cat sat\",\"Lily went to the park\"],"
+             "\"max_tokens\":3,\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    REQUIRE(choice_texts(&r, true, streamed, 4, &usage) == 3 && usage == 9, "streamed: 3 choices");
+    for (int i = 0; i < 3; i++) REQUIRE(!strcmp(streamed[i], texts[i]), "streamed = plain");
+    /* token-id prompts too, and one of them stopped early by its end of generation */
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":[[1,403,407],[1,403]],\"max_tokens\":9}");
+    REQUIRE(choice_texts(&r, false, texts, 4, &usage) == 2 && usage == 3, "id prompts");
+    const char *bad[] = {
+        "{\"prompt\":[]}",
+        "{\"prompt\":[\"a\",5]}",
+        "{\"prompt\":[[1,2],[]]}",
+        "{\"prompt\":[[1,2],[1,-2]]}",
+        "{\"prompt\":[\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]}", /* 9 > 8 */
+        "{\"prompt\":[\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\","
+        "\"a\","
+        "\"a\",\"a\",\"a\",\"a\"]}", /* 17 */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = http(p, "POST", "/v1/completions", NULL, bad[i]);
+        check_error(&r, 400, "prompt");
+    }
+    server_stop(&s);
+}
+
 static void test_errors(void) {
     struct server s;
     server_start(&s, 16, 8, 1, NULL);
@@ -843,6 +916,7 @@ int main(void) {
     test_text_property();
     test_answers();
     test_logprobs();
+    test_prompts();
     test_errors();
     test_auth();
     test_busy_and_disconnect();

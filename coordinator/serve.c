@@ -263,25 +263,35 @@ void serve_queue_destroy(serve_queue_t **q_p) {
     *q_p = NULL;
 }
 
-bool serve_queue_submit(serve_queue_t *q, serve_req_t *r) {
+bool serve_queue_submit_all(serve_queue_t *q, serve_req_t *const *r, size_t n) {
     pthread_mutex_lock(&q->mu);
-    if (q->closed || q->n_open >= q->max_open) {
-        q->metrics.requests_rejected++;
+    if (q->closed || (size_t)(q->max_open - q->n_open) < n) {
+        q->metrics.requests_rejected += n;
         pthread_mutex_unlock(&q->mu);
         return false;
     }
-    serve_req_ref(r);
-    pthread_mutex_lock(&r->mu);
-    r->id = atomic_fetch_add(&next_req_id, 1);
-    r->queue = q;
-    r->submit_us = now_us();
-    pthread_mutex_unlock(&r->mu);
-    q->pending[q->n_pending++] = r; /* n_pending <= n_open < max_open */
-    q->n_open++;
-    q->metrics.requests_total++;
+    for (size_t i = 0; i < n; i++) {
+        serve_req_ref(r[i]);
+        pthread_mutex_lock(&r[i]->mu);
+        r[i]->id = atomic_fetch_add(&next_req_id, 1);
+        r[i]->queue = q;
+        r[i]->submit_us = now_us();
+        pthread_mutex_unlock(&r[i]->mu);
+        q->pending[q->n_pending++] = r[i]; /* n_pending <= n_open < max_open */
+        q->n_open++;
+        q->metrics.requests_total++;
+    }
     pthread_mutex_unlock(&q->mu);
-    wake(q->efd);
+    if (n) wake(q->efd);
     return true;
+}
+
+bool serve_queue_submit(serve_queue_t *q, serve_req_t *r) {
+    return serve_queue_submit_all(q, &r, 1);
+}
+
+int serve_queue_max_open(const serve_queue_t *q) {
+    return q->max_open; /* set at creation only */
 }
 
 int serve_queue_fd(const serve_queue_t *q) {

@@ -130,6 +130,11 @@ void serve_queue_destroy(serve_queue_t **q_p);
 /* API side: hands r to the loop (takes a reference). false (nothing taken) when max_open
  * requests are already open or the queue is closed. */
 bool serve_queue_submit(serve_queue_t *q, serve_req_t *r);
+/* The same for r[0..n), all or none (a request's several prompts): false when fewer than n
+ * more may be open. */
+bool serve_queue_submit_all(serve_queue_t *q, serve_req_t *const *r, size_t n);
+/* The most requests open at once (serve_queue_new's max_open). */
+int serve_queue_max_open(const serve_queue_t *q);
 /* Loop side: the eventfd that becomes readable when something was submitted or cancelled. */
 int serve_queue_fd(const serve_queue_t *q);
 /* Loop side: moves up to cap newly submitted requests into out (the loop now holds those

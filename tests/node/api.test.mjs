@@ -162,6 +162,26 @@ test('completion log-probabilities (logprobs: N)', async () => {
   if (!lp.tokens.some((t) => t.includes('\uFFFD'))) assert.equal(lp.tokens.join(''), c.text);
 });
 
+test('several prompts in one request: a choice each, each what it gives alone', async () => {
+  const prompts = ['Once upon a time', 'The cat sat', 'Lily went to the park'];
+  const r = await client.completions.create({ ...greedy, prompt: prompts, max_tokens: 8 });
+  assert.equal(r.choices.length, prompts.length);
+  let total = 0;
+  for (let i = 0; i < prompts.length; i++) {
+    const c = r.choices.find((x) => x.index === i);
+    const alone = await client.completions.create({ ...greedy, prompt: prompts[i], max_tokens: 8 });
+    assert.equal(c.text, alone.choices[0].text, `prompt ${i}`);
+    total += alone.usage.completion_tokens;
+  }
+  assert.equal(r.usage.completion_tokens, total);
+  const texts = ['', '', ''];
+  for await (const chunk of await client.completions.create({ ...greedy, prompt: prompts,
+                                                              max_tokens: 8, stream: true }))
+    for (const c of chunk.choices) texts[c.index] += c.text;
+  for (let i = 0; i < prompts.length; i++)
+    assert.equal(texts[i], r.choices.find((x) => x.index === i).text);
+});
+
 test('8 concurrent streams each give what they give alone', async () => {
   const prompts = ['Once upon a time', 'The cat sat', 'Lily went to the park',
                    'Tim had a red ball', 'One day', 'She was happy', 'The sun was hot',
