@@ -322,19 +322,38 @@ static void test_answers(void) {
     server_stop(&s);
 }
 
+/* The JSON documents of a 200 answer in order: the body, or each event of a stream (without
+ * [DONE]); the next one each call, NULL at the end (the caller deletes each). */
+struct answer_iter {
+    char *next, *save;
+    bool stream, started;
+};
+static cJSON *answer_next(struct resp *r, struct answer_iter *it) {
+    REQUIRE(r->status == 200, "200");
+    for (;;) {
+        char *line;
+        if (!it->stream)
+            line = it->started ? NULL : r->body;
+        else
+            line = strtok_r(it->started ? NULL : r->body, "\n", &it->save);
+        it->started = true;
+        if (!line) return NULL;
+        if (it->stream && !strcmp(line, "data: [DONE]")) continue;
+        cJSON *j = cJSON_Parse(it->stream ? line + 6 : line);
+        REQUIRE(j, "JSON");
+        return j;
+    }
+}
+
 /* The log-probability entries of an answer, plain or streamed, as one array of objects (chat's
  * entries as they are; a completion's parallel arrays zipped into {token, logprob, top,
  * offset}); *n_chunks: how many choices carried some. */
 static cJSON *lp_entries(struct resp *r, bool chat, bool stream, int *n_chunks) {
-    REQUIRE(r->status == 200, "200");
     cJSON *all = cJSON_CreateArray();
     *n_chunks = 0;
-    char *save = NULL;
-    for (char *line = stream ? strtok_r(r->body, "\n", &save) : r->body; line;
-         line = stream ? strtok_r(NULL, "\n", &save) : NULL) {
-        if (stream && !strcmp(line, "data: [DONE]")) continue;
-        cJSON *j = cJSON_Parse(stream ? line + 6 : line);
-        REQUIRE(j, "JSON");
+    struct answer_iter it = {.stream = stream};
+    cJSON *j;
+    while ((j = answer_next(r, &it))) {
         cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
         cJSON *lp = cJSON_GetObjectItem(c, "logprobs");
         REQUIRE(!c || lp, "every choice has logprobs (null or not)");
@@ -482,16 +501,12 @@ static void test_logprobs(void) {
 
 /* The texts of an answer's choices by index (plain or streamed, the deltas concatenated). */
 static int choice_texts(struct resp *r, bool stream, char texts[][256], int cap, int *n_usage) {
-    REQUIRE(r->status == 200, "200");
     int n = 0;
     *n_usage = -1;
     for (int i = 0; i < cap; i++) texts[i][0] = 0;
-    char *save = NULL;
-    for (char *line = stream ? strtok_r(r->body, "\n", &save) : r->body; line;
-         line = stream ? strtok_r(NULL, "\n", &save) : NULL) {
-        if (stream && !strcmp(line, "data: [DONE]")) continue;
-        cJSON *j = cJSON_Parse(stream ? line + 6 : line);
-        REQUIRE(j, "JSON");
+    struct answer_iter it = {.stream = stream};
+    cJSON *j;
+    while ((j = answer_next(r, &it))) {
         cJSON *c;
         cJSON_ArrayForEach(c, cJSON_GetObjectItem(j, "choices")) {
             int i = cJSON_GetObjectItem(c, "index")->valueint;
