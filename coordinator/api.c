@@ -211,6 +211,7 @@ struct gen {
     bool chat, stream, include_usage;
     struct serve_req_params params;   /* what every prompt shares (params.prompt unused) */
     int n_prompts;                    /* 1 .. API_MAX_PROMPTS (chat: 1) */
+    int n_choices;                    /* 'n': choices a prompt, n_prompts * n_choices requests */
     int32_t *prompt[API_MAX_PROMPTS]; /* token ids, owned until submitted */
     int32_t n_prompt[API_MAX_PROMPTS];
     int32_t max_tokens[API_MAX_PROMPTS]; /* the request's, clamped to each prompt's room */
@@ -350,8 +351,10 @@ static bool parse_prompt(const api_t *api, const cJSON *root, struct gen *g, str
 }
 
 static void gen_free_prompts(struct gen *g) {
-    for (int i = 0; i < g->n_prompts; i++) free(g->prompt[i]);
-    g->n_prompts = 0;
+    for (int i = 0; i < g->n_prompts; i++) {
+        free(g->prompt[i]);
+        g->prompt[i] = NULL;
+    }
 }
 
 /* A message's content: a string, null, or an array of {"type":"text","text":...} parts. */
@@ -476,7 +479,14 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
         if (!get_bool(so, "include_usage", &g->include_usage, e)) return false;
     }
     if (!get_bool(root, "ignore_eos", &g->params.ignore_eos, e)) return false;
-    if (!get_num(root, "n", 1, 1, true, &v, &have, e)) return false;
+    if (!get_num(root, "n", 1, API_MAX_PROMPTS, true, &v, &have, e)) return false;
+    g->n_choices = have ? (int)v : 1;
+    if (g->n_prompts * g->n_choices > API_MAX_PROMPTS) {
+        set_err(e, 400, "n", "invalid_value",
+                "%d prompts x n %d is %d choices; at most %d in one request", g->n_prompts,
+                g->n_choices, g->n_prompts * g->n_choices, API_MAX_PROMPTS);
+        return false;
+    }
 
     int32_t max = api->cfg.default_max_tokens > 0 ? api->cfg.default_max_tokens : api->cfg.n_ctx;
     const char *mt = g->chat && cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens")
@@ -1031,13 +1041,12 @@ static int reqs_failed(const struct reqs *q) {
     return -1;
 }
 
+/* Usage: each prompt counted once (however many choices it has), every choice's tokens. */
 static cJSON *reqs_usage(const struct reqs *q, const struct gen *g) {
     int32_t n_prompt = 0;
     size_t n_completion = 0;
-    for (int i = 0; i < q->n; i++) {
-        n_prompt += g->n_prompt[i];
-        n_completion += q->tg[i].n_completion;
-    }
+    for (int i = 0; i < g->n_prompts; i++) n_prompt += g->n_prompt[i];
+    for (int i = 0; i < q->n; i++) n_completion += q->tg[i].n_completion;
     return usage_json(n_prompt, n_completion);
 }
 
@@ -1214,24 +1223,28 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
     if (!(chat ? parse_messages(api, root, &g, &e) : parse_prompt(api, root, &g, &e))) goto fail;
     if (!parse_options(api, root, &g, &e)) goto fail;
 
-    if (g.n_prompts > serve_queue_max_open(api->cfg.queue)) {
-        set_err(&e, 400, "prompt", "invalid_value",
-                "%d prompts in one request, but this server serves at most %d requests at once",
-                g.n_prompts, serve_queue_max_open(api->cfg.queue));
+    const int n_reqs = g.n_prompts * g.n_choices;
+    if (n_reqs > serve_queue_max_open(api->cfg.queue)) {
+        set_err(&e, 400, g.n_choices > 1 ? "n" : "prompt", "invalid_value",
+                "%d choices in one request, but this server serves at most %d requests at once",
+                n_reqs, serve_queue_max_open(api->cfg.queue));
         goto fail;
     }
-    /* One request a prompt, each owning its prompt's ids; all are submitted or none. */
-    struct reqs q = {.n = g.n_prompts};
-    for (int i = 0; i < q.n; i++) {
+    /* One request a choice: choice k is prompt k / n's (k % n)-th, with seed + k % n (so the
+     * first is what n = 1 gives); all are submitted or none. */
+    struct reqs q = {.n = n_reqs};
+    for (int k = 0; k < q.n; k++) {
+        const int i = k / g.n_choices;
         struct serve_req_params p = g.params;
-        p.prompt = g.prompt[i];
+        p.prompt = xmalloc(sizeof *p.prompt * (size_t)g.n_prompt[i]);
+        memcpy(p.prompt, g.prompt[i], sizeof *p.prompt * (size_t)g.n_prompt[i]);
         p.n_prompt = g.n_prompt[i];
         p.max_tokens = g.max_tokens[i];
-        g.prompt[i] = NULL;
-        q.r[i] = serve_req_new(&p);
-        tg_init(&q.tg[i], api, &g);
+        p.sampling.seed += (uint64_t)(k % g.n_choices);
+        q.r[k] = serve_req_new(&p);
+        tg_init(&q.tg[k], api, &g);
     }
-    g.n_prompts = 0; /* the requests own the prompts now */
+    gen_free_prompts(&g); /* the requests have their copies */
     if (!serve_queue_submit_all(api->cfg.queue, q.r, (size_t)q.n)) {
         for (int i = 0; i < q.n; i++) q.tg[i].done = true; /* nothing to cancel */
         reqs_free(&q);

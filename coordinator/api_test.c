@@ -530,7 +530,7 @@ static void test_prompts(void) {
     server_start(&s, 128, 8, 1, NULL);
     int p = s.port;
     const char *ps[3] = {"Once upon a time", "The cat sat", "Lily went to the park"};
-    char texts[4][256];
+    char texts[8][256];
     int usage;
     struct resp r = http(p, "POST", "/v1/completions", NULL,
                          "{\"prompt\":[\"Once upon a time\",\"The cat sat\",\"Lily went to the "
@@ -547,10 +547,28 @@ static void test_prompts(void) {
              "\"max_tokens\":3,\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
     REQUIRE(choice_texts(&r, true, streamed, 4, &usage) == 3 && usage == 9, "streamed: 3 choices");
     for (int i = 0; i < 3; i++) REQUIRE(!strcmp(streamed[i], texts[i]), "streamed = plain");
+    /* n: choices a prompt, prompt after prompt; each prompt's tokens counted once */
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":[\"Once upon a time\",\"The cat sat\"],\"max_tokens\":3,\"n\":3}");
+    const char *pt = strstr(r.body, "\"prompt_tokens\":");
+    int n_pt = pt ? atoi(pt + 16) : -1;
+    REQUIRE(choice_texts(&r, false, texts, 8, &usage) == 6 && usage == 18, "2 prompts x n 3");
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":[\"Once upon a time\",\"The cat sat\"],\"max_tokens\":3}");
+    pt = strstr(r.body, "\"prompt_tokens\":");
+    REQUIRE(pt && atoi(pt + 16) == n_pt && n_pt > 0, "each prompt's tokens counted once");
+    free(r.all);
+    for (int i = 0; i < 6; i++) {
+        char *want = echo_of(ps[i / 3], 3);
+        REQUIRE(!strcmp(texts[i], want), "choice k is prompt k / n's");
+        free(want);
+    }
     /* token-id prompts too, and one of them stopped early by its end of generation */
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":[[1,403,407],[1,403]],\"max_tokens\":9}");
     REQUIRE(choice_texts(&r, false, texts, 4, &usage) == 2 && usage == 3, "id prompts");
+    r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\",\"n\":9}"); /* 9 > 8 */
+    check_error(&r, 400, "n");
     const char *bad[] = {
         "{\"prompt\":[]}",
         "{\"prompt\":[\"a\",5]}",
@@ -593,7 +611,9 @@ static void test_errors(void) {
         {"/v1/completions", "{\"prompt\":\"x\",\"stop\":3}", "stop"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stop\":[\"a\",3]}", "stop"},
         {"/v1/completions", "{\"prompt\":\"x\",\"seed\":-4}", "seed"},
-        {"/v1/completions", "{\"prompt\":\"x\",\"n\":2}", "n"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"n\":0}", "n"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"n\":17}", "n"},
+        {"/v1/completions", "{\"prompt\":[\"x\",\"y\"],\"n\":9}", "n"},
         {"/v1/completions",
          "{\"prompt\":\"Once upon a time there was a little girl named Lily who liked\"}",
          "prompt"},

@@ -182,6 +182,20 @@ test('several prompts in one request: a choice each, each what it gives alone', 
     assert.equal(texts[i], r.choices.find((x) => x.index === i).text);
 });
 
+test('n choices: choice j is what seed + j gives alone', async () => {
+  const req = { model, prompt, max_tokens: 12, temperature: 0.9, top_k: 40, seed: 5 };
+  const r = await client.completions.create({ ...req, n: 3 });
+  assert.equal(r.choices.length, 3);
+  for (let j = 0; j < 3; j++) {
+    const alone = await client.completions.create({ ...req, seed: 5 + j });
+    assert.equal(r.choices.find((x) => x.index === j).text, alone.choices[0].text, `choice ${j}`);
+  }
+  const chat = await client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8, temperature: 0.9, seed: 5,
+    n: 2 });
+  assert.equal(chat.choices.length, 2);
+});
+
 test('8 concurrent streams each give what they give alone', async () => {
   const prompts = ['Once upon a time', 'The cat sat', 'Lily went to the park',
                    'Tim had a red ball', 'One day', 'She was happy', 'The sun was hot',
