@@ -32,6 +32,7 @@
 #define API_MAX_BODY (8u << 20)
 #define API_MAX_STOP 16
 #define API_MAX_PROMPTS 16 /* completions: prompts in one request (each is a request to serve) */
+#define API_MAX_BIAS 300   /* logit_bias entries (OpenAI's limit) */
 #define API_WAIT_MS 100
 
 struct api {
@@ -209,9 +210,12 @@ static enum MHD_Result send_error(struct MHD_Connection *c, const struct api_err
 
 struct gen {
     bool chat, stream, include_usage;
-    struct serve_req_params params;   /* what every prompt shares (params.prompt unused) */
-    int n_prompts;                    /* 1 .. API_MAX_PROMPTS (chat: 1) */
-    int n_choices;                    /* 'n': choices a prompt, n_prompts * n_choices requests */
+    struct serve_req_params params; /* what every prompt shares (params.prompt unused) */
+    int n_prompts;                  /* 1 .. API_MAX_PROMPTS (chat: 1) */
+    int n_choices;                  /* 'n': choices a prompt, n_prompts * n_choices requests */
+    int n_bias;                     /* logit_bias */
+    int32_t bias_token[API_MAX_BIAS];
+    float bias[API_MAX_BIAS];
     int32_t *prompt[API_MAX_PROMPTS]; /* token ids, owned until submitted */
     int32_t n_prompt[API_MAX_PROMPTS];
     int32_t max_tokens[API_MAX_PROMPTS]; /* the request's, clamped to each prompt's room */
@@ -464,6 +468,46 @@ static bool parse_logprobs(const cJSON *root, struct gen *g, struct api_err *e) 
     return true;
 }
 
+/* 'logit_bias': {"TOKEN_ID": bias, ...}, at most API_MAX_BIAS entries, each id a token of the
+ * vocabulary and each bias -100..100, added to the token's logit before sampling (-100 bans
+ * it). */
+static bool parse_bias(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, "logit_bias");
+    g->n_bias = 0;
+    if (!j || cJSON_IsNull(j)) return true;
+    if (!cJSON_IsObject(j)) {
+        set_err(e, 400, "logit_bias", "invalid_type",
+                "'logit_bias' must be an object of token ids and biases");
+        return false;
+    }
+    const int32_t n_vocab = tokenizer_n_tokens(api->cfg.tokenizer);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, j) {
+        char *end = NULL;
+        errno = 0;
+        long id = strtol(it->string, &end, 10);
+        if (!it->string[0] || *end || errno || id < 0 || id >= n_vocab) {
+            set_err(e, 400, "logit_bias", "invalid_value",
+                    "'logit_bias' keys must be token ids 0..%d, not '%.32s'", (int)n_vocab - 1,
+                    it->string);
+            return false;
+        }
+        if (!cJSON_IsNumber(it) || !(it->valuedouble >= -100 && it->valuedouble <= 100)) {
+            set_err(e, 400, "logit_bias", "invalid_value",
+                    "'logit_bias' values must be numbers from -100 to 100");
+            return false;
+        }
+        if (g->n_bias == API_MAX_BIAS) {
+            set_err(e, 400, "logit_bias", "invalid_value", "'logit_bias' holds more than %d tokens",
+                    API_MAX_BIAS);
+            return false;
+        }
+        g->bias_token[g->n_bias] = (int32_t)id;
+        g->bias[g->n_bias++] = (float)it->valuedouble;
+    }
+    return true;
+}
+
 static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
     struct sampler_params *sp = &g->params.sampling;
     sampler_params_default(sp);
@@ -563,11 +607,7 @@ static bool parse_unsupported(const cJSON *root, struct api_err *e) {
     }
     /* Fields that, honoured, would change what comes back: refused when they ask for
      * something, so a client never gets free text where it asked for a constraint. */
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, "logit_bias");
-    if (j && !cJSON_IsNull(j) && !(cJSON_IsObject(j) && !j->child)) {
-        set_err(e, 400, "logit_bias", "unsupported_value", "'logit_bias' is not supported");
-        return false;
-    }
+    const cJSON *j;
     const char *const tool_fields[] = {"tools", "functions"};
     for (size_t i = 0; i < sizeof tool_fields / sizeof tool_fields[0]; i++) {
         j = cJSON_GetObjectItemCaseSensitive(root, tool_fields[i]);
@@ -831,6 +871,7 @@ unsigned api_parse_request(const struct api_config *cfg, const char *body, size_
     if (!root)
         status = e.status;
     else if (!parse_unsupported(root, &e) || !parse_logprobs(root, &g, &e) ||
+             !parse_bias(&api, root, &g, &e) ||
              !(chat ? parse_messages(&api, root, &g, &e) : parse_prompt(&api, root, &g, &e)) ||
              !parse_options(&api, root, &g, &e))
         status = e.status;
@@ -1219,7 +1260,9 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
     struct gen g = {.chat = chat};
     cJSON *root = parse_body(cn->body, cn->len, &e);
     if (!root) goto fail;
-    if (!parse_unsupported(root, &e) || !parse_logprobs(root, &g, &e)) goto fail;
+    if (!parse_unsupported(root, &e) || !parse_logprobs(root, &g, &e) ||
+        !parse_bias(api, root, &g, &e))
+        goto fail;
     if (!(chat ? parse_messages(api, root, &g, &e) : parse_prompt(api, root, &g, &e))) goto fail;
     if (!parse_options(api, root, &g, &e)) goto fail;
 
@@ -1241,6 +1284,11 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
         p.n_prompt = g.n_prompt[i];
         p.max_tokens = g.max_tokens[i];
         p.sampling.seed += (uint64_t)(k % g.n_choices);
+        p.n_bias = g.n_bias;
+        p.bias_token = xmalloc(sizeof *p.bias_token * (size_t)(g.n_bias + 1));
+        p.bias = xmalloc(sizeof *p.bias * (size_t)(g.n_bias + 1));
+        memcpy(p.bias_token, g.bias_token, sizeof *p.bias_token * (size_t)g.n_bias);
+        memcpy(p.bias, g.bias, sizeof *p.bias * (size_t)g.n_bias);
         q.r[k] = serve_req_new(&p);
         tg_init(&q.tg[k], api, &g);
     }

@@ -634,7 +634,12 @@ static void test_errors(void) {
          "\"top_logprobs\":21}",
          "top_logprobs"},
         {"/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", "echo"},
-        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"50\":-100}}", "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"50\":-101}}", "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"50\":\"ban\"}}", "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"5x\":1}}", "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"\":1}}", "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"-1\":1}}", "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"512\":1}}", "logit_bias"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":7}", "logit_bias"},
         {"/v1/chat/completions",
          "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"type\":"
@@ -680,9 +685,10 @@ static void test_errors(void) {
     free(r.all);
     /* ... nor are those fields when they ask for nothing */
     r = http(p, "POST", "/v1/completions", NULL,
-             "{\"prompt\":\"Once\",\"logit_bias\":{},\"tools\":[],\"functions\":null,"
+             "{\"prompt\":\"Once\",\"logit_bias\":{\"50\":-100,\"511\":2.5},\"tools\":[],"
+             "\"functions\":null,"
              "\"response_format\":{\"type\":\"text\"},\"best_of\":1}");
-    REQUIRE(r.status == 200, "empty logit_bias and tools, text format, best_of 1 serve");
+    REQUIRE(r.status == 200, "logit_bias, empty tools, text format, best_of 1 serve");
     free(r.all);
     r = http(p, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\",\"suffix\":\"\"}");
     REQUIRE(r.status == 200, "an empty suffix serves");

@@ -247,6 +247,9 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
                 sm->logprobs = p->logprobs;
                 sm->top_logprobs = p->top_logprobs;
                 sm->last = q->n_sampled + 1 >= q->max_tokens || q->n_tokens + 1 >= q->cap;
+                sm->n_bias = p->n_bias;
+                sm->bias_token = p->bias_token;
+                sm->bias = p->bias;
                 if (p->sampling.repeat_penalty != 1.0f && s->cfg.repeat_last_n > 0) {
                     int32_t last_n = p->sampling.repeat_last_n > 0 ? p->sampling.repeat_last_n
                                                                    : s->cfg.repeat_last_n;

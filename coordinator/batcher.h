@@ -55,6 +55,9 @@ struct batcher_sample {
     bool logprobs;        /* the sampled token's log-probability */
     int32_t top_logprobs; /* and this many most likely tokens' */
     bool last;            /* the sequence ends with this token (max_tokens or the context) */
+    int32_t n_bias;       /* its logit_bias (serve_req_params), valid as params is */
+    const int32_t *bias_token;
+    const float *bias;
 };
 
 /* One micro-batch, valid until the next batcher call. Arrays have n_tokens entries; samples has

@@ -1467,6 +1467,9 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
         sm[i].recent = (int32_t *)x->recent;
         sm[i].return_logprob = x->logprobs;
         sm[i].top_logprobs = x->top_logprobs > 0 ? (uint32_t)x->top_logprobs : 0;
+        sm[i].n_bias_token = sm[i].n_bias = (size_t)x->n_bias;
+        sm[i].bias_token = (int32_t *)x->bias_token;
+        sm[i].bias = (float *)x->bias;
         smp[i] = &sm[i];
     }
     f.batch_id = b->batch_id;

@@ -80,6 +80,8 @@ serve_req_t *serve_req_new(struct serve_req_params *p) {
     atomic_init(&r->cancelled, false);
     r->params = *p;
     p->prompt = NULL; /* ours now */
+    p->bias_token = NULL;
+    p->bias = NULL;
     r->cap = 16;
     r->tokens = xcalloc(r->cap, sizeof *r->tokens);
     if (r->params.top_logprobs > 0) r->tops = xcalloc(r->cap, sizeof *r->tops);
@@ -98,6 +100,8 @@ void serve_req_unref(serve_req_t **r_p) {
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r->params.prompt);
+    free(r->params.bias_token);
+    free(r->params.bias);
     free(r->tokens);
     free(r->tops);
     free(r);

@@ -56,9 +56,13 @@ struct serve_req_params {
     bool ignore_eos;      /* keep going past end-of-generation tokens */
     bool logprobs;        /* the sampled tokens' log-probabilities (raw logits' log-softmax) */
     int32_t top_logprobs; /* and this many most likely tokens at each place (<= SERVE_TOP_MAX) */
+    int32_t n_bias;       /* logit_bias: added to these tokens' logits before sampling */
+    int32_t *bias_token;  /* (n_bias; malloc'd, the request owns them after serve_req_new) */
+    float *bias;          /* (n_bias) -100..100; -100 bans the token */
 };
 
-/* Takes ownership of p->prompt. refcount 1 (the caller's). Aborts on OOM. */
+/* Takes ownership of p->prompt, p->bias_token and p->bias. refcount 1 (the caller's). Aborts
+ * on OOM. */
 serve_req_t *serve_req_new(struct serve_req_params *p);
 void serve_req_ref(serve_req_t *r);
 void serve_req_unref(serve_req_t **r_p);

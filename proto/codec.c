@@ -610,6 +610,15 @@ static enum status check_sampling(const struct vctx *v, const Caravan__Sampling 
         return VFAIL(v, STATUS_FORMAT, "sampling.top_logprobs: %u (at most %d)",
                      (unsigned)s->top_logprobs, CODEC_MAX_TOP_LOGPROBS);
     VCHECK(check_count(v, "sampling.recent", s->n_recent, s->recent));
+    VCHECK(check_count(v, "sampling.bias_token", s->n_bias_token, s->bias_token));
+    VCHECK(check_count(v, "sampling.bias", s->n_bias, s->bias));
+    if (s->n_bias_token != s->n_bias || s->n_bias > CODEC_MAX_BIAS)
+        return VFAIL(v, STATUS_FORMAT, "sampling.bias: %zu tokens, %zu values (at most %d)",
+                     s->n_bias_token, s->n_bias, CODEC_MAX_BIAS);
+    for (size_t i = 0; i < s->n_bias; i++)
+        if (s->bias_token[i] < 0 || !(s->bias[i] >= -100.0f && s->bias[i] <= 100.0f))
+            return VFAIL(v, STATUS_FORMAT, "sampling.bias[%zu]: token %d bias %g", i,
+                         (int)s->bias_token[i], (double)s->bias[i]);
     for (size_t i = 0; i < s->n_recent; i++)
         if (s->recent[i] < 0)
             return VFAIL(v, STATUS_FORMAT, "sampling.recent[%zu]: %d", i, (int)s->recent[i]);

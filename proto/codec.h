@@ -24,6 +24,7 @@
 #define CODEC_MAX_DIMS 4           /* Tensor.shape entries */
 #define CODEC_ERR_LEN 160          /* a comfortable size for the err buffers below */
 #define CODEC_MAX_TOP_LOGPROBS 20  /* Sampling.top_logprobs, Result.top_n */
+#define CODEC_MAX_BIAS 1024        /* Sampling.bias_token entries */
 
 struct codec_limits {
     size_t max_message_bytes; /* whole encoded envelope; default 64 MiB */

@@ -96,6 +96,8 @@ struct fixture {
     int32_t r_pos[FX_ROWS], r_token[FX_ROWS];
     float r_logprob[FX_ROWS];
     int32_t r_top_token[FX_ROWS * 2];
+    int32_t bias_tok[2];
+    float bias[2];
     float r_top_lp[FX_ROWS * 2];
     Caravan__Tensor logits;
     int64_t logits_shape[2];
@@ -327,6 +329,13 @@ static void fixture_build(struct fixture *fx, enum fx_kind k) {
         fx->sampling.repeat_penalty = 1.1f;
         fx->sampling.seed = 42;
         fx->sampling.return_logits = 1;
+        fx->bias_tok[0] = 7;
+        fx->bias_tok[1] = 9;
+        fx->bias[0] = -100.0f;
+        fx->bias[1] = 2.5f;
+        fx->sampling.n_bias_token = fx->sampling.n_bias = 2;
+        fx->sampling.bias_token = fx->bias_tok;
+        fx->sampling.bias = fx->bias;
         fx->samplings[0] = &fx->sampling;
         f->n_sampling = 1;
         f->sampling = fx->samplings;
@@ -605,6 +614,10 @@ static void test_round_trip(void) {
                 CHECK(msg->join->caps->n_kernels == 2 &&
                       strcmp(msg->join->caps->kernels[1], "avx2") == 0);
             }
+            if (k == FX_FORWARD_TOKENS)
+                CHECK(msg->forward->sampling[0]->n_bias == 2 &&
+                      msg->forward->sampling[0]->bias_token[1] == 9 &&
+                      msg->forward->sampling[0]->bias[0] == -100.0f);
             if (k == FX_ASSIGN) {
                 CHECK(msg->assign->next == NULL && msg->assign->prev->node_id == 2);
                 CHECK(msg->assign->model->n_vocab == 151936 && msg->assign->n_stages == 2);
@@ -825,6 +838,12 @@ static void mut_res_top_alone(struct fixture *fx) {
 static void mut_top_logprobs(struct fixture *fx) {
     fx->sampling.top_logprobs = 21;
 }
+static void mut_bias_count(struct fixture *fx) {
+    fx->sampling.n_bias = 1;
+}
+static void mut_bias_nan(struct fixture *fx) {
+    fx->sampling.bias[1] = 0.0f / 0.0f;
+}
 static void mut_bad_utf8(struct fixture *fx) {
     static char bad[] = "host\xc3\x28name";
     fx->caps.hostname = bad;
@@ -970,6 +989,8 @@ static const struct bad_case bad_cases[] = {
     {"positive top logprob", FX_RESULT_TOKENS, mut_res_top_lp_pos, STATUS_FORMAT, "top_"},
     {"top without tokens", FX_RESULT_TOKENS, mut_res_top_alone, STATUS_FORMAT, "without tokens"},
     {"top_logprobs > 20", FX_FORWARD_TOKENS, mut_top_logprobs, STATUS_FORMAT, "top_logprobs"},
+    {"bias counts differ", FX_FORWARD_TOKENS, mut_bias_count, STATUS_FORMAT, "sampling.bias"},
+    {"bias NaN", FX_FORWARD_TOKENS, mut_bias_nan, STATUS_FORMAT, "sampling.bias[1]"},
     {"bad UTF-8", FX_JOIN, mut_bad_utf8, STATUS_FORMAT, "UTF-8"},
     {"overlong UTF-8", FX_JOIN, mut_overlong_utf8, STATUS_FORMAT, "UTF-8"},
     {"surrogate UTF-8", FX_JOIN, mut_surrogate, STATUS_FORMAT, "UTF-8"},

@@ -65,6 +65,7 @@ struct worker {
     /* Last stage: samples the wanted rows when the Forward asks (Forward.sampling). */
     sampler_t *sampler;
     int64_t sampler_vocab;
+    float *biased; /* (sampler_vocab) a row with a request's logit_bias added */
 
     /* Computing ahead (Assign.ahead): on the first stage, the step held (n > 0) and, once
      * computed, its output; ahead_key is the last stage's key, the only one it is taken from. */
@@ -108,6 +109,7 @@ void worker_destroy(worker_t **self_p) {
     worker_t *w = *self_p;
     if (w->receiving && w->cfg.cache) slice_cache_abort(w->cfg.cache);
     sampler_free(&w->sampler);
+    free(w->biased);
     ahead_drop(w);
     free(w);
     *self_p = NULL;
@@ -805,6 +807,9 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
     if (!w->sampler || w->sampler_vocab != n_vocab) {
         sampler_free(&w->sampler);
         w->sampler = sampler_new(n_vocab);
+        free(w->biased);
+        w->biased = malloc((size_t)n_vocab * sizeof *w->biased);
+        if (!w->biased) return STATUS_NOMEM;
         w->sampler_vocab = n_vocab;
     }
     for (size_t k = 0; k < n_rows; k++) {
@@ -826,8 +831,18 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         p.repeat_last_n = (int32_t)sm->n_recent;
         p.seed = sm->seed;
         const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;
+        const float *draw_from = row;
+        if (sm->n_bias_token) { /* logit_bias (the codec checked the counts and values) */
+            memcpy(w->biased, row, (size_t)n_vocab * sizeof *row);
+            for (size_t j = 0; j < sm->n_bias_token; j++) {
+                if (sm->bias_token[j] >= n_vocab) continue; /* the coordinator checked */
+                w->biased[sm->bias_token[j]] =
+                    sm->bias[j] <= -100.0f ? -INFINITY : w->biased[sm->bias_token[j]] + sm->bias[j];
+            }
+            draw_from = w->biased;
+        }
         int32_t tok =
-            sampler_sample(w->sampler, &p, row, sm->recent, (int32_t)sm->n_recent, sm->draw);
+            sampler_sample(w->sampler, &p, draw_from, sm->recent, (int32_t)sm->n_recent, sm->draw);
         if (tok < 0) { /* the sampler refuses logits it could only draw garbage from */
             snprintf(why, why_len, "the logits of sequence %llu are not finite",
                      (unsigned long long)row_seq[k]);

@@ -337,6 +337,7 @@ static int n_computes;
 static bool g_follows = true;
 static bool g_logits_only; /* step() asks for logits, not for a sampled token */
 static uint32_t g_top;     /* step() asks for log-probabilities and this many of the most likely */
+static int32_t g_ban = -1; /* step() bans this token (logit_bias -100) when >= 0 */
 
 static enum status counting_compute(void *ctx, const struct worker_slice *slice,
                                     const Caravan__Forward *in, struct worker_tensor *out) {
@@ -444,6 +445,14 @@ static void step(worker_t *w, uint64_t epoch, const uint8_t *sender, bool ids, i
         sm.seq_id = 1;
         sm.return_logprob = g_top > 0;
         sm.top_logprobs = g_top;
+        static int32_t ban_tok;
+        static float ban = -100.0f;
+        ban_tok = g_ban;
+        if (g_ban >= 0) {
+            sm.n_bias_token = sm.n_bias = 1;
+            sm.bias_token = &ban_tok;
+            sm.bias = &ban;
+        }
         f.n_sampling = 1;
         f.sampling = &smp;
     }
@@ -603,6 +612,27 @@ static void test_ahead(void) {
            fabs(env->result->top_logprob[1] - (lp0 - 1.0)) < 1e-6);
     codec_free(&env);
     worker_actions_clear(&acts);
+    /* logit_bias -100 on the greedy token, on a worker of its own: the other is drawn; its
+     * log-probability is still the raw logits' */
+    {
+        const int computes = n_computes; /* the counts below are w's */
+        worker_t *wb = new_ahead_worker();
+        assign_ahead(wb, 1, 1, 0, &acts);
+        worker_actions_clear(&acts);
+        g_top = 1;
+        g_ban = 0;
+        step(wb, 1, KEY_COORD, true, 3, 0, false, false, true, &acts);
+        g_top = 0;
+        g_ban = -1;
+        env = decode_action(&acts, 0);
+        assert(env->body_case == CARAVAN__ENVELOPE__BODY_RESULT && env->result->token[0] == 1 &&
+               fabs(env->result->logprob[0] - (lp0 - 1.0)) < 1e-6 &&
+               env->result->top_token[0] == 0);
+        codec_free(&env);
+        worker_actions_clear(&acts);
+        worker_destroy(&wb);
+        n_computes = computes;
+    }
     assert(worker_ahead_pending(w));
     worker_run_ahead(w);
     step(w, 1, KEY_COORD, true, 4, sampled, true, false, true, &acts);

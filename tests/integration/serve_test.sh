@@ -12,10 +12,11 @@
 #                    the chunks travel one behind the other (the last is sent before the
 #                    first is back, and comes back 2.5 s after it was sent), and none is
 #                    taken for lost under --request-timeout-ms 2000; the text is run's
-#   logprobs_split   log-probabilities over HTTP (chat top 5 greedy, a seeded completion
-#                    with logprobs 3) are byte for byte the same through 1, 2 and 3 workers,
-#                    and the greedy token is the first of its top list (streamed = plain:
-#                    api_node_cluster)
+#   api_split        over HTTP, through 1, 2 and 3 workers byte for byte the same:
+#                    log-probabilities (chat top 5 greedy, a seeded completion with logprobs 3;
+#                    the greedy token is the first of its top list; streamed = plain:
+#                    api_node_cluster) and logit_bias (+100 on ',' makes every token ',',
+#                    -100 keeps ',' out of an answer that has one without it)
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
 #   bad_model        a missing model, or a --cache that is not a directory, is a clear error,
 #                    not a hang or a restart loop
@@ -146,9 +147,14 @@ pipelined)
     ! grep -q "no Result within" "$log" || fail "a micro-batch was taken for lost: $(grep "no Result" "$log" | head -n 1)"
     note "no micro-batch taken for lost"
     ;;
-logprobs_split)
+api_split)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
     . "$(dirname "$0")/lib.sh"
+    comma=$("$CARAVAN" tokenize --model "$STORIES" --text "," | awk '{print $NF}')
+    [ "$("$CARAVAN" tokenize --model "$STORIES" --decode "$comma")" = "," ] || fail "no token ',' ($comma)"
+    plain='{"prompt":"Once upon a time","max_tokens":40,"temperature":0}'
+    force='{"prompt":"Once upon a time","max_tokens":6,"temperature":0,"logit_bias":{"'$comma'":100}}'
+    ban='{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"logit_bias":{"'$comma'":-100}}'
     chat='{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":40,"temperature":0,"logprobs":true,"top_logprobs":5}'
     cmpl='{"prompt":"Once upon a time","max_tokens":40,"temperature":0.9,"seed":11,"logprobs":3}'
     for w in 1 2 3; do
@@ -160,7 +166,10 @@ logprobs_split)
         url=$(grep -m1 '^http://' "$WORK/lp$w.out")
         # the answers without their ids and times
         curl -fsS -m 60 "$url/v1/chat/completions" -d "$chat" | sed 's/.*"choices"://' >"$WORK/chat$w.json" &&
-            curl -fsS -m 60 "$url/v1/completions" -d "$cmpl" | sed 's/.*"choices"://' >"$WORK/cmpl$w.json" ||
+            curl -fsS -m 60 "$url/v1/completions" -d "$cmpl" | sed 's/.*"choices"://' >"$WORK/cmpl$w.json" &&
+            curl -fsS -m 60 "$url/v1/completions" -d "$plain" | sed 's/.*"choices"://' >"$WORK/plain$w.json" &&
+            curl -fsS -m 60 "$url/v1/completions" -d "$force" | sed 's/.*"choices"://' >"$WORK/force$w.json" &&
+            curl -fsS -m 60 "$url/v1/completions" -d "$ban" | sed 's/.*"choices"://' >"$WORK/ban$w.json" ||
             { kill "$launcher"; fail "$w workers: a request failed"; }
         kill -INT "$launcher"
         wait "$launcher" || fail "$w workers: the launcher exited with $?"
@@ -174,11 +183,14 @@ logprobs_split)
         echo "$entries" | sed 's/"bytes":\[[0-9,]*\],"top_logprobs":\[//' |
             awk -F'[{]' '{ sub(/,$/, "", $2); if ($2 != $3) { print "differs: " $0; bad = 1 } } END { exit bad }' ||
             fail "$w workers: a greedy token is not the first of its top list"
-        for f in chat cmpl; do
+        grep -q '"text":"[^"]*,' "$WORK/plain$w.json" || fail "the plain answer has no ',' to ban: $(head -c 200 "$WORK/plain$w.json")"
+        grep -q '"text":",,,,,,"' "$WORK/force$w.json" || fail "logit_bias +100: $(head -c 200 "$WORK/force$w.json")"
+        ! grep -q '"text":"[^"]*,' "$WORK/ban$w.json" || fail "logit_bias -100: $(head -c 200 "$WORK/ban$w.json")"
+        for f in chat cmpl force ban; do
             [ "$w" -eq 1 ] || cmp -s "$WORK/${f}1.json" "$WORK/$f$w.json" ||
                 fail "$f: $w workers answered $(head -c 300 "$WORK/$f$w.json"), 1 worker $(head -c 300 "$WORK/${f}1.json")"
         done
-        note "$w workers: $n_entries chat entries, the same log-probabilities as 1 worker"
+        note "$w workers: $n_entries chat entries, the same log-probabilities and logit_bias answers as 1 worker"
     done
     ;;
 f16_wire)
