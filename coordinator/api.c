@@ -285,11 +285,11 @@ static bool tokenize(const api_t *api, const char *text, size_t len, bool parse_
     return true;
 }
 
-/* One prompt of token ids (a JSON array of numbers). */
-static bool parse_ids(const api_t *api, const cJSON *p, int32_t **ids_out, int32_t *n_out,
-                      struct api_err *e) {
+/* Token ids (a JSON array of numbers): a prompt (limit n_ctx), else up to 8 Mi of them. */
+static bool parse_ids(const api_t *api, const cJSON *p, bool prompt, int32_t **ids_out,
+                      int32_t *n_out, struct api_err *e) {
     int n = cJSON_GetArraySize(p);
-    if (n >= api->cfg.n_ctx) {
+    if (n >= (prompt ? api->cfg.n_ctx : 8 << 20)) {
         set_err(e, 400, "prompt", "context_length_exceeded",
                 "the prompt is too long: %d tokens, the context holds %d", n, (int)api->cfg.n_ctx);
         return false;
@@ -326,7 +326,7 @@ static bool parse_prompt(const api_t *api, const cJSON *root, struct gen *g, str
     }
     int n = cJSON_IsArray(p) ? cJSON_GetArraySize(p) : 0;
     if (n > 0 && cJSON_IsNumber(p->child)) { /* one prompt of token ids */
-        if (!parse_ids(api, p, &g->prompt[0], &g->n_prompt[0], e)) return false;
+        if (!parse_ids(api, p, true, &g->prompt[0], &g->n_prompt[0], e)) return false;
         g->n_prompts = 1;
         return true;
     }
@@ -344,7 +344,7 @@ static bool parse_prompt(const api_t *api, const cJSON *root, struct gen *g, str
         if (cJSON_IsString(it))
             ok = tokenize(api, it->valuestring, strlen(it->valuestring), false, ids, len, e);
         else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) > 0)
-            ok = parse_ids(api, it, ids, len, e);
+            ok = parse_ids(api, it, true, ids, len, e);
         else
             set_err(e, 400, "prompt", "invalid_type",
                     "each of the prompts must be a non-empty string or list of token ids");
@@ -1388,6 +1388,76 @@ static enum MHD_Result handle_models(api_t *api, struct MHD_Connection *c) {
     return send_json(c, 200, root);
 }
 
+/* POST /tokenize {"content", "add_special", "parse_special", "with_pieces"} -> {"tokens": [ids]}
+ * (with_pieces: [{"id", "piece"}]), llama.cpp's server's form: the ids logit_bias takes. */
+static enum MHD_Result handle_tokenize(api_t *api, struct MHD_Connection *c, struct conn *cn) {
+    struct api_err e = {0};
+    cJSON *root = parse_body(cn->body, cn->len, &e);
+    const cJSON *text = root ? cJSON_GetObjectItemCaseSensitive(root, "content") : NULL;
+    bool add_special = false, parse_special = false, with_pieces = false;
+    if (root && !cJSON_IsString(text))
+        set_err(&e, 400, "content", "invalid_type", "'content' must be a string");
+    if (!root || e.status || !get_bool(root, "add_special", &add_special, &e) ||
+        !get_bool(root, "parse_special", &parse_special, &e) ||
+        !get_bool(root, "with_pieces", &with_pieces, &e)) {
+        cJSON_Delete(root);
+        return send_error(c, &e, NULL);
+    }
+    const tokenizer_t *t = api->cfg.tokenizer;
+    size_t len = strlen(text->valuestring);
+    int64_t n = tokenizer_encode(t, text->valuestring, len, add_special, parse_special, NULL, 0);
+    int32_t *ids = n >= 0 ? xmalloc(sizeof *ids * (size_t)(n ? n : 1)) : NULL;
+    if (n < 0 ||
+        tokenizer_encode(t, text->valuestring, len, add_special, parse_special, ids, n) != n) {
+        free(ids);
+        cJSON_Delete(root);
+        set_err(&e, 400, "content", NULL, "the text could not be tokenized");
+        return send_error(c, &e, NULL);
+    }
+    cJSON *out = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(out, "tokens");
+    for (int64_t i = 0; i < n; i++) {
+        if (!with_pieces) {
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+            continue;
+        }
+        size_t pl = 0;
+        const char *piece = tokenizer_token_piece(t, ids[i], &pl);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", ids[i]);
+        cJSON_AddItemToObject(o, "piece", json_text(piece ? piece : "", piece ? pl : 0));
+        cJSON_AddItemToArray(arr, o);
+    }
+    free(ids);
+    cJSON_Delete(root);
+    return send_json(c, 200, out);
+}
+
+/* POST /detokenize {"tokens": [ids]} -> {"content": text} (invalid UTF-8 as U+FFFD). */
+static enum MHD_Result handle_detokenize(api_t *api, struct MHD_Connection *c, struct conn *cn) {
+    struct api_err e = {0};
+    cJSON *root = parse_body(cn->body, cn->len, &e);
+    const cJSON *toks = root ? cJSON_GetObjectItemCaseSensitive(root, "tokens") : NULL;
+    int32_t *ids = NULL, n = 0;
+    if (root && !cJSON_IsArray(toks))
+        set_err(&e, 400, "tokens", "invalid_type", "'tokens' must be a list of token ids");
+    else if (root && cJSON_GetArraySize(toks) > 0 && !parse_ids(api, toks, false, &ids, &n, &e))
+        e.param = "tokens";
+    if (!root || e.status) {
+        cJSON_Delete(root);
+        return send_error(c, &e, NULL);
+    }
+    size_t need = tokenizer_decode(api->cfg.tokenizer, ids, n, false, NULL, 0);
+    char *buf = xmalloc(need + 1);
+    tokenizer_decode(api->cfg.tokenizer, ids, n, false, buf, need);
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddItemToObject(out, "content", json_text(buf, need));
+    free(buf);
+    free(ids);
+    cJSON_Delete(root);
+    return send_json(c, 200, out);
+}
+
 static void prom_label(FILE *f, const char *s) {
     for (; *s; s++) {
         if (*s == '\\' || *s == '"') fputc('\\', f);
@@ -1516,7 +1586,7 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     struct api_err e;
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     bool post = !strcmp(method, "POST");
-    bool v1 = !strncmp(url, "/v1/", 4);
+    bool v1 = !strncmp(url, "/v1/", 4) || !strcmp(url, "/tokenize") || !strcmp(url, "/detokenize");
     if (v1 && !authorized(api, c)) {
         set_err(&e, 401, NULL, "invalid_api_key",
                 "missing or wrong API key (send Authorization: Bearer KEY)");
@@ -1531,6 +1601,8 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
                   {"/health", false},
                   {"/metrics", false},
                   {"/cluster", false},
+                  {"/tokenize", true},
+                  {"/detokenize", true},
                   {"/", false}};
     size_t i = 0, n = sizeof routes / sizeof routes[0];
     while (i < n && strcmp(url, routes[i].path)) i++;
@@ -1553,6 +1625,8 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     case 3: return handle_health(api, c);
     case 4: return send_body(c, 200, metrics_text(api), "text/plain; version=0.0.4", NULL);
     case 5: return handle_cluster(api, c);
+    case 6: return handle_tokenize(api, c, cn);
+    case 7: return handle_detokenize(api, c, cn);
     default: return send_page(c);
     }
 }

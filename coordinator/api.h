@@ -5,6 +5,7 @@
  *
  *   POST /v1/completions, POST /v1/chat/completions   (stream: true -> SSE, "data: [DONE]")
  *   GET  /v1/models, /health (200 or 503 + reason), /metrics (Prometheus text), /cluster
+ *   POST /tokenize, /detokenize   (token ids for logit_bias; llama.cpp server's form)
  *
  * Request fields: prompt (a string or [token ids], or a list of up to 16 of those: a choice
  * each) / messages (role + content as a string or text parts), max_tokens (max_completion_tokens
