@@ -1327,7 +1327,7 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
             memcpy(s, g.stop[i], g.stop_len[i] + 1);
             st->g.stop[i] = s;
         }
-        if (chat) stream_chunk(st, 0, "", 0, true, NULL, 0);
+        for (int i = 0; chat && i < st->q.n; i++) stream_chunk(st, i, "", 0, true, NULL, 0);
         struct MHD_Response *resp =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
         if (!resp) {

@@ -194,6 +194,18 @@ test('n choices: choice j is what seed + j gives alone', async () => {
     model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8, temperature: 0.9, seed: 5,
     n: 2 });
   assert.equal(chat.choices.length, 2);
+  const roles = [null, null], texts = ['', ''];
+  for await (const chunk of await client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8, temperature: 0.9, seed: 5,
+    n: 2, stream: true })) {
+    for (const c of chunk.choices) {
+      if (c.delta.role) roles[c.index] = c.delta.role;
+      texts[c.index] += c.delta.content ?? '';
+    }
+  }
+  assert.deepEqual(roles, ['assistant', 'assistant']);
+  for (let j = 0; j < 2; j++)
+    assert.equal(texts[j], chat.choices.find((x) => x.index === j).message.content);
 });
 
 test('8 concurrent streams each give what they give alone', async () => {
