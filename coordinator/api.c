@@ -12,7 +12,6 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -431,7 +430,6 @@ done:
     return ok;
 }
 
-/* Everything but the prompt. */
 /* Log-probabilities of the generated tokens (the raw logits' log-softmax, before temperature,
  * penalties and filters). Chat: 'logprobs': true, and 'top_logprobs': N (0-20) most likely
  * tokens at each place. Completions (OpenAI's older form): 'logprobs': N (0-20; OpenAI allows
@@ -508,6 +506,7 @@ static bool parse_bias(const api_t *api, const cJSON *root, struct gen *g, struc
     return true;
 }
 
+/* Everything but the prompt. */
 static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, struct api_err *e) {
     struct sampler_params *sp = &g->params.sampling;
     sampler_params_default(sp);
@@ -1045,26 +1044,29 @@ static void reqs_free(struct reqs *q) {
     q->n = 0;
 }
 
-/* Feeds every unfinished request what it has, waiting up to API_WAIT_MS in all when nothing
- * came. false: the client went away or the api is stopping (all were cancelled). */
+/* Feeds every unfinished request what it has; when none had anything, waits on the first
+ * unfinished one (API_WAIT_MS alone, a tenth of it beside others, whose tokens the next call
+ * sees). false: the client went away or the api is stopping (all were cancelled). */
 static bool reqs_pump(api_t *api, struct reqs *q, int fd) {
     bool any = false;
-    for (int pass = 0; pass < 2 && !any; pass++) {
-        for (int i = 0; i < q->n; i++) {
-            if (q->tg[i].done) continue;
-            bool got = false;
-            /* first every request without waiting; then, if none had anything, a wait on the
-             * first unfinished one (a few short ones for the rest to be seen) */
-            int wait_ms = pass == 0 ? 0 : q->n == 1 ? API_WAIT_MS : API_WAIT_MS / 10;
-            if (!tg_pump(api, q->r[i], &q->next[i], &q->tg[i], fd, wait_ms, &got)) {
-                for (int k = 0; k < q->n; k++) serve_req_cancel(q->r[k]);
-                return false;
-            }
-            any |= got;
-            if (pass == 1) break;
-        }
+    int first = -1;
+    for (int i = 0; i < q->n; i++) {
+        if (q->tg[i].done) continue;
+        if (first < 0) first = i;
+        bool got = false;
+        if (!tg_pump(api, q->r[i], &q->next[i], &q->tg[i], fd, 0, &got)) goto gone;
+        any |= got;
+    }
+    if (!any && first >= 0) {
+        bool got;
+        int wait_ms = q->n == 1 ? API_WAIT_MS : API_WAIT_MS / 10;
+        if (!tg_pump(api, q->r[first], &q->next[first], &q->tg[first], fd, wait_ms, &got))
+            goto gone;
     }
     return true;
+gone:
+    for (int k = 0; k < q->n; k++) serve_req_cancel(q->r[k]);
+    return false;
 }
 
 static bool reqs_done(const struct reqs *q) {
@@ -1284,11 +1286,13 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
         p.n_prompt = g.n_prompt[i];
         p.max_tokens = g.max_tokens[i];
         p.sampling.seed += (uint64_t)(k % g.n_choices);
-        p.n_bias = g.n_bias;
-        p.bias_token = xmalloc(sizeof *p.bias_token * (size_t)(g.n_bias + 1));
-        p.bias = xmalloc(sizeof *p.bias * (size_t)(g.n_bias + 1));
-        memcpy(p.bias_token, g.bias_token, sizeof *p.bias_token * (size_t)g.n_bias);
-        memcpy(p.bias, g.bias, sizeof *p.bias * (size_t)g.n_bias);
+        if (g.n_bias) {
+            p.n_bias = g.n_bias;
+            p.bias_token = xmalloc(sizeof *p.bias_token * (size_t)g.n_bias);
+            p.bias = xmalloc(sizeof *p.bias * (size_t)g.n_bias);
+            memcpy(p.bias_token, g.bias_token, sizeof *p.bias_token * (size_t)g.n_bias);
+            memcpy(p.bias, g.bias, sizeof *p.bias * (size_t)g.n_bias);
+        }
         q.r[k] = serve_req_new(&p);
         tg_init(&q.tg[k], api, &g);
     }

@@ -290,6 +290,11 @@ static int mb_of(const batcher_t *s, uint64_t batch_id) {
     return -1;
 }
 
+/* A token a Result may carry: 0 .. n_vocab-1 (any id >= 0 when the vocabulary is not known). */
+static bool in_vocab(const batcher_t *s, int32_t id) {
+    return id >= 0 && (s->cfg.n_vocab <= 0 || id < s->cfg.n_vocab);
+}
+
 bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row *rows,
                        size_t n_rows) {
     const int mb = mb_of(s, batch_id);
@@ -315,10 +320,8 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
             continue;
         }
         bool top_ok = true;
-        for (int32_t j = 0; j < row->n_top; j++)
-            top_ok &=
-                row->top_id[j] >= 0 && (s->cfg.n_vocab <= 0 || row->top_id[j] < s->cfg.n_vocab);
-        if (row->token < 0 || (s->cfg.n_vocab > 0 && row->token >= s->cfg.n_vocab) || !top_ok) {
+        for (int32_t j = 0; j < row->n_top; j++) top_ok &= in_vocab(s, row->top_id[j]);
+        if (!in_vocab(s, row->token) || !top_ok) {
             LOG(LOG_ERROR,
                 "batcher: batch %llu came back with token %d%s for sequence %llu, outside the "
                 "vocabulary of %d",
