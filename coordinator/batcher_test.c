@@ -35,6 +35,21 @@ static serve_req_t *req(int32_t n_prompt, int32_t first_id, int32_t max_tokens, 
     return serve_req_new(&p);
 }
 
+/* A batcher over one stage, one micro-batch in flight, prompts in chunks of 16 (n_vocab 0: no
+ * vocabulary check). */
+static batcher_t *one_stage_batcher(serve_queue_t *q, int32_t n_ctx, int32_t n_seq,
+                                    int32_t n_vocab) {
+    struct batcher_config cfg = {.n_ctx = n_ctx,
+                                 .n_seq = n_seq,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 16,
+                                 .max_inflight = 1,
+                                 .n_vocab = n_vocab,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    return batcher_new(&cfg);
+}
+
 /* Submits through a queue so requests get ids (the queue takes its own reference, which the
  * batcher then holds), and hands them to the batcher. The test keeps the creator's. */
 static serve_req_t *add(serve_queue_t *q, batcher_t *b, serve_req_t *r) {
@@ -349,15 +364,7 @@ static void test_timeouts_per_sequence(void) {
  * other sequences of the batch go on. */
 static void test_token_outside_vocabulary(void) {
     serve_queue_t *q = serve_queue_new(16);
-    struct batcher_config cfg = {.n_ctx = 64,
-                                 .n_seq = 3,
-                                 .n_batch = 64,
-                                 .prefill_chunk = 16,
-                                 .max_inflight = 1,
-                                 .n_vocab = 100,
-                                 .is_eog = is_eog,
-                                 .queue = q};
-    batcher_t *b = batcher_new(&cfg);
+    batcher_t *b = one_stage_batcher(q, 64, 3, 100);
     serve_req_t *r[3];
     for (int i = 0; i < 3; i++) r[i] = add(q, b, req(2, 10 + 10 * i, 100, 1.0f));
     struct batcher_batch bt;
@@ -393,15 +400,7 @@ static void test_token_outside_vocabulary(void) {
  * the vocabulary is a faulty last stage, as a sampled token outside it is. */
 static void test_logprobs(void) {
     serve_queue_t *q = serve_queue_new(16);
-    struct batcher_config cfg = {.n_ctx = 64,
-                                 .n_seq = 2,
-                                 .n_batch = 64,
-                                 .prefill_chunk = 16,
-                                 .max_inflight = 1,
-                                 .n_vocab = 100,
-                                 .is_eog = is_eog,
-                                 .queue = q};
-    batcher_t *b = batcher_new(&cfg);
+    batcher_t *b = one_stage_batcher(q, 64, 2, 100);
     struct serve_req_params p = {
         .n_prompt = 2, .max_tokens = 10, .logprobs = true, .top_logprobs = 2};
     p.prompt = calloc(2, sizeof *p.prompt);
@@ -455,14 +454,7 @@ static void test_logprobs(void) {
  * step after it is not computed ahead. */
 static void test_last_sample(void) {
     serve_queue_t *q = serve_queue_new(16);
-    struct batcher_config cfg = {.n_ctx = 5,
-                                 .n_seq = 2,
-                                 .n_batch = 64,
-                                 .prefill_chunk = 16,
-                                 .max_inflight = 1,
-                                 .is_eog = is_eog,
-                                 .queue = q};
-    batcher_t *b = batcher_new(&cfg);
+    batcher_t *b = one_stage_batcher(q, 5, 2, 0);
     serve_req_t *r = add(q, b, req(2, 10, 2, 1.0f)); /* 2 tokens at most */
     struct batcher_batch bt;
     bool last[3];
@@ -493,14 +485,7 @@ static void test_last_sample(void) {
  * whole batch; one for a batch not in flight changes nothing. */
 static void test_stage_errors(void) {
     serve_queue_t *q = serve_queue_new(16);
-    struct batcher_config cfg = {.n_ctx = 64,
-                                 .n_seq = 2,
-                                 .n_batch = 64,
-                                 .prefill_chunk = 16,
-                                 .max_inflight = 1,
-                                 .is_eog = is_eog,
-                                 .queue = q};
-    batcher_t *b = batcher_new(&cfg);
+    batcher_t *b = one_stage_batcher(q, 64, 2, 0);
     serve_req_t *r0 = add(q, b, req(2, 10, 100, 1.0f)), *r1 = add(q, b, req(2, 20, 100, 1.0f));
     const uint64_t bad = serve_req_id(r1);
     struct batcher_batch bt;
