@@ -43,6 +43,8 @@ struct cluster_cfg {
     double top_p;
     double min_p;
     double repeat_penalty;
+    double frequency_penalty;
+    double presence_penalty;
     long long seed;
     int ignore_eos;
     int ctx;
@@ -86,6 +88,10 @@ static const struct opt cluster_opts[] = {
     {"min-p", 0, OPT_FLOAT, F(min_p), "0.05", 0, 1, "P", "--prompt: min-p (0: off)"},
     {"repeat-penalty", 0, OPT_FLOAT, F(repeat_penalty), "1.0", 0, 100, "X",
      "--prompt: repetition penalty (1: off)"},
+    {"frequency-penalty", 0, OPT_FLOAT, F(frequency_penalty), "0", -2, 2, "F",
+     "--prompt: frequency penalty (0: off)"},
+    {"presence-penalty", 0, OPT_FLOAT, F(presence_penalty), "0", -2, 2, "P",
+     "--prompt: presence penalty (0: off)"},
     {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--prompt: random seed (-1: pick)"},
     {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
      "--prompt: keep generating past end-of-generation tokens"},
@@ -498,8 +504,8 @@ int cmd_cluster(int argc, char **argv) {
 
     /* the coordinator */
     char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_temp[32],
-        a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_seed[32], a_ctx[16], a_seqs[16],
-        a_chunk[16], a_timeout[16];
+        a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_fp[32], a_pp[32], a_seed[32], a_ctx[16],
+        a_seqs[16], a_chunk[16], a_timeout[16];
     snprintf(status, sizeof status, "%s/coordinator.status", cl->dir);
     unlink(status); /* a reused --log-dir must not show the last run's endpoints */
     snprintf(a_key, sizeof a_key, "%s/coordinator", cl->dir);
@@ -512,12 +518,14 @@ int cmd_cluster(int argc, char **argv) {
     snprintf(a_topp, sizeof a_topp, "%.9g", c->top_p);
     snprintf(a_minp, sizeof a_minp, "%.9g", c->min_p);
     snprintf(a_rp, sizeof a_rp, "%.9g", c->repeat_penalty);
+    snprintf(a_fp, sizeof a_fp, "%.9g", c->frequency_penalty);
+    snprintf(a_pp, sizeof a_pp, "%.9g", c->presence_penalty);
     snprintf(a_seed, sizeof a_seed, "%lld", c->seed);
     snprintf(a_ctx, sizeof a_ctx, "%d", c->ctx);
     snprintf(a_seqs, sizeof a_seqs, "%d", c->max_seqs);
     snprintf(a_chunk, sizeof a_chunk, "%d", c->prefill_chunk);
     snprintf(a_timeout, sizeof a_timeout, "%d", c->request_timeout_ms);
-    const char *cargv[64];
+    const char *cargv[96];
     int k = 0;
     cargv[k++] = "caravan";
     cargv[k++] = "coordinator";
@@ -570,6 +578,10 @@ int cmd_cluster(int argc, char **argv) {
         cargv[k++] = a_minp;
         cargv[k++] = "--repeat-penalty";
         cargv[k++] = a_rp;
+        cargv[k++] = "--frequency-penalty";
+        cargv[k++] = a_fp;
+        cargv[k++] = "--presence-penalty";
+        cargv[k++] = a_pp;
         cargv[k++] = "--seed";
         cargv[k++] = a_seed;
         if (c->ignore_eos) cargv[k++] = "--ignore-eos";

@@ -58,6 +58,8 @@ struct coordinator_cli {
     double top_p;
     double min_p;
     double repeat_penalty;
+    double frequency_penalty;
+    double presence_penalty;
     int repeat_last_n;
     long long seed;
     int ignore_eos;
@@ -124,8 +126,12 @@ static const struct opt coordinator_opts[] = {
     {"min-p", 0, OPT_FLOAT, F(min_p), "0.05", 0, 1, "P", "--ask: min-p (0: off)"},
     {"repeat-penalty", 0, OPT_FLOAT, F(repeat_penalty), "1.0", 0, 100, "X",
      "--ask: repetition penalty (1: off)"},
+    {"frequency-penalty", 0, OPT_FLOAT, F(frequency_penalty), "0", -2, 2, "F",
+     "--ask: frequency penalty (0: off)"},
+    {"presence-penalty", 0, OPT_FLOAT, F(presence_penalty), "0", -2, 2, "P",
+     "--ask: presence penalty (0: off)"},
     {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", 0, 1 << 20, "N",
-     "recent tokens the repetition penalty looks at"},
+     "recent tokens the penalties look at"},
     {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--ask: random seed (-1: pick one)"},
     {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
      "--ask: keep generating past end-of-generation tokens"},
@@ -531,6 +537,8 @@ int cmd_coordinator(int argc, char **argv) {
         p.sampling.top_p = (float)cli.top_p;
         p.sampling.min_p = (float)cli.min_p;
         p.sampling.repeat_penalty = (float)cli.repeat_penalty;
+        p.sampling.frequency_penalty = (float)cli.frequency_penalty;
+        p.sampling.presence_penalty = (float)cli.presence_penalty;
         p.sampling.repeat_last_n = cli.repeat_last_n;
         if (cli.seed < 0) {
             p.sampling.seed = transport_now_us() * 2654435761u;

@@ -45,6 +45,8 @@ struct run_cfg {
     double top_p;
     double min_p;
     double repeat_penalty;
+    double frequency_penalty;
+    double presence_penalty;
     int repeat_last_n;
     long long seed;
     int threads;
@@ -72,8 +74,12 @@ static const struct opt run_opts[] = {
      "drop tokens below P x the best token's probability (0: off)"},
     {"repeat-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, repeat_penalty), "1.0", 0, 100, "X",
      "divide the logits of recent tokens by X (1: off)"},
+    {"frequency-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, frequency_penalty), "0", -2, 2,
+     "F", "subtract F x its count from each recent token's logit (0: off)"},
+    {"presence-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, presence_penalty), "0", -2, 2, "P",
+     "subtract P from each recent token's logit (0: off)"},
     {"repeat-last-n", 0, OPT_INT, offsetof(struct run_cfg, repeat_last_n), "64", 0, 1 << 20, "N",
-     "how many recent tokens the penalty looks at"},
+     "how many recent tokens the penalties look at"},
     {"seed", 's', OPT_INT64, offsetof(struct run_cfg, seed), "-1", -1, 9.2e18, "S",
      "random seed; -1 picks one (printed on stderr)"},
     {"threads", 't', OPT_INT, offsetof(struct run_cfg, threads), "0", 0, 1024, "N",
@@ -198,6 +204,8 @@ int cmd_run(int argc, char **argv) {
     sp.top_p = (float)cfg.top_p;
     sp.min_p = (float)cfg.min_p;
     sp.repeat_penalty = (float)cfg.repeat_penalty;
+    sp.frequency_penalty = (float)cfg.frequency_penalty;
+    sp.presence_penalty = (float)cfg.presence_penalty;
     sp.repeat_last_n = cfg.repeat_last_n;
     if (cfg.seed < 0) {
         struct timespec ts;

@@ -553,14 +553,11 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
     if (!get_num(root, "repeat_last_n", 0, 1e9, true, &v, &have, e)) return false;
     if (have) sp->repeat_last_n = (int32_t)v;
     if (!get_num(root, "presence_penalty", -2, 2, false, &v, &have, e)) return false;
-    double fp = 0;
-    bool have_fp;
-    if (!get_num(root, "frequency_penalty", -2, 2, false, &fp, &have_fp, e)) return false;
+    if (have) sp->presence_penalty = (float)v;
+    if (!get_num(root, "frequency_penalty", -2, 2, false, &v, &have, e)) return false;
+    if (have) sp->frequency_penalty = (float)v;
     if (!get_num(root, "repeat_penalty", 1e-6, 100, false, &v, &have, e)) return false;
-    if (have)
-        sp->repeat_penalty = (float)v;
-    else if (have_fp)
-        sp->repeat_penalty = fp >= 0 ? (float)(1 + fp) : (float)(1 / (1 - fp));
+    if (have) sp->repeat_penalty = (float)v;
     if (!get_num(root, "seed", 0, 9007199254740991.0, true, &v, &have, e)) return false;
     if (have) {
         sp->seed = (uint64_t)v;

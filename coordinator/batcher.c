@@ -250,7 +250,7 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
                 sm->n_bias = p->n_bias;
                 sm->bias_token = p->bias_token;
                 sm->bias = p->bias;
-                if (p->sampling.repeat_penalty != 1.0f && s->cfg.repeat_last_n > 0) {
+                if (sampler_params_penalize(&p->sampling) && s->cfg.repeat_last_n > 0) {
                     int32_t last_n = p->sampling.repeat_last_n > 0 ? p->sampling.repeat_last_n
                                                                    : s->cfg.repeat_last_n;
                     int32_t from = q->n_tokens > last_n ? q->n_tokens - last_n : 0;

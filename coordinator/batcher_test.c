@@ -23,7 +23,8 @@ static bool is_eog(void *ctx, int32_t t) {
     return t == EOG;
 }
 
-static serve_req_t *req(int32_t n_prompt, int32_t first_id, int32_t max_tokens, float penalty) {
+static serve_req_t *req_pp(int32_t n_prompt, int32_t first_id, int32_t max_tokens, float penalty,
+                           float presence) {
     struct serve_req_params p = {0};
     p.prompt = malloc((size_t)n_prompt * sizeof *p.prompt);
     for (int32_t i = 0; i < n_prompt; i++) p.prompt[i] = first_id + i;
@@ -31,8 +32,13 @@ static serve_req_t *req(int32_t n_prompt, int32_t first_id, int32_t max_tokens, 
     p.max_tokens = max_tokens;
     sampler_params_default(&p.sampling);
     p.sampling.repeat_penalty = penalty;
+    p.sampling.presence_penalty = presence;
     p.sampling.repeat_last_n = 4;
     return serve_req_new(&p);
+}
+
+static serve_req_t *req(int32_t n_prompt, int32_t first_id, int32_t max_tokens, float penalty) {
+    return req_pp(n_prompt, first_id, max_tokens, penalty, 0.0f);
 }
 
 /* A batcher over one stage, one micro-batch in flight, prompts in chunks of 16 (n_vocab 0: no
@@ -294,12 +300,14 @@ static void test_slots_eog_cancel_penalty(void) {
     CHECK(n == 5);
     /* the queued request got the slot; its first batch is the one just returned by next */
     CHECK(bt.samples[0].seq_id == serve_req_id(c));
-    answer(b, &bt, EOG); /* end of generation: finished, token not pushed */
+    CHECK(bt.samples[0].n_recent == 0); /* no penalty: no recent tokens */
+    answer(b, &bt, EOG);                /* end of generation: finished, token not pushed */
     CHECK(finish_of(c, &n) == SERVE_FINISH_STOP);
     CHECK(n == 0);
     /* cancellation between steps */
-    serve_req_t *d = add(q, b, req(2, 60, 100, 1.0f));
+    serve_req_t *d = add(q, b, req_pp(2, 60, 100, 1.0f, 0.5f));
     CHECK(batcher_next(b, 50, &bt));
+    CHECK(bt.samples[0].n_recent == 2 && bt.samples[0].recent[1] == 61); /* presence alone */
     answer(b, &bt, 14);
     serve_req_cancel(d);
     CHECK(!batcher_next(b, 51, &bt));

@@ -1461,6 +1461,8 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
         sm[i].top_p = x->params->top_p > 0 && x->params->top_p < 1 ? x->params->top_p : 1.0f;
         sm[i].min_p = x->params->min_p > 0 ? x->params->min_p : 0;
         sm[i].repeat_penalty = x->params->repeat_penalty;
+        sm[i].frequency_penalty = x->params->frequency_penalty;
+        sm[i].presence_penalty = x->params->presence_penalty;
         sm[i].seed = x->params->seed;
         sm[i].draw = x->draw;
         sm[i].n_recent = (size_t)x->n_recent;

@@ -540,11 +540,11 @@ int main(void) {
     uint8_t rid3 = 3;
     struct coordinator_peer p3 = {&rid3, 1, K3, "10.0.0.3", 0};
     coordinator_on_bad_msg(c, &p3, STATUS_PROTOCOL,
-                           "protocol version mismatch: peer speaks 2, this node speaks 1", &acts);
+                           "protocol version mismatch: peer speaks 1, this node speaks 2", &acts);
     env = sent_to(&acts, 3, 0);
     assert(env->body_case == CARAVAN__ENVELOPE__BODY_ERROR &&
            env->error->code == CARAVAN__ERROR__CODE__CODE_VERSION);
-    assert(strstr(env->error->text, "peer speaks 2, this node speaks 1"));
+    assert(strstr(env->error->text, "peer speaks 1, this node speaks 2"));
     codec_free(&env);
     coordinator_actions_clear(&acts);
 

@@ -1,4 +1,4 @@
-/* sampler: logits -> next token. Order as llama.cpp's common chain: repetition penalty,
+/* sampler: logits -> next token. Order as llama.cpp's common chain: penalties,
  * top-k, top-p, min-p, temperature, then a draw from the softmax. The random number for the
  * n-th draw of a sequence is splitmix64(seed, n): no hidden state, so sampling can resume on
  * another node and produce the same tokens. */
@@ -17,6 +17,7 @@ struct cand {
 struct sampler {
     int64_t n_vocab;
     struct cand *cands; /* (n_vocab) */
+    int32_t *count;     /* (n_vocab) zeros between calls: occurrences in the penalty window */
 };
 
 void sampler_params_default(struct sampler_params *p) {
@@ -25,8 +26,14 @@ void sampler_params_default(struct sampler_params *p) {
     p->top_p = 0.95f;
     p->min_p = 0.05f;
     p->repeat_penalty = 1.0f;
+    p->frequency_penalty = 0.0f;
+    p->presence_penalty = 0.0f;
     p->repeat_last_n = 64;
     p->seed = 0;
+}
+
+bool sampler_params_penalize(const struct sampler_params *p) {
+    return p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
 }
 
 sampler_t *sampler_new(int64_t n_vocab) {
@@ -34,13 +41,15 @@ sampler_t *sampler_new(int64_t n_vocab) {
     if (!s) abort();
     s->n_vocab = n_vocab;
     s->cands = malloc(sizeof(struct cand) * (size_t)n_vocab);
-    if (!s->cands) abort();
+    s->count = calloc((size_t)n_vocab, sizeof(int32_t));
+    if (!s->cands || !s->count) abort();
     return s;
 }
 
 void sampler_free(sampler_t **self_p) {
     if (!self_p || !*self_p) return;
     free((*self_p)->cands);
+    free((*self_p)->count);
     free(*self_p);
     *self_p = NULL;
 }
@@ -103,7 +112,8 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
                        const int32_t *recent, int32_t n_recent, uint64_t draw) {
     const int64_t nv = s->n_vocab;
     if (undrawable(logits, nv)) return -1;
-    if (p->temp <= 0.0f && (p->repeat_penalty == 1.0f || !recent || n_recent <= 0)) {
+    const bool penalize = sampler_params_penalize(p) && recent && n_recent > 0;
+    if (p->temp <= 0.0f && !penalize) {
         int64_t best = 0; /* greedy, nothing to penalise: the first largest logit */
         for (int64_t i = 1; i < nv; i++)
             if (logits[i] > logits[best]) best = i;
@@ -112,18 +122,21 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
     struct cand *c = s->cands;
     for (int64_t i = 0; i < nv; i++) c[i] = (struct cand){(int32_t)i, logits[i]};
 
-    /* repetition penalty over the last repeat_last_n tokens (each id penalised once) */
-    if (p->repeat_penalty != 1.0f && recent && n_recent > 0) {
+    /* penalties over the last repeat_last_n tokens: count each id, then penalise each distinct
+     * id once (at its first occurrence) and clear its count, so count[] is all zeros again */
+    if (penalize) {
         int32_t from =
             p->repeat_last_n > 0 && n_recent > p->repeat_last_n ? n_recent - p->repeat_last_n : 0;
+        for (int32_t i = from; i < n_recent; i++)
+            if (recent[i] >= 0 && recent[i] < nv) s->count[recent[i]]++;
         for (int32_t i = from; i < n_recent; i++) {
             int32_t id = recent[i];
-            if (id < 0 || id >= nv) continue;
-            bool seen = false;
-            for (int32_t j = from; j < i; j++) seen |= recent[j] == id;
-            if (seen) continue;
+            if (id < 0 || id >= nv || s->count[id] == 0) continue;
             float *l = &c[id].logit;
-            *l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
+            if (p->repeat_penalty != 1.0f)
+                *l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
+            *l -= (float)s->count[id] * p->frequency_penalty + p->presence_penalty;
+            s->count[id] = 0;
         }
     }
 

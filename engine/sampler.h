@@ -1,8 +1,10 @@
-/* sampler: picks the next token from logits. Greedy when temp == 0; otherwise repetition
- * penalty, top-k, top-p, min-p and temperature, then a draw.
+/* sampler: picks the next token from logits. Penalties (repetition, frequency, presence) over the
+ * recent tokens; then greedy when temp == 0, otherwise top-k, top-p, min-p and temperature and a
+ * draw.
  * The draw is a pure function of (seed, draw index): a sequence's n-th sample always uses the
  * same random number, so a request resumed elsewhere after fail-over produces the same tokens. */
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 struct sampler_params {
@@ -11,18 +13,27 @@ struct sampler_params {
     float top_p;          /* >= 1: off */
     float min_p;          /* <= 0: off */
     float repeat_penalty; /* 1: off */
-    int32_t repeat_last_n;
+    /* OpenAI's: a recent token's logit -= its count x frequency_penalty + presence_penalty */
+    float frequency_penalty; /* 0: off */
+    float presence_penalty;  /* 0: off */
+    int32_t repeat_last_n;   /* the penalties look at this many recent tokens (0: all given) */
     uint64_t seed;
 };
 
 void sampler_params_default(struct sampler_params *p);
+
+/* Whether any penalty is on: only then do the recent tokens matter. */
+bool sampler_params_penalize(const struct sampler_params *p);
 
 typedef struct sampler sampler_t;
 
 sampler_t *sampler_new(int64_t n_vocab); /* scratch for one vocabulary; aborts on OOM */
 void sampler_free(sampler_t **self_p);
 
-/* recent: the last n_recent tokens of the sequence (prompt and generated), for the penalty.
+/* recent: the last n_recent tokens of the sequence (prompt and generated), for the penalties:
+ * each distinct token among the last repeat_last_n of them, counted c times there, has its logit
+ * l divided (l > 0) or multiplied (else) by repeat_penalty, then c x frequency_penalty +
+ * presence_penalty subtracted (llama.cpp's order and arithmetic).
  * draw: how many tokens this sequence has sampled before this one. Returns the token, or -1 when
  * the logits hold a NaN or +infinity, or no finite value at all (-infinity masks a token): any
  * token drawn from those would be arbitrary, text that only looks like an answer. */

@@ -1,5 +1,6 @@
-/* sampler_test: greedy picks the first maximum; each filter keeps what it should; a seed
- * makes draws repeatable and the n-th draw depends only on (seed, n). */
+/* sampler_test: greedy picks the first maximum; each filter keeps what it should; the penalties
+ * match their definition; a seed makes draws repeatable and the n-th draw depends only on
+ * (seed, n). */
 #undef NDEBUG
 #include <assert.h>
 #include <math.h>
@@ -9,7 +10,98 @@
 
 #include "sampler.h"
 
+/* The penalties by their definition, one vocabulary entry at a time: count the entry in the
+ * window, then divide / multiply and subtract (llama.cpp's order). */
+static void penalize_ref(float *row, int nv, const struct sampler_params *p, const int32_t *recent,
+                         int32_t n_recent) {
+    int32_t from =
+        p->repeat_last_n > 0 && n_recent > p->repeat_last_n ? n_recent - p->repeat_last_n : 0;
+    for (int id = 0; id < nv; id++) {
+        int c = 0;
+        for (int32_t i = from; i < n_recent; i++) c += recent[i] == id;
+        if (c == 0) continue;
+        if (p->repeat_penalty != 1.0f)
+            row[id] = row[id] > 0 ? row[id] / p->repeat_penalty : row[id] * p->repeat_penalty;
+        row[id] -= (float)c * p->frequency_penalty + p->presence_penalty;
+    }
+}
+
+/* Random logits and windows (ids repeating, some out of range, some in the window and some
+ * not): greedy after the penalties is the reference's first maximum, and a draw at a
+ * temperature equals a draw from the reference-penalised row with the penalties off. */
+static void check_penalties(void) {
+    enum { NV = 300, W = 200 };
+    sampler_t *s = sampler_new(NV);
+    float row[NV], ref[NV];
+    int32_t recent[W];
+    uint64_t x = 7;
+    int changed = 0;
+    for (int round = 0; round < 400; round++) {
+        for (int i = 0; i < NV; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            row[i] = (float)((x >> 40) % 2000) / 200.0f - 5.0f;
+        }
+        int32_t n_recent = (int32_t)(x >> 20) % W;
+        for (int32_t i = 0; i < n_recent; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            recent[i] = (int32_t)((x >> 33) % 40) - 2; /* -2..37: repeats, and a few invalid ids */
+        }
+        struct sampler_params p;
+        sampler_params_default(&p);
+        const float reps[3] = {1.0f, 1.3f, 0.8f}, fps[3] = {0.0f, 0.7f, -1.5f},
+                    pps[3] = {0.0f, 2.0f, -0.4f};
+        p.repeat_penalty = reps[round % 3];
+        p.frequency_penalty = fps[(round / 3) % 3];
+        p.presence_penalty = pps[(round / 9) % 3];
+        p.repeat_last_n = (int32_t)((x >> 50) % 80); /* 0: the whole window given */
+        p.seed = (uint64_t)round;
+        memcpy(ref, row, sizeof row);
+        if (n_recent > 0) recent[0] = NV + 3; /* out of the vocabulary: ignored, as -2 and -1 */
+        penalize_ref(ref, NV, &p, recent, n_recent);
+        int best = 0, raw_best = 0;
+        for (int i = 1; i < NV; i++) {
+            if (ref[i] > ref[best]) best = i;
+            if (row[i] > row[raw_best]) raw_best = i;
+        }
+        changed += best != raw_best;
+        p.temp = 0;
+        assert(sampler_sample(s, &p, row, recent, n_recent, 0) == best);
+        struct sampler_params off = p;
+        off.repeat_penalty = 1.0f;
+        off.frequency_penalty = off.presence_penalty = 0.0f;
+        assert(!sampler_params_penalize(&off));
+        assert(sampler_params_penalize(&p) ==
+               (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f ||
+                p.presence_penalty != 0.0f));
+        p.temp = off.temp = 1.5f;
+        for (uint64_t d = 0; d < 4; d++)
+            assert(sampler_sample(s, &p, row, recent, n_recent, d) ==
+                   sampler_sample(s, &off, ref, NULL, 0, d));
+    }
+    assert(changed > 20); /* the penalties did move the choice, often */
+
+    /* presence pushes every recent token down by the same amount, once; frequency by count */
+    float flat[NV];
+    for (int i = 0; i < NV; i++) flat[i] = 0.0f;
+    flat[5] = 3.0f, flat[6] = 2.5f, flat[7] = 2.0f;
+    struct sampler_params p;
+    sampler_params_default(&p);
+    p.temp = 0;
+    int32_t five_twice[] = {5, 5};
+    p.presence_penalty = 0.6f; /* 5 -> 2.4 < 2.5 */
+    assert(sampler_sample(s, &p, flat, five_twice, 2, 0) == 6);
+    p.presence_penalty = 0.4f; /* 5 -> 2.6 */
+    assert(sampler_sample(s, &p, flat, five_twice, 2, 0) == 5);
+    p.frequency_penalty = 0.1f; /* 5 -> 3 - 0.2 - 0.4 = 2.4 */
+    assert(sampler_sample(s, &p, flat, five_twice, 2, 0) == 6);
+    p.presence_penalty = p.frequency_penalty = -1.0f; /* a negative penalty lifts: 7 -> 4 */
+    int32_t seven[] = {7, 7};
+    assert(sampler_sample(s, &p, flat, seven, 2, 0) == 7);
+    sampler_free(&s);
+}
+
 int main(void) {
+    check_penalties();
     enum { NV = 100 };
     float logits[NV];
     for (int i = 0; i < NV; i++) logits[i] = (float)(i % 10);

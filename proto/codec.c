@@ -605,6 +605,8 @@ static enum status check_sampling(const struct vctx *v, const Caravan__Sampling 
     VCHECK(check_float(v, "sampling.top_p", s->top_p, 0, 1));
     VCHECK(check_float(v, "sampling.min_p", s->min_p, 0, 1));
     VCHECK(check_float(v, "sampling.repeat_penalty", s->repeat_penalty, 0, 1e6f));
+    VCHECK(check_float(v, "sampling.frequency_penalty", s->frequency_penalty, -2, 2));
+    VCHECK(check_float(v, "sampling.presence_penalty", s->presence_penalty, -2, 2));
     if (s->top_k < 0) return VFAIL(v, STATUS_FORMAT, "sampling.top_k: %d", (int)s->top_k);
     if (s->top_logprobs > CODEC_MAX_TOP_LOGPROBS)
         return VFAIL(v, STATUS_FORMAT, "sampling.top_logprobs: %u (at most %d)",

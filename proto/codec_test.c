@@ -327,6 +327,8 @@ static void fixture_build(struct fixture *fx, enum fx_kind k) {
         fx->sampling.top_p = 0.95f;
         fx->sampling.min_p = 0.05f;
         fx->sampling.repeat_penalty = 1.1f;
+        fx->sampling.frequency_penalty = 0.5f;
+        fx->sampling.presence_penalty = -0.25f;
         fx->sampling.seed = 42;
         fx->sampling.return_logits = 1;
         fx->bias_tok[0] = 7;
@@ -651,29 +653,29 @@ static void test_oversized(void) {
     free(fx);
 }
 
-static void mut_version2(struct fixture *fx) {
-    fx->env.version = 2;
+static void mut_version1(struct fixture *fx) {
+    fx->env.version = 1; /* before Sampling's logit_bias and penalties */
 }
 
 static void test_version(void) {
-    expect_refused("version 2", FX_HEARTBEAT, mut_version2, NULL, STATUS_PROTOCOL,
-                   "protocol version mismatch: peer speaks 2, this node speaks 1");
+    expect_refused("version 1", FX_HEARTBEAT, mut_version1, NULL, STATUS_PROTOCOL,
+                   "protocol version mismatch: peer speaks 1, this node speaks 2");
     /* A newer peer's message that this schema cannot parse still gets the version answer. */
     struct wbuf w = {.n = 0};
     w_tag(&w, 1, 0);
-    w_varint(&w, 2);
+    w_varint(&w, 3);
     w_tag(&w, 40, 3); /* a group: not parseable here */
     w.b[w.n++] = 0xff;
     char err[CODEC_ERR_LEN];
     CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_PROTOCOL);
-    CHECK(strcmp(err, "protocol version mismatch: peer speaks 2, this node speaks 1") == 0);
+    CHECK(strcmp(err, "protocol version mismatch: peer speaks 3, this node speaks 2") == 0);
     /* No version at all is malformed, not a mismatch. */
     w.n = 0;
     w_tag(&w, 2, 0);
     w_varint(&w, 5);
     CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
     CHECK(decode_status(NULL, 0, NULL, err, sizeof(err)) == STATUS_FORMAT);
-    /* 2^32 + 1 is not version 1 (protobuf-c alone would truncate it to 1) */
+    /* 2^32 + 2 is not version 2 (protobuf-c alone would truncate it to 2) */
     w.n = 0;
     w_tag(&w, 1, 0);
     w_varint(&w, ((uint64_t)1 << 32) + CARAVAN_PROTOCOL_VERSION);
@@ -838,6 +840,12 @@ static void mut_res_top_alone(struct fixture *fx) {
 static void mut_top_logprobs(struct fixture *fx) {
     fx->sampling.top_logprobs = 21;
 }
+static void mut_freq_penalty(struct fixture *fx) {
+    fx->sampling.frequency_penalty = 2.5f;
+}
+static void mut_presence_nan(struct fixture *fx) {
+    fx->sampling.presence_penalty = 0.0f / 0.0f;
+}
 static void mut_bias_count(struct fixture *fx) {
     fx->sampling.n_bias = 1;
 }
@@ -989,6 +997,10 @@ static const struct bad_case bad_cases[] = {
     {"positive top logprob", FX_RESULT_TOKENS, mut_res_top_lp_pos, STATUS_FORMAT, "top_"},
     {"top without tokens", FX_RESULT_TOKENS, mut_res_top_alone, STATUS_FORMAT, "without tokens"},
     {"top_logprobs > 20", FX_FORWARD_TOKENS, mut_top_logprobs, STATUS_FORMAT, "top_logprobs"},
+    {"frequency_penalty > 2", FX_FORWARD_TOKENS, mut_freq_penalty, STATUS_FORMAT,
+     "frequency_penalty"},
+    {"presence_penalty NaN", FX_FORWARD_TOKENS, mut_presence_nan, STATUS_FORMAT,
+     "presence_penalty"},
     {"bias counts differ", FX_FORWARD_TOKENS, mut_bias_count, STATUS_FORMAT, "sampling.bias"},
     {"bias NaN", FX_FORWARD_TOKENS, mut_bias_nan, STATUS_FORMAT, "sampling.bias[1]"},
     {"bad UTF-8", FX_JOIN, mut_bad_utf8, STATUS_FORMAT, "UTF-8"},
@@ -1125,7 +1137,7 @@ static void test_wire(void) {
     /* a singular field twice */
     w.n = 0;
     w_tag(&w, 1, 0);
-    w_varint(&w, 1);
+    w_varint(&w, CARAVAN_PROTOCOL_VERSION);
     w_tag(&w, 2, 0);
     w_varint(&w, 5);
     w_tag(&w, 2, 0);
@@ -1137,7 +1149,7 @@ static void test_wire(void) {
     /* two bodies of the oneof */
     w.n = 0;
     w_tag(&w, 1, 0);
-    w_varint(&w, 1);
+    w_varint(&w, CARAVAN_PROTOCOL_VERSION);
     w_bytes(&w, CARAVAN__ENVELOPE__BODY_HEARTBEAT, hb, sizeof(hb));
     w_bytes(&w, CARAVAN__ENVELOPE__BODY_DRAIN, "", 0);
     CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
@@ -1146,7 +1158,7 @@ static void test_wire(void) {
     /* the same body twice (protobuf-c would merge) */
     w.n = 0;
     w_tag(&w, 1, 0);
-    w_varint(&w, 1);
+    w_varint(&w, CARAVAN_PROTOCOL_VERSION);
     w_bytes(&w, CARAVAN__ENVELOPE__BODY_HEARTBEAT, hb, sizeof(hb));
     w_bytes(&w, CARAVAN__ENVELOPE__BODY_HEARTBEAT, hb, sizeof(hb));
     CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
@@ -1154,7 +1166,7 @@ static void test_wire(void) {
     /* a valid minimal heartbeat, then with unknown fields (tolerated up to a bound) */
     w.n = 0;
     w_tag(&w, 1, 0);
-    w_varint(&w, 1);
+    w_varint(&w, CARAVAN_PROTOCOL_VERSION);
     w_bytes(&w, CARAVAN__ENVELOPE__BODY_HEARTBEAT, hb, sizeof(hb));
     CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_OK);
     w_tag(&w, 100, 0);
@@ -1170,7 +1182,7 @@ static void test_wire(void) {
     /* wrong wire type for a known field (version as LEN) */
     w.n = 0;
     w_tag(&w, 1, 0);
-    w_varint(&w, 1);
+    w_varint(&w, CARAVAN_PROTOCOL_VERSION);
     w_tag(&w, 3, 2);
     w_varint(&w, 0);
     w_bytes(&w, CARAVAN__ENVELOPE__BODY_HEARTBEAT, hb, sizeof(hb));
@@ -1184,19 +1196,19 @@ static void test_wire(void) {
         w_bytes(&body, 7, "\0\0\x80\xbf\0", 5);
         w.n = 0;
         w_tag(&w, 1, 0);
-        w_varint(&w, 1);
+        w_varint(&w, CARAVAN_PROTOCOL_VERSION);
         w_bytes(&w, CARAVAN__ENVELOPE__BODY_RESULT, body.b, body.n);
         CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
         CHECK(strstr(err, "multiple of 4") != NULL);
     }
     /* a length running past the end; a varint of 11 bytes; a field number 0; a group */
-    uint8_t past[] = {0x08, 0x01, 0xc2, 0x01, 0x05, 0x08};
+    uint8_t past[] = {0x08, CARAVAN_PROTOCOL_VERSION, 0xc2, 0x01, 0x05, 0x08};
     CHECK(decode_status(past, sizeof(past), NULL, err, sizeof(err)) == STATUS_FORMAT);
     uint8_t longv[] = {0x08, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
     CHECK(decode_status(longv, sizeof(longv), NULL, err, sizeof(err)) == STATUS_FORMAT);
-    uint8_t field0[] = {0x08, 0x01, 0x00, 0x01};
+    uint8_t field0[] = {0x08, CARAVAN_PROTOCOL_VERSION, 0x00, 0x01};
     CHECK(decode_status(field0, sizeof(field0), NULL, err, sizeof(err)) == STATUS_FORMAT);
-    uint8_t group[] = {0x08, 0x01, 0x0b, 0x0c};
+    uint8_t group[] = {0x08, CARAVAN_PROTOCOL_VERSION, 0x0b, 0x0c};
     CHECK(decode_status(group, sizeof(group), NULL, err, sizeof(err)) == STATUS_FORMAT);
     /* an empty packed field (protobuf-c 1.4.1 computes NULL + 0 for it, which is UB) */
     {
@@ -1204,7 +1216,7 @@ static void test_wire(void) {
         w_bytes(&body, 7, "", 0);
         w.n = 0;
         w_tag(&w, 1, 0);
-        w_varint(&w, 1);
+        w_varint(&w, CARAVAN_PROTOCOL_VERSION);
         w_bytes(&w, CARAVAN__ENVELOPE__BODY_FORWARD, body.b, body.n);
         CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
         CHECK(strstr(err, "empty packed") != NULL);
@@ -1215,7 +1227,7 @@ static void test_wire(void) {
         w_bytes(&body, 7, "\x01\x82", 2);
         w.n = 0;
         w_tag(&w, 1, 0);
-        w_varint(&w, 1);
+        w_varint(&w, CARAVAN_PROTOCOL_VERSION);
         w_bytes(&w, CARAVAN__ENVELOPE__BODY_FORWARD, body.b, body.n);
         CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_FORMAT);
     }

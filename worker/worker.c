@@ -828,6 +828,8 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         p.top_p = sm->top_p > 0 && sm->top_p < 1 ? sm->top_p : 1.0f;
         p.min_p = sm->min_p;
         p.repeat_penalty = sm->repeat_penalty > 0 ? sm->repeat_penalty : 1.0f;
+        p.frequency_penalty = sm->frequency_penalty;
+        p.presence_penalty = sm->presence_penalty;
         p.repeat_last_n = (int32_t)sm->n_recent;
         p.seed = sm->seed;
         const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;

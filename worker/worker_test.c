@@ -877,9 +877,9 @@ int main(void) {
 
     /* A version refusal from the coordinator ends the worker with status 1. */
     worker_on_bad_msg(w, WORKER_FROM_CONTROL, "test", STATUS_PROTOCOL,
-                      "protocol version mismatch: peer speaks 2, this node speaks 1", &acts);
+                      "protocol version mismatch: peer speaks 1, this node speaks 2", &acts);
     assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_EXIT && acts.a[0].exit_code == 1);
-    assert(strstr(acts.a[0].text, "peer speaks 2, this node speaks 1"));
+    assert(strstr(acts.a[0].text, "peer speaks 1, this node speaks 2"));
     worker_actions_clear(&acts);
     /* ... but garbage on the activation socket is only dropped. */
     worker_on_bad_msg(w, WORKER_FROM_UPSTREAM, "test", STATUS_FORMAT, "bad", &acts);

@@ -111,8 +111,11 @@ exact_stories)
         # with more, only those that win the race (see ahead_seen)
         check_ahead "$w"
         same_text "$STORIES" "$w" "--shared-file" -- --temp 0.9 --seed 42 --top-k 20 \
-            --top-p 0.9 --min-p 0.02 --repeat-penalty 1.15 -n 64
+            --top-p 0.9 --min-p 0.02 --repeat-penalty 1.15 --frequency-penalty 0.4 \
+            --presence-penalty 0.3 -n 64
     done
+    # greedy with OpenAI's penalties alone (the sampler's slow path at temperature 0)
+    same_text "$STORIES" 2 "--shared-file" -- --temp 0 --frequency-penalty 1.5 --presence-penalty 1 -n 48
     for w in 1 2; do # without computing ahead: the same text, and nothing computed ahead
         same_text "$STORIES" "$w" "--shared-file --ahead off" -- --temp 0.9 --seed 42 -n 64
         [ "$(ahead_seen "$w")" = 0 ] ||
@@ -155,6 +158,7 @@ api_split)
     plain='{"prompt":"Once upon a time","max_tokens":40,"temperature":0}'
     force='{"prompt":"Once upon a time","max_tokens":6,"temperature":0,"logit_bias":{"'$comma'":100}}'
     ban='{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"logit_bias":{"'$comma'":-100}}'
+    pen='{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"frequency_penalty":1.5,"presence_penalty":1}'
     chat='{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":40,"temperature":0,"logprobs":true,"top_logprobs":5}'
     cmpl='{"prompt":"Once upon a time","max_tokens":40,"temperature":0.9,"seed":11,"logprobs":3}'
     for w in 1 2 3; do
@@ -169,7 +173,8 @@ api_split)
             curl -fsS -m 60 "$url/v1/completions" -d "$cmpl" | sed 's/.*"choices"://' >"$WORK/cmpl$w.json" &&
             curl -fsS -m 60 "$url/v1/completions" -d "$plain" | sed 's/.*"choices"://' >"$WORK/plain$w.json" &&
             curl -fsS -m 60 "$url/v1/completions" -d "$force" | sed 's/.*"choices"://' >"$WORK/force$w.json" &&
-            curl -fsS -m 60 "$url/v1/completions" -d "$ban" | sed 's/.*"choices"://' >"$WORK/ban$w.json" ||
+            curl -fsS -m 60 "$url/v1/completions" -d "$ban" | sed 's/.*"choices"://' >"$WORK/ban$w.json" &&
+            curl -fsS -m 60 "$url/v1/completions" -d "$pen" | sed 's/.*"choices"://' >"$WORK/pen$w.json" ||
             { kill "$launcher"; fail "$w workers: a request failed"; }
         kill -INT "$launcher"
         wait "$launcher" || fail "$w workers: the launcher exited with $?"
@@ -186,11 +191,21 @@ api_split)
         grep -q '"text":"[^"]*,' "$WORK/plain$w.json" || fail "the plain answer has no ',' to ban: $(head -c 200 "$WORK/plain$w.json")"
         grep -q '"text":",,,,,,"' "$WORK/force$w.json" || fail "logit_bias +100: $(head -c 200 "$WORK/force$w.json")"
         ! grep -q '"text":"[^"]*,' "$WORK/ban$w.json" || fail "logit_bias -100: $(head -c 200 "$WORK/ban$w.json")"
-        for f in chat cmpl force ban; do
+        # the penalties change the greedy answer, and it is the one `caravan run` gives
+        ! cmp -s "$WORK/plain$w.json" "$WORK/pen$w.json" || fail "frequency/presence_penalty changed nothing"
+        if [ "$w" -eq 1 ]; then
+            timeout 60 "$CARAVAN" run --model "$STORIES" --threads 1 --prompt "Once upon a time" \
+                --temp 0 --frequency-penalty 1.5 --presence-penalty 1 -n 40 >"$WORK/pen_run.txt" 2>/dev/null ||
+                fail "caravan run with penalties failed"
+            want=$(sed 's/\\/\\\\/g; s/"/\\"/g' "$WORK/pen_run.txt" | awk 'NR > 1 { printf "\\n" } { printf "%s", $0 }')
+            grep -qF "\"text\":\"$want\"" "$WORK/pen1.json" ||
+                fail "penalties: the API answered $(head -c 300 "$WORK/pen1.json"), caravan run '$want'"
+        fi
+        for f in chat cmpl force ban pen; do
             [ "$w" -eq 1 ] || cmp -s "$WORK/${f}1.json" "$WORK/$f$w.json" ||
                 fail "$f: $w workers answered $(head -c 300 "$WORK/$f$w.json"), 1 worker $(head -c 300 "$WORK/${f}1.json")"
         done
-        note "$w workers: $n_entries chat entries, the same log-probabilities and logit_bias answers as 1 worker"
+        note "$w workers: $n_entries chat entries, the same log-probabilities, logit_bias and penalty answers as 1 worker"
     done
     ;;
 f16_wire)
