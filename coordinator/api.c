@@ -209,6 +209,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, const struct api_err
 
 struct gen {
     bool chat, stream, include_usage;
+    bool echo; /* completions: the prompt's text (and log-probabilities) before the answer */
     struct serve_req_params params; /* what every prompt shares (params.prompt unused) */
     int n_prompts;                  /* 1 .. API_MAX_PROMPTS (chat: 1) */
     int n_choices;                  /* 'n': choices a prompt, n_prompts * n_choices requests */
@@ -535,7 +536,8 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
     const char *mt = g->chat && cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens")
                          ? "max_completion_tokens"
                          : "max_tokens";
-    if (!get_num(root, mt, 1, 1e9, true, &v, &have, e)) return false;
+    /* echo: 0 asks for the prompt alone (its log-probabilities: a model's score of a text) */
+    if (!get_num(root, mt, g->echo ? 0 : 1, 1e9, true, &v, &have, e)) return false;
     if (have) max = (int32_t)v;
     for (int i = 0; i < g->n_prompts; i++) {
         int32_t room = api->cfg.n_ctx - g->n_prompt[i]; /* >= 1: checked when tokenizing */
@@ -591,14 +593,12 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
     return true;
 }
 
-/* What is asked for but not done is an error, checked before the prompt is tokenized: 'echo'
- * (the prompt's own log-probabilities would need every prompt position's logits), rather than
- * a silent answer without it. */
-static bool parse_unsupported(const cJSON *root, struct api_err *e) {
-    bool echo = false;
-    if (!get_bool(root, "echo", &echo, e)) return false;
-    if (echo) {
-        set_err(e, 400, "echo", "unsupported_value", "'echo' is not supported");
+/* 'echo' (completions only), and what is asked for but not done: an error, checked before the
+ * prompt is tokenized, rather than a silent answer without it. */
+static bool parse_unsupported(const cJSON *root, struct gen *g, struct api_err *e) {
+    if (!get_bool(root, "echo", &g->echo, e)) return false;
+    if (g->echo && g->chat) {
+        set_err(e, 400, "echo", "unsupported_value", "'echo' is for /v1/completions");
         return false;
     }
     /* Fields that, honoured, would change what comes back: refused when they ask for
@@ -658,6 +658,14 @@ struct textgen {
     size_t len, cap;
     size_t sent;         /* bytes already given to the client */
     size_t n_completion; /* tokens consumed */
+    /* echo: the prompt's text and tokens (their log-probabilities once scored), put before the
+     * answer's; the answer's text offsets count from the start of echo_text */
+    bool echo_ready, echo_sent;
+    char *echo_text;
+    size_t echo_len;
+    struct tg_tok *echo_toks;
+    bool *echo_scored; /* [n_echo]: a log-probability (not the first token, and scored) */
+    size_t n_echo;
     bool done;
     bool stopped;             /* a stop string matched */
     bool finish_sent;         /* streaming: its last chunk (or the error) is out */
@@ -676,6 +684,60 @@ static void tg_free(struct textgen *tg) {
     tokenizer_decoder_free(&tg->dec);
     free(tg->text);
     free(tg->toks);
+    free(tg->echo_text);
+    free(tg->echo_toks);
+    free(tg->echo_scored);
+}
+
+/* echo: the prompt of r decoded (where each token's bytes went) with the log-probabilities
+ * the loop scored; once the prompt is scored, i.e. at the first token or the end. */
+static void tg_take_echo(struct textgen *tg, const api_t *api, serve_req_t *r) {
+    if (!tg->g->echo || tg->echo_ready) return;
+    tg->echo_ready = true;
+    const struct serve_req_params *p = serve_req_params(r);
+    size_t n = (size_t)p->n_prompt;
+    tg->n_echo = n;
+    tg->echo_toks = xmalloc((n + 1) * sizeof *tg->echo_toks);
+    tg->echo_scored = xmalloc((n + 1) * sizeof *tg->echo_scored);
+    tokenizer_decoder_t *dec = tokenizer_decoder_new(api->cfg.tokenizer, false);
+    size_t cap = 64, len = 0;
+    char *text = xmalloc(cap);
+    for (size_t i = 0; i <= n; i++) {
+        const char *b;
+        size_t nb = i < n ? tokenizer_decoder_feed(dec, p->prompt[i], &b)
+                          : tokenizer_decoder_flush(dec, &b);
+        if (len + nb + 1 > cap) {
+            cap = (len + nb + 1) * 2;
+            char *t = realloc(text, cap);
+            if (!t) abort();
+            text = t;
+        }
+        memcpy(text + len, b, nb);
+        if (i < n) {
+            struct tg_tok *t = &tg->echo_toks[i];
+            t->id = p->prompt[i];
+            t->start = len;
+            t->top.n = 0;
+            tg->echo_scored[i] = serve_req_prompt_logprob(r, (int32_t)i, &t->logprob, &t->top);
+        }
+        len += nb;
+        if (i < n) tg->echo_toks[i].end = len;
+    }
+    tokenizer_decoder_free(&dec);
+    text[len] = 0;
+    tg->echo_text = text;
+    tg->echo_len = len;
+}
+
+/* text[0..n) as a JSON string, after the echoed prompt's text when that is ready and not sent. */
+static cJSON *echo_json_text(const struct textgen *tg, const char *text, size_t n) {
+    if (!tg->echo_ready || tg->echo_sent) return json_text(text, n);
+    char *both = xmalloc(tg->echo_len + n + 1);
+    memcpy(both, tg->echo_text, tg->echo_len);
+    if (n) memcpy(both + tg->echo_len, text, n);
+    cJSON *j = json_text(both, tg->echo_len + n);
+    free(both);
+    return j;
 }
 
 static void tg_append(struct textgen *tg, const char *b, size_t n) {
@@ -866,7 +928,7 @@ unsigned api_parse_request(const struct api_config *cfg, const char *body, size_
     unsigned status = 0;
     if (!root)
         status = e.status;
-    else if (!parse_unsupported(root, &e) || !parse_logprobs(root, &g, &e) ||
+    else if (!parse_unsupported(root, &g, &e) || !parse_logprobs(root, &g, &e) ||
              !parse_bias(&api, root, &g, &e) ||
              !(chat ? parse_messages(&api, root, &g, &e) : parse_prompt(&api, root, &g, &e)) ||
              !parse_options(&api, root, &g, &e))
@@ -951,9 +1013,39 @@ static void add_token(const api_t *api, cJSON *o, int32_t id, float lp) {
         cJSON_AddItemToArray(bytes, cJSON_CreateNumber((double)(unsigned char)b[i]));
 }
 
+/* One completions entry: the token's text, its log-probability and most likely tokens (null
+ * when it has none: an echoed prompt's first token), its offset. */
+static void add_cmpl_entry(const api_t *api, cJSON *tokens, cJSON *lps, cJSON *tops, cJSON *offsets,
+                           const struct tg_tok *t, bool has_lp, size_t offset) {
+    size_t n = 0;
+    const char *b = tokenizer_token_piece(api->cfg.tokenizer, t->id, &n);
+    cJSON_AddItemToArray(tokens, json_text(b ? b : "", b ? n : 0));
+    cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)offset));
+    if (!has_lp) {
+        cJSON_AddItemToArray(lps, cJSON_CreateNull());
+        cJSON_AddItemToArray(tops, cJSON_CreateNull());
+        return;
+    }
+    cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp_value(t->logprob)));
+    /* the most likely and the sampled token, by text (the first of equal texts counts) */
+    cJSON *top = cJSON_CreateObject();
+    for (int32_t j = 0; j <= t->top.n; j++) {
+        const int32_t id = j < t->top.n ? t->top.id[j] : t->id;
+        const float lp = j < t->top.n ? t->top.logprob[j] : t->logprob;
+        b = tokenizer_token_piece(api->cfg.tokenizer, id, &n);
+        char *key = utf8_clean(b ? b : "", b ? n : 0);
+        if (!cJSON_GetObjectItemCaseSensitive(top, key))
+            cJSON_AddNumberToObject(top, key, lp_value(lp));
+        free(key);
+    }
+    cJSON_AddItemToArray(tops, top);
+}
+
 /* The "logprobs" of a choice for tokens [from, to) of tg: chat's {"content": [...]}, or the
- * completions' {"tokens", "token_logprobs", "top_logprobs", "text_offset"}. */
-static cJSON *logprobs_json(const api_t *api, const struct textgen *tg, size_t from, size_t to) {
+ * completions' {"tokens", "token_logprobs", "top_logprobs", "text_offset"} (with_echo: the
+ * echoed prompt's entries first). */
+static cJSON *logprobs_json(const api_t *api, const struct textgen *tg, size_t from, size_t to,
+                            bool with_echo) {
     cJSON *o = cJSON_CreateObject();
     if (tg->g->chat) {
         cJSON *content = cJSON_AddArrayToObject(o, "content");
@@ -976,34 +1068,22 @@ static cJSON *logprobs_json(const api_t *api, const struct textgen *tg, size_t f
     cJSON *lps = cJSON_AddArrayToObject(o, "token_logprobs");
     cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
     cJSON *offsets = cJSON_AddArrayToObject(o, "text_offset");
-    for (size_t i = from; i < to; i++) {
-        const struct tg_tok *t = &tg->toks[i];
-        size_t n = 0;
-        const char *b = tokenizer_token_piece(api->cfg.tokenizer, t->id, &n);
-        cJSON_AddItemToArray(tokens, json_text(b ? b : "", b ? n : 0));
-        cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp_value(t->logprob)));
-        /* the most likely and the sampled token, by text (the first of equal texts counts) */
-        cJSON *top = cJSON_CreateObject();
-        for (int32_t j = 0; j <= t->top.n; j++) {
-            const int32_t id = j < t->top.n ? t->top.id[j] : t->id;
-            const float lp = j < t->top.n ? t->top.logprob[j] : t->logprob;
-            b = tokenizer_token_piece(api->cfg.tokenizer, id, &n);
-            char *key = utf8_clean(b ? b : "", b ? n : 0);
-            if (!cJSON_GetObjectItemCaseSensitive(top, key))
-                cJSON_AddNumberToObject(top, key, lp_value(lp));
-            free(key);
-        }
-        cJSON_AddItemToArray(tops, top);
-        cJSON_AddItemToArray(offsets, cJSON_CreateNumber((double)t->start));
-    }
+    for (size_t i = 0; with_echo && i < tg->n_echo; i++)
+        add_cmpl_entry(api, tokens, lps, tops, offsets, &tg->echo_toks[i], tg->echo_scored[i],
+                       tg->echo_toks[i].start);
+    for (size_t i = from; i < to; i++)
+        add_cmpl_entry(api, tokens, lps, tops, offsets, &tg->toks[i], true,
+                       tg->echo_len + tg->toks[i].start);
     return o;
 }
 
-/* A choice's "logprobs": tokens [tg->lp_sent, to) when asked for and there are any, else null;
- * marks them given. */
-static void add_logprobs(const api_t *api, cJSON *choice, struct textgen *tg, size_t to) {
-    if (tg->g->params.logprobs && to > tg->lp_sent)
-        cJSON_AddItemToObject(choice, "logprobs", logprobs_json(api, tg, tg->lp_sent, to));
+/* A choice's "logprobs": tokens [tg->lp_sent, to) when asked for and there are any (after the
+ * echoed prompt's when with_echo), else null; marks them given. */
+static void add_logprobs(const api_t *api, cJSON *choice, struct textgen *tg, size_t to,
+                         bool with_echo) {
+    if (tg->g->params.logprobs && (to > tg->lp_sent || (with_echo && tg->n_echo)))
+        cJSON_AddItemToObject(choice, "logprobs",
+                              logprobs_json(api, tg, tg->lp_sent, to, with_echo));
     else
         cJSON_AddNullToObject(choice, "logprobs");
     if (to > tg->lp_sent) tg->lp_sent = to;
@@ -1138,9 +1218,12 @@ static void stream_chunk(struct stream *st, int i, const char *text, size_t n, b
         if (role) cJSON_AddStringToObject(d, "role", "assistant");
         if (role || n || !finish) cJSON_AddItemToObject(d, "content", json_text(text, n));
     } else {
-        cJSON_AddItemToObject(c, "text", json_text(text, n));
+        /* the echoed prompt leads the first chunk */
+        cJSON_AddItemToObject(c, "text", echo_json_text(&st->q.tg[i], text, n));
     }
-    add_logprobs(st->api, c, &st->q.tg[i], lp_to);
+    struct textgen *tg = &st->q.tg[i];
+    add_logprobs(st->api, c, tg, lp_to, tg->echo_ready && !tg->echo_sent);
+    if (tg->echo_ready) tg->echo_sent = true;
     if (finish)
         cJSON_AddStringToObject(c, "finish_reason", finish);
     else
@@ -1152,6 +1235,7 @@ static void stream_chunk(struct stream *st, int i, const char *text, size_t n, b
 static void stream_emit(struct stream *st, int i) {
     struct textgen *tg = &st->q.tg[i];
     if (tg->finish_sent) return;
+    if (tg->n_completion > 0 || tg->done) tg_take_echo(tg, st->api, st->q.r[i]);
     size_t fin = tg_final(tg);
     const size_t lp_to = tg_lp_ready(tg, fin);
     if (tg->done) {
@@ -1164,7 +1248,7 @@ static void stream_emit(struct stream *st, int i) {
         }
         tg->sent = fin;
         tg->finish_sent = true;
-    } else if (fin > tg->sent || lp_to > tg->lp_sent) {
+    } else if (fin > tg->sent || lp_to > tg->lp_sent || (tg->echo_ready && !tg->echo_sent)) {
         stream_chunk(st, i, tg->text + tg->sent, fin - tg->sent, false, NULL, lp_to);
         tg->sent = fin;
     }
@@ -1244,9 +1328,10 @@ static enum MHD_Result answer_plain(api_t *api, struct MHD_Connection *c, struct
             cJSON_AddStringToObject(m, "role", "assistant");
             cJSON_AddItemToObject(m, "content", json_text(tg->text, tg->len));
         } else {
-            cJSON_AddItemToObject(ch, "text", json_text(tg->text, tg->len));
+            tg_take_echo(tg, api, q->r[i]);
+            cJSON_AddItemToObject(ch, "text", echo_json_text(tg, tg->text, tg->len));
         }
-        add_logprobs(api, ch, tg, tg_lp_ready(tg, tg->len));
+        add_logprobs(api, ch, tg, tg_lp_ready(tg, tg->len), tg->echo_ready);
         cJSON_AddStringToObject(ch, "finish_reason", finish_reason(tg));
     }
     cJSON_AddItemToObject(root, "usage", reqs_usage(q, g));
@@ -1259,7 +1344,7 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
     struct gen g = {.chat = chat};
     cJSON *root = parse_body(cn->body, cn->len, &e);
     if (!root) goto fail;
-    if (!parse_unsupported(root, &e) || !parse_logprobs(root, &g, &e) ||
+    if (!parse_unsupported(root, &g, &e) || !parse_logprobs(root, &g, &e) ||
         !parse_bias(api, root, &g, &e))
         goto fail;
     if (!(chat ? parse_messages(api, root, &g, &e) : parse_prompt(api, root, &g, &e))) goto fail;
@@ -1282,6 +1367,9 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
         memcpy(p.prompt, g.prompt[i], sizeof *p.prompt * (size_t)g.n_prompt[i]);
         p.n_prompt = g.n_prompt[i];
         p.max_tokens = g.max_tokens[i];
+        /* echo scores the prompt when its log-probabilities are asked for, or when there is
+         * nothing else to compute */
+        p.prompt_logprobs = g.echo && (g.params.logprobs || p.max_tokens == 0);
         p.sampling.seed += (uint64_t)(k % g.n_choices);
         if (g.n_bias) {
             p.n_bias = g.n_bias;

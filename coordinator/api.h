@@ -16,7 +16,9 @@
  * or up to 16 strings; matched in the decoded text, which ends before the match), n (choices a
  * prompt, the j-th sampled with seed + j; prompts x n <= 16), ignore_eos,
  * stream_options.include_usage, logprobs (chat: true + top_logprobs 0..20; completions: the count
- * 0..20), logit_bias (up to 300 token ids, -100..100; -100 bans). Sampling defaults are llama.cpp's
+ * 0..20), logit_bias (up to 300 token ids, -100..100; -100 bans), echo (completions: the prompt's
+ * text and, with logprobs, its tokens' scores lead the choice; max_tokens 0 then scores the
+ * prompt alone). Sampling defaults are llama.cpp's
  * (sampler_params_default). Prompts are tokenized like llama.cpp's server: completions with
  * add_special and without parse_special; chat (rendered in the model's chat format) with both.
  *

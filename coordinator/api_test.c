@@ -391,6 +391,75 @@ static cJSON *lp_entries(struct resp *r, bool chat, bool stream, int *n_chunks) 
     return all;
 }
 
+/* echo: the prompt's text and tokens lead the answer (text, and with logprobs its entries: the
+ * first without a log-probability, token k with the fake's -k / 16, offsets over prompt and
+ * answer), max_tokens 0 gives the prompt alone, and streamed = plain. */
+static void test_echo(int p) {
+    const char *prompt = "Once upon a time";
+    const size_t plen = strlen(prompt);
+    int32_t ids[64];
+    const int64_t n_prompt = tokenizer_encode(tok, prompt, plen, true, false, ids, 64);
+    const char *body = "{\"prompt\":\"Once upon a time\",\"echo\":true,\"logprobs\":1,"
+                       "\"max_tokens\":%d%s}";
+    char b[512];
+    const char *fin;
+    int n, chunks;
+    for (int max = 0; max <= 2; max += 2) {
+        char *answer = echo_of(prompt, max);
+        char want[512];
+        snprintf(want, sizeof want, "%s%s", prompt, max ? answer : "");
+        free(answer);
+        snprintf(b, sizeof b, body, max, "");
+        struct resp r = http(p, "POST", "/v1/completions", NULL, b);
+        char *text = plain_text(&r, &fin, &n, false);
+        REQUIRE(!strcmp(text, want) && n == max && !strcmp(fin, "length"),
+                "echo: the prompt, then the answer");
+        free(text);
+        snprintf(b, sizeof b, body, max, ",\"stream\":true");
+        r = http(p, "POST", "/v1/completions", NULL, b);
+        text = stream_text(&r, &fin, false);
+        REQUIRE(!strcmp(text, want) && !strcmp(fin, "length"), "echo streamed = plain");
+        free(text);
+
+        snprintf(b, sizeof b, body, max, "");
+        r = http(p, "POST", "/v1/completions", NULL, b);
+        cJSON *plain = lp_entries(&r, false, false, &chunks);
+        REQUIRE(cJSON_GetArraySize(plain) == n_prompt + max && chunks == 1,
+                "an entry a prompt token and a generated one");
+        double last_offset = 0;
+        for (int i = 0; i < n_prompt + max; i++) {
+            cJSON *e = cJSON_GetArrayItem(plain, i);
+            cJSON *lp = cJSON_GetObjectItem(e, "logprob"), *top = cJSON_GetObjectItem(e, "top");
+            double off = cJSON_GetObjectItem(e, "offset")->valuedouble;
+            REQUIRE(off >= last_offset, "offsets do not go back");
+            last_offset = off;
+            if (i == 0) {
+                REQUIRE(cJSON_IsNull(lp) && cJSON_IsNull(top) && off == 0,
+                        "the prompt's first token has no log-probability");
+            } else if (i < n_prompt) {
+                REQUIRE(lp->valuedouble == -i / 16.0 && cJSON_GetArraySize(top) == 1,
+                        "a prompt token's score");
+            } else {
+                REQUIRE(lp->valuedouble == -(i - n_prompt + 1) / 8.0, "a generated token's");
+                if (i == n_prompt) REQUIRE(off >= (double)plen, "the answer's offsets follow");
+            }
+        }
+        snprintf(b, sizeof b, body, max, ",\"stream\":true");
+        r = http(p, "POST", "/v1/completions", NULL, b);
+        cJSON *streamed = lp_entries(&r, false, true, &chunks);
+        REQUIRE(cJSON_Compare(plain, streamed, true), "echo's entries streamed = plain");
+        cJSON_Delete(streamed);
+        cJSON_Delete(plain);
+    }
+    /* echo without logprobs: the text, and "logprobs" null */
+    struct resp r = http(p, "POST", "/v1/completions", NULL,
+                         "{\"prompt\":\"Once upon a time\",\"echo\":true,\"max_tokens\":1}");
+    REQUIRE(r.status == 200 && strstr(r.body, "\"text\":\"Once upon a time") &&
+                strstr(r.body, "\"logprobs\":null"),
+            "echo alone");
+    free(r.all);
+}
+
 /* Log-probabilities (the fake's made-up ones: the n-th token's -(n + 1) / 8, the most likely
  * being the token itself and the ids after it): one entry a token, cut where a stop string cut
  * the text, the same streamed as plain, and bytes that add up to the text. */
@@ -495,6 +564,7 @@ static void test_logprobs(void) {
     cJSON_Delete(streamed);
     cJSON_Delete(plain);
     free(text);
+    test_echo(p);
     free(want);
     server_stop(&s);
 }
@@ -688,7 +758,10 @@ static void test_errors(void) {
          "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logprobs\":true,"
          "\"top_logprobs\":21}",
          "top_logprobs"},
-        {"/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", "echo"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"echo\":true}", "echo"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"echo\":1}", "echo"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":0}", "max_tokens"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"50\":-101}}", "logit_bias"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"50\":\"ban\"}}", "logit_bias"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"5x\":1}}", "logit_bias"},

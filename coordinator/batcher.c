@@ -19,6 +19,9 @@ struct seq {
     uint64_t inflight; /* micro-batch slots carrying its tokens (bit mb); 0 when idle */
     int32_t final_mb;  /* the slot whose chunk ends at n_tokens (a token comes back), or -1 */
     int32_t n_sampled; /* tokens sampled so far (the draw index) */
+    int32_t n_prompt;  /* the request's prompt tokens */
+    bool scoring;      /* prompt_logprobs: rows 0 .. n_prompt - 2 score the next prompt token */
+    int32_t n_scored;  /* rows whose score came back (0 .. n_scored - 1) */
     int32_t max_tokens;
     bool resuming;    /* rewound by a re-plan and not yet given its next token */
     int32_t failures; /* timeouts and stage errors that found it in flight since its last token */
@@ -40,7 +43,7 @@ struct batcher {
     uint64_t next_order;
     uint32_t rr; /* round-robin start, so no sequence is always last in line */
     /* the batch handed out by batcher_next */
-    int32_t *b_token, *b_pos, *b_slot;
+    int32_t *b_token, *b_pos, *b_slot, *b_score;
     uint64_t *b_seq;
     bool *b_want;
     struct batcher_sample *b_samples;
@@ -57,16 +60,18 @@ batcher_t *batcher_new(const struct batcher_config *cfg) {
     if (s->cfg.max_inflight < 1) s->cfg.max_inflight = 1;
     if (s->cfg.max_inflight > BATCHER_MAX_INFLIGHT) s->cfg.max_inflight = BATCHER_MAX_INFLIGHT;
     if (s->cfg.repeat_last_n < 0) s->cfg.repeat_last_n = 0;
+    if (s->cfg.score_chunk < 1) s->cfg.score_chunk = 64;
     size_t nb = (size_t)s->cfg.n_batch;
     s->seqs = calloc((size_t)s->cfg.n_seq, sizeof *s->seqs);
     s->b_token = malloc(nb * sizeof *s->b_token);
     s->b_pos = malloc(nb * sizeof *s->b_pos);
     s->b_slot = malloc(nb * sizeof *s->b_slot);
+    s->b_score = malloc(nb * sizeof *s->b_score);
     s->b_seq = malloc(nb * sizeof *s->b_seq);
     s->b_want = malloc(nb * sizeof *s->b_want);
     s->b_samples = malloc((size_t)s->cfg.n_seq * sizeof *s->b_samples);
-    if (!s->seqs || !s->b_token || !s->b_pos || !s->b_slot || !s->b_seq || !s->b_want ||
-        !s->b_samples)
+    if (!s->seqs || !s->b_token || !s->b_pos || !s->b_slot || !s->b_score || !s->b_seq ||
+        !s->b_want || !s->b_samples)
         abort();
     for (int32_t i = 0; i < s->cfg.n_seq; i++) s->seqs[i].final_mb = -1;
     return s;
@@ -113,6 +118,7 @@ void batcher_destroy(batcher_t **self_p) {
     free(s->b_token);
     free(s->b_pos);
     free(s->b_slot);
+    free(s->b_score);
     free(s->b_seq);
     free(s->b_want);
     free(s->b_samples);
@@ -173,8 +179,11 @@ static void admit(batcher_t *s) {
         q->inflight = 0;
         q->final_mb = -1;
         q->n_sampled = 0;
+        q->n_prompt = p->n_prompt;
+        q->scoring = p->prompt_logprobs;
+        q->n_scored = 0;
         q->resuming = false;
-        q->max_tokens = p->max_tokens > 0 ? p->max_tokens : 1;
+        q->max_tokens = p->max_tokens > 0 || q->scoring ? p->max_tokens : 1;
         s->n_active++;
     }
 }
@@ -220,23 +229,31 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
             if ((pass == 0) != decoding) continue;
             int32_t take = pending;
             if (take > s->cfg.prefill_chunk) take = s->cfg.prefill_chunk;
+            if (q->scoring && q->n_done < q->n_prompt - 1 && take > s->cfg.score_chunk)
+                take = s->cfg.score_chunk;
             if (take > s->cfg.n_batch - n) take = s->cfg.n_batch - n;
             if (take < 1) continue;
+            bool scored = false;
             for (int32_t j = 0; j < take; j++) {
                 int32_t p = q->n_done + j;
                 s->b_token[n] = q->tokens[p];
                 s->b_pos[n] = p;
                 s->b_slot[n] = q->slot;
                 s->b_seq[n] = q->seq_id;
-                s->b_want[n] = false;
+                /* a prompt row not scored yet scores the next prompt token */
+                bool score = q->scoring && p < q->n_prompt - 1 && p >= q->n_scored;
+                s->b_score[n] = score ? q->tokens[p + 1] : -1;
+                s->b_want[n] = score;
+                scored |= score;
                 n++;
             }
             if (!decoding) n_prompt += take;
             q->n_done += take;
             q->inflight |= 1ull << mb;
-            if (q->n_done == q->n_tokens) {
-                q->final_mb = mb;
-                s->b_want[n - 1] = true;
+            const bool final = q->n_done == q->n_tokens;
+            if (final) q->final_mb = mb;
+            if (final && q->max_tokens > 0) s->b_want[n - 1] = true; /* sampled */
+            if ((final && q->max_tokens > 0) || scored) {
                 struct batcher_sample *sm = &s->b_samples[out->n_samples++];
                 const struct serve_req_params *p = serve_req_params(q->req);
                 sm->seq_id = q->seq_id;
@@ -246,7 +263,7 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
                 sm->n_recent = 0;
                 sm->logprobs = p->logprobs;
                 sm->top_logprobs = p->top_logprobs;
-                sm->last = q->n_sampled + 1 >= q->max_tokens || q->n_tokens + 1 >= q->cap;
+                sm->last = !final || q->n_sampled + 1 >= q->max_tokens || q->n_tokens + 1 >= q->cap;
                 sm->n_bias = p->n_bias;
                 sm->bias_token = p->bias_token;
                 sm->bias = p->bias;
@@ -274,6 +291,7 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
     out->slot = s->b_slot;
     out->seq_id = s->b_seq;
     out->want = s->b_want;
+    out->score = s->b_score;
     out->samples = s->b_samples;
     out->n_prompt_tokens = n_prompt;
     return true;
@@ -295,6 +313,47 @@ static bool in_vocab(const batcher_t *s, int32_t id) {
     return id >= 0 && (s->cfg.n_vocab <= 0 || id < s->cfg.n_vocab);
 }
 
+/* A row's token and its most likely tokens are in the vocabulary. */
+static bool row_in_vocab(const batcher_t *s, const struct batcher_row *row) {
+    bool ok = in_vocab(s, row->token);
+    for (int32_t j = 0; j < row->n_top; j++) ok &= in_vocab(s, row->top_id[j]);
+    return ok;
+}
+
+static void copy_row_top(const struct batcher_row *row, struct serve_top *top) {
+    top->n = row->n_top < SERVE_TOP_MAX ? row->n_top : SERVE_TOP_MAX;
+    for (int32_t j = 0; j < top->n; j++) {
+        top->id[j] = row->top_id[j];
+        top->logprob[j] = row->top_lp[j];
+    }
+}
+
+/* A prompt-scoring sequence's scored rows in this Result: each must be the next one expected
+ * (rows n_scored on, in order) and score the prompt's next token; they go to the request. A
+ * row that does not (a faulty or rogue last stage) ends the sequence with an error: false. */
+static bool take_scores(batcher_t *s, struct seq *q, uint64_t batch_id,
+                        const struct batcher_row *rows, size_t n_rows) {
+    for (size_t k = 0; k < n_rows; k++) {
+        const struct batcher_row *row = &rows[k];
+        if (row->seq_id != q->seq_id || row->pos >= q->n_prompt - 1) continue;
+        if (row->pos != q->n_scored || row->token != q->tokens[row->pos + 1] ||
+            !row_in_vocab(s, row)) {
+            LOG(LOG_ERROR,
+                "batcher: batch %llu: sequence %llu's prompt row %d came back scoring token %d; "
+                "expected row %d scoring %d",
+                (unsigned long long)batch_id, (unsigned long long)q->seq_id, row->pos, row->token,
+                q->n_scored, q->n_scored < q->n_prompt - 1 ? q->tokens[q->n_scored + 1] : -1);
+            seq_end(s, q, SERVE_FINISH_ERROR, "the last stage scored the wrong prompt token");
+            return false;
+        }
+        struct serve_top top;
+        copy_row_top(row, &top);
+        serve_req_push_prompt(q->req, row->pos + 1, row->logprob, top.n > 0 ? &top : NULL);
+        q->n_scored++;
+    }
+    return true;
+}
+
 bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row *rows,
                        size_t n_rows) {
     const int mb = mb_of(s, batch_id);
@@ -304,29 +363,39 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
         struct seq *q = &s->seqs[i];
         if (!q->req || !(q->inflight & (1ull << mb))) continue;
         q->inflight &= ~(1ull << mb);
+        if (q->scoring && !take_scores(s, q, batch_id, rows, n_rows)) continue;
         if (q->final_mb != mb) { /* an earlier prompt chunk */
             if (!q->inflight && serve_req_cancelled(q->req))
                 seq_end(s, q, SERVE_FINISH_CANCELLED, NULL);
             continue;
         }
         q->final_mb = -1;
+        if (q->scoring && q->n_scored < q->n_prompt - 1) {
+            LOG(LOG_ERROR, "batcher: batch %llu: sequence %llu's prompt has %d rows scored of %d",
+                (unsigned long long)batch_id, (unsigned long long)q->seq_id, q->n_scored,
+                q->n_prompt - 1);
+            seq_end(s, q, SERVE_FINISH_ERROR, "the last stage did not score the whole prompt");
+            continue;
+        }
+        if (q->max_tokens == 0) { /* only the prompt's scores were asked for */
+            seq_end(s, q, SERVE_FINISH_LENGTH, NULL);
+            continue;
+        }
         const struct batcher_row *row = NULL;
         for (size_t k = 0; k < n_rows && !row; k++)
-            if (rows[k].seq_id == q->seq_id) row = &rows[k];
+            if (rows[k].seq_id == q->seq_id && (!q->scoring || rows[k].pos == q->n_tokens - 1))
+                row = &rows[k];
         if (!row) {
             LOG(LOG_ERROR, "batcher: batch %llu came back without a token for sequence %llu",
                 (unsigned long long)batch_id, (unsigned long long)q->seq_id);
             seq_end(s, q, SERVE_FINISH_ERROR, "the last stage returned no token");
             continue;
         }
-        bool top_ok = true;
-        for (int32_t j = 0; j < row->n_top; j++) top_ok &= in_vocab(s, row->top_id[j]);
-        if (!in_vocab(s, row->token) || !top_ok) {
+        if (!row_in_vocab(s, row)) {
             LOG(LOG_ERROR,
-                "batcher: batch %llu came back with token %d%s for sequence %llu, outside the "
-                "vocabulary of %d",
-                (unsigned long long)batch_id, row->token,
-                top_ok ? "" : " (or one of its most likely)", (unsigned long long)q->seq_id,
+                "batcher: batch %llu came back with token %d (or one of its most likely) for "
+                "sequence %llu, outside the vocabulary of %d",
+                (unsigned long long)batch_id, row->token, (unsigned long long)q->seq_id,
                 s->cfg.n_vocab);
             seq_end(s, q, SERVE_FINISH_ERROR,
                     "the last stage returned a token outside the vocabulary");
@@ -340,11 +409,8 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
             seq_end(s, q, SERVE_FINISH_STOP, NULL);
             continue;
         }
-        struct serve_top top = {.n = row->n_top < SERVE_TOP_MAX ? row->n_top : SERVE_TOP_MAX};
-        for (int32_t j = 0; j < top.n; j++) {
-            top.id[j] = row->top_id[j];
-            top.logprob[j] = row->top_lp[j];
-        }
+        struct serve_top top;
+        copy_row_top(row, &top);
         serve_req_push(q->req, row->token, row->logprob, top.n > 0 ? &top : NULL);
         if (q->n_sampled == 1 && s->cfg.first_token)
             s->cfg.first_token(s->cfg.first_token_ctx, q->req);

@@ -11,9 +11,11 @@
  * A step carries the next token of every decoding sequence it takes, then prompt chunks of at
  * most prefill_chunk tokens (within n_batch tokens in all), so a long prompt is spread over
  * several steps and does not stall the others' decoding. Logits are wanted only for the last
- * token of a sequence's pending tokens; the last stage samples it with the request's
- * parameters, the draw index (tokens sampled so far) and its recent tokens, which makes a
- * sequence's tokens independent of what else shares its batches.
+ * token of a sequence's pending tokens (and, for a request scoring its prompt, for each prompt
+ * token's row, whose logits score the next prompt token: the rows go in chunks of at most
+ * score_chunk, each scored once even when a re-plan sends the prompt again); the last stage samples
+ * it with the request's parameters, the draw index (tokens sampled so far) and its recent tokens,
+ * which makes a sequence's tokens independent of what else shares its batches.
  *
  * A finished sequence's slot is reused at once, without a Release: a new sequence starts at
  * position 0 and attention never reads past a token's own position. */
@@ -31,6 +33,9 @@ struct batcher_config {
     int32_t prefill_chunk; /* most prompt tokens of one sequence in one micro-batch */
     int32_t max_inflight;  /* micro-batches in the pipeline at once */
     int32_t repeat_last_n; /* recent tokens sent for the repetition penalty */
+    /* Most prompt rows of one prompt-scoring sequence (prompt_logprobs) in a micro-batch: each
+     * such row's logits (n_vocab floats) are computed and held on the last stage. 0: 64. */
+    int32_t score_chunk;
     /* Tokens a Result may carry are 0 .. n_vocab-1; one outside (a faulty or rogue last stage)
      * ends its sequence with an error instead of reaching the client and the next step.
      * 0 = not checked. */
@@ -71,6 +76,8 @@ struct batcher_batch {
     const int32_t *slot;
     const uint64_t *seq_id;
     const bool *want;
+    const int32_t *score; /* the token a wanted row scores instead of sampling (prompt_logprobs:
+                             the prompt's next token), -1 = sample (Forward.score) */
     int32_t n_samples;
     const struct batcher_sample *samples;
     int32_t n_prompt_tokens; /* of n_tokens, how many were prompt (prefill) */
@@ -79,7 +86,8 @@ struct batcher_batch {
 /* One row of a Result. */
 struct batcher_row {
     uint64_t seq_id;
-    int32_t token;
+    int32_t pos;   /* the position whose logits these are */
+    int32_t token; /* sampled, or the scored token */
     float logprob;
     int32_t n_top;         /* the most likely tokens at this place, when asked for: */
     const int32_t *top_id; /* [n_top], valid during batcher_on_result */
@@ -97,8 +105,9 @@ void batcher_add(batcher_t *s, serve_req_t *r);
 /* The next micro-batch to send, if a pipeline slot is free and some sequence has work; its
  * batch_id is the caller's. Also retires cancelled sequences that are not in flight. */
 bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out);
-/* The last stage's answer for batch_id: each finished-chunk sequence gets its token, and
- * sequences that end are finished and free their slots. false when no such batch is in
+/* The last stage's answer for batch_id: scored prompt rows go to their requests
+ * (serve_req_push_prompt), each finished-chunk sequence gets its token, and sequences that end
+ * are finished and free their slots. false when no such batch is in
  * flight (stale or duplicate; nothing changes). */
 bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row *rows,
                        size_t n_rows);

@@ -66,13 +66,20 @@ static serve_req_t *add(serve_queue_t *q, batcher_t *b, serve_req_t *r) {
     return r;
 }
 
-/* Answers batch with token `tok` for every sampled sequence. */
+/* What a last stage answers: a row for each wanted token, in batch order: the scored token
+ * (logprob -1 - its position) or tok sampled (logprob -0.5). */
 static void answer(batcher_t *b, const struct batcher_batch *bt, int32_t tok) {
     struct batcher_row rows[64];
-    for (int32_t i = 0; i < bt->n_samples; i++)
-        rows[i] =
-            (struct batcher_row){.seq_id = bt->samples[i].seq_id, .token = tok, .logprob = -0.5f};
-    CHECK(batcher_on_result(b, bt->batch_id, rows, (size_t)bt->n_samples));
+    size_t n = 0;
+    for (int32_t i = 0; i < bt->n_tokens && n < 64; i++) {
+        if (!bt->want[i]) continue;
+        bool scored = bt->score[i] >= 0;
+        rows[n++] = (struct batcher_row){.seq_id = bt->seq_id[i],
+                                         .pos = bt->pos[i],
+                                         .token = scored ? bt->score[i] : tok,
+                                         .logprob = scored ? -1.0f - (float)bt->pos[i] : -0.5f};
+    }
+    CHECK(batcher_on_result(b, bt->batch_id, rows, n));
 }
 
 static enum serve_finish finish_of(serve_req_t *r, size_t *n) {
@@ -530,6 +537,100 @@ static void test_stage_errors(void) {
     serve_queue_destroy(&q);
 }
 
+/* A request scoring its prompt (echo): its prompt rows go in chunks of score_chunk, each
+ * wanted and scoring the next prompt token; the scores reach the request once each, also when
+ * a re-plan sends the prompt again; with max_tokens 0 nothing is sampled. A row scoring the
+ * wrong token fails the request. */
+static serve_req_t *scoring_req(int32_t n_prompt, int32_t max_tokens) {
+    struct serve_req_params p = {0};
+    p.prompt = malloc((size_t)n_prompt * sizeof *p.prompt);
+    for (int32_t i = 0; i < n_prompt; i++) p.prompt[i] = 100 + i;
+    p.n_prompt = n_prompt;
+    p.max_tokens = max_tokens;
+    sampler_params_default(&p.sampling);
+    p.prompt_logprobs = true;
+    p.top_logprobs = 2;
+    return serve_req_new(&p);
+}
+
+static void test_prompt_scores(void) {
+    serve_queue_t *q = serve_queue_new(8);
+    struct batcher_config cfg = {.n_ctx = 64,
+                                 .n_seq = 2,
+                                 .n_batch = 64,
+                                 .prefill_chunk = 16,
+                                 .max_inflight = 2,
+                                 .score_chunk = 8,
+                                 .n_vocab = 500,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r = add(q, b, scoring_req(20, 3));
+    struct batcher_batch b1, b2;
+    CHECK(batcher_next(b, 1, &b1)); /* rows 0-7, each scoring the next prompt token */
+    CHECK(b1.n_tokens == 8 && b1.n_samples == 1 && b1.samples[0].last);
+    for (int32_t i = 0; i < 8; i++) CHECK(b1.want[i] && b1.score[i] == 101 + i);
+    answer(b, &b1, 7);
+    CHECK(batcher_next(b, 2, &b2)); /* rows 8-15, in flight when the plan changes */
+    CHECK(b2.n_tokens == 8 && b2.pos[0] == 8 && b2.score[7] == 116);
+    CHECK(batcher_rewind_all(b) == 1);
+    CHECK(!batcher_on_result(b, 2, NULL, 0)); /* lost with the old plan */
+    struct batcher_batch bt;
+    CHECK(batcher_next(b, 3, &bt)); /* the prompt again: rows 0-7 were scored, not again */
+    CHECK(bt.n_tokens == 8 && bt.pos[0] == 0 && bt.n_samples == 0);
+    for (int32_t i = 0; i < 8; i++) CHECK(!bt.want[i] && bt.score[i] == -1);
+    answer(b, &bt, 7);
+    CHECK(batcher_next(b, 4, &bt));
+    CHECK(bt.n_tokens == 8 && bt.pos[0] == 8 && bt.want[0] && bt.score[0] == 109);
+    answer(b, &bt, 7);
+    CHECK(batcher_next(b, 5, &bt)); /* rows 16-19: three scored, the last one sampled */
+    CHECK(bt.n_tokens == 4 && bt.n_samples == 1 && !bt.samples[0].last);
+    CHECK(bt.score[0] == 117 && bt.score[2] == 119 && bt.score[3] == -1 && bt.want[3]);
+    answer(b, &bt, 7);
+    for (uint64_t id = 6; batcher_next(b, id, &bt); id++) {
+        CHECK(bt.n_tokens == 1 && bt.score[0] == -1);
+        answer(b, &bt, 8);
+    }
+    size_t n;
+    CHECK(finish_of(r, &n) == SERVE_FINISH_LENGTH && n == 3);
+    float lp;
+    struct serve_top top;
+    CHECK(!serve_req_prompt_logprob(r, 0, &lp, &top) && top.n == 0); /* the first has none */
+    for (int32_t i = 1; i < 20; i++) {
+        CHECK(serve_req_prompt_logprob(r, i, &lp, &top));
+        CHECK(lp == -1.0f - (float)(i - 1)); /* row i - 1's answer */
+    }
+    CHECK(!serve_req_prompt_logprob(r, 20, &lp, NULL));
+    serve_req_unref(&r);
+
+    /* max_tokens 0: the prompt's scores and nothing sampled */
+    r = add(q, b, scoring_req(5, 0));
+    CHECK(batcher_next(b, 20, &bt));
+    CHECK(bt.n_tokens == 5 && bt.n_samples == 1 && bt.want[3] && !bt.want[4]);
+    answer(b, &bt, 7);
+    CHECK(finish_of(r, &n) == SERVE_FINISH_LENGTH && n == 0);
+    CHECK(serve_req_prompt_logprob(r, 4, &lp, NULL) && lp == -4.0f);
+    CHECK(batcher_n_active(b) == 0);
+    serve_req_unref(&r);
+
+    /* a row scoring another token than the prompt's next: the request fails */
+    r = add(q, b, scoring_req(5, 2));
+    CHECK(batcher_next(b, 30, &bt));
+    struct batcher_row bad = {.seq_id = bt.seq_id[0], .pos = 0, .token = 333, .logprob = -1};
+    CHECK(batcher_on_result(b, 30, &bad, 1));
+    CHECK(finish_of(r, &n) == SERVE_FINISH_ERROR && strstr(serve_req_error(r), "scored"));
+    serve_req_unref(&r);
+    /* ... and so does a result missing the prompt's last scores */
+    r = add(q, b, scoring_req(5, 2));
+    CHECK(batcher_next(b, 31, &bt));
+    struct batcher_row last = {.seq_id = bt.seq_id[4], .pos = 4, .token = 7, .logprob = -1};
+    CHECK(batcher_on_result(b, 31, &last, 1));
+    CHECK(finish_of(r, &n) == SERVE_FINISH_ERROR && strstr(serve_req_error(r), "whole prompt"));
+    serve_req_unref(&r);
+    batcher_destroy(&b);
+    serve_queue_destroy(&q);
+}
+
 int main(void) {
     test_chunks_and_decode();
     test_pipeline_shares();
@@ -540,6 +641,7 @@ int main(void) {
     test_logprobs();
     test_last_sample();
     test_stage_errors();
+    test_prompt_scores();
     if (failures) {
         fprintf(stderr, "batcher_test: %d failures\n", failures);
         return 1;

@@ -1488,6 +1488,9 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     f.token = (int32_t *)b->token;
     f.n_want = n;
     f.want = want;
+    for (size_t i = 0; i < n && !f.n_score; i++) /* only when a prompt is being scored */
+        if (b->score[i] >= 0) f.n_score = n;
+    f.score = (int32_t *)b->score;
     f.n_sampling = (size_t)b->n_samples;
     f.sampling = smp;
     /* a lone stream decoding (nothing else served, queued or in flight): its successor is
@@ -1583,6 +1586,7 @@ static void on_serve_result(coordinator_t *c, const Caravan__Envelope *env,
     if (!rows) abort();
     for (int32_t i = 0; i < r->n_rows; i++) {
         rows[i].seq_id = r->seq_id[i];
+        rows[i].pos = r->pos[i];
         rows[i].token = r->token[i];
         rows[i].logprob = r->n_logprob ? r->logprob[i] : 0.0f;
         if (r->top_n) { /* the codec checked: n_rows * top_n of each */

@@ -27,6 +27,10 @@ struct serve_req {
     struct serve_token *tokens; /* (cap) */
     struct serve_top *tops;     /* (cap) when params.top_logprobs > 0, else NULL */
     size_t n_tokens, cap;
+    /* prompt_logprobs: entry i for prompt token i (1 <= i < n_prompt); scored[i] once set */
+    float *prompt_lp;
+    struct serve_top *prompt_top; /* when top_logprobs > 0 */
+    bool *prompt_scored;
     enum serve_finish finish;
     char error[256];
 };
@@ -85,6 +89,12 @@ serve_req_t *serve_req_new(struct serve_req_params *p) {
     r->cap = 16;
     r->tokens = xcalloc(r->cap, sizeof *r->tokens);
     if (r->params.top_logprobs > 0) r->tops = xcalloc(r->cap, sizeof *r->tops);
+    if (r->params.prompt_logprobs && r->params.n_prompt > 0) {
+        size_t n = (size_t)r->params.n_prompt;
+        r->prompt_lp = xcalloc(n, sizeof *r->prompt_lp);
+        r->prompt_scored = xcalloc(n, sizeof *r->prompt_scored);
+        if (r->params.top_logprobs > 0) r->prompt_top = xcalloc(n, sizeof *r->prompt_top);
+    }
     return r;
 }
 
@@ -104,6 +114,9 @@ void serve_req_unref(serve_req_t **r_p) {
     free(r->params.bias);
     free(r->tokens);
     free(r->tops);
+    free(r->prompt_lp);
+    free(r->prompt_top);
+    free(r->prompt_scored);
     free(r);
 }
 
@@ -179,6 +192,40 @@ bool serve_req_top(serve_req_t *r, size_t i, struct serve_top *out) {
     return ok;
 }
 
+/* Copies at most max of top's entries into *dst (none when top is NULL). */
+static void copy_top(struct serve_top *dst, const struct serve_top *top, int32_t max) {
+    dst->n = 0;
+    for (int32_t j = 0; top && j < top->n && j < max && j < SERVE_TOP_MAX; j++) {
+        dst->id[j] = top->id[j];
+        dst->logprob[j] = top->logprob[j];
+        dst->n = j + 1;
+    }
+}
+
+bool serve_req_prompt_logprob(serve_req_t *r, int32_t i, float *logprob, struct serve_top *top) {
+    pthread_mutex_lock(&r->mu);
+    bool ok = r->prompt_scored && i >= 1 && i < r->params.n_prompt && r->prompt_scored[i];
+    *logprob = ok ? r->prompt_lp[i] : 0.0f;
+    if (top) {
+        if (ok && r->prompt_top)
+            *top = r->prompt_top[i];
+        else
+            top->n = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+void serve_req_push_prompt(serve_req_t *r, int32_t i, float logprob, const struct serve_top *top) {
+    pthread_mutex_lock(&r->mu);
+    if (r->prompt_scored && i >= 1 && i < r->params.n_prompt && r->finish == SERVE_FINISH_NONE) {
+        r->prompt_lp[i] = logprob;
+        r->prompt_scored[i] = true;
+        if (r->prompt_top) copy_top(&r->prompt_top[i], top, r->params.top_logprobs);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 void serve_req_push(serve_req_t *r, int32_t id, float logprob, const struct serve_top *top) {
     pthread_mutex_lock(&r->mu);
     if (r->finish == SERVE_FINISH_NONE) {
@@ -194,15 +241,7 @@ void serve_req_push(serve_req_t *r, int32_t id, float logprob, const struct serv
             }
             r->cap = cap;
         }
-        if (r->tops) {
-            struct serve_top *t = &r->tops[r->n_tokens];
-            t->n = 0;
-            for (int32_t j = 0; top && j < top->n && j < r->params.top_logprobs; j++) {
-                t->id[j] = top->id[j];
-                t->logprob[j] = top->logprob[j];
-                t->n = j + 1;
-            }
-        }
+        if (r->tops) copy_top(&r->tops[r->n_tokens], top, r->params.top_logprobs);
         r->tokens[r->n_tokens++] = (struct serve_token){.id = id, .logprob = logprob};
         if (r->n_tokens == 1) {
             uint64_t d = now_us() - r->submit_us;

@@ -51,11 +51,13 @@ typedef struct serve_req serve_req_t;
 struct serve_req_params {
     int32_t *prompt; /* token ids (malloc'd; the request owns them after serve_req_new) */
     int32_t n_prompt;
-    int32_t max_tokens; /* > 0 */
+    int32_t max_tokens; /* > 0; 0 only with prompt_logprobs (score the prompt, generate nothing) */
     struct sampler_params sampling;
     bool ignore_eos;      /* keep going past end-of-generation tokens */
     bool logprobs;        /* the sampled tokens' log-probabilities (raw logits' log-softmax) */
     int32_t top_logprobs; /* and this many most likely tokens at each place (<= SERVE_TOP_MAX) */
+    bool prompt_logprobs; /* also each prompt token's (but the first's) under the tokens before
+                             it, with top_logprobs most likely: echo (serve_req_prompt_logprob) */
     int32_t n_bias;       /* logit_bias: added to these tokens' logits before sampling */
     int32_t *bias_token;  /* (n_bias; malloc'd, the request owns them after serve_req_new) */
     float *bias;          /* (n_bias) -100..100; -100 bans the token */
@@ -85,6 +87,13 @@ uint64_t serve_req_ttft_us(const serve_req_t *r);
  * the request asked for them; false otherwise (out->n = 0). */
 bool serve_req_top(serve_req_t *r, size_t i, struct serve_top *out);
 
+/* API side, once the request finished: prompt token i's (1 <= i < n_prompt) log-probability
+ * under the tokens before it and the most likely tokens at its place (top may be NULL), when
+ * the request asked for prompt_logprobs and the loop scored it; false otherwise. */
+bool serve_req_prompt_logprob(serve_req_t *r, int32_t i, float *logprob, struct serve_top *top);
+
+/* Loop side: prompt token i's score (prompt_logprobs). top as for serve_req_push. */
+void serve_req_push_prompt(serve_req_t *r, int32_t i, float logprob, const struct serve_top *top);
 /* Loop side. top: the most likely tokens at this place (NULL when not asked for or not known). */
 void serve_req_push(serve_req_t *r, int32_t id, float logprob, const struct serve_top *top);
 void serve_req_finish(serve_req_t *r, enum serve_finish f, const char *error);

@@ -58,6 +58,25 @@ static void step(serve_fake_t *f) {
             i++;
             continue;
         }
+        const struct serve_req_params *p = serve_req_params(r);
+        int32_t n_vocab = tokenizer_n_tokens(f->cfg.tokenizer);
+        if (p->prompt_logprobs && serve_req_n_tokens(r) == 0) {
+            /* the prompt's scores, made up: token k's -k / 16, the most likely it and the ids
+             * after it */
+            for (int32_t k = 1; k < p->n_prompt; k++) {
+                struct serve_top pt = {0};
+                for (int32_t j = 0; j < p->top_logprobs && j < n_vocab && j < SERVE_TOP_MAX; j++) {
+                    pt.id[j] = (p->prompt[k] + j) % n_vocab;
+                    pt.logprob[j] = -(float)k / 16.0f - (float)j;
+                    pt.n = j + 1;
+                }
+                serve_req_push_prompt(r, k, -(float)k / 16.0f, pt.n ? &pt : NULL);
+            }
+            if (p->max_tokens == 0) {
+                end(f, i, SERVE_FINISH_LENGTH, NULL);
+                continue;
+            }
+        }
         int32_t id;
         if (!next_token(f, r, &id)) {
             end(f, i, SERVE_FINISH_STOP, NULL);
@@ -66,10 +85,8 @@ static void step(serve_fake_t *f) {
         bool first = serve_req_n_tokens(r) == 0;
         /* made-up log-probabilities when asked: the n-th token's -(n + 1) / 8, and as the most
          * likely, the token itself and then the ids after it, each 1 less likely */
-        const struct serve_req_params *p = serve_req_params(r);
         float lp = p->logprobs ? -(float)(serve_req_n_tokens(r) + 1) / 8.0f : 0.0f;
         struct serve_top top = {0};
-        int32_t n_vocab = tokenizer_n_tokens(f->cfg.tokenizer);
         for (int32_t j = 0; j < p->top_logprobs && j < n_vocab && j < SERVE_TOP_MAX; j++) {
             top.id[j] = (id + j) % n_vocab;
             top.logprob[j] = lp - (float)j;

@@ -2,7 +2,9 @@
  * pipeline. A thread takes requests from a serve_queue_t and "generates" deterministically:
  * the prompt's ids again (without a leading BOS), then SERVE_FINISH_STOP with the EOS not
  * pushed, as the real loop does; with ignore_eos the EOS is pushed and the echo starts over.
- * max_tokens ends it with SERVE_FINISH_LENGTH and a cancelled request
+ * A request scoring its prompt (prompt_logprobs) gets made-up scores first (token k's -k / 16),
+ * and with max_tokens 0 nothing else. max_tokens ends it with SERVE_FINISH_LENGTH and a
+ * cancelled request
  * ends with SERVE_FINISH_CANCELLED. It sets the status and counts the metrics a real loop
  * does. Test code only. */
 #pragma once

@@ -673,6 +673,12 @@ static enum status check_forward(const struct vctx *v, const Caravan__Forward *f
         if (f->kv->dtype != CARAVAN__DTYPE__DTYPE_F32)
             return VFAIL(v, STATUS_FORMAT, "forward.kv: dtype %d, want F32", (int)f->kv->dtype);
     }
+    VCHECK(check_count(v, "forward.score", f->n_score, f->score));
+    VCHECK(check_len(v, "forward.score", f->n_score, n, true));
+    for (size_t i = 0; i < f->n_score; i++)
+        if (f->score[i] < -1 || (f->score[i] >= 0 && f->n_want && !f->want[i]))
+            return VFAIL(v, STATUS_FORMAT, "forward.score[%zu]: %d%s", i, (int)f->score[i],
+                         f->score[i] < -1 ? "" : " on a row not wanted");
     if (f->ahead && (f->layer != 0 || f->n_token == 0 || f->n_enter_layer || f->kv))
         return VFAIL(v, STATUS_FORMAT, "forward: computed-ahead step is not token ids at layer 0");
     VCHECK(check_count(v, "forward.sampling", f->n_sampling, f->sampling));

@@ -82,6 +82,7 @@ struct fixture {
     uint64_t seq_id[FX_TOKENS];
     int32_t kv_slot[FX_TOKENS], pos[FX_TOKENS], token[FX_TOKENS];
     protobuf_c_boolean want[FX_TOKENS];
+    int32_t score[FX_TOKENS];
     Caravan__Tensor hidden;
     int64_t hidden_shape[2];
     float hidden_f32[FX_TOKENS * FX_EMBD];
@@ -291,6 +292,7 @@ static void fixture_build(struct fixture *fx, enum fx_kind k) {
             fx->pos[i] = 10 + i;
             fx->token[i] = 151000 + i;
             fx->want[i] = i == 1 || i == 2;
+            fx->score[i] = i == 1 ? 151002 : -1; /* row 1 scores the next token, row 2 samples */
         }
         f->n_seq_id = f->n_kv_slot = f->n_pos = FX_TOKENS;
         f->seq_id = fx->seq_id;
@@ -298,6 +300,8 @@ static void fixture_build(struct fixture *fx, enum fx_kind k) {
         f->pos = fx->pos;
         f->n_want = FX_TOKENS;
         f->want = fx->want;
+        f->n_score = FX_TOKENS;
+        f->score = fx->score;
         if (k == FX_FORWARD_TOKENS) {
             f->n_token = FX_TOKENS;
             f->token = fx->token;
@@ -837,6 +841,15 @@ static void mut_res_top_lp_pos(struct fixture *fx) {
 static void mut_res_top_alone(struct fixture *fx) {
     fx->result.n_token = fx->result.n_logprob = 0;
 }
+static void mut_score_unwanted(struct fixture *fx) {
+    fx->score[0] = 5;
+}
+static void mut_score_count(struct fixture *fx) {
+    fx->forward.n_score = 2;
+}
+static void mut_score_neg(struct fixture *fx) {
+    fx->score[2] = -2;
+}
 static void mut_top_logprobs(struct fixture *fx) {
     fx->sampling.top_logprobs = 21;
 }
@@ -996,6 +1009,10 @@ static const struct bad_case bad_cases[] = {
     {"top count", FX_RESULT_TOKENS, mut_res_top_count, STATUS_FORMAT, "top_token"},
     {"positive top logprob", FX_RESULT_TOKENS, mut_res_top_lp_pos, STATUS_FORMAT, "top_"},
     {"top without tokens", FX_RESULT_TOKENS, mut_res_top_alone, STATUS_FORMAT, "without tokens"},
+    {"score on a row not wanted", FX_FORWARD_TOKENS, mut_score_unwanted, STATUS_FORMAT,
+     "not wanted"},
+    {"score count", FX_FORWARD_TOKENS, mut_score_count, STATUS_FORMAT, "forward.score"},
+    {"score below -1", FX_FORWARD_TOKENS, mut_score_neg, STATUS_FORMAT, "forward.score[2]"},
     {"top_logprobs > 20", FX_FORWARD_TOKENS, mut_top_logprobs, STATUS_FORMAT, "top_logprobs"},
     {"frequency_penalty > 2", FX_FORWARD_TOKENS, mut_freq_penalty, STATUS_FORMAT,
      "frequency_penalty"},

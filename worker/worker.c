@@ -794,12 +794,15 @@ enum status worker_compute_identity(void *ctx, const struct worker_slice *slice,
 
 /* Last stage: one token per wanted row, sampled as the row's Sampling says. Every row needs
  * one (rows are matched by seq_id). The draw index and recent tokens travel in the Sampling, so
- * the token is the one `caravan run` would pick at the same point of the same sequence. With
- * top_n > 0, every row also gets its top_n most likely tokens (top_tok / top_lp, top_n a row). */
+ * the token is the one `caravan run` would pick at the same point of the same sequence. A row
+ * with row_score[k] >= 0 (Forward.score: a prompt being scored) is not sampled: its token is
+ * that one, with its log-probability. With top_n > 0, every row also gets its top_n most likely
+ * tokens (top_tok / top_lp, top_n a row). */
 static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uint64_t *row_seq,
-                               size_t n_rows, const struct worker_tensor *logits, int32_t *tokens,
-                               float *logprobs, uint32_t top_n, int32_t *top_tok, float *top_lp,
-                               char *why, size_t why_len, uint64_t *why_seq) {
+                               const int32_t *row_score, size_t n_rows,
+                               const struct worker_tensor *logits, int32_t *tokens, float *logprobs,
+                               uint32_t top_n, int32_t *top_tok, float *top_lp, char *why,
+                               size_t why_len, uint64_t *why_seq) {
     if (logits->dtype != CARAVAN__DTYPE__DTYPE_F32 || logits->n_dims != 2 ||
         logits->shape[0] != (int64_t)n_rows || logits->shape[1] < 1)
         return STATUS_FORMAT;
@@ -821,6 +824,19 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
                 (unsigned long long)f->batch_id, (unsigned long long)row_seq[k]);
             return STATUS_FORMAT;
         }
+        const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;
+        if (row_score[k] >= 0) {
+            if (row_score[k] >= n_vocab) {
+                snprintf(why, why_len, "sequence %llu: token %d to score is outside the vocabulary",
+                         (unsigned long long)row_seq[k], (int)row_score[k]);
+                *why_seq = row_seq[k];
+                return STATUS_FORMAT;
+            }
+            tokens[k] = row_score[k];
+            sampler_logprobs(row, n_vocab, row_score[k], (int32_t)top_n, &logprobs[k],
+                             top_tok + k * top_n, top_lp + k * top_n);
+            continue;
+        }
         struct sampler_params p;
         sampler_params_default(&p);
         p.temp = sm->temperature;
@@ -832,7 +848,6 @@ static enum status sample_rows(worker_t *w, const Caravan__Forward *f, const uin
         p.presence_penalty = sm->presence_penalty;
         p.repeat_last_n = (int32_t)sm->n_recent;
         p.seed = sm->seed;
-        const float *row = (const float *)logits->data + (size_t)k * (size_t)n_vocab;
         const float *draw_from = row;
         if (sm->n_bias_token) { /* logit_bias (the codec checked the counts and values) */
             memcpy(w->biased, row, (size_t)n_vocab * sizeof *row);
@@ -1114,11 +1129,16 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         r.n_rows = (int32_t)out.shape[0];
         /* Rows are the wanted tokens in batch order (every token when want is empty). */
         uint64_t *row_seq = malloc(((size_t)r.n_rows + 1) * sizeof *row_seq);
-        int32_t *row_pos = malloc(((size_t)r.n_rows + 1) * sizeof *row_pos);
+        /* row_pos then row_score (Forward.score of each row, -1: sample), one block */
+        int32_t *row_pos = malloc(2 * ((size_t)r.n_rows + 1) * sizeof *row_pos);
+        int32_t *row_score = row_pos ? row_pos + r.n_rows + 1 : NULL;
         size_t k = 0;
+        bool scored = false;
         for (size_t i = 0; row_seq && row_pos && i < f->n_seq_id && k < (size_t)r.n_rows; i++) {
             if (f->n_want && !f->want[i]) continue;
             row_seq[k] = f->seq_id[i];
+            row_score[k] = f->n_score ? f->score[i] : -1;
+            scored |= row_score[k] >= 0;
             row_pos[k++] = f->pos[i];
         }
         r.n_seq_id = r.n_pos = k;
@@ -1142,8 +1162,8 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
             char why[128] = "";
             uint64_t why_seq = 0;
             enum status src = row_tok && row_lp && top_tok && top_lp
-                                  ? sample_rows(w, f, row_seq, k, &out, row_tok, row_lp, top_n,
-                                                top_tok, top_lp, why, sizeof why, &why_seq)
+                                  ? sample_rows(w, f, row_seq, row_score, k, &out, row_tok, row_lp,
+                                                top_n, top_tok, top_lp, why, sizeof why, &why_seq)
                                   : STATUS_NOMEM;
             if (src != STATUS_OK) {
                 char text[224];
@@ -1164,14 +1184,14 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
             }
             r.n_token = k;
             r.token = row_tok;
-            if (f->ahead_ok && w->ahead_on && k == (size_t)f->n_tokens)
+            if (f->ahead_ok && w->ahead_on && k == (size_t)f->n_tokens && !scored)
                 ahead_offer(w, f, row_tok, acts);
             bool logprobs_wanted = false, logits_wanted = false;
             for (size_t j = 0; j < f->n_sampling; j++) {
                 logprobs_wanted |= f->sampling[j]->return_logprob;
                 logits_wanted |= f->sampling[j]->return_logits;
             }
-            r.n_logprob = logprobs_wanted || top_n ? k : 0;
+            r.n_logprob = logprobs_wanted || top_n || scored ? k : 0;
             r.logprob = row_lp;
             r.top_n = top_n;
             r.n_top_token = r.n_top_logprob = k * top_n;

@@ -338,6 +338,7 @@ static bool g_follows = true;
 static bool g_logits_only; /* step() asks for logits, not for a sampled token */
 static uint32_t g_top;     /* step() asks for log-probabilities and this many of the most likely */
 static int32_t g_ban = -1; /* step() bans this token (logit_bias -100) when >= 0 */
+static int32_t g_score = -1; /* step() asks to score this token (Forward.score) when >= 0 */
 
 static enum status counting_compute(void *ctx, const struct worker_slice *slice,
                                     const Caravan__Forward *in, struct worker_tensor *out) {
@@ -456,6 +457,11 @@ static void step(worker_t *w, uint64_t epoch, const uint8_t *sender, bool ids, i
         f.n_sampling = 1;
         f.sampling = &smp;
     }
+    int32_t score = g_score;
+    if (g_score >= 0) {
+        f.n_score = 1;
+        f.score = &score;
+    }
     f.ahead_ok = ahead_ok;
     f.ahead = ahead;
     env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
@@ -503,6 +509,27 @@ static void test_ahead(void) {
     step(w, 1, KEY_PREV, false, 10, 5, true, false, true, &acts);
     g_logits_only = false;
     assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+    worker_actions_clear(&acts);
+    /* a row scored, not sampled: its token is the one asked about (not greedy's 0), with its
+     * log-probability under the logits {5, -1}; nothing offered ahead */
+    g_score = 1;
+    step(w, 1, KEY_PREV, false, 10, 5, true, false, true, &acts);
+    g_score = -1;
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+    env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_RESULT && env->result->n_token == 1 &&
+           env->result->token[0] == 1 && env->result->n_logprob == 1 &&
+           fabs(env->result->logprob[0] - (-6.0 - log1p(exp(-6.0)))) < 1e-5);
+    codec_free(&env);
+    worker_actions_clear(&acts);
+    g_score = 2; /* outside the vocabulary of 2: an error, no Result */
+    step(w, 1, KEY_PREV, false, 10, 5, false, false, true, &acts);
+    g_score = -1;
+    assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+    env = decode_action(&acts, 0);
+    assert(env->body_case == CARAVAN__ENVELOPE__BODY_ERROR &&
+           strstr(env->error->text, "outside the vocabulary"));
+    codec_free(&env);
     worker_actions_clear(&acts);
     /* moved to the middle: the link to the first stage goes */
     assign_ahead(w, 2, 3, 1, &acts);

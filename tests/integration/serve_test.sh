@@ -159,6 +159,9 @@ api_split)
     force='{"prompt":"Once upon a time","max_tokens":6,"temperature":0,"logit_bias":{"'$comma'":100}}'
     ban='{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"logit_bias":{"'$comma'":-100}}'
     pen='{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"frequency_penalty":1.5,"presence_penalty":1}'
+    # echo of a prompt of ~140 tokens: its rows scored in chunks of 64, pipelined over the stages
+    story="Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends."
+    echo='{"prompt":"'"$story $story $story $story"'","max_tokens":4,"temperature":0,"echo":true,"logprobs":3}'
     chat='{"messages":[{"role":"user","content":"Tell me a story."}],"max_tokens":40,"temperature":0,"logprobs":true,"top_logprobs":5}'
     cmpl='{"prompt":"Once upon a time","max_tokens":40,"temperature":0.9,"seed":11,"logprobs":3}'
     for w in 1 2 3; do
@@ -174,7 +177,8 @@ api_split)
             curl -fsS -m 60 "$url/v1/completions" -d "$plain" | sed 's/.*"choices"://' >"$WORK/plain$w.json" &&
             curl -fsS -m 60 "$url/v1/completions" -d "$force" | sed 's/.*"choices"://' >"$WORK/force$w.json" &&
             curl -fsS -m 60 "$url/v1/completions" -d "$ban" | sed 's/.*"choices"://' >"$WORK/ban$w.json" &&
-            curl -fsS -m 60 "$url/v1/completions" -d "$pen" | sed 's/.*"choices"://' >"$WORK/pen$w.json" ||
+            curl -fsS -m 60 "$url/v1/completions" -d "$pen" | sed 's/.*"choices"://' >"$WORK/pen$w.json" &&
+            curl -fsS -m 60 "$url/v1/completions" -d "$echo" | sed 's/.*"choices"://' >"$WORK/echo$w.json" ||
             { kill "$launcher"; fail "$w workers: a request failed"; }
         kill -INT "$launcher"
         wait "$launcher" || fail "$w workers: the launcher exited with $?"
@@ -201,11 +205,15 @@ api_split)
             grep -qF "\"text\":\"$want\"" "$WORK/pen1.json" ||
                 fail "penalties: the API answered $(head -c 300 "$WORK/pen1.json"), caravan run '$want'"
         fi
-        for f in chat cmpl force ban pen; do
+        grep -q '"token_logprobs":\[null,-[0-9.e-]*,-' "$WORK/echo$w.json" ||
+            fail "echo: no prompt log-probabilities in $(head -c 300 "$WORK/echo$w.json")"
+        [ "$(grep -o '"text_offset":\[[0-9,]*\]' "$WORK/echo$w.json" | tr ',' '\n' | wc -l)" -gt 120 ] ||
+            fail "echo: fewer entries than the prompt's tokens: $(head -c 300 "$WORK/echo$w.json")"
+        for f in chat cmpl force ban pen echo; do
             [ "$w" -eq 1 ] || cmp -s "$WORK/${f}1.json" "$WORK/$f$w.json" ||
                 fail "$f: $w workers answered $(head -c 300 "$WORK/$f$w.json"), 1 worker $(head -c 300 "$WORK/${f}1.json")"
         done
-        note "$w workers: $n_entries chat entries, the same log-probabilities, logit_bias and penalty answers as 1 worker"
+        note "$w workers: $n_entries chat entries, the same log-probabilities, logit_bias, penalty and echo answers as 1 worker"
     done
     ;;
 f16_wire)

@@ -1,6 +1,6 @@
 // streams.mjs URL N MAX_TOKENS OUT.json: N concurrent streamed greedy completions (different
 // prompts, ignore_eos, seeded sampling for odd ones, each token's log-probability and its 2
-// most likely) with Node's fetch; writes each stream's text, token count, finish reason and
+// most likely; every fourth from the third on echoes its prompt, scored) with Node's fetch; writes each stream's text, token count, finish reason and
 // log-probabilities to OUT.json, and fails on a duplicated or missing event (every SSE chunk
 // must carry exactly one token's text and entry, counted against usage). Bounded: each stream
 // gives up after 180 s.
@@ -19,6 +19,7 @@ async function one(i) {
     stream: true, stream_options: { include_usage: true }, logprobs: 2 };
   if (i % 2) Object.assign(body, { temperature: 0.8, seed: 1000 + i, top_k: 40 });
   else body.temperature = 0;
+  if (i % 4 === 2) body.echo = true; /* an entry a prompt token too, the first null */
   const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers,
     body: JSON.stringify(body), signal: AbortSignal.timeout(180000) });
   if (!res.ok) throw new Error(`stream ${i}: HTTP ${res.status} ${await res.text()}`);
@@ -52,8 +53,11 @@ async function one(i) {
     }
   }
   if (!usage) throw new Error(`stream ${i}: no usage (cut short?)`);
-  if (logprobs.length !== usage.completion_tokens)
-    throw new Error(`stream ${i}: ${logprobs.length} log-probabilities for ${usage.completion_tokens} tokens`);
+  const entries = usage.completion_tokens + (body.echo ? usage.prompt_tokens : 0);
+  if (logprobs.length !== entries)
+    throw new Error(`stream ${i}: ${logprobs.length} log-probabilities for ${entries} tokens`);
+  if (body.echo && (logprobs[0][1] !== null || !text.startsWith(body.prompt)))
+    throw new Error(`stream ${i}: the echo does not lead with the prompt`);
   return { prompt: body.prompt, text, tokens: usage.completion_tokens, finish, logprobs };
 }
 

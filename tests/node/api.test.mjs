@@ -162,6 +162,50 @@ test('completion log-probabilities (logprobs: N)', async () => {
   if (!lp.tokens.some((t) => t.includes('\uFFFD'))) assert.equal(lp.tokens.join(''), c.text);
 });
 
+test('echo: the prompt leads the text and the log-probabilities', async () => {
+  const r = await client.completions.create({ ...greedy, prompt, max_tokens: 4, echo: true,
+                                              logprobs: 1 });
+  const c = r.choices[0];
+  const lp = c.logprobs;
+  const plain = await client.completions.create({ ...greedy, prompt, max_tokens: 4 });
+  assert.equal(c.text, prompt + plain.choices[0].text);
+  assert.equal(lp.tokens.length, r.usage.prompt_tokens + r.usage.completion_tokens);
+  assert.equal(lp.token_logprobs[0], null, "the prompt's first token has none");
+  assert.equal(lp.top_logprobs[0], null);
+  for (let i = 1; i < lp.tokens.length; i++) {
+    assert.ok(lp.token_logprobs[i] <= 0);
+    assert.ok(lp.text_offset[i] >= lp.text_offset[i - 1]);
+  }
+  // max_tokens 0: the prompt alone, scored
+  const z = await client.completions.create({ ...greedy, prompt, max_tokens: 0, echo: true,
+                                              logprobs: 0 });
+  assert.equal(z.choices[0].text, prompt);
+  assert.equal(z.usage.completion_tokens, 0);
+  assert.equal(z.choices[0].logprobs.tokens.length, z.usage.prompt_tokens);
+});
+
+// A real model scores a text the same whether it generated it or reads it (the kernels are
+// batch-invariant): generation's log-probabilities, bit for bit, from an echo of the same
+// tokens (lm-evaluation-harness's loglikelihood asks exactly this).
+test('echo scores generated tokens as generation did',
+     { skip: !process.env.CARAVAN_REAL_MODEL && 'needs a real model (CARAVAN_REAL_MODEL=1)' },
+     async () => {
+  const g = await client.completions.create({ ...greedy, prompt, max_tokens: 12, logprobs: 2 });
+  const glp = g.choices[0].logprobs;
+  const full = prompt + g.choices[0].text;
+  const t = await raw('/tokenize', JSON.stringify({ content: full, add_special: true }));
+  assert.equal(t.status, 200);
+  const e = await client.completions.create({ model, prompt: t.body.tokens, max_tokens: 0,
+                                              echo: true, logprobs: 2, temperature: 0 });
+  const lp = e.choices[0].logprobs;
+  assert.equal(e.choices[0].text, full);
+  assert.equal(lp.tokens.length, t.body.tokens.length);
+  const n = glp.tokens.length;
+  assert.deepEqual(lp.tokens.slice(-n), glp.tokens, 'the text tokenizes back as generated');
+  assert.deepEqual(lp.token_logprobs.slice(-n), glp.token_logprobs);
+  assert.deepEqual(lp.top_logprobs.slice(-n), glp.top_logprobs);
+});
+
 test('several prompts in one request: a choice each, each what it gives alone', async () => {
   const prompts = ['Once upon a time', 'The cat sat', 'Lily went to the park'];
   const r = await client.completions.create({ ...greedy, prompt: prompts, max_tokens: 8 });

@@ -38,7 +38,7 @@ url="$(grep -m1 '^http://' "$tmp/out" || true)"
 [ -n "$url" ] || { echo "caravan cluster did not serve"; cat "$tmp/err"; exit 1; }
 
 rc=0
-CARAVAN_URL="$url" CARAVAN_API_KEY="$key" node --test "$here/" || rc=$?
+CARAVAN_URL="$url" CARAVAN_API_KEY="$key" CARAVAN_REAL_MODEL=1 node --test "$here/" || rc=$?
 kill -INT "$pid"
 src=0
 wait "$pid" || src=$?
