@@ -45,6 +45,7 @@ struct cluster_cfg {
     double repeat_penalty;
     double frequency_penalty;
     double presence_penalty;
+    int repeat_last_n;
     long long seed;
     int ignore_eos;
     int ctx;
@@ -92,6 +93,8 @@ static const struct opt cluster_opts[] = {
      "--prompt: frequency penalty (0: off)"},
     {"presence-penalty", 0, OPT_FLOAT, F(presence_penalty), "0", -2, 2, "P",
      "--prompt: presence penalty (0: off)"},
+    {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", -1, 1 << 20, "N",
+     "--prompt: recent tokens the penalties look at (-1: all, 0: none)"},
     {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--prompt: random seed (-1: pick)"},
     {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
      "--prompt: keep generating past end-of-generation tokens"},
@@ -504,8 +507,8 @@ int cmd_cluster(int argc, char **argv) {
 
     /* the coordinator */
     char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_temp[32],
-        a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_fp[32], a_pp[32], a_seed[32], a_ctx[16],
-        a_seqs[16], a_chunk[16], a_timeout[16];
+        a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_fp[32], a_pp[32], a_rln[16], a_seed[32],
+        a_ctx[16], a_seqs[16], a_chunk[16], a_timeout[16];
     snprintf(status, sizeof status, "%s/coordinator.status", cl->dir);
     unlink(status); /* a reused --log-dir must not show the last run's endpoints */
     snprintf(a_key, sizeof a_key, "%s/coordinator", cl->dir);
@@ -520,6 +523,7 @@ int cmd_cluster(int argc, char **argv) {
     snprintf(a_rp, sizeof a_rp, "%.9g", c->repeat_penalty);
     snprintf(a_fp, sizeof a_fp, "%.9g", c->frequency_penalty);
     snprintf(a_pp, sizeof a_pp, "%.9g", c->presence_penalty);
+    snprintf(a_rln, sizeof a_rln, "%d", c->repeat_last_n);
     snprintf(a_seed, sizeof a_seed, "%lld", c->seed);
     snprintf(a_ctx, sizeof a_ctx, "%d", c->ctx);
     snprintf(a_seqs, sizeof a_seqs, "%d", c->max_seqs);
@@ -582,6 +586,8 @@ int cmd_cluster(int argc, char **argv) {
         cargv[k++] = a_fp;
         cargv[k++] = "--presence-penalty";
         cargv[k++] = a_pp;
+        cargv[k++] = "--repeat-last-n";
+        cargv[k++] = a_rln;
         cargv[k++] = "--seed";
         cargv[k++] = a_seed;
         if (c->ignore_eos) cargv[k++] = "--ignore-eos";

@@ -130,8 +130,8 @@ static const struct opt coordinator_opts[] = {
      "--ask: frequency penalty (0: off)"},
     {"presence-penalty", 0, OPT_FLOAT, F(presence_penalty), "0", -2, 2, "P",
      "--ask: presence penalty (0: off)"},
-    {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", 0, 1 << 20, "N",
-     "recent tokens the penalties look at"},
+    {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", -1, 1 << 20, "N",
+     "--ask: recent tokens the penalties look at (-1: all, 0: none)"},
     {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--ask: random seed (-1: pick one)"},
     {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
      "--ask: keep generating past end-of-generation tokens"},
@@ -490,7 +490,6 @@ int cmd_coordinator(int argc, char **argv) {
             .n_batch = cli.batch,
             .prefill_chunk = cli.prefill_chunk,
             .max_inflight = cli.max_inflight > 0 ? cli.max_inflight : cli.workers,
-            .repeat_last_n = cli.repeat_last_n,
             .is_eog = eog,
             .eog_ctx = tok,
         };

@@ -78,8 +78,8 @@ static const struct opt run_opts[] = {
      "F", "subtract F x its count from each recent token's logit (0: off)"},
     {"presence-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, presence_penalty), "0", -2, 2, "P",
      "subtract P from each recent token's logit (0: off)"},
-    {"repeat-last-n", 0, OPT_INT, offsetof(struct run_cfg, repeat_last_n), "64", 0, 1 << 20, "N",
-     "how many recent tokens the penalties look at"},
+    {"repeat-last-n", 0, OPT_INT, offsetof(struct run_cfg, repeat_last_n), "64", -1, 1 << 20, "N",
+     "how many recent tokens the penalties look at (-1: all, 0: none: penalties off)"},
     {"seed", 's', OPT_INT64, offsetof(struct run_cfg, seed), "-1", -1, 9.2e18, "S",
      "random seed; -1 picks one (printed on stderr)"},
     {"threads", 't', OPT_INT, offsetof(struct run_cfg, threads), "0", 0, 1024, "N",
@@ -248,9 +248,8 @@ int cmd_run(int argc, char **argv) {
     int64_t n_gen = 0, n = n_prompt;
     bool finite = true;
     while (rc == STATUS_OK && n < total) {
-        int64_t from = n > 1024 ? n - 1024 : 0;
-        int32_t next =
-            sampler_sample(smp, &sp, logits, ids + from, (int32_t)(n - from), (uint64_t)n_gen);
+        /* the whole sequence: the sampler looks at its last repeat_last_n (-1: all of it) */
+        int32_t next = sampler_sample(smp, &sp, logits, ids, (int32_t)n, (uint64_t)n_gen);
         if (!(finite = next >= 0)) break; /* the logits hold a NaN or an infinity */
         ids[n++] = next;
         n_gen++;

@@ -552,7 +552,7 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
     if (have) sp->top_k = (int32_t)v;
     if (!get_num(root, "min_p", 0, 1, false, &v, &have, e)) return false;
     if (have) sp->min_p = (float)v;
-    if (!get_num(root, "repeat_last_n", 0, 1e9, true, &v, &have, e)) return false;
+    if (!get_num(root, "repeat_last_n", -1, 1e9, true, &v, &have, e)) return false;
     if (have) sp->repeat_last_n = (int32_t)v;
     if (!get_num(root, "presence_penalty", -2, 2, false, &v, &have, e)) return false;
     if (have) sp->presence_penalty = (float)v;

@@ -12,7 +12,7 @@
  * for chat; >= 1, clamped to n_ctx - n_prompt), temperature (>= 0; 0 = greedy), top_p (0..1], top_k
  * (>= 0, 0 = off), min_p [0..1], repeat_penalty (> 0), frequency_penalty and presence_penalty
  * [-2..2] (OpenAI's, over the same repeat_last_n recent tokens as llama.cpp's server),
- * repeat_last_n, seed (>= 0; absent: a random one), stop (string
+ * repeat_last_n (-1: the whole sequence; 0: none), seed (>= 0; absent: a random one), stop (string
  * or up to 16 strings; matched in the decoded text, which ends before the match), n (choices a
  * prompt, the j-th sampled with seed + j; prompts x n <= 16), ignore_eos,
  * stream_options.include_usage, logprobs (chat: true + top_logprobs 0..20; completions: the count

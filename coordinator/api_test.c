@@ -731,6 +731,7 @@ static void test_errors(void) {
         {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":-1}", "temperature"},
         {"/v1/completions", "{\"prompt\":\"x\",\"top_p\":1.5}", "top_p"},
         {"/v1/completions", "{\"prompt\":\"x\",\"frequency_penalty\":2.5}", "frequency_penalty"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"repeat_last_n\":-2}", "repeat_last_n"},
         {"/v1/completions", "{\"prompt\":\"x\",\"presence_penalty\":\"some\"}", "presence_penalty"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stream\":1}", "stream"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stop\":3}", "stop"},

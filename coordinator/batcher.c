@@ -59,7 +59,6 @@ batcher_t *batcher_new(const struct batcher_config *cfg) {
     if (s->cfg.prefill_chunk > s->cfg.n_batch) s->cfg.prefill_chunk = s->cfg.n_batch;
     if (s->cfg.max_inflight < 1) s->cfg.max_inflight = 1;
     if (s->cfg.max_inflight > BATCHER_MAX_INFLIGHT) s->cfg.max_inflight = BATCHER_MAX_INFLIGHT;
-    if (s->cfg.repeat_last_n < 0) s->cfg.repeat_last_n = 0;
     if (s->cfg.score_chunk < 1) s->cfg.score_chunk = 64;
     size_t nb = (size_t)s->cfg.n_batch;
     s->seqs = calloc((size_t)s->cfg.n_seq, sizeof *s->seqs);
@@ -267,10 +266,9 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
                 sm->n_bias = p->n_bias;
                 sm->bias_token = p->bias_token;
                 sm->bias = p->bias;
-                if (sampler_params_penalize(&p->sampling) && s->cfg.repeat_last_n > 0) {
-                    int32_t last_n = p->sampling.repeat_last_n > 0 ? p->sampling.repeat_last_n
-                                                                   : s->cfg.repeat_last_n;
-                    int32_t from = q->n_tokens > last_n ? q->n_tokens - last_n : 0;
+                if (sampler_params_penalize(&p->sampling)) { /* the tokens they look at */
+                    int32_t last_n = p->sampling.repeat_last_n;
+                    int32_t from = last_n > 0 && q->n_tokens > last_n ? q->n_tokens - last_n : 0;
                     sm->recent = q->tokens + from;
                     sm->n_recent = q->n_tokens - from;
                 }

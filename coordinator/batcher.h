@@ -32,7 +32,6 @@ struct batcher_config {
     int32_t n_batch;       /* most tokens in one micro-batch */
     int32_t prefill_chunk; /* most prompt tokens of one sequence in one micro-batch */
     int32_t max_inflight;  /* micro-batches in the pipeline at once */
-    int32_t repeat_last_n; /* recent tokens sent for the repetition penalty */
     /* Most prompt rows of one prompt-scoring sequence (prompt_logprobs) in a micro-batch: each
      * such row's logits (n_vocab floats) are computed and held on the last stage. 0: 64. */
     int32_t score_chunk;

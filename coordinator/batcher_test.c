@@ -109,7 +109,6 @@ static void test_chunks_and_decode(void) {
                                  .n_batch = 16,
                                  .prefill_chunk = 2,
                                  .max_inflight = 1,
-                                 .repeat_last_n = 64,
                                  .is_eog = is_eog,
                                  .queue = q};
     batcher_t *b = batcher_new(&cfg);
@@ -279,7 +278,6 @@ static void test_slots_eog_cancel_penalty(void) {
                                  .n_batch = 16,
                                  .prefill_chunk = 16,
                                  .max_inflight = 1,
-                                 .repeat_last_n = 64,
                                  .is_eog = is_eog,
                                  .queue = q};
     batcher_t *b = batcher_new(&cfg);
@@ -631,6 +629,33 @@ static void test_prompt_scores(void) {
     serve_queue_destroy(&q);
 }
 
+/* repeat_last_n -1 sends the whole sequence with the sampling, 0 nothing (the penalties off). */
+static void test_penalty_window(void) {
+    serve_queue_t *q = serve_queue_new(8);
+    batcher_t *b = one_stage_batcher(q, 64, 2, 0);
+    const int32_t windows[2] = {-1, 0}, want[2] = {10, 0};
+    for (int k = 0; k < 2; k++) {
+        struct serve_req_params p = {0};
+        p.prompt = malloc(10 * sizeof *p.prompt);
+        for (int32_t i = 0; i < 10; i++) p.prompt[i] = 30 + i;
+        p.n_prompt = 10;
+        p.max_tokens = 1;
+        sampler_params_default(&p.sampling);
+        p.sampling.repeat_penalty = 1.3f;
+        p.sampling.repeat_last_n = windows[k];
+        serve_req_t *r = add(q, b, serve_req_new(&p));
+        struct batcher_batch bt;
+        CHECK(batcher_next(b, 40 + (uint64_t)k, &bt));
+        CHECK(bt.n_samples == 1 && bt.samples[0].n_recent == want[k]);
+        answer(b, &bt, 7);
+        size_t n;
+        CHECK(finish_of(r, &n) == SERVE_FINISH_LENGTH && n == 1);
+        serve_req_unref(&r);
+    }
+    batcher_destroy(&b);
+    serve_queue_destroy(&q);
+}
+
 int main(void) {
     test_chunks_and_decode();
     test_pipeline_shares();
@@ -642,6 +667,7 @@ int main(void) {
     test_last_sample();
     test_stage_errors();
     test_prompt_scores();
+    test_penalty_window();
     if (failures) {
         fprintf(stderr, "batcher_test: %d failures\n", failures);
         return 1;

@@ -33,7 +33,8 @@ void sampler_params_default(struct sampler_params *p) {
 }
 
 bool sampler_params_penalize(const struct sampler_params *p) {
-    return p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+    return p->repeat_last_n != 0 && (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+                                     p->presence_penalty != 0.0f);
 }
 
 sampler_t *sampler_new(int64_t n_vocab) {

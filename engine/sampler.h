@@ -16,13 +16,15 @@ struct sampler_params {
     /* OpenAI's: a recent token's logit -= its count x frequency_penalty + presence_penalty */
     float frequency_penalty; /* 0: off */
     float presence_penalty;  /* 0: off */
-    int32_t repeat_last_n;   /* the penalties look at this many recent tokens (0: all given) */
+    /* the penalties look at the last repeat_last_n recent tokens given; -1 (any < 0): all of
+     * them; 0: none, the penalties are off (llama.cpp's penalty_last_n) */
+    int32_t repeat_last_n;
     uint64_t seed;
 };
 
 void sampler_params_default(struct sampler_params *p);
 
-/* Whether any penalty is on: only then do the recent tokens matter. */
+/* Whether any penalty is on (and looks at some tokens): only then do the recent tokens matter. */
 bool sampler_params_penalize(const struct sampler_params *p);
 
 typedef struct sampler sampler_t;

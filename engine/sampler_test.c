@@ -14,6 +14,7 @@
  * window, then divide / multiply and subtract (llama.cpp's order). */
 static void penalize_ref(float *row, int nv, const struct sampler_params *p, const int32_t *recent,
                          int32_t n_recent) {
+    if (p->repeat_last_n == 0) return; /* a window of nothing: off */
     int32_t from =
         p->repeat_last_n > 0 && n_recent > p->repeat_last_n ? n_recent - p->repeat_last_n : 0;
     for (int id = 0; id < nv; id++) {
@@ -53,7 +54,7 @@ static void check_penalties(void) {
         p.repeat_penalty = reps[round % 3];
         p.frequency_penalty = fps[(round / 3) % 3];
         p.presence_penalty = pps[(round / 9) % 3];
-        p.repeat_last_n = (int32_t)((x >> 50) % 80); /* 0: the whole window given */
+        p.repeat_last_n = (int32_t)((x >> 50) % 81) - 1; /* -1: all given; 0: none */
         p.seed = (uint64_t)round;
         memcpy(ref, row, sizeof row);
         if (n_recent > 0) recent[0] = NV + 3; /* out of the vocabulary: ignored, as -2 and -1 */
@@ -71,8 +72,8 @@ static void check_penalties(void) {
         off.frequency_penalty = off.presence_penalty = 0.0f;
         assert(!sampler_params_penalize(&off));
         assert(sampler_params_penalize(&p) ==
-               (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f ||
-                p.presence_penalty != 0.0f));
+               (p.repeat_last_n != 0 && (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f ||
+                                         p.presence_penalty != 0.0f)));
         p.temp = off.temp = 1.5f;
         for (uint64_t d = 0; d < 4; d++)
             assert(sampler_sample(s, &p, row, recent, n_recent, d) ==

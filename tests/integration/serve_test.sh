@@ -114,8 +114,11 @@ exact_stories)
             --top-p 0.9 --min-p 0.02 --repeat-penalty 1.15 --frequency-penalty 0.4 \
             --presence-penalty 0.3 -n 64
     done
-    # greedy with OpenAI's penalties alone (the sampler's slow path at temperature 0)
+    # greedy with OpenAI's penalties alone (the sampler's slow path at temperature 0), and
+    # penalties over the whole sequence (-1) or over nothing (0: off)
     same_text "$STORIES" 2 "--shared-file" -- --temp 0 --frequency-penalty 1.5 --presence-penalty 1 -n 48
+    same_text "$STORIES" 2 "--shared-file" -- --temp 0 --repeat-penalty 1.3 --repeat-last-n -1 -n 48
+    same_text "$STORIES" 2 "--shared-file" -- --temp 0 --repeat-penalty 1.3 --repeat-last-n 0 -n 48
     for w in 1 2; do # without computing ahead: the same text, and nothing computed ahead
         same_text "$STORIES" "$w" "--shared-file --ahead off" -- --temp 0.9 --seed 42 -n 64
         [ "$(ahead_seen "$w")" = 0 ] ||
