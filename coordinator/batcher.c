@@ -228,8 +228,12 @@ bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {
             if ((pass == 0) != decoding) continue;
             int32_t take = pending;
             if (take > s->cfg.prefill_chunk) take = s->cfg.prefill_chunk;
-            if (q->scoring && q->n_done < q->n_prompt - 1 && take > s->cfg.score_chunk)
-                take = s->cfg.score_chunk;
+            if (q->scoring && q->n_done < q->n_prompt - 1) {
+                /* score_chunk rows to score at most (rows scored before a re-plan do not count) */
+                int32_t scored_ahead = q->n_scored > q->n_done ? q->n_scored - q->n_done : 0;
+                if (take > scored_ahead + s->cfg.score_chunk)
+                    take = scored_ahead + s->cfg.score_chunk;
+            }
             if (take > s->cfg.n_batch - n) take = s->cfg.n_batch - n;
             if (take < 1) continue;
             bool scored = false;
