@@ -1,6 +1,7 @@
 /* sampler: picks the next token from logits. Penalties (repetition, frequency, presence) over the
  * recent tokens; then greedy when temp == 0, otherwise top-k, top-p, min-p and temperature and a
- * draw.
+ * draw: over the kept tokens, most likely first, or with no filter on (top-k 0, top-p 1, min-p
+ * 0) over the whole vocabulary in id order.
  * The draw is a pure function of (seed, draw index): a sequence's n-th sample always uses the
  * same random number, so a request resumed elsewhere after fail-over produces the same tokens. */
 #pragma once

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sampler.h"
@@ -101,7 +102,117 @@ static void check_penalties(void) {
     sampler_free(&s);
 }
 
+/* The filters the plain way, for the vocabulary-wide case (no top-k): every candidate sorted
+ * (logit descending, lower id first), top-p over the whole softmax summed in id order, min-p
+ * from the maximum; the draw over what is left in that order, or over the whole vocabulary in
+ * id order when no filter is on; splitmix64(seed ^ splitmix64(draw)) as sampler.h says. */
+static uint64_t mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+static int by_logit(const void *a, const void *b) {
+    const float *x = a, *y = b; /* {logit, id} pairs */
+    if (x[0] != y[0]) return x[0] < y[0] ? 1 : -1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+/* sorted: the row's {logit, id} pairs in by_logit order (the same for every setting). */
+static int32_t sample_ref(const float *row, const float (*sorted)[2], int nv,
+                          const struct sampler_params *p, uint64_t draw) {
+    float mx = sorted[0][0];
+    int n = nv;
+    const float(*c)[2] = sorted;
+    float(*by_id)[2] = NULL;
+    if (p->top_p < 1.0f || p->min_p > 0.0f) {
+        double sum = 0;
+        for (int i = 0; i < nv; i++) sum += exp((double)(row[i] - mx));
+        if (p->top_p < 1.0f) {
+            double cum = 0;
+            for (int i = 0; i < nv; i++) {
+                cum += exp((double)(c[i][0] - mx)) / sum;
+                if (cum >= p->top_p) {
+                    n = i + 1;
+                    break;
+                }
+            }
+        }
+        if (p->min_p > 0.0f) {
+            int keep = 1;
+            while (keep < n && c[keep][0] >= mx + logf(p->min_p)) keep++;
+            n = keep;
+        }
+    } else { /* no filter: the whole vocabulary in id order */
+        by_id = malloc(sizeof *by_id * (size_t)nv);
+        for (int i = 0; i < nv; i++) by_id[i][0] = row[i], by_id[i][1] = (float)i;
+        c = (const float(*)[2])by_id;
+    }
+    double total = 0, acc = 0;
+    for (int i = 0; i < n; i++) total += exp((double)(c[i][0] - mx) / p->temp);
+    double r = (double)(mix(p->seed ^ mix(draw)) >> 11) * 0x1.0p-53 * total;
+    int32_t tok = (int32_t)c[n - 1][1];
+    for (int i = 0; i < n; i++) {
+        acc += exp((double)(c[i][0] - mx) / p->temp);
+        if (r < acc) {
+            tok = (int32_t)c[i][1];
+            break;
+        }
+    }
+    free(by_id);
+    return tok;
+}
+
+/* Without top-k, the sampler sorts only as much as top-p needs: the same tokens as sorting
+ * everything, over peaked and flat rows, small and large vocabularies, every filter mix. */
+static void check_vocabulary_wide(void) {
+    const int sizes[3] = {37, 3000, 20000};
+    uint64_t x = 99;
+    int checked = 0, distinct_total = 0;
+    for (int si = 0; si < 3; si++) {
+        const int nv = sizes[si];
+        float *row = malloc(sizeof *row * (size_t)nv);
+        float(*sorted)[2] = malloc(sizeof *sorted * (size_t)nv);
+        sampler_t *s = sampler_new(nv);
+        for (int round = 0; round < 12; round++) {
+            const double sharp = round % 3 == 0 ? 0.2 : round % 3 == 1 ? 1.5 : 4.0;
+            for (int i = 0; i < nv; i++) {
+                x = x * 6364136223846793005ull + 1442695040888963407ull;
+                double u = ((double)(x >> 11) + 0.5) * 0x1.0p-53;
+                row[i] = (float)(-sharp * log(-log(u))); /* Gumbel: peaked when sharp is large */
+            }
+            if (round == 5) row[7] = row[8] = row[9] = 50.0f; /* ties at the top */
+            if (round == 7) row[3] = -INFINITY;               /* a masked token */
+            for (int i = 0; i < nv; i++) sorted[i][0] = row[i], sorted[i][1] = (float)i;
+            qsort(sorted, (size_t)nv, sizeof *sorted, by_logit);
+            const float tps[4] = {1.0f, 0.95f, 0.5f, 0.999f}, mps[3] = {0.0f, 0.05f, 0.2f};
+            for (int t = 0; t < 4; t++)
+                for (int m = 0; m < 3; m++) {
+                    struct sampler_params p;
+                    sampler_params_default(&p);
+                    p.top_k = 0;
+                    p.top_p = tps[t];
+                    p.min_p = mps[m];
+                    p.temp = round % 2 ? 0.7f : 1.3f;
+                    p.seed = (uint64_t)round * 31 + (uint64_t)t;
+                    int32_t first = -1;
+                    for (uint64_t d = 0; d < 4; d++) {
+                        int32_t got = sampler_sample(s, &p, row, NULL, 0, d);
+                        assert(got == sample_ref(row, (const float(*)[2])sorted, nv, &p, d));
+                        distinct_total += first >= 0 && got != first;
+                        if (first < 0) first = got;
+                        checked++;
+                    }
+                }
+        }
+        sampler_free(&s);
+        free(row);
+        free(sorted);
+    }
+    assert(checked == 3 * 12 * 12 * 4 && distinct_total > 100); /* the draws did vary */
+}
+
 int main(void) {
+    check_vocabulary_wide();
     check_penalties();
     enum { NV = 100 };
     float logits[NV];

@@ -119,6 +119,9 @@ exact_stories)
     same_text "$STORIES" 2 "--shared-file" -- --temp 0 --frequency-penalty 1.5 --presence-penalty 1 -n 48
     same_text "$STORIES" 2 "--shared-file" -- --temp 0 --repeat-penalty 1.3 --repeat-last-n -1 -n 48
     same_text "$STORIES" 2 "--shared-file" -- --temp 0 --repeat-penalty 1.3 --repeat-last-n 0 -n 48
+    # no top-k: the sampler sorts only what top-p needs, or nothing (temperature alone)
+    same_text "$STORIES" 2 "--shared-file" -- --temp 0.9 --seed 5 --top-k 0 --top-p 0.9 --min-p 0 -n 48
+    same_text "$STORIES" 2 "--shared-file" -- --temp 1.1 --seed 6 --top-k 0 --top-p 1 --min-p 0 -n 48
     for w in 1 2; do # without computing ahead: the same text, and nothing computed ahead
         same_text "$STORIES" "$w" "--shared-file --ahead off" -- --temp 0.9 --seed 42 -n 64
         [ "$(ahead_seen "$w")" = 0 ] ||
