@@ -673,6 +673,20 @@ struct textgen {
     char error[256];
 };
 
+/* Appends b[0..n) to the growing buffer *buf (*len bytes of *cap), kept NUL-terminated. */
+static void text_append(char **buf, size_t *len, size_t *cap, const char *b, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t c = (*len + n + 1) * 2;
+        char *t = realloc(*buf, c);
+        if (!t) abort();
+        *buf = t;
+        *cap = c;
+    }
+    if (n) memcpy(*buf + *len, b, n);
+    *len += n;
+    (*buf)[*len] = 0;
+}
+
 static void tg_init(struct textgen *tg, const api_t *api, const struct gen *g) {
     memset(tg, 0, sizeof *tg);
     tg->dec = tokenizer_decoder_new(api->cfg.tokenizer, false);
@@ -700,31 +714,24 @@ static void tg_take_echo(struct textgen *tg, const api_t *api, serve_req_t *r) {
     tg->echo_toks = xmalloc((n + 1) * sizeof *tg->echo_toks);
     tg->echo_scored = xmalloc((n + 1) * sizeof *tg->echo_scored);
     tokenizer_decoder_t *dec = tokenizer_decoder_new(api->cfg.tokenizer, false);
-    size_t cap = 64, len = 0;
-    char *text = xmalloc(cap);
+    size_t cap = 0, len = 0;
+    char *text = NULL;
+    text_append(&text, &len, &cap, "", 0);
     for (size_t i = 0; i <= n; i++) {
         const char *b;
         size_t nb = i < n ? tokenizer_decoder_feed(dec, p->prompt[i], &b)
                           : tokenizer_decoder_flush(dec, &b);
-        if (len + nb + 1 > cap) {
-            cap = (len + nb + 1) * 2;
-            char *t = realloc(text, cap);
-            if (!t) abort();
-            text = t;
-        }
-        memcpy(text + len, b, nb);
         if (i < n) {
             struct tg_tok *t = &tg->echo_toks[i];
             t->id = p->prompt[i];
             t->start = len;
+            t->end = len + nb;
             t->top.n = 0;
             tg->echo_scored[i] = serve_req_prompt_logprob(r, (int32_t)i, &t->logprob, &t->top);
         }
-        len += nb;
-        if (i < n) tg->echo_toks[i].end = len;
+        text_append(&text, &len, &cap, b, nb);
     }
     tokenizer_decoder_free(&dec);
-    text[len] = 0;
     tg->echo_text = text;
     tg->echo_len = len;
 }
@@ -741,16 +748,7 @@ static cJSON *echo_json_text(const struct textgen *tg, const char *text, size_t 
 }
 
 static void tg_append(struct textgen *tg, const char *b, size_t n) {
-    if (tg->len + n + 1 > tg->cap) {
-        size_t cap = (tg->len + n + 1) * 2;
-        char *t = realloc(tg->text, cap);
-        if (!t) abort();
-        tg->text = t;
-        tg->cap = cap;
-    }
-    memcpy(tg->text + tg->len, b, n);
-    tg->len += n;
-    tg->text[tg->len] = 0;
+    text_append(&tg->text, &tg->len, &tg->cap, b, n);
 }
 
 /* Cuts the text at the earliest stop string that starts at or after `sent` (earlier text
@@ -1183,15 +1181,7 @@ struct stream {
 };
 
 static void stream_put(struct stream *st, const char *b, size_t n) {
-    if (st->len + n > st->cap) {
-        size_t cap = (st->len + n) * 2;
-        char *t = realloc(st->out, cap);
-        if (!t) abort();
-        st->out = t;
-        st->cap = cap;
-    }
-    memcpy(st->out + st->len, b, n);
-    st->len += n;
+    text_append(&st->out, &st->len, &st->cap, b, n);
 }
 
 static void stream_event(struct stream *st, cJSON *j) {
