@@ -383,10 +383,11 @@ bool batcher_on_result(batcher_t *s, uint64_t batch_id, const struct batcher_row
             seq_end(s, q, SERVE_FINISH_LENGTH, NULL);
             continue;
         }
+        /* the row of the sequence's last token: a row for another position (a stage out of
+         * step, or rogue) is not this step's token */
         const struct batcher_row *row = NULL;
         for (size_t k = 0; k < n_rows && !row; k++)
-            if (rows[k].seq_id == q->seq_id && (!q->scoring || rows[k].pos == q->n_tokens - 1))
-                row = &rows[k];
+            if (rows[k].seq_id == q->seq_id && rows[k].pos == q->n_tokens - 1) row = &rows[k];
         if (!row) {
             LOG(LOG_ERROR, "batcher: batch %llu came back without a token for sequence %llu",
                 (unsigned long long)batch_id, (unsigned long long)q->seq_id);

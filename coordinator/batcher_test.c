@@ -82,6 +82,16 @@ static void answer(batcher_t *b, const struct batcher_batch *bt, int32_t tok) {
     CHECK(batcher_on_result(b, bt->batch_id, rows, n));
 }
 
+/* The row a last stage returns for sequence seq's sampled token in batch bt: at the position
+ * of its last wanted row. */
+static struct batcher_row sampled(const struct batcher_batch *bt, uint64_t seq, int32_t tok) {
+    struct batcher_row row = {.seq_id = seq, .pos = -1, .token = tok};
+    for (int32_t i = 0; i < bt->n_tokens; i++)
+        if (bt->want[i] && bt->seq_id[i] == seq) row.pos = bt->pos[i];
+    CHECK(row.pos >= 0);
+    return row;
+}
+
 static enum serve_finish finish_of(serve_req_t *r, size_t *n) {
     size_t next = 0;
     struct serve_token t[64];
@@ -130,18 +140,18 @@ static void test_chunks_and_decode(void) {
     }
     /* 102 is the final chunk: draw 0 */
     CHECK(batcher_next(b, 200, &bt) == false);
-    struct batcher_row row = {.seq_id = serve_req_id(r), .token = 7, .logprob = -0.1f};
+    struct batcher_row row = {.seq_id = serve_req_id(r), .pos = 4, .token = 7, .logprob = -0.1f};
     CHECK(batcher_on_result(b, 102, &row, 1));
     CHECK(!batcher_on_result(b, 102, &row, 1)); /* a duplicate changes nothing */
     /* decode: one token at position 5, draw 1 */
     CHECK(batcher_next(b, 201, &bt));
     CHECK(bt.n_tokens == 1 && bt.token[0] == 7 && bt.pos[0] == 5 && bt.n_samples == 1);
     CHECK(bt.samples[0].draw == 1 && bt.samples[0].n_recent == 0);
-    row.token = 8;
+    row = sampled(&bt, serve_req_id(r), 8);
     CHECK(batcher_on_result(b, 201, &row, 1));
     CHECK(batcher_next(b, 202, &bt));
     CHECK(bt.samples[0].draw == 2);
-    row.token = 9;
+    row = sampled(&bt, serve_req_id(r), 9);
     CHECK(batcher_on_result(b, 202, &row, 1));
     size_t n = 0;
     CHECK(finish_of(r, &n) == SERVE_FINISH_LENGTH); /* max_tokens 3 */
@@ -162,14 +172,14 @@ static void test_pipeline_shares(void) {
     CHECK(batcher_next(b, 1, &b1));
     CHECK(b1.n_samples == 2 && b1.n_tokens == 6); /* half of the 4 sequences */
     uint64_t s1[2] = {b1.samples[0].seq_id, b1.samples[1].seq_id};
+    /* what the last stage will answer for b1 (its arrays are the batcher's until its next call) */
+    struct batcher_row rows[2] = {sampled(&b1, s1[0], 5), sampled(&b1, s1[1], 6)};
     CHECK(batcher_next(b, 2, &b2));
     CHECK(b2.n_samples == 2);
     for (int i = 0; i < 2; i++)
         CHECK(b2.samples[i].seq_id != s1[0] && b2.samples[i].seq_id != s1[1]);
     CHECK(!batcher_next(b, 3, &b3)); /* both pipeline slots busy */
     CHECK(batcher_n_inflight(b) == 2 && batcher_oldest_inflight(b) == (int)b1.micro_batch);
-    struct batcher_row rows[2] = {{.seq_id = s1[0], .token = 5, .logprob = 0},
-                                  {.seq_id = s1[1], .token = 6, .logprob = 0}};
     CHECK(batcher_on_result(b, 1, rows, 2));
     CHECK(batcher_next(b, 3, &b3)); /* the same two come back as decode steps */
     CHECK(b3.n_tokens == 2 && b3.n_prompt_tokens == 0);
@@ -191,8 +201,7 @@ static void test_pipeline_shares(void) {
     }
     /* their next tokens come back: those two have resumed */
     struct batcher_row back[2];
-    for (int32_t i = 0; i < b4.n_samples; i++)
-        back[i] = (struct batcher_row){.seq_id = b4.samples[i].seq_id, .token = 7, .logprob = 0};
+    for (int32_t i = 0; i < b4.n_samples; i++) back[i] = sampled(&b4, b4.samples[i].seq_id, 7);
     CHECK(b4.n_samples == 2 && batcher_on_result(b, 4, back, 2));
     CHECK(batcher_n_resuming(b) == 2);
     for (int i = 0; i < 4; i++) serve_req_unref(&r[i]);
@@ -228,13 +237,13 @@ static void test_prompt_chunks_pipelined(void) {
     CHECK(batcher_on_result(b, 10, NULL, 0));
     CHECK(!batcher_next(b, 13, &bt[3])); /* nothing to send until the token comes */
     CHECK(batcher_on_result(b, 11, NULL, 0));
-    struct batcher_row row = {.seq_id = serve_req_id(r), .token = 7, .logprob = 0};
+    struct batcher_row row = {.seq_id = serve_req_id(r), .pos = 9, .token = 7};
     CHECK(batcher_on_result(b, 12, &row, 1));
     /* decoding: one micro-batch at a time */
     CHECK(batcher_next(b, 13, &bt[0]));
     CHECK(bt[0].n_tokens == 1 && bt[0].pos[0] == 10 && bt[0].samples[0].draw == 1);
     CHECK(!batcher_next(b, 14, &bt[1]));
-    row.token = 8;
+    row = sampled(&bt[0], serve_req_id(r), 8);
     CHECK(batcher_on_result(b, 13, &row, 1));
     size_t n = 0;
     CHECK(finish_of(r, &n) == SERVE_FINISH_LENGTH && n == 2);
@@ -261,7 +270,7 @@ static void test_prompt_chunks_pipelined(void) {
         CHECK(bt[i].pos[0] == 4 * i);
     }
     for (int i = 0; i < 2; i++) CHECK(batcher_on_result(b, 32 + (uint64_t)i, NULL, 0));
-    row = (struct batcher_row){.seq_id = serve_req_id(d), .token = 9, .logprob = 0};
+    row = (struct batcher_row){.seq_id = serve_req_id(d), .pos = 8, .token = 9};
     CHECK(batcher_on_result(b, 34, &row, 1));
     CHECK(finish_of(d, &n) == SERVE_FINISH_LENGTH && n == 1);
     serve_req_unref(&r);
@@ -344,13 +353,16 @@ static void test_timeouts_per_sequence(void) {
         struct batcher_batch x, y;
         CHECK(batcher_next(b, 10 + 10 * (uint64_t)round, &x) && x.n_samples == 1);
         const uint64_t x_seq = x.samples[0].seq_id, x_id = x.batch_id;
+        const int32_t x_pos = sampled(&x, x_seq, 7).pos;
         CHECK(batcher_next(b, 11 + 10 * (uint64_t)round, &y) && y.n_samples == 1);
         const uint64_t y_seq = y.samples[0].seq_id, y_id = y.batch_id;
+        const int32_t y_pos = sampled(&y, y_seq, 7).pos;
         if (round == 0) lost_seq = x_seq;
         /* the lost sequence's batch never comes back; the other one's does, and it goes on */
         const uint64_t good_seq = x_seq == lost_seq ? y_seq : x_seq;
         CHECK(good_seq != lost_seq);
-        struct batcher_row row = {.seq_id = good_seq, .token = 7, .logprob = -0.5f};
+        struct batcher_row row = {
+            .seq_id = good_seq, .pos = x_seq == lost_seq ? y_pos : x_pos, .token = 7};
         CHECK(batcher_on_result(b, x_seq == lost_seq ? y_id : x_id, &row, 1));
         struct batcher_batch z;
         CHECK(batcher_next(b, 12 + 10 * (uint64_t)round, &z)); /* its next step, in flight */
@@ -384,9 +396,7 @@ static void test_token_outside_vocabulary(void) {
     CHECK(batcher_next(b, 1, &bt) && bt.n_samples == 3);
     struct batcher_row rows[3];
     const int32_t toks[3] = {99, 100, -1};
-    for (int i = 0; i < 3; i++)
-        rows[i] =
-            (struct batcher_row){.seq_id = bt.samples[i].seq_id, .token = toks[i], .logprob = 0};
+    for (int i = 0; i < 3; i++) rows[i] = sampled(&bt, bt.samples[i].seq_id, toks[i]);
     CHECK(batcher_on_result(b, bt.batch_id, rows, 3));
     size_t n = 0;
     for (int i = 0; i < 3; i++) {
@@ -405,6 +415,32 @@ static void test_token_outside_vocabulary(void) {
     CHECK(batcher_next(b, 2, &bt) && bt.n_tokens == 1 && bt.token[0] == 99);
     batcher_destroy(&b);
     for (int i = 0; i < 3; i++) serve_req_unref(&r[i]);
+    serve_queue_destroy(&q);
+}
+
+/* A last stage answering for another position than the sequence's last token (out of step, or
+ * rogue: a replayed row of an earlier step) has not returned this step's token: that sequence
+ * ends with an error and the token reaches no one; the other sequence of the batch goes on. */
+static void test_row_out_of_step(void) {
+    serve_queue_t *q = serve_queue_new(16);
+    batcher_t *b = one_stage_batcher(q, 64, 2, 100);
+    serve_req_t *r0 = add(q, b, req(3, 10, 100, 1.0f)), *r1 = add(q, b, req(3, 20, 100, 1.0f));
+    struct batcher_batch bt;
+    CHECK(batcher_next(b, 1, &bt) && bt.n_samples == 2);
+    answer(b, &bt, 5);
+    CHECK(batcher_next(b, 2, &bt) && bt.n_samples == 2);
+    struct batcher_row rows[2] = {sampled(&bt, serve_req_id(r0), 6),
+                                  sampled(&bt, serve_req_id(r1), 6)};
+    CHECK(rows[1].pos == 3);
+    rows[1].pos = 2; /* the position of the step before */
+    CHECK(batcher_on_result(b, 2, rows, 2));
+    size_t n = 0;
+    CHECK(finish_of(r1, &n) == SERVE_FINISH_ERROR && n == 1);
+    CHECK(strstr(serve_req_error(r1), "no token") != NULL);
+    CHECK(serve_req_n_tokens(r0) == 2 && batcher_n_active(b) == 1);
+    serve_req_unref(&r0);
+    serve_req_unref(&r1);
+    batcher_destroy(&b);
     serve_queue_destroy(&q);
 }
 
@@ -431,6 +467,7 @@ static void test_logprobs(void) {
         const bool asked = bt.samples[i].seq_id == serve_req_id(r);
         CHECK(bt.samples[i].logprobs == asked && bt.samples[i].top_logprobs == (asked ? 2 : 0));
         rows[i] = (struct batcher_row){.seq_id = bt.samples[i].seq_id,
+                                       .pos = sampled(&bt, bt.samples[i].seq_id, 5).pos,
                                        .token = 5,
                                        .logprob = asked ? -0.1f : 0.0f,
                                        .n_top = asked ? 3 : 0,
@@ -447,6 +484,7 @@ static void test_logprobs(void) {
     for (int i = 0; i < 2; i++) {
         const bool asked = bt.samples[i].seq_id == serve_req_id(r);
         rows[i] = (struct batcher_row){.seq_id = bt.samples[i].seq_id,
+                                       .pos = sampled(&bt, bt.samples[i].seq_id, 5).pos,
                                        .token = 5,
                                        .n_top = asked ? 3 : 0,
                                        .top_id = bad,
@@ -474,7 +512,7 @@ static void test_last_sample(void) {
     for (int i = 0; i < 2; i++) {
         CHECK(batcher_next(b, 1 + (uint64_t)i, &bt) && bt.n_samples == 1);
         last[i] = bt.samples[0].last;
-        struct batcher_row row = {.seq_id = bt.samples[0].seq_id, .token = 7};
+        struct batcher_row row = sampled(&bt, bt.samples[0].seq_id, 7);
         CHECK(batcher_on_result(b, bt.batch_id, &row, 1));
     }
     CHECK(!last[0] && last[1]);
@@ -482,7 +520,7 @@ static void test_last_sample(void) {
     for (int i = 0; i < 2; i++) {
         CHECK(batcher_next(b, 3 + (uint64_t)i, &bt) && bt.n_samples == 1);
         last[i] = bt.samples[0].last;
-        struct batcher_row row = {.seq_id = bt.samples[0].seq_id, .token = 7};
+        struct batcher_row row = sampled(&bt, bt.samples[0].seq_id, 7);
         CHECK(batcher_on_result(b, bt.batch_id, &row, 1));
     }
     CHECK(!last[0] && last[1] && !batcher_next(b, 5, &bt));
@@ -662,6 +700,7 @@ int main(void) {
     test_prompt_chunks_pipelined();
     test_timeouts_per_sequence();
     test_token_outside_vocabulary();
+    test_row_out_of_step();
     test_logprobs();
     test_last_sample();
     test_stage_errors();
