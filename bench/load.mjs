@@ -4,7 +4,10 @@
 //
 //   node bench/load.mjs URL STREAMS MAX_TOKENS [PROMPT]
 //   (CARAVAN_API_KEY sets the bearer key; CARAVAN_LOGPROBS=N asks each token's log-probability
-//   and the N most likely, as `logprobs: N`)
+//   and the N most likely, as `logprobs: N`; LOAD_LATE_PROMPT=TEXT sends one more request,
+//   for one token, LOAD_LATE_MS (default 1000) after the streams start, and reports its time to
+//   first token as late_ttft_ms: how a long prompt arriving stalls the streams shows in
+//   max_gap_ms, the longest wait between two tokens of one stream)
 const [url, streamsArg, maxArg, promptArg] = process.argv.slice(2);
 if (!url || !streamsArg || !maxArg) {
   console.error('usage: node bench/load.mjs URL STREAMS MAX_TOKENS [PROMPT]');
@@ -16,13 +19,13 @@ const prompt = promptArg || 'Once upon a time there was a little robot who lived
 const headers = { 'Content-Type': 'application/json' };
 if (process.env.CARAVAN_API_KEY) headers.Authorization = `Bearer ${process.env.CARAVAN_API_KEY}`;
 
-async function one(i) {
+async function one(i, text = prompt, max = maxTokens) {
   const t0 = performance.now();
   const res = await fetch(`${url.replace(/\/+$/, '')}/v1/completions`, {
     method: 'POST',
     headers,
     body: JSON.stringify({
-      prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true,
+      prompt: text, max_tokens: max, temperature: 0, ignore_eos: true, stream: true,
       stream_options: { include_usage: true }, seed: i,
       ...(process.env.CARAVAN_LOGPROBS ? { logprobs: Number(process.env.CARAVAN_LOGPROBS) } : {}),
     }),
@@ -48,7 +51,7 @@ async function one(i) {
         if (!ttft) ttft = now - t0;
         else if (now - last > maxGap) maxGap = now - last;
         last = now;
-        stamps.push(now);
+        if (i < streams) stamps.push(now); // not the late request's
         mine.push(now);
       }
       if (j.usage) tokens = j.usage.completion_tokens;
@@ -59,7 +62,12 @@ async function one(i) {
 
 const stamps = []; // every token's arrival, all streams (for LOAD_TIMELINE)
 const t0 = performance.now();
+const late = process.env.LOAD_LATE_PROMPT
+  ? new Promise((r) => setTimeout(r, Number(process.env.LOAD_LATE_MS || 1000)))
+    .then(() => one(streams, process.env.LOAD_LATE_PROMPT, 1))
+  : null;
 const results = await Promise.all(Array.from({ length: streams }, (_, i) => one(i)));
+const lateResult = late ? await late : null;
 const wall = (performance.now() - t0) / 1000;
 const tokens = results.reduce((a, r) => a + r.tokens, 0);
 const ttfts = results.map((r) => r.ttft_ms).sort((a, b) => a - b);
@@ -76,6 +84,7 @@ console.log(JSON.stringify({
   ttft_ms_median: +ttfts[Math.floor(ttfts.length / 2)].toFixed(1),
   ttft_ms_max: +ttfts[ttfts.length - 1].toFixed(1),
   max_gap_ms: +Math.max(...results.map((r) => r.max_gap_ms)).toFixed(1),
+  ...(lateResult ? { late_ttft_ms: +lateResult.ttft_ms.toFixed(1) } : {}),
 }));
 if (process.env.LOAD_TIMELINE) {
   // tokens arrived per second since start, appended as "second count" lines

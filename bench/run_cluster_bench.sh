@@ -7,9 +7,9 @@
 #      then traced runs with --ahead off and on: the time between tokens less the stages'
 #      compute (the cluster's own cost a token) and, with --ahead off, a decode step's round
 #      trip and its links, serializing, sending and receiving;
-#   1b. time to first token of a ~1000-token prompt (4 chunks of 256 and a short one) through
-#      2 and 3 workers against `caravan run --threads 1` (the chunks are pipelined over the
-#      stages), REPS rounds;
+#   1b. time to first token of a ~1000-token prompt (4 chunks of 256 and a short one, or the
+#      sizes in CHUNKS) through 2 and 3 workers against `caravan run --threads 1` (the chunks
+#      are pipelined over the stages), REPS rounds;
 #   2. aggregate generation tokens/s with 1, 2, 4 and 8 concurrent streams (2 workers x 1
 #      thread, HTTP API, bench/load.mjs) against llama-batched-bench -t 2 on the same file;
 #   3. time to first token, per-hop compute / network / wait (from /metrics), resident memory
@@ -22,9 +22,11 @@
 # REPS (3), SINGLE_WORKERS ("1 2 3"; " " skips part 1), SINGLE_CPUS (e.g. 1: part 1 runs both
 # `caravan run` and every process of the cluster under `taskset -c SINGLE_CPUS`, the same CPUs
 # for both; a single stream keeps one stage busy at a time), LONG_WORKERS ("2 3"; " " skips part
-# 1b), STREAMS ("1 2 4 8"; " " skips parts 2-4), LLAMA_BIN (a directory with llama-batched-bench,
-# llama-bench, rpc-server built outside the repository; optional). Prints markdown; raw numbers
-# go to $OUT (default /tmp/caravan-bench/cluster.json).
+# 1b), CHUNKS ("256": the --prefill-chunk sizes parts 1b and 1c compare), LATE_STREAMS (unset:
+# part 1c, the long prompt arriving while this many streams decode, is skipped), STREAMS
+# ("1 2 4 8"; " " skips parts 2-4), LLAMA_BIN (a directory with llama-batched-bench,
+# llama-bench, rpc-server built outside the repository; optional). Prints markdown; raw
+# numbers go to $OUT (default /tmp/caravan-bench/cluster.json).
 set -eu
 BUILD=${1:-build}
 BIN=$BUILD/bin
@@ -55,13 +57,15 @@ if [ -n "${SINGLE_CPUS:-}" ]; then
     pin=(taskset -c "$SINGLE_CPUS")
     where=", every process on CPU $SINGLE_CPUS"
 fi
-echo "## single stream, $TG tokens, tokens/s (median of $REPS, alternating with caravan run$where)"
-echo
-echo "The cluster as it runs by default (the first worker computes ahead), then with \`--ahead off\`"
-echo "(every token's next step goes through the coordinator), in turn with \`caravan run\`."
-echo
-echo "| workers | caravan run 1t | cluster | ratio of medians | median of pair ratios (min-max) | --ahead off | its pair ratios |"
-echo "|---|---|---|---|---|---|---|"
+if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then # part 1
+    echo "## single stream, $TG tokens, tokens/s (median of $REPS, alternating with caravan run$where)"
+    echo
+    echo "The cluster as it runs by default (the first worker computes ahead), then with \`--ahead off\`"
+    echo "(every token's next step goes through the coordinator), in turn with \`caravan run\`."
+    echo
+    echo "| workers | caravan run 1t | cluster | ratio of medians | median of pair ratios (min-max) | --ahead off | its pair ratios |"
+    echo "|---|---|---|---|---|---|---|"
+fi
 json_single=""
 # pair_stats RUNS CLUSTERS: "median-of-pair-ratios (min-max)"
 pair_stats() {
@@ -123,24 +127,67 @@ fi
 
 LONG_PROMPT=$(for _ in $(seq 25); do printf '%s ' "Once upon a time there was a little robot who lived in a big city and dreamed of the sea."; done)
 ttft_of() { sed -n 's/^prompt: .* first token after \([0-9.]*\) s$/\1/p; s/^prompt: [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$1" | tail -n1; }
+CHUNKS=${CHUNKS:-256}
 if [ -n "$(echo "${LONG_WORKERS-2 3}" | tr -d ' ')" ]; then
-    echo "## time to first token, a 1026-token prompt in chunks of 256, seconds (median of $REPS)"
+    echo "## time to first token, a 1026-token prompt, seconds (median of $REPS; --prefill-chunk: $CHUNKS)"
     echo
-    echo "| workers | caravan run 1t | cluster | cluster sooner by |"
-    echo "|---|---|---|---|"
+    echo "| workers | caravan run 1t | $(for c in $CHUNKS; do printf 'chunk %s | sooner by | ' "$c"; done)"
+    echo "|---|---|$(for _ in $CHUNKS; do printf -- '---|---|'; done)"
     for k in ${LONG_WORKERS-2 3}; do
-        runs="" clus=""
-        for _ in $(seq "$REPS"); do
+        runs=""
+        declare -A clus=()
+        for _ in $(seq "$REPS"); do # each round: caravan run, then each chunk size in turn
             "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 -n 1 \
                 --prompt "$LONG_PROMPT" >/dev/null 2>"$DIR/run.err"
             runs="$runs $(ttft_of "$DIR/run.err")"
-            "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 --shared-file \
-                --temp 0 -n 1 --prompt "$LONG_PROMPT" >/dev/null 2>"$DIR/cluster.err"
-            clus="$clus $(ttft_of "$DIR/cluster.err")"
+            for c in $CHUNKS; do
+                "$BIN/caravan" cluster --model "$MODEL" --workers "$k" --threads 1 --shared-file \
+                    --prefill-chunk "$c" --temp 0 -n 1 --prompt "$LONG_PROMPT" \
+                    >/dev/null 2>"$DIR/cluster.err"
+                clus[$c]="${clus[$c]:-} $(ttft_of "$DIR/cluster.err")"
+            done
         done
         r=$(words "$runs" | median)
-        c=$(words "$clus" | median)
-        echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", b/a}') |"
+        row="| $k | $r |"
+        for c in $CHUNKS; do
+            m=$(words "${clus[$c]}" | median)
+            row="$row $m | $(awk -v a="$m" -v b="$r" 'BEGIN{printf "%.2fx", b/a}') |"
+        done
+        echo "$row"
+        unset clus
+    done
+    echo
+fi
+
+# 1c. the same prompt arriving while LATE_STREAMS streams decode (2 workers): its time to first
+# token and the longest wait between two tokens of a decoding stream, per chunk size
+if [ -n "${LATE_STREAMS:-}" ]; then
+    echo "## a 1026-token prompt arriving 1 s into $LATE_STREAMS decoding streams (2 workers, $((2 * TG)) tokens each; median of $REPS)"
+    echo
+    echo "| --prefill-chunk | its first token, ms | longest wait between two tokens of a stream, ms | without it, ms | generation t/s |"
+    echo "|---|---|---|---|---|"
+    for c in $CHUNKS; do
+        rm -f "$DIR/serve.out"
+        "$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file \
+            --http 127.0.0.1:0 --max-seqs 8 --prefill-chunk "$c" >"$DIR/serve.out" 2>"$DIR/serve.err" &
+        CL=$!
+        trap 'kill -INT $CL 2>/dev/null; wait $CL 2>/dev/null' EXIT
+        for _ in $(seq 1200); do grep -q '^http://' "$DIR/serve.out" && break; sleep 0.1; done
+        URL=$(grep -m1 '^http://' "$DIR/serve.out")
+        node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
+        late="" gap="" calm="" gen=""
+        for _ in $(seq "$REPS"); do
+            j=$(node "$HERE/load.mjs" "$URL" "$LATE_STREAMS" $((2 * TG)))
+            calm="$calm $(node -e 'console.log(JSON.parse(process.argv[1]).max_gap_ms)' "$j")"
+            j=$(LOAD_LATE_PROMPT="$LONG_PROMPT" node "$HERE/load.mjs" "$URL" "$LATE_STREAMS" $((2 * TG)))
+            late="$late $(node -e 'console.log(JSON.parse(process.argv[1]).late_ttft_ms)' "$j")"
+            gap="$gap $(node -e 'console.log(JSON.parse(process.argv[1]).max_gap_ms)' "$j")"
+            gen="$gen $(node -e 'console.log(JSON.parse(process.argv[1]).gen_tokens_per_s)' "$j")"
+        done
+        kill -INT $CL
+        wait $CL || true
+        trap - EXIT
+        echo "| $c | $(words "$late" | median) | $(words "$gap" | median) | $(words "$calm" | median) | $(words "$gen" | median) |"
     done
     echo
 fi

@@ -102,7 +102,8 @@ static const struct opt cluster_opts[] = {
      "KV positions per sequence (0: the model's, at most 4096)"},
     {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, 1024, "N", "requests served at once"},
     {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N",
-     "most prompt tokens of one request per step"},
+     "most prompt tokens of one request per step, so long prompts do not stall decoding (64: a "
+     "sooner first token and shorter stalls on 2-3 workers, bench/RESULTS.md)"},
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states between workers (f16 halves the bytes; tokens may then differ)"},
     {"ahead", 0, OPT_STRING, F(ahead), "on", 0, -1, "on|off",
