@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -168,6 +169,7 @@ struct cluster {
     struct proc coord;
     struct proc workers[CLUSTER_MAX_WORKERS];
     int n_workers;
+    int pid_fd; /* launcher.pid, open and locked while we run (-1: none) */
 };
 
 /* Starts argv (argv[0] is ignored: this binary runs) with stderr to log, stdout to out_fd (or
@@ -388,10 +390,12 @@ static void strip_folder(const char *dir) {
 }
 
 /* Folders of earlier runs (/tmp/caravan-cluster.*) whose launcher died without cleaning up
- * (SIGKILL, a crash, a power cut): this user's, naming a launcher pid (launcher.pid) that no
- * longer runs. They hold throw-away keys and, without --cache, every worker's shipped slice
- * (hundreds of MB for a real model); nobody was told where. Removed. A failed run's folder,
- * whose logs the user was pointed at, has no launcher.pid and stays. */
+ * (SIGKILL, a crash, a power cut): this user's, with a launcher.pid that no process holds
+ * locked and whose pid no longer runs. They hold throw-away keys and, without --cache, every
+ * worker's shipped slice (hundreds of MB for a real model); nobody was told where. Removed. A
+ * failed run's folder, whose logs the user was pointed at, has no launcher.pid and stays. The
+ * lock is what tells a live launcher: its pid alone cannot, for a launcher in another PID
+ * namespace (a container sharing /tmp) whose pid means nothing here. */
 static void sweep_stale(void) {
     DIR *d = opendir("/tmp");
     if (!d) return;
@@ -404,13 +408,15 @@ static void sweep_stale(void) {
         struct stat st;
         if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) continue;
         snprintf(path, sizeof path, "%s/launcher.pid", dir);
-        FILE *f = fopen(path, "r");
-        long pid = 0;
-        if (!f) continue;
-        int got = fscanf(f, "%ld", &pid);
-        fclose(f);
-        if (got != 1 || pid <= 0 || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-        if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0) n++;
+        const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) continue;
+        char text[32] = {0};
+        const ssize_t got = read(fd, text, sizeof text - 1);
+        const long pid = got > 0 ? strtol(text, NULL, 10) : 0;
+        const bool unlocked = flock(fd, LOCK_EX | LOCK_NB) == 0; /* held until we close it */
+        const bool gone = pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        if (unlocked && gone && nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0) n++;
+        close(fd);
     }
     closedir(d);
     if (n)
@@ -422,6 +428,7 @@ static void sweep_stale(void) {
 int cmd_cluster(int argc, char **argv) {
     struct cluster *cl = calloc(1, sizeof *cl);
     if (!cl) return 1;
+    cl->pid_fd = -1;
     int n_pos = 0;
     enum opts_result r = opts_parse(cluster_opts, &cl->cfg, argc, argv,
                                     "usage: caravan cluster [--model M.gguf] [--workers N] "
@@ -463,13 +470,15 @@ int cmd_cluster(int argc, char **argv) {
             fprintf(stderr, "error: cannot create a temporary folder: %s\n", strerror(errno));
             goto out;
         }
-        /* so that a later run can tell this folder was left behind if we die unannounced */
-        char pid_path[600];
+        /* so that a later run can tell this folder was left behind if we die unannounced: the
+         * lock goes with this process (its daemons do not inherit the descriptor) */
+        char pid_path[600], text[32];
         snprintf(pid_path, sizeof pid_path, "%s/launcher.pid", cl->dir);
-        FILE *pf = fopen(pid_path, "w");
-        if (pf) {
-            fprintf(pf, "%ld\n", (long)getpid());
-            fclose(pf);
+        cl->pid_fd = open(pid_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (cl->pid_fd >= 0) {
+            const int len = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+            if (flock(cl->pid_fd, LOCK_EX) != 0 || write(cl->pid_fd, text, (size_t)len) != len)
+                fprintf(stderr, "caravan cluster: warning: %s: %s\n", pid_path, strerror(errno));
         }
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -818,6 +827,7 @@ stop:
         }
     }
 out:
+    if (cl->pid_fd >= 0) close(cl->pid_fd);
     free(cl);
     return rc;
 }

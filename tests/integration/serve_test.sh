@@ -331,6 +331,15 @@ launcher_dies)
     wait "$launcher" 2>/dev/null || true
     left "$own" 10 || { pkill -9 -f -- "$own"; fail "processes left after the launcher's SIGKILL"; }
     [ -f "$own/launcher.pid" ] || fail "$own is not there after the launcher's SIGKILL"
+    # a live launcher whose pid means nothing here (another PID namespace): its launcher.pid
+    # names a pid beyond pid_max, and the lock on it is held (by a sleep holding it as a
+    # launcher does); its folder stays until the lock goes
+    foreign=$(mktemp -d /tmp/caravan-cluster.XXXXXX)
+    mkdir "$foreign/w1"
+    echo "$(($(cat /proc/sys/kernel/pid_max) + 1))" >"$foreign/launcher.pid"
+    (exec 9<"$foreign/launcher.pid" && flock 9 && exec sleep 300) >/dev/null 2>&1 &
+    holder=$!
+    for _ in $(seq 100); do flock -n "$foreign/launcher.pid" true || break; sleep 0.1; done
     # a failed run: its logs stay, its keys and slices do not, and a later run leaves it
     : >"$WORK/afile"
     set +e
@@ -346,6 +355,12 @@ launcher_dies)
     timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 1 --threads 1 --prompt hi -n 2 \
         >/dev/null 2>"$WORK/next.err" || fail "the next run failed: $(tail -n 3 "$WORK/next.err")"
     [ ! -e "$own" ] || fail "$own was left after the next runs"
+    [ -d "$foreign/w1" ] || { kill "$holder"; fail "a folder whose launcher.pid is locked was removed"; }
+    kill "$holder"
+    wait "$holder" 2>/dev/null || true
+    timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 1 --threads 1 --prompt hi -n 2 \
+        >/dev/null 2>"$WORK/next.err" || fail "the next run failed: $(tail -n 3 "$WORK/next.err")"
+    [ ! -e "$foreign" ] || { rm -rf "$foreign"; fail "$foreign was left once its lock was gone"; }
     [ -f "$kept/coordinator.log" ] || fail "the next run removed a failed run's logs"
     note "a SIGKILLed launcher's folder removed by the next run ($(grep -h removed "$WORK/failed.err" "$WORK/next.err" | head -n 1))"
     rm -rf "$kept"
