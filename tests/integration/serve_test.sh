@@ -42,8 +42,12 @@ STORIES="${CARAVAN_SHARED:-/nonexistent}/models/stories260K.gguf"
 WORK=$(mktemp -d /tmp/caravan_serve.XXXXXX)
 FAILED=0
 RUNS=0
+LEFT=""  # folders outside $WORK a case made (launcher_dies), removed however it ends
+HOLDER="" # a process a case started to hold a lock
 
 cleanup() {
+    [ -z "$HOLDER" ] || kill "$HOLDER" 2>/dev/null || true
+    for d in $LEFT; do case "$d" in /tmp/caravan-cluster.*) rm -rf "$d" ;; esac; done
     if [ "$FAILED" -ne 0 ] || [ -n "${CARAVAN_TEST_VERBOSE:-}" ]; then
         for f in "$WORK"/*.err "$WORK"/logs*/*.log; do
             [ -f "$f" ] && { echo "==== $f"; tail -n 40 "$f"; }
@@ -339,6 +343,7 @@ launcher_dies)
     echo "$(($(cat /proc/sys/kernel/pid_max) + 1))" >"$foreign/launcher.pid"
     (exec 9<"$foreign/launcher.pid" && flock 9 && exec sleep 300) >/dev/null 2>&1 &
     holder=$!
+    HOLDER=$holder LEFT="$LEFT $foreign"
     for _ in $(seq 100); do flock -n "$foreign/launcher.pid" true || break; sleep 0.1; done
     # a failed run: its logs stay, its keys and slices do not, and a later run leaves it
     : >"$WORK/afile"
@@ -347,6 +352,7 @@ launcher_dies)
         --prompt hi -n 4 >/dev/null 2>"$WORK/failed.err"
     set -e
     kept=$(sed -n 's/.*logs kept in //p' "$WORK/failed.err")
+    LEFT="$LEFT $kept"
     [ -n "$kept" ] && [ -f "$kept/coordinator.log" ] || fail "a failed run kept no logs: $(tail -n 3 "$WORK/failed.err")"
     [ -z "$(find "$kept" -mindepth 1 -type d)" ] && [ ! -e "$kept/launcher.pid" ] ||
         fail "a failed run kept more than its logs: $(find "$kept")"
