@@ -30,6 +30,6 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 # and each fuzzed for 20 s from its seeds in tests/corpus.
 echo "== fuzz targets (clang)"
 cmake --preset fuzz >/dev/null
-cmake --build build-fuzz -j"$jobs" --target api_fuzz codec_fuzz codec_fuzz_body gguf_fuzz \
-  tokenizer_fuzz
+cmake --build build-fuzz -j"$jobs" --target api_fuzz batcher_fuzz codec_fuzz codec_fuzz_body \
+  gguf_fuzz tokenizer_fuzz
 ctest --test-dir build-fuzz --output-on-failure -j"$jobs" -L fuzz
