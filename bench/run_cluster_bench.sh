@@ -128,6 +128,23 @@ fi
 LONG_PROMPT=$(for _ in $(seq 25); do printf '%s ' "Once upon a time there was a little robot who lived in a big city and dreamed of the sea."; done)
 ttft_of() { sed -n 's/^prompt: .* first token after \([0-9.]*\) s$/\1/p; s/^prompt: [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$1" | tail -n1; }
 CHUNKS=${CHUNKS:-256}
+# serve_up ARGS...: a 2-worker cluster serving the API (ARGS added), warmed up; sets CL and URL.
+# serve_down stops it.
+serve_up() {
+    rm -f "$DIR/serve.out"
+    "$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file \
+        --http 127.0.0.1:0 --max-seqs 8 "$@" >"$DIR/serve.out" 2>"$DIR/serve.err" &
+    CL=$!
+    trap 'kill -INT $CL 2>/dev/null; wait $CL 2>/dev/null' EXIT
+    for _ in $(seq 1200); do grep -q '^http://' "$DIR/serve.out" && break; sleep 0.1; done
+    URL=$(grep -m1 '^http://' "$DIR/serve.out")
+    node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
+}
+serve_down() {
+    kill -INT "$CL"
+    wait "$CL" 2>/dev/null || true
+    trap - EXIT
+}
 if [ -n "$(echo "${LONG_WORKERS-2 3}" | tr -d ' ')" ]; then
     echo "## time to first token, a 1026-token prompt, seconds (median of $REPS; --prefill-chunk: $CHUNKS)"
     echo
@@ -167,26 +184,17 @@ if [ -n "${LATE_STREAMS:-}" ]; then
     echo "| --prefill-chunk | its first token, ms | longest wait between two tokens of a stream, ms | without it, ms | generation t/s |"
     echo "|---|---|---|---|---|"
     for c in $CHUNKS; do
-        rm -f "$DIR/serve.out"
-        "$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file \
-            --http 127.0.0.1:0 --max-seqs 8 --prefill-chunk "$c" >"$DIR/serve.out" 2>"$DIR/serve.err" &
-        CL=$!
-        trap 'kill -INT $CL 2>/dev/null; wait $CL 2>/dev/null' EXIT
-        for _ in $(seq 1200); do grep -q '^http://' "$DIR/serve.out" && break; sleep 0.1; done
-        URL=$(grep -m1 '^http://' "$DIR/serve.out")
-        node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
+        serve_up --prefill-chunk "$c"
         late="" gap="" calm="" gen=""
         for _ in $(seq "$REPS"); do
             j=$(node "$HERE/load.mjs" "$URL" "$LATE_STREAMS" $((2 * TG)))
             calm="$calm $(node -e 'console.log(JSON.parse(process.argv[1]).max_gap_ms)' "$j")"
             j=$(LOAD_LATE_PROMPT="$LONG_PROMPT" node "$HERE/load.mjs" "$URL" "$LATE_STREAMS" $((2 * TG)))
-            late="$late $(node -e 'console.log(JSON.parse(process.argv[1]).late_ttft_ms)' "$j")"
-            gap="$gap $(node -e 'console.log(JSON.parse(process.argv[1]).max_gap_ms)' "$j")"
-            gen="$gen $(node -e 'console.log(JSON.parse(process.argv[1]).gen_tokens_per_s)' "$j")"
+            read -r l g t < <(node -e 'const j = JSON.parse(process.argv[1]);
+                console.log(j.late_ttft_ms, j.max_gap_ms, j.gen_tokens_per_s)' "$j")
+            late="$late $l" gap="$gap $g" gen="$gen $t"
         done
-        kill -INT $CL
-        wait $CL || true
-        trap - EXIT
+        serve_down
         echo "| $c | $(words "$late" | median) | $(words "$gap" | median) | $(words "$calm" | median) | $(words "$gen" | median) |"
     done
     echo
@@ -197,14 +205,7 @@ json_conc=""
 if [ -n "$(echo "$STREAMS" | tr -d ' ')" ]; then
     echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
     echo
-    rm -f "$DIR/serve.out"
-    "$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file --http 127.0.0.1:0 \
-        --max-seqs 8 --log-dir "$DIR/cluster-logs" >"$DIR/serve.out" 2>"$DIR/serve.err" &
-    CL=$!
-    trap 'kill -INT $CL 2>/dev/null; wait $CL 2>/dev/null' EXIT
-    for _ in $(seq 1200); do grep -q '^http://' "$DIR/serve.out" && break; sleep 0.1; done
-    URL=$(grep -m1 '^http://' "$DIR/serve.out")
-    node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
+    serve_up --log-dir "$DIR/cluster-logs"
     declare -A LB
     if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/llama-batched-bench" ]; then
         "$LLAMA_BIN/llama-batched-bench" -m "$MODEL" -c 4096 -b 2048 -ub 512 -npp 16 -ntg "$TG" \
@@ -242,9 +243,7 @@ if [ -n "$(echo "$STREAMS" | tr -d ' ')" ]; then
     for(const s of Object.keys(comp)){const n=fw[s].v||1;const w=c.workers.find(x=>x.stage===+s)||{};
     console.log(`| ${s} | ${comp[s].name} | ${w.layer_first}-${w.layer_end-1} | ${(comp[s].v/n*1e3).toFixed(2)} | ${(net[s].v/n*1e3).toFixed(3)} | ${(wait[s].v/n*1e3).toFixed(3)} | ${((w.memory_bytes||0)/1048576).toFixed(0)} |`);}
     ' "$DIR/metrics.txt" "$DIR/cluster.json.txt"
-    kill -INT $CL
-    wait $CL 2>/dev/null || true
-    trap - EXIT
+    serve_down
     echo
 
     if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/rpc-server" ] && [ -x "$LLAMA_BIN/llama-bench" ]; then

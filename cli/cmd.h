@@ -16,3 +16,8 @@ int cmd_cluster(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
 /* Joins one run's trace files into out (see cmd_trace.c); 0 on success. */
 int cmd_trace_merge(const char *out, const char *const *ins, int n_in);
+
+/* --prefill-chunk's help, the same for `caravan cluster` and `caravan coordinator`. */
+#define CMD_PREFILL_CHUNK_HELP                                                                     \
+    "most prompt tokens of one request per step, so long prompts do not stall decoding (64: a "    \
+    "sooner first token and shorter stalls on 2-3 workers, bench/RESULTS.md)"

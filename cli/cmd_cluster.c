@@ -102,9 +102,7 @@ static const struct opt cluster_opts[] = {
     {"ctx", 'c', OPT_INT, F(ctx), "0", 0, 1 << 20, "N",
      "KV positions per sequence (0: the model's, at most 4096)"},
     {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, 1024, "N", "requests served at once"},
-    {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N",
-     "most prompt tokens of one request per step, so long prompts do not stall decoding (64: a "
-     "sooner first token and shorter stalls on 2-3 workers, bench/RESULTS.md)"},
+    {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N", CMD_PREFILL_CHUNK_HELP},
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states between workers (f16 halves the bytes; tokens may then differ)"},
     {"ahead", 0, OPT_STRING, F(ahead), "on", 0, -1, "on|off",

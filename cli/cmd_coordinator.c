@@ -146,9 +146,7 @@ static const struct opt coordinator_opts[] = {
      "have, so any split gives the same tokens)"},
     {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, 1024, "N",
      "sequences served at once (KV slots); more requests wait in a queue"},
-    {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N",
-     "most prompt tokens of one request per step, so long prompts do not stall decoding (64: a "
-     "sooner first token and shorter stalls on 2-3 workers, bench/RESULTS.md)"},
+    {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N", CMD_PREFILL_CHUNK_HELP},
     {"max-inflight", 0, OPT_INT, F(max_inflight), "0", 0, 64, "N",
      "micro-batches in the pipeline at once (0: one per stage)"},
     {"batch", 'b', OPT_INT, F(batch), "512", 1, 1 << 16, "N", "most tokens in one micro-batch"},

@@ -342,8 +342,7 @@ launcher_dies)
     mkdir "$foreign/w1"
     echo "$(($(cat /proc/sys/kernel/pid_max) + 1))" >"$foreign/launcher.pid"
     (exec 9<"$foreign/launcher.pid" && flock 9 && exec sleep 300) >/dev/null 2>&1 &
-    holder=$!
-    HOLDER=$holder LEFT="$LEFT $foreign"
+    HOLDER=$! LEFT="$LEFT $foreign"
     for _ in $(seq 100); do flock -n "$foreign/launcher.pid" true || break; sleep 0.1; done
     # a failed run: its logs stay, its keys and slices do not, and a later run leaves it
     : >"$WORK/afile"
@@ -361,9 +360,10 @@ launcher_dies)
     timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 1 --threads 1 --prompt hi -n 2 \
         >/dev/null 2>"$WORK/next.err" || fail "the next run failed: $(tail -n 3 "$WORK/next.err")"
     [ ! -e "$own" ] || fail "$own was left after the next runs"
-    [ -d "$foreign/w1" ] || { kill "$holder"; fail "a folder whose launcher.pid is locked was removed"; }
-    kill "$holder"
-    wait "$holder" 2>/dev/null || true
+    [ -d "$foreign/w1" ] || fail "a folder whose launcher.pid is locked was removed"
+    kill "$HOLDER"
+    wait "$HOLDER" 2>/dev/null || true
+    HOLDER=""
     timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 1 --threads 1 --prompt hi -n 2 \
         >/dev/null 2>"$WORK/next.err" || fail "the next run failed: $(tail -n 3 "$WORK/next.err")"
     [ ! -e "$foreign" ] || { rm -rf "$foreign"; fail "$foreign was left once its lock was gone"; }
