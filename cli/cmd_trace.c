@@ -219,21 +219,29 @@ static int cmp_part(const void *a, const void *b) {
  * and first receive of a batch at each node keep this true when a batch was sent again). A
  * heartbeat round trip puts off_k within its estimate +- rtt/2. The tightest bounds those
  * difference constraints give are shortest paths (Floyd-Warshall over at most 65 nodes) from
- * and to the coordinator (input `coord`): hi_k = d(coord, k), lo_k = -d(k, coord); the offset
- * is their middle. A heartbeat whose echo a worker read late because it was computing has a
- * long round trip and a biased middle (a 1-worker run's was 6.4 ms off); the steps' own
- * messages bound a worker's offset to about a transit time each way. Inputs with no such
- * bounds keep the heartbeat's figures; contradictory constraints (clocks that drifted apart)
- * keep them all, with a warning. lo/hi receive the bounds (NAN when open; all NAN when coord
- * < 0, no coordinator file). */
+ * and to the coordinator (input `coord`): hi_k = d(coord, k), lo_k = -d(k, coord). Each bound
+ * is the offset plus the transit times of the messages on its path, and the paths differ in
+ * length: the third of three workers is three hops from the coordinator and one hop back. So
+ * the offset is not the interval's middle but the point that gives every hop the same transit
+ * time: with h1 hops on the way out and h2 back, (h2 hi_k + h1 lo_k) / (h1 + h2) (the middle
+ * when h1 = h2, as for a heartbeat's round trip). A heartbeat whose echo a worker read late
+ * because it was computing has a long round trip and a biased middle (a 1-worker run's was
+ * 6.4 ms off); the steps' own messages bound a worker's offset to about a transit time each
+ * way. Inputs with no such bounds keep the heartbeat's figures; contradictory constraints
+ * (clocks that drifted apart) keep them all, with a warning. lo/hi receive the bounds (NAN
+ * when open; all NAN when coord < 0, no coordinator file). */
 static void narrow_offsets(cJSON *const *files, int n_in, int coord, double *offset,
                            const double *rtt, double *lo, double *hi) {
     const int n = n_in;
     for (int k = 0; k < n; k++) lo[k] = hi[k] = NAN;
     if (coord < 0) return; /* no coordinator file: the clocks are taken as they are */
     double d[TRACE_MAX_FILES][TRACE_MAX_FILES];
+    int hops[TRACE_MAX_FILES][TRACE_MAX_FILES]; /* messages on the path d[a][b] stands for */
     for (int a = 0; a < n; a++)
-        for (int b = 0; b < n; b++) d[a][b] = a == b ? 0 : INFINITY;
+        for (int b = 0; b < n; b++) {
+            d[a][b] = a == b ? 0 : INFINITY;
+            hops[a][b] = a == b ? 0 : 1;
+        }
     for (int k = 0; k < n; k++) {
         if (k == coord || rtt[k] < 0) continue;
         d[coord][k] = offset[k] + rtt[k] / 2;
@@ -291,7 +299,10 @@ static void narrow_offsets(cJSON *const *files, int n_in, int coord, double *off
     for (int m = 0; m < n; m++)
         for (int a = 0; a < n; a++)
             for (int b = 0; b < n; b++)
-                if (d[a][m] + d[m][b] < d[a][b]) d[a][b] = d[a][m] + d[m][b];
+                if (d[a][m] + d[m][b] < d[a][b]) {
+                    d[a][b] = d[a][m] + d[m][b];
+                    hops[a][b] = hops[a][m] + hops[m][b];
+                }
     for (int k = 0; k < n; k++)
         if (d[k][k] < 0) {
             fprintf(stderr, "warning: the run's messages and heartbeats disagree about the "
@@ -302,7 +313,10 @@ static void narrow_offsets(cJSON *const *files, int n_in, int coord, double *off
         if (k == coord) continue;
         hi[k] = isinf(d[coord][k]) ? NAN : d[coord][k];
         lo[k] = isinf(d[k][coord]) ? NAN : -d[k][coord];
-        if (!isnan(lo[k]) && !isnan(hi[k])) offset[k] = (lo[k] + hi[k]) / 2;
+        if (!isnan(lo[k]) && !isnan(hi[k])) {
+            const double out = hops[coord][k], back = hops[k][coord];
+            offset[k] = (back * hi[k] + out * lo[k]) / (out + back);
+        }
     }
 }
 

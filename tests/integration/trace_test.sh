@@ -3,8 +3,8 @@
 # the merged DIR/trace.json must have, for a step, every stage's spans in order (coordinator
 # serialize and send; each worker's receive, queue, compute, serialize, send; the coordinator's
 # receive), a clock offset for every worker from heartbeat round trips, narrowed by the steps'
-# own messages to within 1 ms of the truth (0 on one host) even from misleading heartbeats, and
-# parse as JSON.
+# own messages to within 1 ms of the truth (0 on one host) even from misleading heartbeats or
+# over slow links, and parse as JSON.
 # `caravan trace check` is the checker (cJSON). Needs CARAVAN_BIN and curl.
 set -u
 BIN=${CARAVAN_BIN:?CARAVAN_BIN not set}
@@ -73,6 +73,23 @@ fs.writeFileSync(process.argv[2], JSON.stringify(t));' "$WORK/trace/coordinator.
 "$BIN/caravan" trace merge "$WORK/m3.json" "$WORK/late.json" "$WORK"/trace/w?.json ||
     fail "merge with misleading heartbeats failed"
 near_zero "$WORK/m3.json" || fail "misleading heartbeats were not corrected by the steps' messages"
+# Slow links (as on a loaded host or a real network): every message arrives 2 ms later and the
+# heartbeats say nothing (a round trip of 1 s). The third worker is three hops from the
+# coordinator and one back, so the middle of its bounds would be off by a whole hop's time;
+# giving every hop the same time finds each offset again.
+node -e '
+const fs = require("fs");
+const [coord, out, ...workers] = process.argv.slice(1);
+const slow = (t) => { for (const e of t.traceEvents) if (e.name === "receive") e.ts += 2000; return t; };
+const c = slow(JSON.parse(fs.readFileSync(coord, "utf8")));
+for (const k of c.otherData.clocks) { k.offset_us = 0; k.rtt_us = 1000000; }
+fs.writeFileSync(`${out}/slow-c.json`, JSON.stringify(c));
+workers.forEach((w, i) => fs.writeFileSync(`${out}/slow-w${i + 1}.json`,
+    JSON.stringify(slow(JSON.parse(fs.readFileSync(w, "utf8"))))));' \
+    "$WORK/trace/coordinator.json" "$WORK" "$WORK"/trace/w?.json || fail "cannot write the slow-link files"
+"$BIN/caravan" trace merge "$WORK/m4.json" "$WORK/slow-c.json" "$WORK"/slow-w?.json ||
+    fail "merge with slow links failed"
+near_zero "$WORK/m4.json" || fail "slow links: the offsets lean by the hops' transit time"
 # summary: medians over the decode steps, with the link into each of the 4 nodes; the steps it
 # counts as computed ahead are the ones the first worker says it used (how many there are is a
 # race between the last worker's step ahead and the coordinator's round trip: on a busy host,
