@@ -1864,9 +1864,10 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
 
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    /* the address is MHD_OPTION_SOCK_ADDR's; the port argument only names it in MHD's messages */
     api->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+        flags, (uint16_t)port, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        api, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
         MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
     if (!api->mhd) {
         snprintf(err, errcap, "--http %s: cannot listen there (address in use or not local?)",
