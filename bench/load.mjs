@@ -7,7 +7,9 @@
 //   and the N most likely, as `logprobs: N`; LOAD_LATE_PROMPT=TEXT sends one more request,
 //   for one token, LOAD_LATE_MS (default 1000) after the streams start, and reports its time to
 //   first token as late_ttft_ms: how a long prompt arriving stalls the streams shows in
-//   max_gap_ms, the longest wait between two tokens of one stream)
+//   max_gap_ms, the longest wait between two tokens of one stream; LOAD_TIMELINE=FILE appends
+//   "bin count" lines, the tokens that arrived in each LOAD_BIN_MS (default 1000) since
+//   LOAD_T0, epoch seconds)
 const [url, streamsArg, maxArg, promptArg] = process.argv.slice(2);
 if (!url || !streamsArg || !maxArg) {
   console.error('usage: node bench/load.mjs URL STREAMS MAX_TOKENS [PROMPT]');
@@ -87,13 +89,14 @@ console.log(JSON.stringify({
   ...(lateResult ? { late_ttft_ms: +lateResult.ttft_ms.toFixed(1) } : {}),
 }));
 if (process.env.LOAD_TIMELINE) {
-  // tokens arrived per second since start, appended as "second count" lines
+  // tokens arrived per bin (a second unless LOAD_BIN_MS) since LOAD_T0, as "bin count" lines
   const { appendFileSync } = await import('node:fs');
-  const base = Number(process.env.LOAD_T0 || 0);
+  const base = Number(process.env.LOAD_T0 || 0) * 1000;
+  const binMs = Number(process.env.LOAD_BIN_MS || 1000);
   const per = new Map();
   for (const t of stamps) {
-    const sec = Math.floor((performance.timeOrigin + t) / 1000 - base);
-    per.set(sec, (per.get(sec) || 0) + 1);
+    const bin = Math.floor((performance.timeOrigin + t - base) / binMs);
+    per.set(bin, (per.get(bin) || 0) + 1);
   }
   appendFileSync(process.env.LOAD_TIMELINE,
     [...per].map(([k, v]) => `${k} ${v}`).join('\n') + (per.size ? '\n' : ''));

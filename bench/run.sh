@@ -7,13 +7,16 @@
 #             tg, whole model on this machine)
 #   scaling   pipeline over 1..4 workers (caravan cluster on loopback), aggregate generated
 #             tokens/s for 1, 2, 4 and 8 concurrent streams (bench/load.mjs)
-#   latency   per-token latency of one stream (difference of an 8- and an 8+TOKENS-token run) and its breakdown (compute, network, rest from
-#             /metrics) with f32 and f16 activations, against link delay (0 1 5 20 50 ms) and
+#   latency   per-token latency of one stream (after its first token) and its breakdown (the
+#             trace's spans on loopback, compute and network from /metrics over netns links)
+#             with f32 and f16 activations, against link delay (0 1 5 20 50 ms) and
 #             bandwidth (1gbit, 100mbit, 30mbit with Wi-Fi-like jitter), beside the hop model
 #             compute + hops x (delay + bytes / bandwidth). Delay 0 on loopback runs everywhere;
 #             the other links need deploy/netns-cluster.sh (namespaces with delay/rate) and are
 #             skipped with a message when it is missing.
-#   recovery  latency around a killed worker: not yet (fail-over is a later issue); skipped.
+#   recovery  a worker killed under 4 streams, once per stage (bench/run_failover_bench.sh
+#             part 1): detection, re-plan, weight load, re-processing, the longest pause, and
+#             the streams' tokens/s around the kill (recovery.png)
 #   all       every scenario above.
 #
 # Environment (defaults in brackets; keep runs short on a shared machine):
@@ -28,7 +31,9 @@
 #     (its COMMAND mode: CARAVAN_URL set, everything removed afterwards). Those runs have no
 #     trace: the per-token latency is the client's (stream time after the first token / tokens)
 #     and the breakdown comes from /metrics (compute and network per step).
-#   PLOT_ONLY [0]: 1 = redraw engine and scaling plots from bench/results/*.dat, measure nothing
+#   REC_REPS [3]: kills in the recovery scenario (the first, middle and last stage in turn)
+#   PLOT_ONLY [0]: 1 = redraw engine, scaling and recovery plots from bench/results/*, measure
+#     nothing
 #   HOP_DELAY [1]: how many times the --delay one hop crosses (netns-cluster.sh delays every
 #     node's outgoing packets, so a message from node to node crosses it once)
 set -uo pipefail
@@ -453,8 +458,45 @@ EOF
     note "latency: $json, $here/latency.png, $here/latency_breakdown.png"
 }
 
+# ---- recovery ----
+# bench/run_failover_bench.sh's part 1 measures (one kill of each stage with REC_REPS 3: 4
+# streams, 3 workers, SIGKILL, the coordinator's log split into detection, re-plan, weight
+# load and re-processing); here its figures go to recovery.json and the streams' tokens/s
+# around each kill is drawn.
 scenario_recovery() {
-    note "recovery: skipped: recovery after a killed worker needs fail-over (a later issue)"
+    local prefix="$OUT/recovery"
+    [ -f "$MODEL" ] || MODEL=$(model_file q4_0)
+    if [ "${PLOT_ONLY:-0}" != 1 ]; then
+        note "recovery: ${REC_REPS:-3} kills, 4 streams through 3 workers"
+        REPS=${REC_REPS:-3} DURATION=0 RECOVERY_OUT=$prefix MODEL=$MODEL \
+            CARAVAN_BENCH_DIR=$DIR bash "$here/run_failover_bench.sh" "$BUILD" >"$prefix.md" ||
+            die "run_failover_bench.sh failed: $(tail -n 3 "$prefix.md")"
+        cat "$prefix.md" >&2
+    fi
+    local plots="" i=0 blocks stage
+    blocks=$(awk 'NF == 4 && $1 != k {k = $1; printf "%s:%s ", $1, $2}' "$prefix.dat")
+    for kb in $blocks; do
+        case ${kb#*:} in w1) stage="first stage" ;; w3) stage="last stage" ;; *) stage="middle stage" ;; esac
+        plots="$plots '$prefix.dat' index $i using 3:4 with steps lw 2 title 'kill ${kb%%:*}: ${kb#*:} ($stage)' noenhanced,"
+        i=$((i + 1))
+    done
+    [ -n "$plots" ] || die "no timeline in $prefix.dat"
+    local model
+    model=$(grep -o '"model":"[^"]*"' "$prefix.json" | cut -d'"' -f4)
+    gnuplot <<EOF
+set terminal pngcairo size 960,560 font 'DejaVu Sans,11'
+set output '$here/recovery.png'
+set title "A worker killed (SIGKILL) under 4 streams, 3 workers, $(gp_text "$model")\n{/*0.8 tokens/s of all streams in 100 ms bins; $(caption)}"
+set xlabel 'time from the kill (ms)'
+set xrange [-3000:*]
+set ylabel 'generated tokens/s (all streams)'
+set yrange [0:*]
+set arrow from 0, graph 0 to 0, graph 1 nohead dt 2 lw 2
+set key outside right
+set grid
+plot ${plots%,}
+EOF
+    note "recovery: $prefix.json, $here/recovery.png"
 }
 
 case "${1:-}" in
@@ -467,7 +509,7 @@ all)
     scenario_recovery
     ;;
 *)
-    sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -16,7 +16,10 @@
 #
 #   bench/run_failover_bench.sh [BUILD_DIR]
 # Environment: MODEL (default: tinyllama-1.1b Q4_0 made in CARAVAN_BENCH_DIR, default
-# /tmp/caravan-bench), REPS (3), DURATION (120), PERIOD (20).
+# /tmp/caravan-bench), REPS (3), DURATION (120; 0 skips part 2), PERIOD (20), RECOVERY_OUT
+# (a path prefix: part 1 also writes PREFIX.json, every kill's figures, and PREFIX.dat, the
+# tokens/s of all streams in 100 ms bins around each kill, as "kill victim ms_from_kill
+# tokens_per_s"; bench/run.sh recovery plots them).
 set -eu
 BUILD=${1:-build}
 BIN=$BUILD/bin
@@ -53,9 +56,18 @@ echo
 echo "| kill | detection ms | re-plan ms | weight load ms | re-processing ms | longest pause a stream saw ms | tokens delivered |"
 echo "|---|---|---|---|---|---|---|"
 dets="" plans="" loads="" reps="" gaps=""
+BIN_MS=100
+if [ -n "${RECOVERY_OUT:-}" ]; then
+    : >"$RECOVERY_OUT.dat"
+    printf '{"scenario":"recovery","model":"%s","workers":3,"streams":4,"tokens":160,"cpu":"%s","cpus":%d,"date":"%s","bin_ms":%d,"kills":[' \
+        "$(basename "$MODEL")" "$cpu" "$(nproc)" "$(date -u +%Y-%m-%dT%H:%MZ)" "$BIN_MS" >"$RECOVERY_OUT.json"
+fi
 for r in $(seq "$REPS"); do
     start_cluster --no-restart
-    node "$HERE/load.mjs" "$URL" 4 160 >"$DIR/fo.load" 2>&1 &
+    t0=$(date +%s%3N)
+    rm -f "$DIR/fo.tl"
+    LOAD_TIMELINE=$DIR/fo.tl LOAD_T0=$((t0 / 1000)).$(printf %03d $((t0 % 1000))) LOAD_BIN_MS=$BIN_MS \
+        node "$HERE/load.mjs" "$URL" 4 160 >"$DIR/fo.load" 2>&1 &
     LP=$!
     sleep 6
     victim=w$((r % 3 + 1))
@@ -74,12 +86,28 @@ for r in $(seq "$REPS"); do
     gap=$(node -e 'let s=require("fs").readFileSync(process.argv[1],"utf8");try{console.log(JSON.parse(s.trim().split("\n").pop()).max_gap_ms)}catch(e){console.log("failed")}' "$DIR/fo.load")
     ok=$(grep -q '"tokens":640' "$DIR/fo.load" && echo "all 640" || echo "NO")
     echo "| $r ($victim) | $det | $plan | ${load:-?} | ${rep:-?} | $gap | $ok |"
+    if [ -n "${RECOVERY_OUT:-}" ]; then
+        num() { case $1 in '' | *[!0-9.-]*) echo null ;; *) echo "$1" ;; esac; }
+        [ "$r" = 1 ] || printf ',' >>"$RECOVERY_OUT.json"
+        printf '{"kill":%d,"victim":"%s","detection_ms":%s,"replan_ms":%s,"weight_load_ms":%s,"reprocessing_ms":%s,"longest_pause_ms":%s,"all_tokens":%s}' \
+            "$r" "$victim" "$(num "$det")" "$(num "$plan")" "$(num "${load:-}")" "$(num "${rep:-}")" \
+            "$(num "$gap")" "$([ "$ok" = "all 640" ] && echo true || echo false)" >>"$RECOVERY_OUT.json"
+        # every bin from the first token to the last, empty ones as 0, on the kill's time axis
+        sort -n "$DIR/fo.tl" | awk -v r="$r" -v v="$victim" -v k=$((t_kill - t0)) -v b=$BIN_MS '
+            { n[$1] += $2; if (NR == 1) lo = $1; hi = $1 }
+            END { for (i = lo; i <= hi; i++) printf "%d %s %d %.1f\n", r, v, i * b - k, (n[i] + 0) * 1000 / b }' \
+            >>"$RECOVERY_OUT.dat"
+        printf '\n\n' >>"$RECOVERY_OUT.dat" # a gnuplot data block per kill
+    fi
     dets="$dets $det" plans="$plans ${plan}" loads="$loads ${load:-0}" reps="$reps ${rep:-0}" gaps="$gaps $gap"
     stop_cluster
 done
 echo
 echo "medians: detection $(echo $dets | tr ' ' '\n' | median) ms, re-plan $(echo $plans | tr ' ' '\n' | median) ms, weight load $(echo $loads | tr ' ' '\n' | median) ms, re-processing $(echo $reps | tr ' ' '\n' | median) ms, pause $(echo $gaps | tr ' ' '\n' | median) ms"
 echo
+
+[ -z "${RECOVERY_OUT:-}" ] || echo ']}' >>"$RECOVERY_OUT.json"
+[ "$DURATION" -gt 0 ] || exit 0
 
 echo "## churn: a worker killed every ${PERIOD} s for ${DURATION} s, 4 clients streaming"
 echo
