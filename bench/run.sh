@@ -27,15 +27,16 @@
 #   LAT_WORKERS [3]  DELAYS [0 1 5 20 50]  RATES [1gbit 100mbit 30mbit]  WIRES [f32 f16]
 #   WORKER_THREADS [1]: compute threads per worker
 #   NETNS [deploy/netns-cluster.sh]: called as NETNS --workers N --delay D --rate R [--jitter J
-#     --loss L] --model M --wire-dtype W --threads T -- bench/run.sh _netns_measure FILE
+#     --loss L] --model M --wire-dtype W --threads T --shared-file --ready-timeout 300
+#     -- bench/run.sh _netns_measure FILE
 #     (its COMMAND mode: CARAVAN_URL set, everything removed afterwards). Those runs have no
 #     trace: the per-token latency is the client's (stream time after the first token / tokens)
 #     and the breakdown comes from /metrics (compute and network per step).
 #   REC_REPS [3]: kills in the recovery scenario (the first, middle and last stage in turn)
 #   PLOT_ONLY [0]: 1 = redraw engine, scaling and recovery plots from bench/results/*, measure
 #     nothing
-#   HOP_DELAY [1]: how many times the --delay one hop crosses (netns-cluster.sh delays every
-#     node's outgoing packets, so a message from node to node crosses it once)
+#   HOP_DELAY [1]: how many times the --delay one hop crosses (netns-cluster.sh holds every
+#     packet a node receives, so a message from node to node crosses it once)
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -355,7 +356,8 @@ scenario_latency() {
                 else
                     tmp=$(mktemp /tmp/caravan-study.XXXXXX)
                     "$NETNS" --workers "$w" "${args[@]}" --model "$MODEL" --wire-dtype "$wire" \
-                        --threads "$WORKER_THREADS" -- "$here/run.sh" _netns_measure "$tmp" \
+                        --threads "$WORKER_THREADS" --shared-file --ready-timeout 300 \
+                        -- "$here/run.sh" _netns_measure "$tmp" \
                         >/dev/null 2>"$tmp.err" || {
                         note "netns run failed: $(tail -n 3 "$tmp.err")"
                         rm -f "$tmp" "$tmp.err"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A caravan cluster over real links on one machine: one network namespace per node (the
 # coordinator and N workers), each joined to a bridge by a veth pair, with per-link delay,
-# jitter, loss and rate on every node's outgoing side. Needs root.
+# jitter, loss and rate. Needs root.
 #
 #   deploy/netns-cluster.sh --workers 3 --delay 5ms --jitter 1ms --loss 0.1% --rate 100mbit
 #       starts the cluster, prints the API's URL (reachable from this, the host, namespace),
@@ -17,11 +17,17 @@
 # PREFIX-br (SUBNET.1, in the host namespace), files in /tmp/PREFIX-run. The prefix is fixed
 # (cvn) unless --prefix, so a re-run finds what a killed run left.
 #
-# Links: "delay D" means every packet a node sends leaves D (+- jitter, uniform) later, so a
-# message from one node to another crosses one delay, a ping round trip two. With a kernel
-# that has netem, `tc netem` does delay, jitter, loss and rate. Without it (CONFIG_NET_SCH_NETEM
-# unset), build/bin/netdelay (deploy/netdelay/) delays the packets it takes from NFQUEUE,
-# keeping each flow's order; iptables -m statistic drops --loss of them; tbf limits the rate.
+# Links: "delay D" means every packet crosses D (+- jitter, uniform) once between two nodes, so
+# a message from one node to another crosses one delay, a ping round trip two. With a kernel
+# that has netem, `tc netem` on every node's outgoing side does delay, jitter, loss and rate.
+# Without it (CONFIG_NET_SCH_NETEM unset), build/bin/netdelay (deploy/netdelay/) holds every
+# packet a node receives (iptables INPUT -> NFQUEUE), keeping each flow's order; iptables -m
+# statistic drops --loss of what a node sends, and tbf limits its outgoing rate. netdelay holds
+# packets on arrival, not on the sender's way out: a packet held below the sending socket
+# still counts against TCP's small-queue budget (about a millisecond of data), so a bulk
+# transfer over a 5 ms link crawled at ~1 MB/s; held at the receiver, it runs at the link's
+# speed. (ping's round trips then need -U: its kernel receive timestamp is taken before the
+# hold.)
 set -euo pipefail
 
 # A script started in the background by another script begins with SIGINT ignored, and bash
@@ -36,11 +42,13 @@ usage() {
   cat <<'EOF'
 options:
   --workers N        worker namespaces (default 2)
-  --delay D          one-way delay added to every node's outgoing packets: 5ms, 500us, 0 (default 0)
+  --delay D          one-way delay every packet between two nodes crosses: 5ms, 500us, 0 (default 0)
   --jitter J         +- J uniform around the delay (default 0)
   --loss P%          drop P percent of every node's outgoing packets (default 0)
   --rate R           limit every node's outgoing rate: 100mbit, 1gbit, 30mbit (default: none)
   --model M          GGUF (default ../shared/models/stories260K.gguf or $CARAVAN_MODEL)
+  --shared-file      workers map M themselves instead of receiving their slices over the links
+                     (for measurements that are about tokens, not weight transfers)
   --port P           the API's port in the coordinator's namespace (default 8080)
   --threads T        compute threads per worker (default 1)
   --wire-dtype T     f32|f16 activations on the wire (default f32)
@@ -62,7 +70,7 @@ EOF
 here=$(cd "$(dirname "$0")/.." && pwd)
 workers=2 delay=0 jitter=0 loss=0 rate="" port=8080 threads=1 wire=f32 api_key=""
 prefix=cvn subnet=10.77.0 bin=${CARAVAN_BIN:-$here/build/bin} force_netdelay=0 no_cluster=0
-ready_timeout=60 down_only=0 nice_value=0 trace=""
+ready_timeout=60 down_only=0 nice_value=0 trace="" shared_file=0
 model=${CARAVAN_MODEL:-$here/../shared/models/stories260K.gguf}
 cmd=()
 while [ $# -gt 0 ]; do
@@ -73,6 +81,7 @@ while [ $# -gt 0 ]; do
     --loss) loss=${2%\%}; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --model) model=$2; shift 2 ;;
+    --shared-file) shared_file=1; shift ;;
     --port) port=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --wire-dtype) wire=$2; shift 2 ;;
@@ -233,7 +242,7 @@ for ns in "${nodes[@]}"; do
         kill -0 $! 2>/dev/null || die "netdelay failed in $ns: $(cat "$run_dir/$ns.netdelay.log")"
         sleep 0.1
       done
-      ip netns exec "$ns" iptables -A OUTPUT -o eth0 -j NFQUEUE --queue-num 0
+      ip netns exec "$ns" iptables -A INPUT -i eth0 -j NFQUEUE --queue-num 0 # on arrival: see above
     fi
   fi
 done
@@ -280,9 +289,11 @@ for i in $(seq 1 "$workers"); do
   ns=$prefix-w$i
   w_trace=()
   [ -z "$trace" ] || w_trace=(--trace "$trace/w$i.json")
+  weights=(--cache "$run_dir/w$i-cache")
+  [ "$shared_file" = 0 ] || weights=(--model "$model")
   ip netns exec "$ns" nice -n "$nice_value" "$caravan" worker --coordinator "tcp://$c_addr:7000" \
     --coordinator-key "$run_dir/coordinator/key.pub" --key "$run_dir/w$i" --name "w$i" \
-    --listen "tcp://${addr_of[$ns]}:7100" --cache "$run_dir/w$i-cache" --threads "$threads" "${w_trace[@]}" \
+    --listen "tcp://${addr_of[$ns]}:7100" "${weights[@]}" --threads "$threads" "${w_trace[@]}" \
     2>"$run_dir/w$i.log" &
 done
 
