@@ -7,8 +7,8 @@
 #             tg, whole model on this machine)
 #   scaling   pipeline over 1..4 workers (caravan cluster on loopback), aggregate generated
 #             tokens/s for 1, 2, 4 and 8 concurrent streams (bench/load.mjs)
-#   latency   per-token latency of one stream (after its first token) and its breakdown (the
-#             trace's spans on loopback, compute and network from /metrics over netns links)
+#   latency   per-token latency of one stream and its breakdown (a --trace of every run: the
+#             medians over decode steps of the round trip and of each kind of span)
 #             with f32 and f16 activations, against link delay (0 1 5 20 50 ms) and
 #             bandwidth (1gbit, 100mbit, 30mbit with Wi-Fi-like jitter), beside the hop model
 #             compute + hops x (delay + bytes / bandwidth). Delay 0 on loopback runs everywhere;
@@ -28,10 +28,10 @@
 #   WORKER_THREADS [1]: compute threads per worker
 #   NETNS [deploy/netns-cluster.sh]: called as NETNS --workers N --delay D --rate R [--jitter J
 #     --loss L] --model M --wire-dtype W --threads T --shared-file --ready-timeout 300
-#     -- bench/run.sh _netns_measure FILE
-#     (its COMMAND mode: CARAVAN_URL set, everything removed afterwards). Those runs have no
-#     trace: the per-token latency is the client's (stream time after the first token / tokens)
-#     and the breakdown comes from /metrics (compute and network per step).
+#     --trace DIR -- bench/run.sh _netns_measure FILE
+#     (its COMMAND mode: CARAVAN_URL set, everything removed afterwards). Every run is traced:
+#     the per-token latency and its breakdown are the trace's medians over decode steps, as on
+#     loopback; the client's figure (stream time after the first token / tokens) is kept too.
 #   REC_REPS [3]: kills in the recovery scenario (the first, middle and last stage in turn)
 #   PLOT_ONLY [0]: 1 = redraw engine, scaling and recovery plots from bench/results/*, measure
 #     nothing
@@ -127,9 +127,6 @@ trap 'cluster_stop; exit 130' INT TERM
 
 load() { # STREAMS TOKENS -> load.mjs's JSON line
     node "$here/load.mjs" "$CL_URL" "$1" "$2"
-}
-metric() { # FILE NAME -> sum of the series
-    awk -v n="$1" '$1 ~ "^"n"({|$)" {s += $NF} END {printf "%.9g", s + 0}' "$2"
 }
 
 # ---- engine ----
@@ -284,34 +281,12 @@ trace_breakdown() {
     }'
 }
 
-# Inside netns-cluster.sh's COMMAND mode (CARAVAN_URL set): one stream; writes
-# "per_token compute link codec send other client" (ms) to FILE, codec and send unknown (0).
+# Inside netns-cluster.sh's COMMAND mode (CARAVAN_URL set): one stream; writes the client's
+# per-token latency (ms) to FILE. The breakdown comes from the run's trace (netns-cluster.sh
+# --trace merges it when the cluster stops), as on loopback.
 netns_measure() {
     CL_URL=${CARAVAN_URL:?not run by netns-cluster.sh}
-    CL_TMP=$(mktemp -d /tmp/caravan-study.XXXXXX)
-    local m0=$CL_TMP/m0 m1=$CL_TMP/m1 client
-    client=$(measure_latency_client_from_metrics "$m0" "$m1") || { rm -rf "$CL_TMP"; return 1; }
-    awk -v client="$client" \
-        -v c0="$(metric caravan_stage_compute_seconds_total "$m0")" \
-        -v c1="$(metric caravan_stage_compute_seconds_total "$m1")" \
-        -v x0="$(metric caravan_stage_network_seconds_total "$m0")" \
-        -v x1="$(metric caravan_stage_network_seconds_total "$m1")" \
-        -v s0="$(metric caravan_steps_total "$m0")" -v s1="$(metric caravan_steps_total "$m1")" \
-        'BEGIN { steps = s1 - s0; if (steps < 1) steps = 1
-                 c = (c1 - c0) * 1000 / steps; l = (x1 - x0) * 1000 / steps
-                 printf "%.3f %.3f %.3f 0 0 %.3f %.3f\n", client, c, l, client - c - l, client }' >"$1"
-    rm -rf "$CL_TMP"
-    CL_TMP=""
-}
-measure_latency_client_from_metrics() { # M0 M1: /metrics before and after one measured stream
-    load 1 4 >/dev/null || return 1
-    curl -sf "$CL_URL/metrics" >"$1" || return 1
-    local r
-    r=$(load 1 "$TOKENS") || return 1
-    curl -sf "$CL_URL/metrics" >"$2" || return 1
-    echo "$r" | awk -F'[:,}]' '{for (i = 1; i < NF; i++) {
-        if ($i ~ /"wall_s"/) w = $(i + 1); if ($i ~ /"ttft_ms_median"/) t = $(i + 1);
-        if ($i ~ /"tokens"/) n = $(i + 1) }} END {printf "%.3f", (w * 1000 - t) / (n > 1 ? n - 1 : 1)}'
+    measure_latency >"$1"
 }
 
 scenario_latency() {
@@ -354,19 +329,24 @@ scenario_latency() {
                     m=$(trace_breakdown "$tmp" "$client") || { rm -rf "$tmp"; continue; }
                     rm -rf "$tmp"
                 else
-                    tmp=$(mktemp /tmp/caravan-study.XXXXXX)
+                    tmp=$(mktemp -d /tmp/caravan-study.XXXXXX)
                     "$NETNS" --workers "$w" "${args[@]}" --model "$MODEL" --wire-dtype "$wire" \
                         --threads "$WORKER_THREADS" --shared-file --ready-timeout 300 \
-                        -- "$here/run.sh" _netns_measure "$tmp" \
-                        >/dev/null 2>"$tmp.err" || {
-                        note "netns run failed: $(tail -n 3 "$tmp.err")"
-                        rm -f "$tmp" "$tmp.err"
+                        --trace "$tmp/trace" -- "$here/run.sh" _netns_measure "$tmp/client" \
+                        >/dev/null 2>"$tmp/err" || {
+                        note "netns run failed: $(tail -n 3 "$tmp/err")"
+                        rm -rf "$tmp"
                         continue
                     }
-                    m=$(cat "$tmp")
-                    rm -f "$tmp" "$tmp.err"
+                    m=$(trace_breakdown "$tmp" "$(cat "$tmp/client")") || { rm -rf "$tmp"; continue; }
+                    rm -rf "$tmp"
                 fi
-                read -r per comp link codec snd other client <<<"$m"
+                # per token: what the client sees (stream time after the first token / tokens);
+                # the breakdown is of a decode step's round trip at the coordinator (step), which
+                # is longer when the first stage computed ahead (it then overlaps the
+                # coordinator's hop with its compute)
+                read -r step comp link codec snd other client <<<"$m"
+                per=$client
                 if [ "$rate" = loopback ]; then
                     base_compute[$wire]=$comp
                     base_other[$wire]=$(awk -v p="$per" -v c="$comp" 'BEGIN {printf "%.3f", p - c}')
@@ -381,12 +361,12 @@ scenario_latency() {
                         'BEGIN { bw = r > 0 ? b * 8 / r * 1000 : 0
                                  printf "%.3f", c + o + (w - 1) * (d * k + bw) + 2 * d * k }')
                 fi
-                echo "$wire $label $d $per $comp $link $codec $other $pred $client" >>"$dat"
+                echo "$wire $label $d $per $comp $link $codec $other $pred $client $step" >>"$dat"
                 [ $first = 1 ] || printf ',' >>"$json"
                 first=0
-                printf '{"wire":"%s","link":"%s","delay_ms":%s,"bytes_per_hop":%d,"per_token_ms":%s,"compute_ms":%s,"link_ms":%s,"codec_ms":%s,"send_ms":%s,"other_ms":%s,"predicted_ms":%s,"client_per_token_ms":%s}' \
-                    "$wire" "$label" "$d" "$bytes" "$per" "$comp" "$link" "$codec" "$snd" "$other" "$pred" "$client" >>"$json"
-                note "  per token $per ms (compute $comp, links $link, codec $codec, other $other; model $pred; client sees $client)"
+                printf '{"wire":"%s","link":"%s","delay_ms":%s,"bytes_per_hop":%d,"per_token_ms":%s,"compute_ms":%s,"link_ms":%s,"codec_ms":%s,"send_ms":%s,"other_ms":%s,"predicted_ms":%s,"client_per_token_ms":%s,"step_ms":%s}' \
+                    "$wire" "$label" "$d" "$bytes" "$per" "$comp" "$link" "$codec" "$snd" "$other" "$pred" "$client" "$step" >>"$json"
+                note "  per token $per ms (model $pred); a step's round trip $step ms: compute $comp, links $link, codec $codec, other $other"
             done
         done
     done
@@ -441,12 +421,12 @@ EOF
     gnuplot <<EOF
 set terminal pngcairo size 960,580 font 'DejaVu Sans,11'
 set output '$here/latency_breakdown.png'
-set title "Where a token's time goes, one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 medians over decode steps of a --trace run; $(caption)}"
+set title "Where a decode step's time goes (its round trip at the coordinator), one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 medians over decode steps of a --trace run; $(caption)}"
 set style data histograms
 set style histogram rowstacked
 set style fill solid 0.8 border -1
 set boxwidth 0.7
-set ylabel 'ms per token'
+set ylabel 'ms per decode step'
 set xlabel 'activations on the wire, link, delay (ms)'
 set xtics rotate by -30
 set yrange [0:*]
