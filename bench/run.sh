@@ -33,8 +33,7 @@
 #     the per-token latency and its breakdown are the trace's medians over decode steps, as on
 #     loopback; the client's figure (stream time after the first token / tokens) is kept too.
 #   REC_REPS [3]: kills in the recovery scenario (the first, middle and last stage in turn)
-#   PLOT_ONLY [0]: 1 = redraw engine, scaling and recovery plots from bench/results/*, measure
-#     nothing
+#   PLOT_ONLY [0]: 1 = redraw every scenario's plots from bench/results/*, measure nothing
 #   HOP_DELAY [1]: how many times the --delay one hop crosses (netns-cluster.sh holds every
 #     packet a node receives, so a message from node to node crosses it once)
 set -uo pipefail
@@ -291,6 +290,11 @@ netns_measure() {
 
 scenario_latency() {
     local json="$OUT/latency.json" dat="$OUT/latency.dat"
+    [ "${PLOT_ONLY:-0}" = 1 ] || latency_measure "$json" "$dat"
+    latency_plot "$json" "$dat"
+}
+latency_measure() {
+    local json=$1 dat=$2
     [ -f "$MODEL" ] || MODEL=$(model_file q4_0)
     local n_embd
     n_embd=$("$BIN/caravan" inspect "$MODEL" | awk '/embedding_length/ {print $2; exit}')
@@ -391,6 +395,12 @@ scenario_latency() {
             done
         done
     done
+}
+latency_plot() {
+    local json=$1 dat=$2 mdat="$OUT/latency_model.dat" w MODEL have_netns=0
+    w=$(grep -o '"workers":[0-9]*' "$json" | head -1 | cut -d: -f2) # as measured
+    MODEL=$(grep -o '"model":"[^"]*"' "$json" | cut -d'"' -f4)
+    awk '$2 != "loopback" {found = 1} END {exit !found}' "$dat" && have_netns=1
     # per-token latency against delay: measured (points), the hop model (lines)
     local plots="" i=1
     for wire in $WIRES; do
@@ -406,7 +416,7 @@ scenario_latency() {
         done
     done
     local sub="dashed: hop model = compute + hops x (delay + bytes / bandwidth)"
-    [ $have_netns = 1 ] || sub="$sub\\n{/*0.8 only loopback (delay 0) measured: no deploy/netns-cluster.sh}"
+    [ $have_netns = 1 ] || sub="$sub\\n{/*0.8 only loopback (delay 0) measured: no deploy/netns-cluster.sh run}"
     gnuplot <<EOF
 set terminal pngcairo size 960,580 font 'DejaVu Sans,11'
 set output '$here/latency.png'
@@ -419,18 +429,18 @@ set grid
 plot ${plots%,}
 EOF
     gnuplot <<EOF
-set terminal pngcairo size 960,580 font 'DejaVu Sans,11'
+set terminal pngcairo size 1200,640 font 'DejaVu Sans,11'
 set output '$here/latency_breakdown.png'
-set title "Where a decode step's time goes (its round trip at the coordinator), one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 medians over decode steps of a --trace run; $(caption)}"
+set title "Where a decode step's time goes, one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 the step's round trip at the coordinator: medians over decode steps of a --trace run}\n{/*0.8 $(caption)}"
 set style data histograms
 set style histogram rowstacked
 set style fill solid 0.8 border -1
 set boxwidth 0.7
 set ylabel 'ms per decode step'
 set xlabel 'activations on the wire, link, delay (ms)'
-set xtics rotate by -30
+set xtics rotate by -60 font ',9'
 set yrange [0:*]
-set key outside right
+set key inside top left opaque box
 set grid y
 plot '$dat' using 5:xtic(sprintf('%s %s %s', stringcolumn(1), stringcolumn(2), stringcolumn(3))) title 'compute (all stages)', \
      '' using 6 title 'links (send returned to receive, all hops)', \
