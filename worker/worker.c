@@ -17,6 +17,9 @@
 #include "slice.h"
 
 #define WORKER_CHUNK_BYTES (1u << 20) /* WeightChunk size asked for */
+/* WeightRequests in flight (one under --weight-rate-limit). With one, every 1 MiB chunk paid a
+ * round trip: 16 MB/s over a 36 MB/s link with 20 ms each way (bench/RESULTS.md). */
+#define WORKER_XFER_WINDOW 4
 
 struct worker {
     struct worker_config cfg;
@@ -40,8 +43,13 @@ struct worker {
 
     /* Weights received over the network into the cache. */
     bool receiving;
-    int n_retries;            /* transfers restarted after a bad hash */
-    uint64_t xfer_have;       /* bytes in the part (the next request's offset) */
+    int n_retries;       /* transfers restarted after a bad hash */
+    uint64_t xfer_have;  /* bytes in the part */
+    uint64_t xfer_asked; /* bytes asked for so far (the next request's offset) */
+    /* the requests in flight, oldest first (their chunks come back in this order) */
+    uint64_t xfer_req_off[WORKER_XFER_WINDOW], xfer_req_len[WORKER_XFER_WINDOW];
+    int xfer_n_req;
+    int xfer_stale;           /* chunks still to come for requests a short chunk made moot */
     uint64_t xfer_start_have; /* where this process started (resume offset) */
     uint64_t xfer_start_us, last_progress_us;
     int last_progress_decile;
@@ -240,13 +248,20 @@ static void send_weight_request(worker_t *w, struct worker_actions *acts) {
     r.slice_fingerprint.len = CRYPTO_HASH_BYTES;
     r.layer_first = w->slice.layer_first;
     r.layer_end = w->slice.layer_end;
-    r.offset = w->xfer_have;
+    r.offset = w->xfer_asked;
     r.max_chunk_bytes = WORKER_CHUNK_BYTES;
     if (w->cfg.weight_rate_limit) {
         uint64_t k = w->cfg.weight_rate_limit / 8;
         if (k < 4096) k = 4096;
         if (k < r.max_chunk_bytes) r.max_chunk_bytes = (uint32_t)k;
     }
+    uint64_t len = w->slice_bytes - w->xfer_asked;
+    if (len > r.max_chunk_bytes) len = r.max_chunk_bytes;
+    if (w->xfer_n_req < WORKER_XFER_WINDOW) {
+        w->xfer_req_off[w->xfer_n_req] = w->xfer_asked;
+        w->xfer_req_len[w->xfer_n_req++] = len;
+    }
+    w->xfer_asked += len;
     env.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST;
     env.weight_request = &r;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
@@ -458,9 +473,17 @@ static void fail_weights(worker_t *w, struct worker_actions *acts, const char *w
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
 }
 
-/* Asks for the next chunk now, or on a later tick when --weight-rate-limit says so. */
+/* Keeps WORKER_XFER_WINDOW requests in flight, up to the slice's end. */
+static void fill_window(worker_t *w, struct worker_actions *acts) {
+    while (w->xfer_n_req < WORKER_XFER_WINDOW && w->xfer_asked < w->slice_bytes)
+        send_weight_request(w, acts);
+}
+
+/* Asks for the next chunks now, or (one at a time) on a later tick when --weight-rate-limit
+ * says so. */
 static void request_next(worker_t *w, struct worker_actions *acts) {
     if (w->cfg.weight_rate_limit) {
+        if (w->xfer_n_req > 0 || w->xfer_asked >= w->slice_bytes) return;
         uint64_t done = w->xfer_have - w->pace_have;
         w->request_due_ms = w->pace_ms + done * 1000 / w->cfg.weight_rate_limit;
         /* Behind the schedule by over a second (the coordinator or this process stalled): the
@@ -473,8 +496,10 @@ static void request_next(worker_t *w, struct worker_actions *acts) {
             w->request_pending = true;
             return;
         }
+        send_weight_request(w, acts);
+        return;
     }
-    send_weight_request(w, acts);
+    fill_window(w, acts);
 }
 
 /* Looks the slice up in the cache: verified there -> ready; else asks for it from the part's
@@ -498,7 +523,8 @@ static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t no
         return;
     }
     w->receiving = true;
-    w->xfer_have = w->xfer_start_have = have;
+    w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
+    w->xfer_n_req = w->xfer_stale = 0;
     w->xfer_start_us = w->last_progress_us = now_us;
     w->pace_ms = w->tick_ms;
     w->pace_have = have;
@@ -514,7 +540,10 @@ static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t no
             w->slice.layer_first, w->slice.layer_end, (unsigned long long)w->slice_bytes,
             slice_cache_dir(w->cfg.cache));
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_NEED_WEIGHTS, NULL);
-    send_weight_request(w, acts);
+    if (w->cfg.weight_rate_limit)
+        send_weight_request(w, acts);
+    else
+        fill_window(w, acts);
 }
 
 /* bytes done/total, MB/s and time left, about every second and at every 10%. */
@@ -714,6 +743,10 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
             worker_state_name(w->state), (unsigned long long)env->epoch);
         return;
     }
+    if (w->xfer_stale > 0) { /* asked for before a short chunk: its offset no longer fits */
+        w->xfer_stale--;
+        return;
+    }
     if (c->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
         !crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
         c->total_bytes != w->slice_bytes || c->offset != w->xfer_have ||
@@ -730,6 +763,17 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
         return;
     }
     w->xfer_have += c->data.len;
+    if (w->xfer_n_req > 0 && w->xfer_req_off[0] == c->offset) {
+        bool short_chunk = c->data.len < w->xfer_req_len[0];
+        w->xfer_n_req--;
+        memmove(w->xfer_req_off, w->xfer_req_off + 1, (size_t)w->xfer_n_req * sizeof(uint64_t));
+        memmove(w->xfer_req_len, w->xfer_req_len + 1, (size_t)w->xfer_n_req * sizeof(uint64_t));
+        if (short_chunk && !c->last) { /* the later requests' chunks would not continue it */
+            w->xfer_stale = w->xfer_n_req;
+            w->xfer_n_req = 0;
+            w->xfer_asked = w->xfer_have;
+        }
+    }
     log_progress(w, now_us);
     if (!c->last) {
         request_next(w, acts);

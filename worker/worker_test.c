@@ -684,6 +684,60 @@ static int64_t request_offset(const struct worker_actions *acts) {
     return off;
 }
 
+/* The offsets of every WeightRequest among acts, in order, into off[0..max); their count. */
+static int request_offsets(const struct worker_actions *acts, int64_t *off, int max) {
+    int n = 0;
+    for (int i = 0; i < acts->n; i++) {
+        if (!acts->a[i].buf) continue;
+        Caravan__Envelope *env = decode_action(acts, i);
+        if (env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST && n < max)
+            off[n++] = (int64_t)env->weight_request->offset;
+        codec_free(&env);
+    }
+    return n;
+}
+
+/* Several 1 MiB requests in flight: four asked at once, one more per chunk that arrives; a
+ * short chunk makes the requests after it moot (their chunks are dropped when they come) and
+ * the window is asked again from where the part ends; the slice completes and verifies. */
+static void test_transfer_window(struct worker_actions *acts) {
+    const uint64_t MiB = 1 << 20, len = 5 * MiB + 100;
+    uint8_t *blob = malloc(len), fp[32];
+    assert(blob);
+    for (uint64_t i = 0; i < len; i++) blob[i] = (uint8_t)(i * 13 + i / 4099);
+    crypto_hash_buf(blob, len, fp);
+    worker_t *w = new_worker();
+    worker_start(w, 0, acts);
+    join(w, acts);
+    worker_actions_clear(acts);
+    assign(w, 1, KEY_PREV, NULL, fp, len, acts);
+    int64_t off[8];
+    assert(request_offsets(acts, off, 8) == 4);
+    for (int i = 0; i < 4; i++) assert(off[i] == (int64_t)(i * MiB));
+    worker_actions_clear(acts);
+    weight_chunk(w, 1, fp, blob, MiB, 0, len, acts);
+    assert(request_offsets(acts, off, 8) == 1 && off[0] == (int64_t)(4 * MiB));
+    worker_actions_clear(acts);
+    /* the chunk at 1 MiB comes short: 2, 3 and 4 MiB are moot; asked again from 1.5 MiB */
+    weight_chunk(w, 1, fp, blob + MiB, MiB / 2, MiB, len, acts);
+    assert(request_offsets(acts, off, 8) == 4);
+    for (int i = 0; i < 4; i++) assert(off[i] == (int64_t)(MiB + MiB / 2 + i * MiB));
+    worker_actions_clear(acts);
+    for (uint64_t o = 2 * MiB; o <= 4 * MiB; o += MiB) { /* the moot ones, dropped */
+        weight_chunk(w, 1, fp, blob + o, o + MiB <= len ? MiB : len - o, o, len, acts);
+        assert(request_offsets(acts, off, 8) == 0 && worker_state(w) == WORKER_STATE_LOADING);
+        worker_actions_clear(acts);
+    }
+    for (uint64_t o = MiB + MiB / 2; o < len; o += MiB) {
+        weight_chunk(w, 1, fp, blob + o, o + MiB <= len ? MiB : len - o, o, len, acts);
+        assert(request_offsets(acts, off, 8) == 0); /* nothing past the end is asked */
+        worker_actions_clear(acts);
+    }
+    assert(worker_state(w) == WORKER_STATE_READY); /* verified against the fingerprint */
+    worker_destroy(&w);
+    free(blob);
+}
+
 /* A worker limited to 4096 bytes/s, assigned a slice of len bytes at tick 1000 (filled into
  * blob from `seed`, its fingerprint into fp: each seed is a slice of its own in the cache), that
  * has received its first 4096 bytes and not yet asked for more (due at tick 2000). */
@@ -869,6 +923,8 @@ int main(void) {
     assert(worker_state(w2) == WORKER_STATE_READY);
     worker_actions_clear(&acts);
     worker_destroy(&w2);
+
+    test_transfer_window(&acts);
 
     /* --weight-rate-limit (4096 bytes/s, the 4096-byte chunk due 1 s after the last): the next
      * request waits for the tick that makes it due. */
