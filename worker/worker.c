@@ -747,6 +747,13 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
         w->xfer_stale--;
         return;
     }
+    if (c->offset < w->xfer_have && c->offset + c->data.len <= w->xfer_have) {
+        /* bytes the part holds: a request repeated when the transfer restarted on a re-Assign
+         * of the same slice, answered after the one asked before */
+        LOG(LOG_DEBUG, "worker: a WeightChunk at %llu repeats bytes already held; dropped",
+            (unsigned long long)c->offset);
+        return;
+    }
     if (c->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
         !crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
         c->total_bytes != w->slice_bytes || c->offset != w->xfer_have ||

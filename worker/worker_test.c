@@ -735,6 +735,33 @@ static void test_transfer_window(struct worker_actions *acts) {
     }
     assert(worker_state(w) == WORKER_STATE_READY); /* verified against the fingerprint */
     worker_destroy(&w);
+
+    /* Re-assigned the same slice mid-transfer (a re-plan that kept its range): the transfer
+     * restarts from the part's size and asks again for what was in flight; the first answers
+     * (to the requests asked before) continue the part, their repeats are dropped. */
+    for (uint64_t i = 0; i < len; i++) blob[i] = (uint8_t)(i * 29 + i / 8191);
+    crypto_hash_buf(blob, len, fp);
+    w = new_worker();
+    worker_start(w, 0, acts);
+    join(w, acts);
+    worker_actions_clear(acts);
+    assign(w, 1, KEY_PREV, NULL, fp, len, acts);
+    worker_actions_clear(acts);
+    weight_chunk(w, 1, fp, blob, MiB, 0, len, acts); /* in flight now: 1, 2, 3, 4 MiB */
+    worker_actions_clear(acts);
+    assign(w, 2, KEY_PREV, NULL, fp, len, acts);
+    assert(request_offsets(acts, off, 8) == 4 && off[0] == (int64_t)MiB);
+    worker_actions_clear(acts);
+    for (int pass = 0; pass < 2; pass++) /* the answers to the old requests, then the repeats */
+        for (uint64_t o = MiB; o < 5 * MiB; o += MiB) {
+            weight_chunk(w, 2, fp, blob + o, MiB, o, len, acts);
+            assert(worker_state(w) == WORKER_STATE_LOADING);
+            worker_actions_clear(acts);
+        }
+    weight_chunk(w, 2, fp, blob + 5 * MiB, 100, 5 * MiB, len, acts);
+    assert(worker_state(w) == WORKER_STATE_READY);
+    worker_actions_clear(acts);
+    worker_destroy(&w);
     free(blob);
 }
 
