@@ -43,13 +43,12 @@ struct worker {
 
     /* Weights received over the network into the cache. */
     bool receiving;
-    int n_retries;       /* transfers restarted after a bad hash */
-    uint64_t xfer_have;  /* bytes in the part */
-    uint64_t xfer_asked; /* bytes asked for so far (the next request's offset) */
-    /* the requests in flight, oldest first (their chunks come back in this order) */
-    uint64_t xfer_req_off[WORKER_XFER_WINDOW], xfer_req_len[WORKER_XFER_WINDOW];
-    int xfer_n_req;
-    int xfer_stale;           /* chunks still to come for requests a short chunk made moot */
+    int n_retries;      /* transfers restarted after a bad hash */
+    uint64_t xfer_have; /* bytes in the part */
+    /* bytes asked for so far (the next request's offset): the requests in flight ask for
+     * [xfer_have, xfer_asked) in xfer_chunk_bytes() pieces, answered in that order */
+    uint64_t xfer_asked;
+    uint64_t xfer_stale;      /* chunks still to come for requests a short chunk made moot */
     uint64_t xfer_start_have; /* where this process started (resume offset) */
     uint64_t xfer_start_us, last_progress_us;
     int last_progress_decile;
@@ -240,6 +239,21 @@ static void send_assign_ack(worker_t *w, struct worker_actions *acts,
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
 }
 
+/* The WeightChunk size asked for: smaller under --weight-rate-limit (an eighth of a second's
+ * worth, at least 4 KiB), so its pacing is smooth. */
+static uint32_t xfer_chunk_bytes(const worker_t *w) {
+    uint64_t k = WORKER_CHUNK_BYTES;
+    if (w->cfg.weight_rate_limit && w->cfg.weight_rate_limit / 8 < k)
+        k = w->cfg.weight_rate_limit / 8 < 4096 ? 4096 : w->cfg.weight_rate_limit / 8;
+    return (uint32_t)k;
+}
+
+/* How many chunk-sized requests cover [from, xfer_asked). */
+static uint64_t xfer_requests(const worker_t *w, uint64_t from) {
+    uint64_t c = xfer_chunk_bytes(w);
+    return w->xfer_asked > from ? (w->xfer_asked - from + c - 1) / c : 0;
+}
+
 static void send_weight_request(worker_t *w, struct worker_actions *acts) {
     Caravan__Envelope env;
     Caravan__WeightRequest r = CARAVAN__WEIGHT_REQUEST__INIT;
@@ -249,19 +263,9 @@ static void send_weight_request(worker_t *w, struct worker_actions *acts) {
     r.layer_first = w->slice.layer_first;
     r.layer_end = w->slice.layer_end;
     r.offset = w->xfer_asked;
-    r.max_chunk_bytes = WORKER_CHUNK_BYTES;
-    if (w->cfg.weight_rate_limit) {
-        uint64_t k = w->cfg.weight_rate_limit / 8;
-        if (k < 4096) k = 4096;
-        if (k < r.max_chunk_bytes) r.max_chunk_bytes = (uint32_t)k;
-    }
+    r.max_chunk_bytes = xfer_chunk_bytes(w);
     uint64_t len = w->slice_bytes - w->xfer_asked;
-    if (len > r.max_chunk_bytes) len = r.max_chunk_bytes;
-    if (w->xfer_n_req < WORKER_XFER_WINDOW) {
-        w->xfer_req_off[w->xfer_n_req] = w->xfer_asked;
-        w->xfer_req_len[w->xfer_n_req++] = len;
-    }
-    w->xfer_asked += len;
+    w->xfer_asked += len < r.max_chunk_bytes ? len : r.max_chunk_bytes;
     env.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST;
     env.weight_request = &r;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
@@ -475,7 +479,7 @@ static void fail_weights(worker_t *w, struct worker_actions *acts, const char *w
 
 /* Keeps WORKER_XFER_WINDOW requests in flight, up to the slice's end. */
 static void fill_window(worker_t *w, struct worker_actions *acts) {
-    while (w->xfer_n_req < WORKER_XFER_WINDOW && w->xfer_asked < w->slice_bytes)
+    while (xfer_requests(w, w->xfer_have) < WORKER_XFER_WINDOW && w->xfer_asked < w->slice_bytes)
         send_weight_request(w, acts);
 }
 
@@ -483,7 +487,7 @@ static void fill_window(worker_t *w, struct worker_actions *acts) {
  * says so. */
 static void request_next(worker_t *w, struct worker_actions *acts) {
     if (w->cfg.weight_rate_limit) {
-        if (w->xfer_n_req > 0 || w->xfer_asked >= w->slice_bytes) return;
+        if (w->xfer_asked > w->xfer_have || w->xfer_asked >= w->slice_bytes) return;
         uint64_t done = w->xfer_have - w->pace_have;
         w->request_due_ms = w->pace_ms + done * 1000 / w->cfg.weight_rate_limit;
         /* Behind the schedule by over a second (the coordinator or this process stalled): the
@@ -524,7 +528,7 @@ static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t no
     }
     w->receiving = true;
     w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
-    w->xfer_n_req = w->xfer_stale = 0;
+    w->xfer_stale = 0;
     w->xfer_start_us = w->last_progress_us = now_us;
     w->pace_ms = w->tick_ms;
     w->pace_have = have;
@@ -769,18 +773,15 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
         fail_weights(w, acts, why);
         return;
     }
+    /* what the oldest request in flight asked for (0: none was) */
+    uint64_t asked = w->xfer_asked - w->xfer_have;
+    if (asked > xfer_chunk_bytes(w)) asked = xfer_chunk_bytes(w);
     w->xfer_have += c->data.len;
-    if (w->xfer_n_req > 0 && w->xfer_req_off[0] == c->offset) {
-        bool short_chunk = c->data.len < w->xfer_req_len[0];
-        w->xfer_n_req--;
-        memmove(w->xfer_req_off, w->xfer_req_off + 1, (size_t)w->xfer_n_req * sizeof(uint64_t));
-        memmove(w->xfer_req_len, w->xfer_req_len + 1, (size_t)w->xfer_n_req * sizeof(uint64_t));
-        if (short_chunk && !c->last) { /* the later requests' chunks would not continue it */
-            w->xfer_stale = w->xfer_n_req;
-            w->xfer_n_req = 0;
-            w->xfer_asked = w->xfer_have;
-        }
+    if (c->data.len < asked && !c->last) { /* short: the later requests' chunks would not fit */
+        w->xfer_stale = xfer_requests(w, c->offset + asked);
+        w->xfer_asked = w->xfer_have;
     }
+    if (w->xfer_asked < w->xfer_have) w->xfer_asked = w->xfer_have; /* one not asked for */
     log_progress(w, now_us);
     if (!c->last) {
         request_next(w, acts);

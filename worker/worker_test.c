@@ -671,19 +671,6 @@ static void test_ahead(void) {
     worker_destroy(&w);
 }
 
-/* The offset of the WeightRequest among acts, or -1 when there is none. */
-static int64_t request_offset(const struct worker_actions *acts) {
-    int64_t off = -1;
-    for (int i = 0; i < acts->n; i++) {
-        if (!acts->a[i].buf) continue;
-        Caravan__Envelope *env = decode_action(acts, i);
-        if (env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST)
-            off = (int64_t)env->weight_request->offset;
-        codec_free(&env);
-    }
-    return off;
-}
-
 /* The offsets of every WeightRequest among acts, in order, into off[0..max); their count. */
 static int request_offsets(const struct worker_actions *acts, int64_t *off, int max) {
     int n = 0;
@@ -695,6 +682,13 @@ static int request_offsets(const struct worker_actions *acts, int64_t *off, int 
         codec_free(&env);
     }
     return n;
+}
+
+/* The offset of the last WeightRequest among acts, or -1 when there is none. */
+static int64_t request_offset(const struct worker_actions *acts) {
+    int64_t off[16];
+    int n = request_offsets(acts, off, 16);
+    return n ? off[n - 1] : -1;
 }
 
 /* Several 1 MiB requests in flight: four asked at once, one more per chunk that arrives; a
