@@ -30,8 +30,8 @@
 #     --loss L] --model M --wire-dtype W --threads T --shared-file --ready-timeout 300
 #     --trace DIR -- bench/run.sh _netns_measure FILE
 #     (its COMMAND mode: CARAVAN_URL set, everything removed afterwards). Every run is traced:
-#     the per-token latency and its breakdown are the trace's medians over decode steps, as on
-#     loopback; the client's figure (stream time after the first token / tokens) is kept too.
+#     per token is the client's (stream time after the first token / tokens), the breakdown the
+#     trace's medians over decode steps of the coordinator's round trip, as on loopback.
 #   REC_REPS [3]: kills in the recovery scenario (the first, middle and last stage in turn)
 #   PLOT_ONLY [0]: 1 = redraw every scenario's plots from bench/results/*, measure nothing
 #   HOP_DELAY [1]: how many times the --delay one hop crosses (netns-cluster.sh holds every
@@ -75,9 +75,15 @@ machine_json() {
 }
 # text for an enhanced gnuplot title: underscores stay underscores
 gp_text() { echo "$1" | sed 's/_/\\\\_/g'; }
-# the caption every plot carries: machine and date
+# the caption every plot carries: the machine, load and date its JSON FILE recorded when the
+# measurement began (not the redraw's, with PLOT_ONLY=1)
 caption() {
-    echo "$(cpu_model), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg) at the end, $(date -u +%Y-%m-%d)"
+    local f=$1 cpu cpus load date
+    cpu=$(grep -o '"cpu":"[^"]*"' "$f" | head -1 | cut -d'"' -f4)
+    cpus=$(grep -o '"cpus":[0-9]*' "$f" | head -1 | cut -d: -f2)
+    load=$(grep -o '"load":"[^"]*"' "$f" | head -1 | cut -d'"' -f4 | cut -d' ' -f1)
+    date=$(grep -o '"date":"[^"]*"' "$f" | head -1 | cut -d'"' -f4 | tr T ' ' | tr -d Z)
+    echo "$cpu, $cpus CPUs, ${load:+load $load at the start, }$date UTC"
 }
 
 model_file() { # TYPE -> a model file of SHAPE in TYPE, made when absent
@@ -171,7 +177,7 @@ engine_plot() {
     gnuplot <<EOF
 set terminal pngcairo size 900,560 font 'DejaVu Sans,11'
 set output '$here/engine.png'
-set title "caravan engine, $(gp_text "$SHAPE") shape (random weights): prompt (pp$PP) and generation (tg$TG)\n{/*0.8 $(caption)}"
+set title "caravan engine, $(gp_text "$SHAPE") shape (random weights): prompt (pp$PP) and generation (tg$TG)\n{/*0.8 $(caption "$OUT/engine.json")}"
 set xlabel 'threads'
 set ylabel 'tokens/s'
 set logscale y
@@ -227,7 +233,7 @@ scaling_plot() {
     gnuplot <<EOF
 set terminal pngcairo size 900,560 font 'DejaVu Sans,11'
 set output '$here/scaling.png'
-set title "caravan cluster on loopback: $(gp_text "$(basename "$MODEL")"), $WORKER_THREADS thread(s) per worker, $TOKENS tokens per stream\n{/*0.8 $(caption)}"
+set title "caravan cluster on loopback: $(gp_text "$(basename "$MODEL")"), $WORKER_THREADS thread(s) per worker, $TOKENS tokens per stream\n{/*0.8 $(caption "$OUT/scaling.json")}"
 set xlabel 'workers (pipeline stages)'
 set ylabel 'generated tokens/s (all streams)'
 set xtics 1
@@ -250,10 +256,9 @@ rate_bits() { # 1gbit / 100mbit / 30mbit -> bits/s
     esac
 }
 
-# One measurement: a single stream of TOKENS tokens through a cluster started with --trace;
-# after it stops, `caravan trace summary` gives the medians over decode steps of the round
-# trip (the per-token latency) and of compute, link, serialize, send, receive and queue summed
-# over the stages. Prints "step compute link codec send other client_per_token" (ms).
+# One measurement: a single stream of TOKENS tokens through the cluster at CL_URL (after a
+# warm-up); prints the client's per-token latency in ms (stream time after the first token /
+# the tokens after it).
 measure_latency() {
     load 1 4 >/dev/null || return 1 # warm-up: connections, caches
     local r
@@ -264,19 +269,21 @@ measure_latency() {
         if ($i ~ /"tokens"/) n = $(i + 1) }} END {printf "%.3f", (w * 1000 - t) / (n > 1 ? n - 1 : 1)}')
     echo "$client"
 }
-# After the cluster stopped: the trace's breakdown (see measure_latency). TMP CLIENT
+# After a cluster run with --trace TMP/trace stopped: `caravan trace summary`'s medians over
+# decode steps of the coordinator's round trip and of compute, link, serialize, send, receive
+# and queue summed over the stages, as "step compute link codec send other" (ms). TMP
 trace_breakdown() {
     local sum
     sum=$("$BIN/caravan" trace summary "$1/trace/trace.json" 2>/dev/null) || {
         note "no trace from this cluster (does it pass --trace?)"
         return 1
     }
-    echo "$sum" | awk -v client="$2" -F'[:,}]' '{
+    echo "$sum" | awk -F'[:,}]' '{
         for (i = 1; i < NF; i++) v[$i] = $(i + 1)
         step = v["\"step_ms\""]; c = v["\"compute_ms\""]; l = v["\"link_ms\""]
         codec = v["\"serialize_ms\""] + v["\"receive_ms\""]; snd = v["\"send_ms\""]
         q = v["\"queue_ms\""]; other = step - c - l - codec - q
-        printf "%.3f %.3f %.3f %.3f %.3f %.3f %s\n", step, c, l, codec, snd, other, client
+        printf "%.3f %.3f %.3f %.3f %.3f %.3f\n", step, c, l, codec, snd, other
     }'
 }
 
@@ -323,14 +330,14 @@ latency_measure() {
                     rbits=$(rate_bits "$rate")
                 fi
                 note "latency: $wire, $label, delay $d ms, $w workers"
-                local m client tmp
+                local m per tmp
                 if [ "$rate" = loopback ]; then
                     cluster_start "$w" "$wire" || continue
-                    client=$(measure_latency) || { note "measurement failed"; cluster_stop; continue; }
+                    per=$(measure_latency) || { note "measurement failed"; cluster_stop; continue; }
                     tmp=$CL_TMP
                     CL_TMP="" # keep the folder: the trace is merged when the cluster stops
                     cluster_stop
-                    m=$(trace_breakdown "$tmp" "$client") || { rm -rf "$tmp"; continue; }
+                    m=$(trace_breakdown "$tmp") || { rm -rf "$tmp"; continue; }
                     rm -rf "$tmp"
                 else
                     tmp=$(mktemp -d /tmp/caravan-study.XXXXXX)
@@ -342,15 +349,15 @@ latency_measure() {
                         rm -rf "$tmp"
                         continue
                     }
-                    m=$(trace_breakdown "$tmp" "$(cat "$tmp/client")") || { rm -rf "$tmp"; continue; }
+                    per=$(cat "$tmp/client")
+                    m=$(trace_breakdown "$tmp") || { rm -rf "$tmp"; continue; }
                     rm -rf "$tmp"
                 fi
                 # per token: what the client sees (stream time after the first token / tokens);
-                # the breakdown is of a decode step's round trip at the coordinator (step), which
-                # is longer when the first stage computed ahead (it then overlaps the
+                # the breakdown is of a decode step's round trip at the coordinator (step), which can
+                # be longer when the first stage computed ahead (it then overlaps the
                 # coordinator's hop with its compute)
-                read -r step comp link codec snd other client <<<"$m"
-                per=$client
+                read -r step comp link codec snd other <<<"$m"
                 if [ "$rate" = loopback ]; then
                     base_compute[$wire]=$comp
                     base_other[$wire]=$(awk -v p="$per" -v c="$comp" 'BEGIN {printf "%.3f", p - c}')
@@ -365,11 +372,11 @@ latency_measure() {
                         'BEGIN { bw = r > 0 ? b * 8 / r * 1000 : 0
                                  printf "%.3f", c + o + (w - 1) * (d * k + bw) + 2 * d * k }')
                 fi
-                echo "$wire $label $d $per $comp $link $codec $other $pred $client $step" >>"$dat"
+                echo "$wire $label $d $per $comp $link $codec $other $pred $step" >>"$dat"
                 [ $first = 1 ] || printf ',' >>"$json"
                 first=0
-                printf '{"wire":"%s","link":"%s","delay_ms":%s,"bytes_per_hop":%d,"per_token_ms":%s,"compute_ms":%s,"link_ms":%s,"codec_ms":%s,"send_ms":%s,"other_ms":%s,"predicted_ms":%s,"client_per_token_ms":%s,"step_ms":%s}' \
-                    "$wire" "$label" "$d" "$bytes" "$per" "$comp" "$link" "$codec" "$snd" "$other" "$pred" "$client" "$step" >>"$json"
+                printf '{"wire":"%s","link":"%s","delay_ms":%s,"bytes_per_hop":%d,"per_token_ms":%s,"compute_ms":%s,"link_ms":%s,"codec_ms":%s,"send_ms":%s,"other_ms":%s,"predicted_ms":%s,"step_ms":%s}' \
+                    "$wire" "$label" "$d" "$bytes" "$per" "$comp" "$link" "$codec" "$snd" "$other" "$pred" "$step" >>"$json"
                 note "  per token $per ms (model $pred); a step's round trip $step ms: compute $comp, links $link, codec $codec, other $other"
             done
         done
@@ -420,7 +427,7 @@ latency_plot() {
     gnuplot <<EOF
 set terminal pngcairo size 960,580 font 'DejaVu Sans,11'
 set output '$here/latency.png'
-set title "Per-token latency, one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 $sub}\n{/*0.8 $(caption)}"
+set title "Per-token latency, one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 $sub}\n{/*0.8 $(caption "$json")}"
 set xlabel 'link delay per hop (ms)'
 set ylabel 'per-token latency (ms)'
 set yrange [0:*]
@@ -431,7 +438,7 @@ EOF
     gnuplot <<EOF
 set terminal pngcairo size 1200,640 font 'DejaVu Sans,11'
 set output '$here/latency_breakdown.png'
-set title "Where a decode step's time goes, one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 the step's round trip at the coordinator: medians over decode steps of a --trace run}\n{/*0.8 $(caption)}"
+set title "Where a decode step's time goes, one stream, $w workers, $(gp_text "$(basename "$MODEL")")\n{/*0.8 the step's round trip at the coordinator: medians over decode steps of a --trace run}\n{/*0.8 $(caption "$json")}"
 set style data histograms
 set style histogram rowstacked
 set style fill solid 0.8 border -1
@@ -478,7 +485,7 @@ scenario_recovery() {
     gnuplot <<EOF
 set terminal pngcairo size 960,560 font 'DejaVu Sans,11'
 set output '$here/recovery.png'
-set title "A worker killed (SIGKILL) under 4 streams, 3 workers, $(gp_text "$model")\n{/*0.8 tokens/s of all streams in 100 ms bins; $(caption)}"
+set title "A worker killed (SIGKILL) under 4 streams, 3 workers, $(gp_text "$model")\n{/*0.8 tokens/s of all streams in 100 ms bins; $(caption "$prefix.json")}"
 set xlabel 'time from the kill (ms)'
 set xrange [-3000:*]
 set ylabel 'generated tokens/s (all streams)'

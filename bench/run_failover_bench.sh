@@ -57,10 +57,12 @@ echo "| kill | detection ms | re-plan ms | weight load ms | re-processing ms | l
 echo "|---|---|---|---|---|---|---|"
 dets="" plans="" loads="" reps="" gaps=""
 BIN_MS=100
+num() { case $1 in '' | *[!0-9.-]*) echo null ;; *) echo "$1" ;; esac; } # a JSON number or null
 if [ -n "${RECOVERY_OUT:-}" ]; then
     : >"$RECOVERY_OUT.dat"
-    printf '{"scenario":"recovery","model":"%s","workers":3,"streams":4,"tokens":160,"cpu":"%s","cpus":%d,"date":"%s","bin_ms":%d,"kills":[' \
-        "$(basename "$MODEL")" "$cpu" "$(nproc)" "$(date -u +%Y-%m-%dT%H:%MZ)" "$BIN_MS" >"$RECOVERY_OUT.json"
+    printf '{"scenario":"recovery","model":"%s","workers":3,"streams":4,"tokens":160,"cpu":"%s","cpus":%d,"date":"%s","load":"%s","bin_ms":%d,"kills":[' \
+        "$(basename "$MODEL")" "$cpu" "$(nproc)" "$(date -u +%Y-%m-%dT%H:%MZ)" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" "$BIN_MS" >"$RECOVERY_OUT.json"
 fi
 for r in $(seq "$REPS"); do
     start_cluster --no-restart
@@ -87,7 +89,6 @@ for r in $(seq "$REPS"); do
     ok=$(grep -q '"tokens":640' "$DIR/fo.load" && echo "all 640" || echo "NO")
     echo "| $r ($victim) | $det | $plan | ${load:-?} | ${rep:-?} | $gap | $ok |"
     if [ -n "${RECOVERY_OUT:-}" ]; then
-        num() { case $1 in '' | *[!0-9.-]*) echo null ;; *) echo "$1" ;; esac; }
         [ "$r" = 1 ] || printf ',' >>"$RECOVERY_OUT.json"
         printf '{"kill":%d,"victim":"%s","detection_ms":%s,"replan_ms":%s,"weight_load_ms":%s,"reprocessing_ms":%s,"longest_pause_ms":%s,"all_tokens":%s}' \
             "$r" "$victim" "$(num "$det")" "$(num "$plan")" "$(num "${load:-}")" "$(num "${rep:-}")" \
