@@ -48,7 +48,10 @@ struct worker {
     /* bytes asked for so far (the next request's offset): the requests in flight ask for
      * [xfer_have, xfer_asked) in xfer_chunk_bytes() pieces, answered in that order */
     uint64_t xfer_asked;
-    uint64_t xfer_stale;      /* chunks still to come for requests a short chunk made moot */
+    /* chunks at offsets in (xfer_have, xfer_moot_end) answer requests that a short chunk made
+     * moot (asked before it, they no longer fit the part); kept when a re-Assign of the same
+     * slice restarts the transfer, whose requests are answered after them */
+    uint64_t xfer_moot_end;
     uint64_t xfer_start_have; /* where this process started (resume offset) */
     uint64_t xfer_start_us, last_progress_us;
     int last_progress_decile;
@@ -248,10 +251,10 @@ static uint32_t xfer_chunk_bytes(const worker_t *w) {
     return (uint32_t)k;
 }
 
-/* How many chunk-sized requests cover [from, xfer_asked). */
-static uint64_t xfer_requests(const worker_t *w, uint64_t from) {
+/* How many requests are in flight: chunk-sized pieces of [xfer_have, xfer_asked). */
+static uint64_t xfer_requests(const worker_t *w) {
     uint64_t c = xfer_chunk_bytes(w);
-    return w->xfer_asked > from ? (w->xfer_asked - from + c - 1) / c : 0;
+    return w->xfer_asked > w->xfer_have ? (w->xfer_asked - w->xfer_have + c - 1) / c : 0;
 }
 
 static void send_weight_request(worker_t *w, struct worker_actions *acts) {
@@ -479,7 +482,7 @@ static void fail_weights(worker_t *w, struct worker_actions *acts, const char *w
 
 /* Keeps WORKER_XFER_WINDOW requests in flight, up to the slice's end. */
 static void fill_window(worker_t *w, struct worker_actions *acts) {
-    while (xfer_requests(w, w->xfer_have) < WORKER_XFER_WINDOW && w->xfer_asked < w->slice_bytes)
+    while (xfer_requests(w) < WORKER_XFER_WINDOW && w->xfer_asked < w->slice_bytes)
         send_weight_request(w, acts);
 }
 
@@ -528,7 +531,6 @@ static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t no
     }
     w->receiving = true;
     w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
-    w->xfer_stale = 0;
     w->xfer_start_us = w->last_progress_us = now_us;
     w->pace_ms = w->tick_ms;
     w->pace_have = have;
@@ -583,6 +585,7 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
             (unsigned long long)env->epoch, (unsigned long long)w->slice.epoch);
         return;
     }
+    bool was_receiving = w->receiving;
     stop_receiving(w);
     w->n_retries = 0;
     memset(&w->slice, 0, sizeof w->slice);
@@ -599,6 +602,11 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->slice.n_seq = a->n_seq;
     w->slice.n_batch = a->n_batch;
     snprintf(w->slice.kernels, sizeof w->slice.kernels, "%s", a->kernels ? a->kernels : "");
+    bool same_transfer =
+        was_receiving && w->have_slice_fingerprint &&
+        a->slice_fingerprint.len == CRYPTO_HASH_BYTES &&
+        crypto_equal(w->slice_fingerprint, a->slice_fingerprint.data, CRYPTO_HASH_BYTES);
+    if (!same_transfer) w->xfer_moot_end = 0;
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
@@ -747,8 +755,10 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
             worker_state_name(w->state), (unsigned long long)env->epoch);
         return;
     }
-    if (w->xfer_stale > 0) { /* asked for before a short chunk: its offset no longer fits */
-        w->xfer_stale--;
+    if (c->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
+        !crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
+        c->total_bytes != w->slice_bytes) {
+        refuse_weights(w, acts, "a weight chunk does not belong to the assigned slice");
         return;
     }
     if (c->offset < w->xfer_have && c->offset + c->data.len <= w->xfer_have) {
@@ -758,10 +768,12 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
             (unsigned long long)c->offset);
         return;
     }
-    if (c->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
-        !crypto_equal(c->slice_fingerprint.data, w->slice_fingerprint, CRYPTO_HASH_BYTES) ||
-        c->total_bytes != w->slice_bytes || c->offset != w->xfer_have ||
-        c->data.len > w->slice_bytes - w->xfer_have ||
+    if (c->offset > w->xfer_have && c->offset < w->xfer_moot_end) {
+        LOG(LOG_DEBUG, "worker: a WeightChunk at %llu was asked for before a short one; dropped",
+            (unsigned long long)c->offset);
+        return;
+    }
+    if (c->offset != w->xfer_have || c->data.len > w->slice_bytes - w->xfer_have ||
         c->last != (w->xfer_have + c->data.len == w->slice_bytes) ||
         (!c->last && c->data.len == 0)) {
         refuse_weights(w, acts, "a weight chunk does not continue the assigned slice");
@@ -778,7 +790,7 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
     if (asked > xfer_chunk_bytes(w)) asked = xfer_chunk_bytes(w);
     w->xfer_have += c->data.len;
     if (c->data.len < asked && !c->last) { /* short: the later requests' chunks would not fit */
-        w->xfer_stale = xfer_requests(w, c->offset + asked);
+        w->xfer_moot_end = w->xfer_asked;
         w->xfer_asked = w->xfer_have;
     }
     if (w->xfer_asked < w->xfer_have) w->xfer_asked = w->xfer_have; /* one not asked for */
@@ -798,6 +810,7 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
                 "worker: the received slice hashes to %s, not to the Assign's fingerprint; "
                 "deleted it, asking for it once more from offset 0",
                 hex);
+            w->xfer_moot_end = 0;
             start_transfer(w, acts, now_us);
             return;
         }

@@ -756,6 +756,40 @@ static void test_transfer_window(struct worker_actions *acts) {
     assert(worker_state(w) == WORKER_STATE_READY);
     worker_actions_clear(acts);
     worker_destroy(&w);
+
+    /* A short chunk, then a re-Assign of the same slice before the moot chunks came: they come
+     * after it (the coordinator answers in order) and are still dropped; the answers to the
+     * requests asked since then continue the part, their repeats are dropped. */
+    for (uint64_t i = 0; i < len; i++) blob[i] = (uint8_t)(i * 31 + i / 5003);
+    crypto_hash_buf(blob, len, fp);
+    w = new_worker();
+    worker_start(w, 0, acts);
+    join(w, acts);
+    worker_actions_clear(acts);
+    assign(w, 1, KEY_PREV, NULL, fp, len, acts); /* in flight: 0, 1, 2, 3 MiB */
+    worker_actions_clear(acts);
+    weight_chunk(w, 1, fp, blob, MiB / 2, 0, len, acts); /* 1, 2, 3 MiB moot */
+    assert(request_offsets(acts, off, 8) == 4 && off[0] == (int64_t)(MiB / 2));
+    worker_actions_clear(acts);
+    assign(w, 2, KEY_PREV, NULL, fp, len, acts);
+    assert(request_offsets(acts, off, 8) == 4 && off[0] == (int64_t)(MiB / 2));
+    worker_actions_clear(acts);
+    for (uint64_t o = MiB; o <= 3 * MiB; o += MiB) { /* the moot ones, answered after the re-plan */
+        weight_chunk(w, 2, fp, blob + o, MiB, o, len, acts);
+        assert(request_offsets(acts, off, 8) == 0 && worker_state(w) == WORKER_STATE_LOADING);
+        worker_actions_clear(acts);
+    }
+    for (int pass = 0; pass < 2; pass++) /* asked after the short chunk, and again on re-Assign */
+        for (uint64_t o = MiB / 2; o < 4 * MiB; o += MiB) {
+            weight_chunk(w, 2, fp, blob + o, MiB, o, len, acts);
+            assert(worker_state(w) == WORKER_STATE_LOADING);
+            worker_actions_clear(acts);
+        }
+    /* past the moot ones, a chunk that does not continue the part is still refused */
+    weight_chunk(w, 2, fp, blob + 5 * MiB, 100, 5 * MiB, len, acts);
+    assert(worker_state(w) == WORKER_STATE_JOINED);
+    worker_actions_clear(acts);
+    worker_destroy(&w);
     free(blob);
 }
 
