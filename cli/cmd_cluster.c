@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "codec.h"
 #include "crypto.h"
 #include "opts.h"
 #include "status_file.h"
@@ -99,9 +100,9 @@ static const struct opt cluster_opts[] = {
     {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--prompt: random seed (-1: pick)"},
     {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
      "--prompt: keep generating past end-of-generation tokens"},
-    {"ctx", 'c', OPT_INT, F(ctx), "0", 0, 1 << 20, "N",
+    {"ctx", 'c', OPT_INT, F(ctx), "0", 0, CODEC_MAX_CTX, "N",
      "KV positions per sequence (0: the model's, at most 4096)"},
-    {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, 1024, "N", "requests served at once"},
+    {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, CODEC_MAX_SEQS, "N", "requests served at once"},
     {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N", CMD_PREFILL_CHUNK_HELP},
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states between workers (f16 halves the bytes; tokens may then differ)"},

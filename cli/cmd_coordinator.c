@@ -13,6 +13,7 @@
 #include "api.h"
 #include "chat.h"
 #include "cmd.h"
+#include "codec.h"
 #include "coordinator_net.h"
 #include "crypto.h"
 #include "gguf.h"
@@ -135,7 +136,7 @@ static const struct opt coordinator_opts[] = {
     {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--ask: random seed (-1: pick one)"},
     {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
      "--ask: keep generating past end-of-generation tokens"},
-    {"ctx", 'c', OPT_INT, F(ctx), "0", 0, 1 << 20, "N",
+    {"ctx", 'c', OPT_INT, F(ctx), "0", 0, CODEC_MAX_CTX, "N",
      "KV positions per sequence (0: 2048, or the model's training context if smaller); the plan "
      "counts the KV cache of --ctx x --max-seqs on every worker"},
     {"plan", 0, OPT_STRING, F(plan), NULL, 0, -1, "RANGES",
@@ -144,12 +145,13 @@ static const struct opt coordinator_opts[] = {
     {"kernels", 0, OPT_STRING, F(kernels), NULL, 0, -1, "NAME",
      "kernel variant every worker must run (avx512, avx2, ref; default: the best all of them "
      "have, so any split gives the same tokens)"},
-    {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, 1024, "N",
+    {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, CODEC_MAX_SEQS, "N",
      "sequences served at once (KV slots); more requests wait in a queue"},
     {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N", CMD_PREFILL_CHUNK_HELP},
     {"max-inflight", 0, OPT_INT, F(max_inflight), "0", 0, 64, "N",
      "micro-batches in the pipeline at once (0: one per stage)"},
-    {"batch", 'b', OPT_INT, F(batch), "512", 1, 1 << 16, "N", "most tokens in one micro-batch"},
+    {"batch", 'b', OPT_INT, F(batch), "512", 1, CODEC_MAX_BATCH, "N",
+     "most tokens in one micro-batch"},
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
      "hidden states on the wire: f32 is exact (the tokens of `caravan run`); f16 halves the "
      "bytes, and tokens may then differ"},

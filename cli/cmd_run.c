@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "codec.h"
 #include "log.h"
 #include "model.h"
 #include "opts.h"
@@ -84,9 +85,9 @@ static const struct opt run_opts[] = {
      "random seed; -1 picks one (printed on stderr)"},
     {"threads", 't', OPT_INT, offsetof(struct run_cfg, threads), "0", 0, 1024, "N",
      "threads (0: all CPUs)"},
-    {"ctx", 'c', OPT_INT, offsetof(struct run_cfg, ctx), "0", 0, 1 << 20, "N",
+    {"ctx", 'c', OPT_INT, offsetof(struct run_cfg, ctx), "0", 0, CODEC_MAX_CTX, "N",
      "context length (0: the model's, at most 4096)"},
-    {"batch", 'b', OPT_INT, offsetof(struct run_cfg, batch), "512", 1, 1 << 16, "N",
+    {"batch", 'b', OPT_INT, offsetof(struct run_cfg, batch), "512", 1, CODEC_MAX_BATCH, "N",
      "prompt tokens per forward step"},
     {"ignore-eos", 0, OPT_FLAG, offsetof(struct run_cfg, ignore_eos), NULL, 0, -1, NULL,
      "keep generating past end-of-generation tokens"},

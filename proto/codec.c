@@ -553,6 +553,11 @@ static enum status check_assign(const struct vctx *v, const Caravan__Assign *a) 
     if (a->prev) VCHECK(check_peer(v, "assign.prev", a->prev));
     if (a->n_ctx < 0 || a->n_seq < 0 || a->n_batch < 0)
         return VFAIL(v, STATUS_FORMAT, "assign: negative n_ctx/n_seq/n_batch");
+    if (a->n_ctx > CODEC_MAX_CTX || a->n_seq > CODEC_MAX_SEQS || a->n_batch > CODEC_MAX_BATCH)
+        return VFAIL(v, STATUS_FORMAT,
+                     "assign: n_ctx %d / n_seq %d / n_batch %d past the most (%d / %d / %d)",
+                     (int)a->n_ctx, (int)a->n_seq, (int)a->n_batch, CODEC_MAX_CTX, CODEC_MAX_SEQS,
+                     CODEC_MAX_BATCH);
     if (!wire_dtype((uint32_t)a->act_dtype, &block, &block_bytes))
         return VFAIL(v, STATUS_FORMAT, "assign: bad act_dtype %d", (int)a->act_dtype);
     VCHECK(check_text(v, "assign.kernels", a->kernels));

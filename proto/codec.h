@@ -25,6 +25,11 @@
 #define CODEC_ERR_LEN 160          /* a comfortable size for the err buffers below */
 #define CODEC_MAX_TOP_LOGPROBS 20  /* Sampling.top_logprobs, Result.top_n */
 #define CODEC_MAX_BIAS 1024        /* Sampling.bias_token entries */
+/* The most an Assign asks a worker to hold, and what the command lines accept: KV positions
+ * per sequence, KV slots, tokens in one Forward. The engine sizes its buffers from them. */
+#define CODEC_MAX_CTX (1 << 20)
+#define CODEC_MAX_SEQS 1024
+#define CODEC_MAX_BATCH (1 << 16)
 
 struct codec_limits {
     size_t max_message_bytes; /* whole encoded envelope; default 64 MiB */

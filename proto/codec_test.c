@@ -926,6 +926,12 @@ static void mut_assign_fp(struct fixture *fx) {
 static void mut_assign_dtype(struct fixture *fx) {
     fx->assign.act_dtype = (Caravan__DType)12;
 }
+static void mut_assign_ctx(struct fixture *fx) {
+    fx->assign.n_ctx = CODEC_MAX_CTX + 1;
+}
+static void mut_assign_seqs(struct fixture *fx) {
+    fx->assign.n_seq = 0x7fffffff; /* the KV cache's size would overflow */
+}
 static void mut_assign_stage(struct fixture *fx) {
     fx->stage[1].layer_first = -1;
 }
@@ -1040,6 +1046,8 @@ static const struct bad_case bad_cases[] = {
     {"assign model fingerprint", FX_ASSIGN, mut_assign_fp, STATUS_FORMAT, "fingerprint"},
     {"assign act dtype", FX_ASSIGN, mut_assign_dtype, STATUS_FORMAT, "act_dtype"},
     {"assign stage range", FX_ASSIGN, mut_assign_stage, STATUS_FORMAT, "range"},
+    {"assign n_ctx", FX_ASSIGN, mut_assign_ctx, STATUS_FORMAT, "past the most"},
+    {"assign n_seq", FX_ASSIGN, mut_assign_seqs, STATUS_FORMAT, "past the most"},
     {"assign peer key", FX_ASSIGN, mut_assign_peer_key, STATUS_FORMAT, "public_key"},
     {"assign_ack state", FX_ASSIGN_ACK, mut_ack_state, STATUS_FORMAT, "state"},
     {"chunk past total", FX_WEIGHT_CHUNK, mut_chunk_past, STATUS_FORMAT, "past total"},
