@@ -15,20 +15,11 @@
 #include "batcher.h"
 #include "serve.h"
 
+#include "fuzz_input.h"
+
 #define MAX_REQS 48
 #define VOCAB 50
 #define EOG 2
-
-struct input {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t byte(struct input *in) {
-    if (!in->n) return 0;
-    in->n--;
-    return *in->p++;
-}
 
 /* A copy of a batch in flight (its arrays are the batcher's only until its next call). */
 struct flight {

@@ -26,6 +26,8 @@
 #include "sampler.h"
 #include "serve.h"
 
+#include "fuzz_input.h"
+
 #ifndef CARAVAN_SHARED_DIR
 #define CARAVAN_SHARED_DIR "../shared"
 #endif
@@ -44,24 +46,6 @@ static uint64_t model_bytes;
 
 static const uint8_t KEY_COORD[CRYPTO_KEY_BYTES] = {1};
 static const uint8_t KEYS[MAX_WORKERS][CRYPTO_KEY_BYTES] = {{10}, {11}, {12}, {13}};
-
-struct input {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t byte(struct input *in) {
-    if (!in->n) return 0;
-    in->n--;
-    return *in->p++;
-}
-
-static uint32_t u32(struct input *in) {
-    uint32_t v = byte(in);
-    v |= (uint32_t)byte(in) << 8;
-    v |= (uint32_t)byte(in) << 16;
-    return v | (uint32_t)byte(in) << 24;
-}
 
 /* What a worker was last assigned (read from the coordinator's Assign). */
 struct assigned {

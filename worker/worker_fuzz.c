@@ -26,6 +26,8 @@
 #include "log.h"
 #include "slice.h"
 
+#include "fuzz_input.h"
+
 #ifndef CARAVAN_SHARED_DIR
 #define CARAVAN_SHARED_DIR "../shared"
 #endif
@@ -45,24 +47,6 @@ static uint8_t slice_fp[N_LAYERS + 1][N_LAYERS + 1][CRYPTO_HASH_BYTES];
  * ahead), and one nobody named. */
 enum { K_SELF, K_COORD, K_PREV, K_LAST, K_ROGUE, N_KEYS };
 static const uint8_t KEYS[N_KEYS][CRYPTO_KEY_BYTES] = {{1}, {2}, {3}, {4}, {5}};
-
-struct input {
-    const uint8_t *p;
-    size_t n;
-};
-
-static uint8_t byte(struct input *in) {
-    if (!in->n) return 0;
-    in->n--;
-    return *in->p++;
-}
-
-static uint32_t u32(struct input *in) {
-    uint32_t v = byte(in);
-    v |= (uint32_t)byte(in) << 8;
-    v |= (uint32_t)byte(in) << 16;
-    return v | (uint32_t)byte(in) << 24;
-}
 
 /* Mostly a small value in [lo, lo + span), sometimes any 32 bits. */
 static int32_t small(struct input *in, int32_t lo, int32_t span) {
