@@ -10,11 +10,8 @@
 #include <string.h>
 
 #include "api_internal.h"
+#include "fuzz_input.h"
 #include "gguf.h"
-
-#ifndef CARAVAN_SHARED_DIR
-#define CARAVAN_SHARED_DIR "../shared"
-#endif
 
 static tokenizer_t *tok;
 static serve_queue_t *queue;
@@ -25,9 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    const char *shared = getenv("CARAVAN_SHARED");
     char path[4096];
-    snprintf(path, sizeof path, "%s/models/stories260K.gguf", shared ? shared : CARAVAN_SHARED_DIR);
+    fuzz_model_path(path, sizeof path);
     gguf_t *g = NULL;
     if (gguf_open(path, &g) != STATUS_OK || tokenizer_load(g, &tok) != STATUS_OK) {
         fprintf(stderr, "api_fuzz: cannot load %s\n", path);

@@ -28,10 +28,6 @@
 
 #include "fuzz_input.h"
 
-#ifndef CARAVAN_SHARED_DIR
-#define CARAVAN_SHARED_DIR "../shared"
-#endif
-
 #define N_LAYERS 5 /* stories260K */
 #define N_VOCAB 512
 #define MAX_WORKERS 4
@@ -279,12 +275,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    const char *lv = getenv("CARAVAN_FUZZ_LOG");
-    log_set_level(lv && log_level_parse(lv) >= 0 ? (enum log_level)log_level_parse(lv)
-                                                 : LOG_LEVEL_COUNT);
-    const char *shared = getenv("CARAVAN_SHARED");
+    fuzz_log_level();
     char path[4096];
-    snprintf(path, sizeof path, "%s/models/stories260K.gguf", shared ? shared : CARAVAN_SHARED_DIR);
+    fuzz_model_path(path, sizeof path);
     FILE *f = fopen(path, "rb");
     if (f && fseek(f, 0, SEEK_END) == 0) model_bytes = (uint64_t)ftell(f);
     if (f) fclose(f);

@@ -28,10 +28,6 @@
 
 #include "fuzz_input.h"
 
-#ifndef CARAVAN_SHARED_DIR
-#define CARAVAN_SHARED_DIR "../shared"
-#endif
-
 #define N_LAYERS 5 /* stories260K */
 #define N_EMBD 64
 #define KV_DIM 32 /* 4 KV heads of 8 */
@@ -379,13 +375,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    /* silent, unless CARAVAN_FUZZ_LOG names a level (to read what an input does) */
-    const char *lv = getenv("CARAVAN_FUZZ_LOG");
-    log_set_level(lv && log_level_parse(lv) >= 0 ? (enum log_level)log_level_parse(lv)
-                                                 : LOG_LEVEL_COUNT);
-    const char *shared = getenv("CARAVAN_SHARED");
-    snprintf(model_path, sizeof model_path, "%s/models/stories260K.gguf",
-             shared ? shared : CARAVAN_SHARED_DIR);
+    fuzz_log_level();
+    fuzz_model_path(model_path, sizeof model_path);
     if (crypto_init() != STATUS_OK || gguf_open(model_path, &model) != STATUS_OK ||
         crypto_hash_file(model_path, 0, UINT64_MAX, model_fp) != STATUS_OK) {
         fprintf(stderr, "worker_fuzz: cannot load %s\n", model_path);
