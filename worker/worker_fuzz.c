@@ -204,7 +204,10 @@ static void fill_forward(struct input *in, struct bufs *b, Caravan__Forward *f, 
         if (b->pos[i] == *len) ++*len;
         b->tok[i] = byte(in) < 250 ? 3 + byte(in) : small(in, -2, 600);
         b->want[i] = byte(in) & 1;
-        b->enter[i] = (int32_t)((uint32_t)f->layer + (uint32_t)small(in, -1, 4));
+        /* the layer the row's hidden state enters: within the slice, now and then not */
+        uint8_t el = byte(in);
+        int32_t span = pl->end > pl->first ? pl->end - pl->first + 1 : 1;
+        b->enter[i] = el < 250 ? pl->first + el % span : small(in, -1, 8);
         b->score[i] = byte(in) < 200 ? -1 : small(in, -2, 600);
     }
     f->seq_id = b->seq;
@@ -229,7 +232,13 @@ static void fill_forward(struct input *in, struct bufs *b, Caravan__Forward *f, 
     if (has & 8) { /* rows that come with their KV of the layers below enter_layer */
         f->n_enter_layer = count_of(in, n);
         f->enter_layer = b->enter;
-        b->kshape[0] = (int64_t)byte(in) * KV_DIM;
+        /* K and V of each layer a row skips, as many floats as those need, now and then not */
+        int64_t need = 0;
+        for (size_t i = 0; i < n; i++)
+            if (b->enter[i] > f->layer && b->enter[i] <= N_LAYERS)
+                need += (int64_t)(b->enter[i] - f->layer) * 2 * KV_DIM;
+        uint8_t kb = byte(in);
+        b->kshape[0] = kb < 250 && need > 0 ? need : (int64_t)byte(in) * KV_DIM;
         fill_tensor(in, &b->kv, b->kshape, 1, &b->kdata, false);
         if (byte(in) != 1) f->kv = &b->kv;
     }
