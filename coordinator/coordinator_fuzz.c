@@ -27,6 +27,7 @@
 #include "serve.h"
 
 #include "fuzz_input.h"
+#include "fuzz_wire.h"
 
 #define N_LAYERS 5 /* stories260K */
 #define N_VOCAB 512
@@ -69,15 +70,7 @@ struct harness {
 };
 
 static void remember(struct harness *h, const struct coordinator_action *a) {
-    Caravan__Envelope *env = NULL;
-    char err[CODEC_ERR_LEN];
-    if (codec_decode(a->buf, a->len, NULL, &env, err, sizeof err) != STATUS_OK) {
-        fprintf(stderr,
-                "coordinator_fuzz: the coordinator sent a message that does not decode: "
-                "%s\n",
-                err);
-        abort();
-    }
+    Caravan__Envelope *env = fuzz_sent(a->buf, a->len, "coordinator");
     if (a->kind == COORDINATOR_ACTION_SEND_WORKER && a->rid_len == 1 && a->rid[0] >= 1 &&
         a->rid[0] <= MAX_WORKERS && env->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN) {
         struct assigned *s = &h->as[a->rid[0] - 1];
@@ -123,21 +116,16 @@ static void take_actions(struct harness *h, struct coordinator_actions *acts, bo
 
 static void deliver(coordinator_t *c, int k, Caravan__Envelope *env, uint64_t now_ms,
                     struct coordinator_actions *acts) {
-    size_t len = caravan__envelope__get_packed_size(env);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) abort();
-    caravan__envelope__pack(env, buf);
     uint8_t rid = (uint8_t)(k + 1);
     struct coordinator_peer p = {&rid, 1, KEYS[k], "127.0.0.1", 7 + k};
     Caravan__Envelope *got = NULL;
     char err[CODEC_ERR_LEN];
-    enum status rc = codec_decode(buf, len, NULL, &got, err, sizeof err);
+    enum status rc = fuzz_over_wire(env, &got, err, sizeof err);
     if (rc == STATUS_OK)
         coordinator_on_msg(c, &p, got, now_ms, acts);
     else
         coordinator_on_bad_msg(c, &p, rc, err, acts);
     codec_free(&got);
-    free(buf);
 }
 
 /* Everything one message may point to. */

@@ -27,6 +27,7 @@
 #include "slice.h"
 
 #include "fuzz_input.h"
+#include "fuzz_wire.h"
 
 #define N_LAYERS 5 /* stories260K */
 #define N_EMBD 64
@@ -347,14 +348,7 @@ static void check_actions(struct worker_actions *acts, bool *exited) {
     for (int i = 0; i < acts->n; i++) {
         if (acts->a[i].kind == WORKER_ACTION_EXIT) *exited = true;
         if (!acts->a[i].buf) continue;
-        Caravan__Envelope *env = NULL;
-        char err[CODEC_ERR_LEN];
-        if (codec_decode(acts->a[i].buf, acts->a[i].len, NULL, &env, err, sizeof err) !=
-            STATUS_OK) {
-            fprintf(stderr, "worker_fuzz: the worker sent a message that does not decode: %s\n",
-                    err);
-            abort();
-        }
+        Caravan__Envelope *env = fuzz_sent(acts->a[i].buf, acts->a[i].len, "worker");
         codec_free(&env);
     }
     worker_actions_clear(acts);
@@ -363,19 +357,14 @@ static void check_actions(struct worker_actions *acts, bool *exited) {
 /* Packs env, decodes it as the I/O layer would, and hands it to the worker. */
 static void deliver(worker_t *w, enum worker_source src, int key, Caravan__Envelope *env,
                     struct worker_actions *acts) {
-    size_t len = caravan__envelope__get_packed_size(env);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) abort();
-    caravan__envelope__pack(env, buf);
     Caravan__Envelope *got = NULL;
     char err[CODEC_ERR_LEN];
-    enum status rc = codec_decode(buf, len, NULL, &got, err, sizeof err);
+    enum status rc = fuzz_over_wire(env, &got, err, sizeof err);
     if (rc == STATUS_OK)
         worker_on_msg(w, src, KEYS[key], "fuzz", got, 1000, acts);
     else
         worker_on_bad_msg(w, src, "fuzz", rc, err, acts);
     codec_free(&got);
-    free(buf);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
