@@ -510,8 +510,10 @@ static void request_next(worker_t *w, struct worker_actions *acts) {
 }
 
 /* Looks the slice up in the cache: verified there -> ready; else asks for it from the part's
- * size. */
-static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t now_us) {
+ * size. same_transfer: a re-Assign of the slice being received, whose moot chunks (see
+ * xfer_moot_end) may still come. */
+static void start_transfer(worker_t *w, bool same_transfer, struct worker_actions *acts,
+                           uint64_t now_us) {
     char hex[CRYPTO_HASH_HEX_LEN + 1];
     crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex);
     uint64_t have = 0;
@@ -531,6 +533,7 @@ static void start_transfer(worker_t *w, struct worker_actions *acts, uint64_t no
     }
     w->receiving = true;
     w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
+    if (!same_transfer) w->xfer_moot_end = 0; /* else its moot chunks may still come */
     w->xfer_start_us = w->last_progress_us = now_us;
     w->pace_ms = w->tick_ms;
     w->pace_have = have;
@@ -606,7 +609,6 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
         was_receiving && w->have_slice_fingerprint &&
         a->slice_fingerprint.len == CRYPTO_HASH_BYTES &&
         crypto_equal(w->slice_fingerprint, a->slice_fingerprint.data, CRYPTO_HASH_BYTES);
-    if (!same_transfer) w->xfer_moot_end = 0;
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
@@ -744,7 +746,7 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
         become_ready(w, acts);
         return;
     }
-    start_transfer(w, acts, now_us);
+    start_transfer(w, same_transfer, acts, now_us);
 }
 
 static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
@@ -810,8 +812,7 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
                 "worker: the received slice hashes to %s, not to the Assign's fingerprint; "
                 "deleted it, asking for it once more from offset 0",
                 hex);
-            w->xfer_moot_end = 0;
-            start_transfer(w, acts, now_us);
+            start_transfer(w, false, acts, now_us);
             return;
         }
         char why[160];
