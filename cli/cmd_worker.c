@@ -73,7 +73,8 @@ static const struct opt worker_opts[] = {
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "N", "compute threads (0 = all cores)"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
      "memory this worker may use for its slice: weights, KV cache and buffers (K/M/G suffixes; "
-     "default: MemAvailable at start); the coordinator plans within it"},
+     "default: MemAvailable at start); the coordinator plans within it, and an assignment over "
+     "it is refused"},
     {"probe-ms", 0, OPT_INT, F(probe_ms), "15", 1, 10000, "MS",
      "time the speed probe spends on each weight type (reported at join for the plan)"},
     {"status-file", 0, OPT_STRING, F(status_file), NULL, 0, -1, "FILE",
@@ -233,6 +234,7 @@ int cmd_worker(int argc, char **argv) {
         engine.model_path = cli.model;
         engine.n_threads = cli.threads;
         engine.delay_ms = cli.compute_delay_ms;
+        engine.mem_limit = mem_limit;
         wcfg.compute = compute_engine_forward;
         wcfg.load = compute_engine_load;
         wcfg.reset = compute_engine_reset;

@@ -136,6 +136,50 @@ static void keep_nothing(struct compute_engine *e, int32_t a, int32_t b, int32_t
     plan_keep(e, 0, 0, a, b, false, kf, ke);
 }
 
+/* The slice's parameters as model_load takes them. Before the Assign carried KV sizes the
+ * worker took 4 slots of the model's default context; an Assign without them still gets that. */
+static struct model_params slice_params(const struct compute_engine *e,
+                                        const struct worker_slice *slice) {
+    return (struct model_params){
+        .layer_first = slice->layer_first,
+        .layer_end = slice->layer_end,
+        .n_ctx = slice->n_ctx,
+        .n_seq = slice->n_seq > 0 ? slice->n_seq : 4,
+        .n_batch = slice->n_batch,
+        .n_threads = e->n_threads,
+    };
+}
+
+/* What the slice will hold, counted as the coordinator's planner counts it (common/plan.h:
+ * weights, KV cache and buffers, and on a stage that is not last the hidden states it keeps to
+ * resume from), against e->mem_limit. The planner never asks for more than the worker reported;
+ * this stops an Assign that does anyway (another build's estimate, a faulty coordinator) before
+ * it allocates. STATUS_NOMEM with the numbers in the log when over; STATUS_OK otherwise, also
+ * when the file cannot be read (model_load then says why). */
+static enum status check_memory(const struct compute_engine *e, const char *path,
+                                const struct worker_slice *slice) {
+    if (!e->mem_limit) return STATUS_OK;
+    gguf_t *g = NULL;
+    if (gguf_open(path, &g) != STATUS_OK) return STATUS_OK;
+    struct model_params p = slice_params(e, slice);
+    struct model_estimate est;
+    enum status rc = model_estimate(g, &p, &est);
+    gguf_close(&g);
+    if (rc != STATUS_OK) return STATUS_OK;
+    const uint64_t hidden = slice->is_last ? 0 : est.hidden_bytes;
+    const uint64_t need = est.weight_bytes + est.buffer_bytes + hidden;
+    if (need <= e->mem_limit) return STATUS_OK;
+    const double mib = 1 << 20;
+    LOG(LOG_ERROR,
+        "worker: layers [%d, %d) for n_ctx %d x n_seq %d need %.1f MiB (weights %.1f, KV cache "
+        "and buffers %.1f, hidden states %.1f), over the %.1f MiB this worker may use "
+        "(--max-memory); refusing the assignment",
+        slice->layer_first, slice->layer_end, p.n_ctx, p.n_seq, (double)need / mib,
+        (double)est.weight_bytes / mib, (double)est.buffer_bytes / mib, (double)hidden / mib,
+        (double)e->mem_limit / mib);
+    return STATUS_NOMEM;
+}
+
 enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     struct compute_engine *e = ctx;
     const char *path = slice->weights_path ? slice->weights_path : e->model_path;
@@ -162,6 +206,7 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
             slice->layer_first, slice->layer_end);
         return STATUS_OK;
     }
+    if (path && check_memory(e, path, slice) != STATUS_OK) return STATUS_NOMEM;
     /* Keep the KV of the layers the old and new ranges share, when the engine and its sizes
      * stay the same (the model is the coordinator's either way: the worker checked both). */
     struct model_kv_saved *kept = NULL;
@@ -207,16 +252,7 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
             slice->kernels);
         return STATUS_UNSUPPORTED;
     }
-    /* Before the Assign carried KV sizes the worker took 4 slots of the model's default
-     * context; an Assign without them still gets that. */
-    struct model_params p = {
-        .layer_first = slice->layer_first,
-        .layer_end = slice->layer_end,
-        .n_ctx = slice->n_ctx,
-        .n_seq = slice->n_seq > 0 ? slice->n_seq : 4,
-        .n_batch = slice->n_batch,
-        .n_threads = e->n_threads,
-    };
+    struct model_params p = slice_params(e, slice);
     enum status rc = model_load(path, &p, &e->model);
     if (rc == STATUS_OK) rc = slots_init(e, model_n_seq(e->model));
     if (rc == STATUS_OK && kept && model_kv_restore(e->model, kept) != STATUS_OK) {

@@ -35,6 +35,7 @@ struct compute_engine {
     const char *model_path; /* the worker's local GGUF, or NULL */
     int32_t n_threads;      /* 0 = all cores */
     int32_t delay_ms;       /* added to every Forward (tests, simulating a slower machine) */
+    uint64_t mem_limit;     /* bytes a slice may hold (--max-memory); 0 = no limit */
     model_t *model;         /* loaded slice, or NULL */
     bool identity;          /* the current plan has no weights */
     /* What `model` was loaded with: a new Assign asking for the same keeps it (KV reset). */

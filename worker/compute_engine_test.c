@@ -217,6 +217,54 @@ static void test_nonfinite_hidden(void) {
     compute_engine_free(&mid.e);
 }
 
+/* An Assign over --max-memory is refused before anything is allocated, counted as the planner
+ * counts it: weights, KV cache and buffers, and the hidden states a stage that is not last keeps
+ * to resume from. A refusal leaves the slice loaded before as it was. */
+static void test_memory_limit(void) {
+    gguf_t *g = NULL;
+    assert(gguf_open(model_path, &g) == STATUS_OK);
+    struct model_params p = {.layer_first = 0,
+                             .layer_end = 2,
+                             .n_ctx = 128,
+                             .n_seq = N_SEQ,
+                             .n_batch = 64,
+                             .n_threads = 2};
+    struct model_estimate mid, last;
+    assert(model_estimate(g, &p, &mid) == STATUS_OK);
+    p.layer_first = 2;
+    p.layer_end = 5;
+    assert(model_estimate(g, &p, &last) == STATUS_OK);
+    gguf_close(&g);
+    const uint64_t mid_need = mid.weight_bytes + mid.buffer_bytes + mid.hidden_bytes;
+    const uint64_t last_need = last.weight_bytes + last.buffer_bytes;
+
+    struct stage s = {0};
+    s.e.mem_limit = mid_need;
+    stage_load(&s, 0, 2, 5); /* exactly what it needs: loaded */
+    model_t *loaded = s.e.model;
+    struct worker_slice wider = s.slice;
+    wider.layer_end = 3;
+    CHECK(compute_engine_load(&s.e, &wider) == STATUS_NOMEM, "[0, 3) over the limit was loaded");
+    CHECK(s.e.model == loaded && s.e.loaded_end == 2, "a refused Assign dropped the loaded slice");
+    compute_engine_free(&s.e);
+    s.e.mem_limit = mid_need - 1;
+    CHECK(compute_engine_load(&s.e, &s.slice) == STATUS_NOMEM && !s.e.model,
+          "[0, 2) one byte over the limit (its hidden states counted) was loaded");
+    /* the last stage keeps no hidden states: weights, KV and buffers are all it needs */
+    s.slice.layer_first = 2;
+    s.slice.layer_end = 5;
+    s.slice.is_first = false;
+    s.slice.is_last = true;
+    s.e.mem_limit = last_need;
+    CHECK(compute_engine_load(&s.e, &s.slice) == STATUS_OK && s.e.model,
+          "the last stage [2, 5) within its limit was refused");
+    compute_engine_free(&s.e);
+    s.e.mem_limit = last_need - 1;
+    CHECK(compute_engine_load(&s.e, &s.slice) == STATUS_NOMEM && !s.e.model,
+          "the last stage [2, 5) one byte over was loaded");
+    compute_engine_free(&s.e);
+}
+
 int main(void) {
     const char *shared = getenv("CARAVAN_SHARED");
     snprintf(model_path, sizeof model_path, "%s/models/stories260K.gguf",
@@ -337,6 +385,7 @@ int main(void) {
     compute_engine_free(&one.e);
     compute_engine_free(&ref.e);
     test_nonfinite_hidden();
+    test_memory_limit();
     if (check_failures) {
         fprintf(stderr, "compute_engine_test: %d failures\n", check_failures);
         return 1;
