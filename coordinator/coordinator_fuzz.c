@@ -11,7 +11,10 @@
  *
  * Checked: nothing crashes, reads or writes out of bounds or leaks (ASan, UBSan,
  * LeakSanitizer), and every message the coordinator sends decodes. CARAVAN_FUZZ_LOG=info|debug
- * shows what an input does. */
+ * shows what an input does.
+ *
+ * Seeds: tests/corpus/coordinator, what about 275,000 runs of fuzzing found, merged to the
+ * inputs that reach each edge once (`-merge=1 -use_counters=0`); CI fuzzes on from them. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
