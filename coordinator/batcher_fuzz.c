@@ -6,7 +6,10 @@
  * Checked on the way: every micro-batch stays within the configuration (tokens, positions,
  * slots, samples, scored tokens) and no more are in flight than allowed. Checked at the end:
  * once a well-behaved last stage answers every batch in order, every request finishes (no
- * sequence is left stuck by what came before), and nothing leaks (LeakSanitizer). */
+ * sequence is left stuck by what came before), and nothing leaks (LeakSanitizer).
+ *
+ * Seeds: tests/corpus/batcher, the corpora of earlier hand runs merged to the inputs that reach
+ * each edge once (`-merge=1 -use_counters=0`); CI fuzzes on from them. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
