@@ -80,7 +80,24 @@ wait_streams() { # NAME SECONDS
     [ "$RC" = 0 ] || fail "streams $1: $RC: $(tail -n 5 "$WORK/$1.err")"
 }
 same() { cmp -s "$WORK/$1.json" "$WORK/$2.json" || fail "$2 differs from $1: $(diff <(tr ',' '\n' <"$WORK/$1.json") <(tr ',' '\n' <"$WORK/$2.json") | head -n 6)"; note "$2: the same tokens and log-probabilities as $1"; }
-mid_generation() { sleep "${1:-1.2}"; } # the streams are running by then
+metric() { curl -s --max-time 5 "$URL/metrics" | awk -v m="$1" '$1 == m { print int($2) }'; }
+# mid_generation: returns once every stream holds a KV slot and about a token each has come
+# since (a fixed sleep was too short on a loaded host: the fault came before the requests)
+mid_generation() {
+    local g0="" n
+    for _ in $(seq 300); do
+        if [ -z "$g0" ]; then
+            n=$(metric caravan_active_sequences)
+            [ "${n:-0}" -ge "$STREAMS" ] && g0=$(metric caravan_generated_tokens_total)
+        else
+            n=$(metric caravan_generated_tokens_total)
+            [ "${n:-0}" -ge $((g0 + STREAMS)) ] && return 0
+        fi
+        kill -0 "$STREAMS_PID" 2>/dev/null || fail "the streams ended before the fault"
+        sleep 0.1
+    done
+    fail "the streams did not get going in 30 s: $(metric caravan_active_sequences) active"
+}
 
 case "$CASE" in
 kill | stop | netcut)
