@@ -210,8 +210,8 @@ static void fill_forward(struct input *in, struct bufs *b, Caravan__Forward *f, 
         b->want[i] = byte(in) & 1;
         /* the layer the row's hidden state enters: within the slice, now and then not */
         uint8_t el = byte(in);
-        int32_t span = pl->end > pl->first ? pl->end - pl->first + 1 : 1;
-        b->enter[i] = el < 250 ? pl->first + el % span : small(in, -1, 8);
+        int64_t span = pl->end > pl->first ? (int64_t)pl->end - pl->first + 1 : 1;
+        b->enter[i] = el < 250 ? (int32_t)(pl->first + el % span) : small(in, -1, 8);
         b->score[i] = byte(in) < 200 ? -1 : small(in, -2, 600);
     }
     f->seq_id = b->seq;
