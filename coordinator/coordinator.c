@@ -55,7 +55,20 @@ struct worker_rec {
     char assign_error[256]; /* why it failed its last Assign ("" = it did not) */
     uint64_t n_errors;      /* Errors it reported (a faulty node shows in /cluster) */
     char last_error[256];   /* the last one's text */
+    /* Parked (in gone[]): its activation endpoint could not be reached from the stage before it
+     * although it answered on the control connection; out of the plan until parked_until_ms,
+     * then tried again. park_ms doubles with each park (PARK_FIRST_MS .. PARK_MAX_MS). */
+    uint64_t parked_until_ms, park_ms;
+    uint64_t unreachable_ms;     /* when it last reported its next stage unreachable */
+    uint32_t unreachable_target; /* which node that was */
 };
+
+/* A stage reported unreachable is parked this long at first, twice as long each time after,
+ * at most PARK_MAX_MS. A stage that reports a second, different next stage unreachable within
+ * UNREACHABLE_REPEAT_MS is itself the one that cannot connect. */
+#define PARK_FIRST_MS 5000
+#define PARK_MAX_MS 120000
+#define UNREACHABLE_REPEAT_MS 60000
 
 /* Request timeouts (--request-timeout-ms) and stage errors in a row without a token after which
  * a request fails. */
@@ -716,6 +729,71 @@ static void detect_lost(coordinator_t *c, struct coordinator_actions *acts, uint
     lose_workers(c, acts, now_ms, 0);
 }
 
+static bool parked(const coordinator_t *c, const struct worker_rec *w) {
+    return w->parked_until_ms > c->now_ms;
+}
+
+/* Takes workers[i] out of the plan for a while (see struct worker_rec) and re-plans. */
+static void park_worker(coordinator_t *c, int i, const char *cause,
+                        struct coordinator_actions *acts) {
+    struct worker_rec *w = &c->workers[i];
+    w->park_ms = w->park_ms ? w->park_ms * 2 : PARK_FIRST_MS;
+    if (w->park_ms > PARK_MAX_MS) w->park_ms = PARK_MAX_MS;
+    w->parked_until_ms = c->now_ms + w->park_ms;
+    LOG(LOG_ERROR, "coordinator: %s; node %u is out of the plan for %llu s, then tried again",
+        cause, w->node_id, (unsigned long long)(w->park_ms / 1000));
+    remove_worker(c, i, false);
+    c->fo_silent_ms = c->fo_declared_ms = c->now_ms;
+    replan(c, acts, cause);
+}
+
+/* Stage i has had no connection to stage i + 1 (Error CODE_UNREACHABLE): every micro-batch
+ * would stop there, while both answer heartbeats. Stage i + 1 is parked; but when stage i
+ * reported another next stage before (within UNREACHABLE_REPEAT_MS), stage i is: it is the
+ * one whose connections fail. A report from an older plan is stale (that stage is gone). */
+static void on_unreachable(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
+                           struct coordinator_actions *acts) {
+    const int i = (int)(w - c->workers);
+    if (env->epoch != c->epoch || i + 1 >= c->n_workers || c->state == COORDINATOR_STATE_WAITING)
+        return;
+    const struct worker_rec *next = &c->workers[i + 1];
+    char cause[320];
+    int culprit = i + 1;
+    if (w->unreachable_ms && c->now_ms - w->unreachable_ms < UNREACHABLE_REPEAT_MS &&
+        w->unreachable_target != next->node_id) {
+        culprit = i;
+        snprintf(cause, sizeof cause,
+                 "node %u (%s) reaches no next stage: node %u at %s now, node %u before",
+                 w->node_id, w->name, next->node_id, next->endpoint, w->unreachable_target);
+    } else {
+        snprintf(cause, sizeof cause, "node %u (%s) cannot be reached at %s from node %u (%s)",
+                 next->node_id, next->name, next->endpoint, w->node_id, w->name);
+    }
+    w->unreachable_ms = c->now_ms;
+    w->unreachable_target = next->node_id;
+    park_worker(c, culprit, cause, acts);
+}
+
+/* A parked worker whose time is up and that still answers goes back into a re-plan (one a
+ * tick); one that fell silent meanwhile is lost like any other. */
+static void unpark(coordinator_t *c, struct coordinator_actions *acts) {
+    for (int g = 0; g < c->n_gone; g++) {
+        struct worker_rec *p = &c->gone[g];
+        if (!p->parked_until_ms || parked(c, p)) continue;
+        p->parked_until_ms = 0;
+        if (c->now_ms - p->last_seen_ms > c->cfg.worker_timeout_ms ||
+            c->n_workers >= COORDINATOR_MAX_WORKERS || layers_taken(c))
+            continue;
+        char cause[160];
+        snprintf(cause, sizeof cause, "node %u (%s) is tried again after %llu s out of the plan",
+                 p->node_id, p->name, (unsigned long long)(p->park_ms / 1000));
+        restore_worker(c, g);
+        c->fo_silent_ms = c->fo_declared_ms = c->now_ms;
+        replan(c, acts, cause);
+        return;
+    }
+}
+
 void coordinator_on_disconnect(coordinator_t *c, int fd, uint64_t now_ms,
                                struct coordinator_actions *acts) {
     c->now_ms = now_ms;
@@ -748,6 +826,29 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     if (!refusal && !c->cfg.insecure) {
         w = find_by_key(c, peer->key);
         int g = w ? -1 : find_gone_by_key(c, peer->key);
+        if (g >= 0 && parked(c, &c->gone[g]) && j->data_endpoint &&
+            strcmp(j->data_endpoint, c->gone[g].endpoint) == 0) {
+            /* Parked, and at the same endpoint: it stays out until its time is up (restarted,
+             * it holds no KV cache). */
+            struct worker_rec *p = &c->gone[g];
+            memcpy(p->rid, peer->rid, peer->rid_len);
+            p->rid_len = peer->rid_len;
+            p->ctl_fd = peer->fd > 0 ? peer->fd : 0;
+            p->pid = j->pid;
+            p->last_seen_ms = c->now_ms;
+            p->kv_fresh = true;
+            ack.accepted = true;
+            ack.node_id = p->node_id;
+            LOG(LOG_INFO,
+                "coordinator: worker '%s' re-joined as node %u; out of the plan for %llu ms more "
+                "(%s could not be reached)",
+                p->name, p->node_id, (unsigned long long)(p->parked_until_ms - c->now_ms),
+                p->endpoint);
+            send_to(c, acts, peer->rid, peer->rid_len, &reply);
+            return;
+        }
+        if (g >= 0 && j->data_endpoint && strcmp(j->data_endpoint, c->gone[g].endpoint) != 0)
+            c->gone[g].parked_until_ms = c->gone[g].park_ms = 0; /* a new endpoint: trusted */
         if (g >= 0) {
             if (c->n_workers >= COORDINATOR_MAX_WORKERS)
                 refusal = "the cluster is full";
@@ -1043,12 +1144,17 @@ static void rewound(coordinator_t *c, int failed) {
  * it) is that batch's answer: waiting would only end in the request timeout, so the requests in
  * flight are sent again now, and those that fail TIMEOUTS_TO_FAIL times in a row without a
  * token end with the worker's words. */
-static void on_worker_error(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env) {
+static void on_worker_error(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
+                            struct coordinator_actions *acts) {
     const Caravan__Error *e = env->error;
     const char *text = e->text ? e->text : "";
     LOG(LOG_WARN, "coordinator: node %u reports error %d: %s", w->node_id, (int)e->code, text);
     w->n_errors++;
     snprintf(w->last_error, sizeof w->last_error, "%s", text);
+    if (e->code == CARAVAN__ERROR__CODE__CODE_UNREACHABLE) {
+        if (c->batcher) on_unreachable(c, w, env, acts);
+        return;
+    }
     if (!c->batcher || !e->batch_id || env->epoch != c->epoch ||
         c->state != COORDINATOR_STATE_READY)
         return;
@@ -1144,6 +1250,10 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     if (g >= 0 && (c->cfg.insecure ||
                    (peer->key && crypto_equal(peer->key, c->gone[g].key, CRYPTO_KEY_BYTES)))) {
         if (c->gone[g].draining) return; /* leaving: nothing it says matters now */
+        if (parked(c, &c->gone[g])) {    /* unpark takes it back in time */
+            c->gone[g].last_seen_ms = now_ms;
+            return;
+        }
         if (c->n_workers >= COORDINATOR_MAX_WORKERS || layers_taken(c)) {
             /* Others took its place and there is no room for one more: it is told to join
              * again, and that join is refused with the reason. */
@@ -1226,7 +1336,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         }
         break;
     }
-    case CARAVAN__ENVELOPE__BODY_ERROR: on_worker_error(c, w, msg); break;
+    case CARAVAN__ENVELOPE__BODY_ERROR: on_worker_error(c, w, msg, acts); break;
     default:
         LOG(LOG_WARN, "coordinator: unexpected %s from node %u; ignored",
             codec_body_name(msg->body_case), w->node_id);
@@ -1376,6 +1486,7 @@ static void send_heartbeat(coordinator_t *c, struct coordinator_actions *acts,
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
     c->now_ms = now_ms;
     if (c->batcher) detect_lost(c, acts, now_ms);
+    if (c->batcher && c->state != COORDINATOR_STATE_WAITING) unpark(c, acts);
     for (int i = 0; i < c->n_workers; i++) {
         struct worker_rec *w = &c->workers[i];
         if (!w->silent_logged && now_ms - w->last_seen_ms > c->cfg.worker_timeout_ms) {
@@ -1388,9 +1499,11 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
         c->last_heartbeat_ms = now_ms;
         for (int i = 0; i < c->n_workers; i++)
             send_heartbeat(c, acts, &c->workers[i], CARAVAN__HEARTBEAT__STATE__STATE_READY);
-        for (int i = 0; i < c->n_gone; i++) /* draining workers keep hearing from us */
+        for (int i = 0; i < c->n_gone; i++) /* draining and parked workers keep hearing from us */
             if (c->gone[i].draining)
                 send_heartbeat(c, acts, &c->gone[i], CARAVAN__HEARTBEAT__STATE__STATE_DRAINING);
+            else if (parked(c, &c->gone[i]))
+                send_heartbeat(c, acts, &c->gone[i], CARAVAN__HEARTBEAT__STATE__STATE_READY);
     }
     if (c->batcher) {
         serve_tick(c, now_ms, acts);
@@ -1648,9 +1761,10 @@ static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, in
     cJSON_AddNumberToObject(o, "layer_first", in_plan ? w->layer_first : 0);
     cJSON_AddNumberToObject(o, "layer_end", in_plan ? w->layer_end : 0);
     cJSON_AddStringToObject(o, "state",
-                            in_plan       ? worker_state_text(c, w)
-                            : w->draining ? "draining"
-                                          : "lost");
+                            in_plan        ? worker_state_text(c, w)
+                            : w->draining  ? "draining"
+                            : parked(c, w) ? "parked"
+                                           : "lost");
     cJSON_AddNumberToObject(o, "heartbeat_age_ms", (double)(c->now_ms - w->last_seen_ms));
     cJSON_AddNumberToObject(o, "tokens_per_s", in_plan ? w->tokens_per_s : 0);
     cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);

@@ -401,7 +401,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 env.drain = &b.drain;
             } else {
                 caravan__error__init(&b.error);
-                b.error.code = (Caravan__Error__Code)(byte(&in) % 14);
+                b.error.code = (Caravan__Error__Code)(byte(&in) % 15);
                 b.error.text = "fuzz";
                 b.error.batch_id = h.fl[byte(&in) % MAX_FLIGHT].batch_id;
                 b.error.seq_id = byte(&in) % 4;

@@ -19,7 +19,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "check.h"
+
 static const uint8_t K1[32] = {11}, K2[32] = {12}, K3[32] = {13}, KC[32] = {99};
+static uint64_t test_now; /* the clock of the messages the helpers below deliver */
 
 static Caravan__Envelope *decode(const struct coordinator_action *a) {
     Caravan__Envelope *env = NULL;
@@ -64,7 +67,7 @@ static void join_fd(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, cons
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
     struct coordinator_peer p = {&rid, 1, conn_key, "127.0.0.1", fd};
-    coordinator_on_msg(c, &p, &env, 0, acts);
+    coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
 static void join(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, const uint8_t *claimed,
@@ -81,7 +84,7 @@ static void ack_ready(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_
     env.body_case = CARAVAN__ENVELOPE__BODY_ASSIGN_ACK;
     env.assign_ack = &a;
     struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
-    coordinator_on_msg(c, &p, &env, 0, acts);
+    coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
 static void result(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t epoch,
@@ -108,7 +111,7 @@ static void result(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t e
     env.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
     env.result = &r;
     struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
-    coordinator_on_msg(c, &p, &env, 0, acts);
+    coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
 /* A Join with planning capabilities: memory limit, f32 and q4_0 probes, kernel variants. */
@@ -141,7 +144,7 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
     struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
-    coordinator_on_msg(c, &p, &env, 0, acts);
+    coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
 /* A coordinator serving (its queue in *q) 2 layers over w1 and w2 (control connections 7 and
@@ -214,7 +217,7 @@ static void token_result(coordinator_t *c, const Caravan__Forward *f, int32_t to
     env.result = &r;
     uint8_t rid = 2;
     struct coordinator_peer p = {&rid, 1, K2, "127.0.0.1", 0};
-    coordinator_on_msg(c, &p, &env, 0, acts);
+    coordinator_on_msg(c, &p, &env, test_now, acts);
     coordinator_actions_clear(acts);
 }
 
@@ -349,6 +352,172 @@ static void test_stage_error(struct coordinator_actions *acts) {
     serve_req_unref(&r);
     coordinator_destroy(&c);
     serve_queue_destroy(&q);
+}
+
+/* A heartbeat, or an Error of code CODE_UNREACHABLE, from routing id rid (key) at test_now. */
+static void from_worker(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t epoch,
+                        bool unreachable, struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+    Caravan__Error err = CARAVAN__ERROR__INIT;
+    codec_envelope_init(&env, epoch, 5);
+    if (unreachable) {
+        err.code = CARAVAN__ERROR__CODE__CODE_UNREACHABLE;
+        err.text = "cannot reach the next stage";
+        env.body_case = CARAVAN__ENVELOPE__BODY_ERROR;
+        env.error = &err;
+    } else {
+        hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
+        env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+        env.heartbeat = &hb;
+    }
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
+    coordinator_on_msg(c, &p, &env, test_now, acts);
+}
+
+/* Node names in stage order, as "1,3,2", and the state /cluster gives node `node`. */
+static void stages(coordinator_t *c, serve_queue_t *q, char *out, size_t cap, uint32_t node,
+                   char *state, size_t state_cap) {
+    struct coordinator_actions acts = {0};
+    coordinator_on_tick(c, test_now, &acts); /* publishes /cluster */
+    coordinator_actions_clear(&acts);
+    bool serving = false;
+    char reason[128], *json = NULL;
+    serve_queue_get_status(q, &serving, reason, sizeof reason, &json);
+    cJSON *root = cJSON_Parse(json);
+    const cJSON *ws = cJSON_GetObjectItem(root, "workers");
+    size_t n = 0;
+    out[0] = state[0] = '\0';
+    for (int i = 0; i < cJSON_GetArraySize(ws); i++) {
+        const cJSON *w = cJSON_GetArrayItem(ws, i);
+        const uint32_t id = (uint32_t)cJSON_GetNumberValue(cJSON_GetObjectItem(w, "node_id"));
+        if (cJSON_IsNumber(cJSON_GetObjectItem(w, "stage")))
+            n += (size_t)snprintf(out + n, cap - n, "%s%u", n ? "," : "", id);
+        if (id == node)
+            snprintf(state, state_cap, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(w, "state")));
+    }
+    cJSON_Delete(root);
+    free(json);
+}
+
+/* A stage that has had no connection to the next one (its activation endpoint blocked while
+ * its control connection works) says so: the next stage is parked out of the plan, hears
+ * heartbeats, stays out when it speaks or re-joins at the same endpoint, and is tried again
+ * when its time is up (5 s, then 10 s); a report from an older plan changes nothing; a stage
+ * that reports a second next stage unreachable is parked itself. */
+static void test_unreachable(struct coordinator_actions *acts) {
+    serve_queue_t *q = serve_queue_new(4);
+    struct coordinator_config cfg = {
+        .n_workers = 3,
+        .n_layers = 3,
+        .queue = q,
+        .worker_timeout_ms = 600000,
+        .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
+    };
+    memcpy(cfg.public_key, KC, 32);
+    crypto_hash_buf("", 0, cfg.model_fingerprint);
+    coordinator_t *c = coordinator_new(&cfg);
+    const uint8_t *keys[4] = {NULL, K1, K2, K3};
+    test_now = 1000;
+    for (uint8_t r = 1; r <= 3; r++) {
+        char ep[32];
+        snprintf(ep, sizeof ep, "tcp://w%u:1", r);
+        join_fd(c, r, keys[r], keys[r], ep, 6 + r, acts);
+    }
+    for (uint8_t r = 1; r <= 3; r++) ack_ready(c, r, keys[r], 1, acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_READY && coordinator_epoch(c) == 1);
+    coordinator_actions_clear(acts);
+    char order[64], state[32];
+/* ready again at epoch e, with the workers of order */
+#define READY(e, ...)                                                                              \
+    do {                                                                                           \
+        const uint8_t rs[] = {__VA_ARGS__};                                                        \
+        for (size_t k = 0; k < sizeof rs; k++) ack_ready(c, rs[k], keys[rs[k]], e, acts);          \
+        assert(coordinator_state(c) == COORDINATOR_STATE_READY);                                   \
+        coordinator_actions_clear(acts);                                                           \
+    } while (0)
+
+    /* w1 cannot reach w2: w2 is parked (5 s), the plan is w1, w3 */
+    test_now = 2000;
+    from_worker(c, 1, K1, 1, true, acts);
+    REQUIRE(coordinator_epoch(c) == 2 && coordinator_n_workers(c) == 2, "w2 not parked: epoch %llu",
+            (unsigned long long)coordinator_epoch(c));
+    coordinator_actions_clear(acts);
+    READY(2, 1, 3);
+    stages(c, q, order, sizeof order, 2, state, sizeof state);
+    REQUIRE(strcmp(order, "1,3") == 0 && strcmp(state, "parked") == 0, "stages %s, w2 %s", order,
+            state);
+    /* a report of the old plan is stale; w2 heartbeats and is heard back; it re-joins at the
+     * same endpoint: accepted, still out */
+    from_worker(c, 1, K1, 1, true, acts);
+    test_now = 3000;
+    from_worker(c, 2, K2, 1, false, acts);
+    coordinator_on_tick(c, test_now, acts);
+    Caravan__Envelope *hb = sent_to(acts, 2, 0);
+    REQUIRE(hb && hb->body_case == CARAVAN__ENVELOPE__BODY_HEARTBEAT,
+            "a parked worker hears no heartbeat");
+    codec_free(&hb);
+    coordinator_actions_clear(acts);
+    test_now = 4000;
+    join_fd(c, 2, K2, K2, "tcp://w2:1", 10, acts);
+    Caravan__Envelope *env = sent_to(acts, 2, 0);
+    REQUIRE(env && env->body_case == CARAVAN__ENVELOPE__BODY_JOIN_ACK && env->join_ack->accepted &&
+                env->join_ack->node_id == 2,
+            "a parked worker's join was not accepted as node 2");
+    codec_free(&env);
+    coordinator_actions_clear(acts);
+    test_now = 6999;
+    coordinator_on_tick(c, test_now, acts);
+    REQUIRE(coordinator_epoch(c) == 2 && coordinator_n_workers(c) == 2,
+            "w2 back before its 5 s were up");
+    coordinator_actions_clear(acts);
+    /* its time is up: tried again (last in the order) */
+    test_now = 7001;
+    coordinator_on_tick(c, test_now, acts);
+    REQUIRE(coordinator_epoch(c) == 3 && coordinator_n_workers(c) == 3, "w2 not tried again");
+    coordinator_actions_clear(acts);
+    READY(3, 1, 2, 3);
+    stages(c, q, order, sizeof order, 2, state, sizeof state);
+    REQUIRE(strcmp(state, "parked") != 0, "w2 still parked: %s", state);
+    /* reported again: parked twice as long */
+    const uint8_t before_w2 = strcmp(order, "1,3,2") == 0 ? 3 : 1;
+    test_now = 8000;
+    from_worker(c, before_w2, keys[before_w2], 3, true, acts);
+    REQUIRE(coordinator_epoch(c) == 4 && coordinator_n_workers(c) == 2, "w2 not parked again");
+    coordinator_actions_clear(acts);
+    READY(4, 1, 3);
+    test_now = 17999;
+    coordinator_on_tick(c, test_now, acts);
+    REQUIRE(coordinator_epoch(c) == 4, "w2 back before 10 s");
+    coordinator_actions_clear(acts);
+    test_now = 18001;
+    coordinator_on_tick(c, test_now, acts);
+    REQUIRE(coordinator_epoch(c) == 5 && coordinator_n_workers(c) == 3, "w2 not back after 10 s");
+    coordinator_actions_clear(acts);
+    READY(5, 1, 2, 3);
+    /* the first stage reports its next stage, then (after the re-plan) its new next stage:
+     * the first stage is the one that cannot connect */
+    stages(c, q, order, sizeof order, 1, state, sizeof state);
+    const uint8_t first = (uint8_t)(order[0] - '0');
+    REQUIRE(first == 1, "stage order %s", order);
+    test_now = 70000; /* w1's report of w2 at 2000 is over a minute old */
+    from_worker(c, 1, K1, 5, true, acts);
+    coordinator_actions_clear(acts);
+    REQUIRE(coordinator_epoch(c) == 6 && coordinator_n_workers(c) == 2, "the next stage stays");
+    stages(c, q, order, sizeof order, 1, state, sizeof state);
+    const uint8_t second = (uint8_t)(order[2] - '0');
+    READY(6, 1, second);
+    test_now = 71000;
+    from_worker(c, 1, K1, 6, true, acts);
+    coordinator_actions_clear(acts);
+    stages(c, q, order, sizeof order, 1, state, sizeof state);
+    REQUIRE(coordinator_epoch(c) == 7 && strcmp(state, "parked") == 0 && order[0] - '0' == second &&
+                !order[1],
+            "w1 reached two stages but was not parked: stages %s, w1 %s", order, state);
+#undef READY
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
+    test_now = 0;
 }
 
 static void test_snap(void) {
@@ -609,9 +778,11 @@ int main(void) {
     test_disconnect(&cfg, &acts);
     test_join_past_layers(&acts);
     test_stage_error(&acts);
+    test_unreachable(&acts);
     test_ahead_ok(&acts);
     test_snap();
     test_plan(&acts);
+    if (check_failures) return 1;
     printf("coordinator_test: ok\n");
     return 0;
 }

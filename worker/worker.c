@@ -33,6 +33,7 @@ struct worker {
     uint64_t echo_sent_us, echo_recv_us; /* last coordinator Heartbeat: its sent_us, our recv */
     uint64_t n_computed;
     uint64_t start_ms;
+    uint64_t unreachable_epoch; /* the plan whose next stage was reported unreachable */
 
     /* Current Assign. */
     struct worker_slice slice;
@@ -381,6 +382,21 @@ void worker_request_drain(worker_t *w, const char *why, struct worker_actions *a
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
     LOG(LOG_INFO, "worker: asked the coordinator to move layers [%d, %d) elsewhere (%s)",
         w->slice.layer_first, w->slice.layer_end, why);
+}
+
+void worker_on_next_unreachable(worker_t *w, const char *endpoint, uint64_t waited_ms, int waiting,
+                                struct worker_actions *acts) {
+    if (w->state != WORKER_STATE_READY || w->slice.is_last ||
+        w->unreachable_epoch == w->slice.epoch)
+        return;
+    w->unreachable_epoch = w->slice.epoch;
+    char text[512];
+    snprintf(text, sizeof text,
+             "cannot reach the next stage at %s: no connection for %llu ms, %d output%s waiting",
+             endpoint ? endpoint : "?", (unsigned long long)waited_ms, waiting,
+             waiting == 1 ? "" : "s");
+    LOG(LOG_ERROR, "worker: %s; telling the coordinator", text);
+    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_UNREACHABLE, text, 0, 0, 0);
 }
 
 bool worker_draining(const worker_t *w) {

@@ -199,6 +199,12 @@ void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_a
                        const char *err, struct worker_actions *acts);
 /* Periodic: heartbeats. */
 void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts);
+/* The I/O layer has had no connection to the next stage (endpoint) for waited_ms while
+ * `waiting` outputs wait for it: tells the coordinator (Error CODE_UNREACHABLE), once per plan,
+ * which takes that stage out of the plan for a while (a worker whose activation port cannot
+ * be reached although its control connection works). Nothing unless ready with a next stage. */
+void worker_on_next_unreachable(worker_t *w, const char *endpoint, uint64_t waited_ms, int waiting,
+                                struct worker_actions *acts);
 
 /* Computing ahead (Assign.ahead; Forward.ahead in caravan.proto). The first stage holds the step
  * the last stage expects next (sent by it, or its own when it is both); the I/O layer computes

@@ -295,6 +295,41 @@ static void test_compute_error(void) {
     worker_destroy(&w);
 }
 
+/* No connection to the next stage (the I/O layer's finding): the coordinator hears it once a
+ * plan, as CODE_UNREACHABLE naming the endpoint; a last stage (no next) and a worker not ready
+ * say nothing. */
+static void test_next_unreachable(void) {
+    struct worker_actions acts = {0};
+    struct worker_config cfg = base_config();
+    worker_t *w = joined_worker(&cfg);
+    worker_on_next_unreachable(w, "tcp://next:1", 3000, 2, &acts);
+    assert(acts.n == 0); /* not assigned yet */
+    for (uint64_t epoch = 1; epoch <= 2; epoch++) {
+        assign(w, epoch, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
+        assert(worker_state(w) == WORKER_STATE_READY);
+        worker_actions_clear(&acts);
+        for (int k = 0; k < 2; k++) worker_on_next_unreachable(w, "tcp://next:1", 3001, 2, &acts);
+        assert(acts.n == 1 && acts.a[0].kind == WORKER_ACTION_SEND_CONTROL);
+        Caravan__Envelope *env = decode_action(&acts, 0);
+        assert(env->body_case == CARAVAN__ENVELOPE__BODY_ERROR && env->epoch == epoch &&
+               env->error->code == CARAVAN__ERROR__CODE__CODE_UNREACHABLE &&
+               strstr(env->error->text, "tcp://next:1") && strstr(env->error->text, "3001 ms"));
+        codec_free(&env);
+        worker_actions_clear(&acts);
+    }
+    const uint8_t fp[32] = {42}; /* weights to receive: loading, nothing computed to send */
+    assign(w, 3, KEY_PREV, KEY_NEXT, fp, 1000, &acts);
+    assert(worker_state(w) == WORKER_STATE_LOADING);
+    worker_actions_clear(&acts);
+    worker_on_next_unreachable(w, "tcp://next:1", 5000, 1, &acts);
+    assert(acts.n == 0);
+    assign(w, 4, KEY_PREV, NULL, NULL, 0, &acts); /* the last stage sends to the coordinator */
+    worker_actions_clear(&acts);
+    worker_on_next_unreachable(w, "tcp://next:1", 5000, 1, &acts);
+    assert(acts.n == 0);
+    worker_destroy(&w);
+}
+
 /* --wire-dtype f16: hidden states go on as f16, except those f16 cannot carry (past 65504:
  * they would arrive as infinities), which go as f32. */
 static void test_f16_wire(void) {
@@ -1042,6 +1077,7 @@ int main(void) {
     worker_destroy(&w);
     test_caps_and_assign();
     test_compute_error();
+    test_next_unreachable();
     test_f16_wire();
     test_ahead();
 

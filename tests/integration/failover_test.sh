@@ -8,6 +8,10 @@
 #             the plan grows back to 3 workers, and a third run is exact again
 #   stop      the same with SIGSTOP, and SIGCONT after the cluster has moved on
 #   netcut    the worker's traffic is dropped (iptables on its ports): handled like a death
+#   dataport  only the middle worker's activation port is blocked (its control connection
+#             works, so it is never silent): the stage before it reports it unreachable, the
+#             coordinator parks it and serves on without it, and tries it again once the port
+#             is open
 #   degraded  workers whose --max-memory lets 2 of them not hold the model: after a kill the
 #             cluster is degraded (/health 503), requests wait, then complete once it is back
 #   drain     SIGTERM on a worker: its layers move, the streams are exact, it exits 0
@@ -100,7 +104,7 @@ mid_generation() {
 }
 
 case "$CASE" in
-kill | stop | netcut)
+kill | stop | netcut | dataport)
     start_cluster
     wait_stages 3 60 || fail "3 stages not ready"
     run_streams base
@@ -110,22 +114,30 @@ kill | stop | netcut)
     mid_generation
     # workers join in order, so w1 is the first stage, w2 the middle, w3 the last: each case
     # takes a different one (the first stage's loss makes its successor recompute all it keeps)
-    case "$CASE" in kill) V=w1 ;; stop) V=w2 ;; *) V=w3 ;; esac
+    case "$CASE" in kill) V=w1 ;; stop | dataport) V=w2 ;; *) V=w3 ;; esac
     W=$(worker_pid $V)
     [ -n "$W" ] || fail "no worker $V"
     case "$CASE" in
     kill) kill -9 "$W"; note "SIGKILL $V ($W)" ;;
     stop) kill -STOP "$W"; note "SIGSTOP $V ($W)" ;;
-    netcut)
+    netcut | dataport)
         command -v iptables >/dev/null && [ "$(id -u)" = 0 ] || { echo "needs root and iptables: skipped"; exit 77; }
         # rules a killed earlier run could not remove (they carry this test's comment)
         iptables -S INPUT | grep -- "--comment caravan-failover-test" | sed 's/^-A /-D /' |
             while read -r r; do eval "iptables $r"; done
-        ports=$(ss -tnpa 2>/dev/null | grep "pid=$W," | awk '{print $4}' | sed 's/.*://' | sort -u)
+        # netcut: every port of the worker, both ways; dataport: the one it listens on (its
+        # activation endpoint), inbound only
+        if [ "$CASE" = netcut ]; then
+            ports=$(ss -tnpa 2>/dev/null | grep "pid=$W," | awk '{print $4}' | sed 's/.*://' | sort -u)
+            dirs="--sport --dport"
+        else
+            ports=$(ss -tnlp 2>/dev/null | grep "pid=$W," | awk '{print $4}' | sed 's/.*://' | sort -u)
+            dirs="--dport"
+        fi
         [ -n "$ports" ] || fail "no sockets of $V found"
         IPT_RULES=""
         for p in $ports; do
-            for d in --sport --dport; do
+            for d in $dirs; do
                 iptables -I INPUT -i lo -p tcp $d "$p" -m comment --comment caravan-failover-test \
                     -j DROP || { echo "iptables refused: skipped"; exit 77; }
                 IPT_RULES="${IPT_RULES:+$IPT_RULES; }iptables -D INPUT -i lo -p tcp $d $p -m comment --comment caravan-failover-test -j DROP"
@@ -138,6 +150,7 @@ kill | stop | netcut)
     # a stopped or cut-off one is lost by its silence
     lost="lost: silent"
     [ "$CASE" = kill ] && lost="lost: its connection closed|re-joined"
+    [ "$CASE" = dataport ] && lost="cannot be reached at"
     wait_for "$WORK/logs/coordinator.log" "$lost" 15 || fail "the loss was not detected ($lost)"
     note "loss detected"
     if [ "$CASE" = stop ]; then
@@ -145,8 +158,12 @@ kill | stop | netcut)
         kill -CONT "$W"
         note "SIGCONT $V"
         wait_for "$WORK/logs/coordinator.log" "is back" 20 || fail "$V did not come back"
-    elif [ "$CASE" = netcut ]; then
+    elif [ "$CASE" = netcut ] || [ "$CASE" = dataport ]; then
         wait_streams fault 180
+        if [ "$CASE" = dataport ]; then
+            grep -q "lost: silent" "$WORK/logs/coordinator.log" && fail "a worker was taken for silent"
+            grep -q "cannot reach the next stage" "$WORK/logs/w1.log" || fail "w1 did not report w2"
+        fi
         eval "$IPT_RULES"
         IPT_RULES=""
         note "$V's traffic flows again"
