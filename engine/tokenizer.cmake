@@ -23,7 +23,7 @@ if(TARGET caravan OR EXISTS ${CMAKE_SOURCE_DIR}/cli/cmd_tokenize.c)
   set_tests_properties(tokenize_cli PROPERTIES TIMEOUT 60)
 endif()
 
-add_fuzz_target(tokenizer_fuzz SOURCES tokenizer_fuzz.c LIBS engine_tokenizer)
+add_fuzz_target(tokenizer_fuzz SOURCES tokenizer_fuzz.c LIBS engine_tokenizer CORPUS tokenizer)
 if(TARGET tokenizer_fuzz)
   target_compile_definitions(tokenizer_fuzz PRIVATE CARAVAN_SHARED_DIR="${CARAVAN_SHARED_DIR}")
 endif()

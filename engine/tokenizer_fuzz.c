@@ -6,7 +6,10 @@
  * character split (by the lead byte alone) can swallow a following escaped space. A literal
  * U+2581 in SPM text is the escaped space itself and decodes as a space, as with llama.cpp.
  * Encoding with parse_special must not crash either. Vocabularies come from
- * $CARAVAN_SHARED/vocab (default: the shared/ folder the build was configured with). */
+ * $CARAVAN_SHARED/vocab (default: the shared/ folder the build was configured with).
+ *
+ * Seeds: tests/corpus/tokenizer, a 3-minute run's corpus merged to the inputs that reach each
+ * edge once (`-merge=1 -use_counters=0`), and spm_escaped_space (a lone U+2581). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
