@@ -697,6 +697,7 @@ enum status transport_send(transport_t *t, void *sock, const uint8_t *rid, size_
 static void link_drop_queue(struct transport_link *l) {
     for (int i = 0; i < l->n_q; i++) free(l->q[i].buf);
     l->n_q = 0;
+    l->waiting_ms = 0;
 }
 
 void transport_link_set(transport_t *t, struct transport_link *l, const uint8_t *key,
@@ -712,6 +713,8 @@ void transport_link_set(transport_t *t, struct transport_link *l, const uint8_t 
 void transport_link_reset(struct transport_link *l) {
     transport_close(&l->mon);
     transport_close(&l->sock);
+    l->up = false; /* a new socket: a new handshake, and no closed connection of its own yet */
+    l->down_ms = 0;
 }
 
 void transport_link_clear(struct transport_link *l) {
@@ -760,14 +763,40 @@ enum status transport_link_send(transport_t *t, struct transport_link *l, uint8_
     l->q[l->n_q].buf = buf;
     l->q[l->n_q].len = len;
     l->n_q++;
-    return link_send_queued(l);
+    l->sent_ms = transport_mono_ms();
+    enum status rc = link_send_queued(l);
+    if (l->n_q == 0)
+        l->waiting_ms = 0;
+    else if (!l->waiting_ms)
+        l->waiting_ms = l->sent_ms;
+    return rc;
 }
 
 void transport_link_flush(transport_t *t, struct transport_link *l) {
     (void)t;
     if (l->sock && l->n_q > 0) (void)link_send_queued(l);
+    if (l->n_q == 0) l->waiting_ms = 0;
 }
 
 int transport_link_queued(const struct transport_link *l) {
     return l->n_q;
+}
+
+void transport_link_note(struct transport_link *l, const struct transport_event *ev) {
+    if (ev->event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        l->up = true;
+        l->down_ms = 0;
+    } else if (ev->event == ZMQ_EVENT_DISCONNECTED) {
+        l->up = false;
+        l->down_ms = transport_mono_ms();
+    }
+}
+
+uint64_t transport_link_outage_ms(const struct transport_link *l, uint64_t now_ms) {
+    if (l->up) return 0;
+    uint64_t waited = l->waiting_ms && now_ms > l->waiting_ms ? now_ms - l->waiting_ms : 0;
+    uint64_t down = l->down_ms && l->sent_ms + 10000 >= l->down_ms && now_ms > l->down_ms
+                        ? now_ms - l->down_ms
+                        : 0;
+    return waited > down ? waited : down;
 }

@@ -98,6 +98,11 @@ struct transport_link {
         size_t len;
     } q[TRANSPORT_LINK_QUEUE];
     int n_q;
+    /* Whether the peer can be reached (transport_link_outage_ms), in transport_mono_ms time. */
+    bool up;             /* a handshake succeeded and the connection holds */
+    uint64_t down_ms;    /* the connection closed then (0: it did not) */
+    uint64_t sent_ms;    /* output last went to the link then */
+    uint64_t waiting_ms; /* output has waited in the queue since then (0: none waits) */
 };
 /* Points the link at endpoint/key (raw 32 bytes; ignored when insecure), closing any socket. */
 void transport_link_set(transport_t *t, struct transport_link *l, const uint8_t *key,
@@ -116,6 +121,14 @@ CARAVAN_NODISCARD enum status transport_link_send(transport_t *t, struct transpo
 void transport_link_flush(transport_t *t, struct transport_link *l);
 /* Messages waiting in the link's queue. */
 int transport_link_queued(const struct transport_link *l);
+struct transport_event;
+/* Notes an event of the link's monitor (a handshake that succeeded, a disconnection). */
+void transport_link_note(struct transport_link *l, const struct transport_event *ev);
+/* How long the link has had no connection to its peer while output waited for it, or since the
+ * connection closed under a flow of output (some sent in the 10 s before; what the socket held
+ * is then lost): 0 when connected or nothing is owed. Past a few seconds the peer's endpoint
+ * cannot be reached from here (a firewall, a partition), though it may answer elsewhere. */
+uint64_t transport_link_outage_ms(const struct transport_link *l, uint64_t now_ms);
 
 /* A handshake event from a monitor socket (PAIR connected to a monitor endpoint). */
 struct transport_event {

@@ -91,6 +91,9 @@ struct coordinator {
     uint64_t fo_ready_ms; /* the pipeline was ready again; requests still re-processing */
     uint64_t fo_load_ms;  /* the slowest worker's load under the new plan (AssignAck.load_ms) */
     char fo_cause[160];
+    /* the first stage this coordinator last found unreachable, and when */
+    uint64_t unreachable_ms;
+    uint32_t unreachable_target;
     /* slice fingerprints by layer range */
     struct {
         int32_t first, end;
@@ -757,7 +760,7 @@ static void on_unreachable(coordinator_t *c, struct worker_rec *w, const Caravan
     if (env->epoch != c->epoch || i + 1 >= c->n_workers || c->state == COORDINATOR_STATE_WAITING)
         return;
     const struct worker_rec *next = &c->workers[i + 1];
-    char cause[320];
+    char cause[512];
     int culprit = i + 1;
     if (w->unreachable_ms && c->now_ms - w->unreachable_ms < UNREACHABLE_REPEAT_MS &&
         w->unreachable_target != next->node_id) {
@@ -772,6 +775,29 @@ static void on_unreachable(coordinator_t *c, struct worker_rec *w, const Caravan
     w->unreachable_ms = c->now_ms;
     w->unreachable_target = next->node_id;
     park_worker(c, culprit, cause, acts);
+}
+
+void coordinator_on_first_unreachable(coordinator_t *c, uint64_t now_ms, uint64_t waited_ms,
+                                      struct coordinator_actions *acts) {
+    c->now_ms = now_ms;
+    if (!c->batcher || c->n_workers == 0 || c->state != COORDINATOR_STATE_READY) return;
+    const struct worker_rec *first = &c->workers[0];
+    if (c->unreachable_ms && now_ms - c->unreachable_ms < UNREACHABLE_REPEAT_MS &&
+        c->unreachable_target != first->node_id) {
+        LOG(LOG_ERROR,
+            "coordinator: no connection to the first stage, node %u at %s, for %llu ms, nor to "
+            "node %u before it: this host's own connections fail; nothing is parked",
+            first->node_id, first->endpoint, (unsigned long long)waited_ms, c->unreachable_target);
+        return;
+    }
+    c->unreachable_ms = now_ms;
+    c->unreachable_target = first->node_id;
+    char cause[512];
+    snprintf(cause, sizeof cause,
+             "node %u (%s) cannot be reached at %s from the coordinator (no connection for %llu "
+             "ms)",
+             first->node_id, first->name, first->endpoint, (unsigned long long)waited_ms);
+    park_worker(c, 0, cause, acts);
 }
 
 /* A parked worker whose time is up and that still answers goes back into a re-plan (one a

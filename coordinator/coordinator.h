@@ -152,6 +152,13 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
 void coordinator_on_bad_msg(coordinator_t *c, const struct coordinator_peer *peer, enum status rc,
                             const char *err, struct coordinator_actions *acts);
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts);
+/* The I/O layer has had no connection to the first stage's activation endpoint for waited_ms
+ * while requests wait for it (transport_link_outage_ms): that stage is parked out of the plan
+ * as a stage reported unreachable by the one before it is (Error CODE_UNREACHABLE). When the
+ * coordinator reported another first stage within the last minute, the fault is taken for its
+ * own and nothing is parked (it says so). */
+void coordinator_on_first_unreachable(coordinator_t *c, uint64_t now_ms, uint64_t waited_ms,
+                                      struct coordinator_actions *acts);
 /* The control connection with file descriptor fd closed (the socket monitor's DISCONNECTED).
  * A worker whose own connection it was is lost at once: a killed process closes its sockets,
  * so a crash is detected without waiting out --dead-after-ms (a stopped or cut-off worker

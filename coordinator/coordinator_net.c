@@ -21,11 +21,16 @@ static void on_signal(int sig) {
         stop_requested = 1;
 }
 
+/* How long requests may wait for the first stage without a connection to it before it is taken
+ * for unreachable (the workers wait as long for their next stage). */
+#define FIRST_UNREACHABLE_MS 3000
+
 struct net {
     transport_t *t;
     coordinator_t *c;
     void *ctl, *ctl_mon;
     struct transport_link first; /* to the first stage */
+    bool first_reported;         /* its outage was reported (coordinator_on_first_unreachable) */
     trace_t *trace;              /* --trace, or NULL */
     bool done;
     int exit_code;
@@ -109,6 +114,7 @@ static void on_monitor(struct net *n, void *mon, const char *what,
                        struct coordinator_actions *acts) {
     struct transport_event ev;
     while (transport_monitor_read(mon, &ev) == STATUS_OK) {
+        if (mon == n->first.mon) transport_link_note(&n->first, &ev);
         if (mon == n->ctl_mon && ev.event == ZMQ_EVENT_DISCONNECTED) {
             coordinator_on_disconnect(n->c, (int)ev.value, transport_mono_ms(), acts);
             run_actions(n, acts);
@@ -200,6 +206,15 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
         }
         transport_link_flush(t, &n.first);
         uint64_t now = transport_mono_ms();
+        /* No connection to the first stage while requests are owed to it (as a worker watches
+         * its next stage: worker_net.c) */
+        const uint64_t out_ms = transport_link_outage_ms(&n.first, now);
+        if (!out_ms) n.first_reported = false;
+        if (!n.done && !n.first_reported && out_ms >= FIRST_UNREACHABLE_MS) {
+            n.first_reported = true;
+            coordinator_on_first_unreachable(n.c, now, out_ms, acts);
+            run_actions(&n, acts);
+        }
         if (!n.done) {
             coordinator_on_tick(n.c, now, acts);
             run_actions(&n, acts);

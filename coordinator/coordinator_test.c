@@ -515,6 +515,36 @@ static void test_unreachable(struct coordinator_actions *acts) {
                 !order[1],
             "w1 reached two stages but was not parked: stages %s, w1 %s", order, state);
 #undef READY
+    /* The coordinator finds the first stage unreachable: it is parked; a second first stage
+     * within the minute is the coordinator's own fault: nothing more is parked. */
+    test_now = 140000; /* every park is over: w3 and w1 are tried again, one a tick */
+    coordinator_on_tick(c, test_now, acts);
+    coordinator_on_tick(c, test_now + 1, acts);
+    coordinator_actions_clear(acts);
+    test_now = 140600; /* /cluster is published every 500 ms */
+    stages(c, q, order, sizeof order, 1, state, sizeof state);
+    REQUIRE(strlen(order) == 5, "not 3 stages again: %s", order);
+    for (size_t k = 0; k < 5; k += 2)
+        ack_ready(c, (uint8_t)(order[k] - '0'), keys[order[k] - '0'], coordinator_epoch(c), acts);
+    REQUIRE(coordinator_state(c) == COORDINATOR_STATE_READY, "not ready with 3 stages");
+    coordinator_actions_clear(acts);
+    const uint64_t e0 = coordinator_epoch(c);
+    const char head = order[0];
+    test_now = 141200;
+    coordinator_on_first_unreachable(c, test_now, 3000, acts);
+    coordinator_actions_clear(acts);
+    stages(c, q, order, sizeof order, (uint32_t)(head - '0'), state, sizeof state);
+    REQUIRE(coordinator_epoch(c) == e0 + 1 && strlen(order) == 3 && order[0] != head &&
+                strcmp(state, "parked") == 0,
+            "the unreachable first stage %c was not parked: stages %s, it %s", head, order, state);
+    for (size_t k = 0; k < 3; k += 2)
+        ack_ready(c, (uint8_t)(order[k] - '0'), keys[order[k] - '0'], e0 + 1, acts);
+    coordinator_actions_clear(acts);
+    test_now += 1000;
+    coordinator_on_first_unreachable(c, test_now, 3000, acts);
+    coordinator_actions_clear(acts);
+    REQUIRE(coordinator_epoch(c) == e0 + 1 && coordinator_n_workers(c) == 2,
+            "a second first stage was parked: the coordinator's own connections fail");
     coordinator_destroy(&c);
     serve_queue_destroy(&q);
     test_now = 0;

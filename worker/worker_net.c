@@ -131,10 +131,7 @@ struct net {
     struct transport_link next;  /* to the next stage */
     struct transport_link first; /* last stage computing ahead: to the first stage */
     uint64_t held_since_ms;      /* output waiting in `next` since (0: none waiting) */
-    bool next_up;                /* a handshake with the next stage succeeded and holds */
-    uint64_t next_down_ms;       /* that connection closed then (0: it did not) */
-    uint64_t next_sent_ms;       /* output last went to the next stage then */
-    bool next_reported;          /* this wait for it was reported (worker_on_next_unreachable) */
+    bool next_reported;          /* its outage was reported (worker_on_next_unreachable) */
     uint64_t last_control_ms;    /* last message from the coordinator */
     trace_t *trace;              /* --trace, or NULL */
     uint64_t trace_batch;        /* batch of the Forward being handled (for the send span) */
@@ -172,7 +169,6 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
             break;
         }
         case WORKER_ACTION_SEND_NEXT: {
-            n->next_sent_ms = transport_mono_ms();
             uint64_t t0 = n->trace_batch ? transport_now_us() : 0;
             enum status rc = transport_link_send(n->t, &n->next, &a->buf, a->len);
             if (n->trace_batch)
@@ -205,14 +201,8 @@ static void run_actions(struct net *n, struct worker_actions *acts) {
         case WORKER_ACTION_DISCONNECT_FIRST: transport_link_clear(&n->first); break;
         case WORKER_ACTION_CONNECT_NEXT:
             transport_link_set(n->t, &n->next, a->key, a->endpoint);
-            n->next_up = false; /* a new socket when the endpoint or key changed */
-            n->next_down_ms = 0;
             break;
-        case WORKER_ACTION_DISCONNECT_NEXT:
-            transport_link_clear(&n->next);
-            n->next_up = false;
-            n->next_down_ms = 0;
-            break;
+        case WORKER_ACTION_DISCONNECT_NEXT: transport_link_clear(&n->next); break;
         case WORKER_ACTION_EXIT: finish(n, a->exit_code, a->text); break;
         case WORKER_ACTION_COUNT: break;
         }
@@ -261,11 +251,7 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
     struct transport_event ev;
     while (transport_monitor_read(mon, &ev) == STATUS_OK) {
         bool insecure = transport_insecure(n->t);
-        if (mon == n->next.mon &&
-            (ev.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED || ev.event == ZMQ_EVENT_DISCONNECTED)) {
-            n->next_up = ev.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
-            n->next_down_ms = n->next_up ? 0 : transport_mono_ms();
-        }
+        if (mon == n->next.mon) transport_link_note(&n->next, &ev);
         if (ev.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             LOG(LOG_DEBUG, "worker: %s: %s handshake with %s succeeded", what,
                 insecure ? "NULL" : "CURVE", ev.endpoint);
@@ -287,7 +273,6 @@ static void on_monitor(struct net *n, void *mon, const char *what) {
         LOG(LOG_WARN, "worker: %s (%s): %s", what, ev.endpoint, why);
         if (mon == n->next.mon || mon == n->first.mon) {
             /* refused handshakes are final: redo at next send */
-            if (mon == n->next.mon) n->next_up = false;
             transport_link_reset(mon == n->next.mon ? &n->next : &n->first);
             return;
         }
@@ -354,17 +339,12 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         else if (!n.held_since_ms)
             n.held_since_ms = loop_ms;
         const bool hold = n.held_since_ms && loop_ms - n.held_since_ms < HOLD_OUTPUT_MS;
-        /* No connection to the next stage for NEXT_UNREACHABLE_MS, while output waits for it
-         * or since it closed under a flow of output (what was in it is lost): its activation
-         * endpoint cannot be reached from here (a firewall, a partition that spares the
-         * control connection). The coordinator is told once per outage. */
-        const uint64_t held_ms = n.held_since_ms ? loop_ms - n.held_since_ms : 0;
-        const uint64_t down_ms = n.next_down_ms && n.next_sent_ms + 10000 >= n.next_down_ms
-                                     ? loop_ms - n.next_down_ms
-                                     : 0;
-        const uint64_t out_ms = held_ms > down_ms ? held_ms : down_ms;
-        if (n.next_up || !out_ms) n.next_reported = false;
-        if (!n.next_up && !n.next_reported && out_ms >= NEXT_UNREACHABLE_MS) {
+        /* No connection to the next stage for NEXT_UNREACHABLE_MS while output is owed to it:
+         * its activation endpoint cannot be reached from here (a firewall, a partition that
+         * spares the control connection). The coordinator is told once per outage. */
+        const uint64_t out_ms = transport_link_outage_ms(&n.next, loop_ms);
+        if (!out_ms) n.next_reported = false;
+        if (!n.next_reported && out_ms >= NEXT_UNREACHABLE_MS) {
             n.next_reported = true;
             struct worker_actions ua = {0};
             worker_on_next_unreachable(n.w, n.next.endpoint, out_ms, transport_link_queued(&n.next),

@@ -12,6 +12,8 @@
 #             works, so it is never silent): the stage before it reports it unreachable, the
 #             coordinator parks it and serves on without it, and tries it again once the port
 #             is open
+#   dataport_first  the same for the first worker, which only the coordinator sends to: the
+#             coordinator finds it unreachable itself
 #   degraded  workers whose --max-memory lets 2 of them not hold the model: after a kill the
 #             cluster is degraded (/health 503), requests wait, then complete once it is back
 #   drain     SIGTERM on a worker: its layers move, the streams are exact, it exits 0
@@ -104,7 +106,7 @@ mid_generation() {
 }
 
 case "$CASE" in
-kill | stop | netcut | dataport)
+kill | stop | netcut | dataport | dataport_first)
     start_cluster
     wait_stages 3 60 || fail "3 stages not ready"
     run_streams base
@@ -114,13 +116,13 @@ kill | stop | netcut | dataport)
     mid_generation
     # workers join in order, so w1 is the first stage, w2 the middle, w3 the last: each case
     # takes a different one (the first stage's loss makes its successor recompute all it keeps)
-    case "$CASE" in kill) V=w1 ;; stop | dataport) V=w2 ;; *) V=w3 ;; esac
+    case "$CASE" in kill | dataport_first) V=w1 ;; stop | dataport) V=w2 ;; *) V=w3 ;; esac
     W=$(worker_pid $V)
     [ -n "$W" ] || fail "no worker $V"
     case "$CASE" in
     kill) kill -9 "$W"; note "SIGKILL $V ($W)" ;;
     stop) kill -STOP "$W"; note "SIGSTOP $V ($W)" ;;
-    netcut | dataport)
+    netcut | dataport*)
         command -v iptables >/dev/null && [ "$(id -u)" = 0 ] || { echo "needs root and iptables: skipped"; exit 77; }
         # rules a killed earlier run could not remove (they carry this test's comment)
         iptables -S INPUT | grep -- "--comment caravan-failover-test" | sed 's/^-A /-D /' |
@@ -150,7 +152,7 @@ kill | stop | netcut | dataport)
     # a stopped or cut-off one is lost by its silence
     lost="lost: silent"
     [ "$CASE" = kill ] && lost="lost: its connection closed|re-joined"
-    [ "$CASE" = dataport ] && lost="cannot be reached at"
+    case "$CASE" in dataport*) lost="cannot be reached at" ;; esac
     wait_for "$WORK/logs/coordinator.log" "$lost" 15 || fail "the loss was not detected ($lost)"
     note "loss detected"
     if [ "$CASE" = stop ]; then
@@ -158,12 +160,18 @@ kill | stop | netcut | dataport)
         kill -CONT "$W"
         note "SIGCONT $V"
         wait_for "$WORK/logs/coordinator.log" "is back" 20 || fail "$V did not come back"
-    elif [ "$CASE" = netcut ] || [ "$CASE" = dataport ]; then
+    elif [ "$CASE" != kill ]; then # netcut, dataport*
         wait_streams fault 180
-        if [ "$CASE" = dataport ]; then
+        case "$CASE" in dataport*)
             grep -q "lost: silent" "$WORK/logs/coordinator.log" && fail "a worker was taken for silent"
-            grep -q "cannot reach the next stage" "$WORK/logs/w1.log" || fail "w1 did not report w2"
-        fi
+            if [ "$CASE" = dataport ]; then
+                grep -q "cannot reach the next stage" "$WORK/logs/w1.log" || fail "w1 did not report w2"
+            else
+                grep -q "cannot be reached at .* from the coordinator" "$WORK/logs/coordinator.log" ||
+                    fail "the coordinator did not find w1 unreachable"
+            fi
+            ;;
+        esac
         eval "$IPT_RULES"
         IPT_RULES=""
         note "$V's traffic flows again"
