@@ -400,6 +400,22 @@ static void stages(coordinator_t *c, serve_queue_t *q, char *out, size_t cap, ui
     free(json);
 }
 
+/* The parked worker of a 2-stage plan at epoch is still out a millisecond before `until` and
+ * tried again (a third stage, the next epoch) a millisecond after. */
+static void back_at(coordinator_t *c, uint64_t until, uint64_t epoch,
+                    struct coordinator_actions *acts) {
+    for (int after = 0; after < 2; after++) {
+        test_now = after ? until + 1 : until - 1;
+        coordinator_on_tick(c, test_now, acts);
+        coordinator_actions_clear(acts);
+        REQUIRE(coordinator_epoch(c) == epoch + (uint64_t)after &&
+                    coordinator_n_workers(c) == 2 + after,
+                "%s %llu ms: epoch %llu, %d workers", after ? "not back at" : "back before",
+                (unsigned long long)until, (unsigned long long)coordinator_epoch(c),
+                coordinator_n_workers(c));
+    }
+}
+
 /* A stage that has had no connection to the next one (its activation endpoint blocked while
  * its control connection works) says so: the next stage is parked out of the plan, hears
  * heartbeats, stays out when it speaks or re-joins at the same endpoint, and is tried again
@@ -466,16 +482,7 @@ static void test_unreachable(struct coordinator_actions *acts) {
             "a parked worker's join was not accepted as node 2");
     codec_free(&env);
     coordinator_actions_clear(acts);
-    test_now = 6999;
-    coordinator_on_tick(c, test_now, acts);
-    REQUIRE(coordinator_epoch(c) == 2 && coordinator_n_workers(c) == 2,
-            "w2 back before its 5 s were up");
-    coordinator_actions_clear(acts);
-    /* its time is up: tried again (last in the order) */
-    test_now = 7001;
-    coordinator_on_tick(c, test_now, acts);
-    REQUIRE(coordinator_epoch(c) == 3 && coordinator_n_workers(c) == 3, "w2 not tried again");
-    coordinator_actions_clear(acts);
+    back_at(c, 7000, 2, acts); /* its 5 s are up: tried again (last in the order) */
     READY(3, 1, 2, 3);
     stages(c, q, order, sizeof order, 2, state, sizeof state);
     REQUIRE(strcmp(state, "parked") != 0, "w2 still parked: %s", state);
@@ -486,14 +493,7 @@ static void test_unreachable(struct coordinator_actions *acts) {
     REQUIRE(coordinator_epoch(c) == 4 && coordinator_n_workers(c) == 2, "w2 not parked again");
     coordinator_actions_clear(acts);
     READY(4, 1, 3);
-    test_now = 17999;
-    coordinator_on_tick(c, test_now, acts);
-    REQUIRE(coordinator_epoch(c) == 4, "w2 back before 10 s");
-    coordinator_actions_clear(acts);
-    test_now = 18001;
-    coordinator_on_tick(c, test_now, acts);
-    REQUIRE(coordinator_epoch(c) == 5 && coordinator_n_workers(c) == 3, "w2 not back after 10 s");
-    coordinator_actions_clear(acts);
+    back_at(c, 18000, 4, acts); /* 10 s this time */
     READY(5, 1, 2, 3);
     /* the first stage reports its next stage, then (after the re-plan) its new next stage:
      * the first stage is the one that cannot connect */
