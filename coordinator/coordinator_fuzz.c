@@ -260,23 +260,13 @@ static serve_req_t *submit(struct input *in, serve_queue_t *q) {
     return r;
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
     fuzz_log_level();
     char path[4096];
-    fuzz_model_path(path, sizeof path);
-    FILE *f = fopen(path, "rb");
-    if (f && fseek(f, 0, SEEK_END) == 0) model_bytes = (uint64_t)ftell(f);
-    if (f) fclose(f);
-    if (crypto_init() != STATUS_OK || gguf_open(path, &model) != STATUS_OK ||
-        crypto_hash_file(path, 0, UINT64_MAX, model_fp) != STATUS_OK) {
-        fprintf(stderr, "coordinator_fuzz: cannot load %s\n", path);
-        abort();
-    }
+    fuzz_open_model("coordinator_fuzz", path, sizeof path, &model, model_fp);
+    model_bytes = gguf_file_size(model);
     return 0;
 }
 

@@ -14,6 +14,10 @@
 #define CARAVAN_SHARED_DIR "../shared"
 #endif
 
+/* libFuzzer's entry points, which each target defines (Initialize where it loads something). */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 struct input {
     const uint8_t *p;
     size_t n;

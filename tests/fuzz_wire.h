@@ -1,11 +1,26 @@
 /* fuzz_wire.h: for the fuzz targets that drive a daemon with messages (worker_fuzz,
- * coordinator_fuzz): what they send goes over the wire as a peer's would, and what the daemon
- * sends must decode. */
+ * coordinator_fuzz): the shared model both ends know, what they send goes over the wire as a
+ * peer's would, and what the daemon sends must decode. */
 #pragma once
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "codec.h"
+#include "crypto.h"
+#include "fuzz_input.h"
+#include "gguf.h"
+
+/* Opens the shared model (fuzz_model_path; its path in path[cap]) and hashes it into fp, as a
+ * daemon given it would; aborts naming `who` when it cannot. */
+static inline void fuzz_open_model(const char *who, char *path, size_t cap, gguf_t **model,
+                                   uint8_t fp[CRYPTO_HASH_BYTES]) {
+    fuzz_model_path(path, cap);
+    if (crypto_init() != STATUS_OK || gguf_open(path, model) != STATUS_OK ||
+        crypto_hash_file(path, 0, UINT64_MAX, fp) != STATUS_OK) {
+        fprintf(stderr, "%s: cannot load %s\n", who, path);
+        abort();
+    }
+}
 
 /* env as a peer sends it: packed, then decoded and validated as off the wire. STATUS_OK: *got
  * holds it (free with codec_free); otherwise err says why, as codec_decode does. */

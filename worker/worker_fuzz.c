@@ -370,19 +370,11 @@ static void deliver(worker_t *w, enum worker_source src, int key, Caravan__Envel
     codec_free(&got);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
     fuzz_log_level();
-    fuzz_model_path(model_path, sizeof model_path);
-    if (crypto_init() != STATUS_OK || gguf_open(model_path, &model) != STATUS_OK ||
-        crypto_hash_file(model_path, 0, UINT64_MAX, model_fp) != STATUS_OK) {
-        fprintf(stderr, "worker_fuzz: cannot load %s\n", model_path);
-        abort();
-    }
+    fuzz_open_model("worker_fuzz", model_path, sizeof model_path, &model, model_fp);
     for (int a = 0; a < N_LAYERS; a++)
         for (int e = a + 1; e <= N_LAYERS; e++) {
             struct slice s;
