@@ -792,11 +792,16 @@ void transport_link_note(struct transport_link *l, const struct transport_event 
     }
 }
 
+uint64_t transport_link_waited_ms(const struct transport_link *l, uint64_t now_ms) {
+    return l->waiting_ms && now_ms > l->waiting_ms ? now_ms - l->waiting_ms : 0;
+}
+
 uint64_t transport_link_outage_ms(const struct transport_link *l, uint64_t now_ms) {
     if (l->up) return 0;
-    uint64_t waited = l->waiting_ms && now_ms > l->waiting_ms ? now_ms - l->waiting_ms : 0;
-    uint64_t down = l->down_ms && l->sent_ms + 10000 >= l->down_ms && now_ms > l->down_ms
-                        ? now_ms - l->down_ms
-                        : 0;
+    uint64_t waited = transport_link_waited_ms(l, now_ms);
+    uint64_t down =
+        l->down_ms && l->sent_ms + TRANSPORT_LINK_FLOW_MS >= l->down_ms && now_ms > l->down_ms
+            ? now_ms - l->down_ms
+            : 0;
     return waited > down ? waited : down;
 }

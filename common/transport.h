@@ -85,6 +85,7 @@ void transport_close(void **sock_p);
  * (transport_link_reset) and reconnects at the next send. `mon` carries the socket's handshake
  * events while connected (poll it, NULL otherwise). */
 #define TRANSPORT_LINK_QUEUE 64
+#define TRANSPORT_LINK_FLOW_MS 10000 /* output this recent makes a closed connection an outage */
 struct transport_link {
     void *sock;
     void *mon;
@@ -121,11 +122,14 @@ CARAVAN_NODISCARD enum status transport_link_send(transport_t *t, struct transpo
 void transport_link_flush(transport_t *t, struct transport_link *l);
 /* Messages waiting in the link's queue. */
 int transport_link_queued(const struct transport_link *l);
+/* How long messages have waited in the link's queue (0: none waits). */
+uint64_t transport_link_waited_ms(const struct transport_link *l, uint64_t now_ms);
 struct transport_event;
 /* Notes an event of the link's monitor (a handshake that succeeded, a disconnection). */
 void transport_link_note(struct transport_link *l, const struct transport_event *ev);
 /* How long the link has had no connection to its peer while output waited for it, or since the
- * connection closed under a flow of output (some sent in the 10 s before; what the socket held
+ * connection closed under a flow of output (some sent in the TRANSPORT_LINK_FLOW_MS before; what
+ * the socket held
  * is then lost): 0 when connected or nothing is owed. Past a few seconds the peer's endpoint
  * cannot be reached from here (a firewall, a partition), though it may answer elsewhere. */
 uint64_t transport_link_outage_ms(const struct transport_link *l, uint64_t now_ms);

@@ -130,7 +130,6 @@ struct net {
     void *ctl, *ctl_mon, *act_in, *act_in_mon;
     struct transport_link next;  /* to the next stage */
     struct transport_link first; /* last stage computing ahead: to the first stage */
-    uint64_t held_since_ms;      /* output waiting in `next` since (0: none waiting) */
     bool next_reported;          /* its outage was reported (worker_on_next_unreachable) */
     uint64_t last_control_ms;    /* last message from the coordinator */
     trace_t *trace;              /* --trace, or NULL */
@@ -334,11 +333,8 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
          * which could take seconds, so the stages behind do not idle meanwhile; after
          * HOLD_OUTPUT_MS compute anyway (the coordinator re-plans around a dead stage). */
         const uint64_t loop_ms = transport_mono_ms();
-        if (!transport_link_queued(&n.next))
-            n.held_since_ms = 0;
-        else if (!n.held_since_ms)
-            n.held_since_ms = loop_ms;
-        const bool hold = n.held_since_ms && loop_ms - n.held_since_ms < HOLD_OUTPUT_MS;
+        const bool hold = transport_link_queued(&n.next) &&
+                          transport_link_waited_ms(&n.next, loop_ms) < HOLD_OUTPUT_MS;
         /* No connection to the next stage for NEXT_UNREACHABLE_MS while output is owed to it:
          * its activation endpoint cannot be reached from here (a firewall, a partition that
          * spares the control connection). The coordinator is told once per outage. */
