@@ -20,6 +20,12 @@
 #define MAX_CHUNK_BYTES (4u << 20)
 #define DEFAULT_CHUNK_BYTES (1u << 20)
 
+/* A stage found unreachable by one that sends to it (a worker or the coordinator): which, when. */
+struct unreachable_seen {
+    uint64_t ms; /* 0: none yet */
+    uint32_t target;
+};
+
 struct worker_rec {
     uint32_t node_id;
     uint8_t rid[256];
@@ -59,8 +65,7 @@ struct worker_rec {
      * although it answered on the control connection; out of the plan until parked_until_ms,
      * then tried again. park_ms doubles with each park (PARK_FIRST_MS .. PARK_MAX_MS). */
     uint64_t parked_until_ms, park_ms;
-    uint64_t unreachable_ms;     /* when it last reported its next stage unreachable */
-    uint32_t unreachable_target; /* which node that was */
+    struct unreachable_seen unreachable; /* the next stage it last reported unreachable */
 };
 
 /* A stage reported unreachable is parked this long at first, twice as long each time after,
@@ -91,9 +96,7 @@ struct coordinator {
     uint64_t fo_ready_ms; /* the pipeline was ready again; requests still re-processing */
     uint64_t fo_load_ms;  /* the slowest worker's load under the new plan (AssignAck.load_ms) */
     char fo_cause[160];
-    /* the first stage this coordinator last found unreachable, and when */
-    uint64_t unreachable_ms;
-    uint32_t unreachable_target;
+    struct unreachable_seen unreachable; /* the first stage it last found unreachable */
     /* slice fingerprints by layer range */
     struct {
         int32_t first, end;
@@ -750,6 +753,16 @@ static void park_worker(coordinator_t *c, int i, const char *cause,
     replan(c, acts, cause);
 }
 
+/* Whether the sender that saw u now finds another target unreachable within
+ * UNREACHABLE_REPEAT_MS of the last: its own connections fail, not the targets'. Otherwise
+ * target is noted as the last. */
+static bool unreachable_again(struct unreachable_seen *u, uint64_t now_ms, uint32_t target) {
+    if (u->ms && now_ms - u->ms < UNREACHABLE_REPEAT_MS && u->target != target) return true;
+    u->ms = now_ms;
+    u->target = target;
+    return false;
+}
+
 /* Stage i has had no connection to stage i + 1 (Error CODE_UNREACHABLE): every micro-batch
  * would stop there, while both answer heartbeats. Stage i + 1 is parked; but when stage i
  * reported another next stage before (within UNREACHABLE_REPEAT_MS), stage i is: it is the
@@ -762,18 +775,15 @@ static void on_unreachable(coordinator_t *c, struct worker_rec *w, const Caravan
     const struct worker_rec *next = &c->workers[i + 1];
     char cause[512];
     int culprit = i + 1;
-    if (w->unreachable_ms && c->now_ms - w->unreachable_ms < UNREACHABLE_REPEAT_MS &&
-        w->unreachable_target != next->node_id) {
+    if (unreachable_again(&w->unreachable, c->now_ms, next->node_id)) {
         culprit = i;
         snprintf(cause, sizeof cause,
                  "node %u (%s) reaches no next stage: node %u at %s now, node %u before",
-                 w->node_id, w->name, next->node_id, next->endpoint, w->unreachable_target);
+                 w->node_id, w->name, next->node_id, next->endpoint, w->unreachable.target);
     } else {
         snprintf(cause, sizeof cause, "node %u (%s) cannot be reached at %s from node %u (%s)",
                  next->node_id, next->name, next->endpoint, w->node_id, w->name);
     }
-    w->unreachable_ms = c->now_ms;
-    w->unreachable_target = next->node_id;
     park_worker(c, culprit, cause, acts);
 }
 
@@ -782,16 +792,13 @@ void coordinator_on_first_unreachable(coordinator_t *c, uint64_t now_ms, uint64_
     c->now_ms = now_ms;
     if (!c->batcher || c->n_workers == 0 || c->state != COORDINATOR_STATE_READY) return;
     const struct worker_rec *first = &c->workers[0];
-    if (c->unreachable_ms && now_ms - c->unreachable_ms < UNREACHABLE_REPEAT_MS &&
-        c->unreachable_target != first->node_id) {
+    if (unreachable_again(&c->unreachable, now_ms, first->node_id)) {
         LOG(LOG_ERROR,
             "coordinator: no connection to the first stage, node %u at %s, for %llu ms, nor to "
             "node %u before it: this host's own connections fail; nothing is parked",
-            first->node_id, first->endpoint, (unsigned long long)waited_ms, c->unreachable_target);
+            first->node_id, first->endpoint, (unsigned long long)waited_ms, c->unreachable.target);
         return;
     }
-    c->unreachable_ms = now_ms;
-    c->unreachable_target = first->node_id;
     char cause[512];
     snprintf(cause, sizeof cause,
              "node %u (%s) cannot be reached at %s from the coordinator (no connection for %llu "
