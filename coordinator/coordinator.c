@@ -37,6 +37,7 @@ struct worker_rec {
     int32_t layer_first, layer_end;
     struct slice slice; /* when there is a model */
     bool has_slice;
+    uint64_t shipped; /* bytes of the slice sent since its transfer (re)started at offset 0 */
     bool ready;
     uint64_t last_seen_ms;
     bool silent_logged;
@@ -335,6 +336,7 @@ static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int 
         a.slice_fingerprint.data = w->slice.fingerprint;
         a.slice_fingerprint.len = CRYPTO_HASH_BYTES;
         a.slice_bytes = w->slice.nbytes;
+        a.slice_head_bytes = w->slice.head_len;
     }
     if (i + 1 < c->n_workers) {
         fill_peer(c, &next, &c->workers[i + 1]);
@@ -1087,9 +1089,16 @@ static void on_weight_request(coordinator_t *c, struct worker_rec *w, const Cara
     wc.last = r->offset + got == w->slice.nbytes;
     out.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK;
     out.weight_chunk = &wc;
-    if (r->offset == 0)
-        LOG(LOG_INFO, "coordinator: shipping %llu bytes of weights to node %u",
-            (unsigned long long)w->slice.nbytes, w->node_id);
+    if (r->offset == 0) {
+        LOG(LOG_INFO, "coordinator: shipping weights to node %u (a slice of %llu bytes)",
+            w->node_id, (unsigned long long)w->slice.nbytes);
+        w->shipped = 0;
+    }
+    w->shipped += got;
+    /* A worker that copied tensors from its own cache asked for less than the slice. */
+    if (wc.last)
+        LOG(LOG_INFO, "coordinator: shipped %llu bytes of weights to node %u (of a slice of %llu)",
+            (unsigned long long)w->shipped, w->node_id, (unsigned long long)w->slice.nbytes);
     send_to(c, acts, w->rid, w->rid_len, &out);
     free(data);
 }

@@ -161,6 +161,9 @@ struct gguf {
 struct parser {
     const uint8_t *buf;
     size_t size, pos;
+    /* the whole file's length, which tensor data is checked against: size, or more for a
+     * header read on its own (gguf_open_head), whose tensors lie past the buffer */
+    uint64_t file_size;
     const char *name; /* file path or "<buffer>" for messages */
     gguf_t *g;
 };
@@ -419,12 +422,12 @@ static enum status place_tensors(struct parser *p) {
     uint64_t data_offset = gguf_align_up(p->pos, g->alignment);
     g->data_offset = data_offset;
     if (g->n_tensors == 0) return STATUS_OK; /* vocab-only files may end before the padding */
-    if (data_offset > p->size)
+    if (data_offset > p->file_size)
         return fail(p,
                     "the data section would start at offset %" PRIu64
-                    ", past the end of the file (%zu bytes)",
-                    data_offset, p->size);
-    size_t room = p->size - data_offset;
+                    ", past the end of the file (%" PRIu64 " bytes)",
+                    data_offset, p->file_size);
+    uint64_t room = p->file_size - data_offset;
     for (int64_t i = 0; i < g->n_tensors; i++) {
         struct gguf_tensor *t = &g->tensors[i];
         if (t->offset % g->alignment)
@@ -432,14 +435,17 @@ static enum status place_tensors(struct parser *p) {
                         t->name.ptr, t->offset, g->alignment);
         if (t->offset > room)
             return fail(p,
-                        "tensor '%s': offset %" PRIu64 " is past the end of the file (%zu bytes)",
-                        t->name.ptr, t->offset, p->size);
+                        "tensor '%s': offset %" PRIu64 " is past the end of the file (%" PRIu64
+                        " bytes)",
+                        t->name.ptr, t->offset, p->file_size);
         if (t->nbytes > room - t->offset)
             return fail(p,
                         "tensor '%s': data [offset %" PRIu64 ", %zu bytes] runs past the end of "
-                        "the file (%zu bytes)",
-                        t->name.ptr, data_offset + t->offset, t->nbytes, p->size);
-        t->data = p->buf + data_offset + t->offset;
+                        "the file (%" PRIu64 " bytes)",
+                        t->name.ptr, data_offset + t->offset, t->nbytes, p->file_size);
+        /* within the buffer (always, but for a header read on its own) */
+        if (data_offset + t->offset + t->nbytes <= p->size)
+            t->data = p->buf + data_offset + t->offset;
     }
     return STATUS_OK;
 }
@@ -497,8 +503,8 @@ static enum status parse(struct parser *p) {
     return place_tensors(p);
 }
 
-static enum status open_parsed(const uint8_t *buf, size_t size, const char *name, void *map,
-                               gguf_t **out) {
+static enum status open_parsed(const uint8_t *buf, size_t size, uint64_t file_size,
+                               const char *name, void *map, gguf_t **out) {
     gguf_t *g = calloc(1, sizeof *g);
     if (!g) {
         if (map) munmap(map, size);
@@ -509,7 +515,8 @@ static enum status open_parsed(const uint8_t *buf, size_t size, const char *name
     g->size = size;
     g->map = map;
     g->map_len = size;
-    struct parser p = {.buf = buf, .size = size, .pos = 0, .name = name, .g = g};
+    struct parser p = {
+        .buf = buf, .size = size, .file_size = file_size, .pos = 0, .name = name, .g = g};
     enum status rc = parse(&p);
     if (rc) {
         gguf_close(&g);
@@ -543,7 +550,7 @@ enum status gguf_open(const char *path, gguf_t **out) {
     if (size == 0) {
         close(fd);
         static const uint8_t empty[1];
-        return open_parsed(empty, 0, path, NULL, out);
+        return open_parsed(empty, 0, 0, path, NULL, out);
     }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
@@ -552,13 +559,20 @@ enum status gguf_open(const char *path, gguf_t **out) {
         LOG(LOG_ERROR, "%s: cannot map %zu bytes: %s", path, size, strerror(err));
         return STATUS_IO;
     }
-    return open_parsed(map, size, path, map, out);
+    return open_parsed(map, size, size, path, map, out);
 }
 
 enum status gguf_open_buffer(const void *buf, size_t len, gguf_t **out) {
     *out = NULL;
     static const uint8_t empty[1];
-    return open_parsed(buf ? buf : empty, buf ? len : 0, "<buffer>", NULL, out);
+    return open_parsed(buf ? buf : empty, buf ? len : 0, buf ? len : 0, "<buffer>", NULL, out);
+}
+
+enum status gguf_open_head(const void *buf, size_t len, uint64_t file_size, gguf_t **out) {
+    *out = NULL;
+    static const uint8_t empty[1];
+    if (len > file_size) len = (size_t)file_size;
+    return open_parsed(buf ? buf : empty, buf ? len : 0, file_size, "<header>", NULL, out);
 }
 
 void gguf_close(gguf_t **self_p) {

@@ -77,6 +77,11 @@ typedef struct gguf gguf_t;
 CARAVAN_NODISCARD enum status gguf_open(const char *path, gguf_t **out);
 /* Parses a caller-owned buffer, which must outlive the gguf_t (tensor data points into it). */
 CARAVAN_NODISCARD enum status gguf_open_buffer(const void *buf, size_t len, gguf_t **out);
+/* Parses a file's first len bytes, which hold at least its header (up to where tensor data
+ * starts), as the start of a file_size-byte file: tensors are checked against file_size, and a
+ * tensor whose data lies past the buffer has data == NULL (a slice being received). */
+CARAVAN_NODISCARD enum status gguf_open_head(const void *buf, size_t len, uint64_t file_size,
+                                             gguf_t **out);
 void gguf_close(gguf_t **self_p);
 
 uint32_t gguf_version(const gguf_t *g);

@@ -835,6 +835,42 @@ static void test_truncations(uint32_t version, uint32_t alignment) {
     free(buf);
 }
 
+/* A header read on its own (gguf_open_head): every prefix from the data section's start on
+ * parses, with the file's tensors and no data pointers past the prefix; a prefix that cuts the
+ * header, or a file size too small for the tensors, is rejected. */
+static void test_head(uint32_t version, uint32_t alignment) {
+    gguf_writer_t *w = build_writer(version, alignment);
+    uint8_t *buf;
+    size_t len;
+    REQUIRE(gguf_writer_write_buffer(w, fill_pattern, NULL, &buf, &len) == STATUS_OK);
+    gguf_writer_destroy(&w);
+    gguf_t *whole = NULL, *g = NULL;
+    REQUIRE(gguf_open_buffer(buf, len, &whole) == STATUS_OK);
+    const size_t head = gguf_data_offset(whole);
+    size_t data_end = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(whole); i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(whole, i);
+        if (head + t->offset + t->nbytes > data_end) data_end = head + t->offset + t->nbytes;
+    }
+    for (size_t n = head; n <= len; n += (n < head + 64 ? 1 : 97)) {
+        REQUIRE(gguf_open_head(buf, n, len, &g) == STATUS_OK);
+        REQUIRE(gguf_n_tensors(g) == gguf_n_tensors(whole) && gguf_data_offset(g) == head);
+        for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+            const struct gguf_tensor *t = gguf_tensor_at(g, i), *u = gguf_tensor_at(whole, i);
+            REQUIRE(t->offset == u->offset && t->nbytes == u->nbytes);
+            REQUIRE(t->data == (head + t->offset + t->nbytes <= n ? buf + head + t->offset : NULL));
+        }
+        gguf_close(&g);
+    }
+    capture_begin();
+    enum status short_rc = gguf_open_head(buf, head / 2, len, &g);
+    enum status small_rc = gguf_open_head(buf, head, data_end - 1, &g);
+    capture_end();
+    REQUIRE(short_rc == STATUS_FORMAT && small_rc == STATUS_FORMAT && g == NULL);
+    gguf_close(&whole);
+    free(buf);
+}
+
 /* ==== Seed corpus ========================================================================== */
 
 static void write_seed(const char *dir, const char *name, gguf_writer_t *w) {
@@ -922,6 +958,9 @@ int main(int argc, char **argv) {
     test_truncations(3, 0);
     test_truncations(2, 64);
     printf("ok: truncations\n");
+    test_head(3, 0);
+    test_head(2, 64);
+    printf("ok: header on its own\n");
     test_real_files();
     printf("gguf_test: all passed\n");
     return 0;

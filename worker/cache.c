@@ -28,7 +28,30 @@ struct slice_cache {
     char part_path[CACHE_PATH_MAX + 80]; /* <dir>/<hex>.gguf.part */
     int part_fd;                         /* open while receiving, else -1 */
     crypto_generichash_state hash;
+    /* Reuse (slice_cache_plan_reuse): stretches of the slice that other complete slices of
+     * the same model hold, in blob order, and those slices' files, open for reading. */
+    struct reuse_run *runs;
+    size_t n_runs;
+    int *src_fd;
+    size_t n_src;
 };
+
+/* One tensor of the slice being received that a cached slice holds: its data at
+ * [start, start + len) of the blob, copied from src_off of source src, then pad zero bytes
+ * (the alignment padding up to the next tensor or the end of the blob). */
+struct reuse_run {
+    uint64_t start, len, pad, src_off;
+    size_t src;
+};
+
+static void reuse_clear(slice_cache_t *c) {
+    for (size_t i = 0; i < c->n_src; i++) close(c->src_fd[i]);
+    free(c->src_fd);
+    free(c->runs);
+    c->src_fd = NULL;
+    c->runs = NULL;
+    c->n_src = c->n_runs = 0;
+}
 
 enum status slice_cache_default_dir(char *out, size_t cap) {
     const char *xdg = getenv("XDG_CACHE_HOME");
@@ -93,6 +116,7 @@ enum status slice_cache_open(const char *dir, slice_cache_t **out) {
 void slice_cache_abort(slice_cache_t *c) {
     if (c->part_fd >= 0) close(c->part_fd); /* also drops the lock */
     c->part_fd = -1;
+    reuse_clear(c);
 }
 
 void slice_cache_destroy(slice_cache_t **self_p) {
@@ -303,4 +327,201 @@ enum status slice_cache_finish(slice_cache_t *c, uint8_t got[CRYPTO_HASH_BYTES])
         close(dfd);
     }
     return STATUS_OK;
+}
+
+/* ==== Reuse ====================================================================================
+ */
+
+/* Whether cached tensor b can stand for a's bytes: the same name, type and shape. The blob's
+ * fingerprint still checks every byte at the end. */
+static bool same_tensor(const struct gguf_tensor *a, const struct gguf_tensor *b) {
+    if (a->type != b->type || a->n_dims != b->n_dims || a->nbytes != b->nbytes) return false;
+    for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++)
+        if (a->ne[d] != b->ne[d]) return false;
+    return true;
+}
+
+static int by_start(const void *x, const void *y) {
+    const struct reuse_run *a = x, *b = y;
+    return a->start < b->start ? -1 : a->start > b->start;
+}
+
+/* Reads the part's first len bytes into a malloc'd buffer. */
+static uint8_t *read_head(slice_cache_t *c, uint64_t len) {
+    uint8_t *buf = malloc(len ? (size_t)len : 1);
+    if (!buf) return NULL;
+    uint64_t done = 0;
+    while (done < len) {
+        ssize_t k = pread(c->part_fd, buf + done, (size_t)(len - done), (off_t)done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            LOG(LOG_WARN, "cache: reading the head of %s: %s", c->part_path,
+                k < 0 ? strerror(errno) : "unexpected end of file");
+            free(buf);
+            return NULL;
+        }
+        done += (uint64_t)k;
+    }
+    return buf;
+}
+
+/* Adds to c->runs every tensor of want (the slice being received, data at want_data in the
+ * blob) that source g holds and no earlier source did (taken[i]), read from file descriptor
+ * index src. Returns how many it added. */
+static size_t runs_from(slice_cache_t *c, const gguf_t *want, uint64_t want_data, const gguf_t *g,
+                        size_t src, bool *taken) {
+    size_t added = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(want); i++) {
+        if (taken[i]) continue;
+        const struct gguf_tensor *t = gguf_tensor_at(want, i);
+        const struct gguf_tensor *h = gguf_find_tensor(g, t->name.ptr);
+        if (!h || !same_tensor(t, h)) continue;
+        taken[i] = true;
+        c->runs[c->n_runs++] = (struct reuse_run){
+            .start = want_data + t->offset,
+            .len = t->nbytes,
+            .src_off = gguf_data_offset(g) + h->offset,
+            .src = src,
+        };
+        added++;
+    }
+    return added;
+}
+
+enum status slice_cache_plan_reuse(slice_cache_t *c, uint64_t head_bytes,
+                                   const uint8_t model_fp[CRYPTO_HASH_BYTES], uint64_t *local) {
+    *local = 0;
+    reuse_clear(c);
+    if (c->part_fd < 0 || head_bytes == 0 || head_bytes > c->have) return STATUS_PROTOCOL;
+    struct slice_cache_entry *entries = NULL;
+    size_t n_entries = 0;
+    enum status rc = slice_cache_list(c, &entries, &n_entries);
+    if (rc != STATUS_OK) return rc;
+    uint8_t *head = read_head(c, head_bytes);
+    gguf_t *want = NULL;
+    if (!head || gguf_open_head(head, head_bytes, c->total, &want) != STATUS_OK) {
+        LOG(LOG_WARN, "cache: the head of %s does not parse; nothing is copied from the cache",
+            c->part_path);
+        free(entries);
+        free(head);
+        return STATUS_OK; /* the transfer goes on; the fingerprint decides */
+    }
+    const int64_t n_t = gguf_n_tensors(want);
+    bool *taken = calloc(n_t ? (size_t)n_t : 1, sizeof *taken);
+    c->runs = calloc(n_t ? (size_t)n_t : 1, sizeof *c->runs);
+    c->src_fd = calloc(n_entries ? n_entries : 1, sizeof *c->src_fd);
+    if (!taken || !c->runs || !c->src_fd) {
+        free(taken);
+        free(entries);
+        free(head);
+        gguf_close(&want);
+        reuse_clear(c);
+        return STATUS_NOMEM;
+    }
+    const uint64_t want_data = gguf_data_offset(want);
+    for (size_t e = 0; e < n_entries && c->n_runs < (size_t)n_t; e++) {
+        if (!crypto_equal(entries[e].model_fingerprint, model_fp, CRYPTO_HASH_BYTES) ||
+            crypto_equal(entries[e].fingerprint, c->fp, CRYPTO_HASH_BYTES))
+            continue;
+        char hex[CRYPTO_HASH_HEX_LEN + 1], path[CACHE_PATH_MAX + 80];
+        crypto_hex(entries[e].fingerprint, CRYPTO_HASH_BYTES, hex);
+        snprintf(path, sizeof path, "%s/%s.gguf", c->dir, hex);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue; /* deleted meanwhile */
+        gguf_t *g = NULL;
+        if (gguf_open(path, &g) != STATUS_OK) {
+            close(fd);
+            continue;
+        }
+        if (runs_from(c, want, want_data, g, c->n_src, taken) > 0) {
+            LOG(LOG_DEBUG, "cache: copying tensors from %s (layers [%d, %d))", path,
+                entries[e].layer_first, entries[e].layer_end);
+            c->src_fd[c->n_src++] = fd;
+        } else {
+            close(fd);
+        }
+        gguf_close(&g);
+    }
+    /* The padding after each tensor: up to the next tensor's data (any tensor of the blob, not
+     * only the ones copied) or the blob's end. */
+    uint64_t *starts = malloc((n_t ? (size_t)n_t : 1) * sizeof *starts);
+    if (!starts) {
+        free(taken);
+        free(entries);
+        free(head);
+        gguf_close(&want);
+        reuse_clear(c);
+        return STATUS_NOMEM;
+    }
+    for (int64_t i = 0; i < n_t; i++) starts[i] = want_data + gguf_tensor_at(want, i)->offset;
+    for (size_t r = 0; r < c->n_runs; r++) {
+        uint64_t end = c->runs[r].start + c->runs[r].len, next = c->total;
+        for (int64_t i = 0; i < n_t; i++)
+            if (starts[i] >= end && starts[i] < next) next = starts[i];
+        c->runs[r].pad = next - end;
+        *local += c->runs[r].len + c->runs[r].pad;
+    }
+    qsort(c->runs, c->n_runs, sizeof *c->runs, by_start);
+    free(starts);
+    free(taken);
+    free(entries);
+    free(head);
+    gguf_close(&want);
+    return STATUS_OK;
+}
+
+bool slice_cache_next_local(const slice_cache_t *c, uint64_t from, uint64_t *start, uint64_t *len) {
+    for (size_t r = 0; r < c->n_runs; r++) {
+        uint64_t end = c->runs[r].start + c->runs[r].len + c->runs[r].pad;
+        if (end <= from) continue;
+        *start = c->runs[r].start > from ? c->runs[r].start : from;
+        /* adjacent runs make one stretch */
+        while (r + 1 < c->n_runs && c->runs[r + 1].start == end) {
+            r++;
+            end = c->runs[r].start + c->runs[r].len + c->runs[r].pad;
+        }
+        *len = end - *start;
+        return true;
+    }
+    return false;
+}
+
+enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max, uint64_t *copied) {
+    enum { CHUNK = 1 << 20 };
+    *copied = 0;
+    uint8_t *buf = NULL;
+    enum status rc = STATUS_OK;
+    size_t r = 0;
+    while (*copied < max && rc == STATUS_OK) {
+        const uint64_t pos = c->have;
+        while (r < c->n_runs && c->runs[r].start + c->runs[r].len + c->runs[r].pad <= pos) r++;
+        if (r == c->n_runs || c->runs[r].start > pos) break; /* not held here: asked for */
+        const struct reuse_run *run = &c->runs[r];
+        uint64_t want = max - *copied;
+        if (want > CHUNK) want = CHUNK;
+        if (!buf && !(buf = malloc(CHUNK))) return STATUS_NOMEM;
+        if (pos < run->start + run->len) { /* tensor data */
+            uint64_t left = run->start + run->len - pos;
+            size_t n = (size_t)(left < want ? left : want);
+            ssize_t k =
+                pread(c->src_fd[run->src], buf, n, (off_t)(run->src_off + pos - run->start));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+                LOG(LOG_WARN, "cache: reading a cached slice: %s",
+                    k < 0 ? strerror(errno) : "unexpected end of file");
+                rc = STATUS_IO;
+                break;
+            }
+            rc = slice_cache_append(c, buf, (size_t)k);
+            if (rc == STATUS_OK) *copied += (uint64_t)k;
+        } else { /* its padding */
+            uint64_t left = run->start + run->len + run->pad - pos;
+            size_t n = (size_t)(left < want ? left : want);
+            memset(buf, 0, n);
+            rc = slice_cache_append(c, buf, n);
+            if (rc == STATUS_OK) *copied += n;
+        }
+    }
+    free(buf);
+    return rc;
 }

@@ -54,6 +54,23 @@ CARAVAN_NODISCARD enum status slice_cache_append(slice_cache_t *c, const uint8_t
 /* After the last byte: got receives the part's BLAKE2b. When it equals fp the part is synced
  * and renamed to <hex>.gguf (STATUS_OK); otherwise it is deleted (STATUS_FORMAT). */
 CARAVAN_NODISCARD enum status slice_cache_finish(slice_cache_t *c, uint8_t got[CRYPTO_HASH_BYTES]);
+/* Reuse: once the part holds the slice's first head_bytes (its GGUF header), finds which of its
+ * tensors other complete slices of the model model_fp in the cache hold (same name, type and
+ * shape: a survivor of a re-plan holds most of its new layers already). *local receives how
+ * many of the slice's bytes can be copied from them (0: none) instead of being transferred; the
+ * fingerprint still checks every byte at the end. A head that does not parse only means
+ * nothing is copied. The plan lasts until the slice is finished, aborted or begun again. */
+CARAVAN_NODISCARD enum status slice_cache_plan_reuse(slice_cache_t *c, uint64_t head_bytes,
+                                                     const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                                                     uint64_t *local);
+/* The next stretch at or after offset `from` that can be copied: [*start, *start + *len).
+ * false when there is none (everything from `from` on is transferred). */
+bool slice_cache_next_local(const slice_cache_t *c, uint64_t from, uint64_t *start, uint64_t *len);
+/* Copies up to max bytes of the stretch the part ends in (see slice_cache_next_local) from the
+ * cached slices into the part, hashing them like appended ones; *copied receives how many
+ * (0 when the part does not end in such a stretch). */
+CARAVAN_NODISCARD enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max,
+                                                     uint64_t *copied);
 /* Closes the current part (kept on disk for a later resume). */
 void slice_cache_abort(slice_cache_t *c);
 /* Path of the current slice's complete file (valid after slice_cache_begin). */

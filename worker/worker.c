@@ -20,6 +20,9 @@
 /* WeightRequests in flight (one under --weight-rate-limit). With one, every 1 MiB chunk paid a
  * round trip: 16 MB/s over a 36 MB/s link with 20 ms each way (bench/RESULTS.md). */
 #define WORKER_XFER_WINDOW 4
+/* Bytes copied from cached slices per tick: a bounded step, so the loop still reads control
+ * messages between steps. */
+#define WORKER_COPY_STEP (32u << 20)
 
 struct worker {
     struct worker_config cfg;
@@ -54,6 +57,13 @@ struct worker {
      * slice restarts the transfer, whose requests are answered after them */
     uint64_t xfer_moot_end;
     uint64_t xfer_start_have; /* where this process started (resume offset) */
+    /* Reuse of cached slices (Assign.slice_head_bytes): requests stop at the head until the
+     * cache has said which tensors it holds (reuse_pending), then at each stretch it holds,
+     * which ticks copy (xfer_local bytes so far) */
+    uint64_t head_bytes;
+    uint8_t model_fp[CRYPTO_HASH_BYTES];
+    bool reuse_pending;
+    uint64_t xfer_local;
     uint64_t xfer_start_us, last_progress_us;
     int last_progress_decile;
     uint64_t tick_ms; /* monotonic */
@@ -97,6 +107,7 @@ struct worker {
 };
 
 static void ahead_drop(worker_t *w);
+static void finish_transfer(worker_t *w, struct worker_actions *acts, uint64_t now_us);
 
 const char *worker_state_name(enum worker_state s) {
     static const char *const names[WORKER_STATE_COUNT] = {"joining", "joined", "loading", "ready"};
@@ -252,6 +263,15 @@ static uint32_t xfer_chunk_bytes(const worker_t *w) {
     return (uint32_t)k;
 }
 
+/* Where requests stop for now: the head while the cache has not been asked what it holds,
+ * else the next stretch it holds, else the slice's end. */
+static uint64_t xfer_limit(const worker_t *w) {
+    if (w->reuse_pending) return w->head_bytes;
+    uint64_t start, len;
+    if (slice_cache_next_local(w->cfg.cache, w->xfer_asked, &start, &len)) return start;
+    return w->slice_bytes;
+}
+
 /* How many requests are in flight: chunk-sized pieces of [xfer_have, xfer_asked). */
 static uint64_t xfer_requests(const worker_t *w) {
     uint64_t c = xfer_chunk_bytes(w);
@@ -268,8 +288,9 @@ static void send_weight_request(worker_t *w, struct worker_actions *acts) {
     r.layer_end = w->slice.layer_end;
     r.offset = w->xfer_asked;
     r.max_chunk_bytes = xfer_chunk_bytes(w);
-    uint64_t len = w->slice_bytes - w->xfer_asked;
-    w->xfer_asked += len < r.max_chunk_bytes ? len : r.max_chunk_bytes;
+    uint64_t len = xfer_limit(w) - w->xfer_asked; /* a request stops at the limit */
+    if (len < r.max_chunk_bytes) r.max_chunk_bytes = (uint32_t)len;
+    w->xfer_asked += r.max_chunk_bytes;
     env.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST;
     env.weight_request = &r;
     emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
@@ -496,9 +517,9 @@ static void fail_weights(worker_t *w, struct worker_actions *acts, const char *w
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_FAILED, text);
 }
 
-/* Keeps WORKER_XFER_WINDOW requests in flight, up to the slice's end. */
+/* Keeps WORKER_XFER_WINDOW requests in flight, up to the limit. */
 static void fill_window(worker_t *w, struct worker_actions *acts) {
-    while (xfer_requests(w) < WORKER_XFER_WINDOW && w->xfer_asked < w->slice_bytes)
+    while (xfer_requests(w) < WORKER_XFER_WINDOW && w->xfer_asked < xfer_limit(w))
         send_weight_request(w, acts);
 }
 
@@ -506,7 +527,7 @@ static void fill_window(worker_t *w, struct worker_actions *acts) {
  * says so. */
 static void request_next(worker_t *w, struct worker_actions *acts) {
     if (w->cfg.weight_rate_limit) {
-        if (w->xfer_asked > w->xfer_have || w->xfer_asked >= w->slice_bytes) return;
+        if (w->xfer_asked > w->xfer_have || w->xfer_asked >= xfer_limit(w)) return;
         uint64_t done = w->xfer_have - w->pace_have;
         w->request_due_ms = w->pace_ms + done * 1000 / w->cfg.weight_rate_limit;
         /* Behind the schedule by over a second (the coordinator or this process stalled): the
@@ -523,6 +544,21 @@ static void request_next(worker_t *w, struct worker_actions *acts) {
         return;
     }
     fill_window(w, acts);
+}
+
+/* The head is in the part: asks the cache which of the slice's tensors its other slices
+ * hold. Whatever it says, the transfer goes on (a failure only means nothing is copied). */
+static void plan_reuse(worker_t *w) {
+    w->reuse_pending = false;
+    uint64_t local = 0;
+    if (slice_cache_plan_reuse(w->cfg.cache, w->head_bytes, w->model_fp, &local) != STATUS_OK)
+        LOG(LOG_WARN, "worker: cannot look for the slice's tensors in the cache; transferring all");
+    else if (local > 0)
+        LOG(LOG_INFO,
+            "worker: %.2f of the slice's %.2f MB are in slices already cached; copying them, "
+            "asking only for the other %.2f MB",
+            (double)local / 1e6, (double)w->slice_bytes / 1e6,
+            (double)(w->slice_bytes - local) / 1e6);
 }
 
 /* Looks the slice up in the cache: verified there -> ready; else asks for it from the part's
@@ -549,6 +585,11 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
     }
     w->receiving = true;
     w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
+    w->xfer_local = 0;
+    /* Cached slices of the same model may hold much of it (after a re-plan); not on a retry
+     * after a bad hash, which takes everything from the coordinator. */
+    w->reuse_pending = w->head_bytes > 0 && w->head_bytes < w->slice_bytes && w->n_retries == 0;
+    if (w->reuse_pending && have >= w->head_bytes) plan_reuse(w);
     if (!same_transfer) w->xfer_moot_end = 0; /* else its moot chunks may still come */
     w->xfer_start_us = w->last_progress_us = now_us;
     w->pace_ms = w->tick_ms;
@@ -565,10 +606,11 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
             w->slice.layer_first, w->slice.layer_end, (unsigned long long)w->slice_bytes,
             slice_cache_dir(w->cfg.cache));
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_NEED_WEIGHTS, NULL);
-    if (w->cfg.weight_rate_limit)
-        send_weight_request(w, acts);
-    else
+    if (w->cfg.weight_rate_limit) {
+        if (w->xfer_asked < xfer_limit(w)) send_weight_request(w, acts);
+    } else {
         fill_window(w, acts);
+    }
 }
 
 /* bytes done/total, MB/s and time left, about every second and at every 10%. */
@@ -628,6 +670,11 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
+    w->head_bytes = a->slice_head_bytes;
+    if (a->model && a->model->fingerprint.len == CRYPTO_HASH_BYTES)
+        memcpy(w->model_fp, a->model->fingerprint.data, CRYPTO_HASH_BYTES);
+    else
+        w->head_bytes = 0; /* cannot tell which cached slices are of this model */
     w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
                                                              : CARAVAN__DTYPE__DTYPE_F32;
 
@@ -812,11 +859,18 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
         w->xfer_asked = w->xfer_have;
     }
     if (w->xfer_asked < w->xfer_have) w->xfer_asked = w->xfer_have; /* one not asked for */
+    if (w->reuse_pending && w->xfer_have >= w->head_bytes) plan_reuse(w);
     log_progress(w, now_us);
     if (!c->last) {
         request_next(w, acts);
         return;
     }
+    finish_transfer(w, acts, now_us);
+}
+
+/* The part holds the whole slice: verified, it is cached and loaded; a bad one is asked for
+ * once more from offset 0 (all of it from the coordinator), then refused. */
+static void finish_transfer(worker_t *w, struct worker_actions *acts, uint64_t now_us) {
     w->receiving = false;
     uint8_t got[CRYPTO_HASH_BYTES];
     char hex[CRYPTO_HASH_HEX_LEN + 1];
@@ -840,6 +894,10 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
         fail_weights(w, acts, "cannot store the verified slice in the cache (see the log)");
         return;
     }
+    if (w->xfer_local > 0)
+        LOG(LOG_INFO, "worker: %llu bytes copied from cached slices, %llu transferred",
+            (unsigned long long)w->xfer_local,
+            (unsigned long long)(w->xfer_have - w->xfer_start_have - w->xfer_local));
     LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified; cached as %s",
         (unsigned long long)w->xfer_have, slice_cache_path(w->cfg.cache));
     w->slice.weights_path = slice_cache_path(w->cfg.cache);
@@ -1460,8 +1518,46 @@ void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_a
         sender_addr && sender_addr[0] ? sender_addr : "?", err, status_str(rc));
 }
 
+/* The part ends where a stretch of cached tensors starts, and every request is answered. */
+bool worker_copy_pending(const worker_t *w) {
+    uint64_t start, len;
+    return w->receiving && !w->reuse_pending && w->xfer_asked == w->xfer_have &&
+           w->xfer_have < w->slice_bytes &&
+           slice_cache_next_local(w->cfg.cache, w->xfer_have, &start, &len) &&
+           start == w->xfer_have;
+}
+
+/* One step of copying cached tensors into the part; at the stretch's end the requests go on
+ * (paced afresh under --weight-rate-limit: copied bytes did not cross the network). */
+static void copy_step(worker_t *w, struct worker_actions *acts) {
+    /* the clock messages are stamped with (progress and its rate) */
+    const uint64_t now_us = w->cfg.clock_us ? w->cfg.clock_us() : w->last_progress_us;
+    uint64_t copied = 0;
+    enum status rc = slice_cache_copy_local(w->cfg.cache, WORKER_COPY_STEP, &copied);
+    if (rc == STATUS_OK && copied == 0) errno = EIO; /* cannot happen: pending says a stretch */
+    if (rc != STATUS_OK || copied == 0) {
+        char why[160];
+        snprintf(why, sizeof why, "cannot copy cached tensors into the new slice: %s",
+                 strerror(errno));
+        fail_weights(w, acts, why);
+        return;
+    }
+    w->xfer_have += copied;
+    w->xfer_asked = w->xfer_have;
+    w->xfer_local += copied;
+    w->pace_ms = w->tick_ms;
+    w->pace_have = w->xfer_have;
+    log_progress(w, now_us);
+    if (w->xfer_have == w->slice_bytes) {
+        finish_transfer(w, acts, now_us);
+        return;
+    }
+    if (!worker_copy_pending(w)) request_next(w, acts);
+}
+
 void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     w->tick_ms = now_ms;
+    if (worker_copy_pending(w)) copy_step(w, acts);
     if (w->request_pending && w->receiving && now_ms >= w->request_due_ms) {
         w->request_pending = false;
         send_weight_request(w, acts);

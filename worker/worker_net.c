@@ -360,7 +360,11 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         if (n.first.mon) items[n_items++] = items[5];
         /* a step to compute ahead: only when nothing is waiting to be read */
         const bool ahead = worker_ahead_pending(n.w);
-        int rc = zmq_poll(items, n_items, ahead ? 0 : transport_link_queued(&n.next) ? 2 : 50);
+        const bool copy = worker_copy_pending(n.w); /* cached tensors to copy on the tick */
+        int rc = zmq_poll(items, n_items,
+                          ahead || copy                    ? 0
+                          : transport_link_queued(&n.next) ? 2
+                                                           : 50);
         if (rc < 0 && zmq_errno() != EINTR) {
             finish(&n, 1, "zmq_poll failed");
             break;

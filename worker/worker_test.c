@@ -20,6 +20,7 @@
 #include "crypto.h"
 #include "log.h"
 #include "quant.h"
+#include "slice.h"
 
 static const uint8_t KEY_SELF[32] = {1}, KEY_COORD[32] = {2}, KEY_PREV[32] = {3},
                      KEY_NEXT[32] = {4}, KEY_ROGUE[32] = {5};
@@ -849,6 +850,172 @@ static worker_t *rate_limited_transfer(uint8_t *blob, size_t len, uint8_t seed, 
     return w;
 }
 
+/* Tensor i of the reuse test's model: bytes of its own. */
+static enum status fill_model(void *ctx, int64_t index, void *dst, size_t nbytes) {
+    (void)ctx;
+    uint8_t *d = dst;
+    for (size_t i = 0; i < nbytes; i++) d[i] = (uint8_t)(index * 37 + i * 7 + i / 251);
+    return STATUS_OK;
+}
+
+/* The WeightRequests among acts: their count, and each one's offset and length. */
+static int requests(const struct worker_actions *acts, uint64_t *off, uint64_t *len, int max) {
+    int n = 0;
+    for (int i = 0; i < acts->n; i++) {
+        if (!acts->a[i].buf) continue;
+        Caravan__Envelope *env = decode_action(acts, i);
+        if (env->body_case == CARAVAN__ENVELOPE__BODY_WEIGHT_REQUEST && n < max) {
+            off[n] = env->weight_request->offset;
+            len[n++] = env->weight_request->max_chunk_bytes;
+        }
+        codec_free(&env);
+    }
+    return n;
+}
+
+/* Serves every request of acts (and those they lead to) from blob, ticking when the worker has
+ * cached tensors to copy, until it asks for nothing more; the bytes it asked for. */
+static uint64_t serve(worker_t *w, uint64_t epoch, const struct slice *s, const uint8_t *blob,
+                      struct worker_actions *acts) {
+    uint64_t asked = 0, off[16], len[16];
+    for (int rounds = 0; rounds < 10000; rounds++) {
+        int n = requests(acts, off, len, 16);
+        worker_actions_clear(acts);
+        if (n == 0 && worker_copy_pending(w)) {
+            worker_on_tick(w, 1000, acts);
+            continue;
+        }
+        if (n == 0) return asked;
+        for (int i = 0; i < n; i++) {
+            asked += len[i];
+            struct worker_actions more = {0};
+            weight_chunk(w, epoch, s->fingerprint, blob + off[i], len[i], off[i], s->nbytes, &more);
+            for (int k = 0; k < more.n; k++) { /* keep what the chunk led to */
+                acts->a[acts->n++] = more.a[k];
+                more.a[k].buf = NULL;
+            }
+            worker_actions_clear(&more);
+        }
+    }
+    assert(!"the transfer did not end");
+    return asked;
+}
+
+/* A model of 4 layers (token_embd, blk.0-3, output_norm, output), its fingerprint {9} as
+ * deliver_assign says; *s02 and *s04 its slices [0, 2) and [0, 4), their blobs malloc'd. */
+static void reuse_model(uint8_t **model, struct slice *s02, uint8_t **b02, struct slice *s04,
+                        uint8_t **b04) {
+    gguf_writer_t *gw = gguf_writer_new();
+    gguf_writer_set_str(gw, "general.architecture", "llama");
+    gguf_writer_set_u32(gw, "llama.block_count", 4);
+    int64_t big[2] = {256, 1024}, row[1] = {256}; /* 1 MiB and 1 KiB of f32 */
+    gguf_writer_add_tensor(gw, "token_embd.weight", DTYPE_F32, 2, big);
+    char name[64];
+    for (int l = 0; l < 4; l++) {
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        gguf_writer_add_tensor(gw, name, DTYPE_F32, 1, row);
+        snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
+        gguf_writer_add_tensor(gw, name, DTYPE_F32, 2, big);
+    }
+    gguf_writer_add_tensor(gw, "output_norm.weight", DTYPE_F32, 1, row);
+    gguf_writer_add_tensor(gw, "output.weight", DTYPE_F32, 2, big);
+    size_t len = 0;
+    assert(gguf_writer_write_buffer(gw, fill_model, NULL, model, &len) == STATUS_OK);
+    gguf_writer_destroy(&gw);
+    gguf_t *g = NULL;
+    assert(gguf_open_buffer(*model, len, &g) == STATUS_OK);
+    const uint8_t model_fp[32] = {9};
+    assert(slice_init(s02, g, model_fp, 0, 2) == STATUS_OK);
+    assert(slice_init(s04, g, model_fp, 0, 4) == STATUS_OK);
+    *b02 = malloc(s02->nbytes);
+    *b04 = malloc(s04->nbytes);
+    assert(*b02 && *b04);
+    assert(slice_read(s02, 0, *b02, s02->nbytes) == s02->nbytes);
+    assert(slice_read(s04, 0, *b04, s04->nbytes) == s04->nbytes);
+    gguf_close(&g); /* the slices keep their bytes in the blobs read */
+}
+
+/* Assign [0, end) with the slice s (its head's length too), the first and last stage. */
+static void assign_slice(worker_t *w, uint64_t epoch, int32_t end, const struct slice *s,
+                         struct worker_actions *acts) {
+    Caravan__Assign a = CARAVAN__ASSIGN__INIT;
+    a.layer_first = 0;
+    a.layer_end = end;
+    a.slice_fingerprint.data = (uint8_t *)s->fingerprint;
+    a.slice_fingerprint.len = 32;
+    a.slice_bytes = s->nbytes;
+    a.slice_head_bytes = s->head_len;
+    deliver_assign(w, epoch, &a, acts);
+}
+
+/* A re-plan that widens a worker's range: the tensors a cached slice of the same model holds
+ * (here [0, 2): token_embd, blk.0, blk.1) are copied from it, only the rest is asked for; the
+ * requests stop at the head until the cache was asked. A cached source whose bytes are wrong
+ * makes the slice fail its fingerprint, and the retry takes all of it from the coordinator. */
+static void test_reuse(void) {
+    struct worker_actions acts = {0};
+    uint8_t *model = NULL, *b02 = NULL, *b04 = NULL;
+    struct slice s02, s04;
+    reuse_model(&model, &s02, &b02, &s04, &b04);
+    /* [0, 2) in the cache, received earlier */
+    uint64_t have = 0;
+    uint8_t got[32];
+    assert(slice_cache_begin(g_cache, s02.fingerprint, s02.nbytes, &have) == STATUS_OK);
+    assert(have == 0 && slice_cache_append(g_cache, b02, s02.nbytes) == STATUS_OK);
+    assert(slice_cache_finish(g_cache, got) == STATUS_OK);
+
+    worker_t *w = new_worker();
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+    assign_slice(w, 1, 4, &s04, &acts);
+    uint64_t off[16], len[16];
+    assert(requests(&acts, off, len, 16) == 1 && off[0] == 0 && len[0] == s04.head_len);
+    worker_actions_clear(&acts);
+    weight_chunk(w, 1, s04.fingerprint, b04, s04.head_len, 0, s04.nbytes, &acts);
+    assert(requests(&acts, off, len, 16) == 0 && worker_copy_pending(w));
+    worker_actions_clear(&acts);
+    worker_on_tick(w, 1000, &acts); /* copies token_embd, blk.0 and blk.1 */
+    assert(requests(&acts, off, len, 16) >= 1);
+    gguf_t *g4 = NULL;
+    assert(gguf_open_buffer(b04, s04.nbytes, &g4) == STATUS_OK);
+    const struct gguf_tensor *t2 = gguf_find_tensor(g4, "blk.2.attn_norm.weight");
+    assert(t2 && off[0] == gguf_data_offset(g4) + t2->offset); /* asked from blk.2 on */
+    uint64_t local = off[0] - s04.head_len;
+    gguf_close(&g4);
+    uint64_t asked = s04.head_len + serve(w, 1, &s04, b04, &acts);
+    assert(worker_state(w) == WORKER_STATE_READY); /* verified */
+    assert(asked + local == s04.nbytes && local > 3 * (1u << 20));
+    worker_destroy(&w);
+
+    /* The cached [0, 4) is removed; [0, 2) is damaged in a byte of blk.1 (its file is
+     * trusted once verified): the copy fails the fingerprint, and the retry asks for all. */
+    char hex[65], path[600];
+    snprintf(path, sizeof path, "%s/%s.gguf", slice_cache_dir(g_cache),
+             crypto_hex(s04.fingerprint, 32, hex));
+    assert(unlink(path) == 0);
+    snprintf(path, sizeof path, "%s/%s.gguf", slice_cache_dir(g_cache),
+             crypto_hex(s02.fingerprint, 32, hex));
+    FILE *f = fopen(path, "r+b");
+    assert(f && fseek(f, (long)(s02.nbytes - 100), SEEK_SET) == 0 && fputc(0x55, f) != EOF);
+    assert(fclose(f) == 0);
+    w = new_worker();
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+    assign_slice(w, 1, 4, &s04, &acts);
+    asked = serve(w, 1, &s04, b04, &acts);
+    assert(worker_state(w) == WORKER_STATE_READY);
+    assert(asked == s04.head_len + (s04.nbytes - local - s04.head_len) + s04.nbytes);
+    worker_destroy(&w);
+    assert(unlink(path) == 0);
+    slice_free(&s02);
+    slice_free(&s04);
+    free(b02);
+    free(b04);
+    free(model);
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
     assert(crypto_init() == STATUS_OK);
@@ -1080,6 +1247,7 @@ int main(void) {
     test_next_unreachable();
     test_f16_wire();
     test_ahead();
+    test_reuse();
 
     slice_cache_destroy(&g_cache);
     char cmd[128];

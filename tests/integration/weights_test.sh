@@ -9,7 +9,10 @@
 #       reports the cached slice, the coordinator ships nothing) and generate the same tokens;
 #   (c) w2's transfer (throttled by --weight-rate-limit) is cut by kill -9 after its first
 #       progress line; restarted, it resumes from the .part's size (> 0), completes, verifies
-#       and the pipeline generates the same tokens.
+#       and the pipeline generates the same tokens;
+#   (d) re-planned onto all five layers alone, w1 copies the tensors of layers 0-1 (and the
+#       embeddings) from its cached [0, 2) slice and is shipped only the rest: the coordinator
+#       ships fewer bytes than the slice holds, the slice verifies, the tokens are the same.
 # Needs CARAVAN_BIN and CARAVAN_SHARED. Every process started here is killed on exit, and each
 # daemon also has a --run-ms bound.
 set -u
@@ -51,12 +54,12 @@ cat "$WORK/w1.pub.txt" "$WORK/w2.pub.txt" >"$WORK/allow"
 # llama.cpp's greedy continuation of "Once upon a time" (shared/models/REFERENCE.md), 24 tokens.
 WANT="432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 265 282"
 
-# start_coordinator RUN: a coordinator that generates WANT's length once, then exits. The plan is
-# fixed by hand: the planner splits by measured speed, which may differ from run to run, and a
-# different range is a different slice (nothing cached, nothing to resume).
+# start_coordinator RUN [WORKERS PLAN]: a coordinator that generates WANT's length once, then
+# exits. The plan is fixed by hand (0-1,2-4 on two workers unless given): the planner splits by
+# measured speed, which may differ from run to run, and a different range is a different slice.
 start_coordinator() {
     "$CARAVAN" coordinator --listen tcp://127.0.0.1:0 --key "$WORK/c" --allow "$WORK/allow" \
-        --workers 2 --plan 0-1,2-4 --model "$MODEL" --prompt "Once upon a time" --generate 24 \
+        --workers "${2:-2}" --plan "${3:-0-1,2-4}" --model "$MODEL" --prompt "Once upon a time" --generate 24 \
         --exit-when-done --run-ms 60000 >"$WORK/coord_$1.out" 2>"$WORK/coord_$1.log" &
     COORD_PID=$!
     wait_for "$WORK/coord_$1.log" "listening on tcp://" 10 || fail "coordinator did not start"
@@ -109,8 +112,8 @@ done
 expect_log "$WORK/inspect1.out" "slice: +layers \\[0, 2\\) of 5, of model [0-9a-f]{64}"
 expect_log "$WORK/inspect2.out" "caravan.slice.layer_end +u32 +5"
 expect_log "$WORK/inspect2.out" "tokenizer.ggml.tokens"
-expect_log "$WORK/coord_a.log" "shipping [0-9]+ bytes of weights to node 1"
-expect_log "$WORK/coord_a.log" "shipping [0-9]+ bytes of weights to node 2"
+expect_log "$WORK/coord_a.log" "shipping weights to node 1 \\(a slice of [0-9]+ bytes\\)"
+expect_log "$WORK/coord_a.log" "shipping weights to node 2 \\(a slice of [0-9]+ bytes\\)"
 stop_workers "$W1" "$W2"
 note "(a) shipped, verified, cached; tokens match"
 
@@ -127,7 +130,7 @@ for w in w1 w2; do
     expect_log "$WORK/${w}_b.log" "found in the cache .* and verified; nothing to transfer"
     expect_no_log "$WORK/${w}_b.log" "receiving slice|weights [0-9.]+/"
 done
-expect_no_log "$WORK/coord_b.log" "shipping [0-9]+ bytes of weights"
+expect_no_log "$WORK/coord_b.log" "shipping weights"
 stop_workers "$W1" "$W2"
 note "(b) restarted with the caches: nothing transferred; tokens match"
 
@@ -162,9 +165,29 @@ W2=$WORKER_PID
 expect_tokens c2
 expect_log "$WORK/w2_c2.log" "resuming the transfer of slice [0-9a-f]+ at offset $cut of $total bytes"
 expect_log "$WORK/w2_c2.log" "received $total bytes of weights; fingerprint verified"
-expect_no_log "$WORK/coord_c2.log" "shipping [0-9]+ bytes of weights to node 2" # no offset 0
+expect_no_log "$WORK/coord_c2.log" "shipping weights to node 2 \\(a slice of [0-9]+ bytes\\)" # no offset 0
 [ -z "$(ls "$WORK"/cache3/*.part 2>/dev/null)" ] || fail "the .part is still there"
 stop_workers "$W1" "$W2"
 note "(c) resumed from offset $cut; verified; tokens match"
+
+# ---- (d) a wider range: what the cache holds is copied, the rest shipped ----------------------
+STEP=d
+start_coordinator d 1 0-4
+start_worker w1 d --cache "$WORK/cache1"
+W1=$WORKER_PID
+expect_tokens d
+expect_log "$WORK/w1_d.log" "are in slices already cached; copying them"
+expect_log "$WORK/w1_d.log" "[0-9]+ bytes copied from cached slices, [0-9]+ transferred"
+expect_log "$WORK/w1_d.log" "received [0-9]+ bytes of weights; fingerprint verified"
+line=$(grep -oE "shipped [0-9]+ bytes of weights to node [0-9]+ \\(of a slice of [0-9]+\\)" \
+    "$WORK/coord_d.log" | head -n1)
+[ -n "$line" ] || fail "the coordinator did not log what it shipped"
+sent=$(echo "$line" | awk '{print $2}')
+whole=$(echo "$line" | grep -oE '[0-9]+\)$' | tr -d ')')
+copied=$(grep -oE "[0-9]+ bytes copied from cached slices" "$WORK/w1_d.log" | awk '{print $1}')
+[ "$sent" -lt "$whole" ] && [ $((sent + copied)) -eq "$whole" ] ||
+    fail "shipped $sent + copied $copied bytes, the slice holds $whole"
+stop_workers "$W1"
+note "(d) layers [0, 5): $copied bytes copied from the cached [0, 2), $sent of $whole shipped"
 echo "PASS (weights)"
 exit 0
