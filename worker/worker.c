@@ -614,15 +614,22 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
 }
 
 /* bytes done/total, MB/s and time left, about every second and at every 10%. */
-static void log_progress(worker_t *w, uint64_t now_us) {
+static void log_progress(worker_t *w, uint64_t now_us, bool copying) {
     int decile = (int)(w->xfer_have * 10 / w->slice_bytes);
     bool done = w->xfer_have == w->slice_bytes;
     if (!done && decile == w->last_progress_decile && now_us - w->last_progress_us < 1000000)
         return;
     w->last_progress_decile = decile;
     w->last_progress_us = now_us;
+    if (copying) {
+        LOG(LOG_INFO, "worker: weights %.2f/%.2f MB (%d%%), copying from cached slices",
+            (double)w->xfer_have / 1e6, (double)w->slice_bytes / 1e6,
+            (int)(w->xfer_have * 100 / w->slice_bytes));
+        return;
+    }
+    /* the rate of the bytes that crossed the network (copied ones did not) */
     double secs = (double)(now_us - w->xfer_start_us) / 1e6;
-    double moved = (double)(w->xfer_have - w->xfer_start_have);
+    double moved = (double)(w->xfer_have - w->xfer_start_have - w->xfer_local);
     double rate = secs > 0 ? moved / secs : 0;
     char left[32] = "?";
     if (rate > 0)
@@ -860,7 +867,7 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
     }
     if (w->xfer_asked < w->xfer_have) w->xfer_asked = w->xfer_have; /* one not asked for */
     if (w->reuse_pending && w->xfer_have >= w->head_bytes) plan_reuse(w);
-    log_progress(w, now_us);
+    log_progress(w, now_us, false);
     if (!c->last) {
         request_next(w, acts);
         return;
@@ -1547,7 +1554,7 @@ static void copy_step(worker_t *w, struct worker_actions *acts) {
     w->xfer_local += copied;
     w->pace_ms = w->tick_ms;
     w->pace_have = w->xfer_have;
-    log_progress(w, now_us);
+    log_progress(w, now_us, true);
     if (w->xfer_have == w->slice_bytes) {
         finish_transfer(w, acts, now_us);
         return;
