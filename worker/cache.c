@@ -525,3 +525,33 @@ enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max, uint64_t *cop
     free(buf);
     return rc;
 }
+
+enum status slice_cache_prune_within(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                                     int32_t first, int32_t end,
+                                     const uint8_t keep[CRYPTO_HASH_BYTES], uint64_t *freed) {
+    *freed = 0;
+    struct slice_cache_entry *e = NULL;
+    size_t n = 0;
+    enum status rc = slice_cache_list(c, &e, &n);
+    if (rc != STATUS_OK) return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (!crypto_equal(e[i].model_fingerprint, model_fp, CRYPTO_HASH_BYTES) ||
+            crypto_equal(e[i].fingerprint, keep, CRYPTO_HASH_BYTES) || e[i].layer_first < first ||
+            e[i].layer_end > end)
+            continue;
+        char hex[CRYPTO_HASH_HEX_LEN + 1], path[CACHE_PATH_MAX + 80];
+        crypto_hex(e[i].fingerprint, CRYPTO_HASH_BYTES, hex);
+        snprintf(path, sizeof path, "%s/%s.gguf", c->dir, hex);
+        if (unlink(path) != 0) {
+            LOG(LOG_WARN, "cache: cannot remove %s: %s", path, strerror(errno));
+            continue;
+        }
+        LOG(LOG_INFO,
+            "cache: removed %s (layers [%d, %d), %llu bytes): the slice of layers [%d, %d) holds "
+            "every tensor of it",
+            path, e[i].layer_first, e[i].layer_end, (unsigned long long)e[i].nbytes, first, end);
+        *freed += e[i].nbytes;
+    }
+    free(e);
+    return STATUS_OK;
+}

@@ -71,6 +71,14 @@ bool slice_cache_next_local(const slice_cache_t *c, uint64_t from, uint64_t *sta
  * (0 when the part does not end in such a stretch). */
 CARAVAN_NODISCARD enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max,
                                                      uint64_t *copied);
+/* Removes the complete slices of model model_fp whose layer range lies within [first, end),
+ * except keep: the slice of [first, end) holds every tensor they hold (a range inside another
+ * owns no tensor the other lacks), so one can be made again by copying, with only its header
+ * transferred. Without this, every range a worker was ever given (re-plans, drains, joins,
+ * rebalancing) would stay on disk. *freed receives the bytes removed. */
+CARAVAN_NODISCARD enum status
+slice_cache_prune_within(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first,
+                         int32_t end, const uint8_t keep[CRYPTO_HASH_BYTES], uint64_t *freed);
 /* Closes the current part (kept on disk for a later resume). */
 void slice_cache_abort(slice_cache_t *c);
 /* Path of the current slice's complete file (valid after slice_cache_begin). */

@@ -29,6 +29,35 @@ static enum status fill(void *ctx, int64_t index, void *dst, size_t nbytes) {
     return STATUS_OK;
 }
 
+/* Caches a slice-shaped GGUF of layers [first, end) of model `model_hex` (one tensor); its
+ * fingerprint into fp. */
+static void cache_slice(slice_cache_t *c, const char *model_hex, int first, int end, uint8_t *fp) {
+    gguf_writer_t *w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_u32(w, SLICE_KEY_LAYER_FIRST, (uint32_t)first);
+    gguf_writer_set_u32(w, SLICE_KEY_LAYER_END, (uint32_t)end);
+    gguf_writer_set_u32(w, SLICE_KEY_N_LAYERS, 8);
+    gguf_writer_set_str(w, SLICE_KEY_MODEL, model_hex);
+    int64_t ne[1] = {64};
+    gguf_writer_add_tensor(w, "rope_freqs.weight", DTYPE_F32, 1, ne);
+    uint8_t *blob = NULL, got[CRYPTO_HASH_BYTES];
+    size_t len = 0;
+    uint64_t have = 0;
+    assert(gguf_writer_write_buffer(w, fill, NULL, &blob, &len) == STATUS_OK);
+    gguf_writer_destroy(&w);
+    crypto_hash_buf(blob, len, fp);
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_append(c, blob, len) == STATUS_OK);
+    assert(slice_cache_finish(c, got) == STATUS_OK);
+    free(blob);
+}
+
+static bool cached(const slice_cache_t *c, const uint8_t *fp) {
+    char hex[CRYPTO_HASH_HEX_LEN + 1], path[8192];
+    snprintf(path, sizeof path, "%s/%s.gguf", slice_cache_dir(c), crypto_hex(fp, 32, hex));
+    return access(path, F_OK) == 0;
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
     char root[] = "/tmp/cache_test.XXXXXX";
@@ -124,6 +153,24 @@ int main(void) {
     assert(slice_cache_append(c, blob, len) == STATUS_OK);
     assert(slice_cache_finish(c, got) == STATUS_OK);
     assert(stat(final_path, &sb) == 0 && (uint64_t)sb.st_size == len);
+
+    /* Pruning after [2, 6) of model 01 completed: the slices of that model inside it go ([2, 5)
+     * above, [3, 4)); one that reaches past it ([5, 7)), another model's, and the new one stay. */
+    static const char *M1 = "0101010101010101010101010101010101010101010101010101010101010101",
+                      *M2 = "0202020202020202020202020202020202020202020202020202020202020202";
+    uint8_t fp34[32], fp57[32], fp34b[32], fp26[32], m1[32];
+    memset(m1, 1, sizeof m1);
+    cache_slice(c, M1, 3, 4, fp34);
+    cache_slice(c, M1, 5, 7, fp57);
+    cache_slice(c, M2, 3, 4, fp34b);
+    cache_slice(c, M1, 2, 6, fp26);
+    char hex34[CRYPTO_HASH_HEX_LEN + 1], path34[8192];
+    snprintf(path34, sizeof path34, "%s/%s.gguf", dir, crypto_hex(fp34, 32, hex34));
+    assert(stat(path34, &sb) == 0);
+    uint64_t freed = 0;
+    assert(slice_cache_prune_within(c, m1, 2, 6, fp26, &freed) == STATUS_OK);
+    assert(!cached(c, fp) && !cached(c, fp34) && freed == len + (uint64_t)sb.st_size);
+    assert(cached(c, fp57) && cached(c, fp34b) && cached(c, fp26));
 
     slice_cache_destroy(&c);
     free(blob);

@@ -61,6 +61,7 @@ struct worker {
      * cache has said which tensors it holds (reuse_pending), then at each stretch it holds,
      * which ticks copy (xfer_local bytes so far) */
     uint64_t head_bytes;
+    bool have_model_fp;
     uint8_t model_fp[CRYPTO_HASH_BYTES];
     bool reuse_pending;
     uint64_t xfer_local;
@@ -677,11 +678,10 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
-    w->head_bytes = a->slice_head_bytes;
-    if (a->model && a->model->fingerprint.len == CRYPTO_HASH_BYTES)
-        memcpy(w->model_fp, a->model->fingerprint.data, CRYPTO_HASH_BYTES);
-    else
-        w->head_bytes = 0; /* cannot tell which cached slices are of this model */
+    w->have_model_fp = a->model && a->model->fingerprint.len == CRYPTO_HASH_BYTES;
+    if (w->have_model_fp) memcpy(w->model_fp, a->model->fingerprint.data, CRYPTO_HASH_BYTES);
+    /* without the model's fingerprint, no cached slice is known to be of this model */
+    w->head_bytes = w->have_model_fp ? a->slice_head_bytes : 0;
     w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
                                                              : CARAVAN__DTYPE__DTYPE_F32;
 
@@ -907,6 +907,11 @@ static void finish_transfer(worker_t *w, struct worker_actions *acts, uint64_t n
             (unsigned long long)(w->xfer_have - w->xfer_start_have - w->xfer_local));
     LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified; cached as %s",
         (unsigned long long)w->xfer_have, slice_cache_path(w->cfg.cache));
+    uint64_t freed = 0;
+    if (w->have_model_fp &&
+        slice_cache_prune_within(w->cfg.cache, w->model_fp, w->slice.layer_first,
+                                 w->slice.layer_end, w->slice_fingerprint, &freed) != STATUS_OK)
+        LOG(LOG_WARN, "worker: cannot look for cached slices the new one makes redundant");
     w->slice.weights_path = slice_cache_path(w->cfg.cache);
     become_ready(w, acts);
 }

@@ -12,7 +12,8 @@
 #       and the pipeline generates the same tokens;
 #   (d) re-planned onto all five layers alone, w1 copies the tensors of layers 0-1 (and the
 #       embeddings) from its cached [0, 2) slice and is shipped only the rest: the coordinator
-#       ships fewer bytes than the slice holds, the slice verifies, the tokens are the same.
+#       ships fewer bytes than the slice holds, the slice verifies, the tokens are the same,
+#       and the [0, 2) slice, inside the new one, is deleted from the cache.
 # Needs CARAVAN_BIN and CARAVAN_SHARED. Every process started here is killed on exit, and each
 # daemon also has a --run-ms bound.
 set -u
@@ -187,7 +188,11 @@ whole=$(echo "$line" | grep -oE '[0-9]+\)$' | tr -d ')')
 copied=$(grep -oE "[0-9]+ bytes copied from cached slices" "$WORK/w1_d.log" | awk '{print $1}')
 [ "$sent" -lt "$whole" ] && [ $((sent + copied)) -eq "$whole" ] ||
     fail "shipped $sent + copied $copied bytes, the slice holds $whole"
+# the [0, 2) slice is inside [0, 5): deleted, only the new slice stays
+expect_log "$WORK/w1_d.log" "cache: removed $WORK/cache1/[0-9a-f]{64}\\.gguf \\(layers \\[0, 2\\)"
+n=$(ls "$WORK"/cache1/*.gguf | wc -l)
+[ "$n" = 1 ] || fail "cache1 holds $n slices, want 1: $(ls "$WORK/cache1")"
 stop_workers "$W1"
-note "(d) layers [0, 5): $copied bytes copied from the cached [0, 2), $sent of $whole shipped"
+note "(d) layers [0, 5): $copied bytes copied from the cached [0, 2), $sent of $whole shipped; [0, 2) deleted"
 echo "PASS (weights)"
 exit 0
