@@ -40,7 +40,8 @@ CARAVAN_NODISCARD enum status slice_cache_list(slice_cache_t *c, struct slice_ca
                                                size_t *n);
 
 /* Prepares slice fp of total bytes. *have receives what is present:
- *   total  <hex>.gguf exists and hashes to fp (re-verified now): nothing to transfer;
+ *   total  <hex>.gguf exists and hashes to fp (re-verified now), or a part held all of it
+ *          and hashed to fp (renamed to <hex>.gguf now): nothing to transfer;
  *   k > 0  <hex>.gguf.part holds k bytes (hashed now): append from offset k;
  *   0      an empty part was created.
  * A complete file that does not verify, or a part longer than total, is deleted and logged.
@@ -51,8 +52,9 @@ CARAVAN_NODISCARD enum status slice_cache_begin(slice_cache_t *c,
 /* Appends to the part and to its running hash. STATUS_IO when the write fails, with errno
  * saying why (ENOSPC: the disk is full). */
 CARAVAN_NODISCARD enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len);
-/* After the last byte: got receives the part's BLAKE2b. When it equals fp the part is synced
- * and renamed to <hex>.gguf (STATUS_OK); otherwise it is deleted (STATUS_FORMAT). */
+/* After the last byte: got receives the part's BLAKE2b. When it equals fp the part is renamed
+ * to <hex>.gguf (STATUS_OK; not synced to disk: slice_cache_begin hashes a complete file again
+ * before any later use); otherwise it is deleted (STATUS_FORMAT). */
 CARAVAN_NODISCARD enum status slice_cache_finish(slice_cache_t *c, uint8_t got[CRYPTO_HASH_BYTES]);
 /* Reuse: once the part holds the slice's first head_bytes (its GGUF header), finds which of its
  * tensors other complete slices of the model model_fp in the cache hold (same name, type and

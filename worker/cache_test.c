@@ -3,7 +3,8 @@
  * renamed to <hex>.gguf only when it verifies (a bad one is deleted); begin re-verifies a
  * complete file (a damaged one is removed and received again), resumes a part from its size
  * (re-hashing it), and starts over when a part is longer than the slice; list reports complete
- * slice files with the layer range their header declares. */
+ * slice files with the layer range their header declares; a part that holds the whole slice
+ * is verified and kept; pruning removes the slices of a model inside a range. */
 #undef NDEBUG
 #include "cache.h"
 
@@ -153,6 +154,22 @@ int main(void) {
     assert(slice_cache_append(c, blob, len) == STATUS_OK);
     assert(slice_cache_finish(c, got) == STATUS_OK);
     assert(stat(final_path, &sb) == 0 && (uint64_t)sb.st_size == len);
+
+    /* A part that holds the whole slice (killed before the rename): verified, it becomes the
+     * complete file; a wrong one is received again from 0. */
+    assert(unlink(final_path) == 0);
+    append_file(part_path, blob, len, "wb");
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == len);
+    assert(access(part_path, F_OK) != 0 && stat(final_path, &sb) == 0 &&
+           (uint64_t)sb.st_size == len && !strcmp(slice_cache_path(c), final_path));
+    assert(unlink(final_path) == 0);
+    uint8_t last = blob[len - 1] ^ 1;
+    append_file(part_path, blob, len - 1, "wb");
+    append_file(part_path, &last, 1, "ab");
+    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(access(final_path, F_OK) != 0);
+    assert(slice_cache_append(c, blob, len) == STATUS_OK);
+    assert(slice_cache_finish(c, got) == STATUS_OK);
 
     /* Pruning after [2, 6) of model 01 completed: the slices of that model inside it go ([2, 5)
      * above, [3, 4)); one that reaches past it ([5, 7)), another model's, and the new one stay. */
