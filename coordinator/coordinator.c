@@ -115,6 +115,7 @@ struct coordinator {
     uint64_t inflight_batch; /* 0 = none */
     uint64_t inflight_since_ms, last_send_ms;
     uint64_t last_heartbeat_ms;
+    uint64_t last_tick_ms; /* the tick before this one (0: none yet) */
     uint64_t next_batch;
     /* Generation (token mode): prompt + generated ids. */
     int32_t *seq_tokens;
@@ -1526,6 +1527,22 @@ static void send_heartbeat(coordinator_t *c, struct coordinator_actions *acts,
 }
 
 void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
+    /* This loop itself did not run for a while (a plan hashed a big slice for shipping: seconds
+     * for a 7B model; or the host stalled): meanwhile nothing the workers sent was read and
+     * nothing it owed them (JoinAcks, Assigns, heartbeats) was sent, so that time is no
+     * evidence of their silence: it is taken off every worker's. Without this, a first plan
+     * that hashed 3.8 GB for 6 s declared the worker whose join started it lost (it had had no
+     * JoinAck yet, so it could not heartbeat), and the re-plan hashed again. */
+    if (c->last_tick_ms && now_ms - c->last_tick_ms > c->cfg.worker_timeout_ms / 2) {
+        const uint64_t gap = now_ms - c->last_tick_ms;
+        LOG(LOG_INFO, "coordinator: this loop did not run for %llu ms; not counted as silence",
+            (unsigned long long)gap);
+        for (int i = 0; i < c->n_workers + c->n_gone; i++) {
+            struct worker_rec *w = i < c->n_workers ? &c->workers[i] : &c->gone[i - c->n_workers];
+            w->last_seen_ms = w->last_seen_ms + gap < now_ms ? w->last_seen_ms + gap : now_ms;
+        }
+    }
+    c->last_tick_ms = now_ms;
     c->now_ms = now_ms;
     if (c->batcher) detect_lost(c, acts, now_ms);
     if (c->batcher && c->state != COORDINATOR_STATE_WAITING) unpark(c, acts);

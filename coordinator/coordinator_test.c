@@ -297,6 +297,30 @@ static void test_join_past_layers(struct coordinator_actions *acts) {
     serve_queue_destroy(&q);
 }
 
+/* The coordinator's own loop did not run for a while (a plan hashing a big slice for shipping):
+ * that time is not counted as the workers' silence (they were not read, nor sent anything);
+ * silence before it and after it still adds up to a loss. */
+static void test_own_stall(struct coordinator_actions *acts) {
+    serve_queue_t *q = NULL;
+    test_now = 0;
+    coordinator_t *c = serving_pair(&q, acts); /* heard at 0 */
+    coordinator_on_tick(c, 1000, acts);
+    coordinator_on_tick(c, 9000, acts);            /* 8 s later (--dead-after 5 s here) */
+    for (uint64_t t = 9020; t <= 12990; t += 10) { /* the loop runs again: silent 1 + 3.99 s */
+        coordinator_on_tick(c, t, acts);
+        coordinator_actions_clear(acts);
+    }
+    REQUIRE(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 1,
+            "workers lost at the loop's own stall: %d left, epoch %llu", coordinator_n_workers(c),
+            (unsigned long long)coordinator_epoch(c));
+    coordinator_on_tick(c, 13100, acts); /* silent 5.1 s */
+    coordinator_actions_clear(acts);
+    REQUIRE(coordinator_n_workers(c) == 0, "silent workers not lost: %d left",
+            coordinator_n_workers(c));
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
+}
+
 /* The last stage says it could not compute a batch (Error with its batch and sequence): the
  * request is sent again at once, not after the request timeout, and after three such failures
  * in a row it ends with the stage's words. */
@@ -808,6 +832,7 @@ int main(void) {
     test_disconnect(&cfg, &acts);
     test_join_past_layers(&acts);
     test_stage_error(&acts);
+    test_own_stall(&acts);
     test_unreachable(&acts);
     test_ahead_ok(&acts);
     test_snap();
