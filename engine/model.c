@@ -359,6 +359,17 @@ static size_t each_matrix(model_t *m,
     return total;
 }
 
+/* madvise(advice) over [addr, addr + len) in pieces of 64 MiB. One call over a whole slice
+ * holds the process's memory-map lock for as long as it takes to fault gigabytes in (seconds),
+ * and every other thread that needs the lock to change the map waits that long: ZeroMQ's I/O
+ * thread (growing its malloc arena), so no heartbeat left a 7B worker while it loaded and the
+ * coordinator declared it lost. Between pieces such a thread gets its turn. */
+static void advise_in_pieces(void *addr, size_t len, int advice) {
+    const size_t piece = (size_t)64 << 20;
+    for (size_t off = 0; off < len; off += piece)
+        (void)madvise((uint8_t *)addr + off, len - off < piece ? len - off : piece, advice);
+}
+
 /* Copies one matrix (or an expert tensor's n_mats) to the next free place in m->wmem, in the
  * kernel variant's layout (matmul_pack), and points the model at the copy; the file pages it
  * came from leave the process (they stay in the page cache). */
@@ -369,7 +380,7 @@ static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, siz
 #ifdef MADV_POPULATE_READ
     { /* one call maps the source's pages instead of a fault per 4 KiB */
         uintptr_t a = (uintptr_t)from & ~(uintptr_t)4095;
-        (void)madvise((void *)a, (uintptr_t)from + n - a, MADV_POPULATE_READ);
+        advise_in_pieces((void *)a, (uintptr_t)from + n - a, MADV_POPULATE_READ);
     }
 #endif
     const size_t each = n / (size_t)n_mats;
@@ -380,7 +391,7 @@ static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, siz
     }
     uintptr_t lo = ((uintptr_t)from + 4095) & ~(uintptr_t)4095;
     uintptr_t hi = ((uintptr_t)from + n) & ~(uintptr_t)4095;
-    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    if (hi > lo) advise_in_pieces((void *)lo, hi - lo, MADV_DONTNEED);
     w->data = to;
     w->packed = one.packed;
     *used += (n + 63) & ~(size_t)63;
@@ -426,7 +437,7 @@ static void place_weights(model_t *m) {
     len -= (size_t)(start - p);
     if (thp_available()) (void)madvise(start, len, MADV_HUGEPAGE);
 #ifdef MADV_POPULATE_WRITE
-    (void)madvise(start, (total + huge - 1) & ~(huge - 1), MADV_POPULATE_WRITE);
+    advise_in_pieces(start, (total + huge - 1) & ~(huge - 1), MADV_POPULATE_WRITE);
 #endif
     m->wmem = start;
     m->wmem_len = len;
