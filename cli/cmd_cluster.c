@@ -126,7 +126,7 @@ static const struct opt cluster_opts[] = {
      "they are merged into DIR/trace.json (open it in ui.perfetto.dev)"},
     {"request-timeout-ms", 0, OPT_INT, F(request_timeout_ms), "10000", 100, 3600000, "MS",
      "a micro-batch that does not come back this long after it could (sent, and the one ahead "
-     "of it back) is sent again"},
+     "of it back) is sent again, unless a worker's heartbeats say it is still computing it"},
     {"compute-delay-ms", 0, OPT_INT, F(compute_delay_ms), "0", 0, 600000, "MS",
      "every worker sleeps this long per step: simulates slower machines (tests, studies)"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",

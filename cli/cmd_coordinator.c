@@ -105,8 +105,9 @@ static const struct opt coordinator_opts[] = {
      "pause between test requests"},
     {"request-timeout-ms", 0, OPT_INT, F(request_timeout_ms), "10000", 100, 3600000, "MS",
      "serving: a micro-batch without a Result this long after it could have one (sent, and the "
-     "one ahead of it back) is sent again; a request with no token over three such timeouts "
-     "fails; a test request fails"},
+     "one ahead of it back) is sent again, unless a worker's heartbeats say it is still "
+     "computing it (a long prompt chunk on a slow machine); a request with no token over three "
+     "such timeouts fails; a test request fails"},
     {"exit-when-done", 0, OPT_FLAG, F(exit_when_done), NULL, 0, -1, NULL,
      "exit 0 once every test request is answered"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,

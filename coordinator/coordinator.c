@@ -48,12 +48,14 @@ struct worker_rec {
     uint64_t ahead_used, ahead_unused; /* steps computed ahead (first stage) */
     uint64_t rate_ms;
     double tokens_per_s;
-    struct planner_caps caps;             /* from its Join, for the plan */
-    struct plan_stage planned;            /* its share of the plan: bytes and the speed used */
-    int32_t loaded_first, loaded_end;     /* what it reported holding at Join (re-join) */
-    bool has_model;                       /* it has the whole model file (Join.cached_models) */
-    bool draining;                        /* asked to leave: gets a Drain once its layers moved */
-    double s_per_lt;                      /* measured compute seconds per layer and token (EWMA) */
+    struct planner_caps caps;         /* from its Join, for the plan */
+    struct plan_stage planned;        /* its share of the plan: bytes and the speed used */
+    int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
+    bool has_model;                   /* it has the whole model file (Join.cached_models) */
+    bool draining;                    /* asked to leave: gets a Drain once its layers moved */
+    double s_per_lt;                  /* measured compute seconds per layer and token (EWMA) */
+    /* the last batch its heartbeats said it was computing (Heartbeat.busy_batch_id), and when */
+    uint64_t busy_batch, busy_heard_ms;
     uint64_t n_timed;                     /* micro-batches behind it since the last plan */
     uint64_t lost_ms;                     /* when it was declared lost */
     int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
@@ -128,6 +130,8 @@ struct coordinator {
      * (stages take batches in order, so a batch cannot come back before the one ahead of it:
      * time spent queued behind it is not a lost batch). */
     uint64_t mb_sent_ms[64], mb_sent_us[64];
+    uint64_t mb_batch_id[64]; /* the batch each micro-batch in flight carries */
+    uint64_t mb_waited_batch; /* the last batch a busy stage kept from timing out (logged once) */
     int32_t mb_tokens[64];
     uint64_t last_plan_ms, last_balance_ms;
     int slow_checks;      /* consecutive checks that found the plan out of balance */
@@ -1262,6 +1266,25 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
     }
 }
 
+/* A heartbeat that names the batch its worker is computing. */
+static void note_busy(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64_t now_ms) {
+    if (!hb || !hb->busy_batch_id) return;
+    w->busy_batch = hb->busy_batch_id;
+    w->busy_heard_ms = now_ms;
+}
+
+/* The stage whose heartbeats said, within the last BUSY_FRESH_MS, that it is computing batch
+ * (a micro-batch that is not lost: the oldest in flight queues behind nothing, so it is always
+ * on the wire or being computed), or -1. */
+#define BUSY_FRESH_MS 2000
+static int computing(const coordinator_t *c, uint64_t batch, uint64_t now_ms) {
+    for (int i = 0; i < c->n_workers; i++)
+        if (batch && c->workers[i].busy_batch == batch &&
+            now_ms - c->workers[i].busy_heard_ms <= BUSY_FRESH_MS)
+            return i;
+    return -1;
+}
+
 void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
                         const Caravan__Envelope *msg, uint64_t now_ms,
                         struct coordinator_actions *acts) {
@@ -1286,6 +1309,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         }
         if (w) {
             w->last_seen_ms = now_ms;
+            note_busy(w, msg->heartbeat, now_ms);
             return;
         }
         if (g < 0) return; /* a heartbeat from nobody we know: not worth an answer */
@@ -1364,6 +1388,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
             w->clock_offset_us = offset;
             trace_clock(c->cfg.trace, w->node_id, offset, rtt);
         }
+        note_busy(w, hb, now_ms);
         w->mem_used_bytes = hb->mem_used_bytes;
         w->tokens_total = hb->tokens_total;
         w->ahead_used = hb->ahead_used;
@@ -1703,6 +1728,7 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
         c->mb_tokens[b->micro_batch] = b->n_tokens;
         c->mb_sent_ms[b->micro_batch] = c->now_ms;
         c->mb_sent_us[b->micro_batch] = c->cfg.clock_us ? c->cfg.clock_us() : 0;
+        c->mb_batch_id[b->micro_batch] = b->batch_id;
     }
     if (build_us)
         trace_span(c->cfg.trace, TRACE_TRACK_LOOP, "serialize", build_us, c->cfg.clock_us(),
@@ -1951,8 +1977,21 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
      * it). Only the oldest in flight is judged: the ones behind it wait for it at every
      * stage. */
     const int oldest = batcher_oldest_inflight(c->batcher);
-    if (oldest >= 0 && oldest < 64 && c->mb_sent_ms[oldest] &&
-        now_ms - c->mb_sent_ms[oldest] > (uint64_t)c->cfg.request_timeout_ms) {
+    const bool overdue = oldest >= 0 && oldest < 64 && c->mb_sent_ms[oldest] &&
+                         now_ms - c->mb_sent_ms[oldest] > (uint64_t)c->cfg.request_timeout_ms;
+    /* ... unless a stage says it is still computing it: a long prompt chunk of a big model on
+     * a slow machine may take longer than the timeout, and sending it again would only start
+     * it over (a 7B model on one thread here: 631 prompt tokens never got an answer). */
+    const int busy = overdue ? computing(c, c->mb_batch_id[oldest], now_ms) : -1;
+    if (busy >= 0 && c->mb_waited_batch != c->mb_batch_id[oldest]) {
+        c->mb_waited_batch = c->mb_batch_id[oldest];
+        LOG(LOG_INFO,
+            "coordinator: batch %llu has taken over %d ms; node %u says it is still computing "
+            "it: waiting",
+            (unsigned long long)c->mb_batch_id[oldest], c->cfg.request_timeout_ms,
+            c->workers[busy].node_id);
+    }
+    if (overdue && busy < 0) {
         LOG(LOG_WARN,
             "coordinator: a micro-batch got no Result within %d ms; re-sending the requests "
             "in flight from their tokens so far (a request with no token after %d such "

@@ -399,6 +399,46 @@ static void from_worker(coordinator_t *c, uint8_t rid, const uint8_t *key, uint6
     coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
+/* A heartbeat from w<rid> saying it is computing `batch` (0: nothing). */
+static void busy_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t batch,
+                           struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+    codec_envelope_init(&env, 1, 5);
+    hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
+    hb.busy_batch_id = batch;
+    env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
+    coordinator_on_msg(c, &p, &env, test_now, acts);
+}
+
+/* A micro-batch past the request timeout (10 s) that a stage's heartbeats say it is still
+ * computing (a long prompt chunk of a big model on a slow machine) is waited for, not sent
+ * again; once no stage has said so for over 2 s, it times out and is sent again as before. */
+static void test_busy_stage(struct coordinator_actions *acts) {
+    serve_queue_t *q = NULL;
+    test_now = 0;
+    coordinator_t *c = serving_pair(&q, acts);
+    serve_req_t *r = submit(q, 4);
+    Caravan__Envelope *env = next_forward(c, 10, acts);
+    const uint64_t batch = env->forward->batch_id;
+    codec_free(&env);
+    for (uint64_t t = 500; t <= 32500; t += 500) {
+        test_now = t;
+        busy_heartbeat(c, 1, K1, 0, acts);
+        busy_heartbeat(c, 2, K2, t <= 30000 ? batch : 0, acts); /* then it is lost */
+        coordinator_on_tick(c, t, acts);
+        const bool sent = find(acts, COORDINATOR_ACTION_SEND_FIRST) != NULL;
+        coordinator_actions_clear(acts);
+        REQUIRE(sent == (t == 32500), "at %llu ms the batch was%s sent again",
+                (unsigned long long)t, sent ? "" : " not");
+    }
+    serve_req_unref(&r);
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
+}
+
 /* Node names in stage order, as "1,3,2", and the state /cluster gives node `node`. */
 static void stages(coordinator_t *c, serve_queue_t *q, char *out, size_t cap, uint32_t node,
                    char *state, size_t state_cap) {
@@ -833,6 +873,7 @@ int main(void) {
     test_join_past_layers(&acts);
     test_stage_error(&acts);
     test_own_stall(&acts);
+    test_busy_stage(&acts);
     test_unreachable(&acts);
     test_ahead_ok(&acts);
     test_snap();

@@ -1245,7 +1245,9 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
     struct worker_tensor out;
     memset(&out, 0, sizeof out);
     const bool ahead = w->slice.is_first && ahead_take(w, f, &out, &hop);
+    if (!ahead && w->cfg.busy) w->cfg.busy(w->cfg.busy_ctx, f->batch_id);
     enum status rc = ahead ? STATUS_OK : w->cfg.compute(w->cfg.compute_ctx, &w->slice, f, &out);
+    if (!ahead && w->cfg.busy) w->cfg.busy(w->cfg.busy_ctx, 0);
     if (rc != STATUS_OK) {
         char text[224];
         snprintf(text, sizeof text, "compute failed for batch %llu: %s",

@@ -121,6 +121,10 @@ struct worker_config {
     worker_reset_fn reset;
     worker_follows_fn follows;
     void *compute_ctx;
+    /* Told the batch id before computing a Forward and 0 after (Heartbeat.busy_batch_id, sent
+     * from another thread while this one computes); NULL = not told. */
+    void (*busy)(void *ctx, uint64_t batch_id);
+    void *busy_ctx;
     trace_t *trace; /* --trace: queue/compute/serialize spans per Forward; NULL = off */
 };
 

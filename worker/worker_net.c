@@ -30,6 +30,7 @@ struct hb_shared {
     const char *coordinator, *coordinator_key;
     atomic_uint node_id;
     atomic_uint_fast64_t epoch, tokens, start_ms, ahead_used, ahead_unused;
+    atomic_uint_fast64_t busy_batch; /* what the loop computes now (worker_config.busy) */
     atomic_int state, layer_first, layer_end, interval_ms;
     /* stop, under mu, wakes the thread from its wait on cv (CLOCK_MONOTONIC) */
     pthread_mutex_t mu;
@@ -94,6 +95,7 @@ static void *heartbeat_main(void *arg) {
         hb.layer_first = atomic_load(&h->layer_first);
         hb.layer_end = atomic_load(&h->layer_end);
         hb.mem_used_bytes = worker_net_rss_bytes();
+        hb.busy_batch_id = atomic_load(&h->busy_batch);
         env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
         env.heartbeat = &hb;
         if (transport_send(h->t, sock, NULL, 0, &env, ZMQ_DONTWAIT) != STATUS_OK)
@@ -101,6 +103,10 @@ static void *heartbeat_main(void *arg) {
     }
     transport_close(&sock);
     return NULL;
+}
+
+static void hb_busy(void *ctx, uint64_t batch_id) {
+    atomic_store(&((struct hb_shared *)ctx)->busy_batch, batch_id);
 }
 
 static void hb_publish(struct hb_shared *h, const worker_t *w) {
@@ -306,10 +312,12 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         transport_close(&n.act_in);
         return 1;
     }
-    n.w = worker_new(wcfg);
-    uint64_t start = transport_mono_ms();
     struct hb_shared *hb = calloc(1, sizeof *hb);
     if (!hb) abort();
+    wcfg->busy = hb_busy; /* heartbeats say which batch the loop is computing */
+    wcfg->busy_ctx = hb;
+    n.w = worker_new(wcfg);
+    uint64_t start = transport_mono_ms();
     hb->t = t;
     hb->coordinator = cfg->coordinator;
     hb->coordinator_key = cfg->coordinator_key;

@@ -850,6 +850,27 @@ static worker_t *rate_limited_transfer(uint8_t *blob, size_t len, uint8_t seed, 
     return w;
 }
 
+/* The busy hook (Heartbeat.busy_batch_id) hears the batch before it is computed and 0 after. */
+static uint64_t busy_log[4];
+static int n_busy;
+static void record_busy(void *ctx, uint64_t batch) {
+    (void)ctx;
+    if (n_busy < 4) busy_log[n_busy++] = batch;
+}
+
+static void test_busy_hook(void) {
+    struct worker_actions acts = {0};
+    struct worker_config cfg = base_config();
+    cfg.busy = record_busy;
+    worker_t *w = joined_worker(&cfg);
+    assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
+    worker_actions_clear(&acts);
+    forward(w, 1, KEY_PREV, &acts);
+    assert(worker_n_computed(w) == 1 && n_busy == 2 && busy_log[0] == 11 && busy_log[1] == 0);
+    worker_actions_clear(&acts);
+    worker_destroy(&w);
+}
+
 /* Tensor i of the reuse test's model: bytes of its own. */
 static enum status fill_model(void *ctx, int64_t index, void *dst, size_t nbytes) {
     (void)ctx;
@@ -1255,6 +1276,7 @@ int main(void) {
     test_f16_wire();
     test_ahead();
     test_reuse();
+    test_busy_hook();
 
     slice_cache_destroy(&g_cache);
     char cmd[128];
