@@ -187,28 +187,36 @@ enum status slice_cache_list(slice_cache_t *c, struct slice_cache_entry **out, s
     return STATUS_OK;
 }
 
+/* Reads exactly len bytes of fd (the file `path`, for the log) at off into buf. */
+static enum status read_at(int fd, const char *path, void *buf, size_t len, uint64_t off) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t k = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            LOG(LOG_ERROR, "cache: reading %s: %s", path,
+                k < 0 ? strerror(errno) : "unexpected end of file");
+            return STATUS_IO;
+        }
+        done += (size_t)k;
+    }
+    return STATUS_OK;
+}
+
 /* Hashes the first `len` bytes of fd into c->hash (fresh state). */
 static enum status hash_prefix(slice_cache_t *c, int fd, uint64_t len) {
     enum { CHUNK = 1 << 20 };
     uint8_t *buf = malloc(CHUNK);
     if (!buf) return STATUS_NOMEM;
     crypto_generichash_init(&c->hash, NULL, 0, CRYPTO_HASH_BYTES);
-    uint64_t done = 0;
-    while (done < len) {
+    enum status rc = STATUS_OK;
+    for (uint64_t done = 0; done < len && rc == STATUS_OK; done += CHUNK) {
         size_t want = len - done < CHUNK ? (size_t)(len - done) : CHUNK;
-        ssize_t k = pread(fd, buf, want, (off_t)done);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            LOG(LOG_ERROR, "cache: reading %s: %s", c->part_path,
-                k < 0 ? strerror(errno) : "unexpected end of file");
-            free(buf);
-            return STATUS_IO;
-        }
-        crypto_generichash_update(&c->hash, buf, (size_t)k);
-        done += (uint64_t)k;
+        rc = read_at(fd, c->part_path, buf, want, done);
+        if (rc == STATUS_OK) crypto_generichash_update(&c->hash, buf, want);
     }
     free(buf);
-    return STATUS_OK;
+    return rc;
 }
 
 enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYTES], uint64_t total,
@@ -358,18 +366,9 @@ static int by_start(const void *x, const void *y) {
 /* Reads the part's first len bytes into a malloc'd buffer. */
 static uint8_t *read_head(slice_cache_t *c, uint64_t len) {
     uint8_t *buf = malloc(len ? (size_t)len : 1);
-    if (!buf) return NULL;
-    uint64_t done = 0;
-    while (done < len) {
-        ssize_t k = pread(c->part_fd, buf + done, (size_t)(len - done), (off_t)done);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            LOG(LOG_WARN, "cache: reading the head of %s: %s", c->part_path,
-                k < 0 ? strerror(errno) : "unexpected end of file");
-            free(buf);
-            return NULL;
-        }
-        done += (uint64_t)k;
+    if (buf && read_at(c->part_fd, c->part_path, buf, (size_t)len, 0) != STATUS_OK) {
+        free(buf);
+        return NULL;
     }
     return buf;
 }
@@ -512,17 +511,10 @@ enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max, uint64_t *cop
         if (pos < run->start + run->len) { /* tensor data */
             uint64_t left = run->start + run->len - pos;
             size_t n = (size_t)(left < want ? left : want);
-            ssize_t k =
-                pread(c->src_fd[run->src], buf, n, (off_t)(run->src_off + pos - run->start));
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0) {
-                LOG(LOG_WARN, "cache: reading a cached slice: %s",
-                    k < 0 ? strerror(errno) : "unexpected end of file");
-                rc = STATUS_IO;
-                break;
-            }
-            rc = slice_cache_append(c, buf, (size_t)k);
-            if (rc == STATUS_OK) *copied += (uint64_t)k;
+            rc = read_at(c->src_fd[run->src], "a cached slice", buf, n,
+                         run->src_off + pos - run->start);
+            if (rc == STATUS_OK) rc = slice_cache_append(c, buf, n);
+            if (rc == STATUS_OK) *copied += n;
         } else { /* its padding */
             uint64_t left = run->start + run->len + run->pad - pos;
             size_t n = (size_t)(left < want ? left : want);

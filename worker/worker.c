@@ -280,6 +280,7 @@ static uint64_t xfer_requests(const worker_t *w) {
 }
 
 static void send_weight_request(worker_t *w, struct worker_actions *acts) {
+    if (w->xfer_asked >= xfer_limit(w)) return; /* nothing to ask for before the limit */
     Caravan__Envelope env;
     Caravan__WeightRequest r = CARAVAN__WEIGHT_REQUEST__INIT;
     envelope(w, &env, w->slice.epoch);
