@@ -746,8 +746,9 @@ static bool parked(const coordinator_t *c, const struct worker_rec *w) {
     return w->parked_until_ms > c->now_ms;
 }
 
-/* Takes workers[i] out of the plan for a while (see struct worker_rec) and re-plans. */
-static void park_worker(coordinator_t *c, int i, const char *cause,
+/* Takes workers[i] out of the plan for a while (see struct worker_rec) and re-plans; the
+ * outage began outage_ms ago (the recovery line's detection time). */
+static void park_worker(coordinator_t *c, int i, const char *cause, uint64_t outage_ms,
                         struct coordinator_actions *acts) {
     struct worker_rec *w = &c->workers[i];
     w->park_ms = w->park_ms ? w->park_ms * 2 : PARK_FIRST_MS;
@@ -756,7 +757,8 @@ static void park_worker(coordinator_t *c, int i, const char *cause,
     LOG(LOG_ERROR, "coordinator: %s; node %u is out of the plan for %llu s, then tried again",
         cause, w->node_id, (unsigned long long)(w->park_ms / 1000));
     remove_worker(c, i, false);
-    c->fo_silent_ms = c->fo_declared_ms = c->now_ms;
+    c->fo_declared_ms = c->now_ms;
+    c->fo_silent_ms = c->now_ms - (outage_ms < c->now_ms ? outage_ms : c->now_ms);
     replan(c, acts, cause);
 }
 
@@ -791,7 +793,7 @@ static void on_unreachable(coordinator_t *c, struct worker_rec *w, const Caravan
         snprintf(cause, sizeof cause, "node %u (%s) cannot be reached at %s from node %u (%s)",
                  next->node_id, next->name, next->endpoint, w->node_id, w->name);
     }
-    park_worker(c, culprit, cause, acts);
+    park_worker(c, culprit, cause, env->error->outage_ms, acts);
 }
 
 void coordinator_on_first_unreachable(coordinator_t *c, uint64_t now_ms, uint64_t waited_ms,
@@ -811,7 +813,7 @@ void coordinator_on_first_unreachable(coordinator_t *c, uint64_t now_ms, uint64_
              "node %u (%s) cannot be reached at %s from the coordinator (no connection for %llu "
              "ms)",
              first->node_id, first->name, first->endpoint, (unsigned long long)waited_ms);
-    park_worker(c, 0, cause, acts);
+    park_worker(c, 0, cause, waited_ms, acts);
 }
 
 /* A parked worker whose time is up and that still answers goes back into a re-plan (one a

@@ -388,6 +388,7 @@ static void from_worker(coordinator_t *c, uint8_t rid, const uint8_t *key, uint6
     if (unreachable) {
         err.code = CARAVAN__ERROR__CODE__CODE_UNREACHABLE;
         err.text = "cannot reach the next stage";
+        err.outage_ms = 1500;
         env.body_case = CARAVAN__ENVELOPE__BODY_ERROR;
         env.error = &err;
     } else {
@@ -437,6 +438,14 @@ static void test_busy_stage(struct coordinator_actions *acts) {
     serve_req_unref(&r);
     coordinator_destroy(&c);
     serve_queue_destroy(&q);
+}
+
+/* The last "recovered" line the coordinator logged (log_set_sink). */
+static char recovered_line[512];
+static void catch_recovered(enum log_level level, const char *msg, void *user) {
+    (void)level;
+    (void)user;
+    if (strstr(msg, "recovered")) snprintf(recovered_line, sizeof recovered_line, "%s", msg);
 }
 
 /* Node names in stage order, as "1,3,2", and the state /cluster gives node `node`. */
@@ -523,7 +532,13 @@ static void test_unreachable(struct coordinator_actions *acts) {
     REQUIRE(coordinator_epoch(c) == 2 && coordinator_n_workers(c) == 2, "w2 not parked: epoch %llu",
             (unsigned long long)coordinator_epoch(c));
     coordinator_actions_clear(acts);
+    log_set_sink(catch_recovered, NULL);
+    log_set_level(LOG_WARN);
     READY(2, 1, 3);
+    log_set_level(LOG_ERROR);
+    log_set_sink(NULL, NULL);
+    /* detection counts from when the reporting stage lost its connection (1.5 s before) */
+    REQUIRE(strstr(recovered_line, "detection 1500 ms"), "recovery line: %s", recovered_line);
     stages(c, q, order, sizeof order, 2, state, sizeof state);
     REQUIRE(strcmp(order, "1,3") == 0 && strcmp(state, "parked") == 0, "stages %s, w2 %s", order,
             state);

@@ -419,7 +419,15 @@ void worker_on_next_unreachable(worker_t *w, const char *endpoint, uint64_t wait
              endpoint ? endpoint : "?", (unsigned long long)waited_ms, waiting,
              waiting == 1 ? "" : "s");
     LOG(LOG_ERROR, "worker: %s; telling the coordinator", text);
-    send_error(w, acts, CARAVAN__ERROR__CODE__CODE_UNREACHABLE, text, 0, 0, 0);
+    Caravan__Envelope env;
+    Caravan__Error e = CARAVAN__ERROR__INIT;
+    envelope(w, &env, w->slice.epoch);
+    e.code = CARAVAN__ERROR__CODE__CODE_UNREACHABLE;
+    e.text = text;
+    e.outage_ms = waited_ms; /* the coordinator's recovery line counts detection from it */
+    env.body_case = CARAVAN__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    emit(w, acts, WORKER_ACTION_SEND_CONTROL, &env);
 }
 
 bool worker_draining(const worker_t *w) {

@@ -314,7 +314,8 @@ static void test_next_unreachable(void) {
         Caravan__Envelope *env = decode_action(&acts, 0);
         assert(env->body_case == CARAVAN__ENVELOPE__BODY_ERROR && env->epoch == epoch &&
                env->error->code == CARAVAN__ERROR__CODE__CODE_UNREACHABLE &&
-               strstr(env->error->text, "tcp://next:1") && strstr(env->error->text, "3001 ms"));
+               strstr(env->error->text, "tcp://next:1") && strstr(env->error->text, "3001 ms") &&
+               env->error->outage_ms == 3001);
         codec_free(&env);
         worker_actions_clear(&acts);
     }
