@@ -18,15 +18,16 @@
 #include "slice.h"
 
 #define CACHE_PATH_MAX 4096
+#define SLICE_PATH_MAX (CACHE_PATH_MAX + 80)
 
 struct slice_cache {
     char dir[CACHE_PATH_MAX];
     /* The current slice. */
     uint8_t fp[CRYPTO_HASH_BYTES];
     uint64_t total, have;
-    char path[CACHE_PATH_MAX + 80];      /* <dir>/<hex>.gguf */
-    char part_path[CACHE_PATH_MAX + 80]; /* <dir>/<hex>.gguf.part */
-    int part_fd;                         /* open while receiving, else -1 */
+    char path[SLICE_PATH_MAX];          /* <dir>/<hex>.gguf */
+    char part_path[SLICE_PATH_MAX + 8]; /* <dir>/<hex>.gguf.part */
+    int part_fd;                        /* open while receiving, else -1 */
     crypto_generichash_state hash;
     /* Reuse (slice_cache_plan_reuse): stretches of the slice that other complete slices of
      * the same model hold, in blob order, and those slices' files, open for reading. */
@@ -51,6 +52,14 @@ static void reuse_clear(slice_cache_t *c) {
     c->src_fd = NULL;
     c->runs = NULL;
     c->n_src = c->n_runs = 0;
+}
+
+/* <dir>/<hex of fp>.gguf, the name of a complete slice file, into out. */
+static void slice_path(const slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYTES],
+                       char out[SLICE_PATH_MAX]) {
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    crypto_hex(fp, CRYPTO_HASH_BYTES, hex);
+    snprintf(out, SLICE_PATH_MAX, "%s/%s.gguf", c->dir, hex);
 }
 
 enum status slice_cache_default_dir(char *out, size_t cap) {
@@ -226,10 +235,8 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
     memcpy(c->fp, fp, CRYPTO_HASH_BYTES);
     c->total = total;
     c->have = 0;
-    char hex[CRYPTO_HASH_HEX_LEN + 1];
-    crypto_hex(fp, CRYPTO_HASH_BYTES, hex);
-    snprintf(c->path, sizeof c->path, "%s/%s.gguf", c->dir, hex);
-    snprintf(c->part_path, sizeof c->part_path, "%s/%s.gguf.part", c->dir, hex);
+    slice_path(c, fp, c->path);
+    snprintf(c->part_path, sizeof c->part_path, "%s.part", c->path);
 
     /* A complete file: re-verify it. */
     struct stat sb;
@@ -416,24 +423,21 @@ enum status slice_cache_plan_reuse(slice_cache_t *c, uint64_t head_bytes,
     }
     const int64_t n_t = gguf_n_tensors(want);
     bool *taken = calloc(n_t ? (size_t)n_t : 1, sizeof *taken);
+    uint64_t *starts = malloc((n_t ? (size_t)n_t : 1) * sizeof *starts);
     c->runs = calloc(n_t ? (size_t)n_t : 1, sizeof *c->runs);
     c->src_fd = calloc(n_entries ? n_entries : 1, sizeof *c->src_fd);
-    if (!taken || !c->runs || !c->src_fd) {
-        free(taken);
-        free(entries);
-        free(head);
-        gguf_close(&want);
+    if (!taken || !starts || !c->runs || !c->src_fd) {
         reuse_clear(c);
-        return STATUS_NOMEM;
+        rc = STATUS_NOMEM;
+        goto out;
     }
     const uint64_t want_data = gguf_data_offset(want);
     for (size_t e = 0; e < n_entries && c->n_runs < (size_t)n_t; e++) {
         if (!crypto_equal(entries[e].model_fingerprint, model_fp, CRYPTO_HASH_BYTES) ||
             crypto_equal(entries[e].fingerprint, c->fp, CRYPTO_HASH_BYTES))
             continue;
-        char hex[CRYPTO_HASH_HEX_LEN + 1], path[CACHE_PATH_MAX + 80];
-        crypto_hex(entries[e].fingerprint, CRYPTO_HASH_BYTES, hex);
-        snprintf(path, sizeof path, "%s/%s.gguf", c->dir, hex);
+        char path[SLICE_PATH_MAX];
+        slice_path(c, entries[e].fingerprint, path);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) continue; /* deleted meanwhile */
         gguf_t *g = NULL;
@@ -452,15 +456,6 @@ enum status slice_cache_plan_reuse(slice_cache_t *c, uint64_t head_bytes,
     }
     /* The padding after each tensor: up to the next tensor's data (any tensor of the blob, not
      * only the ones copied) or the blob's end. */
-    uint64_t *starts = malloc((n_t ? (size_t)n_t : 1) * sizeof *starts);
-    if (!starts) {
-        free(taken);
-        free(entries);
-        free(head);
-        gguf_close(&want);
-        reuse_clear(c);
-        return STATUS_NOMEM;
-    }
     for (int64_t i = 0; i < n_t; i++) starts[i] = want_data + gguf_tensor_at(want, i)->offset;
     for (size_t r = 0; r < c->n_runs; r++) {
         uint64_t end = c->runs[r].start + c->runs[r].len, next = c->total;
@@ -470,12 +465,13 @@ enum status slice_cache_plan_reuse(slice_cache_t *c, uint64_t head_bytes,
         *local += c->runs[r].len + c->runs[r].pad;
     }
     qsort(c->runs, c->n_runs, sizeof *c->runs, by_start);
+out:
     free(starts);
     free(taken);
     free(entries);
     free(head);
     gguf_close(&want);
-    return STATUS_OK;
+    return rc;
 }
 
 bool slice_cache_next_local(const slice_cache_t *c, uint64_t from, uint64_t *start, uint64_t *len) {
@@ -540,9 +536,8 @@ enum status slice_cache_prune_within(slice_cache_t *c, const uint8_t model_fp[CR
             crypto_equal(e[i].fingerprint, keep, CRYPTO_HASH_BYTES) || e[i].layer_first < first ||
             e[i].layer_end > end)
             continue;
-        char hex[CRYPTO_HASH_HEX_LEN + 1], path[CACHE_PATH_MAX + 80];
-        crypto_hex(e[i].fingerprint, CRYPTO_HASH_BYTES, hex);
-        snprintf(path, sizeof path, "%s/%s.gguf", c->dir, hex);
+        char path[SLICE_PATH_MAX];
+        slice_path(c, e[i].fingerprint, path);
         if (unlink(path) != 0) {
             LOG(LOG_WARN, "cache: cannot remove %s: %s", path, strerror(errno));
             continue;
