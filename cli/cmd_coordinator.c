@@ -354,6 +354,7 @@ int cmd_coordinator(int argc, char **argv) {
     struct coordinator_config ccfg = {0};
     crypto_keypair_t *kp = NULL;
     gguf_t *model = NULL;
+    uint8_t(*digests)[CRYPTO_HASH_BYTES] = NULL;
     transport_t *t = NULL;
     uint8_t *payload = NULL;
     tokenizer_t *tok = NULL;
@@ -375,6 +376,11 @@ int cmd_coordinator(int argc, char **argv) {
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "coordinator: model %s fingerprint %s", cli.model,
             crypto_hex(ccfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (slice_tensor_digests_cached(model, ccfg.model_fingerprint, cpus > 0 ? (int)cpus : 1,
+                                        &digests) != STATUS_OK)
+            goto done;
+        ccfg.tensor_digests = digests;
         ccfg.model_bytes = gguf_file_size(model);
         const char *slash = strrchr(cli.model, '/');
         ccfg.model_name = slash ? slash + 1 : cli.model;
@@ -608,6 +614,7 @@ done:
     free(tokens);
     tokenizer_free(&tok);
     gguf_close(&model);
+    free(digests);
     crypto_keypair_destroy(&kp);
     return rc;
 }

@@ -362,16 +362,33 @@ bool crypto_equal(const void *a, const void *b, size_t n) {
     return sodium_memcmp(a, b, n) == 0;
 }
 
+bool crypto_fingerprint_dir(char *out, size_t cap) {
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (xdg && xdg[0])
+        n = snprintf(out, cap, "%s/caravan/fingerprints", xdg);
+    else if (home && home[0])
+        n = snprintf(out, cap, "%s/.cache/caravan/fingerprints", home);
+    else
+        return false;
+    return n > 0 && (size_t)n < cap;
+}
+
+void crypto_make_dirs(char *dir) {
+    for (char *p = dir + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(dir, 0700);
+            *p = '/';
+        }
+    mkdir(dir, 0700);
+}
+
 enum status crypto_hash_file_cached(const char *path, uint8_t out[CRYPTO_HASH_BYTES]) {
     struct stat sb;
     char real[4096], dir[4096], file[4400], key[4600];
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (stat(path, &sb) != 0 || !realpath(path, real) || (!(xdg && xdg[0]) && !(home && home[0])))
+    if (stat(path, &sb) != 0 || !realpath(path, real) || !crypto_fingerprint_dir(dir, sizeof dir))
         return crypto_hash_file(path, 0, UINT64_MAX, out);
-    if (xdg && xdg[0])
-        snprintf(dir, sizeof dir, "%s/caravan/fingerprints", xdg);
-    else
-        snprintf(dir, sizeof dir, "%s/.cache/caravan/fingerprints", home);
     int n = snprintf(key, sizeof key, "%s|%llu|%llu|%llu|%lld.%09ld", real,
                      (unsigned long long)sb.st_dev, (unsigned long long)sb.st_ino,
                      (unsigned long long)sb.st_size, (long long)sb.st_mtim.tv_sec,
@@ -398,13 +415,7 @@ enum status crypto_hash_file_cached(const char *path, uint8_t out[CRYPTO_HASH_BY
     enum status rc = crypto_hash_file(path, 0, UINT64_MAX, out);
     if (rc != STATUS_OK) return rc;
     /* remember it (best effort): mkdir -p, then write and rename */
-    for (char *p = dir + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(dir, 0700);
-            *p = '/';
-        }
-    mkdir(dir, 0700);
+    crypto_make_dirs(dir);
     char tmp[4500];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", file, (int)getpid());
     f = fopen(tmp, "w");

@@ -2,11 +2,13 @@
 #include "slice.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -40,31 +42,300 @@ static bool slice_owns(const char *name, int32_t first, int32_t end, int32_t n_l
     return false;
 }
 
-/* Feeds the whole blob to the hash (zeros for padding). */
-static void hash_range(const struct slice *s, crypto_generichash_state *st) {
+/* ==== The fingerprint (see slice.h) ===========================================================
+ */
+
+static const char FP_TAG[32] = "caravan.slice.fingerprint.v3";
+
+static void put_u64(crypto_generichash_state *st, uint64_t v) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    crypto_generichash_update(st, b, sizeof b);
+}
+
+static void fp_begin(crypto_generichash_state *top, uint64_t total, uint64_t head_len,
+                     const uint8_t head_digest[CRYPTO_HASH_BYTES]) {
+    crypto_generichash_init(top, NULL, 0, CRYPTO_HASH_BYTES);
+    crypto_generichash_update(top, (const uint8_t *)FP_TAG, sizeof FP_TAG);
+    put_u64(top, total);
+    put_u64(top, head_len);
+    crypto_generichash_update(top, head_digest, CRYPTO_HASH_BYTES);
+}
+
+static void fp_tensor(crypto_generichash_state *top, uint64_t offset, uint64_t nbytes, uint64_t pad,
+                      const uint8_t digest[CRYPTO_HASH_BYTES]) {
+    put_u64(top, offset);
+    put_u64(top, nbytes);
+    put_u64(top, pad);
+    crypto_generichash_update(top, digest, CRYPTO_HASH_BYTES);
+}
+
+/* s's fingerprint from its layout, with each tensor's digest from digests[] (by the model's
+ * tensor index) or, without, hashed from the mapping. */
+static void fingerprint(struct slice *s, const uint8_t (*digests)[CRYPTO_HASH_BYTES]) {
     static const uint8_t zeros[4096];
-    crypto_generichash_update(st, s->head, s->head_len);
+    const uint64_t head_region = s->parts[0].offset;
+    crypto_generichash_state st, top;
+    uint8_t d[CRYPTO_HASH_BYTES];
+    crypto_generichash_init(&st, NULL, 0, CRYPTO_HASH_BYTES);
+    crypto_generichash_update(&st, s->head, s->head_len);
+    for (uint64_t left = head_region - s->head_len; left;) {
+        size_t k = left < sizeof zeros ? (size_t)left : sizeof zeros;
+        crypto_generichash_update(&st, zeros, k);
+        left -= k;
+    }
+    crypto_generichash_final(&st, d, CRYPTO_HASH_BYTES);
+    fp_begin(&top, s->nbytes, head_region, d);
     for (size_t i = 0; i < s->n_parts; i++) {
         const struct slice_part *p = &s->parts[i];
-        crypto_generichash_update(st, p->data, p->nbytes);
         uint64_t next = i + 1 < s->n_parts ? s->parts[i + 1].offset : s->nbytes;
-        uint64_t pad = next - p->offset - p->nbytes;
-        while (pad) {
-            size_t k = pad < sizeof zeros ? (size_t)pad : sizeof zeros;
-            crypto_generichash_update(st, zeros, k);
-            pad -= k;
+        if (digests)
+            memcpy(d, digests[p->tensor], CRYPTO_HASH_BYTES);
+        else
+            crypto_generichash(d, CRYPTO_HASH_BYTES, p->data, p->nbytes, NULL, 0);
+        fp_tensor(&top, p->offset, p->nbytes, next - p->offset - p->nbytes, d);
+    }
+    crypto_generichash_final(&top, s->fingerprint, CRYPTO_HASH_BYTES);
+}
+
+struct digest_job {
+    const gguf_t *g;
+    uint8_t (*out)[CRYPTO_HASH_BYTES];
+    int64_t from, step;
+};
+
+static void *digest_some(void *arg) {
+    const struct digest_job *j = arg;
+    for (int64_t i = j->from; i < gguf_n_tensors(j->g); i += j->step) {
+        const struct gguf_tensor *t = gguf_tensor_at(j->g, i);
+        crypto_generichash(j->out[i], CRYPTO_HASH_BYTES, t->data, t->nbytes, NULL, 0);
+    }
+    return NULL;
+}
+
+enum status slice_tensor_digests(const gguf_t *g, int n_threads,
+                                 uint8_t (*out)[CRYPTO_HASH_BYTES]) {
+    if (sodium_init() < 0) return STATUS_IO;
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > 16) n_threads = 16;
+    pthread_t th[16];
+    struct digest_job jobs[16];
+    int started = 0;
+    for (int k = 0; k < n_threads; k++)
+        jobs[k] = (struct digest_job){.g = g, .out = out, .from = k, .step = n_threads};
+    for (int k = 1; k < n_threads; k++, started++)
+        if (pthread_create(&th[k], NULL, digest_some, &jobs[k]) != 0) break;
+    /* the jobs no thread took, on this one */
+    for (int k = 0; k < n_threads; k++)
+        if (k == 0 || k > started) digest_some(&jobs[k]);
+    for (int k = 1; k <= started; k++) pthread_join(th[k], NULL);
+    return STATUS_OK;
+}
+
+/* DIR/fingerprints/<model hex>.tensors into out: the digests, then BLAKE2b-256 of them. */
+static bool digests_path(const uint8_t model_fp[CRYPTO_HASH_BYTES], char *out, size_t cap,
+                         char *dir, size_t dir_cap) {
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    if (!crypto_fingerprint_dir(dir, dir_cap)) return false;
+    int n = snprintf(out, cap, "%s/%s.tensors", dir, crypto_hex(model_fp, CRYPTO_HASH_BYTES, hex));
+    return n > 0 && (size_t)n < cap;
+}
+
+enum status slice_tensor_digests_cached(const gguf_t *g, const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                                        int n_threads, uint8_t (**out)[CRYPTO_HASH_BYTES]) {
+    *out = NULL;
+    const int64_t n = gguf_n_tensors(g);
+    const size_t len = (size_t)n * CRYPTO_HASH_BYTES;
+    uint8_t(*d)[CRYPTO_HASH_BYTES] = malloc(len + CRYPTO_HASH_BYTES);
+    if (!d) return STATUS_NOMEM;
+    char dir[4096], path[4400];
+    bool cacheable = digests_path(model_fp, path, sizeof path, dir, sizeof dir);
+    uint8_t check[CRYPTO_HASH_BYTES];
+    FILE *f = cacheable ? fopen(path, "rb") : NULL;
+    if (f) {
+        bool ok =
+            fread(d, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES && fgetc(f) == EOF;
+        fclose(f);
+        crypto_hash_buf(d, len, check);
+        if (ok && crypto_equal(check, d[n], CRYPTO_HASH_BYTES)) {
+            LOG(LOG_INFO, "slice: the model's tensor digests were computed before (%s)", path);
+            *out = d;
+            return STATUS_OK;
         }
+        LOG(LOG_WARN, "slice: %s does not check; digesting the tensors again", path);
+    }
+    uint64_t bytes = 0;
+    for (int64_t i = 0; i < n; i++) bytes += gguf_tensor_at(g, i)->nbytes;
+    LOG(LOG_INFO,
+        "slice: digesting the model's %lld tensors (%.1f MB) on %d threads, once per model",
+        (long long)n, (double)bytes / 1e6, n_threads);
+    enum status rc = slice_tensor_digests(g, n_threads, d);
+    if (rc != STATUS_OK) {
+        free(d);
+        return rc;
+    }
+    crypto_hash_buf(d, len, d[n]);
+    if (cacheable) { /* remembered, best effort: write, then rename */
+        char tmp[4500];
+        crypto_make_dirs(dir);
+        snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+        f = fopen(tmp, "wb");
+        if (f) {
+            bool ok = fwrite(d, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES;
+            ok &= fclose(f) == 0;
+            if (!ok || rename(tmp, path) != 0) remove(tmp);
+        }
+    }
+    *out = d;
+    return STATUS_OK;
+}
+
+/* ==== Verifying a blob as it arrives ===========================================================
+ */
+
+struct hasher_seg {
+    uint64_t start, nbytes, end; /* data [start, start + nbytes), zeros up to end */
+};
+
+struct slice_hasher {
+    crypto_generichash_state top, cur; /* cur: the current tensor's data */
+    uint64_t total, head_len, pos;
+    uint8_t *head; /* the head's bytes, until all have come */
+    struct hasher_seg *segs;
+    size_t n_segs, at;
+    bool bad;
+};
+
+enum status slice_hasher_new(uint64_t total, uint64_t head_len, slice_hasher_t **out) {
+    *out = NULL;
+    if (sodium_init() < 0) return STATUS_IO;
+    slice_hasher_t *h = aligned_alloc(64, (sizeof *h + 63) / 64 * 64);
+    if (!h) return STATUS_NOMEM;
+    memset(h, 0, sizeof *h);
+    h->total = total;
+    h->head_len = head_len;
+    /* a head no GGUF header fits in, or past the blob, cannot verify */
+    h->bad = head_len == 0 || head_len > total || head_len > SLICE_MAX_HEAD;
+    if (!h->bad && !(h->head = malloc((size_t)head_len))) {
+        free(h);
+        return STATUS_NOMEM;
+    }
+    *out = h;
+    return STATUS_OK;
+}
+
+void slice_hasher_destroy(slice_hasher_t **self_p) {
+    if (!self_p || !*self_p) return;
+    free((*self_p)->head);
+    free((*self_p)->segs);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+static int seg_by_start(const void *x, const void *y) {
+    const struct hasher_seg *a = x, *b = y;
+    return a->start < b->start ? -1 : a->start > b->start;
+}
+
+/* The whole head has come: its tensors say where every tensor's data lies. */
+static void hasher_head_done(slice_hasher_t *h) {
+    gguf_t *g = NULL;
+    if (gguf_open_head(h->head, (size_t)h->head_len, h->total, &g) != STATUS_OK) {
+        h->bad = true;
+        return;
+    }
+    const int64_t n = gguf_n_tensors(g);
+    h->segs = n > 0 ? calloc((size_t)n, sizeof *h->segs) : NULL;
+    if (!h->segs) {
+        h->bad = true;
+        gguf_close(&g);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        h->segs[i] = (struct hasher_seg){gguf_data_offset(g) + t->offset, t->nbytes, 0};
+    }
+    gguf_close(&g);
+    h->n_segs = (size_t)n;
+    qsort(h->segs, h->n_segs, sizeof *h->segs, seg_by_start);
+    /* The tensors tile the blob: the first starts where the head ends, none overlaps the next,
+     * and the last ends inside the blob (gguf_open_head checked each against total). */
+    h->bad = h->segs[0].start != h->head_len;
+    for (size_t i = 0; i < h->n_segs && !h->bad; i++) {
+        h->segs[i].end = i + 1 < h->n_segs ? h->segs[i + 1].start : h->total;
+        h->bad = h->segs[i].start + h->segs[i].nbytes > h->segs[i].end;
+    }
+    uint8_t d[CRYPTO_HASH_BYTES];
+    crypto_generichash(d, CRYPTO_HASH_BYTES, h->head, (size_t)h->head_len, NULL, 0);
+    fp_begin(&h->top, h->total, h->head_len, d);
+    crypto_generichash_init(&h->cur, NULL, 0, CRYPTO_HASH_BYTES);
+    free(h->head);
+    h->head = NULL;
+}
+
+/* Closes every tensor that ends (padding included) where the blob is now. */
+static void hasher_close_segs(slice_hasher_t *h) {
+    while (h->at < h->n_segs && h->pos == h->segs[h->at].end) {
+        const struct hasher_seg *s = &h->segs[h->at++];
+        uint8_t d[CRYPTO_HASH_BYTES];
+        crypto_generichash_final(&h->cur, d, CRYPTO_HASH_BYTES);
+        fp_tensor(&h->top, s->start, s->nbytes, s->end - s->start - s->nbytes, d);
+        crypto_generichash_init(&h->cur, NULL, 0, CRYPTO_HASH_BYTES);
     }
 }
 
-enum status slice_init(struct slice *s, const gguf_t *g, const uint8_t model_fp[CRYPTO_HASH_BYTES],
-                       int32_t first, int32_t end) {
-    return slice_init_known(s, g, model_fp, first, end, NULL);
+void slice_hasher_update(slice_hasher_t *h, const uint8_t *data, size_t len) {
+    while (len && !h->bad) {
+        size_t k;
+        if (h->pos < h->head_len) {
+            k = h->head_len - h->pos < len ? (size_t)(h->head_len - h->pos) : len;
+            memcpy(h->head + h->pos, data, k);
+            h->pos += k;
+            if (h->pos == h->head_len) {
+                hasher_head_done(h);
+                if (!h->bad) hasher_close_segs(h);
+            }
+        } else if (h->at == h->n_segs) {
+            h->bad = true; /* past the blob's end */
+            break;
+        } else {
+            const struct hasher_seg *s = &h->segs[h->at];
+            uint64_t data_end = s->start + s->nbytes;
+            if (h->pos < data_end) {
+                k = data_end - h->pos < len ? (size_t)(data_end - h->pos) : len;
+                crypto_generichash_update(&h->cur, data, k);
+            } else { /* padding: zeros */
+                k = s->end - h->pos < len ? (size_t)(s->end - h->pos) : len;
+                for (size_t i = 0; i < k; i++)
+                    if (data[i]) h->bad = true;
+            }
+            h->pos += k;
+            hasher_close_segs(h);
+        }
+        data += k;
+        len -= k;
+    }
 }
 
-enum status slice_init_known(struct slice *s, const gguf_t *g,
-                             const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first, int32_t end,
-                             const uint8_t known_fp[CRYPTO_HASH_BYTES]) {
+uint64_t slice_hasher_pos(const slice_hasher_t *h) {
+    return h->pos;
+}
+
+bool slice_hasher_final(slice_hasher_t *h, uint8_t out[CRYPTO_HASH_BYTES]) {
+    if (h->bad || h->pos != h->total || h->head || h->at != h->n_segs) {
+        memset(out, 0, CRYPTO_HASH_BYTES);
+        return false;
+    }
+    crypto_generichash_final(&h->top, out, CRYPTO_HASH_BYTES);
+    h->bad = true; /* a state is finished once */
+    return true;
+}
+
+/* Lays out [first, end) of g; its fingerprint is known_fp when given, else computed (from
+ * digests[] when given). */
+static enum status init(struct slice *s, const gguf_t *g, const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                        int32_t first, int32_t end, const uint8_t known_fp[CRYPTO_HASH_BYTES],
+                        const uint8_t (*digests)[CRYPTO_HASH_BYTES]) {
     memset(s, 0, sizeof *s);
     enum status rc = slice_n_layers(g, &s->n_layers);
     if (rc != STATUS_OK) return rc;
@@ -90,7 +361,7 @@ enum status slice_init_known(struct slice *s, const gguf_t *g,
         const struct gguf_tensor *t = gguf_tensor_at(g, i);
         if (!slice_owns(t->name.ptr, first, end, s->n_layers, tied)) continue;
         gguf_writer_add_tensor(w, t->name.ptr, t->type, t->n_dims, t->ne);
-        s->parts[s->n_parts++] = (struct slice_part){t->data, t->nbytes, 0};
+        s->parts[s->n_parts++] = (struct slice_part){t->data, t->nbytes, 0, i};
     }
     if (s->n_parts == 0) {
         LOG(LOG_ERROR, "slice [%d, %d) holds no tensors", first, end);
@@ -108,16 +379,30 @@ enum status slice_init_known(struct slice *s, const gguf_t *g,
         memcpy(s->fingerprint, known_fp, CRYPTO_HASH_BYTES);
         return STATUS_OK;
     }
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, NULL, 0, CRYPTO_HASH_BYTES);
-    hash_range(s, &st);
-    crypto_generichash_final(&st, s->fingerprint, CRYPTO_HASH_BYTES);
+    fingerprint(s, digests);
     return STATUS_OK;
 
 fail:
     gguf_writer_destroy(&w);
     slice_free(s);
     return rc;
+}
+
+enum status slice_init(struct slice *s, const gguf_t *g, const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                       int32_t first, int32_t end) {
+    return init(s, g, model_fp, first, end, NULL, NULL);
+}
+
+enum status slice_init_known(struct slice *s, const gguf_t *g,
+                             const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first, int32_t end,
+                             const uint8_t known_fp[CRYPTO_HASH_BYTES]) {
+    return init(s, g, model_fp, first, end, known_fp, NULL);
+}
+
+enum status slice_init_digests(struct slice *s, const gguf_t *g,
+                               const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first,
+                               int32_t end, const uint8_t (*digests)[CRYPTO_HASH_BYTES]) {
+    return init(s, g, model_fp, first, end, NULL, digests);
 }
 
 void slice_free(struct slice *s) {
@@ -173,4 +458,23 @@ bool slice_file_info(const gguf_t *g, int32_t *first, int32_t *end, int32_t *n_l
     *end = (int32_t)e;
     *n_layers = (int32_t)n;
     return true;
+}
+
+bool slice_blob_fingerprint(const uint8_t *blob, size_t len, uint8_t fp[CRYPTO_HASH_BYTES],
+                            uint64_t *head_len) {
+    gguf_t *g = NULL;
+    memset(fp, 0, CRYPTO_HASH_BYTES);
+    *head_len = 0;
+    if (gguf_open_buffer(blob, len, &g) != STATUS_OK) return false;
+    uint64_t first = UINT64_MAX;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++)
+        if (gguf_tensor_at(g, i)->offset < first) first = gguf_tensor_at(g, i)->offset;
+    if (first != UINT64_MAX) *head_len = gguf_data_offset(g) + first;
+    gguf_close(&g);
+    slice_hasher_t *h = NULL;
+    if (slice_hasher_new(len, *head_len, &h) != STATUS_OK) return false;
+    slice_hasher_update(h, blob, len);
+    bool ok = slice_hasher_final(h, fp);
+    slice_hasher_destroy(&h);
+    return ok;
 }

@@ -14,8 +14,20 @@
  * each padded with zeros. The bytes depend only on the model and the range, so the coordinator
  * (which serves the blob by offset: the header is built in memory, tensor data is read from the
  * model's mapping, padding is zeros) and a worker with its own copy of the model compute the
- * same fingerprint, BLAKE2b-256 of the blob, without writing it anywhere. A worker that is
- * shipped the blob stores it and loads it with model_load over the same layer range. */
+ * same fingerprint without writing the blob anywhere. A worker that is shipped the blob stores
+ * it and loads it with model_load over the same layer range.
+ *
+ * The fingerprint is BLAKE2b-256 over
+ *   "caravan.slice.fingerprint.v3" (zero-padded to 32 bytes), u64le total, u64le head_len,
+ *   BLAKE2b-256(blob[0, head_len)),
+ *   then for each tensor in data order: u64le offset, u64le nbytes, u64le pad,
+ *   BLAKE2b-256(its nbytes of data)
+ * where head_len is where the first tensor's data starts, pad is the bytes after a tensor up to
+ * the next one's data (or the blob's end), and a blob whose padding is not all zeros, whose
+ * tensors do not tile it so, or whose head does not parse has no fingerprint. It covers every
+ * byte like a hash of the whole blob, but a tensor's digest does not depend on the slice it is
+ * in: the coordinator digests the model's tensors once (slice_tensor_digests) and fingerprints
+ * any layer range by hashing only its header, so a re-plan reads no weights. */
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +37,8 @@
 #include "status.h"
 
 #define SLICE_MAX_PARTS 4096
+/* The longest head a shipped blob may declare (a GGUF header: metadata and tensor infos). */
+#define SLICE_MAX_HEAD ((uint64_t)256 << 20)
 
 /* Metadata keys a slice file carries beyond the model's (u32 each). */
 #define SLICE_KEY_LAYER_FIRST "caravan.slice.layer_first"
@@ -36,6 +50,7 @@ struct slice_part {
     const uint8_t *data; /* into the gguf mapping */
     size_t nbytes;
     uint64_t offset; /* where it starts in the blob; zeros follow up to the next part */
+    int64_t tensor;  /* its index in the model */
 };
 
 struct slice {
@@ -62,7 +77,42 @@ CARAVAN_NODISCARD enum status slice_init_known(struct slice *s, const gguf_t *g,
                                                const uint8_t model_fp[CRYPTO_HASH_BYTES],
                                                int32_t first, int32_t end,
                                                const uint8_t known_fp[CRYPTO_HASH_BYTES]);
+/* The same, each tensor's digest taken from digests[] (slice_tensor_digests of g): only the
+ * header is hashed. */
+CARAVAN_NODISCARD enum status slice_init_digests(struct slice *s, const gguf_t *g,
+                                                 const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                                                 int32_t first, int32_t end,
+                                                 const uint8_t (*digests)[CRYPTO_HASH_BYTES]);
 void slice_free(struct slice *s);
+
+/* out[i] = BLAKE2b-256 of tensor i's data, for every tensor of g (reads all of them), on up to
+ * n_threads threads. */
+CARAVAN_NODISCARD enum status slice_tensor_digests(const gguf_t *g, int n_threads,
+                                                   uint8_t (*out)[CRYPTO_HASH_BYTES]);
+
+/* The same, remembered in DIR/fingerprints/<model_fp hex>.tensors (DIR as for
+ * crypto_hash_file_cached) with a checksum, so a model is digested once. *out is malloc'd. */
+CARAVAN_NODISCARD enum status slice_tensor_digests_cached(const gguf_t *g,
+                                                          const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                                                          int n_threads,
+                                                          uint8_t (**out)[CRYPTO_HASH_BYTES]);
+
+/* Verifies a blob as it arrives, in order and in pieces of any size: the fingerprint above of
+ * a total-byte blob whose head (where the first tensor's data starts: Assign.slice_head_bytes)
+ * is head_len bytes. The head is held in memory until all of it has come. */
+typedef struct slice_hasher slice_hasher_t;
+CARAVAN_NODISCARD enum status slice_hasher_new(uint64_t total, uint64_t head_len,
+                                               slice_hasher_t **out);
+void slice_hasher_update(slice_hasher_t *h, const uint8_t *data, size_t len);
+uint64_t slice_hasher_pos(const slice_hasher_t *h); /* bytes fed so far */
+/* After the last byte: true with the fingerprint in out; false (out zeroed) when the blob has
+ * none (see above) or is not complete. */
+bool slice_hasher_final(slice_hasher_t *h, uint8_t out[CRYPTO_HASH_BYTES]);
+void slice_hasher_destroy(slice_hasher_t **self_p);
+/* A whole blob in memory: its fingerprint and head length (where its first tensor's data
+ * starts); false when it has none. */
+bool slice_blob_fingerprint(const uint8_t *blob, size_t len, uint8_t fp[CRYPTO_HASH_BYTES],
+                            uint64_t *head_len);
 
 /* Copies up to cap blob bytes from offset into dst; returns the count copied. */
 size_t slice_read(const struct slice *s, uint64_t offset, uint8_t *dst, size_t cap);

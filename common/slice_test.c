@@ -1,15 +1,18 @@
 /* slice_test: a slice's blob is a GGUF file holding exactly its tensors (names, types, shapes
  * and bytes of the model's) and every metadata pair; slice_read serves it at any offset in any
- * chunk size; the fingerprint is BLAKE2b of those bytes; model_load of the blob over the same
- * layer range computes bit for bit what the whole model does. On mkmodel's tiny llama (untied
- * head) and tiny llama3 (tied head, rope_freqs, which every slice must carry). */
+ * chunk size; the fingerprint is slice.h's (per tensor digests, see check_fingerprint); model_load
+ * of the blob over the same layer range computes bit for bit what the whole model does. On
+ * mkmodel's tiny llama (untied head) and tiny llama3 (tied head, rope_freqs, which every slice must
+ * carry). */
 #undef NDEBUG
 #include "slice.h"
 
 #include <assert.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -46,6 +49,116 @@ static float *run(const char *path, int32_t first, int32_t end, size_t *n_out) {
     return out;
 }
 
+static void put64(crypto_generichash_state *st, uint64_t v) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    crypto_generichash_update(st, b, 8);
+}
+
+/* The fingerprint as slice.h defines it, from the blob alone. */
+static void reference_fp(const uint8_t *blob, size_t len, uint8_t out[CRYPTO_HASH_BYTES]) {
+    gguf_t *b = NULL;
+    assert(gguf_open_buffer(blob, len, &b) == STATUS_OK);
+    const int64_t n = gguf_n_tensors(b);
+    const uint64_t data = gguf_data_offset(b);
+    static const char tag[32] = "caravan.slice.fingerprint.v3";
+    uint8_t d[CRYPTO_HASH_BYTES];
+    crypto_generichash_state top;
+    crypto_generichash_init(&top, NULL, 0, 32);
+    crypto_generichash_update(&top, (const uint8_t *)tag, 32);
+    put64(&top, len);
+    put64(&top, data + gguf_tensor_at(b, 0)->offset);
+    crypto_generichash(d, 32, blob, data + gguf_tensor_at(b, 0)->offset, NULL, 0);
+    crypto_generichash_update(&top, d, 32);
+    for (int64_t i = 0; i < n; i++) { /* the slice writes data in info order */
+        const struct gguf_tensor *t = gguf_tensor_at(b, i);
+        uint64_t at = data + t->offset,
+                 next = i + 1 < n ? data + gguf_tensor_at(b, i + 1)->offset : len;
+        for (uint64_t k = at + t->nbytes; k < next; k++) assert(blob[k] == 0);
+        put64(&top, at);
+        put64(&top, t->nbytes);
+        put64(&top, next - at - t->nbytes);
+        crypto_generichash(d, 32, t->data, t->nbytes, NULL, 0);
+        crypto_generichash_update(&top, d, 32);
+    }
+    crypto_generichash_final(&top, out, 32);
+    gguf_close(&b);
+}
+
+/* Feeds len bytes of blob to a hasher of a total-byte blob with the given head in pieces of
+ * `piece`; its verdict and fingerprint. */
+static bool hash_pieces(const uint8_t *blob, size_t len, uint64_t total, uint64_t head,
+                        size_t piece, uint8_t out[CRYPTO_HASH_BYTES]) {
+    slice_hasher_t *h = NULL;
+    assert(slice_hasher_new(total, head, &h) == STATUS_OK);
+    for (size_t at = 0; at < len; at += piece)
+        slice_hasher_update(h, blob + at, len - at < piece ? len - at : piece);
+    bool ok = slice_hasher_final(h, out);
+    slice_hasher_destroy(&h);
+    return ok;
+}
+
+/* The fingerprint is slice.h's, whether computed from the model's mapping, from the tensors'
+ * digests, or by a hasher fed the blob in any pieces; a changed data byte changes it; a
+ * non-zero padding byte, a wrong head length, a short or long blob have none. */
+static void check_fingerprint(const gguf_t *g, const struct slice *s, uint8_t *blob) {
+    const size_t len = s->nbytes;
+    const uint64_t head = s->parts[0].offset;
+    uint8_t fp[CRYPTO_HASH_BYTES], fp2[CRYPTO_HASH_BYTES];
+    reference_fp(blob, len, fp);
+    assert(memcmp(fp, s->fingerprint, sizeof fp) == 0);
+    uint64_t got_head = 0;
+    assert(slice_blob_fingerprint(blob, len, fp2, &got_head) && got_head == head);
+    assert(memcmp(fp2, fp, sizeof fp) == 0);
+    const size_t pieces[] = {1, 7, 777, 65536, len};
+    for (size_t k = 0; k < sizeof pieces / sizeof pieces[0]; k++) {
+        if (pieces[k] == 1 && len > 300000) continue; /* slow, and 7 covers it */
+        assert(hash_pieces(blob, len, len, head, pieces[k], fp2) && !memcmp(fp2, fp, sizeof fp));
+    }
+    /* from the digests, computed on 1 or 3 threads alike */
+    const int64_t n = gguf_n_tensors(g);
+    uint8_t(*d1)[CRYPTO_HASH_BYTES] = malloc((size_t)n * CRYPTO_HASH_BYTES);
+    uint8_t(*d3)[CRYPTO_HASH_BYTES] = malloc((size_t)n * CRYPTO_HASH_BYTES);
+    assert(slice_tensor_digests(g, 1, d1) == STATUS_OK &&
+           slice_tensor_digests(g, 3, d3) == STATUS_OK);
+    assert(memcmp(d1, d3, (size_t)n * CRYPTO_HASH_BYTES) == 0);
+    struct slice sd;
+    assert(slice_init_digests(&sd, g, MODEL_FP, s->layer_first, s->layer_end, d3) == STATUS_OK);
+    assert(memcmp(sd.fingerprint, fp, sizeof fp) == 0);
+    slice_free(&sd);
+    d3[s->parts[s->n_parts - 1].tensor][0] ^= 1; /* a digest is what makes it */
+    assert(slice_init_digests(&sd, g, MODEL_FP, s->layer_first, s->layer_end, d3) == STATUS_OK);
+    assert(memcmp(sd.fingerprint, fp, sizeof fp) != 0);
+    slice_free(&sd);
+    free(d1);
+    free(d3);
+    /* a data byte */
+    uint8_t *bad = malloc(len);
+    memcpy(bad, blob, len);
+    const struct slice_part *last = &s->parts[s->n_parts - 1];
+    bad[last->offset + last->nbytes / 2] ^= 0x10;
+    assert(hash_pieces(bad, len, len, head, 4096, fp2) && memcmp(fp2, fp, sizeof fp) != 0);
+    /* a padding byte */
+    memcpy(bad, blob, len);
+    bool padded = false;
+    for (size_t i = 0; i < s->n_parts && !padded; i++) {
+        uint64_t next = i + 1 < s->n_parts ? s->parts[i + 1].offset : len;
+        if (next > s->parts[i].offset + s->parts[i].nbytes) {
+            bad[next - 1] = 1;
+            padded = true;
+        }
+    }
+    if (padded) assert(!hash_pieces(bad, len, len, head, 4096, fp2));
+    /* the head's length off either way; a blob cut short or run long */
+    assert(!hash_pieces(blob, len, len, head - 1, 4096, fp2));
+    assert(!hash_pieces(blob, len, len, head + 32, 4096, fp2));
+    assert(!hash_pieces(blob, len, len, 0, 4096, fp2));
+    assert(!hash_pieces(blob, len - 1, len, head, 4096, fp2));
+    memcpy(bad, blob, len);
+    assert(!hash_pieces(blob, len, len - 1, head, 4096, fp2));
+    free(bad);
+}
+
 static void check_range(const char *model_path, const gguf_t *g, int32_t first, int32_t end) {
     struct slice s;
     assert(slice_init(&s, g, MODEL_FP, first, end) == STATUS_OK);
@@ -59,8 +172,7 @@ static void check_range(const char *model_path, const gguf_t *g, int32_t first, 
     }
     assert(slice_read(&s, s.nbytes, blob, 10) == 0);
     uint8_t fp[CRYPTO_HASH_BYTES];
-    crypto_hash_buf(blob, s.nbytes, fp);
-    assert(memcmp(fp, s.fingerprint, sizeof fp) == 0);
+    check_fingerprint(g, &s, blob);
 
     gguf_t *sg = NULL;
     assert(gguf_open_buffer(blob, s.nbytes, &sg) == STATUS_OK);
@@ -121,10 +233,82 @@ static void check_range(const char *model_path, const gguf_t *g, int32_t first, 
     slice_free(&s);
 }
 
+static enum status fill_ramp(void *ctx, int64_t index, void *dst, size_t nbytes) {
+    (void)ctx;
+    for (size_t i = 0; i < nbytes; i++) ((uint8_t *)dst)[i] = (uint8_t)(i * 7 + (size_t)index + 1);
+    return STATUS_OK;
+}
+
+/* A blob whose tensors are padded (33 and 5 bytes at alignment 32): the fingerprint is the
+ * reference's; a non-zero byte in either padding leaves it without one. */
+static void check_padding(void) {
+    gguf_writer_t *w = gguf_writer_new();
+    int64_t a[1] = {33}, b[1] = {5};
+    gguf_writer_add_tensor(w, "a", DTYPE_I8, 1, a);
+    gguf_writer_add_tensor(w, "b", DTYPE_I8, 1, b);
+    uint8_t *blob = NULL, fp[CRYPTO_HASH_BYTES], ref[CRYPTO_HASH_BYTES];
+    size_t len = 0;
+    uint64_t head = 0;
+    assert(gguf_writer_write_buffer(w, fill_ramp, NULL, &blob, &len) == STATUS_OK);
+    gguf_writer_destroy(&w);
+    assert(slice_blob_fingerprint(blob, len, fp, &head));
+    reference_fp(blob, len, ref);
+    assert(memcmp(fp, ref, sizeof fp) == 0 && len == head + 64 + 32);
+    const uint64_t pads[] = {head + 33, head + 63, head + 64 + 5, len - 1};
+    for (size_t i = 0; i < sizeof pads / sizeof pads[0]; i++) {
+        blob[pads[i]] = 0x80;
+        assert(!slice_blob_fingerprint(blob, len, fp, &head));
+        blob[pads[i]] = 0;
+        assert(slice_blob_fingerprint(blob, len, fp, &head) && !memcmp(fp, ref, sizeof fp));
+    }
+    free(blob);
+}
+
+/* The digests remembered on disk come back the same; a damaged file is not believed. */
+static void check_digests_cached(const gguf_t *g) {
+    const int64_t n = gguf_n_tensors(g);
+    const size_t len = (size_t)n * CRYPTO_HASH_BYTES;
+    uint8_t(*want)[CRYPTO_HASH_BYTES] = malloc(len), (*got)[CRYPTO_HASH_BYTES] = NULL;
+    assert(slice_tensor_digests(g, 2, want) == STATUS_OK);
+    setenv("XDG_CACHE_HOME", g_dir, 1);
+    char path[512], hex[CRYPTO_HASH_HEX_LEN + 1];
+    snprintf(path, sizeof path, "%s/caravan/fingerprints/%s.tensors", g_dir,
+             crypto_hex(MODEL_FP, CRYPTO_HASH_BYTES, hex));
+    unlink(path);
+    for (int round = 0; round < 3; round++) {
+        assert(slice_tensor_digests_cached(g, MODEL_FP, 2, &got) == STATUS_OK);
+        assert(memcmp(got, want, len) == 0);
+        free(got);
+        struct stat sb;
+        assert(stat(path, &sb) == 0 && (size_t)sb.st_size == len + CRYPTO_HASH_BYTES);
+        if (round == 1) { /* damaged: recomputed (and written again) */
+            FILE *f = fopen(path, "r+b");
+            int was = f && fseek(f, 40, SEEK_SET) == 0 ? fgetc(f) : EOF;
+            assert(was != EOF && fseek(f, 40, SEEK_SET) == 0 && fputc(was ^ 0xff, f) != EOF);
+            assert(fclose(f) == 0);
+        }
+    }
+    /* a file that checks is believed: the proof that it is read at all */
+    FILE *f = fopen(path, "r+b");
+    uint8_t(*table)[CRYPTO_HASH_BYTES] = malloc(len + CRYPTO_HASH_BYTES);
+    memcpy(table, want, len);
+    table[0][0] ^= 1;
+    crypto_hash_buf(table, len, table[n]);
+    assert(f && fwrite(table, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES);
+    assert(fclose(f) == 0);
+    assert(slice_tensor_digests_cached(g, MODEL_FP, 2, &got) == STATUS_OK);
+    assert(got[0][0] == (want[0][0] ^ 1) && memcmp(got[1], want[1], len - CRYPTO_HASH_BYTES) == 0);
+    free(got);
+    free(table);
+    unlink(path);
+    free(want);
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
     assert(crypto_init() == STATUS_OK);
     assert(mkdtemp(g_dir));
+    check_padding();
     const char *shapes[] = {"tiny", "tiny-llama3"};
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         char path[128];
@@ -139,6 +323,7 @@ int main(void) {
         int32_t n = 0;
         assert(slice_n_layers(g, &n) == STATUS_OK);
         check_range(path, g, 0, n);
+        check_digests_cached(g);
         check_range(path, g, 0, 1);
         check_range(path, g, 1, n);
         if (n > 2) check_range(path, g, 1, n - 1);
@@ -152,7 +337,9 @@ int main(void) {
         gguf_close(&g);
         unlink(path);
     }
-    rmdir(g_dir);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    assert(system(cmd) == 0);
     printf("slice_test: ok\n");
     return 0;
 }

@@ -588,8 +588,12 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
                 crypto_hash_buf(id, (size_t)len, named);
                 known = named;
             }
-            if (slice_init_known(&w->slice, c->cfg.model, c->cfg.model_fingerprint, w->layer_first,
-                                 w->layer_end, known) != STATUS_OK) {
+            enum status src =
+                known ? slice_init_known(&w->slice, c->cfg.model, c->cfg.model_fingerprint,
+                                         w->layer_first, w->layer_end, known)
+                      : slice_init_digests(&w->slice, c->cfg.model, c->cfg.model_fingerprint,
+                                           w->layer_first, w->layer_end, c->cfg.tensor_digests);
+            if (src != STATUS_OK) {
                 struct coordinator_action *a = push(acts, COORDINATOR_ACTION_EXIT);
                 if (a) {
                     a->exit_code = 1;

@@ -41,6 +41,9 @@ struct coordinator_config {
     const gguf_t *model; /* the model (mapped), or NULL */
     const char *model_name;
     uint8_t model_fingerprint[CRYPTO_HASH_BYTES];
+    /* each of the model's tensors' digest (slice_tensor_digests), so that a plan fingerprints
+     * the slices it ships without reading their weights; NULL: they are hashed at each plan */
+    const uint8_t (*tensor_digests)[CRYPTO_HASH_BYTES];
     uint64_t model_bytes;
     bool insecure;
     uint8_t public_key[CRYPTO_KEY_BYTES]; /* the coordinator's (first stage's upstream) */

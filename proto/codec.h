@@ -17,7 +17,7 @@
 
 /* The version every Envelope carries. Bump when a peer of the previous version would misread
  * a message (a new field it may ignore does not count). */
-#define CARAVAN_PROTOCOL_VERSION 2u
+#define CARAVAN_PROTOCOL_VERSION 3u
 
 #define CODEC_FINGERPRINT_BYTES 32 /* BLAKE2b-256 */
 #define CODEC_PUBLIC_KEY_BYTES 32  /* CURVE public key, raw */

@@ -663,16 +663,16 @@ static void mut_version1(struct fixture *fx) {
 
 static void test_version(void) {
     expect_refused("version 1", FX_HEARTBEAT, mut_version1, NULL, STATUS_PROTOCOL,
-                   "protocol version mismatch: peer speaks 1, this node speaks 2");
+                   "protocol version mismatch: peer speaks 1, this node speaks 3");
     /* A newer peer's message that this schema cannot parse still gets the version answer. */
     struct wbuf w = {.n = 0};
     w_tag(&w, 1, 0);
-    w_varint(&w, 3);
+    w_varint(&w, CARAVAN_PROTOCOL_VERSION + 1);
     w_tag(&w, 40, 3); /* a group: not parseable here */
     w.b[w.n++] = 0xff;
     char err[CODEC_ERR_LEN];
     CHECK(decode_status(w.b, w.n, NULL, err, sizeof(err)) == STATUS_PROTOCOL);
-    CHECK(strcmp(err, "protocol version mismatch: peer speaks 3, this node speaks 2") == 0);
+    CHECK(strcmp(err, "protocol version mismatch: peer speaks 4, this node speaks 3") == 0);
     /* No version at all is malformed, not a mismatch. */
     w.n = 0;
     w_tag(&w, 2, 0);
@@ -903,7 +903,7 @@ static void mut_assign_kernels_utf8(struct fixture *fx) {
     fx->assign.kernels = bad;
 }
 static void mut_join_version(struct fixture *fx) {
-    fx->join.protocol_version = 3;
+    fx->join.protocol_version = CARAVAN_PROTOCOL_VERSION + 1;
 }
 static void mut_slice_range(struct fixture *fx) {
     fx->cached_slice.layer_end = 4;
@@ -1037,7 +1037,7 @@ static const struct bad_case bad_cases[] = {
     {"kernel name not UTF-8", FX_JOIN, mut_kernel_utf8, STATUS_FORMAT, "caps.kernels"},
     {"assign kernels not UTF-8", FX_ASSIGN, mut_assign_kernels_utf8, STATUS_FORMAT,
      "assign.kernels"},
-    {"join version != envelope", FX_JOIN, mut_join_version, STATUS_PROTOCOL, "join says 3"},
+    {"join version != envelope", FX_JOIN, mut_join_version, STATUS_PROTOCOL, "join says 4"},
     {"cached slice empty range", FX_JOIN, mut_slice_range, STATUS_FORMAT, "range"},
     {"join_ack node 0", FX_JOIN_ACK, mut_ack_node0, STATUS_FORMAT, "node id 0"},
     {"assign past n_layers", FX_ASSIGN, mut_assign_past, STATUS_FORMAT, "n_layers"},

@@ -28,7 +28,8 @@ struct slice_cache {
     char path[SLICE_PATH_MAX];          /* <dir>/<hex>.gguf */
     char part_path[SLICE_PATH_MAX + 8]; /* <dir>/<hex>.gguf.part */
     int part_fd;                        /* open while receiving, else -1 */
-    crypto_generichash_state hash;
+    uint64_t head_len;                  /* Assign.slice_head_bytes */
+    slice_hasher_t *hash;               /* the part's bytes so far */
     /* Reuse (slice_cache_plan_reuse): stretches of the slice that other complete slices of
      * the same model hold, in blob order, and those slices' files, open for reading. */
     struct reuse_run *runs;
@@ -125,6 +126,7 @@ enum status slice_cache_open(const char *dir, slice_cache_t **out) {
 void slice_cache_abort(slice_cache_t *c) {
     if (c->part_fd >= 0) close(c->part_fd); /* also drops the lock */
     c->part_fd = -1;
+    slice_hasher_destroy(&c->hash);
     reuse_clear(c);
 }
 
@@ -212,28 +214,48 @@ static enum status read_at(int fd, const char *path, void *buf, size_t len, uint
     return STATUS_OK;
 }
 
-/* Hashes the first `len` bytes of fd into c->hash (fresh state). */
-static enum status hash_prefix(slice_cache_t *c, int fd, uint64_t len) {
+/* Feeds the first `len` bytes of fd (the file `path`) to a new hasher for the current slice. */
+static enum status hash_prefix(const slice_cache_t *c, int fd, const char *path, uint64_t len,
+                               slice_hasher_t **out) {
     enum { CHUNK = 1 << 20 };
+    enum status rc = slice_hasher_new(c->total, c->head_len, out);
+    if (rc != STATUS_OK) return rc;
     uint8_t *buf = malloc(CHUNK);
-    if (!buf) return STATUS_NOMEM;
-    crypto_generichash_init(&c->hash, NULL, 0, CRYPTO_HASH_BYTES);
-    enum status rc = STATUS_OK;
+    if (!buf) {
+        slice_hasher_destroy(out);
+        return STATUS_NOMEM;
+    }
     for (uint64_t done = 0; done < len && rc == STATUS_OK; done += CHUNK) {
         size_t want = len - done < CHUNK ? (size_t)(len - done) : CHUNK;
-        rc = read_at(fd, c->part_path, buf, want, done);
-        if (rc == STATUS_OK) crypto_generichash_update(&c->hash, buf, want);
+        rc = read_at(fd, path, buf, want, done);
+        if (rc == STATUS_OK) slice_hasher_update(*out, buf, want);
     }
     free(buf);
+    if (rc != STATUS_OK) slice_hasher_destroy(out);
     return rc;
 }
 
+/* Whether the complete file `path` of the current slice's size verifies against its
+ * fingerprint. */
+static bool complete_file_verifies(const slice_cache_t *c, const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    slice_hasher_t *h = NULL;
+    uint8_t got[CRYPTO_HASH_BYTES];
+    bool ok = hash_prefix(c, fd, path, c->total, &h) == STATUS_OK && slice_hasher_final(h, got) &&
+              crypto_equal(got, c->fp, CRYPTO_HASH_BYTES);
+    slice_hasher_destroy(&h);
+    close(fd);
+    return ok;
+}
+
 enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYTES], uint64_t total,
-                              uint64_t *have) {
+                              uint64_t head_len, uint64_t *have) {
     slice_cache_abort(c);
     *have = 0;
     memcpy(c->fp, fp, CRYPTO_HASH_BYTES);
     c->total = total;
+    c->head_len = head_len;
     c->have = 0;
     slice_path(c, fp, c->path);
     snprintf(c->part_path, sizeof c->part_path, "%s.part", c->path);
@@ -241,10 +263,7 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
     /* A complete file: re-verify it. */
     struct stat sb;
     if (stat(c->path, &sb) == 0) {
-        uint8_t got[CRYPTO_HASH_BYTES];
-        if ((uint64_t)sb.st_size == total &&
-            crypto_hash_file(c->path, 0, UINT64_MAX, got) == STATUS_OK &&
-            crypto_equal(got, fp, CRYPTO_HASH_BYTES)) {
+        if ((uint64_t)sb.st_size == total && complete_file_verifies(c, c->path)) {
             *have = total;
             return STATUS_OK;
         }
@@ -282,7 +301,7 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
         close(fd);
         return STATUS_IO;
     }
-    enum status rc = hash_prefix(c, fd, size);
+    enum status rc = hash_prefix(c, fd, c->part_path, size, &c->hash);
     if (rc != STATUS_OK) {
         close(fd);
         return rc;
@@ -297,7 +316,8 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
         if (rc == STATUS_FORMAT) {
             LOG(LOG_WARN, "cache: %s holds the whole slice but does not verify; starting over",
                 c->part_path);
-            return slice_cache_begin(c, fp, total, have); /* the part is gone: once more */
+            return slice_cache_begin(c, fp, total, head_len,
+                                     have); /* the part is gone: once more */
         }
         if (rc != STATUS_OK) return rc;
         LOG(LOG_INFO, "cache: %s held the whole slice and verifies; kept as %s", c->part_path,
@@ -326,15 +346,15 @@ enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len
         p += k;
         left -= (size_t)k;
     }
-    crypto_generichash_update(&c->hash, data, len);
+    slice_hasher_update(c->hash, data, len);
     c->have += len;
     return STATUS_OK;
 }
 
 enum status slice_cache_finish(slice_cache_t *c, uint8_t got[CRYPTO_HASH_BYTES]) {
     if (c->part_fd < 0) return STATUS_PROTOCOL;
-    crypto_generichash_final(&c->hash, got, CRYPTO_HASH_BYTES);
-    if (c->have != c->total || !crypto_equal(got, c->fp, CRYPTO_HASH_BYTES)) {
+    if (!slice_hasher_final(c->hash, got) || c->have != c->total ||
+        !crypto_equal(got, c->fp, CRYPTO_HASH_BYTES)) {
         unlink(c->part_path);
         slice_cache_abort(c);
         return STATUS_FORMAT;
@@ -401,6 +421,18 @@ static size_t runs_from(slice_cache_t *c, const gguf_t *want, uint64_t want_data
         added++;
     }
     return added;
+}
+
+bool slice_cache_holds_model(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYTES]) {
+    struct slice_cache_entry *e = NULL;
+    size_t n = 0;
+    bool any = false;
+    if (slice_cache_list(c, &e, &n) != STATUS_OK) return false;
+    for (size_t i = 0; i < n && !any; i++)
+        any = crypto_equal(e[i].model_fingerprint, model_fp, CRYPTO_HASH_BYTES) &&
+              !crypto_equal(e[i].fingerprint, c->fp, CRYPTO_HASH_BYTES);
+    free(e);
+    return any;
 }
 
 enum status slice_cache_plan_reuse(slice_cache_t *c, uint64_t head_bytes,

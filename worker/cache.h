@@ -39,23 +39,30 @@ const char *slice_cache_dir(const slice_cache_t *c);
 CARAVAN_NODISCARD enum status slice_cache_list(slice_cache_t *c, struct slice_cache_entry **out,
                                                size_t *n);
 
-/* Prepares slice fp of total bytes. *have receives what is present:
- *   total  <hex>.gguf exists and hashes to fp (re-verified now), or a part held all of it
- *          and hashed to fp (renamed to <hex>.gguf now): nothing to transfer;
+/* Prepares slice fp of total bytes whose head (where its first tensor's data starts) is
+ * head_len bytes (see common/slice.h for how it is fingerprinted). *have receives what is
+ * present:
+ *   total  <hex>.gguf exists and verifies against fp (re-verified now), or a part held all of
+ *          it and verified (renamed to <hex>.gguf now): nothing to transfer;
  *   k > 0  <hex>.gguf.part holds k bytes (hashed now): append from offset k;
  *   0      an empty part was created.
  * A complete file that does not verify, or a part longer than total, is deleted and logged.
  * slice_cache_path then names the complete file. */
 CARAVAN_NODISCARD enum status slice_cache_begin(slice_cache_t *c,
                                                 const uint8_t fp[CRYPTO_HASH_BYTES], uint64_t total,
-                                                uint64_t *have);
+                                                uint64_t head_len, uint64_t *have);
 /* Appends to the part and to its running hash. STATUS_IO when the write fails, with errno
  * saying why (ENOSPC: the disk is full). */
 CARAVAN_NODISCARD enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len);
-/* After the last byte: got receives the part's BLAKE2b. When it equals fp the part is renamed
+/* After the last byte: got receives the part's fingerprint (zeros when it has none: a head
+ * that does not parse, tensors that do not tile it, padding that is not zero). When it equals
+ * fp the part is renamed
  * to <hex>.gguf (STATUS_OK; not synced to disk: slice_cache_begin hashes a complete file again
  * before any later use); otherwise it is deleted (STATUS_FORMAT). */
 CARAVAN_NODISCARD enum status slice_cache_finish(slice_cache_t *c, uint8_t got[CRYPTO_HASH_BYTES]);
+/* Whether the cache holds a complete slice of model model_fp other than the current one (so
+ * that looking for its tensors there may pay). */
+bool slice_cache_holds_model(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYTES]);
 /* Reuse: once the part holds the slice's first head_bytes (its GGUF header), finds which of its
  * tensors other complete slices of the model model_fp in the cache hold (same name, type and
  * shape: a survivor of a re-plan holds most of its new layers already). *local receives how

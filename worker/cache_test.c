@@ -46,8 +46,9 @@ static void cache_slice(slice_cache_t *c, const char *model_hex, int first, int 
     uint64_t have = 0;
     assert(gguf_writer_write_buffer(w, fill, NULL, &blob, &len) == STATUS_OK);
     gguf_writer_destroy(&w);
-    crypto_hash_buf(blob, len, fp);
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    uint64_t head = 0;
+    assert(slice_blob_fingerprint(blob, len, fp, &head));
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
     assert(slice_cache_append(c, blob, len) == STATUS_OK);
     assert(slice_cache_finish(c, got) == STATUS_OK);
     free(blob);
@@ -95,7 +96,8 @@ int main(void) {
     assert(gguf_writer_write_buffer(w, fill, NULL, &blob, &len) == STATUS_OK);
     gguf_writer_destroy(&w);
     uint8_t fp[CRYPTO_HASH_BYTES], got[CRYPTO_HASH_BYTES];
-    crypto_hash_buf(blob, len, fp);
+    uint64_t head = 0;
+    assert(slice_blob_fingerprint(blob, len, fp, &head));
     char hex[CRYPTO_HASH_HEX_LEN + 1], final_path[8192], part_path[8200];
     crypto_hex(fp, sizeof fp, hex);
     snprintf(final_path, sizeof final_path, "%s/%s.gguf", dir, hex);
@@ -103,23 +105,24 @@ int main(void) {
 
     /* Empty cache: start at 0; a wrong byte: deleted, nothing kept. */
     uint64_t have = 1;
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
     assert(access(part_path, F_OK) == 0);
-    assert(slice_cache_append(c, blob, 100) == STATUS_OK);
-    uint8_t flipped = blob[100] ^ 1;
+    const size_t at = (size_t)head + 100; /* in the tensor's data */
+    assert(slice_cache_append(c, blob, at) == STATUS_OK);
+    uint8_t flipped = blob[at] ^ 1;
     assert(slice_cache_append(c, &flipped, 1) == STATUS_OK);
-    assert(slice_cache_append(c, blob + 101, len - 101) == STATUS_OK);
+    assert(slice_cache_append(c, blob + at + 1, len - at - 1) == STATUS_OK);
     assert(slice_cache_append(c, blob, 1) == STATUS_PROTOCOL); /* past the end */
     assert(slice_cache_finish(c, got) == STATUS_FORMAT);
     assert(access(part_path, F_OK) != 0 && access(final_path, F_OK) != 0);
 
     /* In two sessions: the second resumes from the part's size and completes. */
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
     assert(slice_cache_append(c, blob, 1000) == STATUS_OK);
     slice_cache_abort(c);
     slice_cache_destroy(&c);
     assert(slice_cache_open(dir, &c) == STATUS_OK);
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 1000);
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 1000);
     assert(slice_cache_append(c, blob + 1000, len - 1000) == STATUS_OK);
     assert(slice_cache_finish(c, got) == STATUS_OK && !memcmp(got, fp, sizeof fp));
     assert(!strcmp(slice_cache_path(c), final_path));
@@ -127,7 +130,7 @@ int main(void) {
            (uint64_t)sb.st_size == len);
 
     /* Present and verified: nothing to transfer. */
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == len);
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == len);
     struct slice_cache_entry *e = NULL;
     size_t n = 0;
     char junk[8300];
@@ -143,14 +146,14 @@ int main(void) {
     FILE *f = fopen(final_path, "r+b");
     assert(f && fseek(f, 100, SEEK_SET) == 0 && fwrite(&flipped, 1, 1, f) == 1);
     assert(fclose(f) == 0);
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
     assert(access(final_path, F_OK) != 0);
 
     /* A part longer than the slice: start over. */
     slice_cache_abort(c);
     append_file(part_path, blob, len, "ab");
     append_file(part_path, blob, 10, "ab");
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
     assert(slice_cache_append(c, blob, len) == STATUS_OK);
     assert(slice_cache_finish(c, got) == STATUS_OK);
     assert(stat(final_path, &sb) == 0 && (uint64_t)sb.st_size == len);
@@ -159,14 +162,14 @@ int main(void) {
      * complete file; a wrong one is received again from 0. */
     assert(unlink(final_path) == 0);
     append_file(part_path, blob, len, "wb");
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == len);
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == len);
     assert(access(part_path, F_OK) != 0 && stat(final_path, &sb) == 0 &&
            (uint64_t)sb.st_size == len && !strcmp(slice_cache_path(c), final_path));
     assert(unlink(final_path) == 0);
     uint8_t last = blob[len - 1] ^ 1;
     append_file(part_path, blob, len - 1, "wb");
     append_file(part_path, &last, 1, "ab");
-    assert(slice_cache_begin(c, fp, len, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
     assert(access(final_path, F_OK) != 0);
     assert(slice_cache_append(c, blob, len) == STATUS_OK);
     assert(slice_cache_finish(c, got) == STATUS_OK);

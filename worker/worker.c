@@ -57,9 +57,10 @@ struct worker {
      * slice restarts the transfer, whose requests are answered after them */
     uint64_t xfer_moot_end;
     uint64_t xfer_start_have; /* where this process started (resume offset) */
-    /* Reuse of cached slices (Assign.slice_head_bytes): requests stop at the head until the
-     * cache has said which tensors it holds (reuse_pending), then at each stretch it holds,
-     * which ticks copy (xfer_local bytes so far) */
+    /* Assign.slice_head_bytes: where the blob's first tensor starts (the fingerprint's head).
+     * Reuse of cached slices: requests stop at the head until the cache has said which
+     * tensors it holds (reuse_pending), then at each stretch it holds, which ticks copy
+     * (xfer_local bytes so far) */
     uint64_t head_bytes;
     bool have_model_fp;
     uint8_t model_fp[CRYPTO_HASH_BYTES];
@@ -579,7 +580,12 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
     char hex[CRYPTO_HASH_HEX_LEN + 1];
     crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex);
     uint64_t have = 0;
-    if (slice_cache_begin(w->cfg.cache, w->slice_fingerprint, w->slice_bytes, &have) != STATUS_OK) {
+    if (w->head_bytes == 0 || w->head_bytes > w->slice_bytes) {
+        fail_weights(w, acts, "the Assign does not say where the slice's head ends");
+        return;
+    }
+    if (slice_cache_begin(w->cfg.cache, w->slice_fingerprint, w->slice_bytes, w->head_bytes,
+                          &have) != STATUS_OK) {
         fail_weights(w, acts, "the cache directory cannot be used (see the log)");
         return;
     }
@@ -597,8 +603,10 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
     w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
     w->xfer_local = 0;
     /* Cached slices of the same model may hold much of it (after a re-plan); not on a retry
-     * after a bad hash, which takes everything from the coordinator. */
-    w->reuse_pending = w->head_bytes > 0 && w->head_bytes < w->slice_bytes && w->n_retries == 0;
+     * after a bad hash, which takes everything from the coordinator, and without any (a new
+     * worker), when stopping at the head would only cost a round trip. */
+    w->reuse_pending = w->have_model_fp && w->head_bytes < w->slice_bytes && w->n_retries == 0 &&
+                       slice_cache_holds_model(w->cfg.cache, w->model_fp);
     if (w->reuse_pending && have >= w->head_bytes) plan_reuse(w);
     if (!same_transfer) w->xfer_moot_end = 0; /* else its moot chunks may still come */
     w->xfer_start_us = w->last_progress_us = now_us;
@@ -689,8 +697,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->slice_bytes = a->slice_bytes;
     w->have_model_fp = a->model && a->model->fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_model_fp) memcpy(w->model_fp, a->model->fingerprint.data, CRYPTO_HASH_BYTES);
-    /* without the model's fingerprint, no cached slice is known to be of this model */
-    w->head_bytes = w->have_model_fp ? a->slice_head_bytes : 0;
+    /* (without the model's fingerprint, no cached slice is known to be of this model: no reuse) */
+    w->head_bytes = a->slice_head_bytes;
     w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
                                                              : CARAVAN__DTYPE__DTYPE_F32;
 

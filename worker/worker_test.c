@@ -53,6 +53,7 @@ static void join(worker_t *w, struct worker_actions *acts) {
 
 /* Assign [first, end) of 8 under epoch, a middle stage unless prev/next are NULL. */
 static Caravan__DType g_act_dtype; /* the Assigns' act_dtype (F32 unless a test sets it) */
+static uint64_t g_head; /* the Assigns' slice_head_bytes: of the blob make_blob made last */
 
 /* Delivers Assign a under epoch from the coordinator, its model set here (8 layers). */
 static void deliver_assign(worker_t *w, uint64_t epoch, Caravan__Assign *a,
@@ -93,6 +94,7 @@ static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const u
         a.slice_fingerprint.data = (uint8_t *)fingerprint;
         a.slice_fingerprint.len = 32;
         a.slice_bytes = slice_bytes;
+        a.slice_head_bytes = g_head;
     }
     deliver_assign(w, epoch, &a, acts);
 }
@@ -146,6 +148,31 @@ static void weight_chunk(worker_t *w, uint64_t epoch, const uint8_t *fp, const u
     env.body_case = CARAVAN__ENVELOPE__BODY_WEIGHT_CHUNK;
     env.weight_chunk = &c;
     worker_on_msg(w, WORKER_FROM_CONTROL, KEY_COORD, "test", &env, 0, acts);
+}
+
+/* Makes blob[0, len) a shipped slice as far as a worker's transfer goes: its first bytes
+ * become a GGUF header (alignment 1, one I8 tensor "x" holding the rest, whose bytes the
+ * caller filled); its fingerprint into fp, its head's length into g_head. */
+static void make_blob(uint8_t *blob, uint64_t len, uint8_t *fp) {
+    uint8_t *head = NULL;
+    size_t head_len = 0, alignment = 0;
+    uint64_t total = 0;
+    int64_t ne[1] = {1};
+    for (int pass = 0; pass < 2; pass++) { /* the header's size does not depend on ne */
+        gguf_writer_t *gw = gguf_writer_new();
+        gguf_writer_set_alignment(gw, 1);
+        gguf_writer_add_tensor(gw, "x", DTYPE_I8, 1, ne);
+        free(head);
+        assert(gguf_writer_layout(gw, &head, &head_len, &alignment, &total) == STATUS_OK);
+        gguf_writer_destroy(&gw);
+        ne[0] = (int64_t)(len - head_len);
+    }
+    assert(total == len && head_len < len);
+    memcpy(blob, head, head_len);
+    free(head);
+    uint64_t got_head = 0;
+    assert(slice_blob_fingerprint(blob, len, fp, &got_head) && got_head == head_len);
+    g_head = head_len;
 }
 
 static slice_cache_t *g_cache;
@@ -736,7 +763,7 @@ static void test_transfer_window(struct worker_actions *acts) {
     uint8_t *blob = malloc(len), fp[32];
     assert(blob);
     for (uint64_t i = 0; i < len; i++) blob[i] = (uint8_t)(i * 13 + i / 4099);
-    crypto_hash_buf(blob, len, fp);
+    make_blob(blob, len, fp);
     worker_t *w = new_worker();
     worker_start(w, 0, acts);
     join(w, acts);
@@ -771,7 +798,7 @@ static void test_transfer_window(struct worker_actions *acts) {
      * restarts from the part's size and asks again for what was in flight; the first answers
      * (to the requests asked before) continue the part, their repeats are dropped. */
     for (uint64_t i = 0; i < len; i++) blob[i] = (uint8_t)(i * 29 + i / 8191);
-    crypto_hash_buf(blob, len, fp);
+    make_blob(blob, len, fp);
     w = new_worker();
     worker_start(w, 0, acts);
     join(w, acts);
@@ -798,7 +825,7 @@ static void test_transfer_window(struct worker_actions *acts) {
      * after it (the coordinator answers in order) and are still dropped; the answers to the
      * requests asked since then continue the part, their repeats are dropped. */
     for (uint64_t i = 0; i < len; i++) blob[i] = (uint8_t)(i * 31 + i / 5003);
-    crypto_hash_buf(blob, len, fp);
+    make_blob(blob, len, fp);
     w = new_worker();
     worker_start(w, 0, acts);
     join(w, acts);
@@ -836,7 +863,7 @@ static void test_transfer_window(struct worker_actions *acts) {
 static worker_t *rate_limited_transfer(uint8_t *blob, size_t len, uint8_t seed, uint8_t *fp,
                                        struct worker_actions *acts) {
     for (size_t i = 0; i < len; i++) blob[i] = (uint8_t)(i * seed + 2);
-    crypto_hash_buf(blob, len, fp);
+    make_blob(blob, len, fp);
     worker_t *w = new_worker_rate(4096);
     worker_start(w, 0, acts);
     join(w, acts);
@@ -982,7 +1009,8 @@ static void test_reuse(void) {
     /* [0, 2) in the cache, received earlier */
     uint64_t have = 0;
     uint8_t got[32];
-    assert(slice_cache_begin(g_cache, s02.fingerprint, s02.nbytes, &have) == STATUS_OK);
+    assert(slice_cache_begin(g_cache, s02.fingerprint, s02.nbytes, s02.head_len, &have) ==
+           STATUS_OK);
     assert(have == 0 && slice_cache_append(g_cache, b02, s02.nbytes) == STATUS_OK);
     assert(slice_cache_finish(g_cache, got) == STATUS_OK);
 
@@ -1018,7 +1046,8 @@ static void test_reuse(void) {
     /* The cached [0, 4) is removed; [0, 2) is cached again, then damaged in a byte of blk.1 (its
      * file is trusted once verified): the copy fails the fingerprint, and the retry asks for
      * all. */
-    assert(slice_cache_begin(g_cache, s02.fingerprint, s02.nbytes, &have) == STATUS_OK);
+    assert(slice_cache_begin(g_cache, s02.fingerprint, s02.nbytes, s02.head_len, &have) ==
+           STATUS_OK);
     assert(have == 0 && slice_cache_append(g_cache, b02, s02.nbytes) == STATUS_OK);
     assert(slice_cache_finish(g_cache, got) == STATUS_OK);
     char path4[600];
@@ -1127,7 +1156,7 @@ int main(void) {
     uint8_t blob[100];
     for (int i = 0; i < 100; i++) blob[i] = (uint8_t)(i * 3);
     uint8_t fp[32];
-    crypto_hash_buf(blob, sizeof blob, fp);
+    make_blob(blob, sizeof blob, fp);
     assign(w, 3, KEY_PREV, NULL, fp, sizeof blob, &acts);
     assert(worker_state(w) == WORKER_STATE_LOADING);
     assert(request_offset(&acts) == 0);
@@ -1188,7 +1217,7 @@ int main(void) {
     uint8_t blob2[100];
     for (int i = 0; i < 100; i++) blob2[i] = (uint8_t)(i * 7 + 1);
     uint8_t fp2[32];
-    crypto_hash_buf(blob2, sizeof blob2, fp2);
+    make_blob(blob2, sizeof blob2, fp2);
     w2 = new_worker();
     worker_start(w2, 0, &acts);
     join(w2, &acts);

@@ -209,7 +209,7 @@ garbage)
     (exec 3<>"/dev/tcp/127.0.0.1/$CPORT" && printf '\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f\x03' >&3) 2>/dev/null
     kill -0 "$COORD_PID" || fail "coordinator died"
     expect_log "$WORK/coord.log" "dropped a malformed message"
-    expect_log "$WORK/coord.log" "refused a message from .*protocol version mismatch: peer speaks 3, this node speaks 2"
+    expect_log "$WORK/coord.log" "refused a message from .*protocol version mismatch: peer speaks 4, this node speaks 3"
     expect_log "$WORK/coord.log" "control socket .*(handshake failed|mechanism mismatch)"
     start_workers_in_order 2 --max-message-bytes $MAX
     wait_for "$WORK/coord.out" "result 1/2 .*payload intact" 20 || fail "first request failed"
@@ -236,8 +236,8 @@ version)
     start_coordinator coord --key "$WORK/c" --allow "$WORK/allow" --workers 1
     start_worker w1 --coordinator-key "$WORK/c" --key "$WORK/w1" --protocol-version-override 1
     worker_gives_up "protocol version 1"
-    expect_log "$WORK/coord.log" "refused a message from 127.0.0.1 .*protocol version mismatch: peer speaks 1, this node speaks 2"
-    expect_log "$WORK/w1.log" "error .*protocol version mismatch: peer speaks 1, this node speaks 2"
+    expect_log "$WORK/coord.log" "refused a message from 127.0.0.1 .*protocol version mismatch: peer speaks 1, this node speaks 3"
+    expect_log "$WORK/w1.log" "error .*protocol version mismatch: peer speaks 1, this node speaks 3"
     expect_no_log "$WORK/coord.log" "joined as node"
     ;;
 
