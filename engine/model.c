@@ -329,31 +329,35 @@ static void touch_slice(const model_t *m) {
  * head. Calls f(m, w, n_mats, bytes, ctx) for each (n_mats: an expert tensor's experts, each
  * at w->data + e * bytes / n_mats; 1 otherwise) and returns the sum of their 64-byte rounded
  * sizes. */
-static size_t each_matrix(model_t *m,
-                          void (*f)(model_t *, struct matmul_weight *, int64_t, size_t, void *),
-                          void *ctx) {
+/* Calls f on every matrix of the slice, with an id that names it in any slice of the model
+ * (16 * its layer + its place in the layer; -1 for the output head), and returns their bytes,
+ * each rounded up to 64. */
+typedef void (*matrix_fn)(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
+                          void *ctx);
+static size_t each_matrix(model_t *m, matrix_fn f, void *ctx) {
     size_t total = 0;
     for (int i = 0; i < m->layer_end - m->layer_first; i++) {
         struct layer *L = &m->layers[i];
+        const int64_t base = 16 * (int64_t)(m->layer_first + i);
         struct matmul_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,     &L->wo,
                                       &L->w_gate, &L->w_up, &L->w_down, &L->gate_inp};
         for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) {
             if (!ws[j]->data) continue;
             size_t n = matmul_weight_bytes(ws[j]);
-            if (f) f(m, ws[j], 1, n, ctx);
+            if (f) f(m, ws[j], 1, n, base + (int64_t)j, ctx);
             total += (n + 63) & ~(size_t)63;
         }
         struct moe_weight *es[] = {&L->gate_exps, &L->up_exps, &L->down_exps};
         for (size_t j = 0; j < sizeof es / sizeof es[0]; j++) {
             if (!es[j]->w.data) continue;
             size_t n = es[j]->stride * (size_t)m->cfg.n_expert;
-            if (f) f(m, &es[j]->w, m->cfg.n_expert, n, ctx);
+            if (f) f(m, &es[j]->w, m->cfg.n_expert, n, base + 8 + (int64_t)j, ctx);
             total += (n + 63) & ~(size_t)63;
         }
     }
     if (m->output.data) {
         size_t n = matmul_weight_bytes(&m->output);
-        if (f) f(m, &m->output, 1, n, ctx);
+        if (f) f(m, &m->output, 1, n, -1, ctx);
         total += (n + 63) & ~(size_t)63;
     }
     return total;
@@ -370,11 +374,159 @@ static void advise_in_pieces(void *addr, size_t len, int advice) {
         (void)madvise((uint8_t *)addr + off, len - off < piece ? len - off : piece, advice);
 }
 
+/* ==== The packed matrices of a replaced model (model_detach_weights) =========================
+ * A worker re-planned from layers [0, 16) to [0, 32) of a 7B model spent ~10 s loading, most of
+ * it packing matrices into fresh memory (and, on a VM, the kernel zeroing that memory) that it
+ * had packed already for the old range and freed a moment before. A re-plan now detaches the old
+ * model's matrices, frees the rest of it, and the new load takes every matrix of the same name,
+ * type and shape (the same model: the caller checks) packed for the same kernel variant as it
+ * is, in place; the old mappings' other pages are given back. */
+
+struct reuse_mat {
+    int64_t id;
+    struct matmul_weight w;
+    size_t n;
+    bool taken;
+};
+
+struct model_weights {
+    struct model_region *regions;
+    int n_regions;
+    struct reuse_mat *mats;
+    int n_mats, cap;
+    char variant[32];
+};
+
+static bool add_region(model_t *m, void *p, size_t len) {
+    struct model_region *r = realloc(m->regions, (size_t)(m->n_regions + 1) * sizeof *r);
+    if (!r) return false;
+    m->regions = r;
+    m->regions[m->n_regions++] = (struct model_region){p, len};
+    return true;
+}
+
+static bool in_region(const struct model_region *r, const void *p) {
+    return (const uint8_t *)p >= (const uint8_t *)r->p &&
+           (const uint8_t *)p < (const uint8_t *)r->p + r->len;
+}
+
+static bool in_regions(const model_t *m, const void *p) {
+    for (int i = 0; i < m->n_regions; i++)
+        if (in_region(&m->regions[i], p)) return true;
+    return false;
+}
+
+static void count_fresh(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
+                        void *ctx) {
+    (void)n_mats;
+    (void)id;
+    if (!in_regions(m, w->data)) *(size_t *)ctx += (n + 63) & ~(size_t)63;
+}
+
+static void adopt_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
+                         void *ctx) {
+    (void)n_mats;
+    struct model_weights *r = ctx;
+    for (int i = 0; i < r->n_mats; i++) {
+        struct reuse_mat *k = &r->mats[i];
+        if (k->taken || k->id != id || k->n != n || k->w.type != w->type || k->w.n_in != w->n_in ||
+            k->w.n_out != w->n_out)
+            continue;
+        k->taken = true;
+        w->data = k->w.data;
+        w->packed = k->w.packed;
+        m->reused_bytes += n;
+        return;
+    }
+}
+
+void model_weights_free(model_weights_t **self_p) {
+    if (!self_p || !*self_p) return;
+    model_weights_t *r = *self_p;
+    for (int i = 0; i < r->n_regions; i++) munmap(r->regions[i].p, r->regions[i].len);
+    free(r->regions);
+    free(r->mats);
+    free(r);
+    *self_p = NULL;
+}
+
+/* Takes r's matrices that m has (packed for the variant now chosen), gives the pages of the
+ * others back, and frees r. */
+static void take_reused(model_t *m, model_weights_t *r) {
+    if (strcmp(r->variant, quant_variant_name()) == 0) each_matrix(m, adopt_matrix, r);
+    for (int i = 0; i < r->n_mats; i++) {
+        if (r->mats[i].taken) continue;
+        uintptr_t lo = ((uintptr_t)r->mats[i].w.data + 4095) & ~(uintptr_t)4095;
+        uintptr_t hi = ((uintptr_t)r->mats[i].w.data + r->mats[i].n) & ~(uintptr_t)4095;
+        if (hi > lo) advise_in_pieces((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+    for (int g = 0; g < r->n_regions; g++) {
+        bool used = false;
+        for (int i = 0; i < r->n_mats && !used; i++)
+            used = r->mats[i].taken && in_region(&r->regions[g], r->mats[i].w.data);
+        if (used && add_region(m, r->regions[g].p, r->regions[g].len)) continue;
+        if (used) { /* cannot hold it: its matrices are packed again */
+            for (int i = 0; i < r->n_mats; i++)
+                if (r->mats[i].taken && in_region(&r->regions[g], r->mats[i].w.data))
+                    LOG(LOG_WARN, "reuse: no memory; a matrix is packed again");
+        }
+        munmap(r->regions[g].p, r->regions[g].len);
+    }
+    free(r->regions);
+    free(r->mats);
+    free(r);
+}
+
+static void collect_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n,
+                           int64_t id, void *ctx) {
+    (void)n_mats;
+    struct model_weights *r = ctx;
+    if (!in_regions(m, w->data) || r->n_mats < 0) return;
+    if (r->n_mats == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 64;
+        struct reuse_mat *g = realloc(r->mats, (size_t)cap * sizeof *g);
+        if (!g) {
+            r->n_mats = -1; /* out of memory: nothing is kept */
+            return;
+        }
+        r->mats = g;
+        r->cap = cap;
+    }
+    r->mats[r->n_mats++] = (struct reuse_mat){id, *w, n, false};
+}
+
+model_weights_t *model_detach_weights(model_t **self_p) {
+    model_t *m = self_p ? *self_p : NULL;
+    if (!m || m->n_regions == 0) {
+        model_free(self_p);
+        return NULL;
+    }
+    model_weights_t *r = calloc(1, sizeof *r);
+    if (r) each_matrix(m, collect_matrix, r);
+    if (!r || r->n_mats <= 0) {
+        if (r) free(r->mats);
+        free(r);
+        model_free(self_p);
+        return NULL;
+    }
+    snprintf(r->variant, sizeof r->variant, "%s", m->variant);
+    r->regions = m->regions;
+    r->n_regions = m->n_regions;
+    m->regions = NULL;
+    m->n_regions = 0;
+    m->wmem = NULL;
+    model_free(self_p);
+    return r;
+}
+
 /* Copies one matrix (or an expert tensor's n_mats) to the next free place in m->wmem, in the
  * kernel variant's layout (matmul_pack), and points the model at the copy; the file pages it
  * came from leave the process (they stay in the page cache). */
-static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, void *ctx) {
+static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
+                        void *ctx) {
+    (void)id;
     size_t *used = ctx;
+    if (in_regions(m, w->data)) return; /* taken from the replaced model */
     uint8_t *to = (uint8_t *)m->wmem + *used;
     const uint8_t *from = w->data;
 #ifdef MADV_POPULATE_READ
@@ -415,19 +567,24 @@ static bool thp_available(void) {
  * (matmul_pack: row groups of some types). With CARAVAN_WEIGHTS=mmap (or
  * no memory for the copy) they stay mapped, plain, and are read once so the first token does not
  * fault them in; the results are the same either way. */
-static void place_weights(model_t *m) {
+static void place_weights(model_t *m, struct model_weights *reuse) {
     const char *how = getenv("CARAVAN_WEIGHTS");
     size_t total = each_matrix(m, NULL, NULL);
     if (total == 0 || (how && strcmp(how, "mmap") == 0)) {
+        model_weights_free(&reuse);
         touch_slice(m);
         return;
     }
+    if (reuse) take_reused(m, reuse); /* consumes it */
+    size_t fresh = 0;
+    each_matrix(m, count_fresh, &fresh);
+    if (fresh == 0) return;
     const size_t huge = (size_t)2 << 20;
-    size_t len = ((total + huge - 1) & ~(huge - 1)) + huge;
+    size_t len = ((fresh + huge - 1) & ~(huge - 1)) + huge;
     uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         LOG(LOG_WARN, "no memory for a copy of the weights (%zu MiB); reading them mapped",
-            total >> 20);
+            fresh >> 20);
         touch_slice(m);
         return;
     }
@@ -437,12 +594,16 @@ static void place_weights(model_t *m) {
     len -= (size_t)(start - p);
     if (thp_available()) (void)madvise(start, len, MADV_HUGEPAGE);
 #ifdef MADV_POPULATE_WRITE
-    advise_in_pieces(start, (total + huge - 1) & ~(huge - 1), MADV_POPULATE_WRITE);
+    advise_in_pieces(start, (fresh + huge - 1) & ~(huge - 1), MADV_POPULATE_WRITE);
 #endif
     m->wmem = start;
     m->wmem_len = len;
     size_t used = 0;
     each_matrix(m, copy_matrix, &used);
+    if (!add_region(m, start, len)) { /* no memory to remember it: the model cannot be freed
+                                          cleanly, but computes; keep it as before */
+        LOG(LOG_WARN, "cannot record the weights' mapping; it stays until the process ends");
+    }
 }
 
 /* The weight prefetch (quant.h) made generation 1.22-1.38x faster on a Zen 5 and, in an older
@@ -464,8 +625,10 @@ struct tune_list {
     size_t bytes;
 };
 
-static void tune_add(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, void *ctx) {
+static void tune_add(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
+                     void *ctx) {
     (void)m;
+    (void)id;
     struct tune_list *t = ctx;
     const size_t each = n / (size_t)n_mats;
     for (int64_t e = 0; e < n_mats && t->bytes < TUNE_PASS_BYTES && t->n < TUNE_MAX_MATS; e++) {
@@ -508,8 +671,10 @@ struct amx_pick {
     const struct matmul_weight *w;
 };
 
-static void amx_find(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, void *ctx) {
+static void amx_find(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
+                     void *ctx) {
     (void)m;
+    (void)id;
     struct amx_pick *p = ctx;
     const bool amx_type = w->type == DTYPE_Q4_0 || w->type == DTYPE_Q8_0 || w->type == DTYPE_Q4_K ||
                           w->type == DTYPE_Q5_K;
@@ -785,8 +950,12 @@ enum status model_estimate(const gguf_t *g, const struct model_params *params,
 enum status model_load(const char *path, const struct model_params *params, model_t **out) {
     *out = NULL;
     quant_init();
+    model_weights_t *reuse = params ? params->reuse : NULL;
     model_t *m = calloc(1, sizeof *m);
-    if (!m) return STATUS_NOMEM;
+    if (!m) {
+        model_weights_free(&reuse);
+        return STATUS_NOMEM;
+    }
     enum status rc = gguf_open(path, &m->gguf);
     if (rc != STATUS_OK) goto fail;
     if ((rc = read_config(m->gguf, path, &m->cfg)) != STATUS_OK) goto fail;
@@ -798,14 +967,24 @@ enum status model_load(const char *path, const struct model_params *params, mode
     }
     if ((rc = alloc_buffers(m)) != STATUS_OK) goto fail;
     rope_tables(m);
-    place_weights(m);
+    place_weights(m, reuse);
+    reuse = NULL;
+    snprintf(m->variant, sizeof m->variant, "%s", quant_variant_name());
+    if (m->reused_bytes)
+        LOG(LOG_INFO, "model: %.1f MiB of packed matrices taken from the replaced slice",
+            (double)m->reused_bytes / (1 << 20));
     tune_prefetch(m);
     tune_amx(m);
     *out = m;
     return STATUS_OK;
 fail:
+    model_weights_free(&reuse);
     model_free(&m);
     return rc;
+}
+
+size_t model_reused_bytes(const model_t *m) {
+    return m->reused_bytes;
 }
 
 void model_free(model_t **self_p) {
@@ -836,7 +1015,8 @@ void model_free(model_t **self_p) {
     free(m->moe_y);
     free(m->moe_out);
     free(m->layers);
-    if (m->wmem) munmap(m->wmem, m->wmem_len);
+    for (int i = 0; i < m->n_regions; i++) munmap(m->regions[i].p, m->regions[i].len);
+    free(m->regions);
     threadpool_destroy(&m->tp);
     gguf_close(&m->gguf);
     free(m);

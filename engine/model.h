@@ -63,6 +63,11 @@ struct model_params {
     int32_t n_seq;       /* KV slots; <= 0 means 1 */
     int32_t n_batch;     /* most tokens in one model_forward; <= 0 means 512 */
     int32_t n_threads;   /* <= 0 means the number of online CPUs */
+    /* The packed matrices of a slice of the same model being replaced (model_detach_weights):
+     * those of the same layer, name, type and shape packed for the kernel variant now chosen
+     * are taken as they are instead of being packed again. model_load consumes it, whatever
+     * it returns. The caller vouches that both are slices of the same model file content. */
+    struct model_weights *reuse;
 };
 
 /* One forward step's input: n_tokens tokens, each of some sequence at some position.
@@ -79,6 +84,12 @@ struct model_batch {
 };
 
 typedef struct model model_t;
+typedef struct model_weights model_weights_t;
+
+/* Frees *self_p but for its packed matrices, which it returns for the next model_load's
+ * params.reuse (NULL when there are none: weights read mapped); *self_p becomes NULL. */
+model_weights_t *model_detach_weights(model_t **self_p);
+void model_weights_free(model_weights_t **self_p);
 
 /* Loads a slice. The first slice a process loads with at least 32 MiB of matrices also times
  * its own GEMVs with and without the weight prefetch and keeps the faster (quant.h, model.c's
@@ -104,6 +115,8 @@ int64_t model_n_out(const model_t *m);
 /* Bytes of weights this slice reads (its tensors), and of its KV cache and buffers. */
 size_t model_weight_bytes(const model_t *m);
 size_t model_buffer_bytes(const model_t *m);
+/* Bytes of packed matrices this slice took from the replaced one (model_params.reuse). */
+size_t model_reused_bytes(const model_t *m);
 
 /* What model_load would take for params' range, without loading it: the same defaults, the
  * same tensors and the same buffer sizes (model_test checks they agree). */

@@ -35,6 +35,11 @@ struct layer {
     struct moe_weight down_exps;   /* n_expert x (n_ff_exp -> n_embd) */
 };
 
+struct model_region {
+    void *p;
+    size_t len;
+};
+
 struct model {
     gguf_t *gguf;
     struct model_config cfg;
@@ -48,8 +53,13 @@ struct model {
     const float *rope_freqs;            /* (n_rot/2) llama3 factors, or NULL */
     struct layer *layers;               /* [layer_end - layer_first] */
     size_t weight_bytes;
-    void *wmem;      /* the slice's matrices, copied out of the file mapping, or NULL */
+    void *wmem;      /* this load's copies of the matrices, out of the file mapping, or NULL */
     size_t wmem_len; /* bytes mapped at wmem */
+    /* every mapping holding matrices: wmem's and those taken from a replaced model */
+    struct model_region *regions;
+    int n_regions;
+    size_t reused_bytes; /* of matrices taken from a replaced model (model_params.reuse) */
+    char variant[32];    /* the kernel variant the matrices are packed for */
 
     /* KV cache, f32: [layer][seq][pos][n_kv_heads*head_dim] */
     float *k_cache, *v_cache; /* mmap'd, kv_bytes each */

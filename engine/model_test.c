@@ -242,6 +242,78 @@ static void test_slices(const char *path) {
     model_free(&mb);
 }
 
+/* Logits (or hidden states) of ref_prompt through slice m, fed h when it does not start at
+ * layer 0; malloc'd. */
+static float *run_slice(model_t *m, const float *h) {
+    float *out = malloc(sizeof(float) * 5 * (size_t)model_n_out(m));
+    int32_t pos[5] = {0, 1, 2, 3, 4}, seq[5] = {0};
+    struct model_batch b = {
+        5, model_is_first(m) ? ref_prompt : NULL, model_is_first(m) ? NULL : h, pos, seq, NULL};
+    assert(model_forward(m, &b, out) == STATUS_OK);
+    return out;
+}
+
+/* A re-plan's load takes the replaced slice's packed matrices (model_detach_weights): grown
+ * from [0, split) to the whole model, shrunk from the whole to [split, n), and with another
+ * kernel variant (nothing taken); each computes exactly what a fresh load does. */
+static void test_reuse(const char *path) {
+    struct model_params whole = {.n_ctx = 32, .n_batch = 8, .n_threads = 2}, p = whole;
+    model_t *fresh = NULL, *m = NULL, *lo = NULL;
+    assert(model_load(path, &whole, &fresh) == STATUS_OK);
+    const int32_t n = (int32_t)model_config(fresh)->n_layers, split = n / 2;
+    const size_t nv = sizeof(float) * 5 * (size_t)model_n_out(fresh);
+    float *want = run_slice(fresh, NULL);
+    CHECK(model_reused_bytes(fresh) == 0, "%s: a load without reuse reused", path);
+
+    p.layer_end = split;
+    assert(model_load(path, &p, &lo) == STATUS_OK);
+    float *h = run_slice(lo, NULL);
+    const size_t hb = sizeof(float) * 5 * (size_t)model_n_out(lo);
+    p = whole;
+    p.reuse = model_detach_weights(&lo);
+    CHECK(!lo && p.reuse, "%s: detach", path);
+    assert(model_load(path, &p, &m) == STATUS_OK);
+    CHECK(model_reused_bytes(m) > 0 && model_reused_bytes(m) < model_weight_bytes(m),
+          "%s: grown: %zu bytes reused of %zu", path, model_reused_bytes(m), model_weight_bytes(m));
+    float *got = run_slice(m, NULL);
+    CHECK(memcmp(got, want, nv) == 0, "%s: grown from [0, %d): other logits", path, split);
+    free(got);
+
+    /* shrunk: [split, n) from the whole (which reused itself: two mappings now) */
+    p = whole;
+    p.layer_first = split;
+    p.reuse = model_detach_weights(&m);
+    assert(model_load(path, &p, &m) == STATUS_OK);
+    CHECK(model_reused_bytes(m) > 0 && model_reused_bytes(m) <= model_weight_bytes(m),
+          "%s: shrunk: %zu bytes reused of %zu", path, model_reused_bytes(m),
+          model_weight_bytes(m));
+    got = run_slice(m, h);
+    CHECK(memcmp(got, want, nv) == 0, "%s: shrunk to [%d, %d): other logits", path, split, n);
+    free(got);
+
+    /* another kernel variant: nothing is taken (packed for the old one) */
+    const char *was = quant_variant_name();
+    if (strcmp(was, "ref") != 0 && quant_force_variant("ref")) {
+        p = whole;
+        p.reuse = model_detach_weights(&m);
+        assert(model_load(path, &p, &m) == STATUS_OK);
+        CHECK(model_reused_bytes(m) == 0, "%s: reused across variants", path);
+        model_t *f2 = NULL;
+        assert(model_load(path, &whole, &f2) == STATUS_OK);
+        float *a = run_slice(m, NULL), *b = run_slice(f2, NULL);
+        CHECK(memcmp(a, b, nv) == 0, "%s: ref kernels after reuse refused: other logits", path);
+        free(a);
+        free(b);
+        model_free(&f2);
+        assert(quant_force_variant(was));
+    }
+    (void)hb;
+    model_free(&m);
+    model_free(&fresh);
+    free(want);
+    free(h);
+}
+
 #ifdef HAVE_MKMODEL
 /* llama.cpp's side of the new architectures, recorded once with llama.cpp commit 10e9780 (CPU,
  * f32 KV cache, flash attention off, 2 threads) on the tiny mkmodel shapes (seed 1234, the
@@ -511,6 +583,7 @@ int main(void) {
     test_threads(path);
     test_bad_batches(path);
     test_slices(path);
+    test_reuse(path);
     test_kv_transplant(path);
     test_estimate(path);
 #ifdef HAVE_MKMODEL
@@ -531,6 +604,7 @@ int main(void) {
         snprintf(label, sizeof label, "tiny %s", mkmodel_type_name(p.type));
         test_invariance(f, is_float ? 1e-5f : 0.0f, label);
         test_slices(f);
+        test_reuse(f);
         test_estimate(f);
         unlink(f);
     }
@@ -555,6 +629,7 @@ int main(void) {
                     test_arch_golden(f, &arch_golden[k]);
             test_invariance(f, p.type == MKMODEL_TYPE_F32 ? 1e-5f : 0.0f, label);
             test_slices(f);
+            test_reuse(f);
             test_estimate(f);
             unlink(f);
         }

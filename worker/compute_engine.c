@@ -238,8 +238,16 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     } else if (e->n_slots) {
         keep_nothing(e, slice->layer_first, slice->layer_end, &kf, &ke);
     }
-    model_free(&e->model);
+    /* A slice of the same model: the new load takes the old one's packed matrices of the layers
+     * both hold instead of packing them again (model_detach_weights). */
+    model_weights_t *reuse = NULL;
+    if (e->model && path && slice->have_model_fp && e->loaded_have_fp &&
+        memcmp(slice->model_fp, e->loaded_model_fp, sizeof e->loaded_model_fp) == 0)
+        reuse = model_detach_weights(&e->model);
+    else
+        model_free(&e->model);
     e->loaded_path[0] = '\0';
+    e->loaded_have_fp = false;
     e->identity = path == NULL;
     if (e->identity) {
         model_kv_saved_free(&kept);
@@ -250,9 +258,11 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     if (slice->kernels[0] && !quant_force_variant(slice->kernels)) {
         LOG(LOG_ERROR, "worker: this CPU cannot run the '%s' kernels the coordinator chose",
             slice->kernels);
+        model_weights_free(&reuse);
         return STATUS_UNSUPPORTED;
     }
     struct model_params p = slice_params(e, slice);
+    p.reuse = reuse; /* consumed */
     enum status rc = model_load(path, &p, &e->model);
     if (rc == STATUS_OK) rc = slots_init(e, model_n_seq(e->model));
     if (rc == STATUS_OK && kept && model_kv_restore(e->model, kept) != STATUS_OK) {
@@ -275,6 +285,8 @@ enum status compute_engine_load(void *ctx, const struct worker_slice *slice) {
     e->loaded_seq = slice->n_seq;
     e->loaded_batch = slice->n_batch;
     snprintf(e->loaded_kernels, sizeof e->loaded_kernels, "%s", slice->kernels);
+    e->loaded_have_fp = slice->have_model_fp;
+    memcpy(e->loaded_model_fp, slice->model_fp, sizeof e->loaded_model_fp);
     LOG(LOG_INFO,
         "worker: loaded layers [%d, %d) of %s (%.1f MiB of weights, %.1f MiB of KV cache and "
         "buffers for n_ctx %d x n_seq %d), kernels %s (AMX %s)",

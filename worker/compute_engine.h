@@ -42,6 +42,8 @@ struct compute_engine {
     char loaded_path[1024];
     int32_t loaded_first, loaded_end, loaded_ctx, loaded_seq, loaded_batch;
     char loaded_kernels[32];
+    bool loaded_have_fp; /* and the model it is a slice of (worker_slice.model_fp) */
+    uint8_t loaded_model_fp[32];
     /* Keeping the KV cache across a re-plan (compute_engine.c): per KV slot what it holds and
      * what the last re-plan kept (struct compute_slot), and the layers kept. */
     int32_t n_slots;

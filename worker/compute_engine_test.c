@@ -42,7 +42,9 @@ static void stage_load(struct stage *s, int32_t first, int32_t end, int32_t next
                                      .n_ctx = 128,
                                      .n_seq = N_SEQ,
                                      .n_batch = 64,
-                                     .next_end = next_end};
+                                     .next_end = next_end,
+                                     .have_model_fp = true,
+                                     .model_fp = {7, 7, 7}};
     assert(compute_engine_load(&s->e, &s->slice) == STATUS_OK);
 }
 
@@ -309,6 +311,10 @@ int main(void) {
     stage_load(&two[0], 0, 3, 5);
     stage_load(&two[1], 3, 5, 0);
     resend(two, 2, &q, "middle stage lost");
+    /* the survivors took their old slices' packed matrices of the layers they kept */
+    CHECK(model_reused_bytes(two[0].e.model) > 0 && model_reused_bytes(two[1].e.model) > 0,
+          "re-planned stages packed every matrix again (%zu, %zu bytes reused)",
+          model_reused_bytes(two[0].e.model), model_reused_bytes(two[1].e.model));
     /* every row but the wanted ones had been through both survivors before */
     uint64_t n_skip = (uint64_t)(q.len[0] + q.len[1] - 2 - N_SEQ);
     CHECK(two[0].e.rows_skipped == n_skip && two[1].e.rows_skipped == n_skip,
@@ -340,6 +346,12 @@ int main(void) {
     CHECK(one.e.rows_skipped == (uint64_t)(rows - N_SEQ), "same range: %llu of %d rows skipped",
           (unsigned long long)one.e.rows_skipped, rows - N_SEQ);
     decode(&one, 1, &ref, &q, "after the same-range re-plan");
+    /* a slice of another model (by its fingerprint) takes nothing from the old one */
+    one.slice.model_fp[0] = 8;
+    one.slice.layer_end = 4;
+    one.slice.is_last = false;
+    assert(compute_engine_load(&one.e, &one.slice) == STATUS_OK);
+    CHECK(model_reused_bytes(one.e.model) == 0, "matrices taken from another model's slice");
 
     /* The first stage dies: [2,4) becomes [0,3) (computes [0,2), keeps layer 2) and hands
      * layer 3's KV with the hidden states it sent to the old last stage, which becomes [3,5)

@@ -697,6 +697,8 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->slice_bytes = a->slice_bytes;
     w->have_model_fp = a->model && a->model->fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_model_fp) memcpy(w->model_fp, a->model->fingerprint.data, CRYPTO_HASH_BYTES);
+    w->slice.have_model_fp = w->have_model_fp;
+    memcpy(w->slice.model_fp, w->model_fp, CRYPTO_HASH_BYTES);
     /* (without the model's fingerprint, no cached slice is known to be of this model: no reuse) */
     w->head_bytes = a->slice_head_bytes;
     w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16

@@ -47,6 +47,8 @@ struct worker_slice {
     int32_t n_ctx, n_seq, n_batch; /* KV and batch sizes of the Assign (0 = engine default) */
     char kernels[32];              /* kernel variant to force; "" = the CPU's best */
     int32_t next_end;              /* layer_end of the next stage (0 on the last) */
+    bool have_model_fp;            /* the Assign named the model: */
+    uint8_t model_fp[32];          /* its fingerprint (BLAKE2b-256 of the file) */
 };
 
 /* An output tensor; data is malloc'd and owned by whoever holds the struct. */
