@@ -65,6 +65,7 @@ struct cluster_cfg {
     int no_restart;
     int compute_delay_ms;
     int request_timeout_ms;
+    int max_compute_ms;
     const char *max_memory;
 };
 
@@ -127,6 +128,9 @@ static const struct opt cluster_opts[] = {
     {"request-timeout-ms", 0, OPT_INT, F(request_timeout_ms), "10000", 100, 3600000, "MS",
      "a micro-batch that does not come back this long after it could (sent, and the one ahead "
      "of it back) is sent again, unless a worker's heartbeats say it is still computing it"},
+    {"max-compute-ms", 0, OPT_INT, F(max_compute_ms), "300000", 1000, 86400000, "MS",
+     "a worker whose heartbeats have said this long that it is computing the same micro-batch "
+     "is taken out of the plan as stuck, and the requests resume on the others"},
     {"compute-delay-ms", 0, OPT_INT, F(compute_delay_ms), "0", 0, 600000, "MS",
      "every worker sleeps this long per step: simulates slower machines (tests, studies)"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
@@ -517,7 +521,7 @@ int cmd_cluster(int argc, char **argv) {
     /* the coordinator */
     char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_temp[32],
         a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_fp[32], a_pp[32], a_rln[16], a_seed[32],
-        a_ctx[16], a_seqs[16], a_chunk[16], a_timeout[16];
+        a_ctx[16], a_seqs[16], a_chunk[16], a_timeout[16], a_maxc[16];
     snprintf(status, sizeof status, "%s/coordinator.status", cl->dir);
     unlink(status); /* a reused --log-dir must not show the last run's endpoints */
     snprintf(a_key, sizeof a_key, "%s/coordinator", cl->dir);
@@ -538,6 +542,7 @@ int cmd_cluster(int argc, char **argv) {
     snprintf(a_seqs, sizeof a_seqs, "%d", c->max_seqs);
     snprintf(a_chunk, sizeof a_chunk, "%d", c->prefill_chunk);
     snprintf(a_timeout, sizeof a_timeout, "%d", c->request_timeout_ms);
+    snprintf(a_maxc, sizeof a_maxc, "%d", c->max_compute_ms);
     const char *cargv[96];
     int k = 0;
     cargv[k++] = "caravan";
@@ -562,6 +567,8 @@ int cmd_cluster(int argc, char **argv) {
     cargv[k++] = a_chunk;
     cargv[k++] = "--request-timeout-ms";
     cargv[k++] = a_timeout;
+    cargv[k++] = "--max-compute-ms";
+    cargv[k++] = a_maxc;
     cargv[k++] = "--wire-dtype";
     cargv[k++] = c->wire_dtype;
     cargv[k++] = "--ahead";

@@ -44,6 +44,7 @@ struct coordinator_cli {
     int generate;
     int interval_ms;
     int request_timeout_ms;
+    int max_compute_ms;
     int exit_when_done;
     int insecure;
     int run_ms;
@@ -108,6 +109,10 @@ static const struct opt coordinator_opts[] = {
      "one ahead of it back) is sent again, unless a worker's heartbeats say it is still "
      "computing it (a long prompt chunk on a slow machine); a request with no token over three "
      "such timeouts fails; a test request fails"},
+    {"max-compute-ms", 0, OPT_INT, F(max_compute_ms), "300000", 1000, 86400000, "MS",
+     "serving: a worker whose heartbeats have said this long that it is computing the same "
+     "micro-batch is taken out of the plan as stuck (for a while, then tried again) and the "
+     "requests resume on the others"},
     {"exit-when-done", 0, OPT_FLAG, F(exit_when_done), NULL, 0, -1, NULL,
      "exit 0 once every test request is answered"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
@@ -463,6 +468,7 @@ int cmd_coordinator(int argc, char **argv) {
     if (!tokens) ccfg.repeat = payload ? cli.repeat : 0;
     ccfg.interval_ms = cli.interval_ms;
     ccfg.request_timeout_ms = cli.request_timeout_ms;
+    ccfg.max_compute_ms = cli.max_compute_ms;
     ccfg.heartbeat_ms = (uint32_t)cli.heartbeat_ms;
     ccfg.worker_timeout_ms = (uint32_t)cli.dead_after_ms;
     ccfg.rebalance_s = cli.rebalance_s;

@@ -54,8 +54,9 @@ struct worker_rec {
     bool has_model;                   /* it has the whole model file (Join.cached_models) */
     bool draining;                    /* asked to leave: gets a Drain once its layers moved */
     double s_per_lt;                  /* measured compute seconds per layer and token (EWMA) */
-    /* the last batch its heartbeats said it was computing (Heartbeat.busy_batch_id), and when */
-    uint64_t busy_batch, busy_heard_ms;
+    /* the last batch its heartbeats said it was computing (Heartbeat.busy_batch_id), when,
+     * and since when they have named that batch */
+    uint64_t busy_batch, busy_heard_ms, busy_since_ms;
     uint64_t n_timed;                     /* micro-batches behind it since the last plan */
     uint64_t lost_ms;                     /* when it was declared lost */
     int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
@@ -161,6 +162,7 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     if (!c->cfg.heartbeat_ms) c->cfg.heartbeat_ms = 1000;
     if (!c->cfg.worker_timeout_ms) c->cfg.worker_timeout_ms = 5000;
     if (!c->cfg.request_timeout_ms) c->cfg.request_timeout_ms = 10000;
+    if (c->cfg.max_compute_ms <= 0) c->cfg.max_compute_ms = 300000;
     c->next_node_id = 1;
     c->next_msg_id = 1;
     c->next_batch = 1;
@@ -1272,9 +1274,13 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
     }
 }
 
+#define BUSY_FRESH_MS 2000
+
 /* A heartbeat that names the batch its worker is computing. */
 static void note_busy(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64_t now_ms) {
     if (!hb || !hb->busy_batch_id) return;
+    if (hb->busy_batch_id != w->busy_batch || now_ms - w->busy_heard_ms > BUSY_FRESH_MS)
+        w->busy_since_ms = now_ms;
     w->busy_batch = hb->busy_batch_id;
     w->busy_heard_ms = now_ms;
 }
@@ -1282,7 +1288,6 @@ static void note_busy(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64
 /* The stage whose heartbeats said, within the last BUSY_FRESH_MS, that it is computing batch
  * (a micro-batch that is not lost: the oldest in flight queues behind nothing, so it is always
  * on the wire or being computed), or -1. */
-#define BUSY_FRESH_MS 2000
 static int computing(const coordinator_t *c, uint64_t batch, uint64_t now_ms) {
     for (int i = 0; i < c->n_workers; i++)
         if (batch && c->workers[i].busy_batch == batch &&
@@ -1989,6 +1994,21 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
      * a slow machine may take longer than the timeout, and sending it again would only start
      * it over (a 7B model on one thread here: 631 prompt tokens never got an answer). */
     const int busy = overdue ? computing(c, c->mb_batch_id[oldest], now_ms) : -1;
+    /* ... but not for ever: a stage whose compute hangs (its heartbeat thread still talks)
+     * would hold every request; after --max-compute-ms it is parked as stuck and the re-plan
+     * resumes the requests elsewhere. */
+    if (busy >= 0 && now_ms - c->workers[busy].busy_since_ms > (uint64_t)c->cfg.max_compute_ms) {
+        struct worker_rec *w = &c->workers[busy];
+        char cause[256];
+        snprintf(cause, sizeof cause,
+                 "node %u (%s) has been computing batch %llu for %llu ms, over --max-compute-ms "
+                 "%d: stuck",
+                 w->node_id, w->name, (unsigned long long)w->busy_batch,
+                 (unsigned long long)(now_ms - w->busy_since_ms), c->cfg.max_compute_ms);
+        w->busy_batch = 0;
+        park_worker(c, busy, cause, now_ms - w->busy_since_ms, acts);
+        return;
+    }
     if (busy >= 0 && c->mb_waited_batch != c->mb_batch_id[oldest]) {
         c->mb_waited_batch = c->mb_batch_id[oldest];
         LOG(LOG_INFO,

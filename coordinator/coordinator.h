@@ -61,6 +61,9 @@ struct coordinator_config {
     int repeat;
     int interval_ms;
     int request_timeout_ms;
+    /* Serving: a stage whose heartbeats have named one batch as computing for longer than this
+     * is taken out of the plan (parked) as stuck; 0 = 300000 */
+    int max_compute_ms;
     bool exit_when_done; /* exit 0 after the last answer */
     uint32_t heartbeat_ms;
     uint32_t worker_timeout_ms;

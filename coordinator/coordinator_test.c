@@ -149,10 +149,13 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
 
 /* A coordinator serving (its queue in *q) 2 layers over w1 and w2 (control connections 7 and
  * 8), ready at epoch 1. */
+static int g_max_compute_ms; /* the next serving pair's --max-compute-ms (0: default) */
+
 static coordinator_t *serving_pair_ahead(serve_queue_t **q, bool ahead,
                                          struct coordinator_actions *acts) {
     *q = serve_queue_new(4);
     struct coordinator_config cfg = {
+        .max_compute_ms = g_max_compute_ms,
         .n_workers = 2,
         .n_layers = 2,
         .queue = *q,
@@ -434,6 +437,35 @@ static void test_busy_stage(struct coordinator_actions *acts) {
         coordinator_actions_clear(acts);
         REQUIRE(sent == (t == 32500), "at %llu ms the batch was%s sent again",
                 (unsigned long long)t, sent ? "" : " not");
+    }
+    serve_req_unref(&r);
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
+}
+
+/* ... but not for ever: a stage whose heartbeats name the same batch past --max-compute-ms
+ * (its compute hangs) is taken out of the plan, and the re-plan resumes the request. */
+static void test_stuck_stage(struct coordinator_actions *acts) {
+    serve_queue_t *q = NULL;
+    test_now = 0;
+    g_max_compute_ms = 20000;
+    coordinator_t *c = serving_pair(&q, acts);
+    g_max_compute_ms = 0;
+    serve_req_t *r = submit(q, 4);
+    Caravan__Envelope *env = next_forward(c, 10, acts);
+    const uint64_t batch = env->forward->batch_id;
+    codec_free(&env);
+    for (uint64_t t = 500; t <= 22000; t += 500) {
+        test_now = t;
+        busy_heartbeat(c, 1, K1, 0, acts);
+        busy_heartbeat(c, 2, K2, batch, acts); /* from 500 ms on */
+        coordinator_on_tick(c, t, acts);
+        const bool sent = find(acts, COORDINATOR_ACTION_SEND_FIRST) != NULL;
+        coordinator_actions_clear(acts);
+        const bool replanned = coordinator_epoch(c) == 2;
+        REQUIRE(replanned == (t > 20500), "at %llu ms: epoch %llu", (unsigned long long)t,
+                (unsigned long long)coordinator_epoch(c));
+        REQUIRE(!sent || replanned, "at %llu ms the batch was sent again", (unsigned long long)t);
     }
     serve_req_unref(&r);
     coordinator_destroy(&c);
@@ -889,6 +921,7 @@ int main(void) {
     test_stage_error(&acts);
     test_own_stall(&acts);
     test_busy_stage(&acts);
+    test_stuck_stage(&acts);
     test_unreachable(&acts);
     test_ahead_ok(&acts);
     test_snap();
