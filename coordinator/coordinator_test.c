@@ -417,24 +417,41 @@ static void busy_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, ui
     coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
+/* A serving pair with one request's first micro-batch sent at 10 ms; its batch id into *batch. */
+static coordinator_t *one_batch_out(serve_queue_t **q, serve_req_t **r, uint64_t *batch,
+                                    struct coordinator_actions *acts) {
+    test_now = 0;
+    coordinator_t *c = serving_pair(q, acts);
+    *r = submit(*q, 4);
+    Caravan__Envelope *env = next_forward(c, 10, acts);
+    *batch = env->forward->batch_id;
+    codec_free(&env);
+    return c;
+}
+
+/* At t: w1's heartbeat says it computes nothing, w2's that it computes `busy` (0: nothing),
+ * then a tick. Whether the tick sent a micro-batch. */
+static bool busy_tick(coordinator_t *c, uint64_t t, uint64_t busy,
+                      struct coordinator_actions *acts) {
+    test_now = t;
+    busy_heartbeat(c, 1, K1, 0, acts);
+    busy_heartbeat(c, 2, K2, busy, acts);
+    coordinator_on_tick(c, t, acts);
+    const bool sent = find(acts, COORDINATOR_ACTION_SEND_FIRST) != NULL;
+    coordinator_actions_clear(acts);
+    return sent;
+}
+
 /* A micro-batch past the request timeout (10 s) that a stage's heartbeats say it is still
  * computing (a long prompt chunk of a big model on a slow machine) is waited for, not sent
  * again; once no stage has said so for over 2 s, it times out and is sent again as before. */
 static void test_busy_stage(struct coordinator_actions *acts) {
     serve_queue_t *q = NULL;
-    test_now = 0;
-    coordinator_t *c = serving_pair(&q, acts);
-    serve_req_t *r = submit(q, 4);
-    Caravan__Envelope *env = next_forward(c, 10, acts);
-    const uint64_t batch = env->forward->batch_id;
-    codec_free(&env);
+    serve_req_t *r = NULL;
+    uint64_t batch = 0;
+    coordinator_t *c = one_batch_out(&q, &r, &batch, acts);
     for (uint64_t t = 500; t <= 32500; t += 500) {
-        test_now = t;
-        busy_heartbeat(c, 1, K1, 0, acts);
-        busy_heartbeat(c, 2, K2, t <= 30000 ? batch : 0, acts); /* then it is lost */
-        coordinator_on_tick(c, t, acts);
-        const bool sent = find(acts, COORDINATOR_ACTION_SEND_FIRST) != NULL;
-        coordinator_actions_clear(acts);
+        const bool sent = busy_tick(c, t, t <= 30000 ? batch : 0, acts); /* then it is lost */
         REQUIRE(sent == (t == 32500), "at %llu ms the batch was%s sent again",
                 (unsigned long long)t, sent ? "" : " not");
     }
@@ -447,21 +464,13 @@ static void test_busy_stage(struct coordinator_actions *acts) {
  * (its compute hangs) is taken out of the plan, and the re-plan resumes the request. */
 static void test_stuck_stage(struct coordinator_actions *acts) {
     serve_queue_t *q = NULL;
-    test_now = 0;
+    serve_req_t *r = NULL;
+    uint64_t batch = 0;
     g_max_compute_ms = 20000;
-    coordinator_t *c = serving_pair(&q, acts);
+    coordinator_t *c = one_batch_out(&q, &r, &batch, acts);
     g_max_compute_ms = 0;
-    serve_req_t *r = submit(q, 4);
-    Caravan__Envelope *env = next_forward(c, 10, acts);
-    const uint64_t batch = env->forward->batch_id;
-    codec_free(&env);
     for (uint64_t t = 500; t <= 22000; t += 500) {
-        test_now = t;
-        busy_heartbeat(c, 1, K1, 0, acts);
-        busy_heartbeat(c, 2, K2, batch, acts); /* from 500 ms on */
-        coordinator_on_tick(c, t, acts);
-        const bool sent = find(acts, COORDINATOR_ACTION_SEND_FIRST) != NULL;
-        coordinator_actions_clear(acts);
+        const bool sent = busy_tick(c, t, batch, acts); /* busy from 500 ms on */
         const bool replanned = coordinator_epoch(c) == 2;
         REQUIRE(replanned == (t > 20500), "at %llu ms: epoch %llu", (unsigned long long)t,
                 (unsigned long long)coordinator_epoch(c));
