@@ -18,6 +18,7 @@ struct sampler {
     int64_t n_vocab;
     struct cand *cands; /* (n_vocab) */
     struct cand *tmp;   /* (n_vocab) scratch for sorting */
+    float *pen;         /* (n_vocab) the logits after the penalties */
     int32_t *count;     /* (n_vocab) zeros between calls: occurrences in the penalty window */
 };
 
@@ -44,8 +45,9 @@ sampler_t *sampler_new(int64_t n_vocab) {
     s->n_vocab = n_vocab;
     s->cands = malloc(sizeof(struct cand) * (size_t)n_vocab);
     s->tmp = malloc(sizeof(struct cand) * (size_t)n_vocab);
+    s->pen = malloc(sizeof(float) * (size_t)n_vocab);
     s->count = calloc((size_t)n_vocab, sizeof(int32_t));
-    if (!s->cands || !s->tmp || !s->count) abort();
+    if (!s->cands || !s->tmp || !s->pen || !s->count) abort();
     return s;
 }
 
@@ -53,6 +55,7 @@ void sampler_free(sampler_t **self_p) {
     if (!self_p || !*self_p) return;
     free((*self_p)->cands);
     free((*self_p)->tmp);
+    free((*self_p)->pen);
     free((*self_p)->count);
     free(*self_p);
     *self_p = NULL;
@@ -163,6 +166,87 @@ static void sort_by_logit(struct cand *c, struct cand *tmp, int64_t n) {
     /* four passes: the result is back in c */
 }
 
+/* The log-softmax's passes over the whole vocabulary (152k entries for Qwen), in 4-float vectors
+ * of GCC's vector extension: SSE2 on every x86-64 host (NEON elsewhere), the same instructions
+ * and so the same bits wherever it runs, whichever kernels the engine dispatches to. Through
+ * libm's exp() in double they took 0.6-0.9 ms a row at 152k on the Zen 5; these 0.12-0.14. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static v4f v4_load(const float *x) {
+    v4f v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+/* b where mask, else a (mask lanes all ones or all zeros, as comparisons give) */
+static v4f v4_select(v4i mask, v4f b, v4f a) {
+    return (v4f)(((v4i)b & mask) | ((v4i)a & ~mask));
+}
+
+/* The largest of x[0..n), n >= 1 (no NaN: the caller's sampler refused those). */
+static float max_of(const float *x, int64_t n) {
+    float mx = x[0];
+    int64_t i = 0;
+    if (n >= 8) {
+        v4f m0 = v4_load(x), m1 = v4_load(x + 4);
+        for (i = 8; i + 8 <= n; i += 8) {
+            v4f a = v4_load(x + i), b = v4_load(x + i + 4);
+            m0 = v4_select(a > m0, a, m0);
+            m1 = v4_select(b > m1, b, m1);
+        }
+        for (int l = 0; l < 4; l++) {
+            if (m0[l] > mx) mx = m0[l];
+            if (m1[l] > mx) mx = m1[l];
+        }
+    }
+    for (; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    return mx;
+}
+
+/* The first index of x[0..n)'s largest value (no NaN), as a scan keeping the first largest
+ * finds: the largest by max_of, then the first block of 8 holding it. At Qwen's 152k a scan
+ * with a compare and a branch per value took ~135 us on the Zen 5. */
+static int64_t argmax_first(const float *x, int64_t n) {
+    const float mx = max_of(x, n);
+    int64_t i = 0;
+    const v4f m = (v4f){0} + mx;
+    for (; i + 8 <= n; i += 8) {
+        const v4i hit = (v4_load(x + i) == m) | (v4_load(x + i + 4) == m);
+        if (hit[0] | hit[1] | hit[2] | hit[3]) break;
+    }
+    for (; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0; /* not reached: mx is one of them */
+}
+
+/* select_best over the logits x[0..n) themselves: their k best (cand_cmp order) into c[0..k),
+ * unordered. The same heap, built and updated in the same order, so the same k in the same
+ * places; but a block of 8 that holds nothing above the worst kept (as nearly every block soon
+ * is) is passed over with two vector compares. A later value never wins a tie: its id is above
+ * every kept one's. */
+static void select_best_of(const float *x, int64_t n, int64_t k, struct cand *c) {
+    for (int64_t i = 0; i < k; i++) c[i] = (struct cand){(int32_t)i, x[i]};
+    heap_build(c, k);
+    int64_t i = k;
+    for (; i + 8 <= n; i += 8) {
+        const v4f t = (v4f){0} + c[0].logit;
+        const v4i above = (v4_load(x + i) > t) | (v4_load(x + i + 4) > t);
+        if (!(above[0] | above[1] | above[2] | above[3])) continue;
+        for (int64_t j = i; j < i + 8; j++)
+            if (x[j] > c[0].logit) {
+                c[0] = (struct cand){(int32_t)j, x[j]};
+                heap_sift(c, k, 0);
+            }
+    }
+    for (; i < n; i++)
+        if (x[i] > c[0].logit) {
+            c[0] = (struct cand){(int32_t)i, x[i]};
+            heap_sift(c, k, 0);
+        }
+}
+
 /* Top-p over c[0..n) sorted: how many lead until their probabilities (exp(logit - mx) / sum)
  * add up to top_p; n when they never do. */
 static int64_t top_p_cut(const struct cand *c, int64_t n, float mx, double sum, float top_p) {
@@ -179,18 +263,11 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
     const int64_t nv = s->n_vocab;
     if (undrawable(logits, nv)) return -1;
     const bool penalize = sampler_params_penalize(p) && recent && n_recent > 0;
-    if (p->temp <= 0.0f && !penalize) {
-        int64_t best = 0; /* greedy, nothing to penalise: the first largest logit */
-        for (int64_t i = 1; i < nv; i++)
-            if (logits[i] > logits[best]) best = i;
-        return (int32_t)best;
-    }
-    struct cand *c = s->cands;
-    for (int64_t i = 0; i < nv; i++) c[i] = (struct cand){(int32_t)i, logits[i]};
-
+    const float *x = logits;
     /* penalties over the last repeat_last_n tokens: count each id, then penalise each distinct
      * id once (at its first occurrence) and clear its count, so count[] is all zeros again */
     if (penalize) {
+        memcpy(s->pen, logits, sizeof(float) * (size_t)nv);
         int32_t from =
             p->repeat_last_n > 0 && n_recent > p->repeat_last_n ? n_recent - p->repeat_last_n : 0;
         for (int32_t i = from; i < n_recent; i++)
@@ -198,27 +275,23 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
         for (int32_t i = from; i < n_recent; i++) {
             int32_t id = recent[i];
             if (id < 0 || id >= nv || s->count[id] == 0) continue;
-            float *l = &c[id].logit;
+            float *l = &s->pen[id];
             if (p->repeat_penalty != 1.0f)
                 *l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
             *l -= (float)s->count[id] * p->frequency_penalty + p->presence_penalty;
             s->count[id] = 0;
         }
+        x = s->pen;
     }
-
-    if (p->temp <= 0.0f) {
-        int32_t best = 0;
-        for (int64_t i = 1; i < nv; i++)
-            if (c[i].logit > c[best].logit) best = (int32_t)i;
-        return best;
-    }
+    if (p->temp <= 0.0f) return (int32_t)argmax_first(x, nv); /* greedy: the first largest */
+    struct cand *c = s->cands;
 
     int64_t n = nv;
     float mx;
     if (p->top_k > 0 && p->top_k < nv) {
         /* top-k: the k best sorted; top-p and min-p cut that list */
         n = p->top_k;
-        select_best(c, nv, n);
+        select_best_of(x, nv, n, c);
         qsort(c, (size_t)n, sizeof *c, cand_cmp);
         mx = c[0].logit;
         double sum = 0.0; /* softmax over the kept candidates at temperature 1 */
@@ -237,6 +310,7 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
          * tokens are found without sorting (in id order), and top-p first tries the best 256
          * (a heap over a copy: enough for a peaked row), else sorts the candidates by a radix
          * sort, O(n). The softmax sum for top-p is over the vocabulary in id order. */
+        for (int64_t i = 0; i < nv; i++) c[i] = (struct cand){(int32_t)i, x[i]};
         mx = c[0].logit;
         for (int64_t i = 1; i < nv; i++) mx = c[i].logit > mx ? c[i].logit : mx;
         double sum = 0.0;
@@ -286,45 +360,6 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
     return c[n - 1].id;
 }
 
-/* The log-softmax's passes over the whole vocabulary (152k entries for Qwen), in 4-float vectors
- * of GCC's vector extension: SSE2 on every x86-64 host (NEON elsewhere), the same instructions
- * and so the same bits wherever it runs, whichever kernels the engine dispatches to. Through
- * libm's exp() in double they took 0.6-0.9 ms a row at 152k on the Zen 5; these 0.12-0.14. */
-typedef float v4f __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
-
-static v4f v4_load(const float *x) {
-    v4f v;
-    memcpy(&v, x, sizeof v);
-    return v;
-}
-
-/* b where mask, else a (mask lanes all ones or all zeros, as comparisons give) */
-static v4f v4_select(v4i mask, v4f b, v4f a) {
-    return (v4f)(((v4i)b & mask) | ((v4i)a & ~mask));
-}
-
-/* The largest of x[0..n), n >= 1 (no NaN: the caller's sampler refused those). */
-static float max_of(const float *x, int64_t n) {
-    float mx = x[0];
-    int64_t i = 0;
-    if (n >= 8) {
-        v4f m0 = v4_load(x), m1 = v4_load(x + 4);
-        for (i = 8; i + 8 <= n; i += 8) {
-            v4f a = v4_load(x + i), b = v4_load(x + i + 4);
-            m0 = v4_select(a > m0, a, m0);
-            m1 = v4_select(b > m1, b, m1);
-        }
-        for (int l = 0; l < 4; l++) {
-            if (m0[l] > mx) mx = m0[l];
-            if (m1[l] > mx) mx = m1[l];
-        }
-    }
-    for (; i < n; i++)
-        if (x[i] > mx) mx = x[i];
-    return mx;
-}
-
 /* e^t for t <= 0, four at a time, within 4e-7 of exp(); below -87 (and -infinity) as e^-87,
  * nothing beside the maximum's 1. Cody-Waite reduction by ln 2 (rounded with the 1.5 * 2^23
  * trick, no libm), a degree-6 Taylor polynomial on [-ln2/2, ln2/2], and 2^k from its bits. */
@@ -372,15 +407,27 @@ int32_t sampler_logprobs(const float *logits, int64_t n_vocab, int32_t tok, int3
     int32_t k = n_top < n_vocab ? n_top : (int32_t)n_vocab, n = 0;
     /* insertion into top_id[0..n), kept by logit descending, lower id first on ties (ids come
      * in ascending order, so a later equal logit goes after) */
-    for (int64_t i = 0; i < n_vocab; i++) {
-        float v = logits[i];
-        if (n == k && !(v > logits[top_id[k - 1]])) continue;
-        int32_t j = n < k ? n++ : k - 1;
-        while (j > 0 && v > logits[top_id[j - 1]]) {
-            top_id[j] = top_id[j - 1];
-            j--;
+    for (int64_t i = 0; i < n_vocab;) {
+        /* a block of 8 with nothing above the last kept, once the list is full, is passed over
+         * with two vector compares (as select_best_of does) */
+        if (n == k && i + 8 <= n_vocab) {
+            const v4f t = (v4f){0} + logits[top_id[k - 1]];
+            const v4i above = (v4_load(logits + i) > t) | (v4_load(logits + i + 4) > t);
+            if (!(above[0] | above[1] | above[2] | above[3])) {
+                i += 8;
+                continue;
+            }
         }
-        top_id[j] = (int32_t)i;
+        for (const int64_t end = i + 8 < n_vocab ? i + 8 : n_vocab; i < end; i++) {
+            float v = logits[i];
+            if (n == k && !(v > logits[top_id[k - 1]])) continue;
+            int32_t j = n < k ? n++ : k - 1;
+            while (j > 0 && v > logits[top_id[j - 1]]) {
+                top_id[j] = top_id[j - 1];
+                j--;
+            }
+            top_id[j] = (int32_t)i;
+        }
     }
     for (int32_t j = 0; j < k; j++) {
         lp = (double)logits[top_id[j]] - lse;

@@ -211,9 +211,98 @@ static void check_vocabulary_wide(void) {
     assert(checked == 3 * 12 * 12 * 4 && distinct_total > 100); /* the draws did vary */
 }
 
+/* The top-k chain by its definition, with top-p and min-p off: the whole row sorted (logit
+ * descending, lower id first on ties), its k best kept, the draw over their softmax at temp in
+ * that order with the n-th random number of (seed, draw) as the sampler takes it (mix above). */
+struct rc {
+    int32_t id;
+    float logit;
+};
+static int rc_cmp(const void *a, const void *b) {
+    const struct rc *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+static int32_t top_k_ref(const float *row, int n, int k, float temp, uint64_t seed, uint64_t draw) {
+    struct rc *c = malloc(sizeof *c * (size_t)n);
+    for (int i = 0; i < n; i++) c[i] = (struct rc){i, row[i]};
+    qsort(c, (size_t)n, sizeof *c, rc_cmp);
+    const float mx = c[0].logit;
+    double total = 0.0, acc = 0.0;
+    for (int i = 0; i < k; i++) total += exp((double)(c[i].logit - mx) / temp);
+    double r = (double)(mix(seed ^ mix(draw)) >> 11) * 0x1.0p-53 * total;
+    int32_t got = c[k - 1].id;
+    for (int i = 0; i < k; i++) {
+        acc += exp((double)(c[i].logit - mx) / temp);
+        if (r < acc) {
+            got = c[i].id;
+            break;
+        }
+    }
+    free(c);
+    return got;
+}
+
+/* Greedy, the top-k selection and the log-probabilities' top list pass over the row in vector
+ * blocks: on rows of every length around the blocks' (1..70, 1000, 32000), with many ties, -0
+ * beside +0 and -infinity among them, each gives what the definition does: the first largest,
+ * the top-k chain above, the first 20 of the full sort. */
+static void check_fast_paths(void) {
+    uint64_t x = 99;
+    const int lens[] = {1,  2,  3,  7,  8,  9,  15, 16, 17, 23,   24,   25,
+                        31, 33, 40, 41, 47, 63, 64, 65, 70, 1000, 32000};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        const int n = lens[li];
+        float *row = malloc(sizeof *row * (size_t)n);
+        sampler_t *s = sampler_new(n);
+        for (int trial = 0; trial < (n > 1000 ? 4 : 40); trial++) {
+            for (int i = 0; i < n; i++) {
+                x = mix(x);
+                int v = (int)(x % 17);
+                row[i] = v == 0 ? -0.0f : v == 1 ? 0.0f : v == 2 && i ? -INFINITY : (float)(v % 6);
+                if (trial % 4 == 3) row[i] = (float)(x % 1000003) / 1000.0f; /* few ties */
+            }
+            struct sampler_params p;
+            sampler_params_default(&p);
+            p.temp = 0;
+            int first = 0;
+            for (int i = 1; i < n; i++)
+                if (row[i] > row[first]) first = i;
+            assert(sampler_sample(s, &p, row, NULL, 0, 0) == first);
+            p.temp = 0.7f;
+            p.top_p = 1.0f;
+            p.min_p = 0.0f;
+            p.seed = x;
+            /* the log-probabilities' top list: the first of the full sort */
+            {
+                const int k = n < 20 ? n : 20;
+                int32_t ids[20];
+                float lps[20], lp;
+                struct rc *c = malloc(sizeof *c * (size_t)n);
+                for (int i = 0; i < n; i++) c[i] = (struct rc){i, row[i]};
+                qsort(c, (size_t)n, sizeof *c, rc_cmp);
+                assert(sampler_logprobs(row, n, 0, 20, &lp, ids, lps) == k);
+                for (int j = 0; j < k; j++) assert(ids[j] == c[j].id);
+                free(c);
+            }
+            const int ks[] = {1, 2, 5, 40};
+            for (size_t ki = 0; ki < 4; ki++) {
+                if (ks[ki] >= n) continue;
+                p.top_k = ks[ki];
+                for (uint64_t d = 0; d < 6; d++)
+                    assert(sampler_sample(s, &p, row, NULL, 0, d) ==
+                           top_k_ref(row, n, ks[ki], p.temp, p.seed, d));
+            }
+        }
+        sampler_free(&s);
+        free(row);
+    }
+}
+
 int main(void) {
     check_vocabulary_wide();
     check_penalties();
+    check_fast_paths();
     enum { NV = 100 };
     float logits[NV];
     for (int i = 0; i < NV; i++) logits[i] = (float)(i % 10);
