@@ -2,6 +2,8 @@
 #include "slice.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdbool.h>
@@ -237,33 +239,47 @@ static int seg_by_start(const void *x, const void *y) {
     return a->start < b->start ? -1 : a->start > b->start;
 }
 
-/* The whole head has come: its tensors say where every tensor's data lies. */
-static void hasher_head_done(slice_hasher_t *h) {
+/* Where every tensor of a total-byte blob whose head is head[0, head_len) lies, in data order,
+ * into *out (malloc'd, *n of them); false when the head does not parse or the tensors do not
+ * tile the blob: the first starts where the head ends, none overlaps the next, and the last
+ * ends inside the blob (gguf_open_head checked each against total). */
+static bool layout_segs(const uint8_t *head, uint64_t head_len, uint64_t total,
+                        struct hasher_seg **out, size_t *n_out) {
     gguf_t *g = NULL;
-    if (gguf_open_head(h->head, (size_t)h->head_len, h->total, &g) != STATUS_OK) {
-        h->bad = true;
-        return;
-    }
+    *out = NULL;
+    *n_out = 0;
+    if (gguf_open_head(head, (size_t)head_len, total, &g) != STATUS_OK) return false;
     const int64_t n = gguf_n_tensors(g);
-    h->segs = n > 0 ? calloc((size_t)n, sizeof *h->segs) : NULL;
-    if (!h->segs) {
-        h->bad = true;
+    struct hasher_seg *segs = n > 0 ? calloc((size_t)n, sizeof *segs) : NULL;
+    if (!segs) {
         gguf_close(&g);
-        return;
+        return false;
     }
     for (int64_t i = 0; i < n; i++) {
         const struct gguf_tensor *t = gguf_tensor_at(g, i);
-        h->segs[i] = (struct hasher_seg){gguf_data_offset(g) + t->offset, t->nbytes, 0};
+        segs[i] = (struct hasher_seg){gguf_data_offset(g) + t->offset, t->nbytes, 0};
     }
     gguf_close(&g);
-    h->n_segs = (size_t)n;
-    qsort(h->segs, h->n_segs, sizeof *h->segs, seg_by_start);
-    /* The tensors tile the blob: the first starts where the head ends, none overlaps the next,
-     * and the last ends inside the blob (gguf_open_head checked each against total). */
-    h->bad = h->segs[0].start != h->head_len;
-    for (size_t i = 0; i < h->n_segs && !h->bad; i++) {
-        h->segs[i].end = i + 1 < h->n_segs ? h->segs[i + 1].start : h->total;
-        h->bad = h->segs[i].start + h->segs[i].nbytes > h->segs[i].end;
+    qsort(segs, (size_t)n, sizeof *segs, seg_by_start);
+    bool ok = segs[0].start == head_len;
+    for (int64_t i = 0; i < n && ok; i++) {
+        segs[i].end = i + 1 < n ? segs[i + 1].start : total;
+        ok = segs[i].start + segs[i].nbytes <= segs[i].end;
+    }
+    if (!ok) {
+        free(segs);
+        return false;
+    }
+    *out = segs;
+    *n_out = (size_t)n;
+    return true;
+}
+
+/* The whole head has come: its tensors say where every tensor's data lies. */
+static void hasher_head_done(slice_hasher_t *h) {
+    if (!layout_segs(h->head, h->head_len, h->total, &h->segs, &h->n_segs)) {
+        h->bad = true;
+        return;
     }
     uint8_t d[CRYPTO_HASH_BYTES];
     crypto_generichash(d, CRYPTO_HASH_BYTES, h->head, (size_t)h->head_len, NULL, 0);
@@ -458,6 +474,99 @@ bool slice_file_info(const gguf_t *g, int32_t *first, int32_t *end, int32_t *n_l
     *end = (int32_t)e;
     *n_layers = (int32_t)n;
     return true;
+}
+
+/* ==== A complete blob in a file, on several threads =========================================== */
+
+struct file_job {
+    int fd;
+    const struct hasher_seg *segs;
+    size_t n_segs;
+    uint8_t (*digests)[CRYPTO_HASH_BYTES];
+    atomic_size_t next;
+    atomic_bool bad;
+};
+
+/* Reads [off, off + len) of fd into buf (cap bytes at a time), feeding a hash state (st) or,
+ * without one, checking every byte is zero; false on a read error or a non-zero byte. */
+static bool stream_range(int fd, uint64_t off, uint64_t len, uint8_t *buf, size_t cap,
+                         crypto_generichash_state *st) {
+    while (len) {
+        size_t want = len < cap ? (size_t)len : cap;
+        ssize_t k = pread(fd, buf, want, (off_t)off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return false;
+        if (st)
+            crypto_generichash_update(st, buf, (size_t)k);
+        else
+            for (ssize_t i = 0; i < k; i++)
+                if (buf[i]) return false;
+        off += (uint64_t)k;
+        len -= (uint64_t)k;
+    }
+    return true;
+}
+
+static void *file_digests(void *arg) {
+    struct file_job *j = arg;
+    enum { CAP = 1 << 20 };
+    uint8_t *buf = malloc(CAP);
+    if (!buf) {
+        atomic_store(&j->bad, true);
+        return NULL;
+    }
+    for (size_t i; !atomic_load(&j->bad) && (i = atomic_fetch_add(&j->next, 1)) < j->n_segs;) {
+        const struct hasher_seg *g = &j->segs[i];
+        crypto_generichash_state st;
+        crypto_generichash_init(&st, NULL, 0, CRYPTO_HASH_BYTES);
+        if (!stream_range(j->fd, g->start, g->nbytes, buf, CAP, &st) ||
+            !stream_range(j->fd, g->start + g->nbytes, g->end - g->start - g->nbytes, buf, CAP,
+                          NULL))
+            atomic_store(&j->bad, true);
+        crypto_generichash_final(&st, j->digests[i], CRYPTO_HASH_BYTES);
+    }
+    free(buf);
+    return NULL;
+}
+
+bool slice_fingerprint_fd(int fd, uint64_t total, uint64_t head_len, int n_threads,
+                          uint8_t out[CRYPTO_HASH_BYTES]) {
+    memset(out, 0, CRYPTO_HASH_BYTES);
+    if (sodium_init() < 0 || head_len == 0 || head_len > total || head_len > SLICE_MAX_HEAD)
+        return false;
+    uint8_t *head = malloc((size_t)head_len);
+    struct hasher_seg *segs = NULL;
+    size_t n = 0;
+    bool ok = head && pread(fd, head, (size_t)head_len, 0) == (ssize_t)head_len &&
+              layout_segs(head, head_len, total, &segs, &n);
+    struct file_job j = {.fd = fd, .segs = segs, .n_segs = n};
+    j.digests = ok ? malloc(n * CRYPTO_HASH_BYTES) : NULL;
+    ok = ok && j.digests;
+    if (ok) {
+        if (n_threads < 1) n_threads = 1;
+        if (n_threads > 16) n_threads = 16;
+        pthread_t th[16];
+        int started = 0;
+        for (int k = 1; k < n_threads; k++, started++)
+            if (pthread_create(&th[k], NULL, file_digests, &j) != 0) break;
+        file_digests(&j);
+        for (int k = 1; k <= started; k++) pthread_join(th[k], NULL);
+        ok = !atomic_load(&j.bad);
+    }
+    if (ok) {
+        crypto_generichash_state top;
+        uint8_t d[CRYPTO_HASH_BYTES];
+        crypto_generichash(d, CRYPTO_HASH_BYTES, head, (size_t)head_len, NULL, 0);
+        fp_begin(&top, total, head_len, d);
+        for (size_t i = 0; i < n; i++)
+            fp_tensor(&top, segs[i].start, segs[i].nbytes,
+                      segs[i].end - segs[i].start - segs[i].nbytes, j.digests[i]);
+        crypto_generichash_final(&top, out, CRYPTO_HASH_BYTES);
+    }
+    free(j.digests);
+    free(segs);
+    free(head);
+    return ok;
 }
 
 bool slice_blob_fingerprint(const uint8_t *blob, size_t len, uint8_t fp[CRYPTO_HASH_BYTES],

@@ -109,6 +109,11 @@ uint64_t slice_hasher_pos(const slice_hasher_t *h); /* bytes fed so far */
  * none (see above) or is not complete. */
 bool slice_hasher_final(slice_hasher_t *h, uint8_t out[CRYPTO_HASH_BYTES]);
 void slice_hasher_destroy(slice_hasher_t **self_p);
+/* A whole total-byte blob in file fd with a head_len-byte head: its fingerprint into out,
+ * each tensor read and hashed on one of n_threads threads; false (out zeroed) when it has none
+ * or cannot be read. */
+bool slice_fingerprint_fd(int fd, uint64_t total, uint64_t head_len, int n_threads,
+                          uint8_t out[CRYPTO_HASH_BYTES]);
 /* A whole blob in memory: its fingerprint and head length (where its first tensor's data
  * starts); false when it has none. */
 bool slice_blob_fingerprint(const uint8_t *blob, size_t len, uint8_t fp[CRYPTO_HASH_BYTES],

@@ -8,6 +8,7 @@
 #include "slice.h"
 
 #include <assert.h>
+#include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,6 +150,26 @@ static void check_fingerprint(const gguf_t *g, const struct slice *s, uint8_t *b
         }
     }
     if (padded) assert(!hash_pieces(bad, len, len, head, 4096, fp2));
+    /* from a file, on 1 or 3 threads; a changed data byte, a padding byte, a short file */
+    {
+        char path[128];
+        snprintf(path, sizeof path, "%s/blob", g_dir);
+        write_file(path, blob, len);
+        int fd = open(path, O_RDONLY);
+        assert(fd >= 0);
+        assert(slice_fingerprint_fd(fd, len, head, 1, fp2) && !memcmp(fp2, fp, sizeof fp));
+        assert(slice_fingerprint_fd(fd, len, head, 3, fp2) && !memcmp(fp2, fp, sizeof fp));
+        assert(!slice_fingerprint_fd(fd, len, head + 32, 2, fp2));
+        assert(!slice_fingerprint_fd(fd, len + 1, head, 2, fp2));
+        close(fd);
+        memcpy(bad, blob, len);
+        bad[last->offset + last->nbytes / 3] ^= 4;
+        write_file(path, bad, len);
+        fd = open(path, O_RDONLY);
+        assert(slice_fingerprint_fd(fd, len, head, 2, fp2) && memcmp(fp2, fp, sizeof fp) != 0);
+        close(fd);
+        unlink(path);
+    }
     /* the head's length off either way; a blob cut short or run long */
     assert(!hash_pieces(blob, len, len, head - 1, 4096, fp2));
     assert(!hash_pieces(blob, len, len, head + 32, 4096, fp2));
@@ -255,12 +276,19 @@ static void check_padding(void) {
     reference_fp(blob, len, ref);
     assert(memcmp(fp, ref, sizeof fp) == 0 && len == head + 64 + 32);
     const uint64_t pads[] = {head + 33, head + 63, head + 64 + 5, len - 1};
+    char path[128];
+    snprintf(path, sizeof path, "%s/padded", g_dir);
     for (size_t i = 0; i < sizeof pads / sizeof pads[0]; i++) {
         blob[pads[i]] = 0x80;
+        write_file(path, blob, len);
+        int fd = open(path, O_RDONLY);
+        assert(fd >= 0 && !slice_fingerprint_fd(fd, len, head, 2, fp));
+        close(fd);
         assert(!slice_blob_fingerprint(blob, len, fp, &head));
         blob[pads[i]] = 0;
         assert(slice_blob_fingerprint(blob, len, fp, &head) && !memcmp(fp, ref, sizeof fp));
     }
+    unlink(path);
     free(blob);
 }
 
