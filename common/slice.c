@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -104,13 +105,32 @@ struct digest_job {
     const gguf_t *g;
     uint8_t (*out)[CRYPTO_HASH_BYTES];
     int64_t from, step;
+    atomic_uint_least64_t *done; /* bytes digested by every thread */
+    uint64_t total;
+    bool report; /* this thread logs the progress every 5 s */
 };
+
+static double seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
 
 static void *digest_some(void *arg) {
     const struct digest_job *j = arg;
+    const double t0 = seconds();
+    double last = t0;
     for (int64_t i = j->from; i < gguf_n_tensors(j->g); i += j->step) {
         const struct gguf_tensor *t = gguf_tensor_at(j->g, i);
         crypto_generichash(j->out[i], CRYPTO_HASH_BYTES, t->data, t->nbytes, NULL, 0);
+        const uint64_t done = atomic_fetch_add(j->done, t->nbytes) + t->nbytes;
+        const double now = j->report ? seconds() : 0;
+        if (j->report && now - last >= 5.0) {
+            last = now;
+            LOG(LOG_INFO, "slice: digested %.1f of %.1f GB of tensors (%.0f%%, %.0f MB/s)",
+                (double)done / 1e9, (double)j->total / 1e9, 100.0 * (double)done / (double)j->total,
+                (double)done / 1e6 / (now - t0));
+        }
     }
     return NULL;
 }
@@ -123,8 +143,17 @@ enum status slice_tensor_digests(const gguf_t *g, int n_threads,
     pthread_t th[16];
     struct digest_job jobs[16];
     int started = 0;
+    atomic_uint_least64_t done = 0;
+    uint64_t total = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) total += gguf_tensor_at(g, i)->nbytes;
     for (int k = 0; k < n_threads; k++)
-        jobs[k] = (struct digest_job){.g = g, .out = out, .from = k, .step = n_threads};
+        jobs[k] = (struct digest_job){.g = g,
+                                      .out = out,
+                                      .from = k,
+                                      .step = n_threads,
+                                      .done = &done,
+                                      .total = total ? total : 1,
+                                      .report = k == 0};
     for (int k = 1; k < n_threads; k++, started++)
         if (pthread_create(&th[k], NULL, digest_some, &jobs[k]) != 0) break;
     /* the jobs no thread took, on this one */
