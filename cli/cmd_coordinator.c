@@ -111,8 +111,8 @@ static const struct opt coordinator_opts[] = {
      "such timeouts fails; a test request fails"},
     {"max-compute-ms", 0, OPT_INT, F(max_compute_ms), "300000", 1000, 86400000, "MS",
      "serving: a worker whose heartbeats have said this long that it is computing the same "
-     "micro-batch is taken out of the plan as stuck (for a while, then tried again) and the "
-     "requests resume on the others"},
+     "micro-batch is taken out of the plan as stuck and the requests resume on the others; it "
+     "is tried again once its heartbeats stop naming a batch"},
     {"exit-when-done", 0, OPT_FLAG, F(exit_when_done), NULL, 0, -1, NULL,
      "exit 0 once every test request is answered"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,

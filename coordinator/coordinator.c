@@ -72,6 +72,9 @@ struct worker_rec {
     struct unreachable_seen unreachable; /* the next stage it last reported unreachable */
 };
 
+/* A stage's heartbeats that named a batch within this long say it is computing it. */
+#define BUSY_FRESH_MS 2000
+
 /* A stage reported unreachable is parked this long at first, twice as long each time after,
  * at most PARK_MAX_MS. A stage that reports a second, different next stage unreachable within
  * UNREACHABLE_REPEAT_MS is itself the one that cannot connect. */
@@ -822,6 +825,20 @@ void coordinator_on_first_unreachable(coordinator_t *c, uint64_t now_ms, uint64_
     park_worker(c, 0, cause, waited_ms, acts);
 }
 
+/* A worker parked (as stuck, or unreachable) whose heartbeats still say it computes a batch,
+ * one of an old plan: it could take no Assign, so it is parked again, twice as long. */
+static bool park_again_if_busy(coordinator_t *c, struct worker_rec *p) {
+    if (!p->park_ms || !p->busy_batch || c->now_ms - p->busy_heard_ms > BUSY_FRESH_MS) return false;
+    p->park_ms = p->park_ms * 2 < PARK_MAX_MS ? p->park_ms * 2 : PARK_MAX_MS;
+    p->parked_until_ms = c->now_ms + p->park_ms;
+    LOG(LOG_WARN,
+        "coordinator: node %u (%s) still says it computes batch %llu; out of the plan for %llu s "
+        "more",
+        p->node_id, p->name, (unsigned long long)p->busy_batch,
+        (unsigned long long)(p->park_ms / 1000));
+    return true;
+}
+
 /* A parked worker whose time is up and that still answers goes back into a re-plan (one a
  * tick); one that fell silent meanwhile is lost like any other. */
 static void unpark(coordinator_t *c, struct coordinator_actions *acts) {
@@ -832,6 +849,7 @@ static void unpark(coordinator_t *c, struct coordinator_actions *acts) {
         if (c->now_ms - p->last_seen_ms > c->cfg.worker_timeout_ms ||
             c->n_workers >= COORDINATOR_MAX_WORKERS || layers_taken(c))
             continue;
+        if (park_again_if_busy(c, p)) continue;
         char cause[160];
         snprintf(cause, sizeof cause, "node %u (%s) is tried again after %llu s out of the plan",
                  p->node_id, p->name, (unsigned long long)(p->park_ms / 1000));
@@ -1274,8 +1292,6 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
     }
 }
 
-#define BUSY_FRESH_MS 2000
-
 /* A heartbeat that names the batch its worker is computing. */
 static void note_busy(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64_t now_ms) {
     if (!hb || !hb->busy_batch_id) return;
@@ -1328,8 +1344,10 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
     if (g >= 0 && (c->cfg.insecure ||
                    (peer->key && crypto_equal(peer->key, c->gone[g].key, CRYPTO_KEY_BYTES)))) {
         if (c->gone[g].draining) return; /* leaving: nothing it says matters now */
-        if (parked(c, &c->gone[g])) {    /* unpark takes it back in time */
-            c->gone[g].last_seen_ms = now_ms;
+        if (msg->body_case == CARAVAN__ENVELOPE__BODY_HEARTBEAT)
+            note_busy(&c->gone[g], msg->heartbeat, now_ms);
+        if (parked(c, &c->gone[g]) || park_again_if_busy(c, &c->gone[g])) {
+            c->gone[g].last_seen_ms = now_ms; /* unpark takes it back in time */
             return;
         }
         if (c->n_workers >= COORDINATOR_MAX_WORKERS || layers_taken(c)) {

@@ -461,7 +461,8 @@ static void test_busy_stage(struct coordinator_actions *acts) {
 }
 
 /* ... but not for ever: a stage whose heartbeats name the same batch past --max-compute-ms
- * (its compute hangs) is taken out of the plan, and the re-plan resumes the request. */
+ * (its compute hangs) is taken out of the plan, and the re-plan resumes the request; it is
+ * tried again only once its heartbeats stop naming a batch. */
 static void test_stuck_stage(struct coordinator_actions *acts) {
     serve_queue_t *q = NULL;
     serve_req_t *r = NULL;
@@ -475,6 +476,15 @@ static void test_stuck_stage(struct coordinator_actions *acts) {
         REQUIRE(replanned == (t > 20500), "at %llu ms: epoch %llu", (unsigned long long)t,
                 (unsigned long long)coordinator_epoch(c));
         REQUIRE(!sent || replanned, "at %llu ms the batch was sent again", (unsigned long long)t);
+    }
+    /* parked for 5 s; while its heartbeats still name that batch it is not tried again (it
+     * would take no Assign), and once they stop it is */
+    for (uint64_t t = 22500; t <= 40000; t += 500) {
+        (void)busy_tick(c, t, t <= 32000 ? batch : 0, acts);
+        const uint64_t want = t < 36000 ? 2 : 3;
+        REQUIRE(coordinator_epoch(c) == want, "at %llu ms: epoch %llu, not %llu",
+                (unsigned long long)t, (unsigned long long)coordinator_epoch(c),
+                (unsigned long long)want);
     }
     serve_req_unref(&r);
     coordinator_destroy(&c);
