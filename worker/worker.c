@@ -66,6 +66,7 @@ struct worker {
     uint8_t model_fp[CRYPTO_HASH_BYTES];
     bool reuse_pending;
     uint64_t xfer_local;
+    uint64_t xfer_copy_us; /* time spent copying them (not in the transfer rate) */
     uint64_t xfer_start_us, last_progress_us;
     int last_progress_decile;
     uint64_t tick_ms; /* monotonic */
@@ -602,6 +603,7 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
     w->receiving = true;
     w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
     w->xfer_local = 0;
+    w->xfer_copy_us = 0;
     /* Cached slices of the same model may hold much of it (after a re-plan); not on a retry
      * after a bad hash, which takes everything from the coordinator, and without any (a new
      * worker), when stopping at the head would only cost a round trip. */
@@ -645,8 +647,10 @@ static void log_progress(worker_t *w, uint64_t now_us, bool copying) {
             (int)(w->xfer_have * 100 / w->slice_bytes));
         return;
     }
-    /* the rate of the bytes that crossed the network (copied ones did not) */
-    double secs = (double)(now_us - w->xfer_start_us) / 1e6;
+    /* the rate of the bytes that crossed the network (copied ones did not), over the time
+     * not spent copying */
+    const uint64_t spent = now_us - w->xfer_start_us;
+    double secs = (double)(spent > w->xfer_copy_us ? spent - w->xfer_copy_us : 0) / 1e6;
     double moved = (double)(w->xfer_have - w->xfer_start_have - w->xfer_local);
     double rate = secs > 0 ? moved / secs : 0;
     char left[32] = "?";
@@ -1567,6 +1571,7 @@ static void copy_step(worker_t *w, struct worker_actions *acts) {
     const uint64_t now_us = w->cfg.clock_us ? w->cfg.clock_us() : w->last_progress_us;
     uint64_t copied = 0;
     enum status rc = slice_cache_copy_local(w->cfg.cache, WORKER_COPY_STEP, &copied);
+    if (w->cfg.clock_us) w->xfer_copy_us += w->cfg.clock_us() - now_us;
     if (rc == STATUS_OK && copied == 0) errno = EIO; /* cannot happen: pending says a stretch */
     if (rc != STATUS_OK || copied == 0) {
         char why[160];
