@@ -31,5 +31,5 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 echo "== fuzz targets (clang)"
 cmake --preset fuzz >/dev/null
 cmake --build build-fuzz -j"$jobs" --target api_fuzz batcher_fuzz codec_fuzz codec_fuzz_body \
-  gguf_fuzz tokenizer_fuzz worker_fuzz coordinator_fuzz
+  gguf_fuzz tokenizer_fuzz worker_fuzz coordinator_fuzz slice_fuzz
 ctest --test-dir build-fuzz --output-on-failure -j"$jobs" -L fuzz
