@@ -297,7 +297,11 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
             c->part_path, (unsigned long long)size, (unsigned long long)total);
         size = 0;
     }
-    if (ftruncate(fd, (off_t)size) != 0 || lseek(fd, (off_t)size, SEEK_SET) < 0) {
+    /* Truncated only when it must be: on ext4, a file truncated to 0 and written is flushed
+     * to disk when it is closed (auto_da_alloc), which held every finished transfer back
+     * (0.17 s for 637 MB, 0.44 s for 3.8 GB here). */
+    if (((uint64_t)sb.st_size != size && ftruncate(fd, (off_t)size) != 0) ||
+        lseek(fd, (off_t)size, SEEK_SET) < 0) {
         LOG(LOG_ERROR, "cache: cannot prepare %s: %s", c->part_path, strerror(errno));
         close(fd);
         return STATUS_IO;
