@@ -326,12 +326,10 @@ static void touch_slice(const model_t *m) {
 }
 
 /* The slice's matrices: a layer's seven (or the router and three expert tensors), the output
- * head. Calls f(m, w, n_mats, bytes, ctx) for each (n_mats: an expert tensor's experts, each
- * at w->data + e * bytes / n_mats; 1 otherwise) and returns the sum of their 64-byte rounded
- * sizes. */
-/* Calls f on every matrix of the slice, with an id that names it in any slice of the model
- * (16 * its layer + its place in the layer; -1 for the output head), and returns their bytes,
- * each rounded up to 64. */
+ * head. Calls f(m, w, n_mats, bytes, id, ctx) for each (n_mats: an expert tensor's experts, each
+ * at w->data + e * bytes / n_mats; 1 otherwise; id names the matrix in any slice of the model:
+ * 16 * its layer + its place in the layer, -1 for the output head) and returns the sum of their
+ * 64-byte rounded sizes. */
 typedef void (*matrix_fn)(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
                           void *ctx);
 static size_t each_matrix(model_t *m, matrix_fn f, void *ctx) {
@@ -397,12 +395,17 @@ struct model_weights {
     char variant[32];
 };
 
-static bool add_region(model_t *m, void *p, size_t len) {
-    struct model_region *r = realloc(m->regions, (size_t)(m->n_regions + 1) * sizeof *r);
+/* Room in m->regions for `more` mappings, so that recording them cannot fail later. */
+static bool reserve_regions(model_t *m, int more) {
+    struct model_region *r = realloc(m->regions, (size_t)(m->n_regions + more) * sizeof *r);
     if (!r) return false;
     m->regions = r;
-    m->regions[m->n_regions++] = (struct model_region){p, len};
     return true;
+}
+
+/* Records a mapping (room reserved before). */
+static void add_region(model_t *m, void *p, size_t len) {
+    m->regions[m->n_regions++] = (struct model_region){p, len};
 }
 
 static bool in_region(const struct model_region *r, const void *p) {
@@ -451,9 +454,11 @@ void model_weights_free(model_weights_t **self_p) {
 }
 
 /* Takes r's matrices that m has (packed for the variant now chosen), gives the pages of the
- * others back, and frees r. */
+ * others back, and frees r. Room for r's mappings in m->regions is reserved first: nothing is
+ * taken when there is none. */
 static void take_reused(model_t *m, model_weights_t *r) {
-    if (strcmp(r->variant, quant_variant_name()) == 0) each_matrix(m, adopt_matrix, r);
+    if (strcmp(r->variant, quant_variant_name()) == 0 && reserve_regions(m, r->n_regions))
+        each_matrix(m, adopt_matrix, r);
     for (int i = 0; i < r->n_mats; i++) {
         if (r->mats[i].taken) continue;
         uintptr_t lo = ((uintptr_t)r->mats[i].w.data + 4095) & ~(uintptr_t)4095;
@@ -464,13 +469,10 @@ static void take_reused(model_t *m, model_weights_t *r) {
         bool used = false;
         for (int i = 0; i < r->n_mats && !used; i++)
             used = r->mats[i].taken && in_region(&r->regions[g], r->mats[i].w.data);
-        if (used && add_region(m, r->regions[g].p, r->regions[g].len)) continue;
-        if (used) { /* cannot hold it: its matrices are packed again */
-            for (int i = 0; i < r->n_mats; i++)
-                if (r->mats[i].taken && in_region(&r->regions[g], r->mats[i].w.data))
-                    LOG(LOG_WARN, "reuse: no memory; a matrix is packed again");
-        }
-        munmap(r->regions[g].p, r->regions[g].len);
+        if (used)
+            add_region(m, r->regions[g].p, r->regions[g].len);
+        else
+            munmap(r->regions[g].p, r->regions[g].len);
     }
     free(r->regions);
     free(r->mats);
@@ -514,20 +516,25 @@ model_weights_t *model_detach_weights(model_t **self_p) {
     r->n_regions = m->n_regions;
     m->regions = NULL;
     m->n_regions = 0;
-    m->wmem = NULL;
     model_free(self_p);
     return r;
 }
 
-/* Copies one matrix (or an expert tensor's n_mats) to the next free place in m->wmem, in the
- * kernel variant's layout (matmul_pack), and points the model at the copy; the file pages it
- * came from leave the process (they stay in the page cache). */
+/* Where copy_matrix puts the next matrix: base + used. */
+struct copy_to {
+    uint8_t *base;
+    size_t used;
+};
+
+/* Copies one matrix (or an expert tensor's n_mats) to the next free place of the new mapping,
+ * in the kernel variant's layout (matmul_pack), and points the model at the copy; the file
+ * pages it came from leave the process (they stay in the page cache). */
 static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
                         void *ctx) {
     (void)id;
-    size_t *used = ctx;
+    struct copy_to *dst = ctx;
     if (in_regions(m, w->data)) return; /* taken from the replaced model */
-    uint8_t *to = (uint8_t *)m->wmem + *used;
+    uint8_t *to = dst->base + dst->used;
     const uint8_t *from = w->data;
 #ifdef MADV_POPULATE_READ
     { /* one call maps the source's pages instead of a fault per 4 KiB */
@@ -546,7 +553,7 @@ static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, siz
     if (hi > lo) advise_in_pieces((void *)lo, hi - lo, MADV_DONTNEED);
     w->data = to;
     w->packed = one.packed;
-    *used += (n + 63) & ~(size_t)63;
+    dst->used += (n + 63) & ~(size_t)63;
 }
 
 /* Whether the kernel backs anonymous memory with transparent huge pages when asked. */
@@ -581,7 +588,9 @@ static void place_weights(model_t *m, struct model_weights *reuse) {
     if (fresh == 0) return;
     const size_t huge = (size_t)2 << 20;
     size_t len = ((fresh + huge - 1) & ~(huge - 1)) + huge;
-    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *p = reserve_regions(m, 1)
+                     ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                     : MAP_FAILED;
     if (p == MAP_FAILED) {
         LOG(LOG_WARN, "no memory for a copy of the weights (%zu MiB); reading them mapped",
             fresh >> 20);
@@ -596,14 +605,9 @@ static void place_weights(model_t *m, struct model_weights *reuse) {
 #ifdef MADV_POPULATE_WRITE
     advise_in_pieces(start, (fresh + huge - 1) & ~(huge - 1), MADV_POPULATE_WRITE);
 #endif
-    m->wmem = start;
-    m->wmem_len = len;
-    size_t used = 0;
-    each_matrix(m, copy_matrix, &used);
-    if (!add_region(m, start, len)) { /* no memory to remember it: the model cannot be freed
-                                          cleanly, but computes; keep it as before */
-        LOG(LOG_WARN, "cannot record the weights' mapping; it stays until the process ends");
-    }
+    struct copy_to dst = {start, 0};
+    each_matrix(m, copy_matrix, &dst);
+    add_region(m, start, len);
 }
 
 /* The weight prefetch (quant.h) made generation 1.22-1.38x faster on a Zen 5 and, in an older

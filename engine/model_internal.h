@@ -53,9 +53,8 @@ struct model {
     const float *rope_freqs;            /* (n_rot/2) llama3 factors, or NULL */
     struct layer *layers;               /* [layer_end - layer_first] */
     size_t weight_bytes;
-    void *wmem;      /* this load's copies of the matrices, out of the file mapping, or NULL */
-    size_t wmem_len; /* bytes mapped at wmem */
-    /* every mapping holding matrices: wmem's and those taken from a replaced model */
+    /* every mapping holding copies of the matrices (out of the file mapping): this load's and
+     * those taken from a replaced model */
     struct model_region *regions;
     int n_regions;
     size_t reused_bytes; /* of matrices taken from a replaced model (model_params.reuse) */
