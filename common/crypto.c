@@ -387,14 +387,27 @@ bool crypto_fingerprint_dir(char *out, size_t cap) {
     return n > 0 && (size_t)n < cap;
 }
 
-void crypto_make_dirs(char *dir) {
-    for (char *p = dir + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(dir, 0700);
-            *p = '/';
+enum status crypto_make_dirs(const char *dir) {
+    char p[4096];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof p) return STATUS_IO;
+    memcpy(p, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (p[i] != '/' && p[i] != '\0') continue;
+        char c = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+            LOG(LOG_ERROR, "cannot create %s: %s", p, strerror(errno));
+            return STATUS_IO;
         }
-    mkdir(dir, 0700);
+        p[i] = c;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        LOG(LOG_ERROR, "%s is not a directory", dir);
+        return STATUS_IO;
+    }
+    return STATUS_OK;
 }
 
 enum status crypto_hash_file_cached(const char *path, uint8_t out[CRYPTO_HASH_BYTES]) {
@@ -428,10 +441,9 @@ enum status crypto_hash_file_cached(const char *path, uint8_t out[CRYPTO_HASH_BY
     enum status rc = crypto_hash_file(path, 0, UINT64_MAX, out);
     if (rc != STATUS_OK) return rc;
     /* remember it (best effort): mkdir -p, then write and rename */
-    crypto_make_dirs(dir);
     char tmp[4500];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", file, (int)getpid());
-    f = fopen(tmp, "w");
+    f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "w") : NULL;
     if (f) {
         bool ok = fprintf(f, "%s\n", crypto_hex(out, CRYPTO_HASH_BYTES, hex)) > 0;
         ok &= fclose(f) == 0;

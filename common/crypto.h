@@ -62,8 +62,9 @@ CARAVAN_NODISCARD enum status crypto_hash_file(const char *path, uint64_t offset
 /* DIR/fingerprints (DIR: $XDG_CACHE_HOME/caravan, else ~/.cache/caravan) into out; false when
  * neither variable is set. */
 bool crypto_fingerprint_dir(char *out, size_t cap);
-/* mkdir -p dir with mode 0700, best effort (dir is restored as given). */
-void crypto_make_dirs(char *dir);
+/* mkdir -p dir, mode 0700 for what it creates (the caches: fingerprints, slices); STATUS_IO,
+ * logged, when a part cannot be made or dir is not a directory. */
+CARAVAN_NODISCARD enum status crypto_make_dirs(const char *dir);
 /* The whole file's BLAKE2b, remembered in DIR/fingerprints/ (DIR: $XDG_CACHE_HOME/caravan,
  * else ~/.cache/caravan) under the file's path, device, inode, size and modification time, so
  * a big model is hashed once, not at every start. A file changed in place gets a new mtime and

@@ -101,14 +101,18 @@ static void fingerprint(struct slice *s, const uint8_t (*digests)[CRYPTO_HASH_BY
     crypto_generichash_final(&top, s->fingerprint, CRYPTO_HASH_BYTES);
 }
 
-struct digest_job {
-    const gguf_t *g;
-    uint8_t (*out)[CRYPTO_HASH_BYTES];
-    int64_t from, step;
-    atomic_uint_least64_t *done; /* bytes digested by every thread */
-    uint64_t total;
-    bool report; /* this thread logs the progress every 5 s */
-};
+/* Runs fn(ctx) on n_threads threads (at most 16), this one among them; fewer when a thread
+ * cannot start: fn takes its work from a counter in ctx, so any number of them finishes it. */
+static void on_threads(int n_threads, void *(*fn)(void *), void *ctx) {
+    pthread_t th[15];
+    int started = 0;
+    for (int k = 1; k < n_threads && k <= 15; k++) {
+        if (pthread_create(&th[started], NULL, fn, ctx) != 0) break;
+        started++;
+    }
+    fn(ctx);
+    for (int k = 0; k < started; k++) pthread_join(th[k], NULL);
+}
 
 static double seconds(void) {
     struct timespec t;
@@ -116,20 +120,30 @@ static double seconds(void) {
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+struct digest_job {
+    const gguf_t *g;
+    uint8_t (*out)[CRYPTO_HASH_BYTES];
+    atomic_int_least64_t next;  /* the next tensor to digest */
+    atomic_uint_least64_t done; /* bytes digested */
+    uint64_t total;
+    pthread_t caller; /* logs the progress every 5 s */
+    double t0;
+};
+
 static void *digest_some(void *arg) {
-    const struct digest_job *j = arg;
-    const double t0 = seconds();
-    double last = t0;
-    for (int64_t i = j->from; i < gguf_n_tensors(j->g); i += j->step) {
+    struct digest_job *j = arg;
+    const bool report = pthread_equal(pthread_self(), j->caller);
+    double last = j->t0;
+    for (int64_t i; (i = atomic_fetch_add(&j->next, 1)) < gguf_n_tensors(j->g);) {
         const struct gguf_tensor *t = gguf_tensor_at(j->g, i);
         crypto_generichash(j->out[i], CRYPTO_HASH_BYTES, t->data, t->nbytes, NULL, 0);
-        const uint64_t done = atomic_fetch_add(j->done, t->nbytes) + t->nbytes;
-        const double now = j->report ? seconds() : 0;
-        if (j->report && now - last >= 5.0) {
+        const uint64_t done = atomic_fetch_add(&j->done, t->nbytes) + t->nbytes;
+        const double now = report ? seconds() : 0;
+        if (report && now - last >= 5.0) {
             last = now;
             LOG(LOG_INFO, "slice: digested %.1f of %.1f GB of tensors (%.0f%%, %.0f MB/s)",
                 (double)done / 1e9, (double)j->total / 1e9, 100.0 * (double)done / (double)j->total,
-                (double)done / 1e6 / (now - t0));
+                (double)done / 1e6 / (now - j->t0));
         }
     }
     return NULL;
@@ -138,28 +152,12 @@ static void *digest_some(void *arg) {
 enum status slice_tensor_digests(const gguf_t *g, int n_threads,
                                  uint8_t (*out)[CRYPTO_HASH_BYTES]) {
     if (sodium_init() < 0) return STATUS_IO;
-    if (n_threads < 1) n_threads = 1;
-    if (n_threads > 16) n_threads = 16;
-    pthread_t th[16];
-    struct digest_job jobs[16];
-    int started = 0;
-    atomic_uint_least64_t done = 0;
-    uint64_t total = 0;
-    for (int64_t i = 0; i < gguf_n_tensors(g); i++) total += gguf_tensor_at(g, i)->nbytes;
-    for (int k = 0; k < n_threads; k++)
-        jobs[k] = (struct digest_job){.g = g,
-                                      .out = out,
-                                      .from = k,
-                                      .step = n_threads,
-                                      .done = &done,
-                                      .total = total ? total : 1,
-                                      .report = k == 0};
-    for (int k = 1; k < n_threads; k++, started++)
-        if (pthread_create(&th[k], NULL, digest_some, &jobs[k]) != 0) break;
-    /* the jobs no thread took, on this one */
-    for (int k = 0; k < n_threads; k++)
-        if (k == 0 || k > started) digest_some(&jobs[k]);
-    for (int k = 1; k <= started; k++) pthread_join(th[k], NULL);
+    struct digest_job j = {.g = g, .out = out, .caller = pthread_self(), .t0 = seconds()};
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) j.total += gguf_tensor_at(g, i)->nbytes;
+    LOG(LOG_INFO, "slice: digesting the model's %lld tensors (%.1f MB) on %d threads",
+        (long long)gguf_n_tensors(g), (double)j.total / 1e6, n_threads < 1 ? 1 : n_threads);
+    if (!j.total) j.total = 1;
+    on_threads(n_threads, digest_some, &j);
     return STATUS_OK;
 }
 
@@ -195,11 +193,6 @@ enum status slice_tensor_digests_cached(const gguf_t *g, const uint8_t model_fp[
         }
         LOG(LOG_WARN, "slice: %s does not check; digesting the tensors again", path);
     }
-    uint64_t bytes = 0;
-    for (int64_t i = 0; i < n; i++) bytes += gguf_tensor_at(g, i)->nbytes;
-    LOG(LOG_INFO,
-        "slice: digesting the model's %lld tensors (%.1f MB) on %d threads, once per model",
-        (long long)n, (double)bytes / 1e6, n_threads);
     enum status rc = slice_tensor_digests(g, n_threads, d);
     if (rc != STATUS_OK) {
         free(d);
@@ -208,9 +201,8 @@ enum status slice_tensor_digests_cached(const gguf_t *g, const uint8_t model_fp[
     crypto_hash_buf(d, len, d[n]);
     if (cacheable) { /* remembered, best effort: write, then rename */
         char tmp[4500];
-        crypto_make_dirs(dir);
         snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-        f = fopen(tmp, "wb");
+        f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "wb") : NULL;
         if (f) {
             bool ok = fwrite(d, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES;
             ok &= fclose(f) == 0;
@@ -572,14 +564,7 @@ bool slice_fingerprint_fd(int fd, uint64_t total, uint64_t head_len, int n_threa
     j.digests = ok ? malloc(n * CRYPTO_HASH_BYTES) : NULL;
     ok = ok && j.digests;
     if (ok) {
-        if (n_threads < 1) n_threads = 1;
-        if (n_threads > 16) n_threads = 16;
-        pthread_t th[16];
-        int started = 0;
-        for (int k = 1; k < n_threads; k++, started++)
-            if (pthread_create(&th[k], NULL, file_digests, &j) != 0) break;
-        file_digests(&j);
-        for (int k = 1; k <= started; k++) pthread_join(th[k], NULL);
+        on_threads(n_threads, file_digests, &j);
         ok = !atomic_load(&j.bad);
     }
     if (ok) {

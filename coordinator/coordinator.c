@@ -2023,7 +2023,6 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
                  "%d: stuck",
                  w->node_id, w->name, (unsigned long long)w->busy_batch,
                  (unsigned long long)(now_ms - w->busy_since_ms), c->cfg.max_compute_ms);
-        w->busy_batch = 0;
         park_worker(c, busy, cause, now_ms - w->busy_since_ms, acts);
         return;
     }

@@ -82,30 +82,6 @@ enum status slice_cache_default_dir(char *out, size_t cap) {
     return STATUS_OK;
 }
 
-/* mkdir -p with mode 0700 for what it creates. */
-static enum status make_dirs(const char *dir) {
-    char p[CACHE_PATH_MAX];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof p) return STATUS_IO;
-    memcpy(p, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (p[i] != '/' && p[i] != '\0') continue;
-        char c = p[i];
-        p[i] = '\0';
-        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-            LOG(LOG_ERROR, "cache: cannot create %s: %s", p, strerror(errno));
-            return STATUS_IO;
-        }
-        p[i] = c;
-    }
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        LOG(LOG_ERROR, "cache: %s is not a directory", dir);
-        return STATUS_IO;
-    }
-    return STATUS_OK;
-}
-
 enum status slice_cache_open(const char *dir, slice_cache_t **out) {
     *out = NULL;
     if (sodium_init() < 0) return STATUS_IO;
@@ -113,7 +89,7 @@ enum status slice_cache_open(const char *dir, slice_cache_t **out) {
         LOG(LOG_ERROR, "cache: path too long: %.64s...", dir);
         return STATUS_IO;
     }
-    enum status rc = make_dirs(dir);
+    enum status rc = crypto_make_dirs(dir);
     if (rc != STATUS_OK) return rc;
     slice_cache_t *c = calloc(1, sizeof *c);
     if (!c) return STATUS_NOMEM;

@@ -62,8 +62,6 @@ struct worker {
      * tensors it holds (reuse_pending), then at each stretch it holds, which ticks copy
      * (xfer_local bytes so far) */
     uint64_t head_bytes;
-    bool have_model_fp;
-    uint8_t model_fp[CRYPTO_HASH_BYTES];
     bool reuse_pending;
     uint64_t xfer_local;
     uint64_t xfer_copy_us; /* time spent copying them (not in the transfer rate) */
@@ -563,7 +561,7 @@ static void request_next(worker_t *w, struct worker_actions *acts) {
 static void plan_reuse(worker_t *w) {
     w->reuse_pending = false;
     uint64_t local = 0;
-    if (slice_cache_plan_reuse(w->cfg.cache, w->head_bytes, w->model_fp, &local) != STATUS_OK)
+    if (slice_cache_plan_reuse(w->cfg.cache, w->head_bytes, w->slice.model_fp, &local) != STATUS_OK)
         LOG(LOG_WARN, "worker: cannot look for the slice's tensors in the cache; transferring all");
     else if (local > 0)
         LOG(LOG_INFO,
@@ -607,8 +605,9 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
     /* Cached slices of the same model may hold much of it (after a re-plan); not on a retry
      * after a bad hash, which takes everything from the coordinator, and without any (a new
      * worker), when stopping at the head would only cost a round trip. */
-    w->reuse_pending = w->have_model_fp && w->head_bytes < w->slice_bytes && w->n_retries == 0 &&
-                       slice_cache_holds_model(w->cfg.cache, w->model_fp);
+    w->reuse_pending = w->slice.have_model_fp && w->head_bytes < w->slice_bytes &&
+                       w->n_retries == 0 &&
+                       slice_cache_holds_model(w->cfg.cache, w->slice.model_fp);
     if (w->reuse_pending && have >= w->head_bytes) plan_reuse(w);
     if (!same_transfer) w->xfer_moot_end = 0; /* else its moot chunks may still come */
     w->xfer_start_us = w->last_progress_us = now_us;
@@ -699,10 +698,9 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
     w->have_slice_fingerprint = a->slice_fingerprint.len == CRYPTO_HASH_BYTES;
     if (w->have_slice_fingerprint) memcpy(w->slice_fingerprint, a->slice_fingerprint.data, 32);
     w->slice_bytes = a->slice_bytes;
-    w->have_model_fp = a->model && a->model->fingerprint.len == CRYPTO_HASH_BYTES;
-    if (w->have_model_fp) memcpy(w->model_fp, a->model->fingerprint.data, CRYPTO_HASH_BYTES);
-    w->slice.have_model_fp = w->have_model_fp;
-    memcpy(w->slice.model_fp, w->model_fp, CRYPTO_HASH_BYTES);
+    w->slice.have_model_fp = a->model && a->model->fingerprint.len == CRYPTO_HASH_BYTES;
+    if (w->slice.have_model_fp)
+        memcpy(w->slice.model_fp, a->model->fingerprint.data, CRYPTO_HASH_BYTES);
     /* (without the model's fingerprint, no cached slice is known to be of this model: no reuse) */
     w->head_bytes = a->slice_head_bytes;
     w->act_dtype = a->act_dtype == CARAVAN__DTYPE__DTYPE_F16 ? CARAVAN__DTYPE__DTYPE_F16
@@ -931,8 +929,8 @@ static void finish_transfer(worker_t *w, struct worker_actions *acts, uint64_t n
     LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified; cached as %s",
         (unsigned long long)w->xfer_have, slice_cache_path(w->cfg.cache));
     uint64_t freed = 0;
-    if (w->have_model_fp &&
-        slice_cache_prune_within(w->cfg.cache, w->model_fp, w->slice.layer_first,
+    if (w->slice.have_model_fp &&
+        slice_cache_prune_within(w->cfg.cache, w->slice.model_fp, w->slice.layer_first,
                                  w->slice.layer_end, w->slice_fingerprint, &freed) != STATUS_OK)
         LOG(LOG_WARN, "worker: cannot look for cached slices the new one makes redundant");
     w->slice.weights_path = slice_cache_path(w->cfg.cache);
