@@ -5,9 +5,31 @@
 #include <assert.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "dtype.h"
 #include "log.h"
+
+/* A clock that makes the probe's first `disturbed` readings 50 ms apart on top of real time:
+ * every run timed among them looks ~1000x slower, as when another process takes the CPU. */
+struct busy_clock {
+    int calls, disturbed;
+    double extra;
+};
+
+static double busy_now(void *ctx) {
+    struct busy_clock *c = ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (c->calls++ < c->disturbed) c->extra += 0.050;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + c->extra;
+}
+
+static float speed_of(const struct caps_probe *p, uint32_t type) {
+    for (size_t i = 0; i < p->n_speeds; i++)
+        if (p->speeds[i].type == type) return p->speeds[i].gflops;
+    return 0;
+}
 
 int main(void) {
     log_set_level(LOG_ERROR);
@@ -52,6 +74,21 @@ int main(void) {
         seen_f32 |= p.speeds[i].type == DTYPE_F32;
     }
     assert(seen_q4_0 && seen_f32);
+
+    /* A busy stretch as long as one round over every type (the first 4 readings of each, one
+     * more for the start) must not lower any type's figure: the later rounds time it again. */
+    struct busy_clock bc = {.disturbed = (int)p.n_speeds * 4 + 1};
+    struct caps_probe q;
+    assert(caps_probe_speeds_clock(1, 1, busy_now, &bc, &q) == STATUS_OK);
+    assert(q.n_speeds == p.n_speeds && bc.calls > bc.disturbed);
+    for (size_t i = 0; i < q.n_speeds; i++) {
+        const float calm = speed_of(&p, q.speeds[i].type), busy = q.speeds[i].gflops;
+        if (!(busy > calm / 4)) {
+            fprintf(stderr, "FAIL: %s %.3f GFLOP/s after a busy start, %.3f calm\n",
+                    dtype_name(q.speeds[i].type), busy, calm);
+            return 1;
+        }
+    }
     printf("caps_test: ok (%zu kernel variants, %zu types probed)\n", n, p.n_speeds);
     return 0;
 }
