@@ -127,3 +127,24 @@ void quant_tile_q2_K_avx512(int64_t n, const void *w, size_t ws, int nw, const v
                             int nx, float *y, size_t ys);
 void quant_tile_q3_K_avx512(int64_t n, const void *w, size_t ws, int nw, const void *x, size_t xs,
                             int nx, float *y, size_t ys);
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#include <string.h>
+/* The 16 scales of a q3_K block as int16 (-32..31), for the avx2 and avx512 kernels. Built in
+ * registers: written as four 32-bit words and read back as one 128-bit load, they could not be
+ * forwarded from the stores, and that stall took a third of the avx2 q3_K GEMV's samples
+ * (AMD EPYC Zen 3, bench/RESULTS.md). */
+static inline __m256i quant_q3_K_scales16(const uint8_t *packed) {
+    uint32_t a0, a1, tmp;
+    memcpy(&a0, packed, 4);
+    memcpy(&a1, packed + 4, 4);
+    memcpy(&tmp, packed + 8, 4);
+    const uint32_t m1 = 0x03030303, m2 = 0x0f0f0f0f;
+    const __m128i v = _mm_setr_epi32((int)((a0 & m2) | ((tmp & m1) << 4)),
+                                     (int)((a1 & m2) | (((tmp >> 2) & m1) << 4)),
+                                     (int)(((a0 >> 4) & m2) | (((tmp >> 4) & m1) << 4)),
+                                     (int)(((a1 >> 4) & m2) | (((tmp >> 6) & m1) << 4)));
+    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(v), _mm256_set1_epi16(32));
+}
+#endif

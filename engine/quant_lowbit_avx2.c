@@ -227,19 +227,6 @@ struct kblock {
     float pad[6];
 };
 
-/* The 16 scales of a q3_K block as int16 (-32..31), unpacked with 32-bit masks. */
-static inline __m256i q3_K_scales16(const uint8_t *packed) {
-    uint32_t aux[4];
-    memcpy(aux, packed, 12);
-    const uint32_t tmp = aux[2], m1 = 0x03030303, m2 = 0x0f0f0f0f;
-    aux[2] = ((aux[0] >> 4) & m2) | (((tmp >> 4) & m1) << 4);
-    aux[3] = ((aux[1] >> 4) & m2) | (((tmp >> 6) & m1) << 4);
-    aux[0] = (aux[0] & m2) | (((tmp >> 0) & m1) << 4);
-    aux[1] = (aux[1] & m2) | (((tmp >> 2) & m1) << 4);
-    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)aux)),
-                            _mm256_set1_epi16(32));
-}
-
 /* The madd scale vector of 32-element group k (0..7) from the 16 int16 scales s16: 8 lanes of
  * scale 2k, then 8 of scale 2k+1. */
 static inline __attribute__((always_inline)) __m256i group_scale(__m256i s16, int k) {
@@ -270,7 +257,7 @@ static inline __attribute__((always_inline)) void k_block_scales(bool q3, const 
                                                                  float *dmin) {
     if (q3) {
         const block_q3_K *a = (const block_q3_K *)row + b;
-        *s16 = *corr = q3_K_scales16(a->scales);
+        *s16 = *corr = quant_q3_K_scales16(a->scales);
         *d = f16(a->d);
         *dmin = 0;
     } else {

@@ -259,19 +259,6 @@ static inline __attribute__((always_inline)) void k_scales(__m256i s16, struct k
     o->corr = _mm512_cvtepi16_epi32(s16);
 }
 
-/* The 16 scales of a q3_K block as int16 (-32..31), unpacked with 32-bit masks. */
-static inline __m256i q3_K_scales16(const uint8_t *packed) {
-    uint32_t aux[4];
-    memcpy(aux, packed, 12);
-    const uint32_t tmp = aux[2], m1 = 0x03030303, m2 = 0x0f0f0f0f;
-    aux[2] = ((aux[0] >> 4) & m2) | (((tmp >> 4) & m1) << 4);
-    aux[3] = ((aux[1] >> 4) & m2) | (((tmp >> 6) & m1) << 4);
-    aux[0] = (aux[0] & m2) | (((tmp >> 0) & m1) << 4);
-    aux[1] = (aux[1] & m2) | (((tmp >> 2) & m1) << 4);
-    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)aux)),
-                            _mm256_set1_epi16(32));
-}
-
 static inline __m512i join(__m256i lo, __m256i hi) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
@@ -312,7 +299,7 @@ static inline __attribute__((always_inline)) void unpack_q3_K(const block_q3_K *
     }
 #pragma GCC unroll 4
     for (int g = 0; g < 4; g++) o->q[g] = join(q[2 * g], q[2 * g + 1]);
-    k_scales(q3_K_scales16(a->scales), o);
+    k_scales(quant_q3_K_scales16(a->scales), o);
     o->d = f16(a->d);
     o->dmin = 0;
 }
