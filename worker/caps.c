@@ -97,7 +97,7 @@ struct probe_item {
     long iters;
 };
 
-enum status caps_probe_speeds_clock(int n_threads, int budget_ms, double (*clock)(void *),
+enum status caps_probe_speeds_clock(int n_threads, int budget_ms, double (*read_clock)(void *),
                                     void *clock_ctx, struct caps_probe *out) {
     static const enum dtype types[] = {DTYPE_F32,  DTYPE_F16,  DTYPE_BF16, DTYPE_Q4_0, DTYPE_Q8_0,
                                        DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K, DTYPE_Q4_1, DTYPE_Q5_0,
@@ -163,13 +163,13 @@ enum status caps_probe_speeds_clock(int n_threads, int budget_ms, double (*clock
      * worker's start took one probe's q4_0 from ~97 to 56.8 GFLOP/s, and a 9 / 13 layer plan
      * for two equal workers (AMD EPYC Zen 3, bench/RESULTS.md). */
     const double total = (double)budget_ms / 1000.0 * n_items;
-    const double t0 = clock(clock_ctx);
-    for (long round = 0; round < 3 || clock(clock_ctx) - t0 < total; round++)
+    const double t0 = read_clock(clock_ctx);
+    for (long round = 0; round < 3 || read_clock(clock_ctx) - t0 < total; round++)
         for (int i = 0; i < n_items; i++)
             for (int rep = 0; rep < 2; rep++) {
-                const double s0 = clock(clock_ctx);
+                const double s0 = read_clock(clock_ctx);
                 matmul(tp, &items[i].mw, x, 1, y, items[i].scratch);
-                const double s = clock(clock_ctx) - s0;
+                const double s = read_clock(clock_ctx) - s0;
                 if (s < items[i].best) items[i].best = s;
                 items[i].iters++;
             }

@@ -33,14 +33,15 @@ uint64_t caps_mem_available(void);
 size_t caps_kernels(const char *names[CAPS_MAX_KERNELS]);
 
 /* Times a matmul of one activation row by a random (n_out x n_in) weight in each weight type
- * the engine computes with (the main GGUF types: F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K),
+ * the engine computes with (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_0, Q5_1,
+ * Q2_K, Q3_K),
  * for about budget_ms each (in rounds over all types), on n_threads threads (<= 0: every core),
  * with the kernel variant chosen now: each type's fastest run. */
 CARAVAN_NODISCARD enum status caps_probe_speeds(int n_threads, int budget_ms,
                                                 struct caps_probe *out);
 
-/* The same, timed by clock(clock_ctx) (seconds; caps_probe_speeds: CLOCK_MONOTONIC): a test
- * makes some runs look slow. */
+/* The same, timed by read_clock(clock_ctx) (seconds; caps_probe_speeds: CLOCK_MONOTONIC): a
+ * test makes some runs look slow. */
 CARAVAN_NODISCARD enum status caps_probe_speeds_clock(int n_threads, int budget_ms,
-                                                      double (*clock)(void *), void *clock_ctx,
+                                                      double (*read_clock)(void *), void *clock_ctx,
                                                       struct caps_probe *out);
