@@ -244,10 +244,13 @@ static inline __attribute__((always_inline)) __m256i q2_group(__m256i raw, int k
 }
 static inline __attribute__((always_inline)) __m256i q3_group(__m256i raw, __m256i hm, int h,
                                                               int k) {
-    const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + k)));
-    const __m256i hi =
-        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), _mm256_set1_epi8(4));
-    return _mm256_or_si256(q2_group(raw, k), hi);
+    /* bit 4h + k of each hmask byte moved to bit 2 (4) of the same byte: a 16-bit shift keeps
+     * each byte's bits in that byte when the mask then keeps only bit 2 */
+    const int j = 4 * h + k;
+    const __m256i at2 = j > 2   ? _mm256_srli_epi16(hm, j - 2)
+                        : j < 2 ? _mm256_slli_epi16(hm, 2 - j)
+                                : hm;
+    return _mm256_or_si256(q2_group(raw, k), _mm256_and_si256(at2, _mm256_set1_epi8(4)));
 }
 
 /* A block's 16 scales (s16) and correction factors (corr) as int16. */
