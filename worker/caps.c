@@ -153,26 +153,32 @@ enum status caps_probe_speeds_clock(int n_threads, int budget_ms, double (*read_
         };
         matmul_pack(&it->mw, packed);
         free(w);
-        matmul(tp, &it->mw, x, 1, y, scratch); /* warm caches and threads */
     }
     /* The fastest run, not the mean: on a shared machine other processes only ever slow a run
-     * down, so the minimum is the least disturbed measure of this CPU's speed. And in rounds
-     * over every type (two runs each, the second with its weights in cache), not one type after
-     * another: a type's runs then spread over the whole probe, and a disturbance must last all
-     * of it to lower one type's figure. One type at a time, ~15 ms each, a busy moment at a
-     * worker's start took one probe's q4_0 from ~97 to 56.8 GFLOP/s, and a 9 / 13 layer plan
-     * for two equal workers (AMD EPYC Zen 3, bench/RESULTS.md). */
-    const double total = (double)budget_ms / 1000.0 * n_items;
-    const double t0 = read_clock(clock_ctx);
-    for (long round = 0; round < 3 || read_clock(clock_ctx) - t0 < total; round++)
-        for (int i = 0; i < n_items; i++)
-            for (int rep = 0; rep < 2; rep++) {
+     * down, so the minimum is the least disturbed measure of this CPU's speed. And in PASSES
+     * sweeps over every type, a quarter of each type's time in each, not one sweep: a
+     * disturbance must then last through a type's time in every sweep to lower its figure. In
+     * one sweep (~15 ms a type), a busy moment at a worker's start took one probe's q4_0 from
+     * ~97 to 56.8 GFLOP/s, and gave two equal workers 9 and 13 layers (AMD EPYC Zen 3,
+     * bench/RESULTS.md). Within a sweep a type's runs follow each other after an untimed one,
+     * with its weights in cache as in one sweep: alternating the types run by run left the f32
+     * and f16 matrices (4 and 2 MB) to whatever of L3 the other types and processes left, and
+     * the first of three equal workers read f32 at 16 GFLOP/s against 24-26 (a plan test
+     * failed on it). */
+    enum { PASSES = 4 };
+    const double per = (double)budget_ms / 1000.0 / PASSES;
+    for (int pass = 0; pass < PASSES; pass++)
+        for (int i = 0; i < n_items; i++) {
+            matmul(tp, &items[i].mw, x, 1, y, items[i].scratch); /* its weights back in cache */
+            const double t0 = read_clock(clock_ctx);
+            for (long n = 0; n < 2 || read_clock(clock_ctx) - t0 < per; n++) {
                 const double s0 = read_clock(clock_ctx);
                 matmul(tp, &items[i].mw, x, 1, y, items[i].scratch);
                 const double s = read_clock(clock_ctx) - s0;
                 if (s < items[i].best) items[i].best = s;
                 items[i].iters++;
             }
+        }
     for (int i = 0; i < n_items; i++) {
         double gflops = 2.0 * (double)n_in * (double)n_out / items[i].best / 1e9;
         LOG(LOG_DEBUG, "caps: %s matmul %.2f GFLOP/s (best of %ld runs, kernels %s)",

@@ -35,7 +35,7 @@ size_t caps_kernels(const char *names[CAPS_MAX_KERNELS]);
 /* Times a matmul of one activation row by a random (n_out x n_in) weight in each weight type
  * the engine computes with (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_0, Q5_1,
  * Q2_K, Q3_K),
- * for about budget_ms each (in rounds over all types), on n_threads threads (<= 0: every core),
+ * for about budget_ms each (in sweeps over all types), on n_threads threads (<= 0: every core),
  * with the kernel variant chosen now: each type's fastest run. */
 CARAVAN_NODISCARD enum status caps_probe_speeds(int n_threads, int budget_ms,
                                                 struct caps_probe *out);

@@ -75,8 +75,8 @@ int main(void) {
     }
     assert(seen_q4_0 && seen_f32);
 
-    /* A busy stretch as long as one round over every type (the first 4 readings of each, one
-     * more for the start) must not lower any type's figure: the later rounds time it again. */
+    /* A busy stretch at the start (4 readings per type and one more: the first sweep's first
+     * types) must not lower any type's figure: the later sweeps time each type again. */
     struct busy_clock bc = {.disturbed = (int)p.n_speeds * 4 + 1};
     struct caps_probe q;
     assert(caps_probe_speeds_clock(1, 1, busy_now, &bc, &q) == STATUS_OK);
