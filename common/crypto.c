@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -331,18 +330,14 @@ enum status crypto_hash_file(const char *path, uint64_t offset, uint64_t len,
     crypto_generichash_init(&st, NULL, 0, CRYPTO_HASH_BYTES);
     uint64_t done_bytes = 0;
     /* a model of tens of GB takes a minute to hash the first time: say how far it got */
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    double last_s = 0;
+    struct log_progress prog;
+    log_progress_start(&prog);
     while (done_bytes < len) {
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        const double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-        if (s - last_s >= 5.0) {
-            last_s = s;
+        double s;
+        if (log_progress_due(&prog, &s))
             LOG(LOG_INFO, "fingerprinting %s: %.1f of %.1f GB (%.0f%%, %.0f MB/s)", path,
                 (double)done_bytes / 1e9, (double)len / 1e9,
                 100.0 * (double)done_bytes / (double)len, (double)done_bytes / 1e6 / s);
-        }
         size_t want = len - done_bytes < CHUNK ? (size_t)(len - done_bytes) : CHUNK;
         ssize_t n = pread(fd, buf, want, (off_t)(offset + done_bytes));
         if (n < 0 && errno == EINTR) continue;

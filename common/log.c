@@ -47,3 +47,21 @@ void log_msg(enum log_level level, const char *func, const char *fmt, ...) {
         fprintf(stderr, "%02d:%02d:%02d.%03ld %-5s %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
                 ts.tv_nsec / 1000000, level_names[level], msg);
 }
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void log_progress_start(struct log_progress *p) {
+    p->t0 = p->last = mono_s();
+}
+
+bool log_progress_due(struct log_progress *p, double *elapsed_s) {
+    const double now = mono_s();
+    if (now - p->last < 5.0) return false;
+    p->last = now;
+    *elapsed_s = now - p->t0;
+    return true;
+}

@@ -3,6 +3,7 @@
  * The level is checked before the arguments are evaluated. */
 #pragma once
 #include <stdarg.h>
+#include <stdbool.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_LEVEL_COUNT };
 
@@ -22,3 +23,12 @@ void log_msg(enum log_level level, const char *func, const char *fmt, ...)
     do {                                                                                           \
         if ((level) >= log_min_level) log_msg((level), __func__, __VA_ARGS__);                     \
     } while (0)
+
+/* The progress lines of a long job (hashing a model, digesting its tensors): at most one every
+ * 5 s. log_progress_due says whether one is due now and sets *elapsed_s to the seconds since
+ * log_progress_start (monotonic clock). */
+struct log_progress {
+    double t0, last;
+};
+void log_progress_start(struct log_progress *p);
+bool log_progress_due(struct log_progress *p, double *elapsed_s);

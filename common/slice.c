@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -101,23 +100,20 @@ static void fingerprint(struct slice *s, const uint8_t (*digests)[CRYPTO_HASH_BY
     crypto_generichash_final(&top, s->fingerprint, CRYPTO_HASH_BYTES);
 }
 
-/* Runs fn(ctx) on n_threads threads (at most 16), this one among them; fewer when a thread
- * cannot start: fn takes its work from a counter in ctx, so any number of them finishes it. */
+#define MAX_THREADS 16
+
+/* Runs fn(ctx) on n_threads threads (at most MAX_THREADS), this one among them; fewer when a
+ * thread cannot start: fn takes its work from a counter in ctx, so any number of them finishes
+ * it. */
 static void on_threads(int n_threads, void *(*fn)(void *), void *ctx) {
-    pthread_t th[15];
+    pthread_t th[MAX_THREADS - 1];
     int started = 0;
-    for (int k = 1; k < n_threads && k <= 15; k++) {
+    for (int k = 1; k < n_threads && k < MAX_THREADS; k++) {
         if (pthread_create(&th[started], NULL, fn, ctx) != 0) break;
         started++;
     }
     fn(ctx);
     for (int k = 0; k < started; k++) pthread_join(th[k], NULL);
-}
-
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 struct digest_job {
@@ -126,25 +122,22 @@ struct digest_job {
     atomic_int_least64_t next;  /* the next tensor to digest */
     atomic_uint_least64_t done; /* bytes digested */
     uint64_t total;
-    pthread_t caller; /* logs the progress every 5 s */
-    double t0;
+    pthread_t caller; /* logs the progress */
+    struct log_progress prog;
 };
 
 static void *digest_some(void *arg) {
     struct digest_job *j = arg;
     const bool report = pthread_equal(pthread_self(), j->caller);
-    double last = j->t0;
     for (int64_t i; (i = atomic_fetch_add(&j->next, 1)) < gguf_n_tensors(j->g);) {
         const struct gguf_tensor *t = gguf_tensor_at(j->g, i);
         crypto_generichash(j->out[i], CRYPTO_HASH_BYTES, t->data, t->nbytes, NULL, 0);
         const uint64_t done = atomic_fetch_add(&j->done, t->nbytes) + t->nbytes;
-        const double now = report ? seconds() : 0;
-        if (report && now - last >= 5.0) {
-            last = now;
+        double s;
+        if (report && log_progress_due(&j->prog, &s))
             LOG(LOG_INFO, "slice: digested %.1f of %.1f GB of tensors (%.0f%%, %.0f MB/s)",
                 (double)done / 1e9, (double)j->total / 1e9, 100.0 * (double)done / (double)j->total,
-                (double)done / 1e6 / (now - j->t0));
-        }
+                (double)done / 1e6 / s);
     }
     return NULL;
 }
@@ -152,10 +145,14 @@ static void *digest_some(void *arg) {
 enum status slice_tensor_digests(const gguf_t *g, int n_threads,
                                  uint8_t (*out)[CRYPTO_HASH_BYTES]) {
     if (sodium_init() < 0) return STATUS_IO;
-    struct digest_job j = {.g = g, .out = out, .caller = pthread_self(), .t0 = seconds()};
+    struct digest_job j = {.g = g, .out = out, .caller = pthread_self()};
+    log_progress_start(&j.prog);
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) j.total += gguf_tensor_at(g, i)->nbytes;
     LOG(LOG_INFO, "slice: digesting the model's %lld tensors (%.1f MB) on %d threads",
-        (long long)gguf_n_tensors(g), (double)j.total / 1e6, n_threads < 1 ? 1 : n_threads);
+        (long long)gguf_n_tensors(g), (double)j.total / 1e6,
+        n_threads < 1             ? 1
+        : n_threads < MAX_THREADS ? n_threads
+                                  : MAX_THREADS);
     if (!j.total) j.total = 1;
     on_threads(n_threads, digest_some, &j);
     return STATUS_OK;

@@ -150,7 +150,7 @@ FP_FN(chunk_of)(bool bf16, bool zero, const uint16_t *wk, int64_t k0, int64_t kn
 }
 
 /* chunk_of with bf16 a constant in each copy: as a run-time flag GCC -O2 tested it inside
- * the k loop (bench_kernels f16 gemm128, 1 thread, AMD EPYC Zen 3: 69-70 GFLOP/s, 90-91 now) */
+ * the k loop (bench_kernels f16 gemm128, 1 thread, AMD EPYC Zen 3: 68-70 GFLOP/s, 90-91 now) */
 static void FP_FN(chunk)(bool bf16, bool zero, const uint16_t *wk, int64_t k0, int64_t kn,
                          const void *x, size_t xs, int nx, float *y, size_t ys) {
     if (bf16)

@@ -315,8 +315,7 @@ int32_t sampler_sample(sampler_t *s, const struct sampler_params *p, const float
          * (a heap over a copy: enough for a peaked row), else sorts the candidates by a radix
          * sort, O(n). The softmax sum for top-p is over the vocabulary in id order. */
         for (int64_t i = 0; i < nv; i++) c[i] = (struct cand){(int32_t)i, x[i]};
-        mx = c[0].logit;
-        for (int64_t i = 1; i < nv; i++) mx = c[i].logit > mx ? c[i].logit : mx;
+        mx = max_of(x, nv);
         double sum = 0.0;
         if (p->top_p < 1.0f)
             for (int64_t i = 0; i < nv; i++) sum += exp((double)(c[i].logit - mx));
