@@ -198,7 +198,7 @@ enum row_step {
     ROW_FFN_NORM,
     ROW_SWIGLU,
     ROW_ROUTE,     /* MoE: router softmax, top-k and weights of each token */
-    ROW_MOE_SWIGLU /* MoE: silu(gate) * up over one expert's gathered rows */
+    ROW_MOE_SWIGLU /* MoE: silu(gate) * up at every place of moe_g / moe_u */
 };
 
 struct row_job {
@@ -291,46 +291,73 @@ static struct matmul_weight expert(const struct moe_weight *w, int32_t e) {
     return x;
 }
 
-/* x += the mixture of experts of xb (T tokens). Each token's slot k (its k-th most probable
- * expert) gets that expert's output in moe_out; the experts run one by one over the rows that
- * chose them (matmul gives every row the same result whatever the others are), and each
- * token then sums its slots in rank order 0..k_used-1: nothing depends on the batch. */
+/* x += the mixture of experts of xb (T tokens). The T * K slots (token t's slot k: its k-th most
+ * probable expert) are put in the experts' order (moe_rows; slot s at place moe_pos[s]), each
+ * place gets its token's input, and every expert's gate and up then run over its places in one
+ * run of the pool, its down in a second (a decode step's dozens of small products cost two
+ * wake-ups, not one each). matmul gives every row the same result whatever the others are,
+ * and each token then sums its slots in rank order 0..K-1: nothing depends on the batch. */
 static void moe_ffn(model_t *m, const struct layer *L, struct row_job *rows, int64_t T) {
     const struct model_config *c = &m->cfg;
-    const int64_t E = c->n_embd, K = c->n_expert_used;
+    const int64_t E = c->n_embd, K = c->n_expert_used, F = c->n_ff_exp, S = T * K;
     threadpool_t *tp = m->tp;
 
     matmul(tp, &L->gate_inp, m->xb, T, m->moe_probs, m->scratch); /* (T, n_expert) */
     for_rows(rows, ROW_ROUTE);
 
-    for (int32_t e = 0; e < c->n_expert; e++) {
-        int64_t n = 0;
-        for (int64_t s = 0; s < T * K; s++)
-            if (m->moe_sel[s] == e) m->moe_rows[n++] = (int32_t)s;
-        if (n == 0) continue;
-        for (int64_t r = 0; r < n; r++)
-            memcpy(m->moe_x + r * E, m->xb + (m->moe_rows[r] / K) * E, sizeof(float) * (size_t)E);
-        struct matmul_weight wg = expert(&L->gate_exps, e), wu = expert(&L->up_exps, e);
-        struct matmul_weight wd = expert(&L->down_exps, e);
-        matmul(tp, &wg, m->moe_x, n, m->moe_g, m->scratch); /* (n, F) */
-        matmul(tp, &wu, m->moe_x, n, m->moe_u, m->scratch); /* (n, F) */
-        struct model_batch sub = {.n_tokens = (int32_t)n};
-        struct row_job sw = {m, &sub, L, rows->layer, ROW_MOE_SWIGLU};
-        for_rows(&sw, ROW_MOE_SWIGLU);
-        matmul(tp, &wd, m->moe_g, n, m->moe_y, m->scratch); /* (n, E) */
-        for (int64_t r = 0; r < n; r++)
-            memcpy(m->moe_out + (size_t)m->moe_rows[r] * (size_t)E, m->moe_y + r * E,
-                   sizeof(float) * (size_t)E);
+    int32_t first[MODEL_MAX_EXPERTS + 1] = {0}; /* expert e's places: [first[e], first[e + 1]) */
+    for (int64_t s = 0; s < S; s++) first[m->moe_sel[s] + 1]++;
+    for (int64_t e = 0; e < c->n_expert; e++) first[e + 1] += first[e];
+    int32_t fill[MODEL_MAX_EXPERTS];
+    memcpy(fill, first, sizeof(int32_t) * (size_t)c->n_expert);
+    for (int64_t s = 0; s < S; s++) {
+        const int32_t p = fill[m->moe_sel[s]]++;
+        m->moe_rows[p] = (int32_t)s;
+        m->moe_pos[s] = p;
     }
+    /* a single token's input is xb itself, shared by every expert's products (converted once) */
+    if (T > 1)
+        for (int64_t p = 0; p < S; p++)
+            memcpy(m->moe_x + p * E, m->xb + (m->moe_rows[p] / K) * E, sizeof(float) * (size_t)E);
+
+    /* every used expert's gate and up over its places, then every down */
+    struct matmul_op *ops = m->moe_ops;
+    struct matmul_weight *ws = m->moe_ws;
+    int n = 0;
+    for (int32_t e = 0; e < c->n_expert; e++) {
+        const int64_t p = first[e], np = first[e + 1] - p;
+        if (np == 0) continue;
+        const float *x = T > 1 ? m->moe_x + p * E : m->xb;
+        ws[n] = expert(&L->gate_exps, e);
+        ops[n] = (struct matmul_op){&ws[n], x, np, m->moe_g + p * F};
+        n++;
+        ws[n] = expert(&L->up_exps, e);
+        ops[n] = (struct matmul_op){&ws[n], x, np, m->moe_u + p * F};
+        n++;
+    }
+    matmul_ops(tp, ops, n, m->scratch, m->scratch_bytes); /* (places, F) each */
+    struct model_batch all = {.n_tokens = (int32_t)S};
+    struct row_job sw = {m, &all, L, rows->layer, ROW_MOE_SWIGLU};
+    for_rows(&sw, ROW_MOE_SWIGLU);
+    n = 0;
+    for (int32_t e = 0; e < c->n_expert; e++) {
+        const int64_t p = first[e], np = first[e + 1] - p;
+        if (np == 0) continue;
+        ws[n] = expert(&L->down_exps, e);
+        ops[n] = (struct matmul_op){&ws[n], m->moe_g + p * F, np, m->moe_x + p * E};
+        n++;
+    }
+    matmul_ops(tp, ops, n, m->scratch, m->scratch_bytes); /* (places, E) each, over the inputs */
 
     /* x += sum over k of w[k] * slot k, in rank order, as llama.cpp adds its expert views */
+    float *acc = m->moe_y;
     for (int64_t t = 0; t < T; t++) {
-        float *x = m->x + t * E, *acc = m->moe_y;
+        float *x = m->x + t * E;
         const float *w = m->moe_w + t * K;
-        const float *o = m->moe_out + (size_t)t * (size_t)K * (size_t)E;
+        const float *o = m->moe_x + (size_t)m->moe_pos[t * K] * (size_t)E;
         for (int64_t i = 0; i < E; i++) acc[i] = o[i] * w[0];
         for (int64_t k = 1; k < K; k++) {
-            const float *ok = o + k * E;
+            const float *ok = m->moe_x + (size_t)m->moe_pos[t * K + k] * (size_t)E;
             for (int64_t i = 0; i < E; i++) acc[i] += ok[i] * w[k];
         }
         for (int64_t i = 0; i < E; i++) x[i] += acc[i];

@@ -52,35 +52,10 @@ size_t matmul_scratch_bytes(enum dtype type, int64_t n_in, int64_t n_rows) {
     return (size_t)n_rows * x_stride(dt, n_in);
 }
 
-/* One converted x row per thread, for a GEMV (see convert_x). */
+/* One converted x row per thread, for a GEMV (see job_x): each thread converts the rows of
+ * a run's single-row ops itself, into its own buffer. */
 #define X_LOCAL_BYTES (64 * 1024)
 static _Thread_local uint8_t x_local[X_LOCAL_BYTES] __attribute__((aligned(64)));
-
-/* Converts x rows (spread over threads) to the dot type in scratch, unless they are used as
- * they are; sets *xq and *xs. Ends with a barrier when it wrote scratch. A single row (a
- * decode step's GEMV) is instead converted by every thread into its own buffer, with no
- * barrier: the other threads would wait for the conversion and the barrier anyway, and the
- * row is then in each thread's own cache rather than read from the core that wrote it. The
- * conversion is a pure function of x, so every thread's copy is the same. */
-static void convert_x(threadpool_t *tp, int ith, int nth, const struct matmul_weight *w,
-                      const float *x, int64_t n_rows, void *scratch, const char **xq, size_t *xs) {
-    const enum dtype dt = quant_dot_type(w->type);
-    if (dt == DTYPE_F32) {
-        *xq = (const char *)x;
-        *xs = (size_t)w->n_in * sizeof(float);
-        return;
-    }
-    *xs = x_stride(dt, w->n_in);
-    if (n_rows == 1 && nth > 1 && *xs <= X_LOCAL_BYTES) {
-        quant_quantize_activations(dt, x, x_local, w->n_in);
-        *xq = (const char *)x_local;
-        return;
-    }
-    for (int64_t r = ith; r < n_rows; r += nth)
-        quant_quantize_activations(dt, x + r * w->n_in, (char *)scratch + r * *xs, w->n_in);
-    threadpool_barrier(tp);
-    *xq = scratch;
-}
 
 size_t matmul_weight_bytes(const struct matmul_weight *w) {
     return (size_t)w->n_out * dtype_row_bytes(w->type, w->n_in);
@@ -166,30 +141,46 @@ static void rows_range(const struct matmul_weight *w, const char *xq, size_t xs,
     }
 }
 
-/* A thread's share of a weight's chunks, [lo, hi) as lo | hi << 32, on a cache line of its own:
+/* A thread's share of a run's chunks, [lo, hi) as lo | hi << 32, on a cache line of its own:
  * its owner takes chunks from the front, in order, and a thread done with its own takes them
  * from the back. */
 struct chunk_range {
     _Alignas(64) _Atomic uint64_t v;
 };
-#define RANGES_MAX 64 /* shares per weight; past 64 threads, threads share them */
+#define RANGES_MAX 64   /* shares per run; past 64 threads, threads share them */
+#define OPS_PER_RUN 256 /* ops per run of the pool; matmul_ops runs more in several */
 
-/* One of a job's weights: its output and how its rows are shared out. */
-struct job_part {
-    const struct matmul_weight *w;
-    float *y;
-    int64_t chunk_rows; /* weight rows per chunk */
-    int n_ranges;
-    struct chunk_range ranges[RANGES_MAX];
+/* An x converted once for every op of a run that uses it (the ops next to each other with the
+ * same x, row count, row length and dot type): in scratch at off, or, in a run of single rows
+ * (job.local), by each thread into its own x_local at local_off. */
+struct x_slot {
+    const float *x;
+    int64_t n_rows, n_in;
+    enum dtype dt;
+    size_t xs;         /* bytes between its converted rows */
+    size_t off;        /* in scratch */
+    size_t local_off;  /* in x_local */
+    int64_t first_row; /* its first row among the run's rows to convert */
+};
+
+/* An op's rows in chunks: chunk c of the run is row chunk c - first_chunk of the op whose
+ * first_chunk is the largest not above c. */
+struct op_chunks {
+    int64_t chunk_rows, first_chunk;
+    int slot;
 };
 
 struct job {
-    const float *x;
-    int64_t n_rows;
+    const struct matmul_op *ops;
+    int n_ops, n_slots;
+    bool local;                  /* every slot a single row: each thread converts its own copies */
+    int64_t n_chunks, n_convert; /* chunks; rows to convert into scratch (not local) */
     void *scratch;
     threadpool_t *tp;
-    int n_parts;
-    struct job_part parts[MATMUL_MANY_MAX];
+    int n_ranges;
+    struct op_chunks op[OPS_PER_RUN];
+    struct x_slot slot[OPS_PER_RUN];
+    struct chunk_range ranges[RANGES_MAX];
 };
 
 /* The first (front) or last chunk of a share, or -1 when it has none left. */
@@ -205,96 +196,205 @@ static int64_t take_chunk(struct chunk_range *r, bool front) {
     }
 }
 
-static void run_chunk(const struct job_part *p, const char *xq, size_t xs, int64_t n_rows,
-                      int64_t c) {
-    const int64_t i0 = c * p->chunk_rows;
-    const int64_t i1 = i0 + p->chunk_rows < p->w->n_out ? i0 + p->chunk_rows : p->w->n_out;
-    rows_range(p->w, xq, xs, n_rows, p->y, i0, i1);
+/* The converted rows of slot s for this thread; converted[] says which of the run's slots it
+ * has converted into x_local already (job.local). */
+static const char *job_x(const struct job *j, int s, bool *converted) {
+    const struct x_slot *xs = &j->slot[s];
+    if (xs->dt == DTYPE_F32) return (const char *)xs->x;
+    if (!j->local) return (const char *)j->scratch + xs->off;
+    if (!converted[s]) {
+        quant_quantize_activations(xs->dt, xs->x, x_local + xs->local_off, xs->n_in);
+        converted[s] = true;
+    }
+    return (const char *)x_local + xs->local_off;
 }
 
-/* Each thread walks its own contiguous share of a weight's rows front to back, a chunk at a
- * time, so its weight stream (and the kernels' prefetch ahead of it) runs on unbroken from one
- * chunk to the next; a thread done with its share then takes the others' last chunks, so when
- * the machine is busy and one thread is descheduled the rest take over its work rather than
- * wait for it at the end. (Chunks dealt from one shared counter, as before 2026-12-04, had
- * each thread's stream jump every chunk: tg64 at 2 threads 1.5-8% slower, median 4.5%, on the
- * Zen 5.) Several weights (same x) go one after the other in one job: a thread done with one's
- * chunks goes on to the next without waiting for the others. Which thread computes a row never
- * changes its value. */
+static void run_chunk(const struct job *j, int64_t c, bool *converted) {
+    int lo = 0, hi = j->n_ops - 1; /* the op of chunk c */
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (j->op[mid].first_chunk <= c)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const struct matmul_op *o = &j->ops[lo];
+    const struct op_chunks *oc = &j->op[lo];
+    const char *xq = job_x(j, oc->slot, converted);
+    const int64_t i0 = (c - oc->first_chunk) * oc->chunk_rows;
+    const int64_t i1 = i0 + oc->chunk_rows < o->w->n_out ? i0 + oc->chunk_rows : o->w->n_out;
+    rows_range(o->w, xq, j->slot[oc->slot].xs, o->n_rows, o->y, i0, i1);
+}
+
+/* The x rows to convert (not a local run) are spread over the threads, then a barrier. Each
+ * thread then walks its own contiguous share of the run's chunks front to back, so its weight
+ * stream (and the kernels' prefetch ahead of it) runs on unbroken from one chunk to the next,
+ * and from one op's rows to the next op's; a thread done with its share then takes the others'
+ * last chunks, so when the machine is busy and one thread is descheduled the rest take over
+ * its work rather than wait for it at the end. (Chunks dealt from one shared counter, as
+ * before 2026-12-04, had each thread's stream jump every chunk: tg64 at 2 threads 1.5-8%
+ * slower, median 4.5%, on the Zen 5.) A single x row (a decode step's GEMV) is instead
+ * converted by every thread into its own buffer, with no barrier: the other threads would wait
+ * for the conversion and the barrier anyway, and the row is then in each thread's own cache
+ * rather than read from the core that wrote it. The conversion is a pure function of x, so
+ * every thread's copy is the same, and which thread computes a row never changes its value. */
 static void job_run(void *ctx, int ith, int nth) {
     struct job *j = ctx;
-    const char *xq;
-    size_t xs;
-    convert_x(j->tp, ith, nth, j->parts[0].w, j->x, j->n_rows, j->scratch, &xq, &xs);
-    for (int k = 0; k < j->n_parts; k++) {
-        struct job_part *p = &j->parts[k];
-        int64_t c;
-        while ((c = take_chunk(&p->ranges[ith % p->n_ranges], true)) >= 0)
-            run_chunk(p, xq, xs, j->n_rows, c);
-        for (;;) { /* the last chunk of the share with the most left */
-            int best = -1;
-            uint32_t most = 0;
-            for (int r = 0; r < p->n_ranges; r++) {
-                const uint64_t v = atomic_load_explicit(&p->ranges[r].v, memory_order_relaxed);
-                const uint32_t lo = (uint32_t)v, hi = (uint32_t)(v >> 32);
-                if (hi > lo && hi - lo > most) {
-                    most = hi - lo;
-                    best = r;
-                }
-            }
-            if (best < 0) break;
-            if ((c = take_chunk(&p->ranges[best], false)) >= 0) run_chunk(p, xq, xs, j->n_rows, c);
+    bool converted[OPS_PER_RUN];
+    if (j->local) {
+        memset(converted, 0, (size_t)j->n_slots * sizeof converted[0]);
+    } else if (j->n_convert > 0) {
+        for (int s = 0; s < j->n_slots; s++) {
+            const struct x_slot *xs = &j->slot[s];
+            if (xs->dt == DTYPE_F32) continue;
+            for (int64_t r = 0; r < xs->n_rows; r++)
+                if ((xs->first_row + r) % nth == ith)
+                    quant_quantize_activations(xs->dt, xs->x + r * xs->n_in,
+                                               (char *)j->scratch + xs->off + (size_t)r * xs->xs,
+                                               xs->n_in);
         }
+        threadpool_barrier(j->tp);
+    }
+    int64_t c;
+    while ((c = take_chunk(&j->ranges[ith % j->n_ranges], true)) >= 0) run_chunk(j, c, converted);
+    for (;;) { /* the last chunk of the share with the most left */
+        int best = -1;
+        uint32_t most = 0;
+        for (int r = 0; r < j->n_ranges; r++) {
+            const uint64_t v = atomic_load_explicit(&j->ranges[r].v, memory_order_relaxed);
+            const uint32_t lo = (uint32_t)v, hi = (uint32_t)(v >> 32);
+            if (hi > lo && hi - lo > most) {
+                most = hi - lo;
+                best = r;
+            }
+        }
+        if (best < 0) break;
+        if ((c = take_chunk(&j->ranges[best], false)) >= 0) run_chunk(j, c, converted);
+    }
+}
+
+static int64_t op_n_chunks(const struct job *j, int k) {
+    const int64_t end = k + 1 < j->n_ops ? j->op[k + 1].first_chunk : j->n_chunks;
+    return end - j->op[k].first_chunk;
+}
+
+/* A chunk of op k's work, for sharing it out: its weight bytes times its x rows. */
+static double chunk_cost(const struct job *j, int k) {
+    const struct matmul_weight *w = j->ops[k].w;
+    return (double)j->op[k].chunk_rows * (double)dtype_row_bytes(w->type, w->n_in) *
+           (double)j->ops[k].n_rows;
+}
+
+/* Takes ops from ops[*next] on into j while their converted x fits scratch_bytes (at least
+ * one), and lays out their slots and chunks for nth threads. */
+static void plan_run(struct job *j, const struct matmul_op *ops, int n, int *next, int nth,
+                     size_t scratch_bytes) {
+    size_t used = 0, local = 0;
+    bool single = true;
+    j->ops = ops + *next;
+    j->n_ops = j->n_slots = 0;
+    j->n_chunks = j->n_convert = 0;
+    for (; *next < n && j->n_ops < OPS_PER_RUN; (*next)++) {
+        const struct matmul_op *o = &ops[*next];
+        if (o->n_rows <= 0) {
+            if (j->n_ops == 0)
+                j->ops++; /* nothing to compute: leave it out */
+            else
+                break; /* (ops of a run are contiguous) */
+            continue;
+        }
+        const enum dtype dt = quant_dot_type(o->w->type);
+        const struct x_slot *last = j->n_slots ? &j->slot[j->n_slots - 1] : NULL;
+        if (!last || last->x != o->x || last->n_rows != o->n_rows || last->n_in != o->w->n_in ||
+            last->dt != dt) {
+            const size_t xs =
+                dt == DTYPE_F32 ? (size_t)o->w->n_in * sizeof(float) : x_stride(dt, o->w->n_in);
+            const size_t bytes = dt == DTYPE_F32 ? 0 : (size_t)o->n_rows * xs;
+            if (j->n_ops > 0 && used + bytes > scratch_bytes) break;
+            j->slot[j->n_slots++] = (struct x_slot){.x = o->x,
+                                                    .n_rows = o->n_rows,
+                                                    .n_in = o->w->n_in,
+                                                    .dt = dt,
+                                                    .xs = xs,
+                                                    .off = used,
+                                                    .local_off = local,
+                                                    .first_row = j->n_convert};
+            if (dt != DTYPE_F32) {
+                used += bytes;
+                local += xs;
+                j->n_convert += o->n_rows;
+                single = single && o->n_rows == 1;
+            }
+        }
+        /* about CHUNKS_PER_THREAD chunks a thread, whole packed groups and tile widths */
+        struct op_chunks *oc = &j->op[j->n_ops++];
+        const int64_t per = (o->w->n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) /
+                            ((int64_t)nth * CHUNKS_PER_THREAD);
+        const struct quant_pack *pk = o->w->packed; /* its groups (a power of two) whole */
+        const int64_t align = pk && pk->rows > ROW_ALIGN ? pk->rows : ROW_ALIGN;
+        oc->chunk_rows = (per + align - 1) / align * align;
+        oc->first_chunk = j->n_chunks;
+        oc->slot = j->n_slots - 1;
+        j->n_chunks += (o->w->n_out + oc->chunk_rows - 1) / oc->chunk_rows;
+    }
+    j->local = nth > 1 && single && local <= X_LOCAL_BYTES;
+    /* The shares: equal work, not equal chunk counts (a q's chunks are 8 times a k's in a GQA
+     * model), counting a chunk's weight bytes times its x rows. */
+    j->n_ranges = nth < RANGES_MAX ? nth : RANGES_MAX;
+    double total = 0;
+    for (int k = 0; k < j->n_ops; k++) total += chunk_cost(j, k) * (double)op_n_chunks(j, k);
+    int64_t bound[RANGES_MAX + 1];
+    bound[0] = 0;
+    double before = 0; /* the work of the ops before op k */
+    int r = 1;
+    for (int k = 0; k < j->n_ops && r < j->n_ranges; k++) {
+        const double cost = chunk_cost(j, k), n_k = (double)op_n_chunks(j, k);
+        while (r < j->n_ranges && total * r / j->n_ranges <= before + cost * n_k) {
+            const int64_t c = (int64_t)((total * r / j->n_ranges - before) / cost + 0.5);
+            bound[r] = j->op[k].first_chunk + c;
+            if (bound[r] < bound[r - 1]) bound[r] = bound[r - 1];
+            r++;
+        }
+        before += cost * n_k;
+    }
+    for (; r <= j->n_ranges; r++) bound[r] = j->n_chunks;
+    for (r = 0; r < j->n_ranges; r++)
+        atomic_init(&j->ranges[r].v, (uint64_t)bound[r] | (uint64_t)bound[r + 1] << 32);
+}
+
+void matmul_ops(threadpool_t *tp, const struct matmul_op *ops, int n, void *scratch,
+                size_t scratch_bytes) {
+    const int nth = tp ? threadpool_n_threads(tp) : 1;
+    struct job j;
+    j.scratch = scratch;
+    j.tp = tp;
+    for (int next = 0; next < n;) {
+        plan_run(&j, ops, n, &next, nth, scratch_bytes);
+        if (j.n_ops == 0) continue;
+        if (nth == 1)
+            job_run(&j, 0, 1);
+        else
+            threadpool_run(tp, job_run, &j);
     }
 }
 
 void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int64_t n_rows,
             float *y, void *scratch) {
-    matmul_many(tp, &w, 1, x, n_rows, &y, scratch);
+    const struct matmul_op op = {w, x, n_rows, y};
+    matmul_ops(tp, &op, 1, scratch, matmul_scratch_bytes(w->type, w->n_in, n_rows));
 }
 
 void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n, const float *x,
                  int64_t n_rows, float *const *ys, void *scratch) {
     assert(n >= 1 && n <= MATMUL_MANY_MAX);
-    for (int k = 1; k < n; k++) /* one converted x for all: the same row length and dot type */
-        if (ws[k]->n_in != ws[0]->n_in ||
-            quant_dot_type(ws[k]->type) != quant_dot_type(ws[0]->type)) {
-            for (int i = 0; i < n; i++) matmul(tp, ws[i], x, n_rows, ys[i], scratch);
-            return;
-        }
-    const int nth = threadpool_n_threads(tp);
-    if (!tp || nth == 1) {
-        const char *xq;
-        size_t xs;
-        convert_x(NULL, 0, 1, ws[0], x, n_rows, scratch, &xq, &xs);
-        for (int k = 0; k < n; k++) rows_range(ws[k], xq, xs, n_rows, ys[k], 0, ws[k]->n_out);
-        return;
-    }
-    struct job j; /* the parts' share slots are set only as far as they are used */
-    j.x = x;
-    j.n_rows = n_rows;
-    j.scratch = scratch;
-    j.tp = tp;
-    j.n_parts = n;
+    struct matmul_op ops[MATMUL_MANY_MAX];
+    size_t scratch_bytes = 0; /* what the caller promised: the most any one of them needs */
     for (int k = 0; k < n; k++) {
-        /* about CHUNKS_PER_THREAD chunks each, whole packed groups and tile widths */
-        int64_t per = (ws[k]->n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) /
-                      ((int64_t)nth * CHUNKS_PER_THREAD);
-        struct job_part *p = &j.parts[k];
-        p->w = ws[k];
-        p->y = ys[k];
-        const struct quant_pack *pk = ws[k]->packed; /* its groups (a power of two) whole */
-        const int64_t align = pk && pk->rows > ROW_ALIGN ? pk->rows : ROW_ALIGN;
-        p->chunk_rows = (per + align - 1) / align * align;
-        const int64_t n_chunks = (ws[k]->n_out + p->chunk_rows - 1) / p->chunk_rows;
-        p->n_ranges = nth < RANGES_MAX ? nth : RANGES_MAX;
-        for (int r = 0; r < p->n_ranges; r++) {
-            const uint64_t lo = (uint64_t)(n_chunks * r / p->n_ranges);
-            const uint64_t hi = (uint64_t)(n_chunks * (r + 1) / p->n_ranges);
-            atomic_init(&p->ranges[r].v, lo | hi << 32);
-        }
+        ops[k] = (struct matmul_op){ws[k], x, n_rows, ys[k]};
+        const size_t b = matmul_scratch_bytes(ws[k]->type, ws[k]->n_in, n_rows);
+        if (b > scratch_bytes) scratch_bytes = b;
     }
-    threadpool_run(tp, job_run, &j);
+    matmul_ops(tp, ops, n, scratch, scratch_bytes);
 }
 
 static double now_s(void) {

@@ -47,11 +47,28 @@ void matmul(threadpool_t *tp, const struct matmul_weight *w, const float *x, int
 /* matmul for each of n (<= MATMUL_MANY_MAX) weights against the same x (ys[k] for ws[k]) in one
  * run of the pool: x converted once, no wait between the weights (a decode step's q, k, v or
  * gate, up: fewer sync points per token). Results are matmul's for each. Weights of different
- * row lengths or dot types go one matmul after the other, so scratch holds the most
- * matmul_scratch_bytes of any of them. */
+ * row lengths or dot types convert x for each (one after the other when scratch holds only
+ * one), so scratch holds the most matmul_scratch_bytes of any of them. */
 #define MATMUL_MANY_MAX 4
 void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n, const float *x,
                  int64_t n_rows, float *const *ys, void *scratch);
+
+/* One product of matmul_ops: y[r * w->n_out + i] = W_i · x_r for r < n_rows (0: nothing). */
+struct matmul_op {
+    const struct matmul_weight *w;
+    const float *x;
+    int64_t n_rows;
+    float *y;
+};
+
+/* Every op's matmul, in as few runs of the pool as scratch allows: one run takes ops while the
+ * x rows they convert fit scratch_bytes (an op with the same x, row count, row length and dot
+ * type as the op before it shares its conversion; single rows are converted by each thread
+ * into its own buffer instead), so many small products (a mixture of experts' experts) cost one
+ * wake-up and one wait, not one each. No op may read another's y. Results are matmul's for
+ * each op. scratch_bytes is at least matmul_scratch_bytes of every op alone. */
+void matmul_ops(threadpool_t *tp, const struct matmul_op *ops, int n, void *scratch,
+                size_t scratch_bytes);
 
 /* Choosing the weight prefetch (quant_weight_prefetch) by timing, where no default is known
  * to be right: runs one GEMV (one x row) through each of ws[0..n), in order, as a decode step

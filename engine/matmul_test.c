@@ -222,6 +222,77 @@ static void test_many(int n, const enum dtype *types, const int64_t *n_outs, int
     free(x);
 }
 
+/* matmul_ops gives each op exactly matmul's result: experts-like ops, each its own x (some
+ * sharing the op before's, as a single token's gate and up do) and row count (0, 1, a few,
+ * many), weights of several types (one plain among packed ones), on 1 to 3 threads, with a
+ * scratch that holds them all (one run of the pool) or only the largest alone (several runs),
+ * and with every op a single row (each thread converts its own x). */
+static void test_ops(threadpool_t *const *pools) {
+    enum { N = 12 };
+    const int64_t n_in = 512, max_rows = 20;
+    static const enum dtype types[N] = {DTYPE_Q4_K, DTYPE_Q4_K, DTYPE_Q6_K, DTYPE_Q4_0,
+                                        DTYPE_Q4_K, DTYPE_Q8_0, DTYPE_F16,  DTYPE_Q4_K,
+                                        DTYPE_F32,  DTYPE_Q5_K, DTYPE_Q4_K, DTYPE_Q6_K};
+    static const int64_t n_outs[N] = {40, 40, 24, 37, 16, 48, 64, 9, 16, 32, 72, 8};
+    static const int64_t rows_many[N] = {3, 3, 1, 0, 20, 2, 5, 1, 4, 0, 17, 6};
+    static const int x_of[N] = {0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9}; /* ops 0-1, 10-11 share */
+    struct matmul_weight ws[N];
+    void *bufs[N];
+    float *x = malloc(sizeof(float) * (size_t)(n_in * max_rows * N));
+    for (int64_t i = 0; i < n_in * max_rows * N; i++) x[i] = rnd();
+    size_t largest = 64, all = 0;
+    for (int k = 0; k < N; k++) {
+        ws[k] = (struct matmul_weight){.type = types[k],
+                                       .n_in = n_in,
+                                       .n_out = n_outs[k],
+                                       .data = random_rows(types[k], n_in, n_outs[k])};
+        bufs[k] = NULL;
+        if (k != 7) { /* op 7's weight stays plain */
+            bufs[k] = xaligned(matmul_weight_bytes(&ws[k]));
+            void *plain = (void *)ws[k].data;
+            matmul_pack(&ws[k], bufs[k]);
+            free(plain);
+        }
+        const size_t b = matmul_scratch_bytes(types[k], n_in, max_rows);
+        if (b > largest) largest = b;
+        all += b;
+    }
+    void *scratch = xaligned(all);
+    for (int single = 0; single < 2; single++)
+        for (int fit = 0; fit < 2; fit++)
+            for (int p = 0; p < 3; p++) {
+                struct matmul_op ops[N];
+                float *want[N];
+                for (int k = 0; k < N; k++) {
+                    const int64_t nr = single ? (k == 3 ? 0 : 1) : rows_many[k];
+                    ops[k] =
+                        (struct matmul_op){&ws[k], x + (size_t)x_of[k] * max_rows * n_in, nr,
+                                           calloc((size_t)(max_rows * n_outs[k]), sizeof(float))};
+                    want[k] = calloc((size_t)(max_rows * n_outs[k]), sizeof(float));
+                    matmul(pools[p], &ws[k], ops[k].x, nr, want[k], scratch);
+                }
+                matmul_ops(pools[p], ops, N, scratch, fit ? all : largest);
+                for (int k = 0; k < N; k++) {
+                    CHECK(memcmp(ops[k].y, want[k],
+                                 sizeof(float) * (size_t)(max_rows * n_outs[k])) == 0,
+                          "matmul_ops: op %d (%s, %lld x rows) of %d, scratch for %s, %d threads "
+                          "differs from matmul",
+                          k, dtype_name(types[k]), (long long)ops[k].n_rows, N,
+                          fit ? "all" : "the largest", threadpool_n_threads(pools[p]));
+                    free(ops[k].y);
+                    free(want[k]);
+                }
+            }
+    for (int k = 0; k < N; k++) {
+        if (bufs[k])
+            free(bufs[k]);
+        else
+            free((void *)ws[k].data);
+    }
+    free(scratch);
+    free(x);
+}
+
 /* Integer sums at their largest: every weight byte 0xFF (the largest q of q4_0 / q4_K / q5_K /
  * q6_K, and their largest scales; q8_0: -1, or -128 with bit 7 alone) against x rows of +-1 (all
  * x bytes +-127 once quantized), so an int16 step of a kernel that can overflow or saturate
@@ -576,6 +647,7 @@ int main(void) {
             test_many(2, (const enum dtype[]){DTYPE_Q8_0, DTYPE_Q8_0}, two, 256, pools);
             test_many(2, (const enum dtype[]){DTYPE_Q4_0, DTYPE_Q4_K}, two, 512, pools);
         }
+        test_ops(pools);
         test_oversubscribed();
         if (strcmp(variants[v]->name, "ref") != 0) { /* packed kernels: the reference's bits */
             const enum dtype ext[] = {DTYPE_Q4_0, DTYPE_Q8_0, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};

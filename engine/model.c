@@ -749,11 +749,12 @@ enum buf_id {
     BUF_MOE_SEL,
     BUF_MOE_W,
     BUF_MOE_ROWS,
+    BUF_MOE_POS,
     BUF_MOE_X,
     BUF_MOE_G,
     BUF_MOE_U,
     BUF_MOE_Y,
-    BUF_MOE_OUT,
+    BUF_MOE_OPS,
     BUF_COUNT
 };
 
@@ -770,8 +771,9 @@ static size_t moe_scratch(const model_t *m) {
     return s;
 }
 
-/* The expert buffers: router probabilities, choices and weights per token, one expert's
- * gathered rows and results, and every (token, slot) output before the per-token sum. */
+/* The expert buffers: router probabilities, choices and weights per token; every (token,
+ * slot) in the experts' order, its input, gate, up and output there; one token's sum; the
+ * products of a pool run (every expert's gate and up). */
 static void moe_buffer_sizes(const model_t *m, size_t sz[BUF_COUNT]) {
     const struct model_config *c = &m->cfg;
     size_t B = (size_t)m->n_batch, K = (size_t)c->n_expert_used, E = (size_t)c->n_embd;
@@ -779,12 +781,14 @@ static void moe_buffer_sizes(const model_t *m, size_t sz[BUF_COUNT]) {
     sz[BUF_MOE_PROBS] = sizeof(float) * B * (size_t)c->n_expert;
     sz[BUF_MOE_SEL] = sizeof(int32_t) * B * K;
     sz[BUF_MOE_W] = sizeof(float) * B * K;
-    sz[BUF_MOE_ROWS] = sizeof(int32_t) * B;
-    sz[BUF_MOE_X] = sizeof(float) * B * E;
-    sz[BUF_MOE_G] = sizeof(float) * B * F;
-    sz[BUF_MOE_U] = sizeof(float) * B * F;
-    sz[BUF_MOE_Y] = sizeof(float) * B * E;
-    sz[BUF_MOE_OUT] = sizeof(float) * B * K * E;
+    sz[BUF_MOE_ROWS] = sizeof(int32_t) * B * K;
+    sz[BUF_MOE_POS] = sizeof(int32_t) * B * K;
+    sz[BUF_MOE_X] = sizeof(float) * B * K * E;
+    sz[BUF_MOE_G] = sizeof(float) * B * K * F;
+    sz[BUF_MOE_U] = sizeof(float) * B * K * F;
+    sz[BUF_MOE_Y] = sizeof(float) * E;
+    sz[BUF_MOE_OPS] =
+        (sizeof(struct matmul_op) + sizeof(struct matmul_weight)) * 2 * (size_t)c->n_expert;
 }
 
 /* The bytes of each buffer for a resolved slice (layers and head known) and n_threads threads.
@@ -824,7 +828,7 @@ static void buffer_sizes(const model_t *m, int n_threads, size_t sz[BUF_COUNT]) 
         s = max_sz(s, scratch_for(&L->w_down, B));
     }
     sz[BUF_SCRATCH] = max_sz(max_sz(s, scratch_for(&m->output, B)), moe_scratch(m));
-    for (int i = BUF_MOE_PROBS; i <= BUF_MOE_OUT; i++) sz[i] = 0;
+    for (int i = BUF_MOE_PROBS; i <= BUF_MOE_OPS; i++) sz[i] = 0;
     if (c->n_expert > 0) moe_buffer_sizes(m, sz);
 }
 
@@ -853,18 +857,21 @@ static enum status alloc_buffers(model_t *m) {
     m->rope_sin = alloc_buf(sz[BUF_ROPE_SIN], tot);
     m->out_rows = alloc_buf(sz[BUF_OUT_ROWS], tot);
     m->scratch = alloc_buf(sz[BUF_SCRATCH], tot);
+    m->scratch_bytes = sz[BUF_SCRATCH];
     if (m->cfg.n_expert > 0) {
         m->moe_probs = alloc_buf(sz[BUF_MOE_PROBS], tot);
         m->moe_sel = alloc_buf(sz[BUF_MOE_SEL], tot);
         m->moe_w = alloc_buf(sz[BUF_MOE_W], tot);
         m->moe_rows = alloc_buf(sz[BUF_MOE_ROWS], tot);
+        m->moe_pos = alloc_buf(sz[BUF_MOE_POS], tot);
         m->moe_x = alloc_buf(sz[BUF_MOE_X], tot);
         m->moe_g = alloc_buf(sz[BUF_MOE_G], tot);
         m->moe_u = alloc_buf(sz[BUF_MOE_U], tot);
         m->moe_y = alloc_buf(sz[BUF_MOE_Y], tot);
-        m->moe_out = alloc_buf(sz[BUF_MOE_OUT], tot);
-        if (!m->moe_probs || !m->moe_sel || !m->moe_w || !m->moe_rows || !m->moe_x || !m->moe_g ||
-            !m->moe_u || !m->moe_y || !m->moe_out) {
+        m->moe_ops = alloc_buf(sz[BUF_MOE_OPS], tot);
+        if (m->moe_ops) m->moe_ws = (struct matmul_weight *)(m->moe_ops + 2 * m->cfg.n_expert);
+        if (!m->moe_probs || !m->moe_sel || !m->moe_w || !m->moe_rows || !m->moe_pos || !m->moe_x ||
+            !m->moe_g || !m->moe_u || !m->moe_y || !m->moe_ops) {
             LOG(LOG_ERROR, "cannot allocate the expert buffers (n_batch %d)", m->n_batch);
             return STATUS_NOMEM;
         }
@@ -1013,11 +1020,12 @@ void model_free(model_t **self_p) {
     free(m->moe_sel);
     free(m->moe_w);
     free(m->moe_rows);
+    free(m->moe_pos);
     free(m->moe_x);
     free(m->moe_g);
     free(m->moe_u);
     free(m->moe_y);
-    free(m->moe_out);
+    free(m->moe_ops);
     free(m->layers);
     for (int i = 0; i < m->n_regions; i++) munmap(m->regions[i].p, m->regions[i].len);
     free(m->regions);

@@ -80,11 +80,14 @@ struct model {
     float *moe_probs;     /* (n_batch, n_expert) router logits, then probabilities */
     int32_t *moe_sel;     /* (n_batch, n_expert_used) chosen experts, most probable first */
     float *moe_w;         /* (n_batch, n_expert_used) their weights */
-    int32_t *moe_rows;    /* (n_batch) slots t * n_expert_used + k routed to one expert */
-    float *moe_x;         /* (n_batch, n_embd) gathered inputs of one expert */
-    float *moe_g, *moe_u; /* (n_batch, n_ff_exp) gate and up of one expert */
-    float *moe_y;         /* (n_batch, n_embd) down of one expert */
-    float *moe_out;       /* (n_batch, n_expert_used, n_embd) each slot's expert output */
-    void *scratch;        /* matmul scratch */
+    int32_t *moe_rows;    /* (n_batch * n_expert_used) the slots t * n_expert_used + k, by expert */
+    int32_t *moe_pos;     /* (n_batch * n_expert_used) each slot's place in moe_rows */
+    float *moe_x;         /* (n_batch * n_expert_used, n_embd) each place's input, then output */
+    float *moe_g, *moe_u; /* (n_batch * n_expert_used, n_ff_exp) each place's gate and up */
+    float *moe_y;         /* (n_embd) one token's sum of its experts */
+    struct matmul_op *moe_ops;    /* (2 * n_expert) one pool run's products */
+    struct matmul_weight *moe_ws; /* (2 * n_expert) their experts' matrices (in moe_ops' buffer) */
+    void *scratch;                /* matmul scratch */
+    size_t scratch_bytes;
     size_t buffer_bytes;
 };

@@ -628,6 +628,7 @@ int main(void) {
                 if (strcmp(arch_golden[k].shape, p.shape) == 0 && arch_golden[k].type == p.type)
                     test_arch_golden(f, &arch_golden[k]);
             test_invariance(f, p.type == MKMODEL_TYPE_F32 ? 1e-5f : 0.0f, label);
+            test_threads(f); /* the experts' products in one run of the pool, on 1, 3, 8 */
             test_slices(f);
             test_reuse(f);
             test_estimate(f);
