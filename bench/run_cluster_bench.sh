@@ -24,8 +24,10 @@
 # for both; a single stream keeps one stage busy at a time), LONG_WORKERS ("2 3"; " " skips part
 # 1b), CHUNKS ("256": the --prefill-chunk sizes parts 1b and 1c compare), LATE_STREAMS (unset:
 # part 1c, the long prompt arriving while this many streams decode, is skipped), STREAMS
-# ("1 2 4 8"; " " skips parts 2-4), LLAMA_BIN (a directory with llama-batched-bench,
-# llama-bench, rpc-server built outside the repository; optional). Prints markdown; raw
+# ("1 2 4 8"; " " skips parts 2-4), CLUSTER_ARGS (more options for the serving cluster of parts
+# 2-4, e.g. "--ctx 512" for a model whose KV cache would not fit beside it), LLAMA_BIN (a
+# directory with llama-batched-bench, llama-bench, rpc-server built outside the repository;
+# optional; without rpc-server part 4 is skipped). Prints markdown; raw
 # numbers go to $OUT (default /tmp/caravan-bench/cluster.json).
 set -eu
 BUILD=${1:-build}
@@ -133,11 +135,21 @@ CHUNKS=${CHUNKS:-256}
 serve_up() {
     rm -f "$DIR/serve.out"
     "$BIN/caravan" cluster --model "$MODEL" --workers 2 --threads 1 --shared-file \
-        --http 127.0.0.1:0 --max-seqs 8 "$@" >"$DIR/serve.out" 2>"$DIR/serve.err" &
+        --http 127.0.0.1:0 --max-seqs 8 ${CLUSTER_ARGS:-} "$@" >"$DIR/serve.out" 2>"$DIR/serve.err" &
     CL=$!
     trap 'kill -INT $CL 2>/dev/null; wait $CL 2>/dev/null' EXIT
-    for _ in $(seq 1200); do grep -q '^http://' "$DIR/serve.out" && break; sleep 0.1; done
-    URL=$(grep -m1 '^http://' "$DIR/serve.out")
+    # up to 10 minutes: a model of tens of GB takes its workers a while to load
+    for _ in $(seq 6000); do
+        grep -q '^http://' "$DIR/serve.out" && break
+        kill -0 "$CL" 2>/dev/null || break
+        sleep 0.1
+    done
+    URL=$(grep -m1 '^http://' "$DIR/serve.out" || true)
+    if [ -z "$URL" ]; then
+        echo "the cluster did not come up; the end of $DIR/serve.err:" >&2
+        tail -n 20 "$DIR/serve.err" >&2
+        exit 1
+    fi
     node "$HERE/load.mjs" "$URL" 1 4 >/dev/null # warm up
 }
 serve_down() {
@@ -205,13 +217,15 @@ json_conc=""
 if [ -n "$(echo "$STREAMS" | tr -d ' ')" ]; then
     echo "## concurrent streams, 2 workers x 1 thread, $TG tokens each (ignore_eos), aggregate tokens/s"
     echo
-    serve_up --log-dir "$DIR/cluster-logs"
+    # llama.cpp first, while the cluster is not up: a model near the host's memory cannot be
+    # held twice (the cluster's packed copy and llama.cpp's mapping)
     declare -A LB
     if [ -n "$LLAMA_BIN" ] && [ -x "$LLAMA_BIN/llama-batched-bench" ]; then
         "$LLAMA_BIN/llama-batched-bench" -m "$MODEL" -c 4096 -b 2048 -ub 512 -npp 16 -ntg "$TG" \
             -npl "$(words "$STREAMS" | paste -sd,)" -t 2 >"$DIR/batched.txt" 2>&1 || true
         while read -r b stg; do LB[$b]=$stg; done < <(awk -F'|' '/^\|/ && $4+0>0 {gsub(/ /,""); print $4, $9}' "$DIR/batched.txt")
     fi
+    serve_up --log-dir "$DIR/cluster-logs"
     echo "| streams | caravan tokens/s (incl. prefill) | caravan generation t/s (all streams decoding) | TTFT median ms | llama-batched-bench S_TG t/s | ratio (generation) |"
     echo "|---|---|---|---|---|---|"
     for n in $STREAMS; do
