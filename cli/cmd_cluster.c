@@ -454,6 +454,7 @@ int cmd_cluster(int argc, char **argv) {
         goto out;
     }
     rc = 1;
+    const double t_begin = cmd_now_s();
     ssize_t sl = readlink("/proc/self/exe", cl->self, sizeof cl->self - 1);
     if (sl <= 0) {
         fprintf(stderr, "error: cannot find this program's path\n");
@@ -654,6 +655,7 @@ int cmd_cluster(int argc, char **argv) {
         }
         usleep(50 * 1000);
     }
+    const double t_read = cmd_now_s() - t_begin; /* keys, the coordinator, its model pass */
 
     /* the workers */
     for (int i = 0; i < c->workers; i++) {
@@ -785,8 +787,11 @@ int cmd_cluster(int argc, char **argv) {
     }
     char url[600] = "";
     status_file_has(status, "http", url, sizeof url);
-    fprintf(stderr, "caravan cluster: serving %s with %d workers (%.1f s to start)\n", c->model,
-            c->workers, difftime(time(NULL), t0));
+    const double t_all = cmd_now_s() - t_begin;
+    fprintf(stderr,
+            "caravan cluster: serving %s with %d worker%s (%.1f s to start: %.1f s until the "
+            "coordinator had read the model, %.1f s for the workers to join and load)\n",
+            c->model, c->workers, c->workers == 1 ? "" : "s", t_all, t_read, t_all - t_read);
     printf("%s\n", url);
     printf("try:\n  curl -s %s/v1/completions -H 'Content-Type: application/json' %s-d "
            "'{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}'\n",

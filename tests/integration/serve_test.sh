@@ -192,6 +192,12 @@ api_split)
             { kill "$launcher"; fail "$w workers: a request failed"; }
         kill -INT "$launcher"
         wait "$launcher" || fail "$w workers: the launcher exited with $?"
+        # the start-up time it reports is the whole of it, and its two parts add up
+        start=$(grep -m1 -oE 'serving .* \([0-9.]+ s to start: [0-9.]+ s until the coordinator had read the model, [0-9.]+ s for the workers to join and load\)' "$WORK/lp$w.err") ||
+            fail "$w workers: no start-up time in $(head -c 600 "$WORK/lp$w.err")"
+        echo "$start" | awk -F'[(:,]' '{ split($2, t, " "); split($3, r, " "); split($4, l, " ");
+            ok = t[1] > 0 && r[1] >= 0 && l[1] > 0 && t[1] - r[1] - l[1] < 0.15 && r[1] + l[1] - t[1] < 0.15
+            exit !ok }' || fail "$w workers: the start-up times do not add up: $start"
         grep -q '"top_logprobs":\[{"token"' "$WORK/chat$w.json" || fail "no top_logprobs in $(head -c 300 "$WORK/chat$w.json")"
         grep -q '"token_logprobs":\[-' "$WORK/cmpl$w.json" || fail "no token_logprobs in $(head -c 300 "$WORK/cmpl$w.json")"
         # greedy: each entry's token and logprob are its top list's first
