@@ -148,13 +148,11 @@ enum status slice_tensor_digests(const gguf_t *g, int n_threads,
     struct digest_job j = {.g = g, .out = out, .caller = pthread_self()};
     log_progress_start(&j.prog);
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) j.total += gguf_tensor_at(g, i)->nbytes;
+    const int nt = n_threads < 1 ? 1 : n_threads > MAX_THREADS ? MAX_THREADS : n_threads;
     LOG(LOG_INFO, "slice: digesting the model's %lld tensors (%.1f MB) on %d threads",
-        (long long)gguf_n_tensors(g), (double)j.total / 1e6,
-        n_threads < 1             ? 1
-        : n_threads < MAX_THREADS ? n_threads
-                                  : MAX_THREADS);
+        (long long)gguf_n_tensors(g), (double)j.total / 1e6, nt);
     if (!j.total) j.total = 1;
-    on_threads(n_threads, digest_some, &j);
+    on_threads(nt, digest_some, &j);
     return STATUS_OK;
 }
 

@@ -163,15 +163,15 @@ struct x_slot {
     int64_t first_row; /* its first row among the run's rows to convert */
 };
 
-/* An op's rows in chunks: chunk c of the run is row chunk c - first_chunk of the op whose
- * first_chunk is the largest not above c. */
+/* An op of a run, its rows in chunks: chunk c of the run is row chunk c - first_chunk of the
+ * op whose first_chunk is the largest not above c. */
 struct op_chunks {
+    const struct matmul_op *o;
     int64_t chunk_rows, first_chunk;
     int slot;
 };
 
 struct job {
-    const struct matmul_op *ops;
     int n_ops, n_slots;
     bool local;                  /* every slot a single row: each thread converts its own copies */
     int64_t n_chunks, n_convert; /* chunks; rows to convert into scratch (not local) */
@@ -218,7 +218,7 @@ static void run_chunk(const struct job *j, int64_t c, bool *converted) {
         else
             hi = mid - 1;
     }
-    const struct matmul_op *o = &j->ops[lo];
+    const struct matmul_op *o = j->op[lo].o;
     const struct op_chunks *oc = &j->op[lo];
     const char *xq = job_x(j, oc->slot, converted);
     const int64_t i0 = (c - oc->first_chunk) * oc->chunk_rows;
@@ -280,9 +280,9 @@ static int64_t op_n_chunks(const struct job *j, int k) {
 
 /* A chunk of op k's work, for sharing it out: its weight bytes times its x rows. */
 static double chunk_cost(const struct job *j, int k) {
-    const struct matmul_weight *w = j->ops[k].w;
+    const struct matmul_weight *w = j->op[k].o->w;
     return (double)j->op[k].chunk_rows * (double)dtype_row_bytes(w->type, w->n_in) *
-           (double)j->ops[k].n_rows;
+           (double)j->op[k].o->n_rows;
 }
 
 /* Takes ops from ops[*next] on into j while their converted x fits scratch_bytes (at least
@@ -291,18 +291,11 @@ static void plan_run(struct job *j, const struct matmul_op *ops, int n, int *nex
                      size_t scratch_bytes) {
     size_t used = 0, local = 0;
     bool single = true;
-    j->ops = ops + *next;
     j->n_ops = j->n_slots = 0;
     j->n_chunks = j->n_convert = 0;
     for (; *next < n && j->n_ops < OPS_PER_RUN; (*next)++) {
         const struct matmul_op *o = &ops[*next];
-        if (o->n_rows <= 0) {
-            if (j->n_ops == 0)
-                j->ops++; /* nothing to compute: leave it out */
-            else
-                break; /* (ops of a run are contiguous) */
-            continue;
-        }
+        if (o->n_rows <= 0) continue; /* nothing to compute */
         const enum dtype dt = quant_dot_type(o->w->type);
         const struct x_slot *last = j->n_slots ? &j->slot[j->n_slots - 1] : NULL;
         if (!last || last->x != o->x || last->n_rows != o->n_rows || last->n_in != o->w->n_in ||
@@ -328,6 +321,7 @@ static void plan_run(struct job *j, const struct matmul_op *ops, int n, int *nex
         }
         /* about CHUNKS_PER_THREAD chunks a thread, whole packed groups and tile widths */
         struct op_chunks *oc = &j->op[j->n_ops++];
+        oc->o = o;
         const int64_t per = (o->w->n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) /
                             ((int64_t)nth * CHUNKS_PER_THREAD);
         const struct quant_pack *pk = o->w->packed; /* its groups (a power of two) whole */
