@@ -377,14 +377,13 @@ int cmd_coordinator(int argc, char **argv) {
     }
     if (cli.model) {
         if (gguf_open(cli.model, &model) != STATUS_OK) goto done;
-        if (crypto_hash_file_cached(cli.model, ccfg.model_fingerprint) != STATUS_OK) goto done;
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (slice_model_fingerprint_cached(cli.model, model, cpus > 0 ? (int)cpus : 1,
+                                           ccfg.model_fingerprint, &digests) != STATUS_OK)
+            goto done;
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "coordinator: model %s fingerprint %s", cli.model,
             crypto_hex(ccfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        if (slice_tensor_digests_cached(model, ccfg.model_fingerprint, cpus > 0 ? (int)cpus : 1,
-                                        &digests) != STATUS_OK)
-            goto done;
         ccfg.tensor_digests = digests;
         ccfg.model_bytes = gguf_file_size(model);
         const char *slash = strrchr(cli.model, '/');

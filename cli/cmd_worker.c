@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "caps.h"
@@ -16,6 +17,7 @@
 #include "log.h"
 #include "opts.h"
 #include "quant.h"
+#include "slice.h"
 #include "trace.h"
 #include "transport.h"
 #include "worker_net.h"
@@ -159,7 +161,15 @@ int cmd_worker(int argc, char **argv) {
             rc = 2; /* as a usage error: starting again would not help */
             goto done;
         }
-        if (crypto_hash_file_cached(cli.model, wcfg.model_fingerprint) != STATUS_OK) goto done;
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        uint8_t(*digests)[CRYPTO_HASH_BYTES] = NULL;
+        if (slice_model_fingerprint_cached(cli.model, model,
+                                           cli.threads > 0 ? cli.threads
+                                           : cpus > 0      ? (int)cpus
+                                                           : 1,
+                                           wcfg.model_fingerprint, &digests) != STATUS_OK)
+            goto done;
+        free(digests); /* the coordinator's digests name the slices; the worker checks its own */
         char hex[CRYPTO_HASH_HEX_LEN + 1];
         LOG(LOG_INFO, "worker: model %s fingerprint %s", cli.model,
             crypto_hex(wcfg.model_fingerprint, CRYPTO_HASH_BYTES, hex));

@@ -300,62 +300,6 @@ void crypto_hash_buf(const void *buf, size_t len, uint8_t out[CRYPTO_HASH_BYTES]
     crypto_generichash(out, CRYPTO_HASH_BYTES, buf, len, NULL, 0);
 }
 
-enum status crypto_hash_file(const char *path, uint64_t offset, uint64_t len,
-                             uint8_t out[CRYPTO_HASH_BYTES]) {
-    enum status rc = crypto_init();
-    if (rc != STATUS_OK) return rc;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        LOG(LOG_ERROR, "%s: open %s: %s", __func__, path, strerror(errno));
-        return STATUS_IO;
-    }
-    enum size_limits { CHUNK = 1 << 16 };
-    uint8_t *buf = malloc(CHUNK);
-    crypto_generichash_state st;
-    struct stat sb;
-    rc = STATUS_IO;
-    if (!buf) {
-        rc = STATUS_NOMEM;
-        goto done;
-    }
-    if (fstat(fd, &sb) != 0) goto done;
-    uint64_t size = (uint64_t)sb.st_size;
-    if (len == UINT64_MAX) len = offset <= size ? size - offset : 0;
-    if (offset > size || len > size - offset) {
-        LOG(LOG_ERROR, "%s: %s: range %llu+%llu is past the end (%llu bytes)", __func__, path,
-            (unsigned long long)offset, (unsigned long long)len, (unsigned long long)size);
-        rc = STATUS_FORMAT;
-        goto done;
-    }
-    crypto_generichash_init(&st, NULL, 0, CRYPTO_HASH_BYTES);
-    uint64_t done_bytes = 0;
-    /* a model of tens of GB takes a minute to hash the first time: say how far it got */
-    struct log_progress prog;
-    log_progress_start(&prog);
-    while (done_bytes < len) {
-        double s;
-        if (log_progress_due(&prog, &s))
-            LOG(LOG_INFO, "fingerprinting %s: %.1f of %.1f GB (%.0f%%, %.0f MB/s)", path,
-                (double)done_bytes / 1e9, (double)len / 1e9,
-                100.0 * (double)done_bytes / (double)len, (double)done_bytes / 1e6 / s);
-        size_t want = len - done_bytes < CHUNK ? (size_t)(len - done_bytes) : CHUNK;
-        ssize_t n = pread(fd, buf, want, (off_t)(offset + done_bytes));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            LOG(LOG_ERROR, "%s: read %s: %s", __func__, path, n < 0 ? strerror(errno) : "short");
-            goto done;
-        }
-        crypto_generichash_update(&st, buf, (unsigned long long)n);
-        done_bytes += (uint64_t)n;
-    }
-    crypto_generichash_final(&st, out, CRYPTO_HASH_BYTES);
-    rc = STATUS_OK;
-done:
-    free(buf);
-    close(fd);
-    return rc;
-}
-
 char *crypto_hex(const uint8_t *in, size_t n, char *out) {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -405,44 +349,52 @@ enum status crypto_make_dirs(const char *dir) {
     return STATUS_OK;
 }
 
-enum status crypto_hash_file_cached(const char *path, uint8_t out[CRYPTO_HASH_BYTES]) {
+/* DIR/fingerprints/<BLAKE2b of "kind|path|dev|inode|size|mtime">: the file's identity, so that a
+ * file replaced or changed in place (a new mtime) is not taken for the one remembered. */
+static bool identity_path(const char *path, const char *kind, char *dir, size_t dir_cap, char *out,
+                          size_t cap) {
     struct stat sb;
-    char real[4096], dir[4096], file[4400], key[4600];
-    if (stat(path, &sb) != 0 || !realpath(path, real) || !crypto_fingerprint_dir(dir, sizeof dir))
-        return crypto_hash_file(path, 0, UINT64_MAX, out);
-    int n = snprintf(key, sizeof key, "%s|%llu|%llu|%llu|%lld.%09ld", real,
+    char real[4096], key[4600];
+    if (stat(path, &sb) != 0 || !realpath(path, real) || !crypto_fingerprint_dir(dir, dir_cap))
+        return false;
+    int n = snprintf(key, sizeof key, "%s|%s|%llu|%llu|%llu|%lld.%09ld", kind, real,
                      (unsigned long long)sb.st_dev, (unsigned long long)sb.st_ino,
                      (unsigned long long)sb.st_size, (long long)sb.st_mtim.tv_sec,
                      (long)sb.st_mtim.tv_nsec);
+    if (n <= 0 || (size_t)n >= sizeof key) return false;
     uint8_t kh[CRYPTO_HASH_BYTES];
     crypto_hash_buf(key, (size_t)n, kh);
     char hex[CRYPTO_HASH_HEX_LEN + 1];
-    snprintf(file, sizeof file, "%s/%s", dir, crypto_hex(kh, CRYPTO_HASH_BYTES, hex));
+    n = snprintf(out, cap, "%s/%s", dir, crypto_hex(kh, CRYPTO_HASH_BYTES, hex));
+    return n > 0 && (size_t)n < cap;
+}
+
+bool crypto_fingerprint_recall(const char *path, const char *kind, uint8_t out[CRYPTO_HASH_BYTES]) {
+    char dir[4096], file[4400];
+    if (!identity_path(path, kind, dir, sizeof dir, file, sizeof file)) return false;
     FILE *f = fopen(file, "r");
-    if (f) {
-        char line[CRYPTO_HASH_HEX_LEN + 2] = "";
-        bool ok = fgets(line, sizeof line, f) && strlen(line) >= CRYPTO_HASH_HEX_LEN;
-        fclose(f);
-        for (int i = 0; ok && i < CRYPTO_HASH_BYTES; i++) {
-            unsigned v;
-            ok = sscanf(line + 2 * i, "%2x", &v) == 1;
-            out[i] = (uint8_t)v;
-        }
-        if (ok) {
-            LOG(LOG_INFO, "%s: unchanged since it was fingerprinted (%s)", path, file);
-            return STATUS_OK;
-        }
+    if (!f) return false;
+    char line[CRYPTO_HASH_HEX_LEN + 2] = "";
+    bool ok = fgets(line, sizeof line, f) && strlen(line) >= CRYPTO_HASH_HEX_LEN;
+    fclose(f);
+    uint8_t got[CRYPTO_HASH_BYTES];
+    for (int i = 0; ok && i < CRYPTO_HASH_BYTES; i++) {
+        unsigned v;
+        ok = sscanf(line + 2 * i, "%2x", &v) == 1;
+        got[i] = (uint8_t)v;
     }
-    enum status rc = crypto_hash_file(path, 0, UINT64_MAX, out);
-    if (rc != STATUS_OK) return rc;
-    /* remember it (best effort): mkdir -p, then write and rename */
-    char tmp[4500];
+    if (ok) memcpy(out, got, sizeof got);
+    return ok;
+}
+
+void crypto_fingerprint_remember(const char *path, const char *kind,
+                                 const uint8_t fp[CRYPTO_HASH_BYTES]) {
+    char dir[4096], file[4400], tmp[4500], hex[CRYPTO_HASH_HEX_LEN + 1];
+    if (!identity_path(path, kind, dir, sizeof dir, file, sizeof file)) return;
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", file, (int)getpid());
-    f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "w") : NULL;
-    if (f) {
-        bool ok = fprintf(f, "%s\n", crypto_hex(out, CRYPTO_HASH_BYTES, hex)) > 0;
-        ok &= fclose(f) == 0;
-        if (!ok || rename(tmp, file) != 0) remove(tmp);
-    }
-    return STATUS_OK;
+    FILE *f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "w") : NULL;
+    if (!f) return;
+    bool ok = fprintf(f, "%s\n", crypto_hex(fp, CRYPTO_HASH_BYTES, hex)) > 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, file) != 0) remove(tmp);
 }

@@ -54,23 +54,19 @@ bool crypto_key_z85_valid(const char *s);
 CARAVAN_NODISCARD enum status crypto_pubkey_load(const char *path,
                                                  char out[CRYPTO_KEY_Z85_LEN + 1]);
 
-/* BLAKE2b-256 of len bytes of the file from offset; len == UINT64_MAX means to the end.
- * Streams through a fixed buffer (does not map or load the file). STATUS_FORMAT when the
- * range runs past the end of the file. */
-CARAVAN_NODISCARD enum status crypto_hash_file(const char *path, uint64_t offset, uint64_t len,
-                                               uint8_t out[CRYPTO_HASH_BYTES]);
 /* DIR/fingerprints (DIR: $XDG_CACHE_HOME/caravan, else ~/.cache/caravan) into out; false when
  * neither variable is set. */
 bool crypto_fingerprint_dir(char *out, size_t cap);
 /* mkdir -p dir, mode 0700 for what it creates (the caches: fingerprints, slices); STATUS_IO,
  * logged, when a part cannot be made or dir is not a directory. */
 CARAVAN_NODISCARD enum status crypto_make_dirs(const char *dir);
-/* The whole file's BLAKE2b, remembered in DIR/fingerprints/ (DIR: $XDG_CACHE_HOME/caravan,
- * else ~/.cache/caravan) under the file's path, device, inode, size and modification time, so
- * a big model is hashed once, not at every start. A file changed in place gets a new mtime and
- * is hashed again. Falls back to hashing when the cache cannot be used. */
-CARAVAN_NODISCARD enum status crypto_hash_file_cached(const char *path,
-                                                      uint8_t out[CRYPTO_HASH_BYTES]);
+/* A file's fingerprint of a given kind, remembered in DIR/fingerprints/ (DIR as above) under
+ * the kind and the file's path, device, inode, size and modification time, so that a big model
+ * is read once, not at every start; a file changed in place gets a new mtime and is not
+ * recalled. recall: true with it in out; remember: best effort (write, then rename). */
+bool crypto_fingerprint_recall(const char *path, const char *kind, uint8_t out[CRYPTO_HASH_BYTES]);
+void crypto_fingerprint_remember(const char *path, const char *kind,
+                                 const uint8_t fp[CRYPTO_HASH_BYTES]);
 /* BLAKE2b-256 of a buffer. */
 void crypto_hash_buf(const void *buf, size_t len, uint8_t out[CRYPTO_HASH_BYTES]);
 

@@ -1,5 +1,5 @@
 /* crypto_test: key files (mode 0600, round trip, malformed/wrong-length keys rejected, a
- * mismatched key.pub rejected) and BLAKE2b fingerprints of whole files and ranges. */
+ * mismatched key.pub rejected), BLAKE2b and remembered fingerprints. */
 #undef NDEBUG
 #include "crypto.h"
 
@@ -109,72 +109,59 @@ int main(void) {
     crypto_keypair_destroy(&other);
     assert(crypto_keypair_load("/nonexistent/caravan/key", &back) == STATUS_IO);
 
-    /* Fingerprints: whole file and ranges match crypto_hash_buf; out-of-range refused. */
-    char data_path[600];
-    path_in(data_path, sizeof data_path, dir, "data");
-    size_t n = 200000; /* several read chunks, not a multiple of one */
-    uint8_t *data = malloc(n);
-    assert(data);
-    for (size_t i = 0; i < n; i++) data[i] = (uint8_t)(i * 131 + (i >> 8));
-    FILE *f = fopen(data_path, "wb");
-    assert(f && fwrite(data, 1, n, f) == n);
-    fclose(f);
-    uint8_t h1[CRYPTO_HASH_BYTES], h2[CRYPTO_HASH_BYTES];
-    assert(crypto_hash_file(data_path, 0, UINT64_MAX, h1) == STATUS_OK);
-    crypto_hash_buf(data, n, h2);
-    assert(crypto_equal(h1, h2, sizeof h1));
-    assert(crypto_hash_file(data_path, 12345, 100000, h1) == STATUS_OK);
-    crypto_hash_buf(data + 12345, 100000, h2);
-    assert(crypto_equal(h1, h2, sizeof h1));
-    assert(crypto_hash_file(data_path, 1, 100000, h1) == STATUS_OK);
-    assert(!crypto_equal(h1, h2, sizeof h1));
-    assert(crypto_hash_file(data_path, n - 10, 11, h1) == STATUS_FORMAT);
-    assert(crypto_hash_file(data_path, n + 1, UINT64_MAX, h1) == STATUS_FORMAT);
+    uint8_t h1[CRYPTO_HASH_BYTES];
     /* Known answer: BLAKE2b-256("abc"). */
     crypto_hash_buf("abc", 3, h1);
     char hex[CRYPTO_HASH_HEX_LEN + 1];
     assert(strcmp(crypto_hex(h1, sizeof h1, hex),
                   "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319") == 0);
-    free(data);
 
     crypto_keypair_destroy(&kp);
-    unlink(data_path);
     unlink(badkey);
     unlink(badpub);
     rmdir(bad);
     unlink(key);
     unlink(pub);
     rmdir(keydir);
-    /* A file's fingerprint is remembered under its identity and re-read unchanged; changing
-     * the file changes its mtime, so it is hashed again. */
+    /* A file's fingerprint is remembered under its identity and kind and recalled unchanged;
+     * another kind, another file or the file changed (a new mtime) recalls nothing. */
     {
-        char cache[600], file[600];
+        char cache[600], file[600], file2[600];
         path_in(cache, sizeof cache, dir, "xdg");
         path_in(file, sizeof file, dir, "model.bin");
+        path_in(file2, sizeof file2, dir, "other.bin");
         setenv("XDG_CACHE_HOME", cache, 1);
         FILE *fp = fopen(file, "w");
         assert(fp && fputs("weights v1", fp) >= 0 && fclose(fp) == 0);
-        uint8_t a[CRYPTO_HASH_BYTES], b[CRYPTO_HASH_BYTES], c[CRYPTO_HASH_BYTES];
-        uint8_t direct[CRYPTO_HASH_BYTES];
-        assert(crypto_hash_file(file, 0, UINT64_MAX, direct) == STATUS_OK);
-        assert(crypto_hash_file_cached(file, a) == STATUS_OK);
-        assert(memcmp(a, direct, sizeof a) == 0);
+        fp = fopen(file2, "w");
+        assert(fp && fputs("weights v1", fp) >= 0 && fclose(fp) == 0);
+        uint8_t a[CRYPTO_HASH_BYTES], b[CRYPTO_HASH_BYTES];
+        crypto_hash_buf("a", 1, a);
+        assert(!crypto_fingerprint_recall(file, "kind", b));
+        crypto_fingerprint_remember(file, "kind", a);
         char fpdir[700];
         snprintf(fpdir, sizeof fpdir, "%s/caravan/fingerprints", cache);
         struct stat dst;
-        assert(stat(fpdir, &dst) == 0 && S_ISDIR(dst.st_mode)); /* it was remembered */
-        assert(crypto_hash_file_cached(file, b) == STATUS_OK);
-        assert(memcmp(a, b, sizeof a) == 0);
+        assert(stat(fpdir, &dst) == 0 && S_ISDIR(dst.st_mode)); /* made for it */
+        memset(b, 0, sizeof b);
+        assert(crypto_fingerprint_recall(file, "kind", b) && memcmp(a, b, sizeof a) == 0);
+        assert(!crypto_fingerprint_recall(file, "other kind", b));
+        assert(!crypto_fingerprint_recall(file2, "kind", b));
         struct timespec pause = {0, 20 * 1000 * 1000};
         nanosleep(&pause, NULL);
         fp = fopen(file, "w");
         assert(fp && fputs("weights v2", fp) >= 0 && fclose(fp) == 0);
-        assert(crypto_hash_file_cached(file, c) == STATUS_OK);
-        assert(memcmp(a, c, sizeof a) != 0);
-        assert(crypto_hash_file(file, 0, UINT64_MAX, direct) == STATUS_OK);
-        assert(memcmp(c, direct, sizeof c) == 0);
-        char cmd[1300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", cache, file);
+        assert(!crypto_fingerprint_recall(file, "kind", b));
+        unsetenv("XDG_CACHE_HOME"); /* with neither variable there is no cache: nothing breaks */
+        const char *home = getenv("HOME");
+        char *saved = home ? strdup(home) : NULL;
+        unsetenv("HOME");
+        crypto_fingerprint_remember(file, "kind", a);
+        assert(!crypto_fingerprint_recall(file, "kind", b));
+        if (saved) setenv("HOME", saved, 1);
+        free(saved);
+        char cmd[2000];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", cache, file, file2);
         assert(system(cmd) == 0);
     }
     rmdir(dir);

@@ -156,6 +156,63 @@ enum status slice_tensor_digests(const gguf_t *g, int n_threads,
     return STATUS_OK;
 }
 
+/* ==== The model's fingerprint (see slice.h) =================================================
+ */
+
+static const char MODEL_TAG[32] = "caravan.model.fingerprint.v2";
+
+static int by_start(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The model fingerprint of g from its tensors' digests: only the bytes outside every tensor
+ * (the header, padding) are read. */
+static enum status model_fp_of(const gguf_t *g, const uint8_t (*digests)[CRYPTO_HASH_BYTES],
+                               uint8_t fp[CRYPTO_HASH_BYTES]) {
+    const int64_t n = gguf_n_tensors(g);
+    const uint8_t *base = gguf_file_data(g);
+    const uint64_t size = gguf_file_size(g);
+    uint64_t(*spans)[2] = malloc((size_t)(n ? n : 1) * sizeof *spans);
+    if (!spans) return STATUS_NOMEM;
+    for (int64_t i = 0; i < n; i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        spans[i][0] = (uint64_t)(t->data - base);
+        spans[i][1] = spans[i][0] + t->nbytes;
+    }
+    qsort(spans, (size_t)n, sizeof *spans, by_start);
+    crypto_generichash_state rest, top;
+    crypto_generichash_init(&rest, NULL, 0, CRYPTO_HASH_BYTES);
+    uint64_t pos = 0; /* bytes before it are hashed or inside a tensor */
+    for (int64_t i = 0; i < n; i++) {
+        if (spans[i][0] > pos) crypto_generichash_update(&rest, base + pos, spans[i][0] - pos);
+        if (spans[i][1] > pos) pos = spans[i][1];
+    }
+    if (size > pos) crypto_generichash_update(&rest, base + pos, size - pos);
+    free(spans);
+    uint8_t d[CRYPTO_HASH_BYTES];
+    crypto_generichash_final(&rest, d, CRYPTO_HASH_BYTES);
+    crypto_generichash_init(&top, NULL, 0, CRYPTO_HASH_BYTES);
+    crypto_generichash_update(&top, (const uint8_t *)MODEL_TAG, sizeof MODEL_TAG);
+    put_u64(&top, size);
+    put_u64(&top, (uint64_t)n);
+    crypto_generichash_update(&top, d, CRYPTO_HASH_BYTES);
+    for (int64_t i = 0; i < n; i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        put_u64(&top, (uint64_t)(t->data - base));
+        put_u64(&top, t->nbytes);
+        crypto_generichash_update(&top, digests[i], CRYPTO_HASH_BYTES);
+    }
+    crypto_generichash_final(&top, fp, CRYPTO_HASH_BYTES);
+    return STATUS_OK;
+}
+
+enum status slice_model_fingerprint(const gguf_t *g, int n_threads, uint8_t fp[CRYPTO_HASH_BYTES],
+                                    uint8_t (*digests)[CRYPTO_HASH_BYTES]) {
+    enum status rc = slice_tensor_digests(g, n_threads, digests);
+    return rc != STATUS_OK ? rc : model_fp_of(g, digests, fp);
+}
+
 /* DIR/fingerprints/<model hex>.tensors into out: the digests, then BLAKE2b-256 of them. */
 static bool digests_path(const uint8_t model_fp[CRYPTO_HASH_BYTES], char *out, size_t cap,
                          char *dir, size_t dir_cap) {
@@ -165,46 +222,64 @@ static bool digests_path(const uint8_t model_fp[CRYPTO_HASH_BYTES], char *out, s
     return n > 0 && (size_t)n < cap;
 }
 
-enum status slice_tensor_digests_cached(const gguf_t *g, const uint8_t model_fp[CRYPTO_HASH_BYTES],
-                                        int n_threads, uint8_t (**out)[CRYPTO_HASH_BYTES]) {
-    *out = NULL;
-    const int64_t n = gguf_n_tensors(g);
+/* The n digests remembered for model_fp into d[n + 1] (the last one their checksum). */
+static bool recall_digests(const uint8_t model_fp[CRYPTO_HASH_BYTES], int64_t n,
+                           uint8_t (*d)[CRYPTO_HASH_BYTES]) {
     const size_t len = (size_t)n * CRYPTO_HASH_BYTES;
-    uint8_t(*d)[CRYPTO_HASH_BYTES] = malloc(len + CRYPTO_HASH_BYTES);
-    if (!d) return STATUS_NOMEM;
     char dir[4096], path[4400];
-    bool cacheable = digests_path(model_fp, path, sizeof path, dir, sizeof dir);
+    FILE *f = digests_path(model_fp, path, sizeof path, dir, sizeof dir) ? fopen(path, "rb") : NULL;
+    if (!f) return false;
+    bool ok = fread(d, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES && fgetc(f) == EOF;
+    fclose(f);
     uint8_t check[CRYPTO_HASH_BYTES];
-    FILE *f = cacheable ? fopen(path, "rb") : NULL;
-    if (f) {
-        bool ok =
-            fread(d, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES && fgetc(f) == EOF;
-        fclose(f);
-        crypto_hash_buf(d, len, check);
-        if (ok && crypto_equal(check, d[n], CRYPTO_HASH_BYTES)) {
-            LOG(LOG_INFO, "slice: the model's tensor digests were computed before (%s)", path);
-            *out = d;
-            return STATUS_OK;
-        }
-        LOG(LOG_WARN, "slice: %s does not check; digesting the tensors again", path);
+    crypto_hash_buf(d, len, check);
+    if (ok && crypto_equal(check, d[n], CRYPTO_HASH_BYTES)) return true;
+    LOG(LOG_WARN, "slice: %s does not check; digesting the tensors again", path);
+    return false;
+}
+
+static void remember_digests(const uint8_t model_fp[CRYPTO_HASH_BYTES], int64_t n,
+                             uint8_t (*d)[CRYPTO_HASH_BYTES]) {
+    const size_t len = (size_t)n * CRYPTO_HASH_BYTES;
+    char dir[4096], path[4400], tmp[4500];
+    crypto_hash_buf(d, len, d[n]);
+    if (!digests_path(model_fp, path, sizeof path, dir, sizeof dir)) return;
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    FILE *f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "wb") : NULL;
+    if (!f) return;
+    bool ok = fwrite(d, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) remove(tmp);
+}
+
+enum status slice_model_fingerprint_cached(const char *path, const gguf_t *g, int n_threads,
+                                           uint8_t fp[CRYPTO_HASH_BYTES],
+                                           uint8_t (**digests)[CRYPTO_HASH_BYTES]) {
+    *digests = NULL;
+    const int64_t n = gguf_n_tensors(g);
+    uint8_t(*d)[CRYPTO_HASH_BYTES] = malloc(((size_t)n + 1) * CRYPTO_HASH_BYTES);
+    if (!d) return STATUS_NOMEM;
+    uint8_t known[CRYPTO_HASH_BYTES];
+    const bool recalled = crypto_fingerprint_recall(path, SLICE_MODEL_FP_KIND, known);
+    if (recalled && recall_digests(known, n, d)) {
+        LOG(LOG_INFO, "%s: unchanged since it was fingerprinted", path);
+        memcpy(fp, known, CRYPTO_HASH_BYTES);
+        *digests = d;
+        return STATUS_OK;
     }
-    enum status rc = slice_tensor_digests(g, n_threads, d);
+    enum status rc = slice_model_fingerprint(g, n_threads, fp, d);
     if (rc != STATUS_OK) {
         free(d);
         return rc;
     }
-    crypto_hash_buf(d, len, d[n]);
-    if (cacheable) { /* remembered, best effort: write, then rename */
-        char tmp[4500];
-        snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-        f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "wb") : NULL;
-        if (f) {
-            bool ok = fwrite(d, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES;
-            ok &= fclose(f) == 0;
-            if (!ok || rename(tmp, path) != 0) remove(tmp);
-        }
-    }
-    *out = d;
+    if (recalled && !crypto_equal(known, fp, CRYPTO_HASH_BYTES))
+        LOG(LOG_WARN,
+            "%s: its fingerprint is not the one remembered; it changed without a new "
+            "modification time",
+            path);
+    remember_digests(fp, n, d);
+    crypto_fingerprint_remember(path, SLICE_MODEL_FP_KIND, fp);
+    *digests = d;
     return STATUS_OK;
 }
 

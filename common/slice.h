@@ -9,12 +9,12 @@
  * Its blob is itself a valid GGUF file (version 3): every metadata pair of the model in the
  * model's order (so the tokenizer travels with every slice), then caravan.slice.layer_first,
  * caravan.slice.layer_end and caravan.slice.n_layers (u32) and
- * caravan.slice.model_fingerprint (the whole model file's BLAKE2b, hex), the owned tensors' infos
- * in the model's order with their names, types and shapes, and their data at the model's alignment,
- * each padded with zeros. The bytes depend only on the model and the range, so the coordinator
- * (which serves the blob by offset: the header is built in memory, tensor data is read from the
- * model's mapping, padding is zeros) and a worker with its own copy of the model compute the
- * same fingerprint without writing the blob anywhere. A worker that is shipped the blob stores
+ * caravan.slice.model_fingerprint (slice_model_fingerprint of the model, hex), the owned tensors'
+ * infos in the model's order with their names, types and shapes, and their data at the model's
+ * alignment, each padded with zeros. The bytes depend only on the model and the range, so the
+ * coordinator (which serves the blob by offset: the header is built in memory, tensor data is read
+ * from the model's mapping, padding is zeros) and a worker with its own copy of the model compute
+ * the same fingerprint without writing the blob anywhere. A worker that is shipped the blob stores
  * it and loads it with model_load over the same layer range.
  *
  * The fingerprint is BLAKE2b-256 over
@@ -66,7 +66,7 @@ struct slice {
 /* The model's n_layers ("<general.architecture>.block_count"); STATUS_FORMAT when absent. */
 CARAVAN_NODISCARD enum status slice_n_layers(const gguf_t *g, int32_t *n_layers);
 
-/* Lays out the blob of [first, end) of model g, whose whole file hashes to model_fp, and
+/* Lays out the blob of [first, end) of model g, whose fingerprint is model_fp, and
  * hashes it. The slice borrows g's mapping. */
 CARAVAN_NODISCARD enum status slice_init(struct slice *s, const gguf_t *g,
                                          const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first,
@@ -90,12 +90,27 @@ void slice_free(struct slice *s);
 CARAVAN_NODISCARD enum status slice_tensor_digests(const gguf_t *g, int n_threads,
                                                    uint8_t (*out)[CRYPTO_HASH_BYTES]);
 
-/* The same, remembered in DIR/fingerprints/<model_fp hex>.tensors (DIR as for
- * crypto_hash_file_cached) with a checksum, so a model is digested once. *out is malloc'd. */
-CARAVAN_NODISCARD enum status slice_tensor_digests_cached(const gguf_t *g,
-                                                          const uint8_t model_fp[CRYPTO_HASH_BYTES],
-                                                          int n_threads,
-                                                          uint8_t (**out)[CRYPTO_HASH_BYTES]);
+/* The model's fingerprint, which names the model everywhere (slices, caches, Join, Assign), and
+ * every tensor's digest (digests[gguf_n_tensors(g)]), in one pass over the weights on up to
+ * n_threads threads. It is BLAKE2b-256 over
+ *   "caravan.model.fingerprint.v2" (zero-padded to 32 bytes), u64le file size, u64le n_tensors,
+ *   BLAKE2b-256 of the file's bytes that lie in no tensor (header, padding), in file order,
+ *   then for each tensor in index order: u64le its offset in the file, u64le nbytes, its digest
+ * so it covers every byte of the file as a hash of the whole would, at the cost of reading it
+ * once on every core rather than twice on one. */
+CARAVAN_NODISCARD enum status slice_model_fingerprint(const gguf_t *g, int n_threads,
+                                                      uint8_t fp[CRYPTO_HASH_BYTES],
+                                                      uint8_t (*digests)[CRYPTO_HASH_BYTES]);
+/* The same for the model file at path (opened as g), remembered in DIR/fingerprints/
+ * (DIR: $XDG_CACHE_HOME/caravan, else ~/.cache/caravan): the fingerprint under the file's
+ * identity (crypto_fingerprint_recall), the digests in <fingerprint hex>.tensors with a
+ * checksum, so a model is read once, not at every start. *digests is malloc'd (one entry more
+ * than there are tensors). */
+#define SLICE_MODEL_FP_KIND "model.v2" /* the kind it is remembered under */
+CARAVAN_NODISCARD enum status
+slice_model_fingerprint_cached(const char *path, const gguf_t *g, int n_threads,
+                               uint8_t fp[CRYPTO_HASH_BYTES],
+                               uint8_t (**digests)[CRYPTO_HASH_BYTES]);
 
 /* Verifies a blob as it arrives, in order and in pieces of any size: the fingerprint above of
  * a total-byte blob whose head (where the first tensor's data starts: Assign.slice_head_bytes)

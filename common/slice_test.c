@@ -292,43 +292,143 @@ static void check_padding(void) {
     free(blob);
 }
 
-/* The digests remembered on disk come back the same; a damaged file is not believed. */
-static void check_digests_cached(const gguf_t *g) {
+/* The model fingerprint as slice.h defines it, from the file's bytes: a map of which bytes lie
+ * in a tensor. */
+static void reference_model_fp(const gguf_t *g, uint8_t out[CRYPTO_HASH_BYTES]) {
+    const uint8_t *base = gguf_file_data(g);
+    const size_t size = gguf_file_size(g);
+    const int64_t n = gguf_n_tensors(g);
+    uint8_t *in_tensor = calloc(size, 1), *rest = malloc(size);
+    size_t n_rest = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        memset(in_tensor + (t->data - base), 1, t->nbytes);
+    }
+    for (size_t k = 0; k < size; k++)
+        if (!in_tensor[k]) rest[n_rest++] = base[k];
+    static const char tag[32] = "caravan.model.fingerprint.v2";
+    uint8_t d[CRYPTO_HASH_BYTES];
+    crypto_generichash_state top;
+    crypto_generichash_init(&top, NULL, 0, 32);
+    crypto_generichash_update(&top, (const uint8_t *)tag, 32);
+    put64(&top, size);
+    put64(&top, (uint64_t)n);
+    crypto_generichash(d, 32, rest, n_rest, NULL, 0);
+    crypto_generichash_update(&top, d, 32);
+    for (int64_t i = 0; i < n; i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        put64(&top, (uint64_t)(t->data - base));
+        put64(&top, t->nbytes);
+        crypto_generichash(d, 32, t->data, t->nbytes, NULL, 0);
+        crypto_generichash_update(&top, d, 32);
+    }
+    crypto_generichash_final(&top, out, 32);
+    free(in_tensor);
+    free(rest);
+}
+
+/* fp of the model file's bytes with the byte at `at` flipped (the file must still parse). */
+static void flipped_fp(const gguf_t *g, size_t at, uint8_t fp[CRYPTO_HASH_BYTES]) {
+    const size_t size = gguf_file_size(g);
+    uint8_t *copy = malloc(size);
+    memcpy(copy, gguf_file_data(g), size);
+    copy[at] ^= 0x01;
+    gguf_t *h = NULL;
+    assert(gguf_open_buffer(copy, size, &h) == STATUS_OK);
+    uint8_t(*d)[CRYPTO_HASH_BYTES] = malloc((size_t)gguf_n_tensors(h) * CRYPTO_HASH_BYTES);
+    assert(slice_model_fingerprint(h, 2, fp, d) == STATUS_OK);
+    free(d);
+    gguf_close(&h);
+    free(copy);
+}
+
+/* The model fingerprint is slice.h's on any number of threads, with every tensor's digest; a
+ * byte changed in the header or in a tensor changes it; remembered on disk it comes back the
+ * same, and a damaged digest file is not believed. */
+static void check_model_fp(const char *path, const gguf_t *g) {
     const int64_t n = gguf_n_tensors(g);
     const size_t len = (size_t)n * CRYPTO_HASH_BYTES;
-    uint8_t(*want)[CRYPTO_HASH_BYTES] = malloc(len), (*got)[CRYPTO_HASH_BYTES] = NULL;
-    assert(slice_tensor_digests(g, 2, want) == STATUS_OK);
+    uint8_t(*want)[CRYPTO_HASH_BYTES] = malloc(len), (*got)[CRYPTO_HASH_BYTES] = malloc(len);
+    uint8_t ref[CRYPTO_HASH_BYTES], fp[CRYPTO_HASH_BYTES];
+    reference_model_fp(g, ref);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        memset(fp, 0, sizeof fp);
+        assert(slice_model_fingerprint(g, threads, fp, got) == STATUS_OK);
+        assert(memcmp(fp, ref, sizeof fp) == 0);
+    }
+    assert(slice_tensor_digests(g, 1, want) == STATUS_OK && memcmp(got, want, len) == 0);
+    free(got);
+    got = NULL;
+    /* a key's name in the header (not in any tensor), then a tensor's last byte */
+    const uint8_t *base = gguf_file_data(g);
+    const uint8_t *key = memmem(base, gguf_data_offset(g), "general.architecture", 20);
+    assert(key);
+    const struct gguf_tensor *last = gguf_tensor_at(g, n - 1);
+    const size_t spots[] = {(size_t)(key + 19 - base),
+                            (size_t)(last->data - base) + last->nbytes - 1};
+    for (size_t k = 0; k < sizeof spots / sizeof spots[0]; k++) {
+        flipped_fp(g, spots[k], fp);
+        assert(memcmp(fp, ref, sizeof fp) != 0);
+    }
+
+    /* remembered: the same again; the digests' file is read (a changed one that checks is
+     * believed), a damaged one is not */
     setenv("XDG_CACHE_HOME", g_dir, 1);
-    char path[512], hex[CRYPTO_HASH_HEX_LEN + 1];
-    snprintf(path, sizeof path, "%s/caravan/fingerprints/%s.tensors", g_dir,
-             crypto_hex(MODEL_FP, CRYPTO_HASH_BYTES, hex));
-    unlink(path);
+    char dpath[512], hex[CRYPTO_HASH_HEX_LEN + 1];
+    snprintf(dpath, sizeof dpath, "%s/caravan/fingerprints/%s.tensors", g_dir,
+             crypto_hex(ref, CRYPTO_HASH_BYTES, hex));
+    unlink(dpath);
     for (int round = 0; round < 3; round++) {
-        assert(slice_tensor_digests_cached(g, MODEL_FP, 2, &got) == STATUS_OK);
-        assert(memcmp(got, want, len) == 0);
+        memset(fp, 0, sizeof fp);
+        assert(slice_model_fingerprint_cached(path, g, 2, fp, &got) == STATUS_OK);
+        assert(memcmp(fp, ref, sizeof fp) == 0 && memcmp(got, want, len) == 0);
         free(got);
         struct stat sb;
-        assert(stat(path, &sb) == 0 && (size_t)sb.st_size == len + CRYPTO_HASH_BYTES);
+        assert(stat(dpath, &sb) == 0 && (size_t)sb.st_size == len + CRYPTO_HASH_BYTES);
+        uint8_t known[CRYPTO_HASH_BYTES];
+        assert(crypto_fingerprint_recall(path, SLICE_MODEL_FP_KIND, known) &&
+               memcmp(known, ref, sizeof known) == 0);
         if (round == 1) { /* damaged: recomputed (and written again) */
-            FILE *f = fopen(path, "r+b");
+            FILE *f = fopen(dpath, "r+b");
             int was = f && fseek(f, 40, SEEK_SET) == 0 ? fgetc(f) : EOF;
             assert(was != EOF && fseek(f, 40, SEEK_SET) == 0 && fputc(was ^ 0xff, f) != EOF);
             assert(fclose(f) == 0);
         }
     }
-    /* a file that checks is believed: the proof that it is read at all */
-    FILE *f = fopen(path, "r+b");
+    FILE *f = fopen(dpath, "r+b");
     uint8_t(*table)[CRYPTO_HASH_BYTES] = malloc(len + CRYPTO_HASH_BYTES);
     memcpy(table, want, len);
     table[0][0] ^= 1;
     crypto_hash_buf(table, len, table[n]);
     assert(f && fwrite(table, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES);
     assert(fclose(f) == 0);
-    assert(slice_tensor_digests_cached(g, MODEL_FP, 2, &got) == STATUS_OK);
+    assert(slice_model_fingerprint_cached(path, g, 2, fp, &got) == STATUS_OK);
+    assert(memcmp(fp, ref, sizeof fp) == 0);
     assert(got[0][0] == (want[0][0] ^ 1) && memcmp(got[1], want[1], len - CRYPTO_HASH_BYTES) == 0);
     free(got);
+    /* the fingerprint itself is recalled: another one remembered for the file (with digests
+     * that check) is what comes back */
+    uint8_t other[CRYPTO_HASH_BYTES];
+    crypto_hash_buf("other", 5, other);
+    crypto_fingerprint_remember(path, SLICE_MODEL_FP_KIND, other);
+    char opath[512];
+    snprintf(opath, sizeof opath, "%s/caravan/fingerprints/%s.tensors", g_dir,
+             crypto_hex(other, CRYPTO_HASH_BYTES, hex));
+    f = fopen(opath, "wb");
+    assert(f && fwrite(table, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES);
+    assert(fclose(f) == 0);
+    assert(slice_model_fingerprint_cached(path, g, 2, fp, &got) == STATUS_OK);
+    assert(memcmp(fp, other, sizeof fp) == 0);
+    free(got);
+    /* without its digests it is read again, and the true one is remembered */
+    unlink(opath);
+    assert(slice_model_fingerprint_cached(path, g, 2, fp, &got) == STATUS_OK);
+    assert(memcmp(fp, ref, sizeof fp) == 0 && memcmp(got, want, len) == 0);
+    free(got);
+    assert(crypto_fingerprint_recall(path, SLICE_MODEL_FP_KIND, other) &&
+           memcmp(other, ref, sizeof other) == 0);
     free(table);
-    unlink(path);
+    unlink(dpath);
     free(want);
 }
 
@@ -351,7 +451,7 @@ int main(void) {
         int32_t n = 0;
         assert(slice_n_layers(g, &n) == STATUS_OK);
         check_range(path, g, 0, n);
-        check_digests_cached(g);
+        check_model_fp(path, g);
         check_range(path, g, 0, 1);
         check_range(path, g, 1, n);
         if (n > 2) check_range(path, g, 1, n - 1);

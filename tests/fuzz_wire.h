@@ -9,17 +9,21 @@
 #include "crypto.h"
 #include "fuzz_input.h"
 #include "gguf.h"
+#include "slice.h"
 
-/* Opens the shared model (fuzz_model_path; its path in path[cap]) and hashes it into fp, as a
- * daemon given it would; aborts naming `who` when it cannot. */
+/* Opens the shared model (fuzz_model_path; its path in path[cap]) and fingerprints it into fp,
+ * as a daemon given it would; aborts naming `who` when it cannot. */
 static inline void fuzz_open_model(const char *who, char *path, size_t cap, gguf_t **model,
                                    uint8_t fp[CRYPTO_HASH_BYTES]) {
     fuzz_model_path(path, cap);
+    uint8_t(*digests)[CRYPTO_HASH_BYTES] = NULL;
     if (crypto_init() != STATUS_OK || gguf_open(path, model) != STATUS_OK ||
-        crypto_hash_file(path, 0, UINT64_MAX, fp) != STATUS_OK) {
+        !(digests = malloc((size_t)gguf_n_tensors(*model) * CRYPTO_HASH_BYTES)) ||
+        slice_model_fingerprint(*model, 1, fp, digests) != STATUS_OK) {
         fprintf(stderr, "%s: cannot load %s\n", who, path);
         abort();
     }
+    free(digests);
 }
 
 /* env as a peer sends it: packed, then decoded and validated as off the wire. STATUS_OK: *got

@@ -804,9 +804,9 @@ static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us
             become_ready(w, acts); /* verified when it was loaded */
             return;
         }
-        /* The whole file hashed to the coordinator's model at start, and a slice blob is built
-         * from the file deterministically: no second pass over the bytes is needed to know the
-         * slice is the coordinator's (the range must still exist in the file). */
+        /* The file's fingerprint (over every byte) was the coordinator's model at start, and a
+         * slice blob is built from the file deterministically: no second pass over the bytes
+         * tells more (the range must still exist in the file). */
         struct slice s;
         if (slice_init_known(&s, w->cfg.model, w->cfg.model_fingerprint, a->layer_first,
                              a->layer_end, w->slice_fingerprint) != STATUS_OK) {

@@ -101,7 +101,7 @@ struct worker_config {
     uint32_t protocol_version;                 /* 0 = CARAVAN_PROTOCOL_VERSION (tests override) */
     const gguf_t *model;                       /* local model file (mapped), or NULL: receive
                                                   weights as WeightChunks */
-    uint8_t model_fingerprint[CRYPTO_HASH_BYTES]; /* BLAKE2b of that whole file */
+    uint8_t model_fingerprint[CRYPTO_HASH_BYTES]; /* slice_model_fingerprint of it */
     uint64_t max_weight_bytes;                    /* largest slice blob accepted over the network */
     slice_cache_t *cache; /* where shipped slices are stored; NULL: weights cannot be shipped */
     const struct slice_cache_entry *cached; /* reported in Join.cached_slices */

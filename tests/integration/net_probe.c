@@ -171,7 +171,8 @@ static int cmd_slice_hex(int argc, char **argv) {
     struct slice sl;
     uint8_t model_fp[CRYPTO_HASH_BYTES];
     if (gguf_open(argv[2], &g) != STATUS_OK) return 1;
-    if (crypto_hash_file(argv[2], 0, UINT64_MAX, model_fp) != STATUS_OK ||
+    uint8_t(*digests)[CRYPTO_HASH_BYTES] = malloc((size_t)gguf_n_tensors(g) * CRYPTO_HASH_BYTES);
+    if (!digests || slice_model_fingerprint(g, 1, model_fp, digests) != STATUS_OK ||
         slice_init(&sl, g, model_fp, atoi(argv[3]), atoi(argv[4])) != STATUS_OK)
         return 1;
     size_t len = (size_t)strtoull(argv[6], NULL, 10);
@@ -180,6 +181,7 @@ static int cmd_slice_hex(int argc, char **argv) {
     for (size_t i = 0; i < got; i++) printf("%02x", buf[i]);
     printf("\n");
     free(buf);
+    free(digests);
     slice_free(&sl);
     gguf_close(&g);
     return got == len ? 0 : 1;
