@@ -130,19 +130,34 @@ static inline void qp_k45_pack(bool q5, int R, int64_t n, const void *src, size_
 /* q6_K's packed values, the same layout in both variants (quant_avx2_pack.c describes it): the
  * 256 values of super-block a for row r of a group of `rows` rows, into its 8 sub-block pairs at
  * v (pair p at v + p * 6 * reg, reg = 4 * rows bytes: 4 nibble registers, then 2 high-bit
- * registers). The high-bit bytes are or-ed in: v starts zeroed. */
+ * registers). Pair p holds elements 32p + j (A, j < 16) and 32p + 16 + j (B); in the block
+ * (quant_unpack_q6_K) element 128h + 32k + l has its low 4 bits in ql[64h + 32(k & 1) + l]
+ * (the low nibble for k < 2) and its top 2 in qh[32h + l] at bit 2k, so with h = p / 4,
+ * k = p % 4 a pair reads 32 consecutive ql bytes and 32 consecutive qh bytes, 8 at a time here
+ * (bytes of a uint64_t, masked so that no bit crosses into the next byte). Nibble register g,
+ * byte i: A's and B's low 4 bits of element 4g + i; high-bit register t, byte i: the top 2 bits
+ * of A and B for element 8t + i (bits 0-3) and 8t + 4 + i (bits 4-7). */
 static inline void qp_q6_pack_values(const block_q6_K *a, int r, int rows, uint8_t *v) {
     const size_t reg = 4 * (size_t)rows;
-    int8_t q[QK_K]; /* q - 32 */
-    quant_unpack_q6_K(a, q);
+    const uint64_t lo4 = 0x0F0F0F0F0F0F0F0Full, lo2 = 0x0303030303030303ull;
     for (int p = 0; p < 8; p++) {
+        const int h = p / 4, k = p % 4;
+        const uint8_t *ql = a->ql + 64 * h + 32 * (k & 1), *qh = a->qh + 32 * h;
         uint8_t *pv = v + p * 6 * reg, *hb = pv + 4 * reg;
-        for (int g = 0; g < 4; g++)
-            for (int k = 0; k < 4; k++) {
-                const int qa = q[32 * p + 4 * g + k] + 32, qb = q[32 * p + 16 + 4 * g + k] + 32;
-                pv[g * reg + r * 4 + k] = (uint8_t)((qa & 0xF) | (qb & 0xF) << 4);
-                hb[(g / 2) * reg + r * 4 + k] |=
-                    (uint8_t)(((qa >> 4) | (qb >> 4) << 2) << 4 * (g % 2));
-            }
+        for (int t = 0; t < 2; t++) { /* elements 8t .. 8t + 7 of A and of B */
+            uint64_t la, lb, ha, hb8;
+            memcpy(&la, ql + 8 * t, 8);
+            memcpy(&lb, ql + 16 + 8 * t, 8);
+            memcpy(&ha, qh + 8 * t, 8);
+            memcpy(&hb8, qh + 16 + 8 * t, 8);
+            const uint64_t nib =
+                k < 2 ? (la & lo4) | (lb & lo4) << 4 : (la >> 4 & lo4) | (lb & ~lo4);
+            const uint64_t top = (ha >> 2 * k & lo2) | (hb8 >> 2 * k & lo2) << 2;
+            const uint32_t n0 = (uint32_t)nib, n1 = (uint32_t)(nib >> 32);
+            const uint32_t hi = (uint32_t)top | (uint32_t)(top >> 32) << 4;
+            memcpy(pv + (2 * t) * reg + r * 4, &n0, 4);
+            memcpy(pv + (2 * t + 1) * reg + r * 4, &n1, 4);
+            memcpy(hb + t * reg + r * 4, &hi, 4);
+        }
     }
 }
