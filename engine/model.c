@@ -419,6 +419,16 @@ static bool in_regions(const model_t *m, const void *p) {
     return false;
 }
 
+static void count_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
+                         void *ctx) {
+    (void)m;
+    (void)w;
+    (void)n_mats;
+    (void)n;
+    (void)id;
+    ++*(size_t *)ctx;
+}
+
 static void count_fresh(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
                         void *ctx) {
     (void)n_mats;
@@ -520,21 +530,47 @@ model_weights_t *model_detach_weights(model_t **self_p) {
     return r;
 }
 
-/* Where copy_matrix puts the next matrix: base + used. */
-struct copy_to {
-    uint8_t *base;
-    size_t used;
+/* The matrices place_weights copies, each with its place in the new mapping (given in
+ * each_matrix's order, so the layout does not depend on the threads), copied by the pool's
+ * threads in turn, the largest first. */
+struct copy_item {
+    struct matmul_weight *w;
+    int64_t n_mats;
+    size_t n;
+    uint8_t *to;
 };
 
-/* Copies one matrix (or an expert tensor's n_mats) to the next free place of the new mapping,
- * in the kernel variant's layout (matmul_pack), and points the model at the copy; the file
- * pages it came from leave the process (they stay in the page cache). */
-static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
+struct copy_job {
+    uint8_t *base;
+    size_t used; /* while listing: where the next matrix goes */
+    struct copy_item *items;
+    size_t n_items;
+    atomic_size_t next;
+    atomic_size_t bytes_done;
+    size_t bytes_total;
+    struct log_progress prog; /* reported by thread 0 */
+};
+
+static void list_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
                         void *ctx) {
     (void)id;
-    struct copy_to *dst = ctx;
+    struct copy_job *j = ctx;
     if (in_regions(m, w->data)) return; /* taken from the replaced model */
-    uint8_t *to = dst->base + dst->used;
+    j->items[j->n_items++] = (struct copy_item){w, n_mats, n, j->base + j->used};
+    j->used += (n + 63) & ~(size_t)63;
+}
+
+static int larger_first(const void *a, const void *b) {
+    const size_t x = ((const struct copy_item *)a)->n, y = ((const struct copy_item *)b)->n;
+    return (x < y) - (x > y);
+}
+
+/* Copies one matrix (or an expert tensor's n_mats) to its place in the new mapping, in the kernel
+ * variant's layout (matmul_pack), and points the model at the copy; the file pages it came from
+ * leave the process (they stay in the page cache). */
+static void copy_matrix(const struct copy_item *it) {
+    struct matmul_weight *w = it->w;
+    const size_t n = it->n;
     const uint8_t *from = w->data;
 #ifdef MADV_POPULATE_READ
     { /* one call maps the source's pages instead of a fault per 4 KiB */
@@ -542,18 +578,38 @@ static void copy_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, siz
         advise_in_pieces((void *)a, (uintptr_t)from + n - a, MADV_POPULATE_READ);
     }
 #endif
-    const size_t each = n / (size_t)n_mats;
+#ifdef MADV_POPULATE_WRITE
+    { /* and the copy's (the kernel zeroing them, on this thread) */
+        uintptr_t a = (uintptr_t)it->to & ~(uintptr_t)4095;
+        uintptr_t e = ((uintptr_t)it->to + n + 4095) & ~(uintptr_t)4095;
+        advise_in_pieces((void *)a, e - a, MADV_POPULATE_WRITE);
+    }
+#endif
+    const size_t each = n / (size_t)it->n_mats;
     struct matmul_weight one = *w;
-    for (int64_t e = 0; e < n_mats; e++) {
+    for (int64_t e = 0; e < it->n_mats; e++) {
         one.data = from + (size_t)e * each;
-        matmul_pack(&one, to + (size_t)e * each);
+        matmul_pack(&one, it->to + (size_t)e * each);
     }
     uintptr_t lo = ((uintptr_t)from + 4095) & ~(uintptr_t)4095;
     uintptr_t hi = ((uintptr_t)from + n) & ~(uintptr_t)4095;
     if (hi > lo) advise_in_pieces((void *)lo, hi - lo, MADV_DONTNEED);
-    w->data = to;
+    w->data = it->to;
     w->packed = one.packed;
-    dst->used += (n + 63) & ~(size_t)63;
+}
+
+static void copy_some(void *ctx, int ith, int nth) {
+    (void)nth;
+    struct copy_job *j = ctx;
+    for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n_items;) {
+        copy_matrix(&j->items[i]);
+        const size_t done = atomic_fetch_add(&j->bytes_done, j->items[i].n) + j->items[i].n;
+        double s;
+        if (ith == 0 && log_progress_due(&j->prog, &s))
+            LOG(LOG_INFO, "model: placed %.0f of %.0f MiB of weights (%.0f%%, %.0f MB/s)",
+                (double)done / (1 << 20), (double)j->bytes_total / (1 << 20),
+                100.0 * (double)done / (double)j->bytes_total, (double)done / 1e6 / s);
+    }
 }
 
 /* Whether the kernel backs anonymous memory with transparent huge pages when asked. */
@@ -571,7 +627,8 @@ static bool thp_available(void) {
  * measured 5-9% slower that way on the Zen 4 VM (bench/RESULTS.md). So the slice's matrices are
  * copied into anonymous memory, backed by 2 MiB pages where the kernel has transparent huge
  * pages (enabled or madvise), and in the layout the kernel variant streams fastest
- * (matmul_pack: row groups of some types). With CARAVAN_WEIGHTS=mmap (or
+ * (matmul_pack: row groups of some types), by the pool's threads (the kernel zeroing the
+ * fresh pages and the packing both scale with them). With CARAVAN_WEIGHTS=mmap (or
  * no memory for the copy) they stay mapped, plain, and are read once so the first token does not
  * fault them in; the results are the same either way. */
 static void place_weights(model_t *m, struct model_weights *reuse) {
@@ -602,11 +659,21 @@ static void place_weights(model_t *m, struct model_weights *reuse) {
     if (start > p) munmap(p, (size_t)(start - p));
     len -= (size_t)(start - p);
     if (thp_available()) (void)madvise(start, len, MADV_HUGEPAGE);
-#ifdef MADV_POPULATE_WRITE
-    advise_in_pieces(start, (fresh + huge - 1) & ~(huge - 1), MADV_POPULATE_WRITE);
-#endif
-    struct copy_to dst = {start, 0};
-    each_matrix(m, copy_matrix, &dst);
+    size_t n_mats = 0;
+    each_matrix(m, count_matrix, &n_mats);
+    struct copy_job j = {.base = start, .items = malloc(n_mats * sizeof *j.items)};
+    if (!j.items) {
+        munmap(start, len);
+        LOG(LOG_WARN, "no memory to list the weights; reading them mapped");
+        touch_slice(m);
+        return;
+    }
+    each_matrix(m, list_matrix, &j);
+    for (size_t i = 0; i < j.n_items; i++) j.bytes_total += j.items[i].n;
+    qsort(j.items, j.n_items, sizeof *j.items, larger_first);
+    log_progress_start(&j.prog);
+    threadpool_run(m->tp, copy_some, &j);
+    free(j.items);
     add_region(m, start, len);
 }
 
