@@ -249,6 +249,39 @@ static void log_first_error(const char *path, char *out, size_t cap) {
     fclose(f);
 }
 
+/* The last progress line of the daemon's log at path, as "LABEL NN%" into out ("" when there is
+ * none): the coordinator's tensor digests, a worker's weights arriving or copied from its cache,
+ * and its model placing them (each logs "(NN%" every few seconds while it works). */
+static void log_last_progress(const char *path, char *out, size_t cap) {
+    static const struct {
+        const char *marker, *label;
+    } kinds[] = {
+        {"slice: digested ", "digested"},
+        {"copying from cached slices", "copying"},
+        {"worker: weights ", "receiving"},
+        {"model: placed ", "loading"},
+    };
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[600];
+    while (fgets(line, sizeof line, f)) {
+        const char *pct = strchr(line, '(');
+        int n = -1;
+        for (; pct && n < 0; pct = strchr(pct + 1, '(')) {
+            int end = 0; /* set only when the '%' after the number matched */
+            if (sscanf(pct, "(%d%%%n", &n, &end) != 1 || end == 0 || n < 0 || n > 100) n = -1;
+        }
+        if (n < 0) continue;
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+            if (strstr(line, kinds[k].marker)) {
+                snprintf(out, cap, "%s %d%%", kinds[k].label, n);
+                break;
+            }
+    }
+    fclose(f);
+}
+
 static void stop_all(struct cluster *cl) {
     struct proc *all[CLUSTER_MAX_WORKERS + 1];
     int n = 0;
@@ -650,8 +683,11 @@ int cmd_cluster(int argc, char **argv) {
         }
         if (time(NULL) - t_note >= 5) {
             t_note = time(NULL);
-            fprintf(stderr, "caravan cluster: the coordinator is reading the model (%lld s)...\n",
-                    (long long)(t_note - t_listen));
+            char prog[64];
+            log_last_progress(cl->coord.log, prog, sizeof prog);
+            fprintf(stderr,
+                    "caravan cluster: the coordinator is reading the model (%lld s%s%s)...\n",
+                    (long long)(t_note - t_listen), prog[0] ? ", " : "", prog);
         }
         usleep(50 * 1000);
     }
@@ -778,10 +814,19 @@ int cmd_cluster(int argc, char **argv) {
         }
         if (time(NULL) - last_note >= 5) {
             last_note = time(NULL);
+            char progs[CLUSTER_MAX_WORKERS * 40] = "";
+            size_t used = 0;
+            for (int i = 0; i < c->workers && used < sizeof progs; i++) {
+                char prog[32];
+                log_last_progress(cl->workers[i].log, prog, sizeof prog);
+                if (prog[0])
+                    used += (size_t)snprintf(progs + used, sizeof progs - used, "; w%d %s", i + 1,
+                                             prog);
+            }
             fprintf(stderr,
                     "caravan cluster: waiting for the workers to load their layers "
-                    "(%lld s)...\n",
-                    (long long)(last_note - t0));
+                    "(%lld s%s)...\n",
+                    (long long)(last_note - t0), progs);
         }
         usleep(50 * 1000);
     }
