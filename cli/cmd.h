@@ -6,8 +6,6 @@ int cmd_run(int argc, char **argv);
 /* The model used when --model is absent: $CARAVAN_MODEL, else the shared stories260K.gguf.
  * NULL (after printing how to pass --model) when none is there. */
 const char *cmd_default_model(void);
-/* Seconds on the monotonic clock (for durations). */
-double cmd_now_s(void);
 int cmd_inspect(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

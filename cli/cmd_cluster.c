@@ -26,6 +26,7 @@
 #include "cmd.h"
 #include "codec.h"
 #include "crypto.h"
+#include "mono.h"
 #include "opts.h"
 #include "status_file.h"
 
@@ -487,7 +488,7 @@ int cmd_cluster(int argc, char **argv) {
         goto out;
     }
     rc = 1;
-    const double t_begin = cmd_now_s();
+    const double t_begin = mono_s();
     ssize_t sl = readlink("/proc/self/exe", cl->self, sizeof cl->self - 1);
     if (sl <= 0) {
         fprintf(stderr, "error: cannot find this program's path\n");
@@ -691,7 +692,7 @@ int cmd_cluster(int argc, char **argv) {
         }
         usleep(50 * 1000);
     }
-    const double t_read = cmd_now_s() - t_begin; /* keys, the coordinator, its model pass */
+    const double t_read = mono_s() - t_begin; /* keys, the coordinator, its model pass */
 
     /* the workers */
     for (int i = 0; i < c->workers; i++) {
@@ -832,7 +833,7 @@ int cmd_cluster(int argc, char **argv) {
     }
     char url[600] = "";
     status_file_has(status, "http", url, sizeof url);
-    const double t_all = cmd_now_s() - t_begin;
+    const double t_all = mono_s() - t_begin;
     fprintf(stderr,
             "caravan cluster: serving %s with %d worker%s (%.1f s to start: %.1f s until the "
             "coordinator had read the model, %.1f s for the workers to join and load)\n",

@@ -18,6 +18,7 @@
 #include "crypto.h"
 #include "gguf.h"
 #include "log.h"
+#include "mono.h"
 #include "opts.h"
 #include "status_file.h"
 #include "plan.h"
@@ -256,7 +257,7 @@ static void *ask_main(void *arg) {
     do {
         got = serve_req_wait(a->req, &next, toks, 64, -1, &fin);
         if (got) {
-            t_last = transport_mono_us();
+            t_last = mono_us();
             if (!t_first) t_first = t_last;
         }
         for (size_t i = 0; i < got; i++) {

@@ -5,11 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cmd.h"
 #include "mkmodel.h"
+#include "mono.h"
 #include "opts.h"
 
 struct mkmodel_cfg {
@@ -107,14 +107,8 @@ static void build_usage(char *buf, size_t len) {
 struct progress {
     int last_pct;
     int tty;
-    struct timespec t0;
+    double t0; /* mono_s() at the start */
 };
-
-static double elapsed(const struct timespec *t0) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + 1e-9 * (double)(t.tv_nsec - t0->tv_nsec);
-}
 
 static void on_progress(void *user, int64_t done, int64_t n, uint64_t bytes, uint64_t total) {
     struct progress *p = user;
@@ -124,7 +118,7 @@ static void on_progress(void *user, int64_t done, int64_t n, uint64_t bytes, uin
     p->last_pct = pct;
     fprintf(stderr, "%smkmodel: %3d%%  %lld/%lld tensors  %.0f/%.0f MB  %.1f s%s",
             p->tty ? "\r" : "", pct, (long long)done, (long long)n, (double)bytes / 1e6,
-            (double)total / 1e6, elapsed(&p->t0), p->tty && done != n ? "" : "\n");
+            (double)total / 1e6, mono_s() - p->t0, p->tty && done != n ? "" : "\n");
 }
 
 int cmd_mkmodel(int argc, char **argv) {
@@ -200,7 +194,7 @@ int cmd_mkmodel(int argc, char **argv) {
     free(t);
 
     struct progress prog = {.last_pct = -1, .tty = isatty(STDERR_FILENO)};
-    clock_gettime(CLOCK_MONOTONIC, &prog.t0);
+    prog.t0 = mono_s();
     if (!cfg.quiet) {
         p.progress = on_progress;
         p.progress_user = &prog;
@@ -212,6 +206,6 @@ int cmd_mkmodel(int argc, char **argv) {
         fprintf(stderr, "error: could not write %s\n", cfg.out);
         return 1;
     }
-    if (!cfg.quiet) fprintf(stderr, "mkmodel: wrote %s in %.1f s\n", cfg.out, elapsed(&prog.t0));
+    if (!cfg.quiet) fprintf(stderr, "mkmodel: wrote %s in %.1f s\n", cfg.out, mono_s() - prog.t0);
     return 0;
 }

@@ -13,6 +13,7 @@
 #include "codec.h"
 #include "log.h"
 #include "model.h"
+#include "mono.h"
 #include "opts.h"
 #include "quant.h"
 #include "sampler.h"
@@ -99,12 +100,6 @@ static const struct opt run_opts[] = {
     OPTS_END,
 };
 
-double cmd_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int32_t *encode_prompt(const tokenizer_t *tok, const char *text, int64_t *n_out) {
     size_t len = strlen(text);
     int64_t cap = (int64_t)len + 8;
@@ -161,7 +156,7 @@ int cmd_run(int argc, char **argv) {
     int32_t *ids = NULL;
     float *logits = NULL;
 
-    double t0 = cmd_now_s();
+    double t0 = mono_s();
     struct model_params mp = {
         .n_ctx = cfg.ctx, .n_seq = 1, .n_batch = cfg.batch, .n_threads = cfg.threads};
     enum status rc = model_load(cfg.model, &mp, &m);
@@ -174,7 +169,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     const struct model_config *mc = model_config(m);
-    double t_load = cmd_now_s() - t0;
+    double t_load = mono_s() - t0;
 
     int64_t n_prompt = 0;
     ids = encode_prompt(tok, cfg.prompt, &n_prompt);
@@ -233,7 +228,7 @@ int cmd_run(int argc, char **argv) {
     for (int64_t i = 0; i < n_prompt; i++) tokenizer_decoder_feed(dec, ids[i], &bytes);
 
     /* prompt, in chunks of n_batch; logits only for its last token */
-    double t1 = cmd_now_s();
+    double t1 = mono_s();
     for (int64_t at = 0; at < n_prompt;) {
         int32_t n = (int32_t)(n_prompt - at < model_n_batch(m) ? n_prompt - at : model_n_batch(m));
         for (int32_t i = 0; i < n; i++) pos[i] = (int32_t)(at + i), want[i] = 0;
@@ -242,10 +237,10 @@ int cmd_run(int argc, char **argv) {
         if ((rc = model_forward(m, &b, logits)) != STATUS_OK) break;
         at += n;
     }
-    double t_prompt = cmd_now_s() - t1;
+    double t_prompt = mono_s() - t1;
 
     /* generation, one token at a time */
-    double t2 = cmd_now_s();
+    double t2 = mono_s();
     int64_t n_gen = 0, n = n_prompt;
     bool finite = true;
     while (rc == STATUS_OK && n < total) {
@@ -268,7 +263,7 @@ int cmd_run(int argc, char **argv) {
     fwrite(bytes, 1, nb, stdout);
     fputc('\n', stdout);
     fflush(stdout);
-    double t_gen = cmd_now_s() - t2;
+    double t_gen = mono_s() - t2;
     free(pos);
     free(seq);
     free(want);

@@ -1,4 +1,5 @@
 #include "log.h"
+#include "mono.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -46,12 +47,6 @@ void log_msg(enum log_level level, const char *func, const char *fmt, ...) {
     else
         fprintf(stderr, "%02d:%02d:%02d.%03ld %-5s %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
                 ts.tv_nsec / 1000000, level_names[level], msg);
-}
-
-static double mono_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 void log_progress_start(struct log_progress *p) {

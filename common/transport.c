@@ -31,6 +31,7 @@
 #include <zmq.h>
 
 #include "log.h"
+#include "mono.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define MAX_DOMAINS 4
@@ -75,18 +76,6 @@ uint64_t transport_now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint64_t transport_mono_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint64_t transport_mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ==== Allow-lists ===============================================================================
@@ -763,7 +752,7 @@ enum status transport_link_send(transport_t *t, struct transport_link *l, uint8_
     l->q[l->n_q].buf = buf;
     l->q[l->n_q].len = len;
     l->n_q++;
-    l->sent_ms = transport_mono_ms();
+    l->sent_ms = mono_ms();
     enum status rc = link_send_queued(l);
     if (l->n_q == 0)
         l->waiting_ms = 0;
@@ -788,7 +777,7 @@ void transport_link_note(struct transport_link *l, const struct transport_event 
         l->down_ms = 0;
     } else if (ev->event == ZMQ_EVENT_DISCONNECTED) {
         l->up = false;
-        l->down_ms = transport_mono_ms();
+        l->down_ms = mono_ms();
     }
 }
 

@@ -99,7 +99,7 @@ struct transport_link {
         size_t len;
     } q[TRANSPORT_LINK_QUEUE];
     int n_q;
-    /* Whether the peer can be reached (transport_link_outage_ms), in transport_mono_ms time. */
+    /* Whether the peer can be reached (transport_link_outage_ms), in mono_ms time. */
     bool up;             /* a handshake succeeded and the connection holds */
     uint64_t down_ms;    /* the connection closed then (0: it did not) */
     uint64_t sent_ms;    /* output last went to the link then */
@@ -176,8 +176,5 @@ CARAVAN_NODISCARD enum status transport_send(transport_t *t, void *sock, const u
                                              size_t rid_len, const Caravan__Envelope *msg,
                                              int flags);
 
-/* Microseconds of CLOCK_REALTIME (for Envelope.sent_us and Hop times) and of CLOCK_MONOTONIC
- * (for deadlines). */
+/* Microseconds of CLOCK_REALTIME (for Envelope.sent_us and Hop times; deadlines use mono.h). */
 uint64_t transport_now_us(void);
-uint64_t transport_mono_ms(void);
-uint64_t transport_mono_us(void);

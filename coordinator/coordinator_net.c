@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include "log.h"
+#include "mono.h"
 #include "status_file.h"
 
 static volatile sig_atomic_t stop_requested, reload_requested;
@@ -104,7 +105,7 @@ static void drain(struct net *n, struct coordinator_actions *acts) {
         if (rc != STATUS_OK)
             coordinator_on_bad_msg(n->c, &p, rc, err, acts);
         else
-            coordinator_on_msg(n->c, &p, msg, transport_mono_ms(), acts);
+            coordinator_on_msg(n->c, &p, msg, mono_ms(), acts);
         codec_free(&msg);
         run_actions(n, acts);
     }
@@ -116,7 +117,7 @@ static void on_monitor(struct net *n, void *mon, const char *what,
     while (transport_monitor_read(mon, &ev) == STATUS_OK) {
         if (mon == n->first.mon) transport_link_note(&n->first, &ev);
         if (mon == n->ctl_mon && ev.event == ZMQ_EVENT_DISCONNECTED) {
-            coordinator_on_disconnect(n->c, (int)ev.value, transport_mono_ms(), acts);
+            coordinator_on_disconnect(n->c, (int)ev.value, mono_ms(), acts);
             run_actions(n, acts);
             continue;
         }
@@ -163,7 +164,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
     status_file_append(cfg->status_file, "control", bound);
     bool serving_noted = false, stall_noted = false;
     n.c = coordinator_new(ccfg);
-    uint64_t start = transport_mono_ms();
+    uint64_t start = mono_ms();
     struct coordinator_actions *acts = calloc(1, sizeof *acts);
     if (!acts) abort();
 
@@ -205,7 +206,7 @@ int coordinator_net_run(transport_t *t, const struct coordinator_config *ccfg,
             status_file_append(cfg->status_file, "stalled", why);
         }
         transport_link_flush(t, &n.first);
-        uint64_t now = transport_mono_ms();
+        uint64_t now = mono_ms();
         /* No connection to the first stage while requests are owed to it (as a worker watches
          * its next stage: worker_net.c) */
         const uint64_t out_ms = transport_link_outage_ms(&n.first, now);

@@ -3,6 +3,7 @@
  * queue (pending requests, the open count, status and metrics) and an eventfd that wakes the
  * loop. Lock order: queue, then request (submit); nothing takes the queue's lock while holding
  * a request's. */
+#include "mono.h"
 #include "serve.h"
 
 #include <errno.h>
@@ -50,12 +51,6 @@ struct serve_queue {
 };
 
 static atomic_uint_fast64_t next_req_id = 1;
-
-static uint64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static void *xcalloc(size_t n, size_t size) {
     void *p = calloc(n, size);
@@ -244,7 +239,7 @@ void serve_req_push(serve_req_t *r, int32_t id, float logprob, const struct serv
         if (r->tops) copy_top(&r->tops[r->n_tokens], top, r->params.top_logprobs);
         r->tokens[r->n_tokens++] = (struct serve_token){.id = id, .logprob = logprob};
         if (r->n_tokens == 1) {
-            uint64_t d = now_us() - r->submit_us;
+            uint64_t d = mono_us() - r->submit_us;
             r->ttft_us = d ? d : 1;
         }
         pthread_cond_broadcast(&r->cv);
@@ -318,7 +313,7 @@ bool serve_queue_submit_all(serve_queue_t *q, serve_req_t *const *r, size_t n) {
         pthread_mutex_lock(&r[i]->mu);
         r[i]->id = atomic_fetch_add(&next_req_id, 1);
         r[i]->queue = q;
-        r[i]->submit_us = now_us();
+        r[i]->submit_us = mono_us();
         pthread_mutex_unlock(&r[i]->mu);
         q->pending[q->n_pending++] = r[i]; /* n_pending <= n_open < max_open */
         q->n_open++;

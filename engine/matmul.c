@@ -23,8 +23,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "mono.h"
 #include "quant.h"
 #include "quant_internal.h"
 
@@ -391,18 +391,12 @@ void matmul_many(threadpool_t *tp, const struct matmul_weight *const *ws, int n,
     matmul_ops(tp, ops, n, scratch, scratch_bytes);
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* One product of n_rows x rows through each of ws, in order; its seconds. */
 static double timed_pass(threadpool_t *tp, const struct matmul_weight *ws, int n, const float *x,
                          int64_t n_rows, float *y, void *scratch) {
-    const double t0 = now_s();
+    const double t0 = mono_s();
     for (int i = 0; i < n; i++) matmul(tp, &ws[i], x, n_rows, y, scratch);
-    return now_s() - t0;
+    return mono_s() - t0;
 }
 
 /* Times n_rows x rows through ws with a setting at a and at b (set applies one), one warm-up

@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "dtype.h"
 #include "log.h"
 #include "matmul.h"
+#include "mono.h"
 #include "quant.h"
 #include "threadpool.h"
 
@@ -66,12 +66,6 @@ size_t caps_kernels(const char *names[CAPS_MAX_KERNELS]) {
     return k;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* A small xorshift for the random weights (reproducible, no libc state). */
 static float rnd(uint64_t *s) {
     *s ^= *s << 13;
@@ -82,7 +76,7 @@ static float rnd(uint64_t *s) {
 
 static double clock_real(void *ctx) {
     (void)ctx;
-    return now_s();
+    return mono_s();
 }
 
 enum status caps_probe_speeds(int n_threads, int budget_ms, struct caps_probe *out) {

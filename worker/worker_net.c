@@ -13,6 +13,7 @@
 #include <zmq.h>
 
 #include "log.h"
+#include "mono.h"
 #include "status_file.h"
 
 static volatile sig_atomic_t stop_requested, term_requested;
@@ -91,7 +92,7 @@ static void *heartbeat_main(void *arg) {
         hb.tokens_total = atomic_load(&h->tokens);
         hb.ahead_used = atomic_load(&h->ahead_used);
         hb.ahead_unused = atomic_load(&h->ahead_unused);
-        hb.uptime_ms = transport_mono_ms() - atomic_load(&h->start_ms);
+        hb.uptime_ms = mono_ms() - atomic_load(&h->start_ms);
         hb.layer_first = atomic_load(&h->layer_first);
         hb.layer_end = atomic_load(&h->layer_end);
         hb.mem_used_bytes = worker_net_rss_bytes();
@@ -234,7 +235,7 @@ static void drain(struct net *n, void *sock, enum worker_source src, int max) {
             trace_span(n->trace, TRACE_TRACK_LOOP, "receive", t0, transport_now_us(),
                        n->trace_batch, n->trace_tokens);
         }
-        if (src == WORKER_FROM_CONTROL) n->last_control_ms = transport_mono_ms();
+        if (src == WORKER_FROM_CONTROL) n->last_control_ms = mono_ms();
         struct worker_actions acts = {0};
         if (rc == STATUS_IO) return;
         if (rc != STATUS_OK) {
@@ -317,7 +318,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     wcfg->busy = hb_busy; /* heartbeats say which batch the loop is computing */
     wcfg->busy_ctx = hb;
     n.w = worker_new(wcfg);
-    uint64_t start = transport_mono_ms();
+    uint64_t start = mono_ms();
     hb->t = t;
     hb->coordinator = cfg->coordinator;
     hb->coordinator_key = cfg->coordinator_key;
@@ -340,7 +341,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
          * after a new plan, or it pushes back): send it before computing the next Forward,
          * which could take seconds, so the stages behind do not idle meanwhile; after
          * HOLD_OUTPUT_MS compute anyway (the coordinator re-plans around a dead stage). */
-        const uint64_t loop_ms = transport_mono_ms();
+        const uint64_t loop_ms = mono_ms();
         const bool hold = transport_link_queued(&n.next) &&
                           transport_link_waited_ms(&n.next, loop_ms) < HOLD_OUTPUT_MS;
         /* No connection to the next stage for NEXT_UNREACHABLE_MS while output is owed to it:
@@ -400,7 +401,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         hb_publish(hb, n.w);
         transport_link_flush(t, &n.next);
         transport_link_flush(t, &n.first);
-        uint64_t now = transport_mono_ms();
+        uint64_t now = mono_ms();
         if (!n.done) {
             worker_on_tick(n.w, now, &acts);
             run_actions(&n, &acts);
