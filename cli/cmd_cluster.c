@@ -67,6 +67,7 @@ struct cluster_cfg {
     int compute_delay_ms;
     int request_timeout_ms;
     int max_compute_ms;
+    int max_load_stall_ms;
     const char *max_memory;
 };
 
@@ -132,6 +133,9 @@ static const struct opt cluster_opts[] = {
     {"max-compute-ms", 0, OPT_INT, F(max_compute_ms), "300000", 1000, 86400000, "MS",
      "a worker whose heartbeats have said this long that it is computing the same micro-batch "
      "is taken out of the plan as stuck, and the requests resume on the others"},
+    {"max-load-stall-ms", 0, OPT_INT, F(max_load_stall_ms), "300000", 1000, 86400000, "MS",
+     "a worker loading its layers that shows no progress this long is taken out of the plan "
+     "as stuck"},
     {"compute-delay-ms", 0, OPT_INT, F(compute_delay_ms), "0", 0, 600000, "MS",
      "every worker sleeps this long per step: simulates slower machines (tests, studies)"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
@@ -556,7 +560,7 @@ int cmd_cluster(int argc, char **argv) {
     /* the coordinator */
     char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_temp[32],
         a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_fp[32], a_pp[32], a_rln[16], a_seed[32],
-        a_ctx[16], a_seqs[16], a_chunk[16], a_timeout[16], a_maxc[16];
+        a_ctx[16], a_seqs[16], a_chunk[16], a_timeout[16], a_maxc[16], a_stall[16];
     snprintf(status, sizeof status, "%s/coordinator.status", cl->dir);
     unlink(status); /* a reused --log-dir must not show the last run's endpoints */
     snprintf(a_key, sizeof a_key, "%s/coordinator", cl->dir);
@@ -578,6 +582,7 @@ int cmd_cluster(int argc, char **argv) {
     snprintf(a_chunk, sizeof a_chunk, "%d", c->prefill_chunk);
     snprintf(a_timeout, sizeof a_timeout, "%d", c->request_timeout_ms);
     snprintf(a_maxc, sizeof a_maxc, "%d", c->max_compute_ms);
+    snprintf(a_stall, sizeof a_stall, "%d", c->max_load_stall_ms);
     const char *cargv[96];
     int k = 0;
     cargv[k++] = "caravan";
@@ -604,6 +609,8 @@ int cmd_cluster(int argc, char **argv) {
     cargv[k++] = a_timeout;
     cargv[k++] = "--max-compute-ms";
     cargv[k++] = a_maxc;
+    cargv[k++] = "--max-load-stall-ms";
+    cargv[k++] = a_stall;
     cargv[k++] = "--wire-dtype";
     cargv[k++] = c->wire_dtype;
     cargv[k++] = "--ahead";

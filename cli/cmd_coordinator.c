@@ -46,6 +46,7 @@ struct coordinator_cli {
     int interval_ms;
     int request_timeout_ms;
     int max_compute_ms;
+    int max_load_stall_ms;
     int exit_when_done;
     int insecure;
     int run_ms;
@@ -114,6 +115,10 @@ static const struct opt coordinator_opts[] = {
      "serving: a worker whose heartbeats have said this long that it is computing the same "
      "micro-batch is taken out of the plan as stuck and the requests resume on the others; it "
      "is tried again once its heartbeats stop naming a batch"},
+    {"max-load-stall-ms", 0, OPT_INT, F(max_load_stall_ms), "300000", 1000, 86400000, "MS",
+     "serving: a worker loading its layers that shows no progress this long (asks for no "
+     "weights, its resident memory does not move) is taken out of the plan as stuck; it is tried "
+     "again once its heartbeats stop saying it is loading"},
     {"exit-when-done", 0, OPT_FLAG, F(exit_when_done), NULL, 0, -1, NULL,
      "exit 0 once every test request is answered"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
@@ -469,6 +474,7 @@ int cmd_coordinator(int argc, char **argv) {
     ccfg.interval_ms = cli.interval_ms;
     ccfg.request_timeout_ms = cli.request_timeout_ms;
     ccfg.max_compute_ms = cli.max_compute_ms;
+    ccfg.max_load_stall_ms = cli.max_load_stall_ms;
     ccfg.heartbeat_ms = (uint32_t)cli.heartbeat_ms;
     ccfg.worker_timeout_ms = (uint32_t)cli.dead_after_ms;
     ccfg.rebalance_s = cli.rebalance_s;

@@ -70,7 +70,16 @@ struct worker_rec {
      * then tried again. park_ms doubles with each park (PARK_FIRST_MS .. PARK_MAX_MS). */
     uint64_t parked_until_ms, park_ms;
     struct unreachable_seen unreachable; /* the next stage it last reported unreachable */
+    /* Loading its Assign: when it last showed progress (asked for weights, or its heartbeats'
+     * resident memory grew past load_mem, the most they showed), whether its last heartbeat
+     * said it was loading, and whether it was parked for a load that made none. */
+    uint64_t load_progress_ms, load_mem;
+    bool hb_loading, parked_loading;
 };
+
+/* Resident memory a loading worker must add (past the most its heartbeats showed) to count as
+ * progress against --max-load-stall-ms. */
+#define LOAD_STEP_BYTES ((uint64_t)1 << 20)
 
 /* A stage's heartbeats that named a batch within this long say it is computing it. */
 #define BUSY_FRESH_MS 2000
@@ -166,6 +175,7 @@ coordinator_t *coordinator_new(const struct coordinator_config *cfg) {
     if (!c->cfg.worker_timeout_ms) c->cfg.worker_timeout_ms = 5000;
     if (!c->cfg.request_timeout_ms) c->cfg.request_timeout_ms = 10000;
     if (c->cfg.max_compute_ms <= 0) c->cfg.max_compute_ms = 300000;
+    if (c->cfg.max_load_stall_ms <= 0) c->cfg.max_load_stall_ms = 300000;
     c->next_node_id = 1;
     c->next_msg_id = 1;
     c->next_batch = 1;
@@ -570,6 +580,8 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         w->layer_end = stages[i].end;
         w->planned = stages[i];
         w->ready = false;
+        w->load_progress_ms = c->now_ms;
+        w->load_mem = w->mem_used_bytes;
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
         if (c->cfg.model) {
@@ -828,14 +840,22 @@ void coordinator_on_first_unreachable(coordinator_t *c, uint64_t now_ms, uint64_
 /* A worker parked (as stuck, or unreachable) whose heartbeats still say it computes a batch,
  * one of an old plan: it could take no Assign, so it is parked again, twice as long. */
 static bool park_again_if_busy(coordinator_t *c, struct worker_rec *p) {
-    if (!p->park_ms || !p->busy_batch || c->now_ms - p->busy_heard_ms > BUSY_FRESH_MS) return false;
+    const bool computing_still =
+        p->park_ms && p->busy_batch && c->now_ms - p->busy_heard_ms <= BUSY_FRESH_MS;
+    const bool loading_still = p->parked_loading && p->hb_loading;
+    if (!computing_still && !loading_still) {
+        p->parked_loading = false;
+        return false;
+    }
     p->park_ms = p->park_ms * 2 < PARK_MAX_MS ? p->park_ms * 2 : PARK_MAX_MS;
     p->parked_until_ms = c->now_ms + p->park_ms;
-    LOG(LOG_WARN,
-        "coordinator: node %u (%s) still says it computes batch %llu; out of the plan for %llu s "
-        "more",
-        p->node_id, p->name, (unsigned long long)p->busy_batch,
-        (unsigned long long)(p->park_ms / 1000));
+    char doing[64];
+    if (computing_still)
+        snprintf(doing, sizeof doing, "computes batch %llu", (unsigned long long)p->busy_batch);
+    else
+        snprintf(doing, sizeof doing, "is loading");
+    LOG(LOG_WARN, "coordinator: node %u (%s) still says it %s; out of the plan for %llu s more",
+        p->node_id, p->name, doing, (unsigned long long)(p->park_ms / 1000));
     return true;
 }
 
@@ -1064,6 +1084,7 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
         return;
     default:
         LOG(LOG_INFO, "coordinator: node %u is loading (state %d)", w->node_id, (int)a->state);
+        w->load_progress_ms = c->now_ms;
         return;
     }
     for (int i = 0; i < c->n_workers; i++)
@@ -1094,6 +1115,7 @@ static void on_assign_ack(coordinator_t *c, struct worker_rec *w, const Caravan_
 static void on_weight_request(coordinator_t *c, struct worker_rec *w, const Caravan__Envelope *env,
                               struct coordinator_actions *acts) {
     const Caravan__WeightRequest *r = env->weight_request;
+    w->load_progress_ms = c->now_ms;
     if (!w->has_slice || r->slice_fingerprint.len != CRYPTO_HASH_BYTES ||
         !crypto_equal(r->slice_fingerprint.data, w->slice.fingerprint, CRYPTO_HASH_BYTES) ||
         r->offset > w->slice.nbytes) {
@@ -1292,9 +1314,19 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
     }
 }
 
-/* A heartbeat that names the batch its worker is computing. */
-static void note_busy(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64_t now_ms) {
-    if (!hb || !hb->busy_batch_id) return;
+/* What a worker's heartbeat says, whichever connection it came on (the heartbeat thread's own,
+ * while the worker's loop may be busy loading or computing): the batch it is computing, whether
+ * it is loading, and its resident memory (a load that grows it by LOAD_STEP_BYTES past the
+ * most seen makes progress; a process's memory also moves a little on its own). */
+static void note_heartbeat(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64_t now_ms) {
+    if (!hb) return;
+    w->hb_loading = hb->state == CARAVAN__HEARTBEAT__STATE__STATE_LOADING;
+    if (!w->ready && hb->mem_used_bytes > w->load_mem + LOAD_STEP_BYTES) {
+        w->load_mem = hb->mem_used_bytes;
+        w->load_progress_ms = now_ms;
+    }
+    w->mem_used_bytes = hb->mem_used_bytes;
+    if (!hb->busy_batch_id) return;
     if (hb->busy_batch_id != w->busy_batch || now_ms - w->busy_heard_ms > BUSY_FRESH_MS)
         w->busy_since_ms = now_ms;
     w->busy_batch = hb->busy_batch_id;
@@ -1336,7 +1368,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         }
         if (w) {
             w->last_seen_ms = now_ms;
-            note_busy(w, msg->heartbeat, now_ms);
+            note_heartbeat(w, msg->heartbeat, now_ms);
             return;
         }
         if (g < 0) return; /* a heartbeat from nobody we know: not worth an answer */
@@ -1345,7 +1377,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
                    (peer->key && crypto_equal(peer->key, c->gone[g].key, CRYPTO_KEY_BYTES)))) {
         if (c->gone[g].draining) return; /* leaving: nothing it says matters now */
         if (msg->body_case == CARAVAN__ENVELOPE__BODY_HEARTBEAT)
-            note_busy(&c->gone[g], msg->heartbeat, now_ms);
+            note_heartbeat(&c->gone[g], msg->heartbeat, now_ms);
         if (parked(c, &c->gone[g]) || park_again_if_busy(c, &c->gone[g])) {
             c->gone[g].last_seen_ms = now_ms; /* unpark takes it back in time */
             return;
@@ -1417,8 +1449,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
             w->clock_offset_us = offset;
             trace_clock(c->cfg.trace, w->node_id, offset, rtt);
         }
-        note_busy(w, hb, now_ms);
-        w->mem_used_bytes = hb->mem_used_bytes;
+        note_heartbeat(w, hb, now_ms);
         w->tokens_total = hb->tokens_total;
         w->ahead_used = hb->ahead_used;
         w->ahead_unused = hb->ahead_unused;
@@ -1594,6 +1625,8 @@ void coordinator_on_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_a
         for (int i = 0; i < c->n_workers + c->n_gone; i++) {
             struct worker_rec *w = i < c->n_workers ? &c->workers[i] : &c->gone[i - c->n_workers];
             w->last_seen_ms = w->last_seen_ms + gap < now_ms ? w->last_seen_ms + gap : now_ms;
+            w->load_progress_ms =
+                w->load_progress_ms + gap < now_ms ? w->load_progress_ms + gap : now_ms;
         }
     }
     c->last_tick_ms = now_ms;
@@ -1988,6 +2021,30 @@ static bool rebalance(coordinator_t *c, struct coordinator_actions *acts, uint64
     return true;
 }
 
+/* A stage whose load hangs (a disk that stopped answering) while its heartbeat thread still
+ * talks would hold the plan, and every request, for ever: one that has shown no progress for
+ * --max-load-stall-ms is parked as stuck, and tried again only once its heartbeats stop saying
+ * it is loading. A stage that failed its Assign (assign_error) waits for a re-plan instead.
+ * Whether one was parked. */
+static bool load_stalled(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
+    for (int i = 0; i < c->n_workers; i++) {
+        struct worker_rec *w = &c->workers[i];
+        if (w->ready || w->assign_error[0] ||
+            now_ms - w->load_progress_ms <= (uint64_t)c->cfg.max_load_stall_ms)
+            continue;
+        char cause[256];
+        snprintf(cause, sizeof cause,
+                 "node %u (%s) has shown no progress loading layers [%d, %d) for %llu ms, over "
+                 "--max-load-stall-ms %d: stuck",
+                 w->node_id, w->name, w->layer_first, w->layer_end,
+                 (unsigned long long)(now_ms - w->load_progress_ms), c->cfg.max_load_stall_ms);
+        w->parked_loading = true;
+        park_worker(c, i, cause, now_ms - w->load_progress_ms, acts);
+        return true;
+    }
+    return false;
+}
+
 static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_actions *acts) {
     serve_req_t *got[64];
     size_t n;
@@ -1999,6 +2056,7 @@ static void serve_tick(coordinator_t *c, uint64_t now_ms, struct coordinator_act
         c->last_status_ms = now_ms;
         publish_status(c);
     }
+    if (c->state == COORDINATOR_STATE_ASSIGNING && load_stalled(c, now_ms, acts)) return;
     if (!ready) return;
     /* A micro-batch that does not come back although every worker answers heartbeats (lost
      * on the way): send the requests in flight again; a request that got no token over

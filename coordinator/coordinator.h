@@ -64,6 +64,10 @@ struct coordinator_config {
     /* Serving: a stage whose heartbeats have named one batch as computing for longer than this
      * is taken out of the plan (parked) as stuck; 0 = 300000 */
     int max_compute_ms;
+    /* Serving: a stage that has shown no progress loading its layers (no weights asked for, its
+     * resident memory unchanged in its heartbeats) for longer than this is parked as stuck;
+     * 0 = 300000 */
+    int max_load_stall_ms;
     bool exit_when_done; /* exit 0 after the last answer */
     uint32_t heartbeat_ms;
     uint32_t worker_timeout_ms;

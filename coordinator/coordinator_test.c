@@ -491,6 +491,64 @@ static void test_stuck_stage(struct coordinator_actions *acts) {
     serve_queue_destroy(&q);
 }
 
+/* A heartbeat from node rid: loading or ready, with mem resident bytes. */
+static void load_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, bool loading,
+                           uint64_t mem, struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+    codec_envelope_init(&env, coordinator_epoch(c), 5);
+    hb.state =
+        loading ? CARAVAN__HEARTBEAT__STATE__STATE_LOADING : CARAVAN__HEARTBEAT__STATE__STATE_READY;
+    hb.mem_used_bytes = mem;
+    env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
+    coordinator_on_msg(c, &p, &env, test_now, acts);
+}
+
+/* A stage whose load shows no progress (no weights asked for, its resident memory not growing
+ * by 1 MiB) for over --max-load-stall-ms is taken out of the plan while the other serves; its time
+ * out is prolonged while its heartbeats say it is still loading (5 s, then 10 s more, then 20 s),
+ * and it is tried again once they say it is not. A load whose memory grows is waited for. */
+static void test_stuck_load(struct coordinator_actions *acts) {
+    for (int moving = 0; moving < 2; moving++) {
+        serve_queue_t *q = serve_queue_new(4);
+        struct coordinator_config cfg = {
+            .max_load_stall_ms = 20000,
+            .n_workers = 2,
+            .n_layers = 2,
+            .queue = q,
+            .batcher =
+                {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
+        };
+        memcpy(cfg.public_key, KC, 32);
+        crypto_hash_buf("", 0, cfg.model_fingerprint);
+        test_now = 0;
+        coordinator_t *c = coordinator_new(&cfg);
+        join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts);
+        join_fd(c, 2, K2, K2, "tcp://w2:1", 8, acts);
+        ack_ready(c, 2, K2, 1, acts); /* w1 loads */
+        coordinator_actions_clear(acts);
+        for (uint64_t t = 500; t <= 60000; t += 500) {
+            test_now = t;
+            if (t == 30000 && !moving) ack_ready(c, 2, K2, 2, acts); /* alone, at epoch 2 */
+            const bool w1_loading = moving || t <= 40000;
+            load_heartbeat(c, 1, K1, w1_loading, moving ? t << 12 : 1000, acts); /* 2 MiB a beat */
+            load_heartbeat(c, 2, K2, false, 1000, acts);
+            coordinator_on_tick(c, t, acts);
+            coordinator_actions_clear(acts);
+            const uint64_t want = moving ? 1 : t <= 20000 ? 1 : t < 55500 ? 2 : 3;
+            REQUIRE(coordinator_epoch(c) == want, "%s load, at %llu ms: epoch %llu, not %llu",
+                    moving ? "a moving" : "a still", (unsigned long long)t,
+                    (unsigned long long)coordinator_epoch(c), (unsigned long long)want);
+            REQUIRE(coordinator_n_workers(c) == (want == 2 ? 1 : 2), "at %llu ms: %d workers",
+                    (unsigned long long)t, coordinator_n_workers(c));
+        }
+        coordinator_destroy(&c);
+        serve_queue_destroy(&q);
+    }
+}
+
 /* The last "recovered" line the coordinator logged (log_set_sink). */
 static char recovered_line[512];
 static void catch_recovered(enum log_level level, const char *msg, void *user) {
@@ -941,6 +999,7 @@ int main(void) {
     test_own_stall(&acts);
     test_busy_stage(&acts);
     test_stuck_stage(&acts);
+    test_stuck_load(&acts);
     test_unreachable(&acts);
     test_ahead_ok(&acts);
     test_snap();
