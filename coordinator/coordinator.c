@@ -334,6 +334,8 @@ static void fill_peer(coordinator_t *c, Caravan__Peer *p, const struct worker_re
 static void send_assign(coordinator_t *c, struct coordinator_actions *acts, int i) {
     struct worker_rec *w = &c->workers[i];
     w->assign_error[0] = '\0';
+    w->load_progress_ms = c->now_ms; /* its load starts now (--max-load-stall-ms) */
+    w->load_mem = w->mem_used_bytes;
     Caravan__Envelope env;
     Caravan__Assign a = CARAVAN__ASSIGN__INIT;
     Caravan__ModelRef m = CARAVAN__MODEL_REF__INIT;
@@ -580,8 +582,6 @@ static void plan(coordinator_t *c, struct coordinator_actions *acts) {
         w->layer_end = stages[i].end;
         w->planned = stages[i];
         w->ready = false;
-        w->load_progress_ms = c->now_ms;
-        w->load_mem = w->mem_used_bytes;
         if (w->has_slice) slice_free(&w->slice);
         w->has_slice = false;
         if (c->cfg.model) {

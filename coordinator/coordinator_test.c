@@ -149,13 +149,15 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
 
 /* A coordinator serving (its queue in *q) 2 layers over w1 and w2 (control connections 7 and
  * 8), ready at epoch 1. */
-static int g_max_compute_ms; /* the next serving pair's --max-compute-ms (0: default) */
+static int g_max_compute_ms;    /* the next serving pair's --max-compute-ms (0: default) */
+static int g_max_load_stall_ms; /* and its --max-load-stall-ms */
 
 static coordinator_t *serving_pair_ahead(serve_queue_t **q, bool ahead,
                                          struct coordinator_actions *acts) {
     *q = serve_queue_new(4);
     struct coordinator_config cfg = {
         .max_compute_ms = g_max_compute_ms,
+        .max_load_stall_ms = g_max_load_stall_ms,
         .n_workers = 2,
         .n_layers = 2,
         .queue = *q,
@@ -547,6 +549,35 @@ static void test_stuck_load(struct coordinator_actions *acts) {
         coordinator_destroy(&c);
         serve_queue_destroy(&q);
     }
+    /* A load's clock starts at its Assign: a worker that re-joins long after the plan (and is
+     * assigned its stage again) is not taken for a stalled load. */
+    serve_queue_t *q = NULL;
+    test_now = 0;
+    g_max_load_stall_ms = 20000;
+    coordinator_t *c = serving_pair(&q, acts);
+    g_max_load_stall_ms = 0;
+    for (uint64_t t = 1000; t <= 60000; t += 1000) {
+        test_now = t;
+        load_heartbeat(c, 1, K1, false, 1000, acts);
+        load_heartbeat(c, 2, K2, false, 1000, acts);
+        coordinator_on_tick(c, t, acts);
+        coordinator_actions_clear(acts);
+    }
+    test_now = 60500;
+    join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts); /* restarted: its stage again */
+    REQUIRE(coordinator_state(c) == COORDINATOR_STATE_ASSIGNING, "not assigning after a re-join");
+    test_now = 61000;
+    load_heartbeat(c, 1, K1, true, 1000, acts);
+    load_heartbeat(c, 2, K2, false, 1000, acts);
+    coordinator_on_tick(c, test_now, acts);
+    coordinator_actions_clear(acts);
+    REQUIRE(coordinator_epoch(c) == 1 && coordinator_n_workers(c) == 2,
+            "a re-joined worker's load was taken for stalled: epoch %llu, %d workers",
+            (unsigned long long)coordinator_epoch(c), coordinator_n_workers(c));
+    ack_ready(c, 1, K1, 1, acts);
+    REQUIRE(coordinator_state(c) == COORDINATOR_STATE_READY, "not ready after the re-join");
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
 }
 
 /* The last "recovered" line the coordinator logged (log_set_sink). */
