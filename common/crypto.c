@@ -387,14 +387,22 @@ bool crypto_fingerprint_recall(const char *path, const char *kind, uint8_t out[C
     return ok;
 }
 
+void crypto_cache_write(const char *dir, const char *path, const void *buf, size_t len) {
+    char tmp[4600];
+    int n = snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    if (n <= 0 || (size_t)n >= sizeof tmp) return;
+    FILE *f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "wb") : NULL;
+    if (!f) return;
+    bool ok = fwrite(buf, 1, len, f) == len;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) remove(tmp);
+}
+
 void crypto_fingerprint_remember(const char *path, const char *kind,
                                  const uint8_t fp[CRYPTO_HASH_BYTES]) {
-    char dir[4096], file[4400], tmp[4500], hex[CRYPTO_HASH_HEX_LEN + 1];
+    char dir[4096], file[4400], line[CRYPTO_HASH_HEX_LEN + 2];
     if (!identity_path(path, kind, dir, sizeof dir, file, sizeof file)) return;
-    snprintf(tmp, sizeof tmp, "%s.%d.tmp", file, (int)getpid());
-    FILE *f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "w") : NULL;
-    if (!f) return;
-    bool ok = fprintf(f, "%s\n", crypto_hex(fp, CRYPTO_HASH_BYTES, hex)) > 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, file) != 0) remove(tmp);
+    crypto_hex(fp, CRYPTO_HASH_BYTES, line);
+    line[CRYPTO_HASH_HEX_LEN] = '\n';
+    crypto_cache_write(dir, file, line, CRYPTO_HASH_HEX_LEN + 1);
 }

@@ -60,6 +60,10 @@ bool crypto_fingerprint_dir(char *out, size_t cap);
 /* mkdir -p dir, mode 0700 for what it creates (the caches: fingerprints, slices); STATUS_IO,
  * logged, when a part cannot be made or dir is not a directory. */
 CARAVAN_NODISCARD enum status crypto_make_dirs(const char *dir);
+/* Writes len bytes of buf as the file path in the cache folder dir (made when missing): to a
+ * temporary name, then renamed, so a reader sees all of it or none. Best effort: a cache that
+ * cannot be written is not an error. */
+void crypto_cache_write(const char *dir, const char *path, const void *buf, size_t len);
 /* A file's fingerprint of a given kind, remembered in DIR/fingerprints/ (DIR as above) under
  * the kind and the file's path, device, inode, size and modification time, so that a big model
  * is read once, not at every start; a file changed in place gets a new mtime and is not

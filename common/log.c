@@ -1,9 +1,10 @@
 #include "log.h"
-#include "mono.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+#include "mono.h"
 
 enum log_level log_min_level = LOG_INFO;
 static log_sink_fn log_sink;

@@ -241,15 +241,10 @@ static bool recall_digests(const uint8_t model_fp[CRYPTO_HASH_BYTES], int64_t n,
 static void remember_digests(const uint8_t model_fp[CRYPTO_HASH_BYTES], int64_t n,
                              uint8_t (*d)[CRYPTO_HASH_BYTES]) {
     const size_t len = (size_t)n * CRYPTO_HASH_BYTES;
-    char dir[4096], path[4400], tmp[4500];
+    char dir[4096], path[4400];
     crypto_hash_buf(d, len, d[n]);
-    if (!digests_path(model_fp, path, sizeof path, dir, sizeof dir)) return;
-    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
-    FILE *f = crypto_make_dirs(dir) == STATUS_OK ? fopen(tmp, "wb") : NULL;
-    if (!f) return;
-    bool ok = fwrite(d, 1, len + CRYPTO_HASH_BYTES, f) == len + CRYPTO_HASH_BYTES;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) remove(tmp);
+    if (digests_path(model_fp, path, sizeof path, dir, sizeof dir))
+        crypto_cache_write(dir, path, d, len + CRYPTO_HASH_BYTES);
 }
 
 enum status slice_model_fingerprint_cached(const char *path, const gguf_t *g, int n_threads,

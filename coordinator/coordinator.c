@@ -71,14 +71,14 @@ struct worker_rec {
     uint64_t parked_until_ms, park_ms;
     struct unreachable_seen unreachable; /* the next stage it last reported unreachable */
     /* Loading its Assign: when it last showed progress (asked for weights, or its heartbeats'
-     * resident memory grew past load_mem, the most they showed), whether its last heartbeat
-     * said it was loading, and whether it was parked for a load that made none. */
+     * resident memory grew past load_mem, the least they showed since), whether its last
+     * heartbeat said it was loading, and whether it was parked for a load that made none. */
     uint64_t load_progress_ms, load_mem;
     bool hb_loading, parked_loading;
 };
 
-/* Resident memory a loading worker must add (past the most its heartbeats showed) to count as
- * progress against --max-load-stall-ms. */
+/* Resident memory a loading worker must add (past the least its heartbeats showed since its last
+ * progress) to count as progress against --max-load-stall-ms. */
 #define LOAD_STEP_BYTES ((uint64_t)1 << 20)
 
 /* A stage's heartbeats that named a batch within this long say it is computing it. */
@@ -837,8 +837,9 @@ void coordinator_on_first_unreachable(coordinator_t *c, uint64_t now_ms, uint64_
     park_worker(c, 0, cause, waited_ms, acts);
 }
 
-/* A worker parked (as stuck, or unreachable) whose heartbeats still say it computes a batch,
- * one of an old plan: it could take no Assign, so it is parked again, twice as long. */
+/* A worker parked (as stuck, or unreachable) whose heartbeats still say it computes a batch, one
+ * of an old plan, or, parked for a load that made no progress, that it is still loading: it
+ * could take no Assign, so it is parked again, twice as long. */
 static bool park_again_if_busy(coordinator_t *c, struct worker_rec *p) {
     const bool computing_still =
         p->park_ms && p->busy_batch && c->now_ms - p->busy_heard_ms <= BUSY_FRESH_MS;
@@ -1316,11 +1317,13 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
 
 /* What a worker's heartbeat says, whichever connection it came on (the heartbeat thread's own,
  * while the worker's loop may be busy loading or computing): the batch it is computing, whether
- * it is loading, and its resident memory (a load that grows it by LOAD_STEP_BYTES past the
- * most seen makes progress; a process's memory also moves a little on its own). */
+ * it is loading, and its resident memory. A load that grows it by LOAD_STEP_BYTES past the
+ * least seen since its last progress makes progress: a process's memory also moves a little on
+ * its own, and a worker may free its old slice before it loads the new one up to as much. */
 static void note_heartbeat(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64_t now_ms) {
     if (!hb) return;
     w->hb_loading = hb->state == CARAVAN__HEARTBEAT__STATE__STATE_LOADING;
+    if (hb->mem_used_bytes < w->load_mem) w->load_mem = hb->mem_used_bytes;
     if (!w->ready && hb->mem_used_bytes > w->load_mem + LOAD_STEP_BYTES) {
         w->load_mem = hb->mem_used_bytes;
         w->load_progress_ms = now_ms;

@@ -511,9 +511,10 @@ static void load_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, bo
 /* A stage whose load shows no progress (no weights asked for, its resident memory not growing
  * by 1 MiB) for over --max-load-stall-ms is taken out of the plan while the other serves; its time
  * out is prolonged while its heartbeats say it is still loading (5 s, then 10 s more, then 20 s),
- * and it is tried again once they say it is not. A load whose memory grows is waited for. */
+ * and it is tried again once they say it is not. A load whose memory grows is waited for, also
+ * when it first fell (its old slice freed) far below where it was. */
 static void test_stuck_load(struct coordinator_actions *acts) {
-    for (int moving = 0; moving < 2; moving++) {
+    for (int moving = 0; moving < 3; moving++) { /* still; growing; freed, then growing */
         serve_queue_t *q = serve_queue_new(4);
         struct coordinator_config cfg = {
             .max_load_stall_ms = 20000,
@@ -535,14 +536,21 @@ static void test_stuck_load(struct coordinator_actions *acts) {
             test_now = t;
             if (t == 30000 && !moving) ack_ready(c, 2, K2, 2, acts); /* alone, at epoch 2 */
             const bool w1_loading = moving || t <= 40000;
-            load_heartbeat(c, 1, K1, w1_loading, moving ? t << 12 : 1000, acts); /* 2 MiB a beat */
+            const uint64_t mem = moving == 0   ? 1000
+                                 : moving == 1 ? t << 12           /* 2 MiB a beat */
+                                 : t <= 2000   ? (uint64_t)4 << 30 /* its old slice */
+                                               : ((uint64_t)100 << 20) + ((t - 2000) << 12);
+            load_heartbeat(c, 1, K1, w1_loading, mem, acts);
             load_heartbeat(c, 2, K2, false, 1000, acts);
             coordinator_on_tick(c, t, acts);
             coordinator_actions_clear(acts);
             const uint64_t want = moving ? 1 : t <= 20000 ? 1 : t < 55500 ? 2 : 3;
             REQUIRE(coordinator_epoch(c) == want, "%s load, at %llu ms: epoch %llu, not %llu",
-                    moving ? "a moving" : "a still", (unsigned long long)t,
-                    (unsigned long long)coordinator_epoch(c), (unsigned long long)want);
+                    moving == 0   ? "a still"
+                    : moving == 1 ? "a growing"
+                                  : "a freed, then growing",
+                    (unsigned long long)t, (unsigned long long)coordinator_epoch(c),
+                    (unsigned long long)want);
             REQUIRE(coordinator_n_workers(c) == (want == 2 ? 1 : 2), "at %llu ms: %d workers",
                     (unsigned long long)t, coordinator_n_workers(c));
         }

@@ -3,7 +3,6 @@
  * queue (pending requests, the open count, status and metrics) and an eventfd that wakes the
  * loop. Lock order: queue, then request (submit); nothing takes the queue's lock while holding
  * a request's. */
-#include "mono.h"
 #include "serve.h"
 
 #include <errno.h>
@@ -14,6 +13,8 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "mono.h"
 
 struct serve_req {
     pthread_mutex_t mu;
