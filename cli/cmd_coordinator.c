@@ -117,8 +117,9 @@ static const struct opt coordinator_opts[] = {
      "is tried again once its heartbeats stop naming a batch"},
     {"max-load-stall-ms", 0, OPT_INT, F(max_load_stall_ms), "300000", 1000, 86400000, "MS",
      "serving: a worker loading its layers that shows no progress this long (asks for no "
-     "weights, its resident memory does not move) is taken out of the plan as stuck; it is tried "
-     "again once its heartbeats stop saying it is loading"},
+     "weights; its heartbeats count no bytes verified, copied, written or placed, and its "
+     "resident memory does not grow) is taken out of the plan as stuck; it is tried again once "
+     "its heartbeats stop saying it is loading"},
     {"exit-when-done", 0, OPT_FLAG, F(exit_when_done), NULL, 0, -1, NULL,
      "exit 0 once every test request is answered"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,

@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -60,4 +61,14 @@ bool log_progress_due(struct log_progress *p, double *elapsed_s) {
     p->last = now;
     *elapsed_s = now - p->t0;
     return true;
+}
+
+static atomic_uint_least64_t progress_bytes;
+
+void log_progress_add(uint64_t bytes) {
+    atomic_fetch_add_explicit(&progress_bytes, bytes, memory_order_relaxed);
+}
+
+uint64_t log_progress_bytes(void) {
+    return atomic_load_explicit(&progress_bytes, memory_order_relaxed);
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_LEVEL_COUNT };
 
@@ -32,3 +33,10 @@ struct log_progress {
 };
 void log_progress_start(struct log_progress *p);
 bool log_progress_due(struct log_progress *p, double *elapsed_s);
+
+/* Bytes the process's long jobs (digesting tensors, verifying or copying a cached slice,
+ * writing received weights, placing weights) have gone through since it started. It only grows
+ * (any thread may add), so whoever samples it twice sees whether a job moved in between: a
+ * worker's heartbeats carry it, and the coordinator tells a slow load from a stuck one by it. */
+void log_progress_add(uint64_t bytes);
+uint64_t log_progress_bytes(void);

@@ -132,6 +132,7 @@ static void *digest_some(void *arg) {
     for (int64_t i; (i = atomic_fetch_add(&j->next, 1)) < gguf_n_tensors(j->g);) {
         const struct gguf_tensor *t = gguf_tensor_at(j->g, i);
         crypto_generichash(j->out[i], CRYPTO_HASH_BYTES, t->data, t->nbytes, NULL, 0);
+        log_progress_add(t->nbytes);
         const uint64_t done = atomic_fetch_add(&j->done, t->nbytes) + t->nbytes;
         double s;
         if (report && log_progress_due(&j->prog, &s))
@@ -571,6 +572,10 @@ struct file_job {
     uint8_t (*digests)[CRYPTO_HASH_BYTES];
     atomic_size_t next;
     atomic_bool bad;
+    atomic_uint_least64_t done; /* bytes read */
+    uint64_t total;
+    pthread_t caller; /* logs the progress */
+    struct log_progress prog;
 };
 
 /* Reads [off, off + len) of fd into buf (cap bytes at a time), feeding a hash state (st) or,
@@ -582,6 +587,7 @@ static bool stream_range(int fd, uint64_t off, uint64_t len, uint8_t *buf, size_
         ssize_t k = pread(fd, buf, want, (off_t)off);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) return false;
+        log_progress_add((uint64_t)k);
         if (st)
             crypto_generichash_update(st, buf, (size_t)k);
         else
@@ -610,6 +616,12 @@ static void *file_digests(void *arg) {
                           NULL))
             atomic_store(&j->bad, true);
         crypto_generichash_final(&st, j->digests[i], CRYPTO_HASH_BYTES);
+        const uint64_t done = atomic_fetch_add(&j->done, g->end - g->start) + g->end - g->start;
+        double s;
+        if (pthread_equal(pthread_self(), j->caller) && log_progress_due(&j->prog, &s))
+            LOG(LOG_INFO, "slice: verifying %.1f of %.1f GB (%.0f%%, %.0f MB/s)",
+                (double)done / 1e9, (double)j->total / 1e9, 100.0 * (double)done / (double)j->total,
+                (double)done / 1e6 / s);
     }
     free(buf);
     return NULL;
@@ -625,7 +637,9 @@ bool slice_fingerprint_fd(int fd, uint64_t total, uint64_t head_len, int n_threa
     size_t n = 0;
     bool ok = head && pread(fd, head, (size_t)head_len, 0) == (ssize_t)head_len &&
               layout_segs(head, head_len, total, &segs, &n);
-    struct file_job j = {.fd = fd, .segs = segs, .n_segs = n};
+    struct file_job j = {
+        .fd = fd, .segs = segs, .n_segs = n, .total = total, .caller = pthread_self()};
+    log_progress_start(&j.prog);
     j.digests = ok ? malloc(n * CRYPTO_HASH_BYTES) : NULL;
     ok = ok && j.digests;
     if (ok) {

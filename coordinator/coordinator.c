@@ -70,11 +70,13 @@ struct worker_rec {
      * then tried again. park_ms doubles with each park (PARK_FIRST_MS .. PARK_MAX_MS). */
     uint64_t parked_until_ms, park_ms;
     struct unreachable_seen unreachable; /* the next stage it last reported unreachable */
-    /* Loading its Assign: when it last showed progress (asked for weights, or its heartbeats'
-     * resident memory grew past load_mem, the least they showed since), whether its last
-     * heartbeat said it was loading, and whether it was parked for a load that made none. */
-    uint64_t load_progress_ms, load_mem;
-    bool hb_loading, parked_loading;
+    /* Loading its Assign: when it last showed progress (asked for weights, its heartbeats'
+     * count of work done moved, or their resident memory grew past load_mem, the least they
+     * showed since), whether its last heartbeat said it was loading, and whether it was parked
+     * for a load that made none. work_bytes: that count in its last heartbeat (work_heard: one
+     * came). */
+    uint64_t load_progress_ms, load_mem, work_bytes;
+    bool hb_loading, parked_loading, work_heard;
 };
 
 /* Resident memory a loading worker must add (past the least its heartbeats showed since its last
@@ -1317,12 +1319,17 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
 
 /* What a worker's heartbeat says, whichever connection it came on (the heartbeat thread's own,
  * while the worker's loop may be busy loading or computing): the batch it is computing, whether
- * it is loading, and its resident memory. A load that grows it by LOAD_STEP_BYTES past the
- * least seen since its last progress makes progress: a process's memory also moves a little on
- * its own, and a worker may free its old slice before it loads the new one up to as much. */
+ * it is loading, its count of work done and its resident memory. A load makes progress when
+ * that count moves (bytes verified, copied, written or placed), or when the memory grows by
+ * LOAD_STEP_BYTES past the least seen since its last progress (a worker that sends no count: a
+ * process's memory also moves a little on its own, and a worker may free its old slice before
+ * it loads the new one up to as much). */
 static void note_heartbeat(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64_t now_ms) {
     if (!hb) return;
     w->hb_loading = hb->state == CARAVAN__HEARTBEAT__STATE__STATE_LOADING;
+    if (!w->ready && w->work_heard && hb->work_bytes != w->work_bytes) w->load_progress_ms = now_ms;
+    w->work_bytes = hb->work_bytes;
+    w->work_heard = true;
     if (hb->mem_used_bytes < w->load_mem) w->load_mem = hb->mem_used_bytes;
     if (!w->ready && hb->mem_used_bytes > w->load_mem + LOAD_STEP_BYTES) {
         w->load_mem = hb->mem_used_bytes;

@@ -493,7 +493,9 @@ static void test_stuck_stage(struct coordinator_actions *acts) {
     serve_queue_destroy(&q);
 }
 
-/* A heartbeat from node rid: loading or ready, with mem resident bytes. */
+/* A heartbeat from node rid: loading or ready, with mem resident bytes and a count of work done
+ * (g_work_bytes). */
+static uint64_t g_work_bytes;
 static void load_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, bool loading,
                            uint64_t mem, struct coordinator_actions *acts) {
     Caravan__Envelope env;
@@ -502,19 +504,23 @@ static void load_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, bo
     hb.state =
         loading ? CARAVAN__HEARTBEAT__STATE__STATE_LOADING : CARAVAN__HEARTBEAT__STATE__STATE_READY;
     hb.mem_used_bytes = mem;
+    hb.work_bytes = g_work_bytes;
     env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
     struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
     coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
-/* A stage whose load shows no progress (no weights asked for, its resident memory not growing
- * by 1 MiB) for over --max-load-stall-ms is taken out of the plan while the other serves; its time
- * out is prolonged while its heartbeats say it is still loading (5 s, then 10 s more, then 20 s),
- * and it is tried again once they say it is not. A load whose memory grows is waited for, also
- * when it first fell (its old slice freed) far below where it was. */
+/* A stage whose load shows no progress (no weights asked for, its count of work done still, its
+ * resident memory not growing by 1 MiB) for over --max-load-stall-ms is taken out of the plan
+ * while the other serves; its time out is prolonged while its heartbeats say it is still loading
+ * (5 s, then 10 s more, then 20 s), and it is tried again once they say it is not. A load whose
+ * memory grows is waited for, also when it first fell (its old slice freed) far below where it
+ * was, and so is one whose memory stays but whose count of work moves (a cached slice verified
+ * from a slow disk). */
 static void test_stuck_load(struct coordinator_actions *acts) {
-    for (int moving = 0; moving < 3; moving++) { /* still; growing; freed, then growing */
+    /* still; growing; freed, then growing; still memory but work moving */
+    for (int moving = 0; moving < 4; moving++) {
         serve_queue_t *q = serve_queue_new(4);
         struct coordinator_config cfg = {
             .max_load_stall_ms = 20000,
@@ -536,11 +542,13 @@ static void test_stuck_load(struct coordinator_actions *acts) {
             test_now = t;
             if (t == 30000 && !moving) ack_ready(c, 2, K2, 2, acts); /* alone, at epoch 2 */
             const bool w1_loading = moving || t <= 40000;
-            const uint64_t mem = moving == 0   ? 1000
-                                 : moving == 1 ? t << 12           /* 2 MiB a beat */
-                                 : t <= 2000   ? (uint64_t)4 << 30 /* its old slice */
-                                               : ((uint64_t)100 << 20) + ((t - 2000) << 12);
+            const uint64_t mem = moving == 0 || moving == 3 ? 1000
+                                 : moving == 1              ? t << 12           /* 2 MiB a beat */
+                                 : t <= 2000                ? (uint64_t)4 << 30 /* its old slice */
+                                             : ((uint64_t)100 << 20) + ((t - 2000) << 12);
+            g_work_bytes = moving == 3 ? t * 50000 : 123456789; /* 50 MB a beat, or still */
             load_heartbeat(c, 1, K1, w1_loading, mem, acts);
+            g_work_bytes = 5000;
             load_heartbeat(c, 2, K2, false, 1000, acts);
             coordinator_on_tick(c, t, acts);
             coordinator_actions_clear(acts);
@@ -548,7 +556,8 @@ static void test_stuck_load(struct coordinator_actions *acts) {
             REQUIRE(coordinator_epoch(c) == want, "%s load, at %llu ms: epoch %llu, not %llu",
                     moving == 0   ? "a still"
                     : moving == 1 ? "a growing"
-                                  : "a freed, then growing",
+                    : moving == 2 ? "a freed, then growing"
+                                  : "a working",
                     (unsigned long long)t, (unsigned long long)coordinator_epoch(c),
                     (unsigned long long)want);
             REQUIRE(coordinator_n_workers(c) == (want == 2 ? 1 : 2), "at %llu ms: %d workers",

@@ -301,6 +301,7 @@ static void touch_range(const void *data, size_t bytes) {
     for (size_t off = 0; off < bytes; off += (size_t)page) acc ^= p[off];
     if (bytes) acc ^= p[bytes - 1];
     (void)acc;
+    log_progress_add(bytes);
 }
 
 static void touch_weight(const struct matmul_weight *w) {
@@ -603,6 +604,7 @@ static void copy_some(void *ctx, int ith, int nth) {
     struct copy_job *j = ctx;
     for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n_items;) {
         copy_matrix(&j->items[i]);
+        log_progress_add(j->items[i].n);
         const size_t done = atomic_fetch_add(&j->bytes_done, j->items[i].n) + j->items[i].n;
         double s;
         if (ith == 0 && log_progress_due(&j->prog, &s))

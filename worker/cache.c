@@ -204,7 +204,10 @@ static enum status hash_prefix(const slice_cache_t *c, int fd, const char *path,
     for (uint64_t done = 0; done < len && rc == STATUS_OK; done += CHUNK) {
         size_t want = len - done < CHUNK ? (size_t)(len - done) : CHUNK;
         rc = read_at(fd, path, buf, want, done);
-        if (rc == STATUS_OK) slice_hasher_update(*out, buf, want);
+        if (rc == STATUS_OK) {
+            slice_hasher_update(*out, buf, want);
+            log_progress_add(want);
+        }
     }
     free(buf);
     if (rc != STATUS_OK) slice_hasher_destroy(out);
@@ -329,6 +332,7 @@ enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len
     }
     slice_hasher_update(c->hash, data, len);
     c->have += len;
+    log_progress_add(len);
     return STATUS_OK;
 }
 

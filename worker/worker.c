@@ -1610,6 +1610,7 @@ void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     hb.state = states[w->state];
     hb.tokens_total = w->n_computed;
     if (w->cfg.mem_used) hb.mem_used_bytes = w->cfg.mem_used();
+    hb.work_bytes = log_progress_bytes();
     hb.uptime_ms = now_ms - w->start_ms;
     if (w->state == WORKER_STATE_READY) {
         hb.layer_first = w->slice.layer_first;

@@ -96,6 +96,7 @@ static void *heartbeat_main(void *arg) {
         hb.layer_first = atomic_load(&h->layer_first);
         hb.layer_end = atomic_load(&h->layer_end);
         hb.mem_used_bytes = worker_net_rss_bytes();
+        hb.work_bytes = log_progress_bytes();
         hb.busy_batch_id = atomic_load(&h->busy_batch);
         env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
         env.heartbeat = &hb;

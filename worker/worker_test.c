@@ -773,8 +773,24 @@ static void test_transfer_window(struct worker_actions *acts) {
     assert(request_offsets(acts, off, 8) == 4);
     for (int i = 0; i < 4; i++) assert(off[i] == (int64_t)(i * MiB));
     worker_actions_clear(acts);
+    const uint64_t work0 = log_progress_bytes();
     weight_chunk(w, 1, fp, blob, MiB, 0, len, acts);
     assert(request_offsets(acts, off, 8) == 1 && off[0] == (int64_t)(4 * MiB));
+    worker_actions_clear(acts);
+    /* its heartbeats count the bytes written (the coordinator sees a slow load move by them) */
+    worker_on_tick(w, 1000000, acts);
+    bool beat = false;
+    for (int i = 0; i < acts->n; i++) {
+        if (acts->a[i].kind != WORKER_ACTION_SEND_CONTROL) continue;
+        Caravan__Envelope *env = decode_action(acts, i);
+        if (env->body_case == CARAVAN__ENVELOPE__BODY_HEARTBEAT) {
+            assert(env->heartbeat->work_bytes >= work0 + MiB);
+            assert(env->heartbeat->state == CARAVAN__HEARTBEAT__STATE__STATE_LOADING);
+            beat = true;
+        }
+        codec_free(&env);
+    }
+    assert(beat);
     worker_actions_clear(acts);
     /* the chunk at 1 MiB comes short: 2, 3 and 4 MiB are moot; asked again from 1.5 MiB */
     weight_chunk(w, 1, fp, blob + MiB, MiB / 2, MiB, len, acts);
