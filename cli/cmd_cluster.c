@@ -262,6 +262,7 @@ static void log_last_progress(const char *path, char *out, size_t cap) {
         const char *marker, *label;
     } kinds[] = {
         {"slice: digested ", "digested"},
+        {"slice: verifying ", "verifying"},
         {"copying from cached slices", "copying"},
         {"worker: weights ", "receiving"},
         {"model: placed ", "loading"},
@@ -285,6 +286,43 @@ static void log_last_progress(const char *path, char *out, size_t cap) {
             }
     }
     fclose(f);
+}
+
+/* Waiting for the workers to load their layers: since when, and the last note. */
+struct load_watch {
+    time_t t0, last_note;
+};
+
+/* One look while the pipeline is not served yet: every 5 s a note of how far each worker got.
+ * False, after saying why, when it will not be: the coordinator says a worker cannot load its
+ * layers (its cache disk full, say: the coordinator waits for a re-plan, and serving would not
+ * start), or --ready-timeout passed. */
+static bool watch_load(struct cluster *cl, const char *status, struct load_watch *lw) {
+    char why[600];
+    if (status_file_has(status, "stalled", why, sizeof why)) {
+        fprintf(stderr, "error: the model cannot be served: %s\ncaravan cluster: logs in %s\n", why,
+                cl->dir);
+        return false;
+    }
+    const time_t now = time(NULL);
+    if (now - lw->t0 > cl->cfg.ready_timeout_s) {
+        fprintf(stderr, "error: the model is not served after %d s; logs in %s\n",
+                cl->cfg.ready_timeout_s, cl->dir);
+        return false;
+    }
+    if (now - lw->last_note < 5) return true;
+    lw->last_note = now;
+    char progs[CLUSTER_MAX_WORKERS * 40] = "";
+    size_t used = 0;
+    for (int i = 0; i < cl->n_workers && used < sizeof progs; i++) {
+        char prog[32];
+        log_last_progress(cl->workers[i].log, prog, sizeof prog);
+        if (prog[0])
+            used += (size_t)snprintf(progs + used, sizeof progs - used, "; w%d %s", i + 1, prog);
+    }
+    fprintf(stderr, "caravan cluster: waiting for the workers to load their layers (%lld s%s)...\n",
+            (long long)(now - lw->t0), progs);
+    return true;
 }
 
 static void stop_all(struct cluster *cl) {
@@ -779,10 +817,14 @@ int cmd_cluster(int argc, char **argv) {
 
     if (c->prompt) {
         /* The coordinator answers, prints the text on our stdout, and exits. */
-        while (!reap(&cl->coord)) {
+        bool serving = false;
+        for (struct load_watch lw = {time(NULL), time(NULL)}; !reap(&cl->coord);
+             usleep(20 * 1000)) {
             if (stop_signal) goto stop;
             if (!check_children(cl) && !cl->coord.exited) goto stop;
-            usleep(20 * 1000);
+            if (!serving && !(serving = status_file_has(status, "serving", NULL, 0)) &&
+                !watch_load(cl, status, &lw))
+                goto stop;
         }
         if (WIFEXITED(cl->coord.status) && WEXITSTATUS(cl->coord.status) == 0) {
             rc = 0;
@@ -804,40 +846,9 @@ int cmd_cluster(int argc, char **argv) {
     }
 
     /* Serving: wait for the pipeline, then until a signal. */
-    time_t t0 = time(NULL), last_note = t0;
-    while (!status_file_has(status, "serving", NULL, 0)) {
-        if (stop_signal || !check_children(cl)) goto stop;
-        char why[600];
-        if (status_file_has(status, "stalled", why, sizeof why)) {
-            /* a worker could not load its layers (its cache disk full, say): the coordinator
-             * waits for a re-plan, and serving would not start */
-            fprintf(stderr, "error: the model cannot be served: %s\ncaravan cluster: logs in %s\n",
-                    why, cl->dir);
-            goto stop;
-        }
-        if (time(NULL) - t0 > c->ready_timeout_s) {
-            fprintf(stderr, "error: the model is not served after %d s; logs in %s\n",
-                    c->ready_timeout_s, cl->dir);
-            goto stop;
-        }
-        if (time(NULL) - last_note >= 5) {
-            last_note = time(NULL);
-            char progs[CLUSTER_MAX_WORKERS * 40] = "";
-            size_t used = 0;
-            for (int i = 0; i < c->workers && used < sizeof progs; i++) {
-                char prog[32];
-                log_last_progress(cl->workers[i].log, prog, sizeof prog);
-                if (prog[0])
-                    used += (size_t)snprintf(progs + used, sizeof progs - used, "; w%d %s", i + 1,
-                                             prog);
-            }
-            fprintf(stderr,
-                    "caravan cluster: waiting for the workers to load their layers "
-                    "(%lld s%s)...\n",
-                    (long long)(last_note - t0), progs);
-        }
-        usleep(50 * 1000);
-    }
+    for (struct load_watch lw = {time(NULL), time(NULL)};
+         !status_file_has(status, "serving", NULL, 0); usleep(50 * 1000))
+        if (stop_signal || !check_children(cl) || !watch_load(cl, status, &lw)) goto stop;
     char url[600] = "";
     status_file_has(status, "http", url, sizeof url);
     const double t_all = mono_s() - t_begin;
