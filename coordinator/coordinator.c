@@ -77,6 +77,9 @@ struct worker_rec {
      * came). */
     uint64_t load_progress_ms, load_mem, work_bytes;
     bool hb_loading, parked_loading, work_heard;
+    /* the rate of that count (/cluster), over at least 2 s of heartbeats from work_rate_ms on */
+    uint64_t work_rate_ms, work_rate_bytes;
+    double work_per_s;
 };
 
 /* Resident memory a loading worker must add (past the least its heartbeats showed since its last
@@ -1330,6 +1333,16 @@ static void note_heartbeat(struct worker_rec *w, const Caravan__Heartbeat *hb, u
     if (!w->ready && w->work_heard && hb->work_bytes != w->work_bytes) w->load_progress_ms = now_ms;
     w->work_bytes = hb->work_bytes;
     w->work_heard = true;
+    if (!w->work_rate_ms || hb->work_bytes < w->work_rate_bytes) { /* a new process counts anew */
+        w->work_rate_ms = now_ms;
+        w->work_rate_bytes = hb->work_bytes;
+        w->work_per_s = 0;
+    } else if (now_ms - w->work_rate_ms >= 2000) {
+        w->work_per_s = (double)(hb->work_bytes - w->work_rate_bytes) * 1000.0 /
+                        (double)(now_ms - w->work_rate_ms);
+        w->work_rate_ms = now_ms;
+        w->work_rate_bytes = hb->work_bytes;
+    }
     if (hb->mem_used_bytes < w->load_mem) w->load_mem = hb->mem_used_bytes;
     if (!w->ready && hb->mem_used_bytes > w->load_mem + LOAD_STEP_BYTES) {
         w->load_mem = hb->mem_used_bytes;
@@ -1938,6 +1951,12 @@ static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, in
     cJSON_AddStringToObject(o, "last_error", w->last_error);
     cJSON_AddNumberToObject(o, "ahead_used", (double)w->ahead_used);
     cJSON_AddNumberToObject(o, "ahead_unused", (double)w->ahead_unused);
+    /* loading: how fast its long work goes (bytes verified, copied, written or placed a second)
+     * and how long since its load last showed progress (--max-load-stall-ms parks it past that) */
+    cJSON_AddNumberToObject(o, "work_bytes_per_s", w->work_per_s);
+    const bool loading = in_plan && !w->ready && c->state == COORDINATOR_STATE_ASSIGNING;
+    cJSON_AddNumberToObject(o, "load_quiet_ms",
+                            loading ? (double)(c->now_ms - w->load_progress_ms) : 0);
     return o;
 }
 

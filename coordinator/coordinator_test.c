@@ -546,7 +546,7 @@ static void test_stuck_load(struct coordinator_actions *acts) {
                                  : moving == 1              ? t << 12           /* 2 MiB a beat */
                                  : t <= 2000                ? (uint64_t)4 << 30 /* its old slice */
                                              : ((uint64_t)100 << 20) + ((t - 2000) << 12);
-            g_work_bytes = moving == 3 ? t * 50000 : 123456789; /* 50 MB a beat, or still */
+            g_work_bytes = moving == 3 ? t * 50000 : 123456789; /* 25 MB a beat, or still */
             load_heartbeat(c, 1, K1, w1_loading, mem, acts);
             g_work_bytes = 5000;
             load_heartbeat(c, 2, K2, false, 1000, acts);
@@ -562,6 +562,23 @@ static void test_stuck_load(struct coordinator_actions *acts) {
                     (unsigned long long)want);
             REQUIRE(coordinator_n_workers(c) == (want == 2 ? 1 : 2), "at %llu ms: %d workers",
                     (unsigned long long)t, coordinator_n_workers(c));
+            if (t == 19000 && (moving == 0 || moving == 3)) {
+                /* /cluster shows the load's rate of work and how long it has shown none */
+                bool serving = true;
+                char reason[256], *json = NULL;
+                serve_queue_get_status(q, &serving, reason, sizeof reason, &json);
+                assert(!serving && json);
+                cJSON *root = cJSON_Parse(json);
+                const cJSON *w1 = cJSON_GetArrayItem(cJSON_GetObjectItem(root, "workers"), 0);
+                const double rate =
+                    cJSON_GetNumberValue(cJSON_GetObjectItem(w1, "work_bytes_per_s"));
+                const double quiet = cJSON_GetNumberValue(cJSON_GetObjectItem(w1, "load_quiet_ms"));
+                REQUIRE(moving ? rate == 50e6 && quiet == 0 : rate == 0 && quiet == 19000,
+                        "%s load at 19 s: /cluster says %g bytes/s, quiet %g ms",
+                        moving ? "a working" : "a still", rate, quiet);
+                cJSON_Delete(root);
+                free(json);
+            }
         }
         coordinator_destroy(&c);
         serve_queue_destroy(&q);
