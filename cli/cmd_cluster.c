@@ -265,6 +265,7 @@ static void log_last_progress(const char *path, char *out, size_t cap) {
         {"slice: verifying ", "verifying"},
         {"copying from cached slices", "copying"},
         {"worker: weights ", "receiving"},
+        {"model: placing ", "loading"},
         {"model: placed ", "loading"},
     };
     out[0] = '\0';

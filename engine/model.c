@@ -673,6 +673,10 @@ static void place_weights(model_t *m, struct model_weights *reuse) {
     each_matrix(m, list_matrix, &j);
     for (size_t i = 0; i < j.n_items; i++) j.bytes_total += j.items[i].n;
     qsort(j.items, j.n_items, sizeof *j.items, larger_first);
+    if (j.bytes_total >= ((size_t)256 << 20)) /* a load that may take a while says it began */
+        LOG(LOG_INFO, "model: placing %.0f MiB of weights on %d thread%s (0%%)",
+            (double)j.bytes_total / (1 << 20), threadpool_n_threads(m->tp),
+            threadpool_n_threads(m->tp) == 1 ? "" : "s");
     log_progress_start(&j.prog);
     threadpool_run(m->tp, copy_some, &j);
     free(j.items);
