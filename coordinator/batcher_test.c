@@ -280,6 +280,82 @@ static void test_prompt_chunks_pipelined(void) {
     serve_queue_destroy(&q);
 }
 
+/* A prompt alone at more free micro-batches than it fills is split over them (chunks of at
+ * least 16 tokens), so the stages compute its parts one behind the other; with one micro-batch
+ * free, a prompt of 16 tokens or fewer, or as many prompts as free micro-batches, each goes
+ * whole; chunks never pass --prefill-chunk. */
+static void test_prompt_split(void) {
+    static const struct {
+        int32_t inflight, busy, n_prompt, chunk;
+        int32_t sizes[4];
+    } cases[] = {
+        {2, 0, 40, 256, {20, 20}},        /* two stages idle: halves */
+        {3, 0, 40, 256, {16, 16, 8}},     /* thirds would be under 16 tokens */
+        {3, 0, 90, 256, {30, 30, 30}},    /* thirds */
+        {3, 0, 80, 20, {20, 20, 20, 20}}, /* and never over the chunk */
+        {2, 0, 16, 256, {16}},            /* too short to split */
+        {1, 0, 40, 256, {40}},            /* one micro-batch: whole */
+        {3, 1, 40, 256, {20, 20}},        /* two of three free: halves */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        serve_queue_t *q = serve_queue_new(16);
+        struct batcher_config cfg = {.n_ctx = 128,
+                                     .n_seq = 4,
+                                     .n_batch = 128,
+                                     .prefill_chunk = cases[k].chunk,
+                                     .max_inflight = cases[k].inflight,
+                                     .is_eog = is_eog,
+                                     .queue = q};
+        batcher_t *b = batcher_new(&cfg);
+        struct batcher_batch bt;
+        serve_req_t *other = NULL;
+        if (cases[k].busy) { /* a decoding sequence holds a micro-batch */
+            other = add(q, b, req(1, 5, 4, 1.0f));
+            CHECK(batcher_next(b, 1, &bt) && bt.n_tokens == 1);
+        }
+        serve_req_t *r = add(q, b, req(cases[k].n_prompt, 10, 1, 1.0f));
+        int32_t done = 0;
+        for (int i = 0; i < 4 && cases[k].sizes[i]; i++) {
+            CHECK(batcher_next(b, 10 + (uint64_t)i, &bt));
+            if (bt.n_tokens != cases[k].sizes[i] || bt.pos[0] != done)
+                fprintf(stderr, "case %zu, chunk %d: %d tokens at %d, not %d at %d\n", k, i,
+                        bt.n_tokens, bt.pos[0], cases[k].sizes[i], done);
+            CHECK(bt.n_tokens == cases[k].sizes[i] && bt.pos[0] == done);
+            done += bt.n_tokens;
+            /* a slot frees when its chunk comes back (the last one answers the token) */
+            if (done < cases[k].n_prompt && batcher_n_inflight(b) == cases[k].inflight)
+                CHECK(batcher_on_result(
+                    b, 10 + (uint64_t)i - (uint64_t)(cases[k].inflight - 1 - cases[k].busy), NULL,
+                    0));
+        }
+        CHECK(done == cases[k].n_prompt);
+        serve_req_unref(&r);
+        if (other) serve_req_unref(&other);
+        batcher_destroy(&b);
+        serve_queue_destroy(&q);
+    }
+    /* two prompts arriving together at two idle stages: one micro-batch each, whole */
+    serve_queue_t *q = serve_queue_new(16);
+    struct batcher_config cfg = {.n_ctx = 128,
+                                 .n_seq = 4,
+                                 .n_batch = 128,
+                                 .prefill_chunk = 256,
+                                 .max_inflight = 2,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    batcher_t *b = batcher_new(&cfg);
+    serve_req_t *r1 = add(q, b, req(40, 10, 1, 1.0f)), *r2 = add(q, b, req(40, 60, 1, 1.0f));
+    struct batcher_batch bt;
+    for (int i = 0; i < 2; i++) {
+        CHECK(batcher_next(b, 1 + (uint64_t)i, &bt));
+        CHECK(bt.n_tokens == 40 && bt.pos[0] == 0 && bt.seq_id[0] == bt.seq_id[39]);
+    }
+    serve_req_unref(&r1);
+    serve_req_unref(&r2);
+    batcher_destroy(&b);
+    serve_queue_destroy(&q);
+}
+
 static void test_slots_eog_cancel_penalty(void) {
     serve_queue_t *q = serve_queue_new(16);
     struct batcher_config cfg = {.n_ctx = 8,
@@ -698,6 +774,7 @@ int main(void) {
     test_pipeline_shares();
     test_slots_eog_cancel_penalty();
     test_prompt_chunks_pipelined();
+    test_prompt_split();
     test_timeouts_per_sequence();
     test_token_outside_vocabulary();
     test_row_out_of_step();
