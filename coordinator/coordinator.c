@@ -26,6 +26,27 @@ struct unreachable_seen {
     uint32_t target;
 };
 
+/* A heartbeat counter's rate a second (tokens computed, bytes of work), over windows of at least
+ * RATE_WINDOW_MS; a counter that goes back (a new process behind the same worker) starts a new
+ * window from 0. */
+struct rate_meter {
+    bool on; /* a first count came */
+    uint64_t since_ms, base;
+    double per_s;
+};
+#define RATE_WINDOW_MS 2000
+
+static void rate_note(struct rate_meter *r, uint64_t count, uint64_t now_ms) {
+    if (!r->on || count < r->base) {
+        *r = (struct rate_meter){.on = true, .since_ms = now_ms, .base = count};
+        return;
+    }
+    if (now_ms - r->since_ms < RATE_WINDOW_MS) return;
+    r->per_s = (double)(count - r->base) * 1000.0 / (double)(now_ms - r->since_ms);
+    r->since_ms = now_ms;
+    r->base = count;
+}
+
 struct worker_rec {
     uint32_t node_id;
     uint8_t rid[256];
@@ -44,10 +65,9 @@ struct worker_rec {
     /* from its Join and Heartbeats, for /cluster */
     uint32_t pid;
     uint64_t mem_used_bytes;
-    uint64_t tokens_total, rate_tokens;
+    uint64_t tokens_total;
     uint64_t ahead_used, ahead_unused; /* steps computed ahead (first stage) */
-    uint64_t rate_ms;
-    double tokens_per_s;
+    struct rate_meter tokens_rate;
     struct planner_caps caps;         /* from its Join, for the plan */
     struct plan_stage planned;        /* its share of the plan: bytes and the speed used */
     int32_t loaded_first, loaded_end; /* what it reported holding at Join (re-join) */
@@ -73,13 +93,11 @@ struct worker_rec {
     /* Loading its Assign: when it last showed progress (asked for weights, its heartbeats'
      * count of work done moved, or their resident memory grew past load_mem, the least they
      * showed since), whether its last heartbeat said it was loading, and whether it was parked
-     * for a load that made none. work_bytes: that count in its last heartbeat (work_heard: one
-     * came). */
+     * for a load that made none. work_bytes: that count in its last heartbeat (work_rate.on:
+     * one came), work_rate its rate (/cluster). */
     uint64_t load_progress_ms, load_mem, work_bytes;
-    bool hb_loading, parked_loading, work_heard;
-    /* the rate of that count (/cluster), over at least 2 s of heartbeats from work_rate_ms on */
-    uint64_t work_rate_ms, work_rate_bytes;
-    double work_per_s;
+    bool hb_loading, parked_loading;
+    struct rate_meter work_rate;
 };
 
 /* Resident memory a loading worker must add (past the least its heartbeats showed since its last
@@ -1330,19 +1348,10 @@ static void on_result(coordinator_t *c, struct worker_rec *w, const Caravan__Env
 static void note_heartbeat(struct worker_rec *w, const Caravan__Heartbeat *hb, uint64_t now_ms) {
     if (!hb) return;
     w->hb_loading = hb->state == CARAVAN__HEARTBEAT__STATE__STATE_LOADING;
-    if (!w->ready && w->work_heard && hb->work_bytes != w->work_bytes) w->load_progress_ms = now_ms;
+    if (!w->ready && w->work_rate.on && hb->work_bytes != w->work_bytes)
+        w->load_progress_ms = now_ms;
     w->work_bytes = hb->work_bytes;
-    w->work_heard = true;
-    if (!w->work_rate_ms || hb->work_bytes < w->work_rate_bytes) { /* a new process counts anew */
-        w->work_rate_ms = now_ms;
-        w->work_rate_bytes = hb->work_bytes;
-        w->work_per_s = 0;
-    } else if (now_ms - w->work_rate_ms >= 2000) {
-        w->work_per_s = (double)(hb->work_bytes - w->work_rate_bytes) * 1000.0 /
-                        (double)(now_ms - w->work_rate_ms);
-        w->work_rate_ms = now_ms;
-        w->work_rate_bytes = hb->work_bytes;
-    }
+    rate_note(&w->work_rate, hb->work_bytes, now_ms);
     if (hb->mem_used_bytes < w->load_mem) w->load_mem = hb->mem_used_bytes;
     if (!w->ready && hb->mem_used_bytes > w->load_mem + LOAD_STEP_BYTES) {
         w->load_mem = hb->mem_used_bytes;
@@ -1476,15 +1485,7 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
         w->tokens_total = hb->tokens_total;
         w->ahead_used = hb->ahead_used;
         w->ahead_unused = hb->ahead_unused;
-        if (!w->rate_ms) {
-            w->rate_ms = now_ms;
-            w->rate_tokens = hb->tokens_total;
-        } else if (now_ms - w->rate_ms >= 2000) {
-            w->tokens_per_s = (double)(hb->tokens_total - w->rate_tokens) * 1000.0 /
-                              (double)(now_ms - w->rate_ms);
-            w->rate_ms = now_ms;
-            w->rate_tokens = hb->tokens_total;
-        }
+        rate_note(&w->tokens_rate, hb->tokens_total, now_ms);
         break;
     }
     case CARAVAN__ENVELOPE__BODY_ERROR: on_worker_error(c, w, msg, acts); break;
@@ -1936,7 +1937,7 @@ static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, in
                             : parked(c, w) ? "parked"
                                            : "lost");
     cJSON_AddNumberToObject(o, "heartbeat_age_ms", (double)(c->now_ms - w->last_seen_ms));
-    cJSON_AddNumberToObject(o, "tokens_per_s", in_plan ? w->tokens_per_s : 0);
+    cJSON_AddNumberToObject(o, "tokens_per_s", in_plan ? w->tokens_rate.per_s : 0);
     cJSON_AddNumberToObject(o, "tokens_total", (double)w->tokens_total);
     cJSON_AddNumberToObject(o, "memory_bytes", (double)w->mem_used_bytes);
     cJSON_AddNumberToObject(o, "weight_bytes",
@@ -1953,7 +1954,7 @@ static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, in
     cJSON_AddNumberToObject(o, "ahead_unused", (double)w->ahead_unused);
     /* loading: how fast its long work goes (bytes verified, copied, written or placed a second)
      * and how long since its load last showed progress (--max-load-stall-ms parks it past that) */
-    cJSON_AddNumberToObject(o, "work_bytes_per_s", w->work_per_s);
+    cJSON_AddNumberToObject(o, "work_bytes_per_s", w->work_rate.per_s);
     const bool loading = in_plan && !w->ready && c->state == COORDINATOR_STATE_ASSIGNING;
     cJSON_AddNumberToObject(o, "load_quiet_ms",
                             loading ? (double)(c->now_ms - w->load_progress_ms) : 0);

@@ -405,18 +405,24 @@ static void from_worker(coordinator_t *c, uint8_t rid, const uint8_t *key, uint6
     coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
+/* Heartbeat hb from routing id rid (key) under epoch, at test_now. */
+static void send_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t epoch,
+                           Caravan__Heartbeat *hb, struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    codec_envelope_init(&env, epoch, 5);
+    env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = hb;
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
+    coordinator_on_msg(c, &p, &env, test_now, acts);
+}
+
 /* A heartbeat from w<rid> saying it is computing `batch` (0: nothing). */
 static void busy_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t batch,
                            struct coordinator_actions *acts) {
-    Caravan__Envelope env;
     Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
-    codec_envelope_init(&env, 1, 5);
     hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
     hb.busy_batch_id = batch;
-    env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
-    env.heartbeat = &hb;
-    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
-    coordinator_on_msg(c, &p, &env, test_now, acts);
+    send_heartbeat(c, rid, key, 1, &hb, acts);
 }
 
 /* A serving pair with one request's first micro-batch sent at 10 ms; its batch id into *batch. */
@@ -498,17 +504,12 @@ static void test_stuck_stage(struct coordinator_actions *acts) {
 static uint64_t g_work_bytes;
 static void load_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, bool loading,
                            uint64_t mem, struct coordinator_actions *acts) {
-    Caravan__Envelope env;
     Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
-    codec_envelope_init(&env, coordinator_epoch(c), 5);
     hb.state =
         loading ? CARAVAN__HEARTBEAT__STATE__STATE_LOADING : CARAVAN__HEARTBEAT__STATE__STATE_READY;
     hb.mem_used_bytes = mem;
     hb.work_bytes = g_work_bytes;
-    env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
-    env.heartbeat = &hb;
-    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
-    coordinator_on_msg(c, &p, &env, test_now, acts);
+    send_heartbeat(c, rid, key, coordinator_epoch(c), &hb, acts);
 }
 
 /* A stage whose load shows no progress (no weights asked for, its count of work done still, its
@@ -546,7 +547,8 @@ static void test_stuck_load(struct coordinator_actions *acts) {
                                  : moving == 1              ? t << 12           /* 2 MiB a beat */
                                  : t <= 2000                ? (uint64_t)4 << 30 /* its old slice */
                                              : ((uint64_t)100 << 20) + ((t - 2000) << 12);
-            g_work_bytes = moving == 3 ? t * 50000 : 123456789; /* 25 MB a beat, or still */
+            /* 25 MB a beat (a new process from 21 s on, counting from 0 again), or still */
+            g_work_bytes = moving != 3 ? 123456789 : t < 21000 ? t * 50000 : (t - 21000) * 50000;
             load_heartbeat(c, 1, K1, w1_loading, mem, acts);
             g_work_bytes = 5000;
             load_heartbeat(c, 2, K2, false, 1000, acts);
@@ -562,8 +564,9 @@ static void test_stuck_load(struct coordinator_actions *acts) {
                     (unsigned long long)want);
             REQUIRE(coordinator_n_workers(c) == (want == 2 ? 1 : 2), "at %llu ms: %d workers",
                     (unsigned long long)t, coordinator_n_workers(c));
-            if (t == 19000 && (moving == 0 || moving == 3)) {
-                /* /cluster shows the load's rate of work and how long it has shown none */
+            if ((t == 19000 && (moving == 0 || moving == 3)) || (t == 24000 && moving == 3)) {
+                /* /cluster shows the load's rate of work (also after its count started over) and
+                 * how long it has shown none */
                 bool serving = true;
                 char reason[256], *json = NULL;
                 serve_queue_get_status(q, &serving, reason, sizeof reason, &json);
@@ -574,8 +577,8 @@ static void test_stuck_load(struct coordinator_actions *acts) {
                     cJSON_GetNumberValue(cJSON_GetObjectItem(w1, "work_bytes_per_s"));
                 const double quiet = cJSON_GetNumberValue(cJSON_GetObjectItem(w1, "load_quiet_ms"));
                 REQUIRE(moving ? rate == 50e6 && quiet == 0 : rate == 0 && quiet == 19000,
-                        "%s load at 19 s: /cluster says %g bytes/s, quiet %g ms",
-                        moving ? "a working" : "a still", rate, quiet);
+                        "%s load at %llu ms: /cluster says %g bytes/s, quiet %g ms",
+                        moving ? "a working" : "a still", (unsigned long long)t, rate, quiet);
                 cJSON_Delete(root);
                 free(json);
             }
