@@ -420,21 +420,20 @@ static bool in_regions(const model_t *m, const void *p) {
     return false;
 }
 
-static void count_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
-                         void *ctx) {
-    (void)m;
-    (void)w;
-    (void)n_mats;
-    (void)n;
-    (void)id;
-    ++*(size_t *)ctx;
-}
+/* The matrices a load must copy (not taken from a replaced model): how many, and their
+ * 64-byte rounded bytes. */
+struct fresh {
+    size_t n, bytes;
+};
 
 static void count_fresh(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
                         void *ctx) {
     (void)n_mats;
     (void)id;
-    if (!in_regions(m, w->data)) *(size_t *)ctx += (n + 63) & ~(size_t)63;
+    struct fresh *f = ctx;
+    if (in_regions(m, w->data)) return;
+    f->n++;
+    f->bytes += (n + 63) & ~(size_t)63;
 }
 
 static void adopt_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, size_t n, int64_t id,
@@ -558,6 +557,7 @@ static void list_matrix(model_t *m, struct matmul_weight *w, int64_t n_mats, siz
     struct copy_job *j = ctx;
     if (in_regions(m, w->data)) return; /* taken from the replaced model */
     j->items[j->n_items++] = (struct copy_item){w, n_mats, n, j->base + j->used};
+    j->bytes_total += n;
     j->used += (n + 63) & ~(size_t)63;
 }
 
@@ -642,17 +642,17 @@ static void place_weights(model_t *m, struct model_weights *reuse) {
         return;
     }
     if (reuse) take_reused(m, reuse); /* consumes it */
-    size_t fresh = 0;
+    struct fresh fresh = {0};
     each_matrix(m, count_fresh, &fresh);
-    if (fresh == 0) return;
+    if (fresh.n == 0) return;
     const size_t huge = (size_t)2 << 20;
-    size_t len = ((fresh + huge - 1) & ~(huge - 1)) + huge;
+    size_t len = ((fresh.bytes + huge - 1) & ~(huge - 1)) + huge;
     uint8_t *p = reserve_regions(m, 1)
                      ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
                      : MAP_FAILED;
     if (p == MAP_FAILED) {
         LOG(LOG_WARN, "no memory for a copy of the weights (%zu MiB); reading them mapped",
-            fresh >> 20);
+            fresh.bytes >> 20);
         touch_slice(m);
         return;
     }
@@ -661,9 +661,7 @@ static void place_weights(model_t *m, struct model_weights *reuse) {
     if (start > p) munmap(p, (size_t)(start - p));
     len -= (size_t)(start - p);
     if (thp_available()) (void)madvise(start, len, MADV_HUGEPAGE);
-    size_t n_mats = 0;
-    each_matrix(m, count_matrix, &n_mats);
-    struct copy_job j = {.base = start, .items = malloc(n_mats * sizeof *j.items)};
+    struct copy_job j = {.base = start, .items = malloc(fresh.n * sizeof *j.items)};
     if (!j.items) {
         munmap(start, len);
         LOG(LOG_WARN, "no memory to list the weights; reading them mapped");
@@ -671,7 +669,6 @@ static void place_weights(model_t *m, struct model_weights *reuse) {
         return;
     }
     each_matrix(m, list_matrix, &j);
-    for (size_t i = 0; i < j.n_items; i++) j.bytes_total += j.items[i].n;
     qsort(j.items, j.n_items, sizeof *j.items, larger_first);
     if (j.bytes_total >= ((size_t)256 << 20)) /* a load that may take a while says it began */
         LOG(LOG_INFO, "model: placing %.0f MiB of weights on %d thread%s (0%%)",
