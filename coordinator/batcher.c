@@ -191,10 +191,11 @@ static int32_t ceil_div(int32_t a, int32_t b) {
     return (a + b - 1) / b;
 }
 
-/* The fewest tokens a prompt is split into when micro-batches are free (batcher_next): a
- * chunk's rows cost the same a row from 4 up (`bench_model --pp 4..64` on tinyllama, 1 thread,
- * AMD EPYC Zen 3: 46-52 tokens/s), and 16 keeps a chunk's compute above the time to stream a
- * slice's weights once on a machine with many cores. */
+/* The fewest tokens a prompt is split into when micro-batches are free (batcher_next). A
+ * chunk's rows cost the same a row from 4 up here (`bench_model --pp 4..64` on tinyllama, 1
+ * thread, AMD EPYC Zen 3: 46-52 tokens/s); 16 is a margin, not a measurement, for machines with
+ * many cores, where a small chunk's compute may fall under the time to stream a slice's weights
+ * once. */
 #define SPLIT_MIN 16
 
 bool batcher_next(batcher_t *s, uint64_t batch_id, struct batcher_batch *out) {

@@ -280,6 +280,18 @@ static void test_prompt_chunks_pipelined(void) {
     serve_queue_destroy(&q);
 }
 
+/* 4 slots of 128 positions, up to 128 tokens a micro-batch. */
+static batcher_t *split_batcher(serve_queue_t *q, int32_t inflight, int32_t chunk) {
+    struct batcher_config cfg = {.n_ctx = 128,
+                                 .n_seq = 4,
+                                 .n_batch = 128,
+                                 .prefill_chunk = chunk,
+                                 .max_inflight = inflight,
+                                 .is_eog = is_eog,
+                                 .queue = q};
+    return batcher_new(&cfg);
+}
+
 /* A prompt alone at more free micro-batches than it fills is split over them (chunks of at
  * least 16 tokens), so the stages compute its parts one behind the other; with one micro-batch
  * free, a prompt of 16 tokens or fewer, or as many prompts as free micro-batches, each goes
@@ -299,14 +311,7 @@ static void test_prompt_split(void) {
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         serve_queue_t *q = serve_queue_new(16);
-        struct batcher_config cfg = {.n_ctx = 128,
-                                     .n_seq = 4,
-                                     .n_batch = 128,
-                                     .prefill_chunk = cases[k].chunk,
-                                     .max_inflight = cases[k].inflight,
-                                     .is_eog = is_eog,
-                                     .queue = q};
-        batcher_t *b = batcher_new(&cfg);
+        batcher_t *b = split_batcher(q, cases[k].inflight, cases[k].chunk);
         struct batcher_batch bt;
         serve_req_t *other = NULL;
         if (cases[k].busy) { /* a decoding sequence holds a micro-batch */
@@ -336,14 +341,7 @@ static void test_prompt_split(void) {
     }
     /* two prompts arriving together at two idle stages: one micro-batch each, whole */
     serve_queue_t *q = serve_queue_new(16);
-    struct batcher_config cfg = {.n_ctx = 128,
-                                 .n_seq = 4,
-                                 .n_batch = 128,
-                                 .prefill_chunk = 256,
-                                 .max_inflight = 2,
-                                 .is_eog = is_eog,
-                                 .queue = q};
-    batcher_t *b = batcher_new(&cfg);
+    batcher_t *b = split_batcher(q, 2, 256);
     serve_req_t *r1 = add(q, b, req(40, 10, 1, 1.0f)), *r2 = add(q, b, req(40, 60, 1, 1.0f));
     struct batcher_batch bt;
     for (int i = 0; i < 2; i++) {
