@@ -284,14 +284,19 @@ enum status slice_model_fingerprint_cached(const char *path, const gguf_t *g, in
 
 struct hasher_seg {
     uint64_t start, nbytes, end; /* data [start, start + nbytes), zeros up to end */
+    bool done;                   /* hashed ahead (slice_hasher_update_at): digest holds it */
+    uint8_t digest[CRYPTO_HASH_BYTES];
 };
 
 struct slice_hasher {
-    crypto_generichash_state top, cur; /* cur: the current tensor's data */
-    uint64_t total, head_len, pos;
+    /* cur: the current tensor's data at pos; ahead: that of the stream ahead of pos (open
+     * while ahead_on; it started at ahead_start), at ahead_pos in tensor ahead_at */
+    crypto_generichash_state top, cur, ahead;
+    uint64_t total, head_len, pos, ahead_start, ahead_pos;
     uint8_t *head; /* the head's bytes, until all have come */
     struct hasher_seg *segs;
-    size_t n_segs, at;
+    size_t n_segs, at, ahead_at;
+    bool ahead_on;
     bool bad;
 };
 
@@ -344,7 +349,7 @@ static bool layout_segs(const uint8_t *head, uint64_t head_len, uint64_t total,
     }
     for (int64_t i = 0; i < n; i++) {
         const struct gguf_tensor *t = gguf_tensor_at(g, i);
-        segs[i] = (struct hasher_seg){gguf_data_offset(g) + t->offset, t->nbytes, 0};
+        segs[i] = (struct hasher_seg){gguf_data_offset(g) + t->offset, t->nbytes, 0, false, {0}};
     }
     gguf_close(&g);
     qsort(segs, (size_t)n, sizeof *segs, seg_by_start);
@@ -376,14 +381,59 @@ static void hasher_head_done(slice_hasher_t *h) {
     h->head = NULL;
 }
 
-/* Closes every tensor that ends (padding included) where the blob is now. */
+/* Closes every tensor that ends (padding included) where the blob is now; goes over the
+ * tensors hashed ahead that start there, and takes over the stream ahead when it is reached. */
 static void hasher_close_segs(slice_hasher_t *h) {
-    while (h->at < h->n_segs && h->pos == h->segs[h->at].end) {
-        const struct hasher_seg *s = &h->segs[h->at++];
-        uint8_t d[CRYPTO_HASH_BYTES];
-        crypto_generichash_final(&h->cur, d, CRYPTO_HASH_BYTES);
-        fp_tensor(&h->top, s->start, s->nbytes, s->end - s->start - s->nbytes, d);
-        crypto_generichash_init(&h->cur, NULL, 0, CRYPTO_HASH_BYTES);
+    while (h->at < h->n_segs) {
+        struct hasher_seg *s = &h->segs[h->at];
+        if (s->done && h->pos == s->start) {
+            fp_tensor(&h->top, s->start, s->nbytes, s->end - s->start - s->nbytes, s->digest);
+            h->pos = s->end;
+            h->at++;
+        } else if (h->ahead_on && h->at == h->ahead_at && h->pos == s->start) {
+            h->cur = h->ahead; /* the tensor the stream ahead is inside goes on from here */
+            h->pos = h->ahead_pos;
+            h->ahead_on = false;
+        } else if (h->pos == s->end) {
+            uint8_t d[CRYPTO_HASH_BYTES];
+            crypto_generichash_final(&h->cur, d, CRYPTO_HASH_BYTES);
+            fp_tensor(&h->top, s->start, s->nbytes, s->end - s->start - s->nbytes, d);
+            crypto_generichash_init(&h->cur, NULL, 0, CRYPTO_HASH_BYTES);
+            h->at++;
+        } else {
+            break;
+        }
+    }
+    if (h->ahead_on && h->pos == h->ahead_pos) h->ahead_on = false; /* caught up at a seam */
+}
+
+/* Feeds bytes at ahead_pos to the stream ahead: each tensor it completes keeps its digest. */
+static void hasher_ahead(slice_hasher_t *h, const uint8_t *data, size_t len) {
+    while (len && !h->bad) {
+        if (h->ahead_at == h->n_segs) {
+            h->bad = true; /* past the blob's end */
+            return;
+        }
+        struct hasher_seg *s = &h->segs[h->ahead_at];
+        uint64_t data_end = s->start + s->nbytes;
+        size_t k;
+        if (h->ahead_pos < data_end) {
+            k = data_end - h->ahead_pos < len ? (size_t)(data_end - h->ahead_pos) : len;
+            crypto_generichash_update(&h->ahead, data, k);
+        } else { /* padding: zeros */
+            k = s->end - h->ahead_pos < len ? (size_t)(s->end - h->ahead_pos) : len;
+            for (size_t i = 0; i < k; i++)
+                if (data[i]) h->bad = true;
+        }
+        h->ahead_pos += k;
+        data += k;
+        len -= k;
+        while (h->ahead_at < h->n_segs && h->ahead_pos == h->segs[h->ahead_at].end) {
+            s = &h->segs[h->ahead_at++];
+            crypto_generichash_final(&h->ahead, s->digest, CRYPTO_HASH_BYTES);
+            s->done = true;
+            crypto_generichash_init(&h->ahead, NULL, 0, CRYPTO_HASH_BYTES);
+        }
     }
 }
 
@@ -420,12 +470,54 @@ void slice_hasher_update(slice_hasher_t *h, const uint8_t *data, size_t len) {
     }
 }
 
+void slice_hasher_update_at(slice_hasher_t *h, uint64_t offset, const uint8_t *data, size_t len) {
+    if (h->bad || len == 0) return;
+    if (offset == h->pos && !h->ahead_on) {
+        slice_hasher_update(h, data, len);
+        return;
+    }
+    if (offset == h->pos && h->ahead_on) { /* up to where the stream ahead starts, at most */
+        if (len > h->ahead_start - h->pos) {
+            h->bad = true;
+            return;
+        }
+        slice_hasher_update(h, data, len);
+        return;
+    }
+    if (h->head || offset < h->pos) {
+        h->bad = true; /* before the head has come, or bytes already hashed */
+        return;
+    }
+    if (!h->ahead_on) { /* a new stream ahead starts at a tensor's data, past the current one */
+        size_t lo = h->at, hi = h->n_segs;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (h->segs[mid].start < offset)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == h->n_segs || h->segs[lo].start != offset || lo == h->at || h->segs[lo].done) {
+            h->bad = true;
+            return;
+        }
+        h->ahead_on = true;
+        h->ahead_at = lo;
+        h->ahead_start = h->ahead_pos = offset;
+        crypto_generichash_init(&h->ahead, NULL, 0, CRYPTO_HASH_BYTES);
+    } else if (offset != h->ahead_pos) {
+        h->bad = true;
+        return;
+    }
+    hasher_ahead(h, data, len);
+}
+
 uint64_t slice_hasher_pos(const slice_hasher_t *h) {
     return h->pos;
 }
 
 bool slice_hasher_final(slice_hasher_t *h, uint8_t out[CRYPTO_HASH_BYTES]) {
-    if (h->bad || h->pos != h->total || h->head || h->at != h->n_segs) {
+    if (h->bad || h->pos != h->total || h->head || h->at != h->n_segs || h->ahead_on) {
         memset(out, 0, CRYPTO_HASH_BYTES);
         return false;
     }

@@ -119,7 +119,13 @@ typedef struct slice_hasher slice_hasher_t;
 CARAVAN_NODISCARD enum status slice_hasher_new(uint64_t total, uint64_t head_len,
                                                slice_hasher_t **out);
 void slice_hasher_update(slice_hasher_t *h, const uint8_t *data, size_t len);
-uint64_t slice_hasher_pos(const slice_hasher_t *h); /* bytes fed so far */
+/* The same at a given offset, which may lie ahead of the bytes fed in order: once the head has
+ * come, one stream ahead may start where a later tensor's data starts and go on in order (each
+ * tensor it completes is kept as a digest), while the bytes before it are still fed at
+ * slice_hasher_pos; when they reach it, the stream ahead joins them and pos jumps to its end.
+ * Bytes anywhere else, or in-order bytes past the stream's start, make the blob fail. */
+void slice_hasher_update_at(slice_hasher_t *h, uint64_t offset, const uint8_t *data, size_t len);
+uint64_t slice_hasher_pos(const slice_hasher_t *h); /* bytes fed in order (see above) */
 /* After the last byte: true with the fingerprint in out; false (out zeroed) when the blob has
  * none (see above) or is not complete. */
 bool slice_hasher_final(slice_hasher_t *h, uint8_t out[CRYPTO_HASH_BYTES]);

@@ -2,7 +2,9 @@
  * comes from the network or from a cache file): the streaming hasher fed in pieces, the
  * whole-blob function (which parses the blob as a GGUF first) and the file reader on two
  * threads. Besides "no crash, no leak, no UB" (ASan and UBSan): the three agree, on the blob's
- * own head length and on others. Seeds: tests/corpus/gguf/. */
+ * own head length and on others. The streaming hasher is also fed with a stream ahead
+ * (slice_hasher_update_at: a gap filled while later bytes come, at points the input picks):
+ * that either fails or gives the in-order fingerprint. Seeds: tests/corpus/gguf/. */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         slice_hasher_update(h, data + at, size - at < piece ? size - at : piece);
     const bool streamed = slice_hasher_final(h, streamed_fp);
     slice_hasher_destroy(&h);
+
+    /* [0, gap) in order, then pieces of [ahead, split) and of [gap, ahead) in turn, then the
+     * rest from where the in-order bytes are */
+    if (size >= 4) {
+        const size_t ahead = (size_t)((data[1] * 251u + data[2]) % (size + 1));
+        const size_t gap = ahead ? (size_t)(data[3] * 131u % (ahead + 1)) : 0;
+        const size_t split = ahead + (size_t)(data[size / 2] * 977u % (size - ahead + 1));
+        uint8_t ahead_fp[CRYPTO_HASH_BYTES];
+        if (slice_hasher_new(size, head, &h) != STATUS_OK) return 0;
+        slice_hasher_update_at(h, 0, data, gap);
+        size_t in = gap, out = ahead;
+        while (in < ahead || out < split) {
+            size_t k = split - out < piece ? split - out : piece;
+            slice_hasher_update_at(h, out, data + out, k);
+            out += k;
+            k = ahead - in < piece ? ahead - in : piece;
+            slice_hasher_update_at(h, in, data + in, k);
+            in += k;
+        }
+        const uint64_t pos = slice_hasher_pos(h);
+        if (pos <= size) slice_hasher_update_at(h, pos, data + pos, size - pos);
+        if (slice_hasher_final(h, ahead_fp) &&
+            (!streamed || memcmp(ahead_fp, streamed_fp, sizeof ahead_fp) != 0))
+            abort();
+        slice_hasher_destroy(&h);
+    }
 
     int fd = memfd_create("slice_fuzz", 0);
     if (fd < 0) return 0;

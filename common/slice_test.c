@@ -99,6 +99,37 @@ static bool hash_pieces(const uint8_t *blob, size_t len, uint64_t total, uint64_
     return ok;
 }
 
+/* Feeds blob as a worker copying [gap, ahead) from its cache while receiving from ahead on
+ * does: [0, gap) in order, then pieces of [gap, ahead) in order and of [ahead, split) ahead
+ * (the stream ahead), taken in turn, then [split, len) wherever the in-order bytes then are
+ * (slice_hasher_pos must have jumped to split). Its verdict and fingerprint. */
+static bool hash_ahead(const uint8_t *blob, size_t len, uint64_t head, uint64_t gap, uint64_t ahead,
+                       uint64_t split, size_t piece, uint8_t out[CRYPTO_HASH_BYTES]) {
+    slice_hasher_t *h = NULL;
+    assert(slice_hasher_new(len, head, &h) == STATUS_OK);
+    for (uint64_t at = 0; at < gap; at += piece)
+        slice_hasher_update_at(h, at, blob + at, gap - at < piece ? gap - at : piece);
+    uint64_t in = gap, out_at = ahead;
+    while (in < ahead || out_at < split) {
+        if (out_at < split) {
+            size_t k = split - out_at < piece ? split - out_at : piece;
+            slice_hasher_update_at(h, out_at, blob + out_at, k);
+            out_at += k;
+        }
+        if (in < ahead) {
+            size_t k = ahead - in < piece ? ahead - in : piece;
+            slice_hasher_update_at(h, in, blob + in, k);
+            in += k;
+        }
+    }
+    const bool joined = slice_hasher_pos(h) == split;
+    for (uint64_t at = split; at < len; at += piece)
+        slice_hasher_update_at(h, at, blob + at, len - at < piece ? len - at : piece);
+    bool ok = slice_hasher_final(h, out) && joined;
+    slice_hasher_destroy(&h);
+    return ok;
+}
+
 /* The fingerprint is slice.h's, whether computed from the model's mapping, from the tensors'
  * digests, or by a hasher fed the blob in any pieces; a changed data byte changes it; a
  * non-zero padding byte, a wrong head length, a short or long blob have none. */
@@ -115,6 +146,59 @@ static void check_fingerprint(const gguf_t *g, const struct slice *s, uint8_t *b
     for (size_t k = 0; k < sizeof pieces / sizeof pieces[0]; k++) {
         if (pieces[k] == 1 && len > 300000) continue; /* slow, and 7 covers it */
         assert(hash_pieces(blob, len, len, head, pieces[k], fp2) && !memcmp(fp2, fp, sizeof fp));
+    }
+    /* with a stream ahead: from a tensor's start, joined mid-tensor, at a seam or at the end */
+    if (s->n_parts >= 3) {
+        const uint64_t gap = s->parts[s->n_parts / 3].offset;
+        const uint64_t ahead = s->parts[2 * s->n_parts / 3].offset;
+        const struct slice_part *mid = &s->parts[(2 * s->n_parts / 3 + s->n_parts) / 2];
+        const uint64_t splits[] = {ahead, mid->offset, mid->offset + mid->nbytes / 2, len};
+        for (size_t k = 0; k < sizeof splits / sizeof splits[0]; k++) {
+            assert(hash_ahead(blob, len, head, gap, ahead, splits[k], 4096, fp2) &&
+                   !memcmp(fp2, fp, sizeof fp));
+            assert(hash_ahead(blob, len, head, gap, ahead, splits[k], 777, fp2) &&
+                   !memcmp(fp2, fp, sizeof fp));
+        }
+        /* not at a tensor's start; in-order bytes past where it starts */
+        assert(!hash_ahead(blob, len, head, gap, ahead + 1, len, 4096, fp2));
+        slice_hasher_t *h = NULL;
+        assert(slice_hasher_new(len, head, &h) == STATUS_OK);
+        slice_hasher_update_at(h, 0, blob, (size_t)gap);
+        slice_hasher_update_at(h, ahead, blob + ahead, 100);
+        slice_hasher_update_at(h, gap, blob + gap, (size_t)(ahead - gap + 1));
+        slice_hasher_update_at(h, ahead + 100, blob + ahead + 100, (size_t)(len - ahead - 100));
+        assert(!slice_hasher_final(h, fp2));
+        slice_hasher_destroy(&h);
+        /* a piece of the stream ahead skipped */
+        assert(slice_hasher_new(len, head, &h) == STATUS_OK);
+        slice_hasher_update_at(h, 0, blob, (size_t)gap);
+        slice_hasher_update_at(h, ahead + 100, blob + ahead + 100, (size_t)(len - ahead - 100));
+        slice_hasher_update_at(h, gap, blob + gap, (size_t)(ahead - gap));
+        assert(!slice_hasher_final(h, fp2));
+        slice_hasher_destroy(&h);
+        /* before the head has come */
+        assert(slice_hasher_new(len, head, &h) == STATUS_OK);
+        slice_hasher_update_at(h, ahead, blob + ahead, (size_t)(len - ahead));
+        slice_hasher_update_at(h, 0, blob, (size_t)ahead);
+        assert(!slice_hasher_final(h, fp2));
+        slice_hasher_destroy(&h);
+        /* a data byte and a padding byte in what came ahead */
+        uint8_t *bad = malloc(len);
+        memcpy(bad, blob, len);
+        bad[mid->offset + mid->nbytes / 3] ^= 2;
+        assert(hash_ahead(bad, len, head, gap, ahead, len, 4096, fp2) &&
+               memcmp(fp2, fp, sizeof fp) != 0);
+        memcpy(bad, blob, len);
+        bool padded = false;
+        for (size_t i = 2 * s->n_parts / 3; i < s->n_parts && !padded; i++) {
+            uint64_t next = i + 1 < s->n_parts ? s->parts[i + 1].offset : len;
+            if (next > s->parts[i].offset + s->parts[i].nbytes) {
+                bad[next - 1] = 1;
+                padded = true;
+            }
+        }
+        if (padded) assert(!hash_ahead(bad, len, head, gap, ahead, len, 4096, fp2));
+        free(bad);
     }
     /* from the digests, computed on 1 or 3 threads alike */
     const int64_t n = gguf_n_tensors(g);

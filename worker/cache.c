@@ -25,11 +25,16 @@ struct slice_cache {
     /* The current slice. */
     uint8_t fp[CRYPTO_HASH_BYTES];
     uint64_t total, have;
-    char path[SLICE_PATH_MAX];          /* <dir>/<hex>.gguf */
-    char part_path[SLICE_PATH_MAX + 8]; /* <dir>/<hex>.gguf.part */
-    int part_fd;                        /* open while receiving, else -1 */
-    uint64_t head_len;                  /* Assign.slice_head_bytes */
-    slice_hasher_t *hash;               /* the part's bytes so far */
+    char path[SLICE_PATH_MAX];            /* <dir>/<hex>.gguf */
+    char part_path[SLICE_PATH_MAX + 8];   /* <dir>/<hex>.gguf.part */
+    char ahead_path[SLICE_PATH_MAX + 16]; /* <dir>/<hex>.gguf.part.ahead */
+    int part_fd;                          /* open while receiving, else -1 */
+    uint64_t head_len;                    /* Assign.slice_head_bytes */
+    slice_hasher_t *hash;                 /* the part's bytes so far */
+    /* Bytes received past a stretch being copied (slice_cache_put): [ahead_start, ahead_end)
+     * of the part is written while have is still inside the stretch before it. */
+    bool ahead;
+    uint64_t ahead_start, ahead_end;
     /* Reuse (slice_cache_plan_reuse): stretches of the slice that other complete slices of
      * the same model hold, in blob order, and those slices' files, open for reading. */
     struct reuse_run *runs;
@@ -190,6 +195,38 @@ static enum status read_at(int fd, const char *path, void *buf, size_t len, uint
     return STATUS_OK;
 }
 
+/* Writes len bytes at off of the part. */
+static enum status write_at(slice_cache_t *c, const uint8_t *data, size_t len, uint64_t off) {
+    while (len) {
+        ssize_t k = pwrite(c->part_fd, data, len, (off_t)off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            const int e = errno;
+            LOG(LOG_ERROR, "cache: writing %s: %s", c->part_path, strerror(e));
+            errno = e; /* for the caller's message */
+            return STATUS_IO;
+        }
+        data += k;
+        off += (uint64_t)k;
+        len -= (size_t)k;
+    }
+    return STATUS_OK;
+}
+
+/* The part's mark (<part>.ahead, "<have>\n"): while it exists the part may have a gap, and only
+ * its first <have> bytes count. false when there is none, or it was cut short before the first
+ * byte ahead was written. */
+static bool read_ahead_mark(const slice_cache_t *c, uint64_t *have) {
+    FILE *f = fopen(c->ahead_path, "r");
+    if (!f) return false;
+    unsigned long long v = 0;
+    char nl = 0;
+    bool ok = fscanf(f, "%llu%c", &v, &nl) == 2 && nl == '\n';
+    fclose(f);
+    *have = v;
+    return ok;
+}
+
 /* Feeds the first `len` bytes of fd (the file `path`) to a new hasher for the current slice. */
 static enum status hash_prefix(const slice_cache_t *c, int fd, const char *path, uint64_t len,
                                slice_hasher_t **out) {
@@ -237,8 +274,10 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
     c->total = total;
     c->head_len = head_len;
     c->have = 0;
+    c->ahead = false;
     slice_path(c, fp, c->path);
     snprintf(c->part_path, sizeof c->part_path, "%s.part", c->path);
+    snprintf(c->ahead_path, sizeof c->ahead_path, "%s.ahead", c->part_path);
 
     /* A complete file: re-verify it. */
     struct stat sb;
@@ -271,6 +310,14 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
         return STATUS_IO;
     }
     uint64_t size = (uint64_t)sb.st_size;
+    uint64_t upto = 0;
+    if (read_ahead_mark(c, &upto) && upto < size) {
+        LOG(LOG_INFO,
+            "cache: %s was receiving past a stretch being copied at %llu bytes; resuming from "
+            "there",
+            c->part_path, (unsigned long long)upto);
+        size = upto;
+    }
     if (size > total) {
         LOG(LOG_WARN, "cache: %s holds %llu bytes, more than the slice's %llu; starting over",
             c->part_path, (unsigned long long)size, (unsigned long long)total);
@@ -282,6 +329,11 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
     if (((uint64_t)sb.st_size != size && ftruncate(fd, (off_t)size) != 0) ||
         lseek(fd, (off_t)size, SEEK_SET) < 0) {
         LOG(LOG_ERROR, "cache: cannot prepare %s: %s", c->part_path, strerror(errno));
+        close(fd);
+        return STATUS_IO;
+    }
+    if (unlink(c->ahead_path) != 0 && errno != ENOENT) { /* the part has no gap now */
+        LOG(LOG_ERROR, "cache: cannot remove %s: %s", c->ahead_path, strerror(errno));
         close(fd);
         return STATUS_IO;
     }
@@ -312,26 +364,73 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
 }
 
 enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len) {
-    if (c->part_fd < 0 || len > c->total - c->have) {
+    const uint64_t room = c->ahead ? c->ahead_start - c->have : c->total - c->have;
+    if (c->part_fd < 0 || len > room) {
         errno = EINVAL;
         return STATUS_PROTOCOL;
     }
-    const uint8_t *p = data;
-    size_t left = len;
-    while (left) {
-        ssize_t k = write(c->part_fd, p, left);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) {
-            const int e = errno;
-            LOG(LOG_ERROR, "cache: writing %s: %s", c->part_path, strerror(e));
-            errno = e; /* for the caller's message */
-            return STATUS_IO;
-        }
-        p += k;
-        left -= (size_t)k;
-    }
-    slice_hasher_update(c->hash, data, len);
+    enum status rc = write_at(c, data, len, c->have);
+    if (rc != STATUS_OK) return rc;
+    slice_hasher_update_at(c->hash, c->have, data, len);
     c->have += len;
+    log_progress_add(len);
+    if (c->ahead && c->have == c->ahead_start) { /* the gap is filled */
+        c->have = c->ahead_end;
+        c->ahead = false;
+        if (unlink(c->ahead_path) != 0)
+            LOG(LOG_WARN, "cache: cannot remove %s: %s (a resume will start from %llu)",
+                c->ahead_path, strerror(errno), (unsigned long long)c->ahead_start);
+    }
+    return STATUS_OK;
+}
+
+uint64_t slice_cache_have(const slice_cache_t *c) {
+    return c->have;
+}
+
+/* Starts receiving past the stretch being copied: the mark first, so that a part left with a
+ * gap is never taken for a whole prefix. */
+static enum status start_ahead(slice_cache_t *c, uint64_t start) {
+    char tmp[SLICE_PATH_MAX + 24];
+    snprintf(tmp, sizeof tmp, "%s.new", c->ahead_path);
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fprintf(f, "%llu\n", (unsigned long long)c->have) > 0;
+    if (f && fclose(f) != 0) ok = false;
+    if (!ok || rename(tmp, c->ahead_path) != 0) {
+        const int e = errno;
+        LOG(LOG_ERROR, "cache: cannot write %s: %s", c->ahead_path, strerror(e));
+        unlink(tmp);
+        errno = e;
+        return STATUS_IO;
+    }
+    c->ahead = true;
+    c->ahead_start = c->ahead_end = start;
+    return STATUS_OK;
+}
+
+enum status slice_cache_put(slice_cache_t *c, uint64_t offset, const uint8_t *data, size_t len) {
+    if (c->part_fd < 0 || offset > c->total || len > c->total - offset) {
+        errno = EINVAL;
+        return STATUS_PROTOCOL;
+    }
+    if (offset == c->have) return slice_cache_append(c, data, len);
+    uint64_t start, slen;
+    if (!c->ahead) { /* only right after the stretch the part ends in */
+        if (!slice_cache_next_local(c, c->have, &start, &slen) || start != c->have ||
+            offset != start + slen) {
+            errno = EINVAL;
+            return STATUS_PROTOCOL;
+        }
+        enum status rc = start_ahead(c, offset);
+        if (rc != STATUS_OK) return rc;
+    } else if (offset != c->ahead_end) {
+        errno = EINVAL;
+        return STATUS_PROTOCOL;
+    }
+    enum status rc = write_at(c, data, len, offset);
+    if (rc != STATUS_OK) return rc;
+    slice_hasher_update_at(c->hash, offset, data, len);
+    c->ahead_end += len;
     log_progress_add(len);
     return STATUS_OK;
 }
@@ -341,6 +440,7 @@ enum status slice_cache_finish(slice_cache_t *c, uint8_t got[CRYPTO_HASH_BYTES])
     if (!slice_hasher_final(c->hash, got) || c->have != c->total ||
         !crypto_equal(got, c->fp, CRYPTO_HASH_BYTES)) {
         unlink(c->part_path);
+        unlink(c->ahead_path);
         slice_cache_abort(c);
         return STATUS_FORMAT;
     }
@@ -513,7 +613,10 @@ enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max, uint64_t *cop
     uint8_t *buf = NULL;
     enum status rc = STATUS_OK;
     size_t r = 0;
-    while (*copied < max && rc == STATUS_OK) {
+    uint64_t start, len;
+    if (!slice_cache_next_local(c, c->have, &start, &len) || start != c->have) return STATUS_OK;
+    const uint64_t end = start + len; /* one stretch: past it, bytes received ahead may follow */
+    while (*copied < max && rc == STATUS_OK && c->have < end) {
         const uint64_t pos = c->have;
         while (r < c->n_runs && c->runs[r].start + c->runs[r].len + c->runs[r].pad <= pos) r++;
         if (r == c->n_runs || c->runs[r].start > pos) break; /* not held here: asked for */

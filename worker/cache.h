@@ -3,6 +3,8 @@
  *   <hex>.gguf        a slice that hashed to <hex> when it was completed
  *   <hex>.gguf.part   a slice being received; chunks are appended as they arrive, so an
  *                     interrupted transfer resumes from the part's size
+ *   <hex>.gguf.part.ahead  while chunks are written past a stretch still being copied from
+ *                     other cached slices: the part's length before them (slice_cache_put)
  * One transfer at a time per slice_cache_t; the part file is locked (flock) while it is
  * written, so two workers sharing a directory cannot interleave the same slice.
  * All file I/O of the worker's weights path lives here: worker.c calls it, worker_test drives
@@ -54,6 +56,16 @@ CARAVAN_NODISCARD enum status slice_cache_begin(slice_cache_t *c,
 /* Appends to the part and to its running hash. STATUS_IO when the write fails, with errno
  * saying why (ENOSPC: the disk is full). */
 CARAVAN_NODISCARD enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len);
+/* Writes received bytes at offset: appended when the part ends there; else, while the part ends
+ * inside a stretch that is being copied (slice_cache_copy_local), from the stretch's end on, in
+ * order ("ahead"). When the copy reaches them, the part's length jumps to their end. Meanwhile
+ * <hex>.gguf.part.ahead says how long the part was when they began, and a later
+ * slice_cache_begin resumes from there (what came ahead is received again). STATUS_PROTOCOL
+ * (errno EINVAL) for bytes anywhere else. */
+CARAVAN_NODISCARD enum status slice_cache_put(slice_cache_t *c, uint64_t offset,
+                                              const uint8_t *data, size_t len);
+/* Bytes the part holds from its start, without a gap (where the next appended byte goes). */
+uint64_t slice_cache_have(const slice_cache_t *c);
 /* After the last byte: got receives the part's fingerprint (zeros when it has none: a head
  * that does not parse, tensors that do not tile it, padding that is not zero). When it equals
  * fp the part is renamed
@@ -77,7 +89,8 @@ CARAVAN_NODISCARD enum status slice_cache_plan_reuse(slice_cache_t *c, uint64_t 
 bool slice_cache_next_local(const slice_cache_t *c, uint64_t from, uint64_t *start, uint64_t *len);
 /* Copies up to max bytes of the stretch the part ends in (see slice_cache_next_local) from the
  * cached slices into the part, hashing them like appended ones; *copied receives how many
- * (0 when the part does not end in such a stretch). */
+ * (0 when the part does not end in such a stretch). It stops at the stretch's end, where bytes
+ * received ahead (slice_cache_put) may follow. */
 CARAVAN_NODISCARD enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max,
                                                      uint64_t *copied);
 /* Removes the complete slices of model model_fp whose layer range lies within [first, end),

@@ -20,9 +20,10 @@
 /* WeightRequests in flight (one under --weight-rate-limit). With one, every 1 MiB chunk paid a
  * round trip: 16 MB/s over a 36 MB/s link with 20 ms each way (bench/RESULTS.md). */
 #define WORKER_XFER_WINDOW 4
-/* Bytes copied from cached slices per tick: a bounded step, so the loop still reads control
- * messages between steps. */
-#define WORKER_COPY_STEP (32u << 20)
+/* Bytes copied from cached slices per tick: a bounded step, so the loop reads the chunks that
+ * arrive meanwhile (and asks for more) between steps: a few milliseconds, under the time the
+ * requests in flight take over a 1 Gb/s link. */
+#define WORKER_COPY_STEP (4u << 20)
 
 struct worker {
     struct worker_config cfg;
@@ -47,8 +48,10 @@ struct worker {
 
     /* Weights received over the network into the cache. */
     bool receiving;
-    int n_retries;      /* transfers restarted after a bad hash */
-    uint64_t xfer_have; /* bytes in the part */
+    int n_retries; /* transfers restarted after a bad hash */
+    /* where the next chunk goes: the part's end, or past the stretch of cached tensors being
+     * copied (then the part ends inside it: slice_cache_have; see skip_local) */
+    uint64_t xfer_have;
     /* bytes asked for so far (the next request's offset): the requests in flight ask for
      * [xfer_have, xfer_asked) in xfer_chunk_bytes() pieces, answered in that order */
     uint64_t xfer_asked;
@@ -60,11 +63,11 @@ struct worker {
     /* Assign.slice_head_bytes: where the blob's first tensor starts (the fingerprint's head).
      * Reuse of cached slices: requests stop at the head until the cache has said which
      * tensors it holds (reuse_pending), then at each stretch it holds, which ticks copy
-     * (xfer_local bytes so far) */
+     * (xfer_local bytes so far) while the bytes after it are asked for */
     uint64_t head_bytes;
     bool reuse_pending;
     uint64_t xfer_local;
-    uint64_t xfer_copy_us; /* time spent copying them (not in the transfer rate) */
+    uint64_t xfer_received; /* bytes that came over the network */
     uint64_t xfer_start_us, last_progress_us;
     int last_progress_decile;
     uint64_t tick_ms; /* monotonic */
@@ -277,6 +280,23 @@ static uint64_t xfer_limit(const worker_t *w) {
 static uint64_t xfer_requests(const worker_t *w) {
     uint64_t c = xfer_chunk_bytes(w);
     return w->xfer_asked > w->xfer_have ? (w->xfer_asked - w->xfer_have + c - 1) / c : 0;
+}
+
+/* Requests have reached a stretch of cached tensors and all are answered, and the part ends
+ * there too: the stretch is to be copied (copy_step, on ticks), and the requests go on from its
+ * end at once, their chunks written ahead of the copy (slice_cache_put), so the network and the
+ * copy overlap. One stretch at a time: at the next, requests wait until the copy has caught
+ * up. */
+static void skip_local(worker_t *w) {
+    uint64_t start, len;
+    if (!w->receiving || w->reuse_pending || w->xfer_asked != w->xfer_have ||
+        w->xfer_have == w->slice_bytes || slice_cache_have(w->cfg.cache) != w->xfer_have ||
+        !slice_cache_next_local(w->cfg.cache, w->xfer_have, &start, &len) || start != w->xfer_have)
+        return;
+    w->xfer_have = w->xfer_asked = start + len;
+    /* paced afresh under --weight-rate-limit: the copied bytes do not cross the network */
+    w->pace_ms = w->tick_ms;
+    w->pace_have = w->xfer_have;
 }
 
 static void send_weight_request(worker_t *w, struct worker_actions *acts) {
@@ -576,6 +596,7 @@ static void plan_reuse(worker_t *w) {
  * xfer_moot_end) may still come. */
 static void start_transfer(worker_t *w, bool same_transfer, struct worker_actions *acts,
                            uint64_t now_us) {
+    const uint64_t asked_before = w->xfer_asked;
     char hex[CRYPTO_HASH_HEX_LEN + 1];
     crypto_hex(w->slice_fingerprint, CRYPTO_HASH_BYTES, hex);
     uint64_t have = 0;
@@ -601,7 +622,7 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
     w->receiving = true;
     w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
     w->xfer_local = 0;
-    w->xfer_copy_us = 0;
+    w->xfer_received = 0;
     /* Cached slices of the same model may hold much of it (after a re-plan); not on a retry
      * after a bad hash, which takes everything from the coordinator, and without any (a new
      * worker), when stopping at the head would only cost a round trip. */
@@ -609,7 +630,12 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
                        w->n_retries == 0 &&
                        slice_cache_holds_model(w->cfg.cache, w->slice.model_fp);
     if (w->reuse_pending && have >= w->head_bytes) plan_reuse(w);
-    if (!same_transfer) w->xfer_moot_end = 0; /* else its moot chunks may still come */
+    /* else its moot chunks may still come, and the answers to the requests in flight: past
+     * the part's end when they were asked ahead of a copy (the part now resumes before them) */
+    if (!same_transfer)
+        w->xfer_moot_end = 0;
+    else if (asked_before > w->xfer_moot_end)
+        w->xfer_moot_end = asked_before;
     w->xfer_start_us = w->last_progress_us = now_us;
     w->pace_ms = w->tick_ms;
     w->pace_have = have;
@@ -625,6 +651,7 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
             w->slice.layer_first, w->slice.layer_end, (unsigned long long)w->slice_bytes,
             slice_cache_dir(w->cfg.cache));
     send_assign_ack(w, acts, CARAVAN__ASSIGN_ACK__STATE__STATE_NEED_WEIGHTS, NULL);
+    skip_local(w);
     if (w->cfg.weight_rate_limit) {
         if (w->xfer_asked < xfer_limit(w)) send_weight_request(w, acts);
     } else {
@@ -633,31 +660,22 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
 }
 
 /* bytes done/total, MB/s and time left, about every second and at every 10%. */
-static void log_progress(worker_t *w, uint64_t now_us, bool copying) {
-    int decile = (int)(w->xfer_have * 10 / w->slice_bytes);
-    bool done = w->xfer_have == w->slice_bytes;
+static void log_progress(worker_t *w, uint64_t now_us) {
+    const uint64_t have = w->xfer_start_have + w->xfer_received + w->xfer_local;
+    int decile = (int)(have * 10 / w->slice_bytes);
+    bool done = have == w->slice_bytes;
     if (!done && decile == w->last_progress_decile && now_us - w->last_progress_us < 1000000)
         return;
     w->last_progress_decile = decile;
     w->last_progress_us = now_us;
-    if (copying) {
-        LOG(LOG_INFO, "worker: weights %.2f/%.2f MB (%d%%), copying from cached slices",
-            (double)w->xfer_have / 1e6, (double)w->slice_bytes / 1e6,
-            (int)(w->xfer_have * 100 / w->slice_bytes));
-        return;
-    }
-    /* the rate of the bytes that crossed the network (copied ones did not), over the time
-     * not spent copying */
-    const uint64_t spent = now_us - w->xfer_start_us;
-    double secs = (double)(spent > w->xfer_copy_us ? spent - w->xfer_copy_us : 0) / 1e6;
-    double moved = (double)(w->xfer_have - w->xfer_start_have - w->xfer_local);
-    double rate = secs > 0 ? moved / secs : 0;
+    /* the rate of the bytes that crossed the network (copied ones did not) */
+    const double secs = (double)(now_us - w->xfer_start_us) / 1e6;
+    const double rate = secs > 0 ? (double)w->xfer_received / secs : 0;
     char left[32] = "?";
-    if (rate > 0)
-        snprintf(left, sizeof left, "%.0f s", (double)(w->slice_bytes - w->xfer_have) / rate);
-    LOG(LOG_INFO, "worker: weights %.2f/%.2f MB (%d%%), %.2f MB/s, %s left",
-        (double)w->xfer_have / 1e6, (double)w->slice_bytes / 1e6,
-        (int)(w->xfer_have * 100 / w->slice_bytes), rate / 1e6, left);
+    if (rate > 0) snprintf(left, sizeof left, "%.0f s", (double)(w->slice_bytes - have) / rate);
+    LOG(LOG_INFO, "worker: weights %.2f/%.2f MB (%d%%), %.2f MB/s, %s left%s", (double)have / 1e6,
+        (double)w->slice_bytes / 1e6, (int)(have * 100 / w->slice_bytes), rate / 1e6, left,
+        worker_copy_pending(w) ? ", copying from cached slices" : "");
 }
 
 static void on_assign(worker_t *w, const Caravan__Envelope *env, uint64_t now_us,
@@ -872,7 +890,7 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
         refuse_weights(w, acts, "a weight chunk does not continue the assigned slice");
         return;
     }
-    if (slice_cache_append(w->cfg.cache, c->data.data, c->data.len) != STATUS_OK) {
+    if (slice_cache_put(w->cfg.cache, c->offset, c->data.data, c->data.len) != STATUS_OK) {
         char why[160];
         snprintf(why, sizeof why, "cannot write to the cache: %s", strerror(errno));
         fail_weights(w, acts, why);
@@ -882,18 +900,21 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
     uint64_t asked = w->xfer_asked - w->xfer_have;
     if (asked > xfer_chunk_bytes(w)) asked = xfer_chunk_bytes(w);
     w->xfer_have += c->data.len;
+    w->xfer_received += c->data.len;
     if (c->data.len < asked && !c->last) { /* short: the later requests' chunks would not fit */
         w->xfer_moot_end = w->xfer_asked;
         w->xfer_asked = w->xfer_have;
     }
     if (w->xfer_asked < w->xfer_have) w->xfer_asked = w->xfer_have; /* one not asked for */
     if (w->reuse_pending && w->xfer_have >= w->head_bytes) plan_reuse(w);
-    log_progress(w, now_us, false);
+    log_progress(w, now_us);
     if (!c->last) {
+        skip_local(w);
         request_next(w, acts);
         return;
     }
-    finish_transfer(w, acts, now_us);
+    /* the last chunk; a stretch before it may still be being copied */
+    if (slice_cache_have(w->cfg.cache) == w->slice_bytes) finish_transfer(w, acts, now_us);
 }
 
 /* The part holds the whole slice: verified, it is cached and loaded; a bad one is asked for
@@ -924,8 +945,7 @@ static void finish_transfer(worker_t *w, struct worker_actions *acts, uint64_t n
     }
     if (w->xfer_local > 0)
         LOG(LOG_INFO, "worker: %llu bytes copied from cached slices, %llu transferred",
-            (unsigned long long)w->xfer_local,
-            (unsigned long long)(w->xfer_have - w->xfer_start_have - w->xfer_local));
+            (unsigned long long)w->xfer_local, (unsigned long long)w->xfer_received);
     LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified; cached as %s",
         (unsigned long long)w->xfer_have, slice_cache_path(w->cfg.cache));
     uint64_t freed = 0;
@@ -1553,23 +1573,22 @@ void worker_on_bad_msg(worker_t *w, enum worker_source src, const char *sender_a
         sender_addr && sender_addr[0] ? sender_addr : "?", err, status_str(rc));
 }
 
-/* The part ends where a stretch of cached tensors starts, and every request is answered. */
+/* The part ends inside a stretch of cached tensors that requests have skipped (skip_local). */
 bool worker_copy_pending(const worker_t *w) {
+    if (!w->receiving || w->reuse_pending) return false;
+    const uint64_t have = slice_cache_have(w->cfg.cache);
     uint64_t start, len;
-    return w->receiving && !w->reuse_pending && w->xfer_asked == w->xfer_have &&
-           w->xfer_have < w->slice_bytes &&
-           slice_cache_next_local(w->cfg.cache, w->xfer_have, &start, &len) &&
-           start == w->xfer_have;
+    return have < w->xfer_have && slice_cache_next_local(w->cfg.cache, have, &start, &len) &&
+           start == have;
 }
 
-/* One step of copying cached tensors into the part; at the stretch's end the requests go on
- * (paced afresh under --weight-rate-limit: copied bytes did not cross the network). */
+/* One step of copying cached tensors into the part; when the copy catches up with the chunks
+ * received meanwhile, the part ends where they do, and the next stretch may be skipped. */
 static void copy_step(worker_t *w, struct worker_actions *acts) {
     /* the clock messages are stamped with (progress and its rate) */
     const uint64_t now_us = w->cfg.clock_us ? w->cfg.clock_us() : w->last_progress_us;
     uint64_t copied = 0;
     enum status rc = slice_cache_copy_local(w->cfg.cache, WORKER_COPY_STEP, &copied);
-    if (w->cfg.clock_us) w->xfer_copy_us += w->cfg.clock_us() - now_us;
     if (rc == STATUS_OK && copied == 0) errno = EIO; /* cannot happen: pending says a stretch */
     if (rc != STATUS_OK || copied == 0) {
         char why[160];
@@ -1578,17 +1597,14 @@ static void copy_step(worker_t *w, struct worker_actions *acts) {
         fail_weights(w, acts, why);
         return;
     }
-    w->xfer_have += copied;
-    w->xfer_asked = w->xfer_have;
     w->xfer_local += copied;
-    w->pace_ms = w->tick_ms;
-    w->pace_have = w->xfer_have;
-    log_progress(w, now_us, true);
-    if (w->xfer_have == w->slice_bytes) {
+    log_progress(w, now_us);
+    if (slice_cache_have(w->cfg.cache) == w->slice_bytes) {
         finish_transfer(w, acts, now_us);
         return;
     }
-    if (!worker_copy_pending(w)) request_next(w, acts);
+    skip_local(w);
+    request_next(w, acts);
 }
 
 void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {

@@ -939,9 +939,10 @@ static int requests(const struct worker_actions *acts, uint64_t *off, uint64_t *
 }
 
 /* Serves every request of acts (and those they lead to) from blob, ticking when the worker has
- * cached tensors to copy, until it asks for nothing more; the bytes it asked for. */
-static uint64_t serve(worker_t *w, uint64_t epoch, const struct slice *s, const uint8_t *blob,
-                      struct worker_actions *acts) {
+ * cached tensors to copy (after every chunk with tick_between, else once all are answered),
+ * until it asks for nothing more; the bytes it asked for. */
+static uint64_t serve_ticking(worker_t *w, uint64_t epoch, const struct slice *s,
+                              const uint8_t *blob, bool tick_between, struct worker_actions *acts) {
     uint64_t asked = 0, off[16], len[16];
     for (int rounds = 0; rounds < 10000; rounds++) {
         int n = requests(acts, off, len, 16);
@@ -955,6 +956,7 @@ static uint64_t serve(worker_t *w, uint64_t epoch, const struct slice *s, const 
             asked += len[i];
             struct worker_actions more = {0};
             weight_chunk(w, epoch, s->fingerprint, blob + off[i], len[i], off[i], s->nbytes, &more);
+            if (tick_between && worker_copy_pending(w)) worker_on_tick(w, 1000, &more);
             for (int k = 0; k < more.n; k++) { /* keep what the chunk led to */
                 acts->a[acts->n++] = more.a[k];
                 more.a[k].buf = NULL;
@@ -964,6 +966,11 @@ static uint64_t serve(worker_t *w, uint64_t epoch, const struct slice *s, const 
     }
     assert(!"the transfer did not end");
     return asked;
+}
+
+static uint64_t serve(worker_t *w, uint64_t epoch, const struct slice *s, const uint8_t *blob,
+                      struct worker_actions *acts) {
+    return serve_ticking(w, epoch, s, blob, false, acts);
 }
 
 /* A model of 4 layers (token_embd, blk.0-3, output_norm, output), its fingerprint {9} as
@@ -1015,8 +1022,10 @@ static void assign_slice(worker_t *w, uint64_t epoch, int32_t end, const struct 
 
 /* A re-plan that widens a worker's range: the tensors a cached slice of the same model holds
  * (here [0, 2): token_embd, blk.0, blk.1) are copied from it, only the rest is asked for; the
- * requests stop at the head until the cache was asked. A cached source whose bytes are wrong
- * makes the slice fail its fingerprint, and the retry takes all of it from the coordinator. */
+ * requests stop at the head until the cache was asked, then ask for the rest at once while the
+ * copy goes on (chunks written ahead of it, joined when it ends). Cut off while chunks are
+ * ahead, it resumes where the copy began. A cached source whose bytes are wrong makes the slice
+ * fail its fingerprint, and the retry takes all of it from the coordinator. */
 static void test_reuse(void) {
     struct worker_actions acts = {0};
     uint8_t *model = NULL, *b02 = NULL, *b04 = NULL;
@@ -1039,22 +1048,23 @@ static void test_reuse(void) {
     assert(requests(&acts, off, len, 16) == 1 && off[0] == 0 && len[0] == s04.head_len);
     worker_actions_clear(&acts);
     weight_chunk(w, 1, s04.fingerprint, b04, s04.head_len, 0, s04.nbytes, &acts);
-    assert(requests(&acts, off, len, 16) == 0 && worker_copy_pending(w));
-    worker_actions_clear(&acts);
-    worker_on_tick(w, 1000, &acts); /* copies token_embd, blk.0 and blk.1 */
-    assert(requests(&acts, off, len, 16) >= 1);
+    /* token_embd, blk.0 and blk.1 are to be copied; blk.2 on is asked for meanwhile */
+    assert(requests(&acts, off, len, 16) >= 2 && worker_copy_pending(w));
     gguf_t *g4 = NULL;
     assert(gguf_open_buffer(b04, s04.nbytes, &g4) == STATUS_OK);
     const struct gguf_tensor *t2 = gguf_find_tensor(g4, "blk.2.attn_norm.weight");
     assert(t2 && off[0] == gguf_data_offset(g4) + t2->offset); /* asked from blk.2 on */
     uint64_t local = off[0] - s04.head_len;
     gguf_close(&g4);
-    uint64_t asked = s04.head_len + serve(w, 1, &s04, b04, &acts);
+    uint64_t asked = s04.head_len + serve_ticking(w, 1, &s04, b04, true, &acts);
     assert(worker_state(w) == WORKER_STATE_READY); /* verified */
     assert(asked + local == s04.nbytes && local > 3 * (1u << 20));
     worker_destroy(&w);
+    char hex[65], path[600], mark[640];
+    snprintf(mark, sizeof mark, "%s/%s.gguf.part.ahead", slice_cache_dir(g_cache),
+             crypto_hex(s04.fingerprint, 32, hex));
+    assert(access(mark, F_OK) != 0);
     /* [0, 2) is gone from the cache: [0, 4) holds every tensor of it */
-    char hex[65], path[600];
     snprintf(path, sizeof path, "%s/%s.gguf", slice_cache_dir(g_cache),
              crypto_hex(s02.fingerprint, 32, hex));
     assert(access(path, F_OK) != 0);
@@ -1070,6 +1080,64 @@ static void test_reuse(void) {
     snprintf(path4, sizeof path4, "%s/%s.gguf", slice_cache_dir(g_cache),
              crypto_hex(s04.fingerprint, 32, hex));
     assert(unlink(path4) == 0);
+
+    /* Cut off with a chunk written ahead of the copy (nothing copied yet): the part says so,
+     * and the next start resumes where the copy began, asking for blk.2 on once more. */
+    w = new_worker();
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+    assign_slice(w, 1, 4, &s04, &acts);
+    worker_actions_clear(&acts);
+    weight_chunk(w, 1, s04.fingerprint, b04, s04.head_len, 0, s04.nbytes, &acts);
+    const int n_off = requests(&acts, off, len, 16);
+    assert(n_off >= 3 && worker_copy_pending(w));
+    worker_actions_clear(&acts);
+    /* the cache takes bytes ahead only from the stretch's end on, then only in order */
+    const uint8_t junk[16] = {0};
+    assert(slice_cache_put(g_cache, off[0] + 4096, junk, 16) == STATUS_PROTOCOL);
+    assert(slice_cache_put(g_cache, s04.head_len + 16, junk, 16) == STATUS_PROTOCOL);
+    assert(access(mark, F_OK) != 0);
+    weight_chunk(w, 1, s04.fingerprint, b04 + off[0], len[0], off[0], s04.nbytes, &acts);
+    worker_actions_clear(&acts);
+    assert(access(mark, F_OK) == 0 && worker_copy_pending(w));
+    assert(slice_cache_put(g_cache, off[0] + len[0] + 1, junk, 16) == STATUS_PROTOCOL);
+    assert(slice_cache_put(g_cache, off[0], junk, 16) == STATUS_PROTOCOL);
+    /* re-Assigned the same slice now: it resumes where the copy began, and the answers to the
+     * requests in flight, past where the part now ends, are dropped, not refused */
+    assign_slice(w, 2, 4, &s04, &acts);
+    assert(access(mark, F_OK) != 0 && worker_copy_pending(w));
+    uint64_t off3[16], len3[16];
+    const int n3 = requests(&acts, off3, len3, 16);
+    assert(n3 >= 2 && off3[0] == off[0]);
+    worker_actions_clear(&acts);
+    for (int i = 1; i < n_off; i++) {
+        weight_chunk(w, 2, s04.fingerprint, b04 + off[i], len[i], off[i], s04.nbytes, &acts);
+        assert(worker_state(w) == WORKER_STATE_LOADING);
+        worker_actions_clear(&acts);
+    }
+    weight_chunk(w, 2, s04.fingerprint, b04 + off3[0], len3[0], off3[0], s04.nbytes, &acts);
+    worker_actions_clear(&acts);
+    assert(access(mark, F_OK) == 0 && worker_copy_pending(w));
+    worker_destroy(&w);
+    w = new_worker();
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+    assign_slice(w, 1, 4, &s04, &acts);
+    assert(access(mark, F_OK) != 0);
+    uint64_t off2[16], len2[16];
+    assert(requests(&acts, off2, len2, 16) >= 2 && off2[0] == off[0] && worker_copy_pending(w));
+    asked = serve(w, 1, &s04, b04, &acts);
+    assert(worker_state(w) == WORKER_STATE_READY);
+    assert(asked + local + s04.head_len == s04.nbytes);
+    worker_destroy(&w);
+    assert(unlink(path4) == 0);
+    assert(slice_cache_begin(g_cache, s02.fingerprint, s02.nbytes, s02.head_len, &have) ==
+           STATUS_OK);
+    assert(have == 0 && slice_cache_append(g_cache, b02, s02.nbytes) == STATUS_OK);
+    assert(slice_cache_finish(g_cache, got) == STATUS_OK);
+
     FILE *f = fopen(path, "r+b");
     assert(f && fseek(f, (long)(s02.nbytes - 100), SEEK_SET) == 0 && fputc(0x55, f) != EOF);
     assert(fclose(f) == 0);
