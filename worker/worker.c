@@ -1607,9 +1607,12 @@ static void copy_step(worker_t *w, struct worker_actions *acts) {
     request_next(w, acts);
 }
 
+void worker_run_copy(worker_t *w, struct worker_actions *acts) {
+    if (worker_copy_pending(w)) copy_step(w, acts);
+}
+
 void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
     w->tick_ms = now_ms;
-    if (worker_copy_pending(w)) copy_step(w, acts);
     if (w->request_pending && w->receiving && now_ms >= w->request_due_ms) {
         w->request_pending = false;
         send_weight_request(w, acts);

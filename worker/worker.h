@@ -217,9 +217,12 @@ void worker_on_next_unreachable(worker_t *w, const char *endpoint, uint64_t wait
  * it with worker_run_ahead when nothing is waiting to be read, and the next Forward either
  * takes its output or drops it. */
 bool worker_ahead_pending(const worker_t *w); /* held and not computed yet */
-/* Tensors cached slices hold are due to be copied into the slice being received: the next
- * worker_on_tick copies a step of them (call it without waiting). */
+/* Tensors cached slices hold are due to be copied into the slice being received, while the
+ * rest of it arrives: worker_run_copy copies a step of them. The I/O layer calls it when
+ * nothing is waiting to be read, so received chunks come first and the copy fills the time the
+ * network leaves (call it without waiting while this holds). */
 bool worker_copy_pending(const worker_t *w);
+void worker_run_copy(worker_t *w, struct worker_actions *acts);
 void worker_run_ahead(worker_t *w);
 /* Steps computed ahead that the next Forward took, and held steps it did not (or that could
  * not be computed). */

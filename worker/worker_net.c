@@ -370,7 +370,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         if (n.first.mon) items[n_items++] = items[5];
         /* a step to compute ahead: only when nothing is waiting to be read */
         const bool ahead = worker_ahead_pending(n.w);
-        const bool copy = worker_copy_pending(n.w); /* cached tensors to copy on the tick */
+        const bool copy = worker_copy_pending(n.w); /* cached tensors to copy when idle */
         int rc = zmq_poll(items, n_items,
                           ahead || copy                    ? 0
                           : transport_link_queued(&n.next) ? 2
@@ -399,6 +399,10 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
          * silence. */
         if (!n.done) drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
         if (rc == 0 && ahead && !n.done) worker_run_ahead(n.w);
+        if (rc == 0 && copy && !n.done) {
+            worker_run_copy(n.w, &acts);
+            run_actions(&n, &acts);
+        }
         hb_publish(hb, n.w);
         transport_link_flush(t, &n.next);
         transport_link_flush(t, &n.first);

@@ -938,7 +938,7 @@ static int requests(const struct worker_actions *acts, uint64_t *off, uint64_t *
     return n;
 }
 
-/* Serves every request of acts (and those they lead to) from blob, ticking when the worker has
+/* Serves every request of acts (and those they lead to) from blob, copying when the worker has
  * cached tensors to copy (after every chunk with tick_between, else once all are answered),
  * until it asks for nothing more; the bytes it asked for. */
 static uint64_t serve_ticking(worker_t *w, uint64_t epoch, const struct slice *s,
@@ -948,7 +948,7 @@ static uint64_t serve_ticking(worker_t *w, uint64_t epoch, const struct slice *s
         int n = requests(acts, off, len, 16);
         worker_actions_clear(acts);
         if (n == 0 && worker_copy_pending(w)) {
-            worker_on_tick(w, 1000, acts);
+            worker_run_copy(w, acts);
             continue;
         }
         if (n == 0) return asked;
@@ -956,7 +956,7 @@ static uint64_t serve_ticking(worker_t *w, uint64_t epoch, const struct slice *s
             asked += len[i];
             struct worker_actions more = {0};
             weight_chunk(w, epoch, s->fingerprint, blob + off[i], len[i], off[i], s->nbytes, &more);
-            if (tick_between && worker_copy_pending(w)) worker_on_tick(w, 1000, &more);
+            if (tick_between && worker_copy_pending(w)) worker_run_copy(w, &more);
             for (int k = 0; k < more.n; k++) { /* keep what the chunk led to */
                 acts->a[acts->n++] = more.a[k];
                 more.a[k].buf = NULL;
