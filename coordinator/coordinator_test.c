@@ -933,6 +933,53 @@ static void test_disconnect(const struct coordinator_config *cfg,
     coordinator_destroy(&c);
 }
 
+/* The layers node `rid` was just assigned (asserted: an Assign in acts). */
+static void assigned(const struct coordinator_actions *acts, uint8_t rid, int32_t *first,
+                     int32_t *end) {
+    Caravan__Envelope *env = NULL;
+    for (int nth = 0; (env = sent_to(acts, rid, nth)) != NULL; nth++) {
+        if (env->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN) break;
+        codec_free(&env);
+    }
+    assert(env);
+    *first = env->assign->layer_first;
+    *end = env->assign->layer_end;
+    codec_free(&env);
+}
+
+/* A worker back after a restart goes where it was ready before (its cache holds those layers),
+ * not last: w1 [0, 1) and w2 [1, 2); w1 is lost, w2 takes [0, 2); w1 is back: [0, 1) again. A
+ * worker that was never ready goes last. */
+static void test_back_in_place(struct coordinator_actions *acts) {
+    serve_queue_t *q = NULL;
+    coordinator_t *c = serving_pair(&q, acts);
+    coordinator_on_disconnect(c, 7, 5, acts); /* w1's connection */
+    assert(coordinator_n_workers(c) == 1 && coordinator_epoch(c) == 2);
+    int32_t first, end;
+    assigned(acts, 2, &first, &end);
+    assert(first == 0 && end == 2);
+    coordinator_actions_clear(acts);
+    ack_ready(c, 2, K2, 2, acts);
+    coordinator_actions_clear(acts);
+    join_fd(c, 1, K1, K1, "tcp://w1:1", 9, acts);
+    assert(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 3);
+    assigned(acts, 1, &first, &end);
+    REQUIRE(first == 0 && end == 1, "w1 back at [%d, %d), not where it was", first, end);
+    assigned(acts, 2, &first, &end);
+    assert(first == 1 && end == 2);
+    coordinator_actions_clear(acts);
+    /* lost before it was ever ready at epoch 3, w1 still holds [0, 1) */
+    coordinator_on_disconnect(c, 9, 5, acts);
+    coordinator_actions_clear(acts);
+    ack_ready(c, 2, K2, 4, acts);
+    join_fd(c, 1, K1, K1, "tcp://w1:1", 10, acts);
+    assigned(acts, 1, &first, &end);
+    REQUIRE(first == 0 && end == 1, "w1 back at [%d, %d)", first, end);
+    coordinator_actions_clear(acts);
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
     static struct coordinator_actions acts;   /* large: keep it off the stack */
@@ -1062,6 +1109,7 @@ int main(void) {
     assert(c == NULL);
     cfg.repeat = 1;
     test_disconnect(&cfg, &acts);
+    test_back_in_place(&acts);
     test_join_past_layers(&acts);
     test_stage_error(&acts);
     test_own_stall(&acts);
