@@ -980,6 +980,50 @@ static void test_back_in_place(struct coordinator_actions *acts) {
     serve_queue_destroy(&q);
 }
 
+/* ... and so it does while a request is in flight, where the stage order is chosen for the
+ * requests to recompute the fewest layers: w2 [0, 1) and w1 [1, 2); w1 is lost, w2 takes
+ * [0, 2); w1 back at [0, 1) would make them recompute one layer (w2 keeps [1, 2)), at [1, 2)
+ * two; but its cache holds [1, 2), and shipping weights costs more. */
+static void test_back_in_place_serving(struct coordinator_actions *acts) {
+    serve_queue_t *q = serve_queue_new(4);
+    struct coordinator_config cfg = {
+        .n_workers = 2,
+        .n_layers = 2,
+        .queue = q,
+        .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
+    };
+    memcpy(cfg.public_key, KC, 32);
+    crypto_hash_buf("", 0, cfg.model_fingerprint);
+    test_now = 0;
+    coordinator_t *c = coordinator_new(&cfg);
+    join_fd(c, 2, K2, K2, "tcp://w2:1", 8, acts);
+    join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts);
+    int32_t first, end;
+    assigned(acts, 1, &first, &end);
+    assert(first == 1 && end == 2);
+    ack_ready(c, 1, K1, 1, acts);
+    ack_ready(c, 2, K2, 1, acts);
+    assert(coordinator_state(c) == COORDINATOR_STATE_READY);
+    coordinator_actions_clear(acts);
+    serve_req_t *r = submit(q, 4);
+    Caravan__Envelope *env = next_forward(c, 10, acts);
+    codec_free(&env);
+    coordinator_actions_clear(acts);
+    coordinator_on_disconnect(c, 7, 5, acts); /* w1's connection */
+    assert(coordinator_epoch(c) == 2);
+    coordinator_actions_clear(acts);
+    ack_ready(c, 2, K2, 2, acts);
+    coordinator_actions_clear(acts);
+    join_fd(c, 1, K1, K1, "tcp://w1:1", 9, acts);
+    assert(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 3);
+    assigned(acts, 1, &first, &end);
+    REQUIRE(first == 1 && end == 2, "w1 back at [%d, %d) with a request in flight", first, end);
+    coordinator_actions_clear(acts);
+    serve_req_unref(&r);
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
     static struct coordinator_actions acts;   /* large: keep it off the stack */
@@ -1110,6 +1154,7 @@ int main(void) {
     cfg.repeat = 1;
     test_disconnect(&cfg, &acts);
     test_back_in_place(&acts);
+    test_back_in_place_serving(&acts);
     test_join_past_layers(&acts);
     test_stage_error(&acts);
     test_own_stall(&acts);
