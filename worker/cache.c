@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -643,6 +644,66 @@ enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max, uint64_t *cop
     return rc;
 }
 
+/* Whether the part at path is an abandoned transfer of a slice of model model_fp: no process
+ * holds its lock, and its head (when all of it is there) names that model; its size then. */
+static bool abandoned_part(const char *path, const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                           uint64_t *size) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat sb;
+    bool ours = false;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &sb) == 0 && sb.st_size > 0) {
+        const size_t len =
+            (uint64_t)sb.st_size < SLICE_MAX_HEAD ? (size_t)sb.st_size : (size_t)SLICE_MAX_HEAD;
+        void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        gguf_t *g = NULL;
+        int32_t first, end, n_layers;
+        uint8_t fp[CRYPTO_HASH_BYTES];
+        /* the slice's length is not known from the part: tensors are not checked against it */
+        if (map != MAP_FAILED && gguf_open_head(map, len, (uint64_t)1 << 60, &g) == STATUS_OK)
+            ours = slice_file_info(g, &first, &end, &n_layers, fp) &&
+                   crypto_equal(fp, model_fp, CRYPTO_HASH_BYTES);
+        gguf_close(&g);
+        if (map != MAP_FAILED) munmap(map, len);
+        *size = (uint64_t)sb.st_size;
+    }
+    close(fd); /* drops the lock */
+    return ours;
+}
+
+/* Removes the parts of slices of model model_fp that no transfer is writing: a re-plan or a
+ * restart moved the worker to another range before they were complete, and a later transfer
+ * of the same range copies what the complete slices hold. Kept, every such part stayed on disk
+ * (an 8B's [0, 32) cut at half: 2.7 GB). Parts of other models are left alone. */
+static void prune_parts(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYTES],
+                        uint64_t *freed) {
+    DIR *d = opendir(c->dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *name = de->d_name;
+        uint8_t fp[CRYPTO_HASH_BYTES];
+        if (strlen(name) != CRYPTO_HASH_HEX_LEN + 10 ||
+            strcmp(name + CRYPTO_HASH_HEX_LEN, ".gguf.part") || !parse_hex(name, 32, fp) ||
+            (c->part_fd >= 0 && crypto_equal(fp, c->fp, CRYPTO_HASH_BYTES)))
+            continue;
+        char path[SLICE_PATH_MAX + 16], mark[SLICE_PATH_MAX + 24];
+        snprintf(path, sizeof path, "%s/%s", c->dir, name);
+        snprintf(mark, sizeof mark, "%s.ahead", path);
+        uint64_t size = 0;
+        if (!abandoned_part(path, model_fp, &size)) continue;
+        if (unlink(path) != 0) {
+            LOG(LOG_WARN, "cache: cannot remove %s: %s", path, strerror(errno));
+            continue;
+        }
+        unlink(mark);
+        LOG(LOG_INFO, "cache: removed %s (%llu bytes): an unfinished transfer of this model", path,
+            (unsigned long long)size);
+        *freed += size;
+    }
+    closedir(d);
+}
+
 enum status slice_cache_prune_within(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYTES],
                                      int32_t first, int32_t end,
                                      const uint8_t keep[CRYPTO_HASH_BYTES], uint64_t *freed) {
@@ -669,5 +730,6 @@ enum status slice_cache_prune_within(slice_cache_t *c, const uint8_t model_fp[CR
         *freed += e[i].nbytes;
     }
     free(e);
+    prune_parts(c, model_fp, freed);
     return STATUS_OK;
 }

@@ -97,7 +97,8 @@ CARAVAN_NODISCARD enum status slice_cache_copy_local(slice_cache_t *c, uint64_t 
  * except keep: the slice of [first, end) holds every tensor they hold (a range inside another
  * owns no tensor the other lacks), so one can be made again by copying, with only its header
  * transferred. Without this, every range a worker was ever given (re-plans, drains, joins,
- * rebalancing) would stay on disk. *freed receives the bytes removed. */
+ * rebalancing) would stay on disk. Unfinished parts of the same model that no process is
+ * writing go too (transfers a re-plan or a restart left). *freed receives the bytes removed. */
 CARAVAN_NODISCARD enum status
 slice_cache_prune_within(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYTES], int32_t first,
                          int32_t end, const uint8_t keep[CRYPTO_HASH_BYTES], uint64_t *freed);

@@ -54,6 +54,31 @@ static void cache_slice(slice_cache_t *c, const char *model_hex, int first, int 
     free(blob);
 }
 
+/* Begins a slice-shaped GGUF of layers [first, end) of model `model_hex` in c and writes its
+ * head and 8 bytes more (an unfinished transfer, left open); its part's path into path. */
+static void part_slice(slice_cache_t *c, const char *model_hex, int first, int end, char *path,
+                       size_t cap) {
+    gguf_writer_t *w = gguf_writer_new();
+    gguf_writer_set_str(w, "general.architecture", "llama");
+    gguf_writer_set_u32(w, SLICE_KEY_LAYER_FIRST, (uint32_t)first);
+    gguf_writer_set_u32(w, SLICE_KEY_LAYER_END, (uint32_t)end);
+    gguf_writer_set_u32(w, SLICE_KEY_N_LAYERS, 8);
+    gguf_writer_set_str(w, SLICE_KEY_MODEL, model_hex);
+    int64_t ne[1] = {64};
+    gguf_writer_add_tensor(w, "rope_freqs.weight", DTYPE_F32, 1, ne);
+    uint8_t *blob = NULL, fp[CRYPTO_HASH_BYTES];
+    size_t len = 0;
+    uint64_t have = 0, head = 0;
+    assert(gguf_writer_write_buffer(w, fill, NULL, &blob, &len) == STATUS_OK);
+    gguf_writer_destroy(&w);
+    assert(slice_blob_fingerprint(blob, len, fp, &head));
+    assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
+    assert(slice_cache_append(c, blob, (size_t)head + 8) == STATUS_OK);
+    char hex[CRYPTO_HASH_HEX_LEN + 1];
+    snprintf(path, cap, "%s/%s.gguf.part", slice_cache_dir(c), crypto_hex(fp, 32, hex));
+    free(blob);
+}
+
 static bool cached(const slice_cache_t *c, const uint8_t *fp) {
     char hex[CRYPTO_HASH_HEX_LEN + 1], path[8192];
     snprintf(path, sizeof path, "%s/%s.gguf", slice_cache_dir(c), crypto_hex(fp, 32, hex));
@@ -191,6 +216,27 @@ int main(void) {
     assert(slice_cache_prune_within(c, m1, 2, 6, fp26, &freed) == STATUS_OK);
     assert(!cached(c, fp) && !cached(c, fp34) && freed == len + (uint64_t)sb.st_size);
     assert(cached(c, fp57) && cached(c, fp34b) && cached(c, fp26));
+
+    /* ... and so do the unfinished parts of that model no process writes (a transfer a re-plan
+     * cut short, its mark too); one being written (here by a second cache on the same
+     * directory) and another model's stay. */
+    char part_a[8300], part_b[8300], part_c[8300], mark_a[8320];
+    part_slice(c, M1, 0, 8, part_a, sizeof part_a);
+    slice_cache_abort(c);
+    snprintf(mark_a, sizeof mark_a, "%s.ahead", part_a);
+    append_file(mark_a, (const uint8_t *)"64\n", 3, "wb");
+    part_slice(c, M2, 0, 8, part_b, sizeof part_b);
+    slice_cache_abort(c);
+    slice_cache_t *c2 = NULL;
+    assert(slice_cache_open(dir, &c2) == STATUS_OK);
+    part_slice(c2, M1, 1, 8, part_c, sizeof part_c);
+    struct stat sa;
+    assert(stat(part_a, &sa) == 0);
+    freed = 0;
+    assert(slice_cache_prune_within(c, m1, 2, 6, fp26, &freed) == STATUS_OK);
+    assert(access(part_a, F_OK) != 0 && access(mark_a, F_OK) != 0 && freed == (uint64_t)sa.st_size);
+    assert(access(part_b, F_OK) == 0 && access(part_c, F_OK) == 0 && cached(c, fp26));
+    slice_cache_destroy(&c2);
 
     slice_cache_destroy(&c);
     free(blob);
