@@ -591,6 +591,16 @@ static void plan_reuse(worker_t *w) {
             (double)(w->slice_bytes - local) / 1e6);
 }
 
+/* The slice is complete in the cache: what it makes redundant there goes (cached slices of the
+ * model inside its range, unfinished transfers of the model). */
+static void prune_cache(worker_t *w) {
+    uint64_t freed = 0;
+    if (w->slice.have_model_fp &&
+        slice_cache_prune_within(w->cfg.cache, w->slice.model_fp, w->slice.layer_first,
+                                 w->slice.layer_end, w->slice_fingerprint, &freed) != STATUS_OK)
+        LOG(LOG_WARN, "worker: cannot look for cached slices the new one makes redundant");
+}
+
 /* Looks the slice up in the cache: verified there -> ready; else asks for it from the part's
  * size. same_transfer: a re-Assign of the slice being received, whose moot chunks (see
  * xfer_moot_end) may still come. */
@@ -615,6 +625,7 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
             "verified; nothing to transfer",
             hex, w->slice.layer_first, w->slice.layer_end, slice_cache_path(w->cfg.cache),
             (unsigned long long)have);
+        prune_cache(w);
         w->slice.weights_path = slice_cache_path(w->cfg.cache);
         become_ready(w, acts);
         return;
@@ -948,11 +959,7 @@ static void finish_transfer(worker_t *w, struct worker_actions *acts, uint64_t n
             (unsigned long long)w->xfer_local, (unsigned long long)w->xfer_received);
     LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified; cached as %s",
         (unsigned long long)w->xfer_have, slice_cache_path(w->cfg.cache));
-    uint64_t freed = 0;
-    if (w->slice.have_model_fp &&
-        slice_cache_prune_within(w->cfg.cache, w->slice.model_fp, w->slice.layer_first,
-                                 w->slice.layer_end, w->slice_fingerprint, &freed) != STATUS_OK)
-        LOG(LOG_WARN, "worker: cannot look for cached slices the new one makes redundant");
+    prune_cache(w);
     w->slice.weights_path = slice_cache_path(w->cfg.cache);
     become_ready(w, acts);
 }

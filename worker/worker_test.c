@@ -1151,6 +1151,23 @@ static void test_reuse(void) {
     assert(asked == s04.head_len + (s04.nbytes - local - s04.head_len) + s04.nbytes);
     worker_destroy(&w);
     assert(access(path, F_OK) != 0 && access(path4, F_OK) == 0); /* pruned again; kept */
+
+    /* A slice found whole in the cache removes the model's unfinished transfers too. */
+    assert(slice_cache_begin(g_cache, s02.fingerprint, s02.nbytes, s02.head_len, &have) ==
+           STATUS_OK);
+    assert(have == 0 && slice_cache_append(g_cache, b02, s02.head_len + 8) == STATUS_OK);
+    slice_cache_abort(g_cache);
+    char part02[640];
+    snprintf(part02, sizeof part02, "%s.part", path);
+    assert(access(part02, F_OK) == 0);
+    w = new_worker();
+    worker_start(w, 0, &acts);
+    join(w, &acts);
+    worker_actions_clear(&acts);
+    assign_slice(w, 1, 4, &s04, &acts);
+    worker_actions_clear(&acts);
+    assert(worker_state(w) == WORKER_STATE_READY && access(part02, F_OK) != 0);
+    worker_destroy(&w);
     slice_free(&s02);
     slice_free(&s04);
     free(b02);
