@@ -645,14 +645,24 @@ enum status slice_cache_copy_local(slice_cache_t *c, uint64_t max, uint64_t *cop
 }
 
 /* Whether the part at path is an abandoned transfer of a slice of model model_fp: no process
- * holds its lock, and its head (when all of it is there) names that model; its size then. */
+ * holds its lock, and its head (when all of it is there) names that model, or it is empty; its
+ * size then, and *fd_out holds its lock (so that no transfer starts on it before it is
+ * removed; the caller closes it). */
 static bool abandoned_part(const char *path, const uint8_t model_fp[CRYPTO_HASH_BYTES],
-                           uint64_t *size) {
+                           uint64_t *size, int *fd_out) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+    *fd_out = -1;
     if (fd < 0) return false;
     struct stat sb;
     bool ours = false;
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &sb) == 0 && sb.st_size > 0) {
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, &sb) != 0) {
+        close(fd);
+        return false; /* being written, or cannot be told */
+    }
+    *size = (uint64_t)sb.st_size;
+    if (sb.st_size == 0)
+        ours = true; /* nothing in it to resume, of any model */
+    else {
         const size_t len =
             (uint64_t)sb.st_size < SLICE_MAX_HEAD ? (size_t)sb.st_size : (size_t)SLICE_MAX_HEAD;
         void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -665,9 +675,11 @@ static bool abandoned_part(const char *path, const uint8_t model_fp[CRYPTO_HASH_
                    crypto_equal(fp, model_fp, CRYPTO_HASH_BYTES);
         gguf_close(&g);
         if (map != MAP_FAILED) munmap(map, len);
-        *size = (uint64_t)sb.st_size;
     }
-    close(fd); /* drops the lock */
+    if (ours)
+        *fd_out = fd;
+    else
+        close(fd); /* drops the lock */
     return ours;
 }
 
@@ -691,12 +703,13 @@ static void prune_parts(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYT
         snprintf(path, sizeof path, "%s/%s", c->dir, name);
         snprintf(mark, sizeof mark, "%s.ahead", path);
         uint64_t size = 0;
-        if (!abandoned_part(path, model_fp, &size)) continue;
-        if (unlink(path) != 0) {
-            LOG(LOG_WARN, "cache: cannot remove %s: %s", path, strerror(errno));
-            continue;
-        }
-        unlink(mark);
+        int fd = -1;
+        if (!abandoned_part(path, model_fp, &size, &fd)) continue;
+        const bool removed = unlink(path) == 0;
+        if (!removed) LOG(LOG_WARN, "cache: cannot remove %s: %s", path, strerror(errno));
+        if (removed) unlink(mark);
+        close(fd);
+        if (!removed) continue;
         LOG(LOG_INFO, "cache: removed %s (%llu bytes): an unfinished transfer of this model", path,
             (unsigned long long)size);
         *freed += size;

@@ -230,12 +230,16 @@ int main(void) {
     slice_cache_t *c2 = NULL;
     assert(slice_cache_open(dir, &c2) == STATUS_OK);
     part_slice(c2, M1, 1, 8, part_c, sizeof part_c);
+    char part_e[8300];
+    snprintf(part_e, sizeof part_e, "%s/%064d.gguf.part", dir, 0); /* empty, of no model */
+    append_file(part_e, blob, 0, "wb");
     struct stat sa;
     assert(stat(part_a, &sa) == 0);
     freed = 0;
     assert(slice_cache_prune_within(c, m1, 2, 6, fp26, &freed) == STATUS_OK);
     assert(access(part_a, F_OK) != 0 && access(mark_a, F_OK) != 0 && freed == (uint64_t)sa.st_size);
     assert(access(part_b, F_OK) == 0 && access(part_c, F_OK) == 0 && cached(c, fp26));
+    assert(access(part_e, F_OK) != 0);
     slice_cache_destroy(&c2);
 
     slice_cache_destroy(&c);
