@@ -407,6 +407,22 @@ static void hasher_close_segs(slice_hasher_t *h) {
     if (h->ahead_on && h->pos == h->ahead_pos) h->ahead_on = false; /* caught up at a seam */
 }
 
+/* Takes the first bytes of data at pos of tensor s into st (its data) or checks them (its
+ * padding, which must be zeros); how many, up to where the data or the padding ends. */
+static size_t hasher_seg_bytes(slice_hasher_t *h, const struct hasher_seg *s, uint64_t pos,
+                               crypto_generichash_state *st, const uint8_t *data, size_t len) {
+    const uint64_t data_end = s->start + s->nbytes;
+    if (pos < data_end) {
+        const size_t k = data_end - pos < len ? (size_t)(data_end - pos) : len;
+        crypto_generichash_update(st, data, k);
+        return k;
+    }
+    const size_t k = s->end - pos < len ? (size_t)(s->end - pos) : len;
+    for (size_t i = 0; i < k; i++)
+        if (data[i]) h->bad = true;
+    return k;
+}
+
 /* Feeds bytes at ahead_pos to the stream ahead: each tensor it completes keeps its digest. */
 static void hasher_ahead(slice_hasher_t *h, const uint8_t *data, size_t len) {
     while (len && !h->bad) {
@@ -414,22 +430,13 @@ static void hasher_ahead(slice_hasher_t *h, const uint8_t *data, size_t len) {
             h->bad = true; /* past the blob's end */
             return;
         }
-        struct hasher_seg *s = &h->segs[h->ahead_at];
-        uint64_t data_end = s->start + s->nbytes;
-        size_t k;
-        if (h->ahead_pos < data_end) {
-            k = data_end - h->ahead_pos < len ? (size_t)(data_end - h->ahead_pos) : len;
-            crypto_generichash_update(&h->ahead, data, k);
-        } else { /* padding: zeros */
-            k = s->end - h->ahead_pos < len ? (size_t)(s->end - h->ahead_pos) : len;
-            for (size_t i = 0; i < k; i++)
-                if (data[i]) h->bad = true;
-        }
+        const size_t k =
+            hasher_seg_bytes(h, &h->segs[h->ahead_at], h->ahead_pos, &h->ahead, data, len);
         h->ahead_pos += k;
         data += k;
         len -= k;
         while (h->ahead_at < h->n_segs && h->ahead_pos == h->segs[h->ahead_at].end) {
-            s = &h->segs[h->ahead_at++];
+            struct hasher_seg *s = &h->segs[h->ahead_at++];
             crypto_generichash_final(&h->ahead, s->digest, CRYPTO_HASH_BYTES);
             s->done = true;
             crypto_generichash_init(&h->ahead, NULL, 0, CRYPTO_HASH_BYTES);
@@ -452,16 +459,7 @@ void slice_hasher_update(slice_hasher_t *h, const uint8_t *data, size_t len) {
             h->bad = true; /* past the blob's end */
             break;
         } else {
-            const struct hasher_seg *s = &h->segs[h->at];
-            uint64_t data_end = s->start + s->nbytes;
-            if (h->pos < data_end) {
-                k = data_end - h->pos < len ? (size_t)(data_end - h->pos) : len;
-                crypto_generichash_update(&h->cur, data, k);
-            } else { /* padding: zeros */
-                k = s->end - h->pos < len ? (size_t)(s->end - h->pos) : len;
-                for (size_t i = 0; i < k; i++)
-                    if (data[i]) h->bad = true;
-            }
+            k = hasher_seg_bytes(h, &h->segs[h->at], h->pos, &h->cur, data, len);
             h->pos += k;
             hasher_close_segs(h);
         }

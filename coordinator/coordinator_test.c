@@ -947,13 +947,10 @@ static void assigned(const struct coordinator_actions *acts, uint8_t rid, int32_
     codec_free(&env);
 }
 
-/* A worker back after a restart goes where it was ready before (its cache holds those layers),
- * not last: w1 [0, 1) and w2 [1, 2); w1 is lost, w2 takes [0, 2); w1 is back: [0, 1) again. A
- * worker that was never ready goes last. */
-static void test_back_in_place(struct coordinator_actions *acts) {
-    serve_queue_t *q = NULL;
-    coordinator_t *c = serving_pair(&q, acts);
-    coordinator_on_disconnect(c, 7, 5, acts); /* w1's connection */
+/* A ready pair (w1 on connection 7, w2 on 8) loses w1; w2 alone takes [0, 2) and is ready;
+ * w1 is back (connection 9): epoch 3, its Assigns in acts. */
+static void lose_w1_and_back(coordinator_t *c, struct coordinator_actions *acts) {
+    coordinator_on_disconnect(c, 7, 5, acts);
     assert(coordinator_n_workers(c) == 1 && coordinator_epoch(c) == 2);
     int32_t first, end;
     assigned(acts, 2, &first, &end);
@@ -963,6 +960,16 @@ static void test_back_in_place(struct coordinator_actions *acts) {
     coordinator_actions_clear(acts);
     join_fd(c, 1, K1, K1, "tcp://w1:1", 9, acts);
     assert(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 3);
+}
+
+/* A worker back after a restart goes where it was ready before (its cache holds those layers),
+ * not last: w1 [0, 1) and w2 [1, 2); w1 is lost, w2 takes [0, 2); w1 is back: [0, 1) again. A
+ * worker that was never ready goes last. */
+static void test_back_in_place(struct coordinator_actions *acts) {
+    serve_queue_t *q = NULL;
+    coordinator_t *c = serving_pair(&q, acts);
+    int32_t first, end;
+    lose_w1_and_back(c, acts);
     assigned(acts, 1, &first, &end);
     REQUIRE(first == 0 && end == 1, "w1 back at [%d, %d), not where it was", first, end);
     assigned(acts, 2, &first, &end);
@@ -1009,13 +1016,7 @@ static void test_back_in_place_serving(struct coordinator_actions *acts) {
     Caravan__Envelope *env = next_forward(c, 10, acts);
     codec_free(&env);
     coordinator_actions_clear(acts);
-    coordinator_on_disconnect(c, 7, 5, acts); /* w1's connection */
-    assert(coordinator_epoch(c) == 2);
-    coordinator_actions_clear(acts);
-    ack_ready(c, 2, K2, 2, acts);
-    coordinator_actions_clear(acts);
-    join_fd(c, 1, K1, K1, "tcp://w1:1", 9, acts);
-    assert(coordinator_n_workers(c) == 2 && coordinator_epoch(c) == 3);
+    lose_w1_and_back(c, acts);
     assigned(acts, 1, &first, &end);
     REQUIRE(first == 1 && end == 2, "w1 back at [%d, %d) with a request in flight", first, end);
     coordinator_actions_clear(acts);

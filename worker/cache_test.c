@@ -30,9 +30,10 @@ static enum status fill(void *ctx, int64_t index, void *dst, size_t nbytes) {
     return STATUS_OK;
 }
 
-/* Caches a slice-shaped GGUF of layers [first, end) of model `model_hex` (one tensor); its
- * fingerprint into fp. */
-static void cache_slice(slice_cache_t *c, const char *model_hex, int first, int end, uint8_t *fp) {
+/* A slice-shaped GGUF of layers [first, end) of model `model_hex` (one tensor), malloc'd; its
+ * length, fingerprint and head's length. */
+static uint8_t *slice_blob(const char *model_hex, int first, int end, size_t *len, uint8_t *fp,
+                           uint64_t *head) {
     gguf_writer_t *w = gguf_writer_new();
     gguf_writer_set_str(w, "general.architecture", "llama");
     gguf_writer_set_u32(w, SLICE_KEY_LAYER_FIRST, (uint32_t)first);
@@ -41,37 +42,33 @@ static void cache_slice(slice_cache_t *c, const char *model_hex, int first, int 
     gguf_writer_set_str(w, SLICE_KEY_MODEL, model_hex);
     int64_t ne[1] = {64};
     gguf_writer_add_tensor(w, "rope_freqs.weight", DTYPE_F32, 1, ne);
-    uint8_t *blob = NULL, got[CRYPTO_HASH_BYTES];
-    size_t len = 0;
-    uint64_t have = 0;
-    assert(gguf_writer_write_buffer(w, fill, NULL, &blob, &len) == STATUS_OK);
+    uint8_t *blob = NULL;
+    assert(gguf_writer_write_buffer(w, fill, NULL, &blob, len) == STATUS_OK);
     gguf_writer_destroy(&w);
-    uint64_t head = 0;
-    assert(slice_blob_fingerprint(blob, len, fp, &head));
+    assert(slice_blob_fingerprint(blob, *len, fp, head));
+    return blob;
+}
+
+/* Caches that slice; its fingerprint into fp. */
+static void cache_slice(slice_cache_t *c, const char *model_hex, int first, int end, uint8_t *fp) {
+    size_t len = 0;
+    uint64_t have = 0, head = 0;
+    uint8_t got[CRYPTO_HASH_BYTES];
+    uint8_t *blob = slice_blob(model_hex, first, end, &len, fp, &head);
     assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
     assert(slice_cache_append(c, blob, len) == STATUS_OK);
     assert(slice_cache_finish(c, got) == STATUS_OK);
     free(blob);
 }
 
-/* Begins a slice-shaped GGUF of layers [first, end) of model `model_hex` in c and writes its
- * head and 8 bytes more (an unfinished transfer, left open); its part's path into path. */
+/* Begins that slice in c and writes its head and 8 bytes more (an unfinished transfer, left
+ * open); its part's path into path. */
 static void part_slice(slice_cache_t *c, const char *model_hex, int first, int end, char *path,
                        size_t cap) {
-    gguf_writer_t *w = gguf_writer_new();
-    gguf_writer_set_str(w, "general.architecture", "llama");
-    gguf_writer_set_u32(w, SLICE_KEY_LAYER_FIRST, (uint32_t)first);
-    gguf_writer_set_u32(w, SLICE_KEY_LAYER_END, (uint32_t)end);
-    gguf_writer_set_u32(w, SLICE_KEY_N_LAYERS, 8);
-    gguf_writer_set_str(w, SLICE_KEY_MODEL, model_hex);
-    int64_t ne[1] = {64};
-    gguf_writer_add_tensor(w, "rope_freqs.weight", DTYPE_F32, 1, ne);
-    uint8_t *blob = NULL, fp[CRYPTO_HASH_BYTES];
     size_t len = 0;
     uint64_t have = 0, head = 0;
-    assert(gguf_writer_write_buffer(w, fill, NULL, &blob, &len) == STATUS_OK);
-    gguf_writer_destroy(&w);
-    assert(slice_blob_fingerprint(blob, len, fp, &head));
+    uint8_t fp[CRYPTO_HASH_BYTES];
+    uint8_t *blob = slice_blob(model_hex, first, end, &len, fp, &head);
     assert(slice_cache_begin(c, fp, len, head, &have) == STATUS_OK && have == 0);
     assert(slice_cache_append(c, blob, (size_t)head + 8) == STATUS_OK);
     char hex[CRYPTO_HASH_HEX_LEN + 1];

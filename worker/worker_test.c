@@ -1020,6 +1020,17 @@ static void assign_slice(worker_t *w, uint64_t epoch, int32_t end, const struct 
     deliver_assign(w, epoch, &a, acts);
 }
 
+/* A new worker, joined and Assigned [0, 4) with s04 at epoch 1; acts holds what the Assign led
+ * to. */
+static worker_t *worker_given(const struct slice *s04, struct worker_actions *acts) {
+    worker_t *w = new_worker();
+    worker_start(w, 0, acts);
+    join(w, acts);
+    worker_actions_clear(acts);
+    assign_slice(w, 1, 4, s04, acts);
+    return w;
+}
+
 /* A re-plan that widens a worker's range: the tensors a cached slice of the same model holds
  * (here [0, 2): token_embd, blk.0, blk.1) are copied from it, only the rest is asked for; the
  * requests stop at the head until the cache was asked, then ask for the rest at once while the
@@ -1039,11 +1050,7 @@ static void test_reuse(void) {
     assert(have == 0 && slice_cache_append(g_cache, b02, s02.nbytes) == STATUS_OK);
     assert(slice_cache_finish(g_cache, got) == STATUS_OK);
 
-    worker_t *w = new_worker();
-    worker_start(w, 0, &acts);
-    join(w, &acts);
-    worker_actions_clear(&acts);
-    assign_slice(w, 1, 4, &s04, &acts);
+    worker_t *w = worker_given(&s04, &acts);
     uint64_t off[16], len[16];
     assert(requests(&acts, off, len, 16) == 1 && off[0] == 0 && len[0] == s04.head_len);
     worker_actions_clear(&acts);
@@ -1083,11 +1090,7 @@ static void test_reuse(void) {
 
     /* Cut off with a chunk written ahead of the copy (nothing copied yet): the part says so,
      * and the next start resumes where the copy began, asking for blk.2 on once more. */
-    w = new_worker();
-    worker_start(w, 0, &acts);
-    join(w, &acts);
-    worker_actions_clear(&acts);
-    assign_slice(w, 1, 4, &s04, &acts);
+    w = worker_given(&s04, &acts);
     worker_actions_clear(&acts);
     weight_chunk(w, 1, s04.fingerprint, b04, s04.head_len, 0, s04.nbytes, &acts);
     const int n_off = requests(&acts, off, len, 16);
@@ -1120,11 +1123,7 @@ static void test_reuse(void) {
     worker_actions_clear(&acts);
     assert(access(mark, F_OK) == 0 && worker_copy_pending(w));
     worker_destroy(&w);
-    w = new_worker();
-    worker_start(w, 0, &acts);
-    join(w, &acts);
-    worker_actions_clear(&acts);
-    assign_slice(w, 1, 4, &s04, &acts);
+    w = worker_given(&s04, &acts);
     assert(access(mark, F_OK) != 0);
     uint64_t off2[16], len2[16];
     assert(requests(&acts, off2, len2, 16) >= 2 && off2[0] == off[0] && worker_copy_pending(w));
@@ -1141,11 +1140,7 @@ static void test_reuse(void) {
     FILE *f = fopen(path, "r+b");
     assert(f && fseek(f, (long)(s02.nbytes - 100), SEEK_SET) == 0 && fputc(0x55, f) != EOF);
     assert(fclose(f) == 0);
-    w = new_worker();
-    worker_start(w, 0, &acts);
-    join(w, &acts);
-    worker_actions_clear(&acts);
-    assign_slice(w, 1, 4, &s04, &acts);
+    w = worker_given(&s04, &acts);
     asked = serve(w, 1, &s04, b04, &acts);
     assert(worker_state(w) == WORKER_STATE_READY);
     assert(asked == s04.head_len + (s04.nbytes - local - s04.head_len) + s04.nbytes);
@@ -1160,11 +1155,7 @@ static void test_reuse(void) {
     char part02[640];
     snprintf(part02, sizeof part02, "%s.part", path);
     assert(access(part02, F_OK) == 0);
-    w = new_worker();
-    worker_start(w, 0, &acts);
-    join(w, &acts);
-    worker_actions_clear(&acts);
-    assign_slice(w, 1, 4, &s04, &acts);
+    w = worker_given(&s04, &acts);
     worker_actions_clear(&acts);
     assert(worker_state(w) == WORKER_STATE_READY && access(part02, F_OK) != 0);
     worker_destroy(&w);
