@@ -394,9 +394,11 @@ uint64_t slice_cache_have(const slice_cache_t *c) {
 static enum status start_ahead(slice_cache_t *c, uint64_t start) {
     char tmp[SLICE_PATH_MAX + 24];
     snprintf(tmp, sizeof tmp, "%s.new", c->ahead_path);
-    FILE *f = fopen(tmp, "w");
-    bool ok = f && fprintf(f, "%llu\n", (unsigned long long)c->have) > 0;
-    if (f && fclose(f) != 0) ok = false;
+    char text[32];
+    const int n = snprintf(text, sizeof text, "%llu\n", (unsigned long long)c->have);
+    const int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* as the part */
+    bool ok = fd >= 0 && write(fd, text, (size_t)n) == n;
+    if (fd >= 0 && close(fd) != 0) ok = false;
     if (!ok || rename(tmp, c->ahead_path) != 0) {
         const int e = errno;
         LOG(LOG_ERROR, "cache: cannot write %s: %s", c->ahead_path, strerror(e));

@@ -1104,6 +1104,8 @@ static void test_reuse(void) {
     weight_chunk(w, 1, s04.fingerprint, b04 + off[0], len[0], off[0], s04.nbytes, &acts);
     worker_actions_clear(&acts);
     assert(access(mark, F_OK) == 0 && worker_copy_pending(w));
+    struct stat msb;
+    assert(stat(mark, &msb) == 0 && (msb.st_mode & 0777) == 0600); /* private, as the part */
     assert(slice_cache_put(g_cache, off[0] + len[0] + 1, junk, 16) == STATUS_PROTOCOL);
     assert(slice_cache_put(g_cache, off[0], junk, 16) == STATUS_PROTOCOL);
     /* re-Assigned the same slice now: it resumes where the copy began, and the answers to the
