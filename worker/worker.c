@@ -68,6 +68,7 @@ struct worker {
     bool reuse_pending;
     uint64_t xfer_local;
     uint64_t xfer_received; /* bytes that came over the network */
+    uint64_t xfer_ahead;    /* of them, written past a stretch still being copied */
     uint64_t xfer_start_us, last_progress_us;
     int last_progress_decile;
     uint64_t tick_ms; /* monotonic */
@@ -633,7 +634,7 @@ static void start_transfer(worker_t *w, bool same_transfer, struct worker_action
     w->receiving = true;
     w->xfer_have = w->xfer_start_have = w->xfer_asked = have;
     w->xfer_local = 0;
-    w->xfer_received = 0;
+    w->xfer_received = w->xfer_ahead = 0;
     /* Cached slices of the same model may hold much of it (after a re-plan); not on a retry
      * after a bad hash, which takes everything from the coordinator, and without any (a new
      * worker), when stopping at the head would only cost a round trip. */
@@ -901,6 +902,7 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
         refuse_weights(w, acts, "a weight chunk does not continue the assigned slice");
         return;
     }
+    const bool ahead = c->offset != slice_cache_have(w->cfg.cache);
     if (slice_cache_put(w->cfg.cache, c->offset, c->data.data, c->data.len) != STATUS_OK) {
         char why[160];
         snprintf(why, sizeof why, "cannot write to the cache: %s", strerror(errno));
@@ -912,6 +914,7 @@ static void on_weight_chunk(worker_t *w, const Caravan__Envelope *env, uint64_t 
     if (asked > xfer_chunk_bytes(w)) asked = xfer_chunk_bytes(w);
     w->xfer_have += c->data.len;
     w->xfer_received += c->data.len;
+    if (ahead) w->xfer_ahead += c->data.len;
     if (c->data.len < asked && !c->last) { /* short: the later requests' chunks would not fit */
         w->xfer_moot_end = w->xfer_asked;
         w->xfer_asked = w->xfer_have;
@@ -955,8 +958,11 @@ static void finish_transfer(worker_t *w, struct worker_actions *acts, uint64_t n
         return;
     }
     if (w->xfer_local > 0)
-        LOG(LOG_INFO, "worker: %llu bytes copied from cached slices, %llu transferred",
-            (unsigned long long)w->xfer_local, (unsigned long long)w->xfer_received);
+        LOG(LOG_INFO,
+            "worker: %llu bytes copied from cached slices, %llu transferred (%llu of them while "
+            "the copy ran)",
+            (unsigned long long)w->xfer_local, (unsigned long long)w->xfer_received,
+            (unsigned long long)w->xfer_ahead);
     LOG(LOG_INFO, "worker: received %llu bytes of weights; fingerprint verified; cached as %s",
         (unsigned long long)w->xfer_have, slice_cache_path(w->cfg.cache));
     prune_cache(w);

@@ -14,6 +14,10 @@
 #       embeddings) from its cached [0, 2) slice and is shipped only the rest: the coordinator
 #       ships fewer bytes than the slice holds, the slice verifies, the tokens are the same,
 #       and the [0, 2) slice, inside the new one, is deleted from the cache.
+# `weights_test.sh overlap` instead (heavy: a 637 MB `caravan mkmodel` tinyllama-1.1b Q4_0, so
+# that the copy lasts while chunks arrive): two workers are shipped [0, 11) and [11, 22); then
+# w1 alone gets [0, 22), copies [0, 11) from its cache while [11, 22) arrives (chunks written
+# past the copy, > 0 bytes of them), verifies it, and generates the two-worker run's tokens.
 # Needs CARAVAN_BIN and CARAVAN_SHARED. Every process started here is killed on exit, and each
 # daemon also has a --run-ms bound.
 set -u
@@ -51,6 +55,12 @@ expect_no_log() { ! grep -qE -- "$2" "$1" || fail "$1 has /$2/: $(grep -E -- "$2
 [ -f "$MODEL" ] || fail "$MODEL missing"
 for k in c w1 w2; do "$CARAVAN" keygen --out "$WORK/$k" >"$WORK/$k.pub.txt" || fail "keygen $k"; done
 cat "$WORK/w1.pub.txt" "$WORK/w2.pub.txt" >"$WORK/allow"
+if [ "${1:-}" = overlap ]; then
+    STEP=mkmodel
+    timeout 120 "$CARAVAN" mkmodel --shape tinyllama-1.1b --type q4_0 --out "$WORK/tl.gguf" \
+        >"$WORK/mkmodel.log" 2>&1 || fail "mkmodel failed"
+    MODEL="$WORK/tl.gguf"
+fi
 
 # llama.cpp's greedy continuation of "Once upon a time" (shared/models/REFERENCE.md), 24 tokens.
 WANT="432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 265 282"
@@ -88,6 +98,43 @@ stop_workers() {
     for pid in "$@"; do kill_job -TERM "$pid"; done
     for pid in "$@"; do wait_exit "$pid" 10; done
 }
+
+# tokens RUN: the coordinator exited 0 after generating; the tokens it printed.
+tokens() {
+    wait_exit "$COORD_PID" 90
+    [ "$RC" = 0 ] || fail "coordinator exit status $RC, want 0"
+    grep -oE "generated 1/1: [0-9 ]+ \|" "$WORK/coord_$1.out" | head -n1
+}
+
+if [ "${1:-}" = overlap ]; then
+    STEP=overlap
+    start_coordinator o1 2 0-10,11-21
+    start_worker w1 o1 --cache "$WORK/cache1"
+    W1=$WORKER_PID
+    start_worker w2 o1 --cache "$WORK/cache2"
+    W2=$WORKER_PID
+    two=$(tokens o1)
+    [ -n "$two" ] || fail "no tokens from two workers: $(head -c 300 "$WORK/coord_o1.out")"
+    stop_workers "$W1" "$W2"
+    start_coordinator o2 1 0-21
+    start_worker w1 o2 --cache "$WORK/cache1"
+    W1=$WORKER_PID
+    one=$(tokens o2)
+    [ "$one" = "$two" ] || fail "tokens differ: one worker '$one', two '$two'"
+    line=$(grep -oE "[0-9]+ bytes copied from cached slices, [0-9]+ transferred \([0-9]+ of them while the copy ran\)" \
+        "$WORK/w1_o2.log" | head -n1)
+    [ -n "$line" ] || fail "w1 did not copy from its cache: $(grep -E "cached|copied" "$WORK/w1_o2.log" | head -n 3)"
+    read -r copied _ _ _ _ _ sent _ during _ <<<"$line"
+    during=${during#(}
+    [ "$copied" -gt 100000000 ] && [ "$during" -gt 0 ] && [ "$during" -le "$sent" ] ||
+        fail "copied $copied, shipped $sent, $during of them while the copy ran"
+    expect_log "$WORK/w1_o2.log" "received [0-9]+ bytes of weights; fingerprint verified"
+    [ -z "$(ls "$WORK"/cache1/*.part* 2>/dev/null)" ] || fail "a part is left: $(ls "$WORK/cache1")"
+    stop_workers "$W1"
+    note "overlap: $copied bytes copied while $sent arrived ($during of them during the copy); tokens match"
+    echo "PASS (weights overlap)"
+    exit 0
+fi
 
 # ---- (a) shipped, verified, cached ----------------------------------------------------------
 STEP=a
