@@ -379,8 +379,9 @@ enum status slice_cache_append(slice_cache_t *c, const uint8_t *data, size_t len
         c->have = c->ahead_end;
         c->ahead = false;
         if (unlink(c->ahead_path) != 0)
-            LOG(LOG_WARN, "cache: cannot remove %s: %s (a resume will start from %llu)",
-                c->ahead_path, strerror(errno), (unsigned long long)c->ahead_start);
+            LOG(LOG_WARN,
+                "cache: cannot remove %s: %s (a resume would start from where the copy began)",
+                c->ahead_path, strerror(errno));
     }
     return STATUS_OK;
 }
