@@ -470,16 +470,11 @@ void slice_hasher_update(slice_hasher_t *h, const uint8_t *data, size_t len) {
 
 void slice_hasher_update_at(slice_hasher_t *h, uint64_t offset, const uint8_t *data, size_t len) {
     if (h->bad || len == 0) return;
-    if (offset == h->pos && !h->ahead_on) {
-        slice_hasher_update(h, data, len);
-        return;
-    }
-    if (offset == h->pos && h->ahead_on) { /* up to where the stream ahead starts, at most */
-        if (len > h->ahead_start - h->pos) {
+    if (offset == h->pos) { /* in order: up to where a stream ahead starts, at most */
+        if (h->ahead_on && len > h->ahead_start - h->pos)
             h->bad = true;
-            return;
-        }
-        slice_hasher_update(h, data, len);
+        else
+            slice_hasher_update(h, data, len);
         return;
     }
     if (h->head || offset < h->pos) {

@@ -137,6 +137,12 @@ static bool parse_hex(const char *s, size_t n, uint8_t *out) {
     return true;
 }
 
+/* Whether a file name is "<hex of a fingerprint><suffix>"; the fingerprint into fp. */
+static bool fingerprint_name(const char *name, const char *suffix, uint8_t fp[CRYPTO_HASH_BYTES]) {
+    return strlen(name) == CRYPTO_HASH_HEX_LEN + strlen(suffix) &&
+           !strcmp(name + CRYPTO_HASH_HEX_LEN, suffix) && parse_hex(name, CRYPTO_HASH_BYTES, fp);
+}
+
 enum status slice_cache_list(slice_cache_t *c, struct slice_cache_entry **out, size_t *n) {
     *out = NULL;
     *n = 0;
@@ -149,12 +155,10 @@ enum status slice_cache_list(slice_cache_t *c, struct slice_cache_entry **out, s
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         const char *name = de->d_name;
-        if (strlen(name) != CRYPTO_HASH_HEX_LEN + 5 || strcmp(name + CRYPTO_HASH_HEX_LEN, ".gguf"))
-            continue;
         struct slice_cache_entry e = {0};
-        if (!parse_hex(name, CRYPTO_HASH_BYTES, e.fingerprint)) continue;
-        char path[CACHE_PATH_MAX + 80];
-        snprintf(path, sizeof path, "%s/%s", c->dir, name);
+        if (!fingerprint_name(name, ".gguf", e.fingerprint)) continue;
+        char path[SLICE_PATH_MAX];
+        slice_path(c, e.fingerprint, path);
         gguf_t *g = NULL;
         if (gguf_open(path, &g) != STATUS_OK) continue; /* logged; the next begin replaces it */
         bool ok =
@@ -698,12 +702,12 @@ static void prune_parts(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYT
     while ((de = readdir(d)) != NULL) {
         const char *name = de->d_name;
         uint8_t fp[CRYPTO_HASH_BYTES];
-        if (strlen(name) != CRYPTO_HASH_HEX_LEN + 10 ||
-            strcmp(name + CRYPTO_HASH_HEX_LEN, ".gguf.part") || !parse_hex(name, 32, fp) ||
+        if (!fingerprint_name(name, ".gguf.part", fp) ||
             (c->part_fd >= 0 && crypto_equal(fp, c->fp, CRYPTO_HASH_BYTES)))
             continue;
-        char path[SLICE_PATH_MAX + 16], mark[SLICE_PATH_MAX + 24];
-        snprintf(path, sizeof path, "%s/%s", c->dir, name);
+        char slice[SLICE_PATH_MAX], path[SLICE_PATH_MAX + 8], mark[SLICE_PATH_MAX + 16];
+        slice_path(c, fp, slice);
+        snprintf(path, sizeof path, "%s.part", slice);
         snprintf(mark, sizeof mark, "%s.ahead", path);
         uint64_t size = 0;
         int fd = -1;
