@@ -20,8 +20,8 @@
 /* WeightRequests in flight (one under --weight-rate-limit). With one, every 1 MiB chunk paid a
  * round trip: 16 MB/s over a 36 MB/s link with 20 ms each way (bench/RESULTS.md). */
 #define WORKER_XFER_WINDOW 4
-/* Bytes copied from cached slices per tick: a bounded step, so the loop reads the chunks that
- * arrive meanwhile (and asks for more) between steps: a few milliseconds, under the time the
+/* Bytes copied from cached slices per worker_run_copy: a bounded step, so the loop reads the chunks
+ * that arrive meanwhile (and asks for more) between steps: a few milliseconds, under the time the
  * requests in flight take over a 1 Gb/s link. */
 #define WORKER_COPY_STEP (4u << 20)
 
@@ -62,7 +62,7 @@ struct worker {
     uint64_t xfer_start_have; /* where this process started (resume offset) */
     /* Assign.slice_head_bytes: where the blob's first tensor starts (the fingerprint's head).
      * Reuse of cached slices: requests stop at the head until the cache has said which
-     * tensors it holds (reuse_pending), then at each stretch it holds, which ticks copy
+     * tensors it holds (reuse_pending), then at each stretch it holds, which worker_run_copy copies
      * (xfer_local bytes so far) while the bytes after it are asked for */
     uint64_t head_bytes;
     bool reuse_pending;
@@ -284,10 +284,10 @@ static uint64_t xfer_requests(const worker_t *w) {
 }
 
 /* Requests have reached a stretch of cached tensors and all are answered, and the part ends
- * there too: the stretch is to be copied (copy_step, on ticks), and the requests go on from its
- * end at once, their chunks written ahead of the copy (slice_cache_put), so the network and the
- * copy overlap. One stretch at a time: at the next, requests wait until the copy has caught
- * up. */
+ * there too: the stretch is to be copied (worker_run_copy, when the I/O loop is idle), and the
+ * requests go on from its end at once, their chunks written ahead of the copy (slice_cache_put), so
+ * the network and the copy overlap. One stretch at a time: at the next, requests wait until the
+ * copy has caught up. */
 static void skip_local(worker_t *w) {
     uint64_t start, len;
     if (!w->receiving || w->reuse_pending || w->xfer_asked != w->xfer_have ||
