@@ -17,7 +17,11 @@
  * the scales (block j: the 8 rows' f16 d at j * 16 bytes), then the values (block j at
  * nbc * 16 + j * QB, QB = 128 for q4_0, 256 for q8_0): register u (32 bytes) holds in lane r
  * bytes 4u..4u+3 of row r's qs as stored; q4_0 (u < 4): low nibbles are elements 4u.. and high
- * nibbles 16 + 4u..; q8_0 (u < 8): elements 4u..4u+3. */
+ * nibbles 16 + 4u..; q8_0 (u < 8): elements 4u..4u+3.
+ *
+ * Against several x rows q8_0 takes up to 4 a pass (p8_rows), each value register's |w| shared by
+ * them, where p2_rows keeps the block's 8 |w| registers and so runs only 2: the prompt tile went
+ * from 76 to 95 GFLOP/s at 1 thread on Zen 3 (bench/RESULTS.md). q4_0 at 4 a pass gave nothing. */
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +45,7 @@ static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *
 #define P2_ROWS 8
 #define P2_CHUNK 8
 #define P2_MAX_XR 2 /* x rows per pass over a group's blocks (16 ymm registers) */
+#define P8_MAX_XR 4 /* q8_0's: it keeps no weight registers across x rows */
 
 /* Value bytes of a block of 8 rows, and of one row's block. */
 static inline __attribute__((always_inline)) size_t p2_qb(bool q8) {
@@ -161,6 +166,54 @@ p2_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *
     for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
 }
 
+/* q8_0's group against XR (<= P8_MAX_XR) x rows: |w| once a register, then per x row x's
+ * broadcast bytes with w's signs (the sign trick), each register's pairs into int32. */
+static inline __attribute__((always_inline)) void p8_rows(int XR, int64_t nb, const uint8_t *g,
+                                                          const block_q8_0 *const *bx,
+                                                          const struct p2_xprep *const *xp,
+                                                          float *y, size_t ys, int rows) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const size_t pf = quant_pf_ahead, qb = p2_qb(true);
+    __m256 acc[P8_MAX_XR];
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
+        const uint8_t *sc = g + cb * (16 + qb), *v = sc + nbc * 16 + (b - cb) * qb;
+        if (b == cb) quant_prefetch_w(sc, (size_t)nbc * 16, pf);
+        quant_prefetch_w(v, qb, pf);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (b - cb) * 16)));
+        __m256i s[P8_MAX_XR];
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) {
+            quant_prefetch_x(bx[r] + b + 4, sizeof(block_q8_0));
+            s[r] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++) {
+            const __m256i p = _mm256_loadu_si256((const __m256i *)(v + t * 32));
+            const __m256i aw = _mm256_abs_epi8(p);
+#pragma GCC unroll 4
+            for (int r = 0; r < XR; r++) {
+                int32_t x4;
+                memcpy(&x4, bx[r][b].qs + 4 * t, 4);
+                const __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(x4), p);
+                s[r] =
+                    _mm256_add_epi32(s[r], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) {
+            const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(xp[r][b].dx));
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(s[r]), d));
+        }
+    }
+    const __m256i keep =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 4
+    for (int r = 0; r < XR; r++) _mm256_maskstore_ps(y + r * ys, keep, acc[r]);
+}
+
 static void p2_prep(bool q8, int64_t nb, const void *x, void *out) {
     const block_q8_0 *bx = x;
     struct p2_xprep *p = out;
@@ -193,7 +246,18 @@ static void run_q4_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
 }
 static void run_q8_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
                      const void *const *p, float *y, size_t ys, int rows) {
-    p2_run(true, xr, nb, g, x, p, y, ys, rows);
+    const block_q8_0 *bx[P8_MAX_XR];
+    const struct p2_xprep *xp[P8_MAX_XR];
+    for (int r = 0; r < xr; r++) {
+        bx[r] = x[r];
+        xp[r] = p[r];
+    }
+    switch (xr) {
+    case 4: p8_rows(4, nb, g, bx, xp, y, ys, rows); break;
+    case 3: p8_rows(3, nb, g, bx, xp, y, ys, rows); break;
+    case 2: p8_rows(2, nb, g, bx, xp, y, ys, rows); break;
+    default: p2_rows(true, 1, nb, g, bx, xp, y, ys, rows); break;
+    }
 }
 
 /* The single dot: the same float steps, the block's int sum from one register. */
@@ -228,7 +292,7 @@ float quant_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
 }
 
 static const struct quant_pack qp_q8_0 = {.rows = P2_ROWS,
-                                          .max_xr = P2_MAX_XR,
+                                          .max_xr = P8_MAX_XR,
                                           .qk = QK8_0,
                                           .prep_size = sizeof(struct p2_xprep),
                                           .pack_rows = p8_pack_rows,
