@@ -101,21 +101,31 @@ struct p2_xprep {
     int32_t start; /* q4_0: -8 * the block's x sum; q8_0: 0 */
 };
 
+/* Block b of a group (g, nb blocks): its 8 rows' scales as floats, its values at *v; prefetches
+ * the weights pf bytes ahead. */
+static inline __attribute__((always_inline)) __m256
+p2_block(bool q8, int64_t nb, const uint8_t *g, int64_t b, size_t pf, const uint8_t **v) {
+    const size_t qb = p2_qb(q8);
+    const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
+    const uint8_t *sc = g + cb * (16 + qb);
+    *v = sc + nbc * 16 + (b - cb) * qb;
+    if (b == cb) quant_prefetch_w(sc, (size_t)nbc * 16, pf);
+    quant_prefetch_w(*v, qb, pf);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (b - cb) * 16)));
+}
+
 /* A group (8 rows, g) against XR x rows: y[r * ys + i] for the first `rows` rows i. */
 static inline __attribute__((always_inline)) void
 p2_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *bx,
         const struct p2_xprep *const *xp, float *y, size_t ys, int rows) {
     const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
-    const size_t pf = quant_pf_ahead, qb = p2_qb(q8);
+    const size_t pf = quant_pf_ahead;
     __m256 acc[P2_MAX_XR];
 #pragma GCC unroll 2
     for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
-        const uint8_t *sc = g + cb * (16 + qb), *v = sc + nbc * 16 + (b - cb) * qb;
-        if (b == cb) quant_prefetch_w(sc, (size_t)nbc * 16, pf);
-        quant_prefetch_w(v, qb, pf);
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (b - cb) * 16)));
+        const uint8_t *v;
+        const __m256 dw = p2_block(q8, nb, g, b, pf, &v);
         __m256i wv[8]; /* q4_0: the unpacked nibbles; q8_0: |w| (w's signs are read again) */
         if (q8) {
 #pragma GCC unroll 8
@@ -173,16 +183,13 @@ static inline __attribute__((always_inline)) void p8_rows(int XR, int64_t nb, co
                                                           const struct p2_xprep *const *xp,
                                                           float *y, size_t ys, int rows) {
     const __m256i ones = _mm256_set1_epi16(1);
-    const size_t pf = quant_pf_ahead, qb = p2_qb(true);
+    const size_t pf = quant_pf_ahead;
     __m256 acc[P8_MAX_XR];
 #pragma GCC unroll 4
     for (int r = 0; r < XR; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const int64_t cb = b / P2_CHUNK * P2_CHUNK, nbc = min64(P2_CHUNK, nb - cb);
-        const uint8_t *sc = g + cb * (16 + qb), *v = sc + nbc * 16 + (b - cb) * qb;
-        if (b == cb) quant_prefetch_w(sc, (size_t)nbc * 16, pf);
-        quant_prefetch_w(v, qb, pf);
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (b - cb) * 16)));
+        const uint8_t *v;
+        const __m256 dw = p2_block(true, nb, g, b, pf, &v);
         __m256i s[P8_MAX_XR];
 #pragma GCC unroll 4
         for (int r = 0; r < XR; r++) {
