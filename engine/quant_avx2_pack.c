@@ -378,6 +378,11 @@ static inline __m256i k2_pairs(const uint8_t *p) {
     return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
 }
 
+/* h shifted (16-bit lanes) so that each byte's bit `bit` (0-7) is at bit 4. */
+static inline __attribute__((always_inline)) __m256i k2_bit4(__m256i h, int bit) {
+    return bit < 4 ? _mm256_slli_epi16(h, 4 - bit) : _mm256_srli_epi16(h, bit - 4);
+}
+
 static inline __attribute__((always_inline)) void
 k2_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const *bx,
         const struct quant_q8_K_xprep *const *xp, float *y, size_t ys, int rows) {
@@ -434,14 +439,12 @@ k2_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const *
                     _mm256_loadu_si256((const __m256i *)(o + k2_values(q5) + (8 * j2 + k) * 32));
                 __m256i lo = _mm256_and_si256(p, m0f);
                 __m256i hi = _mm256_and_si256(_mm256_srli_epi16(p, 4), m0f);
-                if (q5) { /* + 16 where the fifth bit is set */
+                if (q5) { /* + 16 where the fifth bit is set: bits 2 j2 and 2 j2 + 1 moved to
+                           * bit 4 by a 16-bit shift (what crosses from the next byte lands in
+                           * bits 0-3 or 5-7) and kept by the mask */
                     const __m256i h = _mm256_loadu_si256((const __m256i *)(o + K2_HEAD + k * 32));
-                    const __m256i ml = _mm256_set1_epi8((char)(1 << 2 * j2));
-                    const __m256i mh = _mm256_set1_epi8((char)(2 << 2 * j2));
-                    lo = _mm256_or_si256(
-                        lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, ml), ml), s16));
-                    hi = _mm256_or_si256(
-                        hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, mh), mh), s16));
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(k2_bit4(h, 2 * j2), s16));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(k2_bit4(h, 2 * j2 + 1), s16));
                 }
 #pragma GCC unroll 2
                 for (int r = 0; r < XR; r++) {
