@@ -36,6 +36,7 @@ struct worker_cli {
     long long weight_rate_limit;
     const char *max_memory;
     int probe_ms;
+    const char *probe_lock;
     const char *status_file;
     int insecure;
     int join_timeout_ms;
@@ -79,6 +80,10 @@ static const struct opt worker_opts[] = {
      "it is refused"},
     {"probe-ms", 0, OPT_INT, F(probe_ms), "15", 1, 10000, "MS",
      "time the speed probe spends on each weight type (reported at join for the plan)"},
+    {"probe-lock", 0, OPT_STRING, F(probe_lock), NULL, 0, -1, "FILE",
+     "workers started together on one machine: each locks this file (created 0600) for its "
+     "speed probe, so that they probe one after the other, not on each other's cores "
+     "(deploy/netns-cluster.sh passes one; caravan cluster starts its workers one by one)"},
     {"status-file", 0, OPT_STRING, F(status_file), NULL, 0, -1, "FILE",
      "append 'joined NODE' here on each join (for launchers such as caravan cluster)"},
     {"insecure", 0, OPT_FLAG, F(insecure), NULL, 0, -1, NULL,
@@ -200,7 +205,11 @@ int cmd_worker(int argc, char **argv) {
     const char *kernels[CAPS_MAX_KERNELS];
     size_t n_kernels = caps_kernels(kernels);
     struct caps_probe probe;
-    if (caps_probe_speeds(cli.threads, cli.probe_ms, &probe) != STATUS_OK) goto done;
+    if (caps_probe_speeds_locked(cli.probe_lock, cli.threads, cli.probe_ms, &probe) != STATUS_OK) {
+        if (cli.probe_lock)
+            fprintf(stderr, "error: --probe-lock %s cannot be used\n", cli.probe_lock);
+        goto done;
+    }
     {
         char line[512];
         size_t n = 0;

@@ -285,6 +285,8 @@ ip netns exec "$prefix-c" nice -n "$nice_value" "$caravan" coordinator --key "$r
   --allow "$run_dir/allow" --listen "tcp://$c_addr:7000" --model "$model" \
   --workers "$workers" --wire-dtype "$wire" --http "$c_addr:$port" "${api[@]}" "${c_trace[@]}" \
   --status-file "$run_dir/coordinator.status" 2>"$run_dir/coordinator.log" &
+# the workers start together but share this machine's cores: --probe-lock has their speed
+# probes (for the plan) run one after the other
 for i in $(seq 1 "$workers"); do
   ns=$prefix-w$i
   w_trace=()
@@ -294,7 +296,7 @@ for i in $(seq 1 "$workers"); do
   ip netns exec "$ns" nice -n "$nice_value" "$caravan" worker --coordinator "tcp://$c_addr:7000" \
     --coordinator-key "$run_dir/coordinator/key.pub" --key "$run_dir/w$i" --name "w$i" \
     --listen "tcp://${addr_of[$ns]}:7100" "${weights[@]}" --threads "$threads" "${w_trace[@]}" \
-    2>"$run_dir/w$i.log" &
+    --probe-lock "$run_dir/probe.lock" 2>"$run_dir/w$i.log" &
 done
 
 url=http://$c_addr:$port

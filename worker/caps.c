@@ -3,10 +3,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "dtype.h"
@@ -81,6 +83,32 @@ static double clock_real(void *ctx) {
 
 enum status caps_probe_speeds(int n_threads, int budget_ms, struct caps_probe *out) {
     return caps_probe_speeds_clock(n_threads, budget_ms, clock_real, NULL, out);
+}
+
+enum status caps_probe_speeds_locked(const char *lock_path, int n_threads, int budget_ms,
+                                     struct caps_probe *out) {
+    if (!lock_path) return caps_probe_speeds(n_threads, budget_ms, out);
+    const int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        LOG(LOG_ERROR, "probe lock %s: %s", lock_path, strerror(errno));
+        return STATUS_IO;
+    }
+    int r = flock(fd, LOCK_EX | LOCK_NB);
+    if (r != 0 && errno == EWOULDBLOCK) {
+        LOG(LOG_INFO, "worker: waiting for another worker's speed probe (%s)", lock_path);
+        const double t0 = mono_s();
+        while ((r = flock(fd, LOCK_EX)) != 0 && errno == EINTR) {
+        }
+        if (r == 0) LOG(LOG_INFO, "worker: probe lock taken after %.2f s", mono_s() - t0);
+    }
+    if (r != 0) {
+        LOG(LOG_ERROR, "probe lock %s: %s", lock_path, strerror(errno));
+        close(fd);
+        return STATUS_IO;
+    }
+    const enum status st = caps_probe_speeds(n_threads, budget_ms, out);
+    close(fd); /* releases the lock */
+    return st;
 }
 
 /* One weight type's matrix (in the variant's layout) and its best time. */

@@ -45,3 +45,11 @@ CARAVAN_NODISCARD enum status caps_probe_speeds(int n_threads, int budget_ms,
 CARAVAN_NODISCARD enum status caps_probe_speeds_clock(int n_threads, int budget_ms,
                                                       double (*read_clock)(void *), void *clock_ctx,
                                                       struct caps_probe *out);
+
+/* caps_probe_speeds under an exclusive flock(2) of lock_path (created 0600 when absent; NULL:
+ * no lock), waited for as long as another holder keeps it: workers of one machine given the same
+ * file probe one after the other, not on each other's cores and memory bandwidth (a probe that
+ * shared a core read ~30-40% low and the plan gave that worker far fewer layers).
+ * STATUS_IO when the file cannot be opened or locked. */
+CARAVAN_NODISCARD enum status caps_probe_speeds_locked(const char *lock_path, int n_threads,
+                                                       int budget_ms, struct caps_probe *out);

@@ -1,11 +1,17 @@
-/* caps_test: --max-memory sizes, the kernel list, MemAvailable and the speed probe. */
+/* caps_test: --max-memory sizes, the kernel list, MemAvailable, the speed probe and its lock. */
 #undef NDEBUG
 #include "caps.h"
 
 #include <assert.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dtype.h"
 #include "log.h"
@@ -29,6 +35,58 @@ static float speed_of(const struct caps_probe *p, uint32_t type) {
     for (size_t i = 0; i < p->n_speeds; i++)
         if (p->speeds[i].type == type) return p->speeds[i].gflops;
     return 0;
+}
+
+/* A probe under the lock, on its own thread: done is set when it returns. */
+struct locked_probe {
+    const char *path;
+    enum status st;
+    atomic_int done;
+    struct caps_probe p;
+};
+
+static void *locked_probe_run(void *arg) {
+    struct locked_probe *lp = arg;
+    lp->st = caps_probe_speeds_locked(lp->path, 1, 1, &lp->p);
+    atomic_store(&lp->done, 1);
+    return NULL;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* Another holder of the lock file (here: this thread, through its own open file description)
+ * keeps a probe waiting until it lets go; without a holder the probe runs; a path that cannot be
+ * created is an error. */
+static void test_probe_lock(void) {
+    char dir[] = "/tmp/caps_test.XXXXXX", path[64];
+    assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/probe.lock", dir);
+    const int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    assert(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    struct locked_probe lp = {.path = path};
+    pthread_t th;
+    assert(pthread_create(&th, NULL, locked_probe_run, &lp) == 0);
+    sleep_ms(300); /* a probe of 1 ms a type takes well under this */
+    if (atomic_load(&lp.done)) {
+        fprintf(stderr, "FAIL: the probe ran while another held %s\n", path);
+        exit(1);
+    }
+    assert(flock(fd, LOCK_UN) == 0);
+    assert(pthread_join(th, NULL) == 0);
+    assert(lp.st == STATUS_OK && lp.p.n_speeds >= 6);
+    /* the lock is free again once the probe returns */
+    assert(flock(fd, LOCK_EX | LOCK_NB) == 0);
+    close(fd);
+    struct caps_probe q;
+    assert(caps_probe_speeds_locked(path, 1, 1, &q) == STATUS_OK && q.n_speeds == lp.p.n_speeds);
+    char bad[96];
+    snprintf(bad, sizeof bad, "%s/no/such/dir/probe.lock", dir);
+    assert(caps_probe_speeds_locked(bad, 1, 1, &q) == STATUS_IO);
+    unlink(path);
+    rmdir(dir);
 }
 
 int main(void) {
@@ -89,6 +147,7 @@ int main(void) {
             return 1;
         }
     }
+    test_probe_lock();
     printf("caps_test: ok (%zu kernel variants, %zu types probed)\n", n, p.n_speeds);
     return 0;
 }
