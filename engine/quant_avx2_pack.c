@@ -662,17 +662,22 @@ static inline __attribute__((always_inline)) void q6p_rows(int XR, int64_t nb, c
             }
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)o));
+        __m256i corr[Q6P_MAX_XR]; /* each pair's scales converted once for every x row */
 #pragma GCC unroll 4
-        for (int r = 0; r < XR; r++) {
-            __m256i corr = _mm256_setzero_si256();
-            for (int p = 0; p < 8; p++) {
+        for (int r = 0; r < XR; r++) corr[r] = _mm256_setzero_si256();
+        for (int p = 0; p < 8; p++) {
+            const __m256i sp =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(o + 16 + 16 * p)));
+#pragma GCC unroll 4
+            for (int r = 0; r < XR; r++) {
                 int32_t bs;
                 memcpy(&bs, bx[r][b].bsums + 2 * p, 4);
-                const __m256i sp =
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(o + 16 + 16 * p)));
-                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(sp, _mm256_set1_epi32(bs)));
+                corr[r] = _mm256_add_epi32(corr[r], _mm256_madd_epi16(sp, _mm256_set1_epi32(bs)));
             }
-            const __m256i si = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(corr, 5));
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < XR; r++) {
+            const __m256i si = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(corr[r], 5));
             const __m256 d = _mm256_mul_ps(_mm256_set1_ps(bx[r][b].d), dw);
             acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(d, _mm256_cvtepi32_ps(si)));
         }
