@@ -382,10 +382,66 @@ void quant_quantize_q8_K_avx2(const float *x, block_q8_K *y, int64_t n) {
 
 /* ==== Attention (quant_scores_fn, quant_wsum_fn) ==== */
 
-/* dot_f32 per position: the same bits, one call for a block of positions. */
+/* hsum of four vectors at once, each by hsum's own additions: lanes i and i + 4, then lanes 0 + 2
+ * and 1 + 3, then those two (IEEE addition commutes exactly, so only the pairing matters). */
+static inline void hsum4(const __m256 v[4], float out[4]) {
+    const __m256 lo_ab = _mm256_permute2f128_ps(v[0], v[1], 0x20);
+    const __m256 hi_ab = _mm256_permute2f128_ps(v[0], v[1], 0x31);
+    const __m256 lo_cd = _mm256_permute2f128_ps(v[2], v[3], 0x20);
+    const __m256 hi_cd = _mm256_permute2f128_ps(v[2], v[3], 0x31);
+    const __m256 ab = _mm256_add_ps(lo_ab, hi_ab), cd = _mm256_add_ps(lo_cd, hi_cd);
+    /* per 128-bit half: [a0 + a2, a1 + a3, c0 + c2, c1 + c3] (low: a = v0, c = v2; high: v1, v3) */
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 f = _mm256_add_ps(_mm256_shuffle_ps(r, r, _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm256_shuffle_ps(r, r, _MM_SHUFFLE(3, 1, 3, 1)));
+    float t[8];
+    _mm256_storeu_ps(t, f);
+    out[0] = t[0], out[1] = t[4], out[2] = t[1], out[3] = t[5];
+}
+
+/* dot_f32 per position, the same bits: four positions at a time share each load of q and add
+ * up their sums together (hsum4); the rest one by one. */
 static void scores(int64_t hd, int32_t n, const float *k, int64_t stride, const float *q,
                    float scale, float *out) {
-    for (int32_t p = 0; p < n; p++) out[p] = dot_f32(hd, k + (size_t)p * (size_t)stride, q) * scale;
+    const int64_t n8 = hd / 8 * 8;
+    int32_t p = 0;
+    for (; p + 4 <= n; p += 4) {
+        const float *kp[4];
+        __m256 c0[4], c1[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            kp[r] = k + (size_t)(p + r) * (size_t)stride;
+            c0[r] = c1[r] = _mm256_setzero_ps();
+        }
+        int64_t e = 0;
+        for (; e + FLOAT_GROUP <= n8; e += FLOAT_GROUP) { /* dot_range's chunks, in its order */
+            const __m256 q0 = _mm256_loadu_ps(q + e), q1 = _mm256_loadu_ps(q + e + 8);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                c0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(kp[r] + e), q0, c0[r]);
+                c1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(kp[r] + e + 8), q1, c1[r]);
+            }
+        }
+        if (e < n8) {
+            const __m256 q0 = _mm256_loadu_ps(q + e);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++)
+                c0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(kp[r] + e), q0, c0[r]);
+        }
+        __m256 v[4];
+        float sum[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) v[r] = _mm256_add_ps(c0[r], c1[r]);
+        hsum4(v, sum);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            float s = sum[r];
+            for (int64_t i = n8; i < hd; i++) s += kp[r][i] * q[i]; /* float_finish's tail */
+            out[p + r] = s * scale;
+        }
+    }
+    for (; p < n; p++) out[p] = dot_f32(hd, k + (size_t)p * (size_t)stride, q) * scale;
 }
 
 /* quant_exp_ref on 8 lanes, the same steps. */
