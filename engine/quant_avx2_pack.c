@@ -47,11 +47,6 @@ static void ptile_q5_K(int64_t n, const void *w, size_t ws, int nw, const void *
 #define P2_MAX_XR 2 /* x rows per pass over a group's blocks (16 ymm registers) */
 #define P8_MAX_XR 4 /* q8_0's: it keeps no weight registers across x rows */
 
-/* An integer accumulator's adds kept in order, one after the other: otherwise GCC reassociates
- * them across the unrolled loops, computes every product first and spills them to the stack to
- * add them as a tree. In q4_0, q8_0 and q4_K that took 8-20% of the prompt tile on Zen 3. */
-#define P2_CHAIN(v) __asm__("" : "+x"(v))
-
 /* Value bytes of a block of 8 rows, and of one row's block. */
 static inline __attribute__((always_inline)) size_t p2_qb(bool q8) {
     return q8 ? 256 : 128;
@@ -168,7 +163,7 @@ p2_rows(bool q8, int XR, int64_t nb, const uint8_t *g, const block_q8_0 *const *
                     int32_t x4;
                     memcpy(&x4, xq + 4 * t, 4);
                     s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[t], _mm256_set1_epi32(x4)));
-                    P2_CHAIN(s16);
+                    QUANT_CHAIN(s16);
                 }
                 s = _mm256_add_epi32(s, _mm256_madd_epi16(s16, ones));
             }
@@ -213,7 +208,7 @@ static inline __attribute__((always_inline)) void p8_rows(int XR, int64_t nb, co
                 const __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(x4), p);
                 s[r] =
                     _mm256_add_epi32(s[r], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
-                P2_CHAIN(s[r]);
+                QUANT_CHAIN(s[r]);
             }
         }
 #pragma GCC unroll 4
@@ -463,8 +458,8 @@ k2_rows(bool q5, int XR, int64_t nb, const uint8_t *g, const block_q8_K *const *
                         _mm256_add_epi16(sl[r], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(x0)));
                     sh[r] =
                         _mm256_add_epi16(sh[r], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(x1)));
-                    P2_CHAIN(sl[r]);
-                    P2_CHAIN(sh[r]);
+                    QUANT_CHAIN(sl[r]);
+                    QUANT_CHAIN(sh[r]);
                 }
                 if (k == 7 || (q5 && k == 3)) /* q5_K: int16 holds 4 registers' sums */
 #pragma GCC unroll 2

@@ -116,6 +116,12 @@ static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8
 #define QUANT_PREFETCH_AHEAD 2048
 #define QUANT_PREFETCH(p) __builtin_prefetch((const char *)(p) + QUANT_PREFETCH_AHEAD, 0, 3)
 
+/* An integer SIMD accumulator's adds kept in order, one after the other (an empty asm on the
+ * register after each add): otherwise GCC reassociates them across unrolled loops, computes every
+ * product first and spills them to the stack to add them as a tree. In the avx2 q4_0, q8_0, q4_K,
+ * q2_K and q3_K tiles that cost 8-20% (bench/RESULTS.md, Zen 3). x86 vector registers only. */
+#define QUANT_CHAIN(v) __asm__("" : "+x"(v))
+
 /* The f32 prompt tiles' read-ahead into L2 (prefetcht1). A tile reads a panel's m weight
  * rows (rows[i], esz bytes an element) from memory in its first x batch, a k-chunk of `chunk`
  * elements at a time, and runs later x batches on it from the caches. After the chunk ending at

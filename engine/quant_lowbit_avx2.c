@@ -313,7 +313,7 @@ k_step(bool q3, const struct kblock *w, const block_q8_K *bx, __m256 *acc, __m25
     for (int k = 0; k < 8; k++) {
         const __m256i yk = _mm256_loadu_si256((const __m256i *)(bx->qs + 32 * k));
         s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(w->q[k], yk), w->scale[k]));
-        __asm__("" : "+x"(s)); /* the adds in order: see P2_CHAIN in quant_avx2_pack.c */
+        QUANT_CHAIN(s);
     }
     const __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bx->bsums), w->corr);
     k_float(q3, s, c, w->d, w->dmin, bx->d, acc, accm);
