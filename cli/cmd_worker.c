@@ -205,9 +205,11 @@ int cmd_worker(int argc, char **argv) {
     const char *kernels[CAPS_MAX_KERNELS];
     size_t n_kernels = caps_kernels(kernels);
     struct caps_probe probe;
-    if (caps_probe_speeds_locked(cli.probe_lock, cli.threads, cli.probe_ms, &probe) != STATUS_OK) {
-        if (cli.probe_lock)
-            fprintf(stderr, "error: --probe-lock %s cannot be used\n", cli.probe_lock);
+    const enum status probed =
+        caps_probe_speeds_locked(cli.probe_lock, cli.threads, cli.probe_ms, &probe);
+    if (probed != STATUS_OK) {
+        if (probed == STATUS_IO) /* the probe itself fails only for memory */
+            fprintf(stderr, "error: --probe-lock %s cannot be used (see above)\n", cli.probe_lock);
         goto done;
     }
     {
