@@ -69,6 +69,13 @@ static void slice_path(const slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYTE
     snprintf(out, SLICE_PATH_MAX, "%s/%s.gguf", c->dir, hex);
 }
 
+/* A slice file's unfinished part (<slice>.part) and the part's mark (<part>.ahead). */
+static void part_paths(const char *slice, char part[SLICE_PATH_MAX + 8],
+                       char mark[SLICE_PATH_MAX + 16]) {
+    snprintf(part, SLICE_PATH_MAX + 8, "%s.part", slice);
+    snprintf(mark, SLICE_PATH_MAX + 16, "%s.ahead", part);
+}
+
 enum status slice_cache_default_dir(char *out, size_t cap) {
     const char *xdg = getenv("XDG_CACHE_HOME");
     const char *home = getenv("HOME");
@@ -281,8 +288,7 @@ enum status slice_cache_begin(slice_cache_t *c, const uint8_t fp[CRYPTO_HASH_BYT
     c->have = 0;
     c->ahead = false;
     slice_path(c, fp, c->path);
-    snprintf(c->part_path, sizeof c->part_path, "%s.part", c->path);
-    snprintf(c->ahead_path, sizeof c->ahead_path, "%s.ahead", c->part_path);
+    part_paths(c->path, c->part_path, c->ahead_path);
 
     /* A complete file: re-verify it. */
     struct stat sb;
@@ -707,8 +713,7 @@ static void prune_parts(slice_cache_t *c, const uint8_t model_fp[CRYPTO_HASH_BYT
             continue;
         char slice[SLICE_PATH_MAX], path[SLICE_PATH_MAX + 8], mark[SLICE_PATH_MAX + 16];
         slice_path(c, fp, slice);
-        snprintf(path, sizeof path, "%s.part", slice);
-        snprintf(mark, sizeof mark, "%s.ahead", path);
+        part_paths(slice, path, mark);
         uint64_t size = 0;
         int fd = -1;
         if (!abandoned_part(path, model_fp, &size, &fd)) continue;
