@@ -152,20 +152,27 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
 static int g_max_compute_ms;    /* the next serving pair's --max-compute-ms (0: default) */
 static int g_max_load_stall_ms; /* and its --max-load-stall-ms */
 
-static coordinator_t *serving_pair_ahead(serve_queue_t **q, bool ahead,
-                                         struct coordinator_actions *acts) {
-    *q = serve_queue_new(4);
+/* The configuration of a serving coordinator of n_layers layers over n workers, its requests
+ * from q: small batches, the test key and the empty model's fingerprint. */
+static struct coordinator_config serving_config(serve_queue_t *q, int n, int n_layers) {
     struct coordinator_config cfg = {
-        .max_compute_ms = g_max_compute_ms,
-        .max_load_stall_ms = g_max_load_stall_ms,
-        .n_workers = 2,
-        .n_layers = 2,
-        .queue = *q,
-        .ahead = ahead,
+        .n_workers = n,
+        .n_layers = n_layers,
+        .queue = q,
         .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
     };
     memcpy(cfg.public_key, KC, 32);
     crypto_hash_buf("", 0, cfg.model_fingerprint);
+    return cfg;
+}
+
+static coordinator_t *serving_pair_ahead(serve_queue_t **q, bool ahead,
+                                         struct coordinator_actions *acts) {
+    *q = serve_queue_new(4);
+    struct coordinator_config cfg = serving_config(*q, 2, 2);
+    cfg.max_compute_ms = g_max_compute_ms;
+    cfg.max_load_stall_ms = g_max_load_stall_ms;
+    cfg.ahead = ahead;
     coordinator_t *c = coordinator_new(&cfg);
     join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts);
     join_fd(c, 2, K2, K2, "tcp://w2:1", 8, acts);
@@ -523,16 +530,8 @@ static void test_stuck_load(struct coordinator_actions *acts) {
     /* still; growing; freed, then growing; still memory but work moving */
     for (int moving = 0; moving < 4; moving++) {
         serve_queue_t *q = serve_queue_new(4);
-        struct coordinator_config cfg = {
-            .max_load_stall_ms = 20000,
-            .n_workers = 2,
-            .n_layers = 2,
-            .queue = q,
-            .batcher =
-                {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
-        };
-        memcpy(cfg.public_key, KC, 32);
-        crypto_hash_buf("", 0, cfg.model_fingerprint);
+        struct coordinator_config cfg = serving_config(q, 2, 2);
+        cfg.max_load_stall_ms = 20000;
         test_now = 0;
         coordinator_t *c = coordinator_new(&cfg);
         join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts);
@@ -673,15 +672,8 @@ static void back_at(coordinator_t *c, uint64_t until, uint64_t epoch,
  * that reports a second next stage unreachable is parked itself. */
 static void test_unreachable(struct coordinator_actions *acts) {
     serve_queue_t *q = serve_queue_new(4);
-    struct coordinator_config cfg = {
-        .n_workers = 3,
-        .n_layers = 3,
-        .queue = q,
-        .worker_timeout_ms = 600000,
-        .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
-    };
-    memcpy(cfg.public_key, KC, 32);
-    crypto_hash_buf("", 0, cfg.model_fingerprint);
+    struct coordinator_config cfg = serving_config(q, 3, 3);
+    cfg.worker_timeout_ms = 600000;
     coordinator_t *c = coordinator_new(&cfg);
     const uint8_t *keys[4] = {NULL, K1, K2, K3};
     test_now = 1000;
@@ -993,14 +985,7 @@ static void test_back_in_place(struct coordinator_actions *acts) {
  * two; but its cache holds [1, 2), and shipping weights costs more. */
 static void test_back_in_place_serving(struct coordinator_actions *acts) {
     serve_queue_t *q = serve_queue_new(4);
-    struct coordinator_config cfg = {
-        .n_workers = 2,
-        .n_layers = 2,
-        .queue = q,
-        .batcher = {.n_ctx = 64, .n_seq = 2, .n_batch = 64, .prefill_chunk = 64, .max_inflight = 2},
-    };
-    memcpy(cfg.public_key, KC, 32);
-    crypto_hash_buf("", 0, cfg.model_fingerprint);
+    struct coordinator_config cfg = serving_config(q, 2, 2);
     test_now = 0;
     coordinator_t *c = coordinator_new(&cfg);
     join_fd(c, 2, K2, K2, "tcp://w2:1", 8, acts);
