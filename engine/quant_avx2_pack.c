@@ -238,21 +238,17 @@ static void prep_q8_0(int64_t nb, const void *x, void *out) {
     p2_prep(true, nb, x, out);
 }
 
-static inline __attribute__((always_inline)) void p2_run(bool q8, int xr, int64_t nb,
-                                                         const uint8_t *g, const void *const *x,
-                                                         const void *const *p, float *y, size_t ys,
-                                                         int rows) {
+static void run_q4_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
+                     const void *const *p, float *y, size_t ys, int rows) {
     const block_q8_0 *bx[P2_MAX_XR] = {x[0], xr > 1 ? x[1] : NULL};
     const struct p2_xprep *xp[P2_MAX_XR] = {p[0], xr > 1 ? p[1] : NULL};
     if (xr == 2)
-        p2_rows(q8, 2, nb, g, bx, xp, y, ys, rows);
+        p2_rows(false, 2, nb, g, bx, xp, y, ys, rows);
     else
-        p2_rows(q8, 1, nb, g, bx, xp, y, ys, rows);
+        p2_rows(false, 1, nb, g, bx, xp, y, ys, rows);
 }
-static void run_q4_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
-                     const void *const *p, float *y, size_t ys, int rows) {
-    p2_run(false, xr, nb, g, x, p, y, ys, rows);
-}
+/* q8_0 against one x row (GEMV) keeps p2_rows: paired with the streaming read it took 84-87% of
+ * it at 1 thread where p8_rows(1) took 79-87% (bench_kernels %wr, Zen 3). */
 static void run_q8_0(int xr, int64_t nb, const uint8_t *g, const void *const *x,
                      const void *const *p, float *y, size_t ys, int rows) {
     const block_q8_0 *bx[P8_MAX_XR];
