@@ -1,0 +1,282 @@
+/* bench_handoff: what handing a decode step from one process to another costs the compute,
+ * with no network in the way. The model's layers are split at --split between this process and
+ * a child; one token at a time, this process computes its layers and writes the hidden state
+ * to a pipe, the child computes the rest (output head included) and answers with one byte.
+ * In turn with that, the whole model in this process; --rounds rounds of --tokens tokens each.
+ * It is a single stream through a two-stage pipeline, less everything the cluster adds.
+ *
+ *   --pin same    both processes on CPU 0 (only one computes at a time anyway)
+ *   --pin apart   this process on CPU 0, the child on CPU 1, as two workers with a core each
+ *   --pin none    where the scheduler puts them
+ *   --wait sleep  a process waiting for its turn blocks in read()
+ *   --wait spin   it polls the pipe, yielding the core between polls (caravan worker --spin-ms)
+ *
+ *   bench_handoff --model F.gguf [--split L] [--pin same|apart|none] [--wait sleep|spin]
+ * Prints medians of a token's time: the whole model, the split's round trip and each stage's
+ * compute. The last line is tab-separated for scripts:
+ *   result <pin> <wait> <whole ms> <split ms> <stage 1 ms> <stage 2 ms> <whole / split> */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench_common.h"
+#include "model.h"
+#include "opts.h"
+#include "quant.h"
+
+struct cfg {
+    const char *model;
+    int split;
+    int threads;
+    int tokens;
+    int rounds;
+    const char *pin;
+    const char *wait;
+};
+
+static const struct opt opts[] = {
+    {"model", 'm', OPT_STRING, offsetof(struct cfg, model), NULL, 0, -1, "F.gguf", "model file"},
+    {"split", 0, OPT_INT, offsetof(struct cfg, split), "0", 0, 100000, "L",
+     "the child's layers start here (0: half the layers)"},
+    {"threads", 't', OPT_INT, offsetof(struct cfg, threads), "1", 1, 256, "T",
+     "threads of each process"},
+    {"tokens", 'n', OPT_INT, offsetof(struct cfg, tokens), "32", 1, 4096, "N",
+     "tokens a round, from an empty KV cache"},
+    {"rounds", 'r', OPT_INT, offsetof(struct cfg, rounds), "6", 1, 1000, "N",
+     "rounds, each the whole model then the split"},
+    {"pin", 0, OPT_STRING, offsetof(struct cfg, pin), "none", 0, -1, "same|apart|none",
+     "CPUs of the two processes"},
+    {"wait", 0, OPT_STRING, offsetof(struct cfg, wait), "sleep", 0, -1, "sleep|spin",
+     "how a process waits for its turn"},
+    OPTS_END,
+};
+
+static bool g_spin;
+
+/* Reads or writes all n bytes; with --wait spin the descriptors are non-blocking and a read
+ * with nothing there yet yields the core and tries again. */
+static int read_all(int fd, void *buf, size_t n) {
+    for (size_t got = 0; got < n;) {
+        const ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r > 0) {
+            got += (size_t)r;
+        } else if (r < 0 && errno == EAGAIN && g_spin) {
+            sched_yield();
+        } else if (r == 0 || errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int write_all(int fd, const void *buf, size_t n) {
+    for (size_t put = 0; put < n;) {
+        const ssize_t r = write(fd, (const char *)buf + put, n - put);
+        if (r > 0)
+            put += (size_t)r;
+        else if (r < 0 && errno != EINTR && errno != EAGAIN)
+            return -1;
+    }
+    return 0;
+}
+
+static void pin_to(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) perror("sched_setaffinity");
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static model_t *load(const char *path, int first, int end, int n_ctx, int threads) {
+    struct model_params mp = {.layer_first = first,
+                              .layer_end = end,
+                              .n_ctx = n_ctx,
+                              .n_seq = 1,
+                              .n_batch = 1,
+                              .n_threads = threads};
+    model_t *m = NULL;
+    if (model_load(path, &mp, &m) != STATUS_OK) {
+        if (first || end)
+            fprintf(stderr, "error: cannot load layers [%d, %d) of %s\n", first, end, path);
+        else
+            fprintf(stderr, "error: cannot load %s\n", path);
+        return NULL;
+    }
+    return m;
+}
+
+/* The second stage: layers [split, end) and the output head. Gets the split, loads, says it
+ * is ready; then per token a position (-1: stop) and the hidden state, answers with one byte;
+ * at the end, the median of its compute times. */
+static int child_main(const struct cfg *c, int in, int out) {
+    int32_t split;
+    if (read_all(in, &split, sizeof split) != 0 || split < 1) return 1; /* the parent failed */
+    model_t *m = load(c->model, split, 0, c->tokens + 1, c->threads);
+    const char ready = m != NULL;
+    if (write_all(out, &ready, 1) != 0 || !m) return 1;
+    const struct model_config *mc = model_config(m);
+    float *h = malloc((size_t)mc->n_embd * sizeof *h);
+    float *logits = malloc((size_t)mc->n_vocab * sizeof *logits);
+    const int n_max = c->rounds * c->tokens;
+    double *t = malloc((size_t)n_max * sizeof *t);
+    if (!h || !logits || !t) return 1;
+    int n = 0;
+    for (;;) {
+        int32_t pos, seq = 0;
+        if (read_all(in, &pos, sizeof pos) != 0) return 1;
+        if (pos < 0) break;
+        if (read_all(in, h, (size_t)mc->n_embd * sizeof *h) != 0) return 1;
+        if (pos == 0) model_seq_reset(m, 0);
+        struct model_batch b = {1, NULL, h, &pos, &seq, NULL};
+        const double t0 = bench_now_s();
+        if (model_forward(m, &b, logits) != STATUS_OK) return 1;
+        if (n < n_max) t[n++] = (bench_now_s() - t0) * 1e3;
+        const char done = 1;
+        if (write_all(out, &done, 1) != 0) return 1;
+    }
+    const double med = n ? median(t, n) : 0.0;
+    if (write_all(out, &med, sizeof med) != 0) return 1;
+    model_free(&m);
+    free(h);
+    free(logits);
+    free(t);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    struct cfg c;
+    int n_pos = 0;
+    enum opts_result r = opts_parse(opts, &c, argc, argv,
+                                    "usage: bench_handoff --model F.gguf [--split L] "
+                                    "[--pin same|apart|none] [--wait sleep|spin]",
+                                    &n_pos);
+    if (r == OPTS_HELP) return 0;
+    if (r == OPTS_ERROR) return 2;
+    const bool pin_same = strcmp(c.pin, "same") == 0, pin_apart = strcmp(c.pin, "apart") == 0;
+    if (!c.model || n_pos > 0 || (!pin_same && !pin_apart && strcmp(c.pin, "none") != 0) ||
+        (strcmp(c.wait, "sleep") != 0 && strcmp(c.wait, "spin") != 0)) {
+        fprintf(stderr, "error: bench_handoff needs --model F.gguf; --pin same|apart|none, "
+                        "--wait sleep|spin (see --help)\n");
+        return 2;
+    }
+    if (pin_apart && sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+        fprintf(stderr, "error: --pin apart needs two CPUs\n");
+        return 2;
+    }
+    g_spin = strcmp(c.wait, "spin") == 0;
+    quant_init();
+    int to_child[2], to_parent[2];
+    if (pipe(to_child) != 0 || pipe(to_parent) != 0) {
+        perror("pipe");
+        return 1;
+    }
+    if (g_spin && (fcntl(to_child[0], F_SETFL, O_NONBLOCK) != 0 ||
+                   fcntl(to_parent[0], F_SETFL, O_NONBLOCK) != 0)) {
+        perror("fcntl");
+        return 1;
+    }
+    const pid_t pid = fork(); /* before any thread or model: the child loads its own */
+    if (pid < 0) {
+        perror("fork");
+        return 1;
+    }
+    if (pid == 0) {
+        if (pin_same || pin_apart) pin_to(pin_same ? 0 : 1);
+        _exit(child_main(&c, to_child[0], to_parent[1]));
+    }
+    if (pin_same || pin_apart) pin_to(0);
+    int rc = 1;
+    double *t_whole = NULL, *t_split = NULL, *t_first = NULL;
+    float *logits = NULL, *h = NULL;
+    model_t *whole = load(c.model, 0, 0, c.tokens + 1, c.threads), *first = NULL;
+    const struct model_config *mc = whole ? model_config(whole) : NULL;
+    int32_t split = c.split ? c.split : mc ? (int32_t)(mc->n_layers / 2) : 0;
+    if (mc && (split < 1 || split >= mc->n_layers)) {
+        fprintf(stderr, "error: --split %d: the model has %lld layers\n", split,
+                (long long)mc->n_layers);
+        split = -1;
+    }
+    char ready = 0;
+    if (write_all(to_child[1], &split, sizeof split) != 0 || !mc || split < 0 ||
+        read_all(to_parent[0], &ready, 1) != 0 || !ready)
+        goto out;
+    first = load(c.model, 0, split, c.tokens + 1, c.threads);
+    if (!first) goto out;
+    const int n_max = c.rounds * c.tokens;
+    t_whole = malloc((size_t)n_max * sizeof *t_whole);
+    t_split = malloc((size_t)n_max * sizeof *t_split);
+    t_first = malloc((size_t)n_max * sizeof *t_first);
+    logits = malloc((size_t)mc->n_vocab * sizeof *logits);
+    h = malloc((size_t)mc->n_embd * sizeof *h);
+    if (!t_whole || !t_split || !t_first || !logits || !h) goto out;
+    printf("bench_handoff: %s, layers [0, %d) here and [%d, %lld) in a child, %d thread%s each, "
+           "pin %s, wait %s, %d rounds of %d tokens\n",
+           c.model, split, split, (long long)mc->n_layers, c.threads, c.threads == 1 ? "" : "s",
+           c.pin, c.wait, c.rounds, c.tokens);
+    uint64_t rng = 42;
+    int n = 0;
+    for (int round = 0; round < c.rounds; round++) {
+        model_seq_reset(whole, 0);
+        for (int i = 0; i < c.tokens; i++) {
+            int32_t tok = (int32_t)(bench_rng_next(&rng) % (uint64_t)mc->n_vocab), pos = i, seq = 0;
+            struct model_batch b = {1, &tok, NULL, &pos, &seq, NULL};
+            const double t0 = bench_now_s();
+            if (model_forward(whole, &b, logits) != STATUS_OK) goto out;
+            t_whole[n + i] = (bench_now_s() - t0) * 1e3;
+        }
+        model_seq_reset(first, 0);
+        for (int i = 0; i < c.tokens; i++) {
+            int32_t tok = (int32_t)(bench_rng_next(&rng) % (uint64_t)mc->n_vocab), pos = i, seq = 0;
+            struct model_batch b = {1, &tok, NULL, &pos, &seq, NULL};
+            const double t0 = bench_now_s();
+            if (model_forward(first, &b, h) != STATUS_OK) goto out;
+            t_first[n + i] = (bench_now_s() - t0) * 1e3;
+            char done;
+            if (write_all(to_child[1], &pos, sizeof pos) != 0 ||
+                write_all(to_child[1], h, (size_t)mc->n_embd * sizeof *h) != 0 ||
+                read_all(to_parent[0], &done, 1) != 0)
+                goto out;
+            t_split[n + i] = (bench_now_s() - t0) * 1e3;
+        }
+        n += c.tokens;
+    }
+    const int32_t stop = -1;
+    double second = 0;
+    if (write_all(to_child[1], &stop, sizeof stop) != 0 ||
+        read_all(to_parent[0], &second, sizeof second) != 0)
+        goto out;
+    const double w = median(t_whole, n), s = median(t_split, n), f = median(t_first, n);
+    printf("whole model %.2f ms a token; split %.2f ms (stage 1 %.2f, stage 2 %.2f, the "
+           "hand-offs %.2f); whole / split %.3f\n",
+           w, s, f, second, s - f - second, w / s);
+    printf("result\t%s\t%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.4f\n", c.pin, c.wait, w, s, f, second, w / s);
+    rc = 0;
+out:
+    free(t_whole);
+    free(t_split);
+    free(t_first);
+    free(logits);
+    free(h);
+    close(to_child[1]); /* the child stops at end of file if it is still reading */
+    waitpid(pid, NULL, 0);
+    model_free(&first);
+    model_free(&whole);
+    return rc;
+}
