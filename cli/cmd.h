@@ -17,6 +17,11 @@ int cmd_trace(int argc, char **argv);
 /* Joins one run's trace files into out (see cmd_trace.c); 0 on success. */
 int cmd_trace_merge(const char *out, const char *const *ins, int n_in);
 
+/* --spin-ms's default, the same for `caravan worker` and `caravan cluster`. */
+#define CMD_SPIN_MS 100
+#define CMD_STR(x) CMD_STR_(x)
+#define CMD_STR_(x) #x
+
 /* --prefill-chunk's help, the same for `caravan cluster` and `caravan coordinator`. */
 #define CMD_PREFILL_CHUNK_HELP                                                                     \
     "most prompt tokens of one request per step, so long prompts do not stall decoding (64: a "    \

@@ -65,6 +65,7 @@ struct cluster_cfg {
     const char *trace;
     int no_restart;
     int compute_delay_ms;
+    int spin_ms;
     int request_timeout_ms;
     int max_compute_ms;
     int max_load_stall_ms;
@@ -138,6 +139,9 @@ static const struct opt cluster_opts[] = {
      "as stuck"},
     {"compute-delay-ms", 0, OPT_INT, F(compute_delay_ms), "0", 0, 600000, "MS",
      "every worker sleeps this long per step: simulates slower machines (tests, studies)"},
+    {"spin-ms", 0, OPT_INT, F(spin_ms), CMD_STR(CMD_SPIN_MS), 0, 10000, "MS",
+     "workers poll for their next turn up to this long instead of sleeping (caravan worker "
+     "--help)"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
      "memory each worker may use (e.g. 800M; default: what the machine has free)"},
     {"no-restart", 0, OPT_FLAG, F(no_restart), NULL, 0, -1, NULL,
@@ -771,8 +775,11 @@ int cmd_cluster(int argc, char **argv) {
         unlink(w_status);
         wargv[m++] = "--status-file";
         wargv[m++] = w_status;
-        char a_delay[16];
+        char a_delay[16], a_spin[16];
         snprintf(a_delay, sizeof a_delay, "%d", c->compute_delay_ms);
+        snprintf(a_spin, sizeof a_spin, "%d", c->spin_ms);
+        wargv[m++] = "--spin-ms";
+        wargv[m++] = a_spin;
         if (c->max_memory) {
             wargv[m++] = "--max-memory";
             wargv[m++] = c->max_memory;

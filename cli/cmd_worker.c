@@ -45,6 +45,7 @@ struct worker_cli {
     int coordinator_timeout_ms;
     int compute_delay_ms;
     int run_ms;
+    int spin_ms;
     int threads;
     long long max_message_bytes;
     int protocol_version_override;
@@ -74,6 +75,10 @@ static const struct opt worker_opts[] = {
     {"weight-rate-limit", 0, OPT_INT64, F(weight_rate_limit), "0", 0, 1e12, "BYTES/S",
      "testing only: receive weights at most this fast (0 = no limit)"},
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "N", "compute threads (0 = all cores)"},
+    {"spin-ms", 0, OPT_INT, F(spin_ms), CMD_STR(CMD_SPIN_MS), 0, 10000, "MS",
+     "after a computation, wait for the next by polling (yielding to anything else runnable) "
+     "up to this long instead of sleeping, while the pipeline's turns come back that soon: on "
+     "VMs a vCPU that sleeps between turns computes slower (bench/RESULTS.md); 0 = sleep"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
      "memory this worker may use for its slice: weights, KV cache and buffers (K/M/G suffixes; "
      "default: MemAvailable at start); the coordinator plans within it, and an assignment over "
@@ -275,6 +280,7 @@ int cmd_worker(int argc, char **argv) {
         .drain_timeout_ms = cli.drain_timeout_ms,
         .coordinator_timeout_ms = cli.coordinator_timeout_ms,
         .run_ms = cli.run_ms,
+        .spin_ms = cli.spin_ms,
         .status_file = cli.status_file,
     };
     if (cli.trace) {

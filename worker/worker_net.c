@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -149,10 +150,27 @@ struct net {
     bool ever_joined;
     bool joined_noted; /* this join is in the status file */
     struct hb_shared *hb;
+    uint64_t computed_ms;   /* when the last computation ended (0: none yet) */
+    uint64_t spin_until_ms; /* poll instead of sleeping until then (worker_net_spin_until) */
     bool done;
     int exit_code;
     char exit_text[600];
 };
+
+uint64_t worker_net_spin_until(uint64_t end_ms, uint64_t gap_ms, int spin_ms) {
+    if (spin_ms <= 0 || (gap_ms != UINT64_MAX && gap_ms > (uint64_t)spin_ms)) return 0;
+    return end_ms + (uint64_t)spin_ms;
+}
+
+/* A computation (a Forward read from upstream, or a step computed ahead) began at began_ms and
+ * has just ended. */
+static void computed(struct net *n, uint64_t began_ms) {
+    const uint64_t now = mono_ms();
+    const uint64_t gap =
+        n->computed_ms && began_ms >= n->computed_ms ? began_ms - n->computed_ms : UINT64_MAX;
+    n->spin_until_ms = worker_net_spin_until(now, gap, n->cfg->spin_ms);
+    n->computed_ms = now;
+}
 
 static void finish(struct net *n, int code, const char *text) {
     if (n->done) return;
@@ -371,8 +389,9 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         /* a step to compute ahead: only when nothing is waiting to be read */
         const bool ahead = worker_ahead_pending(n.w);
         const bool copy = worker_copy_pending(n.w); /* cached tensors to copy when idle */
+        const bool spin = !hold && mono_ms() < n.spin_until_ms;
         int rc = zmq_poll(items, n_items,
-                          ahead || copy                    ? 0
+                          ahead || copy || spin            ? 0
                           : transport_link_queued(&n.next) ? 2
                                                            : 50);
         if (rc < 0 && zmq_errno() != EINTR) {
@@ -392,13 +411,23 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                 drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
             /* One Forward at a time, so control messages (heartbeats, a new Assign) are read
              * between computations. */
-            if (!n.done && !hold && (items[2].revents & ZMQ_POLLIN))
+            if (!n.done && !hold && (items[2].revents & ZMQ_POLLIN)) {
+                const uint64_t began = mono_ms();
                 drain(&n, n.act_in, WORKER_FROM_UPSTREAM, 1);
+                computed(&n, began);
+            }
         }
         /* After a long computation: what the coordinator sent meanwhile, before judging its
          * silence. */
         if (!n.done) drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
-        if (rc == 0 && ahead && !n.done) worker_run_ahead(n.w);
+        if (rc == 0 && ahead && !n.done) {
+            const uint64_t began = mono_ms();
+            worker_run_ahead(n.w);
+            computed(&n, began);
+        }
+        /* polling for the next turn: any other runnable thread (this process's ZeroMQ I/O
+         * thread bringing it, a daemon beside it) gets the core first */
+        if (rc == 0 && spin && !ahead && !copy) sched_yield();
         if (rc == 0 && copy && !n.done) {
             worker_run_copy(n.w, &acts);
             run_actions(&n, &acts);

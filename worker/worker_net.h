@@ -21,6 +21,8 @@ struct worker_net_config {
                                     least the JoinAck's timeout) */
     int drain_timeout_ms;        /* SIGTERM: wait this long for the layers to move, then exit */
     int run_ms;                  /* stop after this long (tests); 0 = until a signal */
+    int spin_ms;                 /* after a computation, poll for the next up to this long
+                                    (worker_net_spin_until); 0 = sleep at once */
     const char *status_file;     /* "joined NODE" appended at each join; NULL = none */
 };
 
@@ -30,6 +32,15 @@ struct worker_net_config {
  * here (from the bound socket). Returns the process exit status; logs the reason. */
 int worker_net_run(transport_t *t, struct worker_config *wcfg,
                    const struct worker_net_config *ncfg);
+
+/* Until when the loop polls for the next Forward instead of sleeping, after a computation that
+ * ended at end_ms and began gap_ms after the one before it ended (UINT64_MAX: none before); 0
+ * means sleep at once. A stage of a pipeline waits for the other stages between its turns: on
+ * the VMs measured (bench/RESULTS.md), a vCPU that sleeps through that wait computes the next
+ * turn slower, and polling (yielding the core to any other runnable thread) keeps it as fast as
+ * one process. It pays only while the turns come back within spin_ms: after a longer gap the
+ * worker sleeps, so an idle or slow pipeline costs no CPU. */
+uint64_t worker_net_spin_until(uint64_t end_ms, uint64_t gap_ms, int spin_ms);
 
 /* Resident memory of this process (/proc/self/statm), 0 when unknown. */
 uint64_t worker_net_rss_bytes(void);

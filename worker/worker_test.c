@@ -7,6 +7,7 @@
  * a version refusal or a JoinAck refusal exits 1. */
 #undef NDEBUG
 #include "worker.h"
+#include "worker_net.h"
 
 #include <assert.h>
 #include <sys/stat.h>
@@ -1168,8 +1169,20 @@ static void test_reuse(void) {
     free(model);
 }
 
+/* Polling for the next turn: only while the turns come back within the window. */
+static void test_spin_until(void) {
+    assert(worker_net_spin_until(1000, UINT64_MAX, 100) == 1100); /* a first computation */
+    assert(worker_net_spin_until(1000, 0, 100) == 1100);          /* queued work */
+    assert(worker_net_spin_until(1000, 100, 100) == 1100);        /* at the window's edge */
+    assert(worker_net_spin_until(1000, 101, 100) == 0);           /* turns too far apart */
+    assert(worker_net_spin_until(1000, 5000, 100) == 0);          /* after an idle spell */
+    assert(worker_net_spin_until(1000, 0, 0) == 0);               /* --spin-ms 0 */
+    assert(worker_net_spin_until(1000, UINT64_MAX, 0) == 0);
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
+    test_spin_until();
     assert(crypto_init() == STATUS_OK);
     struct worker_actions acts = {0};
     char dir[] = "/tmp/worker_test.XXXXXX";
