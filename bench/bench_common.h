@@ -1,6 +1,7 @@
-/* bench_common: what the engine benchmarks (bench_model, bench_decode) share. */
+/* bench_common: what the benchmarks share. */
 #pragma once
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 /* Monotonic seconds. */
@@ -16,4 +17,15 @@ static inline uint64_t bench_rng_next(uint64_t *s) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+static inline int bench_cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts v[0, n) (n > 0) and returns its median: the mean of the middle two when n is even. */
+static inline double bench_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }

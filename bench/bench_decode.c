@@ -48,11 +48,6 @@ static const struct opt opts[] = {
     OPTS_END,
 };
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 struct bench {
     model_t *m;
     int64_t n_vocab;
@@ -151,9 +146,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < cfg.reps && rc == 0; i++)
             if (run(&b, B, cfg.npp, cfg.ntg, &t[i]) != 0) rc = 1;
         if (rc) break;
-        qsort(t, (size_t)cfg.reps, sizeof *t, cmp_double);
-        const double med =
-            cfg.reps % 2 ? t[cfg.reps / 2] : 0.5 * (t[cfg.reps / 2 - 1] + t[cfg.reps / 2]);
+        const double med = bench_median(t, cfg.reps);
         res[3 * k] = 1e3 * med / cfg.ntg;
         res[3 * k + 1] = (double)B * cfg.ntg / med;
         res[3 * k + 2] = (double)B * cfg.ntg / t[0];

@@ -94,16 +94,6 @@ static void pin_to(int cpu) {
     if (sched_setaffinity(0, sizeof set, &set) != 0) perror("sched_setaffinity");
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static model_t *load(const char *path, int first, int end, int n_ctx, int threads) {
     struct model_params mp = {.layer_first = first,
                               .layer_end = end,
@@ -151,7 +141,7 @@ static int child_main(const struct cfg *c, int in, int out) {
         const char done = 1;
         if (write_all(out, &done, 1) != 0) return 1;
     }
-    const double med = n ? median(t, n) : 0.0;
+    const double med = n ? bench_median(t, n) : 0.0;
     if (write_all(out, &med, sizeof med) != 0) return 1;
     model_free(&m);
     free(h);
@@ -262,7 +252,8 @@ int main(int argc, char **argv) {
     if (write_all(to_child[1], &stop, sizeof stop) != 0 ||
         read_all(to_parent[0], &second, sizeof second) != 0)
         goto out;
-    const double w = median(t_whole, n), s = median(t_split, n), f = median(t_first, n);
+    const double w = bench_median(t_whole, n), s = bench_median(t_split, n),
+                 f = bench_median(t_first, n);
     printf("whole model %.2f ms a token; split %.2f ms (stage 1 %.2f, stage 2 %.2f, the "
            "hand-offs %.2f); whole / split %.3f\n",
            w, s, f, second, s - f - second, w / s);

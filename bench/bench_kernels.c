@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "bench_common.h"
 #include "matmul.h"
 #include "quant.h"
 #include "quant_internal.h"
@@ -156,11 +157,6 @@ static void mm_bufs_free(struct mm_bufs *b) {
     free(b->scratch);
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* The GEMV against a read of the same weight copies in the GEMV's own shape (one pool run per
  * matrix, each thread a contiguous share of its bytes: the same memory and synchronisation,
  * without the arithmetic), in turn: one pass of each, over and over for at least min_time (at
@@ -186,8 +182,7 @@ static double gemv_vs_read(threadpool_t *tp, const struct matmul_weight *ws, int
         ratio[n++] = (now() - t0) / tg;
     } while (n < 4096 && (now() - start < min_time || n < 7));
     mm_bufs_free(&b);
-    qsort(ratio, (size_t)n, sizeof ratio[0], cmp_double);
-    return ratio[n / 2];
+    return bench_median(ratio, n);
 }
 
 /* Best read rate in GB/s over repetitions lasting at least min_time (at least 5). */

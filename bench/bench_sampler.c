@@ -52,11 +52,6 @@ static const struct setting settings[] = {
     {"log-probabilities, top 20", 0.0f, 0, 1.0f, 0.0f, 20},
 };
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Parses "a,b,c" into out (at most cap); returns the count. */
 static int parse_list(const char *s, double *out, int cap) {
     int n = 0;
@@ -124,8 +119,7 @@ int main(int argc, char **argv) {
                         sink += sampler_sample(s, &p, row, NULL, 0, (uint64_t)(d + 1));
                     if (d >= 0) us[d] = (bench_now_s() - t0) * 1e6;
                 }
-                qsort(us, (size_t)cfg.draws, sizeof *us, cmp_double);
-                double med = us[cfg.draws / 2], best = us[0];
+                const double med = bench_median(us, cfg.draws), best = us[0];
                 printf("| %d | %g | %s | %.1f | %.1f |\n", nv, zipfs[zi], st->name, med, best);
                 if (n_lines < 64)
                     snprintf(lines[n_lines++], sizeof lines[0], "result\t%d\t%g\t%s\t%.1f\t%.1f",
