@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The benchmark programs of bench/ run on stories260K and print what their scripts read: a
+# `result` line whose figures are positive numbers (no speed is asserted, only that they ran
+# and measured something), and a bad argument is exit status 2 with a message.
+set -eu
+model="$CARAVAN_SHARED/models/stories260K.gguf"
+bin="$CARAVAN_BIN"
+fail() { echo "FAIL: $*"; exit 1; }
+[ -f "$model" ] || { echo "skip: no $model"; exit 77; }
+for t in bench_model bench_decode bench_sampler bench_handoff bench_kernels; do
+  [ -x "$bin/$t" ] || fail "no $bin/$t (cmake --build builds it)"
+done
+dir=$(mktemp -d /tmp/caravan-bench-tools-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+
+# result_ok NAME "FIELD FIELD ..." OUTPUT: every `result` line has positive numbers in those
+# fields (tab-separated, 1-based)
+result_ok() {
+  local name=$1 fields=$2 out=$3
+  grep -q "^result	" <<<"$out" || fail "$name: no result line in: $out"
+  grep "^result	" <<<"$out" | awk -F'\t' -v f="$fields" -v n="$name" '
+    { k = split(f, at, " ")
+      for (j = 1; j <= k; j++) { i = at[j]
+        if (!($i ~ /^[0-9.]+$/) || $i + 0 <= 0) {
+          print "FAIL: " n ": field " i " is \"" $i "\" in: " $0; bad = 1 } } }
+    END { exit bad }' || exit 1
+}
+
+out=$("$bin/bench_model" --model "$model" --pp 8 --tg 4 --reps 2 2>/dev/null)
+result_ok bench_model "5 8 10" "$out" # prompt and generation t/s, resident MiB
+
+out=$("$bin/bench_decode" --model "$model" --batches 1,2 --npp 4 --ntg 4 --reps 2 2>/dev/null)
+result_ok bench_decode "4 5 6 7" "$out"
+[ "$(grep -c "^result	" <<<"$out")" = 2 ] || fail "bench_decode: one result line a batch size"
+
+out=$("$bin/bench_sampler" --vocab 512 --zipf 1 --draws 9 2>/dev/null)
+result_ok bench_sampler "5 6" "$out"
+
+# both stages' compute and the whole model's are measured; the split's round trip holds both
+# stages' compute
+for setting in "none sleep" "same spin"; do
+  read -r pin wait <<<"$setting"
+  out=$("$bin/bench_handoff" --model "$model" --rounds 2 --tokens 4 --pin "$pin" \
+    --wait "$wait" 2>/dev/null)
+  result_ok "bench_handoff $setting" "4 5 6 7 8" "$out"
+  grep -q "^result	$pin	$wait	" <<<"$out" || fail "bench_handoff: settings not echoed: $out"
+  awk -F'\t' '/^result/ { exit !($5 >= $6) }' <<<"$out" ||
+    fail "bench_handoff $setting: the round trip is shorter than stage 1: $out"
+done
+grep -q "layers \[0, 2) here and \[2, 5) in a child" <<<"$("$bin/bench_handoff" --model "$model" \
+  --rounds 1 --tokens 2 2>/dev/null)" || fail "bench_handoff: the default split is not half"
+
+if "$bin/bench_handoff" --model "$model" --pin sideways >/dev/null 2>"$dir/err"; then
+  fail "bench_handoff --pin sideways was accepted"
+else
+  [ $? = 2 ] || fail "bench_handoff --pin sideways: not exit status 2"
+fi
+grep -q "pin same|apart|none" "$dir/err" || fail "bench_handoff: no message"
+if "$bin/bench_handoff" --model "$model" --split 5 >/dev/null 2>"$dir/err"; then
+  fail "bench_handoff --split 5 of 5 layers was accepted"
+fi
+grep -q "the model has 5 layers" "$dir/err" || fail "bench_handoff: --split message"
+
+# the GEMV columns of every kernel variant this CPU runs, reference included
+out=$("$bin/bench_kernels" --types q4_0 --threads 1 --time 0.01 --no-gemm 2>/dev/null)
+grep -Eq "^q4_0 +ref +1 " <<<"$out" || fail "bench_kernels: no reference row: $out"
+awk '/^q4_0 / && ($5 + 0 <= 0 || $8 + 0 <= 0) { bad = 1 } END { exit bad }' <<<"$out" ||
+  fail "bench_kernels: a GEMV column is not positive: $out"
+echo "bench_tools: ok"
