@@ -3,7 +3,8 @@
 #
 #   1. single-stream generation through 1, 2 and 3 workers (1 thread each, loopback, CURVE)
 #      against `caravan run --threads 1`, alternating A B A B (REPS pairs; medians and ratio),
-#      the cluster as it runs by default and with `--ahead off` (each rep: run, on, off),
+#      the cluster as it runs by default and with `--ahead off` (odd reps run, on, off; even
+#      reps off, on, run, so a host drifting within a rep favours neither),
 #      then traced runs with --ahead off and on: the time between tokens less the stages'
 #      compute (the cluster's own cost a token) and, with --ahead off, a decode step's round
 #      trip and its links, serializing, sending and receiving;
@@ -63,7 +64,8 @@ if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then # part 1
     echo "## single stream, $TG tokens, tokens/s (median of $REPS, alternating with caravan run$where)"
     echo
     echo "The cluster as it runs by default (the first worker computes ahead), then with \`--ahead off\`"
-    echo "(every token's next step goes through the coordinator), in turn with \`caravan run\`."
+    echo "(every token's next step goes through the coordinator), in turn with \`caravan run\` (odd reps"
+    echo "run, on, off; even reps off, on, run)."
     echo
     echo "| workers | caravan run 1t | cluster | ratio of medians | median of pair ratios (min-max) | --ahead off | its pair ratios |"
     echo "|---|---|---|---|---|---|---|"
@@ -79,15 +81,22 @@ pair_stats() {
 }
 for k in ${SINGLE_WORKERS:-1 2 3}; do
     runs="" clus="" offs=""
-    for _ in $(seq "$REPS"); do
-        ${pin[@]+"${pin[@]}"} "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 \
-            --ignore-eos -n "$TG" --prompt "$PROMPT" >/dev/null 2>"$DIR/run.err"
-        runs="$runs $(gen_rate "$DIR/run.err")"
-        for ahead in on off; do
+    for rep in $(seq "$REPS"); do
+        # run, on, off; then off, on, run: a host drifting slower or faster within a rep
+        # does not favour whichever goes first
+        order="run on off"
+        [ $((rep % 2)) = 1 ] || order="off on run"
+        for what in $order; do
+            if [ "$what" = run ]; then
+                ${pin[@]+"${pin[@]}"} "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 \
+                    --ignore-eos -n "$TG" --prompt "$PROMPT" >/dev/null 2>"$DIR/run.err"
+                runs="$runs $(gen_rate "$DIR/run.err")"
+                continue
+            fi
             ${pin[@]+"${pin[@]}"} "$BIN/caravan" cluster --model "$MODEL" --workers "$k" \
                 --threads 1 --shared-file --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" \
-                --ahead "$ahead" >/dev/null 2>"$DIR/cluster.err"
-            if [ "$ahead" = on ]; then
+                --ahead "$what" >/dev/null 2>"$DIR/cluster.err"
+            if [ "$what" = on ]; then
                 clus="$clus $(gen_rate "$DIR/cluster.err")"
             else
                 offs="$offs $(gen_rate "$DIR/cluster.err")"
