@@ -10,14 +10,18 @@
  *   --pin none    where the scheduler puts them
  *   --wait sleep  a process waiting for its turn blocks in read()
  *   --wait spin   it polls the pipe, yielding the core between polls (caravan worker --spin-ms)
+ *   --wait warm   it blocks in read(), and a thread of its own at SCHED_IDLE spins meanwhile,
+ *                 which any other thread preempts at once
  *
- *   bench_handoff --model F.gguf [--split L] [--pin same|apart|none] [--wait sleep|spin]
+ *   bench_handoff --model F.gguf [--split L] [--pin same|apart|none] [--wait sleep|spin|warm]
  * Prints medians of a token's time: the whole model, the split's round trip and each stage's
  * compute. The last line is tab-separated for scripts:
  *   result <pin> <wait> <whole ms> <split ms> <stage 1 ms> <stage 2 ms> <whole / split> */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -53,12 +57,38 @@ static const struct opt opts[] = {
      "rounds, each the whole model then the split"},
     {"pin", 0, OPT_STRING, offsetof(struct cfg, pin), "none", 0, -1, "same|apart|none",
      "CPUs of the two processes"},
-    {"wait", 0, OPT_STRING, offsetof(struct cfg, wait), "sleep", 0, -1, "sleep|spin",
+    {"wait", 0, OPT_STRING, offsetof(struct cfg, wait), "sleep", 0, -1, "sleep|spin|warm",
      "how a process waits for its turn"},
     OPTS_END,
 };
 
-static bool g_spin;
+static bool g_spin, g_warm;
+static atomic_bool g_warm_stop;
+
+/* --wait warm: spins at SCHED_IDLE until g_warm_stop, so this process's CPU never idles while
+ * anything else that wants it gets it at once. */
+static void *warm_main(void *arg) {
+    (void)arg;
+    const struct sched_param none = {0};
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &none) != 0) return NULL;
+    while (!atomic_load_explicit(&g_warm_stop, memory_order_relaxed)) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    return NULL;
+}
+
+/* Starts warm_main with --wait warm (after fork: a child has no threads of its parent). */
+static bool warm_start(pthread_t *t) {
+    return g_warm && pthread_create(t, NULL, warm_main, NULL) == 0;
+}
+
+static void warm_stop(pthread_t t, bool started) {
+    if (!started) return;
+    atomic_store(&g_warm_stop, true);
+    pthread_join(t, NULL);
+}
 
 /* Reads or writes all n bytes; with --wait spin the descriptors are non-blocking and a read
  * with nothing there yet yields the core and tries again. */
@@ -122,6 +152,8 @@ static int child_main(const struct cfg *c, int in, int out) {
     const char ready = m != NULL;
     if (write_all(out, &ready, 1) != 0 || !m) return 1;
     const struct model_config *mc = model_config(m);
+    pthread_t warm;
+    const bool warm_on = warm_start(&warm);
     float *h = malloc((size_t)mc->n_embd * sizeof *h);
     float *logits = malloc((size_t)mc->n_vocab * sizeof *logits);
     const int n_max = c->rounds * c->tokens;
@@ -141,6 +173,7 @@ static int child_main(const struct cfg *c, int in, int out) {
         const char done = 1;
         if (write_all(out, &done, 1) != 0) return 1;
     }
+    warm_stop(warm, warm_on);
     const double med = n ? bench_median(t, n) : 0.0;
     if (write_all(out, &med, sizeof med) != 0) return 1;
     model_free(&m);
@@ -155,15 +188,16 @@ int main(int argc, char **argv) {
     int n_pos = 0;
     enum opts_result r = opts_parse(opts, &c, argc, argv,
                                     "usage: bench_handoff --model F.gguf [--split L] "
-                                    "[--pin same|apart|none] [--wait sleep|spin]",
+                                    "[--pin same|apart|none] [--wait sleep|spin|warm]",
                                     &n_pos);
     if (r == OPTS_HELP) return 0;
     if (r == OPTS_ERROR) return 2;
     const bool pin_same = strcmp(c.pin, "same") == 0, pin_apart = strcmp(c.pin, "apart") == 0;
     if (!c.model || n_pos > 0 || (!pin_same && !pin_apart && strcmp(c.pin, "none") != 0) ||
-        (strcmp(c.wait, "sleep") != 0 && strcmp(c.wait, "spin") != 0)) {
+        (strcmp(c.wait, "sleep") != 0 && strcmp(c.wait, "spin") != 0 &&
+         strcmp(c.wait, "warm") != 0)) {
         fprintf(stderr, "error: bench_handoff needs --model F.gguf; --pin same|apart|none, "
-                        "--wait sleep|spin (see --help)\n");
+                        "--wait sleep|spin|warm (see --help)\n");
         return 2;
     }
     if (pin_apart && sysconf(_SC_NPROCESSORS_ONLN) < 2) {
@@ -171,6 +205,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     g_spin = strcmp(c.wait, "spin") == 0;
+    g_warm = strcmp(c.wait, "warm") == 0;
     quant_init();
     int to_child[2], to_parent[2];
     if (pipe(to_child) != 0 || pipe(to_parent) != 0) {
@@ -193,6 +228,8 @@ int main(int argc, char **argv) {
     }
     if (pin_same || pin_apart) pin_to(0);
     int rc = 1;
+    pthread_t warm;
+    bool warm_on = false;
     double *t_whole = NULL, *t_split = NULL, *t_first = NULL;
     float *logits = NULL, *h = NULL;
     model_t *whole = load(c.model, 0, 0, c.tokens + 1, c.threads), *first = NULL;
@@ -209,6 +246,7 @@ int main(int argc, char **argv) {
         goto out;
     first = load(c.model, 0, split, c.tokens + 1, c.threads);
     if (!first) goto out;
+    warm_on = warm_start(&warm);
     const int n_max = c.rounds * c.tokens;
     t_whole = malloc((size_t)n_max * sizeof *t_whole);
     t_split = malloc((size_t)n_max * sizeof *t_split);
@@ -260,6 +298,7 @@ int main(int argc, char **argv) {
     printf("result\t%s\t%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.4f\n", c.pin, c.wait, w, s, f, second, w / s);
     rc = 0;
 out:
+    warm_stop(warm, warm_on);
     free(t_whole);
     free(t_split);
     free(t_first);

@@ -38,7 +38,7 @@ result_ok bench_sampler "5 6" "$out"
 
 # both stages' compute and the whole model's are measured; the split's round trip holds both
 # stages' compute
-for setting in "none sleep" "same spin"; do
+for setting in "none sleep" "same spin" "none warm"; do
   read -r pin wait <<<"$setting"
   out=$("$bin/bench_handoff" --model "$model" --rounds 2 --tokens 4 --pin "$pin" \
     --wait "$wait" 2>/dev/null)
