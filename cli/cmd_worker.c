@@ -78,7 +78,7 @@ static const struct opt worker_opts[] = {
     {"spin-ms", 0, OPT_INT, F(spin_ms), CMD_STR(CMD_SPIN_MS), 0, 10000, "MS",
      "after a computation, wait for the next by polling (yielding to anything else runnable) "
      "up to this long instead of sleeping, while the pipeline's turns come back that soon: on "
-     "VMs a vCPU that sleeps between turns computes slower (bench/RESULTS.md); 0 = sleep"},
+     "VMs a stage that blocks between turns computes slower (bench/RESULTS.md); 0 = sleep"},
     {"max-memory", 0, OPT_STRING, F(max_memory), NULL, 0, -1, "SIZE",
      "memory this worker may use for its slice: weights, KV cache and buffers (K/M/G suffixes; "
      "default: MemAvailable at start); the coordinator plans within it, and an assignment over "

@@ -48,8 +48,9 @@ CARAVAN_NODISCARD enum status caps_probe_speeds_clock(int n_threads, int budget_
 
 /* caps_probe_speeds under an exclusive flock(2) of lock_path (created 0600 when absent; NULL:
  * no lock), waited for as long as another holder keeps it: workers of one machine given the same
- * file probe one after the other, not on each other's cores and memory bandwidth (a probe that
- * shared a core read ~30-40% low and the plan gave that worker far fewer layers).
+ * file probe one after the other, not on each other's cores and memory bandwidth (two probes run at
+ * once on identical cores read 75 and 59 GFLOP/s, and the plan gave 14 and 8 layers;
+ * bench/RESULTS.md, Zen 4).
  * STATUS_IO when the file cannot be opened or locked. */
 CARAVAN_NODISCARD enum status caps_probe_speeds_locked(const char *lock_path, int n_threads,
                                                        int budget_ms, struct caps_probe *out);

@@ -166,8 +166,7 @@ uint64_t worker_net_spin_until(uint64_t end_ms, uint64_t gap_ms, int spin_ms) {
  * has just ended. */
 static void computed(struct net *n, uint64_t began_ms) {
     const uint64_t now = mono_ms();
-    const uint64_t gap =
-        n->computed_ms && began_ms >= n->computed_ms ? began_ms - n->computed_ms : UINT64_MAX;
+    const uint64_t gap = n->computed_ms ? began_ms - n->computed_ms : UINT64_MAX; /* monotonic */
     n->spin_until_ms = worker_net_spin_until(now, gap, n->cfg->spin_ms);
     n->computed_ms = now;
 }
@@ -389,7 +388,7 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
         /* a step to compute ahead: only when nothing is waiting to be read */
         const bool ahead = worker_ahead_pending(n.w);
         const bool copy = worker_copy_pending(n.w); /* cached tensors to copy when idle */
-        const bool spin = !hold && mono_ms() < n.spin_until_ms;
+        const bool spin = !hold && loop_ms < n.spin_until_ms;
         int rc = zmq_poll(items, n_items,
                           ahead || copy || spin            ? 0
                           : transport_link_queued(&n.next) ? 2

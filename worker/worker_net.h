@@ -36,10 +36,11 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
 /* Until when the loop polls for the next Forward instead of sleeping, after a computation that
  * ended at end_ms and began gap_ms after the one before it ended (UINT64_MAX: none before); 0
  * means sleep at once. A stage of a pipeline waits for the other stages between its turns: on
- * the VMs measured (bench/RESULTS.md), a vCPU that sleeps through that wait computes the next
- * turn slower, and polling (yielding the core to any other runnable thread) keeps it as fast as
- * one process. It pays only while the turns come back within spin_ms: after a longer gap the
- * worker sleeps, so an idle or slow pipeline costs no CPU. */
+ * the VMs measured (bench/RESULTS.md, bench_handoff), a thread that blocks through that wait
+ * computes the next turn slower (keeping its vCPU busy otherwise does not help), and polling
+ * (yielding the core to any other runnable thread) keeps it as fast as one process. It pays only
+ * while the turns come back within spin_ms: after a longer gap the worker sleeps, so an idle or
+ * slow pipeline costs no CPU. */
 uint64_t worker_net_spin_until(uint64_t end_ms, uint64_t gap_ms, int spin_ms);
 
 /* Resident memory of this process (/proc/self/statm), 0 when unknown. */
