@@ -70,7 +70,10 @@ static atomic_bool g_warm_stop;
 static void *warm_main(void *arg) {
     (void)arg;
     const struct sched_param none = {0};
-    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &none) != 0) return NULL;
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &none) != 0) {
+        fprintf(stderr, "warning: --wait warm: SCHED_IDLE refused; not spinning\n");
+        return NULL;
+    }
     while (!atomic_load_explicit(&g_warm_stop, memory_order_relaxed)) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
@@ -79,15 +82,22 @@ static void *warm_main(void *arg) {
     return NULL;
 }
 
+struct warm {
+    pthread_t thread;
+    bool on;
+};
+
 /* Starts warm_main with --wait warm (after fork: a child has no threads of its parent). */
-static bool warm_start(pthread_t *t) {
-    return g_warm && pthread_create(t, NULL, warm_main, NULL) == 0;
+static void warm_start(struct warm *w) {
+    w->on = g_warm && pthread_create(&w->thread, NULL, warm_main, NULL) == 0;
+    if (g_warm && !w->on) fprintf(stderr, "warning: --wait warm: no spinning thread\n");
 }
 
-static void warm_stop(pthread_t t, bool started) {
-    if (!started) return;
+static void warm_stop(struct warm *w) {
+    if (!w->on) return;
     atomic_store(&g_warm_stop, true);
-    pthread_join(t, NULL);
+    pthread_join(w->thread, NULL);
+    w->on = false;
 }
 
 /* Reads or writes all n bytes; with --wait spin the descriptors are non-blocking and a read
@@ -142,6 +152,16 @@ static model_t *load(const char *path, int first, int end, int n_ctx, int thread
     return m;
 }
 
+/* One decode step of the token tok (first slice) or the hidden state h (a later one) at pos,
+ * sequence 0, into out; its milliseconds, or -1 when it failed. */
+static double timed_step(model_t *m, int32_t tok, const float *h, int32_t pos, float *out) {
+    int32_t seq = 0;
+    struct model_batch b = {1, h ? NULL : &tok, h, &pos, &seq, NULL};
+    const double t0 = bench_now_s();
+    if (model_forward(m, &b, out) != STATUS_OK) return -1;
+    return (bench_now_s() - t0) * 1e3;
+}
+
 /* The second stage: layers [split, end) and the output head. Gets the split, loads, says it
  * is ready; then per token a position (-1: stop) and the hidden state, answers with one byte;
  * at the end, the median of its compute times. */
@@ -152,8 +172,8 @@ static int child_main(const struct cfg *c, int in, int out) {
     const char ready = m != NULL;
     if (write_all(out, &ready, 1) != 0 || !m) return 1;
     const struct model_config *mc = model_config(m);
-    pthread_t warm;
-    const bool warm_on = warm_start(&warm);
+    struct warm warm;
+    warm_start(&warm);
     float *h = malloc((size_t)mc->n_embd * sizeof *h);
     float *logits = malloc((size_t)mc->n_vocab * sizeof *logits);
     const int n_max = c->rounds * c->tokens;
@@ -161,19 +181,18 @@ static int child_main(const struct cfg *c, int in, int out) {
     if (!h || !logits || !t) return 1;
     int n = 0;
     for (;;) {
-        int32_t pos, seq = 0;
+        int32_t pos;
         if (read_all(in, &pos, sizeof pos) != 0) return 1;
         if (pos < 0) break;
         if (read_all(in, h, (size_t)mc->n_embd * sizeof *h) != 0) return 1;
         if (pos == 0) model_seq_reset(m, 0);
-        struct model_batch b = {1, NULL, h, &pos, &seq, NULL};
-        const double t0 = bench_now_s();
-        if (model_forward(m, &b, logits) != STATUS_OK) return 1;
-        if (n < n_max) t[n++] = (bench_now_s() - t0) * 1e3;
+        const double ms = timed_step(m, 0, h, pos, logits);
+        if (ms < 0) return 1;
+        if (n < n_max) t[n++] = ms;
         const char done = 1;
         if (write_all(out, &done, 1) != 0) return 1;
     }
-    warm_stop(warm, warm_on);
+    warm_stop(&warm);
     const double med = n ? bench_median(t, n) : 0.0;
     if (write_all(out, &med, sizeof med) != 0) return 1;
     model_free(&m);
@@ -228,8 +247,7 @@ int main(int argc, char **argv) {
     }
     if (pin_same || pin_apart) pin_to(0);
     int rc = 1;
-    pthread_t warm;
-    bool warm_on = false;
+    struct warm warm = {.on = false};
     double *t_whole = NULL, *t_split = NULL, *t_first = NULL;
     float *logits = NULL, *h = NULL;
     model_t *whole = load(c.model, 0, 0, c.tokens + 1, c.threads), *first = NULL;
@@ -246,7 +264,7 @@ int main(int argc, char **argv) {
         goto out;
     first = load(c.model, 0, split, c.tokens + 1, c.threads);
     if (!first) goto out;
-    warm_on = warm_start(&warm);
+    warm_start(&warm);
     const int n_max = c.rounds * c.tokens;
     t_whole = malloc((size_t)n_max * sizeof *t_whole);
     t_split = malloc((size_t)n_max * sizeof *t_split);
@@ -262,20 +280,15 @@ int main(int argc, char **argv) {
     int n = 0;
     for (int round = 0; round < c.rounds; round++) {
         model_seq_reset(whole, 0);
-        for (int i = 0; i < c.tokens; i++) {
-            int32_t tok = (int32_t)(bench_rng_next(&rng) % (uint64_t)mc->n_vocab), pos = i, seq = 0;
-            struct model_batch b = {1, &tok, NULL, &pos, &seq, NULL};
-            const double t0 = bench_now_s();
-            if (model_forward(whole, &b, logits) != STATUS_OK) goto out;
-            t_whole[n + i] = (bench_now_s() - t0) * 1e3;
+        for (int32_t i = 0; i < c.tokens; i++) {
+            const int32_t tok = (int32_t)(bench_rng_next(&rng) % (uint64_t)mc->n_vocab);
+            if ((t_whole[n + i] = timed_step(whole, tok, NULL, i, logits)) < 0) goto out;
         }
         model_seq_reset(first, 0);
-        for (int i = 0; i < c.tokens; i++) {
-            int32_t tok = (int32_t)(bench_rng_next(&rng) % (uint64_t)mc->n_vocab), pos = i, seq = 0;
-            struct model_batch b = {1, &tok, NULL, &pos, &seq, NULL};
+        for (int32_t i = 0; i < c.tokens; i++) {
+            const int32_t tok = (int32_t)(bench_rng_next(&rng) % (uint64_t)mc->n_vocab), pos = i;
             const double t0 = bench_now_s();
-            if (model_forward(first, &b, h) != STATUS_OK) goto out;
-            t_first[n + i] = (bench_now_s() - t0) * 1e3;
+            if ((t_first[n + i] = timed_step(first, tok, NULL, pos, h)) < 0) goto out;
             char done;
             if (write_all(to_child[1], &pos, sizeof pos) != 0 ||
                 write_all(to_child[1], h, (size_t)mc->n_embd * sizeof *h) != 0 ||
@@ -293,12 +306,12 @@ int main(int argc, char **argv) {
     const double w = bench_median(t_whole, n), s = bench_median(t_split, n),
                  f = bench_median(t_first, n);
     printf("whole model %.2f ms a token; split %.2f ms (stage 1 %.2f, stage 2 %.2f, the "
-           "hand-offs %.2f); whole / split %.3f\n",
+           "hand-offs about %.2f); whole / split %.3f\n",
            w, s, f, second, s - f - second, w / s);
     printf("result\t%s\t%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.4f\n", c.pin, c.wait, w, s, f, second, w / s);
     rc = 0;
 out:
-    warm_stop(warm, warm_on);
+    warm_stop(&warm);
     free(t_whole);
     free(t_split);
     free(t_first);
