@@ -1058,6 +1058,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
         float v = k ? (float)(sum / k) : 1.0f;
         for (size_t i = 0; i < w->caps.n_speeds; i++) w->caps.speed_gflops[i] = v;
         w->caps.gflops = v;
+        w->caps.measured = true;
     }
     w->last_seen_ms = c->now_ms;
     w->has_model = false;
@@ -2085,6 +2086,7 @@ static bool rebalance(coordinator_t *c, struct coordinator_actions *acts, uint64
         float v = (float)(1.0 / w->s_per_lt);
         for (size_t k = 0; k < w->caps.n_speeds; k++) w->caps.speed_gflops[k] = v;
         w->caps.gflops = v;
+        w->caps.measured = true;
     }
     c->speeds_measured = true;
     char cause[160];

@@ -114,6 +114,10 @@ static void result(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t e
     coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
+/* The machine key (Capabilities.machine) the next join_caps reports; NULL: none. */
+static const uint8_t *g_join_machine;
+static uint32_t g_join_threads = 1;
+
 /* A Join with planning capabilities: memory limit, f32 and q4_0 probes, kernel variants. */
 static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const char *name,
                       const char *endpoint, uint64_t mem, float f32, const char *const *kernels,
@@ -129,7 +133,11 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
     s2.gflops = 4 * f32;
     codec_envelope_init(&env, 0, 1);
     caps.mem_limit_bytes = mem;
-    caps.n_threads = 1;
+    caps.n_threads = g_join_threads;
+    if (g_join_machine) {
+        caps.machine.data = (uint8_t *)g_join_machine;
+        caps.machine.len = 16;
+    }
     caps.gflops = f32;
     caps.n_type_speeds = 2;
     caps.type_speeds = speeds;
@@ -798,6 +806,31 @@ static void test_unreachable(struct coordinator_actions *acts) {
     test_now = 0;
 }
 
+/* Workers on one machine's CPUs: planned at the fastest of their probes, per thread count;
+ * measured speeds and workers without a key stay as they are. */
+static void test_pool_machines(void) {
+    struct planner_caps w[5];
+    memset(w, 0, sizeof w);
+    for (int k = 0; k < 5; k++) w[k].n_threads = 1;
+    w[0].machine[0] = w[1].machine[0] = w[2].machine[0] = 7; /* one machine */
+    w[3].machine[0] = 8;                                     /* another */
+    /* w[4]: no key */
+    double s[5] = {50, 90, 70, 10, 20};
+    assert(planner_pool_machines(w, 5, s) == 3);
+    assert(s[0] == 90 && s[1] == 90 && s[2] == 90 && s[3] == 10 && s[4] == 20);
+    w[2].n_threads = 2; /* another thread count: a speed of its own */
+    double t[5] = {50, 90, 70, 10, 20};
+    assert(planner_pool_machines(w, 5, t) == 2);
+    assert(t[0] == 90 && t[1] == 90 && t[2] == 70);
+    w[1].measured = true; /* rebalance measured it: as measured */
+    double u[5] = {50, 90, 70, 10, 20};
+    assert(planner_pool_machines(w, 5, u) == 0);
+    assert(u[0] == 50 && u[1] == 90 && u[2] == 70);
+    memset(w[3].machine, 0, sizeof w[3].machine); /* two without keys are not one machine */
+    double v[5] = {50, 90, 70, 10, 20};
+    assert(planner_pool_machines(w, 5, v) == 0 && v[3] == 10 && v[4] == 20);
+}
+
 static void test_snap(void) {
     double a[4] = {10, 11.5, 40, 12.4};
     planner_snap_speeds(a, 4, 0.25);
@@ -855,6 +888,39 @@ static void test_plan(struct coordinator_actions *acts) {
     codec_free(&e1);
     coordinator_actions_clear(acts);
     coordinator_destroy(&c);
+
+    /* Probes of 40 and 10 GFLOP/s: without machine keys and with keys of their own, w1 takes
+     * more layers than one of two equal workers (round 0: both 10 on one machine); with one
+     * key (one machine, whose probes differed because something else ran during one of them)
+     * as many as equal workers; with one key and another thread count, more again. */
+    int32_t equal_end = -1;
+    static const uint8_t m1[16] = {1}, m2[16] = {2};
+    for (int round = 0; round < 5; round++) {
+        g_join_threads = 1;
+        g_join_machine = round == 1 ? NULL : round == 2 ? m1 : m2;
+        c = coordinator_new(&cfg);
+        join_caps(c, 1, K1, "w1", "tcp://w1:1", unlimited, round == 0 ? 10 : 40, all, 3, acts);
+        g_join_machine = round == 1 ? NULL : m2;
+        if (round == 4) g_join_threads = 2;
+        join_caps(c, 2, K2, "w2", "tcp://w2:1", unlimited, 10, all, 3, acts);
+        e1 = sent_to(acts, 1, 1);
+        assert(e1 && e1->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN);
+        const int32_t end = e1->assign->layer_end;
+        if (round == 0) equal_end = end;
+        if (round == 3)
+            REQUIRE(end == equal_end,
+                    "one machine probed 40 and 10: w1 planned [0, %d), as an equal worker [0, %d)",
+                    (int)end, (int)equal_end);
+        else if (round > 0)
+            REQUIRE(end > equal_end,
+                    "round %d: w1, 4x as fast, planned [0, %d), as an equal worker [0, %d)", round,
+                    (int)end, (int)equal_end);
+        codec_free(&e1);
+        coordinator_actions_clear(acts);
+        coordinator_destroy(&c);
+    }
+    g_join_machine = NULL;
+    g_join_threads = 1;
 
     /* 3 MiB each cannot hold ~24 MiB: exit 1 with the numbers; both workers are told. */
     c = coordinator_new(&cfg);
@@ -1150,6 +1216,7 @@ int main(void) {
     test_unreachable(&acts);
     test_ahead_ok(&acts);
     test_snap();
+    test_pool_machines();
     test_plan(&acts);
     if (check_failures) return 1;
     printf("coordinator_test: ok\n");

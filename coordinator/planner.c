@@ -26,6 +26,36 @@ void planner_caps_from_join(struct planner_caps *out, const char *name, const Ca
     }
     for (size_t i = 0; i < c->n_kernels && out->n_kernels < PLANNER_MAX_KERNELS; i++)
         snprintf(out->kernels[out->n_kernels++], sizeof out->kernels[0], "%s", c->kernels[i]);
+    if (c->machine.len == PLANNER_MACHINE_BYTES && c->machine.data)
+        memcpy(out->machine, c->machine.data, PLANNER_MACHINE_BYTES);
+}
+
+static bool has_machine(const struct planner_caps *w) {
+    static const uint8_t none[PLANNER_MACHINE_BYTES];
+    return memcmp(w->machine, none, PLANNER_MACHINE_BYTES) != 0;
+}
+
+static bool same_cpus(const struct planner_caps *a, const struct planner_caps *b) {
+    return has_machine(a) && !a->measured && !b->measured && a->n_threads == b->n_threads &&
+           memcmp(a->machine, b->machine, PLANNER_MACHINE_BYTES) == 0;
+}
+
+int planner_pool_machines(const struct planner_caps *w, int n, double *speeds) {
+    double pooled[PLAN_MAX_WORKERS];
+    int shared = 0;
+    if (n > PLAN_MAX_WORKERS) return 0;
+    for (int k = 0; k < n; k++) {
+        pooled[k] = speeds[k];
+        bool any = false;
+        for (int j = 0; j < n; j++)
+            if (j != k && same_cpus(&w[k], &w[j])) {
+                any = true;
+                if (speeds[j] > pooled[k]) pooled[k] = speeds[j];
+            }
+        shared += any;
+    }
+    memcpy(speeds, pooled, (size_t)n * sizeof *speeds);
+    return shared;
 }
 
 /* The weight type holding most bytes of the layers' matrices: what a token's time goes to. */
@@ -173,8 +203,10 @@ enum status planner_run(const struct planner_input *in, const struct planner_cap
     }
     double raw[PLAN_MAX_WORKERS], sp[PLAN_MAX_WORKERS];
     for (int k = 0; k < n; k++) raw[k] = pw[k].speed;
+    int shared = 0;
     if (in->model) {
         for (int k = 0; k < n; k++) sp[k] = pw[k].speed;
+        shared = planner_pool_machines(w, n, sp);
         planner_snap_speeds(sp, n, PLANNER_SPEED_TOLERANCE);
         for (int k = 0; k < n; k++) pw[k].speed = sp[k];
     }
@@ -218,6 +250,11 @@ enum status planner_run(const struct planner_input *in, const struct planner_cap
             LOG(LOG_INFO, "coordinator:   %-12s layers %2d-%-2d  speed %.2f", w[k].name,
                 (int)out[k].first, (int)out[k].end - 1, pw[k].speed);
     }
+    if (shared)
+        LOG(LOG_INFO,
+            "coordinator:   %d of these %d workers share their CPUs with another (the same "
+            "machine key and threads): each such group is planned at its fastest probe",
+            shared, n);
 done:
     free(layer_bytes);
     return rc;

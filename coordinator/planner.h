@@ -4,6 +4,7 @@
  * kernel variant every worker must run, and logs the plan one line per worker. Pure: no I/O
  * beyond logging. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,8 @@
 #define PLANNER_MAX_KERNELS 8
 
 /* One worker's Join capabilities as the planner needs them (copied: the Join is transient). */
+#define PLANNER_MACHINE_BYTES 16
+
 struct planner_caps {
     char name[64];
     uint64_t mem_limit_bytes; /* 0 = not reported */
@@ -26,6 +29,8 @@ struct planner_caps {
     size_t n_speeds;
     char kernels[PLANNER_MAX_KERNELS][32];
     size_t n_kernels;
+    uint8_t machine[PLANNER_MACHINE_BYTES]; /* Capabilities.machine; all zero = not reported */
+    bool measured; /* speeds from live step timings (rebalance), not from its join probe */
 };
 
 void planner_caps_from_join(struct planner_caps *out, const char *name, const Caravan__Join *j);
@@ -46,6 +51,14 @@ struct planner_input {
  * keep their proportions. */
 #define PLANNER_SPEED_TOLERANCE 0.25
 void planner_snap_speeds(double *speeds, int n, double tolerance);
+
+/* Workers on the same CPUs (the same reported machine key, caps.h, and the same thread count)
+ * have one speed, whatever a busy moment did to each one's join probe: speeds[k] of each such
+ * group becomes the group's fastest (a probe keeps its fastest run for the same reason: other
+ * work only ever slows it down). Speeds that are measured (rebalance) stay as they are: those
+ * see real differences, such as the coordinator sharing one worker's core. Returns how many
+ * workers share their CPUs with another. */
+int planner_pool_machines(const struct planner_caps *w, int n, double *speeds);
 
 /* Fills out[n] (ranges, bytes, times) and kernels_out (the variant to pin, "" for none).
  * On failure err holds the whole explanation (for the log and the exit message). */

@@ -5,12 +5,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "crypto.h"
 #include "dtype.h"
 #include "log.h"
 #include "matmul.h"
@@ -109,6 +111,31 @@ enum status caps_probe_speeds_locked(const char *lock_path, int n_threads, int b
     const enum status st = caps_probe_speeds(n_threads, budget_ms, out);
     close(fd); /* releases the lock */
     return st;
+}
+
+bool caps_machine_from(const char *boot_id_path, uint8_t out[CAPS_MACHINE_BYTES]) {
+    memset(out, 0, CAPS_MACHINE_BYTES);
+    char buf[64 + sizeof(cpu_set_t)];
+    memset(buf, 0, sizeof buf);
+    FILE *f = fopen(boot_id_path, "r");
+    if (!f) return false;
+    const bool got = fgets(buf, 64, f) != NULL && buf[0] != '\n' && buf[0] != '\0';
+    fclose(f);
+    if (!got) return false;
+    /* The CPUs this thread may run on (all zero when that cannot be read: then the key names
+     * the machine only). */
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) CPU_ZERO(&set);
+    memcpy(buf + 64, &set, sizeof set);
+    uint8_t digest[CRYPTO_HASH_BYTES];
+    crypto_hash_buf(buf, sizeof buf, digest);
+    memcpy(out, digest, CAPS_MACHINE_BYTES);
+    return true;
+}
+
+bool caps_machine(uint8_t out[CAPS_MACHINE_BYTES]) {
+    return caps_machine_from("/proc/sys/kernel/random/boot_id", out);
 }
 
 /* One weight type's matrix (in the variant's layout) and its best time. */

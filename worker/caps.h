@@ -3,6 +3,7 @@
  * Gathered once by the I/O side (cli/cmd_worker.c) before the state machine starts; the
  * coordinator plans with them (common/plan.h) and pins one kernel variant every worker has. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,6 +11,7 @@
 
 #define CAPS_MAX_TYPES 16
 #define CAPS_MAX_KERNELS 8
+#define CAPS_MACHINE_BYTES 16
 
 struct caps_type_speed {
     uint32_t type; /* enum dtype (GGUF ggml_type number) */
@@ -27,6 +29,17 @@ CARAVAN_NODISCARD enum status caps_parse_size(const char *text, uint64_t *bytes)
 
 /* MemAvailable from /proc/meminfo (0 when it cannot be read). */
 uint64_t caps_mem_available(void);
+
+/* A key naming the CPUs this process computes on (Capabilities.machine): a digest of the running
+ * kernel's boot id (read from boot_id_path; caps_machine: /proc/sys/kernel/random/boot_id, new
+ * at every boot and different on every machine) and this thread's CPU affinity. Two workers
+ * with the same key share those CPUs, so their speeds are one speed: the coordinator plans them
+ * with the fastest of their probes, not with whatever a busy moment did to each (two equal
+ * workers started one after the other on one VM probed q4_0 at 88.3 and 51.3 GFLOP/s and were
+ * given 15 and 7 layers; bench/RESULTS.md, Zen 3). false, out all zero, when the boot id cannot
+ * be read. */
+bool caps_machine_from(const char *boot_id_path, uint8_t out[CAPS_MACHINE_BYTES]);
+bool caps_machine(uint8_t out[CAPS_MACHINE_BYTES]);
 
 /* The kernel variants (engine/quant.h) this CPU runs, in quant_variants() order (best last).
  * Returns the count; names are static strings. */

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,8 +90,58 @@ static void test_probe_lock(void) {
     rmdir(dir);
 }
 
+/* The machine key: the same twice in one process; another boot id or another CPU set gives
+ * another key; no boot id, no key. */
+static void test_machine(void) {
+    char dir[] = "/tmp/caps_test.XXXXXX", a[64], b[64];
+    assert(mkdtemp(dir));
+    snprintf(a, sizeof a, "%s/boot_a", dir);
+    snprintf(b, sizeof b, "%s/boot_b", dir);
+    FILE *f = fopen(a, "w");
+    assert(f && fputs("0d3c2a8e-1111-4e5f-9a7b-000000000001\n", f) >= 0 && fclose(f) == 0);
+    f = fopen(b, "w");
+    assert(f && fputs("0d3c2a8e-1111-4e5f-9a7b-000000000002\n", f) >= 0 && fclose(f) == 0);
+    uint8_t k1[CAPS_MACHINE_BYTES], k2[CAPS_MACHINE_BYTES], k3[CAPS_MACHINE_BYTES];
+    static const uint8_t zero[CAPS_MACHINE_BYTES];
+    assert(caps_machine_from(a, k1) && caps_machine_from(a, k2) && caps_machine_from(b, k3));
+    assert(memcmp(k1, k2, sizeof k1) == 0 && memcmp(k1, zero, sizeof k1) != 0);
+    if (memcmp(k1, k3, sizeof k1) == 0) {
+        fprintf(stderr, "FAIL: two boot ids gave one machine key\n");
+        exit(1);
+    }
+    /* on one CPU of those this thread may use, when it may use more than one */
+    cpu_set_t all, one;
+    assert(sched_getaffinity(0, sizeof all, &all) == 0);
+    if (CPU_COUNT(&all) > 1) {
+        CPU_ZERO(&one);
+        for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+            if (CPU_ISSET(cpu, &all)) {
+                CPU_SET(cpu, &one);
+                break;
+            }
+        assert(sched_setaffinity(0, sizeof one, &one) == 0);
+        assert(caps_machine_from(a, k3));
+        assert(sched_setaffinity(0, sizeof all, &all) == 0);
+        if (memcmp(k1, k3, sizeof k1) == 0) {
+            fprintf(stderr, "FAIL: a narrower CPU set gave the same machine key\n");
+            exit(1);
+        }
+    }
+    char none[96];
+    snprintf(none, sizeof none, "%s/no_such_file", dir);
+    assert(!caps_machine_from(none, k3) && memcmp(k3, zero, sizeof k3) == 0);
+    f = fopen(b, "w"); /* empty */
+    assert(f && fclose(f) == 0);
+    assert(!caps_machine_from(b, k3));
+    assert(caps_machine(k3)); /* Linux has the boot id */
+    unlink(a);
+    unlink(b);
+    rmdir(dir);
+}
+
 int main(void) {
     log_set_level(LOG_ERROR);
+    test_machine();
     uint64_t b = 0;
     const struct {
         const char *text;

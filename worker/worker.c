@@ -347,6 +347,10 @@ static void send_join(worker_t *w, struct worker_actions *acts) {
     caps.type_speeds = speed_ptrs;
     caps.n_kernels = w->cfg.n_kernels;
     caps.kernels = (char **)w->cfg.kernels;
+    if (w->cfg.machine) {
+        caps.machine.data = (uint8_t *)w->cfg.machine;
+        caps.machine.len = CAPS_MACHINE_BYTES;
+    }
     envelope(w, &env, 0);
     j.protocol_version =
         w->cfg.protocol_version ? w->cfg.protocol_version : CARAVAN_PROTOCOL_VERSION;

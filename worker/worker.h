@@ -118,6 +118,7 @@ struct worker_config {
     size_t n_type_speeds;
     const char *const *kernels;
     size_t n_kernels;
+    const uint8_t *machine; /* CAPS_MACHINE_BYTES naming its CPUs (caps_machine); NULL: none */
     worker_compute_fn compute;
     worker_load_fn load;
     worker_reset_fn reset;
