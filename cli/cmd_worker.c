@@ -4,8 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "cache.h"
 #include "caps.h"
@@ -118,9 +119,13 @@ static const struct opt worker_opts[] = {
 };
 #undef F
 
-/* A Z85 key given inline, or read from a file / key directory. */
+/* A key.pub file or key directory, or a Z85 key given inline. A path that exists is read
+ * first: '/', '.', '-' and letters are all Z85 characters, so a path of 40 of them (caravan
+ * cluster --log-dir of 20 characters gives DIR/coordinator/key.pub) would read as a key, the
+ * wrong one, and the worker would fail its CURVE handshake for ever. */
 static int resolve_key(const char *arg, char out[CRYPTO_KEY_Z85_LEN + 1]) {
-    if (crypto_key_z85_valid(arg)) {
+    struct stat st;
+    if (stat(arg, &st) != 0 && crypto_key_z85_valid(arg)) {
         memcpy(out, arg, CRYPTO_KEY_Z85_LEN + 1);
         return 0;
     }

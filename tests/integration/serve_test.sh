@@ -19,7 +19,8 @@
 #                    -100 keeps ',' out of an answer that has one without it)
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
 #   bad_model        a missing model, or a --cache that is not a directory, is a clear error,
-#                    not a hang or a restart loop
+#                    not a hang or a restart loop; a --log-dir of 20 characters, whose
+#                    coordinator key path is 40 (a Z85 key's length), serves
 #   nan_model        a model that makes NaN or infinite hidden states or logits (one weight
 #                    overwritten): `caravan run` and `caravan cluster --prompt` stop with an
 #                    error that says so and print no text; the cluster at once (the stage's
@@ -262,6 +263,17 @@ bad_model)
         fail "the error does not say why: $(head -n 5 "$WORK/badcache.err")"
     ! grep -q "restarting" "$WORK/badcache.err" || fail "a worker with a bad --cache was restarted"
     note "--cache a file: $(grep -m1 "^error" "$WORK/badcache.err")"
+    # DIR/coordinator/key.pub of 40 characters, every one of them a Z85 character: the workers
+    # read the file; taking the path for the key, they failed their handshake and restarted
+    # for ever
+    set +e
+    (cd "$WORK" && timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 1 --prompt "Once" \
+        -n 4 --log-dir kkkkkkkkkkkkkkkkkkkk >"$WORK/k40.txt" 2>"$WORK/k40.err")
+    rc=$?
+    set -e
+    [ "$rc" = 0 ] && [ -s "$WORK/k40.txt" ] ||
+        fail "a 40-character key path: exit $rc, $(grep -m1 "no answer\|^error" "$WORK/k40.err")"
+    note "--log-dir of 20 characters: '$(cat "$WORK/k40.txt")'"
     ;;
 nan_model)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
