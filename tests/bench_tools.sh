@@ -66,4 +66,26 @@ out=$("$bin/bench_kernels" --types q4_0 --threads 1 --time 0.01 --no-gemm 2>/dev
 grep -Eq "^q4_0 +ref +1 " <<<"$out" || fail "bench_kernels: no reference row: $out"
 awk '/^q4_0 / && ($5 + 0 <= 0 || $8 + 0 <= 0) { bad = 1 } END { exit bad }' <<<"$out" ||
   fail "bench_kernels: a GEMV column is not positive: $out"
+# two warm clusters in turn (run_warm_ab.sh, warm_ab.mjs): a row of positive medians over the
+# pairs asked for, every process stopped after; a bad argument is exit status 2
+if command -v node >/dev/null; then
+  src=${CARAVAN_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
+  # (stories260K's tokens come faster than a read of the stream: 5 ms a step keeps the first
+  # and the last token apart in time)
+  out=$(MODEL="$model" PAIRS=2 TG=4 CARAVAN_BENCH_DIR="$dir/warm" \
+    A="--workers 1 --compute-delay-ms 5" B="--workers 2 --compute-delay-ms 5" \
+    bash "$src/bench/run_warm_ab.sh" "$(dirname "$bin")" 2>"$dir/warm.err") ||
+    fail "run_warm_ab.sh: $(grep -m1 Error "$dir/warm.err") $(tail -n 3 "$dir/warm.err")"
+  row=$(grep '^| --workers 1 --compute-delay-ms 5 | --workers 2 --compute-delay-ms 5 | 2 |' \
+    <<<"$out") || fail "run_warm_ab.sh: no row: $out"
+  awk -F'|' '{ split($7, m, " / "); exit !(m[1] + 0 > 0 && m[2] + 0 > 0) }' <<<"$row" ||
+    fail "run_warm_ab.sh: medians not positive: $row"
+  [ "$(grep -c '^pair ' "$dir/warm.err")" = 2 ] || fail "run_warm_ab.sh: not 2 pairs timed"
+  ! pgrep -f "$dir/warm/" >/dev/null || fail "run_warm_ab.sh left a cluster running"
+  if node "$src/bench/warm_ab.mjs" http://127.0.0.1:1 >/dev/null 2>"$dir/err"; then
+    fail "warm_ab.mjs without PAIRS was accepted"
+  else
+    [ $? = 2 ] || fail "warm_ab.mjs without PAIRS: not exit status 2"
+  fi
+fi
 echo "bench_tools: ok"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# run_warm_ab.sh: single-stream generation of two clusters that serve at once on this host, in
+# turn (bench/warm_ab.mjs: A B B A, one greedy streamed completion at a time, first to last
+# token). run_cluster_bench.sh starts a new cluster for every run, so a pair there also holds
+# the host's drift between two start-ups; here both clusters are up and warm (the idle one
+# sleeps: a worker polls only while its turns come back within --spin-ms), which narrows a
+# comparison such as 3 workers against 1 or one option against another.
+#
+#   bench/run_warm_ab.sh [BUILD_DIR]
+# Environment: MODEL (default: the tinyllama-1.1b Q4_0 of run_cluster_bench.sh in
+# CARAVAN_BENCH_DIR, default /tmp/caravan-bench), A ("--workers 1") and B ("--workers 2"): each
+# cluster's options beyond --model --threads 1 --shared-file --http, PAIRS (16), TG (64).
+# Prints a markdown row; each cluster's logs go to $DIR/warm-a and $DIR/warm-b.
+set -eu
+BUILD=${1:-build}
+BIN=$BUILD/bin
+DIR=${CARAVAN_BENCH_DIR:-/tmp/caravan-bench}
+HERE=$(cd "$(dirname "$0")" && pwd)
+MODEL=${MODEL:-$DIR/tinyllama-1.1b-q4_0.gguf}
+A=${A:---workers 1}
+B=${B:---workers 2}
+PAIRS=${PAIRS:-16}
+TG=${TG:-64}
+mkdir -p "$DIR"
+if [ ! -f "$MODEL" ]; then
+    echo "generating $MODEL" >&2
+    "$BIN/caravan" mkmodel --shape tinyllama-1.1b --type q4_0 --out "$MODEL" >&2
+fi
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null; done; wait 2>/dev/null' EXIT
+# up NAME ARGS...: a cluster serving the API; prints its URL
+up() {
+    local name=$1
+    shift
+    rm -rf "$DIR/warm-$name"
+    mkdir -p "$DIR/warm-$name"
+    # shellcheck disable=SC2068 # the options are words
+    "$BIN/caravan" cluster --model "$MODEL" --threads 1 --shared-file --http 127.0.0.1:0 \
+        --log-dir "$DIR/warm-$name/logs" $@ >"$DIR/warm-$name/out" 2>"$DIR/warm-$name/err" &
+    PIDS+=($!)
+    for _ in $(seq 6000); do
+        grep -q '^http://' "$DIR/warm-$name/out" && break
+        kill -0 "${PIDS[-1]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q '^http://' "$DIR/warm-$name/out"; then
+        echo "cluster $name ($*) did not come up; the end of $DIR/warm-$name/err:" >&2
+        tail -n 20 "$DIR/warm-$name/err" >&2
+        exit 1
+    fi
+}
+up a $A
+up b $B
+URL_A=$(grep -m1 '^http://' "$DIR/warm-a/out")
+URL_B=$(grep -m1 '^http://' "$DIR/warm-b/out")
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
+echo "# warm clusters side by side: $(basename "$MODEL"), $cpu, $(nproc) CPUs, $(date -u '+%F %H:%M') UTC"
+echo
+res=$(node "$HERE/warm_ab.mjs" "$URL_A" "$URL_B" "$PAIRS" "$TG")
+field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$res"; }
+echo "| A | B | pairs | B faster in | median of pair ratios B/A (min-max) | medians A / B t/s |"
+echo "|---|---|---|---|---|---|"
+echo "| $A | $B | $PAIRS | $(field b_faster) | $(field ratio_median)x ($(field ratio_min)-$(field ratio_max)) | $(field a_median_tps) / $(field b_median_tps) |"

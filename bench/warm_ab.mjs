@@ -1,0 +1,70 @@
+// warm_ab.mjs: single-stream generation speed of two OpenAI-compatible servers that are both up,
+// one greedy streamed completion at a time, in turn A B B A (so a host drifting within a pair
+// favours neither). A request's speed is its tokens after the first over the time from the first
+// token to the last (prompt and start-up excluded). Prints each pair on stderr and one JSON
+// line on stdout: the medians, the median of the pair ratios B/A, its range, and in how many
+// pairs B was faster.
+//
+//   node bench/warm_ab.mjs URL_A URL_B PAIRS MAX_TOKENS [PROMPT]
+const [urlA, urlB, pairsArg, maxArg, promptArg] = process.argv.slice(2);
+const pairs = Number(pairsArg), maxTokens = Number(maxArg);
+if (!urlA || !urlB || !(pairs >= 1) || !(maxTokens >= 2)) {
+  console.error('usage: node bench/warm_ab.mjs URL_A URL_B PAIRS MAX_TOKENS [PROMPT] (PAIRS >= 1, MAX_TOKENS >= 2)');
+  process.exit(2);
+}
+const prompt = promptArg || 'Once upon a time there was a little robot who lived in a big city';
+
+async function rate(url) {
+  const res = await fetch(`${url.replace(/\/+$/, '')}/v1/completions`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true,
+                           stream: true, stream_options: { include_usage: true } }),
+  });
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}: ${await res.text()}`);
+  const reader = res.body.getReader();
+  const dec = new TextDecoder();
+  let buf = '', first = 0, last = 0, tokens = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let k;
+    while ((k = buf.indexOf('\n\n')) >= 0) {
+      const ev = buf.slice(0, k);
+      buf = buf.slice(k + 2);
+      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
+      const j = JSON.parse(ev.slice(6));
+      if (j.error) throw new Error(`${url}: ${JSON.stringify(j.error)}`);
+      if (j.choices && j.choices.length && j.choices[0].text) {
+        last = performance.now();
+        if (!first) first = last;
+      }
+      if (j.usage) tokens = j.usage.completion_tokens;
+    }
+  }
+  if (tokens < 2 || last <= first) throw new Error(`${url}: ${tokens} tokens, nothing to time`);
+  return (tokens - 1) / ((last - first) / 1000);
+}
+
+const median = (v) => {
+  const s = [...v].sort((x, y) => x - y), n = s.length;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+
+await rate(urlA); // warm-up, not counted
+await rate(urlB);
+const a = [], b = [], ratios = [];
+for (let p = 0; p < pairs; p++) {
+  let ra, rb;
+  if (p % 2 === 0) { ra = await rate(urlA); rb = await rate(urlB); }
+  else { rb = await rate(urlB); ra = await rate(urlA); }
+  a.push(ra); b.push(rb); ratios.push(rb / ra);
+  console.error(`pair ${p + 1}: A ${ra.toFixed(2)} B ${rb.toFixed(2)} t/s, B/A ${(rb / ra).toFixed(3)}`);
+}
+const r3 = (x) => Number(x.toFixed(3));
+console.log(JSON.stringify({
+  pairs, max_tokens: maxTokens, a_median_tps: r3(median(a)), b_median_tps: r3(median(b)),
+  ratio_median: r3(median(ratios)), ratio_min: r3(Math.min(...ratios)),
+  ratio_max: r3(Math.max(...ratios)), b_faster: ratios.filter((x) => x > 1).length,
+}));
