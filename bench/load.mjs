@@ -10,6 +10,8 @@
 //   max_gap_ms, the longest wait between two tokens of one stream; LOAD_TIMELINE=FILE appends
 //   "bin count" lines, the tokens that arrived in each LOAD_BIN_MS (default 1000) since
 //   LOAD_T0, epoch seconds)
+import { sseEvents } from './sse.mjs';
+
 const [url, streamsArg, maxArg, promptArg] = process.argv.slice(2);
 if (!url || !streamsArg || !maxArg) {
   console.error('usage: node bench/load.mjs URL STREAMS MAX_TOKENS [PROMPT]');
@@ -33,31 +35,18 @@ async function one(i, text = prompt, max = maxTokens) {
     }),
   });
   if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-  const reader = res.body.getReader();
-  const dec = new TextDecoder();
-  let buf = '', ttft = 0, tokens = 0, last = 0, maxGap = 0;
+  let ttft = 0, tokens = 0, last = 0, maxGap = 0;
   const mine = []; // this stream's token arrivals
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += dec.decode(value, { stream: true });
-    let k;
-    while ((k = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, k);
-      buf = buf.slice(k + 2);
-      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
-      const j = JSON.parse(ev.slice(6));
-      if (j.error) throw new Error(JSON.stringify(j.error));
-      if (j.choices && j.choices.length && j.choices[0].text) {
-        const now = performance.now();
-        if (!ttft) ttft = now - t0;
-        else if (now - last > maxGap) maxGap = now - last;
-        last = now;
-        if (i < streams) stamps.push(now); // not the late request's
-        mine.push(now);
-      }
-      if (j.usage) tokens = j.usage.completion_tokens;
+  for await (const j of sseEvents(res)) {
+    if (j.choices && j.choices.length && j.choices[0].text) {
+      const now = performance.now();
+      if (!ttft) ttft = now - t0;
+      else if (now - last > maxGap) maxGap = now - last;
+      last = now;
+      if (i < streams) stamps.push(now); // not the late request's
+      mine.push(now);
     }
+    if (j.usage) tokens = j.usage.completion_tokens;
   }
   return { ttft_ms: ttft, tokens, ms: performance.now() - t0, max_gap_ms: maxGap, mine };
 }

@@ -6,6 +6,8 @@
 // pairs B was faster.
 //
 //   node bench/warm_ab.mjs URL_A URL_B PAIRS MAX_TOKENS [PROMPT]
+import { sseEvents } from './sse.mjs';
+
 const [urlA, urlB, pairsArg, maxArg, promptArg] = process.argv.slice(2);
 const pairs = Number(pairsArg), maxTokens = Number(maxArg);
 if (!urlA || !urlB || !(pairs >= 1) || !(maxTokens >= 2)) {
@@ -22,26 +24,13 @@ async function rate(url) {
                            stream: true, stream_options: { include_usage: true } }),
   });
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}: ${await res.text()}`);
-  const reader = res.body.getReader();
-  const dec = new TextDecoder();
-  let buf = '', first = 0, last = 0, tokens = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += dec.decode(value, { stream: true });
-    let k;
-    while ((k = buf.indexOf('\n\n')) >= 0) {
-      const ev = buf.slice(0, k);
-      buf = buf.slice(k + 2);
-      if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
-      const j = JSON.parse(ev.slice(6));
-      if (j.error) throw new Error(`${url}: ${JSON.stringify(j.error)}`);
-      if (j.choices && j.choices.length && j.choices[0].text) {
-        last = performance.now();
-        if (!first) first = last;
-      }
-      if (j.usage) tokens = j.usage.completion_tokens;
+  let first = 0, last = 0, tokens = 0;
+  for await (const j of sseEvents(res)) {
+    if (j.choices && j.choices.length && j.choices[0].text) {
+      last = performance.now();
+      if (!first) first = last;
     }
+    if (j.usage) tokens = j.usage.completion_tokens;
   }
   if (tokens < 2 || last <= first) throw new Error(`${url}: ${tokens} tokens, nothing to time`);
   return (tokens - 1) / ((last - first) / 1000);
