@@ -27,16 +27,20 @@ if [ ! -f "$MODEL" ]; then
     "$BIN/caravan" mkmodel --shape tinyllama-1.1b --type q4_0 --out "$MODEL" >&2
 fi
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null; done; wait 2>/dev/null' EXIT
+stop_all() {
+    local p
+    for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null; done
+    wait 2>/dev/null
+}
+trap stop_all EXIT
 # up NAME ARGS...: a cluster serving the API; prints its URL
 up() {
     local name=$1
     shift
     rm -rf "$DIR/warm-$name"
     mkdir -p "$DIR/warm-$name"
-    # shellcheck disable=SC2068 # the options are words
     "$BIN/caravan" cluster --model "$MODEL" --threads 1 --shared-file --http 127.0.0.1:0 \
-        --log-dir "$DIR/warm-$name/logs" $@ >"$DIR/warm-$name/out" 2>"$DIR/warm-$name/err" &
+        --log-dir "$DIR/warm-$name/logs" "$@" >"$DIR/warm-$name/out" 2>"$DIR/warm-$name/err" &
     PIDS+=($!)
     for _ in $(seq 6000); do
         grep -q '^http://' "$DIR/warm-$name/out" && break
@@ -49,7 +53,9 @@ up() {
         exit 1
     fi
 }
+# shellcheck disable=SC2086 # A and B are lists of options: split into words here
 up a $A
+# shellcheck disable=SC2086
 up b $B
 URL_A=$(grep -m1 '^http://' "$DIR/warm-a/out")
 URL_B=$(grep -m1 '^http://' "$DIR/warm-b/out")
