@@ -152,6 +152,7 @@ struct net {
     struct hb_shared *hb;
     uint64_t computed_ms;   /* when the last computation ended (0: none yet) */
     uint64_t spin_until_ms; /* poll instead of sleeping until then (worker_net_spin_until) */
+    uint64_t polled;        /* computations after which it polled for the next */
     bool done;
     int exit_code;
     char exit_text[600];
@@ -162,13 +163,14 @@ uint64_t worker_net_spin_until(uint64_t end_ms, uint64_t gap_ms, int spin_ms) {
     return end_ms + (uint64_t)spin_ms;
 }
 
-/* A computation (a Forward read from upstream, or a step computed ahead) began at began_ms and
- * has just ended. */
+/* A computation (a Forward, from upstream or from the coordinator, or a step computed ahead)
+ * began at began_ms and has just ended. */
 static void computed(struct net *n, uint64_t began_ms) {
     const uint64_t now = mono_ms();
     const uint64_t gap = n->computed_ms ? began_ms - n->computed_ms : UINT64_MAX; /* monotonic */
     n->spin_until_ms = worker_net_spin_until(now, gap, n->cfg->spin_ms);
     n->computed_ms = now;
+    if (n->spin_until_ms) n->polled++;
 }
 
 static void finish(struct net *n, int code, const char *text) {
@@ -260,8 +262,15 @@ static void drain(struct net *n, void *sock, enum worker_source src, int max) {
             worker_on_bad_msg(n->w, src, peer.address, rc, err, &acts);
         } else {
             const uint8_t *key = peer.key_z85[0] ? peer.key : NULL;
+            /* A Forward computes whichever socket brought it: the first stage's come from the
+             * coordinator, on the control connection (one whose step was computed ahead was
+             * counted when that ran). */
+            const uint64_t began = mono_ms(), before = worker_n_computed(n->w),
+                           ahead_before = worker_ahead_used(n->w);
             worker_on_msg(n->w, src, key, peer.address[0] ? peer.address : "?", msg,
                           transport_now_us(), &acts);
+            if (worker_n_computed(n->w) != before && worker_ahead_used(n->w) == ahead_before)
+                computed(n, began);
         }
         codec_free(&msg);
         run_actions(n, &acts);
@@ -410,11 +419,8 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
                 drain(&n, n.ctl, WORKER_FROM_CONTROL, 256);
             /* One Forward at a time, so control messages (heartbeats, a new Assign) are read
              * between computations. */
-            if (!n.done && !hold && (items[2].revents & ZMQ_POLLIN)) {
-                const uint64_t began = mono_ms();
+            if (!n.done && !hold && (items[2].revents & ZMQ_POLLIN))
                 drain(&n, n.act_in, WORKER_FROM_UPSTREAM, 1);
-                computed(&n, began);
-            }
         }
         /* After a long computation: what the coordinator sent meanwhile, before judging its
          * silence. */
@@ -517,10 +523,10 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
     else
         LOG(LOG_INFO,
             "worker: exiting: %s (%llu batches computed, %llu of them ahead; %llu "
-            "held ahead and not used)",
+            "held ahead and not used; polled for the next turn after %llu of its computations)",
             n.exit_text, (unsigned long long)worker_n_computed(n.w),
             (unsigned long long)worker_ahead_used(n.w),
-            (unsigned long long)worker_ahead_unused(n.w));
+            (unsigned long long)worker_ahead_unused(n.w), (unsigned long long)n.polled);
     hb_stop(hb);
     if (hb_started) pthread_join(hb_thread, NULL);
     pthread_cond_destroy(&hb->cv);

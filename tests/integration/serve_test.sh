@@ -106,6 +106,23 @@ check_ahead() {
     note "$1 workers: $used steps computed ahead and used, of $seen"
 }
 
+# check_polled W most|none: after a same_text run of W workers, the first worker polled for its
+# next turn after most of its batches (at least half), or after none (from its exit line).
+check_polled() {
+    local line computed polled
+    line=$(grep 'batches computed' "$WORK/logs_w$1_$RUNS/w1.log" | tail -n 1)
+    computed=$(sed -n 's/.*(\([0-9]*\) batches computed.*/\1/p' <<<"$line")
+    polled=$(sed -n 's/.*polled for the next turn after \([0-9]*\) of.*/\1/p' <<<"$line")
+    [ -n "$computed" ] && [ -n "$polled" ] || fail "no polling count in '$line'"
+    if [ "$2" = most ]; then
+        [ $((2 * polled)) -ge "$computed" ] ||
+            fail "$1 workers: the first worker polled after only $polled of $computed batches"
+    else
+        [ "$polled" = 0 ] || fail "$1 workers, --spin-ms 0: the first worker polled after $polled"
+    fi
+    note "$1 workers: the first worker polled after $polled of $computed batches"
+}
+
 case "$CASE" in
 exact_stories)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
@@ -131,7 +148,12 @@ exact_stories)
         same_text "$STORIES" "$w" "--shared-file --ahead off" -- --temp 0.9 --seed 42 -n 64
         [ "$(ahead_seen "$w")" = 0 ] ||
             fail "--ahead off: $(ahead_seen "$w") steps ahead reached the first"
+        # every turn of the first worker is a Forward from the coordinator, ~1 ms apart: it
+        # polls for the next after most (--spin-ms 100)
+        check_polled "$w" most
     done
+    same_text "$STORIES" 2 "--shared-file --ahead off --spin-ms 0" -- --temp 0.9 --seed 42 -n 64
+    check_polled 2 none
     # the prompt in chunks of 2 tokens: chunks with no token to sample come back empty from
     # the last stage, and a prompt's chunks travel the stages one behind the other
     for w in 2 3; do
