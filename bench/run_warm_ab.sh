@@ -9,7 +9,9 @@
 #   bench/run_warm_ab.sh [BUILD_DIR]
 # Environment: MODEL (default: the tinyllama-1.1b Q4_0 of run_cluster_bench.sh in
 # CARAVAN_BENCH_DIR, default /tmp/caravan-bench), A ("--workers 1") and B ("--workers 2"): each
-# cluster's options beyond --model --threads 1 --shared-file --http, PAIRS (16), TG (64).
+# cluster's options beyond --model --threads 1 --shared-file --http, PAIRS (16), TG (64),
+# CARAVAN_A and CARAVAN_B (each cluster's caravan binary, default BUILD_DIR/bin/caravan: two
+# builds side by side).
 # Prints a markdown row; each cluster's logs go to $DIR/warm-a and $DIR/warm-b.
 set -eu
 BUILD=${1:-build}
@@ -33,13 +35,13 @@ stop_all() {
     wait 2>/dev/null
 }
 trap stop_all EXIT
-# up NAME ARGS...: a cluster serving the API; prints its URL
+# up NAME BINARY ARGS...: a cluster serving the API
 up() {
-    local name=$1
-    shift
+    local name=$1 bin=$2
+    shift 2
     rm -rf "$DIR/warm-$name"
     mkdir -p "$DIR/warm-$name"
-    "$BIN/caravan" cluster --model "$MODEL" --threads 1 --shared-file --http 127.0.0.1:0 \
+    "$bin" cluster --model "$MODEL" --threads 1 --shared-file --http 127.0.0.1:0 \
         --log-dir "$DIR/warm-$name/logs" "$@" >"$DIR/warm-$name/out" 2>"$DIR/warm-$name/err" &
     PIDS+=($!)
     for _ in $(seq 6000); do
@@ -54,9 +56,9 @@ up() {
     fi
 }
 # shellcheck disable=SC2086 # A and B are lists of options: split into words here
-up a $A
+up a "${CARAVAN_A:-$BIN/caravan}" $A
 # shellcheck disable=SC2086
-up b $B
+up b "${CARAVAN_B:-$BIN/caravan}" $B
 URL_A=$(grep -m1 '^http://' "$DIR/warm-a/out")
 URL_B=$(grep -m1 '^http://' "$DIR/warm-b/out")
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
@@ -66,4 +68,6 @@ res=$(node "$HERE/warm_ab.mjs" "$URL_A" "$URL_B" "$PAIRS" "$TG")
 field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$res"; }
 echo "| A | B | pairs | B faster in | median of pair ratios B/A (min-max) | medians A / B t/s |"
 echo "|---|---|---|---|---|---|"
-echo "| $A | $B | $PAIRS | $(field b_faster) | $(field ratio_median)x ($(field ratio_min)-$(field ratio_max)) | $(field a_median_tps) / $(field b_median_tps) |"
+label_a="$A${CARAVAN_A:+ ($CARAVAN_A)}"
+label_b="$B${CARAVAN_B:+ ($CARAVAN_B)}"
+echo "| $label_a | $label_b | $PAIRS | $(field b_faster) | $(field ratio_median)x ($(field ratio_min)-$(field ratio_max)) | $(field a_median_tps) / $(field b_median_tps) |"
