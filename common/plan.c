@@ -58,6 +58,21 @@ uint64_t plan_model_bytes(const struct plan_model *m) {
     return b;
 }
 
+uint64_t plan_ship_bytes(const struct plan_model *m, int32_t held_first, int32_t held_end,
+                         int32_t first, int32_t end) {
+    const int32_t L = m->n_layers;
+    const bool held = held_end > held_first;
+    uint64_t b = 0;
+    for (int32_t i = first; i < end && i < L; i++)
+        if (!held || i < held_first || i >= held_end) b += m->layer_bytes[i];
+    const bool tied = m->shared_bytes > 0;
+    const bool need_embd = first == 0 || (tied && end == L);
+    const bool had_embd = held && (held_first == 0 || (tied && held_end == L));
+    if (need_embd && !had_embd) b += m->first_bytes;
+    if (end == L && !(held && held_end == L)) b += m->last_bytes - m->shared_bytes;
+    return b;
+}
+
 static enum status check_input(const struct plan_model *m, const struct plan_worker *w, int n,
                                char *err, size_t err_len) {
     if (m->n_layers < 1 || m->n_layers > PLAN_MAX_LAYERS || !m->layer_bytes) {

@@ -79,6 +79,14 @@ CARAVAN_NODISCARD enum status plan_check(const struct plan_model *m, const struc
  * buffers). */
 uint64_t plan_model_bytes(const struct plan_model *m);
 
+/* Weight bytes a worker fed over the network is sent to hold the slice [first, end) when it
+ * holds [held_first, held_end) (its cache; an empty range: nothing): the layers outside what
+ * it holds, the token embeddings when the new slice needs them (first, or last with a tied
+ * head) and the old did not, and the output norm and head when the new slice is last and the
+ * old was not. */
+uint64_t plan_ship_bytes(const struct plan_model *m, int32_t held_first, int32_t held_end,
+                         int32_t first, int32_t end);
+
 /* The kernel variant every worker of the pipeline runs, so that any split computes the same
  * tokens. prefs lists the known variants from worst to best (quant_variants() order); lists[k]
  * (n_each[k] names) are worker k's. With forced (non-NULL, non-empty) that variant, if every

@@ -190,6 +190,37 @@ static void test_tied_head(void) {
           (unsigned long long)s[1].weight_bytes);
 }
 
+/* What a worker fed over the network is sent for a new slice, given the one it holds. */
+static void test_ship_bytes(void) {
+    struct plan_model m = model22(); /* 22 layers of 20 MiB */
+    m.first_bytes = 30 * MIB;        /* embeddings */
+    m.last_bytes = 45 * MIB;         /* norm + head */
+    const uint64_t L20 = 20 * MIB;
+    CHECK(plan_ship_bytes(&m, 0, 0, 0, 11) == 11 * L20 + 30 * MIB, "nothing held, first half");
+    CHECK(plan_ship_bytes(&m, 0, 0, 11, 22) == 11 * L20 + 45 * MIB, "nothing held, last half");
+    CHECK(plan_ship_bytes(&m, 0, 22, 0, 22) == 0, "the whole model held");
+    CHECK(plan_ship_bytes(&m, 0, 11, 0, 11) == 0, "the same slice");
+    CHECK(plan_ship_bytes(&m, 0, 11, 0, 8) == 0, "a shorter slice of what it holds");
+    CHECK(plan_ship_bytes(&m, 0, 11, 3, 14) == 3 * L20, "moved on by 3: 3 layers, no embeddings");
+    CHECK(plan_ship_bytes(&m, 11, 22, 8, 22) == 3 * L20, "the last, 3 layers more: no head");
+    CHECK(plan_ship_bytes(&m, 11, 22, 0, 11) == 11 * L20 + 30 * MIB,
+          "last to first: every layer and the embeddings, %llu",
+          (unsigned long long)plan_ship_bytes(&m, 11, 22, 0, 11));
+    CHECK(plan_ship_bytes(&m, 5, 10, 8, 22) == 12 * L20 + 45 * MIB, "a middle one becomes last");
+    /* a head bigger than a layer: taking the last stage's 2 layers ships more than 3 others */
+    CHECK(plan_ship_bytes(&m, 0, 0, 20, 22) > plan_ship_bytes(&m, 0, 0, 17, 20),
+          "2 layers and the head outweigh 3 layers");
+    /* tied head: the embedding table is the head's matrix, held by the first or the last */
+    m.last_bytes = 31 * MIB; /* norm + the embedding table again */
+    m.shared_bytes = 30 * MIB;
+    CHECK(plan_ship_bytes(&m, 11, 22, 0, 11) == 11 * L20, "tied: last to first keeps the table");
+    CHECK(plan_ship_bytes(&m, 0, 11, 11, 22) == 11 * L20 + 1 * MIB,
+          "tied: first to last ships the norm only, %llu",
+          (unsigned long long)plan_ship_bytes(&m, 0, 11, 11, 22));
+    CHECK(plan_ship_bytes(&m, 5, 10, 11, 22) == 11 * L20 + 31 * MIB, "tied: a middle one to last");
+    CHECK(plan_ship_bytes(&m, 0, 0, 0, 22) == 22 * L20 + 31 * MIB, "tied: the whole model");
+}
+
 static void test_extremes(void) {
     struct plan_model m = model22();
     struct plan_stage s[PLAN_MAX_WORKERS];
@@ -365,6 +396,7 @@ int main(void) {
     test_uneven_layers_brute();
     test_memory_caps();
     test_tied_head();
+    test_ship_bytes();
     test_extremes();
     test_infeasible();
     test_parse();

@@ -474,24 +474,22 @@ static void order_with(const coordinator_t *c, int fresh, int pos, struct worker
     out[pos] = c->workers[fresh];
 }
 
-/* Layers the workers order[0..n) fed over the network (no model file of their own) would be
- * shipped under the plan st: those outside the range each was last ready with (which its cache
- * holds). */
-static int32_t shipped_layers(const struct worker_rec *order, const struct plan_stage *st, int n) {
-    int32_t miss = 0;
-    for (int i = 0; i < n; i++) {
-        if (order[i].has_model) continue;
-        const int32_t hf = order[i].held_first, he = order[i].held_end;
-        const int32_t kf = st[i].first > hf ? st[i].first : hf;
-        const int32_t ke = st[i].end < he ? st[i].end : he;
-        miss += (st[i].end - st[i].first) - (ke > kf ? ke - kf : 0);
-    }
-    return miss;
+/* Weight bytes the workers order[0..n) fed over the network (no model file of their own) would
+ * be shipped under the plan st: what their slices need beyond the one each was last ready with
+ * (which its cache holds), the embeddings and the head included (plan_ship_bytes). */
+static uint64_t shipped_bytes(const struct plan_model *m, const struct worker_rec *order,
+                              const struct plan_stage *st, int n) {
+    uint64_t b = 0;
+    for (int i = 0; i < n; i++)
+        if (!order[i].has_model)
+            b += plan_ship_bytes(m, order[i].held_first, order[i].held_end, st[i].first, st[i].end);
+    return b;
 }
 
 /* A worker joining a serving cluster (new, or back after a restart) goes into the stage order
- * where the new plan ships the fewest layers to workers without the model file (a restarted
- * one's cache holds the range it had), then makes the requests in flight recompute the fewest
+ * where the new plan ships the fewest weight bytes to workers without the model file (a
+ * restarted one's cache holds the range it had; bytes, not layers: a big vocabulary's head or
+ * embeddings outweigh several layers), then makes the requests in flight recompute the fewest
  * layers, among the orders whose plan is as fast as the best within 5%: the others keep their
  * order and, where they can, the KV cache of their layers. Appending it last would make every
  * other worker shrink at its end and recompute all it holds; recomputing a few layers for the
@@ -515,7 +513,16 @@ static void place_newcomer(coordinator_t *c, const struct planner_input *in) {
     in = &trial;
     double best_time = 0;
     double times[COORDINATOR_MAX_WORKERS];
-    int32_t costs[COORDINATOR_MAX_WORKERS], ships[COORDINATOR_MAX_WORKERS];
+    int32_t costs[COORDINATOR_MAX_WORKERS];
+    uint64_t ships[COORDINATOR_MAX_WORKERS];
+    struct plan_model m;
+    uint64_t *layer_bytes = calloc((size_t)c->n_layers, sizeof *layer_bytes);
+    for (int i = 0; i < n; i++) caps[i] = c->workers[i].caps;
+    if (!layer_bytes || planner_model(in, caps, n, &m, layer_bytes) != STATUS_OK) {
+        free(layer_bytes);
+        free(why);
+        return; /* planner_run says why */
+    }
     for (int pos = 0; pos < n; pos++) { /* the newcomer at pos, the others in their order */
         times[pos] = -1;
         order_with(c, fresh, pos, order);
@@ -527,7 +534,7 @@ static void place_newcomer(coordinator_t *c, const struct planner_input *in) {
             if (st[i].time > t) t = st[i].time;
         times[pos] = t;
         costs[pos] = recompute_layers(order, st, n, c->n_layers);
-        ships[pos] = shipped_layers(order, st, n);
+        ships[pos] = shipped_bytes(&m, order, st, n);
         if (best_time == 0 || t < best_time) best_time = t;
     }
     int pick = -1;
@@ -537,14 +544,18 @@ static void place_newcomer(coordinator_t *c, const struct planner_input *in) {
              (ships[pos] == ships[pick] && costs[pos] < costs[pick])))
             pick = pos;
     free(why);
+    free(layer_bytes);
     if (pick < 0) return;
     order_with(c, fresh, pick, order);
     memcpy(c->workers, order, sizeof *order * (size_t)n);
+    /* without a model every layer weighs 1 (planner_model) */
+    const double unit = in->model ? 1024.0 * 1024.0 : 1.0;
+    const char *what = in->model ? "MiB of weights" : "layers";
     LOG(LOG_INFO,
-        "coordinator: node %u (%s) goes in as stage %d of %d: %d layers shipped and the "
-        "requests in flight recompute %d layers there (appended last: %d and %d)",
-        c->workers[pick].node_id, c->workers[pick].name, pick, n, ships[pick], costs[pick],
-        ships[n - 1], costs[n - 1]);
+        "coordinator: node %u (%s) goes in as stage %d of %d: %.1f %s shipped and the "
+        "requests in flight recompute %d layers there (appended last: %.1f and %d)",
+        c->workers[pick].node_id, c->workers[pick].name, pick, n, (double)ships[pick] / unit, what,
+        costs[pick], (double)ships[n - 1] / unit, costs[n - 1]);
 }
 
 /* The stage order for a new plan: the workers that were ready with a range before (survivors,

@@ -165,6 +165,17 @@ static enum status model_numbers(const struct planner_input *in, const struct pl
     return STATUS_OK;
 }
 
+enum status planner_model(const struct planner_input *in, const struct planner_caps *w, int n,
+                          struct plan_model *m, uint64_t *layer_bytes) {
+    *m = (struct plan_model){.n_layers = in->n_layers,
+                             .layer_bytes = layer_bytes,
+                             .n_ctx = in->n_ctx,
+                             .n_seq = in->n_seq};
+    if (in->model) return model_numbers(in, w, n, m, layer_bytes);
+    for (int32_t i = 0; i < in->n_layers; i++) layer_bytes[i] = 1;
+    return STATUS_OK;
+}
+
 enum status planner_run(const struct planner_input *in, const struct planner_caps *w, int n,
                         struct plan_stage *out, char *kernels_out, size_t kernels_len, char *err,
                         size_t err_len) {
@@ -212,21 +223,14 @@ enum status planner_run(const struct planner_input *in, const struct planner_cap
     }
     uint64_t *layer_bytes = calloc((size_t)(in->n_layers > 0 ? in->n_layers : 1), sizeof(uint64_t));
     if (!layer_bytes) return STATUS_NOMEM;
-    struct plan_model m = {.n_layers = in->n_layers,
-                           .layer_bytes = layer_bytes,
-                           .n_ctx = in->n_ctx,
-                           .n_seq = in->n_seq};
-    if (in->model) {
-        rc = model_numbers(in, w, n, &m, layer_bytes);
-        if (rc != STATUS_OK) {
-            snprintf(err, err_len, "cannot size the model's layers: %s", status_str(rc));
-            goto done;
-        }
-    } else {
-        /* No weights: every layer counts the same, memory is not at stake. */
-        for (int32_t i = 0; i < in->n_layers; i++) layer_bytes[i] = 1;
-        for (int k = 0; k < n; k++) pw[k].mem_bytes = 0;
+    struct plan_model m;
+    rc = planner_model(in, w, n, &m, layer_bytes);
+    if (rc != STATUS_OK) {
+        snprintf(err, err_len, "cannot size the model's layers: %s", status_str(rc));
+        goto done;
     }
+    if (!in->model) /* no weights: memory is not at stake */
+        for (int k = 0; k < n; k++) pw[k].mem_bytes = 0;
     if (in->hand_plan) {
         rc = plan_parse(in->hand_plan, in->n_layers, n, out, err, err_len);
         if (rc == STATUS_OK) rc = plan_check(&m, pw, n, out, err, err_len);

@@ -60,6 +60,13 @@ void planner_snap_speeds(double *speeds, int n, double tolerance);
  * workers share their CPUs with another. */
 int planner_pool_machines(const struct planner_caps *w, int n, double *speeds);
 
+/* The model's numbers as planner_run plans with them (plan.h): *m, its layer_bytes pointing at
+ * layer_bytes[in->n_layers]; without a model (identity pipelines) every layer weighs 1 and the
+ * embeddings and head nothing. w[n]: the workers (their thread counts size the buffers). */
+CARAVAN_NODISCARD enum status planner_model(const struct planner_input *in,
+                                            const struct planner_caps *w, int n,
+                                            struct plan_model *m, uint64_t *layer_bytes);
+
 /* Fills out[n] (ranges, bytes, times) and kernels_out (the variant to pin, "" for none).
  * On failure err holds the whole explanation (for the log and the exit message). */
 CARAVAN_NODISCARD enum status planner_run(const struct planner_input *in,
