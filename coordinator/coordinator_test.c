@@ -114,9 +114,11 @@ static void result(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t e
     coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
-/* The machine key (Capabilities.machine) the next join_caps reports; NULL: none. */
+/* The machine key (Capabilities.machine) the next join_caps reports (NULL: none), its thread
+ * count and the address its connection comes from. */
 static const uint8_t *g_join_machine;
 static uint32_t g_join_threads = 1;
+static const char *g_join_address = "127.0.0.1";
 
 /* A Join with planning capabilities: memory limit, f32 and q4_0 probes, kernel variants. */
 static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const char *name,
@@ -151,7 +153,7 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
     j.public_key.len = 32;
     env.body_case = CARAVAN__ENVELOPE__BODY_JOIN;
     env.join = &j;
-    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
+    struct coordinator_peer p = {&rid, 1, key, g_join_address, 0};
     coordinator_on_msg(c, &p, &env, test_now, acts);
 }
 
@@ -892,17 +894,20 @@ static void test_plan(struct coordinator_actions *acts) {
     /* Probes of 40 and 10 GFLOP/s: without machine keys and with keys of their own, w1 takes
      * more layers than one of two equal workers (round 0: both 10 on one machine); with one
      * key (one machine, whose probes differed because something else ran during one of them)
-     * as many as equal workers; with one key and another thread count, more again. */
+     * as many as equal workers; with one key and another thread count, more again; and with
+     * one key from two addresses (a worker elsewhere claiming the other's key) too. */
     int32_t equal_end = -1;
     static const uint8_t m1[16] = {1}, m2[16] = {2};
-    for (int round = 0; round < 5; round++) {
+    for (int round = 0; round < 6; round++) {
         g_join_threads = 1;
         g_join_machine = round == 1 ? NULL : round == 2 ? m1 : m2;
         c = coordinator_new(&cfg);
         join_caps(c, 1, K1, "w1", "tcp://w1:1", unlimited, round == 0 ? 10 : 40, all, 3, acts);
         g_join_machine = round == 1 ? NULL : m2;
         if (round == 4) g_join_threads = 2;
+        if (round == 5) g_join_address = "192.0.2.7";
         join_caps(c, 2, K2, "w2", "tcp://w2:1", unlimited, 10, all, 3, acts);
+        g_join_address = "127.0.0.1";
         e1 = sent_to(acts, 1, 1);
         assert(e1 && e1->body_case == CARAVAN__ENVELOPE__BODY_ASSIGN);
         const int32_t end = e1->assign->layer_end;

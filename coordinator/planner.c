@@ -257,7 +257,7 @@ enum status planner_run(const struct planner_input *in, const struct planner_cap
     if (shared)
         LOG(LOG_INFO,
             "coordinator:   %d of these %d workers share their CPUs with another (the same "
-            "machine key and threads): each such group is planned at its fastest probe",
+            "machine key, address and threads): each such group is planned at its fastest probe",
             shared, n);
 done:
     free(layer_bytes);

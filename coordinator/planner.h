@@ -52,7 +52,8 @@ struct planner_input {
 #define PLANNER_SPEED_TOLERANCE 0.25
 void planner_snap_speeds(double *speeds, int n, double tolerance);
 
-/* Workers on the same CPUs (the same reported machine key, caps.h, and the same thread count)
+/* Workers on the same CPUs (the same reported machine key, caps.h, which the coordinator binds
+ * to the address the worker connects from, and the same thread count)
  * have one speed, whatever a busy moment did to each one's join probe: speeds[k] of each such
  * group becomes the group's fastest (a probe keeps its fastest run for the same reason: other
  * work only ever slows it down). Speeds that are measured (rebalance) stay as they are: those
