@@ -25,12 +25,16 @@ async function rate(url) {
   });
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status}: ${await res.text()}`);
   let first = 0, last = 0, tokens = 0;
-  for await (const j of sseEvents(res)) {
-    if (j.choices && j.choices.length && j.choices[0].text) {
-      last = performance.now();
-      if (!first) first = last;
+  try {
+    for await (const j of sseEvents(res)) {
+      if (j.choices && j.choices.length && j.choices[0].text) {
+        last = performance.now();
+        if (!first) first = last;
+      }
+      if (j.usage) tokens = j.usage.completion_tokens;
     }
-    if (j.usage) tokens = j.usage.completion_tokens;
+  } catch (e) {
+    throw new Error(`${url}: ${e.message}`); // which server's stream failed
   }
   if (tokens < 2 || last <= first) throw new Error(`${url}: ${tokens} tokens, nothing to time`);
   return (tokens - 1) / ((last - first) / 1000);
