@@ -2,8 +2,8 @@
 // one greedy streamed completion at a time, in turn A B B A (so a host drifting within a pair
 // favours neither). A request's speed is its tokens after the first over the time from the first
 // token to the last (prompt and start-up excluded). Prints each pair on stderr and one JSON
-// line on stdout: the medians, the median of the pair ratios B/A, its range, and in how many
-// pairs B was faster.
+// line on stdout: the medians, the median of the pair ratios B/A, its range, in how many
+// pairs B was faster, and every pair's two rates (a_tps, b_tps).
 //
 //   node bench/warm_ab.mjs URL_A URL_B PAIRS MAX_TOKENS [PROMPT]
 import { sseEvents } from './sse.mjs';
@@ -60,4 +60,5 @@ console.log(JSON.stringify({
   pairs, max_tokens: maxTokens, a_median_tps: r3(median(a)), b_median_tps: r3(median(b)),
   ratio_median: r3(median(ratios)), ratio_min: r3(Math.min(...ratios)),
   ratio_max: r3(Math.max(...ratios)), b_faster: ratios.filter((x) => x > 1).length,
+  a_tps: a.map(r3), b_tps: b.map(r3), // every pair, for a caller pooling several runs
 }));

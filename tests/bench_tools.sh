@@ -66,13 +66,14 @@ out=$("$bin/bench_kernels" --types q4_0 --threads 1 --time 0.01 --no-gemm 2>/dev
 grep -Eq "^q4_0 +ref +1 " <<<"$out" || fail "bench_kernels: no reference row: $out"
 awk '/^q4_0 / && ($5 + 0 <= 0 || $8 + 0 <= 0) { bad = 1 } END { exit bad }' <<<"$out" ||
   fail "bench_kernels: a GEMV column is not positive: $out"
-# two warm clusters in turn (run_warm_ab.sh, warm_ab.mjs): a row of positive medians over the
-# pairs asked for, every process stopped after; a bad argument is exit status 2
+# two warm clusters in turn (run_warm_ab.sh, warm_ab.mjs), started afresh for each of 2 rounds:
+# a row of positive medians over the pairs asked for, every process stopped after; a bad
+# argument is exit status 2
 if command -v node >/dev/null; then
   src=${CARAVAN_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
   # (stories260K's tokens come faster than a read of the stream: 5 ms a step keeps the first
   # and the last token apart in time)
-  out=$(MODEL="$model" PAIRS=2 TG=4 CARAVAN_BENCH_DIR="$dir/warm" \
+  out=$(MODEL="$model" PAIRS=2 ROUNDS=2 TG=4 CARAVAN_BENCH_DIR="$dir/warm" \
     A="--workers 1 --compute-delay-ms 5" B="--workers 2 --compute-delay-ms 5" \
     bash "$src/bench/run_warm_ab.sh" "$(dirname "$bin")" 2>"$dir/warm.err") ||
     fail "run_warm_ab.sh: $(grep -m1 Error "$dir/warm.err") $(tail -n 3 "$dir/warm.err")"
@@ -81,7 +82,13 @@ if command -v node >/dev/null; then
   awk -F'|' '{ split($7, m, " / "); exit !(m[1] + 0 > 0 && m[2] + 0 > 0) }' <<<"$row" ||
     fail "run_warm_ab.sh: medians not positive: $row"
   [ "$(grep -c '^pair ' "$dir/warm.err")" = 2 ] || fail "run_warm_ab.sh: not 2 pairs timed"
+  grep -q '^round 2 of 2: 1 pairs' "$dir/warm.err" || fail "run_warm_ab.sh: no second round"
   ! pgrep -f "$dir/warm/" >/dev/null || fail "run_warm_ab.sh left a cluster running"
+  if ROUNDS=3 PAIRS=2 bash "$src/bench/run_warm_ab.sh" "$(dirname "$bin")" >/dev/null 2>&1; then
+    fail "run_warm_ab.sh with more rounds than pairs was accepted"
+  else
+    [ $? = 2 ] || fail "run_warm_ab.sh with more rounds than pairs: not exit status 2"
+  fi
   if node "$src/bench/warm_ab.mjs" http://127.0.0.1:1 >/dev/null 2>"$dir/err"; then
     fail "warm_ab.mjs without PAIRS was accepted"
   else
