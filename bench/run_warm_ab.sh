@@ -11,9 +11,9 @@
 # CARAVAN_BENCH_DIR, default /tmp/caravan-bench), A ("--workers 1") and B ("--workers 2"): each
 # cluster's options beyond --model --threads 1 --shared-file --http, PAIRS (16), TG (64),
 # CARAVAN_A and CARAVAN_B (each cluster's caravan binary, default BUILD_DIR/bin/caravan: two
-# builds side by side), ROUNDS (1): start both clusters afresh this many times and time
-# PAIRS / ROUNDS pairs (rounded up) each round; the row pools every pair. Two instances of
-# one cluster can differ here by more than pairing removes (bench/RESULTS.md, Zen 3, 2026-12-07),
+# builds side by side), ROUNDS (1): start both clusters afresh this many times and spread the
+# PAIRS over them evenly; the row pools every pair (warm_ab.mjs --pool). Two instances of one
+# cluster can differ here by more than pairing removes (bench/RESULTS.md, Zen 3, 2026-12-07),
 # which rounds average over.
 # Prints a markdown row; each cluster's logs go to $DIR/warm-a and $DIR/warm-b.
 set -eu
@@ -68,7 +68,6 @@ cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
 echo "# warm clusters side by side: $(basename "$MODEL"), $cpu, $(nproc) CPUs, $(date -u '+%F %H:%M') UTC"
 [ "$ROUNDS" = 1 ] || echo "# $ROUNDS rounds, each with both clusters started afresh"
 echo
-per_round=$(((PAIRS + ROUNDS - 1) / ROUNDS))
 runs=()
 for ((r = 1; r <= ROUNDS; r++)); do
     # shellcheck disable=SC2086 # A and B are lists of options: split into words here
@@ -77,25 +76,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
     up b "${CARAVAN_B:-$BIN/caravan}" $B
     URL_A=$(grep -m1 '^http://' "$DIR/warm-a/out")
     URL_B=$(grep -m1 '^http://' "$DIR/warm-b/out")
-    n=$per_round
-    [ "$r" -lt "$ROUNDS" ] || n=$((PAIRS - per_round * (ROUNDS - 1)))
+    n=$((PAIRS / ROUNDS + (r <= PAIRS % ROUNDS ? 1 : 0))) # the pairs spread evenly
     [ "$ROUNDS" = 1 ] || echo "round $r of $ROUNDS: $n pairs" >&2
     runs+=("$(node "$HERE/warm_ab.mjs" "$URL_A" "$URL_B" "$n" "$TG")")
     stop_all
     PIDS=()
 done
 # every round's pairs pooled: the same summary warm_ab.mjs prints for one run
-res=$(printf '%s\n' "${runs[@]}" | node -e '
-const lines = require("fs").readFileSync(0, "utf8").trim().split("\n").map(JSON.parse);
-const a = lines.flatMap((l) => l.a_tps), b = lines.flatMap((l) => l.b_tps);
-const ratios = a.map((x, i) => b[i] / x);
-const median = (v) => { const s = [...v].sort((x, y) => x - y), n = s.length;
-  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
-const r3 = (x) => Number(x.toFixed(3));
-console.log(JSON.stringify({ pairs: a.length, a_median_tps: r3(median(a)),
-  b_median_tps: r3(median(b)), ratio_median: r3(median(ratios)),
-  ratio_min: r3(Math.min(...ratios)), ratio_max: r3(Math.max(...ratios)),
-  b_faster: ratios.filter((x) => x > 1).length }));')
+res=$(printf '%s\n' "${runs[@]}" | node "$HERE/warm_ab.mjs" --pool)
 field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$res"; }
 echo "| A | B | pairs | B faster in | median of pair ratios B/A (min-max) | medians A / B t/s |"
 echo "|---|---|---|---|---|---|"

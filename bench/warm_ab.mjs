@@ -3,10 +3,40 @@
 // favours neither). A request's speed is its tokens after the first over the time from the first
 // token to the last (prompt and start-up excluded). Prints each pair on stderr and one JSON
 // line on stdout: the medians, the median of the pair ratios B/A, its range, in how many
-// pairs B was faster, and every pair's two rates (a_tps, b_tps).
+// pairs B was faster, and every pair's two rates (a_tps, b_tps). With --pool it reads such
+// lines (several runs) on stdin and prints their pairs' summary, pooled, the same way.
 //
 //   node bench/warm_ab.mjs URL_A URL_B PAIRS MAX_TOKENS [PROMPT]
+//   node bench/warm_ab.mjs --pool < RUNS.jsonl
+import { readFileSync } from 'node:fs';
 import { sseEvents } from './sse.mjs';
+
+const median = (v) => {
+  const s = [...v].sort((x, y) => x - y), n = s.length;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+const r3 = (x) => Number(x.toFixed(3));
+// the summary line of pairs (a[i], b[i]), rates in tokens/s
+const summary = (a, b, extra) => {
+  const ratios = a.map((x, i) => b[i] / x);
+  return JSON.stringify({
+    pairs: a.length, ...extra, a_median_tps: r3(median(a)), b_median_tps: r3(median(b)),
+    ratio_median: r3(median(ratios)), ratio_min: r3(Math.min(...ratios)),
+    ratio_max: r3(Math.max(...ratios)), b_faster: ratios.filter((x) => x > 1).length,
+    a_tps: a.map(r3), b_tps: b.map(r3), // every pair, for a caller pooling several runs
+  });
+};
+
+if (process.argv[2] === '--pool') {
+  const runs = readFileSync(0, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
+  const a = runs.flatMap((r) => r.a_tps), b = runs.flatMap((r) => r.b_tps);
+  if (!a.length || a.length !== b.length) {
+    console.error('warm_ab.mjs --pool: no pairs on stdin');
+    process.exit(2);
+  }
+  console.log(summary(a, b, {}));
+  process.exit(0);
+}
 
 const [urlA, urlB, pairsArg, maxArg, promptArg] = process.argv.slice(2);
 const pairs = Number(pairsArg), maxTokens = Number(maxArg);
@@ -40,25 +70,14 @@ async function rate(url) {
   return (tokens - 1) / ((last - first) / 1000);
 }
 
-const median = (v) => {
-  const s = [...v].sort((x, y) => x - y), n = s.length;
-  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-};
-
 await rate(urlA); // warm-up, not counted
 await rate(urlB);
-const a = [], b = [], ratios = [];
+const a = [], b = [];
 for (let p = 0; p < pairs; p++) {
   let ra, rb;
   if (p % 2 === 0) { ra = await rate(urlA); rb = await rate(urlB); }
   else { rb = await rate(urlB); ra = await rate(urlA); }
-  a.push(ra); b.push(rb); ratios.push(rb / ra);
+  a.push(ra); b.push(rb);
   console.error(`pair ${p + 1}: A ${ra.toFixed(2)} B ${rb.toFixed(2)} t/s, B/A ${(rb / ra).toFixed(3)}`);
 }
-const r3 = (x) => Number(x.toFixed(3));
-console.log(JSON.stringify({
-  pairs, max_tokens: maxTokens, a_median_tps: r3(median(a)), b_median_tps: r3(median(b)),
-  ratio_median: r3(median(ratios)), ratio_min: r3(Math.min(...ratios)),
-  ratio_max: r3(Math.max(...ratios)), b_faster: ratios.filter((x) => x > 1).length,
-  a_tps: a.map(r3), b_tps: b.map(r3), // every pair, for a caller pooling several runs
-}));
+console.log(summary(a, b, { max_tokens: maxTokens }));

@@ -89,6 +89,11 @@ if command -v node >/dev/null; then
   else
     [ $? = 2 ] || fail "run_warm_ab.sh with more rounds than pairs: not exit status 2"
   fi
+  if node "$src/bench/warm_ab.mjs" --pool </dev/null >/dev/null 2>&1; then
+    fail "warm_ab.mjs --pool of nothing was accepted"
+  else
+    [ $? = 2 ] || fail "warm_ab.mjs --pool of nothing: not exit status 2"
+  fi
   if node "$src/bench/warm_ab.mjs" http://127.0.0.1:1 >/dev/null 2>"$dir/err"; then
     fail "warm_ab.mjs without PAIRS was accepted"
   else
