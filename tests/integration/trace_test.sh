@@ -3,8 +3,8 @@
 # the merged DIR/trace.json must have, for a step, every stage's spans in order (coordinator
 # serialize and send; each worker's receive, queue, compute, serialize, send; the coordinator's
 # receive), a clock offset for every worker from heartbeat round trips, narrowed by the steps'
-# own messages to within 1 ms of the truth (0 on one host) even from misleading heartbeats or
-# over slow links, and parse as JSON.
+# own messages to within 1 ms of the truth (0 on one host) even from misleading heartbeats, and
+# within 2 ms over links slowed by 5 ms, and parse as JSON.
 # `caravan trace check` is the checker (cJSON). Needs CARAVAN_BIN and curl.
 set -u
 BIN=${CARAVAN_BIN:?CARAVAN_BIN not set}
@@ -57,12 +57,14 @@ cat "$WORK/check"
 # offset must be within a millisecond of 0; also when the heartbeats mislead, as when a worker
 # read the coordinator's heartbeat only after a long computation (a 1-worker tinyllama run's
 # only round trip gave 6.4 ms off, 13 ms round trip): the steps' own messages bound it.
+# near_zero FILE [US]: every worker's offset within US microseconds of 0 (default 1000)
 near_zero() {
     node -e '
     const c = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).otherData.clocks;
-    const bad = c.filter((x) => Math.abs(x.offset_us) > 1000);
-    console.log(c.map((x) => `node ${x.node_id}: ${x.offset_us} us`).join(", "));
-    process.exit(c.length === 3 && bad.length === 0 ? 0 : 1);' "$1"
+    const tol = Number(process.argv[2]);
+    const bad = c.filter((x) => Math.abs(x.offset_us) > tol);
+    console.log(c.map((x) => `node ${x.node_id}: ${x.offset_us} us`).join(", ") + ` (within ${tol})`);
+    process.exit(c.length === 3 && bad.length === 0 ? 0 : 1);' "$1" "${2:-1000}"
 }
 near_zero "$WORK/m.json" || fail "clock offsets off by more than 1 ms on one host"
 node -e '
@@ -73,14 +75,15 @@ fs.writeFileSync(process.argv[2], JSON.stringify(t));' "$WORK/trace/coordinator.
 "$BIN/caravan" trace merge "$WORK/m3.json" "$WORK/late.json" "$WORK"/trace/w?.json ||
     fail "merge with misleading heartbeats failed"
 near_zero "$WORK/m3.json" || fail "misleading heartbeats were not corrected by the steps' messages"
-# Slow links (as on a loaded host or a real network): every message arrives 2 ms later and the
+# Slow links (as on a loaded host or a real network): every message arrives 5 ms later and the
 # heartbeats say nothing (a round trip of 1 s). The third worker is three hops from the
-# coordinator and one back, so the middle of its bounds would be off by a whole hop's time;
-# giving every hop the same time finds each offset again.
+# coordinator and one back, so the middle of its bounds would be off by a whole hop's time
+# (5 ms and more); giving every hop the same time finds each offset again, to within how much
+# the real hops differ (under AddressSanitizer on a loaded host 1.3 ms once: 2 ms allowed).
 node -e '
 const fs = require("fs");
 const [coord, out, ...workers] = process.argv.slice(1);
-const slow = (t) => { for (const e of t.traceEvents) if (e.name === "receive") e.ts += 2000; return t; };
+const slow = (t) => { for (const e of t.traceEvents) if (e.name === "receive") e.ts += 5000; return t; };
 const c = slow(JSON.parse(fs.readFileSync(coord, "utf8")));
 for (const k of c.otherData.clocks) { k.offset_us = 0; k.rtt_us = 1000000; }
 fs.writeFileSync(`${out}/slow-c.json`, JSON.stringify(c));
@@ -89,7 +92,7 @@ workers.forEach((w, i) => fs.writeFileSync(`${out}/slow-w${i + 1}.json`,
     "$WORK/trace/coordinator.json" "$WORK" "$WORK"/trace/w?.json || fail "cannot write the slow-link files"
 "$BIN/caravan" trace merge "$WORK/m4.json" "$WORK/slow-c.json" "$WORK"/slow-w?.json ||
     fail "merge with slow links failed"
-near_zero "$WORK/m4.json" || fail "slow links: the offsets lean by the hops' transit time"
+near_zero "$WORK/m4.json" 2000 || fail "slow links: the offsets lean by the hops' transit time"
 # summary: medians over the decode steps, with the link into each of the 4 nodes; the steps it
 # counts as computed ahead are the ones the first worker says it used (how many there are is a
 # race between the last worker's step ahead and the coordinator's round trip: on a busy host,
