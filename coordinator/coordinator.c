@@ -966,23 +966,6 @@ void coordinator_on_disconnect(coordinator_t *c, int fd, uint64_t now_ms,
     if (fd > 0) lose_workers(c, acts, now_ms, fd);
 }
 
-/* The machine key a worker reports (caps.h) is its own word: the planner gives workers of one
- * key and thread count one speed, so an allowed worker claiming another's key would raise that
- * worker's planned speed too. Workers on one machine also connect from one address: the key
- * kept for planning is a digest of both, so only workers that report one key from one address
- * are pooled. */
-static void bind_machine_to_address(struct planner_caps *caps, const char *address) {
-    uint8_t zero[PLANNER_MACHINE_BYTES] = {0}, buf[PLANNER_MACHINE_BYTES + 256];
-    if (memcmp(caps->machine, zero, sizeof zero) == 0) return; /* none reported */
-    const size_t alen = strnlen(address, 256);
-    memcpy(buf, caps->machine, PLANNER_MACHINE_BYTES);
-    memcpy(buf + PLANNER_MACHINE_BYTES, address, alen);
-    uint8_t h[CRYPTO_HASH_BYTES];
-    crypto_hash_buf(buf, PLANNER_MACHINE_BYTES + alen, h);
-    memcpy(caps->machine, h, PLANNER_MACHINE_BYTES);
-    if (memcmp(caps->machine, zero, sizeof zero) == 0) caps->machine[0] = 1; /* still "some" */
-}
-
 static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
                     const Caravan__Envelope *env, struct coordinator_actions *acts) {
     const Caravan__Join *j = env->join;
@@ -1074,8 +1057,7 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
     w->link_rtt_us = -1;
-    planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, j);
-    bind_machine_to_address(&w->caps, w->address);
+    planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, w->address, j);
     if (c->speeds_measured) { /* the others' speeds are measured ones: assume the average */
         double sum = 0;
         int k = 0;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto.h"
 #include "dtype.h"
 #include "log.h"
 #include "model.h"
@@ -12,7 +13,13 @@
 
 #define MIB (1024.0 * 1024.0)
 
-void planner_caps_from_join(struct planner_caps *out, const char *name, const Caravan__Join *j) {
+static bool has_machine(const struct planner_caps *w) {
+    static const uint8_t none[PLANNER_MACHINE_BYTES];
+    return memcmp(w->machine, none, PLANNER_MACHINE_BYTES) != 0;
+}
+
+void planner_caps_from_join(struct planner_caps *out, const char *name, const char *address,
+                            const Caravan__Join *j) {
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", name ? name : "");
     const Caravan__Capabilities *c = j->caps;
@@ -28,11 +35,15 @@ void planner_caps_from_join(struct planner_caps *out, const char *name, const Ca
         snprintf(out->kernels[out->n_kernels++], sizeof out->kernels[0], "%s", c->kernels[i]);
     if (c->machine.len == PLANNER_MACHINE_BYTES && c->machine.data)
         memcpy(out->machine, c->machine.data, PLANNER_MACHINE_BYTES);
-}
-
-static bool has_machine(const struct planner_caps *w) {
-    static const uint8_t none[PLANNER_MACHINE_BYTES];
-    return memcmp(w->machine, none, PLANNER_MACHINE_BYTES) != 0;
+    if (!has_machine(out)) return;
+    /* the key bound to the address (planner.h): a digest of both */
+    uint8_t buf[PLANNER_MACHINE_BYTES + 256], h[CRYPTO_HASH_BYTES];
+    const size_t alen = address ? strnlen(address, 256) : 0;
+    memcpy(buf, out->machine, PLANNER_MACHINE_BYTES);
+    if (alen) memcpy(buf + PLANNER_MACHINE_BYTES, address, alen);
+    crypto_hash_buf(buf, PLANNER_MACHINE_BYTES + alen, h);
+    memcpy(out->machine, h, PLANNER_MACHINE_BYTES);
+    if (!has_machine(out)) out->machine[0] = 1; /* still a key */
 }
 
 static bool same_cpus(const struct planner_caps *a, const struct planner_caps *b) {

@@ -33,7 +33,12 @@ struct planner_caps {
     bool measured; /* speeds from live step timings (rebalance), not from its join probe */
 };
 
-void planner_caps_from_join(struct planner_caps *out, const char *name, const Caravan__Join *j);
+/* The machine key a worker reports is its own word: pooled by it (planner_pool_machines), an
+ * allowed worker claiming another's key would raise that worker's planned speed too. Workers on
+ * one machine also connect from one address, so the key kept is a digest of the key and the
+ * address its control connection comes from: only one key from one address pools. */
+void planner_caps_from_join(struct planner_caps *out, const char *name, const char *address,
+                            const Caravan__Join *j);
 
 struct planner_input {
     const gguf_t *model; /* NULL: no model (identity pipelines): equal shares, no memory check */
@@ -52,8 +57,8 @@ struct planner_input {
 #define PLANNER_SPEED_TOLERANCE 0.25
 void planner_snap_speeds(double *speeds, int n, double tolerance);
 
-/* Workers on the same CPUs (the same reported machine key, caps.h, which the coordinator binds
- * to the address the worker connects from, and the same thread count)
+/* Workers on the same CPUs (the same reported machine key, caps.h, bound to the address the
+ * worker connects from by planner_caps_from_join, and the same thread count)
  * have one speed, whatever a busy moment did to each one's join probe: speeds[k] of each such
  * group becomes the group's fastest (a probe keeps its fastest run for the same reason: other
  * work only ever slows it down). Speeds that are measured (rebalance) stay as they are: those
