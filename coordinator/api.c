@@ -907,10 +907,25 @@ static cJSON *parse_body(const char *body, size_t len, struct api_err *e) {
                 "a string holds U+0000 (\\u0000), which caravan cannot pass on");
         return NULL;
     }
-    cJSON *root = body ? cJSON_ParseWithLength(body, len) : NULL;
-    if (!root || !cJSON_IsObject(root)) {
+    if (!body || len == 0) {
+        set_err(e, 400, NULL, NULL, "the body is empty; send a JSON object");
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    if (!root) {
+        /* cJSON points end at (or just before) the byte it could not go past; counted from 1 */
+        size_t at = end && end >= body && end < body + len ? (size_t)(end - body) + 1 : len;
+        set_err(e, 400, NULL, NULL, "the body is not valid JSON (near byte %zu of %zu)", at, len);
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        set_err(e, 400, NULL, NULL, "the body must be a JSON object");
+        set_err(e, 400, NULL, NULL, "the body must be a JSON object, not %s",
+                cJSON_IsArray(root)    ? "an array"
+                : cJSON_IsString(root) ? "a string"
+                : cJSON_IsNumber(root) ? "a number"
+                                       : "null or a boolean");
         return NULL;
     }
     return root;

@@ -803,6 +803,26 @@ static void test_errors(void) {
         REQUIRE(r.status == 200, "serves on after a bad request");
         free(r.all);
     }
+    /* the message says what is wrong with a body that is no JSON object */
+    static const struct {
+        const char *body, *says;
+    } shapes[] = {
+        {"{\"prompt\":", "not valid JSON (near byte 10 of 10)"},
+        {"{\"prompt\":\"x\",}", "not valid JSON (near byte 15 of 15)"},
+        {"{\"prompt\":\"\\ud800\"}", "not valid JSON"},
+        {"", "the body is empty"},
+        {"[1,2]", "JSON object, not an array"},
+        {"\"x\"", "JSON object, not a string"},
+        {"7", "JSON object, not a number"},
+        {"null", "JSON object, not null"},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        r = http(p, "POST", "/v1/completions", NULL, shapes[i].body);
+        if (!strstr(r.body, shapes[i].says))
+            fprintf(stderr, "shape %zu: %s -> %s\n", i, shapes[i].body, r.body);
+        REQUIRE(r.status == 400 && strstr(r.body, shapes[i].says), "the body's shape is named");
+        free(r.all);
+    }
     r = http(p, "POST", "/v1/completions", NULL,
              "{\"prompt\":\"Once upon a time there was a little girl named Lily who liked\"}");
     REQUIRE(strstr(r.body, "context_length_exceeded"), "too long: code");
@@ -834,9 +854,9 @@ static void test_errors(void) {
     r = http(p, "POST", "/health", NULL, "{}");
     check_error(&r, 405, NULL);
     r = http(p, "GET", "/metrics", NULL, NULL);
-    char rejected[64]; /* each bad request above, and the too-long prompt once more */
+    char rejected[64]; /* each bad request above, each shape, and the too-long prompt again */
     snprintf(rejected, sizeof rejected, "\ncaravan_requests_rejected_total %zu\n",
-             sizeof bad / sizeof bad[0] + 1);
+             sizeof bad / sizeof bad[0] + sizeof shapes / sizeof shapes[0] + 1);
     REQUIRE(strstr(r.body, rejected), "400s counted: want%s", rejected);
     free(r.all);
     server_stop(&s);
