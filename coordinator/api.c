@@ -1102,6 +1102,10 @@ static void add_logprobs(const api_t *api, cJSON *choice, struct textgen *tg, si
     if (to > tg->lp_sent) tg->lp_sent = to;
 }
 
+static const char *model_id(const api_t *api) {
+    return api->cfg.model_name ? api->cfg.model_name : "caravan";
+}
+
 static cJSON *answer_head(const api_t *api, const struct gen *g, uint64_t id, time_t created,
                           bool chunk) {
     char ids[48];
@@ -1112,7 +1116,7 @@ static cJSON *answer_head(const api_t *api, const struct gen *g, uint64_t id, ti
                             g->chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
                                     : "text_completion");
     cJSON_AddNumberToObject(root, "created", (double)created);
-    cJSON_AddStringToObject(root, "model", api->cfg.model_name ? api->cfg.model_name : "caravan");
+    cJSON_AddStringToObject(root, "model", model_id(api));
     return root;
 }
 
@@ -1468,17 +1472,31 @@ static enum MHD_Result handle_cluster(api_t *api, struct MHD_Connection *c) {
     return send_body(c, 200, json, "application/json", NULL);
 }
 
-static enum MHD_Result handle_models(api_t *api, struct MHD_Connection *c) {
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(root, "data");
+/* The one model this server serves, as OpenAI's model object. */
+static cJSON *model_object(const api_t *api) {
     cJSON *m = cJSON_CreateObject();
-    cJSON_AddItemToArray(data, m);
-    cJSON_AddStringToObject(m, "id", api->cfg.model_name ? api->cfg.model_name : "caravan");
+    cJSON_AddStringToObject(m, "id", model_id(api));
     cJSON_AddStringToObject(m, "object", "model");
     cJSON_AddNumberToObject(m, "created", 0);
     cJSON_AddStringToObject(m, "owned_by", "caravan");
     cJSON_AddNumberToObject(m, "context_length", api->cfg.n_ctx);
+    return m;
+}
+
+/* GET /v1/models: the list; GET /v1/models/ID (id != NULL): that model, or 404. */
+static enum MHD_Result handle_models(api_t *api, struct MHD_Connection *c, const char *id) {
+    if (id) {
+        if (strcmp(id, model_id(api))) {
+            struct api_err e;
+            set_err(&e, 404, "model", "model_not_found",
+                    "the model '%s' does not exist; this server serves '%s'", id, model_id(api));
+            return send_error(c, &e, NULL);
+        }
+        return send_json(c, 200, model_object(api));
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), model_object(api));
     return send_json(c, 200, root);
 }
 
@@ -1697,9 +1715,18 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
                   {"/cluster", false},
                   {"/tokenize", true},
                   {"/detokenize", true},
-                  {"/", false}};
+                  {"/", false},
+                  {"/v1/models/", false}}; /* a prefix: /v1/models/ID */
     size_t i = 0, n = sizeof routes / sizeof routes[0];
-    while (i < n && strcmp(url, routes[i].path)) i++;
+    static const char models_prefix[] = "/v1/models/";
+    const char *model = NULL;
+    if (!strncmp(url, models_prefix, sizeof models_prefix - 1) && url[sizeof models_prefix - 1]) {
+        model = url + sizeof models_prefix - 1;
+        i = n - 1;
+    } else {
+        while (i < n - 1 && strcmp(url, routes[i].path)) i++;
+        if (i == n - 1) i = n; /* the prefix alone is no route */
+    }
     if (i == n) {
         set_err(&e, 404, NULL, "not_found", "no such endpoint: %s %s", method, url);
         return send_error(c, &e, NULL);
@@ -1715,13 +1742,14 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     switch (i) {
     case 0: return handle_generate(api, c, cn, false);
     case 1: return handle_generate(api, c, cn, true);
-    case 2: return handle_models(api, c);
+    case 2: return handle_models(api, c, NULL);
     case 3: return handle_health(api, c);
     case 4: return send_body(c, 200, metrics_text(api), "text/plain; version=0.0.4", NULL);
     case 5: return handle_cluster(api, c);
     case 6: return handle_tokenize(api, c, cn);
     case 7: return handle_detokenize(api, c, cn);
-    default: return send_page(c);
+    case 8: return send_page(c);
+    default: return handle_models(api, c, model);
     }
 }
 

@@ -303,6 +303,19 @@ static void test_answers(void) {
     r = http(p, "GET", "/v1/models", NULL, NULL);
     REQUIRE(r.status == 200 && strstr(r.body, "\"id\":\"m\""), "models");
     free(r.all);
+    r = http(p, "GET", "/v1/models/m", NULL, NULL); /* openai's models.retrieve */
+    REQUIRE(r.status == 200 && strstr(r.body, "\"id\":\"m\"") &&
+                strstr(r.body, "\"object\":\"model\"") && !strstr(r.body, "\"list\""),
+            "one model");
+    free(r.all);
+    r = http(p, "GET", "/v1/models/gpt-4", NULL, NULL);
+    REQUIRE(strstr(r.body, "model_not_found") && strstr(r.body, "'gpt-4'"),
+            "another model: says so");
+    check_error(&r, 404, "model");
+    r = http(p, "POST", "/v1/models/m", NULL, "{}");
+    check_error(&r, 405, NULL);
+    r = http(p, "GET", "/v1/models/", NULL, NULL);
+    check_error(&r, 404, NULL);
     r = http(p, "GET", "/cluster", NULL, NULL);
     cJSON *cl = cJSON_Parse(r.body);
     REQUIRE(r.status == 200 && cJSON_GetObjectItem(cl, "workers"), "cluster JSON");

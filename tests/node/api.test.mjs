@@ -60,6 +60,10 @@ async function servesOn() {
 test('models and health', async () => {
   assert.equal(models.data.length, 1);
   assert.equal(typeof model, 'string');
+  const one = await client.models.retrieve(model);
+  assert.equal(one.id, model);
+  assert.equal(one.object, 'model');
+  await expectApiError(client.models.retrieve('no-such-model'), 404);
   const h = await fetch(`${base}/health`);
   assert.equal(h.status, 200);
   assert.equal((await h.json()).status, 'ok');
