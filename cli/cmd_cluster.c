@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "cmd.h"
 #include "codec.h"
 #include "crypto.h"
@@ -37,6 +38,7 @@ struct cluster_cfg {
     int workers;
     const char *http;
     const char *api_key;
+    int no_api_key;
     int threads;
     int shared_file;
     const char *prompt;
@@ -81,6 +83,8 @@ static const struct opt cluster_opts[] = {
      "where the OpenAI-compatible API listens (port 0: any free port)"},
     {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
      "require 'Authorization: Bearer KEY' on the API"},
+    {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
+     "allow --http on a non-loopback address without --api-key"},
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "T",
      "compute threads per worker (0: the cores divided among the workers, at least 1)"},
     {"shared-file", 0, OPT_FLAG, F(shared_file), NULL, 0, -1, NULL,
@@ -534,6 +538,15 @@ int cmd_cluster(int argc, char **argv) {
         fprintf(stderr, "error: cannot read the model %s: %s\n", c->model, strerror(errno));
         goto out;
     }
+    if (!c->prompt) { /* refused here, not by the coordinator once keys and daemons exist */
+        char err[256];
+        struct api_config acfg = {
+            .listen = c->http, .api_key = c->api_key, .no_api_key = c->no_api_key};
+        if (!api_check_listen(&acfg, err, sizeof err)) {
+            fprintf(stderr, "error: cannot serve the API on %s: %s\n", c->http, err);
+            goto out;
+        }
+    }
     rc = 1;
     const double t_begin = mono_s();
     ssize_t sl = readlink("/proc/self/exe", cl->self, sizeof cl->self - 1);
@@ -699,6 +712,7 @@ int cmd_cluster(int argc, char **argv) {
             cargv[k++] = "--api-key";
             cargv[k++] = c->api_key;
         }
+        if (c->no_api_key) cargv[k++] = "--no-api-key";
     }
     char a_trace[700];
     if (c->trace) {

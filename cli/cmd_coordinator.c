@@ -363,6 +363,15 @@ int cmd_coordinator(int argc, char **argv) {
         fprintf(stderr, "error: --key and --allow are required (or --insecure)\n");
         return 2;
     }
+    if (cli.http) { /* before a long first fingerprint of the model, not after */
+        char err[256];
+        struct api_config acfg = {
+            .listen = cli.http, .api_key = cli.api_key, .no_api_key = cli.no_api_key};
+        if (!api_check_listen(&acfg, err, sizeof err)) {
+            fprintf(stderr, "error: cannot serve the API on %s: %s\n", cli.http, err);
+            return 2;
+        }
+    }
     struct coordinator_config ccfg = {0};
     crypto_keypair_t *kp = NULL;
     gguf_t *model = NULL;

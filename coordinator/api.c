@@ -1851,74 +1851,110 @@ static bool is_loopback(const struct sockaddr *sa) {
     return false;
 }
 
-api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
-    api_t *api = calloc(1, sizeof *api);
-    struct addrinfo *ai = NULL;
-    if (!api) abort();
-    api->cfg = *cfg;
-    if (!cfg->queue || !cfg->tokenizer || cfg->n_ctx < 2) {
-        snprintf(err, errcap, "api: queue, tokenizer and n_ctx >= 2 are required");
-        goto fail;
-    }
+/* What --http, --api-key and --no-api-key say, checked without binding. */
+struct listen_spec {
+    char host[256]; /* without brackets; "" for any address */
+    long port;      /* 0: any free port */
+    struct addrinfo *ai;
+    char key[512];
+    size_t key_len;
+};
+
+static bool listen_resolve(const struct api_config *cfg, struct listen_spec *ls, char *err,
+                           size_t errcap) {
+    memset(ls, 0, sizeof *ls);
     /* HOST:PORT, [V6]:PORT */
     const char *listen = cfg->listen ? cfg->listen : "127.0.0.1:8080";
-    char host[256];
     const char *colon = strrchr(listen, ':');
     size_t hl = colon ? (size_t)(colon - listen) : 0;
-    if (!colon || hl >= sizeof host) {
+    if (!colon || hl >= sizeof ls->host) {
         snprintf(err, errcap, "--http %s: expected HOST:PORT", listen);
-        goto fail;
+        return false;
     }
-    memcpy(host, listen, hl);
-    host[hl] = 0;
-    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-        memmove(host, host + 1, hl - 2);
-        host[hl - 2] = 0;
+    memcpy(ls->host, listen, hl);
+    ls->host[hl] = 0;
+    if (hl >= 2 && ls->host[0] == '[' && ls->host[hl - 1] == ']') {
+        memmove(ls->host, ls->host + 1, hl - 2);
+        ls->host[hl - 2] = 0;
     }
     char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (!colon[1] || *end || port < 0 || port > 65535) {
+    ls->port = strtol(colon + 1, &end, 10);
+    if (!colon[1] || *end || ls->port < 0 || ls->port > 65535) {
         snprintf(err, errcap, "--http %s: bad port", listen);
-        goto fail;
+        return false;
     }
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    int gai = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai);
+    int gai = getaddrinfo(ls->host[0] ? ls->host : NULL, colon + 1, &hints, &ls->ai);
     if (gai) {
         snprintf(err, errcap, "--http %s: %s", listen, gai_strerror(gai));
-        goto fail;
+        ls->ai = NULL;
+        return false;
     }
     if (cfg->api_key) {
         char kerr[300];
-        if (api_key_resolve(cfg->api_key, api->key, sizeof api->key, kerr, sizeof kerr) !=
+        if (api_key_resolve(cfg->api_key, ls->key, sizeof ls->key, kerr, sizeof kerr) !=
             STATUS_OK) {
             snprintf(err, errcap, "--api-key: %s", kerr);
             goto fail;
         }
-        api->key_len = strlen(api->key);
+        ls->key_len = strlen(ls->key);
     }
-    if (!api->key_len && !cfg->no_api_key && !is_loopback(ai->ai_addr)) {
+    if (!ls->key_len && !cfg->no_api_key && !is_loopback(ls->ai->ai_addr)) {
         snprintf(err, errcap,
                  "refusing to serve %s without an API key: it is not a loopback address "
                  "(give --api-key KEY|FILE, or --no-api-key to allow anyone)",
                  listen);
         goto fail;
     }
+    return true;
+fail:
+    freeaddrinfo(ls->ai);
+    ls->ai = NULL;
+    memset(ls->key, 0, sizeof ls->key);
+    return false;
+}
+
+bool api_check_listen(const struct api_config *cfg, char *err, size_t errcap) {
+    struct listen_spec ls;
+    if (!listen_resolve(cfg, &ls, err, errcap)) return false;
+    freeaddrinfo(ls.ai);
+    memset(ls.key, 0, sizeof ls.key);
+    return true;
+}
+
+api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
+    api_t *api = calloc(1, sizeof *api);
+    struct listen_spec ls = {0};
+    if (!api) abort();
+    api->cfg = *cfg;
+    if (!cfg->queue || !cfg->tokenizer || cfg->n_ctx < 2) {
+        snprintf(err, errcap, "api: queue, tokenizer and n_ctx >= 2 are required");
+        goto fail;
+    }
+    if (!listen_resolve(cfg, &ls, err, errcap)) goto fail;
+    memcpy(api->key, ls.key, sizeof api->key);
+    api->key_len = ls.key_len;
+    memset(ls.key, 0, sizeof ls.key);
+    const char *listen = cfg->listen ? cfg->listen : "127.0.0.1:8080";
+    struct addrinfo *ai = ls.ai;
+    const char *host = ls.host;
     api_init_text(api);
 
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     /* the address is MHD_OPTION_SOCK_ADDR's; the port argument only names it in MHD's messages */
-    api->mhd = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        api, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
+    api->mhd = MHD_start_daemon(flags, (uint16_t)ls.port, NULL, NULL, on_request, api,
+                                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api, MHD_OPTION_SOCK_ADDR,
+                                ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+                                MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT,
+                                600u, MHD_OPTION_END);
     if (!api->mhd) {
         snprintf(err, errcap, "--http %s: cannot listen there (address in use or not local?)",
                  listen);
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(api->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    unsigned bound = di ? di->port : (unsigned)port;
+    unsigned bound = di ? di->port : (unsigned)ls.port;
     bool v6 = strchr(host, ':') != NULL;
     snprintf(api->url, sizeof api->url, "http://%s%s%s:%u", v6 ? "[" : "",
              host[0] ? host : "0.0.0.0", v6 ? "]" : "", bound);
@@ -1927,7 +1963,7 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
         api->key_len ? "API key required" : "no API key");
     return api;
 fail:
-    if (ai) freeaddrinfo(ai);
+    if (ls.ai) freeaddrinfo(ls.ai);
     memset(api->key, 0, sizeof api->key);
     free(api);
     return NULL;

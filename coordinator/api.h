@@ -51,6 +51,10 @@ typedef struct api api_t;
 /* Starts listening; returns NULL with a one-line reason in err (bad address, port taken,
  * non-loopback without a key, unreadable key) on failure. */
 api_t *api_start(const struct api_config *cfg, char *err, size_t errcap);
+/* Checks cfg's listen, api_key and no_api_key as api_start would (address syntax and lookup,
+ * a readable non-empty key, no non-loopback address without one) without binding: for a
+ * command to refuse bad options before it loads a model. false with a reason in err. */
+bool api_check_listen(const struct api_config *cfg, char *err, size_t errcap);
 /* Cancels the requests still waiting or streaming, closes every connection, frees. */
 void api_stop(api_t **self_p);
 /* "http://HOST:PORT" with the bound port. Owned by the api. */

@@ -939,6 +939,31 @@ static void test_auth(void) {
         REQUIRE(!strncmp(api_url(api), "http://[::1]:", 13), "v6 url");
         api_stop(&api);
     }
+    /* api_check_listen refuses what api_start refuses, binding nothing */
+    static const struct {
+        const char *listen, *key;
+        bool no_key, ok;
+        const char *says;
+    } listens[] = {
+        {"0.0.0.0:0", NULL, false, false, "--no-api-key"},
+        {"0.0.0.0:0", NULL, true, true, NULL},
+        {"0.0.0.0:0", "k", false, true, NULL},
+        {"127.0.0.1", NULL, false, false, "HOST:PORT"},
+        {"127.0.0.1:99999", NULL, false, false, "bad port"},
+        {"127.0.0.1:", NULL, false, false, "bad port"},
+        {"no.such.host.invalid:80", NULL, false, false, "no.such.host.invalid"},
+        {"127.0.0.1:1", NULL, false, true, NULL}, /* a port no test can bind: not bound */
+    };
+    for (size_t i = 0; i < sizeof listens / sizeof listens[0]; i++) {
+        struct api_config c = {.listen = listens[i].listen,
+                               .api_key = listens[i].key,
+                               .no_api_key = listens[i].no_key};
+        err[0] = 0;
+        bool ok = api_check_listen(&c, err, sizeof err);
+        if (ok != listens[i].ok) fprintf(stderr, "listen %zu: %s: %s\n", i, c.listen, err);
+        REQUIRE(ok == listens[i].ok, "api_check_listen");
+        if (listens[i].says) REQUIRE(strstr(err, listens[i].says), "its reason: %s", err);
+    }
     serve_queue_destroy(&q);
 }
 

@@ -296,6 +296,33 @@ bad_model)
     [ "$rc" = 0 ] && [ -s "$WORK/k40.txt" ] ||
         fail "a 40-character key path: exit $rc, $(grep -m1 "no answer\|^error" "$WORK/k40.err")"
     note "--log-dir of 20 characters: '$(cat "$WORK/k40.txt")'"
+    # a bad --http, or a non-loopback one without a key, is refused (exit 2) before any key,
+    # log folder or daemon exists, and the message names the way out
+    http_refused() { # ADDRESS WHAT-THE-ERROR-SAYS
+        set +e
+        timeout 30 "$CARAVAN" cluster --model "$STORIES" --http "$1" --log-dir "$WORK/logs_http" \
+            >/dev/null 2>"$WORK/http.err"
+        rc=$?
+        set -e
+        [ "$rc" = 2 ] || fail "--http $1: exit $rc, not 2: $(head -c 300 "$WORK/http.err")"
+        grep -q -- "$2" "$WORK/http.err" || fail "--http $1: the error does not say '$2'"
+        [ ! -e "$WORK/logs_http" ] || fail "--http $1: a log folder was made before the refusal"
+    }
+    http_refused 8080 "expected HOST:PORT"
+    http_refused 127.0.0.1:70000 "bad port"
+    http_refused 0.0.0.0:0 "or --no-api-key to allow anyone"
+    note "--http 0.0.0.0:0: $(cat "$WORK/http.err")"
+    # ... which `caravan cluster` takes and passes on
+    . "$(dirname "$0")/lib.sh"
+    "$CARAVAN" cluster --model "$STORIES" --workers 1 --shared-file --http 0.0.0.0:0 \
+        --no-api-key --log-dir "$WORK/logs_open" >"$WORK/open.out" 2>"$WORK/open.err" &
+    launcher=$!
+    wait_for "$WORK/open.out" '^http://' 60 || { kill "$launcher"; fail "--no-api-key: no URL"; }
+    port=$(grep -m1 '^http://' "$WORK/open.out" | sed 's/.*://')
+    curl -fsS -m 10 "http://127.0.0.1:$port/health" >/dev/null ||
+        { kill "$launcher"; fail "--no-api-key: /health did not answer"; }
+    kill -INT "$launcher"
+    wait "$launcher" || fail "--no-api-key: the launcher exited with $?"
     ;;
 nan_model)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
