@@ -538,6 +538,13 @@ int cmd_cluster(int argc, char **argv) {
         fprintf(stderr, "error: cannot read the model %s: %s\n", c->model, strerror(errno));
         goto out;
     }
+    if (!c->prompt) /* sampling for --prompt; a served request's own fields say its own */
+        for (const struct opt *o = cluster_opts; o->name; o++)
+            if (!strncmp(o->help, "--prompt:", 9) && !opts_is_default(o, c))
+                fprintf(stderr,
+                        "caravan cluster: warning: --%s applies only with --prompt (a request "
+                        "to the API sets its own)\n",
+                        o->name);
     if (!c->prompt) { /* refused here, not by the coordinator once keys and daemons exist */
         char err[256];
         struct api_config acfg = {

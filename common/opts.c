@@ -76,6 +76,22 @@ static void set_defaults(const struct opt *t, void *cfg) {
     }
 }
 
+bool opts_is_default(const struct opt *o, const void *cfg) {
+    const char *field = (const char *)cfg + o->offset;
+    switch (o->type) {
+    case OPT_FLAG: return *(const int *)field == 0;
+    case OPT_INT: return *(const int *)field == (o->def ? (int)strtoll(o->def, NULL, 0) : 0);
+    case OPT_INT64: return *(const long long *)field == (o->def ? strtoll(o->def, NULL, 0) : 0);
+    case OPT_FLOAT: return *(const double *)field == (o->def ? strtod(o->def, NULL) : 0.0);
+    case OPT_STRING: {
+        const char *v = *(const char *const *)field;
+        return v == o->def || (v && o->def && strcmp(v, o->def) == 0);
+    }
+    case OPT_TYPE_COUNT: break;
+    }
+    return true;
+}
+
 void opts_print_help(FILE *f, const struct opt *table, const char *usage) {
     fprintf(f, "%s\n\noptions:\n", usage);
     for (const struct opt *o = table; o->name; o++) {

@@ -1,6 +1,7 @@
 /* opts: one options table drives command-line flags, defaults, range checks and --help.
  * Each command declares `static const struct opt table[]` over its own config struct. */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -39,6 +40,8 @@ enum opts_result opts_parse(const struct opt *table, void *cfg, int argc, char *
  * one line on stderr. */
 int opts_load_file(const struct opt *table, void *cfg, const char *path);
 
+/* Whether cfg holds o's default (a value given equal to it counts as the default). */
+bool opts_is_default(const struct opt *o, const void *cfg);
 /* Prints "usage" then one line per option with its default. */
 void opts_print_help(FILE *f, const struct opt *table, const char *usage);
 

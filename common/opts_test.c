@@ -121,6 +121,16 @@ int main(void) {
     assert(d.workers == 9 && d.temp == 1.5 && d.verbose == 1 && d.bytes == 77);
     assert(d.model == NULL && strcmp(d.http, "127.0.0.1:8080") == 0);
 
+    /* opts_is_default: each type, given or not; a given value equal to the default counts */
+    assert(parse(&c, NULL, NULL, NULL) == OPTS_OK);
+    for (const struct opt *o = table; o->name; o++) assert(opts_is_default(o, &c));
+    assert(parse(&c, NULL, NULL, "--workers", "2", "--temp", "0.80", "--http", "127.0.0.1:8080",
+                 NULL) == OPTS_OK);
+    for (const struct opt *o = table; o->name; o++) assert(opts_is_default(o, &c));
+    assert(parse(&c, NULL, NULL, "-m", "x", "-w", "3", "--bytes", "101", "--temp", "0.7", "-v",
+                 "--http", "h:1", NULL) == OPTS_OK);
+    for (const struct opt *o = table; o->name; o++) assert(!opts_is_default(o, &c));
+
     /* --help mentions --config */
     char hpath[256];
     snprintf(hpath, sizeof hpath, "%s/help.txt", dir);

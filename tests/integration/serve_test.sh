@@ -311,6 +311,13 @@ bad_model)
     http_refused 8080 "expected HOST:PORT"
     http_refused 127.0.0.1:70000 "bad port"
     http_refused 0.0.0.0:0 "or --no-api-key to allow anyone"
+    # sampling options without --prompt would be dropped: said, for those given only
+    timeout 30 "$CARAVAN" cluster --model "$STORIES" --http 8080 --temp 0 -n 3 --top-k 40 \
+        >/dev/null 2>"$WORK/warn.err" || true
+    grep -q -- "--temp applies only with --prompt" "$WORK/warn.err" &&
+        grep -q -- "--n-predict applies only with --prompt" "$WORK/warn.err" &&
+        ! grep -q -- "--top-k applies" "$WORK/warn.err" ||
+        fail "sampling options without --prompt: $(head -c 400 "$WORK/warn.err")"
     note "--http 0.0.0.0:0: $(cat "$WORK/http.err")"
     # ... which `caravan cluster` takes and passes on
     . "$(dirname "$0")/lib.sh"
