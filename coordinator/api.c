@@ -168,6 +168,10 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    /* busy or not serving yet: clients that retry (the openai SDKs do, twice by default)
+     * wait this long first instead of their own backoff */
+    if (status == 429 || status == 503)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     enum MHD_Result ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -1398,7 +1402,10 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
         char reason[200];
         serve_queue_get_status(api->cfg.queue, &serving, reason, sizeof reason, NULL);
         if (serving)
-            set_err(&e, 429, NULL, "busy", "too many requests at once; retry later");
+            set_err(&e, 429, NULL, "busy",
+                    "too many requests at once (%d open, running or queued, is this server's "
+                    "most: --max-seqs + --max-queue); retry later",
+                    serve_queue_max_open(api->cfg.queue));
         else
             set_err(&e, 503, NULL, "unavailable", "not serving: %s", reason);
         cJSON_Delete(root);

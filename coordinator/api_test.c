@@ -984,6 +984,8 @@ static void test_busy_and_disconnect(void) {
         usleep(10000);
     }
     r = http(s.port, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
+    REQUIRE(strstr(r.all, "\r\nRetry-After: 1\r\n") && strstr(r.body, "(2 open"),
+            "429 says when to retry and how many are open: %s", r.all);
     check_error(&r, 429, NULL);
     close(a); /* waiting for a plain answer */
     wait_for(s.fake, 1);
