@@ -359,6 +359,14 @@ int cmd_coordinator(int argc, char **argv) {
         return 2;
     }
     log_set_level((enum log_level)lvl);
+    static char ep_listen[300];
+    char ep_err[400];
+    if (transport_endpoint(cli.listen, ep_listen, sizeof ep_listen, ep_err, sizeof ep_err) !=
+        STATUS_OK) {
+        fprintf(stderr, "error: --listen %s\n", ep_err);
+        return 2;
+    }
+    cli.listen = ep_listen;
     if (!cli.insecure && (!cli.key || !cli.allow)) {
         fprintf(stderr, "error: --key and --allow are required (or --insecure)\n");
         return 2;

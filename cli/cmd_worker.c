@@ -56,7 +56,7 @@ struct worker_cli {
 #define F(x) offsetof(struct worker_cli, x)
 static const struct opt worker_opts[] = {
     {"coordinator", 'c', OPT_STRING, F(coordinator), NULL, 0, -1, "ENDPOINT",
-     "coordinator control endpoint, e.g. tcp://10.0.0.1:7000"},
+     "coordinator control endpoint, e.g. tcp://10.0.0.1:7000 (or 10.0.0.1:7000)"},
     {"coordinator-key", 0, OPT_STRING, F(coordinator_key), NULL, 0, -1, "KEY|FILE",
      "coordinator's public key: 40 Z85 characters, a key.pub file or its key directory"},
     {"key", 'k', OPT_STRING, F(key), NULL, 0, -1, "DIR", "this worker's key pair (caravan keygen)"},
@@ -147,6 +147,23 @@ int cmd_worker(int argc, char **argv) {
         return 2;
     }
     log_set_level((enum log_level)lvl);
+    /* "10.0.0.1:7000" as well as "tcp://10.0.0.1:7000"; a typo is named here, not by ZeroMQ */
+    static char ep_coordinator[300], ep_listen[300], ep_advertise[300];
+    const struct {
+        const char *name, **value;
+        char *buf;
+    } eps[] = {{"coordinator", &cli.coordinator, ep_coordinator},
+               {"listen", &cli.listen, ep_listen},
+               {"advertise", &cli.advertise, ep_advertise}};
+    for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) {
+        char err[400];
+        if (!*eps[i].value) continue;
+        if (transport_endpoint(*eps[i].value, eps[i].buf, 300, err, sizeof err) != STATUS_OK) {
+            fprintf(stderr, "error: --%s %s\n", eps[i].name, err);
+            return 2;
+        }
+        *eps[i].value = eps[i].buf;
+    }
     if (!cli.insecure && (!cli.key || !cli.coordinator_key)) {
         fprintf(stderr, "error: --key and --coordinator-key are required (or --insecure)\n");
         return 2;

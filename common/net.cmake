@@ -13,3 +13,8 @@ endif()
 
 add_unit_test(crypto_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/crypto_test.c LIBS common_net
               TIMEOUT 30)
+
+if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/transport.c)
+  add_unit_test(transport_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/transport_test.c
+                LIBS common_net)
+endif()

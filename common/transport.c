@@ -411,6 +411,36 @@ static void *monitor_start(transport_t *t, void *s) {
     return pair;
 }
 
+enum status transport_endpoint(const char *in, char *out, size_t cap, char *err, size_t errcap) {
+    static const char tcp[] = "tcp://";
+    if (!in || !*in) {
+        snprintf(err, errcap, "an empty endpoint (expected tcp://HOST:PORT)");
+        return STATUS_FORMAT;
+    }
+    const char *hp = in;
+    if (!strncmp(in, tcp, sizeof tcp - 1)) {
+        hp = in + sizeof tcp - 1;
+    } else if (strstr(in, "://")) {
+        snprintf(err, errcap, "'%s': only tcp:// endpoints are supported", in);
+        return STATUS_FORMAT;
+    }
+    const char *colon = strrchr(hp, ':');
+    const char *port = colon ? colon + 1 : NULL;
+    bool port_ok =
+        port && (!strcmp(port, "*") || (*port && strspn(port, "0123456789") == strlen(port) &&
+                                        strlen(port) <= 5 && atol(port) <= 65535));
+    if (!colon || colon == hp || !port_ok) {
+        snprintf(err, errcap, "'%s': expected tcp://HOST:PORT or HOST:PORT", in);
+        return STATUS_FORMAT;
+    }
+    int n = snprintf(out, cap, "%s%s", tcp, hp);
+    if (n < 0 || (size_t)n >= cap) {
+        snprintf(err, errcap, "'%s': too long", in);
+        return STATUS_FORMAT;
+    }
+    return STATUS_OK;
+}
+
 void *transport_server(transport_t *t, int type, enum transport_role role, const char *domain,
                        const char *endpoint, char *bound, size_t cap, void **monitor_out) {
     if (monitor_out) *monitor_out = NULL;

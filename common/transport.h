@@ -61,6 +61,13 @@ CARAVAN_NODISCARD enum status transport_allow_load_file(transport_t *t, const ch
 /* True when key is in the domain's list. */
 bool transport_allowed(transport_t *t, const char *domain, const uint8_t key[CRYPTO_KEY_BYTES]);
 
+/* An endpoint as a person types it, made one ZeroMQ takes: "tcp://HOST:PORT" as is, a bare
+ * "HOST:PORT" (or "[V6]:PORT") with "tcp://" put in front, into out[cap]. PORT is digits up to
+ * 65535 or '*'. Anything else (another scheme, no port, no host) is STATUS_FORMAT with a
+ * one-line reason in err. */
+CARAVAN_NODISCARD enum status transport_endpoint(const char *in, char *out, size_t cap, char *err,
+                                                 size_t errcap);
+
 /* A socket of type (ZMQ_ROUTER, ZMQ_PULL, ...) bound to endpoint as a CURVE server (ZAP domain
  * `domain`), or plaintext when insecure. A "tcp://HOST:0" or ":*" endpoint binds a free
  * port; the endpoint actually bound goes to bound[cap] when bound is not NULL.
