@@ -82,7 +82,8 @@ static const struct opt cluster_opts[] = {
     {"http", 0, OPT_STRING, F(http), "127.0.0.1:8080", 0, -1, "HOST:PORT",
      "where the OpenAI-compatible API listens (port 0: any free port)"},
     {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
-     "require 'Authorization: Bearer KEY' on the API"},
+     "require 'Authorization: Bearer KEY' on the API (a FILE's first line is the key; a "
+     "KEY starting with '/', '.' or '~' must be a file)"},
     {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
      "allow --http on a non-loopback address without --api-key"},
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "T",

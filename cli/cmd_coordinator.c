@@ -183,7 +183,8 @@ static const struct opt coordinator_opts[] = {
     {"http", 0, OPT_STRING, F(http), NULL, 0, -1, "HOST:PORT",
      "serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; port 0 = any free port)"},
     {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
-     "require 'Authorization: Bearer KEY' on /v1/ (a readable FILE's first line is the key)"},
+     "require 'Authorization: Bearer KEY' on /v1/ (a readable FILE's first line is the key; "
+     "a KEY starting with '/', '.' or '~' must be a file)"},
     {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
      "allow --http on a non-loopback address without --api-key"},
     {"max-queue", 0, OPT_INT, F(max_queue), "16", 0, 100000, "N",

@@ -1830,6 +1830,13 @@ enum status api_key_resolve(const char *arg, char *out, size_t cap, char *err, s
         if (!fgets(line, sizeof line, f)) line[0] = 0;
         fclose(f);
         key = line;
+    } else if (arg && (arg[0] == '/' || arg[0] == '.' || arg[0] == '~')) {
+        /* a mistyped file name must not become the key itself */
+        snprintf(err, errcap,
+                 "api key file %s: %s (a key that starts with '/', '.' or '~' is read from a "
+                 "file; put such a key in one)",
+                 arg, stat(arg, &st) == 0 ? "not a regular file" : strerror(errno));
+        return STATUS_IO;
     }
     if (!key) key = "";
     while (isspace((unsigned char)*key)) key++;

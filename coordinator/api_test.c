@@ -888,6 +888,17 @@ static void test_auth(void) {
                 !strcmp(key, "plain-key"),
             "the value itself");
     REQUIRE(api_key_resolve("  ", key, sizeof key, err, sizeof err) == STATUS_FORMAT, "empty");
+    /* a mistyped file name is refused, not taken for the key */
+    static const char *not_files[] = {"/etc/caravan/no-such-key", "./api-key", "~/key", "/tmp"};
+    for (size_t i = 0; i < sizeof not_files / sizeof not_files[0]; i++) {
+        err[0] = 0;
+        REQUIRE(api_key_resolve(not_files[i], key, sizeof key, err, sizeof err) != STATUS_OK &&
+                    strstr(err, not_files[i]),
+                "%s is no key: %s", not_files[i], err);
+    }
+    REQUIRE(api_key_resolve("a/b+c=", key, sizeof key, err, sizeof err) == STATUS_OK &&
+                !strcmp(key, "a/b+c="),
+            "a key with '/' inside is the key");
 
     struct server s;
     server_start(&s, 64, 8, 1, path);
