@@ -33,6 +33,8 @@
 #define API_MAX_PROMPTS 16 /* completions: prompts in one request (each is a request to serve) */
 #define API_MAX_BIAS 300   /* logit_bias entries (OpenAI's limit) */
 #define API_WAIT_MS 100
+#define API_CONNECTIONS 512u       /* HTTP connections at once, one thread each */
+#define API_CONNECTIONS_PER_IP 64u /* ... from one address (at least twice --max-seqs + queue) */
 
 struct api {
     struct api_config cfg;
@@ -1954,14 +1956,21 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
     const char *host = ls.host;
     api_init_text(api);
 
+    /* one address holding every connection (a client that opens and never sends, or sends a
+     * byte a minute) would lock out everyone else: it gets API_CONNECTIONS_PER_IP, or twice what
+     * the queue takes when that is more; past that MHD closes the new connection at once */
+    unsigned max_open = (unsigned)serve_queue_max_open(cfg->queue);
+    unsigned per_ip =
+        max_open > API_CONNECTIONS_PER_IP / 2 ? 2u * max_open : API_CONNECTIONS_PER_IP;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     /* the address is MHD_OPTION_SOCK_ADDR's; the port argument only names it in MHD's messages */
     api->mhd = MHD_start_daemon(flags, (uint16_t)ls.port, NULL, NULL, on_request, api,
                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api, MHD_OPTION_SOCK_ADDR,
                                 ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-                                MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT,
-                                600u, MHD_OPTION_END);
+                                MHD_OPTION_CONNECTION_LIMIT, API_CONNECTIONS,
+                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+                                MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
     if (!api->mhd) {
         snprintf(err, errcap, "--http %s: cannot listen there (address in use or not local?)",
                  listen);

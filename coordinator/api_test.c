@@ -6,12 +6,14 @@
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -978,6 +980,46 @@ static void test_auth(void) {
     serve_queue_destroy(&q);
 }
 
+/* A connection to port from the loopback address 127.0.0.last (-1 when refused). */
+static int connect_from(int port, int last) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0, "socket");
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl((127u << 24) | (unsigned)last);
+    REQUIRE(bind(fd, (struct sockaddr *)&src, sizeof src) == 0, "bind 127.0.0.%d", last);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    return fd;
+}
+
+/* One address opening connections and sending nothing (slowloris) gets 64 of them (twice the
+ * queue's size when that is more); the 65th is closed at once, and another address is served. */
+static void test_per_address_limit(void) {
+    struct server s;
+    server_start(&s, 64, 8, 1, NULL);
+    enum { N = 64 };
+    int idle[N];
+    for (int i = 0; i < N; i++) idle[i] = connect_from(s.port, 7);
+    usleep(100000); /* MHD accepts them */
+    int extra = connect_from(s.port, 7);
+    char b;
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(extra, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t got = read(extra, &b, 1); /* the server closes it: 0 (or a reset), not a timeout */
+    REQUIRE(got == 0 || (got < 0 && errno == ECONNRESET), "the 65th from one address is closed");
+    close(extra);
+    int other = connect_from(s.port, 8);
+    send_request(other, "GET", "/health", NULL, NULL);
+    struct resp r;
+    read_response(other, &r);
+    close(other);
+    REQUIRE(r.status == 200, "another address is served beside them");
+    free(r.all);
+    for (int i = 0; i < N; i++) close(idle[i]);
+    server_stop(&s);
+}
+
 /* Busy (429), and clients that hang up while waiting or streaming. */
 static void test_busy_and_disconnect(void) {
     struct server s;
@@ -1168,6 +1210,7 @@ int main(void) {
     test_errors();
     test_auth();
     test_busy_and_disconnect();
+    test_per_address_limit();
     test_concurrent();
     test_stop_while_busy();
     tokenizer_free(&tok);
