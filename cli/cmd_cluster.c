@@ -890,7 +890,9 @@ int cmd_cluster(int argc, char **argv) {
     printf("try:\n  curl -s %s/v1/completions -H 'Content-Type: application/json' %s-d "
            "'{\"prompt\": \"Once upon a time\", \"max_tokens\": 32}'\n",
            url, c->api_key ? "-H 'Authorization: Bearer KEY' " : "");
-    printf("watch: %s/cluster   health: %s/health   metrics: %s/metrics\n", url, url, url);
+    printf("watch it live in a browser: %s/\n"
+           "JSON: %s/cluster   health: %s/health   metrics: %s/metrics\n",
+           url, url, url, url);
     printf("Ctrl-C stops the cluster.\n");
     fflush(stdout);
     while (!stop_signal) {
