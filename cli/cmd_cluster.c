@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "caps.h"
 #include "cmd.h"
 #include "codec.h"
 #include "crypto.h"
@@ -546,6 +547,17 @@ int cmd_cluster(int argc, char **argv) {
                         "caravan cluster: warning: --%s applies only with --prompt (a request "
                         "to the API sets its own)\n",
                         o->name);
+    if (c->max_memory) { /* each worker would say so, in its own log */
+        uint64_t bytes = 0;
+        char doubt[256];
+        if (caps_parse_size(c->max_memory, &bytes) != STATUS_OK) {
+            fprintf(stderr, "error: --max-memory: '%s' is not a size like 512M or 8G\n",
+                    c->max_memory);
+            goto out;
+        }
+        if (caps_size_doubt(c->max_memory, bytes, caps_mem_total(), doubt, sizeof doubt))
+            fprintf(stderr, "caravan cluster: warning: %s\n", doubt);
+    }
     if (!c->prompt) { /* refused here, not by the coordinator once keys and daemons exist */
         char err[256];
         struct api_config acfg = {

@@ -229,6 +229,10 @@ int cmd_worker(int argc, char **argv) {
         rc = 2;
         goto done;
     }
+    char doubt[256];
+    if (cli.max_memory &&
+        caps_size_doubt(cli.max_memory, mem_limit, caps_mem_total(), doubt, sizeof doubt))
+        LOG(LOG_WARN, "worker: %s", doubt);
     const char *kernels[CAPS_MAX_KERNELS];
     size_t n_kernels = caps_kernels(kernels);
     struct caps_probe probe;

@@ -45,20 +45,47 @@ enum status caps_parse_size(const char *text, uint64_t *bytes) {
     return STATUS_OK;
 }
 
-uint64_t caps_mem_available(void) {
+/* A "Key: N kB" line of /proc/meminfo, in bytes (0 when it cannot be read). */
+static uint64_t meminfo_bytes(const char *key) {
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) return 0;
     char line[256];
+    size_t kl = strlen(key);
     uint64_t kib = 0;
     while (fgets(line, sizeof line, f)) {
         unsigned long long v;
-        if (sscanf(line, "MemAvailable: %llu kB", &v) == 1) {
+        if (!strncmp(line, key, kl) && line[kl] == ':' && sscanf(line + kl + 1, "%llu", &v) == 1) {
             kib = v;
             break;
         }
     }
     fclose(f);
     return kib * 1024;
+}
+
+uint64_t caps_mem_available(void) {
+    return meminfo_bytes("MemAvailable");
+}
+
+uint64_t caps_mem_total(void) {
+    return meminfo_bytes("MemTotal");
+}
+
+bool caps_size_doubt(const char *text, uint64_t bytes, uint64_t total, char *out, size_t cap) {
+    if (bytes < (1u << 20)) {
+        snprintf(out, cap,
+                 "--max-memory %s is %llu bytes (a number without K, M or G counts bytes)", text,
+                 (unsigned long long)bytes);
+        return true;
+    }
+    if (total && bytes > total) {
+        snprintf(out, cap,
+                 "--max-memory %s is more than this machine's %.1f GiB: the coordinator may "
+                 "plan more here than fits",
+                 text, (double)total / (1 << 30));
+        return true;
+    }
+    return false;
 }
 
 size_t caps_kernels(const char *names[CAPS_MAX_KERNELS]) {

@@ -29,6 +29,12 @@ CARAVAN_NODISCARD enum status caps_parse_size(const char *text, uint64_t *bytes)
 
 /* MemAvailable from /proc/meminfo (0 when it cannot be read). */
 uint64_t caps_mem_available(void);
+/* MemTotal from /proc/meminfo (0 when it cannot be read). */
+uint64_t caps_mem_total(void);
+/* Whether a --max-memory of bytes (as typed: text) looks like a mistake: under 1 MiB (a bare
+ * number is bytes), or over the machine's total memory (0: unknown). true with a one-line
+ * warning in out. */
+bool caps_size_doubt(const char *text, uint64_t bytes, uint64_t total, char *out, size_t cap);
 
 /* A key naming the CPUs this process computes on (Capabilities.machine): a digest of the running
  * kernel's boot id (read from boot_id_path; caps_machine: /proc/sys/kernel/random/boot_id, new

@@ -167,6 +167,17 @@ int main(void) {
         }
     assert(caps_parse_size(NULL, &b) != STATUS_OK);
 
+    /* --max-memory that looks like a mistake: bytes meant as MiB, more than the machine */
+    char why[256];
+    assert(caps_size_doubt("100", 100, 8ull << 30, why, sizeof why) && strstr(why, "bytes"));
+    assert(caps_size_doubt("10T", 10ull << 40, 8ull << 30, why, sizeof why) &&
+           strstr(why, "8.0 GiB"));
+    assert(!caps_size_doubt("4G", 4ull << 30, 8ull << 30, why, sizeof why));
+    assert(!caps_size_doubt("1M", 1ull << 20, 8ull << 30, why, sizeof why));
+    assert(caps_size_doubt("1023K", 1023ull << 10, 8ull << 30, why, sizeof why));
+    assert(!caps_size_doubt("10T", 10ull << 40, 0, why, sizeof why)); /* total unknown */
+    assert(caps_mem_total() >= caps_mem_available() && caps_mem_total() > (16u << 20));
+
     assert(caps_mem_available() > (16u << 20)); /* any machine that runs the tests */
 
     const char *names[CAPS_MAX_KERNELS];

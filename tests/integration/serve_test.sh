@@ -319,6 +319,18 @@ bad_model)
         ! grep -q -- "--top-k applies" "$WORK/warn.err" ||
         fail "sampling options without --prompt: $(head -c 400 "$WORK/warn.err")"
     note "--http 0.0.0.0:0: $(cat "$WORK/http.err")"
+    # --max-memory: a bad size is refused at once; a doubtful one is said (bytes meant as MiB)
+    set +e
+    timeout 30 "$CARAVAN" cluster --model "$STORIES" --max-memory 12X --log-dir "$WORK/logs_mm" \
+        >/dev/null 2>"$WORK/mm.err"
+    rc=$?
+    set -e
+    [ "$rc" = 2 ] && grep -q "not a size like" "$WORK/mm.err" && [ ! -e "$WORK/logs_mm" ] ||
+        fail "--max-memory 12X: exit $rc: $(head -c 300 "$WORK/mm.err")"
+    timeout 30 "$CARAVAN" cluster --model "$STORIES" --max-memory 512 --http 8080 \
+        >/dev/null 2>"$WORK/mm.err" || true
+    grep -q -- "--max-memory 512 is 512 bytes" "$WORK/mm.err" ||
+        fail "--max-memory 512: no warning in $(head -c 300 "$WORK/mm.err")"
     # ... which `caravan cluster` takes and passes on
     . "$(dirname "$0")/lib.sh"
     "$CARAVAN" cluster --model "$STORIES" --workers 1 --shared-file --http 0.0.0.0:0 \
