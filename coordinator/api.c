@@ -170,8 +170,8 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    /* busy or not serving yet: clients that retry (the openai SDKs do, twice by default)
-     * wait this long first instead of their own backoff */
+    /* busy or not serving yet: clients that retry (the openai npm client does, twice by
+     * default) wait this long first instead of their own backoff (0.5 s, then 1 s) */
     if (status == 429 || status == 503)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     enum MHD_Result ret = MHD_queue_response(c, status, resp);
@@ -1715,26 +1715,27 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     }
     static const struct {
         const char *path;
-        bool post; /* else GET */
-    } routes[] = {{"/v1/completions", true},
-                  {"/v1/chat/completions", true},
-                  {"/v1/models", false},
-                  {"/health", false},
-                  {"/metrics", false},
-                  {"/cluster", false},
-                  {"/tokenize", true},
-                  {"/detokenize", true},
-                  {"/", false},
-                  {"/v1/models/", false}}; /* a prefix: /v1/models/ID */
+        bool post;   /* else GET */
+        bool prefix; /* path then one more segment (its argument), as /v1/models/ID */
+    } routes[] = {{"/v1/completions", true, false},
+                  {"/v1/chat/completions", true, false},
+                  {"/v1/models", false, false},
+                  {"/health", false, false},
+                  {"/metrics", false, false},
+                  {"/cluster", false, false},
+                  {"/tokenize", true, false},
+                  {"/detokenize", true, false},
+                  {"/", false, false},
+                  {"/v1/models/", false, true}};
     size_t i = 0, n = sizeof routes / sizeof routes[0];
-    static const char models_prefix[] = "/v1/models/";
-    const char *model = NULL;
-    if (!strncmp(url, models_prefix, sizeof models_prefix - 1) && url[sizeof models_prefix - 1]) {
-        model = url + sizeof models_prefix - 1;
-        i = n - 1;
-    } else {
-        while (i < n - 1 && strcmp(url, routes[i].path)) i++;
-        if (i == n - 1) i = n; /* the prefix alone is no route */
+    const char *arg = NULL;
+    for (; i < n; i++) {
+        size_t len = strlen(routes[i].path);
+        if (!routes[i].prefix ? !strcmp(url, routes[i].path)
+                              : !strncmp(url, routes[i].path, len) && url[len]) {
+            arg = routes[i].prefix ? url + len : NULL;
+            break;
+        }
     }
     if (i == n) {
         set_err(&e, 404, NULL, "not_found", "no such endpoint: %s %s", method, url);
@@ -1758,7 +1759,7 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     case 6: return handle_tokenize(api, c, cn);
     case 7: return handle_detokenize(api, c, cn);
     case 8: return send_page(c);
-    default: return handle_models(api, c, model);
+    default: return handle_models(api, c, arg);
     }
 }
 
@@ -1823,7 +1824,8 @@ enum status api_key_resolve(const char *arg, char *out, size_t cap, char *err, s
     struct stat st;
     const char *key = arg;
     char line[1024];
-    if (arg && stat(arg, &st) == 0 && S_ISREG(st.st_mode)) {
+    const int st_rc = arg ? stat(arg, &st) : -1, st_errno = errno;
+    if (st_rc == 0 && S_ISREG(st.st_mode)) {
         FILE *f = fopen(arg, "r");
         if (!f) {
             snprintf(err, errcap, "api key file %s: %s", arg, strerror(errno));
@@ -1837,7 +1839,7 @@ enum status api_key_resolve(const char *arg, char *out, size_t cap, char *err, s
         snprintf(err, errcap,
                  "api key file %s: %s (a key that starts with '/', '.' or '~' is read from a "
                  "file; put such a key in one)",
-                 arg, stat(arg, &st) == 0 ? "not a regular file" : strerror(errno));
+                 arg, st_rc == 0 ? "not a regular file" : strerror(st_errno));
         return STATUS_IO;
     }
     if (!key) key = "";
@@ -1869,8 +1871,9 @@ static bool is_loopback(const struct sockaddr *sa) {
 
 /* What --http, --api-key and --no-api-key say, checked without binding. */
 struct listen_spec {
-    char host[256]; /* without brackets; "" for any address */
-    long port;      /* 0: any free port */
+    const char *listen; /* as given, or the default */
+    char host[256];     /* without brackets; "" for any address */
+    long port;          /* 0: any free port */
     struct addrinfo *ai;
     char key[512];
     size_t key_len;
@@ -1880,7 +1883,7 @@ static bool listen_resolve(const struct api_config *cfg, struct listen_spec *ls,
                            size_t errcap) {
     memset(ls, 0, sizeof *ls);
     /* HOST:PORT, [V6]:PORT */
-    const char *listen = cfg->listen ? cfg->listen : "127.0.0.1:8080";
+    const char *listen = ls->listen = cfg->listen ? cfg->listen : "127.0.0.1:8080";
     const char *colon = strrchr(listen, ':');
     size_t hl = colon ? (size_t)(colon - listen) : 0;
     if (!colon || hl >= sizeof ls->host) {
@@ -1951,9 +1954,6 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
     memcpy(api->key, ls.key, sizeof api->key);
     api->key_len = ls.key_len;
     memset(ls.key, 0, sizeof ls.key);
-    const char *listen = cfg->listen ? cfg->listen : "127.0.0.1:8080";
-    struct addrinfo *ai = ls.ai;
-    const char *host = ls.host;
     api_init_text(api);
 
     /* one address holding every connection (a client that opens and never sends, or sends a
@@ -1963,25 +1963,25 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
     unsigned per_ip =
         max_open > API_CONNECTIONS_PER_IP / 2 ? 2u * max_open : API_CONNECTIONS_PER_IP;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_ERROR_LOG | (ls.ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     /* the address is MHD_OPTION_SOCK_ADDR's; the port argument only names it in MHD's messages */
     api->mhd = MHD_start_daemon(flags, (uint16_t)ls.port, NULL, NULL, on_request, api,
                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api, MHD_OPTION_SOCK_ADDR,
-                                ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+                                ls.ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
                                 MHD_OPTION_CONNECTION_LIMIT, API_CONNECTIONS,
                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
                                 MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
     if (!api->mhd) {
         snprintf(err, errcap, "--http %s: cannot listen there (address in use or not local?)",
-                 listen);
+                 ls.listen);
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(api->mhd, MHD_DAEMON_INFO_BIND_PORT);
     unsigned bound = di ? di->port : (unsigned)ls.port;
-    bool v6 = strchr(host, ':') != NULL;
+    bool v6 = strchr(ls.host, ':') != NULL;
     snprintf(api->url, sizeof api->url, "http://%s%s%s:%u", v6 ? "[" : "",
-             host[0] ? host : "0.0.0.0", v6 ? "]" : "", bound);
-    freeaddrinfo(ai);
+             ls.host[0] ? ls.host : "0.0.0.0", v6 ? "]" : "", bound);
+    freeaddrinfo(ls.ai);
     LOG(LOG_INFO, "http: serving the OpenAI API on %s (%s)", api->url,
         api->key_len ? "API key required" : "no API key");
     return api;
