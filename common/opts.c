@@ -62,30 +62,39 @@ static int set_value(const struct opt *o, void *cfg, const char *val) {
     return -1;
 }
 
-static void set_defaults(const struct opt *t, void *cfg) {
-    for (; t->name; t++) {
-        char *field = (char *)cfg + t->offset;
-        switch (t->type) {
-        case OPT_FLAG: *(int *)field = 0; break;
-        case OPT_STRING: *(const char **)field = t->def; break;
-        case OPT_INT: *(int *)field = t->def ? (int)strtoll(t->def, NULL, 0) : 0; break;
-        case OPT_INT64: *(long long *)field = t->def ? strtoll(t->def, NULL, 0) : 0; break;
-        case OPT_FLOAT: *(double *)field = t->def ? strtod(t->def, NULL) : 0.0; break;
-        case OPT_TYPE_COUNT: break;
-        }
+/* Writes o's default into field (the option's own type there). */
+static void default_into(const struct opt *o, void *field) {
+    switch (o->type) {
+    case OPT_FLAG: *(int *)field = 0; break;
+    case OPT_STRING: *(const char **)field = o->def; break;
+    case OPT_INT: *(int *)field = o->def ? (int)strtoll(o->def, NULL, 0) : 0; break;
+    case OPT_INT64: *(long long *)field = o->def ? strtoll(o->def, NULL, 0) : 0; break;
+    case OPT_FLOAT: *(double *)field = o->def ? strtod(o->def, NULL) : 0.0; break;
+    case OPT_TYPE_COUNT: break;
     }
+}
+
+static void set_defaults(const struct opt *t, void *cfg) {
+    for (; t->name; t++) default_into(t, (char *)cfg + t->offset);
 }
 
 bool opts_is_default(const struct opt *o, const void *cfg) {
     const char *field = (const char *)cfg + o->offset;
+    union {
+        int i;
+        long long ll;
+        double d;
+        const char *s;
+    } def;
+    default_into(o, &def);
     switch (o->type) {
-    case OPT_FLAG: return *(const int *)field == 0;
-    case OPT_INT: return *(const int *)field == (o->def ? (int)strtoll(o->def, NULL, 0) : 0);
-    case OPT_INT64: return *(const long long *)field == (o->def ? strtoll(o->def, NULL, 0) : 0);
-    case OPT_FLOAT: return *(const double *)field == (o->def ? strtod(o->def, NULL) : 0.0);
+    case OPT_FLAG:
+    case OPT_INT: return *(const int *)field == def.i;
+    case OPT_INT64: return *(const long long *)field == def.ll;
+    case OPT_FLOAT: return *(const double *)field == def.d;
     case OPT_STRING: {
         const char *v = *(const char *const *)field;
-        return v == o->def || (v && o->def && strcmp(v, o->def) == 0);
+        return v == def.s || (v && def.s && strcmp(v, def.s) == 0);
     }
     case OPT_TYPE_COUNT: break;
     }
