@@ -360,7 +360,7 @@ int cmd_coordinator(int argc, char **argv) {
         return 2;
     }
     log_set_level((enum log_level)lvl);
-    static char ep_listen[300];
+    static char ep_listen[256];
     char ep_err[400];
     if (transport_endpoint(cli.listen, ep_listen, sizeof ep_listen, ep_err, sizeof ep_err) !=
         STATUS_OK) {

@@ -148,21 +148,19 @@ int cmd_worker(int argc, char **argv) {
     }
     log_set_level((enum log_level)lvl);
     /* "10.0.0.1:7000" as well as "tcp://10.0.0.1:7000"; a typo is named here, not by ZeroMQ */
-    static char ep_coordinator[300], ep_listen[300], ep_advertise[300];
+    static char ep[3][256]; /* as long as the endpoint fields that carry them (transport.h) */
     const struct {
         const char *name, **value;
-        char *buf;
-    } eps[] = {{"coordinator", &cli.coordinator, ep_coordinator},
-               {"listen", &cli.listen, ep_listen},
-               {"advertise", &cli.advertise, ep_advertise}};
+    } eps[] = {
+        {"coordinator", &cli.coordinator}, {"listen", &cli.listen}, {"advertise", &cli.advertise}};
     for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) {
         char err[400];
         if (!*eps[i].value) continue;
-        if (transport_endpoint(*eps[i].value, eps[i].buf, 300, err, sizeof err) != STATUS_OK) {
+        if (transport_endpoint(*eps[i].value, ep[i], sizeof ep[i], err, sizeof err) != STATUS_OK) {
             fprintf(stderr, "error: --%s %s\n", eps[i].name, err);
             return 2;
         }
-        *eps[i].value = eps[i].buf;
+        *eps[i].value = ep[i];
     }
     if (!cli.insecure && (!cli.key || !cli.coordinator_key)) {
         fprintf(stderr, "error: --key and --coordinator-key are required (or --insecure)\n");

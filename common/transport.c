@@ -21,6 +21,7 @@
  *                        instead of being dropped silently. */
 #include "transport.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -425,10 +426,9 @@ enum status transport_endpoint(const char *in, char *out, size_t cap, char *err,
         return STATUS_FORMAT;
     }
     const char *colon = strrchr(hp, ':');
-    const char *port = colon ? colon + 1 : NULL;
-    bool port_ok =
-        port && (!strcmp(port, "*") || (*port && strspn(port, "0123456789") == strlen(port) &&
-                                        strlen(port) <= 5 && atol(port) <= 65535));
+    char *end = NULL;
+    long port = colon && isdigit((unsigned char)colon[1]) ? strtol(colon + 1, &end, 10) : -1;
+    bool port_ok = colon && (!strcmp(colon + 1, "*") || (port >= 0 && port <= 65535 && !*end));
     if (!colon || colon == hp || !port_ok) {
         snprintf(err, errcap, "'%s': expected tcp://HOST:PORT or HOST:PORT", in);
         return STATUS_FORMAT;
