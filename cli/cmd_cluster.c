@@ -540,25 +540,25 @@ int cmd_cluster(int argc, char **argv) {
         fprintf(stderr, "error: cannot read the model %s: %s\n", c->model, strerror(errno));
         goto out;
     }
-    if (!c->prompt) /* sampling for --prompt; a served request's own fields say its own */
+    if (c->max_memory) { /* each worker would say so, in its own log */
+        uint64_t bytes = 0;
+        char msg[256];
+        if (caps_max_memory(c->max_memory, caps_mem_total(), &bytes, msg, sizeof msg) !=
+            STATUS_OK) {
+            fprintf(stderr, "error: %s\n", msg);
+            goto out;
+        }
+        if (msg[0]) fprintf(stderr, "caravan cluster: warning: %s\n", msg);
+    }
+    if (!c->prompt) {
+        /* the sampling options are --prompt's (their help says so); a request sets its own */
         for (const struct opt *o = cluster_opts; o->name; o++)
             if (!strncmp(o->help, "--prompt:", 9) && !opts_is_default(o, c))
                 fprintf(stderr,
                         "caravan cluster: warning: --%s applies only with --prompt (a request "
                         "to the API sets its own)\n",
                         o->name);
-    if (c->max_memory) { /* each worker would say so, in its own log */
-        uint64_t bytes = 0;
-        char doubt[256];
-        if (caps_parse_size(c->max_memory, &bytes) != STATUS_OK) {
-            fprintf(stderr, "error: --max-memory: '%s' is not a size like 512M or 8G\n",
-                    c->max_memory);
-            goto out;
-        }
-        if (caps_size_doubt(c->max_memory, bytes, caps_mem_total(), doubt, sizeof doubt))
-            fprintf(stderr, "caravan cluster: warning: %s\n", doubt);
-    }
-    if (!c->prompt) { /* refused here, not by the coordinator once keys and daemons exist */
+        /* refused here, not by the coordinator once keys and daemons exist */
         char err[256];
         struct api_config acfg = {
             .listen = c->http, .api_key = c->api_key, .no_api_key = c->no_api_key};

@@ -221,16 +221,16 @@ int cmd_worker(int argc, char **argv) {
             n_cached == 1 ? "" : "s");
     }
     uint64_t mem_limit = caps_mem_available();
-    if (cli.max_memory && caps_parse_size(cli.max_memory, &mem_limit) != STATUS_OK) {
-        fprintf(stderr, "error: --max-memory: '%s' is not a size like 512M or 8G\n",
-                cli.max_memory);
-        rc = 2;
-        goto done;
+    if (cli.max_memory) {
+        char msg[256];
+        if (caps_max_memory(cli.max_memory, caps_mem_total(), &mem_limit, msg, sizeof msg) !=
+            STATUS_OK) {
+            fprintf(stderr, "error: %s\n", msg);
+            rc = 2;
+            goto done;
+        }
+        if (msg[0]) LOG(LOG_WARN, "worker: %s", msg);
     }
-    char doubt[256];
-    if (cli.max_memory &&
-        caps_size_doubt(cli.max_memory, mem_limit, caps_mem_total(), doubt, sizeof doubt))
-        LOG(LOG_WARN, "worker: %s", doubt);
     const char *kernels[CAPS_MAX_KERNELS];
     size_t n_kernels = caps_kernels(kernels);
     struct caps_probe probe;

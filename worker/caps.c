@@ -71,21 +71,23 @@ uint64_t caps_mem_total(void) {
     return meminfo_bytes("MemTotal");
 }
 
-bool caps_size_doubt(const char *text, uint64_t bytes, uint64_t total, char *out, size_t cap) {
-    if (bytes < (1u << 20)) {
-        snprintf(out, cap,
-                 "--max-memory %s is %llu bytes (a number without K, M or G counts bytes)", text,
-                 (unsigned long long)bytes);
-        return true;
+enum status caps_max_memory(const char *text, uint64_t total, uint64_t *bytes, char *msg,
+                            size_t cap) {
+    msg[0] = '\0';
+    if (caps_parse_size(text, bytes) != STATUS_OK) {
+        snprintf(msg, cap, "--max-memory: '%s' is not a size like 512M or 8G", text);
+        return STATUS_FORMAT;
     }
-    if (total && bytes > total) {
-        snprintf(out, cap,
+    if (*bytes < (1u << 20))
+        snprintf(msg, cap,
+                 "--max-memory %s is %llu bytes (a number without K, M or G counts bytes)", text,
+                 (unsigned long long)*bytes);
+    else if (total && *bytes > total)
+        snprintf(msg, cap,
                  "--max-memory %s is more than this machine's %.1f GiB: the coordinator may "
                  "plan more here than fits",
                  text, (double)total / (1 << 30));
-        return true;
-    }
-    return false;
+    return STATUS_OK;
 }
 
 size_t caps_kernels(const char *names[CAPS_MAX_KERNELS]) {

@@ -31,10 +31,11 @@ CARAVAN_NODISCARD enum status caps_parse_size(const char *text, uint64_t *bytes)
 uint64_t caps_mem_available(void);
 /* MemTotal from /proc/meminfo (0 when it cannot be read). */
 uint64_t caps_mem_total(void);
-/* Whether a --max-memory of bytes (as typed: text) looks like a mistake: under 1 MiB (a bare
- * number is bytes), or over the machine's total memory (0: unknown). true with a one-line
- * warning in out. */
-bool caps_size_doubt(const char *text, uint64_t bytes, uint64_t total, char *out, size_t cap);
+/* --max-memory TEXT into bytes (caps_parse_size). STATUS_FORMAT with the error in msg, or
+ * STATUS_OK with msg a warning when the size looks like a mistake (under 1 MiB: a bare number
+ * is bytes; over total, the machine's memory, 0 when unknown) and empty otherwise. */
+CARAVAN_NODISCARD enum status caps_max_memory(const char *text, uint64_t total, uint64_t *bytes,
+                                              char *msg, size_t cap);
 
 /* A key naming the CPUs this process computes on (Capabilities.machine): a digest of the running
  * kernel's boot id (read from boot_id_path; caps_machine: /proc/sys/kernel/random/boot_id, new

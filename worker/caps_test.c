@@ -167,15 +167,30 @@ int main(void) {
         }
     assert(caps_parse_size(NULL, &b) != STATUS_OK);
 
-    /* --max-memory that looks like a mistake: bytes meant as MiB, more than the machine */
+    /* --max-memory: refused when malformed; said when it looks like a mistake (bytes meant as
+     * MiB, more than the machine) */
     char why[256];
-    assert(caps_size_doubt("100", 100, 8ull << 30, why, sizeof why) && strstr(why, "bytes"));
-    assert(caps_size_doubt("10T", 10ull << 40, 8ull << 30, why, sizeof why) &&
-           strstr(why, "8.0 GiB"));
-    assert(!caps_size_doubt("4G", 4ull << 30, 8ull << 30, why, sizeof why));
-    assert(!caps_size_doubt("1M", 1ull << 20, 8ull << 30, why, sizeof why));
-    assert(caps_size_doubt("1023K", 1023ull << 10, 8ull << 30, why, sizeof why));
-    assert(!caps_size_doubt("10T", 10ull << 40, 0, why, sizeof why)); /* total unknown */
+    const struct {
+        const char *text;
+        uint64_t total;
+        bool ok;
+        const char *says; /* NULL: no warning */
+    } mm[] = {
+        {"100", 8ull << 30, true, "100 bytes"},
+        {"10T", 8ull << 30, true, "8.0 GiB"},
+        {"4G", 8ull << 30, true, NULL},
+        {"1M", 8ull << 30, true, NULL},
+        {"1023K", 8ull << 30, true, "1047552 bytes"},
+        {"10T", 0, true, NULL}, /* total unknown */
+        {"12X", 8ull << 30, false, "not a size like"},
+    };
+    for (size_t i = 0; i < sizeof mm / sizeof mm[0]; i++) {
+        enum status st = caps_max_memory(mm[i].text, mm[i].total, &b, why, sizeof why);
+        if ((st == STATUS_OK) != mm[i].ok || (mm[i].says ? !strstr(why, mm[i].says) : !!why[0])) {
+            fprintf(stderr, "FAIL: --max-memory %s: '%s'\n", mm[i].text, why);
+            return 1;
+        }
+    }
     assert(caps_mem_total() >= caps_mem_available() && caps_mem_total() > (16u << 20));
 
     assert(caps_mem_available() > (16u << 20)); /* any machine that runs the tests */
