@@ -39,8 +39,8 @@ int worker_net_run(transport_t *t, struct worker_config *wcfg,
  * the VMs measured (bench/RESULTS.md, bench_handoff), a thread that blocks through that wait
  * computes the next turn slower (keeping its vCPU busy otherwise does not help), and polling
  * (yielding the core to any other runnable thread) kept bench_handoff's two stages as fast as one
- * process (a cluster there: 2 workers 0.98x, 3 workers on two vCPUs 0.94x of one worker, over
- * fresh instances). It pays only
+ * process (a cluster there: 2 workers 0.94-0.98x, 3 workers on two vCPUs 0.94x of one worker,
+ * over fresh instances, in two runs). It pays only
  * while the turns come back within spin_ms: after a longer gap the worker sleeps, so an idle or
  * slow pipeline costs no CPU. */
 uint64_t worker_net_spin_until(uint64_t end_ms, uint64_t gap_ms, int spin_ms);
