@@ -40,6 +40,7 @@ struct cluster_cfg {
     const char *http;
     const char *api_key;
     int no_api_key;
+    const char *cors;
     int threads;
     int shared_file;
     const char *prompt;
@@ -87,6 +88,9 @@ static const struct opt cluster_opts[] = {
      "KEY starting with '/', '.' or '~' must be a file)"},
     {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
      "allow --http on a non-loopback address without --api-key"},
+    {"cors", 0, OPT_STRING, F(cors), NULL, 0, -1, "ORIGINS",
+     "let web pages of these origins call the API from a browser: '*' or "
+     "http[s]://HOST[:PORT],... (default: none; the page at / needs none)"},
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "T",
      "compute threads per worker (0: the cores divided among the workers, at least 1)"},
     {"shared-file", 0, OPT_FLAG, F(shared_file), NULL, 0, -1, NULL,
@@ -561,7 +565,7 @@ int cmd_cluster(int argc, char **argv) {
         /* refused here, not by the coordinator once keys and daemons exist */
         char err[256];
         struct api_config acfg = {
-            .listen = c->http, .api_key = c->api_key, .no_api_key = c->no_api_key};
+            .listen = c->http, .api_key = c->api_key, .no_api_key = c->no_api_key, .cors = c->cors};
         if (!api_check_listen(&acfg, err, sizeof err)) {
             fprintf(stderr, "error: cannot serve the API on %s: %s\n", c->http, err);
             goto out;
@@ -733,6 +737,10 @@ int cmd_cluster(int argc, char **argv) {
             cargv[k++] = c->api_key;
         }
         if (c->no_api_key) cargv[k++] = "--no-api-key";
+        if (c->cors) {
+            cargv[k++] = "--cors";
+            cargv[k++] = c->cors;
+        }
     }
     char a_trace[700];
     if (c->trace) {

@@ -80,6 +80,7 @@ struct coordinator_cli {
     const char *http;
     const char *api_key;
     int no_api_key;
+    const char *cors;
     int max_queue;
     const char *chat_format;
 };
@@ -187,6 +188,9 @@ static const struct opt coordinator_opts[] = {
      "a KEY starting with '/', '.' or '~' must be a file)"},
     {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
      "allow --http on a non-loopback address without --api-key"},
+    {"cors", 0, OPT_STRING, F(cors), NULL, 0, -1, "ORIGINS",
+     "let web pages of these origins call the API from a browser: '*' or "
+     "http[s]://HOST[:PORT],... (default: none; the page at / needs none)"},
     {"max-queue", 0, OPT_INT, F(max_queue), "16", 0, 100000, "N",
      "requests that may wait for a slot beyond --max-seqs; more get HTTP 429"},
     {"chat-format", 0, OPT_STRING, F(chat_format), NULL, 0, -1, "NAME",
@@ -372,10 +376,16 @@ int cmd_coordinator(int argc, char **argv) {
         fprintf(stderr, "error: --key and --allow are required (or --insecure)\n");
         return 2;
     }
+    if (cli.cors && !cli.http) {
+        fprintf(stderr, "error: --cors needs --http (it is about the API)\n");
+        return 2;
+    }
     if (cli.http) { /* before a long first fingerprint of the model, not after */
         char err[256];
-        struct api_config acfg = {
-            .listen = cli.http, .api_key = cli.api_key, .no_api_key = cli.no_api_key};
+        struct api_config acfg = {.listen = cli.http,
+                                  .api_key = cli.api_key,
+                                  .no_api_key = cli.no_api_key,
+                                  .cors = cli.cors};
         if (!api_check_listen(&acfg, err, sizeof err)) {
             fprintf(stderr, "error: cannot serve the API on %s: %s\n", cli.http, err);
             return 2;
@@ -606,6 +616,7 @@ int cmd_coordinator(int argc, char **argv) {
             .listen = cli.http,
             .api_key = cli.api_key,
             .no_api_key = cli.no_api_key,
+            .cors = cli.cors,
             .model_name = ccfg.model_name,
             .tokenizer = tok,
             .chat_format = chat_format_choose(cli.chat_format, tmpl),

@@ -36,8 +36,17 @@
 #define API_CONNECTIONS 512u       /* HTTP connections at once, one thread each */
 #define API_CONNECTIONS_PER_IP 64u /* ... from one address (at least twice --max-seqs + queue) */
 
+/* --cors: the origins whose pages may read the answers (scheme://host[:port] each), or any. */
+#define API_CORS_MAX 16
+struct cors {
+    int n;    /* 0: no CORS headers */
+    bool any; /* "*" */
+    char origin[API_CORS_MAX][256];
+};
+
 struct api {
     struct api_config cfg;
+    struct cors cors;
     char key[512];
     size_t key_len; /* 0: no key required */
     char bos_text[128], eos_text[128];
@@ -160,7 +169,31 @@ static void count_rejected(api_t *api) {
 
 /* ==== Responses ===================================================================== */
 
-static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char *body,
+static bool cors_allows(const struct cors *cors, const char *origin) {
+    if (!origin || !cors->n) return false;
+    if (cors->any) return true;
+    for (int i = 0; i < cors->n; i++)
+        if (!strcasecmp(origin, cors->origin[i])) return true;
+    return false;
+}
+
+/* Queues resp (and lets it go): every response goes out here, so a page of an origin --cors
+ * allows may read each of them, errors and streams included. */
+static enum MHD_Result queue(api_t *api, struct MHD_Connection *c, unsigned status,
+                             struct MHD_Response *resp) {
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (cors_allows(&api->cors, origin)) {
+        /* origin equals a listed one (no control characters): safe to echo */
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", api->cors.any ? "*" : origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After");
+    }
+    if (api->cors.n && !api->cors.any) MHD_add_response_header(resp, "Vary", "Origin");
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_body(api_t *api, struct MHD_Connection *c, unsigned status, char *body,
                                  const char *content_type, const char *allow) {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
@@ -174,16 +207,14 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned status, char
      * default) wait this long first instead of their own backoff (0.5 s, then 1 s) */
     if (status == 429 || status == 503)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    enum MHD_Result ret = MHD_queue_response(c, status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue(api, c, status, resp);
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, cJSON *j) {
+static enum MHD_Result send_json(api_t *api, struct MHD_Connection *c, unsigned status, cJSON *j) {
     char *body = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!body) return MHD_NO;
-    return send_body(c, status, body, "application/json", NULL);
+    return send_body(api, c, status, body, "application/json", NULL);
 }
 
 static cJSON *error_json(const struct api_err *e) {
@@ -202,13 +233,13 @@ static cJSON *error_json(const struct api_err *e) {
     return root;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, const struct api_err *e,
+static enum MHD_Result send_error(api_t *api, struct MHD_Connection *c, const struct api_err *e,
                                   const char *allow) {
     cJSON *j = error_json(e);
     char *body = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!body) return MHD_NO;
-    return send_body(c, e->status, body, "application/json", allow);
+    return send_body(api, c, e->status, body, "application/json", allow);
 }
 
 /* ==== Parsing a generation request ==================================================== */
@@ -1329,7 +1360,7 @@ static enum MHD_Result answer_plain(api_t *api, struct MHD_Connection *c, struct
         struct api_err e;
         set_err(&e, 500, NULL, NULL, "%s",
                 q->tg[bad].error[0] ? q->tg[bad].error : "generation failed");
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
     cJSON *root = answer_head(api, g, serve_req_id(q->r[0]), created, false);
     cJSON *choices = cJSON_AddArrayToObject(root, "choices");
@@ -1350,7 +1381,7 @@ static enum MHD_Result answer_plain(api_t *api, struct MHD_Connection *c, struct
         cJSON_AddStringToObject(ch, "finish_reason", finish_reason(tg));
     }
     cJSON_AddItemToObject(root, "usage", reqs_usage(q, g));
-    return send_json(c, 200, root);
+    return send_json(api, c, 200, root);
 }
 
 static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, struct conn *cn,
@@ -1411,7 +1442,7 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
         else
             set_err(&e, 503, NULL, "unavailable", "not serving: %s", reason);
         cJSON_Delete(root);
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
 
     enum MHD_Result ret;
@@ -1444,8 +1475,7 @@ static enum MHD_Result handle_generate(api_t *api, struct MHD_Connection *c, str
         }
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        ret = MHD_queue_response(c, 200, resp);
-        MHD_destroy_response(resp); /* st is freed with the response (stream_free) */
+        ret = queue(api, c, 200, resp); /* st is freed with the response (stream_free) */
     }
     cJSON_Delete(root);
     return ret;
@@ -1453,7 +1483,7 @@ fail:
     cJSON_Delete(root);
     gen_free_prompts(&g);
     count_rejected(api);
-    return send_error(c, &e, NULL);
+    return send_error(api, c, &e, NULL);
 }
 
 /* ==== Status, metrics, models ============================================================ */
@@ -1465,7 +1495,7 @@ static enum MHD_Result handle_health(api_t *api, struct MHD_Connection *c) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "status", serving ? "ok" : "unavailable");
     if (!serving) cJSON_AddStringToObject(j, "reason", reason);
-    return send_json(c, serving ? 200 : 503, j);
+    return send_json(api, c, serving ? 200 : 503, j);
 }
 
 static enum MHD_Result handle_cluster(api_t *api, struct MHD_Connection *c) {
@@ -1476,9 +1506,9 @@ static enum MHD_Result handle_cluster(api_t *api, struct MHD_Connection *c) {
     if (!json) {
         struct api_err e;
         set_err(&e, 503, NULL, "unavailable", "no cluster state yet: %s", reason);
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
-    return send_body(c, 200, json, "application/json", NULL);
+    return send_body(api, c, 200, json, "application/json", NULL);
 }
 
 /* The one model this server serves, as OpenAI's model object. */
@@ -1499,14 +1529,14 @@ static enum MHD_Result handle_models(api_t *api, struct MHD_Connection *c, const
             struct api_err e;
             set_err(&e, 404, "model", "model_not_found",
                     "the model '%s' does not exist; this server serves '%s'", id, model_id(api));
-            return send_error(c, &e, NULL);
+            return send_error(api, c, &e, NULL);
         }
-        return send_json(c, 200, model_object(api));
+        return send_json(api, c, 200, model_object(api));
     }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
     cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), model_object(api));
-    return send_json(c, 200, root);
+    return send_json(api, c, 200, root);
 }
 
 /* POST /tokenize {"content", "add_special", "parse_special", "with_pieces"} -> {"tokens": [ids]}
@@ -1522,7 +1552,7 @@ static enum MHD_Result handle_tokenize(api_t *api, struct MHD_Connection *c, str
         !get_bool(root, "parse_special", &parse_special, &e) ||
         !get_bool(root, "with_pieces", &with_pieces, &e)) {
         cJSON_Delete(root);
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
     const tokenizer_t *t = api->cfg.tokenizer;
     size_t len = strlen(text->valuestring);
@@ -1533,7 +1563,7 @@ static enum MHD_Result handle_tokenize(api_t *api, struct MHD_Connection *c, str
         free(ids);
         cJSON_Delete(root);
         set_err(&e, 400, "content", NULL, "the text could not be tokenized");
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
     cJSON *out = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(out, "tokens");
@@ -1551,7 +1581,7 @@ static enum MHD_Result handle_tokenize(api_t *api, struct MHD_Connection *c, str
     }
     free(ids);
     cJSON_Delete(root);
-    return send_json(c, 200, out);
+    return send_json(api, c, 200, out);
 }
 
 /* POST /detokenize {"tokens": [ids]} -> {"content": text} (invalid UTF-8 as U+FFFD). */
@@ -1566,7 +1596,7 @@ static enum MHD_Result handle_detokenize(api_t *api, struct MHD_Connection *c, s
         e.param = "tokens";
     if (!root || e.status) {
         cJSON_Delete(root);
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
     size_t need = tokenizer_decode(api->cfg.tokenizer, ids, n, false, NULL, 0);
     char *buf = xmalloc(need + 1);
@@ -1576,7 +1606,7 @@ static enum MHD_Result handle_detokenize(api_t *api, struct MHD_Connection *c, s
     free(buf);
     free(ids);
     cJSON_Delete(root);
-    return send_json(c, 200, out);
+    return send_json(api, c, 200, out);
 }
 
 static void prom_label(FILE *f, const char *s) {
@@ -1691,15 +1721,42 @@ static bool authorized(const api_t *api, struct MHD_Connection *c) {
 extern const unsigned char api_web_page[];
 extern const unsigned long api_web_page_len;
 
-static enum MHD_Result send_page(struct MHD_Connection *c) {
+static enum MHD_Result send_page(api_t *api, struct MHD_Connection *c) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         (size_t)api_web_page_len, (void *)api_web_page, MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue(api, c, 200, resp);
+}
+
+/* A browser's preflight (OPTIONS) before a cross-origin request that sends Authorization or
+ * a JSON body: which methods and headers the page may use. No key is asked: the browser sends
+ * none with it. */
+static enum MHD_Result preflight(api_t *api, struct MHD_Connection *c, const char *url, bool post) {
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (!cors_allows(&api->cors, origin)) {
+        struct api_err e;
+        set_err(&e, 403, NULL, "origin_not_allowed", "%s: the origin %s is not one --cors names",
+                url, origin ? origin : "(none)");
+        return send_error(api, c, &e, NULL);
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods",
+                            post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
+    /* the headers the page asks for (the openai SDK sends a dozen of its own): no cookie or
+     * other ambient credential is honoured here, so naming any of them grants nothing */
+    const char *asked =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    bool plain = asked && strlen(asked) <= 2048;
+    for (const char *p = asked; plain && *p; p++)
+        plain = isalnum((unsigned char)*p) || strchr("-_, ", *p);
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                            plain ? asked : "Authorization, Content-Type");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    return queue(api, c, 204, resp);
 }
 
 static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *url,
@@ -1707,11 +1764,12 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     struct api_err e;
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     bool post = !strcmp(method, "POST");
+    bool options = !strcmp(method, "OPTIONS") && api->cors.n;
     bool v1 = !strncmp(url, "/v1/", 4) || !strcmp(url, "/tokenize") || !strcmp(url, "/detokenize");
-    if (v1 && !authorized(api, c)) {
+    if (v1 && !options && !authorized(api, c)) {
         set_err(&e, 401, NULL, "invalid_api_key",
                 "missing or wrong API key (send Authorization: Bearer KEY)");
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
     static const struct {
         const char *path;
@@ -1739,26 +1797,29 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     }
     if (i == n) {
         set_err(&e, 404, NULL, "not_found", "no such endpoint: %s %s", method, url);
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
+    if (options) return preflight(api, c, url, routes[i].post);
     if (routes[i].post ? !post : !get) {
         set_err(&e, 405, NULL, "method_not_allowed", "%s does not take %s", url, method);
-        return send_error(c, &e, routes[i].post ? "POST" : "GET, HEAD");
+        const char *allow = routes[i].post ? (api->cors.n ? "POST, OPTIONS" : "POST")
+                                           : (api->cors.n ? "GET, HEAD, OPTIONS" : "GET, HEAD");
+        return send_error(api, c, &e, allow);
     }
     if (cn->too_big) {
         set_err(&e, 413, NULL, "too_large", "the body is larger than %u bytes", API_MAX_BODY);
-        return send_error(c, &e, NULL);
+        return send_error(api, c, &e, NULL);
     }
     switch (i) {
     case 0: return handle_generate(api, c, cn, false);
     case 1: return handle_generate(api, c, cn, true);
     case 2: return handle_models(api, c, NULL);
     case 3: return handle_health(api, c);
-    case 4: return send_body(c, 200, metrics_text(api), "text/plain; version=0.0.4", NULL);
+    case 4: return send_body(api, c, 200, metrics_text(api), "text/plain; version=0.0.4", NULL);
     case 5: return handle_cluster(api, c);
     case 6: return handle_tokenize(api, c, cn);
     case 7: return handle_detokenize(api, c, cn);
-    case 8: return send_page(c);
+    case 8: return send_page(api, c);
     default: return handle_models(api, c, arg);
     }
 }
@@ -1933,7 +1994,54 @@ fail:
     return false;
 }
 
+/* --cors "*" or "ORIGIN[,ORIGIN...]", each ORIGIN as a browser sends it: http:// or https://,
+ * a host, an optional :PORT, nothing after. */
+static bool cors_parse(const char *spec, struct cors *cors, char *err, size_t errcap) {
+    memset(cors, 0, sizeof *cors);
+    if (!spec) return true;
+    if (!strcmp(spec, "*")) {
+        cors->any = true;
+        cors->n = 1;
+        return true;
+    }
+    const char *p = spec;
+    for (;;) {
+        while (*p == ' ') p++;
+        size_t len = strcspn(p, ",");
+        while (len && p[len - 1] == ' ') len--;
+        const char *why = NULL;
+        size_t scheme = !strncmp(p, "http://", 7) ? 7 : !strncmp(p, "https://", 8) ? 8 : 0;
+        if (!len)
+            why = "an empty origin";
+        else if (len == 1 && *p == '*')
+            why = "'*' stands alone (it allows every origin)";
+        else if (!scheme)
+            why = "an origin starts with http:// or https://";
+        else if (len == scheme || len >= sizeof cors->origin[0])
+            why = len == scheme ? "no host after the scheme" : "an origin that long";
+        else if (cors->n == API_CORS_MAX)
+            why = "more than 16 origins";
+        for (size_t k = scheme; !why && k < len; k++)
+            if (p[k] == '/' || p[k] == '?' || p[k] == '#' || (unsigned char)p[k] <= ' ' ||
+                (unsigned char)p[k] >= 0x7f)
+                why = p[k] == '/' ? "an origin has no path (no '/' after the host)"
+                                  : "a character an origin does not have";
+        if (why) {
+            snprintf(err, errcap, "--cors %s: %s (expected '*' or http[s]://HOST[:PORT],...)", spec,
+                     why);
+            return false;
+        }
+        memcpy(cors->origin[cors->n], p, len);
+        cors->origin[cors->n++][len] = 0;
+        p += strcspn(p, ",");
+        if (!*p) return true;
+        p++;
+    }
+}
+
 bool api_check_listen(const struct api_config *cfg, char *err, size_t errcap) {
+    struct cors cors;
+    if (!cors_parse(cfg->cors, &cors, err, errcap)) return false;
     struct listen_spec ls;
     if (!listen_resolve(cfg, &ls, err, errcap)) return false;
     freeaddrinfo(ls.ai);
@@ -1950,6 +2058,7 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
         snprintf(err, errcap, "api: queue, tokenizer and n_ctx >= 2 are required");
         goto fail;
     }
+    if (!cors_parse(cfg->cors, &api->cors, err, errcap)) goto fail;
     if (!listen_resolve(cfg, &ls, err, errcap)) goto fail;
     memcpy(api->key, ls.key, sizeof api->key);
     api->key_len = ls.key_len;
@@ -1982,8 +2091,11 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
     snprintf(api->url, sizeof api->url, "http://%s%s%s:%u", v6 ? "[" : "",
              ls.host[0] ? ls.host : "0.0.0.0", v6 ? "]" : "", bound);
     freeaddrinfo(ls.ai);
-    LOG(LOG_INFO, "http: serving the OpenAI API on %s (%s)", api->url,
-        api->key_len ? "API key required" : "no API key");
+    LOG(LOG_INFO, "http: serving the OpenAI API on %s (%s; %s)", api->url,
+        api->key_len ? "API key required" : "no API key",
+        api->cors.any ? "pages of any origin may read the answers (--cors *)"
+        : api->cors.n ? "pages of the --cors origins may read the answers"
+                      : "no cross-origin pages");
     return api;
 fail:
     if (ls.ai) freeaddrinfo(ls.ai);

@@ -38,6 +38,8 @@ struct api_config {
     const char *listen;     /* "HOST:PORT" ("127.0.0.1:8080", "[::1]:0"); port 0 = any free */
     const char *api_key;    /* KEY, or a readable FILE whose first line is the key; NULL: none */
     bool no_api_key;        /* allow a non-loopback address without a key */
+    const char *cors;       /* "*" or "ORIGIN,...": pages of these origins may read the answers
+                             * (CORS headers, preflights answered); NULL: none (same origin only) */
     const char *model_name; /* shown by /v1/models and in responses */
     const tokenizer_t *tokenizer; /* borrowed; must outlive the api */
     enum chat_format chat_format; /* chat_format_choose(NULL, tokenizer.chat_template) */
@@ -51,9 +53,10 @@ typedef struct api api_t;
 /* Starts listening; returns NULL with a one-line reason in err (bad address, port taken,
  * non-loopback without a key, unreadable key) on failure. */
 api_t *api_start(const struct api_config *cfg, char *err, size_t errcap);
-/* Checks cfg's listen, api_key and no_api_key as api_start would (address syntax and lookup,
- * a readable non-empty key, no non-loopback address without one) without binding: for a
- * command to refuse bad options before it loads a model. false with a reason in err. */
+/* Checks cfg's listen, api_key, no_api_key and cors as api_start would (address syntax and
+ * lookup, a readable non-empty key, no non-loopback address without one, well-formed origins)
+ * without binding: for a command to refuse bad options before it loads a model. false with a
+ * reason in err. */
 bool api_check_listen(const struct api_config *cfg, char *err, size_t errcap);
 /* Cancels the requests still waiting or streaming, closes every connection, frees. */
 void api_stop(api_t **self_p);

@@ -31,12 +31,14 @@ struct server {
     int port;
 };
 
-static void server_start(struct server *s, int n_ctx, int max_open, int delay_ms, const char *key) {
+static void server_open(struct server *s, int n_ctx, int max_open, int delay_ms, const char *key,
+                        const char *cors) {
     s->q = serve_queue_new(max_open);
     struct serve_fake_config fc = {.tokenizer = tok, .token_delay_ms = delay_ms};
     s->fake = serve_fake_start(s->q, &fc);
     struct api_config cfg = {.listen = "127.0.0.1:0",
                              .api_key = key,
+                             .cors = cors,
                              .model_name = "m",
                              .tokenizer = tok,
                              .chat_format = CHAT_FORMAT_CHATML,
@@ -48,6 +50,10 @@ static void server_start(struct server *s, int n_ctx, int max_open, int delay_ms
     const char *colon = strrchr(api_url(s->api), ':');
     s->port = atoi(colon + 1);
     REQUIRE(s->port > 0, "bound port in the url");
+}
+
+static void server_start(struct server *s, int n_ctx, int max_open, int delay_ms, const char *key) {
+    server_open(s, n_ctx, max_open, delay_ms, key, NULL);
 }
 
 static void server_stop(struct server *s) {
@@ -980,6 +986,149 @@ static void test_auth(void) {
     serve_queue_destroy(&q);
 }
 
+/* The value of response header name (its first line), "" when it has none. */
+static const char *header(const struct resp *r, const char *name) {
+    static char v[512];
+    v[0] = 0;
+    size_t n = strlen(name);
+    for (const char *l = strstr(r->all, "\r\n"); l && l + 2 < r->body; l = strstr(l + 2, "\r\n"))
+        if (!strncasecmp(l + 2, name, n) && l[2 + n] == ':') {
+            const char *p = l + 3 + n;
+            while (*p == ' ') p++;
+            size_t len = strcspn(p, "\r");
+            snprintf(v, sizeof v, "%.*s", (int)(len < sizeof v ? len : sizeof v - 1), p);
+            break;
+        }
+    return v;
+}
+
+/* --cors: which pages of other origins a browser lets read the answers. */
+static void test_cors(void) {
+    static const char *origins = "http://a.example:3000, https://b.example";
+    struct server s;
+    server_open(&s, 64, 8, 1, "k", origins);
+    const char *pre = "Origin: http://a.example:3000\r\nAccess-Control-Request-Method: POST\r\n"
+                      "Access-Control-Request-Headers: authorization,content-type,x-stainless-os"
+                      "\r\n";
+    /* a preflight needs no key (the browser sends none) and names what the page may send */
+    struct resp r = http(s.port, "OPTIONS", "/v1/chat/completions", pre, NULL);
+    REQUIRE(r.status == 204, "preflight: %d", r.status);
+    REQUIRE(!strcmp(header(&r, "Access-Control-Allow-Origin"), "http://a.example:3000"), "origin");
+    REQUIRE(!strcmp(header(&r, "Access-Control-Allow-Methods"), "POST, OPTIONS"), "methods");
+    REQUIRE(!strcmp(header(&r, "Access-Control-Allow-Headers"),
+                    "authorization,content-type,x-stainless-os"),
+            "headers asked for");
+    REQUIRE(!strcmp(header(&r, "Vary"), "Origin"), "vary");
+    free(r.all);
+    r = http(s.port, "OPTIONS", "/v1/models", "Origin: https://b.example\r\n", NULL);
+    REQUIRE(r.status == 204 &&
+                !strcmp(header(&r, "Access-Control-Allow-Origin"), "https://b.example") &&
+                !strcmp(header(&r, "Access-Control-Allow-Methods"), "GET, HEAD, OPTIONS") &&
+                !strcmp(header(&r, "Access-Control-Allow-Headers"), "Authorization, Content-Type"),
+            "the second origin, a GET route, no headers asked");
+    free(r.all);
+    /* asked headers that are not header names are not echoed */
+    r = http(s.port, "OPTIONS", "/v1/models",
+             "Origin: https://b.example\r\nAccess-Control-Request-Headers: a;b\r\n", NULL);
+    REQUIRE(!strcmp(header(&r, "Access-Control-Allow-Headers"), "Authorization, Content-Type"),
+            "not echoed: %s", header(&r, "Access-Control-Allow-Headers"));
+    free(r.all);
+    /* another origin (or a path that differs: http vs https, another port) is refused */
+    static const char *others[] = {"Origin: https://a.example:3000\r\n",
+                                   "Origin: http://a.example\r\n", "Origin: http://evil\r\n", NULL};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        r = http(s.port, "OPTIONS", "/v1/completions", others[i], NULL);
+        check_error(&r, 403, NULL);
+        r = http(s.port, "GET", "/health", others[i], NULL);
+        REQUIRE(r.status == 200 && !header(&r, "Access-Control-Allow-Origin")[0],
+                "no allow-origin for %s", others[i] ? others[i] : "no origin");
+        free(r.all);
+    }
+    r = http(s.port, "OPTIONS", "/v2/nothing", pre, NULL);
+    check_error(&r, 404, NULL);
+    /* every answer to an allowed origin carries it: JSON, errors, the stream, the page */
+    const char *ok = "Origin: http://a.example:3000\r\nAuthorization: Bearer k\r\n";
+    static const struct {
+        const char *method, *path, *body;
+        int status;
+    } answers[] = {
+        {"GET", "/health", NULL, 200},
+        {"GET", "/", NULL, 200},
+        {"GET", "/v1/models", NULL, 200},
+        {"POST", "/v1/completions", "{\"prompt\":\"Once\",\"max_tokens\":2}", 200},
+        {"POST", "/v1/completions", "{\"prompt\":\"Once\",\"max_tokens\":2,\"stream\":true}", 200},
+        {"POST", "/v1/completions", "{\"prompt\":\"Once\",\"max_tokens\":-1}", 400},
+        {"DELETE", "/v1/models", NULL, 405},
+    };
+    for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
+        r = http(s.port, answers[i].method, answers[i].path, ok, answers[i].body);
+        REQUIRE(r.status == answers[i].status, "%s %s: %d", answers[i].method, answers[i].path,
+                r.status);
+        REQUIRE(!strcmp(header(&r, "Access-Control-Allow-Origin"), "http://a.example:3000"),
+                "%s %s carries the origin", answers[i].method, answers[i].path);
+        if (answers[i].status == 405)
+            REQUIRE(!strcmp(header(&r, "Allow"), "GET, HEAD, OPTIONS"), "allow names OPTIONS");
+        free(r.all);
+    }
+    r = http(s.port, "GET", "/v1/models", "Origin: http://a.example:3000\r\n", NULL);
+    REQUIRE(r.status == 401 && header(&r, "Access-Control-Allow-Origin")[0],
+            "a page can read that its key is wrong");
+    free(r.all);
+    server_stop(&s);
+
+    /* '*': any origin, no Vary */
+    server_open(&s, 64, 8, 1, NULL, "*");
+    r = http(s.port, "OPTIONS", "/v1/completions", "Origin: http://anything:1\r\n", NULL);
+    REQUIRE(r.status == 204 && !strcmp(header(&r, "Access-Control-Allow-Origin"), "*") &&
+                !header(&r, "Vary")[0],
+            "any origin");
+    free(r.all);
+    server_stop(&s);
+
+    /* without --cors: no CORS headers, and OPTIONS is a method like any other */
+    server_start(&s, 64, 8, 1, NULL);
+    r = http(s.port, "OPTIONS", "/v1/completions", pre, NULL);
+    REQUIRE(r.status == 405 && !header(&r, "Access-Control-Allow-Origin")[0] &&
+                !strcmp(header(&r, "Allow"), "POST"),
+            "no preflight answered");
+    free(r.all);
+    r = http(s.port, "GET", "/health", pre, NULL);
+    REQUIRE(r.status == 200 && !header(&r, "Access-Control-Allow-Origin")[0], "no header");
+    free(r.all);
+    server_stop(&s);
+
+    /* what --cors takes, checked before anything starts */
+    static const struct {
+        const char *cors;
+        bool ok;
+        const char *says;
+    } specs[] = {
+        {"*", true, NULL},
+        {"http://localhost:5173", true, NULL},
+        {"https://a.example,http://[::1]:8000", true, NULL},
+        {"", false, "empty origin"},
+        {"http://a,", false, "empty origin"},
+        {"*,http://a", false, "stands alone"},
+        {"localhost:5173", false, "http:// or https://"},
+        {"ftp://a", false, "http:// or https://"},
+        {"http://", false, "no host"},
+        {"http://a.example/", false, "no path"},
+        {"http://a.example/app", false, "no path"},
+        {"http://a b", false, "character"},
+        {"http://a,http://b,http://c,http://d,http://e,http://f,http://g,http://h,http://i,"
+         "http://j,http://k,http://l,http://m,http://n,http://o,http://p,http://q",
+         false, "more than 16"},
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        struct api_config c = {.listen = "127.0.0.1:0", .cors = specs[i].cors};
+        char err[256] = "";
+        bool okay = api_check_listen(&c, err, sizeof err);
+        REQUIRE(okay == specs[i].ok, "--cors '%s': %s", specs[i].cors, err);
+        if (specs[i].says)
+            REQUIRE(strstr(err, specs[i].says), "--cors '%s': %s", specs[i].cors, err);
+    }
+}
+
 /* A connection to port from the loopback address 127.0.0.last (-1 when refused). */
 static int connect_from(int port, int last) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1209,6 +1358,7 @@ int main(void) {
     test_tokenize();
     test_errors();
     test_auth();
+    test_cors();
     test_busy_and_disconnect();
     test_per_address_limit();
     test_concurrent();

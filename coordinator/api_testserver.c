@@ -2,7 +2,7 @@
  * the openai-npm test (tests/node). Prints "URL <url>" on stdout once listening, then serves
  * until SIGINT/SIGTERM.
  *   api_testserver [--model M.gguf] [--http HOST:PORT] [--api-key KEY|FILE] [--no-api-key]
- *                  [--ctx N] [--max-open N] [--token-delay-ms N] */
+ *                  [--cors ORIGINS] [--ctx N] [--max-open N] [--token-delay-ms N] */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +41,8 @@ int main(int argc, char **argv) {
             cfg.listen = v;
         else if (!strcmp(a, "--api-key"))
             cfg.api_key = v;
+        else if (!strcmp(a, "--cors"))
+            cfg.cors = v;
         else if (!strcmp(a, "--ctx"))
             cfg.n_ctx = atoi(v);
         else if (!strcmp(a, "--max-open"))
@@ -85,7 +87,8 @@ done:
     gguf_close(&g);
     return rc;
 usage:
-    fprintf(stderr, "usage: api_testserver [--model M] [--http HOST:PORT] [--api-key K] "
-                    "[--no-api-key] [--ctx N] [--max-open N] [--token-delay-ms N]\n");
+    fprintf(stderr,
+            "usage: api_testserver [--model M] [--http HOST:PORT] [--api-key K] "
+            "[--no-api-key] [--cors ORIGINS] [--ctx N] [--max-open N] [--token-delay-ms N]\n");
     return 2;
 }

@@ -298,10 +298,10 @@ bad_model)
     note "--log-dir of 20 characters: '$(cat "$WORK/k40.txt")'"
     # a bad --http, or a non-loopback one without a key, is refused (exit 2) before any key,
     # log folder or daemon exists, and the message names the way out
-    http_refused() { # ADDRESS WHAT-THE-ERROR-SAYS
+    http_refused() { # ADDRESS WHAT-THE-ERROR-SAYS [OPTION...]
         set +e
         timeout 30 "$CARAVAN" cluster --model "$STORIES" --http "$1" --log-dir "$WORK/logs_http" \
-            >/dev/null 2>"$WORK/http.err"
+            "${@:3}" >/dev/null 2>"$WORK/http.err"
         rc=$?
         set -e
         [ "$rc" = 2 ] || fail "--http $1: exit $rc, not 2: $(head -c 300 "$WORK/http.err")"
@@ -319,6 +319,7 @@ bad_model)
         ! grep -q -- "--top-k applies" "$WORK/warn.err" ||
         fail "sampling options without --prompt: $(head -c 400 "$WORK/warn.err")"
     note "--http 0.0.0.0:0: $(cat "$WORK/http.err")"
+    http_refused 127.0.0.1:0 "an origin has no path" --cors http://localhost:5173/app
     # --max-memory: a bad size is refused at once; a doubtful one is said (bytes meant as MiB)
     set +e
     timeout 30 "$CARAVAN" cluster --model "$STORIES" --max-memory 12X --log-dir "$WORK/logs_mm" \
@@ -331,15 +332,19 @@ bad_model)
         >/dev/null 2>"$WORK/mm.err" || true
     grep -q -- "--max-memory 512 is 512 bytes" "$WORK/mm.err" ||
         fail "--max-memory 512: no warning in $(head -c 300 "$WORK/mm.err")"
-    # ... which `caravan cluster` takes and passes on
+    # ... which `caravan cluster` takes and passes on, as --cors
     . "$(dirname "$0")/lib.sh"
     "$CARAVAN" cluster --model "$STORIES" --workers 1 --shared-file --http 0.0.0.0:0 \
-        --no-api-key --log-dir "$WORK/logs_open" >"$WORK/open.out" 2>"$WORK/open.err" &
+        --no-api-key --cors http://app.example:5173 --log-dir "$WORK/logs_open" \
+        >"$WORK/open.out" 2>"$WORK/open.err" &
     launcher=$!
     wait_for "$WORK/open.out" '^http://' 60 || { kill "$launcher"; fail "--no-api-key: no URL"; }
     port=$(grep -m1 '^http://' "$WORK/open.out" | sed 's/.*://')
-    curl -fsS -m 10 "http://127.0.0.1:$port/health" >/dev/null ||
+    curl -fsS -m 10 -D "$WORK/open.head" -H 'Origin: http://app.example:5173' \
+        "http://127.0.0.1:$port/health" >/dev/null ||
         { kill "$launcher"; fail "--no-api-key: /health did not answer"; }
+    grep -qi '^Access-Control-Allow-Origin: http://app.example:5173' "$WORK/open.head" ||
+        { kill "$launcher"; fail "--cors was not passed on: $(cat "$WORK/open.head")"; }
     kill -INT "$launcher"
     wait "$launcher" || fail "--no-api-key: the launcher exited with $?"
     ;;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ctest page_chromium: the watch page (GET /) in headless Chromium against a real
-# `caravan cluster` (3 workers, stories260K): tests/node/page.browser.mjs. Skips (77) when node,
+# `caravan cluster` (3 workers, stories260K): tests/node/page.browser.mjs; then --cors, a page of
+# another origin calling api_testserver (tests/node/cors.browser.mjs). Skips (77) when node,
 # playwright-core (cd tests/node && npm ci), /usr/bin/chromium or the model are missing.
 # CARAVAN_SCREENSHOT=FILE keeps a PNG of the page (docs/screenshot.png is made this way).
 set -euo pipefail
@@ -39,6 +40,7 @@ url="$(grep -m1 '^http://' "$tmp/out" || true)"
 
 rc=0
 CARAVAN_URL="$url" CARAVAN_WORKERS=3 node --test "$here/page.browser.mjs" || rc=$?
+CARAVAN_BIN="$bin" node --test "$here/cors.browser.mjs" || rc=$?
 kill -INT "$pid"
 wait "$pid" || { echo "caravan cluster exited with status $?"; cat "$tmp/err"; rc=1; }
 pid=""
