@@ -567,7 +567,7 @@ int cmd_cluster(int argc, char **argv) {
         struct api_config acfg = {
             .listen = c->http, .api_key = c->api_key, .no_api_key = c->no_api_key, .cors = c->cors};
         if (!api_check_listen(&acfg, err, sizeof err)) {
-            fprintf(stderr, "error: cannot serve the API on %s: %s\n", c->http, err);
+            fprintf(stderr, "error: cannot serve the API: %s\n", err);
             goto out;
         }
     }

@@ -387,7 +387,7 @@ int cmd_coordinator(int argc, char **argv) {
                                   .no_api_key = cli.no_api_key,
                                   .cors = cli.cors};
         if (!api_check_listen(&acfg, err, sizeof err)) {
-            fprintf(stderr, "error: cannot serve the API on %s: %s\n", cli.http, err);
+            fprintf(stderr, "error: cannot serve the API: %s\n", err);
             return 2;
         }
     }
@@ -627,7 +627,7 @@ int cmd_coordinator(int argc, char **argv) {
         char err[256];
         api = api_start(&acfg, err, sizeof err);
         if (!api) {
-            fprintf(stderr, "error: cannot serve the API on %s: %s\n", cli.http, err);
+            fprintf(stderr, "error: cannot serve the API: %s\n", err);
             goto done;
         }
         LOG(LOG_INFO, "coordinator: OpenAI-compatible API at %s (chat format %s)", api_url(api),
