@@ -47,6 +47,7 @@ struct cors {
 struct api {
     struct api_config cfg;
     struct cors cors;
+    bool local_open; /* loopback without a key: only localhost or IP literals as Host */
     char key[512];
     size_t key_len; /* 0: no key required */
     char bos_text[128], eos_text[128];
@@ -1759,9 +1760,49 @@ static enum MHD_Result preflight(api_t *api, struct MHD_Connection *c, const cha
     return queue(api, c, 204, resp);
 }
 
+/* A Host header that names this machine as no DNS answer can: "localhost" or an IP literal
+ * (any port). A web page that points a name of its own at 127.0.0.1 (DNS rebinding) sends its
+ * name here, and is the same origin as this server in the browser's eyes. */
+static bool host_is_local(const char *host) {
+    char name[64];
+    unsigned char addr[16];
+    size_t len = host[0] == '[' ? strcspn(host + 1, "]") : strcspn(host, ":");
+    if (len >= sizeof name) return false;
+    memcpy(name, host + (host[0] == '['), len);
+    name[len] = 0;
+    if (host[0] == '[') return host[len + 1] == ']' && inet_pton(AF_INET6, name, addr) == 1;
+    return !strcasecmp(name, "localhost") || inet_pton(AF_INET, name, addr) == 1;
+}
+
+/* The page that sent the request is one of this server's own (the watch page at /). */
+static bool same_origin(const char *origin, const char *host) {
+    const char *rest = !strncasecmp(origin, "http://", 7)    ? origin + 7
+                       : !strncasecmp(origin, "https://", 8) ? origin + 8
+                                                             : NULL;
+    return rest && host && !strcasecmp(rest, host);
+}
+
 static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *url,
                              const char *method, struct conn *cn) {
     struct api_err e;
+    /* Browsers only: other clients send no Origin, and their Host is what they were told. */
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (api->local_open && host && !host_is_local(host)) {
+        set_err(&e, 403, NULL, "host_not_allowed",
+                "Host %.100s: this server listens on loopback without an API key, so it answers "
+                "only localhost and IP addresses (any web page can point a name of its own at "
+                "127.0.0.1); give --api-key to serve other names",
+                host);
+        return send_error(api, c, &e, NULL);
+    }
+    if (origin && !same_origin(origin, host) && !cors_allows(&api->cors, origin)) {
+        set_err(&e, 403, NULL, "origin_not_allowed",
+                "a page of %.100s may not call this server: only its own pages and those of the "
+                "origins --cors names may",
+                origin);
+        return send_error(api, c, &e, NULL);
+    }
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     bool post = !strcmp(method, "POST");
     bool options = !strcmp(method, "OPTIONS") && api->cors.n;
@@ -2062,6 +2103,7 @@ api_t *api_start(const struct api_config *cfg, char *err, size_t errcap) {
     if (!listen_resolve(cfg, &ls, err, errcap)) goto fail;
     memcpy(api->key, ls.key, sizeof api->key);
     api->key_len = ls.key_len;
+    api->local_open = !api->key_len && is_loopback(ls.ai->ai_addr);
     memset(ls.key, 0, sizeof ls.key);
     api_init_text(api);
 

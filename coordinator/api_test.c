@@ -74,9 +74,10 @@ static void send_request(int fd, const char *method, const char *path, const cha
                          const char *body) {
     char head[1024];
     size_t blen = body ? strlen(body) : 0;
-    int n =
-        snprintf(head, sizeof head, "%s %s HTTP/1.0\r\nHost: test\r\nContent-Length: %zu\r\n%s\r\n",
-                 method, path, blen, headers ? headers : "");
+    /* Host: 127.0.0.1 unless headers name one */
+    bool host = headers && strstr(headers, "Host:");
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.0\r\n%sContent-Length: %zu\r\n%s\r\n", method,
+                     path, host ? "" : "Host: 127.0.0.1\r\n", blen, headers ? headers : "");
     REQUIRE(write(fd, head, (size_t)n) == n, "write head");
     if (blen) REQUIRE(write(fd, body, blen) == (ssize_t)blen, "write body");
 }
@@ -1040,8 +1041,9 @@ static void test_cors(void) {
         r = http(s.port, "OPTIONS", "/v1/completions", others[i], NULL);
         check_error(&r, 403, NULL);
         r = http(s.port, "GET", "/health", others[i], NULL);
-        REQUIRE(r.status == 200 && !header(&r, "Access-Control-Allow-Origin")[0],
-                "no allow-origin for %s", others[i] ? others[i] : "no origin");
+        REQUIRE(r.status == (others[i] ? 403 : 200) &&
+                    !header(&r, "Access-Control-Allow-Origin")[0],
+                "%s: %d", others[i] ? others[i] : "no origin", r.status);
         free(r.all);
     }
     r = http(s.port, "OPTIONS", "/v2/nothing", pre, NULL);
@@ -1085,15 +1087,61 @@ static void test_cors(void) {
     free(r.all);
     server_stop(&s);
 
-    /* without --cors: no CORS headers, and OPTIONS is a method like any other */
+    /* without --cors: no CORS headers; a page of another origin is refused, the server's own
+     * page is served, and OPTIONS is a method like any other */
     server_start(&s, 64, 8, 1, NULL);
     r = http(s.port, "OPTIONS", "/v1/completions", pre, NULL);
-    REQUIRE(r.status == 405 && !header(&r, "Access-Control-Allow-Origin")[0] &&
-                !strcmp(header(&r, "Allow"), "POST"),
-            "no preflight answered");
+    check_error(&r, 403, NULL);
+    r = http(s.port, "POST", "/v1/completions", "Origin: http://evil.example\r\n",
+             "{\"prompt\":\"Once\",\"max_tokens\":2}");
+    check_error(&r, 403, NULL);
+    char own[160];
+    snprintf(own, sizeof own, "Host: 127.0.0.1:%d\r\nOrigin: http://127.0.0.1:%d\r\n", s.port,
+             s.port);
+    r = http(s.port, "POST", "/v1/completions", own, "{\"prompt\":\"Once\",\"max_tokens\":2}");
+    REQUIRE(r.status == 200 && !header(&r, "Access-Control-Allow-Origin")[0], "own page: %d",
+            r.status);
     free(r.all);
-    r = http(s.port, "GET", "/health", pre, NULL);
-    REQUIRE(r.status == 200 && !header(&r, "Access-Control-Allow-Origin")[0], "no header");
+    snprintf(own, sizeof own, "Host: 127.0.0.1:%d\r\nOrigin: http://127.0.0.1:%d\r\n", s.port,
+             s.port + 1);
+    r = http(s.port, "POST", "/v1/completions", own, "{\"prompt\":\"Once\",\"max_tokens\":2}");
+    check_error(&r, 403, NULL); /* another port is another origin */
+    snprintf(own, sizeof own, "Host: 127.0.0.1:%d\r\n", s.port);
+    r = http(s.port, "OPTIONS", "/v1/completions", own, NULL);
+    REQUIRE(r.status == 405 && !strcmp(header(&r, "Allow"), "POST"), "OPTIONS: %d", r.status);
+    free(r.all);
+    server_stop(&s);
+
+    /* loopback without a key: a Host that DNS could point here (rebinding) is refused */
+    server_start(&s, 64, 8, 1, NULL);
+    static const struct {
+        const char *host;
+        int status;
+    } hosts[] = {
+        {"Host: evil.example\r\n", 403},
+        {"Host: evil.example:8080\r\n", 403},
+        {"Host: 127.0.0.1.nip.io\r\n", 403},
+        {"Host: localhost.evil\r\n", 403},
+        {"Host: [::1\r\n", 403},
+        {"Host: localhost:8080\r\n", 200},
+        {"Host: LOCALHOST\r\n", 200},
+        {"Host: 127.0.0.1\r\n", 200},
+        {"Host: 127.9.9.9:1\r\n", 200},
+        {"Host: 10.1.2.3:8080\r\n", 200},
+        {"Host: [::1]:8080\r\n", 200},
+    };
+    for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
+        r = http(s.port, "GET", "/health", hosts[i].host, NULL);
+        REQUIRE(r.status == hosts[i].status, "%.*s: %d", (int)strcspn(hosts[i].host, "\r"),
+                hosts[i].host, r.status);
+        if (r.status == 403) REQUIRE(strstr(r.body, "host_not_allowed"), "%s", r.body);
+        free(r.all);
+    }
+    server_stop(&s);
+    /* with a key any name is served: a page cannot send the key it does not know */
+    server_start(&s, 64, 8, 1, "k");
+    r = http(s.port, "GET", "/health", "Host: caravan.example.org\r\n", NULL);
+    REQUIRE(r.status == 200, "a named host with a key: %d", r.status);
     free(r.all);
     server_stop(&s);
 

@@ -1,7 +1,9 @@
 // --cors in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core): a page
 // served from another origin calls the API as a browser app does (Authorization, a JSON body,
 // the openai SDK's own x-stainless headers, so a preflight first) and reads a streamed answer;
-// the same page is blocked by a server without --cors, or with another origin in it.
+// the same page is blocked by a server without --cors, or with another origin in it; and a
+// request a page may send without asking (a "simple" POST, no preflight) to a server on
+// loopback without a key is refused before it computes anything.
 // CARAVAN_BIN: the folder holding api_testserver (the API over a fake serving loop).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -16,9 +18,9 @@ import { chromium } from "playwright-core";
 const bin = process.env.CARAVAN_BIN;
 const key = "cors-test-key";
 
-// api_testserver with these options; resolves to its URL
-async function apiServer(args, children) {
-  const child = spawn(join(bin, "api_testserver"), ["--api-key", key, ...args],
+// api_testserver with these options (and the key unless told otherwise); resolves to its URL
+async function apiServer(args, children, withKey = true) {
+  const child = spawn(join(bin, "api_testserver"), [...(withKey ? ["--api-key", key] : []), ...args],
                       { stdio: ["ignore", "pipe", "inherit"] });
   children.push(child);
   let out = "";
@@ -76,6 +78,7 @@ test("a page of a --cors origin calls the API; other pages are blocked",
     const allowed = await apiServer(["--cors", `https://elsewhere.example,${origin}`], children);
     const none = await apiServer([], children);
     const other = await apiServer(["--cors", "http://127.0.0.1:1"], children);
+    const open = await apiServer([], children, false); // loopback, no key
     browser = await chromium.launchPersistentContext(profile, {
       executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
       headless: true,
@@ -103,6 +106,26 @@ test("a page of a --cors origin calls the API; other pages are blocked",
     // the block is the browser's: the same request from outside a browser is answered
     const direct = await fetch(none + "/v1/models", { headers: { Authorization: "Bearer " + key } });
     assert.equal(direct.status, 200);
+
+    // A page may send a POST with a text/plain body to any address without a preflight; it
+    // cannot read the answer, but a server that computed it would have done a stranger's work.
+    const served = async () => {
+      const m = (await (await fetch(open + "/metrics")).text()).match(/^caravan_requests_total (\d+)$/m);
+      return Number(m[1]);
+    };
+    const simple = { prompt: "Once upon a time", max_tokens: 4 };
+    const sent = await page.evaluate(async ({ api, body }) => {
+      const r = await fetch(api + "/v1/completions", { method: "POST", mode: "no-cors",
+        headers: { "Content-Type": "text/plain" }, body: JSON.stringify(body) });
+      return r.type; // "opaque": sent, unreadable
+    }, { api: open, body: simple });
+    assert.equal(sent, "opaque");
+    assert.equal(await served(), 0, "the page's simple POST was computed");
+    // the same request without a browser's Origin is served and counted
+    const plain = await fetch(open + "/v1/completions", { method: "POST",
+      headers: { "Content-Type": "text/plain" }, body: JSON.stringify(simple) });
+    assert.equal(plain.status, 200);
+    assert.equal(await served(), 1);
   } finally {
     if (browser) await browser.close();
     rmSync(profile, { recursive: true, force: true });
