@@ -1909,7 +1909,12 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
         if (h->end_us >= h->start_us) st->compute_s += (double)(h->end_us - h->start_us) * 1e-6;
         if (h->start_us >= h->recv_us) st->wait_s += (double)(h->start_us - h->recv_us) * 1e-6;
         uint64_t from = i == 0 ? sent_us : r->hops[i - 1]->send_us;
-        if (from && h->recv_us >= from) st->network_s += (double)(h->recv_us - from) * 1e-6;
+        /* A step the first stage computed ahead began before it read the coordinator's Forward,
+         * which waited in its socket meanwhile: that wait was compute, and no link lay on the
+         * step's path but the last stage's step-ahead message (not timed here). */
+        const bool ahead = i == 0 && h->start_us < h->recv_us;
+        if (from && !ahead && h->recv_us >= from)
+            st->network_s += (double)(h->recv_us - from) * 1e-6;
         if (i + 1 == r->n_hops && now_us >= h->send_us && h->send_us)
             st->network_s += (double)(now_us - h->send_us) * 1e-6; /* the way back */
     }

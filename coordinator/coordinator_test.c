@@ -8,6 +8,7 @@
 #include "coordinator.h"
 
 #include <assert.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,8 +160,9 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
 
 /* A coordinator serving (its queue in *q) 2 layers over w1 and w2 (control connections 7 and
  * 8), ready at epoch 1. */
-static int g_max_compute_ms;    /* the next serving pair's --max-compute-ms (0: default) */
-static int g_max_load_stall_ms; /* and its --max-load-stall-ms */
+static int g_max_compute_ms;         /* the next serving pair's --max-compute-ms (0: default) */
+static uint64_t (*g_clock_us)(void); /* and its hop clock (NULL: none) */
+static int g_max_load_stall_ms;      /* and its --max-load-stall-ms */
 
 /* The configuration of a serving coordinator of n_layers layers over n workers, its requests
  * from q: small batches, the test key and the empty model's fingerprint. */
@@ -182,6 +184,7 @@ static coordinator_t *serving_pair_ahead(serve_queue_t **q, bool ahead,
     struct coordinator_config cfg = serving_config(*q, 2, 2);
     cfg.max_compute_ms = g_max_compute_ms;
     cfg.max_load_stall_ms = g_max_load_stall_ms;
+    cfg.clock_us = g_clock_us;
     cfg.ahead = ahead;
     coordinator_t *c = coordinator_new(&cfg);
     join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts);
@@ -241,6 +244,86 @@ static void token_result(coordinator_t *c, const Caravan__Forward *f, int32_t to
     struct coordinator_peer p = {&rid, 1, K2, "127.0.0.1", 0};
     coordinator_on_msg(c, &p, &env, test_now, acts);
     coordinator_actions_clear(acts);
+}
+
+static uint64_t fake_us;
+static uint64_t fake_clock(void) {
+    return fake_us;
+}
+
+/* w2's Result for Forward f (one row, token 9) with the stages' hop times {recv, start, end,
+ * send} each, as it arrives at fake_us. */
+static void hops_result(coordinator_t *c, const Caravan__Forward *f, const uint64_t t[2][4],
+                        struct coordinator_actions *acts) {
+    Caravan__Envelope env;
+    Caravan__Result r = CARAVAN__RESULT__INIT;
+    uint64_t seq = f->seq_id[f->n_tokens - 1];
+    int32_t pos = f->pos[f->n_tokens - 1], tok = 9;
+    Caravan__Hop hop[2] = {CARAVAN__HOP__INIT, CARAVAN__HOP__INIT}, *hops[2] = {&hop[0], &hop[1]};
+    for (int i = 0; i < 2; i++) {
+        hop[i].node_id = (uint32_t)i + 1;
+        hop[i].recv_us = t[i][0];
+        hop[i].start_us = t[i][1];
+        hop[i].end_us = t[i][2];
+        hop[i].send_us = t[i][3];
+    }
+    codec_envelope_init(&env, 1, 3);
+    r.batch_id = f->batch_id;
+    r.micro_batch = f->micro_batch;
+    r.n_rows = 1;
+    r.n_seq_id = r.n_pos = r.n_token = 1;
+    r.seq_id = &seq;
+    r.pos = &pos;
+    r.token = &tok;
+    r.n_hops = 2;
+    r.hops = hops;
+    env.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
+    env.result = &r;
+    uint8_t rid = 2;
+    struct coordinator_peer p = {&rid, 1, K2, "127.0.0.1", 0};
+    coordinator_on_msg(c, &p, &env, test_now, acts);
+    coordinator_actions_clear(acts);
+}
+
+/* The stages' network time (/metrics, the page's links) from the hops: each stage's from the
+ * one before it sent to its receive, the coordinator's Forward for the first, and the way back
+ * for the last. A step the first stage computed ahead adds none for it: the coordinator's
+ * Forward waited in its socket while it computed, which is no link on the step's path. */
+static void test_hop_network(struct coordinator_actions *acts) {
+    g_clock_us = fake_clock;
+    serve_queue_t *q = NULL;
+    coordinator_t *c = serving_pair_ahead(&q, true, acts);
+    g_clock_us = NULL;
+    serve_req_t *r = submit(q, 8);
+    fake_us = 1000000;
+    Caravan__Envelope *f1 = next_forward(c, 10, acts); /* sent at 1.000000 s */
+    const uint64_t plain[2][4] = {{1000300, 1000400, 1010400, 1010500},
+                                  {1010700, 1010700, 1020700, 1020800}};
+    fake_us = 1021000;
+    hops_result(c, f1->forward, plain, acts);
+    struct serve_metrics *m = serve_queue_metrics(q);
+    const double s0 = m->stage[0].network_s, s1 = m->stage[1].network_s;
+    serve_queue_metrics_done(q);
+    assert(fabs(s0 - 300e-6) < 1e-9);            /* coordinator -> w1 */
+    assert(fabs(s1 - (200e-6 + 200e-6)) < 1e-9); /* w1 -> w2, and w2 -> coordinator */
+    fake_us = 1021050;
+    Caravan__Envelope *f2 = next_forward(c, 11, acts);
+    assert(f2->forward->ahead_ok);
+    /* w1 computed ahead from 1.021100 to 1.031100, then read this Forward */
+    const uint64_t ahead[2][4] = {{1031150, 1021100, 1031100, 1031200},
+                                  {1031300, 1031300, 1041300, 1041400}};
+    fake_us = 1041500;
+    hops_result(c, f2->forward, ahead, acts);
+    m = serve_queue_metrics(q);
+    assert(fabs(m->stage[0].network_s - s0) < 1e-9); /* not the 10.1 ms it waited */
+    assert(fabs(m->stage[1].network_s - s1 - 200e-6) < 1e-9);
+    assert(fabs(m->stage[0].compute_s - 20e-3) < 1e-9 && m->stage[0].forwards == 2);
+    serve_queue_metrics_done(q);
+    codec_free(&f1);
+    codec_free(&f2);
+    serve_req_unref(&r);
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
 }
 
 /* Computing ahead: the coordinator asks for it (Forward.ahead_ok) only with cfg.ahead, and
@@ -1220,6 +1303,7 @@ int main(void) {
     test_stuck_load(&acts);
     test_unreachable(&acts);
     test_ahead_ok(&acts);
+    test_hop_network(&acts);
     test_snap();
     test_pool_machines();
     test_plan(&acts);
