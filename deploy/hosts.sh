@@ -35,7 +35,7 @@ hosts_file=${2:-}
 [ -n "$action" ] && [ -n "$hosts_file" ] || { usage >&2; exit 2; }
 shift 2
 model="" binary=$here/build/bin/caravan service=systemd api_key="" port=8080 cport=7000
-wport=7100 timeout=120 threads=0 wire=f32
+wport=7100 timeout=120 threads=0 wire=f32 cors=
 [ -x "$binary" ] || binary=$(command -v caravan || true)
 while [ $# -gt 0 ]; do
   case $1 in
@@ -48,6 +48,7 @@ while [ $# -gt 0 ]; do
     --worker-port) wport=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --wire-dtype) wire=$2; shift 2 ;;
+    --cors) cors=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "hosts.sh: unknown option '$1'" >&2; exit 2 ;;
@@ -218,6 +219,7 @@ workers = $n_workers
 wire-dtype = $wire
 http = 0.0.0.0:$port
 api-key = /etc/caravan/api-key
+${cors:+cors = $cors}
 EOF
 echo "chown caravan:caravan /etc/caravan/api-key /var/lib/caravan/model.gguf" | rsh "$t"
 for i in "${!roles[@]}"; do

@@ -93,7 +93,8 @@ sed -i '1i # a comment line, as in a hand-written hosts file' "$tmp/hosts"
 
 export CARAVAN_SSH_OPTS=$ssh_opts
 out=$(bash "$src/deploy/hosts.sh" up "$tmp/hosts" --model "$CARAVAN_SHARED/models/stories260K.gguf" \
-  --service direct --binary "$CARAVAN_BIN/caravan" --threads 1 --timeout 60 2>"$tmp/up.log")
+  --service direct --binary "$CARAVAN_BIN/caravan" --threads 1 --timeout 60 \
+  --cors http://app.example:5173 2>"$tmp/up.log")
 rc=$?
 cat "$tmp/up.log"
 [ $rc -eq 0 ] || {
@@ -127,6 +128,11 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json
 resp=$(curl -fsS -m 30 -H "Authorization: Bearer $CARAVAN_API_KEY" -H 'Content-Type: application/json' \
   -d "$body" "$CARAVAN_URL/v1/completions") || fail "completion failed"
 grep -q '"completion_tokens":16' <<<"$resp" || fail "unexpected answer: $resp"
+# --cors reached the coordinator's config: a page of that origin may read the answers
+curl -fsS -m 10 -D "$tmp/cors.head" -o /dev/null -H 'Origin: http://app.example:5173' \
+  "$CARAVAN_URL/health" || fail "/health with an Origin failed"
+grep -qi '^Access-Control-Allow-Origin: http://app.example:5173' "$tmp/cors.head" ||
+  fail "--cors not in effect: $(cat "$tmp/cors.head")"
 echo "answer: $(sed -E 's/.*"text":"([^"]*)".*/\1/' <<<"$resp")"
 curl -fsS "$CARAVAN_URL/cluster" | grep -q '"w' || true
 
