@@ -65,7 +65,7 @@ static const struct opt run_opts[] = {
     {"prompt", 'p', OPT_STRING, offsetof(struct run_cfg, prompt), "Once upon a time", 0, -1, "TEXT",
      "prompt text"},
     {"n-predict", 'n', OPT_INT, offsetof(struct run_cfg, n_predict), "64", 0, 1 << 20, "N",
-     "tokens to generate"},
+     "tokens to generate (0: the prompt alone, to time it)"},
     {"temp", 0, OPT_FLOAT, offsetof(struct run_cfg, temp), "0.8", 0, 100, "T",
      "temperature; 0 is greedy"},
     {"top-k", 0, OPT_INT, offsetof(struct run_cfg, top_k), "40", 0, 1 << 24, "K",
