@@ -223,9 +223,10 @@ static Caravan__Envelope *next_forward(coordinator_t *c, uint64_t now_ms,
     return env;
 }
 
-/* The last stage's sampled token for the last row of Forward f (from w2). */
-static void token_result(coordinator_t *c, const Caravan__Forward *f, int32_t tok,
-                         struct coordinator_actions *acts) {
+/* The last stage's sampled token for the last row of Forward f (from w2), with n_hops hop
+ * times. */
+static void result_hops(coordinator_t *c, const Caravan__Forward *f, int32_t tok,
+                        Caravan__Hop **hops, size_t n_hops, struct coordinator_actions *acts) {
     Caravan__Envelope env;
     Caravan__Result r = CARAVAN__RESULT__INIT;
     uint64_t seq = f->seq_id[f->n_tokens - 1];
@@ -238,6 +239,8 @@ static void token_result(coordinator_t *c, const Caravan__Forward *f, int32_t to
     r.seq_id = &seq;
     r.pos = &pos;
     r.token = &tok;
+    r.n_hops = n_hops;
+    r.hops = hops;
     env.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
     env.result = &r;
     uint8_t rid = 2;
@@ -246,19 +249,20 @@ static void token_result(coordinator_t *c, const Caravan__Forward *f, int32_t to
     coordinator_actions_clear(acts);
 }
 
+static void token_result(coordinator_t *c, const Caravan__Forward *f, int32_t tok,
+                         struct coordinator_actions *acts) {
+    result_hops(c, f, tok, NULL, 0, acts);
+}
+
 static uint64_t fake_us;
 static uint64_t fake_clock(void) {
     return fake_us;
 }
 
-/* w2's Result for Forward f (one row, token 9) with the stages' hop times {recv, start, end,
- * send} each, as it arrives at fake_us. */
+/* w2's Result for Forward f (token 9) with the stages' hop times {recv, start, end, send}
+ * each, as it arrives at fake_us. */
 static void hops_result(coordinator_t *c, const Caravan__Forward *f, const uint64_t t[2][4],
                         struct coordinator_actions *acts) {
-    Caravan__Envelope env;
-    Caravan__Result r = CARAVAN__RESULT__INIT;
-    uint64_t seq = f->seq_id[f->n_tokens - 1];
-    int32_t pos = f->pos[f->n_tokens - 1], tok = 9;
     Caravan__Hop hop[2] = {CARAVAN__HOP__INIT, CARAVAN__HOP__INIT}, *hops[2] = {&hop[0], &hop[1]};
     for (int i = 0; i < 2; i++) {
         hop[i].node_id = (uint32_t)i + 1;
@@ -267,22 +271,7 @@ static void hops_result(coordinator_t *c, const Caravan__Forward *f, const uint6
         hop[i].end_us = t[i][2];
         hop[i].send_us = t[i][3];
     }
-    codec_envelope_init(&env, 1, 3);
-    r.batch_id = f->batch_id;
-    r.micro_batch = f->micro_batch;
-    r.n_rows = 1;
-    r.n_seq_id = r.n_pos = r.n_token = 1;
-    r.seq_id = &seq;
-    r.pos = &pos;
-    r.token = &tok;
-    r.n_hops = 2;
-    r.hops = hops;
-    env.body_case = CARAVAN__ENVELOPE__BODY_RESULT;
-    env.result = &r;
-    uint8_t rid = 2;
-    struct coordinator_peer p = {&rid, 1, K2, "127.0.0.1", 0};
-    coordinator_on_msg(c, &p, &env, test_now, acts);
-    coordinator_actions_clear(acts);
+    result_hops(c, f, 9, hops, 2, acts);
 }
 
 /* The stages' network time (/metrics, the page's links) from the hops: each stage's from the
