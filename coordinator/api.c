@@ -970,7 +970,7 @@ static cJSON *parse_body(const char *body, size_t len, struct api_err *e) {
 }
 
 unsigned api_parse_request(const struct api_config *cfg, const char *body, size_t len, bool chat,
-                           int32_t *n_prompt, int32_t *max_tokens) {
+                           int32_t *n_prompt, int32_t *max_tokens, bool *echo) {
     api_t api = {.cfg = *cfg};
     api_init_text(&api);
     struct api_err e = {0};
@@ -987,6 +987,7 @@ unsigned api_parse_request(const struct api_config *cfg, const char *body, size_
     if (!status) {
         *n_prompt = g.n_prompt[0];
         *max_tokens = g.max_tokens[0];
+        *echo = g.echo;
     }
     gen_free_prompts(&g);
     cJSON_Delete(root);

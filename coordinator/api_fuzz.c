@@ -1,9 +1,10 @@
 /* api_fuzz: libFuzzer target for what the HTTP API does with untrusted bytes.
  * First byte even: the rest is a request body for /v1/completions (bit 1 clear) or
  * /v1/chat/completions (bit 1 set); it must be refused with 400/500 or give a prompt and
- * max_tokens that fit the context. First byte odd: the rest is "STOP\0IDS" (ids as 16-bit
- * little-endian pairs): the streamed deltas must add up to the plain answer. The tokenizer is
- * stories260K's from $CARAVAN_SHARED/models (default: the configured shared/ folder). */
+ * max_tokens that fit the context (max_tokens 0 only with echo). First byte odd: the rest is
+ * "STOP\0IDS" (ids as 16-bit little-endian pairs): the streamed deltas must add up to the plain
+ * answer. The tokenizer is stories260K's from $CARAVAN_SHARED/models (default: the configured
+ * shared/ folder). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,9 +40,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                  .n_ctx = 64,
                                  .queue = queue};
         int32_t np = 0, mt = 0;
+        bool echo = false;
         unsigned st =
-            api_parse_request(&cfg, (const char *)data + 1, size - 1, data[0] & 2, &np, &mt);
-        if (st == 0 && !(np >= 1 && np < cfg.n_ctx && mt >= 1 && np + mt <= cfg.n_ctx)) abort();
+            api_parse_request(&cfg, (const char *)data + 1, size - 1, data[0] & 2, &np, &mt, &echo);
+        /* max_tokens 0: a prompt scored, which only echo asks for */
+        if (st == 0 &&
+            !(np >= 1 && np < cfg.n_ctx && (mt >= 1 || (echo && mt == 0)) && np + mt <= cfg.n_ctx))
+            abort();
         if (st != 0 && st != 400 && st != 500) abort();
         return 0;
     }

@@ -8,10 +8,11 @@
 #include "api.h"
 
 /* Parses a POST /v1/completions (chat = false) or /v1/chat/completions body exactly as the
- * server does before submitting it. Returns 0 when it would be submitted (then *n_prompt and
- * *max_tokens are what the request would carry), else the HTTP status it would answer. */
+ * server does before submitting it. Returns 0 when it would be submitted (then *n_prompt,
+ * *max_tokens and *echo are what the request would carry: max_tokens is 0 only for an echo,
+ * a prompt scored), else the HTTP status it would answer. */
 unsigned api_parse_request(const struct api_config *cfg, const char *body, size_t len, bool chat,
-                           int32_t *n_prompt, int32_t *max_tokens);
+                           int32_t *n_prompt, int32_t *max_tokens, bool *echo);
 
 /* Runs ids[0..n) (then the finish `fin`) through the decoder and the stop strings twice: as a
  * plain answer and as a stream (the deltas concatenated). Both malloc'd, NUL-terminated; the

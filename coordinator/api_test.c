@@ -1373,20 +1373,30 @@ static void test_parse(void) {
                              .default_max_tokens = 10,
                              .queue = q};
     int32_t np = 0, mt = 0;
+    bool echo = true;
     const char *b = "{\"prompt\":\"Once upon a time\"}";
-    REQUIRE(api_parse_request(&cfg, b, strlen(b), false, &np, &mt) == 0 && np == 5 && mt == 10,
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), false, &np, &mt, &echo) == 0 && np == 5 &&
+                mt == 10,
             "default max_tokens");
     b = "{\"prompt\":\"Once upon a time\",\"max_tokens\":100}";
-    REQUIRE(api_parse_request(&cfg, b, strlen(b), false, &np, &mt) == 0 && mt == 32 - 5,
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), false, &np, &mt, &echo) == 0 && mt == 32 - 5,
             "clamped to the context");
     b = "{\"prompt\":\"Once upon a time\",\"max_tokens\":100}";
-    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 400, "chat needs messages");
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt, &echo) == 400,
+            "chat needs messages");
     b = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
-    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 400,
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt, &echo) == 400,
             "chatml is too long here");
     cfg.n_ctx = 4096;
-    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt) == 0 && np > 10, "chat");
-    REQUIRE(api_parse_request(&cfg, b, 5, true, &np, &mt) == 400, "truncated JSON");
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), true, &np, &mt, &echo) == 0 && np > 10, "chat");
+    REQUIRE(api_parse_request(&cfg, b, 5, true, &np, &mt, &echo) == 400, "truncated JSON");
+    /* no tokens to generate: only a prompt scored (echo) */
+    b = "{\"prompt\":\"Once upon a time\",\"max_tokens\":0,\"echo\":true}";
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), false, &np, &mt, &echo) == 0 && mt == 0 && echo,
+            "echo, max_tokens 0");
+    b = "{\"prompt\":\"Once upon a time\",\"max_tokens\":0}";
+    REQUIRE(api_parse_request(&cfg, b, strlen(b), false, &np, &mt, &echo) == 400,
+            "max_tokens 0 without echo");
     serve_queue_destroy(&q);
 }
 
