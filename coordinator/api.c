@@ -243,6 +243,14 @@ static enum MHD_Result send_error(api_t *api, struct MHD_Connection *c, const st
     return send_body(api, c, e->status, body, "application/json", allow);
 }
 
+/* A 403 (origin or Host): counted, so a page that --cors should name shows up in /metrics. */
+static enum MHD_Result forbid(api_t *api, struct MHD_Connection *c, const struct api_err *e) {
+    struct serve_metrics *m = serve_queue_metrics(api->cfg.queue);
+    m->requests_forbidden++;
+    serve_queue_metrics_done(api->cfg.queue);
+    return send_error(api, c, e, NULL);
+}
+
 /* ==== Parsing a generation request ==================================================== */
 
 struct gen {
@@ -1638,6 +1646,10 @@ static char *metrics_text(api_t *api) {
     prom_metric(f, "caravan_requests_rejected_total", "counter",
                 "Generation requests refused (400 bad request or too long, 429 busy).",
                 (double)m->requests_rejected);
+    prom_metric(f, "caravan_requests_forbidden_total", "counter",
+                "Requests refused with 403: a web page of an origin --cors does not name, or a "
+                "Host that is not this server's.",
+                (double)m->requests_forbidden);
     prom_metric(f, "caravan_requests_failed_total", "counter", "Requests that ended with an error.",
                 (double)m->requests_failed);
     prom_metric(f, "caravan_prompt_tokens_total", "counter", "Prompt tokens processed.",
@@ -1741,7 +1753,7 @@ static enum MHD_Result preflight(api_t *api, struct MHD_Connection *c, const cha
         struct api_err e;
         set_err(&e, 403, NULL, "origin_not_allowed", "%s: the origin %s is not one --cors names",
                 url, origin ? origin : "(none)");
-        return send_error(api, c, &e, NULL);
+        return forbid(api, c, &e);
     }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -1795,14 +1807,14 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
                 "only localhost and IP addresses (any web page can point a name of its own at "
                 "127.0.0.1); give --api-key to serve other names",
                 host);
-        return send_error(api, c, &e, NULL);
+        return forbid(api, c, &e);
     }
     if (origin && !same_origin(origin, host) && !cors_allows(&api->cors, origin)) {
         set_err(&e, 403, NULL, "origin_not_allowed",
                 "a page of %.100s may not call this server: only its own pages and those of the "
                 "origins --cors names may",
                 origin);
-        return send_error(api, c, &e, NULL);
+        return forbid(api, c, &e);
     }
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     bool post = !strcmp(method, "POST");

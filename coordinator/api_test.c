@@ -1137,6 +1137,13 @@ static void test_cors(void) {
         if (r.status == 403) REQUIRE(strstr(r.body, "host_not_allowed"), "%s", r.body);
         free(r.all);
     }
+    r = http(s.port, "POST", "/v1/completions", "Origin: http://evil.example\r\n", "{}");
+    check_error(&r, 403, NULL);
+    r = http(s.port, "GET", "/metrics", NULL, NULL); /* 5 names, 1 origin */
+    REQUIRE(r.status == 200 && strstr(r.body, "\ncaravan_requests_forbidden_total 6\n") &&
+                strstr(r.body, "\ncaravan_requests_rejected_total 0\n"),
+            "403s counted as such: %s", r.body);
+    free(r.all);
     server_stop(&s);
     /* with a key any name is served: a page cannot send the key it does not know */
     server_start(&s, 64, 8, 1, "k");

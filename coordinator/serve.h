@@ -104,9 +104,10 @@ const struct serve_token *serve_req_tokens(const serve_req_t *r);
 
 /* Counters for /metrics. The loop updates them under the queue's lock (serve_queue_metrics
  * returns the struct locked; serve_queue_metrics_done unlocks). Exceptions, counted by serve.c
- * and api.c: requests_total (each accepted serve_queue_submit) and requests_rejected
- * (refused submits: 429; and the API's 400s). `queued` is what the loop holds waiting for a
- * slot; /metrics adds serve_queue_pending() (submitted, not yet taken) to it. */
+ * and api.c: requests_total (each accepted serve_queue_submit), requests_rejected
+ * (refused submits: 429; and the API's 400s) and requests_forbidden (the API's 403s). `queued` is
+ * what the loop holds waiting for a slot; /metrics adds serve_queue_pending() (submitted, not yet
+ * taken) to it. */
 #define SERVE_MAX_STAGES 64
 #define SERVE_TTFT_BUCKETS 8
 struct serve_stage_metrics {
@@ -118,7 +119,8 @@ struct serve_stage_metrics {
 };
 struct serve_metrics {
     uint64_t requests_total;
-    uint64_t requests_rejected; /* 429 / 400 */
+    uint64_t requests_rejected;  /* 429 / 400 */
+    uint64_t requests_forbidden; /* 403: a page of another origin, or a Host not this server's */
     uint64_t requests_failed;
     uint64_t prompt_tokens_total;
     uint64_t generated_tokens_total;
