@@ -1744,6 +1744,13 @@ static enum MHD_Result send_page(api_t *api, struct MHD_Connection *c) {
     return queue(api, c, 200, resp);
 }
 
+/* The methods a route takes, for 405's Allow and a preflight's answer: OPTIONS too when --cors
+ * has the server answer preflights. */
+static const char *route_methods(const api_t *api, bool post) {
+    if (post) return api->cors.n ? "POST, OPTIONS" : "POST";
+    return api->cors.n ? "GET, HEAD, OPTIONS" : "GET, HEAD";
+}
+
 /* A browser's preflight (OPTIONS) before a cross-origin request that sends Authorization or
  * a JSON body: which methods and headers the page may use. No key is asked: the browser sends
  * none with it. */
@@ -1758,8 +1765,7 @@ static enum MHD_Result preflight(api_t *api, struct MHD_Connection *c, const cha
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
-    MHD_add_response_header(resp, "Access-Control-Allow-Methods",
-                            post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", route_methods(api, post));
     /* the headers the page asks for (the openai SDK sends a dozen of its own): no cookie or
      * other ambient credential is honoured here, so naming any of them grants nothing */
     const char *asked =
@@ -1856,9 +1862,7 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     if (options) return preflight(api, c, url, routes[i].post);
     if (routes[i].post ? !post : !get) {
         set_err(&e, 405, NULL, "method_not_allowed", "%s does not take %s", url, method);
-        const char *allow = routes[i].post ? (api->cors.n ? "POST, OPTIONS" : "POST")
-                                           : (api->cors.n ? "GET, HEAD, OPTIONS" : "GET, HEAD");
-        return send_error(api, c, &e, allow);
+        return send_error(api, c, &e, route_methods(api, routes[i].post));
     }
     if (cn->too_big) {
         set_err(&e, 413, NULL, "too_large", "the body is larger than %u bytes", API_MAX_BODY);
@@ -2064,7 +2068,8 @@ static bool cors_parse(const char *spec, struct cors *cors, char *err, size_t er
         size_t len = strcspn(p, ",");
         while (len && p[len - 1] == ' ') len--;
         const char *why = NULL;
-        size_t scheme = !strncmp(p, "http://", 7) ? 7 : !strncmp(p, "https://", 8) ? 8 : 0;
+        /* as same_origin and cors_allows compare: without regard to case */
+        size_t scheme = !strncasecmp(p, "http://", 7) ? 7 : !strncasecmp(p, "https://", 8) ? 8 : 0;
         if (!len)
             why = "an empty origin";
         else if (len == 1 && *p == '*')

@@ -1161,6 +1161,7 @@ static void test_cors(void) {
         {"*", true, NULL},
         {"http://localhost:5173", true, NULL},
         {"https://a.example,http://[::1]:8000", true, NULL},
+        {"HTTPS://App.Example", true, NULL}, /* compared without regard to case, as sent */
         {"", false, "empty origin"},
         {"http://a,", false, "empty origin"},
         {"*,http://a", false, "stands alone"},
