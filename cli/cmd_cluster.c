@@ -570,6 +570,16 @@ int cmd_cluster(int argc, char **argv) {
             fprintf(stderr, "error: cannot serve the API: %s\n", err);
             goto out;
         }
+    } else {
+        /* and the API's options with it, which a user may have added expecting a server */
+        static const char *const api_opts[] = {"http", "api-key", "no-api-key", "cors"};
+        for (const struct opt *o = cluster_opts; o->name; o++)
+            for (size_t i = 0; i < sizeof api_opts / sizeof *api_opts; i++)
+                if (!strcmp(o->name, api_opts[i]) && !opts_is_default(o, c))
+                    fprintf(stderr,
+                            "caravan cluster: warning: --%s has no effect with --prompt (it "
+                            "answers the prompt and serves no API)\n",
+                            o->name);
     }
     rc = 1;
     const double t_begin = mono_s();

@@ -258,9 +258,13 @@ api_split)
 f16_wire)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
     timeout 120 "$CARAVAN" cluster --model "$STORIES" --workers 3 --threads 1 --shared-file \
-        --wire-dtype f16 --prompt "Once upon a time" --temp 0 -n 32 \
+        --wire-dtype f16 --prompt "Once upon a time" --temp 0 -n 32 --cors '*' \
         >"$WORK/f16.txt" 2>"$WORK/f16.err" || fail "f16 cluster failed"
     [ "$(wc -c <"$WORK/f16.txt")" -gt 20 ] || fail "f16 cluster printed too little"
+    # an API option there does nothing, and it says so (only of those given)
+    grep -q -- "--cors has no effect with --prompt" "$WORK/f16.err" &&
+        ! grep -q -- "--http has no effect" "$WORK/f16.err" ||
+        fail "--cors with --prompt: $(grep warning "$WORK/f16.err")"
     note "f16 wire: $(head -c 80 "$WORK/f16.txt")"
     ;;
 bad_model)
