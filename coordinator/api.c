@@ -47,7 +47,7 @@ struct cors {
 struct api {
     struct api_config cfg;
     struct cors cors;
-    bool local_open; /* loopback without a key: only localhost or IP literals as Host */
+    bool local_open; /* loopback without a key: only localhost (and under) or IP literals as Host */
     char key[512];
     size_t key_len; /* 0: no key required */
     char bos_text[128], eos_text[128];
@@ -1779,9 +1779,10 @@ static enum MHD_Result preflight(api_t *api, struct MHD_Connection *c, const cha
     return queue(api, c, 204, resp);
 }
 
-/* A Host header that names this machine as no DNS answer can: "localhost" or an IP literal
- * (any port). A web page that points a name of its own at 127.0.0.1 (DNS rebinding) sends its
- * name here, and is the same origin as this server in the browser's eyes. */
+/* A Host header that names this machine as no DNS answer can: "localhost", a name under it
+ * (browsers resolve those to loopback themselves, RFC 6761) or an IP literal (any port). A web
+ * page that points a name of its own at 127.0.0.1 (DNS rebinding) sends its name here, and is
+ * the same origin as this server in the browser's eyes. */
 static bool host_is_local(const char *host) {
     char name[64];
     unsigned char addr[16];
@@ -1790,7 +1791,10 @@ static bool host_is_local(const char *host) {
     memcpy(name, host + (host[0] == '['), len);
     name[len] = 0;
     if (host[0] == '[') return host[len + 1] == ']' && inet_pton(AF_INET6, name, addr) == 1;
-    return !strcasecmp(name, "localhost") || inet_pton(AF_INET, name, addr) == 1;
+    const size_t sub = sizeof ".localhost" - 1;
+    return !strcasecmp(name, "localhost") ||
+           (len > sub && name[0] != '.' && !strcasecmp(name + len - sub, ".localhost")) ||
+           inet_pton(AF_INET, name, addr) == 1;
 }
 
 /* The page that sent the request is one of this server's own (the watch page at /). */
@@ -1810,8 +1814,8 @@ static enum MHD_Result route(api_t *api, struct MHD_Connection *c, const char *u
     if (api->local_open && host && !host_is_local(host)) {
         set_err(&e, 403, NULL, "host_not_allowed",
                 "Host %.100s: this server listens on loopback without an API key, so it answers "
-                "only localhost and IP addresses (any web page can point a name of its own at "
-                "127.0.0.1); give --api-key to serve other names",
+                "only localhost, names under it and IP addresses (any web page can point a name "
+                "of its own at 127.0.0.1); give --api-key to serve other names",
                 host);
         return forbid(api, c, &e);
     }

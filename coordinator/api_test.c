@@ -1118,17 +1118,14 @@ static void test_cors(void) {
         const char *host;
         int status;
     } hosts[] = {
-        {"Host: evil.example\r\n", 403},
-        {"Host: evil.example:8080\r\n", 403},
-        {"Host: 127.0.0.1.nip.io\r\n", 403},
-        {"Host: localhost.evil\r\n", 403},
-        {"Host: [::1\r\n", 403},
-        {"Host: localhost:8080\r\n", 200},
-        {"Host: LOCALHOST\r\n", 200},
-        {"Host: 127.0.0.1\r\n", 200},
-        {"Host: 127.9.9.9:1\r\n", 200},
-        {"Host: 10.1.2.3:8080\r\n", 200},
-        {"Host: [::1]:8080\r\n", 200},
+        {"Host: evil.example\r\n", 403},     {"Host: evil.example:8080\r\n", 403},
+        {"Host: 127.0.0.1.nip.io\r\n", 403}, {"Host: localhost.evil\r\n", 403},
+        {"Host: evillocalhost\r\n", 403},    {"Host: .localhost\r\n", 403},
+        {"Host: ..localhost\r\n", 403},      {"Host: app.localhost:5173\r\n", 200},
+        {"Host: A.B.LocalHost\r\n", 200},    {"Host: [::1\r\n", 403},
+        {"Host: localhost:8080\r\n", 200},   {"Host: LOCALHOST\r\n", 200},
+        {"Host: 127.0.0.1\r\n", 200},        {"Host: 127.9.9.9:1\r\n", 200},
+        {"Host: 10.1.2.3:8080\r\n", 200},    {"Host: [::1]:8080\r\n", 200},
     };
     for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
         r = http(s.port, "GET", "/health", hosts[i].host, NULL);
@@ -1139,8 +1136,8 @@ static void test_cors(void) {
     }
     r = http(s.port, "POST", "/v1/completions", "Origin: http://evil.example\r\n", "{}");
     check_error(&r, 403, NULL);
-    r = http(s.port, "GET", "/metrics", NULL, NULL); /* 5 names, 1 origin */
-    REQUIRE(r.status == 200 && strstr(r.body, "\ncaravan_requests_forbidden_total 6\n") &&
+    r = http(s.port, "GET", "/metrics", NULL, NULL); /* 8 names, 1 origin */
+    REQUIRE(r.status == 200 && strstr(r.body, "\ncaravan_requests_forbidden_total 9\n") &&
                 strstr(r.body, "\ncaravan_requests_rejected_total 0\n"),
             "403s counted as such: %s", r.body);
     free(r.all);
