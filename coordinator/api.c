@@ -1687,9 +1687,11 @@ static char *metrics_text(api_t *api) {
         {"caravan_stage_compute_seconds_total", "Time each stage spent computing.",
          offsetof(struct serve_stage_metrics, compute_s), false},
         {"caravan_stage_network_seconds_total",
-         "Send to next receive per stage, incl. serialization and encryption.",
+         "Send to next receive per stage, incl. serialization and encryption, while the "
+         "stage was free to read.",
          offsetof(struct serve_stage_metrics, network_s), false},
-        {"caravan_stage_wait_seconds_total", "Received but not yet computing, per stage.",
+        {"caravan_stage_wait_seconds_total",
+         "Waiting for the stage, busy with earlier work, or received and not yet computing.",
          offsetof(struct serve_stage_metrics, wait_s), false},
         {"caravan_stage_forwards_total", "Forwards each stage computed.",
          offsetof(struct serve_stage_metrics, forwards), true},

@@ -1913,6 +1913,12 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
          * which waited in its socket meanwhile: that wait was compute, and no link lay on the
          * step's path but the last stage's step-ahead message (not timed here). */
         const bool ahead = i == 0 && h->start_us < h->recv_us;
+        /* Sent while the stage was still busy with earlier work (another micro-batch): from then
+         * until it was free the message waited for the stage; only the rest lay on the link. */
+        if (from && !ahead && h->free_us > from && h->free_us <= h->recv_us) {
+            st->wait_s += (double)(h->free_us - from) * 1e-6;
+            from = h->free_us;
+        }
         if (from && !ahead && h->recv_us >= from)
             st->network_s += (double)(h->recv_us - from) * 1e-6;
         if (i + 1 == r->n_hops && now_us >= h->send_us && h->send_us)

@@ -259,9 +259,9 @@ static uint64_t fake_clock(void) {
     return fake_us;
 }
 
-/* w2's Result for Forward f (token 9) with the stages' hop times {recv, start, end, send}
+/* w2's Result for Forward f (token 9) with the stages' hop times {recv, start, end, send, free}
  * each, as it arrives at fake_us. */
-static void hops_result(coordinator_t *c, const Caravan__Forward *f, const uint64_t t[2][4],
+static void hops_result(coordinator_t *c, const Caravan__Forward *f, const uint64_t t[2][5],
                         struct coordinator_actions *acts) {
     Caravan__Hop hop[2] = {CARAVAN__HOP__INIT, CARAVAN__HOP__INIT}, *hops[2] = {&hop[0], &hop[1]};
     for (int i = 0; i < 2; i++) {
@@ -270,6 +270,7 @@ static void hops_result(coordinator_t *c, const Caravan__Forward *f, const uint6
         hop[i].start_us = t[i][1];
         hop[i].end_us = t[i][2];
         hop[i].send_us = t[i][3];
+        hop[i].free_us = t[i][4];
     }
     result_hops(c, f, 9, hops, 2, acts);
 }
@@ -277,7 +278,8 @@ static void hops_result(coordinator_t *c, const Caravan__Forward *f, const uint6
 /* The stages' network time (/metrics, the page's links) from the hops: each stage's from the
  * one before it sent to its receive, the coordinator's Forward for the first, and the way back
  * for the last. A step the first stage computed ahead adds none for it: the coordinator's
- * Forward waited in its socket while it computed, which is no link on the step's path. */
+ * Forward waited in its socket while it computed, which is no link on the step's path. Nor
+ * does a message's wait for a stage still busy with earlier work: that is the stage's wait. */
 static void test_hop_network(struct coordinator_actions *acts) {
     g_clock_us = fake_clock;
     serve_queue_t *q = NULL;
@@ -286,8 +288,8 @@ static void test_hop_network(struct coordinator_actions *acts) {
     serve_req_t *r = submit(q, 8);
     fake_us = 1000000;
     Caravan__Envelope *f1 = next_forward(c, 10, acts); /* sent at 1.000000 s */
-    const uint64_t plain[2][4] = {{1000300, 1000400, 1010400, 1010500},
-                                  {1010700, 1010700, 1020700, 1020800}};
+    const uint64_t plain[2][5] = {{1000300, 1000400, 1010400, 1010500, 0},
+                                  {1010700, 1010700, 1020700, 1020800, 900000}};
     fake_us = 1021000;
     hops_result(c, f1->forward, plain, acts);
     struct serve_metrics *m = serve_queue_metrics(q);
@@ -299,17 +301,35 @@ static void test_hop_network(struct coordinator_actions *acts) {
     Caravan__Envelope *f2 = next_forward(c, 11, acts);
     assert(f2->forward->ahead_ok);
     /* w1 computed ahead from 1.021100 to 1.031100, then read this Forward */
-    const uint64_t ahead[2][4] = {{1031150, 1021100, 1031100, 1031200},
-                                  {1031300, 1031300, 1041300, 1041400}};
+    const uint64_t ahead[2][5] = {{1031150, 1021100, 1031100, 1031200, 1031100},
+                                  {1031300, 1031300, 1041300, 1041400, 1020900}};
     fake_us = 1041500;
     hops_result(c, f2->forward, ahead, acts);
     m = serve_queue_metrics(q);
     assert(fabs(m->stage[0].network_s - s0) < 1e-9); /* not the 10.1 ms it waited */
     assert(fabs(m->stage[1].network_s - s1 - 200e-6) < 1e-9);
     assert(fabs(m->stage[0].compute_s - 20e-3) < 1e-9 && m->stage[0].forwards == 2);
+    const double w0 = m->stage[0].wait_s, w1 = m->stage[1].wait_s;
+    assert(fabs(w0 - 100e-6) < 1e-9 && fabs(w1) < 1e-9); /* received, not yet computing */
+    serve_queue_metrics_done(q);
+    /* w2 was still busy (another micro-batch, say) when w1 sent: from 1.051100 until it was
+     * free at 1.056100 the message waited for w2, not on the link (200 us); and a free time
+     * after the receive (another clock) is not believed */
+    fake_us = 1041500;
+    Caravan__Envelope *f3 = next_forward(c, 12, acts);
+    const uint64_t busy[2][5] = {{1041600, 1041600, 1051000, 1051100, 1061000},
+                                 {1056300, 1056300, 1066300, 1066400, 1056100}};
+    fake_us = 1066500;
+    hops_result(c, f3->forward, busy, acts);
+    m = serve_queue_metrics(q);
+    assert(fabs(m->stage[0].network_s - s0 - 100e-6) < 1e-9 &&
+           fabs(m->stage[0].wait_s - w0) < 1e-9);
+    assert(fabs(m->stage[1].network_s - s1 - 200e-6 - (200e-6 + 100e-6)) < 1e-9);
+    assert(fabs(m->stage[1].wait_s - w1 - 5e-3) < 1e-9);
     serve_queue_metrics_done(q);
     codec_free(&f1);
     codec_free(&f2);
+    codec_free(&f3);
     serve_req_unref(&r);
     coordinator_destroy(&c);
     serve_queue_destroy(&q);

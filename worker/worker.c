@@ -36,6 +36,7 @@ struct worker {
     uint64_t last_heartbeat_ms;
     uint64_t echo_sent_us, echo_recv_us; /* last coordinator Heartbeat: its sent_us, our recv */
     uint64_t n_computed;
+    uint64_t free_us; /* done with its last computation (Hop.free_us) */
     uint64_t start_ms;
     uint64_t unreachable_epoch; /* the plan whose next stage was reported unreachable */
 
@@ -1193,6 +1194,7 @@ void worker_run_ahead(worker_t *w) {
     h->start_us = w->cfg.clock_us ? w->cfg.clock_us() : 0;
     enum status rc = w->cfg.compute(w->cfg.compute_ctx, &w->slice, &f, &h->out);
     h->end_us = w->cfg.clock_us ? w->cfg.clock_us() : 0;
+    w->free_us = h->end_us;
     if (rc != STATUS_OK) { /* the coordinator's own Forward will fail and say why, if it comes */
         LOG(LOG_DEBUG, "worker: computing ahead failed (%s); dropped", status_str(rc));
         ahead_drop(w);
@@ -1299,6 +1301,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
     hop.layer_first = w->slice.layer_first;
     hop.layer_end = w->slice.layer_end;
     hop.recv_us = now_us;
+    hop.free_us = w->free_us;
     hop.start_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
     struct worker_tensor out;
     memset(&out, 0, sizeof out);
@@ -1313,6 +1316,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         LOG(LOG_ERROR, "worker: %s", text);
         send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id, f->batch_id,
                    out.error_seq);
+        w->free_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
         return;
     }
     w->n_computed++;
@@ -1480,6 +1484,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
     }
     free(hops);
     worker_tensor_free(&out);
+    w->free_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us; /* its output serialized */
 }
 
 void worker_tensor_free(struct worker_tensor *t) {

@@ -916,6 +916,35 @@ static void test_busy_hook(void) {
     worker_destroy(&w);
 }
 
+static uint64_t g_step_us;
+static uint64_t step_clock(void) { /* each reading 100 us after the last */
+    return g_step_us += 100;
+}
+
+/* Hop.free_us: when the stage was done with its previous Forward, output serialized (0 before
+ * any), so the coordinator can tell a message that waited for a busy stage from a slow link. */
+static void test_free_time(void) {
+    struct worker_actions acts = {0};
+    struct worker_config cfg = base_config();
+    cfg.clock_us = step_clock;
+    worker_t *w = joined_worker(&cfg);
+    assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
+    worker_actions_clear(&acts);
+    uint64_t free_us[2], send_us[2];
+    for (int i = 0; i < 2; i++) {
+        forward(w, 1, KEY_PREV, &acts);
+        assert(acts.n == 1);
+        Caravan__Envelope *env = decode_action(&acts, 0);
+        assert(env->body_case == CARAVAN__ENVELOPE__BODY_FORWARD && env->forward->n_hops == 1);
+        free_us[i] = env->forward->hops[0]->free_us;
+        send_us[i] = env->forward->hops[0]->send_us;
+        codec_free(&env);
+        worker_actions_clear(&acts);
+    }
+    assert(free_us[0] == 0 && free_us[1] > send_us[0] && free_us[1] < send_us[1]);
+    worker_destroy(&w);
+}
+
 /* Tensor i of the reuse test's model: bytes of its own. */
 static enum status fill_model(void *ctx, int64_t index, void *dst, size_t nbytes) {
     (void)ctx;
@@ -1183,6 +1212,7 @@ static void test_spin_until(void) {
 int main(void) {
     log_set_level(LOG_ERROR);
     test_spin_until();
+    test_free_time();
     assert(crypto_init() == STATUS_OK);
     struct worker_actions acts = {0};
     char dir[] = "/tmp/worker_test.XXXXXX";
