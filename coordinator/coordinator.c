@@ -169,6 +169,7 @@ struct coordinator {
      * (stages take batches in order, so a batch cannot come back before the one ahead of it:
      * time spent queued behind it is not a lost batch). */
     uint64_t mb_sent_ms[64], mb_sent_us[64];
+    uint64_t mb_back_us[64];  /* the last stage's send of the slot's last Result (account_hops) */
     uint64_t mb_batch_id[64]; /* the batch each micro-batch in flight carries */
     uint64_t mb_waited_batch; /* the last batch a busy stage kept from timing out (logged once) */
     int32_t mb_tokens[64];
@@ -1899,6 +1900,9 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
         w->s_per_lt = w->n_timed ? 0.95 * w->s_per_lt + 0.05 * x : x;
         w->n_timed++;
     }
+    const uint64_t back_us = r->micro_batch < 64 ? c->mb_back_us[r->micro_batch] : 0;
+    if (r->micro_batch < 64 && r->n_hops)
+        c->mb_back_us[r->micro_batch] = r->hops[r->n_hops - 1]->send_us;
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->n_stages = c->n_workers < SERVE_MAX_STAGES ? c->n_workers : SERVE_MAX_STAGES;
     for (size_t i = 0; i < r->n_hops && i < SERVE_MAX_STAGES; i++) {
@@ -1908,19 +1912,20 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
         st->forwards++;
         if (h->end_us >= h->start_us) st->compute_s += (double)(h->end_us - h->start_us) * 1e-6;
         if (h->start_us >= h->recv_us) st->wait_s += (double)(h->start_us - h->recv_us) * 1e-6;
-        uint64_t from = i == 0 ? sent_us : r->hops[i - 1]->send_us;
         /* A step the first stage computed ahead began before it read the coordinator's Forward,
-         * which waited in its socket meanwhile: that wait was compute, and no link lay on the
-         * step's path but the last stage's step-ahead message (not timed here). */
+         * which waited in its socket meanwhile: that wait was compute, and the link on the
+         * step's path was the last stage's step-ahead message, sent with the slot's previous
+         * Result, up to the start of the computation. */
         const bool ahead = i == 0 && h->start_us < h->recv_us;
+        uint64_t from = i > 0 ? r->hops[i - 1]->send_us : ahead ? back_us : sent_us;
+        const uint64_t to = ahead ? h->start_us : h->recv_us;
         /* Sent while the stage was still busy with earlier work (another micro-batch): from then
          * until it was free the message waited for the stage; only the rest lay on the link. */
-        if (from && !ahead && h->free_us > from && h->free_us <= h->recv_us) {
+        if (from && h->free_us > from && h->free_us <= to) {
             st->wait_s += (double)(h->free_us - from) * 1e-6;
             from = h->free_us;
         }
-        if (from && !ahead && h->recv_us >= from)
-            st->network_s += (double)(h->recv_us - from) * 1e-6;
+        if (from && to >= from) st->network_s += (double)(to - from) * 1e-6;
         if (i + 1 == r->n_hops && now_us >= h->send_us && h->send_us)
             st->network_s += (double)(now_us - h->send_us) * 1e-6; /* the way back */
     }
