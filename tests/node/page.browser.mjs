@@ -70,6 +70,10 @@ test("the page shows the pipeline and streams a chat answer", { timeout: 120000 
     const distinct = new Set(lengths.filter((n) => n > 0));
     assert.ok(distinct.size >= 2, `the answer arrived in ${distinct.size} update(s), not streamed`);
     await page.waitForTimeout(1500); // one more refresh: tokens/s and hop times filled in
+    for (const w of cluster.workers) { // steps were computed: each stage's wait is a figure
+      const waited = page.locator(`[data-testid=worker][data-name="${w.name}"] .waited`);
+      assert.match(await waited.textContent(), /^\d+\.\d+ ms\/step$/, `worker ${w.name} waited`);
+    }
     if (process.env.CARAVAN_SCREENSHOT)
       await page.screenshot({ path: process.env.CARAVAN_SCREENSHOT, fullPage: true });
     assert.deepEqual(errors, []);
