@@ -35,8 +35,9 @@ struct worker {
     uint32_t timeout_ms; /* the coordinator counts as gone after this silence */
     uint64_t last_heartbeat_ms;
     uint64_t echo_sent_us, echo_recv_us; /* last coordinator Heartbeat: its sent_us, our recv */
-    uint64_t n_computed;
-    uint64_t free_us; /* done with its last computation (Hop.free_us) */
+    uint64_t n_computed;                 /* Forwards */
+    uint64_t n_tokens;                   /* their token rows (Heartbeat.tokens_total) */
+    uint64_t free_us;                    /* done with its last computation (Hop.free_us) */
     uint64_t start_ms;
     uint64_t unreachable_epoch; /* the plan whose next stage was reported unreachable */
 
@@ -148,6 +149,9 @@ enum worker_state worker_state(const worker_t *w) {
 }
 uint64_t worker_n_computed(const worker_t *w) {
     return w->n_computed;
+}
+uint64_t worker_n_tokens(const worker_t *w) {
+    return w->n_tokens;
 }
 uint64_t worker_epoch(const worker_t *w) {
     return w->slice.epoch;
@@ -1320,6 +1324,7 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         return;
     }
     w->n_computed++;
+    w->n_tokens += f->n_tokens > 0 ? (uint64_t)f->n_tokens : 0;
     if (!ahead) hop.end_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
     hop.send_us = !ahead ? hop.end_us : w->cfg.clock_us ? w->cfg.clock_us() : now_us;
     Caravan__Hop **hops = malloc((f->n_hops + 1) * sizeof *hops);
@@ -1649,7 +1654,7 @@ void worker_on_tick(worker_t *w, uint64_t now_ms, struct worker_actions *acts) {
         CARAVAN__HEARTBEAT__STATE__STATE_JOINING, CARAVAN__HEARTBEAT__STATE__STATE_JOINING,
         CARAVAN__HEARTBEAT__STATE__STATE_LOADING, CARAVAN__HEARTBEAT__STATE__STATE_READY};
     hb.state = states[w->state];
-    hb.tokens_total = w->n_computed;
+    hb.tokens_total = w->n_tokens;
     if (w->cfg.mem_used) hb.mem_used_bytes = w->cfg.mem_used();
     hb.work_bytes = log_progress_bytes();
     hb.uptime_ms = now_ms - w->start_ms;

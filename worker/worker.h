@@ -177,7 +177,8 @@ void worker_destroy(worker_t **self_p);
 
 enum worker_state worker_state(const worker_t *w);
 const char *worker_state_name(enum worker_state s);
-uint64_t worker_n_computed(const worker_t *w);
+uint64_t worker_n_computed(const worker_t *w); /* Forwards computed */
+uint64_t worker_n_tokens(const worker_t *w);   /* their token rows: prompt chunks count each */
 uint32_t worker_node_id(const worker_t *w);
 uint64_t worker_epoch(const worker_t *w);
 uint32_t worker_heartbeat_ms(const worker_t *w); /* from the JoinAck */

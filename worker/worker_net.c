@@ -116,7 +116,7 @@ static void hb_publish(struct hb_shared *h, const worker_t *w) {
     atomic_store(&h->interval_ms, (int)worker_heartbeat_ms(w));
     atomic_store(&h->node_id, worker_node_id(w));
     atomic_store(&h->epoch, worker_epoch(w));
-    atomic_store(&h->tokens, worker_n_computed(w));
+    atomic_store(&h->tokens, worker_n_tokens(w));
     atomic_store(&h->ahead_used, worker_ahead_used(w));
     atomic_store(&h->ahead_unused, worker_ahead_unused(w));
     atomic_store(&h->state, (int)worker_state(w));

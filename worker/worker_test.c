@@ -916,6 +916,56 @@ static void test_busy_hook(void) {
     worker_destroy(&w);
 }
 
+/* Heartbeat.tokens_total, which /cluster turns into each worker's tokens/s, counts token rows,
+ * not Forwards: a prompt chunk of 3 rows and a step of 1 are 4. */
+static void test_token_count(void) {
+    struct worker_actions acts = {0};
+    struct worker_config cfg = base_config();
+    worker_t *w = joined_worker(&cfg);
+    assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
+    worker_actions_clear(&acts);
+    Caravan__Envelope env;
+    Caravan__Forward f = CARAVAN__FORWARD__INIT;
+    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
+    uint64_t seq[3] = {1, 1, 1};
+    int32_t slot[3] = {0, 0, 0}, pos[3] = {0, 1, 2};
+    int64_t shape[2] = {3, 2};
+    float data[6] = {1, 2, 3, 4, 5, 6};
+    codec_envelope_init(&env, 1, 3);
+    t.dtype = CARAVAN__DTYPE__DTYPE_F32;
+    t.n_shape = 2;
+    t.shape = shape;
+    t.data.data = (uint8_t *)data;
+    t.data.len = sizeof data;
+    f.batch_id = 12;
+    f.n_tokens = 3;
+    f.n_seq_id = f.n_kv_slot = f.n_pos = 3;
+    f.seq_id = seq;
+    f.kv_slot = slot;
+    f.pos = pos;
+    f.hidden = &t;
+    env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
+    env.forward = &f;
+    worker_on_msg(w, WORKER_FROM_UPSTREAM, KEY_PREV, "test", &env, 0, &acts);
+    forward(w, 1, KEY_PREV, &acts);
+    assert(worker_n_computed(w) == 2 && worker_n_tokens(w) == 4);
+    worker_actions_clear(&acts);
+    worker_on_tick(w, 1000000, &acts);
+    bool beat = false;
+    for (int i = 0; i < acts.n; i++) {
+        if (acts.a[i].kind != WORKER_ACTION_SEND_CONTROL) continue;
+        Caravan__Envelope *e = decode_action(&acts, i);
+        if (e->body_case == CARAVAN__ENVELOPE__BODY_HEARTBEAT) {
+            assert(e->heartbeat->tokens_total == 4);
+            beat = true;
+        }
+        codec_free(&e);
+    }
+    assert(beat);
+    worker_actions_clear(&acts);
+    worker_destroy(&w);
+}
+
 static uint64_t g_step_us;
 static uint64_t step_clock(void) { /* each reading 100 us after the last */
     return g_step_us += 100;
@@ -1213,6 +1263,7 @@ int main(void) {
     log_set_level(LOG_ERROR);
     test_spin_until();
     test_free_time();
+    test_token_count();
     assert(crypto_init() == STATUS_OK);
     struct worker_actions acts = {0};
     char dir[] = "/tmp/worker_test.XXXXXX";
