@@ -100,32 +100,41 @@ static void assign(worker_t *w, uint64_t epoch, const uint8_t *prev_key, const u
     deliver_assign(w, epoch, &a, acts);
 }
 
-/* A Forward of batch 11: one row, the hidden state `data` (2 floats). */
-static void forward_data(worker_t *w, uint64_t epoch, const uint8_t *sender, const float *hidden,
-                         struct worker_actions *acts) {
+/* A Forward of batch 11: n rows (at most 4) of sequence 1 from position 0, the hidden state
+ * `hidden` (2 floats a row). */
+static void forward_rows(worker_t *w, uint64_t epoch, const uint8_t *sender, int32_t n,
+                         const float *hidden, struct worker_actions *acts) {
     Caravan__Envelope env;
     Caravan__Forward f = CARAVAN__FORWARD__INIT;
     Caravan__Tensor t = CARAVAN__TENSOR__INIT;
-    uint64_t seq = 1;
-    int32_t zero = 0;
-    int64_t shape[2] = {1, 2};
-    float data[2] = {hidden[0], hidden[1]};
+    uint64_t seq[4] = {1, 1, 1, 1};
+    int32_t slot[4] = {0}, pos[4] = {0, 1, 2, 3};
+    int64_t shape[2] = {n, 2};
+    float data[8];
+    assert(n >= 1 && n <= 4);
+    memcpy(data, hidden, (size_t)n * 2 * sizeof(float));
     codec_envelope_init(&env, epoch, 3);
     t.dtype = CARAVAN__DTYPE__DTYPE_F32;
     t.n_shape = 2;
     t.shape = shape;
     t.data.data = (uint8_t *)data;
-    t.data.len = sizeof data;
+    t.data.len = (size_t)n * 2 * sizeof(float);
     f.batch_id = 11;
-    f.n_tokens = 1;
-    f.n_seq_id = f.n_kv_slot = f.n_pos = 1;
-    f.seq_id = &seq;
-    f.kv_slot = &zero;
-    f.pos = &zero;
+    f.n_tokens = n;
+    f.n_seq_id = f.n_kv_slot = f.n_pos = (size_t)n;
+    f.seq_id = seq;
+    f.kv_slot = slot;
+    f.pos = pos;
     f.hidden = &t;
     env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
     env.forward = &f;
     worker_on_msg(w, WORKER_FROM_UPSTREAM, sender, "test", &env, 0, acts);
+}
+
+/* A Forward of batch 11: one row, the hidden state `hidden` (2 floats). */
+static void forward_data(worker_t *w, uint64_t epoch, const uint8_t *sender, const float *hidden,
+                         struct worker_actions *acts) {
+    forward_rows(w, epoch, sender, 1, hidden, acts);
 }
 
 static void forward(worker_t *w, uint64_t epoch, const uint8_t *sender,
@@ -924,29 +933,8 @@ static void test_token_count(void) {
     worker_t *w = joined_worker(&cfg);
     assign(w, 1, KEY_PREV, KEY_NEXT, NULL, 0, &acts);
     worker_actions_clear(&acts);
-    Caravan__Envelope env;
-    Caravan__Forward f = CARAVAN__FORWARD__INIT;
-    Caravan__Tensor t = CARAVAN__TENSOR__INIT;
-    uint64_t seq[3] = {1, 1, 1};
-    int32_t slot[3] = {0, 0, 0}, pos[3] = {0, 1, 2};
-    int64_t shape[2] = {3, 2};
-    float data[6] = {1, 2, 3, 4, 5, 6};
-    codec_envelope_init(&env, 1, 3);
-    t.dtype = CARAVAN__DTYPE__DTYPE_F32;
-    t.n_shape = 2;
-    t.shape = shape;
-    t.data.data = (uint8_t *)data;
-    t.data.len = sizeof data;
-    f.batch_id = 12;
-    f.n_tokens = 3;
-    f.n_seq_id = f.n_kv_slot = f.n_pos = 3;
-    f.seq_id = seq;
-    f.kv_slot = slot;
-    f.pos = pos;
-    f.hidden = &t;
-    env.body_case = CARAVAN__ENVELOPE__BODY_FORWARD;
-    env.forward = &f;
-    worker_on_msg(w, WORKER_FROM_UPSTREAM, KEY_PREV, "test", &env, 0, &acts);
+    static const float rows[6] = {1, 2, 3, 4, 5, 6};
+    forward_rows(w, 1, KEY_PREV, 3, rows, &acts);
     forward(w, 1, KEY_PREV, &acts);
     assert(worker_n_computed(w) == 2 && worker_n_tokens(w) == 4);
     worker_actions_clear(&acts);
