@@ -106,6 +106,22 @@ static void read_response(int fd, struct resp *r) {
     r->body = b ? b + 4 : buf + len;
 }
 
+/* The value of response header name (its first line), "" when it has none. */
+static const char *header(const struct resp *r, const char *name) {
+    static char v[512];
+    v[0] = 0;
+    size_t n = strlen(name);
+    for (const char *l = strstr(r->all, "\r\n"); l && l + 2 < r->body; l = strstr(l + 2, "\r\n"))
+        if (!strncasecmp(l + 2, name, n) && l[2 + n] == ':') {
+            const char *p = l + 3 + n;
+            while (*p == ' ') p++;
+            size_t len = strcspn(p, "\r");
+            snprintf(v, sizeof v, "%.*s", (int)(len < sizeof v ? len : sizeof v - 1), p);
+            break;
+        }
+    return v;
+}
+
 static struct resp http(int port, const char *method, const char *path, const char *headers,
                         const char *body) {
     struct resp r;
@@ -871,7 +887,7 @@ static void test_errors(void) {
     r = http(p, "GET", "/v1/nothing", NULL, NULL);
     check_error(&r, 404, NULL);
     r = http(p, "GET", "/v1/completions", NULL, NULL);
-    REQUIRE(strstr(r.all, "Allow: POST"), "405 names the method");
+    REQUIRE(!strcmp(header(&r, "Allow"), "POST"), "405 names the method");
     check_error(&r, 405, NULL);
     r = http(p, "POST", "/health", NULL, "{}");
     check_error(&r, 405, NULL);
@@ -985,22 +1001,6 @@ static void test_auth(void) {
         if (listens[i].says) REQUIRE(strstr(err, listens[i].says), "its reason: %s", err);
     }
     serve_queue_destroy(&q);
-}
-
-/* The value of response header name (its first line), "" when it has none. */
-static const char *header(const struct resp *r, const char *name) {
-    static char v[512];
-    v[0] = 0;
-    size_t n = strlen(name);
-    for (const char *l = strstr(r->all, "\r\n"); l && l + 2 < r->body; l = strstr(l + 2, "\r\n"))
-        if (!strncasecmp(l + 2, name, n) && l[2 + n] == ':') {
-            const char *p = l + 3 + n;
-            while (*p == ' ') p++;
-            size_t len = strcspn(p, "\r");
-            snprintf(v, sizeof v, "%.*s", (int)(len < sizeof v ? len : sizeof v - 1), p);
-            break;
-        }
-    return v;
 }
 
 /* --cors: which pages of other origins a browser lets read the answers. */
@@ -1239,7 +1239,7 @@ static void test_busy_and_disconnect(void) {
         usleep(10000);
     }
     r = http(s.port, "POST", "/v1/completions", NULL, "{\"prompt\":\"Once\"}");
-    REQUIRE(strstr(r.all, "\r\nRetry-After: 1\r\n") && strstr(r.body, "(2 open"),
+    REQUIRE(!strcmp(header(&r, "Retry-After"), "1") && strstr(r.body, "(2 open"),
             "429 says when to retry and how many are open: %s", r.all);
     check_error(&r, 429, NULL);
     close(a); /* waiting for a plain answer */
