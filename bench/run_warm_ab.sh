@@ -85,8 +85,8 @@ done
 # every round's pairs pooled: the same summary warm_ab.mjs prints for one run
 res=$(printf '%s\n' "${runs[@]}" | node "$HERE/warm_ab.mjs" --pool)
 field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$res"; }
-echo "| A | B | pairs | B faster in | median of pair ratios B/A (min-max) | medians A / B t/s |"
-echo "|---|---|---|---|---|---|"
+echo "| A | B | pairs | B faster in | median of pair ratios B/A (min-max) | 95% interval of that median | medians A / B t/s |"
+echo "|---|---|---|---|---|---|---|"
 label_a="$A${CARAVAN_A:+ ($CARAVAN_A)}"
 label_b="$B${CARAVAN_B:+ ($CARAVAN_B)}"
-echo "| $label_a | $label_b | $PAIRS | $(field b_faster) | $(field ratio_median)x ($(field ratio_min)-$(field ratio_max)) | $(field a_median_tps) / $(field b_median_tps) |"
+echo "| $label_a | $label_b | $PAIRS | $(field b_faster) | $(field ratio_median)x ($(field ratio_min)-$(field ratio_max)) | $(field ratio_ci95_low)-$(field ratio_ci95_high) | $(field a_median_tps) / $(field b_median_tps) |"

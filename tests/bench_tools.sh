@@ -79,8 +79,20 @@ if command -v node >/dev/null; then
     fail "run_warm_ab.sh: $(grep -m1 Error "$dir/warm.err") $(tail -n 3 "$dir/warm.err")"
   row=$(grep '^| --workers 1 --compute-delay-ms 5 | --workers 2 --compute-delay-ms 5 | 2 |' \
     <<<"$out") || fail "run_warm_ab.sh: no row: $out"
-  awk -F'|' '{ split($7, m, " / "); exit !(m[1] + 0 > 0 && m[2] + 0 > 0) }' <<<"$row" ||
+  awk -F'|' '{ split($8, m, " / "); exit !(m[1] + 0 > 0 && m[2] + 0 > 0) }' <<<"$row" ||
     fail "run_warm_ab.sh: medians not positive: $row"
+  # the interval of the median pair ratio: a bootstrap, around the median and well inside
+  # the ratios' range (these 8 give 0.95-1.10 by a bootstrap in Python too); one that cannot
+  # move when every ratio is the same
+  iv=$(printf '%s\n' '{"a_tps":[10,10,10,10,10,10,10,10],"b_tps":[9,9.5,9.8,10,10.2,10.5,11,14]}' |
+    node "$src/bench/warm_ab.mjs" --pool)
+  node -e 'const j = JSON.parse(process.argv[1]);
+    process.exit(j.ratio_ci95_low >= 0.94 && j.ratio_ci95_low < j.ratio_median &&
+                 j.ratio_median < j.ratio_ci95_high && j.ratio_ci95_high <= 1.11 ? 0 : 1)' "$iv" ||
+    fail "warm_ab.mjs: interval of the median: $iv"
+  iv=$(printf '%s\n' '{"a_tps":[10,20,30],"b_tps":[11,22,33]}' | node "$src/bench/warm_ab.mjs" --pool)
+  grep -q '"ratio_median":1.1,"ratio_ci95_low":1.1,"ratio_ci95_high":1.1,' <<<"$iv" ||
+    fail "warm_ab.mjs: interval of equal ratios: $iv"
   [ "$(grep -c '^pair ' "$dir/warm.err")" = 2 ] || fail "run_warm_ab.sh: not 2 pairs timed"
   grep -q '^round 2 of 2: 1 pairs' "$dir/warm.err" || fail "run_warm_ab.sh: no second round"
   ! pgrep -f "$dir/warm/" >/dev/null || fail "run_warm_ab.sh left a cluster running"
