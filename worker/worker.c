@@ -1320,7 +1320,6 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
         LOG(LOG_ERROR, "worker: %s", text);
         send_error(w, acts, CARAVAN__ERROR__CODE__CODE_INTERNAL, text, env->msg_id, f->batch_id,
                    out.error_seq);
-        w->free_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
         return;
     }
     w->n_computed++;
@@ -1489,7 +1488,6 @@ static void on_forward(worker_t *w, const Caravan__Envelope *env, uint64_t now_u
     }
     free(hops);
     worker_tensor_free(&out);
-    w->free_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us; /* its output serialized */
 }
 
 void worker_tensor_free(struct worker_tensor *t) {
@@ -1532,10 +1530,13 @@ void worker_on_msg(worker_t *w, enum worker_source src, const uint8_t *sender_ke
                           : "only the last stage sends steps to compute ahead");
             return;
         }
-        if (msg->forward->ahead)
+        if (msg->forward->ahead) {
             on_ahead(w, msg);
-        else
+        } else {
             on_forward(w, msg, now_us, acts);
+            /* done with it, output serialized, whichever way it ended (Hop.free_us) */
+            w->free_us = w->cfg.clock_us ? w->cfg.clock_us() : now_us;
+        }
         return;
     }
     switch (msg->body_case) {
