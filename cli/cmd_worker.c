@@ -263,6 +263,8 @@ int cmd_worker(int argc, char **argv) {
     wcfg.n_kernels = n_kernels;
     uint8_t machine[CAPS_MACHINE_BYTES];
     if (caps_machine(machine)) wcfg.machine = machine;
+    uint8_t clock_id[TRACE_CLOCK_ID_BYTES];
+    if (trace_clock_id(clock_id)) wcfg.clock = clock_id;
     if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
     wcfg.limits = transport_limits(t);
     wcfg.clock_us = transport_now_us;

@@ -1,6 +1,7 @@
 /* trace: Chrome trace-event JSON writer (see trace.h). */
 #include "trace.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,34 @@ void trace_clock(trace_t *t, uint32_t node_id, int64_t offset_us, int64_t rtt_us
     if (t->n_clocks == TRACE_MAX_CLOCKS) return;
     t->clocks[t->n_clocks++] =
         (struct trace_clock_rec){.node_id = node_id, .offset_us = offset_us, .rtt_us = rtt_us};
+}
+
+bool trace_clock_id_from(const char *boot_id_path, uint8_t out[TRACE_CLOCK_ID_BYTES]) {
+    memset(out, 0, TRACE_CLOCK_ID_BYTES);
+    char line[80];
+    FILE *f = fopen(boot_id_path, "r");
+    if (!f) return false;
+    const bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    if (!got) return false;
+    uint8_t id[TRACE_CLOCK_ID_BYTES] = {0};
+    int n = 0; /* hex digits read; dashes between them are skipped */
+    for (const char *p = line; *p && *p != '\n'; p++) {
+        if (*p == '-') continue;
+        const int v = isdigit((unsigned char)*p)    ? *p - '0'
+                      : isxdigit((unsigned char)*p) ? tolower((unsigned char)*p) - 'a' + 10
+                                                    : -1;
+        if (v < 0 || n == 2 * TRACE_CLOCK_ID_BYTES) return false;
+        id[n / 2] = (uint8_t)(id[n / 2] << 4 | v);
+        n++;
+    }
+    if (n != 2 * TRACE_CLOCK_ID_BYTES) return false;
+    memcpy(out, id, sizeof id);
+    return true;
+}
+
+bool trace_clock_id(uint8_t out[TRACE_CLOCK_ID_BYTES]) {
+    return trace_clock_id_from("/proc/sys/kernel/random/boot_id", out);
 }
 
 bool trace_clock_estimate(uint64_t t0, uint64_t t1, uint64_t t2, uint64_t t3, int64_t *offset_us,

@@ -11,7 +11,8 @@
  * File layout: {"traceEvents":[...], "otherData":{"caravan_role":"coordinator"|"worker",
  * "node_id":N, "name":..., "clocks":[{"node_id","offset_us","rtt_us"}...]}}. "clocks" (the
  * coordinator's file only) holds each worker's clock minus the coordinator's, estimated from
- * heartbeat round trips (the sample with the smallest round trip wins); `caravan trace merge`
+ * heartbeat round trips (the sample with the smallest round trip wins; offset and round trip 0
+ * for a worker that reads the coordinator's clock, Capabilities.clock); `caravan trace merge`
  * narrows it with the run's own messages (cli/cmd_trace.c). */
 #pragma once
 #include <stdbool.h>
@@ -48,6 +49,16 @@ void trace_instant(trace_t *t, const char *name, uint64_t ts_us, const char *tex
 /* Records a worker's clock offset (its clock minus ours) and the round trip it came from;
  * kept when rtt_us is the smallest seen for that node. */
 void trace_clock(trace_t *t, uint32_t node_id, int64_t offset_us, int64_t rtt_us);
+
+/* A key naming the clock this process's timestamps come from (Capabilities.clock): the running
+ * kernel's boot id, 16 bytes (read from boot_id_path, a UUID as Linux writes it; trace_clock_id:
+ * /proc/sys/kernel/random/boot_id, new at every boot and different on every machine). Two
+ * processes with the same key read one CLOCK_REALTIME, so the offset between their timestamps is
+ * exactly 0, where an estimate from round trips is off by up to half of one. false, out all zero,
+ * when the boot id cannot be read or is not 32 hex digits. */
+#define TRACE_CLOCK_ID_BYTES 16
+bool trace_clock_id_from(const char *boot_id_path, uint8_t out[TRACE_CLOCK_ID_BYTES]);
+bool trace_clock_id(uint8_t out[TRACE_CLOCK_ID_BYTES]);
 
 /* NTP-style estimate from one heartbeat round trip: t0 our send, t1 peer receive, t2 peer
  * send, t3 our receive (t1, t2 on the peer's clock). Returns false when the samples are

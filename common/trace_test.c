@@ -1,9 +1,11 @@
-/* trace_test: the clock estimate from a heartbeat round trip, and a written trace's text. */
+/* trace_test: the clock estimate from a heartbeat round trip, the key naming a clock, and a
+ * written trace's text. */
 #include "trace.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -20,6 +22,48 @@ static void test_estimate(void) {
     CHECK(!trace_clock_estimate(0, 1, 2, 3, &off, &rtt));
     CHECK(!trace_clock_estimate(100, 200, 150, 300, &off, &rtt)); /* peer sent before receiving */
     CHECK(!trace_clock_estimate(100, 200, 900, 300, &off, &rtt)); /* held longer than the trip */
+}
+
+/* The clock key: a boot id's 16 bytes; the same boot id gives the same key, another another, an
+ * unreadable or malformed one none (all zero). */
+static void test_clock_id(void) {
+    char path[] = "/tmp/trace_test.XXXXXX";
+    const int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    static const struct {
+        const char *text;
+        bool ok;
+    } cases[] = {
+        {"3f9d2c71-6a0e-4b8e-9a51-0c2d7e4b1a66\n", true},
+        {"3F9D2C71-6A0E-4B8E-9A51-0C2D7E4B1A67", true}, /* another boot */
+        {"", false},
+        {"3f9d2c71-6a0e-4b8e-9a51-0c2d7e4b1a6\n", false},   /* a digit short */
+        {"3f9d2c71-6a0e-4b8e-9a51-0c2d7e4b1a660\n", false}, /* one too many */
+        {"3f9d2c71-6a0e-4b8e-9a51-0c2d7e4b1a6g\n", false},
+    };
+    const uint8_t zero[TRACE_CLOCK_ID_BYTES] = {0};
+    uint8_t first[TRACE_CLOCK_ID_BYTES] = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(path, "w");
+        CHECK(f != NULL);
+        fputs(cases[i].text, f);
+        fclose(f);
+        uint8_t a[TRACE_CLOCK_ID_BYTES], b[TRACE_CLOCK_ID_BYTES];
+        CHECK(trace_clock_id_from(path, a) == cases[i].ok);
+        CHECK((memcmp(a, zero, sizeof a) != 0) == cases[i].ok);
+        if (i == 0) {
+            memcpy(first, a, sizeof a);
+            CHECK(a[0] == 0x3f && a[1] == 0x9d && a[15] == 0x66);
+            CHECK(trace_clock_id_from(path, b) && !memcmp(a, b, sizeof a)); /* the same */
+        }
+        if (i == 1) CHECK(a[15] == 0x67 && memcmp(a, first, sizeof a)); /* another */
+    }
+    close(fd);
+    remove(path);
+    uint8_t c[TRACE_CLOCK_ID_BYTES];
+    CHECK(!trace_clock_id_from(path, c) && !memcmp(c, zero, sizeof c)); /* no file */
+    uint8_t a[TRACE_CLOCK_ID_BYTES], b[TRACE_CLOCK_ID_BYTES];
+    CHECK(trace_clock_id(a) && trace_clock_id(b) && !memcmp(a, b, sizeof a)); /* this machine */
 }
 
 static void test_file(void) {
@@ -54,6 +98,7 @@ static void test_file(void) {
 
 int main(void) {
     test_estimate();
+    test_clock_id();
     test_file();
     if (check_failures) {
         fprintf(stderr, "trace_test: %d failures\n", check_failures);

@@ -356,6 +356,10 @@ static void send_join(worker_t *w, struct worker_actions *acts) {
         caps.machine.data = (uint8_t *)w->cfg.machine;
         caps.machine.len = CAPS_MACHINE_BYTES;
     }
+    if (w->cfg.clock) {
+        caps.clock.data = (uint8_t *)w->cfg.clock;
+        caps.clock.len = TRACE_CLOCK_ID_BYTES;
+    }
     envelope(w, &env, 0);
     j.protocol_version =
         w->cfg.protocol_version ? w->cfg.protocol_version : CARAVAN_PROTOCOL_VERSION;

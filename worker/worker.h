@@ -119,6 +119,7 @@ struct worker_config {
     const char *const *kernels;
     size_t n_kernels;
     const uint8_t *machine; /* CAPS_MACHINE_BYTES naming its CPUs (caps_machine); NULL: none */
+    const uint8_t *clock;   /* TRACE_CLOCK_ID_BYTES naming the clock of clock_us; NULL: none */
     worker_compute_fn compute;
     worker_load_fn load;
     worker_reset_fn reset;

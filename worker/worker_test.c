@@ -222,12 +222,14 @@ static enum status record_load(void *ctx, const struct worker_slice *slice) {
     return STATUS_OK;
 }
 
-/* Join carries the planning capabilities; Assign's n_ctx/n_seq/n_batch/kernels reach the
- * load step; a NO_MEMORY Error before any Assign (the coordinator cannot plan) exits 1. */
+/* Join carries the planning capabilities (and the keys naming its CPUs and its clock); Assign's
+ * n_ctx/n_seq/n_batch/kernels reach the load step; a NO_MEMORY Error before any Assign (the
+ * coordinator cannot plan) exits 1. */
 static void test_caps_and_assign(void) {
     struct worker_actions acts = {0};
     static const struct caps_type_speed speeds[2] = {{0, 3.5f}, {2, 12.25f}};
     static const char *const kernels[2] = {"ref", "avx2"};
+    static const uint8_t machine[CAPS_MACHINE_BYTES] = {7}, clock[TRACE_CLOCK_ID_BYTES] = {9, 8};
     struct worker_config cfg = {.name = "t",
                                 .data_endpoint = "tcp://self:1",
                                 .mem_limit_bytes = 123456789,
@@ -235,6 +237,8 @@ static void test_caps_and_assign(void) {
                                 .n_type_speeds = 2,
                                 .kernels = kernels,
                                 .n_kernels = 2,
+                                .machine = machine,
+                                .clock = clock,
                                 .load = record_load};
     memcpy(cfg.public_key, KEY_SELF, 32);
     memcpy(cfg.coordinator_key, KEY_COORD, 32);
@@ -246,6 +250,8 @@ static void test_caps_and_assign(void) {
     assert(caps->n_type_speeds == 2 && caps->type_speeds[1]->type == 2 &&
            caps->type_speeds[1]->gflops == 12.25f && caps->gflops == 3.5f);
     assert(caps->n_kernels == 2 && strcmp(caps->kernels[1], "avx2") == 0);
+    assert(caps->machine.len == 16 && caps->machine.data[0] == 7);
+    assert(caps->clock.len == 16 && caps->clock.data[0] == 9 && caps->clock.data[1] == 8);
     codec_free(&env);
     worker_actions_clear(&acts);
     join(w, &acts);
