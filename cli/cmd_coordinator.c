@@ -474,6 +474,8 @@ int cmd_coordinator(int argc, char **argv) {
     }
     if (transport_new(cli.insecure, kp, (size_t)cli.max_message_bytes, &t) != STATUS_OK) goto done;
     ccfg.limits = transport_limits(t);
+    if (!trace_clock_id(ccfg.clock_id))
+        LOG(LOG_DEBUG, "coordinator: no boot id: worker clock offsets are estimated");
     if (cli.trace) {
         ccfg.clock_us = transport_now_us;
         ccfg.trace = trace_open(cli.trace, "coordinator", "coordinator");

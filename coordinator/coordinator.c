@@ -47,6 +47,11 @@ static void rate_note(struct rate_meter *r, uint64_t count, uint64_t now_ms) {
     r->base = count;
 }
 
+/* Heartbeat clock estimates a worker's offset is chosen from: the last this many, 8 s at the
+ * default --heartbeat-ms 500, in which clocks that NTP keeps within a few parts per million of
+ * each other drift apart by some tens of microseconds at most. */
+#define CLOCK_SAMPLES 16
+
 struct worker_rec {
     uint32_t node_id;
     uint8_t rid[256];
@@ -80,9 +85,19 @@ struct worker_rec {
     /* the last batch its heartbeats said it was computing (Heartbeat.busy_batch_id), when,
      * and since when they have named that batch */
     uint64_t busy_batch, busy_heard_ms, busy_since_ms;
-    uint64_t n_timed;                     /* micro-batches behind it since the last plan */
-    uint64_t lost_ms;                     /* when it was declared lost */
-    int64_t link_rtt_us, clock_offset_us; /* last heartbeat round trip (-1 = none yet) */
+    uint64_t n_timed;    /* micro-batches behind it since the last plan */
+    uint64_t lost_ms;    /* when it was declared lost */
+    int64_t link_rtt_us; /* last heartbeat round trip (-1 = none yet) */
+    /* Its clock minus ours (worker_clock): 0 when it reads our clock (Capabilities.clock),
+     * else the estimate of the heartbeat with the smallest round trip among its last
+     * CLOCK_SAMPLES (one whose echo it read late, computing, has a long round trip and a
+     * biased estimate); clock_known false until one came. */
+    bool same_clock, clock_known;
+    int64_t clock_offset_us;
+    struct clock_sample {
+        int64_t offset_us, rtt_us;
+    } clk[CLOCK_SAMPLES];
+    int n_clk, clk_next;
     int ctl_fd;    /* its control connection's file descriptor (0 = unknown) */
     bool kv_fresh; /* joined since the last plan: holds no KV cache of the requests in flight */
     char assign_error[256]; /* why it failed its last Assign ("" = it did not) */
@@ -1058,6 +1073,14 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     snprintf(w->address, sizeof w->address, "%s", peer->address);
     w->pid = j->pid;
     w->link_rtt_us = -1;
+    /* a worker that came back may have come back on another machine */
+    const uint8_t none[TRACE_CLOCK_ID_BYTES] = {0};
+    w->same_clock = j->caps && j->caps->clock.len == TRACE_CLOCK_ID_BYTES &&
+                    memcmp(c->cfg.clock_id, none, TRACE_CLOCK_ID_BYTES) != 0 &&
+                    memcmp(j->caps->clock.data, c->cfg.clock_id, TRACE_CLOCK_ID_BYTES) == 0;
+    w->clock_known = w->same_clock;
+    w->clock_offset_us = 0;
+    w->n_clk = w->clk_next = 0;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, w->address, j);
     if (c->speeds_measured) { /* the others' speeds are measured ones: assume the average */
         double sum = 0;
@@ -1425,6 +1448,19 @@ static void note_heartbeat(struct worker_rec *w, const Caravan__Heartbeat *hb, u
     w->busy_heard_ms = now_ms;
 }
 
+/* A heartbeat's estimate of w's clock offset, and the offset chosen from the last ones. */
+static void clock_note(struct worker_rec *w, int64_t offset_us, int64_t rtt_us) {
+    if (w->same_clock) return;
+    w->clk[w->clk_next] = (struct clock_sample){offset_us, rtt_us};
+    w->clk_next = (w->clk_next + 1) % CLOCK_SAMPLES;
+    if (w->n_clk < CLOCK_SAMPLES) w->n_clk++;
+    int best = 0;
+    for (int i = 1; i < w->n_clk; i++)
+        if (w->clk[i].rtt_us < w->clk[best].rtt_us) best = i;
+    w->clock_offset_us = w->clk[best].offset_us;
+    w->clock_known = true;
+}
+
 /* The stage whose heartbeats said, within the last BUSY_FRESH_MS, that it is computing batch
  * (a micro-batch that is not lost: the oldest in flight queues behind nothing, so it is always
  * on the wire or being computed), or -1. */
@@ -1538,8 +1574,10 @@ void coordinator_on_msg(coordinator_t *c, const struct coordinator_peer *peer,
             trace_clock_estimate(hb->echo_sent_us, hb->echo_recv_us, msg->sent_us,
                                  c->cfg.clock_us(), &offset, &rtt)) {
             w->link_rtt_us = rtt;
-            w->clock_offset_us = offset;
-            trace_clock(c->cfg.trace, w->node_id, offset, rtt);
+            clock_note(w, offset, rtt);
+            /* one clock: the trace merge takes its offset as exact (no round trip) */
+            trace_clock(c->cfg.trace, w->node_id, w->same_clock ? 0 : offset,
+                        w->same_clock ? 0 : rtt);
         }
         note_heartbeat(w, hb, now_ms);
         w->tokens_total = hb->tokens_total;
@@ -1885,8 +1923,24 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     serve_queue_metrics_done(c->cfg.queue);
 }
 
-/* Per-stage compute, wait and network time from the hop trace of one Result (clocks of
- * different hosts differ: network times across hosts carry their offset). */
+/* t (microseconds of the clock of the stage whose hop it is, 0 = none) on our clock: less that
+ * stage's clock offset when it is known, as it is otherwise. */
+static uint64_t on_our_clock(const coordinator_t *c, uint32_t node_id, uint64_t t) {
+    if (!t) return 0;
+    for (int i = 0; i < c->n_workers; i++) {
+        const struct worker_rec *w = &c->workers[i];
+        if (w->node_id != node_id) continue;
+        if (!w->clock_known || w->clock_offset_us == 0) return t;
+        const int64_t v = (int64_t)t - w->clock_offset_us;
+        return v > 0 ? (uint64_t)v : 0;
+    }
+    return t;
+}
+
+/* Per-stage compute, wait and network time from the hop trace of one Result. Compute and wait
+ * are differences of one stage's own clock; a network time runs from one clock to another, so
+ * both ends are first put on ours (on_our_clock: exact for workers on this machine, within about
+ * half a heartbeat round trip for others). */
 static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t sent_us) {
     uint64_t now_us = c->cfg.clock_us ? c->cfg.clock_us() : 0;
     /* live speed of each stage, for re-balancing */
@@ -1902,7 +1956,8 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
     }
     const uint64_t back_us = r->micro_batch < 64 ? c->mb_back_us[r->micro_batch] : 0;
     if (r->micro_batch < 64 && r->n_hops)
-        c->mb_back_us[r->micro_batch] = r->hops[r->n_hops - 1]->send_us;
+        c->mb_back_us[r->micro_batch] =
+            on_our_clock(c, r->hops[r->n_hops - 1]->node_id, r->hops[r->n_hops - 1]->send_us);
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->n_stages = c->n_workers < SERVE_MAX_STAGES ? c->n_workers : SERVE_MAX_STAGES;
     for (size_t i = 0; i < r->n_hops && i < SERVE_MAX_STAGES; i++) {
@@ -1917,17 +1972,21 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
          * step's path was the last stage's step-ahead message, sent with the slot's previous
          * Result, up to the start of the computation. */
         const bool ahead = i == 0 && h->start_us < h->recv_us;
-        uint64_t from = i > 0 ? r->hops[i - 1]->send_us : ahead ? back_us : sent_us;
-        const uint64_t to = ahead ? h->start_us : h->recv_us;
+        uint64_t from = i > 0   ? on_our_clock(c, r->hops[i - 1]->node_id, r->hops[i - 1]->send_us)
+                        : ahead ? back_us
+                                : sent_us;
+        const uint64_t to = on_our_clock(c, h->node_id, ahead ? h->start_us : h->recv_us);
+        const uint64_t free_us = on_our_clock(c, h->node_id, h->free_us);
         /* Sent while the stage was still busy with earlier work (another micro-batch): from then
          * until it was free the message waited for the stage; only the rest lay on the link. */
-        if (from && h->free_us > from && h->free_us <= to) {
-            st->wait_s += (double)(h->free_us - from) * 1e-6;
-            from = h->free_us;
+        if (from && free_us > from && free_us <= to) {
+            st->wait_s += (double)(free_us - from) * 1e-6;
+            from = free_us;
         }
         if (from && to >= from) st->network_s += (double)(to - from) * 1e-6;
-        if (i + 1 == r->n_hops && now_us >= h->send_us && h->send_us)
-            st->network_s += (double)(now_us - h->send_us) * 1e-6; /* the way back */
+        const uint64_t back = on_our_clock(c, h->node_id, h->send_us);
+        if (i + 1 == r->n_hops && now_us >= back && back)
+            st->network_s += (double)(now_us - back) * 1e-6; /* the way back */
     }
     serve_queue_metrics_done(c->cfg.queue);
 }
@@ -2022,7 +2081,13 @@ static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, in
     cJSON_AddNumberToObject(o, "speed", in_plan ? w->planned.speed : 0);
     /* heartbeat round trip (control connection), -1 until measured */
     cJSON_AddNumberToObject(o, "link_rtt_us", (double)w->link_rtt_us);
+    /* its clock minus ours, as the hop times are corrected with it: "same" (this machine's
+     * clock), "estimated" (heartbeats), "unknown" (none yet: taken as 0) */
     cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
+    cJSON_AddStringToObject(o, "clock",
+                            w->same_clock    ? "same"
+                            : w->clock_known ? "estimated"
+                                             : "unknown");
     cJSON_AddNumberToObject(o, "errors", (double)w->n_errors);
     cJSON_AddStringToObject(o, "last_error", w->last_error);
     cJSON_AddNumberToObject(o, "ahead_used", (double)w->ahead_used);

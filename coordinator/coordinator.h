@@ -91,8 +91,11 @@ struct coordinator_config {
     const char *plan;
     const char *kernels;
     uint64_t (*clock_us)(void); /* CLOCK_REALTIME for hop timings; NULL = none (tests) */
-    int rebalance_s;            /* check the live stage timings this often; 0 = never re-balance */
-    trace_t *trace;             /* --trace: serialize and step spans, clock offsets; NULL = off */
+    /* the key naming that clock (trace_clock_id; all zero = unknown): a worker reporting the
+     * same one (Capabilities.clock) shares it, and its clock offset is 0, not an estimate */
+    uint8_t clock_id[TRACE_CLOCK_ID_BYTES];
+    int rebalance_s; /* check the live stage timings this often; 0 = never re-balance */
+    trace_t *trace;  /* --trace: serialize and step spans, clock offsets; NULL = off */
 };
 
 enum coordinator_action_kind {

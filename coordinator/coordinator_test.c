@@ -51,6 +51,9 @@ static const struct coordinator_action *find(const struct coordinator_actions *a
     return NULL;
 }
 
+/* The clock key (Capabilities.clock) the next join_fd from routing id rid reports (NULL: none). */
+static const uint8_t *g_join_clock[4];
+
 /* A Join over control connection fd (0: none known) from a connection authenticated with
  * conn_key, claiming the key claimed. */
 static void join_fd(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, const uint8_t *claimed,
@@ -61,6 +64,10 @@ static void join_fd(coordinator_t *c, uint8_t rid, const uint8_t *conn_key, cons
     codec_envelope_init(&env, 0, 1);
     j.protocol_version = CARAVAN_PROTOCOL_VERSION;
     j.node_name = "w";
+    if (rid < 4 && g_join_clock[rid]) {
+        caps.clock.data = (uint8_t *)g_join_clock[rid];
+        caps.clock.len = 16;
+    }
     j.caps = &caps;
     j.data_endpoint = (char *)endpoint;
     j.public_key.data = (uint8_t *)claimed;
@@ -163,6 +170,7 @@ static void join_caps(coordinator_t *c, uint8_t rid, const uint8_t *key, const c
 static int g_max_compute_ms;         /* the next serving pair's --max-compute-ms (0: default) */
 static uint64_t (*g_clock_us)(void); /* and its hop clock (NULL: none) */
 static int g_max_load_stall_ms;      /* and its --max-load-stall-ms */
+static const uint8_t *g_clock_id;    /* and the key of its clock (NULL: none) */
 
 /* The configuration of a serving coordinator of n_layers layers over n workers, its requests
  * from q: small batches, the test key and the empty model's fingerprint. */
@@ -185,6 +193,7 @@ static coordinator_t *serving_pair_ahead(serve_queue_t **q, bool ahead,
     cfg.max_compute_ms = g_max_compute_ms;
     cfg.max_load_stall_ms = g_max_load_stall_ms;
     cfg.clock_us = g_clock_us;
+    if (g_clock_id) memcpy(cfg.clock_id, g_clock_id, sizeof cfg.clock_id);
     cfg.ahead = ahead;
     coordinator_t *c = coordinator_new(&cfg);
     join_fd(c, 1, K1, K1, "tcp://w1:1", 7, acts);
@@ -524,6 +533,129 @@ static void send_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, ui
     env.heartbeat = hb;
     struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
     coordinator_on_msg(c, &p, &env, test_now, acts);
+}
+
+/* A heartbeat from w<rid> for its clock offset: it echoes the coordinator's heartbeat sent at
+ * t0 that it read at t1, and sends at t2 (both of its clock); it arrives at fake_us. */
+static void clock_heartbeat(coordinator_t *c, uint8_t rid, const uint8_t *key, uint64_t t0,
+                            uint64_t t1, uint64_t t2, struct coordinator_actions *acts) {
+    Caravan__Heartbeat hb = CARAVAN__HEARTBEAT__INIT;
+    hb.state = CARAVAN__HEARTBEAT__STATE__STATE_READY;
+    hb.echo_sent_us = t0;
+    hb.echo_recv_us = t1;
+    Caravan__Envelope env;
+    codec_envelope_init(&env, 1, 5);
+    env.sent_us = t2;
+    env.body_case = CARAVAN__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    struct coordinator_peer p = {&rid, 1, key, "127.0.0.1", 0};
+    coordinator_on_msg(c, &p, &env, test_now, acts);
+}
+
+/* /cluster's clock_offset_us and clock of node `node`. */
+static void cluster_clock(coordinator_t *c, serve_queue_t *q, uint32_t node, double *offset,
+                          char *clock, size_t cap) {
+    struct coordinator_actions acts = {0};
+    test_now += 1000; /* /cluster is published every 500 ms */
+    coordinator_on_tick(c, test_now, &acts);
+    coordinator_actions_clear(&acts);
+    bool serving = false;
+    char reason[128], *json = NULL;
+    serve_queue_get_status(q, &serving, reason, sizeof reason, &json);
+    cJSON *root = cJSON_Parse(json);
+    const cJSON *w = NULL;
+    cJSON_ArrayForEach(w, cJSON_GetObjectItem(root, "workers")) {
+        if ((uint32_t)cJSON_GetNumberValue(cJSON_GetObjectItem(w, "node_id")) != node) continue;
+        *offset = cJSON_GetNumberValue(cJSON_GetObjectItem(w, "clock_offset_us"));
+        snprintf(clock, cap, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(w, "clock")));
+    }
+    cJSON_Delete(root);
+    free(json);
+}
+
+/* Network times across clocks, the steps of test_hop_network (a plain step, one computed
+ * ahead, one that waited for a busy stage) with the same results. w1 reads the coordinator's
+ * clock (the same key in Capabilities.clock: one machine), so a heartbeat that suggests an
+ * offset is not believed. w2's clock runs 7 ms behind: its offset is the estimate of the
+ * heartbeat with the smallest round trip, not that of a later one whose echo it read late
+ * (computing), and its hop times are put on the coordinator's clock with it. */
+static void test_hop_clocks(struct coordinator_actions *acts) {
+    static const uint8_t here[16] = {1, 2, 3}, there[16] = {4, 5, 6};
+    const uint64_t was = test_now;
+    g_clock_us = fake_clock;
+    g_clock_id = here;
+    g_join_clock[1] = here;
+    g_join_clock[2] = there;
+    serve_queue_t *q = NULL;
+    coordinator_t *c = serving_pair_ahead(&q, true, acts);
+    g_clock_us = NULL;
+    g_clock_id = g_join_clock[1] = g_join_clock[2] = NULL;
+    double off = 1;
+    char clock[16] = "";
+    cluster_clock(c, q, 2, &off, clock, sizeof clock);
+    assert(off == 0 && !strcmp(clock, "unknown"));
+    /* w2, -7 ms: an echo read 3.8 ms late (-5.1 ms, round trip 4 ms), one read at once (-7 ms,
+     * 200 us), another late one */
+    fake_us = 1995100;
+    clock_heartbeat(c, 2, K2, 1991000, 1987900, 1988000, acts);
+    fake_us = 1996500;
+    clock_heartbeat(c, 2, K2, 1996000, 1989100, 1989400, acts);
+    fake_us = 2001100;
+    clock_heartbeat(c, 2, K2, 1997000, 1993900, 1994000, acts);
+    /* w1: a heartbeat that says +3 ms with a round trip of 200 us */
+    fake_us = 1998300;
+    clock_heartbeat(c, 1, K1, 1998000, 2001100, 2001200, acts);
+    cluster_clock(c, q, 2, &off, clock, sizeof clock);
+    assert(off == -7000 && !strcmp(clock, "estimated"));
+    cluster_clock(c, q, 1, &off, clock, sizeof clock);
+    assert(off == 0 && !strcmp(clock, "same"));
+    coordinator_actions_clear(acts);
+
+    serve_req_t *r = submit(q, 8);
+    fake_us = 2100000;
+    Caravan__Envelope *f1 = next_forward(c, test_now + 10, acts);
+    /* w2's times are 7000 us less than the coordinator's */
+    const uint64_t plain[2][5] = {{2100300, 2100400, 2110400, 2110500, 0},
+                                  {2103700, 2103700, 2113700, 2113800, 1893000}};
+    fake_us = 2121000;
+    hops_result(c, f1->forward, plain, acts);
+    struct serve_metrics *m = serve_queue_metrics(q);
+    const double s0 = m->stage[0].network_s, s1 = m->stage[1].network_s;
+    serve_queue_metrics_done(q);
+    assert(fabs(s0 - 300e-6) < 1e-9);
+    assert(fabs(s1 - (200e-6 + 200e-6)) < 1e-9);
+    fake_us = 2121050;
+    Caravan__Envelope *f2 = next_forward(c, test_now + 11, acts);
+    assert(f2->forward->ahead_ok);
+    const uint64_t ahead[2][5] = {{2131150, 2121100, 2131100, 2131200, 2131100},
+                                  {2124300, 2124300, 2134300, 2134400, 2113900}};
+    fake_us = 2141500;
+    hops_result(c, f2->forward, ahead, acts);
+    m = serve_queue_metrics(q);
+    /* the step-ahead message: w2's send of the step before (on the coordinator's clock) to
+     * w1's start */
+    assert(fabs(m->stage[0].network_s - s0 - 300e-6) < 1e-9);
+    assert(fabs(m->stage[1].network_s - s1 - 200e-6) < 1e-9);
+    const double w1 = m->stage[1].wait_s;
+    serve_queue_metrics_done(q);
+    fake_us = 2141500;
+    Caravan__Envelope *f3 = next_forward(c, test_now + 12, acts);
+    const uint64_t busy[2][5] = {{2141600, 2141600, 2151000, 2151100, 0},
+                                 {2149300, 2149300, 2159300, 2159400, 2149100}};
+    fake_us = 2166500;
+    hops_result(c, f3->forward, busy, acts);
+    m = serve_queue_metrics(q);
+    assert(fabs(m->stage[0].network_s - s0 - 400e-6) < 1e-9);
+    assert(fabs(m->stage[1].network_s - s1 - 200e-6 - (200e-6 + 100e-6)) < 1e-9);
+    assert(fabs(m->stage[1].wait_s - w1 - 5e-3) < 1e-9);
+    serve_queue_metrics_done(q);
+    codec_free(&f1);
+    codec_free(&f2);
+    codec_free(&f3);
+    serve_req_unref(&r);
+    coordinator_destroy(&c);
+    serve_queue_destroy(&q);
+    test_now = was;
 }
 
 /* A heartbeat from w<rid> saying it is computing `batch` (0: nothing). */
@@ -1314,6 +1446,7 @@ int main(void) {
     test_unreachable(&acts);
     test_ahead_ok(&acts);
     test_hop_network(&acts);
+    test_hop_clocks(&acts);
     test_snap();
     test_pool_machines();
     test_plan(&acts);
