@@ -501,6 +501,7 @@ static enum status check_join(const struct vctx *v, const Caravan__Join *j, uint
     VCHECK(check_float(v, "join.caps.gflops", c->gflops, 0, 1e9f));
     VCHECK(check_texts(v, "join.caps.kernels", c->kernels, c->n_kernels));
     VCHECK(check_blob(v, "join.caps.machine", c->machine, CODEC_MACHINE_BYTES, true));
+    VCHECK(check_blob(v, "join.caps.clock", c->clock, CODEC_CLOCK_BYTES, true));
     VCHECK(check_count(v, "join.caps.type_speeds", c->n_type_speeds, c->type_speeds));
     for (size_t i = 0; i < c->n_type_speeds; i++) {
         if (!c->type_speeds[i])

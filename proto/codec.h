@@ -22,6 +22,7 @@
 #define CODEC_FINGERPRINT_BYTES 32 /* BLAKE2b-256 */
 #define CODEC_PUBLIC_KEY_BYTES 32  /* CURVE public key, raw */
 #define CODEC_MACHINE_BYTES 16     /* Capabilities.machine */
+#define CODEC_CLOCK_BYTES 16       /* Capabilities.clock */
 #define CODEC_MAX_DIMS 4           /* Tensor.shape entries */
 #define CODEC_ERR_LEN 160          /* a comfortable size for the err buffers below */
 #define CODEC_MAX_TOP_LOGPROBS 20  /* Sampling.top_logprobs, Result.top_n */

@@ -172,6 +172,7 @@ static void fixture_build(struct fixture *fx, enum fx_kind k) {
         fx->caps.n_kernels = 2;
         fx->caps.kernels = fx->kernels;
         fx->caps.machine = bin(fx->fp_slice, 16);
+        fx->caps.clock = bin(fx->fp_slice + 16, 16);
         j->protocol_version = CARAVAN_PROTOCOL_VERSION;
         j->node_name = s_name;
         j->caps = &fx->caps;
@@ -892,6 +893,9 @@ static void mut_short_cached(struct fixture *fx) {
 static void mut_long_machine(struct fixture *fx) {
     fx->caps.machine.len = 17;
 }
+static void mut_short_clock(struct fixture *fx) {
+    fx->caps.clock.len = 15;
+}
 static void mut_no_caps(struct fixture *fx) {
     fx->join.caps = NULL;
 }
@@ -1037,6 +1041,7 @@ static const struct bad_case bad_cases[] = {
     {"public key 31 bytes", FX_JOIN, mut_short_key, STATUS_FORMAT, "public_key"},
     {"cached fingerprint 16 bytes", FX_JOIN, mut_short_cached, STATUS_FORMAT, "cached_models"},
     {"machine key 17 bytes", FX_JOIN, mut_long_machine, STATUS_FORMAT, "caps.machine"},
+    {"clock key 15 bytes", FX_JOIN, mut_short_clock, STATUS_FORMAT, "caps.clock"},
     {"join without caps", FX_JOIN, mut_no_caps, STATUS_FORMAT, "capabilities"},
     {"type speed NaN", FX_JOIN, mut_speed_nan, STATUS_FORMAT, "type_speeds.gflops"},
     {"kernel name not UTF-8", FX_JOIN, mut_kernel_utf8, STATUS_FORMAT, "caps.kernels"},
