@@ -1,11 +1,23 @@
 /* cmd: the `caravan` subcommands. Each takes argv with argv[0] the subcommand name and
  * returns the process exit status (0 ok, 1 failure, 2 usage error). */
 #pragma once
+#include <stdbool.h>
+
+#include "gguf.h"
+#include "status.h"
 
 int cmd_run(int argc, char **argv);
 /* The model used when --model is absent: $CARAVAN_MODEL, else the shared stories260K.gguf.
  * NULL (after printing how to pass --model) when none is there. */
 const char *cmd_default_model(void);
+/* While a command opens a model: the engine's log lines as the command's own "error: ...",
+ * "warning: ..." (and, at a lower --log-level, "info: ...") lines with no time stamp, so that
+ * one line says what is wrong with the file; errors counted. cmd_plain_log_end restores the logger
+ * and returns the errors printed. */
+void cmd_plain_log_begin(void);
+int cmd_plain_log_end(void);
+/* gguf_open, and when it fails one "error: ..." line says why. */
+enum status cmd_gguf_open(const char *path, gguf_t **out);
 int cmd_inspect(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

@@ -540,10 +540,10 @@ int cmd_cluster(int argc, char **argv) {
     }
     struct cluster_cfg *c = &cl->cfg;
     if (!c->model && !(c->model = cmd_default_model())) goto out;
-    if (access(c->model, R_OK) != 0) {
-        fprintf(stderr, "error: cannot read the model %s: %s\n", c->model, strerror(errno));
-        goto out;
-    }
+    /* a path that is no GGUF file is said here, in one line, not by a coordinator's log */
+    gguf_t *model = NULL;
+    if (cmd_gguf_open(c->model, &model) != STATUS_OK) goto out;
+    gguf_close(&model);
     if (c->max_memory) { /* each worker would say so, in its own log */
         uint64_t bytes = 0;
         char msg[256];

@@ -321,12 +321,6 @@ static void print_tensors(const gguf_t *g) {
 /* ==== Command ============================================================================== */
 
 /* The reader's one error line, without the default sink's timestamp. */
-static void inspect_sink(enum log_level level, const char *msg, void *user) {
-    (void)user;
-    if (level >= LOG_WARN)
-        fprintf(stderr, "%s: %s\n", level >= LOG_ERROR ? "error" : "warning", msg);
-}
-
 int cmd_inspect(int argc, char **argv) {
     struct inspect_cfg cfg;
     int n_pos = 0;
@@ -338,11 +332,8 @@ int cmd_inspect(int argc, char **argv) {
         return 2;
     }
     const char *path = argv[0];
-    log_set_sink(inspect_sink, NULL);
     gguf_t *g = NULL;
-    enum status rc = gguf_open(path, &g);
-    log_set_sink(NULL, NULL);
-    if (rc != STATUS_OK) return 1;
+    if (cmd_gguf_open(path, &g) != STATUS_OK) return 1;
 
     char b[64];
     const char *arch = gguf_get_str(g, "general.architecture");

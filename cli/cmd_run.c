@@ -11,6 +11,7 @@
 
 #include "cmd.h"
 #include "codec.h"
+#include "gguf.h"
 #include "log.h"
 #include "model.h"
 #include "mono.h"
@@ -36,6 +37,33 @@ const char *cmd_default_model(void) {
             "       (or set CARAVAN_MODEL=PATH.gguf)\n",
             CARAVAN_DEFAULT_MODEL);
     return NULL;
+}
+
+static int plain_errors;
+
+static void plain_sink(enum log_level level, const char *msg, void *user) {
+    (void)user;
+    static const char *const names[LOG_LEVEL_COUNT] = {"debug", "info", "warning", "error"};
+    fprintf(stderr, "%s: %s\n", names[level < LOG_LEVEL_COUNT ? level : LOG_ERROR], msg);
+    if (level >= LOG_ERROR) plain_errors++;
+}
+
+void cmd_plain_log_begin(void) {
+    plain_errors = 0;
+    log_set_sink(plain_sink, NULL);
+}
+
+int cmd_plain_log_end(void) {
+    log_set_sink(NULL, NULL);
+    return plain_errors;
+}
+
+enum status cmd_gguf_open(const char *path, gguf_t **out) {
+    cmd_plain_log_begin();
+    const enum status rc = gguf_open(path, out);
+    const int said = cmd_plain_log_end();
+    if (rc != STATUS_OK && !said) fprintf(stderr, "error: %s: %s\n", path, status_str(rc));
+    return rc;
 }
 
 struct run_cfg {
@@ -159,9 +187,11 @@ int cmd_run(int argc, char **argv) {
     double t0 = mono_s();
     struct model_params mp = {
         .n_ctx = cfg.ctx, .n_seq = 1, .n_batch = cfg.batch, .n_threads = cfg.threads};
+    cmd_plain_log_begin(); /* what is wrong with the file, in one line */
     enum status rc = model_load(cfg.model, &mp, &m);
+    const int said = cmd_plain_log_end();
     if (rc != STATUS_OK) {
-        fprintf(stderr, "error: cannot load %s: %s\n", cfg.model, status_str(rc));
+        if (!said) fprintf(stderr, "error: cannot load %s: %s\n", cfg.model, status_str(rc));
         goto done;
     }
     if ((rc = tokenizer_load(model_gguf(m), &tok)) != STATUS_OK) {

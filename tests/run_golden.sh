@@ -15,7 +15,25 @@ for threads in 1 2; do
     exit 1
   fi
 done
-# A bad model path is one clear error and exit 1, nothing on stdout.
-out=$("$CARAVAN_BIN/caravan" run --model /nonexistent.gguf 2>/dev/null) && exit 1
-[ -z "$out" ] || exit 1
+# A bad model path (missing, a directory, not a GGUF file) is one clear error line and a
+# failing exit, nothing on stdout, from `run`, `inspect` and `cluster` (which says so before it
+# starts any process).
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+printf 'not a model\n' > "$tmp/notes.txt"
+for bad in "/nonexistent.gguf:cannot open" "$tmp:not a regular file" \
+           "$tmp/notes.txt:not a GGUF file"; do
+  path=${bad%%:*} why=${bad#*:}
+  for cmd in "run --model $path" "inspect $path" "cluster --workers 1 --prompt hi --model $path"; do
+    # shellcheck disable=SC2086 # the command's words
+    if "$CARAVAN_BIN/caravan" $cmd > "$tmp/out" 2> "$tmp/err"; then
+      echo "caravan $cmd succeeded"; exit 1
+    fi
+    if [ -s "$tmp/out" ] || [ "$(wc -l < "$tmp/err")" != 1 ] ||
+       ! grep -q "^error: $path: $why" "$tmp/err"; then
+      echo "caravan $cmd: expected one line 'error: $path: $why...' and no output; got:"
+      cat "$tmp/out" "$tmp/err"; exit 1
+    fi
+  done
+done
 echo "caravan run matches llama.cpp's greedy output"
