@@ -284,36 +284,39 @@ static void hops_result(coordinator_t *c, const Caravan__Forward *f, const uint6
     result_hops(c, f, 9, hops, 2, acts);
 }
 
-/* The stages' network time (/metrics, the page's links) from the hops: each stage's from the
- * one before it sent to its receive, the coordinator's Forward for the first, and the way back
- * for the last. A step the first stage computed ahead adds none for it: the coordinator's
- * Forward waited in its socket while it computed, which is no link on the step's path. Nor
- * does a message's wait for a stage still busy with earlier work: that is the stage's wait. */
-static void test_hop_network(struct coordinator_actions *acts) {
-    g_clock_us = fake_clock;
-    serve_queue_t *q = NULL;
-    coordinator_t *c = serving_pair_ahead(&q, true, acts);
-    g_clock_us = NULL;
+/* Three steps of a serving pair computing ahead (its queue q), from tick `tick` (ms), the first
+ * Forward sent at base (us): their hop times are {recv, start, end, send, free} after base on
+ * the coordinator's clock, w2's stamped on a clock w2_shift us off it. Whatever the clocks, the
+ * stages' network time (/metrics, the page's links) is each stage's from the one before it sent
+ * to its receive, the coordinator's Forward for the first, and the way back for the last. A step
+ * the first stage computed ahead adds none for it: the coordinator's Forward waited in its
+ * socket while it computed, which is no link on the step's path. Nor does a message's wait for a
+ * stage still busy with earlier work: that is the stage's wait. */
+static void hop_steps(coordinator_t *c, serve_queue_t *q, uint64_t base, int64_t w2_shift,
+                      uint64_t tick, struct coordinator_actions *acts) {
+#define T(x) ((uint64_t)((int64_t)base + (x)))
     serve_req_t *r = submit(q, 8);
-    fake_us = 1000000;
-    Caravan__Envelope *f1 = next_forward(c, 10, acts); /* sent at 1.000000 s */
-    const uint64_t plain[2][5] = {{1000300, 1000400, 1010400, 1010500, 0},
-                                  {1010700, 1010700, 1020700, 1020800, 900000}};
-    fake_us = 1021000;
-    hops_result(c, f1->forward, plain, acts);
+    fake_us = T(0);
+    Caravan__Envelope *f1 = next_forward(c, tick, acts);
+    uint64_t plain[2][5] = {{T(300), T(400), T(10400), T(10500), 0},
+                            {T(10700), T(10700), T(20700), T(20800), T(-100000)}};
+    for (int k = 0; k < 5; k++) plain[1][k] += (uint64_t)w2_shift;
+    fake_us = T(21000);
+    hops_result(c, f1->forward, (const uint64_t(*)[5])plain, acts);
     struct serve_metrics *m = serve_queue_metrics(q);
     const double s0 = m->stage[0].network_s, s1 = m->stage[1].network_s;
     serve_queue_metrics_done(q);
     assert(fabs(s0 - 300e-6) < 1e-9);            /* coordinator -> w1 */
     assert(fabs(s1 - (200e-6 + 200e-6)) < 1e-9); /* w1 -> w2, and w2 -> coordinator */
-    fake_us = 1021050;
-    Caravan__Envelope *f2 = next_forward(c, 11, acts);
+    fake_us = T(21050);
+    Caravan__Envelope *f2 = next_forward(c, tick + 1, acts);
     assert(f2->forward->ahead_ok);
-    /* w1 computed ahead from 1.021100 to 1.031100, then read this Forward */
-    const uint64_t ahead[2][5] = {{1031150, 1021100, 1031100, 1031200, 1031100},
-                                  {1031300, 1031300, 1041300, 1041400, 1020900}};
-    fake_us = 1041500;
-    hops_result(c, f2->forward, ahead, acts);
+    /* w1 computed ahead from +21.1 ms to +31.1 ms, then read this Forward */
+    uint64_t ahead[2][5] = {{T(31150), T(21100), T(31100), T(31200), T(31100)},
+                            {T(31300), T(31300), T(41300), T(41400), T(20900)}};
+    for (int k = 0; k < 5; k++) ahead[1][k] += (uint64_t)w2_shift;
+    fake_us = T(41500);
+    hops_result(c, f2->forward, (const uint64_t(*)[5])ahead, acts);
     m = serve_queue_metrics(q);
     /* not the 10.1 ms it waited, but the step-ahead message's 300 us from w2 */
     assert(fabs(m->stage[0].network_s - s0 - 300e-6) < 1e-9);
@@ -322,15 +325,17 @@ static void test_hop_network(struct coordinator_actions *acts) {
     const double w0 = m->stage[0].wait_s, w1 = m->stage[1].wait_s;
     assert(fabs(w0 - 100e-6) < 1e-9 && fabs(w1) < 1e-9); /* received, not yet computing */
     serve_queue_metrics_done(q);
-    /* w2 was still busy (another micro-batch, say) when w1 sent: from 1.051100 until it was
-     * free at 1.056100 the message waited for w2, not on the link (200 us); and a free time
+    /* w2 was still busy (another micro-batch, say) when w1 sent: from +51.1 ms until it was
+     * free at +56.1 ms the message waited for w2, not on the link (200 us); and a free time
      * after the receive (another clock) is not believed */
-    fake_us = 1041500;
-    Caravan__Envelope *f3 = next_forward(c, 12, acts);
-    const uint64_t busy[2][5] = {{1041600, 1041600, 1051000, 1051100, 1061000},
-                                 {1056300, 1056300, 1066300, 1066400, 1056100}};
-    fake_us = 1066500;
-    hops_result(c, f3->forward, busy, acts);
+    fake_us = T(41500);
+    Caravan__Envelope *f3 = next_forward(c, tick + 2, acts);
+    uint64_t busy[2][5] = {{T(41600), T(41600), T(51000), T(51100), T(61000)},
+                           {T(56300), T(56300), T(66300), T(66400), T(56100)}};
+    for (int k = 0; k < 5; k++) busy[1][k] += (uint64_t)w2_shift;
+    fake_us = T(66500);
+    hops_result(c, f3->forward, (const uint64_t(*)[5])busy, acts);
+#undef T
     m = serve_queue_metrics(q);
     assert(fabs(m->stage[0].network_s - s0 - 400e-6) < 1e-9 &&
            fabs(m->stage[0].wait_s - w0) < 1e-9);
@@ -341,6 +346,15 @@ static void test_hop_network(struct coordinator_actions *acts) {
     codec_free(&f2);
     codec_free(&f3);
     serve_req_unref(&r);
+}
+
+/* hop_steps on one clock. */
+static void test_hop_network(struct coordinator_actions *acts) {
+    g_clock_us = fake_clock;
+    serve_queue_t *q = NULL;
+    coordinator_t *c = serving_pair_ahead(&q, true, acts);
+    g_clock_us = NULL;
+    hop_steps(c, q, 1000000, 0, 10, acts);
     coordinator_destroy(&c);
     serve_queue_destroy(&q);
 }
@@ -573,12 +587,12 @@ static void cluster_clock(coordinator_t *c, serve_queue_t *q, uint32_t node, dou
     free(json);
 }
 
-/* Network times across clocks, the steps of test_hop_network (a plain step, one computed
- * ahead, one that waited for a busy stage) with the same results. w1 reads the coordinator's
- * clock (the same key in Capabilities.clock: one machine), so a heartbeat that suggests an
- * offset is not believed. w2's clock runs 7 ms behind: its offset is the estimate of the
- * heartbeat with the smallest round trip, not that of a later one whose echo it read late
- * (computing), and its hop times are put on the coordinator's clock with it. */
+/* Network times across clocks: hop_steps (a plain step, one computed ahead, one that waited for
+ * a busy stage) gives the same figures. w1 reads the coordinator's clock (the same key in
+ * Capabilities.clock: one machine), so a heartbeat that suggests an offset is not believed.
+ * w2's clock runs 7 ms behind: its offset is the estimate of the heartbeat with the smallest
+ * round trip, not that of a later one whose echo it read late (computing), and its hop times
+ * are put on the coordinator's clock with it. */
 static void test_hop_clocks(struct coordinator_actions *acts) {
     static const uint8_t here[16] = {1, 2, 3}, there[16] = {4, 5, 6};
     const uint64_t was = test_now;
@@ -611,48 +625,7 @@ static void test_hop_clocks(struct coordinator_actions *acts) {
     assert(off == 0 && !strcmp(clock, "same"));
     coordinator_actions_clear(acts);
 
-    serve_req_t *r = submit(q, 8);
-    fake_us = 2100000;
-    Caravan__Envelope *f1 = next_forward(c, test_now + 10, acts);
-    /* w2's times are 7000 us less than the coordinator's */
-    const uint64_t plain[2][5] = {{2100300, 2100400, 2110400, 2110500, 0},
-                                  {2103700, 2103700, 2113700, 2113800, 1893000}};
-    fake_us = 2121000;
-    hops_result(c, f1->forward, plain, acts);
-    struct serve_metrics *m = serve_queue_metrics(q);
-    const double s0 = m->stage[0].network_s, s1 = m->stage[1].network_s;
-    serve_queue_metrics_done(q);
-    assert(fabs(s0 - 300e-6) < 1e-9);
-    assert(fabs(s1 - (200e-6 + 200e-6)) < 1e-9);
-    fake_us = 2121050;
-    Caravan__Envelope *f2 = next_forward(c, test_now + 11, acts);
-    assert(f2->forward->ahead_ok);
-    const uint64_t ahead[2][5] = {{2131150, 2121100, 2131100, 2131200, 2131100},
-                                  {2124300, 2124300, 2134300, 2134400, 2113900}};
-    fake_us = 2141500;
-    hops_result(c, f2->forward, ahead, acts);
-    m = serve_queue_metrics(q);
-    /* the step-ahead message: w2's send of the step before (on the coordinator's clock) to
-     * w1's start */
-    assert(fabs(m->stage[0].network_s - s0 - 300e-6) < 1e-9);
-    assert(fabs(m->stage[1].network_s - s1 - 200e-6) < 1e-9);
-    const double w1 = m->stage[1].wait_s;
-    serve_queue_metrics_done(q);
-    fake_us = 2141500;
-    Caravan__Envelope *f3 = next_forward(c, test_now + 12, acts);
-    const uint64_t busy[2][5] = {{2141600, 2141600, 2151000, 2151100, 0},
-                                 {2149300, 2149300, 2159300, 2159400, 2149100}};
-    fake_us = 2166500;
-    hops_result(c, f3->forward, busy, acts);
-    m = serve_queue_metrics(q);
-    assert(fabs(m->stage[0].network_s - s0 - 400e-6) < 1e-9);
-    assert(fabs(m->stage[1].network_s - s1 - 200e-6 - (200e-6 + 100e-6)) < 1e-9);
-    assert(fabs(m->stage[1].wait_s - w1 - 5e-3) < 1e-9);
-    serve_queue_metrics_done(q);
-    codec_free(&f1);
-    codec_free(&f2);
-    codec_free(&f3);
-    serve_req_unref(&r);
+    hop_steps(c, q, 2100000, -7000, test_now + 10, acts);
     coordinator_destroy(&c);
     serve_queue_destroy(&q);
     test_now = was;
