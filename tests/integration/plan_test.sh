@@ -12,7 +12,8 @@
 #                speed, and by hand) equal `caravan run` with the kernel variant the cluster
 #                pinned (--kernels, and the default pick)
 #   cluster_json GET /cluster shows the plan: ranges, planned bytes, memory limits, speeds,
-#                the pinned kernels and the KV sizes
+#                the pinned kernels, the KV sizes, and that workers on this machine share its
+#                clock
 #   bad_options  --workers, --plan and --kernels are checked at start, before any worker joins
 #
 # Needs CARAVAN_BIN and CARAVAN_SHARED (stories260K). Every process started here is killed on
@@ -212,6 +213,8 @@ assert w[1]["mem_limit_bytes"] == 7 << 20, w[1]
 for x in w:
     assert 0 < x["planned_bytes"] and x["speed"] > 0, x
     assert x["mem_limit_bytes"] == 0 or x["planned_bytes"] <= x["mem_limit_bytes"], x
+    # one machine, one clock: hop times need no estimated offset
+    assert x["clock"] == "same" and x["clock_offset_us"] == 0, x
 PY
     ;;
 
