@@ -320,7 +320,6 @@ static void print_tensors(const gguf_t *g) {
 
 /* ==== Command ============================================================================== */
 
-/* The reader's one error line, without the default sink's timestamp. */
 int cmd_inspect(int argc, char **argv) {
     struct inspect_cfg cfg;
     int n_pos = 0;

@@ -88,7 +88,7 @@ struct worker_rec {
     uint64_t n_timed;    /* micro-batches behind it since the last plan */
     uint64_t lost_ms;    /* when it was declared lost */
     int64_t link_rtt_us; /* last heartbeat round trip (-1 = none yet) */
-    /* Its clock minus ours (worker_clock): 0 when it reads our clock (Capabilities.clock),
+    /* Its clock minus ours (on_our_clock): 0 when it reads our clock (Capabilities.clock),
      * else the estimate of the heartbeat with the smallest round trip among its last
      * CLOCK_SAMPLES (one whose echo it read late, computing, has a long round trip and a
      * biased estimate); clock_known false until one came. */
