@@ -29,6 +29,33 @@ int cmd_trace(int argc, char **argv);
 /* Joins one run's trace files into out (see cmd_trace.c); 0 on success. */
 int cmd_trace_merge(const char *out, const char *const *ins, int n_in);
 
+/* The sampling options of `caravan run`, `caravan cluster --prompt` and `caravan coordinator
+ * --ask`, one list, so that their defaults and ranges cannot drift apart: a request gives the
+ * same tokens from each. F(field) is the including file's offset into its configuration (with
+ * fields temp, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty,
+ * repeat_last_n, seed, ignore_eos), PFX a string literal that begins each help text. */
+// clang-format off
+#define CMD_SAMPLING_OPTIONS(F, PFX)                                                               \
+    {"temp", 0, OPT_FLOAT, F(temp), "0.8", 0, 100, "T", PFX "temperature; 0 is greedy"},           \
+    {"top-k", 0, OPT_INT, F(top_k), "40", 0, 1 << 24, "K",                                         \
+     PFX "keep the K most likely tokens (0: off)"},                                                \
+    {"top-p", 0, OPT_FLOAT, F(top_p), "0.95", 0, 1, "P", PFX "nucleus sampling (1: off)"},         \
+    {"min-p", 0, OPT_FLOAT, F(min_p), "0.05", 0, 1, "P",                                           \
+     PFX "drop tokens below P x the best token's probability (0: off)"},                           \
+    {"repeat-penalty", 0, OPT_FLOAT, F(repeat_penalty), "1.0", 0, 100, "X",                        \
+     PFX "divide the logits of recent tokens by X (1: off)"},                                      \
+    {"frequency-penalty", 0, OPT_FLOAT, F(frequency_penalty), "0", -2, 2, "F",                     \
+     PFX "subtract F x its count from each recent token's logit (0: off)"},                        \
+    {"presence-penalty", 0, OPT_FLOAT, F(presence_penalty), "0", -2, 2, "P",                       \
+     PFX "subtract P from each recent token's logit (0: off)"},                                    \
+    {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", -1, 1 << 20, "N",                        \
+     PFX "how many recent tokens the penalties look at (-1: all, 0: none: penalties off)"},        \
+    {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S",                                       \
+     PFX "random seed; -1 picks one (printed on stderr)"},                                         \
+    {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,                                  \
+     PFX "keep generating past end-of-generation tokens"}
+// clang-format on
+
 /* --spin-ms's default, the same for `caravan worker` and `caravan cluster`. */
 #define CMD_SPIN_MS 100
 #define CMD_STR(x) CMD_STR_(x)

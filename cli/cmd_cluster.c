@@ -99,21 +99,7 @@ static const struct opt cluster_opts[] = {
      "answer this prompt through the cluster, print the text, and exit"},
     {"n-predict", 'n', OPT_INT, F(n_predict), "64", 1, 1 << 20, "N",
      "--prompt: tokens to generate"},
-    {"temp", 0, OPT_FLOAT, F(temp), "0.8", 0, 100, "T", "--prompt: temperature; 0 is greedy"},
-    {"top-k", 0, OPT_INT, F(top_k), "40", 0, 1 << 24, "K", "--prompt: top-k (0: off)"},
-    {"top-p", 0, OPT_FLOAT, F(top_p), "0.95", 0, 1, "P", "--prompt: nucleus sampling (1: off)"},
-    {"min-p", 0, OPT_FLOAT, F(min_p), "0.05", 0, 1, "P", "--prompt: min-p (0: off)"},
-    {"repeat-penalty", 0, OPT_FLOAT, F(repeat_penalty), "1.0", 0, 100, "X",
-     "--prompt: repetition penalty (1: off)"},
-    {"frequency-penalty", 0, OPT_FLOAT, F(frequency_penalty), "0", -2, 2, "F",
-     "--prompt: frequency penalty (0: off)"},
-    {"presence-penalty", 0, OPT_FLOAT, F(presence_penalty), "0", -2, 2, "P",
-     "--prompt: presence penalty (0: off)"},
-    {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", -1, 1 << 20, "N",
-     "--prompt: recent tokens the penalties look at (-1: all, 0: none)"},
-    {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--prompt: random seed (-1: pick)"},
-    {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
-     "--prompt: keep generating past end-of-generation tokens"},
+    CMD_SAMPLING_OPTIONS(F, "--prompt: "),
     {"ctx", 'c', OPT_INT, F(ctx), "0", 0, CODEC_MAX_CTX, "N",
      "KV positions per sequence (0: the model's, at most 4096)"},
     {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, CODEC_MAX_SEQS, "N", "requests served at once"},
@@ -888,11 +874,12 @@ int cmd_cluster(int argc, char **argv) {
         }
         if (WIFEXITED(cl->coord.status) && WEXITSTATUS(cl->coord.status) == 0) {
             rc = 0;
-            /* the coordinator's timing lines, as caravan run prints them */
+            /* the coordinator's seed and timing lines, as caravan run prints them */
             FILE *lf = fopen(cl->coord.log, "r");
             char line[512];
             while (lf && fgets(line, sizeof line, lf))
-                if (strncmp(line, "prompt: ", 8) == 0 || strncmp(line, "generation: ", 12) == 0)
+                if (strncmp(line, "seed: ", 6) == 0 || strncmp(line, "prompt: ", 8) == 0 ||
+                    strncmp(line, "generation: ", 12) == 0)
                     fputs(line, stderr);
             if (lf) fclose(lf);
         } else {

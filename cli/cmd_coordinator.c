@@ -135,21 +135,7 @@ static const struct opt coordinator_opts[] = {
     {"ask", 0, OPT_STRING, F(ask), NULL, 0, -1, "TEXT",
      "serve one prompt through the pipeline, print only the generated text on stdout, exit"},
     {"max-tokens", 'n', OPT_INT, F(max_tokens), "64", 1, 1 << 20, "N", "--ask: tokens to generate"},
-    {"temp", 0, OPT_FLOAT, F(temp), "0.8", 0, 100, "T", "--ask: temperature; 0 is greedy"},
-    {"top-k", 0, OPT_INT, F(top_k), "40", 0, 1 << 24, "K", "--ask: top-k (0: off)"},
-    {"top-p", 0, OPT_FLOAT, F(top_p), "0.95", 0, 1, "P", "--ask: nucleus sampling (1: off)"},
-    {"min-p", 0, OPT_FLOAT, F(min_p), "0.05", 0, 1, "P", "--ask: min-p (0: off)"},
-    {"repeat-penalty", 0, OPT_FLOAT, F(repeat_penalty), "1.0", 0, 100, "X",
-     "--ask: repetition penalty (1: off)"},
-    {"frequency-penalty", 0, OPT_FLOAT, F(frequency_penalty), "0", -2, 2, "F",
-     "--ask: frequency penalty (0: off)"},
-    {"presence-penalty", 0, OPT_FLOAT, F(presence_penalty), "0", -2, 2, "P",
-     "--ask: presence penalty (0: off)"},
-    {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", -1, 1 << 20, "N",
-     "--ask: recent tokens the penalties look at (-1: all, 0: none)"},
-    {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S", "--ask: random seed (-1: pick one)"},
-    {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,
-     "--ask: keep generating past end-of-generation tokens"},
+    CMD_SAMPLING_OPTIONS(F, "--ask: "),
     {"ctx", 'c', OPT_INT, F(ctx), "0", 0, CODEC_MAX_CTX, "N",
      "KV positions per sequence (0: 2048, or the model's training context if smaller); the plan "
      "counts the KV cache of --ctx x --max-seqs on every worker"},
@@ -591,7 +577,7 @@ int cmd_coordinator(int argc, char **argv) {
         p.sampling.presence_penalty = (float)cli.presence_penalty;
         p.sampling.repeat_last_n = cli.repeat_last_n;
         if (cli.seed < 0) {
-            p.sampling.seed = transport_now_us() * 2654435761u;
+            p.sampling.seed = sampler_seed_random();
             if (p.sampling.temp > 0)
                 fprintf(stderr, "seed: %llu\n", (unsigned long long)p.sampling.seed);
         } else {

@@ -87,6 +87,7 @@ struct run_cfg {
     const char *log_level;
 };
 
+#define RUN_F(x) offsetof(struct run_cfg, x)
 static const struct opt run_opts[] = {
     {"model", 'm', OPT_STRING, offsetof(struct run_cfg, model), NULL, 0, -1, "FILE",
      "GGUF model (default: ../shared/models/stories260K.gguf or $CARAVAN_MODEL)"},
@@ -94,32 +95,13 @@ static const struct opt run_opts[] = {
      "prompt text"},
     {"n-predict", 'n', OPT_INT, offsetof(struct run_cfg, n_predict), "64", 0, 1 << 20, "N",
      "tokens to generate (0: the prompt alone, to time it)"},
-    {"temp", 0, OPT_FLOAT, offsetof(struct run_cfg, temp), "0.8", 0, 100, "T",
-     "temperature; 0 is greedy"},
-    {"top-k", 0, OPT_INT, offsetof(struct run_cfg, top_k), "40", 0, 1 << 24, "K",
-     "keep the K most likely tokens (0: off)"},
-    {"top-p", 0, OPT_FLOAT, offsetof(struct run_cfg, top_p), "0.95", 0, 1, "P",
-     "nucleus sampling (1: off)"},
-    {"min-p", 0, OPT_FLOAT, offsetof(struct run_cfg, min_p), "0.05", 0, 1, "P",
-     "drop tokens below P x the best token's probability (0: off)"},
-    {"repeat-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, repeat_penalty), "1.0", 0, 100, "X",
-     "divide the logits of recent tokens by X (1: off)"},
-    {"frequency-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, frequency_penalty), "0", -2, 2,
-     "F", "subtract F x its count from each recent token's logit (0: off)"},
-    {"presence-penalty", 0, OPT_FLOAT, offsetof(struct run_cfg, presence_penalty), "0", -2, 2, "P",
-     "subtract P from each recent token's logit (0: off)"},
-    {"repeat-last-n", 0, OPT_INT, offsetof(struct run_cfg, repeat_last_n), "64", -1, 1 << 20, "N",
-     "how many recent tokens the penalties look at (-1: all, 0: none: penalties off)"},
-    {"seed", 's', OPT_INT64, offsetof(struct run_cfg, seed), "-1", -1, 9.2e18, "S",
-     "random seed; -1 picks one (printed on stderr)"},
+    CMD_SAMPLING_OPTIONS(RUN_F, ""),
     {"threads", 't', OPT_INT, offsetof(struct run_cfg, threads), "0", 0, 1024, "N",
      "threads (0: all CPUs)"},
     {"ctx", 'c', OPT_INT, offsetof(struct run_cfg, ctx), "0", 0, CODEC_MAX_CTX, "N",
      "context length (0: the model's, at most 4096)"},
     {"batch", 'b', OPT_INT, offsetof(struct run_cfg, batch), "512", 1, CODEC_MAX_BATCH, "N",
      "prompt tokens per forward step"},
-    {"ignore-eos", 0, OPT_FLAG, offsetof(struct run_cfg, ignore_eos), NULL, 0, -1, NULL,
-     "keep generating past end-of-generation tokens"},
     {"kernels", 0, OPT_STRING, offsetof(struct run_cfg, kernels), NULL, 0, -1, "NAME",
      "kernel variant to run (avx512, avx2, ref; as CARAVAN_KERNELS; default: the CPU's best): "
      "a cluster pins one variant, and this gives the same tokens as that cluster"},
@@ -234,9 +216,7 @@ int cmd_run(int argc, char **argv) {
     sp.presence_penalty = (float)cfg.presence_penalty;
     sp.repeat_last_n = cfg.repeat_last_n;
     if (cfg.seed < 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sp.seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
+        sp.seed = sampler_seed_random();
         if (sp.temp > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)sp.seed);
     } else {
         sp.seed = (uint64_t)cfg.seed;

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -607,11 +606,7 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
     if (!get_num(root, "repeat_penalty", 1e-6, 100, false, &v, &have, e)) return false;
     if (have) sp->repeat_penalty = (float)v;
     if (!get_num(root, "seed", 0, 9007199254740991.0, true, &v, &have, e)) return false;
-    if (have) {
-        sp->seed = (uint64_t)v;
-    } else if (getrandom(&sp->seed, sizeof sp->seed, 0) != (ssize_t)sizeof sp->seed) {
-        sp->seed = (uint64_t)time(NULL);
-    }
+    sp->seed = have ? (uint64_t)v : sampler_seed_random();
 
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(root, "stop");
     if (cJSON_IsString(stop)) {

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 struct cand {
     int32_t id;
@@ -21,6 +23,16 @@ struct sampler {
     float *pen;         /* (n_vocab) the logits after the penalties */
     int32_t *count;     /* (n_vocab) zeros between calls: occurrences in the penalty window */
 };
+
+uint64_t sampler_seed_random(void) {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15u ^ (uint64_t)ts.tv_sec;
+    }
+    return s & SAMPLER_SEED_MAX;
+}
 
 void sampler_params_default(struct sampler_params *p) {
     p->temp = 0.8f;

@@ -25,6 +25,12 @@ struct sampler_params {
 
 void sampler_params_default(struct sampler_params *p);
 
+/* A seed for a request that names none: random (getrandom, else the clock), and at most
+ * SAMPLER_SEED_MAX, so that it can be given back to any command's --seed and to the API's
+ * `seed` (which take up to 2^53 - 1, a JSON number's exact integers) to draw the same text. */
+#define SAMPLER_SEED_MAX ((UINT64_C(1) << 53) - 1)
+uint64_t sampler_seed_random(void);
+
 /* Whether any penalty is on (and looks at some tokens): only then do the recent tokens matter. */
 bool sampler_params_penalize(const struct sampler_params *p);
 

@@ -458,6 +458,18 @@ int main(void) {
         float one[1] = {-7.0f};
         assert(sampler_logprobs(one, 1, 0, 5, &lp, ids, lps) == 1 && lp == 0 && lps[0] == 0);
     }
+    { /* a picked seed can be passed back (--seed, the API's seed: at most 2^53 - 1) and differs
+       * from pick to pick */
+        uint64_t first = sampler_seed_random(), any_high = 0;
+        bool picks_differ = false;
+        for (int i = 0; i < 1000; i++) {
+            const uint64_t pick = sampler_seed_random();
+            assert(pick <= SAMPLER_SEED_MAX);
+            picks_differ |= pick != first;
+            any_high |= pick >> 40; /* not clipped to a small range either */
+        }
+        assert(picks_differ && any_high);
+    }
     printf("sampler_test: all passed\n");
     return 0;
 }

@@ -4,7 +4,8 @@
 #   exact_stories    stories260K: greedy and seeded (temperature, top-k/p, min-p, repetition
 #                    penalty) requests give caravan run's text through 1, 2 and 3 workers, with
 #                    the workers mapping the file and with shipped weights, and with the
-#                    prompt cut into chunks of 2 tokens
+#                    prompt cut into chunks of 2 tokens; a cluster answer without --seed
+#                    says its seed, and caravan run with it gives the same text
 #                    (a lone stream's steps ahead reach the first worker, which uses them with
 #                    one worker; with --ahead off none is sent and the text is the same)
 #   exact_tinyllama  the same on a `caravan mkmodel` tinyllama-1.1b Q4_0 (heavy: release only)
@@ -159,6 +160,19 @@ exact_stories)
     for w in 2 3; do
         same_text "$STORIES" "$w" "--shared-file --prefill-chunk 2" -- --temp 0 -n 32
     done
+    # no --seed: the cluster says which it picked (as caravan run does), and caravan run with
+    # that seed gives the same text
+    timeout 120 "$CARAVAN" cluster --model "$STORIES" --workers 2 --threads 1 --shared-file \
+        --log-dir "$WORK/logs_seed" --prompt "Once upon a time" --temp 0.9 -n 48 \
+        >"$WORK/cluster.txt" 2>"$WORK/cluster_seed.err" || fail "caravan cluster (no --seed) failed"
+    seed=$(sed -n 's/^seed: \([0-9]*\)$/\1/p' "$WORK/cluster_seed.err")
+    [ -n "$seed" ] ||
+        fail "caravan cluster --prompt did not say which seed it picked: $(head -c 300 "$WORK/cluster_seed.err")"
+    timeout 120 "$CARAVAN" run --model "$STORIES" --threads 1 --prompt "Once upon a time" \
+        --temp 0.9 -n 48 --seed "$seed" >"$WORK/run.txt" 2>/dev/null || fail "caravan run failed"
+    cmp -s "$WORK/run.txt" "$WORK/cluster.txt" ||
+        fail "seed $seed: run printed '$(head -c 200 "$WORK/run.txt")', the cluster '$(head -c 200 "$WORK/cluster.txt")'"
+    note "the seed the cluster picked ($seed) gives caravan run the same text"
     if "$CARAVAN" worker --help | grep -q -- '--cache'; then
         for w in 1 3; do
             same_text "$STORIES" "$w" "" -- --temp 0 -n 64
