@@ -101,7 +101,8 @@ static const struct opt cluster_opts[] = {
      "--prompt: tokens to generate"},
     CMD_SAMPLING_OPTIONS(F, "--prompt: "),
     {"ctx", 'c', OPT_INT, F(ctx), "0", 0, CODEC_MAX_CTX, "N",
-     "KV positions per sequence (0: the model's, at most 4096)"},
+     "KV positions per sequence (0: 2048, or the model's training context if smaller; caravan "
+     "run's 0 is up to 4096)"},
     {"max-seqs", 0, OPT_INT, F(max_seqs), "8", 1, CODEC_MAX_SEQS, "N", "requests served at once"},
     {"prefill-chunk", 0, OPT_INT, F(prefill_chunk), "256", 1, 1 << 16, "N", CMD_PREFILL_CHUNK_HELP},
     {"wire-dtype", 0, OPT_STRING, F(wire_dtype), "f32", 0, -1, "f32|f16",
@@ -874,12 +875,13 @@ int cmd_cluster(int argc, char **argv) {
         }
         if (WIFEXITED(cl->coord.status) && WEXITSTATUS(cl->coord.status) == 0) {
             rc = 0;
-            /* the coordinator's seed and timing lines, as caravan run prints them */
+            /* the coordinator's seed, warning (a context too small for -n) and timing lines, as
+             * caravan run prints them */
             FILE *lf = fopen(cl->coord.log, "r");
             char line[512];
             while (lf && fgets(line, sizeof line, lf))
-                if (strncmp(line, "seed: ", 6) == 0 || strncmp(line, "prompt: ", 8) == 0 ||
-                    strncmp(line, "generation: ", 12) == 0)
+                if (strncmp(line, "seed: ", 6) == 0 || strncmp(line, "warning: ", 9) == 0 ||
+                    strncmp(line, "prompt: ", 8) == 0 || strncmp(line, "generation: ", 12) == 0)
                     fputs(line, stderr);
             if (lf) fclose(lf);
         } else {

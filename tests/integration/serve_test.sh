@@ -5,7 +5,8 @@
 #                    penalty) requests give caravan run's text through 1, 2 and 3 workers, with
 #                    the workers mapping the file and with shipped weights, and with the
 #                    prompt cut into chunks of 2 tokens; a cluster answer without --seed
-#                    says its seed, and caravan run with it gives the same text
+#                    says its seed, and caravan run with it gives the same text; a --ctx
+#                    too small for -n cuts both texts alike, and both say so
 #                    (a lone stream's steps ahead reach the first worker, which uses them with
 #                    one worker; with --ahead off none is sent and the text is the same)
 #   exact_tinyllama  the same on a `caravan mkmodel` tinyllama-1.1b Q4_0 (heavy: release only)
@@ -160,6 +161,10 @@ exact_stories)
     for w in 2 3; do
         same_text "$STORIES" "$w" "--shared-file --prefill-chunk 2" -- --temp 0 -n 32
     done
+    # a context too small for -n: the same shorter text, and the cluster says so as run does
+    same_text "$STORIES" 2 "--shared-file" -- --temp 0 --ctx 24 -n 64
+    grep -q "^warning: the context holds 24 tokens: generating 19, not 64" \
+        "$WORK/cluster_w2_$RUNS.err" || fail "cluster: no warning: $(cat "$WORK/cluster_w2_$RUNS.err")"
     # no --seed: the cluster says which it picked (as caravan run does), and caravan run with
     # that seed gives the same text
     timeout 120 "$CARAVAN" cluster --model "$STORIES" --workers 2 --threads 1 --shared-file \
