@@ -238,6 +238,29 @@ static void print_log_tail(const char *path, int lines) {
     for (int i = from; i < n; i++) fprintf(stderr, "    %s", buf[i % 64]);
 }
 
+/* The coordinator ended with an error: its own "error: ..." lines (what it says as a command,
+ * already a sentence: a prompt longer than --ctx, say), or, when it has none, the end of its
+ * log. */
+static void report_coordinator_exit(const struct proc *coord) {
+    char how[64];
+    describe_exit(coord, how, sizeof how);
+    FILE *f = fopen(coord->log, "r");
+    char line[600];
+    int said = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "error: ", 7) == 0) {
+            fputs(line, stderr);
+            said++;
+        }
+    if (f) fclose(f);
+    if (said) {
+        fprintf(stderr, "caravan cluster: the coordinator %s (log: %s)\n", how, coord->log);
+        return;
+    }
+    fprintf(stderr, "error: the coordinator %s; the end of its log (%s):\n", how, coord->log);
+    print_log_tail(coord->log, 15);
+}
+
 /* The message of the first error line ("12:34:56.789 error MESSAGE") of the log at path into
  * out, without its newline; "" when there is none. */
 static void log_first_error(const char *path, char *out, size_t cap) {
@@ -386,11 +409,7 @@ static void proc_start(struct cluster *cl, struct proc *p) {
  * to 30 s; reset after a minute up), unless --no-restart or it exited with a usage error. */
 static bool check_children(struct cluster *cl) {
     if (reap(&cl->coord)) {
-        char how[64];
-        describe_exit(&cl->coord, how, sizeof how);
-        fprintf(stderr, "error: the coordinator %s; the end of its log (%s):\n", how,
-                cl->coord.log);
-        print_log_tail(cl->coord.log, 15);
+        report_coordinator_exit(&cl->coord);
         return false;
     }
     time_t now = time(NULL);
@@ -885,11 +904,7 @@ int cmd_cluster(int argc, char **argv) {
                     fputs(line, stderr);
             if (lf) fclose(lf);
         } else {
-            char how[64];
-            describe_exit(&cl->coord, how, sizeof how);
-            fprintf(stderr, "error: the coordinator %s; the end of its log (%s):\n", how,
-                    cl->coord.log);
-            print_log_tail(cl->coord.log, 15);
+            report_coordinator_exit(&cl->coord);
         }
         goto stop;
     }

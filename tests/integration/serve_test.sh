@@ -21,8 +21,9 @@
 #                    -100 keeps ',' out of an answer that has one without it)
 #   f16_wire         --wire-dtype f16 serves (tokens may differ; the run must succeed)
 #   bad_model        a missing model, or a --cache that is not a directory, is a clear error,
-#                    not a hang or a restart loop; a --log-dir of 20 characters, whose
-#                    coordinator key path is 40 (a Z85 key's length), serves
+#                    not a hang or a restart loop; a prompt longer than --ctx gets caravan
+#                    run's one error line, not the coordinator's log; a --log-dir of 20
+#                    characters, whose coordinator key path is 40 (a Z85 key's length), serves
 #   nan_model        a model that makes NaN or infinite hidden states or logits (one weight
 #                    overwritten): `caravan run` and `caravan cluster --prompt` stop with an
 #                    error that says so and print no text; the cluster at once (the stage's
@@ -308,6 +309,21 @@ bad_model)
         fail "the error does not say why: $(head -n 5 "$WORK/badcache.err")"
     ! grep -q "restarting" "$WORK/badcache.err" || fail "a worker with a bad --cache was restarted"
     note "--cache a file: $(grep -m1 "^error" "$WORK/badcache.err")"
+    # a prompt longer than --ctx: the cluster says what caravan run says, not a log's tail
+    long=$(printf 'the cat sat on the mat %.0s' $(seq 20))
+    set +e
+    timeout 60 "$CARAVAN" run --model "$STORIES" --ctx 24 --prompt "$long" -n 4 \
+        >"$WORK/out.txt" 2>"$WORK/long_run.err"
+    timeout 60 "$CARAVAN" cluster --model "$STORIES" --workers 2 --ctx 24 --prompt "$long" -n 4 \
+        --log-dir "$WORK/logs_long" >"$WORK/out.txt" 2>"$WORK/long.err"
+    rc=$?
+    set -e
+    [ "$rc" = 1 ] || fail "a prompt longer than --ctx: exit $rc, not 1"
+    want=$(grep -m1 "^error: " "$WORK/long_run.err")
+    [ -n "$want" ] && [ "$(grep "^error: " "$WORK/long.err")" = "$want" ] &&
+        ! grep -q "^    [0-9:.]* " "$WORK/long.err" ||
+        fail "a prompt longer than --ctx: run said '$want', the cluster: $(cat "$WORK/long.err")"
+    note "a prompt longer than --ctx: '$want'"
     # DIR/coordinator/key.pub of 40 characters, every one of them a Z85 character: the workers
     # read the file; taking the path for the key, they failed their handshake and restarted
     # for ever
