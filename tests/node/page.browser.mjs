@@ -73,6 +73,9 @@ test("the page shows the pipeline and streams a chat answer", { timeout: 120000 
     for (const w of cluster.workers) { // steps were computed: each stage's wait is a figure
       const waited = page.locator(`[data-testid=worker][data-name="${w.name}"] .waited`);
       assert.match(await waited.textContent(), /^\d+\.\d+ ms\/step$/, `worker ${w.name} waited`);
+      // its clock is the coordinator's (one machine): its link times need no estimate
+      const rtt = page.locator(`[data-testid=link-${cluster.workers.indexOf(w)}] .rtt`);
+      assert.match(await rtt.getAttribute("title"), /clock: the coordinator's/, `${w.name} clock`);
       // ... over the steps just computed, not since the start
       assert.match(await waited.getAttribute("title"), /over the last \d+ s \([1-9]\d* steps\)$/,
                    `worker ${w.name}: the figures' window`);
