@@ -9,7 +9,7 @@ packages=(
   libpcre2-dev libcjson-dev libmicrohttpd-dev
   tshark tcpdump iproute2 procps nodejs curl iptables
   libnetfilter-queue-dev iputils-ping openssh-client systemd
-  chromium gnuplot-nox
+  chromium gnuplot-nox faketime
   # (openssh-server only with --tests, below: the hosts a cluster runs on need it, and
   # tests/integration/hosts_test.sh runs its own sshd in network namespaces)
 )
