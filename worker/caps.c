@@ -19,6 +19,7 @@
 #include "mono.h"
 #include "quant.h"
 #include "threadpool.h"
+#include "trace.h"
 
 enum status caps_parse_size(const char *text, uint64_t *bytes) {
     if (!text || !isdigit((unsigned char)text[0])) return STATUS_FORMAT;
@@ -144,19 +145,15 @@ enum status caps_probe_speeds_locked(const char *lock_path, int n_threads, int b
 
 bool caps_machine_from(const char *boot_id_path, uint8_t out[CAPS_MACHINE_BYTES]) {
     memset(out, 0, CAPS_MACHINE_BYTES);
-    char buf[64 + sizeof(cpu_set_t)];
-    memset(buf, 0, sizeof buf);
-    FILE *f = fopen(boot_id_path, "r");
-    if (!f) return false;
-    const bool got = fgets(buf, 64, f) != NULL && buf[0] != '\n' && buf[0] != '\0';
-    fclose(f);
-    if (!got) return false;
+    uint8_t buf[TRACE_CLOCK_ID_BYTES + sizeof(cpu_set_t)];
+    /* the boot id as the clock key reads it (the kernel's, 16 bytes) */
+    if (!trace_clock_id_from(boot_id_path, buf)) return false;
     /* The CPUs this thread may run on (all zero when that cannot be read: then the key names
      * the machine only). */
     cpu_set_t set;
     CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof set, &set) != 0) CPU_ZERO(&set);
-    memcpy(buf + 64, &set, sizeof set);
+    memcpy(buf + TRACE_CLOCK_ID_BYTES, &set, sizeof set);
     uint8_t digest[CRYPTO_HASH_BYTES];
     crypto_hash_buf(buf, sizeof buf, digest);
     memcpy(out, digest, CAPS_MACHINE_BYTES);

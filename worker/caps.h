@@ -44,7 +44,7 @@ CARAVAN_NODISCARD enum status caps_max_memory(const char *text, uint64_t total, 
  * with the fastest of their probes, not with whatever a busy moment did to each (two equal
  * workers started one after the other on one VM probed q4_0 at 88.3 and 51.3 GFLOP/s and were
  * given 15 and 7 layers; bench/RESULTS.md, Zen 3). false, out all zero, when the boot id cannot
- * be read. */
+ * be read (trace_clock_id_from, which reads it for the clock key too). */
 bool caps_machine_from(const char *boot_id_path, uint8_t out[CAPS_MACHINE_BYTES]);
 bool caps_machine(uint8_t out[CAPS_MACHINE_BYTES]);
 
