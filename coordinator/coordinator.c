@@ -91,8 +91,8 @@ struct worker_rec {
     /* Its clock minus ours (on_our_clock): 0 when it reads our clock (Capabilities.clock),
      * else the estimate of the heartbeat with the smallest round trip among its last
      * CLOCK_SAMPLES (one whose echo it read late, computing, has a long round trip and a
-     * biased estimate); clock_known false until one came. */
-    bool same_clock, clock_known;
+     * biased estimate); 0 too until one came (n_clk 0). */
+    bool same_clock;
     int64_t clock_offset_us;
     struct clock_sample {
         int64_t offset_us, rtt_us;
@@ -1078,7 +1078,6 @@ static void on_join(coordinator_t *c, const struct coordinator_peer *peer,
     w->same_clock = j->caps && j->caps->clock.len == TRACE_CLOCK_ID_BYTES &&
                     memcmp(c->cfg.clock_id, none, TRACE_CLOCK_ID_BYTES) != 0 &&
                     memcmp(j->caps->clock.data, c->cfg.clock_id, TRACE_CLOCK_ID_BYTES) == 0;
-    w->clock_known = w->same_clock;
     w->clock_offset_us = 0;
     w->n_clk = w->clk_next = 0;
     planner_caps_from_join(&w->caps, w->name[0] ? w->name : w->address, w->address, j);
@@ -1458,7 +1457,6 @@ static void clock_note(struct worker_rec *w, int64_t offset_us, int64_t rtt_us) 
     for (int i = 1; i < w->n_clk; i++)
         if (w->clk[i].rtt_us < w->clk[best].rtt_us) best = i;
     w->clock_offset_us = w->clk[best].offset_us;
-    w->clock_known = true;
 }
 
 /* The stage whose heartbeats said, within the last BUSY_FRESH_MS, that it is computing batch
@@ -1923,18 +1921,21 @@ static void send_batch(coordinator_t *c, struct coordinator_actions *acts,
     serve_queue_metrics_done(c->cfg.queue);
 }
 
-/* t (microseconds of the clock of the stage whose hop it is, 0 = none) on our clock: less that
- * stage's clock offset when it is known, as it is otherwise. */
-static uint64_t on_our_clock(const coordinator_t *c, uint32_t node_id, uint64_t t) {
-    if (!t) return 0;
-    for (int i = 0; i < c->n_workers; i++) {
-        const struct worker_rec *w = &c->workers[i];
-        if (w->node_id != node_id) continue;
-        if (!w->clock_known || w->clock_offset_us == 0) return t;
-        const int64_t v = (int64_t)t - w->clock_offset_us;
-        return v > 0 ? (uint64_t)v : 0;
-    }
-    return t;
+/* The clock offset of node_id, the worker that computed a Result's hop i (stage i, unless a
+ * re-plan moved it): 0 when it reads our clock or its offset is not known yet. */
+static int64_t hop_offset(const coordinator_t *c, size_t i, uint32_t node_id) {
+    if (i < (size_t)c->n_workers && c->workers[i].node_id == node_id)
+        return c->workers[i].clock_offset_us;
+    for (int k = 0; k < c->n_workers; k++)
+        if (c->workers[k].node_id == node_id) return c->workers[k].clock_offset_us;
+    return 0;
+}
+
+/* t (microseconds of a clock offset_us off ours; 0 = none) on our clock. */
+static uint64_t on_our_clock(uint64_t t, int64_t offset_us) {
+    if (!t || !offset_us) return t;
+    const int64_t v = (int64_t)t - offset_us;
+    return v > 0 ? (uint64_t)v : 0;
 }
 
 /* Per-stage compute, wait and network time from the hop trace of one Result. Compute and wait
@@ -1955,13 +1956,17 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
         w->n_timed++;
     }
     const uint64_t back_us = r->micro_batch < 64 ? c->mb_back_us[r->micro_batch] : 0;
-    if (r->micro_batch < 64 && r->n_hops)
+    if (r->micro_batch < 64 && r->n_hops) {
+        const Caravan__Hop *last = r->hops[r->n_hops - 1];
         c->mb_back_us[r->micro_batch] =
-            on_our_clock(c, r->hops[r->n_hops - 1]->node_id, r->hops[r->n_hops - 1]->send_us);
+            on_our_clock(last->send_us, hop_offset(c, r->n_hops - 1, last->node_id));
+    }
     struct serve_metrics *m = serve_queue_metrics(c->cfg.queue);
     m->n_stages = c->n_workers < SERVE_MAX_STAGES ? c->n_workers : SERVE_MAX_STAGES;
+    uint64_t prev_send = 0; /* the stage before's send, on our clock */
     for (size_t i = 0; i < r->n_hops && i < SERVE_MAX_STAGES; i++) {
         const Caravan__Hop *h = r->hops[i];
+        const int64_t off = hop_offset(c, i, h->node_id);
         struct serve_stage_metrics *st = &m->stage[i];
         if (i < (size_t)c->n_workers) snprintf(st->name, sizeof st->name, "%s", c->workers[i].name);
         st->forwards++;
@@ -1972,11 +1977,9 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
          * step's path was the last stage's step-ahead message, sent with the slot's previous
          * Result, up to the start of the computation. */
         const bool ahead = i == 0 && h->start_us < h->recv_us;
-        uint64_t from = i > 0   ? on_our_clock(c, r->hops[i - 1]->node_id, r->hops[i - 1]->send_us)
-                        : ahead ? back_us
-                                : sent_us;
-        const uint64_t to = on_our_clock(c, h->node_id, ahead ? h->start_us : h->recv_us);
-        const uint64_t free_us = on_our_clock(c, h->node_id, h->free_us);
+        uint64_t from = i > 0 ? prev_send : ahead ? back_us : sent_us;
+        const uint64_t to = on_our_clock(ahead ? h->start_us : h->recv_us, off);
+        const uint64_t free_us = on_our_clock(h->free_us, off);
         /* Sent while the stage was still busy with earlier work (another micro-batch): from then
          * until it was free the message waited for the stage; only the rest lay on the link. */
         if (from && free_us > from && free_us <= to) {
@@ -1984,9 +1987,9 @@ static void account_hops(coordinator_t *c, const Caravan__Result *r, uint64_t se
             from = free_us;
         }
         if (from && to >= from) st->network_s += (double)(to - from) * 1e-6;
-        const uint64_t back = on_our_clock(c, h->node_id, h->send_us);
-        if (i + 1 == r->n_hops && now_us >= back && back)
-            st->network_s += (double)(now_us - back) * 1e-6; /* the way back */
+        prev_send = on_our_clock(h->send_us, off);
+        if (i + 1 == r->n_hops && now_us >= prev_send && prev_send)
+            st->network_s += (double)(now_us - prev_send) * 1e-6; /* the way back */
     }
     serve_queue_metrics_done(c->cfg.queue);
 }
@@ -2085,9 +2088,9 @@ static cJSON *worker_json(const coordinator_t *c, const struct worker_rec *w, in
      * clock), "estimated" (heartbeats), "unknown" (none yet: taken as 0) */
     cJSON_AddNumberToObject(o, "clock_offset_us", (double)w->clock_offset_us);
     cJSON_AddStringToObject(o, "clock",
-                            w->same_clock    ? "same"
-                            : w->clock_known ? "estimated"
-                                             : "unknown");
+                            w->same_clock  ? "same"
+                            : w->n_clk > 0 ? "estimated"
+                                           : "unknown");
     cJSON_AddNumberToObject(o, "errors", (double)w->n_errors);
     cJSON_AddStringToObject(o, "last_error", w->last_error);
     cJSON_AddNumberToObject(o, "ahead_used", (double)w->ahead_used);
