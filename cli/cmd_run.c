@@ -89,23 +89,21 @@ struct run_cfg {
 
 #define RUN_F(x) offsetof(struct run_cfg, x)
 static const struct opt run_opts[] = {
-    {"model", 'm', OPT_STRING, offsetof(struct run_cfg, model), NULL, 0, -1, "FILE",
+    {"model", 'm', OPT_STRING, RUN_F(model), NULL, 0, -1, "FILE",
      "GGUF model (default: ../shared/models/stories260K.gguf or $CARAVAN_MODEL)"},
-    {"prompt", 'p', OPT_STRING, offsetof(struct run_cfg, prompt), "Once upon a time", 0, -1, "TEXT",
-     "prompt text"},
-    {"n-predict", 'n', OPT_INT, offsetof(struct run_cfg, n_predict), "64", 0, 1 << 20, "N",
+    {"prompt", 'p', OPT_STRING, RUN_F(prompt), "Once upon a time", 0, -1, "TEXT", "prompt text"},
+    {"n-predict", 'n', OPT_INT, RUN_F(n_predict), "64", 0, 1 << 20, "N",
      "tokens to generate (0: the prompt alone, to time it)"},
     CMD_SAMPLING_OPTIONS(RUN_F, ""),
-    {"threads", 't', OPT_INT, offsetof(struct run_cfg, threads), "0", 0, 1024, "N",
-     "threads (0: all CPUs)"},
-    {"ctx", 'c', OPT_INT, offsetof(struct run_cfg, ctx), "0", 0, CODEC_MAX_CTX, "N",
+    {"threads", 't', OPT_INT, RUN_F(threads), "0", 0, 1024, "N", "threads (0: all CPUs)"},
+    {"ctx", 'c', OPT_INT, RUN_F(ctx), "0", 0, CODEC_MAX_CTX, "N",
      "context length (0: the model's, at most 4096)"},
-    {"batch", 'b', OPT_INT, offsetof(struct run_cfg, batch), "512", 1, CODEC_MAX_BATCH, "N",
+    {"batch", 'b', OPT_INT, RUN_F(batch), "512", 1, CODEC_MAX_BATCH, "N",
      "prompt tokens per forward step"},
-    {"kernels", 0, OPT_STRING, offsetof(struct run_cfg, kernels), NULL, 0, -1, "NAME",
+    {"kernels", 0, OPT_STRING, RUN_F(kernels), NULL, 0, -1, "NAME",
      "kernel variant to run (avx512, avx2, ref; as CARAVAN_KERNELS; default: the CPU's best): "
      "a cluster pins one variant, and this gives the same tokens as that cluster"},
-    {"log-level", 0, OPT_STRING, offsetof(struct run_cfg, log_level), "warn", 0, -1, "LEVEL",
+    {"log-level", 0, OPT_STRING, RUN_F(log_level), "warn", 0, -1, "LEVEL",
      "debug, info, warn or error"},
     OPTS_END,
 };
