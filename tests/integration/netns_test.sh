@@ -2,8 +2,8 @@
 # netns_test.sh CASE: deploy/netns-cluster.sh's links and cluster, for real (root only; exits
 # 77 when not root or when network namespaces cannot be made).
 #   ping     a 5 ms link adds 5 ms each way (ping round trip +10 ms); 0 adds nothing
-#   jitter   5 ms +- 1 ms: no round trip under 2 x (5 - 1) ms, the quartiles within 2 x (5 +- 1)
-#            ms and apart (the tail past it is the shared machine's scheduling)
+#   jitter   5 ms +- 1 ms: no round trip under 2 x (5 - 1) ms, some well under the plain 5 ms
+#            link's (measured just before), a quarter at most 2 ms over its first quartile
 #   loss     --loss 20%: about 1 - 0.8^2 of the pings are lost
 #   rate     --rate 20mbit: 2 MB from one namespace to another take 0.8 s; over a 5 ms link
 #            (1gbit), 20 MB take well under 2 s (TCP is not held to ~1 MB/s by the delay)
@@ -56,33 +56,46 @@ export prefix net
 
 case $case_name in
 ping)
-  # netdelay never releases a packet early, so the shortest round trip is a hard bound; on a
-  # shared machine the scheduler can hold any process back, so the typical one is the median
+  # netdelay never releases a packet early, so the shortest round trip is a hard bound; a busy
+  # second on a shared machine can hold back half the pings, so the typical one is the first
+  # quartile (the jitter case below saw the median 1.1 ms late while the quartile was not)
   out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --no-cluster -- \
     bash -c 'ping_times -c 50 -i 0.02') || fail "netns-cluster failed: $out"
-  read -r mn _ med _ mx <<<"$(summary <<<"$out")"
-  echo "5 ms link: round trip min/median/max $mn/$med/$mx ms"
-  awk -v m="$mn" -v d="$med" 'BEGIN { exit !(m >= 9.9 && d <= 11.5) }' ||
+  read -r mn q1 med _ mx <<<"$(summary <<<"$out")"
+  echo "5 ms link: round trip min/q1/median/max $mn/$q1/$med/$mx ms"
+  awk -v m="$mn" -v a="$q1" 'BEGIN { exit !(m >= 9.9 && a <= 11.5) }' ||
     fail "a 5 ms link should add 10 ms to a round trip (5 each way)"
   out=$(bash "$script" "${common[@]}" --workers 1 --delay 0 --no-cluster -- \
     bash -c 'ping_times -c 20 -i 0.02') || fail "netns-cluster failed: $out"
-  read -r mn _ med _ mx <<<"$(summary <<<"$out")"
-  echo "0 ms link: round trip min/median/max $mn/$med/$mx ms"
-  awk -v d="$med" 'BEGIN { exit !(d < 1.0) }' || fail "a 0 ms link should add nothing"
+  read -r mn q1 med _ mx <<<"$(summary <<<"$out")"
+  echo "0 ms link: round trip min/q1/median/max $mn/$q1/$med/$mx ms"
+  awk -v a="$q1" 'BEGIN { exit !(a < 1.0) }' || fail "a 0 ms link should add nothing"
   ;;
 jitter)
-  # netdelay never releases a packet early, so the shortest round trip is a hard bound; the
-  # long tail is the shared machine's (a stalled vCPU holds back even a real-time netdelay:
-  # one CI run saw 17% past 12.5 ms, up to 40 ms), so the jitter's bounds are judged on the
-  # quartiles: with +-1 ms each way they lie ~0.6 ms either side of 10 ms (plus the queue's
-  # own ~0.5 ms: quartiles seen in four runs here 10.0-10.1 / 11.0-11.6 ms)
+  # netdelay never releases a packet early, so the shortest round trip is a hard bound. The
+  # rest is judged against the same link without jitter, measured just before: a shared
+  # machine only ever adds time, and on a busy one it adds it to every packet (one CI run saw
+  # the whole spread 1.3 ms late, its shortest 9.28 ms, its quartiles 11.1-13.0 ms), which a
+  # fixed window on the quartiles took for a broken link. Only jitter can make a round trip
+  # shorter than the plain delay's shortest: +-1 ms each way takes the shortest of 80 some
+  # 1.7 ms under it (its chance to stay within 0.5 ms of it is 0.75^80, ~1e-10)
+  out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --no-cluster -- \
+    bash -c 'ping_times -c 80 -i 0.05') || fail "netns-cluster failed: $out"
+  read -r bmn bq1 bmed bq3 bmx <<<"$(summary <<<"$out")"
+  echo "5 ms link:          round trip min/q1/median/q3/max $bmn/$bq1/$bmed/$bq3/$bmx ms"
   out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --jitter 1ms --no-cluster -- \
     bash -c 'ping_times -c 80 -i 0.05') || fail "netns-cluster failed: $out"
   read -r mn q1 med q3 mx <<<"$(summary <<<"$out")"
-  echo "5 ms +- 1 ms link: round trip min/q1/median/q3/max $mn/$q1/$med/$q3/$mx ms"
-  awk -v m="$mn" -v a="$q1" -v d="$med" -v b="$q3" 'BEGIN {
-    exit !(m >= 7.9 && a >= 8.0 && b <= 12.5 && b - a >= 0.4 && d >= 9.5 && d <= 11.5) }' ||
-    fail "round trips should lie in 2 x (5 +- 1) ms (none shorter; quartiles within and over 0.4 ms apart; median near 10 ms)"
+  echo "5 ms +- 1 ms link:  round trip min/q1/median/q3/max $mn/$q1/$med/$q3/$mx ms"
+  awk -v m="$mn" 'BEGIN { exit !(m >= 7.9) }' ||
+    fail "no round trip may be shorter than 2 x (5 - 1) ms"
+  awk -v m="$mn" -v b="$bmn" 'BEGIN { exit !(m <= b - 0.5) }' ||
+    fail "jitter should make some round trips shorter than the plain 5 ms link's shortest"
+  # the upper side: netdelay_sched_test holds every release within delay + jitter; here, where
+  # a busy second can push a quarter of the pings 4 ms late (seen: q3 14.8 ms beside a plain
+  # link's 10.6), only gross excess is judged: a quarter of them within 2 ms of the plain q1
+  awk -v a="$q1" -v b="$bq1" 'BEGIN { exit !(a <= b + 2.0) }' ||
+    fail "jitter of 1 ms each way should add no more than 2 ms to most round trips"
   ;;
 loss)
   out=$(bash "$script" "${common[@]}" --workers 1 --loss 20% --no-cluster -- \
