@@ -1159,6 +1159,8 @@ static cJSON *answer_head(const api_t *api, const struct gen *g, uint64_t id, ti
                                     : "text_completion");
     cJSON_AddNumberToObject(root, "created", (double)created);
     cJSON_AddStringToObject(root, "model", model_id(api));
+    /* the seed, drawn when the request named none, so that a sampled answer can be had again */
+    cJSON_AddNumberToObject(root, "seed", (double)g->params.sampling.seed);
     return root;
 }
 

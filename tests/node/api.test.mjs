@@ -256,6 +256,32 @@ test('n choices: choice j is what seed + j gives alone', async () => {
     assert.equal(texts[j], chat.choices.find((x) => x.index === j).message.content);
 });
 
+test('a request without a seed says the one it drew, which gives the same answer again', async () => {
+  const req = { model, prompt, max_tokens: 16, temperature: 0.9, top_k: 40 };
+  const a = await client.completions.create(req);
+  const b = await client.completions.create(req);
+  for (const r of [a, b]) assert.ok(Number.isSafeInteger(r.seed) && r.seed >= 0, `seed ${r.seed}`);
+  assert.notEqual(a.seed, b.seed, 'each request draws its own');
+  const again = await client.completions.create({ ...req, seed: a.seed });
+  assert.equal(again.seed, a.seed);
+  assert.equal(again.choices[0].text, a.choices[0].text);
+  // streamed chat: every chunk says it, and it gives the plain answer's text
+  const chat = { model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8,
+                 temperature: 0.9 };
+  const seeds = new Set();
+  let text = '';
+  for await (const chunk of await client.chat.completions.create({ ...chat, stream: true })) {
+    seeds.add(chunk.seed);
+    for (const c of chunk.choices) text += c.delta.content ?? '';
+  }
+  assert.equal(seeds.size, 1, 'one seed in every chunk');
+  const [seed] = seeds;
+  assert.ok(Number.isSafeInteger(seed), `seed ${seed}`);
+  const plain = await client.chat.completions.create({ ...chat, seed });
+  assert.equal(plain.seed, seed);
+  assert.equal(plain.choices[0].message.content, text);
+});
+
 test('8 concurrent streams each give what they give alone', async () => {
   const prompts = ['Once upon a time', 'The cat sat', 'Lily went to the park',
                    'Tim had a red ball', 'One day', 'She was happy', 'The sun was hot',
