@@ -4,6 +4,7 @@
 #include <stdbool.h>
 
 #include "gguf.h"
+#include "sampler.h"
 #include "status.h"
 
 int cmd_run(int argc, char **argv);
@@ -30,29 +31,55 @@ int cmd_trace(int argc, char **argv);
 int cmd_trace_merge(const char *out, const char *const *ins, int n_in);
 
 /* The sampling options of `caravan run`, `caravan cluster --prompt` and `caravan coordinator
- * --ask`, one list, so that their defaults and ranges cannot drift apart: a request gives the
- * same tokens from each. F(field) is the including file's offset into its configuration (with
- * fields temp, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty,
- * repeat_last_n, seed, ignore_eos), PFX a string literal that begins each help text. */
+ * --ask`, one list and one struct, so that their defaults, ranges and meaning cannot drift
+ * apart: a request gives the same tokens from each. Each command's configuration holds a
+ * struct cmd_sampling named `sampling`; F(field) is the including file's offset into its
+ * configuration, PFX a string literal that begins each help text. */
+struct cmd_sampling {
+    double temp;
+    int top_k;
+    double top_p;
+    double min_p;
+    double repeat_penalty;
+    double frequency_penalty;
+    double presence_penalty;
+    int repeat_last_n;
+    long long seed; /* -1: draw one */
+    int ignore_eos;
+};
+/* The sampler's parameters the options give; seed -1 draws one (sampler_seed_random) and,
+ * when it matters (temp > 0), says it on stderr as "seed: S" for --seed to give it again. */
+void cmd_sampling_params(const struct cmd_sampling *s, struct sampler_params *out);
+/* The options as words of another caravan command's argv (`caravan cluster --prompt` starts
+ * `caravan coordinator --ask`): argv[0..n) point into the struct, which must outlive them. */
+#define CMD_SAMPLING_MAX_ARGS 19
+struct cmd_sampling_args {
+    char num[9][32];
+    const char *argv[CMD_SAMPLING_MAX_ARGS];
+    int n;
+};
+void cmd_sampling_args(const struct cmd_sampling *s, struct cmd_sampling_args *a);
 // clang-format off
 #define CMD_SAMPLING_OPTIONS(F, PFX)                                                               \
-    {"temp", 0, OPT_FLOAT, F(temp), "0.8", 0, 100, "T", PFX "temperature; 0 is greedy"},           \
-    {"top-k", 0, OPT_INT, F(top_k), "40", 0, 1 << 24, "K",                                         \
+    {"temp", 0, OPT_FLOAT, F(sampling.temp), "0.8", 0, 100, "T",                                   \
+     PFX "temperature; 0 is greedy"},                                                              \
+    {"top-k", 0, OPT_INT, F(sampling.top_k), "40", 0, 1 << 24, "K",                                \
      PFX "keep the K most likely tokens (0: off)"},                                                \
-    {"top-p", 0, OPT_FLOAT, F(top_p), "0.95", 0, 1, "P", PFX "nucleus sampling (1: off)"},         \
-    {"min-p", 0, OPT_FLOAT, F(min_p), "0.05", 0, 1, "P",                                           \
+    {"top-p", 0, OPT_FLOAT, F(sampling.top_p), "0.95", 0, 1, "P",                                  \
+     PFX "nucleus sampling (1: off)"},                                                             \
+    {"min-p", 0, OPT_FLOAT, F(sampling.min_p), "0.05", 0, 1, "P",                                  \
      PFX "drop tokens below P x the best token's probability (0: off)"},                           \
-    {"repeat-penalty", 0, OPT_FLOAT, F(repeat_penalty), "1.0", 0, 100, "X",                        \
+    {"repeat-penalty", 0, OPT_FLOAT, F(sampling.repeat_penalty), "1.0", 0, 100, "X",               \
      PFX "divide the logits of recent tokens by X (1: off)"},                                      \
-    {"frequency-penalty", 0, OPT_FLOAT, F(frequency_penalty), "0", -2, 2, "F",                     \
+    {"frequency-penalty", 0, OPT_FLOAT, F(sampling.frequency_penalty), "0", -2, 2, "F",            \
      PFX "subtract F x its count from each recent token's logit (0: off)"},                        \
-    {"presence-penalty", 0, OPT_FLOAT, F(presence_penalty), "0", -2, 2, "P",                       \
+    {"presence-penalty", 0, OPT_FLOAT, F(sampling.presence_penalty), "0", -2, 2, "P",              \
      PFX "subtract P from each recent token's logit (0: off)"},                                    \
-    {"repeat-last-n", 0, OPT_INT, F(repeat_last_n), "64", -1, 1 << 20, "N",                        \
+    {"repeat-last-n", 0, OPT_INT, F(sampling.repeat_last_n), "64", -1, 1 << 20, "N",               \
      PFX "how many recent tokens the penalties look at (-1: all, 0: none: penalties off)"},        \
-    {"seed", 's', OPT_INT64, F(seed), "-1", -1, 9.2e18, "S",                                       \
-     PFX "random seed; -1 picks one (printed on stderr)"},                                         \
-    {"ignore-eos", 0, OPT_FLAG, F(ignore_eos), NULL, 0, -1, NULL,                                  \
+    {"seed", 's', OPT_INT64, F(sampling.seed), "-1", -1, (double)SAMPLER_SEED_MAX, "S",            \
+     PFX "random seed, up to 2^53 - 1 as the API's; -1 picks one (printed on stderr)"},            \
+    {"ignore-eos", 0, OPT_FLAG, F(sampling.ignore_eos), NULL, 0, -1, NULL,                         \
      PFX "keep generating past end-of-generation tokens"}
 // clang-format on
 

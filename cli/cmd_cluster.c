@@ -45,16 +45,7 @@ struct cluster_cfg {
     int shared_file;
     const char *prompt;
     int n_predict;
-    double temp;
-    int top_k;
-    double top_p;
-    double min_p;
-    double repeat_penalty;
-    double frequency_penalty;
-    double presence_penalty;
-    int repeat_last_n;
-    long long seed;
-    int ignore_eos;
+    struct cmd_sampling sampling;
     int ctx;
     int max_seqs;
     int prefill_chunk;
@@ -654,9 +645,8 @@ int cmd_cluster(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     /* the coordinator */
-    char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_temp[32],
-        a_topk[16], a_topp[32], a_minp[32], a_rp[32], a_fp[32], a_pp[32], a_rln[16], a_seed[32],
-        a_ctx[16], a_seqs[16], a_chunk[16], a_timeout[16], a_maxc[16], a_stall[16];
+    char status[700], a_key[700], a_allow[700], a_workers[16], a_threads[16], a_n[16], a_ctx[16],
+        a_seqs[16], a_chunk[16], a_timeout[16], a_maxc[16], a_stall[16];
     snprintf(status, sizeof status, "%s/coordinator.status", cl->dir);
     unlink(status); /* a reused --log-dir must not show the last run's endpoints */
     snprintf(a_key, sizeof a_key, "%s/coordinator", cl->dir);
@@ -664,21 +654,13 @@ int cmd_cluster(int argc, char **argv) {
     snprintf(a_workers, sizeof a_workers, "%d", c->workers);
     snprintf(a_threads, sizeof a_threads, "%d", threads);
     snprintf(a_n, sizeof a_n, "%d", c->n_predict);
-    snprintf(a_temp, sizeof a_temp, "%.9g", c->temp);
-    snprintf(a_topk, sizeof a_topk, "%d", c->top_k);
-    snprintf(a_topp, sizeof a_topp, "%.9g", c->top_p);
-    snprintf(a_minp, sizeof a_minp, "%.9g", c->min_p);
-    snprintf(a_rp, sizeof a_rp, "%.9g", c->repeat_penalty);
-    snprintf(a_fp, sizeof a_fp, "%.9g", c->frequency_penalty);
-    snprintf(a_pp, sizeof a_pp, "%.9g", c->presence_penalty);
-    snprintf(a_rln, sizeof a_rln, "%d", c->repeat_last_n);
-    snprintf(a_seed, sizeof a_seed, "%lld", c->seed);
     snprintf(a_ctx, sizeof a_ctx, "%d", c->ctx);
     snprintf(a_seqs, sizeof a_seqs, "%d", c->max_seqs);
     snprintf(a_chunk, sizeof a_chunk, "%d", c->prefill_chunk);
     snprintf(a_timeout, sizeof a_timeout, "%d", c->request_timeout_ms);
     snprintf(a_maxc, sizeof a_maxc, "%d", c->max_compute_ms);
     snprintf(a_stall, sizeof a_stall, "%d", c->max_load_stall_ms);
+    struct cmd_sampling_args ask_args; /* --prompt's options: cargv points into it */
     const char *cargv[96];
     int k = 0;
     cargv[k++] = "caravan";
@@ -726,25 +708,8 @@ int cmd_cluster(int argc, char **argv) {
         cargv[k++] = c->prompt;
         cargv[k++] = "--max-tokens";
         cargv[k++] = a_n;
-        cargv[k++] = "--temp";
-        cargv[k++] = a_temp;
-        cargv[k++] = "--top-k";
-        cargv[k++] = a_topk;
-        cargv[k++] = "--top-p";
-        cargv[k++] = a_topp;
-        cargv[k++] = "--min-p";
-        cargv[k++] = a_minp;
-        cargv[k++] = "--repeat-penalty";
-        cargv[k++] = a_rp;
-        cargv[k++] = "--frequency-penalty";
-        cargv[k++] = a_fp;
-        cargv[k++] = "--presence-penalty";
-        cargv[k++] = a_pp;
-        cargv[k++] = "--repeat-last-n";
-        cargv[k++] = a_rln;
-        cargv[k++] = "--seed";
-        cargv[k++] = a_seed;
-        if (c->ignore_eos) cargv[k++] = "--ignore-eos";
+        cmd_sampling_args(&c->sampling, &ask_args);
+        for (int i = 0; i < ask_args.n; i++) cargv[k++] = ask_args.argv[i];
     } else {
         cargv[k++] = "--http";
         cargv[k++] = c->http;

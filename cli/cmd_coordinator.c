@@ -57,16 +57,7 @@ struct coordinator_cli {
     const char *wire_dtype;
     const char *ahead;
     int max_tokens;
-    double temp;
-    int top_k;
-    double top_p;
-    double min_p;
-    double repeat_penalty;
-    double frequency_penalty;
-    double presence_penalty;
-    int repeat_last_n;
-    long long seed;
-    int ignore_eos;
+    struct cmd_sampling sampling;
     int ctx;
     int max_seqs;
     const char *plan;
@@ -567,23 +558,8 @@ int cmd_coordinator(int argc, char **argv) {
             fprintf(stderr, "warning: the context holds %d tokens: generating %lld, not %d\n",
                     ccfg.batcher.n_ctx, (long long)(ccfg.batcher.n_ctx - n), cli.max_tokens);
         }
-        sampler_params_default(&p.sampling);
-        p.sampling.temp = (float)cli.temp;
-        p.sampling.top_k = cli.top_k;
-        p.sampling.top_p = (float)cli.top_p;
-        p.sampling.min_p = (float)cli.min_p;
-        p.sampling.repeat_penalty = (float)cli.repeat_penalty;
-        p.sampling.frequency_penalty = (float)cli.frequency_penalty;
-        p.sampling.presence_penalty = (float)cli.presence_penalty;
-        p.sampling.repeat_last_n = cli.repeat_last_n;
-        if (cli.seed < 0) {
-            p.sampling.seed = sampler_seed_random();
-            if (p.sampling.temp > 0)
-                fprintf(stderr, "seed: %llu\n", (unsigned long long)p.sampling.seed);
-        } else {
-            p.sampling.seed = (uint64_t)cli.seed;
-        }
-        p.ignore_eos = cli.ignore_eos;
+        cmd_sampling_params(&cli.sampling, &p.sampling);
+        p.ignore_eos = cli.sampling.ignore_eos;
         ask.req = serve_req_new(&p);
         ask.tok = tok;
         const struct serve_req_params *rp = serve_req_params(ask.req);

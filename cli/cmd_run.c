@@ -66,23 +66,54 @@ enum status cmd_gguf_open(const char *path, gguf_t **out) {
     return rc;
 }
 
+void cmd_sampling_params(const struct cmd_sampling *s, struct sampler_params *out) {
+    sampler_params_default(out);
+    out->temp = (float)s->temp;
+    out->top_k = s->top_k;
+    out->top_p = (float)s->top_p;
+    out->min_p = (float)s->min_p;
+    out->repeat_penalty = (float)s->repeat_penalty;
+    out->frequency_penalty = (float)s->frequency_penalty;
+    out->presence_penalty = (float)s->presence_penalty;
+    out->repeat_last_n = s->repeat_last_n;
+    if (s->seed < 0) {
+        out->seed = sampler_seed_random();
+        if (out->temp > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)out->seed);
+    } else {
+        out->seed = (uint64_t)s->seed;
+    }
+}
+
+void cmd_sampling_args(const struct cmd_sampling *s, struct cmd_sampling_args *a) {
+    a->n = 0;
+    int k = 0;
+#define ARG(name, fmt, v)                                                                          \
+    do {                                                                                           \
+        snprintf(a->num[k], sizeof a->num[k], fmt, v);                                             \
+        a->argv[a->n++] = name;                                                                    \
+        a->argv[a->n++] = a->num[k++];                                                             \
+    } while (0)
+    ARG("--temp", "%.9g", s->temp);
+    ARG("--top-k", "%d", s->top_k);
+    ARG("--top-p", "%.9g", s->top_p);
+    ARG("--min-p", "%.9g", s->min_p);
+    ARG("--repeat-penalty", "%.9g", s->repeat_penalty);
+    ARG("--frequency-penalty", "%.9g", s->frequency_penalty);
+    ARG("--presence-penalty", "%.9g", s->presence_penalty);
+    ARG("--repeat-last-n", "%d", s->repeat_last_n);
+    ARG("--seed", "%lld", s->seed);
+#undef ARG
+    if (s->ignore_eos) a->argv[a->n++] = "--ignore-eos";
+}
+
 struct run_cfg {
     const char *model;
     const char *prompt;
     int n_predict;
-    double temp;
-    int top_k;
-    double top_p;
-    double min_p;
-    double repeat_penalty;
-    double frequency_penalty;
-    double presence_penalty;
-    int repeat_last_n;
-    long long seed;
+    struct cmd_sampling sampling;
     int threads;
     int ctx;
     int batch;
-    int ignore_eos;
     const char *kernels;
     const char *log_level;
 };
@@ -204,21 +235,7 @@ int cmd_run(int argc, char **argv) {
     ids = grown;
 
     struct sampler_params sp;
-    sampler_params_default(&sp);
-    sp.temp = (float)cfg.temp;
-    sp.top_k = cfg.top_k;
-    sp.top_p = (float)cfg.top_p;
-    sp.min_p = (float)cfg.min_p;
-    sp.repeat_penalty = (float)cfg.repeat_penalty;
-    sp.frequency_penalty = (float)cfg.frequency_penalty;
-    sp.presence_penalty = (float)cfg.presence_penalty;
-    sp.repeat_last_n = cfg.repeat_last_n;
-    if (cfg.seed < 0) {
-        sp.seed = sampler_seed_random();
-        if (sp.temp > 0) fprintf(stderr, "seed: %llu\n", (unsigned long long)sp.seed);
-    } else {
-        sp.seed = (uint64_t)cfg.seed;
-    }
+    cmd_sampling_params(&cfg.sampling, &sp);
     smp = sampler_new(mc->n_vocab);
     dec = tokenizer_decoder_new(tok, false);
     logits = malloc(sizeof(float) * (size_t)mc->n_vocab);
@@ -257,7 +274,7 @@ int cmd_run(int argc, char **argv) {
         if (!(finite = next >= 0)) break; /* the logits hold a NaN or an infinity */
         ids[n++] = next;
         n_gen++;
-        if (!cfg.ignore_eos && tokenizer_is_eog(tok, next)) break;
+        if (!cfg.sampling.ignore_eos && tokenizer_is_eog(tok, next)) break;
         size_t nb = tokenizer_decoder_feed(dec, next, &bytes);
         fwrite(bytes, 1, nb, stdout);
         fflush(stdout);

@@ -605,7 +605,7 @@ static bool parse_options(const api_t *api, const cJSON *root, struct gen *g, st
     if (have) sp->frequency_penalty = (float)v;
     if (!get_num(root, "repeat_penalty", 1e-6, 100, false, &v, &have, e)) return false;
     if (have) sp->repeat_penalty = (float)v;
-    if (!get_num(root, "seed", 0, 9007199254740991.0, true, &v, &have, e)) return false;
+    if (!get_num(root, "seed", 0, (double)SAMPLER_SEED_MAX, true, &v, &have, e)) return false;
     sp->seed = have ? (uint64_t)v : sampler_seed_random();
 
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(root, "stop");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `caravan run` on stories260K, greedy, 64 tokens, prints exactly llama.cpp's text
-# (../shared/models/REFERENCE.md) on stdout, and only that.
+# (../shared/models/REFERENCE.md) on stdout, and only that; bad model paths and seeds are
+# clear errors, and a drawn seed gives its text again.
 set -eu
 model="$CARAVAN_SHARED/models/stories260K.gguf"
 [ -f "$model" ] || { echo "missing $model"; exit 1; }
@@ -36,4 +37,18 @@ for bad in "/nonexistent.gguf:cannot open" "$tmp:not a regular file" \
     fi
   done
 done
+# A sampled run without --seed says the one it drew, and that seed gives the same text again;
+# seeds go up to 2^53 - 1, as the API's `seed` (a JSON number's exact integers), and no further.
+"$CARAVAN_BIN/caravan" run --model "$model" -n 24 --temp 0.9 > "$tmp/drawn" 2> "$tmp/drawn.err"
+seed=$(sed -n 's/^seed: \([0-9]*\)$/\1/p' "$tmp/drawn.err")
+[ -n "$seed" ] && [ "$seed" -le 9007199254740991 ] ||
+  { echo "caravan run did not say a seed up to 2^53 - 1:"; cat "$tmp/drawn.err"; exit 1; }
+"$CARAVAN_BIN/caravan" run --model "$model" -n 24 --temp 0.9 --seed "$seed" 2>/dev/null |
+  cmp -s - "$tmp/drawn" || { echo "--seed $seed did not give the drawn run's text"; exit 1; }
+"$CARAVAN_BIN/caravan" run --model "$model" -n 1 --seed 9007199254740991 > /dev/null 2>&1 ||
+  { echo "--seed 2^53 - 1 was refused"; exit 1; }
+if "$CARAVAN_BIN/caravan" run --model "$model" -n 1 --seed 9007199254740992 > /dev/null 2> "$tmp/err" ||
+   ! grep -q "^error: --seed must be between -1 and 9007199254740991" "$tmp/err"; then
+  echo "--seed 2^53 should be refused with a range error:"; cat "$tmp/err"; exit 1
+fi
 echo "caravan run matches llama.cpp's greedy output"
