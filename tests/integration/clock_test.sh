@@ -7,7 +7,9 @@
 #     other worker's "same", offset 0;
 #   - /metrics' network and wait times of each stage stay loopback-sized (under 10 ms a step;
 #     one request at a time, so no stage is busy when a step comes), where hop times taken as
-#     they are would read ~50 ms a step into the skewed worker, as network or as wait.
+#     they are would read ~50 ms a step into the skewed worker, as network or as wait;
+#   - the three --trace files, merged, put every step's spans in order (trace check), the near
+#     worker at offset 0 and the far one 50 ms off.
 # Needs root (the mount namespace), faketime and unshare; skipped (77) without them. Every
 # process started here is killed on exit, and each daemon also has a --run-ms bound.
 set -u
@@ -22,10 +24,12 @@ done
 WORK=$(mktemp -d /tmp/caravan_clock.XXXXXX)
 FAILED=0
 cleanup() {
-    for pid in $(jobs -pr); do kill "$pid" 2>/dev/null; done
+    # (faketime runs the far worker as its child and does not pass signals on)
+    for pid in $(jobs -pr); do pkill -P "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; done
     wait 2>/dev/null
     if [ "$FAILED" -ne 0 ]; then
-        for f in "$WORK"/*.log "$WORK"/*.json "$WORK"/metrics; do
+        for f in "$WORK"/*.log "$WORK"/answer*.json "$WORK"/cluster.json "$WORK"/metrics \
+            "$WORK"/check; do
             [ -f "$f" ] && { echo "==== $f"; tail -n 30 "$f"; }
         done
     fi
@@ -36,18 +40,23 @@ fail() { echo "FAIL: $*"; FAILED=1; exit 1; }
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # wait_for
 
 "$CARAVAN" coordinator --insecure --listen tcp://127.0.0.1:0 --run-ms 60000 --model "$MODEL" \
-    --workers 2 --http 127.0.0.1:0 --status-file "$WORK/status" >/dev/null 2>"$WORK/coord.log" &
+    --workers 2 --http 127.0.0.1:0 --status-file "$WORK/status" --trace "$WORK/coord.trace" \
+    >/dev/null 2>"$WORK/coord.log" &
+coord_pid=$!
 wait_for "$WORK/coord.log" "listening on tcp://" 10 || fail "the coordinator did not start"
 ep=$(grep -oE 'listening on tcp://[0-9.]+:[0-9]+' "$WORK/coord.log" | head -n1 | awk '{print $3}')
 worker=(worker --insecure --coordinator "$ep" --run-ms 60000 --join-timeout-ms 8000 --threads 1
         --model "$MODEL")
-"$CARAVAN" "${worker[@]}" --name near >/dev/null 2>"$WORK/near.log" &
+"$CARAVAN" "${worker[@]}" --name near --trace "$WORK/near.trace" >/dev/null 2>"$WORK/near.log" &
+near_pid=$!
 wait_for "$WORK/coord.log" "worker 'near' joined" 15 || fail "near did not join"
 # the far worker: another boot id (so another machine's clock key), and its clock +50 ms
 echo "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9" >"$WORK/boot_id"
 unshare -m bash -c 'mount --bind "$1" /proc/sys/kernel/random/boot_id && shift &&
                     exec faketime -f +0.05s "$@"' \
-    _ "$WORK/boot_id" "$CARAVAN" "${worker[@]}" --name far >/dev/null 2>"$WORK/far.log" &
+    _ "$WORK/boot_id" "$CARAVAN" "${worker[@]}" --name far --trace "$WORK/far.trace" \
+    >/dev/null 2>"$WORK/far.log" &
+far_pid=$!
 wait_for "$WORK/coord.log" "worker 'far' joined" 15 || fail "far did not join"
 wait_for "$WORK/status" "^serving" 30 || fail "the cluster did not start serving"
 url=$(awk '$1 == "http" {print $2}' "$WORK/status")
@@ -81,4 +90,28 @@ for (const s of [0, 1]) {
 }
 process.exit(ok ? 0 : 1);' "$WORK/cluster.json" "$WORK/metrics" ||
     fail "clocks or network times off (above)"
+
+# The trace files, merged (caravan trace merge) as one would merge them from two hosts: the far
+# worker's spans are moved 50 ms back onto the coordinator's clock, so that every step's spans
+# are in order (trace check); the near worker's offset is exactly 0 (the same clock)
+far_worker=$(pgrep -P "$far_pid")
+[ -n "$far_worker" ] || fail "no far worker under faketime ($far_pid)"
+kill -INT "$coord_pid" "$near_pid" "$far_worker"
+for pid in "$coord_pid" "$near_pid" "$far_worker"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+done
+for f in coord near far; do [ -s "$WORK/$f.trace" ] || fail "no trace from $f"; done
+"$CARAVAN" trace merge "$WORK/merged.json" "$WORK/coord.trace" "$WORK/near.trace" \
+    "$WORK/far.trace" || fail "caravan trace merge failed"
+"$CARAVAN" trace check "$WORK/merged.json" --workers 2 >"$WORK/check" 2>&1 ||
+    fail "the merged trace's steps are out of order: $(tail -n 3 "$WORK/check")"
+node -e '
+const t = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+const c = t.otherData.clocks;
+console.log("merged offsets: " + c.map((x) => `node ${x.node_id}: ${x.offset_us} us in [${x.min_us}, ${x.max_us}]`).join(", "));
+const near = c.find((x) => Math.abs(x.offset_us) < 25000), far = c.find((x) => Math.abs(x.offset_us) >= 25000);
+process.exit(c.length === 2 && near && far && near.offset_us === 0 &&
+  Math.abs(Math.abs(far.offset_us) - 50000) <= 5000 &&
+  far.min_us <= far.offset_us && far.offset_us <= far.max_us ? 0 : 1);' "$WORK/merged.json" ||
+    fail "merged clock offsets: near should be 0 and far 50 ms off"
 echo "ok"
