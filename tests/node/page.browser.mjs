@@ -67,6 +67,9 @@ test("the page shows the pipeline and streams a chat answer", { timeout: 120000 
     const text = await answer.locator(".text").textContent();
     assert.ok(text.length > 0, "empty answer");
     assert.doesNotMatch(text, /\[error/);
+    // it says the seed it was sampled with, as the API gave it
+    assert.match(await answer.getAttribute("data-seed"), /^\d+$/, "the answer's seed");
+    assert.match(await answer.getAttribute("title"), /^seed \d+: /, "the seed's tooltip");
     const distinct = new Set(lengths.filter((n) => n > 0));
     assert.ok(distinct.size >= 2, `the answer arrived in ${distinct.size} update(s), not streamed`);
     await page.waitForTimeout(1500); // one more refresh: tokens/s and hop times filled in
