@@ -85,6 +85,8 @@ void cmd_sampling_params(const struct cmd_sampling *s, struct sampler_params *ou
 }
 
 void cmd_sampling_args(const struct cmd_sampling *s, struct cmd_sampling_args *a) {
+    /* %.17g: the other command parses back the very double this one holds, so it samples
+     * with the same floats as `caravan run` given the same words */
     a->n = 0;
     int k = 0;
 #define ARG(name, fmt, v)                                                                          \
@@ -93,13 +95,13 @@ void cmd_sampling_args(const struct cmd_sampling *s, struct cmd_sampling_args *a
         a->argv[a->n++] = name;                                                                    \
         a->argv[a->n++] = a->num[k++];                                                             \
     } while (0)
-    ARG("--temp", "%.9g", s->temp);
+    ARG("--temp", "%.17g", s->temp);
     ARG("--top-k", "%d", s->top_k);
-    ARG("--top-p", "%.9g", s->top_p);
-    ARG("--min-p", "%.9g", s->min_p);
-    ARG("--repeat-penalty", "%.9g", s->repeat_penalty);
-    ARG("--frequency-penalty", "%.9g", s->frequency_penalty);
-    ARG("--presence-penalty", "%.9g", s->presence_penalty);
+    ARG("--top-p", "%.17g", s->top_p);
+    ARG("--min-p", "%.17g", s->min_p);
+    ARG("--repeat-penalty", "%.17g", s->repeat_penalty);
+    ARG("--frequency-penalty", "%.17g", s->frequency_penalty);
+    ARG("--presence-penalty", "%.17g", s->presence_penalty);
     ARG("--repeat-last-n", "%d", s->repeat_last_n);
     ARG("--seed", "%lld", s->seed);
 #undef ARG
