@@ -1159,8 +1159,12 @@ static cJSON *answer_head(const api_t *api, const struct gen *g, uint64_t id, ti
                                     : "text_completion");
     cJSON_AddNumberToObject(root, "created", (double)created);
     cJSON_AddStringToObject(root, "model", model_id(api));
-    /* the seed, drawn when the request named none, so that a sampled answer can be had again */
-    cJSON_AddNumberToObject(root, "seed", (double)g->params.sampling.seed);
+    /* the seed, drawn when the request named none, so that a sampled answer can be had again;
+     * written as an integer (cJSON writes a double such as 1796672278099250
+     * as 1.79667227809925e+15, which some clients read back as a float) */
+    char seed[24];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)g->params.sampling.seed);
+    cJSON_AddRawToObject(root, "seed", seed);
     return root;
 }
 

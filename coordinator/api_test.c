@@ -355,6 +355,26 @@ static void test_answers(void) {
         "stage label escaped");
     free(r.all);
 
+    /* The seed comes back as the integer it is, in the answer and in every chunk: written as a
+     * double, this one would read 1.79667227809925e+15. */
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time\",\"max_tokens\":2,\"seed\":1796672278099250}");
+    REQUIRE(r.status == 200 && strstr(r.body, "\"seed\":1796672278099250,"), "seed: %s", r.body);
+    free(r.all);
+    r = http(p, "POST", "/v1/completions", NULL,
+             "{\"prompt\":\"Once upon a time\",\"max_tokens\":2,\"seed\":1796672278099250,"
+             "\"stream\":true}");
+    int chunks = 0, seeded = 0;
+    for (const char *c = strstr(r.body, "data: {"); c; c = strstr(c + 1, "data: {")) {
+        chunks++;
+        const char *end = strstr(c, "\n\n");
+        const char *sd = strstr(c, "\"seed\":1796672278099250,");
+        seeded += sd && (!end || sd < end);
+    }
+    REQUIRE(r.status == 200 && chunks >= 2 && seeded == chunks, "seed in %d of %d chunks: %s",
+            seeded, chunks, r.body);
+    free(r.all);
+
     free(plain);
     free(want);
     server_stop(&s);
