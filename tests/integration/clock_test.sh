@@ -37,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; FAILED=1; exit 1; }
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # wait_for
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" # wait_for, wait_exit
 
 "$CARAVAN" coordinator --insecure --listen tcp://127.0.0.1:0 --run-ms 60000 --model "$MODEL" \
     --workers 2 --http 127.0.0.1:0 --status-file "$WORK/status" --trace "$WORK/coord.trace" \
@@ -97,8 +97,9 @@ process.exit(ok ? 0 : 1);' "$WORK/cluster.json" "$WORK/metrics" ||
 far_worker=$(pgrep -P "$far_pid")
 [ -n "$far_worker" ] || fail "no far worker under faketime ($far_pid)"
 kill -INT "$coord_pid" "$near_pid" "$far_worker"
-for pid in "$coord_pid" "$near_pid" "$far_worker"; do
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+for pid in "$coord_pid" "$near_pid" "$far_pid"; do # (faketime ends with its child)
+    wait_exit "$pid" 10
+    [ "$RC" != timeout ] || fail "process $pid did not stop on SIGINT (its trace unfinished)"
 done
 for f in coord near far; do [ -s "$WORK/$f.trace" ] || fail "no trace from $f"; done
 "$CARAVAN" trace merge "$WORK/merged.json" "$WORK/coord.trace" "$WORK/near.trace" \

@@ -51,6 +51,16 @@ summary() {
     END { if (NR == 0) { print "none"; exit 1 }
           printf "%s %s %s %s %s\n", t[1], t[int(NR / 4) + 1], t[int((NR + 1) / 2)], t[int(3 * NR / 4)], t[NR] }'
 }
+# link_rtts COUNT INTERVAL LINK-ARGS...: "min q1 median q3 max" of COUNT pings INTERVAL s apart
+# from the first worker to the coordinator over a link netns-cluster.sh makes with LINK-ARGS
+# (on failure, what the script said, and status 1)
+link_rtts() {
+  local count=$1 interval=$2 out
+  shift 2
+  out=$(bash "$script" "${common[@]}" --workers 1 "$@" --no-cluster -- \
+    bash -c "ping_times -c $count -i $interval") || { echo "$out"; return 1; }
+  summary <<<"$out"
+}
 export -f ping_stats ping_times
 export prefix net
 
@@ -59,15 +69,13 @@ ping)
   # netdelay never releases a packet early, so the shortest round trip is a hard bound; a busy
   # second on a shared machine can hold back half the pings, so the typical one is the first
   # quartile (the jitter case below saw the median 1.1 ms late while the quartile was not)
-  out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --no-cluster -- \
-    bash -c 'ping_times -c 50 -i 0.02') || fail "netns-cluster failed: $out"
-  read -r mn q1 med _ mx <<<"$(summary <<<"$out")"
+  r=$(link_rtts 50 0.02 --delay 5ms) || fail "netns-cluster failed: $r"
+  read -r mn q1 med _ mx <<<"$r"
   echo "5 ms link: round trip min/q1/median/max $mn/$q1/$med/$mx ms"
   awk -v m="$mn" -v a="$q1" 'BEGIN { exit !(m >= 9.9 && a <= 11.5) }' ||
     fail "a 5 ms link should add 10 ms to a round trip (5 each way)"
-  out=$(bash "$script" "${common[@]}" --workers 1 --delay 0 --no-cluster -- \
-    bash -c 'ping_times -c 20 -i 0.02') || fail "netns-cluster failed: $out"
-  read -r mn q1 med _ mx <<<"$(summary <<<"$out")"
+  r=$(link_rtts 20 0.02 --delay 0) || fail "netns-cluster failed: $r"
+  read -r mn q1 med _ mx <<<"$r"
   echo "0 ms link: round trip min/q1/median/max $mn/$q1/$med/$mx ms"
   awk -v a="$q1" 'BEGIN { exit !(a < 1.0) }' || fail "a 0 ms link should add nothing"
   ;;
@@ -79,13 +87,11 @@ jitter)
   # fixed window on the quartiles took for a broken link. Only jitter can make a round trip
   # shorter than the plain delay's shortest: +-1 ms each way takes the shortest of 80 some
   # 1.7 ms under it (its chance to stay within 0.5 ms of it is 0.75^80, ~1e-10)
-  out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --no-cluster -- \
-    bash -c 'ping_times -c 80 -i 0.05') || fail "netns-cluster failed: $out"
-  read -r bmn bq1 bmed bq3 bmx <<<"$(summary <<<"$out")"
+  r=$(link_rtts 80 0.05 --delay 5ms) || fail "netns-cluster failed: $r"
+  read -r bmn bq1 bmed bq3 bmx <<<"$r"
   echo "5 ms link:          round trip min/q1/median/q3/max $bmn/$bq1/$bmed/$bq3/$bmx ms"
-  out=$(bash "$script" "${common[@]}" --workers 1 --delay 5ms --jitter 1ms --no-cluster -- \
-    bash -c 'ping_times -c 80 -i 0.05') || fail "netns-cluster failed: $out"
-  read -r mn q1 med q3 mx <<<"$(summary <<<"$out")"
+  r=$(link_rtts 80 0.05 --delay 5ms --jitter 1ms) || fail "netns-cluster failed: $r"
+  read -r mn q1 med q3 mx <<<"$r"
   echo "5 ms +- 1 ms link:  round trip min/q1/median/q3/max $mn/$q1/$med/$q3/$mx ms"
   awk -v m="$mn" 'BEGIN { exit !(m >= 7.9) }' ||
     fail "no round trip may be shorter than 2 x (5 - 1) ms"
