@@ -19,6 +19,11 @@ void cmd_plain_log_begin(void);
 int cmd_plain_log_end(void);
 /* gguf_open, and when it fails one "error: ..." line says why. */
 enum status cmd_gguf_open(const char *path, gguf_t **out);
+/* The "generation: N tokens in T s, R tokens/s" line of `caravan run` and `caravan cluster
+ * --prompt`. The first token comes from the prompt's step, so the rate counts the n - 1 steps
+ * after it over their seconds; with fewer than 2 tokens there is no step to time and the line
+ * gives no rate. */
+void cmd_report_generation(long long n, double seconds);
 int cmd_inspect(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

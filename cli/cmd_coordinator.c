@@ -259,13 +259,10 @@ static void *ask_main(void *arg) {
     fputc('\n', stdout);
     fflush(stdout);
     tokenizer_decoder_free(&d);
-    /* As caravan run reports it: the first token came from the prompt's logits, so the
-     * generation rate counts the steps after it. */
+    /* As caravan run reports it */
     fprintf(stderr, "prompt: %d tokens, first token after %.3f s\n", a->n_prompt,
             (double)serve_req_ttft_us(a->req) * 1e-6);
-    double t_gen = (double)(t_last - t_first) * 1e-6;
-    fprintf(stderr, "generation: %zu tokens in %.3f s, %.2f tokens/s\n", next, t_gen,
-            next > 1 && t_gen > 0 ? (double)(next - 1) / t_gen : 0.0);
+    cmd_report_generation((long long)next, (double)(t_last - t_first) * 1e-6);
     if (fin == SERVE_FINISH_ERROR || fin == SERVE_FINISH_CANCELLED) {
         fprintf(stderr, "error: the request failed: %s\n",
                 fin == SERVE_FINISH_ERROR ? serve_req_error(a->req) : "cancelled");

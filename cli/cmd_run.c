@@ -66,6 +66,16 @@ enum status cmd_gguf_open(const char *path, gguf_t **out) {
     return rc;
 }
 
+void cmd_report_generation(long long n, double seconds) {
+    if (n >= 2 && seconds > 0)
+        fprintf(stderr, "generation: %lld tokens in %.3f s, %.2f tokens/s\n", n, seconds,
+                (double)(n - 1) / seconds);
+    else if (n == 1)
+        fprintf(stderr, "generation: 1 token (it came with the prompt: no step to time)\n");
+    else
+        fprintf(stderr, "generation: %lld tokens\n", n);
+}
+
 void cmd_sampling_params(const struct cmd_sampling *s, struct sampler_params *out) {
     sampler_params_default(out);
     out->temp = (float)s->temp;
@@ -309,9 +319,7 @@ int cmd_run(int argc, char **argv) {
             (double)model_weight_bytes(m) / 1048576.0, (double)model_buffer_bytes(m) / 1048576.0);
     fprintf(stderr, "prompt: %lld tokens in %.3f s, %.2f tokens/s\n", (long long)n_prompt, t_prompt,
             (double)n_prompt / t_prompt);
-    /* the first generated token came from the prompt's logits: n_gen - 1 forward steps */
-    fprintf(stderr, "generation: %lld tokens in %.3f s, %.2f tokens/s\n", (long long)n_gen, t_gen,
-            n_gen > 1 ? (double)(n_gen - 1) / t_gen : 0.0);
+    cmd_report_generation((long long)n_gen, t_gen);
     status = 0;
 done:
     free(logits);

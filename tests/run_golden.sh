@@ -51,4 +51,19 @@ if "$CARAVAN_BIN/caravan" run --model "$model" -n 1 --seed 9007199254740992 > /d
    ! grep -q "^error: --seed must be between -1 and 9007199254740991" "$tmp/err"; then
   echo "--seed 2^53 should be refused with a range error:"; cat "$tmp/err"; exit 1
 fi
+# The generation line gives a rate over the steps after the first token (which comes with the
+# prompt), and none when there is no such step, from run and from cluster --prompt alike.
+for cmd in run "cluster --workers 1"; do
+  # shellcheck disable=SC2086 # the command's words
+  "$CARAVAN_BIN/caravan" $cmd --model "$model" --prompt "Once upon a time" -n 8 --temp 0 \
+    > /dev/null 2> "$tmp/gen8"
+  # shellcheck disable=SC2086
+  "$CARAVAN_BIN/caravan" $cmd --model "$model" --prompt "Once upon a time" -n 1 --temp 0 \
+    > /dev/null 2> "$tmp/gen1"
+  if ! grep -Eq '^generation: 8 tokens in [0-9.]+ s, [0-9.]*[1-9][0-9.]* tokens/s$' "$tmp/gen8" ||
+     ! grep -qx 'generation: 1 token (it came with the prompt: no step to time)' "$tmp/gen1"; then
+    echo "caravan $cmd: unexpected generation lines for -n 8 and -n 1:"
+    grep generation "$tmp/gen8" "$tmp/gen1"; exit 1
+  fi
+done
 echo "caravan run matches llama.cpp's greedy output"
