@@ -22,13 +22,19 @@
 # CARAVAN_BENCH_DIR, default /tmp/caravan-bench, never inside the repository), TG (64),
 # REPS (3), SINGLE_WORKERS ("1 2 3"; " " skips part 1), SINGLE_CPUS (e.g. 1: part 1 runs both
 # `caravan run` and every process of the cluster under `taskset -c SINGLE_CPUS`, the same CPUs
-# for both; a single stream keeps one stage busy at a time), LONG_WORKERS ("2 3"; " " skips part
-# 1b), CHUNKS ("256": the --prefill-chunk sizes parts 1b and 1c compare), LATE_STREAMS (unset:
-# part 1c, the long prompt arriving while this many streams decode, is skipped), STREAMS
-# ("1 2 4 8"; " " skips parts 2-4), CLUSTER_ARGS (more options for the serving cluster of parts
-# 2-4, e.g. "--ctx 512" for a model whose KV cache would not fit beside it), LLAMA_BIN (a
-# directory with llama-batched-bench, llama-bench, rpc-server built outside the repository;
-# optional; without rpc-server part 4 is skipped). Prints markdown; raw
+# for both; a single stream keeps one stage busy at a time), RUN_CPUS (default: every CPU this
+# script may use when there are 2 to 4 and SINGLE_CPUS is unset; " " skips it): each rep of part
+# 1 also runs `caravan run --threads 1` pinned to each of these CPUs. Unpinned, run stays on the
+# CPU it starts on while a pipeline's stages use them all, so where the CPUs differ in speed
+# (the two vCPUs of a shared host at times by a third) run's figure depends on where it landed;
+# stages that share a token's layers evenly over the CPUs can at best go at their harmonic
+# mean, n / (1/r1 + ... + 1/rn), which the table beside part 1 sets each cluster against.
+# LONG_WORKERS ("2 3"; " " skips part 1b), CHUNKS ("256": the --prefill-chunk sizes parts 1b and
+# 1c compare), LATE_STREAMS (unset: part 1c, the long prompt arriving while this many streams
+# decode, is skipped), STREAMS ("1 2 4 8"; " " skips parts 2-4), CLUSTER_ARGS (more options for
+# the serving cluster of parts 2-4, e.g. "--ctx 512" for a model whose KV cache would not fit
+# beside it), LLAMA_BIN (a directory with llama-batched-bench, llama-bench, rpc-server built
+# outside the repository; optional; without rpc-server part 4 is skipped). Prints markdown; raw
 # numbers go to $OUT (default /tmp/caravan-bench/cluster.json).
 set -eu
 BUILD=${1:-build}
@@ -60,6 +66,21 @@ if [ -n "${SINGLE_CPUS:-}" ]; then
     pin=(taskset -c "$SINGLE_CPUS")
     where=", every process on CPU $SINGLE_CPUS"
 fi
+# the CPUs this script may use, one a line ("0-2,5" gives 0 1 2 5)
+allowed_cpus() {
+    local r
+    for r in $(taskset -cp $$ | sed 's/.*: *//' | tr ',' ' '); do
+        if [[ $r == *-* ]]; then seq "${r%-*}" "${r#*-}"; else echo "$r"; fi
+    done
+}
+if [ -z "${RUN_CPUS+set}" ]; then
+    RUN_CPUS=""
+    if [ -z "${SINGLE_CPUS:-}" ]; then
+        n_allowed=$(allowed_cpus | wc -l)
+        [ "$n_allowed" -lt 2 ] || [ "$n_allowed" -gt 4 ] || RUN_CPUS=$(allowed_cpus | tr '\n' ' ')
+    fi
+fi
+read -ra run_cpus <<<"$RUN_CPUS"
 if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then # part 1
     echo "## single stream, $TG tokens, tokens/s (median of $REPS, alternating with caravan run$where)"
     echo
@@ -71,6 +92,7 @@ if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then # part 1
     echo "|---|---|---|---|---|---|---|"
 fi
 json_single=""
+pace_rows=""
 # pair_stats RUNS CLUSTERS: "median-of-pair-ratios (min-max)"
 pair_stats() {
     local p="" a b
@@ -80,13 +102,20 @@ pair_stats() {
     echo "$(words "$p" | median)x ($(words "$p" | sort -g | head -n1)-$(words "$p" | sort -g | tail -n1))"
 }
 for k in ${SINGLE_WORKERS:-1 2 3}; do
-    runs="" clus="" offs=""
+    runs="" clus="" offs="" paces="" pace_ratios=""
+    declare -A on_cpu=()
     for rep in $(seq "$REPS"); do
-        # run, on, off; then off, on, run: a host drifting slower or faster within a rep
-        # does not favour whichever goes first
-        order="run on off"
-        [ $((rep % 2)) = 1 ] || order="off on run"
+        # run, run on each CPU, on, off; then off, on, each CPU backwards, run: a host drifting
+        # slower or faster within a rep does not favour whichever goes first
+        order="run ${run_cpus[*]/#/cpu} on off"
+        [ $((rep % 2)) = 1 ] || order="off on $(words "${run_cpus[*]/#/cpu}" | tac | tr '\n' ' ') run"
         for what in $order; do
+            if [[ $what == cpu* ]]; then
+                taskset -c "${what#cpu}" "$BIN/caravan" run --model "$MODEL" --threads 1 \
+                    --temp 0 --ignore-eos -n "$TG" --prompt "$PROMPT" >/dev/null 2>"$DIR/run.err"
+                on_cpu[${what#cpu}]="${on_cpu[${what#cpu}]:-} $(gen_rate "$DIR/run.err")"
+                continue
+            fi
             if [ "$what" = run ]; then
                 ${pin[@]+"${pin[@]}"} "$BIN/caravan" run --model "$MODEL" --threads 1 --temp 0 \
                     --ignore-eos -n "$TG" --prompt "$PROMPT" >/dev/null 2>"$DIR/run.err"
@@ -102,14 +131,37 @@ for k in ${SINGLE_WORKERS:-1 2 3}; do
                 offs="$offs $(gen_rate "$DIR/cluster.err")"
             fi
         done
+        if [ ${#run_cpus[@]} -gt 0 ]; then # this rep's harmonic mean of the CPUs' rates
+            pace=$(for id in "${run_cpus[@]}"; do
+                read -ra v <<<"${on_cpu[$id]}"
+                echo "${v[-1]}"
+            done | awk '{s += 1 / $1} END {printf "%.2f", NR / s}')
+            paces="$paces $pace"
+            pace_ratios="$pace_ratios $(awk -v c="${clus##* }" -v p="$pace" 'BEGIN{printf "%.3f", c/p}')"
+        fi
     done
+    if [ ${#run_cpus[@]} -gt 0 ]; then
+        row="| $k |"
+        for id in "${run_cpus[@]}"; do row="$row $(words "${on_cpu[$id]}" | median) |"; done
+        pace_rows="$pace_rows$row $(words "$paces" | median) | $(words "$clus" | median) | $(words "$pace_ratios" | median)x ($(words "$pace_ratios" | sort -g | head -n1)-$(words "$pace_ratios" | sort -g | tail -n1)) |"$'\n'
+    fi
     r=$(words "$runs" | median)
     c=$(words "$clus" | median)
     o=$(words "$offs" | median)
     echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", a/b}') | $(pair_stats "$runs" "$clus") | $o | $(pair_stats "$runs" "$offs") |"
-    json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"ahead_off\":$o,\"runs\":\"$runs\",\"clusters\":\"$clus\",\"ahead_offs\":\"$offs\"},"
+    json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"ahead_off\":$o,\"runs\":\"$runs\",\"clusters\":\"$clus\",\"ahead_offs\":\"$offs\",\"cpu_paces\":\"$paces\",\"run_on_cpu\":{$(for id in "${run_cpus[@]}"; do printf '"%s":"%s",' "$id" "${on_cpu[$id]}"; done | sed 's/,$//')}},"
+    unset on_cpu
 done
 echo
+if [ -n "$pace_rows" ]; then
+    echo "The same reps' \`caravan run --threads 1\` pinned to each CPU (tokens/s), their harmonic mean"
+    echo "(the pace of stages sharing a token's layers evenly over these CPUs) and the cluster against it"
+    echo "(median of the reps' ratios):"
+    echo
+    echo "| workers |$(for id in "${run_cpus[@]}"; do printf ' run on CPU %s |' "$id"; done) CPUs' mean pace | cluster | cluster / mean pace (min-max) |"
+    echo "|---|$(for _ in "${run_cpus[@]}"; do printf -- '---|'; done)---|---|---|"
+    printf '%s\n' "$pace_rows"
+fi
 if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then
     # Traced runs: with --ahead off, the round trip of a decode step against the stages'
     # summed compute (the difference is the cluster's own cost a token: links, serializing,
