@@ -13,7 +13,7 @@
 #                pinned (--kernels, and the default pick)
 #   cluster_json GET /cluster shows the plan: ranges, planned bytes, memory limits, speeds,
 #                the pinned kernels, the KV sizes, and that workers on this machine share its
-#                clock
+#                clock; coordinator/API.md lists exactly the document's fields
 #   bad_options  --workers, --plan and --kernels are checked at start, before any worker joins
 #
 # Needs CARAVAN_BIN and CARAVAN_SHARED (stories260K). Every process started here is killed on
@@ -202,9 +202,19 @@ cluster_json)
     url=$(awk '$1 == "http" {print $2}' "$WORK/status")
     [ -n "$url" ] || fail "no http line in the status file"
     curl -sf "$url/cluster" >"$WORK/cluster.json" || fail "GET /cluster failed"
-    python3 - "$WORK/cluster.json" <<'PY' || fail "/cluster: $(head -c 600 "$WORK/cluster.json")"
-import json, sys
+    api_md="$(cd "$(dirname "$0")/../.." && pwd)/coordinator/API.md"
+    python3 - "$WORK/cluster.json" "$api_md" <<'PY' || fail "/cluster: $(head -c 600 "$WORK/cluster.json")"
+import json, re, sys
 c = json.load(open(sys.argv[1]))
+# API.md's lists name every field of the document and of a worker, and no other
+text = open(sys.argv[2]).read().split("## The cluster document (`GET /cluster`)")[1].split("\n## ")[0]
+top, each = text.split("Each worker:")
+def named(part):
+    return {n for line in part.splitlines() if line.startswith("- `")
+            for n in re.findall(r"`([a-z_]+)`", line[2:].split(": ")[0])}
+assert named(top) == set(c), ("top level, API.md / document", named(top) ^ set(c))
+for x in c["workers"]:
+    assert named(each) == set(x), ("a worker, API.md / document", named(each) ^ set(x))
 assert c["kernels"] == "avx2" and c["n_ctx"] == 512 and c["n_seq"] == 4, c
 w = c["workers"]
 assert len(w) == 2 and w[0]["layer_first"] == 0 and w[-1]["layer_end"] == 5, w
