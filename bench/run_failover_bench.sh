@@ -117,7 +117,7 @@ T0=$(date +%s)
 TL=$DIR/fo.timeline
 : >"$TL"
 : >"$DIR/fo.churn"
-for c in 1 2 3 4; do
+for _ in 1 2 3 4; do
     ( while [ $(( $(date +%s) - T0 )) -lt "$DURATION" ]; do
           LOAD_TIMELINE=$TL LOAD_T0=$T0 node "$HERE/load.mjs" "$URL" 1 64 >>"$DIR/fo.churn" 2>&1 || echo FAILED >>"$DIR/fo.churn"
       done ) &

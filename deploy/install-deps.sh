@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config clang clang-format libclang-rt-14-dev git
+  build-essential cmake pkg-config clang clang-format libclang-rt-14-dev git shellcheck
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libsodium-dev
   libpcre2-dev libcjson-dev libmicrohttpd-dev
   tshark tcpdump iproute2 procps nodejs curl iptables

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh: helpers the integration scripts source (bounded waits; nothing here starts a process).
 
 # wait_for FILE REGEX [SECONDS]: bounded poll until FILE has a line matching REGEX.
@@ -17,6 +18,7 @@ wait_exit() {
     for _ in $(seq 1 $((secs * 20))); do
         if ! kill -0 "$pid" 2>/dev/null; then
             wait "$pid"
+            # shellcheck disable=SC2034 # RC is the caller's
             RC=$?
             return 0
         fi

@@ -68,7 +68,7 @@ start_workers() {
     shift 3
     WPIDS=()
     for i in $(seq 1 "$n"); do
-        local extra_name="WARGS_$i[@]"
+        local extra_name="WARGS_${i}[@]" # the case's extra options for this worker, if any
         "$CARAVAN" worker --insecure --coordinator "$COORD_EP" --name "$prefix$i" --run-ms 60000 \
             --join-timeout-ms 8000 --threads 1 "$@" ${!extra_name+"${!extra_name}"} \
             >/dev/null 2>"$WORK/$prefix$i.log" &
@@ -137,7 +137,9 @@ fit)
     # w2 may use 7 MiB: one layer (~0.3 MiB of weights with the head, 4 MiB of KV, ~1.2 MiB of
     # buffers) fits, two do not; w1 has no limit beyond the machine's.
     start_coordinator coord --workers 2 --ask "$PROMPT" -n 16 --temp 0
+    # shellcheck disable=SC2034 # read by start_workers as WARGS_$i
     WARGS_1=()
+    # shellcheck disable=SC2034
     WARGS_2=(--max-memory 7M)
     start_workers coord w 2 --model "$MODEL"
     wait_exit "$COORD_PID" 30
@@ -195,7 +197,9 @@ same_tokens)
 cluster_json)
     start_coordinator coord --workers 2 --http 127.0.0.1:0 --status-file "$WORK/status" \
         --kernels avx2 --max-seqs 4 --ctx 512
+    # shellcheck disable=SC2034 # read by start_workers as WARGS_$i
     WARGS_1=()
+    # shellcheck disable=SC2034
     WARGS_2=(--max-memory 7M)
     start_workers coord w 2 --model "$MODEL"
     wait_for "$WORK/status" "^serving" 20 || fail "the cluster did not start serving"
@@ -207,7 +211,8 @@ cluster_json)
 import json, re, sys
 c = json.load(open(sys.argv[1]))
 # API.md's lists name every field of the document and of a worker, and no other
-text = open(sys.argv[2]).read().split("## The cluster document (`GET /cluster`)")[1].split("\n## ")[0]
+text = open(sys.argv[2]).read().split("## The cluster document (`GET /cluster`)")[1]
+text = text.split("\n## ")[0]
 top, each = text.split("Each worker:")
 def named(part):
     return {n for line in part.splitlines() if line.startswith("- `")

@@ -4,7 +4,6 @@
 # config files parse with the real option tables (`caravan X --config FILE --help` exits 0
 # only if every name and value in FILE is valid). Exits 77 without systemd-analyze.
 set -uo pipefail
-src=${CARAVAN_SOURCE:?}
 bin=${CARAVAN_BIN:?}
 build=$(dirname "$bin")
 command -v systemd-analyze >/dev/null || { echo "skip: no systemd-analyze"; exit 77; }
