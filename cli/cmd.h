@@ -88,6 +88,20 @@ void cmd_sampling_args(const struct cmd_sampling *s, struct cmd_sampling_args *a
      PFX "keep generating past end-of-generation tokens"}
 // clang-format on
 
+/* The options that guard the API, one list for `caravan coordinator` and `caravan cluster`
+ * (which passes them on): each one's configuration has api_key, no_api_key and cors. */
+// clang-format off
+#define CMD_API_ACCESS_OPTIONS(F)                                                                  \
+    {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",                                \
+     "require 'Authorization: Bearer KEY' on /v1/, /tokenize and /detokenize (a FILE's first "     \
+     "line is the key; a KEY starting with '/', '.' or '~' must be a file)"},                      \
+    {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,                                  \
+     "allow --http on a non-loopback address without --api-key"},                                  \
+    {"cors", 0, OPT_STRING, F(cors), NULL, 0, -1, "ORIGINS",                                       \
+     "let web pages of these origins call the API from a browser: '*' or "                         \
+     "http[s]://HOST[:PORT],... (default: none; the page at / needs none)"}
+// clang-format on
+
 /* --spin-ms's default, the same for `caravan worker` and `caravan cluster`. */
 #define CMD_SPIN_MS 100
 #define CMD_STR(x) CMD_STR_(x)

@@ -74,14 +74,7 @@ static const struct opt cluster_opts[] = {
     {"workers", 'w', OPT_INT, F(workers), "2", 1, CLUSTER_MAX_WORKERS, "N", "worker processes"},
     {"http", 0, OPT_STRING, F(http), "127.0.0.1:8080", 0, -1, "HOST:PORT",
      "where the OpenAI-compatible API listens (port 0: any free port)"},
-    {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
-     "require 'Authorization: Bearer KEY' on the API (a FILE's first line is the key; a "
-     "KEY starting with '/', '.' or '~' must be a file)"},
-    {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
-     "allow --http on a non-loopback address without --api-key"},
-    {"cors", 0, OPT_STRING, F(cors), NULL, 0, -1, "ORIGINS",
-     "let web pages of these origins call the API from a browser: '*' or "
-     "http[s]://HOST[:PORT],... (default: none; the page at / needs none)"},
+    CMD_API_ACCESS_OPTIONS(F),
     {"threads", 't', OPT_INT, F(threads), "0", 0, 1024, "T",
      "compute threads per worker (0: the cores divided among the workers, at least 1)"},
     {"shared-file", 0, OPT_FLAG, F(shared_file), NULL, 0, -1, NULL,

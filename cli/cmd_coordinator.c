@@ -160,14 +160,7 @@ static const struct opt coordinator_opts[] = {
      "planned (3 checks in a row over 1.25x; 0 = never)"},
     {"http", 0, OPT_STRING, F(http), NULL, 0, -1, "HOST:PORT",
      "serve the OpenAI-compatible API here (e.g. 127.0.0.1:8080; port 0 = any free port)"},
-    {"api-key", 0, OPT_STRING, F(api_key), NULL, 0, -1, "KEY|FILE",
-     "require 'Authorization: Bearer KEY' on /v1/ (a readable FILE's first line is the key; "
-     "a KEY starting with '/', '.' or '~' must be a file)"},
-    {"no-api-key", 0, OPT_FLAG, F(no_api_key), NULL, 0, -1, NULL,
-     "allow --http on a non-loopback address without --api-key"},
-    {"cors", 0, OPT_STRING, F(cors), NULL, 0, -1, "ORIGINS",
-     "let web pages of these origins call the API from a browser: '*' or "
-     "http[s]://HOST[:PORT],... (default: none; the page at / needs none)"},
+    CMD_API_ACCESS_OPTIONS(F),
     {"max-queue", 0, OPT_INT, F(max_queue), "16", 0, 100000, "N",
      "requests that may wait for a slot beyond --max-seqs; more get HTTP 429"},
     {"chat-format", 0, OPT_STRING, F(chat_format), NULL, 0, -1, "NAME",
