@@ -14,7 +14,11 @@
 # builds side by side), ROUNDS (1): start both clusters afresh this many times and spread the
 # PAIRS over them evenly; the row pools every pair (warm_ab.mjs --pool). Two instances of one
 # cluster can differ here by more than pairing removes (bench/RESULTS.md, Zen 3, 2026-12-07),
-# which rounds average over.
+# which rounds average over. PIN_A and PIN_B (unset: no pinning): once a cluster is up, its
+# workers, in stage order, go on these CPUs, one `taskset` list a worker ("0 1": the first
+# worker on CPU 0, the second on CPU 1; "0 0": both on CPU 0); the coordinator stays unpinned.
+# On a host whose vCPUs differ in speed (bench/RESULTS.md, Zen 5, 2026-12-07) this sets, e.g.,
+# one worker on each vCPU against two workers across them.
 # Prints a markdown row; each cluster's logs go to $DIR/warm-a and $DIR/warm-b.
 set -eu
 BUILD=${1:-build}
@@ -44,6 +48,23 @@ stop_all() {
     wait 2>/dev/null
 }
 trap stop_all EXIT
+# pin URL CPUS: the cluster's workers, in stage order, each on its entry of CPUS (all threads)
+pin() {
+    local url=$1 i=0 cpus pid
+    read -ra cpus <<<"$2"
+    for pid in $(curl -sf "$url/cluster" | node -e '
+        let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () =>
+          console.log(JSON.parse(s).workers.filter((w) => w.stage !== null)
+            .sort((a, b) => a.stage - b.stage).map((w) => w.pid).join(" ")));'); do
+        [ $i -lt ${#cpus[@]} ] || break
+        taskset -a -c -p "${cpus[$i]}" "$pid" >/dev/null
+        i=$((i + 1))
+    done
+    if [ $i != ${#cpus[@]} ]; then
+        echo "$url: $i workers for ${#cpus[@]} pins ($2)" >&2
+        exit 1
+    fi
+}
 # up NAME BINARY ARGS...: a cluster serving the API
 up() {
     local name=$1 bin=$2
@@ -76,6 +97,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     up b "${CARAVAN_B:-$BIN/caravan}" $B
     URL_A=$(grep -m1 '^http://' "$DIR/warm-a/out")
     URL_B=$(grep -m1 '^http://' "$DIR/warm-b/out")
+    [ -z "${PIN_A:-}" ] || pin "${URL_A%/}" "$PIN_A"
+    [ -z "${PIN_B:-}" ] || pin "${URL_B%/}" "$PIN_B"
     n=$((PAIRS / ROUNDS + (r <= PAIRS % ROUNDS ? 1 : 0))) # the pairs spread evenly
     [ "$ROUNDS" = 1 ] || echo "round $r of $ROUNDS: $n pairs" >&2
     runs+=("$(node "$HERE/warm_ab.mjs" "$URL_A" "$URL_B" "$n" "$TG")")
@@ -87,6 +110,6 @@ res=$(printf '%s\n' "${runs[@]}" | node "$HERE/warm_ab.mjs" --pool)
 field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$res"; }
 echo "| A | B | pairs | B faster in | median of pair ratios B/A (min-max) | 95% interval of that median | medians A / B t/s |"
 echo "|---|---|---|---|---|---|---|"
-label_a="$A${CARAVAN_A:+ ($CARAVAN_A)}"
-label_b="$B${CARAVAN_B:+ ($CARAVAN_B)}"
+label_a="$A${CARAVAN_A:+ ($CARAVAN_A)}${PIN_A:+, workers on CPUs $PIN_A}"
+label_b="$B${CARAVAN_B:+ ($CARAVAN_B)}${PIN_B:+, workers on CPUs $PIN_B}"
 echo "| $label_a | $label_b | $PAIRS | $(field b_faster) | $(field ratio_median)x ($(field ratio_min)-$(field ratio_max)) | $(field ratio_ci95_low)-$(field ratio_ci95_high) | $(field a_median_tps) / $(field b_median_tps) |"
