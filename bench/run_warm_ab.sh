@@ -50,20 +50,17 @@ stop_all() {
 trap stop_all EXIT
 # pin URL CPUS: the cluster's workers, in stage order, each on its entry of CPUS (all threads)
 pin() {
-    local url=$1 i=0 cpus pid
+    local url=$1 i cpus pids
     read -ra cpus <<<"$2"
-    for pid in $(curl -sf "$url/cluster" | node -e '
+    read -ra pids <<<"$(curl -sf "$url/cluster" | node -e '
         let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () =>
           console.log(JSON.parse(s).workers.filter((w) => w.stage !== null)
-            .sort((a, b) => a.stage - b.stage).map((w) => w.pid).join(" ")));'); do
-        [ $i -lt ${#cpus[@]} ] || break
-        taskset -a -c -p "${cpus[$i]}" "$pid" >/dev/null
-        i=$((i + 1))
-    done
-    if [ $i != ${#cpus[@]} ]; then
-        echo "$url: $i workers for ${#cpus[@]} pins ($2)" >&2
+            .sort((a, b) => a.stage - b.stage).map((w) => w.pid).join(" ")));')"
+    if [ ${#pids[@]} != ${#cpus[@]} ]; then
+        echo "$url: ${#pids[@]} workers for ${#cpus[@]} pins ($2)" >&2
         exit 1
     fi
+    for i in "${!pids[@]}"; do taskset -a -c -p "${cpus[$i]}" "${pids[$i]}" >/dev/null; done
 }
 # up NAME BINARY ARGS...: a cluster serving the API
 up() {

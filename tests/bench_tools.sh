@@ -73,12 +73,13 @@ if command -v node >/dev/null; then
   src=${CARAVAN_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
   # (stories260K's tokens come faster than a read of the stream: 5 ms a step keeps the first
   # and the last token apart in time)
+  # (and each cluster's workers pinned, as PIN_A and PIN_B ask: CPU 0 is on every host)
   out=$(MODEL="$model" PAIRS=2 ROUNDS=2 TG=4 CARAVAN_BENCH_DIR="$dir/warm" \
-    A="--workers 1 --compute-delay-ms 5" B="--workers 2 --compute-delay-ms 5" \
-    bash "$src/bench/run_warm_ab.sh" "$(dirname "$bin")" 2>"$dir/warm.err") ||
+    A="--workers 1 --compute-delay-ms 5" B="--workers 2 --compute-delay-ms 5" PIN_A=0 \
+    PIN_B="0 0" bash "$src/bench/run_warm_ab.sh" "$(dirname "$bin")" 2>"$dir/warm.err") ||
     fail "run_warm_ab.sh: $(grep -m1 Error "$dir/warm.err") $(tail -n 3 "$dir/warm.err")"
-  row=$(grep '^| --workers 1 --compute-delay-ms 5 | --workers 2 --compute-delay-ms 5 | 2 |' \
-    <<<"$out") || fail "run_warm_ab.sh: no row: $out"
+  row=$(grep -F "| --workers 1 --compute-delay-ms 5, workers on CPUs 0 | --workers 2 \
+--compute-delay-ms 5, workers on CPUs 0 0 | 2 |" <<<"$out") || fail "run_warm_ab.sh: no row: $out"
   awk -F'|' '{ split($8, m, " / "); exit !(m[1] + 0 > 0 && m[2] + 0 > 0) }' <<<"$row" ||
     fail "run_warm_ab.sh: medians not positive: $row"
   # the interval of the median pair ratio: a bootstrap, around the median and well inside
@@ -96,6 +97,26 @@ if command -v node >/dev/null; then
   [ "$(grep -c '^pair ' "$dir/warm.err")" = 2 ] || fail "run_warm_ab.sh: not 2 pairs timed"
   grep -q '^round 2 of 2: 1 pairs' "$dir/warm.err" || fail "run_warm_ab.sh: no second round"
   ! pgrep -f "$dir/warm/" >/dev/null || fail "run_warm_ab.sh left a cluster running"
+  # a pin for each worker, no more and no fewer
+  if MODEL="$model" PAIRS=1 TG=4 CARAVAN_BENCH_DIR="$dir/warm" A="--workers 2" PIN_A=0 \
+    bash "$src/bench/run_warm_ab.sh" "$(dirname "$bin")" >/dev/null 2>"$dir/pin.err"; then
+    fail "run_warm_ab.sh with one pin for two workers was accepted"
+  fi
+  grep -q "2 workers for 1 pins (0)" "$dir/pin.err" ||
+    fail "run_warm_ab.sh: one pin for two workers: $(tail -n 3 "$dir/pin.err")"
+  ! pgrep -f "$dir/warm/" >/dev/null || fail "run_warm_ab.sh left a cluster running"
+  # run_cluster_bench.sh's single stream (part 1), with caravan run pinned to each CPU: the
+  # table of the CPUs' mean pace has a row of positive figures
+  out=$(MODEL="$model" REPS=1 TG=8 SINGLE_WORKERS=1 LONG_WORKERS=" " STREAMS=" " \
+    CARAVAN_BENCH_DIR="$dir/cb" OUT="$dir/cb/cluster.json" \
+    bash "$src/bench/run_cluster_bench.sh" "$(dirname "$bin")" 2>"$dir/cb.err") ||
+    fail "run_cluster_bench.sh: $(tail -n 3 "$dir/cb.err")"
+  if [ "$(nproc)" -ge 2 ] && [ "$(nproc)" -le 4 ]; then
+    row=$(grep -A3 "CPUs' mean pace" <<<"$out" | grep '^| 1 |') ||
+      fail "run_cluster_bench.sh: no row of the CPUs' mean pace: $out"
+    awk -F'|' '{ for (i = 3; i < NF; i++) if (!($i + 0 > 0)) exit 1 }' <<<"$row" ||
+      fail "run_cluster_bench.sh: a figure of the CPUs' mean pace is not positive: $row"
+  fi
   if ROUNDS=3 PAIRS=2 bash "$src/bench/run_warm_ab.sh" "$(dirname "$bin")" >/dev/null 2>&1; then
     fail "run_warm_ab.sh with more rounds than pairs was accepted"
   else
