@@ -102,7 +102,7 @@ pair_stats() {
     echo "$(words "$p" | median)x ($(words "$p" | sort -g | head -n1)-$(words "$p" | sort -g | tail -n1))"
 }
 for k in ${SINGLE_WORKERS:-1 2 3}; do
-    runs="" clus="" offs="" paces="" pace_ratios=""
+    runs="" clus="" offs="" paces=""
     declare -A on_cpu=()
     for rep in $(seq "$REPS"); do
         # run, run on each CPU, on, off; then off, on, each CPU backwards, run: a host drifting
@@ -137,13 +137,12 @@ for k in ${SINGLE_WORKERS:-1 2 3}; do
                 echo "${v[-1]}"
             done | awk '{s += 1 / $1} END {printf "%.2f", NR / s}')
             paces="$paces $pace"
-            pace_ratios="$pace_ratios $(awk -v c="${clus##* }" -v p="$pace" 'BEGIN{printf "%.3f", c/p}')"
         fi
     done
     if [ ${#run_cpus[@]} -gt 0 ]; then
         row="| $k |"
         for id in "${run_cpus[@]}"; do row="$row $(words "${on_cpu[$id]}" | median) |"; done
-        pace_rows="$pace_rows$row $(words "$paces" | median) | $(words "$clus" | median) | $(words "$pace_ratios" | median)x ($(words "$pace_ratios" | sort -g | head -n1)-$(words "$pace_ratios" | sort -g | tail -n1)) |"$'\n'
+        pace_rows="$pace_rows$row $(words "$paces" | median) | $(words "$clus" | median) | $(pair_stats "$paces" "$clus") |"$'\n'
     fi
     r=$(words "$runs" | median)
     c=$(words "$clus" | median)
