@@ -21,8 +21,8 @@ int cmd_plain_log_end(void);
 enum status cmd_gguf_open(const char *path, gguf_t **out);
 /* The "generation: N tokens in T s, R tokens/s" line of `caravan run` and `caravan cluster
  * --prompt`. The first token comes from the prompt's step, so the rate counts the n - 1 steps
- * after it over their seconds; with fewer than 2 tokens there is no step to time and the line
- * gives no rate. */
+ * after it over their seconds; with fewer than 2 tokens (or no time between them) there is no
+ * step to time and the line gives no rate. */
 void cmd_report_generation(long long n, double seconds);
 int cmd_inspect(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);

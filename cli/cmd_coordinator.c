@@ -252,7 +252,6 @@ static void *ask_main(void *arg) {
     fputc('\n', stdout);
     fflush(stdout);
     tokenizer_decoder_free(&d);
-    /* As caravan run reports it */
     fprintf(stderr, "prompt: %d tokens, first token after %.3f s\n", a->n_prompt,
             (double)serve_req_ttft_us(a->req) * 1e-6);
     cmd_report_generation((long long)next, (double)(t_last - t_first) * 1e-6);
