@@ -149,7 +149,6 @@ for k in ${SINGLE_WORKERS:-1 2 3}; do
     o=$(words "$offs" | median)
     echo "| $k | $r | $c | $(awk -v a="$c" -v b="$r" 'BEGIN{printf "%.2fx", a/b}') | $(pair_stats "$runs" "$clus") | $o | $(pair_stats "$runs" "$offs") |"
     json_single="$json_single{\"workers\":$k,\"run\":$r,\"cluster\":$c,\"ahead_off\":$o,\"runs\":\"$runs\",\"clusters\":\"$clus\",\"ahead_offs\":\"$offs\",\"cpu_paces\":\"$paces\",\"run_on_cpu\":{$(for id in "${run_cpus[@]}"; do printf '"%s":"%s",' "$id" "${on_cpu[$id]}"; done | sed 's/,$//')}},"
-    unset on_cpu
 done
 echo
 if [ -n "$pace_rows" ]; then
