@@ -95,17 +95,17 @@ ahead_seen() {
     sed -n 's/.*of them ahead; \([0-9]*\) held ahead and not used.*/\1/p' \
         "$WORK/logs_w$1_$RUNS/w1.log" | tail -n 1 | awk -v u="$(ahead_used "$1")" '{print $1 + u}'
 }
-# check_ahead W: after a same_text run of W workers computing ahead, some steps ahead were used
-# with one worker (it holds its own: no race), and some reached the first worker with more.
+# check_ahead W: after a same_text run of W workers computing ahead, steps ahead reached (with
+# one worker: were held by) the first worker. Whether one is then used is a race with the
+# coordinator's round trip for every W: one worker holds its own step, but the coordinator's
+# Forward still wins when the worker's thread is held up after sending its Result (a busy host:
+# in a parallel ctest run it won all 24, none used, 22 held). That a held step is used when it
+# matches is worker_test's (test_ahead), without a race.
 check_ahead() {
     local used seen
     used=$(ahead_used "$1")
     seen=$(ahead_seen "$1")
-    if [ "$1" -eq 1 ]; then
-        [ "${used:-0}" -gt 0 ] || fail "1 worker: no step computed ahead was used ('$used')"
-    else
-        [ "${seen:-0}" -gt 0 ] || fail "$1 workers: no step ahead reached the first ('$seen')"
-    fi
+    [ "${seen:-0}" -gt 0 ] || fail "$1 workers: no step ahead reached the first ('$seen')"
     note "$1 workers: $used steps computed ahead and used, of $seen"
 }
 
