@@ -138,6 +138,21 @@ static void on_signal(int sig) {
     stop_signal = sig;
 }
 
+/* A child's exit interrupts the launcher's naps (nanosleep returns early on a handled signal,
+ * SA_RESTART or not), so the loops that wait on a running cluster need not wake often to notice
+ * it: a generating cluster's CPUs are its workers', and a launcher that woke every 20 ms took
+ * ~45 us of one 50 times a second (perf sched, a 2-vCPU VM). */
+static void on_child(int sig) {
+    (void)sig;
+}
+
+#define IDLE_TICK_MS 250
+
+/* Sleeps up to ms; a signal (a child's exit, SIGINT, SIGTERM, SIGHUP) ends it sooner. */
+static void nap(int ms) {
+    usleep((useconds_t)ms * 1000);
+}
+
 #define PROC_MAX_ARGS 40
 
 struct proc {
@@ -633,6 +648,10 @@ int cmd_cluster(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    struct sigaction sc = {0};
+    sc.sa_handler = on_child;
+    sc.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sc, NULL);
     /* stdout or stderr a closed pipe (`caravan cluster ... | head`): a write fails instead of
      * killing the launcher before it stops what it started */
     signal(SIGPIPE, SIG_IGN);
@@ -843,7 +862,7 @@ int cmd_cluster(int argc, char **argv) {
         /* The coordinator answers, prints the text on our stdout, and exits. */
         bool serving = false;
         for (struct load_watch lw = {time(NULL), time(NULL)}; !reap(&cl->coord);
-             usleep(20 * 1000)) {
+             nap(IDLE_TICK_MS)) {
             if (stop_signal) goto stop;
             if (!check_children(cl) && !cl->coord.exited) goto stop;
             if (!serving && !(serving = status_file_has(status, "serving", NULL, 0)) &&
@@ -892,7 +911,7 @@ int cmd_cluster(int argc, char **argv) {
             rc = 1;
             goto stop;
         }
-        usleep(100 * 1000);
+        nap(IDLE_TICK_MS);
     }
     fprintf(stderr, "caravan cluster: stopping\n");
     rc = 0;

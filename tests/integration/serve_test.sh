@@ -28,7 +28,8 @@
 #                    overwritten): `caravan run` and `caravan cluster --prompt` stop with an
 #                    error that says so and print no text; the cluster at once (the stage's
 #                    Error answers the batch), not after request timeouts
-#   launcher_dies    a launcher killed with SIGKILL, or whose output pipe closes (`| head`),
+#   launcher_dies    a serving launcher wakes at most 7 times a second; a launcher killed
+#                    with SIGKILL, or whose output pipe closes (`| head`),
 #                    leaves no coordinator or worker running; the /tmp folder (keys, slices)
 #                    a SIGKILLed launcher leaves is removed by the next run, and a failed
 #                    run keeps its logs there but not its keys or slices
@@ -442,6 +443,12 @@ launcher_dies)
     launcher=$!
     wait_for "$WORK/kill.out" "curl" 60 || { kill -9 "$launcher"; fail "the cluster did not come up"; }
     [ "$(pgrep -f -- "$logs" | wc -l)" -ge 4 ] || fail "expected a launcher, a coordinator and 2 workers"
+    # a serving launcher naps between its checks; a child's exit, not a short tick, wakes it
+    # (a 250 ms nap: 8 wake-ups in 2 s; at 100 ms it was 20)
+    woke() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$launcher/status"; }
+    w0=$(woke) && sleep 2 && w1=$(woke) || fail "no /proc/$launcher/status"
+    [ $((w1 - w0)) -le 14 ] || fail "the serving launcher woke $((w1 - w0)) times in 2 s"
+    note "the serving launcher woke $((w1 - w0)) times in 2 s"
     kill -9 "$launcher"
     wait "$launcher" 2>/dev/null
     left "$logs" 10 || { pkill -9 -f -- "$logs"; fail "processes left after the launcher's SIGKILL"; }
