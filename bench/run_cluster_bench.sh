@@ -187,7 +187,7 @@ if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then
 fi
 
 LONG_PROMPT=$(for _ in $(seq 25); do printf '%s ' "Once upon a time there was a little robot who lived in a big city and dreamed of the sea."; done)
-ttft_of() { sed -n 's/^prompt: .* first token after \([0-9.]*\) s$/\1/p; s/^prompt: [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$1" | tail -n1; }
+ttft_of() { sed -n 's/^prompt: .* first token after \([0-9.]*\) s$/\1/p; s/^prompt: [0-9]* tokens\{0,1\} in \([0-9.]*\) s.*/\1/p' "$1" | tail -n1; }
 CHUNKS=${CHUNKS:-256}
 # serve_up ARGS...: a 2-worker cluster serving the API (ARGS added), warmed up; sets CL and URL.
 # serve_down stops it.

@@ -252,8 +252,8 @@ static void *ask_main(void *arg) {
     fputc('\n', stdout);
     fflush(stdout);
     tokenizer_decoder_free(&d);
-    fprintf(stderr, "prompt: %d tokens, first token after %.3f s\n", a->n_prompt,
-            (double)serve_req_ttft_us(a->req) * 1e-6);
+    fprintf(stderr, "prompt: %d token%s, first token after %.3f s\n", a->n_prompt,
+            a->n_prompt == 1 ? "" : "s", (double)serve_req_ttft_us(a->req) * 1e-6);
     cmd_report_generation((long long)next, (double)(t_last - t_first) * 1e-6);
     if (fin == SERVE_FINISH_ERROR || fin == SERVE_FINISH_CANCELLED) {
         fprintf(stderr, "error: the request failed: %s\n",

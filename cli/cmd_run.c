@@ -317,8 +317,8 @@ int cmd_run(int argc, char **argv) {
     }
     fprintf(stderr, "load: %.2f s (%.1f MiB of weights, %.1f MiB of cache and buffers)\n", t_load,
             (double)model_weight_bytes(m) / 1048576.0, (double)model_buffer_bytes(m) / 1048576.0);
-    fprintf(stderr, "prompt: %lld tokens in %.3f s, %.2f tokens/s\n", (long long)n_prompt, t_prompt,
-            (double)n_prompt / t_prompt);
+    fprintf(stderr, "prompt: %lld token%s in %.3f s, %.2f tokens/s\n", (long long)n_prompt,
+            n_prompt == 1 ? "" : "s", t_prompt, (double)n_prompt / t_prompt);
     cmd_report_generation((long long)n_gen, t_gen);
     status = 0;
 done:

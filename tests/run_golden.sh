@@ -52,18 +52,20 @@ if "$CARAVAN_BIN/caravan" run --model "$model" -n 1 --seed 9007199254740992 > /d
   echo "--seed 2^53 should be refused with a range error:"; cat "$tmp/err"; exit 1
 fi
 # The generation line gives a rate over the steps after the first token (which comes with the
-# prompt), and none when there is no such step, from run and from cluster --prompt alike.
+# prompt), and none when there is no such step, from run and from cluster --prompt alike; the
+# prompt line counts "1 token" (an empty prompt: the BOS alone), not "1 tokens".
 for cmd in run "cluster --workers 1"; do
   # shellcheck disable=SC2086 # the command's words
   "$CARAVAN_BIN/caravan" $cmd --model "$model" --prompt "Once upon a time" -n 8 --temp 0 \
     > /dev/null 2> "$tmp/gen8"
   # shellcheck disable=SC2086
-  "$CARAVAN_BIN/caravan" $cmd --model "$model" --prompt "Once upon a time" -n 1 --temp 0 \
+  "$CARAVAN_BIN/caravan" $cmd --model "$model" --prompt "" -n 1 --temp 0 \
     > /dev/null 2> "$tmp/gen1"
   if ! grep -Eq '^generation: 8 tokens in [0-9.]+ s, [0-9.]*[1-9][0-9.]* tokens/s$' "$tmp/gen8" ||
-     ! grep -qx 'generation: 1 token (it came with the prompt: no step to time)' "$tmp/gen1"; then
-    echo "caravan $cmd: unexpected generation lines for -n 8 and -n 1:"
-    grep generation "$tmp/gen8" "$tmp/gen1"; exit 1
+     ! grep -qx 'generation: 1 token (it came with the prompt: no step to time)' "$tmp/gen1" ||
+     ! grep -Eq '^prompt: 5 tokens[ ,]' "$tmp/gen8" || ! grep -Eq '^prompt: 1 token[ ,]' "$tmp/gen1"; then
+    echo "caravan $cmd: unexpected prompt or generation lines (5 prompt tokens, -n 8; an empty prompt, -n 1):"
+    grep -E "^(prompt|generation)" "$tmp/gen8" "$tmp/gen1"; exit 1
   fi
 done
 echo "caravan run matches llama.cpp's greedy output"
