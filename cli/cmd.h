@@ -56,10 +56,24 @@ struct cmd_sampling {
  * when it matters (temp > 0), says it on stderr as "seed: S" for --seed to give it again. */
 void cmd_sampling_params(const struct cmd_sampling *s, struct sampler_params *out);
 /* The options as words of another caravan command's argv (`caravan cluster --prompt` starts
- * `caravan coordinator --ask`): argv[0..n) point into the struct, which must outlive them. */
-#define CMD_SAMPLING_MAX_ARGS 19
+ * `caravan coordinator --ask`): argv[0..n) point into the struct, which must outlive them.
+ * X(flag, printf format, field) for each option that takes a number, in the order given. */
+#define CMD_SAMPLING_NUMBERS(X)                                                                    \
+    X("--temp", "%.17g", temp)                                                                     \
+    X("--top-k", "%d", top_k)                                                                      \
+    X("--top-p", "%.17g", top_p)                                                                   \
+    X("--min-p", "%.17g", min_p)                                                                   \
+    X("--repeat-penalty", "%.17g", repeat_penalty)                                                 \
+    X("--frequency-penalty", "%.17g", frequency_penalty)                                           \
+    X("--presence-penalty", "%.17g", presence_penalty)                                             \
+    X("--repeat-last-n", "%d", repeat_last_n)                                                      \
+    X("--seed", "%lld", seed)
+#define CMD_SAMPLING_COUNT_(flag, fmt, field) +1
+enum { CMD_SAMPLING_N_NUMBERS = 0 CMD_SAMPLING_NUMBERS(CMD_SAMPLING_COUNT_) };
+/* a flag and a number for each, and --ignore-eos */
+#define CMD_SAMPLING_MAX_ARGS (2 * CMD_SAMPLING_N_NUMBERS + 1)
 struct cmd_sampling_args {
-    char num[9][32];
+    char num[CMD_SAMPLING_N_NUMBERS][32];
     const char *argv[CMD_SAMPLING_MAX_ARGS];
     int n;
 };
