@@ -60,7 +60,29 @@ pin() {
         echo "$url: ${#pids[@]} workers for ${#cpus[@]} pins ($2)" >&2
         exit 1
     fi
-    for i in "${!pids[@]}"; do taskset -a -c -p "${cpus[$i]}" "${pids[$i]}" >/dev/null; done
+    for i in "${!pids[@]}"; do
+        taskset -a -c -p "${cpus[$i]}" "${pids[$i]}" >/dev/null
+        # what the kernel now allows each of its threads, as it says it
+        local want got
+        want=$(cpu_list "${cpus[$i]}")
+        got=$(for t in /proc/"${pids[$i]}"/task/*/status; do
+            cpu_list "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "$t")"
+        done | sort -u)
+        if [ "$got" != "$want" ]; then
+            echo "$url: stage $i (pid ${pids[$i]}): its threads run on CPUs $(paste -sd ';' <<<"$got") after pinning to ${cpus[$i]}" >&2
+            exit 1
+        fi
+        echo "$url: stage $i (pid ${pids[$i]}, every thread) on CPUs $got" >&2
+    done
+}
+# cpu_list LIST: a taskset or kernel CPU list ("0-2,5") as its CPUs, space-separated
+cpu_list() {
+    local part parts c out=()
+    IFS=, read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do
+        for ((c = ${part%-*}; c <= ${part#*-}; c++)); do out+=("$c"); done
+    done
+    echo "${out[*]}"
 }
 # up NAME BINARY ARGS...: a cluster serving the API
 up() {

@@ -96,6 +96,9 @@ if command -v node >/dev/null; then
     fail "warm_ab.mjs: interval of equal ratios: $iv"
   [ "$(grep -c '^pair ' "$dir/warm.err")" = 2 ] || fail "run_warm_ab.sh: not 2 pairs timed"
   grep -q '^round 2 of 2: 1 pairs' "$dir/warm.err" || fail "run_warm_ab.sh: no second round"
+  # every thread of each worker on its pin, as the kernel says (1 + 2 workers, 2 rounds)
+  [ "$(grep -c ': stage [01] (pid [0-9]*, every thread) on CPUs 0$' "$dir/warm.err")" = 6 ] ||
+    fail "run_warm_ab.sh: not 6 workers pinned: $(grep -m3 stage "$dir/warm.err")"
   ! pgrep -f "$dir/warm/" >/dev/null || fail "run_warm_ab.sh left a cluster running"
   # a pin for each worker, no more and no fewer
   if MODEL="$model" PAIRS=1 TG=4 CARAVAN_BENCH_DIR="$dir/warm" A="--workers 2" PIN_A=0 \
