@@ -361,8 +361,10 @@ static void test_answers(void) {
              "{\"prompt\":\"Once upon a time\",\"max_tokens\":2,\"seed\":1796672278099250}");
     REQUIRE(r.status == 200 && strstr(r.body, "\"seed\":1796672278099250,"), "seed: %s", r.body);
     free(r.all);
+    /* (tokens ready together go out as one chunk: under ASan a 2-token answer came in one; so at
+     * least one chunk, each with the seed) */
     r = http(p, "POST", "/v1/completions", NULL,
-             "{\"prompt\":\"Once upon a time\",\"max_tokens\":2,\"seed\":1796672278099250,"
+             "{\"prompt\":\"Once upon a time\",\"max_tokens\":8,\"seed\":1796672278099250,"
              "\"stream\":true}");
     int chunks = 0, seeded = 0;
     for (const char *c = strstr(r.body, "data: {"); c; c = strstr(c + 1, "data: {")) {
@@ -371,7 +373,7 @@ static void test_answers(void) {
         const char *sd = strstr(c, "\"seed\":1796672278099250,");
         seeded += sd && (!end || sd < end);
     }
-    REQUIRE(r.status == 200 && chunks >= 2 && seeded == chunks, "seed in %d of %d chunks: %s",
+    REQUIRE(r.status == 200 && chunks >= 1 && seeded == chunks, "seed in %d of %d chunks: %s",
             seeded, chunks, r.body);
     free(r.all);
 
