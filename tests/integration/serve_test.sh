@@ -442,12 +442,16 @@ launcher_dies)
         --http 127.0.0.1:0 --log-dir "$logs" >"$WORK/kill.out" 2>"$WORK/kill.err" &
     launcher=$!
     wait_for "$WORK/kill.out" "curl" 60 || { kill -9 "$launcher"; fail "the cluster did not come up"; }
-    [ "$(pgrep -f -- "$logs" | wc -l)" -ge 4 ] || fail "expected a launcher, a coordinator and 2 workers"
+    # (a check that fails here stops the launcher first, and the launcher its daemons)
+    [ "$(pgrep -f -- "$logs" | wc -l)" -ge 4 ] ||
+        { kill -9 "$launcher"; fail "expected a launcher, a coordinator and 2 workers"; }
     # a serving launcher naps between its checks; a child's exit, not a short tick, wakes it
     # (a 250 ms nap: 8 wake-ups in 2 s; at 100 ms it was 20)
     woke() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$launcher/status"; }
-    w0=$(woke) && sleep 2 && w1=$(woke) || fail "no /proc/$launcher/status"
-    [ $((w1 - w0)) -le 14 ] || fail "the serving launcher woke $((w1 - w0)) times in 2 s"
+    w0=$(woke) && sleep 2 && w1=$(woke) ||
+        { kill -9 "$launcher"; fail "no /proc/$launcher/status"; }
+    [ $((w1 - w0)) -le 14 ] ||
+        { kill -9 "$launcher"; fail "the serving launcher woke $((w1 - w0)) times in 2 s"; }
     note "the serving launcher woke $((w1 - w0)) times in 2 s"
     kill -9 "$launcher"
     wait "$launcher" 2>/dev/null
