@@ -88,18 +88,25 @@ if [ -n "$(echo "${SINGLE_WORKERS-1 2 3}" | tr -d ' ')" ]; then # part 1
     echo "(every token's next step goes through the coordinator), in turn with \`caravan run\` (odd reps"
     echo "run, on, off; even reps off, on, run)."
     echo
-    echo "| workers | caravan run 1t | cluster | ratio of medians | median of pair ratios (min-max) | --ahead off | its pair ratios |"
+    echo "| workers | caravan run 1t | cluster | ratio of medians | median of pair ratios (min-max; 95% interval of the median) | --ahead off | its pair ratios |"
     echo "|---|---|---|---|---|---|---|"
 fi
 json_single=""
 pace_rows=""
-# pair_stats RUNS CLUSTERS: "median-of-pair-ratios (min-max)"
+# pair_stats RUNS CLUSTERS: "median-of-pair-ratios (min-max)", and with 3 pairs or more (and
+# node) "; 95% LOW-HIGH", the interval of that median by warm_ab.mjs's bootstrap
 pair_stats() {
-    local p="" a b
+    local p="" a b ci="" j
     read -ra a <<<"$1"
     read -ra b <<<"$2"
     for i in "${!a[@]}"; do p="$p $(awk -v x="${b[$i]}" -v y="${a[$i]}" 'BEGIN{printf "%.3f", x/y}')"; done
-    echo "$(words "$p" | median)x ($(words "$p" | sort -g | head -n1)-$(words "$p" | sort -g | tail -n1))"
+    if [ "${#a[@]}" -ge 3 ] && command -v node >/dev/null; then
+        j=$(printf '{"a_tps":[%s],"b_tps":[%s]}\n' "$(words "$1" | paste -sd,)" \
+            "$(words "$2" | paste -sd,)" | node "$HERE/warm_ab.mjs" --pool) &&
+            ci="; 95% $(sed -n 's/.*"ratio_ci95_low":\([0-9.]*\).*/\1/p' <<<"$j")-$(sed -n \
+                's/.*"ratio_ci95_high":\([0-9.]*\).*/\1/p' <<<"$j")"
+    fi
+    echo "$(words "$p" | median)x ($(words "$p" | sort -g | head -n1)-$(words "$p" | sort -g | tail -n1)$ci)"
 }
 for k in ${SINGLE_WORKERS:-1 2 3}; do
     runs="" clus="" offs="" paces=""
@@ -156,7 +163,7 @@ if [ -n "$pace_rows" ]; then
     echo "(the pace of stages sharing a token's layers evenly over these CPUs) and the cluster against it"
     echo "(median of the reps' ratios):"
     echo
-    echo "| workers |$(for id in "${run_cpus[@]}"; do printf ' run on CPU %s |' "$id"; done) CPUs' mean pace | cluster | cluster / mean pace (min-max) |"
+    echo "| workers |$(for id in "${run_cpus[@]}"; do printf ' run on CPU %s |' "$id"; done) CPUs' mean pace | cluster | cluster / mean pace (min-max; 95% interval) |"
     echo "|---|$(for _ in "${run_cpus[@]}"; do printf -- '---|'; done)---|---|---|"
     printf '%s\n' "$pace_rows"
 fi

@@ -109,11 +109,17 @@ if command -v node >/dev/null; then
     fail "run_warm_ab.sh: one pin for two workers: $(tail -n 3 "$dir/pin.err")"
   ! pgrep -f "$dir/warm/" >/dev/null || fail "run_warm_ab.sh left a cluster running"
   # run_cluster_bench.sh's single stream (part 1), with caravan run pinned to each CPU: the
-  # table of the CPUs' mean pace has a row of positive figures
-  out=$(MODEL="$model" REPS=1 TG=8 SINGLE_WORKERS=1 LONG_WORKERS=" " STREAMS=" " \
+  # table of the CPUs' mean pace has a row of positive figures; with 3 reps a pair ratio's
+  # median comes with its 95% interval, around it
+  out=$(MODEL="$model" REPS=3 TG=8 SINGLE_WORKERS=1 LONG_WORKERS=" " STREAMS=" " \
     CARAVAN_BENCH_DIR="$dir/cb" OUT="$dir/cb/cluster.json" \
     bash "$src/bench/run_cluster_bench.sh" "$(dirname "$bin")" 2>"$dir/cb.err") ||
     fail "run_cluster_bench.sh: $(tail -n 3 "$dir/cb.err")"
+  row=$(grep -m1 '^| 1 |' <<<"$out") || fail "run_cluster_bench.sh: no 1-worker row: $out"
+  # (the fifth column: "MEDIANx (MIN-MAX; 95% LOW-HIGH)")
+  iv=$(cut -d'|' -f6 <<<"$row" | sed -n 's/^ *\([0-9.]*\)x ([0-9.]*-[0-9.]*; 95% \([0-9.]*\)-\([0-9.]*\)) *$/\1 \2 \3/p')
+  awk '{ exit !(NF == 3 && $2 > 0 && $2 <= $1 && $1 <= $3) }' <<<"$iv" ||
+    fail "run_cluster_bench.sh: no 95% interval around the median pair ratio: $row"
   if [ "$(nproc)" -ge 2 ] && [ "$(nproc)" -le 4 ]; then
     row=$(grep -A3 "CPUs' mean pace" <<<"$out" | grep '^| 1 |') ||
       fail "run_cluster_bench.sh: no row of the CPUs' mean pace: $out"
