@@ -1,17 +1,13 @@
 /* caravan run: generate text from a prompt with a GGUF model on this machine (the whole model,
  * one sequence). Prints only the generated text on stdout, streamed as tokens arrive; load
  * time and prompt/generation speed go to stderr. */
-#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "cmd.h"
 #include "codec.h"
-#include "gguf.h"
 #include "log.h"
 #include "model.h"
 #include "mono.h"
