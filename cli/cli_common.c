@@ -4,11 +4,13 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cmd.h"
 #include "gguf.h"
 #include "log.h"
+#include "opts.h"
 #include "sampler.h"
 
 #ifndef CARAVAN_DEFAULT_MODEL
@@ -85,16 +87,28 @@ void cmd_sampling_params(const struct cmd_sampling *s, struct sampler_params *ou
     }
 }
 
+struct sampling_cfg {
+    struct cmd_sampling sampling;
+};
+#define SAMPLING_F(x) offsetof(struct sampling_cfg, x)
+static const struct opt sampling_opts[] = {CMD_SAMPLING_OPTIONS(SAMPLING_F, ""), OPTS_END};
+#undef SAMPLING_F
+_Static_assert(sizeof sampling_opts / sizeof sampling_opts[0] == CMD_SAMPLING_N_OPTIONS + 1,
+               "CMD_SAMPLING_N_OPTIONS is not the length of CMD_SAMPLING_OPTIONS");
+
 void cmd_sampling_args(const struct cmd_sampling *s, struct cmd_sampling_args *a) {
-    /* %.17g: the other command parses back the very double this one holds, so it samples
-     * with the same floats as `caravan run` given the same words */
+    const struct sampling_cfg cfg = {*s};
     a->n = 0;
-    int k = 0;
-#define ARG(name, fmt, field)                                                                      \
-    snprintf(a->num[k], sizeof a->num[k], fmt, s->field);                                          \
-    a->argv[a->n++] = name;                                                                        \
-    a->argv[a->n++] = a->num[k++];
-    CMD_SAMPLING_NUMBERS(ARG)
-#undef ARG
-    if (s->ignore_eos) a->argv[a->n++] = "--ignore-eos";
+    for (const struct opt *o = sampling_opts; o->name; o++) {
+        char v[sizeof a->word[0]];
+        opts_format_value(o, &cfg, v, sizeof v);
+        if (o->type == OPT_FLAG && strcmp(v, "true") != 0) continue; /* a flag given, or not */
+        snprintf(a->word[a->n], sizeof a->word[0], "--%s", o->name);
+        a->argv[a->n] = a->word[a->n];
+        a->n++;
+        if (o->type == OPT_FLAG) continue;
+        snprintf(a->word[a->n], sizeof a->word[0], "%s", v);
+        a->argv[a->n] = a->word[a->n];
+        a->n++;
+    }
 }

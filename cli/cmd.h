@@ -56,25 +56,13 @@ struct cmd_sampling {
  * when it matters (temp > 0), says it on stderr as "seed: S" for --seed to give it again. */
 void cmd_sampling_params(const struct cmd_sampling *s, struct sampler_params *out);
 /* The options as words of another caravan command's argv (`caravan cluster --prompt` starts
- * `caravan coordinator --ask`): argv[0..n) point into the struct, which must outlive them.
- * X(flag, printf format, field) for each option that takes a number, in the order given. */
-#define CMD_SAMPLING_NUMBERS(X)                                                                    \
-    X("--temp", "%.17g", temp)                                                                     \
-    X("--top-k", "%d", top_k)                                                                      \
-    X("--top-p", "%.17g", top_p)                                                                   \
-    X("--min-p", "%.17g", min_p)                                                                   \
-    X("--repeat-penalty", "%.17g", repeat_penalty)                                                 \
-    X("--frequency-penalty", "%.17g", frequency_penalty)                                           \
-    X("--presence-penalty", "%.17g", presence_penalty)                                             \
-    X("--repeat-last-n", "%d", repeat_last_n)                                                      \
-    X("--seed", "%lld", seed)
-#define CMD_SAMPLING_COUNT_(flag, fmt, field) +1
-enum { CMD_SAMPLING_N_NUMBERS = 0 CMD_SAMPLING_NUMBERS(CMD_SAMPLING_COUNT_) };
-/* a flag and a number for each, and --ignore-eos */
-#define CMD_SAMPLING_MAX_ARGS (2 * CMD_SAMPLING_N_NUMBERS + 1)
+ * `caravan coordinator --ask`), from CMD_SAMPLING_OPTIONS itself, each value as opts writes
+ * it to be read back the same (opts_format_value): argv[0..n) point into the struct, which must
+ * outlive them. CMD_SAMPLING_N_OPTIONS is the list's length (cli_common.c asserts it). */
+#define CMD_SAMPLING_N_OPTIONS 10
 struct cmd_sampling_args {
-    char num[CMD_SAMPLING_N_NUMBERS][32];
-    const char *argv[CMD_SAMPLING_MAX_ARGS];
+    char word[2 * CMD_SAMPLING_N_OPTIONS][48];
+    const char *argv[2 * CMD_SAMPLING_N_OPTIONS];
     int n;
 };
 void cmd_sampling_args(const struct cmd_sampling *s, struct cmd_sampling_args *a);

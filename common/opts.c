@@ -119,25 +119,40 @@ void opts_print_help(FILE *f, const struct opt *table, const char *usage) {
     fprintf(f, "  %-28s %s\n", "-h, --help", "show this help and exit");
 }
 
+bool opts_format_value(const struct opt *o, const void *cfg, char *buf, size_t cap) {
+    const char *field = (const char *)cfg + o->offset;
+    switch (o->type) {
+    case OPT_FLAG: snprintf(buf, cap, "%s", *(const int *)field ? "true" : "false"); return true;
+    case OPT_INT: snprintf(buf, cap, "%d", *(const int *)field); return true;
+    case OPT_INT64: snprintf(buf, cap, "%lld", *(const long long *)field); return true;
+    case OPT_FLOAT: {
+        const double v = *(const double *)field;
+        snprintf(buf, cap, "%g", v);
+        if (strtod(buf, NULL) != v) snprintf(buf, cap, "%.17g", v);
+        return true;
+    }
+    case OPT_STRING: {
+        const char *str = *(const char *const *)field;
+        snprintf(buf, cap, "%s", str ? str : "");
+        return str != NULL;
+    }
+    case OPT_TYPE_COUNT: break;
+    }
+    if (cap) buf[0] = '\0';
+    return false;
+}
+
 void opts_dump(FILE *f, const struct opt *table, const void *cfg) {
     for (const struct opt *o = table; o->name; o++) {
-        const char *field = (const char *)cfg + o->offset;
-        switch (o->type) {
-        case OPT_FLAG:
-            fprintf(f, "%s = %s\n", o->name, *(const int *)field ? "true" : "false");
-            break;
-        case OPT_INT: fprintf(f, "%s = %d\n", o->name, *(const int *)field); break;
-        case OPT_INT64: fprintf(f, "%s = %lld\n", o->name, *(const long long *)field); break;
-        case OPT_FLOAT: fprintf(f, "%s = %g\n", o->name, *(const double *)field); break;
-        case OPT_STRING: {
-            const char *s = *(const char *const *)field;
+        char v[64];
+        if (o->type == OPT_STRING) {
+            const char *s = *(const char *const *)((const char *)cfg + o->offset);
             if (s)
                 fprintf(f, "%s = %s\n", o->name, s);
             else
                 fprintf(f, "# %s =\n", o->name); /* unset: a comment, so the dump loads back */
-            break;
-        }
-        case OPT_TYPE_COUNT: break;
+        } else if (opts_format_value(o, cfg, v, sizeof v)) {
+            fprintf(f, "%s = %s\n", o->name, v);
         }
     }
 }

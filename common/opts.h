@@ -42,6 +42,11 @@ int opts_load_file(const struct opt *table, void *cfg, const char *path);
 
 /* Whether cfg holds o's default (a value given equal to it counts as the default). */
 bool opts_is_default(const struct opt *o, const void *cfg);
+/* o's value in cfg as it would be typed, so that parsing it gives that very value back: a
+ * number exactly (a double in the fewest of %g's and %.17g's digits that read back the same),
+ * a flag "true" or "false", a string as it is. Writes at most cap bytes (cap >= 32 holds any
+ * number); returns false for an unset string. */
+bool opts_format_value(const struct opt *o, const void *cfg, char *buf, size_t cap);
 /* Prints "usage" then one line per option with its default. */
 void opts_print_help(FILE *f, const struct opt *table, const char *usage);
 
