@@ -49,9 +49,12 @@ FAILED=0
 RUNS=0
 LEFT=""  # folders outside $WORK a case made (launcher_dies), removed however it ends
 HOLDER="" # a process a case started to hold a lock
+LAUNCHER="" # the caravan cluster a case started in the background, stopped however it ends
 
 cleanup() {
     [ -z "$HOLDER" ] || kill "$HOLDER" 2>/dev/null || true
+    # (SIGKILL: its daemons stop with it; one that has exited is not there to kill)
+    [ -z "$LAUNCHER" ] || kill -9 "$LAUNCHER" 2>/dev/null || true
     for d in $LEFT; do case "$d" in /tmp/caravan-cluster.*) rm -rf "$d" ;; esac; done
     if [ "$FAILED" -ne 0 ] || [ -n "${CARAVAN_TEST_VERBOSE:-}" ]; then
         for f in "$WORK"/*.err "$WORK"/logs*/*.log; do
@@ -223,7 +226,8 @@ api_split)
         "$CARAVAN" cluster --model "$STORIES" --workers "$w" --threads 1 --shared-file \
             --http 127.0.0.1:0 --log-dir "$logs" >"$WORK/lp$w.out" 2>"$WORK/lp$w.err" &
         launcher=$!
-        wait_for "$WORK/lp$w.out" '^http://' 60 || { kill "$launcher"; fail "$w workers: the cluster did not come up"; }
+        LAUNCHER=$launcher
+        wait_for "$WORK/lp$w.out" '^http://' 60 || fail "$w workers: the cluster did not come up"
         url=$(grep -m1 '^http://' "$WORK/lp$w.out")
         # the answers without their ids and times
         curl -fsS -m 60 "$url/v1/chat/completions" -d "$chat" | sed 's/.*"choices"://' >"$WORK/chat$w.json" &&
@@ -233,9 +237,10 @@ api_split)
             curl -fsS -m 60 "$url/v1/completions" -d "$ban" | sed 's/.*"choices"://' >"$WORK/ban$w.json" &&
             curl -fsS -m 60 "$url/v1/completions" -d "$pen" | sed 's/.*"choices"://' >"$WORK/pen$w.json" &&
             curl -fsS -m 60 "$url/v1/completions" -d "$echo" | sed 's/.*"choices"://' >"$WORK/echo$w.json" ||
-            { kill "$launcher"; fail "$w workers: a request failed"; }
+            fail "$w workers: a request failed"
         kill -INT "$launcher"
         wait "$launcher" || fail "$w workers: the launcher exited with $?"
+        LAUNCHER="" # (reaped: its pid may be another process's now)
         # the start-up time it reports is the whole of it, and its two parts add up
         start=$(grep -m1 -oE 'serving .* \([0-9.]+ s to start: [0-9.]+ s until the coordinator had read the model, [0-9.]+ s for the workers to join and load\)' "$WORK/lp$w.err") ||
             fail "$w workers: no start-up time in $(head -c 600 "$WORK/lp$w.err")"
@@ -378,15 +383,17 @@ bad_model)
         --no-api-key --cors http://app.example:5173 --log-dir "$WORK/logs_open" \
         >"$WORK/open.out" 2>"$WORK/open.err" &
     launcher=$!
-    wait_for "$WORK/open.out" '^http://' 60 || { kill "$launcher"; fail "--no-api-key: no URL"; }
+    LAUNCHER=$launcher
+    wait_for "$WORK/open.out" '^http://' 60 || fail "--no-api-key: no URL"
     port=$(grep -m1 '^http://' "$WORK/open.out" | sed 's/.*://')
     curl -fsS -m 10 -D "$WORK/open.head" -H 'Origin: http://app.example:5173' \
         "http://127.0.0.1:$port/health" >/dev/null ||
-        { kill "$launcher"; fail "--no-api-key: /health did not answer"; }
+        fail "--no-api-key: /health did not answer"
     grep -qi '^Access-Control-Allow-Origin: http://app.example:5173' "$WORK/open.head" ||
-        { kill "$launcher"; fail "--cors was not passed on: $(cat "$WORK/open.head")"; }
+        fail "--cors was not passed on: $(cat "$WORK/open.head")"
     kill -INT "$launcher"
     wait "$launcher" || fail "--no-api-key: the launcher exited with $?"
+    LAUNCHER="" # (reaped: its pid may be another process's now)
     ;;
 nan_model)
     [ -f "$STORIES" ] || { echo "no $STORIES"; exit 77; }
@@ -441,20 +448,21 @@ launcher_dies)
     "$CARAVAN" cluster --model "$STORIES" --workers 2 --threads 1 --shared-file \
         --http 127.0.0.1:0 --log-dir "$logs" >"$WORK/kill.out" 2>"$WORK/kill.err" &
     launcher=$!
-    wait_for "$WORK/kill.out" "curl" 60 || { kill -9 "$launcher"; fail "the cluster did not come up"; }
-    # (a check that fails here stops the launcher first, and the launcher its daemons)
+    LAUNCHER=$launcher
+    wait_for "$WORK/kill.out" "curl" 60 || fail "the cluster did not come up"
     [ "$(pgrep -f -- "$logs" | wc -l)" -ge 4 ] ||
-        { kill -9 "$launcher"; fail "expected a launcher, a coordinator and 2 workers"; }
+        fail "expected a launcher, a coordinator and 2 workers"
     # a serving launcher naps between its checks; a child's exit, not a short tick, wakes it
     # (a 250 ms nap: 8 wake-ups in 2 s; at 100 ms it was 20)
     woke() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$launcher/status"; }
     w0=$(woke) && sleep 2 && w1=$(woke) ||
-        { kill -9 "$launcher"; fail "no /proc/$launcher/status"; }
+        fail "no /proc/$launcher/status"
     [ $((w1 - w0)) -le 14 ] ||
-        { kill -9 "$launcher"; fail "the serving launcher woke $((w1 - w0)) times in 2 s"; }
+        fail "the serving launcher woke $((w1 - w0)) times in 2 s"
     note "the serving launcher woke $((w1 - w0)) times in 2 s"
     kill -9 "$launcher"
     wait "$launcher" 2>/dev/null
+    LAUNCHER="" # (reaped: its pid may be another process's now)
     left "$logs" 10 || { pkill -9 -f -- "$logs"; fail "processes left after the launcher's SIGKILL"; }
     note "SIGKILL of the launcher: coordinator and workers gone"
     logs="$WORK/logs_pipe"
@@ -468,12 +476,14 @@ launcher_dies)
     "$CARAVAN" cluster --model "$STORIES" --workers 2 --threads 1 --http 127.0.0.1:0 \
         >"$WORK/own.out" 2>"$WORK/own.err" &
     launcher=$!
-    wait_for "$WORK/own.out" "curl" 60 || { kill -9 "$launcher"; fail "the cluster did not come up"; }
+    LAUNCHER=$launcher
+    wait_for "$WORK/own.out" "curl" 60 || fail "the cluster did not come up"
     own=$(sed -n 's/.*keys and logs in //p' "$WORK/own.err")
-    case "$own" in /tmp/caravan-cluster.*) ;; *) kill -9 "$launcher"; fail "no folder named: '$own'" ;; esac
-    ls "$own"/w1/*.gguf >/dev/null 2>&1 || { kill -9 "$launcher"; fail "no shipped slice in $own/w1"; }
+    case "$own" in /tmp/caravan-cluster.*) ;; *) fail "no folder named: '$own'" ;; esac
+    ls "$own"/w1/*.gguf >/dev/null 2>&1 || fail "no shipped slice in $own/w1"
     kill -9 "$launcher"
     wait "$launcher" 2>/dev/null || true
+    LAUNCHER="" # (reaped: its pid may be another process's now)
     left "$own" 10 || { pkill -9 -f -- "$own"; fail "processes left after the launcher's SIGKILL"; }
     [ -f "$own/launcher.pid" ] || fail "$own is not there after the launcher's SIGKILL"
     # a live launcher whose pid means nothing here (another PID namespace): its launcher.pid
