@@ -50,7 +50,7 @@ stop_all() {
 trap stop_all EXIT
 # pin URL CPUS: the cluster's workers, in stage order, each on its entry of CPUS (all threads)
 pin() {
-    local url=$1 i cpus pids
+    local url=$1 i cpus pids want got
     read -ra cpus <<<"$2"
     read -ra pids <<<"$(curl -sf "$url/cluster" | node -e '
         let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () =>
@@ -63,7 +63,6 @@ pin() {
     for i in "${!pids[@]}"; do
         taskset -a -c -p "${cpus[$i]}" "${pids[$i]}" >/dev/null
         # what the kernel now allows each of its threads, as it says it
-        local want got
         want=$(cpu_list "${cpus[$i]}")
         got=$(for t in /proc/"${pids[$i]}"/task/*/status; do
             cpu_list "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "$t")"
